@@ -1,0 +1,14 @@
+// Whole-file reads and writes with errors that name the file.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+
+namespace fedcal {
+
+std::string read_text_file(const std::string& path);
+// Writes to `path + ".tmp"` and renames over `path`, so readers never see a half-written file.
+void write_file_atomically(const std::string& path, std::span<const std::byte> data);
+
+}  // namespace fedcal

@@ -1,0 +1,64 @@
+#include "common/sha256.h"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <fstream>
+#include <memory>
+
+#include "common/error.h"
+
+namespace fedcal {
+namespace {
+
+struct DigestContextDeleter {
+  void operator()(EVP_MD_CTX* context) const { EVP_MD_CTX_free(context); }
+};
+
+class Sha256 {
+ public:
+  Sha256() : context_(EVP_MD_CTX_new()) {
+    if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1) fail("SHA-256: cannot initialise OpenSSL digest");
+  }
+  void update(const void* data, size_t size) {
+    if (EVP_DigestUpdate(context_.get(), data, size) != 1) fail("SHA-256: digest update failed");
+  }
+  std::string hex() {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+    unsigned int length = 0;
+    if (EVP_DigestFinal_ex(context_.get(), digest.data(), &length) != 1) fail("SHA-256: digest final failed");
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < length; ++i) {
+      out += kHex[digest[i] >> 4];
+      out += kHex[digest[i] & 15];
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, DigestContextDeleter> context_;
+};
+
+}  // namespace
+
+std::string sha256_hex(std::span<const std::byte> data) {
+  Sha256 sha;
+  sha.update(data.data(), data.size());
+  return sha.hex();
+}
+
+std::string sha256_file_hex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open for hashing", path);
+  Sha256 sha;
+  std::array<char, 1 << 16> buffer{};
+  while (in) {
+    in.read(buffer.data(), buffer.size());
+    sha.update(buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) fail("{}: read error while hashing", path);
+  return sha.hex();
+}
+
+}  // namespace fedcal

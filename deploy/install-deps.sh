@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of fedcal from Debian (bookworm) packages.
+# Idempotent: re-running it only refreshes the package lists and installs what is missing.
+#   deploy/install-deps.sh            build + test dependencies
+#   deploy/install-deps.sh --train    also the Python stack that trains the project's model (not needed by CI)
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config ninja-build
+  libxnnpack-dev libpthreadpool-dev libcpuinfo-dev
+  libzmq3-dev cppzmq-dev
+  capnproto libcapnp-dev
+  libssl-dev
+  libsqlitecpp-dev libsqlite3-dev
+  doctest-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  libsentencepiece-dev
+  clang libclang-rt-14-dev
+)
+if [[ "${1:-}" == "--train" ]]; then
+  packages+=(python3-torch python3-numpy python3-sentencepiece libopenblas0-pthread sentencepiece)
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"

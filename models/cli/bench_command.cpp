@@ -1,0 +1,109 @@
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+
+#include "common/error.h"
+#include "models/cli/cli_support.h"
+#include "models/cli/commands.h"
+#include "models/model_loader.h"
+#include "models/transformer.h"
+
+namespace fedcal::cli {
+namespace {
+
+struct BenchOptions {
+  ModelOptions model;
+  int prompt_tokens = 64;
+  int decode_tokens = 64;
+  int repeats = 3;
+  bool json = false;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void run_bench(const BenchOptions& options) {
+  LoadedModel loaded = load_model(options.model.model);
+  const int threads = resolve_threads(options.model.threads);
+  XnnRuntime runtime(threads);
+  Transformer transformer(loaded.model, runtime, {.max_batch = std::max(1, options.prompt_tokens)});
+  loaded.model = Model{};
+  const ModelConfig& c = transformer.config();
+  if (options.prompt_tokens + options.decode_tokens > c.max_seq_len) {
+    fail("--prompt-tokens + --decode-tokens = {} exceeds the context length {}", options.prompt_tokens + options.decode_tokens,
+         c.max_seq_len);
+  }
+
+  std::mt19937 rng(7);
+  std::vector<int> prompt(options.prompt_tokens);
+  for (int& token : prompt) token = static_cast<int>(rng() % c.vocab_size);
+
+  // Best of `repeats` runs of: prefill the prompt, then decode tokens one at a time (greedy).
+  double best_prefill = 1e30, best_decode = 1e30;
+  for (int repeat = 0; repeat < options.repeats + 1; ++repeat) {  // the first run warms caches and is not counted
+    auto start = std::chrono::steady_clock::now();
+    std::span<const float> logits = transformer.forward(prompt, 0, false);
+    const double prefill = seconds_since(start);
+    start = std::chrono::steady_clock::now();
+    for (int i = 0; i < options.decode_tokens; ++i) {
+      const int token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      logits = transformer.forward(std::span(&token, 1), options.prompt_tokens + i, false);
+    }
+    const double decode = seconds_since(start);
+    if (repeat > 0) {
+      best_prefill = std::min(best_prefill, prefill);
+      best_decode = std::min(best_decode, decode);
+    }
+  }
+  const double prefill_tps = options.prompt_tokens / best_prefill;
+  const double decode_tps = options.decode_tokens / best_decode;
+  const double weight_gbps = static_cast<double>(transformer.decode_weight_bytes()) * decode_tps / 1e9;
+  const size_t peak_rss = peak_resident_bytes();
+  const size_t file_bytes = model_file_bytes(options.model.model);
+
+  if (options.json) {
+    nlohmann::json out = {{"model", options.model.model},
+                          {"threads", threads},
+                          {"parameters", c.parameter_count()},
+                          {"model_bytes", file_bytes},
+                          {"prompt_tokens", options.prompt_tokens},
+                          {"decode_tokens", options.decode_tokens},
+                          {"prefill_tokens_per_s", prefill_tps},
+                          {"decode_tokens_per_s", decode_tps},
+                          {"decode_weight_bytes_per_token", transformer.decode_weight_bytes()},
+                          {"decode_weight_gb_per_s", weight_gbps},
+                          {"peak_rss_bytes", peak_rss}};
+    std::printf("%s\n", out.dump(2).c_str());
+    return;
+  }
+  std::printf("model:          %s (%.1f M parameters, %.1f MB on disk)\n", options.model.model.c_str(), c.parameter_count() / 1e6,
+              file_bytes / 1e6);
+  std::printf("threads:        %d\n", threads);
+  std::printf("prefill:        %.1f tokens/s (%d-token prompt, best of %d)\n", prefill_tps, options.prompt_tokens, options.repeats);
+  std::printf("decode:         %.2f tokens/s (%d tokens, best of %d)\n", decode_tps, options.decode_tokens, options.repeats);
+  std::printf("decode weights: %.2f GB/s read (%.1f MB per token)\n", weight_gbps, transformer.decode_weight_bytes() / 1e6);
+  std::printf("peak RSS:       %.1f MB\n", peak_rss / 1e6);
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto options = std::make_shared<BenchOptions>();
+  CLI::App* command = app.add_subcommand("bench", "Prefill and decode speed, weight bandwidth and peak memory of a model");
+  add_model_options(*command, options->model, /*with_tokenizer=*/false);
+  command->add_option("--prompt-tokens", options->prompt_tokens, "Prompt length for the prefill measurement")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  command->add_option("--decode-tokens", options->decode_tokens, "Tokens decoded one at a time")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  command->add_option("--repeats", options->repeats, "Measured repetitions (best is reported)")->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  command->add_flag("--json", options->json, "Print one JSON object");
+  command->callback([options] { run_bench(*options); });
+}
+
+}  // namespace fedcal::cli

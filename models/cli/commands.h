@@ -1,0 +1,14 @@
+// The subcommands of fedcal-model. Each registers its options on `app` and runs when selected.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace fedcal::cli {
+
+void add_generate_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_synth_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace fedcal::cli

@@ -1,0 +1,88 @@
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "common/error.h"
+#include "models/cli/cli_support.h"
+#include "models/cli/commands.h"
+#include "models/model_loader.h"
+#include "models/sampler.h"
+#include "models/transformer.h"
+
+namespace fedcal::cli {
+namespace {
+
+struct GenerateOptions {
+  ModelOptions model;
+  std::string prompt;
+  int max_tokens = 256;
+  float temperature = 0.8f;
+  float top_p = 0.9f;
+  uint64_t seed = 42;
+  bool quiet = false;
+};
+
+void run_generate(const GenerateOptions& options) {
+  LoadedModel loaded = load_model(options.model.model);
+  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
+  XnnRuntime runtime(resolve_threads(options.model.threads));
+  Transformer transformer(loaded.model, runtime);
+  loaded.model = Model{};  // the transformer holds what it needs
+
+  std::vector<int> prompt = tokenizer->encode(options.prompt, /*add_bos=*/true);
+  const int context = transformer.config().max_seq_len;
+  if (static_cast<int>(prompt.size()) >= context) {
+    fail("the prompt is {} tokens; the model's context is {} tokens", prompt.size(), context);
+  }
+  Sampler sampler({options.temperature, options.top_p, options.seed});
+
+  std::fputs(options.prompt.c_str(), stdout);
+  std::fflush(stdout);
+  const auto start = std::chrono::steady_clock::now();
+  std::span<const float> logits = transformer.forward(prompt, 0, /*all_logits=*/false);
+  int pos = static_cast<int>(prompt.size());
+  int previous = prompt.back();
+  int generated = 0;
+  const char* stop_reason = "max tokens";
+  while (generated < options.max_tokens) {
+    const int token = sampler.sample(logits);
+    if (token == tokenizer->eos_id() || token == tokenizer->bos_id()) {
+      stop_reason = "end of sequence";
+      break;
+    }
+    std::fputs(tokenizer->decode(previous, token).c_str(), stdout);
+    std::fflush(stdout);
+    ++generated;
+    previous = token;
+    if (pos >= context) {
+      stop_reason = "context length";
+      break;
+    }
+    logits = transformer.forward(std::span(&token, 1), pos++, false);
+  }
+  std::fputs("\n", stdout);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!options.quiet) {
+    std::fprintf(stderr, "[%d prompt tokens, %d generated in %.2f s (%.1f tokens/s), stopped at %s]\n", static_cast<int>(prompt.size()),
+                 generated, seconds, seconds > 0 ? (generated + prompt.size()) / seconds : 0.0, stop_reason);
+  }
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto options = std::make_shared<GenerateOptions>();
+  CLI::App* command = app.add_subcommand("generate", "Print the prompt and the model's continuation of it");
+  add_model_options(*command, options->model);
+  command->add_option("-p,--prompt", options->prompt, "Text to continue")->required();
+  command->add_option("-n,--max-tokens", options->max_tokens, "Tokens to generate at most (also stops at end of sequence and at the context length)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 24));
+  command->add_option("--temperature", options->temperature, "Sampling temperature; 0 is greedy argmax")->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
+  command->add_option("--top-p", options->top_p, "Nucleus sampling threshold in (0, 1]")->capture_default_str();
+  command->add_option("--seed", options->seed, "Random seed of the sampler")->capture_default_str();
+  command->add_flag("-q,--quiet", options->quiet, "Do not print timing to stderr");
+  command->callback([options] { run_generate(*options); });
+}
+
+}  // namespace fedcal::cli

@@ -1,0 +1,30 @@
+// The architecture of a Llama-family decoder-only transformer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace fedcal {
+
+struct ModelConfig {
+  int dim = 0;          // residual stream width (hidden_size)
+  int hidden_dim = 0;   // SwiGLU feed-forward width (intermediate_size)
+  int n_layers = 0;
+  int n_heads = 0;      // query heads; head_size = dim / n_heads
+  int n_kv_heads = 0;   // key/value heads (grouped-query attention when < n_heads)
+  int vocab_size = 0;
+  int max_seq_len = 0;  // context length
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  bool shared_classifier = true;  // output head tied to the token embedding
+
+  int head_size() const { return dim / n_heads; }
+  int kv_dim() const { return n_kv_heads * head_size(); }
+  // Number of weights, counting a tied classifier once.
+  int64_t parameter_count() const;
+  // Throws Error describing the first inconsistent or absurd field (e.g. a corrupt header).
+  void validate() const;
+  std::string describe() const;
+};
+
+}  // namespace fedcal

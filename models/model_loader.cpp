@@ -1,0 +1,72 @@
+#include "models/model_loader.h"
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "common/mapped_file.h"
+#include "models/hf_checkpoint.h"
+#include "models/hf_tokenizer.h"
+#include "models/llama2c_checkpoint.h"
+#include "models/llama2c_tokenizer.h"
+#include "models/sentencepiece_tokenizer.h"
+
+namespace fedcal {
+namespace fs = std::filesystem;
+
+const char* format_name(ModelFormat format) {
+  switch (format) {
+    case ModelFormat::kLlama2cLegacy: return "llama2.c (legacy)";
+    case ModelFormat::kLlama2cVersion1: return "llama2.c (version 1)";
+    case ModelFormat::kHuggingFace: return "Hugging Face (safetensors)";
+  }
+  return "?";
+}
+
+LoadedModel load_model(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    if (!is_hf_checkpoint_folder(path)) fail("{}: a folder but not a Hugging Face checkpoint (no config.json)", path);
+    return {read_hf_checkpoint(path), ModelFormat::kHuggingFace, path};
+  }
+  MappedFile file(path);
+  const ModelFormat format = looks_like_llama2c_version1(file.bytes()) ? ModelFormat::kLlama2cVersion1 : ModelFormat::kLlama2cLegacy;
+  return {parse_llama2c_checkpoint(file.bytes(), path), format, path};
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
+  std::optional<HfConfig> hf_config;
+  if (loaded.format == ModelFormat::kHuggingFace) {
+    const std::string config_path = (fs::path(loaded.path) / "config.json").string();
+    hf_config = parse_hf_config(read_text_file(config_path), config_path);
+  }
+  auto open = [&](const fs::path& path) -> std::unique_ptr<Tokenizer> {
+    const std::string extension = path.extension().string();
+    std::unique_ptr<Tokenizer> tokenizer;
+    if (extension == ".json") {
+      tokenizer = std::make_unique<HfTokenizer>(HfTokenizer::read(path.string(), hf_config ? hf_config->bos_token_id : std::nullopt,
+                                                                  hf_config ? hf_config->eos_token_id : std::nullopt));
+    } else if (extension == ".model") {
+      tokenizer = std::make_unique<SentencePieceTokenizer>(path.string());
+    } else {
+      tokenizer = std::make_unique<Llama2cTokenizer>(Llama2cTokenizer::read(path.string(), loaded.model.config.vocab_size));
+    }
+    if (tokenizer->vocab_size() > loaded.model.config.vocab_size) {
+      fail("{}: tokenizer has {} pieces but the model {} only {} embeddings", path.string(), tokenizer->vocab_size(), loaded.path,
+           loaded.model.config.vocab_size);
+    }
+    return tokenizer;
+  };
+  if (tokenizer_path) return open(*tokenizer_path);
+  if (loaded.format == ModelFormat::kHuggingFace) {
+    for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+      const fs::path candidate = fs::path(loaded.path) / name;
+      std::error_code ec;
+      if (fs::exists(candidate, ec)) return open(candidate);
+    }
+    fail("{}: no tokenizer.json or tokenizer.model in the folder; pass --tokenizer", loaded.path);
+  }
+  fail("{}: a llama2.c checkpoint carries no tokenizer; pass --tokenizer PATH (its tokenizer.bin)", loaded.path);
+}
+
+}  // namespace fedcal

@@ -1,0 +1,247 @@
+#include "models/transformer.h"
+
+#include <pthreadpool.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace fedcal {
+
+struct Transformer::Layer {
+  std::vector<float> attn_norm;  // (dim)
+  std::vector<float> ffn_norm;   // (dim)
+  std::unique_ptr<LinearF32> wq, wk, wv, wo, w1, w2, w3;
+};
+
+namespace {
+
+std::vector<float> padded(size_t floats) { return std::vector<float>(floats + XNN_EXTRA_BYTES / sizeof(float), 0.0f); }
+
+std::unique_ptr<LinearF32> make_linear(const std::vector<float>& weights, int in, int out, std::string name) {
+  return std::make_unique<LinearF32>(weights.data(), in, out, std::move(name));
+}
+
+}  // namespace
+
+void rmsnorm(float* out, const float* x, const float* weight, int size, float eps) {
+  float sum_squares = 0.0f;
+  for (int i = 0; i < size; ++i) sum_squares += x[i] * x[i];
+  const float scale = 1.0f / std::sqrt(sum_squares / static_cast<float>(size) + eps);
+  for (int i = 0; i < size; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void softmax(float* x, int size) {
+  const float max = *std::max_element(x, x + size);
+  float sum = 0.0f;
+  for (int i = 0; i < size; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inverse = 1.0f / sum;
+  for (int i = 0; i < size; ++i) x[i] *= inverse;
+}
+
+Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options)
+    : config_(model.config), runtime_(runtime), options_(options) {
+  config_.validate();
+  if (options_.max_batch < 1) fail("max_batch {} must be >= 1", options_.max_batch);
+  const ModelConfig& c = config_;
+  const size_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
+
+  token_embedding_ = model.token_embedding;
+  final_norm_ = model.final_norm;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = model.layers[l];
+    auto layer = std::make_unique<Layer>();
+    auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
+    layer->attn_norm = w.attn_norm;
+    layer->ffn_norm = w.ffn_norm;
+    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"));
+    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"));
+    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"));
+    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"));
+    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"));
+    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"));
+    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"));
+    layers_.push_back(std::move(layer));
+  }
+  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier");
+
+  // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size).
+  const int half = c.head_size() / 2;
+  rope_cos_.resize(static_cast<size_t>(c.max_seq_len) * half);
+  rope_sin_.resize(rope_cos_.size());
+  for (int pos = 0; pos < c.max_seq_len; ++pos) {
+    for (int i = 0; i < half; ++i) {
+      const double angle = pos * std::pow(static_cast<double>(c.rope_theta), -2.0 * i / c.head_size());
+      rope_cos_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(angle));
+      rope_sin_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+
+  key_cache_.resize(static_cast<size_t>(c.n_layers) * c.max_seq_len * kv_dim);
+  value_cache_.resize(key_cache_.size());
+  x_ = padded(batch * dim);
+  xb_ = padded(batch * dim);
+  xb2_ = padded(batch * dim);
+  q_ = padded(batch * dim);
+  k_ = padded(batch * kv_dim);
+  v_ = padded(batch * kv_dim);
+  att_out_ = padded(batch * dim);
+  scores_ = padded(batch * c.n_heads * static_cast<size_t>(c.max_seq_len));
+  hb_ = padded(batch * hidden);
+  hb2_ = padded(batch * hidden);
+}
+
+Transformer::~Transformer() = default;
+
+size_t Transformer::decode_weight_bytes() const {
+  const ModelConfig& c = config_;
+  const size_t per_layer = 2 * c.dim + 2 * size_t(c.dim) * c.dim + 2 * size_t(c.kv_dim()) * c.dim + 3 * size_t(c.dim) * c.hidden_dim;
+  return sizeof(float) * (c.n_layers * per_layer + c.dim /*final norm*/ + size_t(c.vocab_size) * c.dim /*classifier*/ +
+                          c.dim /*embedding row*/);
+}
+
+std::span<const float> Transformer::forward(std::span<const int> tokens, int pos, bool all_logits) {
+  const ModelConfig& c = config_;
+  const size_t n = tokens.size();
+  if (n == 0) fail("forward: no tokens");
+  if (pos < 0 || static_cast<size_t>(pos) + n > static_cast<size_t>(c.max_seq_len)) {
+    fail("forward: positions [{}, {}) exceed the context length {}", pos, pos + n, c.max_seq_len);
+  }
+  for (int token : tokens) {
+    if (token < 0 || token >= c.vocab_size) fail("forward: token id {} is outside the vocabulary [0, {})", token, c.vocab_size);
+  }
+  logits_.resize((all_logits ? n : 1) * static_cast<size_t>(c.vocab_size));
+  for (size_t start = 0; start < n; start += options_.max_batch) {
+    const size_t count = std::min<size_t>(options_.max_batch, n - start);
+    const bool last_chunk = start + count == n;
+    if (!all_logits && !last_chunk) {
+      forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), nullptr, false);
+    } else {
+      float* out = all_logits ? logits_.data() + start * c.vocab_size : logits_.data();
+      forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), out, all_logits);
+    }
+  }
+  return logits_;
+}
+
+// One chunk of n <= max_batch tokens at positions [pos, pos + n).
+void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits) {
+  const ModelConfig& c = config_;
+  const int n = static_cast<int>(tokens.size());
+  const int dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, half = c.head_size() / 2;
+
+  // x (n, dim) = embedding rows of the tokens
+  for (int t = 0; t < n; ++t) {
+    std::memcpy(&x_[size_t(t) * dim], &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
+  }
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const Layer& layer = *layers_[l];
+
+    // Attention block. xb (n, dim) = rmsnorm(x)
+    for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.attn_norm.data(), dim, c.norm_eps);
+    layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, dim)
+    layer.wk->run(runtime_, n, xb_.data(), k_.data());  // k (n, kv_dim)
+    layer.wv->run(runtime_, n, xb_.data(), v_.data());  // v (n, kv_dim)
+
+    // RoPE on q and k: rotate each interleaved pair (2i, 2i+1) of every head by its position's angle.
+    for (int t = 0; t < n; ++t) {
+      const float* cos = &rope_cos_[size_t(pos + t) * half];
+      const float* sin = &rope_sin_[size_t(pos + t) * half];
+      auto rotate = [&](float* vec, int size) {
+        for (int j = 0; j < size; j += 2) {
+          const int i = (j % c.head_size()) / 2;
+          const float a = vec[j], b = vec[j + 1];
+          vec[j] = a * cos[i] - b * sin[i];
+          vec[j + 1] = a * sin[i] + b * cos[i];
+        }
+      };
+      rotate(&q_[size_t(t) * dim], dim);
+      rotate(&k_[size_t(t) * kv_dim], kv_dim);
+    }
+
+    // KV cache rows [pos, pos + n) of this layer = k, v
+    const size_t cache_offset = (size_t(l) * c.max_seq_len + pos) * kv_dim;
+    std::memcpy(&key_cache_[cache_offset], k_.data(), size_t(n) * kv_dim * sizeof(float));
+    std::memcpy(&value_cache_[cache_offset], v_.data(), size_t(n) * kv_dim * sizeof(float));
+
+    attention(l, n, pos);  // att_out (n, dim)
+    layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
+    for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
+
+    // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
+    for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.ffn_norm.data(), dim, c.norm_eps);
+    layer.w1->run(runtime_, n, xb_.data(), hb_.data());   // hb (n, hidden)
+    layer.w3->run(runtime_, n, xb_.data(), hb2_.data());  // hb2 (n, hidden)
+    for (size_t i = 0; i < size_t(n) * hidden; ++i) {
+      const float gate = hb_[i];
+      hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];
+    }
+    layer.w2->run(runtime_, n, hb_.data(), xb2_.data());  // xb2 (n, dim)
+    for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
+  }
+
+  if (logits_out == nullptr) return;
+  // Final norm and classifier, for every row or only the last one.
+  const int first = all_logits ? 0 : n - 1;
+  const int rows = n - first;
+  for (int t = first; t < n; ++t) {
+    rmsnorm(&xb_[size_t(t - first) * dim], &x_[size_t(t) * dim], final_norm_.data(), dim, c.norm_eps);
+  }
+  classifier_->run(runtime_, rows, xb_.data(), logits_out);  // logits (rows, vocab)
+}
+
+namespace {
+
+struct AttentionTask {
+  const ModelConfig* config;
+  const float* q;          // (n, dim)
+  const float* keys;       // (max_seq_len, kv_dim) of this layer
+  const float* values;     // (max_seq_len, kv_dim) of this layer
+  float* scores;           // (n * n_heads, max_seq_len)
+  float* out;              // (n, dim)
+  int pos;
+};
+
+// Causal attention of one (token t, head h) pair: item = t * n_heads + h.
+void attend_one(void* context, size_t item) {
+  const AttentionTask& task = *static_cast<const AttentionTask*>(context);
+  const ModelConfig& c = *task.config;
+  const int head_size = c.head_size(), kv_dim = c.kv_dim();
+  const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
+  const int kv_head = h / (c.n_heads / c.n_kv_heads);
+  const int length = task.pos + t + 1;  // keys at positions 0 .. pos + t
+  const float* q = task.q + size_t(t) * c.dim + size_t(h) * head_size;
+  float* scores = task.scores + item * c.max_seq_len;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
+  for (int s = 0; s < length; ++s) {
+    const float* k = task.keys + size_t(s) * kv_dim + size_t(kv_head) * head_size;
+    float dot = 0.0f;
+    for (int i = 0; i < head_size; ++i) dot += q[i] * k[i];
+    scores[s] = dot * scale;
+  }
+  softmax(scores, length);
+  float* out = task.out + size_t(t) * c.dim + size_t(h) * head_size;
+  std::fill(out, out + head_size, 0.0f);
+  for (int s = 0; s < length; ++s) {
+    const float* v = task.values + size_t(s) * kv_dim + size_t(kv_head) * head_size;
+    const float weight = scores[s];
+    for (int i = 0; i < head_size; ++i) out[i] += weight * v[i];
+  }
+}
+
+}  // namespace
+
+void Transformer::attention(int layer, int n, int pos) {
+  const ModelConfig& c = config_;
+  const size_t layer_offset = size_t(layer) * c.max_seq_len * c.kv_dim();
+  AttentionTask task{&c, q_.data(), &key_cache_[layer_offset], &value_cache_[layer_offset], scores_.data(), att_out_.data(), pos};
+  pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
+}
+
+}  // namespace fedcal

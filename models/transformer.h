@@ -1,0 +1,69 @@
+// The FP32 Llama forward pass: every linear layer on XNNPACK, attention, norms, RoPE and SwiGLU in
+// plain C++. One code path serves token-by-token decoding (n = 1) and batched prefill (n > 1).
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "models/model.h"
+#include "models/xnn_runtime.h"
+
+namespace fedcal {
+
+struct TransformerOptions {
+  int max_batch = 64;  // tokens per prefill chunk through each linear layer
+};
+
+class Transformer {
+ public:
+  // Packs the model's matrices into XNNPACK operators and copies the small tensors; `model` may be
+  // freed afterwards. `runtime` must outlive the Transformer.
+  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {});
+  ~Transformer();
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs `tokens` at positions [pos, pos + n), writing their keys/values into the KV cache (positions
+  // < pos must have been run before). Returns logits (n, vocab) if `all_logits`, else (vocab) for the
+  // last token. The span stays valid until the next call. Throws Error on a bad token or position.
+  std::span<const float> forward(std::span<const int> tokens, int pos, bool all_logits);
+
+  // Bytes of weights that one decoding step reads (all matrices, norms, one embedding row).
+  size_t decode_weight_bytes() const;
+
+ private:
+  struct Layer;
+  void forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits);
+  void attention(int layer, int n, int pos);
+
+  ModelConfig config_;
+  const XnnRuntime& runtime_;
+  TransformerOptions options_;
+  std::vector<float> token_embedding_;  // (vocab, dim)
+  std::vector<float> final_norm_;       // (dim)
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<LinearF32> classifier_;  // (vocab, dim)
+  std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
+
+  // KV cache: (n_layers, max_seq_len, kv_dim) each.
+  std::vector<float> key_cache_, value_cache_;
+  // Activations for one chunk of up to max_batch tokens (B = max_batch); padded for XNNPACK.
+  std::vector<float> x_;        // (B, dim) residual stream
+  std::vector<float> xb_;       // (B, dim) normed input of a block
+  std::vector<float> xb2_;      // (B, dim) block output
+  std::vector<float> q_;        // (B, dim)
+  std::vector<float> k_, v_;    // (B, kv_dim)
+  std::vector<float> att_out_;  // (B, dim)
+  std::vector<float> scores_;   // (B * n_heads, max_seq_len)
+  std::vector<float> hb_, hb2_; // (B, hidden_dim)
+  std::vector<float> logits_;   // (n, vocab)
+};
+
+// Plain helpers of the forward pass, shared with calibration code.
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i], for one row of `size`.
+void rmsnorm(float* out, const float* x, const float* weight, int size, float eps);
+// In-place softmax over `size` values.
+void softmax(float* x, int size);
+
+}  // namespace fedcal
