@@ -1,0 +1,74 @@
+#include "tests/test_support.h"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace fedcal::testing {
+namespace fs = std::filesystem;
+
+ScratchDir::ScratchDir() {
+  std::string pattern = (fs::temp_directory_path() / "fedcal-test-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot create a scratch folder");
+  root_ = pattern;
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  fs::remove_all(root_, ec);
+}
+
+std::string tinystories_path() { return std::string(FEDCAL_SHARED_DIR) + "/data/tinystories/tinystories-sample.txt"; }
+
+namespace {
+std::string read_lines(int first, int last) {
+  std::ifstream in(tinystories_path(), std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + tinystories_path());
+  std::string line, out;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (number >= first && number <= last) out += line + "\n";
+  }
+  return out;
+}
+}  // namespace
+
+std::string tinystories_train() { return read_lines(1, 7003); }
+std::string tinystories_heldout() { return read_lines(7004, 8659); }
+
+double relative_error(std::span<const float> actual, const std::vector<double>& expected) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(static_cast<double>(actual[i]) - expected[i]));
+    max_ref = std::max(max_ref, std::abs(expected[i]));
+  }
+  return max_diff / std::max(max_ref, 1e-30);
+}
+
+std::string built_binary(const std::string& name) { return std::string(FEDCAL_BIN_DIR) + "/" + name; }
+
+CommandResult run_command(const std::string& command, bool capture_stderr) {
+  const std::string full = command + (capture_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = popen(full.c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("popen failed: " + command);
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+}  // namespace fedcal::testing

@@ -1,0 +1,44 @@
+// Helpers shared by the tests: scratch folders, the shared TinyStories split, logits comparison.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+namespace fedcal::testing {
+
+// A fresh folder removed (with its content) when the object dies.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string path(const std::string& name) const { return root_ + "/" + name; }
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+};
+
+// ../shared/data/tinystories/tinystories-sample.txt split as its README fixes it.
+std::string tinystories_path();
+std::string tinystories_train();    // lines 1-7003
+std::string tinystories_heldout();  // lines 7004-8659
+
+// max |a - b| / max |b|: error relative to the scale of the reference row.
+double relative_error(std::span<const float> actual, const std::vector<double>& expected);
+
+// Path of a binary built into build/bin.
+std::string built_binary(const std::string& name);
+
+// Runs a shell command, returns its exit code and captures stdout (and stderr when asked).
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+CommandResult run_command(const std::string& command, bool capture_stderr = false);
+
+void write_text(const std::string& path, const std::string& text);
+
+}  // namespace fedcal::testing
