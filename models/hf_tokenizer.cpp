@@ -40,9 +40,10 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
     if (type_of(model) != "BPE") fail("model type '{}' is not supported (only BPE)", type_of(model));
     const json& vocab = model.contains("vocab") ? model["vocab"] : json();
     if (!vocab.is_object()) fail("model.vocab is not an object");
+    int64_t max_id = 0;
     auto add_piece = [&](const std::string& piece, const json& id_node) {
-      if (!id_node.is_number_integer() || id_node.get<int64_t>() < 0 || id_node.get<int64_t>() >= kMaxVocab) {
-        fail("piece '{}' has an invalid id {}", piece, id_node.dump());
+      if (!id_node.is_number_integer() || id_node.get<int64_t>() < 0 || id_node.get<int64_t>() >= max_id) {
+        fail("piece '{}' has an invalid id {} (ids must be contiguous from 0 to {})", piece, id_node.dump(), max_id - 1);
       }
       const size_t id = id_node.get<size_t>();
       if (id >= tokenizer.pieces_.size()) tokenizer.pieces_.resize(id + 1);
@@ -52,6 +53,9 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
       tokenizer.pieces_[id] = piece;
       tokenizer.ids_.emplace(piece, static_cast<int>(id));
     };
+    // Ids must be contiguous, so none can exceed the number of entries: this bounds memory on hostile input.
+    const size_t entries = vocab.size() + (root.contains("added_tokens") && root["added_tokens"].is_array() ? root["added_tokens"].size() : 0);
+    max_id = std::min<int64_t>(kMaxVocab, static_cast<int64_t>(entries));
     for (const auto& [piece, id] : vocab.items()) add_piece(piece, id);
     if (root.contains("added_tokens")) {
       if (!root["added_tokens"].is_array()) fail("added_tokens is not an array");

@@ -112,7 +112,9 @@ SafetensorsIndex parse_safetensors(std::span<const std::byte> bytes, const std::
   SafetensorsIndex index;
   index.data_offset = sizeof(header_size) + header_size;
   const uint64_t data_size = bytes.size() - index.data_offset;
-  for (const auto& [name, value] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();
+    const nlohmann::json& value = item.value();
     if (name == "__metadata__") {
       if (!value.is_object()) fail("{}: __metadata__ is not an object", source);
       for (const auto& [key, text] : value.items()) {

@@ -1,0 +1,66 @@
+// Writes a small valid input for every fuzz target into SEED_DIR/<target>/, so the fuzzers start from
+// well-formed files and mutate their way into the parsers' deeper branches.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "models/hf_checkpoint.h"
+#include "models/llama2c_checkpoint.h"
+#include "models/llama2c_tokenizer.h"
+#include "models/synth.h"
+
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: fuzz_seeds SEED_DIR\n";
+    return 2;
+  }
+  const fs::path root = argv[1];
+  for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode"}) {
+    fs::create_directories(root / target);
+  }
+  fedcal::ModelConfig micro;
+  micro.dim = 8;
+  micro.hidden_dim = 12;
+  micro.n_layers = 1;
+  micro.n_heads = 2;
+  micro.n_kv_heads = 1;
+  micro.vocab_size = 6;
+  micro.max_seq_len = 4;
+  fedcal::Model model = fedcal::synthesize_model(micro, 1);
+  fedcal::write_llama2c_checkpoint(model, (root / "llama2c_checkpoint/v1.bin").string(), fedcal::Llama2cVersion::kVersion1);
+  fedcal::write_llama2c_checkpoint(model, (root / "llama2c_checkpoint/legacy.bin").string(), fedcal::Llama2cVersion::kLegacy);
+  model.config.shared_classifier = false;
+  model.classifier = model.token_embedding;
+  fedcal::write_llama2c_checkpoint(model, (root / "llama2c_checkpoint/legacy_untied.bin").string(), fedcal::Llama2cVersion::kLegacy);
+
+  const fs::path hf = root / "hf_model";
+  fedcal::write_hf_checkpoint(model, hf.string(), fedcal::TensorDtype::kBF16);
+  fs::copy_file(hf / "config.json", root / "hf_config/config.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(hf / "model.safetensors", root / "safetensors/model.safetensors", fs::copy_options::overwrite_existing);
+  fs::remove_all(hf);
+
+  // tokenizer.bin with a leading vocabulary-size byte (6 - 3 = 3), as fuzz_llama2c_tokenizer reads it.
+  fedcal::Llama2cTokenizer({{"<unk>", 0}, {"\n<s>\n", 0}, {"\n</s>\n", 0}, {" ", -1}, {"a", -2}, {" a", -3}})
+      .write((root / "llama2c_tokenizer/raw.bin").string());
+  {
+    std::ifstream raw(root / "llama2c_tokenizer/raw.bin", std::ios::binary);
+    std::ofstream seed(root / "llama2c_tokenizer/tokenizer.bin", std::ios::binary);
+    seed.put(3);
+    seed << raw.rdbuf();
+  }
+  fs::remove(root / "llama2c_tokenizer/raw.bin");
+
+  std::string vocab = R"({"<unk>": 0, "<s>": 1, "</s>": 2)";
+  for (int b = 0; b < 256; ++b) vocab += fmt::format(R"(, "<0x{:02X}>": {})", b, 3 + b);
+  vocab += R"(, "▁": 259, "a": 260, "b": 261, "▁a": 262, "ab": 263, "▁ab": 264})";
+  std::ofstream(root / "hf_tokenizer/tokenizer.json")
+      << R"({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": )" << vocab
+      << R"(, "merges": ["a b", "▁ a", ["▁", "ab"]]}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend",
+      "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}, "pre_tokenizer": null})";
+  std::ofstream(root / "tokenizer_encode/story.txt") << "Once upon a time, there was a little \xc3\xa9t\xc3\xa9 \xe2\x80\x9cthe\xe2\x80\x9d.\n";
+  return 0;
+}

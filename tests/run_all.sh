@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite from a clean clone: install dependencies, then two builds and their tests.
+#  1. build/       g++, -Werror: the unit and integration tests (doctest via CTest).
+#  2. build-asan/  clang with AddressSanitizer + UndefinedBehaviorSanitizer: the same tests again, plus
+#                  every libFuzzer target for FEDCAL_FUZZ_SECONDS each (default 15).
+# Set FEDCAL_SKIP_DEPS=1 to skip the apt-get step, FEDCAL_SKIP_ASAN=1 to run the first build only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+if [[ "${FEDCAL_SKIP_DEPS:-0}" != 1 ]]; then
+  deploy/install-deps.sh
+fi
+
+echo "== build/ (g++, warnings as errors)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON
+cmake --build build -j"$jobs"
+ctest --test-dir build -j"$jobs" --output-on-failure
+
+if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
+  echo "== build-asan/ (clang, ASan + UBSan, libFuzzer targets)"
+  CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
+    -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-15}"
+  cmake --build build-asan -j"$jobs"
+  ctest --test-dir build-asan -j"$jobs" --output-on-failure
+fi
