@@ -18,7 +18,8 @@ struct DigestContextDeleter {
 class Sha256 {
  public:
   Sha256() : context_(EVP_MD_CTX_new()) {
-    if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1) fail("SHA-256: cannot initialise OpenSSL digest");
+    if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1)
+      fail("SHA-256: cannot initialise OpenSSL digest");
   }
   void update(const void* data, size_t size) {
     if (EVP_DigestUpdate(context_.get(), data, size) != 1) fail("SHA-256: digest update failed");

@@ -20,16 +20,16 @@ struct EvalOptions {
 
 struct ReferenceComparison {
   double reference_perplexity = 0;
-  double mean_kl = 0;         // mean over scored tokens of KL(reference || model), nats
+  double mean_kl = 0;  // mean over scored tokens of KL(reference || model), nats
   double max_kl = 0;
   double top1_agreement = 0;  // fraction of scored tokens where both argmaxes agree
 };
 
 struct EvalResult {
-  int64_t tokens = 0;         // tokens scored (every token after the first)
-  double mean_nll = 0;        // nats per token
+  int64_t tokens = 0;   // tokens scored (every token after the first)
+  double mean_nll = 0;  // nats per token
   double perplexity = 0;
-  double bits_per_byte = 0;   // total NLL in bits / text bytes
+  double bits_per_byte = 0;  // total NLL in bits / text bytes
   std::optional<ReferenceComparison> reference;
 };
 

@@ -33,9 +33,9 @@ inline uint16_t f32_to_f16(float value) {
   const uint32_t bits = std::bit_cast<uint32_t>(value);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;         // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;        // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {                              // below the smallest normal half (2^-14)
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: infinity
+  if (abs < 0x38800000u) {                        // below the smallest normal half (2^-14)
     // Subnormal half: round abs * 2^24 to the nearest integer, ties to even.
     float scaled = std::bit_cast<float>(abs) * 0x1p24f;
     uint32_t integer = static_cast<uint32_t>(scaled);

@@ -78,45 +78,48 @@ std::vector<float> interleaved_to_hf_rotary(const std::vector<float>& weights, i
 }
 
 HfConfig parse_hf_config(const std::string& json_text, const std::string& source) {
-  return with_context([&] { return source; }, [&] {
-    nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-    if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
-    auto model_type = json.find("model_type");
-    if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {
-      fail("model_type {} is not supported (only \"llama\")", model_type->dump());
-    }
-    auto rope_scaling = json.find("rope_scaling");
-    if (rope_scaling != json.end() && !rope_scaling->is_null()) fail("rope_scaling {} is not supported", rope_scaling->dump());
-    auto act = json.find("hidden_act");
-    if (act != json.end() && (!act->is_string() || act->get<std::string>() != "silu")) {
-      fail("hidden_act {} is not supported (only \"silu\")", act->dump());
-    }
-    for (const char* bias : {"attention_bias", "mlp_bias"}) {
-      if (optional_value(json, bias, false)) fail("{} = true is not supported", bias);
-    }
-    HfConfig config;
-    ModelConfig& m = config.model;
-    m.dim = required_int(json, "hidden_size");
-    m.hidden_dim = required_int(json, "intermediate_size");
-    m.n_layers = required_int(json, "num_hidden_layers");
-    m.n_heads = required_int(json, "num_attention_heads");
-    m.n_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
-                       ? required_int(json, "num_key_value_heads")
-                       : m.n_heads;
-    m.vocab_size = required_int(json, "vocab_size");
-    m.max_seq_len = required_int(json, "max_position_embeddings");
-    m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
-    m.rope_theta = optional_value(json, "rope_theta", 10000.0f);
-    m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
-    if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
-        required_int(json, "head_dim") * m.n_heads != m.dim) {
-      fail("head_dim {} x num_attention_heads {} != hidden_size {} is not supported", json["head_dim"].dump(), m.n_heads, m.dim);
-    }
-    m.validate();
-    config.bos_token_id = optional_token_id(json, "bos_token_id");
-    config.eos_token_id = optional_token_id(json, "eos_token_id");
-    return config;
-  });
+  return with_context([&] { return source; },
+                      [&] {
+                        nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+                        if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
+                        auto model_type = json.find("model_type");
+                        if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {
+                          fail("model_type {} is not supported (only \"llama\")", model_type->dump());
+                        }
+                        auto rope_scaling = json.find("rope_scaling");
+                        if (rope_scaling != json.end() && !rope_scaling->is_null())
+                          fail("rope_scaling {} is not supported", rope_scaling->dump());
+                        auto act = json.find("hidden_act");
+                        if (act != json.end() && (!act->is_string() || act->get<std::string>() != "silu")) {
+                          fail("hidden_act {} is not supported (only \"silu\")", act->dump());
+                        }
+                        for (const char* bias : {"attention_bias", "mlp_bias"}) {
+                          if (optional_value(json, bias, false)) fail("{} = true is not supported", bias);
+                        }
+                        HfConfig config;
+                        ModelConfig& m = config.model;
+                        m.dim = required_int(json, "hidden_size");
+                        m.hidden_dim = required_int(json, "intermediate_size");
+                        m.n_layers = required_int(json, "num_hidden_layers");
+                        m.n_heads = required_int(json, "num_attention_heads");
+                        m.n_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
+                                           ? required_int(json, "num_key_value_heads")
+                                           : m.n_heads;
+                        m.vocab_size = required_int(json, "vocab_size");
+                        m.max_seq_len = required_int(json, "max_position_embeddings");
+                        m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
+                        m.rope_theta = optional_value(json, "rope_theta", 10000.0f);
+                        m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
+                        if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
+                            required_int(json, "head_dim") * m.n_heads != m.dim) {
+                          fail("head_dim {} x num_attention_heads {} != hidden_size {} is not supported", json["head_dim"].dump(),
+                               m.n_heads, m.dim);
+                        }
+                        m.validate();
+                        config.bos_token_id = optional_token_id(json, "bos_token_id");
+                        config.eos_token_id = optional_token_id(json, "eos_token_id");
+                        return config;
+                      });
 }
 
 bool is_hf_checkpoint_folder(const std::string& path) {
@@ -197,7 +200,9 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
       {"tie_word_embeddings", c.shared_classifier},
       {"bos_token_id", 1},
       {"eos_token_id", 2},
-      {"torch_dtype", dtype == TensorDtype::kF32 ? "float32" : dtype == TensorDtype::kF16 ? "float16" : "bfloat16"},
+      {"torch_dtype", dtype == TensorDtype::kF32   ? "float32"
+                      : dtype == TensorDtype::kF16 ? "float16"
+                                                   : "bfloat16"},
   };
   std::string text = config.dump(2) + "\n";
   write_file_atomically((fs::path(folder) / "config.json").string(), std::as_bytes(std::span(text)));

@@ -30,19 +30,19 @@ class HfTokenizer : public Tokenizer {
   HfTokenizer() = default;
   std::vector<int> encode_word(std::string_view word) const;
 
-  std::vector<std::string> pieces_;              // id -> piece
-  std::unordered_map<std::string, int> ids_;     // piece -> id
+  std::vector<std::string> pieces_;           // id -> piece
+  std::unordered_map<std::string, int> ids_;  // piece -> id
   struct Merge {
     int rank;
     int merged_id;
   };
-  std::unordered_map<uint64_t, Merge> merges_;   // (left id << 32 | right id) -> merge
-  std::vector<int> byte_ids_;                    // byte -> "<0xNN>" id, or -1
+  std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> merge
+  std::vector<int> byte_ids_;                   // byte -> "<0xNN>" id, or -1
   int unk_id_ = -1;
   int bos_id_ = -1;
   int eos_id_ = -1;
   bool prepend_space_ = true;
-  bool split_on_space_ = false;                  // Metaspace split=true: BPE per word
+  bool split_on_space_ = false;  // Metaspace split=true: BPE per word
   std::string space_symbol_ = "\xe2\x96\x81";
 };
 

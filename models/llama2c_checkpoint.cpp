@@ -135,7 +135,9 @@ void write_llama2c_checkpoint(const Model& model, const std::string& path, Llama
   const ModelConfig& c = model.config;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) fail("{}: cannot create", path);
-  auto write = [&](const void* data, size_t size) { out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size)); };
+  auto write = [&](const void* data, size_t size) {
+    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+  };
   auto write_floats = [&](const std::vector<float>& v) { write(v.data(), v.size() * sizeof(float)); };
 
   Header header{c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.max_seq_len};

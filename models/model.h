@@ -40,7 +40,7 @@ Model allocate_model(const ModelConfig& config);
 struct TensorRef {
   std::string name;  // fedcal's name, e.g. "layers.3.wq"
   std::vector<float>* data;
-  int rows;          // 1 for vectors
+  int rows;  // 1 for vectors
   int cols;
 };
 // Every tensor of `model` in a fixed order (embedding, per-layer tensors, final norm, classifier).

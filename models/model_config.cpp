@@ -45,7 +45,8 @@ void ModelConfig::validate() const {
 
 std::string ModelConfig::describe() const {
   return fmt::format(
-      "dim {}, hidden {}, layers {}, heads {} (kv {}, head size {}), vocab {}, context {}, rope theta {}, norm eps {}, {} classifier",
+      "dim {}, hidden {}, layers {}, heads {} (kv {}, head size {}), vocab {}, context {}, rope theta {}, norm eps {}, {} "
+      "classifier",
       dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size(), vocab_size, max_seq_len, rope_theta, norm_eps,
       shared_classifier ? "tied" : "separate");
 }

@@ -7,11 +7,11 @@
 namespace fedcal {
 
 struct ModelConfig {
-  int dim = 0;          // residual stream width (hidden_size)
-  int hidden_dim = 0;   // SwiGLU feed-forward width (intermediate_size)
+  int dim = 0;         // residual stream width (hidden_size)
+  int hidden_dim = 0;  // SwiGLU feed-forward width (intermediate_size)
   int n_layers = 0;
-  int n_heads = 0;      // query heads; head_size = dim / n_heads
-  int n_kv_heads = 0;   // key/value heads (grouped-query attention when < n_heads)
+  int n_heads = 0;     // query heads; head_size = dim / n_heads
+  int n_kv_heads = 0;  // key/value heads (grouped-query attention when < n_heads)
   int vocab_size = 0;
   int max_seq_len = 0;  // context length
   float norm_eps = 1e-5f;

@@ -16,9 +16,12 @@ namespace fs = std::filesystem;
 
 const char* format_name(ModelFormat format) {
   switch (format) {
-    case ModelFormat::kLlama2cLegacy: return "llama2.c (legacy)";
-    case ModelFormat::kLlama2cVersion1: return "llama2.c (version 1)";
-    case ModelFormat::kHuggingFace: return "Hugging Face (safetensors)";
+    case ModelFormat::kLlama2cLegacy:
+      return "llama2.c (legacy)";
+    case ModelFormat::kLlama2cVersion1:
+      return "llama2.c (version 1)";
+    case ModelFormat::kHuggingFace:
+      return "Hugging Face (safetensors)";
   }
   return "?";
 }
@@ -30,7 +33,8 @@ LoadedModel load_model(const std::string& path) {
     return {read_hf_checkpoint(path), ModelFormat::kHuggingFace, path};
   }
   MappedFile file(path);
-  const ModelFormat format = looks_like_llama2c_version1(file.bytes()) ? ModelFormat::kLlama2cVersion1 : ModelFormat::kLlama2cLegacy;
+  const ModelFormat format =
+      looks_like_llama2c_version1(file.bytes()) ? ModelFormat::kLlama2cVersion1 : ModelFormat::kLlama2cLegacy;
   return {parse_llama2c_checkpoint(file.bytes(), path), format, path};
 }
 
@@ -44,8 +48,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::
     const std::string extension = path.extension().string();
     std::unique_ptr<Tokenizer> tokenizer;
     if (extension == ".json") {
-      tokenizer = std::make_unique<HfTokenizer>(HfTokenizer::read(path.string(), hf_config ? hf_config->bos_token_id : std::nullopt,
-                                                                  hf_config ? hf_config->eos_token_id : std::nullopt));
+      tokenizer = std::make_unique<HfTokenizer>(HfTokenizer::read(
+          path.string(), hf_config ? hf_config->bos_token_id : std::nullopt, hf_config ? hf_config->eos_token_id : std::nullopt));
     } else if (extension == ".model") {
       tokenizer = std::make_unique<SentencePieceTokenizer>(path.string());
     } else {

@@ -21,11 +21,11 @@ struct DtypeInfo {
   int bytes;
 };
 constexpr DtypeInfo kDtypes[] = {
-    {"F32", TensorDtype::kF32, 4},  {"F16", TensorDtype::kF16, 2},  {"BF16", TensorDtype::kBF16, 2},
-    {"F64", TensorDtype::kOther, 8}, {"I64", TensorDtype::kOther, 8}, {"I32", TensorDtype::kOther, 4},
-    {"I16", TensorDtype::kOther, 2}, {"I8", TensorDtype::kOther, 1},  {"U8", TensorDtype::kOther, 1},
-    {"BOOL", TensorDtype::kOther, 1}, {"U16", TensorDtype::kOther, 2}, {"U32", TensorDtype::kOther, 4},
-    {"U64", TensorDtype::kOther, 8}, {"F8_E4M3", TensorDtype::kOther, 1}, {"F8_E5M2", TensorDtype::kOther, 1},
+    {"F32", TensorDtype::kF32, 4},    {"F16", TensorDtype::kF16, 2},       {"BF16", TensorDtype::kBF16, 2},
+    {"F64", TensorDtype::kOther, 8},  {"I64", TensorDtype::kOther, 8},     {"I32", TensorDtype::kOther, 4},
+    {"I16", TensorDtype::kOther, 2},  {"I8", TensorDtype::kOther, 1},      {"U8", TensorDtype::kOther, 1},
+    {"BOOL", TensorDtype::kOther, 1}, {"U16", TensorDtype::kOther, 2},     {"U32", TensorDtype::kOther, 4},
+    {"U64", TensorDtype::kOther, 8},  {"F8_E4M3", TensorDtype::kOther, 1}, {"F8_E5M2", TensorDtype::kOther, 1},
 };
 
 const DtypeInfo* find_dtype(const std::string& name) {
@@ -100,7 +100,8 @@ SafetensorsIndex parse_safetensors(std::span<const std::byte> bytes, const std::
   uint64_t header_size = 0;
   if (bytes.size() < sizeof(header_size)) fail("{}: too short for a safetensors header ({} bytes)", source, bytes.size());
   std::memcpy(&header_size, bytes.data(), sizeof(header_size));
-  if (header_size > kMaxHeaderBytes) fail("{}: safetensors header length {} exceeds the limit of {}", source, header_size, kMaxHeaderBytes);
+  if (header_size > kMaxHeaderBytes)
+    fail("{}: safetensors header length {} exceeds the limit of {}", source, header_size, kMaxHeaderBytes);
   if (header_size > bytes.size() - sizeof(header_size)) {
     fail("{}: safetensors header length {} runs past the end of the file ({} bytes)", source, header_size, bytes.size());
   }
@@ -123,8 +124,8 @@ SafetensorsIndex parse_safetensors(std::span<const std::byte> bytes, const std::
       }
       continue;
     }
-    index.tensors[name] = with_context([&] { return fmt::format("{}: tensor '{}'", source, name); },
-                                       [&] { return parse_entry(value, data_size); });
+    index.tensors[name] =
+        with_context([&] { return fmt::format("{}: tensor '{}'", source, name); }, [&] { return parse_entry(value, data_size); });
   }
   return index;
 }

@@ -14,7 +14,8 @@ int argmax(std::span<const float> values) {
 }
 
 Sampler::Sampler(SamplerOptions options) : options_(options), rng_(options.seed) {
-  if (!(options_.temperature >= 0.0f) || !std::isfinite(options_.temperature)) fail("temperature {} must be >= 0", options_.temperature);
+  if (!(options_.temperature >= 0.0f) || !std::isfinite(options_.temperature))
+    fail("temperature {} must be >= 0", options_.temperature);
   if (!(options_.top_p > 0.0f && options_.top_p <= 1.0f)) fail("top-p {} must be in (0, 1]", options_.top_p);
 }
 

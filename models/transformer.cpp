@@ -100,9 +100,10 @@ Transformer::~Transformer() = default;
 
 size_t Transformer::decode_weight_bytes() const {
   const ModelConfig& c = config_;
-  const size_t per_layer = 2 * c.dim + 2 * size_t(c.dim) * c.dim + 2 * size_t(c.kv_dim()) * c.dim + 3 * size_t(c.dim) * c.hidden_dim;
-  return sizeof(float) * (c.n_layers * per_layer + c.dim /*final norm*/ + size_t(c.vocab_size) * c.dim /*classifier*/ +
-                          c.dim /*embedding row*/);
+  const size_t per_layer =
+      2 * c.dim + 2 * size_t(c.dim) * c.dim + 2 * size_t(c.kv_dim()) * c.dim + 3 * size_t(c.dim) * c.hidden_dim;
+  return sizeof(float) *
+         (c.n_layers * per_layer + c.dim /*final norm*/ + size_t(c.vocab_size) * c.dim /*classifier*/ + c.dim /*embedding row*/);
 }
 
 std::span<const float> Transformer::forward(std::span<const int> tokens, int pos, bool all_logits) {
@@ -170,7 +171,7 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     std::memcpy(&key_cache_[cache_offset], k_.data(), size_t(n) * kv_dim * sizeof(float));
     std::memcpy(&value_cache_[cache_offset], v_.data(), size_t(n) * kv_dim * sizeof(float));
 
-    attention(l, n, pos);  // att_out (n, dim)
+    attention(l, n, pos);                                      // att_out (n, dim)
     layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
     for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
 
@@ -200,11 +201,11 @@ namespace {
 
 struct AttentionTask {
   const ModelConfig* config;
-  const float* q;          // (n, dim)
-  const float* keys;       // (max_seq_len, kv_dim) of this layer
-  const float* values;     // (max_seq_len, kv_dim) of this layer
-  float* scores;           // (n * n_heads, max_seq_len)
-  float* out;              // (n, dim)
+  const float* q;       // (n, dim)
+  const float* keys;    // (max_seq_len, kv_dim) of this layer
+  const float* values;  // (max_seq_len, kv_dim) of this layer
+  float* scores;        // (n * n_heads, max_seq_len)
+  float* out;           // (n, dim)
   int pos;
 };
 

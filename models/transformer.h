@@ -43,21 +43,21 @@ class Transformer {
   std::vector<float> token_embedding_;  // (vocab, dim)
   std::vector<float> final_norm_;       // (dim)
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::unique_ptr<LinearF32> classifier_;  // (vocab, dim)
+  std::unique_ptr<LinearF32> classifier_;   // (vocab, dim)
   std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
 
   // KV cache: (n_layers, max_seq_len, kv_dim) each.
   std::vector<float> key_cache_, value_cache_;
   // Activations for one chunk of up to max_batch tokens (B = max_batch); padded for XNNPACK.
-  std::vector<float> x_;        // (B, dim) residual stream
-  std::vector<float> xb_;       // (B, dim) normed input of a block
-  std::vector<float> xb2_;      // (B, dim) block output
-  std::vector<float> q_;        // (B, dim)
-  std::vector<float> k_, v_;    // (B, kv_dim)
-  std::vector<float> att_out_;  // (B, dim)
-  std::vector<float> scores_;   // (B * n_heads, max_seq_len)
-  std::vector<float> hb_, hb2_; // (B, hidden_dim)
-  std::vector<float> logits_;   // (n, vocab)
+  std::vector<float> x_;         // (B, dim) residual stream
+  std::vector<float> xb_;        // (B, dim) normed input of a block
+  std::vector<float> xb2_;       // (B, dim) block output
+  std::vector<float> q_;         // (B, dim)
+  std::vector<float> k_, v_;     // (B, kv_dim)
+  std::vector<float> att_out_;   // (B, dim)
+  std::vector<float> scores_;    // (B * n_heads, max_seq_len)
+  std::vector<float> hb_, hb2_;  // (B, hidden_dim)
+  std::vector<float> logits_;    // (n, vocab)
 };
 
 // Plain helpers of the forward pass, shared with calibration code.

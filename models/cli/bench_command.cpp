@@ -84,7 +84,8 @@ void run_bench(const BenchOptions& options) {
   std::printf("model:          %s (%.1f M parameters, %.1f MB on disk)\n", options.model.model.c_str(), c.parameter_count() / 1e6,
               file_bytes / 1e6);
   std::printf("threads:        %d\n", threads);
-  std::printf("prefill:        %.1f tokens/s (%d-token prompt, best of %d)\n", prefill_tps, options.prompt_tokens, options.repeats);
+  std::printf("prefill:        %.1f tokens/s (%d-token prompt, best of %d)\n", prefill_tps, options.prompt_tokens,
+              options.repeats);
   std::printf("decode:         %.2f tokens/s (%d tokens, best of %d)\n", decode_tps, options.decode_tokens, options.repeats);
   std::printf("decode weights: %.2f GB/s read (%.1f MB per token)\n", weight_gbps, transformer.decode_weight_bytes() / 1e6);
   std::printf("peak RSS:       %.1f MB\n", peak_rss / 1e6);
@@ -97,10 +98,13 @@ void add_bench_command(CLI::App& app) {
   CLI::App* command = app.add_subcommand("bench", "Prefill and decode speed, weight bandwidth and peak memory of a model");
   add_model_options(*command, options->model, /*with_tokenizer=*/false);
   command->add_option("--prompt-tokens", options->prompt_tokens, "Prompt length for the prefill measurement")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   command->add_option("--decode-tokens", options->decode_tokens, "Tokens decoded one at a time")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  command->add_option("--repeats", options->repeats, "Measured repetitions (best is reported)")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  command->add_option("--repeats", options->repeats, "Measured repetitions (best is reported)")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   command->add_flag("--json", options->json, "Print one JSON object");
   command->callback([options] { run_bench(*options); });

@@ -64,9 +64,12 @@ void run_eval(const EvalCommandOptions& options) {
   if (!options.json) std::fprintf(stderr, "\n");
 
   if (options.json) {
-    nlohmann::json out = {{"model", options.model.model},   {"text", options.text},
-                          {"tokens", result.tokens},        {"bytes", text.size()},
-                          {"mean_nll", result.mean_nll},    {"perplexity", result.perplexity},
+    nlohmann::json out = {{"model", options.model.model},
+                          {"text", options.text},
+                          {"tokens", result.tokens},
+                          {"bytes", text.size()},
+                          {"mean_nll", result.mean_nll},
+                          {"perplexity", result.perplexity},
                           {"bits_per_byte", result.bits_per_byte}};
     if (result.reference) {
       out["reference"] = *options.reference;
@@ -93,10 +96,12 @@ void run_eval(const EvalCommandOptions& options) {
 void add_eval_command(CLI::App& app) {
   auto options = std::make_shared<EvalCommandOptions>();
   CLI::App* command = app.add_subcommand(
-      "eval", "Perplexity and bits per byte on a text file; with --reference, KL divergence and top-1 agreement vs another model");
+      "eval",
+      "Perplexity and bits per byte on a text file; with --reference, KL divergence and top-1 agreement vs another model");
   add_model_options(*command, options->model);
   command->add_option("--text", options->text, "UTF-8 text file to score")->required()->check(CLI::ExistingFile);
-  command->add_option("--reference", options->reference, "Reference model (same vocabulary) to compare next-token distributions with");
+  command->add_option("--reference", options->reference,
+                      "Reference model (same vocabulary) to compare next-token distributions with");
   command->add_option("--reference-tokenizer", options->reference_tokenizer,
                       "Tokenizer of the reference model, checked to tokenize like the model's");
   command->add_option("--context", options->context, "Window length in tokens (default: the model's context length)");

@@ -63,8 +63,9 @@ void run_generate(const GenerateOptions& options) {
   std::fputs("\n", stdout);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!options.quiet) {
-    std::fprintf(stderr, "[%d prompt tokens, %d generated in %.2f s (%.1f tokens/s), stopped at %s]\n", static_cast<int>(prompt.size()),
-                 generated, seconds, seconds > 0 ? (generated + prompt.size()) / seconds : 0.0, stop_reason);
+    std::fprintf(stderr, "[%d prompt tokens, %d generated in %.2f s (%.1f tokens/s), stopped at %s]\n",
+                 static_cast<int>(prompt.size()), generated, seconds, seconds > 0 ? (generated + prompt.size()) / seconds : 0.0,
+                 stop_reason);
   }
 }
 
@@ -75,9 +76,13 @@ void add_generate_command(CLI::App& app) {
   CLI::App* command = app.add_subcommand("generate", "Print the prompt and the model's continuation of it");
   add_model_options(*command, options->model);
   command->add_option("-p,--prompt", options->prompt, "Text to continue")->required();
-  command->add_option("-n,--max-tokens", options->max_tokens, "Tokens to generate at most (also stops at end of sequence and at the context length)")
-      ->capture_default_str()->check(CLI::Range(0, 1 << 24));
-  command->add_option("--temperature", options->temperature, "Sampling temperature; 0 is greedy argmax")->capture_default_str()
+  command
+      ->add_option("-n,--max-tokens", options->max_tokens,
+                   "Tokens to generate at most (also stops at end of sequence and at the context length)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  command->add_option("--temperature", options->temperature, "Sampling temperature; 0 is greedy argmax")
+      ->capture_default_str()
       ->check(CLI::Range(0.0f, 100.0f));
   command->add_option("--top-p", options->top_p, "Nucleus sampling threshold in (0, 1]")->capture_default_str();
   command->add_option("--seed", options->seed, "Random seed of the sampler")->capture_default_str();

@@ -70,11 +70,13 @@ void run_inspect(const InspectOptions& options) {
   std::printf("architecture: %s\n", c.describe().c_str());
   std::printf("parameters:  %lld (%.2f M)\n", static_cast<long long>(c.parameter_count()), c.parameter_count() / 1e6);
   std::printf("file bytes:  %zu\n", model_file_bytes(options.model));
-  for (const auto& [file, hash] : hashes.items()) std::printf("sha256:      %s  %s\n", hash.get<std::string>().c_str(), file.c_str());
+  for (const auto& [file, hash] : hashes.items())
+    std::printf("sha256:      %s  %s\n", hash.get<std::string>().c_str(), file.c_str());
   std::printf("tensors:     %zu%s\n", tensors.size(), options.tensors ? "" : " (--tensors lists them)");
   if (options.tensors) {
-    for (const auto& tensor : tensors) std::printf("  %-28s %-14s %s\n", tensor["name"].get<std::string>().c_str(),
-                                                    tensor["shape"].dump().c_str(), tensor["dtype"].get<std::string>().c_str());
+    for (const auto& tensor : tensors)
+      std::printf("  %-28s %-14s %s\n", tensor["name"].get<std::string>().c_str(), tensor["shape"].dump().c_str(),
+                  tensor["dtype"].get<std::string>().c_str());
   }
 }
 

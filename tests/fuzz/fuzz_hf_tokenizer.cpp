@@ -8,7 +8,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    const fedcal::HfTokenizer tokenizer = fedcal::HfTokenizer::parse(std::string(reinterpret_cast<const char*>(data), size), "tokenizer.json");
+    const fedcal::HfTokenizer tokenizer =
+        fedcal::HfTokenizer::parse(std::string(reinterpret_cast<const char*>(data), size), "tokenizer.json");
     const std::vector<int> ids = tokenizer.encode("Once upon a time, \xe2\x80\x9cLily\xe2\x80\x9d saw 3 cats.\n\x80", true);
     tokenizer.decode_all(ids);
   } catch (const fedcal::Error&) {

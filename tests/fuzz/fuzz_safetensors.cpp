@@ -8,7 +8,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    const fedcal::SafetensorsIndex index = fedcal::parse_safetensors({reinterpret_cast<const std::byte*>(data), size}, "fuzz.safetensors");
+    const fedcal::SafetensorsIndex index =
+        fedcal::parse_safetensors({reinterpret_cast<const std::byte*>(data), size}, "fuzz.safetensors");
     for (const auto& [name, entry] : index.tensors) {
       if (index.data_offset + entry.end > size || entry.begin > entry.end) std::abort();
     }

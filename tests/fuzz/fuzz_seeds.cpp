@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode"}) {
+  for (const char* target :
+       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode"}) {
     fs::create_directories(root / target);
   }
   fedcal::ModelConfig micro;
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
   fedcal::write_llama2c_checkpoint(model, (root / "llama2c_checkpoint/legacy.bin").string(), fedcal::Llama2cVersion::kLegacy);
   model.config.shared_classifier = false;
   model.classifier = model.token_embedding;
-  fedcal::write_llama2c_checkpoint(model, (root / "llama2c_checkpoint/legacy_untied.bin").string(), fedcal::Llama2cVersion::kLegacy);
+  fedcal::write_llama2c_checkpoint(model, (root / "llama2c_checkpoint/legacy_untied.bin").string(),
+                                   fedcal::Llama2cVersion::kLegacy);
 
   const fs::path hf = root / "hf_model";
   fedcal::write_hf_checkpoint(model, hf.string(), fedcal::TensorDtype::kBF16);
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
       << R"({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": )" << vocab
       << R"(, "merges": ["a b", "▁ a", ["▁", "ab"]]}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend",
       "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}, "pre_tokenizer": null})";
-  std::ofstream(root / "tokenizer_encode/story.txt") << "Once upon a time, there was a little \xc3\xa9t\xc3\xa9 \xe2\x80\x9cthe\xe2\x80\x9d.\n";
+  std::ofstream(root / "tokenizer_encode/story.txt")
+      << "Once upon a time, there was a little \xc3\xa9t\xc3\xa9 \xe2\x80\x9cthe\xe2\x80\x9d.\n";
   return 0;
 }

@@ -14,7 +14,8 @@ fedcal::Llama2cTokenizer make_tokenizer() {
   std::vector<fedcal::TokenizerPiece> pieces{{"<unk>", 0}, {"\n<s>\n", 0}, {"\n</s>\n", 0}};
   for (int b = 0; b < 256; ++b) pieces.push_back({fmt::format("<0x{:02X}>", b), 0});
   float score = 0;
-  for (const char* piece : {" ", "e", "t", "a", "o", " t", "th", " th", "he", " the", "in", " a", "an", "\xc3\xa9", " \xc3\xa9t"}) {
+  for (const char* piece :
+       {" ", "e", "t", "a", "o", " t", "th", " th", "he", " the", "in", " a", "an", "\xc3\xa9", " \xc3\xa9t"}) {
     pieces.push_back({piece, score -= 1});
   }
   return fedcal::Llama2cTokenizer(std::move(pieces));

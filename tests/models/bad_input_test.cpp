@@ -93,8 +93,9 @@ TEST_CASE("safetensors: a header that is not JSON, points outside the file or di
   CHECK(parse_error(file_with_header("[1,2]", 0)).find("not a JSON object") != std::string::npos);
   CHECK(parse_error(file_with_header(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4))
             .find("point outside the data section") != std::string::npos);
-  CHECK(parse_error(file_with_header(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8))
-            .find("3 elements need 12") != std::string::npos);
+  CHECK(
+      parse_error(file_with_header(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8)).find("3 elements need 12") !=
+      std::string::npos);
   CHECK(parse_error(file_with_header(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0))
             .find("not a non-negative integer") != std::string::npos);
   CHECK(parse_error(file_with_header(R"({"w":{"dtype":"Q9","shape":[1],"data_offsets":[0,1]}})", 1)).find("unknown dtype") !=
@@ -127,7 +128,8 @@ TEST_CASE("Hugging Face folders: bad config.json, missing tensors and wrong shap
 
   write_bytes(config_path, R"({"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 3, "num_attention_heads": 4,
     "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 128, "tie_word_embeddings": true})");
-  CHECK(error_of([&] { load_model(folder); }).find("missing tensor 'model.layers.2.input_layernorm.weight'") != std::string::npos);
+  CHECK(error_of([&] { load_model(folder); }).find("missing tensor 'model.layers.2.input_layernorm.weight'") !=
+        std::string::npos);
 
   write_bytes(config_path, R"({"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2, "num_attention_heads": 4,
     "vocab_size": 512, "max_position_embeddings": 128, "rope_scaling": {"type": "linear", "factor": 2.0}})");
@@ -164,7 +166,8 @@ TEST_CASE("llama2.c tokenizer.bin: invalid pieces and a mismatched vocabulary si
   const int32_t big = 1000;
   std::memcpy(too_long.data() + 4 + 4, &big, 4);
   write_bytes(dir.path("long.bin"), too_long);
-  CHECK(error_of([&] { Llama2cTokenizer::read(dir.path("long.bin"), 6); }).find("outside [0, max_token_length") != std::string::npos);
+  CHECK(error_of([&] { Llama2cTokenizer::read(dir.path("long.bin"), 6); }).find("outside [0, max_token_length") !=
+        std::string::npos);
 
   std::string nan_score = bytes;
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -183,7 +186,8 @@ TEST_CASE("tokenizer.json: unsupported kinds and broken merges are refused with 
   CHECK(parse_error(R"({"model": {"type": "BPE", )" + vocab + R"(, "merges": ["abc"]}})").find("is not two pieces") !=
         std::string::npos);
   CHECK(parse_error(R"({"model": {"type": "BPE", "vocab": {"a": -4}}})").find("invalid id") != std::string::npos);
-  CHECK(parse_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2}}})").find("ids must be contiguous") != std::string::npos);
+  CHECK(parse_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2}}})").find("ids must be contiguous") !=
+        std::string::npos);
   CHECK(parse_error(R"({"model": {"type": "BPE", "byte_fallback": true, )" + vocab + R"(}})").find("no piece <0x00>") !=
         std::string::npos);
   CHECK(parse_error(R"({"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", )" + vocab + R"(}})")

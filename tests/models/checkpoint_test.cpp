@@ -82,7 +82,8 @@ TEST_CASE("F16 and BF16 safetensors convert to FP32 exactly as their rounding of
   }
 }
 
-TEST_CASE("Hugging Face rotary permutation: HF layout rotates halves, fedcal's interleaved pairs, and the conversion round-trips") {
+TEST_CASE(
+    "Hugging Face rotary permutation: HF layout rotates halves, fedcal's interleaved pairs, and the conversion round-trips") {
   const int heads = 2, head_size = 6, cols = 2;
   std::vector<float> interleaved(heads * head_size * cols);
   for (size_t i = 0; i < interleaved.size(); ++i) interleaved[i] = static_cast<float>(i / cols);  // value = row index

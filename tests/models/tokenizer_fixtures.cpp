@@ -91,7 +91,12 @@ std::string hf_tokenizer_json_from_sentencepiece(const std::string& model_path) 
           {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xe2\x96\x81"}}}}}},
       {"pre_tokenizer", nullptr},
       {"model",
-       {{"type", "BPE"}, {"byte_fallback", true}, {"fuse_unk", true}, {"unk_token", "<unk>"}, {"vocab", vocab}, {"merges", merge_list}}},
+       {{"type", "BPE"},
+        {"byte_fallback", true},
+        {"fuse_unk", true},
+        {"unk_token", "<unk>"},
+        {"vocab", vocab},
+        {"merges", merge_list}}},
   };
   return root.dump();
 }
