@@ -9,39 +9,30 @@
 #include "common/error.h"
 
 namespace fedcal {
-namespace {
+void Sha256::ContextDeleter::operator()(evp_md_ctx_st* context) const { EVP_MD_CTX_free(context); }
 
-struct DigestContextDeleter {
-  void operator()(EVP_MD_CTX* context) const { EVP_MD_CTX_free(context); }
-};
+Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
+  if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1) fail("SHA-256: cannot initialise OpenSSL digest");
+}
 
-class Sha256 {
- public:
-  Sha256() : context_(EVP_MD_CTX_new()) {
-    if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1)
-      fail("SHA-256: cannot initialise OpenSSL digest");
+Sha256::~Sha256() = default;
+
+void Sha256::update(const void* data, size_t size) {
+  if (EVP_DigestUpdate(context_.get(), data, size) != 1) fail("SHA-256: digest update failed");
+}
+
+std::string Sha256::hex() {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int length = 0;
+  if (EVP_DigestFinal_ex(context_.get(), digest.data(), &length) != 1) fail("SHA-256: digest final failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 15];
   }
-  void update(const void* data, size_t size) {
-    if (EVP_DigestUpdate(context_.get(), data, size) != 1) fail("SHA-256: digest update failed");
-  }
-  std::string hex() {
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int length = 0;
-    if (EVP_DigestFinal_ex(context_.get(), digest.data(), &length) != 1) fail("SHA-256: digest final failed");
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < length; ++i) {
-      out += kHex[digest[i] >> 4];
-      out += kHex[digest[i] & 15];
-    }
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, DigestContextDeleter> context_;
-};
-
-}  // namespace
+  return out;
+}
 
 std::string sha256_hex(std::span<const std::byte> data) {
   Sha256 sha;

@@ -2,10 +2,31 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <span>
 #include <string>
 
+struct evp_md_ctx_st;
+
 namespace fedcal {
+
+// Incremental SHA-256.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* data, size_t size);
+  // The digest as lowercase hex; the object is finished afterwards.
+  std::string hex();
+
+ private:
+  struct ContextDeleter {
+    void operator()(evp_md_ctx_st* context) const;
+  };
+  std::unique_ptr<evp_md_ctx_st, ContextDeleter> context_;
+};
 
 std::string sha256_hex(std::span<const std::byte> data);
 // Hashes a file (streamed); throws Error naming the file on I/O failure.

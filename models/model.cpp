@@ -27,12 +27,15 @@ Model allocate_model(const ModelConfig& config) {
   return model;
 }
 
-std::vector<TensorRef> list_tensors(Model& model) {
+namespace {
+
+template <typename Ref, typename ModelT>
+std::vector<Ref> list_tensors_of(ModelT& model) {
   const ModelConfig& c = model.config;
-  std::vector<TensorRef> tensors;
+  std::vector<Ref> tensors;
   tensors.push_back({"token_embedding", &model.token_embedding, c.vocab_size, c.dim});
   for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights& layer = model.layers[l];
+    auto& layer = model.layers[l];
     auto name = [l](const char* tensor) { return fmt::format("layers.{}.{}", l, tensor); };
     tensors.push_back({name("attn_norm"), &layer.attn_norm, 1, c.dim});
     tensors.push_back({name("wq"), &layer.wq, c.dim, c.dim});
@@ -48,5 +51,10 @@ std::vector<TensorRef> list_tensors(Model& model) {
   if (!c.shared_classifier) tensors.push_back({"classifier", &model.classifier, c.vocab_size, c.dim});
   return tensors;
 }
+
+}  // namespace
+
+std::vector<TensorRef> list_tensors(Model& model) { return list_tensors_of<TensorRef>(model); }
+std::vector<ConstTensorRef> list_tensors(const Model& model) { return list_tensors_of<ConstTensorRef>(model); }
 
 }  // namespace fedcal

@@ -36,14 +36,19 @@ struct Model {
 // Allocates every tensor at its shape (zero-filled) for `config`.
 Model allocate_model(const ModelConfig& config);
 
-// One named tensor of a model, for loaders, writers and `inspect`.
-struct TensorRef {
+// One named tensor of a model, for loaders, writers and `inspect`. Vector is std::vector<float> or its const.
+template <typename Vector>
+struct BasicTensorRef {
   std::string name;  // fedcal's name, e.g. "layers.3.wq"
-  std::vector<float>* data;
-  int rows;  // 1 for vectors
+  Vector* data;
+  int rows;          // 1 for vectors
   int cols;
 };
+using TensorRef = BasicTensorRef<std::vector<float>>;
+using ConstTensorRef = BasicTensorRef<const std::vector<float>>;
+
 // Every tensor of `model` in a fixed order (embedding, per-layer tensors, final norm, classifier).
 std::vector<TensorRef> list_tensors(Model& model);
+std::vector<ConstTensorRef> list_tensors(const Model& model);
 
 }  // namespace fedcal

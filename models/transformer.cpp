@@ -13,15 +13,25 @@ namespace fedcal {
 struct Transformer::Layer {
   std::vector<float> attn_norm;  // (dim)
   std::vector<float> ffn_norm;   // (dim)
-  std::unique_ptr<LinearF32> wq, wk, wv, wo, w1, w2, w3;
+  std::unique_ptr<Linear> wq, wk, wv, wo, w1, w2, w3;
 };
 
 namespace {
 
 std::vector<float> padded(size_t floats) { return std::vector<float>(floats + XNN_EXTRA_BYTES / sizeof(float), 0.0f); }
 
-std::unique_ptr<LinearF32> make_linear(const std::vector<float>& weights, int in, int out, std::string name) {
-  return std::make_unique<LinearF32>(weights.data(), in, out, std::move(name));
+// The INT8 layer if `int8` lists `name`, else the FP32 one.
+std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, int out, const std::string& name,
+                                    const QuantizedLinears* int8) {
+  if (int8 != nullptr) {
+    if (auto it = int8->find(name); it != int8->end()) {
+      const QuantizedMatrix& q = it->second.weights;
+      if (q.rows != out || q.cols != in) fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
+      return std::make_unique<LinearInt8>(it->second, name);
+    }
+  }
+  if (weights.size() != static_cast<size_t>(in) * out) fail("{}: no FP32 weights and no INT8 layer", name);
+  return std::make_unique<LinearF32>(weights.data(), in, out, name);
 }
 
 }  // namespace
@@ -44,7 +54,7 @@ void softmax(float* x, int size) {
   for (int i = 0; i < size; ++i) x[i] *= inverse;
 }
 
-Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options)
+Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options, const QuantizedLinears* int8)
     : config_(model.config), runtime_(runtime), options_(options) {
   config_.validate();
   if (options_.max_batch < 1) fail("max_batch {} must be >= 1", options_.max_batch);
@@ -59,16 +69,16 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
     layer->attn_norm = w.attn_norm;
     layer->ffn_norm = w.ffn_norm;
-    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"));
-    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"));
-    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"));
-    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"));
-    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"));
-    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"));
-    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"));
+    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"), int8);
+    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8);
+    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8);
+    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"), int8);
+    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8);
+    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8);
+    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"), int8);
     layers_.push_back(std::move(layer));
   }
-  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier");
+  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8);
 
   // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size).
   const int half = c.head_size() / 2;
@@ -116,17 +126,20 @@ std::span<const float> Transformer::forward(std::span<const int> tokens, int pos
   for (int token : tokens) {
     if (token < 0 || token >= c.vocab_size) fail("forward: token id {} is outside the vocabulary [0, {})", token, c.vocab_size);
   }
-  logits_.resize((all_logits ? n : 1) * static_cast<size_t>(c.vocab_size));
+  // An observer sees every row, so every row's logits are computed when one is set.
+  const bool every_row = all_logits || observer_ != nullptr;
+  logits_.resize((every_row ? n : 1) * static_cast<size_t>(c.vocab_size));
   for (size_t start = 0; start < n; start += options_.max_batch) {
     const size_t count = std::min<size_t>(options_.max_batch, n - start);
     const bool last_chunk = start + count == n;
-    if (!all_logits && !last_chunk) {
+    if (!every_row && !last_chunk) {
       forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), nullptr, false);
     } else {
-      float* out = all_logits ? logits_.data() + start * c.vocab_size : logits_.data();
-      forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), out, all_logits);
+      float* out = every_row ? logits_.data() + start * c.vocab_size : logits_.data();
+      forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), out, every_row);
     }
   }
+  if (!all_logits && every_row) return std::span<const float>(logits_).subspan((n - 1) * c.vocab_size, c.vocab_size);
   return logits_;
 }
 
@@ -149,6 +162,10 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, dim)
     layer.wk->run(runtime_, n, xb_.data(), k_.data());  // k (n, kv_dim)
     layer.wv->run(runtime_, n, xb_.data(), v_.data());  // v (n, kv_dim)
+    observe(layer_point(l, LayerPoint::kAttnIn), xb_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kQOut), q_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kKOut), k_.data(), n, kv_dim);
+    observe(layer_point(l, LayerPoint::kVOut), v_.data(), n, kv_dim);
 
     // RoPE on q and k: rotate each interleaved pair (2i, 2i+1) of every head by its position's angle.
     for (int t = 0; t < n; ++t) {
@@ -173,17 +190,24 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
 
     attention(l, n, pos);                                      // att_out (n, dim)
     layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
+    observe(layer_point(l, LayerPoint::kAttnOut), att_out_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kWoOut), xb2_.data(), n, dim);
     for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
 
     // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
     for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.ffn_norm.data(), dim, c.norm_eps);
     layer.w1->run(runtime_, n, xb_.data(), hb_.data());   // hb (n, hidden)
     layer.w3->run(runtime_, n, xb_.data(), hb2_.data());  // hb2 (n, hidden)
+    observe(layer_point(l, LayerPoint::kFfnIn), xb_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kW1Out), hb_.data(), n, hidden);
+    observe(layer_point(l, LayerPoint::kW3Out), hb2_.data(), n, hidden);
     for (size_t i = 0; i < size_t(n) * hidden; ++i) {
       const float gate = hb_[i];
       hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];
     }
     layer.w2->run(runtime_, n, hb_.data(), xb2_.data());  // xb2 (n, dim)
+    observe(layer_point(l, LayerPoint::kFfnHidden), hb_.data(), n, hidden);
+    observe(layer_point(l, LayerPoint::kW2Out), xb2_.data(), n, dim);
     for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
   }
 
@@ -195,6 +219,12 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     rmsnorm(&xb_[size_t(t - first) * dim], &x_[size_t(t) * dim], final_norm_.data(), dim, c.norm_eps);
   }
   classifier_->run(runtime_, rows, xb_.data(), logits_out);  // logits (rows, vocab)
+  observe(final_in_point(c), xb_.data(), rows, dim);
+  observe(logits_point(c), logits_out, rows, c.vocab_size);
+}
+
+void Transformer::observe(int point, const float* tensor, int rows, int width) const {
+  if (observer_ != nullptr) observer_->observe(point, std::span(tensor, size_t(rows) * width));
 }
 
 namespace {

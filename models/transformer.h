@@ -6,7 +6,9 @@
 #include <span>
 #include <vector>
 
+#include "models/linear_int8.h"
 #include "models/model.h"
+#include "models/quantization_points.h"
 #include "models/xnn_runtime.h"
 
 namespace fedcal {
@@ -18,8 +20,9 @@ struct TransformerOptions {
 class Transformer {
  public:
   // Packs the model's matrices into XNNPACK operators and copies the small tensors; `model` may be
-  // freed afterwards. `runtime` must outlive the Transformer.
-  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {});
+  // freed afterwards. Linears named in `int8` run in INT8 (their FP32 weights in `model` are not
+  // read and may be empty), the others in FP32. `runtime` must outlive the Transformer.
+  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {}, const QuantizedLinears* int8 = nullptr);
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }
@@ -29,6 +32,10 @@ class Transformer {
   // last token. The span stays valid until the next call. Throws Error on a bad token or position.
   std::span<const float> forward(std::span<const int> tokens, int pos, bool all_logits);
 
+  // Sends the activations at every quantization point to `observer` during forward (nullptr: none).
+  // The observer is not owned and must outlive its use. Observed runs compute every logits row.
+  void set_observer(ActivationObserver* observer) { observer_ = observer; }
+
   // Bytes of weights that one decoding step reads (all matrices, norms, one embedding row).
   size_t decode_weight_bytes() const;
 
@@ -37,13 +44,16 @@ class Transformer {
   void forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits);
   void attention(int layer, int n, int pos);
 
+  void observe(int point, const float* tensor, int rows, int width) const;
+
   ModelConfig config_;
   const XnnRuntime& runtime_;
+  ActivationObserver* observer_ = nullptr;
   TransformerOptions options_;
   std::vector<float> token_embedding_;  // (vocab, dim)
   std::vector<float> final_norm_;       // (dim)
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::unique_ptr<LinearF32> classifier_;   // (vocab, dim)
+  std::unique_ptr<Linear> classifier_;   // (vocab, dim)
   std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
 
   // KV cache: (n_layers, max_seq_len, kv_dim) each.

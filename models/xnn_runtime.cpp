@@ -52,22 +52,21 @@ XnnRuntime::~XnnRuntime() {
   xnn_deinitialize();
 }
 
-LinearF32::LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name)
-    : in_features_(in_features), out_features_(out_features), name_(std::move(name)) {
-  const float inf = std::numeric_limits<float>::infinity();
-  check_xnn(xnn_create_fully_connected_nc_f32(in_features, out_features, in_features, out_features, weights,
-                                              /*bias=*/nullptr, -inf, inf, /*flags=*/0, &op_),
-            "create_fully_connected_nc_f32", name_);
-}
-
-LinearF32::~LinearF32() {
+XnnOperator::~XnnOperator() {
   if (op_ != nullptr) xnn_delete_operator(op_);
 }
 
-void LinearF32::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) const {
-  check_xnn(xnn_setup_fully_connected_nc_f32(op_, batch, input, output, runtime.threadpool()), "setup_fully_connected_nc_f32",
+LinearF32::LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name) : name_(std::move(name)) {
+  const float inf = std::numeric_limits<float>::infinity();
+  check_xnn(xnn_create_fully_connected_nc_f32(in_features, out_features, in_features, out_features, weights,
+                                              /*bias=*/nullptr, -inf, inf, /*flags=*/0, op_.out()),
+            "create_fully_connected_nc_f32", name_);
+}
+
+void LinearF32::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
+  check_xnn(xnn_setup_fully_connected_nc_f32(op_.get(), batch, input, output, runtime.threadpool()), "setup_fully_connected_nc_f32",
             name_);
-  check_xnn(xnn_run_operator(op_, runtime.threadpool()), "run_operator (fully_connected_nc_f32)", name_);
+  check_xnn(xnn_run_operator(op_.get(), runtime.threadpool()), "run_operator (fully_connected_nc_f32)", name_);
 }
 
 }  // namespace fedcal

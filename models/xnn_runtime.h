@@ -31,25 +31,37 @@ class XnnRuntime {
   pthreadpool* threadpool_ = nullptr;
 };
 
-// y (batch, out) = x (batch, in) * W^T, W row-major (out, in); XNNPACK packs W at creation.
-// Input buffers must have XNN_EXTRA_BYTES readable past their end.
-class LinearF32 {
+// A linear layer of the forward pass: y (batch, out) = x (batch, in) * W^T, FP32 in and out whatever
+// the format inside. Input buffers must have XNN_EXTRA_BYTES readable past their end.
+class Linear {
  public:
-  LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name);
-  ~LinearF32();
-  LinearF32(const LinearF32&) = delete;
-  LinearF32& operator=(const LinearF32&) = delete;
+  virtual ~Linear() = default;
+  virtual void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) = 0;
+};
 
-  void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) const;
-  size_t in_features() const { return in_features_; }
-  size_t out_features() const { return out_features_; }
-  const std::string& name() const { return name_; }
+// An owned XNNPACK operator (deleted with the owner).
+class XnnOperator {
+ public:
+  XnnOperator() = default;
+  ~XnnOperator();
+  XnnOperator(const XnnOperator&) = delete;
+  XnnOperator& operator=(const XnnOperator&) = delete;
+  xnn_operator_t* out() { return &op_; }
+  xnn_operator_t get() const { return op_; }
 
  private:
-  size_t in_features_;
-  size_t out_features_;
-  std::string name_;
   xnn_operator_t op_ = nullptr;
+};
+
+// FP32 weights W row-major (out, in); XNNPACK packs W at creation.
+class LinearF32 : public Linear {
+ public:
+  LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name);
+  void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
+
+ private:
+  std::string name_;
+  XnnOperator op_;
 };
 
 }  // namespace fedcal

@@ -17,6 +17,7 @@ namespace {
 
 struct BenchOptions {
   ModelOptions model;
+  QuantizationOptions quantization;
   int prompt_tokens = 64;
   int decode_tokens = 64;
   int repeats = 3;
@@ -31,7 +32,9 @@ void run_bench(const BenchOptions& options) {
   LoadedModel loaded = load_model(options.model.model);
   const int threads = resolve_threads(options.model.threads);
   XnnRuntime runtime(threads);
-  Transformer transformer(loaded.model, runtime, {.max_batch = std::max(1, options.prompt_tokens)});
+  std::unique_ptr<Transformer> model =
+      make_transformer(loaded, runtime, options.quantization, {.max_batch = std::max(1, options.prompt_tokens)});
+  Transformer& transformer = *model;
   loaded.model = Model{};
   const ModelConfig& c = transformer.config();
   if (options.prompt_tokens + options.decode_tokens > c.max_seq_len) {
@@ -97,6 +100,7 @@ void add_bench_command(CLI::App& app) {
   auto options = std::make_shared<BenchOptions>();
   CLI::App* command = app.add_subcommand("bench", "Prefill and decode speed, weight bandwidth and peak memory of a model");
   add_model_options(*command, options->model, /*with_tokenizer=*/false);
+  add_quantization_options(*command, options->quantization);
   command->add_option("--prompt-tokens", options->prompt_tokens, "Prompt length for the prefill measurement")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));

@@ -1,9 +1,15 @@
 #include "models/cli/cli_support.h"
 
+#include "common/error.h"
+
 #include <sys/resource.h>
 
 #include <filesystem>
+#include <set>
 #include <thread>
+
+#include "models/calibration.h"
+#include "models/quantize.h"
 
 namespace fedcal::cli {
 namespace fs = std::filesystem;
@@ -17,6 +23,32 @@ void add_model_options(CLI::App& command, ModelOptions& options, bool with_token
   }
   command.add_option("-t,--threads", options.threads, "Worker threads for XNNPACK and attention (default: all cores)")
       ->check(CLI::Range(0, 1024));
+}
+
+void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
+  command.add_option("--stats", options.stats, "Run the model in static INT8 (W8A8) with scales from this statistics file");
+  command.add_option("--method", options.method, "Scale method: minmax, percentile:P, entropy, mse")->capture_default_str();
+  command.add_flag("--per-channel", options.per_channel, "INT8 weights with one scale per output channel (default: per tensor)");
+  command.add_flag("--asymmetric", options.asymmetric, "Activations with a zero point (default: symmetric)");
+  command.add_option("--keep-fp32", options.keep_fp32, "Linear layers (layers.3.w2, classifier) or layers (layers.3) to keep in FP32")
+      ->delimiter(',');
+}
+
+std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
+                                              TransformerOptions transformer_options) {
+  if (!options.stats) return std::make_unique<Transformer>(loaded.model, runtime, transformer_options);
+  const CalibrationStats stats = read_stats(*options.stats);
+  const Model& model = loaded.model;
+  if (stats.model_sha256 != model_fingerprint(model)) {
+    fail("{}: statistics were recorded on another model than {}", *options.stats, loaded.path);
+  }
+  QuantizeOptions quantize;
+  quantize.method = ScaleMethodSpec::parse(options.method);
+  quantize.per_channel = options.per_channel;
+  quantize.asymmetric = options.asymmetric;
+  quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
+  const QuantizedLinears int8 = with_context([&] { return *options.stats; }, [&] { return quantize_model(model, stats, quantize); });
+  return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &int8);
 }
 
 int resolve_threads(int requested) {

@@ -3,8 +3,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include "models/model_loader.h"
+#include "models/transformer.h"
 
 namespace fedcal::cli {
 
@@ -13,6 +18,21 @@ struct ModelOptions {
   std::optional<std::string> tokenizer;
   int threads = 0;  // 0: every core
 };
+
+// On-the-fly static INT8 quantization from a statistics file (until the model package lands, the way
+// to run and measure INT8 models).
+struct QuantizationOptions {
+  std::optional<std::string> stats;
+  std::string method = "percentile:99.99";
+  bool per_channel = false;
+  bool asymmetric = false;
+  std::vector<std::string> keep_fp32;
+};
+void add_quantization_options(CLI::App& command, QuantizationOptions& options);
+
+// The transformer for `loaded`: FP32, or W8A8 when options.stats is set.
+std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
+                                              TransformerOptions transformer_options = {});
 
 // Adds --model (required), --tokenizer and --threads to `command`.
 void add_model_options(CLI::App& command, ModelOptions& options, bool with_tokenizer = true);

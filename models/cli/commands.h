@@ -10,5 +10,7 @@ void add_eval_command(CLI::App& app);
 void add_synth_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+// calibrate and merge-stats
+void add_calibrate_command(CLI::App& app);
 
 }  // namespace fedcal::cli

@@ -16,6 +16,7 @@ namespace {
 
 struct EvalCommandOptions {
   ModelOptions model;
+  QuantizationOptions quantization;
   std::string text;
   std::optional<std::string> reference;
   std::optional<std::string> reference_tokenizer;
@@ -29,7 +30,7 @@ void run_eval(const EvalCommandOptions& options) {
   LoadedModel loaded = load_model(options.model.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads));
-  Transformer model(loaded.model, runtime);
+  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization);
   loaded.model = Model{};
 
   std::unique_ptr<Transformer> reference;
@@ -60,7 +61,7 @@ void run_eval(const EvalCommandOptions& options) {
       std::fflush(stderr);
     };
   }
-  const EvalResult result = evaluate(model, reference.get(), tokens, text.size(), eval_options);
+  const EvalResult result = evaluate(*model, reference.get(), tokens, text.size(), eval_options);
   if (!options.json) std::fprintf(stderr, "\n");
 
   if (options.json) {
@@ -99,6 +100,7 @@ void add_eval_command(CLI::App& app) {
       "eval",
       "Perplexity and bits per byte on a text file; with --reference, KL divergence and top-1 agreement vs another model");
   add_model_options(*command, options->model);
+  add_quantization_options(*command, options->quantization);
   command->add_option("--text", options->text, "UTF-8 text file to score")->required()->check(CLI::ExistingFile);
   command->add_option("--reference", options->reference,
                       "Reference model (same vocabulary) to compare next-token distributions with");

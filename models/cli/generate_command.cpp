@@ -14,6 +14,7 @@ namespace {
 
 struct GenerateOptions {
   ModelOptions model;
+  QuantizationOptions quantization;
   std::string prompt;
   int max_tokens = 256;
   float temperature = 0.8f;
@@ -26,7 +27,8 @@ void run_generate(const GenerateOptions& options) {
   LoadedModel loaded = load_model(options.model.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads));
-  Transformer transformer(loaded.model, runtime);
+  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization);
+  Transformer& transformer = *model;
   loaded.model = Model{};  // the transformer holds what it needs
 
   std::vector<int> prompt = tokenizer->encode(options.prompt, /*add_bos=*/true);
@@ -75,6 +77,7 @@ void add_generate_command(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   CLI::App* command = app.add_subcommand("generate", "Print the prompt and the model's continuation of it");
   add_model_options(*command, options->model);
+  add_quantization_options(*command, options->quantization);
   command->add_option("-p,--prompt", options->prompt, "Text to continue")->required();
   command
       ->add_option("-n,--max-tokens", options->max_tokens,

@@ -1,0 +1,69 @@
+#include "models/quantize.h"
+
+#include "common/error.h"
+
+namespace fedcal {
+
+std::vector<LinearSite> linear_sites(const ModelConfig& config) {
+  std::vector<LinearSite> sites;
+  for (int l = 0; l < config.n_layers; ++l) {
+    const std::string prefix = "layers." + std::to_string(l) + ".";
+    auto point = [l](LayerPoint p) { return layer_point(l, p); };
+    sites.push_back({prefix + "wq", point(LayerPoint::kAttnIn), point(LayerPoint::kQOut)});
+    sites.push_back({prefix + "wk", point(LayerPoint::kAttnIn), point(LayerPoint::kKOut)});
+    sites.push_back({prefix + "wv", point(LayerPoint::kAttnIn), point(LayerPoint::kVOut)});
+    sites.push_back({prefix + "wo", point(LayerPoint::kAttnOut), point(LayerPoint::kWoOut)});
+    sites.push_back({prefix + "w1", point(LayerPoint::kFfnIn), point(LayerPoint::kW1Out)});
+    sites.push_back({prefix + "w3", point(LayerPoint::kFfnIn), point(LayerPoint::kW3Out)});
+    sites.push_back({prefix + "w2", point(LayerPoint::kFfnHidden), point(LayerPoint::kW2Out)});
+  }
+  sites.push_back({"classifier", final_in_point(config), logits_point(config)});
+  return sites;
+}
+
+const std::vector<float>& linear_weights(const Model& model, const std::string& name) {
+  if (name == "classifier") return model.output_weights();
+  const size_t dot = name.rfind('.');
+  const int layer = std::stoi(name.substr(7, dot - 7));
+  const std::string kind = name.substr(dot + 1);
+  const LayerWeights& w = model.layers.at(layer);
+  if (kind == "wq") return w.wq;
+  if (kind == "wk") return w.wk;
+  if (kind == "wv") return w.wv;
+  if (kind == "wo") return w.wo;
+  if (kind == "w1") return w.w1;
+  if (kind == "w2") return w.w2;
+  if (kind == "w3") return w.w3;
+  fail("no linear layer named '{}'", name);
+}
+
+QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options) {
+  const ModelConfig& c = model.config;
+  stats.check_fits(c);
+  const auto sites = linear_sites(c);
+  for (const std::string& name : options.keep_fp32) {
+    bool known = false;
+    for (const LinearSite& site : sites) known = known || site.name == name || site.name.rfind(name + ".", 0) == 0;
+    if (!known) fail("--keep-fp32: no linear layer or layer named '{}'", name);
+  }
+  auto activation = [&](int point) {
+    return with_context([&] { return "quantization point " + stats.points[point]; },
+                        [&] { return activation_params(stats.layout, stats.point(point), options.method, options.asymmetric); });
+  };
+  QuantizedLinears out;
+  for (const LinearSite& site : sites) {
+    const std::string layer_prefix = site.name.substr(0, site.name.rfind('.'));
+    if (options.keep_fp32.count(site.name) || options.keep_fp32.count(layer_prefix)) continue;
+    const std::vector<float>& weights = linear_weights(model, site.name);
+    const int cols = site.name == "classifier" ? c.dim : (site.name.ends_with("w2") ? c.hidden_dim : c.dim);
+    const int rows = static_cast<int>(weights.size() / cols);
+    QuantizedLinear layer;
+    layer.weights = quantize_weights(weights, rows, cols, options.per_channel);
+    layer.input = activation(site.input_point);
+    layer.output = activation(site.output_point);
+    out.emplace(site.name, std::move(layer));
+  }
+  return out;
+}
+
+}  // namespace fedcal

@@ -1,0 +1,37 @@
+// Static W8A8 quantization of a model: calibration statistics + a scale method -> the INT8 layers.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "models/calibration_stats.h"
+#include "models/linear_int8.h"
+#include "models/model.h"
+#include "models/scales.h"
+
+namespace fedcal {
+
+struct QuantizeOptions {
+  ScaleMethodSpec method;
+  bool per_channel = false;   // weights: one scale per output channel (else per tensor)
+  bool asymmetric = false;    // activations: zero point (else symmetric)
+  std::set<std::string> keep_fp32;  // linear names ("layers.3.w2", "classifier") or "layers.3" for a whole layer
+};
+
+// The linear layers of a model, each with its input and output quantization points.
+struct LinearSite {
+  std::string name;  // "layers.3.wq", ..., "classifier"
+  int input_point;
+  int output_point;
+};
+std::vector<LinearSite> linear_sites(const ModelConfig& config);
+
+// Quantizes every linear not kept in FP32. Throws Error if the statistics do not fit the model or a
+// point has no usable values; the message names the point.
+QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options);
+
+// The FP32 weights of a linear by name.
+const std::vector<float>& linear_weights(const Model& model, const std::string& name);
+
+}  // namespace fedcal

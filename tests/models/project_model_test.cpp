@@ -1,0 +1,64 @@
+// The project's own TinyStories model (models/tinystories-1.8m): both committed formats load and agree,
+// the C++ engine reproduces the PyTorch logits the training script stored, and the held-out
+// perplexity is the one its metrics.json (and MODEL_CARD.md) state.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
+#include "models/evaluation.h"
+#include "models/model_loader.h"
+#include "models/transformer.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+const std::string kModelDir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
+
+TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logits, equal to PyTorch's") {
+  const nlohmann::json reference = nlohmann::json::parse(read_text_file(kModelDir + "/reference_logits.json"));
+  const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
+  const int vocab = reference["vocab_size"].get<int>();
+
+  LoadedModel llama2c = load_model(kModelDir + "/model.bin");
+  LoadedModel hf = load_model(kModelDir + "/hf");
+  REQUIRE(llama2c.model.config.vocab_size == vocab);
+  XnnRuntime runtime(1);
+  Transformer a(llama2c.model, runtime), b(hf.model, runtime);
+  const auto logits_a = a.forward(tokens, 0, true);
+  const std::vector<float> copy_a(logits_a.begin(), logits_a.end());
+  const auto logits_b = b.forward(tokens, 0, true);
+  CHECK(std::vector<float>(logits_b.begin(), logits_b.end()) == copy_a);
+
+  const auto& rows = reference["logits"];
+  REQUIRE(rows.size() == tokens.size());
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    CAPTURE(t);
+    const std::vector<double> expected = rows[t].get<std::vector<double>>();
+    CHECK(testing::relative_error(std::span(copy_a).subspan(t * vocab, vocab), expected) <= 1e-4);
+  }
+
+  // The committed tokenizers agree with each other on the probe text.
+  auto bin_tokenizer = load_tokenizer(llama2c, kModelDir + "/tokenizer.bin");
+  auto hf_tokenizer = load_tokenizer(hf, std::nullopt);
+  const std::string probe = "Once upon a time, there was a little girl named Lily. She loved to play";
+  CHECK(bin_tokenizer->encode(probe, true) == tokens);
+  CHECK(hf_tokenizer->encode(probe, true) == tokens);
+}
+
+TEST_CASE("Project model: held-out perplexity in the C++ engine equals the model card's (to 0.5%)" * doctest::timeout(300)) {
+  const nlohmann::json metrics = nlohmann::json::parse(read_text_file(kModelDir + "/metrics.json"));
+  LoadedModel loaded = load_model(kModelDir + "/model.bin");
+  auto tokenizer = load_tokenizer(loaded, kModelDir + "/tokenizer.bin");
+  const std::string heldout = testing::tinystories_heldout();
+  XnnRuntime runtime(2);
+  Transformer transformer(loaded.model, runtime);
+  const EvalResult result = evaluate(transformer, nullptr, tokenizer->encode(heldout, true), heldout.size());
+  CHECK(result.tokens == metrics["heldout_tokens_scored"].get<int64_t>());
+  CHECK(result.perplexity == doctest::Approx(metrics["heldout_perplexity"].get<double>()).epsilon(0.005));
+  CHECK(result.bits_per_byte == doctest::Approx(metrics["heldout_bits_per_byte"].get<double>()).epsilon(0.005));
+}
+
+}  // namespace
+}  // namespace fedcal
