@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -36,6 +37,7 @@ void run_calibrate(const CalibrateOptions& options) {
   calibration.layout.mantissa_bits = options.mantissa_bits;
   if (!options.quiet) {
     calibration.progress = [](int done, int total) {
+      if (done != total && done % std::max(1, total / 100) != 0) return;
       std::fprintf(stderr, "\r[calibrate] %d / %d sequences", done, total);
       std::fflush(stderr);
     };

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "models/calibration_stats.h"
 #include "models/hf_checkpoint.h"
 #include "models/llama2c_checkpoint.h"
 #include "models/llama2c_tokenizer.h"
@@ -20,7 +21,7 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   for (const char* target :
-       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode"}) {
+       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode", "stats"}) {
     fs::create_directories(root / target);
   }
   fedcal::ModelConfig micro;
@@ -65,5 +66,12 @@ int main(int argc, char** argv) {
       "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}, "pre_tokenizer": null})";
   std::ofstream(root / "tokenizer_encode/story.txt")
       << "Once upon a time, there was a little \xc3\xa9t\xc3\xa9 \xe2\x80\x9cthe\xe2\x80\x9d.\n";
+  fedcal::HistogramLayout coarse;
+  coarse.mantissa_bits = 1;
+  coarse.min_exponent = -2;
+  coarse.max_exponent = 2;
+  fedcal::CalibrationStats stats = fedcal::CalibrationStats::empty_for(micro, "seed", coarse);
+  for (size_t i = 0; i < stats.counts.size(); i += 3) stats.counts[i] = i;
+  fedcal::write_stats(stats, (root / "stats/micro.stats").string());
   return 0;
 }
