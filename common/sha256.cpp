@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "common/error.h"
+#include "common/hex.h"
 
 namespace fedcal {
 void Sha256::ContextDeleter::operator()(evp_md_ctx_st* context) const { EVP_MD_CTX_free(context); }
@@ -21,18 +22,16 @@ void Sha256::update(const void* data, size_t size) {
   if (EVP_DigestUpdate(context_.get(), data, size) != 1) fail("SHA-256: digest update failed");
 }
 
-std::string Sha256::hex() {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+Sha256Digest Sha256::digest() {
+  Sha256Digest out{};
   unsigned int length = 0;
-  if (EVP_DigestFinal_ex(context_.get(), digest.data(), &length) != 1) fail("SHA-256: digest final failed");
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 15];
+  if (EVP_DigestFinal_ex(context_.get(), reinterpret_cast<unsigned char*>(out.data()), &length) != 1 || length != out.size()) {
+    fail("SHA-256: digest final failed");
   }
   return out;
 }
+
+std::string Sha256::hex() { return to_hex(digest()); }
 
 std::string sha256_hex(std::span<const std::byte> data) {
   Sha256 sha;

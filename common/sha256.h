@@ -1,6 +1,7 @@
 // SHA-256 digests (OpenSSL EVP), as lowercase hex.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -10,6 +11,8 @@ struct evp_md_ctx_st;
 
 namespace fedcal {
 
+using Sha256Digest = std::array<std::byte, 32>;
+
 // Incremental SHA-256.
 class Sha256 {
  public:
@@ -18,8 +21,9 @@ class Sha256 {
   Sha256(const Sha256&) = delete;
   Sha256& operator=(const Sha256&) = delete;
   void update(const void* data, size_t size);
-  // The digest as lowercase hex; the object is finished afterwards.
-  std::string hex();
+  // The digest; the object is finished afterwards.
+  Sha256Digest digest();
+  std::string hex();  // digest() as lowercase hex
 
  private:
   struct ContextDeleter {

@@ -21,6 +21,7 @@ struct QuantizedLinear {
 };
 
 // INT8 layers by linear name ("layers.3.wq", ..., "classifier"); a linear not listed stays FP32.
+// "token_embedding" may hold an INT8 token table (its activation parameters are unused).
 using QuantizedLinears = std::map<std::string, QuantizedLinear>;
 
 class LinearInt8 : public Linear {

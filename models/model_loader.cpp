@@ -22,20 +22,28 @@ const char* format_name(ModelFormat format) {
       return "llama2.c (version 1)";
     case ModelFormat::kHuggingFace:
       return "Hugging Face (safetensors)";
+    case ModelFormat::kPackage:
+      return "fedcal package";
   }
   return "?";
 }
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, const SigningKey* public_key) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     if (!is_hf_checkpoint_folder(path)) fail("{}: a folder but not a Hugging Face checkpoint (no config.json)", path);
-    return {read_hf_checkpoint(path), ModelFormat::kHuggingFace, path};
+    return {read_hf_checkpoint(path), ModelFormat::kHuggingFace, path, {}, std::nullopt};
   }
   MappedFile file(path);
+  if (looks_like_model_package(file.bytes())) {
+    ModelPackage package = parse_model_package(file.bytes(), path, public_key);
+    LoadedModel loaded{std::move(package.model), ModelFormat::kPackage, path, std::move(package.int8), std::nullopt};
+    loaded.package = std::move(package);
+    return loaded;
+  }
   const ModelFormat format =
       looks_like_llama2c_version1(file.bytes()) ? ModelFormat::kLlama2cVersion1 : ModelFormat::kLlama2cLegacy;
-  return {parse_llama2c_checkpoint(file.bytes(), path), format, path};
+  return {parse_llama2c_checkpoint(file.bytes(), path), format, path, {}, std::nullopt};
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
@@ -62,6 +70,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::
     return tokenizer;
   };
   if (tokenizer_path) return open(*tokenizer_path);
+  if (loaded.package && !loaded.package->tokenizer.kind.empty()) {
+    const PackageTokenizer& packaged = loaded.package->tokenizer;
+    const std::string source = loaded.path + " (packaged " + packaged.kind + " tokenizer)";
+    if (packaged.kind == "llama2c") {
+      return std::make_unique<Llama2cTokenizer>(
+          Llama2cTokenizer::parse(std::as_bytes(std::span(packaged.data)), loaded.model.config.vocab_size, source));
+    }
+    if (packaged.kind == "hf-json") return std::make_unique<HfTokenizer>(HfTokenizer::parse(packaged.data, source));
+    if (packaged.kind == "sentencepiece") return SentencePieceTokenizer::from_serialized(packaged.data, source);
+    fail("{}: unknown tokenizer kind '{}'", source, packaged.kind);
+  }
+  if (loaded.format == ModelFormat::kPackage) fail("{}: the package carries no tokenizer; pass --tokenizer", loaded.path);
   if (loaded.format == ModelFormat::kHuggingFace) {
     for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
       const fs::path candidate = fs::path(loaded.path) / name;

@@ -42,7 +42,7 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
   stats.check_fits(c);
   const auto sites = linear_sites(c);
   for (const std::string& name : options.keep_fp32) {
-    bool known = false;
+    bool known = name == "token_embedding";
     for (const LinearSite& site : sites) known = known || site.name == name || site.name.rfind(name + ".", 0) == 0;
     if (!known) fail("--keep-fp32: no linear layer or layer named '{}'", name);
   }
@@ -62,6 +62,12 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     layer.input = activation(site.input_point);
     layer.output = activation(site.output_point);
     out.emplace(site.name, std::move(layer));
+  }
+  // A separate token table goes INT8 per row with the model (a tied one is the classifier's).
+  if (!c.shared_classifier && !options.keep_fp32.count("token_embedding")) {
+    QuantizedLinear table;
+    table.weights = quantize_weights(model.token_embedding, c.vocab_size, c.dim, /*per_channel=*/true);
+    out.emplace("token_embedding", std::move(table));
   }
   return out;
 }

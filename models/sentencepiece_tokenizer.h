@@ -16,6 +16,8 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   // Throws Error naming `path` if it is not a loadable sentencepiece model.
   explicit SentencePieceTokenizer(const std::string& path);
+  // From a tokenizer.model file's bytes; `source` names them in errors.
+  static std::unique_ptr<SentencePieceTokenizer> from_serialized(const std::string& bytes, const std::string& source);
   ~SentencePieceTokenizer() override;
 
   std::vector<int> encode(const std::string& text, bool add_bos) const override;
@@ -25,6 +27,7 @@ class SentencePieceTokenizer : public Tokenizer {
   int vocab_size() const override;
 
  private:
+  SentencePieceTokenizer();
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
 };
 

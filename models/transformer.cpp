@@ -61,7 +61,22 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   const ModelConfig& c = config_;
   const size_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
 
-  token_embedding_ = model.token_embedding;
+  // The token table: INT8 when the layers include it (or the tied classifier is INT8), else FP32.
+  const QuantizedLinear* table = nullptr;
+  if (int8 != nullptr) {
+    if (auto it = int8->find("token_embedding"); it != int8->end()) {
+      table = &it->second;
+    } else if (auto head = int8->find("classifier"); c.shared_classifier && head != int8->end()) {
+      table = &head->second;
+    }
+  }
+  if (table != nullptr) {
+    if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim) fail("token_embedding: INT8 table has the wrong shape");
+    token_embedding_int8_ = table->weights;
+  } else {
+    if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
+    token_embedding_ = model.token_embedding;
+  }
   final_norm_ = model.final_norm;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = model.layers[l];
@@ -151,7 +166,15 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
 
   // x (n, dim) = embedding rows of the tokens
   for (int t = 0; t < n; ++t) {
-    std::memcpy(&x_[size_t(t) * dim], &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
+    float* row = &x_[size_t(t) * dim];
+    if (token_embedding_int8_) {
+      const QuantizedMatrix& table = *token_embedding_int8_;
+      const float scale = table.scales.size() > 1 ? table.scales[tokens[t]] : table.scales[0];
+      const int8_t* values = &table.values[size_t(tokens[t]) * dim];
+      for (int i = 0; i < dim; ++i) row[i] = scale * values[i];
+    } else {
+      std::memcpy(row, &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
+    }
   }
 
   for (int l = 0; l < c.n_layers; ++l) {

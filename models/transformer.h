@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -50,7 +51,8 @@ class Transformer {
   const XnnRuntime& runtime_;
   ActivationObserver* observer_ = nullptr;
   TransformerOptions options_;
-  std::vector<float> token_embedding_;  // (vocab, dim)
+  std::vector<float> token_embedding_;  // (vocab, dim), unless the table is INT8:
+  std::optional<QuantizedMatrix> token_embedding_int8_;  // (vocab, dim) with one scale per tensor or row
   std::vector<float> final_norm_;       // (dim)
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<Linear> classifier_;   // (vocab, dim)

@@ -29,7 +29,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 void run_bench(const BenchOptions& options) {
-  LoadedModel loaded = load_model(options.model.model);
+  LoadedModel loaded = load_model_with(options.model);
   const int threads = resolve_threads(options.model.threads);
   XnnRuntime runtime(threads);
   std::unique_ptr<Transformer> model =

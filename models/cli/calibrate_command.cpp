@@ -24,7 +24,7 @@ struct CalibrateOptions {
 
 void run_calibrate(const CalibrateOptions& options) {
   const std::string text = read_text_file(options.text);
-  LoadedModel loaded = load_model(options.model.model);
+  LoadedModel loaded = load_model_with(options.model);
   auto tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   const std::string fingerprint = model_fingerprint(loaded.model);
   XnnRuntime runtime(resolve_threads(options.model.threads));

@@ -21,6 +21,8 @@ void add_model_options(CLI::App& command, ModelOptions& options, bool with_token
                        "Tokenizer file (llama2.c tokenizer.bin, sentencepiece .model or tokenizer.json); "
                        "required for llama2.c checkpoints");
   }
+  command.add_option("--public-key", options.public_key,
+                     "Ed25519 public key (PEM) that fedcal packages must be signed with; unsigned or altered packages are refused");
   command.add_option("-t,--threads", options.threads, "Worker threads for XNNPACK and attention (default: all cores)")
       ->check(CLI::Range(0, 1024));
 }
@@ -34,8 +36,18 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       ->delimiter(',');
 }
 
+LoadedModel load_model_with(const ModelOptions& options) {
+  if (!options.public_key) return load_model(options.model);
+  const SigningKey key = SigningKey::read_public_key(*options.public_key);
+  return load_model(options.model, &key);
+}
+
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
                                               TransformerOptions transformer_options) {
+  if (!loaded.int8.empty()) {
+    if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
+    return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &loaded.int8);
+  }
   if (!options.stats) return std::make_unique<Transformer>(loaded.model, runtime, transformer_options);
   const CalibrationStats stats = read_stats(*options.stats);
   const Model& model = loaded.model;

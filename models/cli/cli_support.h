@@ -16,8 +16,12 @@ namespace fedcal::cli {
 struct ModelOptions {
   std::string model;
   std::optional<std::string> tokenizer;
-  int threads = 0;  // 0: every core
+  std::optional<std::string> public_key;  // verify packages against this Ed25519 key
+  int threads = 0;                        // 0: every core
 };
+
+// load_model with the --public-key of `options` (if any).
+LoadedModel load_model_with(const ModelOptions& options);
 
 // On-the-fly static INT8 quantization from a statistics file (until the model package lands, the way
 // to run and measure INT8 models).

@@ -27,7 +27,7 @@ struct EvalCommandOptions {
 
 void run_eval(const EvalCommandOptions& options) {
   const std::string text = read_text_file(options.text);
-  LoadedModel loaded = load_model(options.model.model);
+  LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads));
   std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization);
@@ -37,7 +37,8 @@ void run_eval(const EvalCommandOptions& options) {
   if (options.reference) {
     LoadedModel reference_loaded = load_model(*options.reference);
     // The reference must tokenize identically; its own tokenizer is checked against the model's.
-    if (reference_loaded.format == ModelFormat::kHuggingFace || options.reference_tokenizer) {
+    if (reference_loaded.format == ModelFormat::kHuggingFace || reference_loaded.format == ModelFormat::kPackage ||
+        options.reference_tokenizer) {
       auto reference_tokenizer = load_tokenizer(reference_loaded, options.reference_tokenizer);
       const std::string probe = text.substr(0, 4096);
       if (reference_tokenizer->encode(probe, true) != tokenizer->encode(probe, true)) {
@@ -45,7 +46,7 @@ void run_eval(const EvalCommandOptions& options) {
              options.model.model);
       }
     }
-    reference = std::make_unique<Transformer>(reference_loaded.model, runtime);
+    reference = make_transformer(reference_loaded, runtime, QuantizationOptions{});
   }
 
   const std::vector<int> tokens = tokenizer->encode(text, /*add_bos=*/true);

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   fedcal::cli::add_inspect_command(app);
   fedcal::cli::add_bench_command(app);
   fedcal::cli::add_calibrate_command(app);
+  fedcal::cli::add_package_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

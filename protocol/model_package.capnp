@@ -1,0 +1,107 @@
+# The manifest of a fedcal model package (models/model_package.h describes the file around it).
+@0xf471c0148ebab2dd;
+
+$import "/capnp/c++.capnp".namespace("fedcal::schema");
+
+const packageFormatVersion :UInt32 = 1;
+
+struct ModelPackage {
+  formatVersion @0 :UInt32;
+  # packageFormatVersion of the writer; readers refuse versions they do not know.
+
+  architecture @1 :Architecture;
+  # The transformer's shape.
+
+  tensors @2 :List(Tensor);
+  # Every tensor stored in the data region, in data order.
+
+  calibration @3 :Calibration;
+  # How the INT8 scales were computed; absent (default) for an FP32 package.
+
+  tokenizer @4 :Tokenizer;
+  # The tokenizer the model was trained with, stored whole.
+
+  sourceModelSha256 @5 :Text;
+  # Fingerprint (models/calibration.h model_fingerprint) of the FP32 weights the package came from.
+}
+
+struct Architecture {
+  dim @0 :Int32;
+  # Residual stream width.
+  hiddenDim @1 :Int32;
+  # SwiGLU feed-forward width.
+  nLayers @2 :Int32;
+  # Transformer blocks.
+  nHeads @3 :Int32;
+  # Query heads.
+  nKvHeads @4 :Int32;
+  # Key/value heads.
+  vocabSize @5 :Int32;
+  # Embedding rows.
+  maxSeqLen @6 :Int32;
+  # Context length.
+  normEps @7 :Float32;
+  # RMSNorm epsilon.
+  ropeTheta @8 :Float32;
+  # Rotary embedding base.
+  sharedClassifier @9 :Bool;
+  # Output head tied to the token embedding.
+}
+
+enum TensorType {
+  f32 @0;
+  # FP32 values.
+  qint8 @1;
+  # INT8 weights with one scale for the tensor (symmetric, zero point 0).
+  qcint8 @2;
+  # INT8 weights with one scale per row (output channel).
+}
+
+struct Tensor {
+  name @0 :Text;
+  # fedcal's tensor name: "token_embedding", "layers.3.wq", "final_norm", "classifier", ...
+  type @1 :TensorType;
+  # Storage type of the values.
+  rows @2 :UInt32;
+  # Rows (1 for vectors).
+  cols @3 :UInt32;
+  # Columns.
+  offset @4 :UInt64;
+  # Byte offset of the values from the start of the data region (64-byte aligned).
+  size @5 :UInt64;
+  # Byte length of the values.
+  weightScales @6 :List(Float32);
+  # qint8: one scale; qcint8: one per row.
+  inputScale @7 :Float32;
+  # INT8 linear layers: scale of the activation entering the layer.
+  inputZeroPoint @8 :Int32;
+  # INT8 linear layers: zero point of the input activation.
+  outputScale @9 :Float32;
+  # INT8 linear layers: scale of the INT8 output.
+  outputZeroPoint @10 :Int32;
+  # INT8 linear layers: zero point of the INT8 output.
+}
+
+struct Calibration {
+  method @0 :Text;
+  # Scale method, e.g. "percentile:99.99"; empty for FP32 packages.
+  perChannel @1 :Bool;
+  # Weights quantized per output channel.
+  asymmetric @2 :Bool;
+  # Activations with zero points.
+  sequences @3 :UInt64;
+  # Calibration sequences behind the statistics.
+  tokens @4 :UInt64;
+  # Calibration tokens behind the statistics.
+  statsSha256 @5 :Text;
+  # SHA-256 of the statistics file the scales came from.
+  keepFp32 @6 :List(Text);
+  # Linear layers left in FP32.
+}
+
+struct Tokenizer {
+  kind @0 :Text;
+  # "llama2c" (tokenizer.bin), "sentencepiece" (tokenizer.model), "hf-json" (tokenizer.json); empty if none.
+  data @1 :Data;
+  # The tokenizer file's bytes.
+}
