@@ -10,6 +10,8 @@
 #include "models/hf_checkpoint.h"
 #include "models/llama2c_checkpoint.h"
 #include "models/llama2c_tokenizer.h"
+#include "models/model_package.h"
+#include "models/quantize.h"
 #include "models/synth.h"
 
 namespace fs = std::filesystem;
@@ -21,7 +23,7 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   for (const char* target :
-       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode", "stats"}) {
+       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode", "stats", "model_package"}) {
     fs::create_directories(root / target);
   }
   fedcal::ModelConfig micro;
@@ -73,5 +75,16 @@ int main(int argc, char** argv) {
   fedcal::CalibrationStats stats = fedcal::CalibrationStats::empty_for(micro, "seed", coarse);
   for (size_t i = 0; i < stats.counts.size(); i += 3) stats.counts[i] = i;
   fedcal::write_stats(stats, (root / "stats/micro.stats").string());
+
+  // Packages of the micro model: FP32, and INT8 per tensor with a fake but valid set of scales.
+  fedcal::write_model_package((root / "model_package/fp32.pkg").string(), model, {}, {"llama2c", "x"}, {});
+  fedcal::QuantizedLinears int8;
+  for (const auto& site : fedcal::linear_sites(micro)) {
+    const auto& weights = fedcal::linear_weights(model, site.name);
+    const int cols = site.name.ends_with("w2") ? micro.hidden_dim : micro.dim;
+    int8[site.name] = {fedcal::quantize_weights(weights, static_cast<int>(weights.size()) / cols, cols, site.name.ends_with("wq")),
+                       {0.05f, 0}, {0.1f, 3}};
+  }
+  fedcal::write_model_package((root / "model_package/int8.pkg").string(), model, int8, {}, {"minmax", false, false, 1, 2, "s", {}, "m"});
   return 0;
 }
