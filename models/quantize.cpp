@@ -1,6 +1,10 @@
 #include "models/quantize.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "common/error.h"
+#include "models/transformer.h"
 
 namespace fedcal {
 
@@ -70,6 +74,44 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     out.emplace("token_embedding", std::move(table));
   }
   return out;
+}
+
+
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                                                  const std::vector<int>& tokens, const XnnRuntime& runtime) {
+  const ModelConfig& c = model.config;
+  const std::vector<int> window(tokens.begin(), tokens.begin() + std::min<size_t>(tokens.size(), c.max_seq_len));
+  if (window.size() < 2) fail("sensitivity needs at least 2 tokens of text");
+  Transformer fp32(model, runtime);
+  const auto reference = fp32.forward(window, 0, true);
+  // log-softmax of the FP32 rows, kept for every candidate.
+  std::vector<double> reference_log(reference.size());
+  auto log_softmax = [&](std::span<const float> logits, double* out) {
+    for (size_t t = 0; t < window.size(); ++t) {
+      auto row = logits.subspan(t * c.vocab_size, c.vocab_size);
+      const double max = *std::max_element(row.begin(), row.end());
+      double sum = 0;
+      for (float v : row) sum += std::exp(v - max);
+      const double log_sum = max + std::log(sum);
+      for (int v = 0; v < c.vocab_size; ++v) out[t * c.vocab_size + v] = row[v] - log_sum;
+    }
+  };
+  log_softmax(reference, reference_log.data());
+
+  const QuantizedLinears all = quantize_model(model, stats, options);
+  std::vector<double> candidate_log(reference.size());
+  std::vector<LayerSensitivity> result;
+  for (const auto& [name, layer] : all) {
+    if (name == "token_embedding") continue;
+    QuantizedLinears only{{name, layer}};
+    Transformer candidate(model, runtime, {}, &only);
+    log_softmax(candidate.forward(window, 0, true), candidate_log.data());
+    double kl = 0;
+    for (size_t i = 0; i < reference_log.size(); ++i) kl += std::exp(reference_log[i]) * (reference_log[i] - candidate_log[i]);
+    result.push_back({name, std::max(0.0, kl / static_cast<double>(window.size()))});
+  }
+  std::sort(result.begin(), result.end(), [](const auto& a, const auto& b) { return a.mean_kl > b.mean_kl; });
+  return result;
 }
 
 }  // namespace fedcal

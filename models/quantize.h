@@ -34,4 +34,16 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
 // The FP32 weights of a linear by name.
 const std::vector<float>& linear_weights(const Model& model, const std::string& name);
 
+class XnnRuntime;
+
+struct LayerSensitivity {
+  std::string name;   // linear layer
+  double mean_kl;     // KL(FP32 || model with only this layer in INT8), nats per token
+};
+
+// Measures each linear layer's sensitivity: the mean KL divergence from FP32 of the model in which only
+// that layer runs in INT8, on `tokens` (one window of at most the context length). Sorted worst first.
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                                                  const std::vector<int>& tokens, const XnnRuntime& runtime);
+
 }  // namespace fedcal

@@ -33,7 +33,7 @@ void run_bench(const BenchOptions& options) {
   const int threads = resolve_threads(options.model.threads);
   XnnRuntime runtime(threads);
   std::unique_ptr<Transformer> model =
-      make_transformer(loaded, runtime, options.quantization, {.max_batch = std::max(1, options.prompt_tokens)});
+      make_transformer(loaded, runtime, options.quantization, nullptr, {.max_batch = std::max(1, options.prompt_tokens)});
   Transformer& transformer = *model;
   loaded.model = Model{};
   const ModelConfig& c = transformer.config();

@@ -4,10 +4,12 @@
 
 #include <sys/resource.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <thread>
 
+#include "common/file_util.h"
 #include "models/calibration.h"
 #include "models/quantize.h"
 
@@ -34,6 +36,11 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command.add_flag("--asymmetric", options.asymmetric, "Activations with a zero point (default: symmetric)");
   command.add_option("--keep-fp32", options.keep_fp32, "Linear layers (layers.3.w2, classifier) or layers (layers.3) to keep in FP32")
       ->delimiter(',');
+  command.add_option("--auto-fp32", options.auto_fp32,
+                     "Keep the K linear layers whose INT8 alone moves the output most (KL vs FP32) in FP32")
+      ->check(CLI::Range(0, 100000));
+  command.add_option("--sensitivity-text", options.sensitivity_text, "Text (one context window is used) for --auto-fp32")
+      ->check(CLI::ExistingFile);
 }
 
 LoadedModel load_model_with(const ModelOptions& options) {
@@ -42,16 +49,11 @@ LoadedModel load_model_with(const ModelOptions& options) {
   return load_model(options.model, &key);
 }
 
-std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
-                                              TransformerOptions transformer_options) {
-  if (!loaded.int8.empty()) {
-    if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
-    return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &loaded.int8);
-  }
-  if (!options.stats) return std::make_unique<Transformer>(loaded.model, runtime, transformer_options);
-  const CalibrationStats stats = read_stats(*options.stats);
-  const Model& model = loaded.model;
-  if (stats.model_sha256 != model_fingerprint(model)) {
+QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
+                               const XnnRuntime& runtime, PackageProvenance& provenance) {
+  const CalibrationStats stats = read_stats(options.stats.value());
+  provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  if (stats.model_sha256 != provenance.source_model_sha256) {
     fail("{}: statistics were recorded on another model than {}", *options.stats, loaded.path);
   }
   QuantizeOptions quantize;
@@ -59,7 +61,35 @@ std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const X
   quantize.per_channel = options.per_channel;
   quantize.asymmetric = options.asymmetric;
   quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
-  const QuantizedLinears int8 = with_context([&] { return *options.stats; }, [&] { return quantize_model(model, stats, quantize); });
+  if (options.auto_fp32 > 0) {
+    if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
+    const std::vector<int> tokens = tokenizer->encode(read_text_file(*options.sensitivity_text), true);
+    const auto ranking = with_context([&] { return *options.stats; }, [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
+    for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {
+      std::fprintf(stderr, "[auto-fp32] keeping %s in FP32 (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(), ranking[i].mean_kl);
+      quantize.keep_fp32.insert(ranking[i].name);
+    }
+  }
+  QuantizedLinears int8 = with_context([&] { return *options.stats; }, [&] { return quantize_model(loaded.model, stats, quantize); });
+  provenance.method = quantize.method.to_string();
+  provenance.per_channel = quantize.per_channel;
+  provenance.asymmetric = quantize.asymmetric;
+  provenance.sequences = stats.sequences;
+  provenance.tokens = stats.tokens;
+  provenance.stats_sha256 = stats.sha256();
+  provenance.keep_fp32.assign(quantize.keep_fp32.begin(), quantize.keep_fp32.end());
+  return int8;
+}
+
+std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
+                                              const Tokenizer* tokenizer, TransformerOptions transformer_options) {
+  if (!loaded.int8.empty()) {
+    if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
+    return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &loaded.int8);
+  }
+  if (!options.stats) return std::make_unique<Transformer>(loaded.model, runtime, transformer_options);
+  PackageProvenance provenance;
+  const QuantizedLinears int8 = quantize_with(loaded, options, tokenizer, runtime, provenance);
   return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &int8);
 }
 

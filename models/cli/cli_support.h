@@ -31,12 +31,19 @@ struct QuantizationOptions {
   bool per_channel = false;
   bool asymmetric = false;
   std::vector<std::string> keep_fp32;
+  int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
+  std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
 };
 void add_quantization_options(CLI::App& command, QuantizationOptions& options);
 
-// The transformer for `loaded`: FP32, or W8A8 when options.stats is set.
+// The INT8 layers that `options` ask for (options.stats must be set), with the package provenance
+// describing them. `tokenizer` is needed for --auto-fp32.
+QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
+                               const XnnRuntime& runtime, PackageProvenance& provenance);
+
+// The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32.
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
-                                              TransformerOptions transformer_options = {});
+                                              const Tokenizer* tokenizer = nullptr, TransformerOptions transformer_options = {});
 
 // Adds --model (required), --tokenizer and --threads to `command`.
 void add_model_options(CLI::App& command, ModelOptions& options, bool with_tokenizer = true);

@@ -30,7 +30,7 @@ void run_eval(const EvalCommandOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads));
-  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization);
+  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization, tokenizer.get());
   loaded.model = Model{};
 
   std::unique_ptr<Transformer> reference;

@@ -27,7 +27,7 @@ void run_generate(const GenerateOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads));
-  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization);
+  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization, tokenizer.get());
   Transformer& transformer = *model;
   loaded.model = Model{};  // the transformer holds what it needs
 

@@ -1,7 +1,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <set>
 
 #include "common/error.h"
 #include "common/file_util.h"
@@ -10,7 +9,6 @@
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
 #include "models/model_package.h"
-#include "models/quantize.h"
 
 namespace fedcal::cli {
 namespace {
@@ -52,23 +50,10 @@ void run_quantize(const QuantizeCommandOptions& options) {
   provenance.source_model_sha256 = model_fingerprint(loaded.model);
   QuantizedLinears int8;
   if (options.quantization.stats) {
-    const CalibrationStats stats = read_stats(*options.quantization.stats);
-    if (stats.model_sha256 != provenance.source_model_sha256) {
-      fail("{}: statistics were recorded on another model than {}", *options.quantization.stats, loaded.path);
-    }
-    QuantizeOptions quantize;
-    quantize.method = ScaleMethodSpec::parse(options.quantization.method);
-    quantize.per_channel = options.quantization.per_channel;
-    quantize.asymmetric = options.quantization.asymmetric;
-    quantize.keep_fp32 = std::set<std::string>(options.quantization.keep_fp32.begin(), options.quantization.keep_fp32.end());
-    int8 = with_context([&] { return *options.quantization.stats; }, [&] { return quantize_model(loaded.model, stats, quantize); });
-    provenance.method = quantize.method.to_string();
-    provenance.per_channel = quantize.per_channel;
-    provenance.asymmetric = quantize.asymmetric;
-    provenance.sequences = stats.sequences;
-    provenance.tokens = stats.tokens;
-    provenance.stats_sha256 = stats.sha256();
-    provenance.keep_fp32 = options.quantization.keep_fp32;
+    std::unique_ptr<Tokenizer> text_tokenizer;
+    if (options.quantization.auto_fp32 > 0) text_tokenizer = load_tokenizer(loaded, options.model.tokenizer);
+    XnnRuntime runtime(resolve_threads(options.model.threads));
+    int8 = quantize_with(loaded, options.quantization, text_tokenizer.get(), runtime, provenance);
   }
   PackageWriteOptions write_options;
   if (key) write_options.signing_key = &*key;
