@@ -51,8 +51,11 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     if (!known) fail("--keep-fp32: no linear layer or layer named '{}'", name);
   }
   auto activation = [&](int point) {
+    // The logits keep their full range: clipping the largest logits would change the argmax, which is
+    // the one thing next-token prediction needs exactly. Every other point uses the requested method.
+    const ScaleMethodSpec method = point == logits_point(c) ? ScaleMethodSpec{ScaleMethod::kMinMax} : options.method;
     return with_context([&] { return "quantization point " + stats.points[point]; },
-                        [&] { return activation_params(stats.layout, stats.point(point), options.method, options.asymmetric); });
+                        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
   };
   QuantizedLinears out;
   for (const LinearSite& site : sites) {
