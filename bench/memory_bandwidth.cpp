@@ -1,5 +1,8 @@
-// fedcal-membw: the machine's sustained memory read bandwidth, to compare decode weight traffic with.
-// Each thread sums its slice of a buffer much larger than the last-level cache; best of several passes.
+// fedcal-membw: the machine's sustained memory bandwidth, to compare decode weight traffic with.
+// STREAM-style kernels over buffers much larger than the last-level cache, each thread on its own
+// slice, best of several passes:
+//   read:   sum += a[i]              (bytes counted: 4 per element; what decoding weights does)
+//   triad:  a[i] = b[i] + s * c[i]   (bytes counted: 12 per element, as STREAM counts them)
 //   fedcal-membw [--mb 1024] [--threads 1,2] [--passes 5]
 #include <algorithm>
 #include <chrono>
@@ -25,21 +28,23 @@ float sum_slice(const float* data, size_t count) {
   return total;
 }
 
-double measure(const std::vector<float>& buffer, int threads, int passes) {
+void triad_slice(float* a, const float* b, const float* c, size_t count) {
+  for (size_t i = 0; i < count; ++i) a[i] = b[i] + 3.0f * c[i];
+}
+
+// Best GB/s of `passes` runs of `kernel(thread, first, count)` over `elements`, counting `bytes_per_element`.
+template <typename Kernel>
+double measure(size_t elements, int threads, int passes, double bytes_per_element, Kernel kernel) {
   double best = 0;
-  std::vector<float> sums(threads);
+  const size_t slice = elements / threads;
   for (int pass = 0; pass < passes; ++pass) {
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::thread> workers;
-    const size_t slice = buffer.size() / threads;
-    for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&, t] { sums[t] = sum_slice(buffer.data() + t * slice, slice); });
-    }
+    for (int t = 0; t < threads; ++t) workers.emplace_back([&, t] { kernel(t, t * slice, slice); });
     for (auto& worker : workers) worker.join();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, static_cast<double>(slice * threads * sizeof(float)) / seconds / 1e9);
+    best = std::max(best, static_cast<double>(slice * threads) * bytes_per_element / seconds / 1e9);
   }
-  if (sums[0] == 12345.678f) std::puts("");  // keep the sums observable
   return best;
 }
 
@@ -72,11 +77,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fedcal-membw: --mb and --passes must be positive\n");
     return 2;
   }
-  std::vector<float> buffer(megabytes * (1 << 20) / sizeof(float), 1.0f);
+  const size_t elements = megabytes * (1 << 20) / sizeof(float);
+  std::vector<float> a(elements, 1.0f), b(elements, 2.0f), c(elements, 0.5f);
+  std::vector<float> sums(1024);
   for (int threads : thread_counts) {
-    if (threads < 1) continue;
-    std::printf("read bandwidth, %d thread(s), %zu MB buffer: %.2f GB/s (best of %d)\n", threads, megabytes,
-                measure(buffer, threads, passes), passes);
+    if (threads < 1 || threads > 1024) continue;
+    const double read = measure(elements, threads, passes, 4.0,
+                                [&](int t, size_t first, size_t count) { sums[t] = sum_slice(a.data() + first, count); });
+    const double triad = measure(elements, threads, passes, 12.0, [&](int, size_t first, size_t count) {
+      triad_slice(a.data() + first, b.data() + first, c.data() + first, count);
+    });
+    std::printf("%d thread(s), %zu MB per array: read %.2f GB/s, triad %.2f GB/s (best of %d)\n", threads, megabytes, read, triad,
+                passes);
   }
+  if (sums[0] == 12345.678f) std::puts("");  // keep the sums observable
   return 0;
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds docs/QUANTIZATION.md's table: calibrates a model on the TinyStories training split, then for
+# every scale method x weight granularity x mixed-precision setting writes an INT8 package and measures
+# it against FP32 on the held-out split (perplexity, KL, top-1), its size, and its speed.
+#   bench/quantization_table.sh [MODEL_DIR] [THREADS]    (default models/tinystories-1.8m, 1 thread)
+# Prints a markdown table; takes a few minutes for the project's model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model_dir=${1:-models/tinystories-1.8m}
+threads=${2:-1}
+bin=build/bin/fedcal-model
+data=${FEDCAL_SHARED_DIR:-../shared}/data/tinystories/tinystories-sample.txt
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+sed -n '1,7003p' "$data" > "$work/train.txt"
+sed -n '7004,8659p' "$data" > "$work/heldout.txt"
+head -c 4000 "$work/train.txt" > "$work/sensitivity.txt"
+model=(-m "$model_dir/model.bin" --tokenizer "$model_dir/tokenizer.bin")
+
+$bin calibrate "${model[@]}" --text "$work/train.txt" --sequences 100000 --seq-len 256 -o "$work/train.stats" -q -t "$threads"
+$bin quantize "${model[@]}" -o "$work/fp32.pkg" 2>/dev/null
+fp32_bytes=$(stat -c %s "$work/fp32.pkg")
+fp32_bench=$($bin bench -m "$work/fp32.pkg" -t "$threads" --json)
+fp32_eval=$($bin eval -m "$work/fp32.pkg" --text "$work/heldout.txt" --json -t "$threads")
+
+row() {  # label, then quantize options
+  local label=$1
+  shift
+  $bin quantize "${model[@]}" --stats "$work/train.stats" "$@" -o "$work/q.pkg" 2>/dev/null
+  local eval bench
+  eval=$($bin eval -m "$work/q.pkg" --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads")
+  bench=$($bin bench -m "$work/q.pkg" -t "$threads" --json)
+  python3 - "$label" "$eval" "$bench" "$fp32_bytes" <<'PY'
+import json, sys
+label, e, b, fp32_bytes = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+print(f"| {label} | {e['reference_perplexity']:.3f} | {e['perplexity']:.3f} | {100 * (e['perplexity'] / e['reference_perplexity'] - 1):+.2f}% "
+      f"| {e['mean_kl']:.5f} | {e['top1_agreement']:.4f} | {b['model_bytes'] / 1e6:.2f} MB ({100 * b['model_bytes'] / fp32_bytes:.0f}%) "
+      f"| {b['decode_tokens_per_s']:.0f} | {b['prefill_tokens_per_s']:.0f} |")
+PY
+}
+
+python3 - "$fp32_eval" "$fp32_bench" <<'PY'
+import json, sys
+e, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print("| setting | FP32 ppl | INT8 ppl | ppl change | mean KL | top-1 | package bytes | decode tok/s | prefill tok/s |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print(f"| FP32 package | {e['perplexity']:.3f} | - | - | - | - | {b['model_bytes'] / 1e6:.2f} MB (100%) | {b['decode_tokens_per_s']:.0f} | {b['prefill_tokens_per_s']:.0f} |")
+PY
+for method in minmax percentile:99.9 percentile:99.99 entropy mse; do
+  for granularity in per-tensor per-channel; do
+    flags=(--method "$method")
+    [[ $granularity == per-channel ]] && flags+=(--per-channel)
+    row "$method, $granularity" "${flags[@]}"
+    row "$method, $granularity, classifier FP32" "${flags[@]}" --keep-fp32 classifier
+    row "$method, $granularity, auto-fp32 2" "${flags[@]}" --auto-fp32 2 --sensitivity-text "$work/sensitivity.txt"
+  done
+done
