@@ -28,6 +28,7 @@ class LinearInt8 : public Linear {
  public:
   LinearInt8(const QuantizedLinear& layer, std::string name);
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
+  size_t weight_bytes() const override { return in_ * out_; }
   // The INT8 part alone: int8 input (batch, in) -> int8 output (batch, out).
   void run_int8(const XnnRuntime& runtime, size_t batch, const int8_t* input, int8_t* output);
 

@@ -36,9 +36,21 @@ std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, i
 
 }  // namespace
 
+// Eight independent partial sums, so the compiler vectorizes the loop without reassociating floats.
+float dot(const float* a, const float* b, int size) {
+  float partial[8] = {};
+  int i = 0;
+  for (; i + 8 <= size; i += 8) {
+    for (int j = 0; j < 8; ++j) partial[j] += a[i + j] * b[i + j];
+  }
+  float sum = 0.0f;
+  for (; i < size; ++i) sum += a[i] * b[i];
+  for (float p : partial) sum += p;
+  return sum;
+}
+
 void rmsnorm(float* out, const float* x, const float* weight, int size, float eps) {
-  float sum_squares = 0.0f;
-  for (int i = 0; i < size; ++i) sum_squares += x[i] * x[i];
+  const float sum_squares = dot(x, x, size);
   const float scale = 1.0f / std::sqrt(sum_squares / static_cast<float>(size) + eps);
   for (int i = 0; i < size; ++i) out[i] = x[i] * scale * weight[i];
 }
@@ -125,10 +137,16 @@ Transformer::~Transformer() = default;
 
 size_t Transformer::decode_weight_bytes() const {
   const ModelConfig& c = config_;
-  const size_t per_layer =
-      2 * c.dim + 2 * size_t(c.dim) * c.dim + 2 * size_t(c.kv_dim()) * c.dim + 3 * size_t(c.dim) * c.hidden_dim;
-  return sizeof(float) *
-         (c.n_layers * per_layer + c.dim /*final norm*/ + size_t(c.vocab_size) * c.dim /*classifier*/ + c.dim /*embedding row*/);
+  size_t bytes = classifier_->weight_bytes();
+  for (const auto& layer : layers_) {
+    for (const Linear* linear :
+         {layer->wq.get(), layer->wk.get(), layer->wv.get(), layer->wo.get(), layer->w1.get(), layer->w2.get(), layer->w3.get()}) {
+      bytes += linear->weight_bytes();
+    }
+  }
+  const size_t embedding_row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
+  const size_t norms = (2 * size_t(c.n_layers) + 1) * c.dim * sizeof(float);
+  return bytes + embedding_row + norms;
 }
 
 std::span<const float> Transformer::forward(std::span<const int> tokens, int pos, bool all_logits) {
@@ -275,9 +293,7 @@ void attend_one(void* context, size_t item) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
   for (int s = 0; s < length; ++s) {
     const float* k = task.keys + size_t(s) * kv_dim + size_t(kv_head) * head_size;
-    float dot = 0.0f;
-    for (int i = 0; i < head_size; ++i) dot += q[i] * k[i];
-    scores[s] = dot * scale;
+    scores[s] = dot(q, k, head_size) * scale;
   }
   softmax(scores, length);
   float* out = task.out + size_t(t) * c.dim + size_t(h) * head_size;

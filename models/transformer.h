@@ -72,7 +72,8 @@ class Transformer {
   std::vector<float> logits_;    // (n, vocab)
 };
 
-// Plain helpers of the forward pass, shared with calibration code.
+// Plain helpers of the forward pass.
+float dot(const float* a, const float* b, int size);
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i], for one row of `size`.
 void rmsnorm(float* out, const float* x, const float* weight, int size, float eps);
 // In-place softmax over `size` values.

@@ -37,6 +37,8 @@ class Linear {
  public:
   virtual ~Linear() = default;
   virtual void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) = 0;
+  // Bytes of weights one run reads (whatever the batch).
+  virtual size_t weight_bytes() const = 0;
 };
 
 // An owned XNNPACK operator (deleted with the owner).
@@ -58,9 +60,11 @@ class LinearF32 : public Linear {
  public:
   LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name);
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
+  size_t weight_bytes() const override { return weight_bytes_; }
 
  private:
   std::string name_;
+  size_t weight_bytes_;
   XnnOperator op_;
 };
 
