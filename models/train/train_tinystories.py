@@ -136,6 +136,7 @@ class Transformer(nn.Module):
 
 @torch.no_grad()
 def heldout_nll(model, tokens, context):
+    was_training = model.training
     model.eval()
     stride = max(1, context // 2)
     n = len(tokens)
@@ -153,7 +154,7 @@ def heldout_nll(model, tokens, context):
         if end == n:
             break
         begin += stride
-    model.train()
+    model.train(was_training)
     return nll, scored
 
 
@@ -175,6 +176,43 @@ def export_llama2c(model, path):
             tensors += [getattr(l, name).weight for l in layers]
         for t in tensors:
             f.write(t.detach().float().numpy().astype("<f4").tobytes())
+
+
+def load_llama2c(path, dropout=0.0):
+    """Rebuilds the PyTorch model from a version-1 model.bin written by export_llama2c."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, version = struct.unpack_from("<Ii", data, 0)
+    if magic != 0x616B3432 or version != 1:
+        raise ValueError(f"{path}: not a llama2.c version-1 checkpoint")
+    dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len = struct.unpack_from("<7i", data, 8)
+    a = argparse.Namespace(dim=dim, hidden_dim=hidden_dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                           vocab_size=vocab_size, max_seq_len=max_seq_len, norm_eps=1e-5, rope_theta=10000.0, dropout=dropout)
+    model = Transformer(a)
+    values = np.frombuffer(data, dtype="<f4", offset=256)
+    layers, offset = model.layers, 0
+    tensors = [l.attention_norm.weight for l in layers] + [l.ffn_norm.weight for l in layers] + [model.norm.weight]
+    tensors += [model.tok_embeddings.weight]
+    for name in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"):
+        tensors += [getattr(l, name).weight for l in layers]
+    with torch.no_grad():
+        for t in tensors:
+            t.copy_(torch.from_numpy(values[offset:offset + t.numel()].copy()).view_as(t))
+            offset += t.numel()
+    if offset != len(values):
+        raise ValueError(f"{path}: {len(values) - offset} floats left over")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def write_reference_logits(model, sp, path):
+    model.eval()
+    probe = [sp.bos_id()] + sp.encode("Once upon a time, there was a little girl named Lily. She loved to play")
+    logits = model(torch.tensor(probe)[None])[0]
+    with open(path, "w") as f:
+        json.dump({"tokens": probe, "vocab_size": model.args.vocab_size,
+                   "logits": [[float(v) for v in row] for row in logits.tolist()]}, f)
 
 
 def to_hf_rotary(w, n_heads, head_size):
@@ -269,7 +307,17 @@ def main():
     p.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--reference-only", action="store_true",
+                   help="only rewrite OUT/reference_logits.json from OUT/model.bin and OUT/tokenizer.model")
     a = p.parse_args()
+
+    if a.reference_only:
+        model = load_llama2c(os.path.join(a.out, "model.bin"))
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(a.out, "tokenizer.model"))
+        write_reference_logits(model, sp, os.path.join(a.out, "reference_logits.json"))
+        nll, scored = heldout_nll(model, [sp.bos_id()] + sp.encode(read_split(a.data, *HELDOUT_LINES)), model.args.max_seq_len)
+        print(f"wrote {a.out}/reference_logits.json; held-out perplexity of model.bin in PyTorch: {math.exp(nll / scored):.6f}")
+        return
 
     torch.manual_seed(a.seed)
     random.seed(a.seed)
@@ -364,12 +412,7 @@ def main():
     export_llama2c(model, os.path.join(a.out, "model.bin"))
     export_hf(model, os.path.join(a.out, "hf"), prefix + ".model")
 
-    probe = [sp.bos_id()] + sp.encode("Once upon a time, there was a little girl named Lily. She loved to play")
-    with torch.no_grad():
-        logits = model(torch.tensor(probe)[None])[0]
-    with open(os.path.join(a.out, "reference_logits.json"), "w") as f:
-        json.dump({"tokens": probe, "vocab_size": a.vocab_size,
-                   "logits": [[float(v) for v in row] for row in logits.tolist()]}, f)
+    write_reference_logits(model, sp, os.path.join(a.out, "reference_logits.json"))
 
     metrics = {
         "parameters": n_params, "vocab_size": a.vocab_size, "train_tokens": len(train_tokens),
