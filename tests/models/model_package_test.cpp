@@ -68,7 +68,9 @@ TEST_CASE("A package round-trips an INT8 model exactly and runs like the in-memo
   CHECK(package.tokenizer.data == "tokenizer bytes");
   CHECK(package.provenance.method == "minmax");
   REQUIRE(package.int8.size() == f.int8.size());
-  for (const auto& [name, layer] : f.int8) {
+  for (const auto& entry : f.int8) {
+    const std::string& name = entry.first;
+    const QuantizedLinear& layer = entry.second;
     CAPTURE(name);
     const QuantizedLinear& read = package.int8.at(name);
     CHECK(read.weights.values == layer.weights.values);
