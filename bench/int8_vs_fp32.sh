@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# INT8 vs FP32 speed of the same model, measured in one run: the smollm-135m synth shape (random
+# weights), calibrated on TinyStories text, per-tensor and per-channel INT8 packages, at 1 and 2 threads.
+#   bench/int8_vs_fp32.sh [PRESET] [REPEATS]      (default smollm-135m, 3)
+# Prints a markdown table; the machine should be otherwise idle.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset=${1:-smollm-135m}
+repeats=${2:-3}
+bin=build/bin/fedcal-model
+data=${FEDCAL_SHARED_DIR:-../shared}/data/tinystories/tinystories-sample.txt
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+sed -n '1,7003p' "$data" > "$work/train.txt"
+$bin synth --preset "$preset" --seed 1 -o "$work/fp32.bin" 2>/dev/null
+# Any tokenizer whose ids fit the vocabulary serves for calibrating random weights.
+tokenizer=models/tinystories-1.8m/tokenizer.model
+$bin calibrate -m "$work/fp32.bin" --tokenizer "$tokenizer" --text "$work/train.txt" --sequences 32 --seq-len 64 -o "$work/s.stats" -q
+$bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax -o "$work/pt.pkg" 2>/dev/null
+$bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax --per-channel -o "$work/pc.pkg" 2>/dev/null
+
+echo "| threads | model | prefill tok/s | decode tok/s | decode vs FP32 | prefill vs FP32 | weight bytes/token | weight GB/s | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for threads in 1 2; do
+  fp32=$($bin bench -m "$work/fp32.bin" -t "$threads" --repeats "$repeats" --json)
+  for variant in fp32 pt pc; do
+    if [[ $variant == fp32 ]]; then result=$fp32; else result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json); fi
+    python3 - "$threads" "$variant" "$result" "$fp32" <<'PY'
+import json, sys
+threads, variant, r, f = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel"}[variant]
+print(f"| {threads} | {name} | {r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} "
+      f"| {r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x | {r['prefill_tokens_per_s'] / f['prefill_tokens_per_s']:.2f}x "
+      f"| {r['decode_weight_bytes_per_token'] / 1e6:.1f} MB | {r['decode_weight_gb_per_s']:.1f} | {r['peak_rss_bytes'] / 1e6:.0f} MB |")
+PY
+  done
+done
