@@ -58,12 +58,15 @@ void LinearInt8::run(const XnnRuntime& runtime, size_t batch, const float* input
   const size_t padding = XNN_EXTRA_BYTES;
   if (input_q_.size() < batch * in_ + padding) input_q_.resize(batch * in_ + padding);
   if (output_q_.size() < batch * out_ + padding) output_q_.resize(batch * out_ + padding);
-  pthreadpool_t pool = runtime.threadpool();
-  check_xnn(xnn_setup_convert_nc_f32_qs8(quantize_.get(), batch, input, input_q_.data(), pool), "setup_convert_nc_f32_qs8", name_);
-  check_xnn(xnn_run_operator(quantize_.get(), pool), "run_operator (convert f32 -> qs8)", name_);
+  // A conversion of a few thousand values takes less time than waking the thread pool for it.
+  constexpr size_t kParallelConversion = 1 << 16;
+  pthreadpool_t in_pool = batch * in_ >= kParallelConversion ? runtime.threadpool() : nullptr;
+  pthreadpool_t out_pool = batch * out_ >= kParallelConversion ? runtime.threadpool() : nullptr;
+  check_xnn(xnn_setup_convert_nc_f32_qs8(quantize_.get(), batch, input, input_q_.data(), in_pool), "setup_convert_nc_f32_qs8", name_);
+  check_xnn(xnn_run_operator(quantize_.get(), in_pool), "run_operator (convert f32 -> qs8)", name_);
   run_int8(runtime, batch, input_q_.data(), output_q_.data());
-  check_xnn(xnn_setup_convert_nc_qs8_f32(dequantize_.get(), batch, output_q_.data(), output, pool), "setup_convert_nc_qs8_f32", name_);
-  check_xnn(xnn_run_operator(dequantize_.get(), pool), "run_operator (convert qs8 -> f32)", name_);
+  check_xnn(xnn_setup_convert_nc_qs8_f32(dequantize_.get(), batch, output_q_.data(), output, out_pool), "setup_convert_nc_qs8_f32", name_);
+  check_xnn(xnn_run_operator(dequantize_.get(), out_pool), "run_operator (convert qs8 -> f32)", name_);
 }
 
 std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const std::vector<int8_t>& input, size_t batch) {
