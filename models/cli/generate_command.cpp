@@ -42,6 +42,7 @@ void run_generate(const GenerateOptions& options) {
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   std::span<const float> logits = transformer.forward(prompt, 0, /*all_logits=*/false);
+  const auto prefill_done = std::chrono::steady_clock::now();
   int pos = static_cast<int>(prompt.size());
   int previous = prompt.back();
   int generated = 0;
@@ -63,11 +64,13 @@ void run_generate(const GenerateOptions& options) {
     logits = transformer.forward(std::span(&token, 1), pos++, false);
   }
   std::fputs("\n", stdout);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto now = std::chrono::steady_clock::now();
+  const double prefill_seconds = std::chrono::duration<double>(prefill_done - start).count();
+  const double decode_seconds = std::chrono::duration<double>(now - prefill_done).count();
   if (!options.quiet) {
-    std::fprintf(stderr, "[%d prompt tokens, %d generated in %.2f s (%.1f tokens/s), stopped at %s]\n",
-                 static_cast<int>(prompt.size()), generated, seconds, seconds > 0 ? (generated + prompt.size()) / seconds : 0.0,
-                 stop_reason);
+    std::fprintf(stderr, "[prompt: %d tokens at %.0f tokens/s; generated: %d tokens at %.1f tokens/s; stopped at %s]\n",
+                 static_cast<int>(prompt.size()), prefill_seconds > 0 ? prompt.size() / prefill_seconds : 0.0, generated,
+                 decode_seconds > 0 ? generated / decode_seconds : 0.0, stop_reason);
   }
 }
 
