@@ -46,51 +46,53 @@ LoadedModel load_model(const std::string& path, const SigningKey* public_key) {
   return {parse_llama2c_checkpoint(file.bytes(), path), format, path, {}, std::nullopt};
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
-  std::optional<HfConfig> hf_config;
-  if (loaded.format == ModelFormat::kHuggingFace) {
-    const std::string config_path = (fs::path(loaded.path) / "config.json").string();
-    hf_config = parse_hf_config(read_text_file(config_path), config_path);
-  }
-  auto open = [&](const fs::path& path) -> std::unique_ptr<Tokenizer> {
+TokenizerFile find_tokenizer(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
+  auto from_path = [](const fs::path& path) {
     const std::string extension = path.extension().string();
-    std::unique_ptr<Tokenizer> tokenizer;
-    if (extension == ".json") {
-      tokenizer = std::make_unique<HfTokenizer>(HfTokenizer::read(
-          path.string(), hf_config ? hf_config->bos_token_id : std::nullopt, hf_config ? hf_config->eos_token_id : std::nullopt));
-    } else if (extension == ".model") {
-      tokenizer = std::make_unique<SentencePieceTokenizer>(path.string());
-    } else {
-      tokenizer = std::make_unique<Llama2cTokenizer>(Llama2cTokenizer::read(path.string(), loaded.model.config.vocab_size));
-    }
-    if (tokenizer->vocab_size() > loaded.model.config.vocab_size) {
-      fail("{}: tokenizer has {} pieces but the model {} only {} embeddings", path.string(), tokenizer->vocab_size(), loaded.path,
-           loaded.model.config.vocab_size);
-    }
-    return tokenizer;
+    const std::string kind = extension == ".json" ? "hf-json" : extension == ".model" ? "sentencepiece" : "llama2c";
+    return TokenizerFile{{kind, read_text_file(path.string())}, path.string()};
   };
-  if (tokenizer_path) return open(*tokenizer_path);
+  if (tokenizer_path) return from_path(*tokenizer_path);
   if (loaded.package && !loaded.package->tokenizer.kind.empty()) {
-    const PackageTokenizer& packaged = loaded.package->tokenizer;
-    const std::string source = loaded.path + " (packaged " + packaged.kind + " tokenizer)";
-    if (packaged.kind == "llama2c") {
-      return std::make_unique<Llama2cTokenizer>(
-          Llama2cTokenizer::parse(std::as_bytes(std::span(packaged.data)), loaded.model.config.vocab_size, source));
-    }
-    if (packaged.kind == "hf-json") return std::make_unique<HfTokenizer>(HfTokenizer::parse(packaged.data, source));
-    if (packaged.kind == "sentencepiece") return SentencePieceTokenizer::from_serialized(packaged.data, source);
-    fail("{}: unknown tokenizer kind '{}'", source, packaged.kind);
+    return {loaded.package->tokenizer, loaded.path + " (packaged " + loaded.package->tokenizer.kind + " tokenizer)"};
   }
   if (loaded.format == ModelFormat::kPackage) fail("{}: the package carries no tokenizer; pass --tokenizer", loaded.path);
   if (loaded.format == ModelFormat::kHuggingFace) {
     for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
       const fs::path candidate = fs::path(loaded.path) / name;
       std::error_code ec;
-      if (fs::exists(candidate, ec)) return open(candidate);
+      if (fs::exists(candidate, ec)) return from_path(candidate);
     }
     fail("{}: no tokenizer.json or tokenizer.model in the folder; pass --tokenizer", loaded.path);
   }
   fail("{}: a llama2.c checkpoint carries no tokenizer; pass --tokenizer PATH (its tokenizer.bin)", loaded.path);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
+  const TokenizerFile found = find_tokenizer(loaded, tokenizer_path);
+  const PackageTokenizer& file = found.file;
+  std::optional<HfConfig> hf_config;
+  if (loaded.format == ModelFormat::kHuggingFace) {
+    const std::string config_path = (fs::path(loaded.path) / "config.json").string();
+    hf_config = parse_hf_config(read_text_file(config_path), config_path);
+  }
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (file.kind == "hf-json") {
+    tokenizer = std::make_unique<HfTokenizer>(HfTokenizer::parse(file.data, found.name, hf_config ? hf_config->bos_token_id : std::nullopt,
+                                                                 hf_config ? hf_config->eos_token_id : std::nullopt));
+  } else if (file.kind == "sentencepiece") {
+    tokenizer = SentencePieceTokenizer::from_serialized(file.data, found.name);
+  } else if (file.kind == "llama2c") {
+    tokenizer = std::make_unique<Llama2cTokenizer>(
+        Llama2cTokenizer::parse(std::as_bytes(std::span(file.data)), loaded.model.config.vocab_size, found.name));
+  } else {
+    fail("{}: unknown tokenizer kind '{}'", found.name, file.kind);
+  }
+  if (tokenizer->vocab_size() > loaded.model.config.vocab_size) {
+    fail("{}: tokenizer has {} pieces but the model {} only {} embeddings", found.name, tokenizer->vocab_size(), loaded.path,
+         loaded.model.config.vocab_size);
+  }
+  return tokenizer;
 }
 
 }  // namespace fedcal

@@ -29,6 +29,15 @@ struct LoadedModel {
 // verified against `public_key` when one is given. Errors name the path.
 LoadedModel load_model(const std::string& path, const SigningKey* public_key = nullptr);
 
+// The tokenizer file that goes with a model, whole: `tokenizer_path` if given (its kind by extension:
+// .json tokenizer.json, .model sentencepiece, else llama2.c tokenizer.bin), else the one inside a
+// package, else the Hugging Face folder's tokenizer.json / tokenizer.model. `name` says where it came from.
+struct TokenizerFile {
+  PackageTokenizer file;
+  std::string name;
+};
+TokenizerFile find_tokenizer(const LoadedModel& model, const std::optional<std::string>& tokenizer_path);
+
 // The tokenizer for a model: `tokenizer_path` if given (a llama2.c tokenizer.bin, a sentencepiece
 // .model or a tokenizer.json, by extension), else the folder's tokenizer.json / tokenizer.model for a
 // Hugging Face checkpoint, or the one inside a package. A llama2.c checkpoint without --tokenizer is

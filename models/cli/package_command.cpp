@@ -14,24 +14,6 @@ namespace fedcal::cli {
 namespace {
 namespace fs = std::filesystem;
 
-// The tokenizer to embed: --tokenizer, else the Hugging Face folder's, else a package's.
-PackageTokenizer tokenizer_to_package(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
-  auto from_file = [](const fs::path& path) {
-    const std::string extension = path.extension().string();
-    const std::string kind = extension == ".json" ? "hf-json" : extension == ".model" ? "sentencepiece" : "llama2c";
-    return PackageTokenizer{kind, read_text_file(path.string())};
-  };
-  if (tokenizer_path) return from_file(*tokenizer_path);
-  if (loaded.package) return loaded.package->tokenizer;
-  if (loaded.format == ModelFormat::kHuggingFace) {
-    for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
-      const fs::path candidate = fs::path(loaded.path) / name;
-      if (fs::exists(candidate)) return from_file(candidate);
-    }
-  }
-  fail("{}: no tokenizer to package; pass --tokenizer", loaded.path);
-}
-
 struct QuantizeCommandOptions {
   ModelOptions model;
   QuantizationOptions quantization;
@@ -42,14 +24,15 @@ struct QuantizeCommandOptions {
 void run_quantize(const QuantizeCommandOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   if (!loaded.int8.empty()) fail("{}: already an INT8 package", loaded.path);
-  const PackageTokenizer tokenizer = tokenizer_to_package(loaded, options.model.tokenizer);
+  const PackageTokenizer tokenizer = find_tokenizer(loaded, options.model.tokenizer).file;
   std::optional<SigningKey> key;
   if (options.sign) key = SigningKey::read_private_key(*options.sign);
 
   PackageProvenance provenance;
-  provenance.source_model_sha256 = model_fingerprint(loaded.model);
   QuantizedLinears int8;
-  if (options.quantization.stats) {
+  if (!options.quantization.stats) {
+    provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  } else {
     std::unique_ptr<Tokenizer> text_tokenizer;
     if (options.quantization.auto_fp32 > 0) text_tokenizer = load_tokenizer(loaded, options.model.tokenizer);
     XnnRuntime runtime(resolve_threads(options.model.threads));
