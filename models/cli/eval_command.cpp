@@ -35,7 +35,10 @@ void run_eval(const EvalCommandOptions& options) {
 
   std::unique_ptr<Transformer> reference;
   if (options.reference) {
-    LoadedModel reference_loaded = load_model(*options.reference);
+    // A reference package is held to the same --public-key as the model.
+    ModelOptions reference_options = options.model;
+    reference_options.model = *options.reference;
+    LoadedModel reference_loaded = load_model_with(reference_options);
     // The reference must tokenize identically; its own tokenizer is checked against the model's.
     if (reference_loaded.format == ModelFormat::kHuggingFace || reference_loaded.format == ModelFormat::kPackage ||
         options.reference_tokenizer) {
