@@ -13,7 +13,8 @@ namespace fedcal {
 void Sha256::ContextDeleter::operator()(evp_md_ctx_st* context) const { EVP_MD_CTX_free(context); }
 
 Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
-  if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1) fail("SHA-256: cannot initialise OpenSSL digest");
+  if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1)
+    fail("SHA-256: cannot initialise OpenSSL digest");
 }
 
 Sha256::~Sha256() = default;

@@ -20,7 +20,9 @@ double HistogramLayout::bucket_low(int index) const {
   return std::ldexp(1.0 + static_cast<double>(mantissa) / (1 << mantissa_bits), exponent);
 }
 
-double HistogramLayout::bucket_high(int index) const { return index + 1 < buckets() ? bucket_low(index + 1) : std::ldexp(1.0, max_exponent); }
+double HistogramLayout::bucket_high(int index) const {
+  return index + 1 < buckets() ? bucket_low(index + 1) : std::ldexp(1.0, max_exponent);
+}
 
 void accumulate_histogram(const HistogramLayout& layout, std::span<const float> values, std::span<uint64_t> counts) {
   const int shift = 23 - layout.mantissa_bits;
@@ -36,12 +38,13 @@ void accumulate_histogram(const HistogramLayout& layout, std::span<const float> 
     }
     const size_t block = (bits >> 31) ? negative_block : positive_block;
     const int exponent = static_cast<int>(magnitude >> 23) - 127;  // denormals read as -127: underflow
-    if (exponent >= layout.max_exponent) {                        // also inf and NaN (exponent 128)
+    if (exponent >= layout.max_exponent) {                         // also inf and NaN (exponent 128)
       ++counts[block + 1 + buckets];
     } else if (exponent < layout.min_exponent) {
       ++counts[block];
     } else {
-      const int index = ((exponent - layout.min_exponent) << layout.mantissa_bits) | static_cast<int>((magnitude & 0x7fffffu) >> shift);
+      const int index =
+          ((exponent - layout.min_exponent) << layout.mantissa_bits) | static_cast<int>((magnitude & 0x7fffffu) >> shift);
       ++counts[block + 1 + index];
     }
   }

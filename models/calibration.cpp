@@ -8,8 +8,8 @@
 
 namespace fedcal {
 
-CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text, const std::string& model_sha256,
-                           const CalibrationOptions& options) {
+CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text,
+                           const std::string& model_sha256, const CalibrationOptions& options) {
   const ModelConfig& config = model.config();
   if (options.sequences < 1) fail("--sequences {} must be >= 1", options.sequences);
   if (options.seq_len < 2 || options.seq_len > config.max_seq_len) {

@@ -23,8 +23,8 @@ struct CalibrationOptions {
 // Each non-empty line of `text` is one document: <s> + its tokens, cut at seq_len. Documents are
 // independent and their statistics add up, so calibrating on shards cut at line boundaries and
 // merging equals calibrating on their concatenation.
-CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text, const std::string& model_sha256,
-                           const CalibrationOptions& options);
+CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text,
+                           const std::string& model_sha256, const CalibrationOptions& options);
 
 // SHA-256 over the architecture and every weight of a model: the same weights give the same value
 // whatever file format they were loaded from.

@@ -19,7 +19,8 @@ constexpr size_t kMaxPoints = 1 << 20;
 
 }  // namespace
 
-CalibrationStats CalibrationStats::empty_for(const ModelConfig& config, const std::string& model_sha256, const HistogramLayout& layout) {
+CalibrationStats CalibrationStats::empty_for(const ModelConfig& config, const std::string& model_sha256,
+                                             const HistogramLayout& layout) {
   layout.validate();
   CalibrationStats stats;
   stats.model_sha256 = model_sha256;
@@ -93,48 +94,52 @@ CalibrationStats parse_stats(std::span<const std::byte> bytes, const std::string
   auto magic = reader.take(sizeof(kMagic), "magic");
   if (std::memcmp(magic.data(), kMagic, sizeof(kMagic)) != 0) fail("{}: not a fedcal statistics file (bad magic)", source);
   const uint64_t header_size = reader.read<uint64_t>("header length");
-  if (header_size > kMaxHeaderBytes || header_size > reader.remaining()) fail("{}: header length {} is invalid", source, header_size);
+  if (header_size > kMaxHeaderBytes || header_size > reader.remaining())
+    fail("{}: header length {} is invalid", source, header_size);
   auto header_bytes = reader.take(header_size, "header");
-  const nlohmann::json header = nlohmann::json::parse(reinterpret_cast<const char*>(header_bytes.data()),
-                                                      reinterpret_cast<const char*>(header_bytes.data()) + header_size, nullptr, false);
+  const nlohmann::json header =
+      nlohmann::json::parse(reinterpret_cast<const char*>(header_bytes.data()),
+                            reinterpret_cast<const char*>(header_bytes.data()) + header_size, nullptr, false);
   if (header.is_discarded() || !header.is_object()) fail("{}: header is not a JSON object", source);
 
   CalibrationStats stats;
-  with_context([&] { return source + ": header"; }, [&] {
-    auto field = [&](const nlohmann::json& node, const char* name) -> const nlohmann::json& {
-      auto it = node.find(name);
-      if (it == node.end()) fail("missing field '{}'", name);
-      return *it;
-    };
-    auto integer = [&](const nlohmann::json& node, const char* name, int64_t low, int64_t high) {
-      const auto& value = field(node, name);
-      if (!value.is_number_integer() || value.get<int64_t>() < low || value.get<int64_t>() > high) {
-        fail("field '{}' must be an integer in [{}, {}]", name, low, high);
-      }
-      return value.get<int64_t>();
-    };
-    const auto& sha = field(header, "model_sha256");
-    if (!sha.is_string()) fail("field 'model_sha256' is not a string");
-    stats.model_sha256 = sha.get<std::string>();
-    const auto& layout = field(header, "layout");
-    if (!layout.is_object()) fail("field 'layout' is not an object");
-    stats.layout.mantissa_bits = static_cast<int>(integer(layout, "mantissa_bits", 0, 10));
-    stats.layout.min_exponent = static_cast<int>(integer(layout, "min_exponent", -126, 127));
-    stats.layout.max_exponent = static_cast<int>(integer(layout, "max_exponent", -126, 127));
-    stats.layout.validate();
-    const auto& points = field(header, "points");
-    if (!points.is_array() || points.size() > kMaxPoints) fail("field 'points' is not an array of at most {} names", kMaxPoints);
-    for (const auto& name : points) {
-      if (!name.is_string()) fail("a point name is not a string");
-      stats.points.push_back(name.get<std::string>());
-    }
-    stats.sequences = static_cast<uint64_t>(integer(header, "sequences", 0, INT64_MAX));
-    stats.tokens = static_cast<uint64_t>(integer(header, "tokens", 0, INT64_MAX));
-  });
+  with_context([&] { return source + ": header"; },
+               [&] {
+                 auto field = [&](const nlohmann::json& node, const char* name) -> const nlohmann::json& {
+                   auto it = node.find(name);
+                   if (it == node.end()) fail("missing field '{}'", name);
+                   return *it;
+                 };
+                 auto integer = [&](const nlohmann::json& node, const char* name, int64_t low, int64_t high) {
+                   const auto& value = field(node, name);
+                   if (!value.is_number_integer() || value.get<int64_t>() < low || value.get<int64_t>() > high) {
+                     fail("field '{}' must be an integer in [{}, {}]", name, low, high);
+                   }
+                   return value.get<int64_t>();
+                 };
+                 const auto& sha = field(header, "model_sha256");
+                 if (!sha.is_string()) fail("field 'model_sha256' is not a string");
+                 stats.model_sha256 = sha.get<std::string>();
+                 const auto& layout = field(header, "layout");
+                 if (!layout.is_object()) fail("field 'layout' is not an object");
+                 stats.layout.mantissa_bits = static_cast<int>(integer(layout, "mantissa_bits", 0, 10));
+                 stats.layout.min_exponent = static_cast<int>(integer(layout, "min_exponent", -126, 127));
+                 stats.layout.max_exponent = static_cast<int>(integer(layout, "max_exponent", -126, 127));
+                 stats.layout.validate();
+                 const auto& points = field(header, "points");
+                 if (!points.is_array() || points.size() > kMaxPoints)
+                   fail("field 'points' is not an array of at most {} names", kMaxPoints);
+                 for (const auto& name : points) {
+                   if (!name.is_string()) fail("a point name is not a string");
+                   stats.points.push_back(name.get<std::string>());
+                 }
+                 stats.sequences = static_cast<uint64_t>(integer(header, "sequences", 0, INT64_MAX));
+                 stats.tokens = static_cast<uint64_t>(integer(header, "tokens", 0, INT64_MAX));
+               });
   const uint64_t expected = static_cast<uint64_t>(stats.points.size()) * stats.layout.counts_per_point();
   if (reader.remaining() != expected * 8) {
-    fail("{}: {} points x {} counts need {} bytes of counts, the file has {}", source, stats.points.size(), stats.layout.counts_per_point(),
-         expected * 8, reader.remaining());
+    fail("{}: {} points x {} counts need {} bytes of counts, the file has {}", source, stats.points.size(),
+         stats.layout.counts_per_point(), expected * 8, reader.remaining());
   }
   stats.counts.resize(expected);
   auto counts = reader.take(expected * 8, "counts");

@@ -26,7 +26,8 @@ struct CalibrationStats {
   uint64_t tokens = 0;
   std::vector<uint64_t> counts;  // points.size() * layout.counts_per_point()
 
-  static CalibrationStats empty_for(const ModelConfig& config, const std::string& model_sha256, const HistogramLayout& layout = {});
+  static CalibrationStats empty_for(const ModelConfig& config, const std::string& model_sha256,
+                                    const HistogramLayout& layout = {});
   std::span<const uint64_t> point(size_t index) const;
   std::span<uint64_t> point(size_t index);
   // Adds `other` in place; throws Error if it was recorded on another model or with another layout.

@@ -9,8 +9,10 @@ namespace fedcal {
 namespace {
 
 void check_params(const QuantParams& params, const std::string& what) {
-  if (!(params.scale > 0.0f) || !std::isfinite(params.scale)) fail("{}: scale {} must be a positive finite number", what, params.scale);
-  if (params.zero_point < -128 || params.zero_point > 127) fail("{}: zero point {} is outside [-128, 127]", what, params.zero_point);
+  if (!(params.scale > 0.0f) || !std::isfinite(params.scale))
+    fail("{}: scale {} must be a positive finite number", what, params.scale);
+  if (params.zero_point < -128 || params.zero_point > 127)
+    fail("{}: zero point {} is outside [-128, 127]", what, params.zero_point);
 }
 
 }  // namespace
@@ -21,7 +23,8 @@ LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
   check_params(layer.input, name_ + " input");
   check_params(layer.output, name_ + " output");
   if (w.values.size() != in_ * out_ || (w.scales.size() != 1 && w.scales.size() != out_)) {
-    fail("{}: quantized weights of {} values and {} scales do not fit ({}, {})", name_, w.values.size(), w.scales.size(), out_, in_);
+    fail("{}: quantized weights of {} values and {} scales do not fit ({}, {})", name_, w.values.size(), w.scales.size(), out_,
+         in_);
   }
   for (float scale : w.scales) check_params({scale, 0}, name_ + " weight");
   const auto input_zp = static_cast<int8_t>(layer.input.zero_point);
@@ -47,7 +50,8 @@ LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
 void LinearInt8::run_int8(const XnnRuntime& runtime, size_t batch, const int8_t* input, int8_t* output) {
   pthreadpool_t pool = runtime.threadpool();
   if (per_channel_) {
-    check_xnn(xnn_setup_convolution2d_nhwc_qc8(matmul_.get(), batch, 1, 1, input, output, pool), "setup_convolution2d_nhwc_qc8", name_);
+    check_xnn(xnn_setup_convolution2d_nhwc_qc8(matmul_.get(), batch, 1, 1, input, output, pool), "setup_convolution2d_nhwc_qc8",
+              name_);
   } else {
     check_xnn(xnn_setup_fully_connected_nc_qs8(matmul_.get(), batch, input, output, pool), "setup_fully_connected_nc_qs8", name_);
   }
@@ -62,10 +66,12 @@ void LinearInt8::run(const XnnRuntime& runtime, size_t batch, const float* input
   constexpr size_t kParallelConversion = 1 << 16;
   pthreadpool_t in_pool = batch * in_ >= kParallelConversion ? runtime.threadpool() : nullptr;
   pthreadpool_t out_pool = batch * out_ >= kParallelConversion ? runtime.threadpool() : nullptr;
-  check_xnn(xnn_setup_convert_nc_f32_qs8(quantize_.get(), batch, input, input_q_.data(), in_pool), "setup_convert_nc_f32_qs8", name_);
+  check_xnn(xnn_setup_convert_nc_f32_qs8(quantize_.get(), batch, input, input_q_.data(), in_pool), "setup_convert_nc_f32_qs8",
+            name_);
   check_xnn(xnn_run_operator(quantize_.get(), in_pool), "run_operator (convert f32 -> qs8)", name_);
   run_int8(runtime, batch, input_q_.data(), output_q_.data());
-  check_xnn(xnn_setup_convert_nc_qs8_f32(dequantize_.get(), batch, output_q_.data(), output, out_pool), "setup_convert_nc_qs8_f32", name_);
+  check_xnn(xnn_setup_convert_nc_qs8_f32(dequantize_.get(), batch, output_q_.data(), output, out_pool),
+            "setup_convert_nc_qs8_f32", name_);
   check_xnn(xnn_run_operator(dequantize_.get(), out_pool), "run_operator (convert qs8 -> f32)", name_);
 }
 
@@ -76,7 +82,8 @@ std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const st
     for (int r = 0; r < w.rows; ++r) {
       int32_t acc = 0;
       for (int c = 0; c < w.cols; ++c) {
-        acc += (static_cast<int32_t>(input[b * w.cols + c]) - layer.input.zero_point) * w.values[static_cast<size_t>(r) * w.cols + c];
+        acc += (static_cast<int32_t>(input[b * w.cols + c]) - layer.input.zero_point) *
+               w.values[static_cast<size_t>(r) * w.cols + c];
       }
       const double weight_scale = w.scales.size() > 1 ? w.scales[r] : w.scales[0];
       const double multiplier = static_cast<double>(layer.input.scale) * weight_scale / layer.output.scale;

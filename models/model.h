@@ -41,7 +41,7 @@ template <typename Vector>
 struct BasicTensorRef {
   std::string name;  // fedcal's name, e.g. "layers.3.wq"
   Vector* data;
-  int rows;          // 1 for vectors
+  int rows;  // 1 for vectors
   int cols;
 };
 using TensorRef = BasicTensorRef<std::vector<float>>;

@@ -20,8 +20,8 @@ struct LoadedModel {
   Model model;
   ModelFormat format;
   std::string path;
-  QuantizedLinears int8;                  // a package's INT8 layers (empty: FP32)
-  std::optional<ModelPackage> package;    // a package's tokenizer, provenance and hash (model and int8 moved out)
+  QuantizedLinears int8;                // a package's INT8 layers (empty: FP32)
+  std::optional<ModelPackage> package;  // a package's tokenizer, provenance and hash (model and int8 moved out)
 };
 
 // A folder with config.json is a Hugging Face checkpoint; a file is a fedcal package (by its magic),

@@ -48,14 +48,17 @@ std::vector<ConstTensorRef> shapes_of(const ModelConfig& config) {
 }
 
 void check_params(const QuantParams& params, const std::string& what) {
-  if (!(params.scale > 0.0f) || !std::isfinite(params.scale)) fail("{} scale {} must be a positive finite number", what, params.scale);
-  if (params.zero_point < -128 || params.zero_point > 127) fail("{} zero point {} is outside [-128, 127]", what, params.zero_point);
+  if (!(params.scale > 0.0f) || !std::isfinite(params.scale))
+    fail("{} scale {} must be a positive finite number", what, params.scale);
+  if (params.zero_point < -128 || params.zero_point > 127)
+    fail("{} zero point {} is outside [-128, 127]", what, params.zero_point);
 }
 
 }  // namespace
 
-void write_model_package(const std::string& path, const Model& model, const QuantizedLinears& int8, const PackageTokenizer& tokenizer,
-                         const PackageProvenance& provenance, const PackageWriteOptions& options) {
+void write_model_package(const std::string& path, const Model& model, const QuantizedLinears& int8,
+                         const PackageTokenizer& tokenizer, const PackageProvenance& provenance,
+                         const PackageWriteOptions& options) {
   const ModelConfig& c = model.config;
   struct Blob {
     std::string name;
@@ -68,8 +71,8 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   std::vector<Blob> blobs;
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
     const auto type = q.weights.scales.size() > 1 ? schema::TensorType::QCINT8 : schema::TensorType::QINT8;
-    blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols), q.weights.values.data(),
-                     q.weights.values.size(), &q});
+    blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
+                     q.weights.values.data(), q.weights.values.size(), &q});
   };
   const bool tied_int8_head = c.shared_classifier && int8.count("classifier");
   for (const ConstTensorRef& tensor : list_tensors(model)) {
@@ -78,9 +81,10 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     } else if (tensor.name == "token_embedding" && tied_int8_head) {
       continue;  // the INT8 classifier is the table
     } else {
-      if (tensor.data->size() != static_cast<size_t>(tensor.rows) * tensor.cols) fail("{}: tensor '{}' has no FP32 values", path, tensor.name);
-      blobs.push_back({tensor.name, schema::TensorType::F32, static_cast<uint32_t>(tensor.rows), static_cast<uint32_t>(tensor.cols),
-                       tensor.data->data(), tensor.data->size() * sizeof(float), nullptr});
+      if (tensor.data->size() != static_cast<size_t>(tensor.rows) * tensor.cols)
+        fail("{}: tensor '{}' has no FP32 values", path, tensor.name);
+      blobs.push_back({tensor.name, schema::TensorType::F32, static_cast<uint32_t>(tensor.rows),
+                       static_cast<uint32_t>(tensor.cols), tensor.data->data(), tensor.data->size() * sizeof(float), nullptr});
     }
   }
   if (tied_int8_head) add_quantized("classifier", int8.at("classifier"));
@@ -196,7 +200,8 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
   if (sha.digest() != trailer.digest) fail("{}: SHA-256 mismatch: the package is corrupted or was altered", source);
   if (public_key != nullptr) {
     if (trailer.signed_flag != 1) fail("{}: the package is not signed, and a public key is configured", source);
-    if (!public_key->verify(trailer.digest, trailer.signature)) fail("{}: bad signature: not signed by the configured key", source);
+    if (!public_key->verify(trailer.digest, trailer.signature))
+      fail("{}: bad signature: not signed by the configured key", source);
   }
 
   uint64_t manifest_bytes = 0;
@@ -220,107 +225,117 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
     reader_options.nestingLimit = 16;
     capnp::FlatArrayMessageReader reader(words, reader_options);
     const auto root = reader.getRoot<schema::ModelPackage>();
-    with_context([&] { return source + ": manifest"; }, [&] {
-      if (root.getFormatVersion() != schema::PACKAGE_FORMAT_VERSION) {
-        fail("package format version {} is not supported (this build reads {})", root.getFormatVersion(), schema::PACKAGE_FORMAT_VERSION);
-      }
-      const auto arch = root.getArchitecture();
-      ModelConfig& c = package.model.config;
-      c.dim = arch.getDim();
-      c.hidden_dim = arch.getHiddenDim();
-      c.n_layers = arch.getNLayers();
-      c.n_heads = arch.getNHeads();
-      c.n_kv_heads = arch.getNKvHeads();
-      c.vocab_size = arch.getVocabSize();
-      c.max_seq_len = arch.getMaxSeqLen();
-      c.norm_eps = arch.getNormEps();
-      c.rope_theta = arch.getRopeTheta();
-      c.shared_classifier = arch.getSharedClassifier();
-      c.validate();
-      package.model.layers.resize(c.n_layers);
+    with_context(
+        [&] { return source + ": manifest"; },
+        [&] {
+          if (root.getFormatVersion() != schema::PACKAGE_FORMAT_VERSION) {
+            fail("package format version {} is not supported (this build reads {})", root.getFormatVersion(),
+                 schema::PACKAGE_FORMAT_VERSION);
+          }
+          const auto arch = root.getArchitecture();
+          ModelConfig& c = package.model.config;
+          c.dim = arch.getDim();
+          c.hidden_dim = arch.getHiddenDim();
+          c.n_layers = arch.getNLayers();
+          c.n_heads = arch.getNHeads();
+          c.n_kv_heads = arch.getNKvHeads();
+          c.vocab_size = arch.getVocabSize();
+          c.max_seq_len = arch.getMaxSeqLen();
+          c.norm_eps = arch.getNormEps();
+          c.rope_theta = arch.getRopeTheta();
+          c.shared_classifier = arch.getSharedClassifier();
+          c.validate();
+          package.model.layers.resize(c.n_layers);
 
-      std::map<std::string, ConstTensorRef> expected;
-      for (const ConstTensorRef& shape : shapes_of(c)) expected.emplace(shape.name, shape);
-      if (c.shared_classifier) expected.emplace("classifier", ConstTensorRef{"classifier", nullptr, c.vocab_size, c.dim});
-      std::map<std::string, TensorRef> destinations;
-      for (TensorRef& ref : list_tensors(package.model)) destinations.emplace(ref.name, ref);
+          std::map<std::string, ConstTensorRef> expected;
+          for (const ConstTensorRef& shape : shapes_of(c)) expected.emplace(shape.name, shape);
+          if (c.shared_classifier) expected.emplace("classifier", ConstTensorRef{"classifier", nullptr, c.vocab_size, c.dim});
+          std::map<std::string, TensorRef> destinations;
+          for (TensorRef& ref : list_tensors(package.model)) destinations.emplace(ref.name, ref);
 
-      std::set<std::string> seen;
-      for (const auto tensor : root.getTensors()) {
-        const std::string name = tensor.getName();
-        with_context([&] { return "tensor '" + name + "'"; }, [&] {
-          auto shape = expected.find(name);
-          if (shape == expected.end()) fail("unknown tensor name");
-          if (!seen.insert(name).second) fail("appears twice");
-          if (tensor.getRows() != static_cast<uint32_t>(shape->second.rows) || tensor.getCols() != static_cast<uint32_t>(shape->second.cols)) {
-            fail("shape ({}, {}) does not match the architecture's ({}, {})", tensor.getRows(), tensor.getCols(), shape->second.rows,
-                 shape->second.cols);
+          std::set<std::string> seen;
+          for (const auto tensor : root.getTensors()) {
+            const std::string name = tensor.getName();
+            with_context([&] { return "tensor '" + name + "'"; },
+                         [&] {
+                           auto shape = expected.find(name);
+                           if (shape == expected.end()) fail("unknown tensor name");
+                           if (!seen.insert(name).second) fail("appears twice");
+                           if (tensor.getRows() != static_cast<uint32_t>(shape->second.rows) ||
+                               tensor.getCols() != static_cast<uint32_t>(shape->second.cols)) {
+                             fail("shape ({}, {}) does not match the architecture's ({}, {})", tensor.getRows(), tensor.getCols(),
+                                  shape->second.rows, shape->second.cols);
+                           }
+                           const uint64_t count = uint64_t{tensor.getRows()} * tensor.getCols();
+                           const bool is_f32 = tensor.getType() == schema::TensorType::F32;
+                           const uint64_t element = is_f32 ? 4 : 1;
+                           if (tensor.getSize() != count * element)
+                             fail("size {} does not match {} elements", tensor.getSize(), count);
+                           if (tensor.getOffset() % kAlignment != 0 || tensor.getOffset() > data_size ||
+                               tensor.getSize() > data_size - tensor.getOffset()) {
+                             fail("byte range [{}, +{}) is outside the data region of {} bytes or unaligned", tensor.getOffset(),
+                                  tensor.getSize(), data_size);
+                           }
+                           const std::byte* data = bytes.data() + data_start + tensor.getOffset();
+                           if (is_f32) {
+                             auto destination = destinations.find(name);
+                             if (destination == destinations.end()) fail("cannot be FP32 here");
+                             destination->second.data->resize(count);
+                             std::memcpy(destination->second.data->data(), data, tensor.getSize());
+                             return;
+                           }
+                           if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8)
+                             fail("unknown tensor type");
+                           const bool per_channel = tensor.getType() == schema::TensorType::QCINT8;
+                           QuantizedLinear layer;
+                           layer.weights.rows = static_cast<int>(tensor.getRows());
+                           layer.weights.cols = static_cast<int>(tensor.getCols());
+                           layer.weights.values.resize(count);
+                           std::memcpy(layer.weights.values.data(), data, count);
+                           for (int8_t v : layer.weights.values) {
+                             if (v == -128) fail("weight value -128 is outside the symmetric range [-127, 127]");
+                           }
+                           const auto scales = tensor.getWeightScales();
+                           if (scales.size() != (per_channel ? tensor.getRows() : 1u))
+                             fail("has {} weight scales", scales.size());
+                           for (float scale : scales) {
+                             check_params({scale, 0}, "weight");
+                             layer.weights.scales.push_back(scale);
+                           }
+                           if (name != "token_embedding") {
+                             layer.input = {tensor.getInputScale(), tensor.getInputZeroPoint()};
+                             layer.output = {tensor.getOutputScale(), tensor.getOutputZeroPoint()};
+                             check_params(layer.input, "input");
+                             check_params(layer.output, "output");
+                           }
+                           package.int8.emplace(name, std::move(layer));
+                         });
           }
-          const uint64_t count = uint64_t{tensor.getRows()} * tensor.getCols();
-          const bool is_f32 = tensor.getType() == schema::TensorType::F32;
-          const uint64_t element = is_f32 ? 4 : 1;
-          if (tensor.getSize() != count * element) fail("size {} does not match {} elements", tensor.getSize(), count);
-          if (tensor.getOffset() % kAlignment != 0 || tensor.getOffset() > data_size || tensor.getSize() > data_size - tensor.getOffset()) {
-            fail("byte range [{}, +{}) is outside the data region of {} bytes or unaligned", tensor.getOffset(), tensor.getSize(), data_size);
+          // Every tensor the forward pass needs is present in one form or the other.
+          for (const auto& [name, shape] : expected) {
+            if (seen.count(name)) continue;
+            const bool embedding_from_head = name == "token_embedding" && c.shared_classifier && package.int8.count("classifier");
+            const bool head_is_embedding = name == "classifier" && c.shared_classifier;
+            if (!embedding_from_head && !head_is_embedding) fail("tensor '{}' is missing", name);
           }
-          const std::byte* data = bytes.data() + data_start + tensor.getOffset();
-          if (is_f32) {
-            auto destination = destinations.find(name);
-            if (destination == destinations.end()) fail("cannot be FP32 here");
-            destination->second.data->resize(count);
-            std::memcpy(destination->second.data->data(), data, tensor.getSize());
-            return;
+          if (c.shared_classifier && !package.int8.count("classifier") && package.model.token_embedding.empty()) {
+            fail("tensor 'token_embedding' is missing");
           }
-          if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8) fail("unknown tensor type");
-          const bool per_channel = tensor.getType() == schema::TensorType::QCINT8;
-          QuantizedLinear layer;
-          layer.weights.rows = static_cast<int>(tensor.getRows());
-          layer.weights.cols = static_cast<int>(tensor.getCols());
-          layer.weights.values.resize(count);
-          std::memcpy(layer.weights.values.data(), data, count);
-          for (int8_t v : layer.weights.values) {
-            if (v == -128) fail("weight value -128 is outside the symmetric range [-127, 127]");
-          }
-          const auto scales = tensor.getWeightScales();
-          if (scales.size() != (per_channel ? tensor.getRows() : 1u)) fail("has {} weight scales", scales.size());
-          for (float scale : scales) {
-            check_params({scale, 0}, "weight");
-            layer.weights.scales.push_back(scale);
-          }
-          if (name != "token_embedding") {
-            layer.input = {tensor.getInputScale(), tensor.getInputZeroPoint()};
-            layer.output = {tensor.getOutputScale(), tensor.getOutputZeroPoint()};
-            check_params(layer.input, "input");
-            check_params(layer.output, "output");
-          }
-          package.int8.emplace(name, std::move(layer));
+
+          const auto calibration = root.getCalibration();
+          package.provenance.method = calibration.getMethod();
+          package.provenance.per_channel = calibration.getPerChannel();
+          package.provenance.asymmetric = calibration.getAsymmetric();
+          package.provenance.sequences = calibration.getSequences();
+          package.provenance.tokens = calibration.getTokens();
+          package.provenance.stats_sha256 = calibration.getStatsSha256();
+          for (auto layer : calibration.getKeepFp32()) package.provenance.keep_fp32.push_back(layer);
+          package.provenance.source_model_sha256 = root.getSourceModelSha256();
+          const auto tokenizer = root.getTokenizer();
+          package.tokenizer.kind = tokenizer.getKind();
+          const auto data = tokenizer.getData();
+          package.tokenizer.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
         });
-      }
-      // Every tensor the forward pass needs is present in one form or the other.
-      for (const auto& [name, shape] : expected) {
-        if (seen.count(name)) continue;
-        const bool embedding_from_head = name == "token_embedding" && c.shared_classifier && package.int8.count("classifier");
-        const bool head_is_embedding = name == "classifier" && c.shared_classifier;
-        if (!embedding_from_head && !head_is_embedding) fail("tensor '{}' is missing", name);
-      }
-      if (c.shared_classifier && !package.int8.count("classifier") && package.model.token_embedding.empty()) {
-        fail("tensor 'token_embedding' is missing");
-      }
-
-      const auto calibration = root.getCalibration();
-      package.provenance.method = calibration.getMethod();
-      package.provenance.per_channel = calibration.getPerChannel();
-      package.provenance.asymmetric = calibration.getAsymmetric();
-      package.provenance.sequences = calibration.getSequences();
-      package.provenance.tokens = calibration.getTokens();
-      package.provenance.stats_sha256 = calibration.getStatsSha256();
-      for (auto layer : calibration.getKeepFp32()) package.provenance.keep_fp32.push_back(layer);
-      package.provenance.source_model_sha256 = root.getSourceModelSha256();
-      const auto tokenizer = root.getTokenizer();
-      package.tokenizer.kind = tokenizer.getKind();
-      const auto data = tokenizer.getData();
-      package.tokenizer.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
-    });
   } catch (const kj::Exception& exception) {
     fail("{}: malformed manifest: {}", source, exception.getDescription().cStr());
   }

@@ -40,8 +40,8 @@ struct PackageProvenance {
 };
 
 struct ModelPackage {
-  Model model;             // FP32 tensors; matrices that are INT8 are left empty
-  QuantizedLinears int8;   // INT8 layers (and "token_embedding" weights when the table is INT8)
+  Model model;            // FP32 tensors; matrices that are INT8 are left empty
+  QuantizedLinears int8;  // INT8 layers (and "token_embedding" weights when the table is INT8)
   PackageTokenizer tokenizer;
   PackageProvenance provenance;
   std::string content_sha256;  // of everything before the trailer
@@ -53,8 +53,9 @@ struct PackageWriteOptions {
 };
 
 // Writes `model` with its INT8 layers (none: an FP32 package). FP32 matrices of INT8 layers are not stored.
-void write_model_package(const std::string& path, const Model& model, const QuantizedLinears& int8, const PackageTokenizer& tokenizer,
-                         const PackageProvenance& provenance, const PackageWriteOptions& options = {});
+void write_model_package(const std::string& path, const Model& model, const QuantizedLinears& int8,
+                         const PackageTokenizer& tokenizer, const PackageProvenance& provenance,
+                         const PackageWriteOptions& options = {});
 
 bool looks_like_model_package(std::span<const std::byte> bytes);
 // Parses and verifies a package; `public_key` set: the signature must be present and valid.

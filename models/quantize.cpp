@@ -79,9 +79,9 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
   return out;
 }
 
-
-std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
-                                                  const std::vector<int>& tokens, const XnnRuntime& runtime) {
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
+                                                  const QuantizeOptions& options, const std::vector<int>& tokens,
+                                                  const XnnRuntime& runtime) {
   const ModelConfig& c = model.config;
   const std::vector<int> window(tokens.begin(), tokens.begin() + std::min<size_t>(tokens.size(), c.max_seq_len));
   if (window.size() < 2) fail("sensitivity needs at least 2 tokens of text");

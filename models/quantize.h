@@ -14,8 +14,8 @@ namespace fedcal {
 
 struct QuantizeOptions {
   ScaleMethodSpec method;
-  bool per_channel = false;   // weights: one scale per output channel (else per tensor)
-  bool asymmetric = false;    // activations: zero point (else symmetric)
+  bool per_channel = false;         // weights: one scale per output channel (else per tensor)
+  bool asymmetric = false;          // activations: zero point (else symmetric)
   std::set<std::string> keep_fp32;  // linear names ("layers.3.w2", "classifier") or "layers.3" for a whole layer
 };
 
@@ -37,13 +37,14 @@ const std::vector<float>& linear_weights(const Model& model, const std::string& 
 class XnnRuntime;
 
 struct LayerSensitivity {
-  std::string name;   // linear layer
-  double mean_kl;     // KL(FP32 || model with only this layer in INT8), nats per token
+  std::string name;  // linear layer
+  double mean_kl;    // KL(FP32 || model with only this layer in INT8), nats per token
 };
 
 // Measures each linear layer's sensitivity: the mean KL divergence from FP32 of the model in which only
 // that layer runs in INT8, on `tokens` (one window of at most the context length). Sorted worst first.
-std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
-                                                  const std::vector<int>& tokens, const XnnRuntime& runtime);
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
+                                                  const QuantizeOptions& options, const std::vector<int>& tokens,
+                                                  const XnnRuntime& runtime);
 
 }  // namespace fedcal

@@ -162,20 +162,28 @@ ScaleMethodSpec ScaleMethodSpec::parse(const std::string& text) {
 
 std::string ScaleMethodSpec::to_string() const {
   switch (method) {
-    case ScaleMethod::kMinMax: return "minmax";
-    case ScaleMethod::kPercentile: return fmt::format("percentile:{}", percentile);
-    case ScaleMethod::kEntropy: return "entropy";
-    case ScaleMethod::kMse: return "mse";
+    case ScaleMethod::kMinMax:
+      return "minmax";
+    case ScaleMethod::kPercentile:
+      return fmt::format("percentile:{}", percentile);
+    case ScaleMethod::kEntropy:
+      return "entropy";
+    case ScaleMethod::kMse:
+      return "mse";
   }
   return "?";
 }
 
 double clip_magnitude(const HistogramLayout& layout, std::span<const double> magnitude_counts, const ScaleMethodSpec& method) {
   switch (method.method) {
-    case ScaleMethod::kMinMax: return clip_minmax(layout, magnitude_counts);
-    case ScaleMethod::kPercentile: return clip_percentile(layout, magnitude_counts, method.percentile);
-    case ScaleMethod::kEntropy: return clip_entropy(layout, magnitude_counts);
-    case ScaleMethod::kMse: return clip_mse(layout, magnitude_counts);
+    case ScaleMethod::kMinMax:
+      return clip_minmax(layout, magnitude_counts);
+    case ScaleMethod::kPercentile:
+      return clip_percentile(layout, magnitude_counts, method.percentile);
+    case ScaleMethod::kEntropy:
+      return clip_entropy(layout, magnitude_counts);
+    case ScaleMethod::kMse:
+      return clip_mse(layout, magnitude_counts);
   }
   return 0.0;
 }
@@ -235,7 +243,8 @@ QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int c
     if (per_channel) out.scales.push_back(scale_of(row));
     const float scale = out.scales.back();
     for (int c = 0; c < cols; ++c) {
-      out.values[static_cast<size_t>(r) * cols + c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
+      out.values[static_cast<size_t>(r) * cols + c] =
+          static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
     }
   }
   return out;

@@ -14,7 +14,8 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path)
 
 SentencePieceTokenizer::SentencePieceTokenizer() : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {}
 
-std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::from_serialized(const std::string& bytes, const std::string& source) {
+std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::from_serialized(const std::string& bytes,
+                                                                                const std::string& source) {
   std::unique_ptr<SentencePieceTokenizer> tokenizer(new SentencePieceTokenizer());
   const auto status = tokenizer->processor_->LoadFromSerializedProto(bytes);
   if (!status.ok()) fail("{}: cannot load sentencepiece model: {}", source, status.ToString());

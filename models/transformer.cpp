@@ -26,7 +26,8 @@ std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, i
   if (int8 != nullptr) {
     if (auto it = int8->find(name); it != int8->end()) {
       const QuantizedMatrix& q = it->second.weights;
-      if (q.rows != out || q.cols != in) fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
+      if (q.rows != out || q.cols != in)
+        fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
       return std::make_unique<LinearInt8>(it->second, name);
     }
   }
@@ -83,7 +84,8 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     }
   }
   if (table != nullptr) {
-    if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim) fail("token_embedding: INT8 table has the wrong shape");
+    if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim)
+      fail("token_embedding: INT8 table has the wrong shape");
     token_embedding_int8_ = table->weights;
   } else {
     if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
@@ -139,8 +141,8 @@ size_t Transformer::decode_weight_bytes() const {
   const ModelConfig& c = config_;
   size_t bytes = classifier_->weight_bytes();
   for (const auto& layer : layers_) {
-    for (const Linear* linear :
-         {layer->wq.get(), layer->wk.get(), layer->wv.get(), layer->wo.get(), layer->w1.get(), layer->w2.get(), layer->w3.get()}) {
+    for (const Linear* linear : {layer->wq.get(), layer->wk.get(), layer->wv.get(), layer->wo.get(), layer->w1.get(),
+                                 layer->w2.get(), layer->w3.get()}) {
       bytes += linear->weight_bytes();
     }
   }

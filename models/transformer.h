@@ -23,7 +23,8 @@ class Transformer {
   // Packs the model's matrices into XNNPACK operators and copies the small tensors; `model` may be
   // freed afterwards. Linears named in `int8` run in INT8 (their FP32 weights in `model` are not
   // read and may be empty), the others in FP32. `runtime` must outlive the Transformer.
-  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {}, const QuantizedLinears* int8 = nullptr);
+  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {},
+              const QuantizedLinears* int8 = nullptr);
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }
@@ -51,11 +52,11 @@ class Transformer {
   const XnnRuntime& runtime_;
   ActivationObserver* observer_ = nullptr;
   TransformerOptions options_;
-  std::vector<float> token_embedding_;  // (vocab, dim), unless the table is INT8:
+  std::vector<float> token_embedding_;                   // (vocab, dim), unless the table is INT8:
   std::optional<QuantizedMatrix> token_embedding_int8_;  // (vocab, dim) with one scale per tensor or row
-  std::vector<float> final_norm_;       // (dim)
+  std::vector<float> final_norm_;                        // (dim)
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::unique_ptr<Linear> classifier_;   // (vocab, dim)
+  std::unique_ptr<Linear> classifier_;      // (vocab, dim)
   std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
 
   // KV cache: (n_layers, max_seq_len, kv_dim) each.

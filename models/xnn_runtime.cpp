@@ -65,8 +65,8 @@ LinearF32::LinearF32(const float* weights, size_t in_features, size_t out_featur
 }
 
 void LinearF32::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
-  check_xnn(xnn_setup_fully_connected_nc_f32(op_.get(), batch, input, output, runtime.threadpool()), "setup_fully_connected_nc_f32",
-            name_);
+  check_xnn(xnn_setup_fully_connected_nc_f32(op_.get(), batch, input, output, runtime.threadpool()),
+            "setup_fully_connected_nc_f32", name_);
   check_xnn(xnn_run_operator(op_.get(), runtime.threadpool()), "run_operator (fully_connected_nc_f32)", name_);
 }
 

@@ -47,8 +47,8 @@ void run_calibrate(const CalibrateOptions& options) {
   write_stats(stats, options.output);
   if (!options.quiet) {
     std::fprintf(stderr, "\n[calibrate] %llu sequences, %llu tokens, %zu quantization points -> %s\n",
-                 static_cast<unsigned long long>(stats.sequences), static_cast<unsigned long long>(stats.tokens), stats.points.size(),
-                 options.output.c_str());
+                 static_cast<unsigned long long>(stats.sequences), static_cast<unsigned long long>(stats.tokens),
+                 stats.points.size(), options.output.c_str());
   }
 }
 
@@ -65,7 +65,8 @@ void run_merge(const MergeOptions& options) {
   }
   write_stats(merged, options.output);
   std::fprintf(stderr, "[merge-stats] %zu files, %llu sequences, %llu tokens -> %s\n", options.inputs.size(),
-               static_cast<unsigned long long>(merged.sequences), static_cast<unsigned long long>(merged.tokens), options.output.c_str());
+               static_cast<unsigned long long>(merged.sequences), static_cast<unsigned long long>(merged.tokens),
+               options.output.c_str());
 }
 
 }  // namespace
@@ -76,11 +77,15 @@ void add_calibrate_command(CLI::App& app) {
       "calibrate", "Record activation statistics at every quantization point over a text (each non-empty line is one sequence)");
   add_model_options(*command, options->model);
   command->add_option("--text", options->text, "Calibration text (UTF-8)")->required()->check(CLI::ExistingFile);
-  command->add_option("--sequences", options->sequences, "Sequences (lines) to run at most, in text order")->capture_default_str()
+  command->add_option("--sequences", options->sequences, "Sequences (lines) to run at most, in text order")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1 << 24));
-  command->add_option("--seq-len", options->seq_len, "Tokens per sequence at most")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  command->add_option("--seq-len", options->seq_len, "Tokens per sequence at most")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1 << 20));
   command->add_option("--mantissa-bits", options->mantissa_bits, "Histogram resolution: 2^bits buckets per octave")
-      ->capture_default_str()->check(CLI::Range(0, 10));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10));
   command->add_option("-o,--output", options->output, "Statistics file to write")->required();
   command->add_flag("-q,--quiet", options->quiet, "No progress output");
   command->callback([options] { run_calibrate(*options); });

@@ -23,8 +23,9 @@ void add_model_options(CLI::App& command, ModelOptions& options, bool with_token
                        "Tokenizer file (llama2.c tokenizer.bin, sentencepiece .model or tokenizer.json); "
                        "required for llama2.c checkpoints");
   }
-  command.add_option("--public-key", options.public_key,
-                     "Ed25519 public key (PEM) that fedcal packages must be signed with; unsigned or altered packages are refused");
+  command.add_option(
+      "--public-key", options.public_key,
+      "Ed25519 public key (PEM) that fedcal packages must be signed with; unsigned or altered packages are refused");
   command.add_option("-t,--threads", options.threads, "Worker threads for XNNPACK and attention (default: all cores)")
       ->check(CLI::Range(0, 1024));
 }
@@ -34,10 +35,13 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command.add_option("--method", options.method, "Scale method: minmax, percentile:P, entropy, mse")->capture_default_str();
   command.add_flag("--per-channel", options.per_channel, "INT8 weights with one scale per output channel (default: per tensor)");
   command.add_flag("--asymmetric", options.asymmetric, "Activations with a zero point (default: symmetric)");
-  command.add_option("--keep-fp32", options.keep_fp32, "Linear layers (layers.3.w2, classifier) or layers (layers.3) to keep in FP32")
+  command
+      .add_option("--keep-fp32", options.keep_fp32,
+                  "Linear layers (layers.3.w2, classifier) or layers (layers.3) to keep in FP32")
       ->delimiter(',');
-  command.add_option("--auto-fp32", options.auto_fp32,
-                     "Keep the K linear layers whose INT8 alone moves the output most (KL vs FP32) in FP32")
+  command
+      .add_option("--auto-fp32", options.auto_fp32,
+                  "Keep the K linear layers whose INT8 alone moves the output most (KL vs FP32) in FP32")
       ->check(CLI::Range(0, 100000));
   command.add_option("--sensitivity-text", options.sensitivity_text, "Text (one context window is used) for --auto-fp32")
       ->check(CLI::ExistingFile);
@@ -64,13 +68,16 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   if (options.auto_fp32 > 0) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_text_file(*options.sensitivity_text), true);
-    const auto ranking = with_context([&] { return *options.stats; }, [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
+    const auto ranking = with_context([&] { return *options.stats; },
+                                      [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
     for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {
-      std::fprintf(stderr, "[auto-fp32] keeping %s in FP32 (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(), ranking[i].mean_kl);
+      std::fprintf(stderr, "[auto-fp32] keeping %s in FP32 (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(),
+                   ranking[i].mean_kl);
       quantize.keep_fp32.insert(ranking[i].name);
     }
   }
-  QuantizedLinears int8 = with_context([&] { return *options.stats; }, [&] { return quantize_model(loaded.model, stats, quantize); });
+  QuantizedLinears int8 =
+      with_context([&] { return *options.stats; }, [&] { return quantize_model(loaded.model, stats, quantize); });
   provenance.method = quantize.method.to_string();
   provenance.per_channel = quantize.per_channel;
   provenance.asymmetric = quantize.asymmetric;
@@ -81,8 +88,9 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   return int8;
 }
 
-std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
-                                              const Tokenizer* tokenizer, TransformerOptions transformer_options) {
+std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
+                                              const QuantizationOptions& options, const Tokenizer* tokenizer,
+                                              TransformerOptions transformer_options) {
   if (!loaded.int8.empty()) {
     if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
     return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &loaded.int8);

@@ -115,7 +115,8 @@ void run_inspect(const InspectOptions& options) {
 void add_inspect_command(CLI::App& app) {
   auto options = std::make_shared<InspectOptions>();
   CLI::App* command = app.add_subcommand("inspect", "Architecture, parameter count, tensor list and file hash of a model");
-  command->add_option("-m,--model", options->model, "Model: llama2.c .bin file, Hugging Face folder or fedcal package")->required();
+  command->add_option("-m,--model", options->model, "Model: llama2.c .bin file, Hugging Face folder or fedcal package")
+      ->required();
   command->add_option("--public-key", options->public_key, "Verify a package's signature with this Ed25519 public key (PEM)");
   command->add_flag("--tensors", options->tensors, "List every tensor");
   command->add_flag("--json", options->json, "Print one JSON object (always with the tensor list)");

@@ -63,7 +63,8 @@ void run_keygen(const KeygenOptions& options) {
 void add_package_commands(CLI::App& app) {
   auto options = std::make_shared<QuantizeCommandOptions>();
   CLI::App* command = app.add_subcommand(
-      "quantize", "Write a fedcal package: static INT8 (W8A8) with scales from --stats, or FP32 without --stats; optionally signed");
+      "quantize",
+      "Write a fedcal package: static INT8 (W8A8) with scales from --stats, or FP32 without --stats; optionally signed");
   add_model_options(*command, options->model);
   add_quantization_options(*command, options->quantization);
   command->add_option("--sign", options->sign, "Ed25519 private key (PEM, from keygen) to sign the package with");

@@ -22,8 +22,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target :
-       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer", "tokenizer_encode", "stats", "model_package"}) {
+  for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer",
+                             "tokenizer_encode", "stats", "model_package"}) {
     fs::create_directories(root / target);
   }
   fedcal::ModelConfig micro;
@@ -82,9 +82,12 @@ int main(int argc, char** argv) {
   for (const auto& site : fedcal::linear_sites(micro)) {
     const auto& weights = fedcal::linear_weights(model, site.name);
     const int cols = site.name.ends_with("w2") ? micro.hidden_dim : micro.dim;
-    int8[site.name] = {fedcal::quantize_weights(weights, static_cast<int>(weights.size()) / cols, cols, site.name.ends_with("wq")),
-                       {0.05f, 0}, {0.1f, 3}};
+    int8[site.name] = {
+        fedcal::quantize_weights(weights, static_cast<int>(weights.size()) / cols, cols, site.name.ends_with("wq")),
+        {0.05f, 0},
+        {0.1f, 3}};
   }
-  fedcal::write_model_package((root / "model_package/int8.pkg").string(), model, int8, {}, {"minmax", false, false, 1, 2, "s", {}, "m"});
+  fedcal::write_model_package((root / "model_package/int8.pkg").string(), model, int8, {},
+                              {"minmax", false, false, 1, 2, "s", {}, "m"});
   return 0;
 }

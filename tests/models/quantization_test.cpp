@@ -122,7 +122,9 @@ TEST_CASE("Statistics files: bad magic, truncation and inconsistent headers are 
   CHECK_THROWS_WITH_AS(stats.check_fits(bigger), doctest::Contains("quantization points"), Error);
 }
 
-TEST_CASE("Scale methods on a known distribution: min-max is the max, percentile below it, MSE minimizes the error, entropy clips outliers") {
+TEST_CASE(
+    "Scale methods on a known distribution: min-max is the max, percentile below it, MSE minimizes the error, entropy clips "
+    "outliers") {
   const HistogramLayout layout;
   std::vector<float> values;
   std::mt19937 rng(11);
@@ -196,7 +198,9 @@ void check_int8_linear(bool per_channel, bool asymmetric, int threads) {
   CHECK(exact >= static_cast<int>(output.size() * 0.95));
 }
 
-TEST_CASE("An INT8 linear layer equals the plain integer reference within 1 LSB: per-tensor and per-channel, symmetric and asymmetric") {
+TEST_CASE(
+    "An INT8 linear layer equals the plain integer reference within 1 LSB: per-tensor and per-channel, symmetric and "
+    "asymmetric") {
   for (bool per_channel : {false, true}) {
     for (bool asymmetric : {false, true}) check_int8_linear(per_channel, asymmetric, 1);
   }
