@@ -1,5 +1,9 @@
 #include "common/file_util.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -19,16 +23,33 @@ std::string read_text_file(const std::string& path) {
   return content.str();
 }
 
-void write_file_atomically(const std::string& path, std::span<const std::byte> data) {
-  std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot create: {}", temporary, std::strerror(errno));
-    out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-    out.flush();
-    if (!out) fail("{}: write failed (disk full?)", temporary);
+void write_file_atomically(const std::string& path, std::span<const std::byte> data, unsigned mode) {
+  const std::string temporary = path + ".tmp";
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) fail("{}: cannot create: {}", temporary, std::strerror(errno));
+  size_t written = 0;
+  while (written < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + written, data.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd);
+      ::unlink(temporary.c_str());
+      fail("{}: write failed: {}", temporary, std::strerror(error));
+    }
+    written += static_cast<size_t>(n);
   }
+  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
+    const int error = errno;
+    ::close(fd);
+    fail("{}: cannot sync: {}", temporary, std::strerror(error));
+  }
+  ::close(fd);
   if (std::rename(temporary.c_str(), path.c_str()) != 0) fail("{}: cannot rename into place: {}", path, std::strerror(errno));
+}
+
+void write_file_atomically(const std::string& path, const std::string& text, unsigned mode) {
+  write_file_atomically(path, std::as_bytes(std::span(text.data(), text.size())), mode);
 }
 
 }  // namespace fedcal

@@ -105,11 +105,25 @@ bool SigningKey::verify(std::span<const std::byte> message, const Signature& sig
   return result == 1;
 }
 
+std::array<uint8_t, 32> SigningKey::public_key_bytes() const {
+  std::array<uint8_t, 32> raw{};
+  size_t length = raw.size();
+  if (EVP_PKEY_get_raw_public_key(key_.get(), raw.data(), &length) != 1 || length != raw.size()) {
+    fail("cannot read the raw public key: {}", openssl_error());
+  }
+  return raw;
+}
+
 std::string SigningKey::public_key_hex() const {
-  unsigned char raw[32];
-  size_t length = sizeof(raw);
-  if (EVP_PKEY_get_raw_public_key(key_.get(), raw, &length) != 1) fail("cannot read the raw public key: {}", openssl_error());
-  return to_hex(std::as_bytes(std::span(raw, length)));
+  const auto raw = public_key_bytes();
+  return to_hex(std::as_bytes(std::span(raw)));
+}
+
+SigningKey SigningKey::from_public_bytes(std::span<const uint8_t> raw) {
+  if (raw.size() != 32) fail("Ed25519 public key: {} bytes, expected 32", raw.size());
+  EVP_PKEY* key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, raw.data(), raw.size());
+  if (key == nullptr) fail("Ed25519 public key: {}", openssl_error());
+  return SigningKey(key, false);
 }
 
 }  // namespace fedcal

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <cstdint>
 
 struct evp_pkey_st;
 
@@ -21,6 +22,9 @@ class SigningKey {
   // Reads a PEM public key written by write_public_key.
   static SigningKey read_public_key(const std::string& path);
 
+  // A public key from its raw 32 bytes (as sent in the protocol); throws Error if malformed.
+  static SigningKey from_public_bytes(std::span<const uint8_t> raw);
+
   void write_private_key(const std::string& path) const;  // file mode 0600
   void write_public_key(const std::string& path) const;
   bool has_private_key() const { return has_private_; }
@@ -29,6 +33,7 @@ class SigningKey {
   bool verify(std::span<const std::byte> message, const Signature& signature) const;
   // The raw 32-byte public key, hex.
   std::string public_key_hex() const;
+  std::array<uint8_t, 32> public_key_bytes() const;
 
  private:
   struct KeyDeleter {

@@ -12,7 +12,7 @@ packages=(
   capnproto libcapnp-dev
   libssl-dev
   libsqlitecpp-dev libsqlite3-dev
-  doctest-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev
   clang libclang-rt-14-dev
 )

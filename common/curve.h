@@ -1,0 +1,41 @@
+// ZeroMQ CURVE key pairs (Z85 text) and the socket options every fedcal socket gets: CURVE, a message
+// size cap, ZMTP heartbeats, reconnect backoff, and on the coordinator's ROUTER: ZAP with an enforced
+// domain (without a ZAP handler libzmq would accept any CURVE client: encryption without
+// authentication) and ROUTER_MANDATORY (unroutable messages fail instead of vanishing).
+#pragma once
+
+#include <zmq.hpp>
+
+#include <string>
+
+namespace fedcal {
+
+struct CurveKeyPair {
+  std::string public_key;  // Z85, 40 characters
+  std::string secret_key;  // Z85, 40 characters
+
+  static CurveKeyPair generate();
+  // Key file: "public <z85>\nsecret <z85>\n", mode 0600. Throws Error naming the file.
+  static CurveKeyPair read(const std::string& path);
+  void write(const std::string& path) const;
+  // Reads `path`, or creates it with a fresh pair if it does not exist.
+  static CurveKeyPair read_or_create(const std::string& path);
+};
+
+// Throws Error unless `key` is a 40-character Z85 CURVE key; `what` names it.
+void check_curve_key(const std::string& key, const std::string& what);
+
+struct SocketLimits {
+  int64_t max_message_bytes = int64_t{64} << 20;
+  int heartbeat_interval_ms = 1000;
+  int heartbeat_timeout_ms = 5000;
+  int reconnect_interval_max_ms = 10000;
+};
+
+void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain, const SocketLimits& limits);
+void configure_curve_client(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& server_public_key,
+                            const SocketLimits& limits);
+
+inline constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
+
+}  // namespace fedcal

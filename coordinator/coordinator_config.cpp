@@ -1,0 +1,74 @@
+#include "coordinator/coordinator_config.h"
+
+#include <toml++/toml.h>
+
+#include <filesystem>
+#include <set>
+
+#include "common/error.h"
+
+namespace fedcal::coordinator {
+namespace {
+namespace fs = std::filesystem;
+
+template <typename T>
+void read_key(const toml::table& table, const std::string& key, T& out, const std::string& path) {
+  const toml::node* node = table.get(key);
+  if (node == nullptr) return;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!node->is_string()) fail("{}: '{}' must be a string", path, key);
+    out = node->value<std::string>().value();
+  } else {
+    if (!node->is_integer()) fail("{}: '{}' must be an integer", path, key);
+    const int64_t value = node->value<int64_t>().value();
+    if (value <= 0 || value > std::numeric_limits<T>::max()) fail("{}: '{}' = {} is out of range", path, key, value);
+    out = static_cast<T>(value);
+  }
+}
+
+std::string resolve(const std::string& value, const fs::path& base) {
+  if (value.empty() || fs::path(value).is_absolute()) return value;
+  return (base / value).lexically_normal().string();
+}
+
+}  // namespace
+
+CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& error) {
+    fail("{}: line {}: {}", path, error.source().begin.line, error.description());
+  }
+  static const std::set<std::string> known = {"listen", "state_dir", "heartbeat_interval_ms", "agent_timeout_ms", "stage_timeout_ms",
+                                              "join_timeout_ms", "report_timeout_ms", "max_message_bytes", "chunk_bytes",
+                                              "token_valid_hours", "reference_text", "threads", "capture_file"};
+  for (const auto& [key, value] : table) {
+    if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
+  }
+  CoordinatorConfig config;
+  read_key(table, "listen", config.listen, path);
+  read_key(table, "state_dir", config.state_dir, path);
+  read_key(table, "heartbeat_interval_ms", config.heartbeat_interval_ms, path);
+  read_key(table, "agent_timeout_ms", config.agent_timeout_ms, path);
+  read_key(table, "stage_timeout_ms", config.stage_timeout_ms, path);
+  read_key(table, "join_timeout_ms", config.join_timeout_ms, path);
+  read_key(table, "report_timeout_ms", config.report_timeout_ms, path);
+  read_key(table, "max_message_bytes", config.max_message_bytes, path);
+  read_key(table, "chunk_bytes", config.chunk_bytes, path);
+  read_key(table, "token_valid_hours", config.token_valid_hours, path);
+  read_key(table, "reference_text", config.reference_text, path);
+  read_key(table, "threads", config.threads, path);
+  read_key(table, "capture_file", config.capture_file, path);
+  const fs::path base = fs::absolute(path).parent_path();
+  config.state_dir = resolve(config.state_dir, base);
+  config.reference_text = resolve(config.reference_text, base);
+  config.capture_file = resolve(config.capture_file, base);
+  if (config.agent_timeout_ms <= config.heartbeat_interval_ms) {
+    fail("{}: agent_timeout_ms ({}) must exceed heartbeat_interval_ms ({})", path, config.agent_timeout_ms, config.heartbeat_interval_ms);
+  }
+  if (config.chunk_bytes > config.max_message_bytes / 2) fail("{}: chunk_bytes must be at most half of max_message_bytes", path);
+  return config;
+}
+
+}  // namespace fedcal::coordinator

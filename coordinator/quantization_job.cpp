@@ -1,0 +1,85 @@
+#include "coordinator/quantization_job.h"
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "common/signing.h"
+#include "models/calibration.h"
+#include "models/model_loader.h"
+#include "models/model_package.h"
+#include "models/quantize.h"
+#include "models/xnn_runtime.h"
+
+namespace fedcal::coordinator {
+namespace {
+namespace fs = std::filesystem;
+
+BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
+                           const SigningKey& key, const std::string& artifacts_dir, const std::string& label) {
+  QuantizeOptions options;
+  options.method = ScaleMethodSpec::parse(settings.method);
+  options.per_channel = settings.per_channel;
+  options.asymmetric = settings.asymmetric;
+  options.keep_fp32 = {settings.keep_fp32.begin(), settings.keep_fp32.end()};
+  const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
+
+  PackageProvenance provenance;
+  provenance.method = options.method.to_string();
+  provenance.per_channel = options.per_channel;
+  provenance.asymmetric = options.asymmetric;
+  provenance.sequences = stats.sequences;
+  provenance.tokens = stats.tokens;
+  provenance.stats_sha256 = stats.sha256();
+  provenance.keep_fp32 = settings.keep_fp32;
+  provenance.source_model_sha256 = stats.model_sha256;
+
+  const std::string temporary = artifacts_dir + "/building-" + label + ".fcpkg";
+  PackageWriteOptions write_options;
+  write_options.signing_key = &key;
+  write_model_package(temporary, loaded.model, int8, loaded.package->tokenizer, provenance, write_options);
+  BuiltPackage built;
+  built.sha256 = sha256_file_hex(temporary);
+  built.path = artifacts_dir + "/" + built.sha256 + ".fcpkg";
+  fs::rename(temporary, built.path);
+  built.bytes = static_cast<int64_t>(fs::file_size(built.path));
+  built.description = fmt::format("INT8 {} {}, calibrated on {} ({} sequences, {} tokens)", provenance.method,
+                                  options.per_channel ? "per-channel" : "per-tensor", label == "fleet" ? "the fleet" : "public text",
+                                  stats.sequences, stats.tokens);
+  return built;
+}
+
+}  // namespace
+
+std::string store_stats(const CalibrationStats& stats, const std::string& artifacts_dir, int64_t round_id) {
+  const std::string path = fmt::format("{}/round-{}.stats", artifacts_dir, round_id);
+  write_stats(stats, path);
+  return path;
+}
+
+QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
+  const SigningKey key = SigningKey::read_private_key(input.signing_key_path);
+  LoadedModel loaded = load_model(input.fp32_package, &key);
+  if (!loaded.package) fail("{}: the round's model is not a package", input.fp32_package);
+  QuantizationJobResult result;
+  result.fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); },
+                              [&] { return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet"); });
+  if (!input.reference_text.empty()) {
+    result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; }, [&] {
+      const std::string text = read_text_file(input.reference_text);
+      auto tokenizer = load_tokenizer(loaded, std::nullopt);
+      XnnRuntime runtime(input.threads);
+      Transformer transformer(loaded.model, runtime);
+      CalibrationOptions options;
+      options.sequences = static_cast<int>(std::max<uint64_t>(1, input.stats.sequences));
+      options.seq_len = input.settings.seq_len;
+      options.layout = input.stats.layout;
+      const CalibrationStats stats = calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
+      return write_package(loaded, stats, input.settings, key, input.artifacts_dir, "public");
+    });
+  }
+  return result;
+}
+
+}  // namespace fedcal::coordinator

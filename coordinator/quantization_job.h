@@ -1,0 +1,43 @@
+// The quantization job at the end of a round: global statistics -> scales -> the signed INT8 package,
+// and, where the operator configured public reference text, the same recipe calibrated only on that
+// text (the baseline the report compares against). Runs on a worker thread; touches no shared state.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "coordinator/round_settings.h"
+#include "models/calibration_stats.h"
+
+namespace fedcal::coordinator {
+
+struct QuantizationJobInput {
+  int64_t round_id = 0;
+  std::string fp32_package;  // the round's model
+  CalibrationStats stats;    // the aggregate
+  RoundSettings settings;
+  std::string signing_key_path;
+  std::string artifacts_dir;
+  std::string reference_text;  // empty: no baseline
+  int threads = 1;
+};
+
+struct BuiltPackage {
+  std::string path;  // artifacts_dir/<sha256>.fcpkg
+  std::string sha256;
+  int64_t bytes = 0;
+  std::string description;
+};
+
+struct QuantizationJobResult {
+  BuiltPackage fleet;
+  std::optional<BuiltPackage> baseline;
+};
+
+// Throws Error with the reason (e.g. a quantization point the fleet never saw values at).
+QuantizationJobResult run_quantization_job(const QuantizationJobInput& input);
+
+// Writes `stats` into the artifact store; returns the path.
+std::string store_stats(const CalibrationStats& stats, const std::string& artifacts_dir, int64_t round_id);
+
+}  // namespace fedcal::coordinator

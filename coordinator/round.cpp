@@ -1,0 +1,526 @@
+#include "coordinator/round.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "common/hex.h"
+#include "models/calibration.h"
+#include "models/model_loader.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+using Body = wire::Envelope::Body;
+
+// L2 norm of one calibration sequence's contribution to the statistics vector: at most seq_len
+// tokens, each adding width_p counts at point p. Gaussian mechanism: sigma = delta2 * sqrt(2 ln(1.25/delta)) / epsilon.
+double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings) {
+  const double dim = config.dim, kv = config.kv_dim(), hidden = config.hidden_dim, vocab = config.vocab_size;
+  const double squares = config.n_layers * (6 * dim * dim + 2 * kv * kv + 3 * hidden * hidden) + dim * dim + vocab * vocab;
+  const double sensitivity = settings.seq_len * std::sqrt(squares);
+  return sensitivity * std::sqrt(2 * std::log(1.25 / settings.dp_delta)) / settings.dp_epsilon;
+}
+
+nlohmann::json check_summary(const std::vector<nlohmann::json>& checks) {
+  double tokens = 0, kl = 0, top1 = 0, nll = 0, reference_nll = 0, decode = 0, reference_decode = 0;
+  for (const auto& check : checks) {
+    const double n = check["tokens"].get<double>();
+    tokens += n;
+    kl += n * check["mean_kl"].get<double>();
+    top1 += n * check["top1_agreement"].get<double>();
+    nll += n * check["mean_nll"].get<double>();
+    reference_nll += n * check["reference_mean_nll"].get<double>();
+    decode += check["decode_tokens_per_second"].get<double>();
+    reference_decode += check["reference_decode_tokens_per_second"].get<double>();
+  }
+  if (checks.empty() || tokens == 0) return {{"agents", checks.size()}, {"tokens", 0}};
+  const double agents = static_cast<double>(checks.size());
+  return {{"agents", checks.size()},
+          {"tokens", tokens},
+          {"mean_kl", kl / tokens},
+          {"top1_agreement", top1 / tokens},
+          {"perplexity_int8", std::exp(nll / tokens)},
+          {"perplexity_fp32", std::exp(reference_nll / tokens)},
+          {"decode_tokens_per_second_int8", decode / agents},
+          {"decode_tokens_per_second_fp32", reference_decode / agents},
+          {"decode_speedup", reference_decode > 0 ? decode / reference_decode : 0.0}};
+}
+
+}  // namespace
+
+Round::Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model)
+    : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
+
+std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model) {
+  if (model.kind != "fp32") fail("model {} is an INT8 package; rounds calibrate an FP32 model", model.id);
+  const LoadedModel loaded = load_model(model.path);
+  HistogramLayout layout;
+  layout.mantissa_bits = settings.mantissa_bits;
+  const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
+  std::unique_ptr<Round> round(new Round(host, id, settings, model));
+  round->template_stats_ = CalibrationStats::empty_for(loaded.model.config, model_fingerprint(loaded.model), layout);
+  if (settings.dp_epsilon > 0) {
+    round->dp_total_stddev_ = dp_total_stddev(loaded.model.config, settings);
+    round->dp_noise_stddev_ = round->dp_total_stddev_ / std::sqrt(static_cast<double>(settings.min_agents));
+  }
+  host.store().audit("operator", "round started", fmt::format("round {} on model {}: {}", id, model.id, settings.to_json().dump()));
+  round->enter("collecting", host.config().join_timeout_ms);
+  for (const int64_t agent : host.online_agents()) round->announce(agent);
+  return round;
+}
+
+std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record) {
+  const RoundSettings settings = RoundSettings::from_json(nlohmann::json::parse(record.config_json));
+  const auto model = host.store().model(record.model_id);
+  if (!model) fail("round {}: model {} is missing", record.id, record.model_id);
+  std::unique_ptr<Round> round(new Round(host, record.id, settings, *model));
+  round->stage_ = record.stage;
+  for (const auto& participant : host.store().participants(record.id)) {
+    round->participants_.push_back(participant.agent_id);
+    if (participant.status != "dropped") round->evaluators_.insert(static_cast<uint32_t>(participant.index));
+  }
+  const auto aggregate = host.store().aggregate_path(record.id);
+  if (record.stage == "quantizing" && aggregate) {
+    host.log(fmt::format("round {}: resuming the quantization job after a restart", record.id));
+    round->begin_quantizing(read_stats(*aggregate));
+  } else if (record.stage == "evaluating" && record.result_model_id) {
+    host.log(fmt::format("round {}: resuming evaluation after a restart", record.id));
+    round->results_.push_back(*host.store().model(*record.result_model_id));
+    round->result_labels_.push_back("fleet");
+    if (record.baseline_model_id) {
+      round->results_.push_back(*host.store().model(*record.baseline_model_id));
+      round->result_labels_.push_back("public");
+    }
+    round->enter("evaluating", host.config().report_timeout_ms);
+    for (const uint32_t index : round->evaluators_) round->send_result(round->participants_[index]);
+  } else {
+    round->fail_round(fmt::format("the coordinator restarted during stage '{}'; the secure-aggregation secrets of that stage are held "
+                            "only in memory, so the round cannot resume",
+                            record.stage));
+  }
+  return round;
+}
+
+void Round::enter(const std::string& stage, int64_t timeout_ms) {
+  const int64_t now = now_ms();
+  if (!stage_.empty() && stage_started_ms_ != 0) stage_ms_[stage_] = now - stage_started_ms_;
+  stage_ = stage;
+  stage_started_ms_ = now;
+  stage_deadline_ms_ = now + timeout_ms;
+  if (stage != "failed") host_.store().set_round_stage(id_, stage);
+  host_.log(fmt::format("round {}: {}", id_, stage));
+}
+
+void Round::announce(int64_t agent_id) {
+  OutgoingMessage message;
+  auto config = message.body().initRoundAnnounce().initConfig();
+  config.setRoundId(static_cast<uint64_t>(id_));
+  config.setModelSha256(model_.sha256);
+  config.setModelBytes(static_cast<uint64_t>(model_.bytes));
+  config.setSequences(static_cast<uint32_t>(settings_.sequences_per_agent));
+  config.setSeqLen(static_cast<uint32_t>(settings_.seq_len));
+  config.setMantissaBits(static_cast<uint8_t>(template_stats_.layout.mantissa_bits));
+  config.setMinExponent(static_cast<int16_t>(template_stats_.layout.min_exponent));
+  config.setMaxExponent(static_cast<int16_t>(template_stats_.layout.max_exponent));
+  config.setDpNoiseStddev(dp_noise_stddev_);
+  config.setMinSurvivors(static_cast<uint32_t>(settings_.min_agents));
+  announced_.insert(agent_id);
+  host_.send(agent_id, message);
+}
+
+void Round::agent_online(int64_t agent_id) {
+  if (stage_ == "collecting" && index_of(agent_id) < 0) announce(agent_id);
+  const int index = index_of(agent_id);
+  if (stage_ == "evaluating" && index >= 0 && evaluators_.count(static_cast<uint32_t>(index)) &&
+      !reports_.count(static_cast<uint32_t>(index))) {
+    send_result(agent_id);
+  }
+}
+
+int Round::index_of(int64_t agent_id) const {
+  const auto it = std::find(participants_.begin(), participants_.end(), agent_id);
+  return it == participants_.end() ? -1 : static_cast<int>(it - participants_.begin());
+}
+
+bool Round::waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const {
+  for (const uint32_t index : pool) {
+    if (!answered.count(index) && host_.is_online(participants_[index])) return true;
+  }
+  return false;
+}
+
+void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
+  const auto body = envelope.getBody();
+  const int index = index_of(agent_id);
+  auto expect_round = [&](uint64_t round_id) {
+    if (round_id != static_cast<uint64_t>(id_)) fail("round {} is not the active round ({})", round_id, id_);
+  };
+  auto expect_stage = [&](const char* stage) {
+    if (stage_ != stage) fail("'{}' is not expected in stage '{}' of round {}", body_name(envelope), stage_, id_);
+    if (index < 0) fail("agent {} is not a participant of round {}", agent_id, id_);
+  };
+  switch (body.which()) {
+    case Body::JOIN: {
+      const auto join = body.getJoin();
+      expect_round(join.getRoundId());
+      if (stage_ != "collecting") fail("round {} no longer takes participants (stage '{}')", id_, stage_);
+      if (index >= 0) fail("agent {} already joined round {}", agent_id, id_);
+      const uint64_t expected = template_stats_.counts.size() + 2;
+      if (join.getVectorLength() != expected) {
+        fail("join: statistics vector of {} values, round {} expects {}", join.getVectorLength(), id_, expected);
+      }
+      AdvertisedKeys keys{read_key32(join.getCipherPublic(), "join.cipherPublic"), read_key32(join.getMaskPublic(), "join.maskPublic")};
+      participants_.push_back(agent_id);
+      keys_.push_back(keys);
+      u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
+      host_.store().add_participant(id_, agent_id, static_cast<int>(participants_.size() - 1));
+      if (settings_.max_agents > 0 && static_cast<int>(participants_.size()) >= settings_.max_agents) begin_sharing();
+      return;
+    }
+    case Body::SHARE_KEYS: {
+      const auto share_keys = body.getShareKeys();
+      expect_round(share_keys.getRoundId());
+      expect_stage("sharing");
+      if (share_keys.getShares().size() > 255) fail("shareKeys: {} shares", share_keys.getShares().size());
+      std::vector<EncryptedShare> shares;
+      for (const auto share : share_keys.getShares()) {
+        const auto ciphertext = share.getCiphertext();
+        shares.push_back({share.getFrom(), share.getTo(), Bytes(ciphertext.begin(), ciphertext.end())});
+      }
+      secagg_->add_shares(static_cast<uint32_t>(index), std::move(shares));
+      host_.store().set_participant_status(id_, agent_id, "shared");
+      return;
+    }
+    case Body::MASKED_INPUT: {
+      const auto masked = body.getMaskedInput();
+      expect_round(masked.getRoundId());
+      expect_stage("masking");
+      secagg_->add_masked_input(static_cast<uint32_t>(index), read_u64_vector(masked.getValues(), secagg_->config().vector_length, "maskedInput.values"));
+      host_.store().set_participant_status(id_, agent_id, "masked");
+      return;
+    }
+    case Body::UNMASK_SHARES: {
+      const auto unmask = body.getUnmaskShares();
+      expect_round(unmask.getRoundId());
+      expect_stage("unmasking");
+      if (unmask.getShares().size() > 255) fail("unmaskShares: {} shares", unmask.getShares().size());
+      std::vector<RevealedShare> shares;
+      for (const auto share : unmask.getShares()) {
+        if (share.getKind() > 1) fail("unmaskShares: kind {}", share.getKind());
+        const auto value = share.getValue();
+        shares.push_back({share.getOwner(), static_cast<SecretKind>(share.getKind()), {share.getX(), Bytes(value.begin(), value.end())}});
+      }
+      secagg_->add_revealed(static_cast<uint32_t>(index), shares);
+      host_.store().set_participant_status(id_, agent_id, "revealed");
+      return;
+    }
+    case Body::LOCAL_REPORT: {
+      const auto report = body.getLocalReport();
+      expect_round(report.getRoundId());
+      expect_stage("evaluating");
+      if (!evaluators_.count(static_cast<uint32_t>(index))) fail("agent {} did not contribute to round {}", agent_id, id_);
+      if (reports_.count(static_cast<uint32_t>(index))) fail("agent {} already reported on round {}", agent_id, id_);
+      nlohmann::json json = {{"agent", agent_id}, {"error", report.getError().cStr()}, {"checks", nlohmann::json::array()}};
+      for (const auto check : report.getChecks()) {
+        const double values[] = {check.getMeanKl(), check.getTop1Agreement(), check.getMeanNll(), check.getReferenceMeanNll(),
+                                 check.getDecodeTokensPerSecond(), check.getReferenceDecodeTokensPerSecond()};
+        for (double value : values) {
+          if (!std::isfinite(value) || value < 0) fail("localReport: a non-finite or negative figure");
+        }
+        if (check.getTop1Agreement() > 1) fail("localReport: top-1 agreement above 1");
+        json["checks"].push_back({{"label", check.getLabel().cStr()},
+                                  {"tokens", check.getTokens()},
+                                  {"mean_kl", check.getMeanKl()},
+                                  {"top1_agreement", check.getTop1Agreement()},
+                                  {"mean_nll", check.getMeanNll()},
+                                  {"reference_mean_nll", check.getReferenceMeanNll()},
+                                  {"decode_tokens_per_second", check.getDecodeTokensPerSecond()},
+                                  {"reference_decode_tokens_per_second", check.getReferenceDecodeTokensPerSecond()}});
+      }
+      reports_[static_cast<uint32_t>(index)] = json;
+      host_.store().set_participant_status(id_, agent_id, "reported");
+      return;
+    }
+    default:
+      fail("'{}' is not a round message", body_name(envelope));
+  }
+}
+
+void Round::begin_sharing() {
+  const auto n = static_cast<uint32_t>(participants_.size());
+  if (n < static_cast<uint32_t>(settings_.min_agents)) {
+    fail_round(fmt::format("only {} agents joined; the round needs at least {}", n, settings_.min_agents));
+    return;
+  }
+  SecAggConfig config;
+  config.round_id = static_cast<uint64_t>(id_);
+  config.participants = n;
+  config.neighbours = settings_.neighbours > 0 ? std::min<uint32_t>(static_cast<uint32_t>(settings_.neighbours), n - 1) : default_neighbours(n);
+  config.threshold = settings_.threshold > 0 ? static_cast<uint32_t>(settings_.threshold) : default_threshold(config.neighbours);
+  config.min_survivors = static_cast<uint32_t>(settings_.min_agents);
+  config.graph_seed = random_key();
+  config.vector_length = template_stats_.counts.size() + 2;
+  try {
+    secagg_ = std::make_unique<SecAggServer>(config, keys_);
+  } catch (const Error& error) {
+    fail_round(error.what());
+    return;
+  }
+  enter("sharing", host_.config().stage_timeout_ms);
+  for (uint32_t u = 0; u < n; ++u) {
+    OutgoingMessage message;
+    auto keys = message.body().initRoundKeys();
+    keys.setRoundId(config.round_id);
+    keys.setIndex(u);
+    keys.setParticipants(n);
+    keys.setNeighbours(config.neighbours);
+    keys.setThreshold(config.threshold);
+    keys.setGraphSeed(as_data(config.graph_seed));
+    keys.setVectorLength(config.vector_length);
+    const std::vector<uint32_t> neighbours = graph_neighbours(config, u);
+    auto list = keys.initKeys(static_cast<unsigned>(neighbours.size()));
+    for (size_t i = 0; i < neighbours.size(); ++i) {
+      list[static_cast<unsigned>(i)].setIndex(neighbours[i]);
+      list[static_cast<unsigned>(i)].setCipherPublic(as_data(keys_[neighbours[i]].cipher_public));
+      list[static_cast<unsigned>(i)].setMaskPublic(as_data(keys_[neighbours[i]].mask_public));
+    }
+    host_.send(participants_[u], message);
+  }
+}
+
+void Round::begin_masking() {
+  if (secagg_->shared().size() < static_cast<size_t>(settings_.min_agents)) {
+    fail_round(fmt::format("only {} agents shared their keys; the round needs at least {}", secagg_->shared().size(), settings_.min_agents));
+    return;
+  }
+  enter("masking", host_.config().stage_timeout_ms);
+  for (const uint32_t u : secagg_->shared()) {
+    OutgoingMessage message;
+    auto delivery = message.body().initSharesForYou();
+    delivery.setRoundId(static_cast<uint64_t>(id_));
+    const auto shares = secagg_->shares_for(u);
+    auto list = delivery.initShares(static_cast<unsigned>(shares.size()));
+    for (size_t i = 0; i < shares.size(); ++i) {
+      list[static_cast<unsigned>(i)].setFrom(shares[i].from);
+      list[static_cast<unsigned>(i)].setTo(shares[i].to);
+      list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
+    }
+    host_.send(participants_[u], message);
+  }
+}
+
+void Round::begin_unmasking() {
+  const auto& survivors = secagg_->survivors();
+  if (survivors.size() < static_cast<size_t>(settings_.min_agents)) {
+    fail_round(fmt::format("only {} agents sent masked statistics; the aggregate of fewer than {} is never unmasked", survivors.size(),
+                     settings_.min_agents));
+    return;
+  }
+  for (const uint32_t u : secagg_->shared()) {
+    if (!survivors.count(u)) host_.store().set_participant_status(id_, participants_[u], "dropped");
+  }
+  enter("unmasking", host_.config().stage_timeout_ms);
+  for (const uint32_t u : survivors) {
+    OutgoingMessage message;
+    auto request = message.body().initUnmaskRequest();
+    request.setRoundId(static_cast<uint64_t>(id_));
+    auto list = request.initSurvivors(static_cast<unsigned>(survivors.size()));
+    unsigned i = 0;
+    for (const uint32_t v : survivors) list.set(i++, v);
+    host_.send(participants_[u], message);
+  }
+}
+
+void Round::finish_aggregation() {
+  std::string why;
+  std::optional<std::vector<uint64_t>> sum;
+  try {
+    sum = secagg_->unmasked_sum(&why);
+  } catch (const Error& error) {
+    why = error.what();
+  }
+  if (!sum) {
+    fail_round("secure aggregation could not be completed: " + why);
+    return;
+  }
+  CalibrationStats stats = template_stats_;
+  const size_t histogram = stats.counts.size();
+  for (size_t i = 0; i < histogram; ++i) {
+    // With distributed DP noise the sum may dip below zero (as a signed value): clamp.
+    const auto value = static_cast<int64_t>((*sum)[i]);
+    stats.counts[i] = dp_noise_stddev_ > 0 && value < 0 ? 0 : (*sum)[i];
+  }
+  stats.sequences = (*sum)[histogram];
+  stats.tokens = (*sum)[histogram + 1];
+  evaluators_ = secagg_->survivors();
+  host_.store().audit("coordinator", "aggregate unmasked",
+                      fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
+  secagg_.reset();  // the masked vectors and shares are no longer needed
+  const std::string path = store_stats(stats, host_.config().artifacts_dir(), id_);
+  stage_ms_["unmasking"] = now_ms() - stage_started_ms_;
+  host_.store().save_aggregate(id_, path, stats.sha256(), static_cast<int>(evaluators_.size()), static_cast<int64_t>(stats.sequences),
+                               static_cast<int64_t>(stats.tokens));
+  begin_quantizing(std::move(stats));
+}
+
+void Round::begin_quantizing(CalibrationStats stats) {
+  enter("quantizing", 0);
+  QuantizationJobInput input;
+  input.round_id = id_;
+  input.fp32_package = model_.path;
+  input.stats = std::move(stats);
+  input.settings = settings_;
+  input.signing_key_path = host_.config().signing_key_path();
+  input.artifacts_dir = host_.config().artifacts_dir();
+  input.reference_text = host_.config().reference_text;
+  input.threads = host_.config().threads;
+  job_ = std::async(std::launch::async, [input = std::move(input)] { return run_quantization_job(input); });
+}
+
+void Round::begin_evaluating(const QuantizationJobResult& result) {
+  auto record = [&](const BuiltPackage& built, const std::string& label) {
+    ModelRecord model;
+    model.sha256 = built.sha256;
+    model.kind = "int8";
+    model.path = built.path;
+    model.bytes = built.bytes;
+    model.description = built.description;
+    model.round_id = id_;
+    model.id = host_.store().add_model(model);
+    results_.push_back(model);
+    result_labels_.push_back(label);
+    return model.id;
+  };
+  const int64_t fleet = record(result.fleet, "fleet");
+  std::optional<int64_t> baseline;
+  if (result.baseline) baseline = record(*result.baseline, "public");
+  host_.store().set_round_models(id_, fleet, baseline);
+  enter("evaluating", host_.config().report_timeout_ms);
+  for (const uint32_t index : evaluators_) send_result(participants_[index]);
+}
+
+void Round::send_result(int64_t agent_id) {
+  OutgoingMessage message;
+  auto result = message.body().initRoundResult();
+  result.setRoundId(static_cast<uint64_t>(id_));
+  auto list = result.initModels(static_cast<unsigned>(results_.size()));
+  for (size_t i = 0; i < results_.size(); ++i) {
+    list[static_cast<unsigned>(i)].setLabel(result_labels_[i]);
+    list[static_cast<unsigned>(i)].setSha256(results_[i].sha256);
+    list[static_cast<unsigned>(i)].setBytes(static_cast<uint64_t>(results_[i].bytes));
+  }
+  host_.send(agent_id, message);
+}
+
+void Round::tick() {
+  if (finished()) return;
+  const int64_t now = now_ms();
+  const bool expired = now >= stage_deadline_ms_;
+  if (stage_ == "collecting") {
+    bool pending = false;
+    for (const int64_t agent : announced_) {
+      if (index_of(agent) < 0 && host_.is_online(agent)) pending = true;
+    }
+    if ((!pending && static_cast<int>(participants_.size()) >= settings_.min_agents) || expired) begin_sharing();
+  } else if (stage_ == "sharing") {
+    if (expired || !waiting_for(u1_, secagg_->shared())) begin_masking();
+  } else if (stage_ == "masking") {
+    if (expired || !waiting_for(secagg_->shared(), secagg_->survivors())) begin_unmasking();
+  } else if (stage_ == "unmasking") {
+    if (expired || !waiting_for(secagg_->survivors(), secagg_->revealed())) finish_aggregation();
+  } else if (stage_ == "quantizing") {
+    if (job_.valid() && job_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      try {
+        begin_evaluating(job_.get());
+      } catch (const Error& error) {
+        fail_round(std::string("quantization failed: ") + error.what());
+      }
+    }
+  } else if (stage_ == "evaluating") {
+    std::set<uint32_t> reported;
+    for (const auto& [index, report] : reports_) reported.insert(index);
+    if (expired || !waiting_for(evaluators_, reported)) finish();
+  }
+}
+
+void Round::finish() {
+  stage_ms_["evaluating"] = now_ms() - stage_started_ms_;
+  host_.store().set_round_report(id_, status().dump());
+  enter("done", 0);
+  host_.store().set_round_report(id_, status().dump());
+  host_.store().audit("coordinator", "round done", fmt::format("round {}", id_));
+}
+
+void Round::fail_round(const std::string& reason) {
+  if (finished()) return;
+  failure_ = reason;
+  if (job_.valid()) job_.wait();
+  std::set<int64_t> told(announced_.begin(), announced_.end());
+  told.insert(participants_.begin(), participants_.end());
+  for (const int64_t agent : told) {
+    if (!host_.is_online(agent)) continue;
+    OutgoingMessage message;
+    auto abort = message.body().initRoundAbort();
+    abort.setRoundId(static_cast<uint64_t>(id_));
+    abort.setReason(reason);
+    host_.send(agent, message);
+  }
+  host_.store().set_round_stage(id_, "failed", reason);
+  host_.store().audit("coordinator", "round failed", fmt::format("round {}: {}", id_, reason));
+  stage_ = "failed";
+  host_.log(fmt::format("round {}: failed: {}", id_, reason));
+  host_.store().set_round_report(id_, status().dump());
+}
+
+nlohmann::json Round::status() const {
+  nlohmann::json json = {{"round", id_},
+                         {"model", model_.id},
+                         {"stage", stage_},
+                         {"settings", settings_.to_json()},
+                         {"announced", announced_.size()},
+                         {"joined", participants_.size()}};
+  if (!failure_.empty()) json["failure"] = failure_;
+  if (secagg_) {
+    const auto& config = secagg_->config();
+    json["secure_aggregation"] = {{"participants", config.participants}, {"neighbours", config.neighbours},
+                                  {"threshold", config.threshold},      {"shared", secagg_->shared().size()},
+                                  {"masked", secagg_->survivors().size()}, {"revealed", secagg_->revealed().size()}};
+  }
+  json["contributors"] = evaluators_.size();
+  json["differential_privacy"] = settings_.dp_epsilon > 0
+                                     ? nlohmann::json{{"mechanism", "distributed Skellam"},
+                                                      {"epsilon", settings_.dp_epsilon},
+                                                      {"delta", settings_.dp_delta},
+                                                      {"noise_stddev_per_agent", dp_noise_stddev_},
+                                                      {"guarantee_holds_with_at_least_agents", settings_.min_agents}}
+                                     : nlohmann::json("off");
+  json["stage_ms"] = stage_ms_;
+  nlohmann::json models = nlohmann::json::array();
+  for (size_t i = 0; i < results_.size(); ++i) {
+    models.push_back({{"label", result_labels_[i]}, {"model", results_[i].id}, {"sha256", results_[i].sha256},
+                      {"bytes", results_[i].bytes}, {"description", results_[i].description}});
+  }
+  json["models"] = models;
+  json["fp32_bytes"] = model_.bytes;
+  nlohmann::json checks = nlohmann::json::object();
+  for (const std::string& label : result_labels_) {
+    std::vector<nlohmann::json> per_agent;
+    for (const auto& [index, report] : reports_) {
+      for (const auto& check : report["checks"]) {
+        if (check["label"] == label) per_agent.push_back(check);
+      }
+    }
+    checks[label] = check_summary(per_agent);
+  }
+  json["checks"] = checks;
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& [index, report] : reports_) {
+    if (!report["error"].get<std::string>().empty()) errors.push_back(report);
+  }
+  json["report_errors"] = errors;
+  json["reports"] = reports_.size();
+  return json;
+}
+
+}  // namespace fedcal::coordinator

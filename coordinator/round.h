@@ -1,0 +1,112 @@
+// One calibration round as a persisted state machine. Stages (stored in rounds.stage):
+//   collecting  announced; agents download the model, calibrate on their private text, and join
+//               with their secure-aggregation keys (stage 0)
+//   sharing     keys sent to each participant's neighbours; encrypted shares come back (stage 1)
+//   masking     shares forwarded; masked statistics vectors come back (stage 2)
+//   unmasking   survivors listed; unmasking shares come back (stage 3); then the sum is unmasked
+//   quantizing  the aggregate is persisted; scales and the signed INT8 package(s) are built
+//   evaluating  participants check the package(s) on their held-out text and report
+//   done | failed
+// A stage ends when every participant still online has answered, or at its deadline; agents that
+// went silent are dropped. Secure-aggregation secrets are never written to disk, so a coordinator
+// restarted before `quantizing` fails the round with that reason; from `quantizing` on it resumes.
+#pragma once
+
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/secure_aggregation.h"
+#include "coordinator/coordinator_config.h"
+#include "coordinator/quantization_job.h"
+#include "coordinator/round_settings.h"
+#include "coordinator/store.h"
+#include "models/calibration_stats.h"
+#include "protocol/wire.h"
+
+namespace fedcal::coordinator {
+
+// What a round needs from the server around it.
+class RoundHost {
+ public:
+  virtual ~RoundHost() = default;
+  virtual void send(int64_t agent_id, OutgoingMessage& message) = 0;
+  virtual bool is_online(int64_t agent_id) const = 0;
+  virtual std::vector<int64_t> online_agents() const = 0;
+  virtual Store& store() = 0;
+  virtual const CoordinatorConfig& config() const = 0;
+  virtual void log(const std::string& line) = 0;
+};
+
+class Round {
+ public:
+  // A new round on `model` (an FP32 package in the artifact store): loads it to size the statistics
+  // vector, persists the round and announces it to every online agent.
+  static std::unique_ptr<Round> start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model);
+  // After a restart: resumes a round persisted in `quantizing` or `evaluating`, fails any other.
+  static std::unique_ptr<Round> recover(RoundHost& host, const RoundRecord& record);
+
+  int64_t id() const { return id_; }
+  const std::string& stage() const { return stage_; }
+  bool finished() const { return stage_ == "done" || stage_ == "failed"; }
+
+  // An agent came online (hello): it gets the announcement or the result it still needs.
+  void agent_online(int64_t agent_id);
+  // A round message from an enrolled agent; throws Error if it is malformed or not expected now.
+  void handle(int64_t agent_id, wire::Envelope::Reader envelope);
+  // Deadlines, dropped agents, the quantization job.
+  void tick();
+  // Fails the round (operator abort or shutdown).
+  void fail_round(const std::string& reason);
+
+  nlohmann::json status() const;
+
+ private:
+  Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model);
+  void enter(const std::string& stage, int64_t timeout_ms);
+  void announce(int64_t agent_id);
+  void begin_sharing();
+  void begin_masking();
+  void begin_unmasking();
+  void finish_aggregation();
+  void begin_quantizing(CalibrationStats stats);
+  void begin_evaluating(const QuantizationJobResult& result);
+  void send_result(int64_t agent_id);
+  void finish();
+  int index_of(int64_t agent_id) const;
+  // Participants (by index) in `pool` that have not answered the current stage and are still online.
+  bool waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const;
+
+  RoundHost& host_;
+  int64_t id_;
+  RoundSettings settings_;
+  ModelRecord model_;
+  CalibrationStats template_stats_;  // layout, points and model identity of the vectors
+  double dp_noise_stddev_ = 0;       // per agent
+  double dp_total_stddev_ = 0;       // of the aggregate, if min_agents join
+
+  std::string stage_;
+  int64_t stage_started_ms_ = 0;
+  int64_t stage_deadline_ms_ = 0;
+  std::map<std::string, int64_t> stage_ms_;  // how long each stage took
+
+  std::set<int64_t> announced_;
+  std::vector<int64_t> participants_;  // by index
+  std::vector<AdvertisedKeys> keys_;
+  std::unique_ptr<SecAggServer> secagg_;
+  std::set<uint32_t> u1_;
+
+  std::future<QuantizationJobResult> job_;
+  std::vector<ModelRecord> results_;  // fleet, then baseline
+  std::vector<std::string> result_labels_;
+  std::set<uint32_t> evaluators_;
+  std::map<uint32_t, nlohmann::json> reports_;
+  std::string failure_;
+};
+
+}  // namespace fedcal::coordinator

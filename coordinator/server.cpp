@@ -1,0 +1,480 @@
+#include "coordinator/server.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "common/sha256.h"
+#include "models/calibration.h"
+#include "models/model_loader.h"
+#include "models/model_package.h"
+
+namespace fedcal::coordinator {
+namespace {
+namespace fs = std::filesystem;
+using Body = wire::Envelope::Body;
+
+constexpr const char* kZapDomain = "fedcal";
+
+std::string z85_key(const uint8_t* raw) {
+  char text[41];
+  zmq_z85_encode(text, raw, 32);
+  return text;
+}
+
+std::vector<zmq::message_t> receive_multipart(zmq::socket_t& socket) {
+  std::vector<zmq::message_t> frames;
+  do {
+    zmq::message_t frame;
+    if (!socket.recv(frame, zmq::recv_flags::dontwait)) break;
+    frames.push_back(std::move(frame));
+  } while (frames.back().more());
+  return frames;
+}
+
+nlohmann::json agent_json(const AgentRecord& agent, bool online) {
+  nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
+  return {{"id", agent.id},
+          {"name", agent.name},
+          {"public_key", agent.public_key},
+          {"enrolled_at_ms", agent.enrolled_at_ms},
+          {"revoked", agent.revoked_at_ms.has_value()},
+          {"online", online},
+          {"last_seen_ms", agent.last_seen_ms},
+          {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
+}
+
+nlohmann::json model_json(const ModelRecord& model) {
+  return {{"id", model.id},          {"sha256", model.sha256},           {"kind", model.kind},
+          {"bytes", model.bytes},    {"description", model.description}, {"path", model.path},
+          {"round", model.round_id ? nlohmann::json(*model.round_id) : nlohmann::json(nullptr)}};
+}
+
+nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
+  nlohmann::json features = nlohmann::json::array();
+  for (const auto feature : profile.getIsaFeatures()) features.push_back(feature.cStr());
+  nlohmann::json labels = nlohmann::json::array();
+  for (const auto label : profile.getLabels()) labels.push_back(label.cStr());
+  return {{"arch", profile.getArch().cStr()}, {"isa_features", features}, {"cores", profile.getCores()},
+          {"ram_bytes", profile.getRamBytes()}, {"version", profile.getVersion().cStr()}, {"labels", labels}};
+}
+
+}  // namespace
+
+Server::Server(CoordinatorConfig config)
+    : config_(std::move(config)),
+      store_((fs::create_directories(config_.artifacts_dir()), config_.database_path())),
+      curve_keys_(CurveKeyPair::read_or_create(config_.curve_key_path())),
+      signing_key_([&] {
+        if (!fs::exists(config_.signing_key_path())) {
+          SigningKey key = SigningKey::generate();
+          key.write_private_key(config_.signing_key_path());
+          key.write_public_key(config_.signing_key_path() + ".pub");
+        }
+        return SigningKey::read_private_key(config_.signing_key_path());
+      }()),
+      context_(1),
+      agents_(context_, zmq::socket_type::router),
+      zap_(context_, zmq::socket_type::rep),
+      admin_(context_, zmq::socket_type::rep),
+      next_sequence_(static_cast<uint64_t>(now_ms()) * 1000) {
+  ::chmod(config_.state_dir.c_str(), 0700);
+  zap_.bind(kZapEndpoint);  // before the ROUTER, so no handshake ever runs without it
+  SocketLimits limits;
+  limits.max_message_bytes = config_.max_message_bytes;
+  limits.heartbeat_interval_ms = config_.heartbeat_interval_ms;
+  limits.heartbeat_timeout_ms = config_.agent_timeout_ms;
+  configure_curve_server(agents_, curve_keys_, kZapDomain, limits);
+  try {
+    agents_.bind(config_.listen);
+  } catch (const zmq::error_t& error) {
+    fail("cannot listen on {}: {}", config_.listen, error.what());
+  }
+  const std::string admin_path = config_.state_dir + "/admin.sock";
+  fs::remove(admin_path);
+  admin_.set(zmq::sockopt::linger, 0);
+  admin_.bind(config_.admin_endpoint());
+  ::chmod(admin_path.c_str(), 0600);
+  if (!config_.capture_file.empty()) {
+    capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
+    if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
+  }
+  for (const RoundRecord& record : store_.rounds()) {
+    if (record.stage == "done" || record.stage == "failed") continue;
+    if (round_ && !round_->finished()) round_->fail_round("superseded by a later unfinished round");
+    round_ = Round::recover(*this, record);
+  }
+  store_.audit("coordinator", "started", "listening on " + config_.listen);
+  log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key, config_.admin_endpoint()));
+}
+
+Server::~Server() = default;
+
+void Server::log(const std::string& line) {
+  std::fprintf(stderr, "[coordinator] %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+void Server::refused(const std::string& peer, const std::string& why) {
+  log("refused " + peer + ": " + why);
+  store_.audit(peer, "refused", why);
+}
+
+void Server::run(const std::atomic<bool>& stop) {
+  zmq::pollitem_t items[] = {{agents_.handle(), 0, ZMQ_POLLIN, 0}, {zap_.handle(), 0, ZMQ_POLLIN, 0}, {admin_.handle(), 0, ZMQ_POLLIN, 0}};
+  while (!stop && !shutdown_requested_) {
+    zmq::poll(items, 3, std::chrono::milliseconds(50));
+    if (items[1].revents & ZMQ_POLLIN) handle_zap();
+    // Bounded batches, so a flood on one socket cannot starve the others.
+    for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) handle_agent_message();
+    if (items[2].revents & ZMQ_POLLIN) handle_admin();
+    if (round_) {
+      try {
+        round_->tick();
+      } catch (const std::exception& error) {
+        round_->fail_round(std::string("internal error: ") + error.what());
+      }
+    }
+  }
+  if (round_ && !round_->finished() && round_->stage() != "quantizing" && round_->stage() != "evaluating") {
+    round_->fail_round("the coordinator was stopped");
+  }
+  store_.audit("coordinator", "stopped", "");
+}
+
+void Server::handle_zap() {
+  std::vector<zmq::message_t> request = receive_multipart(zap_);
+  if (request.size() < 6) return;
+  const std::string request_id = request[1].to_string();
+  std::string status = "400", text = "refused", user_id;
+  const std::string domain = request[2].to_string();
+  const std::string mechanism = request[5].to_string();
+  if (domain != kZapDomain || mechanism != "CURVE" || request.size() != 7 || request[6].size() != 32) {
+    text = "only CURVE in domain fedcal";
+  } else {
+    const std::string key = z85_key(static_cast<const uint8_t*>(request[6].data()));
+    const auto agent = store_.agent_by_key(key);
+    if (agent && agent->revoked_at_ms) {
+      text = "revoked";
+      refused("agent " + std::to_string(agent->id), "connection refused: the agent is revoked");
+    } else {
+      // Enrolled keys and unknown keys (which may only enroll) connect; everything else a
+      // connection sends is checked against the registry per message.
+      status = "200";
+      text = "OK";
+      user_id = key;
+    }
+  }
+  const std::string reply[] = {"1.0", request_id, status, text, user_id, ""};
+  for (size_t i = 0; i < 6; ++i) zap_.send(zmq::buffer(reply[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+}
+
+void Server::handle_agent_message() {
+  std::vector<zmq::message_t> frames = receive_multipart(agents_);
+  if (frames.empty()) return;
+  const std::string routing_id = frames[0].to_string();
+  if (frames.size() != 3 || frames[1].to_string_view() != kFrameTag) {
+    refused("peer", fmt::format("{} frames without the {} tag", frames.size(), kFrameTag));
+    return;
+  }
+  const char* user_id = frames[2].gets("User-Id");
+  const std::string key = user_id ? user_id : "";
+  if (key.size() != 40) {
+    refused("peer", "message without an authenticated CURVE key");
+    return;
+  }
+  const auto raw = std::span(static_cast<const std::byte*>(frames[2].data()), frames[2].size());
+  try {
+    DecodedEnvelope decoded = decode_envelope(raw, static_cast<size_t>(config_.max_message_bytes));
+    dispatch(key, routing_id, decoded.envelope(), raw);
+  } catch (const Error& error) {
+    refused("key " + key, error.what());
+    reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, error.what());
+  } catch (const kj::Exception& error) {
+    refused("key " + key, error.getDescription().cStr());
+    reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, error.getDescription().cStr());
+  }
+}
+
+void Server::dispatch(const std::string& curve_key, const std::string& routing_id, wire::Envelope::Reader envelope,
+                      std::span<const std::byte> raw) {
+  const auto body = envelope.getBody();
+  uint64_t& last = last_sequence_[curve_key];
+  if (envelope.getSequence() <= last) {
+    refused("key " + curve_key, fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last));
+    reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen");
+    return;
+  }
+  last = envelope.getSequence();
+
+  if (body.which() == Body::ENROLL) {
+    const auto enroll = body.getEnroll();
+    std::string name = enroll.getName().cStr();
+    if (name.size() > 128) name.resize(128);
+    const auto id = store_.redeem_token(enroll.getToken().cStr(), curve_key, name);
+    if (!id) {
+      refused("key " + curve_key, "enrollment with an unknown, used or expired token");
+      reply_error(routing_id, wire::ErrorReply::Code::BAD_TOKEN, "the enrollment token is unknown, already used or expired");
+      return;
+    }
+    store_.audit("agent " + std::to_string(*id), "enrolled", name);
+    OutgoingMessage reply;
+    auto enrolled = reply.body().initEnrolled();
+    enrolled.setAgentId(static_cast<uint64_t>(*id));
+    enrolled.setSigningKey(as_data(signing_key_.public_key_bytes()));
+    send_to_route(routing_id, reply);
+    return;
+  }
+
+  const auto agent = store_.agent_by_key(curve_key);
+  if (!agent || agent->revoked_at_ms) {
+    const std::string why = agent ? "the agent is revoked" : "the key is not enrolled";
+    refused("key " + curve_key, fmt::format("'{}': {}", body_name(envelope), why));
+    reply_error(routing_id, wire::ErrorReply::Code::NOT_ENROLLED, why);
+    return;
+  }
+  Session& session = sessions_[agent->id];
+  const bool was_online = is_online(agent->id);
+  session.routing_id = routing_id;
+  session.last_seen_ms = now_ms();
+  const std::string peer = "agent " + std::to_string(agent->id);
+
+  switch (body.which()) {
+    case Body::HELLO: {
+      const std::string profile = profile_json(body.getHello().getProfile()).dump();
+      store_.agent_seen(agent->id, session.last_seen_ms, &profile);
+      session.last_persisted_ms = session.last_seen_ms;
+      OutgoingMessage reply;
+      auto welcome = reply.body().initWelcome();
+      welcome.setAgentId(static_cast<uint64_t>(agent->id));
+      welcome.setHeartbeatIntervalMs(static_cast<uint32_t>(config_.heartbeat_interval_ms));
+      welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
+      send_to_route(routing_id, reply);
+      if (round_ && !round_->finished()) round_->agent_online(agent->id);
+      return;
+    }
+    case Body::HEARTBEAT: {
+      if (session.last_seen_ms - session.last_persisted_ms > 10000) {
+        store_.agent_seen(agent->id, session.last_seen_ms, nullptr);
+        session.last_persisted_ms = session.last_seen_ms;
+      }
+      OutgoingMessage reply;
+      reply.body().initHeartbeat();
+      send_to_route(routing_id, reply);
+      if (!was_online && round_ && !round_->finished()) round_->agent_online(agent->id);
+      return;
+    }
+    case Body::CHUNK_REQUEST: {
+      const auto request = body.getChunkRequest();
+      const auto model = store_.model_by_sha(request.getSha256().cStr());
+      if (!model) {
+        reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", request.getSha256().cStr()));
+        return;
+      }
+      const uint64_t total = static_cast<uint64_t>(model->bytes);
+      if (request.getOffset() > total) fail("chunkRequest.offset {} is past the end ({} bytes)", request.getOffset(), total);
+      const uint64_t length = std::min<uint64_t>({request.getLength(), static_cast<uint64_t>(config_.chunk_bytes), total - request.getOffset()});
+      std::ifstream in(model->path, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(request.getOffset()));
+      OutgoingMessage reply;
+      auto chunk = reply.body().initChunk();
+      chunk.setSha256(model->sha256);
+      chunk.setOffset(request.getOffset());
+      chunk.setTotalBytes(total);
+      auto data = chunk.initData(static_cast<unsigned>(length));
+      in.read(reinterpret_cast<char*>(data.begin()), static_cast<std::streamsize>(length));
+      if (!in) fail("artifact {}: read error", model->path);
+      send_to_route(routing_id, reply);
+      return;
+    }
+    case Body::ERROR:
+      log(fmt::format("{} reports an error: {}", peer, body.getError().getMessage().cStr()));
+      return;
+    case Body::JOIN:
+    case Body::SHARE_KEYS:
+    case Body::MASKED_INPUT:
+    case Body::UNMASK_SHARES:
+    case Body::LOCAL_REPORT: {
+      if (capture_) {
+        const uint64_t header[2] = {static_cast<uint64_t>(agent->id), raw.size()};
+        capture_.write(reinterpret_cast<const char*>(header), sizeof(header));
+        capture_.write(reinterpret_cast<const char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
+        capture_.flush();
+      }
+      if (!round_ || round_->finished()) {
+        reply_error(routing_id, wire::ErrorReply::Code::UNEXPECTED, "no round is running");
+        return;
+      }
+      with_context([&] { return peer; }, [&] { round_->handle(agent->id, envelope); });
+      return;
+    }
+    default:
+      reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, fmt::format("'{}' is not a message agents send", body_name(envelope)));
+      refused(peer, fmt::format("sent '{}'", body_name(envelope)));
+  }
+}
+
+void Server::send_to_route(const std::string& routing_id, OutgoingMessage& message) {
+  const std::vector<std::byte> bytes = message.encode(++next_sequence_);
+  try {
+    agents_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    agents_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    agents_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& error) {
+    // EHOSTUNREACH (ROUTER_MANDATORY): the peer is gone; it will be marked offline by its silence.
+    log(fmt::format("cannot deliver a message: {}", error.what()));
+  }
+}
+
+void Server::reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& text) {
+  OutgoingMessage reply;
+  auto error = reply.body().initError();
+  error.setCode(code);
+  error.setMessage(text.substr(0, 1000));
+  send_to_route(routing_id, reply);
+}
+
+void Server::send(int64_t agent_id, OutgoingMessage& message) {
+  const auto session = sessions_.find(agent_id);
+  if (session == sessions_.end()) return;
+  send_to_route(session->second.routing_id, message);
+}
+
+bool Server::is_online(int64_t agent_id) const {
+  const auto session = sessions_.find(agent_id);
+  return session != sessions_.end() && now_ms() - session->second.last_seen_ms < config_.agent_timeout_ms;
+}
+
+std::vector<int64_t> Server::online_agents() const {
+  std::vector<int64_t> out;
+  for (const auto& [id, session] : sessions_) {
+    if (is_online(id)) out.push_back(id);
+  }
+  return out;
+}
+
+void Server::handle_admin() {
+  zmq::message_t request;
+  if (!admin_.recv(request, zmq::recv_flags::dontwait)) return;
+  nlohmann::json reply;
+  try {
+    const nlohmann::json parsed = nlohmann::json::parse(request.to_string_view());
+    reply = admin(parsed);
+    reply["ok"] = true;
+  } catch (const std::exception& error) {
+    reply = {{"ok", false}, {"error", error.what()}};
+  }
+  const std::string text = reply.dump();
+  admin_.send(zmq::buffer(text), zmq::send_flags::none);
+}
+
+nlohmann::json Server::import_model(const std::string& path, const std::string& tokenizer, const std::string& description) {
+  LoadedModel loaded = load_model(path);
+  if (!loaded.int8.empty()) fail("{}: an INT8 package; import FP32 models (INT8 packages come out of rounds)", path);
+  const TokenizerFile tokenizer_file = find_tokenizer(loaded, tokenizer.empty() ? std::nullopt : std::optional<std::string>(tokenizer));
+  PackageProvenance provenance;
+  provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  const std::string temporary = config_.artifacts_dir() + "/importing.fcpkg";
+  PackageWriteOptions options;
+  options.signing_key = &signing_key_;
+  write_model_package(temporary, loaded.model, {}, tokenizer_file.file, provenance, options);
+  ModelRecord model;
+  model.sha256 = sha256_file_hex(temporary);
+  model.kind = "fp32";
+  model.path = config_.artifacts_dir() + "/" + model.sha256 + ".fcpkg";
+  fs::rename(temporary, model.path);
+  model.bytes = static_cast<int64_t>(fs::file_size(model.path));
+  model.description = description.empty() ? fmt::format("FP32 {} from {}", loaded.model.config.describe(), path) : description;
+  model.id = store_.add_model(model);
+  store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
+  return model_json(*store_.model(model.id));
+}
+
+nlohmann::json Server::round_json(int64_t id) {
+  if (round_ && round_->id() == id && !round_->finished()) return round_->status();
+  const auto record = store_.round(id);
+  if (!record) fail("no round {}", id);
+  nlohmann::json json = record->report_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(record->report_json);
+  json["round"] = record->id;
+  json["stage"] = record->stage;
+  if (!record->failure.empty()) json["failure"] = record->failure;
+  return json;
+}
+
+nlohmann::json Server::admin(const nlohmann::json& request) {
+  const std::string command = request.at("command").get<std::string>();
+  if (command == "status") {
+    return {{"listen", config_.listen},
+            {"curve_public_key", curve_keys_.public_key},
+            {"signing_public_key", signing_key_.public_key_hex()},
+            {"online_agents", online_agents().size()},
+            {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}};
+  }
+  if (command == "token.create") {
+    const int hours = request.value("valid_hours", config_.token_valid_hours);
+    if (hours < 1 || hours > 24 * 365) fail("valid_hours = {}: must be 1..8760", hours);
+    const std::string token = store_.create_token(int64_t{hours} * 3600 * 1000);
+    store_.audit("operator", "token created", fmt::format("valid {} h", hours));
+    return {{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}};
+  }
+  if (command == "agents.list") {
+    nlohmann::json agents = nlohmann::json::array();
+    for (const AgentRecord& agent : store_.agents()) agents.push_back(agent_json(agent, is_online(agent.id)));
+    return {{"agents", agents}};
+  }
+  if (command == "agents.revoke") {
+    const int64_t id = request.at("id").get<int64_t>();
+    if (!store_.revoke_agent(id)) fail("no enrolled, unrevoked agent {}", id);
+    sessions_.erase(id);
+    store_.audit("operator", "agent revoked", std::to_string(id));
+    return {{"revoked", id}};
+  }
+  if (command == "models.import") {
+    return import_model(request.at("path").get<std::string>(), request.value("tokenizer", ""), request.value("description", ""));
+  }
+  if (command == "models.list") {
+    nlohmann::json models = nlohmann::json::array();
+    for (const ModelRecord& model : store_.models()) models.push_back(model_json(model));
+    return {{"models", models}};
+  }
+  if (command == "round.start") {
+    if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), round_->stage());
+    const RoundSettings settings = RoundSettings::from_json(request.at("settings"));
+    const auto model = store_.model(settings.model_id);
+    if (!model) fail("no model {} (see `models list`)", settings.model_id);
+    round_ = Round::start(*this, settings, *model);
+    return round_->status();
+  }
+  if (command == "round.status" || command == "round.report") {
+    int64_t id = request.value("id", int64_t{0});
+    if (id == 0) {
+      const auto rounds = store_.rounds();
+      if (rounds.empty()) fail("no rounds yet");
+      id = rounds.back().id;
+    }
+    return round_json(id);
+  }
+  if (command == "round.abort") {
+    if (!round_ || round_->finished()) fail("no round is running");
+    round_->fail_round("aborted by the operator");
+    return round_json(round_->id());
+  }
+  if (command == "audit") {
+    nlohmann::json entries = nlohmann::json::array();
+    for (const auto& entry : store_.audit_log(request.value("limit", 50))) {
+      entries.push_back({{"at_ms", entry.at_ms}, {"actor", entry.actor}, {"event", entry.event}, {"detail", entry.detail}});
+    }
+    return {{"audit", entries}};
+  }
+  if (command == "shutdown") {
+    shutdown_requested_ = true;
+    return {{"stopping", true}};
+  }
+  fail("unknown command '{}'", command);
+}
+
+}  // namespace fedcal::coordinator

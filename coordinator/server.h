@@ -1,0 +1,76 @@
+// The coordinator daemon: one event loop over three sockets - the agents' ROUTER (CURVE, ZAP-checked
+// against the registry), the ZAP handler, and the local admin socket the CLI talks to - plus a tick
+// that drives the active round's deadlines.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/curve.h"
+#include "common/signing.h"
+#include "coordinator/coordinator_config.h"
+#include "coordinator/round.h"
+#include "coordinator/store.h"
+
+namespace fedcal::coordinator {
+
+class Server : public RoundHost {
+ public:
+  // Opens (creating on first start) the state folder, database and keys, binds the sockets and
+  // recovers an unfinished round.
+  explicit Server(CoordinatorConfig config);
+  ~Server() override;
+
+  // Serves until `stop` becomes true (signal handler) or an admin "shutdown" request.
+  void run(const std::atomic<bool>& stop);
+
+  // RoundHost
+  void send(int64_t agent_id, OutgoingMessage& message) override;
+  bool is_online(int64_t agent_id) const override;
+  std::vector<int64_t> online_agents() const override;
+  Store& store() override { return store_; }
+  const CoordinatorConfig& config() const override { return config_; }
+  void log(const std::string& line) override;
+
+ private:
+  struct Session {
+    std::string routing_id;
+    int64_t last_seen_ms = 0;
+    int64_t last_persisted_ms = 0;
+  };
+
+  void handle_zap();
+  void handle_agent_message();
+  void dispatch(const std::string& curve_key, const std::string& routing_id, wire::Envelope::Reader envelope,
+                std::span<const std::byte> raw);
+  void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message);
+  void send_to_route(const std::string& routing_id, OutgoingMessage& message);
+  void handle_admin();
+  nlohmann::json admin(const nlohmann::json& request);
+  nlohmann::json import_model(const std::string& path, const std::string& tokenizer, const std::string& description);
+  nlohmann::json round_json(int64_t id);
+  void refused(const std::string& peer, const std::string& why);
+
+  CoordinatorConfig config_;
+  Store store_;
+  CurveKeyPair curve_keys_;
+  SigningKey signing_key_;
+  zmq::context_t context_;
+  zmq::socket_t agents_;
+  zmq::socket_t zap_;
+  zmq::socket_t admin_;
+  std::map<int64_t, Session> sessions_;
+  std::map<std::string, uint64_t> last_sequence_;  // by CURVE key
+  uint64_t next_sequence_;
+  std::unique_ptr<Round> round_;
+  std::ofstream capture_;
+  bool shutdown_requested_ = false;
+};
+
+}  // namespace fedcal::coordinator

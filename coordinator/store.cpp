@@ -1,0 +1,383 @@
+#include "coordinator/store.h"
+
+#include <chrono>
+
+#include "common/crypto.h"
+#include "common/error.h"
+#include "common/hex.h"
+#include "common/sha256.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS agents (
+  id INTEGER PRIMARY KEY,
+  public_key TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  enrolled_at_ms INTEGER NOT NULL,
+  revoked_at_ms INTEGER,
+  last_seen_ms INTEGER NOT NULL DEFAULT 0,
+  profile_json TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS tokens (
+  token_sha256 TEXT PRIMARY KEY,
+  created_at_ms INTEGER NOT NULL,
+  expires_at_ms INTEGER NOT NULL,
+  used_by INTEGER REFERENCES agents(id)
+);
+CREATE TABLE IF NOT EXISTS models (
+  id INTEGER PRIMARY KEY,
+  sha256 TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL CHECK (kind IN ('fp32', 'int8')),
+  path TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  description TEXT NOT NULL,
+  round_id INTEGER REFERENCES rounds(id),
+  created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+  id INTEGER PRIMARY KEY,
+  model_id INTEGER NOT NULL REFERENCES models(id),
+  config_json TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  failure TEXT NOT NULL DEFAULT '',
+  result_model_id INTEGER REFERENCES models(id),
+  baseline_model_id INTEGER REFERENCES models(id),
+  report_json TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS participants (
+  round_id INTEGER NOT NULL REFERENCES rounds(id),
+  agent_id INTEGER NOT NULL REFERENCES agents(id),
+  idx INTEGER NOT NULL,
+  status TEXT NOT NULL DEFAULT 'joined',
+  PRIMARY KEY (round_id, agent_id)
+);
+CREATE TABLE IF NOT EXISTS aggregates (
+  round_id INTEGER PRIMARY KEY REFERENCES rounds(id),
+  stats_path TEXT NOT NULL,
+  stats_sha256 TEXT NOT NULL,
+  agents INTEGER NOT NULL,
+  sequences INTEGER NOT NULL,
+  tokens INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY,
+  at_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  event TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+)sql";
+
+std::string token_hash(const std::string& token) { return sha256_hex(std::as_bytes(std::span(token.data(), token.size()))); }
+
+AgentRecord read_agent(SQLite::Statement& query) {
+  AgentRecord agent;
+  agent.id = query.getColumn(0).getInt64();
+  agent.public_key = query.getColumn(1).getString();
+  agent.name = query.getColumn(2).getString();
+  agent.enrolled_at_ms = query.getColumn(3).getInt64();
+  if (!query.getColumn(4).isNull()) agent.revoked_at_ms = query.getColumn(4).getInt64();
+  agent.last_seen_ms = query.getColumn(5).getInt64();
+  agent.profile_json = query.getColumn(6).getString();
+  return agent;
+}
+constexpr const char* kAgentColumns = "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json FROM agents";
+
+ModelRecord read_model(SQLite::Statement& query) {
+  ModelRecord model;
+  model.id = query.getColumn(0).getInt64();
+  model.sha256 = query.getColumn(1).getString();
+  model.kind = query.getColumn(2).getString();
+  model.path = query.getColumn(3).getString();
+  model.bytes = query.getColumn(4).getInt64();
+  model.description = query.getColumn(5).getString();
+  if (!query.getColumn(6).isNull()) model.round_id = query.getColumn(6).getInt64();
+  model.created_at_ms = query.getColumn(7).getInt64();
+  return model;
+}
+constexpr const char* kModelColumns = "SELECT id, sha256, kind, path, bytes, description, round_id, created_at_ms FROM models";
+
+RoundRecord read_round(SQLite::Statement& query) {
+  RoundRecord round;
+  round.id = query.getColumn(0).getInt64();
+  round.model_id = query.getColumn(1).getInt64();
+  round.config_json = query.getColumn(2).getString();
+  round.stage = query.getColumn(3).getString();
+  round.failure = query.getColumn(4).getString();
+  if (!query.getColumn(5).isNull()) round.result_model_id = query.getColumn(5).getInt64();
+  if (!query.getColumn(6).isNull()) round.baseline_model_id = query.getColumn(6).getInt64();
+  round.report_json = query.getColumn(7).getString();
+  round.created_at_ms = query.getColumn(8).getInt64();
+  round.updated_at_ms = query.getColumn(9).getInt64();
+  return round;
+}
+constexpr const char* kRoundColumns =
+    "SELECT id, model_id, config_json, stage, failure, result_model_id, baseline_model_id, report_json, created_at_ms, updated_at_ms "
+    "FROM rounds";
+
+void bind_optional(SQLite::Statement& statement, int index, std::optional<int64_t> value) {
+  if (value) statement.bind(index, *value);
+  else statement.bind(index);
+}
+
+}  // namespace
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+Store::Store(const std::string& path)
+    : db_(with_context([&] { return "opening the coordinator database " + path; },
+                       [&] {
+                         try {
+                           return SQLite::Database(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+                         } catch (const SQLite::Exception& e) {
+                           throw Error(e.what());
+                         }
+                       })) {
+  try {
+    db_.setBusyTimeout(5000);
+    db_.exec("PRAGMA journal_mode=WAL");
+    db_.exec("PRAGMA synchronous=FULL");
+    db_.exec("PRAGMA foreign_keys=ON");
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    db_.exec(kSchema);
+    transaction.commit();
+  } catch (const SQLite::Exception& e) {
+    fail("{}: {}", path, e.what());
+  }
+}
+
+std::string Store::create_token(int64_t valid_for_ms) {
+  Key32 random = random_key();
+  const std::string token = to_hex(std::as_bytes(std::span(random)));
+  SQLite::Statement insert(db_, "INSERT INTO tokens (token_sha256, created_at_ms, expires_at_ms) VALUES (?, ?, ?)");
+  insert.bind(1, token_hash(token));
+  insert.bind(2, now_ms());
+  insert.bind(3, now_ms() + valid_for_ms);
+  insert.exec();
+  return token;
+}
+
+std::optional<int64_t> Store::redeem_token(const std::string& token, const std::string& public_key, const std::string& name) {
+  SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+  SQLite::Statement find(db_, "SELECT expires_at_ms, used_by FROM tokens WHERE token_sha256 = ?");
+  find.bind(1, token_hash(token));
+  if (!find.executeStep() || !find.getColumn(1).isNull() || find.getColumn(0).getInt64() < now_ms()) return std::nullopt;
+  int64_t id;
+  if (auto existing = agent_by_key(public_key)) {
+    if (existing->revoked_at_ms) return std::nullopt;
+    id = existing->id;
+  } else {
+    SQLite::Statement insert(db_, "INSERT INTO agents (public_key, name, enrolled_at_ms) VALUES (?, ?, ?)");
+    insert.bind(1, public_key);
+    insert.bind(2, name);
+    insert.bind(3, now_ms());
+    insert.exec();
+    id = db_.getLastInsertRowid();
+  }
+  SQLite::Statement use(db_, "UPDATE tokens SET used_by = ? WHERE token_sha256 = ?");
+  use.bind(1, id);
+  use.bind(2, token_hash(token));
+  use.exec();
+  transaction.commit();
+  return id;
+}
+
+std::optional<AgentRecord> Store::agent_by_key(const std::string& public_key) {
+  SQLite::Statement query(db_, std::string(kAgentColumns) + " WHERE public_key = ?");
+  query.bind(1, public_key);
+  if (!query.executeStep()) return std::nullopt;
+  return read_agent(query);
+}
+
+std::optional<AgentRecord> Store::agent(int64_t id) {
+  SQLite::Statement query(db_, std::string(kAgentColumns) + " WHERE id = ?");
+  query.bind(1, id);
+  if (!query.executeStep()) return std::nullopt;
+  return read_agent(query);
+}
+
+std::vector<AgentRecord> Store::agents() {
+  SQLite::Statement query(db_, std::string(kAgentColumns) + " ORDER BY id");
+  std::vector<AgentRecord> out;
+  while (query.executeStep()) out.push_back(read_agent(query));
+  return out;
+}
+
+bool Store::revoke_agent(int64_t id) {
+  SQLite::Statement update(db_, "UPDATE agents SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL");
+  update.bind(1, now_ms());
+  update.bind(2, id);
+  return update.exec() == 1;
+}
+
+void Store::agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json) {
+  SQLite::Statement update(db_, profile_json ? "UPDATE agents SET last_seen_ms = ?, profile_json = ? WHERE id = ?"
+                                             : "UPDATE agents SET last_seen_ms = ? WHERE id = ?");
+  update.bind(1, at_ms);
+  if (profile_json) {
+    update.bind(2, *profile_json);
+    update.bind(3, id);
+  } else {
+    update.bind(2, id);
+  }
+  update.exec();
+}
+
+int64_t Store::add_model(const ModelRecord& model) {
+  if (auto existing = model_by_sha(model.sha256)) return existing->id;
+  SQLite::Statement insert(db_,
+                           "INSERT INTO models (sha256, kind, path, bytes, description, round_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  insert.bind(1, model.sha256);
+  insert.bind(2, model.kind);
+  insert.bind(3, model.path);
+  insert.bind(4, model.bytes);
+  insert.bind(5, model.description);
+  bind_optional(insert, 6, model.round_id);
+  insert.bind(7, now_ms());
+  insert.exec();
+  return db_.getLastInsertRowid();
+}
+
+std::optional<ModelRecord> Store::model(int64_t id) {
+  SQLite::Statement query(db_, std::string(kModelColumns) + " WHERE id = ?");
+  query.bind(1, id);
+  if (!query.executeStep()) return std::nullopt;
+  return read_model(query);
+}
+
+std::optional<ModelRecord> Store::model_by_sha(const std::string& sha256) {
+  SQLite::Statement query(db_, std::string(kModelColumns) + " WHERE sha256 = ?");
+  query.bind(1, sha256);
+  if (!query.executeStep()) return std::nullopt;
+  return read_model(query);
+}
+
+std::vector<ModelRecord> Store::models() {
+  SQLite::Statement query(db_, std::string(kModelColumns) + " ORDER BY id");
+  std::vector<ModelRecord> out;
+  while (query.executeStep()) out.push_back(read_model(query));
+  return out;
+}
+
+int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
+  SQLite::Statement insert(db_, "INSERT INTO rounds (model_id, config_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'collecting', ?, ?)");
+  insert.bind(1, model_id);
+  insert.bind(2, config_json);
+  insert.bind(3, now_ms());
+  insert.bind(4, now_ms());
+  insert.exec();
+  return db_.getLastInsertRowid();
+}
+
+void Store::set_round_stage(int64_t id, const std::string& stage, const std::string& failure) {
+  SQLite::Statement update(db_, "UPDATE rounds SET stage = ?, failure = ?, updated_at_ms = ? WHERE id = ?");
+  update.bind(1, stage);
+  update.bind(2, failure);
+  update.bind(3, now_ms());
+  update.bind(4, id);
+  update.exec();
+}
+
+void Store::set_round_models(int64_t id, std::optional<int64_t> result_model_id, std::optional<int64_t> baseline_model_id) {
+  SQLite::Statement update(db_, "UPDATE rounds SET result_model_id = ?, baseline_model_id = ?, updated_at_ms = ? WHERE id = ?");
+  bind_optional(update, 1, result_model_id);
+  bind_optional(update, 2, baseline_model_id);
+  update.bind(3, now_ms());
+  update.bind(4, id);
+  update.exec();
+}
+
+void Store::set_round_report(int64_t id, const std::string& report_json) {
+  SQLite::Statement update(db_, "UPDATE rounds SET report_json = ?, updated_at_ms = ? WHERE id = ?");
+  update.bind(1, report_json);
+  update.bind(2, now_ms());
+  update.bind(3, id);
+  update.exec();
+}
+
+std::optional<RoundRecord> Store::round(int64_t id) {
+  SQLite::Statement query(db_, std::string(kRoundColumns) + " WHERE id = ?");
+  query.bind(1, id);
+  if (!query.executeStep()) return std::nullopt;
+  return read_round(query);
+}
+
+std::vector<RoundRecord> Store::rounds() {
+  SQLite::Statement query(db_, std::string(kRoundColumns) + " ORDER BY id");
+  std::vector<RoundRecord> out;
+  while (query.executeStep()) out.push_back(read_round(query));
+  return out;
+}
+
+void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
+  SQLite::Statement insert(db_, "INSERT OR REPLACE INTO participants (round_id, agent_id, idx) VALUES (?, ?, ?)");
+  insert.bind(1, round_id);
+  insert.bind(2, agent_id);
+  insert.bind(3, index);
+  insert.exec();
+}
+
+void Store::set_participant_status(int64_t round_id, int64_t agent_id, const std::string& status) {
+  SQLite::Statement update(db_, "UPDATE participants SET status = ? WHERE round_id = ? AND agent_id = ?");
+  update.bind(1, status);
+  update.bind(2, round_id);
+  update.bind(3, agent_id);
+  update.exec();
+}
+
+std::vector<Store::Participant> Store::participants(int64_t round_id) {
+  SQLite::Statement query(db_, "SELECT agent_id, idx, status FROM participants WHERE round_id = ? ORDER BY idx");
+  query.bind(1, round_id);
+  std::vector<Participant> out;
+  while (query.executeStep()) out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt(), query.getColumn(2).getString()});
+  return out;
+}
+
+void Store::save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents, int64_t sequences,
+                           int64_t tokens) {
+  SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+  SQLite::Statement insert(db_, "INSERT OR REPLACE INTO aggregates VALUES (?, ?, ?, ?, ?, ?)");
+  insert.bind(1, round_id);
+  insert.bind(2, stats_path);
+  insert.bind(3, stats_sha256);
+  insert.bind(4, agents);
+  insert.bind(5, sequences);
+  insert.bind(6, tokens);
+  insert.exec();
+  set_round_stage(round_id, "quantizing");
+  transaction.commit();
+}
+
+std::optional<std::string> Store::aggregate_path(int64_t round_id) {
+  SQLite::Statement query(db_, "SELECT stats_path FROM aggregates WHERE round_id = ?");
+  query.bind(1, round_id);
+  if (!query.executeStep()) return std::nullopt;
+  return query.getColumn(0).getString();
+}
+
+void Store::audit(const std::string& actor, const std::string& event, const std::string& detail) {
+  SQLite::Statement insert(db_, "INSERT INTO audit (at_ms, actor, event, detail) VALUES (?, ?, ?, ?)");
+  insert.bind(1, now_ms());
+  insert.bind(2, actor);
+  insert.bind(3, event);
+  insert.bind(4, detail);
+  insert.exec();
+}
+
+std::vector<Store::AuditEntry> Store::audit_log(int limit) {
+  SQLite::Statement query(db_, "SELECT at_ms, actor, event, detail FROM audit ORDER BY id DESC LIMIT ?");
+  query.bind(1, limit);
+  std::vector<AuditEntry> out;
+  while (query.executeStep()) {
+    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getString(), query.getColumn(2).getString(), query.getColumn(3).getString()});
+  }
+  return out;
+}
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,105 @@
+// The coordinator's durable state in one SQLite file (SQLiteCpp): the agent registry, enrollment
+// tokens, models and artifacts, rounds with their stage, participants, aggregates, and an audit log.
+// WAL with synchronous=FULL (a committed stage survives power loss), foreign keys on, a busy timeout,
+// and IMMEDIATE transactions for every write that reads first.
+#pragma once
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fedcal::coordinator {
+
+int64_t now_ms();
+
+struct AgentRecord {
+  int64_t id = 0;
+  std::string public_key;  // CURVE, Z85
+  std::string name;
+  int64_t enrolled_at_ms = 0;
+  std::optional<int64_t> revoked_at_ms;
+  int64_t last_seen_ms = 0;
+  std::string profile_json;  // the last hello's hardware profile
+};
+
+struct ModelRecord {
+  int64_t id = 0;
+  std::string sha256;  // of the package file
+  std::string kind;    // "fp32" or "int8"
+  std::string path;    // in the artifact store
+  int64_t bytes = 0;
+  std::string description;
+  std::optional<int64_t> round_id;  // the round that produced it
+  int64_t created_at_ms = 0;
+};
+
+struct RoundRecord {
+  int64_t id = 0;
+  int64_t model_id = 0;
+  std::string config_json;
+  std::string stage;  // see round.h
+  std::string failure;
+  std::optional<int64_t> result_model_id;
+  std::optional<int64_t> baseline_model_id;
+  std::string report_json;
+  int64_t created_at_ms = 0;
+  int64_t updated_at_ms = 0;
+};
+
+class Store {
+ public:
+  explicit Store(const std::string& path);
+
+  // Enrollment. The token is returned once; only its SHA-256 is stored.
+  std::string create_token(int64_t valid_for_ms);
+  // Registers `public_key` if `token` is unused and unexpired (and marks it used), in one IMMEDIATE
+  // transaction; returns the agent id, or nullopt. A key enrolled before gets its old id back
+  // unless revoked (then nullopt).
+  std::optional<int64_t> redeem_token(const std::string& token, const std::string& public_key, const std::string& name);
+  std::optional<AgentRecord> agent_by_key(const std::string& public_key);
+  std::optional<AgentRecord> agent(int64_t id);
+  std::vector<AgentRecord> agents();
+  bool revoke_agent(int64_t id);
+  void agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json);
+
+  int64_t add_model(const ModelRecord& model);
+  std::optional<ModelRecord> model(int64_t id);
+  std::optional<ModelRecord> model_by_sha(const std::string& sha256);
+  std::vector<ModelRecord> models();
+
+  int64_t create_round(int64_t model_id, const std::string& config_json);
+  void set_round_stage(int64_t id, const std::string& stage, const std::string& failure = "");
+  void set_round_models(int64_t id, std::optional<int64_t> result_model_id, std::optional<int64_t> baseline_model_id);
+  void set_round_report(int64_t id, const std::string& report_json);
+  std::optional<RoundRecord> round(int64_t id);
+  std::vector<RoundRecord> rounds();
+
+  void add_participant(int64_t round_id, int64_t agent_id, int index);
+  void set_participant_status(int64_t round_id, int64_t agent_id, const std::string& status);
+  // (agent id, index, status) of a round's participants.
+  struct Participant {
+    int64_t agent_id;
+    int index;
+    std::string status;
+  };
+  std::vector<Participant> participants(int64_t round_id);
+
+  void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents, int64_t sequences,
+                      int64_t tokens);
+  std::optional<std::string> aggregate_path(int64_t round_id);
+
+  void audit(const std::string& actor, const std::string& event, const std::string& detail);
+  struct AuditEntry {
+    int64_t at_ms;
+    std::string actor, event, detail;
+  };
+  std::vector<AuditEntry> audit_log(int limit);
+
+ private:
+  SQLite::Database db_;
+};
+
+}  // namespace fedcal::coordinator

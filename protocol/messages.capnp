@@ -1,0 +1,299 @@
+# Every message between the coordinator and the edge agents. One framing on ZeroMQ multipart messages
+# (protocol/wire.h): [routing id, added by ROUTER] ["fedcal/1"] [this Envelope, unpacked Cap'n Proto].
+@0xd3b3b0a3790cca7c;
+
+$import "/capnp/c++.capnp".namespace("fedcal::wire");
+
+const protocolVersion :UInt16 = 1;
+# Bumped on any incompatible change; a peer with another version gets an error and nothing else.
+
+struct Envelope {
+  version @0 :UInt16;
+  # The sender's protocolVersion.
+
+  sequence @1 :UInt64;
+  # Strictly increasing per sender (agents start from the clock in microseconds, so a restarted agent
+  # still moves forward); the coordinator refuses a sequence it has seen as a replay.
+
+  body :union {
+    error @2 :ErrorReply;
+    enroll @3 :Enroll;
+    enrolled @4 :Enrolled;
+    hello @5 :Hello;
+    heartbeat @6 :Heartbeat;
+    roundAnnounce @7 :RoundAnnounce;
+    chunkRequest @8 :ChunkRequest;
+    chunk @9 :Chunk;
+    join @10 :Join;
+    roundKeys @11 :RoundKeys;
+    shareKeys @12 :ShareKeys;
+    sharesForYou @13 :SharesForYou;
+    maskedInput @14 :MaskedInput;
+    unmaskRequest @15 :UnmaskRequest;
+    unmaskShares @16 :UnmaskShares;
+    roundResult @17 :RoundResult;
+    localReport @18 :LocalReport;
+    roundAbort @19 :RoundAbort;
+    welcome @20 :Welcome;
+  }
+}
+
+struct ErrorReply {
+  code @0 :Code;
+  # What kind of failure.
+  message @1 :Text;
+  # For a person: what was wrong, naming the field.
+  enum Code {
+    badMessage @0;      # undecodable or a field out of range
+    versionMismatch @1;
+    notEnrolled @2;     # the sender's CURVE key is not (or no longer) enrolled
+    badToken @3;        # enrollment token unknown, used or expired
+    unexpected @4;      # valid but not expected now (wrong round or stage)
+    replayed @5;        # a sequence number seen before
+    internal @6;
+    notFound @7;        # e.g. a model chunk of an unknown artifact
+  }
+}
+
+struct Enroll {
+  token @0 :Text;
+  # The one-time token from `fedcal-coordinator token create`; the sender's CURVE key is enrolled.
+  name @1 :Text;
+  # A human-readable name for the agent (host name by default).
+}
+
+struct Enrolled {
+  agentId @0 :UInt64;
+  # The registry id of the enrolled agent.
+  signingKey @1 :Data;
+  # The coordinator's Ed25519 public key (32 bytes): agents refuse packages it did not sign.
+}
+
+struct HardwareProfile {
+  arch @0 :Text;
+  # "x86_64", "aarch64", ...
+  isaFeatures @1 :List(Text);
+  # From cpuinfo, e.g. "avx2", "avx512vnni", "neon", "dotprod".
+  cores @2 :UInt32;
+  # Logical cores.
+  ramBytes @3 :UInt64;
+  # Physical memory.
+  version @4 :Text;
+  # fedcal version of the agent.
+  labels @5 :List(Text);
+  # Device groups from the agent's config ("pi4", "jetson-nano", ...).
+}
+
+struct Hello {
+  name @0 :Text;
+  # The agent's name.
+  profile @1 :HardwareProfile;
+  # What it runs on.
+}
+
+struct Welcome {
+  agentId @0 :UInt64;
+  # The registry id the coordinator knows this agent by.
+  heartbeatIntervalMs @1 :UInt32;
+  # How often the agent must heartbeat; it is declared offline after a few missed ones.
+  signingKey @2 :Data;
+  # The coordinator's Ed25519 public key (32 bytes).
+}
+
+struct Heartbeat {
+  busy @0 :Bool;
+  # The agent is computing (calibration or evaluation).
+}
+
+struct RoundConfig {
+  roundId @0 :UInt64;
+  # The coordinator's round id.
+  modelSha256 @1 :Text;
+  # The FP32 package to calibrate (hex SHA-256 of the file).
+  modelBytes @2 :UInt64;
+  # Its size.
+  sequences @3 :UInt32;
+  # Calibration sequences (lines of private text) per agent, at most.
+  seqLen @4 :UInt32;
+  # Tokens per sequence at most.
+  mantissaBits @5 :UInt8;
+  # Histogram layout (models/activation_histogram.h): every agent's vector has the same length.
+  minExponent @6 :Int16;
+  # Histogram layout: lowest octave.
+  maxExponent @7 :Int16;
+  # Histogram layout: one past the highest octave.
+  dpNoiseStddev @8 :Float64;
+  # Standard deviation of the integer (Skellam) noise each agent adds to every count; 0: no noise.
+  minSurvivors @9 :UInt32;
+  # The aggregate of fewer agents is never unmasked.
+}
+
+struct RoundAnnounce {
+  config @0 :RoundConfig;
+  # What to compute.
+}
+
+struct ChunkRequest {
+  sha256 @0 :Text;
+  # Artifact to download (hex SHA-256 of the file).
+  offset @1 :UInt64;
+  # First byte wanted.
+  length @2 :UInt32;
+  # Bytes wanted; the coordinator caps it.
+}
+
+struct Chunk {
+  sha256 @0 :Text;
+  # The artifact.
+  offset @1 :UInt64;
+  # Where `data` starts.
+  totalBytes @2 :UInt64;
+  # The artifact's size.
+  data @3 :Data;
+  # The bytes.
+}
+
+struct AgentKeys {
+  index @0 :UInt32;
+  # Participant index in the round (order of joining).
+  cipherPublic @1 :Data;
+  # X25519 public key (32 bytes) the shares to this agent are encrypted with.
+  maskPublic @2 :Data;
+  # X25519 public key (32 bytes) of the pairwise masks.
+}
+
+struct Join {
+  roundId @0 :UInt64;
+  # The round joined: the agent's statistics are ready.
+  cipherPublic @1 :Data;
+  # Secure aggregation stage 0: X25519 public key for share encryption (32 bytes).
+  maskPublic @2 :Data;
+  # Secure aggregation stage 0: X25519 public key for pairwise masks (32 bytes).
+  vectorLength @3 :UInt64;
+  # Length of the statistics vector it will send (checked against the model).
+}
+
+struct RoundKeys {
+  roundId @0 :UInt64;
+  # The round.
+  index @1 :UInt32;
+  # The recipient's participant index.
+  participants @2 :UInt32;
+  # n.
+  neighbours @3 :UInt32;
+  # Graph degree k.
+  threshold @4 :UInt32;
+  # Shamir threshold t of k + 1 holders.
+  graphSeed @5 :Data;
+  # 32 bytes: where the agents sit on the neighbour graph.
+  vectorLength @6 :UInt64;
+  # Values per masked vector.
+  keys @7 :List(AgentKeys);
+  # The advertised keys of the recipient's neighbours.
+}
+
+struct EncryptedShare {
+  from @0 :UInt32;
+  # Owner of the secrets (participant index).
+  to @1 :UInt32;
+  # Holder.
+  ciphertext @2 :Data;
+  # AES-256-GCM: nonce || shares of the self-mask seed and the mask key || tag.
+}
+
+struct ShareKeys {
+  roundId @0 :UInt64;
+  # The round.
+  shares @1 :List(EncryptedShare);
+  # One per neighbour.
+}
+
+struct SharesForYou {
+  roundId @0 :UInt64;
+  # The round.
+  shares @1 :List(EncryptedShare);
+  # The shares neighbours sent to the recipient.
+}
+
+struct MaskedInput {
+  roundId @0 :UInt64;
+  # The round.
+  values @1 :Data;
+  # The masked statistics vector, uint64 little-endian.
+}
+
+struct UnmaskRequest {
+  roundId @0 :UInt64;
+  # The round.
+  survivors @1 :List(UInt32);
+  # Participants whose masked input arrived.
+}
+
+struct RevealedShare {
+  owner @0 :UInt32;
+  # Whose secret.
+  kind @1 :UInt8;
+  # 0: self-mask seed (owner survived), 1: mask private key (owner dropped).
+  x @2 :UInt8;
+  # Shamir evaluation point.
+  value @3 :Data;
+  # 32 bytes.
+}
+
+struct UnmaskShares {
+  roundId @0 :UInt64;
+  # The round.
+  shares @1 :List(RevealedShare);
+  # One per owner whose shares the sender holds.
+}
+
+struct ModelToCheck {
+  label @0 :Text;
+  # "fleet" (calibrated on the fleet) or "public" (calibrated on the coordinator's public text).
+  sha256 @1 :Text;
+  # The signed INT8 package.
+  bytes @2 :UInt64;
+  # Its size.
+}
+
+struct RoundResult {
+  roundId @0 :UInt64;
+  # The round.
+  models @1 :List(ModelToCheck);
+  # Packages to evaluate on the agent's held-out text against FP32.
+}
+
+struct ModelCheck {
+  label @0 :Text;
+  # Which package.
+  tokens @1 :UInt64;
+  # Held-out tokens scored.
+  meanKl @2 :Float64;
+  # Mean KL(FP32 || INT8), nats per token.
+  top1Agreement @3 :Float64;
+  # Fraction of tokens where the argmaxes agree.
+  meanNll @4 :Float64;
+  # INT8 mean negative log-likelihood, nats per token.
+  referenceMeanNll @5 :Float64;
+  # FP32 mean negative log-likelihood.
+  decodeTokensPerSecond @6 :Float64;
+  # INT8 batch-1 decoding speed.
+  referenceDecodeTokensPerSecond @7 :Float64;
+  # FP32 batch-1 decoding speed on the same device.
+}
+
+struct LocalReport {
+  roundId @0 :UInt64;
+  # The round.
+  checks @1 :List(ModelCheck);
+  # One per package in RoundResult.
+  error @2 :Text;
+  # Non-empty if the agent could not check (the reason).
+}
+
+struct RoundAbort {
+  roundId @0 :UInt64;
+  # The round that failed.
+  reason @1 :Text;
+  # Why.
+}

@@ -1,0 +1,97 @@
+#include "protocol/wire.h"
+
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <cstring>
+
+#include "common/error.h"
+
+namespace fedcal {
+
+std::vector<std::byte> encode_message(capnp::MessageBuilder& builder) {
+  const kj::Array<capnp::word> words = capnp::messageToFlatArray(builder);
+  const auto bytes = words.asBytes();
+  std::vector<std::byte> out(bytes.size());
+  std::memcpy(out.data(), bytes.begin(), bytes.size());
+  return out;
+}
+
+DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes) {
+  if (bytes.size() > max_bytes) fail("message: {} bytes, more than the limit of {}", bytes.size(), max_bytes);
+  if (bytes.size() < 8 || bytes.size() % sizeof(capnp::word) != 0) fail("message: {} bytes is not a Cap'n Proto message", bytes.size());
+  DecodedEnvelope decoded;
+  decoded.words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(decoded.words_.begin(), bytes.data(), bytes.size());
+  capnp::ReaderOptions options;
+  // Reading the message once (the traversal below) may touch each word about once; amplification
+  // through shared pointers is capped at 4x the size.
+  options.traversalLimitInWords = decoded.words_.size() * 4 + 64;
+  options.nestingLimit = 16;
+  try {
+    decoded.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(decoded.words_.asPtr(), options);
+    decoded.envelope_ = decoded.reader_->getRoot<wire::Envelope>();
+    decoded.envelope_.totalSize();  // full traversal: bounds, pointers and nesting checked now
+    if (decoded.envelope_.getVersion() != wire::PROTOCOL_VERSION) {
+      fail("message: protocol version {}, this build speaks {}", decoded.envelope_.getVersion(), wire::PROTOCOL_VERSION);
+    }
+    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::WELCOME) fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
+  } catch (const kj::Exception& exception) {
+    fail("message: malformed Cap'n Proto: {}", exception.getDescription().cStr());
+  }
+  return decoded;
+}
+
+std::string body_name(wire::Envelope::Reader envelope) {
+  using Body = wire::Envelope::Body;
+  switch (envelope.getBody().which()) {
+    case Body::ERROR: return "error";
+    case Body::ENROLL: return "enroll";
+    case Body::ENROLLED: return "enrolled";
+    case Body::HELLO: return "hello";
+    case Body::HEARTBEAT: return "heartbeat";
+    case Body::ROUND_ANNOUNCE: return "roundAnnounce";
+    case Body::CHUNK_REQUEST: return "chunkRequest";
+    case Body::CHUNK: return "chunk";
+    case Body::JOIN: return "join";
+    case Body::ROUND_KEYS: return "roundKeys";
+    case Body::SHARE_KEYS: return "shareKeys";
+    case Body::SHARES_FOR_YOU: return "sharesForYou";
+    case Body::MASKED_INPUT: return "maskedInput";
+    case Body::UNMASK_REQUEST: return "unmaskRequest";
+    case Body::UNMASK_SHARES: return "unmaskShares";
+    case Body::ROUND_RESULT: return "roundResult";
+    case Body::LOCAL_REPORT: return "localReport";
+    case Body::ROUND_ABORT: return "roundAbort";
+    case Body::WELCOME: return "welcome";
+  }
+  return "unknown(" + std::to_string(static_cast<int>(envelope.getBody().which())) + ")";
+}
+
+Key32 read_key32(capnp::Data::Reader data, std::string_view field) {
+  if (data.size() != 32) fail("{}: {} bytes, expected 32", field, data.size());
+  Key32 key;
+  std::memcpy(key.data(), data.begin(), 32);
+  return key;
+}
+
+std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expected_length, std::string_view field) {
+  if (data.size() != expected_length * 8) fail("{}: {} bytes, expected {} uint64 values", field, data.size(), expected_length);
+  std::vector<uint64_t> out(expected_length);
+  for (size_t i = 0; i < out.size(); ++i) {
+    uint64_t value = 0;
+    for (int b = 7; b >= 0; --b) value = (value << 8) | data[i * 8 + static_cast<size_t>(b)];
+    out[i] = value;
+  }
+  return out;
+}
+
+void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder out) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    for (int b = 0; b < 8; ++b) out[i * 8 + static_cast<size_t>(b)] = static_cast<uint8_t>(values[i] >> (8 * b));
+  }
+}
+
+capnp::Data::Reader as_data(std::span<const uint8_t> bytes) { return capnp::Data::Reader(bytes.data(), bytes.size()); }
+
+}  // namespace fedcal

@@ -1,0 +1,68 @@
+// One framing for every coordinator <-> agent message on ZeroMQ multipart messages:
+//   [routing id (ROUTER side only)] ["fedcal/1"] [Envelope, unpacked Cap'n Proto]
+// Decoding treats the bytes as untrusted: size cap, Cap'n Proto traversal and nesting limits, a full
+// traversal up front (so a bad pointer fails here, not deep in a handler), the protocol version.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/crypto.h"
+#include "protocol/messages.capnp.h"
+
+namespace fedcal {
+
+inline constexpr std::string_view kFrameTag = "fedcal/1";
+inline constexpr size_t kDefaultMaxMessageBytes = size_t{64} << 20;
+
+// The serialized bytes of a message built with a MallocMessageBuilder.
+std::vector<std::byte> encode_message(capnp::MessageBuilder& builder);
+
+// A message being built: the version is set, the sequence number is stamped when encoded.
+class OutgoingMessage {
+ public:
+  OutgoingMessage() : envelope_(builder_.initRoot<wire::Envelope>()) { envelope_.setVersion(wire::PROTOCOL_VERSION); }
+  wire::Envelope::Body::Builder body() { return envelope_.getBody(); }
+  std::vector<std::byte> encode(uint64_t sequence) {
+    envelope_.setSequence(sequence);
+    return encode_message(builder_);
+  }
+
+ private:
+  capnp::MallocMessageBuilder builder_;
+  wire::Envelope::Builder envelope_;
+};
+
+// A decoded envelope and the bytes it reads from.
+class DecodedEnvelope {
+ public:
+  wire::Envelope::Reader envelope() const { return envelope_; }
+
+ private:
+  friend DecodedEnvelope decode_envelope(std::span<const std::byte>, size_t);
+  kj::Array<capnp::word> words_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+  wire::Envelope::Reader envelope_;
+};
+
+// Decodes one Envelope; throws Error ("message: ...") if it is larger than `max_bytes`, not a
+// well-formed Cap'n Proto message, nested too deeply, or from another protocol version.
+DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes = kDefaultMaxMessageBytes);
+
+// A name for the body kind, for logs ("hello", "maskedInput", ...).
+std::string body_name(wire::Envelope::Reader envelope);
+
+// Field helpers that range-check as they read: `field` names the field in errors.
+Key32 read_key32(capnp::Data::Reader data, std::string_view field);
+std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expected_length, std::string_view field);
+void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder out);
+capnp::Data::Reader as_data(std::span<const uint8_t> bytes);
+
+}  // namespace fedcal
