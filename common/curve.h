@@ -6,6 +6,8 @@
 
 #include <zmq.hpp>
 
+#include <cerrno>
+#include <chrono>
 #include <string>
 
 namespace fedcal {
@@ -35,6 +37,17 @@ struct SocketLimits {
 void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain, const SocketLimits& limits);
 void configure_curve_client(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& server_public_key,
                             const SocketLimits& limits);
+
+// zmq::poll that returns false when a signal interrupted it (the caller then checks its stop flag).
+inline bool poll_interruptible(zmq::pollitem_t* items, size_t count, std::chrono::milliseconds timeout) {
+  try {
+    zmq::poll(items, count, timeout);
+    return true;
+  } catch (const zmq::error_t& error) {
+    if (error.num() == EINTR) return false;
+    throw;
+  }
+}
 
 inline constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 

@@ -127,7 +127,7 @@ void Server::refused(const std::string& peer, const std::string& why) {
 void Server::run(const std::atomic<bool>& stop) {
   zmq::pollitem_t items[] = {{agents_.handle(), 0, ZMQ_POLLIN, 0}, {zap_.handle(), 0, ZMQ_POLLIN, 0}, {admin_.handle(), 0, ZMQ_POLLIN, 0}};
   while (!stop && !shutdown_requested_) {
-    zmq::poll(items, 3, std::chrono::milliseconds(50));
+    if (!poll_interruptible(items, 3, std::chrono::milliseconds(50))) continue;
     if (items[1].revents & ZMQ_POLLIN) handle_zap();
     // Bounded batches, so a flood on one socket cannot starve the others.
     for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) handle_agent_message();

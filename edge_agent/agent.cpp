@@ -1,0 +1,460 @@
+#include "edge_agent/agent.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/dp_noise.h"
+#include "common/error.h"
+#include "edge_agent/hardware_profile.h"
+#include "edge_agent/private_text.h"
+#include "models/calibration.h"
+#include "models/model_loader.h"
+#include "models/xnn_runtime.h"
+
+namespace fedcal::agent {
+namespace {
+
+using Body = wire::Envelope::Body;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+uint64_t wall_clock_us() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+constexpr uint32_t kChunkRequestBytes = 1 << 20;
+constexpr int64_t kChunkRetryMs = 3000;
+
+// Calibrates on the private text: the statistics vector = histogram counts, then sequences, tokens.
+std::vector<uint64_t> compute_statistics(const std::string& package, const SigningKey& key, const AgentConfig& config,
+                                         uint32_t sequences, uint32_t seq_len, HistogramLayout layout, double dp_noise_stddev) {
+  const PrivateText text = read_private_text(config.data_dir, config.heldout_fraction);
+  LoadedModel loaded = load_model(package, &key);
+  if (!loaded.int8.empty()) fail("{}: the round's model is an INT8 package", package);
+  auto tokenizer = load_tokenizer(loaded, std::nullopt);
+  XnnRuntime runtime(config.threads > 0 ? config.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  Transformer transformer(loaded.model, runtime);
+  CalibrationOptions options;
+  options.sequences = static_cast<int>(sequences);
+  options.seq_len = static_cast<int>(seq_len);
+  options.layout = layout;
+  const CalibrationStats stats = calibrate(transformer, *tokenizer, text.calibration, model_fingerprint(loaded.model), options);
+  std::vector<uint64_t> vector = stats.counts;
+  add_skellam_noise(vector, dp_noise_stddev);
+  vector.push_back(stats.sequences);
+  vector.push_back(stats.tokens);
+  return vector;
+}
+
+}  // namespace
+
+Agent::Agent(AgentConfig config)
+    : config_(std::move(config)),
+      enrollment_([&] {
+        auto enrollment = Enrollment::read(config_.enrollment_path());
+        if (!enrollment) fail("not enrolled: run `fedcal-agent enroll --config FILE --token TOKEN` (or set enroll_token)");
+        return *enrollment;
+      }()),
+      coordinator_signing_key_(enrollment_.signing_key()),
+      keys_(CurveKeyPair::read(config_.curve_key_path())),
+      context_(1),
+      socket_(context_, zmq::socket_type::dealer),
+      next_sequence_(wall_clock_us()) {
+  SocketLimits limits;
+  limits.reconnect_interval_max_ms = config_.reconnect_interval_max_ms;
+  configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
+  socket_.connect(config_.coordinator);
+  log(fmt::format("agent {} ({}) connecting to {}", enrollment_.agent_id, config_.name, config_.coordinator));
+}
+
+Agent::~Agent() {
+  // A worker still computing must finish before the state it reads goes away.
+  if (round_ && round_->statistics.valid()) round_->statistics.wait();
+  if (round_ && round_->checks.valid()) round_->checks.wait();
+}
+
+void Agent::log(const std::string& line) const {
+  std::fprintf(stderr, "[agent %s] %s\n", config_.name.c_str(), line.c_str());
+  std::fflush(stderr);
+}
+
+void Agent::send(OutgoingMessage& message) {
+  const std::vector<std::byte> bytes = message.encode(++next_sequence_);
+  socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
+  socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+}
+
+void Agent::send_hello() {
+  const HardwareProfile hardware = detect_hardware(config_.labels);
+  OutgoingMessage message;
+  auto hello = message.body().initHello();
+  hello.setName(config_.name);
+  auto profile = hello.initProfile();
+  profile.setArch(hardware.arch);
+  auto features = profile.initIsaFeatures(static_cast<unsigned>(hardware.isa_features.size()));
+  for (size_t i = 0; i < hardware.isa_features.size(); ++i) features.set(static_cast<unsigned>(i), hardware.isa_features[i]);
+  profile.setCores(hardware.cores);
+  profile.setRamBytes(hardware.ram_bytes);
+  profile.setVersion(hardware.version);
+  auto labels = profile.initLabels(static_cast<unsigned>(hardware.labels.size()));
+  for (size_t i = 0; i < hardware.labels.size(); ++i) labels.set(static_cast<unsigned>(i), hardware.labels[i]);
+  send(message);
+  last_hello_ms_ = now_ms();
+}
+
+int Agent::run(const std::atomic<bool>& stop) {
+  last_heard_ms_ = now_ms();
+  send_hello();
+  while (!stop && exit_code_ < 0) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (!poll_interruptible(&item, 1, std::chrono::milliseconds(50))) continue;
+    while (socket_.get(zmq::sockopt::events) & ZMQ_POLLIN) {
+      zmq::message_t tag, payload;
+      if (!socket_.recv(tag, zmq::recv_flags::dontwait)) break;
+      if (!tag.more()) continue;
+      (void)socket_.recv(payload);
+      while (payload.more()) (void)socket_.recv(payload);  // extra frames: not ours
+      if (tag.to_string_view() != kFrameTag) continue;
+      last_heard_ms_ = now_ms();
+      try {
+        DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
+        handle(decoded.envelope());
+      } catch (const std::exception& error) {
+        log(std::string("message from the coordinator refused: ") + error.what());
+      }
+    }
+    const int64_t now = now_ms();
+    if (now - last_heard_ms_ > config_.coordinator_timeout_ms && welcomed_) {
+      log("no word from the coordinator: reconnecting");
+      welcomed_ = false;
+    }
+    if (!welcomed_ && now - last_hello_ms_ > std::max(1000, heartbeat_interval_ms_)) send_hello();
+    if (welcomed_ && now - last_heartbeat_ms_ >= heartbeat_interval_ms_) {
+      OutgoingMessage message;
+      message.body().initHeartbeat().setBusy(busy_);
+      send(message);
+      last_heartbeat_ms_ = now;
+    }
+    try {
+      advance();
+    } catch (const std::exception& error) {
+      log(fmt::format("round {}: {}; leaving the round", round_ ? round_->params.id : 0, error.what()));
+      round_.reset();
+      busy_ = false;
+    }
+  }
+  return exit_code_ < 0 ? 0 : exit_code_;
+}
+
+void Agent::handle(wire::Envelope::Reader envelope) {
+  const auto body = envelope.getBody();
+  switch (body.which()) {
+    case Body::WELCOME: {
+      const auto welcome = body.getWelcome();
+      const auto key = welcome.getSigningKey();
+      if (SigningKey::from_public_bytes(std::span(key.begin(), key.size())).public_key_hex() != enrollment_.signing_public_key) {
+        log("the coordinator presents a different signing key than at enrollment; its packages will be refused");
+      }
+      heartbeat_interval_ms_ = static_cast<int>(std::clamp<uint32_t>(welcome.getHeartbeatIntervalMs(), 100, 600000));
+      if (!welcomed_) log(fmt::format("connected as agent {}", welcome.getAgentId()));
+      welcomed_ = true;
+      return;
+    }
+    case Body::HEARTBEAT:
+      return;
+    case Body::ERROR: {
+      const auto error = body.getError();
+      log(fmt::format("coordinator error: {}", error.getMessage().cStr()));
+      if (error.getCode() == wire::ErrorReply::Code::NOT_ENROLLED) {
+        log("the coordinator does not accept this agent (not enrolled or revoked); stopping");
+        exit_code_ = kExitRefused;
+      }
+      return;
+    }
+    case Body::ROUND_ANNOUNCE:
+      on_announce(body.getRoundAnnounce().getConfig());
+      return;
+    case Body::CHUNK:
+      on_chunk(body.getChunk());
+      return;
+    case Body::ROUND_KEYS:
+      on_round_keys(body.getRoundKeys());
+      return;
+    case Body::SHARES_FOR_YOU:
+      on_shares(body.getSharesForYou());
+      return;
+    case Body::UNMASK_REQUEST:
+      on_unmask(body.getUnmaskRequest());
+      return;
+    case Body::ROUND_RESULT:
+      on_result(body.getRoundResult());
+      return;
+    case Body::ROUND_ABORT: {
+      const auto abort = body.getRoundAbort();
+      if (round_ && round_->params.id == abort.getRoundId()) {
+        log(fmt::format("round {} aborted by the coordinator: {}", abort.getRoundId(), abort.getReason().cStr()));
+        if (round_->statistics.valid()) round_->statistics.wait();
+        if (round_->checks.valid()) round_->checks.wait();
+        round_.reset();
+        busy_ = false;
+      }
+      return;
+    }
+    default:
+      log(fmt::format("ignoring '{}' from the coordinator", body_name(envelope)));
+  }
+}
+
+void Agent::on_announce(wire::RoundConfig::Reader config) {
+  if (round_ && round_->params.id == config.getRoundId()) return;  // announced again (e.g. after a reconnect)
+  if (round_ && round_->phase != Phase::kReported) {
+    log(fmt::format("round {} announced while round {} is in progress; ignored", config.getRoundId(), round_->params.id));
+    return;
+  }
+  RoundParams params;
+  params.id = config.getRoundId();
+  params.model_sha256 = config.getModelSha256().cStr();
+  params.model_bytes = config.getModelBytes();
+  params.sequences = config.getSequences();
+  params.seq_len = config.getSeqLen();
+  params.mantissa_bits = config.getMantissaBits();
+  params.min_exponent = config.getMinExponent();
+  params.max_exponent = config.getMaxExponent();
+  params.dp_noise_stddev = config.getDpNoiseStddev();
+  params.min_survivors = config.getMinSurvivors();
+  if (params.sequences == 0 || params.sequences > 1000000 || params.seq_len < 2 || params.seq_len > 65536 ||
+      params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) || params.min_survivors < 2) {
+    fail("roundAnnounce: a field is out of range");
+  }
+  HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
+  layout.validate();
+  auto work = std::make_unique<RoundWork>();
+  work->params = params;
+  work->model = std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
+  round_ = std::move(work);
+  busy_ = true;
+  log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len, params.model_sha256.substr(0, 16)));
+  last_chunk_request_ms_ = 0;
+}
+
+void Agent::request_chunks() {
+  auto request = [&](Download& download) {
+    if (download.complete() || now_ms() - last_chunk_request_ms_ < kChunkRetryMs) return;
+    OutgoingMessage message;
+    auto chunk = message.body().initChunkRequest();
+    chunk.setSha256(download.sha256());
+    chunk.setOffset(download.have());
+    chunk.setLength(kChunkRequestBytes);
+    send(message);
+    last_chunk_request_ms_ = now_ms();
+  };
+  if (round_->phase == Phase::kDownloading) request(*round_->model);
+  if (round_->phase == Phase::kFetchingResults) {
+    for (auto& [label, download] : round_->results) {
+      if (!download->complete()) {
+        request(*download);
+        return;
+      }
+    }
+  }
+}
+
+void Agent::on_chunk(wire::Chunk::Reader chunk) {
+  if (!round_) return;
+  const std::string sha = chunk.getSha256().cStr();
+  const auto data = chunk.getData();
+  std::vector<Download*> downloads = {round_->model.get()};
+  for (auto& [label, download] : round_->results) downloads.push_back(download.get());
+  for (Download* download : downloads) {
+    if (download->sha256() != sha || download->complete()) continue;
+    download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+    last_chunk_request_ms_ = 0;  // ask for the next chunk right away
+    if (download->complete()) log(fmt::format("downloaded and verified {} ({} bytes)", sha.substr(0, 16), download->total()));
+    return;
+  }
+}
+
+void Agent::advance() {
+  if (!round_) return;
+  RoundWork& work = *round_;
+  if (work.phase == Phase::kDownloading) {
+    if (!work.model->complete()) {
+      request_chunks();
+      return;
+    }
+    const RoundParams params = work.params;
+    const std::string package = work.model->path();
+    HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
+    work.statistics = std::async(std::launch::async, [this, package, params, layout] {
+      return compute_statistics(package, coordinator_signing_key_, config_, params.sequences, params.seq_len, layout, params.dp_noise_stddev);
+    });
+    work.phase = Phase::kCalibrating;
+    return;
+  }
+  if (work.phase == Phase::kCalibrating && work.statistics.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    work.input = work.statistics.get();
+    work.secagg = std::make_unique<SecAggClient>();
+    const AdvertisedKeys keys = work.secagg->advertise();
+    OutgoingMessage message;
+    auto join = message.body().initJoin();
+    join.setRoundId(work.params.id);
+    join.setCipherPublic(as_data(keys.cipher_public));
+    join.setMaskPublic(as_data(keys.mask_public));
+    join.setVectorLength(work.input.size());
+    send(message);
+    work.phase = Phase::kJoined;
+    log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id, work.input[work.input.size() - 2],
+                    work.input.back()));
+    return;
+  }
+  if (work.phase == Phase::kFetchingResults) {
+    for (auto& [label, download] : work.results) {
+      if (!download->complete()) {
+        request_chunks();
+        return;
+      }
+    }
+    const std::string fp32 = work.model->path();
+    std::vector<std::pair<std::string, std::string>> packages;
+    for (auto& [label, download] : work.results) packages.emplace_back(label, download->path());
+    LocalCheckOptions options;
+    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.max_tokens = config_.eval_max_tokens;
+    options.decode_tokens = config_.decode_tokens;
+    work.checks = std::async(std::launch::async, [this, fp32, packages, options] {
+      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
+      std::vector<LocalCheck> checks;
+      for (const auto& [label, path] : packages) {
+        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_, text.heldout.empty() ? text.calibration : text.heldout, options));
+      }
+      return checks;
+    });
+    work.phase = Phase::kChecking;
+    busy_ = true;
+    return;
+  }
+  if (work.phase == Phase::kChecking && work.checks.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    OutgoingMessage message;
+    auto report = message.body().initLocalReport();
+    report.setRoundId(work.params.id);
+    try {
+      const std::vector<LocalCheck> checks = work.checks.get();
+      auto list = report.initChecks(static_cast<unsigned>(checks.size()));
+      for (size_t i = 0; i < checks.size(); ++i) {
+        auto out = list[static_cast<unsigned>(i)];
+        out.setLabel(checks[i].label);
+        out.setTokens(checks[i].tokens);
+        out.setMeanKl(checks[i].mean_kl);
+        out.setTop1Agreement(checks[i].top1_agreement);
+        out.setMeanNll(checks[i].mean_nll);
+        out.setReferenceMeanNll(checks[i].reference_mean_nll);
+        out.setDecodeTokensPerSecond(checks[i].decode_tokens_per_second);
+        out.setReferenceDecodeTokensPerSecond(checks[i].reference_decode_tokens_per_second);
+        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} vs {:.1f} tokens/s", work.params.id, checks[i].label,
+                        checks[i].mean_kl, 100 * checks[i].top1_agreement, checks[i].decode_tokens_per_second,
+                        checks[i].reference_decode_tokens_per_second));
+      }
+    } catch (const std::exception& error) {
+      report.setError(error.what());
+      log(fmt::format("round {}: local check failed: {}", work.params.id, error.what()));
+    }
+    send(message);
+    work.phase = Phase::kReported;
+    busy_ = false;
+  }
+}
+
+void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
+  if (!round_ || round_->params.id != keys.getRoundId() || round_->phase != Phase::kJoined) {
+    fail("roundKeys for round {} not expected now", keys.getRoundId());
+  }
+  SecAggConfig config;
+  config.round_id = keys.getRoundId();
+  config.participants = keys.getParticipants();
+  config.neighbours = keys.getNeighbours();
+  config.threshold = keys.getThreshold();
+  config.min_survivors = round_->params.min_survivors;
+  config.graph_seed = read_key32(keys.getGraphSeed(), "roundKeys.graphSeed");
+  config.vector_length = keys.getVectorLength();
+  if (config.vector_length != round_->input.size()) fail("roundKeys: vector length {} differs from ours", config.vector_length);
+  config.validate();
+  std::map<uint32_t, AdvertisedKeys> neighbours;
+  for (const auto entry : keys.getKeys()) {
+    neighbours[entry.getIndex()] = {read_key32(entry.getCipherPublic(), "roundKeys.keys.cipherPublic"),
+                                    read_key32(entry.getMaskPublic(), "roundKeys.keys.maskPublic")};
+  }
+  const auto shares = round_->secagg->share_keys(config, keys.getIndex(), neighbours);
+  OutgoingMessage message;
+  auto out = message.body().initShareKeys();
+  out.setRoundId(config.round_id);
+  auto list = out.initShares(static_cast<unsigned>(shares.size()));
+  for (size_t i = 0; i < shares.size(); ++i) {
+    list[static_cast<unsigned>(i)].setFrom(shares[i].from);
+    list[static_cast<unsigned>(i)].setTo(shares[i].to);
+    list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
+  }
+  send(message);
+  round_->phase = Phase::kShared;
+}
+
+void Agent::on_shares(wire::SharesForYou::Reader delivery) {
+  if (!round_ || round_->params.id != delivery.getRoundId() || round_->phase != Phase::kShared) {
+    fail("sharesForYou for round {} not expected now", delivery.getRoundId());
+  }
+  std::vector<EncryptedShare> shares;
+  for (const auto share : delivery.getShares()) {
+    const auto ciphertext = share.getCiphertext();
+    shares.push_back({share.getFrom(), share.getTo(), Bytes(ciphertext.begin(), ciphertext.end())});
+  }
+  const std::vector<uint64_t> masked = round_->secagg->mask_input(round_->input, shares);
+  OutgoingMessage message;
+  auto out = message.body().initMaskedInput();
+  out.setRoundId(delivery.getRoundId());
+  write_u64_vector(masked, out.initValues(static_cast<unsigned>(masked.size() * 8)));
+  send(message);
+  round_->input.clear();  // only the masked vector ever left; the plain one is not kept
+  round_->phase = Phase::kMasked;
+}
+
+void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
+  if (!round_ || round_->params.id != request.getRoundId() || round_->phase != Phase::kMasked) {
+    fail("unmaskRequest for round {} not expected now", request.getRoundId());
+  }
+  if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
+  std::vector<uint32_t> survivors;
+  for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
+  const auto revealed = round_->secagg->unmask(survivors);
+  OutgoingMessage message;
+  auto out = message.body().initUnmaskShares();
+  out.setRoundId(request.getRoundId());
+  auto list = out.initShares(static_cast<unsigned>(revealed.size()));
+  for (size_t i = 0; i < revealed.size(); ++i) {
+    list[static_cast<unsigned>(i)].setOwner(revealed[i].owner);
+    list[static_cast<unsigned>(i)].setKind(static_cast<uint8_t>(revealed[i].kind));
+    list[static_cast<unsigned>(i)].setX(revealed[i].share.x);
+    list[static_cast<unsigned>(i)].setValue(as_data(revealed[i].share.value));
+  }
+  send(message);
+  round_->secagg.reset();  // nothing more to reveal, ever
+  round_->phase = Phase::kRevealed;
+}
+
+void Agent::on_result(wire::RoundResult::Reader result) {
+  if (!round_ || round_->params.id != result.getRoundId()) fail("roundResult for round {}, which this agent did not take part in", result.getRoundId());
+  if (round_->phase == Phase::kFetchingResults || round_->phase == Phase::kChecking) return;  // already on it
+  if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
+  round_->results.clear();
+  for (const auto model : result.getModels()) {
+    round_->results.emplace_back(model.getLabel().cStr(), std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(),
+                                                                                     config_.downloads_dir(), config_.models_dir()));
+  }
+  round_->phase = Phase::kFetchingResults;
+  last_chunk_request_ms_ = 0;
+  busy_ = true;
+}
+
+}  // namespace fedcal::agent

@@ -1,0 +1,91 @@
+// The edge agent daemon: one DEALER socket to the coordinator (CURVE), hello + heartbeats with its
+// hardware profile, and its part in calibration rounds - download the model, calibrate on private
+// text (worker thread), secure aggregation, download and check the result, report.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <atomic>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/curve.h"
+#include "common/secure_aggregation.h"
+#include "edge_agent/agent_config.h"
+#include "edge_agent/download.h"
+#include "edge_agent/enrollment.h"
+#include "edge_agent/local_check.h"
+#include "protocol/wire.h"
+
+namespace fedcal::agent {
+
+// Exit codes of `fedcal-agent run`.
+inline constexpr int kExitRefused = 3;  // not enrolled or revoked
+
+class Agent {
+ public:
+  // Reads keys and enrollment from the state folder; throws Error if the agent is not enrolled.
+  explicit Agent(AgentConfig config);
+  ~Agent();
+  // Runs until `stop`; returns an exit code (0, or kExitRefused when the coordinator refuses us).
+  int run(const std::atomic<bool>& stop);
+
+ private:
+  struct RoundParams {
+    uint64_t id = 0;
+    std::string model_sha256;
+    uint64_t model_bytes = 0;
+    uint32_t sequences = 0;
+    uint32_t seq_len = 0;
+    int mantissa_bits = 5, min_exponent = -20, max_exponent = 12;
+    double dp_noise_stddev = 0;
+    uint32_t min_survivors = 3;
+  };
+  enum class Phase { kDownloading, kCalibrating, kJoined, kShared, kMasked, kRevealed, kFetchingResults, kChecking, kReported };
+  struct RoundWork {
+    RoundParams params;
+    Phase phase = Phase::kDownloading;
+    std::unique_ptr<Download> model;
+    std::future<std::vector<uint64_t>> statistics;
+    std::vector<uint64_t> input;
+    std::unique_ptr<SecAggClient> secagg;
+    std::vector<std::pair<std::string, std::unique_ptr<Download>>> results;  // label, download
+    std::future<std::vector<LocalCheck>> checks;
+    std::string check_error;
+  };
+
+  void send(OutgoingMessage& message);
+  void send_hello();
+  void handle(wire::Envelope::Reader envelope);
+  void on_announce(wire::RoundConfig::Reader config);
+  void on_round_keys(wire::RoundKeys::Reader keys);
+  void on_shares(wire::SharesForYou::Reader shares);
+  void on_unmask(wire::UnmaskRequest::Reader request);
+  void on_result(wire::RoundResult::Reader result);
+  void on_chunk(wire::Chunk::Reader chunk);
+  void request_chunks();
+  void advance();  // starts work whose inputs are ready, sends what finished
+  void log(const std::string& line) const;
+
+  AgentConfig config_;
+  Enrollment enrollment_;
+  SigningKey coordinator_signing_key_;
+  CurveKeyPair keys_;
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+  uint64_t next_sequence_;
+  int heartbeat_interval_ms_ = 2000;
+  int64_t last_heard_ms_ = 0;
+  int64_t last_heartbeat_ms_ = 0;
+  int64_t last_hello_ms_ = 0;
+  bool welcomed_ = false;
+  int exit_code_ = -1;
+  std::unique_ptr<RoundWork> round_;
+  int64_t last_chunk_request_ms_ = 0;
+  bool busy_ = false;
+};
+
+}  // namespace fedcal::agent

@@ -1,0 +1,88 @@
+#include "edge_agent/agent_config.h"
+
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include "common/curve.h"
+#include "common/error.h"
+
+namespace fedcal::agent {
+namespace {
+namespace fs = std::filesystem;
+
+std::string resolve(const std::string& value, const fs::path& base) {
+  if (value.empty() || fs::path(value).is_absolute()) return value;
+  return (base / value).lexically_normal().string();
+}
+
+}  // namespace
+
+AgentConfig AgentConfig::load(const std::string& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& error) {
+    fail("{}: line {}: {}", path, error.source().begin.line, error.description());
+  }
+  static const std::set<std::string> known = {"coordinator",     "coordinator_key", "state_dir",      "data_dir",
+                                              "name",            "labels",          "threads",        "heldout_fraction",
+                                              "eval_max_tokens", "decode_tokens",   "reconnect_interval_max_ms",
+                                              "coordinator_timeout_ms", "enroll_token"};
+  for (const auto& [key, value] : table) {
+    if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
+  }
+  AgentConfig config;
+  auto text = [&](const char* key, std::string& out) {
+    if (const toml::node* node = table.get(key)) {
+      if (!node->is_string()) fail("{}: '{}' must be a string", path, key);
+      out = node->value<std::string>().value();
+    }
+  };
+  auto integer = [&](const char* key, int& out, int low, int high) {
+    if (const toml::node* node = table.get(key)) {
+      const auto value = node->value<int64_t>();
+      if (!node->is_integer() || *value < low || *value > high) fail("{}: '{}' must be an integer in [{}, {}]", path, key, low, high);
+      out = static_cast<int>(*value);
+    }
+  };
+  text("coordinator", config.coordinator);
+  text("coordinator_key", config.coordinator_key);
+  text("state_dir", config.state_dir);
+  text("data_dir", config.data_dir);
+  text("name", config.name);
+  text("enroll_token", config.enroll_token);
+  if (const toml::node* node = table.get("labels")) {
+    const toml::array* labels = node->as_array();
+    if (labels == nullptr) fail("{}: 'labels' must be an array of strings", path);
+    for (const auto& label : *labels) {
+      if (!label.is_string()) fail("{}: 'labels' must be an array of strings", path);
+      config.labels.push_back(label.value<std::string>().value());
+    }
+  }
+  integer("threads", config.threads, 0, 1024);
+  integer("eval_max_tokens", config.eval_max_tokens, 16, 1 << 24);
+  integer("decode_tokens", config.decode_tokens, 1, 4096);
+  integer("reconnect_interval_max_ms", config.reconnect_interval_max_ms, 100, 3600000);
+  integer("coordinator_timeout_ms", config.coordinator_timeout_ms, 1000, 3600000);
+  if (const toml::node* node = table.get("heldout_fraction")) {
+    const auto value = node->value<double>();
+    if (!value || *value < 0 || *value >= 1) fail("{}: 'heldout_fraction' must be a number in [0, 1)", path);
+    config.heldout_fraction = *value;
+  }
+  if (config.coordinator_key.empty()) fail("{}: 'coordinator_key' is required (`fedcal-coordinator keys` prints it)", path);
+  with_context([&] { return path; }, [&] { check_curve_key(config.coordinator_key, "coordinator_key"); });
+  if (config.name.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    config.name = host;
+  }
+  const fs::path base = fs::absolute(path).parent_path();
+  config.state_dir = resolve(config.state_dir, base);
+  config.data_dir = resolve(config.data_dir, base);
+  return config;
+}
+
+}  // namespace fedcal::agent

@@ -1,0 +1,78 @@
+// fedcal-agent: the edge agent daemon (`run`) and its enrollment.
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/curve.h"
+#include "common/error.h"
+#include "edge_agent/agent.h"
+#include "edge_agent/agent_config.h"
+#include "edge_agent/enrollment.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};  // set by SIGINT/SIGTERM
+void on_signal(int) { g_stop = true; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace fedcal;
+  using namespace fedcal::agent;
+  CLI::App app{"fedcal edge agent: calibrates models on this device's private text and takes part in secure aggregation"};
+  app.require_subcommand(1);
+  std::string config_path = "/etc/fedcal/agent.toml";
+  app.add_option("-c,--config", config_path, "Agent config file (TOML, see deploy/agent.toml)")->capture_default_str();
+  int exit_code = 0;
+
+  std::string token, coordinator, coordinator_key, state_dir, name;
+  CLI::App* enroll_command = app.add_subcommand("enroll", "Register this agent's key with the coordinator using a one-time token");
+  enroll_command->add_option("--token", token, "Token from `fedcal-coordinator token create`")->required();
+  enroll_command->add_option("--coordinator", coordinator, "tcp://HOST:PORT (default: the config's)");
+  enroll_command->add_option("--coordinator-key", coordinator_key, "The coordinator's CURVE public key (default: the config's)");
+  enroll_command->add_option("--state-dir", state_dir, "Where keys and enrollment are kept (default: the config's)");
+  enroll_command->add_option("--name", name, "Name shown in `agents list` (default: the config's, else the host name)");
+  enroll_command->callback([&] {
+    std::optional<AgentConfig> config;
+    if (std::filesystem::exists(config_path)) config = AgentConfig::load(config_path);
+    if (coordinator.empty() && config) coordinator = config->coordinator;
+    if (coordinator_key.empty() && config) coordinator_key = config->coordinator_key;
+    if (state_dir.empty()) state_dir = config ? config->state_dir : "/var/lib/fedcal-agent";
+    if (name.empty()) name = config ? config->name : "agent";
+    if (coordinator.empty() || coordinator_key.empty()) throw Error("--coordinator and --coordinator-key are needed (or a --config with them)");
+    const Enrollment enrollment = fedcal::agent::enroll(state_dir, coordinator, coordinator_key, token, name);
+    std::printf("enrolled as agent %lld with %s; state in %s\n", static_cast<long long>(enrollment.agent_id), coordinator.c_str(), state_dir.c_str());
+  });
+
+  CLI::App* run = app.add_subcommand("run", "Run the agent daemon (enrolls first with enroll_token if the config has one)");
+  run->callback([&] {
+    const AgentConfig config = AgentConfig::load(config_path);
+    if (!Enrollment::read(config.enrollment_path()) && !config.enroll_token.empty()) {
+      fedcal::agent::enroll(config.state_dir, config.coordinator, config.coordinator_key, config.enroll_token, config.name);
+    }
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    Agent agent(config);
+    exit_code = agent.run(g_stop);
+  });
+
+  CLI::App* keys = app.add_subcommand("keys", "Print this agent's CURVE public key (created if missing)");
+  keys->callback([&] {
+    const AgentConfig config = AgentConfig::load(config_path);
+    std::filesystem::create_directories(config.state_dir);
+    std::printf("%s\n", CurveKeyPair::read_or_create(config.curve_key_path()).public_key.c_str());
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "fedcal-agent: %s\n", error.what());
+    return 1;
+  }
+  return exit_code;
+}

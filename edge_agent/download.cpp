@@ -1,0 +1,72 @@
+#include "edge_agent/download.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/sha256.h"
+
+namespace fedcal::agent {
+namespace fs = std::filesystem;
+
+Download::Download(std::string sha256, uint64_t total_bytes, const std::string& downloads_dir, const std::string& models_dir)
+    : sha256_(std::move(sha256)), total_(total_bytes) {
+  if (sha256_.size() != 64 || sha256_.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    fail("artifact name '{}' is not a SHA-256", sha256_.substr(0, 80));
+  }
+  fs::create_directories(downloads_dir);
+  fs::create_directories(models_dir);
+  part_path_ = downloads_dir + "/" + sha256_ + ".part";
+  final_path_ = models_dir + "/" + sha256_ + ".fcpkg";
+  if (fs::exists(final_path_) && fs::file_size(final_path_) == total_) {
+    have_ = total_;
+    verified_ = true;
+    return;
+  }
+  if (fs::exists(part_path_)) {
+    have_ = fs::file_size(part_path_);
+    if (have_ > total_) {
+      fs::remove(part_path_);
+      have_ = 0;
+    }
+  }
+}
+
+void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t total_bytes) {
+  if (complete() || offset != have_) return;
+  if (total_bytes != total_) fail("artifact {}: the coordinator says {} bytes, the round said {}", sha256_.substr(0, 16), total_bytes, total_);
+  if (data.size() > total_ - have_) fail("artifact {}: chunk at {} overruns the {} bytes", sha256_.substr(0, 16), offset, total_);
+  const int fd = ::open(part_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) fail("{}: cannot open: {}", part_path_, std::strerror(errno));
+  size_t written = 0;
+  while (written < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + written, data.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd);
+      // Whatever did land stays: the next request resumes from the file's real size.
+      have_ = fs::file_size(part_path_);
+      fail("{}: write failed: {}", part_path_, std::strerror(error));
+    }
+    written += static_cast<size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  have_ += data.size();
+  if (have_ < total_) return;
+  const std::string actual = sha256_file_hex(part_path_);
+  if (actual != sha256_) {
+    fs::remove(part_path_);
+    have_ = 0;
+    fail("artifact {}: the downloaded bytes hash to {}; discarded, downloading again", sha256_.substr(0, 16), actual.substr(0, 16));
+  }
+  fs::rename(part_path_, final_path_);
+  verified_ = true;
+}
+
+}  // namespace fedcal::agent

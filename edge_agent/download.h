@@ -1,0 +1,36 @@
+// A resumable, hash-verified artifact download: bytes go to downloads/<sha256>.part, so a download
+// cut by a crash or a lost connection resumes where the file ends; the finished file must hash to
+// its name before it is moved (atomically) to models/<sha256>.fcpkg.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+namespace fedcal::agent {
+
+class Download {
+ public:
+  Download(std::string sha256, uint64_t total_bytes, const std::string& downloads_dir, const std::string& models_dir);
+
+  bool complete() const { return have_ == total_ && verified_; }
+  const std::string& path() const { return final_path_; }
+  const std::string& sha256() const { return sha256_; }
+  uint64_t have() const { return have_; }
+  uint64_t total() const { return total_; }
+
+  // Appends a chunk if it starts where the file ends (else ignores it: a duplicate). Throws Error if it
+  // overruns the size or the finished file does not hash to its name (the partial file is removed).
+  void accept(uint64_t offset, std::span<const uint8_t> data, uint64_t total_bytes);
+
+ private:
+  std::string sha256_;
+  uint64_t total_;
+  std::string part_path_;
+  std::string final_path_;
+  uint64_t have_ = 0;
+  bool verified_ = false;
+};
+
+}  // namespace fedcal::agent

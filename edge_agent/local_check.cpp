@@ -1,0 +1,60 @@
+#include "edge_agent/local_check.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/error.h"
+#include "models/evaluation.h"
+#include "models/model_loader.h"
+#include "models/xnn_runtime.h"
+
+namespace fedcal::agent {
+namespace {
+
+// Greedy batch-1 decoding from <s>: tokens per second.
+double decode_speed(Transformer& model, int bos, int steps) {
+  steps = std::min(steps, model.config().max_seq_len - 1);
+  int token = bos;
+  const auto start = std::chrono::steady_clock::now();
+  for (int pos = 0; pos < steps; ++pos) {
+    const std::span<const float> logits = model.forward(std::span(&token, 1), pos, false);
+    token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return seconds > 0 ? steps / seconds : 0;
+}
+
+}  // namespace
+
+LocalCheck check_package(const std::string& label, const std::string& fp32_package, const std::string& int8_package,
+                         const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options) {
+  LoadedModel fp32 = load_model(fp32_package, &coordinator_key);
+  LoadedModel int8 = load_model(int8_package, &coordinator_key);
+  if (int8.int8.empty()) fail("{}: not an INT8 package", int8_package);
+  if (fp32.model.config.dim != int8.model.config.dim || fp32.model.config.vocab_size != int8.model.config.vocab_size ||
+      fp32.model.config.n_layers != int8.model.config.n_layers) {
+    fail("{}: not a quantization of {}", int8_package, fp32_package);
+  }
+  auto tokenizer = load_tokenizer(int8, std::nullopt);
+  std::vector<int> tokens = tokenizer->encode(heldout_text, true);
+  if (tokens.size() > static_cast<size_t>(options.max_tokens)) tokens.resize(static_cast<size_t>(options.max_tokens));
+  if (tokens.size() < 2) fail("the held-out text has fewer than 2 tokens");
+
+  XnnRuntime runtime(options.threads);
+  Transformer reference(fp32.model, runtime);
+  Transformer quantized(int8.model, runtime, {}, &int8.int8);
+  const EvalResult result = evaluate(quantized, &reference, tokens, heldout_text.size());
+
+  LocalCheck check;
+  check.label = label;
+  check.tokens = static_cast<uint64_t>(result.tokens);
+  check.mean_kl = std::max(0.0, result.reference->mean_kl);
+  check.top1_agreement = result.reference->top1_agreement;
+  check.mean_nll = result.mean_nll;
+  check.reference_mean_nll = std::log(result.reference->reference_perplexity);
+  check.decode_tokens_per_second = decode_speed(quantized, tokenizer->bos_id(), options.decode_tokens);
+  check.reference_decode_tokens_per_second = decode_speed(reference, tokenizer->bos_id(), options.decode_tokens);
+  return check;
+}
+
+}  // namespace fedcal::agent

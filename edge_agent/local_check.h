@@ -1,0 +1,33 @@
+// The agent's local check of a quantized package: on its own held-out text, KL divergence and top-1
+// agreement against the FP32 model, both perplexities, and batch-1 decoding speed of both. Only these
+// figures leave the device.
+#pragma once
+
+#include <string>
+
+#include "common/signing.h"
+
+namespace fedcal::agent {
+
+struct LocalCheck {
+  std::string label;
+  uint64_t tokens = 0;
+  double mean_kl = 0;
+  double top1_agreement = 0;
+  double mean_nll = 0;
+  double reference_mean_nll = 0;
+  double decode_tokens_per_second = 0;
+  double reference_decode_tokens_per_second = 0;
+};
+
+struct LocalCheckOptions {
+  int threads = 1;
+  int max_tokens = 4096;
+  int decode_tokens = 32;
+};
+
+// Both packages are verified against `coordinator_key`. Throws Error naming what failed.
+LocalCheck check_package(const std::string& label, const std::string& fp32_package, const std::string& int8_package,
+                         const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options);
+
+}  // namespace fedcal::agent
