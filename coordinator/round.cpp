@@ -356,6 +356,7 @@ void Round::finish_aggregation() {
   evaluators_ = secagg_->survivors();
   host_.store().audit("coordinator", "aggregate unmasked",
                       fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
+  secagg_summary_ = secagg_summary();
   secagg_.reset();  // the masked vectors and shares are no longer needed
   const std::string path = store_stats(stats, host_.config().artifacts_dir(), id_);
   stage_ms_["unmasking"] = now_ms() - stage_started_ms_;
@@ -473,6 +474,13 @@ void Round::fail_round(const std::string& reason) {
   host_.store().set_round_report(id_, status().dump());
 }
 
+nlohmann::json Round::secagg_summary() const {
+  const auto& config = secagg_->config();
+  return {{"participants", config.participants}, {"neighbours", config.neighbours},
+          {"threshold", config.threshold},      {"shared", secagg_->shared().size()},
+          {"masked", secagg_->survivors().size()}, {"revealed", secagg_->revealed().size()}};
+}
+
 nlohmann::json Round::status() const {
   nlohmann::json json = {{"round", id_},
                          {"model", model_.id},
@@ -482,10 +490,9 @@ nlohmann::json Round::status() const {
                          {"joined", participants_.size()}};
   if (!failure_.empty()) json["failure"] = failure_;
   if (secagg_) {
-    const auto& config = secagg_->config();
-    json["secure_aggregation"] = {{"participants", config.participants}, {"neighbours", config.neighbours},
-                                  {"threshold", config.threshold},      {"shared", secagg_->shared().size()},
-                                  {"masked", secagg_->survivors().size()}, {"revealed", secagg_->revealed().size()}};
+    json["secure_aggregation"] = secagg_summary();
+  } else if (!secagg_summary_.is_null()) {
+    json["secure_aggregation"] = secagg_summary_;
   }
   json["contributors"] = evaluators_.size();
   json["differential_privacy"] = settings_.dp_epsilon > 0

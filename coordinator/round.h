@@ -81,6 +81,7 @@ class Round {
   int index_of(int64_t agent_id) const;
   // Participants (by index) in `pool` that have not answered the current stage and are still online.
   bool waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const;
+  nlohmann::json secagg_summary() const;
 
   RoundHost& host_;
   int64_t id_;
@@ -100,6 +101,7 @@ class Round {
   std::vector<AdvertisedKeys> keys_;
   std::unique_ptr<SecAggServer> secagg_;
   std::set<uint32_t> u1_;
+  nlohmann::json secagg_summary_;  // kept after the secrets are dropped
 
   std::future<QuantizationJobResult> job_;
   std::vector<ModelRecord> results_;  // fleet, then baseline

@@ -1,6 +1,8 @@
 #include "edge_agent/agent.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 
@@ -72,9 +74,21 @@ Agent::Agent(AgentConfig config)
 }
 
 Agent::~Agent() {
-  // A worker still computing must finish before the state it reads goes away.
-  if (round_ && round_->statistics.valid()) round_->statistics.wait();
-  if (round_ && round_->checks.valid()) round_->checks.wait();
+  // Workers still computing must finish before the state they read goes away.
+  retire_round();
+  for (auto& work : retired_) {
+    if (work->statistics.valid()) work->statistics.wait();
+    if (work->checks.valid()) work->checks.wait();
+  }
+}
+
+void Agent::retire_round() {
+  if (round_) retired_.push_back(std::move(round_));
+  busy_ = false;
+  std::erase_if(retired_, [](const std::unique_ptr<RoundWork>& work) {
+    const auto idle = [](auto& future) { return !future.valid() || future.wait_for(std::chrono::seconds(0)) == std::future_status::ready; };
+    return idle(work->statistics) && idle(work->checks);
+  });
 }
 
 void Agent::log(const std::string& line) const {
@@ -86,6 +100,14 @@ void Agent::send(OutgoingMessage& message) {
   const std::vector<std::byte> bytes = message.encode(++next_sequence_);
   socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
   socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+}
+
+void Agent::inject_fault(const char* point) {
+  if (config_.fault_injection != point) return;
+  log(fmt::format("fault injection: exiting after {}", point + 11));
+  // Let the I/O thread put the last message on the wire, then vanish without a goodbye.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::_Exit(17);
 }
 
 void Agent::send_hello() {
@@ -143,8 +165,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       advance();
     } catch (const std::exception& error) {
       log(fmt::format("round {}: {}; leaving the round", round_ ? round_->params.id : 0, error.what()));
-      round_.reset();
-      busy_ = false;
+      retire_round();
     }
   }
   return exit_code_ < 0 ? 0 : exit_code_;
@@ -197,10 +218,7 @@ void Agent::handle(wire::Envelope::Reader envelope) {
       const auto abort = body.getRoundAbort();
       if (round_ && round_->params.id == abort.getRoundId()) {
         log(fmt::format("round {} aborted by the coordinator: {}", abort.getRoundId(), abort.getReason().cStr()));
-        if (round_->statistics.valid()) round_->statistics.wait();
-        if (round_->checks.valid()) round_->checks.wait();
-        round_.reset();
-        busy_ = false;
+        retire_round();
       }
       return;
     }
@@ -212,8 +230,10 @@ void Agent::handle(wire::Envelope::Reader envelope) {
 void Agent::on_announce(wire::RoundConfig::Reader config) {
   if (round_ && round_->params.id == config.getRoundId()) return;  // announced again (e.g. after a reconnect)
   if (round_ && round_->phase != Phase::kReported) {
-    log(fmt::format("round {} announced while round {} is in progress; ignored", config.getRoundId(), round_->params.id));
-    return;
+    // The coordinator runs one round at a time: a new announcement means ours is over (e.g. the
+    // coordinator restarted and failed it). A worker still computing for it finishes in the background.
+    log(fmt::format("round {} announced: abandoning round {}", config.getRoundId(), round_->params.id));
+    retire_round();
   }
   RoundParams params;
   params.id = config.getRoundId();
@@ -306,6 +326,7 @@ void Agent::advance() {
     join.setMaskPublic(as_data(keys.mask_public));
     join.setVectorLength(work.input.size());
     send(message);
+    inject_fault("exit-after-join");
     work.phase = Phase::kJoined;
     log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id, work.input[work.input.size() - 2],
                     work.input.back()));
@@ -398,6 +419,7 @@ void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
     list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
   }
   send(message);
+  inject_fault("exit-after-shares");
   round_->phase = Phase::kShared;
 }
 
@@ -416,6 +438,7 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   out.setRoundId(delivery.getRoundId());
   write_u64_vector(masked, out.initValues(static_cast<unsigned>(masked.size() * 8)));
   send(message);
+  inject_fault("exit-after-masked-input");
   round_->input.clear();  // only the masked vector ever left; the plain one is not kept
   round_->phase = Phase::kMasked;
 }

@@ -59,6 +59,8 @@ class Agent {
 
   void send(OutgoingMessage& message);
   void send_hello();
+  void inject_fault(const char* point);
+  void retire_round();  // drops the current round; its running workers finish in the background
   void handle(wire::Envelope::Reader envelope);
   void on_announce(wire::RoundConfig::Reader config);
   void on_round_keys(wire::RoundKeys::Reader keys);
@@ -84,6 +86,7 @@ class Agent {
   bool welcomed_ = false;
   int exit_code_ = -1;
   std::unique_ptr<RoundWork> round_;
+  std::vector<std::unique_ptr<RoundWork>> retired_;
   int64_t last_chunk_request_ms_ = 0;
   bool busy_ = false;
 };

@@ -30,7 +30,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   static const std::set<std::string> known = {"coordinator",     "coordinator_key", "state_dir",      "data_dir",
                                               "name",            "labels",          "threads",        "heldout_fraction",
                                               "eval_max_tokens", "decode_tokens",   "reconnect_interval_max_ms",
-                                              "coordinator_timeout_ms", "enroll_token"};
+                                              "coordinator_timeout_ms", "enroll_token", "fault_injection"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -54,6 +54,11 @@ AgentConfig AgentConfig::load(const std::string& path) {
   text("data_dir", config.data_dir);
   text("name", config.name);
   text("enroll_token", config.enroll_token);
+  text("fault_injection", config.fault_injection);
+  if (!config.fault_injection.empty() && config.fault_injection != "exit-after-join" && config.fault_injection != "exit-after-shares" &&
+      config.fault_injection != "exit-after-masked-input") {
+    fail("{}: fault_injection '{}' is not one of exit-after-join, exit-after-shares, exit-after-masked-input", path, config.fault_injection);
+  }
   if (const toml::node* node = table.get("labels")) {
     const toml::array* labels = node->as_array();
     if (labels == nullptr) fail("{}: 'labels' must be an array of strings", path);

@@ -20,6 +20,9 @@ struct AgentConfig {
   int reconnect_interval_max_ms = 10000;
   int coordinator_timeout_ms = 15000;                 // no word from the coordinator this long: reconnect
   std::string enroll_token;                           // `run` enrolls with it first if not enrolled yet
+  // Testing only: "exit-after-join", "exit-after-shares" or "exit-after-masked-input" makes the
+  // agent die (_exit, no goodbye) right after sending that message, as a crashed device would.
+  std::string fault_injection;
 
   static AgentConfig load(const std::string& path);
   std::string curve_key_path() const { return state_dir + "/curve.key"; }

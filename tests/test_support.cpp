@@ -21,6 +21,10 @@ ScratchDir::ScratchDir() {
 }
 
 ScratchDir::~ScratchDir() {
+  if (std::getenv("FEDCAL_KEEP_TEST_DIRS") != nullptr) {
+    std::fprintf(stderr, "kept %s\n", root_.c_str());
+    return;
+  }
   std::error_code ec;
   fs::remove_all(root_, ec);
 }

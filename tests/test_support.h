@@ -7,7 +7,7 @@
 
 namespace fedcal::testing {
 
-// A fresh folder removed (with its content) when the object dies.
+// A fresh folder removed (with its content) when the object dies, unless FEDCAL_KEEP_TEST_DIRS is set.
 class ScratchDir {
  public:
   ScratchDir();

@@ -1,0 +1,265 @@
+// Multi-process integration tests: a real coordinator and real agents on loopback.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <signal.h>
+
+#include "common/sha256.h"
+#include "models/calibration_stats.h"
+#include "protocol/wire.h"
+#include "tests/coordinator/mini_fleet.h"
+
+namespace fedcal::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kSequences = 10;
+constexpr int kSeqLen = 64;
+
+nlohmann::json round_settings(int64_t model, int min_agents = 3) {
+  return {{"model_id", model}, {"min_agents", min_agents}, {"sequences_per_agent", kSequences}, {"seq_len", kSeqLen},
+          {"method", "percentile:99.99"}, {"per_channel", true}};
+}
+
+// Centralized calibration of `text` with fedcal-model, as an operator would run it on one machine.
+std::string calibrate_centrally(const MiniFleet& fleet, const std::string& fp32_package, const std::string& text, int sequences,
+                                const std::string& name) {
+  write_text(fleet.path(name + ".txt"), text);
+  const std::string stats = fleet.path(name + ".stats");
+  const auto result = run_command(built_binary("fedcal-model") + " calibrate --quiet --threads 1 --model " + fp32_package + " --text " +
+                                      fleet.path(name + ".txt") + " --sequences " + std::to_string(sequences) + " --seq-len " +
+                                      std::to_string(kSeqLen) + " -o " + stats,
+                                  true);
+  REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+  return stats;
+}
+
+// The file's bytes; a missing or empty file fails the test (two missing files must not compare equal).
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), path);
+  std::string bytes{std::istreambuf_iterator<char>(in), {}};
+  REQUIRE_MESSAGE(!bytes.empty(), path);
+  return bytes;
+}
+
+struct CapturedMessage {
+  int64_t agent;
+  std::vector<std::byte> bytes;
+};
+
+std::vector<CapturedMessage> read_capture(const std::string& path) {
+  std::vector<CapturedMessage> out;
+  std::ifstream in(path, std::ios::binary);
+  uint64_t header[2];
+  while (in.read(reinterpret_cast<char*>(header), sizeof(header))) {
+    CapturedMessage message{static_cast<int64_t>(header[0]), std::vector<std::byte>(header[1])};
+    in.read(reinterpret_cast<char*>(message.bytes.data()), static_cast<std::streamsize>(header[1]));
+    out.push_back(std::move(message));
+  }
+  return out;
+}
+
+std::string fp32_package_path(MiniFleet& fleet, int64_t model) {
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  for (const auto& entry : models["models"]) {
+    if (entry["id"].get<int64_t>() == model) return entry["path"].get<std::string>();
+  }
+  FAIL("model not listed");
+  return {};
+}
+
+TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinator sees only masked vectors" * doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 4;
+  options.capture = true;
+  options.reference_text = true;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 4);
+  CHECK(report["checks"]["fleet"]["agents"] == 4);
+  CHECK(report["checks"]["public"]["agents"] == 4);  // the baseline calibrated on the public text
+  CHECK(report["checks"]["fleet"]["top1_agreement"].get<double>() > 0.9);
+
+  // Centralized: the same tool chain on the concatenation of the agents' calibration text.
+  const std::string fp32 = fp32_package_path(fleet, model);
+  std::string all;
+  for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central_stats = calibrate_centrally(fleet, fp32, all, kSequences * options.agents, "central");
+  const std::string fleet_stats = fleet.coordinator_dir() + "/artifacts/round-1.stats";
+  CHECK(read_bytes(fleet_stats) == read_bytes(central_stats));
+
+  const std::string central_package = fleet.path("central.fcpkg");
+  const auto quantize = run_command(built_binary("fedcal-model") + " quantize --threads 1 --model " + fp32 + " --stats " + central_stats +
+                                        " --method percentile:99.99 --per-channel --sign " + fleet.coordinator_dir() + "/signing.key -o " +
+                                        central_package,
+                                    true);
+  REQUIRE_MESSAGE(quantize.exit_code == 0, quantize.output);
+  // Same statistics, same scales, same tensors, same (deterministic Ed25519) signature: the same file.
+  CHECK(sha256_file_hex(central_package) == report["models"][0]["sha256"].get<std::string>());
+
+  // Privacy: every aggregation message the coordinator received.
+  std::map<int64_t, std::vector<uint64_t>> masked;
+  std::map<uint32_t, std::pair<int, int>> revealed;  // owner -> (self-mask seed shares, mask key shares)
+  for (const CapturedMessage& message : read_capture(fleet.capture_path())) {
+    DecodedEnvelope decoded = decode_envelope(message.bytes);
+    const auto body = decoded.envelope().getBody();
+    if (body.which() == wire::Envelope::Body::MASKED_INPUT) {
+      const auto values = body.getMaskedInput().getValues();
+      masked[message.agent] = read_u64_vector(values, values.size() / 8, "values");
+    }
+    if (body.which() == wire::Envelope::Body::UNMASK_SHARES) {
+      for (const auto share : body.getUnmaskShares().getShares()) {
+        (share.getKind() == 0 ? revealed[share.getOwner()].first : revealed[share.getOwner()].second) += 1;
+      }
+    }
+  }
+  REQUIRE(masked.size() == 4);
+  const int threshold = report["secure_aggregation"].is_null() ? 3 : report["secure_aggregation"]["threshold"].get<int>();
+  for (const auto& [owner, counts] : revealed) {
+    // Never t shares of both secrets of one agent: its masked vector stays masked by its pairwise masks.
+    CHECK_FALSE((counts.first >= threshold && counts.second >= threshold));
+    CHECK(counts.second == 0);  // nobody dropped, so no mask key was revealed at all
+  }
+  // Each agent's masked vector against its true statistics: independent of them, uniform.
+  for (int i = 0; i < options.agents; ++i) {
+    const std::string own = calibrate_centrally(fleet, fp32, fleet.calibration_text(i, kSequences), kSequences, "agent" + std::to_string(i));
+    const CalibrationStats stats = read_stats(own);
+    std::vector<uint64_t> truth = stats.counts;
+    truth.push_back(stats.sequences);
+    truth.push_back(stats.tokens);
+    const auto agent_id = static_cast<int64_t>(i + 1);
+    REQUIRE(masked.count(agent_id));
+    const auto& vector = masked.at(agent_id);
+    REQUIRE(vector.size() == truth.size());
+    size_t equal = 0;
+    std::vector<double> bins(16, 0);
+    for (size_t k = 0; k < vector.size(); ++k) {
+      equal += vector[k] == truth[k] ? 1 : 0;
+      bins[vector[k] >> 60] += 1;
+    }
+    CHECK(equal < 3);  // a uniform 64-bit value equals the true count with probability 2^-64
+    const double expected = static_cast<double>(vector.size()) / 16;
+    double chi2 = 0;
+    for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
+    CHECK(chi2 < 45);  // 15 degrees of freedom; p ~ 1e-4 for a uniform source. True counts are tiny: all in bin 0.
+  }
+}
+
+TEST_CASE("Fleet round: agents dying after their masked input (n - t of them) do not change the sum" * doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 6;  // complete graph: 6 holders per secret, t = 4, so 2 may drop
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  for (int i = 0; i < 6; ++i) fleet.start_agent(i, i >= 4 ? "fault_injection = \"exit-after-masked-input\"" : "");
+  fleet.wait_online(6);
+  const int64_t model = fleet.import_model();
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(fleet.agent(4).wait_exit(std::chrono::seconds(1)) == 17);
+  CHECK(fleet.agent(5).wait_exit(std::chrono::seconds(1)) == 17);
+  // The dead agents' inputs count: they were masked in before they died.
+  CHECK(report["contributors"] == 6);
+  std::string all;
+  for (int i = 0; i < 6; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central = calibrate_centrally(fleet, fp32_package_path(fleet, model), all, 6 * kSequences, "central");
+  CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-1.stats") == read_bytes(central));
+}
+
+TEST_CASE("Fleet round: more than n - t agents dying fails the round cleanly, with the reason" * doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 6;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  for (int i = 0; i < 6; ++i) fleet.start_agent(i, i >= 3 ? "fault_injection = \"exit-after-masked-input\"" : "");
+  fleet.wait_online(6);
+  const int64_t model = fleet.import_model();
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  CHECK(report["stage"] == "failed");
+  CHECK(report["failure"].get<std::string>().find("shares of agent") != std::string::npos);
+  // Nothing was produced from a partial sum.
+  CHECK_FALSE(fs::exists(fleet.coordinator_dir() + "/artifacts/round-1.stats"));
+  CHECK(fleet.admin({{"command", "models.list"}})["models"].size() == 1);
+}
+
+TEST_CASE("Coordinator killed mid-round: the round fails cleanly on restart, the state is intact, the next round works" *
+          doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.lines_per_agent = 40;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["sequences_per_agent"] = 30;
+  settings["seq_len"] = 256;
+  fleet.admin({{"command", "round.start"}, {"settings", settings}});
+  fleet.kill_coordinator();
+  fleet.start_coordinator();
+  const nlohmann::json failed = fleet.wait_round(1, std::chrono::seconds(10));
+  CHECK(failed["stage"] == "failed");
+  CHECK(failed["failure"].get<std::string>().find("restarted during stage") != std::string::npos);
+  CHECK(fleet.admin({{"command", "agents.list"}})["agents"].size() == 3);
+  CHECK(fleet.admin({{"command", "models.list"}})["models"].size() == 1);
+  // The agents reconnect by themselves and take part in the next round.
+  fleet.wait_online(3);
+  const nlohmann::json next = fleet.run_round(round_settings(model));
+  CHECK_MESSAGE(next["stage"] == "done", next.dump(2));
+}
+
+TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a revoked agent is cut off at once" * doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+
+  // A token used once cannot enroll a second key.
+  const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
+  const std::string key = fleet.admin({{"command", "status"}})["curve_public_key"].get<std::string>();
+  const std::string endpoint = fleet.admin({{"command", "status"}})["listen"].get<std::string>();
+  auto enroll = [&](const std::string& state) {
+    return run_command(built_binary("fedcal-agent") + " --config /nonexistent enroll --coordinator " + endpoint + " --coordinator-key '" + key +
+                           "' --state-dir " + fleet.path(state) + " --token " + token,
+                       true);
+  };
+  CHECK(enroll("first").exit_code == 0);
+  const auto second = enroll("second");
+  CHECK(second.exit_code != 0);
+  CHECK(second.output.find("token is unknown, already used or expired") != std::string::npos);
+
+  // An agent whose key was never enrolled (its enrollment file copied from another agent) is refused.
+  fs::create_directories(fleet.path("impostor/state"));
+  fs::create_directories(fleet.path("impostor/text"));
+  fs::copy_file(fleet.path("agent-0/state/enrollment.json"), fleet.path("impostor/state/enrollment.json"));
+  write_text(fleet.path("impostor/text/a.txt"), "Once upon a time.\n");
+  std::string config = read_bytes(fleet.path("agent-0/agent.toml"));
+  config = config.substr(0, config.find("enroll_token"));
+  write_text(fleet.path("impostor/agent.toml"), config);
+  REQUIRE(run_command(built_binary("fedcal-agent") + " --config " + fleet.path("impostor/agent.toml") + " keys").exit_code == 0);
+  Process impostor({built_binary("fedcal-agent"), "--config", fleet.path("impostor/agent.toml"), "run"}, fleet.path("impostor.log"));
+  CHECK(impostor.wait_exit(std::chrono::seconds(20)) == 3);
+  CHECK(read_bytes(fleet.path("impostor.log")).find("not enrolled") != std::string::npos);
+
+  // Revoking a running agent cuts it off; it is not in the next round.
+  fleet.admin({{"command", "agents.revoke"}, {"id", 1}});
+  CHECK(fleet.agent(0).wait_exit(std::chrono::seconds(20)) == 3);
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model, 2);
+  const nlohmann::json report = fleet.run_round(settings);
+  CHECK(report["stage"] == "done");
+  CHECK(report["announced"] == 2);
+  const auto audit = fleet.admin({{"command", "audit"}, {"limit", 200}}).dump();
+  CHECK(audit.find("the key is not enrolled") != std::string::npos);
+  CHECK(audit.find("the agent is revoked") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedcal::testing

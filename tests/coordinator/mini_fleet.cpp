@@ -1,0 +1,212 @@
+#include "tests/coordinator/mini_fleet.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "coordinator/admin_client.h"
+
+extern char** environ;
+
+namespace fedcal::testing {
+
+Process::Process(const std::vector<std::string>& argv, const std::string& log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+}
+
+Process::~Process() {
+  if (running()) {
+    ::kill(pid_, SIGKILL);
+    wait_exit(std::chrono::seconds(10));
+  }
+}
+
+void Process::signal(int signal_number) {
+  if (!exit_code_) ::kill(pid_, signal_number);
+}
+
+bool Process::running() { return !wait_exit(std::chrono::milliseconds(0)).has_value(); }
+
+std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!exit_code_) {
+    int status = 0;
+    const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) {
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return exit_code_;
+}
+
+bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (predicate()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
+  std::random_device random;
+  port_ = 20000 + static_cast<int>(random() % 30000);
+  // Shards of the training split's non-empty lines, in order.
+  std::istringstream train(tinystories_train());
+  std::string line;
+  shards_.resize(static_cast<size_t>(options_.agents));
+  size_t agent = 0;
+  std::vector<std::string> rest;
+  while (std::getline(train, line)) {
+    if (line.empty()) continue;
+    if (agent < shards_.size()) {
+      shards_[agent].push_back(line);
+      if (shards_[agent].size() == static_cast<size_t>(options_.lines_per_agent)) ++agent;
+    } else if (rest.size() < 200) {
+      rest.push_back(line);
+    }
+  }
+  std::ofstream config(dir_.path("coordinator.toml"));
+  config << "listen = \"tcp://127.0.0.1:" << port_ << "\"\n"
+         << "state_dir = \"coordinator\"\n"
+         << "heartbeat_interval_ms = 300\n"
+         << "agent_timeout_ms = " << options_.agent_timeout_ms << "\n"
+         << "stage_timeout_ms = " << options_.stage_timeout_ms << "\n"
+         << "join_timeout_ms = 60000\nreport_timeout_ms = 60000\n";
+  if (options_.capture) config << "capture_file = \"capture.bin\"\n";
+  if (options_.reference_text) {
+    std::string text;
+    for (const std::string& public_line : rest) text += public_line + "\n";
+    write_text(dir_.path("public.txt"), text);
+    config << "reference_text = \"public.txt\"\n";
+  }
+}
+
+MiniFleet::~MiniFleet() {
+  for (auto& [i, agent] : agents_) agent->signal(SIGTERM);
+  if (coordinator_) coordinator_->signal(SIGTERM);
+  for (auto& [i, agent] : agents_) agent->wait_exit(std::chrono::seconds(5));
+  if (coordinator_) coordinator_->wait_exit(std::chrono::seconds(5));
+}
+
+void MiniFleet::start_coordinator() {
+  coordinator_ = std::make_unique<Process>(
+      std::vector<std::string>{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"}, dir_.path("coordinator.log"));
+  const bool up = eventually(
+      [&] {
+        try {
+          coordinator_key_ = admin({{"command", "status"}})["curve_public_key"].get<std::string>();
+          return true;
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      std::chrono::seconds(20));
+  if (!up) throw std::runtime_error("the coordinator did not start; see " + dir_.path("coordinator.log"));
+}
+
+void MiniFleet::kill_coordinator() {
+  coordinator_->signal(SIGKILL);
+  coordinator_->wait_exit(std::chrono::seconds(10));
+}
+
+nlohmann::json MiniFleet::admin(const nlohmann::json& request) {
+  return coordinator::admin_request("ipc://" + dir_.path("coordinator") + "/admin.sock", request, 5000);
+}
+
+void MiniFleet::start_agent(int i, const std::string& extra) {
+  const std::string root = dir_.path("agent-" + std::to_string(i));
+  std::filesystem::create_directories(root + "/text");
+  std::string text;
+  for (const std::string& line : shards_.at(static_cast<size_t>(i))) text += line + "\n";
+  write_text(root + "/text/private.txt", text);
+  const std::string token = admin({{"command", "token.create"}})["token"].get<std::string>();
+  std::ofstream config(root + "/agent.toml");
+  config << "coordinator = \"tcp://127.0.0.1:" << port_ << "\"\n"
+         << "coordinator_key = \"" << coordinator_key_ << "\"\n"
+         << "state_dir = \"state\"\ndata_dir = \"text\"\n"
+         << "name = \"test-agent-" << i << "\"\n"
+         << "threads = 1\neval_max_tokens = 256\ndecode_tokens = 8\ncoordinator_timeout_ms = 3000\n"
+         << "heldout_fraction = " << options_.heldout_fraction << "\n"
+         << "enroll_token = \"" << token << "\"\n"
+         << extra << "\n";
+  config.close();
+  agents_[i] = std::make_unique<Process>(std::vector<std::string>{built_binary("fedcal-agent"), "--config", root + "/agent.toml", "run"},
+                                         root + "/agent.log");
+}
+
+void MiniFleet::start_agents() {
+  for (int i = 0; i < options_.agents; ++i) start_agent(i);
+  wait_online(static_cast<size_t>(options_.agents));
+}
+
+void MiniFleet::wait_online(size_t count, std::chrono::seconds timeout) {
+  const bool ok = eventually(
+      [&] {
+        size_t online = 0;
+        const nlohmann::json agents = admin({{"command", "agents.list"}});  // named: a range-for over a temporary's member dangles
+        for (const auto& agent : agents["agents"]) online += agent["online"].get<bool>() ? 1 : 0;
+        return online >= count;
+      },
+      timeout);
+  if (!ok) {
+    std::ifstream coordinator_log(dir_.path("coordinator.log")), agent_log(dir_.path("agent-0/agent.log"));
+    const std::string coordinator_text{std::istreambuf_iterator<char>(coordinator_log), {}};
+    const std::string agent_text{std::istreambuf_iterator<char>(agent_log), {}};
+    throw std::runtime_error("agents did not come online: " + admin({{"command", "agents.list"}}).dump() + "\ncoordinator log:\n" + coordinator_text + "\nagent 0 log:\n" + agent_text);
+  }
+}
+
+int64_t MiniFleet::import_model() {
+  const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
+  return admin({{"command", "models.import"}, {"path", model + "/model.bin"}, {"tokenizer", model + "/tokenizer.bin"}})["id"].get<int64_t>();
+}
+
+nlohmann::json MiniFleet::wait_round(int64_t id, std::chrono::seconds timeout) {
+  nlohmann::json status;
+  const bool over = eventually(
+      [&] {
+        status = admin({{"command", "round.status"}, {"id", id}});
+        const std::string stage = status["stage"].get<std::string>();
+        return stage == "done" || stage == "failed";
+      },
+      timeout);
+  if (!over) throw std::runtime_error("round did not finish: " + status.dump());
+  return status;
+}
+
+nlohmann::json MiniFleet::run_round(nlohmann::json settings, std::chrono::seconds timeout) {
+  const auto started = admin({{"command", "round.start"}, {"settings", settings}});
+  return wait_round(started["round"].get<int64_t>(), timeout);
+}
+
+std::string MiniFleet::calibration_text(int i, int sequences) const {
+  const auto& shard = shards_.at(static_cast<size_t>(i));
+  const auto heldout = static_cast<size_t>(static_cast<double>(shard.size()) * options_.heldout_fraction);
+  const size_t calibration = std::min(shard.size() - heldout, static_cast<size_t>(sequences));
+  std::string text;
+  for (size_t line = 0; line < calibration; ++line) text += shard[line] + "\n";
+  return text;
+}
+
+}  // namespace fedcal::testing

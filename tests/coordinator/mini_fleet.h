@@ -1,0 +1,91 @@
+// A mini fleet for integration tests: a real fedcal-coordinator process and N real fedcal-agent
+// processes on loopback, each agent with its own shard of the TinyStories training split.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/test_support.h"
+
+namespace fedcal::testing {
+
+// A child process (posix_spawn); killed with SIGKILL when the object dies.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& log_path);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  void signal(int signal_number);
+  // The exit code (or 128 + signal) once the process has ended, waiting up to `timeout`.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  bool running();
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+};
+
+struct FleetOptions {
+  int agents = 4;
+  int lines_per_agent = 16;       // non-empty training lines per agent (private text)
+  double heldout_fraction = 0.25;
+  bool reference_text = false;    // give the coordinator public text (training lines no agent holds)
+  bool capture = false;           // record every aggregation message the coordinator receives
+  int agent_timeout_ms = 1500;
+  int stage_timeout_ms = 20000;
+};
+
+class MiniFleet {
+ public:
+  explicit MiniFleet(FleetOptions options);
+  ~MiniFleet();
+
+  void start_coordinator();
+  void kill_coordinator();  // SIGKILL: no chance to clean up
+  nlohmann::json admin(const nlohmann::json& request);
+
+  // Writes agent i's config and private text and enrolls it through `run` with a fresh token.
+  // `extra` is appended to its TOML config.
+  void start_agent(int i, const std::string& extra = "");
+  Process& agent(int i) { return *agents_.at(i); }
+  void start_agents();
+  // Waits until `count` agents are online.
+  void wait_online(size_t count, std::chrono::seconds timeout = std::chrono::seconds(30));
+
+  int64_t import_model();
+  // Starts a round with `settings` (model_id filled in) and waits for done/failed.
+  nlohmann::json run_round(nlohmann::json settings, std::chrono::seconds timeout = std::chrono::seconds(120));
+  nlohmann::json wait_round(int64_t id, std::chrono::seconds timeout);
+
+  // Agent i's private lines (all) and the ones it calibrates on (the first `sequences` of its
+  // calibration part).
+  const std::vector<std::string>& lines(int i) const { return shards_.at(static_cast<size_t>(i)); }
+  std::string calibration_text(int i, int sequences) const;
+  std::string coordinator_dir() const { return dir_.path("coordinator"); }
+  std::string capture_path() const { return dir_.path("capture.bin"); }
+  std::string path(const std::string& name) const { return dir_.path(name); }
+  const FleetOptions& options() const { return options_; }
+
+ private:
+  FleetOptions options_;
+  ScratchDir dir_;
+  int port_;
+  std::string coordinator_key_;
+  std::unique_ptr<Process> coordinator_;
+  std::map<int, std::unique_ptr<Process>> agents_;
+  std::vector<std::vector<std::string>> shards_;
+};
+
+// Polls `predicate` every 50 ms until it holds or `timeout` passes; returns whether it held.
+bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout);
+
+}  // namespace fedcal::testing
