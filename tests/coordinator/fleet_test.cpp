@@ -5,7 +5,9 @@
 #include <fstream>
 #include <signal.h>
 
+#include "common/curve.h"
 #include "common/sha256.h"
+#include "edge_agent/enrollment.h"
 #include "models/calibration_stats.h"
 #include "protocol/wire.h"
 #include "tests/coordinator/mini_fleet.h"
@@ -259,6 +261,88 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
   const auto audit = fleet.admin({{"command", "audit"}, {"limit", 200}}).dump();
   CHECK(audit.find("the key is not enrolled") != std::string::npos);
   CHECK(audit.find("the agent is revoked") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+// A hand-driven enrolled client, to send what a real agent never would.
+class ProbeClient {
+ public:
+  ProbeClient(MiniFleet& fleet) : context_(1), socket_(context_, zmq::socket_type::dealer) {
+    const auto status = fleet.admin({{"command", "status"}});
+    const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
+    agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, "probe");
+    configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), status["curve_public_key"], SocketLimits{});
+    socket_.connect(status["listen"].get<std::string>());
+  }
+  void send_raw(std::span<const std::byte> bytes) {
+    socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+  }
+  // The body kind of the reply and, for errors, the code; nullopt if none came.
+  std::optional<std::pair<std::string, int>> reply(std::chrono::milliseconds timeout = std::chrono::milliseconds(3000)) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, timeout);
+    if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+    zmq::message_t tag, payload;
+    (void)socket_.recv(tag);
+    (void)socket_.recv(payload);
+    DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
+    const auto body = decoded.envelope().getBody();
+    const int code = body.which() == wire::Envelope::Body::ERROR ? static_cast<int>(body.getError().getCode()) : -1;
+    return std::make_pair(body_name(decoded.envelope()), code);
+  }
+
+ private:
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+};
+
+TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged; the coordinator carries on" * doctest::timeout(60)) {
+  FleetOptions options;
+  options.agents = 0;
+  options.max_message_bytes = 4 << 20;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  ProbeClient probe(fleet);
+  const auto code = [](wire::ErrorReply::Code value) { return static_cast<int>(value); };
+
+  std::vector<std::byte> garbage(40, std::byte{0x5a});
+  probe.send_raw(garbage);
+  CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::BAD_MESSAGE)));
+
+  OutgoingMessage hello;
+  hello.body().initHello().setName("probe");
+  const auto hello_bytes = hello.encode(uint64_t{1} << 62);
+  probe.send_raw(hello_bytes);
+  CHECK(probe.reply() == std::make_pair(std::string("welcome"), -1));
+  probe.send_raw(hello_bytes);  // the same bytes again: a replay
+  CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::REPLAYED)));
+
+  OutgoingMessage keys;  // a coordinator-to-agent message
+  keys.body().initRoundKeys().setRoundId(1);
+  probe.send_raw(keys.encode((uint64_t{1} << 62) + 1));
+  CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::BAD_MESSAGE)));
+
+  OutgoingMessage masked;  // no round is running
+  write_u64_vector({1, 2, 3}, masked.body().initMaskedInput().initValues(24));
+  probe.send_raw(masked.encode((uint64_t{1} << 62) + 2));
+  CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::UNEXPECTED)));
+
+  // Over ZMQ_MAXMSGSIZE: libzmq drops the connection before anything reaches fedcal.
+  std::vector<std::byte> huge(8 << 20, std::byte{0});
+  probe.send_raw(huge);
+  CHECK_FALSE(probe.reply(std::chrono::milliseconds(500)).has_value());
+
+  CHECK(fleet.admin({{"command", "status"}}).contains("curve_public_key"));
+  const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 100}}).dump();
+  CHECK(audit.find("replayed 'hello'") != std::string::npos);
+  CHECK(audit.find("malformed Cap'n Proto") != std::string::npos);
+  CHECK(audit.find("'roundKeys'") != std::string::npos);
 }
 
 }  // namespace

@@ -94,6 +94,7 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
          << "stage_timeout_ms = " << options_.stage_timeout_ms << "\n"
          << "join_timeout_ms = 60000\nreport_timeout_ms = 60000\n";
   if (options_.capture) config << "capture_file = \"capture.bin\"\n";
+  if (options_.max_message_bytes > 0) config << "max_message_bytes = " << options_.max_message_bytes << "\n";
   if (options_.reference_text) {
     std::string text;
     for (const std::string& public_line : rest) text += public_line + "\n";
@@ -122,7 +123,10 @@ void MiniFleet::start_coordinator() {
         }
       },
       std::chrono::seconds(20));
-  if (!up) throw std::runtime_error("the coordinator did not start; see " + dir_.path("coordinator.log"));
+  if (!up) {
+    std::ifstream log(dir_.path("coordinator.log"));
+    throw std::runtime_error("the coordinator did not start: " + std::string(std::istreambuf_iterator<char>(log), {}));
+  }
 }
 
 void MiniFleet::kill_coordinator() {

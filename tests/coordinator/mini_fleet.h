@@ -42,6 +42,7 @@ struct FleetOptions {
   bool capture = false;           // record every aggregation message the coordinator receives
   int agent_timeout_ms = 1500;
   int stage_timeout_ms = 20000;
+  int64_t max_message_bytes = 0;  // 0: the coordinator's default
 };
 
 class MiniFleet {

@@ -13,6 +13,7 @@
 #include "models/model_package.h"
 #include "models/quantize.h"
 #include "models/synth.h"
+#include "protocol/wire.h"
 
 namespace fs = std::filesystem;
 
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer",
-                             "tokenizer_encode", "stats", "model_package"}) {
+                             "tokenizer_encode", "stats", "model_package", "message"}) {
     fs::create_directories(root / target);
   }
   fedcal::ModelConfig micro;
@@ -89,5 +90,44 @@ int main(int argc, char** argv) {
   }
   fedcal::write_model_package((root / "model_package/int8.pkg").string(), model, int8, {},
                               {"minmax", false, false, 1, 2, "s", {}, "m"});
+
+  // Protocol messages: a hello, a join, a masked input and encrypted shares.
+  auto write_message = [&](const char* name, fedcal::OutgoingMessage& message) {
+    const auto bytes = message.encode(42);
+    std::ofstream((root / "message" / name), std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  };
+  {
+    fedcal::OutgoingMessage message;
+    auto hello = message.body().initHello();
+    hello.setName("pi");
+    auto profile = hello.initProfile();
+    profile.setArch("aarch64");
+    profile.initIsaFeatures(2).set(0, "neon");
+    write_message("hello.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto join = message.body().initJoin();
+    join.setRoundId(1);
+    join.initCipherPublic(32);
+    join.initMaskPublic(32);
+    join.setVectorLength(4);
+    write_message("join.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto masked = message.body().initMaskedInput();
+    masked.setRoundId(1);
+    fedcal::write_u64_vector({1, 2, 3, ~uint64_t{0}}, masked.initValues(32));
+    write_message("masked.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto shares = message.body().initShareKeys().initShares(2);
+    shares[0].setTo(1);
+    shares[0].initCiphertext(92);
+    shares[1].setTo(2);
+    write_message("shares.bin", message);
+  }
   return 0;
 }
