@@ -346,10 +346,13 @@ void Round::finish_aggregation() {
   }
   CalibrationStats stats = template_stats_;
   const size_t histogram = stats.counts.size();
+  // With distributed DP the noisy sum is read as signed and counts below 3 standard deviations of
+  // the total noise are zeroed (post-processing: the guarantee is unchanged), so buckets that are
+  // pure noise do not stretch the ranges.
+  const double noise_floor = 3 * dp_noise_stddev_ * std::sqrt(static_cast<double>(secagg_->survivors().size()));
   for (size_t i = 0; i < histogram; ++i) {
-    // With distributed DP noise the sum may dip below zero (as a signed value): clamp.
     const auto value = static_cast<int64_t>((*sum)[i]);
-    stats.counts[i] = dp_noise_stddev_ > 0 && value < 0 ? 0 : (*sum)[i];
+    stats.counts[i] = dp_noise_stddev_ > 0 && static_cast<double>(value) < noise_floor ? 0 : (*sum)[i];
   }
   stats.sequences = (*sum)[histogram];
   stats.tokens = (*sum)[histogram + 1];
@@ -435,7 +438,15 @@ void Round::tick() {
       try {
         begin_evaluating(job_.get());
       } catch (const Error& error) {
-        fail_round(std::string("quantization failed: ") + error.what());
+        std::string reason = std::string("quantization failed: ") + error.what();
+        if (dp_noise_stddev_ > 0) {
+          reason += fmt::format(
+              "; with differential privacy ({}, {}) every count carries noise of stddev {:.0f} and counts below {:.0f} are dropped: "
+              "this round had too little data for that budget (more agents, sequences or a larger epsilon)",
+              settings_.dp_epsilon, settings_.dp_delta, dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())),
+              3 * dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())));
+        }
+        fail_round(reason);
       }
     }
   } else if (stage_ == "evaluating") {

@@ -347,3 +347,36 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
 
 }  // namespace
 }  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE("Fleet round with distributed DP: noise reaches the aggregate; too little data for the budget fails with the reason" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["dp_epsilon"] = 8.0;
+  const nlohmann::json report = fleet.run_round(settings);
+  // Worst-case sensitivity of one 64-token sequence is ~145,000 counts, so the noise (stddev ~90,000
+  // per count at epsilon 8) dwarfs 3 agents x 10 sequences of signal: no model is built from it.
+  CHECK(report["stage"] == "failed");
+  CHECK(report["failure"].get<std::string>().find("too little data for that budget") != std::string::npos);
+  CHECK(report["differential_privacy"]["epsilon"] == 8.0);
+  CHECK(report["differential_privacy"]["delta"] == 1e-5);
+  CHECK(report["differential_privacy"]["noise_stddev_per_agent"].get<double>() > 10000);
+  std::string all;
+  for (int i = 0; i < 3; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string exact = calibrate_centrally(fleet, fp32_package_path(fleet, model), all, 3 * kSequences, "central");
+  const CalibrationStats noised = read_stats(fleet.coordinator_dir() + "/artifacts/round-1.stats");
+  const CalibrationStats truth = read_stats(exact);
+  CHECK(noised.counts != truth.counts);
+  CHECK(noised.sequences == truth.sequences);  // the totals carry no noise
+}
+
+}  // namespace
+}  // namespace fedcal::testing
