@@ -5,6 +5,7 @@
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
+#include <bit>
 #include <cstring>
 #include <memory>
 
@@ -141,19 +142,24 @@ void apply_prg_mask(const Key32& seed, int sign, std::span<uint64_t> vector) {
   if (EVP_EncryptInit_ex2(context.get(), EVP_aes_256_ctr(), seed.data(), iv, nullptr) != 1) {
     fail("AES-256-CTR: {}", openssl_error());
   }
-  constexpr size_t kBlockWords = 4096;
+  // Keystream words are little-endian uint64 on every host (so ARM and x86 agents agree).
+  constexpr size_t kBlockWords = 8192;
   static constexpr uint8_t kZeros[kBlockWords * 8] = {};
-  uint8_t stream[kBlockWords * 8];
+  alignas(64) uint64_t stream[kBlockWords];
   for (size_t start = 0; start < vector.size(); start += kBlockWords) {
     const size_t words = std::min(kBlockWords, vector.size() - start);
     int length = 0;
-    if (EVP_EncryptUpdate(context.get(), stream, &length, kZeros, static_cast<int>(words * 8)) != 1) {
+    if (EVP_EncryptUpdate(context.get(), reinterpret_cast<uint8_t*>(stream), &length, kZeros, static_cast<int>(words * 8)) != 1) {
       fail("AES-256-CTR: {}", openssl_error());
     }
-    for (size_t i = 0; i < words; ++i) {
-      uint64_t word = 0;
-      for (int b = 7; b >= 0; --b) word = (word << 8) | stream[i * 8 + static_cast<size_t>(b)];
-      vector[start + i] = sign > 0 ? vector[start + i] + word : vector[start + i] - word;
+    if constexpr (std::endian::native == std::endian::big) {
+      for (size_t i = 0; i < words; ++i) stream[i] = __builtin_bswap64(stream[i]);
+    }
+    uint64_t* out = vector.data() + start;
+    if (sign > 0) {
+      for (size_t i = 0; i < words; ++i) out[i] += stream[i];
+    } else {
+      for (size_t i = 0; i < words; ++i) out[i] -= stream[i];
     }
   }
 }

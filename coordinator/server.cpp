@@ -132,6 +132,7 @@ void Server::run(const std::atomic<bool>& stop) {
     // Bounded batches, so a flood on one socket cannot starve the others.
     for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) handle_agent_message();
     if (items[2].revents & ZMQ_POLLIN) handle_admin();
+    if (now_ms() - last_seen_flush_ms_ > 5000) flush_last_seen();
     if (round_) {
       try {
         round_->tick();
@@ -143,7 +144,20 @@ void Server::run(const std::atomic<bool>& stop) {
   if (round_ && !round_->finished() && round_->stage() != "quantizing" && round_->stage() != "evaluating") {
     round_->fail_round("the coordinator was stopped");
   }
+  flush_last_seen();
   store_.audit("coordinator", "stopped", "");
+}
+
+void Server::flush_last_seen() {
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  for (auto& [id, session] : sessions_) {
+    if (session.last_seen_ms > session.last_persisted_ms) {
+      seen.emplace_back(id, session.last_seen_ms);
+      session.last_persisted_ms = session.last_seen_ms;
+    }
+  }
+  store_.agents_seen(seen);
+  last_seen_flush_ms_ = now_ms();
 }
 
 void Server::handle_zap() {
@@ -258,10 +272,6 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       return;
     }
     case Body::HEARTBEAT: {
-      if (session.last_seen_ms - session.last_persisted_ms > 10000) {
-        store_.agent_seen(agent->id, session.last_seen_ms, nullptr);
-        session.last_persisted_ms = session.last_seen_ms;
-      }
       OutgoingMessage reply;
       reply.body().initHeartbeat();
       send_to_route(routing_id, reply);

@@ -56,6 +56,7 @@ class Server : public RoundHost {
   nlohmann::json import_model(const std::string& path, const std::string& tokenizer, const std::string& description);
   nlohmann::json round_json(int64_t id);
   void refused(const std::string& peer, const std::string& why);
+  void flush_last_seen();
 
   CoordinatorConfig config_;
   Store store_;
@@ -71,6 +72,7 @@ class Server : public RoundHost {
   std::unique_ptr<Round> round_;
   std::ofstream capture_;
   bool shutdown_requested_ = false;
+  int64_t last_seen_flush_ms_ = 0;
 };
 
 }  // namespace fedcal::coordinator

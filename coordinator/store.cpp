@@ -229,6 +229,19 @@ void Store::agent_seen(int64_t id, int64_t at_ms, const std::string* profile_jso
   update.exec();
 }
 
+void Store::agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen) {
+  if (seen.empty()) return;
+  SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+  SQLite::Statement update(db_, "UPDATE agents SET last_seen_ms = ? WHERE id = ?");
+  for (const auto& [id, at_ms] : seen) {
+    update.bind(1, at_ms);
+    update.bind(2, id);
+    update.exec();
+    update.reset();
+  }
+  transaction.commit();
+}
+
 int64_t Store::add_model(const ModelRecord& model) {
   if (auto existing = model_by_sha(model.sha256)) return existing->id;
   SQLite::Statement insert(db_,

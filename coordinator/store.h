@@ -64,6 +64,8 @@ class Store {
   std::vector<AgentRecord> agents();
   bool revoke_agent(int64_t id);
   void agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json);
+  // Many agents' last-seen times in one transaction (heartbeats are flushed in batches).
+  void agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen);
 
   int64_t add_model(const ModelRecord& model);
   std::optional<ModelRecord> model(int64_t id);

@@ -2,6 +2,8 @@
 // over its local admin socket.
 #include <CLI/CLI.hpp>
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -51,6 +53,12 @@ int main(int argc, char** argv) {
   serve->callback([&] {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    // One file descriptor per connected agent: take the hard limit.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+    }
     Server server(load(common));
     server.run(g_stop);
   });

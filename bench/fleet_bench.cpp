@@ -1,0 +1,507 @@
+// fedcal-bench-fleet: federated rounds at scale on loopback, measured in one run.
+//  - per fleet size: round wall time, secure-aggregation stage time, the same vectors summed in the
+//    clear over the same (CURVE) transport, bytes on the wire per agent, coordinator CPU per agent;
+//  - heartbeat scale: N agents heartbeating against one coordinator, reply latency and CPU.
+// The coordinator is the real fedcal-coordinator process; the agents are lightweight threads that
+// speak the real protocol with the real secure-aggregation client, sending a real statistics vector
+// (the project model calibrated on 16 TinyStories lines) instead of calibrating each time.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "common/curve.h"
+#include "common/error.h"
+#include "common/file_util.h"
+#include "common/secure_aggregation.h"
+#include "coordinator/admin_client.h"
+#include "models/calibration.h"
+#include "models/model_loader.h"
+#include "models/xnn_runtime.h"
+#include "protocol/wire.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace fedcal;
+using Body = wire::Envelope::Body;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+struct Fleet {
+  std::string root;
+  std::string endpoint;
+  std::string coordinator_key;
+  std::string admin;
+  pid_t pid = -1;
+};
+
+// One lightweight agent: its own CURVE key and DEALER socket.
+class BenchAgent {
+ public:
+  BenchAgent(zmq::context_t& context, const Fleet& fleet, const std::vector<uint64_t>& vector)
+      : keys_(CurveKeyPair::generate()), socket_(context, zmq::socket_type::dealer), vector_(vector) {
+    SocketLimits limits;
+    limits.heartbeat_timeout_ms = 30000;
+    configure_curve_client(socket_, keys_, fleet.coordinator_key, limits);
+    socket_.connect(fleet.endpoint);
+    OutgoingMessage enroll;
+    auto request = enroll.body().initEnroll();
+    request.setToken(coordinator::admin_request(fleet.admin, {{"command", "token.create"}})["token"].get<std::string>());
+    request.setName("bench");
+    send(enroll);
+    if (!wait_for(Body::ENROLLED, std::chrono::seconds(30))) fail("bench agent: enrollment timed out");
+    OutgoingMessage hello;
+    hello.body().initHello().setName("bench");
+    send(hello);
+    if (!wait_for(Body::WELCOME, std::chrono::seconds(30))) fail("bench agent: no welcome");
+  }
+
+  void send(OutgoingMessage& message) {
+    const auto bytes = message.encode(++sequence_);
+    bytes_sent_ += bytes.size();
+    socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+  }
+
+  // Handles what arrives; returns false when nothing did.
+  bool step(int timeout_ms) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
+    if (!(item.revents & ZMQ_POLLIN)) return false;
+    zmq::message_t tag, payload;
+    (void)socket_.recv(tag);
+    (void)socket_.recv(payload);
+    bytes_received_ += payload.size();
+    DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
+    handle(decoded.envelope());
+    return true;
+  }
+
+  void heartbeat() {
+    OutgoingMessage message;
+    message.body().initHeartbeat();
+    heartbeat_sent_ = Clock::now();
+    send(message);
+  }
+
+  uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  bool reported_ = false;
+  std::vector<double> heartbeat_latencies_;
+
+ private:
+  bool wait_for(Body::Which kind, std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      zmq::message_t tag, payload;
+      (void)socket_.recv(tag);
+      (void)socket_.recv(payload);
+      DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
+      if (decoded.envelope().getBody().which() == kind) return true;
+    }
+    return false;
+  }
+
+  void handle(wire::Envelope::Reader envelope) {
+    const auto body = envelope.getBody();
+    switch (body.which()) {
+      case Body::HEARTBEAT:
+        heartbeat_latencies_.push_back(seconds_since(heartbeat_sent_));
+        return;
+      case Body::ROUND_ANNOUNCE: {
+        round_ = body.getRoundAnnounce().getConfig().getRoundId();
+        min_survivors_ = body.getRoundAnnounce().getConfig().getMinSurvivors();
+        client_ = std::make_unique<SecAggClient>();
+        OutgoingMessage message;
+        auto join = message.body().initJoin();
+        join.setRoundId(round_);
+        join.setCipherPublic(as_data(client_->advertise().cipher_public));
+        join.setMaskPublic(as_data(client_->advertise().mask_public));
+        join.setVectorLength(vector_.size());
+        send(message);
+        return;
+      }
+      case Body::ROUND_KEYS: {
+        const auto keys = body.getRoundKeys();
+        SecAggConfig config;
+        config.round_id = keys.getRoundId();
+        config.participants = keys.getParticipants();
+        config.neighbours = keys.getNeighbours();
+        config.threshold = keys.getThreshold();
+        config.min_survivors = min_survivors_;
+        config.graph_seed = read_key32(keys.getGraphSeed(), "graphSeed");
+        config.vector_length = keys.getVectorLength();
+        std::map<uint32_t, AdvertisedKeys> neighbours;
+        for (const auto entry : keys.getKeys()) {
+          neighbours[entry.getIndex()] = {read_key32(entry.getCipherPublic(), "c"), read_key32(entry.getMaskPublic(), "m")};
+        }
+        const auto shares = client_->share_keys(config, keys.getIndex(), neighbours);
+        OutgoingMessage message;
+        auto out = message.body().initShareKeys();
+        out.setRoundId(round_);
+        auto list = out.initShares(static_cast<unsigned>(shares.size()));
+        for (size_t i = 0; i < shares.size(); ++i) {
+          list[static_cast<unsigned>(i)].setFrom(shares[i].from);
+          list[static_cast<unsigned>(i)].setTo(shares[i].to);
+          list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
+        }
+        send(message);
+        return;
+      }
+      case Body::SHARES_FOR_YOU: {
+        std::vector<EncryptedShare> shares;
+        for (const auto share : body.getSharesForYou().getShares()) {
+          const auto ciphertext = share.getCiphertext();
+          shares.push_back({share.getFrom(), share.getTo(), Bytes(ciphertext.begin(), ciphertext.end())});
+        }
+        const auto masked = client_->mask_input(vector_, shares);
+        OutgoingMessage message;
+        auto out = message.body().initMaskedInput();
+        out.setRoundId(round_);
+        write_u64_vector(masked, out.initValues(static_cast<unsigned>(masked.size() * 8)));
+        send(message);
+        return;
+      }
+      case Body::UNMASK_REQUEST: {
+        std::vector<uint32_t> survivors;
+        for (const uint32_t survivor : body.getUnmaskRequest().getSurvivors()) survivors.push_back(survivor);
+        const auto revealed = client_->unmask(survivors);
+        OutgoingMessage message;
+        auto out = message.body().initUnmaskShares();
+        out.setRoundId(round_);
+        auto list = out.initShares(static_cast<unsigned>(revealed.size()));
+        for (size_t i = 0; i < revealed.size(); ++i) {
+          list[static_cast<unsigned>(i)].setOwner(revealed[i].owner);
+          list[static_cast<unsigned>(i)].setKind(static_cast<uint8_t>(revealed[i].kind));
+          list[static_cast<unsigned>(i)].setX(revealed[i].share.x);
+          list[static_cast<unsigned>(i)].setValue(as_data(revealed[i].share.value));
+        }
+        send(message);
+        return;
+      }
+      case Body::ROUND_RESULT: {
+        OutgoingMessage message;
+        auto report = message.body().initLocalReport();
+        report.setRoundId(round_);
+        report.setError("bench agent: no local check");
+        send(message);
+        reported_ = true;
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  CurveKeyPair keys_;
+  zmq::socket_t socket_;
+  const std::vector<uint64_t>& vector_;
+  uint64_t sequence_ = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  uint64_t round_ = 0;
+  uint32_t min_survivors_ = 3;
+  std::unique_ptr<SecAggClient> client_;
+  Clock::time_point heartbeat_sent_;
+};
+
+// The same vectors, uploaded in the clear over the same transport and summed: the baseline the
+// secure stages are compared with.
+double plain_aggregation_seconds(zmq::context_t& context, int agents, const std::vector<uint64_t>& vector) {
+  const CurveKeyPair server_keys = CurveKeyPair::generate();
+  zmq::socket_t server(context, zmq::socket_type::router);
+  SocketLimits limits;
+  server.set(zmq::sockopt::curve_server, 1);
+  server.set(zmq::sockopt::curve_secretkey, server_keys.secret_key);
+  server.set(zmq::sockopt::maxmsgsize, limits.max_message_bytes);
+  server.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = server.get(zmq::sockopt::last_endpoint);
+  std::vector<std::unique_ptr<zmq::socket_t>> clients;
+  for (int i = 0; i < agents; ++i) {
+    auto client = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
+    configure_curve_client(*client, CurveKeyPair::generate(), server_keys.public_key, limits);
+    client->connect(endpoint);
+    client->send(zmq::str_buffer("ready"), zmq::send_flags::none);
+    clients.push_back(std::move(client));
+  }
+  std::vector<std::string> routes;
+  while (static_cast<int>(routes.size()) < agents) {
+    zmq::message_t route, body;
+    (void)server.recv(route);
+    (void)server.recv(body);
+    routes.push_back(route.to_string());
+  }
+  const auto start = Clock::now();
+  for (const std::string& route : routes) {
+    server.send(zmq::buffer(route), zmq::send_flags::sndmore);
+    server.send(zmq::str_buffer("go"), zmq::send_flags::none);
+  }
+  std::vector<std::thread> threads;
+  for (auto& client : clients) {
+    threads.emplace_back([&vector, socket = client.get()] {
+      zmq::message_t go;
+      (void)socket->recv(go);
+      OutgoingMessage message;
+      write_u64_vector(vector, message.body().initMaskedInput().initValues(static_cast<unsigned>(vector.size() * 8)));
+      const auto bytes = message.encode(1);
+      socket->send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+    });
+  }
+  std::vector<uint64_t> sum(vector.size(), 0);
+  for (int i = 0; i < agents; ++i) {
+    zmq::message_t route, body;
+    (void)server.recv(route);
+    (void)server.recv(body);
+    DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(body.data()), body.size()));
+    const auto values = read_u64_vector(decoded.envelope().getBody().getMaskedInput().getValues(), vector.size(), "values");
+    for (size_t k = 0; k < sum.size(); ++k) sum[k] += values[k];
+  }
+  const double seconds = seconds_since(start);
+  for (auto& thread : threads) thread.join();
+  return seconds;
+}
+
+std::string program_path() { return fs::read_symlink("/proc/self/exe").string(); }
+
+Fleet start_coordinator(const std::string& root) {
+  Fleet fleet;
+  fleet.root = root;
+  const int port = 30000 + static_cast<int>(getpid() % 20000);
+  fleet.endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+  write_file_atomically(root + "/coordinator.toml", "listen = \"" + fleet.endpoint +
+                                                         "\"\nstate_dir = \"state\"\nheartbeat_interval_ms = 1000\nagent_timeout_ms = 10000\n"
+                                                         "stage_timeout_ms = 300000\njoin_timeout_ms = 300000\n");
+  const std::string binary = (fs::path(program_path()).parent_path() / "fedcal-coordinator").string();
+  const std::string config = root + "/coordinator.toml";
+  const std::string log = root + "/coordinator.log";
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const char* argv[] = {binary.c_str(), "--config", config.c_str(), "serve", nullptr};
+  if (posix_spawn(&fleet.pid, binary.c_str(), &actions, nullptr, const_cast<char**>(argv), environ) != 0) fail("cannot start {}", binary);
+  fleet.admin = "ipc://" + root + "/state/admin.sock";
+  for (int i = 0; i < 200; ++i) {
+    try {
+      fleet.coordinator_key = coordinator::admin_request(fleet.admin, {{"command", "status"}}, 200)["curve_public_key"].get<std::string>();
+      return fleet;
+    } catch (const Error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  fail("the coordinator did not start (see {})", log);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fedcal-bench-fleet: federated rounds and heartbeats at scale on loopback"};
+  std::vector<int> sizes = {8, 32, 128};
+  int heartbeat_agents = 1000;
+  int heartbeat_seconds = 20;
+  std::string shared = FEDCAL_SHARED_DIR;
+  bool json = false;
+  app.add_option("--agents", sizes, "Fleet sizes for rounds (e.g. --agents 8 32 128)")->capture_default_str()->delimiter(',');
+  app.add_option("--heartbeat-agents", heartbeat_agents, "Agents for the heartbeat test (0: skip)")->capture_default_str();
+  app.add_option("--heartbeat-seconds", heartbeat_seconds, "Duration of the heartbeat test")->capture_default_str();
+  app.add_option("--shared", shared, "The shared folder (TinyStories)")->capture_default_str();
+  app.add_flag("--json", json, "One JSON object on stdout");
+  CLI11_PARSE(app, argc, argv);
+
+  char pattern[] = "/tmp/fedcal-bench-fleet-XXXXXX";
+  const std::string root = mkdtemp(pattern);
+  nlohmann::json results = {{"rounds", nlohmann::json::array()}};
+  Fleet fleet;
+  try {
+    fleet = start_coordinator(root);
+    const std::string model_dir = fs::path(program_path()).parent_path().parent_path().parent_path() / "models/tinystories-1.8m";
+    const auto imported = coordinator::admin_request(
+        fleet.admin, {{"command", "models.import"}, {"path", model_dir + "/model.bin"}, {"tokenizer", model_dir + "/tokenizer.bin"}});
+    const int64_t model_id = imported["id"].get<int64_t>();
+
+    // A real statistics vector: the model calibrated on 16 training lines.
+    std::vector<uint64_t> vector;
+    {
+      LoadedModel loaded = load_model(imported["path"].get<std::string>());
+      auto tokenizer = load_tokenizer(loaded, std::nullopt);
+      XnnRuntime runtime(1);
+      Transformer transformer(loaded.model, runtime);
+      std::istringstream text(read_text_file(shared + "/data/tinystories/tinystories-sample.txt"));
+      std::string line, lines;
+      for (int i = 0; i < 16 && std::getline(text, line);) {
+        if (!line.empty()) {
+          lines += line + "\n";
+          ++i;
+        }
+      }
+      CalibrationOptions options;
+      options.sequences = 16;
+      options.seq_len = 128;
+      const CalibrationStats stats = calibrate(transformer, *tokenizer, lines, model_fingerprint(loaded.model), options);
+      vector = stats.counts;
+      vector.push_back(stats.sequences);
+      vector.push_back(stats.tokens);
+    }
+    std::fprintf(stderr, "[bench] statistics vector: %zu uint64 values (%.1f KB)\n", vector.size(), vector.size() * 8 / 1e3);
+
+    zmq::context_t context(4);
+    context.set(zmq::ctxopt::max_sockets, 8192);
+    for (const int n : sizes) {
+      std::vector<std::unique_ptr<BenchAgent>> agents;
+      for (int i = 0; i < n; ++i) agents.push_back(std::make_unique<BenchAgent>(context, fleet, vector));
+      std::atomic<bool> stop{false};
+      std::vector<std::thread> threads;
+      for (auto& agent : agents) {
+        threads.emplace_back([&stop, agent = agent.get()] {
+          while (!stop && !agent->reported_) agent->step(20);
+        });
+      }
+      const double cpu_before = process_cpu_seconds(fleet.pid);
+      const auto start = Clock::now();
+      const auto started = coordinator::admin_request(fleet.admin, {{"command", "round.start"},
+                                                                    {"settings", {{"model_id", model_id},
+                                                                                  {"min_agents", n},
+                                                                                  {"max_agents", n},
+                                                                                  {"sequences_per_agent", 16},
+                                                                                  {"seq_len", 128},
+                                                                                  {"method", "percentile:99.99"}}}});
+      nlohmann::json status;
+      while (true) {
+        status = coordinator::admin_request(fleet.admin, {{"command", "round.status"}, {"id", started["round"]}});
+        if (status["stage"] == "done" || status["stage"] == "failed") break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      const double wall = seconds_since(start);
+      const double cpu = process_cpu_seconds(fleet.pid) - cpu_before;
+      stop = true;
+      for (auto& thread : threads) thread.join();
+      if (status["stage"] != "done") fail("round with {} agents failed: {}", n, status.value("failure", std::string()));
+      const auto& stages = status["stage_ms"];
+      const double secure = (stages.value("sharing", 0.0) + stages.value("masking", 0.0) + stages.value("unmasking", 0.0)) / 1000;
+      const double plain = plain_aggregation_seconds(context, n, vector);
+      uint64_t sent = 0, received = 0;
+      for (const auto& agent : agents) {
+        sent += agent->bytes_sent_;
+        received += agent->bytes_received_;
+      }
+      nlohmann::json row = {{"agents", n},
+                            {"neighbours", status["secure_aggregation"]["neighbours"]},
+                            {"threshold", status["secure_aggregation"]["threshold"]},
+                            {"round_seconds", wall},
+                            {"secure_aggregation_seconds", secure},
+                            {"plain_aggregation_seconds", plain},
+                            {"secure_vs_plain", secure / plain},
+                            {"bytes_sent_per_agent", static_cast<double>(sent) / n},
+                            {"bytes_received_per_agent", static_cast<double>(received) / n},
+                            {"coordinator_cpu_seconds", cpu},
+                            {"coordinator_cpu_ms_per_agent", 1000 * cpu / n},
+                            {"stage_ms", stages}};
+      results["rounds"].push_back(row);
+      std::fprintf(stderr,
+                   "[bench] %4d agents (k=%d, t=%d): round %.2f s | aggregation secure %.3f s vs plain %.3f s = %.2fx | per agent %.0f KB "
+                   "up, %.0f KB down | coordinator CPU %.1f ms/agent\n",
+                   n, row["neighbours"].get<int>(), row["threshold"].get<int>(), wall, secure, plain, secure / plain,
+                   row["bytes_sent_per_agent"].get<double>() / 1e3, row["bytes_received_per_agent"].get<double>() / 1e3,
+                   row["coordinator_cpu_ms_per_agent"].get<double>());
+      agents.clear();  // they go offline; the next fleet size uses fresh agents
+    }
+
+    if (heartbeat_agents > 0) {
+      std::fprintf(stderr, "[bench] enrolling %d heartbeating agents...\n", heartbeat_agents);
+      std::vector<std::unique_ptr<BenchAgent>> agents;
+      for (int i = 0; i < heartbeat_agents; ++i) agents.push_back(std::make_unique<BenchAgent>(context, fleet, vector));
+      const int threads_count = 4;
+      std::atomic<bool> stop{false};
+      std::vector<std::thread> threads;
+      const double cpu_before = process_cpu_seconds(fleet.pid);
+      const auto start = Clock::now();
+      for (int t = 0; t < threads_count; ++t) {
+        threads.emplace_back([&, t] {
+          // Each agent heartbeats once a second, staggered across the second.
+          std::vector<Clock::time_point> next;
+          std::vector<BenchAgent*> mine;
+          for (size_t i = static_cast<size_t>(t); i < agents.size(); i += threads_count) {
+            mine.push_back(agents[i].get());
+            next.push_back(Clock::now() + std::chrono::milliseconds(static_cast<int>(i * 1000 / agents.size())));
+          }
+          while (!stop) {
+            for (size_t i = 0; i < mine.size(); ++i) {
+              if (Clock::now() >= next[i]) {
+                mine[i]->heartbeat();
+                next[i] += std::chrono::seconds(1);
+              }
+              while (mine[i]->step(0)) {
+              }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(heartbeat_seconds));
+      const auto list = coordinator::admin_request(fleet.admin, {{"command", "agents.list"}});
+      stop = true;
+      for (auto& thread : threads) thread.join();
+      const double cpu = process_cpu_seconds(fleet.pid) - cpu_before;
+      const double elapsed = seconds_since(start);
+      std::vector<double> latencies;
+      size_t missing = 0;
+      for (const auto& agent : agents) {
+        latencies.insert(latencies.end(), agent->heartbeat_latencies_.begin(), agent->heartbeat_latencies_.end());
+      }
+      const size_t expected = static_cast<size_t>(heartbeat_agents) * static_cast<size_t>(heartbeat_seconds);
+      missing = latencies.size() < expected ? expected - latencies.size() : 0;
+      std::sort(latencies.begin(), latencies.end());
+      auto quantile = [&](double q) { return latencies.empty() ? 0.0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))]; };
+      size_t online = 0;
+      for (const auto& agent : list["agents"]) online += agent["online"].get<bool>() ? 1 : 0;
+      results["heartbeats"] = {{"agents", heartbeat_agents},       {"seconds", elapsed},
+                               {"replies", latencies.size()},      {"replies_missing_vs_1_per_second", missing},
+                               {"latency_p50_ms", 1000 * quantile(0.5)}, {"latency_p99_ms", 1000 * quantile(0.99)},
+                               {"latency_max_ms", 1000 * quantile(1.0)}, {"online_at_end", online},
+                               {"coordinator_cpu_percent", 100 * cpu / elapsed}};
+      std::fprintf(stderr,
+                   "[bench] %d agents heartbeating for %.0f s: %zu replies, latency p50 %.2f ms p99 %.2f ms max %.2f ms, %zu online at the end, "
+                   "coordinator CPU %.1f%%\n",
+                   heartbeat_agents, elapsed, latencies.size(), 1000 * quantile(0.5), 1000 * quantile(0.99), 1000 * quantile(1.0), online,
+                   100 * cpu / elapsed);
+    }
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "fedcal-bench-fleet: %s\n", error.what());
+    if (fleet.pid > 0) kill(fleet.pid, SIGTERM);
+    return 1;
+  }
+  kill(fleet.pid, SIGTERM);
+  waitpid(fleet.pid, nullptr, 0);
+  fs::remove_all(root);
+  if (json) std::printf("%s\n", results.dump(2).c_str());
+  return 0;
+}
