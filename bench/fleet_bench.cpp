@@ -44,6 +44,12 @@ namespace fs = std::filesystem;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+double thread_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
+}
+
 double process_cpu_seconds(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string text((std::istreambuf_iterator<char>(in)), {});
@@ -103,7 +109,12 @@ class BenchAgent {
     (void)socket_.recv(payload);
     bytes_received_ += payload.size();
     DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
+    const auto kind = decoded.envelope().getBody().which();
+    const double cpu_before = thread_cpu_seconds();
     handle(decoded.envelope());
+    if (kind == Body::ROUND_ANNOUNCE || kind == Body::ROUND_KEYS || kind == Body::SHARES_FOR_YOU || kind == Body::UNMASK_REQUEST) {
+      secagg_cpu_seconds_ += thread_cpu_seconds() - cpu_before;
+    }
     return true;
   }
 
@@ -115,6 +126,7 @@ class BenchAgent {
   }
 
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  double secagg_cpu_seconds_ = 0;  // this agent's secure-aggregation work (keys, shares, masks, encoding)
   bool reported_ = false;
   std::vector<double> heartbeat_latencies_;
 
@@ -409,9 +421,12 @@ int main(int argc, char** argv) {
       const double secure = (stages.value("sharing", 0.0) + stages.value("masking", 0.0) + stages.value("unmasking", 0.0)) / 1000;
       const double plain = plain_aggregation_seconds(context, n, vector);
       uint64_t sent = 0, received = 0;
+      double agent_cpu = 0, agent_cpu_max = 0;
       for (const auto& agent : agents) {
         sent += agent->bytes_sent_;
         received += agent->bytes_received_;
+        agent_cpu += agent->secagg_cpu_seconds_;
+        agent_cpu_max = std::max(agent_cpu_max, agent->secagg_cpu_seconds_);
       }
       nlohmann::json row = {{"agents", n},
                             {"neighbours", status["secure_aggregation"]["neighbours"]},
@@ -424,14 +439,16 @@ int main(int argc, char** argv) {
                             {"bytes_received_per_agent", static_cast<double>(received) / n},
                             {"coordinator_cpu_seconds", cpu},
                             {"coordinator_cpu_ms_per_agent", 1000 * cpu / n},
+                            {"agent_secagg_cpu_ms_mean", 1000 * agent_cpu / n},
+                            {"agent_secagg_cpu_ms_max", 1000 * agent_cpu_max},
                             {"stage_ms", stages}};
       results["rounds"].push_back(row);
       std::fprintf(stderr,
                    "[bench] %4d agents (k=%d, t=%d): round %.2f s | aggregation secure %.3f s vs plain %.3f s = %.2fx | per agent %.0f KB "
-                   "up, %.0f KB down | coordinator CPU %.1f ms/agent\n",
+                   "up, %.0f KB down | coordinator CPU %.1f ms/agent | agent secagg CPU %.1f ms (max %.1f)\n",
                    n, row["neighbours"].get<int>(), row["threshold"].get<int>(), wall, secure, plain, secure / plain,
                    row["bytes_sent_per_agent"].get<double>() / 1e3, row["bytes_received_per_agent"].get<double>() / 1e3,
-                   row["coordinator_cpu_ms_per_agent"].get<double>());
+                   row["coordinator_cpu_ms_per_agent"].get<double>(), 1000 * agent_cpu / n, 1000 * agent_cpu_max);
       agents.clear();  // they go offline; the next fleet size uses fresh agents
     }
 

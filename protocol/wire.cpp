@@ -3,6 +3,7 @@
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 
+#include <bit>
 #include <cstring>
 
 #include "common/error.h"
@@ -78,17 +79,22 @@ Key32 read_key32(capnp::Data::Reader data, std::string_view field) {
 std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expected_length, std::string_view field) {
   if (data.size() != expected_length * 8) fail("{}: {} bytes, expected {} uint64 values", field, data.size(), expected_length);
   std::vector<uint64_t> out(expected_length);
-  for (size_t i = 0; i < out.size(); ++i) {
-    uint64_t value = 0;
-    for (int b = 7; b >= 0; --b) value = (value << 8) | data[i * 8 + static_cast<size_t>(b)];
-    out[i] = value;
+  std::memcpy(out.data(), data.begin(), data.size());  // the wire is little-endian
+  if constexpr (std::endian::native == std::endian::big) {
+    for (uint64_t& value : out) value = __builtin_bswap64(value);
   }
   return out;
 }
 
 void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder out) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    for (int b = 0; b < 8; ++b) out[i * 8 + static_cast<size_t>(b)] = static_cast<uint8_t>(values[i] >> (8 * b));
+  if (out.size() != values.size() * 8) fail("write_u64_vector: {} bytes for {} values", out.size(), values.size());
+  if constexpr (std::endian::native == std::endian::big) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      const uint64_t value = __builtin_bswap64(values[i]);
+      std::memcpy(out.begin() + i * 8, &value, 8);
+    }
+  } else {
+    std::memcpy(out.begin(), values.data(), values.size() * 8);
   }
 }
 
