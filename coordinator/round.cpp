@@ -57,6 +57,16 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   const LoadedModel loaded = load_model(model.path);
   HistogramLayout layout;
   layout.mantissa_bits = settings.mantissa_bits;
+  // Bit-width budget: one agent adds at most sequences x seq_len x (widest point) to any count, so
+  // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
+  const ModelConfig& config = loaded.model.config;
+  const uint64_t widest = static_cast<uint64_t>(std::max({config.dim, config.hidden_dim, config.vocab_size}));
+  const uint64_t per_agent = static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len) * widest;
+  const uint64_t agents = settings.max_agents > 0 ? static_cast<uint64_t>(settings.max_agents) : host.store().agents().size();
+  if (agents > 0 && per_agent > (uint64_t{1} << 63) / agents) {
+    fail("counts of {} agents x {} sequences x {} tokens could exceed 2^63 and wrap; lower sequences_per_agent or set max_agents", agents,
+         settings.sequences_per_agent, settings.seq_len);
+  }
   const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
   std::unique_ptr<Round> round(new Round(host, id, settings, model));
   round->template_stats_ = CalibrationStats::empty_for(loaded.model.config, model_fingerprint(loaded.model), layout);

@@ -302,7 +302,7 @@ class ProbeClient {
   zmq::socket_t socket_;
 };
 
-TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged; the coordinator carries on" * doctest::timeout(60)) {
+TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged, and the coordinator carries on" * doctest::timeout(60)) {
   FleetOptions options;
   options.agents = 0;
   options.max_message_bytes = 4 << 20;
@@ -351,7 +351,7 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
 namespace fedcal::testing {
 namespace {
 
-TEST_CASE("Fleet round with distributed DP: noise reaches the aggregate; too little data for the budget fails with the reason" *
+TEST_CASE("Fleet round with distributed DP: noise reaches the aggregate, and too little data for the budget fails with the reason" *
           doctest::timeout(120)) {
   FleetOptions options;
   options.agents = 3;

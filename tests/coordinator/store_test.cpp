@@ -9,7 +9,7 @@
 namespace fedcal::coordinator {
 namespace {
 
-TEST_CASE("Store: a token enrolls one key once; revoked keys cannot come back") {
+TEST_CASE("Store: a token enrolls one key once, and revoked keys cannot come back") {
   testing::ScratchDir dir;
   Store store(dir.path("c.db"));
   const std::string token = store.create_token(60000);
