@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/core_names.h>
 #include <openssl/rand.h>
 
 #include <bit>
@@ -42,6 +43,23 @@ CipherContext new_cipher_context() {
   return context;
 }
 
+// OpenSSL 3 looks an algorithm up in its provider tables on every implicit use (aes_256_ctr()
+// and friends), which costs more than encrypting a few KB. The fetched algorithms are immutable and
+// thread-safe, so each is fetched once per process and kept for its lifetime.
+const EVP_CIPHER* fetched_cipher(const char* name) {
+  EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, name, nullptr);
+  if (cipher == nullptr) fail("OpenSSL has no {}: {}", name, openssl_error());
+  return cipher;
+}
+const EVP_CIPHER* aes_256_ctr() {
+  static const EVP_CIPHER* const cipher = fetched_cipher("AES-256-CTR");
+  return cipher;
+}
+const EVP_CIPHER* aes_256_gcm() {
+  static const EVP_CIPHER* const cipher = fetched_cipher("AES-256-GCM");
+  return cipher;
+}
+
 constexpr size_t kNonceBytes = 12;
 constexpr size_t kTagBytes = 16;
 
@@ -58,39 +76,43 @@ Key32 random_key() {
 }
 
 Key32 hkdf_sha256(std::span<const uint8_t> secret, std::string_view salt, std::span<const uint8_t> info) {
-  PkeyContext context(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr));
+  static EVP_KDF* const kdf = [] {
+    EVP_KDF* fetched = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+    if (fetched == nullptr) fail("OpenSSL has no HKDF: {}", openssl_error());
+    return fetched;
+  }();
+  std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)> context(EVP_KDF_CTX_new(kdf), &EVP_KDF_CTX_free);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()), secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<char*>(salt.data()), salt.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<uint8_t*>(info.data()), info.size()),
+      OSSL_PARAM_construct_end()};
   Key32 out;
-  size_t out_len = out.size();
-  if (!context || EVP_PKEY_derive_init(context.get()) <= 0 || EVP_PKEY_CTX_set_hkdf_md(context.get(), EVP_sha256()) <= 0 ||
-      EVP_PKEY_CTX_set1_hkdf_salt(context.get(), reinterpret_cast<const unsigned char*>(salt.data()),
-                                  static_cast<int>(salt.size())) <= 0 ||
-      EVP_PKEY_CTX_set1_hkdf_key(context.get(), secret.data(), static_cast<int>(secret.size())) <= 0 ||
-      EVP_PKEY_CTX_add1_hkdf_info(context.get(), info.data(), static_cast<int>(info.size())) <= 0 ||
-      EVP_PKEY_derive(context.get(), out.data(), &out_len) <= 0 || out_len != out.size()) {
-    fail("HKDF-SHA256: {}", openssl_error());
-  }
+  if (!context || EVP_KDF_derive(context.get(), out.data(), out.size(), params) != 1) fail("HKDF-SHA256: {}", openssl_error());
   return out;
 }
 
 X25519KeyPair X25519KeyPair::generate() { return from_private(random_key()); }
 
 X25519KeyPair X25519KeyPair::from_private(const Key32& private_key) {
-  Pkey key(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_key.data(), private_key.size()));
-  if (!key) fail("X25519 private key: {}", openssl_error());
+  EVP_PKEY* raw = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_key.data(), private_key.size());
+  if (raw == nullptr) fail("X25519 private key: {}", openssl_error());
   X25519KeyPair pair;
+  pair.key_ = std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free);
   pair.private_ = private_key;
   size_t length = pair.public_.size();
-  if (EVP_PKEY_get_raw_public_key(key.get(), pair.public_.data(), &length) != 1 || length != 32) {
+  if (EVP_PKEY_get_raw_public_key(raw, pair.public_.data(), &length) != 1 || length != 32) {
     fail("X25519 public key: {}", openssl_error());
   }
   return pair;
 }
 
 Key32 X25519KeyPair::agree(const Key32& peer_public) const {
-  Pkey own(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_.data(), private_.size()));
   Pkey peer(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer_public.data(), peer_public.size()));
-  if (!own || !peer) fail("X25519 key: {}", openssl_error());
-  PkeyContext context(EVP_PKEY_CTX_new(own.get(), nullptr));
+  if (!peer) fail("X25519 key: {}", openssl_error());
+  PkeyContext context(EVP_PKEY_CTX_new(key_.get(), nullptr));
   Key32 secret;
   size_t length = secret.size();
   // OpenSSL refuses (derive fails) when the result is all zeros, i.e. a low-order peer key.
@@ -106,7 +128,7 @@ Bytes aes_gcm_seal(const Key32& key, std::span<const uint8_t> plaintext, std::sp
   random_bytes(std::span(out.data(), kNonceBytes));
   CipherContext context = new_cipher_context();
   int length = 0;
-  if (EVP_EncryptInit_ex2(context.get(), EVP_aes_256_gcm(), key.data(), out.data(), nullptr) != 1 ||
+  if (EVP_EncryptInit_ex2(context.get(), aes_256_gcm(), key.data(), out.data(), nullptr) != 1 ||
       EVP_EncryptUpdate(context.get(), nullptr, &length, associated_data.data(), static_cast<int>(associated_data.size())) != 1 ||
       EVP_EncryptUpdate(context.get(), out.data() + kNonceBytes, &length, plaintext.data(), static_cast<int>(plaintext.size())) !=
           1 ||
@@ -126,7 +148,7 @@ bool aes_gcm_open(const Key32& key, std::span<const uint8_t> sealed, std::span<c
   CipherContext context = new_cipher_context();
   int length = 0;
   const bool ok =
-      EVP_DecryptInit_ex2(context.get(), EVP_aes_256_gcm(), key.data(), sealed.data(), nullptr) == 1 &&
+      EVP_DecryptInit_ex2(context.get(), aes_256_gcm(), key.data(), sealed.data(), nullptr) == 1 &&
       EVP_DecryptUpdate(context.get(), nullptr, &length, associated_data.data(), static_cast<int>(associated_data.size())) == 1 &&
       EVP_DecryptUpdate(context.get(), out.data(), &length, sealed.data() + kNonceBytes, static_cast<int>(body)) == 1 &&
       EVP_CIPHER_CTX_ctrl(context.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes, tag.data()) == 1 &&
@@ -139,7 +161,7 @@ bool aes_gcm_open(const Key32& key, std::span<const uint8_t> sealed, std::span<c
 void apply_prg_mask(const Key32& seed, int sign, std::span<uint64_t> vector) {
   CipherContext context = new_cipher_context();
   const uint8_t iv[16] = {};
-  if (EVP_EncryptInit_ex2(context.get(), EVP_aes_256_ctr(), seed.data(), iv, nullptr) != 1) {
+  if (EVP_EncryptInit_ex2(context.get(), aes_256_ctr(), seed.data(), iv, nullptr) != 1) {
     fail("AES-256-CTR: {}", openssl_error());
   }
   // Keystream words are little-endian uint64 on every host (so ARM and x86 agents agree).

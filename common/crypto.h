@@ -5,9 +5,12 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <vector>
+
+struct evp_pkey_st;
 
 namespace fedcal {
 
@@ -34,6 +37,7 @@ class X25519KeyPair {
  private:
   Key32 private_{};
   Key32 public_{};
+  std::shared_ptr<evp_pkey_st> key_;  // the OpenSSL key, made once (making one costs more than using it)
 };
 
 // AES-256-GCM with a random 12-byte nonce: output = nonce || ciphertext || 16-byte tag.

@@ -143,6 +143,7 @@ std::vector<EncryptedShare> SecAggClient::share_keys(const SecAggConfig& config,
     Bytes plaintext = seed_shares[i].value;
     plaintext.insert(plaintext.end(), key_shares[i].value.begin(), key_shares[i].value.end());
     const Key32 key = share_encryption_key(cipher_keys_.agree(found->second.cipher_public), config.round_id, index, holder);
+    share_keys_[holder] = key;  // the same key decrypts what this neighbour sends us
     out.push_back({index, holder, aes_gcm_seal(key, plaintext, share_associated_data(config.round_id, index, holder))});
   }
   return out;
@@ -158,10 +159,8 @@ std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, 
     if (share.to != index_ || !contains(neighbours, share.from) || held_.count(share.from) != 0) {
       fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
     }
-    const Key32 key = share_encryption_key(cipher_keys_.agree(neighbour_keys_.at(share.from).cipher_public), config_.round_id,
-                                           share.from, index_);
     Bytes plaintext;
-    if (!aes_gcm_open(key, share.ciphertext, share_associated_data(config_.round_id, share.from, index_), plaintext) ||
+    if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_), plaintext) ||
         plaintext.size() != 2 * kSecretBytes) {
       fail("secure aggregation: the share from agent {} does not decrypt", share.from);
     }

@@ -98,6 +98,7 @@ class SecAggClient {
   SecAggConfig config_;
   uint32_t index_ = 0;
   std::map<uint32_t, AdvertisedKeys> neighbour_keys_;
+  std::map<uint32_t, Key32> share_keys_;  // AES-GCM key shared with each neighbour (symmetric in the pair)
   std::map<uint32_t, HeldShares> held_;  // by owner: neighbours in U2 and ourselves
   bool unmasked_ = false;
 };
