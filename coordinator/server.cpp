@@ -204,13 +204,10 @@ void Server::handle_agent_message() {
   const auto raw = std::span(static_cast<const std::byte*>(frames[2].data()), frames[2].size());
   try {
     DecodedEnvelope decoded = decode_envelope(raw, static_cast<size_t>(config_.max_message_bytes));
-    dispatch(key, routing_id, decoded.envelope(), raw);
+    reading_message([&] { dispatch(key, routing_id, decoded.envelope(), raw); });
   } catch (const Error& error) {
     refused("key " + key, error.what());
     reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, error.what());
-  } catch (const kj::Exception& error) {
-    refused("key " + key, error.getDescription().cStr());
-    reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, error.getDescription().cStr());
   }
 }
 

@@ -144,7 +144,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       last_heard_ms_ = now_ms();
       try {
         DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
-        handle(decoded.envelope());
+        reading_message([&] { handle(decoded.envelope()); });
       } catch (const std::exception& error) {
         log(std::string("message from the coordinator refused: ") + error.what());
       }

@@ -84,6 +84,7 @@ Enrollment enroll(const std::string& state_dir, const std::string& coordinator, 
   (void)socket.recv(tag);
   if (!tag.more() || !socket.recv(payload)) fail("{}: malformed reply", coordinator);
   DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
+  return reading_message([&] {
   const auto body = decoded.envelope().getBody();
   if (body.which() == wire::Envelope::Body::ERROR) fail("the coordinator refused the enrollment: {}", body.getError().getMessage().cStr());
   if (body.which() != wire::Envelope::Body::ENROLLED) fail("{}: unexpected reply '{}'", coordinator, body_name(decoded.envelope()));
@@ -96,6 +97,7 @@ Enrollment enroll(const std::string& state_dir, const std::string& coordinator, 
   enrollment.signing_key();
   enrollment.write(state_dir + "/enrollment.json");
   return enrollment;
+  });
 }
 
 }  // namespace fedcal::agent

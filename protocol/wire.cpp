@@ -43,6 +43,10 @@ DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_byt
   return decoded;
 }
 
+void throw_malformed_field(const kj::Exception& exception) {
+  fail("message: malformed field: {}", exception.getDescription().cStr());
+}
+
 std::string body_name(wire::Envelope::Reader envelope) {
   using Body = wire::Envelope::Body;
   switch (envelope.getBody().which()) {

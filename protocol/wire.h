@@ -6,6 +6,7 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <kj/exception.h>
 
 #include <cstdint>
 #include <memory>
@@ -55,6 +56,19 @@ class DecodedEnvelope {
 // Decodes one Envelope; throws Error ("message: ...") if it is larger than `max_bytes`, not a
 // well-formed Cap'n Proto message, nested too deeply, or from another protocol version.
 DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes = kDefaultMaxMessageBytes);
+
+// Cap'n Proto checks a field's type only when the field is read, and throws kj::Exception if the
+// sender put something else there. Every handler of network messages runs inside this, which turns
+// that into fedcal::Error ("message: malformed field: ...").
+[[noreturn]] void throw_malformed_field(const kj::Exception& exception);
+template <typename Body>
+auto reading_message(Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const kj::Exception& exception) {
+    throw_malformed_field(exception);
+  }
+}
 
 // A name for the body kind, for logs ("hello", "maskedInput", ...).
 std::string body_name(wire::Envelope::Reader envelope);

@@ -73,7 +73,7 @@ void read_everything(wire::Envelope::Reader envelope) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     DecodedEnvelope decoded = decode_envelope({reinterpret_cast<const std::byte*>(data), size}, 1 << 20);
-    read_everything(decoded.envelope());
+    reading_message([&] { read_everything(decoded.envelope()); });
   } catch (const Error&) {
   }
   return 0;
