@@ -83,6 +83,7 @@ Key32 read_key32(capnp::Data::Reader data, std::string_view field) {
 std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expected_length, std::string_view field) {
   if (data.size() != expected_length * 8) fail("{}: {} bytes, expected {} uint64 values", field, data.size(), expected_length);
   std::vector<uint64_t> out(expected_length);
+  if (out.empty()) return out;                          // (memcpy from an empty Data's null pointer is UB)
   std::memcpy(out.data(), data.begin(), data.size());  // the wire is little-endian
   if constexpr (std::endian::native == std::endian::big) {
     for (uint64_t& value : out) value = __builtin_bswap64(value);
@@ -97,7 +98,7 @@ void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder 
       const uint64_t value = __builtin_bswap64(values[i]);
       std::memcpy(out.begin() + i * 8, &value, 8);
     }
-  } else {
+  } else if (!values.empty()) {
     std::memcpy(out.begin(), values.data(), values.size() * 8);
   }
 }
