@@ -57,7 +57,9 @@ std::string format_round(const nlohmann::json& round) {
   }
   if (round.contains("stage_ms") && !round["stage_ms"].empty()) {
     out += "  stage times:";
-    for (const auto& [stage, ms] : round["stage_ms"].items()) out += fmt::format(" {} {:.2f}s", stage, ms.get<double>() / 1000);
+    for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
+      if (round["stage_ms"].contains(stage)) out += fmt::format(" {} {:.2f}s", stage, round["stage_ms"][stage].get<double>() / 1000);
+    }
     out += "\n";
   }
   return out;
