@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of fedcal from Debian (bookworm) packages.
 # Idempotent: re-running it only refreshes the package lists and installs what is missing.
-#   deploy/install-deps.sh            build + test dependencies
+#   deploy/install-deps.sh            build + test dependencies, incl. the aarch64 cross toolchain and qemu
 #   deploy/install-deps.sh --train    also the Python stack that trains the project's model (not needed by CI)
+# The arm64 libraries the cross build links against are NOT installed here: deploy/cross/make-sysroot.sh
+# downloads and unpacks them into the build folder (installing them would remove the amd64 ones).
 set -euo pipefail
 
 packages=(
@@ -15,6 +17,8 @@ packages=(
   doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev
   clang libclang-rt-14-dev
+  dpkg-dev file
+  crossbuild-essential-arm64 qemu-user-static
 )
 if [[ "${1:-}" == "--train" ]]; then
   packages+=(python3-torch python3-numpy python3-sentencepiece libopenblas0-pthread sentencepiece)
@@ -24,5 +28,7 @@ sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 
 export DEBIAN_FRONTEND=noninteractive
+# arm64 package lists, for `apt-get download` of the cross build's sysroot.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then $sudo dpkg --add-architecture arm64; fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite from a clean clone: install dependencies, then two builds and their tests.
-#  1. build/       g++, -Werror: the unit and integration tests (doctest via CTest).
+# The whole test suite from a clean clone: install dependencies, then three builds and their tests.
+#  0. build-aarch64/  the edge agent cross-built for aarch64 (run under qemu by a fleet test in build/).
+#  1. build/       g++, -Werror: the unit and integration tests (doctest via CTest), packaging.
 #  2. build-asan/  clang with AddressSanitizer + UndefinedBehaviorSanitizer: the same tests again, plus
 #                  every libFuzzer target for FEDCAL_FUZZ_SECONDS each (default 15).
 # Set FEDCAL_SKIP_DEPS=1 to skip the apt-get step, FEDCAL_SKIP_ASAN=1 to run the first build only.
@@ -12,8 +13,11 @@ if [[ "${FEDCAL_SKIP_DEPS:-0}" != 1 ]]; then
   deploy/install-deps.sh
 fi
 
+echo "== build-aarch64/ (cross build of the agent)"
+deploy/cross/build-aarch64.sh build-aarch64
+
 echo "== build/ (g++, warnings as errors)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON -DFEDCAL_AARCH64_BUILD="$PWD/build-aarch64"
 cmake --build build -j"$jobs"
 ctest --test-dir build -j"$jobs" --output-on-failure
 

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <signal.h>
 
 #include "common/curve.h"
@@ -380,3 +381,74 @@ TEST_CASE("Fleet round with distributed DP: noise reaches the aggregate, and too
 
 }  // namespace
 }  // namespace fedcal::testing
+
+#ifdef FEDCAL_AARCH64_BUILD
+namespace fedcal::testing {
+namespace {
+
+// The aarch64 cross build (deploy/cross/build-aarch64.sh) run under qemu-aarch64-static.
+std::vector<std::string> aarch64_launcher(const std::string& binary) {
+  const std::string build = FEDCAL_AARCH64_BUILD;
+  const std::string libraries = build + "/sysroot/usr/lib/aarch64-linux-gnu:" + build + "/sysroot/lib/aarch64-linux-gnu";
+  return {"/usr/bin/env", "QEMU_LD_PREFIX=/usr/aarch64-linux-gnu", "LD_LIBRARY_PATH=" + libraries, "qemu-aarch64-static", build + "/bin/" + binary};
+}
+
+std::string join_command(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const std::string& arg : argv) out += "'" + arg + "' ";
+  return out;
+}
+
+TEST_CASE("Heterogeneous fleet: an aarch64 agent under qemu joins a round next to x86-64 agents, and the aggregate is exact" *
+          doctest::timeout(300)) {
+  FleetOptions options;
+  options.agents = 4;
+  options.agent_timeout_ms = 5000;  // emulated, the aarch64 agent is ~100x slower
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  for (int i = 0; i < 3; ++i) fleet.start_agent(i);
+  fleet.start_agent(3, "", aarch64_launcher("fedcal-agent"));
+  fleet.wait_online(4, std::chrono::seconds(60));
+  const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
+  std::set<std::string> arches;
+  for (const auto& agent : agents["agents"]) arches.insert(agent["profile"]["arch"].get<std::string>());
+  CHECK(arches == std::set<std::string>{"aarch64", "x86_64"});
+
+  const int64_t model = fleet.import_model();
+  const nlohmann::json report = fleet.run_round(round_settings(model), std::chrono::seconds(240));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 4);
+
+  // Each device's statistics, computed by that device's own build: x86 natively, aarch64 under qemu.
+  const std::string fp32 = fp32_package_path(fleet, model);
+  std::string x86_text;
+  for (int i = 0; i < 3; ++i) x86_text += fleet.calibration_text(i, kSequences);
+  const std::string x86 = calibrate_centrally(fleet, fp32, x86_text, 3 * kSequences, "x86");
+  write_text(fleet.path("arm.txt"), fleet.calibration_text(3, kSequences));
+  const auto arm = run_command(join_command(aarch64_launcher("fedcal-model")) + "calibrate --quiet --threads 1 --model " + fp32 + " --text " +
+                                   fleet.path("arm.txt") + " --sequences " + std::to_string(kSequences) + " --seq-len " +
+                                   std::to_string(kSeqLen) + " -o " + fleet.path("arm.stats"),
+                               true);
+  REQUIRE_MESSAGE(arm.exit_code == 0, arm.output);
+  const auto merged = run_command(built_binary("fedcal-model") + " merge-stats " + x86 + " " + fleet.path("arm.stats") + " -o " +
+                                      fleet.path("merged.stats"),
+                                  true);
+  REQUIRE_MESSAGE(merged.exit_code == 0, merged.output);
+  // Integer counts add up exactly whatever kernels produced them.
+  CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-1.stats") == read_bytes(fleet.path("merged.stats")));
+
+  // NEON and AVX FP32 kernels round differently, so a few values land in a neighbouring bucket.
+  const std::string x86_of_arm_shard = calibrate_centrally(fleet, fp32, fleet.calibration_text(3, kSequences), kSequences, "x86-arm-shard");
+  const CalibrationStats on_x86 = read_stats(x86_of_arm_shard), on_arm = read_stats(fleet.path("arm.stats"));
+  uint64_t moved = 0, total = 0;
+  for (size_t i = 0; i < on_x86.counts.size(); ++i) {
+    moved += on_x86.counts[i] > on_arm.counts[i] ? on_x86.counts[i] - on_arm.counts[i] : 0;
+    total += on_x86.counts[i];
+  }
+  MESSAGE("aarch64 vs x86-64 statistics of the same text: " << moved << " of " << total << " values in another bucket");
+  CHECK(moved * 1000 < total);  // well under 0.1%
+}
+
+}  // namespace
+}  // namespace fedcal::testing
+#endif

@@ -138,7 +138,7 @@ nlohmann::json MiniFleet::admin(const nlohmann::json& request) {
   return coordinator::admin_request("ipc://" + dir_.path("coordinator") + "/admin.sock", request, 5000);
 }
 
-void MiniFleet::start_agent(int i, const std::string& extra) {
+void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<std::string>& launcher) {
   const std::string root = dir_.path("agent-" + std::to_string(i));
   std::filesystem::create_directories(root + "/text");
   std::string text;
@@ -155,8 +155,9 @@ void MiniFleet::start_agent(int i, const std::string& extra) {
          << "enroll_token = \"" << token << "\"\n"
          << extra << "\n";
   config.close();
-  agents_[i] = std::make_unique<Process>(std::vector<std::string>{built_binary("fedcal-agent"), "--config", root + "/agent.toml", "run"},
-                                         root + "/agent.log");
+  std::vector<std::string> argv = launcher.empty() ? std::vector<std::string>{built_binary("fedcal-agent")} : launcher;
+  argv.insert(argv.end(), {"--config", root + "/agent.toml", "run"});
+  agents_[i] = std::make_unique<Process>(argv, root + "/agent.log");
 }
 
 void MiniFleet::start_agents() {

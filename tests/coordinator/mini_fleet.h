@@ -56,7 +56,8 @@ class MiniFleet {
 
   // Writes agent i's config and private text and enrolls it through `run` with a fresh token.
   // `extra` is appended to its TOML config.
-  void start_agent(int i, const std::string& extra = "");
+  // `launcher` runs the agent binary (e.g. under qemu); empty: build/bin/fedcal-agent.
+  void start_agent(int i, const std::string& extra = "", const std::vector<std::string>& launcher = {});
   Process& agent(int i) { return *agents_.at(i); }
   void start_agents();
   // Waits until `count` agents are online.

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Cross-builds the edge agent (and fedcal-model) for aarch64 into BUILD (default build-aarch64/):
+# sysroot from arm64 Debian packages, Debian's aarch64 cross compiler, the toolchain file beside
+# this script. The result runs on a Raspberry Pi 4/5 or Jetson with the same Debian packages, or
+# here under qemu-aarch64-static (QEMU_LD_PREFIX=/usr/aarch64-linux-gnu and
+# LD_LIBRARY_PATH=BUILD/sysroot/usr/lib/aarch64-linux-gnu:BUILD/sysroot/lib/aarch64-linux-gnu).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build-aarch64}
+deploy/cross/make-sysroot.sh "$build/sysroot"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFEDCAL_AGENT_ONLY=ON -DFEDCAL_BUILD_TESTS=OFF \
+  -DCMAKE_TOOLCHAIN_FILE="$PWD/deploy/cross/aarch64-toolchain.cmake" -DFEDCAL_SYSROOT="$PWD/$build/sysroot" >/dev/null
+cmake --build "$build" --target fedcal-agent fedcal-model
+file "$build/bin/fedcal-agent" | sed 's/, BuildID.*//' >&2
