@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Debian packages with cpack into a scratch folder and checks what they install:
-# binaries, hardened systemd units, documented configs (as conffiles) and the user-creating postinst.
+# binaries, hardened systemd units, documented configs (as conffiles) and the user-creating postinst;
+# with a second argument (the aarch64 cross build), also its arm64 fedcal-agent package.
 set -euo pipefail
 build=$1
+cross=${2:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 (cd "$build" && cpack -G DEB -B "$out" >/dev/null)
@@ -27,4 +29,12 @@ for package in coordinator agent; do
   "$out/root-$package/usr/bin/fedcal-$package" --help >/dev/null
 done
 check "$(dpkg-deb -c "$out"/fedcal-coordinator_*.deb)" "./usr/bin/fedcal-model"
-echo "packages OK: $(ls "$out"/*.deb | xargs -n1 basename | tr '\n' ' ')"
+if [[ -n $cross ]]; then
+  (cd "$cross" && cpack -G DEB -B "$out/arm64" >/dev/null)
+  arm=$(ls "$out"/arm64/fedcal-agent_*_arm64.deb)
+  check "$(dpkg-deb -I "$arm")" "Architecture: arm64"
+  check "$(dpkg-deb -c "$arm")" "./usr/lib/systemd/system/fedcal-agent.service"
+  dpkg-deb -x "$arm" "$out/root-arm64"
+  check "$(file "$out/root-arm64/usr/bin/fedcal-agent")" "ARM aarch64"
+fi
+echo "packages OK: $(find "$out" -name '*.deb' -printf '%f ')"
