@@ -45,6 +45,7 @@ nlohmann::json agent_json(const AgentRecord& agent, bool online) {
           {"revoked", agent.revoked_at_ms.has_value()},
           {"online", online},
           {"last_seen_ms", agent.last_seen_ms},
+          {"active_model", agent.active_model_sha},
           {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
 }
 
@@ -108,6 +109,9 @@ Server::Server(CoordinatorConfig config)
     if (round_ && !round_->finished()) round_->fail_round("superseded by a later unfinished round");
     round_ = Round::recover(*this, record);
   }
+  for (const auto& record : store_.rollouts()) {
+    if (record.stage == "running" || record.stage == "paused" || record.stage == "halted") rollout_ = Rollout::recover(*this, record);
+  }
   store_.audit("coordinator", "started", "listening on " + config_.listen);
   log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key, config_.admin_endpoint()));
 }
@@ -133,6 +137,13 @@ void Server::run(const std::atomic<bool>& stop) {
     for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) handle_agent_message();
     if (items[2].revents & ZMQ_POLLIN) handle_admin();
     if (now_ms() - last_seen_flush_ms_ > 5000) flush_last_seen();
+    if (rollout_) {
+      try {
+        rollout_->tick();
+      } catch (const std::exception& error) {
+        log(std::string("rollout: ") + error.what());
+      }
+    }
     if (round_) {
       try {
         round_->tick();
@@ -265,7 +276,10 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       welcome.setHeartbeatIntervalMs(static_cast<uint32_t>(config_.heartbeat_interval_ms));
       welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
       send_to_route(routing_id, reply);
+      const std::string active = body.getHello().getActiveModel().cStr();
+      store_.set_active_model(agent->id, active);
       if (round_ && !round_->finished()) round_->agent_online(agent->id);
+      if (rollout_) rollout_->agent_online(agent->id, active);
       return;
     }
     case Body::HEARTBEAT: {
@@ -273,6 +287,15 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       reply.body().initHeartbeat();
       send_to_route(routing_id, reply);
       if (!was_online && round_ && !round_->finished()) round_->agent_online(agent->id);
+      if (!was_online && rollout_) rollout_->agent_online(agent->id, store_.active_model(agent->id));
+      return;
+    }
+    case Body::ACTIVATION_REPORT: {
+      if (!rollout_) {
+        reply_error(routing_id, wire::ErrorReply::Code::UNEXPECTED, "no rollout");
+        return;
+      }
+      with_context([&] { return peer; }, [&] { rollout_->handle(agent->id, body.getActivationReport()); });
       return;
     }
     case Body::CHUNK_REQUEST: {
@@ -380,22 +403,26 @@ void Server::handle_admin() {
 }
 
 nlohmann::json Server::import_model(const std::string& path, const std::string& tokenizer, const std::string& description) {
+  // An FP32 model in any format, or an INT8 package built elsewhere: re-written as a package this
+  // coordinator signs (after it loaded and checked it).
   LoadedModel loaded = load_model(path);
-  if (!loaded.int8.empty()) fail("{}: an INT8 package; import FP32 models (INT8 packages come out of rounds)", path);
   const TokenizerFile tokenizer_file = find_tokenizer(loaded, tokenizer.empty() ? std::nullopt : std::optional<std::string>(tokenizer));
   PackageProvenance provenance;
-  provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  if (loaded.package) provenance = loaded.package->provenance;
+  if (provenance.source_model_sha256.empty()) provenance.source_model_sha256 = model_fingerprint(loaded.model);
   const std::string temporary = config_.artifacts_dir() + "/importing.fcpkg";
   PackageWriteOptions options;
   options.signing_key = &signing_key_;
-  write_model_package(temporary, loaded.model, {}, tokenizer_file.file, provenance, options);
+  write_model_package(temporary, loaded.model, loaded.int8, tokenizer_file.file, provenance, options);
   ModelRecord model;
   model.sha256 = sha256_file_hex(temporary);
-  model.kind = "fp32";
+  model.kind = loaded.int8.empty() ? "fp32" : "int8";
   model.path = config_.artifacts_dir() + "/" + model.sha256 + ".fcpkg";
   fs::rename(temporary, model.path);
   model.bytes = static_cast<int64_t>(fs::file_size(model.path));
-  model.description = description.empty() ? fmt::format("FP32 {} from {}", loaded.model.config.describe(), path) : description;
+  model.description = description.empty() ? fmt::format("{} {} from {}", loaded.int8.empty() ? "FP32" : "INT8 " + provenance.method,
+                                                          loaded.model.config.describe(), path)
+                                          : description;
   model.id = store_.add_model(model);
   store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
   return model_json(*store_.model(model.id));
@@ -469,6 +496,41 @@ nlohmann::json Server::admin(const nlohmann::json& request) {
     if (!round_ || round_->finished()) fail("no round is running");
     round_->fail_round("aborted by the operator");
     return round_json(round_->id());
+  }
+  if (command == "rollout.start") {
+    if (rollout_ && (rollout_->stage() == "running" || rollout_->stage() == "paused")) {
+      fail("rollout {} is {}; abort it first", rollout_->id(), rollout_->stage());
+    }
+    const RolloutSettings settings = RolloutSettings::from_json(request.at("settings"));
+    const auto model = store_.model(settings.model_id);
+    if (!model) fail("no model {} (see `models list`)", settings.model_id);
+    std::vector<int64_t> targets;
+    for (const AgentRecord& agent : store_.agents()) {
+      if (agent.revoked_at_ms) continue;
+      if (!settings.group.empty()) {
+        const nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
+        const auto labels = profile.is_object() ? profile.value("labels", nlohmann::json::array()) : nlohmann::json::array();
+        if (std::find(labels.begin(), labels.end(), settings.group) == labels.end()) continue;
+      }
+      targets.push_back(agent.id);
+    }
+    rollout_ = Rollout::start(*this, settings, *model, targets);
+    return rollout_->status();
+  }
+  if (command.rfind("rollout.", 0) == 0) {
+    if (!rollout_) {
+      const auto records = store_.rollouts();
+      if (records.empty()) fail("no rollouts yet");
+      if (command != "rollout.status") fail("no rollout is active");
+      nlohmann::json json = nlohmann::json::parse(records.back().state_json);
+      return json;
+    }
+    if (command == "rollout.pause") rollout_->pause();
+    else if (command == "rollout.resume") rollout_->resume();
+    else if (command == "rollout.abort") rollout_->abort();
+    else if (command == "rollout.rollback") rollout_->rollback("rolled back by the operator");
+    else if (command != "rollout.status") fail("unknown command '{}'", command);
+    return rollout_->status();
   }
   if (command == "audit") {
     nlohmann::json entries = nlohmann::json::array();

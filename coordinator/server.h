@@ -15,6 +15,7 @@
 #include "common/curve.h"
 #include "common/signing.h"
 #include "coordinator/coordinator_config.h"
+#include "coordinator/rollout.h"
 #include "coordinator/round.h"
 #include "coordinator/store.h"
 
@@ -70,6 +71,7 @@ class Server : public RoundHost {
   std::map<std::string, uint64_t> last_sequence_;  // by CURVE key
   uint64_t next_sequence_;
   std::unique_ptr<Round> round_;
+  std::unique_ptr<Rollout> rollout_;
   std::ofstream capture_;
   bool shutdown_requested_ = false;
   int64_t last_seen_flush_ms_ = 0;

@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS agents (
   enrolled_at_ms INTEGER NOT NULL,
   revoked_at_ms INTEGER,
   last_seen_ms INTEGER NOT NULL DEFAULT 0,
-  profile_json TEXT NOT NULL DEFAULT '{}'
+  profile_json TEXT NOT NULL DEFAULT '{}',
+  active_model_sha TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS tokens (
   token_sha256 TEXT PRIMARY KEY,
@@ -63,6 +64,16 @@ CREATE TABLE IF NOT EXISTS aggregates (
   sequences INTEGER NOT NULL,
   tokens INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+  id INTEGER PRIMARY KEY,
+  model_id INTEGER NOT NULL REFERENCES models(id),
+  settings_json TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  state_json TEXT NOT NULL DEFAULT '{}',
+  created_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY,
   at_ms INTEGER NOT NULL,
@@ -83,9 +94,11 @@ AgentRecord read_agent(SQLite::Statement& query) {
   if (!query.getColumn(4).isNull()) agent.revoked_at_ms = query.getColumn(4).getInt64();
   agent.last_seen_ms = query.getColumn(5).getInt64();
   agent.profile_json = query.getColumn(6).getString();
+  agent.active_model_sha = query.getColumn(7).getString();
   return agent;
 }
-constexpr const char* kAgentColumns = "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json FROM agents";
+constexpr const char* kAgentColumns =
+    "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json, active_model_sha FROM agents";
 
 ModelRecord read_model(SQLite::Statement& query) {
   ModelRecord model;
@@ -372,6 +385,49 @@ std::optional<std::string> Store::aggregate_path(int64_t round_id) {
   query.bind(1, round_id);
   if (!query.executeStep()) return std::nullopt;
   return query.getColumn(0).getString();
+}
+
+void Store::set_active_model(int64_t agent_id, const std::string& sha256) {
+  SQLite::Statement update(db_, "UPDATE agents SET active_model_sha = ? WHERE id = ?");
+  update.bind(1, sha256);
+  update.bind(2, agent_id);
+  update.exec();
+}
+
+std::string Store::active_model(int64_t agent_id) {
+  SQLite::Statement query(db_, "SELECT active_model_sha FROM agents WHERE id = ?");
+  query.bind(1, agent_id);
+  return query.executeStep() ? query.getColumn(0).getString() : std::string();
+}
+
+int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json) {
+  SQLite::Statement insert(db_, "INSERT INTO rollouts (model_id, settings_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'running', ?, ?)");
+  insert.bind(1, model_id);
+  insert.bind(2, settings_json);
+  insert.bind(3, now_ms());
+  insert.bind(4, now_ms());
+  insert.exec();
+  return db_.getLastInsertRowid();
+}
+
+void Store::save_rollout(int64_t id, const std::string& stage, const std::string& reason, const std::string& state_json) {
+  SQLite::Statement update(db_, "UPDATE rollouts SET stage = ?, reason = ?, state_json = ?, updated_at_ms = ? WHERE id = ?");
+  update.bind(1, stage);
+  update.bind(2, reason);
+  update.bind(3, state_json);
+  update.bind(4, now_ms());
+  update.bind(5, id);
+  update.exec();
+}
+
+std::vector<Store::RolloutRecord> Store::rollouts() {
+  SQLite::Statement query(db_, "SELECT id, model_id, settings_json, stage, reason, state_json FROM rollouts ORDER BY id");
+  std::vector<RolloutRecord> out;
+  while (query.executeStep()) {
+    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt64(), query.getColumn(2).getString(), query.getColumn(3).getString(),
+                   query.getColumn(4).getString(), query.getColumn(5).getString()});
+  }
+  return out;
 }
 
 void Store::audit(const std::string& actor, const std::string& event, const std::string& detail) {

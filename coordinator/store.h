@@ -23,6 +23,7 @@ struct AgentRecord {
   std::optional<int64_t> revoked_at_ms;
   int64_t last_seen_ms = 0;
   std::string profile_json;  // the last hello's hardware profile
+  std::string active_model_sha;  // the package in its active slot, as it last reported
 };
 
 struct ModelRecord {
@@ -92,6 +93,19 @@ class Store {
   void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents, int64_t sequences,
                       int64_t tokens);
   std::optional<std::string> aggregate_path(int64_t round_id);
+
+  // The package in an agent's active slot, as it last reported.
+  void set_active_model(int64_t agent_id, const std::string& sha256);
+  std::string active_model(int64_t agent_id);
+
+  // Rollouts: settings and a JSON snapshot of their state, saved at every change.
+  struct RolloutRecord {
+    int64_t id, model_id;
+    std::string settings_json, stage, reason, state_json;
+  };
+  int64_t create_rollout(int64_t model_id, const std::string& settings_json);
+  void save_rollout(int64_t id, const std::string& stage, const std::string& reason, const std::string& state_json);
+  std::vector<RolloutRecord> rollouts();
 
   void audit(const std::string& actor, const std::string& event, const std::string& detail);
   struct AuditEntry {

@@ -65,7 +65,8 @@ Agent::Agent(AgentConfig config)
       keys_(CurveKeyPair::read(config_.curve_key_path())),
       context_(1),
       socket_(context_, zmq::socket_type::dealer),
-      next_sequence_(wall_clock_us()) {
+      next_sequence_(wall_clock_us()),
+      slots_(config_.state_dir) {
   SocketLimits limits;
   limits.reconnect_interval_max_ms = config_.reconnect_interval_max_ms;
   configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
@@ -76,6 +77,7 @@ Agent::Agent(AgentConfig config)
 Agent::~Agent() {
   // Workers still computing must finish before the state they read goes away.
   retire_round();
+  if (activation_ && activation_->check.valid()) activation_->check.wait();
   for (auto& work : retired_) {
     if (work->statistics.valid()) work->statistics.wait();
     if (work->checks.valid()) work->checks.wait();
@@ -116,6 +118,7 @@ void Agent::send_hello() {
   auto hello = message.body().initHello();
   hello.setName(config_.name);
   auto profile = hello.initProfile();
+  hello.setActiveModel(slots_.active());
   profile.setArch(hardware.arch);
   auto features = profile.initIsaFeatures(static_cast<unsigned>(hardware.isa_features.size()));
   for (size_t i = 0; i < hardware.isa_features.size(); ++i) features.set(static_cast<unsigned>(i), hardware.isa_features[i]);
@@ -160,6 +163,13 @@ int Agent::run(const std::atomic<bool>& stop) {
       message.body().initHeartbeat().setBusy(busy_);
       send(message);
       last_heartbeat_ms_ = now;
+    }
+    try {
+      advance_activation();
+    } catch (const std::exception& error) {
+      log(fmt::format("rollout {}: {}", activation_ ? activation_->rollout : 0, error.what()));
+      if (activation_) send_activation_report(activation_->rollout, false, false, error.what(), nullptr);
+      activation_.reset();
     }
     try {
       advance();
@@ -213,6 +223,12 @@ void Agent::handle(wire::Envelope::Reader envelope) {
       return;
     case Body::ROUND_RESULT:
       on_result(body.getRoundResult());
+      return;
+    case Body::MODEL_ACTIVATE:
+      on_activate(body.getModelActivate());
+      return;
+    case Body::MODEL_ROLLBACK:
+      on_rollback(body.getModelRollback());
       return;
     case Body::ROUND_ABORT: {
       const auto abort = body.getRoundAbort();
@@ -284,15 +300,31 @@ void Agent::request_chunks() {
 }
 
 void Agent::on_chunk(wire::Chunk::Reader chunk) {
-  if (!round_) return;
   const std::string sha = chunk.getSha256().cStr();
   const auto data = chunk.getData();
-  std::vector<Download*> downloads = {round_->model.get()};
-  for (auto& [label, download] : round_->results) downloads.push_back(download.get());
+  std::vector<Download*> downloads;
+  if (activation_ && activation_->download) downloads.push_back(activation_->download.get());
+  if (round_) {
+    downloads.push_back(round_->model.get());
+    for (auto& [label, download] : round_->results) downloads.push_back(download.get());
+  }
   for (Download* download : downloads) {
     if (download->sha256() != sha || download->complete()) continue;
-    download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+    if (activation_ && download == activation_->download.get()) {
+      try {
+        download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+      } catch (const Error& error) {
+        // A package that does not hash to its name is refused: the rollout hears why; nothing switches.
+        log(fmt::format("rollout {}: refused: {}", activation_->rollout, error.what()));
+        send_activation_report(activation_->rollout, false, false, error.what(), nullptr);
+        activation_.reset();
+        return;
+      }
+    } else {
+      download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+    }
     last_chunk_request_ms_ = 0;  // ask for the next chunk right away
+    if (activation_) activation_->last_request_ms = 0;
     if (download->complete()) log(fmt::format("downloaded and verified {} ({} bytes)", sha.substr(0, 16), download->total()));
     return;
   }
@@ -478,6 +510,96 @@ void Agent::on_result(wire::RoundResult::Reader result) {
   round_->phase = Phase::kFetchingResults;
   last_chunk_request_ms_ = 0;
   busy_ = true;
+}
+
+}  // namespace fedcal::agent
+
+namespace fedcal::agent {
+
+void Agent::request_chunk(Download& download, int64_t& last_request_ms) {
+  if (download.complete() || now_ms() - last_request_ms < kChunkRetryMs) return;
+  OutgoingMessage message;
+  auto chunk = message.body().initChunkRequest();
+  chunk.setSha256(download.sha256());
+  chunk.setOffset(download.have());
+  chunk.setLength(kChunkRequestBytes);
+  send(message);
+  last_request_ms = now_ms();
+}
+
+void Agent::on_activate(wire::ModelActivate::Reader activate) {
+  const std::string sha = activate.getSha256().cStr();
+  if (activation_ && activation_->download && activation_->download->sha256() == sha) return;  // already on it
+  if (sha == slots_.active()) {
+    LocalCheck unchanged;
+    send_activation_report(activate.getRolloutId(), true, false, "", &unchanged);
+    return;
+  }
+  if (activation_ && activation_->check.valid()) activation_->check.wait();
+  activation_ = std::make_unique<Activation>();
+  activation_->rollout = activate.getRolloutId();
+  activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
+  log(fmt::format("rollout {}: activating {}", activation_->rollout, sha.substr(0, 16)));
+}
+
+void Agent::advance_activation() {
+  if (!activation_) return;
+  Activation& activation = *activation_;
+  if (!activation.check.valid()) {
+    if (!activation.download->complete()) {
+      request_chunk(*activation.download, activation.last_request_ms);
+      return;
+    }
+    // Verify the signature and self-test before switching: against the active model on our
+    // held-out text if there is one, else load and decode.
+    const std::string candidate = activation.download->path();
+    const std::string previous = slots_.active().empty() ? "" : slots_.path(slots_.active());
+    LocalCheckOptions options;
+    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.max_tokens = config_.eval_max_tokens;
+    options.decode_tokens = config_.decode_tokens;
+    activation.check = std::async(std::launch::async, [this, candidate, previous, options] {
+      if (previous.empty()) return self_test(candidate, coordinator_signing_key_, options);
+      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
+      return check_package("rollout", previous, candidate, coordinator_signing_key_, text.heldout.empty() ? text.calibration : text.heldout,
+                           options, false);
+    });
+    return;
+  }
+  if (activation.check.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  const LocalCheck check = activation.check.get();  // throws: reported as a failed activation by run()
+  slots_.activate(activation.download->sha256());
+  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout, slots_.active().substr(0, 16),
+                  check.mean_kl, check.decode_tokens_per_second));
+  send_activation_report(activation.rollout, true, false, "", &check);
+  activation_.reset();
+}
+
+void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
+  if (activation_) {
+    if (activation_->check.valid()) activation_->check.wait();
+    activation_.reset();
+  }
+  const bool switched = slots_.rollback();
+  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(), switched ? "" : " (no previous model: nothing to switch)"));
+  send_activation_report(rollback.getRolloutId(), false, true, "", nullptr);
+}
+
+void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error, const LocalCheck* check) {
+  OutgoingMessage message;
+  auto report = message.body().initActivationReport();
+  report.setRolloutId(rollout);
+  report.setSha256(slots_.active());
+  report.setActivated(activated);
+  report.setRolledBack(rolled_back);
+  report.setError(error.substr(0, 1000));
+  if (check) {
+    report.setMeanKl(check->mean_kl);
+    report.setTop1Agreement(check->top1_agreement);
+    report.setTokensPerSecond(check->decode_tokens_per_second);
+    report.setPreviousTokensPerSecond(check->reference_decode_tokens_per_second);
+  }
+  send(message);
 }
 
 }  // namespace fedcal::agent

@@ -18,6 +18,7 @@
 #include "edge_agent/download.h"
 #include "edge_agent/enrollment.h"
 #include "edge_agent/local_check.h"
+#include "edge_agent/model_slots.h"
 #include "protocol/wire.h"
 
 namespace fedcal::agent {
@@ -68,6 +69,11 @@ class Agent {
   void on_unmask(wire::UnmaskRequest::Reader request);
   void on_result(wire::RoundResult::Reader result);
   void on_chunk(wire::Chunk::Reader chunk);
+  void on_activate(wire::ModelActivate::Reader activate);
+  void on_rollback(wire::ModelRollback::Reader rollback);
+  void advance_activation();
+  void send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error, const LocalCheck* check);
+  void request_chunk(Download& download, int64_t& last_request_ms);
   void request_chunks();
   void advance();  // starts work whose inputs are ready, sends what finished
   void log(const std::string& line) const;
@@ -85,6 +91,15 @@ class Agent {
   int64_t last_hello_ms_ = 0;
   bool welcomed_ = false;
   int exit_code_ = -1;
+  ModelSlots slots_;
+  // A rollout's activation: download, verify + self-test (worker), switch slots, report.
+  struct Activation {
+    uint64_t rollout = 0;
+    std::unique_ptr<Download> download;
+    std::future<LocalCheck> check;
+    int64_t last_request_ms = 0;
+  };
+  std::unique_ptr<Activation> activation_;
   std::unique_ptr<RoundWork> round_;
   std::vector<std::unique_ptr<RoundWork>> retired_;
   int64_t last_chunk_request_ms_ = 0;

@@ -27,10 +27,11 @@ double decode_speed(Transformer& model, int bos, int steps) {
 }  // namespace
 
 LocalCheck check_package(const std::string& label, const std::string& fp32_package, const std::string& int8_package,
-                         const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options) {
+                         const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options,
+                         bool require_int8) {
   LoadedModel fp32 = load_model(fp32_package, &coordinator_key);
   LoadedModel int8 = load_model(int8_package, &coordinator_key);
-  if (int8.int8.empty()) fail("{}: not an INT8 package", int8_package);
+  if (require_int8 && int8.int8.empty()) fail("{}: not an INT8 package", int8_package);
   if (fp32.model.config.dim != int8.model.config.dim || fp32.model.config.vocab_size != int8.model.config.vocab_size ||
       fp32.model.config.n_layers != int8.model.config.n_layers) {
     fail("{}: not a quantization of {}", int8_package, fp32_package);
@@ -41,8 +42,8 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
   if (tokens.size() < 2) fail("the held-out text has fewer than 2 tokens");
 
   XnnRuntime runtime(options.threads);
-  Transformer reference(fp32.model, runtime);
-  Transformer quantized(int8.model, runtime, {}, &int8.int8);
+  Transformer reference(fp32.model, runtime, {}, fp32.int8.empty() ? nullptr : &fp32.int8);
+  Transformer quantized(int8.model, runtime, {}, int8.int8.empty() ? nullptr : &int8.int8);
   const EvalResult result = evaluate(quantized, &reference, tokens, heldout_text.size());
 
   LocalCheck check;
@@ -54,6 +55,18 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
   check.reference_mean_nll = std::log(result.reference->reference_perplexity);
   check.decode_tokens_per_second = decode_speed(quantized, tokenizer->bos_id(), options.decode_tokens);
   check.reference_decode_tokens_per_second = decode_speed(reference, tokenizer->bos_id(), options.decode_tokens);
+  return check;
+}
+
+LocalCheck self_test(const std::string& package, const SigningKey& coordinator_key, const LocalCheckOptions& options) {
+  LoadedModel loaded = load_model(package, &coordinator_key);
+  auto tokenizer = load_tokenizer(loaded, std::nullopt);
+  XnnRuntime runtime(options.threads);
+  Transformer model(loaded.model, runtime, {}, loaded.int8.empty() ? nullptr : &loaded.int8);
+  LocalCheck check;
+  check.label = "self-test";
+  check.decode_tokens_per_second = decode_speed(model, tokenizer->bos_id(), options.decode_tokens);
+  if (!(check.decode_tokens_per_second > 0)) fail("{}: decoding produced nothing", package);
   return check;
 }
 

@@ -26,8 +26,13 @@ struct LocalCheckOptions {
   int decode_tokens = 32;
 };
 
-// Both packages are verified against `coordinator_key`. Throws Error naming what failed.
-LocalCheck check_package(const std::string& label, const std::string& fp32_package, const std::string& int8_package,
-                         const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options);
+// Both packages are verified against `coordinator_key`. `reference` is the FP32 model (round
+// results, `require_int8`) or the agent's previous active model (rollouts). Throws Error naming what failed.
+LocalCheck check_package(const std::string& label, const std::string& reference, const std::string& candidate,
+                         const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options,
+                         bool require_int8 = true);
+
+// A package with nothing to compare with: verified, loaded, and timed decoding.
+LocalCheck self_test(const std::string& package, const SigningKey& coordinator_key, const LocalCheckOptions& options);
 
 }  // namespace fedcal::agent

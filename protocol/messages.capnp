@@ -35,6 +35,9 @@ struct Envelope {
     localReport @18 :LocalReport;
     roundAbort @19 :RoundAbort;
     welcome @20 :Welcome;
+    modelActivate @21 :ModelActivate;
+    activationReport @22 :ActivationReport;
+    modelRollback @23 :ModelRollback;
   }
 }
 
@@ -89,6 +92,8 @@ struct Hello {
   # The agent's name.
   profile @1 :HardwareProfile;
   # What it runs on.
+  activeModel @2 :Text;
+  # SHA-256 of the package in the agent's active slot ("" if none).
 }
 
 struct Welcome {
@@ -296,4 +301,39 @@ struct RoundAbort {
   # The round that failed.
   reason @1 :Text;
   # Why.
+}
+
+struct ModelActivate {
+  rolloutId @0 :UInt64;
+  # The rollout this activation belongs to.
+  sha256 @1 :Text;
+  # The signed package to download, verify, self-test and switch to.
+  bytes @2 :UInt64;
+  # Its size.
+}
+
+struct ModelRollback {
+  rolloutId @0 :UInt64;
+  # The rollout being rolled back: the agent switches back to its previous slot.
+}
+
+struct ActivationReport {
+  rolloutId @0 :UInt64;
+  # The rollout.
+  sha256 @1 :Text;
+  # The package now active (after an activation or a rollback).
+  activated @2 :Bool;
+  # The new package passed verification and self-test and is active.
+  rolledBack @3 :Bool;
+  # This report answers a rollback order.
+  error @4 :Text;
+  # Why activation failed ("" if it did not).
+  meanKl @5 :Float64;
+  # Mean KL(previous model || new model) on the agent's held-out text (0 without a previous model).
+  top1Agreement @6 :Float64;
+  # Top-1 agreement with the previous model.
+  tokensPerSecond @7 :Float64;
+  # Decoding speed of the new model.
+  previousTokensPerSecond @8 :Float64;
+  # Decoding speed of the previous model (0 without one).
 }

@@ -36,7 +36,7 @@ DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_byt
     if (decoded.envelope_.getVersion() != wire::PROTOCOL_VERSION) {
       fail("message: protocol version {}, this build speaks {}", decoded.envelope_.getVersion(), wire::PROTOCOL_VERSION);
     }
-    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::WELCOME) fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
+    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::MODEL_ROLLBACK) fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
   } catch (const kj::Exception& exception) {
     fail("message: malformed Cap'n Proto: {}", exception.getDescription().cStr());
   }
@@ -69,6 +69,9 @@ std::string body_name(wire::Envelope::Reader envelope) {
     case Body::LOCAL_REPORT: return "localReport";
     case Body::ROUND_ABORT: return "roundAbort";
     case Body::WELCOME: return "welcome";
+    case Body::MODEL_ACTIVATE: return "modelActivate";
+    case Body::ACTIVATION_REPORT: return "activationReport";
+    case Body::MODEL_ROLLBACK: return "modelRollback";
   }
   return "unknown(" + std::to_string(static_cast<int>(envelope.getBody().which())) + ")";
 }

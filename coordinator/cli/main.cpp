@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "common/curve.h"
@@ -185,6 +186,71 @@ int main(int argc, char** argv) {
     const auto reply = call(common, {{"command", "round.abort"}});
     print(common, reply, format_round(reply));
   });
+
+  CLI::App* rollout = app.add_subcommand("rollout", "Staged rollouts of a model to the fleet")->require_subcommand(1);
+  int64_t rollout_model = 0;
+  std::string waves = "5%,50%,100%", group, min_healthy = "90%";
+  double max_kl = 0.05, max_slowdown = 1.5;
+  int wave_timeout_ms = 600000;
+  bool rollout_watch = false;
+  CLI::App* rollout_start = rollout->add_subcommand("start", "Roll a model out in waves with health gates and automatic rollback");
+  rollout_start->add_option("--model", rollout_model, "Model id (see `models list`)")->required();
+  rollout_start->add_option("--waves", waves, "Cumulative percentages of the targets per wave")->capture_default_str();
+  rollout_start->add_option("--group", group, "Only agents with this label (from their config)");
+  rollout_start->add_option("--max-kl", max_kl, "Healthy: KL vs the agent's previous model at most this (nats/token)")->capture_default_str();
+  rollout_start->add_option("--max-slowdown", max_slowdown, "Healthy: previous/new decoding speed at most this")->capture_default_str();
+  rollout_start->add_option("--min-healthy", min_healthy, "A wave passes when this share of its reporting agents is healthy")->capture_default_str();
+  rollout_start->add_option("--wave-timeout-ms", wave_timeout_ms, "A wave waits at most this long for reports")->capture_default_str();
+  auto percent = [](std::string text) {
+    if (!text.empty() && text.back() == '%') text.pop_back();
+    return std::stod(text);
+  };
+  auto show_rollout = [&](const nlohmann::json& reply) {
+    std::string text = fmt::format("rollout {}: {} (model {}, wave {} of {})\n", reply.value("rollout", 0), reply.value("stage", std::string()),
+                                   reply.value("model", 0), reply.value("wave", 0) + 1, reply["waves"].size());
+    if (!reply.value("reason", std::string()).empty()) text += "  reason: " + reply["reason"].get<std::string>() + "\n";
+    text += "  agents:";
+    for (const auto& [state, count] : reply["counts"].items()) text += fmt::format(" {} {}", count.get<int>(), state);
+    text += "\n";
+    for (const auto& agent : reply["agents"]) {
+      const auto& check = agent["report"];
+      text += fmt::format("    agent {:>4}  wave {}  {:<12}", agent["agent"].get<int64_t>(), agent["wave"].get<int>() + 1, agent["status"].get<std::string>());
+      if (check.is_object()) {
+        text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} vs {:.0f} tok/s", check.value("mean_kl", 0.0), 100 * check.value("top1_agreement", 0.0),
+                            check.value("tokens_per_second", 0.0), check.value("previous_tokens_per_second", 0.0));
+        if (!check.value("error", std::string()).empty()) text += "  error: " + check["error"].get<std::string>();
+      }
+      text += "\n";
+    }
+    print(common, reply, text);
+  };
+  rollout_start->callback([&] {
+    nlohmann::json wave_list = nlohmann::json::array();
+    std::stringstream stream(waves);
+    std::string item;
+    while (std::getline(stream, item, ',')) wave_list.push_back(percent(item));
+    show_rollout(call(common, {{"command", "rollout.start"},
+                               {"settings", {{"model_id", rollout_model}, {"waves", wave_list}, {"group", group}, {"max_kl", max_kl},
+                                             {"max_slowdown", max_slowdown}, {"min_healthy", percent(min_healthy)},
+                                             {"wave_timeout_ms", wave_timeout_ms}}}}));
+  });
+  CLI::App* rollout_status = rollout->add_subcommand("status", "The current (or last) rollout, per agent");
+  rollout_status->add_flag("--watch", rollout_watch, "Follow it live until it ends");
+  rollout_status->callback([&] {
+    nlohmann::json reply = call(common, {{"command", "rollout.status"}});
+    while (rollout_watch) {
+      const std::string stage = reply.value("stage", std::string());
+      if (stage != "running" && stage != "paused") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      reply = call(common, {{"command", "rollout.status"}});
+    }
+    show_rollout(reply);
+  });
+  for (const char* action : {"pause", "resume", "abort", "rollback"}) {
+    rollout->add_subcommand(action, std::string("Rollout: ") + action)->callback([&common, &show_rollout, action] {
+      show_rollout(call(common, {{"command", std::string("rollout.") + action}}));
+    });
+  }
 
   int audit_limit = 50;
   CLI::App* audit = app.add_subcommand("audit", "The latest audit log entries (enrollments, refusals, rounds)");

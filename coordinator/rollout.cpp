@@ -1,0 +1,243 @@
+#include "coordinator/rollout.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+
+namespace fedcal::coordinator {
+
+nlohmann::json RolloutSettings::to_json() const {
+  return {{"model_id", model_id}, {"waves", waves},           {"group", group},           {"max_kl", max_kl},
+          {"max_slowdown", max_slowdown}, {"min_healthy", min_healthy}, {"wave_timeout_ms", wave_timeout_ms}};
+}
+
+RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
+  RolloutSettings settings;
+  try {
+    for (const auto& [key, value] : json.items()) {
+      if (!settings.to_json().contains(key)) fail("unknown rollout setting '{}'", key);
+    }
+    settings.model_id = json.value("model_id", settings.model_id);
+    settings.waves = json.value("waves", settings.waves);
+    settings.group = json.value("group", settings.group);
+    settings.max_kl = json.value("max_kl", settings.max_kl);
+    settings.max_slowdown = json.value("max_slowdown", settings.max_slowdown);
+    settings.min_healthy = json.value("min_healthy", settings.min_healthy);
+    settings.wave_timeout_ms = json.value("wave_timeout_ms", settings.wave_timeout_ms);
+  } catch (const nlohmann::json::exception& error) {
+    fail("rollout settings: {}", error.what());
+  }
+  if (settings.waves.empty() || settings.waves.size() > 20) fail("waves: 1 to 20 cumulative percentages");
+  double last = 0;
+  for (double wave : settings.waves) {
+    if (!(wave > last && wave <= 100)) fail("waves must increase, within (0, 100]: got {}", wave);
+    last = wave;
+  }
+  if (settings.waves.back() != 100) fail("the last wave must be 100%");
+  if (!(settings.max_kl >= 0)) fail("max_kl must be >= 0");
+  if (!(settings.max_slowdown >= 1)) fail("max_slowdown must be >= 1");
+  if (!(settings.min_healthy >= 0 && settings.min_healthy <= 100)) fail("min_healthy must be a percentage");
+  if (settings.wave_timeout_ms < 1000) fail("wave_timeout_ms must be >= 1000");
+  return settings;
+}
+
+Rollout::Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model)
+    : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
+
+std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model,
+                                        std::vector<int64_t> targets) {
+  if (targets.empty()) fail("no agents{} to roll out to", settings.group.empty() ? "" : " with label '" + settings.group + "'");
+  const int64_t id = host.store().create_rollout(model.id, settings.to_json().dump());
+  std::unique_ptr<Rollout> rollout(new Rollout(host, id, settings, model));
+  const size_t n = targets.size();
+  size_t index = 0;
+  for (size_t wave = 0; wave < settings.waves.size(); ++wave) {
+    const auto end = static_cast<size_t>(std::ceil(settings.waves[wave] / 100 * static_cast<double>(n)));
+    for (; index < std::min(end, n); ++index) rollout->agents_[targets[index]].wave = static_cast<int>(wave);
+  }
+  host.store().audit("operator", "rollout started", fmt::format("rollout {} of model {}: {}", id, model.id, settings.to_json().dump()));
+  rollout->start_wave(0);
+  return rollout;
+}
+
+std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutRecord& record) {
+  const auto model = host.store().model(record.model_id);
+  if (!model) fail("rollout {}: model {} is missing", record.id, record.model_id);
+  std::unique_ptr<Rollout> rollout(new Rollout(host, record.id, RolloutSettings::from_json(nlohmann::json::parse(record.settings_json)), *model));
+  const nlohmann::json state = nlohmann::json::parse(record.state_json);
+  rollout->stage_ = record.stage;
+  rollout->reason_ = record.reason;
+  rollout->wave_ = state.value("wave", 0);
+  for (const auto& agent : state.value("agents", nlohmann::json::array())) {
+    AgentState& entry = rollout->agents_[agent["agent"].get<int64_t>()];
+    entry.wave = agent["wave"].get<int>();
+    entry.status = agent["status"].get<std::string>();
+    entry.report = agent.value("report", nlohmann::json());
+  }
+  rollout->wave_deadline_ms_ = now_ms() + rollout->settings_.wave_timeout_ms;
+  host.log(fmt::format("rollout {}: recovered in stage {}, wave {}", record.id, record.stage, rollout->wave_ + 1));
+  return rollout;
+}
+
+void Rollout::start_wave(int wave) {
+  wave_ = wave;
+  wave_deadline_ms_ = now_ms() + settings_.wave_timeout_ms;
+  host_.log(fmt::format("rollout {}: wave {} of {}", id_, wave + 1, settings_.waves.size()));
+  for (auto& [agent, state] : agents_) {
+    if (state.wave == wave && state.status == "pending" && host_.is_online(agent)) send_activate(agent);
+  }
+  save();
+}
+
+void Rollout::send_activate(int64_t agent_id) {
+  OutgoingMessage message;
+  auto activate = message.body().initModelActivate();
+  activate.setRolloutId(static_cast<uint64_t>(id_));
+  activate.setSha256(model_.sha256);
+  activate.setBytes(static_cast<uint64_t>(model_.bytes));
+  host_.send(agent_id, message);
+  agents_[agent_id].status = "sent";
+}
+
+void Rollout::send_rollback(int64_t agent_id) {
+  OutgoingMessage message;
+  message.body().initModelRollback().setRolloutId(static_cast<uint64_t>(id_));
+  host_.send(agent_id, message);
+  agents_[agent_id].status = "rolling_back";
+}
+
+bool Rollout::healthy(const nlohmann::json& report) const {
+  if (!report.value("activated", false)) return false;
+  if (report.value("mean_kl", 0.0) > settings_.max_kl) return false;
+  const double now = report.value("tokens_per_second", 0.0), before = report.value("previous_tokens_per_second", 0.0);
+  return before <= 0 || (now > 0 && before / now <= settings_.max_slowdown);
+}
+
+void Rollout::agent_online(int64_t agent_id, const std::string& active_sha) {
+  const auto it = agents_.find(agent_id);
+  if (it == agents_.end()) return;
+  AgentState& state = it->second;
+  const bool updated = state.status != "pending" && state.status != "rolled_back";
+  if ((stage_ == "rolled_back" || stage_ == "halted") && updated && active_sha == model_.sha256) {
+    send_rollback(agent_id);  // it was offline when the rollout was rolled back
+  } else if ((stage_ == "running" || stage_ == "done") && state.wave <= wave_ && active_sha != model_.sha256 &&
+             (state.status == "pending" || state.status == "sent")) {
+    send_activate(agent_id);  // offline during its wave: catches up now
+  }
+  save();
+}
+
+void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
+  if (report.getRolloutId() != static_cast<uint64_t>(id_)) fail("activationReport for rollout {}, not the current one ({})", report.getRolloutId(), id_);
+  const auto it = agents_.find(agent_id);
+  if (it == agents_.end()) fail("agent {} is not a target of rollout {}", agent_id, id_);
+  const double figures[] = {report.getMeanKl(), report.getTop1Agreement(), report.getTokensPerSecond(), report.getPreviousTokensPerSecond()};
+  for (double value : figures) {
+    if (!std::isfinite(value) || value < 0) fail("activationReport: a non-finite or negative figure");
+  }
+  AgentState& state = it->second;
+  state.report = {{"activated", report.getActivated()},
+                  {"rolled_back", report.getRolledBack()},
+                  {"active_sha256", report.getSha256().cStr()},
+                  {"error", report.getError().cStr()},
+                  {"mean_kl", report.getMeanKl()},
+                  {"top1_agreement", report.getTop1Agreement()},
+                  {"tokens_per_second", report.getTokensPerSecond()},
+                  {"previous_tokens_per_second", report.getPreviousTokensPerSecond()}};
+  host_.store().set_active_model(agent_id, report.getSha256().cStr());
+  if (report.getRolledBack()) {
+    state.status = "rolled_back";
+  } else if (stage_ == "rolled_back" || stage_ == "halted") {
+    if (report.getActivated()) send_rollback(agent_id);  // activated after the halt: undo
+  } else {
+    state.status = report.getActivated() ? (healthy(state.report) ? "healthy" : "unhealthy") : "failed";
+  }
+  save();
+}
+
+void Rollout::tick() {
+  if (stage_ != "running") return;
+  // The gate of the current wave: every online agent of waves <= current has reported, or the deadline passed.
+  int reported = 0, healthy_count = 0, waiting = 0;
+  for (const auto& [agent, state] : agents_) {
+    if (state.wave > wave_) continue;
+    if (state.status == "healthy" || state.status == "unhealthy" || state.status == "failed") {
+      ++reported;
+      healthy_count += state.status == "healthy" ? 1 : 0;
+    } else if (host_.is_online(agent)) {
+      ++waiting;
+    }
+  }
+  const bool expired = now_ms() >= wave_deadline_ms_;
+  if (waiting > 0 && !expired) return;
+  if (reported == 0) {
+    if (expired) rollback(fmt::format("no agent of wave {} reported within {} ms", wave_ + 1, settings_.wave_timeout_ms));
+    return;
+  }
+  const double healthy_percent = 100.0 * healthy_count / reported;
+  if (healthy_percent < settings_.min_healthy) {
+    rollback(fmt::format("wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max slowdown {})",
+                         wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl, settings_.max_slowdown));
+    return;
+  }
+  if (wave_ + 1 < static_cast<int>(settings_.waves.size())) {
+    start_wave(wave_ + 1);
+  } else {
+    stage_ = "done";
+    host_.store().audit("coordinator", "rollout done", fmt::format("rollout {}", id_));
+    save();
+  }
+}
+
+void Rollout::pause() {
+  if (stage_ != "running") fail("rollout {} is {}, not running", id_, stage_);
+  stage_ = "paused";
+  save();
+}
+
+void Rollout::resume() {
+  if (stage_ != "paused") fail("rollout {} is {}, not paused", id_, stage_);
+  stage_ = "running";
+  start_wave(wave_);
+}
+
+void Rollout::abort() {
+  if (finished()) fail("rollout {} is already {}", id_, stage_);
+  stage_ = "aborted";
+  reason_ = "aborted by the operator (updated agents keep the new model; `rollout rollback` reverts them)";
+  save(reason_);
+}
+
+void Rollout::rollback(const std::string& reason) {
+  if (stage_ == "rolled_back") fail("rollout {} is already rolled back", id_);
+  stage_ = "rolled_back";
+  reason_ = reason;
+  host_.log(fmt::format("rollout {}: rolling back: {}", id_, reason));
+  host_.store().audit("coordinator", "rollout rolled back", fmt::format("rollout {}: {}", id_, reason));
+  for (auto& [agent, state] : agents_) {
+    if (state.status == "healthy" || state.status == "unhealthy" || state.status == "sent") {
+      if (host_.is_online(agent)) send_rollback(agent);
+    }
+  }
+  save(reason);
+}
+
+void Rollout::save(const std::string& reason) {
+  if (!reason.empty()) reason_ = reason;
+  host_.store().save_rollout(id_, stage_, reason_, status().dump());
+}
+
+nlohmann::json Rollout::status() const {
+  nlohmann::json agents = nlohmann::json::array();
+  std::map<std::string, int> counts;
+  for (const auto& [agent, state] : agents_) {
+    agents.push_back({{"agent", agent}, {"wave", state.wave}, {"status", state.status}, {"report", state.report}});
+    counts[state.status] += 1;
+  }
+  return {{"rollout", id_},        {"model", model_.id},     {"sha256", model_.sha256}, {"stage", stage_}, {"reason", reason_},
+          {"wave", wave_},         {"waves", settings_.waves}, {"settings", settings_.to_json()}, {"counts", counts},
+          {"agents", agents}};
+}
+
+}  // namespace fedcal::coordinator

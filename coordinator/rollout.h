@@ -1,0 +1,80 @@
+// A staged rollout of a signed model package to (a group of) the fleet, persisted as a JSON snapshot.
+// Targets are split into waves by cumulative percentage (e.g. 5%, 50%, 100%). Each updated agent
+// downloads, verifies, self-tests and switches, then reports its local check: KL and top-1 against
+// its previous model on its held-out text, and decoding speed of both. A wave's gate holds when the
+// healthy fraction of its reporting agents reaches min_healthy (healthy: activated, KL <= max_kl,
+// slowdown <= max_slowdown); then the next wave starts. A failing gate halts the rollout and orders
+// every agent updated so far back to its previous slot. Agents offline during their wave catch up
+// when they return (or are rolled back, if the rollout was).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/round.h"
+#include "coordinator/store.h"
+
+namespace fedcal::coordinator {
+
+struct RolloutSettings {
+  int64_t model_id = 0;
+  std::vector<double> waves = {5, 50, 100};  // cumulative percentages of the targets
+  std::string group;                         // only agents with this label ("" = all)
+  double max_kl = 0.05;                      // nats per token, vs the agent's previous model
+  double max_slowdown = 1.5;                 // previous tokens/s over new tokens/s
+  double min_healthy = 90;                   // percent of a wave's reporting agents
+  int wave_timeout_ms = 600000;              // a wave waits at most this long for reports
+
+  nlohmann::json to_json() const;
+  static RolloutSettings from_json(const nlohmann::json& json);  // validates; errors name the field
+};
+
+class Rollout {
+ public:
+  // `targets`: the agents in the group, in id order.
+  static std::unique_ptr<Rollout> start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model, std::vector<int64_t> targets);
+  static std::unique_ptr<Rollout> recover(RoundHost& host, const Store::RolloutRecord& record);
+
+  int64_t id() const { return id_; }
+  const std::string& stage() const { return stage_; }
+  bool finished() const { return stage_ == "done" || stage_ == "rolled_back" || stage_ == "aborted"; }
+
+  void agent_online(int64_t agent_id, const std::string& active_sha);
+  void handle(int64_t agent_id, wire::ActivationReport::Reader report);
+  void tick();
+  void pause();
+  void resume();
+  void abort();
+  void rollback(const std::string& reason);
+  nlohmann::json status() const;
+
+ private:
+  struct AgentState {
+    int wave = 0;
+    std::string status = "pending";  // pending, sent, healthy, unhealthy, failed, rolling_back, rolled_back
+    nlohmann::json report;
+  };
+  Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model);
+  void start_wave(int wave);
+  void send_activate(int64_t agent_id);
+  void send_rollback(int64_t agent_id);
+  bool healthy(const nlohmann::json& report) const;
+  void save(const std::string& reason = "");
+
+  RoundHost& host_;
+  int64_t id_;
+  RolloutSettings settings_;
+  ModelRecord model_;
+  std::string stage_ = "running";  // running, paused, halted, done, rolled_back, aborted
+  std::string reason_;
+  int wave_ = 0;
+  int64_t wave_deadline_ms_ = 0;
+  std::map<int64_t, AgentState> agents_;
+};
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,28 @@
+// The agent's two model slots: the active package (what the device serves) and the previous one (what
+// a rollback returns to). Packages live in state_dir/models/<sha256>.fcpkg; the slot pointers are one
+// small JSON file replaced atomically (write + fsync + rename), so a crash never leaves a half switch.
+#pragma once
+
+#include <string>
+
+namespace fedcal::agent {
+
+class ModelSlots {
+ public:
+  explicit ModelSlots(std::string state_dir);
+  const std::string& active() const { return active_; }
+  const std::string& previous() const { return previous_; }
+  std::string path(const std::string& sha256) const { return state_dir_ + "/models/" + sha256 + ".fcpkg"; }
+  // previous <- active, active <- sha256.
+  void activate(const std::string& sha256);
+  // active <-> previous; false (and nothing changes) without a previous model.
+  bool rollback();
+
+ private:
+  void save() const;
+  std::string state_dir_;
+  std::string active_;
+  std::string previous_;
+};
+
+}  // namespace fedcal::agent

@@ -1,0 +1,136 @@
+// Staged rollouts over real processes: waves, health gates, automatic rollback, refused tampered
+// packages, and an agent that was offline the whole time catching up.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/sha256.h"
+#include "models/model_package.h"
+#include "tests/coordinator/mini_fleet.h"
+
+namespace fedcal::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json wait_rollout(MiniFleet& fleet, std::chrono::seconds timeout = std::chrono::seconds(90)) {
+  nlohmann::json status;
+  const bool over = eventually(
+      [&] {
+        status = fleet.admin({{"command", "rollout.status"}});
+        const std::string stage = status["stage"].get<std::string>();
+        return stage != "running" && stage != "paused";
+      },
+      timeout);
+  if (!over) throw std::runtime_error("rollout did not finish: " + status.dump());
+  return status;
+}
+
+nlohmann::json start_rollout(MiniFleet& fleet, int64_t model, std::vector<double> waves) {
+  fleet.admin({{"command", "rollout.start"},
+               {"settings", {{"model_id", model}, {"waves", waves}, {"max_kl", 0.05}, {"max_slowdown", 50.0}, {"min_healthy", 100.0},
+                             {"wave_timeout_ms", 30000}}}});
+  return wait_rollout(fleet);
+}
+
+// Active model of every listed agent, by id.
+std::map<int64_t, std::string> active_models(MiniFleet& fleet) {
+  std::map<int64_t, std::string> out;
+  const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
+  for (const auto& agent : agents["agents"]) out[agent["id"].get<int64_t>()] = agent["active_model"].get<std::string>();
+  return out;
+}
+
+std::string model_sha(MiniFleet& fleet, int64_t id) {
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  for (const auto& model : models["models"]) {
+    if (model["id"].get<int64_t>() == id) return model["sha256"].get<std::string>();
+  }
+  throw std::runtime_error("no model " + std::to_string(id));
+}
+
+TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, tampered packages refused, offline agents catch up" *
+          doctest::timeout(300)) {
+  FleetOptions options;
+  options.agents = 10;
+  options.lines_per_agent = 12;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  // Agent 10 goes offline before any rollout and stays away until the end.
+  fleet.agent(9).signal(SIGTERM);
+  REQUIRE(fleet.agent(9).wait_exit(std::chrono::seconds(10)) == 0);
+  fleet.wait_online(9);
+  REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 9; }, std::chrono::seconds(10)));
+
+  // The FP32 model everywhere first (one wave): the baseline the INT8 models are checked against.
+  const int64_t fp32 = fleet.import_model();
+  const std::string fp32_sha = model_sha(fleet, fp32);
+  nlohmann::json status = start_rollout(fleet, fp32, {100});
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
+
+  // INT8 packages built centrally: a good one, and one with every activation scale multiplied by 100.
+  const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
+  std::string text;
+  for (int i = 0; i < 3; ++i) text += fleet.calibration_text(i, 100);
+  write_text(fleet.path("calibration.txt"), text);
+  const std::string common = " --threads 1 --model " + model + "/model.bin --tokenizer " + model + "/tokenizer.bin ";
+  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("calibration.txt") + " --seq-len 64 -o " +
+                      fleet.path("c.stats"))
+              .exit_code == 0);
+  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path("c.stats") +
+                      " --method mse --per-channel -o " + fleet.path("good.fcpkg"))
+              .exit_code == 0);
+  ModelPackage bad = read_model_package(fleet.path("good.fcpkg"), nullptr);
+  for (auto& [name, layer] : bad.int8) {
+    layer.input.scale *= 100;
+    layer.output.scale *= 100;
+  }
+  write_model_package(fleet.path("bad.fcpkg"), bad.model, bad.int8, bad.tokenizer, bad.provenance);
+  const int64_t good = fleet.admin({{"command", "models.import"}, {"path", fleet.path("good.fcpkg")}})["id"].get<int64_t>();
+  const int64_t planted = fleet.admin({{"command", "models.import"}, {"path", fleet.path("bad.fcpkg")}})["id"].get<int64_t>();
+
+  // The bad model fails the first wave's gate: halted, and the first wave is back on FP32.
+  status = start_rollout(fleet, planted, {20, 60, 100});
+  CHECK(status["stage"] == "rolled_back");
+  CHECK(status["reason"].get<std::string>().find("wave 1 failed its health gate") != std::string::npos);
+  REQUIRE(eventually([&] { return wait_rollout(fleet)["counts"].value("rolling_back", 0) == 0; }, std::chrono::seconds(30)));
+  int first_wave = 0;
+  for (const auto& agent : status["agents"]) first_wave += agent["wave"] == 0 ? 1 : 0;
+  CHECK(first_wave == 2);
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
+
+  // A package altered in the coordinator's store is refused by every agent that fetches it.
+  const std::string good_path = fleet.coordinator_dir() + "/artifacts/" + model_sha(fleet, good) + ".fcpkg";
+  const std::string original = [&] {
+    std::ifstream in(good_path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  std::string altered = original;
+  altered[altered.size() / 2] ^= 0x01;
+  write_text(good_path, altered);
+  status = start_rollout(fleet, good, {20, 60, 100});
+  CHECK(status["stage"] == "rolled_back");
+  for (const auto& agent : status["agents"]) {
+    if (agent["wave"] == 0) CHECK(agent["report"]["error"].get<std::string>().find("hash") != std::string::npos);
+  }
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
+
+  // Restored, the good model goes out in three waves.
+  write_text(good_path, original);
+  status = start_rollout(fleet, good, {20, 60, 100});
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  CHECK(status["counts"]["healthy"] == 9);
+  const std::string good_sha = model_sha(fleet, good);
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : good_sha));
+
+  // The agent that was away the whole time gets the current model when it returns.
+  fleet.start_agent(9);
+  REQUIRE(eventually([&] { return active_models(fleet)[10] == good_sha; }, std::chrono::seconds(60)));
+}
+
+}  // namespace
+}  // namespace fedcal::testing
