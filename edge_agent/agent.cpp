@@ -72,9 +72,16 @@ Agent::Agent(AgentConfig config)
   configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
   socket_.connect(config_.coordinator);
   log(fmt::format("agent {} ({}) connecting to {}", enrollment_.agent_id, config_.name, config_.coordinator));
+  active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
+  local_server_ = std::make_unique<LocalServer>(config_.serve_endpoint(), coordinator_signing_key_,
+                                                config_.threads > 0 ? config_.threads : 1, [this] {
+                                                  std::lock_guard lock(active_path_mutex_);
+                                                  return active_path_;
+                                                });
 }
 
 Agent::~Agent() {
+  local_server_.reset();
   // Workers still computing must finish before the state they read goes away.
   retire_round();
   if (activation_ && activation_->check.valid()) activation_->check.wait();
@@ -569,6 +576,10 @@ void Agent::advance_activation() {
   if (activation.check.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
   const LocalCheck check = activation.check.get();  // throws: reported as a failed activation by run()
   slots_.activate(activation.download->sha256());
+  {
+    std::lock_guard lock(active_path_mutex_);
+    active_path_ = slots_.path(slots_.active());
+  }
   log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout, slots_.active().substr(0, 16),
                   check.mean_kl, check.decode_tokens_per_second));
   send_activation_report(activation.rollout, true, false, "", &check);
@@ -581,6 +592,10 @@ void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
     activation_.reset();
   }
   const bool switched = slots_.rollback();
+  {
+    std::lock_guard lock(active_path_mutex_);
+    active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
+  }
   log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(), switched ? "" : " (no previous model: nothing to switch)"));
   send_activation_report(rollback.getRolloutId(), false, true, "", nullptr);
 }

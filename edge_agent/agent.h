@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <future>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "edge_agent/download.h"
 #include "edge_agent/enrollment.h"
 #include "edge_agent/local_check.h"
+#include "edge_agent/local_server.h"
 #include "edge_agent/model_slots.h"
 #include "protocol/wire.h"
 
@@ -100,6 +102,9 @@ class Agent {
     int64_t last_request_ms = 0;
   };
   std::unique_ptr<Activation> activation_;
+  std::mutex active_path_mutex_;
+  std::string active_path_;  // what the local server serves; updated after every slot switch
+  std::unique_ptr<LocalServer> local_server_;
   std::unique_ptr<RoundWork> round_;
   std::vector<std::unique_ptr<RoundWork>> retired_;
   int64_t last_chunk_request_ms_ = 0;

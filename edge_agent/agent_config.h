@@ -29,6 +29,7 @@ struct AgentConfig {
   std::string enrollment_path() const { return state_dir + "/enrollment.json"; }
   std::string models_dir() const { return state_dir + "/models"; }
   std::string downloads_dir() const { return state_dir + "/downloads"; }
+  std::string serve_endpoint() const { return "ipc://" + state_dir + "/serve.sock"; }
 };
 
 }  // namespace fedcal::agent

@@ -11,6 +11,8 @@
 #include "edge_agent/agent.h"
 #include "edge_agent/agent_config.h"
 #include "edge_agent/enrollment.h"
+#include "edge_agent/local_server.h"
+#include "common/file_util.h"
 
 namespace {
 
@@ -57,6 +59,33 @@ int main(int argc, char** argv) {
     std::signal(SIGTERM, on_signal);
     Agent agent(config);
     exit_code = agent.run(g_stop);
+  });
+
+  std::string prompt, score_file;
+  int max_tokens = 64;
+  float temperature = 0;
+  bool json = false;
+  CLI::App* generate = app.add_subcommand("generate", "Continue a prompt with the device's active model (through the running agent)");
+  generate->add_option("--prompt", prompt, "Text to continue")->required();
+  generate->add_option("--max-tokens", max_tokens, "Tokens to generate at most")->capture_default_str();
+  generate->add_option("--temperature", temperature, "0: greedy")->capture_default_str();
+  generate->add_flag("--json", json, "Print the reply as JSON");
+  generate->callback([&] {
+    const AgentConfig config = AgentConfig::load(config_path);
+    const auto reply = local_request(config.serve_endpoint(),
+                                     {{"command", "generate"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", temperature}});
+    if (json) std::printf("%s\n", reply.dump(2).c_str());
+    else std::printf("%s%s\n", prompt.c_str(), reply["text"].get<std::string>().c_str());
+  });
+  CLI::App* score = app.add_subcommand("score", "Perplexity of a text under the device's active model (through the running agent)");
+  score->add_option("--text", score_file, "UTF-8 text file")->required()->check(CLI::ExistingFile);
+  score->add_flag("--json", json, "Print the reply as JSON");
+  score->callback([&] {
+    const AgentConfig config = AgentConfig::load(config_path);
+    const auto reply = local_request(config.serve_endpoint(), {{"command", "score"}, {"text", read_text_file(score_file)}});
+    if (json) std::printf("%s\n", reply.dump(2).c_str());
+    else std::printf("%lld tokens, perplexity %.4f (model %s)\n", static_cast<long long>(reply["tokens"].get<int64_t>()),
+                     reply["perplexity"].get<double>(), reply["model"].get<std::string>().substr(0, 16).c_str());
   });
 
   CLI::App* keys = app.add_subcommand("keys", "Print this agent's CURVE public key (created if missing)");

@@ -3,10 +3,14 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <filesystem>
+#include <set>
+#include <thread>
 #include <fstream>
 
 #include "common/sha256.h"
+#include "edge_agent/local_server.h"
 #include "models/model_package.h"
 #include "tests/coordinator/mini_fleet.h"
 
@@ -119,13 +123,38 @@ TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, 
   }
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
 
-  // Restored, the good model goes out in three waves.
+  // Restored, the good model goes out in three waves, while an application on agent 1 keeps asking
+  // it for text through the local socket: every request is answered, by the old model and then the new.
   write_text(good_path, original);
+  std::atomic<bool> stop_client{false};
+  std::set<std::string> served_by;
+  int served = 0, failed = 0;
+  std::thread client([&] {
+    const std::string endpoint = "ipc://" + fleet.path("agent-0/state/serve.sock");
+    while (!stop_client) {
+      try {
+        served_by.insert(agent::local_request(endpoint, {{"command", "generate"}, {"prompt", "Once upon a time"}, {"max_tokens", 8}})["model"]);
+        ++served;
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    }
+  });
   status = start_rollout(fleet, good, {20, 60, 100});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop_client = true;
+  client.join();
+  CHECK(failed == 0);
+  CHECK(served > 0);
+  CHECK(served_by.count(fp32_sha) == 1);
   REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
   CHECK(status["counts"]["healthy"] == 9);
   const std::string good_sha = model_sha(fleet, good);
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : good_sha));
+  CHECK(served_by.count(good_sha) == 1);
+  const std::string scored = run_command(built_binary("fedcal-agent") + " --config " + fleet.path("agent-0/agent.toml") + " score --json --text " +
+                                         fleet.path("calibration.txt")).output;
+  CHECK(scored.find(good_sha) != std::string::npos);
 
   // The agent that was away the whole time gets the current model when it returns.
   fleet.start_agent(9);

@@ -1,0 +1,124 @@
+#include "edge_agent/local_server.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "common/curve.h"
+#include "common/error.h"
+#include "models/evaluation.h"
+#include "models/model_loader.h"
+#include "models/sampler.h"
+#include "models/xnn_runtime.h"
+
+namespace fedcal::agent {
+
+struct LocalServer::Loaded {
+  std::string path;
+  LoadedModel model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<XnnRuntime> runtime;
+  std::unique_ptr<Transformer> transformer;
+};
+
+LocalServer::LocalServer(const std::string& endpoint, const SigningKey& key, int threads, std::function<std::string()> active_package)
+    : key_(key), threads_(threads), active_package_(std::move(active_package)), context_(1), socket_(context_, zmq::socket_type::rep) {
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.set(zmq::sockopt::maxmsgsize, int64_t{16} << 20);
+  socket_.bind(endpoint);
+  if (endpoint.rfind("ipc://", 0) == 0) ::chmod(endpoint.substr(6).c_str(), 0660);
+  thread_ = std::thread([this] { serve(); });
+}
+
+LocalServer::~LocalServer() {
+  stop_ = true;
+  thread_.join();
+}
+
+void LocalServer::serve() {
+  while (!stop_) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (!poll_interruptible(&item, 1, std::chrono::milliseconds(100)) || !(item.revents & ZMQ_POLLIN)) continue;
+    zmq::message_t request;
+    if (!socket_.recv(request, zmq::recv_flags::dontwait)) continue;
+    nlohmann::json reply;
+    try {
+      const nlohmann::json parsed = nlohmann::json::parse(request.to_string_view());
+      reply = answer(parsed);
+      reply["ok"] = true;
+    } catch (const std::exception& error) {
+      reply = {{"ok", false}, {"error", error.what()}};
+    }
+    const std::string text = reply.dump();
+    socket_.send(zmq::buffer(text), zmq::send_flags::none);
+  }
+}
+
+nlohmann::json LocalServer::answer(const nlohmann::json& request) {
+  const std::string path = active_package_();
+  if (path.empty()) fail("no active model yet (the coordinator has not rolled one out to this device)");
+  if (!loaded_ || loaded_->path != path) {
+    // Load the new package completely before dropping the old one.
+    auto next = std::make_unique<Loaded>();
+    next->path = path;
+    next->model = load_model(path, &key_);
+    next->tokenizer = load_tokenizer(next->model, std::nullopt);
+    next->runtime = std::make_unique<XnnRuntime>(threads_);
+    next->transformer = std::make_unique<Transformer>(next->model.model, *next->runtime, TransformerOptions{},
+                                                      next->model.int8.empty() ? nullptr : &next->model.int8);
+    loaded_ = std::move(next);
+  }
+  Loaded& loaded = *loaded_;
+  const std::string command = request.at("command").get<std::string>();
+  const std::string sha = std::filesystem::path(loaded.path).stem().string();  // slots keep packages as <sha256>.fcpkg
+  const int context = loaded.transformer->config().max_seq_len;
+  if (command == "generate") {
+    std::vector<int> tokens = loaded.tokenizer->encode(request.value("prompt", std::string()), true);
+    const int max_tokens = request.value("max_tokens", 64);
+    if (max_tokens < 1 || max_tokens > 1 << 16) fail("max_tokens must be 1..65536");
+    if (static_cast<int>(tokens.size()) >= context) fail("the prompt has {} tokens; the context is {}", tokens.size(), context);
+    Sampler sampler({request.value("temperature", 0.0f), request.value("top_p", 1.0f), request.value("seed", uint64_t{0})});
+    std::span<const float> logits = loaded.transformer->forward(tokens, 0, false);
+    std::string text;
+    int generated = 0;
+    for (int pos = static_cast<int>(tokens.size()); generated < max_tokens && pos < context; ++pos) {
+      const int token = sampler.sample(logits);
+      if (token == loaded.tokenizer->eos_id()) break;
+      text += loaded.tokenizer->decode(tokens.back(), token);
+      tokens.push_back(token);
+      ++generated;
+      logits = loaded.transformer->forward(std::span(&tokens.back(), 1), pos, false);
+    }
+    return {{"text", text}, {"tokens", generated}, {"model", sha}};
+  }
+  if (command == "score") {
+    const std::string text = request.at("text").get<std::string>();
+    const std::vector<int> tokens = loaded.tokenizer->encode(text, true);
+    if (tokens.size() < 2) fail("the text has fewer than 2 tokens");
+    const EvalResult result = evaluate(*loaded.transformer, nullptr, tokens, text.size());
+    return {{"tokens", result.tokens}, {"mean_nll", result.mean_nll}, {"perplexity", result.perplexity}, {"model", sha}};
+  }
+  fail("unknown command '{}' (generate, score)", command);
+}
+
+nlohmann::json local_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms) {
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::req);
+  socket.set(zmq::sockopt::linger, 0);
+  socket.connect(endpoint);
+  const std::string text = request.dump();
+  socket.send(zmq::buffer(text), zmq::send_flags::none);
+  zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
+  zmq::message_t reply;
+  if (!(item.revents & ZMQ_POLLIN) || !socket.recv(reply, zmq::recv_flags::dontwait)) {
+    fail("no agent answered on {} (is `fedcal-agent run` running with this config?)", endpoint);
+  }
+  nlohmann::json parsed = nlohmann::json::parse(reply.to_string_view(), nullptr, false);
+  if (parsed.is_discarded() || !parsed.value("ok", false)) fail("{}", parsed.is_discarded() ? "malformed reply" : parsed.value("error", std::string()));
+  parsed.erase("ok");
+  return parsed;
+}
+
+}  // namespace fedcal::agent
