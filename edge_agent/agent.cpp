@@ -546,7 +546,12 @@ void Agent::on_activate(wire::ModelActivate::Reader activate) {
   activation_ = std::make_unique<Activation>();
   activation_->rollout = activate.getRolloutId();
   activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
-  log(fmt::format("rollout {}: activating {}", activation_->rollout, sha.substr(0, 16)));
+  if (activation_->download->have() > 0 && !activation_->download->complete()) {
+    log(fmt::format("rollout {}: resuming the download of {} at {} of {} bytes", activation_->rollout, sha.substr(0, 16),
+                    activation_->download->have(), activation_->download->total()));
+  } else {
+    log(fmt::format("rollout {}: activating {}", activation_->rollout, sha.substr(0, 16)));
+  }
 }
 
 void Agent::advance_activation() {

@@ -95,6 +95,7 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
          << "join_timeout_ms = 60000\nreport_timeout_ms = 60000\n";
   if (options_.capture) config << "capture_file = \"capture.bin\"\n";
   if (options_.max_message_bytes > 0) config << "max_message_bytes = " << options_.max_message_bytes << "\n";
+  if (options_.chunk_bytes > 0) config << "chunk_bytes = " << options_.chunk_bytes << "\n";
   if (options_.reference_text) {
     std::string text;
     for (const std::string& public_line : rest) text += public_line + "\n";

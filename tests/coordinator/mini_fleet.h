@@ -43,6 +43,7 @@ struct FleetOptions {
   int agent_timeout_ms = 1500;
   int stage_timeout_ms = 20000;
   int64_t max_message_bytes = 0;  // 0: the coordinator's default
+  int chunk_bytes = 0;            // 0: the coordinator's default
 };
 
 class MiniFleet {

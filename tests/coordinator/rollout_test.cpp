@@ -161,5 +161,31 @@ TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, 
   REQUIRE(eventually([&] { return active_models(fleet)[10] == good_sha; }, std::chrono::seconds(60)));
 }
 
+TEST_CASE("Rollout: an agent killed in the middle of a download resumes where it stopped and verifies the package" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.chunk_bytes = 4096;  // ~1,700 round trips for the 7 MB FP32 package: slow enough to interrupt
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const std::string sha = model_sha(fleet, model);
+  fleet.admin({{"command", "rollout.start"}, {"settings", {{"model_id", model}, {"waves", {100}}, {"wave_timeout_ms", 60000}}}});
+  const std::string part = fleet.path("agent-0/state/downloads/" + sha + ".part");
+  REQUIRE(eventually([&] { return fs::exists(part) && fs::file_size(part) > 100000; }, std::chrono::seconds(30)));
+  fleet.agent(0).signal(SIGKILL);
+  fleet.agent(0).wait_exit(std::chrono::seconds(5));
+  const auto cut = fs::file_size(part);
+  CHECK(cut < static_cast<uintmax_t>(fleet.admin({{"command", "models.list"}})["models"][0]["bytes"].get<int64_t>()));
+  fleet.start_agent(0);
+  REQUIRE(eventually([&] { return active_models(fleet)[1] == sha; }, std::chrono::seconds(60)));
+  std::ifstream log(fleet.path("agent-0/agent.log"));
+  const std::string text{std::istreambuf_iterator<char>(log), {}};
+  CHECK(text.find("resuming the download of " + sha.substr(0, 16) + " at ") != std::string::npos);
+  CHECK(text.find("downloaded and verified " + sha.substr(0, 16)) != std::string::npos);
+  CHECK(sha256_file_hex(fleet.path("agent-0/state/models/" + sha + ".fcpkg")) == sha);
+}
+
 }  // namespace
 }  // namespace fedcal::testing
