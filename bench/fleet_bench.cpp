@@ -31,6 +31,7 @@
 #include "models/calibration.h"
 #include "models/model_loader.h"
 #include "models/xnn_runtime.h"
+#include "protocol/secagg_wire.h"
 #include "protocol/wire.h"
 
 extern char** environ;
@@ -167,38 +168,18 @@ class BenchAgent {
       }
       case Body::ROUND_KEYS: {
         const auto keys = body.getRoundKeys();
-        SecAggConfig config;
-        config.round_id = keys.getRoundId();
-        config.participants = keys.getParticipants();
-        config.neighbours = keys.getNeighbours();
-        config.threshold = keys.getThreshold();
-        config.min_survivors = min_survivors_;
-        config.graph_seed = read_key32(keys.getGraphSeed(), "graphSeed");
-        config.vector_length = keys.getVectorLength();
-        std::map<uint32_t, AdvertisedKeys> neighbours;
-        for (const auto entry : keys.getKeys()) {
-          neighbours[entry.getIndex()] = {read_key32(entry.getCipherPublic(), "c"), read_key32(entry.getMaskPublic(), "m")};
-        }
+        const SecAggConfig config = read_round_keys_config(keys, min_survivors_);
+        const auto neighbours = read_round_keys_neighbours(keys);
         const auto shares = client_->share_keys(config, keys.getIndex(), neighbours);
         OutgoingMessage message;
         auto out = message.body().initShareKeys();
         out.setRoundId(round_);
-        auto list = out.initShares(static_cast<unsigned>(shares.size()));
-        for (size_t i = 0; i < shares.size(); ++i) {
-          list[static_cast<unsigned>(i)].setFrom(shares[i].from);
-          list[static_cast<unsigned>(i)].setTo(shares[i].to);
-          list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
-        }
+        write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
         send(message);
         return;
       }
       case Body::SHARES_FOR_YOU: {
-        std::vector<EncryptedShare> shares;
-        for (const auto share : body.getSharesForYou().getShares()) {
-          const auto ciphertext = share.getCiphertext();
-          shares.push_back({share.getFrom(), share.getTo(), Bytes(ciphertext.begin(), ciphertext.end())});
-        }
-        const auto masked = client_->mask_input(vector_, shares);
+        const auto masked = client_->mask_input(vector_, read_encrypted_shares(body.getSharesForYou().getShares(), "sharesForYou"));
         OutgoingMessage message;
         auto out = message.body().initMaskedInput();
         out.setRoundId(round_);
@@ -213,13 +194,7 @@ class BenchAgent {
         OutgoingMessage message;
         auto out = message.body().initUnmaskShares();
         out.setRoundId(round_);
-        auto list = out.initShares(static_cast<unsigned>(revealed.size()));
-        for (size_t i = 0; i < revealed.size(); ++i) {
-          list[static_cast<unsigned>(i)].setOwner(revealed[i].owner);
-          list[static_cast<unsigned>(i)].setKind(static_cast<uint8_t>(revealed[i].kind));
-          list[static_cast<unsigned>(i)].setX(revealed[i].share.x);
-          list[static_cast<unsigned>(i)].setValue(as_data(revealed[i].share.value));
-        }
+        write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
         send(message);
         return;
       }

@@ -13,8 +13,6 @@
 #include "common/error.h"
 
 namespace fedcal {
-namespace {
-
 std::string openssl_error() {
   const unsigned long code = ERR_get_error();
   if (code == 0) return "unknown OpenSSL error";
@@ -23,6 +21,8 @@ std::string openssl_error() {
   ERR_clear_error();
   return buffer;
 }
+
+namespace {
 
 struct PkeyDeleter {
   void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }

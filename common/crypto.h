@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -16,6 +17,9 @@ namespace fedcal {
 
 using Key32 = std::array<uint8_t, 32>;
 using Bytes = std::vector<uint8_t>;
+
+// The oldest queued OpenSSL error as text (and the queue cleared), for error messages.
+std::string openssl_error();
 
 // Bytes from the operating system's CSPRNG (OpenSSL RAND_bytes); throws Error if it fails.
 void random_bytes(std::span<uint8_t> out);

@@ -23,21 +23,26 @@ std::string read_text_file(const std::string& path) {
   return content.str();
 }
 
-void write_file_atomically(const std::string& path, std::span<const std::byte> data, unsigned mode) {
-  const std::string temporary = path + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) fail("{}: cannot create: {}", temporary, std::strerror(errno));
+void write_all(int fd, std::span<const std::byte> data, const std::string& path) {
   size_t written = 0;
   while (written < data.size()) {
     const ssize_t n = ::write(fd, data.data() + written, data.size() - written);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = errno;
-      ::close(fd);
-      ::unlink(temporary.c_str());
-      fail("{}: write failed: {}", temporary, std::strerror(error));
-    }
+    if (n <= 0) fail("{}: write failed: {}", path, std::strerror(errno));
     written += static_cast<size_t>(n);
+  }
+}
+
+void write_file_atomically(const std::string& path, std::span<const std::byte> data, unsigned mode) {
+  const std::string temporary = path + ".tmp";
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) fail("{}: cannot create: {}", temporary, std::strerror(errno));
+  try {
+    write_all(fd, data, temporary);
+  } catch (const Error&) {
+    ::close(fd);
+    ::unlink(temporary.c_str());
+    throw;
   }
   if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
     const int error = errno;

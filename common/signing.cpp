@@ -8,20 +8,12 @@
 #include <cstdio>
 #include <vector>
 
+#include "common/crypto.h"
 #include "common/error.h"
 #include "common/hex.h"
 
 namespace fedcal {
 namespace {
-
-std::string openssl_error() {
-  const unsigned long code = ERR_get_error();
-  if (code == 0) return "unknown OpenSSL error";
-  char buffer[256];
-  ERR_error_string_n(code, buffer, sizeof(buffer));
-  ERR_clear_error();
-  return buffer;
-}
 
 struct FileCloser {
   void operator()(FILE* file) const { std::fclose(file); }

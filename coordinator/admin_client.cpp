@@ -1,30 +1,11 @@
 #include "coordinator/admin_client.h"
 
-#include <zmq.hpp>
-
-#include "common/error.h"
+#include "common/json_request.h"
 
 namespace fedcal::coordinator {
 
 nlohmann::json admin_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms) {
-  zmq::context_t context(1);
-  zmq::socket_t socket(context, zmq::socket_type::req);
-  socket.set(zmq::sockopt::linger, 0);
-  socket.connect(endpoint);
-  const std::string text = request.dump();
-  socket.send(zmq::buffer(text), zmq::send_flags::none);
-  zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
-  zmq::message_t reply;
-  if (!(item.revents & ZMQ_POLLIN) || !socket.recv(reply, zmq::recv_flags::dontwait)) {
-    fail("no coordinator answered on {} within {} s (is `fedcal-coordinator serve` running with this config?)", endpoint,
-         timeout_ms / 1000);
-  }
-  nlohmann::json parsed = nlohmann::json::parse(reply.to_string_view(), nullptr, false);
-  if (parsed.is_discarded() || !parsed.is_object()) fail("{}: the reply is not a JSON object", endpoint);
-  if (!parsed.value("ok", false)) fail("{}", parsed.value("error", std::string("the coordinator refused the request")));
-  parsed.erase("ok");
-  return parsed;
+  return json_request(endpoint, request, timeout_ms, "fedcal-coordinator serve");
 }
 
 }  // namespace fedcal::coordinator

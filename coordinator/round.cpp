@@ -7,6 +7,7 @@
 #include "common/hex.h"
 #include "models/calibration.h"
 #include "models/model_loader.h"
+#include "protocol/secagg_wire.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -192,12 +193,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       const auto share_keys = body.getShareKeys();
       expect_round(share_keys.getRoundId());
       expect_stage("sharing");
-      if (share_keys.getShares().size() > 255) fail("shareKeys: {} shares", share_keys.getShares().size());
-      std::vector<EncryptedShare> shares;
-      for (const auto share : share_keys.getShares()) {
-        const auto ciphertext = share.getCiphertext();
-        shares.push_back({share.getFrom(), share.getTo(), Bytes(ciphertext.begin(), ciphertext.end())});
-      }
+      std::vector<EncryptedShare> shares = read_encrypted_shares(share_keys.getShares(), "shareKeys");
       secagg_->add_shares(static_cast<uint32_t>(index), std::move(shares));
       host_.store().set_participant_status(id_, agent_id, "shared");
       return;
@@ -214,13 +210,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       const auto unmask = body.getUnmaskShares();
       expect_round(unmask.getRoundId());
       expect_stage("unmasking");
-      if (unmask.getShares().size() > 255) fail("unmaskShares: {} shares", unmask.getShares().size());
-      std::vector<RevealedShare> shares;
-      for (const auto share : unmask.getShares()) {
-        if (share.getKind() > 1) fail("unmaskShares: kind {}", share.getKind());
-        const auto value = share.getValue();
-        shares.push_back({share.getOwner(), static_cast<SecretKind>(share.getKind()), {share.getX(), Bytes(value.begin(), value.end())}});
-      }
+      const std::vector<RevealedShare> shares = read_revealed_shares(unmask.getShares(), "unmaskShares");
       secagg_->add_revealed(static_cast<uint32_t>(index), shares);
       host_.store().set_participant_status(id_, agent_id, "revealed");
       return;
@@ -310,12 +300,7 @@ void Round::begin_masking() {
     auto delivery = message.body().initSharesForYou();
     delivery.setRoundId(static_cast<uint64_t>(id_));
     const auto shares = secagg_->shares_for(u);
-    auto list = delivery.initShares(static_cast<unsigned>(shares.size()));
-    for (size_t i = 0; i < shares.size(); ++i) {
-      list[static_cast<unsigned>(i)].setFrom(shares[i].from);
-      list[static_cast<unsigned>(i)].setTo(shares[i].to);
-      list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
-    }
+    write_encrypted_shares(shares, delivery.initShares(static_cast<unsigned>(shares.size())));
     host_.send(participants_[u], message);
   }
 }

@@ -13,6 +13,7 @@
 #include "models/calibration.h"
 #include "models/model_loader.h"
 #include "models/xnn_runtime.h"
+#include "protocol/secagg_wire.h"
 
 namespace fedcal::agent {
 namespace {
@@ -432,31 +433,14 @@ void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
   if (!round_ || round_->params.id != keys.getRoundId() || round_->phase != Phase::kJoined) {
     fail("roundKeys for round {} not expected now", keys.getRoundId());
   }
-  SecAggConfig config;
-  config.round_id = keys.getRoundId();
-  config.participants = keys.getParticipants();
-  config.neighbours = keys.getNeighbours();
-  config.threshold = keys.getThreshold();
-  config.min_survivors = round_->params.min_survivors;
-  config.graph_seed = read_key32(keys.getGraphSeed(), "roundKeys.graphSeed");
-  config.vector_length = keys.getVectorLength();
+  const SecAggConfig config = read_round_keys_config(keys, round_->params.min_survivors);
   if (config.vector_length != round_->input.size()) fail("roundKeys: vector length {} differs from ours", config.vector_length);
-  config.validate();
-  std::map<uint32_t, AdvertisedKeys> neighbours;
-  for (const auto entry : keys.getKeys()) {
-    neighbours[entry.getIndex()] = {read_key32(entry.getCipherPublic(), "roundKeys.keys.cipherPublic"),
-                                    read_key32(entry.getMaskPublic(), "roundKeys.keys.maskPublic")};
-  }
+  const std::map<uint32_t, AdvertisedKeys> neighbours = read_round_keys_neighbours(keys);
   const auto shares = round_->secagg->share_keys(config, keys.getIndex(), neighbours);
   OutgoingMessage message;
   auto out = message.body().initShareKeys();
   out.setRoundId(config.round_id);
-  auto list = out.initShares(static_cast<unsigned>(shares.size()));
-  for (size_t i = 0; i < shares.size(); ++i) {
-    list[static_cast<unsigned>(i)].setFrom(shares[i].from);
-    list[static_cast<unsigned>(i)].setTo(shares[i].to);
-    list[static_cast<unsigned>(i)].setCiphertext(as_data(shares[i].ciphertext));
-  }
+  write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
   send(message);
   inject_fault("exit-after-shares");
   round_->phase = Phase::kShared;
@@ -466,12 +450,7 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   if (!round_ || round_->params.id != delivery.getRoundId() || round_->phase != Phase::kShared) {
     fail("sharesForYou for round {} not expected now", delivery.getRoundId());
   }
-  std::vector<EncryptedShare> shares;
-  for (const auto share : delivery.getShares()) {
-    const auto ciphertext = share.getCiphertext();
-    shares.push_back({share.getFrom(), share.getTo(), Bytes(ciphertext.begin(), ciphertext.end())});
-  }
-  const std::vector<uint64_t> masked = round_->secagg->mask_input(round_->input, shares);
+  const std::vector<uint64_t> masked = round_->secagg->mask_input(round_->input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
   OutgoingMessage message;
   auto out = message.body().initMaskedInput();
   out.setRoundId(delivery.getRoundId());
@@ -493,13 +472,7 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
   OutgoingMessage message;
   auto out = message.body().initUnmaskShares();
   out.setRoundId(request.getRoundId());
-  auto list = out.initShares(static_cast<unsigned>(revealed.size()));
-  for (size_t i = 0; i < revealed.size(); ++i) {
-    list[static_cast<unsigned>(i)].setOwner(revealed[i].owner);
-    list[static_cast<unsigned>(i)].setKind(static_cast<uint8_t>(revealed[i].kind));
-    list[static_cast<unsigned>(i)].setX(revealed[i].share.x);
-    list[static_cast<unsigned>(i)].setValue(as_data(revealed[i].share.value));
-  }
+  write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
   send(message);
   round_->secagg.reset();  // nothing more to reveal, ever
   round_->phase = Phase::kRevealed;

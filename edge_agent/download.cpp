@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/file_util.h"
 #include "common/sha256.h"
 
 namespace fedcal::agent {
@@ -42,18 +43,13 @@ void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t t
   if (data.size() > total_ - have_) fail("artifact {}: chunk at {} overruns the {} bytes", sha256_.substr(0, 16), offset, total_);
   const int fd = ::open(part_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) fail("{}: cannot open: {}", part_path_, std::strerror(errno));
-  size_t written = 0;
-  while (written < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + written, data.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = errno;
-      ::close(fd);
-      // Whatever did land stays: the next request resumes from the file's real size.
-      have_ = fs::file_size(part_path_);
-      fail("{}: write failed: {}", part_path_, std::strerror(error));
-    }
-    written += static_cast<size_t>(n);
+  try {
+    write_all(fd, std::as_bytes(data), part_path_);
+  } catch (const Error&) {
+    ::close(fd);
+    // Whatever did land stays: the next request resumes from the file's real size.
+    have_ = fs::file_size(part_path_);
+    throw;
   }
   ::fsync(fd);
   ::close(fd);

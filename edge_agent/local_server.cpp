@@ -7,6 +7,7 @@
 
 #include "common/curve.h"
 #include "common/error.h"
+#include "common/json_request.h"
 #include "models/evaluation.h"
 #include "models/model_loader.h"
 #include "models/sampler.h"
@@ -103,22 +104,7 @@ nlohmann::json LocalServer::answer(const nlohmann::json& request) {
 }
 
 nlohmann::json local_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms) {
-  zmq::context_t context(1);
-  zmq::socket_t socket(context, zmq::socket_type::req);
-  socket.set(zmq::sockopt::linger, 0);
-  socket.connect(endpoint);
-  const std::string text = request.dump();
-  socket.send(zmq::buffer(text), zmq::send_flags::none);
-  zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
-  zmq::message_t reply;
-  if (!(item.revents & ZMQ_POLLIN) || !socket.recv(reply, zmq::recv_flags::dontwait)) {
-    fail("no agent answered on {} (is `fedcal-agent run` running with this config?)", endpoint);
-  }
-  nlohmann::json parsed = nlohmann::json::parse(reply.to_string_view(), nullptr, false);
-  if (parsed.is_discarded() || !parsed.value("ok", false)) fail("{}", parsed.is_discarded() ? "malformed reply" : parsed.value("error", std::string()));
-  parsed.erase("ok");
-  return parsed;
+  return json_request(endpoint, request, timeout_ms, "fedcal-agent run");
 }
 
 }  // namespace fedcal::agent

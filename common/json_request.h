@@ -1,0 +1,14 @@
+// One JSON request over a local ZeroMQ REQ socket and its JSON reply, as the CLIs talk to their
+// daemons (the coordinator's admin socket, the agent's serving socket). A reply {"ok": false,
+// "error": ...} becomes Error with that message; so does silence past `timeout_ms`, naming `daemon`.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace fedcal {
+
+nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms, const std::string& daemon);
+
+}  // namespace fedcal
