@@ -5,13 +5,13 @@
 // The coordinator is the real fedcal-coordinator process; the agents are lightweight threads that
 // speak the real protocol with the real secure-aggregation client, sending a real statistics vector
 // (the project model calibrated on 16 TinyStories lines) instead of calibrating each time.
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -113,7 +113,8 @@ class BenchAgent {
     const auto kind = decoded.envelope().getBody().which();
     const double cpu_before = thread_cpu_seconds();
     handle(decoded.envelope());
-    if (kind == Body::ROUND_ANNOUNCE || kind == Body::ROUND_KEYS || kind == Body::SHARES_FOR_YOU || kind == Body::UNMASK_REQUEST) {
+    if (kind == Body::ROUND_ANNOUNCE || kind == Body::ROUND_KEYS || kind == Body::SHARES_FOR_YOU ||
+        kind == Body::UNMASK_REQUEST) {
       secagg_cpu_seconds_ += thread_cpu_seconds() - cpu_before;
     }
     return true;
@@ -179,7 +180,8 @@ class BenchAgent {
         return;
       }
       case Body::SHARES_FOR_YOU: {
-        const auto masked = client_->mask_input(vector_, read_encrypted_shares(body.getSharesForYou().getShares(), "sharesForYou"));
+        const auto masked =
+            client_->mask_input(vector_, read_encrypted_shares(body.getSharesForYou().getShares(), "sharesForYou"));
         OutgoingMessage message;
         auto out = message.body().initMaskedInput();
         out.setRoundId(round_);
@@ -285,9 +287,10 @@ Fleet start_coordinator(const std::string& root) {
   fleet.root = root;
   const int port = 30000 + static_cast<int>(getpid() % 20000);
   fleet.endpoint = "tcp://127.0.0.1:" + std::to_string(port);
-  write_file_atomically(root + "/coordinator.toml", "listen = \"" + fleet.endpoint +
-                                                         "\"\nstate_dir = \"state\"\nheartbeat_interval_ms = 1000\nagent_timeout_ms = 10000\n"
-                                                         "stage_timeout_ms = 300000\njoin_timeout_ms = 300000\n");
+  write_file_atomically(root + "/coordinator.toml",
+                        "listen = \"" + fleet.endpoint +
+                            "\"\nstate_dir = \"state\"\nheartbeat_interval_ms = 1000\nagent_timeout_ms = 10000\n"
+                            "stage_timeout_ms = 300000\njoin_timeout_ms = 300000\n");
   const std::string binary = (fs::path(program_path()).parent_path() / "fedcal-coordinator").string();
   const std::string config = root + "/coordinator.toml";
   const std::string log = root + "/coordinator.log";
@@ -295,11 +298,13 @@ Fleet start_coordinator(const std::string& root) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   const char* argv[] = {binary.c_str(), "--config", config.c_str(), "serve", nullptr};
-  if (posix_spawn(&fleet.pid, binary.c_str(), &actions, nullptr, const_cast<char**>(argv), environ) != 0) fail("cannot start {}", binary);
+  if (posix_spawn(&fleet.pid, binary.c_str(), &actions, nullptr, const_cast<char**>(argv), environ) != 0)
+    fail("cannot start {}", binary);
   fleet.admin = "ipc://" + root + "/state/admin.sock";
   for (int i = 0; i < 200; ++i) {
     try {
-      fleet.coordinator_key = coordinator::admin_request(fleet.admin, {{"command", "status"}}, 200)["curve_public_key"].get<std::string>();
+      fleet.coordinator_key =
+          coordinator::admin_request(fleet.admin, {{"command", "status"}}, 200)["curve_public_key"].get<std::string>();
       return fleet;
     } catch (const Error&) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -332,7 +337,8 @@ int main(int argc, char** argv) {
     fleet = start_coordinator(root);
     const std::string model_dir = fs::path(program_path()).parent_path().parent_path().parent_path() / "models/tinystories-1.8m";
     const auto imported = coordinator::admin_request(
-        fleet.admin, {{"command", "models.import"}, {"path", model_dir + "/model.bin"}, {"tokenizer", model_dir + "/tokenizer.bin"}});
+        fleet.admin,
+        {{"command", "models.import"}, {"path", model_dir + "/model.bin"}, {"tokenizer", model_dir + "/tokenizer.bin"}});
     const int64_t model_id = imported["id"].get<int64_t>();
 
     // A real statistics vector: the model calibrated on 16 training lines.
@@ -375,12 +381,13 @@ int main(int argc, char** argv) {
       const double cpu_before = process_cpu_seconds(fleet.pid);
       const auto start = Clock::now();
       const auto started = coordinator::admin_request(fleet.admin, {{"command", "round.start"},
-                                                                    {"settings", {{"model_id", model_id},
-                                                                                  {"min_agents", n},
-                                                                                  {"max_agents", n},
-                                                                                  {"sequences_per_agent", 16},
-                                                                                  {"seq_len", 128},
-                                                                                  {"method", "percentile:99.99"}}}});
+                                                                    {"settings",
+                                                                     {{"model_id", model_id},
+                                                                      {"min_agents", n},
+                                                                      {"max_agents", n},
+                                                                      {"sequences_per_agent", 16},
+                                                                      {"seq_len", 128},
+                                                                      {"method", "percentile:99.99"}}}});
       nlohmann::json status;
       while (true) {
         status = coordinator::admin_request(fleet.admin, {{"command", "round.status"}, {"id", started["round"]}});
@@ -418,12 +425,13 @@ int main(int argc, char** argv) {
                             {"agent_secagg_cpu_ms_max", 1000 * agent_cpu_max},
                             {"stage_ms", stages}};
       results["rounds"].push_back(row);
-      std::fprintf(stderr,
-                   "[bench] %4d agents (k=%d, t=%d): round %.2f s | aggregation secure %.3f s vs plain %.3f s = %.2fx | per agent %.0f KB "
-                   "up, %.0f KB down | coordinator CPU %.1f ms/agent | agent secagg CPU %.1f ms (max %.1f)\n",
-                   n, row["neighbours"].get<int>(), row["threshold"].get<int>(), wall, secure, plain, secure / plain,
-                   row["bytes_sent_per_agent"].get<double>() / 1e3, row["bytes_received_per_agent"].get<double>() / 1e3,
-                   row["coordinator_cpu_ms_per_agent"].get<double>(), 1000 * agent_cpu / n, 1000 * agent_cpu_max);
+      std::fprintf(
+          stderr,
+          "[bench] %4d agents (k=%d, t=%d): round %.2f s | aggregation secure %.3f s vs plain %.3f s = %.2fx | per agent %.0f KB "
+          "up, %.0f KB down | coordinator CPU %.1f ms/agent | agent secagg CPU %.1f ms (max %.1f)\n",
+          n, row["neighbours"].get<int>(), row["threshold"].get<int>(), wall, secure, plain, secure / plain,
+          row["bytes_sent_per_agent"].get<double>() / 1e3, row["bytes_received_per_agent"].get<double>() / 1e3,
+          row["coordinator_cpu_ms_per_agent"].get<double>(), 1000 * agent_cpu / n, 1000 * agent_cpu_max);
       agents.clear();  // they go offline; the next fleet size uses fresh agents
     }
 
@@ -472,19 +480,26 @@ int main(int argc, char** argv) {
       const size_t expected = static_cast<size_t>(heartbeat_agents) * static_cast<size_t>(heartbeat_seconds);
       missing = latencies.size() < expected ? expected - latencies.size() : 0;
       std::sort(latencies.begin(), latencies.end());
-      auto quantile = [&](double q) { return latencies.empty() ? 0.0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))]; };
+      auto quantile = [&](double q) {
+        return latencies.empty() ? 0.0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))];
+      };
       size_t online = 0;
       for (const auto& agent : list["agents"]) online += agent["online"].get<bool>() ? 1 : 0;
-      results["heartbeats"] = {{"agents", heartbeat_agents},       {"seconds", elapsed},
-                               {"replies", latencies.size()},      {"replies_missing_vs_1_per_second", missing},
-                               {"latency_p50_ms", 1000 * quantile(0.5)}, {"latency_p99_ms", 1000 * quantile(0.99)},
-                               {"latency_max_ms", 1000 * quantile(1.0)}, {"online_at_end", online},
+      results["heartbeats"] = {{"agents", heartbeat_agents},
+                               {"seconds", elapsed},
+                               {"replies", latencies.size()},
+                               {"replies_missing_vs_1_per_second", missing},
+                               {"latency_p50_ms", 1000 * quantile(0.5)},
+                               {"latency_p99_ms", 1000 * quantile(0.99)},
+                               {"latency_max_ms", 1000 * quantile(1.0)},
+                               {"online_at_end", online},
                                {"coordinator_cpu_percent", 100 * cpu / elapsed}};
       std::fprintf(stderr,
-                   "[bench] %d agents heartbeating for %.0f s: %zu replies, latency p50 %.2f ms p99 %.2f ms max %.2f ms, %zu online at the end, "
+                   "[bench] %d agents heartbeating for %.0f s: %zu replies, latency p50 %.2f ms p99 %.2f ms max %.2f ms, %zu "
+                   "online at the end, "
                    "coordinator CPU %.1f%%\n",
-                   heartbeat_agents, elapsed, latencies.size(), 1000 * quantile(0.5), 1000 * quantile(0.99), 1000 * quantile(1.0), online,
-                   100 * cpu / elapsed);
+                   heartbeat_agents, elapsed, latencies.size(), 1000 * quantile(0.5), 1000 * quantile(0.99), 1000 * quantile(1.0),
+                   online, 100 * cpu / elapsed);
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "fedcal-bench-fleet: %s\n", error.what());

@@ -1,9 +1,9 @@
 #include "common/crypto.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
-#include <openssl/core_names.h>
 #include <openssl/rand.h>
 
 #include <bit>

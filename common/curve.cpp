@@ -34,18 +34,22 @@ CurveKeyPair CurveKeyPair::read(const std::string& path) {
   CurveKeyPair keys;
   std::string label, value;
   while (in >> label >> value) {
-    if (label == "public") keys.public_key = value;
-    else if (label == "secret") keys.secret_key = value;
-    else fail("{}: unknown line '{}' (expected 'public <key>' and 'secret <key>')", path, label);
+    if (label == "public")
+      keys.public_key = value;
+    else if (label == "secret")
+      keys.secret_key = value;
+    else
+      fail("{}: unknown line '{}' (expected 'public <key>' and 'secret <key>')", path, label);
   }
-  with_context([&] { return path; }, [&] {
-    check_curve_key(keys.public_key, "public key");
-    check_curve_key(keys.secret_key, "secret key");
-    char derived[41];
-    if (zmq_curve_public(derived, keys.secret_key.c_str()) != 0 || keys.public_key != derived) {
-      fail("the public key does not belong to the secret key");
-    }
-  });
+  with_context([&] { return path; },
+               [&] {
+                 check_curve_key(keys.public_key, "public key");
+                 check_curve_key(keys.secret_key, "secret key");
+                 char derived[41];
+                 if (zmq_curve_public(derived, keys.secret_key.c_str()) != 0 || keys.public_key != derived) {
+                   fail("the public key does not belong to the secret key");
+                 }
+               });
   return keys;
 }
 
@@ -74,7 +78,8 @@ void apply_limits(zmq::socket_t& socket, const SocketLimits& limits) {
 
 }  // namespace
 
-void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain, const SocketLimits& limits) {
+void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain,
+                            const SocketLimits& limits) {
   apply_limits(socket, limits);
   socket.set(zmq::sockopt::curve_server, 1);
   socket.set(zmq::sockopt::curve_secretkey, keys.secret_key);

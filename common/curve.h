@@ -34,7 +34,8 @@ struct SocketLimits {
   int reconnect_interval_max_ms = 10000;
 };
 
-void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain, const SocketLimits& limits);
+void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain,
+                            const SocketLimits& limits);
 void configure_curve_client(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& server_public_key,
                             const SocketLimits& limits);
 

@@ -9,6 +9,7 @@
 
 namespace fedcal {
 
-nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms, const std::string& daemon);
+nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms,
+                            const std::string& daemon);
 
 }  // namespace fedcal

@@ -45,7 +45,9 @@ uint8_t holder_x(const SecAggConfig& config, uint32_t owner, uint32_t holder) {
   return static_cast<uint8_t>(it - holders.begin() + 1);
 }
 
-bool contains(const std::vector<uint32_t>& sorted, uint32_t value) { return std::binary_search(sorted.begin(), sorted.end(), value); }
+bool contains(const std::vector<uint32_t>& sorted, uint32_t value) {
+  return std::binary_search(sorted.begin(), sorted.end(), value);
+}
 
 // +1 if a adds the pairwise mask it shares with b, -1 if it subtracts it.
 int pair_sign(uint32_t a, uint32_t b) { return a < b ? 1 : -1; }
@@ -160,7 +162,8 @@ std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, 
       fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
     }
     Bytes plaintext;
-    if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_), plaintext) ||
+    if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_),
+                      plaintext) ||
         plaintext.size() != 2 * kSecretBytes) {
       fail("secure aggregation: the share from agent {} does not decrypt", share.from);
     }
@@ -185,14 +188,16 @@ std::vector<RevealedShare> SecAggClient::unmask(const std::vector<uint32_t>& sur
   std::sort(sorted.begin(), sorted.end());
   if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) fail("secure aggregation: duplicate survivors");
   if (sorted.size() < config_.min_survivors) {
-    fail("secure aggregation: {} survivors, fewer than the minimum of {}: refusing to unmask", sorted.size(), config_.min_survivors);
+    fail("secure aggregation: {} survivors, fewer than the minimum of {}: refusing to unmask", sorted.size(),
+         config_.min_survivors);
   }
   if (!contains(sorted, index_)) fail("secure aggregation: the survivor list does not include this agent");
   unmasked_ = true;
   std::vector<RevealedShare> out;
   for (const auto& [owner, shares] : held_) {
     const bool survived = contains(sorted, owner);
-    out.push_back({owner, survived ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey,
+    out.push_back({owner,
+                   survived ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey,
                    {shares.x, survived ? shares.self_mask_seed : shares.mask_key}});
   }
   return out;
@@ -200,7 +205,8 @@ std::vector<RevealedShare> SecAggClient::unmask(const std::vector<uint32_t>& sur
 
 SecAggServer::SecAggServer(SecAggConfig config, std::vector<AdvertisedKeys> keys) : config_(config), keys_(std::move(keys)) {
   config_.validate();
-  if (keys_.size() != config_.participants) fail("secure aggregation: {} key sets for {} participants", keys_.size(), config_.participants);
+  if (keys_.size() != config_.participants)
+    fail("secure aggregation: {} key sets for {} participants", keys_.size(), config_.participants);
 }
 
 void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares) {
@@ -210,11 +216,13 @@ void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares)
   std::vector<uint32_t> got;
   for (const EncryptedShare& share : shares) {
     if (share.from != from) fail("participant {} sent a share labelled from {}", from, share.from);
-    if (share.ciphertext.size() != 12 + 2 * kSecretBytes + 16) fail("participant {}: share for {} has {} bytes", from, share.to, share.ciphertext.size());
+    if (share.ciphertext.size() != 12 + 2 * kSecretBytes + 16)
+      fail("participant {}: share for {} has {} bytes", from, share.to, share.ciphertext.size());
     got.push_back(share.to);
   }
   std::sort(got.begin(), got.end());
-  if (got != expected) fail("participant {} sent shares for {} holders, expected its {} neighbours", from, got.size(), expected.size());
+  if (got != expected)
+    fail("participant {} sent shares for {} holders, expected its {} neighbours", from, got.size(), expected.size());
   shares_by_sender_[from] = std::move(shares);
   u2_.insert(from);
 }
@@ -232,7 +240,8 @@ std::vector<EncryptedShare> SecAggServer::shares_for(uint32_t to) const {
 void SecAggServer::add_masked_input(uint32_t from, std::vector<uint64_t> masked) {
   if (!u2_.count(from)) fail("masked input from participant {}, which did not share keys", from);
   if (u3_.count(from)) fail("participant {} sent its masked input twice", from);
-  if (masked.size() != config_.vector_length) fail("participant {}: masked input has {} values, expected {}", from, masked.size(), config_.vector_length);
+  if (masked.size() != config_.vector_length)
+    fail("participant {}: masked input has {} values, expected {}", from, masked.size(), config_.vector_length);
   masked_[from] = std::move(masked);
   u3_.insert(from);
 }
@@ -293,7 +302,8 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     const std::vector<uint8_t> bytes = shamir_combine(mask_key_shares_.at(u), t);
     std::copy(bytes.begin(), bytes.end(), private_key.begin());
     const X25519KeyPair dropped = X25519KeyPair::from_private(private_key);
-    if (dropped.public_key() != keys_[u].mask_public) fail("the shares of dropped agent {}'s mask key do not match its public key", u);
+    if (dropped.public_key() != keys_[u].mask_public)
+      fail("the shares of dropped agent {}'s mask key do not match its public key", u);
     for (const uint32_t v : graph_neighbours(config_, u)) {
       if (!u3_.count(v)) continue;
       // v added pair_sign(v, u) * PRG(s_vu) for the dropped u: take it back out.

@@ -79,7 +79,8 @@ class SecAggClient {
   AdvertisedKeys advertise() const { return {cipher_keys_.public_key(), mask_keys_.public_key()}; }
 
   // Stage 1. `keys` holds the advertised keys of (at least) every graph neighbour of `index`.
-  std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index, const std::map<uint32_t, AdvertisedKeys>& keys);
+  std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index,
+                                         const std::map<uint32_t, AdvertisedKeys>& keys);
   // Stage 2. `received`: the shares the coordinator forwarded (one per neighbour in U2). Throws Error
   // naming the sender of a share that does not decrypt or does not belong.
   std::vector<uint64_t> mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received);
@@ -99,7 +100,7 @@ class SecAggClient {
   uint32_t index_ = 0;
   std::map<uint32_t, AdvertisedKeys> neighbour_keys_;
   std::map<uint32_t, Key32> share_keys_;  // AES-GCM key shared with each neighbour (symmetric in the pair)
-  std::map<uint32_t, HeldShares> held_;  // by owner: neighbours in U2 and ourselves
+  std::map<uint32_t, HeldShares> held_;   // by owner: neighbours in U2 and ourselves
   bool unmasked_ = false;
 };
 

@@ -40,9 +40,10 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   } catch (const toml::parse_error& error) {
     fail("{}: line {}: {}", path, error.source().begin.line, error.description());
   }
-  static const std::set<std::string> known = {"listen", "state_dir", "heartbeat_interval_ms", "agent_timeout_ms", "stage_timeout_ms",
-                                              "join_timeout_ms", "report_timeout_ms", "max_message_bytes", "chunk_bytes",
-                                              "token_valid_hours", "reference_text", "threads", "capture_file"};
+  static const std::set<std::string> known = {
+      "listen",          "state_dir",         "heartbeat_interval_ms", "agent_timeout_ms", "stage_timeout_ms",
+      "join_timeout_ms", "report_timeout_ms", "max_message_bytes",     "chunk_bytes",      "token_valid_hours",
+      "reference_text",  "threads",           "capture_file"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -65,7 +66,8 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   config.reference_text = resolve(config.reference_text, base);
   config.capture_file = resolve(config.capture_file, base);
   if (config.agent_timeout_ms <= config.heartbeat_interval_ms) {
-    fail("{}: agent_timeout_ms ({}) must exceed heartbeat_interval_ms ({})", path, config.agent_timeout_ms, config.heartbeat_interval_ms);
+    fail("{}: agent_timeout_ms ({}) must exceed heartbeat_interval_ms ({})", path, config.agent_timeout_ms,
+         config.heartbeat_interval_ms);
   }
   if (config.chunk_bytes > config.max_message_bytes / 2) fail("{}: chunk_bytes must be at most half of max_message_bytes", path);
   return config;

@@ -8,18 +8,18 @@ namespace fedcal::coordinator {
 
 struct CoordinatorConfig {
   std::string listen = "tcp://127.0.0.1:7700";  // agents connect here (CURVE)
-  std::string state_dir = "/var/lib/fedcal";     // database, keys, artifacts, admin socket
-  int heartbeat_interval_ms = 2000;              // agents heartbeat this often
-  int agent_timeout_ms = 10000;                  // silent this long: offline (dropped from a round stage)
-  int stage_timeout_ms = 60000;                  // a secure-aggregation stage waits at most this long
-  int join_timeout_ms = 600000;                  // agents have this long to download, calibrate and join
-  int report_timeout_ms = 600000;                // and this long to check the result and report
+  std::string state_dir = "/var/lib/fedcal";    // database, keys, artifacts, admin socket
+  int heartbeat_interval_ms = 2000;             // agents heartbeat this often
+  int agent_timeout_ms = 10000;                 // silent this long: offline (dropped from a round stage)
+  int stage_timeout_ms = 60000;                 // a secure-aggregation stage waits at most this long
+  int join_timeout_ms = 600000;                 // agents have this long to download, calibrate and join
+  int report_timeout_ms = 600000;               // and this long to check the result and report
   int64_t max_message_bytes = int64_t{64} << 20;
-  int chunk_bytes = 1 << 20;                     // model download chunk size
-  int token_valid_hours = 24;                    // enrollment tokens expire
-  std::string reference_text;                    // optional public text: the report compares against it
-  int threads = 1;                               // quantization and reference calibration
-  std::string capture_file;                      // optional: record every aggregation message received (audits, tests)
+  int chunk_bytes = 1 << 20;   // model download chunk size
+  int token_valid_hours = 24;  // enrollment tokens expire
+  std::string reference_text;  // optional public text: the report compares against it
+  int threads = 1;             // quantization and reference calibration
+  std::string capture_file;    // optional: record every aggregation message received (audits, tests)
 
   // Reads `path`; errors name the file and key. Relative paths in the file are relative to it.
   static CoordinatorConfig load(const std::string& path);

@@ -45,8 +45,8 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   fs::rename(temporary, built.path);
   built.bytes = static_cast<int64_t>(fs::file_size(built.path));
   built.description = fmt::format("INT8 {} {}, calibrated on {} ({} sequences, {} tokens)", provenance.method,
-                                  options.per_channel ? "per-channel" : "per-tensor", label == "fleet" ? "the fleet" : "public text",
-                                  stats.sequences, stats.tokens);
+                                  options.per_channel ? "per-channel" : "per-tensor",
+                                  label == "fleet" ? "the fleet" : "public text", stats.sequences, stats.tokens);
   return built;
 }
 
@@ -63,21 +63,24 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   LoadedModel loaded = load_model(input.fp32_package, &key);
   if (!loaded.package) fail("{}: the round's model is not a package", input.fp32_package);
   QuantizationJobResult result;
-  result.fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); },
-                              [&] { return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet"); });
+  result.fleet =
+      with_context([] { return std::string("quantizing with the fleet's statistics"); },
+                   [&] { return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet"); });
   if (!input.reference_text.empty()) {
-    result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; }, [&] {
-      const std::string text = read_text_file(input.reference_text);
-      auto tokenizer = load_tokenizer(loaded, std::nullopt);
-      XnnRuntime runtime(input.threads);
-      Transformer transformer(loaded.model, runtime);
-      CalibrationOptions options;
-      options.sequences = static_cast<int>(std::max<uint64_t>(1, input.stats.sequences));
-      options.seq_len = input.settings.seq_len;
-      options.layout = input.stats.layout;
-      const CalibrationStats stats = calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
-      return write_package(loaded, stats, input.settings, key, input.artifacts_dir, "public");
-    });
+    result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; },
+                                   [&] {
+                                     const std::string text = read_text_file(input.reference_text);
+                                     auto tokenizer = load_tokenizer(loaded, std::nullopt);
+                                     XnnRuntime runtime(input.threads);
+                                     Transformer transformer(loaded.model, runtime);
+                                     CalibrationOptions options;
+                                     options.sequences = static_cast<int>(std::max<uint64_t>(1, input.stats.sequences));
+                                     options.seq_len = input.settings.seq_len;
+                                     options.layout = input.stats.layout;
+                                     const CalibrationStats stats =
+                                         calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
+                                     return write_package(loaded, stats, input.settings, key, input.artifacts_dir, "public");
+                                   });
   }
   return result;
 }

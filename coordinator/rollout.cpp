@@ -8,8 +8,13 @@
 namespace fedcal::coordinator {
 
 nlohmann::json RolloutSettings::to_json() const {
-  return {{"model_id", model_id}, {"waves", waves},           {"group", group},           {"max_kl", max_kl},
-          {"max_slowdown", max_slowdown}, {"min_healthy", min_healthy}, {"wave_timeout_ms", wave_timeout_ms}};
+  return {{"model_id", model_id},
+          {"waves", waves},
+          {"group", group},
+          {"max_kl", max_kl},
+          {"max_slowdown", max_slowdown},
+          {"min_healthy", min_healthy},
+          {"wave_timeout_ms", wave_timeout_ms}};
 }
 
 RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
@@ -56,7 +61,8 @@ std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& 
     const auto end = static_cast<size_t>(std::ceil(settings.waves[wave] / 100 * static_cast<double>(n)));
     for (; index < std::min(end, n); ++index) rollout->agents_[targets[index]].wave = static_cast<int>(wave);
   }
-  host.store().audit("operator", "rollout started", fmt::format("rollout {} of model {}: {}", id, model.id, settings.to_json().dump()));
+  host.store().audit("operator", "rollout started",
+                     fmt::format("rollout {} of model {}: {}", id, model.id, settings.to_json().dump()));
   rollout->start_wave(0);
   return rollout;
 }
@@ -64,7 +70,8 @@ std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& 
 std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutRecord& record) {
   const auto model = host.store().model(record.model_id);
   if (!model) fail("rollout {}: model {} is missing", record.id, record.model_id);
-  std::unique_ptr<Rollout> rollout(new Rollout(host, record.id, RolloutSettings::from_json(nlohmann::json::parse(record.settings_json)), *model));
+  std::unique_ptr<Rollout> rollout(
+      new Rollout(host, record.id, RolloutSettings::from_json(nlohmann::json::parse(record.settings_json)), *model));
   const nlohmann::json state = nlohmann::json::parse(record.state_json);
   rollout->stage_ = record.stage;
   rollout->reason_ = record.reason;
@@ -129,10 +136,12 @@ void Rollout::agent_online(int64_t agent_id, const std::string& active_sha) {
 }
 
 void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
-  if (report.getRolloutId() != static_cast<uint64_t>(id_)) fail("activationReport for rollout {}, not the current one ({})", report.getRolloutId(), id_);
+  if (report.getRolloutId() != static_cast<uint64_t>(id_))
+    fail("activationReport for rollout {}, not the current one ({})", report.getRolloutId(), id_);
   const auto it = agents_.find(agent_id);
   if (it == agents_.end()) fail("agent {} is not a target of rollout {}", agent_id, id_);
-  const double figures[] = {report.getMeanKl(), report.getTop1Agreement(), report.getTokensPerSecond(), report.getPreviousTokensPerSecond()};
+  const double figures[] = {report.getMeanKl(), report.getTop1Agreement(), report.getTokensPerSecond(),
+                            report.getPreviousTokensPerSecond()};
   for (double value : figures) {
     if (!std::isfinite(value) || value < 0) fail("activationReport: a non-finite or negative figure");
   }
@@ -177,8 +186,9 @@ void Rollout::tick() {
   }
   const double healthy_percent = 100.0 * healthy_count / reported;
   if (healthy_percent < settings_.min_healthy) {
-    rollback(fmt::format("wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max slowdown {})",
-                         wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl, settings_.max_slowdown));
+    rollback(fmt::format(
+        "wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max slowdown {})",
+        wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl, settings_.max_slowdown));
     return;
   }
   if (wave_ + 1 < static_cast<int>(settings_.waves.size())) {
@@ -235,9 +245,9 @@ nlohmann::json Rollout::status() const {
     agents.push_back({{"agent", agent}, {"wave", state.wave}, {"status", state.status}, {"report", state.report}});
     counts[state.status] += 1;
   }
-  return {{"rollout", id_},        {"model", model_.id},     {"sha256", model_.sha256}, {"stage", stage_}, {"reason", reason_},
-          {"wave", wave_},         {"waves", settings_.waves}, {"settings", settings_.to_json()}, {"counts", counts},
-          {"agents", agents}};
+  return {{"rollout", id_},    {"model", model_.id}, {"sha256", model_.sha256},  {"stage", stage_},
+          {"reason", reason_}, {"wave", wave_},      {"waves", settings_.waves}, {"settings", settings_.to_json()},
+          {"counts", counts},  {"agents", agents}};
 }
 
 }  // namespace fedcal::coordinator

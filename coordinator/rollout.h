@@ -37,7 +37,8 @@ struct RolloutSettings {
 class Rollout {
  public:
   // `targets`: the agents in the group, in id order.
-  static std::unique_ptr<Rollout> start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model, std::vector<int64_t> targets);
+  static std::unique_ptr<Rollout> start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model,
+                                        std::vector<int64_t> targets);
   static std::unique_ptr<Rollout> recover(RoundHost& host, const Store::RolloutRecord& record);
 
   int64_t id() const { return id_; }

@@ -62,11 +62,12 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
   const ModelConfig& config = loaded.model.config;
   const uint64_t widest = static_cast<uint64_t>(std::max({config.dim, config.hidden_dim, config.vocab_size}));
-  const uint64_t per_agent = static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len) * widest;
+  const uint64_t per_agent =
+      static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len) * widest;
   const uint64_t agents = settings.max_agents > 0 ? static_cast<uint64_t>(settings.max_agents) : host.store().agents().size();
   if (agents > 0 && per_agent > (uint64_t{1} << 63) / agents) {
-    fail("counts of {} agents x {} sequences x {} tokens could exceed 2^63 and wrap; lower sequences_per_agent or set max_agents", agents,
-         settings.sequences_per_agent, settings.seq_len);
+    fail("counts of {} agents x {} sequences x {} tokens could exceed 2^63 and wrap; lower sequences_per_agent or set max_agents",
+         agents, settings.sequences_per_agent, settings.seq_len);
   }
   const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
   std::unique_ptr<Round> round(new Round(host, id, settings, model));
@@ -75,7 +76,8 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
     round->dp_total_stddev_ = dp_total_stddev(loaded.model.config, settings);
     round->dp_noise_stddev_ = round->dp_total_stddev_ / std::sqrt(static_cast<double>(settings.min_agents));
   }
-  host.store().audit("operator", "round started", fmt::format("round {} on model {}: {}", id, model.id, settings.to_json().dump()));
+  host.store().audit("operator", "round started",
+                     fmt::format("round {} on model {}: {}", id, model.id, settings.to_json().dump()));
   round->enter("collecting", host.config().join_timeout_ms);
   for (const int64_t agent : host.online_agents()) round->announce(agent);
   return round;
@@ -106,9 +108,10 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
     round->enter("evaluating", host.config().report_timeout_ms);
     for (const uint32_t index : round->evaluators_) round->send_result(round->participants_[index]);
   } else {
-    round->fail_round(fmt::format("the coordinator restarted during stage '{}'; the secure-aggregation secrets of that stage are held "
-                            "only in memory, so the round cannot resume",
-                            record.stage));
+    round->fail_round(
+        fmt::format("the coordinator restarted during stage '{}'; the secure-aggregation secrets of that stage are held "
+                    "only in memory, so the round cannot resume",
+                    record.stage));
   }
   return round;
 }
@@ -181,7 +184,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       if (join.getVectorLength() != expected) {
         fail("join: statistics vector of {} values, round {} expects {}", join.getVectorLength(), id_, expected);
       }
-      AdvertisedKeys keys{read_key32(join.getCipherPublic(), "join.cipherPublic"), read_key32(join.getMaskPublic(), "join.maskPublic")};
+      AdvertisedKeys keys{read_key32(join.getCipherPublic(), "join.cipherPublic"),
+                          read_key32(join.getMaskPublic(), "join.maskPublic")};
       participants_.push_back(agent_id);
       keys_.push_back(keys);
       u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
@@ -202,7 +206,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       const auto masked = body.getMaskedInput();
       expect_round(masked.getRoundId());
       expect_stage("masking");
-      secagg_->add_masked_input(static_cast<uint32_t>(index), read_u64_vector(masked.getValues(), secagg_->config().vector_length, "maskedInput.values"));
+      secagg_->add_masked_input(static_cast<uint32_t>(index),
+                                read_u64_vector(masked.getValues(), secagg_->config().vector_length, "maskedInput.values"));
       host_.store().set_participant_status(id_, agent_id, "masked");
       return;
     }
@@ -223,8 +228,9 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       if (reports_.count(static_cast<uint32_t>(index))) fail("agent {} already reported on round {}", agent_id, id_);
       nlohmann::json json = {{"agent", agent_id}, {"error", report.getError().cStr()}, {"checks", nlohmann::json::array()}};
       for (const auto check : report.getChecks()) {
-        const double values[] = {check.getMeanKl(), check.getTop1Agreement(), check.getMeanNll(), check.getReferenceMeanNll(),
-                                 check.getDecodeTokensPerSecond(), check.getReferenceDecodeTokensPerSecond()};
+        const double values[] = {
+            check.getMeanKl(),           check.getTop1Agreement(),         check.getMeanNll(),
+            check.getReferenceMeanNll(), check.getDecodeTokensPerSecond(), check.getReferenceDecodeTokensPerSecond()};
         for (double value : values) {
           if (!std::isfinite(value) || value < 0) fail("localReport: a non-finite or negative figure");
         }
@@ -256,7 +262,8 @@ void Round::begin_sharing() {
   SecAggConfig config;
   config.round_id = static_cast<uint64_t>(id_);
   config.participants = n;
-  config.neighbours = settings_.neighbours > 0 ? std::min<uint32_t>(static_cast<uint32_t>(settings_.neighbours), n - 1) : default_neighbours(n);
+  config.neighbours =
+      settings_.neighbours > 0 ? std::min<uint32_t>(static_cast<uint32_t>(settings_.neighbours), n - 1) : default_neighbours(n);
   config.threshold = settings_.threshold > 0 ? static_cast<uint32_t>(settings_.threshold) : default_threshold(config.neighbours);
   config.min_survivors = static_cast<uint32_t>(settings_.min_agents);
   config.graph_seed = random_key();
@@ -291,7 +298,8 @@ void Round::begin_sharing() {
 
 void Round::begin_masking() {
   if (secagg_->shared().size() < static_cast<size_t>(settings_.min_agents)) {
-    fail_round(fmt::format("only {} agents shared their keys; the round needs at least {}", secagg_->shared().size(), settings_.min_agents));
+    fail_round(fmt::format("only {} agents shared their keys; the round needs at least {}", secagg_->shared().size(),
+                           settings_.min_agents));
     return;
   }
   enter("masking", host_.config().stage_timeout_ms);
@@ -308,8 +316,8 @@ void Round::begin_masking() {
 void Round::begin_unmasking() {
   const auto& survivors = secagg_->survivors();
   if (survivors.size() < static_cast<size_t>(settings_.min_agents)) {
-    fail_round(fmt::format("only {} agents sent masked statistics; the aggregate of fewer than {} is never unmasked", survivors.size(),
-                     settings_.min_agents));
+    fail_round(fmt::format("only {} agents sent masked statistics; the aggregate of fewer than {} is never unmasked",
+                           survivors.size(), settings_.min_agents));
     return;
   }
   for (const uint32_t u : secagg_->shared()) {
@@ -352,14 +360,15 @@ void Round::finish_aggregation() {
   stats.sequences = (*sum)[histogram];
   stats.tokens = (*sum)[histogram + 1];
   evaluators_ = secagg_->survivors();
-  host_.store().audit("coordinator", "aggregate unmasked",
-                      fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
+  host_.store().audit(
+      "coordinator", "aggregate unmasked",
+      fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
   secagg_summary_ = secagg_summary();
   secagg_.reset();  // the masked vectors and shares are no longer needed
   const std::string path = store_stats(stats, host_.config().artifacts_dir(), id_);
   stage_ms_["unmasking"] = now_ms() - stage_started_ms_;
-  host_.store().save_aggregate(id_, path, stats.sha256(), static_cast<int>(evaluators_.size()), static_cast<int64_t>(stats.sequences),
-                               static_cast<int64_t>(stats.tokens));
+  host_.store().save_aggregate(id_, path, stats.sha256(), static_cast<int>(evaluators_.size()),
+                               static_cast<int64_t>(stats.sequences), static_cast<int64_t>(stats.tokens));
   begin_quantizing(std::move(stats));
 }
 
@@ -436,7 +445,8 @@ void Round::tick() {
         std::string reason = std::string("quantization failed: ") + error.what();
         if (dp_noise_stddev_ > 0) {
           reason += fmt::format(
-              "; with differential privacy ({}, {}) every count carries noise of stddev {:.0f} and counts below {:.0f} are dropped: "
+              "; with differential privacy ({}, {}) every count carries noise of stddev {:.0f} and counts below {:.0f} are "
+              "dropped: "
               "this round had too little data for that budget (more agents, sequences or a larger epsilon)",
               settings_.dp_epsilon, settings_.dp_delta, dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())),
               3 * dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())));
@@ -482,8 +492,8 @@ void Round::fail_round(const std::string& reason) {
 
 nlohmann::json Round::secagg_summary() const {
   const auto& config = secagg_->config();
-  return {{"participants", config.participants}, {"neighbours", config.neighbours},
-          {"threshold", config.threshold},      {"shared", secagg_->shared().size()},
+  return {{"participants", config.participants},   {"neighbours", config.neighbours},
+          {"threshold", config.threshold},         {"shared", secagg_->shared().size()},
           {"masked", secagg_->survivors().size()}, {"revealed", secagg_->revealed().size()}};
 }
 
@@ -511,8 +521,11 @@ nlohmann::json Round::status() const {
   json["stage_ms"] = stage_ms_;
   nlohmann::json models = nlohmann::json::array();
   for (size_t i = 0; i < results_.size(); ++i) {
-    models.push_back({{"label", result_labels_[i]}, {"model", results_[i].id}, {"sha256", results_[i].sha256},
-                      {"bytes", results_[i].bytes}, {"description", results_[i].description}});
+    models.push_back({{"label", result_labels_[i]},
+                      {"model", results_[i].id},
+                      {"sha256", results_[i].sha256},
+                      {"bytes", results_[i].bytes},
+                      {"description", results_[i].description}});
   }
   json["models"] = models;
   json["fp32_bytes"] = model_.bytes;

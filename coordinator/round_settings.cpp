@@ -6,13 +6,13 @@
 namespace fedcal::coordinator {
 
 nlohmann::json RoundSettings::to_json() const {
-  return {{"model_id", model_id},         {"min_agents", min_agents},
-          {"max_agents", max_agents},     {"sequences_per_agent", sequences_per_agent},
-          {"seq_len", seq_len},           {"method", method},
-          {"per_channel", per_channel},   {"asymmetric", asymmetric},
-          {"keep_fp32", keep_fp32},       {"mantissa_bits", mantissa_bits},
-          {"dp_epsilon", dp_epsilon},     {"dp_delta", dp_delta},
-          {"neighbours", neighbours},     {"threshold", threshold}};
+  return {{"model_id", model_id},       {"min_agents", min_agents},
+          {"max_agents", max_agents},   {"sequences_per_agent", sequences_per_agent},
+          {"seq_len", seq_len},         {"method", method},
+          {"per_channel", per_channel}, {"asymmetric", asymmetric},
+          {"keep_fp32", keep_fp32},     {"mantissa_bits", mantissa_bits},
+          {"dp_epsilon", dp_epsilon},   {"dp_delta", dp_delta},
+          {"neighbours", neighbours},   {"threshold", threshold}};
 }
 
 RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
@@ -40,14 +40,20 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     fail("round settings: {}", error.what());
   }
   if (settings.min_agents < 2 || settings.min_agents > 100000) fail("min_agents = {}: must be 2..100000", settings.min_agents);
-  if (settings.max_agents != 0 && settings.max_agents < settings.min_agents) fail("max_agents = {} is below min_agents", settings.max_agents);
-  if (settings.sequences_per_agent < 1 || settings.sequences_per_agent > 1000000) fail("sequences_per_agent = {}: must be 1..1000000", settings.sequences_per_agent);
+  if (settings.max_agents != 0 && settings.max_agents < settings.min_agents)
+    fail("max_agents = {} is below min_agents", settings.max_agents);
+  if (settings.sequences_per_agent < 1 || settings.sequences_per_agent > 1000000)
+    fail("sequences_per_agent = {}: must be 1..1000000", settings.sequences_per_agent);
   if (settings.seq_len < 2 || settings.seq_len > 65536) fail("seq_len = {}: must be 2..65536", settings.seq_len);
-  if (settings.mantissa_bits < 0 || settings.mantissa_bits > 10) fail("mantissa_bits = {}: must be 0..10", settings.mantissa_bits);
-  if (settings.dp_epsilon < 0 || settings.dp_epsilon > 100) fail("dp_epsilon = {}: must be 0 (off) or in (0, 100]", settings.dp_epsilon);
+  if (settings.mantissa_bits < 0 || settings.mantissa_bits > 10)
+    fail("mantissa_bits = {}: must be 0..10", settings.mantissa_bits);
+  if (settings.dp_epsilon < 0 || settings.dp_epsilon > 100)
+    fail("dp_epsilon = {}: must be 0 (off) or in (0, 100]", settings.dp_epsilon);
   if (!(settings.dp_delta > 0 && settings.dp_delta < 1)) fail("dp_delta = {}: must be in (0, 1)", settings.dp_delta);
-  if (settings.neighbours < 0 || settings.neighbours > 254) fail("neighbours = {}: must be 0 (automatic) or 1..254", settings.neighbours);
-  if (settings.threshold < 0 || settings.threshold > 255) fail("threshold = {}: must be 0 (automatic) or 2..255", settings.threshold);
+  if (settings.neighbours < 0 || settings.neighbours > 254)
+    fail("neighbours = {}: must be 0 (automatic) or 1..254", settings.neighbours);
+  if (settings.threshold < 0 || settings.threshold > 255)
+    fail("threshold = {}: must be 0 (automatic) or 2..255", settings.threshold);
   ScaleMethodSpec::parse(settings.method);
   return settings;
 }

@@ -11,20 +11,20 @@
 namespace fedcal::coordinator {
 
 struct RoundSettings {
-  int64_t model_id = 0;            // the FP32 model to calibrate
-  int min_agents = 3;              // fewer joined agents: the round fails; the aggregate of fewer is never unmasked
-  int max_agents = 0;              // 0: every online agent may join
-  int sequences_per_agent = 64;    // calibration sequences (lines) per agent, at most
-  int seq_len = 128;               // tokens per sequence, at most
+  int64_t model_id = 0;          // the FP32 model to calibrate
+  int min_agents = 3;            // fewer joined agents: the round fails; the aggregate of fewer is never unmasked
+  int max_agents = 0;            // 0: every online agent may join
+  int sequences_per_agent = 64;  // calibration sequences (lines) per agent, at most
+  int seq_len = 128;             // tokens per sequence, at most
   std::string method = "percentile:99.99";
   bool per_channel = false;
   bool asymmetric = false;
   std::vector<std::string> keep_fp32;
-  int mantissa_bits = 5;           // histogram resolution
-  double dp_epsilon = 0;           // > 0: distributed differential privacy (Skellam noise) with (epsilon, dp_delta)
+  int mantissa_bits = 5;  // histogram resolution
+  double dp_epsilon = 0;  // > 0: distributed differential privacy (Skellam noise) with (epsilon, dp_delta)
   double dp_delta = 1e-5;
-  int neighbours = 0;              // secure-aggregation graph degree; 0: automatic (complete up to 33 agents)
-  int threshold = 0;               // Shamir threshold; 0: a majority of each agent's share holders
+  int neighbours = 0;  // secure-aggregation graph degree; 0: automatic (complete up to 33 agents)
+  int threshold = 0;   // Shamir threshold; 0: a majority of each agent's share holders
 
   nlohmann::json to_json() const;
   // Validates every field; errors name it.

@@ -50,8 +50,12 @@ nlohmann::json agent_json(const AgentRecord& agent, bool online) {
 }
 
 nlohmann::json model_json(const ModelRecord& model) {
-  return {{"id", model.id},          {"sha256", model.sha256},           {"kind", model.kind},
-          {"bytes", model.bytes},    {"description", model.description}, {"path", model.path},
+  return {{"id", model.id},
+          {"sha256", model.sha256},
+          {"kind", model.kind},
+          {"bytes", model.bytes},
+          {"description", model.description},
+          {"path", model.path},
           {"round", model.round_id ? nlohmann::json(*model.round_id) : nlohmann::json(nullptr)}};
 }
 
@@ -60,8 +64,12 @@ nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
   for (const auto feature : profile.getIsaFeatures()) features.push_back(feature.cStr());
   nlohmann::json labels = nlohmann::json::array();
   for (const auto label : profile.getLabels()) labels.push_back(label.cStr());
-  return {{"arch", profile.getArch().cStr()}, {"isa_features", features}, {"cores", profile.getCores()},
-          {"ram_bytes", profile.getRamBytes()}, {"version", profile.getVersion().cStr()}, {"labels", labels}};
+  return {{"arch", profile.getArch().cStr()},
+          {"isa_features", features},
+          {"cores", profile.getCores()},
+          {"ram_bytes", profile.getRamBytes()},
+          {"version", profile.getVersion().cStr()},
+          {"labels", labels}};
 }
 
 }  // namespace
@@ -110,10 +118,12 @@ Server::Server(CoordinatorConfig config)
     round_ = Round::recover(*this, record);
   }
   for (const auto& record : store_.rollouts()) {
-    if (record.stage == "running" || record.stage == "paused" || record.stage == "halted") rollout_ = Rollout::recover(*this, record);
+    if (record.stage == "running" || record.stage == "paused" || record.stage == "halted")
+      rollout_ = Rollout::recover(*this, record);
   }
   store_.audit("coordinator", "started", "listening on " + config_.listen);
-  log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key, config_.admin_endpoint()));
+  log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key,
+                  config_.admin_endpoint()));
 }
 
 Server::~Server() = default;
@@ -129,7 +139,8 @@ void Server::refused(const std::string& peer, const std::string& why) {
 }
 
 void Server::run(const std::atomic<bool>& stop) {
-  zmq::pollitem_t items[] = {{agents_.handle(), 0, ZMQ_POLLIN, 0}, {zap_.handle(), 0, ZMQ_POLLIN, 0}, {admin_.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[] = {
+      {agents_.handle(), 0, ZMQ_POLLIN, 0}, {zap_.handle(), 0, ZMQ_POLLIN, 0}, {admin_.handle(), 0, ZMQ_POLLIN, 0}};
   while (!stop && !shutdown_requested_) {
     if (!poll_interruptible(items, 3, std::chrono::milliseconds(50))) continue;
     if (items[1].revents & ZMQ_POLLIN) handle_zap();
@@ -227,7 +238,8 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
   const auto body = envelope.getBody();
   uint64_t& last = last_sequence_[curve_key];
   if (envelope.getSequence() <= last) {
-    refused("key " + curve_key, fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last));
+    refused("key " + curve_key,
+            fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last));
     reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen");
     return;
   }
@@ -307,7 +319,8 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       }
       const uint64_t total = static_cast<uint64_t>(model->bytes);
       if (request.getOffset() > total) fail("chunkRequest.offset {} is past the end ({} bytes)", request.getOffset(), total);
-      const uint64_t length = std::min<uint64_t>({request.getLength(), static_cast<uint64_t>(config_.chunk_bytes), total - request.getOffset()});
+      const uint64_t length =
+          std::min<uint64_t>({request.getLength(), static_cast<uint64_t>(config_.chunk_bytes), total - request.getOffset()});
       std::ifstream in(model->path, std::ios::binary);
       in.seekg(static_cast<std::streamoff>(request.getOffset()));
       OutgoingMessage reply;
@@ -343,7 +356,8 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       return;
     }
     default:
-      reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, fmt::format("'{}' is not a message agents send", body_name(envelope)));
+      reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE,
+                  fmt::format("'{}' is not a message agents send", body_name(envelope)));
       refused(peer, fmt::format("sent '{}'", body_name(envelope)));
   }
 }
@@ -406,7 +420,8 @@ nlohmann::json Server::import_model(const std::string& path, const std::string& 
   // An FP32 model in any format, or an INT8 package built elsewhere: re-written as a package this
   // coordinator signs (after it loaded and checked it).
   LoadedModel loaded = load_model(path);
-  const TokenizerFile tokenizer_file = find_tokenizer(loaded, tokenizer.empty() ? std::nullopt : std::optional<std::string>(tokenizer));
+  const TokenizerFile tokenizer_file =
+      find_tokenizer(loaded, tokenizer.empty() ? std::nullopt : std::optional<std::string>(tokenizer));
   PackageProvenance provenance;
   if (loaded.package) provenance = loaded.package->provenance;
   if (provenance.source_model_sha256.empty()) provenance.source_model_sha256 = model_fingerprint(loaded.model);
@@ -420,9 +435,10 @@ nlohmann::json Server::import_model(const std::string& path, const std::string& 
   model.path = config_.artifacts_dir() + "/" + model.sha256 + ".fcpkg";
   fs::rename(temporary, model.path);
   model.bytes = static_cast<int64_t>(fs::file_size(model.path));
-  model.description = description.empty() ? fmt::format("{} {} from {}", loaded.int8.empty() ? "FP32" : "INT8 " + provenance.method,
-                                                          loaded.model.config.describe(), path)
-                                          : description;
+  model.description = description.empty()
+                          ? fmt::format("{} {} from {}", loaded.int8.empty() ? "FP32" : "INT8 " + provenance.method,
+                                        loaded.model.config.describe(), path)
+                          : description;
   model.id = store_.add_model(model);
   store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
   return model_json(*store_.model(model.id));
@@ -525,11 +541,16 @@ nlohmann::json Server::admin(const nlohmann::json& request) {
       nlohmann::json json = nlohmann::json::parse(records.back().state_json);
       return json;
     }
-    if (command == "rollout.pause") rollout_->pause();
-    else if (command == "rollout.resume") rollout_->resume();
-    else if (command == "rollout.abort") rollout_->abort();
-    else if (command == "rollout.rollback") rollout_->rollback("rolled back by the operator");
-    else if (command != "rollout.status") fail("unknown command '{}'", command);
+    if (command == "rollout.pause")
+      rollout_->pause();
+    else if (command == "rollout.resume")
+      rollout_->resume();
+    else if (command == "rollout.abort")
+      rollout_->abort();
+    else if (command == "rollout.rollback")
+      rollout_->rollback("rolled back by the operator");
+    else if (command != "rollout.status")
+      fail("unknown command '{}'", command);
     return rollout_->status();
   }
   if (command == "audit") {

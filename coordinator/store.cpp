@@ -129,12 +129,15 @@ RoundRecord read_round(SQLite::Statement& query) {
   return round;
 }
 constexpr const char* kRoundColumns =
-    "SELECT id, model_id, config_json, stage, failure, result_model_id, baseline_model_id, report_json, created_at_ms, updated_at_ms "
+    "SELECT id, model_id, config_json, stage, failure, result_model_id, baseline_model_id, report_json, created_at_ms, "
+    "updated_at_ms "
     "FROM rounds";
 
 void bind_optional(SQLite::Statement& statement, int index, std::optional<int64_t> value) {
-  if (value) statement.bind(index, *value);
-  else statement.bind(index);
+  if (value)
+    statement.bind(index, *value);
+  else
+    statement.bind(index);
 }
 
 }  // namespace
@@ -257,8 +260,8 @@ void Store::agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen) {
 
 int64_t Store::add_model(const ModelRecord& model) {
   if (auto existing = model_by_sha(model.sha256)) return existing->id;
-  SQLite::Statement insert(db_,
-                           "INSERT INTO models (sha256, kind, path, bytes, description, round_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  SQLite::Statement insert(
+      db_, "INSERT INTO models (sha256, kind, path, bytes, description, round_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
   insert.bind(1, model.sha256);
   insert.bind(2, model.kind);
   insert.bind(3, model.path);
@@ -292,7 +295,8 @@ std::vector<ModelRecord> Store::models() {
 }
 
 int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
-  SQLite::Statement insert(db_, "INSERT INTO rounds (model_id, config_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'collecting', ?, ?)");
+  SQLite::Statement insert(
+      db_, "INSERT INTO rounds (model_id, config_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'collecting', ?, ?)");
   insert.bind(1, model_id);
   insert.bind(2, config_json);
   insert.bind(3, now_ms());
@@ -361,12 +365,13 @@ std::vector<Store::Participant> Store::participants(int64_t round_id) {
   SQLite::Statement query(db_, "SELECT agent_id, idx, status FROM participants WHERE round_id = ? ORDER BY idx");
   query.bind(1, round_id);
   std::vector<Participant> out;
-  while (query.executeStep()) out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt(), query.getColumn(2).getString()});
+  while (query.executeStep())
+    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt(), query.getColumn(2).getString()});
   return out;
 }
 
-void Store::save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents, int64_t sequences,
-                           int64_t tokens) {
+void Store::save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
+                           int64_t sequences, int64_t tokens) {
   SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
   SQLite::Statement insert(db_, "INSERT OR REPLACE INTO aggregates VALUES (?, ?, ?, ?, ?, ?)");
   insert.bind(1, round_id);
@@ -401,7 +406,8 @@ std::string Store::active_model(int64_t agent_id) {
 }
 
 int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json) {
-  SQLite::Statement insert(db_, "INSERT INTO rollouts (model_id, settings_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'running', ?, ?)");
+  SQLite::Statement insert(
+      db_, "INSERT INTO rollouts (model_id, settings_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'running', ?, ?)");
   insert.bind(1, model_id);
   insert.bind(2, settings_json);
   insert.bind(3, now_ms());
@@ -424,8 +430,8 @@ std::vector<Store::RolloutRecord> Store::rollouts() {
   SQLite::Statement query(db_, "SELECT id, model_id, settings_json, stage, reason, state_json FROM rollouts ORDER BY id");
   std::vector<RolloutRecord> out;
   while (query.executeStep()) {
-    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt64(), query.getColumn(2).getString(), query.getColumn(3).getString(),
-                   query.getColumn(4).getString(), query.getColumn(5).getString()});
+    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt64(), query.getColumn(2).getString(),
+                   query.getColumn(3).getString(), query.getColumn(4).getString(), query.getColumn(5).getString()});
   }
   return out;
 }
@@ -444,7 +450,8 @@ std::vector<Store::AuditEntry> Store::audit_log(int limit) {
   query.bind(1, limit);
   std::vector<AuditEntry> out;
   while (query.executeStep()) {
-    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getString(), query.getColumn(2).getString(), query.getColumn(3).getString()});
+    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getString(), query.getColumn(2).getString(),
+                   query.getColumn(3).getString()});
   }
   return out;
 }

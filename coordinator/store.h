@@ -22,7 +22,7 @@ struct AgentRecord {
   int64_t enrolled_at_ms = 0;
   std::optional<int64_t> revoked_at_ms;
   int64_t last_seen_ms = 0;
-  std::string profile_json;  // the last hello's hardware profile
+  std::string profile_json;      // the last hello's hardware profile
   std::string active_model_sha;  // the package in its active slot, as it last reported
 };
 
@@ -90,8 +90,8 @@ class Store {
   };
   std::vector<Participant> participants(int64_t round_id);
 
-  void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents, int64_t sequences,
-                      int64_t tokens);
+  void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
+                      int64_t sequences, int64_t tokens);
   std::optional<std::string> aggregate_path(int64_t round_id);
 
   // The package in an agent's active slot, as it last reported.

@@ -1,10 +1,10 @@
 #include "edge_agent/agent.h"
 
 #include <chrono>
-#include <cstdlib>
-#include <thread>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "common/dp_noise.h"
 #include "common/error.h"
@@ -96,7 +96,9 @@ void Agent::retire_round() {
   if (round_) retired_.push_back(std::move(round_));
   busy_ = false;
   std::erase_if(retired_, [](const std::unique_ptr<RoundWork>& work) {
-    const auto idle = [](auto& future) { return !future.valid() || future.wait_for(std::chrono::seconds(0)) == std::future_status::ready; };
+    const auto idle = [](auto& future) {
+      return !future.valid() || future.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    };
     return idle(work->statistics) && idle(work->checks);
   });
 }
@@ -271,17 +273,20 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
   params.dp_noise_stddev = config.getDpNoiseStddev();
   params.min_survivors = config.getMinSurvivors();
   if (params.sequences == 0 || params.sequences > 1000000 || params.seq_len < 2 || params.seq_len > 65536 ||
-      params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) || params.min_survivors < 2) {
+      params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) ||
+      params.min_survivors < 2) {
     fail("roundAnnounce: a field is out of range");
   }
   HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
   layout.validate();
   auto work = std::make_unique<RoundWork>();
   work->params = params;
-  work->model = std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
+  work->model =
+      std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
   round_ = std::move(work);
   busy_ = true;
-  log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len, params.model_sha256.substr(0, 16)));
+  log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len,
+                  params.model_sha256.substr(0, 16)));
   last_chunk_request_ms_ = 0;
 }
 
@@ -350,7 +355,8 @@ void Agent::advance() {
     const std::string package = work.model->path();
     HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
     work.statistics = std::async(std::launch::async, [this, package, params, layout] {
-      return compute_statistics(package, coordinator_signing_key_, config_, params.sequences, params.seq_len, layout, params.dp_noise_stddev);
+      return compute_statistics(package, coordinator_signing_key_, config_, params.sequences, params.seq_len, layout,
+                                params.dp_noise_stddev);
     });
     work.phase = Phase::kCalibrating;
     return;
@@ -368,8 +374,8 @@ void Agent::advance() {
     send(message);
     inject_fault("exit-after-join");
     work.phase = Phase::kJoined;
-    log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id, work.input[work.input.size() - 2],
-                    work.input.back()));
+    log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id,
+                    work.input[work.input.size() - 2], work.input.back()));
     return;
   }
   if (work.phase == Phase::kFetchingResults) {
@@ -390,7 +396,8 @@ void Agent::advance() {
       const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
       std::vector<LocalCheck> checks;
       for (const auto& [label, path] : packages) {
-        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_, text.heldout.empty() ? text.calibration : text.heldout, options));
+        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_,
+                                       text.heldout.empty() ? text.calibration : text.heldout, options));
       }
       return checks;
     });
@@ -415,8 +422,8 @@ void Agent::advance() {
         out.setReferenceMeanNll(checks[i].reference_mean_nll);
         out.setDecodeTokensPerSecond(checks[i].decode_tokens_per_second);
         out.setReferenceDecodeTokensPerSecond(checks[i].reference_decode_tokens_per_second);
-        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} vs {:.1f} tokens/s", work.params.id, checks[i].label,
-                        checks[i].mean_kl, 100 * checks[i].top1_agreement, checks[i].decode_tokens_per_second,
+        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} vs {:.1f} tokens/s", work.params.id,
+                        checks[i].label, checks[i].mean_kl, 100 * checks[i].top1_agreement, checks[i].decode_tokens_per_second,
                         checks[i].reference_decode_tokens_per_second));
       }
     } catch (const std::exception& error) {
@@ -450,7 +457,8 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   if (!round_ || round_->params.id != delivery.getRoundId() || round_->phase != Phase::kShared) {
     fail("sharesForYou for round {} not expected now", delivery.getRoundId());
   }
-  const std::vector<uint64_t> masked = round_->secagg->mask_input(round_->input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
+  const std::vector<uint64_t> masked =
+      round_->secagg->mask_input(round_->input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
   OutgoingMessage message;
   auto out = message.body().initMaskedInput();
   out.setRoundId(delivery.getRoundId());
@@ -479,13 +487,15 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
 }
 
 void Agent::on_result(wire::RoundResult::Reader result) {
-  if (!round_ || round_->params.id != result.getRoundId()) fail("roundResult for round {}, which this agent did not take part in", result.getRoundId());
+  if (!round_ || round_->params.id != result.getRoundId())
+    fail("roundResult for round {}, which this agent did not take part in", result.getRoundId());
   if (round_->phase == Phase::kFetchingResults || round_->phase == Phase::kChecking) return;  // already on it
   if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
   round_->results.clear();
   for (const auto model : result.getModels()) {
-    round_->results.emplace_back(model.getLabel().cStr(), std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(),
-                                                                                     config_.downloads_dir(), config_.models_dir()));
+    round_->results.emplace_back(
+        model.getLabel().cStr(),
+        std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(), config_.downloads_dir(), config_.models_dir()));
   }
   round_->phase = Phase::kFetchingResults;
   last_chunk_request_ms_ = 0;
@@ -546,8 +556,8 @@ void Agent::advance_activation() {
     activation.check = std::async(std::launch::async, [this, candidate, previous, options] {
       if (previous.empty()) return self_test(candidate, coordinator_signing_key_, options);
       const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
-      return check_package("rollout", previous, candidate, coordinator_signing_key_, text.heldout.empty() ? text.calibration : text.heldout,
-                           options, false);
+      return check_package("rollout", previous, candidate, coordinator_signing_key_,
+                           text.heldout.empty() ? text.calibration : text.heldout, options, false);
     });
     return;
   }
@@ -558,8 +568,8 @@ void Agent::advance_activation() {
     std::lock_guard lock(active_path_mutex_);
     active_path_ = slots_.path(slots_.active());
   }
-  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout, slots_.active().substr(0, 16),
-                  check.mean_kl, check.decode_tokens_per_second));
+  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout,
+                  slots_.active().substr(0, 16), check.mean_kl, check.decode_tokens_per_second));
   send_activation_report(activation.rollout, true, false, "", &check);
   activation_.reset();
 }
@@ -574,11 +584,13 @@ void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
     std::lock_guard lock(active_path_mutex_);
     active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
   }
-  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(), switched ? "" : " (no previous model: nothing to switch)"));
+  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),
+                  switched ? "" : " (no previous model: nothing to switch)"));
   send_activation_report(rollback.getRolloutId(), false, true, "", nullptr);
 }
 
-void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error, const LocalCheck* check) {
+void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
+                                   const LocalCheck* check) {
   OutgoingMessage message;
   auto report = message.body().initActivationReport();
   report.setRolloutId(rollout);

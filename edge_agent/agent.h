@@ -7,8 +7,8 @@
 
 #include <atomic>
 #include <future>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -74,7 +74,8 @@ class Agent {
   void on_activate(wire::ModelActivate::Reader activate);
   void on_rollback(wire::ModelRollback::Reader rollback);
   void advance_activation();
-  void send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error, const LocalCheck* check);
+  void send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
+                              const LocalCheck* check);
   void request_chunk(Download& download, int64_t& last_request_ms);
   void request_chunks();
   void advance();  // starts work whose inputs are ready, sends what finished

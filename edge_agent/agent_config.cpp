@@ -27,10 +27,20 @@ AgentConfig AgentConfig::load(const std::string& path) {
   } catch (const toml::parse_error& error) {
     fail("{}: line {}: {}", path, error.source().begin.line, error.description());
   }
-  static const std::set<std::string> known = {"coordinator",     "coordinator_key", "state_dir",      "data_dir",
-                                              "name",            "labels",          "threads",        "heldout_fraction",
-                                              "eval_max_tokens", "decode_tokens",   "reconnect_interval_max_ms",
-                                              "coordinator_timeout_ms", "enroll_token", "fault_injection"};
+  static const std::set<std::string> known = {"coordinator",
+                                              "coordinator_key",
+                                              "state_dir",
+                                              "data_dir",
+                                              "name",
+                                              "labels",
+                                              "threads",
+                                              "heldout_fraction",
+                                              "eval_max_tokens",
+                                              "decode_tokens",
+                                              "reconnect_interval_max_ms",
+                                              "coordinator_timeout_ms",
+                                              "enroll_token",
+                                              "fault_injection"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -44,7 +54,8 @@ AgentConfig AgentConfig::load(const std::string& path) {
   auto integer = [&](const char* key, int& out, int low, int high) {
     if (const toml::node* node = table.get(key)) {
       const auto value = node->value<int64_t>();
-      if (!node->is_integer() || *value < low || *value > high) fail("{}: '{}' must be an integer in [{}, {}]", path, key, low, high);
+      if (!node->is_integer() || *value < low || *value > high)
+        fail("{}: '{}' must be an integer in [{}, {}]", path, key, low, high);
       out = static_cast<int>(*value);
     }
   };
@@ -55,9 +66,10 @@ AgentConfig AgentConfig::load(const std::string& path) {
   text("name", config.name);
   text("enroll_token", config.enroll_token);
   text("fault_injection", config.fault_injection);
-  if (!config.fault_injection.empty() && config.fault_injection != "exit-after-join" && config.fault_injection != "exit-after-shares" &&
-      config.fault_injection != "exit-after-masked-input") {
-    fail("{}: fault_injection '{}' is not one of exit-after-join, exit-after-shares, exit-after-masked-input", path, config.fault_injection);
+  if (!config.fault_injection.empty() && config.fault_injection != "exit-after-join" &&
+      config.fault_injection != "exit-after-shares" && config.fault_injection != "exit-after-masked-input") {
+    fail("{}: fault_injection '{}' is not one of exit-after-join, exit-after-shares, exit-after-masked-input", path,
+         config.fault_injection);
   }
   if (const toml::node* node = table.get("labels")) {
     const toml::array* labels = node->as_array();

@@ -7,19 +7,19 @@
 namespace fedcal::agent {
 
 struct AgentConfig {
-  std::string coordinator = "tcp://127.0.0.1:7700";  // the coordinator's endpoint
-  std::string coordinator_key;                        // its CURVE public key (Z85, `fedcal-coordinator keys`)
-  std::string state_dir = "/var/lib/fedcal-agent";    // keys, enrollment, downloaded models
+  std::string coordinator = "tcp://127.0.0.1:7700";     // the coordinator's endpoint
+  std::string coordinator_key;                          // its CURVE public key (Z85, `fedcal-coordinator keys`)
+  std::string state_dir = "/var/lib/fedcal-agent";      // keys, enrollment, downloaded models
   std::string data_dir = "/var/lib/fedcal-agent/text";  // private text: every *.txt file, one document per line
-  std::string name;                                   // default: the host name
-  std::vector<std::string> labels;                    // device groups ("pi4", "jetson-nano", "x86")
-  int threads = 0;                                    // inference threads; 0: every core
-  double heldout_fraction = 0.1;                      // the last lines of the text, kept for local checks
-  int eval_max_tokens = 4096;                         // held-out tokens scored per check, at most
-  int decode_tokens = 32;                             // tokens decoded to time decoding speed
+  std::string name;                                     // default: the host name
+  std::vector<std::string> labels;                      // device groups ("pi4", "jetson-nano", "x86")
+  int threads = 0;                                      // inference threads; 0: every core
+  double heldout_fraction = 0.1;                        // the last lines of the text, kept for local checks
+  int eval_max_tokens = 4096;                           // held-out tokens scored per check, at most
+  int decode_tokens = 32;                               // tokens decoded to time decoding speed
   int reconnect_interval_max_ms = 10000;
-  int coordinator_timeout_ms = 15000;                 // no word from the coordinator this long: reconnect
-  std::string enroll_token;                           // `run` enrolls with it first if not enrolled yet
+  int coordinator_timeout_ms = 15000;  // no word from the coordinator this long: reconnect
+  std::string enroll_token;            // `run` enrolls with it first if not enrolled yet
   // Testing only: "exit-after-join", "exit-after-shares" or "exit-after-masked-input" makes the
   // agent die (_exit, no goodbye) right after sending that message, as a crashed device would.
   std::string fault_injection;

@@ -39,7 +39,8 @@ Download::Download(std::string sha256, uint64_t total_bytes, const std::string& 
 
 void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t total_bytes) {
   if (complete() || offset != have_) return;
-  if (total_bytes != total_) fail("artifact {}: the coordinator says {} bytes, the round said {}", sha256_.substr(0, 16), total_bytes, total_);
+  if (total_bytes != total_)
+    fail("artifact {}: the coordinator says {} bytes, the round said {}", sha256_.substr(0, 16), total_bytes, total_);
   if (data.size() > total_ - have_) fail("artifact {}: chunk at {} overruns the {} bytes", sha256_.substr(0, 16), offset, total_);
   const int fd = ::open(part_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) fail("{}: cannot open: {}", part_path_, std::strerror(errno));
@@ -59,7 +60,8 @@ void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t t
   if (actual != sha256_) {
     fs::remove(part_path_);
     have_ = 0;
-    fail("artifact {}: the downloaded bytes hash to {}; discarded, downloading again", sha256_.substr(0, 16), actual.substr(0, 16));
+    fail("artifact {}: the downloaded bytes hash to {}; discarded, downloading again", sha256_.substr(0, 16),
+         actual.substr(0, 16));
   }
   fs::rename(part_path_, final_path_);
   verified_ = true;

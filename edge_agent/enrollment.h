@@ -13,8 +13,8 @@ namespace fedcal::agent {
 struct Enrollment {
   int64_t agent_id = 0;
   std::string coordinator;
-  std::string coordinator_key;      // CURVE, Z85
-  std::string signing_public_key;   // Ed25519, hex: packages must carry its signature
+  std::string coordinator_key;     // CURVE, Z85
+  std::string signing_public_key;  // Ed25519, hex: packages must carry its signature
 
   SigningKey signing_key() const;
   static std::optional<Enrollment> read(const std::string& path);

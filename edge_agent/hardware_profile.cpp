@@ -20,9 +20,9 @@ HardwareProfile detect_hardware(const std::vector<std::string>& labels) {
   if (cpuinfo_initialize()) {
 #if CPUINFO_ARCH_X86 || CPUINFO_ARCH_X86_64
     const std::pair<bool, const char*> features[] = {
-        {cpuinfo_has_x86_sse4_1(), "sse4.1"},       {cpuinfo_has_x86_avx(), "avx"},
-        {cpuinfo_has_x86_avx2(), "avx2"},           {cpuinfo_has_x86_fma3(), "fma3"},
-        {cpuinfo_has_x86_avx512f(), "avx512f"},     {cpuinfo_has_x86_avx512vnni(), "avx512vnni"}};
+        {cpuinfo_has_x86_sse4_1(), "sse4.1"},   {cpuinfo_has_x86_avx(), "avx"},
+        {cpuinfo_has_x86_avx2(), "avx2"},       {cpuinfo_has_x86_fma3(), "fma3"},
+        {cpuinfo_has_x86_avx512f(), "avx512f"}, {cpuinfo_has_x86_avx512vnni(), "avx512vnni"}};
 #elif CPUINFO_ARCH_ARM64 || CPUINFO_ARCH_ARM
     const std::pair<bool, const char*> features[] = {{cpuinfo_has_arm_neon(), "neon"},
                                                      {cpuinfo_has_arm_neon_fp16_arith(), "fp16arith"},

@@ -23,8 +23,13 @@ struct LocalServer::Loaded {
   std::unique_ptr<Transformer> transformer;
 };
 
-LocalServer::LocalServer(const std::string& endpoint, const SigningKey& key, int threads, std::function<std::string()> active_package)
-    : key_(key), threads_(threads), active_package_(std::move(active_package)), context_(1), socket_(context_, zmq::socket_type::rep) {
+LocalServer::LocalServer(const std::string& endpoint, const SigningKey& key, int threads,
+                         std::function<std::string()> active_package)
+    : key_(key),
+      threads_(threads),
+      active_package_(std::move(active_package)),
+      context_(1),
+      socket_(context_, zmq::socket_type::rep) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::maxmsgsize, int64_t{16} << 20);
   socket_.bind(endpoint);

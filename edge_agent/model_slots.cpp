@@ -33,7 +33,8 @@ bool ModelSlots::rollback() {
 }
 
 void ModelSlots::save() const {
-  write_file_atomically(state_dir_ + "/slots.json", nlohmann::json{{"active", active_}, {"previous", previous_}}.dump() + "\n", 0600);
+  write_file_atomically(state_dir_ + "/slots.json", nlohmann::json{{"active", active_}, {"previous", previous_}}.dump() + "\n",
+                        0600);
 }
 
 }  // namespace fedcal::agent

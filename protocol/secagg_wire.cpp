@@ -41,7 +41,8 @@ std::vector<RevealedShare> read_revealed_shares(capnp::List<wire::RevealedShare>
   for (const auto share : list) {
     if (share.getKind() > 1) fail("{}: share kind {}", message, share.getKind());
     const auto value = share.getValue();
-    shares.push_back({share.getOwner(), static_cast<SecretKind>(share.getKind()), {share.getX(), Bytes(value.begin(), value.end())}});
+    shares.push_back(
+        {share.getOwner(), static_cast<SecretKind>(share.getKind()), {share.getX(), Bytes(value.begin(), value.end())}});
   }
   return shares;
 }

@@ -20,7 +20,8 @@ std::vector<std::byte> encode_message(capnp::MessageBuilder& builder) {
 
 DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes) {
   if (bytes.size() > max_bytes) fail("message: {} bytes, more than the limit of {}", bytes.size(), max_bytes);
-  if (bytes.size() < 8 || bytes.size() % sizeof(capnp::word) != 0) fail("message: {} bytes is not a Cap'n Proto message", bytes.size());
+  if (bytes.size() < 8 || bytes.size() % sizeof(capnp::word) != 0)
+    fail("message: {} bytes is not a Cap'n Proto message", bytes.size());
   DecodedEnvelope decoded;
   decoded.words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
   std::memcpy(decoded.words_.begin(), bytes.data(), bytes.size());
@@ -36,7 +37,8 @@ DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_byt
     if (decoded.envelope_.getVersion() != wire::PROTOCOL_VERSION) {
       fail("message: protocol version {}, this build speaks {}", decoded.envelope_.getVersion(), wire::PROTOCOL_VERSION);
     }
-    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::MODEL_ROLLBACK) fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
+    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::MODEL_ROLLBACK)
+      fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
   } catch (const kj::Exception& exception) {
     fail("message: malformed Cap'n Proto: {}", exception.getDescription().cStr());
   }
@@ -50,28 +52,50 @@ void throw_malformed_field(const kj::Exception& exception) {
 std::string body_name(wire::Envelope::Reader envelope) {
   using Body = wire::Envelope::Body;
   switch (envelope.getBody().which()) {
-    case Body::ERROR: return "error";
-    case Body::ENROLL: return "enroll";
-    case Body::ENROLLED: return "enrolled";
-    case Body::HELLO: return "hello";
-    case Body::HEARTBEAT: return "heartbeat";
-    case Body::ROUND_ANNOUNCE: return "roundAnnounce";
-    case Body::CHUNK_REQUEST: return "chunkRequest";
-    case Body::CHUNK: return "chunk";
-    case Body::JOIN: return "join";
-    case Body::ROUND_KEYS: return "roundKeys";
-    case Body::SHARE_KEYS: return "shareKeys";
-    case Body::SHARES_FOR_YOU: return "sharesForYou";
-    case Body::MASKED_INPUT: return "maskedInput";
-    case Body::UNMASK_REQUEST: return "unmaskRequest";
-    case Body::UNMASK_SHARES: return "unmaskShares";
-    case Body::ROUND_RESULT: return "roundResult";
-    case Body::LOCAL_REPORT: return "localReport";
-    case Body::ROUND_ABORT: return "roundAbort";
-    case Body::WELCOME: return "welcome";
-    case Body::MODEL_ACTIVATE: return "modelActivate";
-    case Body::ACTIVATION_REPORT: return "activationReport";
-    case Body::MODEL_ROLLBACK: return "modelRollback";
+    case Body::ERROR:
+      return "error";
+    case Body::ENROLL:
+      return "enroll";
+    case Body::ENROLLED:
+      return "enrolled";
+    case Body::HELLO:
+      return "hello";
+    case Body::HEARTBEAT:
+      return "heartbeat";
+    case Body::ROUND_ANNOUNCE:
+      return "roundAnnounce";
+    case Body::CHUNK_REQUEST:
+      return "chunkRequest";
+    case Body::CHUNK:
+      return "chunk";
+    case Body::JOIN:
+      return "join";
+    case Body::ROUND_KEYS:
+      return "roundKeys";
+    case Body::SHARE_KEYS:
+      return "shareKeys";
+    case Body::SHARES_FOR_YOU:
+      return "sharesForYou";
+    case Body::MASKED_INPUT:
+      return "maskedInput";
+    case Body::UNMASK_REQUEST:
+      return "unmaskRequest";
+    case Body::UNMASK_SHARES:
+      return "unmaskShares";
+    case Body::ROUND_RESULT:
+      return "roundResult";
+    case Body::LOCAL_REPORT:
+      return "localReport";
+    case Body::ROUND_ABORT:
+      return "roundAbort";
+    case Body::WELCOME:
+      return "welcome";
+    case Body::MODEL_ACTIVATE:
+      return "modelActivate";
+    case Body::ACTIVATION_REPORT:
+      return "activationReport";
+    case Body::MODEL_ROLLBACK:
+      return "modelRollback";
   }
   return "unknown(" + std::to_string(static_cast<int>(envelope.getBody().which())) + ")";
 }
@@ -86,7 +110,7 @@ Key32 read_key32(capnp::Data::Reader data, std::string_view field) {
 std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expected_length, std::string_view field) {
   if (data.size() != expected_length * 8) fail("{}: {} bytes, expected {} uint64 values", field, data.size(), expected_length);
   std::vector<uint64_t> out(expected_length);
-  if (out.empty()) return out;                          // (memcpy from an empty Data's null pointer is UB)
+  if (out.empty()) return out;                         // (memcpy from an empty Data's null pointer is UB)
   std::memcpy(out.data(), data.begin(), data.size());  // the wire is little-endian
   if constexpr (std::endian::native == std::endian::big) {
     for (uint64_t& value : out) value = __builtin_bswap64(value);

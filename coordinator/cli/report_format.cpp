@@ -5,7 +5,9 @@
 namespace fedcal::coordinator {
 namespace {
 
-double number(const nlohmann::json& json, const char* key) { return json.contains(key) && json[key].is_number() ? json[key].get<double>() : 0.0; }
+double number(const nlohmann::json& json, const char* key) {
+  return json.contains(key) && json[key].is_number() ? json[key].get<double>() : 0.0;
+}
 
 }  // namespace
 
@@ -22,43 +24,48 @@ std::string format_round(const nlohmann::json& round) {
                      round.value("contributors", 0));
   if (round.contains("secure_aggregation")) {
     const auto& a = round["secure_aggregation"];
-    out += fmt::format("  secure aggregation: n={} neighbours={} threshold={} | shared {} masked {} revealed {}\n", a.value("participants", 0),
-                       a.value("neighbours", 0), a.value("threshold", 0), a.value("shared", 0), a.value("masked", 0), a.value("revealed", 0));
+    out += fmt::format("  secure aggregation: n={} neighbours={} threshold={} | shared {} masked {} revealed {}\n",
+                       a.value("participants", 0), a.value("neighbours", 0), a.value("threshold", 0), a.value("shared", 0),
+                       a.value("masked", 0), a.value("revealed", 0));
   }
   if (round.contains("differential_privacy")) {
     const auto& dp = round["differential_privacy"];
-    if (dp.is_string()) out += "  differential privacy: off\n";
+    if (dp.is_string())
+      out += "  differential privacy: off\n";
     else {
       out += fmt::format("  differential privacy: ({}, {})-DP, {}, noise stddev {:.1f} per agent (guarantee with >= {} agents)\n",
-                         number(dp, "epsilon"), number(dp, "delta"), dp.value("mechanism", std::string()), number(dp, "noise_stddev_per_agent"),
-                         dp.value("guarantee_holds_with_at_least_agents", 0));
+                         number(dp, "epsilon"), number(dp, "delta"), dp.value("mechanism", std::string()),
+                         number(dp, "noise_stddev_per_agent"), dp.value("guarantee_holds_with_at_least_agents", 0));
     }
   }
   if (round.contains("models")) {
     for (const auto& model : round["models"]) {
-      out += fmt::format("  {} model {}: {} ({:.2f} MB, {:.1f}% of FP32) sha256 {}\n", model.value("label", std::string()), model.value("model", 0),
-                         model.value("description", std::string()), number(model, "bytes") / 1e6,
-                         100.0 * number(model, "bytes") / std::max(1.0, number(round, "fp32_bytes")), model.value("sha256", std::string()).substr(0, 16));
+      out += fmt::format("  {} model {}: {} ({:.2f} MB, {:.1f}% of FP32) sha256 {}\n", model.value("label", std::string()),
+                         model.value("model", 0), model.value("description", std::string()), number(model, "bytes") / 1e6,
+                         100.0 * number(model, "bytes") / std::max(1.0, number(round, "fp32_bytes")),
+                         model.value("sha256", std::string()).substr(0, 16));
     }
   }
   if (round.contains("checks") && round["checks"].is_object() && !round["checks"].empty()) {
     out += "  local checks on the agents' held-out text (token-weighted over agents):\n";
-    out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "model", "agents", "tokens", "ppl FP32", "ppl INT8", "KL",
-                       "top-1", "tok/s INT8", "speedup");
+    out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "model", "agents", "tokens", "ppl FP32",
+                       "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup");
     for (const auto& [label, check] : round["checks"].items()) {
       if (number(check, "tokens") == 0) {
         out += fmt::format("    {:<8} {:>6} (no reports)\n", label, check.value("agents", 0));
         continue;
       }
-      out += fmt::format("    {:<8} {:>6} {:>9.0f} {:>9.3f} {:>9.3f} {:>9.5f} {:>10.2f}% {:>11.1f} {:>7.2f}x\n", label, check.value("agents", 0),
-                         number(check, "tokens"), number(check, "perplexity_fp32"), number(check, "perplexity_int8"), number(check, "mean_kl"),
-                         100 * number(check, "top1_agreement"), number(check, "decode_tokens_per_second_int8"), number(check, "decode_speedup"));
+      out += fmt::format("    {:<8} {:>6} {:>9.0f} {:>9.3f} {:>9.3f} {:>9.5f} {:>10.2f}% {:>11.1f} {:>7.2f}x\n", label,
+                         check.value("agents", 0), number(check, "tokens"), number(check, "perplexity_fp32"),
+                         number(check, "perplexity_int8"), number(check, "mean_kl"), 100 * number(check, "top1_agreement"),
+                         number(check, "decode_tokens_per_second_int8"), number(check, "decode_speedup"));
     }
   }
   if (round.contains("stage_ms") && !round["stage_ms"].empty()) {
     out += "  stage times:";
     for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
-      if (round["stage_ms"].contains(stage)) out += fmt::format(" {} {:.2f}s", stage, round["stage_ms"][stage].get<double>() / 1000);
+      if (round["stage_ms"].contains(stage))
+        out += fmt::format(" {} {:.2f}s", stage, round["stage_ms"][stage].get<double>() / 1000);
     }
     out += "\n";
   }
@@ -66,13 +73,15 @@ std::string format_round(const nlohmann::json& round) {
 }
 
 std::string format_agents(const nlohmann::json& agents) {
-  std::string out = fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8}  {}\n", "id", "name", "state", "arch", "version", "cores", "RAM GB", "key");
+  std::string out = fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8}  {}\n", "id", "name", "state", "arch", "version",
+                                "cores", "RAM GB", "key");
   for (const auto& agent : agents["agents"]) {
     const auto& profile = agent["profile"];
     const std::string state = agent["revoked"].get<bool>() ? "revoked" : agent["online"].get<bool>() ? "online" : "offline";
-    out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8.1f}  {}\n", agent["id"].get<int64_t>(), agent["name"].get<std::string>(), state,
-                       profile.value("arch", std::string("-")), profile.value("version", std::string("-")), profile.value("cores", 0),
-                       number(profile, "ram_bytes") / 1e9, agent["public_key"].get<std::string>());
+    out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8.1f}  {}\n", agent["id"].get<int64_t>(),
+                       agent["name"].get<std::string>(), state, profile.value("arch", std::string("-")),
+                       profile.value("version", std::string("-")), profile.value("cores", 0), number(profile, "ram_bytes") / 1e9,
+                       agent["public_key"].get<std::string>());
   }
   return out;
 }
@@ -81,7 +90,8 @@ std::string format_models(const nlohmann::json& models) {
   std::string out = fmt::format("{:>4}  {:<5} {:>10}  {:<16}  {}\n", "id", "kind", "MB", "sha256", "description");
   for (const auto& model : models["models"]) {
     out += fmt::format("{:>4}  {:<5} {:>10.2f}  {:<16}  {}\n", model["id"].get<int64_t>(), model["kind"].get<std::string>(),
-                       model["bytes"].get<double>() / 1e6, model["sha256"].get<std::string>().substr(0, 16), model["description"].get<std::string>());
+                       model["bytes"].get<double>() / 1e6, model["sha256"].get<std::string>().substr(0, 16),
+                       model["description"].get<std::string>());
   }
   return out;
 }

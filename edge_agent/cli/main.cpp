@@ -8,11 +8,11 @@
 
 #include "common/curve.h"
 #include "common/error.h"
+#include "common/file_util.h"
 #include "edge_agent/agent.h"
 #include "edge_agent/agent_config.h"
 #include "edge_agent/enrollment.h"
 #include "edge_agent/local_server.h"
-#include "common/file_util.h"
 
 namespace {
 
@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   int exit_code = 0;
 
   std::string token, coordinator, coordinator_key, state_dir, name;
-  CLI::App* enroll_command = app.add_subcommand("enroll", "Register this agent's key with the coordinator using a one-time token");
+  CLI::App* enroll_command =
+      app.add_subcommand("enroll", "Register this agent's key with the coordinator using a one-time token");
   enroll_command->add_option("--token", token, "Token from `fedcal-coordinator token create`")->required();
   enroll_command->add_option("--coordinator", coordinator, "tcp://HOST:PORT (default: the config's)");
   enroll_command->add_option("--coordinator-key", coordinator_key, "The coordinator's CURVE public key (default: the config's)");
@@ -44,9 +45,11 @@ int main(int argc, char** argv) {
     if (coordinator_key.empty() && config) coordinator_key = config->coordinator_key;
     if (state_dir.empty()) state_dir = config ? config->state_dir : "/var/lib/fedcal-agent";
     if (name.empty()) name = config ? config->name : "agent";
-    if (coordinator.empty() || coordinator_key.empty()) throw Error("--coordinator and --coordinator-key are needed (or a --config with them)");
+    if (coordinator.empty() || coordinator_key.empty())
+      throw Error("--coordinator and --coordinator-key are needed (or a --config with them)");
     const Enrollment enrollment = fedcal::agent::enroll(state_dir, coordinator, coordinator_key, token, name);
-    std::printf("enrolled as agent %lld with %s; state in %s\n", static_cast<long long>(enrollment.agent_id), coordinator.c_str(), state_dir.c_str());
+    std::printf("enrolled as agent %lld with %s; state in %s\n", static_cast<long long>(enrollment.agent_id), coordinator.c_str(),
+                state_dir.c_str());
   });
 
   CLI::App* run = app.add_subcommand("run", "Run the agent daemon (enrolls first with enroll_token if the config has one)");
@@ -65,27 +68,34 @@ int main(int argc, char** argv) {
   int max_tokens = 64;
   float temperature = 0;
   bool json = false;
-  CLI::App* generate = app.add_subcommand("generate", "Continue a prompt with the device's active model (through the running agent)");
+  CLI::App* generate =
+      app.add_subcommand("generate", "Continue a prompt with the device's active model (through the running agent)");
   generate->add_option("--prompt", prompt, "Text to continue")->required();
   generate->add_option("--max-tokens", max_tokens, "Tokens to generate at most")->capture_default_str();
   generate->add_option("--temperature", temperature, "0: greedy")->capture_default_str();
   generate->add_flag("--json", json, "Print the reply as JSON");
   generate->callback([&] {
     const AgentConfig config = AgentConfig::load(config_path);
-    const auto reply = local_request(config.serve_endpoint(),
-                                     {{"command", "generate"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", temperature}});
-    if (json) std::printf("%s\n", reply.dump(2).c_str());
-    else std::printf("%s%s\n", prompt.c_str(), reply["text"].get<std::string>().c_str());
+    const auto reply =
+        local_request(config.serve_endpoint(),
+                      {{"command", "generate"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", temperature}});
+    if (json)
+      std::printf("%s\n", reply.dump(2).c_str());
+    else
+      std::printf("%s%s\n", prompt.c_str(), reply["text"].get<std::string>().c_str());
   });
-  CLI::App* score = app.add_subcommand("score", "Perplexity of a text under the device's active model (through the running agent)");
+  CLI::App* score =
+      app.add_subcommand("score", "Perplexity of a text under the device's active model (through the running agent)");
   score->add_option("--text", score_file, "UTF-8 text file")->required()->check(CLI::ExistingFile);
   score->add_flag("--json", json, "Print the reply as JSON");
   score->callback([&] {
     const AgentConfig config = AgentConfig::load(config_path);
     const auto reply = local_request(config.serve_endpoint(), {{"command", "score"}, {"text", read_text_file(score_file)}});
-    if (json) std::printf("%s\n", reply.dump(2).c_str());
-    else std::printf("%lld tokens, perplexity %.4f (model %s)\n", static_cast<long long>(reply["tokens"].get<int64_t>()),
-                     reply["perplexity"].get<double>(), reply["model"].get<std::string>().substr(0, 16).c_str());
+    if (json)
+      std::printf("%s\n", reply.dump(2).c_str());
+    else
+      std::printf("%lld tokens, perplexity %.4f (model %s)\n", static_cast<long long>(reply["tokens"].get<int64_t>()),
+                  reply["perplexity"].get<double>(), reply["model"].get<std::string>().substr(0, 16).c_str());
   });
 
   CLI::App* keys = app.add_subcommand("keys", "Print this agent's CURVE public key (created if missing)");

@@ -44,8 +44,8 @@ struct Round {
 
   // Runs every stage; agents in `drop_after_shares` vanish after stage 1, those in
   // `drop_after_masked` after stage 2.
-  std::optional<std::vector<uint64_t>> run(const std::set<uint32_t>& drop_after_shares, const std::set<uint32_t>& drop_after_masked,
-                                           std::string* why) {
+  std::optional<std::vector<uint64_t>> run(const std::set<uint32_t>& drop_after_shares,
+                                           const std::set<uint32_t>& drop_after_masked, std::string* why) {
     const auto keys = keys_map();
     for (uint32_t u = 0; u < config.participants; ++u) server->add_shares(u, clients[u].share_keys(config, u, keys));
     for (uint32_t u = 0; u < config.participants; ++u) {
@@ -114,7 +114,7 @@ TEST_CASE("Secure aggregation: a masked input is indistinguishable from random")
   const double expected = static_cast<double>(masked.size()) / 256;
   double chi2 = 0;
   for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
-  CHECK(chi2 < 340);  // p ~ 0.0003 for a uniform source
+  CHECK(chi2 < 340);                                                       // p ~ 0.0003 for a uniform source
   CHECK(std::abs(high_bits - static_cast<int>(masked.size()) / 2) < 400);  // ~6 sigma
   for (size_t i = 0; i < masked.size(); ++i) REQUIRE(masked[i] != round.inputs[0][i]);
 }
@@ -201,7 +201,7 @@ TEST_CASE("Secure aggregation: the server refuses malformed and repeated stage m
   auto shares = round.clients[0].share_keys(round.config, 0, keys);
   CHECK_THROWS_AS(round.server->add_shares(1, shares), Error);  // labelled with another sender
   round.server->add_shares(0, shares);
-  CHECK_THROWS_AS(round.server->add_shares(0, shares), Error);  // replayed
+  CHECK_THROWS_AS(round.server->add_shares(0, shares), Error);                          // replayed
   CHECK_THROWS_AS(round.server->add_masked_input(1, std::vector<uint64_t>(8)), Error);  // did not share
   CHECK_THROWS_AS(round.server->add_masked_input(0, std::vector<uint64_t>(7)), Error);  // wrong length
 }

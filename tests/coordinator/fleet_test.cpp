@@ -1,10 +1,10 @@
 // Multi-process integration tests: a real coordinator and real agents on loopback.
 #include <doctest/doctest.h>
 
+#include <signal.h>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <signal.h>
 
 #include "common/curve.h"
 #include "common/sha256.h"
@@ -22,8 +22,8 @@ constexpr int kSequences = 10;
 constexpr int kSeqLen = 64;
 
 nlohmann::json round_settings(int64_t model, int min_agents = 3) {
-  return {{"model_id", model}, {"min_agents", min_agents}, {"sequences_per_agent", kSequences}, {"seq_len", kSeqLen},
-          {"method", "percentile:99.99"}, {"per_channel", true}};
+  return {{"model_id", model},  {"min_agents", min_agents},     {"sequences_per_agent", kSequences},
+          {"seq_len", kSeqLen}, {"method", "percentile:99.99"}, {"per_channel", true}};
 }
 
 // Centralized calibration of `text` with fedcal-model, as an operator would run it on one machine.
@@ -31,9 +31,9 @@ std::string calibrate_centrally(const MiniFleet& fleet, const std::string& fp32_
                                 const std::string& name) {
   write_text(fleet.path(name + ".txt"), text);
   const std::string stats = fleet.path(name + ".stats");
-  const auto result = run_command(built_binary("fedcal-model") + " calibrate --quiet --threads 1 --model " + fp32_package + " --text " +
-                                      fleet.path(name + ".txt") + " --sequences " + std::to_string(sequences) + " --seq-len " +
-                                      std::to_string(kSeqLen) + " -o " + stats,
+  const auto result = run_command(built_binary("fedcal-model") + " calibrate --quiet --threads 1 --model " + fp32_package +
+                                      " --text " + fleet.path(name + ".txt") + " --sequences " + std::to_string(sequences) +
+                                      " --seq-len " + std::to_string(kSeqLen) + " -o " + stats,
                                   true);
   REQUIRE_MESSAGE(result.exit_code == 0, result.output);
   return stats;
@@ -74,7 +74,8 @@ std::string fp32_package_path(MiniFleet& fleet, int64_t model) {
   return {};
 }
 
-TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinator sees only masked vectors" * doctest::timeout(180)) {
+TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinator sees only masked vectors" *
+          doctest::timeout(180)) {
   FleetOptions options;
   options.agents = 4;
   options.capture = true;
@@ -99,9 +100,9 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   CHECK(read_bytes(fleet_stats) == read_bytes(central_stats));
 
   const std::string central_package = fleet.path("central.fcpkg");
-  const auto quantize = run_command(built_binary("fedcal-model") + " quantize --threads 1 --model " + fp32 + " --stats " + central_stats +
-                                        " --method percentile:99.99 --per-channel --sign " + fleet.coordinator_dir() + "/signing.key -o " +
-                                        central_package,
+  const auto quantize = run_command(built_binary("fedcal-model") + " quantize --threads 1 --model " + fp32 + " --stats " +
+                                        central_stats + " --method percentile:99.99 --per-channel --sign " +
+                                        fleet.coordinator_dir() + "/signing.key -o " + central_package,
                                     true);
   REQUIRE_MESSAGE(quantize.exit_code == 0, quantize.output);
   // Same statistics, same scales, same tensors, same (deterministic Ed25519) signature: the same file.
@@ -132,7 +133,8 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   }
   // Each agent's masked vector against its true statistics: independent of them, uniform.
   for (int i = 0; i < options.agents; ++i) {
-    const std::string own = calibrate_centrally(fleet, fp32, fleet.calibration_text(i, kSequences), kSequences, "agent" + std::to_string(i));
+    const std::string own =
+        calibrate_centrally(fleet, fp32, fleet.calibration_text(i, kSequences), kSequences, "agent" + std::to_string(i));
     const CalibrationStats stats = read_stats(own);
     std::vector<uint64_t> truth = stats.counts;
     truth.push_back(stats.sequences);
@@ -217,7 +219,8 @@ TEST_CASE("Coordinator killed mid-round: the round fails cleanly on restart, the
   CHECK_MESSAGE(next["stage"] == "done", next.dump(2));
 }
 
-TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a revoked agent is cut off at once" * doctest::timeout(120)) {
+TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a revoked agent is cut off at once" *
+          doctest::timeout(120)) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -229,8 +232,8 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
   const std::string key = fleet.admin({{"command", "status"}})["curve_public_key"].get<std::string>();
   const std::string endpoint = fleet.admin({{"command", "status"}})["listen"].get<std::string>();
   auto enroll = [&](const std::string& state) {
-    return run_command(built_binary("fedcal-agent") + " --config /nonexistent enroll --coordinator " + endpoint + " --coordinator-key '" + key +
-                           "' --state-dir " + fleet.path(state) + " --token " + token,
+    return run_command(built_binary("fedcal-agent") + " --config /nonexistent enroll --coordinator " + endpoint +
+                           " --coordinator-key '" + key + "' --state-dir " + fleet.path(state) + " --token " + token,
                        true);
   };
   CHECK(enroll("first").exit_code == 0);
@@ -247,7 +250,8 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
   config = config.substr(0, config.find("enroll_token"));
   write_text(fleet.path("impostor/agent.toml"), config);
   REQUIRE(run_command(built_binary("fedcal-agent") + " --config " + fleet.path("impostor/agent.toml") + " keys").exit_code == 0);
-  Process impostor({built_binary("fedcal-agent"), "--config", fleet.path("impostor/agent.toml"), "run"}, fleet.path("impostor.log"));
+  Process impostor({built_binary("fedcal-agent"), "--config", fleet.path("impostor/agent.toml"), "run"},
+                   fleet.path("impostor.log"));
   CHECK(impostor.wait_exit(std::chrono::seconds(20)) == 3);
   CHECK(read_bytes(fleet.path("impostor.log")).find("not enrolled") != std::string::npos);
 
@@ -277,7 +281,8 @@ class ProbeClient {
     const auto status = fleet.admin({{"command", "status"}});
     const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
     agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, "probe");
-    configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), status["curve_public_key"], SocketLimits{});
+    configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), status["curve_public_key"],
+                           SocketLimits{});
     socket_.connect(status["listen"].get<std::string>());
   }
   void send_raw(std::span<const std::byte> bytes) {
@@ -303,7 +308,8 @@ class ProbeClient {
   zmq::socket_t socket_;
 };
 
-TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged, and the coordinator carries on" * doctest::timeout(60)) {
+TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged, and the coordinator carries on" *
+          doctest::timeout(60)) {
   FleetOptions options;
   options.agents = 0;
   options.max_message_bytes = 4 << 20;
@@ -352,8 +358,9 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
 namespace fedcal::testing {
 namespace {
 
-TEST_CASE("Fleet round with distributed DP: noise reaches the aggregate, and too little data for the budget fails with the reason" *
-          doctest::timeout(120)) {
+TEST_CASE(
+    "Fleet round with distributed DP: noise reaches the aggregate, and too little data for the budget fails with the reason" *
+    doctest::timeout(120)) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -390,7 +397,8 @@ namespace {
 std::vector<std::string> aarch64_launcher(const std::string& binary) {
   const std::string build = FEDCAL_AARCH64_BUILD;
   const std::string libraries = build + "/sysroot/usr/lib/aarch64-linux-gnu:" + build + "/sysroot/lib/aarch64-linux-gnu";
-  return {"/usr/bin/env", "QEMU_LD_PREFIX=/usr/aarch64-linux-gnu", "LD_LIBRARY_PATH=" + libraries, "qemu-aarch64-static", build + "/bin/" + binary};
+  return {"/usr/bin/env", "QEMU_LD_PREFIX=/usr/aarch64-linux-gnu", "LD_LIBRARY_PATH=" + libraries, "qemu-aarch64-static",
+          build + "/bin/" + binary};
 }
 
 std::string join_command(const std::vector<std::string>& argv) {
@@ -425,20 +433,21 @@ TEST_CASE("Heterogeneous fleet: an aarch64 agent under qemu joins a round next t
   for (int i = 0; i < 3; ++i) x86_text += fleet.calibration_text(i, kSequences);
   const std::string x86 = calibrate_centrally(fleet, fp32, x86_text, 3 * kSequences, "x86");
   write_text(fleet.path("arm.txt"), fleet.calibration_text(3, kSequences));
-  const auto arm = run_command(join_command(aarch64_launcher("fedcal-model")) + "calibrate --quiet --threads 1 --model " + fp32 + " --text " +
-                                   fleet.path("arm.txt") + " --sequences " + std::to_string(kSequences) + " --seq-len " +
-                                   std::to_string(kSeqLen) + " -o " + fleet.path("arm.stats"),
+  const auto arm = run_command(join_command(aarch64_launcher("fedcal-model")) + "calibrate --quiet --threads 1 --model " + fp32 +
+                                   " --text " + fleet.path("arm.txt") + " --sequences " + std::to_string(kSequences) +
+                                   " --seq-len " + std::to_string(kSeqLen) + " -o " + fleet.path("arm.stats"),
                                true);
   REQUIRE_MESSAGE(arm.exit_code == 0, arm.output);
-  const auto merged = run_command(built_binary("fedcal-model") + " merge-stats " + x86 + " " + fleet.path("arm.stats") + " -o " +
-                                      fleet.path("merged.stats"),
-                                  true);
+  const auto merged = run_command(
+      built_binary("fedcal-model") + " merge-stats " + x86 + " " + fleet.path("arm.stats") + " -o " + fleet.path("merged.stats"),
+      true);
   REQUIRE_MESSAGE(merged.exit_code == 0, merged.output);
   // Integer counts add up exactly whatever kernels produced them.
   CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-1.stats") == read_bytes(fleet.path("merged.stats")));
 
   // NEON and AVX FP32 kernels round differently, so a few values land in a neighbouring bucket.
-  const std::string x86_of_arm_shard = calibrate_centrally(fleet, fp32, fleet.calibration_text(3, kSequences), kSequences, "x86-arm-shard");
+  const std::string x86_of_arm_shard =
+      calibrate_centrally(fleet, fp32, fleet.calibration_text(3, kSequences), kSequences, "x86-arm-shard");
   const CalibrationStats on_x86 = read_stats(x86_of_arm_shard), on_arm = read_stats(fleet.path("arm.stats"));
   uint64_t moved = 0, total = 0;
   for (size_t i = 0; i < on_x86.counts.size(); ++i) {

@@ -113,7 +113,8 @@ MiniFleet::~MiniFleet() {
 
 void MiniFleet::start_coordinator() {
   coordinator_ = std::make_unique<Process>(
-      std::vector<std::string>{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"}, dir_.path("coordinator.log"));
+      std::vector<std::string>{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"},
+      dir_.path("coordinator.log"));
   const bool up = eventually(
       [&] {
         try {
@@ -170,7 +171,8 @@ void MiniFleet::wait_online(size_t count, std::chrono::seconds timeout) {
   const bool ok = eventually(
       [&] {
         size_t online = 0;
-        const nlohmann::json agents = admin({{"command", "agents.list"}});  // named: a range-for over a temporary's member dangles
+        const nlohmann::json agents =
+            admin({{"command", "agents.list"}});  // named: a range-for over a temporary's member dangles
         for (const auto& agent : agents["agents"]) online += agent["online"].get<bool>() ? 1 : 0;
         return online >= count;
       },
@@ -179,13 +181,15 @@ void MiniFleet::wait_online(size_t count, std::chrono::seconds timeout) {
     std::ifstream coordinator_log(dir_.path("coordinator.log")), agent_log(dir_.path("agent-0/agent.log"));
     const std::string coordinator_text{std::istreambuf_iterator<char>(coordinator_log), {}};
     const std::string agent_text{std::istreambuf_iterator<char>(agent_log), {}};
-    throw std::runtime_error("agents did not come online: " + admin({{"command", "agents.list"}}).dump() + "\ncoordinator log:\n" + coordinator_text + "\nagent 0 log:\n" + agent_text);
+    throw std::runtime_error("agents did not come online: " + admin({{"command", "agents.list"}}).dump() +
+                             "\ncoordinator log:\n" + coordinator_text + "\nagent 0 log:\n" + agent_text);
   }
 }
 
 int64_t MiniFleet::import_model() {
   const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
-  return admin({{"command", "models.import"}, {"path", model + "/model.bin"}, {"tokenizer", model + "/tokenizer.bin"}})["id"].get<int64_t>();
+  return admin({{"command", "models.import"}, {"path", model + "/model.bin"}, {"tokenizer", model + "/tokenizer.bin"}})["id"]
+      .get<int64_t>();
 }
 
 nlohmann::json MiniFleet::wait_round(int64_t id, std::chrono::seconds timeout) {

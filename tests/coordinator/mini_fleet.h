@@ -2,8 +2,8 @@
 // processes on loopback, each agent with its own shard of the TinyStories training split.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <sys/types.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <functional>
@@ -36,10 +36,10 @@ class Process {
 
 struct FleetOptions {
   int agents = 4;
-  int lines_per_agent = 16;       // non-empty training lines per agent (private text)
+  int lines_per_agent = 16;  // non-empty training lines per agent (private text)
   double heldout_fraction = 0.25;
-  bool reference_text = false;    // give the coordinator public text (training lines no agent holds)
-  bool capture = false;           // record every aggregation message the coordinator receives
+  bool reference_text = false;  // give the coordinator public text (training lines no agent holds)
+  bool capture = false;         // record every aggregation message the coordinator receives
   int agent_timeout_ms = 1500;
   int stage_timeout_ms = 20000;
   int64_t max_message_bytes = 0;  // 0: the coordinator's default

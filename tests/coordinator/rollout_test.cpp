@@ -5,9 +5,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
-#include <fstream>
 
 #include "common/sha256.h"
 #include "edge_agent/local_server.h"
@@ -34,8 +34,13 @@ nlohmann::json wait_rollout(MiniFleet& fleet, std::chrono::seconds timeout = std
 
 nlohmann::json start_rollout(MiniFleet& fleet, int64_t model, std::vector<double> waves) {
   fleet.admin({{"command", "rollout.start"},
-               {"settings", {{"model_id", model}, {"waves", waves}, {"max_kl", 0.05}, {"max_slowdown", 50.0}, {"min_healthy", 100.0},
-                             {"wave_timeout_ms", 30000}}}});
+               {"settings",
+                {{"model_id", model},
+                 {"waves", waves},
+                 {"max_kl", 0.05},
+                 {"max_slowdown", 50.0},
+                 {"min_healthy", 100.0},
+                 {"wave_timeout_ms", 30000}}}});
   return wait_rollout(fleet);
 }
 
@@ -55,8 +60,9 @@ std::string model_sha(MiniFleet& fleet, int64_t id) {
   throw std::runtime_error("no model " + std::to_string(id));
 }
 
-TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, tampered packages refused, offline agents catch up" *
-          doctest::timeout(300)) {
+TEST_CASE(
+    "Rollout: waves with health gates, automatic rollback of a bad model, tampered packages refused, offline agents catch up" *
+    doctest::timeout(300)) {
   FleetOptions options;
   options.agents = 10;
   options.lines_per_agent = 12;
@@ -82,8 +88,8 @@ TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, 
   for (int i = 0; i < 3; ++i) text += fleet.calibration_text(i, 100);
   write_text(fleet.path("calibration.txt"), text);
   const std::string common = " --threads 1 --model " + model + "/model.bin --tokenizer " + model + "/tokenizer.bin ";
-  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("calibration.txt") + " --seq-len 64 -o " +
-                      fleet.path("c.stats"))
+  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("calibration.txt") +
+                      " --seq-len 64 -o " + fleet.path("c.stats"))
               .exit_code == 0);
   REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path("c.stats") +
                       " --method mse --per-channel -o " + fleet.path("good.fcpkg"))
@@ -133,7 +139,8 @@ TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, 
     const std::string endpoint = "ipc://" + fleet.path("agent-0/state/serve.sock");
     while (!stop_client) {
       try {
-        served_by.insert(agent::local_request(endpoint, {{"command", "generate"}, {"prompt", "Once upon a time"}, {"max_tokens", 8}})["model"]);
+        served_by.insert(agent::local_request(
+            endpoint, {{"command", "generate"}, {"prompt", "Once upon a time"}, {"max_tokens", 8}})["model"]);
         ++served;
       } catch (const std::exception&) {
         ++failed;
@@ -152,8 +159,9 @@ TEST_CASE("Rollout: waves with health gates, automatic rollback of a bad model, 
   const std::string good_sha = model_sha(fleet, good);
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : good_sha));
   CHECK(served_by.count(good_sha) == 1);
-  const std::string scored = run_command(built_binary("fedcal-agent") + " --config " + fleet.path("agent-0/agent.toml") + " score --json --text " +
-                                         fleet.path("calibration.txt")).output;
+  const std::string scored = run_command(built_binary("fedcal-agent") + " --config " + fleet.path("agent-0/agent.toml") +
+                                         " score --json --text " + fleet.path("calibration.txt"))
+                                 .output;
   CHECK(scored.find(good_sha) != std::string::npos);
 
   // The agent that was away the whole time gets the current model when it returns.

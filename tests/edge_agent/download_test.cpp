@@ -82,7 +82,7 @@ TEST_CASE("Skellam noise: integer, zero-mean, the requested variance, and it sum
     squares += noise * noise;
   }
   const double n = static_cast<double>(values.size());
-  CHECK(std::abs(sum / n) < 0.3);                     // mean 0 (standard error 20 / sqrt(2e5) = 0.045)
+  CHECK(std::abs(sum / n) < 0.3);                      // mean 0 (standard error 20 / sqrt(2e5) = 0.045)
   CHECK(std::abs(std::sqrt(squares / n) - 20) < 0.3);  // stddev 20
 }
 

@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
   // Protocol messages: a hello, a join, a masked input and encrypted shares.
   auto write_message = [&](const char* name, fedcal::OutgoingMessage& message) {
     const auto bytes = message.encode(42);
-    std::ofstream((root / "message" / name), std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    std::ofstream((root / "message" / name), std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   };
   {
     fedcal::OutgoingMessage message;

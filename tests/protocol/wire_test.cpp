@@ -82,8 +82,12 @@ namespace {
 
 TEST_CASE("Wire: a field of the wrong Cap'n Proto type becomes fedcal::Error at the message boundary (fuzzer finding)") {
   // Found by fuzz_message: a join whose key field points to a list of non-bytes.
-  const uint8_t raw[] = {0,0,0,0,16,0,0,0,0,0,0,0,2,0,1,0,1,0,8,0,0,0,0,0,42,0,0,0,0,0,0,0,0,0,0,0,2,0,2,0,1,0,0,0,0,0,0,0,4,0,0,0,0,0,0,0,5,0,0,0,2,1,0,0,17,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0};
-  const std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(raw), reinterpret_cast<const std::byte*>(raw) + sizeof(raw));
+  const uint8_t raw[] = {0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 1, 0, 8, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0,  0, 0, 0,
+                         0, 0, 2, 0, 2,  0, 1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0,  0, 2, 1, 0, 0, 17, 0, 0, 0,
+                         0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0,  0, 0, 0,
+                         0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0,  0, 0, 0};
+  const std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(raw),
+                                     reinterpret_cast<const std::byte*>(raw) + sizeof(raw));
   DecodedEnvelope decoded = decode_envelope(bytes);
   auto read_all_data = [&] {
     const auto join = decoded.envelope().getBody().getJoin();
