@@ -23,17 +23,9 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   options.per_channel = settings.per_channel;
   options.asymmetric = settings.asymmetric;
   options.keep_fp32 = {settings.keep_fp32.begin(), settings.keep_fp32.end()};
+  if (stats.model_sha256 != model_fingerprint(loaded.model)) fail("the statistics were recorded on another model than {}", loaded.path);
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
-
-  PackageProvenance provenance;
-  provenance.method = options.method.to_string();
-  provenance.per_channel = options.per_channel;
-  provenance.asymmetric = options.asymmetric;
-  provenance.sequences = stats.sequences;
-  provenance.tokens = stats.tokens;
-  provenance.stats_sha256 = stats.sha256();
-  provenance.keep_fp32 = settings.keep_fp32;
-  provenance.source_model_sha256 = stats.model_sha256;
+  const PackageProvenance provenance = quantization_provenance(options, stats);
 
   const std::string temporary = artifacts_dir + "/building-" + label + ".fcpkg";
   PackageWriteOptions write_options;

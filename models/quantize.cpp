@@ -117,4 +117,17 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
   return result;
 }
 
+PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {
+  PackageProvenance provenance;
+  provenance.method = options.method.to_string();
+  provenance.per_channel = options.per_channel;
+  provenance.asymmetric = options.asymmetric;
+  provenance.sequences = stats.sequences;
+  provenance.tokens = stats.tokens;
+  provenance.stats_sha256 = stats.sha256();
+  provenance.keep_fp32.assign(options.keep_fp32.begin(), options.keep_fp32.end());
+  provenance.source_model_sha256 = stats.model_sha256;
+  return provenance;
+}
+
 }  // namespace fedcal

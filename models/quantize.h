@@ -8,6 +8,7 @@
 #include "models/calibration_stats.h"
 #include "models/linear_int8.h"
 #include "models/model.h"
+#include "models/model_package.h"
 #include "models/scales.h"
 
 namespace fedcal {
@@ -30,6 +31,10 @@ std::vector<LinearSite> linear_sites(const ModelConfig& config);
 // Quantizes every linear not kept in FP32. Throws Error if the statistics do not fit the model or a
 // point has no usable values; the message names the point.
 QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options);
+
+// What a package records about INT8 layers quantized from `stats` with `options` (one definition, so
+// a package built by `fedcal-model quantize` and one built by a federated round agree byte for byte).
+PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats);
 
 // The FP32 weights of a linear by name.
 const std::vector<float>& linear_weights(const Model& model, const std::string& name);

@@ -78,13 +78,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   }
   QuantizedLinears int8 =
       with_context([&] { return *options.stats; }, [&] { return quantize_model(loaded.model, stats, quantize); });
-  provenance.method = quantize.method.to_string();
-  provenance.per_channel = quantize.per_channel;
-  provenance.asymmetric = quantize.asymmetric;
-  provenance.sequences = stats.sequences;
-  provenance.tokens = stats.tokens;
-  provenance.stats_sha256 = stats.sha256();
-  provenance.keep_fp32.assign(quantize.keep_fp32.begin(), quantize.keep_fp32.end());
+  provenance = quantization_provenance(quantize, stats);
   return int8;
 }
 
