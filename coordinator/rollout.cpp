@@ -14,7 +14,8 @@ nlohmann::json RolloutSettings::to_json() const {
           {"max_kl", max_kl},
           {"max_slowdown", max_slowdown},
           {"min_healthy", min_healthy},
-          {"wave_timeout_ms", wave_timeout_ms}};
+          {"wave_timeout_ms", wave_timeout_ms},
+          {"soak_ms", soak_ms}};
 }
 
 RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
@@ -30,6 +31,7 @@ RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
     settings.max_slowdown = json.value("max_slowdown", settings.max_slowdown);
     settings.min_healthy = json.value("min_healthy", settings.min_healthy);
     settings.wave_timeout_ms = json.value("wave_timeout_ms", settings.wave_timeout_ms);
+    settings.soak_ms = json.value("soak_ms", settings.soak_ms);
   } catch (const nlohmann::json::exception& error) {
     fail("rollout settings: {}", error.what());
   }
@@ -44,6 +46,7 @@ RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
   if (!(settings.max_slowdown >= 1)) fail("max_slowdown must be >= 1");
   if (!(settings.min_healthy >= 0 && settings.min_healthy <= 100)) fail("min_healthy must be a percentage");
   if (settings.wave_timeout_ms < 1000) fail("wave_timeout_ms must be >= 1000");
+  if (settings.soak_ms < 0 || settings.soak_ms >= settings.wave_timeout_ms) fail("soak_ms must be in [0, wave_timeout_ms)");
   return settings;
 }
 
@@ -115,16 +118,22 @@ void Rollout::send_rollback(int64_t agent_id) {
 }
 
 bool Rollout::healthy(const nlohmann::json& report) const {
-  if (!report.value("activated", false)) return false;
+  if (!report.value("activated", false) || report.value("crashes", 0u) > 0) return false;
   if (report.value("mean_kl", 0.0) > settings_.max_kl) return false;
   const double now = report.value("tokens_per_second", 0.0), before = report.value("previous_tokens_per_second", 0.0);
   return before <= 0 || (now > 0 && before / now <= settings_.max_slowdown);
 }
 
-void Rollout::agent_online(int64_t agent_id, const std::string& active_sha) {
+void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsigned crashes) {
   const auto it = agents_.find(agent_id);
   if (it == agents_.end()) return;
   AgentState& state = it->second;
+  if (crashes > 0 && active_sha == model_.sha256 && (state.status == "healthy" || state.status == "sent")) {
+    if (!state.report.is_object()) state.report = nlohmann::json::object();
+    state.report["crashes"] = crashes;
+    state.status = "unhealthy";
+    host_.log(fmt::format("rollout {}: agent {} crashed {} time(s) since activating the model", id_, agent_id, crashes));
+  }
   const bool updated = state.status != "pending" && state.status != "rolled_back";
   if ((stage_ == "rolled_back" || stage_ == "halted") && updated && active_sha == model_.sha256) {
     send_rollback(agent_id);  // it was offline when the rollout was rolled back
@@ -146,6 +155,7 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
     if (!std::isfinite(value) || value < 0) fail("activationReport: a non-finite or negative figure");
   }
   AgentState& state = it->second;
+  state.reported_at_ms = now_ms();
   state.report = {{"activated", report.getActivated()},
                   {"rolled_back", report.getRolledBack()},
                   {"active_sha256", report.getSha256().cStr()},
@@ -153,7 +163,8 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
                   {"mean_kl", report.getMeanKl()},
                   {"top1_agreement", report.getTop1Agreement()},
                   {"tokens_per_second", report.getTokensPerSecond()},
-                  {"previous_tokens_per_second", report.getPreviousTokensPerSecond()}};
+                  {"previous_tokens_per_second", report.getPreviousTokensPerSecond()},
+                  {"crashes", report.getCrashes()}};
   host_.store().set_active_model(agent_id, report.getSha256().cStr());
   if (report.getRolledBack()) {
     state.status = "rolled_back";
@@ -169,10 +180,12 @@ void Rollout::tick() {
   if (stage_ != "running") return;
   // The gate of the current wave: every online agent of waves <= current has reported, or the deadline passed.
   int reported = 0, healthy_count = 0, waiting = 0;
+  int64_t last_report_ms = 0;
   for (const auto& [agent, state] : agents_) {
     if (state.wave > wave_) continue;
     if (state.status == "healthy" || state.status == "unhealthy" || state.status == "failed") {
       ++reported;
+      last_report_ms = std::max(last_report_ms, state.reported_at_ms);
       healthy_count += state.status == "healthy" ? 1 : 0;
     } else if (host_.is_online(agent)) {
       ++waiting;
@@ -180,6 +193,8 @@ void Rollout::tick() {
   }
   const bool expired = now_ms() >= wave_deadline_ms_;
   if (waiting > 0 && !expired) return;
+  // Soak: the updated agents run a while before the gate is judged, so crashes count.
+  if (reported > 0 && now_ms() - last_report_ms < settings_.soak_ms && !expired) return;
   if (reported == 0) {
     if (expired) rollback(fmt::format("no agent of wave {} reported within {} ms", wave_ + 1, settings_.wave_timeout_ms));
     return;

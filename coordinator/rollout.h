@@ -29,6 +29,7 @@ struct RolloutSettings {
   double max_slowdown = 1.5;                 // previous tokens/s over new tokens/s
   double min_healthy = 90;                   // percent of a wave's reporting agents
   int wave_timeout_ms = 600000;              // a wave waits at most this long for reports
+  int soak_ms = 30000;                       // and watches its agents this long after the last report (crashes)
 
   nlohmann::json to_json() const;
   static RolloutSettings from_json(const nlohmann::json& json);  // validates; errors name the field
@@ -45,7 +46,9 @@ class Rollout {
   const std::string& stage() const { return stage_; }
   bool finished() const { return stage_ == "done" || stage_ == "rolled_back" || stage_ == "aborted"; }
 
-  void agent_online(int64_t agent_id, const std::string& active_sha);
+  // An agent said hello: it gets what it missed; crashes since it activated this rollout's model
+  // make it unhealthy.
+  void agent_online(int64_t agent_id, const std::string& active_sha, unsigned crashes = 0);
   void handle(int64_t agent_id, wire::ActivationReport::Reader report);
   void tick();
   void pause();
@@ -59,6 +62,7 @@ class Rollout {
     int wave = 0;
     std::string status = "pending";  // pending, sent, healthy, unhealthy, failed, rolling_back, rolled_back
     nlohmann::json report;
+    int64_t reported_at_ms = 0;
   };
   Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model);
   void start_wave(int wave);

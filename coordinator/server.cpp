@@ -289,9 +289,10 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
       send_to_route(routing_id, reply);
       const std::string active = body.getHello().getActiveModel().cStr();
+      session.crashes_since_activation = body.getHello().getCrashesSinceActivation();
       store_.set_active_model(agent->id, active);
       if (round_ && !round_->finished()) round_->agent_online(agent->id);
-      if (rollout_) rollout_->agent_online(agent->id, active);
+      if (rollout_) rollout_->agent_online(agent->id, active, session.crashes_since_activation);
       return;
     }
     case Body::HEARTBEAT: {
@@ -473,7 +474,12 @@ nlohmann::json Server::admin(const nlohmann::json& request) {
   }
   if (command == "agents.list") {
     nlohmann::json agents = nlohmann::json::array();
-    for (const AgentRecord& agent : store_.agents()) agents.push_back(agent_json(agent, is_online(agent.id)));
+    for (const AgentRecord& agent : store_.agents()) {
+      nlohmann::json entry = agent_json(agent, is_online(agent.id));
+      const auto session = sessions_.find(agent.id);
+      entry["crashes_since_activation"] = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
+      agents.push_back(entry);
+    }
     return {{"agents", agents}};
   }
   if (command == "agents.revoke") {

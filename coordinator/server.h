@@ -44,6 +44,7 @@ class Server : public RoundHost {
     std::string routing_id;
     int64_t last_seen_ms = 0;
     int64_t last_persisted_ms = 0;
+    unsigned crashes_since_activation = 0;  // from its last hello
   };
 
   void handle_zap();

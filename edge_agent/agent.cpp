@@ -5,6 +5,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
+#include <filesystem>
+#include <signal.h>
+#include <unistd.h>
 
 #include "common/dp_noise.h"
 #include "common/error.h"
@@ -73,6 +76,11 @@ Agent::Agent(AgentConfig config)
   configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
   socket_.connect(config_.coordinator);
   log(fmt::format("agent {} ({}) connecting to {}", enrollment_.agent_id, config_.name, config_.coordinator));
+  std::filesystem::create_directories(config_.state_dir);
+  slots_.record_start();
+  if (slots_.crashes_since_activation() > 0) {
+    log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
+  }
   active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
   local_server_ = std::make_unique<LocalServer>(config_.serve_endpoint(), coordinator_signing_key_,
                                                 config_.threads > 0 ? config_.threads : 1, [this] {
@@ -119,6 +127,7 @@ void Agent::inject_fault(const char* point) {
   log(fmt::format("fault injection: exiting after {}", point + 11));
   // Let the I/O thread put the last message on the wire, then vanish without a goodbye.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  if (std::string_view(point) == "exit-after-activation") ::kill(::getpid(), SIGKILL);  // a crash, as a bad model might cause
   std::_Exit(17);
 }
 
@@ -129,6 +138,7 @@ void Agent::send_hello() {
   hello.setName(config_.name);
   auto profile = hello.initProfile();
   hello.setActiveModel(slots_.active());
+  hello.setCrashesSinceActivation(slots_.crashes_since_activation());
   profile.setArch(hardware.arch);
   auto features = profile.initIsaFeatures(static_cast<unsigned>(hardware.isa_features.size()));
   for (size_t i = 0; i < hardware.isa_features.size(); ++i) features.set(static_cast<unsigned>(i), hardware.isa_features[i]);
@@ -188,6 +198,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       retire_round();
     }
   }
+  slots_.record_clean_exit();
   return exit_code_ < 0 ? 0 : exit_code_;
 }
 
@@ -572,6 +583,7 @@ void Agent::advance_activation() {
                   slots_.active().substr(0, 16), check.mean_kl, check.decode_tokens_per_second));
   send_activation_report(activation.rollout, true, false, "", &check);
   activation_.reset();
+  inject_fault("exit-after-activation");
 }
 
 void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
@@ -582,7 +594,12 @@ void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
   const bool switched = slots_.rollback();
   {
     std::lock_guard lock(active_path_mutex_);
-    active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
+    std::filesystem::create_directories(config_.state_dir);
+  slots_.record_start();
+  if (slots_.crashes_since_activation() > 0) {
+    log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
+  }
+  active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
   }
   log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),
                   switched ? "" : " (no previous model: nothing to switch)"));
@@ -598,6 +615,7 @@ void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled
   report.setActivated(activated);
   report.setRolledBack(rolled_back);
   report.setError(error.substr(0, 1000));
+  report.setCrashes(slots_.crashes_since_activation());
   if (check) {
     report.setMeanKl(check->mean_kl);
     report.setTop1Agreement(check->top1_agreement);

@@ -21,7 +21,8 @@ struct AgentConfig {
   int coordinator_timeout_ms = 15000;  // no word from the coordinator this long: reconnect
   std::string enroll_token;            // `run` enrolls with it first if not enrolled yet
   // Testing only: "exit-after-join", "exit-after-shares" or "exit-after-masked-input" makes the
-  // agent die (_exit, no goodbye) right after sending that message, as a crashed device would.
+  // agent die (_exit, no goodbye) right after sending that message, as a crashed device would;
+  // "exit-after-activation" kills it (SIGKILL) right after it switched to a rolled-out model.
   std::string fault_injection;
 
   static AgentConfig load(const std::string& path);

@@ -18,11 +18,18 @@ class ModelSlots {
   // active <-> previous; false (and nothing changes) without a previous model.
   bool rollback();
 
+  // Crash accounting for the health check: record_start() at daemon start counts a crash if the last
+  // run never reached record_clean_exit(); the count restarts at every switch.
+  void record_start();
+  void record_clean_exit() const;
+  unsigned crashes_since_activation() const { return crashes_; }
+
  private:
   void save() const;
   std::string state_dir_;
   std::string active_;
   std::string previous_;
+  unsigned crashes_ = 0;
 };
 
 }  // namespace fedcal::agent

@@ -94,6 +94,8 @@ struct Hello {
   # What it runs on.
   activeModel @2 :Text;
   # SHA-256 of the package in the agent's active slot ("" if none).
+  crashesSinceActivation @3 :UInt32;
+  # Times the agent did not exit cleanly since that package became active.
 }
 
 struct Welcome {
@@ -336,4 +338,6 @@ struct ActivationReport {
   # Decoding speed of the new model.
   previousTokensPerSecond @8 :Float64;
   # Decoding speed of the previous model (0 without one).
+  crashes @9 :UInt32;
+  # Crashes since the active package became active.
 }
