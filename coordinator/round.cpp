@@ -349,10 +349,11 @@ void Round::finish_aggregation() {
   }
   CalibrationStats stats = template_stats_;
   const size_t histogram = stats.counts.size();
-  // With distributed DP the noisy sum is read as signed and counts below 3 standard deviations of
+  // With distributed DP the noisy sum is read as signed and counts below 8 standard deviations of
   // the total noise are zeroed (post-processing: the guarantee is unchanged), so buckets that are
   // pure noise do not stretch the ranges.
-  const double noise_floor = 3 * dp_noise_stddev_ * std::sqrt(static_cast<double>(secagg_->survivors().size()));
+  // 8 sigma: a pure-noise count survives with probability ~1e-15, so across ~10^5 counts none does.
+  const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(secagg_->survivors().size()));
   for (size_t i = 0; i < histogram; ++i) {
     const auto value = static_cast<int64_t>((*sum)[i]);
     stats.counts[i] = dp_noise_stddev_ > 0 && static_cast<double>(value) < noise_floor ? 0 : (*sum)[i];
@@ -449,7 +450,7 @@ void Round::tick() {
               "dropped: "
               "this round had too little data for that budget (more agents, sequences or a larger epsilon)",
               settings_.dp_epsilon, settings_.dp_delta, dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())),
-              3 * dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())));
+              8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(evaluators_.size())));
         }
         fail_round(reason);
       }

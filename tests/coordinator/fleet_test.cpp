@@ -139,7 +139,7 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
     std::vector<uint64_t> truth = stats.counts;
     truth.push_back(stats.sequences);
     truth.push_back(stats.tokens);
-    const auto agent_id = static_cast<int64_t>(i + 1);
+    const int64_t agent_id = fleet.agent_id(i);
     REQUIRE(masked.count(agent_id));
     const auto& vector = masked.at(agent_id);
     REQUIRE(vector.size() == truth.size());
@@ -256,7 +256,7 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
   CHECK(read_bytes(fleet.path("impostor.log")).find("not enrolled") != std::string::npos);
 
   // Revoking a running agent cuts it off; it is not in the next round.
-  fleet.admin({{"command", "agents.revoke"}, {"id", 1}});
+  fleet.admin({{"command", "agents.revoke"}, {"id", fleet.agent_id(0)}});
   CHECK(fleet.agent(0).wait_exit(std::chrono::seconds(20)) == 3);
   const int64_t model = fleet.import_model();
   nlohmann::json settings = round_settings(model, 2);

@@ -162,6 +162,14 @@ void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<s
   agents_[i] = std::make_unique<Process>(argv, root + "/agent.log");
 }
 
+int64_t MiniFleet::agent_id(int i) {
+  const nlohmann::json agents = admin({{"command", "agents.list"}});
+  for (const auto& agent : agents["agents"]) {
+    if (agent["name"] == "test-agent-" + std::to_string(i)) return agent["id"].get<int64_t>();
+  }
+  throw std::runtime_error("agent " + std::to_string(i) + " is not enrolled");
+}
+
 void MiniFleet::start_agents() {
   for (int i = 0; i < options_.agents; ++i) start_agent(i);
   wait_online(static_cast<size_t>(options_.agents));

@@ -60,6 +60,8 @@ class MiniFleet {
   // `launcher` runs the agent binary (e.g. under qemu); empty: build/bin/fedcal-agent.
   void start_agent(int i, const std::string& extra = "", const std::vector<std::string>& launcher = {});
   Process& agent(int i) { return *agents_.at(i); }
+  // The registry id of agent i (ids follow the order agents enrolled in, not the order they started).
+  int64_t agent_id(int i);
   void start_agents();
   // Waits until `count` agents are online.
   void wait_online(size_t count, std::chrono::seconds timeout = std::chrono::seconds(30));

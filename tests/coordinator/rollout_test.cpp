@@ -70,7 +70,9 @@ TEST_CASE(
   MiniFleet fleet(options);
   fleet.start_coordinator();
   fleet.start_agents();
-  // Agent 10 goes offline before any rollout and stays away until the end.
+  // One agent goes offline before any rollout and stays away until the end. (Ids follow the order
+  // in which the agents enrolled, so look it up by name.)
+  const int64_t away = fleet.agent_id(9);
   fleet.agent(9).signal(SIGTERM);
   REQUIRE(fleet.agent(9).wait_exit(std::chrono::seconds(10)) == 0);
   fleet.wait_online(9);
@@ -81,7 +83,7 @@ TEST_CASE(
   const std::string fp32_sha = model_sha(fleet, fp32);
   nlohmann::json status = start_rollout(fleet, fp32, {100});
   REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
-  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : fp32_sha));
 
   // INT8 packages built centrally: a good one, and one with every activation scale multiplied by 100.
   const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
@@ -112,7 +114,7 @@ TEST_CASE(
   int first_wave = 0;
   for (const auto& agent : status["agents"]) first_wave += agent["wave"] == 0 ? 1 : 0;
   CHECK(first_wave == 2);
-  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : fp32_sha));
 
   // A package altered in the coordinator's store is refused by every agent that fetches it.
   const std::string good_path = fleet.coordinator_dir() + "/artifacts/" + model_sha(fleet, good) + ".fcpkg";
@@ -126,9 +128,9 @@ TEST_CASE(
   status = start_rollout(fleet, good, {100});
   CHECK(status["stage"] == "rolled_back");
   for (const auto& agent : status["agents"]) {
-    if (agent["agent"] != 10) CHECK(agent["report"]["error"].get<std::string>().find("hash") != std::string::npos);
+    if (agent["agent"] != away) CHECK(agent["report"]["error"].get<std::string>().find("hash") != std::string::npos);
   }
-  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : fp32_sha));
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : fp32_sha));
 
   // Restored, the good model goes out in three waves, while an application on agent 1 keeps asking
   // it for text through the local socket: every request is answered, by the old model and then the new.
@@ -158,7 +160,7 @@ TEST_CASE(
   REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
   CHECK(status["counts"]["healthy"] == 9);
   const std::string good_sha = model_sha(fleet, good);
-  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == 10 ? "" : good_sha));
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : good_sha));
   CHECK(served_by.count(good_sha) == 1);
   const std::string scored = run_command(built_binary("fedcal-agent") + " --config " + fleet.path("agent-0/agent.toml") +
                                          " score --json --text " + fleet.path("calibration.txt"))
@@ -167,7 +169,7 @@ TEST_CASE(
 
   // The agent that was away the whole time gets the current model when it returns.
   fleet.start_agent(9);
-  REQUIRE(eventually([&] { return active_models(fleet)[10] == good_sha; }, std::chrono::seconds(60)));
+  REQUIRE(eventually([&] { return active_models(fleet)[away] == good_sha; }, std::chrono::seconds(60)));
 }
 
 TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealthy, and the rollout rolls back" * doctest::timeout(120)) {
@@ -222,7 +224,8 @@ TEST_CASE("Rollout: an agent killed in the middle of a download resumes where it
   const auto cut = fs::file_size(part);
   CHECK(cut < static_cast<uintmax_t>(fleet.admin({{"command", "models.list"}})["models"][0]["bytes"].get<int64_t>()));
   fleet.start_agent(0);
-  REQUIRE(eventually([&] { return active_models(fleet)[1] == sha; }, std::chrono::seconds(60)));
+  const int64_t killed = fleet.agent_id(0);
+  REQUIRE(eventually([&] { return active_models(fleet)[killed] == sha; }, std::chrono::seconds(60)));
   std::ifstream log(fleet.path("agent-0/agent.log"));
   const std::string text{std::istreambuf_iterator<char>(log), {}};
   CHECK(text.find("resuming the download of " + sha.substr(0, 16) + " at ") != std::string::npos);
