@@ -2,8 +2,10 @@
 
 #include <filesystem>
 
+#include <fmt/ranges.h>
 #include "common/error.h"
 #include "common/file_util.h"
+
 #include "common/sha256.h"
 #include "common/signing.h"
 #include "models/calibration.h"
@@ -23,7 +25,8 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   options.per_channel = settings.per_channel;
   options.asymmetric = settings.asymmetric;
   options.keep_fp32 = {settings.keep_fp32.begin(), settings.keep_fp32.end()};
-  if (stats.model_sha256 != model_fingerprint(loaded.model)) fail("the statistics were recorded on another model than {}", loaded.path);
+  if (stats.model_sha256 != model_fingerprint(loaded.model))
+    fail("the statistics were recorded on another model than {}", loaded.path);
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
   const PackageProvenance provenance = quantization_provenance(options, stats);
 
@@ -36,9 +39,12 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   built.path = artifacts_dir + "/" + built.sha256 + ".fcpkg";
   fs::rename(temporary, built.path);
   built.bytes = static_cast<int64_t>(fs::file_size(built.path));
-  built.description = fmt::format("INT8 {} {}, calibrated on {} ({} sequences, {} tokens)", provenance.method,
-                                  options.per_channel ? "per-channel" : "per-tensor",
-                                  label == "fleet" ? "the fleet" : "public text", stats.sequences, stats.tokens);
+  built.description =
+      fmt::format("INT8 {} {}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
+                  options.per_channel ? "per-channel" : "per-tensor",
+                  settings.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(settings.keep_fp32, " ")),
+                  label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
+                  label.rfind("group:", 0) == 0 ? " for " + label : "");
   return built;
 }
 
@@ -58,6 +64,14 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   result.fleet =
       with_context([] { return std::string("quantizing with the fleet's statistics"); },
                    [&] { return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet"); });
+  for (const auto& [label, variant] : input.settings.group_variants) {
+    RoundSettings settings = input.settings;
+    settings.per_channel = variant.per_channel;
+    settings.keep_fp32 = variant.keep_fp32;
+    result.groups[label] =
+        with_context([&] { return "quantizing for group " + label; },
+                     [&] { return write_package(loaded, input.stats, settings, key, input.artifacts_dir, "group:" + label); });
+  }
   if (!input.reference_text.empty()) {
     result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; },
                                    [&] {

@@ -3,6 +3,7 @@
 // text (the baseline the report compares against). Runs on a worker thread; touches no shared state.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -32,6 +33,7 @@ struct BuiltPackage {
 struct QuantizationJobResult {
   BuiltPackage fleet;
   std::optional<BuiltPackage> baseline;
+  std::map<std::string, BuiltPackage> groups;  // by label: settings.group_variants
 };
 
 // Throws Error with the reason (e.g. a quantization point the fleet never saw values at).

@@ -404,20 +404,44 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   const int64_t fleet = record(result.fleet, "fleet");
   std::optional<int64_t> baseline;
   if (result.baseline) baseline = record(*result.baseline, "public");
+  for (const auto& [label, built] : result.groups) record(built, "group:" + label);
   host_.store().set_round_models(id_, fleet, baseline);
   enter("evaluating", host_.config().report_timeout_ms);
   for (const uint32_t index : evaluators_) send_result(participants_[index]);
 }
 
 void Round::send_result(int64_t agent_id) {
+  // An agent in a group with its own variant checks that package instead of the default one.
+  std::set<std::string> labels;
+  if (const auto agent = host_.store().agent(agent_id)) {
+    const nlohmann::json profile = nlohmann::json::parse(agent->profile_json, nullptr, false);
+    if (profile.is_object()) {
+      for (const auto& label : profile.value("labels", nlohmann::json::array())) {
+        if (label.is_string()) labels.insert(label.get<std::string>());
+      }
+    }
+  }
+  std::vector<size_t> chosen;
+  bool grouped = false;
+  for (size_t i = 0; i < results_.size(); ++i) {
+    const std::string& label = result_labels_[i];
+    if (label.rfind("group:", 0) == 0 && labels.count(label.substr(6)) && !grouped) {
+      chosen.push_back(i);
+      grouped = true;
+    }
+  }
+  for (size_t i = 0; i < results_.size(); ++i) {
+    const std::string& label = result_labels_[i];
+    if (label == "public" || (label == "fleet" && !grouped)) chosen.push_back(i);
+  }
   OutgoingMessage message;
   auto result = message.body().initRoundResult();
   result.setRoundId(static_cast<uint64_t>(id_));
-  auto list = result.initModels(static_cast<unsigned>(results_.size()));
-  for (size_t i = 0; i < results_.size(); ++i) {
-    list[static_cast<unsigned>(i)].setLabel(result_labels_[i]);
-    list[static_cast<unsigned>(i)].setSha256(results_[i].sha256);
-    list[static_cast<unsigned>(i)].setBytes(static_cast<uint64_t>(results_[i].bytes));
+  auto list = result.initModels(static_cast<unsigned>(chosen.size()));
+  for (size_t k = 0; k < chosen.size(); ++k) {
+    list[static_cast<unsigned>(k)].setLabel(result_labels_[chosen[k]]);
+    list[static_cast<unsigned>(k)].setSha256(results_[chosen[k]].sha256);
+    list[static_cast<unsigned>(k)].setBytes(static_cast<uint64_t>(results_[chosen[k]].bytes));
   }
   host_.send(agent_id, message);
 }

@@ -6,13 +6,24 @@
 namespace fedcal::coordinator {
 
 nlohmann::json RoundSettings::to_json() const {
-  return {{"model_id", model_id},       {"min_agents", min_agents},
-          {"max_agents", max_agents},   {"sequences_per_agent", sequences_per_agent},
-          {"seq_len", seq_len},         {"method", method},
-          {"per_channel", per_channel}, {"asymmetric", asymmetric},
-          {"keep_fp32", keep_fp32},     {"mantissa_bits", mantissa_bits},
-          {"dp_epsilon", dp_epsilon},   {"dp_delta", dp_delta},
-          {"neighbours", neighbours},   {"threshold", threshold}};
+  nlohmann::json variants = nlohmann::json::object();
+  for (const auto& [label, variant] : group_variants)
+    variants[label] = {{"per_channel", variant.per_channel}, {"keep_fp32", variant.keep_fp32}};
+  return {{"group_variants", variants},
+          {"model_id", model_id},
+          {"min_agents", min_agents},
+          {"max_agents", max_agents},
+          {"sequences_per_agent", sequences_per_agent},
+          {"seq_len", seq_len},
+          {"method", method},
+          {"per_channel", per_channel},
+          {"asymmetric", asymmetric},
+          {"keep_fp32", keep_fp32},
+          {"mantissa_bits", mantissa_bits},
+          {"dp_epsilon", dp_epsilon},
+          {"dp_delta", dp_delta},
+          {"neighbours", neighbours},
+          {"threshold", threshold}};
 }
 
 RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
@@ -36,6 +47,16 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.dp_delta = json.value("dp_delta", settings.dp_delta);
     settings.neighbours = json.value("neighbours", settings.neighbours);
     settings.threshold = json.value("threshold", settings.threshold);
+    const nlohmann::json variants = json.value("group_variants", nlohmann::json::object());
+    if (!variants.is_object()) fail("group_variants must be an object of label -> settings");
+    for (const auto& [label, variant] : variants.items()) {
+      if (label.empty() || label.size() > 64) fail("group_variants: a label of {} characters", label.size());
+      for (const auto& [key, value] : variant.items()) {
+        if (key != "per_channel" && key != "keep_fp32") fail("group_variants.{}: unknown setting '{}'", label, key);
+      }
+      settings.group_variants[label] = {variant.value("per_channel", false),
+                                        variant.value("keep_fp32", std::vector<std::string>{})};
+    }
   } catch (const nlohmann::json::exception& error) {
     fail("round settings: {}", error.what());
   }
@@ -52,6 +73,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (!(settings.dp_delta > 0 && settings.dp_delta < 1)) fail("dp_delta = {}: must be in (0, 1)", settings.dp_delta);
   if (settings.neighbours < 0 || settings.neighbours > 254)
     fail("neighbours = {}: must be 0 (automatic) or 1..254", settings.neighbours);
+  if (settings.group_variants.size() > 8) fail("group_variants: {} groups (at most 8)", settings.group_variants.size());
   if (settings.threshold < 0 || settings.threshold > 255)
     fail("threshold = {}: must be 0 (automatic) or 2..255", settings.threshold);
   ScaleMethodSpec::parse(settings.method);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,14 @@ struct RoundSettings {
   double dp_delta = 1e-5;
   int neighbours = 0;  // secure-aggregation graph degree; 0: automatic (complete up to 33 agents)
   int threshold = 0;   // Shamir threshold; 0: a majority of each agent's share holders
+  // Per device group (agent label): a differently quantized package from the same aggregate, e.g.
+  // per-tensor weights and the classifier in FP32 for boards with less RAM. Agents with the label
+  // check and get that package instead of the default one.
+  struct GroupVariant {
+    bool per_channel = false;
+    std::vector<std::string> keep_fp32;
+  };
+  std::map<std::string, GroupVariant> group_variants;
 
   nlohmann::json to_json() const;
   // Validates every field; errors name it.

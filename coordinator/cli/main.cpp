@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
   start->add_option("--neighbours", neighbours, "Secure-aggregation graph degree (0: automatic)");
   start->add_option("--threshold", threshold, "Shamir threshold (0: a majority of share holders)");
   start->add_flag("--wait", wait, "Wait for the round to finish, then print its report");
+  std::vector<std::string> variants;
+  start->add_option(
+      "--variant", variants,
+      "A package for one device group: LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] (agents with the label get it)");
   bool watch = false;
   auto wait_for = [&](int64_t id, bool live) {
     std::string last;
@@ -172,6 +176,27 @@ int main(int argc, char** argv) {
         {"seq_len", seq_len},     {"method", method},         {"per_channel", per_channel}, {"asymmetric", asymmetric},
         {"keep_fp32", keep_fp32}, {"dp_epsilon", dp_epsilon}, {"dp_delta", dp_delta},       {"neighbours", neighbours},
         {"threshold", threshold}};
+    nlohmann::json group_variants = nlohmann::json::object();
+    for (const std::string& variant : variants) {
+      const auto first = variant.find(':');
+      if (first == std::string::npos) throw Error("--variant " + variant + ": expected LABEL:per-channel|per-tensor[:keep=...]");
+      const std::string label = variant.substr(0, first);
+      std::string rest = variant.substr(first + 1), keep;
+      if (const auto second = rest.find(':'); second != std::string::npos) {
+        keep = rest.substr(second + 1);
+        rest = rest.substr(0, second);
+        if (keep.rfind("keep=", 0) != 0) throw Error("--variant " + variant + ": the third part must be keep=LAYER,...");
+        keep = keep.substr(5);
+      }
+      if (rest != "per-channel" && rest != "per-tensor") throw Error("--variant " + variant + ": per-channel or per-tensor");
+      nlohmann::json kept = nlohmann::json::array();
+      std::stringstream layers(keep);
+      for (std::string layer; std::getline(layers, layer, ',');) {
+        if (!layer.empty()) kept.push_back(layer);
+      }
+      group_variants[label] = {{"per_channel", rest == "per-channel"}, {"keep_fp32", kept}};
+    }
+    settings["group_variants"] = group_variants;
     auto reply = call(common, {{"command", "round.start"}, {"settings", settings}});
     if (wait) reply = wait_for(reply["round"].get<int64_t>(), true);
     print(common, reply, format_round(reply));

@@ -461,3 +461,35 @@ TEST_CASE("Heterogeneous fleet: an aarch64 agent under qemu joins a round next t
 }  // namespace
 }  // namespace fedcal::testing
 #endif
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE("Fleet round with a device group: its agents get and check their own variant of the package" * doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agent(0);
+  fleet.start_agent(1);
+  fleet.start_agent(2, "labels = [\"lowram\"]");
+  fleet.wait_online(3);
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);  // per-channel by default
+  settings["group_variants"] = {{"lowram", {{"per_channel", false}, {"keep_fp32", {"classifier"}}}}};
+  const nlohmann::json report = fleet.run_round(settings);
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  std::map<std::string, nlohmann::json> models;
+  for (const auto& entry : report["models"]) models[entry["label"].get<std::string>()] = entry;
+  REQUIRE(models.count("fleet") == 1);
+  REQUIRE(models.count("group:lowram") == 1);
+  CHECK(models["fleet"]["sha256"] != models["group:lowram"]["sha256"]);
+  CHECK(models["group:lowram"]["description"].get<std::string>().find("per-tensor, FP32: classifier") != std::string::npos);
+  CHECK(report["checks"]["fleet"]["agents"] == 2);
+  CHECK(report["checks"]["group:lowram"]["agents"] == 1);
+  // The group's package keeps the classifier in FP32, so it is larger.
+  CHECK(models["group:lowram"]["bytes"].get<int64_t>() > models["fleet"]["bytes"].get<int64_t>());
+}
+
+}  // namespace
+}  // namespace fedcal::testing

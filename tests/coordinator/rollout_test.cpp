@@ -172,7 +172,8 @@ TEST_CASE(
   REQUIRE(eventually([&] { return active_models(fleet)[away] == good_sha; }, std::chrono::seconds(60)));
 }
 
-TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealthy, and the rollout rolls back" * doctest::timeout(120)) {
+TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealthy, and the rollout rolls back" *
+          doctest::timeout(120)) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -184,18 +185,21 @@ TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealt
   const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
   const std::string common = " --threads 1 --model " + model + "/model.bin --tokenizer " + model + "/tokenizer.bin ";
   write_text(fleet.path("c.txt"), fleet.calibration_text(0, 100));
-  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("c.txt") + " --seq-len 64 -o " +
-                      fleet.path("c.stats")).exit_code == 0);
-  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path("c.stats") + " --method mse -o " +
-                      fleet.path("int8.fcpkg")).exit_code == 0);
+  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("c.txt") +
+                      " --seq-len 64 -o " + fleet.path("c.stats"))
+              .exit_code == 0);
+  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path("c.stats") +
+                      " --method mse -o " + fleet.path("int8.fcpkg"))
+              .exit_code == 0);
   const int64_t int8 = fleet.admin({{"command", "models.import"}, {"path", fleet.path("int8.fcpkg")}})["id"].get<int64_t>();
   // Agent 1 will die right after switching to the new model.
   fleet.agent(0).signal(SIGTERM);
   fleet.agent(0).wait_exit(std::chrono::seconds(10));
   fleet.start_agent(0, "fault_injection = \"exit-after-activation\"");
   fleet.wait_online(3);
-  fleet.admin({{"command", "rollout.start"},
-               {"settings", {{"model_id", int8}, {"waves", {100}}, {"max_slowdown", 50.0}, {"min_healthy", 100.0}, {"soak_ms", 8000}}}});
+  fleet.admin(
+      {{"command", "rollout.start"},
+       {"settings", {{"model_id", int8}, {"waves", {100}}, {"max_slowdown", 50.0}, {"min_healthy", 100.0}, {"soak_ms", 8000}}}});
   REQUIRE(fleet.agent(0).wait_exit(std::chrono::seconds(30)) == 128 + SIGKILL);
   fleet.start_agent(0);  // back, without the fault: its hello carries the crash
   const nlohmann::json status = wait_rollout(fleet);
@@ -216,7 +220,8 @@ TEST_CASE("Rollout: an agent killed in the middle of a download resumes where it
   fleet.start_agents();
   const int64_t model = fleet.import_model();
   const std::string sha = model_sha(fleet, model);
-  fleet.admin({{"command", "rollout.start"}, {"settings", {{"model_id", model}, {"waves", {100}}, {"wave_timeout_ms", 60000}, {"soak_ms", 0}}}});
+  fleet.admin({{"command", "rollout.start"},
+               {"settings", {{"model_id", model}, {"waves", {100}}, {"wave_timeout_ms", 60000}, {"soak_ms", 0}}}});
   const std::string part = fleet.path("agent-0/state/downloads/" + sha + ".part");
   REQUIRE(eventually([&] { return fs::exists(part) && fs::file_size(part) > 100000; }, std::chrono::seconds(30)));
   fleet.agent(0).signal(SIGKILL);
