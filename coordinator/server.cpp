@@ -335,9 +335,13 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       send_to_route(routing_id, reply);
       return;
     }
-    case Body::ERROR:
-      log(fmt::format("{} reports an error: {}", peer, body.getError().getMessage().cStr()));
+    case Body::ERROR: {
+      std::string text = body.getError().getMessage().cStr();
+      if (text.size() > 1000) text.resize(1000);
+      log(fmt::format("{} reports an error: {}", peer, text));
+      store_.audit(peer, "agent error", text);
       return;
+    }
     case Body::JOIN:
     case Body::SHARE_KEYS:
     case Body::MASKED_INPUT:

@@ -169,7 +169,13 @@ int Agent::run(const std::atomic<bool>& stop) {
         DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
         reading_message([&] { handle(decoded.envelope()); });
       } catch (const std::exception& error) {
+        // Reported back too (e.g. a disk-full download), so the operator sees it in the audit log.
         log(std::string("message from the coordinator refused: ") + error.what());
+        OutgoingMessage message;
+        auto reply = message.body().initError();
+        reply.setCode(wire::ErrorReply::Code::INTERNAL);
+        reply.setMessage(std::string(error.what()).substr(0, 1000));
+        send(message);
       }
     }
     const int64_t now = now_ms();
