@@ -64,7 +64,8 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   result.fleet =
       with_context([] { return std::string("quantizing with the fleet's statistics"); },
                    [&] { return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet"); });
-  for (const auto& [label, variant] : input.settings.group_variants) {
+  for (const auto& [group, variant] : input.settings.group_variants) {
+    const std::string label = group;  // (clang 14 cannot capture a structured binding)
     RoundSettings settings = input.settings;
     settings.per_channel = variant.per_channel;
     settings.keep_fp32 = variant.keep_fp32;
