@@ -268,12 +268,6 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
   CHECK(audit.find("the agent is revoked") != std::string::npos);
 }
 
-}  // namespace
-}  // namespace fedcal::testing
-
-namespace fedcal::testing {
-namespace {
-
 // A hand-driven enrolled client, to send what a real agent never would.
 class ProbeClient {
  public:
@@ -352,12 +346,6 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
   CHECK(audit.find("'roundKeys'") != std::string::npos);
 }
 
-}  // namespace
-}  // namespace fedcal::testing
-
-namespace fedcal::testing {
-namespace {
-
 TEST_CASE(
     "Fleet round with distributed DP: noise reaches the aggregate, and too little data for the budget fails with the reason" *
     doctest::timeout(120)) {
@@ -386,12 +374,7 @@ TEST_CASE(
   CHECK(noised.sequences == truth.sequences);  // the totals carry no noise
 }
 
-}  // namespace
-}  // namespace fedcal::testing
-
 #ifdef FEDCAL_AARCH64_BUILD
-namespace fedcal::testing {
-namespace {
 
 // The aarch64 cross build (deploy/cross/build-aarch64.sh) run under qemu-aarch64-static.
 std::vector<std::string> aarch64_launcher(const std::string& binary) {
@@ -458,12 +441,7 @@ TEST_CASE("Heterogeneous fleet: an aarch64 agent under qemu joins a round next t
   CHECK(moved * 1000 < total);  // well under 0.1%
 }
 
-}  // namespace
-}  // namespace fedcal::testing
-#endif
-
-namespace fedcal::testing {
-namespace {
+#endif  // FEDCAL_AARCH64_BUILD
 
 TEST_CASE("Fleet round with a device group: its agents get and check their own variant of the package" * doctest::timeout(120)) {
   FleetOptions options;

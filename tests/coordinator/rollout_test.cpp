@@ -61,6 +61,21 @@ std::string model_sha(MiniFleet& fleet, int64_t id) {
   throw std::runtime_error("no model " + std::to_string(id));
 }
 
+// An INT8 package of the project's model, built centrally with fedcal-model from `text`.
+std::string build_int8_package(MiniFleet& fleet, const std::string& text, const std::string& quantize_options,
+                               const std::string& name) {
+  const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
+  const std::string common = " --threads 1 --model " + model + "/model.bin --tokenizer " + model + "/tokenizer.bin ";
+  write_text(fleet.path(name + ".txt"), text);
+  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path(name + ".txt") +
+                      " --seq-len 64 -o " + fleet.path(name + ".stats"))
+              .exit_code == 0);
+  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path(name + ".stats") + " " +
+                      quantize_options + " -o " + fleet.path(name + ".fcpkg"))
+              .exit_code == 0);
+  return fleet.path(name + ".fcpkg");
+}
+
 TEST_CASE(
     "Rollout: waves with health gates, automatic rollback of a bad model, tampered packages refused, offline agents catch up" *
     doctest::timeout(300)) {
@@ -86,24 +101,16 @@ TEST_CASE(
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : fp32_sha));
 
   // INT8 packages built centrally: a good one, and one with every activation scale multiplied by 100.
-  const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
   std::string text;
   for (int i = 0; i < 3; ++i) text += fleet.calibration_text(i, 100);
-  write_text(fleet.path("calibration.txt"), text);
-  const std::string common = " --threads 1 --model " + model + "/model.bin --tokenizer " + model + "/tokenizer.bin ";
-  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("calibration.txt") +
-                      " --seq-len 64 -o " + fleet.path("c.stats"))
-              .exit_code == 0);
-  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path("c.stats") +
-                      " --method mse --per-channel -o " + fleet.path("good.fcpkg"))
-              .exit_code == 0);
-  ModelPackage bad = read_model_package(fleet.path("good.fcpkg"), nullptr);
+  const std::string good_package = build_int8_package(fleet, text, "--method mse --per-channel", "good");
+  ModelPackage bad = read_model_package(good_package, nullptr);
   for (auto& [name, layer] : bad.int8) {
     layer.input.scale *= 100;
     layer.output.scale *= 100;
   }
   write_model_package(fleet.path("bad.fcpkg"), bad.model, bad.int8, bad.tokenizer, bad.provenance);
-  const int64_t good = fleet.admin({{"command", "models.import"}, {"path", fleet.path("good.fcpkg")}})["id"].get<int64_t>();
+  const int64_t good = fleet.admin({{"command", "models.import"}, {"path", good_package}})["id"].get<int64_t>();
   const int64_t planted = fleet.admin({{"command", "models.import"}, {"path", fleet.path("bad.fcpkg")}})["id"].get<int64_t>();
 
   // The bad model fails the first wave's gate: halted, and the first wave is back on FP32.
@@ -163,7 +170,7 @@ TEST_CASE(
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : good_sha));
   CHECK(served_by.count(good_sha) == 1);
   const std::string scored = run_command(built_binary("fedcal-agent") + " --config " + fleet.path("agent-0/agent.toml") +
-                                         " score --json --text " + fleet.path("calibration.txt"))
+                                         " score --json --text " + fleet.path("good.txt"))
                                  .output;
   CHECK(scored.find(good_sha) != std::string::npos);
 
@@ -182,16 +189,8 @@ TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealt
   const int64_t fp32 = fleet.import_model();
   REQUIRE(start_rollout(fleet, fp32, {100})["stage"] == "done");
   // The new model: an INT8 build of the same weights.
-  const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
-  const std::string common = " --threads 1 --model " + model + "/model.bin --tokenizer " + model + "/tokenizer.bin ";
-  write_text(fleet.path("c.txt"), fleet.calibration_text(0, 100));
-  REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path("c.txt") +
-                      " --seq-len 64 -o " + fleet.path("c.stats"))
-              .exit_code == 0);
-  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path("c.stats") +
-                      " --method mse -o " + fleet.path("int8.fcpkg"))
-              .exit_code == 0);
-  const int64_t int8 = fleet.admin({{"command", "models.import"}, {"path", fleet.path("int8.fcpkg")}})["id"].get<int64_t>();
+  const std::string package = build_int8_package(fleet, fleet.calibration_text(0, 100), "--method mse", "int8");
+  const int64_t int8 = fleet.admin({{"command", "models.import"}, {"path", package}})["id"].get<int64_t>();
   // Agent 1 will die right after switching to the new model.
   fleet.agent(0).signal(SIGTERM);
   fleet.agent(0).wait_exit(std::chrono::seconds(10));
