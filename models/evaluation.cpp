@@ -5,7 +5,7 @@
 #include <span>
 
 #include "common/error.h"
-#include "models/sampler.h"
+#include "models/vector_math.h"
 
 namespace fedcal {
 namespace {

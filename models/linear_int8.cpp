@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "models/vector_math.h"
 
 namespace fedcal {
 namespace {
@@ -18,7 +19,12 @@ void check_params(const QuantParams& params, const std::string& what) {
 }  // namespace
 
 LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
-    : name_(std::move(name)), in_(layer.weights.cols), out_(layer.weights.rows), per_channel_(layer.weights.scales.size() > 1) {
+    : name_(std::move(name)),
+      in_(layer.weights.cols),
+      out_(layer.weights.rows),
+      per_channel_(layer.weights.scales.size() > 1),
+      input_(layer.input),
+      output_(layer.output) {
   const QuantizedMatrix& w = layer.weights;
   check_params(layer.input, name_ + " input");
   check_params(layer.output, name_ + " output");
@@ -30,8 +36,6 @@ LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
   const auto input_zp = static_cast<int8_t>(layer.input.zero_point);
   const auto output_zp = static_cast<int8_t>(layer.output.zero_point);
 
-  check_xnn(xnn_create_convert_nc_f32_qs8(in_, in_, in_, layer.input.scale, input_zp, -128, 127, 0, quantize_.out()),
-            "create_convert_nc_f32_qs8", name_);
   if (per_channel_) {
     const std::vector<int32_t> bias(out_, 0);
     check_xnn(xnn_create_convolution2d_nhwc_qc8(0, 0, 0, 0, 1, 1, 1, 1, 1, 1, /*groups=*/1, in_, out_, in_, out_, input_zp,
@@ -43,8 +47,6 @@ LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
                                                 /*bias=*/nullptr, output_zp, layer.output.scale, -128, 127, 0, matmul_.out()),
               "create_fully_connected_nc_qs8", name_);
   }
-  check_xnn(xnn_create_convert_nc_qs8_f32(out_, out_, out_, layer.output.scale, output_zp, 0, dequantize_.out()),
-            "create_convert_nc_qs8_f32", name_);
 }
 
 void LinearInt8::run_int8(const XnnRuntime& runtime, size_t batch, const int8_t* input, int8_t* output) {
@@ -62,17 +64,11 @@ void LinearInt8::run(const XnnRuntime& runtime, size_t batch, const float* input
   const size_t padding = XNN_EXTRA_BYTES;
   if (input_q_.size() < batch * in_ + padding) input_q_.resize(batch * in_ + padding);
   if (output_q_.size() < batch * out_ + padding) output_q_.resize(batch * out_ + padding);
-  // A conversion of a few thousand values takes less time than waking the thread pool for it.
-  constexpr size_t kParallelConversion = 1 << 16;
-  pthreadpool_t in_pool = batch * in_ >= kParallelConversion ? runtime.threadpool() : nullptr;
-  pthreadpool_t out_pool = batch * out_ >= kParallelConversion ? runtime.threadpool() : nullptr;
-  check_xnn(xnn_setup_convert_nc_f32_qs8(quantize_.get(), batch, input, input_q_.data(), in_pool), "setup_convert_nc_f32_qs8",
-            name_);
-  check_xnn(xnn_run_operator(quantize_.get(), in_pool), "run_operator (convert f32 -> qs8)", name_);
+  // The conversions run on the calling thread: even the classifier's 49,152 logits take less time
+  // than an XNNPACK convert operator's setup and thread-pool dispatch.
+  quantize_int8(input, input_q_.data(), batch * in_, input_.scale, input_.zero_point);
   run_int8(runtime, batch, input_q_.data(), output_q_.data());
-  check_xnn(xnn_setup_convert_nc_qs8_f32(dequantize_.get(), batch, output_q_.data(), output, out_pool),
-            "setup_convert_nc_qs8_f32", name_);
-  check_xnn(xnn_run_operator(dequantize_.get(), out_pool), "run_operator (convert qs8 -> f32)", name_);
+  dequantize_int8(output_q_.data(), output, batch * out_, output_.scale, output_.zero_point);
 }
 
 std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const std::vector<int8_t>& input, size_t batch) {

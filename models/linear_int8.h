@@ -36,7 +36,8 @@ class LinearInt8 : public Linear {
   std::string name_;
   size_t in_, out_;
   bool per_channel_;
-  XnnOperator quantize_, matmul_, dequantize_;
+  QuantParams input_, output_;
+  XnnOperator matmul_;
   std::vector<int8_t> input_q_, output_q_;  // scratch, grown to the largest batch seen
 };
 

@@ -5,13 +5,9 @@
 #include <numeric>
 
 #include "common/error.h"
-#include "models/transformer.h"
+#include "models/vector_math.h"
 
 namespace fedcal {
-
-int argmax(std::span<const float> values) {
-  return static_cast<int>(std::max_element(values.begin(), values.end()) - values.begin());
-}
 
 Sampler::Sampler(SamplerOptions options) : options_(options), rng_(options.seed) {
   if (!(options_.temperature >= 0.0f) || !std::isfinite(options_.temperature))

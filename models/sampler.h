@@ -26,6 +26,4 @@ class Sampler {
   std::vector<int> order_;
 };
 
-int argmax(std::span<const float> values);
-
 }  // namespace fedcal

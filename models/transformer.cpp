@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "models/vector_math.h"
 
 namespace fedcal {
 
@@ -36,36 +37,6 @@ std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, i
 }
 
 }  // namespace
-
-// Eight independent partial sums, so the compiler vectorizes the loop without reassociating floats.
-float dot(const float* a, const float* b, int size) {
-  float partial[8] = {};
-  int i = 0;
-  for (; i + 8 <= size; i += 8) {
-    for (int j = 0; j < 8; ++j) partial[j] += a[i + j] * b[i + j];
-  }
-  float sum = 0.0f;
-  for (; i < size; ++i) sum += a[i] * b[i];
-  for (float p : partial) sum += p;
-  return sum;
-}
-
-void rmsnorm(float* out, const float* x, const float* weight, int size, float eps) {
-  const float sum_squares = dot(x, x, size);
-  const float scale = 1.0f / std::sqrt(sum_squares / static_cast<float>(size) + eps);
-  for (int i = 0; i < size; ++i) out[i] = x[i] * scale * weight[i];
-}
-
-void softmax(float* x, int size) {
-  const float max = *std::max_element(x, x + size);
-  float sum = 0.0f;
-  for (int i = 0; i < size; ++i) {
-    x[i] = std::exp(x[i] - max);
-    sum += x[i];
-  }
-  const float inverse = 1.0f / sum;
-  for (int i = 0; i < size; ++i) x[i] *= inverse;
-}
 
 Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options, const QuantizedLinears* int8)
     : config_(model.config), runtime_(runtime), options_(options) {
@@ -190,8 +161,7 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     if (token_embedding_int8_) {
       const QuantizedMatrix& table = *token_embedding_int8_;
       const float scale = table.scales.size() > 1 ? table.scales[tokens[t]] : table.scales[0];
-      const int8_t* values = &table.values[size_t(tokens[t]) * dim];
-      for (int i = 0; i < dim; ++i) row[i] = scale * values[i];
+      dequantize_int8(&table.values[size_t(tokens[t]) * dim], row, dim, scale, 0);
     } else {
       std::memcpy(row, &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
     }
@@ -235,7 +205,7 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
     observe(layer_point(l, LayerPoint::kAttnOut), att_out_.data(), n, dim);
     observe(layer_point(l, LayerPoint::kWoOut), xb2_.data(), n, dim);
-    for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
+    add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
 
     // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
     for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.ffn_norm.data(), dim, c.norm_eps);
@@ -244,14 +214,11 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     observe(layer_point(l, LayerPoint::kFfnIn), xb_.data(), n, dim);
     observe(layer_point(l, LayerPoint::kW1Out), hb_.data(), n, hidden);
     observe(layer_point(l, LayerPoint::kW3Out), hb2_.data(), n, hidden);
-    for (size_t i = 0; i < size_t(n) * hidden; ++i) {
-      const float gate = hb_[i];
-      hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];
-    }
-    layer.w2->run(runtime_, n, hb_.data(), xb2_.data());  // xb2 (n, dim)
+    silu_mul(hb_.data(), hb2_.data(), size_t(n) * hidden);  // hb = silu(hb) * hb2
+    layer.w2->run(runtime_, n, hb_.data(), xb2_.data());    // xb2 (n, dim)
     observe(layer_point(l, LayerPoint::kFfnHidden), hb_.data(), n, hidden);
     observe(layer_point(l, LayerPoint::kW2Out), xb2_.data(), n, dim);
-    for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb2_[i];
+    add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
   }
 
   if (logits_out == nullptr) return;
@@ -286,25 +253,13 @@ struct AttentionTask {
 void attend_one(void* context, size_t item) {
   const AttentionTask& task = *static_cast<const AttentionTask*>(context);
   const ModelConfig& c = *task.config;
-  const int head_size = c.head_size(), kv_dim = c.kv_dim();
+  const int head_size = c.head_size();
   const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
-  const int kv_head = h / (c.n_heads / c.n_kv_heads);
-  const int length = task.pos + t + 1;  // keys at positions 0 .. pos + t
-  const float* q = task.q + size_t(t) * c.dim + size_t(h) * head_size;
-  float* scores = task.scores + item * c.max_seq_len;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
-  for (int s = 0; s < length; ++s) {
-    const float* k = task.keys + size_t(s) * kv_dim + size_t(kv_head) * head_size;
-    scores[s] = dot(q, k, head_size) * scale;
-  }
-  softmax(scores, length);
-  float* out = task.out + size_t(t) * c.dim + size_t(h) * head_size;
-  std::fill(out, out + head_size, 0.0f);
-  for (int s = 0; s < length; ++s) {
-    const float* v = task.values + size_t(s) * kv_dim + size_t(kv_head) * head_size;
-    const float weight = scores[s];
-    for (int i = 0; i < head_size; ++i) out[i] += weight * v[i];
-  }
+  const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * head_size;
+  const size_t q_offset = size_t(t) * c.dim + size_t(h) * head_size;
+  // keys and values at positions 0 .. pos + t
+  attention_head(task.q + q_offset, task.keys + kv_offset, task.values + kv_offset, c.kv_dim(), task.pos + t + 1, head_size,
+                 1.0f / std::sqrt(static_cast<float>(head_size)), task.scores + item * c.max_seq_len, task.out + q_offset);
 }
 
 }  // namespace

@@ -73,11 +73,4 @@ class Transformer {
   std::vector<float> logits_;    // (n, vocab)
 };
 
-// Plain helpers of the forward pass.
-float dot(const float* a, const float* b, int size);
-// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i], for one row of `size`.
-void rmsnorm(float* out, const float* x, const float* weight, int size, float eps);
-// In-place softmax over `size` values.
-void softmax(float* x, int size);
-
 }  // namespace fedcal

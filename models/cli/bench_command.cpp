@@ -11,6 +11,7 @@
 #include "models/cli/commands.h"
 #include "models/model_loader.h"
 #include "models/transformer.h"
+#include "models/vector_math.h"
 
 namespace fedcal::cli {
 namespace {
@@ -54,7 +55,7 @@ void run_bench(const BenchOptions& options) {
     const double prefill = seconds_since(start);
     start = std::chrono::steady_clock::now();
     for (int i = 0; i < options.decode_tokens; ++i) {
-      const int token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const int token = argmax(logits);
       logits = transformer.forward(std::span(&token, 1), options.prompt_tokens + i, false);
     }
     const double decode = seconds_since(start);
