@@ -196,10 +196,15 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
       rotate(&k_[size_t(t) * kv_dim], kv_dim);
     }
 
-    // KV cache rows [pos, pos + n) of this layer = k, v
-    const size_t cache_offset = (size_t(l) * c.max_seq_len + pos) * kv_dim;
-    std::memcpy(&key_cache_[cache_offset], k_.data(), size_t(n) * kv_dim * sizeof(float));
-    std::memcpy(&value_cache_[cache_offset], v_.data(), size_t(n) * kv_dim * sizeof(float));
+    // KV cache of this layer, each head's rows [pos, pos + n) = that head's part of k, v
+    const int head_size = c.head_size();
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      for (int t = 0; t < n; ++t) {
+        const size_t row = cache_row(l, h, pos + t), part = size_t(t) * kv_dim + size_t(h) * head_size;
+        std::memcpy(&key_cache_[row], &k_[part], head_size * sizeof(float));
+        std::memcpy(&value_cache_[row], &v_[part], head_size * sizeof(float));
+      }
+    }
 
     attention(l, n, pos);                                      // att_out (n, dim)
     layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
@@ -242,8 +247,8 @@ namespace {
 struct AttentionTask {
   const ModelConfig* config;
   const float* q;       // (n, dim)
-  const float* keys;    // (max_seq_len, kv_dim) of this layer
-  const float* values;  // (max_seq_len, kv_dim) of this layer
+  const float* keys;    // (n_kv_heads, max_seq_len, head_size) of this layer
+  const float* values;  // (n_kv_heads, max_seq_len, head_size) of this layer
   float* scores;        // (n * n_heads, max_seq_len)
   float* out;           // (n, dim)
   int pos;
@@ -255,10 +260,10 @@ void attend_one(void* context, size_t item) {
   const ModelConfig& c = *task.config;
   const int head_size = c.head_size();
   const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
-  const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * head_size;
+  const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * c.max_seq_len * head_size;
   const size_t q_offset = size_t(t) * c.dim + size_t(h) * head_size;
   // keys and values at positions 0 .. pos + t
-  attention_head(task.q + q_offset, task.keys + kv_offset, task.values + kv_offset, c.kv_dim(), task.pos + t + 1, head_size,
+  attention_head(task.q + q_offset, task.keys + kv_offset, task.values + kv_offset, task.pos + t + 1, head_size,
                  1.0f / std::sqrt(static_cast<float>(head_size)), task.scores + item * c.max_seq_len, task.out + q_offset);
 }
 
@@ -266,7 +271,7 @@ void attend_one(void* context, size_t item) {
 
 void Transformer::attention(int layer, int n, int pos) {
   const ModelConfig& c = config_;
-  const size_t layer_offset = size_t(layer) * c.max_seq_len * c.kv_dim();
+  const size_t layer_offset = cache_row(layer, 0, 0);
   AttentionTask task{&c, q_.data(), &key_cache_[layer_offset], &value_cache_[layer_offset], scores_.data(), att_out_.data(), pos};
   pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
 }

@@ -59,8 +59,12 @@ class Transformer {
   std::unique_ptr<Linear> classifier_;      // (vocab, dim)
   std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
 
-  // KV cache: (n_layers, max_seq_len, kv_dim) each.
+  // KV cache: (n_layers, n_kv_heads, max_seq_len, head_size) each, so that one head's keys (and
+  // values) are contiguous: attention streams them instead of striding across the other heads.
   std::vector<float> key_cache_, value_cache_;
+  size_t cache_row(int layer, int kv_head, int pos) const {
+    return ((size_t(layer) * config_.n_kv_heads + kv_head) * config_.max_seq_len + pos) * config_.head_size();
+  }
   // Activations for one chunk of up to max_batch tokens (B = max_batch); padded for XNNPACK.
   std::vector<float> x_;         // (B, dim) residual stream
   std::vector<float> xb_;        // (B, dim) normed input of a block

@@ -19,16 +19,37 @@ namespace {
 // order (the compiler may vectorize across lanes without reassociating floats).
 constexpr int kLanes = 16;
 
+// Adds the lanes pairwise (a fixed tree, which the compiler keeps in vector registers).
+FEDCAL_INLINE float sum_lanes(float (&partial)[kLanes]) {
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int j = 0; j < width; ++j) partial[j] += partial[j + width];
+  }
+  return partial[0];
+}
+
 FEDCAL_INLINE float dot_inline(const float* __restrict a, const float* __restrict b, int size) {
   float partial[kLanes] = {};
   int i = 0;
   for (; i + kLanes <= size; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) partial[j] += a[i + j] * b[i + j];
   }
-  float sum = 0.0f;
-  for (; i < size; ++i) sum += a[i] * b[i];
-  for (float p : partial) sum += p;
-  return sum;
+  float tail = 0.0f;
+  for (; i < size; ++i) tail += a[i] * b[i];
+  return sum_lanes(partial) + tail;
+}
+
+// out[i0 .. i0 + Width) = sum over s < length of weights[s] * rows[s * row_size + i0 ..], with the
+// Width sums in registers across the whole loop over rows.
+template <int Width>
+FEDCAL_INLINE void weighted_row_sum(const float* __restrict weights, const float* __restrict rows, int length, int row_size,
+                                    int i0, float* __restrict out) {
+  float sum[Width] = {};
+  for (int s = 0; s < length; ++s) {
+    const float weight = weights[s];
+    const float* row = rows + size_t(s) * row_size + i0;
+    for (int j = 0; j < Width; ++j) sum[j] += weight * row[j];
+  }
+  for (int j = 0; j < Width; ++j) out[i0 + j] = sum[j];
 }
 
 FEDCAL_INLINE uint32_t float_bits(float x) {
@@ -88,9 +109,9 @@ FEDCAL_INLINE void softmax_inline(float* x, int size) {
   for (; i + kLanes <= size; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) partial[j] += x[i + j];
   }
-  float sum = 0.0f;
-  for (; i < size; ++i) sum += x[i];
-  for (float p : partial) sum += p;
+  float tail = 0.0f;
+  for (; i < size; ++i) tail += x[i];
+  const float sum = sum_lanes(partial) + tail;
   const float inverse = 1.0f / sum;
   for (i = 0; i < size; ++i) x[i] *= inverse;
 }
@@ -119,16 +140,14 @@ FEDCAL_KERNEL void add_into(float* __restrict x, const float* __restrict y, size
   for (size_t i = 0; i < size; ++i) x[i] += y[i];
 }
 
-FEDCAL_KERNEL void attention_head(const float* q, const float* keys, const float* values, size_t stride, int length,
-                                  int head_size, float scale, float* scores, float* __restrict out) {
-  for (int s = 0; s < length; ++s) scores[s] = dot_inline(q, keys + s * stride, head_size) * scale;
+FEDCAL_KERNEL void attention_head(const float* q, const float* keys, const float* values, int length, int head_size, float scale,
+                                  float* scores, float* out) {
+  for (int s = 0; s < length; ++s) scores[s] = dot_inline(q, keys + size_t(s) * head_size, head_size) * scale;
   softmax_inline(scores, length);
-  for (int i = 0; i < head_size; ++i) out[i] = 0.0f;
-  for (int s = 0; s < length; ++s) {
-    const float* __restrict v = values + s * stride;
-    const float weight = scores[s];
-    for (int i = 0; i < head_size; ++i) out[i] += weight * v[i];
-  }
+  // Blocks of 32 outputs: 4 AVX2 registers of independent sums per pass over the values.
+  int i = 0;
+  for (; i + 32 <= head_size; i += 32) weighted_row_sum<32>(scores, values, length, head_size, i, out);
+  for (; i < head_size; ++i) weighted_row_sum<1>(scores, values, length, head_size, i, out);
 }
 
 FEDCAL_KERNEL void quantize_int8(const float* __restrict x, int8_t* __restrict q, size_t size, float scale, int zero_point) {

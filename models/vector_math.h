@@ -24,9 +24,9 @@ void silu_mul(float* gate, const float* up, size_t size);
 void add_into(float* x, const float* y, size_t size);
 
 // One attention head of one query: out (head_size) = softmax(q . keys[s] * scale, s < length) .
-// values, where key s starts at keys + s * stride (likewise values). `scores` holds `length` floats.
-void attention_head(const float* q, const float* keys, const float* values, size_t stride, int length, int head_size, float scale,
-                    float* scores, float* out);
+// values, where keys and values are (length, head_size) row-major. `scores` holds `length` floats.
+void attention_head(const float* q, const float* keys, const float* values, int length, int head_size, float scale, float* scores,
+                    float* out);
 
 // INT8 <-> FP32 at a static scale and zero point, round-to-nearest-even and saturating, as XNNPACK's
 // convert operators do: q = clamp(round(x / scale) + zero_point, -128, 127); x = (q - zero_point) * scale.
