@@ -20,19 +20,23 @@ $bin calibrate -m "$work/fp32.bin" --tokenizer "$tokenizer" --text "$work/train.
 $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax -o "$work/pt.pkg" 2>/dev/null
 $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax --per-channel -o "$work/pc.pkg" 2>/dev/null
 
-echo "| threads | model | prefill tok/s | decode tok/s | decode vs FP32 | prefill vs FP32 | weight bytes/token | weight GB/s | peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| threads | model | prefill tok/s | decode tok/s | decode vs FP32 | prefill vs FP32 | weight bytes/token | weight GB/s | % of read bandwidth | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for threads in 1 2; do
+  # The machine's read bandwidth at this thread count, measured next to the models (a shared VM's
+  # bandwidth drifts over minutes, so a figure from another run would not compare).
+  bandwidth=$(build/bin/fedcal-membw --mb 1024 --threads "$threads" --passes 3 | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p')
   fp32=$($bin bench -m "$work/fp32.bin" -t "$threads" --repeats "$repeats" --json)
   for variant in fp32 pt pc; do
     if [[ $variant == fp32 ]]; then result=$fp32; else result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json); fi
-    python3 - "$threads" "$variant" "$result" "$fp32" <<'PY'
+    python3 - "$threads" "$variant" "$result" "$fp32" "$bandwidth" <<'PY'
 import json, sys
-threads, variant, r, f = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+threads, variant, r, f, bandwidth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), float(sys.argv[5])
 name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel"}[variant]
 print(f"| {threads} | {name} | {r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} "
       f"| {r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x | {r['prefill_tokens_per_s'] / f['prefill_tokens_per_s']:.2f}x "
-      f"| {r['decode_weight_bytes_per_token'] / 1e6:.1f} MB | {r['decode_weight_gb_per_s']:.1f} | {r['peak_rss_bytes'] / 1e6:.0f} MB |")
+      f"| {r['decode_weight_bytes_per_token'] / 1e6:.1f} MB | {r['decode_weight_gb_per_s']:.1f} "
+      f"| {100 * r['decode_weight_gb_per_s'] / bandwidth:.0f}% of {bandwidth:.1f} GB/s | {r['peak_rss_bytes'] / 1e6:.0f} MB |")
 PY
   done
 done
