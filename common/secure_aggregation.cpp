@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <future>
 #include <numeric>
+#include <thread>
 
 #include "common/error.h"
 
@@ -267,7 +269,7 @@ void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>&
   u4_.insert(from);
 }
 
-std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why) const {
+std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why, size_t workers) const {
   auto missing = [&](const std::string& reason) -> std::optional<std::vector<uint64_t>> {
     if (why) *why = reason;
     return std::nullopt;
@@ -288,13 +290,20 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     if (have < config_.threshold) return missing(fmt::format("{} of {} shares of dropped agent {}'s mask key", have, t, u));
   }
 
-  std::vector<uint64_t> sum(config_.vector_length, 0);
+  // Every mask to take out: each survivor's self-mask and, for each dropped agent, the pairwise masks
+  // its surviving neighbours added. Seeds first (cheap; a mismatch throws here), then the PRG
+  // expansions, which are the work, spread over the cores.
+  struct Removal {
+    const std::vector<uint64_t>* masked;  // a survivor's input to add, or nullptr
+    Key32 seed;
+    int sign;
+  };
+  std::vector<Removal> removals;
   for (const auto& [u, masked] : masked_) {
-    for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked[i];
     Key32 seed;
     const std::vector<uint8_t> bytes = shamir_combine(self_mask_shares_.at(u), t);
     std::copy(bytes.begin(), bytes.end(), seed.begin());
-    apply_prg_mask(self_mask_prg_seed(seed, config_.round_id, u), -1, sum);
+    removals.push_back({&masked, self_mask_prg_seed(seed, config_.round_id, u), -1});
   }
   for (const uint32_t u : u2_) {
     if (u3_.count(u)) continue;
@@ -307,8 +316,33 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     for (const uint32_t v : graph_neighbours(config_, u)) {
       if (!u3_.count(v)) continue;
       // v added pair_sign(v, u) * PRG(s_vu) for the dropped u: take it back out.
-      apply_prg_mask(pairwise_mask_seed(dropped.agree(keys_[v].mask_public), config_.round_id, v, u), -pair_sign(v, u), sum);
+      removals.push_back(
+          {nullptr, pairwise_mask_seed(dropped.agree(keys_[v].mask_public), config_.round_id, v, u), -pair_sign(v, u)});
     }
+  }
+  // Sums mod 2^64 are exact in any order, so each worker sums a stride of the removals on its own.
+  auto partial_sum = [&](size_t first, size_t stride) {
+    std::vector<uint64_t> sum(config_.vector_length, 0);
+    for (size_t r = first; r < removals.size(); r += stride) {
+      if (removals[r].masked != nullptr) {
+        const std::vector<uint64_t>& masked = *removals[r].masked;
+        for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked[i];
+      }
+      apply_prg_mask(removals[r].seed, removals[r].sign, sum);
+    }
+    return sum;
+  };
+  if (workers == 0) {
+    constexpr uint64_t kWordsPerWorker = uint64_t(1) << 22;  // below this, a thread costs more than it saves
+    workers = std::min<uint64_t>(std::thread::hardware_concurrency(), removals.size() * config_.vector_length / kWordsPerWorker);
+  }
+  workers = std::clamp<size_t>(workers, 1, std::max<size_t>(removals.size(), 1));
+  std::vector<std::future<std::vector<uint64_t>>> others;
+  for (size_t w = 1; w < workers; ++w) others.push_back(std::async(std::launch::async, partial_sum, w, workers));
+  std::vector<uint64_t> sum = partial_sum(0, workers);
+  for (auto& other : others) {
+    const std::vector<uint64_t> part = other.get();  // rethrows a worker's Error
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += part[i];
   }
   return sum;
 }

@@ -128,8 +128,9 @@ class SecAggServer {
   const std::set<uint32_t>& revealed() const { return u4_; }
 
   // The sum of the survivors' inputs, or std::nullopt with `why` set while shares are missing.
-  // Throws Error if reconstructed shares are inconsistent with the advertised keys.
-  std::optional<std::vector<uint64_t>> unmasked_sum(std::string* why) const;
+  // Throws Error if reconstructed shares are inconsistent with the advertised keys. The mask
+  // expansions run on `workers` threads (0: up to one per core, as the amount of work warrants).
+  std::optional<std::vector<uint64_t>> unmasked_sum(std::string* why, size_t workers = 0) const;
 
  private:
   SecAggConfig config_;

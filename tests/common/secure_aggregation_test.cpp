@@ -136,6 +136,18 @@ TEST_CASE("Secure aggregation: agents dropping after sharing keys are left out o
   CHECK(*sum == round.expected_sum({2, 7}));
 }
 
+TEST_CASE("Secure aggregation: the server's unmasking gives the same exact sum on 1, 2, 3 and 7 worker threads") {
+  Round round(8, 1000);
+  std::string why;
+  const auto sum = round.run({2}, {5}, &why);  // one dropped agent's pairwise masks to take out too
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({2}));
+  for (size_t workers : {1, 2, 3, 7}) {
+    CAPTURE(workers);
+    CHECK(round.server->unmasked_sum(&why, workers) == sum);
+  }
+}
+
 TEST_CASE("Secure aggregation: more than n - t dropouts cannot be unmasked, with the reason") {
   Round round(8, 64);
   std::string why;
