@@ -5,7 +5,8 @@
 #include <limits>
 
 // x86-64: an AVX2 + FMA clone and a baseline clone of each kernel, chosen once at load time (ifunc).
-#if defined(__x86_64__)
+// FEDCAL_BASELINE_KERNELS builds the baseline alone, so tests can run it on an AVX2 machine.
+#if defined(__x86_64__) && !defined(FEDCAL_BASELINE_KERNELS)
 #define FEDCAL_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FEDCAL_KERNEL
