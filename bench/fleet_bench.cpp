@@ -164,6 +164,7 @@ class BenchAgent {
         join.setCipherPublic(as_data(client_->advertise().cipher_public));
         join.setMaskPublic(as_data(client_->advertise().mask_public));
         join.setVectorLength(vector_.size());
+        join.setNarrowLanes(true);
         send(message);
         return;
       }
@@ -185,7 +186,8 @@ class BenchAgent {
         OutgoingMessage message;
         auto out = message.body().initMaskedInput();
         out.setRoundId(round_);
-        write_u64_vector(masked, out.initValues(static_cast<unsigned>(masked.size() * 8)));
+        const uint32_t lane_bits = client_->config().lane_bits;
+        write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
         send(message);
         return;
       }
@@ -224,9 +226,9 @@ class BenchAgent {
   Clock::time_point heartbeat_sent_;
 };
 
-// The same vectors, uploaded in the clear over the same transport and summed: the baseline the
-// secure stages are compared with.
-double plain_aggregation_seconds(zmq::context_t& context, int agents, const std::vector<uint64_t>& vector) {
+// The same vectors, uploaded in the clear over the same transport, in the same lanes as the secure
+// round (so the same bytes), and summed: the baseline the secure stages are compared with.
+double plain_aggregation_seconds(zmq::context_t& context, int agents, const std::vector<uint64_t>& vector, uint32_t lane_bits) {
   const CurveKeyPair server_keys = CurveKeyPair::generate();
   zmq::socket_t server(context, zmq::socket_type::router);
   SocketLimits limits;
@@ -257,11 +259,12 @@ double plain_aggregation_seconds(zmq::context_t& context, int agents, const std:
   }
   std::vector<std::thread> threads;
   for (auto& client : clients) {
-    threads.emplace_back([&vector, socket = client.get()] {
+    threads.emplace_back([&vector, lane_bits, socket = client.get()] {
       zmq::message_t go;
       (void)socket->recv(go);
       OutgoingMessage message;
-      write_u64_vector(vector, message.body().initMaskedInput().initValues(static_cast<unsigned>(vector.size() * 8)));
+      write_lane_vector(vector, lane_bits,
+                        message.body().initMaskedInput().initValues(static_cast<unsigned>(vector.size() * lane_bits / 8)));
       const auto bytes = message.encode(1);
       socket->send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
     });
@@ -272,7 +275,8 @@ double plain_aggregation_seconds(zmq::context_t& context, int agents, const std:
     (void)server.recv(route);
     (void)server.recv(body);
     DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(body.data()), body.size()));
-    const auto values = read_u64_vector(decoded.envelope().getBody().getMaskedInput().getValues(), vector.size(), "values");
+    const auto values =
+        read_lane_vector(decoded.envelope().getBody().getMaskedInput().getValues(), vector.size(), lane_bits, "values");
     for (size_t k = 0; k < sum.size(); ++k) sum[k] += values[k];
   }
   const double seconds = seconds_since(start);
@@ -322,10 +326,14 @@ int main(int argc, char** argv) {
   int heartbeat_seconds = 20;
   std::string shared = FEDCAL_SHARED_DIR;
   bool json = false;
+  int requested_lane_bits = 0;
   app.add_option("--agents", sizes, "Fleet sizes for rounds (e.g. --agents 8 32 128)")->capture_default_str()->delimiter(',');
   app.add_option("--heartbeat-agents", heartbeat_agents, "Agents for the heartbeat test (0: skip)")->capture_default_str();
   app.add_option("--heartbeat-seconds", heartbeat_seconds, "Duration of the heartbeat test")->capture_default_str();
   app.add_option("--shared", shared, "The shared folder (TinyStories)")->capture_default_str();
+  app.add_option("--lane-bits", requested_lane_bits, "Bits per masked value: 0 = the round's automatic choice, or 32 / 64")
+      ->capture_default_str()
+      ->check(CLI::IsMember({0, 32, 64}));
   app.add_flag("--json", json, "One JSON object on stdout");
   CLI11_PARSE(app, argc, argv);
 
@@ -387,7 +395,8 @@ int main(int argc, char** argv) {
                                                                       {"max_agents", n},
                                                                       {"sequences_per_agent", 16},
                                                                       {"seq_len", 128},
-                                                                      {"method", "percentile:99.99"}}}});
+                                                                      {"method", "percentile:99.99"},
+                                                                      {"lane_bits", requested_lane_bits}}}});
       nlohmann::json status;
       while (true) {
         status = coordinator::admin_request(fleet.admin, {{"command", "round.status"}, {"id", started["round"]}});
@@ -401,7 +410,8 @@ int main(int argc, char** argv) {
       if (status["stage"] != "done") fail("round with {} agents failed: {}", n, status.value("failure", std::string()));
       const auto& stages = status["stage_ms"];
       const double secure = (stages.value("sharing", 0.0) + stages.value("masking", 0.0) + stages.value("unmasking", 0.0)) / 1000;
-      const double plain = plain_aggregation_seconds(context, n, vector);
+      const uint32_t lane_bits = status["secure_aggregation"].value("lane_bits", 64u);
+      const double plain = plain_aggregation_seconds(context, n, vector, lane_bits);
       uint64_t sent = 0, received = 0;
       double agent_cpu = 0, agent_cpu_max = 0;
       for (const auto& agent : agents) {
@@ -413,6 +423,7 @@ int main(int argc, char** argv) {
       nlohmann::json row = {{"agents", n},
                             {"neighbours", status["secure_aggregation"]["neighbours"]},
                             {"threshold", status["secure_aggregation"]["threshold"]},
+                            {"lane_bits", lane_bits},
                             {"round_seconds", wall},
                             {"secure_aggregation_seconds", secure},
                             {"plain_aggregation_seconds", plain},
@@ -425,13 +436,13 @@ int main(int argc, char** argv) {
                             {"agent_secagg_cpu_ms_max", 1000 * agent_cpu_max},
                             {"stage_ms", stages}};
       results["rounds"].push_back(row);
-      std::fprintf(
-          stderr,
-          "[bench] %4d agents (k=%d, t=%d): round %.2f s | aggregation secure %.3f s vs plain %.3f s = %.2fx | per agent %.0f KB "
-          "up, %.0f KB down | coordinator CPU %.1f ms/agent | agent secagg CPU %.1f ms (max %.1f)\n",
-          n, row["neighbours"].get<int>(), row["threshold"].get<int>(), wall, secure, plain, secure / plain,
-          row["bytes_sent_per_agent"].get<double>() / 1e3, row["bytes_received_per_agent"].get<double>() / 1e3,
-          row["coordinator_cpu_ms_per_agent"].get<double>(), 1000 * agent_cpu / n, 1000 * agent_cpu_max);
+      std::fprintf(stderr,
+                   "[bench] %4d agents (k=%d, t=%d, %u-bit lanes): round %.2f s | aggregation secure %.3f s vs plain %.3f s = "
+                   "%.2fx | per agent %.0f KB "
+                   "up, %.0f KB down | coordinator CPU %.1f ms/agent | agent secagg CPU %.1f ms (max %.1f)\n",
+                   n, row["neighbours"].get<int>(), row["threshold"].get<int>(), lane_bits, wall, secure, plain, secure / plain,
+                   row["bytes_sent_per_agent"].get<double>() / 1e3, row["bytes_received_per_agent"].get<double>() / 1e3,
+                   row["coordinator_cpu_ms_per_agent"].get<double>(), 1000 * agent_cpu / n, 1000 * agent_cpu_max);
       agents.clear();  // they go offline; the next fleet size uses fresh agents
     }
 

@@ -158,30 +158,46 @@ bool aes_gcm_open(const Key32& key, std::span<const uint8_t> sealed, std::span<c
   return ok;
 }
 
-void apply_prg_mask(const Key32& seed, int sign, std::span<uint64_t> vector) {
+void apply_prg_mask(const Key32& seed, int sign, std::span<uint64_t> vector, unsigned lane_bits) {
+  if (lane_bits != 32 && lane_bits != 64) fail("PRG mask: lanes of {} bits (32 or 64)", lane_bits);
   CipherContext context = new_cipher_context();
   const uint8_t iv[16] = {};
   if (EVP_EncryptInit_ex2(context.get(), aes_256_ctr(), seed.data(), iv, nullptr) != 1) {
     fail("AES-256-CTR: {}", openssl_error());
   }
-  // Keystream words are little-endian uint64 on every host (so ARM and x86 agents agree).
+  // Keystream words are little-endian on every host (so ARM and x86 agents agree); a 32-bit lane
+  // takes 4 bytes of keystream, so narrow lanes halve the AES work.
   constexpr size_t kBlockWords = 8192;
   static constexpr uint8_t kZeros[kBlockWords * 8] = {};
-  alignas(64) uint64_t stream[kBlockWords];
+  alignas(64) uint64_t stream64[kBlockWords];
+  alignas(64) uint32_t stream32[kBlockWords];
+  const size_t lane_bytes = lane_bits / 8;
   for (size_t start = 0; start < vector.size(); start += kBlockWords) {
     const size_t words = std::min(kBlockWords, vector.size() - start);
+    auto* bytes = lane_bits == 64 ? reinterpret_cast<uint8_t*>(stream64) : reinterpret_cast<uint8_t*>(stream32);
     int length = 0;
-    if (EVP_EncryptUpdate(context.get(), reinterpret_cast<uint8_t*>(stream), &length, kZeros, static_cast<int>(words * 8)) != 1) {
+    if (EVP_EncryptUpdate(context.get(), bytes, &length, kZeros, static_cast<int>(words * lane_bytes)) != 1) {
       fail("AES-256-CTR: {}", openssl_error());
     }
-    if constexpr (std::endian::native == std::endian::big) {
-      for (size_t i = 0; i < words; ++i) stream[i] = __builtin_bswap64(stream[i]);
-    }
     uint64_t* out = vector.data() + start;
-    if (sign > 0) {
-      for (size_t i = 0; i < words; ++i) out[i] += stream[i];
+    if (lane_bits == 64) {
+      if constexpr (std::endian::native == std::endian::big) {
+        for (size_t i = 0; i < words; ++i) stream64[i] = __builtin_bswap64(stream64[i]);
+      }
+      if (sign > 0) {
+        for (size_t i = 0; i < words; ++i) out[i] += stream64[i];
+      } else {
+        for (size_t i = 0; i < words; ++i) out[i] -= stream64[i];
+      }
     } else {
-      for (size_t i = 0; i < words; ++i) out[i] -= stream[i];
+      if constexpr (std::endian::native == std::endian::big) {
+        for (size_t i = 0; i < words; ++i) stream32[i] = __builtin_bswap32(stream32[i]);
+      }
+      if (sign > 0) {
+        for (size_t i = 0; i < words; ++i) out[i] = static_cast<uint32_t>(out[i] + stream32[i]);
+      } else {
+        for (size_t i = 0; i < words; ++i) out[i] = static_cast<uint32_t>(out[i] - stream32[i]);
+      }
     }
   }
 }

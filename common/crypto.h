@@ -51,7 +51,8 @@ Bytes aes_gcm_seal(const Key32& key, std::span<const uint8_t> plaintext, std::sp
                                 Bytes& plaintext);
 
 // Adds (sign +1) or subtracts (sign -1) the AES-256-CTR keystream of `seed` (zero IV), read as
-// little-endian uint64 words, to `vector`, modulo 2^64.
-void apply_prg_mask(const Key32& seed, int sign, std::span<uint64_t> vector);
+// little-endian words of `lane_bits` (64 or 32), to `vector`, modulo 2^lane_bits: with 32-bit lanes
+// every result is reduced below 2^32 (the vector keeps its uint64 storage).
+void apply_prg_mask(const Key32& seed, int sign, std::span<uint64_t> vector, unsigned lane_bits = 64);
 
 }  // namespace fedcal

@@ -66,6 +66,18 @@ void SecAggConfig::validate() const {
   }
   if (min_survivors < 1) fail("secure aggregation: min_survivors must be at least 1");
   if (vector_length == 0 || vector_length > (uint64_t{1} << 28)) fail("secure aggregation: vector length {}", vector_length);
+  if (lane_bits != 32 && lane_bits != 64) fail("secure aggregation: lanes of {} bits (32 or 64)", lane_bits);
+}
+
+uint32_t narrowest_lane_bits(uint64_t per_agent_bound, uint32_t agents, double noise_stddev) {
+  constexpr uint64_t kLimit = uint64_t{1} << 31;
+  if (agents == 0 || per_agent_bound > kLimit / agents) return 64;
+  const double bound = static_cast<double>(per_agent_bound * agents) + 40 * noise_stddev;
+  return bound < static_cast<double>(kLimit) ? 32 : 64;
+}
+
+int64_t lane_to_signed(uint64_t value, uint32_t lane_bits) {
+  return lane_bits == 32 ? static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(value))) : static_cast<int64_t>(value);
 }
 
 uint32_t default_neighbours(uint32_t participants) {
@@ -173,12 +185,18 @@ std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, 
                          Bytes(plaintext.begin() + kSecretBytes, plaintext.end())};
   }
 
+  // Inputs are taken modulo 2^lane_bits (a DP noise draw below zero wraps, read back as signed); the
+  // round's budget keeps honest counts below 2^31.
   std::vector<uint64_t> masked(input.begin(), input.end());
-  apply_prg_mask(self_mask_prg_seed(self_mask_seed_, config_.round_id, index_), 1, masked);
+  if (config_.lane_bits == 32) {
+    for (uint64_t& value : masked) value = static_cast<uint32_t>(value);
+  }
+  apply_prg_mask(self_mask_prg_seed(self_mask_seed_, config_.round_id, index_), 1, masked, config_.lane_bits);
   for (const auto& [owner, shares] : held_) {
     if (owner == index_) continue;
     const Key32 secret = mask_keys_.agree(neighbour_keys_.at(owner).mask_public);
-    apply_prg_mask(pairwise_mask_seed(secret, config_.round_id, index_, owner), pair_sign(index_, owner), masked);
+    apply_prg_mask(pairwise_mask_seed(secret, config_.round_id, index_, owner), pair_sign(index_, owner), masked,
+                   config_.lane_bits);
   }
   return masked;
 }
@@ -244,6 +262,11 @@ void SecAggServer::add_masked_input(uint32_t from, std::vector<uint64_t> masked)
   if (u3_.count(from)) fail("participant {} sent its masked input twice", from);
   if (masked.size() != config_.vector_length)
     fail("participant {}: masked input has {} values, expected {}", from, masked.size(), config_.vector_length);
+  if (config_.lane_bits == 32) {
+    for (size_t i = 0; i < masked.size(); ++i) {
+      if (masked[i] > UINT32_MAX) fail("participant {}: masked value {} does not fit the round's 32-bit lanes", from, i);
+    }
+  }
   masked_[from] = std::move(masked);
   u3_.insert(from);
 }
@@ -328,7 +351,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
         const std::vector<uint64_t>& masked = *removals[r].masked;
         for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked[i];
       }
-      apply_prg_mask(removals[r].seed, removals[r].sign, sum);
+      apply_prg_mask(removals[r].seed, removals[r].sign, sum, config_.lane_bits);
     }
     return sum;
   };
@@ -343,6 +366,9 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
   for (auto& other : others) {
     const std::vector<uint64_t> part = other.get();  // rethrows a worker's Error
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += part[i];
+  }
+  if (config_.lane_bits == 32) {
+    for (uint64_t& value : sum) value = static_cast<uint32_t>(value);
   }
   return sum;
 }

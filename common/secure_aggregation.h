@@ -1,4 +1,4 @@
-// Secure aggregation of uint64 vectors (sums modulo 2^64) after Bonawitz et al., "Practical Secure
+// Secure aggregation of uint64 vectors (sums modulo 2^64, or 2^32 in narrow lanes) after Bonawitz et al., "Practical Secure
 // Aggregation for Privacy-Preserving Machine Learning" (CCS 2017), with the sparse neighbour graph of
 // Bell et al. (SecAgg+, CCS 2020). Transport-independent: the coordinator and the agents move these
 // structs in protocol messages.
@@ -37,10 +37,20 @@ struct SecAggConfig {
   uint32_t min_survivors = 3;  // the sum of fewer agents is never unmasked
   Key32 graph_seed{};          // public randomness that places agents on the graph
   uint64_t vector_length = 0;
+  // Arithmetic modulo 2^lane_bits (64, or 32 when the round's budget keeps every sum below 2^31):
+  // narrow lanes halve the mask expansion and the bytes of every masked input.
+  uint32_t lane_bits = 64;
 
   // Throws Error naming the field that is out of range.
   void validate() const;
 };
+
+// The narrowest lanes (32 or 64 bits) in which the sum of `agents` vectors cannot wrap: every count
+// at most agents x per_agent_bound, plus (with distributed DP) 40 standard deviations of the summed
+// noise either way, must stay below 2^31 so that a sum reads back as a signed value.
+uint32_t narrowest_lane_bits(uint64_t per_agent_bound, uint32_t agents, double noise_stddev);
+// A lane of an unmasked sum read as signed (DP noise can push a count below zero).
+int64_t lane_to_signed(uint64_t value, uint32_t lane_bits);
 
 // The graph degree SecAgg+ needs for n agents: the complete graph up to 32 agents, else
 // 2 * ceil(1.5 * log2 n) (so an agent's work grows with log n); always at most 254.
@@ -77,6 +87,8 @@ class SecAggClient {
  public:
   SecAggClient();  // fresh key pairs and self-mask seed
   AdvertisedKeys advertise() const { return {cipher_keys_.public_key(), mask_keys_.public_key()}; }
+  // The round's configuration, once stage 1 has run.
+  const SecAggConfig& config() const { return config_; }
 
   // Stage 1. `keys` holds the advertised keys of (at least) every graph neighbour of `index`.
   std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index,
@@ -118,7 +130,7 @@ class SecAggServer {
   // The shares addressed to `to` from agents in U2.
   std::vector<EncryptedShare> shares_for(uint32_t to) const;
 
-  // Stage 2. Throws Error unless `from` is in U2, sends once, and the length matches.
+  // Stage 2. Throws Error unless `from` is in U2, sends once, and the length and lane width match.
   void add_masked_input(uint32_t from, std::vector<uint64_t> masked);
   const std::set<uint32_t>& survivors() const { return u3_; }
 

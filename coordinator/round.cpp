@@ -72,6 +72,7 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
   std::unique_ptr<Round> round(new Round(host, id, settings, model));
   round->template_stats_ = CalibrationStats::empty_for(loaded.model.config, model_fingerprint(loaded.model), layout);
+  round->count_bound_per_agent_ = per_agent;
   if (settings.dp_epsilon > 0) {
     round->dp_total_stddev_ = dp_total_stddev(loaded.model.config, settings);
     round->dp_noise_stddev_ = round->dp_total_stddev_ / std::sqrt(static_cast<double>(settings.min_agents));
@@ -188,6 +189,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
                           read_key32(join.getMaskPublic(), "join.maskPublic")};
       participants_.push_back(agent_id);
       keys_.push_back(keys);
+      all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
       u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
       host_.store().add_participant(id_, agent_id, static_cast<int>(participants_.size() - 1));
       if (settings_.max_agents > 0 && static_cast<int>(participants_.size()) >= settings_.max_agents) begin_sharing();
@@ -207,7 +209,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       expect_round(masked.getRoundId());
       expect_stage("masking");
       secagg_->add_masked_input(static_cast<uint32_t>(index),
-                                read_u64_vector(masked.getValues(), secagg_->config().vector_length, "maskedInput.values"));
+                                read_lane_vector(masked.getValues(), secagg_->config().vector_length, secagg_->config().lane_bits,
+                                                 "maskedInput.values"));
       host_.store().set_participant_status(id_, agent_id, "masked");
       return;
     }
@@ -268,6 +271,17 @@ void Round::begin_sharing() {
   config.min_survivors = static_cast<uint32_t>(settings_.min_agents);
   config.graph_seed = random_key();
   config.vector_length = template_stats_.counts.size() + 2;
+  const uint32_t narrowest = narrowest_lane_bits(count_bound_per_agent_, n, dp_noise_stddev_ * std::sqrt(static_cast<double>(n)));
+  if (settings_.lane_bits == 32 && narrowest != 32) {
+    fail_round(fmt::format("lane_bits = 32, but {} agents x {} counts each (and the DP noise) could reach 2^31; use 0 or 64", n,
+                           count_bound_per_agent_));
+    return;
+  }
+  if (settings_.lane_bits == 32 && !all_support_narrow_lanes_) {
+    fail_round("lane_bits = 32, but an agent of an older fedcal version joined, which masks in 64-bit lanes only; use 0 or 64");
+    return;
+  }
+  config.lane_bits = settings_.lane_bits == 64 || !all_support_narrow_lanes_ ? 64 : narrowest;
   try {
     secagg_ = std::make_unique<SecAggServer>(config, keys_);
   } catch (const Error& error) {
@@ -285,6 +299,7 @@ void Round::begin_sharing() {
     keys.setThreshold(config.threshold);
     keys.setGraphSeed(as_data(config.graph_seed));
     keys.setVectorLength(config.vector_length);
+    keys.setLaneBits(static_cast<uint8_t>(config.lane_bits));
     const std::vector<uint32_t> neighbours = graph_neighbours(config, u);
     auto list = keys.initKeys(static_cast<unsigned>(neighbours.size()));
     for (size_t i = 0; i < neighbours.size(); ++i) {
@@ -355,7 +370,7 @@ void Round::finish_aggregation() {
   // 8 sigma: a pure-noise count survives with probability ~1e-15, so across ~10^5 counts none does.
   const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(secagg_->survivors().size()));
   for (size_t i = 0; i < histogram; ++i) {
-    const auto value = static_cast<int64_t>((*sum)[i]);
+    const int64_t value = lane_to_signed((*sum)[i], secagg_->config().lane_bits);
     stats.counts[i] = dp_noise_stddev_ > 0 && static_cast<double>(value) < noise_floor ? 0 : (*sum)[i];
   }
   stats.sequences = (*sum)[histogram];
@@ -517,9 +532,9 @@ void Round::fail_round(const std::string& reason) {
 
 nlohmann::json Round::secagg_summary() const {
   const auto& config = secagg_->config();
-  return {{"participants", config.participants},   {"neighbours", config.neighbours},
-          {"threshold", config.threshold},         {"shared", secagg_->shared().size()},
-          {"masked", secagg_->survivors().size()}, {"revealed", secagg_->revealed().size()}};
+  return {{"participants", config.participants},   {"neighbours", config.neighbours},    {"threshold", config.threshold},
+          {"lane_bits", config.lane_bits},         {"shared", secagg_->shared().size()}, {"masked", secagg_->survivors().size()},
+          {"revealed", secagg_->revealed().size()}};
 }
 
 nlohmann::json Round::status() const {

@@ -87,9 +87,11 @@ class Round {
   int64_t id_;
   RoundSettings settings_;
   ModelRecord model_;
-  CalibrationStats template_stats_;  // layout, points and model identity of the vectors
-  double dp_noise_stddev_ = 0;       // per agent
-  double dp_total_stddev_ = 0;       // of the aggregate, if min_agents join
+  CalibrationStats template_stats_;       // layout, points and model identity of the vectors
+  double dp_noise_stddev_ = 0;            // per agent
+  uint64_t count_bound_per_agent_ = 0;    // the most one agent adds to any count (the bit-width budget)
+  bool all_support_narrow_lanes_ = true;  // every participant said it can mask in 32-bit lanes
+  double dp_total_stddev_ = 0;            // of the aggregate, if min_agents join
 
   std::string stage_;
   int64_t stage_started_ms_ = 0;

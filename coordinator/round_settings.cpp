@@ -23,7 +23,8 @@ nlohmann::json RoundSettings::to_json() const {
           {"dp_epsilon", dp_epsilon},
           {"dp_delta", dp_delta},
           {"neighbours", neighbours},
-          {"threshold", threshold}};
+          {"threshold", threshold},
+          {"lane_bits", lane_bits}};
 }
 
 RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
@@ -47,6 +48,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.dp_delta = json.value("dp_delta", settings.dp_delta);
     settings.neighbours = json.value("neighbours", settings.neighbours);
     settings.threshold = json.value("threshold", settings.threshold);
+    settings.lane_bits = json.value("lane_bits", settings.lane_bits);
     const nlohmann::json variants = json.value("group_variants", nlohmann::json::object());
     if (!variants.is_object()) fail("group_variants must be an object of label -> settings");
     for (const auto& [label, variant] : variants.items()) {
@@ -76,6 +78,8 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (settings.group_variants.size() > 8) fail("group_variants: {} groups (at most 8)", settings.group_variants.size());
   if (settings.threshold < 0 || settings.threshold > 255)
     fail("threshold = {}: must be 0 (automatic) or 2..255", settings.threshold);
+  if (settings.lane_bits != 0 && settings.lane_bits != 32 && settings.lane_bits != 64)
+    fail("lane_bits = {}: must be 0 (automatic), 32 or 64", settings.lane_bits);
   ScaleMethodSpec::parse(settings.method);
   return settings;
 }

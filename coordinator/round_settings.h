@@ -26,6 +26,7 @@ struct RoundSettings {
   double dp_delta = 1e-5;
   int neighbours = 0;  // secure-aggregation graph degree; 0: automatic (complete up to 33 agents)
   int threshold = 0;   // Shamir threshold; 0: a majority of each agent's share holders
+  int lane_bits = 0;   // bits per masked value; 0: 32 when every sum fits below 2^31, else 64
   // Per device group (agent label): a differently quantized package from the same aggregate, e.g.
   // per-tensor weights and the classifier in FP32 for boards with less RAM. Agents with the label
   // check and get that package instead of the default one.

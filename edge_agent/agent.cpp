@@ -1,13 +1,12 @@
 #include "edge_agent/agent.h"
 
+#include <signal.h>
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
-#include <filesystem>
-#include <signal.h>
-#include <unistd.h>
 
 #include "common/dp_noise.h"
 #include "common/error.h"
@@ -388,6 +387,7 @@ void Agent::advance() {
     join.setCipherPublic(as_data(keys.cipher_public));
     join.setMaskPublic(as_data(keys.mask_public));
     join.setVectorLength(work.input.size());
+    join.setNarrowLanes(true);
     send(message);
     inject_fault("exit-after-join");
     work.phase = Phase::kJoined;
@@ -479,7 +479,8 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   OutgoingMessage message;
   auto out = message.body().initMaskedInput();
   out.setRoundId(delivery.getRoundId());
-  write_u64_vector(masked, out.initValues(static_cast<unsigned>(masked.size() * 8)));
+  const uint32_t lane_bits = round_->secagg->config().lane_bits;
+  write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
   send(message);
   inject_fault("exit-after-masked-input");
   round_->input.clear();  // only the masked vector ever left; the plain one is not kept
@@ -601,11 +602,11 @@ void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
   {
     std::lock_guard lock(active_path_mutex_);
     std::filesystem::create_directories(config_.state_dir);
-  slots_.record_start();
-  if (slots_.crashes_since_activation() > 0) {
-    log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
-  }
-  active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
+    slots_.record_start();
+    if (slots_.crashes_since_activation() > 0) {
+      log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
+    }
+    active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
   }
   log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),
                   switched ? "" : " (no previous model: nothing to switch)"));

@@ -178,6 +178,9 @@ struct Join {
   # Secure aggregation stage 0: X25519 public key for pairwise masks (32 bytes).
   vectorLength @3 :UInt64;
   # Length of the statistics vector it will send (checked against the model).
+  narrowLanes @4 :Bool;
+  # The agent can mask in 32-bit lanes (roundKeys.laneBits = 32); an older agent leaves it false and
+  # the round then uses 64-bit lanes for everyone.
 }
 
 struct RoundKeys {
@@ -197,6 +200,9 @@ struct RoundKeys {
   # Values per masked vector.
   keys @7 :List(AgentKeys);
   # The advertised keys of the recipient's neighbours.
+  laneBits @8 :UInt8;
+  # Bits per value of the masked vectors and of their arithmetic: 64, or 32 when the round's
+  # bit-width budget keeps every sum below 2^31 (0, from an older coordinator: 64).
 }
 
 struct EncryptedShare {
@@ -226,7 +232,7 @@ struct MaskedInput {
   roundId @0 :UInt64;
   # The round.
   values @1 :Data;
-  # The masked statistics vector, uint64 little-endian.
+  # The masked statistics vector, little-endian, 8 or 4 bytes per value (roundKeys.laneBits).
 }
 
 struct UnmaskRequest {

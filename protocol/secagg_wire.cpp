@@ -56,6 +56,7 @@ SecAggConfig read_round_keys_config(wire::RoundKeys::Reader keys, uint32_t min_s
   config.min_survivors = min_survivors;
   config.graph_seed = read_key32(keys.getGraphSeed(), "roundKeys.graphSeed");
   config.vector_length = keys.getVectorLength();
+  config.lane_bits = keys.getLaneBits() == 0 ? 64 : keys.getLaneBits();
   config.validate();
   return config;
 }

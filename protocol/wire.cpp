@@ -130,6 +130,30 @@ void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder 
   }
 }
 
+std::vector<uint64_t> read_lane_vector(capnp::Data::Reader data, uint64_t expected_length, uint32_t lane_bits,
+                                       std::string_view field) {
+  if (lane_bits == 64) return read_u64_vector(data, expected_length, field);
+  if (lane_bits != 32) fail("{}: lanes of {} bits", field, lane_bits);
+  if (data.size() != expected_length * 4) fail("{}: {} bytes, expected {} 32-bit values", field, data.size(), expected_length);
+  std::vector<uint64_t> out(expected_length);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const uint8_t* p = data.begin() + i * 4;
+    out[i] = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+  }
+  return out;
+}
+
+void write_lane_vector(const std::vector<uint64_t>& values, uint32_t lane_bits, capnp::Data::Builder out) {
+  if (lane_bits == 64) return write_u64_vector(values, out);
+  if (lane_bits != 32 || out.size() != values.size() * 4)
+    fail("write_lane_vector: {} bytes for {} values of {} bits", out.size(), values.size(), lane_bits);
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i] > UINT32_MAX) fail("write_lane_vector: value {} does not fit 32 bits", i);
+    uint8_t* p = out.begin() + i * 4;
+    for (int b = 0; b < 4; ++b) p[b] = static_cast<uint8_t>(values[i] >> (8 * b));
+  }
+}
+
 capnp::Data::Reader as_data(std::span<const uint8_t> bytes) { return capnp::Data::Reader(bytes.data(), bytes.size()); }
 
 }  // namespace fedcal

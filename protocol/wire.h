@@ -77,6 +77,11 @@ std::string body_name(wire::Envelope::Reader envelope);
 Key32 read_key32(capnp::Data::Reader data, std::string_view field);
 std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expected_length, std::string_view field);
 void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder out);
+// Vectors in lanes of 64 or 32 bits (values below 2^32), little-endian; `out` must be sized
+// values.size() * lane_bits / 8.
+std::vector<uint64_t> read_lane_vector(capnp::Data::Reader data, uint64_t expected_length, uint32_t lane_bits,
+                                       std::string_view field);
+void write_lane_vector(const std::vector<uint64_t>& values, uint32_t lane_bits, capnp::Data::Builder out);
 capnp::Data::Reader as_data(std::span<const uint8_t> bytes);
 
 }  // namespace fedcal

@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
   CLI::App* round = app.add_subcommand("round", "Calibration rounds")->require_subcommand(1);
   nlohmann::json settings = nlohmann::json::object();
   int64_t model_id = 0;
-  int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0;
+  int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
   std::string method = "percentile:99.99";
   bool per_channel = false, asymmetric = false, wait = false;
   std::vector<std::string> keep_fp32;
@@ -151,6 +151,8 @@ int main(int argc, char** argv) {
   start->add_option("--dp-delta", dp_delta, "Distributed differential privacy: delta")->capture_default_str();
   start->add_option("--neighbours", neighbours, "Secure-aggregation graph degree (0: automatic)");
   start->add_option("--threshold", threshold, "Shamir threshold (0: a majority of share holders)");
+  start->add_option("--lane-bits", lane_bits,
+                    "Bits per masked value: 0 (default) = 32 when every sum fits below 2^31, else 64; or 32 / 64");
   start->add_flag("--wait", wait, "Wait for the round to finish, then print its report");
   std::vector<std::string> variants;
   start->add_option(
@@ -175,7 +177,7 @@ int main(int argc, char** argv) {
         {"model_id", model_id},   {"min_agents", min_agents}, {"max_agents", max_agents},   {"sequences_per_agent", sequences},
         {"seq_len", seq_len},     {"method", method},         {"per_channel", per_channel}, {"asymmetric", asymmetric},
         {"keep_fp32", keep_fp32}, {"dp_epsilon", dp_epsilon}, {"dp_delta", dp_delta},       {"neighbours", neighbours},
-        {"threshold", threshold}};
+        {"threshold", threshold}, {"lane_bits", lane_bits}};
     nlohmann::json group_variants = nlohmann::json::object();
     for (const std::string& variant : variants) {
       const auto first = variant.find(':');

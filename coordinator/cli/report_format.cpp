@@ -24,9 +24,9 @@ std::string format_round(const nlohmann::json& round) {
                      round.value("contributors", 0));
   if (round.contains("secure_aggregation")) {
     const auto& a = round["secure_aggregation"];
-    out += fmt::format("  secure aggregation: n={} neighbours={} threshold={} | shared {} masked {} revealed {}\n",
-                       a.value("participants", 0), a.value("neighbours", 0), a.value("threshold", 0), a.value("shared", 0),
-                       a.value("masked", 0), a.value("revealed", 0));
+    out += fmt::format("  secure aggregation: n={} neighbours={} threshold={} lanes={}-bit | shared {} masked {} revealed {}\n",
+                       a.value("participants", 0), a.value("neighbours", 0), a.value("threshold", 0), a.value("lane_bits", 64),
+                       a.value("shared", 0), a.value("masked", 0), a.value("revealed", 0));
   }
   if (round.contains("differential_privacy")) {
     const auto& dp = round["differential_privacy"];

@@ -18,12 +18,13 @@ struct Round {
   std::unique_ptr<SecAggServer> server;
   std::map<uint32_t, std::vector<uint64_t>> masked;
 
-  Round(uint32_t n, uint64_t length, uint32_t neighbours = 0, uint32_t threshold = 0) : clients(n) {
+  Round(uint32_t n, uint64_t length, uint32_t neighbours = 0, uint32_t threshold = 0, uint32_t lane_bits = 64) : clients(n) {
     config.round_id = 42;
     config.participants = n;
     config.neighbours = neighbours ? neighbours : default_neighbours(n);
     config.threshold = threshold ? threshold : default_threshold(config.neighbours);
     config.vector_length = length;
+    config.lane_bits = lane_bits;
     config.graph_seed = random_key();
     std::mt19937_64 rng(n);
     for (uint32_t u = 0; u < n; ++u) {
@@ -67,6 +68,9 @@ struct Round {
     for (uint32_t u = 0; u < config.participants; ++u) {
       if (excluded.count(u)) continue;
       for (size_t i = 0; i < sum.size(); ++i) sum[i] += inputs[u][i];
+    }
+    if (config.lane_bits == 32) {
+      for (uint64_t& value : sum) value = static_cast<uint32_t>(value);
     }
     return sum;
   }
@@ -205,6 +209,50 @@ TEST_CASE("Secure aggregation: the sparse SecAgg+ graph is symmetric, k-regular,
   const auto sum = round.run({3, 50}, {10, 77, 99}, &why);
   REQUIRE_MESSAGE(sum.has_value(), why);
   CHECK(*sum == round.expected_sum({3, 50}));
+}
+
+TEST_CASE("Secure aggregation in 32-bit lanes: exact sums modulo 2^32 with dropouts, masked words below 2^32, uniform") {
+  Round round(40, 3000, 0, 0, 32);   // SecAgg+ graph beyond 33 agents
+  round.inputs[0][0] = 0xFFFFFFFFu;  // wraps modulo 2^32
+  std::string why;
+  const auto sum = round.run({7}, {1, 30}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({7}));
+  std::vector<double> bins(16, 0);
+  for (const auto& [u, masked] : round.masked) {
+    for (uint64_t value : masked) {
+      REQUIRE(value <= UINT32_MAX);
+      bins[value >> 28] += 1;
+    }
+  }
+  const double expected = static_cast<double>(round.masked.size() * 3000) / 16;
+  double chi2 = 0;
+  for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
+  CHECK(chi2 < 45);  // 15 degrees of freedom: the top nibble of a masked word is uniform
+  // A word that does not fit the lanes is malformed.
+  Round other(3, 4, 0, 0, 32);
+  const auto keys = other.keys_map();
+  for (uint32_t u = 0; u < 3; ++u) other.server->add_shares(u, other.clients[u].share_keys(other.config, u, keys));
+  CHECK_THROWS_WITH_AS(other.server->add_masked_input(0, {1, 2, uint64_t{1} << 32, 3}), doctest::Contains("32-bit lanes"), Error);
+}
+
+TEST_CASE("Secure aggregation: the narrowest lanes that cannot wrap, and signed lanes") {
+  CHECK(narrowest_lane_bits(1000, 1000, 0) == 32);
+  CHECK(narrowest_lane_bits((uint64_t{1} << 31) / 128 - 1, 128, 0) == 32);
+  CHECK(narrowest_lane_bits((uint64_t{1} << 31) / 128, 128, 0) == 64);  // the sum could reach 2^31
+  CHECK(narrowest_lane_bits(uint64_t{1} << 40, 100000, 0) == 64);       // the product overflows 64 bits
+  CHECK(narrowest_lane_bits(1000, 1000, 1e6) == 32);
+  CHECK(narrowest_lane_bits(1000, 1000, 1e8) == 64);  // 40 sigma of DP noise do not fit
+  CHECK(lane_to_signed(0xFFFFFFFFu, 32) == -1);
+  CHECK(lane_to_signed(0x7FFFFFFFu, 32) == 0x7FFFFFFF);
+  CHECK(lane_to_signed(~uint64_t{0}, 64) == -1);
+  SecAggConfig config;
+  config.participants = 3;
+  config.neighbours = 2;
+  config.threshold = 2;
+  config.vector_length = 4;
+  config.lane_bits = 16;
+  CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("lanes of 16 bits"), Error);
 }
 
 TEST_CASE("Secure aggregation: the server refuses malformed and repeated stage messages") {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "common/crypto.h"
 #include "common/curve.h"
 #include "common/sha256.h"
 #include "edge_agent/enrollment.h"
@@ -108,7 +109,10 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   // Same statistics, same scales, same tensors, same (deterministic Ed25519) signature: the same file.
   CHECK(sha256_file_hex(central_package) == report["models"][0]["sha256"].get<std::string>());
 
-  // Privacy: every aggregation message the coordinator received.
+  // Privacy: every aggregation message the coordinator received. This round's counts fit 32-bit
+  // lanes, so the masks are 32-bit words (the 64-bit arithmetic has its own unit tests).
+  REQUIRE(report["secure_aggregation"]["lane_bits"] == 32);
+  const int lane_bits = 32;
   std::map<int64_t, std::vector<uint64_t>> masked;
   std::map<uint32_t, std::pair<int, int>> revealed;  // owner -> (self-mask seed shares, mask key shares)
   for (const CapturedMessage& message : read_capture(fleet.capture_path())) {
@@ -116,7 +120,7 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
     const auto body = decoded.envelope().getBody();
     if (body.which() == wire::Envelope::Body::MASKED_INPUT) {
       const auto values = body.getMaskedInput().getValues();
-      masked[message.agent] = read_u64_vector(values, values.size() / 8, "values");
+      masked[message.agent] = read_lane_vector(values, values.size() / 4, lane_bits, "values");
     }
     if (body.which() == wire::Envelope::Body::UNMASK_SHARES) {
       for (const auto share : body.getUnmaskShares().getShares()) {
@@ -147,9 +151,9 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
     std::vector<double> bins(16, 0);
     for (size_t k = 0; k < vector.size(); ++k) {
       equal += vector[k] == truth[k] ? 1 : 0;
-      bins[vector[k] >> 60] += 1;
+      bins[vector[k] >> (lane_bits - 4)] += 1;
     }
-    CHECK(equal < 3);  // a uniform 64-bit value equals the true count with probability 2^-64
+    CHECK(equal < 3);  // a uniform 32-bit value equals the true count with probability 2^-32
     const double expected = static_cast<double>(vector.size()) / 16;
     double chi2 = 0;
     for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
@@ -165,8 +169,11 @@ TEST_CASE("Fleet round: agents dying after their masked input (n - t of them) do
   for (int i = 0; i < 6; ++i) fleet.start_agent(i, i >= 4 ? "fault_injection = \"exit-after-masked-input\"" : "");
   fleet.wait_online(6);
   const int64_t model = fleet.import_model();
-  const nlohmann::json report = fleet.run_round(round_settings(model));
+  nlohmann::json settings = round_settings(model);
+  settings["lane_bits"] = 64;  // the counts would fit 32-bit lanes: this round runs the 64-bit arithmetic end to end
+  const nlohmann::json report = fleet.run_round(settings);
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["secure_aggregation"]["lane_bits"] == 64);
   CHECK(fleet.agent(4).wait_exit(std::chrono::seconds(1)) == 17);
   CHECK(fleet.agent(5).wait_exit(std::chrono::seconds(1)) == 17);
   // The dead agents' inputs count: they were masked in before they died.
@@ -296,6 +303,15 @@ class ProbeClient {
     const int code = body.which() == wire::Envelope::Body::ERROR ? static_cast<int>(body.getError().getCode()) : -1;
     return std::make_pair(body_name(decoded.envelope()), code);
   }
+  // Reads messages until one of `kind` arrives (true) or `timeout` passes (false).
+  bool wait_for(const std::string& kind, std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto message = reply(std::chrono::milliseconds(500));
+      if (message && message->first == kind) return true;
+    }
+    return false;
+  }
 
  private:
   zmq::context_t context_;
@@ -388,6 +404,48 @@ std::string join_command(const std::vector<std::string>& argv) {
   std::string out;
   for (const std::string& arg : argv) out += "'" + arg + "' ";
   return out;
+}
+
+TEST_CASE("Fleet round: an agent too old to mask in 32-bit lanes makes the round use 64-bit lanes for everyone" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.stage_timeout_ms = 3000;  // the old agent never sends its shares: the round goes on without it
+  options.agent_timeout_ms = 60000;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  // The "old agent": an enrolled client whose join leaves narrowLanes unset, as an agent built before
+  // the field existed sends it.
+  ProbeClient old_agent(fleet);
+  uint64_t sequence = uint64_t{1} << 62;
+  OutgoingMessage hello;
+  hello.body().initHello().setName("old-agent");
+  old_agent.send_raw(hello.encode(sequence++));
+  REQUIRE(old_agent.wait_for("welcome"));
+  fleet.start_agents();
+  fleet.wait_online(4);
+  const int64_t model = fleet.import_model();
+  // The round's vector length: the statistics layout of this model, plus sequences and tokens.
+  const CalibrationStats layout =
+      read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
+  nlohmann::json settings = round_settings(model);
+  settings["max_agents"] = 4;
+  const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
+  REQUIRE(old_agent.wait_for("roundAnnounce"));
+  OutgoingMessage join;
+  auto body = join.body().initJoin();
+  body.setRoundId(static_cast<uint64_t>(id));
+  body.setCipherPublic(as_data(X25519KeyPair::generate().public_key()));
+  body.setMaskPublic(as_data(X25519KeyPair::generate().public_key()));
+  body.setVectorLength(layout.counts.size() + 2);
+  old_agent.send_raw(join.encode(sequence++));
+  REQUIRE(old_agent.wait_for("roundKeys"));
+
+  const nlohmann::json report = fleet.wait_round(id, std::chrono::seconds(90));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["secure_aggregation"]["participants"] == 4);
+  CHECK(report["secure_aggregation"]["lane_bits"] == 64);
+  CHECK(report["contributors"] == 3);
 }
 
 TEST_CASE("Heterogeneous fleet: an aarch64 agent under qemu joins a round next to x86-64 agents, and the aggregate is exact" *

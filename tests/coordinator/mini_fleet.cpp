@@ -59,6 +59,16 @@ std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
   return exit_code_;
 }
 
+namespace {
+
+// A port below Linux's default ephemeral range (32768-60999), so outgoing connections never hold it.
+int random_listen_port() {
+  std::random_device random;
+  return 20000 + static_cast<int>(random() % 12000);
+}
+
+}  // namespace
+
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
@@ -69,8 +79,7 @@ bool eventually(const std::function<bool()>& predicate, std::chrono::millisecond
 }
 
 MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
-  std::random_device random;
-  port_ = 20000 + static_cast<int>(random() % 30000);
+  port_ = random_listen_port();
   // Shards of the training split's non-empty lines, in order.
   std::istringstream train(tinystories_train());
   std::string line;
@@ -86,9 +95,8 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
       rest.push_back(line);
     }
   }
-  std::ofstream config(dir_.path("coordinator.toml"));
-  config << "listen = \"tcp://127.0.0.1:" << port_ << "\"\n"
-         << "state_dir = \"coordinator\"\n"
+  std::ostringstream config;
+  config << "state_dir = \"coordinator\"\n"
          << "heartbeat_interval_ms = 300\n"
          << "agent_timeout_ms = " << options_.agent_timeout_ms << "\n"
          << "stage_timeout_ms = " << options_.stage_timeout_ms << "\n"
@@ -102,6 +110,7 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
     write_text(dir_.path("public.txt"), text);
     config << "reference_text = \"public.txt\"\n";
   }
+  coordinator_settings_ = config.str();
 }
 
 MiniFleet::~MiniFleet() {
@@ -112,23 +121,42 @@ MiniFleet::~MiniFleet() {
 }
 
 void MiniFleet::start_coordinator() {
+  for (int attempt = 1;; ++attempt) {
+    write_text(dir_.path("coordinator.toml"),
+               "listen = \"tcp://127.0.0.1:" + std::to_string(port_) + "\"\n" + coordinator_settings_);
+    if (try_start_coordinator()) return;
+    std::ifstream log(dir_.path("coordinator.log"));
+    const std::string text(std::istreambuf_iterator<char>(log), {});
+    // Another test's coordinator or an outgoing connection may hold the port: before any agent was
+    // configured with it, take another.
+    if (attempt < 5 && agents_.empty() && text.find("Address already in use") != std::string::npos) {
+      port_ = random_listen_port();
+      continue;
+    }
+    throw std::runtime_error("the coordinator did not start: " + text);
+  }
+}
+
+bool MiniFleet::try_start_coordinator() {
   coordinator_ = std::make_unique<Process>(
       std::vector<std::string>{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"},
       dir_.path("coordinator.log"));
-  const bool up = eventually(
+  bool up = false;
+  eventually(
       [&] {
         try {
           coordinator_key_ = admin({{"command", "status"}})["curve_public_key"].get<std::string>();
-          return true;
+          up = true;
         } catch (const std::exception&) {
-          return false;
         }
+        return up || !coordinator_->running();  // a coordinator that could not listen has exited
       },
       std::chrono::seconds(20));
   if (!up) {
-    std::ifstream log(dir_.path("coordinator.log"));
-    throw std::runtime_error("the coordinator did not start: " + std::string(std::istreambuf_iterator<char>(log), {}));
+    coordinator_->signal(SIGKILL);
+    coordinator_->wait_exit(std::chrono::seconds(10));
   }
+  return up;
 }
 
 void MiniFleet::kill_coordinator() {

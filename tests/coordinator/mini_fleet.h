@@ -81,9 +81,13 @@ class MiniFleet {
   const FleetOptions& options() const { return options_; }
 
  private:
+  // One start on port_; false (and the process reaped) if it never answered.
+  bool try_start_coordinator();
+
   FleetOptions options_;
   ScratchDir dir_;
   int port_;
+  std::string coordinator_settings_;  // coordinator.toml without its listen line
   std::string coordinator_key_;
   std::unique_ptr<Process> coordinator_;
   std::map<int, std::unique_ptr<Process>> agents_;

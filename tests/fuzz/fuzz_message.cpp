@@ -44,8 +44,14 @@ void read_everything(wire::Envelope::Reader envelope) {
       break;
     case Body::MASKED_INPUT: {
       const auto values = body.getMaskedInput().getValues();
-      const auto vector = read_u64_vector(values, values.size() / 8, "values");
-      if (vector.size() != values.size() / 8) std::abort();
+      // The coordinator reads a masked input at the round's length and lane width: a mismatch throws.
+      for (const uint32_t lane_bits : {32u, 64u}) {
+        try {
+          const auto vector = read_lane_vector(values, values.size() / (lane_bits / 8), lane_bits, "values");
+          if (vector.size() * (lane_bits / 8) != values.size()) std::abort();
+        } catch (const fedcal::Error&) {
+        }
+      }
       break;
     }
     case Body::UNMASK_REQUEST:

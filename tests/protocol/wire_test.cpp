@@ -74,6 +74,27 @@ TEST_CASE("Wire: field readers check lengths") {
   CHECK(read_u64_vector(decoded.envelope().getBody().getJoin().getMaskPublic(), 4, "v").size() == 4);
 }
 
+TEST_CASE("Wire: vectors in 32-bit lanes are 4 little-endian bytes a value, and sizes and widths are checked") {
+  OutgoingMessage message;
+  auto masked = message.body().initMaskedInput();
+  const std::vector<uint64_t> values{0, 1, 0x01020304u, 0xFFFFFFFFu};
+  write_lane_vector(values, 32, masked.initValues(16));
+  const auto bytes = message.encode(1);
+  DecodedEnvelope decoded = decode_envelope(bytes);
+  const auto data = decoded.envelope().getBody().getMaskedInput().getValues();
+  CHECK(data[8] == 0x04);  // little-endian
+  CHECK(data[11] == 0x01);
+  CHECK(read_lane_vector(data, 4, 32, "values") == values);
+  CHECK(read_lane_vector(data, 2, 64, "values") == std::vector<uint64_t>{uint64_t{1} << 32, 0xFFFFFFFF01020304u});
+  CHECK_THROWS_WITH_AS(read_lane_vector(data, 5, 32, "values"), doctest::Contains("values: 16 bytes, expected 5 32-bit values"),
+                       Error);
+  CHECK_THROWS_AS(read_lane_vector(data, 4, 16, "values"), Error);
+  OutgoingMessage other;
+  auto too_wide = other.body().initMaskedInput();
+  CHECK_THROWS_WITH_AS(write_lane_vector({uint64_t{1} << 32}, 32, too_wide.initValues(4)),
+                       doctest::Contains("does not fit 32 bits"), Error);
+}
+
 }  // namespace
 }  // namespace fedcal
 
