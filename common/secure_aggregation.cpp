@@ -76,6 +76,12 @@ uint32_t narrowest_lane_bits(uint64_t per_agent_bound, uint32_t agents, double n
   return bound < static_cast<double>(kLimit) ? 32 : 64;
 }
 
+void reduce_to_lanes(std::span<uint64_t> values, uint32_t lane_bits) {
+  if (lane_bits == 32) {
+    for (uint64_t& value : values) value = static_cast<uint32_t>(value);
+  }
+}
+
 int64_t lane_to_signed(uint64_t value, uint32_t lane_bits) {
   return lane_bits == 32 ? static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(value))) : static_cast<int64_t>(value);
 }
@@ -188,9 +194,7 @@ std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, 
   // Inputs are taken modulo 2^lane_bits (a DP noise draw below zero wraps, read back as signed); the
   // round's budget keeps honest counts below 2^31.
   std::vector<uint64_t> masked(input.begin(), input.end());
-  if (config_.lane_bits == 32) {
-    for (uint64_t& value : masked) value = static_cast<uint32_t>(value);
-  }
+  reduce_to_lanes(masked, config_.lane_bits);
   apply_prg_mask(self_mask_prg_seed(self_mask_seed_, config_.round_id, index_), 1, masked, config_.lane_bits);
   for (const auto& [owner, shares] : held_) {
     if (owner == index_) continue;
@@ -367,9 +371,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     const std::vector<uint64_t> part = other.get();  // rethrows a worker's Error
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += part[i];
   }
-  if (config_.lane_bits == 32) {
-    for (uint64_t& value : sum) value = static_cast<uint32_t>(value);
-  }
+  reduce_to_lanes(sum, config_.lane_bits);
   return sum;
 }
 

@@ -49,6 +49,8 @@ struct SecAggConfig {
 // at most agents x per_agent_bound, plus (with distributed DP) 40 standard deviations of the summed
 // noise either way, must stay below 2^31 so that a sum reads back as a signed value.
 uint32_t narrowest_lane_bits(uint64_t per_agent_bound, uint32_t agents, double noise_stddev);
+// Each value modulo 2^lane_bits.
+void reduce_to_lanes(std::span<uint64_t> values, uint32_t lane_bits);
 // A lane of an unmasked sum read as signed (DP noise can push a count below zero).
 int64_t lane_to_signed(uint64_t value, uint32_t lane_bits);
 
