@@ -39,6 +39,17 @@ FEDCAL_INLINE float dot_inline(const float* __restrict a, const float* __restric
   return sum_lanes(partial) + tail;
 }
 
+FEDCAL_INLINE float sum_inline(const float* x, int size) {
+  float partial[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= size; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) partial[j] += x[i + j];
+  }
+  float tail = 0.0f;
+  for (; i < size; ++i) tail += x[i];
+  return sum_lanes(partial) + tail;
+}
+
 // out[i0 .. i0 + Width) = sum over s < length of weights[s] * rows[s * row_size + i0 ..], with the
 // Width sums in registers across the whole loop over rows.
 template <int Width>
@@ -105,16 +116,8 @@ FEDCAL_INLINE float max_inline(const float* x, int size) {
 FEDCAL_INLINE void softmax_inline(float* x, int size) {
   const float max = max_inline(x, size);
   for (int i = 0; i < size; ++i) x[i] = exp_inline(x[i] - max);
-  float partial[kLanes] = {};
-  int i = 0;
-  for (; i + kLanes <= size; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) partial[j] += x[i + j];
-  }
-  float tail = 0.0f;
-  for (; i < size; ++i) tail += x[i];
-  const float sum = sum_lanes(partial) + tail;
-  const float inverse = 1.0f / sum;
-  for (i = 0; i < size; ++i) x[i] *= inverse;
+  const float inverse = 1.0f / sum_inline(x, size);
+  for (int i = 0; i < size; ++i) x[i] *= inverse;
 }
 
 }  // namespace
