@@ -326,13 +326,13 @@ int main(int argc, char** argv) {
   std::vector<int> sizes = {8, 32, 128};
   int heartbeat_agents = 1000;
   int heartbeat_seconds = 20;
-  std::string shared = FEDCAL_SHARED_DIR;
+  std::string text_path = std::string(FEDCAL_SOURCE_DIR) + "/data/tinystories/tinystories-sample.txt";
   bool json = false;
   int requested_lane_bits = 0;
   app.add_option("--agents", sizes, "Fleet sizes for rounds (e.g. --agents 8 32 128)")->capture_default_str()->delimiter(',');
   app.add_option("--heartbeat-agents", heartbeat_agents, "Agents for the heartbeat test (0: skip)")->capture_default_str();
   app.add_option("--heartbeat-seconds", heartbeat_seconds, "Duration of the heartbeat test")->capture_default_str();
-  app.add_option("--shared", shared, "The shared folder (TinyStories)")->capture_default_str();
+  app.add_option("--text", text_path, "The TinyStories text (lines 1-7003 are cut into shards)")->capture_default_str();
   app.add_option("--lane-bits", requested_lane_bits, "Bits per masked value: 0 = the round's automatic choice, or 32 / 64")
       ->capture_default_str()
       ->check(CLI::IsMember({0, 32, 64}));
@@ -358,7 +358,7 @@ int main(int argc, char** argv) {
       auto tokenizer = load_tokenizer(loaded, std::nullopt);
       XnnRuntime runtime(1);
       Transformer transformer(loaded.model, runtime);
-      std::istringstream text(read_text_file(shared + "/data/tinystories/tinystories-sample.txt"));
+      std::istringstream text(read_text_file(text_path));
       std::string line, lines;
       for (int i = 0; i < 16 && std::getline(text, line);) {
         if (!line.empty()) {

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 preset=${1:-smollm-135m}
 repeats=${2:-3}
 bin=build/bin/fedcal-model
-data=${FEDCAL_SHARED_DIR:-../shared}/data/tinystories/tinystories-sample.txt
+data=data/tinystories/tinystories-sample.txt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

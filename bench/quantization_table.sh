@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 model_dir=${1:-models/tinystories-1.8m}
 threads=${2:-1}
 bin=build/bin/fedcal-model
-data=${FEDCAL_SHARED_DIR:-../shared}/data/tinystories/tinystories-sample.txt
+data=data/tinystories/tinystories-sample.txt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

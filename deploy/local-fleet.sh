@@ -27,9 +27,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-shared=${FEDCAL_SHARED_DIR:-$repo/../shared}
-text=$shared/data/tinystories/tinystories-sample.txt
-[[ -f $text ]] || { echo "missing $text (set FEDCAL_SHARED_DIR)" >&2; exit 1; }
+text=$repo/data/tinystories/tinystories-sample.txt
+[[ -f $text ]] || { echo "missing $text (the repository's data/ folder)" >&2; exit 1; }
 bin=$repo/build/bin
 if [[ ! -x $bin/fedcal-coordinator || ! -x $bin/fedcal-agent ]]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

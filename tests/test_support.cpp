@@ -29,7 +29,7 @@ ScratchDir::~ScratchDir() {
   fs::remove_all(root_, ec);
 }
 
-std::string tinystories_path() { return std::string(FEDCAL_SHARED_DIR) + "/data/tinystories/tinystories-sample.txt"; }
+std::string tinystories_path() { return std::string(FEDCAL_SOURCE_DIR) + "/data/tinystories/tinystories-sample.txt"; }
 
 namespace {
 std::string read_lines(int first, int last) {

@@ -21,7 +21,7 @@ class ScratchDir {
   std::string root_;
 };
 
-// ../shared/data/tinystories/tinystories-sample.txt split as its README fixes it.
+// data/tinystories/tinystories-sample.txt split as its README fixes it.
 std::string tinystories_path();
 std::string tinystories_train();    // lines 1-7003
 std::string tinystories_heldout();  // lines 7004-8659

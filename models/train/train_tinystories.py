@@ -284,7 +284,7 @@ def export_llama2c_tokenizer(sp, path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "../../../shared/data/tinystories/tinystories-sample.txt"))
+    p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "../../data/tinystories/tinystories-sample.txt"))
     p.add_argument("--out", required=True)
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--dim", type=int, default=192)
