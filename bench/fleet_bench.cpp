@@ -23,16 +23,16 @@
 #include <sstream>
 #include <thread>
 
-#include "common/curve.h"
 #include "common/error.h"
 #include "common/file_util.h"
-#include "common/secure_aggregation.h"
 #include "coordinator/admin_client.h"
-#include "models/calibration.h"
-#include "models/model_loader.h"
-#include "models/xnn_runtime.h"
-#include "protocol/secagg_wire.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model_loader.h"
+#include "models/quant/calibration.h"
 #include "protocol/wire.h"
+#include "secagg/secagg_wire.h"
+#include "secagg/secure_aggregation.h"
+#include "transport/curve.h"
 
 extern char** environ;
 
@@ -370,9 +370,7 @@ int main(int argc, char** argv) {
       options.sequences = 16;
       options.seq_len = 128;
       const CalibrationStats stats = calibrate(transformer, *tokenizer, lines, model_fingerprint(loaded.model), options);
-      vector = stats.counts;
-      vector.push_back(stats.sequences);
-      vector.push_back(stats.tokens);
+      vector = contribution_vector(stats);
     }
     std::fprintf(stderr, "[bench] statistics vector: %zu uint64 values (%.1f KB)\n", vector.size(), vector.size() * 8 / 1e3);
 

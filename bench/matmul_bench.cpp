@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "common/error.h"
-#include "models/linear_int8.h"
-#include "models/synth.h"
-#include "models/xnn_runtime.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/synth.h"
+#include "models/quant/linear_int8.h"
 
 namespace fedcal {
 namespace {
@@ -94,6 +94,7 @@ std::vector<Result> run(const ModelConfig& config, int threads, int tokens, int 
       q.weights.cols = s.in;
       q.weights.values.resize(size_t(s.in) * s.out);
       for (int8_t& w : q.weights.values) w = static_cast<int8_t>(uniform(rng));
+      q.weights.granularity = per_channel ? WeightGranularity::kPerChannel : WeightGranularity::kPerTensor;
       q.weights.scales.assign(per_channel ? s.out : 1, 0.01f);
       q.input = {0.05f, 0};
       q.output = {0.05f, 0};

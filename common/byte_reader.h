@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "common/error.h"
+#include "common/little_endian.h"
 
 namespace fedcal {
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -33,24 +34,51 @@ void write_all(int fd, std::span<const std::byte> data, const std::string& path)
   }
 }
 
-void write_file_atomically(const std::string& path, std::span<const std::byte> data, unsigned mode) {
-  const std::string temporary = path + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) fail("{}: cannot create: {}", temporary, std::strerror(errno));
-  try {
-    write_all(fd, data, temporary);
-  } catch (const Error&) {
-    ::close(fd);
-    ::unlink(temporary.c_str());
-    throw;
+AtomicFileWriter::AtomicFileWriter(std::string path, unsigned mode)
+    : path_(std::move(path)), temporary_(path_ + ".tmp"), mode_(mode) {
+  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd_ < 0) fail("{}: cannot create: {}", temporary_, std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(temporary_.c_str());
+}
+
+void AtomicFileWriter::write(std::span<const std::byte> data) {
+  if (fd_ < 0) fail("{}: written after commit", path_);
+  write_all(fd_, data, temporary_);
+}
+
+void AtomicFileWriter::commit() {
+  if (fd_ < 0) fail("{}: committed twice", path_);
+  if (::fchmod(fd_, mode_) != 0 || ::fsync(fd_) != 0) fail("{}: cannot sync: {}", temporary_, std::strerror(errno));
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    ::unlink(temporary_.c_str());
+    fail("{}: cannot close: {}", temporary_, std::strerror(errno));
   }
-  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
+  if (std::rename(temporary_.c_str(), path_.c_str()) != 0) {
     const int error = errno;
-    ::close(fd);
-    fail("{}: cannot sync: {}", temporary, std::strerror(error));
+    ::unlink(temporary_.c_str());
+    fail("{}: cannot rename into place: {}", path_, std::strerror(error));
   }
-  ::close(fd);
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) fail("{}: cannot rename into place: {}", path, std::strerror(errno));
+  // The rename itself is durable once the folder is synced.
+  const std::string folder =
+      std::filesystem::path(path_).parent_path().empty() ? "." : std::filesystem::path(path_).parent_path().string();
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+void write_file_atomically(const std::string& path, std::span<const std::byte> data, unsigned mode) {
+  AtomicFileWriter file(path, mode);
+  file.write(data);
+  file.commit();
 }
 
 void write_file_atomically(const std::string& path, const std::string& text, unsigned mode) {

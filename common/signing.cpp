@@ -8,9 +8,9 @@
 #include <cstdio>
 #include <vector>
 
-#include "common/crypto.h"
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/random.h"
 
 namespace fedcal {
 namespace {

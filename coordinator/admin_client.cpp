@@ -1,6 +1,6 @@
 #include "coordinator/admin_client.h"
 
-#include "common/json_request.h"
+#include "transport/json_request.h"
 
 namespace fedcal::coordinator {
 

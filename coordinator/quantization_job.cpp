@@ -1,22 +1,19 @@
 #include "coordinator/quantization_job.h"
 
-#include <filesystem>
-
 #include <fmt/ranges.h>
 #include "common/error.h"
 #include "common/file_util.h"
 
-#include "common/sha256.h"
 #include "common/signing.h"
-#include "models/calibration.h"
-#include "models/model_loader.h"
-#include "models/model_package.h"
-#include "models/quantize.h"
-#include "models/xnn_runtime.h"
+#include "coordinator/artifact_store.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model_loader.h"
+#include "models/format/model_package.h"
+#include "models/quant/calibration.h"
+#include "models/quant/quantize.h"
 
 namespace fedcal::coordinator {
 namespace {
-namespace fs = std::filesystem;
 
 BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
                            const SigningKey& key, const std::string& artifacts_dir, const std::string& label) {
@@ -30,15 +27,15 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
   const PackageProvenance provenance = quantization_provenance(options, stats);
 
-  const std::string temporary = artifacts_dir + "/building-" + label + ".fcpkg";
   PackageWriteOptions write_options;
   write_options.signing_key = &key;
-  write_model_package(temporary, loaded.model, int8, loaded.package->tokenizer, provenance, write_options);
+  const StoredArtifact stored = ArtifactStore(artifacts_dir).add_package([&](const std::string& temporary) {
+    write_model_package(temporary, loaded.model, int8, loaded.package->tokenizer, provenance, write_options);
+  });
   BuiltPackage built;
-  built.sha256 = sha256_file_hex(temporary);
-  built.path = artifacts_dir + "/" + built.sha256 + ".fcpkg";
-  fs::rename(temporary, built.path);
-  built.bytes = static_cast<int64_t>(fs::file_size(built.path));
+  built.sha256 = stored.sha256;
+  built.path = stored.path;
+  built.bytes = stored.bytes;
   built.description =
       fmt::format("INT8 {} {}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
                   options.per_channel ? "per-channel" : "per-tensor",
@@ -49,12 +46,6 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
 }
 
 }  // namespace
-
-std::string store_stats(const CalibrationStats& stats, const std::string& artifacts_dir, int64_t round_id) {
-  const std::string path = fmt::format("{}/round-{}.stats", artifacts_dir, round_id);
-  write_stats(stats, path);
-  return path;
-}
 
 QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   const SigningKey key = SigningKey::read_private_key(input.signing_key_path);

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "coordinator/round_settings.h"
-#include "models/calibration_stats.h"
+#include "models/quant/calibration_stats.h"
 
 namespace fedcal::coordinator {
 
@@ -38,8 +38,5 @@ struct QuantizationJobResult {
 
 // Throws Error with the reason (e.g. a quantization point the fleet never saw values at).
 QuantizationJobResult run_quantization_job(const QuantizationJobInput& input);
-
-// Writes `stats` into the artifact store; returns the path.
-std::string store_stats(const CalibrationStats& stats, const std::string& artifacts_dir, int64_t round_id);
 
 }  // namespace fedcal::coordinator

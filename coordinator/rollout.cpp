@@ -50,6 +50,50 @@ RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
   return settings;
 }
 
+nlohmann::json ActivationOutcome::to_json() const {
+  return {{"activated", activated},
+          {"rolled_back", rolled_back},
+          {"active_sha256", active_sha256},
+          {"error", error},
+          {"mean_kl", mean_kl},
+          {"top1_agreement", top1_agreement},
+          {"tokens_per_second", tokens_per_second},
+          {"previous_tokens_per_second", previous_tokens_per_second},
+          {"crashes", crashes}};
+}
+
+ActivationOutcome ActivationOutcome::from_json(const nlohmann::json& json) {
+  ActivationOutcome outcome;
+  if (!json.is_object()) return outcome;
+  outcome.activated = json.value("activated", false);
+  outcome.rolled_back = json.value("rolled_back", false);
+  outcome.active_sha256 = json.value("active_sha256", "");
+  outcome.error = json.value("error", "");
+  outcome.mean_kl = json.value("mean_kl", 0.0);
+  outcome.top1_agreement = json.value("top1_agreement", 0.0);
+  outcome.tokens_per_second = json.value("tokens_per_second", 0.0);
+  outcome.previous_tokens_per_second = json.value("previous_tokens_per_second", 0.0);
+  outcome.crashes = json.value("crashes", 0u);
+  return outcome;
+}
+
+ActivationOutcome ActivationOutcome::from_wire(wire::ActivationReport::Reader report) {
+  ActivationOutcome outcome;
+  outcome.activated = report.getActivated();
+  outcome.rolled_back = report.getRolledBack();
+  outcome.active_sha256 = report.getSha256().cStr();
+  outcome.error = report.getError().cStr();
+  outcome.mean_kl = report.getMeanKl();
+  outcome.top1_agreement = report.getTop1Agreement();
+  outcome.tokens_per_second = report.getTokensPerSecond();
+  outcome.previous_tokens_per_second = report.getPreviousTokensPerSecond();
+  outcome.crashes = report.getCrashes();
+  for (double value : {outcome.mean_kl, outcome.top1_agreement, outcome.tokens_per_second, outcome.previous_tokens_per_second}) {
+    if (!std::isfinite(value) || value < 0) fail("activationReport: a non-finite or negative figure");
+  }
+  return outcome;
+}
+
 Rollout::Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model)
     : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
 
@@ -82,20 +126,20 @@ std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutR
   for (const auto& agent : state.value("agents", nlohmann::json::array())) {
     AgentState& entry = rollout->agents_[agent["agent"].get<int64_t>()];
     entry.wave = agent["wave"].get<int>();
-    entry.status = agent["status"].get<std::string>();
-    entry.report = agent.value("report", nlohmann::json());
+    entry.status = parse_target_status(agent["status"].get<std::string>());
+    if (agent.contains("report") && agent["report"].is_object()) entry.report = ActivationOutcome::from_json(agent["report"]);
   }
-  rollout->wave_deadline_ms_ = now_ms() + rollout->settings_.wave_timeout_ms;
-  host.log(fmt::format("rollout {}: recovered in stage {}, wave {}", record.id, record.stage, rollout->wave_ + 1));
+  rollout->wave_deadline_ms_ = host.monotonic_ms() + rollout->settings_.wave_timeout_ms;
+  host.log(fmt::format("rollout {}: recovered in stage {}, wave {}", record.id, name(record.stage), rollout->wave_ + 1));
   return rollout;
 }
 
 void Rollout::start_wave(int wave) {
   wave_ = wave;
-  wave_deadline_ms_ = now_ms() + settings_.wave_timeout_ms;
+  wave_deadline_ms_ = host_.monotonic_ms() + settings_.wave_timeout_ms;
   host_.log(fmt::format("rollout {}: wave {} of {}", id_, wave + 1, settings_.waves.size()));
   for (auto& [agent, state] : agents_) {
-    if (state.wave == wave && state.status == "pending" && host_.is_online(agent)) send_activate(agent);
+    if (state.wave == wave && state.status == TargetStatus::kPending && host_.is_online(agent)) send_activate(agent);
   }
   save();
 }
@@ -107,20 +151,20 @@ void Rollout::send_activate(int64_t agent_id) {
   activate.setSha256(model_.sha256);
   activate.setBytes(static_cast<uint64_t>(model_.bytes));
   host_.send(agent_id, message);
-  agents_[agent_id].status = "sent";
+  agents_[agent_id].status = TargetStatus::kSent;
 }
 
 void Rollout::send_rollback(int64_t agent_id) {
   OutgoingMessage message;
   message.body().initModelRollback().setRolloutId(static_cast<uint64_t>(id_));
   host_.send(agent_id, message);
-  agents_[agent_id].status = "rolling_back";
+  agents_[agent_id].status = TargetStatus::kRollingBack;
 }
 
-bool Rollout::healthy(const nlohmann::json& report) const {
-  if (!report.value("activated", false) || report.value("crashes", 0u) > 0) return false;
-  if (report.value("mean_kl", 0.0) > settings_.max_kl) return false;
-  const double now = report.value("tokens_per_second", 0.0), before = report.value("previous_tokens_per_second", 0.0);
+bool Rollout::healthy(const ActivationOutcome& report) const {
+  if (!report.activated || report.crashes > 0) return false;
+  if (report.mean_kl > settings_.max_kl) return false;
+  const double now = report.tokens_per_second, before = report.previous_tokens_per_second;
   return before <= 0 || (now > 0 && before / now <= settings_.max_slowdown);
 }
 
@@ -128,17 +172,18 @@ void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsi
   const auto it = agents_.find(agent_id);
   if (it == agents_.end()) return;
   AgentState& state = it->second;
-  if (crashes > 0 && active_sha == model_.sha256 && (state.status == "healthy" || state.status == "sent")) {
-    if (!state.report.is_object()) state.report = nlohmann::json::object();
-    state.report["crashes"] = crashes;
-    state.status = "unhealthy";
+  if (crashes > 0 && active_sha == model_.sha256 &&
+      (state.status == TargetStatus::kHealthy || state.status == TargetStatus::kSent)) {
+    if (!state.report) state.report = ActivationOutcome{};
+    state.report->crashes = crashes;
+    state.status = TargetStatus::kUnhealthy;
     host_.log(fmt::format("rollout {}: agent {} crashed {} time(s) since activating the model", id_, agent_id, crashes));
   }
-  const bool updated = state.status != "pending" && state.status != "rolled_back";
-  if ((stage_ == "rolled_back" || stage_ == "halted") && updated && active_sha == model_.sha256) {
+  const bool updated = state.status != TargetStatus::kPending && state.status != TargetStatus::kRolledBack;
+  if ((stage_ == RolloutStage::kRolledBack || stage_ == RolloutStage::kHalted) && updated && active_sha == model_.sha256) {
     send_rollback(agent_id);  // it was offline when the rollout was rolled back
-  } else if ((stage_ == "running" || stage_ == "done") && state.wave <= wave_ && active_sha != model_.sha256 &&
-             (state.status == "pending" || state.status == "sent")) {
+  } else if ((stage_ == RolloutStage::kRunning || stage_ == RolloutStage::kDone) && state.wave <= wave_ &&
+             active_sha != model_.sha256 && (state.status == TargetStatus::kPending || state.status == TargetStatus::kSent)) {
     send_activate(agent_id);  // offline during its wave: catches up now
   }
   save();
@@ -149,52 +194,44 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
     fail("activationReport for rollout {}, not the current one ({})", report.getRolloutId(), id_);
   const auto it = agents_.find(agent_id);
   if (it == agents_.end()) fail("agent {} is not a target of rollout {}", agent_id, id_);
-  const double figures[] = {report.getMeanKl(), report.getTop1Agreement(), report.getTokensPerSecond(),
-                            report.getPreviousTokensPerSecond()};
-  for (double value : figures) {
-    if (!std::isfinite(value) || value < 0) fail("activationReport: a non-finite or negative figure");
-  }
+  const ActivationOutcome outcome = ActivationOutcome::from_wire(report);
   AgentState& state = it->second;
-  state.reported_at_ms = now_ms();
-  state.report = {{"activated", report.getActivated()},
-                  {"rolled_back", report.getRolledBack()},
-                  {"active_sha256", report.getSha256().cStr()},
-                  {"error", report.getError().cStr()},
-                  {"mean_kl", report.getMeanKl()},
-                  {"top1_agreement", report.getTop1Agreement()},
-                  {"tokens_per_second", report.getTokensPerSecond()},
-                  {"previous_tokens_per_second", report.getPreviousTokensPerSecond()},
-                  {"crashes", report.getCrashes()}};
-  host_.store().set_active_model(agent_id, report.getSha256().cStr());
-  if (report.getRolledBack()) {
-    state.status = "rolled_back";
-  } else if (stage_ == "rolled_back" || stage_ == "halted") {
-    if (report.getActivated()) send_rollback(agent_id);  // activated after the halt: undo
+  state.reported_at_ms = host_.monotonic_ms();
+  state.report = outcome;
+  host_.store().set_active_model(agent_id, outcome.active_sha256);
+  if (outcome.rolled_back) {
+    state.status = TargetStatus::kRolledBack;
+  } else if (stage_ == RolloutStage::kRolledBack || stage_ == RolloutStage::kHalted) {
+    if (outcome.activated) send_rollback(agent_id);  // activated after the halt: undo
+  } else if (!outcome.activated) {
+    state.status = TargetStatus::kFailed;
   } else {
-    state.status = report.getActivated() ? (healthy(state.report) ? "healthy" : "unhealthy") : "failed";
+    state.status = healthy(outcome) ? TargetStatus::kHealthy : TargetStatus::kUnhealthy;
   }
   save();
 }
 
 void Rollout::tick() {
-  if (stage_ != "running") return;
+  if (stage_ != RolloutStage::kRunning) return;
   // The gate of the current wave: every online agent of waves <= current has reported, or the deadline passed.
   int reported = 0, healthy_count = 0, waiting = 0;
   int64_t last_report_ms = 0;
   for (const auto& [agent, state] : agents_) {
     if (state.wave > wave_) continue;
-    if (state.status == "healthy" || state.status == "unhealthy" || state.status == "failed") {
+    if (state.status == TargetStatus::kHealthy || state.status == TargetStatus::kUnhealthy ||
+        state.status == TargetStatus::kFailed) {
       ++reported;
       last_report_ms = std::max(last_report_ms, state.reported_at_ms);
-      healthy_count += state.status == "healthy" ? 1 : 0;
+      healthy_count += state.status == TargetStatus::kHealthy ? 1 : 0;
     } else if (host_.is_online(agent)) {
       ++waiting;
     }
   }
-  const bool expired = now_ms() >= wave_deadline_ms_;
+  const int64_t now = host_.monotonic_ms();
+  const bool expired = now >= wave_deadline_ms_;
   if (waiting > 0 && !expired) return;
   // Soak: the updated agents run a while before the gate is judged, so crashes count.
-  if (reported > 0 && now_ms() - last_report_ms < settings_.soak_ms && !expired) return;
+  if (reported > 0 && now - last_report_ms < settings_.soak_ms && !expired) return;
   if (reported == 0) {
     if (expired) rollback(fmt::format("no agent of wave {} reported within {} ms", wave_ + 1, settings_.wave_timeout_ms));
     return;
@@ -209,39 +246,40 @@ void Rollout::tick() {
   if (wave_ + 1 < static_cast<int>(settings_.waves.size())) {
     start_wave(wave_ + 1);
   } else {
-    stage_ = "done";
+    stage_ = RolloutStage::kDone;
     host_.store().audit("coordinator", "rollout done", fmt::format("rollout {}", id_));
     save();
   }
 }
 
 void Rollout::pause() {
-  if (stage_ != "running") fail("rollout {} is {}, not running", id_, stage_);
-  stage_ = "paused";
+  if (stage_ != RolloutStage::kRunning) fail("rollout {} is {}, not running", id_, name(stage_));
+  stage_ = RolloutStage::kPaused;
   save();
 }
 
 void Rollout::resume() {
-  if (stage_ != "paused") fail("rollout {} is {}, not paused", id_, stage_);
-  stage_ = "running";
+  if (stage_ != RolloutStage::kPaused) fail("rollout {} is {}, not paused", id_, name(stage_));
+  stage_ = RolloutStage::kRunning;
   start_wave(wave_);
 }
 
 void Rollout::abort() {
-  if (finished()) fail("rollout {} is already {}", id_, stage_);
-  stage_ = "aborted";
+  if (finished()) fail("rollout {} is already {}", id_, name(stage_));
+  stage_ = RolloutStage::kAborted;
   reason_ = "aborted by the operator (updated agents keep the new model; `rollout rollback` reverts them)";
   save(reason_);
 }
 
 void Rollout::rollback(const std::string& reason) {
-  if (stage_ == "rolled_back") fail("rollout {} is already rolled back", id_);
-  stage_ = "rolled_back";
+  if (stage_ == RolloutStage::kRolledBack) fail("rollout {} is already rolled back", id_);
+  stage_ = RolloutStage::kRolledBack;
   reason_ = reason;
   host_.log(fmt::format("rollout {}: rolling back: {}", id_, reason));
   host_.store().audit("coordinator", "rollout rolled back", fmt::format("rollout {}: {}", id_, reason));
   for (auto& [agent, state] : agents_) {
-    if (state.status == "healthy" || state.status == "unhealthy" || state.status == "sent") {
+    if (state.status == TargetStatus::kHealthy || state.status == TargetStatus::kUnhealthy ||
+        state.status == TargetStatus::kSent) {
       if (host_.is_online(agent)) send_rollback(agent);
     }
   }
@@ -257,10 +295,13 @@ nlohmann::json Rollout::status() const {
   nlohmann::json agents = nlohmann::json::array();
   std::map<std::string, int> counts;
   for (const auto& [agent, state] : agents_) {
-    agents.push_back({{"agent", agent}, {"wave", state.wave}, {"status", state.status}, {"report", state.report}});
-    counts[state.status] += 1;
+    agents.push_back({{"agent", agent},
+                      {"wave", state.wave},
+                      {"status", name(state.status)},
+                      {"report", state.report ? state.report->to_json() : nlohmann::json(nullptr)}});
+    counts[std::string(name(state.status))] += 1;
   }
-  return {{"rollout", id_},    {"model", model_.id}, {"sha256", model_.sha256},  {"stage", stage_},
+  return {{"rollout", id_},    {"model", model_.id}, {"sha256", model_.sha256},  {"stage", name(stage_)},
           {"reason", reason_}, {"wave", wave_},      {"waves", settings_.waves}, {"settings", settings_.to_json()},
           {"counts", counts},  {"agents", agents}};
 }

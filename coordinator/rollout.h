@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,25 @@ struct RolloutSettings {
   static RolloutSettings from_json(const nlohmann::json& json);  // validates; errors name the field
 };
 
+// What an agent reported about activating the rollout's model (its activationReport), or, with only
+// `crashes` set, the unclean exits its hello counted since it activated the model.
+struct ActivationOutcome {
+  bool activated = false;
+  bool rolled_back = false;
+  std::string active_sha256;
+  std::string error;
+  double mean_kl = 0;         // vs its previous model, on its held-out text
+  double top1_agreement = 0;  // vs its previous model
+  double tokens_per_second = 0;
+  double previous_tokens_per_second = 0;
+  unsigned crashes = 0;
+
+  nlohmann::json to_json() const;
+  static ActivationOutcome from_json(const nlohmann::json& json);
+  // Reads an activationReport; throws Error on a non-finite or negative figure.
+  static ActivationOutcome from_wire(wire::ActivationReport::Reader report);
+};
+
 class Rollout {
  public:
   // `targets`: the agents in the group, in id order.
@@ -43,8 +63,8 @@ class Rollout {
   static std::unique_ptr<Rollout> recover(RoundHost& host, const Store::RolloutRecord& record);
 
   int64_t id() const { return id_; }
-  const std::string& stage() const { return stage_; }
-  bool finished() const { return stage_ == "done" || stage_ == "rolled_back" || stage_ == "aborted"; }
+  RolloutStage stage() const { return stage_; }
+  bool finished() const { return is_final(stage_); }
 
   // An agent said hello: it gets what it missed; crashes since it activated this rollout's model
   // make it unhealthy.
@@ -60,22 +80,22 @@ class Rollout {
  private:
   struct AgentState {
     int wave = 0;
-    std::string status = "pending";  // pending, sent, healthy, unhealthy, failed, rolling_back, rolled_back
-    nlohmann::json report;
-    int64_t reported_at_ms = 0;
+    TargetStatus status = TargetStatus::kPending;
+    std::optional<ActivationOutcome> report;
+    int64_t reported_at_ms = 0;  // monotonic
   };
   Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model);
   void start_wave(int wave);
   void send_activate(int64_t agent_id);
   void send_rollback(int64_t agent_id);
-  bool healthy(const nlohmann::json& report) const;
+  bool healthy(const ActivationOutcome& report) const;
   void save(const std::string& reason = "");
 
   RoundHost& host_;
   int64_t id_;
   RolloutSettings settings_;
   ModelRecord model_;
-  std::string stage_ = "running";  // running, paused, halted, done, rolled_back, aborted
+  RolloutStage stage_ = RolloutStage::kRunning;
   std::string reason_;
   int wave_ = 0;
   int64_t wave_deadline_ms_ = 0;

@@ -5,23 +5,26 @@
 
 #include "common/error.h"
 #include "common/hex.h"
-#include "models/calibration.h"
-#include "models/model_loader.h"
-#include "protocol/secagg_wire.h"
+#include "coordinator/artifact_store.h"
+#include "models/format/model_loader.h"
+#include "models/quant/calibration.h"
+#include "secagg/secagg_wire.h"
 
 namespace fedcal::coordinator {
 namespace {
 
 using Body = wire::Envelope::Body;
 
+}  // namespace
+
 // L2 norm of one calibration sequence's contribution to the statistics vector: at most seq_len
 // tokens, each adding width_p counts at point p. Gaussian mechanism: sigma = delta2 * sqrt(2 ln(1.25/delta)) / epsilon.
 double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings) {
-  const double dim = config.dim, kv = config.kv_dim(), hidden = config.hidden_dim, vocab = config.vocab_size;
-  const double squares = config.n_layers * (6 * dim * dim + 2 * kv * kv + 3 * hidden * hidden) + dim * dim + vocab * vocab;
-  const double sensitivity = settings.seq_len * std::sqrt(squares);
+  const double sensitivity = settings.seq_len * std::sqrt(squared_widths(config));
   return sensitivity * std::sqrt(2 * std::log(1.25 / settings.dp_delta)) / settings.dp_epsilon;
 }
+
+namespace {
 
 nlohmann::json check_summary(const std::vector<nlohmann::json>& checks) {
   double tokens = 0, kl = 0, top1 = 0, nll = 0, reference_nll = 0, decode = 0, reference_decode = 0;
@@ -61,7 +64,7 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   // Bit-width budget: one agent adds at most sequences x seq_len x (widest point) to any count, so
   // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
   const ModelConfig& config = loaded.model.config;
-  const uint64_t widest = static_cast<uint64_t>(std::max({config.dim, config.hidden_dim, config.vocab_size}));
+  const auto widest = static_cast<uint64_t>(widest_point(config));
   const uint64_t per_agent =
       static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len) * widest;
   const uint64_t agents = settings.max_agents > 0 ? static_cast<uint64_t>(settings.max_agents) : host.store().agents().size();
@@ -79,7 +82,7 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   }
   host.store().audit("operator", "round started",
                      fmt::format("round {} on model {}: {}", id, model.id, settings.to_json().dump()));
-  round->enter("collecting", host.config().join_timeout_ms);
+  round->enter(RoundStage::kCollecting, host.config().join_timeout_ms);
   for (const int64_t agent : host.online_agents()) round->announce(agent);
   return round;
 }
@@ -92,13 +95,13 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
   round->stage_ = record.stage;
   for (const auto& participant : host.store().participants(record.id)) {
     round->participants_.push_back(participant.agent_id);
-    if (participant.status != "dropped") round->evaluators_.insert(static_cast<uint32_t>(participant.index));
+    if (participant.status != ParticipantStatus::kDropped) round->evaluators_.insert(static_cast<uint32_t>(participant.index));
   }
   const auto aggregate = host.store().aggregate_path(record.id);
-  if (record.stage == "quantizing" && aggregate) {
+  if (record.stage == RoundStage::kQuantizing && aggregate) {
     host.log(fmt::format("round {}: resuming the quantization job after a restart", record.id));
     round->begin_quantizing(read_stats(*aggregate));
-  } else if (record.stage == "evaluating" && record.result_model_id) {
+  } else if (record.stage == RoundStage::kEvaluating && record.result_model_id) {
     host.log(fmt::format("round {}: resuming evaluation after a restart", record.id));
     round->results_.push_back(*host.store().model(*record.result_model_id));
     round->result_labels_.push_back("fleet");
@@ -106,25 +109,26 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
       round->results_.push_back(*host.store().model(*record.baseline_model_id));
       round->result_labels_.push_back("public");
     }
-    round->enter("evaluating", host.config().report_timeout_ms);
+    round->enter(RoundStage::kEvaluating, host.config().report_timeout_ms);
     for (const uint32_t index : round->evaluators_) round->send_result(round->participants_[index]);
   } else {
     round->fail_round(
         fmt::format("the coordinator restarted during stage '{}'; the secure-aggregation secrets of that stage are held "
                     "only in memory, so the round cannot resume",
-                    record.stage));
+                    name(record.stage)));
   }
   return round;
 }
 
-void Round::enter(const std::string& stage, int64_t timeout_ms) {
-  const int64_t now = now_ms();
-  if (!stage_.empty() && stage_started_ms_ != 0) stage_ms_[stage_] = now - stage_started_ms_;
+void Round::enter(RoundStage stage, int64_t timeout_ms) {
+  const int64_t now = host_.monotonic_ms();
+  if (entered_) stage_ms_[std::string(name(stage_))] = now - stage_started_ms_;
+  entered_ = true;
   stage_ = stage;
   stage_started_ms_ = now;
   stage_deadline_ms_ = now + timeout_ms;
-  if (stage != "failed") host_.store().set_round_stage(id_, stage);
-  host_.log(fmt::format("round {}: {}", id_, stage));
+  host_.store().set_round_stage(id_, stage);
+  host_.log(fmt::format("round {}: {}", id_, name(stage)));
 }
 
 void Round::announce(int64_t agent_id) {
@@ -145,9 +149,9 @@ void Round::announce(int64_t agent_id) {
 }
 
 void Round::agent_online(int64_t agent_id) {
-  if (stage_ == "collecting" && index_of(agent_id) < 0) announce(agent_id);
+  if (stage_ == RoundStage::kCollecting && index_of(agent_id) < 0) announce(agent_id);
   const int index = index_of(agent_id);
-  if (stage_ == "evaluating" && index >= 0 && evaluators_.count(static_cast<uint32_t>(index)) &&
+  if (stage_ == RoundStage::kEvaluating && index >= 0 && evaluators_.count(static_cast<uint32_t>(index)) &&
       !reports_.count(static_cast<uint32_t>(index))) {
     send_result(agent_id);
   }
@@ -171,17 +175,17 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
   auto expect_round = [&](uint64_t round_id) {
     if (round_id != static_cast<uint64_t>(id_)) fail("round {} is not the active round ({})", round_id, id_);
   };
-  auto expect_stage = [&](const char* stage) {
-    if (stage_ != stage) fail("'{}' is not expected in stage '{}' of round {}", body_name(envelope), stage_, id_);
+  auto expect_stage = [&](RoundStage stage) {
+    if (stage_ != stage) fail("'{}' is not expected in stage '{}' of round {}", body_name(envelope), name(stage_), id_);
     if (index < 0) fail("agent {} is not a participant of round {}", agent_id, id_);
   };
   switch (body.which()) {
     case Body::JOIN: {
       const auto join = body.getJoin();
       expect_round(join.getRoundId());
-      if (stage_ != "collecting") fail("round {} no longer takes participants (stage '{}')", id_, stage_);
+      if (stage_ != RoundStage::kCollecting) fail("round {} no longer takes participants (stage '{}')", id_, name(stage_));
       if (index >= 0) fail("agent {} already joined round {}", agent_id, id_);
-      const uint64_t expected = template_stats_.counts.size() + 2;
+      const uint64_t expected = contribution_length(template_stats_);
       if (join.getVectorLength() != expected) {
         fail("join: statistics vector of {} values, round {} expects {}", join.getVectorLength(), id_, expected);
       }
@@ -198,35 +202,35 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
     case Body::SHARE_KEYS: {
       const auto share_keys = body.getShareKeys();
       expect_round(share_keys.getRoundId());
-      expect_stage("sharing");
+      expect_stage(RoundStage::kSharing);
       std::vector<EncryptedShare> shares = read_encrypted_shares(share_keys.getShares(), "shareKeys");
       secagg_->add_shares(static_cast<uint32_t>(index), std::move(shares));
-      host_.store().set_participant_status(id_, agent_id, "shared");
+      host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kShared);
       return;
     }
     case Body::MASKED_INPUT: {
       const auto masked = body.getMaskedInput();
       expect_round(masked.getRoundId());
-      expect_stage("masking");
+      expect_stage(RoundStage::kMasking);
       secagg_->add_masked_input(static_cast<uint32_t>(index),
                                 read_lane_vector(masked.getValues(), secagg_->config().vector_length, secagg_->config().lane_bits,
                                                  "maskedInput.values"));
-      host_.store().set_participant_status(id_, agent_id, "masked");
+      host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kMasked);
       return;
     }
     case Body::UNMASK_SHARES: {
       const auto unmask = body.getUnmaskShares();
       expect_round(unmask.getRoundId());
-      expect_stage("unmasking");
+      expect_stage(RoundStage::kUnmasking);
       const std::vector<RevealedShare> shares = read_revealed_shares(unmask.getShares(), "unmaskShares");
       secagg_->add_revealed(static_cast<uint32_t>(index), shares);
-      host_.store().set_participant_status(id_, agent_id, "revealed");
+      host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kRevealed);
       return;
     }
     case Body::LOCAL_REPORT: {
       const auto report = body.getLocalReport();
       expect_round(report.getRoundId());
-      expect_stage("evaluating");
+      expect_stage(RoundStage::kEvaluating);
       if (!evaluators_.count(static_cast<uint32_t>(index))) fail("agent {} did not contribute to round {}", agent_id, id_);
       if (reports_.count(static_cast<uint32_t>(index))) fail("agent {} already reported on round {}", agent_id, id_);
       nlohmann::json json = {{"agent", agent_id}, {"error", report.getError().cStr()}, {"checks", nlohmann::json::array()}};
@@ -248,7 +252,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
                                   {"reference_decode_tokens_per_second", check.getReferenceDecodeTokensPerSecond()}});
       }
       reports_[static_cast<uint32_t>(index)] = json;
-      host_.store().set_participant_status(id_, agent_id, "reported");
+      host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kReported);
       return;
     }
     default:
@@ -270,7 +274,7 @@ void Round::begin_sharing() {
   config.threshold = settings_.threshold > 0 ? static_cast<uint32_t>(settings_.threshold) : default_threshold(config.neighbours);
   config.min_survivors = static_cast<uint32_t>(settings_.min_agents);
   config.graph_seed = random_key();
-  config.vector_length = template_stats_.counts.size() + 2;
+  config.vector_length = contribution_length(template_stats_);
   const uint32_t narrowest = narrowest_lane_bits(count_bound_per_agent_, n, dp_noise_stddev_ * std::sqrt(static_cast<double>(n)));
   if (settings_.lane_bits == 32 && narrowest != 32) {
     fail_round(fmt::format("lane_bits = 32, but {} agents x {} counts each (and the DP noise) could reach 2^31; use 0 or 64", n,
@@ -288,7 +292,7 @@ void Round::begin_sharing() {
     fail_round(error.what());
     return;
   }
-  enter("sharing", host_.config().stage_timeout_ms);
+  enter(RoundStage::kSharing, host_.config().stage_timeout_ms);
   for (uint32_t u = 0; u < n; ++u) {
     OutgoingMessage message;
     auto keys = message.body().initRoundKeys();
@@ -317,7 +321,7 @@ void Round::begin_masking() {
                            settings_.min_agents));
     return;
   }
-  enter("masking", host_.config().stage_timeout_ms);
+  enter(RoundStage::kMasking, host_.config().stage_timeout_ms);
   for (const uint32_t u : secagg_->shared()) {
     OutgoingMessage message;
     auto delivery = message.body().initSharesForYou();
@@ -336,9 +340,9 @@ void Round::begin_unmasking() {
     return;
   }
   for (const uint32_t u : secagg_->shared()) {
-    if (!survivors.count(u)) host_.store().set_participant_status(id_, participants_[u], "dropped");
+    if (!survivors.count(u)) host_.store().set_participant_status(id_, participants_[u], ParticipantStatus::kDropped);
   }
-  enter("unmasking", host_.config().stage_timeout_ms);
+  enter(RoundStage::kUnmasking, host_.config().stage_timeout_ms);
   for (const uint32_t u : survivors) {
     OutgoingMessage message;
     auto request = message.body().initUnmaskRequest();
@@ -362,34 +366,32 @@ void Round::finish_aggregation() {
     fail_round("secure aggregation could not be completed: " + why);
     return;
   }
-  CalibrationStats stats = template_stats_;
-  const size_t histogram = stats.counts.size();
+  CalibrationStats stats = stats_from_contribution(template_stats_, *sum);
   // With distributed DP the noisy sum is read as signed and counts below 8 standard deviations of
   // the total noise are zeroed (post-processing: the guarantee is unchanged), so buckets that are
   // pure noise do not stretch the ranges.
   // 8 sigma: a pure-noise count survives with probability ~1e-15, so across ~10^5 counts none does.
   const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(secagg_->survivors().size()));
-  for (size_t i = 0; i < histogram; ++i) {
-    const int64_t value = lane_to_signed((*sum)[i], secagg_->config().lane_bits);
-    stats.counts[i] = dp_noise_stddev_ > 0 && static_cast<double>(value) < noise_floor ? 0 : (*sum)[i];
+  if (dp_noise_stddev_ > 0) {
+    for (uint64_t& count : stats.counts) {
+      if (static_cast<double>(lane_to_signed(count, secagg_->config().lane_bits)) < noise_floor) count = 0;
+    }
   }
-  stats.sequences = (*sum)[histogram];
-  stats.tokens = (*sum)[histogram + 1];
   evaluators_ = secagg_->survivors();
   host_.store().audit(
       "coordinator", "aggregate unmasked",
       fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
   secagg_summary_ = secagg_summary();
   secagg_.reset();  // the masked vectors and shares are no longer needed
-  const std::string path = store_stats(stats, host_.config().artifacts_dir(), id_);
-  stage_ms_["unmasking"] = now_ms() - stage_started_ms_;
+  const std::string path = ArtifactStore(host_.config().artifacts_dir()).add_round_stats(stats, id_);
+  stage_ms_["unmasking"] = host_.monotonic_ms() - stage_started_ms_;
   host_.store().save_aggregate(id_, path, stats.sha256(), static_cast<int>(evaluators_.size()),
                                static_cast<int64_t>(stats.sequences), static_cast<int64_t>(stats.tokens));
   begin_quantizing(std::move(stats));
 }
 
 void Round::begin_quantizing(CalibrationStats stats) {
-  enter("quantizing", 0);
+  enter(RoundStage::kQuantizing, 0);
   QuantizationJobInput input;
   input.round_id = id_;
   input.fp32_package = model_.path;
@@ -421,7 +423,7 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   if (result.baseline) baseline = record(*result.baseline, "public");
   for (const auto& [label, built] : result.groups) record(built, "group:" + label);
   host_.store().set_round_models(id_, fleet, baseline);
-  enter("evaluating", host_.config().report_timeout_ms);
+  enter(RoundStage::kEvaluating, host_.config().report_timeout_ms);
   for (const uint32_t index : evaluators_) send_result(participants_[index]);
 }
 
@@ -463,21 +465,20 @@ void Round::send_result(int64_t agent_id) {
 
 void Round::tick() {
   if (finished()) return;
-  const int64_t now = now_ms();
-  const bool expired = now >= stage_deadline_ms_;
-  if (stage_ == "collecting") {
+  const bool expired = host_.monotonic_ms() >= stage_deadline_ms_;
+  if (stage_ == RoundStage::kCollecting) {
     bool pending = false;
     for (const int64_t agent : announced_) {
       if (index_of(agent) < 0 && host_.is_online(agent)) pending = true;
     }
     if ((!pending && static_cast<int>(participants_.size()) >= settings_.min_agents) || expired) begin_sharing();
-  } else if (stage_ == "sharing") {
+  } else if (stage_ == RoundStage::kSharing) {
     if (expired || !waiting_for(u1_, secagg_->shared())) begin_masking();
-  } else if (stage_ == "masking") {
+  } else if (stage_ == RoundStage::kMasking) {
     if (expired || !waiting_for(secagg_->shared(), secagg_->survivors())) begin_unmasking();
-  } else if (stage_ == "unmasking") {
+  } else if (stage_ == RoundStage::kUnmasking) {
     if (expired || !waiting_for(secagg_->survivors(), secagg_->revealed())) finish_aggregation();
-  } else if (stage_ == "quantizing") {
+  } else if (stage_ == RoundStage::kQuantizing) {
     if (job_.valid() && job_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       try {
         begin_evaluating(job_.get());
@@ -494,7 +495,7 @@ void Round::tick() {
         fail_round(reason);
       }
     }
-  } else if (stage_ == "evaluating") {
+  } else if (stage_ == RoundStage::kEvaluating) {
     std::set<uint32_t> reported;
     for (const auto& [index, report] : reports_) reported.insert(index);
     if (expired || !waiting_for(evaluators_, reported)) finish();
@@ -502,9 +503,8 @@ void Round::tick() {
 }
 
 void Round::finish() {
-  stage_ms_["evaluating"] = now_ms() - stage_started_ms_;
   host_.store().set_round_report(id_, status().dump());
-  enter("done", 0);
+  enter(RoundStage::kDone, 0);
   host_.store().set_round_report(id_, status().dump());
   host_.store().audit("coordinator", "round done", fmt::format("round {}", id_));
 }
@@ -523,9 +523,9 @@ void Round::fail_round(const std::string& reason) {
     abort.setReason(reason);
     host_.send(agent, message);
   }
-  host_.store().set_round_stage(id_, "failed", reason);
+  host_.store().set_round_stage(id_, RoundStage::kFailed, reason);
   host_.store().audit("coordinator", "round failed", fmt::format("round {}: {}", id_, reason));
-  stage_ = "failed";
+  stage_ = RoundStage::kFailed;
   host_.log(fmt::format("round {}: failed: {}", id_, reason));
   host_.store().set_round_report(id_, status().dump());
 }
@@ -540,7 +540,7 @@ nlohmann::json Round::secagg_summary() const {
 nlohmann::json Round::status() const {
   nlohmann::json json = {{"round", id_},
                          {"model", model_.id},
-                         {"stage", stage_},
+                         {"stage", name(stage_)},
                          {"settings", settings_.to_json()},
                          {"announced", announced_.size()},
                          {"joined", participants_.size()}};

@@ -21,13 +21,13 @@
 #include <string>
 #include <vector>
 
-#include "common/secure_aggregation.h"
 #include "coordinator/coordinator_config.h"
 #include "coordinator/quantization_job.h"
 #include "coordinator/round_settings.h"
 #include "coordinator/store.h"
-#include "models/calibration_stats.h"
+#include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
+#include "secagg/secure_aggregation.h"
 
 namespace fedcal::coordinator {
 
@@ -41,7 +41,14 @@ class RoundHost {
   virtual Store& store() = 0;
   virtual const CoordinatorConfig& config() const = 0;
   virtual void log(const std::string& line) = 0;
+  // Milliseconds on a monotonic clock: every deadline and duration (wall-clock time is for display
+  // only, so a clock step neither expires nor extends a stage).
+  virtual int64_t monotonic_ms() const = 0;
 };
+
+// The standard deviation of the Gaussian-mechanism noise the aggregate of a round needs for its
+// (epsilon, delta), from the L2 sensitivity of one sequence (derived from the quantization points).
+double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings);
 
 class Round {
  public:
@@ -52,8 +59,8 @@ class Round {
   static std::unique_ptr<Round> recover(RoundHost& host, const RoundRecord& record);
 
   int64_t id() const { return id_; }
-  const std::string& stage() const { return stage_; }
-  bool finished() const { return stage_ == "done" || stage_ == "failed"; }
+  RoundStage stage() const { return stage_; }
+  bool finished() const { return is_final(stage_); }
 
   // An agent came online (hello): it gets the announcement or the result it still needs.
   void agent_online(int64_t agent_id);
@@ -68,7 +75,7 @@ class Round {
 
  private:
   Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model);
-  void enter(const std::string& stage, int64_t timeout_ms);
+  void enter(RoundStage stage, int64_t timeout_ms);
   void announce(int64_t agent_id);
   void begin_sharing();
   void begin_masking();
@@ -93,10 +100,11 @@ class Round {
   bool all_support_narrow_lanes_ = true;  // every participant said it can mask in 32-bit lanes
   double dp_total_stddev_ = 0;            // of the aggregate, if min_agents join
 
-  std::string stage_;
+  RoundStage stage_ = RoundStage::kCollecting;
+  bool entered_ = false;  // stage_ has been entered (a recovered round has not)
   int64_t stage_started_ms_ = 0;
   int64_t stage_deadline_ms_ = 0;
-  std::map<std::string, int64_t> stage_ms_;  // how long each stage took
+  std::map<std::string, int64_t> stage_ms_;  // how long each stage took, by stage name
 
   std::set<int64_t> announced_;
   std::vector<int64_t> participants_;  // by index

@@ -1,7 +1,7 @@
 #include "coordinator/round_settings.h"
 
 #include "common/error.h"
-#include "models/scales.h"
+#include "models/quant/scales.h"
 
 namespace fedcal::coordinator {
 

@@ -8,10 +8,10 @@
 #include <fstream>
 
 #include "common/error.h"
-#include "common/sha256.h"
-#include "models/calibration.h"
-#include "models/model_loader.h"
-#include "models/model_package.h"
+#include "coordinator/artifact_store.h"
+#include "models/format/model_loader.h"
+#include "models/format/model_package.h"
+#include "models/quant/calibration.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -113,13 +113,12 @@ Server::Server(CoordinatorConfig config)
     if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
   }
   for (const RoundRecord& record : store_.rounds()) {
-    if (record.stage == "done" || record.stage == "failed") continue;
+    if (is_final(record.stage)) continue;
     if (round_ && !round_->finished()) round_->fail_round("superseded by a later unfinished round");
     round_ = Round::recover(*this, record);
   }
   for (const auto& record : store_.rollouts()) {
-    if (record.stage == "running" || record.stage == "paused" || record.stage == "halted")
-      rollout_ = Rollout::recover(*this, record);
+    if (!is_final(record.stage)) rollout_ = Rollout::recover(*this, record);
   }
   store_.audit("coordinator", "started", "listening on " + config_.listen);
   log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key,
@@ -131,6 +130,10 @@ Server::~Server() = default;
 void Server::log(const std::string& line) {
   std::fprintf(stderr, "[coordinator] %s\n", line.c_str());
   std::fflush(stderr);
+}
+
+int64_t Server::monotonic_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void Server::refused(const std::string& peer, const std::string& why) {
@@ -147,7 +150,7 @@ void Server::run(const std::atomic<bool>& stop) {
     // Bounded batches, so a flood on one socket cannot starve the others.
     for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) handle_agent_message();
     if (items[2].revents & ZMQ_POLLIN) handle_admin();
-    if (now_ms() - last_seen_flush_ms_ > 5000) flush_last_seen();
+    if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) flush_last_seen();
     if (rollout_) {
       try {
         rollout_->tick();
@@ -163,7 +166,7 @@ void Server::run(const std::atomic<bool>& stop) {
       }
     }
   }
-  if (round_ && !round_->finished() && round_->stage() != "quantizing" && round_->stage() != "evaluating") {
+  if (round_ && !round_->finished() && round_->stage() != RoundStage::kQuantizing && round_->stage() != RoundStage::kEvaluating) {
     round_->fail_round("the coordinator was stopped");
   }
   flush_last_seen();
@@ -179,7 +182,7 @@ void Server::flush_last_seen() {
     }
   }
   store_.agents_seen(seen);
-  last_seen_flush_ms_ = now_ms();
+  last_seen_flush_monotonic_ms_ = monotonic_ms();
 }
 
 void Server::handle_zap() {
@@ -275,6 +278,7 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
   const bool was_online = is_online(agent->id);
   session.routing_id = routing_id;
   session.last_seen_ms = now_ms();
+  session.last_heard_monotonic_ms = monotonic_ms();
   const std::string peer = "agent " + std::to_string(agent->id);
 
   switch (body.which()) {
@@ -395,7 +399,7 @@ void Server::send(int64_t agent_id, OutgoingMessage& message) {
 
 bool Server::is_online(int64_t agent_id) const {
   const auto session = sessions_.find(agent_id);
-  return session != sessions_.end() && now_ms() - session->second.last_seen_ms < config_.agent_timeout_ms;
+  return session != sessions_.end() && monotonic_ms() - session->second.last_heard_monotonic_ms < config_.agent_timeout_ms;
 }
 
 std::vector<int64_t> Server::online_agents() const {
@@ -430,16 +434,16 @@ nlohmann::json Server::import_model(const std::string& path, const std::string& 
   PackageProvenance provenance;
   if (loaded.package) provenance = loaded.package->provenance;
   if (provenance.source_model_sha256.empty()) provenance.source_model_sha256 = model_fingerprint(loaded.model);
-  const std::string temporary = config_.artifacts_dir() + "/importing.fcpkg";
   PackageWriteOptions options;
   options.signing_key = &signing_key_;
-  write_model_package(temporary, loaded.model, loaded.int8, tokenizer_file.file, provenance, options);
+  const StoredArtifact stored = ArtifactStore(config_.artifacts_dir()).add_package([&](const std::string& temporary) {
+    write_model_package(temporary, loaded.model, loaded.int8, tokenizer_file.file, provenance, options);
+  });
   ModelRecord model;
-  model.sha256 = sha256_file_hex(temporary);
+  model.sha256 = stored.sha256;
   model.kind = loaded.int8.empty() ? "fp32" : "int8";
-  model.path = config_.artifacts_dir() + "/" + model.sha256 + ".fcpkg";
-  fs::rename(temporary, model.path);
-  model.bytes = static_cast<int64_t>(fs::file_size(model.path));
+  model.path = stored.path;
+  model.bytes = stored.bytes;
   model.description = description.empty()
                           ? fmt::format("{} {} from {}", loaded.int8.empty() ? "FP32" : "INT8 " + provenance.method,
                                         loaded.model.config.describe(), path)
@@ -455,7 +459,7 @@ nlohmann::json Server::round_json(int64_t id) {
   if (!record) fail("no round {}", id);
   nlohmann::json json = record->report_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(record->report_json);
   json["round"] = record->id;
-  json["stage"] = record->stage;
+  json["stage"] = name(record->stage);
   if (!record->failure.empty()) json["failure"] = record->failure;
   return json;
 }
@@ -502,7 +506,7 @@ nlohmann::json Server::admin(const nlohmann::json& request) {
     return {{"models", models}};
   }
   if (command == "round.start") {
-    if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), round_->stage());
+    if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), name(round_->stage()));
     const RoundSettings settings = RoundSettings::from_json(request.at("settings"));
     const auto model = store_.model(settings.model_id);
     if (!model) fail("no model {} (see `models list`)", settings.model_id);
@@ -524,8 +528,8 @@ nlohmann::json Server::admin(const nlohmann::json& request) {
     return round_json(round_->id());
   }
   if (command == "rollout.start") {
-    if (rollout_ && (rollout_->stage() == "running" || rollout_->stage() == "paused")) {
-      fail("rollout {} is {}; abort it first", rollout_->id(), rollout_->stage());
+    if (rollout_ && (rollout_->stage() == RolloutStage::kRunning || rollout_->stage() == RolloutStage::kPaused)) {
+      fail("rollout {} is {}; abort it first", rollout_->id(), name(rollout_->stage()));
     }
     const RolloutSettings settings = RolloutSettings::from_json(request.at("settings"));
     const auto model = store_.model(settings.model_id);

@@ -12,12 +12,12 @@
 #include <optional>
 #include <string>
 
-#include "common/curve.h"
 #include "common/signing.h"
 #include "coordinator/coordinator_config.h"
 #include "coordinator/rollout.h"
 #include "coordinator/round.h"
 #include "coordinator/store.h"
+#include "transport/curve.h"
 
 namespace fedcal::coordinator {
 
@@ -38,11 +38,13 @@ class Server : public RoundHost {
   Store& store() override { return store_; }
   const CoordinatorConfig& config() const override { return config_; }
   void log(const std::string& line) override;
+  int64_t monotonic_ms() const override;
 
  private:
   struct Session {
     std::string routing_id;
-    int64_t last_seen_ms = 0;
+    int64_t last_seen_ms = 0;             // wall clock, for display and the registry
+    int64_t last_heard_monotonic_ms = 0;  // liveness
     int64_t last_persisted_ms = 0;
     unsigned crashes_since_activation = 0;  // from its last hello
   };
@@ -75,7 +77,7 @@ class Server : public RoundHost {
   std::unique_ptr<Rollout> rollout_;
   std::ofstream capture_;
   bool shutdown_requested_ = false;
-  int64_t last_seen_flush_ms_ = 0;
+  int64_t last_seen_flush_monotonic_ms_ = 0;
 };
 
 }  // namespace fedcal::coordinator

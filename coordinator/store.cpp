@@ -2,15 +2,18 @@
 
 #include <chrono>
 
-#include "common/crypto.h"
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/random.h"
 #include "common/sha256.h"
 
 namespace fedcal::coordinator {
 namespace {
 
-constexpr const char* kSchema = R"sql(
+// The schema; stages and statuses are limited to their enums' names (stages.h) by CHECK constraints.
+// (A database created by an older version keeps its tables as they were: SQLite cannot add a CHECK.)
+std::string schema() {
+  return fmt::format(R"sql(
 CREATE TABLE IF NOT EXISTS agents (
   id INTEGER PRIMARY KEY,
   public_key TEXT NOT NULL UNIQUE,
@@ -18,7 +21,7 @@ CREATE TABLE IF NOT EXISTS agents (
   enrolled_at_ms INTEGER NOT NULL,
   revoked_at_ms INTEGER,
   last_seen_ms INTEGER NOT NULL DEFAULT 0,
-  profile_json TEXT NOT NULL DEFAULT '{}',
+  profile_json TEXT NOT NULL DEFAULT '{{}}',
   active_model_sha TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS tokens (
@@ -41,7 +44,7 @@ CREATE TABLE IF NOT EXISTS rounds (
   id INTEGER PRIMARY KEY,
   model_id INTEGER NOT NULL REFERENCES models(id),
   config_json TEXT NOT NULL,
-  stage TEXT NOT NULL,
+  stage TEXT NOT NULL CHECK (stage IN ({round_stages})),
   failure TEXT NOT NULL DEFAULT '',
   result_model_id INTEGER REFERENCES models(id),
   baseline_model_id INTEGER REFERENCES models(id),
@@ -53,7 +56,7 @@ CREATE TABLE IF NOT EXISTS participants (
   round_id INTEGER NOT NULL REFERENCES rounds(id),
   agent_id INTEGER NOT NULL REFERENCES agents(id),
   idx INTEGER NOT NULL,
-  status TEXT NOT NULL DEFAULT 'joined',
+  status TEXT NOT NULL DEFAULT 'joined' CHECK (status IN ({participant_statuses})),
   PRIMARY KEY (round_id, agent_id)
 );
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -68,9 +71,9 @@ CREATE TABLE IF NOT EXISTS rollouts (
   id INTEGER PRIMARY KEY,
   model_id INTEGER NOT NULL REFERENCES models(id),
   settings_json TEXT NOT NULL,
-  stage TEXT NOT NULL,
+  stage TEXT NOT NULL CHECK (stage IN ({rollout_stages})),
   reason TEXT NOT NULL DEFAULT '',
-  state_json TEXT NOT NULL DEFAULT '{}',
+  state_json TEXT NOT NULL DEFAULT '{{}}',
   created_at_ms INTEGER NOT NULL,
   updated_at_ms INTEGER NOT NULL
 );
@@ -81,7 +84,11 @@ CREATE TABLE IF NOT EXISTS audit (
   event TEXT NOT NULL,
   detail TEXT NOT NULL
 );
-)sql";
+)sql",
+                     fmt::arg("round_stages", sql_names<RoundStage>()),
+                     fmt::arg("participant_statuses", sql_names<ParticipantStatus>()),
+                     fmt::arg("rollout_stages", sql_names<RolloutStage>()));
+}
 
 std::string token_hash(const std::string& token) { return sha256_hex(std::as_bytes(std::span(token.data(), token.size()))); }
 
@@ -119,7 +126,8 @@ RoundRecord read_round(SQLite::Statement& query) {
   round.id = query.getColumn(0).getInt64();
   round.model_id = query.getColumn(1).getInt64();
   round.config_json = query.getColumn(2).getString();
-  round.stage = query.getColumn(3).getString();
+  round.stage = with_context([&] { return fmt::format("round {}", round.id); },
+                             [&] { return parse_round_stage(query.getColumn(3).getString()); });
   round.failure = query.getColumn(4).getString();
   if (!query.getColumn(5).isNull()) round.result_model_id = query.getColumn(5).getInt64();
   if (!query.getColumn(6).isNull()) round.baseline_model_id = query.getColumn(6).getInt64();
@@ -161,7 +169,7 @@ Store::Store(const std::string& path)
     db_.exec("PRAGMA synchronous=FULL");
     db_.exec("PRAGMA foreign_keys=ON");
     SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    db_.exec(kSchema);
+    db_.exec(schema());
     transaction.commit();
   } catch (const SQLite::Exception& e) {
     fail("{}: {}", path, e.what());
@@ -305,9 +313,9 @@ int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
   return db_.getLastInsertRowid();
 }
 
-void Store::set_round_stage(int64_t id, const std::string& stage, const std::string& failure) {
+void Store::set_round_stage(int64_t id, RoundStage stage, const std::string& failure) {
   SQLite::Statement update(db_, "UPDATE rounds SET stage = ?, failure = ?, updated_at_ms = ? WHERE id = ?");
-  update.bind(1, stage);
+  update.bind(1, std::string(name(stage)));
   update.bind(2, failure);
   update.bind(3, now_ms());
   update.bind(4, id);
@@ -353,9 +361,9 @@ void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
   insert.exec();
 }
 
-void Store::set_participant_status(int64_t round_id, int64_t agent_id, const std::string& status) {
+void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status) {
   SQLite::Statement update(db_, "UPDATE participants SET status = ? WHERE round_id = ? AND agent_id = ?");
-  update.bind(1, status);
+  update.bind(1, std::string(name(status)));
   update.bind(2, round_id);
   update.bind(3, agent_id);
   update.exec();
@@ -366,7 +374,8 @@ std::vector<Store::Participant> Store::participants(int64_t round_id) {
   query.bind(1, round_id);
   std::vector<Participant> out;
   while (query.executeStep())
-    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt(), query.getColumn(2).getString()});
+    out.push_back(
+        {query.getColumn(0).getInt64(), query.getColumn(1).getInt(), parse_participant_status(query.getColumn(2).getString())});
   return out;
 }
 
@@ -381,7 +390,7 @@ void Store::save_aggregate(int64_t round_id, const std::string& stats_path, cons
   insert.bind(5, sequences);
   insert.bind(6, tokens);
   insert.exec();
-  set_round_stage(round_id, "quantizing");
+  set_round_stage(round_id, RoundStage::kQuantizing);
   transaction.commit();
 }
 
@@ -416,9 +425,9 @@ int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json
   return db_.getLastInsertRowid();
 }
 
-void Store::save_rollout(int64_t id, const std::string& stage, const std::string& reason, const std::string& state_json) {
+void Store::save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json) {
   SQLite::Statement update(db_, "UPDATE rollouts SET stage = ?, reason = ?, state_json = ?, updated_at_ms = ? WHERE id = ?");
-  update.bind(1, stage);
+  update.bind(1, std::string(name(stage)));
   update.bind(2, reason);
   update.bind(3, state_json);
   update.bind(4, now_ms());
@@ -431,7 +440,8 @@ std::vector<Store::RolloutRecord> Store::rollouts() {
   std::vector<RolloutRecord> out;
   while (query.executeStep()) {
     out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt64(), query.getColumn(2).getString(),
-                   query.getColumn(3).getString(), query.getColumn(4).getString(), query.getColumn(5).getString()});
+                   parse_rollout_stage(query.getColumn(3).getString()), query.getColumn(4).getString(),
+                   query.getColumn(5).getString()});
   }
   return out;
 }

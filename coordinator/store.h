@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/stages.h"
+
 namespace fedcal::coordinator {
 
 int64_t now_ms();
@@ -41,7 +43,7 @@ struct RoundRecord {
   int64_t id = 0;
   int64_t model_id = 0;
   std::string config_json;
-  std::string stage;  // see round.h
+  RoundStage stage = RoundStage::kCollecting;  // see round.h
   std::string failure;
   std::optional<int64_t> result_model_id;
   std::optional<int64_t> baseline_model_id;
@@ -74,19 +76,19 @@ class Store {
   std::vector<ModelRecord> models();
 
   int64_t create_round(int64_t model_id, const std::string& config_json);
-  void set_round_stage(int64_t id, const std::string& stage, const std::string& failure = "");
+  void set_round_stage(int64_t id, RoundStage stage, const std::string& failure = "");
   void set_round_models(int64_t id, std::optional<int64_t> result_model_id, std::optional<int64_t> baseline_model_id);
   void set_round_report(int64_t id, const std::string& report_json);
   std::optional<RoundRecord> round(int64_t id);
   std::vector<RoundRecord> rounds();
 
   void add_participant(int64_t round_id, int64_t agent_id, int index);
-  void set_participant_status(int64_t round_id, int64_t agent_id, const std::string& status);
+  void set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status);
   // (agent id, index, status) of a round's participants.
   struct Participant {
     int64_t agent_id;
     int index;
-    std::string status;
+    ParticipantStatus status;
   };
   std::vector<Participant> participants(int64_t round_id);
 
@@ -101,10 +103,12 @@ class Store {
   // Rollouts: settings and a JSON snapshot of their state, saved at every change.
   struct RolloutRecord {
     int64_t id, model_id;
-    std::string settings_json, stage, reason, state_json;
+    std::string settings_json;
+    RolloutStage stage;
+    std::string reason, state_json;
   };
   int64_t create_rollout(int64_t model_id, const std::string& settings_json);
-  void save_rollout(int64_t id, const std::string& stage, const std::string& reason, const std::string& state_json);
+  void save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json);
   std::vector<RolloutRecord> rollouts();
 
   void audit(const std::string& actor, const std::string& event, const std::string& detail);

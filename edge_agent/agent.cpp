@@ -8,16 +8,16 @@
 #include <filesystem>
 #include <thread>
 
-#include "common/dp_noise.h"
 #include "common/error.h"
 #include "edge_agent/hardware_profile.h"
 #include "edge_agent/private_text.h"
-#include "models/calibration.h"
-#include "models/model_loader.h"
-#include "models/xnn_runtime.h"
-#include "protocol/secagg_wire.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model_loader.h"
+#include "models/quant/calibration.h"
+#include "secagg/dp_noise.h"
+#include "secagg/secagg_wire.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 namespace {
 
 using Body = wire::Envelope::Body;
@@ -34,7 +34,7 @@ uint64_t wall_clock_us() {
 constexpr uint32_t kChunkRequestBytes = 1 << 20;
 constexpr int64_t kChunkRetryMs = 3000;
 
-// Calibrates on the private text: the statistics vector = histogram counts, then sequences, tokens.
+// Calibrates on the private text: the round's contribution vector, DP noise (if any) on its counts.
 std::vector<uint64_t> compute_statistics(const std::string& package, const SigningKey& key, const AgentConfig& config,
                                          uint32_t sequences, uint32_t seq_len, HistogramLayout layout, double dp_noise_stddev) {
   const PrivateText text = read_private_text(config.data_dir, config.heldout_fraction);
@@ -48,10 +48,8 @@ std::vector<uint64_t> compute_statistics(const std::string& package, const Signi
   options.seq_len = static_cast<int>(seq_len);
   options.layout = layout;
   const CalibrationStats stats = calibrate(transformer, *tokenizer, text.calibration, model_fingerprint(loaded.model), options);
-  std::vector<uint64_t> vector = stats.counts;
-  add_skellam_noise(vector, dp_noise_stddev);
-  vector.push_back(stats.sequences);
-  vector.push_back(stats.tokens);
+  std::vector<uint64_t> vector = contribution_vector(stats);
+  add_skellam_noise(contribution_counts(vector), dp_noise_stddev);
   return vector;
 }
 
@@ -520,9 +518,9 @@ void Agent::on_result(wire::RoundResult::Reader result) {
   busy_ = true;
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 void Agent::request_chunk(Download& download, int64_t& last_request_ms) {
   if (download.complete() || now_ms() - last_request_ms < kChunkRetryMs) return;
@@ -632,4 +630,4 @@ void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled
   send(message);
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -13,8 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "common/curve.h"
-#include "common/secure_aggregation.h"
 #include "edge_agent/agent_config.h"
 #include "edge_agent/download.h"
 #include "edge_agent/enrollment.h"
@@ -22,8 +20,10 @@
 #include "edge_agent/local_server.h"
 #include "edge_agent/model_slots.h"
 #include "protocol/wire.h"
+#include "secagg/secure_aggregation.h"
+#include "transport/curve.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 // Exit codes of `fedcal-agent run`.
 inline constexpr int kExitRefused = 3;  // not enrolled or revoked
@@ -112,4 +112,4 @@ class Agent {
   bool busy_ = false;
 };
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

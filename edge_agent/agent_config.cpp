@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <set>
 
-#include "common/curve.h"
 #include "common/error.h"
+#include "transport/curve.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 namespace {
 namespace fs = std::filesystem;
 
@@ -105,4 +105,4 @@ AgentConfig AgentConfig::load(const std::string& path) {
   return config;
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

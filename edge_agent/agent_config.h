@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 struct AgentConfig {
   std::string coordinator = "tcp://127.0.0.1:7700";     // the coordinator's endpoint
@@ -33,4 +33,4 @@ struct AgentConfig {
   std::string serve_endpoint() const { return "ipc://" + state_dir + "/serve.sock"; }
 };
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

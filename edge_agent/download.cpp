@@ -11,7 +11,7 @@
 #include "common/file_util.h"
 #include "common/sha256.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 namespace fs = std::filesystem;
 
 Download::Download(std::string sha256, uint64_t total_bytes, const std::string& downloads_dir, const std::string& models_dir)
@@ -67,4 +67,4 @@ void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t t
   verified_ = true;
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

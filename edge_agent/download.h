@@ -8,7 +8,7 @@
 #include <span>
 #include <string>
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 class Download {
  public:
@@ -33,4 +33,4 @@ class Download {
   bool verified_ = false;
 };
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -6,13 +6,13 @@
 #include <chrono>
 #include <filesystem>
 
-#include "common/curve.h"
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/hex.h"
 #include "protocol/wire.h"
+#include "transport/curve.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 namespace {
 
 std::vector<uint8_t> from_hex(const std::string& text, const std::string& what) {
@@ -107,4 +107,4 @@ Enrollment enroll(const std::string& state_dir, const std::string& coordinator, 
   });
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

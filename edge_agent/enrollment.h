@@ -8,7 +8,7 @@
 
 #include "common/signing.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 struct Enrollment {
   int64_t agent_id = 0;
@@ -26,4 +26,4 @@ struct Enrollment {
 Enrollment enroll(const std::string& state_dir, const std::string& coordinator, const std::string& coordinator_key,
                   const std::string& token, const std::string& name, int timeout_ms = 15000);
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

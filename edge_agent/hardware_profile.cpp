@@ -6,7 +6,7 @@
 
 #include <thread>
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 HardwareProfile detect_hardware(const std::vector<std::string>& labels) {
   HardwareProfile profile;
@@ -37,4 +37,4 @@ HardwareProfile detect_hardware(const std::vector<std::string>& labels) {
   return profile;
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

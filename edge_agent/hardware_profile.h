@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 struct HardwareProfile {
   std::string arch;
@@ -18,4 +18,4 @@ struct HardwareProfile {
 
 HardwareProfile detect_hardware(const std::vector<std::string>& labels);
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -4,11 +4,11 @@
 #include <chrono>
 
 #include "common/error.h"
-#include "models/evaluation.h"
-#include "models/model_loader.h"
-#include "models/xnn_runtime.h"
+#include "models/engine/evaluation.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model_loader.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 namespace {
 
 // Greedy batch-1 decoding from <s>: tokens per second.
@@ -70,4 +70,4 @@ LocalCheck self_test(const std::string& package, const SigningKey& coordinator_k
   return check;
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

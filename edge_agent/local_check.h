@@ -7,7 +7,7 @@
 
 #include "common/signing.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 struct LocalCheck {
   std::string label;
@@ -35,4 +35,4 @@ LocalCheck check_package(const std::string& label, const std::string& reference,
 // A package with nothing to compare with: verified, loaded, and timed decoding.
 LocalCheck self_test(const std::string& package, const SigningKey& coordinator_key, const LocalCheckOptions& options);
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -5,15 +5,15 @@
 #include <cmath>
 #include <filesystem>
 
-#include "common/curve.h"
 #include "common/error.h"
-#include "common/json_request.h"
-#include "models/evaluation.h"
-#include "models/model_loader.h"
-#include "models/sampler.h"
-#include "models/xnn_runtime.h"
+#include "models/engine/evaluation.h"
+#include "models/engine/generation.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model_loader.h"
+#include "transport/curve.h"
+#include "transport/json_request.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 struct LocalServer::Loaded {
   std::string path;
@@ -78,25 +78,16 @@ nlohmann::json LocalServer::answer(const nlohmann::json& request) {
   Loaded& loaded = *loaded_;
   const std::string command = request.at("command").get<std::string>();
   const std::string sha = std::filesystem::path(loaded.path).stem().string();  // slots keep packages as <sha256>.fcpkg
-  const int context = loaded.transformer->config().max_seq_len;
   if (command == "generate") {
-    std::vector<int> tokens = loaded.tokenizer->encode(request.value("prompt", std::string()), true);
-    const int max_tokens = request.value("max_tokens", 64);
-    if (max_tokens < 1 || max_tokens > 1 << 16) fail("max_tokens must be 1..65536");
-    if (static_cast<int>(tokens.size()) >= context) fail("the prompt has {} tokens; the context is {}", tokens.size(), context);
-    Sampler sampler({request.value("temperature", 0.0f), request.value("top_p", 1.0f), request.value("seed", uint64_t{0})});
-    std::span<const float> logits = loaded.transformer->forward(tokens, 0, false);
+    const std::vector<int> prompt = loaded.tokenizer->encode(request.value("prompt", std::string()), true);
+    GenerationOptions options;
+    options.max_tokens = request.value("max_tokens", 64);
+    if (options.max_tokens < 1 || options.max_tokens > 1 << 16) fail("max_tokens must be 1..65536");
+    options.sampler = {request.value("temperature", 0.0f), request.value("top_p", 1.0f), request.value("seed", uint64_t{0})};
     std::string text;
-    int generated = 0;
-    for (int pos = static_cast<int>(tokens.size()); generated < max_tokens && pos < context; ++pos) {
-      const int token = sampler.sample(logits);
-      if (token == loaded.tokenizer->eos_id()) break;
-      text += loaded.tokenizer->decode(tokens.back(), token);
-      tokens.push_back(token);
-      ++generated;
-      logits = loaded.transformer->forward(std::span(&tokens.back(), 1), pos, false);
-    }
-    return {{"text", text}, {"tokens", generated}, {"model", sha}};
+    const Generation generation = generate(*loaded.transformer, *loaded.tokenizer, prompt, options,
+                                           [&](int previous, int token) { text += loaded.tokenizer->decode(previous, token); });
+    return {{"text", text}, {"tokens", generation.tokens.size()}, {"stop", stop_reason_name(generation.stop)}, {"model", sha}};
   }
   if (command == "score") {
     const std::string text = request.at("text").get<std::string>();
@@ -112,4 +103,4 @@ nlohmann::json local_request(const std::string& endpoint, const nlohmann::json& 
   return json_request(endpoint, request, timeout_ms, "fedcal-agent run");
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

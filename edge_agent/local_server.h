@@ -18,7 +18,7 @@
 
 #include "common/signing.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 class LocalServer {
  public:
@@ -48,4 +48,4 @@ class LocalServer {
 // timeout or an error reply.
 nlohmann::json local_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms = 60000);
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -7,7 +7,7 @@
 #include "common/error.h"
 #include "common/file_util.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 ModelSlots::ModelSlots(std::string state_dir) : state_dir_(std::move(state_dir)) {
   const std::string path = state_dir_ + "/slots.json";
@@ -51,4 +51,4 @@ void ModelSlots::save() const {
                         0600);
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -5,7 +5,7 @@
 
 #include <string>
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 class ModelSlots {
  public:
@@ -32,4 +32,4 @@ class ModelSlots {
   unsigned crashes_ = 0;
 };
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

@@ -9,7 +9,7 @@
 #include "common/error.h"
 #include "common/file_util.h"
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 PrivateText read_private_text(const std::string& data_dir, double heldout_fraction) {
   namespace fs = std::filesystem;
@@ -41,4 +41,4 @@ PrivateText read_private_text(const std::string& data_dir, double heldout_fracti
   return text;
 }
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

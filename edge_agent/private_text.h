@@ -6,7 +6,7 @@
 
 #include <string>
 
-namespace fedcal::agent {
+namespace fedcal::edge_agent {
 
 struct PrivateText {
   std::string calibration;  // lines joined by '\n'
@@ -18,4 +18,4 @@ struct PrivateText {
 // Throws Error naming the folder if it is missing or holds no text.
 PrivateText read_private_text(const std::string& data_dir, double heldout_fraction);
 
-}  // namespace fedcal::agent
+}  // namespace fedcal::edge_agent

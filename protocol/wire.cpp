@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/little_endian.h"
 
 namespace fedcal {
 
@@ -112,22 +113,12 @@ std::vector<uint64_t> read_u64_vector(capnp::Data::Reader data, uint64_t expecte
   std::vector<uint64_t> out(expected_length);
   if (out.empty()) return out;                         // (memcpy from an empty Data's null pointer is UB)
   std::memcpy(out.data(), data.begin(), data.size());  // the wire is little-endian
-  if constexpr (std::endian::native == std::endian::big) {
-    for (uint64_t& value : out) value = __builtin_bswap64(value);
-  }
   return out;
 }
 
 void write_u64_vector(const std::vector<uint64_t>& values, capnp::Data::Builder out) {
   if (out.size() != values.size() * 8) fail("write_u64_vector: {} bytes for {} values", out.size(), values.size());
-  if constexpr (std::endian::native == std::endian::big) {
-    for (size_t i = 0; i < values.size(); ++i) {
-      const uint64_t value = __builtin_bswap64(values[i]);
-      std::memcpy(out.begin() + i * 8, &value, 8);
-    }
-  } else if (!values.empty()) {
-    std::memcpy(out.begin(), values.data(), values.size() * 8);
-  }
+  if (!values.empty()) std::memcpy(out.begin(), values.data(), values.size() * 8);  // little-endian
 }
 
 std::vector<uint64_t> read_lane_vector(capnp::Data::Reader data, uint64_t expected_length, uint32_t lane_bits,

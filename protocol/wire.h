@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/crypto.h"
+#include "common/random.h"
 #include "protocol/messages.capnp.h"
 
 namespace fedcal {

@@ -11,13 +11,13 @@
 #include <sstream>
 #include <thread>
 
-#include "common/curve.h"
 #include "common/error.h"
 #include "common/signing.h"
 #include "coordinator/admin_client.h"
 #include "coordinator/cli/report_format.h"
 #include "coordinator/coordinator_config.h"
 #include "coordinator/server.h"
+#include "transport/curve.h"
 
 namespace {
 

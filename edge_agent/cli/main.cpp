@@ -6,13 +6,13 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "common/curve.h"
 #include "common/error.h"
 #include "common/file_util.h"
 #include "edge_agent/agent.h"
 #include "edge_agent/agent_config.h"
 #include "edge_agent/enrollment.h"
 #include "edge_agent/local_server.h"
+#include "transport/curve.h"
 
 namespace {
 
@@ -23,7 +23,7 @@ void on_signal(int) { g_stop = true; }
 
 int main(int argc, char** argv) {
   using namespace fedcal;
-  using namespace fedcal::agent;
+  using namespace fedcal::edge_agent;
   CLI::App app{"fedcal edge agent: calibrates models on this device's private text and takes part in secure aggregation"};
   app.require_subcommand(1);
   std::string config_path = "/etc/fedcal/agent.toml";
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     if (name.empty()) name = config ? config->name : "agent";
     if (coordinator.empty() || coordinator_key.empty())
       throw Error("--coordinator and --coordinator-key are needed (or a --config with them)");
-    const Enrollment enrollment = fedcal::agent::enroll(state_dir, coordinator, coordinator_key, token, name);
+    const Enrollment enrollment = fedcal::edge_agent::enroll(state_dir, coordinator, coordinator_key, token, name);
     std::printf("enrolled as agent %lld with %s; state in %s\n", static_cast<long long>(enrollment.agent_id), coordinator.c_str(),
                 state_dir.c_str());
   });
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   run->callback([&] {
     const AgentConfig config = AgentConfig::load(config_path);
     if (!Enrollment::read(config.enrollment_path()) && !config.enroll_token.empty()) {
-      fedcal::agent::enroll(config.state_dir, config.coordinator, config.coordinator_key, config.enroll_token, config.name);
+      fedcal::edge_agent::enroll(config.state_dir, config.coordinator, config.coordinator_key, config.enroll_token, config.name);
     }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

@@ -9,9 +9,9 @@
 #include "common/error.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
-#include "models/model_loader.h"
-#include "models/transformer.h"
-#include "models/vector_math.h"
+#include "models/engine/transformer.h"
+#include "models/engine/vector_math.h"
+#include "models/format/model_loader.h"
 
 namespace fedcal::cli {
 namespace {

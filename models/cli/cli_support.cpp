@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "common/file_util.h"
-#include "models/calibration.h"
-#include "models/quantize.h"
+#include "models/quant/calibration.h"
+#include "models/quant/quantize.h"
 
 namespace fedcal::cli {
 namespace fs = std::filesystem;

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "models/model_loader.h"
-#include "models/transformer.h"
+#include "models/engine/transformer.h"
+#include "models/format/model_loader.h"
 
 namespace fedcal::cli {
 
@@ -42,8 +42,9 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
                                const XnnRuntime& runtime, PackageProvenance& provenance);
 
 // The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32.
-std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
-                                              const Tokenizer* tokenizer = nullptr, TransformerOptions transformer_options = {});
+std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
+                                              const QuantizationOptions& options, const Tokenizer* tokenizer = nullptr,
+                                              TransformerOptions transformer_options = {});
 
 // Adds --model (required), --tokenizer and --threads to `command`.
 void add_model_options(CLI::App& command, ModelOptions& options, bool with_tokenizer = true);

@@ -8,8 +8,8 @@
 #include "common/file_util.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
-#include "models/evaluation.h"
-#include "models/model_loader.h"
+#include "models/engine/evaluation.h"
+#include "models/format/model_loader.h"
 
 namespace fedcal::cli {
 namespace {

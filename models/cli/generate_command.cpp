@@ -5,9 +5,9 @@
 #include "common/error.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
-#include "models/model_loader.h"
-#include "models/sampler.h"
-#include "models/transformer.h"
+#include "models/engine/generation.h"
+#include "models/engine/transformer.h"
+#include "models/format/model_loader.h"
 
 namespace fedcal::cli {
 namespace {
@@ -31,42 +31,20 @@ void run_generate(const GenerateOptions& options) {
   Transformer& transformer = *model;
   loaded.model = Model{};  // the transformer holds what it needs
 
-  std::vector<int> prompt = tokenizer->encode(options.prompt, /*add_bos=*/true);
-  const int context = transformer.config().max_seq_len;
-  if (static_cast<int>(prompt.size()) >= context) {
-    fail("the prompt is {} tokens; the model's context is {} tokens", prompt.size(), context);
-  }
-  Sampler sampler({options.temperature, options.top_p, options.seed});
-
+  const std::vector<int> prompt = tokenizer->encode(options.prompt, /*add_bos=*/true);
+  GenerationOptions generation_options;
+  generation_options.max_tokens = options.max_tokens;
+  generation_options.sampler = {options.temperature, options.top_p, options.seed};
   std::fputs(options.prompt.c_str(), stdout);
   std::fflush(stdout);
-  const auto start = std::chrono::steady_clock::now();
-  std::span<const float> logits = transformer.forward(prompt, 0, /*all_logits=*/false);
-  const auto prefill_done = std::chrono::steady_clock::now();
-  int pos = static_cast<int>(prompt.size());
-  int previous = prompt.back();
-  int generated = 0;
-  const char* stop_reason = "max tokens";
-  while (generated < options.max_tokens) {
-    const int token = sampler.sample(logits);
-    if (token == tokenizer->eos_id() || token == tokenizer->bos_id()) {
-      stop_reason = "end of sequence";
-      break;
-    }
+  const Generation generation = generate(transformer, *tokenizer, prompt, generation_options, [&](int previous, int token) {
     std::fputs(tokenizer->decode(previous, token).c_str(), stdout);
     std::fflush(stdout);
-    ++generated;
-    previous = token;
-    if (pos >= context) {
-      stop_reason = "context length";
-      break;
-    }
-    logits = transformer.forward(std::span(&token, 1), pos++, false);
-  }
+  });
   std::fputs("\n", stdout);
-  const auto now = std::chrono::steady_clock::now();
-  const double prefill_seconds = std::chrono::duration<double>(prefill_done - start).count();
-  const double decode_seconds = std::chrono::duration<double>(now - prefill_done).count();
+  const double prefill_seconds = generation.prefill_seconds, decode_seconds = generation.decode_seconds;
+  const auto generated = static_cast<int>(generation.tokens.size());
+  const char* stop_reason = stop_reason_name(generation.stop);
   if (!options.quiet) {
     std::fprintf(stderr, "[prompt: %d tokens at %.0f tokens/s; generated: %d tokens at %.1f tokens/s; stopped at %s]\n",
                  static_cast<int>(prompt.size()), prefill_seconds > 0 ? prompt.size() / prefill_seconds : 0.0, generated,

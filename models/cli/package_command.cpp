@@ -5,10 +5,10 @@
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/signing.h"
-#include "models/calibration.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
-#include "models/model_package.h"
+#include "models/format/model_package.h"
+#include "models/quant/calibration.h"
 
 namespace fedcal::cli {
 namespace {

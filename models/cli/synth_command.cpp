@@ -3,9 +3,9 @@
 
 #include "common/error.h"
 #include "models/cli/commands.h"
-#include "models/hf_checkpoint.h"
-#include "models/llama2c_checkpoint.h"
-#include "models/synth.h"
+#include "models/format/hf_checkpoint.h"
+#include "models/format/llama2c_checkpoint.h"
+#include "models/format/synth.h"
 
 namespace fedcal::cli {
 namespace {

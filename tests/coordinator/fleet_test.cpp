@@ -6,13 +6,13 @@
 #include <fstream>
 #include <set>
 
-#include "common/crypto.h"
-#include "common/curve.h"
 #include "common/sha256.h"
 #include "edge_agent/enrollment.h"
-#include "models/calibration_stats.h"
+#include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
+#include "secagg/crypto.h"
 #include "tests/coordinator/mini_fleet.h"
+#include "transport/curve.h"
 
 namespace fedcal::testing {
 namespace {
@@ -140,9 +140,7 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
     const std::string own =
         calibrate_centrally(fleet, fp32, fleet.calibration_text(i, kSequences), kSequences, "agent" + std::to_string(i));
     const CalibrationStats stats = read_stats(own);
-    std::vector<uint64_t> truth = stats.counts;
-    truth.push_back(stats.sequences);
-    truth.push_back(stats.tokens);
+    const std::vector<uint64_t> truth = contribution_vector(stats);
     const int64_t agent_id = fleet.agent_id(i);
     REQUIRE(masked.count(agent_id));
     const auto& vector = masked.at(agent_id);
@@ -281,7 +279,7 @@ class ProbeClient {
   ProbeClient(MiniFleet& fleet) : context_(1), socket_(context_, zmq::socket_type::dealer) {
     const auto status = fleet.admin({{"command", "status"}});
     const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
-    agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, "probe");
+    edge_agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, "probe");
     configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), status["curve_public_key"],
                            SocketLimits{});
     socket_.connect(status["listen"].get<std::string>());
@@ -425,7 +423,7 @@ TEST_CASE("Fleet round: an agent too old to mask in 32-bit lanes makes the round
   fleet.start_agents();
   fleet.wait_online(4);
   const int64_t model = fleet.import_model();
-  // The round's vector length: the statistics layout of this model, plus sequences and tokens.
+  // The round's vector length: the contribution vector of this model's statistics.
   const CalibrationStats layout =
       read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
   nlohmann::json settings = round_settings(model);
@@ -437,7 +435,7 @@ TEST_CASE("Fleet round: an agent too old to mask in 32-bit lanes makes the round
   body.setRoundId(static_cast<uint64_t>(id));
   body.setCipherPublic(as_data(X25519KeyPair::generate().public_key()));
   body.setMaskPublic(as_data(X25519KeyPair::generate().public_key()));
-  body.setVectorLength(layout.counts.size() + 2);
+  body.setVectorLength(contribution_length(layout));
   old_agent.send_raw(join.encode(sequence++));
   REQUIRE(old_agent.wait_for("roundKeys"));
 

@@ -11,7 +11,7 @@
 
 #include "common/sha256.h"
 #include "edge_agent/local_server.h"
-#include "models/model_package.h"
+#include "models/format/model_package.h"
 #include "tests/coordinator/mini_fleet.h"
 
 namespace fedcal::testing {
@@ -149,7 +149,7 @@ TEST_CASE(
     const std::string endpoint = "ipc://" + fleet.path("agent-0/state/serve.sock");
     while (!stop_client) {
       try {
-        served_by.insert(agent::local_request(
+        served_by.insert(edge_agent::local_request(
             endpoint, {{"command", "generate"}, {"prompt", "Once upon a time"}, {"max_tokens", 8}})["model"]);
         ++served;
       } catch (const std::exception&) {

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "models/hf_checkpoint.h"
+#include "models/format/hf_checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

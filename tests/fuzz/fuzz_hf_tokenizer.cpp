@@ -4,7 +4,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "models/hf_tokenizer.h"
+#include "models/tokenizer/hf_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

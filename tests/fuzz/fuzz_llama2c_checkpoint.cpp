@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "common/error.h"
-#include "models/llama2c_checkpoint.h"
+#include "models/format/llama2c_checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

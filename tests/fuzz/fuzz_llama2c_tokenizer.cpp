@@ -5,7 +5,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "models/llama2c_tokenizer.h"
+#include "models/tokenizer/llama2c_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;

@@ -7,7 +7,7 @@
 
 #include "common/error.h"
 #include "common/sha256.h"
-#include "models/model_package.h"
+#include "models/format/model_package.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(data), reinterpret_cast<const std::byte*>(data) + size);

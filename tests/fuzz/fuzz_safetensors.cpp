@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "common/error.h"
-#include "models/safetensors.h"
+#include "models/format/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -6,13 +6,13 @@
 
 #include <fmt/format.h>
 
-#include "models/calibration_stats.h"
-#include "models/hf_checkpoint.h"
-#include "models/llama2c_checkpoint.h"
-#include "models/llama2c_tokenizer.h"
-#include "models/model_package.h"
-#include "models/quantize.h"
-#include "models/synth.h"
+#include "models/format/hf_checkpoint.h"
+#include "models/format/llama2c_checkpoint.h"
+#include "models/format/model_package.h"
+#include "models/format/synth.h"
+#include "models/quant/calibration_stats.h"
+#include "models/quant/quantize.h"
+#include "models/tokenizer/llama2c_tokenizer.h"
 #include "protocol/wire.h"
 
 namespace fs = std::filesystem;

@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "common/error.h"
-#include "models/calibration_stats.h"
+#include "models/quant/calibration_stats.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "models/llama2c_tokenizer.h"
+#include "models/tokenizer/llama2c_tokenizer.h"
 
 namespace {
 

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
-#include "models/evaluation.h"
-#include "models/model_loader.h"
-#include "models/transformer.h"
+#include "models/engine/evaluation.h"
+#include "models/engine/transformer.h"
+#include "models/format/model_loader.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
@@ -45,21 +45,6 @@ TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logit
   const std::string probe = "Once upon a time, there was a little girl named Lily. She loved to play";
   CHECK(bin_tokenizer->encode(probe, true) == tokens);
   CHECK(hf_tokenizer->encode(probe, true) == tokens);
-}
-
-// Scores the whole held-out split: 16 s in the optimized build, minutes under the sanitizers, so the
-// sanitizer run of tests/run_all.sh excludes it by name; the optimized build runs it.
-TEST_CASE("Project model: held-out perplexity in the C++ engine equals the model card's (to 0.5%)" * doctest::timeout(600)) {
-  const nlohmann::json metrics = nlohmann::json::parse(read_text_file(kModelDir + "/metrics.json"));
-  LoadedModel loaded = load_model(kModelDir + "/model.bin");
-  auto tokenizer = load_tokenizer(loaded, kModelDir + "/tokenizer.bin");
-  const std::string heldout = testing::tinystories_heldout();
-  XnnRuntime runtime(2);
-  Transformer transformer(loaded.model, runtime);
-  const EvalResult result = evaluate(transformer, nullptr, tokenizer->encode(heldout, true), heldout.size());
-  CHECK(result.tokens == metrics["heldout_tokens_scored"].get<int64_t>());
-  CHECK(result.perplexity == doctest::Approx(metrics["heldout_perplexity"].get<double>()).epsilon(0.005));
-  CHECK(result.bits_per_byte == doctest::Approx(metrics["heldout_bits_per_byte"].get<double>()).epsilon(0.005));
 }
 
 }  // namespace

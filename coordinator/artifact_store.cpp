@@ -1,0 +1,38 @@
+#include "coordinator/artifact_store.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "common/error.h"
+#include "common/hex.h"
+#include "common/random.h"
+#include "common/sha256.h"
+
+namespace fedcal::coordinator {
+namespace fs = std::filesystem;
+
+StoredArtifact ArtifactStore::add_package(const std::function<void(const std::string& temporary_path)>& write) const {
+  Key32 nonce = random_key();
+  const std::string temporary = dir_ + "/.incoming-" + to_hex(std::as_bytes(std::span(nonce).first(8))) + ".fcpkg";
+  try {
+    write(temporary);
+    StoredArtifact artifact;
+    artifact.sha256 = sha256_file_hex(temporary);
+    artifact.path = dir_ + "/" + artifact.sha256 + ".fcpkg";
+    fs::rename(temporary, artifact.path);
+    artifact.bytes = static_cast<int64_t>(fs::file_size(artifact.path));
+    return artifact;
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    throw;
+  }
+}
+
+std::string ArtifactStore::add_round_stats(const CalibrationStats& stats, int64_t round_id) const {
+  const std::string path = fmt::format("{}/round-{}.stats", dir_, round_id);
+  write_stats(stats, path);
+  return path;
+}
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,36 @@
+// The coordinator's content-addressed artifact store: every package lives at DIR/<sha256>.fcpkg and
+// a round's aggregate statistics at DIR/round-<id>.stats. A package is written under a temporary
+// name (AtomicFileWriter: synced, renamed), hashed, and renamed to its content address, so a reader
+// never sees a half-written or misnamed artifact. Used by model import and the quantization job.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "models/quant/calibration_stats.h"
+
+namespace fedcal::coordinator {
+
+struct StoredArtifact {
+  std::string sha256;  // of the file, = its name
+  std::string path;
+  int64_t bytes = 0;
+};
+
+class ArtifactStore {
+ public:
+  explicit ArtifactStore(std::string dir) : dir_(std::move(dir)) {}
+  const std::string& dir() const { return dir_; }
+
+  // Calls `write` with a temporary path in the store (unique to this call, so concurrent writers do
+  // not collide), then moves what it wrote to its content address.
+  StoredArtifact add_package(const std::function<void(const std::string& temporary_path)>& write) const;
+  // Writes a round's aggregate statistics; returns the path.
+  std::string add_round_stats(const CalibrationStats& stats, int64_t round_id) const;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,279 @@
+#include "models/engine/transformer.h"
+
+#include <pthreadpool.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+#include "models/engine/vector_math.h"
+
+namespace fedcal {
+
+struct Transformer::Layer {
+  std::vector<float> attn_norm;  // (dim)
+  std::vector<float> ffn_norm;   // (dim)
+  std::unique_ptr<Linear> wq, wk, wv, wo, w1, w2, w3;
+};
+
+namespace {
+
+std::vector<float> padded(size_t floats) { return std::vector<float>(floats + XNN_EXTRA_BYTES / sizeof(float), 0.0f); }
+
+// The INT8 layer if `int8` lists `name`, else the FP32 one.
+std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, int out, const std::string& name,
+                                    const QuantizedLinears* int8) {
+  if (int8 != nullptr) {
+    if (auto it = int8->find(name); it != int8->end()) {
+      const QuantizedMatrix& q = it->second.weights;
+      if (q.rows != out || q.cols != in)
+        fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
+      return std::make_unique<LinearInt8>(it->second, name);
+    }
+  }
+  if (weights.size() != static_cast<size_t>(in) * out) fail("{}: no FP32 weights and no INT8 layer", name);
+  return std::make_unique<LinearF32>(weights.data(), in, out, name);
+}
+
+}  // namespace
+
+Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options, const QuantizedLinears* int8)
+    : config_(model.config), runtime_(runtime), options_(options) {
+  config_.validate();
+  if (options_.max_batch < 1) fail("max_batch {} must be >= 1", options_.max_batch);
+  const ModelConfig& c = config_;
+  const size_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
+
+  // The token table: INT8 when the layers include it (or the tied classifier is INT8), else FP32.
+  const QuantizedLinear* table = nullptr;
+  if (int8 != nullptr) {
+    if (auto it = int8->find("token_embedding"); it != int8->end()) {
+      table = &it->second;
+    } else if (auto head = int8->find("classifier"); c.shared_classifier && head != int8->end()) {
+      table = &head->second;
+    }
+  }
+  if (table != nullptr) {
+    if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim)
+      fail("token_embedding: INT8 table has the wrong shape");
+    token_embedding_int8_ = table->weights;
+  } else {
+    if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
+    token_embedding_ = model.token_embedding;
+  }
+  final_norm_ = model.final_norm;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = model.layers[l];
+    auto layer = std::make_unique<Layer>();
+    auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
+    layer->attn_norm = w.attn_norm;
+    layer->ffn_norm = w.ffn_norm;
+    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"), int8);
+    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8);
+    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8);
+    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"), int8);
+    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8);
+    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8);
+    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"), int8);
+    layers_.push_back(std::move(layer));
+  }
+  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8);
+
+  // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size).
+  const int half = c.head_size() / 2;
+  rope_cos_.resize(static_cast<size_t>(c.max_seq_len) * half);
+  rope_sin_.resize(rope_cos_.size());
+  for (int pos = 0; pos < c.max_seq_len; ++pos) {
+    for (int i = 0; i < half; ++i) {
+      const double angle = pos * std::pow(static_cast<double>(c.rope_theta), -2.0 * i / c.head_size());
+      rope_cos_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(angle));
+      rope_sin_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+
+  key_cache_.resize(static_cast<size_t>(c.n_layers) * c.max_seq_len * kv_dim);
+  value_cache_.resize(key_cache_.size());
+  x_ = padded(batch * dim);
+  xb_ = padded(batch * dim);
+  xb2_ = padded(batch * dim);
+  q_ = padded(batch * dim);
+  k_ = padded(batch * kv_dim);
+  v_ = padded(batch * kv_dim);
+  att_out_ = padded(batch * dim);
+  scores_ = padded(batch * c.n_heads * static_cast<size_t>(c.max_seq_len));
+  hb_ = padded(batch * hidden);
+  hb2_ = padded(batch * hidden);
+}
+
+Transformer::~Transformer() = default;
+
+size_t Transformer::decode_weight_bytes() const {
+  const ModelConfig& c = config_;
+  size_t bytes = classifier_->weight_bytes();
+  for (const auto& layer : layers_) {
+    for (const Linear* linear : {layer->wq.get(), layer->wk.get(), layer->wv.get(), layer->wo.get(), layer->w1.get(),
+                                 layer->w2.get(), layer->w3.get()}) {
+      bytes += linear->weight_bytes();
+    }
+  }
+  const size_t embedding_row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
+  const size_t norms = (2 * size_t(c.n_layers) + 1) * c.dim * sizeof(float);
+  return bytes + embedding_row + norms;
+}
+
+std::span<const float> Transformer::forward(std::span<const int> tokens, int pos, bool all_logits) {
+  const ModelConfig& c = config_;
+  const size_t n = tokens.size();
+  if (n == 0) fail("forward: no tokens");
+  if (pos < 0 || static_cast<size_t>(pos) + n > static_cast<size_t>(c.max_seq_len)) {
+    fail("forward: positions [{}, {}) exceed the context length {}", pos, pos + n, c.max_seq_len);
+  }
+  for (int token : tokens) {
+    if (token < 0 || token >= c.vocab_size) fail("forward: token id {} is outside the vocabulary [0, {})", token, c.vocab_size);
+  }
+  // An observer sees every row, so every row's logits are computed when one is set.
+  const bool every_row = all_logits || observer_ != nullptr;
+  logits_.resize((every_row ? n : 1) * static_cast<size_t>(c.vocab_size));
+  for (size_t start = 0; start < n; start += options_.max_batch) {
+    const size_t count = std::min<size_t>(options_.max_batch, n - start);
+    const bool last_chunk = start + count == n;
+    if (!every_row && !last_chunk) {
+      forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), nullptr, false);
+    } else {
+      float* out = every_row ? logits_.data() + start * c.vocab_size : logits_.data();
+      forward_chunk(tokens.subspan(start, count), pos + static_cast<int>(start), out, every_row);
+    }
+  }
+  if (!all_logits && every_row) return std::span<const float>(logits_).subspan((n - 1) * c.vocab_size, c.vocab_size);
+  return logits_;
+}
+
+// One chunk of n <= max_batch tokens at positions [pos, pos + n).
+void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits) {
+  const ModelConfig& c = config_;
+  const int n = static_cast<int>(tokens.size());
+  const int dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, half = c.head_size() / 2;
+
+  // x (n, dim) = embedding rows of the tokens
+  for (int t = 0; t < n; ++t) {
+    float* row = &x_[size_t(t) * dim];
+    if (token_embedding_int8_) {
+      const QuantizedMatrix& table = *token_embedding_int8_;
+      const float scale = table.row_scale(tokens[t]);
+      dequantize_int8(&table.values[size_t(tokens[t]) * dim], row, dim, scale, 0);
+    } else {
+      std::memcpy(row, &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
+    }
+  }
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const Layer& layer = *layers_[l];
+
+    // Attention block. xb (n, dim) = rmsnorm(x)
+    for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.attn_norm.data(), dim, c.norm_eps);
+    layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, dim)
+    layer.wk->run(runtime_, n, xb_.data(), k_.data());  // k (n, kv_dim)
+    layer.wv->run(runtime_, n, xb_.data(), v_.data());  // v (n, kv_dim)
+    observe(layer_point(l, LayerPoint::kAttnIn), xb_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kQOut), q_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kKOut), k_.data(), n, kv_dim);
+    observe(layer_point(l, LayerPoint::kVOut), v_.data(), n, kv_dim);
+
+    // RoPE on q and k: rotate each interleaved pair (2i, 2i+1) of every head by its position's angle.
+    for (int t = 0; t < n; ++t) {
+      const float* cos = &rope_cos_[size_t(pos + t) * half];
+      const float* sin = &rope_sin_[size_t(pos + t) * half];
+      auto rotate = [&](float* vec, int size) {
+        for (int j = 0; j < size; j += 2) {
+          const int i = (j % c.head_size()) / 2;
+          const float a = vec[j], b = vec[j + 1];
+          vec[j] = a * cos[i] - b * sin[i];
+          vec[j + 1] = a * sin[i] + b * cos[i];
+        }
+      };
+      rotate(&q_[size_t(t) * dim], dim);
+      rotate(&k_[size_t(t) * kv_dim], kv_dim);
+    }
+
+    // KV cache of this layer, each head's rows [pos, pos + n) = that head's part of k, v
+    const int head_size = c.head_size();
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      for (int t = 0; t < n; ++t) {
+        const size_t row = cache_row(l, h, pos + t), part = size_t(t) * kv_dim + size_t(h) * head_size;
+        std::memcpy(&key_cache_[row], &k_[part], head_size * sizeof(float));
+        std::memcpy(&value_cache_[row], &v_[part], head_size * sizeof(float));
+      }
+    }
+
+    attention(l, n, pos);                                      // att_out (n, dim)
+    layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
+    observe(layer_point(l, LayerPoint::kAttnOut), att_out_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kWoOut), xb2_.data(), n, dim);
+    add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
+
+    // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
+    for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.ffn_norm.data(), dim, c.norm_eps);
+    layer.w1->run(runtime_, n, xb_.data(), hb_.data());   // hb (n, hidden)
+    layer.w3->run(runtime_, n, xb_.data(), hb2_.data());  // hb2 (n, hidden)
+    observe(layer_point(l, LayerPoint::kFfnIn), xb_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kW1Out), hb_.data(), n, hidden);
+    observe(layer_point(l, LayerPoint::kW3Out), hb2_.data(), n, hidden);
+    silu_mul(hb_.data(), hb2_.data(), size_t(n) * hidden);  // hb = silu(hb) * hb2
+    layer.w2->run(runtime_, n, hb_.data(), xb2_.data());    // xb2 (n, dim)
+    observe(layer_point(l, LayerPoint::kFfnHidden), hb_.data(), n, hidden);
+    observe(layer_point(l, LayerPoint::kW2Out), xb2_.data(), n, dim);
+    add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
+  }
+
+  if (logits_out == nullptr) return;
+  // Final norm and classifier, for every row or only the last one.
+  const int first = all_logits ? 0 : n - 1;
+  const int rows = n - first;
+  for (int t = first; t < n; ++t) {
+    rmsnorm(&xb_[size_t(t - first) * dim], &x_[size_t(t) * dim], final_norm_.data(), dim, c.norm_eps);
+  }
+  classifier_->run(runtime_, rows, xb_.data(), logits_out);  // logits (rows, vocab)
+  observe(final_in_point(c), xb_.data(), rows, dim);
+  observe(logits_point(c), logits_out, rows, c.vocab_size);
+}
+
+void Transformer::observe(int point, const float* tensor, int rows, int width) const {
+  if (observer_ != nullptr) observer_->observe(point, std::span(tensor, size_t(rows) * width));
+}
+
+namespace {
+
+struct AttentionTask {
+  const ModelConfig* config;
+  const float* q;       // (n, dim)
+  const float* keys;    // (n_kv_heads, max_seq_len, head_size) of this layer
+  const float* values;  // (n_kv_heads, max_seq_len, head_size) of this layer
+  float* scores;        // (n * n_heads, max_seq_len)
+  float* out;           // (n, dim)
+  int pos;
+};
+
+// Causal attention of one (token t, head h) pair: item = t * n_heads + h.
+void attend_one(void* context, size_t item) {
+  const AttentionTask& task = *static_cast<const AttentionTask*>(context);
+  const ModelConfig& c = *task.config;
+  const int head_size = c.head_size();
+  const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
+  const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * c.max_seq_len * head_size;
+  const size_t q_offset = size_t(t) * c.dim + size_t(h) * head_size;
+  // keys and values at positions 0 .. pos + t
+  attention_head(task.q + q_offset, task.keys + kv_offset, task.values + kv_offset, task.pos + t + 1, head_size,
+                 1.0f / std::sqrt(static_cast<float>(head_size)), task.scores + item * c.max_seq_len, task.out + q_offset);
+}
+
+}  // namespace
+
+void Transformer::attention(int layer, int n, int pos) {
+  const ModelConfig& c = config_;
+  const size_t layer_offset = cache_row(layer, 0, 0);
+  AttentionTask task{&c, q_.data(), &key_cache_[layer_offset], &value_cache_[layer_offset], scores_.data(), att_out_.data(), pos};
+  pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
+}
+
+}  // namespace fedcal

@@ -1,0 +1,80 @@
+// The FP32 Llama forward pass: every linear layer on XNNPACK, attention, norms, RoPE and SwiGLU in
+// plain C++. One code path serves token-by-token decoding (n = 1) and batched prefill (n > 1).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model.h"
+#include "models/quant/linear_int8.h"
+#include "models/quant/quantization_points.h"
+
+namespace fedcal {
+
+struct TransformerOptions {
+  int max_batch = 64;  // tokens per prefill chunk through each linear layer
+};
+
+class Transformer {
+ public:
+  // Packs the model's matrices into XNNPACK operators and copies the small tensors; `model` may be
+  // freed afterwards. Linears named in `int8` run in INT8 (their FP32 weights in `model` are not
+  // read and may be empty), the others in FP32. `runtime` must outlive the Transformer.
+  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {},
+              const QuantizedLinears* int8 = nullptr);
+  ~Transformer();
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs `tokens` at positions [pos, pos + n), writing their keys/values into the KV cache (positions
+  // < pos must have been run before). Returns logits (n, vocab) if `all_logits`, else (vocab) for the
+  // last token. The span stays valid until the next call. Throws Error on a bad token or position.
+  std::span<const float> forward(std::span<const int> tokens, int pos, bool all_logits);
+
+  // Sends the activations at every quantization point to `observer` during forward (nullptr: none).
+  // The observer is not owned and must outlive its use. Observed runs compute every logits row.
+  void set_observer(ActivationObserver* observer) { observer_ = observer; }
+
+  // Bytes of weights that one decoding step reads (all matrices, norms, one embedding row).
+  size_t decode_weight_bytes() const;
+
+ private:
+  struct Layer;
+  void forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits);
+  void attention(int layer, int n, int pos);
+
+  void observe(int point, const float* tensor, int rows, int width) const;
+
+  ModelConfig config_;
+  const XnnRuntime& runtime_;
+  ActivationObserver* observer_ = nullptr;
+  TransformerOptions options_;
+  std::vector<float> token_embedding_;                   // (vocab, dim), unless the table is INT8:
+  std::optional<QuantizedMatrix> token_embedding_int8_;  // (vocab, dim) with one scale per tensor or row
+  std::vector<float> final_norm_;                        // (dim)
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<Linear> classifier_;      // (vocab, dim)
+  std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
+
+  // KV cache: (n_layers, n_kv_heads, max_seq_len, head_size) each, so that one head's keys (and
+  // values) are contiguous: attention streams them instead of striding across the other heads.
+  std::vector<float> key_cache_, value_cache_;
+  size_t cache_row(int layer, int kv_head, int pos) const {
+    return ((size_t(layer) * config_.n_kv_heads + kv_head) * config_.max_seq_len + pos) * config_.head_size();
+  }
+  // Activations for one chunk of up to max_batch tokens (B = max_batch); padded for XNNPACK.
+  std::vector<float> x_;         // (B, dim) residual stream
+  std::vector<float> xb_;        // (B, dim) normed input of a block
+  std::vector<float> xb2_;       // (B, dim) block output
+  std::vector<float> q_;         // (B, dim)
+  std::vector<float> k_, v_;     // (B, kv_dim)
+  std::vector<float> att_out_;   // (B, dim)
+  std::vector<float> scores_;    // (B * n_heads, max_seq_len)
+  std::vector<float> hb_, hb2_;  // (B, hidden_dim)
+  std::vector<float> logits_;    // (n, vocab)
+};
+
+}  // namespace fedcal

@@ -1,0 +1,73 @@
+#include "models/engine/xnn_runtime.h"
+
+#include <pthreadpool.h>
+
+#include <limits>
+
+#include "common/error.h"
+
+namespace fedcal {
+namespace {
+
+const char* status_name(xnn_status status) {
+  switch (status) {
+    case xnn_status_success:
+      return "success";
+    case xnn_status_uninitialized:
+      return "uninitialized";
+    case xnn_status_invalid_parameter:
+      return "invalid parameter";
+    case xnn_status_invalid_state:
+      return "invalid state";
+    case xnn_status_unsupported_parameter:
+      return "unsupported parameter";
+    case xnn_status_unsupported_hardware:
+      return "unsupported hardware";
+    case xnn_status_out_of_memory:
+      return "out of memory";
+  }
+  return "unknown status";
+}
+
+}  // namespace
+
+void check_xnn(xnn_status status, const std::string& operation, const std::string& what) {
+  if (status != xnn_status_success) fail("{}: XNNPACK {} failed: {}", what, operation, status_name(status));
+}
+
+XnnRuntime::XnnRuntime(int threads) : threads_(threads) {
+  if (threads < 1 || threads > 1024) fail("thread count {} is out of range [1, 1024]", threads);
+  check_xnn(xnn_initialize(nullptr), "initialize", "runtime");
+  if (threads > 1) {
+    threadpool_ = pthreadpool_create(static_cast<size_t>(threads));
+    if (threadpool_ == nullptr) {
+      xnn_deinitialize();
+      fail("cannot create a pool of {} threads", threads);
+    }
+  }
+}
+
+XnnRuntime::~XnnRuntime() {
+  if (threadpool_ != nullptr) pthreadpool_destroy(threadpool_);
+  xnn_deinitialize();
+}
+
+XnnOperator::~XnnOperator() {
+  if (op_ != nullptr) xnn_delete_operator(op_);
+}
+
+LinearF32::LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name)
+    : name_(std::move(name)), weight_bytes_(in_features * out_features * sizeof(float)) {
+  const float inf = std::numeric_limits<float>::infinity();
+  check_xnn(xnn_create_fully_connected_nc_f32(in_features, out_features, in_features, out_features, weights,
+                                              /*bias=*/nullptr, -inf, inf, /*flags=*/0, op_.out()),
+            "create_fully_connected_nc_f32", name_);
+}
+
+void LinearF32::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
+  check_xnn(xnn_setup_fully_connected_nc_f32(op_.get(), batch, input, output, runtime.threadpool()),
+            "setup_fully_connected_nc_f32", name_);
+  check_xnn(xnn_run_operator(op_.get(), runtime.threadpool()), "run_operator (fully_connected_nc_f32)", name_);
+}
+
+}  // namespace fedcal

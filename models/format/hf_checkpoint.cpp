@@ -1,0 +1,234 @@
+#include "models/format/hf_checkpoint.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "common/error.h"
+#include "common/file_util.h"
+
+namespace fedcal {
+namespace fs = std::filesystem;
+namespace {
+
+int required_int(const nlohmann::json& json, const char* field) {
+  auto it = json.find(field);
+  if (it == json.end()) fail("missing field '{}'", field);
+  if (!it->is_number_integer()) fail("field '{}' is not an integer", field);
+  int64_t value = it->get<int64_t>();
+  if (value < 1 || value > INT32_MAX) fail("field '{}' = {} is out of range", field, value);
+  return static_cast<int>(value);
+}
+
+std::optional<int> optional_token_id(const nlohmann::json& json, const char* field) {
+  auto it = json.find(field);
+  if (it == json.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX) {
+    fail("field '{}' is not a token id", field);
+  }
+  return static_cast<int>(it->get<int64_t>());
+}
+
+template <typename T>
+T optional_value(const nlohmann::json& json, const char* field, T fallback) {
+  auto it = json.find(field);
+  if (it == json.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) fail("field '{}' is not a boolean", field);
+  } else {
+    if (!it->is_number()) fail("field '{}' is not a number", field);
+  }
+  return it->get<T>();
+}
+
+// Applies `row_map(head, row_in_head) -> source row in head` to every head of a (n_heads * head_size, cols) matrix.
+template <typename RowMap>
+std::vector<float> permute_rows(const std::vector<float>& weights, int n_heads, int head_size, int cols, RowMap row_map) {
+  std::vector<float> out(weights.size());
+  for (int h = 0; h < n_heads; ++h) {
+    for (int r = 0; r < head_size; ++r) {
+      const float* source = weights.data() + (static_cast<size_t>(h) * head_size + row_map(r)) * cols;
+      std::copy(source, source + cols, out.data() + (static_cast<size_t>(h) * head_size + r) * cols);
+    }
+  }
+  return out;
+}
+
+// The double that prints like the float does (1e-05, not 9.99999974e-06), for config.json.
+double shortest_double(float value) { return std::stod(fmt::format("{}", value)); }
+
+std::string layer_name(int layer, const char* suffix) { return "model.layers." + std::to_string(layer) + "." + suffix; }
+
+}  // namespace
+
+std::vector<float> hf_to_interleaved_rotary(const std::vector<float>& weights, int n_heads, int head_size, int cols) {
+  const int half = head_size / 2;
+  // Interleaved row 2i+p holds HF row p*half+i.
+  return permute_rows(weights, n_heads, head_size, cols, [half](int r) { return (r % 2) * half + r / 2; });
+}
+
+std::vector<float> interleaved_to_hf_rotary(const std::vector<float>& weights, int n_heads, int head_size, int cols) {
+  const int half = head_size / 2;
+  // HF row p*half+i holds interleaved row 2i+p.
+  return permute_rows(weights, n_heads, head_size, cols, [half](int r) { return 2 * (r % half) + r / half; });
+}
+
+HfConfig parse_hf_config(const std::string& json_text, const std::string& source) {
+  return with_context([&] { return source; },
+                      [&] {
+                        nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+                        if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
+                        auto model_type = json.find("model_type");
+                        if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {
+                          fail("model_type {} is not supported (only \"llama\")", model_type->dump());
+                        }
+                        auto rope_scaling = json.find("rope_scaling");
+                        if (rope_scaling != json.end() && !rope_scaling->is_null())
+                          fail("rope_scaling {} is not supported", rope_scaling->dump());
+                        auto act = json.find("hidden_act");
+                        if (act != json.end() && (!act->is_string() || act->get<std::string>() != "silu")) {
+                          fail("hidden_act {} is not supported (only \"silu\")", act->dump());
+                        }
+                        for (const char* bias : {"attention_bias", "mlp_bias"}) {
+                          if (optional_value(json, bias, false)) fail("{} = true is not supported", bias);
+                        }
+                        HfConfig config;
+                        ModelConfig& m = config.model;
+                        m.dim = required_int(json, "hidden_size");
+                        m.hidden_dim = required_int(json, "intermediate_size");
+                        m.n_layers = required_int(json, "num_hidden_layers");
+                        m.n_heads = required_int(json, "num_attention_heads");
+                        m.n_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
+                                           ? required_int(json, "num_key_value_heads")
+                                           : m.n_heads;
+                        m.vocab_size = required_int(json, "vocab_size");
+                        m.max_seq_len = required_int(json, "max_position_embeddings");
+                        m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
+                        m.rope_theta = optional_value(json, "rope_theta", 10000.0f);
+                        m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
+                        if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
+                            required_int(json, "head_dim") * m.n_heads != m.dim) {
+                          fail("head_dim {} x num_attention_heads {} != hidden_size {} is not supported", json["head_dim"].dump(),
+                               m.n_heads, m.dim);
+                        }
+                        m.validate();
+                        config.bos_token_id = optional_token_id(json, "bos_token_id");
+                        config.eos_token_id = optional_token_id(json, "eos_token_id");
+                        return config;
+                      });
+}
+
+bool is_hf_checkpoint_folder(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) && fs::exists(fs::path(path) / "config.json", ec);
+}
+
+Model read_hf_checkpoint(const std::string& folder) {
+  const fs::path root(folder);
+  const std::string config_path = (root / "config.json").string();
+  const ModelConfig config = parse_hf_config(read_text_file(config_path), config_path).model;
+
+  std::vector<fs::path> shard_paths;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    if (entry.path().extension() == ".safetensors") shard_paths.push_back(entry.path());
+  }
+  if (ec) fail("{}: cannot list folder: {}", folder, ec.message());
+  if (shard_paths.empty()) fail("{}: no *.safetensors file in the folder", folder);
+  std::sort(shard_paths.begin(), shard_paths.end());
+
+  std::vector<std::unique_ptr<SafetensorsFile>> shards;
+  std::map<std::string, const SafetensorsFile*> owner;  // tensor name -> shard holding it
+  for (const fs::path& path : shard_paths) {
+    shards.push_back(std::make_unique<SafetensorsFile>(path.string()));
+    for (const auto& [name, entry] : shards.back()->index().tensors) {
+      auto [it, inserted] = owner.emplace(name, shards.back().get());
+      if (!inserted) fail("{}: tensor '{}' appears in both {} and {}", folder, name, it->second->path(), path.string());
+    }
+  }
+  auto read = [&](const std::string& name, std::vector<int64_t> shape) {
+    auto it = owner.find(name);
+    if (it == owner.end()) fail("{}: missing tensor '{}'", folder, name);
+    return it->second->read_f32(name, shape);
+  };
+
+  Model model = allocate_model(config);
+  const int64_t dim = config.dim, hidden = config.hidden_dim, kv = config.kv_dim(), vocab = config.vocab_size;
+  model.token_embedding = read("model.embed_tokens.weight", {vocab, dim});
+  for (int l = 0; l < config.n_layers; ++l) {
+    LayerWeights& layer = model.layers[l];
+    layer.attn_norm = read(layer_name(l, "input_layernorm.weight"), {dim});
+    layer.wq = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_proj.weight"), {dim, dim}), config.n_heads,
+                                        config.head_size(), config.dim);
+    layer.wk = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_proj.weight"), {kv, dim}), config.n_kv_heads,
+                                        config.head_size(), config.dim);
+    layer.wv = read(layer_name(l, "self_attn.v_proj.weight"), {kv, dim});
+    layer.wo = read(layer_name(l, "self_attn.o_proj.weight"), {dim, dim});
+    layer.ffn_norm = read(layer_name(l, "post_attention_layernorm.weight"), {dim});
+    layer.w1 = read(layer_name(l, "mlp.gate_proj.weight"), {hidden, dim});
+    layer.w2 = read(layer_name(l, "mlp.down_proj.weight"), {dim, hidden});
+    layer.w3 = read(layer_name(l, "mlp.up_proj.weight"), {hidden, dim});
+  }
+  model.final_norm = read("model.norm.weight", {dim});
+  if (!config.shared_classifier) model.classifier = read("lm_head.weight", {vocab, dim});
+  return model;
+}
+
+void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDtype dtype) {
+  const ModelConfig& c = model.config;
+  std::error_code ec;
+  fs::create_directories(folder, ec);
+  if (ec) fail("{}: cannot create folder: {}", folder, ec.message());
+
+  nlohmann::json config = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"hidden_act", "silu"},
+      {"hidden_size", c.dim},
+      {"intermediate_size", c.hidden_dim},
+      {"num_hidden_layers", c.n_layers},
+      {"num_attention_heads", c.n_heads},
+      {"num_key_value_heads", c.n_kv_heads},
+      {"vocab_size", c.vocab_size},
+      {"max_position_embeddings", c.max_seq_len},
+      {"rms_norm_eps", shortest_double(c.norm_eps)},
+      {"rope_theta", shortest_double(c.rope_theta)},
+      {"tie_word_embeddings", c.shared_classifier},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+      {"torch_dtype", dtype == TensorDtype::kF32   ? "float32"
+                      : dtype == TensorDtype::kF16 ? "float16"
+                                                   : "bfloat16"},
+  };
+  std::string text = config.dump(2) + "\n";
+  write_file_atomically((fs::path(folder) / "config.json").string(), std::as_bytes(std::span(text)));
+
+  const int64_t dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), vocab = c.vocab_size;
+  std::vector<std::vector<float>> permuted;  // q/k in HF layout, kept alive until written
+  permuted.reserve(2 * c.n_layers);
+  std::vector<SafetensorsTensorToWrite> tensors;
+  tensors.push_back({"model.embed_tokens.weight", {vocab, dim}, &model.token_embedding});
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& layer = model.layers[l];
+    permuted.push_back(interleaved_to_hf_rotary(layer.wq, c.n_heads, c.head_size(), c.dim));
+    tensors.push_back({layer_name(l, "self_attn.q_proj.weight"), {dim, dim}, &permuted.back()});
+    permuted.push_back(interleaved_to_hf_rotary(layer.wk, c.n_kv_heads, c.head_size(), c.dim));
+    tensors.push_back({layer_name(l, "self_attn.k_proj.weight"), {kv, dim}, &permuted.back()});
+    tensors.push_back({layer_name(l, "input_layernorm.weight"), {dim}, &layer.attn_norm});
+    tensors.push_back({layer_name(l, "self_attn.v_proj.weight"), {kv, dim}, &layer.wv});
+    tensors.push_back({layer_name(l, "self_attn.o_proj.weight"), {dim, dim}, &layer.wo});
+    tensors.push_back({layer_name(l, "post_attention_layernorm.weight"), {dim}, &layer.ffn_norm});
+    tensors.push_back({layer_name(l, "mlp.gate_proj.weight"), {hidden, dim}, &layer.w1});
+    tensors.push_back({layer_name(l, "mlp.down_proj.weight"), {dim, hidden}, &layer.w2});
+    tensors.push_back({layer_name(l, "mlp.up_proj.weight"), {hidden, dim}, &layer.w3});
+  }
+  tensors.push_back({"model.norm.weight", {dim}, &model.final_norm});
+  if (!c.shared_classifier) tensors.push_back({"lm_head.weight", {vocab, dim}, &model.classifier});
+  write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors, dtype, {{"format", "pt"}});
+}
+
+}  // namespace fedcal

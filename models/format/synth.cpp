@@ -1,0 +1,77 @@
+#include "models/format/synth.h"
+
+#include <cmath>
+#include <random>
+
+#include "common/error.h"
+
+namespace fedcal {
+namespace {
+
+ModelConfig make_config(int dim, int hidden, int layers, int heads, int kv_heads, int vocab, int seq_len, bool shared,
+                        float theta = 10000.0f, float eps = 1e-5f) {
+  ModelConfig c;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = kv_heads;
+  c.vocab_size = vocab;
+  c.max_seq_len = seq_len;
+  c.shared_classifier = shared;
+  c.rope_theta = theta;
+  c.norm_eps = eps;
+  return c;
+}
+
+// A portable normal generator: std::normal_distribution's output differs between standard libraries.
+class NormalSource {
+ public:
+  explicit NormalSource(uint64_t seed) : rng_(seed) {}
+  float next() {
+    // Box-Muller on two 53-bit uniforms in (0, 1].
+    const double u1 = (static_cast<double>(rng_() >> 11) + 1.0) * 0x1p-53;
+    const double u2 = static_cast<double>(rng_() >> 11) * 0x1p-53;
+    return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+const std::vector<SynthPreset>& synth_presets() {
+  static const std::vector<SynthPreset> presets = {
+      {"tiny", "2 layers, dim 64, 4 heads / 2 KV heads, vocab 512 (tests)", make_config(64, 176, 2, 4, 2, 512, 128, true)},
+      {"tiny-mha", "2 layers, dim 48, 3 heads, untied head, vocab 300 (tests)", make_config(48, 128, 2, 3, 3, 300, 96, false)},
+      {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},
+      {"smollm-135m", "SmolLM-135M shape: 30 layers, dim 576, 9 heads / 3 KV heads, vocab 49152",
+       make_config(576, 1536, 30, 9, 3, 49152, 2048, true, 10000.0f)},
+      {"tinyllama-1.1b", "TinyLlama-1.1B shape: 22 layers, dim 2048, 32 heads / 4 KV heads, vocab 32000",
+       make_config(2048, 5632, 22, 32, 4, 32000, 2048, false, 10000.0f)},
+  };
+  return presets;
+}
+
+const SynthPreset& find_synth_preset(const std::string& name) {
+  std::string names;
+  for (const SynthPreset& preset : synth_presets()) {
+    if (preset.name == name) return preset;
+    names += (names.empty() ? "" : ", ") + preset.name;
+  }
+  fail("unknown preset '{}' (known: {})", name, names);
+}
+
+Model synthesize_model(const ModelConfig& config, uint64_t seed) {
+  Model model = allocate_model(config);
+  NormalSource normal(seed);
+  for (TensorRef& tensor : list_tensors(model)) {
+    const bool is_norm = tensor.rows == 1;
+    const float scale = is_norm ? 0.1f : 1.0f / std::sqrt(static_cast<float>(tensor.cols));
+    for (float& value : *tensor.data) value = (is_norm ? 1.0f : 0.0f) + scale * normal.next();
+  }
+  return model;
+}
+
+}  // namespace fedcal

@@ -1,0 +1,56 @@
+#include "models/quant/calibration.h"
+
+#include <memory>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/sha256.h"
+
+namespace fedcal {
+
+CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text,
+                           const std::string& model_sha256, const CalibrationOptions& options) {
+  const ModelConfig& config = model.config();
+  if (options.sequences < 1) fail("--sequences {} must be >= 1", options.sequences);
+  if (options.seq_len < 2 || options.seq_len > config.max_seq_len) {
+    fail("--seq-len {} must be in [2, {}] (the model's context length)", options.seq_len, config.max_seq_len);
+  }
+  std::vector<std::string> documents;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line) && static_cast<int>(documents.size()) < options.sequences;) {
+    if (!line.empty()) documents.push_back(line);
+  }
+  if (documents.empty()) fail("the calibration text has no non-empty line");
+
+  CalibrationStats stats = CalibrationStats::empty_for(config, model_sha256, options.layout);
+  StatsRecorder recorder(stats);
+  model.set_observer(&recorder);
+  try {
+    for (size_t i = 0; i < documents.size(); ++i) {
+      std::vector<int> tokens = tokenizer.encode(documents[i], /*add_bos=*/true);
+      if (static_cast<int>(tokens.size()) > options.seq_len) tokens.resize(options.seq_len);
+      model.forward(tokens, 0, /*all_logits=*/true);
+      stats.sequences += 1;
+      stats.tokens += tokens.size();
+      if (options.progress) options.progress(static_cast<int>(i + 1), static_cast<int>(documents.size()));
+    }
+  } catch (...) {
+    model.set_observer(nullptr);
+    throw;
+  }
+  model.set_observer(nullptr);
+  return stats;
+}
+
+std::string model_fingerprint(const Model& model) {
+  Sha256 sha;
+  const std::string architecture = model.config.describe();
+  sha.update(architecture.data(), architecture.size());
+  for (const ConstTensorRef& tensor : list_tensors(model)) {
+    sha.update(tensor.name.data(), tensor.name.size());
+    sha.update(tensor.data->data(), tensor.data->size() * sizeof(float));
+  }
+  return sha.hex();
+}
+
+}  // namespace fedcal

@@ -1,0 +1,69 @@
+// Calibration statistics of a model: one activation histogram per quantization point, as one flat
+// vector of uint64 counts plus the layout that describes it. Statistics of disjoint text merge by
+// adding the vectors, so merge(A, B) equals the statistics of A + B exactly.
+//
+// File format (".stats"): the 8 bytes "FCSTATS1", a uint64 little-endian header length, a JSON header
+// {model_sha256, layout: {mantissa_bits, min_exponent, max_exponent}, points: [names], sequences, tokens},
+// then points x counts_per_point uint64 little-endian counts.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "models/format/model_config.h"
+#include "models/quant/activation_histogram.h"
+#include "models/quant/quantization_points.h"
+
+namespace fedcal {
+
+struct CalibrationStats {
+  std::string model_sha256;  // identity of the model the statistics were recorded on
+  HistogramLayout layout;
+  std::vector<std::string> points;
+  uint64_t sequences = 0;
+  uint64_t tokens = 0;
+  std::vector<uint64_t> counts;  // points.size() * layout.counts_per_point()
+
+  static CalibrationStats empty_for(const ModelConfig& config, const std::string& model_sha256,
+                                    const HistogramLayout& layout = {});
+  std::span<const uint64_t> point(size_t index) const;
+  std::span<uint64_t> point(size_t index);
+  // Adds `other` in place; throws Error if it was recorded on another model or with another layout.
+  void merge(const CalibrationStats& other);
+  // Throws Error unless these statistics fit `config` (points and their order).
+  void check_fits(const ModelConfig& config) const;
+  // SHA-256 of the serialized statistics (for provenance in packages).
+  std::string sha256() const;
+};
+
+// The vector an agent contributes to a round's secure aggregation: every histogram count, then the
+// number of sequences, then the number of tokens. The one definition of that layout, for the agent
+// that builds it, the coordinator that reads the sum back, and the benchmarks and tests.
+size_t contribution_length(const CalibrationStats& stats);
+std::vector<uint64_t> contribution_vector(const CalibrationStats& stats);
+// The counts part of a contribution vector (where distributed-DP noise is added).
+std::span<uint64_t> contribution_counts(std::span<uint64_t> vector);
+// `layout` (model, points, histogram layout) with counts, sequences and tokens read from a (summed)
+// contribution vector; throws Error if its length does not fit.
+CalibrationStats stats_from_contribution(const CalibrationStats& layout, std::span<const uint64_t> vector);
+
+std::vector<std::byte> serialize_stats(const CalibrationStats& stats);
+// Parses untrusted bytes; `source` names them in errors.
+CalibrationStats parse_stats(std::span<const std::byte> bytes, const std::string& source);
+CalibrationStats read_stats(const std::string& path);
+void write_stats(const CalibrationStats& stats, const std::string& path);
+
+// Records activation histograms into `stats` as the FP32 forward pass runs.
+class StatsRecorder : public ActivationObserver {
+ public:
+  // `stats` must outlive the recorder.
+  explicit StatsRecorder(CalibrationStats& stats) : stats_(stats) {}
+  void observe(int point, std::span<const float> values) override;
+
+ private:
+  CalibrationStats& stats_;
+};
+
+}  // namespace fedcal

@@ -1,0 +1,133 @@
+#include "models/quant/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "models/engine/transformer.h"
+
+namespace fedcal {
+
+std::vector<LinearSite> linear_sites(const ModelConfig& config) {
+  std::vector<LinearSite> sites;
+  for (int l = 0; l < config.n_layers; ++l) {
+    const std::string prefix = "layers." + std::to_string(l) + ".";
+    auto point = [l](LayerPoint p) { return layer_point(l, p); };
+    sites.push_back({prefix + "wq", point(LayerPoint::kAttnIn), point(LayerPoint::kQOut)});
+    sites.push_back({prefix + "wk", point(LayerPoint::kAttnIn), point(LayerPoint::kKOut)});
+    sites.push_back({prefix + "wv", point(LayerPoint::kAttnIn), point(LayerPoint::kVOut)});
+    sites.push_back({prefix + "wo", point(LayerPoint::kAttnOut), point(LayerPoint::kWoOut)});
+    sites.push_back({prefix + "w1", point(LayerPoint::kFfnIn), point(LayerPoint::kW1Out)});
+    sites.push_back({prefix + "w3", point(LayerPoint::kFfnIn), point(LayerPoint::kW3Out)});
+    sites.push_back({prefix + "w2", point(LayerPoint::kFfnHidden), point(LayerPoint::kW2Out)});
+  }
+  sites.push_back({"classifier", final_in_point(config), logits_point(config)});
+  return sites;
+}
+
+const std::vector<float>& linear_weights(const Model& model, const std::string& name) {
+  if (name == "classifier") return model.output_weights();
+  const size_t dot = name.rfind('.');
+  const int layer = std::stoi(name.substr(7, dot - 7));
+  const std::string kind = name.substr(dot + 1);
+  const LayerWeights& w = model.layers.at(layer);
+  if (kind == "wq") return w.wq;
+  if (kind == "wk") return w.wk;
+  if (kind == "wv") return w.wv;
+  if (kind == "wo") return w.wo;
+  if (kind == "w1") return w.w1;
+  if (kind == "w2") return w.w2;
+  if (kind == "w3") return w.w3;
+  fail("no linear layer named '{}'", name);
+}
+
+QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options) {
+  const ModelConfig& c = model.config;
+  stats.check_fits(c);
+  const auto sites = linear_sites(c);
+  for (const std::string& name : options.keep_fp32) {
+    bool known = name == "token_embedding";
+    for (const LinearSite& site : sites) known = known || site.name == name || site.name.rfind(name + ".", 0) == 0;
+    if (!known) fail("--keep-fp32: no linear layer or layer named '{}'", name);
+  }
+  auto activation = [&](int point) {
+    // The logits keep their full range: clipping the largest logits would change the argmax, which is
+    // the one thing next-token prediction needs exactly. Every other point uses the requested method.
+    const ScaleMethodSpec method = point == logits_point(c) ? ScaleMethodSpec{ScaleMethod::kMinMax} : options.method;
+    return with_context([&] { return "quantization point " + stats.points[point]; },
+                        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
+  };
+  QuantizedLinears out;
+  for (const LinearSite& site : sites) {
+    const std::string layer_prefix = site.name.substr(0, site.name.rfind('.'));
+    if (options.keep_fp32.count(site.name) || options.keep_fp32.count(layer_prefix)) continue;
+    const std::vector<float>& weights = linear_weights(model, site.name);
+    const int cols = site.name == "classifier" ? c.dim : (site.name.ends_with("w2") ? c.hidden_dim : c.dim);
+    const int rows = static_cast<int>(weights.size() / cols);
+    QuantizedLinear layer;
+    layer.weights = quantize_weights(weights, rows, cols, options.per_channel);
+    layer.input = activation(site.input_point);
+    layer.output = activation(site.output_point);
+    out.emplace(site.name, std::move(layer));
+  }
+  // A separate token table goes INT8 per row with the model (a tied one is the classifier's).
+  if (!c.shared_classifier && !options.keep_fp32.count("token_embedding")) {
+    QuantizedLinear table;
+    table.weights = quantize_weights(model.token_embedding, c.vocab_size, c.dim, /*per_channel=*/true);
+    out.emplace("token_embedding", std::move(table));
+  }
+  return out;
+}
+
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
+                                                  const QuantizeOptions& options, const std::vector<int>& tokens,
+                                                  const XnnRuntime& runtime) {
+  const ModelConfig& c = model.config;
+  const std::vector<int> window(tokens.begin(), tokens.begin() + std::min<size_t>(tokens.size(), c.max_seq_len));
+  if (window.size() < 2) fail("sensitivity needs at least 2 tokens of text");
+  Transformer fp32(model, runtime);
+  const auto reference = fp32.forward(window, 0, true);
+  // log-softmax of the FP32 rows, kept for every candidate.
+  std::vector<double> reference_log(reference.size());
+  auto log_softmax = [&](std::span<const float> logits, double* out) {
+    for (size_t t = 0; t < window.size(); ++t) {
+      auto row = logits.subspan(t * c.vocab_size, c.vocab_size);
+      const double max = *std::max_element(row.begin(), row.end());
+      double sum = 0;
+      for (float v : row) sum += std::exp(v - max);
+      const double log_sum = max + std::log(sum);
+      for (int v = 0; v < c.vocab_size; ++v) out[t * c.vocab_size + v] = row[v] - log_sum;
+    }
+  };
+  log_softmax(reference, reference_log.data());
+
+  const QuantizedLinears all = quantize_model(model, stats, options);
+  std::vector<double> candidate_log(reference.size());
+  std::vector<LayerSensitivity> result;
+  for (const auto& [name, layer] : all) {
+    if (name == "token_embedding") continue;
+    QuantizedLinears only{{name, layer}};
+    Transformer candidate(model, runtime, {}, &only);
+    log_softmax(candidate.forward(window, 0, true), candidate_log.data());
+    double kl = 0;
+    for (size_t i = 0; i < reference_log.size(); ++i) kl += std::exp(reference_log[i]) * (reference_log[i] - candidate_log[i]);
+    result.push_back({name, std::max(0.0, kl / static_cast<double>(window.size()))});
+  }
+  std::sort(result.begin(), result.end(), [](const auto& a, const auto& b) { return a.mean_kl > b.mean_kl; });
+  return result;
+}
+
+PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {
+  PackageProvenance provenance;
+  provenance.method = options.method.to_string();
+  provenance.per_channel = options.per_channel;
+  provenance.asymmetric = options.asymmetric;
+  provenance.sequences = stats.sequences;
+  provenance.tokens = stats.tokens;
+  provenance.stats_sha256 = stats.sha256();
+  provenance.keep_fp32.assign(options.keep_fp32.begin(), options.keep_fp32.end());
+  provenance.source_model_sha256 = stats.model_sha256;
+  return provenance;
+}
+
+}  // namespace fedcal

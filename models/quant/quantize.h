@@ -1,0 +1,55 @@
+// Static W8A8 quantization of a model: calibration statistics + a scale method -> the INT8 layers.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "models/format/model.h"
+#include "models/format/model_package.h"
+#include "models/quant/calibration_stats.h"
+#include "models/quant/linear_int8.h"
+#include "models/quant/scales.h"
+
+namespace fedcal {
+
+struct QuantizeOptions {
+  ScaleMethodSpec method;
+  bool per_channel = false;         // weights: one scale per output channel (else per tensor)
+  bool asymmetric = false;          // activations: zero point (else symmetric)
+  std::set<std::string> keep_fp32;  // linear names ("layers.3.w2", "classifier") or "layers.3" for a whole layer
+};
+
+// The linear layers of a model, each with its input and output quantization points.
+struct LinearSite {
+  std::string name;  // "layers.3.wq", ..., "classifier"
+  int input_point;
+  int output_point;
+};
+std::vector<LinearSite> linear_sites(const ModelConfig& config);
+
+// Quantizes every linear not kept in FP32. Throws Error if the statistics do not fit the model or a
+// point has no usable values; the message names the point.
+QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options);
+
+// What a package records about INT8 layers quantized from `stats` with `options` (one definition, so
+// a package built by `fedcal-model quantize` and one built by a federated round agree byte for byte).
+PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats);
+
+// The FP32 weights of a linear by name.
+const std::vector<float>& linear_weights(const Model& model, const std::string& name);
+
+class XnnRuntime;
+
+struct LayerSensitivity {
+  std::string name;  // linear layer
+  double mean_kl;    // KL(FP32 || model with only this layer in INT8), nats per token
+};
+
+// Measures each linear layer's sensitivity: the mean KL divergence from FP32 of the model in which only
+// that layer runs in INT8, on `tokens` (one window of at most the context length). Sorted worst first.
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
+                                                  const QuantizeOptions& options, const std::vector<int>& tokens,
+                                                  const XnnRuntime& runtime);
+
+}  // namespace fedcal

@@ -1,0 +1,64 @@
+// INT8 scales: activation scales computed from merged calibration histograms by one of four methods,
+// and weight quantization per tensor or per output channel. One INT8 convention everywhere:
+//   real = scale * (q - zero_point),  q in [-128, 127] (activations), [-127, 127] (weights, zero point 0).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "models/quant/activation_histogram.h"
+
+namespace fedcal {
+
+enum class ScaleMethod { kMinMax, kPercentile, kEntropy, kMse };
+
+struct ScaleMethodSpec {
+  ScaleMethod method = ScaleMethod::kPercentile;
+  double percentile = 99.99;  // for kPercentile
+
+  // "minmax", "percentile:99.99", "entropy", "mse"; throws Error on anything else.
+  static ScaleMethodSpec parse(const std::string& text);
+  std::string to_string() const;
+};
+
+struct QuantParams {
+  float scale = 1.0f;
+  int32_t zero_point = 0;
+  bool operator==(const QuantParams&) const = default;
+};
+
+// Activation quantization parameters of one point from its counts (layout.counts_per_point()).
+// Symmetric: clip c from the |x| histogram of both signs, scale = c / 127, zero point 0.
+// Asymmetric: a clip per sign from that sign's histogram, scale = (c+ + c-) / 255.
+// Throws Error if the point saw no values or only non-finite ones.
+QuantParams activation_params(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
+                              bool asymmetric);
+
+// The clipping magnitude `method` picks for a histogram of magnitudes: counts[0] underflow (and zeros),
+// counts[1..buckets] the buckets, counts[buckets + 1] overflow. Exposed for tests.
+double clip_magnitude(const HistogramLayout& layout, std::span<const double> magnitude_counts, const ScaleMethodSpec& method);
+
+// Symmetric INT8 weights of a (rows, cols) matrix: one scale per tensor, or one per row (output channel).
+// How the rows of a QuantizedMatrix share scales: the package's QINT8 and QCINT8 tensor types.
+enum class WeightGranularity { kPerTensor, kPerChannel };
+
+struct QuantizedMatrix {
+  int rows = 0, cols = 0;
+  WeightGranularity granularity = WeightGranularity::kPerTensor;
+  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]
+  std::vector<float> scales;   // 1 (per tensor) or rows (per channel)
+
+  bool per_channel() const { return granularity == WeightGranularity::kPerChannel; }
+  float row_scale(int row) const { return per_channel() ? scales[static_cast<size_t>(row)] : scales[0]; }
+  // Throws Error unless the values and scales fit (rows, cols) and the granularity, and every scale is
+  // positive and finite; `what` names the matrix.
+  void check(const std::string& what) const;
+};
+QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, bool per_channel);
+
+// Round-to-nearest-even INT8 quantization of one value with clamping (the reference for conversions).
+int8_t quantize_value(float value, const QuantParams& params);
+
+}  // namespace fedcal

@@ -1,0 +1,378 @@
+#include "secagg/secure_aggregation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <future>
+#include <numeric>
+#include <thread>
+
+#include "common/error.h"
+
+namespace fedcal {
+namespace {
+
+constexpr size_t kSecretBytes = 32;
+
+void put_u32(Bytes& out, uint32_t value) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(value >> (8 * i)));
+}
+void put_u64(Bytes& out, uint64_t value) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(value >> (8 * i)));
+}
+
+Bytes pair_info(uint64_t round_id, uint32_t a, uint32_t b) {
+  Bytes info;
+  put_u64(info, round_id);
+  put_u32(info, std::min(a, b));
+  put_u32(info, std::max(a, b));
+  return info;
+}
+
+Key32 share_encryption_key(const Key32& shared_secret, uint64_t round_id, uint32_t a, uint32_t b) {
+  return hkdf_sha256(shared_secret, "fedcal-secagg-v1 share encryption", pair_info(round_id, a, b));
+}
+
+Bytes share_associated_data(uint64_t round_id, uint32_t from, uint32_t to) {
+  Bytes data;
+  put_u64(data, round_id);
+  put_u32(data, from);
+  put_u32(data, to);
+  return data;
+}
+
+uint8_t holder_x(const SecAggConfig& config, uint32_t owner, uint32_t holder) {
+  const std::vector<uint32_t> holders = share_holders(config, owner);
+  const auto it = std::lower_bound(holders.begin(), holders.end(), holder);
+  if (it == holders.end() || *it != holder) fail("agent {} holds no share of agent {}", holder, owner);
+  return static_cast<uint8_t>(it - holders.begin() + 1);
+}
+
+bool contains(const std::vector<uint32_t>& sorted, uint32_t value) {
+  return std::binary_search(sorted.begin(), sorted.end(), value);
+}
+
+// +1 if a adds the pairwise mask it shares with b, -1 if it subtracts it.
+int pair_sign(uint32_t a, uint32_t b) { return a < b ? 1 : -1; }
+
+}  // namespace
+
+void SecAggConfig::validate() const {
+  if (participants < 2) fail("secure aggregation: {} participants (at least 2)", participants);
+  if (neighbours < 1 || neighbours >= participants || neighbours > 254) {
+    fail("secure aggregation: {} neighbours for {} participants (1..min(n-1, 254))", neighbours, participants);
+  }
+  if (threshold < 2 || threshold > neighbours + 1) {
+    fail("secure aggregation: threshold {} for {} share holders (2..k+1)", threshold, neighbours + 1);
+  }
+  if (min_survivors < 1) fail("secure aggregation: min_survivors must be at least 1");
+  if (vector_length == 0 || vector_length > (uint64_t{1} << 28)) fail("secure aggregation: vector length {}", vector_length);
+  if (lane_bits != 32 && lane_bits != 64) fail("secure aggregation: lanes of {} bits (32 or 64)", lane_bits);
+}
+
+uint32_t narrowest_lane_bits(uint64_t per_agent_bound, uint32_t agents, double noise_stddev) {
+  constexpr uint64_t kLimit = uint64_t{1} << 31;
+  if (agents == 0 || per_agent_bound > kLimit / agents) return 64;
+  const double bound = static_cast<double>(per_agent_bound * agents) + 40 * noise_stddev;
+  return bound < static_cast<double>(kLimit) ? 32 : 64;
+}
+
+void reduce_to_lanes(std::span<uint64_t> values, uint32_t lane_bits) {
+  if (lane_bits == 32) {
+    for (uint64_t& value : values) value = static_cast<uint32_t>(value);
+  }
+}
+
+int64_t lane_to_signed(uint64_t value, uint32_t lane_bits) {
+  return lane_bits == 32 ? static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(value))) : static_cast<int64_t>(value);
+}
+
+uint32_t default_neighbours(uint32_t participants) {
+  if (participants <= 33) return std::min<uint32_t>(participants - 1, 254);
+  const auto half = static_cast<uint32_t>(std::ceil(1.5 * std::log2(static_cast<double>(participants))));
+  return std::min<uint32_t>({2 * half, participants - 1, 254});
+}
+
+uint32_t default_threshold(uint32_t neighbours) { return std::max<uint32_t>(2, (neighbours + 1) / 2 + 1); }
+
+std::vector<uint32_t> graph_neighbours(const SecAggConfig& config, uint32_t u) {
+  const uint32_t n = config.participants;
+  if (u >= n) fail("agent index {} out of range ({} participants)", u, n);
+  std::vector<uint32_t> out;
+  if (config.neighbours >= n - 1) {
+    for (uint32_t v = 0; v < n; ++v) {
+      if (v != u) out.push_back(v);
+    }
+    return out;
+  }
+  // A seeded Fisher-Yates permutation places the agents on a ring; each is joined to the k/2 nearest
+  // on either side (k rounded up to even), so the graph is symmetric and k-regular.
+  std::vector<uint64_t> words(n, 0);
+  apply_prg_mask(hkdf_sha256(config.graph_seed, "fedcal-secagg-v1 graph", pair_info(config.round_id, 0, 0)), 1, words);
+  std::vector<uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  for (uint32_t i = n - 1; i > 0; --i) std::swap(order[i], order[words[i] % (uint64_t{i} + 1)]);
+  std::vector<uint32_t> position(n);
+  for (uint32_t i = 0; i < n; ++i) position[order[i]] = i;
+  const uint32_t half = (config.neighbours + 1) / 2;
+  std::set<uint32_t> set;
+  for (uint32_t j = 1; j <= half; ++j) {
+    set.insert(order[(position[u] + j) % n]);
+    set.insert(order[(position[u] + n - j) % n]);
+  }
+  set.erase(u);
+  return {set.begin(), set.end()};
+}
+
+std::vector<uint32_t> share_holders(const SecAggConfig& config, uint32_t u) {
+  std::vector<uint32_t> holders = graph_neighbours(config, u);
+  holders.insert(std::lower_bound(holders.begin(), holders.end(), u), u);
+  return holders;
+}
+
+Key32 pairwise_mask_seed(const Key32& shared_secret, uint64_t round_id, uint32_t a, uint32_t b) {
+  return hkdf_sha256(shared_secret, "fedcal-secagg-v1 pairwise mask", pair_info(round_id, a, b));
+}
+
+Key32 self_mask_prg_seed(const Key32& seed, uint64_t round_id, uint32_t owner) {
+  return hkdf_sha256(seed, "fedcal-secagg-v1 self mask", pair_info(round_id, owner, owner));
+}
+
+SecAggClient::SecAggClient()
+    : cipher_keys_(X25519KeyPair::generate()), mask_keys_(X25519KeyPair::generate()), self_mask_seed_(random_key()) {}
+
+std::vector<EncryptedShare> SecAggClient::share_keys(const SecAggConfig& config, uint32_t index,
+                                                     const std::map<uint32_t, AdvertisedKeys>& keys) {
+  config.validate();
+  config_ = config;
+  index_ = index;
+  const std::vector<uint32_t> holders = share_holders(config, index);
+  if (holders.size() > 255) fail("secure aggregation: {} share holders (at most 255)", holders.size());
+  std::vector<uint8_t> xs(holders.size());
+  std::iota(xs.begin(), xs.end(), uint8_t{1});
+  const auto seed_shares = shamir_split(self_mask_seed_, static_cast<int>(config.threshold), xs);
+  const auto key_shares = shamir_split(mask_keys_.private_key(), static_cast<int>(config.threshold), xs);
+
+  std::vector<EncryptedShare> out;
+  for (size_t i = 0; i < holders.size(); ++i) {
+    const uint32_t holder = holders[i];
+    if (holder == index) {
+      held_[index] = {xs[i], seed_shares[i].value, key_shares[i].value};
+      continue;
+    }
+    const auto found = keys.find(holder);
+    if (found == keys.end()) fail("secure aggregation: no advertised keys for neighbour {}", holder);
+    neighbour_keys_[holder] = found->second;
+    Bytes plaintext = seed_shares[i].value;
+    plaintext.insert(plaintext.end(), key_shares[i].value.begin(), key_shares[i].value.end());
+    const Key32 key = share_encryption_key(cipher_keys_.agree(found->second.cipher_public), config.round_id, index, holder);
+    share_keys_[holder] = key;  // the same key decrypts what this neighbour sends us
+    out.push_back({index, holder, aes_gcm_seal(key, plaintext, share_associated_data(config.round_id, index, holder))});
+  }
+  return out;
+}
+
+std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received) {
+  if (held_.empty()) fail("secure aggregation: masked input requested before the key-sharing stage");
+  if (input.size() != config_.vector_length) {
+    fail("secure aggregation: input has {} values, the round expects {}", input.size(), config_.vector_length);
+  }
+  const std::vector<uint32_t> neighbours = graph_neighbours(config_, index_);
+  for (const EncryptedShare& share : received) {
+    if (share.to != index_ || !contains(neighbours, share.from) || held_.count(share.from) != 0) {
+      fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
+    }
+    Bytes plaintext;
+    if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_),
+                      plaintext) ||
+        plaintext.size() != 2 * kSecretBytes) {
+      fail("secure aggregation: the share from agent {} does not decrypt", share.from);
+    }
+    held_[share.from] = {holder_x(config_, share.from, index_), Bytes(plaintext.begin(), plaintext.begin() + kSecretBytes),
+                         Bytes(plaintext.begin() + kSecretBytes, plaintext.end())};
+  }
+
+  // Inputs are taken modulo 2^lane_bits (a DP noise draw below zero wraps, read back as signed); the
+  // round's budget keeps honest counts below 2^31.
+  std::vector<uint64_t> masked(input.begin(), input.end());
+  reduce_to_lanes(masked, config_.lane_bits);
+  apply_prg_mask(self_mask_prg_seed(self_mask_seed_, config_.round_id, index_), 1, masked, config_.lane_bits);
+  for (const auto& [owner, shares] : held_) {
+    if (owner == index_) continue;
+    const Key32 secret = mask_keys_.agree(neighbour_keys_.at(owner).mask_public);
+    apply_prg_mask(pairwise_mask_seed(secret, config_.round_id, index_, owner), pair_sign(index_, owner), masked,
+                   config_.lane_bits);
+  }
+  return masked;
+}
+
+std::vector<RevealedShare> SecAggClient::unmask(const std::vector<uint32_t>& survivors) {
+  if (held_.empty()) fail("secure aggregation: unmasking requested before the key-sharing stage");
+  if (unmasked_) fail("secure aggregation: round {}: a second unmasking request is refused", config_.round_id);
+  std::vector<uint32_t> sorted = survivors;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) fail("secure aggregation: duplicate survivors");
+  if (sorted.size() < config_.min_survivors) {
+    fail("secure aggregation: {} survivors, fewer than the minimum of {}: refusing to unmask", sorted.size(),
+         config_.min_survivors);
+  }
+  if (!contains(sorted, index_)) fail("secure aggregation: the survivor list does not include this agent");
+  unmasked_ = true;
+  std::vector<RevealedShare> out;
+  for (const auto& [owner, shares] : held_) {
+    const bool survived = contains(sorted, owner);
+    out.push_back({owner,
+                   survived ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey,
+                   {shares.x, survived ? shares.self_mask_seed : shares.mask_key}});
+  }
+  return out;
+}
+
+SecAggServer::SecAggServer(SecAggConfig config, std::vector<AdvertisedKeys> keys) : config_(config), keys_(std::move(keys)) {
+  config_.validate();
+  if (keys_.size() != config_.participants)
+    fail("secure aggregation: {} key sets for {} participants", keys_.size(), config_.participants);
+}
+
+void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares) {
+  if (from >= config_.participants) fail("share keys from unknown participant {}", from);
+  if (u2_.count(from)) fail("participant {} sent its shares twice", from);
+  std::vector<uint32_t> expected = graph_neighbours(config_, from);
+  std::vector<uint32_t> got;
+  for (const EncryptedShare& share : shares) {
+    if (share.from != from) fail("participant {} sent a share labelled from {}", from, share.from);
+    if (share.ciphertext.size() != 12 + 2 * kSecretBytes + 16)
+      fail("participant {}: share for {} has {} bytes", from, share.to, share.ciphertext.size());
+    got.push_back(share.to);
+  }
+  std::sort(got.begin(), got.end());
+  if (got != expected)
+    fail("participant {} sent shares for {} holders, expected its {} neighbours", from, got.size(), expected.size());
+  shares_by_sender_[from] = std::move(shares);
+  u2_.insert(from);
+}
+
+std::vector<EncryptedShare> SecAggServer::shares_for(uint32_t to) const {
+  std::vector<EncryptedShare> out;
+  for (const uint32_t sender : u2_) {
+    for (const EncryptedShare& share : shares_by_sender_.at(sender)) {
+      if (share.to == to) out.push_back(share);
+    }
+  }
+  return out;
+}
+
+void SecAggServer::add_masked_input(uint32_t from, std::vector<uint64_t> masked) {
+  if (!u2_.count(from)) fail("masked input from participant {}, which did not share keys", from);
+  if (u3_.count(from)) fail("participant {} sent its masked input twice", from);
+  if (masked.size() != config_.vector_length)
+    fail("participant {}: masked input has {} values, expected {}", from, masked.size(), config_.vector_length);
+  if (config_.lane_bits == 32) {
+    for (size_t i = 0; i < masked.size(); ++i) {
+      if (masked[i] > UINT32_MAX) fail("participant {}: masked value {} does not fit the round's 32-bit lanes", from, i);
+    }
+  }
+  masked_[from] = std::move(masked);
+  u3_.insert(from);
+}
+
+void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>& shares) {
+  if (!u3_.count(from)) fail("unmasking shares from participant {}, which is not a survivor", from);
+  if (u4_.count(from)) fail("participant {} sent unmasking shares twice", from);
+  std::set<uint32_t> owners;
+  for (const RevealedShare& revealed : shares) {
+    const uint32_t owner = revealed.owner;
+    if (!u2_.count(owner)) fail("participant {} revealed a share of {}, which did not share keys", from, owner);
+    if (!owners.insert(owner).second) fail("participant {} revealed two shares of {}", from, owner);
+    const SecretKind expected = u3_.count(owner) ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey;
+    if (revealed.kind != expected) fail("participant {} revealed the wrong secret of {}", from, owner);
+    if (revealed.share.x != holder_x(config_, owner, from) || revealed.share.value.size() != kSecretBytes) {
+      fail("participant {}: malformed share of {}", from, owner);
+    }
+  }
+  for (const RevealedShare& revealed : shares) {
+    auto& bucket = revealed.kind == SecretKind::kSelfMaskSeed ? self_mask_shares_ : mask_key_shares_;
+    bucket[revealed.owner].push_back(revealed.share);
+  }
+  u4_.insert(from);
+}
+
+std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why, size_t workers) const {
+  auto missing = [&](const std::string& reason) -> std::optional<std::vector<uint64_t>> {
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  if (u3_.size() < config_.min_survivors) {
+    return missing(fmt::format("{} agents sent masked input, fewer than the minimum of {}", u3_.size(), config_.min_survivors));
+  }
+  const int t = static_cast<int>(config_.threshold);
+  for (const uint32_t u : u3_) {
+    const auto found = self_mask_shares_.find(u);
+    const size_t have = found == self_mask_shares_.end() ? 0 : found->second.size();
+    if (have < config_.threshold) return missing(fmt::format("{} of {} shares of agent {}'s self-mask seed", have, t, u));
+  }
+  for (const uint32_t u : u2_) {
+    if (u3_.count(u)) continue;
+    const auto found = mask_key_shares_.find(u);
+    const size_t have = found == mask_key_shares_.end() ? 0 : found->second.size();
+    if (have < config_.threshold) return missing(fmt::format("{} of {} shares of dropped agent {}'s mask key", have, t, u));
+  }
+
+  // Every mask to take out: each survivor's self-mask and, for each dropped agent, the pairwise masks
+  // its surviving neighbours added. Seeds first (cheap; a mismatch throws here), then the PRG
+  // expansions, which are the work, spread over the cores.
+  struct Removal {
+    const std::vector<uint64_t>* masked;  // a survivor's input to add, or nullptr
+    Key32 seed;
+    int sign;
+  };
+  std::vector<Removal> removals;
+  for (const auto& [u, masked] : masked_) {
+    Key32 seed;
+    const std::vector<uint8_t> bytes = shamir_combine(self_mask_shares_.at(u), t);
+    std::copy(bytes.begin(), bytes.end(), seed.begin());
+    removals.push_back({&masked, self_mask_prg_seed(seed, config_.round_id, u), -1});
+  }
+  for (const uint32_t u : u2_) {
+    if (u3_.count(u)) continue;
+    Key32 private_key;
+    const std::vector<uint8_t> bytes = shamir_combine(mask_key_shares_.at(u), t);
+    std::copy(bytes.begin(), bytes.end(), private_key.begin());
+    const X25519KeyPair dropped = X25519KeyPair::from_private(private_key);
+    if (dropped.public_key() != keys_[u].mask_public)
+      fail("the shares of dropped agent {}'s mask key do not match its public key", u);
+    for (const uint32_t v : graph_neighbours(config_, u)) {
+      if (!u3_.count(v)) continue;
+      // v added pair_sign(v, u) * PRG(s_vu) for the dropped u: take it back out.
+      removals.push_back(
+          {nullptr, pairwise_mask_seed(dropped.agree(keys_[v].mask_public), config_.round_id, v, u), -pair_sign(v, u)});
+    }
+  }
+  // Sums mod 2^64 are exact in any order, so each worker sums a stride of the removals on its own.
+  auto partial_sum = [&](size_t first, size_t stride) {
+    std::vector<uint64_t> sum(config_.vector_length, 0);
+    for (size_t r = first; r < removals.size(); r += stride) {
+      if (removals[r].masked != nullptr) {
+        const std::vector<uint64_t>& masked = *removals[r].masked;
+        for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked[i];
+      }
+      apply_prg_mask(removals[r].seed, removals[r].sign, sum, config_.lane_bits);
+    }
+    return sum;
+  };
+  if (workers == 0) {
+    constexpr uint64_t kWordsPerWorker = uint64_t(1) << 22;  // below this, a thread costs more than it saves
+    workers = std::min<uint64_t>(std::thread::hardware_concurrency(), removals.size() * config_.vector_length / kWordsPerWorker);
+  }
+  workers = std::clamp<size_t>(workers, 1, std::max<size_t>(removals.size(), 1));
+  std::vector<std::future<std::vector<uint64_t>>> others;
+  for (size_t w = 1; w < workers; ++w) others.push_back(std::async(std::launch::async, partial_sum, w, workers));
+  std::vector<uint64_t> sum = partial_sum(0, workers);
+  for (auto& other : others) {
+    const std::vector<uint64_t> part = other.get();  // rethrows a worker's Error
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += part[i];
+  }
+  reduce_to_lanes(sum, config_.lane_bits);
+  return sum;
+}
+
+}  // namespace fedcal

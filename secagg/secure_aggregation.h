@@ -1,0 +1,163 @@
+// Secure aggregation of uint64 vectors (sums modulo 2^64, or 2^32 in narrow lanes) after Bonawitz et al., "Practical Secure
+// Aggregation for Privacy-Preserving Machine Learning" (CCS 2017), with the sparse neighbour graph of
+// Bell et al. (SecAgg+, CCS 2020). Transport-independent: the coordinator and the agents move these
+// structs in protocol messages.
+//
+// Participants are numbered 0..n-1 in the order they advertised keys (the set U1). Stages:
+//   0 advertise    each agent: two X25519 key pairs (c: encrypts shares, s: pairwise masks)
+//   1 share keys   each agent u: a random 256-bit self-mask seed b_u; t-of-(k+1) Shamir shares of b_u
+//                  and of s_sk_u to its share holders (its k graph neighbours and itself), encrypted
+//                  with AES-256-GCM under a key agreed with each holder; the set of senders is U2
+//   2 masked input y_u = x_u + PRG(b_u) + sum over neighbours v in U2 of +-PRG(s_uv)  (mod 2^64),
+//                  + if u < v, - if u > v, so pairwise masks cancel in the sum; senders are U3
+//   3 unmask       each surviving agent reveals, for each owner whose shares it holds, the share of
+//                  b (owner in U3) or of s_sk (owner dropped after stage 1) - never both - once per round
+// The coordinator rebuilds b for survivors and s_sk for dropped agents, removes their masks and gets
+// sum_{u in U3} x_u. It learns nothing else, as long as fewer than t holders of any agent collude
+// with it (honest-but-curious coordinator; see docs/ARCHITECTURE.md for the threat model).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <vector>
+
+#include "secagg/crypto.h"
+#include "secagg/shamir.h"
+
+namespace fedcal {
+
+struct SecAggConfig {
+  uint64_t round_id = 0;
+  uint32_t participants = 0;   // n = |U1|
+  uint32_t neighbours = 0;     // graph degree k; n - 1 is the complete graph of the original protocol
+  uint32_t threshold = 0;      // t: shares needed out of the k + 1 holders of each secret
+  uint32_t min_survivors = 3;  // the sum of fewer agents is never unmasked
+  Key32 graph_seed{};          // public randomness that places agents on the graph
+  uint64_t vector_length = 0;
+  // Arithmetic modulo 2^lane_bits (64, or 32 when the round's budget keeps every sum below 2^31):
+  // narrow lanes halve the mask expansion and the bytes of every masked input.
+  uint32_t lane_bits = 64;
+
+  // Throws Error naming the field that is out of range.
+  void validate() const;
+};
+
+// The narrowest lanes (32 or 64 bits) in which the sum of `agents` vectors cannot wrap: every count
+// at most agents x per_agent_bound, plus (with distributed DP) 40 standard deviations of the summed
+// noise either way, must stay below 2^31 so that a sum reads back as a signed value.
+uint32_t narrowest_lane_bits(uint64_t per_agent_bound, uint32_t agents, double noise_stddev);
+// Each value modulo 2^lane_bits.
+void reduce_to_lanes(std::span<uint64_t> values, uint32_t lane_bits);
+// A lane of an unmasked sum read as signed (DP noise can push a count below zero).
+int64_t lane_to_signed(uint64_t value, uint32_t lane_bits);
+
+// The graph degree SecAgg+ needs for n agents: the complete graph up to 32 agents, else
+// 2 * ceil(1.5 * log2 n) (so an agent's work grows with log n); always at most 254.
+uint32_t default_neighbours(uint32_t participants);
+// A majority of the holders: floor((k + 1) / 2) + 1, at least 2.
+uint32_t default_threshold(uint32_t neighbours);
+
+// Agent u's graph neighbours (a Harary graph on a seeded permutation; symmetric), sorted.
+std::vector<uint32_t> graph_neighbours(const SecAggConfig& config, uint32_t u);
+// The holders of u's shares: its neighbours and u itself, sorted; holder i gets x = i + 1.
+std::vector<uint32_t> share_holders(const SecAggConfig& config, uint32_t u);
+
+struct AdvertisedKeys {
+  Key32 cipher_public{};
+  Key32 mask_public{};
+};
+
+struct EncryptedShare {
+  uint32_t from = 0;
+  uint32_t to = 0;
+  Bytes ciphertext;
+};
+
+enum class SecretKind : uint8_t { kSelfMaskSeed = 0, kMaskKey = 1 };
+
+struct RevealedShare {
+  uint32_t owner = 0;  // whose secret this is a share of
+  SecretKind kind = SecretKind::kSelfMaskSeed;
+  ShamirShare share;
+};
+
+// One agent's side of a round.
+class SecAggClient {
+ public:
+  SecAggClient();  // fresh key pairs and self-mask seed
+  AdvertisedKeys advertise() const { return {cipher_keys_.public_key(), mask_keys_.public_key()}; }
+  // The round's configuration, once stage 1 has run.
+  const SecAggConfig& config() const { return config_; }
+
+  // Stage 1. `keys` holds the advertised keys of (at least) every graph neighbour of `index`.
+  std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index,
+                                         const std::map<uint32_t, AdvertisedKeys>& keys);
+  // Stage 2. `received`: the shares the coordinator forwarded (one per neighbour in U2). Throws Error
+  // naming the sender of a share that does not decrypt or does not belong.
+  std::vector<uint64_t> mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received);
+  // Stage 3. Refuses (Error) a second request, fewer than min_survivors survivors, or a list without us.
+  std::vector<RevealedShare> unmask(const std::vector<uint32_t>& survivors);
+
+ private:
+  struct HeldShares {
+    uint8_t x = 0;
+    std::vector<uint8_t> self_mask_seed;
+    std::vector<uint8_t> mask_key;
+  };
+  X25519KeyPair cipher_keys_;
+  X25519KeyPair mask_keys_;
+  Key32 self_mask_seed_{};
+  SecAggConfig config_;
+  uint32_t index_ = 0;
+  std::map<uint32_t, AdvertisedKeys> neighbour_keys_;
+  std::map<uint32_t, Key32> share_keys_;  // AES-GCM key shared with each neighbour (symmetric in the pair)
+  std::map<uint32_t, HeldShares> held_;   // by owner: neighbours in U2 and ourselves
+  bool unmasked_ = false;
+};
+
+// The coordinator's side of a round.
+class SecAggServer {
+ public:
+  // `keys[i]` are the advertised keys of participant i.
+  SecAggServer(SecAggConfig config, std::vector<AdvertisedKeys> keys);
+  const SecAggConfig& config() const { return config_; }
+  const std::vector<AdvertisedKeys>& keys() const { return keys_; }
+
+  // Stage 1 from `from`: one share for each of its holders but itself. Throws Error if malformed or repeated.
+  void add_shares(uint32_t from, std::vector<EncryptedShare> shares);
+  const std::set<uint32_t>& shared() const { return u2_; }
+  // The shares addressed to `to` from agents in U2.
+  std::vector<EncryptedShare> shares_for(uint32_t to) const;
+
+  // Stage 2. Throws Error unless `from` is in U2, sends once, and the length and lane width match.
+  void add_masked_input(uint32_t from, std::vector<uint64_t> masked);
+  const std::set<uint32_t>& survivors() const { return u3_; }
+
+  // Stage 3. Throws Error if `from` is not a survivor, replies twice, or a share does not fit
+  // (wrong owner, kind or x).
+  void add_revealed(uint32_t from, const std::vector<RevealedShare>& shares);
+  const std::set<uint32_t>& revealed() const { return u4_; }
+
+  // The sum of the survivors' inputs, or std::nullopt with `why` set while shares are missing.
+  // Throws Error if reconstructed shares are inconsistent with the advertised keys. The mask
+  // expansions run on `workers` threads (0: up to one per core, as the amount of work warrants).
+  std::optional<std::vector<uint64_t>> unmasked_sum(std::string* why, size_t workers = 0) const;
+
+ private:
+  SecAggConfig config_;
+  std::vector<AdvertisedKeys> keys_;
+  std::map<uint32_t, std::vector<EncryptedShare>> shares_by_sender_;
+  std::set<uint32_t> u2_, u3_, u4_;
+  std::map<uint32_t, std::vector<uint64_t>> masked_;
+  std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
+  std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner
+};
+
+// For tests and audits: the mask seeds both sides derive.
+Key32 pairwise_mask_seed(const Key32& shared_secret, uint64_t round_id, uint32_t a, uint32_t b);
+Key32 self_mask_prg_seed(const Key32& seed, uint64_t round_id, uint32_t owner);
+
+}  // namespace fedcal

@@ -1,0 +1,382 @@
+// The round state machine in process: a FakeHost (real SQLite store and artifacts, a hand-moved
+// clock, decoded outgoing messages) and agents that run the real secure-aggregation client. Every
+// stage transition, deadline and dropout path, each test in well under a second (the quantization
+// job is real; it takes ~0.1 s on the project's model).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "coordinator/round.h"
+#include "models/engine/transformer.h"
+#include "models/format/model_loader.h"
+#include "models/quant/calibration.h"
+#include "secagg/secagg_wire.h"
+#include "tests/coordinator/fake_host.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+using testing::FakeHost;
+
+// The project's model's statistics on a few lines: every agent contributes these.
+CalibrationStats agent_statistics(const ModelRecord& model, const RoundSettings& settings) {
+  LoadedModel loaded = load_model(model.path);
+  auto tokenizer = load_tokenizer(loaded, std::nullopt);
+  XnnRuntime runtime(1);
+  Transformer transformer(loaded.model, runtime);
+  CalibrationOptions options;
+  options.sequences = settings.sequences_per_agent;
+  options.seq_len = settings.seq_len;
+  const std::string text = testing::tinystories_train().substr(0, 4000);
+  return calibrate(transformer, *tokenizer, text, model_fingerprint(loaded.model), options);
+}
+
+// One agent's side: answers each stage's message with the real secure-aggregation client.
+struct FakeAgent {
+  int64_t id;
+  std::vector<uint64_t> input;
+  SecAggClient client;
+
+  void join(Round& round, int64_t round_id) const {
+    OutgoingMessage message;
+    auto join = message.body().initJoin();
+    join.setRoundId(static_cast<uint64_t>(round_id));
+    const AdvertisedKeys keys = client.advertise();
+    join.setCipherPublic(as_data(keys.cipher_public));
+    join.setMaskPublic(as_data(keys.mask_public));
+    join.setVectorLength(input.size());
+    join.setNarrowLanes(true);
+    deliver(round, message);
+  }
+  // Answers the last message of `kind` the host sent it; false if there was none.
+  bool answer(FakeHost& host, Round& round, const std::string& kind) {
+    const auto received = host.take(id, kind);
+    if (received.empty()) return false;
+    const auto body = received.back().body();
+    OutgoingMessage message;
+    if (kind == "roundKeys") {
+      const auto keys = body.getRoundKeys();
+      const SecAggConfig config = read_round_keys_config(keys, 3);
+      const auto shares = client.share_keys(config, keys.getIndex(), read_round_keys_neighbours(keys));
+      auto out = message.body().initShareKeys();
+      out.setRoundId(config.round_id);
+      write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
+    } else if (kind == "sharesForYou") {
+      const auto delivery = body.getSharesForYou();
+      const auto masked = client.mask_input(input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
+      auto out = message.body().initMaskedInput();
+      out.setRoundId(delivery.getRoundId());
+      const uint32_t lanes = client.config().lane_bits;
+      write_lane_vector(masked, lanes, out.initValues(static_cast<unsigned>(masked.size() * lanes / 8)));
+    } else if (kind == "unmaskRequest") {
+      const auto request = body.getUnmaskRequest();
+      std::vector<uint32_t> survivors;
+      for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
+      const auto revealed = client.unmask(survivors);
+      auto out = message.body().initUnmaskShares();
+      out.setRoundId(request.getRoundId());
+      write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
+    } else if (kind == "roundResult") {
+      const auto result = body.getRoundResult();
+      auto out = message.body().initLocalReport();
+      out.setRoundId(result.getRoundId());
+      auto checks = out.initChecks(result.getModels().size());
+      for (unsigned i = 0; i < result.getModels().size(); ++i) {
+        checks[i].setLabel(result.getModels()[i].getLabel());
+        checks[i].setTokens(100);
+        checks[i].setMeanKl(0.01);
+        checks[i].setTop1Agreement(0.9);
+        checks[i].setMeanNll(2.0);
+        checks[i].setReferenceMeanNll(1.9);
+        checks[i].setDecodeTokensPerSecond(200);
+        checks[i].setReferenceDecodeTokensPerSecond(100);
+      }
+    } else {
+      FAIL("no answer for " << kind);
+    }
+    deliver(round, message);
+    return true;
+  }
+  void deliver(Round& round, OutgoingMessage& message) const {
+    const DecodedEnvelope envelope = testing::decoded(message);
+    round.handle(id, envelope.envelope());
+  }
+};
+
+struct RoundFixture {
+  testing::ScratchDir dir;
+  FakeHost host{dir};
+  std::vector<int64_t> ids;
+  ModelRecord model;
+  RoundSettings settings;
+  std::vector<FakeAgent> agents;
+
+  explicit RoundFixture(int count) {
+    ids = host.enroll(count);
+    model = host.import_project_model();
+    settings.model_id = model.id;
+    settings.sequences_per_agent = 2;
+    settings.seq_len = 16;
+    settings.min_agents = 3;
+    const std::vector<uint64_t> input = contribution_vector(agent_statistics(model, settings));
+    for (const int64_t id : ids) agents.push_back({id, input, SecAggClient()});
+  }
+  std::unique_ptr<Round> start() {
+    auto round = Round::start(host, settings, model);
+    for (const int64_t id : ids) CHECK(host.take(id, "roundAnnounce").size() == (host.is_online(id) ? 1u : 0u));
+    return round;
+  }
+  // Every agent in `which` (all if empty) answers `kind`; returns how many did.
+  int answer(Round& round, const std::string& kind, const std::set<int64_t>& which = {}) {
+    int answered = 0;
+    for (FakeAgent& agent : agents) {
+      if (which.empty() || which.count(agent.id)) answered += agent.answer(host, round, kind) ? 1 : 0;
+    }
+    return answered;
+  }
+  // Ticks until the quantization job has finished (a real job on a worker thread; bounded).
+  void wait_for_quantization(Round& round) {
+    for (int i = 0; i < 600 && round.stage() == RoundStage::kQuantizing; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      round.tick();
+    }
+  }
+  std::string failure(const Round& round) const { return round.status().value("failure", ""); }
+};
+
+TEST_CASE("Round in process: every stage in order, done with every agent's report") {
+  RoundFixture f(4);
+  auto round = f.start();
+  CHECK(round->stage() == RoundStage::kCollecting);
+  for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
+  round->tick();  // every announced agent joined
+  CHECK(round->stage() == RoundStage::kSharing);
+  CHECK(f.answer(*round, "roundKeys") == 4);
+  round->tick();
+  CHECK(round->stage() == RoundStage::kMasking);
+  CHECK(f.answer(*round, "sharesForYou") == 4);
+  round->tick();
+  CHECK(round->stage() == RoundStage::kUnmasking);
+  CHECK(f.answer(*round, "unmaskRequest") == 4);
+  round->tick();
+  CHECK(round->stage() == RoundStage::kQuantizing);
+  // The aggregate is the sum of the four contributions.
+  const auto aggregate = f.host.store().aggregate_path(round->id());
+  REQUIRE(aggregate);
+  const CalibrationStats sum = read_stats(*aggregate);
+  CHECK(sum.sequences == 4 * f.agents[0].input[f.agents[0].input.size() - 2]);
+  f.wait_for_quantization(*round);
+  REQUIRE(round->stage() == RoundStage::kEvaluating);
+  CHECK(f.answer(*round, "roundResult") == 4);
+  round->tick();
+  CHECK(round->stage() == RoundStage::kDone);
+  CHECK(f.host.store().round(round->id())->stage == RoundStage::kDone);
+  const nlohmann::json report = round->status();
+  CHECK(report["reports"] == 4);
+  CHECK(report["checks"]["fleet"]["agents"] == 4);
+  for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
+    CHECK(report["stage_ms"].contains(stage));
+  }
+}
+
+TEST_CASE("Round in process: max_agents reached starts sharing at once, without waiting for the others") {
+  RoundFixture f(5);
+  f.settings.max_agents = 3;
+  auto round = f.start();
+  for (int i = 0; i < 3; ++i) f.agents[i].join(*round, round->id());
+  CHECK(round->stage() == RoundStage::kSharing);
+  CHECK_THROWS_WITH(f.agents[3].join(*round, round->id()), doctest::Contains("no longer takes participants"));
+}
+
+TEST_CASE("Round in process: the join deadline starts sharing with the agents that joined, or fails with too few") {
+  SUBCASE("enough joined") {
+    RoundFixture f(4);
+    auto round = f.start();
+    for (int i = 0; i < 3; ++i) f.agents[i].join(*round, round->id());
+    round->tick();
+    CHECK(round->stage() == RoundStage::kCollecting);  // the fourth is online and may still join
+    f.host.now_ms += f.host.config().join_timeout_ms;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kSharing);
+    CHECK(f.host.take(f.ids[3], "roundKeys").empty());
+  }
+  SUBCASE("too few joined") {
+    RoundFixture f(4);
+    auto round = f.start();
+    for (int i = 0; i < 2; ++i) f.agents[i].join(*round, round->id());
+    f.host.now_ms += f.host.config().join_timeout_ms - 1;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kCollecting);
+    f.host.now_ms += 1;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kFailed);
+    CHECK(f.failure(*round) == "only 2 agents joined; the round needs at least 3");
+    CHECK(f.host.store().round(round->id())->failure == f.failure(*round));
+    CHECK(f.host.take(f.ids[0], "roundAbort").size() == 1);
+  }
+}
+
+TEST_CASE("Round in process: an agent that goes offline is not waited for; at the deadline the stage moves on") {
+  RoundFixture f(5);
+  auto round = f.start();
+  for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
+  round->tick();
+  REQUIRE(round->stage() == RoundStage::kSharing);
+  SUBCASE("dropped in sharing (offline): the others go on") {
+    f.answer(*round, "roundKeys", {f.ids[0], f.ids[1], f.ids[2], f.ids[3]});
+    round->tick();
+    CHECK(round->stage() == RoundStage::kSharing);  // agent 5 is online and may still answer
+    f.host.online.erase(f.ids[4]);
+    round->tick();
+    CHECK(round->stage() == RoundStage::kMasking);
+    CHECK(f.host.take(f.ids[4], "sharesForYou").empty());
+  }
+  SUBCASE("silent in sharing until the deadline") {
+    f.answer(*round, "roundKeys", {f.ids[0], f.ids[1], f.ids[2], f.ids[3]});
+    f.host.now_ms += f.host.config().stage_timeout_ms;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kMasking);
+  }
+  SUBCASE("too few shared by the deadline") {
+    f.answer(*round, "roundKeys", {f.ids[0], f.ids[1]});
+    f.host.now_ms += f.host.config().stage_timeout_ms;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kFailed);
+    CHECK(f.failure(*round) == "only 2 agents shared their keys; the round needs at least 3");
+  }
+  SUBCASE("too few masked by the deadline") {
+    f.answer(*round, "roundKeys");
+    round->tick();
+    f.answer(*round, "sharesForYou", {f.ids[0], f.ids[1]});
+    f.host.now_ms += f.host.config().stage_timeout_ms;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kFailed);
+    CHECK(f.failure(*round) == "only 2 agents sent masked statistics; the aggregate of fewer than 3 is never unmasked");
+  }
+  SUBCASE("one agent drops after masking: unmasking recovers its masks, the sum has the other four") {
+    f.answer(*round, "roundKeys");
+    round->tick();
+    f.answer(*round, "sharesForYou", {f.ids[0], f.ids[1], f.ids[2], f.ids[3]});
+    f.host.online.erase(f.ids[4]);
+    round->tick();
+    REQUIRE(round->stage() == RoundStage::kUnmasking);
+    for (const auto& participant : f.host.store().participants(round->id())) {
+      CHECK(participant.status == (participant.agent_id == f.ids[4] ? ParticipantStatus::kDropped : ParticipantStatus::kMasked));
+    }
+    CHECK(f.answer(*round, "unmaskRequest") == 4);
+    round->tick();
+    CHECK(round->stage() == RoundStage::kQuantizing);
+    CHECK(round->status()["contributors"] == 4);
+  }
+  SUBCASE("too few reveal by the deadline: the aggregate is never unmasked") {
+    f.answer(*round, "roundKeys");
+    round->tick();
+    f.answer(*round, "sharesForYou");
+    round->tick();
+    f.answer(*round, "unmaskRequest", {f.ids[0]});
+    f.host.now_ms += f.host.config().stage_timeout_ms;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kFailed);
+    CHECK(f.failure(*round).find("secure aggregation could not be completed") == 0);
+    CHECK_FALSE(f.host.store().aggregate_path(round->id()));
+  }
+}
+
+TEST_CASE("Round in process: evaluation ends when every online evaluator reported, or at its deadline") {
+  RoundFixture f(3);
+  auto round = f.start();
+  for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
+  round->tick();
+  f.answer(*round, "roundKeys");
+  round->tick();
+  f.answer(*round, "sharesForYou");
+  round->tick();
+  f.answer(*round, "unmaskRequest");
+  round->tick();
+  f.wait_for_quantization(*round);
+  REQUIRE(round->stage() == RoundStage::kEvaluating);
+  f.answer(*round, "roundResult", {f.ids[0]});
+  SUBCASE("an offline evaluator is not waited for, and gets the result when it returns") {
+    f.host.online.erase(f.ids[2]);
+    round->tick();
+    CHECK(round->stage() == RoundStage::kEvaluating);  // agent 2 is online and has not reported
+    f.answer(*round, "roundResult", {f.ids[1]});
+    round->tick();
+    CHECK(round->stage() == RoundStage::kDone);
+    CHECK(round->status()["reports"] == 2);
+  }
+  SUBCASE("the report deadline") {
+    f.host.now_ms += f.host.config().report_timeout_ms;
+    round->tick();
+    CHECK(round->stage() == RoundStage::kDone);
+    CHECK(round->status()["reports"] == 1);
+  }
+  SUBCASE("a second report and a report from a stranger are refused") {
+    OutgoingMessage again;
+    again.body().initLocalReport().setRoundId(static_cast<uint64_t>(round->id()));
+    CHECK_THROWS_WITH(f.agents[0].deliver(*round, again), doctest::Contains("already reported"));
+    FakeAgent stranger{999, {}, SecAggClient()};
+    CHECK_THROWS_WITH(stranger.deliver(*round, again), doctest::Contains("is not a participant"));
+  }
+}
+
+TEST_CASE("Round in process: messages out of stage, for another round or from non-participants are refused") {
+  RoundFixture f(4);
+  auto round = f.start();
+  CHECK_THROWS_WITH(f.agents[0].join(*round, round->id() + 1), doctest::Contains("is not the active round"));
+  f.agents[0].join(*round, round->id());
+  CHECK_THROWS_WITH(f.agents[0].join(*round, round->id()), doctest::Contains("already joined"));
+  OutgoingMessage shares;
+  shares.body().initShareKeys().setRoundId(static_cast<uint64_t>(round->id()));
+  CHECK_THROWS_WITH(f.agents[0].deliver(*round, shares), doctest::Contains("not expected in stage 'collecting'"));
+}
+
+TEST_CASE("Round in process: the operator's abort fails the round from any stage and tells the agents") {
+  RoundFixture f(3);
+  auto round = f.start();
+  for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
+  round->tick();
+  REQUIRE(round->stage() == RoundStage::kSharing);
+  round->fail_round("aborted by the operator");
+  CHECK(round->stage() == RoundStage::kFailed);
+  CHECK(f.host.store().round(round->id())->stage == RoundStage::kFailed);
+  for (const int64_t id : f.ids) CHECK(f.host.take(id, "roundAbort").size() == 1);
+  round->tick();  // a finished round does nothing
+  CHECK(round->stage() == RoundStage::kFailed);
+}
+
+TEST_CASE("Round in process: after a restart, quantizing and evaluating resume; a secure stage fails with the reason") {
+  RoundFixture f(3);
+  auto round = f.start();
+  for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
+  round->tick();
+  SUBCASE("a secure stage") {
+    auto recovered = Round::recover(f.host, *f.host.store().round(round->id()));
+    CHECK(recovered->stage() == RoundStage::kFailed);
+    CHECK(f.failure(*recovered).find("the coordinator restarted during stage 'sharing'") == 0);
+  }
+  SUBCASE("quantizing and evaluating") {
+    f.answer(*round, "roundKeys");
+    round->tick();
+    f.answer(*round, "sharesForYou");
+    round->tick();
+    f.answer(*round, "unmaskRequest");
+    round->tick();
+    REQUIRE(round->stage() == RoundStage::kQuantizing);
+    // A restart while the job runs: the recovered round runs the job again from the stored aggregate.
+    auto resumed = Round::recover(f.host, *f.host.store().round(round->id()));
+    CHECK(resumed->stage() == RoundStage::kQuantizing);
+    f.wait_for_quantization(*resumed);
+    CHECK(resumed->stage() == RoundStage::kEvaluating);
+    for (const int64_t id : f.ids) CHECK(f.host.take(id, "roundResult").size() == 1);
+    f.host.sent.clear();
+    auto again = Round::recover(f.host, *f.host.store().round(round->id()));
+    CHECK(again->stage() == RoundStage::kEvaluating);
+    for (const int64_t id : f.ids) CHECK(f.host.take(id, "roundResult").size() == 1);  // told again
+  }
+}
+
+}  // namespace
+}  // namespace fedcal::coordinator

@@ -1,0 +1,80 @@
+// fedcal-model as a user runs it: real processes, real files.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "tests/models/tokenizer/tokenizer_fixtures.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+using testing::run_command;
+
+std::string fedcal_model() { return testing::built_binary("fedcal-model"); }
+
+TEST_CASE("fedcal-model synth, inspect, generate and eval on llama2.c and Hugging Face checkpoints" * doctest::timeout(180)) {
+  testing::ScratchDir dir;
+  const std::string model = dir.path("tiny.bin");
+  REQUIRE(run_command(fedcal_model() + " synth --preset tiny --seed 3 -o " + model).exit_code == 0);
+  REQUIRE(run_command(fedcal_model() + " synth --preset tiny --seed 3 --format hf -o " + dir.path("hf")).exit_code == 0);
+  // The tiny preset has 512 embeddings: give it a real 512-piece tokenizer.
+  const std::string spm = testing::train_sentencepiece(dir.root(), testing::tinystories_train().substr(0, 100000), 512);
+  testing::llama2c_tokenizer_from_sentencepiece(spm).write(dir.path("tokenizer.bin"));
+  std::filesystem::copy_file(spm, dir.path("hf/tokenizer.model"));
+
+  const auto inspect = run_command(fedcal_model() + " inspect --json -m " + model);
+  REQUIRE(inspect.exit_code == 0);
+  const auto info = nlohmann::json::parse(inspect.output);
+  CHECK(info["parameters"] == 125248);
+  CHECK(info["format"] == "llama2.c (version 1)");
+  CHECK(info["tensors"].size() == 20);
+
+  const std::string generate = fedcal_model() + " generate -q --temperature 0 --max-tokens 30 --prompt 'Once upon a time' -m ";
+  const auto first = run_command(generate + model + " --tokenizer " + dir.path("tokenizer.bin") + " --threads 1");
+  REQUIRE(first.exit_code == 0);
+  CHECK(first.output.rfind("Once upon a time", 0) == 0);
+  CHECK(first.output.size() > std::string("Once upon a time\n").size());
+  // Greedy generation is deterministic, on more threads and from the Hugging Face copy with the sentencepiece model.
+  CHECK(run_command(generate + model + " --tokenizer " + dir.path("tokenizer.bin") + " --threads 2").output == first.output);
+  CHECK(run_command(generate + dir.path("hf") + " --threads 1").output == first.output);
+
+  const std::string heldout = dir.path("heldout.txt");
+  testing::write_text(heldout, testing::tinystories_heldout().substr(0, 3000));
+  const auto eval = run_command(fedcal_model() + " eval --json --text " + heldout + " -m " + model + " --tokenizer " +
+                                dir.path("tokenizer.bin") + " --reference " + dir.path("hf") + " --reference-tokenizer " + spm);
+  REQUIRE(eval.exit_code == 0);
+  const auto result = nlohmann::json::parse(eval.output);
+  CHECK(result["tokens"].get<int>() > 500);
+  CHECK(result["perplexity"].get<double>() > 1.0);
+  CHECK(result["bits_per_byte"].get<double>() > 0.0);
+  CHECK(result["reference_perplexity"].get<double>() == doctest::Approx(result["perplexity"].get<double>()));
+  CHECK(result["mean_kl"].get<double>() == doctest::Approx(0.0));
+  CHECK(result["max_kl"].get<double>() == doctest::Approx(0.0));
+  CHECK(result["top1_agreement"].get<double>() == 1.0);
+}
+
+TEST_CASE("fedcal-model reports bad usage and bad files with a message and a non-zero exit") {
+  testing::ScratchDir dir;
+  const std::string model = dir.path("tiny.bin");
+  REQUIRE(run_command(fedcal_model() + " synth --preset tiny -o " + model).exit_code == 0);
+
+  auto no_tokenizer = run_command(fedcal_model() + " generate -m " + model + " --prompt hi", true);
+  CHECK(no_tokenizer.exit_code == 1);
+  CHECK(no_tokenizer.output.find("carries no tokenizer; pass --tokenizer") != std::string::npos);
+
+  auto missing = run_command(fedcal_model() + " inspect -m " + dir.path("nope.bin"), true);
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.output.find(dir.path("nope.bin") + ": cannot open") != std::string::npos);
+
+  auto unknown = run_command(fedcal_model() + " synth --preset huge -o " + dir.path("x.bin"), true);
+  CHECK(unknown.exit_code == 1);
+  CHECK(unknown.output.find("unknown preset 'huge'") != std::string::npos);
+
+  CHECK(run_command(fedcal_model() + " --help").exit_code == 0);
+  CHECK(run_command(fedcal_model() + " frobnicate").exit_code != 0);
+}
+
+}  // namespace
+}  // namespace fedcal

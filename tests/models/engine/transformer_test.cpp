@@ -1,0 +1,127 @@
+// The XNNPACK FP32 forward pass against the scalar reference, on random-weight models of several shapes.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "models/engine/transformer.h"
+#include "models/format/synth.h"
+#include "tests/models/engine/reference_transformer.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+constexpr double kMaxRelativeError = 1e-4;
+
+ModelConfig odd_config() {
+  // Nothing a power of two: MQA (one KV head), untied head, a long-context theta.
+  ModelConfig c;
+  c.dim = 40;
+  c.hidden_dim = 100;
+  c.n_layers = 3;
+  c.n_heads = 5;
+  c.n_kv_heads = 1;
+  c.vocab_size = 77;
+  c.max_seq_len = 40;
+  c.rope_theta = 500000.0f;
+  c.norm_eps = 1e-6f;
+  c.shared_classifier = false;
+  return c;
+}
+
+std::vector<int> random_tokens(int count, int vocab, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<int> tokens(count);
+  for (int& token : tokens) token = static_cast<int>(rng() % vocab);
+  return tokens;
+}
+
+void check_against_reference(const ModelConfig& config, int threads, int max_batch) {
+  CAPTURE(config.describe());
+  CAPTURE(threads);
+  CAPTURE(max_batch);
+  const Model model = synthesize_model(config, 1234);
+  const std::vector<int> tokens = random_tokens(std::min(config.max_seq_len, 23), config.vocab_size, 99);
+  const auto expected = testing::reference_logits(model, tokens);
+  XnnRuntime runtime(threads);
+
+  // Batched prefill: all logits in one call (chunked by max_batch).
+  Transformer prefill(model, runtime, {.max_batch = max_batch});
+  std::span<const float> all = prefill.forward(tokens, 0, /*all_logits=*/true);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    CAPTURE(t);
+    CHECK(testing::relative_error(all.subspan(t * config.vocab_size, config.vocab_size), expected[t]) <= kMaxRelativeError);
+  }
+
+  // Token-by-token decoding.
+  Transformer decode(model, runtime, {.max_batch = max_batch});
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    CAPTURE(t);
+    std::span<const float> logits = decode.forward(std::span(&tokens[t], 1), static_cast<int>(t), false);
+    CHECK(testing::relative_error(logits, expected[t]) <= kMaxRelativeError);
+  }
+
+  // A prefill of the first half, then decoding of the rest, continues the same KV cache.
+  Transformer mixed(model, runtime, {.max_batch = max_batch});
+  const size_t half = tokens.size() / 2;
+  std::span<const float> last = mixed.forward(std::span(tokens.data(), half), 0, false);
+  CHECK(testing::relative_error(last, expected[half - 1]) <= kMaxRelativeError);
+  for (size_t t = half; t < tokens.size(); ++t) {
+    last = mixed.forward(std::span(&tokens[t], 1), static_cast<int>(t), false);
+    CHECK(testing::relative_error(last, expected[t]) <= kMaxRelativeError);
+  }
+}
+
+TEST_CASE("XNNPACK FP32 logits equal the scalar reference: GQA, tied embedding") {
+  check_against_reference(find_synth_preset("tiny").config, 1, 64);
+}
+
+TEST_CASE("XNNPACK FP32 logits equal the scalar reference: MHA, untied classifier") {
+  check_against_reference(find_synth_preset("tiny-mha").config, 1, 64);
+}
+
+TEST_CASE("XNNPACK FP32 logits equal the scalar reference: MQA, odd sizes, prefill chunks of 4, 2 threads") {
+  check_against_reference(odd_config(), 2, 4);
+}
+
+TEST_CASE("XNNPACK FP32 logits equal the scalar reference: 4-layer GQA model, 2 threads") {
+  ModelConfig config = find_synth_preset("small").config;
+  config.max_seq_len = 24;
+  check_against_reference(config, 2, 7);
+}
+
+TEST_CASE("Forward rejects tokens outside the vocabulary and positions past the context") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 1);
+  XnnRuntime runtime(1);
+  Transformer transformer(model, runtime);
+  const int bad_token = config.vocab_size;
+  CHECK_THROWS_WITH(transformer.forward(std::span(&bad_token, 1), 0, false), doctest::Contains("outside the vocabulary"));
+  const int good_token = 3;
+  CHECK_THROWS_WITH(transformer.forward(std::span(&good_token, 1), config.max_seq_len, false),
+                    doctest::Contains("exceed the context length"));
+}
+
+TEST_CASE("Greedy decoding is deterministic across runs and thread counts") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 5);
+  auto greedy = [&](int threads) {
+    XnnRuntime runtime(threads);
+    Transformer transformer(model, runtime);
+    std::vector<int> out{1};
+    std::span<const float> logits = transformer.forward(out, 0, false);
+    for (int pos = 1; pos < 40; ++pos) {
+      const int next = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      out.push_back(next);
+      logits = transformer.forward(std::span(&out.back(), 1), pos, false);
+    }
+    return out;
+  };
+  const auto first = greedy(1);
+  CHECK(first == greedy(1));
+  CHECK(first == greedy(2));
+}
+
+}  // namespace
+}  // namespace fedcal

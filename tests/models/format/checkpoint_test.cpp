@@ -1,0 +1,120 @@
+// llama2.c (legacy, version 1) and Hugging Face checkpoints of the same weights load to the same model
+// and give identical logits.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "models/engine/transformer.h"
+#include "models/format/float16.h"
+#include "models/format/hf_checkpoint.h"
+#include "models/format/llama2c_checkpoint.h"
+#include "models/format/model_loader.h"
+#include "models/format/synth.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+void check_same_weights(Model& actual, Model& expected) {
+  REQUIRE(actual.config.dim == expected.config.dim);
+  REQUIRE(actual.config.hidden_dim == expected.config.hidden_dim);
+  REQUIRE(actual.config.n_layers == expected.config.n_layers);
+  REQUIRE(actual.config.n_heads == expected.config.n_heads);
+  REQUIRE(actual.config.n_kv_heads == expected.config.n_kv_heads);
+  REQUIRE(actual.config.vocab_size == expected.config.vocab_size);
+  REQUIRE(actual.config.max_seq_len == expected.config.max_seq_len);
+  REQUIRE(actual.config.shared_classifier == expected.config.shared_classifier);
+  auto a = list_tensors(actual), e = list_tensors(expected);
+  REQUIRE(a.size() == e.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(e[i].name);
+    CHECK(*a[i].data == *e[i].data);
+  }
+}
+
+std::vector<float> logits_of(const Model& model, const std::vector<int>& tokens) {
+  XnnRuntime runtime(1);
+  Transformer transformer(model, runtime);
+  auto logits = transformer.forward(tokens, 0, true);
+  return {logits.begin(), logits.end()};
+}
+
+TEST_CASE("llama2.c legacy, llama2.c version 1 and Hugging Face F32 checkpoints give identical logits") {
+  for (const char* preset : {"tiny", "tiny-mha"}) {
+    CAPTURE(preset);
+    testing::ScratchDir dir;
+    Model original = synthesize_model(find_synth_preset(preset).config, 77);
+    write_llama2c_checkpoint(original, dir.path("legacy.bin"), Llama2cVersion::kLegacy);
+    write_llama2c_checkpoint(original, dir.path("v1.bin"), Llama2cVersion::kVersion1);
+    write_hf_checkpoint(original, dir.path("hf"), TensorDtype::kF32);
+
+    LoadedModel legacy = load_model(dir.path("legacy.bin"));
+    LoadedModel v1 = load_model(dir.path("v1.bin"));
+    LoadedModel hf = load_model(dir.path("hf"));
+    CHECK(legacy.format == ModelFormat::kLlama2cLegacy);
+    CHECK(v1.format == ModelFormat::kLlama2cVersion1);
+    CHECK(hf.format == ModelFormat::kHuggingFace);
+    check_same_weights(legacy.model, original);
+    check_same_weights(v1.model, original);
+    check_same_weights(hf.model, original);
+
+    const std::vector<int> tokens{1, 17, 42, 99, 3, 250, 7, 8, 9, 10};
+    const auto expected = logits_of(original, tokens);
+    CHECK(logits_of(legacy.model, tokens) == expected);
+    CHECK(logits_of(v1.model, tokens) == expected);
+    CHECK(logits_of(hf.model, tokens) == expected);
+  }
+}
+
+TEST_CASE("F16 and BF16 safetensors convert to FP32 exactly as their rounding of the original weights") {
+  testing::ScratchDir dir;
+  Model original = synthesize_model(find_synth_preset("tiny").config, 3);
+  for (TensorDtype dtype : {TensorDtype::kF16, TensorDtype::kBF16}) {
+    CAPTURE(dtype_name(dtype));
+    const std::string folder = dir.path(dtype_name(dtype));
+    write_hf_checkpoint(original, folder, dtype);
+    Model rounded = original;
+    for (TensorRef& tensor : list_tensors(rounded)) {
+      for (float& v : *tensor.data) v = dtype == TensorDtype::kF16 ? f16_to_f32(f32_to_f16(v)) : bf16_to_f32(f32_to_bf16(v));
+    }
+    LoadedModel loaded = load_model(folder);
+    check_same_weights(loaded.model, rounded);
+  }
+}
+
+TEST_CASE(
+    "Hugging Face rotary permutation: HF layout rotates halves, fedcal's interleaved pairs, and the conversion round-trips") {
+  const int heads = 2, head_size = 6, cols = 2;
+  std::vector<float> interleaved(heads * head_size * cols);
+  for (size_t i = 0; i < interleaved.size(); ++i) interleaved[i] = static_cast<float>(i / cols);  // value = row index
+  const auto hf = interleaved_to_hf_rotary(interleaved, heads, head_size, cols);
+  // HF row p * (head_size / 2) + i of a head holds interleaved row 2i + p.
+  const std::vector<float> expected_rows{0, 2, 4, 1, 3, 5, 6, 8, 10, 7, 9, 11};
+  for (int row = 0; row < heads * head_size; ++row) CHECK(hf[row * cols] == expected_rows[row]);
+  CHECK(hf_to_interleaved_rotary(hf, heads, head_size, cols) == interleaved);
+}
+
+TEST_CASE("A checkpoint split over several safetensors files loads like one file") {
+  testing::ScratchDir dir;
+  Model original = synthesize_model(find_synth_preset("tiny-mha").config, 11);
+  write_hf_checkpoint(original, dir.path("one"), TensorDtype::kF32);
+  // Re-split: embedding and lm_head in one shard, everything else in another.
+  SafetensorsFile whole(dir.path("one/model.safetensors"));
+  std::vector<std::vector<float>> storage;
+  std::vector<SafetensorsTensorToWrite> first, second;
+  storage.reserve(whole.index().tensors.size());
+  for (const auto& [name, entry] : whole.index().tensors) {
+    storage.push_back(whole.read_f32(name, entry.shape));
+    const bool outer = name == "model.embed_tokens.weight" || name == "lm_head.weight";
+    (outer ? first : second).push_back({name, entry.shape, &storage.back()});
+  }
+  std::filesystem::create_directories(dir.path("split"));
+  std::filesystem::copy_file(dir.path("one/config.json"), dir.path("split/config.json"));
+  write_safetensors(dir.path("split/model-00001-of-00002.safetensors"), first, TensorDtype::kF32);
+  write_safetensors(dir.path("split/model-00002-of-00002.safetensors"), second, TensorDtype::kF32);
+  LoadedModel loaded = load_model(dir.path("split"));
+  check_same_weights(loaded.model, original);
+}
+
+}  // namespace
+}  // namespace fedcal

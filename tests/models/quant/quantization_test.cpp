@@ -1,0 +1,258 @@
+// Calibration statistics, scale methods and the W8A8 linear layer.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "common/error.h"
+#include "models/format/synth.h"
+#include "models/quant/calibration.h"
+#include "models/quant/linear_int8.h"
+#include "models/quant/quantize.h"
+#include "models/tokenizer/sentencepiece_tokenizer.h"
+#include "tests/models/tokenizer/tokenizer_fixtures.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+TEST_CASE("Histogram buckets: every finite value lands in the bucket whose edges contain its magnitude") {
+  const HistogramLayout layout;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> exponent(-19.9, 11.9);
+  for (int i = 0; i < 20000; ++i) {
+    const float value = static_cast<float>(std::exp2(exponent(rng))) * (i % 2 ? -1.0f : 1.0f);
+    std::vector<uint64_t> counts(layout.counts_per_point(), 0);
+    accumulate_histogram(layout, std::span(&value, 1), counts);
+    const size_t block = HistogramSlots::sign_block(layout, value < 0);
+    int bucket = -1;
+    for (int b = 0; b < layout.buckets(); ++b) {
+      if (counts[block + 1 + b] == 1) bucket = b;
+    }
+    REQUIRE(bucket >= 0);
+    CHECK(std::abs(value) >= layout.bucket_low(bucket));
+    CHECK(std::abs(value) < layout.bucket_high(bucket));
+    CHECK(layout.bucket_high(bucket) / layout.bucket_low(bucket) <= 1.0 + 1.0 / 32 + 1e-12);
+  }
+  // Zeros, underflow, overflow and non-finite values go to their own slots.
+  const std::vector<float> special{0.0f, -0.0f, 1e-9f, 1e6f, INFINITY, NAN};
+  std::vector<uint64_t> counts(layout.counts_per_point(), 0);
+  accumulate_histogram(layout, special, counts);
+  const HistogramSummary summary = summarize_histogram(layout, counts);
+  CHECK(summary.zeros == 2);
+  CHECK(summary.overflow == 3);
+  CHECK(summary.total == 6);
+  CHECK(counts[HistogramSlots::sign_block(layout, false)] == 1);  // 1e-9 underflows
+}
+
+TEST_CASE("Statistics of two shards merged equal the statistics of their concatenation, bit for bit" * doctest::timeout(120)) {
+  testing::ScratchDir dir;
+  const std::string train = testing::tinystories_train();
+  const SentencePieceTokenizer tokenizer(testing::train_sentencepiece(dir.root(), train.substr(0, 100000), 512));
+  const Model model = synthesize_model(find_synth_preset("tiny").config, 8);
+  XnnRuntime runtime(1);
+  Transformer transformer(model, runtime);
+  const std::string fingerprint = model_fingerprint(model);
+
+  // Two shards cut at a line boundary.
+  const size_t cut = train.find('\n', 20000) + 1;
+  const std::string shard_a = train.substr(0, cut), shard_b = train.substr(cut, 20000);
+  CalibrationOptions options;
+  options.sequences = 1000;
+  options.seq_len = 64;
+  CalibrationStats a = calibrate(transformer, tokenizer, shard_a, fingerprint, options);
+  const CalibrationStats b = calibrate(transformer, tokenizer, shard_b, fingerprint, options);
+  const CalibrationStats whole = calibrate(transformer, tokenizer, shard_a + shard_b, fingerprint, options);
+  CHECK(a.sequences > 10);
+  a.merge(b);
+  CHECK(a.counts == whole.counts);
+  CHECK(a.sequences == whole.sequences);
+  CHECK(a.tokens == whole.tokens);
+  CHECK(a.sha256() == whole.sha256());
+
+  // The file format round-trips, and scales from merged stats equal scales from the whole.
+  write_stats(a, dir.path("a.stats"));
+  const CalibrationStats reread = read_stats(dir.path("a.stats"));
+  CHECK(reread.counts == whole.counts);
+  CHECK(reread.points == whole.points);
+  for (std::string method : {"minmax", "percentile:99.9", "entropy", "mse"}) {
+    CAPTURE(method);
+    QuantizeOptions q;
+    q.method = ScaleMethodSpec::parse(method);
+    const auto from_merged = quantize_model(model, reread, q);
+    const auto from_whole = quantize_model(model, whole, q);
+    for (const auto& [name, layer] : from_whole) {
+      CHECK(from_merged.at(name).input == layer.input);
+      CHECK(from_merged.at(name).output == layer.output);
+    }
+  }
+
+  // Statistics of another model, or of another layout, do not merge.
+  CalibrationStats other = whole;
+  other.model_sha256 = "0000";
+  CHECK_THROWS_WITH_AS(a.merge(other), doctest::Contains("different models"), Error);
+}
+
+TEST_CASE("Statistics files: bad magic, truncation and inconsistent headers are refused by name") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  CalibrationStats stats = CalibrationStats::empty_for(config, "abc");
+  const std::vector<std::byte> good = serialize_stats(stats);
+  auto error_of = [](std::vector<std::byte> bytes) {
+    try {
+      parse_stats(bytes, "s.stats");
+    } catch (const Error& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(error_of(good) == "no error");
+  std::vector<std::byte> bad_magic = good;
+  bad_magic[0] = std::byte{'X'};
+  CHECK(error_of(bad_magic).find("s.stats: not a fedcal statistics file") == 0);
+  CHECK(error_of(std::vector<std::byte>(good.begin(), good.end() - 8)).find("need") != std::string::npos);
+  CHECK(error_of(std::vector<std::byte>(good.begin(), good.begin() + 12)).find("truncated") != std::string::npos);
+  std::vector<std::byte> huge_header = good;
+  const uint64_t huge = 1ull << 50;
+  std::memcpy(huge_header.data() + 8, &huge, 8);
+  CHECK(error_of(huge_header).find("header length") != std::string::npos);
+
+  ModelConfig bigger = config;
+  bigger.n_layers = 3;
+  CHECK_THROWS_WITH_AS(stats.check_fits(bigger), doctest::Contains("quantization points"), Error);
+}
+
+TEST_CASE(
+    "Scale methods on a known distribution: min-max is the max, percentile below it, MSE minimizes the error, entropy clips "
+    "outliers") {
+  const HistogramLayout layout;
+  std::vector<float> values;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int i = 0; i < 100000; ++i) values.push_back(normal(rng));
+  values.push_back(40.0f);  // one outlier
+  std::vector<uint64_t> counts(layout.counts_per_point(), 0);
+  accumulate_histogram(layout, values, counts);
+
+  const QuantParams minmax = activation_params(layout, counts, ScaleMethodSpec::parse("minmax"), false);
+  CHECK(minmax.scale * 127 >= 40.0f);
+  CHECK(minmax.scale * 127 <= 40.0f * (1 + 1.0 / 32));
+  CHECK(minmax.zero_point == 0);
+  const QuantParams p999 = activation_params(layout, counts, ScaleMethodSpec::parse("percentile:99.9"), false);
+  CHECK(p999.scale * 127 == doctest::Approx(3.29).epsilon(0.05));  // |N(0,1)| 99.9th percentile
+  // MSE picks the clip whose quantization error on the values is (near) smallest: no worse than min-max's.
+  auto empirical_mse = [&](const QuantParams& params) {
+    double error = 0;
+    for (float v : values) {
+      const double back = params.scale * (quantize_value(v, params) - params.zero_point);
+      error += (back - v) * (back - v);
+    }
+    return error;
+  };
+  const QuantParams mse = activation_params(layout, counts, ScaleMethodSpec::parse("mse"), false);
+  CHECK(mse.scale < minmax.scale);
+  CHECK(empirical_mse(mse) < empirical_mse(minmax));
+  CHECK(empirical_mse(mse) < empirical_mse(p999));
+  // Entropy clips the lone outlier away but keeps the bulk of the distribution.
+  const QuantParams entropy = activation_params(layout, counts, ScaleMethodSpec::parse("entropy"), false);
+  CHECK(entropy.scale * 127 < 20.0f);
+  CHECK(entropy.scale * 127 > 2.0f);
+  const QuantParams asymmetric = activation_params(layout, counts, ScaleMethodSpec::parse("minmax"), true);
+  CHECK(asymmetric.scale * 255 == doctest::Approx(40.0 + 4.5).epsilon(0.1));
+  CHECK(asymmetric.zero_point < 0);
+
+  CHECK_THROWS_AS(ScaleMethodSpec::parse("percentile:abc"), Error);
+  CHECK_THROWS_AS(ScaleMethodSpec::parse("percentile:20"), Error);
+  CHECK_THROWS_AS(ScaleMethodSpec::parse("magic"), Error);
+  std::vector<uint64_t> empty(layout.counts_per_point(), 0);
+  CHECK_THROWS_WITH_AS(activation_params(layout, empty, ScaleMethodSpec{}, false), doctest::Contains("no values"), Error);
+}
+
+void check_int8_linear(bool per_channel, bool asymmetric, int threads) {
+  CAPTURE(per_channel);
+  CAPTURE(asymmetric);
+  std::mt19937 rng(per_channel * 2 + asymmetric);
+  const int in = 96, out = 70, batch = 5;
+  std::normal_distribution<float> normal(0.0f, 0.1f);
+  std::vector<float> weights(static_cast<size_t>(in) * out);
+  for (size_t i = 0; i < weights.size(); ++i) weights[i] = normal(rng) * (1.0f + static_cast<float>(i / in % 7));
+  QuantizedLinear layer;
+  layer.weights = quantize_weights(weights, out, in, per_channel);
+  layer.input = {0.02f, asymmetric ? -17 : 0};
+  layer.output = {0.05f, asymmetric ? 9 : 0};
+  std::vector<int8_t> input(static_cast<size_t>(batch) * in + XNN_EXTRA_BYTES);
+  std::uniform_int_distribution<int> byte(-128, 127);
+  for (auto& v : input) v = static_cast<int8_t>(byte(rng));
+
+  XnnRuntime runtime(threads);
+  LinearInt8 linear(layer, "test");
+  std::vector<int8_t> output(static_cast<size_t>(batch) * out);
+  linear.run_int8(runtime, batch, input.data(), output.data());
+  const std::vector<int8_t> expected = reference_linear_int8(layer, input, batch);
+  int max_diff = 0, exact = 0;
+  for (size_t i = 0; i < output.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(int{output[i]} - int{expected[i]}));
+    exact += output[i] == expected[i];
+  }
+  CHECK(max_diff <= 1);
+  CHECK(exact >= static_cast<int>(output.size() * 0.95));
+}
+
+TEST_CASE(
+    "An INT8 linear layer equals the plain integer reference within 1 LSB: per-tensor and per-channel, symmetric and "
+    "asymmetric") {
+  for (bool per_channel : {false, true}) {
+    for (bool asymmetric : {false, true}) check_int8_linear(per_channel, asymmetric, 1);
+  }
+  check_int8_linear(true, false, 2);
+}
+
+TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agree") {
+  testing::ScratchDir dir;
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 4);
+  XnnRuntime runtime(1);
+  Transformer fp32(model, runtime);
+  // Calibrate on random token sequences.
+  CalibrationStats stats = CalibrationStats::empty_for(config, model_fingerprint(model));
+  StatsRecorder recorder(stats);
+  fp32.set_observer(&recorder);
+  std::mt19937 rng(1);
+  for (int s = 0; s < 16; ++s) {
+    std::vector<int> tokens{1};
+    for (int i = 0; i < 63; ++i) tokens.push_back(static_cast<int>(rng() % config.vocab_size));
+    fp32.forward(tokens, 0, true);
+  }
+  fp32.set_observer(nullptr);
+
+  std::vector<int> probe{1};
+  for (int i = 0; i < 40; ++i) probe.push_back(static_cast<int>(rng() % config.vocab_size));
+  const auto expected_span = fp32.forward(probe, 0, true);
+  const std::vector<float> expected(expected_span.begin(), expected_span.end());
+  for (bool per_channel : {false, true}) {
+    CAPTURE(per_channel);
+    QuantizeOptions options;
+    options.method = ScaleMethodSpec::parse("minmax");
+    options.per_channel = per_channel;
+    const QuantizedLinears int8 = quantize_model(model, stats, options);
+    CHECK(int8.size() == 15u);
+    Transformer quantized(model, runtime, {}, &int8);
+    const auto actual = quantized.forward(probe, 0, true);
+    double error = 0, norm = 0;
+    int agree = 0;
+    for (size_t t = 0; t < probe.size(); ++t) {
+      auto a = actual.subspan(t * config.vocab_size, config.vocab_size);
+      auto e = std::span(expected).subspan(t * config.vocab_size, config.vocab_size);
+      for (size_t v = 0; v < a.size(); ++v) {
+        error += (a[v] - e[v]) * (a[v] - e[v]);
+        norm += e[v] * e[v];
+      }
+      agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(e.begin(), e.end()) - e.begin();
+    }
+    CHECK(std::sqrt(error / norm) < 0.1);
+    CHECK(agree >= static_cast<int>(probe.size() * 0.8));
+  }
+}
+
+}  // namespace
+}  // namespace fedcal

@@ -1,0 +1,270 @@
+#include "secagg/secure_aggregation.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "common/error.h"
+
+namespace fedcal {
+namespace {
+
+// A round driven in-process: the same client and server code the agents and coordinator run.
+struct Round {
+  SecAggConfig config;
+  std::vector<SecAggClient> clients;
+  std::vector<std::vector<uint64_t>> inputs;
+  std::unique_ptr<SecAggServer> server;
+  std::map<uint32_t, std::vector<uint64_t>> masked;
+
+  Round(uint32_t n, uint64_t length, uint32_t neighbours = 0, uint32_t threshold = 0, uint32_t lane_bits = 64) : clients(n) {
+    config.round_id = 42;
+    config.participants = n;
+    config.neighbours = neighbours ? neighbours : default_neighbours(n);
+    config.threshold = threshold ? threshold : default_threshold(config.neighbours);
+    config.vector_length = length;
+    config.lane_bits = lane_bits;
+    config.graph_seed = random_key();
+    std::mt19937_64 rng(n);
+    for (uint32_t u = 0; u < n; ++u) {
+      std::vector<uint64_t> input(length);
+      for (auto& value : input) value = rng() % 1000;
+      inputs.push_back(input);
+    }
+    std::vector<AdvertisedKeys> keys;
+    for (auto& client : clients) keys.push_back(client.advertise());
+    server = std::make_unique<SecAggServer>(config, keys);
+  }
+
+  std::map<uint32_t, AdvertisedKeys> keys_map() const {
+    std::map<uint32_t, AdvertisedKeys> out;
+    for (uint32_t u = 0; u < config.participants; ++u) out[u] = server->keys()[u];
+    return out;
+  }
+
+  // Runs every stage; agents in `drop_after_shares` vanish after stage 1, those in
+  // `drop_after_masked` after stage 2.
+  std::optional<std::vector<uint64_t>> run(const std::set<uint32_t>& drop_after_shares,
+                                           const std::set<uint32_t>& drop_after_masked, std::string* why) {
+    const auto keys = keys_map();
+    for (uint32_t u = 0; u < config.participants; ++u) server->add_shares(u, clients[u].share_keys(config, u, keys));
+    for (uint32_t u = 0; u < config.participants; ++u) {
+      if (drop_after_shares.count(u)) continue;
+      masked[u] = clients[u].mask_input(inputs[u], server->shares_for(u));
+      server->add_masked_input(u, masked[u]);
+    }
+    const std::vector<uint32_t> survivors(server->survivors().begin(), server->survivors().end());
+    if (survivors.size() < config.min_survivors) return server->unmasked_sum(why);
+    for (const uint32_t u : survivors) {
+      if (drop_after_masked.count(u)) continue;
+      server->add_revealed(u, clients[u].unmask(survivors));
+    }
+    return server->unmasked_sum(why);
+  }
+
+  std::vector<uint64_t> expected_sum(const std::set<uint32_t>& excluded) const {
+    std::vector<uint64_t> sum(config.vector_length, 0);
+    for (uint32_t u = 0; u < config.participants; ++u) {
+      if (excluded.count(u)) continue;
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += inputs[u][i];
+    }
+    if (config.lane_bits == 32) {  // the reference reduces on its own, not with the code under test
+      for (uint64_t& value : sum) value &= 0xFFFFFFFFu;
+    }
+    return sum;
+  }
+};
+
+TEST_CASE("Shamir: any t shares give the secret, the points do not matter") {
+  const Key32 secret = random_key();
+  const std::vector<uint8_t> xs = {1, 2, 3, 4, 5, 200, 255};
+  const auto shares = shamir_split(secret, 4, xs);
+  REQUIRE(shares.size() == 7);
+  for (size_t skip = 0; skip + 4 <= shares.size(); ++skip) {
+    std::vector<ShamirShare> subset(shares.begin() + static_cast<long>(skip), shares.begin() + static_cast<long>(skip) + 4);
+    CHECK(shamir_combine(subset, 4) == std::vector<uint8_t>(secret.begin(), secret.end()));
+  }
+  // t - 1 shares are refused, and 3 shares read as a threshold-3 polynomial give garbage.
+  std::vector<ShamirShare> three(shares.begin(), shares.begin() + 3);
+  CHECK_THROWS_AS(shamir_combine(three, 4), Error);
+  CHECK(shamir_combine(three, 3) != std::vector<uint8_t>(secret.begin(), secret.end()));
+  CHECK_THROWS_AS(shamir_split(secret, 2, std::vector<uint8_t>{1, 1}), Error);
+  CHECK_THROWS_AS(shamir_split(secret, 2, std::vector<uint8_t>{0, 1}), Error);
+}
+
+TEST_CASE("Secure aggregation: the sum is exact modulo 2^64 and the masks cancel") {
+  Round round(5, 1000);
+  round.inputs[0][0] = ~uint64_t{0};  // wraps: the aggregate is modular
+  std::string why;
+  const auto sum = round.run({}, {}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({}));
+}
+
+TEST_CASE("Secure aggregation: a masked input is indistinguishable from random") {
+  Round round(4, 1 << 14);
+  std::string why;
+  REQUIRE(round.run({}, {}, &why).has_value());
+  // Agent 0's inputs are < 1000, i.e. their high 54 bits are zero; masked, each bit is set about half
+  // the time and every byte value about equally often (chi-square over 256 bins, 255 dof).
+  const auto& masked = round.masked.at(0);
+  std::vector<double> bins(256, 0);
+  int high_bits = 0;
+  for (uint64_t value : masked) {
+    bins[value >> 56] += 1;
+    high_bits += static_cast<int>((value >> 63) & 1);
+  }
+  const double expected = static_cast<double>(masked.size()) / 256;
+  double chi2 = 0;
+  for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
+  CHECK(chi2 < 340);                                                       // p ~ 0.0003 for a uniform source
+  CHECK(std::abs(high_bits - static_cast<int>(masked.size()) / 2) < 400);  // ~6 sigma
+  for (size_t i = 0; i < masked.size(); ++i) REQUIRE(masked[i] != round.inputs[0][i]);
+}
+
+TEST_CASE("Secure aggregation: agents dropping after their masked input (up to n - t) do not change the sum") {
+  Round round(8, 257);  // complete graph, 8 holders, t = 5
+  CHECK(round.config.threshold == 5);
+  std::string why;
+  const auto sum = round.run({}, {1, 4, 6}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({}));
+}
+
+TEST_CASE("Secure aggregation: agents dropping after sharing keys are left out of the sum") {
+  Round round(8, 300);
+  std::string why;
+  const auto sum = round.run({2, 7}, {5}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({2, 7}));
+}
+
+TEST_CASE("Secure aggregation: the server's unmasking gives the same exact sum on 1, 2, 3 and 7 worker threads") {
+  Round round(8, 1000);
+  std::string why;
+  const auto sum = round.run({2}, {5}, &why);  // one dropped agent's pairwise masks to take out too
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({2}));
+  for (size_t workers : {1, 2, 3, 7}) {
+    CAPTURE(workers);
+    CHECK(round.server->unmasked_sum(&why, workers) == sum);
+  }
+}
+
+TEST_CASE("Secure aggregation: more than n - t dropouts cannot be unmasked, with the reason") {
+  Round round(8, 64);
+  std::string why;
+  CHECK_FALSE(round.run({}, {0, 1, 2, 3}, &why).has_value());
+  CHECK(why.find("shares of agent") != std::string::npos);
+}
+
+TEST_CASE("Secure aggregation: fewer survivors than the minimum are never unmasked") {
+  Round round(4, 16, 0, 2);
+  round.config.min_survivors = 3;
+  std::string why;
+  CHECK_FALSE(round.run({0, 1}, {}, &why).has_value());
+  CHECK(why.find("fewer than the minimum") != std::string::npos);
+}
+
+TEST_CASE("Secure aggregation: an agent reveals once, one secret per owner") {
+  Round round(4, 16);
+  const auto keys = round.keys_map();
+  for (uint32_t u = 0; u < 4; ++u) round.server->add_shares(u, round.clients[u].share_keys(round.config, u, keys));
+  for (uint32_t u = 0; u < 4; ++u) round.clients[u].mask_input(round.inputs[u], round.server->shares_for(u));
+  const auto revealed = round.clients[0].unmask({0, 1, 2});
+  std::set<uint32_t> owners;
+  for (const auto& share : revealed) {
+    CHECK(owners.insert(share.owner).second);
+    CHECK(share.kind == (share.owner == 3 ? SecretKind::kMaskKey : SecretKind::kSelfMaskSeed));
+  }
+  CHECK(owners.size() == 4);
+  CHECK_THROWS_AS(round.clients[0].unmask({0, 1, 2, 3}), Error);  // a second request: refused
+  CHECK_THROWS_AS(round.clients[1].unmask({0, 2}), Error);        // below the minimum of 3
+  CHECK_THROWS_AS(round.clients[1].unmask({0, 2, 3}), Error);     // without the agent itself
+}
+
+TEST_CASE("Secure aggregation: a tampered share is detected by its recipient") {
+  Round round(3, 8);
+  const auto keys = round.keys_map();
+  for (uint32_t u = 0; u < 3; ++u) round.server->add_shares(u, round.clients[u].share_keys(round.config, u, keys));
+  auto shares = round.server->shares_for(1);
+  shares[0].ciphertext[20] ^= 1;
+  CHECK_THROWS_WITH_AS(round.clients[1].mask_input(round.inputs[1], shares), doctest::Contains("does not decrypt"), Error);
+}
+
+TEST_CASE("Secure aggregation: the sparse SecAgg+ graph is symmetric, k-regular, and sums exactly") {
+  const uint32_t n = 100;
+  Round round(n, 40);
+  CHECK(round.config.neighbours < n - 1);
+  for (uint32_t u = 0; u < n; ++u) {
+    const auto neighbours = graph_neighbours(round.config, u);
+    CHECK(neighbours.size() == round.config.neighbours);
+    for (uint32_t v : neighbours) {
+      const auto back = graph_neighbours(round.config, v);
+      CHECK(std::binary_search(back.begin(), back.end(), u));
+    }
+  }
+  std::string why;
+  const auto sum = round.run({3, 50}, {10, 77, 99}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({3, 50}));
+}
+
+TEST_CASE("Secure aggregation in 32-bit lanes: exact sums modulo 2^32 with dropouts, masked words below 2^32, uniform") {
+  Round round(40, 3000, 0, 0, 32);   // SecAgg+ graph beyond 33 agents
+  round.inputs[0][0] = 0xFFFFFFFFu;  // wraps modulo 2^32
+  std::string why;
+  const auto sum = round.run({7}, {1, 30}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({7}));
+  std::vector<double> bins(16, 0);
+  for (const auto& [u, masked] : round.masked) {
+    for (uint64_t value : masked) {
+      REQUIRE(value <= UINT32_MAX);
+      bins[value >> 28] += 1;
+    }
+  }
+  const double expected = static_cast<double>(round.masked.size() * 3000) / 16;
+  double chi2 = 0;
+  for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
+  CHECK(chi2 < 45);  // 15 degrees of freedom: the top nibble of a masked word is uniform
+  // A word that does not fit the lanes is malformed.
+  Round other(3, 4, 0, 0, 32);
+  const auto keys = other.keys_map();
+  for (uint32_t u = 0; u < 3; ++u) other.server->add_shares(u, other.clients[u].share_keys(other.config, u, keys));
+  CHECK_THROWS_WITH_AS(other.server->add_masked_input(0, {1, 2, uint64_t{1} << 32, 3}), doctest::Contains("32-bit lanes"), Error);
+}
+
+TEST_CASE("Secure aggregation: the narrowest lanes that cannot wrap, and signed lanes") {
+  CHECK(narrowest_lane_bits(1000, 1000, 0) == 32);
+  CHECK(narrowest_lane_bits((uint64_t{1} << 31) / 128 - 1, 128, 0) == 32);
+  CHECK(narrowest_lane_bits((uint64_t{1} << 31) / 128, 128, 0) == 64);  // the sum could reach 2^31
+  CHECK(narrowest_lane_bits(uint64_t{1} << 40, 100000, 0) == 64);       // the product overflows 64 bits
+  CHECK(narrowest_lane_bits(1000, 1000, 1e6) == 32);
+  CHECK(narrowest_lane_bits(1000, 1000, 1e8) == 64);  // 40 sigma of DP noise do not fit
+  CHECK(lane_to_signed(0xFFFFFFFFu, 32) == -1);
+  CHECK(lane_to_signed(0x7FFFFFFFu, 32) == 0x7FFFFFFF);
+  CHECK(lane_to_signed(~uint64_t{0}, 64) == -1);
+  SecAggConfig config;
+  config.participants = 3;
+  config.neighbours = 2;
+  config.threshold = 2;
+  config.vector_length = 4;
+  config.lane_bits = 16;
+  CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("lanes of 16 bits"), Error);
+}
+
+TEST_CASE("Secure aggregation: the server refuses malformed and repeated stage messages") {
+  Round round(3, 8);
+  const auto keys = round.keys_map();
+  auto shares = round.clients[0].share_keys(round.config, 0, keys);
+  CHECK_THROWS_AS(round.server->add_shares(1, shares), Error);  // labelled with another sender
+  round.server->add_shares(0, shares);
+  CHECK_THROWS_AS(round.server->add_shares(0, shares), Error);                          // replayed
+  CHECK_THROWS_AS(round.server->add_masked_input(1, std::vector<uint64_t>(8)), Error);  // did not share
+  CHECK_THROWS_AS(round.server->add_masked_input(0, std::vector<uint64_t>(7)), Error);  // wrong length
+}
+
+}  // namespace
+}  // namespace fedcal
