@@ -1,0 +1,188 @@
+// The rollout state machine in process (FakeHost: real SQLite store, a hand-moved clock, decoded
+// outgoing messages): waves, soak, health gates, wave deadlines, rollback, offline agents catching
+// up, crashes, pause/resume/abort and recovery from the stored snapshot.
+#include <doctest/doctest.h>
+
+#include "coordinator/rollout.h"
+#include "tests/coordinator/fake_host.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+using testing::FakeHost;
+
+constexpr const char* kSha = "5e11ab1e000000000000000000000000000000000000000000000000000000aa";
+
+struct RolloutFixture {
+  testing::ScratchDir dir;
+  FakeHost host{dir};
+  std::vector<int64_t> ids;
+  ModelRecord model;
+  RolloutSettings settings;
+
+  explicit RolloutFixture(int count) {
+    ids = host.enroll(count);
+    model.sha256 = kSha;
+    model.kind = "int8";
+    model.path = dir.path("m.fcpkg");
+    model.bytes = 1000;
+    model.description = "a package";
+    model.id = host.store().add_model(model);
+    settings.model_id = model.id;
+    settings.waves = {20, 60, 100};
+    settings.wave_timeout_ms = 10000;
+    settings.soak_ms = 2000;
+  }
+  std::unique_ptr<Rollout> start() { return Rollout::start(host, settings, model, ids); }
+  // The agents that were sent `kind` since the last look.
+  std::vector<int64_t> told(const std::string& kind) {
+    std::vector<int64_t> out;
+    for (const int64_t id : ids) {
+      if (!host.take(id, kind).empty()) out.push_back(id);
+    }
+    return out;
+  }
+  void report(Rollout& rollout, int64_t agent, bool activated, double kl = 0.001, double speed = 100, double before = 100) {
+    OutgoingMessage message;
+    auto report = message.body().initActivationReport();
+    report.setRolloutId(static_cast<uint64_t>(rollout.id()));
+    report.setActivated(activated);
+    report.setSha256(activated ? kSha : "");
+    report.setMeanKl(kl);
+    report.setTop1Agreement(0.99);
+    report.setTokensPerSecond(speed);
+    report.setPreviousTokensPerSecond(before);
+    const DecodedEnvelope envelope = testing::decoded(message);
+    rollout.handle(agent, envelope.envelope().getBody().getActivationReport());
+  }
+  std::string status_of(const Rollout& rollout, int64_t agent) const {
+    const nlohmann::json status = rollout.status();
+    for (const auto& entry : status["agents"]) {
+      if (entry["agent"] == agent) return entry["status"];
+    }
+    return "";
+  }
+};
+
+TEST_CASE("Rollout in process: waves of 20/60/100%, each gated after its soak, then done") {
+  RolloutFixture f(10);
+  auto rollout = f.start();
+  CHECK(f.told("modelActivate") == std::vector<int64_t>{f.ids[0], f.ids[1]});
+  f.report(*rollout, f.ids[0], true);
+  rollout->tick();
+  CHECK(rollout->status()["wave"] == 0);  // agent 2 has not reported
+  f.report(*rollout, f.ids[1], true);
+  rollout->tick();
+  CHECK(rollout->status()["wave"] == 0);  // soaking
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(rollout->status()["wave"] == 1);
+  CHECK(f.told("modelActivate") == std::vector<int64_t>{f.ids[2], f.ids[3], f.ids[4], f.ids[5]});
+  for (int i = 2; i < 6; ++i) f.report(*rollout, f.ids[i], true);
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(f.told("modelActivate").size() == 4);
+  for (int i = 6; i < 10; ++i) f.report(*rollout, f.ids[i], true);
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(rollout->stage() == RolloutStage::kDone);
+  CHECK(f.host.store().rollouts().back().stage == RolloutStage::kDone);
+  CHECK(rollout->status()["counts"]["healthy"] == 10);
+}
+
+TEST_CASE("Rollout in process: a wave that fails its gate rolls back every updated agent, and the rest never get it") {
+  RolloutFixture f(10);
+  auto rollout = f.start();
+  f.told("modelActivate");
+  SUBCASE("KL above the limit") { f.report(*rollout, f.ids[0], true, /*kl=*/1.0); }
+  SUBCASE("slower than allowed") { f.report(*rollout, f.ids[0], true, 0.001, /*speed=*/10, /*before=*/100); }
+  SUBCASE("activation failed") { f.report(*rollout, f.ids[0], false); }
+  f.report(*rollout, f.ids[1], true);
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(rollout->stage() == RolloutStage::kRolledBack);
+  CHECK(rollout->status()["reason"].get<std::string>().find("wave 1 failed its health gate: 1 of 2") == 0);
+  const std::vector<int64_t> rolled_back = f.told("modelRollback");
+  CHECK(std::count(rolled_back.begin(), rolled_back.end(), f.ids[1]) == 1);
+  CHECK(f.told("modelActivate").empty());
+  CHECK(f.host.store().rollouts().back().stage == RolloutStage::kRolledBack);
+}
+
+TEST_CASE("Rollout in process: a wave nobody reports on rolls back at its deadline; offline agents are not waited for") {
+  RolloutFixture f(5);
+  f.settings.waves = {40, 100};
+  f.host.online.erase(f.ids[1]);  // offline: not sent, not waited for
+  auto rollout = f.start();
+  CHECK(f.told("modelActivate") == std::vector<int64_t>{f.ids[0]});
+  SUBCASE("the deadline") {
+    f.host.now_ms += f.settings.wave_timeout_ms - 1;
+    rollout->tick();
+    CHECK(rollout->stage() == RolloutStage::kRunning);
+    f.host.now_ms += 1;
+    rollout->tick();
+    CHECK(rollout->stage() == RolloutStage::kRolledBack);
+    CHECK(rollout->status()["reason"] == "no agent of wave 1 reported within 10000 ms");
+  }
+  SUBCASE("the offline agent catches up when it returns; the gate does not wait for it") {
+    f.report(*rollout, f.ids[0], true);
+    f.host.now_ms += f.settings.soak_ms;
+    rollout->tick();
+    CHECK(rollout->status()["wave"] == 1);
+    f.host.online.insert(f.ids[1]);
+    rollout->agent_online(f.ids[1], "previous-sha");
+    const std::vector<int64_t> told = f.told("modelActivate");
+    CHECK(std::count(told.begin(), told.end(), f.ids[1]) == 1);
+  }
+}
+
+TEST_CASE("Rollout in process: an agent that crashed since activating makes its wave unhealthy") {
+  RolloutFixture f(5);
+  f.settings.waves = {40, 100};
+  auto rollout = f.start();
+  f.report(*rollout, f.ids[0], true);
+  f.report(*rollout, f.ids[1], true);
+  rollout->agent_online(f.ids[1], kSha, /*crashes=*/1);
+  CHECK(f.status_of(*rollout, f.ids[1]) == "unhealthy");
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(rollout->stage() == RolloutStage::kRolledBack);
+}
+
+TEST_CASE("Rollout in process: pause holds the gate, resume goes on, abort ends it; refusals name the stage") {
+  RolloutFixture f(5);
+  f.settings.waves = {40, 100};
+  auto rollout = f.start();
+  f.report(*rollout, f.ids[0], true);
+  f.report(*rollout, f.ids[1], true);
+  rollout->pause();
+  CHECK_THROWS_WITH(rollout->pause(), doctest::Contains("is paused, not running"));
+  f.host.now_ms += 10 * f.settings.wave_timeout_ms;
+  rollout->tick();
+  CHECK(rollout->stage() == RolloutStage::kPaused);
+  CHECK(rollout->status()["wave"] == 0);
+  rollout->resume();
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(rollout->status()["wave"] == 1);
+  rollout->abort();
+  CHECK(rollout->stage() == RolloutStage::kAborted);
+  CHECK_THROWS_WITH(rollout->abort(), doctest::Contains("already aborted"));
+}
+
+TEST_CASE("Rollout in process: recovered from its stored snapshot with stage, wave, statuses and reports") {
+  RolloutFixture f(5);
+  f.settings.waves = {40, 100};
+  auto rollout = f.start();
+  f.report(*rollout, f.ids[0], true, 0.002);
+  rollout->pause();
+  const auto recovered = Rollout::recover(f.host, f.host.store().rollouts().back());
+  CHECK(recovered->stage() == RolloutStage::kPaused);
+  CHECK(f.status_of(*recovered, f.ids[0]) == "healthy");
+  CHECK(f.status_of(*recovered, f.ids[1]) == "sent");
+  CHECK(f.status_of(*recovered, f.ids[4]) == "pending");
+  CHECK(recovered->status()["agents"][0]["report"]["mean_kl"] == 0.002);
+  CHECK(recovered->status() == rollout->status());
+}
+
+}  // namespace
+}  // namespace fedcal::coordinator
