@@ -138,7 +138,28 @@ int64_t Server::monotonic_ms() const {
 
 void Server::refused(const std::string& peer, const std::string& why) {
   log("refused " + peer + ": " + why);
-  store_.audit(peer, "refused", why);
+  audit_quietly(peer, "refused", why);
+}
+
+void Server::audit_quietly(const std::string& actor, const std::string& event, const std::string& detail) {
+  try {
+    store_.audit(actor, event, detail);
+  } catch (const std::exception& error) {
+    log(fmt::format("cannot write the audit entry '{}' of {}: {}", event, actor, error.what()));
+  }
+}
+
+template <typename Body>
+void Server::guarded(const char* what, Body&& body) {
+  try {
+    body();
+  } catch (const std::exception& error) {
+    log(fmt::format("internal error while {}: {}", what, error.what()));
+    audit_quietly("coordinator", "internal error", fmt::format("{}: {}", what, error.what()));
+  } catch (...) {
+    log(fmt::format("internal error while {}: an exception of unknown type", what));
+    audit_quietly("coordinator", "internal error", fmt::format("{}: an exception of unknown type", what));
+  }
 }
 
 void Server::run(const std::atomic<bool>& stop) {
@@ -146,24 +167,24 @@ void Server::run(const std::atomic<bool>& stop) {
       {agents_.handle(), 0, ZMQ_POLLIN, 0}, {zap_.handle(), 0, ZMQ_POLLIN, 0}, {admin_.handle(), 0, ZMQ_POLLIN, 0}};
   while (!stop && !shutdown_requested_) {
     if (!poll_interruptible(items, 3, std::chrono::milliseconds(50))) continue;
-    if (items[1].revents & ZMQ_POLLIN) handle_zap();
+    // Nothing one message does may stop the daemon: each handler runs guarded (its own error
+    // replies come first; what escapes them is logged and audited as an internal error).
+    if (items[1].revents & ZMQ_POLLIN) guarded("answering a ZAP request", [&] { handle_zap(); });
     // Bounded batches, so a flood on one socket cannot starve the others.
-    for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) handle_agent_message();
-    if (items[2].revents & ZMQ_POLLIN) handle_admin();
-    if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) flush_last_seen();
-    if (rollout_) {
-      try {
-        rollout_->tick();
-      } catch (const std::exception& error) {
-        log(std::string("rollout: ") + error.what());
-      }
+    for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) {
+      guarded("handling an agent message", [&] { handle_agent_message(); });
     }
+    if (items[2].revents & ZMQ_POLLIN) guarded("handling an admin request", [&] { handle_admin(); });
+    if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
+    if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
     if (round_) {
-      try {
-        round_->tick();
-      } catch (const std::exception& error) {
-        round_->fail_round(std::string("internal error: ") + error.what());
-      }
+      guarded("advancing the round", [&] {
+        try {
+          round_->tick();
+        } catch (const std::exception& error) {
+          round_->fail_round(std::string("internal error: ") + error.what());
+        }
+      });
     }
   }
   if (round_ && !round_->finished() && round_->stage() != RoundStage::kQuantizing && round_->stage() != RoundStage::kEvaluating) {
@@ -233,6 +254,11 @@ void Server::handle_agent_message() {
   } catch (const Error& error) {
     refused("key " + key, error.what());
     reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, error.what());
+  } catch (const std::exception& error) {
+    // Not the peer's fault as far as we know: an internal error, answered so the agent does not wait.
+    log(fmt::format("internal error handling a message of key {}: {}", key, error.what()));
+    audit_quietly("key " + key, "internal error", error.what());
+    reply_error(routing_id, wire::ErrorReply::Code::INTERNAL, "the coordinator could not handle this message");
   }
 }
 

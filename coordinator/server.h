@@ -60,6 +60,11 @@ class Server : public RoundHost {
   nlohmann::json import_model(const std::string& path, const std::string& tokenizer, const std::string& description);
   nlohmann::json round_json(int64_t id);
   void refused(const std::string& peer, const std::string& why);
+  // An audit entry that cannot fail the caller (a database error is logged instead).
+  void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail);
+  // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.
+  template <typename Body>
+  void guarded(const char* what, Body&& body);
   void flush_last_seen();
 
   CoordinatorConfig config_;

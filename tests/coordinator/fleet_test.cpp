@@ -360,6 +360,29 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
   CHECK(audit.find("'roundKeys'") != std::string::npos);
 }
 
+TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  ProbeClient probe(fleet);
+  // Text that is not UTF-8 in a hello's profile: the JSON library throws its own exception type
+  // when the coordinator serializes the profile.
+  OutgoingMessage hello;
+  auto body = hello.body().initHello();
+  body.setName("probe");
+  body.initProfile().setArch(std::string("\xff\xfe\x80"));
+  probe.send_raw(hello.encode(uint64_t{1} << 62));
+  CHECK(probe.reply() == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::INTERNAL)));
+  // Still serving: the admin socket answers, and the same agent's next hello is welcomed.
+  CHECK(fleet.admin({{"command", "status"}}).contains("curve_public_key"));
+  OutgoingMessage good;
+  good.body().initHello().setName("probe");
+  probe.send_raw(good.encode((uint64_t{1} << 62) + 1));
+  CHECK(probe.reply() == std::make_pair(std::string("welcome"), -1));
+  CHECK(fleet.admin({{"command", "audit"}, {"limit", 20}}).dump().find("internal error") != std::string::npos);
+}
+
 TEST_CASE(
     "Fleet round with distributed DP: noise reaches the aggregate, and too little data for the budget fails with the reason" *
     doctest::timeout(120)) {
