@@ -56,14 +56,20 @@ nlohmann::json check_summary(const std::vector<nlohmann::json>& checks) {
 Round::Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model)
     : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
 
-std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model) {
+RoundModel load_round_model(const ModelRecord& model) {
   if (model.kind != "fp32") fail("model {} is an INT8 package; rounds calibrate an FP32 model", model.id);
   const LoadedModel loaded = load_model(model.path);
+  return {loaded.model.config, model_fingerprint(loaded.model)};
+}
+
+std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model,
+                                    const RoundModel& loaded) {
+  if (model.kind != "fp32") fail("model {} is an INT8 package; rounds calibrate an FP32 model", model.id);
   HistogramLayout layout;
   layout.mantissa_bits = settings.mantissa_bits;
   // Bit-width budget: one agent adds at most sequences x seq_len x (widest point) to any count, so
   // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
-  const ModelConfig& config = loaded.model.config;
+  const ModelConfig& config = loaded.config;
   const auto widest = static_cast<uint64_t>(widest_point(config));
   const uint64_t per_agent =
       static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len) * widest;
@@ -74,10 +80,10 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   }
   const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
   std::unique_ptr<Round> round(new Round(host, id, settings, model));
-  round->template_stats_ = CalibrationStats::empty_for(loaded.model.config, model_fingerprint(loaded.model), layout);
+  round->template_stats_ = CalibrationStats::empty_for(loaded.config, loaded.fingerprint, layout);
   round->count_bound_per_agent_ = per_agent;
   if (settings.dp_epsilon > 0) {
-    round->dp_total_stddev_ = dp_total_stddev(loaded.model.config, settings);
+    round->dp_total_stddev_ = dp_total_stddev(loaded.config, settings);
     round->dp_noise_stddev_ = round->dp_total_stddev_ / std::sqrt(static_cast<double>(settings.min_agents));
   }
   host.store().audit("operator", "round started",
@@ -429,15 +435,8 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
 
 void Round::send_result(int64_t agent_id) {
   // An agent in a group with its own variant checks that package instead of the default one.
-  std::set<std::string> labels;
-  if (const auto agent = host_.store().agent(agent_id)) {
-    const nlohmann::json profile = nlohmann::json::parse(agent->profile_json, nullptr, false);
-    if (profile.is_object()) {
-      for (const auto& label : profile.value("labels", nlohmann::json::array())) {
-        if (label.is_string()) labels.insert(label.get<std::string>());
-      }
-    }
-  }
+  const auto agent = host_.store().agent(agent_id);
+  const std::set<std::string> labels = agent ? agent_labels(*agent) : std::set<std::string>();
   std::vector<size_t> chosen;
   bool grouped = false;
   for (size_t i = 0; i < results_.size(); ++i) {

@@ -50,11 +50,21 @@ class RoundHost {
 // (epsilon, delta), from the L2 sensitivity of one sequence (derived from the quantization points).
 double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings);
 
+// What a round needs to know of its model before it starts: its shape (which sizes the statistics
+// vector and the DP noise) and its fingerprint. Loading a package is heavy: load_round_model runs on a
+// worker thread, never on the daemon's event loop.
+struct RoundModel {
+  ModelConfig config;
+  std::string fingerprint;
+};
+RoundModel load_round_model(const ModelRecord& model);
+
 class Round {
  public:
-  // A new round on `model` (an FP32 package in the artifact store): loads it to size the statistics
-  // vector, persists the round and announces it to every online agent.
-  static std::unique_ptr<Round> start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model);
+  // A new round on `model` (an FP32 package in the artifact store, read by load_round_model):
+  // persists the round and announces it to every online agent.
+  static std::unique_ptr<Round> start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model,
+                                      const RoundModel& loaded);
   // After a restart: resumes a round persisted in `quantizing` or `evaluating`, fails any other.
   static std::unique_ptr<Round> recover(RoundHost& host, const RoundRecord& record);
 

@@ -8,56 +8,11 @@
 #include <fstream>
 
 #include "common/error.h"
-#include "coordinator/artifact_store.h"
-#include "models/format/model_loader.h"
-#include "models/format/model_package.h"
-#include "models/quant/calibration.h"
 
 namespace fedcal::coordinator {
 namespace {
 namespace fs = std::filesystem;
 using Body = wire::Envelope::Body;
-
-constexpr const char* kZapDomain = "fedcal";
-
-std::string z85_key(const uint8_t* raw) {
-  char text[41];
-  zmq_z85_encode(text, raw, 32);
-  return text;
-}
-
-std::vector<zmq::message_t> receive_multipart(zmq::socket_t& socket) {
-  std::vector<zmq::message_t> frames;
-  do {
-    zmq::message_t frame;
-    if (!socket.recv(frame, zmq::recv_flags::dontwait)) break;
-    frames.push_back(std::move(frame));
-  } while (frames.back().more());
-  return frames;
-}
-
-nlohmann::json agent_json(const AgentRecord& agent, bool online) {
-  nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
-  return {{"id", agent.id},
-          {"name", agent.name},
-          {"public_key", agent.public_key},
-          {"enrolled_at_ms", agent.enrolled_at_ms},
-          {"revoked", agent.revoked_at_ms.has_value()},
-          {"online", online},
-          {"last_seen_ms", agent.last_seen_ms},
-          {"active_model", agent.active_model_sha},
-          {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
-}
-
-nlohmann::json model_json(const ModelRecord& model) {
-  return {{"id", model.id},
-          {"sha256", model.sha256},
-          {"kind", model.kind},
-          {"bytes", model.bytes},
-          {"description", model.description},
-          {"path", model.path},
-          {"round", model.round_id ? nlohmann::json(*model.round_id) : nlohmann::json(nullptr)}};
-}
 
 nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
   nlohmann::json features = nlohmann::json::array();
@@ -91,6 +46,7 @@ Server::Server(CoordinatorConfig config)
       zap_(context_, zmq::socket_type::rep),
       admin_(context_, zmq::socket_type::rep),
       next_sequence_(static_cast<uint64_t>(now_ms()) * 1000) {
+  register_admin_commands();
   ::chmod(config_.state_dir.c_str(), 0700);
   zap_.bind(kZapEndpoint);  // before the ROUTER, so no handshake ever runs without it
   SocketLimits limits;
@@ -175,6 +131,8 @@ void Server::run(const std::atomic<bool>& stop) {
       guarded("handling an agent message", [&] { handle_agent_message(); });
     }
     if (items[2].revents & ZMQ_POLLIN) guarded("handling an admin request", [&] { handle_admin(); });
+    if (pending_admin_.valid()) guarded("finishing an admin request", [&] { finish_admin(); });
+    items[2].events = pending_admin_.valid() ? 0 : ZMQ_POLLIN;  // REP: one request at a time
     if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
     if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
     if (round_) {
@@ -206,33 +164,6 @@ void Server::flush_last_seen() {
   last_seen_flush_monotonic_ms_ = monotonic_ms();
 }
 
-void Server::handle_zap() {
-  std::vector<zmq::message_t> request = receive_multipart(zap_);
-  if (request.size() < 6) return;
-  const std::string request_id = request[1].to_string();
-  std::string status = "400", text = "refused", user_id;
-  const std::string domain = request[2].to_string();
-  const std::string mechanism = request[5].to_string();
-  if (domain != kZapDomain || mechanism != "CURVE" || request.size() != 7 || request[6].size() != 32) {
-    text = "only CURVE in domain fedcal";
-  } else {
-    const std::string key = z85_key(static_cast<const uint8_t*>(request[6].data()));
-    const auto agent = store_.agent_by_key(key);
-    if (agent && agent->revoked_at_ms) {
-      text = "revoked";
-      refused("agent " + std::to_string(agent->id), "connection refused: the agent is revoked");
-    } else {
-      // Enrolled keys and unknown keys (which may only enroll) connect; everything else a
-      // connection sends is checked against the registry per message.
-      status = "200";
-      text = "OK";
-      user_id = key;
-    }
-  }
-  const std::string reply[] = {"1.0", request_id, status, text, user_id, ""};
-  for (size_t i = 0; i < 6; ++i) zap_.send(zmq::buffer(reply[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
-}
-
 void Server::handle_agent_message() {
   std::vector<zmq::message_t> frames = receive_multipart(agents_);
   if (frames.empty()) return;
@@ -251,14 +182,19 @@ void Server::handle_agent_message() {
   try {
     DecodedEnvelope decoded = decode_envelope(raw, static_cast<size_t>(config_.max_message_bytes));
     reading_message([&] { dispatch(key, routing_id, decoded.envelope(), raw); });
-  } catch (const Error& error) {
-    refused("key " + key, error.what());
-    reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE, error.what());
   } catch (const std::exception& error) {
-    // Not the peer's fault as far as we know: an internal error, answered so the agent does not wait.
-    log(fmt::format("internal error handling a message of key {}: {}", key, error.what()));
-    audit_quietly("key " + key, "internal error", error.what());
-    reply_error(routing_id, wire::ErrorReply::Code::INTERNAL, "the coordinator could not handle this message");
+    // The one boundary policy for agent messages: the kind says whose fault it is. Only invalid
+    // input is the peer's ("refused"); our own failures are audited as such and answered, so the
+    // agent does not wait, without our internals.
+    const ErrorKind kind = kind_of(error);
+    if (kind == ErrorKind::kInvalidInput || kind == ErrorKind::kNotFound) {
+      refused("key " + key, error.what());
+      reply_error(routing_id, reply_code(kind), error.what());
+    } else {
+      log(fmt::format("{} while handling a message of key {}: {}", error_kind_name(kind), key, error.what()));
+      audit_quietly("key " + key, error_kind_name(kind), error.what());
+      reply_error(routing_id, reply_code(kind), "the coordinator could not handle this message");
+    }
   }
 }
 
@@ -434,177 +370,6 @@ std::vector<int64_t> Server::online_agents() const {
     if (is_online(id)) out.push_back(id);
   }
   return out;
-}
-
-void Server::handle_admin() {
-  zmq::message_t request;
-  if (!admin_.recv(request, zmq::recv_flags::dontwait)) return;
-  nlohmann::json reply;
-  try {
-    const nlohmann::json parsed = nlohmann::json::parse(request.to_string_view());
-    reply = admin(parsed);
-    reply["ok"] = true;
-  } catch (const std::exception& error) {
-    reply = {{"ok", false}, {"error", error.what()}};
-  }
-  const std::string text = reply.dump();
-  admin_.send(zmq::buffer(text), zmq::send_flags::none);
-}
-
-nlohmann::json Server::import_model(const std::string& path, const std::string& tokenizer, const std::string& description) {
-  // An FP32 model in any format, or an INT8 package built elsewhere: re-written as a package this
-  // coordinator signs (after it loaded and checked it).
-  LoadedModel loaded = load_model(path);
-  const TokenizerFile tokenizer_file =
-      find_tokenizer(loaded, tokenizer.empty() ? std::nullopt : std::optional<std::string>(tokenizer));
-  PackageProvenance provenance;
-  if (loaded.package) provenance = loaded.package->provenance;
-  if (provenance.source_model_sha256.empty()) provenance.source_model_sha256 = model_fingerprint(loaded.model);
-  PackageWriteOptions options;
-  options.signing_key = &signing_key_;
-  const StoredArtifact stored = ArtifactStore(config_.artifacts_dir()).add_package([&](const std::string& temporary) {
-    write_model_package(temporary, loaded.model, loaded.int8, tokenizer_file.file, provenance, options);
-  });
-  ModelRecord model;
-  model.sha256 = stored.sha256;
-  model.kind = loaded.int8.empty() ? "fp32" : "int8";
-  model.path = stored.path;
-  model.bytes = stored.bytes;
-  model.description = description.empty()
-                          ? fmt::format("{} {} from {}", loaded.int8.empty() ? "FP32" : "INT8 " + provenance.method,
-                                        loaded.model.config.describe(), path)
-                          : description;
-  model.id = store_.add_model(model);
-  store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
-  return model_json(*store_.model(model.id));
-}
-
-nlohmann::json Server::round_json(int64_t id) {
-  if (round_ && round_->id() == id && !round_->finished()) return round_->status();
-  const auto record = store_.round(id);
-  if (!record) fail("no round {}", id);
-  nlohmann::json json = record->report_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(record->report_json);
-  json["round"] = record->id;
-  json["stage"] = name(record->stage);
-  if (!record->failure.empty()) json["failure"] = record->failure;
-  return json;
-}
-
-nlohmann::json Server::admin(const nlohmann::json& request) {
-  const std::string command = request.at("command").get<std::string>();
-  if (command == "status") {
-    return {{"listen", config_.listen},
-            {"curve_public_key", curve_keys_.public_key},
-            {"signing_public_key", signing_key_.public_key_hex()},
-            {"online_agents", online_agents().size()},
-            {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}};
-  }
-  if (command == "token.create") {
-    const int hours = request.value("valid_hours", config_.token_valid_hours);
-    if (hours < 1 || hours > 24 * 365) fail("valid_hours = {}: must be 1..8760", hours);
-    const std::string token = store_.create_token(int64_t{hours} * 3600 * 1000);
-    store_.audit("operator", "token created", fmt::format("valid {} h", hours));
-    return {{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}};
-  }
-  if (command == "agents.list") {
-    nlohmann::json agents = nlohmann::json::array();
-    for (const AgentRecord& agent : store_.agents()) {
-      nlohmann::json entry = agent_json(agent, is_online(agent.id));
-      const auto session = sessions_.find(agent.id);
-      entry["crashes_since_activation"] = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
-      agents.push_back(entry);
-    }
-    return {{"agents", agents}};
-  }
-  if (command == "agents.revoke") {
-    const int64_t id = request.at("id").get<int64_t>();
-    if (!store_.revoke_agent(id)) fail("no enrolled, unrevoked agent {}", id);
-    sessions_.erase(id);
-    store_.audit("operator", "agent revoked", std::to_string(id));
-    return {{"revoked", id}};
-  }
-  if (command == "models.import") {
-    return import_model(request.at("path").get<std::string>(), request.value("tokenizer", ""), request.value("description", ""));
-  }
-  if (command == "models.list") {
-    nlohmann::json models = nlohmann::json::array();
-    for (const ModelRecord& model : store_.models()) models.push_back(model_json(model));
-    return {{"models", models}};
-  }
-  if (command == "round.start") {
-    if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), name(round_->stage()));
-    const RoundSettings settings = RoundSettings::from_json(request.at("settings"));
-    const auto model = store_.model(settings.model_id);
-    if (!model) fail("no model {} (see `models list`)", settings.model_id);
-    round_ = Round::start(*this, settings, *model);
-    return round_->status();
-  }
-  if (command == "round.status" || command == "round.report") {
-    int64_t id = request.value("id", int64_t{0});
-    if (id == 0) {
-      const auto rounds = store_.rounds();
-      if (rounds.empty()) fail("no rounds yet");
-      id = rounds.back().id;
-    }
-    return round_json(id);
-  }
-  if (command == "round.abort") {
-    if (!round_ || round_->finished()) fail("no round is running");
-    round_->fail_round("aborted by the operator");
-    return round_json(round_->id());
-  }
-  if (command == "rollout.start") {
-    if (rollout_ && (rollout_->stage() == RolloutStage::kRunning || rollout_->stage() == RolloutStage::kPaused)) {
-      fail("rollout {} is {}; abort it first", rollout_->id(), name(rollout_->stage()));
-    }
-    const RolloutSettings settings = RolloutSettings::from_json(request.at("settings"));
-    const auto model = store_.model(settings.model_id);
-    if (!model) fail("no model {} (see `models list`)", settings.model_id);
-    std::vector<int64_t> targets;
-    for (const AgentRecord& agent : store_.agents()) {
-      if (agent.revoked_at_ms) continue;
-      if (!settings.group.empty()) {
-        const nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
-        const auto labels = profile.is_object() ? profile.value("labels", nlohmann::json::array()) : nlohmann::json::array();
-        if (std::find(labels.begin(), labels.end(), settings.group) == labels.end()) continue;
-      }
-      targets.push_back(agent.id);
-    }
-    rollout_ = Rollout::start(*this, settings, *model, targets);
-    return rollout_->status();
-  }
-  if (command.rfind("rollout.", 0) == 0) {
-    if (!rollout_) {
-      const auto records = store_.rollouts();
-      if (records.empty()) fail("no rollouts yet");
-      if (command != "rollout.status") fail("no rollout is active");
-      nlohmann::json json = nlohmann::json::parse(records.back().state_json);
-      return json;
-    }
-    if (command == "rollout.pause")
-      rollout_->pause();
-    else if (command == "rollout.resume")
-      rollout_->resume();
-    else if (command == "rollout.abort")
-      rollout_->abort();
-    else if (command == "rollout.rollback")
-      rollout_->rollback("rolled back by the operator");
-    else if (command != "rollout.status")
-      fail("unknown command '{}'", command);
-    return rollout_->status();
-  }
-  if (command == "audit") {
-    nlohmann::json entries = nlohmann::json::array();
-    for (const auto& entry : store_.audit_log(request.value("limit", 50))) {
-      entries.push_back({{"at_ms", entry.at_ms}, {"actor", entry.actor}, {"event", entry.event}, {"detail", entry.detail}});
-    }
-    return {{"audit", entries}};
-  }
-  if (command == "shutdown") {
-    shutdown_requested_ = true;
-    return {{"stopping", true}};
-  }
-  fail("unknown command '{}'", command);
 }
 
 }  // namespace fedcal::coordinator

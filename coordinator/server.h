@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,6 +22,8 @@
 #include "transport/curve.h"
 
 namespace fedcal::coordinator {
+
+inline constexpr const char* kZapDomain = "fedcal";
 
 class Server : public RoundHost {
  public:
@@ -55,9 +59,21 @@ class Server : public RoundHost {
                 std::span<const std::byte> raw);
   void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message);
   void send_to_route(const std::string& routing_id, OutgoingMessage& message);
+  // Admin commands (server_admin.cpp): one table entry each. An answer is ready now, or `later`
+  // yields, from a worker thread, the step the event loop runs to finish it (store writes stay on the
+  // loop). While one is pending the admin socket waits (REP) and agents keep being served.
+ public:
+  struct AdminReply {
+    nlohmann::json now;
+    std::future<std::function<nlohmann::json()>> later;
+  };
+
+ private:
+  void register_admin_commands();
   void handle_admin();
-  nlohmann::json admin(const nlohmann::json& request);
-  nlohmann::json import_model(const std::string& path, const std::string& tokenizer, const std::string& description);
+  void finish_admin();  // sends a pending command's reply once its worker is done
+  void send_admin_reply(nlohmann::json reply);
+  void send_admin_error(const std::string& message);
   nlohmann::json round_json(int64_t id);
   void refused(const std::string& peer, const std::string& why);
   // An audit entry that cannot fail the caller (a database error is logged instead).
@@ -82,6 +98,8 @@ class Server : public RoundHost {
   std::unique_ptr<Rollout> rollout_;
   std::ofstream capture_;
   bool shutdown_requested_ = false;
+  std::map<std::string, std::function<AdminReply(const nlohmann::json& request)>> admin_commands_;
+  std::future<std::function<nlohmann::json()>> pending_admin_;  // last member: its worker uses the ones above
   int64_t last_seen_flush_monotonic_ms_ = 0;
 };
 

@@ -1,5 +1,7 @@
 #include "coordinator/store.h"
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 
 #include "common/error.h"
@@ -90,6 +92,22 @@ CREATE TABLE IF NOT EXISTS audit (
                      fmt::arg("rollout_stages", sql_names<RolloutStage>()));
 }
 
+// Runs one statement group of the store; an SQLite failure becomes Error with its kind (a full or
+// failing disk: kIo; a damaged database: kCorruption; anything else: kInternal), naming what failed.
+template <typename Body>
+auto sqlite_call(const char* what, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const SQLite::Exception& error) {
+    const int code = error.getErrorCode() & 0xff;
+    const ErrorKind kind = code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorKind::kCorruption
+                           : code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_CANTOPEN || code == SQLITE_READONLY
+                               ? ErrorKind::kIo
+                               : ErrorKind::kInternal;
+    throw Error(fmt::format("coordinator database: {}: {}", what, error.what()), kind);
+  }
+}
+
 std::string token_hash(const std::string& token) { return sha256_hex(std::as_bytes(std::span(token.data(), token.size()))); }
 
 AgentRecord read_agent(SQLite::Statement& query) {
@@ -150,6 +168,18 @@ void bind_optional(SQLite::Statement& statement, int index, std::optional<int64_
 
 }  // namespace
 
+std::set<std::string> agent_labels(const AgentRecord& agent) {
+  std::set<std::string> labels;
+  const nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
+  if (!profile.is_object()) return labels;
+  const auto list = profile.find("labels");
+  if (list == profile.end() || !list->is_array()) return labels;
+  for (const auto& label : *list) {
+    if (label.is_string()) labels.insert(label.get<std::string>());
+  }
+  return labels;
+}
+
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -172,298 +202,359 @@ Store::Store(const std::string& path)
     db_.exec(schema());
     transaction.commit();
   } catch (const SQLite::Exception& e) {
-    fail("{}: {}", path, e.what());
+    fail_as(ErrorKind::kIo, "{}: {}", path, e.what());
   }
 }
 
 std::string Store::create_token(int64_t valid_for_ms) {
-  Key32 random = random_key();
-  const std::string token = to_hex(std::as_bytes(std::span(random)));
-  SQLite::Statement insert(db_, "INSERT INTO tokens (token_sha256, created_at_ms, expires_at_ms) VALUES (?, ?, ?)");
-  insert.bind(1, token_hash(token));
-  insert.bind(2, now_ms());
-  insert.bind(3, now_ms() + valid_for_ms);
-  insert.exec();
-  return token;
+  return sqlite_call("create token", [&]() -> std::string {
+    Key32 random = random_key();
+    const std::string token = to_hex(std::as_bytes(std::span(random)));
+    SQLite::Statement insert(db_, "INSERT INTO tokens (token_sha256, created_at_ms, expires_at_ms) VALUES (?, ?, ?)");
+    insert.bind(1, token_hash(token));
+    insert.bind(2, now_ms());
+    insert.bind(3, now_ms() + valid_for_ms);
+    insert.exec();
+    return token;
+  });
 }
 
 std::optional<int64_t> Store::redeem_token(const std::string& token, const std::string& public_key, const std::string& name) {
-  SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-  SQLite::Statement find(db_, "SELECT expires_at_ms, used_by FROM tokens WHERE token_sha256 = ?");
-  find.bind(1, token_hash(token));
-  if (!find.executeStep() || !find.getColumn(1).isNull() || find.getColumn(0).getInt64() < now_ms()) return std::nullopt;
-  int64_t id;
-  if (auto existing = agent_by_key(public_key)) {
-    if (existing->revoked_at_ms) return std::nullopt;
-    id = existing->id;
-  } else {
-    SQLite::Statement insert(db_, "INSERT INTO agents (public_key, name, enrolled_at_ms) VALUES (?, ?, ?)");
-    insert.bind(1, public_key);
-    insert.bind(2, name);
-    insert.bind(3, now_ms());
-    insert.exec();
-    id = db_.getLastInsertRowid();
-  }
-  SQLite::Statement use(db_, "UPDATE tokens SET used_by = ? WHERE token_sha256 = ?");
-  use.bind(1, id);
-  use.bind(2, token_hash(token));
-  use.exec();
-  transaction.commit();
-  return id;
+  return sqlite_call("redeem token", [&]() -> std::optional<int64_t> {
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement find(db_, "SELECT expires_at_ms, used_by FROM tokens WHERE token_sha256 = ?");
+    find.bind(1, token_hash(token));
+    if (!find.executeStep() || !find.getColumn(1).isNull() || find.getColumn(0).getInt64() < now_ms()) return std::nullopt;
+    int64_t id;
+    if (auto existing = agent_by_key(public_key)) {
+      if (existing->revoked_at_ms) return std::nullopt;
+      id = existing->id;
+    } else {
+      SQLite::Statement insert(db_, "INSERT INTO agents (public_key, name, enrolled_at_ms) VALUES (?, ?, ?)");
+      insert.bind(1, public_key);
+      insert.bind(2, name);
+      insert.bind(3, now_ms());
+      insert.exec();
+      id = db_.getLastInsertRowid();
+    }
+    SQLite::Statement use(db_, "UPDATE tokens SET used_by = ? WHERE token_sha256 = ?");
+    use.bind(1, id);
+    use.bind(2, token_hash(token));
+    use.exec();
+    transaction.commit();
+    return id;
+  });
 }
 
 std::optional<AgentRecord> Store::agent_by_key(const std::string& public_key) {
-  SQLite::Statement query(db_, std::string(kAgentColumns) + " WHERE public_key = ?");
-  query.bind(1, public_key);
-  if (!query.executeStep()) return std::nullopt;
-  return read_agent(query);
+  return sqlite_call("agent by key", [&]() -> std::optional<AgentRecord> {
+    SQLite::Statement query(db_, std::string(kAgentColumns) + " WHERE public_key = ?");
+    query.bind(1, public_key);
+    if (!query.executeStep()) return std::nullopt;
+    return read_agent(query);
+  });
 }
 
 std::optional<AgentRecord> Store::agent(int64_t id) {
-  SQLite::Statement query(db_, std::string(kAgentColumns) + " WHERE id = ?");
-  query.bind(1, id);
-  if (!query.executeStep()) return std::nullopt;
-  return read_agent(query);
+  return sqlite_call("agent", [&]() -> std::optional<AgentRecord> {
+    SQLite::Statement query(db_, std::string(kAgentColumns) + " WHERE id = ?");
+    query.bind(1, id);
+    if (!query.executeStep()) return std::nullopt;
+    return read_agent(query);
+  });
 }
 
 std::vector<AgentRecord> Store::agents() {
-  SQLite::Statement query(db_, std::string(kAgentColumns) + " ORDER BY id");
-  std::vector<AgentRecord> out;
-  while (query.executeStep()) out.push_back(read_agent(query));
-  return out;
+  return sqlite_call("agents", [&]() -> std::vector<AgentRecord> {
+    SQLite::Statement query(db_, std::string(kAgentColumns) + " ORDER BY id");
+    std::vector<AgentRecord> out;
+    while (query.executeStep()) out.push_back(read_agent(query));
+    return out;
+  });
 }
 
 bool Store::revoke_agent(int64_t id) {
-  SQLite::Statement update(db_, "UPDATE agents SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL");
-  update.bind(1, now_ms());
-  update.bind(2, id);
-  return update.exec() == 1;
+  return sqlite_call("revoke agent", [&]() -> bool {
+    SQLite::Statement update(db_, "UPDATE agents SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL");
+    update.bind(1, now_ms());
+    update.bind(2, id);
+    return update.exec() == 1;
+  });
 }
 
 void Store::agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json) {
-  SQLite::Statement update(db_, profile_json ? "UPDATE agents SET last_seen_ms = ?, profile_json = ? WHERE id = ?"
-                                             : "UPDATE agents SET last_seen_ms = ? WHERE id = ?");
-  update.bind(1, at_ms);
-  if (profile_json) {
-    update.bind(2, *profile_json);
-    update.bind(3, id);
-  } else {
-    update.bind(2, id);
-  }
-  update.exec();
+  return sqlite_call("agent seen", [&]() -> void {
+    SQLite::Statement update(db_, profile_json ? "UPDATE agents SET last_seen_ms = ?, profile_json = ? WHERE id = ?"
+                                               : "UPDATE agents SET last_seen_ms = ? WHERE id = ?");
+    update.bind(1, at_ms);
+    if (profile_json) {
+      update.bind(2, *profile_json);
+      update.bind(3, id);
+    } else {
+      update.bind(2, id);
+    }
+    update.exec();
+  });
 }
 
 void Store::agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen) {
-  if (seen.empty()) return;
-  SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-  SQLite::Statement update(db_, "UPDATE agents SET last_seen_ms = ? WHERE id = ?");
-  for (const auto& [id, at_ms] : seen) {
-    update.bind(1, at_ms);
-    update.bind(2, id);
-    update.exec();
-    update.reset();
-  }
-  transaction.commit();
+  return sqlite_call("agents seen", [&]() -> void {
+    if (seen.empty()) return;
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement update(db_, "UPDATE agents SET last_seen_ms = ? WHERE id = ?");
+    for (const auto& [id, at_ms] : seen) {
+      update.bind(1, at_ms);
+      update.bind(2, id);
+      update.exec();
+      update.reset();
+    }
+    transaction.commit();
+  });
 }
 
 int64_t Store::add_model(const ModelRecord& model) {
-  if (auto existing = model_by_sha(model.sha256)) return existing->id;
-  SQLite::Statement insert(
-      db_, "INSERT INTO models (sha256, kind, path, bytes, description, round_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
-  insert.bind(1, model.sha256);
-  insert.bind(2, model.kind);
-  insert.bind(3, model.path);
-  insert.bind(4, model.bytes);
-  insert.bind(5, model.description);
-  bind_optional(insert, 6, model.round_id);
-  insert.bind(7, now_ms());
-  insert.exec();
-  return db_.getLastInsertRowid();
+  return sqlite_call("add model", [&]() -> int64_t {
+    if (auto existing = model_by_sha(model.sha256)) return existing->id;
+    SQLite::Statement insert(
+        db_, "INSERT INTO models (sha256, kind, path, bytes, description, round_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, model.sha256);
+    insert.bind(2, model.kind);
+    insert.bind(3, model.path);
+    insert.bind(4, model.bytes);
+    insert.bind(5, model.description);
+    bind_optional(insert, 6, model.round_id);
+    insert.bind(7, now_ms());
+    insert.exec();
+    return db_.getLastInsertRowid();
+  });
 }
 
 std::optional<ModelRecord> Store::model(int64_t id) {
-  SQLite::Statement query(db_, std::string(kModelColumns) + " WHERE id = ?");
-  query.bind(1, id);
-  if (!query.executeStep()) return std::nullopt;
-  return read_model(query);
+  return sqlite_call("model", [&]() -> std::optional<ModelRecord> {
+    SQLite::Statement query(db_, std::string(kModelColumns) + " WHERE id = ?");
+    query.bind(1, id);
+    if (!query.executeStep()) return std::nullopt;
+    return read_model(query);
+  });
 }
 
 std::optional<ModelRecord> Store::model_by_sha(const std::string& sha256) {
-  SQLite::Statement query(db_, std::string(kModelColumns) + " WHERE sha256 = ?");
-  query.bind(1, sha256);
-  if (!query.executeStep()) return std::nullopt;
-  return read_model(query);
+  return sqlite_call("model by sha", [&]() -> std::optional<ModelRecord> {
+    SQLite::Statement query(db_, std::string(kModelColumns) + " WHERE sha256 = ?");
+    query.bind(1, sha256);
+    if (!query.executeStep()) return std::nullopt;
+    return read_model(query);
+  });
 }
 
 std::vector<ModelRecord> Store::models() {
-  SQLite::Statement query(db_, std::string(kModelColumns) + " ORDER BY id");
-  std::vector<ModelRecord> out;
-  while (query.executeStep()) out.push_back(read_model(query));
-  return out;
+  return sqlite_call("models", [&]() -> std::vector<ModelRecord> {
+    SQLite::Statement query(db_, std::string(kModelColumns) + " ORDER BY id");
+    std::vector<ModelRecord> out;
+    while (query.executeStep()) out.push_back(read_model(query));
+    return out;
+  });
 }
 
 int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
-  SQLite::Statement insert(
-      db_, "INSERT INTO rounds (model_id, config_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'collecting', ?, ?)");
-  insert.bind(1, model_id);
-  insert.bind(2, config_json);
-  insert.bind(3, now_ms());
-  insert.bind(4, now_ms());
-  insert.exec();
-  return db_.getLastInsertRowid();
+  return sqlite_call("create round", [&]() -> int64_t {
+    SQLite::Statement insert(
+        db_, "INSERT INTO rounds (model_id, config_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'collecting', ?, ?)");
+    insert.bind(1, model_id);
+    insert.bind(2, config_json);
+    insert.bind(3, now_ms());
+    insert.bind(4, now_ms());
+    insert.exec();
+    return db_.getLastInsertRowid();
+  });
 }
 
 void Store::set_round_stage(int64_t id, RoundStage stage, const std::string& failure) {
-  SQLite::Statement update(db_, "UPDATE rounds SET stage = ?, failure = ?, updated_at_ms = ? WHERE id = ?");
-  update.bind(1, std::string(name(stage)));
-  update.bind(2, failure);
-  update.bind(3, now_ms());
-  update.bind(4, id);
-  update.exec();
+  return sqlite_call("set round stage", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE rounds SET stage = ?, failure = ?, updated_at_ms = ? WHERE id = ?");
+    update.bind(1, std::string(name(stage)));
+    update.bind(2, failure);
+    update.bind(3, now_ms());
+    update.bind(4, id);
+    update.exec();
+  });
 }
 
 void Store::set_round_models(int64_t id, std::optional<int64_t> result_model_id, std::optional<int64_t> baseline_model_id) {
-  SQLite::Statement update(db_, "UPDATE rounds SET result_model_id = ?, baseline_model_id = ?, updated_at_ms = ? WHERE id = ?");
-  bind_optional(update, 1, result_model_id);
-  bind_optional(update, 2, baseline_model_id);
-  update.bind(3, now_ms());
-  update.bind(4, id);
-  update.exec();
+  return sqlite_call("set round models", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE rounds SET result_model_id = ?, baseline_model_id = ?, updated_at_ms = ? WHERE id = ?");
+    bind_optional(update, 1, result_model_id);
+    bind_optional(update, 2, baseline_model_id);
+    update.bind(3, now_ms());
+    update.bind(4, id);
+    update.exec();
+  });
 }
 
 void Store::set_round_report(int64_t id, const std::string& report_json) {
-  SQLite::Statement update(db_, "UPDATE rounds SET report_json = ?, updated_at_ms = ? WHERE id = ?");
-  update.bind(1, report_json);
-  update.bind(2, now_ms());
-  update.bind(3, id);
-  update.exec();
+  return sqlite_call("set round report", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE rounds SET report_json = ?, updated_at_ms = ? WHERE id = ?");
+    update.bind(1, report_json);
+    update.bind(2, now_ms());
+    update.bind(3, id);
+    update.exec();
+  });
 }
 
 std::optional<RoundRecord> Store::round(int64_t id) {
-  SQLite::Statement query(db_, std::string(kRoundColumns) + " WHERE id = ?");
-  query.bind(1, id);
-  if (!query.executeStep()) return std::nullopt;
-  return read_round(query);
+  return sqlite_call("round", [&]() -> std::optional<RoundRecord> {
+    SQLite::Statement query(db_, std::string(kRoundColumns) + " WHERE id = ?");
+    query.bind(1, id);
+    if (!query.executeStep()) return std::nullopt;
+    return read_round(query);
+  });
 }
 
 std::vector<RoundRecord> Store::rounds() {
-  SQLite::Statement query(db_, std::string(kRoundColumns) + " ORDER BY id");
-  std::vector<RoundRecord> out;
-  while (query.executeStep()) out.push_back(read_round(query));
-  return out;
+  return sqlite_call("rounds", [&]() -> std::vector<RoundRecord> {
+    SQLite::Statement query(db_, std::string(kRoundColumns) + " ORDER BY id");
+    std::vector<RoundRecord> out;
+    while (query.executeStep()) out.push_back(read_round(query));
+    return out;
+  });
 }
 
 void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
-  SQLite::Statement insert(db_, "INSERT OR REPLACE INTO participants (round_id, agent_id, idx) VALUES (?, ?, ?)");
-  insert.bind(1, round_id);
-  insert.bind(2, agent_id);
-  insert.bind(3, index);
-  insert.exec();
+  return sqlite_call("add participant", [&]() -> void {
+    SQLite::Statement insert(db_, "INSERT OR REPLACE INTO participants (round_id, agent_id, idx) VALUES (?, ?, ?)");
+    insert.bind(1, round_id);
+    insert.bind(2, agent_id);
+    insert.bind(3, index);
+    insert.exec();
+  });
 }
 
 void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status) {
-  SQLite::Statement update(db_, "UPDATE participants SET status = ? WHERE round_id = ? AND agent_id = ?");
-  update.bind(1, std::string(name(status)));
-  update.bind(2, round_id);
-  update.bind(3, agent_id);
-  update.exec();
+  return sqlite_call("set participant status", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE participants SET status = ? WHERE round_id = ? AND agent_id = ?");
+    update.bind(1, std::string(name(status)));
+    update.bind(2, round_id);
+    update.bind(3, agent_id);
+    update.exec();
+  });
 }
 
 std::vector<Store::Participant> Store::participants(int64_t round_id) {
-  SQLite::Statement query(db_, "SELECT agent_id, idx, status FROM participants WHERE round_id = ? ORDER BY idx");
-  query.bind(1, round_id);
-  std::vector<Participant> out;
-  while (query.executeStep())
-    out.push_back(
-        {query.getColumn(0).getInt64(), query.getColumn(1).getInt(), parse_participant_status(query.getColumn(2).getString())});
-  return out;
+  return sqlite_call("participants", [&]() -> std::vector<Store::Participant> {
+    SQLite::Statement query(db_, "SELECT agent_id, idx, status FROM participants WHERE round_id = ? ORDER BY idx");
+    query.bind(1, round_id);
+    std::vector<Participant> out;
+    while (query.executeStep())
+      out.push_back(
+          {query.getColumn(0).getInt64(), query.getColumn(1).getInt(), parse_participant_status(query.getColumn(2).getString())});
+    return out;
+  });
 }
 
 void Store::save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
                            int64_t sequences, int64_t tokens) {
-  SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-  SQLite::Statement insert(db_, "INSERT OR REPLACE INTO aggregates VALUES (?, ?, ?, ?, ?, ?)");
-  insert.bind(1, round_id);
-  insert.bind(2, stats_path);
-  insert.bind(3, stats_sha256);
-  insert.bind(4, agents);
-  insert.bind(5, sequences);
-  insert.bind(6, tokens);
-  insert.exec();
-  set_round_stage(round_id, RoundStage::kQuantizing);
-  transaction.commit();
+  return sqlite_call("save aggregate", [&]() -> void {
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement insert(db_, "INSERT OR REPLACE INTO aggregates VALUES (?, ?, ?, ?, ?, ?)");
+    insert.bind(1, round_id);
+    insert.bind(2, stats_path);
+    insert.bind(3, stats_sha256);
+    insert.bind(4, agents);
+    insert.bind(5, sequences);
+    insert.bind(6, tokens);
+    insert.exec();
+    set_round_stage(round_id, RoundStage::kQuantizing);
+    transaction.commit();
+  });
 }
 
 std::optional<std::string> Store::aggregate_path(int64_t round_id) {
-  SQLite::Statement query(db_, "SELECT stats_path FROM aggregates WHERE round_id = ?");
-  query.bind(1, round_id);
-  if (!query.executeStep()) return std::nullopt;
-  return query.getColumn(0).getString();
+  return sqlite_call("aggregate path", [&]() -> std::optional<std::string> {
+    SQLite::Statement query(db_, "SELECT stats_path FROM aggregates WHERE round_id = ?");
+    query.bind(1, round_id);
+    if (!query.executeStep()) return std::nullopt;
+    return query.getColumn(0).getString();
+  });
 }
 
 void Store::set_active_model(int64_t agent_id, const std::string& sha256) {
-  SQLite::Statement update(db_, "UPDATE agents SET active_model_sha = ? WHERE id = ?");
-  update.bind(1, sha256);
-  update.bind(2, agent_id);
-  update.exec();
+  return sqlite_call("set active model", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE agents SET active_model_sha = ? WHERE id = ?");
+    update.bind(1, sha256);
+    update.bind(2, agent_id);
+    update.exec();
+  });
 }
 
 std::string Store::active_model(int64_t agent_id) {
-  SQLite::Statement query(db_, "SELECT active_model_sha FROM agents WHERE id = ?");
-  query.bind(1, agent_id);
-  return query.executeStep() ? query.getColumn(0).getString() : std::string();
+  return sqlite_call("active model", [&]() -> std::string {
+    SQLite::Statement query(db_, "SELECT active_model_sha FROM agents WHERE id = ?");
+    query.bind(1, agent_id);
+    return query.executeStep() ? query.getColumn(0).getString() : std::string();
+  });
 }
 
 int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json) {
-  SQLite::Statement insert(
-      db_, "INSERT INTO rollouts (model_id, settings_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'running', ?, ?)");
-  insert.bind(1, model_id);
-  insert.bind(2, settings_json);
-  insert.bind(3, now_ms());
-  insert.bind(4, now_ms());
-  insert.exec();
-  return db_.getLastInsertRowid();
+  return sqlite_call("create rollout", [&]() -> int64_t {
+    SQLite::Statement insert(
+        db_,
+        "INSERT INTO rollouts (model_id, settings_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'running', ?, ?)");
+    insert.bind(1, model_id);
+    insert.bind(2, settings_json);
+    insert.bind(3, now_ms());
+    insert.bind(4, now_ms());
+    insert.exec();
+    return db_.getLastInsertRowid();
+  });
 }
 
 void Store::save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json) {
-  SQLite::Statement update(db_, "UPDATE rollouts SET stage = ?, reason = ?, state_json = ?, updated_at_ms = ? WHERE id = ?");
-  update.bind(1, std::string(name(stage)));
-  update.bind(2, reason);
-  update.bind(3, state_json);
-  update.bind(4, now_ms());
-  update.bind(5, id);
-  update.exec();
+  return sqlite_call("save rollout", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE rollouts SET stage = ?, reason = ?, state_json = ?, updated_at_ms = ? WHERE id = ?");
+    update.bind(1, std::string(name(stage)));
+    update.bind(2, reason);
+    update.bind(3, state_json);
+    update.bind(4, now_ms());
+    update.bind(5, id);
+    update.exec();
+  });
 }
 
 std::vector<Store::RolloutRecord> Store::rollouts() {
-  SQLite::Statement query(db_, "SELECT id, model_id, settings_json, stage, reason, state_json FROM rollouts ORDER BY id");
-  std::vector<RolloutRecord> out;
-  while (query.executeStep()) {
-    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt64(), query.getColumn(2).getString(),
-                   parse_rollout_stage(query.getColumn(3).getString()), query.getColumn(4).getString(),
-                   query.getColumn(5).getString()});
-  }
-  return out;
+  return sqlite_call("rollouts", [&]() -> std::vector<Store::RolloutRecord> {
+    SQLite::Statement query(db_, "SELECT id, model_id, settings_json, stage, reason, state_json FROM rollouts ORDER BY id");
+    std::vector<RolloutRecord> out;
+    while (query.executeStep()) {
+      out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt64(), query.getColumn(2).getString(),
+                     parse_rollout_stage(query.getColumn(3).getString()), query.getColumn(4).getString(),
+                     query.getColumn(5).getString()});
+    }
+    return out;
+  });
 }
 
 void Store::audit(const std::string& actor, const std::string& event, const std::string& detail) {
-  SQLite::Statement insert(db_, "INSERT INTO audit (at_ms, actor, event, detail) VALUES (?, ?, ?, ?)");
-  insert.bind(1, now_ms());
-  insert.bind(2, actor);
-  insert.bind(3, event);
-  insert.bind(4, detail);
-  insert.exec();
+  return sqlite_call("audit", [&]() -> void {
+    SQLite::Statement insert(db_, "INSERT INTO audit (at_ms, actor, event, detail) VALUES (?, ?, ?, ?)");
+    insert.bind(1, now_ms());
+    insert.bind(2, actor);
+    insert.bind(3, event);
+    insert.bind(4, detail);
+    insert.exec();
+  });
 }
 
 std::vector<Store::AuditEntry> Store::audit_log(int limit) {
-  SQLite::Statement query(db_, "SELECT at_ms, actor, event, detail FROM audit ORDER BY id DESC LIMIT ?");
-  query.bind(1, limit);
-  std::vector<AuditEntry> out;
-  while (query.executeStep()) {
-    out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getString(), query.getColumn(2).getString(),
-                   query.getColumn(3).getString()});
-  }
-  return out;
+  return sqlite_call("audit log", [&]() -> std::vector<Store::AuditEntry> {
+    SQLite::Statement query(db_, "SELECT at_ms, actor, event, detail FROM audit ORDER BY id DESC LIMIT ?");
+    query.bind(1, limit);
+    std::vector<AuditEntry> out;
+    while (query.executeStep()) {
+      out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getString(), query.getColumn(2).getString(),
+                     query.getColumn(3).getString()});
+    }
+    return out;
+  });
 }
 
 }  // namespace fedcal::coordinator

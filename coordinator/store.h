@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct AgentRecord {
   std::string profile_json;      // the last hello's hardware profile
   std::string active_model_sha;  // the package in its active slot, as it last reported
 };
+
+// The labels an agent's last hello listed (device groups); empty if its profile has none.
+std::set<std::string> agent_labels(const AgentRecord& agent);
 
 struct ModelRecord {
   int64_t id = 0;

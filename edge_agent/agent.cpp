@@ -10,21 +10,11 @@
 
 #include "common/error.h"
 #include "edge_agent/hardware_profile.h"
-#include "edge_agent/private_text.h"
-#include "models/engine/xnn_runtime.h"
-#include "models/format/model_loader.h"
-#include "models/quant/calibration.h"
-#include "secagg/dp_noise.h"
-#include "secagg/secagg_wire.h"
 
 namespace fedcal::edge_agent {
 namespace {
 
 using Body = wire::Envelope::Body;
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 uint64_t wall_clock_us() {
   return static_cast<uint64_t>(
@@ -32,26 +22,6 @@ uint64_t wall_clock_us() {
 }
 
 constexpr uint32_t kChunkRequestBytes = 1 << 20;
-constexpr int64_t kChunkRetryMs = 3000;
-
-// Calibrates on the private text: the round's contribution vector, DP noise (if any) on its counts.
-std::vector<uint64_t> compute_statistics(const std::string& package, const SigningKey& key, const AgentConfig& config,
-                                         uint32_t sequences, uint32_t seq_len, HistogramLayout layout, double dp_noise_stddev) {
-  const PrivateText text = read_private_text(config.data_dir, config.heldout_fraction);
-  LoadedModel loaded = load_model(package, &key);
-  if (!loaded.int8.empty()) fail("{}: the round's model is an INT8 package", package);
-  auto tokenizer = load_tokenizer(loaded, std::nullopt);
-  XnnRuntime runtime(config.threads > 0 ? config.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  Transformer transformer(loaded.model, runtime);
-  CalibrationOptions options;
-  options.sequences = static_cast<int>(sequences);
-  options.seq_len = static_cast<int>(seq_len);
-  options.layout = layout;
-  const CalibrationStats stats = calibrate(transformer, *tokenizer, text.calibration, model_fingerprint(loaded.model), options);
-  std::vector<uint64_t> vector = contribution_vector(stats);
-  add_skellam_noise(contribution_counts(vector), dp_noise_stddev);
-  return vector;
-}
 
 }  // namespace
 
@@ -145,11 +115,11 @@ void Agent::send_hello() {
   auto labels = profile.initLabels(static_cast<unsigned>(hardware.labels.size()));
   for (size_t i = 0; i < hardware.labels.size(); ++i) labels.set(static_cast<unsigned>(i), hardware.labels[i]);
   send(message);
-  last_hello_ms_ = now_ms();
+  hello_retry_.done(steady_ms());
 }
 
 int Agent::run(const std::atomic<bool>& stop) {
-  last_heard_ms_ = now_ms();
+  last_heard_ms_ = steady_ms();
   send_hello();
   while (!stop && exit_code_ < 0) {
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
@@ -161,7 +131,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       (void)socket_.recv(payload);
       while (payload.more()) (void)socket_.recv(payload);  // extra frames: not ours
       if (tag.to_string_view() != kFrameTag) continue;
-      last_heard_ms_ = now_ms();
+      last_heard_ms_ = steady_ms();
       try {
         DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
         reading_message([&] { handle(decoded.envelope()); });
@@ -175,17 +145,17 @@ int Agent::run(const std::atomic<bool>& stop) {
         send(message);
       }
     }
-    const int64_t now = now_ms();
+    const int64_t now = steady_ms();
     if (now - last_heard_ms_ > config_.coordinator_timeout_ms && welcomed_) {
       log("no word from the coordinator: reconnecting");
       welcomed_ = false;
     }
-    if (!welcomed_ && now - last_hello_ms_ > std::max(1000, heartbeat_interval_ms_)) send_hello();
-    if (welcomed_ && now - last_heartbeat_ms_ >= heartbeat_interval_ms_) {
+    if (!welcomed_ && hello_retry_.due(now)) send_hello();
+    if (welcomed_ && heartbeat_.due(now)) {
       OutgoingMessage message;
       message.body().initHeartbeat().setBusy(busy_);
       send(message);
-      last_heartbeat_ms_ = now;
+      heartbeat_.done(now);
     }
     try {
       advance_activation();
@@ -214,7 +184,9 @@ void Agent::handle(wire::Envelope::Reader envelope) {
       if (SigningKey::from_public_bytes(std::span(key.begin(), key.size())).public_key_hex() != enrollment_.signing_public_key) {
         log("the coordinator presents a different signing key than at enrollment; its packages will be refused");
       }
-      heartbeat_interval_ms_ = static_cast<int>(std::clamp<uint32_t>(welcome.getHeartbeatIntervalMs(), 100, 600000));
+      const int64_t period = std::clamp<uint32_t>(welcome.getHeartbeatIntervalMs(), 100, 600000);
+      heartbeat_.set_period(period);
+      hello_retry_.set_period(std::max<int64_t>(1000, period));
       if (!welcomed_) log(fmt::format("connected as agent {}", welcome.getAgentId()));
       welcomed_ = true;
       return;
@@ -267,65 +239,6 @@ void Agent::handle(wire::Envelope::Reader envelope) {
   }
 }
 
-void Agent::on_announce(wire::RoundConfig::Reader config) {
-  if (round_ && round_->params.id == config.getRoundId()) return;  // announced again (e.g. after a reconnect)
-  if (round_ && round_->phase != Phase::kReported) {
-    // The coordinator runs one round at a time: a new announcement means ours is over (e.g. the
-    // coordinator restarted and failed it). A worker still computing for it finishes in the background.
-    log(fmt::format("round {} announced: abandoning round {}", config.getRoundId(), round_->params.id));
-    retire_round();
-  }
-  RoundParams params;
-  params.id = config.getRoundId();
-  params.model_sha256 = config.getModelSha256().cStr();
-  params.model_bytes = config.getModelBytes();
-  params.sequences = config.getSequences();
-  params.seq_len = config.getSeqLen();
-  params.mantissa_bits = config.getMantissaBits();
-  params.min_exponent = config.getMinExponent();
-  params.max_exponent = config.getMaxExponent();
-  params.dp_noise_stddev = config.getDpNoiseStddev();
-  params.min_survivors = config.getMinSurvivors();
-  if (params.sequences == 0 || params.sequences > 1000000 || params.seq_len < 2 || params.seq_len > 65536 ||
-      params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) ||
-      params.min_survivors < 2) {
-    fail("roundAnnounce: a field is out of range");
-  }
-  HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
-  layout.validate();
-  auto work = std::make_unique<RoundWork>();
-  work->params = params;
-  work->model =
-      std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
-  round_ = std::move(work);
-  busy_ = true;
-  log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len,
-                  params.model_sha256.substr(0, 16)));
-  last_chunk_request_ms_ = 0;
-}
-
-void Agent::request_chunks() {
-  auto request = [&](Download& download) {
-    if (download.complete() || now_ms() - last_chunk_request_ms_ < kChunkRetryMs) return;
-    OutgoingMessage message;
-    auto chunk = message.body().initChunkRequest();
-    chunk.setSha256(download.sha256());
-    chunk.setOffset(download.have());
-    chunk.setLength(kChunkRequestBytes);
-    send(message);
-    last_chunk_request_ms_ = now_ms();
-  };
-  if (round_->phase == Phase::kDownloading) request(*round_->model);
-  if (round_->phase == Phase::kFetchingResults) {
-    for (auto& [label, download] : round_->results) {
-      if (!download->complete()) {
-        request(*download);
-        return;
-      }
-    }
-  }
-}
-
 void Agent::on_chunk(wire::Chunk::Reader chunk) {
   const std::string sha = chunk.getSha256().cStr();
   const auto data = chunk.getData();
@@ -350,284 +263,23 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
     } else {
       download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
     }
-    last_chunk_request_ms_ = 0;  // ask for the next chunk right away
-    if (activation_) activation_->last_request_ms = 0;
+    chunk_retry_.trigger();  // ask for the next chunk right away
+    if (activation_) activation_->chunk_retry.trigger();
     if (download->complete()) log(fmt::format("downloaded and verified {} ({} bytes)", sha.substr(0, 16), download->total()));
     return;
   }
 }
 
-void Agent::advance() {
-  if (!round_) return;
-  RoundWork& work = *round_;
-  if (work.phase == Phase::kDownloading) {
-    if (!work.model->complete()) {
-      request_chunks();
-      return;
-    }
-    const RoundParams params = work.params;
-    const std::string package = work.model->path();
-    HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
-    work.statistics = std::async(std::launch::async, [this, package, params, layout] {
-      return compute_statistics(package, coordinator_signing_key_, config_, params.sequences, params.seq_len, layout,
-                                params.dp_noise_stddev);
-    });
-    work.phase = Phase::kCalibrating;
-    return;
-  }
-  if (work.phase == Phase::kCalibrating && work.statistics.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-    work.input = work.statistics.get();
-    work.secagg = std::make_unique<SecAggClient>();
-    const AdvertisedKeys keys = work.secagg->advertise();
-    OutgoingMessage message;
-    auto join = message.body().initJoin();
-    join.setRoundId(work.params.id);
-    join.setCipherPublic(as_data(keys.cipher_public));
-    join.setMaskPublic(as_data(keys.mask_public));
-    join.setVectorLength(work.input.size());
-    join.setNarrowLanes(true);
-    send(message);
-    inject_fault("exit-after-join");
-    work.phase = Phase::kJoined;
-    log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id,
-                    work.input[work.input.size() - 2], work.input.back()));
-    return;
-  }
-  if (work.phase == Phase::kFetchingResults) {
-    for (auto& [label, download] : work.results) {
-      if (!download->complete()) {
-        request_chunks();
-        return;
-      }
-    }
-    const std::string fp32 = work.model->path();
-    std::vector<std::pair<std::string, std::string>> packages;
-    for (auto& [label, download] : work.results) packages.emplace_back(label, download->path());
-    LocalCheckOptions options;
-    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    options.max_tokens = config_.eval_max_tokens;
-    options.decode_tokens = config_.decode_tokens;
-    work.checks = std::async(std::launch::async, [this, fp32, packages, options] {
-      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
-      std::vector<LocalCheck> checks;
-      for (const auto& [label, path] : packages) {
-        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_,
-                                       text.heldout.empty() ? text.calibration : text.heldout, options));
-      }
-      return checks;
-    });
-    work.phase = Phase::kChecking;
-    busy_ = true;
-    return;
-  }
-  if (work.phase == Phase::kChecking && work.checks.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-    OutgoingMessage message;
-    auto report = message.body().initLocalReport();
-    report.setRoundId(work.params.id);
-    try {
-      const std::vector<LocalCheck> checks = work.checks.get();
-      auto list = report.initChecks(static_cast<unsigned>(checks.size()));
-      for (size_t i = 0; i < checks.size(); ++i) {
-        auto out = list[static_cast<unsigned>(i)];
-        out.setLabel(checks[i].label);
-        out.setTokens(checks[i].tokens);
-        out.setMeanKl(checks[i].mean_kl);
-        out.setTop1Agreement(checks[i].top1_agreement);
-        out.setMeanNll(checks[i].mean_nll);
-        out.setReferenceMeanNll(checks[i].reference_mean_nll);
-        out.setDecodeTokensPerSecond(checks[i].decode_tokens_per_second);
-        out.setReferenceDecodeTokensPerSecond(checks[i].reference_decode_tokens_per_second);
-        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} vs {:.1f} tokens/s", work.params.id,
-                        checks[i].label, checks[i].mean_kl, 100 * checks[i].top1_agreement, checks[i].decode_tokens_per_second,
-                        checks[i].reference_decode_tokens_per_second));
-      }
-    } catch (const std::exception& error) {
-      report.setError(error.what());
-      log(fmt::format("round {}: local check failed: {}", work.params.id, error.what()));
-    }
-    send(message);
-    work.phase = Phase::kReported;
-    busy_ = false;
-  }
-}
-
-void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
-  if (!round_ || round_->params.id != keys.getRoundId() || round_->phase != Phase::kJoined) {
-    fail("roundKeys for round {} not expected now", keys.getRoundId());
-  }
-  const SecAggConfig config = read_round_keys_config(keys, round_->params.min_survivors);
-  if (config.vector_length != round_->input.size()) fail("roundKeys: vector length {} differs from ours", config.vector_length);
-  const std::map<uint32_t, AdvertisedKeys> neighbours = read_round_keys_neighbours(keys);
-  const auto shares = round_->secagg->share_keys(config, keys.getIndex(), neighbours);
-  OutgoingMessage message;
-  auto out = message.body().initShareKeys();
-  out.setRoundId(config.round_id);
-  write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
-  send(message);
-  inject_fault("exit-after-shares");
-  round_->phase = Phase::kShared;
-}
-
-void Agent::on_shares(wire::SharesForYou::Reader delivery) {
-  if (!round_ || round_->params.id != delivery.getRoundId() || round_->phase != Phase::kShared) {
-    fail("sharesForYou for round {} not expected now", delivery.getRoundId());
-  }
-  const std::vector<uint64_t> masked =
-      round_->secagg->mask_input(round_->input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
-  OutgoingMessage message;
-  auto out = message.body().initMaskedInput();
-  out.setRoundId(delivery.getRoundId());
-  const uint32_t lane_bits = round_->secagg->config().lane_bits;
-  write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
-  send(message);
-  inject_fault("exit-after-masked-input");
-  round_->input.clear();  // only the masked vector ever left; the plain one is not kept
-  round_->phase = Phase::kMasked;
-}
-
-void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
-  if (!round_ || round_->params.id != request.getRoundId() || round_->phase != Phase::kMasked) {
-    fail("unmaskRequest for round {} not expected now", request.getRoundId());
-  }
-  if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
-  std::vector<uint32_t> survivors;
-  for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
-  const auto revealed = round_->secagg->unmask(survivors);
-  OutgoingMessage message;
-  auto out = message.body().initUnmaskShares();
-  out.setRoundId(request.getRoundId());
-  write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
-  send(message);
-  round_->secagg.reset();  // nothing more to reveal, ever
-  round_->phase = Phase::kRevealed;
-}
-
-void Agent::on_result(wire::RoundResult::Reader result) {
-  if (!round_ || round_->params.id != result.getRoundId())
-    fail("roundResult for round {}, which this agent did not take part in", result.getRoundId());
-  if (round_->phase == Phase::kFetchingResults || round_->phase == Phase::kChecking) return;  // already on it
-  if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
-  round_->results.clear();
-  for (const auto model : result.getModels()) {
-    round_->results.emplace_back(
-        model.getLabel().cStr(),
-        std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(), config_.downloads_dir(), config_.models_dir()));
-  }
-  round_->phase = Phase::kFetchingResults;
-  last_chunk_request_ms_ = 0;
-  busy_ = true;
-}
-
-}  // namespace fedcal::edge_agent
-
-namespace fedcal::edge_agent {
-
-void Agent::request_chunk(Download& download, int64_t& last_request_ms) {
-  if (download.complete() || now_ms() - last_request_ms < kChunkRetryMs) return;
+void Agent::request_chunk(Download& download, Interval& retry) {
+  const int64_t now = steady_ms();
+  if (download.complete() || !retry.due(now)) return;
   OutgoingMessage message;
   auto chunk = message.body().initChunkRequest();
   chunk.setSha256(download.sha256());
   chunk.setOffset(download.have());
   chunk.setLength(kChunkRequestBytes);
   send(message);
-  last_request_ms = now_ms();
-}
-
-void Agent::on_activate(wire::ModelActivate::Reader activate) {
-  const std::string sha = activate.getSha256().cStr();
-  if (activation_ && activation_->download && activation_->download->sha256() == sha) return;  // already on it
-  if (sha == slots_.active()) {
-    LocalCheck unchanged;
-    send_activation_report(activate.getRolloutId(), true, false, "", &unchanged);
-    return;
-  }
-  if (activation_ && activation_->check.valid()) activation_->check.wait();
-  activation_ = std::make_unique<Activation>();
-  activation_->rollout = activate.getRolloutId();
-  activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
-  if (activation_->download->have() > 0 && !activation_->download->complete()) {
-    log(fmt::format("rollout {}: resuming the download of {} at {} of {} bytes", activation_->rollout, sha.substr(0, 16),
-                    activation_->download->have(), activation_->download->total()));
-  } else {
-    log(fmt::format("rollout {}: activating {}", activation_->rollout, sha.substr(0, 16)));
-  }
-}
-
-void Agent::advance_activation() {
-  if (!activation_) return;
-  Activation& activation = *activation_;
-  if (!activation.check.valid()) {
-    if (!activation.download->complete()) {
-      request_chunk(*activation.download, activation.last_request_ms);
-      return;
-    }
-    // Verify the signature and self-test before switching: against the active model on our
-    // held-out text if there is one, else load and decode.
-    const std::string candidate = activation.download->path();
-    const std::string previous = slots_.active().empty() ? "" : slots_.path(slots_.active());
-    LocalCheckOptions options;
-    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    options.max_tokens = config_.eval_max_tokens;
-    options.decode_tokens = config_.decode_tokens;
-    activation.check = std::async(std::launch::async, [this, candidate, previous, options] {
-      if (previous.empty()) return self_test(candidate, coordinator_signing_key_, options);
-      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
-      return check_package("rollout", previous, candidate, coordinator_signing_key_,
-                           text.heldout.empty() ? text.calibration : text.heldout, options, false);
-    });
-    return;
-  }
-  if (activation.check.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
-  const LocalCheck check = activation.check.get();  // throws: reported as a failed activation by run()
-  slots_.activate(activation.download->sha256());
-  {
-    std::lock_guard lock(active_path_mutex_);
-    active_path_ = slots_.path(slots_.active());
-  }
-  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout,
-                  slots_.active().substr(0, 16), check.mean_kl, check.decode_tokens_per_second));
-  send_activation_report(activation.rollout, true, false, "", &check);
-  activation_.reset();
-  inject_fault("exit-after-activation");
-}
-
-void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
-  if (activation_) {
-    if (activation_->check.valid()) activation_->check.wait();
-    activation_.reset();
-  }
-  const bool switched = slots_.rollback();
-  {
-    std::lock_guard lock(active_path_mutex_);
-    std::filesystem::create_directories(config_.state_dir);
-    slots_.record_start();
-    if (slots_.crashes_since_activation() > 0) {
-      log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
-    }
-    active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
-  }
-  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),
-                  switched ? "" : " (no previous model: nothing to switch)"));
-  send_activation_report(rollback.getRolloutId(), false, true, "", nullptr);
-}
-
-void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
-                                   const LocalCheck* check) {
-  OutgoingMessage message;
-  auto report = message.body().initActivationReport();
-  report.setRolloutId(rollout);
-  report.setSha256(slots_.active());
-  report.setActivated(activated);
-  report.setRolledBack(rolled_back);
-  report.setError(error.substr(0, 1000));
-  report.setCrashes(slots_.crashes_since_activation());
-  if (check) {
-    report.setMeanKl(check->mean_kl);
-    report.setTop1Agreement(check->top1_agreement);
-    report.setTokensPerSecond(check->decode_tokens_per_second);
-    report.setPreviousTokensPerSecond(check->reference_decode_tokens_per_second);
-  }
-  send(message);
+  retry.done(now);
 }
 
 }  // namespace fedcal::edge_agent

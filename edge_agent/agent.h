@@ -1,6 +1,8 @@
 // The edge agent daemon: one DEALER socket to the coordinator (CURVE), hello + heartbeats with its
 // hardware profile, and its part in calibration rounds - download the model, calibrate on private
-// text (worker thread), secure aggregation, download and check the result, report.
+// text (worker thread), secure aggregation, download and check the result, report - and in rollouts.
+// The daemon's loop, message dispatch and downloads are in agent.cpp; the round participant in
+// round_participant.cpp; rollout activation and rollback in rollout_activation.cpp.
 #pragma once
 
 #include <zmq.hpp>
@@ -16,6 +18,7 @@
 #include "edge_agent/agent_config.h"
 #include "edge_agent/download.h"
 #include "edge_agent/enrollment.h"
+#include "edge_agent/interval.h"
 #include "edge_agent/local_check.h"
 #include "edge_agent/local_server.h"
 #include "edge_agent/model_slots.h"
@@ -24,6 +27,9 @@
 #include "transport/curve.h"
 
 namespace fedcal::edge_agent {
+
+// A chunk request unanswered this long is sent again.
+inline constexpr int64_t kChunkRetryMs = 3000;
 
 // Exit codes of `fedcal-agent run`.
 inline constexpr int kExitRefused = 3;  // not enrolled or revoked
@@ -76,8 +82,8 @@ class Agent {
   void advance_activation();
   void send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
                               const LocalCheck* check);
-  void request_chunk(Download& download, int64_t& last_request_ms);
-  void request_chunks();
+  // Asks for the next chunk of `download` unless it is complete or `retry` is not due yet.
+  void request_chunk(Download& download, Interval& retry);
   void advance();  // starts work whose inputs are ready, sends what finished
   void log(const std::string& line) const;
 
@@ -88,10 +94,9 @@ class Agent {
   zmq::context_t context_;
   zmq::socket_t socket_;
   uint64_t next_sequence_;
-  int heartbeat_interval_ms_ = 2000;
-  int64_t last_heard_ms_ = 0;
-  int64_t last_heartbeat_ms_ = 0;
-  int64_t last_hello_ms_ = 0;
+  Interval heartbeat_{2000};    // the period the coordinator's welcome sets
+  Interval hello_retry_{2000};  // until welcomed: hello again at this period (at least 1 s)
+  int64_t last_heard_ms_ = 0;   // monotonic
   bool welcomed_ = false;
   int exit_code_ = -1;
   ModelSlots slots_;
@@ -100,7 +105,7 @@ class Agent {
     uint64_t rollout = 0;
     std::unique_ptr<Download> download;
     std::future<LocalCheck> check;
-    int64_t last_request_ms = 0;
+    Interval chunk_retry{kChunkRetryMs};
   };
   std::unique_ptr<Activation> activation_;
   std::mutex active_path_mutex_;
@@ -108,7 +113,7 @@ class Agent {
   std::unique_ptr<LocalServer> local_server_;
   std::unique_ptr<RoundWork> round_;
   std::vector<std::unique_ptr<RoundWork>> retired_;
-  int64_t last_chunk_request_ms_ = 0;
+  Interval chunk_retry_{kChunkRetryMs};  // the round's downloads
   bool busy_ = false;
 };
 

@@ -50,6 +50,20 @@ void throw_malformed_field(const kj::Exception& exception) {
   fail("message: malformed field: {}", exception.getDescription().cStr());
 }
 
+wire::ErrorReply::Code reply_code(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidInput:
+      return wire::ErrorReply::Code::BAD_MESSAGE;
+    case ErrorKind::kNotFound:
+      return wire::ErrorReply::Code::NOT_FOUND;
+    case ErrorKind::kIo:
+    case ErrorKind::kCorruption:
+    case ErrorKind::kInternal:
+      return wire::ErrorReply::Code::INTERNAL;
+  }
+  return wire::ErrorReply::Code::INTERNAL;
+}
+
 std::string body_name(wire::Envelope::Reader envelope) {
   using Body = wire::Envelope::Body;
   switch (envelope.getBody().which()) {

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.h"
 #include "common/random.h"
 #include "protocol/messages.capnp.h"
 
@@ -69,6 +70,9 @@ auto reading_message(Body&& body) -> decltype(body()) {
     throw_malformed_field(exception);
   }
 }
+
+// The protocol reply for an error of `kind` (one place: the coordinator's message boundary).
+wire::ErrorReply::Code reply_code(ErrorKind kind);
 
 // A name for the body kind, for logs ("hello", "maskedInput", ...).
 std::string body_name(wire::Envelope::Reader envelope);

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace fedcal {
 
@@ -48,6 +49,17 @@ inline bool poll_interruptible(zmq::pollitem_t* items, size_t count, std::chrono
     if (error.num() == EINTR) return false;
     throw;
   }
+}
+
+// Every frame of the next multipart message (empty if none is waiting).
+inline std::vector<zmq::message_t> receive_multipart(zmq::socket_t& socket) {
+  std::vector<zmq::message_t> frames;
+  do {
+    zmq::message_t frame;
+    if (!socket.recv(frame, zmq::recv_flags::dontwait)) break;
+    frames.push_back(std::move(frame));
+  } while (frames.back().more());
+  return frames;
 }
 
 inline constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";

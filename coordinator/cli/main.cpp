@@ -332,7 +332,10 @@ int main(int argc, char** argv) {
     return app.exit(error);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "fedcal-coordinator: %s\n", error.what());
-    return 1;
+    return fedcal::process_exit_code(fedcal::kind_of(error));
+  } catch (...) {
+    std::fprintf(stderr, "fedcal-coordinator: an exception of unknown type\n");
+    return fedcal::process_exit_code(fedcal::ErrorKind::kInternal);
   }
   return 0;
 }

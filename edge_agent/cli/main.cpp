@@ -111,7 +111,10 @@ int main(int argc, char** argv) {
     return app.exit(error);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "fedcal-agent: %s\n", error.what());
-    return 1;
+    return fedcal::process_exit_code(fedcal::kind_of(error));
+  } catch (...) {
+    std::fprintf(stderr, "fedcal-agent: an exception of unknown type\n");
+    return fedcal::process_exit_code(fedcal::ErrorKind::kInternal);
   }
   return exit_code;
 }

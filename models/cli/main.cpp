@@ -18,12 +18,15 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return app.exit(error);
-  } catch (const fedcal::Error& error) {
-    std::fprintf(stderr, "fedcal-model: error: %s\n", error.what());
-    return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "fedcal-model: error: out of memory\n");
-    return 1;
+    return fedcal::process_exit_code(fedcal::ErrorKind::kIo);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "fedcal-model: error: %s\n", error.what());
+    return fedcal::process_exit_code(fedcal::kind_of(error));
+  } catch (...) {
+    std::fprintf(stderr, "fedcal-model: error: an exception of unknown type\n");
+    return fedcal::process_exit_code(fedcal::ErrorKind::kInternal);
   }
   return 0;
 }

@@ -50,7 +50,9 @@ TEST_CASE("Quantization points: every point's width is what the forward pass obs
     const std::map<int, size_t> widths = observed_widths(config);
     REQUIRE(widths.size() == static_cast<size_t>(point_count(config)));
     size_t widest = 0;
-    for (const auto& [point, width] : widths) {
+    for (const auto& entry : widths) {
+      const int point = entry.first;
+      const size_t width = entry.second;
       CAPTURE(point);
       CHECK(static_cast<size_t>(point_width(config, point)) == width);
       widest = std::max(widest, width);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <set>
 
 #include "common/sha256.h"
@@ -358,6 +359,58 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
   CHECK(audit.find("replayed 'hello'") != std::string::npos);
   CHECK(audit.find("malformed Cap'n Proto") != std::string::npos);
   CHECK(audit.find("'roundKeys'") != std::string::npos);
+}
+
+TEST_CASE("Importing a large model while a round runs: heartbeats keep being answered, no agent looks dropped" *
+          doctest::timeout(300)) {
+  FleetOptions options;
+  options.agents = 4;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(4);
+  const int64_t model = fleet.import_model();
+  // A model of the SmolLM-135M shape (135M parameters, 540 MB in FP32): loading, hashing, re-writing
+  // and signing it takes seconds, longer than the agents' 1.5 s liveness timeout.
+  const auto synth = run_command(
+      built_binary("fedcal-model") + " synth --preset smollm-135m --seed 3 --format hf -o " + fleet.path("large"), true);
+  REQUIRE_MESSAGE(synth.exit_code == 0, synth.output);
+  ProbeClient probe(fleet);
+  OutgoingMessage hello;
+  hello.body().initHello().setName("probe");
+  uint64_t sequence = uint64_t{1} << 62;
+  probe.send_raw(hello.encode(sequence++));
+  REQUIRE(probe.wait_for("welcome"));
+
+  nlohmann::json settings = round_settings(model);
+  settings["max_agents"] = 4;  // the probe is online too, and never joins
+  const int64_t round = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
+  const auto started = std::chrono::steady_clock::now();
+  auto import = std::async(std::launch::async, [&] {
+    const std::string tokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model";
+    return fleet.admin({{"command", "models.import"}, {"path", fleet.path("large")}, {"tokenizer", tokenizer}})["id"]
+        .get<int64_t>();
+  });
+  // Heartbeats while the import runs: each is answered at once.
+  double slowest_ms = 0;
+  int heartbeats = 0;
+  while (import.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    OutgoingMessage heartbeat;
+    heartbeat.body().initHeartbeat();
+    const auto sent = std::chrono::steady_clock::now();
+    probe.send_raw(heartbeat.encode(sequence++));
+    REQUIRE(probe.wait_for("heartbeat", std::chrono::milliseconds(5000)));
+    slowest_ms = std::max(slowest_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count());
+    ++heartbeats;
+  }
+  const double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  CHECK(import.get() > model);
+  MESSAGE("import took " << import_ms << " ms; " << heartbeats << " heartbeats answered, the slowest in " << slowest_ms << " ms");
+  CHECK(import_ms > options.agent_timeout_ms);  // else this test could not tell a blocked loop from a free one
+  CHECK(slowest_ms < options.agent_timeout_ms / 2.0);
+  const nlohmann::json report = fleet.wait_round(round, std::chrono::seconds(120));
+  CHECK(report["stage"] == "done");
+  CHECK(report["contributors"] == 4);
 }
 
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {

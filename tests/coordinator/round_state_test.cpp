@@ -124,7 +124,7 @@ struct RoundFixture {
     for (const int64_t id : ids) agents.push_back({id, input, SecAggClient()});
   }
   std::unique_ptr<Round> start() {
-    auto round = Round::start(host, settings, model);
+    auto round = Round::start(host, settings, model, load_round_model(model));
     for (const int64_t id : ids) CHECK(host.take(id, "roundAnnounce").size() == (host.is_online(id) ? 1u : 0u));
     return round;
   }

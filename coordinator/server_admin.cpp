@@ -1,0 +1,228 @@
+// The coordinator's admin commands (the CLI's requests on the local admin socket), one table entry
+// each. Commands that load or write models do that work on a worker thread and finish on the event
+// loop (store writes stay on the loop's thread), so agents keep being served meanwhile.
+#include <algorithm>
+#include <future>
+
+#include "common/error.h"
+#include "coordinator/model_import.h"
+#include "coordinator/server.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+nlohmann::json agent_json(const AgentRecord& agent, bool online) {
+  nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
+  return {{"id", agent.id},
+          {"name", agent.name},
+          {"public_key", agent.public_key},
+          {"enrolled_at_ms", agent.enrolled_at_ms},
+          {"revoked", agent.revoked_at_ms.has_value()},
+          {"online", online},
+          {"last_seen_ms", agent.last_seen_ms},
+          {"active_model", agent.active_model_sha},
+          {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
+}
+
+nlohmann::json model_json(const ModelRecord& model) {
+  return {{"id", model.id},
+          {"sha256", model.sha256},
+          {"kind", model.kind},
+          {"bytes", model.bytes},
+          {"description", model.description},
+          {"path", model.path},
+          {"round", model.round_id ? nlohmann::json(*model.round_id) : nlohmann::json(nullptr)}};
+}
+
+Server::AdminReply now(nlohmann::json reply) { return {std::move(reply), {}}; }
+
+}  // namespace
+
+void Server::handle_admin() {
+  zmq::message_t request;
+  if (!admin_.recv(request, zmq::recv_flags::dontwait)) return;
+  try {
+    const nlohmann::json parsed = nlohmann::json::parse(request.to_string_view());
+    const std::string command = parsed.at("command").get<std::string>();
+    const auto it = admin_commands_.find(command);
+    if (it == admin_commands_.end()) fail("unknown command '{}'", command);
+    AdminReply reply = it->second(parsed);
+    if (reply.later.valid()) {
+      pending_admin_ = std::move(reply.later);  // answered by finish_admin once the worker is done
+      return;
+    }
+    send_admin_reply(std::move(reply.now));
+  } catch (const std::exception& error) {
+    send_admin_error(error.what());
+  }
+}
+
+void Server::finish_admin() {
+  if (!pending_admin_.valid() || pending_admin_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  try {
+    const std::function<nlohmann::json()> finish = pending_admin_.get();
+    send_admin_reply(finish());
+  } catch (const std::exception& error) {
+    send_admin_error(error.what());
+  }
+}
+
+void Server::send_admin_reply(nlohmann::json reply) {
+  reply["ok"] = true;
+  const std::string text = reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  admin_.send(zmq::buffer(text), zmq::send_flags::none);
+}
+
+void Server::send_admin_error(const std::string& message) {
+  const nlohmann::json reply = {{"ok", false}, {"error", message}};
+  const std::string text = reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  admin_.send(zmq::buffer(text), zmq::send_flags::none);
+}
+
+nlohmann::json Server::round_json(int64_t id) {
+  if (round_ && round_->id() == id && !round_->finished()) return round_->status();
+  const auto record = store_.round(id);
+  if (!record) fail("no round {}", id);
+  nlohmann::json json = record->report_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(record->report_json);
+  json["round"] = record->id;
+  json["stage"] = name(record->stage);
+  if (!record->failure.empty()) json["failure"] = record->failure;
+  return json;
+}
+
+void Server::register_admin_commands() {
+  admin_commands_["status"] = [this](const nlohmann::json&) {
+    return now({{"listen", config_.listen},
+                {"curve_public_key", curve_keys_.public_key},
+                {"signing_public_key", signing_key_.public_key_hex()},
+                {"online_agents", online_agents().size()},
+                {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}});
+  };
+  admin_commands_["token.create"] = [this](const nlohmann::json& request) {
+    const int hours = request.value("valid_hours", config_.token_valid_hours);
+    if (hours < 1 || hours > 24 * 365) fail("valid_hours = {}: must be 1..8760", hours);
+    const std::string token = store_.create_token(int64_t{hours} * 3600 * 1000);
+    store_.audit("operator", "token created", fmt::format("valid {} h", hours));
+    return now({{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}});
+  };
+  admin_commands_["agents.list"] = [this](const nlohmann::json&) {
+    nlohmann::json agents = nlohmann::json::array();
+    for (const AgentRecord& agent : store_.agents()) {
+      nlohmann::json entry = agent_json(agent, is_online(agent.id));
+      const auto session = sessions_.find(agent.id);
+      entry["crashes_since_activation"] = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
+      agents.push_back(entry);
+    }
+    return now({{"agents", agents}});
+  };
+  admin_commands_["agents.revoke"] = [this](const nlohmann::json& request) {
+    const int64_t id = request.at("id").get<int64_t>();
+    if (!store_.revoke_agent(id)) fail("no enrolled, unrevoked agent {}", id);
+    sessions_.erase(id);
+    store_.audit("operator", "agent revoked", std::to_string(id));
+    return now({{"revoked", id}});
+  };
+  admin_commands_["models.import"] = [this](const nlohmann::json& request) {
+    const std::string path = request.at("path").get<std::string>();
+    const std::string tokenizer = request.value("tokenizer", "");
+    const std::string description = request.value("description", "");
+    log(fmt::format("importing {} (on a worker)", path));
+    AdminReply reply;
+    reply.later = std::async(std::launch::async, [this, path, tokenizer, description]() -> std::function<nlohmann::json()> {
+      const ModelRecord imported =
+          import_model_file(path, tokenizer, description, signing_key_, ArtifactStore(config_.artifacts_dir()));
+      return [this, imported, path] {
+        ModelRecord model = imported;
+        model.id = store_.add_model(model);
+        store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
+        return model_json(*store_.model(model.id));
+      };
+    });
+    return reply;
+  };
+  admin_commands_["models.list"] = [this](const nlohmann::json&) {
+    nlohmann::json models = nlohmann::json::array();
+    for (const ModelRecord& model : store_.models()) models.push_back(model_json(model));
+    return now({{"models", models}});
+  };
+  admin_commands_["round.start"] = [this](const nlohmann::json& request) {
+    if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), name(round_->stage()));
+    const RoundSettings settings = RoundSettings::from_json(request.at("settings"));
+    const auto model = store_.model(settings.model_id);
+    if (!model) fail("no model {} (see `models list`)", settings.model_id);
+    AdminReply reply;
+    reply.later = std::async(std::launch::async, [this, settings, model = *model]() -> std::function<nlohmann::json()> {
+      const RoundModel loaded = load_round_model(model);
+      return [this, settings, model, loaded] {
+        if (round_ && !round_->finished()) fail("round {} started meanwhile", round_->id());
+        round_ = Round::start(*this, settings, model, loaded);
+        return round_->status();
+      };
+    });
+    return reply;
+  };
+  const auto round_status = [this](const nlohmann::json& request) {
+    int64_t id = request.value("id", int64_t{0});
+    if (id == 0) {
+      const auto rounds = store_.rounds();
+      if (rounds.empty()) fail("no rounds yet");
+      id = rounds.back().id;
+    }
+    return now(round_json(id));
+  };
+  admin_commands_["round.status"] = round_status;
+  admin_commands_["round.report"] = round_status;
+  admin_commands_["round.abort"] = [this](const nlohmann::json&) {
+    if (!round_ || round_->finished()) fail("no round is running");
+    round_->fail_round("aborted by the operator");
+    return now(round_json(round_->id()));
+  };
+  admin_commands_["rollout.start"] = [this](const nlohmann::json& request) {
+    if (rollout_ && (rollout_->stage() == RolloutStage::kRunning || rollout_->stage() == RolloutStage::kPaused)) {
+      fail("rollout {} is {}; abort it first", rollout_->id(), name(rollout_->stage()));
+    }
+    const RolloutSettings settings = RolloutSettings::from_json(request.at("settings"));
+    const auto model = store_.model(settings.model_id);
+    if (!model) fail("no model {} (see `models list`)", settings.model_id);
+    std::vector<int64_t> targets;
+    for (const AgentRecord& agent : store_.agents()) {
+      if (agent.revoked_at_ms) continue;
+      if (!settings.group.empty() && !agent_labels(agent).count(settings.group)) continue;
+      targets.push_back(agent.id);
+    }
+    rollout_ = Rollout::start(*this, settings, *model, targets);
+    return now(rollout_->status());
+  };
+  // The rollout's operator commands act on the active rollout; status also shows the last one.
+  const auto rollout_command = [this](void (*act)(Rollout&)) {
+    return [this, act](const nlohmann::json&) {
+      if (!rollout_) {
+        const auto records = store_.rollouts();
+        if (records.empty()) fail("no rollouts yet");
+        if (act != nullptr) fail("no rollout is active");
+        return now(nlohmann::json::parse(records.back().state_json));
+      }
+      if (act != nullptr) act(*rollout_);
+      return now(rollout_->status());
+    };
+  };
+  admin_commands_["rollout.status"] = rollout_command(nullptr);
+  admin_commands_["rollout.pause"] = rollout_command([](Rollout& rollout) { rollout.pause(); });
+  admin_commands_["rollout.resume"] = rollout_command([](Rollout& rollout) { rollout.resume(); });
+  admin_commands_["rollout.abort"] = rollout_command([](Rollout& rollout) { rollout.abort(); });
+  admin_commands_["rollout.rollback"] =
+      rollout_command([](Rollout& rollout) { rollout.rollback("rolled back by the operator"); });
+  admin_commands_["audit"] = [this](const nlohmann::json& request) {
+    nlohmann::json entries = nlohmann::json::array();
+    for (const auto& entry : store_.audit_log(request.value("limit", 50))) {
+      entries.push_back({{"at_ms", entry.at_ms}, {"actor", entry.actor}, {"event", entry.event}, {"detail", entry.detail}});
+    }
+    return now({{"audit", entries}});
+  };
+  admin_commands_["shutdown"] = [this](const nlohmann::json&) {
+    shutdown_requested_ = true;
+    return now({{"stopping", true}});
+  };
+}
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,30 @@
+// A periodic duty of the agent on the monotonic clock (heartbeats, hello retries, chunk-request
+// retries): due once its period has passed since it was last done; trigger() makes it due at once.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace fedcal::edge_agent {
+
+// Milliseconds on the monotonic clock (never steps with the wall clock).
+inline int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+class Interval {
+ public:
+  explicit Interval(int64_t period_ms) : period_ms_(period_ms) {}
+  bool due(int64_t now_ms) const { return now_ms - last_ms_ >= period_ms_; }
+  void done(int64_t now_ms) { last_ms_ = now_ms; }
+  void trigger() { last_ms_ = kNever; }
+  int64_t period_ms() const { return period_ms_; }
+  void set_period(int64_t period_ms) { period_ms_ = period_ms; }
+
+ private:
+  static constexpr int64_t kNever = INT64_MIN / 2;
+  int64_t period_ms_;
+  int64_t last_ms_ = kNever;
+};
+
+}  // namespace fedcal::edge_agent

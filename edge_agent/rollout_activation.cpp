@@ -1,0 +1,112 @@
+// The agent's part in a rollout: download the package, verify and self-test it (worker thread),
+// switch slots, report; roll back on order.
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "edge_agent/agent.h"
+#include "edge_agent/private_text.h"
+
+namespace fedcal::edge_agent {
+
+void Agent::on_activate(wire::ModelActivate::Reader activate) {
+  const std::string sha = activate.getSha256().cStr();
+  if (activation_ && activation_->download && activation_->download->sha256() == sha) return;  // already on it
+  if (sha == slots_.active()) {
+    LocalCheck unchanged;
+    send_activation_report(activate.getRolloutId(), true, false, "", &unchanged);
+    return;
+  }
+  if (activation_ && activation_->check.valid()) activation_->check.wait();
+  activation_ = std::make_unique<Activation>();
+  activation_->rollout = activate.getRolloutId();
+  activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
+  if (activation_->download->have() > 0 && !activation_->download->complete()) {
+    log(fmt::format("rollout {}: resuming the download of {} at {} of {} bytes", activation_->rollout, sha.substr(0, 16),
+                    activation_->download->have(), activation_->download->total()));
+  } else {
+    log(fmt::format("rollout {}: activating {}", activation_->rollout, sha.substr(0, 16)));
+  }
+}
+
+void Agent::advance_activation() {
+  if (!activation_) return;
+  Activation& activation = *activation_;
+  if (!activation.check.valid()) {
+    if (!activation.download->complete()) {
+      request_chunk(*activation.download, activation.chunk_retry);
+      return;
+    }
+    // Verify the signature and self-test before switching: against the active model on our
+    // held-out text if there is one, else load and decode.
+    const std::string candidate = activation.download->path();
+    const std::string previous = slots_.active().empty() ? "" : slots_.path(slots_.active());
+    LocalCheckOptions options;
+    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.max_tokens = config_.eval_max_tokens;
+    options.decode_tokens = config_.decode_tokens;
+    activation.check = std::async(std::launch::async, [this, candidate, previous, options] {
+      if (previous.empty()) return self_test(candidate, coordinator_signing_key_, options);
+      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
+      return check_package("rollout", previous, candidate, coordinator_signing_key_,
+                           text.heldout.empty() ? text.calibration : text.heldout, options, false);
+    });
+    return;
+  }
+  if (activation.check.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  const LocalCheck check = activation.check.get();  // throws: reported as a failed activation by run()
+  slots_.activate(activation.download->sha256());
+  {
+    std::lock_guard lock(active_path_mutex_);
+    active_path_ = slots_.path(slots_.active());
+  }
+  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout,
+                  slots_.active().substr(0, 16), check.mean_kl, check.decode_tokens_per_second));
+  send_activation_report(activation.rollout, true, false, "", &check);
+  activation_.reset();
+  inject_fault("exit-after-activation");
+}
+
+void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
+  if (activation_) {
+    if (activation_->check.valid()) activation_->check.wait();
+    activation_.reset();
+  }
+  const bool switched = slots_.rollback();
+  {
+    std::lock_guard lock(active_path_mutex_);
+    std::filesystem::create_directories(config_.state_dir);
+    slots_.record_start();
+    if (slots_.crashes_since_activation() > 0) {
+      log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
+    }
+    active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
+  }
+  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),
+                  switched ? "" : " (no previous model: nothing to switch)"));
+  send_activation_report(rollback.getRolloutId(), false, true, "", nullptr);
+}
+
+void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
+                                   const LocalCheck* check) {
+  OutgoingMessage message;
+  auto report = message.body().initActivationReport();
+  report.setRolloutId(rollout);
+  report.setSha256(slots_.active());
+  report.setActivated(activated);
+  report.setRolledBack(rolled_back);
+  report.setError(error.substr(0, 1000));
+  report.setCrashes(slots_.crashes_since_activation());
+  if (check) {
+    report.setMeanKl(check->mean_kl);
+    report.setTop1Agreement(check->top1_agreement);
+    report.setTokensPerSecond(check->decode_tokens_per_second);
+    report.setPreviousTokensPerSecond(check->reference_decode_tokens_per_second);
+  }
+  send(message);
+}
+
+}  // namespace fedcal::edge_agent

@@ -1,0 +1,238 @@
+// The agent's part in a calibration round: download the model, calibrate on the private text (worker
+// thread), the three secure-aggregation stages, then download and check the result and report.
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "common/error.h"
+#include "edge_agent/agent.h"
+#include "edge_agent/private_text.h"
+#include "models/engine/xnn_runtime.h"
+#include "models/format/model_loader.h"
+#include "models/quant/calibration.h"
+#include "secagg/dp_noise.h"
+#include "secagg/secagg_wire.h"
+
+namespace fedcal::edge_agent {
+namespace {
+
+// Calibrates on the private text: the round's contribution vector, DP noise (if any) on its counts.
+std::vector<uint64_t> compute_statistics(const std::string& package, const SigningKey& key, const AgentConfig& config,
+                                         uint32_t sequences, uint32_t seq_len, HistogramLayout layout, double dp_noise_stddev) {
+  const PrivateText text = read_private_text(config.data_dir, config.heldout_fraction);
+  LoadedModel loaded = load_model(package, &key);
+  if (!loaded.int8.empty()) fail("{}: the round's model is an INT8 package", package);
+  auto tokenizer = load_tokenizer(loaded, std::nullopt);
+  XnnRuntime runtime(config.threads > 0 ? config.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  Transformer transformer(loaded.model, runtime);
+  CalibrationOptions options;
+  options.sequences = static_cast<int>(sequences);
+  options.seq_len = static_cast<int>(seq_len);
+  options.layout = layout;
+  const CalibrationStats stats = calibrate(transformer, *tokenizer, text.calibration, model_fingerprint(loaded.model), options);
+  std::vector<uint64_t> vector = contribution_vector(stats);
+  add_skellam_noise(contribution_counts(vector), dp_noise_stddev);
+  return vector;
+}
+
+}  // namespace
+
+void Agent::on_announce(wire::RoundConfig::Reader config) {
+  if (round_ && round_->params.id == config.getRoundId()) return;  // announced again (e.g. after a reconnect)
+  if (round_ && round_->phase != Phase::kReported) {
+    // The coordinator runs one round at a time: a new announcement means ours is over (e.g. the
+    // coordinator restarted and failed it). A worker still computing for it finishes in the background.
+    log(fmt::format("round {} announced: abandoning round {}", config.getRoundId(), round_->params.id));
+    retire_round();
+  }
+  RoundParams params;
+  params.id = config.getRoundId();
+  params.model_sha256 = config.getModelSha256().cStr();
+  params.model_bytes = config.getModelBytes();
+  params.sequences = config.getSequences();
+  params.seq_len = config.getSeqLen();
+  params.mantissa_bits = config.getMantissaBits();
+  params.min_exponent = config.getMinExponent();
+  params.max_exponent = config.getMaxExponent();
+  params.dp_noise_stddev = config.getDpNoiseStddev();
+  params.min_survivors = config.getMinSurvivors();
+  if (params.sequences == 0 || params.sequences > 1000000 || params.seq_len < 2 || params.seq_len > 65536 ||
+      params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) ||
+      params.min_survivors < 2) {
+    fail("roundAnnounce: a field is out of range");
+  }
+  HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
+  layout.validate();
+  auto work = std::make_unique<RoundWork>();
+  work->params = params;
+  work->model =
+      std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
+  round_ = std::move(work);
+  busy_ = true;
+  log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len,
+                  params.model_sha256.substr(0, 16)));
+  chunk_retry_.trigger();
+}
+
+void Agent::advance() {
+  if (!round_) return;
+  RoundWork& work = *round_;
+  if (work.phase == Phase::kDownloading) {
+    if (!work.model->complete()) {
+      request_chunk(*work.model, chunk_retry_);
+      return;
+    }
+    const RoundParams params = work.params;
+    const std::string package = work.model->path();
+    HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
+    work.statistics = std::async(std::launch::async, [this, package, params, layout] {
+      return compute_statistics(package, coordinator_signing_key_, config_, params.sequences, params.seq_len, layout,
+                                params.dp_noise_stddev);
+    });
+    work.phase = Phase::kCalibrating;
+    return;
+  }
+  if (work.phase == Phase::kCalibrating && work.statistics.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    work.input = work.statistics.get();
+    work.secagg = std::make_unique<SecAggClient>();
+    const AdvertisedKeys keys = work.secagg->advertise();
+    OutgoingMessage message;
+    auto join = message.body().initJoin();
+    join.setRoundId(work.params.id);
+    join.setCipherPublic(as_data(keys.cipher_public));
+    join.setMaskPublic(as_data(keys.mask_public));
+    join.setVectorLength(work.input.size());
+    join.setNarrowLanes(true);
+    send(message);
+    inject_fault("exit-after-join");
+    work.phase = Phase::kJoined;
+    log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id,
+                    work.input[work.input.size() - 2], work.input.back()));
+    return;
+  }
+  if (work.phase == Phase::kFetchingResults) {
+    for (auto& [label, download] : work.results) {
+      if (!download->complete()) {
+        request_chunk(*download, chunk_retry_);  // one at a time, in order
+        return;
+      }
+    }
+    const std::string fp32 = work.model->path();
+    std::vector<std::pair<std::string, std::string>> packages;
+    for (auto& [label, download] : work.results) packages.emplace_back(label, download->path());
+    LocalCheckOptions options;
+    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.max_tokens = config_.eval_max_tokens;
+    options.decode_tokens = config_.decode_tokens;
+    work.checks = std::async(std::launch::async, [this, fp32, packages, options] {
+      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
+      std::vector<LocalCheck> checks;
+      for (const auto& [label, path] : packages) {
+        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_,
+                                       text.heldout.empty() ? text.calibration : text.heldout, options));
+      }
+      return checks;
+    });
+    work.phase = Phase::kChecking;
+    busy_ = true;
+    return;
+  }
+  if (work.phase == Phase::kChecking && work.checks.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    OutgoingMessage message;
+    auto report = message.body().initLocalReport();
+    report.setRoundId(work.params.id);
+    try {
+      const std::vector<LocalCheck> checks = work.checks.get();
+      auto list = report.initChecks(static_cast<unsigned>(checks.size()));
+      for (size_t i = 0; i < checks.size(); ++i) {
+        auto out = list[static_cast<unsigned>(i)];
+        out.setLabel(checks[i].label);
+        out.setTokens(checks[i].tokens);
+        out.setMeanKl(checks[i].mean_kl);
+        out.setTop1Agreement(checks[i].top1_agreement);
+        out.setMeanNll(checks[i].mean_nll);
+        out.setReferenceMeanNll(checks[i].reference_mean_nll);
+        out.setDecodeTokensPerSecond(checks[i].decode_tokens_per_second);
+        out.setReferenceDecodeTokensPerSecond(checks[i].reference_decode_tokens_per_second);
+        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} vs {:.1f} tokens/s", work.params.id,
+                        checks[i].label, checks[i].mean_kl, 100 * checks[i].top1_agreement, checks[i].decode_tokens_per_second,
+                        checks[i].reference_decode_tokens_per_second));
+      }
+    } catch (const std::exception& error) {
+      report.setError(error.what());
+      log(fmt::format("round {}: local check failed: {}", work.params.id, error.what()));
+    }
+    send(message);
+    work.phase = Phase::kReported;
+    busy_ = false;
+  }
+}
+
+void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
+  if (!round_ || round_->params.id != keys.getRoundId() || round_->phase != Phase::kJoined) {
+    fail("roundKeys for round {} not expected now", keys.getRoundId());
+  }
+  const SecAggConfig config = read_round_keys_config(keys, round_->params.min_survivors);
+  if (config.vector_length != round_->input.size()) fail("roundKeys: vector length {} differs from ours", config.vector_length);
+  const std::map<uint32_t, AdvertisedKeys> neighbours = read_round_keys_neighbours(keys);
+  const auto shares = round_->secagg->share_keys(config, keys.getIndex(), neighbours);
+  OutgoingMessage message;
+  auto out = message.body().initShareKeys();
+  out.setRoundId(config.round_id);
+  write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
+  send(message);
+  inject_fault("exit-after-shares");
+  round_->phase = Phase::kShared;
+}
+
+void Agent::on_shares(wire::SharesForYou::Reader delivery) {
+  if (!round_ || round_->params.id != delivery.getRoundId() || round_->phase != Phase::kShared) {
+    fail("sharesForYou for round {} not expected now", delivery.getRoundId());
+  }
+  const std::vector<uint64_t> masked =
+      round_->secagg->mask_input(round_->input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
+  OutgoingMessage message;
+  auto out = message.body().initMaskedInput();
+  out.setRoundId(delivery.getRoundId());
+  const uint32_t lane_bits = round_->secagg->config().lane_bits;
+  write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
+  send(message);
+  inject_fault("exit-after-masked-input");
+  round_->input.clear();  // only the masked vector ever left; the plain one is not kept
+  round_->phase = Phase::kMasked;
+}
+
+void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
+  if (!round_ || round_->params.id != request.getRoundId() || round_->phase != Phase::kMasked) {
+    fail("unmaskRequest for round {} not expected now", request.getRoundId());
+  }
+  if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
+  std::vector<uint32_t> survivors;
+  for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
+  const auto revealed = round_->secagg->unmask(survivors);
+  OutgoingMessage message;
+  auto out = message.body().initUnmaskShares();
+  out.setRoundId(request.getRoundId());
+  write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
+  send(message);
+  round_->secagg.reset();  // nothing more to reveal, ever
+  round_->phase = Phase::kRevealed;
+}
+
+void Agent::on_result(wire::RoundResult::Reader result) {
+  if (!round_ || round_->params.id != result.getRoundId())
+    fail("roundResult for round {}, which this agent did not take part in", result.getRoundId());
+  if (round_->phase == Phase::kFetchingResults || round_->phase == Phase::kChecking) return;  // already on it
+  if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
+  round_->results.clear();
+  for (const auto model : result.getModels()) {
+    round_->results.emplace_back(
+        model.getLabel().cStr(),
+        std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(), config_.downloads_dir(), config_.models_dir()));
+  }
+  round_->phase = Phase::kFetchingResults;
+  chunk_retry_.trigger();
+  busy_ = true;
+}
+
+}  // namespace fedcal::edge_agent
