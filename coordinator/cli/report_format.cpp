@@ -96,4 +96,36 @@ std::string format_models(const nlohmann::json& models) {
   return out;
 }
 
+std::string format_rollout(const nlohmann::json& reply) {
+  std::string text =
+      fmt::format("rollout {}: {} (model {}, wave {} of {})\n", reply.value("rollout", 0), reply.value("stage", std::string()),
+                  reply.value("model", 0), reply.value("wave", 0) + 1, reply["waves"].size());
+  if (!reply.value("reason", std::string()).empty()) text += "  reason: " + reply["reason"].get<std::string>() + "\n";
+  text += "  agents:";
+  for (const auto& [state, count] : reply["counts"].items()) text += fmt::format(" {} {}", count.get<int>(), state);
+  text += "\n";
+  for (const auto& agent : reply["agents"]) {
+    const auto& check = agent["report"];
+    text += fmt::format("    agent {:>4}  wave {}  {:<12}", agent["agent"].get<int64_t>(), agent["wave"].get<int>() + 1,
+                        agent["status"].get<std::string>());
+    if (check.is_object()) {
+      text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} vs {:.0f} tok/s", check.value("mean_kl", 0.0),
+                          100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0),
+                          check.value("previous_tokens_per_second", 0.0));
+      if (!check.value("error", std::string()).empty()) text += "  error: " + check["error"].get<std::string>();
+    }
+    text += "\n";
+  }
+  return text;
+}
+
+std::string format_audit(const nlohmann::json& reply) {
+  std::string text;
+  for (const auto& entry : reply["audit"]) {
+    text += fmt::format("{} {:<12} {:<16} {}\n", entry["at_ms"].get<int64_t>(), entry["actor"].get<std::string>(),
+                        entry["event"].get<std::string>(), entry["detail"].get<std::string>());
+  }
+  return text;
+}
+
 }  // namespace fedcal::coordinator

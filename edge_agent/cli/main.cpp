@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/command_line.h"
 #include "common/error.h"
 #include "common/file_util.h"
 #include "edge_agent/agent.h"
@@ -105,16 +106,6 @@ int main(int argc, char** argv) {
     std::printf("%s\n", CurveKeyPair::read_or_create(config.curve_key_path()).public_key.c_str());
   });
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "fedcal-agent: %s\n", error.what());
-    return fedcal::process_exit_code(fedcal::kind_of(error));
-  } catch (...) {
-    std::fprintf(stderr, "fedcal-agent: an exception of unknown type\n");
-    return fedcal::process_exit_code(fedcal::ErrorKind::kInternal);
-  }
-  return exit_code;
+  const int status = run_command_line<CLI::ParseError>(app, "fedcal-agent", argc, argv);
+  return status != 0 ? status : exit_code;
 }

@@ -1,7 +1,7 @@
 // fedcal-model: run, evaluate, inspect, benchmark and synthesize Llama-family models.
 #include <cstdio>
 
-#include "common/error.h"
+#include "common/command_line.h"
 #include "models/cli/commands.h"
 
 int main(int argc, char** argv) {
@@ -14,19 +14,5 @@ int main(int argc, char** argv) {
   fedcal::cli::add_bench_command(app);
   fedcal::cli::add_calibrate_command(app);
   fedcal::cli::add_package_commands(app);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error);
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "fedcal-model: error: out of memory\n");
-    return fedcal::process_exit_code(fedcal::ErrorKind::kIo);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "fedcal-model: error: %s\n", error.what());
-    return fedcal::process_exit_code(fedcal::kind_of(error));
-  } catch (...) {
-    std::fprintf(stderr, "fedcal-model: error: an exception of unknown type\n");
-    return fedcal::process_exit_code(fedcal::ErrorKind::kInternal);
-  }
-  return 0;
+  return fedcal::run_command_line<CLI::ParseError>(app, "fedcal-model", argc, argv);
 }

@@ -388,7 +388,7 @@ TEST_CASE("Importing a large model while a round runs: heartbeats keep being ans
   const auto started = std::chrono::steady_clock::now();
   auto import = std::async(std::launch::async, [&] {
     const std::string tokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model";
-    return fleet.admin({{"command", "models.import"}, {"path", fleet.path("large")}, {"tokenizer", tokenizer}})["id"]
+    return fleet.admin({{"command", "models.import"}, {"path", fleet.path("large")}, {"tokenizer", tokenizer}}, 240000)["id"]
         .get<int64_t>();
   });
   // Heartbeats while the import runs: each is answered at once.

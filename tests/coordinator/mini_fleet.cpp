@@ -164,8 +164,8 @@ void MiniFleet::kill_coordinator() {
   coordinator_->wait_exit(std::chrono::seconds(10));
 }
 
-nlohmann::json MiniFleet::admin(const nlohmann::json& request) {
-  return coordinator::admin_request("ipc://" + dir_.path("coordinator") + "/admin.sock", request, 5000);
+nlohmann::json MiniFleet::admin(const nlohmann::json& request, int timeout_ms) {
+  return coordinator::admin_request("ipc://" + dir_.path("coordinator") + "/admin.sock", request, timeout_ms);
 }
 
 void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<std::string>& launcher) {

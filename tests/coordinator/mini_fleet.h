@@ -53,7 +53,8 @@ class MiniFleet {
 
   void start_coordinator();
   void kill_coordinator();  // SIGKILL: no chance to clean up
-  nlohmann::json admin(const nlohmann::json& request);
+  // One admin request; `timeout_ms` for the reply (an import of a large model takes seconds).
+  nlohmann::json admin(const nlohmann::json& request, int timeout_ms = 5000);
 
   // Writes agent i's config and private text and enrolls it through `run` with a fresh token.
   // `extra` is appended to its TOML config.

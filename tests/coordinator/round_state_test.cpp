@@ -143,6 +143,23 @@ struct RoundFixture {
       round.tick();
     }
   }
+  // Every agent joins and answers every stage until the round reaches `target`.
+  void advance_to(Round& round, RoundStage target) {
+    if (round.stage() == RoundStage::kCollecting && target != RoundStage::kCollecting) {
+      for (const FakeAgent& agent : agents) agent.join(round, round.id());
+      round.tick();
+    }
+    const std::pair<RoundStage, const char*> steps[] = {
+        {RoundStage::kSharing, "roundKeys"}, {RoundStage::kMasking, "sharesForYou"}, {RoundStage::kUnmasking, "unmaskRequest"}};
+    for (const auto& step : steps) {
+      if (round.stage() == target) return;
+      REQUIRE(round.stage() == step.first);
+      answer(round, step.second);
+      round.tick();
+    }
+    if (round.stage() != target) wait_for_quantization(round);
+    REQUIRE(round.stage() == target);
+  }
   std::string failure(const Round& round) const { return round.status().value("failure", ""); }
 };
 
@@ -287,16 +304,7 @@ TEST_CASE("Round in process: an agent that goes offline is not waited for; at th
 TEST_CASE("Round in process: evaluation ends when every online evaluator reported, or at its deadline") {
   RoundFixture f(3);
   auto round = f.start();
-  for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
-  round->tick();
-  f.answer(*round, "roundKeys");
-  round->tick();
-  f.answer(*round, "sharesForYou");
-  round->tick();
-  f.answer(*round, "unmaskRequest");
-  round->tick();
-  f.wait_for_quantization(*round);
-  REQUIRE(round->stage() == RoundStage::kEvaluating);
+  f.advance_to(*round, RoundStage::kEvaluating);
   f.answer(*round, "roundResult", {f.ids[0]});
   SUBCASE("an offline evaluator is not waited for, and gets the result when it returns") {
     f.host.online.erase(f.ids[2]);
@@ -358,13 +366,7 @@ TEST_CASE("Round in process: after a restart, quantizing and evaluating resume; 
     CHECK(f.failure(*recovered).find("the coordinator restarted during stage 'sharing'") == 0);
   }
   SUBCASE("quantizing and evaluating") {
-    f.answer(*round, "roundKeys");
-    round->tick();
-    f.answer(*round, "sharesForYou");
-    round->tick();
-    f.answer(*round, "unmaskRequest");
-    round->tick();
-    REQUIRE(round->stage() == RoundStage::kQuantizing);
+    f.advance_to(*round, RoundStage::kQuantizing);
     // A restart while the job runs: the recovered round runs the job again from the stored aggregate.
     auto resumed = Round::recover(f.host, *f.host.store().round(round->id()));
     CHECK(resumed->stage() == RoundStage::kQuantizing);

@@ -73,7 +73,8 @@ TEST_CASE("fedcal-model reports bad usage and bad files with a message and a non
   CHECK(unknown.output.find("unknown preset 'huge'") != std::string::npos);
 
   CHECK(run_command(fedcal_model() + " --help").exit_code == 0);
-  CHECK(run_command(fedcal_model() + " frobnicate").exit_code != 0);
+  CHECK(run_command(fedcal_model() + " frobnicate").exit_code == 2);  // usage errors exit 2
+  CHECK(run_command(fedcal_model() + " synth --preset tiny --seed x -o " + model).exit_code == 2);
 }
 
 }  // namespace

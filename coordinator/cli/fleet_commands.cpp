@@ -1,0 +1,49 @@
+// fedcal-coordinator token | agents | audit
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "coordinator/cli/commands.h"
+#include "coordinator/cli/report_format.h"
+
+namespace fedcal::coordinator {
+
+void add_fleet_commands(CLI::App& app, const CliContext& context) {
+  CLI::App* token = app.add_subcommand("token", "Enrollment tokens")->require_subcommand(1);
+  auto valid_hours = std::make_shared<int>(0);
+  CLI::App* token_create = token->add_subcommand("create", "Create a one-time enrollment token");
+  token_create->add_option("--valid-hours", *valid_hours,
+                           "Hours the token stays valid (default: token_valid_hours of the config)");
+  token_create->callback([&context, valid_hours] {
+    nlohmann::json request = {{"command", "token.create"}};
+    if (*valid_hours > 0) request["valid_hours"] = *valid_hours;
+    const auto reply = context.call(request);
+    context.print(reply, fmt::format("{}\n(one-time, valid {} h) enroll an agent with:\n  fedcal-agent enroll --config "
+                                     "AGENT.toml --token {}\nwith coordinator_key = \"{}\" in AGENT.toml\n",
+                                     reply["token"].get<std::string>(), reply["valid_hours"].get<int>(),
+                                     reply["token"].get<std::string>(), reply["coordinator_key"].get<std::string>()));
+  });
+
+  CLI::App* agents = app.add_subcommand("agents", "The fleet registry")->require_subcommand(1);
+  agents->add_subcommand("list", "Enrolled agents, online state and hardware profile")->callback([&context] {
+    const auto reply = context.call({{"command", "agents.list"}});
+    context.print(reply, format_agents(reply));
+  });
+  auto revoke_id = std::make_shared<int64_t>(0);
+  CLI::App* revoke = agents->add_subcommand("revoke", "Revoke an agent: its connections and messages are refused at once");
+  revoke->add_option("id", *revoke_id, "Agent id")->required();
+  revoke->callback([&context, revoke_id] {
+    context.print(context.call({{"command", "agents.revoke"}, {"id", *revoke_id}}),
+                  fmt::format("agent {} revoked\n", *revoke_id));
+  });
+
+  auto audit_limit = std::make_shared<int>(50);
+  CLI::App* audit = app.add_subcommand("audit", "The latest audit log entries (enrollments, refusals, rounds)");
+  audit->add_option("--limit", *audit_limit, "Entries")->capture_default_str();
+  audit->callback([&context, audit_limit] {
+    const auto reply = context.call({{"command", "audit"}, {"limit", *audit_limit}});
+    context.print(reply, format_audit(reply));
+  });
+}
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,79 @@
+// fedcal-coordinator rollout start | status | pause | resume | abort | rollback
+#include <chrono>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "coordinator/cli/commands.h"
+#include "coordinator/cli/report_format.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+struct StartOptions {
+  int64_t model = 0;
+  std::string waves = "5%,50%,100%", group, min_healthy = "90%";
+  double max_kl = 0.05, max_slowdown = 1.5;
+  int wave_timeout_ms = 600000, soak_ms = 30000;
+};
+
+double percent(std::string text) {
+  if (!text.empty() && text.back() == '%') text.pop_back();
+  return std::stod(text);
+}
+
+}  // namespace
+
+void add_rollout_commands(CLI::App& app, const CliContext& context) {
+  CLI::App* rollout = app.add_subcommand("rollout", "Staged rollouts of a model to the fleet")->require_subcommand(1);
+  auto o = std::make_shared<StartOptions>();
+  CLI::App* start = rollout->add_subcommand("start", "Roll a model out in waves with health gates and automatic rollback");
+  start->add_option("--model", o->model, "Model id (see `models list`)")->required();
+  start->add_option("--waves", o->waves, "Cumulative percentages of the targets per wave")->capture_default_str();
+  start->add_option("--group", o->group, "Only agents with this label (from their config)");
+  start->add_option("--max-kl", o->max_kl, "Healthy: KL vs the agent's previous model at most this (nats/token)")
+      ->capture_default_str();
+  start->add_option("--max-slowdown", o->max_slowdown, "Healthy: previous/new decoding speed at most this")
+      ->capture_default_str();
+  start->add_option("--min-healthy", o->min_healthy, "A wave passes when this share of its reporting agents is healthy")
+      ->capture_default_str();
+  start->add_option("--wave-timeout-ms", o->wave_timeout_ms, "A wave waits at most this long for reports")->capture_default_str();
+  start->add_option("--soak-ms", o->soak_ms, "After a wave's last report, watch it this long (crashes count) before its gate")
+      ->capture_default_str();
+  const auto show = [&context](const nlohmann::json& reply) { context.print(reply, format_rollout(reply)); };
+  start->callback([&context, o, show] {
+    nlohmann::json wave_list = nlohmann::json::array();
+    std::stringstream stream(o->waves);
+    for (std::string item; std::getline(stream, item, ',');) wave_list.push_back(percent(item));
+    show(context.call({{"command", "rollout.start"},
+                       {"settings",
+                        {{"model_id", o->model},
+                         {"waves", wave_list},
+                         {"group", o->group},
+                         {"max_kl", o->max_kl},
+                         {"max_slowdown", o->max_slowdown},
+                         {"min_healthy", percent(o->min_healthy)},
+                         {"wave_timeout_ms", o->wave_timeout_ms},
+                         {"soak_ms", o->soak_ms}}}}));
+  });
+  auto watch = std::make_shared<bool>(false);
+  CLI::App* status = rollout->add_subcommand("status", "The current (or last) rollout, per agent");
+  status->add_flag("--watch", *watch, "Follow it live until it ends");
+  status->callback([&context, watch, show] {
+    nlohmann::json reply = context.call({{"command", "rollout.status"}});
+    while (*watch) {
+      const std::string stage = reply.value("stage", std::string());
+      if (stage != "running" && stage != "paused") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      reply = context.call({{"command", "rollout.status"}});
+    }
+    show(reply);
+  });
+  for (const char* action : {"pause", "resume", "abort", "rollback"}) {
+    rollout->add_subcommand(action, std::string("Rollout: ") + action)->callback([&context, show, action] {
+      show(context.call({{"command", std::string("rollout.") + action}}));
+    });
+  }
+}
+
+}  // namespace fedcal::coordinator

@@ -1,0 +1,142 @@
+// fedcal-coordinator round start | status | report | abort
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "common/error.h"
+#include "coordinator/cli/commands.h"
+#include "coordinator/cli/report_format.h"
+
+namespace fedcal::coordinator {
+namespace {
+
+struct StartOptions {
+  int64_t model_id = 0;
+  int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
+  std::string method = "percentile:99.99";
+  bool per_channel = false, asymmetric = false, wait = false;
+  std::vector<std::string> keep_fp32, variants;
+  double dp_epsilon = 0, dp_delta = 1e-5;
+};
+
+// --variant LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] -> {"LABEL": {"per_channel", "keep_fp32"}}
+nlohmann::json parse_variants(const std::vector<std::string>& variants) {
+  nlohmann::json group_variants = nlohmann::json::object();
+  for (const std::string& variant : variants) {
+    const auto first = variant.find(':');
+    if (first == std::string::npos) fail("--variant {}: expected LABEL:per-channel|per-tensor[:keep=...]", variant);
+    const std::string label = variant.substr(0, first);
+    std::string rest = variant.substr(first + 1), keep;
+    if (const auto second = rest.find(':'); second != std::string::npos) {
+      keep = rest.substr(second + 1);
+      rest = rest.substr(0, second);
+      if (keep.rfind("keep=", 0) != 0) fail("--variant {}: the third part must be keep=LAYER,...", variant);
+      keep = keep.substr(5);
+    }
+    if (rest != "per-channel" && rest != "per-tensor") fail("--variant {}: per-channel or per-tensor", variant);
+    nlohmann::json kept = nlohmann::json::array();
+    std::stringstream layers(keep);
+    for (std::string layer; std::getline(layers, layer, ',');) {
+      if (!layer.empty()) kept.push_back(layer);
+    }
+    group_variants[label] = {{"per_channel", rest == "per-channel"}, {"keep_fp32", kept}};
+  }
+  return group_variants;
+}
+
+// Polls the round until it ends; with `live`, prints each change to stderr.
+nlohmann::json wait_for_round(const CliContext& context, int64_t id, bool live) {
+  std::string last;
+  while (true) {
+    const auto reply = context.call({{"command", "round.status"}, {"id", id}});
+    const std::string text = format_round(reply);
+    const std::string stage = reply.value("stage", std::string());
+    if (live && text != last && !context.json) std::fprintf(stderr, "%s", (text + "\n").c_str());
+    last = text;
+    if (stage == "done" || stage == "failed") return reply;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+}
+
+}  // namespace
+
+void add_round_commands(CLI::App& app, const CliContext& context) {
+  CLI::App* round = app.add_subcommand("round", "Calibration rounds")->require_subcommand(1);
+  auto o = std::make_shared<StartOptions>();
+  CLI::App* start = round->add_subcommand("start", "Start a calibration round on an imported FP32 model");
+  start->add_option("--model", o->model_id, "Model id (see `models list`)")->required();
+  start->add_option("--min-agents", o->min_agents, "Fewer joined agents fail the round; the sum of fewer is never unmasked")
+      ->capture_default_str();
+  start->add_option("--max-agents", o->max_agents, "Stop taking participants at this many (0: all online)")
+      ->capture_default_str();
+  start->add_option("--sequences-per-agent", o->sequences, "Calibration sequences (lines of private text) per agent")
+      ->capture_default_str();
+  start->add_option("--seq-len", o->seq_len, "Tokens per sequence at most")->capture_default_str();
+  start->add_option("--method", o->method, "minmax | percentile:P | entropy | mse")->capture_default_str();
+  start->add_flag("--per-channel", o->per_channel, "Per-output-channel INT8 weights");
+  start->add_flag("--asymmetric", o->asymmetric, "Asymmetric activations (zero points)");
+  start->add_option("--keep-fp32", o->keep_fp32, "Linear layers to keep in FP32 (e.g. classifier, layers.0.w2)");
+  start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)");
+  start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta")->capture_default_str();
+  start->add_option("--neighbours", o->neighbours, "Secure-aggregation graph degree (0: automatic)");
+  start->add_option("--threshold", o->threshold, "Shamir threshold (0: a majority of share holders)");
+  start->add_option("--lane-bits", o->lane_bits,
+                    "Bits per masked value: 0 (default) = 32 when every sum fits below 2^31, else 64; or 32 / 64");
+  start->add_flag("--wait", o->wait, "Wait for the round to finish, then print its report");
+  start->add_option(
+      "--variant", o->variants,
+      "A package for one device group: LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] (agents with the label get it)");
+  start->callback([&context, o] {
+    const nlohmann::json settings = {{"model_id", o->model_id},
+                                     {"min_agents", o->min_agents},
+                                     {"max_agents", o->max_agents},
+                                     {"sequences_per_agent", o->sequences},
+                                     {"seq_len", o->seq_len},
+                                     {"method", o->method},
+                                     {"per_channel", o->per_channel},
+                                     {"asymmetric", o->asymmetric},
+                                     {"keep_fp32", o->keep_fp32},
+                                     {"dp_epsilon", o->dp_epsilon},
+                                     {"dp_delta", o->dp_delta},
+                                     {"neighbours", o->neighbours},
+                                     {"threshold", o->threshold},
+                                     {"lane_bits", o->lane_bits},
+                                     {"group_variants", parse_variants(o->variants)}};
+    auto reply = context.call({{"command", "round.start"}, {"settings", settings}});
+    if (o->wait) reply = wait_for_round(context, reply["round"].get<int64_t>(), true);
+    context.print(reply, format_round(reply));
+    if (o->wait && reply.value("stage", std::string()) == "failed")
+      fail("round failed: {}", reply.value("failure", std::string()));
+  });
+
+  struct StatusOptions {
+    int64_t id = 0;
+    bool watch = false;
+  };
+  auto status_options = std::make_shared<StatusOptions>();
+  CLI::App* status = round->add_subcommand("status", "A round's stage and progress (the latest round by default)");
+  status->add_option("id", status_options->id, "Round id");
+  status->add_flag("--watch", status_options->watch, "Follow the round live until it ends");
+  status->callback([&context, status_options] {
+    nlohmann::json request = {{"command", "round.status"}};
+    if (status_options->id) request["id"] = status_options->id;
+    auto reply = context.call(request);
+    if (status_options->watch) reply = wait_for_round(context, reply["round"].get<int64_t>(), true);
+    context.print(reply, format_round(reply));
+  });
+  auto report_id = std::make_shared<int64_t>(0);
+  CLI::App* report = round->add_subcommand("report", "The accuracy/speed report of a round's result");
+  report->add_option("id", *report_id, "Round id")->required();
+  report->callback([&context, report_id] {
+    const auto reply = context.call({{"command", "round.report"}, {"id", *report_id}});
+    context.print(reply, format_round(reply));
+  });
+  round->add_subcommand("abort", "Fail the running round")->callback([&context] {
+    const auto reply = context.call({{"command", "round.abort"}});
+    context.print(reply, format_round(reply));
+  });
+}
+
+}  // namespace fedcal::coordinator
