@@ -26,17 +26,17 @@ double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings)
 
 namespace {
 
-nlohmann::json check_summary(const std::vector<nlohmann::json>& checks) {
+nlohmann::json check_summary(const std::vector<const PackageCheck*>& checks) {
   double tokens = 0, kl = 0, top1 = 0, nll = 0, reference_nll = 0, decode = 0, reference_decode = 0;
-  for (const auto& check : checks) {
-    const double n = check["tokens"].get<double>();
+  for (const PackageCheck* check : checks) {
+    const auto n = static_cast<double>(check->tokens);
     tokens += n;
-    kl += n * check["mean_kl"].get<double>();
-    top1 += n * check["top1_agreement"].get<double>();
-    nll += n * check["mean_nll"].get<double>();
-    reference_nll += n * check["reference_mean_nll"].get<double>();
-    decode += check["decode_tokens_per_second"].get<double>();
-    reference_decode += check["reference_decode_tokens_per_second"].get<double>();
+    kl += n * check->mean_kl;
+    top1 += n * check->top1_agreement;
+    nll += n * check->mean_nll;
+    reference_nll += n * check->reference_mean_nll;
+    decode += check->decode_tokens_per_second;
+    reference_decode += check->reference_decode_tokens_per_second;
   }
   if (checks.empty() || tokens == 0) return {{"agents", checks.size()}, {"tokens", 0}};
   const double agents = static_cast<double>(checks.size());
@@ -52,6 +52,47 @@ nlohmann::json check_summary(const std::vector<nlohmann::json>& checks) {
 }
 
 }  // namespace
+
+nlohmann::json PackageCheck::to_json() const {
+  return {{"label", label},
+          {"tokens", tokens},
+          {"mean_kl", mean_kl},
+          {"top1_agreement", top1_agreement},
+          {"mean_nll", mean_nll},
+          {"reference_mean_nll", reference_mean_nll},
+          {"decode_tokens_per_second", decode_tokens_per_second},
+          {"reference_decode_tokens_per_second", reference_decode_tokens_per_second}};
+}
+
+nlohmann::json LocalReport::to_json() const {
+  nlohmann::json list = nlohmann::json::array();
+  for (const PackageCheck& check : checks) list.push_back(check.to_json());
+  return {{"agent", agent}, {"error", error}, {"checks", list}};
+}
+
+LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader report) {
+  LocalReport out;
+  out.agent = agent;
+  out.error = report.getError().cStr();
+  for (const auto check : report.getChecks()) {
+    PackageCheck entry;
+    entry.label = check.getLabel().cStr();
+    entry.tokens = check.getTokens();
+    entry.mean_kl = check.getMeanKl();
+    entry.top1_agreement = check.getTop1Agreement();
+    entry.mean_nll = check.getMeanNll();
+    entry.reference_mean_nll = check.getReferenceMeanNll();
+    entry.decode_tokens_per_second = check.getDecodeTokensPerSecond();
+    entry.reference_decode_tokens_per_second = check.getReferenceDecodeTokensPerSecond();
+    for (double value : {entry.mean_kl, entry.top1_agreement, entry.mean_nll, entry.reference_mean_nll,
+                         entry.decode_tokens_per_second, entry.reference_decode_tokens_per_second}) {
+      if (!std::isfinite(value) || value < 0) fail("localReport: a non-finite or negative figure");
+    }
+    if (entry.top1_agreement > 1) fail("localReport: top-1 agreement above 1");
+    out.checks.push_back(std::move(entry));
+  }
+  return out;
+}
 
 Round::Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model)
     : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
@@ -239,25 +280,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       expect_stage(RoundStage::kEvaluating);
       if (!evaluators_.count(static_cast<uint32_t>(index))) fail("agent {} did not contribute to round {}", agent_id, id_);
       if (reports_.count(static_cast<uint32_t>(index))) fail("agent {} already reported on round {}", agent_id, id_);
-      nlohmann::json json = {{"agent", agent_id}, {"error", report.getError().cStr()}, {"checks", nlohmann::json::array()}};
-      for (const auto check : report.getChecks()) {
-        const double values[] = {
-            check.getMeanKl(),           check.getTop1Agreement(),         check.getMeanNll(),
-            check.getReferenceMeanNll(), check.getDecodeTokensPerSecond(), check.getReferenceDecodeTokensPerSecond()};
-        for (double value : values) {
-          if (!std::isfinite(value) || value < 0) fail("localReport: a non-finite or negative figure");
-        }
-        if (check.getTop1Agreement() > 1) fail("localReport: top-1 agreement above 1");
-        json["checks"].push_back({{"label", check.getLabel().cStr()},
-                                  {"tokens", check.getTokens()},
-                                  {"mean_kl", check.getMeanKl()},
-                                  {"top1_agreement", check.getTop1Agreement()},
-                                  {"mean_nll", check.getMeanNll()},
-                                  {"reference_mean_nll", check.getReferenceMeanNll()},
-                                  {"decode_tokens_per_second", check.getDecodeTokensPerSecond()},
-                                  {"reference_decode_tokens_per_second", check.getReferenceDecodeTokensPerSecond()}});
-      }
-      reports_[static_cast<uint32_t>(index)] = json;
+      reports_[static_cast<uint32_t>(index)] = LocalReport::from_wire(agent_id, report);
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kReported);
       return;
     }
@@ -570,10 +593,10 @@ nlohmann::json Round::status() const {
   json["fp32_bytes"] = model_.bytes;
   nlohmann::json checks = nlohmann::json::object();
   for (const std::string& label : result_labels_) {
-    std::vector<nlohmann::json> per_agent;
+    std::vector<const PackageCheck*> per_agent;
     for (const auto& [index, report] : reports_) {
-      for (const auto& check : report["checks"]) {
-        if (check["label"] == label) per_agent.push_back(check);
+      for (const PackageCheck& check : report.checks) {
+        if (check.label == label) per_agent.push_back(&check);
       }
     }
     checks[label] = check_summary(per_agent);
@@ -581,7 +604,7 @@ nlohmann::json Round::status() const {
   json["checks"] = checks;
   nlohmann::json errors = nlohmann::json::array();
   for (const auto& [index, report] : reports_) {
-    if (!report["error"].get<std::string>().empty()) errors.push_back(report);
+    if (!report.error.empty()) errors.push_back(report.to_json());
   }
   json["report_errors"] = errors;
   json["reports"] = reports_.size();

@@ -46,6 +46,23 @@ class RoundHost {
   virtual int64_t monotonic_ms() const = 0;
 };
 
+// What one participant reported about one result package (a localReport's check), and its report.
+struct PackageCheck {
+  std::string label;  // "fleet", "public", "group:LABEL"
+  uint64_t tokens = 0;
+  double mean_kl = 0, top1_agreement = 0, mean_nll = 0, reference_mean_nll = 0;
+  double decode_tokens_per_second = 0, reference_decode_tokens_per_second = 0;
+  nlohmann::json to_json() const;
+};
+struct LocalReport {
+  int64_t agent = 0;
+  std::string error;  // the agent could not check (empty: it did)
+  std::vector<PackageCheck> checks;
+  nlohmann::json to_json() const;
+  // Reads a localReport; throws Error on a non-finite or negative figure or top-1 above 1.
+  static LocalReport from_wire(int64_t agent, wire::LocalReport::Reader report);
+};
+
 // The standard deviation of the Gaussian-mechanism noise the aggregate of a round needs for its
 // (epsilon, delta), from the L2 sensitivity of one sequence (derived from the quantization points).
 double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings);
@@ -127,7 +144,7 @@ class Round {
   std::vector<ModelRecord> results_;  // fleet, then baseline
   std::vector<std::string> result_labels_;
   std::set<uint32_t> evaluators_;
-  std::map<uint32_t, nlohmann::json> reports_;
+  std::map<uint32_t, LocalReport> reports_;
   std::string failure_;
 };
 
