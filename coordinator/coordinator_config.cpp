@@ -43,7 +43,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   static const std::set<std::string> known = {
       "listen",          "state_dir",         "heartbeat_interval_ms", "agent_timeout_ms", "stage_timeout_ms",
       "join_timeout_ms", "report_timeout_ms", "max_message_bytes",     "chunk_bytes",      "token_valid_hours",
-      "reference_text",  "threads",           "capture_file"};
+      "reference_text",  "threads",           "capture_file",          "fault_injection"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -61,6 +61,10 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "reference_text", config.reference_text, path);
   read_key(table, "threads", config.threads, path);
   read_key(table, "capture_file", config.capture_file, path);
+  read_key(table, "fault_injection", config.fault_injection, path);
+  if (!config.fault_injection.empty() && config.fault_injection != "throw-on-agent-error") {
+    fail("{}: fault_injection '{}' is not throw-on-agent-error (tests only)", path, config.fault_injection);
+  }
   const fs::path base = fs::absolute(path).parent_path();
   config.state_dir = resolve(config.state_dir, base);
   config.reference_text = resolve(config.reference_text, base);

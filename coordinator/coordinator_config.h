@@ -20,6 +20,9 @@ struct CoordinatorConfig {
   std::string reference_text;  // optional public text: the report compares against it
   int threads = 1;             // quantization and reference calibration
   std::string capture_file;    // optional: record every aggregation message received (audits, tests)
+  // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
+  // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds. Empty: off.
+  std::string fault_injection;
 
   // Reads `path`; errors name the file and key. Relative paths in the file are relative to it.
   static CoordinatorConfig load(const std::string& path);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 
 #include "common/error.h"
 
@@ -302,6 +303,7 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       return;
     }
     case Body::ERROR: {
+      if (config_.fault_injection == "throw-on-agent-error") throw std::logic_error("fault injection: throw-on-agent-error");
       std::string text = body.getError().getMessage().cStr();
       if (text.size() > 1000) text.resize(1000);
       log(fmt::format("{} reports an error: {}", peer, text));

@@ -1,7 +1,7 @@
 #include "coordinator/store.h"
 
-#include <nlohmann/json.hpp>
 #include <sqlite3.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 

@@ -416,24 +416,24 @@ TEST_CASE("Importing a large model while a round runs: heartbeats keep being ans
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
   FleetOptions options;
   options.agents = 0;
+  options.coordinator_fault_injection = "throw-on-agent-error";  // that handler throws std::logic_error
   MiniFleet fleet(options);
   fleet.start_coordinator();
   ProbeClient probe(fleet);
-  // Text that is not UTF-8 in a hello's profile: the JSON library throws its own exception type
-  // when the coordinator serializes the profile.
-  OutgoingMessage hello;
-  auto body = hello.body().initHello();
-  body.setName("probe");
-  body.initProfile().setArch(std::string("\xff\xfe\x80"));
-  probe.send_raw(hello.encode(uint64_t{1} << 62));
+  uint64_t sequence = uint64_t{1} << 62;
+  OutgoingMessage error;
+  error.body().initError().setMessage("disk full");
+  probe.send_raw(error.encode(sequence++));
   CHECK(probe.reply() == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::INTERNAL)));
-  // Still serving: the admin socket answers, and the same agent's next hello is welcomed.
+  // Still serving: the admin socket answers, and the same agent's next message is handled.
   CHECK(fleet.admin({{"command", "status"}}).contains("curve_public_key"));
-  OutgoingMessage good;
-  good.body().initHello().setName("probe");
-  probe.send_raw(good.encode((uint64_t{1} << 62) + 1));
+  OutgoingMessage hello;
+  hello.body().initHello().setName("probe");
+  probe.send_raw(hello.encode(sequence++));
   CHECK(probe.reply() == std::make_pair(std::string("welcome"), -1));
-  CHECK(fleet.admin({{"command", "audit"}, {"limit", 20}}).dump().find("internal error") != std::string::npos);
+  const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 20}}).dump();
+  CHECK(audit.find("internal error") != std::string::npos);
+  CHECK(audit.find("fault injection: throw-on-agent-error") != std::string::npos);
 }
 
 TEST_CASE(

@@ -104,6 +104,9 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
   if (options_.capture) config << "capture_file = \"capture.bin\"\n";
   if (options_.max_message_bytes > 0) config << "max_message_bytes = " << options_.max_message_bytes << "\n";
   if (options_.chunk_bytes > 0) config << "chunk_bytes = " << options_.chunk_bytes << "\n";
+  if (!options_.coordinator_fault_injection.empty()) {
+    config << "fault_injection = \"" << options_.coordinator_fault_injection << "\"\n";
+  }
   if (options_.reference_text) {
     std::string text;
     for (const std::string& public_line : rest) text += public_line + "\n";

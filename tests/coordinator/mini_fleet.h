@@ -42,8 +42,9 @@ struct FleetOptions {
   bool capture = false;         // record every aggregation message the coordinator receives
   int agent_timeout_ms = 1500;
   int stage_timeout_ms = 20000;
-  int64_t max_message_bytes = 0;  // 0: the coordinator's default
-  int chunk_bytes = 0;            // 0: the coordinator's default
+  int64_t max_message_bytes = 0;            // 0: the coordinator's default
+  int chunk_bytes = 0;                      // 0: the coordinator's default
+  std::string coordinator_fault_injection;  // the coordinator's fault_injection setting
 };
 
 class MiniFleet {
