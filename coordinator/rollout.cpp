@@ -81,8 +81,8 @@ ActivationOutcome ActivationOutcome::from_wire(wire::ActivationReport::Reader re
   ActivationOutcome outcome;
   outcome.activated = report.getActivated();
   outcome.rolled_back = report.getRolledBack();
-  outcome.active_sha256 = report.getSha256().cStr();
-  outcome.error = report.getError().cStr();
+  outcome.active_sha256 = read_text(report.getSha256(), 128);
+  outcome.error = read_text(report.getError(), 1000);
   outcome.mean_kl = report.getMeanKl();
   outcome.top1_agreement = report.getTop1Agreement();
   outcome.tokens_per_second = report.getTokensPerSecond();

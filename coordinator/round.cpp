@@ -73,10 +73,10 @@ nlohmann::json LocalReport::to_json() const {
 LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader report) {
   LocalReport out;
   out.agent = agent;
-  out.error = report.getError().cStr();
+  out.error = read_text(report.getError(), 1000);
   for (const auto check : report.getChecks()) {
     PackageCheck entry;
-    entry.label = check.getLabel().cStr();
+    entry.label = read_text(check.getLabel(), 64);
     entry.tokens = check.getTokens();
     entry.mean_kl = check.getMeanKl();
     entry.top1_agreement = check.getTop1Agreement();

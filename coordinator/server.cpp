@@ -9,22 +9,31 @@
 #include <stdexcept>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace fedcal::coordinator {
 namespace {
 namespace fs = std::filesystem;
 using Body = wire::Envelope::Body;
 
+// Limits of a hello's hardware profile: what a real device sends is far below them.
+constexpr size_t kMaxProfileListEntries = 256;  // ISA features, labels
+constexpr size_t kMaxProfileTextBytes = 64;     // each name
+
 nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
+  if (profile.getIsaFeatures().size() > kMaxProfileListEntries || profile.getLabels().size() > kMaxProfileListEntries) {
+    fail("hello: a profile of {} ISA features and {} labels (at most {} each)", profile.getIsaFeatures().size(),
+         profile.getLabels().size(), kMaxProfileListEntries);
+  }
   nlohmann::json features = nlohmann::json::array();
-  for (const auto feature : profile.getIsaFeatures()) features.push_back(feature.cStr());
+  for (const auto feature : profile.getIsaFeatures()) features.push_back(read_text(feature, kMaxProfileTextBytes));
   nlohmann::json labels = nlohmann::json::array();
-  for (const auto label : profile.getLabels()) labels.push_back(label.cStr());
-  return {{"arch", profile.getArch().cStr()},
+  for (const auto label : profile.getLabels()) labels.push_back(read_text(label, kMaxProfileTextBytes));
+  return {{"arch", read_text(profile.getArch(), kMaxProfileTextBytes)},
           {"isa_features", features},
           {"cores", profile.getCores()},
           {"ram_bytes", profile.getRamBytes()},
-          {"version", profile.getVersion().cStr()},
+          {"version", read_text(profile.getVersion(), kMaxProfileTextBytes)},
           {"labels", labels}};
 }
 
@@ -85,7 +94,8 @@ Server::Server(CoordinatorConfig config)
 Server::~Server() = default;
 
 void Server::log(const std::string& line) {
-  std::fprintf(stderr, "[coordinator] %s\n", line.c_str());
+  // One line per event, whatever a peer's text in it holds (newlines, terminal escapes).
+  std::fprintf(stderr, "[coordinator] %s\n", escape_controls(line).c_str());
   std::fflush(stderr);
 }
 
@@ -213,8 +223,7 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
 
   if (body.which() == Body::ENROLL) {
     const auto enroll = body.getEnroll();
-    std::string name = enroll.getName().cStr();
-    if (name.size() > 128) name.resize(128);
+    const std::string name = read_text(enroll.getName(), 128);
     const auto id = store_.redeem_token(enroll.getToken().cStr(), curve_key, name);
     if (!id) {
       refused("key " + curve_key, "enrollment with an unknown, used or expired token");
@@ -255,7 +264,7 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       welcome.setHeartbeatIntervalMs(static_cast<uint32_t>(config_.heartbeat_interval_ms));
       welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
       send_to_route(routing_id, reply);
-      const std::string active = body.getHello().getActiveModel().cStr();
+      const std::string active = read_text(body.getHello().getActiveModel(), 128);
       session.crashes_since_activation = body.getHello().getCrashesSinceActivation();
       store_.set_active_model(agent->id, active);
       if (round_ && !round_->finished()) round_->agent_online(agent->id);
@@ -280,9 +289,10 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
     }
     case Body::CHUNK_REQUEST: {
       const auto request = body.getChunkRequest();
-      const auto model = store_.model_by_sha(request.getSha256().cStr());
+      const std::string sha = read_text(request.getSha256(), 128);
+      const auto model = store_.model_by_sha(sha);
       if (!model) {
-        reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", request.getSha256().cStr()));
+        reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", sha));
         return;
       }
       const uint64_t total = static_cast<uint64_t>(model->bytes);
@@ -304,8 +314,7 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
     }
     case Body::ERROR: {
       if (config_.fault_injection == "throw-on-agent-error") throw std::logic_error("fault injection: throw-on-agent-error");
-      std::string text = body.getError().getMessage().cStr();
-      if (text.size() > 1000) text.resize(1000);
+      const std::string text = read_text(body.getError().getMessage(), 1000);
       log(fmt::format("{} reports an error: {}", peer, text));
       store_.audit(peer, "agent error", text);
       return;

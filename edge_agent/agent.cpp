@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/text.h"
 #include "edge_agent/hardware_profile.h"
 
 namespace fedcal::edge_agent {
@@ -79,7 +80,7 @@ void Agent::retire_round() {
 }
 
 void Agent::log(const std::string& line) const {
-  std::fprintf(stderr, "[agent %s] %s\n", config_.name.c_str(), line.c_str());
+  std::fprintf(stderr, "[agent %s] %s\n", config_.name.c_str(), escape_controls(line).c_str());
   std::fflush(stderr);
 }
 

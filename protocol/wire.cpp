@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/little_endian.h"
+#include "common/text.h"
 
 namespace fedcal {
 
@@ -48,6 +49,10 @@ DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_byt
 
 void throw_malformed_field(const kj::Exception& exception) {
   fail("message: malformed field: {}", exception.getDescription().cStr());
+}
+
+std::string read_text(capnp::Text::Reader text, size_t max_bytes) {
+  return sanitize_utf8(std::string_view(text.cStr(), text.size()), max_bytes);
 }
 
 wire::ErrorReply::Code reply_code(ErrorKind kind) {

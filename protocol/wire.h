@@ -71,6 +71,10 @@ auto reading_message(Body&& body) -> decltype(body()) {
   }
 }
 
+// A Text field from the network as valid UTF-8 of at most `max_bytes` (sanitize_utf8): Cap'n Proto
+// does not check that Text is UTF-8, and JSON, the store and logs need it to be.
+std::string read_text(capnp::Text::Reader text, size_t max_bytes);
+
 // The protocol reply for an error of `kind` (one place: the coordinator's message boundary).
 wire::ErrorReply::Code reply_code(ErrorKind kind);
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "common/text.h"
+
 namespace fedcal::coordinator {
 namespace {
 
@@ -13,7 +15,7 @@ double number(const nlohmann::json& json, const char* key) {
 
 std::string format_round(const nlohmann::json& round) {
   std::string out = fmt::format("round {}: {}\n", round.value("round", 0), round.value("stage", std::string("?")));
-  if (round.contains("failure")) out += fmt::format("  failed: {}\n", round["failure"].get<std::string>());
+  if (round.contains("failure")) out += fmt::format("  failed: {}\n", escape_controls(round["failure"].get<std::string>()));
   if (round.contains("settings")) {
     const auto& s = round["settings"];
     out += fmt::format("  model {} | {} sequences x {} tokens per agent | {}{} | at least {} agents\n", s.value("model_id", 0),
@@ -79,9 +81,10 @@ std::string format_agents(const nlohmann::json& agents) {
     const auto& profile = agent["profile"];
     const std::string state = agent["revoked"].get<bool>() ? "revoked" : agent["online"].get<bool>() ? "online" : "offline";
     out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8.1f}  {}\n", agent["id"].get<int64_t>(),
-                       agent["name"].get<std::string>(), state, profile.value("arch", std::string("-")),
-                       profile.value("version", std::string("-")), profile.value("cores", 0), number(profile, "ram_bytes") / 1e9,
-                       agent["public_key"].get<std::string>());
+                       escape_controls(agent["name"].get<std::string>()), state,
+                       escape_controls(profile.value("arch", std::string("-"))),
+                       escape_controls(profile.value("version", std::string("-"))), profile.value("cores", 0),
+                       number(profile, "ram_bytes") / 1e9, agent["public_key"].get<std::string>());
   }
   return out;
 }
@@ -112,7 +115,7 @@ std::string format_rollout(const nlohmann::json& reply) {
       text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} vs {:.0f} tok/s", check.value("mean_kl", 0.0),
                           100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0),
                           check.value("previous_tokens_per_second", 0.0));
-      if (!check.value("error", std::string()).empty()) text += "  error: " + check["error"].get<std::string>();
+      if (!check.value("error", std::string()).empty()) text += "  error: " + escape_controls(check["error"].get<std::string>());
     }
     text += "\n";
   }
@@ -122,8 +125,9 @@ std::string format_rollout(const nlohmann::json& reply) {
 std::string format_audit(const nlohmann::json& reply) {
   std::string text;
   for (const auto& entry : reply["audit"]) {
-    text += fmt::format("{} {:<12} {:<16} {}\n", entry["at_ms"].get<int64_t>(), entry["actor"].get<std::string>(),
-                        entry["event"].get<std::string>(), entry["detail"].get<std::string>());
+    text +=
+        fmt::format("{} {:<12} {:<16} {}\n", entry["at_ms"].get<int64_t>(), escape_controls(entry["actor"].get<std::string>()),
+                    escape_controls(entry["event"].get<std::string>()), escape_controls(entry["detail"].get<std::string>()));
   }
   return text;
 }

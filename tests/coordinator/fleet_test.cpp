@@ -277,10 +277,11 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
 // A hand-driven enrolled client, to send what a real agent never would.
 class ProbeClient {
  public:
-  ProbeClient(MiniFleet& fleet) : context_(1), socket_(context_, zmq::socket_type::dealer) {
+  explicit ProbeClient(MiniFleet& fleet, const std::string& name = "probe")
+      : context_(1), socket_(context_, zmq::socket_type::dealer) {
     const auto status = fleet.admin({{"command", "status"}});
     const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
-    edge_agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, "probe");
+    edge_agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, name);
     configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), status["curve_public_key"],
                            SocketLimits{});
     socket_.connect(status["listen"].get<std::string>());
@@ -411,6 +412,50 @@ TEST_CASE("Importing a large model while a round runs: heartbeats keep being ans
   const nlohmann::json report = fleet.wait_round(round, std::chrono::seconds(120));
   CHECK(report["stage"] == "done");
   CHECK(report["contributors"] == 4);
+}
+
+TEST_CASE("Text that is not UTF-8, too long or full of control characters neither stops nor fools the coordinator" *
+          doctest::timeout(60)) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  std::string euros;
+  for (int i = 0; i < 43; ++i) euros += "\xE2\x82\xAC";  // 129 bytes: the name limit (128) falls inside a character
+  ProbeClient probe(fleet, euros);
+  uint64_t sequence = uint64_t{1} << 62;
+  OutgoingMessage hello;
+  auto body = hello.body().initHello();
+  body.setName("probe");
+  auto profile = body.initProfile();
+  profile.setArch(std::string("\xFF\xFE"));
+  profile.setVersion(std::string(100000, 'v'));
+  auto labels = profile.initLabels(2);
+  labels.set(0, "pi4");
+  labels.set(1, std::string("\xC3"));
+  probe.send_raw(hello.encode(sequence++));
+  CHECK(probe.reply() == std::make_pair(std::string("welcome"), -1));
+  OutgoingMessage error;
+  error.body().initError().setMessage("disk full\nround 99: done\x1B[2J");
+  probe.send_raw(error.encode(sequence++));
+
+  const std::string replacement = "\xEF\xBF\xBD";
+  const nlohmann::json agents = fleet.admin({{"command", "agents.list"}})["agents"];
+  REQUIRE(agents.size() == 1);
+  CHECK(agents[0]["name"] == euros.substr(0, 126));  // cut at a character boundary
+  CHECK(agents[0]["profile"]["arch"] == replacement + replacement);
+  CHECK(agents[0]["profile"]["version"].get<std::string>().size() == 64);
+  CHECK(agents[0]["profile"]["labels"] == nlohmann::json{"pi4", replacement});
+  // The operator's audit listing and the coordinator's log keep the agent's text on one line.
+  const auto audit = run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " audit");
+  REQUIRE(audit.exit_code == 0);
+  CHECK(audit.output.find("disk full\\nround 99: done\\x1b[2J") != std::string::npos);
+  CHECK(audit.output.find("\nround 99") == std::string::npos);
+  std::ifstream log(fleet.path("coordinator.log"));
+  const std::string log_text{std::istreambuf_iterator<char>(log), {}};
+  CHECK(log_text.find("disk full\\nround 99: done\\x1b[2J") != std::string::npos);
+  CHECK(log_text.find("\nround 99") == std::string::npos);
+  CHECK(log_text.find('\x1B') == std::string::npos);
 }
 
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
