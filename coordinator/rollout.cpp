@@ -288,7 +288,7 @@ void Rollout::rollback(const std::string& reason) {
 
 void Rollout::save(const std::string& reason) {
   if (!reason.empty()) reason_ = reason;
-  host_.store().save_rollout(id_, stage_, reason_, status().dump());
+  host_.store().save_rollout(id_, stage_, reason_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 nlohmann::json Rollout::status() const {

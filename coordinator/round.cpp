@@ -238,6 +238,10 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       }
       AdvertisedKeys keys{read_key32(join.getCipherPublic(), "join.cipherPublic"),
                           read_key32(join.getMaskPublic(), "join.maskPublic")};
+      // A low-order key would make every honest neighbour's key agreement fail: refused here, so
+      // the round goes on without the agent that sent it.
+      check_x25519_public_key(keys.cipher_public, "join.cipherPublic");
+      check_x25519_public_key(keys.mask_public, "join.maskPublic");
       participants_.push_back(agent_id);
       keys_.push_back(keys);
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
@@ -525,9 +529,9 @@ void Round::tick() {
 }
 
 void Round::finish() {
-  host_.store().set_round_report(id_, status().dump());
+  host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   enter(RoundStage::kDone, 0);
-  host_.store().set_round_report(id_, status().dump());
+  host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   host_.store().audit("coordinator", "round done", fmt::format("round {}", id_));
 }
 
@@ -549,7 +553,7 @@ void Round::fail_round(const std::string& reason) {
   host_.store().audit("coordinator", "round failed", fmt::format("round {}: {}", id_, reason));
   stage_ = RoundStage::kFailed;
   host_.log(fmt::format("round {}: failed: {}", id_, reason));
-  host_.store().set_round_report(id_, status().dump());
+  host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 nlohmann::json Round::secagg_summary() const {

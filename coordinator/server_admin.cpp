@@ -39,10 +39,12 @@ Server::AdminReply now(nlohmann::json reply) { return {std::move(reply), {}}; }
 }  // namespace
 
 void Server::handle_admin() {
-  zmq::message_t request;
-  if (!admin_.recv(request, zmq::recv_flags::dontwait)) return;
+  const std::vector<zmq::message_t> frames = receive_multipart(admin_);
+  if (frames.empty()) return;
   try {
-    const nlohmann::json parsed = nlohmann::json::parse(request.to_string_view());
+    // REP answers each request once, whatever its frames: all are read, one reply goes back.
+    if (frames.size() != 1) fail("an admin request is one frame of JSON, not {}", frames.size());
+    const nlohmann::json parsed = nlohmann::json::parse(frames[0].to_string_view());
     const std::string command = parsed.at("command").get<std::string>();
     const auto it = admin_commands_.find(command);
     if (it == admin_commands_.end()) fail("unknown command '{}'", command);

@@ -103,6 +103,14 @@ Key32 X25519KeyPair::agree(const Key32& peer_public) const {
   return secret;
 }
 
+void check_x25519_public_key(const Key32& public_key, std::string_view what) {
+  try {
+    X25519KeyPair::generate().agree(public_key);
+  } catch (const Error&) {
+    fail("{}: a low-order X25519 public key (every key agreement with it fails)", what);
+  }
+}
+
 Bytes aes_gcm_seal(const Key32& key, std::span<const uint8_t> plaintext, std::span<const uint8_t> associated_data) {
   Bytes out(kNonceBytes + plaintext.size() + kTagBytes);
   random_bytes(std::span(out.data(), kNonceBytes));

@@ -36,6 +36,12 @@ class X25519KeyPair {
   std::shared_ptr<evp_pkey_st> key_;  // the OpenSSL key, made once (making one costs more than using it)
 };
 
+// Throws Error (naming `what`) unless `public_key` is a usable X25519 key: a low-order point (the
+// all-zero key among them) makes every key agreement with it yield zero, so a participant that
+// advertises one would make each honest neighbour's agreement fail. Checked by one agreement with a
+// fresh key pair: for every clamped private key, exactly the low-order points give zero.
+void check_x25519_public_key(const Key32& public_key, std::string_view what);
+
 // AES-256-GCM with a random 12-byte nonce: output = nonce || ciphertext || 16-byte tag.
 Bytes aes_gcm_seal(const Key32& key, std::span<const uint8_t> plaintext, std::span<const uint8_t> associated_data);
 // Returns false (and leaves `plaintext` empty) if the ciphertext is malformed or not authentic.

@@ -458,6 +458,75 @@ TEST_CASE("Text that is not UTF-8, too long or full of control characters neithe
   CHECK(log_text.find('\x1B') == std::string::npos);
 }
 
+TEST_CASE("A participant that joins with low-order X25519 keys is refused, and the round completes without it" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  ProbeClient attacker(fleet);
+  uint64_t sequence = uint64_t{1} << 62;
+  OutgoingMessage hello;
+  hello.body().initHello().setName("attacker");
+  attacker.send_raw(hello.encode(sequence++));
+  REQUIRE(attacker.wait_for("welcome"));
+  fleet.start_agents();
+  fleet.wait_online(4);
+  const int64_t model = fleet.import_model();
+  const CalibrationStats layout =
+      read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
+  nlohmann::json settings = round_settings(model);
+  settings["max_agents"] = 3;  // the attacker stays online without joining
+  const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
+  REQUIRE(attacker.wait_for("roundAnnounce"));
+  OutgoingMessage join;
+  auto body = join.body().initJoin();
+  body.setRoundId(static_cast<uint64_t>(id));
+  body.setCipherPublic(as_data(Key32{}));  // all zero: every agreement with it would fail
+  body.setMaskPublic(as_data(Key32{}));
+  body.setVectorLength(contribution_length(layout));
+  body.setNarrowLanes(true);
+  attacker.send_raw(join.encode(sequence++));
+  std::optional<std::pair<std::string, int>> reply;
+  do reply = attacker.reply();
+  while (reply && reply->first != "error");
+  CHECK(reply == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::BAD_MESSAGE)));
+  const nlohmann::json report = fleet.wait_round(id, std::chrono::seconds(90));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  CHECK(fleet.admin({{"command", "audit"}, {"limit", 50}}).dump().find("a low-order X25519 public key") != std::string::npos);
+}
+
+TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is answered and the daemon carries on" *
+          doctest::timeout(60)) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  zmq::context_t context(1);
+  zmq::socket_t admin(context, zmq::socket_type::req);
+  admin.set(zmq::sockopt::linger, 0);
+  admin.connect("ipc://" + fleet.coordinator_dir() + "/admin.sock");
+  const auto reply = [&] {
+    zmq::pollitem_t item{admin.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(3000));
+    REQUIRE((item.revents & ZMQ_POLLIN));
+    zmq::message_t message;
+    (void)admin.recv(message);
+    return nlohmann::json::parse(message.to_string_view());
+  };
+  admin.send(zmq::str_buffer(R"({"command": "status"})"), zmq::send_flags::sndmore);
+  admin.send(zmq::str_buffer("extra"), zmq::send_flags::none);
+  const nlohmann::json two_frames = reply();
+  CHECK(two_frames["ok"] == false);
+  CHECK(two_frames["error"].get<std::string>().find("one frame") != std::string::npos);
+  admin.send(zmq::str_buffer("{not json"), zmq::send_flags::none);
+  CHECK(reply()["ok"] == false);
+  admin.send(zmq::str_buffer(R"({"command": "frobnicate"})"), zmq::send_flags::none);
+  CHECK(reply()["error"] == "unknown command 'frobnicate'");
+  CHECK(fleet.admin({{"command", "status"}}).contains("curve_public_key"));
+}
+
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
   FleetOptions options;
   options.agents = 0;

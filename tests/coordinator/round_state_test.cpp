@@ -336,6 +336,15 @@ TEST_CASE("Round in process: messages out of stage, for another round or from no
   CHECK_THROWS_WITH(f.agents[0].join(*round, round->id() + 1), doctest::Contains("is not the active round"));
   f.agents[0].join(*round, round->id());
   CHECK_THROWS_WITH(f.agents[0].join(*round, round->id()), doctest::Contains("already joined"));
+  // A join with low-order keys would make every neighbour's key agreement fail: refused, not joined.
+  OutgoingMessage low_order;
+  auto join = low_order.body().initJoin();
+  join.setRoundId(static_cast<uint64_t>(round->id()));
+  join.setCipherPublic(as_data(Key32{}));
+  join.setMaskPublic(as_data(Key32{}));
+  join.setVectorLength(f.agents[1].input.size());
+  CHECK_THROWS_WITH(f.agents[1].deliver(*round, low_order), doctest::Contains("a low-order X25519 public key"));
+  CHECK(round->status()["joined"] == 1);
   OutgoingMessage shares;
   shares.body().initShareKeys().setRoundId(static_cast<uint64_t>(round->id()));
   CHECK_THROWS_WITH(f.agents[0].deliver(*round, shares), doctest::Contains("not expected in stage 'collecting'"));

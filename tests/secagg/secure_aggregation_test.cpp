@@ -76,6 +76,20 @@ struct Round {
   }
 };
 
+TEST_CASE("X25519: low-order public keys are refused, real ones pass") {
+  Key32 zero{};
+  CHECK_THROWS_WITH_AS(check_x25519_public_key(zero, "join.maskPublic"), doctest::Contains("join.maskPublic: a low-order"),
+                       Error);
+  Key32 one{};
+  one[0] = 1;  // u = 1: a point of order 4
+  CHECK_THROWS_AS(check_x25519_public_key(one, "key"), Error);
+  // u = 325606250916557431795983626356110631294008115727848805560023387167927233504: order 8
+  const Key32 order8 = {0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,
+                        0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00};
+  CHECK_THROWS_AS(check_x25519_public_key(order8, "key"), Error);
+  for (int i = 0; i < 20; ++i) CHECK_NOTHROW(check_x25519_public_key(X25519KeyPair::generate().public_key(), "key"));
+}
+
 TEST_CASE("Shamir: any t shares give the secret, the points do not matter") {
   const Key32 secret = random_key();
   const std::vector<uint8_t> xs = {1, 2, 3, 4, 5, 200, 255};
