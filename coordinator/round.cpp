@@ -26,26 +26,28 @@ double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings)
 
 namespace {
 
+// The fleet's figures for one package: every reporting agent counts once, with equal weight, so one
+// agent moves a figure by at most 1/n of its own value's distance (a forged token count buys no
+// weight). Tokens are summed for information only.
 nlohmann::json check_summary(const std::vector<const PackageCheck*>& checks) {
   double tokens = 0, kl = 0, top1 = 0, nll = 0, reference_nll = 0, decode = 0, reference_decode = 0;
   for (const PackageCheck* check : checks) {
-    const auto n = static_cast<double>(check->tokens);
-    tokens += n;
-    kl += n * check->mean_kl;
-    top1 += n * check->top1_agreement;
-    nll += n * check->mean_nll;
-    reference_nll += n * check->reference_mean_nll;
+    tokens += static_cast<double>(check->tokens);
+    kl += check->mean_kl;
+    top1 += check->top1_agreement;
+    nll += check->mean_nll;
+    reference_nll += check->reference_mean_nll;
     decode += check->decode_tokens_per_second;
     reference_decode += check->reference_decode_tokens_per_second;
   }
-  if (checks.empty() || tokens == 0) return {{"agents", checks.size()}, {"tokens", 0}};
+  if (checks.empty()) return {{"agents", 0}, {"tokens", 0}};
   const double agents = static_cast<double>(checks.size());
   return {{"agents", checks.size()},
           {"tokens", tokens},
-          {"mean_kl", kl / tokens},
-          {"top1_agreement", top1 / tokens},
-          {"perplexity_int8", std::exp(nll / tokens)},
-          {"perplexity_fp32", std::exp(reference_nll / tokens)},
+          {"mean_kl", kl / agents},
+          {"top1_agreement", top1 / agents},
+          {"perplexity_int8", std::exp(nll / agents)},
+          {"perplexity_fp32", std::exp(reference_nll / agents)},
           {"decode_tokens_per_second_int8", decode / agents},
           {"decode_tokens_per_second_fp32", reference_decode / agents},
           {"decode_speedup", reference_decode > 0 ? decode / reference_decode : 0.0}};
@@ -284,7 +286,16 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       expect_stage(RoundStage::kEvaluating);
       if (!evaluators_.count(static_cast<uint32_t>(index))) fail("agent {} did not contribute to round {}", agent_id, id_);
       if (reports_.count(static_cast<uint32_t>(index))) fail("agent {} already reported on round {}", agent_id, id_);
-      reports_[static_cast<uint32_t>(index)] = LocalReport::from_wire(agent_id, report);
+      LocalReport local = LocalReport::from_wire(agent_id, report);
+      // One check per package the agent was sent, no other: a duplicated or foreign label is refused.
+      std::set<std::string> expected;
+      for (const size_t result : results_for(agent_id)) expected.insert(result_labels_[result]);
+      std::set<std::string> seen;
+      for (const PackageCheck& check : local.checks) {
+        if (!expected.count(check.label)) fail("localReport: agent {} was not sent a '{}' package", agent_id, check.label);
+        if (!seen.insert(check.label).second) fail("localReport: '{}' checked twice", check.label);
+      }
+      reports_[static_cast<uint32_t>(index)] = std::move(local);
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kReported);
       return;
     }
@@ -460,7 +471,7 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   for (const uint32_t index : evaluators_) send_result(participants_[index]);
 }
 
-void Round::send_result(int64_t agent_id) {
+std::vector<size_t> Round::results_for(int64_t agent_id) {
   // An agent in a group with its own variant checks that package instead of the default one.
   const auto agent = host_.store().agent(agent_id);
   const std::set<std::string> labels = agent ? agent_labels(*agent) : std::set<std::string>();
@@ -477,6 +488,11 @@ void Round::send_result(int64_t agent_id) {
     const std::string& label = result_labels_[i];
     if (label == "public" || (label == "fleet" && !grouped)) chosen.push_back(i);
   }
+  return chosen;
+}
+
+void Round::send_result(int64_t agent_id) {
+  const std::vector<size_t> chosen = results_for(agent_id);
   OutgoingMessage message;
   auto result = message.body().initRoundResult();
   result.setRoundId(static_cast<uint64_t>(id_));

@@ -110,6 +110,7 @@ class Round {
   void finish_aggregation();
   void begin_quantizing(CalibrationStats stats);
   void begin_evaluating(const QuantizationJobResult& result);
+  std::vector<size_t> results_for(int64_t agent_id);  // indices into results_ the agent checks
   void send_result(int64_t agent_id);
   void finish();
   int index_of(int64_t agent_id) const;

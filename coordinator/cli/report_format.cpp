@@ -49,7 +49,7 @@ std::string format_round(const nlohmann::json& round) {
     }
   }
   if (round.contains("checks") && round["checks"].is_object() && !round["checks"].empty()) {
-    out += "  local checks on the agents' held-out text (token-weighted over agents):\n";
+    out += "  local checks on the agents' held-out text (mean over agents, each counted once):\n";
     out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "model", "agents", "tokens", "ppl FP32",
                        "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup");
     for (const auto& [label, check] : round["checks"].items()) {

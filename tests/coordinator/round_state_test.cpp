@@ -321,6 +321,35 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     CHECK(round->stage() == RoundStage::kDone);
     CHECK(round->status()["reports"] == 1);
   }
+  SUBCASE("forged figures move the fleet's figures by one agent's share only; foreign and repeated labels are refused") {
+    const auto report_with = [&](std::initializer_list<const char*> labels, uint64_t tokens, double kl, double top1) {
+      OutgoingMessage message;
+      auto out = message.body().initLocalReport();
+      out.setRoundId(static_cast<uint64_t>(round->id()));
+      auto checks = out.initChecks(static_cast<unsigned>(labels.size()));
+      unsigned i = 0;
+      for (const char* label : labels) {
+        checks[i].setLabel(label);
+        checks[i].setTokens(tokens);
+        checks[i].setMeanKl(kl);
+        checks[i].setTop1Agreement(top1);
+        checks[i].setMeanNll(2.0);
+        checks[i].setReferenceMeanNll(1.9);
+        ++i;
+      }
+      f.agents[1].deliver(*round, message);
+    };
+    CHECK_THROWS_WITH(report_with({"fleet", "fleet"}, 100, 0.01, 0.9), doctest::Contains("'fleet' checked twice"));
+    CHECK_THROWS_WITH(report_with({"group:pi4"}, 100, 0.01, 0.9), doctest::Contains("was not sent a 'group:pi4' package"));
+    report_with({"fleet"}, uint64_t{1000000000000000000}, 0.0, 1.0);  // 10^18 tokens, KL 0, top-1 1.0
+    f.answer(*round, "roundResult", {f.ids[2]});
+    round->tick();
+    REQUIRE(round->stage() == RoundStage::kDone);
+    const nlohmann::json fleet = round->status()["checks"]["fleet"];
+    CHECK(fleet["agents"] == 3);
+    CHECK(fleet["mean_kl"].get<double>() == doctest::Approx((0.01 + 0.0 + 0.01) / 3));
+    CHECK(fleet["top1_agreement"].get<double>() == doctest::Approx((0.9 + 1.0 + 0.9) / 3));
+  }
   SUBCASE("a second report and a report from a stranger are refused") {
     OutgoingMessage again;
     again.body().initLocalReport().setRoundId(static_cast<uint64_t>(round->id()));
