@@ -172,6 +172,10 @@ void Server::flush_last_seen() {
     }
   }
   store_.agents_seen(seen);
+  std::vector<std::pair<std::string, uint64_t>> sequences;
+  for (const std::string& key : unsaved_sequences_) sequences.emplace_back(key, last_sequence_[key]);
+  store_.save_sequences(sequences);
+  unsaved_sequences_.clear();
   last_seen_flush_monotonic_ms_ = monotonic_ms();
 }
 
@@ -212,14 +216,24 @@ void Server::handle_agent_message() {
 void Server::dispatch(const std::string& curve_key, const std::string& routing_id, wire::Envelope::Reader envelope,
                       std::span<const std::byte> raw) {
   const auto body = envelope.getBody();
-  uint64_t& last = last_sequence_[curve_key];
+  auto known = last_sequence_.find(curve_key);
+  if (known == last_sequence_.end()) {
+    const auto agent = store_.agent_by_key(curve_key);
+    known = last_sequence_.emplace(curve_key, agent ? agent->last_sequence : 0).first;
+  }
+  uint64_t& last = known->second;
+  // Numbers from 2^63 up are refused, so the next acceptable one always exists (and fits the store).
+  if (envelope.getSequence() >= uint64_t{1} << 63)
+    fail("sequence number {} is out of range (below 2^63)", envelope.getSequence());
   if (envelope.getSequence() <= last) {
     refused("key " + curve_key,
             fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last));
-    reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen");
+    // The reply says where to continue: an honest agent whose counter fell behind is not locked out.
+    reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen", last + 1);
     return;
   }
   last = envelope.getSequence();
+  unsaved_sequences_.insert(curve_key);
 
   if (body.which() == Body::ENROLL) {
     const auto enroll = body.getEnroll();
@@ -257,6 +271,8 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
     case Body::HELLO: {
       const std::string profile = profile_json(body.getHello().getProfile()).dump();
       store_.agent_seen(agent->id, session.last_seen_ms, &profile);
+      // A hello starts every connection: its number is saved at once, so no restart forgets it.
+      store_.save_sequences({{curve_key, envelope.getSequence()}});
       session.last_persisted_ms = session.last_seen_ms;
       OutgoingMessage reply;
       auto welcome = reply.body().initWelcome();
@@ -356,10 +372,12 @@ void Server::send_to_route(const std::string& routing_id, OutgoingMessage& messa
   }
 }
 
-void Server::reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& text) {
+void Server::reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& text,
+                         uint64_t next_sequence) {
   OutgoingMessage reply;
   auto error = reply.body().initError();
   error.setCode(code);
+  error.setNextSequence(next_sequence);
   error.setMessage(text.substr(0, 1000));
   send_to_route(routing_id, reply);
 }

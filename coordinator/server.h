@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "common/signing.h"
@@ -57,7 +58,8 @@ class Server : public RoundHost {
   void handle_agent_message();
   void dispatch(const std::string& curve_key, const std::string& routing_id, wire::Envelope::Reader envelope,
                 std::span<const std::byte> raw);
-  void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message);
+  void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message,
+                   uint64_t next_sequence = 0);
   void send_to_route(const std::string& routing_id, OutgoingMessage& message);
   // Admin commands (server_admin.cpp): one table entry each. An answer is ready now, or `later`
   // yields, from a worker thread, the step the event loop runs to finish it (store writes stay on the
@@ -92,7 +94,10 @@ class Server : public RoundHost {
   zmq::socket_t zap_;
   zmq::socket_t admin_;
   std::map<int64_t, Session> sessions_;
-  std::map<std::string, uint64_t> last_sequence_;  // by CURVE key
+  // Replay protection: the highest accepted sequence number by CURVE key, loaded from the store on a
+  // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).
+  std::map<std::string, uint64_t> last_sequence_;
+  std::set<std::string> unsaved_sequences_;
   uint64_t next_sequence_;
   std::unique_ptr<Round> round_;
   std::unique_ptr<Rollout> rollout_;

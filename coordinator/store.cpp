@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS agents (
   revoked_at_ms INTEGER,
   last_seen_ms INTEGER NOT NULL DEFAULT 0,
   profile_json TEXT NOT NULL DEFAULT '{{}}',
-  active_model_sha TEXT NOT NULL DEFAULT ''
+  active_model_sha TEXT NOT NULL DEFAULT '',
+  last_sequence INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
   token_sha256 TEXT PRIMARY KEY,
@@ -121,10 +122,12 @@ AgentRecord read_agent(SQLite::Statement& query) {
   agent.last_seen_ms = query.getColumn(5).getInt64();
   agent.profile_json = query.getColumn(6).getString();
   agent.active_model_sha = query.getColumn(7).getString();
+  agent.last_sequence = static_cast<uint64_t>(query.getColumn(8).getInt64());
   return agent;
 }
 constexpr const char* kAgentColumns =
-    "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json, active_model_sha FROM agents";
+    "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json, active_model_sha, last_sequence "
+    "FROM agents";
 
 ModelRecord read_model(SQLite::Statement& query) {
   ModelRecord model;
@@ -201,6 +204,11 @@ Store::Store(const std::string& path)
     db_.exec("PRAGMA foreign_keys=ON");
     SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
     db_.exec(schema());
+    // Columns added after the first release (a database of an older version gets them here).
+    bool has_last_sequence = false;
+    SQLite::Statement columns(db_, "SELECT name FROM pragma_table_info('agents')");
+    while (columns.executeStep()) has_last_sequence = has_last_sequence || columns.getColumn(0).getString() == "last_sequence";
+    if (!has_last_sequence) db_.exec("ALTER TABLE agents ADD COLUMN last_sequence INTEGER NOT NULL DEFAULT 0");
     transaction.commit();
   } catch (const SQLite::Exception& e) {
     fail_as(ErrorKind::kIo, "{}: {}", path, e.what());
@@ -306,6 +314,21 @@ void Store::agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen) {
     for (const auto& [id, at_ms] : seen) {
       update.bind(1, at_ms);
       update.bind(2, id);
+      update.exec();
+      update.reset();
+    }
+    transaction.commit();
+  });
+}
+
+void Store::save_sequences(const std::vector<std::pair<std::string, uint64_t>>& sequences) {
+  return sqlite_call("save sequence numbers", [&]() -> void {
+    if (sequences.empty()) return;
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement update(db_, "UPDATE agents SET last_sequence = ? WHERE public_key = ?");
+    for (const auto& [key, sequence] : sequences) {
+      update.bind(1, static_cast<int64_t>(sequence));  // below 2^63: the server refuses larger ones
+      update.bind(2, key);
       update.exec();
       update.reset();
     }

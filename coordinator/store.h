@@ -27,6 +27,7 @@ struct AgentRecord {
   int64_t last_seen_ms = 0;
   std::string profile_json;      // the last hello's hardware profile
   std::string active_model_sha;  // the package in its active slot, as it last reported
+  uint64_t last_sequence = 0;    // the highest message sequence number accepted from its key
 };
 
 // The labels an agent's last hello listed (device groups); empty if its profile has none.
@@ -73,6 +74,9 @@ class Store {
   void agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json);
   // Many agents' last-seen times in one transaction (heartbeats are flushed in batches).
   void agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen);
+  // The highest accepted sequence number of agents' keys (replay protection across restarts),
+  // in one transaction.
+  void save_sequences(const std::vector<std::pair<std::string, uint64_t>>& sequences);  // (CURVE key, sequence)
 
   int64_t add_model(const ModelRecord& model);
   std::optional<ModelRecord> model(int64_t id);

@@ -197,6 +197,14 @@ void Agent::handle(wire::Envelope::Reader envelope) {
     case Body::ERROR: {
       const auto error = body.getError();
       log(fmt::format("coordinator error: {}", error.getMessage().cStr()));
+      if (error.getCode() == wire::ErrorReply::Code::REPLAYED && error.getNextSequence() > next_sequence_) {
+        // Our counter fell behind what the coordinator accepted (a clock step back, a restored state):
+        // continue from the number it gives, and say hello again (the refused message is lost).
+        log(fmt::format("continuing at message number {} as the coordinator asks", error.getNextSequence()));
+        next_sequence_ = error.getNextSequence() - 1;
+        welcomed_ = false;
+        hello_retry_.trigger();
+      }
       if (error.getCode() == wire::ErrorReply::Code::NOT_ENROLLED) {
         log("the coordinator does not accept this agent (not enrolled or revoked); stopping");
         exit_code_ = kExitRefused;

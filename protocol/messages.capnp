@@ -46,6 +46,10 @@ struct ErrorReply {
   # What kind of failure.
   message @1 :Text;
   # For a person: what was wrong, naming the field.
+  nextSequence @2 :UInt64;
+  # With `replayed`: the lowest sequence number the coordinator accepts from this key now. An agent
+  # whose counter fell behind (a device clock stepped back, or another process with its key ran
+  # ahead) continues from there instead of being locked out. 0: not given (older coordinators).
   enum Code {
     badMessage @0;      # undecodable or a field out of range
     versionMismatch @1;

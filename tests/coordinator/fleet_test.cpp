@@ -286,6 +286,12 @@ class ProbeClient {
                            SocketLimits{});
     socket_.connect(status["listen"].get<std::string>());
   }
+  // A client with an existing key pair (an enrolled agent's), enrolling nothing.
+  ProbeClient(MiniFleet& fleet, const CurveKeyPair& keys) : context_(1), socket_(context_, zmq::socket_type::dealer) {
+    const auto status = fleet.admin({{"command", "status"}});
+    configure_curve_client(socket_, keys, status["curve_public_key"], SocketLimits{});
+    socket_.connect(status["listen"].get<std::string>());
+  }
   void send_raw(std::span<const std::byte> bytes) {
     socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
     socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
@@ -525,6 +531,48 @@ TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is 
   admin.send(zmq::str_buffer(R"({"command": "frobnicate"})"), zmq::send_flags::none);
   CHECK(reply()["error"] == "unknown command 'frobnicate'");
   CHECK(fleet.admin({{"command", "status"}}).contains("curve_public_key"));
+}
+
+TEST_CASE("Replay protection survives a coordinator restart and cannot lock an honest agent out" * doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  SUBCASE("a hello replayed after a restart (SIGKILL) is refused, and the reply says where to continue") {
+    ProbeClient probe(fleet);
+    OutgoingMessage hello;
+    hello.body().initHello().setName("probe");
+    const auto bytes = hello.encode((uint64_t{1} << 62) + 7);
+    probe.send_raw(bytes);
+    REQUIRE(probe.reply() == std::make_pair(std::string("welcome"), -1));
+    fleet.kill_coordinator();
+    fleet.start_coordinator();
+    ProbeClient again(fleet, CurveKeyPair::read(fleet.path("probe/curve.key")));
+    again.send_raw(bytes);
+    CHECK(again.reply() == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::REPLAYED)));
+  }
+  SUBCASE("a message far ahead of an agent's counter (its key used elsewhere): the agent continues by itself") {
+    fleet.start_agents();
+    fleet.wait_online(3);
+    ProbeClient ahead(fleet, CurveKeyPair::read(fleet.path("agent-0/state/curve.key")));
+    OutgoingMessage heartbeat;
+    heartbeat.body().initHeartbeat();
+    ahead.send_raw(heartbeat.encode(uint64_t{1} << 62));  // every later number of the real agent is now "seen"
+    CHECK(ahead.reply() == std::make_pair(std::string("heartbeat"), -1));
+    // The real agent's next heartbeat is refused with the number to continue at; it does, and says hello again.
+    const bool recovered = eventually(
+        [&] {
+          std::ifstream log(fleet.path("agent-0/agent.log"));
+          const std::string text{std::istreambuf_iterator<char>(log), {}};
+          return text.find("continuing at message number " + std::to_string((uint64_t{1} << 62) + 1)) != std::string::npos;
+        },
+        std::chrono::seconds(20));
+    CHECK(recovered);
+    const int64_t model = fleet.import_model();
+    const nlohmann::json report = fleet.run_round(round_settings(model));
+    CHECK(report["stage"] == "done");
+    CHECK(report["contributors"] == 3);
+  }
 }
 
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
