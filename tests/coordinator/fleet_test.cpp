@@ -324,6 +324,43 @@ class ProbeClient {
   zmq::socket_t socket_;
 };
 
+// A round with a raw client beside the fleet's agents: the client says hello, `online` clients in
+// all are online, the project model is imported and a round that takes `max_agents` starts; returns
+// once the raw client was announced.
+struct RawClientRound {
+  int64_t id;
+  uint64_t vector_length;  // of the round's contribution vector
+};
+RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uint64_t& sequence, size_t online, int max_agents) {
+  OutgoingMessage hello;
+  hello.body().initHello().setName("raw-client");
+  raw.send_raw(hello.encode(sequence++));
+  REQUIRE(raw.wait_for("welcome"));
+  fleet.start_agents();
+  fleet.wait_online(online);
+  const int64_t model = fleet.import_model();
+  const CalibrationStats layout =
+      read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
+  nlohmann::json settings = round_settings(model);
+  settings["max_agents"] = max_agents;
+  const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
+  REQUIRE(raw.wait_for("roundAnnounce"));
+  return {id, contribution_length(layout)};
+}
+
+// The raw client's join of `round` with the given keys.
+std::vector<std::byte> join_bytes(const RawClientRound& round, const Key32& cipher, const Key32& mask, bool narrow_lanes,
+                                  uint64_t sequence) {
+  OutgoingMessage join;
+  auto body = join.body().initJoin();
+  body.setRoundId(static_cast<uint64_t>(round.id));
+  body.setCipherPublic(as_data(cipher));
+  body.setMaskPublic(as_data(mask));
+  body.setVectorLength(round.vector_length);
+  body.setNarrowLanes(narrow_lanes);
+  return join.encode(sequence);
+}
+
 TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged, and the coordinator carries on" *
           doctest::timeout(60)) {
   FleetOptions options;
@@ -472,32 +509,13 @@ TEST_CASE("A participant that joins with low-order X25519 keys is refused, and t
   fleet.start_coordinator();
   ProbeClient attacker(fleet);
   uint64_t sequence = uint64_t{1} << 62;
-  OutgoingMessage hello;
-  hello.body().initHello().setName("attacker");
-  attacker.send_raw(hello.encode(sequence++));
-  REQUIRE(attacker.wait_for("welcome"));
-  fleet.start_agents();
-  fleet.wait_online(4);
-  const int64_t model = fleet.import_model();
-  const CalibrationStats layout =
-      read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
-  nlohmann::json settings = round_settings(model);
-  settings["max_agents"] = 3;  // the attacker stays online without joining
-  const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
-  REQUIRE(attacker.wait_for("roundAnnounce"));
-  OutgoingMessage join;
-  auto body = join.body().initJoin();
-  body.setRoundId(static_cast<uint64_t>(id));
-  body.setCipherPublic(as_data(Key32{}));  // all zero: every agreement with it would fail
-  body.setMaskPublic(as_data(Key32{}));
-  body.setVectorLength(contribution_length(layout));
-  body.setNarrowLanes(true);
-  attacker.send_raw(join.encode(sequence++));
+  const RawClientRound round = start_round_beside(fleet, attacker, sequence, 4, 3);  // the attacker never counts
+  attacker.send_raw(join_bytes(round, Key32{}, Key32{}, true, sequence++));          // all zero: every agreement would fail
   std::optional<std::pair<std::string, int>> reply;
   do reply = attacker.reply();
   while (reply && reply->first != "error");
   CHECK(reply == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::BAD_MESSAGE)));
-  const nlohmann::json report = fleet.wait_round(id, std::chrono::seconds(90));
+  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
   CHECK(report["contributors"] == 3);
   CHECK(fleet.admin({{"command", "audit"}, {"limit", 50}}).dump().find("a low-order X25519 public key") != std::string::npos);
@@ -654,30 +672,12 @@ TEST_CASE("Fleet round: an agent too old to mask in 32-bit lanes makes the round
   // the field existed sends it.
   ProbeClient old_agent(fleet);
   uint64_t sequence = uint64_t{1} << 62;
-  OutgoingMessage hello;
-  hello.body().initHello().setName("old-agent");
-  old_agent.send_raw(hello.encode(sequence++));
-  REQUIRE(old_agent.wait_for("welcome"));
-  fleet.start_agents();
-  fleet.wait_online(4);
-  const int64_t model = fleet.import_model();
-  // The round's vector length: the contribution vector of this model's statistics.
-  const CalibrationStats layout =
-      read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
-  nlohmann::json settings = round_settings(model);
-  settings["max_agents"] = 4;
-  const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
-  REQUIRE(old_agent.wait_for("roundAnnounce"));
-  OutgoingMessage join;
-  auto body = join.body().initJoin();
-  body.setRoundId(static_cast<uint64_t>(id));
-  body.setCipherPublic(as_data(X25519KeyPair::generate().public_key()));
-  body.setMaskPublic(as_data(X25519KeyPair::generate().public_key()));
-  body.setVectorLength(contribution_length(layout));
-  old_agent.send_raw(join.encode(sequence++));
+  const RawClientRound round = start_round_beside(fleet, old_agent, sequence, 4, 4);
+  old_agent.send_raw(join_bytes(round, X25519KeyPair::generate().public_key(), X25519KeyPair::generate().public_key(),
+                                /*narrow_lanes=*/false, sequence++));
   REQUIRE(old_agent.wait_for("roundKeys"));
 
-  const nlohmann::json report = fleet.wait_round(id, std::chrono::seconds(90));
+  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
   CHECK(report["secure_aggregation"]["participants"] == 4);
   CHECK(report["secure_aggregation"]["lane_bits"] == 64);

@@ -1,5 +1,5 @@
 // A plain scalar implementation of the Llama forward pass, written straight from the math with
-// double accumulation and no shared code with models/transformer.cpp, to check the XNNPACK path.
+// double accumulation and no shared code with models/engine/transformer.cpp, to check the XNNPACK path.
 #pragma once
 
 #include <vector>
