@@ -164,6 +164,7 @@ void Server::run(const std::atomic<bool>& stop) {
 }
 
 void Server::flush_last_seen() {
+  last_seen_flush_monotonic_ms_ = monotonic_ms();  // first: a failing disk is retried in 5 s, not every loop
   std::vector<std::pair<int64_t, int64_t>> seen;
   for (auto& [id, session] : sessions_) {
     if (session.last_seen_ms > session.last_persisted_ms) {
@@ -176,7 +177,6 @@ void Server::flush_last_seen() {
   for (const std::string& key : unsaved_sequences_) sequences.emplace_back(key, last_sequence_[key]);
   store_.save_sequences(sequences);
   unsaved_sequences_.clear();
-  last_seen_flush_monotonic_ms_ = monotonic_ms();
 }
 
 void Server::handle_agent_message() {
