@@ -43,7 +43,8 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   static const std::set<std::string> known = {
       "listen",          "state_dir",         "heartbeat_interval_ms", "agent_timeout_ms", "stage_timeout_ms",
       "join_timeout_ms", "report_timeout_ms", "max_message_bytes",     "chunk_bytes",      "token_valid_hours",
-      "reference_text",  "threads",           "capture_file",          "fault_injection"};
+      "reference_text",  "threads",           "capture_file",          "fault_injection",  "refusals_per_window",
+      "rate_window_ms",  "max_connections_per_address", "handshake_timeout_ms", "audit_max_entries"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -62,6 +63,11 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "threads", config.threads, path);
   read_key(table, "capture_file", config.capture_file, path);
   read_key(table, "fault_injection", config.fault_injection, path);
+  read_key(table, "refusals_per_window", config.refusals_per_window, path);
+  read_key(table, "rate_window_ms", config.rate_window_ms, path);
+  read_key(table, "max_connections_per_address", config.max_connections_per_address, path);
+  read_key(table, "handshake_timeout_ms", config.handshake_timeout_ms, path);
+  read_key(table, "audit_max_entries", config.audit_max_entries, path);
   if (!config.fault_injection.empty() && config.fault_injection != "throw-on-agent-error") {
     fail("{}: fault_injection '{}' is not throw-on-agent-error (tests only)", path, config.fault_injection);
   }

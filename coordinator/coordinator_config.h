@@ -8,7 +8,7 @@ namespace fedcal::coordinator {
 
 struct CoordinatorConfig {
   std::string listen = "tcp://127.0.0.1:7700";  // agents connect here (CURVE)
-  std::string state_dir = "/var/lib/fedcal";    // database, keys, artifacts, admin socket
+  std::string state_dir = "/var/lib/fedcal";    // database, keys, artifacts, admin access
   int heartbeat_interval_ms = 2000;             // agents heartbeat this often
   int agent_timeout_ms = 10000;                 // silent this long: offline (dropped from a round stage)
   int stage_timeout_ms = 60000;                 // a secure-aggregation stage waits at most this long
@@ -19,6 +19,14 @@ struct CoordinatorConfig {
   int token_valid_hours = 24;  // enrollment tokens expire
   std::string reference_text;  // optional public text: the report compares against it
   int threads = 1;             // quantization and reference calibration
+  // Floods: per source (CURVE key, peer address) at most `refusals_per_window` refused messages,
+  // refused connections or failed enrollments per `rate_window_ms` are answered, logged and audited
+  // one by one; the rest are counted and summed up once per window.
+  int refusals_per_window = 20;
+  int rate_window_ms = 60000;
+  int max_connections_per_address = 1024;  // agent connections open from one IP address
+  int handshake_timeout_ms = 10000;        // a connection must finish its CURVE handshake this fast
+  int audit_max_entries = 200000;          // older audit entries are deleted beyond this
   std::string capture_file;    // optional: record every aggregation message received (audits, tests)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds. Empty: off.
@@ -30,7 +38,6 @@ struct CoordinatorConfig {
   std::string curve_key_path() const { return state_dir + "/curve.key"; }
   std::string signing_key_path() const { return state_dir + "/signing.key"; }
   std::string artifacts_dir() const { return state_dir + "/artifacts"; }
-  std::string admin_endpoint() const { return "ipc://" + state_dir + "/admin.sock"; }
 };
 
 }  // namespace fedcal::coordinator

@@ -2,8 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -55,6 +57,8 @@ Server::Server(CoordinatorConfig config)
       agents_(context_, zmq::socket_type::router),
       zap_(context_, zmq::socket_type::rep),
       admin_(context_, zmq::socket_type::rep),
+      refusals_by_key_(static_cast<uint32_t>(config_.refusals_per_window), config_.rate_window_ms),
+      refusals_by_address_(static_cast<uint32_t>(config_.refusals_per_window), config_.rate_window_ms),
       next_sequence_(static_cast<uint64_t>(now_ms()) * 1000) {
   register_admin_commands();
   ::chmod(config_.state_dir.c_str(), 0700);
@@ -63,17 +67,31 @@ Server::Server(CoordinatorConfig config)
   limits.max_message_bytes = config_.max_message_bytes;
   limits.heartbeat_interval_ms = config_.heartbeat_interval_ms;
   limits.heartbeat_timeout_ms = config_.agent_timeout_ms;
+  limits.handshake_timeout_ms = config_.handshake_timeout_ms;
   configure_curve_server(agents_, curve_keys_, kZapDomain, limits);
+  // Agent connections may take all file descriptors but a reserve (the database, artifacts being
+  // sent, the admin socket's connections): beyond it, and beyond the per-address limit, the guard
+  // cuts new connections.
+  const size_t file_limit = raise_file_limit();
+  const size_t reserve = std::max<size_t>(std::min<size_t>(64, file_limit / 2), file_limit / 8);
+  connection_guard_ = std::make_unique<ConnectionGuard>(
+      context_, agents_, "agents",
+      ConnectionGuard::Limits{file_limit - reserve, static_cast<size_t>(config_.max_connections_per_address)});
   try {
     agents_.bind(config_.listen);
   } catch (const zmq::error_t& error) {
     fail("cannot listen on {}: {}", config_.listen, error.what());
   }
-  const std::string admin_path = config_.state_dir + "/admin.sock";
-  fs::remove(admin_path);
-  admin_.set(zmq::sockopt::linger, 0);
-  admin_.bind(config_.admin_endpoint());
-  ::chmod(admin_path.c_str(), 0600);
+  // The admin socket: loopback TCP, CURVE, one client key pair fresh at every start (admin_client.h).
+  admin_access_.client = CurveKeyPair::generate();
+  admin_access_.server_public_key = curve_keys_.public_key;
+  SocketLimits admin_limits;
+  admin_limits.max_message_bytes = 1 << 20;
+  configure_curve_server(admin_, curve_keys_, kAdminZapDomain, admin_limits);
+  admin_.bind("tcp://127.0.0.1:*");
+  admin_access_.endpoint = admin_.get(zmq::sockopt::last_endpoint);
+  admin_access_.write(config_.state_dir);
+  fs::remove(config_.state_dir + "/admin.sock");  // an older version's ipc socket
   if (!config_.capture_file.empty()) {
     capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
     if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
@@ -86,9 +104,12 @@ Server::Server(CoordinatorConfig config)
   for (const auto& record : store_.rollouts()) {
     if (!is_final(record.stage)) rollout_ = Rollout::recover(*this, record);
   }
+  store_.set_audit_max_entries(config_.audit_max_entries);
   store_.audit("coordinator", "started", "listening on " + config_.listen);
   log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key,
-                  config_.admin_endpoint()));
+                  admin_access_.endpoint));
+  log(fmt::format("file descriptors: {}; agent connections are cut beyond {} in all or {} from one address", file_limit,
+                  connection_guard_->limits().total, connection_guard_->limits().per_address));
 }
 
 Server::~Server() = default;
@@ -103,9 +124,71 @@ int64_t Server::monotonic_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void Server::refused(const std::string& peer, const std::string& why) {
-  log("refused " + peer + ": " + why);
+bool Server::refused(const std::string& key, const std::string& address, const std::string& peer, const std::string& why) {
+  const int64_t now = monotonic_ms();
+  // Both budgets count the event (no short-circuit): a flood of fresh keys from one address, or of
+  // one key from many addresses, is held either way.
+  const bool key_allowed = key.empty() || refusals_by_key_.allow(key, now);
+  const bool address_allowed = address.empty() || refusals_by_address_.allow(address, now);
+  if (!key_allowed || !address_allowed) return false;
+  log("refused " + peer + (address.empty() ? "" : " (" + address + ")") + ": " + why);
   audit_quietly(peer, "refused", why);
+  return true;
+}
+
+void Server::refuse(const Sender& sender, const std::string& peer, wire::ErrorReply::Code code, const std::string& why,
+                    uint64_t next_sequence) {
+  if (refused(sender.key, sender.address, peer, why)) reply_error(sender.routing_id, code, why, next_sequence);
+}
+
+void Server::report_floods(bool now) {
+  const int64_t at = monotonic_ms();
+  const double minutes = static_cast<double>(config_.rate_window_ms) / 60000.0;
+  for (auto [limiter, kind] : {std::pair{&refusals_by_key_, "key"}, std::pair{&refusals_by_address_, "address"}}) {
+    const std::vector<RateLimiter::Overflow> over = limiter->take_overflow(at, now);
+    uint64_t rest = 0;
+    for (size_t i = 0; i < over.size(); ++i) {
+      if (i >= 20) {
+        rest += over[i].dropped;
+        continue;
+      }
+      const std::string source = over[i].source == RateLimiter::kOtherSources ? over[i].source : std::string(kind) + " " + over[i].source;
+      const std::string detail = fmt::format("{} more refusals of {} in the last {:.3g} min, past its budget of {} (not answered, not recorded one by one)",
+                                             over[i].dropped, source, minutes, config_.refusals_per_window);
+      log(detail);
+      audit_quietly(source, "refusals over budget", detail);
+    }
+    if (rest > 0) {
+      const std::string detail = fmt::format("{} more refusals from {} other {}s over budget in the last {:.3g} min", rest,
+                                             over.size() - 20, kind, minutes);
+      log(detail);
+      audit_quietly("coordinator", "refusals over budget", detail);
+    }
+  }
+  if (!connection_flood_logged_ && connection_guard_->has_news()) {
+    connection_flood_logged_ = true;  // at once, then totals once per window
+    log(fmt::format("agent connections over the limits ({} open; {} in all, {} per address): new ones are cut",
+                    connection_guard_->open(), connection_guard_->limits().total, connection_guard_->limits().per_address));
+  }
+  if (!now && at - last_flood_report_ms_ < config_.rate_window_ms) return;
+  last_flood_report_ms_ = at;
+  connection_flood_logged_ = false;
+  ConnectionGuard::Report connections = connection_guard_->take_report();
+  uint64_t cut = 0;
+  std::string by_address;
+  for (const auto& [address, count] : connections.cut) {
+    cut += count;
+    if (by_address.size() < 400) by_address += fmt::format("{}{} from {}", by_address.empty() ? "" : ", ", count, address);
+  }
+  if (cut > 0 || connections.accept_failures > 0) {
+    const std::string detail = fmt::format(
+        "{} agent connections cut ({}), {} accepts failed{}; {} open, limits {} in all and {} per address", cut,
+        by_address.empty() ? "none" : by_address, connections.accept_failures,
+        connections.accept_failures ? fmt::format(" (last: {})", std::strerror(connections.last_accept_errno)) : "",
+        connections.open, connection_guard_->limits().total, connection_guard_->limits().per_address);
+    log(detail);
+    audit_quietly("coordinator", "connections over limits", detail);
+  }
 }
 
 void Server::audit_quietly(const std::string& actor, const std::string& event, const std::string& detail) {
@@ -130,10 +213,14 @@ void Server::guarded(const char* what, Body&& body) {
 }
 
 void Server::run(const std::atomic<bool>& stop) {
-  zmq::pollitem_t items[] = {
-      {agents_.handle(), 0, ZMQ_POLLIN, 0}, {zap_.handle(), 0, ZMQ_POLLIN, 0}, {admin_.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[] = {{agents_.handle(), 0, ZMQ_POLLIN, 0},
+                             {zap_.handle(), 0, ZMQ_POLLIN, 0},
+                             {admin_.handle(), 0, ZMQ_POLLIN, 0},
+                             {connection_guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
   while (!stop && !shutdown_requested_) {
-    if (!poll_interruptible(items, 3, std::chrono::milliseconds(50))) continue;
+    if (!poll_interruptible(items, 4, std::chrono::milliseconds(50))) continue;
+    // Connections first: the sooner one over the limits is cut, the fewer descriptors a flood holds.
+    if (items[3].revents & ZMQ_POLLIN) guarded("watching agent connections", [&] { connection_guard_->handle_events(); });
     // Nothing one message does may stop the daemon: each handler runs guarded (its own error
     // replies come first; what escapes them is logged and audited as an internal error).
     if (items[1].revents & ZMQ_POLLIN) guarded("answering a ZAP request", [&] { handle_zap(); });
@@ -145,6 +232,7 @@ void Server::run(const std::atomic<bool>& stop) {
     if (pending_admin_.valid()) guarded("finishing an admin request", [&] { finish_admin(); });
     items[2].events = pending_admin_.valid() ? 0 : ZMQ_POLLIN;  // REP: one request at a time
     if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
+    guarded("summing up floods", [&] { report_floods(false); });
     if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
     if (round_) {
       guarded("advancing the round", [&] {
@@ -160,6 +248,7 @@ void Server::run(const std::atomic<bool>& stop) {
     round_->fail_round("the coordinator was stopped");
   }
   flush_last_seen();
+  report_floods(true);
   store_.audit("coordinator", "stopped", "");
 }
 
@@ -182,39 +271,42 @@ void Server::flush_last_seen() {
 void Server::handle_agent_message() {
   std::vector<zmq::message_t> frames = receive_multipart(agents_);
   if (frames.empty()) return;
-  const std::string routing_id = frames[0].to_string();
+  const auto property = [&](const char* name) {
+    const char* value = frames.back().gets(name);
+    return std::string(value ? value : "");
+  };
+  const Sender sender{frames[0].to_string(), property("User-Id"), property("Peer-Address")};
+  const std::string& key = sender.key;
   if (frames.size() != 3 || frames[1].to_string_view() != kFrameTag) {
-    refused("peer", fmt::format("{} frames without the {} tag", frames.size(), kFrameTag));
+    refused(key, sender.address, "peer", fmt::format("{} frames without the {} tag", frames.size(), kFrameTag));
     return;
   }
-  const char* user_id = frames[2].gets("User-Id");
-  const std::string key = user_id ? user_id : "";
   if (key.size() != 40) {
-    refused("peer", "message without an authenticated CURVE key");
+    refused("", sender.address, "peer", "message without an authenticated CURVE key");
     return;
   }
   const auto raw = std::span(static_cast<const std::byte*>(frames[2].data()), frames[2].size());
   try {
     DecodedEnvelope decoded = decode_envelope(raw, static_cast<size_t>(config_.max_message_bytes));
-    reading_message([&] { dispatch(key, routing_id, decoded.envelope(), raw); });
+    reading_message([&] { dispatch(sender, decoded.envelope(), raw); });
   } catch (const std::exception& error) {
     // The one boundary policy for agent messages: the kind says whose fault it is. Only invalid
     // input is the peer's ("refused"); our own failures are audited as such and answered, so the
     // agent does not wait, without our internals.
     const ErrorKind kind = kind_of(error);
     if (kind == ErrorKind::kInvalidInput || kind == ErrorKind::kNotFound) {
-      refused("key " + key, error.what());
-      reply_error(routing_id, reply_code(kind), error.what());
+      refuse(sender, "key " + key, reply_code(kind), error.what());
     } else {
       log(fmt::format("{} while handling a message of key {}: {}", error_kind_name(kind), key, error.what()));
       audit_quietly("key " + key, error_kind_name(kind), error.what());
-      reply_error(routing_id, reply_code(kind), "the coordinator could not handle this message");
+      reply_error(sender.routing_id, reply_code(kind), "the coordinator could not handle this message");
     }
   }
 }
 
-void Server::dispatch(const std::string& curve_key, const std::string& routing_id, wire::Envelope::Reader envelope,
-                      std::span<const std::byte> raw) {
+void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std::span<const std::byte> raw) {
+  const std::string& curve_key = sender.key;
+  const std::string& routing_id = sender.routing_id;
   const auto body = envelope.getBody();
   auto known = last_sequence_.find(curve_key);
   if (known == last_sequence_.end()) {
@@ -226,10 +318,11 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
   if (envelope.getSequence() >= uint64_t{1} << 63)
     fail("sequence number {} is out of range (below 2^63)", envelope.getSequence());
   if (envelope.getSequence() <= last) {
-    refused("key " + curve_key,
-            fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last));
     // The reply says where to continue: an honest agent whose counter fell behind is not locked out.
-    reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen", last + 1);
+    if (refused(curve_key, sender.address, "key " + curve_key,
+                fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last))) {
+      reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen", last + 1);
+    }
     return;
   }
   last = envelope.getSequence();
@@ -240,8 +333,8 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
     const std::string name = read_text(enroll.getName(), 128);
     const auto id = store_.redeem_token(enroll.getToken().cStr(), curve_key, name);
     if (!id) {
-      refused("key " + curve_key, "enrollment with an unknown, used or expired token");
-      reply_error(routing_id, wire::ErrorReply::Code::BAD_TOKEN, "the enrollment token is unknown, already used or expired");
+      refuse(sender, "key " + curve_key, wire::ErrorReply::Code::BAD_TOKEN,
+             "the enrollment token is unknown, already used or expired");
       return;
     }
     store_.audit("agent " + std::to_string(*id), "enrolled", name);
@@ -256,8 +349,9 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
   const auto agent = store_.agent_by_key(curve_key);
   if (!agent || agent->revoked_at_ms) {
     const std::string why = agent ? "the agent is revoked" : "the key is not enrolled";
-    refused("key " + curve_key, fmt::format("'{}': {}", body_name(envelope), why));
-    reply_error(routing_id, wire::ErrorReply::Code::NOT_ENROLLED, why);
+    if (refused(curve_key, sender.address, "key " + curve_key, fmt::format("'{}': {}", body_name(envelope), why))) {
+      reply_error(routing_id, wire::ErrorReply::Code::NOT_ENROLLED, why);
+    }
     return;
   }
   Session& session = sessions_[agent->id];
@@ -354,9 +448,7 @@ void Server::dispatch(const std::string& curve_key, const std::string& routing_i
       return;
     }
     default:
-      reply_error(routing_id, wire::ErrorReply::Code::BAD_MESSAGE,
-                  fmt::format("'{}' is not a message agents send", body_name(envelope)));
-      refused(peer, fmt::format("sent '{}'", body_name(envelope)));
+      refuse(sender, peer, wire::ErrorReply::Code::BAD_MESSAGE, fmt::format("'{}' is not a message agents send", body_name(envelope)));
   }
 }
 

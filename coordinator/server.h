@@ -1,6 +1,7 @@
-// The coordinator daemon: one event loop over three sockets - the agents' ROUTER (CURVE, ZAP-checked
-// against the registry), the ZAP handler, and the local admin socket the CLI talks to - plus a tick
-// that drives the active round's deadlines.
+// The coordinator daemon: one event loop over the agents' ROUTER (CURVE, ZAP-checked against the
+// registry, its connections bounded by a ConnectionGuard), the ZAP handler and the admin socket the
+// CLI talks to (loopback CURVE, see admin_client.h) - plus a tick that drives the active round's
+// deadlines and sums up floods once per window.
 #pragma once
 
 #include <zmq.hpp>
@@ -16,10 +17,13 @@
 #include <string>
 
 #include "common/signing.h"
+#include "coordinator/admin_client.h"
 #include "coordinator/coordinator_config.h"
+#include "coordinator/rate_limiter.h"
 #include "coordinator/rollout.h"
 #include "coordinator/round.h"
 #include "coordinator/store.h"
+#include "transport/connection_guard.h"
 #include "transport/curve.h"
 
 namespace fedcal::coordinator {
@@ -54,10 +58,14 @@ class Server : public RoundHost {
     unsigned crashes_since_activation = 0;  // from its last hello
   };
 
+  // Who sent an agent message: its route, authenticated CURVE key and IP address.
+  struct Sender {
+    std::string routing_id, key, address;
+  };
+
   void handle_zap();
   void handle_agent_message();
-  void dispatch(const std::string& curve_key, const std::string& routing_id, wire::Envelope::Reader envelope,
-                std::span<const std::byte> raw);
+  void dispatch(const Sender& sender, wire::Envelope::Reader envelope, std::span<const std::byte> raw);
   void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message,
                    uint64_t next_sequence = 0);
   void send_to_route(const std::string& routing_id, OutgoingMessage& message);
@@ -77,7 +85,15 @@ class Server : public RoundHost {
   void send_admin_reply(nlohmann::json reply);
   void send_admin_error(const std::string& message);
   nlohmann::json round_json(int64_t id);
-  void refused(const std::string& peer, const std::string& why);
+  // A refusal (of `peer`, a label for the log): logged, audited and - with `reply` - answered while
+  // the sender's key and address are within their budgets (config refusals_per_window); past them it
+  // is only counted, and report_floods() sums it up. Returns whether it was handled one by one.
+  bool refused(const std::string& key, const std::string& address, const std::string& peer, const std::string& why);
+  void refuse(const Sender& sender, const std::string& peer, wire::ErrorReply::Code code, const std::string& why,
+              uint64_t next_sequence = 0);
+  // Once per rate window (or `now`): one log line and audit entry per source over budget (the 20
+  // largest, then a total), and what the connection guard cut.
+  void report_floods(bool now);
   // An audit entry that cannot fail the caller (a database error is logged instead).
   void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail);
   // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.
@@ -93,6 +109,10 @@ class Server : public RoundHost {
   zmq::socket_t agents_;
   zmq::socket_t zap_;
   zmq::socket_t admin_;
+  AdminAccess admin_access_;
+  std::unique_ptr<ConnectionGuard> connection_guard_;
+  RateLimiter refusals_by_key_;
+  RateLimiter refusals_by_address_;
   std::map<int64_t, Session> sessions_;
   // Replay protection: the highest accepted sequence number by CURVE key, loaded from the store on a
   // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).
@@ -106,6 +126,8 @@ class Server : public RoundHost {
   std::map<std::string, std::function<AdminReply(const nlohmann::json& request)>> admin_commands_;
   std::future<std::function<nlohmann::json()>> pending_admin_;  // last member: its worker uses the ones above
   int64_t last_seen_flush_monotonic_ms_ = 0;
+  int64_t last_flood_report_ms_ = 0;
+  bool connection_flood_logged_ = false;
 };
 
 }  // namespace fedcal::coordinator

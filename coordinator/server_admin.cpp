@@ -98,6 +98,8 @@ void Server::register_admin_commands() {
                 {"curve_public_key", curve_keys_.public_key},
                 {"signing_public_key", signing_key_.public_key_hex()},
                 {"online_agents", online_agents().size()},
+                {"agent_connections", connection_guard_->open()},
+                {"audit_entries", store_.audit_entries()},
                 {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}});
   };
   admin_commands_["token.create"] = [this](const nlohmann::json& request) {

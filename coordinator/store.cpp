@@ -565,7 +565,25 @@ void Store::audit(const std::string& actor, const std::string& event, const std:
     insert.bind(3, event);
     insert.bind(4, detail);
     insert.exec();
+    // The table keeps the newest `audit_max_entries_` rows; trimming is a range delete on the key.
+    if (++audits_since_trim_ >= kAuditTrimEvery) trim_audit();
   });
+}
+
+void Store::set_audit_max_entries(int64_t max_entries) {
+  audit_max_entries_ = max_entries;
+  sqlite_call("audit trim", [&] { trim_audit(); });
+}
+
+void Store::trim_audit() {
+  audits_since_trim_ = 0;
+  SQLite::Statement trim(db_, "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?");
+  trim.bind(1, audit_max_entries_);
+  trim.exec();
+}
+
+int64_t Store::audit_entries() {
+  return sqlite_call("audit count", [&] { return db_.execAndGet("SELECT COUNT(*) FROM audit").getInt64(); });
 }
 
 std::vector<Store::AuditEntry> Store::audit_log(int limit) {

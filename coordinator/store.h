@@ -119,7 +119,10 @@ class Store {
   void save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json);
   std::vector<RolloutRecord> rollouts();
 
+  // The audit log keeps its newest `max_entries` rows (default 200,000); older ones are deleted.
   void audit(const std::string& actor, const std::string& event, const std::string& detail);
+  void set_audit_max_entries(int64_t max_entries);
+  int64_t audit_entries();
   struct AuditEntry {
     int64_t at_ms;
     std::string actor, event, detail;
@@ -127,7 +130,12 @@ class Store {
   std::vector<AuditEntry> audit_log(int limit);
 
  private:
+  static constexpr int kAuditTrimEvery = 256;  // inserts between trims
+  void trim_audit();
+
   SQLite::Database db_;
+  int64_t audit_max_entries_ = 200000;
+  int audits_since_trim_ = 0;
 };
 
 }  // namespace fedcal::coordinator

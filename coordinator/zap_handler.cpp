@@ -1,6 +1,7 @@
 // The ZAP handler (RFC 27): libzmq asks it about every CURVE handshake on the agents' socket.
 // Enrolled keys and unknown keys (which may only enroll) connect; a revoked key is refused here;
-// everything a connection sends is checked against the registry per message (server.cpp).
+// everything a connection sends is checked against the registry per message (server.cpp). On the
+// admin socket's domain only the key of admin.json connects.
 #include "coordinator/server.h"
 
 namespace fedcal::coordinator {
@@ -21,14 +22,26 @@ void Server::handle_zap() {
   std::string status = "400", text = "refused", user_id;
   const std::string domain = request[2].to_string();
   const std::string mechanism = request[5].to_string();
-  if (domain != kZapDomain || mechanism != "CURVE" || request.size() != 7 || request[6].size() != 32) {
-    text = "only CURVE in domain fedcal";
+  const std::string address = request[3].to_string();
+  if ((domain != kZapDomain && domain != kAdminZapDomain) || mechanism != "CURVE" || request.size() != 7 ||
+      request[6].size() != 32) {
+    text = "only CURVE in domains fedcal and fedcal-admin";
+  } else if (domain == kAdminZapDomain) {
+    // The admin socket: only the client key written to admin.json at this start.
+    if (z85_key(static_cast<const uint8_t*>(request[6].data())) == admin_access_.client.public_key) {
+      status = "200";
+      text = "OK";
+      user_id = "admin";
+    } else {
+      text = "not the admin key";
+      refused("", address, "admin client", "connection refused: not the key in admin.json");
+    }
   } else {
     const std::string key = z85_key(static_cast<const uint8_t*>(request[6].data()));
     const auto agent = store_.agent_by_key(key);
     if (agent && agent->revoked_at_ms) {
       text = "revoked";
-      refused("agent " + std::to_string(agent->id), "connection refused: the agent is revoked");
+      refused(key, address, "agent " + std::to_string(agent->id), "connection refused: the agent is revoked");
     } else {
       // Enrolled keys and unknown keys (which may only enroll) connect; everything else a
       // connection sends is checked against the registry per message.

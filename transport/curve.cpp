@@ -74,6 +74,7 @@ void apply_limits(zmq::socket_t& socket, const SocketLimits& limits) {
   socket.set(zmq::sockopt::reconnect_ivl, 100);
   socket.set(zmq::sockopt::reconnect_ivl_max, limits.reconnect_interval_max_ms);
   socket.set(zmq::sockopt::linger, 0);
+  socket.set(zmq::sockopt::handshake_ivl, limits.handshake_timeout_ms);
 }
 
 }  // namespace

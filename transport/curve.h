@@ -33,6 +33,9 @@ struct SocketLimits {
   int heartbeat_interval_ms = 1000;
   int heartbeat_timeout_ms = 5000;
   int reconnect_interval_max_ms = 10000;
+  // A connection that has not finished its CURVE handshake by then is closed (ZMQ_HANDSHAKE_IVL): an
+  // idle plain-TCP connection holds a file descriptor this long at most.
+  int handshake_timeout_ms = 10000;
 };
 
 void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain,

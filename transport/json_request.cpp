@@ -7,10 +7,11 @@
 namespace fedcal {
 
 nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms,
-                            const std::string& daemon) {
+                            const std::string& daemon, const std::function<void(zmq::socket_t&)>& configure) {
   zmq::context_t context(1);
   zmq::socket_t socket(context, zmq::socket_type::req);
   socket.set(zmq::sockopt::linger, 0);
+  if (configure) configure(socket);
   socket.connect(endpoint);
   const std::string text = request.dump();
   socket.send(zmq::buffer(text), zmq::send_flags::none);

@@ -1,7 +1,6 @@
 // fedcal-coordinator serve | keys | shutdown
 #include <fmt/format.h>
 
-#include <sys/resource.h>
 
 #include <atomic>
 #include <csignal>
@@ -24,12 +23,6 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
   serve->callback([&context] {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    // One file descriptor per connected agent: take the hard limit.
-    rlimit files{};
-    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
-      files.rlim_cur = files.rlim_max;
-      setrlimit(RLIMIT_NOFILE, &files);
-    }
     Server server(context.load());
     server.run(g_stop);
   });

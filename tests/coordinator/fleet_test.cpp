@@ -1,13 +1,18 @@
 // Multi-process integration tests: a real coordinator and real agents on loopback.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <set>
 
 #include "common/sha256.h"
+#include "coordinator/admin_client.h"
 #include "edge_agent/enrollment.h"
 #include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
@@ -530,7 +535,9 @@ TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is 
   zmq::context_t context(1);
   zmq::socket_t admin(context, zmq::socket_type::req);
   admin.set(zmq::sockopt::linger, 0);
-  admin.connect("ipc://" + fleet.coordinator_dir() + "/admin.sock");
+  const coordinator::AdminAccess access = coordinator::AdminAccess::read(fleet.coordinator_dir());
+  access.configure_client(admin);
+  admin.connect(access.endpoint);
   const auto reply = [&] {
     zmq::pollitem_t item{admin.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(3000));
@@ -591,6 +598,129 @@ TEST_CASE("Replay protection survives a coordinator restart and cannot lock an h
     CHECK(report["stage"] == "done");
     CHECK(report["contributors"] == 3);
   }
+}
+
+// `count` plain TCP connections to the coordinator at `endpoint` (tcp://HOST:PORT) from the
+// loopback address `source`, which never say a word; closed when the object dies.
+class IdleConnections {
+ public:
+  IdleConnections(const std::string& endpoint, const std::string& source, int count) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+    ::inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    ::inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+    for (int i = 0; i < count; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);  // non-blocking: a full backlog cannot hang us
+      REQUIRE(fd >= 0);
+      fds_.push_back(fd);
+      REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)) == 0);
+      const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+      REQUIRE((rc == 0 || errno == EINPROGRESS));
+    }
+  }
+  ~IdleConnections() {
+    for (const int fd : fds_) ::close(fd);
+  }
+
+ private:
+  std::vector<int> fds_;
+};
+
+std::string read_log(MiniFleet& fleet) {
+  std::ifstream log(fleet.path("coordinator.log"));
+  return {std::istreambuf_iterator<char>(log), {}};
+}
+
+TEST_CASE("A flood of idle TCP connections from many addresses cannot take the coordinator's file descriptors or stop it" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 2;
+  options.coordinator_file_limit = 128;  // agent connections: at most 64 (the rest is the reserve)
+  options.coordinator_extra = "max_connections_per_address = 8\nhandshake_timeout_ms = 2000\n";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(2);
+  const std::string endpoint = fleet.admin({{"command", "status"}})["listen"].get<std::string>();
+  {
+    // 400 connections from 20 addresses: more than the process has descriptors. Before the guard,
+    // the next admin call aborted the daemon inside libzmq (ipc accept failing with EMFILE).
+    std::vector<std::unique_ptr<IdleConnections>> flood;
+    for (int address = 2; address < 22; ++address) {
+      flood.push_back(std::make_unique<IdleConnections>(endpoint, "127.0.0." + std::to_string(address), 20));
+    }
+    CHECK(eventually([&] { return read_log(fleet).find("new ones are cut") != std::string::npos; }, std::chrono::seconds(10)));
+    // During the flood the admin socket may be unable to accept; it must not take the daemon down.
+    for (int i = 0; i < 3; ++i) {
+      try {
+        fleet.admin({{"command", "status"}}, 1000);
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  // Still serving: the admin socket answers, both agents stayed online, and a new agent enrolls.
+  const nlohmann::json status = fleet.admin({{"command", "status"}});
+  CHECK(status["online_agents"] == 2);
+  ProbeClient probe(fleet);
+  OutgoingMessage hello;
+  hello.body().initHello().setName("after the flood");
+  probe.send_raw(hello.encode(uint64_t{1} << 62));  // above the enrollment's number
+  CHECK(probe.wait_for("welcome"));
+  fleet.admin({{"command", "shutdown"}});  // the totals are written at the latest when it stops
+  CHECK(eventually([&] { return read_log(fleet).find("agent connections cut") != std::string::npos; }, std::chrono::seconds(10)));
+}
+
+TEST_CASE("A flood of refused messages is answered and recorded within a budget per key and address, then summed up" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 2;
+  options.coordinator_extra = "refusals_per_window = 5\nrate_window_ms = 5000\n";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(2);
+  const int64_t audit_before = fleet.admin({{"command", "status"}})["audit_entries"].get<int64_t>();
+
+  // One enrolled key replays the same message 600 times: 5 are answered, the rest dropped.
+  ProbeClient flooder(fleet, "flooder");
+  OutgoingMessage hello;
+  hello.body().initHello().setName("flooder");
+  const auto hello_bytes = hello.encode(uint64_t{1} << 62);
+  flooder.send_raw(hello_bytes);
+  REQUIRE(flooder.wait_for("welcome"));
+  for (int i = 0; i < 600; ++i) flooder.send_raw(hello_bytes);
+  int answered = 0;
+  while (flooder.reply(std::chrono::milliseconds(1000))) ++answered;
+  CHECK(answered == 5);
+
+  // Fresh keys from the same address, each enrolling with a bad token: the address's budget holds.
+  std::vector<std::unique_ptr<ProbeClient>> strangers;
+  for (int i = 0; i < 12; ++i) {
+    strangers.push_back(std::make_unique<ProbeClient>(fleet, CurveKeyPair::generate()));
+    OutgoingMessage enroll;
+    auto body = enroll.body().initEnroll();
+    body.setToken("not-a-token");
+    body.setName("stranger");
+    strangers.back()->send_raw(enroll.encode(1));
+  }
+  int enroll_answers = 0;
+  for (auto& stranger : strangers) enroll_answers += stranger->reply(std::chrono::milliseconds(300)).has_value();
+  CHECK(enroll_answers <= 5);
+
+  // The honest agents were served throughout, and the daemon answers.
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] >= 2);
+  // Once the window ends, one entry per source sums up what was dropped.
+  CHECK(eventually(
+      [&] {
+        const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 100}}).dump();
+        return audit.find("past its budget of 5") != std::string::npos && audit.find("refusals over budget") != std::string::npos;
+      },
+      std::chrono::seconds(10)));
+  const int64_t audit_after = fleet.admin({{"command", "status"}})["audit_entries"].get<int64_t>();
+  CHECK(audit_after - audit_before < 40);
 }
 
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -107,6 +108,7 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
   if (!options_.coordinator_fault_injection.empty()) {
     config << "fault_injection = \"" << options_.coordinator_fault_injection << "\"\n";
   }
+  config << options_.coordinator_extra << "\n";
   if (options_.reference_text) {
     std::string text;
     for (const std::string& public_line : rest) text += public_line + "\n";
@@ -141,9 +143,14 @@ void MiniFleet::start_coordinator() {
 }
 
 bool MiniFleet::try_start_coordinator() {
-  coordinator_ = std::make_unique<Process>(
-      std::vector<std::string>{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"},
-      dir_.path("coordinator.log"));
+  std::vector<std::string> argv{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"};
+  if (options_.coordinator_file_limit > 0) {
+    // Hard and soft limit both, so the daemon cannot raise it.
+    argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(options_.coordinator_file_limit) + " && exec \"$@\"",
+                               "sh"});
+  }
+  std::filesystem::remove(dir_.path("coordinator/admin.json"));  // a previous start's: its port is gone
+  coordinator_ = std::make_unique<Process>(argv, dir_.path("coordinator.log"));
   bool up = false;
   eventually(
       [&] {
@@ -168,7 +175,7 @@ void MiniFleet::kill_coordinator() {
 }
 
 nlohmann::json MiniFleet::admin(const nlohmann::json& request, int timeout_ms) {
-  return coordinator::admin_request("ipc://" + dir_.path("coordinator") + "/admin.sock", request, timeout_ms);
+  return coordinator::admin_request(dir_.path("coordinator"), request, timeout_ms);
 }
 
 void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<std::string>& launcher) {

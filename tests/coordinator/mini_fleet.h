@@ -45,6 +45,8 @@ struct FleetOptions {
   int64_t max_message_bytes = 0;            // 0: the coordinator's default
   int chunk_bytes = 0;                      // 0: the coordinator's default
   std::string coordinator_fault_injection;  // the coordinator's fault_injection setting
+  std::string coordinator_extra;            // appended to coordinator.toml
+  int coordinator_file_limit = 0;           // RLIMIT_NOFILE of the coordinator process; 0: inherited
 };
 
 class MiniFleet {

@@ -51,5 +51,19 @@ TEST_CASE("Store: state survives reopening, rounds keep their stage") {
   CHECK_THROWS(reopened.add_model(bad));
 }
 
+TEST_CASE("Store: the audit log keeps its newest entries up to the cap") {
+  testing::ScratchDir dir;
+  Store store(dir.path("c.db"));
+  for (int i = 0; i < 1000; ++i) store.audit("flooder", "refused", std::to_string(i));
+  CHECK(store.audit_entries() == 1000);  // the default cap is far above
+  store.set_audit_max_entries(100);      // trims at once ...
+  CHECK(store.audit_entries() == 100);
+  CHECK(store.audit_log(1).front().detail == "999");  // ... the oldest
+  for (int i = 1000; i < 2000; ++i) store.audit("flooder", "refused", std::to_string(i));
+  CHECK(store.audit_entries() <= 100 + 256);  // and every 256 inserts after
+  CHECK(store.audit_entries() >= 100);
+  CHECK(store.audit_log(1).front().detail == "1999");
+}
+
 }  // namespace
 }  // namespace fedcal::coordinator
