@@ -1,7 +1,8 @@
 // fedcal-bench-fleet: federated rounds at scale on loopback, measured in one run.
 //  - per fleet size: round wall time, secure-aggregation stage time, the same vectors summed in the
 //    clear over the same (CURVE) transport, bytes on the wire per agent, coordinator CPU per agent;
-//  - heartbeat scale: N agents heartbeating against one coordinator, reply latency and CPU.
+//  - heartbeat scale: N agents heartbeating against one coordinator, reply latency and CPU, and
+//    (--flood) the same beside clients flooding refused messages: refused rate, audit growth.
 // The coordinator is the real fedcal-coordinator process; the agents are lightweight threads that
 // speak the real protocol with the real secure-aggregation client, sending a real statistics vector
 // (the project model calibrated on 16 TinyStories lines) instead of calibrating each time.
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -319,6 +321,132 @@ Fleet start_coordinator(const std::string& root) {
   fail("the coordinator did not start (see {})", log);
 }
 
+// One flooding client: a CURVE connection that sends refused messages as fast as the socket takes
+// them (its kind by `kind % 3`: an enrolled key replaying one message, an unknown key, garbage bytes)
+// and reads whatever comes back.
+uint64_t flood(const Fleet& fleet, int kind, const std::atomic<bool>& stop) {
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  CurveKeyPair keys = CurveKeyPair::generate();
+  if (kind % 3 == 0) {  // enrolled: enroll over its own connection first
+    zmq::socket_t enroll(context, zmq::socket_type::dealer);
+    configure_curve_client(enroll, keys, fleet.coordinator_key, SocketLimits{});
+    enroll.connect(fleet.endpoint);
+    OutgoingMessage message;
+    auto request = message.body().initEnroll();
+    request.setToken(coordinator::admin_request(fleet.admin, {{"command", "token.create"}})["token"].get<std::string>());
+    request.setName("flooder");
+    const auto bytes = message.encode(1);
+    enroll.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
+    enroll.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+    zmq::pollitem_t item{enroll.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::seconds(10));
+  }
+  configure_curve_client(socket, keys, fleet.coordinator_key, SocketLimits{});
+  socket.connect(fleet.endpoint);
+  OutgoingMessage message;
+  message.body().initHeartbeat();
+  const std::vector<std::byte> replayed = message.encode(1);  // at or below the enrollment's number
+  const std::vector<std::byte> garbage(64, std::byte{0x5a});
+  const std::vector<std::byte>& payload = kind % 3 == 2 ? garbage : replayed;
+  uint64_t sent = 0;
+  while (!stop) {
+    for (int i = 0; i < 64; ++i) {
+      if (!socket.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) break;
+      socket.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+      ++sent;
+    }
+    zmq::message_t reply;
+    while (socket.recv(reply, zmq::recv_flags::dontwait)) {
+    }
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLOUT, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(1));
+  }
+  return sent;
+}
+
+// Every agent heartbeats once a second (staggered) for `seconds`; with `flooders` > 0, that many
+// flooding clients run at the same time. Reply latencies, coordinator CPU, and under a flood the
+// refused-message rate and the audit table's growth.
+nlohmann::json measure_heartbeats(const Fleet& fleet, std::vector<std::unique_ptr<BenchAgent>>& agents, int seconds,
+                                  int flooders) {
+  for (auto& agent : agents) agent->heartbeat_latencies_.clear();
+  const int threads_count = 4;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  const int64_t audit_before = coordinator::admin_request(fleet.admin, {{"command", "status"}})["audit_entries"].get<int64_t>();
+  std::vector<std::future<uint64_t>> flooding;
+  for (int i = 0; i < flooders; ++i) flooding.push_back(std::async(std::launch::async, [&, i] { return flood(fleet, i, stop); }));
+  const double cpu_before = process_cpu_seconds(fleet.pid);
+  const auto start = Clock::now();
+  for (int t = 0; t < threads_count; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<Clock::time_point> next;
+      std::vector<BenchAgent*> mine;
+      for (size_t i = static_cast<size_t>(t); i < agents.size(); i += threads_count) {
+        mine.push_back(agents[i].get());
+        next.push_back(Clock::now() + std::chrono::milliseconds(static_cast<int>(i * 1000 / agents.size())));
+      }
+      while (!stop) {
+        for (size_t i = 0; i < mine.size(); ++i) {
+          if (Clock::now() >= next[i]) {
+            mine[i]->heartbeat();
+            next[i] += std::chrono::seconds(1);
+          }
+          while (mine[i]->step(0)) {
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  const auto list = coordinator::admin_request(fleet.admin, {{"command", "agents.list"}});
+  stop = true;
+  for (auto& thread : threads) thread.join();
+  uint64_t refused = 0;
+  for (auto& flooder : flooding) refused += flooder.get();
+  const double cpu = process_cpu_seconds(fleet.pid) - cpu_before;
+  const double elapsed = seconds_since(start);
+  std::vector<double> latencies;
+  for (const auto& agent : agents) {
+    latencies.insert(latencies.end(), agent->heartbeat_latencies_.begin(), agent->heartbeat_latencies_.end());
+  }
+  const size_t expected = agents.size() * static_cast<size_t>(seconds);
+  const size_t missing = latencies.size() < expected ? expected - latencies.size() : 0;
+  std::sort(latencies.begin(), latencies.end());
+  auto quantile = [&](double q) { return latencies.empty() ? 0.0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))]; };
+  size_t online = 0;
+  for (const auto& agent : list["agents"]) online += agent["online"].get<bool>() ? 1 : 0;
+  const int64_t audit_after = coordinator::admin_request(fleet.admin, {{"command", "status"}})["audit_entries"].get<int64_t>();
+  nlohmann::json row = {{"agents", agents.size()},
+                        {"seconds", elapsed},
+                        {"replies", latencies.size()},
+                        {"replies_missing_vs_1_per_second", missing},
+                        {"latency_p50_ms", 1000 * quantile(0.5)},
+                        {"latency_p99_ms", 1000 * quantile(0.99)},
+                        {"latency_max_ms", 1000 * quantile(1.0)},
+                        {"online_at_end", online},
+                        {"coordinator_cpu_percent", 100 * cpu / elapsed},
+                        {"flooders", flooders},
+                        {"refused_messages", refused},
+                        {"refused_per_second", static_cast<double>(refused) / elapsed},
+                        {"audit_entries_added", audit_after - audit_before},
+                        {"audit_entries", audit_after}};
+  std::fprintf(stderr,
+               "[bench] %zu agents heartbeating for %.0f s%s: %zu replies, latency p50 %.2f ms p99 %.2f ms max %.2f ms, %zu "
+               "online at the end, coordinator CPU %.1f%%",
+               agents.size(), elapsed, flooders ? fmt::format(" beside {} flooders", flooders).c_str() : "", latencies.size(),
+               1000 * quantile(0.5), 1000 * quantile(0.99), 1000 * quantile(1.0), online, 100 * cpu / elapsed);
+  if (flooders) {
+    std::fprintf(stderr, "; %llu refused messages (%.0f/s), audit table +%lld entries (%lld in all)",
+                 static_cast<unsigned long long>(refused), static_cast<double>(refused) / elapsed,
+                 static_cast<long long>(audit_after - audit_before), static_cast<long long>(audit_after));
+  }
+  std::fprintf(stderr, "\n");
+  return row;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -332,6 +460,11 @@ int main(int argc, char** argv) {
   app.add_option("--agents", sizes, "Fleet sizes for rounds (e.g. --agents 8 32 128)")->capture_default_str()->delimiter(',');
   app.add_option("--heartbeat-agents", heartbeat_agents, "Agents for the heartbeat test (0: skip)")->capture_default_str();
   app.add_option("--heartbeat-seconds", heartbeat_seconds, "Duration of the heartbeat test")->capture_default_str();
+  int flood_threads = 0;
+  app.add_option("--flood", flood_threads,
+                 "Then the heartbeat test again beside this many clients flooding refused messages (replays of an "
+                 "enrolled key, an unknown key, garbage; 0: skip)")
+      ->capture_default_str();
   app.add_option("--text", text_path, "The TinyStories text (lines 1-7003 are cut into shards)")->capture_default_str();
   app.add_option("--lane-bits", requested_lane_bits, "Bits per masked value: 0 = the round's automatic choice, or 32 / 64")
       ->capture_default_str()
@@ -377,6 +510,7 @@ int main(int argc, char** argv) {
     zmq::context_t context(4);
     context.set(zmq::ctxopt::max_sockets, 8192);
     for (const int n : sizes) {
+      if (n <= 0) continue;  // --agents 0: heartbeats only
       std::vector<std::unique_ptr<BenchAgent>> agents;
       for (int i = 0; i < n; ++i) agents.push_back(std::make_unique<BenchAgent>(context, fleet, vector));
       std::atomic<bool> stop{false};
@@ -450,67 +584,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "[bench] enrolling %d heartbeating agents...\n", heartbeat_agents);
       std::vector<std::unique_ptr<BenchAgent>> agents;
       for (int i = 0; i < heartbeat_agents; ++i) agents.push_back(std::make_unique<BenchAgent>(context, fleet, vector));
-      const int threads_count = 4;
-      std::atomic<bool> stop{false};
-      std::vector<std::thread> threads;
-      const double cpu_before = process_cpu_seconds(fleet.pid);
-      const auto start = Clock::now();
-      for (int t = 0; t < threads_count; ++t) {
-        threads.emplace_back([&, t] {
-          // Each agent heartbeats once a second, staggered across the second.
-          std::vector<Clock::time_point> next;
-          std::vector<BenchAgent*> mine;
-          for (size_t i = static_cast<size_t>(t); i < agents.size(); i += threads_count) {
-            mine.push_back(agents[i].get());
-            next.push_back(Clock::now() + std::chrono::milliseconds(static_cast<int>(i * 1000 / agents.size())));
-          }
-          while (!stop) {
-            for (size_t i = 0; i < mine.size(); ++i) {
-              if (Clock::now() >= next[i]) {
-                mine[i]->heartbeat();
-                next[i] += std::chrono::seconds(1);
-              }
-              while (mine[i]->step(0)) {
-              }
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
-          }
-        });
-      }
-      std::this_thread::sleep_for(std::chrono::seconds(heartbeat_seconds));
-      const auto list = coordinator::admin_request(fleet.admin, {{"command", "agents.list"}});
-      stop = true;
-      for (auto& thread : threads) thread.join();
-      const double cpu = process_cpu_seconds(fleet.pid) - cpu_before;
-      const double elapsed = seconds_since(start);
-      std::vector<double> latencies;
-      size_t missing = 0;
-      for (const auto& agent : agents) {
-        latencies.insert(latencies.end(), agent->heartbeat_latencies_.begin(), agent->heartbeat_latencies_.end());
-      }
-      const size_t expected = static_cast<size_t>(heartbeat_agents) * static_cast<size_t>(heartbeat_seconds);
-      missing = latencies.size() < expected ? expected - latencies.size() : 0;
-      std::sort(latencies.begin(), latencies.end());
-      auto quantile = [&](double q) {
-        return latencies.empty() ? 0.0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))];
-      };
-      size_t online = 0;
-      for (const auto& agent : list["agents"]) online += agent["online"].get<bool>() ? 1 : 0;
-      results["heartbeats"] = {{"agents", heartbeat_agents},
-                               {"seconds", elapsed},
-                               {"replies", latencies.size()},
-                               {"replies_missing_vs_1_per_second", missing},
-                               {"latency_p50_ms", 1000 * quantile(0.5)},
-                               {"latency_p99_ms", 1000 * quantile(0.99)},
-                               {"latency_max_ms", 1000 * quantile(1.0)},
-                               {"online_at_end", online},
-                               {"coordinator_cpu_percent", 100 * cpu / elapsed}};
-      std::fprintf(stderr,
-                   "[bench] %d agents heartbeating for %.0f s: %zu replies, latency p50 %.2f ms p99 %.2f ms max %.2f ms, %zu "
-                   "online at the end, "
-                   "coordinator CPU %.1f%%\n",
-                   heartbeat_agents, elapsed, latencies.size(), 1000 * quantile(0.5), 1000 * quantile(0.99), 1000 * quantile(1.0),
-                   online, 100 * cpu / elapsed);
+      results["heartbeats"] = measure_heartbeats(fleet, agents, heartbeat_seconds, 0);
+      if (flood_threads > 0) results["heartbeats_under_flood"] = measure_heartbeats(fleet, agents, heartbeat_seconds, flood_threads);
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "fedcal-bench-fleet: %s\n", error.what());

@@ -231,18 +231,7 @@ void Server::run(const std::atomic<bool>& stop) {
     if (items[2].revents & ZMQ_POLLIN) guarded("handling an admin request", [&] { handle_admin(); });
     if (pending_admin_.valid()) guarded("finishing an admin request", [&] { finish_admin(); });
     items[2].events = pending_admin_.valid() ? 0 : ZMQ_POLLIN;  // REP: one request at a time
-    if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
-    guarded("summing up floods", [&] { report_floods(false); });
-    if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
-    if (round_) {
-      guarded("advancing the round", [&] {
-        try {
-          round_->tick();
-        } catch (const std::exception& error) {
-          round_->fail_round(std::string("internal error: ") + error.what());
-        }
-      });
-    }
+    tick();
   }
   if (round_ && !round_->finished() && round_->stage() != RoundStage::kQuantizing && round_->stage() != RoundStage::kEvaluating) {
     round_->fail_round("the coordinator was stopped");
@@ -250,6 +239,21 @@ void Server::run(const std::atomic<bool>& stop) {
   flush_last_seen();
   report_floods(true);
   store_.audit("coordinator", "stopped", "");
+}
+
+void Server::tick() {
+  if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
+  guarded("summing up floods", [&] { report_floods(false); });
+  if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
+  if (round_) {
+    guarded("advancing the round", [&] {
+      try {
+        round_->tick();
+      } catch (const std::exception& error) {
+        round_->fail_round(std::string("internal error: ") + error.what());
+      }
+    });
+  }
 }
 
 void Server::flush_last_seen() {
@@ -285,7 +289,11 @@ void Server::handle_agent_message() {
     refused("", sender.address, "peer", "message without an authenticated CURVE key");
     return;
   }
-  const auto raw = std::span(static_cast<const std::byte*>(frames[2].data()), frames[2].size());
+  receive(sender, std::span(static_cast<const std::byte*>(frames[2].data()), frames[2].size()));
+}
+
+void Server::receive(const Sender& sender, std::span<const std::byte> raw) {
+  const std::string& key = sender.key;
   try {
     DecodedEnvelope decoded = decode_envelope(raw, static_cast<size_t>(config_.max_message_bytes));
     reading_message([&] { dispatch(sender, decoded.envelope(), raw); });

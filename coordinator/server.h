@@ -49,6 +49,20 @@ class Server : public RoundHost {
   void log(const std::string& line) override;
   int64_t monotonic_ms() const override;
 
+  // Who sent an agent message: its route, CURVE key (libzmq's User-Id) and IP address.
+  struct Sender {
+    std::string routing_id, key, address;
+  };
+  // The boundary every agent message passes once libzmq has authenticated it: decode, dispatch,
+  // refusal policy; nothing escapes. Public for the fuzz target, which calls it directly.
+  void receive(const Sender& sender, std::span<const std::byte> raw);
+  // One admin command run to completion on the calling thread (a worker's part waited for); throws
+  // Error as the admin socket would answer it. For in-process drivers (the fuzz target's setup).
+  nlohmann::json run_command(const nlohmann::json& request);
+  // What the event loop does after each poll: deadlines of the round and rollout, periodic saves,
+  // flood summaries. Public for in-process drivers.
+  void tick();
+
  private:
   struct Session {
     std::string routing_id;
@@ -56,11 +70,6 @@ class Server : public RoundHost {
     int64_t last_heard_monotonic_ms = 0;  // liveness
     int64_t last_persisted_ms = 0;
     unsigned crashes_since_activation = 0;  // from its last hello
-  };
-
-  // Who sent an agent message: its route, authenticated CURVE key and IP address.
-  struct Sender {
-    std::string routing_id, key, address;
   };
 
   void handle_zap();

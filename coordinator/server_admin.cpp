@@ -59,6 +59,14 @@ void Server::handle_admin() {
   }
 }
 
+nlohmann::json Server::run_command(const nlohmann::json& request) {
+  const std::string command = request.at("command").get<std::string>();
+  const auto it = admin_commands_.find(command);
+  if (it == admin_commands_.end()) fail("unknown command '{}'", command);
+  AdminReply reply = it->second(request);
+  return reply.later.valid() ? reply.later.get()() : std::move(reply.now);
+}
+
 void Server::finish_admin() {
   if (!pending_admin_.valid() || pending_admin_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
   try {

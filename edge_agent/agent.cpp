@@ -133,18 +133,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       while (payload.more()) (void)socket_.recv(payload);  // extra frames: not ours
       if (tag.to_string_view() != kFrameTag) continue;
       last_heard_ms_ = steady_ms();
-      try {
-        DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
-        reading_message([&] { handle(decoded.envelope()); });
-      } catch (const std::exception& error) {
-        // Reported back too (e.g. a disk-full download), so the operator sees it in the audit log.
-        log(std::string("message from the coordinator refused: ") + error.what());
-        OutgoingMessage message;
-        auto reply = message.body().initError();
-        reply.setCode(wire::ErrorReply::Code::INTERNAL);
-        reply.setMessage(std::string(error.what()).substr(0, 1000));
-        send(message);
-      }
+      receive(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
     }
     const int64_t now = steady_ms();
     if (now - last_heard_ms_ > config_.coordinator_timeout_ms && welcomed_) {
@@ -174,6 +163,21 @@ int Agent::run(const std::atomic<bool>& stop) {
   }
   slots_.record_clean_exit();
   return exit_code_ < 0 ? 0 : exit_code_;
+}
+
+void Agent::receive(std::span<const std::byte> payload) {
+  try {
+    DecodedEnvelope decoded = decode_envelope(payload);
+    reading_message([&] { handle(decoded.envelope()); });
+  } catch (const std::exception& error) {
+    // Reported back too (e.g. a disk-full download), so the operator sees it in the audit log.
+    log(std::string("message from the coordinator refused: ") + error.what());
+    OutgoingMessage message;
+    auto reply = message.body().initError();
+    reply.setCode(wire::ErrorReply::Code::INTERNAL);
+    reply.setMessage(std::string(error.what()).substr(0, 1000));
+    send(message);
+  }
 }
 
 void Agent::handle(wire::Envelope::Reader envelope) {

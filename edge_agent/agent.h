@@ -41,6 +41,9 @@ class Agent {
   ~Agent();
   // Runs until `stop`; returns an exit code (0, or kExitRefused when the coordinator refuses us).
   int run(const std::atomic<bool>& stop);
+  // One message from the coordinator: decoded and handled; what fails is logged and reported back.
+  // Public for the fuzz target, which calls it directly.
+  void receive(std::span<const std::byte> payload);
 
  private:
   struct RoundParams {

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer",
-                             "tokenizer_encode", "stats", "model_package", "message"}) {
+                             "tokenizer_encode", "stats", "model_package", "message", "coordinator", "agent"}) {
     fs::create_directories(root / target);
   }
   fedcal::ModelConfig micro;
@@ -92,11 +92,96 @@ int main(int argc, char** argv) {
                               {"minmax", false, false, 1, 2, "s", {}, "m"});
 
   // Protocol messages: a hello, a join, a masked input and encrypted shares.
+  // Agent messages also seed the coordinator's handlers, as [sender][flags][message] (see
+  // fuzz_coordinator.cpp).
+  uint64_t sequence = uint64_t{1} << 50;
   auto write_message = [&](const char* name, fedcal::OutgoingMessage& message) {
-    const auto bytes = message.encode(42);
+    const auto bytes = message.encode(sequence++);
     std::ofstream((root / "message" / name), std::ios::binary)
         .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    for (const char sender : {'\0', '\1', '\2'}) {
+      std::ofstream out(root / "coordinator" / (std::string(1, static_cast<char>('0' + sender)) + name), std::ios::binary);
+      out.put(sender).put('\7');  // loopback address, fresh sequence number, join fixed up
+      out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    }
   };
+  // Coordinator messages seed the agent's handlers.
+  auto write_to_agent = [&](const char* name, fedcal::OutgoingMessage& message) {
+    const auto bytes = message.encode(sequence++);
+    std::ofstream((root / "agent" / name), std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  };
+  {
+    fedcal::OutgoingMessage message;
+    message.body().initWelcome().setHeartbeatIntervalMs(1000);
+    write_to_agent("welcome.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto config = message.body().initRoundAnnounce().initConfig();
+    config.setRoundId(1);
+    config.setModelSha256(std::string(64, 'a'));
+    config.setModelBytes(1000);
+    config.setSequences(1);
+    config.setSeqLen(16);
+    write_to_agent("announce.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto keys = message.body().initRoundKeys();
+    keys.setRoundId(1);
+    keys.setParticipants(3);
+    keys.setNeighbours(2);
+    keys.setThreshold(2);
+    keys.initGraphSeed(32);
+    keys.setVectorLength(4);
+    auto list = keys.initKeys(2);
+    list[0].setIndex(1);
+    list[0].initCipherPublic(32);
+    list[0].initMaskPublic(32);
+    list[1].setIndex(2);
+    write_to_agent("keys.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto error = message.body().initError();
+    error.setCode(fedcal::wire::ErrorReply::Code::REPLAYED);
+    error.setNextSequence(uint64_t{1} << 62);
+    error.setMessage("sequence number already seen");
+    write_to_agent("error.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto chunk = message.body().initChunk();
+    chunk.setSha256(std::string(64, 'a'));
+    chunk.setTotalBytes(1000);
+    chunk.initData(10);
+    write_to_agent("chunk.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    message.body().initHeartbeat();
+    write_message("heartbeat.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    message.body().initError().setMessage("disk full");
+    write_message("error.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto enroll = message.body().initEnroll();
+    enroll.setToken("token");
+    enroll.setName("pi");
+    write_message("enroll.bin", message);
+  }
+  {
+    fedcal::OutgoingMessage message;
+    auto request = message.body().initChunkRequest();
+    request.setSha256(std::string(64, 'a'));
+    request.setLength(100);
+    write_message("chunk_request.bin", message);
+  }
   {
     fedcal::OutgoingMessage message;
     auto hello = message.body().initHello();
@@ -110,8 +195,8 @@ int main(int argc, char** argv) {
     fedcal::OutgoingMessage message;
     auto join = message.body().initJoin();
     join.setRoundId(1);
-    join.initCipherPublic(32);
-    join.initMaskPublic(32);
+    join.initCipherPublic(32)[0] = 9;  // the base point: a valid public key
+    join.initMaskPublic(32)[0] = 9;
     join.setVectorLength(4);
     write_message("join.bin", message);
   }
