@@ -86,11 +86,18 @@ LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader repo
     entry.reference_mean_nll = check.getReferenceMeanNll();
     entry.decode_tokens_per_second = check.getDecodeTokensPerSecond();
     entry.reference_decode_tokens_per_second = check.getReferenceDecodeTokensPerSecond();
-    for (double value : {entry.mean_kl, entry.top1_agreement, entry.mean_nll, entry.reference_mean_nll,
-                         entry.decode_tokens_per_second, entry.reference_decode_tokens_per_second}) {
-      if (!std::isfinite(value) || value < 0) fail("localReport: a non-finite or negative figure");
+    // Every figure within what a real check can produce, so one agent's share of a fleet mean is
+    // bounded too (docs/ARCHITECTURE.md, threat model).
+    const std::pair<double, double> figures[] = {{entry.mean_kl, kMaxReportedNats},
+                                                 {entry.top1_agreement, 1.0},
+                                                 {entry.mean_nll, kMaxReportedNats},
+                                                 {entry.reference_mean_nll, kMaxReportedNats},
+                                                 {entry.decode_tokens_per_second, kMaxReportedTokensPerSecond},
+                                                 {entry.reference_decode_tokens_per_second, kMaxReportedTokensPerSecond}};
+    for (const auto& [value, bound] : figures) {
+      if (!std::isfinite(value) || value < 0 || value > bound) fail("localReport: a figure out of range ({})", value);
     }
-    if (entry.top1_agreement > 1) fail("localReport: top-1 agreement above 1");
+    if (entry.tokens > kMaxReportedTokens) fail("localReport: {} tokens checked (at most {})", entry.tokens, kMaxReportedTokens);
     out.checks.push_back(std::move(entry));
   }
   return out;

@@ -68,10 +68,10 @@ AgentConfig AgentConfig::load(const std::string& path) {
   text("fault_injection", config.fault_injection);
   if (!config.fault_injection.empty() && config.fault_injection != "exit-after-join" &&
       config.fault_injection != "exit-after-shares" && config.fault_injection != "exit-after-masked-input" &&
-      config.fault_injection != "exit-after-activation") {
+      config.fault_injection != "exit-after-checks" && config.fault_injection != "exit-after-activation") {
     fail(
         "{}: fault_injection '{}' is not one of exit-after-join, exit-after-shares, exit-after-masked-input, "
-        "exit-after-activation",
+        "exit-after-checks, exit-after-activation",
         path, config.fault_injection);
   }
   if (const toml::node* node = table.get("labels")) {

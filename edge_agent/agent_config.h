@@ -22,6 +22,7 @@ struct AgentConfig {
   std::string enroll_token;            // `run` enrolls with it first if not enrolled yet
   // Testing only: "exit-after-join", "exit-after-shares" or "exit-after-masked-input" makes the
   // agent die (_exit, no goodbye) right after sending that message, as a crashed device would;
+  // "exit-after-checks" makes it die after checking a round's packages, before reporting;
   // "exit-after-activation" kills it (SIGKILL) right after it switched to a rolled-out model.
   std::string fault_injection;
 

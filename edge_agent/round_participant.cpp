@@ -162,6 +162,7 @@ void Agent::advance() {
       report.setError(error.what());
       log(fmt::format("round {}: local check failed: {}", work.params.id, error.what()));
     }
+    inject_fault("exit-after-checks");  // the report is never sent
     send(message);
     work.phase = Phase::kReported;
     busy_ = false;

@@ -673,6 +673,73 @@ TEST_CASE("A flood of idle TCP connections from many addresses cannot take the c
   CHECK(eventually([&] { return read_log(fleet).find("agent connections cut") != std::string::npos; }, std::chrono::seconds(10)));
 }
 
+// Agent i's check of the "fleet" package as its log prints it: KL and top-1 (a fraction).
+std::pair<double, double> logged_check(MiniFleet& fleet, int i) {
+  std::ifstream in(fleet.path("agent-" + std::to_string(i) + "/agent.log"));
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
+  const size_t at = text.rfind("fleet model: KL ");
+  REQUIRE_MESSAGE(at != std::string::npos, text);
+  const double kl = std::stod(text.substr(at + 16));
+  const double top1 = std::stod(text.substr(text.find("top-1 ", at) + 6)) / 100;
+  return {kl, top1};
+}
+
+TEST_CASE("A participant's forged local report is refused or counted as one agent's bounded share, and the round completes" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agent(0, "fault_injection = \"exit-after-checks\"\n");  // checks, then dies before reporting
+  fleet.start_agent(1);
+  fleet.start_agent(2);
+  fleet.wait_online(3);
+  const int64_t model = fleet.import_model();
+  const int64_t round =
+      fleet.admin({{"command", "round.start"}, {"settings", round_settings(model, 3)}})["round"].get<int64_t>();
+  REQUIRE(fleet.agent(0).wait_exit(std::chrono::seconds(90)) == 17);
+
+  // Agent 0's key in the attacker's hands: it reports what no check produced.
+  ProbeClient forger(fleet, CurveKeyPair::read(fleet.path("agent-0/state/curve.key")));
+  uint64_t sequence = uint64_t{1} << 62;
+  const auto report = [&](std::initializer_list<const char*> labels, uint64_t tokens, double kl, double top1) {
+    OutgoingMessage message;
+    auto out = message.body().initLocalReport();
+    out.setRoundId(static_cast<uint64_t>(round));
+    auto checks = out.initChecks(static_cast<unsigned>(labels.size()));
+    unsigned i = 0;
+    for (const char* label : labels) {
+      checks[i].setLabel(label);
+      checks[i].setTokens(tokens);
+      checks[i].setMeanKl(kl);
+      checks[i].setTop1Agreement(top1);
+      checks[i].setMeanNll(1.0);
+      checks[i].setReferenceMeanNll(1.0);
+      ++i;
+    }
+    forger.send_raw(message.encode(sequence++));
+  };
+  const auto bad_message = std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::BAD_MESSAGE));
+  report({"fleet", "fleet"}, 100, 0.0, 1.0);  // the same label twice
+  CHECK(forger.reply() == bad_message);
+  report({"fleet"}, uint64_t{1000000000000000000}, 0.0, 1.0);  // 10^18 tokens
+  CHECK(forger.reply() == bad_message);
+  report({"fleet"}, 4096, 0.0, 1.0);  // perfect figures, within bounds: one agent's share
+  CHECK_FALSE(forger.reply(std::chrono::milliseconds(1000)).has_value());
+
+  const nlohmann::json status = fleet.wait_round(round, std::chrono::seconds(60));
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  const nlohmann::json checks = status["checks"]["fleet"];
+  CHECK(checks["agents"] == 3);
+  const auto [kl1, top1_1] = logged_check(fleet, 1);
+  const auto [kl2, top1_2] = logged_check(fleet, 2);
+  CHECK(kl1 > 0);
+  // The forged KL 0 and top-1 1.0 count as one agent of three, no more.
+  CHECK(checks["mean_kl"].get<double>() == doctest::Approx((kl1 + kl2 + 0.0) / 3).epsilon(1e-3));
+  CHECK(checks["top1_agreement"].get<double>() == doctest::Approx((top1_1 + top1_2 + 1.0) / 3).epsilon(1e-3));
+  CHECK(fleet.admin({{"command", "audit"}, {"limit", 100}}).dump().find("checked twice") != std::string::npos);
+}
+
 TEST_CASE("A flood of refused messages is answered and recorded within a budget per key and address, then summed up" *
           doctest::timeout(120)) {
   FleetOptions options;

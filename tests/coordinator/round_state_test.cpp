@@ -341,7 +341,11 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     };
     CHECK_THROWS_WITH(report_with({"fleet", "fleet"}, 100, 0.01, 0.9), doctest::Contains("'fleet' checked twice"));
     CHECK_THROWS_WITH(report_with({"group:pi4"}, 100, 0.01, 0.9), doctest::Contains("was not sent a 'group:pi4' package"));
-    report_with({"fleet"}, uint64_t{1000000000000000000}, 0.0, 1.0);  // 10^18 tokens, KL 0, top-1 1.0
+    // Figures no real check produces are refused, so a forger's share of a mean is bounded.
+    CHECK_THROWS_WITH(report_with({"fleet"}, uint64_t{1000000000000000000}, 0.0, 1.0), doctest::Contains("tokens checked"));
+    CHECK_THROWS_WITH(report_with({"fleet"}, 100, 1e300, 1.0), doctest::Contains("out of range"));
+    CHECK_THROWS_WITH(report_with({"fleet"}, 100, 0.0, 1.5), doctest::Contains("out of range"));
+    report_with({"fleet"}, kMaxReportedTokens, 0.0, 1.0);  // the most tokens, KL 0, top-1 1.0: within bounds
     f.answer(*round, "roundResult", {f.ids[2]});
     round->tick();
     REQUIRE(round->stage() == RoundStage::kDone);
