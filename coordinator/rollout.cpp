@@ -83,14 +83,12 @@ ActivationOutcome ActivationOutcome::from_wire(wire::ActivationReport::Reader re
   outcome.rolled_back = report.getRolledBack();
   outcome.active_sha256 = read_text(report.getSha256(), 128);
   outcome.error = read_text(report.getError(), 1000);
-  outcome.mean_kl = report.getMeanKl();
-  outcome.top1_agreement = report.getTop1Agreement();
-  outcome.tokens_per_second = report.getTokensPerSecond();
-  outcome.previous_tokens_per_second = report.getPreviousTokensPerSecond();
+  outcome.mean_kl = read_figure(report.getMeanKl(), kMaxReportedNats, "activationReport.meanKl");
+  outcome.top1_agreement = read_figure(report.getTop1Agreement(), 1, "activationReport.top1Agreement");
+  outcome.tokens_per_second = read_figure(report.getTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.tokensPerSecond");
+  outcome.previous_tokens_per_second =
+      read_figure(report.getPreviousTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.previousTokensPerSecond");
   outcome.crashes = report.getCrashes();
-  for (double value : {outcome.mean_kl, outcome.top1_agreement, outcome.tokens_per_second, outcome.previous_tokens_per_second}) {
-    if (!std::isfinite(value) || value < 0) fail("activationReport: a non-finite or negative figure");
-  }
   return outcome;
 }
 

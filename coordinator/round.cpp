@@ -79,25 +79,18 @@ LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader repo
   for (const auto check : report.getChecks()) {
     PackageCheck entry;
     entry.label = read_text(check.getLabel(), 64);
+    // Every figure within what a real check can produce (protocol/wire.h), so one agent's share of
+    // a fleet mean is bounded too.
     entry.tokens = check.getTokens();
-    entry.mean_kl = check.getMeanKl();
-    entry.top1_agreement = check.getTop1Agreement();
-    entry.mean_nll = check.getMeanNll();
-    entry.reference_mean_nll = check.getReferenceMeanNll();
-    entry.decode_tokens_per_second = check.getDecodeTokensPerSecond();
-    entry.reference_decode_tokens_per_second = check.getReferenceDecodeTokensPerSecond();
-    // Every figure within what a real check can produce, so one agent's share of a fleet mean is
-    // bounded too (docs/ARCHITECTURE.md, threat model).
-    const std::pair<double, double> figures[] = {{entry.mean_kl, kMaxReportedNats},
-                                                 {entry.top1_agreement, 1.0},
-                                                 {entry.mean_nll, kMaxReportedNats},
-                                                 {entry.reference_mean_nll, kMaxReportedNats},
-                                                 {entry.decode_tokens_per_second, kMaxReportedTokensPerSecond},
-                                                 {entry.reference_decode_tokens_per_second, kMaxReportedTokensPerSecond}};
-    for (const auto& [value, bound] : figures) {
-      if (!std::isfinite(value) || value < 0 || value > bound) fail("localReport: a figure out of range ({})", value);
-    }
     if (entry.tokens > kMaxReportedTokens) fail("localReport: {} tokens checked (at most {})", entry.tokens, kMaxReportedTokens);
+    entry.mean_kl = read_figure(check.getMeanKl(), kMaxReportedNats, "localReport.meanKl");
+    entry.top1_agreement = read_figure(check.getTop1Agreement(), 1, "localReport.top1Agreement");
+    entry.mean_nll = read_figure(check.getMeanNll(), kMaxReportedNats, "localReport.meanNll");
+    entry.reference_mean_nll = read_figure(check.getReferenceMeanNll(), kMaxReportedNats, "localReport.referenceMeanNll");
+    entry.decode_tokens_per_second =
+        read_figure(check.getDecodeTokensPerSecond(), kMaxReportedTokensPerSecond, "localReport.decodeTokensPerSecond");
+    entry.reference_decode_tokens_per_second = read_figure(check.getReferenceDecodeTokensPerSecond(),
+                                                           kMaxReportedTokensPerSecond, "localReport.referenceDecodeTokensPerSecond");
     out.checks.push_back(std::move(entry));
   }
   return out;

@@ -54,12 +54,6 @@ struct PackageCheck {
   double decode_tokens_per_second = 0, reference_decode_tokens_per_second = 0;
   nlohmann::json to_json() const;
 };
-// What a local check can report, at most: KL and NLL in nats (ln of a 256k vocabulary is 12.5),
-// decoding speed, held-out tokens per check (an agent scores eval_max_tokens, 4,096 by default).
-inline constexpr double kMaxReportedNats = 50;
-inline constexpr double kMaxReportedTokensPerSecond = 1e6;
-inline constexpr uint64_t kMaxReportedTokens = uint64_t{1} << 24;
-
 struct LocalReport {
   int64_t agent = 0;
   std::string error;  // the agent could not check (empty: it did)

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/text.h"
 
@@ -121,7 +122,7 @@ void Server::log(const std::string& line) {
 }
 
 int64_t Server::monotonic_ms() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return steady_ms();
 }
 
 bool Server::refused(const std::string& key, const std::string& address, const std::string& peer, const std::string& why) {
@@ -201,15 +202,17 @@ void Server::audit_quietly(const std::string& actor, const std::string& event, c
 
 template <typename Body>
 void Server::guarded(const char* what, Body&& body) {
+  std::string failure;
   try {
     body();
+    return;
   } catch (const std::exception& error) {
-    log(fmt::format("internal error while {}: {}", what, error.what()));
-    audit_quietly("coordinator", "internal error", fmt::format("{}: {}", what, error.what()));
+    failure = error.what();
   } catch (...) {
-    log(fmt::format("internal error while {}: an exception of unknown type", what));
-    audit_quietly("coordinator", "internal error", fmt::format("{}: an exception of unknown type", what));
+    failure = "an exception of unknown type";
   }
+  log(fmt::format("internal error while {}: {}", what, failure));
+  audit_quietly("coordinator", "internal error", fmt::format("{}: {}", what, failure));
 }
 
 void Server::run(const std::atomic<bool>& stop) {

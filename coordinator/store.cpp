@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/hex.h"
 #include "common/random.h"
@@ -184,9 +185,7 @@ std::set<std::string> agent_labels(const AgentRecord& agent) {
   return labels;
 }
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t now_ms() { return wall_ms(); }
 
 Store::Store(const std::string& path)
     : db_(with_context([&] { return "opening the coordinator database " + path; },

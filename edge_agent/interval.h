@@ -2,15 +2,11 @@
 // retries): due once its period has passed since it was last done; trigger() makes it due at once.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 
-namespace fedcal::edge_agent {
+#include "common/clock.h"
 
-// Milliseconds on the monotonic clock (never steps with the wall clock).
-inline int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+namespace fedcal::edge_agent {
 
 class Interval {
  public:

@@ -1,5 +1,7 @@
 #include "protocol/wire.h"
 
+#include <cmath>
+
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 
@@ -53,6 +55,11 @@ void throw_malformed_field(const kj::Exception& exception) {
 
 std::string read_text(capnp::Text::Reader text, size_t max_bytes) {
   return sanitize_utf8(std::string_view(text.cStr(), text.size()), max_bytes);
+}
+
+double read_figure(double value, double max, std::string_view what) {
+  if (!std::isfinite(value) || value < 0 || value > max) fail("{} = {} is out of range [0, {}]", what, value, max);
+  return value;
 }
 
 wire::ErrorReply::Code reply_code(ErrorKind kind) {

@@ -75,6 +75,16 @@ auto reading_message(Body&& body) -> decltype(body()) {
 // does not check that Text is UTF-8, and JSON, the store and logs need it to be.
 std::string read_text(capnp::Text::Reader text, size_t max_bytes);
 
+// What a local check can report, at most: KL and NLL in nats (ln of a 256k vocabulary is 12.5),
+// decoding speed, held-out tokens per check (an agent scores eval_max_tokens, 4,096 by default).
+// Reports beyond them are refused, so one agent's share of a fleet mean is bounded.
+inline constexpr double kMaxReportedNats = 50;
+inline constexpr double kMaxReportedTokensPerSecond = 1e6;
+inline constexpr uint64_t kMaxReportedTokens = uint64_t{1} << 24;
+
+// A measured figure from the network: finite and within [0, max]; throws Error naming `what`.
+double read_figure(double value, double max, std::string_view what);
+
 // The protocol reply for an error of `kind` (one place: the coordinator's message boundary).
 wire::ErrorReply::Code reply_code(ErrorKind kind);
 
