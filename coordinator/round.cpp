@@ -265,9 +265,39 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       const auto masked = body.getMaskedInput();
       expect_round(masked.getRoundId());
       expect_stage(RoundStage::kMasking);
-      secagg_->add_masked_input(static_cast<uint32_t>(index),
-                                read_lane_vector(masked.getValues(), secagg_->config().vector_length, secagg_->config().lane_bits,
-                                                 "maskedInput.values"));
+      const auto me = static_cast<uint32_t>(index);
+      if (masked.getBadShares().size() > 0) {
+        // A complaint: shares that do not decrypt. Their senders are excluded (as if they had never
+        // shared), and everyone they sent a share to masks again without them. A false complaint
+        // costs an honest agent its place in this round, in the open: the audit names both.
+        if (masked.getBadShares().size() > participants_.size()) fail("maskedInput: {} bad shares", masked.getBadShares().size());
+        std::vector<uint32_t> senders;
+        for (const uint32_t sender : masked.getBadShares()) senders.push_back(sender);
+        const std::vector<uint32_t> again = secagg_->exclude(me, senders);
+        for (const uint32_t sender : senders) {
+          const std::string what = fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt: agent {} is excluded",
+                                               id_, agent_id, participants_[sender], participants_[sender]);
+          host_.log(what);
+          host_.store().audit("agent " + std::to_string(participants_[sender]), "excluded from round", what);
+          host_.store().set_participant_status(id_, participants_[sender], ParticipantStatus::kDropped);
+        }
+        for (const uint32_t v : again) send_shares(v);
+        return;
+      }
+      // The values must carry the masks of exactly the senders of the latest sharesForYou (an input
+      // masked before an exclusion is stale: its agent has been sent the shares again).
+      std::vector<uint32_t> senders;
+      for (const EncryptedShare& share : secagg_->shares_for(me)) senders.push_back(share.from);
+      std::sort(senders.begin(), senders.end());
+      std::vector<uint32_t> masked_with;
+      for (const uint32_t sender : masked.getMaskedWith()) masked_with.push_back(sender);
+      std::sort(masked_with.begin(), masked_with.end());
+      if (masked_with != senders && !(masked_with.empty() && secagg_->excluded().empty())) {
+        fail("maskedInput: masked with {} participants' masks, the shares it was sent last are from {}", masked_with.size(),
+             senders.size());
+      }
+      secagg_->add_masked_input(me, read_lane_vector(masked.getValues(), secagg_->config().vector_length,
+                                                     secagg_->config().lane_bits, "maskedInput.values"));
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kMasked);
       return;
     }
@@ -366,14 +396,16 @@ void Round::begin_masking() {
     return;
   }
   enter(RoundStage::kMasking, host_.config().stage_timeout_ms);
-  for (const uint32_t u : secagg_->shared()) {
-    OutgoingMessage message;
-    auto delivery = message.body().initSharesForYou();
-    delivery.setRoundId(static_cast<uint64_t>(id_));
-    const auto shares = secagg_->shares_for(u);
-    write_encrypted_shares(shares, delivery.initShares(static_cast<unsigned>(shares.size())));
-    host_.send(participants_[u], message);
-  }
+  for (const uint32_t u : secagg_->shared()) send_shares(u);
+}
+
+void Round::send_shares(uint32_t index) {
+  OutgoingMessage message;
+  auto delivery = message.body().initSharesForYou();
+  delivery.setRoundId(static_cast<uint64_t>(id_));
+  const auto shares = secagg_->shares_for(index);
+  write_encrypted_shares(shares, delivery.initShares(static_cast<unsigned>(shares.size())));
+  host_.send(participants_[index], message);
 }
 
 void Round::begin_unmasking() {

@@ -106,6 +106,7 @@ class Round {
   void announce(int64_t agent_id);
   void begin_sharing();
   void begin_masking();
+  void send_shares(uint32_t index);  // sharesForYou: what U2 sent participant `index`
   void begin_unmasking();
   void finish_aggregation();
   void begin_quantizing(CalibrationStats stats);

@@ -187,20 +187,34 @@ void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
 }
 
 void Agent::on_shares(wire::SharesForYou::Reader delivery) {
-  if (!round_ || round_->params.id != delivery.getRoundId() || round_->phase != Phase::kShared) {
+  // Again after masking when the coordinator excluded a participant: mask without it.
+  if (!round_ || round_->params.id != delivery.getRoundId() ||
+      (round_->phase != Phase::kShared && round_->phase != Phase::kMasked)) {
     fail("sharesForYou for round {} not expected now", delivery.getRoundId());
   }
-  const std::vector<uint64_t> masked =
-      round_->secagg->mask_input(round_->input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
+  const std::vector<EncryptedShare> shares = read_encrypted_shares(delivery.getShares(), "sharesForYou");
   OutgoingMessage message;
   auto out = message.body().initMaskedInput();
   out.setRoundId(delivery.getRoundId());
+  // A share that does not decrypt: its sender is named to the coordinator, which excludes it and
+  // sends the others' shares again; nothing is masked until then.
+  const std::vector<uint32_t> bad = round_->secagg->undecryptable(shares);
+  if (!bad.empty()) {
+    log(fmt::format("round {}: the shares of participant(s) {} do not decrypt; asking the coordinator to exclude them",
+                    delivery.getRoundId(), fmt::join(bad, ", ")));
+    auto list = out.initBadShares(static_cast<unsigned>(bad.size()));
+    for (size_t i = 0; i < bad.size(); ++i) list.set(static_cast<unsigned>(i), bad[i]);
+    send(message);
+    return;
+  }
+  const std::vector<uint64_t> masked = round_->secagg->mask_input(round_->input, shares);
   const uint32_t lane_bits = round_->secagg->config().lane_bits;
   write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
+  auto with = out.initMaskedWith(static_cast<unsigned>(shares.size()));
+  for (size_t i = 0; i < shares.size(); ++i) with.set(static_cast<unsigned>(i), shares[i].from);
   send(message);
   inject_fault("exit-after-masked-input");
-  round_->input.clear();  // only the masked vector ever left; the plain one is not kept
-  round_->phase = Phase::kMasked;
+  round_->phase = Phase::kMasked;  // the plain input is kept until unmasking, in case of an exclusion
 }
 
 void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
@@ -216,6 +230,7 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
   out.setRoundId(request.getRoundId());
   write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
   send(message);
+  round_->input.clear();   // only masked vectors ever left; the plain one is not kept
   round_->secagg.reset();  // nothing more to reveal, ever
   round_->phase = Phase::kRevealed;
 }

@@ -237,6 +237,12 @@ struct MaskedInput {
   # The round.
   values @1 :Data;
   # The masked statistics vector, little-endian, 8 or 4 bytes per value (roundKeys.laneBits).
+  badShares @2 :List(UInt32);
+  # A complaint instead of a masked input (values empty): the participants whose shares to this
+  # agent do not decrypt. The coordinator excludes them and sends sharesForYou again.
+  maskedWith @3 :List(UInt32);
+  # The participants whose pairwise masks the values carry (the senders of the sharesForYou they
+  # answer), so a masked input that predates an exclusion is told apart. Empty from older agents.
 }
 
 struct UnmaskRequest {

@@ -171,25 +171,50 @@ std::vector<EncryptedShare> SecAggClient::share_keys(const SecAggConfig& config,
   return out;
 }
 
+std::optional<Bytes> SecAggClient::open_share(const EncryptedShare& share, const std::vector<uint32_t>& neighbours) const {
+  if (share.to != index_ || !contains(neighbours, share.from)) {
+    fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
+  }
+  Bytes plaintext;
+  if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_),
+                    plaintext) ||
+      plaintext.size() != 2 * kSecretBytes) {
+    return std::nullopt;
+  }
+  return plaintext;
+}
+
+std::vector<uint32_t> SecAggClient::undecryptable(const std::vector<EncryptedShare>& received) const {
+  if (held_.empty()) fail("secure aggregation: shares received before the key-sharing stage");
+  const std::vector<uint32_t> neighbours = graph_neighbours(config_, index_);
+  std::vector<uint32_t> out;
+  for (const EncryptedShare& share : received) {
+    if (!open_share(share, neighbours)) out.push_back(share.from);
+  }
+  return out;
+}
+
 std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received) {
   if (held_.empty()) fail("secure aggregation: masked input requested before the key-sharing stage");
+  if (unmasked_) fail("secure aggregation: round {}: masking after unmasking is refused", config_.round_id);
   if (input.size() != config_.vector_length) {
     fail("secure aggregation: input has {} values, the round expects {}", input.size(), config_.vector_length);
   }
   const std::vector<uint32_t> neighbours = graph_neighbours(config_, index_);
+  std::map<uint32_t, HeldShares> held = {{index_, held_.at(index_)}};
   for (const EncryptedShare& share : received) {
-    if (share.to != index_ || !contains(neighbours, share.from) || held_.count(share.from) != 0) {
+    const std::optional<Bytes> plaintext = open_share(share, neighbours);
+    if (!plaintext) fail("secure aggregation: the share from agent {} does not decrypt", share.from);
+    // Masking again (after an exclusion) only ever drops senders: never a new one, nor one twice.
+    if (held.count(share.from) || (masked_ && !held_.count(share.from))) {
       fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
     }
-    Bytes plaintext;
-    if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_),
-                      plaintext) ||
-        plaintext.size() != 2 * kSecretBytes) {
-      fail("secure aggregation: the share from agent {} does not decrypt", share.from);
-    }
-    held_[share.from] = {holder_x(config_, share.from, index_), Bytes(plaintext.begin(), plaintext.begin() + kSecretBytes),
-                         Bytes(plaintext.begin() + kSecretBytes, plaintext.end())};
+    held[share.from] = {holder_x(config_, share.from, index_), Bytes(plaintext->begin(), plaintext->begin() + kSecretBytes),
+                        Bytes(plaintext->begin() + kSecretBytes, plaintext->end())};
   }
+  if (masked_ && held.size() == held_.size()) fail("secure aggregation: masking again with the same senders");
+  held_ = std::move(held);
+  masked_ = true;
 
   // Inputs are taken modulo 2^lane_bits (a DP noise draw below zero wraps, read back as signed); the
   // round's budget keeps honest counts below 2^31.
@@ -273,6 +298,35 @@ void SecAggServer::add_masked_input(uint32_t from, std::vector<uint64_t> masked)
   }
   masked_[from] = std::move(masked);
   u3_.insert(from);
+}
+
+std::vector<uint32_t> SecAggServer::exclude(uint32_t from, const std::vector<uint32_t>& senders) {
+  if (!u2_.count(from)) fail("a complaint from participant {}, which did not share keys", from);
+  if (u3_.count(from)) fail("participant {} complains after sending its masked input", from);
+  if (senders.empty()) fail("participant {} complains about nobody", from);
+  const std::vector<uint32_t> neighbours = graph_neighbours(config_, from);
+  for (const uint32_t sender : senders) {
+    if (!u2_.count(sender) || !contains(neighbours, sender)) {
+      fail("participant {} complains about participant {}, which sent it no share", from, sender);
+    }
+  }
+  std::set<uint32_t> again;
+  for (const uint32_t sender : senders) {
+    u2_.erase(sender);
+    u3_.erase(sender);
+    masked_.erase(sender);
+    excluded_.insert(sender);
+    for (const EncryptedShare& share : shares_by_sender_.at(sender)) again.insert(share.to);
+    shares_by_sender_.erase(sender);
+  }
+  std::vector<uint32_t> out;
+  for (const uint32_t v : again) {
+    if (!u2_.count(v)) continue;
+    u3_.erase(v);
+    masked_.erase(v);
+    out.push_back(v);
+  }
+  return out;
 }
 
 void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>& shares) {

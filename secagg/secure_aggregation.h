@@ -95,8 +95,13 @@ class SecAggClient {
   // Stage 1. `keys` holds the advertised keys of (at least) every graph neighbour of `index`.
   std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index,
                                          const std::map<uint32_t, AdvertisedKeys>& keys);
+  // Stage 2, first: the senders of `received` whose share does not decrypt (to complain about:
+  // the coordinator excludes them and sends the shares again). Throws Error for a share that does
+  // not belong (wrong recipient, not a neighbour, twice).
+  std::vector<uint32_t> undecryptable(const std::vector<EncryptedShare>& received) const;
   // Stage 2. `received`: the shares the coordinator forwarded (one per neighbour in U2). Throws Error
-  // naming the sender of a share that does not decrypt or does not belong.
+  // naming the sender of a share that does not decrypt or does not belong. May run again, before
+  // unmasking, with a strict subset of the senders (after the coordinator excluded some).
   std::vector<uint64_t> mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received);
   // Stage 3. Refuses (Error) a second request, fewer than min_survivors survivors, or a list without us.
   std::vector<RevealedShare> unmask(const std::vector<uint32_t>& survivors);
@@ -115,7 +120,10 @@ class SecAggClient {
   std::map<uint32_t, AdvertisedKeys> neighbour_keys_;
   std::map<uint32_t, Key32> share_keys_;  // AES-GCM key shared with each neighbour (symmetric in the pair)
   std::map<uint32_t, HeldShares> held_;   // by owner: neighbours in U2 and ourselves
+  bool masked_ = false;
   bool unmasked_ = false;
+  // The share of `share` decrypted, or nullopt; throws Error if it does not belong.
+  std::optional<Bytes> open_share(const EncryptedShare& share, const std::vector<uint32_t>& neighbours) const;
 };
 
 // The coordinator's side of a round.
@@ -134,6 +142,13 @@ class SecAggServer {
 
   // Stage 2. Throws Error unless `from` is in U2, sends once, and the length and lane width match.
   void add_masked_input(uint32_t from, std::vector<uint64_t> masked);
+  // Stage 2: `from` says the shares of `senders` to it do not decrypt. The senders are excluded as if
+  // they had never shared (their masked inputs dropped, nobody unmasks them); returns the
+  // participants that were sent one of their shares, whose masked inputs are dropped too: they must
+  // mask again without them (shares_for no longer lists the excluded). Throws Error unless `from`
+  // and each sender are in U2 and neighbours, and `from` has no masked input in.
+  std::vector<uint32_t> exclude(uint32_t from, const std::vector<uint32_t>& senders);
+  const std::set<uint32_t>& excluded() const { return excluded_; }
   const std::set<uint32_t>& survivors() const { return u3_; }
 
   // Stage 3. Throws Error if `from` is not a survivor, replies twice, or a share does not fit
@@ -150,7 +165,7 @@ class SecAggServer {
   SecAggConfig config_;
   std::vector<AdvertisedKeys> keys_;
   std::map<uint32_t, std::vector<EncryptedShare>> shares_by_sender_;
-  std::set<uint32_t> u2_, u3_, u4_;
+  std::set<uint32_t> u2_, u3_, u4_, excluded_;
   std::map<uint32_t, std::vector<uint64_t>> masked_;
   std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
   std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner

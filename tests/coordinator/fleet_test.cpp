@@ -17,6 +17,8 @@
 #include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
 #include "secagg/crypto.h"
+#include "secagg/secagg_wire.h"
+#include "secagg/secure_aggregation.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "transport/curve.h"
 
@@ -301,27 +303,36 @@ class ProbeClient {
     socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
     socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
   }
-  // The body kind of the reply and, for errors, the code; nullopt if none came.
-  std::optional<std::pair<std::string, int>> reply(std::chrono::milliseconds timeout = std::chrono::milliseconds(3000)) {
+  // The next message, decoded; nullopt if none came.
+  std::optional<DecodedEnvelope> receive(std::chrono::milliseconds timeout) {
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, timeout);
     if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
     zmq::message_t tag, payload;
     (void)socket_.recv(tag);
     (void)socket_.recv(payload);
-    DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
-    const auto body = decoded.envelope().getBody();
-    const int code = body.which() == wire::Envelope::Body::ERROR ? static_cast<int>(body.getError().getCode()) : -1;
-    return std::make_pair(body_name(decoded.envelope()), code);
+    return decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
   }
-  // Reads messages until one of `kind` arrives (true) or `timeout` passes (false).
-  bool wait_for(const std::string& kind, std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
+  // The body kind of the reply and, for errors, the code; nullopt if none came.
+  std::optional<std::pair<std::string, int>> reply(std::chrono::milliseconds timeout = std::chrono::milliseconds(3000)) {
+    const std::optional<DecodedEnvelope> decoded = receive(timeout);
+    if (!decoded) return std::nullopt;
+    const auto body = decoded->envelope().getBody();
+    const int code = body.which() == wire::Envelope::Body::ERROR ? static_cast<int>(body.getError().getCode()) : -1;
+    return std::make_pair(body_name(decoded->envelope()), code);
+  }
+  // Reads messages until one of `kind` arrives (returned) or `timeout` passes (nullopt).
+  std::optional<DecodedEnvelope> wait_for_message(const std::string& kind,
+                                                  std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
-      const auto message = reply(std::chrono::milliseconds(500));
-      if (message && message->first == kind) return true;
+      std::optional<DecodedEnvelope> message = receive(std::chrono::milliseconds(500));
+      if (message && body_name(message->envelope()) == kind) return message;
     }
-    return false;
+    return std::nullopt;
+  }
+  bool wait_for(const std::string& kind, std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
+    return wait_for_message(kind, timeout).has_value();
   }
 
  private:
@@ -524,6 +535,42 @@ TEST_CASE("A participant that joins with low-order X25519 keys is refused, and t
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
   CHECK(report["contributors"] == 3);
   CHECK(fleet.admin({{"command", "audit"}, {"limit", 50}}).dump().find("a low-order X25519 public key") != std::string::npos);
+}
+
+TEST_CASE("A participant whose shares do not decrypt is named by its neighbours and excluded, and the round completes" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  ProbeClient attacker(fleet);
+  uint64_t sequence = uint64_t{1} << 62;
+  const RawClientRound round = start_round_beside(fleet, attacker, sequence, 4, 4);
+  // Valid keys at join; then garbage where the encrypted shares belong.
+  const X25519KeyPair cipher = X25519KeyPair::generate(), mask = X25519KeyPair::generate();
+  attacker.send_raw(join_bytes(round, cipher.public_key(), mask.public_key(), true, sequence++));
+  const std::optional<DecodedEnvelope> keys = attacker.wait_for_message("roundKeys", std::chrono::seconds(60));
+  REQUIRE(keys.has_value());
+  const auto round_keys = keys->envelope().getBody().getRoundKeys();
+  const SecAggConfig config = read_round_keys_config(round_keys, 3);
+  const uint32_t index = round_keys.getIndex();
+  std::vector<EncryptedShare> garbage;
+  for (const uint32_t holder : graph_neighbours(config, index)) {
+    garbage.push_back({index, holder, std::vector<uint8_t>(12 + 2 * 32 + 16, 0x5a)});
+  }
+  OutgoingMessage shares;
+  auto body = shares.body().initShareKeys();
+  body.setRoundId(static_cast<uint64_t>(round.id));
+  write_encrypted_shares(garbage, body.initShares(static_cast<unsigned>(garbage.size())));
+  attacker.send_raw(shares.encode(sequence++));
+
+  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 100}}).dump();
+  CHECK(audit.find("does not decrypt: agent") != std::string::npos);
+  CHECK(audit.find("excluded from round") != std::string::npos);
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] >= 3);  // the honest agents
 }
 
 TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is answered and the daemon carries on" *

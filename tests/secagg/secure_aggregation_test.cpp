@@ -207,6 +207,45 @@ TEST_CASE("Secure aggregation: a tampered share is detected by its recipient") {
   CHECK_THROWS_WITH_AS(round.clients[1].mask_input(round.inputs[1], shares), doctest::Contains("does not decrypt"), Error);
 }
 
+TEST_CASE("Secure aggregation: a sender whose share does not decrypt is named, excluded, and the others' sum is exact") {
+  Round round(6, 16);
+  const auto keys = round.keys_map();
+  for (uint32_t u = 0; u < 6; ++u) {
+    std::vector<EncryptedShare> shares = round.clients[u].share_keys(round.config, u, keys);
+    if (u == 2) {
+      for (EncryptedShare& share : shares) {
+        if (share.to == 1) share.ciphertext[20] ^= 1;  // participant 2 sends participant 1 garbage
+      }
+    }
+    round.server->add_shares(u, std::move(shares));
+  }
+  // Everyone but 1 masks (with 2's pairwise mask); 1 names 2 instead.
+  for (const uint32_t u : {0u, 2u, 3u, 4u, 5u}) {
+    CHECK(round.clients[u].undecryptable(round.server->shares_for(u)).empty());
+    round.server->add_masked_input(u, round.clients[u].mask_input(round.inputs[u], round.server->shares_for(u)));
+  }
+  const auto shares_for_0 = round.server->shares_for(0);
+  const auto shares_for_1 = round.server->shares_for(1);
+  CHECK(round.clients[1].undecryptable(shares_for_1) == std::vector<uint32_t>{2});
+  CHECK_THROWS_AS(round.server->exclude(1, {7}), Error);  // nobody who sent it a share
+  CHECK_THROWS_AS(round.server->exclude(0, {2}), Error);  // 0 already masked: no complaint from it
+  const std::vector<uint32_t> again = round.server->exclude(1, {2});
+  CHECK(again == std::vector<uint32_t>{0, 1, 3, 4, 5});  // all were sent a share of 2
+  CHECK(round.server->survivors().empty());
+  CHECK_THROWS_AS(round.server->add_masked_input(2, std::vector<uint64_t>(16)), Error);  // excluded
+  // Masking again only ever drops senders.
+  CHECK_THROWS_WITH_AS(round.clients[0].mask_input(round.inputs[0], shares_for_0), doctest::Contains("same senders"), Error);
+  for (const uint32_t u : again) {
+    round.server->add_masked_input(u, round.clients[u].mask_input(round.inputs[u], round.server->shares_for(u)));
+  }
+  const std::vector<uint32_t> survivors(round.server->survivors().begin(), round.server->survivors().end());
+  for (const uint32_t u : survivors) round.server->add_revealed(u, round.clients[u].unmask(survivors));
+  std::string why;
+  const auto sum = round.server->unmasked_sum(&why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({2}));
+}
+
 TEST_CASE("Secure aggregation: the sparse SecAgg+ graph is symmetric, k-regular, and sums exactly") {
   const uint32_t n = 100;
   Round round(n, 40);
