@@ -585,7 +585,8 @@ int main(int argc, char** argv) {
       std::vector<std::unique_ptr<BenchAgent>> agents;
       for (int i = 0; i < heartbeat_agents; ++i) agents.push_back(std::make_unique<BenchAgent>(context, fleet, vector));
       results["heartbeats"] = measure_heartbeats(fleet, agents, heartbeat_seconds, 0);
-      if (flood_threads > 0) results["heartbeats_under_flood"] = measure_heartbeats(fleet, agents, heartbeat_seconds, flood_threads);
+      if (flood_threads > 0)
+        results["heartbeats_under_flood"] = measure_heartbeats(fleet, agents, heartbeat_seconds, flood_threads);
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "fedcal-bench-fleet: %s\n", error.what());

@@ -40,11 +40,25 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   } catch (const toml::parse_error& error) {
     fail("{}: line {}: {}", path, error.source().begin.line, error.description());
   }
-  static const std::set<std::string> known = {
-      "listen",          "state_dir",         "heartbeat_interval_ms", "agent_timeout_ms", "stage_timeout_ms",
-      "join_timeout_ms", "report_timeout_ms", "max_message_bytes",     "chunk_bytes",      "token_valid_hours",
-      "reference_text",  "threads",           "capture_file",          "fault_injection",  "refusals_per_window",
-      "rate_window_ms",  "max_connections_per_address", "handshake_timeout_ms", "audit_max_entries"};
+  static const std::set<std::string> known = {"listen",
+                                              "state_dir",
+                                              "heartbeat_interval_ms",
+                                              "agent_timeout_ms",
+                                              "stage_timeout_ms",
+                                              "join_timeout_ms",
+                                              "report_timeout_ms",
+                                              "max_message_bytes",
+                                              "chunk_bytes",
+                                              "token_valid_hours",
+                                              "reference_text",
+                                              "threads",
+                                              "capture_file",
+                                              "fault_injection",
+                                              "refusals_per_window",
+                                              "rate_window_ms",
+                                              "max_connections_per_address",
+                                              "handshake_timeout_ms",
+                                              "audit_max_entries"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }

@@ -27,7 +27,7 @@ struct CoordinatorConfig {
   int max_connections_per_address = 1024;  // agent connections open from one IP address
   int handshake_timeout_ms = 10000;        // a connection must finish its CURVE handshake this fast
   int audit_max_entries = 200000;          // older audit entries are deleted beyond this
-  std::string capture_file;    // optional: record every aggregation message received (audits, tests)
+  std::string capture_file;                // optional: record every aggregation message received (audits, tests)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds. Empty: off.
   std::string fault_injection;

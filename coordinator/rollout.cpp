@@ -85,7 +85,8 @@ ActivationOutcome ActivationOutcome::from_wire(wire::ActivationReport::Reader re
   outcome.error = read_text(report.getError(), 1000);
   outcome.mean_kl = read_figure(report.getMeanKl(), kMaxReportedNats, "activationReport.meanKl");
   outcome.top1_agreement = read_figure(report.getTop1Agreement(), 1, "activationReport.top1Agreement");
-  outcome.tokens_per_second = read_figure(report.getTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.tokensPerSecond");
+  outcome.tokens_per_second =
+      read_figure(report.getTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.tokensPerSecond");
   outcome.previous_tokens_per_second =
       read_figure(report.getPreviousTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.previousTokensPerSecond");
   outcome.crashes = report.getCrashes();

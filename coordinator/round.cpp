@@ -89,8 +89,8 @@ LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader repo
     entry.reference_mean_nll = read_figure(check.getReferenceMeanNll(), kMaxReportedNats, "localReport.referenceMeanNll");
     entry.decode_tokens_per_second =
         read_figure(check.getDecodeTokensPerSecond(), kMaxReportedTokensPerSecond, "localReport.decodeTokensPerSecond");
-    entry.reference_decode_tokens_per_second = read_figure(check.getReferenceDecodeTokensPerSecond(),
-                                                           kMaxReportedTokensPerSecond, "localReport.referenceDecodeTokensPerSecond");
+    entry.reference_decode_tokens_per_second = read_figure(check.getReferenceDecodeTokensPerSecond(), kMaxReportedTokensPerSecond,
+                                                           "localReport.referenceDecodeTokensPerSecond");
     out.checks.push_back(std::move(entry));
   }
   return out;
@@ -275,8 +275,9 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
         for (const uint32_t sender : masked.getBadShares()) senders.push_back(sender);
         const std::vector<uint32_t> again = secagg_->exclude(me, senders);
         for (const uint32_t sender : senders) {
-          const std::string what = fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt: agent {} is excluded",
-                                               id_, agent_id, participants_[sender], participants_[sender]);
+          const std::string what =
+              fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt: agent {} is excluded", id_,
+                          agent_id, participants_[sender], participants_[sender]);
           host_.log(what);
           host_.store().audit("agent " + std::to_string(participants_[sender]), "excluded from round", what);
           host_.store().set_participant_status(id_, participants_[sender], ParticipantStatus::kDropped);

@@ -121,9 +121,7 @@ void Server::log(const std::string& line) {
   std::fflush(stderr);
 }
 
-int64_t Server::monotonic_ms() const {
-  return steady_ms();
-}
+int64_t Server::monotonic_ms() const { return steady_ms(); }
 
 bool Server::refused(const std::string& key, const std::string& address, const std::string& peer, const std::string& why) {
   const int64_t now = monotonic_ms();
@@ -143,6 +141,11 @@ void Server::refuse(const Sender& sender, const std::string& peer, wire::ErrorRe
 }
 
 void Server::report_floods(bool now) {
+  report_refusals(now);
+  report_connections(now);
+}
+
+void Server::report_refusals(bool now) {
   const int64_t at = monotonic_ms();
   const double minutes = static_cast<double>(config_.rate_window_ms) / 60000.0;
   for (auto [limiter, kind] : {std::pair{&refusals_by_key_, "key"}, std::pair{&refusals_by_address_, "address"}}) {
@@ -153,9 +156,11 @@ void Server::report_floods(bool now) {
         rest += over[i].dropped;
         continue;
       }
-      const std::string source = over[i].source == RateLimiter::kOtherSources ? over[i].source : std::string(kind) + " " + over[i].source;
-      const std::string detail = fmt::format("{} more refusals of {} in the last {:.3g} min, past its budget of {} (not answered, not recorded one by one)",
-                                             over[i].dropped, source, minutes, config_.refusals_per_window);
+      const std::string source =
+          over[i].source == RateLimiter::kOtherSources ? over[i].source : std::string(kind) + " " + over[i].source;
+      const std::string detail = fmt::format(
+          "{} more refusals of {} in the last {:.3g} min, past its budget of {} (not answered, not recorded one by one)",
+          over[i].dropped, source, minutes, config_.refusals_per_window);
       log(detail);
       audit_quietly(source, "refusals over budget", detail);
     }
@@ -166,6 +171,10 @@ void Server::report_floods(bool now) {
       audit_quietly("coordinator", "refusals over budget", detail);
     }
   }
+}
+
+void Server::report_connections(bool now) {
+  const int64_t at = monotonic_ms();
   if (!connection_flood_logged_ && connection_guard_->has_news()) {
     connection_flood_logged_ = true;  // at once, then totals once per window
     log(fmt::format("agent connections over the limits ({} open; {} in all, {} per address): new ones are cut",
@@ -182,11 +191,11 @@ void Server::report_floods(bool now) {
     if (by_address.size() < 400) by_address += fmt::format("{}{} from {}", by_address.empty() ? "" : ", ", count, address);
   }
   if (cut > 0 || connections.accept_failures > 0) {
-    const std::string detail = fmt::format(
-        "{} agent connections cut ({}), {} accepts failed{}; {} open, limits {} in all and {} per address", cut,
-        by_address.empty() ? "none" : by_address, connections.accept_failures,
-        connections.accept_failures ? fmt::format(" (last: {})", std::strerror(connections.last_accept_errno)) : "",
-        connections.open, connection_guard_->limits().total, connection_guard_->limits().per_address);
+    const std::string detail =
+        fmt::format("{} agent connections cut ({}), {} accepts failed{}; {} open, limits {} in all and {} per address", cut,
+                    by_address.empty() ? "none" : by_address, connections.accept_failures,
+                    connections.accept_failures ? fmt::format(" (last: {})", std::strerror(connections.last_accept_errno)) : "",
+                    connections.open, connection_guard_->limits().total, connection_guard_->limits().per_address);
     log(detail);
     audit_quietly("coordinator", "connections over limits", detail);
   }
@@ -459,7 +468,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       return;
     }
     default:
-      refuse(sender, peer, wire::ErrorReply::Code::BAD_MESSAGE, fmt::format("'{}' is not a message agents send", body_name(envelope)));
+      refuse(sender, peer, wire::ErrorReply::Code::BAD_MESSAGE,
+             fmt::format("'{}' is not a message agents send", body_name(envelope)));
   }
 }
 

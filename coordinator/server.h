@@ -103,6 +103,8 @@ class Server : public RoundHost {
   // Once per rate window (or `now`): one log line and audit entry per source over budget (the 20
   // largest, then a total), and what the connection guard cut.
   void report_floods(bool now);
+  void report_refusals(bool now);
+  void report_connections(bool now);
   // An audit entry that cannot fail the caller (a database error is logged instead).
   void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail);
   // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.

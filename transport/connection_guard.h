@@ -23,7 +23,7 @@ class ConnectionGuard {
     std::map<std::string, uint64_t> cut;  // by peer address
     uint64_t accept_failures = 0;         // libzmq could not accept (EMFILE, ENFILE, ...)
     int last_accept_errno = 0;
-    size_t open = 0;                      // connections open now
+    size_t open = 0;  // connections open now
   };
 
   ConnectionGuard(zmq::context_t& context, zmq::socket_t& watched, const std::string& name, Limits limits);

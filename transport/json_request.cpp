@@ -6,8 +6,8 @@
 
 namespace fedcal {
 
-nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms,
-                            const std::string& daemon, const std::function<void(zmq::socket_t&)>& configure) {
+nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms, const std::string& daemon,
+                            const std::function<void(zmq::socket_t&)>& configure) {
   zmq::context_t context(1);
   zmq::socket_t socket(context, zmq::socket_type::req);
   socket.set(zmq::sockopt::linger, 0);

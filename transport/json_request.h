@@ -12,7 +12,7 @@
 namespace fedcal {
 
 // `configure`, when given, sets up the socket before it connects (e.g. CURVE).
-nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms,
-                            const std::string& daemon, const std::function<void(zmq::socket_t&)>& configure = {});
+nlohmann::json json_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms, const std::string& daemon,
+                            const std::function<void(zmq::socket_t&)>& configure = {});
 
 }  // namespace fedcal

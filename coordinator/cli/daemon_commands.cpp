@@ -1,7 +1,6 @@
 // fedcal-coordinator serve | keys | shutdown
 #include <fmt/format.h>
 
-
 #include <atomic>
 #include <csignal>
 

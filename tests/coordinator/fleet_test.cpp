@@ -742,8 +742,7 @@ TEST_CASE("A participant's forged local report is refused or counted as one agen
   fleet.start_agent(2);
   fleet.wait_online(3);
   const int64_t model = fleet.import_model();
-  const int64_t round =
-      fleet.admin({{"command", "round.start"}, {"settings", round_settings(model, 3)}})["round"].get<int64_t>();
+  const int64_t round = fleet.admin({{"command", "round.start"}, {"settings", round_settings(model, 3)}})["round"].get<int64_t>();
   REQUIRE(fleet.agent(0).wait_exit(std::chrono::seconds(90)) == 17);
 
   // Agent 0's key in the attacker's hands: it reports what no check produced.

@@ -146,8 +146,8 @@ bool MiniFleet::try_start_coordinator() {
   std::vector<std::string> argv{built_binary("fedcal-coordinator"), "--config", dir_.path("coordinator.toml"), "serve"};
   if (options_.coordinator_file_limit > 0) {
     // Hard and soft limit both, so the daemon cannot raise it.
-    argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(options_.coordinator_file_limit) + " && exec \"$@\"",
-                               "sh"});
+    argv.insert(argv.begin(),
+                {"/bin/sh", "-c", "ulimit -n " + std::to_string(options_.coordinator_file_limit) + " && exec \"$@\"", "sh"});
   }
   std::filesystem::remove(dir_.path("coordinator/admin.json"));  // a previous start's: its port is gone
   coordinator_ = std::make_unique<Process>(argv, dir_.path("coordinator.log"));

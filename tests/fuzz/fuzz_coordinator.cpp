@@ -45,7 +45,7 @@ struct Harness {
     config.listen = "tcp://127.0.0.1:*";
     config.state_dir = dir;
     config.refusals_per_window = 1000000;  // every input reaches its handler
-    config.stage_timeout_ms = 2000;         // stages end, rounds start again
+    config.stage_timeout_ms = 2000;        // stages end, rounds start again
     config.join_timeout_ms = 5000;
     server = std::make_unique<Server>(config);
     for (int i = 0; i < 2; ++i) {
@@ -55,10 +55,10 @@ struct Harness {
     }
     keys[2] = CurveKeyPair::generate();
     const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
-    const auto imported =
-        server->run_command({{"command", "models.import"}, {"path", model + "/model.bin"}, {"tokenizer", model + "/tokenizer.bin"}});
-    round_settings = {{"model_id", imported["id"]}, {"min_agents", 2}, {"sequences_per_agent", 1}, {"seq_len", 16},
-                      {"method", "minmax"}};
+    const auto imported = server->run_command(
+        {{"command", "models.import"}, {"path", model + "/model.bin"}, {"tokenizer", model + "/tokenizer.bin"}});
+    round_settings = {
+        {"model_id", imported["id"]}, {"min_agents", 2}, {"sequences_per_agent", 1}, {"seq_len", 16}, {"method", "minmax"}};
     const auto record = server->store().model(imported["id"].get<int64_t>());
     const coordinator::RoundModel loaded = coordinator::load_round_model(*record);
     vector_length = contribution_length(CalibrationStats::empty_for(loaded.config, loaded.fingerprint, HistogramLayout{}));
