@@ -257,7 +257,9 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       expect_round(share_keys.getRoundId());
       expect_stage(RoundStage::kSharing);
       std::vector<EncryptedShare> shares = read_encrypted_shares(share_keys.getShares(), "shareKeys");
-      secagg_->add_shares(static_cast<uint32_t>(index), std::move(shares));
+      std::optional<Key32> commitment;
+      if (share_keys.hasSelfMaskCommitment()) commitment = read_key32(share_keys.getSelfMaskCommitment(), "shareKeys.selfMaskCommitment");
+      secagg_->add_shares(static_cast<uint32_t>(index), std::move(shares), commitment);
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kShared);
       return;
     }
@@ -434,10 +436,19 @@ void Round::begin_unmasking() {
 void Round::finish_aggregation() {
   std::string why;
   std::optional<std::vector<uint64_t>> sum;
+  std::set<uint32_t> wrong_revealers;
   try {
-    sum = secagg_->unmasked_sum(&why);
+    sum = secagg_->unmasked_sum(&why, 0, &wrong_revealers);
   } catch (const Error& error) {
     why = error.what();
+  }
+  for (const uint32_t index : wrong_revealers) {
+    // Outvoted by the right shares (the sum is exact), but on record.
+    const std::string what =
+        fmt::format("round {}: agent {} revealed unmasking shares that do not fit the others; they were left out", id_,
+                    participants_[index]);
+    host_.log(what);
+    host_.store().audit("agent " + std::to_string(participants_[index]), "wrong unmasking shares", what);
   }
   if (!sum) {
     fail_round("secure aggregation could not be completed: " + why);

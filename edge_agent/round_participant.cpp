@@ -181,6 +181,7 @@ void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
   auto out = message.body().initShareKeys();
   out.setRoundId(config.round_id);
   write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
+  out.setSelfMaskCommitment(as_data(round_->secagg->self_mask_commitment()));
   send(message);
   inject_fault("exit-after-shares");
   round_->phase = Phase::kShared;

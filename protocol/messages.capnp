@@ -223,6 +223,9 @@ struct ShareKeys {
   # The round.
   shares @1 :List(EncryptedShare);
   # One per neighbour.
+  selfMaskCommitment @2 :Data;
+  # 32 bytes: HKDF of the agent's self-mask seed (secagg/secure_aggregation.h), so the coordinator can
+  # check the seed it rebuilds and name a holder that revealed a wrong share. Empty from older agents.
 }
 
 struct SharesForYou {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <future>
 #include <numeric>
 #include <thread>
@@ -45,6 +46,41 @@ uint8_t holder_x(const SecAggConfig& config, uint32_t owner, uint32_t holder) {
   const auto it = std::lower_bound(holders.begin(), holders.end(), holder);
   if (it == holders.end() || *it != holder) fail("agent {} holds no share of agent {}", holder, owner);
   return static_cast<uint8_t>(it - holders.begin() + 1);
+}
+
+// A secret from revealed shares of which some may be wrong: the secret of the first t-subset (in
+// lexicographic order, at most kMaxSubsets tried) that passes `verify`, and the shares that are off
+// the polynomial of that subset. nullopt when no subset tried passes.
+struct Verified {
+  Bytes secret;
+  std::vector<size_t> wrong;  // indices into the shares
+};
+constexpr size_t kMaxSubsets = 4096;
+std::optional<Verified> verified_combine(const std::vector<ShamirShare>& shares, size_t t,
+                                         const std::function<bool(const Bytes&)>& verify) {
+  const size_t m = shares.size();
+  if (t == 0 || m < t) return std::nullopt;
+  std::vector<size_t> pick(t);
+  std::iota(pick.begin(), pick.end(), size_t{0});
+  for (size_t tries = 0; tries < kMaxSubsets; ++tries) {
+    std::vector<ShamirShare> subset;
+    for (const size_t i : pick) subset.push_back(shares[i]);
+    Bytes secret = shamir_combine(subset, static_cast<int>(t));
+    if (verify(secret)) {
+      Verified out{std::move(secret), {}};
+      for (size_t i = 0; i < m; ++i) {
+        if (shamir_interpolate(subset, static_cast<int>(t), shares[i].x) != shares[i].value) out.wrong.push_back(i);
+      }
+      return out;
+    }
+    // The next t-subset of m in lexicographic order.
+    size_t k = t;
+    while (k > 0 && pick[k - 1] == m - t + (k - 1)) --k;
+    if (k == 0) return std::nullopt;
+    ++pick[k - 1];
+    for (size_t j = k; j < t; ++j) pick[j] = pick[j - 1] + 1;
+  }
+  return std::nullopt;
 }
 
 bool contains(const std::vector<uint32_t>& sorted, uint32_t value) {
@@ -135,6 +171,15 @@ Key32 pairwise_mask_seed(const Key32& shared_secret, uint64_t round_id, uint32_t
 
 Key32 self_mask_prg_seed(const Key32& seed, uint64_t round_id, uint32_t owner) {
   return hkdf_sha256(seed, "fedcal-secagg-v1 self mask", pair_info(round_id, owner, owner));
+}
+
+Key32 self_mask_commitment(const Key32& seed, uint64_t round_id, uint32_t owner) {
+  return hkdf_sha256(seed, "fedcal-secagg-v1 self mask commitment", pair_info(round_id, owner, owner));
+}
+
+Key32 SecAggClient::self_mask_commitment() const {
+  if (held_.empty()) fail("secure aggregation: no commitment before the key-sharing stage");
+  return fedcal::self_mask_commitment(self_mask_seed_, config_.round_id, index_);
 }
 
 SecAggClient::SecAggClient()
@@ -258,7 +303,7 @@ SecAggServer::SecAggServer(SecAggConfig config, std::vector<AdvertisedKeys> keys
     fail("secure aggregation: {} key sets for {} participants", keys_.size(), config_.participants);
 }
 
-void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares) {
+void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares, std::optional<Key32> self_mask_commitment) {
   if (from >= config_.participants) fail("share keys from unknown participant {}", from);
   if (u2_.count(from)) fail("participant {} sent its shares twice", from);
   std::vector<uint32_t> expected = graph_neighbours(config_, from);
@@ -273,6 +318,7 @@ void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares)
   if (got != expected)
     fail("participant {} sent shares for {} holders, expected its {} neighbours", from, got.size(), expected.size());
   shares_by_sender_[from] = std::move(shares);
+  if (self_mask_commitment) self_mask_commitments_[from] = *self_mask_commitment;
   u2_.insert(from);
 }
 
@@ -350,7 +396,8 @@ void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>&
   u4_.insert(from);
 }
 
-std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why, size_t workers) const {
+std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why, size_t workers,
+                                                                std::set<uint32_t>* wrong_revealers) const {
   auto missing = [&](const std::string& reason) -> std::optional<std::vector<uint64_t>> {
     if (why) *why = reason;
     return std::nullopt;
@@ -380,20 +427,39 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     int sign;
   };
   std::vector<Removal> removals;
+  // Each secret from a t-subset of its shares that checks out; the holders of shares off it lied.
+  auto rebuild = [&](uint32_t owner, const std::vector<ShamirShare>& shares,
+                     const std::function<bool(const Bytes&)>& verify) -> std::optional<Key32> {
+    const std::optional<Verified> verified = verified_combine(shares, config_.threshold, verify);
+    if (!verified) return std::nullopt;
+    const std::vector<uint32_t> holders = share_holders(config_, owner);
+    for (const size_t i : verified->wrong) {
+      if (wrong_revealers) wrong_revealers->insert(holders.at(shares[i].x - 1u));
+    }
+    Key32 secret;
+    std::copy(verified->secret.begin(), verified->secret.end(), secret.begin());
+    return secret;
+  };
   for (const auto& [u, masked] : masked_) {
-    Key32 seed;
-    const std::vector<uint8_t> bytes = shamir_combine(self_mask_shares_.at(u), t);
-    std::copy(bytes.begin(), bytes.end(), seed.begin());
-    removals.push_back({&masked, self_mask_prg_seed(seed, config_.round_id, u), -1});
+    const auto commitment = self_mask_commitments_.find(u);
+    const std::optional<Key32> seed = rebuild(u, self_mask_shares_.at(u), [&](const Bytes& candidate) {
+      if (commitment == self_mask_commitments_.end()) return true;  // an older agent: nothing to check against
+      Key32 key;
+      std::copy(candidate.begin(), candidate.end(), key.begin());
+      return self_mask_commitment(key, config_.round_id, u) == commitment->second;
+    });
+    if (!seed) return missing(fmt::format("no {} of the revealed shares of agent {}'s self-mask seed agree with its commitment", t, u));
+    removals.push_back({&masked, self_mask_prg_seed(*seed, config_.round_id, u), -1});
   }
   for (const uint32_t u : u2_) {
     if (u3_.count(u)) continue;
-    Key32 private_key;
-    const std::vector<uint8_t> bytes = shamir_combine(mask_key_shares_.at(u), t);
-    std::copy(bytes.begin(), bytes.end(), private_key.begin());
-    const X25519KeyPair dropped = X25519KeyPair::from_private(private_key);
-    if (dropped.public_key() != keys_[u].mask_public)
-      fail("the shares of dropped agent {}'s mask key do not match its public key", u);
+    const std::optional<Key32> private_key = rebuild(u, mask_key_shares_.at(u), [&](const Bytes& candidate) {
+      Key32 key;
+      std::copy(candidate.begin(), candidate.end(), key.begin());
+      return X25519KeyPair::from_private(key).public_key() == keys_[u].mask_public;
+    });
+    if (!private_key) return missing(fmt::format("no {} of the revealed shares of dropped agent {}'s mask key match its public key", t, u));
+    const X25519KeyPair dropped = X25519KeyPair::from_private(*private_key);
     for (const uint32_t v : graph_neighbours(config_, u)) {
       if (!u3_.count(v)) continue;
       // v added pair_sign(v, u) * PRG(s_vu) for the dropped u: take it back out.

@@ -95,6 +95,8 @@ class SecAggClient {
   // Stage 1. `keys` holds the advertised keys of (at least) every graph neighbour of `index`.
   std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index,
                                          const std::map<uint32_t, AdvertisedKeys>& keys);
+  // After stage 1: the commitment to this agent's self-mask seed (self_mask_commitment below).
+  Key32 self_mask_commitment() const;
   // Stage 2, first: the senders of `received` whose share does not decrypt (to complain about:
   // the coordinator excludes them and sends the shares again). Throws Error for a share that does
   // not belong (wrong recipient, not a neighbour, twice).
@@ -134,8 +136,9 @@ class SecAggServer {
   const SecAggConfig& config() const { return config_; }
   const std::vector<AdvertisedKeys>& keys() const { return keys_; }
 
-  // Stage 1 from `from`: one share for each of its holders but itself. Throws Error if malformed or repeated.
-  void add_shares(uint32_t from, std::vector<EncryptedShare> shares);
+  // Stage 1 from `from`: one share for each of its holders but itself, and (from agents that send
+  // one) the commitment to its self-mask seed. Throws Error if malformed or repeated.
+  void add_shares(uint32_t from, std::vector<EncryptedShare> shares, std::optional<Key32> self_mask_commitment = std::nullopt);
   const std::set<uint32_t>& shared() const { return u2_; }
   // The shares addressed to `to` from agents in U2.
   std::vector<EncryptedShare> shares_for(uint32_t to) const;
@@ -156,10 +159,13 @@ class SecAggServer {
   void add_revealed(uint32_t from, const std::vector<RevealedShare>& shares);
   const std::set<uint32_t>& revealed() const { return u4_; }
 
-  // The sum of the survivors' inputs, or std::nullopt with `why` set while shares are missing.
-  // Throws Error if reconstructed shares are inconsistent with the advertised keys. The mask
+  // The sum of the survivors' inputs, or std::nullopt with `why` set while shares are missing or no
+  // t of them agree. Each secret is rebuilt from a t-subset of its revealed shares that checks out
+  // (a mask key against the advertised public key, a self-mask seed against its commitment), so wrong
+  // shares are outvoted while t right ones exist; their revealers go to `wrong_revealers`. The mask
   // expansions run on `workers` threads (0: up to one per core, as the amount of work warrants).
-  std::optional<std::vector<uint64_t>> unmasked_sum(std::string* why, size_t workers = 0) const;
+  std::optional<std::vector<uint64_t>> unmasked_sum(std::string* why, size_t workers = 0,
+                                                    std::set<uint32_t>* wrong_revealers = nullptr) const;
 
  private:
   SecAggConfig config_;
@@ -169,10 +175,13 @@ class SecAggServer {
   std::map<uint32_t, std::vector<uint64_t>> masked_;
   std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
   std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner
+  std::map<uint32_t, Key32> self_mask_commitments_;               // by owner, from agents that sent one
 };
 
 // For tests and audits: the mask seeds both sides derive.
 Key32 pairwise_mask_seed(const Key32& shared_secret, uint64_t round_id, uint32_t a, uint32_t b);
 Key32 self_mask_prg_seed(const Key32& seed, uint64_t round_id, uint32_t owner);
+// What an agent commits to in stage 1: HKDF of its self-mask seed (hiding: the seed is 256 random bits).
+Key32 self_mask_commitment(const Key32& seed, uint64_t round_id, uint32_t owner);
 
 }  // namespace fedcal

@@ -61,6 +61,10 @@ std::vector<ShamirShare> shamir_split(std::span<const uint8_t> secret, int thres
 }
 
 std::vector<uint8_t> shamir_combine(std::span<const ShamirShare> shares, int threshold) {
+  return shamir_interpolate(shares, threshold, 0);
+}
+
+std::vector<uint8_t> shamir_interpolate(std::span<const ShamirShare> shares, int threshold, uint8_t x) {
   if (threshold < 1 || shares.size() < static_cast<size_t>(threshold)) {
     fail("Shamir: {} shares, {} needed", shares.size(), threshold);
   }
@@ -70,13 +74,13 @@ std::vector<uint8_t> shamir_combine(std::span<const ShamirShare> shares, int thr
     if (share.x == 0 || !seen.insert(share.x).second) fail("Shamir: duplicate or zero share point {}", share.x);
     if (share.value.size() != used[0].value.size()) fail("Shamir: shares of different lengths");
   }
-  // Lagrange basis at 0: l_i = prod_{j != i} x_j / (x_j - x_i); subtraction is XOR in GF(2^8).
+  // Lagrange basis at x: l_i = prod_{j != i} (x - x_j) / (x_i - x_j); subtraction is XOR in GF(2^8).
   std::vector<uint8_t> basis(used.size());
   for (size_t i = 0; i < used.size(); ++i) {
     uint8_t numerator = 1, denominator = 1;
     for (size_t j = 0; j < used.size(); ++j) {
       if (j == i) continue;
-      numerator = gf_mul(numerator, used[j].x);
+      numerator = gf_mul(numerator, x ^ used[j].x);
       denominator = gf_mul(denominator, used[j].x ^ used[i].x);
     }
     basis[i] = gf_mul(numerator, gf_inverse(denominator));

@@ -20,5 +20,8 @@ std::vector<ShamirShare> shamir_split(std::span<const uint8_t> secret, int thres
 // The secret from `threshold` or more shares (Lagrange interpolation at 0). Throws Error if the shares
 // are fewer than `threshold`, have duplicate or zero x, or differ in length.
 std::vector<uint8_t> shamir_combine(std::span<const ShamirShare> shares, int threshold);
+// The value at `x` of the polynomial through the first `threshold` shares (x = 0: the secret); what
+// another share at `x` must hold if it was dealt from the same polynomial. Same checks as above.
+std::vector<uint8_t> shamir_interpolate(std::span<const ShamirShare> shares, int threshold, uint8_t x);
 
 }  // namespace fedcal

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <future>
 #include <set>
+#include <thread>
 
 #include "common/sha256.h"
 #include "coordinator/admin_client.h"
@@ -474,14 +475,20 @@ TEST_CASE("Importing a large model while a round runs: heartbeats keep being ans
 }
 
 TEST_CASE("Text that is not UTF-8, too long or full of control characters neither stops nor fools the coordinator" *
-          doctest::timeout(60)) {
+          doctest::timeout(120)) {
   FleetOptions options;
-  options.agents = 0;
+  options.agents = 3;
   MiniFleet fleet(options);
   fleet.start_coordinator();
   std::string euros;
   for (int i = 0; i < 43; ++i) euros += "\xE2\x82\xAC";  // 129 bytes: the name limit (128) falls inside a character
   ProbeClient probe(fleet, euros);
+  // A round is collecting while the hostile text arrives (a crash then used to fail the round).
+  fleet.start_agents();
+  fleet.wait_online(3);
+  nlohmann::json settings = round_settings(fleet.import_model());
+  settings["max_agents"] = 3;
+  const int64_t round = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
   uint64_t sequence = uint64_t{1} << 62;
   OutgoingMessage hello;
   auto body = hello.body().initHello();
@@ -499,12 +506,19 @@ TEST_CASE("Text that is not UTF-8, too long or full of control characters neithe
   probe.send_raw(error.encode(sequence++));
 
   const std::string replacement = "\xEF\xBF\xBD";
+  nlohmann::json listed;
   const nlohmann::json agents = fleet.admin({{"command", "agents.list"}})["agents"];
-  REQUIRE(agents.size() == 1);
-  CHECK(agents[0]["name"] == euros.substr(0, 126));  // cut at a character boundary
-  CHECK(agents[0]["profile"]["arch"] == replacement + replacement);
-  CHECK(agents[0]["profile"]["version"].get<std::string>().size() == 64);
-  CHECK(agents[0]["profile"]["labels"] == nlohmann::json{"pi4", replacement});
+  for (const auto& agent : agents) {
+    if (agent["name"] == euros.substr(0, 126)) listed = agent;  // cut at a character boundary
+  }
+  REQUIRE_MESSAGE(listed.is_object(), agents.dump());
+  CHECK(listed["profile"]["arch"] == replacement + replacement);
+  CHECK(listed["profile"]["version"].get<std::string>().size() == 64);
+  CHECK(listed["profile"]["labels"] == nlohmann::json{"pi4", replacement});
+  // The daemon kept serving the honest agents: the round completes without the attacker.
+  const nlohmann::json report = fleet.wait_round(round, std::chrono::seconds(90));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
   // The operator's audit listing and the coordinator's log keep the agent's text on one line.
   const auto audit = run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " audit");
   REQUIRE(audit.exit_code == 0);
@@ -573,12 +587,71 @@ TEST_CASE("A participant whose shares do not decrypt is named by its neighbours 
   CHECK(fleet.admin({{"command", "status"}})["online_agents"] >= 3);  // the honest agents
 }
 
+TEST_CASE("A participant that reveals wrong unmasking shares is outvoted and named, and the round completes" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  ProbeClient attacker(fleet);
+  uint64_t sequence = uint64_t{1} << 62;
+  const RawClientRound round = start_round_beside(fleet, attacker, sequence, 4, 4);
+  // An honest participant up to unmasking (the secure-aggregation library, not the agent), contributing zeros.
+  SecAggClient client;
+  attacker.send_raw(join_bytes(round, client.advertise().cipher_public, client.advertise().mask_public, true, sequence++));
+  const std::optional<DecodedEnvelope> keys = attacker.wait_for_message("roundKeys", std::chrono::seconds(60));
+  REQUIRE(keys.has_value());
+  const auto round_keys = keys->envelope().getBody().getRoundKeys();
+  const SecAggConfig config = read_round_keys_config(round_keys, 3);
+  {
+    const auto shares = client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
+    OutgoingMessage message;
+    auto body = message.body().initShareKeys();
+    body.setRoundId(static_cast<uint64_t>(round.id));
+    write_encrypted_shares(shares, body.initShares(static_cast<unsigned>(shares.size())));
+    body.setSelfMaskCommitment(as_data(client.self_mask_commitment()));
+    attacker.send_raw(message.encode(sequence++));
+  }
+  {
+    const std::optional<DecodedEnvelope> delivery = attacker.wait_for_message("sharesForYou", std::chrono::seconds(30));
+    REQUIRE(delivery.has_value());
+    const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
+    const std::vector<uint64_t> masked = client.mask_input(std::vector<uint64_t>(config.vector_length, 0), shares);
+    OutgoingMessage message;
+    auto body = message.body().initMaskedInput();
+    body.setRoundId(static_cast<uint64_t>(round.id));
+    write_lane_vector(masked, config.lane_bits, body.initValues(static_cast<unsigned>(masked.size() * config.lane_bits / 8)));
+    auto with = body.initMaskedWith(static_cast<unsigned>(shares.size()));
+    for (size_t i = 0; i < shares.size(); ++i) with.set(static_cast<unsigned>(i), shares[i].from);
+    attacker.send_raw(message.encode(sequence++));
+  }
+  {
+    const std::optional<DecodedEnvelope> request = attacker.wait_for_message("unmaskRequest", std::chrono::seconds(30));
+    REQUIRE(request.has_value());
+    std::vector<uint32_t> survivors;
+    for (const uint32_t survivor : request->envelope().getBody().getUnmaskRequest().getSurvivors()) survivors.push_back(survivor);
+    std::vector<RevealedShare> revealed = client.unmask(survivors);
+    for (RevealedShare& share : revealed) share.share.value[3] ^= 0x11;  // every share it reveals is wrong
+    OutgoingMessage message;
+    auto body = message.body().initUnmaskShares();
+    body.setRoundId(static_cast<uint64_t>(round.id));
+    write_revealed_shares(revealed, body.initShares(static_cast<unsigned>(revealed.size())));
+    attacker.send_raw(message.encode(sequence++));
+  }
+  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 4);  // its zeros are in the sum; its lies are not
+  CHECK(fleet.admin({{"command", "audit"}, {"limit", 100}}).dump().find("wrong unmasking shares") != std::string::npos);
+}
+
 TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is answered and the daemon carries on" *
           doctest::timeout(60)) {
   FleetOptions options;
-  options.agents = 0;
+  options.agents = 1;
   MiniFleet fleet(options);
   fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(1);
   zmq::context_t context(1);
   zmq::socket_t admin(context, zmq::socket_type::req);
   admin.set(zmq::sockopt::linger, 0);
@@ -603,6 +676,8 @@ TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is 
   admin.send(zmq::str_buffer(R"({"command": "frobnicate"})"), zmq::send_flags::none);
   CHECK(reply()["error"] == "unknown command 'frobnicate'");
   CHECK(fleet.admin({{"command", "status"}}).contains("curve_public_key"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * options.agent_timeout_ms));  // its heartbeats kept being answered
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 1);
 }
 
 TEST_CASE("Replay protection survives a coordinator restart and cannot lock an honest agent out" * doctest::timeout(120)) {

@@ -4,6 +4,7 @@
 // socket loop uses. Whatever the bytes, nothing may escape, crash or leave the message.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -53,7 +54,12 @@ struct Harness {
   }
   void drain() {
     zmq::message_t frame;
-    while (coordinator.recv(frame, zmq::recv_flags::dontwait)) {
+    for (;;) {
+      try {
+        if (!coordinator.recv(frame, zmq::recv_flags::dontwait)) return;
+      } catch (const zmq::error_t& error) {
+        if (error.num() != EINTR) throw;  // libFuzzer's timer signal
+      }
     }
   }
   ~Harness() {

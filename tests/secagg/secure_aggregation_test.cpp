@@ -48,7 +48,10 @@ struct Round {
   std::optional<std::vector<uint64_t>> run(const std::set<uint32_t>& drop_after_shares,
                                            const std::set<uint32_t>& drop_after_masked, std::string* why) {
     const auto keys = keys_map();
-    for (uint32_t u = 0; u < config.participants; ++u) server->add_shares(u, clients[u].share_keys(config, u, keys));
+    for (uint32_t u = 0; u < config.participants; ++u) {
+      std::vector<EncryptedShare> shares = clients[u].share_keys(config, u, keys);
+      server->add_shares(u, std::move(shares), clients[u].self_mask_commitment());
+    }
     for (uint32_t u = 0; u < config.participants; ++u) {
       if (drop_after_shares.count(u)) continue;
       masked[u] = clients[u].mask_input(inputs[u], server->shares_for(u));
@@ -244,6 +247,40 @@ TEST_CASE("Secure aggregation: a sender whose share does not decrypt is named, e
   const auto sum = round.server->unmasked_sum(&why);
   REQUIRE_MESSAGE(sum.has_value(), why);
   CHECK(*sum == round.expected_sum({2}));
+}
+
+TEST_CASE("Secure aggregation: wrong unmasking shares are outvoted by right ones, and their revealers are named") {
+  // 6 agents, complete graph: t = 4 of 6 holders. Agent 5 drops after sharing (its mask key is
+  // rebuilt), 0-4 survive (their self-mask seeds are rebuilt, each from 5 revealed shares).
+  const auto run = [](const std::set<uint32_t>& liars, std::set<uint32_t>& wrong, std::string& why) {
+    Round round(6, 16);
+    const auto keys = round.keys_map();
+    for (uint32_t u = 0; u < 6; ++u) {
+      std::vector<EncryptedShare> shares = round.clients[u].share_keys(round.config, u, keys);
+      round.server->add_shares(u, std::move(shares), round.clients[u].self_mask_commitment());
+    }
+    for (uint32_t u = 0; u < 5; ++u) {
+      round.server->add_masked_input(u, round.clients[u].mask_input(round.inputs[u], round.server->shares_for(u)));
+    }
+    const std::vector<uint32_t> survivors = {0, 1, 2, 3, 4};
+    for (const uint32_t u : survivors) {
+      std::vector<RevealedShare> revealed = round.clients[u].unmask(survivors);
+      if (liars.count(u)) {
+        for (RevealedShare& share : revealed) share.share.value[7] ^= 0x40;
+      }
+      round.server->add_revealed(u, revealed);
+    }
+    const auto sum = round.server->unmasked_sum(&why, 0, &wrong);
+    if (sum) CHECK(*sum == round.expected_sum({5}));
+    return sum.has_value();
+  };
+  std::set<uint32_t> wrong;
+  std::string why;
+  CHECK(run({3}, wrong, why));  // one liar: 4 right shares of each secret remain
+  CHECK(wrong == std::set<uint32_t>{3});
+  wrong.clear();
+  CHECK_FALSE(run({1, 2}, wrong, why));  // two liars: 3 right shares, fewer than t = 4
+  CHECK(why.find("agree with its commitment") != std::string::npos);
 }
 
 TEST_CASE("Secure aggregation: the sparse SecAgg+ graph is symmetric, k-regular, and sums exactly") {
