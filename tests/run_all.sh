@@ -24,7 +24,7 @@ ctest --test-dir build -j"$jobs" --output-on-failure
 if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
   echo "== build-asan/ (clang, ASan + UBSan, libFuzzer targets)"
   CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
-    -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-15}"
+    -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-15}" -DFEDCAL_BUILD_BENCH=OFF
   cmake --build build-asan -j"$jobs"
   # Tests labelled "slow" (the full held-out evaluation) run in build/ only: minutes under the sanitizers.
   ctest --test-dir build-asan -j"$jobs" --output-on-failure -LE slow
