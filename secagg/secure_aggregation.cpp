@@ -440,7 +440,8 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     std::copy(verified->secret.begin(), verified->secret.end(), secret.begin());
     return secret;
   };
-  for (const auto& [u, masked] : masked_) {
+  for (const auto& [survivor, masked] : masked_) {
+    const uint32_t u = survivor;  // a plain variable: clang 14 cannot capture a structured binding
     const auto commitment = self_mask_commitments_.find(u);
     const std::optional<Key32> seed = rebuild(u, self_mask_shares_.at(u), [&](const Bytes& candidate) {
       if (commitment == self_mask_commitments_.end()) return true;  // an older agent: nothing to check against
