@@ -258,7 +258,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       expect_stage(RoundStage::kSharing);
       std::vector<EncryptedShare> shares = read_encrypted_shares(share_keys.getShares(), "shareKeys");
       std::optional<Key32> commitment;
-      if (share_keys.hasSelfMaskCommitment()) commitment = read_key32(share_keys.getSelfMaskCommitment(), "shareKeys.selfMaskCommitment");
+      if (share_keys.hasSelfMaskCommitment())
+        commitment = read_key32(share_keys.getSelfMaskCommitment(), "shareKeys.selfMaskCommitment");
       secagg_->add_shares(static_cast<uint32_t>(index), std::move(shares), commitment);
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kShared);
       return;
@@ -444,9 +445,8 @@ void Round::finish_aggregation() {
   }
   for (const uint32_t index : wrong_revealers) {
     // Outvoted by the right shares (the sum is exact), but on record.
-    const std::string what =
-        fmt::format("round {}: agent {} revealed unmasking shares that do not fit the others; they were left out", id_,
-                    participants_[index]);
+    const std::string what = fmt::format(
+        "round {}: agent {} revealed unmasking shares that do not fit the others; they were left out", id_, participants_[index]);
     host_.log(what);
     host_.store().audit("agent " + std::to_string(participants_[index]), "wrong unmasking shares", what);
   }

@@ -449,7 +449,8 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
       std::copy(candidate.begin(), candidate.end(), key.begin());
       return self_mask_commitment(key, config_.round_id, u) == commitment->second;
     });
-    if (!seed) return missing(fmt::format("no {} of the revealed shares of agent {}'s self-mask seed agree with its commitment", t, u));
+    if (!seed)
+      return missing(fmt::format("no {} of the revealed shares of agent {}'s self-mask seed agree with its commitment", t, u));
     removals.push_back({&masked, self_mask_prg_seed(*seed, config_.round_id, u), -1});
   }
   for (const uint32_t u : u2_) {
@@ -459,7 +460,8 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
       std::copy(candidate.begin(), candidate.end(), key.begin());
       return X25519KeyPair::from_private(key).public_key() == keys_[u].mask_public;
     });
-    if (!private_key) return missing(fmt::format("no {} of the revealed shares of dropped agent {}'s mask key match its public key", t, u));
+    if (!private_key)
+      return missing(fmt::format("no {} of the revealed shares of dropped agent {}'s mask key match its public key", t, u));
     const X25519KeyPair dropped = X25519KeyPair::from_private(*private_key);
     for (const uint32_t v : graph_neighbours(config_, u)) {
       if (!u3_.count(v)) continue;

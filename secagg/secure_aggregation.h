@@ -175,7 +175,7 @@ class SecAggServer {
   std::map<uint32_t, std::vector<uint64_t>> masked_;
   std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
   std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner
-  std::map<uint32_t, Key32> self_mask_commitments_;               // by owner, from agents that sent one
+  std::map<uint32_t, Key32> self_mask_commitments_;                // by owner, from agents that sent one
 };
 
 // For tests and audits: the mask seeds both sides derive.

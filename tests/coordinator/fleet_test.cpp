@@ -20,6 +20,7 @@
 #include "secagg/crypto.h"
 #include "secagg/secagg_wire.h"
 #include "secagg/secure_aggregation.h"
+#include "tests/coordinator/forged_report.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "transport/curve.h"
 
@@ -378,6 +379,48 @@ std::vector<std::byte> join_bytes(const RawClientRound& round, const Key32& ciph
   return join.encode(sequence);
 }
 
+// Three real agents and a raw client in one round that takes `max_agents` (the raw client was
+// announced the round); the raw client plays a participant's part by hand.
+struct RoundBesideRawClient {
+  std::unique_ptr<MiniFleet> fleet;
+  std::unique_ptr<ProbeClient> raw;
+  uint64_t sequence = uint64_t{1} << 62;
+  RawClientRound round{};
+
+  explicit RoundBesideRawClient(int max_agents) {
+    FleetOptions options;
+    options.agents = 3;
+    fleet = std::make_unique<MiniFleet>(options);
+    fleet->start_coordinator();
+    raw = std::make_unique<ProbeClient>(*fleet);
+    round = start_round_beside(*fleet, *raw, sequence, 4, max_agents);
+  }
+  // Joins with `keys` (narrow lanes as asked) and returns the round's keys message for the raw client.
+  DecodedEnvelope join(const Key32& cipher, const Key32& mask, bool narrow_lanes = true) {
+    raw->send_raw(join_bytes(round, cipher, mask, narrow_lanes, sequence++));
+    std::optional<DecodedEnvelope> keys = raw->wait_for_message("roundKeys", std::chrono::seconds(60));
+    REQUIRE(keys.has_value());
+    return std::move(*keys);
+  }
+  void share_keys(const std::vector<EncryptedShare>& shares, std::optional<Key32> commitment) {
+    OutgoingMessage message;
+    auto body = message.body().initShareKeys();
+    body.setRoundId(static_cast<uint64_t>(round.id));
+    write_encrypted_shares(shares, body.initShares(static_cast<unsigned>(shares.size())));
+    if (commitment) body.setSelfMaskCommitment(as_data(*commitment));
+    raw->send_raw(message.encode(sequence++));
+  }
+  // The round's report once it is done (a failed round fails the test).
+  nlohmann::json report() {
+    const nlohmann::json status = fleet->wait_round(round.id, std::chrono::seconds(90));
+    REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+    return status;
+  }
+  bool audited(const std::string& text) {
+    return fleet->admin({{"command", "audit"}, {"limit", 100}}).dump().find(text) != std::string::npos;
+  }
+};
+
 TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged, and the coordinator carries on" *
           doctest::timeout(60)) {
   FleetOptions options;
@@ -533,100 +576,62 @@ TEST_CASE("Text that is not UTF-8, too long or full of control characters neithe
 
 TEST_CASE("A participant that joins with low-order X25519 keys is refused, and the round completes without it" *
           doctest::timeout(120)) {
-  FleetOptions options;
-  options.agents = 3;
-  MiniFleet fleet(options);
-  fleet.start_coordinator();
-  ProbeClient attacker(fleet);
-  uint64_t sequence = uint64_t{1} << 62;
-  const RawClientRound round = start_round_beside(fleet, attacker, sequence, 4, 3);  // the attacker never counts
-  attacker.send_raw(join_bytes(round, Key32{}, Key32{}, true, sequence++));          // all zero: every agreement would fail
+  RoundBesideRawClient attack(3);  // the attacker never counts
+  // All zero: every agreement would fail.
+  attack.raw->send_raw(join_bytes(attack.round, Key32{}, Key32{}, true, attack.sequence++));
   std::optional<std::pair<std::string, int>> reply;
-  do reply = attacker.reply();
+  do reply = attack.raw->reply();
   while (reply && reply->first != "error");
   CHECK(reply == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::BAD_MESSAGE)));
-  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
-  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
-  CHECK(report["contributors"] == 3);
-  CHECK(fleet.admin({{"command", "audit"}, {"limit", 50}}).dump().find("a low-order X25519 public key") != std::string::npos);
+  CHECK(attack.report()["contributors"] == 3);
+  CHECK(attack.audited("a low-order X25519 public key"));
 }
 
 TEST_CASE("A participant whose shares do not decrypt is named by its neighbours and excluded, and the round completes" *
           doctest::timeout(120)) {
-  FleetOptions options;
-  options.agents = 3;
-  MiniFleet fleet(options);
-  fleet.start_coordinator();
-  ProbeClient attacker(fleet);
-  uint64_t sequence = uint64_t{1} << 62;
-  const RawClientRound round = start_round_beside(fleet, attacker, sequence, 4, 4);
+  RoundBesideRawClient attack(4);
   // Valid keys at join; then garbage where the encrypted shares belong.
-  const X25519KeyPair cipher = X25519KeyPair::generate(), mask = X25519KeyPair::generate();
-  attacker.send_raw(join_bytes(round, cipher.public_key(), mask.public_key(), true, sequence++));
-  const std::optional<DecodedEnvelope> keys = attacker.wait_for_message("roundKeys", std::chrono::seconds(60));
-  REQUIRE(keys.has_value());
-  const auto round_keys = keys->envelope().getBody().getRoundKeys();
-  const SecAggConfig config = read_round_keys_config(round_keys, 3);
+  const DecodedEnvelope keys = attack.join(X25519KeyPair::generate().public_key(), X25519KeyPair::generate().public_key());
+  const auto round_keys = keys.envelope().getBody().getRoundKeys();
   const uint32_t index = round_keys.getIndex();
   std::vector<EncryptedShare> garbage;
-  for (const uint32_t holder : graph_neighbours(config, index)) {
+  for (const uint32_t holder : graph_neighbours(read_round_keys_config(round_keys, 3), index)) {
     garbage.push_back({index, holder, std::vector<uint8_t>(12 + 2 * 32 + 16, 0x5a)});
   }
-  OutgoingMessage shares;
-  auto body = shares.body().initShareKeys();
-  body.setRoundId(static_cast<uint64_t>(round.id));
-  write_encrypted_shares(garbage, body.initShares(static_cast<unsigned>(garbage.size())));
-  attacker.send_raw(shares.encode(sequence++));
-
-  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
-  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
-  CHECK(report["contributors"] == 3);
-  const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 100}}).dump();
-  CHECK(audit.find("does not decrypt: agent") != std::string::npos);
-  CHECK(audit.find("excluded from round") != std::string::npos);
-  CHECK(fleet.admin({{"command", "status"}})["online_agents"] >= 3);  // the honest agents
+  attack.share_keys(garbage, std::nullopt);
+  CHECK(attack.report()["contributors"] == 3);
+  CHECK(attack.audited("does not decrypt: agent"));
+  CHECK(attack.audited("excluded from round"));
+  CHECK(attack.fleet->admin({{"command", "status"}})["online_agents"] >= 3);  // the honest agents
 }
 
 TEST_CASE("A participant that reveals wrong unmasking shares is outvoted and named, and the round completes" *
           doctest::timeout(120)) {
-  FleetOptions options;
-  options.agents = 3;
-  MiniFleet fleet(options);
-  fleet.start_coordinator();
-  ProbeClient attacker(fleet);
-  uint64_t sequence = uint64_t{1} << 62;
-  const RawClientRound round = start_round_beside(fleet, attacker, sequence, 4, 4);
+  RoundBesideRawClient attack(4);
+  ProbeClient& raw = *attack.raw;
   // An honest participant up to unmasking (the secure-aggregation library, not the agent), contributing zeros.
   SecAggClient client;
-  attacker.send_raw(join_bytes(round, client.advertise().cipher_public, client.advertise().mask_public, true, sequence++));
-  const std::optional<DecodedEnvelope> keys = attacker.wait_for_message("roundKeys", std::chrono::seconds(60));
-  REQUIRE(keys.has_value());
-  const auto round_keys = keys->envelope().getBody().getRoundKeys();
+  const DecodedEnvelope keys = attack.join(client.advertise().cipher_public, client.advertise().mask_public);
+  const auto round_keys = keys.envelope().getBody().getRoundKeys();
   const SecAggConfig config = read_round_keys_config(round_keys, 3);
+  const std::vector<EncryptedShare> mine =
+      client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
+  attack.share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
   {
-    const auto shares = client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
-    OutgoingMessage message;
-    auto body = message.body().initShareKeys();
-    body.setRoundId(static_cast<uint64_t>(round.id));
-    write_encrypted_shares(shares, body.initShares(static_cast<unsigned>(shares.size())));
-    body.setSelfMaskCommitment(as_data(client.self_mask_commitment()));
-    attacker.send_raw(message.encode(sequence++));
-  }
-  {
-    const std::optional<DecodedEnvelope> delivery = attacker.wait_for_message("sharesForYou", std::chrono::seconds(30));
+    const std::optional<DecodedEnvelope> delivery = raw.wait_for_message("sharesForYou", std::chrono::seconds(30));
     REQUIRE(delivery.has_value());
     const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
     const std::vector<uint64_t> masked = client.mask_input(std::vector<uint64_t>(config.vector_length, 0), shares);
     OutgoingMessage message;
     auto body = message.body().initMaskedInput();
-    body.setRoundId(static_cast<uint64_t>(round.id));
+    body.setRoundId(static_cast<uint64_t>(attack.round.id));
     write_lane_vector(masked, config.lane_bits, body.initValues(static_cast<unsigned>(masked.size() * config.lane_bits / 8)));
     auto with = body.initMaskedWith(static_cast<unsigned>(shares.size()));
     for (size_t i = 0; i < shares.size(); ++i) with.set(static_cast<unsigned>(i), shares[i].from);
-    attacker.send_raw(message.encode(sequence++));
+    raw.send_raw(message.encode(attack.sequence++));
   }
   {
-    const std::optional<DecodedEnvelope> request = attacker.wait_for_message("unmaskRequest", std::chrono::seconds(30));
+    const std::optional<DecodedEnvelope> request = raw.wait_for_message("unmaskRequest", std::chrono::seconds(30));
     REQUIRE(request.has_value());
     std::vector<uint32_t> survivors;
     for (const uint32_t survivor : request->envelope().getBody().getUnmaskRequest().getSurvivors()) survivors.push_back(survivor);
@@ -634,14 +639,12 @@ TEST_CASE("A participant that reveals wrong unmasking shares is outvoted and nam
     for (RevealedShare& share : revealed) share.share.value[3] ^= 0x11;  // every share it reveals is wrong
     OutgoingMessage message;
     auto body = message.body().initUnmaskShares();
-    body.setRoundId(static_cast<uint64_t>(round.id));
+    body.setRoundId(static_cast<uint64_t>(attack.round.id));
     write_revealed_shares(revealed, body.initShares(static_cast<unsigned>(revealed.size())));
-    attacker.send_raw(message.encode(sequence++));
+    raw.send_raw(message.encode(attack.sequence++));
   }
-  const nlohmann::json report = fleet.wait_round(round.id, std::chrono::seconds(90));
-  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
-  CHECK(report["contributors"] == 4);  // its zeros are in the sum; its lies are not
-  CHECK(fleet.admin({{"command", "audit"}, {"limit", 100}}).dump().find("wrong unmasking shares") != std::string::npos);
+  CHECK(attack.report()["contributors"] == 4);  // its zeros are in the sum; its lies are not
+  CHECK(attack.audited("wrong unmasking shares"));
 }
 
 TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is answered and the daemon carries on" *
@@ -825,19 +828,7 @@ TEST_CASE("A participant's forged local report is refused or counted as one agen
   uint64_t sequence = uint64_t{1} << 62;
   const auto report = [&](std::initializer_list<const char*> labels, uint64_t tokens, double kl, double top1) {
     OutgoingMessage message;
-    auto out = message.body().initLocalReport();
-    out.setRoundId(static_cast<uint64_t>(round));
-    auto checks = out.initChecks(static_cast<unsigned>(labels.size()));
-    unsigned i = 0;
-    for (const char* label : labels) {
-      checks[i].setLabel(label);
-      checks[i].setTokens(tokens);
-      checks[i].setMeanKl(kl);
-      checks[i].setTop1Agreement(top1);
-      checks[i].setMeanNll(1.0);
-      checks[i].setReferenceMeanNll(1.0);
-      ++i;
-    }
+    forged_local_report(message, round, labels, tokens, kl, top1);
     forger.send_raw(message.encode(sequence++));
   };
   const auto bad_message = std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::BAD_MESSAGE));

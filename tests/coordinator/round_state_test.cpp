@@ -14,6 +14,7 @@
 #include "models/quant/calibration.h"
 #include "secagg/secagg_wire.h"
 #include "tests/coordinator/fake_host.h"
+#include "tests/coordinator/forged_report.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -324,19 +325,7 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
   SUBCASE("forged figures move the fleet's figures by one agent's share only; foreign and repeated labels are refused") {
     const auto report_with = [&](std::initializer_list<const char*> labels, uint64_t tokens, double kl, double top1) {
       OutgoingMessage message;
-      auto out = message.body().initLocalReport();
-      out.setRoundId(static_cast<uint64_t>(round->id()));
-      auto checks = out.initChecks(static_cast<unsigned>(labels.size()));
-      unsigned i = 0;
-      for (const char* label : labels) {
-        checks[i].setLabel(label);
-        checks[i].setTokens(tokens);
-        checks[i].setMeanKl(kl);
-        checks[i].setTop1Agreement(top1);
-        checks[i].setMeanNll(2.0);
-        checks[i].setReferenceMeanNll(1.9);
-        ++i;
-      }
+      testing::forged_local_report(message, round->id(), labels, tokens, kl, top1);
       f.agents[1].deliver(*round, message);
     };
     CHECK_THROWS_WITH(report_with({"fleet", "fleet"}, 100, 0.01, 0.9), doctest::Contains("'fleet' checked twice"));
