@@ -2,6 +2,7 @@
 // fedcal-agent): parse argv, run the selected subcommand, and turn whatever ends it into an exit
 // code. --help exits 0; a usage error prints CLI11's message and exits 2; anything thrown prints
 // "NAME: error: MESSAGE" and exits with the code of its kind (process_exit_code in error.h).
+// --version prints "NAME VERSION" and exits 0.
 // A template over CLI11's types (run_command_line<CLI::ParseError>(app, ...)), so this library need
 // not depend on CLI11.
 #pragma once
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <string>
 
 #include "common/error.h"
 
@@ -16,6 +18,7 @@ namespace fedcal {
 
 template <typename ParseError, typename App>
 int run_command_line(App& app, const char* name, int argc, char** argv) {
+  app.set_version_flag("--version", std::string(name) + " " + FEDCAL_VERSION);
   try {
     app.parse(argc, argv);
     return 0;

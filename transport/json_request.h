@@ -1,6 +1,7 @@
 // One JSON request over a local ZeroMQ REQ socket and its JSON reply, as the CLIs talk to their
 // daemons (the coordinator's admin socket, the agent's serving socket). A reply {"ok": false,
-// "error": ...} becomes Error with that message; so does silence past `timeout_ms`, naming `daemon`.
+// "error": ...} becomes Error with that message; so does silence past `timeout_ms`, naming `daemon`,
+// and - at once, without waiting - an endpoint where nothing listens (the daemon is not running).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,6 +1,8 @@
 // fedcal-coordinator serve | keys | shutdown
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 
@@ -14,6 +16,13 @@ namespace {
 
 std::atomic<bool> g_stop{false};  // set by SIGINT/SIGTERM; the only state a signal handler may touch
 void on_signal(int) { g_stop = true; }
+// SIGHUP (a closed terminal, `systemctl reload`) neither stops the daemon nor reloads it; it says so
+// with write(2), which a signal handler may call.
+void on_hangup(int) {
+  static constexpr char kLine[] =
+      "[coordinator] SIGHUP ignored: the configuration is read at start; restart the daemon to apply a change\n";
+  [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kLine, sizeof(kLine) - 1);
+}
 
 }  // namespace
 
@@ -22,6 +31,7 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
   serve->callback([&context] {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    std::signal(SIGHUP, on_hangup);
     Server server(context.load());
     server.run(g_stop);
   });

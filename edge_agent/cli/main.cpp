@@ -1,6 +1,8 @@
 // fedcal-agent: the edge agent daemon (`run`) and its enrollment.
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -19,6 +21,13 @@ namespace {
 
 std::atomic<bool> g_stop{false};  // set by SIGINT/SIGTERM
 void on_signal(int) { g_stop = true; }
+// SIGHUP neither stops the agent (an exit would count against the active model's crash gate) nor
+// reloads it; it says so with write(2), which a signal handler may call.
+void on_hangup(int) {
+  static constexpr char kLine[] =
+      "[agent] SIGHUP ignored: the configuration is read at start; restart the agent to apply a change\n";
+  [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kLine, sizeof(kLine) - 1);
+}
 
 }  // namespace
 
@@ -61,6 +70,7 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    std::signal(SIGHUP, on_hangup);
     Agent agent(config);
     exit_code = agent.run(g_stop);
   });

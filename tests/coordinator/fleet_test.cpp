@@ -902,6 +902,38 @@ TEST_CASE("A flood of refused messages is answered and recorded within a budget 
   CHECK(audit_after - audit_before < 40);
 }
 
+TEST_CASE("Daemon conventions: --version, SIGHUP is logged and ignored, the CLI fails at once when the daemon is gone" *
+          doctest::timeout(60)) {
+  for (const char* binary : {"fedcal-coordinator", "fedcal-agent", "fedcal-model"}) {
+    const auto version = run_command(built_binary(binary) + " --version");
+    CHECK(version.exit_code == 0);
+    CHECK(version.output == std::string(binary) + " " + FEDCAL_VERSION + "\n");
+  }
+  FleetOptions options;
+  options.agents = 1;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(1);
+  fleet.coordinator().signal(SIGHUP);
+  fleet.agent(0).signal(SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * options.agent_timeout_ms));
+  CHECK(fleet.coordinator().running());
+  CHECK(fleet.agent(0).running());
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 1);
+  CHECK(read_log(fleet).find("SIGHUP ignored") != std::string::npos);
+  std::ifstream agent_log(fleet.path("agent-0/agent.log"));
+  CHECK(std::string(std::istreambuf_iterator<char>(agent_log), {}).find("SIGHUP ignored") != std::string::npos);
+
+  fleet.kill_coordinator();  // admin.json stays behind, naming a port nobody listens on
+  const auto start = std::chrono::steady_clock::now();
+  const auto listing =
+      run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " agents list", true);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+  CHECK(listing.exit_code != 0);
+  CHECK(listing.output.find("nothing listens on tcp://127.0.0.1:") != std::string::npos);
+}
+
 TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
   FleetOptions options;
   options.agents = 0;

@@ -56,6 +56,7 @@ class MiniFleet {
 
   void start_coordinator();
   void kill_coordinator();  // SIGKILL: no chance to clean up
+  Process& coordinator() { return *coordinator_; }
   // One admin request; `timeout_ms` for the reply (an import of a large model takes seconds).
   nlohmann::json admin(const nlohmann::json& request, int timeout_ms = 5000);
 
