@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   CliContext context;
   app.add_option("-c,--config", context.config, "Coordinator config file (TOML, see deploy/coordinator.toml)")
       ->capture_default_str();
-  app.add_flag("--json", context.json, "Print replies as JSON for scripts");
+  app.add_flag("--json", context.json, "Print replies as JSON for scripts (before or after the subcommand)");
+  app.fallthrough();  // -c and --json are accepted after the subcommand too
   add_daemon_commands(app, context);
   add_fleet_commands(app, context);
   add_models_commands(app, context);

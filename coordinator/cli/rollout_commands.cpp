@@ -1,9 +1,11 @@
 // fedcal-coordinator rollout start | status | pause | resume | abort | rollback
+#include <charconv>
 #include <chrono>
 #include <memory>
 #include <sstream>
 #include <thread>
 
+#include "common/error.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/cli/report_format.h"
 
@@ -17,9 +19,16 @@ struct StartOptions {
   int wave_timeout_ms = 600000, soak_ms = 30000;
 };
 
-double percent(std::string text) {
+// "50%" or "50" as 50; anything else (or outside 0-100) is refused, naming the option.
+double percent(std::string text, const char* option) {
+  const std::string given = text;
   if (!text.empty() && text.back() == '%') text.pop_back();
-  return std::stod(text);
+  double value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || !(value >= 0 && value <= 100)) {
+    fail("{}: '{}' is not a percentage from 0 to 100", option, given);
+  }
+  return value;
 }
 
 }  // namespace
@@ -44,7 +53,7 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
   start->callback([&context, o, show] {
     nlohmann::json wave_list = nlohmann::json::array();
     std::stringstream stream(o->waves);
-    for (std::string item; std::getline(stream, item, ',');) wave_list.push_back(percent(item));
+    for (std::string item; std::getline(stream, item, ',');) wave_list.push_back(percent(item, "--waves"));
     show(context.call({{"command", "rollout.start"},
                        {"settings",
                         {{"model_id", o->model},
@@ -52,7 +61,7 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
                          {"group", o->group},
                          {"max_kl", o->max_kl},
                          {"max_slowdown", o->max_slowdown},
-                         {"min_healthy", percent(o->min_healthy)},
+                         {"min_healthy", percent(o->min_healthy, "--min-healthy")},
                          {"wave_timeout_ms", o->wave_timeout_ms},
                          {"soak_ms", o->soak_ms}}}}));
   });

@@ -48,9 +48,16 @@ void run_quantize(const QuantizeCommandOptions& options) {
 
 struct KeygenOptions {
   std::string output;
+  bool force = false;
 };
 
 void run_keygen(const KeygenOptions& options) {
+  for (const std::string& path : {options.output, options.output + ".pub"}) {
+    if (!options.force && fs::exists(path)) {
+      fail("{} exists: keygen does not replace a key (packages signed with it would no longer verify); --force to replace it",
+           path);
+    }
+  }
   const SigningKey key = SigningKey::generate();
   key.write_private_key(options.output);
   key.write_public_key(options.output + ".pub");
@@ -74,6 +81,7 @@ void add_package_commands(CLI::App& app) {
   auto keygen = std::make_shared<KeygenOptions>();
   CLI::App* keygen_command = app.add_subcommand("keygen", "Create an Ed25519 signing key pair: KEY (private) and KEY.pub");
   keygen_command->add_option("-o,--output", keygen->output, "Private key file; the public key goes to FILE.pub")->required();
+  keygen_command->add_flag("--force", keygen->force, "Replace an existing key pair");
   keygen_command->callback([keygen] { run_keygen(*keygen); });
 }
 

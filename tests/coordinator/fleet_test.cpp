@@ -902,8 +902,9 @@ TEST_CASE("A flood of refused messages is answered and recorded within a budget 
   CHECK(audit_after - audit_before < 40);
 }
 
-TEST_CASE("Daemon conventions: --version, SIGHUP is logged and ignored, the CLI fails at once when the daemon is gone" *
-          doctest::timeout(60)) {
+TEST_CASE(
+    "Daemon conventions: --version, SIGHUP ignored, --json anywhere, bad values named, the CLI fails at once without its daemon" *
+    doctest::timeout(60)) {
   for (const char* binary : {"fedcal-coordinator", "fedcal-agent", "fedcal-model"}) {
     const auto version = run_command(built_binary(binary) + " --version");
     CHECK(version.exit_code == 0);
@@ -924,6 +925,15 @@ TEST_CASE("Daemon conventions: --version, SIGHUP is logged and ignored, the CLI 
   CHECK(read_log(fleet).find("SIGHUP ignored") != std::string::npos);
   std::ifstream agent_log(fleet.path("agent-0/agent.log"));
   CHECK(std::string(std::istreambuf_iterator<char>(agent_log), {}).find("SIGHUP ignored") != std::string::npos);
+
+  // --json after the subcommand too; a value that is not a percentage is refused by name.
+  const std::string cli = built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml");
+  const auto keys = run_command(cli + " keys --json");
+  CHECK(keys.exit_code == 0);
+  CHECK(nlohmann::json::parse(keys.output, nullptr, false).contains("curve_public_key"));
+  const auto waves = run_command(cli + " rollout start --model 1 --waves 5%,abc", true);
+  CHECK(waves.exit_code == 1);
+  CHECK(waves.output.find("--waves: 'abc' is not a percentage") != std::string::npos);
 
   fleet.kill_coordinator();  // admin.json stays behind, naming a port nobody listens on
   const auto start = std::chrono::steady_clock::now();

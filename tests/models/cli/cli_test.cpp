@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/file_util.h"
 #include "tests/models/tokenizer/tokenizer_fixtures.h"
 #include "tests/test_support.h"
 
@@ -53,6 +54,19 @@ TEST_CASE("fedcal-model synth, inspect, generate and eval on llama2.c and Huggin
   CHECK(result["mean_kl"].get<double>() == doctest::Approx(0.0));
   CHECK(result["max_kl"].get<double>() == doctest::Approx(0.0));
   CHECK(result["top1_agreement"].get<double>() == 1.0);
+}
+
+TEST_CASE("fedcal-model keygen refuses to replace a key pair unless --force") {
+  testing::ScratchDir dir;
+  const std::string keygen = fedcal_model() + " keygen -o " + dir.path("signing.key");
+  REQUIRE(run_command(keygen).exit_code == 0);
+  const std::string first = read_text_file(dir.path("signing.key.pub"));
+  const auto again = run_command(keygen, true);
+  CHECK(again.exit_code == 1);
+  CHECK(again.output.find("exists: keygen does not replace a key") != std::string::npos);
+  CHECK(read_text_file(dir.path("signing.key.pub")) == first);  // untouched
+  CHECK(run_command(keygen + " --force").exit_code == 0);
+  CHECK(read_text_file(dir.path("signing.key.pub")) != first);
 }
 
 TEST_CASE("fedcal-model reports bad usage and bad files with a message and a non-zero exit") {
