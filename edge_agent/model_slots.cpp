@@ -47,8 +47,8 @@ bool ModelSlots::rollback() {
 }
 
 void ModelSlots::save() const {
-  write_file_atomically(state_dir_ + "/slots.json", nlohmann::json{{"active", active_}, {"previous", previous_}}.dump() + "\n",
-                        0600);
+  const nlohmann::json json = {{"active", active_}, {"previous", previous_}, {"crashes_since_activation", crashes_}};
+  write_file_atomically(state_dir_ + "/slots.json", json.dump() + "\n", 0600);
 }
 
 }  // namespace fedcal::edge_agent

@@ -75,14 +75,11 @@ void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
     if (activation_->check.valid()) activation_->check.wait();
     activation_.reset();
   }
+  // A switch back while running: nothing crashed, so the crash count starts again at 0 (the running
+  // marker of this process stays; it is not a start).
   const bool switched = slots_.rollback();
   {
     std::lock_guard lock(active_path_mutex_);
-    std::filesystem::create_directories(config_.state_dir);
-    slots_.record_start();
-    if (slots_.crashes_since_activation() > 0) {
-      log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
-    }
     active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
   }
   log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),

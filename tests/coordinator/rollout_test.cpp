@@ -121,6 +121,16 @@ TEST_CASE(
   int first_wave = 0;
   for (const auto& agent : status["agents"]) first_wave += agent["wave"] == 0 ? 1 : 0;
   CHECK(first_wave == 2);
+  // Switching back is not a crash (it used to report one).
+  const nlohmann::json after_rollback = wait_rollout(fleet);
+  int rolled_back = 0;
+  for (const auto& agent : after_rollback["agents"]) {
+    if (agent["wave"] != 0) continue;
+    CHECK(agent["report"]["rolled_back"] == true);
+    CHECK(agent["report"]["crashes"] == 0);
+    ++rolled_back;
+  }
+  CHECK(rolled_back == 2);
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == (agent == away ? "" : fp32_sha));
 
   // A package altered in the coordinator's store is refused by every agent that fetches it.
