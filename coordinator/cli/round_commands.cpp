@@ -104,6 +104,13 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                      {"threshold", o->threshold},
                                      {"lane_bits", o->lane_bits},
                                      {"group_variants", parse_variants(o->variants)}};
+    const int64_t online = context.call({{"command", "status"}})["online_agents"].get<int64_t>();
+    if (online < o->min_agents) {
+      std::fprintf(stderr,
+                   "warning: %lld agent(s) online, the round needs at least %d: it waits for more until its join deadline "
+                   "(join_timeout_ms), then fails\n",
+                   static_cast<long long>(online), o->min_agents);
+    }
     auto reply = context.call({{"command", "round.start"}, {"settings", settings}});
     if (o->wait) reply = wait_for_round(context, reply["round"].get<int64_t>(), true);
     context.print(reply, format_round(reply));

@@ -934,12 +934,17 @@ TEST_CASE(
   const auto waves = run_command(cli + " rollout start --model 1 --waves 5%,abc", true);
   CHECK(waves.exit_code == 1);
   CHECK(waves.output.find("--waves: 'abc' is not a percentage") != std::string::npos);
+  // A round that needs more agents than are online starts, with a warning.
+  const int64_t model = fleet.import_model();
+  const auto start = run_command(cli + " round start --model " + std::to_string(model) + " --min-agents 3", true);
+  CHECK(start.exit_code == 0);
+  CHECK(start.output.find("warning: 1 agent(s) online, the round needs at least 3") != std::string::npos);
 
   fleet.kill_coordinator();  // admin.json stays behind, naming a port nobody listens on
-  const auto start = std::chrono::steady_clock::now();
+  const auto started = std::chrono::steady_clock::now();
   const auto listing =
       run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " agents list", true);
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
   CHECK(listing.exit_code != 0);
   CHECK(listing.output.find("nothing listens on tcp://127.0.0.1:") != std::string::npos);
 }
