@@ -136,8 +136,9 @@ bool Server::refused(const std::string& key, const std::string& address, const s
 }
 
 void Server::refuse(const Sender& sender, const std::string& peer, wire::ErrorReply::Code code, const std::string& why,
-                    uint64_t next_sequence) {
-  if (refused(sender.key, sender.address, peer, why)) reply_error(sender.routing_id, code, why, next_sequence);
+                    const std::string& reply, uint64_t next_sequence) {
+  if (refused(sender.key, sender.address, peer, why))
+    reply_error(sender.routing_id, code, reply.empty() ? why : reply, next_sequence);
 }
 
 void Server::report_floods(bool now) {
@@ -339,10 +340,9 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     fail("sequence number {} is out of range (below 2^63)", envelope.getSequence());
   if (envelope.getSequence() <= last) {
     // The reply says where to continue: an honest agent whose counter fell behind is not locked out.
-    if (refused(curve_key, sender.address, "key " + curve_key,
-                fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last))) {
-      reply_error(routing_id, wire::ErrorReply::Code::REPLAYED, "sequence number already seen", last + 1);
-    }
+    refuse(sender, "key " + curve_key, wire::ErrorReply::Code::REPLAYED,
+           fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last),
+           "sequence number already seen", last + 1);
     return;
   }
   last = envelope.getSequence();
@@ -369,9 +369,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   const auto agent = store_.agent_by_key(curve_key);
   if (!agent || agent->revoked_at_ms) {
     const std::string why = agent ? "the agent is revoked" : "the key is not enrolled";
-    if (refused(curve_key, sender.address, "key " + curve_key, fmt::format("'{}': {}", body_name(envelope), why))) {
-      reply_error(routing_id, wire::ErrorReply::Code::NOT_ENROLLED, why);
-    }
+    refuse(sender, "key " + curve_key, wire::ErrorReply::Code::NOT_ENROLLED, fmt::format("'{}': {}", body_name(envelope), why),
+           why);
     return;
   }
   Session& session = sessions_[agent->id];

@@ -89,17 +89,20 @@ class Server : public RoundHost {
 
  private:
   void register_admin_commands();
+  AdminReply start_command(const nlohmann::json& request);  // the table's entry for request["command"]
   void handle_admin();
   void finish_admin();  // sends a pending command's reply once its worker is done
   void send_admin_reply(nlohmann::json reply);
   void send_admin_error(const std::string& message);
   nlohmann::json round_json(int64_t id);
-  // A refusal (of `peer`, a label for the log): logged, audited and - with `reply` - answered while
-  // the sender's key and address are within their budgets (config refusals_per_window); past them it
-  // is only counted, and report_floods() sums it up. Returns whether it was handled one by one.
+  // A refusal (of `peer`, a label for the log): logged and audited (`why`) while the sender's key and
+  // address are within their budgets (config refusals_per_window); past them it is only counted, and
+  // report_floods() sums it up. Returns whether it was handled one by one.
   bool refused(const std::string& key, const std::string& address, const std::string& peer, const std::string& why);
+  // The same for an agent message, answered too while within the budgets: an error with `code`,
+  // `reply` as its text (empty: `why`) and `next_sequence`.
   void refuse(const Sender& sender, const std::string& peer, wire::ErrorReply::Code code, const std::string& why,
-              uint64_t next_sequence = 0);
+              const std::string& reply = "", uint64_t next_sequence = 0);
   // Once per rate window (or `now`): one log line and audit entry per source over budget (the 20
   // largest, then a total), and what the connection guard cut.
   void report_floods(bool now);

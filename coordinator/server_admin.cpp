@@ -44,11 +44,7 @@ void Server::handle_admin() {
   try {
     // REP answers each request once, whatever its frames: all are read, one reply goes back.
     if (frames.size() != 1) fail("an admin request is one frame of JSON, not {}", frames.size());
-    const nlohmann::json parsed = nlohmann::json::parse(frames[0].to_string_view());
-    const std::string command = parsed.at("command").get<std::string>();
-    const auto it = admin_commands_.find(command);
-    if (it == admin_commands_.end()) fail("unknown command '{}'", command);
-    AdminReply reply = it->second(parsed);
+    AdminReply reply = start_command(nlohmann::json::parse(frames[0].to_string_view()));
     if (reply.later.valid()) {
       pending_admin_ = std::move(reply.later);  // answered by finish_admin once the worker is done
       return;
@@ -59,11 +55,15 @@ void Server::handle_admin() {
   }
 }
 
-nlohmann::json Server::run_command(const nlohmann::json& request) {
+Server::AdminReply Server::start_command(const nlohmann::json& request) {
   const std::string command = request.at("command").get<std::string>();
   const auto it = admin_commands_.find(command);
   if (it == admin_commands_.end()) fail("unknown command '{}'", command);
-  AdminReply reply = it->second(request);
+  return it->second(request);
+}
+
+nlohmann::json Server::run_command(const nlohmann::json& request) {
+  AdminReply reply = start_command(request);
   return reply.later.valid() ? reply.later.get()() : std::move(reply.now);
 }
 
