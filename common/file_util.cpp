@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace fedcal {
 
@@ -24,12 +25,19 @@ std::string read_text_file(const std::string& path) {
   return content.str();
 }
 
+std::string read_utf8_text_file(const std::string& path) {
+  std::string text = read_text_file(path);
+  if (const auto bad = first_non_text_byte(text))
+    fail("{}: not UTF-8 text (byte 0x{:02x} at offset {})", path, static_cast<unsigned char>(text[*bad]), *bad);
+  return text;
+}
+
 void write_all(int fd, std::span<const std::byte> data, const std::string& path) {
   size_t written = 0;
   while (written < data.size()) {
     const ssize_t n = ::write(fd, data.data() + written, data.size() - written);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("{}: write failed: {}", path, std::strerror(errno));
+    if (n <= 0) fail_as(ErrorKind::kIo, "{}: write failed: {}", path, n < 0 ? std::strerror(errno) : "nothing written");
     written += static_cast<size_t>(n);
   }
 }

@@ -8,6 +8,9 @@
 namespace fedcal {
 
 std::string read_text_file(const std::string& path);
+// The same for a file that must hold UTF-8 text (calibration or evaluation text): anything else (a
+// binary file, another encoding) is refused, naming the file, the byte and its offset.
+std::string read_utf8_text_file(const std::string& path);
 // Writes to `path + ".tmp"` and renames over `path`, so readers never see a half-written file.
 // Writes all of `data` to an open file descriptor, retrying short writes; throws Error naming `path`
 // (e.g. "disk full") on failure.

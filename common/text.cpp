@@ -38,6 +38,15 @@ size_t valid_char_length(std::string_view s) {
 
 }  // namespace
 
+std::optional<size_t> first_non_text_byte(std::string_view bytes) {
+  for (size_t at = 0; at < bytes.size();) {
+    const size_t length = valid_char_length(bytes.substr(at));
+    if (length == 0 || bytes[at] == '\0') return at;
+    at += length;
+  }
+  return std::nullopt;
+}
+
 std::string sanitize_utf8(std::string_view bytes, size_t max_bytes) {
   std::string out;
   out.reserve(std::min(bytes.size(), max_bytes));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,10 @@ namespace fedcal {
 // overlong form, surrogate, above U+10FFFF, cut short) becomes U+FFFD, and the result is cut only
 // at a character boundary.
 std::string sanitize_utf8(std::string_view bytes, size_t max_bytes);
+
+// The offset of the first byte that keeps `bytes` from being UTF-8 text (the start of an invalid
+// sequence, or a NUL: a binary file is not text), or nullopt.
+std::optional<size_t> first_non_text_byte(std::string_view bytes);
 
 // `text` on one line and without terminal escapes: control characters (C0, DEL and the C1 range
 // U+0080..U+009F) are written as \n, \r, \t or \xNN, and a backslash as \\.

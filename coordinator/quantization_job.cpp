@@ -67,7 +67,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   if (!input.reference_text.empty()) {
     result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; },
                                    [&] {
-                                     const std::string text = read_text_file(input.reference_text);
+                                     const std::string text = read_utf8_text_file(input.reference_text);
                                      auto tokenizer = load_tokenizer(loaded, std::nullopt);
                                      XnnRuntime runtime(input.threads);
                                      Transformer transformer(loaded.model, runtime);

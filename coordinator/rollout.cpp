@@ -128,7 +128,13 @@ std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutR
     entry.status = parse_target_status(agent["status"].get<std::string>());
     if (agent.contains("report") && agent["report"].is_object()) entry.report = ActivationOutcome::from_json(agent["report"]);
   }
-  rollout->wave_deadline_ms_ = host.monotonic_ms() + rollout->settings_.wave_timeout_ms;
+  // Deadlines are monotonic and not stored: after a restart the wave gets its whole timeout again,
+  // reports count from now (the soak is watched in full again: no gate is judged on a soak that
+  // was cut short), and agents get agent_timeout_ms to reconnect before the gate stops waiting.
+  const int64_t now = host.monotonic_ms();
+  rollout->wave_deadline_ms_ = now + rollout->settings_.wave_timeout_ms;
+  rollout->reconnect_grace_until_ms_ = now + host.config().agent_timeout_ms;
+  for (auto& [agent, entry] : rollout->agents_) entry.reported_at_ms = now;
   host.log(fmt::format("rollout {}: recovered in stage {}, wave {}", record.id, name(record.stage), rollout->wave_ + 1));
   return rollout;
 }
@@ -222,7 +228,7 @@ void Rollout::tick() {
       ++reported;
       last_report_ms = std::max(last_report_ms, state.reported_at_ms);
       healthy_count += state.status == TargetStatus::kHealthy ? 1 : 0;
-    } else if (host_.is_online(agent)) {
+    } else if (host_.is_online(agent) || host_.monotonic_ms() < reconnect_grace_until_ms_) {
       ++waiting;
     }
   }

@@ -99,6 +99,7 @@ class Rollout {
   std::string reason_;
   int wave_ = 0;
   int64_t wave_deadline_ms_ = 0;
+  int64_t reconnect_grace_until_ms_ = 0;  // after a restart: agents not back yet are still waited for
   std::map<int64_t, AgentState> agents_;
 };
 

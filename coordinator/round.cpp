@@ -96,6 +96,25 @@ LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader repo
   return out;
 }
 
+LocalReport LocalReport::from_json(const nlohmann::json& json) {
+  LocalReport out;
+  out.agent = json.value("agent", int64_t{0});
+  out.error = json.value("error", "");
+  for (const auto& check : json.value("checks", nlohmann::json::array())) {
+    PackageCheck entry;
+    entry.label = check.value("label", "");
+    entry.tokens = check.value("tokens", uint64_t{0});
+    entry.mean_kl = check.value("mean_kl", 0.0);
+    entry.top1_agreement = check.value("top1_agreement", 0.0);
+    entry.mean_nll = check.value("mean_nll", 0.0);
+    entry.reference_mean_nll = check.value("reference_mean_nll", 0.0);
+    entry.decode_tokens_per_second = check.value("decode_tokens_per_second", 0.0);
+    entry.reference_decode_tokens_per_second = check.value("reference_decode_tokens_per_second", 0.0);
+    out.checks.push_back(std::move(entry));
+  }
+  return out;
+}
+
 Round::Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model)
     : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
 
@@ -142,9 +161,17 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
   if (!model) fail("round {}: model {} is missing", record.id, record.model_id);
   std::unique_ptr<Round> round(new Round(host, record.id, settings, *model));
   round->stage_ = record.stage;
+  // Agents reconnect within a second or two of a restart: until then none counts as gone.
+  round->reconnect_grace_until_ms_ = host.monotonic_ms() + host.config().agent_timeout_ms;
   for (const auto& participant : host.store().participants(record.id)) {
+    const auto index = static_cast<uint32_t>(participant.index);
     round->participants_.push_back(participant.agent_id);
-    if (participant.status != ParticipantStatus::kDropped) round->evaluators_.insert(static_cast<uint32_t>(participant.index));
+    if (participant.status != ParticipantStatus::kDropped) round->evaluators_.insert(index);
+    if (!participant.reason.empty()) round->left_[participant.agent_id] = {"", "", participant.reason};
+    if (participant.status == ParticipantStatus::kReported && !participant.report_json.empty()) {
+      const nlohmann::json report = nlohmann::json::parse(participant.report_json, nullptr, false);
+      if (report.is_object()) round->reports_[index] = LocalReport::from_json(report);
+    }
   }
   const auto aggregate = host.store().aggregate_path(record.id);
   if (record.stage == RoundStage::kQuantizing && aggregate) {
@@ -197,11 +224,18 @@ void Round::announce(int64_t agent_id) {
   host_.send(agent_id, message);
 }
 
-void Round::agent_online(int64_t agent_id) {
-  if (stage_ == RoundStage::kCollecting && index_of(agent_id) < 0) announce(agent_id);
+void Round::agent_online(int64_t agent_id, std::optional<uint64_t> held_round) {
+  if (stage_ == RoundStage::kCollecting && index_of(agent_id) < 0) {
+    left_.erase(agent_id);  // it declined before (e.g. no text): asked again
+    announce(agent_id);
+  }
   const int index = index_of(agent_id);
+  if (index >= 0 && held_round && *held_round != static_cast<uint64_t>(id_)) {
+    leave(agent_id, "notInRound", fmt::format("its hello holds no part in round {} (it restarted)", id_));
+    return;
+  }
   if (stage_ == RoundStage::kEvaluating && index >= 0 && evaluators_.count(static_cast<uint32_t>(index)) &&
-      !reports_.count(static_cast<uint32_t>(index))) {
+      !reports_.count(static_cast<uint32_t>(index)) && !left_.count(agent_id)) {
     send_result(agent_id);
   }
 }
@@ -211,11 +245,36 @@ int Round::index_of(int64_t agent_id) const {
   return it == participants_.end() ? -1 : static_cast<int>(it - participants_.begin());
 }
 
+bool Round::expected(int64_t agent_id) const {
+  if (left_.count(agent_id)) return false;
+  return host_.is_online(agent_id) || host_.monotonic_ms() < reconnect_grace_until_ms_;
+}
+
 bool Round::waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const {
   for (const uint32_t index : pool) {
-    if (!answered.count(index) && host_.is_online(participants_[index])) return true;
+    if (!answered.count(index) && expected(participants_[index])) return true;
   }
   return false;
+}
+
+void Round::leave(int64_t agent_id, const std::string& cause, const std::string& reason) {
+  if (finished()) return;
+  const int index = index_of(agent_id);
+  if (index < 0 && !announced_.count(agent_id)) return;  // not asked to take part: nothing to stop waiting for
+  if (index >= 0 && reports_.count(static_cast<uint32_t>(index))) return;  // its part is done
+  if (left_.count(agent_id)) return;
+  left_[agent_id] = {std::string(name(stage_)), cause, reason};
+  const std::string what =
+      fmt::format("round {}: agent {} {} in stage '{}' ({}): {}", id_, agent_id, index >= 0 ? "left" : "declined", name(stage_),
+                  cause, reason);
+  host_.log(what);
+  host_.store().audit("agent " + std::to_string(agent_id), index >= 0 ? "left round" : "declined round", what);
+  if (index >= 0) {
+    // From quantizing on its statistics are in the sum: it stays a contributor, with the reason.
+    const bool contributed = stage_ == RoundStage::kQuantizing || stage_ == RoundStage::kEvaluating;
+    host_.store().set_participant_status(id_, agent_id, contributed ? ParticipantStatus::kRevealed : ParticipantStatus::kDropped,
+                                         cause + ": " + reason);
+  }
 }
 
 void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
@@ -244,6 +303,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       // the round goes on without the agent that sent it.
       check_x25519_public_key(keys.cipher_public, "join.cipherPublic");
       check_x25519_public_key(keys.mask_public, "join.maskPublic");
+      left_.erase(agent_id);  // declined before, able now
       participants_.push_back(agent_id);
       keys_.push_back(keys);
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
@@ -329,8 +389,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
         if (!expected.count(check.label)) fail("localReport: agent {} was not sent a '{}' package", agent_id, check.label);
         if (!seen.insert(check.label).second) fail("localReport: '{}' checked twice", check.label);
       }
+      host_.store().save_participant_report(id_, agent_id, local.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       reports_[static_cast<uint32_t>(index)] = std::move(local);
-      host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kReported);
       return;
     }
     default:
@@ -555,7 +615,7 @@ void Round::tick() {
   if (stage_ == RoundStage::kCollecting) {
     bool pending = false;
     for (const int64_t agent : announced_) {
-      if (index_of(agent) < 0 && host_.is_online(agent)) pending = true;
+      if (index_of(agent) < 0 && expected(agent)) pending = true;
     }
     if ((!pending && static_cast<int>(participants_.size()) >= settings_.min_agents) || expired) begin_sharing();
   } else if (stage_ == RoundStage::kSharing) {
@@ -584,7 +644,17 @@ void Round::tick() {
   } else if (stage_ == RoundStage::kEvaluating) {
     std::set<uint32_t> reported;
     for (const auto& [index, report] : reports_) reported.insert(index);
-    if (expired || !waiting_for(evaluators_, reported)) finish();
+    if (!expired && waiting_for(evaluators_, reported)) return;
+    if (reports_.empty()) {
+      const auto gone = std::count_if(evaluators_.begin(), evaluators_.end(),
+                                      [&](uint32_t index) { return left_.count(participants_[index]) > 0; });
+      fail_round(fmt::format("no participant reported its check of the result ({} of {} left, the others {})", gone,
+                             evaluators_.size(),
+                             expired ? fmt::format("did not report within {} ms", host_.config().report_timeout_ms)
+                                     : "are offline"));
+      return;
+    }
+    finish();
   }
 }
 
@@ -621,6 +691,31 @@ nlohmann::json Round::secagg_summary() const {
   return {{"participants", config.participants},   {"neighbours", config.neighbours},    {"threshold", config.threshold},
           {"lane_bits", config.lane_bits},         {"shared", secagg_->shared().size()}, {"masked", secagg_->survivors().size()},
           {"revealed", secagg_->revealed().size()}};
+}
+
+nlohmann::json Round::agents_status() const {
+  // Every agent asked to take part: where it is in this round and, if it left, why.
+  std::map<int64_t, nlohmann::json> by_agent;
+  for (const int64_t agent : announced_) by_agent[agent] = {{"agent", agent}, {"state", "announced"}};
+  for (const auto& participant : host_.store().participants(id_)) {
+    by_agent[participant.agent_id] = {{"agent", participant.agent_id},
+                                      {"index", participant.index},
+                                      {"state", std::string(name(participant.status))}};
+  }
+  for (const auto& [agent, departure] : left_) {
+    nlohmann::json& entry = by_agent[agent];
+    entry["agent"] = agent;
+    entry["state"] = index_of(agent) >= 0 ? "left" : "declined";
+    if (!departure.stage.empty()) entry["stage"] = departure.stage;
+    if (!departure.cause.empty()) entry["cause"] = departure.cause;
+    entry["reason"] = departure.reason;
+  }
+  nlohmann::json list = nlohmann::json::array();
+  for (auto& [agent, entry] : by_agent) {
+    entry["online"] = host_.is_online(agent);
+    list.push_back(std::move(entry));
+  }
+  return list;
 }
 
 nlohmann::json Round::status() const {
@@ -672,6 +767,7 @@ nlohmann::json Round::status() const {
   }
   json["report_errors"] = errors;
   json["reports"] = reports_.size();
+  json["agents"] = agents_status();
   return json;
 }
 

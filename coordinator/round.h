@@ -61,6 +61,8 @@ struct LocalReport {
   nlohmann::json to_json() const;
   // Reads a localReport; throws Error on a non-finite or negative figure or top-1 above 1.
   static LocalReport from_wire(int64_t agent, wire::LocalReport::Reader report);
+  // Reads what to_json wrote (a report kept in the store across a restart).
+  static LocalReport from_json(const nlohmann::json& json);
 };
 
 // The standard deviation of the Gaussian-mechanism noise the aggregate of a round needs for its
@@ -82,17 +84,25 @@ class Round {
   // persists the round and announces it to every online agent.
   static std::unique_ptr<Round> start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model,
                                       const RoundModel& loaded);
-  // After a restart: resumes a round persisted in `quantizing` or `evaluating`, fails any other.
+  // After a restart: resumes a round persisted in `quantizing` or `evaluating` (with the reports
+  // received before it), fails any other with the reason. Agents are given agent_timeout_ms to
+  // reconnect before a stage stops waiting for them.
   static std::unique_ptr<Round> recover(RoundHost& host, const RoundRecord& record);
 
   int64_t id() const { return id_; }
   RoundStage stage() const { return stage_; }
   bool finished() const { return is_final(stage_); }
 
-  // An agent came online (hello): it gets the announcement or the result it still needs.
-  void agent_online(int64_t agent_id);
+  // An agent came online: it gets the announcement or the result it still needs. `held_round`: the
+  // round its hello says it takes part in; a participant whose hello names another (it restarted
+  // and lost its secrets) has left this round.
+  void agent_online(int64_t agent_id, std::optional<uint64_t> held_round = std::nullopt);
   // A round message from an enrolled agent; throws Error if it is malformed or not expected now.
   void handle(int64_t agent_id, wire::Envelope::Reader envelope);
+  // An agent left the round or cannot take part in it (its roundLeave, or a hello that says it is
+  // unavailable): no stage waits for it any more; `cause` and `reason` go into the status, the
+  // participant's record and the report. A participant that leaves is a dropout.
+  void leave(int64_t agent_id, const std::string& cause, const std::string& reason);
   // Deadlines, dropped agents, the quantization job.
   void tick();
   // Fails the round (operator abort or shutdown).
@@ -115,9 +125,12 @@ class Round {
   void send_result(int64_t agent_id);
   void finish();
   int index_of(int64_t agent_id) const;
-  // Participants (by index) in `pool` that have not answered the current stage and are still online.
+  // Online (or, just after a restart, not yet back) and not left: a stage still waits for it.
+  bool expected(int64_t agent_id) const;
+  // Participants (by index) in `pool` that have not answered the current stage and are expected.
   bool waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const;
   nlohmann::json secagg_summary() const;
+  nlohmann::json agents_status() const;
 
   RoundHost& host_;
   int64_t id_;
@@ -147,6 +160,11 @@ class Round {
   std::vector<std::string> result_labels_;
   std::set<uint32_t> evaluators_;
   std::map<uint32_t, LocalReport> reports_;
+  struct Departure {
+    std::string stage, cause, reason;
+  };
+  std::map<int64_t, Departure> left_;    // by agent id: who left (or declined) and why
+  int64_t reconnect_grace_until_ms_ = 0;  // after a restart
   std::string failure_;
 };
 

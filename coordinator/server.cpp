@@ -395,8 +395,20 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       send_to_route(routing_id, reply);
       const std::string active = read_text(body.getHello().getActiveModel(), 128);
       session.crashes_since_activation = body.getHello().getCrashesSinceActivation();
+      session.unavailable = read_text(body.getHello().getUnavailable(), 1000);
       store_.set_active_model(agent->id, active);
-      if (round_ && !round_->finished()) round_->agent_online(agent->id);
+      if (!session.unavailable.empty()) {
+        log(fmt::format("{} cannot take part in rounds: {}", peer, session.unavailable));
+        store_.set_agent_problem(agent->id, session.last_seen_ms, "unavailable: " + session.unavailable);
+      } else if (agent->last_error.rfind("unavailable: ", 0) == 0) {
+        store_.set_agent_problem(agent->id, session.last_seen_ms, "");  // it can work again
+      }
+      if (round_ && !round_->finished()) {
+        if (session.unavailable.empty())
+          round_->agent_online(agent->id, body.getHello().getRoundId());
+        else
+          round_->leave(agent->id, "unavailable", session.unavailable);
+      }
       if (rollout_) rollout_->agent_online(agent->id, active, session.crashes_since_activation);
       return;
     }
@@ -404,7 +416,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       OutgoingMessage reply;
       reply.body().initHeartbeat();
       send_to_route(routing_id, reply);
-      if (!was_online && round_ && !round_->finished()) round_->agent_online(agent->id);
+      if (!was_online && round_ && !round_->finished() && session.unavailable.empty()) round_->agent_online(agent->id);
       if (!was_online && rollout_) rollout_->agent_online(agent->id, store_.active_model(agent->id));
       return;
     }
@@ -448,6 +460,20 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       store_.audit(peer, "agent error", text);
       return;
     }
+    case Body::ROUND_LEAVE: {
+      const auto leave = body.getRoundLeave();
+      const std::string cause = cause_name(leave.getCause());
+      const std::string reason = read_text(leave.getReason(), 1000);
+      if (leave.getCause() != wire::RoundLeave::Cause::SHUTTING_DOWN) {
+        store_.set_agent_problem(agent->id, session.last_seen_ms, fmt::format("round {}: {}: {}", leave.getRoundId(), cause, reason));
+      }
+      if (round_ && round_->id() == static_cast<int64_t>(leave.getRoundId())) {
+        round_->leave(agent->id, cause, reason);
+      } else {
+        log(fmt::format("{} leaves round {} ({}): {}", peer, leave.getRoundId(), cause, reason));
+      }
+      return;
+    }
     case Body::JOIN:
     case Body::SHARE_KEYS:
     case Body::MASKED_INPUT:
@@ -464,6 +490,13 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
         return;
       }
       with_context([&] { return peer; }, [&] { round_->handle(agent->id, envelope); });
+      if (body.which() == Body::LOCAL_REPORT) {
+        // A check that ran clears the agent's last problem; one that could not run is its problem now.
+        const std::string error = read_text(body.getLocalReport().getError(), 1000);
+        if (!error.empty() || !agent->last_error.empty())
+          store_.set_agent_problem(agent->id, session.last_seen_ms,
+                                   error.empty() ? "" : fmt::format("round {}: check failed: {}", round_->id(), error));
+      }
       return;
     }
     default:

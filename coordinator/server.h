@@ -70,6 +70,7 @@ class Server : public RoundHost {
     int64_t last_heard_monotonic_ms = 0;  // liveness
     int64_t last_persisted_ms = 0;
     unsigned crashes_since_activation = 0;  // from its last hello
+    std::string unavailable;                // its last hello: why it cannot take part in rounds ("" if it can)
   };
 
   void handle_zap();

@@ -21,6 +21,8 @@ nlohmann::json agent_json(const AgentRecord& agent, bool online) {
           {"online", online},
           {"last_seen_ms", agent.last_seen_ms},
           {"active_model", agent.active_model_sha},
+          {"last_error", agent.last_error},
+          {"last_error_ms", agent.last_error_ms},
           {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
 }
 
@@ -117,15 +119,42 @@ void Server::register_admin_commands() {
     store_.audit("operator", "token created", fmt::format("valid {} h", hours));
     return now({{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}});
   };
-  admin_commands_["agents.list"] = [this](const nlohmann::json&) {
-    nlohmann::json agents = nlohmann::json::array();
+  admin_commands_["agents.list"] = [this](const nlohmann::json& request) {
+    // Filters: state (online, offline, revoked, failing), label, failing; sorted by id, name,
+    // last_seen or state.
+    const std::string state = request.value("state", "");
+    const std::string label = request.value("label", "");
+    const bool failing_only = request.value("failing", false);
+    const std::string sort = request.value("sort", "id");
+    if (!state.empty() && state != "online" && state != "offline" && state != "revoked" && state != "failing")
+      fail("state '{}': one of online, offline, revoked, failing", state);
+    if (sort != "id" && sort != "name" && sort != "last_seen" && sort != "state")
+      fail("sort '{}': one of id, name, last_seen, state", sort);
+    std::vector<nlohmann::json> selected;
     for (const AgentRecord& agent : store_.agents()) {
-      nlohmann::json entry = agent_json(agent, is_online(agent.id));
+      const bool online = is_online(agent.id);
       const auto session = sessions_.find(agent.id);
-      entry["crashes_since_activation"] = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
-      agents.push_back(entry);
+      const unsigned crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
+      // Failing: it reported a problem it has not cleared, or its active model crashed.
+      const bool failing = !agent.revoked_at_ms && (!agent.last_error.empty() || crashes > 0);
+      const std::string agent_state = agent.revoked_at_ms ? "revoked" : failing ? "failing" : online ? "online" : "offline";
+      if (failing_only && !failing) continue;
+      if (!state.empty() && state != agent_state && !(state == "online" && online && !agent.revoked_at_ms) &&
+          !(state == "offline" && !online && !agent.revoked_at_ms))
+        continue;
+      if (!label.empty() && !agent_labels(agent).count(label)) continue;
+      nlohmann::json entry = agent_json(agent, online);
+      entry["crashes_since_activation"] = crashes;
+      entry["state"] = agent_state;
+      selected.push_back(std::move(entry));
     }
-    return now({{"agents", agents}});
+    std::stable_sort(selected.begin(), selected.end(), [&](const nlohmann::json& a, const nlohmann::json& b) {
+      if (sort == "name") return a["name"].get<std::string>() < b["name"].get<std::string>();
+      if (sort == "last_seen") return a["last_seen_ms"].get<int64_t>() > b["last_seen_ms"].get<int64_t>();  // newest first
+      if (sort == "state") return a["state"].get<std::string>() < b["state"].get<std::string>();
+      return a["id"].get<int64_t>() < b["id"].get<int64_t>();
+    });
+    return now({{"agents", selected}});
   };
   admin_commands_["agents.revoke"] = [this](const nlohmann::json& request) {
     const int64_t id = request.at("id").get<int64_t>();

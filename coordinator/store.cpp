@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS agents (
   last_seen_ms INTEGER NOT NULL DEFAULT 0,
   profile_json TEXT NOT NULL DEFAULT '{{}}',
   active_model_sha TEXT NOT NULL DEFAULT '',
-  last_sequence INTEGER NOT NULL DEFAULT 0
+  last_sequence INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT '',
+  last_error_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
   token_sha256 TEXT PRIMARY KEY,
@@ -62,6 +64,8 @@ CREATE TABLE IF NOT EXISTS participants (
   agent_id INTEGER NOT NULL REFERENCES agents(id),
   idx INTEGER NOT NULL,
   status TEXT NOT NULL DEFAULT 'joined' CHECK (status IN ({participant_statuses})),
+  reason TEXT NOT NULL DEFAULT '',
+  report_json TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (round_id, agent_id)
 );
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -124,11 +128,13 @@ AgentRecord read_agent(SQLite::Statement& query) {
   agent.profile_json = query.getColumn(6).getString();
   agent.active_model_sha = query.getColumn(7).getString();
   agent.last_sequence = static_cast<uint64_t>(query.getColumn(8).getInt64());
+  agent.last_error = query.getColumn(9).getString();
+  agent.last_error_ms = query.getColumn(10).getInt64();
   return agent;
 }
 constexpr const char* kAgentColumns =
-    "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json, active_model_sha, last_sequence "
-    "FROM agents";
+    "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json, active_model_sha, last_sequence, "
+    "last_error, last_error_ms FROM agents";
 
 ModelRecord read_model(SQLite::Statement& query) {
   ModelRecord model;
@@ -204,10 +210,19 @@ Store::Store(const std::string& path)
     SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
     db_.exec(schema());
     // Columns added after the first release (a database of an older version gets them here).
-    bool has_last_sequence = false;
-    SQLite::Statement columns(db_, "SELECT name FROM pragma_table_info('agents')");
-    while (columns.executeStep()) has_last_sequence = has_last_sequence || columns.getColumn(0).getString() == "last_sequence";
-    if (!has_last_sequence) db_.exec("ALTER TABLE agents ADD COLUMN last_sequence INTEGER NOT NULL DEFAULT 0");
+    const std::pair<const char*, const char*> added[] = {
+        {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
+        {"agents", "last_error_ms INTEGER NOT NULL DEFAULT 0"},
+        {"participants", "reason TEXT NOT NULL DEFAULT ''"},
+        {"participants", "report_json TEXT NOT NULL DEFAULT ''"},
+    };
+    for (const auto& [table, column] : added) {
+      const std::string column_name = std::string(column).substr(0, std::string(column).find(' '));
+      SQLite::Statement columns(db_, fmt::format("SELECT count(*) FROM pragma_table_info('{}') WHERE name = ?", table));
+      columns.bind(1, column_name);
+      if (columns.executeStep() && columns.getColumn(0).getInt() == 0) db_.exec(fmt::format("ALTER TABLE {} ADD COLUMN {}", table, column));
+    }
     transaction.commit();
   } catch (const SQLite::Exception& e) {
     fail_as(ErrorKind::kIo, "{}: {}", path, e.what());
@@ -452,10 +467,22 @@ void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
   });
 }
 
-void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status) {
+void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason) {
   return sqlite_call("set participant status", [&]() -> void {
-    SQLite::Statement update(db_, "UPDATE participants SET status = ? WHERE round_id = ? AND agent_id = ?");
+    SQLite::Statement update(db_, "UPDATE participants SET status = ?, reason = ? WHERE round_id = ? AND agent_id = ?");
     update.bind(1, std::string(name(status)));
+    update.bind(2, reason);
+    update.bind(3, round_id);
+    update.bind(4, agent_id);
+    update.exec();
+  });
+}
+
+void Store::save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json) {
+  return sqlite_call("save participant report", [&]() -> void {
+    SQLite::Statement update(db_,
+                             "UPDATE participants SET status = 'reported', report_json = ? WHERE round_id = ? AND agent_id = ?");
+    update.bind(1, report_json);
     update.bind(2, round_id);
     update.bind(3, agent_id);
     update.exec();
@@ -464,13 +491,25 @@ void Store::set_participant_status(int64_t round_id, int64_t agent_id, Participa
 
 std::vector<Store::Participant> Store::participants(int64_t round_id) {
   return sqlite_call("participants", [&]() -> std::vector<Store::Participant> {
-    SQLite::Statement query(db_, "SELECT agent_id, idx, status FROM participants WHERE round_id = ? ORDER BY idx");
+    SQLite::Statement query(db_,
+                            "SELECT agent_id, idx, status, reason, report_json FROM participants WHERE round_id = ? ORDER BY idx");
     query.bind(1, round_id);
     std::vector<Participant> out;
     while (query.executeStep())
-      out.push_back(
-          {query.getColumn(0).getInt64(), query.getColumn(1).getInt(), parse_participant_status(query.getColumn(2).getString())});
+      out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getInt(),
+                     parse_participant_status(query.getColumn(2).getString()), query.getColumn(3).getString(),
+                     query.getColumn(4).getString()});
     return out;
+  });
+}
+
+void Store::set_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem) {
+  return sqlite_call("set agent problem", [&]() -> void {
+    SQLite::Statement update(db_, "UPDATE agents SET last_error = ?, last_error_ms = ? WHERE id = ?");
+    update.bind(1, problem);
+    update.bind(2, at_ms);
+    update.bind(3, agent_id);
+    update.exec();
   });
 }
 

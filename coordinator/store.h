@@ -28,6 +28,8 @@ struct AgentRecord {
   std::string profile_json;      // the last hello's hardware profile
   std::string active_model_sha;  // the package in its active slot, as it last reported
   uint64_t last_sequence = 0;    // the highest message sequence number accepted from its key
+  std::string last_error;        // the last problem it reported ("" once it says it can work again)
+  int64_t last_error_ms = 0;     // when (wall clock)
 };
 
 // The labels an agent's last hello listed (device groups); empty if its profile has none.
@@ -91,18 +93,25 @@ class Store {
   std::vector<RoundRecord> rounds();
 
   void add_participant(int64_t round_id, int64_t agent_id, int index);
-  void set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status);
-  // (agent id, index, status) of a round's participants.
+  // `reason`: why a participant was dropped or left ("" otherwise).
+  void set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason = "");
+  // Its local report (JSON), kept so a restarted coordinator does not forget what was reported.
+  void save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json);
   struct Participant {
     int64_t agent_id;
     int index;
     ParticipantStatus status;
+    std::string reason;
+    std::string report_json;  // "" until it reported
   };
   std::vector<Participant> participants(int64_t round_id);
 
   void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
                       int64_t sequences, int64_t tokens);
   std::optional<std::string> aggregate_path(int64_t round_id);
+
+  // The last problem an agent reported (no private text, disk full, ...); "" clears it.
+  void set_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem);
 
   // The package in an agent's active slot, as it last reported.
   void set_active_model(int64_t agent_id, const std::string& sha256);

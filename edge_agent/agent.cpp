@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/text.h"
 #include "edge_agent/hardware_profile.h"
+#include "edge_agent/private_text.h"
 
 namespace fedcal::edge_agent {
 namespace {
@@ -23,6 +24,20 @@ uint64_t wall_clock_us() {
 }
 
 constexpr uint32_t kChunkRequestBytes = 1 << 20;
+
+// What kind of problem made the agent leave a round, from the error it hit.
+wire::RoundLeave::Cause leave_cause(const std::exception& error) {
+  using Cause = wire::RoundLeave::Cause;
+  if (dynamic_cast<const std::bad_alloc*>(&error)) return Cause::OUT_OF_MEMORY;
+  const std::string_view what = error.what();
+  if (what.find("No space left") != std::string_view::npos || what.find("Disk quota") != std::string_view::npos)
+    return Cause::DISK_FULL;
+  if (what.find("private text") != std::string_view::npos || what.find("no text (") != std::string_view::npos)
+    return Cause::NO_PRIVATE_TEXT;
+  if (what.find("loading model") != std::string_view::npos || what.find("signature") != std::string_view::npos)
+    return Cause::MODEL_DOES_NOT_LOAD;
+  return Cause::OTHER;
+}
 
 }  // namespace
 
@@ -45,6 +60,8 @@ Agent::Agent(AgentConfig config)
   socket_.connect(config_.coordinator);
   log(fmt::format("agent {} ({}) connecting to {}", enrollment_.agent_id, config_.name, config_.coordinator));
   std::filesystem::create_directories(config_.state_dir);
+  if (const int removed = remove_stale_partial_downloads(config_.downloads_dir(), config_.partial_download_max_age_hours))
+    log(fmt::format("removed {} partial download(s) older than {} h", removed, config_.partial_download_max_age_hours));
   slots_.record_start();
   if (slots_.crashes_since_activation() > 0) {
     log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
@@ -79,6 +96,17 @@ void Agent::retire_round() {
   });
 }
 
+void Agent::leave_round(uint64_t round_id, wire::RoundLeave::Cause cause, const std::string& reason) {
+  log(fmt::format("round {}: leaving ({}): {}", round_id, cause_name(cause), reason));
+  OutgoingMessage message;
+  auto leave = message.body().initRoundLeave();
+  leave.setRoundId(round_id);
+  leave.setCause(cause);
+  leave.setReason(reason.substr(0, 1000));
+  send(message);
+  if (round_ && round_->params.id == round_id) retire_round();
+}
+
 void Agent::log(const std::string& line) const {
   std::fprintf(stderr, "[agent %s] %s\n", config_.name.c_str(), escape_controls(line).c_str());
   std::fflush(stderr);
@@ -107,6 +135,10 @@ void Agent::send_hello() {
   auto profile = hello.initProfile();
   hello.setActiveModel(slots_.active());
   hello.setCrashesSinceActivation(slots_.crashes_since_activation());
+  const std::string problem = private_text_problem(config_.data_dir);
+  if (!problem.empty()) log("cannot take part in rounds: " + problem);
+  hello.setUnavailable(problem);
+  hello.setRoundId(round_ ? round_->params.id : 0);
   profile.setArch(hardware.arch);
   auto features = profile.initIsaFeatures(static_cast<unsigned>(hardware.isa_features.size()));
   for (size_t i = 0; i < hardware.isa_features.size(); ++i) features.set(static_cast<unsigned>(i), hardware.isa_features[i]);
@@ -157,10 +189,10 @@ int Agent::run(const std::atomic<bool>& stop) {
     try {
       advance();
     } catch (const std::exception& error) {
-      log(fmt::format("round {}: {}; leaving the round", round_ ? round_->params.id : 0, error.what()));
-      retire_round();
+      if (round_) leave_round(round_->params.id, leave_cause(error), error.what());
     }
   }
+  if (round_ && round_->phase != Phase::kReported) leave_round(round_->params.id, wire::RoundLeave::Cause::SHUTTING_DOWN, "the agent is stopping");
   slots_.record_clean_exit();
   return exit_code_ < 0 ? 0 : exit_code_;
 }
@@ -274,7 +306,16 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
         return;
       }
     } else {
-      download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+      try {
+        download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+      } catch (const std::exception& error) {
+        // A round's download that cannot be stored (disk full) or does not verify: the round is told
+        // at once and the partial file goes, so the space is free for the next try.
+        const uint64_t id = round_->params.id;
+        download->discard();
+        leave_round(id, leave_cause(error), error.what());
+        return;
+      }
     }
     chunk_retry_.trigger();  // ask for the next chunk right away
     if (activation_) activation_->chunk_retry.trigger();

@@ -73,6 +73,11 @@ class Agent {
   void send_hello();
   void inject_fault(const char* point);
   void retire_round();  // drops the current round; its running workers finish in the background
+  // Tells the coordinator this agent leaves round `round_id` (or does not hold it), so the round stops
+  // waiting for it, and drops the round if it is ours.
+  void leave_round(uint64_t round_id, wire::RoundLeave::Cause cause, const std::string& reason);
+  // Whether the agent holds round `round_id` (a `message` for it arrived); if not, it leaves it.
+  bool holds_round(uint64_t round_id, const char* message);
   void handle(wire::Envelope::Reader envelope);
   void on_announce(wire::RoundConfig::Reader config);
   void on_round_keys(wire::RoundKeys::Reader keys);

@@ -39,6 +39,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
                                               "decode_tokens",
                                               "reconnect_interval_max_ms",
                                               "coordinator_timeout_ms",
+                                              "partial_download_max_age_hours",
                                               "enroll_token",
                                               "fault_injection"};
   for (const auto& [key, value] : table) {
@@ -87,6 +88,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   integer("decode_tokens", config.decode_tokens, 1, 4096);
   integer("reconnect_interval_max_ms", config.reconnect_interval_max_ms, 100, 3600000);
   integer("coordinator_timeout_ms", config.coordinator_timeout_ms, 1000, 3600000);
+  integer("partial_download_max_age_hours", config.partial_download_max_age_hours, 1, 24 * 365);
   if (const toml::node* node = table.get("heldout_fraction")) {
     const auto value = node->value<double>();
     if (!value || *value < 0 || *value >= 1) fail("{}: 'heldout_fraction' must be a number in [0, 1)", path);

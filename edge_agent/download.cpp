@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -65,6 +66,23 @@ void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t t
   }
   fs::rename(part_path_, final_path_);
   verified_ = true;
+}
+
+void Download::discard() {
+  std::error_code error;
+  if (!verified_) fs::remove(part_path_, error);
+  if (!verified_) have_ = 0;
+}
+
+int remove_stale_partial_downloads(const std::string& downloads_dir, int max_age_hours) {
+  std::error_code error;
+  int removed = 0;
+  const auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(max_age_hours);
+  for (const auto& entry : fs::directory_iterator(downloads_dir, error)) {
+    if (entry.path().extension() != ".part" || !entry.is_regular_file(error)) continue;
+    if (entry.last_write_time(error) < cutoff && fs::remove(entry.path(), error)) ++removed;
+  }
+  return removed;
 }
 
 }  // namespace fedcal::edge_agent

@@ -10,6 +10,10 @@
 
 namespace fedcal::edge_agent {
 
+// Removes *.part files in `downloads_dir` not modified for `max_age_hours` (downloads abandoned by a
+// round or rollout that ended while the agent was away); returns how many. Errors are not fatal.
+int remove_stale_partial_downloads(const std::string& downloads_dir, int max_age_hours);
+
 class Download {
  public:
   Download(std::string sha256, uint64_t total_bytes, const std::string& downloads_dir, const std::string& models_dir);
@@ -23,6 +27,8 @@ class Download {
   // Appends a chunk if it starts where the file ends (else ignores it: a duplicate). Throws Error if it
   // overruns the size or the finished file does not hash to its name (the partial file is removed).
   void accept(uint64_t offset, std::span<const uint8_t> data, uint64_t total_bytes);
+  // Removes the partial file (an abandoned download: its space is given back); a later accept starts over.
+  void discard();
 
  private:
   std::string sha256_;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <vector>
 
@@ -21,7 +23,7 @@ PrivateText read_private_text(const std::string& data_dir, double heldout_fracti
   std::sort(files.begin(), files.end());
   std::vector<std::string> lines;
   for (const auto& file : files) {
-    std::istringstream in(read_text_file(file.string()));
+    std::istringstream in(read_utf8_text_file(file.string()));
     std::string line;
     while (std::getline(in, line)) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -39,6 +41,22 @@ PrivateText read_private_text(const std::string& data_dir, double heldout_fracti
     out += '\n';
   }
   return text;
+}
+
+std::string private_text_problem(const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (!fs::is_directory(data_dir, error)) return fmt::format("{}: the private text folder does not exist", data_dir);
+  for (const auto& entry : fs::directory_iterator(data_dir, error)) {
+    if (!entry.is_regular_file(error) || entry.path().extension() != ".txt") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    char c;
+    while (in.get(c)) {
+      if (!std::isspace(static_cast<unsigned char>(c))) return "";
+    }
+  }
+  if (error) return fmt::format("{}: {}", data_dir, error.message());
+  return fmt::format("{}: no text (*.txt files with at least one non-empty line)", data_dir);
 }
 
 }  // namespace fedcal::edge_agent

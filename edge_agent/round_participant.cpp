@@ -37,6 +37,15 @@ std::vector<uint64_t> compute_statistics(const std::string& package, const Signi
 
 }  // namespace
 
+bool Agent::holds_round(uint64_t round_id, const char* message) {
+  if (round_ && round_->params.id == round_id) return true;
+  // E.g. this agent restarted after joining: its secrets are gone, so it can never answer. Said at
+  // once, so the round does not wait for it until a deadline.
+  leave_round(round_id, wire::RoundLeave::Cause::NOT_IN_ROUND,
+              fmt::format("'{}' for round {}, which this agent does not hold (it restarted or left it)", message, round_id));
+  return false;
+}
+
 void Agent::on_announce(wire::RoundConfig::Reader config) {
   if (round_ && round_->params.id == config.getRoundId()) return;  // announced again (e.g. after a reconnect)
   if (round_ && round_->phase != Phase::kReported) {
@@ -63,6 +72,10 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
   }
   HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
   layout.validate();
+  if (const std::string problem = private_text_problem(config_.data_dir); !problem.empty()) {
+    leave_round(params.id, wire::RoundLeave::Cause::NO_PRIVATE_TEXT, problem);  // the round does not wait for us
+    return;
+  }
   auto work = std::make_unique<RoundWork>();
   work->params = params;
   work->model =
@@ -170,9 +183,8 @@ void Agent::advance() {
 }
 
 void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
-  if (!round_ || round_->params.id != keys.getRoundId() || round_->phase != Phase::kJoined) {
-    fail("roundKeys for round {} not expected now", keys.getRoundId());
-  }
+  if (!holds_round(keys.getRoundId(), "roundKeys")) return;
+  if (round_->phase != Phase::kJoined) fail("roundKeys for round {} not expected now", keys.getRoundId());
   const SecAggConfig config = read_round_keys_config(keys, round_->params.min_survivors);
   if (config.vector_length != round_->input.size()) fail("roundKeys: vector length {} differs from ours", config.vector_length);
   const std::map<uint32_t, AdvertisedKeys> neighbours = read_round_keys_neighbours(keys);
@@ -189,10 +201,9 @@ void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
 
 void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   // Again after masking when the coordinator excluded a participant: mask without it.
-  if (!round_ || round_->params.id != delivery.getRoundId() ||
-      (round_->phase != Phase::kShared && round_->phase != Phase::kMasked)) {
+  if (!holds_round(delivery.getRoundId(), "sharesForYou")) return;
+  if (round_->phase != Phase::kShared && round_->phase != Phase::kMasked)
     fail("sharesForYou for round {} not expected now", delivery.getRoundId());
-  }
   const std::vector<EncryptedShare> shares = read_encrypted_shares(delivery.getShares(), "sharesForYou");
   OutgoingMessage message;
   auto out = message.body().initMaskedInput();
@@ -219,9 +230,8 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
 }
 
 void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
-  if (!round_ || round_->params.id != request.getRoundId() || round_->phase != Phase::kMasked) {
-    fail("unmaskRequest for round {} not expected now", request.getRoundId());
-  }
+  if (!holds_round(request.getRoundId(), "unmaskRequest")) return;
+  if (round_->phase != Phase::kMasked) fail("unmaskRequest for round {} not expected now", request.getRoundId());
   if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
   std::vector<uint32_t> survivors;
   for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
@@ -237,8 +247,7 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
 }
 
 void Agent::on_result(wire::RoundResult::Reader result) {
-  if (!round_ || round_->params.id != result.getRoundId())
-    fail("roundResult for round {}, which this agent did not take part in", result.getRoundId());
+  if (!holds_round(result.getRoundId(), "roundResult")) return;
   if (round_->phase == Phase::kFetchingResults || round_->phase == Phase::kChecking) return;  // already on it
   if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
   round_->results.clear();

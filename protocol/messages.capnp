@@ -38,6 +38,7 @@ struct Envelope {
     modelActivate @21 :ModelActivate;
     activationReport @22 :ActivationReport;
     modelRollback @23 :ModelRollback;
+    roundLeave @24 :RoundLeave;
   }
 }
 
@@ -100,6 +101,10 @@ struct Hello {
   # SHA-256 of the package in the agent's active slot ("" if none).
   crashesSinceActivation @3 :UInt32;
   # Times the agent did not exit cleanly since that package became active.
+  unavailable @4 :Text;
+  # Why the agent cannot take part in rounds now ("" if it can), e.g. no private text.
+  roundId @5 :UInt64;
+  # The round the agent is taking part in (0: none; e.g. it restarted and lost its part).
 }
 
 struct Welcome {
@@ -315,6 +320,25 @@ struct LocalReport {
   # One per package in RoundResult.
   error @2 :Text;
   # Non-empty if the agent could not check (the reason).
+}
+
+struct RoundLeave {
+  roundId @0 :UInt64;
+  # The round the agent leaves (or, with cause notInRound, does not hold).
+  cause @1 :Cause;
+  # What kind of problem, so the coordinator can count and filter them.
+  reason @2 :Text;
+  # The agent's own words (its error message).
+
+  enum Cause {
+    other @0;
+    noPrivateText @1;     # no text to calibrate or check on
+    diskFull @2;          # a download or the result does not fit
+    modelDoesNotLoad @3;  # the package does not verify or load
+    outOfMemory @4;
+    notInRound @5;        # the agent restarted and no longer holds the round
+    shuttingDown @6;      # the agent is stopping
+  }
 }
 
 struct RoundAbort {

@@ -41,7 +41,7 @@ DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_byt
     if (decoded.envelope_.getVersion() != wire::PROTOCOL_VERSION) {
       fail("message: protocol version {}, this build speaks {}", decoded.envelope_.getVersion(), wire::PROTOCOL_VERSION);
     }
-    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::MODEL_ROLLBACK)
+    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::ROUND_LEAVE)
       fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
   } catch (const kj::Exception& exception) {
     fail("message: malformed Cap'n Proto: {}", exception.getDescription().cStr());
@@ -74,6 +74,26 @@ wire::ErrorReply::Code reply_code(ErrorKind kind) {
       return wire::ErrorReply::Code::INTERNAL;
   }
   return wire::ErrorReply::Code::INTERNAL;
+}
+
+std::string cause_name(wire::RoundLeave::Cause cause) {
+  using Cause = wire::RoundLeave::Cause;
+  switch (cause) {
+    case Cause::NO_PRIVATE_TEXT:
+      return "noPrivateText";
+    case Cause::DISK_FULL:
+      return "diskFull";
+    case Cause::MODEL_DOES_NOT_LOAD:
+      return "modelDoesNotLoad";
+    case Cause::OUT_OF_MEMORY:
+      return "outOfMemory";
+    case Cause::NOT_IN_ROUND:
+      return "notInRound";
+    case Cause::SHUTTING_DOWN:
+      return "shuttingDown";
+    default:
+      return "other";
+  }
 }
 
 std::string body_name(wire::Envelope::Reader envelope) {
@@ -115,6 +135,8 @@ std::string body_name(wire::Envelope::Reader envelope) {
       return "localReport";
     case Body::ROUND_ABORT:
       return "roundAbort";
+    case Body::ROUND_LEAVE:
+      return "roundLeave";
     case Body::WELCOME:
       return "welcome";
     case Body::MODEL_ACTIVATE:

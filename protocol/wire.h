@@ -90,6 +90,8 @@ wire::ErrorReply::Code reply_code(ErrorKind kind);
 
 // A name for the body kind, for logs ("hello", "maskedInput", ...).
 std::string body_name(wire::Envelope::Reader envelope);
+// "noPrivateText", "diskFull", ... (the schema's names); "other" for a value this build does not know.
+std::string cause_name(wire::RoundLeave::Cause cause);
 
 // Field helpers that range-check as they read: `field` names the field in errors.
 Key32 read_key32(capnp::Data::Reader data, std::string_view field);

@@ -25,8 +25,24 @@ void add_fleet_commands(CLI::App& app, const CliContext& context) {
   });
 
   CLI::App* agents = app.add_subcommand("agents", "The fleet registry")->require_subcommand(1);
-  agents->add_subcommand("list", "Enrolled agents, online state and hardware profile")->callback([&context] {
-    const auto reply = context.call({{"command", "agents.list"}});
+  struct ListOptions {
+    std::string state, label, sort = "id";
+    bool failing = false;
+  };
+  auto list_options = std::make_shared<ListOptions>();
+  CLI::App* list = agents->add_subcommand(
+      "list", "Enrolled agents: state, hardware, active model, last seen, labels and the last problem each reported");
+  list->add_option("--state", list_options->state, "Only agents in this state")
+      ->check(CLI::IsMember({"online", "offline", "failing", "revoked"}));
+  list->add_option("--label", list_options->label, "Only agents with this label (device group)");
+  list->add_flag("--failing", list_options->failing,
+                 "Only agents with an unresolved problem (no private text, disk full, a failed check or activation, crashes)");
+  list->add_option("--sort", list_options->sort, "Order")->check(CLI::IsMember({"id", "name", "last_seen", "state"}))->capture_default_str();
+  list->callback([&context, list_options] {
+    nlohmann::json request = {{"command", "agents.list"}, {"sort", list_options->sort}, {"failing", list_options->failing}};
+    if (!list_options->state.empty()) request["state"] = list_options->state;
+    if (!list_options->label.empty()) request["label"] = list_options->label;
+    const auto reply = context.call(request);
     context.print(reply, format_agents(reply));
   });
   auto revoke_id = std::make_shared<int64_t>(0);

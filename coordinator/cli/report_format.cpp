@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "common/clock.h"
 #include "common/text.h"
 
 namespace fedcal::coordinator {
@@ -63,6 +64,17 @@ std::string format_round(const nlohmann::json& round) {
                          number(check, "decode_tokens_per_second_int8"), number(check, "decode_speedup"));
     }
   }
+  if (round.contains("agents") && round["agents"].is_array()) {
+    // Only the agents that did not get through: the rest are in the counts above.
+    for (const auto& agent : round["agents"]) {
+      const std::string state = agent.value("state", std::string());
+      if (state != "left" && state != "declined" && state != "dropped") continue;
+      out += fmt::format("  agent {} {}{}: {}{}\n", agent.value("agent", 0), state,
+                         agent.contains("stage") ? " in " + agent["stage"].get<std::string>() : std::string(),
+                         agent.contains("cause") ? agent["cause"].get<std::string>() + ": " : std::string(),
+                         escape_controls(agent.value("reason", std::string("(went silent)"))));
+    }
+  }
   if (round.contains("stage_ms") && !round["stage_ms"].empty()) {
     out += "  stage times:";
     for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
@@ -75,16 +87,25 @@ std::string format_round(const nlohmann::json& round) {
 }
 
 std::string format_agents(const nlohmann::json& agents) {
-  std::string out = fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8}  {}\n", "id", "name", "state", "arch", "version",
-                                "cores", "RAM GB", "key");
+  const int64_t now = wall_ms();
+  std::string out = fmt::format("{:>4}  {:<20} {:<8} {:<9} {:>5} {:>6}  {:<12} {:>9}  {:<14} {}\n", "id", "name", "state", "arch",
+                                "cores", "RAM GB", "active", "seen", "labels", "problem");
   for (const auto& agent : agents["agents"]) {
     const auto& profile = agent["profile"];
-    const std::string state = agent["revoked"].get<bool>() ? "revoked" : agent["online"].get<bool>() ? "online" : "offline";
-    out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<8} {:>5} {:>8.1f}  {}\n", agent["id"].get<int64_t>(),
-                       escape_controls(agent["name"].get<std::string>()), state,
-                       escape_controls(profile.value("arch", std::string("-"))),
-                       escape_controls(profile.value("version", std::string("-"))), profile.value("cores", 0),
-                       number(profile, "ram_bytes") / 1e9, agent["public_key"].get<std::string>());
+    std::string labels;
+    for (const auto& label : profile.value("labels", nlohmann::json::array())) {
+      if (label.is_string()) labels += (labels.empty() ? "" : ",") + label.get<std::string>();
+    }
+    const int64_t seen = agent.value("last_seen_ms", int64_t{0});
+    const std::string seen_text = seen <= 0 ? "never" : fmt::format("{}s ago", std::max<int64_t>(0, (now - seen) / 1000));
+    std::string problem = agent.value("last_error", std::string());
+    if (agent.value("crashes_since_activation", 0) > 0)
+      problem += fmt::format("{}{} crash(es) since activation", problem.empty() ? "" : "; ", agent["crashes_since_activation"].get<int>());
+    out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:>5} {:>6.1f}  {:<12} {:>9}  {:<14} {}\n", agent["id"].get<int64_t>(),
+                       escape_controls(agent["name"].get<std::string>()), agent.value("state", std::string("?")),
+                       escape_controls(profile.value("arch", std::string("-"))), profile.value("cores", 0),
+                       number(profile, "ram_bytes") / 1e9, agent.value("active_model", std::string()).substr(0, 12), seen_text,
+                       escape_controls(labels), escape_controls(problem));
   }
   return out;
 }

@@ -23,7 +23,7 @@ struct CalibrateOptions {
 };
 
 void run_calibrate(const CalibrateOptions& options) {
-  const std::string text = read_text_file(options.text);
+  const std::string text = read_utf8_text_file(options.text);
   LoadedModel loaded = load_model_with(options.model);
   if (!loaded.int8.empty()) fail("{}: calibration runs the FP32 model; this is an INT8 package", loaded.path);
   auto tokenizer = load_tokenizer(loaded, options.model.tokenizer);

@@ -67,7 +67,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
   if (options.auto_fp32 > 0) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
-    const std::vector<int> tokens = tokenizer->encode(read_text_file(*options.sensitivity_text), true);
+    const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
     const auto ranking = with_context([&] { return *options.stats; },
                                       [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
     for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {

@@ -26,7 +26,7 @@ struct EvalCommandOptions {
 };
 
 void run_eval(const EvalCommandOptions& options) {
-  const std::string text = read_text_file(options.text);
+  const std::string text = read_utf8_text_file(options.text);
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads));

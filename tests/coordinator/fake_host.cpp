@@ -53,7 +53,16 @@ coordinator::ModelRecord FakeHost::import_project_model() {
   return model;
 }
 
+void FakeHost::restart() {
+  store_.reset();
+  store_ = std::make_unique<coordinator::Store>(config_.database_path());
+  online.clear();
+  sent.clear();
+  drop_to_offline = true;
+}
+
 void FakeHost::send(int64_t agent_id, OutgoingMessage& message) {
+  if (drop_to_offline && !online.count(agent_id)) return;
   const std::vector<std::byte> bytes = message.encode(++sequence_);
   auto decoded_message = std::make_shared<DecodedEnvelope>(decode_envelope(bytes));
   sent.push_back({agent_id, body_name(decoded_message->envelope()), decoded_message});

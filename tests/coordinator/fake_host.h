@@ -39,6 +39,11 @@ class FakeHost : public coordinator::RoundHost {
   void log(const std::string& line) override { logs.push_back(line); }
   int64_t monotonic_ms() const override { return now_ms; }
 
+  // The coordinator killed (SIGKILL) and started again: the store reopened from its file, every
+  // agent disconnected until the test brings it back, and from now on messages to agents that are
+  // not online are lost (as a real coordinator has no route to them).
+  void restart();
+
   // Messages of `kind` sent to `agent` since the last take (removed from `sent`).
   std::vector<SentMessage> take(int64_t agent, const std::string& kind);
 
@@ -46,6 +51,7 @@ class FakeHost : public coordinator::RoundHost {
   std::set<int64_t> online;
   std::vector<SentMessage> sent;
   std::vector<std::string> logs;
+  bool drop_to_offline = false;
 
  private:
   coordinator::CoordinatorConfig config_;

@@ -5,64 +5,12 @@
 
 #include "coordinator/rollout.h"
 #include "tests/coordinator/fake_host.h"
+#include "tests/coordinator/rollout_fixture.h"
 
 namespace fedcal::coordinator {
 namespace {
 
 using testing::FakeHost;
-
-constexpr const char* kSha = "5e11ab1e000000000000000000000000000000000000000000000000000000aa";
-
-struct RolloutFixture {
-  testing::ScratchDir dir;
-  FakeHost host{dir};
-  std::vector<int64_t> ids;
-  ModelRecord model;
-  RolloutSettings settings;
-
-  explicit RolloutFixture(int count) {
-    ids = host.enroll(count);
-    model.sha256 = kSha;
-    model.kind = "int8";
-    model.path = dir.path("m.fcpkg");
-    model.bytes = 1000;
-    model.description = "a package";
-    model.id = host.store().add_model(model);
-    settings.model_id = model.id;
-    settings.waves = {20, 60, 100};
-    settings.wave_timeout_ms = 10000;
-    settings.soak_ms = 2000;
-  }
-  std::unique_ptr<Rollout> start() { return Rollout::start(host, settings, model, ids); }
-  // The agents that were sent `kind` since the last look.
-  std::vector<int64_t> told(const std::string& kind) {
-    std::vector<int64_t> out;
-    for (const int64_t id : ids) {
-      if (!host.take(id, kind).empty()) out.push_back(id);
-    }
-    return out;
-  }
-  void report(Rollout& rollout, int64_t agent, bool activated, double kl = 0.001, double speed = 100, double before = 100) {
-    OutgoingMessage message;
-    auto report = message.body().initActivationReport();
-    report.setRolloutId(static_cast<uint64_t>(rollout.id()));
-    report.setActivated(activated);
-    report.setSha256(activated ? kSha : "");
-    report.setMeanKl(kl);
-    report.setTop1Agreement(0.99);
-    report.setTokensPerSecond(speed);
-    report.setPreviousTokensPerSecond(before);
-    const DecodedEnvelope envelope = testing::decoded(message);
-    rollout.handle(agent, envelope.envelope().getBody().getActivationReport());
-  }
-  std::string status_of(const Rollout& rollout, int64_t agent) const {
-    const nlohmann::json status = rollout.status();
-    for (const auto& entry : status["agents"]) {
-      if (entry["agent"] == agent) return entry["status"];
-    }
-    return "";
-  }
-};
 
 TEST_CASE("Rollout in process: waves of 20/60/100%, each gated after its soak, then done") {
   RolloutFixture f(10);
@@ -141,7 +89,7 @@ TEST_CASE("Rollout in process: an agent that crashed since activating makes its 
   auto rollout = f.start();
   f.report(*rollout, f.ids[0], true);
   f.report(*rollout, f.ids[1], true);
-  rollout->agent_online(f.ids[1], kSha, /*crashes=*/1);
+  rollout->agent_online(f.ids[1], kRolloutSha, /*crashes=*/1);
   CHECK(f.status_of(*rollout, f.ids[1]) == "unhealthy");
   f.host.now_ms += f.settings.soak_ms;
   rollout->tick();

@@ -9,160 +9,15 @@
 #include <thread>
 
 #include "coordinator/round.h"
-#include "models/engine/transformer.h"
-#include "models/format/model_loader.h"
-#include "models/quant/calibration.h"
 #include "secagg/secagg_wire.h"
 #include "tests/coordinator/fake_host.h"
 #include "tests/coordinator/forged_report.h"
+#include "tests/coordinator/round_fixture.h"
 
 namespace fedcal::coordinator {
 namespace {
 
 using testing::FakeHost;
-
-// The project's model's statistics on a few lines: every agent contributes these.
-CalibrationStats agent_statistics(const ModelRecord& model, const RoundSettings& settings) {
-  LoadedModel loaded = load_model(model.path);
-  auto tokenizer = load_tokenizer(loaded, std::nullopt);
-  XnnRuntime runtime(1);
-  Transformer transformer(loaded.model, runtime);
-  CalibrationOptions options;
-  options.sequences = settings.sequences_per_agent;
-  options.seq_len = settings.seq_len;
-  const std::string text = testing::tinystories_train().substr(0, 4000);
-  return calibrate(transformer, *tokenizer, text, model_fingerprint(loaded.model), options);
-}
-
-// One agent's side: answers each stage's message with the real secure-aggregation client.
-struct FakeAgent {
-  int64_t id;
-  std::vector<uint64_t> input;
-  SecAggClient client;
-
-  void join(Round& round, int64_t round_id) const {
-    OutgoingMessage message;
-    auto join = message.body().initJoin();
-    join.setRoundId(static_cast<uint64_t>(round_id));
-    const AdvertisedKeys keys = client.advertise();
-    join.setCipherPublic(as_data(keys.cipher_public));
-    join.setMaskPublic(as_data(keys.mask_public));
-    join.setVectorLength(input.size());
-    join.setNarrowLanes(true);
-    deliver(round, message);
-  }
-  // Answers the last message of `kind` the host sent it; false if there was none.
-  bool answer(FakeHost& host, Round& round, const std::string& kind) {
-    const auto received = host.take(id, kind);
-    if (received.empty()) return false;
-    const auto body = received.back().body();
-    OutgoingMessage message;
-    if (kind == "roundKeys") {
-      const auto keys = body.getRoundKeys();
-      const SecAggConfig config = read_round_keys_config(keys, 3);
-      const auto shares = client.share_keys(config, keys.getIndex(), read_round_keys_neighbours(keys));
-      auto out = message.body().initShareKeys();
-      out.setRoundId(config.round_id);
-      write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
-    } else if (kind == "sharesForYou") {
-      const auto delivery = body.getSharesForYou();
-      const auto masked = client.mask_input(input, read_encrypted_shares(delivery.getShares(), "sharesForYou"));
-      auto out = message.body().initMaskedInput();
-      out.setRoundId(delivery.getRoundId());
-      const uint32_t lanes = client.config().lane_bits;
-      write_lane_vector(masked, lanes, out.initValues(static_cast<unsigned>(masked.size() * lanes / 8)));
-    } else if (kind == "unmaskRequest") {
-      const auto request = body.getUnmaskRequest();
-      std::vector<uint32_t> survivors;
-      for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
-      const auto revealed = client.unmask(survivors);
-      auto out = message.body().initUnmaskShares();
-      out.setRoundId(request.getRoundId());
-      write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
-    } else if (kind == "roundResult") {
-      const auto result = body.getRoundResult();
-      auto out = message.body().initLocalReport();
-      out.setRoundId(result.getRoundId());
-      auto checks = out.initChecks(result.getModels().size());
-      for (unsigned i = 0; i < result.getModels().size(); ++i) {
-        checks[i].setLabel(result.getModels()[i].getLabel());
-        checks[i].setTokens(100);
-        checks[i].setMeanKl(0.01);
-        checks[i].setTop1Agreement(0.9);
-        checks[i].setMeanNll(2.0);
-        checks[i].setReferenceMeanNll(1.9);
-        checks[i].setDecodeTokensPerSecond(200);
-        checks[i].setReferenceDecodeTokensPerSecond(100);
-      }
-    } else {
-      FAIL("no answer for " << kind);
-    }
-    deliver(round, message);
-    return true;
-  }
-  void deliver(Round& round, OutgoingMessage& message) const {
-    const DecodedEnvelope envelope = testing::decoded(message);
-    round.handle(id, envelope.envelope());
-  }
-};
-
-struct RoundFixture {
-  testing::ScratchDir dir;
-  FakeHost host{dir};
-  std::vector<int64_t> ids;
-  ModelRecord model;
-  RoundSettings settings;
-  std::vector<FakeAgent> agents;
-
-  explicit RoundFixture(int count) {
-    ids = host.enroll(count);
-    model = host.import_project_model();
-    settings.model_id = model.id;
-    settings.sequences_per_agent = 2;
-    settings.seq_len = 16;
-    settings.min_agents = 3;
-    const std::vector<uint64_t> input = contribution_vector(agent_statistics(model, settings));
-    for (const int64_t id : ids) agents.push_back({id, input, SecAggClient()});
-  }
-  std::unique_ptr<Round> start() {
-    auto round = Round::start(host, settings, model, load_round_model(model));
-    for (const int64_t id : ids) CHECK(host.take(id, "roundAnnounce").size() == (host.is_online(id) ? 1u : 0u));
-    return round;
-  }
-  // Every agent in `which` (all if empty) answers `kind`; returns how many did.
-  int answer(Round& round, const std::string& kind, const std::set<int64_t>& which = {}) {
-    int answered = 0;
-    for (FakeAgent& agent : agents) {
-      if (which.empty() || which.count(agent.id)) answered += agent.answer(host, round, kind) ? 1 : 0;
-    }
-    return answered;
-  }
-  // Ticks until the quantization job has finished (a real job on a worker thread; bounded).
-  void wait_for_quantization(Round& round) {
-    for (int i = 0; i < 600 && round.stage() == RoundStage::kQuantizing; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      round.tick();
-    }
-  }
-  // Every agent joins and answers every stage until the round reaches `target`.
-  void advance_to(Round& round, RoundStage target) {
-    if (round.stage() == RoundStage::kCollecting && target != RoundStage::kCollecting) {
-      for (const FakeAgent& agent : agents) agent.join(round, round.id());
-      round.tick();
-    }
-    const std::pair<RoundStage, const char*> steps[] = {
-        {RoundStage::kSharing, "roundKeys"}, {RoundStage::kMasking, "sharesForYou"}, {RoundStage::kUnmasking, "unmaskRequest"}};
-    for (const auto& step : steps) {
-      if (round.stage() == target) return;
-      REQUIRE(round.stage() == step.first);
-      answer(round, step.second);
-      round.tick();
-    }
-    if (round.stage() != target) wait_for_quantization(round);
-    REQUIRE(round.stage() == target);
-  }
-  std::string failure(const Round& round) const { return round.status().value("failure", ""); }
-};
 
 TEST_CASE("Round in process: every stage in order, done with every agent's report") {
   RoundFixture f(4);
@@ -349,6 +204,42 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     CHECK_THROWS_WITH(f.agents[0].deliver(*round, again), doctest::Contains("already reported"));
     FakeAgent stranger{999, {}, SecAggClient()};
     CHECK_THROWS_WITH(stranger.deliver(*round, again), doctest::Contains("is not a participant"));
+  }
+}
+
+TEST_CASE("Round in process: an agent that cannot take part says so, and no stage waits for it") {
+  RoundFixture f(4);
+  auto round = f.start();
+  SUBCASE("no private text: it declines the announcement, and collecting ends when the others joined") {
+    round->leave(f.ids[3], "noPrivateText", "/data: no text");
+    for (int i = 0; i < 3; ++i) f.agents[static_cast<size_t>(i)].join(*round, round->id());
+    round->tick();
+    CHECK(round->stage() == RoundStage::kSharing);  // at once, not at the join deadline
+    const nlohmann::json status = round->status();
+    bool named = false;
+    for (const auto& agent : status["agents"]) {
+      if (agent["agent"] == f.ids[3]) {
+        named = agent["state"] == "declined" && agent["cause"] == "noPrivateText" && agent["reason"] == "/data: no text";
+      }
+    }
+    CHECK(named);
+  }
+  SUBCASE("a participant that restarted (its hello holds no round) is a dropout at once") {
+    f.advance_to(*round, RoundStage::kSharing);
+    round->agent_online(f.ids[3], /*held_round=*/0);
+    f.answer(*round, "roundKeys", {f.ids[0], f.ids[1], f.ids[2]});
+    round->tick();
+    CHECK(round->stage() == RoundStage::kMasking);
+    CHECK(f.host.store().participants(round->id())[3].status == ParticipantStatus::kDropped);
+    CHECK(f.host.store().participants(round->id())[3].reason.find("notInRound") == 0);
+  }
+  SUBCASE("every evaluator leaves: the round fails with the reason instead of waiting for the report deadline") {
+    f.advance_to(*round, RoundStage::kEvaluating);
+    for (const int64_t id : f.ids) round->leave(id, "diskFull", "No space left on device");
+    round->tick();
+    CHECK(round->stage() == RoundStage::kFailed);
+    CHECK(f.failure(*round) == "no participant reported its check of the result (4 of 4 left, the others are offline)");
+    CHECK(round->status()["contributors"] == 4);
   }
 }
 

@@ -1,0 +1,59 @@
+#include "tests/coordinator/rollout_fixture.h"
+
+namespace fedcal::coordinator {
+
+RolloutFixture::RolloutFixture(int count) {
+  ids = host.enroll(count);
+  model.sha256 = kRolloutSha;
+  model.kind = "int8";
+  model.path = dir.path("m.fcpkg");
+  model.bytes = 1000;
+  model.description = "a package";
+  model.id = host.store().add_model(model);
+  settings.model_id = model.id;
+  settings.waves = {20, 60, 100};
+  settings.wave_timeout_ms = 10000;
+  settings.soak_ms = 2000;
+}
+
+std::vector<int64_t> RolloutFixture::told(const std::string& kind) {
+  std::vector<int64_t> out;
+  for (const int64_t id : ids) {
+    if (!host.take(id, kind).empty()) out.push_back(id);
+  }
+  return out;
+}
+
+void RolloutFixture::report(Rollout& rollout, int64_t agent, bool activated, double kl, double speed, double before) {
+  OutgoingMessage message;
+  auto report = message.body().initActivationReport();
+  report.setRolloutId(static_cast<uint64_t>(rollout.id()));
+  report.setActivated(activated);
+  report.setSha256(activated ? kRolloutSha : "");
+  report.setMeanKl(kl);
+  report.setTop1Agreement(0.99);
+  report.setTokensPerSecond(speed);
+  report.setPreviousTokensPerSecond(before);
+  const DecodedEnvelope envelope = testing::decoded(message);
+  rollout.handle(agent, envelope.envelope().getBody().getActivationReport());
+}
+
+void RolloutFixture::report_rolled_back(Rollout& rollout, int64_t agent) {
+  OutgoingMessage message;
+  auto report = message.body().initActivationReport();
+  report.setRolloutId(static_cast<uint64_t>(rollout.id()));
+  report.setRolledBack(true);
+  report.setSha256("previous-sha");
+  const DecodedEnvelope envelope = testing::decoded(message);
+  rollout.handle(agent, envelope.envelope().getBody().getActivationReport());
+}
+
+std::string RolloutFixture::status_of(const Rollout& rollout, int64_t agent) const {
+  const nlohmann::json status = rollout.status();
+  for (const auto& entry : status["agents"]) {
+    if (entry["agent"] == agent) return entry["status"];
+  }
+  return "";
+}
+
+}  // namespace fedcal::coordinator
