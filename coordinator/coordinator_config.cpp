@@ -58,7 +58,9 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "rate_window_ms",
                                               "max_connections_per_address",
                                               "handshake_timeout_ms",
-                                              "audit_max_entries"};
+                                              "audit_max_entries",
+                                              "backup_interval_hours",
+                                              "backup_keep"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -82,6 +84,11 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "max_connections_per_address", config.max_connections_per_address, path);
   read_key(table, "handshake_timeout_ms", config.handshake_timeout_ms, path);
   read_key(table, "audit_max_entries", config.audit_max_entries, path);
+  read_key(table, "backup_interval_hours", config.backup_interval_hours, path);
+  read_key(table, "backup_keep", config.backup_keep, path);
+  if (config.backup_interval_hours < 0 || config.backup_interval_hours > 24 * 365)
+    fail("{}: backup_interval_hours = {}: 0 (never) to 8760", path, config.backup_interval_hours);
+  if (config.backup_keep < 1 || config.backup_keep > 1000) fail("{}: backup_keep = {}: 1 to 1000", path, config.backup_keep);
   if (!config.fault_injection.empty() && config.fault_injection != "throw-on-agent-error") {
     fail("{}: fault_injection '{}' is not throw-on-agent-error (tests only)", path, config.fault_injection);
   }

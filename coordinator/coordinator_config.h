@@ -27,10 +27,14 @@ struct CoordinatorConfig {
   int max_connections_per_address = 1024;  // agent connections open from one IP address
   int handshake_timeout_ms = 10000;        // a connection must finish its CURVE handshake this fast
   int audit_max_entries = 200000;          // older audit entries are deleted beyond this
+  int backup_interval_hours = 24;          // a consistent copy of the database in STATE/backups this often (0: never)
+  int backup_keep = 7;                     // scheduled backups kept (older ones are deleted)
   std::string capture_file;                // optional: record every aggregation message received (audits, tests)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds. Empty: off.
   std::string fault_injection;
+  // Not in the file: `serve --new-database` (start an empty registry beside keys of an earlier start).
+  bool allow_new_database = false;
 
   // Reads `path`; errors name the file and key. Relative paths in the file are relative to it.
   static CoordinatorConfig load(const std::string& path);

@@ -712,7 +712,12 @@ nlohmann::json Round::agents_status() const {
   }
   nlohmann::json list = nlohmann::json::array();
   for (auto& [agent, entry] : by_agent) {
-    entry["online"] = host_.is_online(agent);
+    const bool online = host_.is_online(agent);
+    entry["online"] = online;
+    const std::string state = entry["state"];
+    if (!online && state != "left" && state != "declined" && state != "reported") {
+      entry["reason"] = fmt::format("offline: silent for more than {} ms", host_.config().agent_timeout_ms);
+    }
     list.push_back(std::move(entry));
   }
   return list;

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/text.h"
+#include "coordinator/database_guard.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -44,7 +45,8 @@ nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
 
 Server::Server(CoordinatorConfig config)
     : config_(std::move(config)),
-      store_((fs::create_directories(config_.artifacts_dir()), config_.database_path())),
+      store_((check_database_before_open(config_, config_.allow_new_database), fs::create_directories(config_.artifacts_dir()),
+              config_.database_path())),
       curve_keys_(CurveKeyPair::read_or_create(config_.curve_key_path())),
       signing_key_([&] {
         if (!fs::exists(config_.signing_key_path())) {
@@ -106,6 +108,11 @@ Server::Server(CoordinatorConfig config)
     if (!is_final(record.stage)) rollout_ = Rollout::recover(*this, record);
   }
   store_.set_audit_max_entries(config_.audit_max_entries);
+  if (!store_.migration_backup().empty()) {
+    log("the database was backed up before its schema was updated: " + store_.migration_backup());
+    store_.audit("coordinator", "database backed up", store_.migration_backup() + " (before a schema update)");
+  }
+  last_backup_wall_ms_ = newest_backup_ms(config_.state_dir, "scheduled");
   store_.audit("coordinator", "started", "listening on " + config_.listen);
   log(fmt::format("listening on {} (CURVE public key {}), admin socket {}", config_.listen, curve_keys_.public_key,
                   admin_access_.endpoint));
@@ -256,6 +263,7 @@ void Server::run(const std::atomic<bool>& stop) {
 
 void Server::tick() {
   if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
+  guarded("backing up the database", [&] { backup_on_schedule(); });
   guarded("summing up floods", [&] { report_floods(false); });
   if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
   if (round_) {
@@ -267,6 +275,33 @@ void Server::tick() {
       }
     });
   }
+}
+
+void Server::backup_on_schedule() {
+  if (backup_job_.valid()) {
+    if (backup_job_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    try {
+      const std::string path = backup_job_.get();
+      log("database backed up: " + path);
+      store_.audit("coordinator", "database backed up", path);
+      for (const std::string& old : prune_backups(config_.state_dir, "scheduled", config_.backup_keep)) log("deleted old backup " + old);
+    } catch (const std::exception& error) {
+      // E.g. a full disk: the daemon goes on; the next try is in an hour.
+      last_backup_wall_ms_ = wall_ms() - int64_t{config_.backup_interval_hours} * 3600000 + 3600000;
+      log(std::string("database backup failed (next try in an hour): ") + error.what());
+      audit_quietly("coordinator", "database backup failed", error.what());
+    }
+    return;
+  }
+  if (config_.backup_interval_hours == 0) return;
+  const int64_t now = wall_ms();  // scheduling across restarts, not a deadline: a clock step moves one backup
+  if (now - last_backup_wall_ms_ < int64_t{config_.backup_interval_hours} * 3600000) return;
+  last_backup_wall_ms_ = now;
+  backup_job_ = std::async(std::launch::async, [database = config_.database_path(),
+                                                destination = backup_path(config_.state_dir, "scheduled")] {
+    backup_database(database, destination);
+    return destination;
+  });
 }
 
 void Server::flush_last_seen() {

@@ -115,6 +115,8 @@ class Server : public RoundHost {
   template <typename Body>
   void guarded(const char* what, Body&& body);
   void flush_last_seen();
+  // Every backup_interval_hours: a consistent copy of the database on a worker (database_guard.h).
+  void backup_on_schedule();
 
   CoordinatorConfig config_;
   Store store_;
@@ -139,8 +141,10 @@ class Server : public RoundHost {
   std::ofstream capture_;
   bool shutdown_requested_ = false;
   std::map<std::string, std::function<AdminReply(const nlohmann::json& request)>> admin_commands_;
+  std::future<std::string> backup_job_;  // the backup's path (its worker uses no member)
   std::future<std::function<nlohmann::json()>> pending_admin_;  // last member: its worker uses the ones above
   int64_t last_seen_flush_monotonic_ms_ = 0;
+  int64_t last_backup_wall_ms_ = 0;
   int64_t last_flood_report_ms_ = 0;
   bool connection_flood_logged_ = false;
 };

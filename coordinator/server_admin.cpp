@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <future>
 
+#include "common/clock.h"
 #include "common/error.h"
+#include "coordinator/database_guard.h"
 #include "coordinator/model_import.h"
 #include "coordinator/server.h"
 
@@ -120,37 +122,47 @@ void Server::register_admin_commands() {
     return now({{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}});
   };
   admin_commands_["agents.list"] = [this](const nlohmann::json& request) {
-    // Filters: state (online, offline, revoked, failing), label, failing; sorted by id, name,
-    // last_seen or state.
+    // Filters: state (online, offline, revoked), label, failing (an unresolved problem, crashes of its
+    // active model, or silence); sorted by id, name, last_seen (newest first) or state.
     const std::string state = request.value("state", "");
     const std::string label = request.value("label", "");
     const bool failing_only = request.value("failing", false);
     const std::string sort = request.value("sort", "id");
-    if (!state.empty() && state != "online" && state != "offline" && state != "revoked" && state != "failing")
-      fail("state '{}': one of online, offline, revoked, failing", state);
+    if (!state.empty() && state != "online" && state != "offline" && state != "revoked")
+      fail("state '{}': one of online, offline, revoked", state);
     if (sort != "id" && sort != "name" && sort != "last_seen" && sort != "state")
       fail("sort '{}': one of id, name, last_seen, state", sort);
+    const int64_t wall_now = wall_ms();
     std::vector<nlohmann::json> selected;
     for (const AgentRecord& agent : store_.agents()) {
       const bool online = is_online(agent.id);
       const auto session = sessions_.find(agent.id);
       const unsigned crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
-      // Failing: it reported a problem it has not cleared, or its active model crashed.
-      const bool failing = !agent.revoked_at_ms && (!agent.last_error.empty() || crashes > 0);
-      const std::string agent_state = agent.revoked_at_ms ? "revoked" : failing ? "failing" : online ? "online" : "offline";
-      if (failing_only && !failing) continue;
-      if (!state.empty() && state != agent_state && !(state == "online" && online && !agent.revoked_at_ms) &&
-          !(state == "offline" && !online && !agent.revoked_at_ms))
-        continue;
+      const int64_t last_seen = session == sessions_.end() ? agent.last_seen_ms : session->second.last_seen_ms;
+      const std::string agent_state = agent.revoked_at_ms ? "revoked" : online ? "online" : "offline";
+      std::vector<std::string> problems;
+      if (!agent.revoked_at_ms) {
+        if (!agent.last_error.empty()) problems.push_back(agent.last_error);
+        if (crashes > 0) problems.push_back(fmt::format("{} crash(es) since its model was activated", crashes));
+        if (!online) {
+          problems.push_back(last_seen > 0 ? fmt::format("offline: silent for {} s", std::max<int64_t>(0, wall_now - last_seen) / 1000)
+                                           : "offline: never connected");
+        }
+      }
+      if (failing_only && problems.empty()) continue;
+      if (!state.empty() && state != agent_state) continue;
       if (!label.empty() && !agent_labels(agent).count(label)) continue;
       nlohmann::json entry = agent_json(agent, online);
+      entry["last_seen_ms"] = last_seen;
       entry["crashes_since_activation"] = crashes;
       entry["state"] = agent_state;
+      entry["failing"] = !problems.empty();
+      entry["problem"] = fmt::format("{}", fmt::join(problems, "; "));
       selected.push_back(std::move(entry));
     }
     std::stable_sort(selected.begin(), selected.end(), [&](const nlohmann::json& a, const nlohmann::json& b) {
       if (sort == "name") return a["name"].get<std::string>() < b["name"].get<std::string>();
-      if (sort == "last_seen") return a["last_seen_ms"].get<int64_t>() > b["last_seen_ms"].get<int64_t>();  // newest first
+      if (sort == "last_seen") return a["last_seen_ms"].get<int64_t>() > b["last_seen_ms"].get<int64_t>();
       if (sort == "state") return a["state"].get<std::string>() < b["state"].get<std::string>();
       return a["id"].get<int64_t>() < b["id"].get<int64_t>();
     });
@@ -177,6 +189,18 @@ void Server::register_admin_commands() {
         model.id = store_.add_model(model);
         store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
         return model_json(*store_.model(model.id));
+      };
+    });
+    return reply;
+  };
+  admin_commands_["db.backup"] = [this](const nlohmann::json&) {
+    AdminReply reply;
+    const std::string destination = backup_path(config_.state_dir, "manual");
+    reply.later = std::async(std::launch::async, [this, destination]() -> std::function<nlohmann::json()> {
+      const int64_t bytes = backup_database(config_.database_path(), destination);
+      return [this, destination, bytes] {
+        store_.audit("operator", "database backed up", destination);
+        return nlohmann::json{{"backup", destination}, {"bytes", bytes}};
       };
     });
     return reply;

@@ -4,12 +4,14 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <filesystem>
 
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/hex.h"
 #include "common/random.h"
 #include "common/sha256.h"
+#include "coordinator/database_guard.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -207,9 +209,19 @@ Store::Store(const std::string& path)
     db_.exec("PRAGMA journal_mode=WAL");
     db_.exec("PRAGMA synchronous=FULL");
     db_.exec("PRAGMA foreign_keys=ON");
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    db_.exec(schema());
-    // Columns added after the first release (a database of an older version gets them here).
+    // Damage found now is said now, not discovered by the first query that touches it.
+    std::string findings;
+    SQLite::Statement check(db_, "PRAGMA quick_check");
+    while (check.executeStep()) {
+      const std::string line = check.getColumn(0).getString();
+      if (line != "ok") findings += (findings.empty() ? "" : "; ") + line;
+    }
+    if (!findings.empty()) {
+      fail_as(ErrorKind::kCorruption, "{}: the database is damaged (quick_check: {}); restore it from a backup (docs/DURABILITY.md)",
+              path, findings.substr(0, 2000));
+    }
+    // Columns added after the first release (a database of an older version gets them here, after
+    // a backup of it as it was).
     const std::pair<const char*, const char*> added[] = {
         {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},
         {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
@@ -217,12 +229,26 @@ Store::Store(const std::string& path)
         {"participants", "reason TEXT NOT NULL DEFAULT ''"},
         {"participants", "report_json TEXT NOT NULL DEFAULT ''"},
     };
+    std::vector<std::string> migrations;
     for (const auto& [table, column] : added) {
       const std::string column_name = std::string(column).substr(0, std::string(column).find(' '));
+      SQLite::Statement exists(db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?");
+      exists.bind(1, table);
+      if (!exists.executeStep() || exists.getColumn(0).getInt() == 0) continue;  // a new database: the schema has it
       SQLite::Statement columns(db_, fmt::format("SELECT count(*) FROM pragma_table_info('{}') WHERE name = ?", table));
       columns.bind(1, column_name);
-      if (columns.executeStep() && columns.getColumn(0).getInt() == 0) db_.exec(fmt::format("ALTER TABLE {} ADD COLUMN {}", table, column));
+      if (columns.executeStep() && columns.getColumn(0).getInt() == 0)
+        migrations.push_back(fmt::format("ALTER TABLE {} ADD COLUMN {}", table, column));
     }
+    if (!migrations.empty()) {
+      const std::string state_dir = std::filesystem::path(path).parent_path().string();
+      const std::string backup = backup_path(state_dir, "pre-migration");
+      backup_database(path, backup);
+      migration_backup_ = backup;
+    }
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    db_.exec(schema());
+    for (const std::string& migration : migrations) db_.exec(migration);
     transaction.commit();
   } catch (const SQLite::Exception& e) {
     fail_as(ErrorKind::kIo, "{}: {}", path, e.what());

@@ -61,7 +61,11 @@ struct RoundRecord {
 
 class Store {
  public:
+  // Opens (creating) the database; throws Error (kCorruption) if quick_check finds damage. A database
+  // of an older version is backed up (STATE/backups/...-pre-migration.db) before its schema changes.
   explicit Store(const std::string& path);
+  // The backup taken before a migration at open ("" if none was needed).
+  const std::string& migration_backup() const { return migration_backup_; }
 
   // Enrollment. The token is returned once; only its SHA-256 is stored.
   std::string create_token(int64_t valid_for_ms);
@@ -143,6 +147,7 @@ class Store {
   void trim_audit();
 
   SQLite::Database db_;
+  std::string migration_backup_;
   int64_t audit_max_entries_ = 200000;
   int audits_since_trim_ = 0;
 };

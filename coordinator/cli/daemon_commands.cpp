@@ -1,13 +1,16 @@
-// fedcal-coordinator serve | keys | shutdown
+// fedcal-coordinator serve | db backup | db restore | keys | shutdown
 #include <fmt/format.h>
 
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
+#include <memory>
 
 #include "common/signing.h"
+#include "common/error.h"
 #include "coordinator/cli/commands.h"
+#include "coordinator/database_guard.h"
 #include "coordinator/server.h"
 #include "transport/curve.h"
 
@@ -28,12 +31,45 @@ void on_hangup(int) {
 
 void add_daemon_commands(CLI::App& app, const CliContext& context) {
   CLI::App* serve = app.add_subcommand("serve", "Run the coordinator daemon (creates keys and database on first start)");
-  serve->callback([&context] {
+  auto new_database = std::make_shared<bool>(false);
+  serve->add_flag("--new-database", *new_database,
+                  "Start with an empty database although the state folder holds keys or artifacts of an earlier start "
+                  "(refused without it: restore a backup instead, see `db restore`)");
+  serve->callback([&context, new_database] {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     std::signal(SIGHUP, on_hangup);
-    Server server(context.load());
+    CoordinatorConfig config = context.load();
+    config.allow_new_database = *new_database;
+    Server server(config);
     server.run(g_stop);
+  });
+
+  CLI::App* db = app.add_subcommand("db", "The coordinator's database: backups and restore")->require_subcommand(1);
+  db->add_subcommand("backup", "A consistent copy of the database now, while the daemon runs (STATE/backups)")
+      ->callback([&context] {
+        const auto reply = context.call({{"command", "db.backup"}});
+        context.print(reply, fmt::format("backed up to {} ({} bytes)\n", reply["backup"].get<std::string>(),
+                                         reply["bytes"].get<int64_t>()));
+      });
+  auto restore_from = std::make_shared<std::string>();
+  CLI::App* restore = db->add_subcommand(
+      "restore", "Replace the database with a backup (the daemon must be stopped; the replaced files are kept beside it)");
+  restore->add_option("backup", *restore_from, "A backup file (STATE/backups/coordinator-*.db)")->required()->check(CLI::ExistingFile);
+  restore->callback([&context, restore_from] {
+    const CoordinatorConfig config = context.load();
+    bool running = false;
+    try {
+      context.call({{"command", "status"}});
+      running = true;
+    } catch (const std::exception&) {
+      // nothing answers: stopped
+    }
+    if (running) fail("the coordinator is running on {}: stop it first (`fedcal-coordinator shutdown`)", config.state_dir);
+    const std::string replaced = restore_database(config, *restore_from);
+    context.print({{"restored", *restore_from}, {"replaced", replaced}},
+                  fmt::format("restored {} into {}{}\n", *restore_from, config.database_path(),
+                              replaced.empty() ? "" : "; the replaced database is kept as " + replaced));
   });
 
   CLI::App* keys = app.add_subcommand("keys", "Print the coordinator's CURVE public key (agents need it) and signing public key");

@@ -33,10 +33,11 @@ void add_fleet_commands(CLI::App& app, const CliContext& context) {
   CLI::App* list = agents->add_subcommand(
       "list", "Enrolled agents: state, hardware, active model, last seen, labels and the last problem each reported");
   list->add_option("--state", list_options->state, "Only agents in this state")
-      ->check(CLI::IsMember({"online", "offline", "failing", "revoked"}));
+      ->check(CLI::IsMember({"online", "offline", "revoked"}));
   list->add_option("--label", list_options->label, "Only agents with this label (device group)");
   list->add_flag("--failing", list_options->failing,
-                 "Only agents with an unresolved problem (no private text, disk full, a failed check or activation, crashes)");
+                 "Only agents with a problem: one they reported (no private text, disk full, a failed check or activation), "
+                 "crashes of their active model, or silence (offline)");
   list->add_option("--sort", list_options->sort, "Order")->check(CLI::IsMember({"id", "name", "last_seen", "state"}))->capture_default_str();
   list->callback([&context, list_options] {
     nlohmann::json request = {{"command", "agents.list"}, {"sort", list_options->sort}, {"failing", list_options->failing}};

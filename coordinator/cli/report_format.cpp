@@ -68,7 +68,7 @@ std::string format_round(const nlohmann::json& round) {
     // Only the agents that did not get through: the rest are in the counts above.
     for (const auto& agent : round["agents"]) {
       const std::string state = agent.value("state", std::string());
-      if (state != "left" && state != "declined" && state != "dropped") continue;
+      if (state != "left" && state != "declined" && state != "dropped" && !agent.contains("reason")) continue;
       out += fmt::format("  agent {} {}{}: {}{}\n", agent.value("agent", 0), state,
                          agent.contains("stage") ? " in " + agent["stage"].get<std::string>() : std::string(),
                          agent.contains("cause") ? agent["cause"].get<std::string>() + ": " : std::string(),
@@ -98,9 +98,7 @@ std::string format_agents(const nlohmann::json& agents) {
     }
     const int64_t seen = agent.value("last_seen_ms", int64_t{0});
     const std::string seen_text = seen <= 0 ? "never" : fmt::format("{}s ago", std::max<int64_t>(0, (now - seen) / 1000));
-    std::string problem = agent.value("last_error", std::string());
-    if (agent.value("crashes_since_activation", 0) > 0)
-      problem += fmt::format("{}{} crash(es) since activation", problem.empty() ? "" : "; ", agent["crashes_since_activation"].get<int>());
+    const std::string problem = agent.value("problem", std::string());
     out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:>5} {:>6.1f}  {:<12} {:>9}  {:<14} {}\n", agent["id"].get<int64_t>(),
                        escape_controls(agent["name"].get<std::string>()), agent.value("state", std::string("?")),
                        escape_controls(profile.value("arch", std::string("-"))), profile.value("cores", 0),

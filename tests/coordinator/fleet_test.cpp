@@ -1121,3 +1121,116 @@ TEST_CASE("Fleet round with a device group: its agents get and check their own v
 
 }  // namespace
 }  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+// Agent i's state folder on a 1 MiB tmpfs of its own (a private mount namespace: nothing is left
+// mounted if the test dies). Empty if this runner cannot mount one, with the reason in `why`.
+std::vector<std::string> full_disk_launcher(MiniFleet& fleet, int i, std::string& why) {
+  const std::string state = fleet.path("agent-" + std::to_string(i) + "/state");
+  fs::create_directories(state);
+  const std::string mount = "mount -t tmpfs -o size=1m tmpfs \"$0\" && exec \"$@\"";
+  const auto probe = run_command("unshare -rm sh -c '" + std::string("mount -t tmpfs -o size=64k tmpfs ") + state + "' 2>&1", true);
+  if (probe.exit_code != 0) {
+    why = "cannot mount a tmpfs in a private mount namespace here (unshare -rm): " + probe.output;
+    return {};
+  }
+  return {"/usr/bin/unshare", "-rm", "/bin/sh", "-c", mount, state, built_binary("fedcal-agent")};
+}
+
+// The entry of `agent` in a round status's agents list (null if absent).
+nlohmann::json round_entry(const nlohmann::json& status, int64_t agent) {
+  for (const auto& entry : status["agents"]) {
+    if (entry["agent"] == agent) return entry;
+  }
+  return nullptr;
+}
+
+TEST_CASE("Operations: agents with no text, a full disk or a stopped process are named with their reason, and the round "
+          "does not wait for them" *
+          doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 6;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  for (int i = 0; i < 3; ++i) fleet.start_agent(i);
+  // Agent 3: its private text is gone before it starts.
+  fleet.start_agent(3, "", {"/bin/sh", "-c", "rm -f \"$0\"/text/*.txt && exec \"$@\"", fleet.path("agent-3"), built_binary("fedcal-agent")});
+  std::string no_mount;
+  const std::vector<std::string> tmpfs = full_disk_launcher(fleet, 4, no_mount);
+  const bool full_disk = !tmpfs.empty();
+  if (full_disk) {
+    fleet.start_agent(4, "", tmpfs);
+  } else {
+    MESSAGE("SKIPPED the full-disk agent: " << no_mount);
+  }
+  fleet.start_agent(5);
+  fleet.wait_online(full_disk ? 6 : 5);
+  const int64_t model = fleet.import_model();
+  const int64_t no_text = fleet.agent_id(3), stopped = fleet.agent_id(5);
+  const int64_t disk = full_disk ? fleet.agent_id(4) : -1;
+  // Agent 3 said it has no text in its hello: failing before any round.
+  const auto failing = [&] {
+    std::map<int64_t, std::string> out;
+    const nlohmann::json agents = fleet.admin({{"command", "agents.list"}, {"failing", true}});
+    for (const auto& agent : agents["agents"]) out[agent["id"].get<int64_t>()] = agent["problem"].get<std::string>();
+    return out;
+  };
+  CHECK(failing()[no_text].find("unavailable: ") == 0);
+  CHECK(failing()[no_text].find("no text") != std::string::npos);
+
+  fleet.agent(5).signal(SIGSTOP);
+  const auto stopped_at = std::chrono::steady_clock::now();
+  const auto started = fleet.admin({{"command", "round.start"}, {"settings", round_settings(model)}});
+  const int64_t round = started["round"].get<int64_t>();
+  // Named in the round's status with the cause, as soon as the coordinator knows.
+  nlohmann::json status;
+  bool stopped_named = false;
+  double stopped_named_after_s = 0;
+  const bool named = eventually(
+      [&] {
+        status = fleet.admin({{"command", "round.status"}, {"id", round}});
+        const nlohmann::json stop_entry = round_entry(status, stopped);
+        if (!stopped_named && stop_entry.is_object() && stop_entry.value("reason", "").find("offline") == 0) {
+          stopped_named = true;
+          stopped_named_after_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+        }
+        const nlohmann::json text_entry = round_entry(status, no_text);
+        const bool text_named = text_entry.is_object() && text_entry["state"] == "declined" &&
+                                (text_entry["cause"] == "noPrivateText" || text_entry["cause"] == "unavailable");
+        const nlohmann::json disk_entry = round_entry(status, disk);
+        const bool disk_named = !full_disk || (disk_entry.is_object() && disk_entry.value("cause", "") == "diskFull");
+        return stopped_named && text_named && disk_named;
+      },
+      std::chrono::seconds(30));
+  REQUIRE_MESSAGE(named, status.dump(2));
+  // Silent for agent_timeout_ms (1.5 s) is offline; named within one heartbeat (0.3 s) of that, with slack for a loaded runner.
+  CHECK(stopped_named_after_s < 1.5 + 0.3 + 1.5);
+  if (full_disk) CHECK(round_entry(status, disk)["reason"].get<std::string>().find("No space left") != std::string::npos);
+
+  // The round ends with the three healthy agents, long before its 60 s join deadline.
+  const nlohmann::json report = fleet.wait_round(round, std::chrono::seconds(40));
+  CHECK_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  CHECK(report["stage_ms"]["collecting"].get<int64_t>() < 30000);
+  // agents list --failing names each with its reason; the healthy ones are not in it.
+  const std::map<int64_t, std::string> problems = failing();
+  CHECK(problems.at(no_text).find("no text") != std::string::npos);
+  CHECK(problems.at(stopped).find("offline: silent for") == 0);
+  if (full_disk) {
+    CHECK(problems.at(disk).find("diskFull") != std::string::npos);
+    // The partial download was removed: the disk is free again for the next try.
+    CHECK(fleet.agent(4).running());
+  }
+  for (int i = 0; i < 3; ++i) CHECK(problems.count(fleet.agent_id(i)) == 0);
+  // The CLI prints the same.
+  const auto cli = run_command(built_binary("fedcal-coordinator") + " -c " + fleet.path("coordinator.toml") + " agents list --failing", true);
+  CHECK(cli.exit_code == 0);
+  CHECK(cli.output.find("offline: silent for") != std::string::npos);
+  CHECK(cli.output.find("no text") != std::string::npos);
+  fleet.agent(5).signal(SIGKILL);
+}
+
+}  // namespace
+}  // namespace fedcal::testing

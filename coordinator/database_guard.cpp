@@ -1,0 +1,234 @@
+#include "coordinator/database_guard.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <fmt/chrono.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/file_util.h"
+
+namespace fedcal::coordinator {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr uint32_t kWalMagicLittleEndian = 0x377f0682;  // checksums over little-endian words
+constexpr uint32_t kWalMagicBigEndian = 0x377f0683;
+constexpr size_t kWalHeaderBytes = 32;
+constexpr size_t kFrameHeaderBytes = 24;
+
+uint32_t big_endian32(const unsigned char* p) {
+  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
+}
+
+// SQLite's WAL checksum: over 32-bit words (in the byte order the magic number says), continuing
+// from `sum`.
+void wal_checksum(const unsigned char* data, size_t bytes, bool big_endian, std::array<uint32_t, 2>& sum) {
+  for (size_t i = 0; i + 8 <= bytes; i += 8) {
+    uint32_t x0, x1;
+    if (big_endian) {
+      x0 = big_endian32(data + i);
+      x1 = big_endian32(data + i + 4);
+    } else {
+      std::memcpy(&x0, data + i, 4);
+      std::memcpy(&x1, data + i + 4, 4);
+    }
+    sum[0] += x0 + sum[1];
+    sum[1] += x1 + sum[0];
+  }
+}
+
+std::string utc_stamp() {
+  const std::time_t now = static_cast<std::time_t>(wall_ms() / 1000);
+  return fmt::format("{:%Y%m%dT%H%M%SZ}", fmt::gmtime(now));
+}
+
+bool holds_fedcal_tables(const std::string& path) {
+  try {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    SQLite::Statement query(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'agents'");
+    return query.executeStep() && query.getColumn(0).getInt() == 1;
+  } catch (const SQLite::Exception& error) {
+    fail_as(ErrorKind::kCorruption, "{}: cannot be read as a database: {}", path, error.what());
+  }
+}
+
+}  // namespace
+
+void check_wal(const std::string& wal_path) {
+  std::error_code error;
+  if (!fs::exists(wal_path, error) || fs::file_size(wal_path, error) < kWalHeaderBytes) return;
+  const std::string bytes = read_text_file(wal_path);
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  const uint32_t magic = big_endian32(data);
+  if (magic != kWalMagicLittleEndian && magic != kWalMagicBigEndian) {
+    fail_as(ErrorKind::kCorruption, "{}: not a SQLite write-ahead log (magic {:08x})", wal_path, magic);
+  }
+  const bool big_endian = magic == kWalMagicBigEndian;
+  const uint32_t page_size = big_endian32(data + 8);
+  std::array<uint32_t, 2> sum{0, 0};
+  wal_checksum(data, 24, big_endian, sum);
+  if (sum[0] != big_endian32(data + 24) || sum[1] != big_endian32(data + 28)) {
+    return;  // a header that does not check out: SQLite ignores the whole log (it was never synced)
+  }
+  if (page_size < 512 || page_size > 65536 || (page_size & (page_size - 1)) != 0) {
+    fail_as(ErrorKind::kCorruption, "{}: page size {} in its header", wal_path, page_size);
+  }
+  const uint32_t salt1 = big_endian32(data + 16), salt2 = big_endian32(data + 20);
+  const size_t frame_bytes = kFrameHeaderBytes + page_size;
+  const auto same_log = [&](size_t at) { return big_endian32(data + at + 8) == salt1 && big_endian32(data + at + 12) == salt2; };
+  size_t frame = 0;
+  for (size_t at = kWalHeaderBytes; at + frame_bytes <= bytes.size(); at += frame_bytes, ++frame) {
+    if (!same_log(at)) return;  // frames of an earlier log (before a checkpoint reset): not replayed
+    std::array<uint32_t, 2> next = sum;
+    wal_checksum(data + at, 8, big_endian, next);
+    wal_checksum(data + at + kFrameHeaderBytes, page_size, big_endian, next);
+    if (next[0] == big_endian32(data + at + 16) && next[1] == big_endian32(data + at + 20)) {
+      sum = next;
+      continue;
+    }
+    // A bad frame: the torn end of a write that never committed is the last frame of the log; a
+    // bad frame followed by more frames of the same log is damage to committed data.
+    for (size_t later = at + frame_bytes; later + frame_bytes <= bytes.size(); later += frame_bytes) {
+      if (same_log(later)) {
+        fail_as(ErrorKind::kCorruption,
+                "{}: frame {} (byte {}) fails its checksum but later frames of the same log follow: the log is damaged, "
+                "and SQLite would silently drop every commit from that frame on",
+                wal_path, frame, at);
+      }
+    }
+    return;
+  }
+}
+
+void check_database_file(const std::string& path) {
+  try {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    SQLite::Statement check(db, "PRAGMA integrity_check");
+    std::string findings;
+    while (check.executeStep()) {
+      const std::string line = check.getColumn(0).getString();
+      if (line != "ok") findings += (findings.empty() ? "" : "; ") + line;
+    }
+    if (!findings.empty()) fail_as(ErrorKind::kCorruption, "{}: integrity_check: {}", path, findings.substr(0, 2000));
+  } catch (const SQLite::Exception& error) {
+    fail_as(ErrorKind::kCorruption, "{}: cannot be read as a database: {}", path, error.what());
+  }
+}
+
+void check_database_before_open(const CoordinatorConfig& config, bool allow_new) {
+  const std::string path = config.database_path();
+  std::error_code error;
+  const bool has_keys = fs::exists(config.curve_key_path(), error) || fs::exists(config.signing_key_path(), error);
+  const bool has_artifacts = fs::is_directory(config.artifacts_dir(), error) && !fs::is_empty(config.artifacts_dir(), error);
+  const bool present = fs::exists(path, error) && fs::file_size(path, error) > 0;
+  const std::string restore = fmt::format(
+      "restore it with `fedcal-coordinator db restore BACKUP` from {} (see docs/DURABILITY.md), or start with "
+      "`serve --new-database` to begin an empty registry on purpose (every enrolled agent will have to enroll again)",
+      backups_dir(config.state_dir));
+  if (!present && (has_keys || has_artifacts) && !allow_new) {
+    fail_as(ErrorKind::kCorruption, "{} is {} while {} holds {} of an earlier start: {}", path,
+            fs::exists(path, error) ? "empty" : "missing", config.state_dir, has_keys ? "the coordinator's keys" : "artifacts",
+            restore);
+  }
+  if (!present) return;
+  check_wal(path + "-wal");
+  if (!holds_fedcal_tables(path) && (has_keys || has_artifacts) && !allow_new) {
+    fail_as(ErrorKind::kCorruption, "{} holds no fedcal tables while {} holds {} of an earlier start: {}", path,
+            config.state_dir, has_keys ? "the coordinator's keys" : "artifacts", restore);
+  }
+}
+
+int64_t backup_database(const std::string& database, const std::string& destination) {
+  fs::create_directories(fs::path(destination).parent_path());
+  const std::string partial = destination + ".partial";
+  std::error_code error;
+  fs::remove(partial, error);
+  try {
+    SQLite::Database db(database, SQLite::OPEN_READONLY);
+    db.setBusyTimeout(5000);
+    std::string quoted;
+    for (const char c : partial) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+    db.exec("VACUUM INTO '" + quoted + "'");
+  } catch (const SQLite::Exception& e) {
+    fs::remove(partial, error);
+    fail_as(ErrorKind::kIo, "backing up {} to {}: {}", database, destination, e.what());
+  }
+  fs::rename(partial, destination);
+  return static_cast<int64_t>(fs::file_size(destination));
+}
+
+std::string backups_dir(const std::string& state_dir) { return state_dir + "/backups"; }
+
+std::string backup_path(const std::string& state_dir, const std::string& why) {
+  return fmt::format("{}/coordinator-{}-{}.db", backups_dir(state_dir), utc_stamp(), why);
+}
+
+namespace {
+
+// Backups of one kind, oldest first (the UTC stamp in the name sorts by time).
+std::vector<std::string> backups_of(const std::string& state_dir, const std::string& why) {
+  std::vector<std::string> kind;
+  std::error_code error;
+  const std::string suffix = "-" + why + ".db";
+  for (const auto& entry : fs::directory_iterator(backups_dir(state_dir), error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("coordinator-", 0) == 0 && name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      kind.push_back(entry.path().string());
+  }
+  std::sort(kind.begin(), kind.end());
+  return kind;
+}
+
+}  // namespace
+
+int64_t newest_backup_ms(const std::string& state_dir, const std::string& why) {
+  const std::vector<std::string> kind = backups_of(state_dir, why);
+  if (kind.empty()) return 0;
+  std::error_code error;
+  const auto written = fs::last_write_time(kind.back(), error);
+  if (error) return 0;
+  const auto system = std::chrono::file_clock::to_sys(written);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(system.time_since_epoch()).count();
+}
+
+std::vector<std::string> prune_backups(const std::string& state_dir, const std::string& why, int keep) {
+  const std::vector<std::string> kind = backups_of(state_dir, why);
+  std::error_code error;
+  std::vector<std::string> deleted;
+  for (size_t i = 0; i + static_cast<size_t>(std::max(keep, 0)) < kind.size(); ++i) {
+    if (fs::remove(kind[i], error)) deleted.push_back(kind[i]);
+  }
+  return deleted;
+}
+
+std::string restore_database(const CoordinatorConfig& config, const std::string& backup) {
+  if (!fs::is_regular_file(backup)) fail_as(ErrorKind::kNotFound, "{}: no such backup file", backup);
+  check_database_file(backup);
+  if (!holds_fedcal_tables(backup)) fail("{}: not a fedcal coordinator database (no agents table)", backup);
+  const std::string path = config.database_path();
+  const std::string incoming = path + ".restoring";
+  fs::copy_file(backup, incoming, fs::copy_options::overwrite_existing);
+  std::string replaced;
+  const std::string stamp = utc_stamp();
+  std::error_code error;
+  if (fs::exists(path, error)) {
+    replaced = path + ".replaced-" + stamp;
+    fs::rename(path, replaced);
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {
+    if (fs::exists(path + suffix, error)) fs::rename(path + suffix, path + ".replaced-" + stamp + suffix);
+  }
+  fs::rename(incoming, path);
+  return replaced;
+}
+
+}  // namespace fedcal::coordinator

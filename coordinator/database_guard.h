@@ -1,0 +1,48 @@
+// Checks of the coordinator's database before it is opened, and its backups. A database that is
+// missing or empty beside keys and artifacts of an earlier start (deleted, truncated, a wrong
+// state_dir), a damaged file, or a write-ahead log whose committed frames do not check out (SQLite
+// would silently ignore them and run on older state) is refused with the file, what is wrong and
+// how to restore. Backups are consistent online copies (VACUUM INTO) in STATE/backups.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "coordinator/coordinator_config.h"
+
+namespace fedcal::coordinator {
+
+// Throws Error (kCorruption) naming the file if the database must not be opened as it is:
+// missing or empty while the state folder holds keys or artifacts (unless `allow_new`), or its WAL
+// damaged. A first start (nothing in the folder) passes.
+void check_database_before_open(const CoordinatorConfig& config, bool allow_new);
+
+// Reads a SQLite write-ahead log; throws Error naming `wal_path` if a frame of the current log
+// (its salts match the header) fails its checksum while a later frame of the same log is intact:
+// that is damage, not the torn tail of an interrupted write, and SQLite would drop every commit
+// from there on without a word. A missing or empty log passes.
+void check_wal(const std::string& wal_path);
+
+// `PRAGMA quick_check` of a database file (read-only); throws Error (kCorruption) with SQLite's
+// findings.
+void check_database_file(const std::string& path);
+
+// A consistent copy of the live database at `destination` (VACUUM INTO on a read-only connection
+// of its own: safe beside the daemon's writes); returns its size in bytes.
+int64_t backup_database(const std::string& database, const std::string& destination);
+
+std::string backups_dir(const std::string& state_dir);
+// STATE/backups/coordinator-<UTC time>-<why>.db
+std::string backup_path(const std::string& state_dir, const std::string& why);
+// Deletes all but the newest `keep` backups of the given kind ("scheduled"); returns the deleted.
+std::vector<std::string> prune_backups(const std::string& state_dir, const std::string& why, int keep);
+// Wall-clock time (ms) of the newest backup of that kind; 0 if there is none.
+int64_t newest_backup_ms(const std::string& state_dir, const std::string& why);
+
+// Replaces the database with `backup` (checked first with integrity_check); the replaced files are
+// kept beside it as coordinator.db.replaced-<time> (and -wal, -shm). The daemon must be stopped.
+// Returns the name the replaced database was given ("" if there was none).
+std::string restore_database(const CoordinatorConfig& config, const std::string& backup);
+
+}  // namespace fedcal::coordinator
