@@ -18,6 +18,7 @@ packages=(
   libsentencepiece-dev
   clang libclang-rt-14-dev
   dpkg-dev file
+  libfaketime util-linux
   crossbuild-essential-arm64 qemu-user-static
 )
 if [[ "${1:-}" == "--train" ]]; then

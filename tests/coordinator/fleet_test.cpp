@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/sha256.h"
 #include "coordinator/admin_client.h"
 #include "edge_agent/enrollment.h"
@@ -1230,6 +1231,75 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
   CHECK(cli.output.find("offline: silent for") != std::string::npos);
   CHECK(cli.output.find("no text") != std::string::npos);
   fleet.agent(5).signal(SIGKILL);
+}
+
+}  // namespace
+}  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE("Clock steps: a wall clock stepped back or forward neither keeps a silent agent online nor ends or stretches a stage" *
+          doctest::timeout(180)) {
+  const std::string libfaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+  if (!fs::exists(libfaketime)) {
+    MESSAGE("SKIPPED: " << libfaketime << " is not installed (Debian package libfaketime; deploy/install-deps.sh installs it)");
+    return;
+  }
+  ScratchDir clock_dir;
+  const std::string offset = clock_dir.path("offset");
+  write_text(offset, "+0\n");
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  FleetOptions options;
+  options.agents = 4;
+  // The coordinator's wall clock (time(), gettimeofday, CLOCK_REALTIME) follows the file; its
+  // monotonic clock stays real, as with a real clock step.
+  options.coordinator_launcher = {"/usr/bin/env", "LD_PRELOAD=" + libfaketime, "FAKETIME_TIMESTAMP_FILE=" + offset,
+                                  "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                                  std::string("ASAN_OPTIONS=") + (asan ? std::string(asan) + ":" : "") + "verify_asan_link_order=0"};
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const auto last_seen = [&](int i) {
+    const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
+    for (const auto& agent : agents["agents"]) {
+      if (agent["name"] == "test-agent-" + std::to_string(i)) return agent["last_seen_ms"].get<int64_t>();
+    }
+    return int64_t{0};
+  };
+
+  write_text(offset, "-1h\n");
+  // The step took effect in the daemon: it now stamps what it hears an hour back.
+  REQUIRE(eventually([&] { return last_seen(0) < wall_ms() - 3500 * 1000; }, std::chrono::seconds(5)));
+  fleet.agent(3).signal(SIGSTOP);
+  const auto stopped_at = std::chrono::steady_clock::now();
+  const int64_t silent = fleet.agent_id(3);
+  const bool offline = eventually(
+      [&] {
+        const nlohmann::json agents = fleet.admin({{"command", "agents.list"}, {"state", "offline"}});
+        for (const auto& agent : agents["agents"]) {
+          if (agent["id"] == silent) return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(20));
+  const double offline_after_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  CHECK(offline);
+  CHECK(offline_after_s < 1.5 + 2.5);  // agent_timeout_ms 1.5 s, with slack for a loaded runner (was: 150 s)
+  const nlohmann::json back = fleet.run_round(round_settings(model), std::chrono::seconds(60));
+  REQUIRE_MESSAGE(back["stage"] == "done", back.dump(2));
+  CHECK(back["contributors"] == 3);
+  for (const auto& [stage, ms] : back["stage_ms"].items()) CHECK_MESSAGE(ms.get<int64_t>() >= 0, stage);
+
+  // Forward by an hour while a round collects: its 60 s join deadline is not past.
+  const auto started = fleet.admin({{"command", "round.start"}, {"settings", round_settings(model)}});
+  write_text(offset, "+1h\n");
+  const nlohmann::json forward = fleet.wait_round(started["round"].get<int64_t>(), std::chrono::seconds(60));
+  CHECK_MESSAGE(forward["stage"] == "done", forward.dump(2));
+  for (const auto& [stage, ms] : forward["stage_ms"].items()) CHECK_MESSAGE(ms.get<int64_t>() >= 0, stage);
+  CHECK(last_seen(0) > wall_ms() + 3500 * 1000);
+  fleet.agent(3).signal(SIGKILL);
 }
 
 }  // namespace

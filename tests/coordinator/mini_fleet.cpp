@@ -149,6 +149,7 @@ bool MiniFleet::try_start_coordinator() {
     argv.insert(argv.begin(),
                 {"/bin/sh", "-c", "ulimit -n " + std::to_string(options_.coordinator_file_limit) + " && exec \"$@\"", "sh"});
   }
+  argv.insert(argv.begin(), options_.coordinator_launcher.begin(), options_.coordinator_launcher.end());
   std::filesystem::remove(dir_.path("coordinator/admin.json"));  // a previous start's: its port is gone
   coordinator_ = std::make_unique<Process>(argv, dir_.path("coordinator.log"));
   bool up = false;

@@ -47,6 +47,7 @@ struct FleetOptions {
   std::string coordinator_fault_injection;  // the coordinator's fault_injection setting
   std::string coordinator_extra;            // appended to coordinator.toml
   int coordinator_file_limit = 0;           // RLIMIT_NOFILE of the coordinator process; 0: inherited
+  std::vector<std::string> coordinator_launcher;  // prepended to its command line (e.g. env with libfaketime)
 };
 
 class MiniFleet {
