@@ -1126,19 +1126,25 @@ TEST_CASE("Fleet round with a device group: its agents get and check their own v
 namespace fedcal::testing {
 namespace {
 
-// Agent i's state folder on a 1 MiB tmpfs of its own (a private mount namespace: nothing is left
-// mounted if the test dies). Empty if this runner cannot mount one, with the reason in `why`.
-std::vector<std::string> full_disk_launcher(MiniFleet& fleet, int i, std::string& why) {
-  const std::string state = fleet.path("agent-" + std::to_string(i) + "/state");
-  fs::create_directories(state);
-  const std::string mount = "mount -t tmpfs -o size=1m tmpfs \"$0\" && exec \"$@\"";
-  const auto probe = run_command("unshare -rm sh -c '" + std::string("mount -t tmpfs -o size=64k tmpfs ") + state + "' 2>&1", true);
-  if (probe.exit_code != 0) {
-    why = "cannot mount a tmpfs in a private mount namespace here (unshare -rm): " + probe.output;
-    return {};
+// A tmpfs of `size` mounted on `dir` for the test's duration (lazily unmounted at the end, even on
+// failure); needs root. `mounted` false with the reason in `why` where the runner cannot mount.
+struct TmpfsMount {
+  std::string dir, why;
+  bool mounted = false;
+  TmpfsMount(std::string folder, const std::string& size) : dir(std::move(folder)) {
+    fs::create_directories(dir);
+    const auto result = run_command("mount -t tmpfs -o size=" + size + " tmpfs " + dir + " 2>&1", true);
+    mounted = result.exit_code == 0;
+    if (!mounted) why = "cannot mount a tmpfs here (needs root): " + result.output;
   }
-  return {"/usr/bin/unshare", "-rm", "/bin/sh", "-c", mount, state, built_binary("fedcal-agent")};
-}
+  void resize(const std::string& size) const {
+    const auto result = run_command("mount -o remount,size=" + size + " " + dir + " 2>&1", true);
+    REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+  }
+  ~TmpfsMount() {
+    if (mounted) run_command("umount -l " + dir + " 2>&1", true);
+  }
+};
 
 // The entry of `agent` in a round status's agents list (null if absent).
 nlohmann::json round_entry(const nlohmann::json& status, int64_t agent) {
@@ -1158,13 +1164,13 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
   for (int i = 0; i < 3; ++i) fleet.start_agent(i);
   // Agent 3: its private text is gone before it starts.
   fleet.start_agent(3, "", {"/bin/sh", "-c", "rm -f \"$0\"/text/*.txt && exec \"$@\"", fleet.path("agent-3"), built_binary("fedcal-agent")});
-  std::string no_mount;
-  const std::vector<std::string> tmpfs = full_disk_launcher(fleet, 4, no_mount);
-  const bool full_disk = !tmpfs.empty();
+  // Agent 4: its state folder on a 1 MiB tmpfs, too small for the round's model.
+  const TmpfsMount small_disk(fleet.path("agent-4/state"), "1m");
+  const bool full_disk = small_disk.mounted;
   if (full_disk) {
-    fleet.start_agent(4, "", tmpfs);
+    fleet.start_agent(4);
   } else {
-    MESSAGE("SKIPPED the full-disk agent: " << no_mount);
+    MESSAGE("SKIPPED the full-disk agent: " << small_disk.why);
   }
   fleet.start_agent(5);
   fleet.wait_online(full_disk ? 6 : 5);
@@ -1231,6 +1237,14 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
   CHECK(cli.output.find("offline: silent for") != std::string::npos);
   CHECK(cli.output.find("no text") != std::string::npos);
   fleet.agent(5).signal(SIGKILL);
+  if (full_disk) {
+    // Space returns: the same agent process takes part in the next round, and its problem is cleared.
+    small_disk.resize("64m");
+    const nlohmann::json next = fleet.run_round(round_settings(model), std::chrono::seconds(60));
+    CHECK_MESSAGE(next["stage"] == "done", next.dump(2));
+    CHECK(next["contributors"] == 4);
+    CHECK(failing().count(disk) == 0);
+  }
 }
 
 }  // namespace
@@ -1300,6 +1314,55 @@ TEST_CASE("Clock steps: a wall clock stepped back or forward neither keeps a sil
   for (const auto& [stage, ms] : forward["stage_ms"].items()) CHECK_MESSAGE(ms.get<int64_t>() >= 0, stage);
   CHECK(last_seen(0) > wall_ms() + 3500 * 1000);
   fleet.agent(3).signal(SIGKILL);
+}
+
+}  // namespace
+}  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE("Disk full: the coordinator keeps serving with its state folder full, refuses what needs the disk with the reason, "
+          "and recovers when space returns" *
+          doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet full(options);
+  // The coordinator's state folder on a 24 MiB tmpfs.
+  const TmpfsMount disk(full.coordinator_dir(), "24m");
+  if (!disk.mounted) {
+    MESSAGE("SKIPPED: " << disk.why);
+    return;
+  }
+  full.start_coordinator();
+  full.start_agents();
+  const int64_t model = full.import_model();
+  // Fill what is left of the coordinator's tmpfs.
+  const std::string inside = full.coordinator_dir();
+  REQUIRE(fs::exists(inside + "/coordinator.db"));
+  {
+    std::ofstream filler(inside + "/filler", std::ios::binary);
+    const std::string block(1 << 16, 'x');
+    while (filler.write(block.data(), static_cast<std::streamsize>(block.size())) && filler.flush()) {
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // several last-seen flushes fail meanwhile
+  CHECK(full.coordinator().running());
+  CHECK(full.admin({{"command", "status"}})["online_agents"] == 3);
+  CHECK(full.admin({{"command", "agents.list"}})["agents"].size() == 3);
+  // What needs the disk is refused with the reason; the daemon goes on.
+  std::string refusal;
+  try {
+    full.admin({{"command", "round.start"}, {"settings", round_settings(model)}});
+  } catch (const std::exception& error) {
+    refusal = error.what();
+  }
+  CHECK_MESSAGE(refusal.find("full") != std::string::npos, refusal);
+  CHECK(full.coordinator().running());
+  // Space returns: the next round runs to the end.
+  fs::remove(inside + "/filler");
+  const nlohmann::json report = full.run_round(round_settings(model));
+  CHECK_MESSAGE(report["stage"] == "done", report.dump(2));
 }
 
 }  // namespace
