@@ -188,8 +188,10 @@ void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsi
   if ((stage_ == RolloutStage::kRolledBack || stage_ == RolloutStage::kHalted) && updated && active_sha == model_.sha256) {
     send_rollback(agent_id);  // it was offline when the rollout was rolled back
   } else if ((stage_ == RolloutStage::kRunning || stage_ == RolloutStage::kDone) && state.wave <= wave_ &&
-             active_sha != model_.sha256 && (state.status == TargetStatus::kPending || state.status == TargetStatus::kSent)) {
-    send_activate(agent_id);  // offline during its wave: catches up now
+             (state.status == TargetStatus::kPending || state.status == TargetStatus::kSent)) {
+    // Offline during its wave (or not yet back after a coordinator restart): it catches up now. One
+    // that has the package active already answers at once, with its crash count: the gate needs its report.
+    send_activate(agent_id);
   }
   save();
 }

@@ -414,6 +414,13 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   session.last_seen_ms = now_ms();
   session.last_heard_monotonic_ms = monotonic_ms();
   const std::string peer = "agent " + std::to_string(agent->id);
+  // The first message after a silence or a coordinator restart brings the agent back, whatever it is
+  // (a heartbeat, or a join it computed while we were down): the round and the rollout send it what it
+  // missed. A hello does that itself, with what it says.
+  if (!was_online && body.which() != Body::HELLO) {
+    if (round_ && !round_->finished() && session.unavailable.empty()) round_->agent_online(agent->id);
+    if (rollout_) rollout_->agent_online(agent->id, store_.active_model(agent->id));
+  }
 
   switch (body.which()) {
     case Body::HELLO: {
@@ -451,8 +458,6 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       OutgoingMessage reply;
       reply.body().initHeartbeat();
       send_to_route(routing_id, reply);
-      if (!was_online && round_ && !round_->finished() && session.unavailable.empty()) round_->agent_online(agent->id);
-      if (!was_online && rollout_) rollout_->agent_online(agent->id, store_.active_model(agent->id));
       return;
     }
     case Body::ACTIVATION_REPORT: {

@@ -30,7 +30,8 @@ wire::RoundLeave::Cause leave_cause(const std::exception& error) {
   using Cause = wire::RoundLeave::Cause;
   if (dynamic_cast<const std::bad_alloc*>(&error)) return Cause::OUT_OF_MEMORY;
   const std::string_view what = error.what();
-  if (what.find("No space left") != std::string_view::npos || what.find("Disk quota") != std::string_view::npos)
+  if (what.find("No space left") != std::string_view::npos || what.find("Disk quota") != std::string_view::npos ||
+      what.find("disk full") != std::string_view::npos)
     return Cause::DISK_FULL;
   if (what.find("private text") != std::string_view::npos || what.find("no text (") != std::string_view::npos)
     return Cause::NO_PRIVATE_TEXT;
@@ -105,6 +106,20 @@ void Agent::leave_round(uint64_t round_id, wire::RoundLeave::Cause cause, const 
   leave.setReason(reason.substr(0, 1000));
   send(message);
   if (round_ && round_->params.id == round_id) retire_round();
+}
+
+void Agent::make_room_for(const Download& download) {
+  if (download.complete()) return;
+  std::set<std::string> keep = {slots_.active(), slots_.previous(), download.sha256()};
+  if (round_) {
+    keep.insert(round_->params.model_sha256);
+    for (const auto& [label, result] : round_->results) keep.insert(result->sha256());
+  }
+  const uint64_t budget = static_cast<uint64_t>(config_.disk_budget_mb) << 20;
+  for (const std::string& removed :
+       make_room(config_.downloads_dir(), config_.models_dir(), download.total() - download.have(), budget, keep)) {
+    log("removed " + removed + " to stay within the disk budget");
+  }
 }
 
 void Agent::log(const std::string& line) const {

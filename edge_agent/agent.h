@@ -90,6 +90,9 @@ class Agent {
   void advance_activation();
   void send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
                               const LocalCheck* check);
+  // Room on disk (and within disk_budget_mb) for what `download` still needs; throws Error ("disk
+  // full: ...") before a byte is fetched if there is none.
+  void make_room_for(const Download& download);
   // Asks for the next chunk of `download` unless it is complete or `retry` is not due yet.
   void request_chunk(Download& download, Interval& retry);
   void advance();  // starts work whose inputs are ready, sends what finished

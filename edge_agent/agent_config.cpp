@@ -40,6 +40,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
                                               "reconnect_interval_max_ms",
                                               "coordinator_timeout_ms",
                                               "partial_download_max_age_hours",
+                                              "disk_budget_mb",
                                               "enroll_token",
                                               "fault_injection"};
   for (const auto& [key, value] : table) {
@@ -89,6 +90,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   integer("reconnect_interval_max_ms", config.reconnect_interval_max_ms, 100, 3600000);
   integer("coordinator_timeout_ms", config.coordinator_timeout_ms, 1000, 3600000);
   integer("partial_download_max_age_hours", config.partial_download_max_age_hours, 1, 24 * 365);
+  integer("disk_budget_mb", config.disk_budget_mb, 0, 1 << 24);
   if (const toml::node* node = table.get("heldout_fraction")) {
     const auto value = node->value<double>();
     if (!value || *value < 0 || *value >= 1) fail("{}: 'heldout_fraction' must be a number in [0, 1)", path);

@@ -20,6 +20,7 @@ struct AgentConfig {
   int reconnect_interval_max_ms = 10000;
   int coordinator_timeout_ms = 15000;  // no word from the coordinator this long: reconnect
   int partial_download_max_age_hours = 24;  // older *.part downloads are removed at start
+  int disk_budget_mb = 0;  // models + downloads at most this much (least recently used packages go first); 0: the disk
   std::string enroll_token;            // `run` enrolls with it first if not enrolled yet
   // Testing only: "exit-after-join", "exit-after-shares" or "exit-after-masked-input" makes the
   // agent die (_exit, no goodbye) right after sending that message, as a crashed device would;

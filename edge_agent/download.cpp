@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -72,6 +73,53 @@ void Download::discard() {
   std::error_code error;
   if (!verified_) fs::remove(part_path_, error);
   if (!verified_) have_ = 0;
+}
+
+namespace {
+
+uint64_t folder_bytes(const std::string& folder) {
+  std::error_code error;
+  uint64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(folder, error)) {
+    if (entry.is_regular_file(error)) total += entry.file_size(error);
+  }
+  return total;
+}
+
+}  // namespace
+
+std::vector<std::string> make_room(const std::string& downloads_dir, const std::string& models_dir, uint64_t bytes,
+                                   uint64_t budget_bytes, const std::set<std::string>& keep) {
+  std::vector<std::string> removed;
+  std::error_code error;
+  if (budget_bytes > 0) {
+    uint64_t used = folder_bytes(downloads_dir) + folder_bytes(models_dir);
+    if (used + bytes > budget_bytes) {
+      std::vector<std::pair<fs::file_time_type, fs::path>> candidates;
+      for (const auto& entry : fs::directory_iterator(models_dir, error)) {
+        if (entry.path().extension() != ".fcpkg" || keep.count(entry.path().stem().string())) continue;
+        candidates.emplace_back(entry.last_write_time(error), entry.path());
+      }
+      std::sort(candidates.begin(), candidates.end());  // least recently written first
+      for (const auto& [written, path] : candidates) {
+        if (used + bytes <= budget_bytes) break;
+        const uint64_t size = fs::file_size(path, error);
+        if (fs::remove(path, error)) {
+          used -= std::min(used, size);
+          removed.push_back(path.string());
+        }
+      }
+    }
+    if (used + bytes > budget_bytes) {
+      fail_as(ErrorKind::kIo, "disk full: {} bytes more would exceed the agent's disk budget of {} bytes ({} in use by packages "
+              "it must keep)", bytes, budget_bytes, used);
+    }
+  }
+  const fs::space_info space = fs::space(models_dir, error);
+  if (!error && space.available < bytes + (uint64_t{1} << 20)) {
+    fail_as(ErrorKind::kIo, "disk full: {} needs {} bytes more, the disk has {} free", models_dir, bytes, space.available);
+  }
+  return removed;
 }
 
 int remove_stale_partial_downloads(const std::string& downloads_dir, int max_age_hours) {

@@ -5,14 +5,23 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace fedcal::edge_agent {
 
 // Removes *.part files in `downloads_dir` not modified for `max_age_hours` (downloads abandoned by a
 // round or rollout that ended while the agent was away); returns how many. Errors are not fatal.
 int remove_stale_partial_downloads(const std::string& downloads_dir, int max_age_hours);
+
+// Room for `bytes` more in the agent's store (models_dir and downloads_dir): within `budget_bytes`
+// for both together (0: no budget), by removing the least recently used packages in models_dir whose
+// SHA-256 is not in `keep`, and within what the disk has free (plus 1 MiB). Throws Error ("disk
+// full: ...") naming what is needed and what there is; returns the files removed.
+std::vector<std::string> make_room(const std::string& downloads_dir, const std::string& models_dir, uint64_t bytes,
+                                   uint64_t budget_bytes, const std::set<std::string>& keep);
 
 class Download {
  public:

@@ -14,7 +14,11 @@ namespace fedcal::edge_agent {
 
 void Agent::on_activate(wire::ModelActivate::Reader activate) {
   const std::string sha = activate.getSha256().cStr();
-  if (activation_ && activation_->download && activation_->download->sha256() == sha) return;  // already on it
+  if (activation_ && activation_->download && activation_->download->sha256() == sha) {
+    // Already on it, maybe for an earlier rollout of the same package: the report goes to this one.
+    activation_->rollout = activate.getRolloutId();
+    return;
+  }
   if (sha == slots_.active()) {
     LocalCheck unchanged;
     send_activation_report(activate.getRolloutId(), true, false, "", &unchanged);
@@ -24,6 +28,15 @@ void Agent::on_activate(wire::ModelActivate::Reader activate) {
   activation_ = std::make_unique<Activation>();
   activation_->rollout = activate.getRolloutId();
   activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
+  try {
+    make_room_for(*activation_->download);
+  } catch (const Error& error) {
+    // Said in the report at once: nothing switches, the gate counts it as failed.
+    log(fmt::format("rollout {}: {}", activation_->rollout, error.what()));
+    send_activation_report(activation_->rollout, false, false, error.what(), nullptr);
+    activation_.reset();
+    return;
+  }
   if (activation_->download->have() > 0 && !activation_->download->complete()) {
     log(fmt::format("rollout {}: resuming the download of {} at {} of {} bytes", activation_->rollout, sha.substr(0, 16),
                     activation_->download->have(), activation_->download->total()));

@@ -82,6 +82,12 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
       std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
   round_ = std::move(work);
   busy_ = true;
+  try {
+    make_room_for(*round_->model);
+  } catch (const Error& error) {
+    leave_round(params.id, wire::RoundLeave::Cause::DISK_FULL, error.what());
+    return;
+  }
   log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len,
                   params.model_sha256.substr(0, 16)));
   chunk_retry_.trigger();
@@ -255,6 +261,14 @@ void Agent::on_result(wire::RoundResult::Reader result) {
     round_->results.emplace_back(
         model.getLabel().cStr(),
         std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(), config_.downloads_dir(), config_.models_dir()));
+  }
+  for (const auto& [label, download] : round_->results) {
+    try {
+      make_room_for(*download);
+    } catch (const Error& error) {
+      leave_round(result.getRoundId(), wire::RoundLeave::Cause::DISK_FULL, error.what());
+      return;
+    }
   }
   round_->phase = Phase::kFetchingResults;
   chunk_retry_.trigger();

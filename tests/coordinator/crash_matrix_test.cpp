@@ -358,5 +358,84 @@ TEST_CASE("Crash matrix: the coordinator killed in every rollout phase; no healt
   check_docs_table("rollout-coordinator-kills", rows);
 }
 
+// Agent 0 (wave 1) is killed at `point` and restarts at once: it says hello with the package it has
+// active and the unclean exits it counted since activating it, as the real agent does.
+enum class AgentKillPoint { kNone, kDownloading, kSelfTesting, kAfterSwitch, kSoaking, kRollingBack };
+
+std::string rollout_with_agent_kill(AgentKillPoint point, bool unhealthy_wave) {
+  RolloutFixture f(5);
+  f.settings.waves = {40, 100};
+  auto rollout = f.start();
+  const int64_t victim = f.ids[0];
+  const auto restart_victim = [&](bool switched) {
+    f.host.online.erase(victim);
+    rollout->tick();
+    f.host.online.insert(victim);
+    rollout->agent_online(victim, switched ? kRolloutSha : "previous-sha", switched ? 1u : 0u);
+  };
+  f.told("modelActivate");
+  if (point == AgentKillPoint::kDownloading || point == AgentKillPoint::kSelfTesting) {
+    restart_victim(false);  // the download resumes / the self-test runs again after the restart
+    CHECK(f.told("modelActivate") == std::vector<int64_t>{victim});
+  }
+  if (point == AgentKillPoint::kAfterSwitch) restart_victim(true);  // switched, killed before its report
+  if (point != AgentKillPoint::kAfterSwitch) f.report(*rollout, victim, true);
+  f.report(*rollout, f.ids[1], true, unhealthy_wave ? 1.0 : 0.001);
+  if (point == AgentKillPoint::kSoaking) {
+    f.host.now_ms += f.settings.soak_ms / 2;
+    rollout->tick();
+    restart_victim(true);
+  }
+  for (int step = 0; step < 200 && rollout->stage() == RolloutStage::kRunning; ++step) {
+    for (const int64_t agent : f.told("modelActivate")) f.report(*rollout, agent, true);
+    f.host.now_ms += 100;
+    rollout->tick();
+  }
+  std::vector<int64_t> ordered = f.told("modelRollback");
+  if (point == AgentKillPoint::kRollingBack && !ordered.empty()) {
+    restart_victim(true);  // killed before it switched back: told again when it returns
+    const std::vector<int64_t> again = f.told("modelRollback");
+    CHECK(again == std::vector<int64_t>{victim});
+  }
+  for (const int64_t agent : ordered) f.report_rolled_back(*rollout, agent);
+  const nlohmann::json status = rollout->status();
+  std::string counts;
+  for (const auto& [state, count] : status["counts"].items())
+    counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", count.get<int>(), state);
+  return fmt::format("{} ({})", name(rollout->stage()), counts);
+}
+
+TEST_CASE("Crash matrix: an agent killed at every point of a rollout catches up, or its crash fails the gate") {
+  struct Case {
+    const char* when;
+    AgentKillPoint point;
+    bool unhealthy_wave;
+    const char* verdict;
+  };
+  const Case cases[] = {
+      {"agent downloading the package", AgentKillPoint::kDownloading, false, "same"},
+      {"agent self-testing the package", AgentKillPoint::kSelfTesting, false, "same"},
+      {"agent after switching, before its report", AgentKillPoint::kAfterSwitch, false,
+       "rolled back: an unclean exit of the new model fails the gate (by design)"},
+      {"agent soaking (reported healthy)", AgentKillPoint::kSoaking, false,
+       "rolled back: an unclean exit of the new model fails the gate (by design)"},
+      {"agent ordered to roll back, before switching back", AgentKillPoint::kRollingBack, true, "same"},
+  };
+  std::vector<Row> rows;
+  for (const Case& c : cases) {
+    CAPTURE(c.when);
+    const std::string reference = rollout_with_agent_kill(AgentKillPoint::kNone, c.unhealthy_wave);
+    const std::string outcome = rollout_with_agent_kill(c.point, c.unhealthy_wave);
+    CHECK(reference == (c.unhealthy_wave ? "rolled_back (3 pending, 2 rolled_back)" : "done (5 healthy)"));
+    if (std::string(c.verdict) == "same") {
+      CHECK(outcome == reference);
+    } else {
+      CHECK(outcome.rfind("rolled_back", 0) == 0);
+    }
+    rows.push_back({c.when, outcome, c.verdict});
+  }
+  check_docs_table("rollout-agent-kills", rows);
+}
+
 }  // namespace
 }  // namespace fedcal::coordinator

@@ -83,6 +83,25 @@ TEST_CASE("Rollout in process: a wave nobody reports on rolls back at its deadli
   }
 }
 
+TEST_CASE("Rollout in process: agents offline at the start of their wave are activated when they return, also those that "
+          "have the package already") {
+  RolloutFixture f(5);
+  f.settings.waves = {40, 100};
+  f.host.online.clear();  // e.g. a rollout started just after a coordinator restart, before the agents reconnected
+  auto rollout = f.start();
+  CHECK(f.told("modelActivate").empty());
+  for (const int64_t id : f.ids) {
+    f.host.online.insert(id);
+    rollout->agent_online(id, id == f.ids[0] ? kRolloutSha : "previous-sha");  // agent 0 has it from an earlier rollout
+  }
+  CHECK(f.told("modelActivate") == std::vector<int64_t>{f.ids[0], f.ids[1]});
+  f.report(*rollout, f.ids[0], true);
+  f.report(*rollout, f.ids[1], true);
+  f.host.now_ms += f.settings.soak_ms;
+  rollout->tick();
+  CHECK(rollout->status()["wave"] == 1);
+}
+
 TEST_CASE("Rollout in process: an agent that crashed since activating makes its wave unhealthy") {
   RolloutFixture f(5);
   f.settings.waves = {40, 100};

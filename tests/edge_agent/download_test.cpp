@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 
@@ -45,6 +46,32 @@ TEST_CASE("Download: bytes that do not hash to the name are discarded, with the 
   CHECK_FALSE(std::filesystem::exists(dir.path("dl/" + wrong + ".part")));
   CHECK_THROWS_AS(download.accept(0, bytes_of(content, 0, 100), 99), Error);  // size disagrees with the round
   CHECK_THROWS_AS(Download("../../etc/passwd", 1, dir.path("dl"), dir.path("models")), Error);
+}
+
+TEST_CASE("Download: room within a disk budget comes from the least recently used packages nobody needs, or is refused") {
+  testing::ScratchDir dir;
+  const std::string models = dir.path("models"), downloads = dir.path("downloads");
+  std::filesystem::create_directories(models);
+  std::filesystem::create_directories(downloads);
+  const auto package = [&](char name, size_t bytes, int age_s) {
+    const std::string path = models + "/" + std::string(64, name) + ".fcpkg";
+    testing::write_text(path, std::string(bytes, 'x'));
+    std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() - std::chrono::seconds(age_s));
+    return path;
+  };
+  const std::string oldest = package('a', 4000, 300), kept = package('b', 4000, 200), newer = package('c', 4000, 100);
+  testing::write_text(downloads + "/" + std::string(64, 'd') + ".part", std::string(1000, 'x'));
+  // 13000 bytes in use; 5000 more within a budget of 14000: 4000 must go - the oldest not kept.
+  const std::vector<std::string> removed = make_room(downloads, models, 5000, 14000, {std::string(64, 'b')});
+  CHECK(removed == std::vector<std::string>{oldest});
+  CHECK(std::filesystem::exists(kept));
+  CHECK(std::filesystem::exists(newer));
+  // More than the budget can ever hold with what must be kept: refused, naming the budget.
+  CHECK_THROWS_WITH(make_room(downloads, models, 20000, 14000, {std::string(64, 'b'), std::string(64, 'c')}),
+                    doctest::Contains("disk full: 20000 bytes more would exceed the agent's disk budget of 14000 bytes"));
+  // No budget: only the disk's free space counts.
+  CHECK(make_room(downloads, models, 5000, 0, {}).empty());
+  CHECK_THROWS_WITH(make_room(downloads, models, uint64_t{1} << 60, 0, {}), doctest::Contains("the disk has"));
 }
 
 }  // namespace
