@@ -31,7 +31,9 @@ struct CoordinatorConfig {
   int backup_keep = 7;                     // scheduled backups kept (older ones are deleted)
   std::string capture_file;                // optional: record every aggregation message received (audits, tests)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
-  // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds. Empty: off.
+  // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
+  // "kill-entering:quantizing" / "kill-entering:evaluating" SIGKILL the daemon as a round enters that
+  // stage, "kill-soaking" as a rollout's wave starts its soak (crash tests). Empty: off.
   std::string fault_injection;
   // Not in the file: `serve --new-database` (start an empty registry beside keys of an earlier start).
   bool allow_new_database = false;

@@ -1,5 +1,8 @@
 #include "coordinator/rollout.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -238,7 +241,13 @@ void Rollout::tick() {
   const bool expired = now >= wave_deadline_ms_;
   if (waiting > 0 && !expired) return;
   // Soak: the updated agents run a while before the gate is judged, so crashes count.
-  if (reported > 0 && now - last_report_ms < settings_.soak_ms && !expired) return;
+  if (reported > 0 && now - last_report_ms < settings_.soak_ms && !expired) {
+    if (host_.config().fault_injection == "kill-soaking") {
+      host_.log("fault injection: SIGKILL");
+      ::kill(::getpid(), SIGKILL);
+    }
+    return;
+  }
   if (reported == 0) {
     if (expired) rollback(fmt::format("no agent of wave {} reported within {} ms", wave_ + 1, settings_.wave_timeout_ms));
     return;

@@ -1,5 +1,8 @@
 #include "coordinator/round.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -205,6 +208,10 @@ void Round::enter(RoundStage stage, int64_t timeout_ms) {
   stage_deadline_ms_ = now + timeout_ms;
   host_.store().set_round_stage(id_, stage);
   host_.log(fmt::format("round {}: {}", id_, name(stage)));
+  if (host_.config().fault_injection == fmt::format("kill-entering:{}", name(stage))) {
+    host_.log("fault injection: SIGKILL");
+    ::kill(::getpid(), SIGKILL);
+  }
 }
 
 void Round::announce(int64_t agent_id) {

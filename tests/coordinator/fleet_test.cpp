@@ -1396,3 +1396,30 @@ TEST_CASE("Coordinator killed while agents calibrate: the round fails with the r
 
 }  // namespace
 }  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE("Crash: the coordinator SIGKILLed entering evaluating resumes the evaluation and waits for every report" *
+          doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.coordinator_fault_injection = "kill-entering:evaluating";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const auto started = fleet.admin({{"command", "round.start"}, {"settings", round_settings(model)}});
+  REQUIRE(fleet.coordinator().wait_exit(std::chrono::seconds(60)) == 128 + SIGKILL);
+  fleet.set_coordinator_fault_injection("");
+  fleet.start_coordinator();
+  // Was: done within milliseconds with 0 reports.
+  const nlohmann::json report = fleet.wait_round(started["round"].get<int64_t>(), std::chrono::seconds(60));
+  CHECK_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  CHECK(report["reports"] == 3);
+  CHECK(report["checks"]["fleet"]["agents"] == 3);
+}
+
+}  // namespace
+}  // namespace fedcal::testing

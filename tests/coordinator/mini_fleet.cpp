@@ -105,9 +105,6 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
   if (options_.capture) config << "capture_file = \"capture.bin\"\n";
   if (options_.max_message_bytes > 0) config << "max_message_bytes = " << options_.max_message_bytes << "\n";
   if (options_.chunk_bytes > 0) config << "chunk_bytes = " << options_.chunk_bytes << "\n";
-  if (!options_.coordinator_fault_injection.empty()) {
-    config << "fault_injection = \"" << options_.coordinator_fault_injection << "\"\n";
-  }
   config << options_.coordinator_extra << "\n";
   if (options_.reference_text) {
     std::string text;
@@ -127,8 +124,11 @@ MiniFleet::~MiniFleet() {
 
 void MiniFleet::start_coordinator() {
   for (int attempt = 1;; ++attempt) {
+    const std::string fault = options_.coordinator_fault_injection.empty()
+                                  ? ""
+                                  : "fault_injection = \"" + options_.coordinator_fault_injection + "\"\n";
     write_text(dir_.path("coordinator.toml"),
-               "listen = \"tcp://127.0.0.1:" + std::to_string(port_) + "\"\n" + coordinator_settings_);
+               "listen = \"tcp://127.0.0.1:" + std::to_string(port_) + "\"\n" + fault + coordinator_settings_);
     if (try_start_coordinator()) return;
     std::ifstream log(dir_.path("coordinator.log"));
     const std::string text(std::istreambuf_iterator<char>(log), {});

@@ -57,6 +57,8 @@ class MiniFleet {
 
   void start_coordinator();
   void kill_coordinator();  // SIGKILL: no chance to clean up
+  // The coordinator's fault_injection setting from its next start on ("": none).
+  void set_coordinator_fault_injection(std::string fault) { options_.coordinator_fault_injection = std::move(fault); }
   Process& coordinator() { return *coordinator_; }
   // One admin request; `timeout_ms` for the reply (an import of a large model takes seconds).
   nlohmann::json admin(const nlohmann::json& request, int timeout_ms = 5000);

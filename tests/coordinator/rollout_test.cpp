@@ -249,3 +249,48 @@ TEST_CASE("Rollout: an agent killed in the middle of a download resumes where it
 
 }  // namespace
 }  // namespace fedcal::testing
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE("Crash: the coordinator SIGKILLed as a wave starts its soak resumes the soak and judges the gate after the restart" *
+          doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 4;
+  options.coordinator_fault_injection = "kill-soaking";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t fp32 = fleet.import_model();
+  const int soak_ms = 3000;
+  fleet.admin({{"command", "rollout.start"},
+               {"settings",
+                {{"model_id", fp32},
+                 {"waves", {50.0, 100.0}},
+                 {"max_kl", 0.05},
+                 {"max_slowdown", 50.0},
+                 {"min_healthy", 100.0},
+                 {"wave_timeout_ms", 30000},
+                 {"soak_ms", soak_ms}}}});
+  // Both agents of wave 1 report; the soak starts; the coordinator dies.
+  REQUIRE(fleet.coordinator().wait_exit(std::chrono::seconds(60)) == 128 + SIGKILL);
+  fleet.set_coordinator_fault_injection("");
+  fleet.start_coordinator();
+  const auto restarted = std::chrono::steady_clock::now();
+  // Wave 2 is not started before a whole soak after the restart (was: at once, and then declared done
+  // with its agents still "sent").
+  nlohmann::json status;
+  REQUIRE(eventually(
+      [&] {
+        status = fleet.admin({{"command", "rollout.status"}});
+        return status["wave"] == 1 || status["stage"] != "running";
+      },
+      std::chrono::seconds(30)));
+  CHECK(std::chrono::steady_clock::now() - restarted >= std::chrono::milliseconds(soak_ms));
+  status = wait_rollout(fleet);
+  CHECK_MESSAGE(status["stage"] == "done", status.dump(2));
+  CHECK(status["counts"]["healthy"] == 4);  // every agent reported and was judged; none left "sent"
+}
+
+}  // namespace
+}  // namespace fedcal::testing

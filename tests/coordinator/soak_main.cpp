@@ -25,7 +25,7 @@ struct Tally {
   std::map<std::string, int> reasons;   // failure reasons, cut at the first ':' or ';'
   void add(const std::string& outcome, const std::string& reason) {
     ++outcomes[outcome];
-    if (!reason.empty()) ++reasons[reason.substr(0, reason.find_first_of(":;(["))];
+    if (!reason.empty() && outcome != "done") ++reasons[reason.substr(0, reason.find_first_of(":;(["))];
   }
   nlohmann::json to_json() const { return {{"outcomes", outcomes}, {"reasons", reasons}}; }
 };
