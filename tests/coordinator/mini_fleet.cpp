@@ -70,6 +70,11 @@ int random_listen_port() {
 
 }  // namespace
 
+nlohmann::json round_settings(int64_t model, int min_agents) {
+  return {{"model_id", model},       {"min_agents", min_agents},     {"sequences_per_agent", kRoundSequences},
+          {"seq_len", kRoundSeqLen}, {"method", "percentile:99.99"}, {"per_channel", true}};
+}
+
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {

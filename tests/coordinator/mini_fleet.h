@@ -102,6 +102,12 @@ class MiniFleet {
   std::vector<std::vector<std::string>> shards_;
 };
 
+// The rounds fleet tests run: the project's model, kRoundSequences x kRoundSeqLen tokens per agent,
+// percentile scales, per channel.
+inline constexpr int kRoundSequences = 10;
+inline constexpr int kRoundSeqLen = 64;
+nlohmann::json round_settings(int64_t model, int min_agents = 3);
+
 // Polls `predicate` every 50 ms until it holds or `timeout` passes; returns whether it held.
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout);
 
