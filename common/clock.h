@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace fedcal {
 
@@ -16,5 +17,8 @@ inline int64_t steady_ms() {
 inline int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
+
+// "2026-11-30T08:45:00.123Z": a wall-clock time in milliseconds as ISO 8601, UTC.
+std::string format_utc_time(int64_t wall_ms);
 
 }  // namespace fedcal

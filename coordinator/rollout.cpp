@@ -207,7 +207,13 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
   const ActivationOutcome outcome = ActivationOutcome::from_wire(report);
   AgentState& state = it->second;
   state.reported_at_ms = host_.monotonic_ms();
-  state.report = outcome;
+  if (outcome.rolled_back && state.report && state.report->activated) {
+    // The figures its gate judged stay on record; the report says it is back on its previous model.
+    state.report->rolled_back = true;
+    state.report->active_sha256 = outcome.active_sha256;
+  } else {
+    state.report = outcome;
+  }
   host_.store().set_active_model(agent_id, outcome.active_sha256);
   if (outcome.rolled_back) {
     state.status = TargetStatus::kRolledBack;

@@ -12,6 +12,8 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/log_line.h"
+#include "common/systemd_notify.h"
 #include "common/text.h"
 #include "coordinator/database_guard.h"
 
@@ -124,9 +126,10 @@ Server::~Server() = default;
 
 void Server::log(const std::string& line) {
   // One line per event, whatever a peer's text in it holds (newlines, terminal escapes).
-  std::fprintf(stderr, "[coordinator] %s\n", escape_controls(line).c_str());
-  std::fflush(stderr);
+  write_log(LogLevel::kInfo, "coordinator", line);
 }
+
+void Server::log_problem(LogLevel level, const std::string& line) { write_log(level, "coordinator", line); }
 
 int64_t Server::monotonic_ms() const { return steady_ms(); }
 
@@ -137,7 +140,7 @@ bool Server::refused(const std::string& key, const std::string& address, const s
   const bool key_allowed = key.empty() || refusals_by_key_.allow(key, now);
   const bool address_allowed = address.empty() || refusals_by_address_.allow(address, now);
   if (!key_allowed || !address_allowed) return false;
-  log("refused " + peer + (address.empty() ? "" : " (" + address + ")") + ": " + why);
+  log_problem(LogLevel::kWarning, "refused " + peer + (address.empty() ? "" : " (" + address + ")") + ": " + why);
   audit_quietly(peer, "refused", why);
   return true;
 }
@@ -213,7 +216,7 @@ void Server::audit_quietly(const std::string& actor, const std::string& event, c
   try {
     store_.audit(actor, event, detail);
   } catch (const std::exception& error) {
-    log(fmt::format("cannot write the audit entry '{}' of {}: {}", event, actor, error.what()));
+    log_problem(LogLevel::kError, fmt::format("cannot write the audit entry '{}' of {}: {}", event, actor, error.what()));
   }
 }
 
@@ -228,7 +231,7 @@ void Server::guarded(const char* what, Body&& body) {
   } catch (...) {
     failure = "an exception of unknown type";
   }
-  log(fmt::format("internal error while {}: {}", what, failure));
+  log_problem(LogLevel::kError, fmt::format("internal error while {}: {}", what, failure));
   audit_quietly("coordinator", "internal error", fmt::format("{}: {}", what, failure));
 }
 
@@ -237,7 +240,10 @@ void Server::run(const std::atomic<bool>& stop) {
                              {zap_.handle(), 0, ZMQ_POLLIN, 0},
                              {admin_.handle(), 0, ZMQ_POLLIN, 0},
                              {connection_guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
+  SystemdNotifier systemd;
+  systemd.ready();  // sockets bound, state recovered (the constructor)
   while (!stop && !shutdown_requested_) {
+    systemd.keep_alive(monotonic_ms());
     if (!poll_interruptible(items, 4, std::chrono::milliseconds(50))) continue;
     // Connections first: the sooner one over the limits is cut, the fewer descriptors a flood holds.
     if (items[3].revents & ZMQ_POLLIN) guarded("watching agent connections", [&] { connection_guard_->handle_events(); });
@@ -253,6 +259,7 @@ void Server::run(const std::atomic<bool>& stop) {
     items[2].events = pending_admin_.valid() ? 0 : ZMQ_POLLIN;  // REP: one request at a time
     tick();
   }
+  systemd.stopping();
   if (round_ && !round_->finished() && round_->stage() != RoundStage::kQuantizing && round_->stage() != RoundStage::kEvaluating) {
     round_->fail_round("the coordinator was stopped");
   }
@@ -288,7 +295,7 @@ void Server::backup_on_schedule() {
     } catch (const std::exception& error) {
       // E.g. a full disk: the daemon goes on; the next try is in an hour.
       last_backup_wall_ms_ = wall_ms() - int64_t{config_.backup_interval_hours} * 3600000 + 3600000;
-      log(std::string("database backup failed (next try in an hour): ") + error.what());
+      log_problem(LogLevel::kError, std::string("database backup failed (next try in an hour): ") + error.what());
       audit_quietly("coordinator", "database backup failed", error.what());
     }
     return;
@@ -353,7 +360,7 @@ void Server::receive(const Sender& sender, std::span<const std::byte> raw) {
     if (kind == ErrorKind::kInvalidInput || kind == ErrorKind::kNotFound) {
       refuse(sender, "key " + key, reply_code(kind), error.what());
     } else {
-      log(fmt::format("{} while handling a message of key {}: {}", error_kind_name(kind), key, error.what()));
+      log_problem(LogLevel::kError, fmt::format("{} while handling a message of key {}: {}", error_kind_name(kind), key, error.what()));
       audit_quietly("key " + key, error_kind_name(kind), error.what());
       reply_error(sender.routing_id, reply_code(kind), "the coordinator could not handle this message");
     }
@@ -440,7 +447,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       session.unavailable = read_text(body.getHello().getUnavailable(), 1000);
       store_.set_active_model(agent->id, active);
       if (!session.unavailable.empty()) {
-        log(fmt::format("{} cannot take part in rounds: {}", peer, session.unavailable));
+        log_problem(LogLevel::kWarning, fmt::format("{} cannot take part in rounds: {}", peer, session.unavailable));
         store_.set_agent_problem(agent->id, session.last_seen_ms, "unavailable: " + session.unavailable);
       } else if (agent->last_error.rfind("unavailable: ", 0) == 0) {
         store_.set_agent_problem(agent->id, session.last_seen_ms, "");  // it can work again
@@ -496,7 +503,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     case Body::ERROR: {
       if (config_.fault_injection == "throw-on-agent-error") throw std::logic_error("fault injection: throw-on-agent-error");
       const std::string text = read_text(body.getError().getMessage(), 1000);
-      log(fmt::format("{} reports an error: {}", peer, text));
+      log_problem(LogLevel::kWarning, fmt::format("{} reports an error: {}", peer, text));
       store_.audit(peer, "agent error", text);
       return;
     }

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 
+#include "common/log_line.h"
 #include "common/signing.h"
 #include "coordinator/admin_client.h"
 #include "coordinator/coordinator_config.h"
@@ -46,7 +47,8 @@ class Server : public RoundHost {
   std::vector<int64_t> online_agents() const override;
   Store& store() override { return store_; }
   const CoordinatorConfig& config() const override { return config_; }
-  void log(const std::string& line) override;
+  void log(const std::string& line) override;  // an INFO line (common/log_line.h)
+  void log_problem(LogLevel level, const std::string& line);
   int64_t monotonic_ms() const override;
 
   // Who sent an agent message: its route, CURVE key (libzmq's User-Id) and IP address.

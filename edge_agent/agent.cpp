@@ -9,6 +9,8 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/log_line.h"
+#include "common/systemd_notify.h"
 #include "common/text.h"
 #include "edge_agent/hardware_profile.h"
 #include "edge_agent/private_text.h"
@@ -122,10 +124,7 @@ void Agent::make_room_for(const Download& download) {
   }
 }
 
-void Agent::log(const std::string& line) const {
-  std::fprintf(stderr, "[agent %s] %s\n", config_.name.c_str(), escape_controls(line).c_str());
-  std::fflush(stderr);
-}
+void Agent::log(const std::string& line) const { write_log(LogLevel::kInfo, "agent " + config_.name, line); }
 
 void Agent::send(OutgoingMessage& message) {
   const std::vector<std::byte> bytes = message.encode(++next_sequence_);
@@ -169,7 +168,10 @@ void Agent::send_hello() {
 int Agent::run(const std::atomic<bool>& stop) {
   last_heard_ms_ = steady_ms();
   send_hello();
+  SystemdNotifier systemd;
+  systemd.ready();  // enrolled, keys read, local server listening (the constructor)
   while (!stop && exit_code_ < 0) {
+    systemd.keep_alive(steady_ms());
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     if (!poll_interruptible(&item, 1, std::chrono::milliseconds(50))) continue;
     while (socket_.get(zmq::sockopt::events) & ZMQ_POLLIN) {
@@ -207,6 +209,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       if (round_) leave_round(round_->params.id, leave_cause(error), error.what());
     }
   }
+  systemd.stopping();
   if (round_ && round_->phase != Phase::kReported) leave_round(round_->params.id, wire::RoundLeave::Cause::SHUTTING_DOWN, "the agent is stopping");
   slots_.record_clean_exit();
   return exit_code_ < 0 ? 0 : exit_code_;

@@ -131,9 +131,19 @@ std::string format_rollout(const nlohmann::json& reply) {
     text += fmt::format("    agent {:>4}  wave {}  {:<12}", agent["agent"].get<int64_t>(), agent["wave"].get<int>() + 1,
                         agent["status"].get<std::string>());
     if (check.is_object()) {
-      text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} vs {:.0f} tok/s", check.value("mean_kl", 0.0),
-                          100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0),
-                          check.value("previous_tokens_per_second", 0.0));
+      // The figures its gate judged (kept after a rollback); n/a where there was nothing to compare with.
+      const double previous = check.value("previous_tokens_per_second", 0.0);
+      if (!check.value("activated", false)) {
+        // a failed activation: no figures
+      } else if (previous > 0) {
+        text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} vs {:.0f} tok/s", check.value("mean_kl", 0.0),
+                            100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0), previous);
+      } else {
+        text += fmt::format("  KL n/a  top-1 n/a  {:.0f} tok/s (no previous model to compare with)",
+                            check.value("tokens_per_second", 0.0));
+      }
+      if (check.value("crashes", 0) > 0) text += fmt::format("  crashes {}", check["crashes"].get<int>());
+      if (check.value("rolled_back", false)) text += "  (rolled back)";
       if (!check.value("error", std::string()).empty()) text += "  error: " + escape_controls(check["error"].get<std::string>());
     }
     text += "\n";

@@ -1,10 +1,12 @@
 // fedcal-coordinator rollout start | status | pause | resume | abort | rollback
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <sstream>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/cli/report_format.h"
@@ -67,16 +69,30 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
   });
   auto watch = std::make_shared<bool>(false);
   CLI::App* status = rollout->add_subcommand("status", "The current (or last) rollout, per agent");
-  status->add_flag("--watch", *watch, "Follow it live until it ends");
+  status->add_flag("--watch", *watch, "Follow it live: print it again at every change until it ends (--json: one line each)");
   status->callback([&context, watch, show] {
     nlohmann::json reply = context.call({{"command", "rollout.status"}});
-    while (*watch) {
+    if (!*watch) {
+      show(reply);
+      return;
+    }
+    std::string last;
+    for (;;) {
+      const std::string now = reply.dump();
+      if (now != last) {
+        if (context.json) {
+          std::printf("%s\n", now.c_str());
+        } else {
+          std::printf("--- %s\n%s", format_utc_time(wall_ms()).c_str(), format_rollout(reply).c_str());
+        }
+        std::fflush(stdout);
+        last = now;
+      }
       const std::string stage = reply.value("stage", std::string());
       if (stage != "running" && stage != "paused") break;
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
       reply = context.call({{"command", "rollout.status"}});
     }
-    show(reply);
   });
   for (const char* action : {"pause", "resume", "abort", "rollback"}) {
     rollout->add_subcommand(action, std::string("Rollout: ") + action)->callback([&context, show, action] {

@@ -4,8 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -295,6 +300,68 @@ TEST_CASE("Crash: the coordinator SIGKILLed entering evaluating resumes the eval
   CHECK(report["contributors"] == 3);
   CHECK(report["reports"] == 3);
   CHECK(report["checks"]["fleet"]["agents"] == 3);
+}
+
+TEST_CASE("Daemon conventions: READY=1, WATCHDOG=1 and STOPPING=1 on systemd's notify socket; log lines with time and "
+          "level, or journald priorities" *
+          doctest::timeout(60)) {
+  ScratchDir sockets;
+  const std::string path = sockets.path("notify");
+  const int listener = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  REQUIRE(::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0);
+  const timeval wait{0, 200000};
+  ::setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  std::vector<std::string> received;
+  const auto receive_until = [&](const std::string& wanted, int count, std::chrono::seconds timeout) {
+    return eventually(
+        [&] {
+          char buffer[256];
+          const ssize_t n = ::recv(listener, buffer, sizeof(buffer), 0);
+          if (n > 0) received.emplace_back(buffer, static_cast<size_t>(n));
+          return std::count(received.begin(), received.end(), wanted) >= count;
+        },
+        timeout);
+  };
+
+  FleetOptions options;
+  options.agents = 1;
+  options.coordinator_launcher = {"/usr/bin/env", "NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=400000"};
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  CHECK(receive_until("READY=1", 1, std::chrono::seconds(5)));
+  CHECK(receive_until("WATCHDOG=1", 3, std::chrono::seconds(5)));  // every 200 ms: half the interval
+  // The agent as journald runs it: priorities instead of times.
+  fleet.start_agent(0, "", {"/usr/bin/env", "JOURNAL_STREAM=8:12345", built_binary("fedcal-agent")});
+  fleet.wait_online(1);
+  fleet.admin({{"command", "shutdown"}});
+  CHECK(receive_until("STOPPING=1", 1, std::chrono::seconds(5)));
+  ::close(listener);
+  fleet.coordinator().wait_exit(std::chrono::seconds(10));
+
+  std::ifstream coordinator_log(fleet.path("coordinator.log"));
+  int lines = 0;
+  for (std::string line; std::getline(coordinator_log, line);) {
+    if (line.find("[coordinator]") == std::string::npos) continue;
+    ++lines;
+    // 2026-11-30T08:45:00.123Z INFO  [coordinator] ...
+    CHECK_MESSAGE(line.size() > 31, line);
+    CHECK_MESSAGE((line[4] == '-' && line[10] == 'T' && line[19] == '.' && line[23] == 'Z'), line);
+    const std::string level = line.substr(25, 5);
+    CHECK_MESSAGE((level == "INFO " || level == "WARN " || level == "ERROR"), line);
+  }
+  CHECK(lines >= 3);
+  std::ifstream agent_log(fleet.path("agent-0/agent.log"));
+  int agent_lines = 0;
+  for (std::string line; std::getline(agent_log, line);) {
+    if (line.find("[agent test-agent-0]") == std::string::npos) continue;
+    ++agent_lines;
+    CHECK_MESSAGE((line.rfind("<6>[agent", 0) == 0 || line.rfind("<4>[agent", 0) == 0 || line.rfind("<3>[agent", 0) == 0), line);
+  }
+  CHECK(agent_lines > 1);
 }
 
 }  // namespace

@@ -54,6 +54,14 @@ TEST_CASE("Rollout in process: a wave that fails its gate rolls back every updat
   CHECK(std::count(rolled_back.begin(), rolled_back.end(), f.ids[1]) == 1);
   CHECK(f.told("modelActivate").empty());
   CHECK(f.host.store().rollouts().back().stage == RolloutStage::kRolledBack);
+  // Rolled back, the agents keep the figures their gate judged (was: zeros from the rollback's report).
+  f.report_rolled_back(*rollout, f.ids[1]);
+  const nlohmann::json status = rollout->status();
+  const nlohmann::json& kept = status["agents"][1]["report"];
+  CHECK(status["agents"][1]["status"] == "rolled_back");
+  CHECK(kept["mean_kl"] == 0.001);
+  CHECK(kept["tokens_per_second"] == 100);
+  CHECK(kept["rolled_back"] == true);
 }
 
 TEST_CASE("Rollout in process: a wave nobody reports on rolls back at its deadline; offline agents are not waited for") {
