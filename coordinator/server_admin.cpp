@@ -279,7 +279,9 @@ void Server::register_admin_commands() {
       rollout_command([](Rollout& rollout) { rollout.rollback("rolled back by the operator"); });
   admin_commands_["audit"] = [this](const nlohmann::json& request) {
     nlohmann::json entries = nlohmann::json::array();
-    for (const auto& entry : store_.audit_log(request.value("limit", 50))) {
+    const int limit = request.value("limit", 50);
+    if (limit < 1 || limit > 100000) fail("limit = {}: 1 to 100000", limit);
+    for (const auto& entry : store_.audit_log(limit, request.value("actor", ""))) {
       entries.push_back({{"at_ms", entry.at_ms}, {"actor", entry.actor}, {"event", entry.event}, {"detail", entry.detail}});
     }
     return now({{"audit", entries}});

@@ -650,10 +650,16 @@ int64_t Store::audit_entries() {
   return sqlite_call("audit count", [&] { return db_.execAndGet("SELECT COUNT(*) FROM audit").getInt64(); });
 }
 
-std::vector<Store::AuditEntry> Store::audit_log(int limit) {
+std::vector<Store::AuditEntry> Store::audit_log(int limit, const std::string& actor) {
   return sqlite_call("audit log", [&]() -> std::vector<Store::AuditEntry> {
-    SQLite::Statement query(db_, "SELECT at_ms, actor, event, detail FROM audit ORDER BY id DESC LIMIT ?");
-    query.bind(1, limit);
+    SQLite::Statement query(db_, actor.empty() ? "SELECT at_ms, actor, event, detail FROM audit ORDER BY id DESC LIMIT ?"
+                                               : "SELECT at_ms, actor, event, detail FROM audit WHERE actor = ? ORDER BY id DESC LIMIT ?");
+    if (actor.empty()) {
+      query.bind(1, limit);
+    } else {
+      query.bind(1, actor);
+      query.bind(2, limit);
+    }
     std::vector<AuditEntry> out;
     while (query.executeStep()) {
       out.push_back({query.getColumn(0).getInt64(), query.getColumn(1).getString(), query.getColumn(2).getString(),

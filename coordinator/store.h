@@ -140,7 +140,8 @@ class Store {
     int64_t at_ms;
     std::string actor, event, detail;
   };
-  std::vector<AuditEntry> audit_log(int limit);
+  // The newest `limit` entries, newest first; only those of `actor` ("agent 7", "operator") if given.
+  std::vector<AuditEntry> audit_log(int limit, const std::string& actor = "");
 
  private:
   static constexpr int kAuditTrimEvery = 256;  // inserts between trims

@@ -1,4 +1,4 @@
-// fedcal-coordinator token | agents | audit
+// fedcal-coordinator token | agents | logs | audit
 #include <fmt/format.h>
 
 #include <memory>
@@ -52,6 +52,22 @@ void add_fleet_commands(CLI::App& app, const CliContext& context) {
   revoke->callback([&context, revoke_id] {
     context.print(context.call({{"command", "agents.revoke"}, {"id", *revoke_id}}),
                   fmt::format("agent {} revoked\n", *revoke_id));
+  });
+
+  struct LogsOptions {
+    int64_t agent = 0;
+    int limit = 50;
+  };
+  auto logs_options = std::make_shared<LogsOptions>();
+  CLI::App* logs = app.add_subcommand(
+      "logs", "What one agent reported to the coordinator: errors, rounds it left or declined and why, exclusions (newest first)");
+  logs->add_option("--agent", logs_options->agent, "Agent id (see `agents list`)")->required()->check(CLI::PositiveNumber);
+  logs->add_option("--limit", logs_options->limit, "Entries")->capture_default_str()->check(CLI::Range(1, 100000));
+  logs->callback([&context, logs_options] {
+    const auto reply = context.call(
+        {{"command", "audit"}, {"actor", "agent " + std::to_string(logs_options->agent)}, {"limit", logs_options->limit}});
+    context.print(reply, reply["audit"].empty() ? fmt::format("agent {} has reported nothing\n", logs_options->agent)
+                                                : format_audit(reply));
   });
 
   auto audit_limit = std::make_shared<int>(50);

@@ -155,7 +155,7 @@ std::string format_audit(const nlohmann::json& reply) {
   std::string text;
   for (const auto& entry : reply["audit"]) {
     text +=
-        fmt::format("{} {:<12} {:<16} {}\n", entry["at_ms"].get<int64_t>(), escape_controls(entry["actor"].get<std::string>()),
+        fmt::format("{} {:<12} {:<16} {}\n", format_utc_time(entry["at_ms"].get<int64_t>()), escape_controls(entry["actor"].get<std::string>()),
                     escape_controls(entry["event"].get<std::string>()), escape_controls(entry["detail"].get<std::string>()));
   }
   return text;

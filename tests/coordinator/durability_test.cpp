@@ -138,6 +138,13 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
   CHECK(cli.exit_code == 0);
   CHECK(cli.output.find("offline: silent for") != std::string::npos);
   CHECK(cli.output.find("no text") != std::string::npos);
+  // What one agent reported, from the coordinator.
+  const auto logs = run_command(built_binary("fedcal-coordinator") + " -c " + fleet.path("coordinator.toml") + " logs --agent " +
+                                    std::to_string(no_text),
+                                true);
+  CHECK(logs.exit_code == 0);
+  CHECK_MESSAGE(logs.output.find("declined round") != std::string::npos, logs.output);
+  CHECK_MESSAGE(logs.output.find("no text") != std::string::npos, logs.output);
   fleet.agent(5).signal(SIGKILL);
   if (full_disk) {
     // Space returns: the same agent process takes part in the next round, and its problem is cleared.
