@@ -13,7 +13,7 @@ struct AgentConfig {
   std::string data_dir = "/var/lib/fedcal-agent/text";  // private text: every *.txt file, one document per line
   std::string name;                                     // default: the host name
   std::vector<std::string> labels;                      // device groups ("pi4", "jetson-nano", "x86")
-  int threads = 0;                                      // inference threads; 0: every core
+  int threads = 0;                                      // inference threads; 0: by model size (default_threads)
   double heldout_fraction = 0.1;                        // the last lines of the text, kept for local checks
   int eval_max_tokens = 4096;                           // held-out tokens scored per check, at most
   int decode_tokens = 32;                               // tokens decoded to time decoding speed

@@ -41,7 +41,7 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
   if (tokens.size() > static_cast<size_t>(options.max_tokens)) tokens.resize(static_cast<size_t>(options.max_tokens));
   if (tokens.size() < 2) fail("the held-out text has fewer than 2 tokens");
 
-  XnnRuntime runtime(options.threads);
+  XnnRuntime runtime(resolve_threads(options.threads, fp32.model.config.parameter_count()));
   Transformer reference(fp32.model, runtime, {}, fp32.int8.empty() ? nullptr : &fp32.int8);
   Transformer quantized(int8.model, runtime, {}, int8.int8.empty() ? nullptr : &int8.int8);
   const EvalResult result = evaluate(quantized, &reference, tokens, heldout_text.size());
@@ -61,7 +61,7 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
 LocalCheck self_test(const std::string& package, const SigningKey& coordinator_key, const LocalCheckOptions& options) {
   LoadedModel loaded = load_model(package, &coordinator_key);
   auto tokenizer = load_tokenizer(loaded, std::nullopt);
-  XnnRuntime runtime(options.threads);
+  XnnRuntime runtime(resolve_threads(options.threads, loaded.model.config.parameter_count()));
   Transformer model(loaded.model, runtime, {}, loaded.int8.empty() ? nullptr : &loaded.int8);
   LocalCheck check;
   check.label = "self-test";

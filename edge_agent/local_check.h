@@ -21,7 +21,7 @@ struct LocalCheck {
 };
 
 struct LocalCheckOptions {
-  int threads = 1;
+  int threads = 0;  // 0: default_threads of the model (models/engine/xnn_runtime.h)
   int max_tokens = 4096;
   int decode_tokens = 32;
 };

@@ -70,7 +70,7 @@ nlohmann::json LocalServer::answer(const nlohmann::json& request) {
     next->path = path;
     next->model = load_model(path, &key_);
     next->tokenizer = load_tokenizer(next->model, std::nullopt);
-    next->runtime = std::make_unique<XnnRuntime>(threads_);
+    next->runtime = std::make_unique<XnnRuntime>(resolve_threads(threads_, next->model.model.config.parameter_count()));
     next->transformer = std::make_unique<Transformer>(next->model.model, *next->runtime, TransformerOptions{},
                                                       next->model.int8.empty() ? nullptr : &next->model.int8);
     loaded_ = std::move(next);

@@ -58,7 +58,7 @@ void Agent::advance_activation() {
     const std::string candidate = activation.download->path();
     const std::string previous = slots_.active().empty() ? "" : slots_.path(slots_.active());
     LocalCheckOptions options;
-    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.threads = config_.threads;  // 0: chosen by the model's size
     options.max_tokens = config_.eval_max_tokens;
     options.decode_tokens = config_.decode_tokens;
     activation.check = std::async(std::launch::async, [this, candidate, previous, options] {

@@ -23,7 +23,7 @@ std::vector<uint64_t> compute_statistics(const std::string& package, const Signi
   LoadedModel loaded = load_model(package, &key);
   if (!loaded.int8.empty()) fail("{}: the round's model is an INT8 package", package);
   auto tokenizer = load_tokenizer(loaded, std::nullopt);
-  XnnRuntime runtime(config.threads > 0 ? config.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  XnnRuntime runtime(resolve_threads(config.threads, loaded.model.config.parameter_count()));
   Transformer transformer(loaded.model, runtime);
   CalibrationOptions options;
   options.sequences = static_cast<int>(sequences);
@@ -140,7 +140,7 @@ void Agent::advance() {
     std::vector<std::pair<std::string, std::string>> packages;
     for (auto& [label, download] : work.results) packages.emplace_back(label, download->path());
     LocalCheckOptions options;
-    options.threads = config_.threads > 0 ? config_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    options.threads = config_.threads;  // 0: chosen by the model's size
     options.max_tokens = config_.eval_max_tokens;
     options.decode_tokens = config_.decode_tokens;
     work.checks = std::async(std::launch::async, [this, fp32, packages, options] {

@@ -31,7 +31,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 void run_bench(const BenchOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
-  const int threads = resolve_threads(options.model.threads);
+  const int threads = resolve_threads(options.model.threads, loaded.model.config.parameter_count());
   XnnRuntime runtime(threads);
   std::unique_ptr<Transformer> model =
       make_transformer(loaded, runtime, options.quantization, nullptr, {.max_batch = std::max(1, options.prompt_tokens)});

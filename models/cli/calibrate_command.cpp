@@ -28,7 +28,7 @@ void run_calibrate(const CalibrateOptions& options) {
   if (!loaded.int8.empty()) fail("{}: calibration runs the FP32 model; this is an INT8 package", loaded.path);
   auto tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   const std::string fingerprint = model_fingerprint(loaded.model);
-  XnnRuntime runtime(resolve_threads(options.model.threads));
+  XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
   Transformer transformer(loaded.model, runtime);
   loaded.model = Model{};
 

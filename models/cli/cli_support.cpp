@@ -26,7 +26,7 @@ void add_model_options(CLI::App& command, ModelOptions& options, bool with_token
   command.add_option(
       "--public-key", options.public_key,
       "Ed25519 public key (PEM) that fedcal packages must be signed with; unsigned or altered packages are refused");
-  command.add_option("-t,--threads", options.threads, "Worker threads for XNNPACK and attention (default: all cores)")
+  command.add_option("-t,--threads", options.threads, "Worker threads for XNNPACK and attention (default: one per 16M parameters, at most the physical cores)")
       ->check(CLI::Range(0, 1024));
 }
 
@@ -93,11 +93,6 @@ std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const X
   PackageProvenance provenance;
   const QuantizedLinears int8 = quantize_with(loaded, options, tokenizer, runtime, provenance);
   return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &int8);
-}
-
-int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 size_t peak_resident_bytes() {

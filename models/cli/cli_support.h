@@ -17,7 +17,7 @@ struct ModelOptions {
   std::string model;
   std::optional<std::string> tokenizer;
   std::optional<std::string> public_key;  // verify packages against this Ed25519 key
-  int threads = 0;                        // 0: every core
+  int threads = 0;                        // 0: default_threads (models/engine/xnn_runtime.h)
 };
 
 // load_model with the --public-key of `options` (if any).
@@ -48,7 +48,6 @@ std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const X
 
 // Adds --model (required), --tokenizer and --threads to `command`.
 void add_model_options(CLI::App& command, ModelOptions& options, bool with_tokenizer = true);
-int resolve_threads(int requested);
 // Peak resident set size of this process, in bytes.
 size_t peak_resident_bytes();
 // Bytes on disk of a model file, or of every file in a model folder.

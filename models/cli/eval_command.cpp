@@ -29,7 +29,7 @@ void run_eval(const EvalCommandOptions& options) {
   const std::string text = read_utf8_text_file(options.text);
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
-  XnnRuntime runtime(resolve_threads(options.model.threads));
+  XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
   std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization, tokenizer.get());
   loaded.model = Model{};
 

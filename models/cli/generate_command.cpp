@@ -26,7 +26,7 @@ struct GenerateOptions {
 void run_generate(const GenerateOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
-  XnnRuntime runtime(resolve_threads(options.model.threads));
+  XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
   std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization, tokenizer.get());
   Transformer& transformer = *model;
   loaded.model = Model{};  // the transformer holds what it needs

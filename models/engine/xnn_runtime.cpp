@@ -1,6 +1,10 @@
 #include "models/engine/xnn_runtime.h"
 
+#include <cpuinfo.h>
 #include <pthreadpool.h>
+
+#include <algorithm>
+#include <thread>
 
 #include <limits>
 
@@ -34,6 +38,17 @@ const char* status_name(xnn_status status) {
 void check_xnn(xnn_status status, const std::string& operation, const std::string& what) {
   if (status != xnn_status_success) fail("{}: XNNPACK {} failed: {}", what, operation, status_name(status));
 }
+
+int default_threads(int64_t parameters) {
+  // Physical cores: hyper-threads share a core's multiply units, so they only add contention.
+  const bool known = cpuinfo_initialize();
+  const int cores = known && cpuinfo_get_cores_count() > 0 ? static_cast<int>(cpuinfo_get_cores_count())
+                                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t wanted = std::max<int64_t>(1, parameters / kParametersPerThread);
+  return static_cast<int>(std::min<int64_t>(wanted, cores));
+}
+
+int resolve_threads(int requested, int64_t parameters) { return requested > 0 ? requested : default_threads(parameters); }
 
 XnnRuntime::XnnRuntime(int threads) : threads_(threads) {
   if (threads < 1 || threads > 1024) fail("thread count {} is out of range [1, 1024]", threads);

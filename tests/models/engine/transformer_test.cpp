@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <random>
+#include <thread>
 
 #include "models/engine/transformer.h"
 #include "models/format/synth.h"
@@ -121,6 +122,23 @@ TEST_CASE("Greedy decoding is deterministic across runs and thread counts") {
   const auto first = greedy(1);
   CHECK(first == greedy(1));
   CHECK(first == greedy(2));
+}
+
+}  // namespace
+}  // namespace fedcal
+
+namespace fedcal {
+namespace {
+
+TEST_CASE("Default threads: one for small models, one per 16M parameters up to the physical cores") {
+  CHECK(default_threads(1'800'000) == 1);  // the project's model: a pool costs more than it gives
+  CHECK(default_threads(kParametersPerThread - 1) == 1);
+  const int cores = default_threads(int64_t{1} << 50);  // a huge model: every physical core
+  CHECK(cores >= 1);
+  CHECK(cores <= static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  CHECK(default_threads(2 * kParametersPerThread) == std::min(2, cores));
+  CHECK(resolve_threads(3, 1'800'000) == 3);  // what the user asks for wins
+  CHECK(resolve_threads(0, 1'800'000) == 1);
 }
 
 }  // namespace
