@@ -30,6 +30,7 @@ struct CoordinatorConfig {
   int backup_interval_hours = 24;          // a consistent copy of the database in STATE/backups this often (0: never)
   int backup_keep = 7;                     // scheduled backups kept (older ones are deleted)
   std::string capture_file;                // optional: record every aggregation message received (audits, tests)
+  std::string metrics_listen;              // optional: HOST:PORT of the Prometheus endpoint (GET /metrics)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
   // "kill-entering:quantizing" / "kill-entering:evaluating" SIGKILL the daemon as a round enters that

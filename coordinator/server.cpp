@@ -97,6 +97,10 @@ Server::Server(CoordinatorConfig config)
   admin_access_.endpoint = admin_.get(zmq::sockopt::last_endpoint);
   admin_access_.write(config_.state_dir);
   fs::remove(config_.state_dir + "/admin.sock");  // an older version's ipc socket
+  if (!config_.metrics_listen.empty()) {
+    metrics_ = std::make_unique<MetricsEndpoint>(config_.metrics_listen, [this] { return metrics_text(); });
+    log("metrics on http://" + metrics_->address() + "/metrics");
+  }
   if (!config_.capture_file.empty()) {
     capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
     if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
@@ -134,6 +138,7 @@ void Server::log_problem(LogLevel level, const std::string& line) { write_log(le
 int64_t Server::monotonic_ms() const { return steady_ms(); }
 
 bool Server::refused(const std::string& key, const std::string& address, const std::string& peer, const std::string& why) {
+  ++counters_.refused;
   const int64_t now = monotonic_ms();
   // Both budgets count the event (no short-circuit): a flood of fresh keys from one address, or of
   // one key from many addresses, is held either way.
@@ -236,15 +241,18 @@ void Server::guarded(const char* what, Body&& body) {
 }
 
 void Server::run(const std::atomic<bool>& stop) {
-  zmq::pollitem_t items[] = {{agents_.handle(), 0, ZMQ_POLLIN, 0},
-                             {zap_.handle(), 0, ZMQ_POLLIN, 0},
-                             {admin_.handle(), 0, ZMQ_POLLIN, 0},
-                             {connection_guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
+  std::vector<zmq::pollitem_t> items = {{agents_.handle(), 0, ZMQ_POLLIN, 0},
+                                        {zap_.handle(), 0, ZMQ_POLLIN, 0},
+                                        {admin_.handle(), 0, ZMQ_POLLIN, 0},
+                                        {connection_guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
   SystemdNotifier systemd;
   systemd.ready();  // sockets bound, state recovered (the constructor)
   while (!stop && !shutdown_requested_) {
     systemd.keep_alive(monotonic_ms());
-    if (!poll_interruptible(items, 4, std::chrono::milliseconds(50))) continue;
+    items.resize(4);
+    if (metrics_) metrics_->add_poll_items(items);
+    if (!poll_interruptible(items.data(), items.size(), std::chrono::milliseconds(50))) continue;
+    if (metrics_) guarded("answering a metrics scrape", [&] { metrics_->handle(monotonic_ms()); });
     // Connections first: the sooner one over the limits is cut, the fewer descriptors a flood holds.
     if (items[3].revents & ZMQ_POLLIN) guarded("watching agent connections", [&] { connection_guard_->handle_events(); });
     // Nothing one message does may stop the daemon: each handler runs guarded (its own error
@@ -330,6 +338,8 @@ void Server::flush_last_seen() {
 void Server::handle_agent_message() {
   std::vector<zmq::message_t> frames = receive_multipart(agents_);
   if (frames.empty()) return;
+  ++counters_.messages_received;
+  for (const zmq::message_t& frame : frames) counters_.bytes_received += frame.size();
   const auto property = [&](const char* name) {
     const char* value = frames.back().gets(name);
     return std::string(value ? value : "");
@@ -554,6 +564,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
 
 void Server::send_to_route(const std::string& routing_id, OutgoingMessage& message) {
   const std::vector<std::byte> bytes = message.encode(++next_sequence_);
+  ++counters_.messages_sent;
+  counters_.bytes_sent += bytes.size();
   try {
     agents_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     agents_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore | zmq::send_flags::dontwait);

@@ -20,6 +20,7 @@
 #include "common/signing.h"
 #include "coordinator/admin_client.h"
 #include "coordinator/coordinator_config.h"
+#include "coordinator/metrics_endpoint.h"
 #include "coordinator/rate_limiter.h"
 #include "coordinator/rollout.h"
 #include "coordinator/round.h"
@@ -113,6 +114,11 @@ class Server : public RoundHost {
   void report_connections(bool now);
   // An audit entry that cannot fail the caller (a database error is logged instead).
   void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail);
+  // What is wrong with an agent now: the last problem it reported, crashes of its active model,
+  // silence (empty: nothing; a revoked agent has none).
+  std::vector<std::string> agent_problems(const AgentRecord& agent, int64_t wall_now) const;
+  // The Prometheus text of /metrics (server_metrics.cpp).
+  std::string metrics_text();
   // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.
   template <typename Body>
   void guarded(const char* what, Body&& body);
@@ -130,6 +136,10 @@ class Server : public RoundHost {
   zmq::socket_t admin_;
   AdminAccess admin_access_;
   std::unique_ptr<ConnectionGuard> connection_guard_;
+  std::unique_ptr<MetricsEndpoint> metrics_;  // null unless metrics_listen is set
+  struct Counters {
+    uint64_t messages_received = 0, bytes_received = 0, messages_sent = 0, bytes_sent = 0, refused = 0;
+  } counters_;
   RateLimiter refusals_by_key_;
   RateLimiter refusals_by_address_;
   std::map<int64_t, Session> sessions_;

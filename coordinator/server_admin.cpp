@@ -42,6 +42,21 @@ Server::AdminReply now(nlohmann::json reply) { return {std::move(reply), {}}; }
 
 }  // namespace
 
+std::vector<std::string> Server::agent_problems(const AgentRecord& agent, int64_t wall_now) const {
+  std::vector<std::string> problems;
+  if (agent.revoked_at_ms) return problems;
+  const auto session = sessions_.find(agent.id);
+  const unsigned crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
+  const int64_t last_seen = session == sessions_.end() ? agent.last_seen_ms : session->second.last_seen_ms;
+  if (!agent.last_error.empty()) problems.push_back(agent.last_error);
+  if (crashes > 0) problems.push_back(fmt::format("{} crash(es) since its model was activated", crashes));
+  if (!is_online(agent.id)) {
+    problems.push_back(last_seen > 0 ? fmt::format("offline: silent for {} s", std::max<int64_t>(0, wall_now - last_seen) / 1000)
+                                     : "offline: never connected");
+  }
+  return problems;
+}
+
 void Server::handle_admin() {
   const std::vector<zmq::message_t> frames = receive_multipart(admin_);
   if (frames.empty()) return;
@@ -112,6 +127,7 @@ void Server::register_admin_commands() {
                 {"online_agents", online_agents().size()},
                 {"agent_connections", connection_guard_->open()},
                 {"audit_entries", store_.audit_entries()},
+                {"metrics", metrics_ ? "http://" + metrics_->address() + "/metrics" : ""},
                 {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}});
   };
   admin_commands_["token.create"] = [this](const nlohmann::json& request) {
@@ -140,15 +156,7 @@ void Server::register_admin_commands() {
       const unsigned crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
       const int64_t last_seen = session == sessions_.end() ? agent.last_seen_ms : session->second.last_seen_ms;
       const std::string agent_state = agent.revoked_at_ms ? "revoked" : online ? "online" : "offline";
-      std::vector<std::string> problems;
-      if (!agent.revoked_at_ms) {
-        if (!agent.last_error.empty()) problems.push_back(agent.last_error);
-        if (crashes > 0) problems.push_back(fmt::format("{} crash(es) since its model was activated", crashes));
-        if (!online) {
-          problems.push_back(last_seen > 0 ? fmt::format("offline: silent for {} s", std::max<int64_t>(0, wall_now - last_seen) / 1000)
-                                           : "offline: never connected");
-        }
-      }
+      const std::vector<std::string> problems = agent_problems(agent, wall_now);
       if (failing_only && problems.empty()) continue;
       if (!state.empty() && state != agent_state) continue;
       if (!label.empty() && !agent_labels(agent).count(label)) continue;

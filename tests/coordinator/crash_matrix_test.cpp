@@ -224,9 +224,13 @@ TEST_CASE("Crash matrix: an agent killed at every point of a round; the round do
       {RoundStage::kUnmasking, "after its masked input, before unmasking"},
       {RoundStage::kEvaluating, "before its report"},
   };
-  for (const auto& [stage, when] : cases) {
+  for (const auto& entry : cases) {
+    const RoundStage stage = entry.first;
+    const char* when = entry.second;
     CAPTURE(when);
-    const auto [outcome, waited] = round_with_agent_kill(stage);
+    const auto result = round_with_agent_kill(stage);
+    const std::string& outcome = result.first;
+    const int64_t waited = result.second;
     // A known-dead participant ends its part at once: the stage moves on at the next tick, not at a deadline.
     CHECK(waited <= 100);
     // Before its masked input it is a dropout; after it, its statistics are in the sum.
