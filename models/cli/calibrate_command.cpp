@@ -6,6 +6,7 @@
 #include "common/file_util.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
+#include "models/cli/progress.h"
 #include "models/format/model_loader.h"
 #include "models/quant/calibration.h"
 
@@ -36,20 +37,16 @@ void run_calibrate(const CalibrateOptions& options) {
   calibration.sequences = options.sequences;
   calibration.seq_len = options.seq_len;
   calibration.layout.mantissa_bits = options.mantissa_bits;
-  if (!options.quiet) {
-    calibration.progress = [](int done, int total) {
-      if (done != total && done % std::max(1, total / 100) != 0) return;
-      std::fprintf(stderr, "\r[calibrate] %d / %d sequences", done, total);
-      std::fflush(stderr);
-    };
-  }
+  Progress progress("[calibrate]", options.quiet);
+  calibration.progress = [&progress](int done, int total) {
+    if (done != total && done % std::max(1, total / 100) != 0) return;
+    progress.update(fmt::format("{} / {} sequences", done, total), done == total);
+  };
   const CalibrationStats stats = calibrate(transformer, *tokenizer, text, fingerprint, calibration);
   write_stats(stats, options.output);
-  if (!options.quiet) {
-    std::fprintf(stderr, "\n[calibrate] %llu sequences, %llu tokens, %zu quantization points -> %s\n",
-                 static_cast<unsigned long long>(stats.sequences), static_cast<unsigned long long>(stats.tokens),
-                 stats.points.size(), options.output.c_str());
-  }
+  progress.update(fmt::format("{} sequences, {} tokens, {} quantization points -> {}", stats.sequences, stats.tokens,
+                              stats.points.size(), options.output),
+                  true);
 }
 
 struct MergeOptions {

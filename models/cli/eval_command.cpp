@@ -8,6 +8,7 @@
 #include "common/file_util.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
+#include "models/cli/progress.h"
 #include "models/engine/evaluation.h"
 #include "models/format/model_loader.h"
 
@@ -57,16 +58,14 @@ void run_eval(const EvalCommandOptions& options) {
   eval_options.context = options.context;
   eval_options.stride = options.stride;
   const auto start = std::chrono::steady_clock::now();
-  if (!options.json) {
-    eval_options.progress = [&](int64_t done, int64_t total) {
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "\r[eval] %lld / %lld tokens scored (%.0f tokens/s)", static_cast<long long>(done),
-                   static_cast<long long>(total), seconds > 0 ? done / seconds : 0.0);
-      std::fflush(stderr);
-    };
-  }
+  // Progress goes to stderr in --json mode too: stdout carries only the JSON.
+  Progress progress("[eval]", false);
+  eval_options.progress = [&](int64_t done, int64_t total) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    progress.update(fmt::format("{} / {} tokens scored ({:.0f} tokens/s)", done, total, seconds > 0 ? done / seconds : 0.0),
+                    done == total);
+  };
   const EvalResult result = evaluate(*model, reference.get(), tokens, text.size(), eval_options);
-  if (!options.json) std::fprintf(stderr, "\n");
 
   if (options.json) {
     nlohmann::json out = {{"model", options.model.model},
