@@ -54,6 +54,22 @@ TEST_CASE("fedcal-model synth, inspect, generate and eval on llama2.c and Huggin
   CHECK(result["mean_kl"].get<double>() == doctest::Approx(0.0));
   CHECK(result["max_kl"].get<double>() == doctest::Approx(0.0));
   CHECK(result["top1_agreement"].get<double>() == 1.0);
+  // Progress goes to stderr, in --json mode too, and as plain lines (no carriage returns) off a terminal.
+  // (stdout alone parsed as JSON above; with stderr too, the progress lines appear.)
+  const auto with_stderr = run_command(fedcal_model() + " eval --json --text " + heldout + " -m " + model + " --tokenizer " +
+                                           dir.path("tokenizer.bin"),
+                                       true);
+  REQUIRE(with_stderr.exit_code == 0);
+  CHECK(with_stderr.output.find("[eval] ") != std::string::npos);
+  CHECK(with_stderr.output.find("tokens scored") != std::string::npos);
+  CHECK(with_stderr.output.find('\r') == std::string::npos);
+  // And a binary file is not text to score.
+  testing::write_text(dir.path("binary.txt"), std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10));
+  const auto binary = run_command(fedcal_model() + " eval --text " + dir.path("binary.txt") + " -m " + model + " --tokenizer " +
+                                      dir.path("tokenizer.bin"),
+                                  true);
+  CHECK(binary.exit_code == 1);
+  CHECK(binary.output.find("binary.txt: not UTF-8 text (byte 0x00 at offset 7)") != std::string::npos);
 }
 
 TEST_CASE("fedcal-model keygen refuses to replace a key pair unless --force") {
