@@ -215,7 +215,7 @@ std::pair<std::string, int64_t> round_with_agent_kill(RoundStage stage) {
   return {round_outcome(*round), waited};
 }
 
-TEST_CASE("Crash matrix: an agent killed at every point of a round; the round does not wait for it") {
+TEST_CASE("Crash matrix: an agent killed at every point of a round, the round does not wait for it") {
   std::vector<Row> rows;
   const std::pair<RoundStage, const char*> cases[] = {
       {RoundStage::kCollecting, "before joining (back at once)"},
@@ -304,7 +304,7 @@ RolloutRun rollout_with_coordinator_kill(const std::function<void(RolloutFixture
   return run;
 }
 
-TEST_CASE("Crash matrix: the coordinator killed in every rollout phase; no health gate is skipped") {
+TEST_CASE("Crash matrix: the coordinator killed in every rollout phase, no health gate is skipped") {
   struct Case {
     std::string when;
     bool unhealthy;

@@ -85,7 +85,7 @@ TEST_CASE("Database: a damaged file is refused at open by quick_check, with SQLi
   }
 }
 
-TEST_CASE("Database: a write-ahead log damaged in its middle is refused; its intact copy opens with every commit") {
+TEST_CASE("Database: a write-ahead log damaged in its middle is refused, its intact copy opens with every commit") {
   testing::ScratchDir dir;
   const std::string live = dir.path("live.db");
   Store store(live);
@@ -136,7 +136,7 @@ TEST_CASE("Database: a backup taken while the store is open restores the state i
   }
 }
 
-TEST_CASE("Database: scheduled backups are pruned to the newest N; a database of an older version is backed up before migrating") {
+TEST_CASE("Database: scheduled backups are pruned to the newest N, a database of an older version is backed up before migrating") {
   testing::ScratchDir dir;
   CoordinatorConfig config = config_in(dir);
   fs::create_directories(backups_dir(config.state_dir));

@@ -164,6 +164,14 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
 TEST_CASE("Clock steps: a wall clock stepped back or forward neither keeps a silent agent online nor ends or stretches a stage" *
           doctest::timeout(180)) {
   const std::string libfaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+#if defined(__SANITIZE_ADDRESS__) || defined(__has_feature)
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+  // ASan's runtime calls clock_gettime before libfaketime has initialized, and libfaketime aborts
+  // the start; the g++ build of the suite runs this test.
+  MESSAGE("SKIPPED under AddressSanitizer: libfaketime cannot be preloaded into an ASan binary (the g++ build runs it)");
+  return;
+#endif
+#endif
   if (!fs::exists(libfaketime)) {
     MESSAGE("SKIPPED: " << libfaketime << " is not installed (Debian package libfaketime; deploy/install-deps.sh installs it)");
     return;
@@ -313,8 +321,8 @@ TEST_CASE("Crash: the coordinator SIGKILLed entering evaluating resumes the eval
   CHECK(report["checks"]["fleet"]["agents"] == 3);
 }
 
-TEST_CASE("Daemon conventions: READY=1, WATCHDOG=1 and STOPPING=1 on systemd's notify socket; log lines with time and "
-          "level, or journald priorities" *
+TEST_CASE("Daemon conventions: READY=1, WATCHDOG=1 and STOPPING=1 on systemd's notify socket, log lines with time and "
+          "level or journald priorities" *
           doctest::timeout(60)) {
   ScratchDir sockets;
   const std::string path = sockets.path("notify");

@@ -64,7 +64,7 @@ TEST_CASE("Rollout in process: a wave that fails its gate rolls back every updat
   CHECK(kept["rolled_back"] == true);
 }
 
-TEST_CASE("Rollout in process: a wave nobody reports on rolls back at its deadline; offline agents are not waited for") {
+TEST_CASE("Rollout in process: a wave nobody reports on rolls back at its deadline, offline agents are not waited for") {
   RolloutFixture f(5);
   f.settings.waves = {40, 100};
   f.host.online.erase(f.ids[1]);  // offline: not sent, not waited for
@@ -123,7 +123,7 @@ TEST_CASE("Rollout in process: an agent that crashed since activating makes its 
   CHECK(rollout->stage() == RolloutStage::kRolledBack);
 }
 
-TEST_CASE("Rollout in process: pause holds the gate, resume goes on, abort ends it; refusals name the stage") {
+TEST_CASE("Rollout in process: pause holds the gate, resume goes on, abort ends it, refusals name the stage") {
   RolloutFixture f(5);
   f.settings.waves = {40, 100};
   auto rollout = f.start();

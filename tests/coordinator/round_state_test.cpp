@@ -91,7 +91,7 @@ TEST_CASE("Round in process: the join deadline starts sharing with the agents th
   }
 }
 
-TEST_CASE("Round in process: an agent that goes offline is not waited for; at the deadline the stage moves on") {
+TEST_CASE("Round in process: an agent that goes offline is not waited for, at the deadline the stage moves on") {
   RoundFixture f(5);
   auto round = f.start();
   for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
@@ -277,7 +277,7 @@ TEST_CASE("Round in process: the operator's abort fails the round from any stage
   CHECK(round->stage() == RoundStage::kFailed);
 }
 
-TEST_CASE("Round in process: after a restart, quantizing and evaluating resume; a secure stage fails with the reason") {
+TEST_CASE("Round in process: after a restart, quantizing and evaluating resume, a secure stage fails with the reason") {
   RoundFixture f(3);
   auto round = f.start();
   for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());

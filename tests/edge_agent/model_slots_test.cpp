@@ -7,7 +7,7 @@
 namespace fedcal::edge_agent {
 namespace {
 
-TEST_CASE("Model slots: unclean exits count across restarts; a switch, or a rollback while running, starts again at 0") {
+TEST_CASE("Model slots: unclean exits count across restarts, a switch, or a rollback while running, starts again at 0") {
   testing::ScratchDir dir;
   {
     ModelSlots slots(dir.path(""));

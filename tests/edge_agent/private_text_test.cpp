@@ -22,7 +22,7 @@ TEST_CASE("Private text: the last lines are held out, calibration keeps the orde
   CHECK_THROWS_WITH_AS(read_private_text(dir.path("missing"), 0.1), doctest::Contains("does not exist"), Error);
 }
 
-TEST_CASE("Private text: a file that is not UTF-8 text is refused by name and offset; no text is said cheaply") {
+TEST_CASE("Private text: a file that is not UTF-8 text is refused by name and offset, no text is said cheaply") {
   testing::ScratchDir dir;
   std::filesystem::create_directories(dir.path("text"));
   CHECK(private_text_problem(dir.path("text")).find("no text") != std::string::npos);
