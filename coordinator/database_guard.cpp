@@ -108,16 +108,21 @@ void check_wal(const std::string& wal_path) {
   }
 }
 
+std::string database_findings(SQLite::Database& db, const char* check) {
+  SQLite::Statement query(db, std::string("PRAGMA ") + check);
+  std::string findings;
+  while (query.executeStep()) {
+    const std::string line = query.getColumn(0).getString();
+    if (line != "ok") findings += (findings.empty() ? "" : "; ") + line;
+  }
+  return findings.substr(0, 2000);
+}
+
 void check_database_file(const std::string& path) {
   try {
     SQLite::Database db(path, SQLite::OPEN_READONLY);
-    SQLite::Statement check(db, "PRAGMA integrity_check");
-    std::string findings;
-    while (check.executeStep()) {
-      const std::string line = check.getColumn(0).getString();
-      if (line != "ok") findings += (findings.empty() ? "" : "; ") + line;
-    }
-    if (!findings.empty()) fail_as(ErrorKind::kCorruption, "{}: integrity_check: {}", path, findings.substr(0, 2000));
+    const std::string findings = database_findings(db, "integrity_check");
+    if (!findings.empty()) fail_as(ErrorKind::kCorruption, "{}: integrity_check: {}", path, findings);
   } catch (const SQLite::Exception& error) {
     fail_as(ErrorKind::kCorruption, "{}: cannot be read as a database: {}", path, error.what());
   }

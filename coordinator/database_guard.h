@@ -5,6 +5,8 @@
 // how to restore. Backups are consistent online copies (VACUUM INTO) in STATE/backups.
 #pragma once
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,7 +26,11 @@ void check_database_before_open(const CoordinatorConfig& config, bool allow_new)
 // from there on without a word. A missing or empty log passes.
 void check_wal(const std::string& wal_path);
 
-// `PRAGMA quick_check` of a database file (read-only); throws Error (kCorruption) with SQLite's
+// What `PRAGMA <check>` (quick_check, integrity_check) of `db` finds, "; "-joined and cut at 2,000
+// bytes; "" when it says ok.
+std::string database_findings(SQLite::Database& db, const char* check);
+
+// `PRAGMA integrity_check` of a database file (read-only); throws Error (kCorruption) with SQLite's
 // findings.
 void check_database_file(const std::string& path);
 

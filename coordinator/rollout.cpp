@@ -1,8 +1,5 @@
 #include "coordinator/rollout.h"
 
-#include <signal.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 
@@ -248,10 +245,7 @@ void Rollout::tick() {
   if (waiting > 0 && !expired) return;
   // Soak: the updated agents run a while before the gate is judged, so crashes count.
   if (reported > 0 && now - last_report_ms < settings_.soak_ms && !expired) {
-    if (host_.config().fault_injection == "kill-soaking") {
-      host_.log("fault injection: SIGKILL");
-      ::kill(::getpid(), SIGKILL);
-    }
+    host_.fault_point("kill-soaking");
     return;
   }
   if (reported == 0) {

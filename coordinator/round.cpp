@@ -20,6 +20,12 @@ using Body = wire::Envelope::Body;
 
 }  // namespace
 
+void RoundHost::fault_point(const std::string& point) {
+  if (config().fault_injection != point) return;
+  log("fault injection: SIGKILL at " + point);
+  ::kill(::getpid(), SIGKILL);
+}
+
 // L2 norm of one calibration sequence's contribution to the statistics vector: at most seq_len
 // tokens, each adding width_p counts at point p. Gaussian mechanism: sigma = delta2 * sqrt(2 ln(1.25/delta)) / epsilon.
 double dp_total_stddev(const ModelConfig& config, const RoundSettings& settings) {
@@ -208,10 +214,7 @@ void Round::enter(RoundStage stage, int64_t timeout_ms) {
   stage_deadline_ms_ = now + timeout_ms;
   host_.store().set_round_stage(id_, stage);
   host_.log(fmt::format("round {}: {}", id_, name(stage)));
-  if (host_.config().fault_injection == fmt::format("kill-entering:{}", name(stage))) {
-    host_.log("fault injection: SIGKILL");
-    ::kill(::getpid(), SIGKILL);
-  }
+  host_.fault_point(fmt::format("kill-entering:{}", name(stage)));
 }
 
 void Round::announce(int64_t agent_id) {

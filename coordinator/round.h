@@ -44,6 +44,8 @@ class RoundHost {
   // Milliseconds on a monotonic clock: every deadline and duration (wall-clock time is for display
   // only, so a clock step neither expires nor extends a stage).
   virtual int64_t monotonic_ms() const = 0;
+  // Crash tests: SIGKILLs this process when config().fault_injection names `point`.
+  void fault_point(const std::string& point);
 };
 
 // What one participant reported about one result package (a localReport's check), and its report.

@@ -293,6 +293,7 @@ void Server::tick() {
 }
 
 void Server::backup_on_schedule() {
+  const int64_t interval_ms = int64_t{config_.backup_interval_hours} * 3600000;
   if (backup_job_.valid()) {
     if (backup_job_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
     try {
@@ -302,7 +303,7 @@ void Server::backup_on_schedule() {
       for (const std::string& old : prune_backups(config_.state_dir, "scheduled", config_.backup_keep)) log("deleted old backup " + old);
     } catch (const std::exception& error) {
       // E.g. a full disk: the daemon goes on; the next try is in an hour.
-      last_backup_wall_ms_ = wall_ms() - int64_t{config_.backup_interval_hours} * 3600000 + 3600000;
+      last_backup_wall_ms_ = wall_ms() - interval_ms + 3600000;
       log_problem(LogLevel::kError, std::string("database backup failed (next try in an hour): ") + error.what());
       audit_quietly("coordinator", "database backup failed", error.what());
     }
@@ -310,7 +311,7 @@ void Server::backup_on_schedule() {
   }
   if (config_.backup_interval_hours == 0) return;
   const int64_t now = wall_ms();  // scheduling across restarts, not a deadline: a clock step moves one backup
-  if (now - last_backup_wall_ms_ < int64_t{config_.backup_interval_hours} * 3600000) return;
+  if (now - last_backup_wall_ms_ < interval_ms) return;
   last_backup_wall_ms_ = now;
   backup_job_ = std::async(std::launch::async, [database = config_.database_path(),
                                                 destination = backup_path(config_.state_dir, "scheduled")] {

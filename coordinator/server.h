@@ -114,9 +114,17 @@ class Server : public RoundHost {
   void report_connections(bool now);
   // An audit entry that cannot fail the caller (a database error is logged instead).
   void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail);
-  // What is wrong with an agent now: the last problem it reported, crashes of its active model,
-  // silence (empty: nothing; a revoked agent has none).
-  std::vector<std::string> agent_problems(const AgentRecord& agent, int64_t wall_now) const;
+  // An agent as its registry entry and its session show it now.
+  struct AgentView {
+    bool online = false;
+    std::string state;         // "online", "offline" or "revoked"
+    unsigned crashes = 0;      // since its active model was activated, from its last hello
+    int64_t last_seen_ms = 0;  // wall clock
+    // What is wrong: the last problem it reported, crashes of its active model, silence (a revoked
+    // agent has none).
+    std::vector<std::string> problems;
+  };
+  AgentView agent_view(const AgentRecord& agent, int64_t wall_now) const;
   // The Prometheus text of /metrics (server_metrics.cpp).
   std::string metrics_text();
   // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.

@@ -42,19 +42,22 @@ Server::AdminReply now(nlohmann::json reply) { return {std::move(reply), {}}; }
 
 }  // namespace
 
-std::vector<std::string> Server::agent_problems(const AgentRecord& agent, int64_t wall_now) const {
-  std::vector<std::string> problems;
-  if (agent.revoked_at_ms) return problems;
+Server::AgentView Server::agent_view(const AgentRecord& agent, int64_t wall_now) const {
+  AgentView view;
+  view.online = is_online(agent.id);
+  view.state = agent.revoked_at_ms ? "revoked" : view.online ? "online" : "offline";
   const auto session = sessions_.find(agent.id);
-  const unsigned crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
-  const int64_t last_seen = session == sessions_.end() ? agent.last_seen_ms : session->second.last_seen_ms;
-  if (!agent.last_error.empty()) problems.push_back(agent.last_error);
-  if (crashes > 0) problems.push_back(fmt::format("{} crash(es) since its model was activated", crashes));
-  if (!is_online(agent.id)) {
-    problems.push_back(last_seen > 0 ? fmt::format("offline: silent for {} s", std::max<int64_t>(0, wall_now - last_seen) / 1000)
-                                     : "offline: never connected");
+  view.crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
+  view.last_seen_ms = session == sessions_.end() ? agent.last_seen_ms : session->second.last_seen_ms;
+  if (agent.revoked_at_ms) return view;
+  if (!agent.last_error.empty()) view.problems.push_back(agent.last_error);
+  if (view.crashes > 0) view.problems.push_back(fmt::format("{} crash(es) since its model was activated", view.crashes));
+  if (!view.online) {
+    view.problems.push_back(view.last_seen_ms > 0 ? fmt::format("offline: silent for {} s",
+                                                                std::max<int64_t>(0, wall_now - view.last_seen_ms) / 1000)
+                                                  : "offline: never connected");
   }
-  return problems;
+  return view;
 }
 
 void Server::handle_admin() {
@@ -151,21 +154,16 @@ void Server::register_admin_commands() {
     const int64_t wall_now = wall_ms();
     std::vector<nlohmann::json> selected;
     for (const AgentRecord& agent : store_.agents()) {
-      const bool online = is_online(agent.id);
-      const auto session = sessions_.find(agent.id);
-      const unsigned crashes = session == sessions_.end() ? 0u : session->second.crashes_since_activation;
-      const int64_t last_seen = session == sessions_.end() ? agent.last_seen_ms : session->second.last_seen_ms;
-      const std::string agent_state = agent.revoked_at_ms ? "revoked" : online ? "online" : "offline";
-      const std::vector<std::string> problems = agent_problems(agent, wall_now);
-      if (failing_only && problems.empty()) continue;
-      if (!state.empty() && state != agent_state) continue;
+      const AgentView view = agent_view(agent, wall_now);
+      if (failing_only && view.problems.empty()) continue;
+      if (!state.empty() && state != view.state) continue;
       if (!label.empty() && !agent_labels(agent).count(label)) continue;
-      nlohmann::json entry = agent_json(agent, online);
-      entry["last_seen_ms"] = last_seen;
-      entry["crashes_since_activation"] = crashes;
-      entry["state"] = agent_state;
-      entry["failing"] = !problems.empty();
-      entry["problem"] = fmt::format("{}", fmt::join(problems, "; "));
+      nlohmann::json entry = agent_json(agent, view.online);
+      entry["last_seen_ms"] = view.last_seen_ms;
+      entry["crashes_since_activation"] = view.crashes;
+      entry["state"] = view.state;
+      entry["failing"] = !view.problems.empty();
+      entry["problem"] = fmt::format("{}", fmt::join(view.problems, "; "));
       selected.push_back(std::move(entry));
     }
     std::stable_sort(selected.begin(), selected.end(), [&](const nlohmann::json& a, const nlohmann::json& b) {

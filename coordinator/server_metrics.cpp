@@ -37,11 +37,11 @@ std::string Server::metrics_text() {
   std::map<std::pair<std::string, std::string>, int> agents;  // (state, arch)
   int failing = 0;
   for (const AgentRecord& agent : store_.agents()) {
-    const std::string state = agent.revoked_at_ms ? "revoked" : is_online(agent.id) ? "online" : "offline";
+    const AgentView view = agent_view(agent, now);
     const nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
     const std::string arch = profile.is_object() ? profile.value("arch", "unknown") : "unknown";
-    ++agents[{state, arch}];
-    failing += agent_problems(agent, now).empty() ? 0 : 1;
+    ++agents[{view.state, arch}];
+    failing += view.problems.empty() ? 0 : 1;
   }
   family(out, "fedcal_agents", "gauge", "Enrolled agents by state and architecture.");
   for (const auto& [key, count] : agents)

@@ -210,15 +210,10 @@ Store::Store(const std::string& path)
     db_.exec("PRAGMA synchronous=FULL");
     db_.exec("PRAGMA foreign_keys=ON");
     // Damage found now is said now, not discovered by the first query that touches it.
-    std::string findings;
-    SQLite::Statement check(db_, "PRAGMA quick_check");
-    while (check.executeStep()) {
-      const std::string line = check.getColumn(0).getString();
-      if (line != "ok") findings += (findings.empty() ? "" : "; ") + line;
-    }
+    const std::string findings = database_findings(db_, "quick_check");
     if (!findings.empty()) {
       fail_as(ErrorKind::kCorruption, "{}: the database is damaged (quick_check: {}); restore it from a backup (docs/DURABILITY.md)",
-              path, findings.substr(0, 2000));
+              path, findings);
     }
     // Columns added after the first release (a database of an older version gets them here, after
     // a backup of it as it was).

@@ -70,9 +70,10 @@ void Download::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t t
 }
 
 void Download::discard() {
+  if (verified_) return;  // complete: the package is kept
   std::error_code error;
-  if (!verified_) fs::remove(part_path_, error);
-  if (!verified_) have_ = 0;
+  fs::remove(part_path_, error);
+  have_ = 0;
 }
 
 namespace {
