@@ -275,8 +275,9 @@ TEST_CASE("Crash: the coordinator SIGKILLed as a wave starts its soak resumes th
   // Both agents of wave 1 report; the soak starts; the coordinator dies.
   REQUIRE(fleet.coordinator().wait_exit(std::chrono::seconds(60)) == 128 + SIGKILL);
   fleet.set_coordinator_fault_injection("");
-  fleet.start_coordinator();
+  // Taken before the start: the coordinator resumes the soak while it starts, before it answers.
   const auto restarted = std::chrono::steady_clock::now();
+  fleet.start_coordinator();
   // Wave 2 is not started before a whole soak after the restart (was: at once, and then declared done
   // with its agents still "sent").
   nlohmann::json status;
