@@ -98,8 +98,12 @@ Server::Server(CoordinatorConfig config)
   admin_access_.write(config_.state_dir);
   fs::remove(config_.state_dir + "/admin.sock");  // an older version's ipc socket
   if (!config_.metrics_listen.empty()) {
-    metrics_ = std::make_unique<MetricsEndpoint>(config_.metrics_listen, [this] { return metrics_text(); });
-    log("metrics on http://" + metrics_->address() + "/metrics");
+    http_ = std::make_unique<HttpEndpoint>(
+        config_.metrics_listen,
+        std::map<std::string, HttpEndpoint::Route>{
+            {"/metrics", {"text/plain; version=0.0.4; charset=utf-8", [this] { return metrics_text(); }}},
+            {"/", {"text/html; charset=utf-8", [this] { return status_page(); }}}});
+    log(fmt::format("metrics on http://{0}/metrics, status page on http://{0}/", http_->address()));
   }
   if (!config_.capture_file.empty()) {
     capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
@@ -250,9 +254,9 @@ void Server::run(const std::atomic<bool>& stop) {
   while (!stop && !shutdown_requested_) {
     systemd.keep_alive(monotonic_ms());
     items.resize(4);
-    if (metrics_) metrics_->add_poll_items(items);
+    if (http_) http_->add_poll_items(items);
     if (!poll_interruptible(items.data(), items.size(), std::chrono::milliseconds(50))) continue;
-    if (metrics_) guarded("answering a metrics scrape", [&] { metrics_->handle(monotonic_ms()); });
+    if (http_) guarded("answering an HTTP request", [&] { http_->handle(monotonic_ms()); });
     // Connections first: the sooner one over the limits is cut, the fewer descriptors a flood holds.
     if (items[3].revents & ZMQ_POLLIN) guarded("watching agent connections", [&] { connection_guard_->handle_events(); });
     // Nothing one message does may stop the daemon: each handler runs guarded (its own error

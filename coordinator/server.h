@@ -20,7 +20,7 @@
 #include "common/signing.h"
 #include "coordinator/admin_client.h"
 #include "coordinator/coordinator_config.h"
-#include "coordinator/metrics_endpoint.h"
+#include "coordinator/http_endpoint.h"
 #include "coordinator/rate_limiter.h"
 #include "coordinator/rollout.h"
 #include "coordinator/round.h"
@@ -127,6 +127,13 @@ class Server : public RoundHost {
   AgentView agent_view(const AgentRecord& agent, int64_t wall_now) const;
   // The Prometheus text of /metrics (server_metrics.cpp).
   std::string metrics_text();
+  // The status page, GET / (status_page.h), from the replies of status, agents.list, round.status
+  // (the latest rounds) and rollout.status.
+  std::string status_page();
+  // agents.list's reply for the filters of `request` (state, label, failing, sort).
+  nlohmann::json agents_list(const nlohmann::json& request);
+  // The active rollout's status, else the last one's; null if there was none.
+  nlohmann::json rollout_json();
   // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.
   template <typename Body>
   void guarded(const char* what, Body&& body);
@@ -144,7 +151,7 @@ class Server : public RoundHost {
   zmq::socket_t admin_;
   AdminAccess admin_access_;
   std::unique_ptr<ConnectionGuard> connection_guard_;
-  std::unique_ptr<MetricsEndpoint> metrics_;  // null unless metrics_listen is set
+  std::unique_ptr<HttpEndpoint> http_;  // /metrics and the status page; null unless metrics_listen is set
   struct Counters {
     uint64_t messages_received = 0, bytes_received = 0, messages_sent = 0, bytes_sent = 0, refused = 0;
   } counters_;

@@ -122,6 +122,47 @@ nlohmann::json Server::round_json(int64_t id) {
   return json;
 }
 
+nlohmann::json Server::agents_list(const nlohmann::json& request) {
+  // Filters: state (online, offline, revoked), label, failing (an unresolved problem, crashes of its
+  // active model, or silence); sorted by id, name, last_seen (newest first) or state.
+  const std::string state = request.value("state", "");
+  const std::string label = request.value("label", "");
+  const bool failing_only = request.value("failing", false);
+  const std::string sort = request.value("sort", "id");
+  if (!state.empty() && state != "online" && state != "offline" && state != "revoked")
+    fail("state '{}': one of online, offline, revoked", state);
+  if (sort != "id" && sort != "name" && sort != "last_seen" && sort != "state")
+    fail("sort '{}': one of id, name, last_seen, state", sort);
+  const int64_t wall_now = wall_ms();
+  std::vector<nlohmann::json> selected;
+  for (const AgentRecord& agent : store_.agents()) {
+    const AgentView view = agent_view(agent, wall_now);
+    if (failing_only && view.problems.empty()) continue;
+    if (!state.empty() && state != view.state) continue;
+    if (!label.empty() && !agent_labels(agent).count(label)) continue;
+    nlohmann::json entry = agent_json(agent, view.online);
+    entry["last_seen_ms"] = view.last_seen_ms;
+    entry["crashes_since_activation"] = view.crashes;
+    entry["state"] = view.state;
+    entry["failing"] = !view.problems.empty();
+    entry["problem"] = fmt::format("{}", fmt::join(view.problems, "; "));
+    selected.push_back(std::move(entry));
+  }
+  std::stable_sort(selected.begin(), selected.end(), [&](const nlohmann::json& a, const nlohmann::json& b) {
+    if (sort == "name") return a["name"].get<std::string>() < b["name"].get<std::string>();
+    if (sort == "last_seen") return a["last_seen_ms"].get<int64_t>() > b["last_seen_ms"].get<int64_t>();
+    if (sort == "state") return a["state"].get<std::string>() < b["state"].get<std::string>();
+    return a["id"].get<int64_t>() < b["id"].get<int64_t>();
+  });
+  return {{"agents", selected}};
+}
+
+nlohmann::json Server::rollout_json() {
+  if (rollout_) return rollout_->status();
+  const auto records = store_.rollouts();
+  return records.empty() ? nlohmann::json(nullptr) : nlohmann::json::parse(records.back().state_json);
+}
+
 void Server::register_admin_commands() {
   admin_commands_["status"] = [this](const nlohmann::json&) {
     return now({{"listen", config_.listen},
@@ -130,7 +171,8 @@ void Server::register_admin_commands() {
                 {"online_agents", online_agents().size()},
                 {"agent_connections", connection_guard_->open()},
                 {"audit_entries", store_.audit_entries()},
-                {"metrics", metrics_ ? "http://" + metrics_->address() + "/metrics" : ""},
+                {"metrics", http_ ? "http://" + http_->address() + "/metrics" : ""},
+                {"status_page", http_ ? "http://" + http_->address() + "/" : ""},
                 {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}});
   };
   admin_commands_["token.create"] = [this](const nlohmann::json& request) {
@@ -140,40 +182,7 @@ void Server::register_admin_commands() {
     store_.audit("operator", "token created", fmt::format("valid {} h", hours));
     return now({{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}});
   };
-  admin_commands_["agents.list"] = [this](const nlohmann::json& request) {
-    // Filters: state (online, offline, revoked), label, failing (an unresolved problem, crashes of its
-    // active model, or silence); sorted by id, name, last_seen (newest first) or state.
-    const std::string state = request.value("state", "");
-    const std::string label = request.value("label", "");
-    const bool failing_only = request.value("failing", false);
-    const std::string sort = request.value("sort", "id");
-    if (!state.empty() && state != "online" && state != "offline" && state != "revoked")
-      fail("state '{}': one of online, offline, revoked", state);
-    if (sort != "id" && sort != "name" && sort != "last_seen" && sort != "state")
-      fail("sort '{}': one of id, name, last_seen, state", sort);
-    const int64_t wall_now = wall_ms();
-    std::vector<nlohmann::json> selected;
-    for (const AgentRecord& agent : store_.agents()) {
-      const AgentView view = agent_view(agent, wall_now);
-      if (failing_only && view.problems.empty()) continue;
-      if (!state.empty() && state != view.state) continue;
-      if (!label.empty() && !agent_labels(agent).count(label)) continue;
-      nlohmann::json entry = agent_json(agent, view.online);
-      entry["last_seen_ms"] = view.last_seen_ms;
-      entry["crashes_since_activation"] = view.crashes;
-      entry["state"] = view.state;
-      entry["failing"] = !view.problems.empty();
-      entry["problem"] = fmt::format("{}", fmt::join(view.problems, "; "));
-      selected.push_back(std::move(entry));
-    }
-    std::stable_sort(selected.begin(), selected.end(), [&](const nlohmann::json& a, const nlohmann::json& b) {
-      if (sort == "name") return a["name"].get<std::string>() < b["name"].get<std::string>();
-      if (sort == "last_seen") return a["last_seen_ms"].get<int64_t>() > b["last_seen_ms"].get<int64_t>();
-      if (sort == "state") return a["state"].get<std::string>() < b["state"].get<std::string>();
-      return a["id"].get<int64_t>() < b["id"].get<int64_t>();
-    });
-    return now({{"agents", selected}});
-  };
+  admin_commands_["agents.list"] = [this](const nlohmann::json& request) { return now(agents_list(request)); };
   admin_commands_["agents.revoke"] = [this](const nlohmann::json& request) {
     const int64_t id = request.at("id").get<int64_t>();
     if (!store_.revoke_agent(id)) fail("no enrolled, unrevoked agent {}", id);
@@ -268,10 +277,10 @@ void Server::register_admin_commands() {
   const auto rollout_command = [this](void (*act)(Rollout&)) {
     return [this, act](const nlohmann::json&) {
       if (!rollout_) {
-        const auto records = store_.rollouts();
-        if (records.empty()) fail("no rollouts yet");
         if (act != nullptr) fail("no rollout is active");
-        return now(nlohmann::json::parse(records.back().state_json));
+        nlohmann::json last = rollout_json();
+        if (last.is_null()) fail("no rollouts yet");
+        return now(std::move(last));
       }
       if (act != nullptr) act(*rollout_);
       return now(rollout_->status());

@@ -19,6 +19,7 @@ packages=(
   clang libclang-rt-14-dev
   dpkg-dev file
   libfaketime util-linux
+  chromium fonts-dejavu-core zlib1g-dev
   crossbuild-essential-arm64 qemu-user-static
 )
 if [[ "${1:-}" == "--train" ]]; then

@@ -4,8 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -17,8 +15,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
-#include <sstream>
 #include <thread>
 
 #include "common/clock.h"
@@ -381,79 +377,6 @@ TEST_CASE("Daemon conventions: READY=1, WATCHDOG=1 and STOPPING=1 on systemd's n
     CHECK_MESSAGE((line.rfind("<6>[agent", 0) == 0 || line.rfind("<4>[agent", 0) == 0 || line.rfind("<3>[agent", 0) == 0), line);
   }
   CHECK(agent_lines > 1);
-}
-
-// One HTTP/1.0 GET to 127.0.0.1:port; the whole response ("" if nothing answers).
-std::string http_get(int port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const timeval wait{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
-  std::string out;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    char buffer[4096];
-    for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) out.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-// The value of the series `series` (name and labels exactly as exposed); -1 if absent.
-double series_value(const std::string& text, const std::string& series) {
-  const size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
-}
-
-TEST_CASE("Metrics: the Prometheus endpoint is scraped and its series follow the fleet, rounds and rollouts" *
-          doctest::timeout(120)) {
-  FleetOptions options;
-  options.agents = 3;
-  options.coordinator_extra = "metrics_listen = \"127.0.0.1:0\"\n";  // a free port, as status says
-  MiniFleet fleet(options);
-  fleet.start_coordinator();
-  const std::string url = fleet.admin({{"command", "status"}})["metrics"].get<std::string>();
-  REQUIRE(url.rfind("http://127.0.0.1:", 0) == 0);
-  const int port = std::stoi(url.substr(17));
-  fleet.start_agents();
-  const int64_t model = fleet.import_model();
-  const nlohmann::json report = fleet.run_round(round_settings(model));
-  REQUIRE(report["stage"] == "done");
-  fleet.admin({{"command", "rollout.start"},
-               {"settings", {{"model_id", report["models"][0]["model"]}, {"waves", {100.0}}, {"max_slowdown", 50.0}, {"soak_ms", 0}}}});
-  REQUIRE(eventually([&] { return fleet.admin({{"command", "rollout.status"}})["stage"] != "running"; }, std::chrono::seconds(60)));
-  fleet.agent(2).signal(SIGKILL);  // one agent goes silent
-  REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(10)));
-  const std::string response = http_get(port, "/metrics");
-  REQUIRE_MESSAGE(response.rfind("HTTP/1.0 200 OK\r\n", 0) == 0, response);
-  CHECK(response.find("Content-Type: text/plain; version=0.0.4") != std::string::npos);
-  const std::string text = response.substr(response.find("\r\n\r\n") + 3);
-  CHECK(series_value(text, "fedcal_agents{state=\"online\",arch=\"x86_64\"}") == 2);
-  CHECK(series_value(text, "fedcal_agents{state=\"offline\",arch=\"x86_64\"}") == 1);
-  CHECK(series_value(text, "fedcal_agents_failing") == 1);
-  CHECK(series_value(text, "fedcal_rounds{stage=\"done\"}") == 1);
-  CHECK(series_value(text, "fedcal_round_stage_seconds{round=\"1\",stage=\"masking\"}") >= 0);
-  CHECK(series_value(text, "fedcal_agent_messages_received_total") > 10);
-  CHECK(series_value(text, "fedcal_agent_bytes_sent_total") > 7e6);  // the model went to three agents
-  CHECK(series_value(text, "fedcal_refused_total") >= 0);
-  CHECK(series_value(text, "fedcal_rollout_stage{rollout=\"1\",stage=\"done\"}") == 1);
-  CHECK(series_value(text, "fedcal_rollout_agents{rollout=\"1\",wave=\"1\",status=\"healthy\"}") == 3);
-  // Every sample line belongs to a family declared with HELP and TYPE.
-  std::set<std::string> declared;
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("# TYPE ", 0) == 0) declared.insert(line.substr(7, line.find(' ', 7) - 7));
-    if (line.empty() || line[0] == '#') continue;
-    CHECK_MESSAGE(declared.count(line.substr(0, line.find_first_of("{ "))) == 1, line);
-  }
-  // Anything but GET /metrics: 404; the daemon goes on.
-  CHECK(http_get(port, "/").rfind("HTTP/1.0 404", 0) == 0);
-  CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 2);
 }
 
 }  // namespace

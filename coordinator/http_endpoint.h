@@ -1,5 +1,7 @@
-// A read-only HTTP endpoint for Prometheus: GET /metrics answers the text exposition format
-// (version 0.0.4), anything else 404. It lives in the daemon's event loop - its listening socket and
+// A read-only HTTP endpoint: GET of one of its routes answers what the route renders (the
+// coordinator's: /metrics in Prometheus' text format, / the status page), any other path 404, any
+// other method 405. Every answer forbids scripts and outside resources (Content-Security-Policy) and
+// content sniffing. It lives in the daemon's event loop - its listening socket and
 // connections are polled beside the ZeroMQ sockets, all non-blocking - so it needs no thread and
 // renders from the daemon's own state. Bounded: at most kMaxConnections open at once (more wait in
 // the kernel's backlog), a request of at most 4 KiB, each connection closed after its answer or after
@@ -10,21 +12,27 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 namespace fedcal::coordinator {
 
-class MetricsEndpoint {
+class HttpEndpoint {
  public:
   static constexpr size_t kMaxConnections = 16;
 
-  // Listens on `address` ("127.0.0.1:9470"; port 0 picks one); throws Error naming it on failure.
-  // `render` produces the body of /metrics.
-  MetricsEndpoint(const std::string& address, std::function<std::string()> render);
-  ~MetricsEndpoint();
-  MetricsEndpoint(const MetricsEndpoint&) = delete;
-  MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
+  struct Route {
+    std::string content_type;
+    std::function<std::string()> render;  // the body, rendered per request
+  };
+
+  // Listens on `address` ("127.0.0.1:9470"; port 0 picks one) and answers GET `path` with `routes`
+  // (path -> route); throws Error naming the address on failure.
+  HttpEndpoint(const std::string& address, std::map<std::string, Route> routes);
+  ~HttpEndpoint();
+  HttpEndpoint(const HttpEndpoint&) = delete;
+  HttpEndpoint& operator=(const HttpEndpoint&) = delete;
 
   // "127.0.0.1:PORT" as bound.
   const std::string& address() const { return bound_; }
@@ -43,7 +51,7 @@ class MetricsEndpoint {
 
   int listener_ = -1;
   std::string bound_;
-  std::function<std::string()> render_;
+  std::map<std::string, Route> routes_;
   std::vector<Connection> connections_;
 };
 

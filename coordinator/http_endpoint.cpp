@@ -1,4 +1,4 @@
-#include "coordinator/metrics_endpoint.h"
+#include "coordinator/http_endpoint.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -34,14 +34,16 @@ void send_all(int fd, const std::string& data) {
 }
 
 std::string response(const char* status, const char* type, const std::string& body) {
-  return fmt::format("HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", status, type,
-                     body.size(), body);
+  return fmt::format(
+      "HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n"
+      "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\nX-Content-Type-Options: nosniff\r\n"
+      "Connection: close\r\n\r\n{}",
+      status, type, body.size(), body);
 }
 
 }  // namespace
 
-MetricsEndpoint::MetricsEndpoint(const std::string& address, std::function<std::string()> render)
-    : render_(std::move(render)) {
+HttpEndpoint::HttpEndpoint(const std::string& address, std::map<std::string, Route> routes) : routes_(std::move(routes)) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos) fail("metrics_listen '{}': expected HOST:PORT (e.g. 127.0.0.1:9470)", address);
   sockaddr_in socket_address{};
@@ -71,17 +73,17 @@ MetricsEndpoint::MetricsEndpoint(const std::string& address, std::function<std::
   bound_ = fmt::format("{}:{}", address.substr(0, colon), ntohs(socket_address.sin_port));
 }
 
-MetricsEndpoint::~MetricsEndpoint() {
+HttpEndpoint::~HttpEndpoint() {
   for (const Connection& connection : connections_) ::close(connection.fd);
   if (listener_ >= 0) ::close(listener_);
 }
 
-void MetricsEndpoint::add_poll_items(std::vector<zmq::pollitem_t>& items) const {
+void HttpEndpoint::add_poll_items(std::vector<zmq::pollitem_t>& items) const {
   if (connections_.size() < kMaxConnections) items.push_back({nullptr, listener_, ZMQ_POLLIN, 0});
   for (const Connection& connection : connections_) items.push_back({nullptr, connection.fd, ZMQ_POLLIN, 0});
 }
 
-void MetricsEndpoint::handle(int64_t monotonic_ms) {
+void HttpEndpoint::handle(int64_t monotonic_ms) {
   while (connections_.size() < kMaxConnections) {
     const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) break;
@@ -117,15 +119,30 @@ void MetricsEndpoint::handle(int64_t monotonic_ms) {
   }
 }
 
-void MetricsEndpoint::answer(Connection& connection) {
+void HttpEndpoint::answer(Connection& connection) {
+  // "GET /path HTTP/1.x" (or HTTP/0.9's "GET /path"); a query string is ignored.
   const std::string line = connection.request.substr(0, connection.request.find("\r\n"));
-  if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
-    send_all(connection.fd, response("200 OK", "text/plain; version=0.0.4; charset=utf-8", render_()));
-  } else if (line.rfind("GET ", 0) == 0) {
-    send_all(connection.fd, response("404 Not Found", "text/plain", "fedcal serves /metrics\n"));
-  } else {
+  if (line.rfind("GET ", 0) != 0) {
     send_all(connection.fd, response("405 Method Not Allowed", "text/plain", "GET only\n"));
+    return;
   }
+  std::string path = line.substr(4, line.find(' ', 4) == std::string::npos ? std::string::npos : line.find(' ', 4) - 4);
+  path = path.substr(0, path.find('?'));
+  const auto route = routes_.find(path);
+  if (route == routes_.end()) {
+    std::string paths;
+    for (const auto& [known, unused] : routes_) paths += (paths.empty() ? "" : ", ") + known;
+    send_all(connection.fd, response("404 Not Found", "text/plain", "fedcal serves " + paths + "\n"));
+    return;
+  }
+  std::string body;
+  try {
+    body = route->second.render();
+  } catch (const std::exception& e) {  // the boundary: the caller learns why, the daemon goes on
+    send_all(connection.fd, response("500 Internal Server Error", "text/plain", fmt::format("{}: {}\n", path, e.what())));
+    return;
+  }
+  send_all(connection.fd, response("200 OK", route->second.content_type.c_str(), body));
 }
 
 }  // namespace fedcal::coordinator

@@ -1,0 +1,182 @@
+// Fleet tests of the coordinator's HTTP endpoint (metrics_listen): Prometheus metrics scraped, and
+// the status page loaded in a real headless browser (Debian's chromium) with a screenshot.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "tests/coordinator/mini_fleet.h"
+#include "tests/png_image.h"
+
+namespace fedcal::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// One HTTP/1.0 request (GET unless `method`) to 127.0.0.1:port; the whole response ("" if nothing answers).
+std::string http_get(int port, const std::string& path, const std::string& method = "GET") {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const timeval wait{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  std::string out;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
+    const std::string request = method + " " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) out.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// The value of the series `series` (name and labels exactly as exposed); -1 if absent.
+double series_value(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST_CASE("Metrics: the Prometheus endpoint is scraped and its series follow the fleet, rounds and rollouts" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.coordinator_extra = "metrics_listen = \"127.0.0.1:0\"\n";  // a free port, as status says
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  const std::string url = fleet.admin({{"command", "status"}})["metrics"].get<std::string>();
+  REQUIRE(url.rfind("http://127.0.0.1:", 0) == 0);
+  const int port = std::stoi(url.substr(17));
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  REQUIRE(report["stage"] == "done");
+  fleet.admin({{"command", "rollout.start"},
+               {"settings", {{"model_id", report["models"][0]["model"]}, {"waves", {100.0}}, {"max_slowdown", 50.0}, {"soak_ms", 0}}}});
+  REQUIRE(eventually([&] { return fleet.admin({{"command", "rollout.status"}})["stage"] != "running"; }, std::chrono::seconds(60)));
+  fleet.agent(2).signal(SIGKILL);  // one agent goes silent
+  REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(10)));
+  const std::string response = http_get(port, "/metrics");
+  REQUIRE_MESSAGE(response.rfind("HTTP/1.0 200 OK\r\n", 0) == 0, response);
+  CHECK(response.find("Content-Type: text/plain; version=0.0.4") != std::string::npos);
+  const std::string text = response.substr(response.find("\r\n\r\n") + 3);
+  CHECK(series_value(text, "fedcal_agents{state=\"online\",arch=\"x86_64\"}") == 2);
+  CHECK(series_value(text, "fedcal_agents{state=\"offline\",arch=\"x86_64\"}") == 1);
+  CHECK(series_value(text, "fedcal_agents_failing") == 1);
+  CHECK(series_value(text, "fedcal_rounds{stage=\"done\"}") == 1);
+  CHECK(series_value(text, "fedcal_round_stage_seconds{round=\"1\",stage=\"masking\"}") >= 0);
+  CHECK(series_value(text, "fedcal_agent_messages_received_total") > 10);
+  CHECK(series_value(text, "fedcal_agent_bytes_sent_total") > 7e6);  // the model went to three agents
+  CHECK(series_value(text, "fedcal_refused_total") >= 0);
+  CHECK(series_value(text, "fedcal_rollout_stage{rollout=\"1\",stage=\"done\"}") == 1);
+  CHECK(series_value(text, "fedcal_rollout_agents{rollout=\"1\",wave=\"1\",status=\"healthy\"}") == 3);
+  // Every sample line belongs to a family declared with HELP and TYPE.
+  std::set<std::string> declared;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) == 0) declared.insert(line.substr(7, line.find(' ', 7) - 7));
+    if (line.empty() || line[0] == '#') continue;
+    CHECK_MESSAGE(declared.count(line.substr(0, line.find_first_of("{ "))) == 1, line);
+  }
+  // Any other path: 404, any other method: 405; the daemon goes on.
+  CHECK(http_get(port, "/nope").rfind("HTTP/1.0 404", 0) == 0);
+  CHECK(http_get(port, "/metrics", "POST").rfind("HTTP/1.0 405", 0) == 0);
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 2);
+}
+
+
+size_t occurrences(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// Runs a rollout of `model` to every agent and waits for its end.
+nlohmann::json roll_out(MiniFleet& fleet, int64_t model, std::vector<double> waves, double max_kl) {
+  fleet.admin({{"command", "rollout.start"},
+               {"settings", {{"model_id", model}, {"waves", waves}, {"max_kl", max_kl}, {"max_slowdown", 50.0}, {"soak_ms", 0}}}});
+  nlohmann::json status;
+  REQUIRE(eventually(
+      [&] {
+        status = fleet.admin({{"command", "rollout.status"}});
+        return status["stage"] != "running";
+      },
+      std::chrono::seconds(90)));
+  return status;
+}
+
+TEST_CASE("Status page: served by the coordinator, loaded in headless Chromium, screenshot saved" * doctest::timeout(240)) {
+  const char* chromium = "/usr/bin/chromium";
+  REQUIRE_MESSAGE(fs::exists(chromium), "no /usr/bin/chromium: deploy/install-deps.sh installs it (package chromium)");
+  FleetOptions options;
+  options.agents = 4;
+  options.coordinator_extra = "metrics_listen = \"127.0.0.1:0\"\n";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  const std::string url = fleet.admin({{"command", "status"}})["status_page"].get<std::string>();
+  REQUIRE(url.rfind("http://127.0.0.1:", 0) == 0);
+  const int port = std::stoi(url.substr(17));
+  fleet.start_agents();
+  // A first model everywhere, then the fleet's INT8 model in two waves: KL against the first.
+  const int64_t fp32 = fleet.import_model();
+  REQUIRE(roll_out(fleet, fp32, {100.0}, 0.02)["stage"] == "done");
+  const nlohmann::json report = fleet.run_round(round_settings(fp32));
+  REQUIRE(report["stage"] == "done");
+  const nlohmann::json rollout = roll_out(fleet, report["models"][0]["model"].get<int64_t>(), {50.0, 100.0}, 0.02);
+  REQUIRE_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+  fleet.agent(3).signal(SIGKILL);  // one agent goes silent: the page lists it as failing
+  REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 3; }, std::chrono::seconds(10)));
+
+  const std::string response = http_get(port, "/");
+  REQUIRE_MESSAGE(response.rfind("HTTP/1.0 200 OK\r\n", 0) == 0, response.substr(0, 300));
+  CHECK(response.find("Content-Type: text/html; charset=utf-8") != std::string::npos);
+  CHECK(response.find("Content-Security-Policy: default-src 'none'") != std::string::npos);
+  CHECK(response.find("Failing agents") != std::string::npos);
+  CHECK(response.find("offline: silent for") != std::string::npos);
+  CHECK(response.find("Rollout 2 of model") != std::string::npos);
+  CHECK(occurrences(response, "<rect class=\"bar\"") == 4);
+  CHECK(response.find("Round") != std::string::npos);
+
+  // The browser: the DOM it built, and what it drew.
+  ScratchDir profile;
+  const fs::path output = fs::absolute("test-output");
+  fs::create_directories(output);
+  const std::string screenshot = (output / "status-page.png").string();
+  fs::remove(screenshot);
+  const std::string browser = fmt::format("timeout 90 {} --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir={} ",
+                                          chromium, profile.path("chromium"));
+  const CommandResult dom = run_command(browser + "--dump-dom " + url + " 2>/dev/null");
+  REQUIRE_MESSAGE(dom.exit_code == 0, dom.output);
+  CHECK(dom.output.find("id=\"rollout-health\"") != std::string::npos);
+  CHECK(occurrences(dom.output, "class=\"bar\"") == 4);
+  CHECK(dom.output.find("Failing agents") != std::string::npos);
+  const CommandResult shot = run_command(browser + "--window-size=1280,1100 --screenshot=" + screenshot + " " + url + " 2>&1", true);
+  REQUIRE_MESSAGE(fs::exists(screenshot), shot.output);
+  MESSAGE("status page screenshot: " << screenshot);
+  const PngImage image = PngImage::read(screenshot);
+  CHECK(image.width == 1280);
+  CHECK(image.height == 1100);
+  // Drawn with the page's styles (not blocked by its own Content-Security-Policy): green bars and
+  // badges of healthy agents, the red gate line and failing badge, the failing row's tint.
+  CHECK(image.count({0x2e, 0x7d, 0x32}) > 500);
+  CHECK(image.count({0xc6, 0x28, 0x28}) > 50);
+  CHECK(image.count({0xff, 0xf3, 0xf3}, 2) > 1000);
+  if (std::getenv("FEDCAL_UPDATE_DOCS")) fs::copy_file(screenshot, FEDCAL_SOURCE_DIR "/docs/status-page.png", fs::copy_options::overwrite_existing);
+}
+
+}  // namespace
+}  // namespace fedcal::testing
