@@ -59,6 +59,8 @@ nlohmann::json ActivationOutcome::to_json() const {
           {"top1_agreement", top1_agreement},
           {"tokens_per_second", tokens_per_second},
           {"previous_tokens_per_second", previous_tokens_per_second},
+          {"tokens_per_second_spread", tokens_per_second_spread},
+          {"previous_tokens_per_second_spread", previous_tokens_per_second_spread},
           {"crashes", crashes}};
 }
 
@@ -73,6 +75,8 @@ ActivationOutcome ActivationOutcome::from_json(const nlohmann::json& json) {
   outcome.top1_agreement = json.value("top1_agreement", 0.0);
   outcome.tokens_per_second = json.value("tokens_per_second", 0.0);
   outcome.previous_tokens_per_second = json.value("previous_tokens_per_second", 0.0);
+  outcome.tokens_per_second_spread = json.value("tokens_per_second_spread", 0.0);
+  outcome.previous_tokens_per_second_spread = json.value("previous_tokens_per_second_spread", 0.0);
   outcome.crashes = json.value("crashes", 0u);
   return outcome;
 }
@@ -89,6 +93,10 @@ ActivationOutcome ActivationOutcome::from_wire(wire::ActivationReport::Reader re
       read_figure(report.getTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.tokensPerSecond");
   outcome.previous_tokens_per_second =
       read_figure(report.getPreviousTokensPerSecond(), kMaxReportedTokensPerSecond, "activationReport.previousTokensPerSecond");
+  outcome.tokens_per_second_spread =
+      read_figure(report.getTokensPerSecondSpread(), kMaxReportedSpread, "activationReport.tokensPerSecondSpread");
+  outcome.previous_tokens_per_second_spread = read_figure(report.getPreviousTokensPerSecondSpread(), kMaxReportedSpread,
+                                                          "activationReport.previousTokensPerSecondSpread");
   outcome.crashes = report.getCrashes();
   return outcome;
 }

@@ -45,8 +45,10 @@ struct ActivationOutcome {
   std::string error;
   double mean_kl = 0;         // vs its previous model, on its held-out text
   double top1_agreement = 0;  // vs its previous model
-  double tokens_per_second = 0;
-  double previous_tokens_per_second = 0;
+  double tokens_per_second = 0;           // median of the agent's timed runs
+  double previous_tokens_per_second = 0;  // median of the agent's timed runs
+  double tokens_per_second_spread = 0;    // (fastest - slowest) / median of those runs
+  double previous_tokens_per_second_spread = 0;
   unsigned crashes = 0;
 
   nlohmann::json to_json() const;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/spread.h"
 #include "common/hex.h"
 #include "coordinator/artifact_store.h"
 #include "models/format/model_loader.h"
@@ -39,27 +40,38 @@ namespace {
 // agent moves a figure by at most 1/n of its own value's distance (a forged token count buys no
 // weight). Tokens are summed for information only.
 nlohmann::json check_summary(const std::vector<const PackageCheck*>& checks) {
-  double tokens = 0, kl = 0, top1 = 0, nll = 0, reference_nll = 0, decode = 0, reference_decode = 0;
+  double tokens = 0, kl = 0, top1 = 0, nll = 0, reference_nll = 0;
+  std::vector<double> decode, reference_decode, speedup, run_spread;
   for (const PackageCheck* check : checks) {
     tokens += static_cast<double>(check->tokens);
     kl += check->mean_kl;
     top1 += check->top1_agreement;
     nll += check->mean_nll;
     reference_nll += check->reference_mean_nll;
-    decode += check->decode_tokens_per_second;
-    reference_decode += check->reference_decode_tokens_per_second;
+    decode.push_back(check->decode_tokens_per_second);
+    reference_decode.push_back(check->reference_decode_tokens_per_second);
+    if (check->reference_decode_tokens_per_second > 0)
+      speedup.push_back(check->decode_tokens_per_second / check->reference_decode_tokens_per_second);
+    run_spread.push_back(std::max(check->decode_spread, check->reference_decode_spread));
   }
   if (checks.empty()) return {{"agents", 0}, {"tokens", 0}};
   const double agents = static_cast<double>(checks.size());
+  // Speeds differ between devices and swing on each: the median over agents with its range, and the
+  // median of the agents' own run-to-run spread.
+  const Spread int8 = spread_of(decode), fp32 = spread_of(reference_decode), ratio = spread_of(speedup);
   return {{"agents", checks.size()},
           {"tokens", tokens},
           {"mean_kl", kl / agents},
           {"top1_agreement", top1 / agents},
           {"perplexity_int8", std::exp(nll / agents)},
           {"perplexity_fp32", std::exp(reference_nll / agents)},
-          {"decode_tokens_per_second_int8", decode / agents},
-          {"decode_tokens_per_second_fp32", reference_decode / agents},
-          {"decode_speedup", reference_decode > 0 ? decode / reference_decode : 0.0}};
+          {"decode_tokens_per_second_int8", int8.median},
+          {"decode_tokens_per_second_int8_range", {int8.low, int8.high}},
+          {"decode_tokens_per_second_fp32", fp32.median},
+          {"decode_tokens_per_second_fp32_range", {fp32.low, fp32.high}},
+          {"decode_speedup", ratio.median},
+          {"decode_speedup_range", {ratio.low, ratio.high}},
+          {"decode_run_spread", spread_of(run_spread).median}};
 }
 
 }  // namespace
@@ -72,7 +84,9 @@ nlohmann::json PackageCheck::to_json() const {
           {"mean_nll", mean_nll},
           {"reference_mean_nll", reference_mean_nll},
           {"decode_tokens_per_second", decode_tokens_per_second},
-          {"reference_decode_tokens_per_second", reference_decode_tokens_per_second}};
+          {"reference_decode_tokens_per_second", reference_decode_tokens_per_second},
+          {"decode_spread", decode_spread},
+          {"reference_decode_spread", reference_decode_spread}};
 }
 
 nlohmann::json LocalReport::to_json() const {
@@ -100,6 +114,8 @@ LocalReport LocalReport::from_wire(int64_t agent, wire::LocalReport::Reader repo
         read_figure(check.getDecodeTokensPerSecond(), kMaxReportedTokensPerSecond, "localReport.decodeTokensPerSecond");
     entry.reference_decode_tokens_per_second = read_figure(check.getReferenceDecodeTokensPerSecond(), kMaxReportedTokensPerSecond,
                                                            "localReport.referenceDecodeTokensPerSecond");
+    entry.decode_spread = read_figure(check.getDecodeSpread(), kMaxReportedSpread, "localReport.decodeSpread");
+    entry.reference_decode_spread = read_figure(check.getReferenceDecodeSpread(), kMaxReportedSpread, "localReport.referenceDecodeSpread");
     out.checks.push_back(std::move(entry));
   }
   return out;
@@ -119,6 +135,8 @@ LocalReport LocalReport::from_json(const nlohmann::json& json) {
     entry.reference_mean_nll = check.value("reference_mean_nll", 0.0);
     entry.decode_tokens_per_second = check.value("decode_tokens_per_second", 0.0);
     entry.reference_decode_tokens_per_second = check.value("reference_decode_tokens_per_second", 0.0);
+    entry.decode_spread = check.value("decode_spread", 0.0);
+    entry.reference_decode_spread = check.value("reference_decode_spread", 0.0);
     out.checks.push_back(std::move(entry));
   }
   return out;

@@ -53,7 +53,8 @@ struct PackageCheck {
   std::string label;  // "fleet", "public", "group:LABEL"
   uint64_t tokens = 0;
   double mean_kl = 0, top1_agreement = 0, mean_nll = 0, reference_mean_nll = 0;
-  double decode_tokens_per_second = 0, reference_decode_tokens_per_second = 0;
+  double decode_tokens_per_second = 0, reference_decode_tokens_per_second = 0;  // medians of the agent's runs
+  double decode_spread = 0, reference_decode_spread = 0;                          // (fastest - slowest) / median
   nlohmann::json to_json() const;
 };
 struct LocalReport {

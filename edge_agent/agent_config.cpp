@@ -37,6 +37,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
                                               "heldout_fraction",
                                               "eval_max_tokens",
                                               "decode_tokens",
+                                              "decode_runs",
                                               "reconnect_interval_max_ms",
                                               "coordinator_timeout_ms",
                                               "partial_download_max_age_hours",
@@ -87,6 +88,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   integer("threads", config.threads, 0, 1024);
   integer("eval_max_tokens", config.eval_max_tokens, 16, 1 << 24);
   integer("decode_tokens", config.decode_tokens, 1, 4096);
+  integer("decode_runs", config.decode_runs, 1, 100);
   integer("reconnect_interval_max_ms", config.reconnect_interval_max_ms, 100, 3600000);
   integer("coordinator_timeout_ms", config.coordinator_timeout_ms, 1000, 3600000);
   integer("partial_download_max_age_hours", config.partial_download_max_age_hours, 1, 24 * 365);

@@ -16,7 +16,8 @@ struct AgentConfig {
   int threads = 0;                                      // inference threads; 0: by model size (default_threads)
   double heldout_fraction = 0.1;                        // the last lines of the text, kept for local checks
   int eval_max_tokens = 4096;                           // held-out tokens scored per check, at most
-  int decode_tokens = 32;                               // tokens decoded to time decoding speed
+  int decode_tokens = 16;                               // tokens decoded per timed run of decoding speed
+  int decode_runs = 5;                                  // timed runs per model; the median is reported
   int reconnect_interval_max_ms = 10000;
   int coordinator_timeout_ms = 15000;  // no word from the coordinator this long: reconnect
   int partial_download_max_age_hours = 24;  // older *.part downloads are removed at start

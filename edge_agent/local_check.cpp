@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/error.h"
+#include "common/spread.h"
 #include "models/engine/evaluation.h"
 #include "models/engine/xnn_runtime.h"
 #include "models/format/model_loader.h"
@@ -11,7 +12,7 @@
 namespace fedcal::edge_agent {
 namespace {
 
-// Greedy batch-1 decoding from <s>: tokens per second.
+// Greedy batch-1 decoding from <s>: tokens per second of one run.
 double decode_speed(Transformer& model, int bos, int steps) {
   steps = std::min(steps, model.config().max_seq_len - 1);
   int token = bos;
@@ -24,7 +25,29 @@ double decode_speed(Transformer& model, int bos, int steps) {
   return seconds > 0 ? steps / seconds : 0;
 }
 
+// `runs` runs of each model, alternating, so that what else the device does at the time weighs on
+// both alike; a first short run of each warms its caches and is not counted.
+std::vector<Spread> decode_speeds(const std::vector<Transformer*>& models, int bos, const LocalCheckOptions& options) {
+  std::vector<std::vector<double>> samples(models.size());
+  for (Transformer* model : models) decode_speed(*model, bos, std::min(4, options.decode_tokens));
+  for (int run = 0; run < options.decode_runs; ++run) {
+    for (size_t i = 0; i < models.size(); ++i) samples[i].push_back(decode_speed(*models[i], bos, options.decode_tokens));
+  }
+  std::vector<Spread> speeds;
+  for (std::vector<double>& model_samples : samples) speeds.push_back(spread_of(std::move(model_samples)));
+  return speeds;
+}
+
 }  // namespace
+
+LocalCheckOptions local_check_options(const AgentConfig& config) {
+  LocalCheckOptions options;
+  options.threads = config.threads;
+  options.max_tokens = config.eval_max_tokens;
+  options.decode_tokens = config.decode_tokens;
+  options.decode_runs = config.decode_runs;
+  return options;
+}
 
 LocalCheck check_package(const std::string& label, const std::string& fp32_package, const std::string& int8_package,
                          const SigningKey& coordinator_key, const std::string& heldout_text, const LocalCheckOptions& options,
@@ -53,8 +76,11 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
   check.top1_agreement = result.reference->top1_agreement;
   check.mean_nll = result.mean_nll;
   check.reference_mean_nll = std::log(result.reference->reference_perplexity);
-  check.decode_tokens_per_second = decode_speed(quantized, tokenizer->bos_id(), options.decode_tokens);
-  check.reference_decode_tokens_per_second = decode_speed(reference, tokenizer->bos_id(), options.decode_tokens);
+  const std::vector<Spread> speeds = decode_speeds({&quantized, &reference}, tokenizer->bos_id(), options);
+  check.decode_tokens_per_second = speeds[0].median;
+  check.decode_spread = speeds[0].relative();
+  check.reference_decode_tokens_per_second = speeds[1].median;
+  check.reference_decode_spread = speeds[1].relative();
   return check;
 }
 
@@ -65,7 +91,9 @@ LocalCheck self_test(const std::string& package, const SigningKey& coordinator_k
   Transformer model(loaded.model, runtime, {}, loaded.int8.empty() ? nullptr : &loaded.int8);
   LocalCheck check;
   check.label = "self-test";
-  check.decode_tokens_per_second = decode_speed(model, tokenizer->bos_id(), options.decode_tokens);
+  const Spread speed = decode_speeds({&model}, tokenizer->bos_id(), options)[0];
+  check.decode_tokens_per_second = speed.median;
+  check.decode_spread = speed.relative();
   if (!(check.decode_tokens_per_second > 0)) fail("{}: decoding produced nothing", package);
   return check;
 }

@@ -1,11 +1,13 @@
 // The agent's local check of a quantized package: on its own held-out text, KL divergence and top-1
-// agreement against the FP32 model, both perplexities, and batch-1 decoding speed of both. Only these
-// figures leave the device.
+// agreement against the FP32 model, both perplexities, and batch-1 decoding speed of both (the
+// median of several runs that alternate between the two models, with the runs' relative spread).
+// Only these figures leave the device.
 #pragma once
 
 #include <string>
 
 #include "common/signing.h"
+#include "edge_agent/agent_config.h"
 
 namespace fedcal::edge_agent {
 
@@ -16,15 +18,21 @@ struct LocalCheck {
   double top1_agreement = 0;
   double mean_nll = 0;
   double reference_mean_nll = 0;
-  double decode_tokens_per_second = 0;
-  double reference_decode_tokens_per_second = 0;
+  double decode_tokens_per_second = 0;            // median of the runs
+  double reference_decode_tokens_per_second = 0;  // median of the runs
+  double decode_spread = 0;                       // (fastest - slowest) / median of the runs
+  double reference_decode_spread = 0;
 };
 
 struct LocalCheckOptions {
   int threads = 0;  // 0: default_threads of the model (models/engine/xnn_runtime.h)
   int max_tokens = 4096;
-  int decode_tokens = 32;
+  int decode_tokens = 16;  // per run
+  int decode_runs = 5;
 };
+
+// The options of an agent's config.
+LocalCheckOptions local_check_options(const AgentConfig& config);
 
 // Both packages are verified against `coordinator_key`. `reference` is the FP32 model (round
 // results, `require_int8`) or the agent's previous active model (rollouts). Throws Error naming what failed.

@@ -57,10 +57,7 @@ void Agent::advance_activation() {
     // held-out text if there is one, else load and decode.
     const std::string candidate = activation.download->path();
     const std::string previous = slots_.active().empty() ? "" : slots_.path(slots_.active());
-    LocalCheckOptions options;
-    options.threads = config_.threads;  // 0: chosen by the model's size
-    options.max_tokens = config_.eval_max_tokens;
-    options.decode_tokens = config_.decode_tokens;
+    const LocalCheckOptions options = local_check_options(config_);
     activation.check = std::async(std::launch::async, [this, candidate, previous, options] {
       if (previous.empty()) return self_test(candidate, coordinator_signing_key_, options);
       const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
@@ -115,6 +112,8 @@ void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled
     report.setTop1Agreement(check->top1_agreement);
     report.setTokensPerSecond(check->decode_tokens_per_second);
     report.setPreviousTokensPerSecond(check->reference_decode_tokens_per_second);
+    report.setTokensPerSecondSpread(check->decode_spread);
+    report.setPreviousTokensPerSecondSpread(check->reference_decode_spread);
   }
   send(message);
 }

@@ -139,10 +139,7 @@ void Agent::advance() {
     const std::string fp32 = work.model->path();
     std::vector<std::pair<std::string, std::string>> packages;
     for (auto& [label, download] : work.results) packages.emplace_back(label, download->path());
-    LocalCheckOptions options;
-    options.threads = config_.threads;  // 0: chosen by the model's size
-    options.max_tokens = config_.eval_max_tokens;
-    options.decode_tokens = config_.decode_tokens;
+    const LocalCheckOptions options = local_check_options(config_);
     work.checks = std::async(std::launch::async, [this, fp32, packages, options] {
       const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
       std::vector<LocalCheck> checks;
@@ -173,9 +170,12 @@ void Agent::advance() {
         out.setReferenceMeanNll(checks[i].reference_mean_nll);
         out.setDecodeTokensPerSecond(checks[i].decode_tokens_per_second);
         out.setReferenceDecodeTokensPerSecond(checks[i].reference_decode_tokens_per_second);
-        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} vs {:.1f} tokens/s", work.params.id,
-                        checks[i].label, checks[i].mean_kl, 100 * checks[i].top1_agreement, checks[i].decode_tokens_per_second,
-                        checks[i].reference_decode_tokens_per_second));
+        out.setDecodeSpread(checks[i].decode_spread);
+        out.setReferenceDecodeSpread(checks[i].reference_decode_spread);
+        log(fmt::format("round {}: {} model: KL {:.5f}, top-1 {:.2f}%, {:.1f} (+-{:.0f}%) vs {:.1f} (+-{:.0f}%) tokens/s",
+                        work.params.id, checks[i].label, checks[i].mean_kl, 100 * checks[i].top1_agreement,
+                        checks[i].decode_tokens_per_second, 50 * checks[i].decode_spread,
+                        checks[i].reference_decode_tokens_per_second, 50 * checks[i].reference_decode_spread));
       }
     } catch (const std::exception& error) {
       report.setError(error.what());

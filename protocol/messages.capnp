@@ -311,6 +311,11 @@ struct ModelCheck {
   # INT8 batch-1 decoding speed.
   referenceDecodeTokensPerSecond @7 :Float64;
   # FP32 batch-1 decoding speed on the same device.
+  decodeSpread @8 :Float64;
+  # Both speeds are the median of several timed runs; this is (fastest - slowest) / median of the
+  # INT8 runs (0 from agents that predate it).
+  referenceDecodeSpread @9 :Float64;
+  # The same for the FP32 runs.
 }
 
 struct LocalReport {
@@ -383,4 +388,9 @@ struct ActivationReport {
   # Decoding speed of the previous model (0 without one).
   crashes @9 :UInt32;
   # Crashes since the active package became active.
+  tokensPerSecondSpread @10 :Float64;
+  # Both speeds are the median of several timed runs; this is (fastest - slowest) / median of the new
+  # model's runs (0 from agents that predate it).
+  previousTokensPerSecondSpread @11 :Float64;
+  # The same for the previous model's runs.
 }

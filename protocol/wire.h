@@ -80,6 +80,8 @@ std::string read_text(capnp::Text::Reader text, size_t max_bytes);
 // Reports beyond them are refused, so one agent's share of a fleet mean is bounded.
 inline constexpr double kMaxReportedNats = 50;
 inline constexpr double kMaxReportedTokensPerSecond = 1e6;
+// A speed's run-to-run spread, (fastest - slowest) / median: a run 100x the median is not a measurement.
+inline constexpr double kMaxReportedSpread = 100;
 inline constexpr uint64_t kMaxReportedTokens = uint64_t{1} << 24;
 
 // A measured figure from the network: finite and within [0, max]; throws Error naming `what`.

@@ -50,18 +50,24 @@ std::string format_round(const nlohmann::json& round) {
     }
   }
   if (round.contains("checks") && round["checks"].is_object() && !round["checks"].empty()) {
-    out += "  local checks on the agents' held-out text (mean over agents, each counted once):\n";
-    out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "model", "agents", "tokens", "ppl FP32",
-                       "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup");
+    out += "  local checks on the agents' held-out text (accuracy: mean over agents, each counted once; speed: median\n"
+           "  over agents, with the range over agents and the median run-to-run spread on one agent):\n";
+    out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}  {}\n", "model", "agents", "tokens", "ppl FP32",
+                       "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup", "speedup range, run spread");
     for (const auto& [label, check] : round["checks"].items()) {
       if (number(check, "tokens") == 0) {
         out += fmt::format("    {:<8} {:>6} (no reports)\n", label, check.value("agents", 0));
         continue;
       }
-      out += fmt::format("    {:<8} {:>6} {:>9.0f} {:>9.3f} {:>9.3f} {:>9.5f} {:>10.2f}% {:>11.1f} {:>7.2f}x\n", label,
+      const nlohmann::json range = check.value("decode_speedup_range", nlohmann::json::array());
+      const std::string speedup_range = range.size() == 2 && range[0].is_number() && range[1].is_number()
+                                            ? fmt::format("{:.2f}-{:.2f}x", range[0].get<double>(), range[1].get<double>())
+                                            : std::string("-");
+      out += fmt::format("    {:<8} {:>6} {:>9.0f} {:>9.3f} {:>9.3f} {:>9.5f} {:>10.2f}% {:>11.1f} {:>7.2f}x  {}, +-{:.0f}%\n", label,
                          check.value("agents", 0), number(check, "tokens"), number(check, "perplexity_fp32"),
                          number(check, "perplexity_int8"), number(check, "mean_kl"), 100 * number(check, "top1_agreement"),
-                         number(check, "decode_tokens_per_second_int8"), number(check, "decode_speedup"));
+                         number(check, "decode_tokens_per_second_int8"), number(check, "decode_speedup"), speedup_range,
+                         50 * number(check, "decode_run_spread"));
     }
   }
   if (round.contains("agents") && round["agents"].is_array()) {
@@ -136,8 +142,10 @@ std::string format_rollout(const nlohmann::json& reply) {
       if (!check.value("activated", false)) {
         // a failed activation: no figures
       } else if (previous > 0) {
-        text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} vs {:.0f} tok/s", check.value("mean_kl", 0.0),
-                            100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0), previous);
+        text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} (+-{:.0f}%) vs {:.0f} (+-{:.0f}%) tok/s", check.value("mean_kl", 0.0),
+                            100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0),
+                            50 * check.value("tokens_per_second_spread", 0.0), previous,
+                            50 * check.value("previous_tokens_per_second_spread", 0.0));
       } else {
         text += fmt::format("  KL n/a  top-1 n/a  {:.0f} tok/s (no previous model to compare with)",
                             check.value("tokens_per_second", 0.0));

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "common/spread.h"
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
 #include "models/engine/transformer.h"
@@ -21,7 +22,7 @@ struct BenchOptions {
   QuantizationOptions quantization;
   int prompt_tokens = 64;
   int decode_tokens = 64;
-  int repeats = 3;
+  int repeats = 5;
   bool json = false;
 };
 
@@ -47,8 +48,9 @@ void run_bench(const BenchOptions& options) {
   std::vector<int> prompt(options.prompt_tokens);
   for (int& token : prompt) token = static_cast<int>(rng() % c.vocab_size);
 
-  // Best of `repeats` runs of: prefill the prompt, then decode tokens one at a time (greedy).
-  double best_prefill = 1e30, best_decode = 1e30;
+  // `repeats` runs of: prefill the prompt, then decode tokens one at a time (greedy); the median run
+  // is reported with the range of all.
+  std::vector<double> prefill_samples, decode_samples;
   for (int repeat = 0; repeat < options.repeats + 1; ++repeat) {  // the first run warms caches and is not counted
     auto start = std::chrono::steady_clock::now();
     std::span<const float> logits = transformer.forward(prompt, 0, false);
@@ -60,12 +62,13 @@ void run_bench(const BenchOptions& options) {
     }
     const double decode = seconds_since(start);
     if (repeat > 0) {
-      best_prefill = std::min(best_prefill, prefill);
-      best_decode = std::min(best_decode, decode);
+      prefill_samples.push_back(options.prompt_tokens / prefill);
+      decode_samples.push_back(options.decode_tokens / decode);
     }
   }
-  const double prefill_tps = options.prompt_tokens / best_prefill;
-  const double decode_tps = options.decode_tokens / best_decode;
+  const Spread prefill_speed = spread_of(prefill_samples), decode_speed = spread_of(decode_samples);
+  const double prefill_tps = prefill_speed.median;
+  const double decode_tps = decode_speed.median;
   const double weight_gbps = static_cast<double>(transformer.decode_weight_bytes()) * decode_tps / 1e9;
   const size_t peak_rss = peak_resident_bytes();
   const size_t file_bytes = model_file_bytes(options.model.model);
@@ -77,8 +80,11 @@ void run_bench(const BenchOptions& options) {
                           {"model_bytes", file_bytes},
                           {"prompt_tokens", options.prompt_tokens},
                           {"decode_tokens", options.decode_tokens},
+                          {"runs", options.repeats},
                           {"prefill_tokens_per_s", prefill_tps},
+                          {"prefill_tokens_per_s_range", {prefill_speed.low, prefill_speed.high}},
                           {"decode_tokens_per_s", decode_tps},
+                          {"decode_tokens_per_s_range", {decode_speed.low, decode_speed.high}},
                           {"decode_weight_bytes_per_token", transformer.decode_weight_bytes()},
                           {"decode_weight_gb_per_s", weight_gbps},
                           {"peak_rss_bytes", peak_rss}};
@@ -88,9 +94,10 @@ void run_bench(const BenchOptions& options) {
   std::printf("model:          %s (%.1f M parameters, %.1f MB on disk)\n", options.model.model.c_str(), c.parameter_count() / 1e6,
               file_bytes / 1e6);
   std::printf("threads:        %d\n", threads);
-  std::printf("prefill:        %.1f tokens/s (%d-token prompt, best of %d)\n", prefill_tps, options.prompt_tokens,
-              options.repeats);
-  std::printf("decode:         %.2f tokens/s (%d tokens, best of %d)\n", decode_tps, options.decode_tokens, options.repeats);
+  std::printf("prefill:        %.1f tokens/s (%d-token prompt, median of %d runs: %.1f-%.1f)\n", prefill_tps,
+              options.prompt_tokens, options.repeats, prefill_speed.low, prefill_speed.high);
+  std::printf("decode:         %.2f tokens/s (%d tokens, median of %d runs: %.2f-%.2f)\n", decode_tps, options.decode_tokens,
+              options.repeats, decode_speed.low, decode_speed.high);
   std::printf("decode weights: %.2f GB/s read (%.1f MB per token)\n", weight_gbps, transformer.decode_weight_bytes() / 1e6);
   std::printf("peak RSS:       %.1f MB\n", peak_rss / 1e6);
 }
@@ -108,7 +115,7 @@ void add_bench_command(CLI::App& app) {
   command->add_option("--decode-tokens", options->decode_tokens, "Tokens decoded one at a time")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
-  command->add_option("--repeats", options->repeats, "Measured repetitions (best is reported)")
+  command->add_option("--repeats", options->repeats, "Measured runs (the median is reported, with the range)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   command->add_flag("--json", options->json, "Print one JSON object");

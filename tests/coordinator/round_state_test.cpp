@@ -198,6 +198,25 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     CHECK(fleet["mean_kl"].get<double>() == doctest::Approx((0.01 + 0.0 + 0.01) / 3));
     CHECK(fleet["top1_agreement"].get<double>() == doctest::Approx((0.9 + 1.0 + 0.9) / 3));
   }
+  SUBCASE("speeds are the median over agents with their range: a forged speed-up moves the median not at all") {
+    // Agents 0 and 2 decode at 200 vs 100 tokens/s (round_fixture); agent 1 claims a million-fold speed-up.
+    OutgoingMessage spread_too_wide;
+    testing::forged_local_report(spread_too_wide, round->id(), {"fleet"}, 100, 0.01, 0.9, {1e6, 1, 101});
+    CHECK_THROWS_WITH(f.agents[1].deliver(*round, spread_too_wide), doctest::Contains("localReport.decodeSpread"));
+    OutgoingMessage forged;
+    testing::forged_local_report(forged, round->id(), {"fleet"}, 100, 0.01, 0.9, {1e6, 1, 0.5});
+    f.agents[1].deliver(*round, forged);
+    f.answer(*round, "roundResult", {f.ids[2]});
+    round->tick();
+    REQUIRE(round->stage() == RoundStage::kDone);
+    const nlohmann::json fleet = round->status()["checks"]["fleet"];
+    CHECK(fleet["decode_speedup"].get<double>() == doctest::Approx(2.0));
+    CHECK(fleet["decode_speedup_range"][0].get<double>() == doctest::Approx(2.0));
+    CHECK(fleet["decode_speedup_range"][1].get<double>() == doctest::Approx(1e6));
+    CHECK(fleet["decode_tokens_per_second_int8"].get<double>() == doctest::Approx(200));
+    CHECK(fleet["decode_tokens_per_second_fp32"].get<double>() == doctest::Approx(100));
+    CHECK(fleet["decode_run_spread"].get<double>() == doctest::Approx(0.0));  // the median agent's runs did not swing
+  }
   SUBCASE("a second report and a report from a stranger are refused") {
     OutgoingMessage again;
     again.body().initLocalReport().setRoundId(static_cast<uint64_t>(round->id()));

@@ -30,7 +30,8 @@ nlohmann::json target(int64_t id, int wave, const std::string& status, nlohmann:
 
 nlohmann::json report(double kl, double previous_tokens_per_second) {
   return {{"activated", true}, {"mean_kl", kl}, {"top1_agreement", 0.97}, {"tokens_per_second", 900.0},
-          {"previous_tokens_per_second", previous_tokens_per_second}, {"crashes", 0}, {"error", ""}};
+          {"previous_tokens_per_second", previous_tokens_per_second}, {"tokens_per_second_spread", 0.1}, {"crashes", 0},
+          {"error", ""}};
 }
 
 StatusPageInput fleet() {
@@ -70,7 +71,7 @@ TEST_CASE("Status page: failing agents with their problems, the rollout's health
   // One bar per target; the one above twice the limit is cut and marked; the waiting one is grey.
   CHECK(occurrences(page, "<rect class=\"bar\"") == 3);
   CHECK(occurrences(page, "&#9650;") == 1);
-  CHECK(page.find("agent 1: healthy, KL 0.00400, top-1 97.0%, 900 vs 800 tok/s") != std::string::npos);
+  CHECK(page.find("agent 1: healthy, KL 0.00400, top-1 97.0%, 900 (+-5%) vs 800 (+-0%) tok/s") != std::string::npos);
   CHECK(page.find("gate: KL &#8804; 0.01") != std::string::npos);
   CHECK(page.find("Reason: wave 2: 1 of 2 healthy") != std::string::npos);
   CHECK(page.find("only 1 agents joined (at least 2 needed)") != std::string::npos);
