@@ -13,7 +13,8 @@ void add_fleet_commands(CLI::App& app, const CliContext& context) {
   auto valid_hours = std::make_shared<int>(0);
   CLI::App* token_create = token->add_subcommand("create", "Create a one-time enrollment token");
   token_create->add_option("--valid-hours", *valid_hours,
-                           "Hours the token stays valid (default: token_valid_hours of the config)");
+                           "Hours the token stays valid (default: token_valid_hours of the config)")
+      ->check(CLI::Range(1, 24 * 365));
   token_create->callback([&context, valid_hours] {
     nlohmann::json request = {{"command", "token.create"}};
     if (*valid_hours > 0) request["valid_hours"] = *valid_hours;
@@ -48,7 +49,7 @@ void add_fleet_commands(CLI::App& app, const CliContext& context) {
   });
   auto revoke_id = std::make_shared<int64_t>(0);
   CLI::App* revoke = agents->add_subcommand("revoke", "Revoke an agent: its connections and messages are refused at once");
-  revoke->add_option("id", *revoke_id, "Agent id")->required();
+  revoke->add_option("id", *revoke_id, "Agent id")->required()->check(CLI::PositiveNumber);
   revoke->callback([&context, revoke_id] {
     context.print(context.call({{"command", "agents.revoke"}, {"id", *revoke_id}}),
                   fmt::format("agent {} revoked\n", *revoke_id));
@@ -72,7 +73,7 @@ void add_fleet_commands(CLI::App& app, const CliContext& context) {
 
   auto audit_limit = std::make_shared<int>(50);
   CLI::App* audit = app.add_subcommand("audit", "The latest audit log entries (enrollments, refusals, rounds)");
-  audit->add_option("--limit", *audit_limit, "Entries")->capture_default_str();
+  audit->add_option("--limit", *audit_limit, "Entries")->capture_default_str()->check(CLI::Range(1, 100000));
   audit->callback([&context, audit_limit] {
     const auto reply = context.call({{"command", "audit"}, {"limit", *audit_limit}});
     context.print(reply, format_audit(reply));

@@ -10,28 +10,20 @@
 #include "common/error.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/cli/report_format.h"
+#include "coordinator/cli/unit_validators.h"
 
 namespace fedcal::coordinator {
 namespace {
 
 struct StartOptions {
   int64_t model = 0;
-  std::string waves = "5%,50%,100%", group, min_healthy = "90%";
-  double max_kl = 0.05, max_slowdown = 1.5;
+  std::vector<double> waves = {5, 50, 100};
+  std::string group;
+  double max_kl = 0.05, max_slowdown = 1.5, min_healthy = 90;
   int wave_timeout_ms = 600000, soak_ms = 30000;
 };
 
-// "50%" or "50" as 50; anything else (or outside 0-100) is refused, naming the option.
-double percent(std::string text, const char* option) {
-  const std::string given = text;
-  if (!text.empty() && text.back() == '%') text.pop_back();
-  double value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size() || !(value >= 0 && value <= 100)) {
-    fail("{}: '{}' is not a percentage from 0 to 100", option, given);
-  }
-  return value;
-}
+constexpr int64_t kWeekMs = int64_t{7} * 86400 * 1000;
 
 }  // namespace
 
@@ -39,31 +31,35 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
   CLI::App* rollout = app.add_subcommand("rollout", "Staged rollouts of a model to the fleet")->require_subcommand(1);
   auto o = std::make_shared<StartOptions>();
   CLI::App* start = rollout->add_subcommand("start", "Roll a model out in waves with health gates and automatic rollback");
-  start->add_option("--model", o->model, "Model id (see `models list`)")->required();
-  start->add_option("--waves", o->waves, "Cumulative percentages of the targets per wave")->capture_default_str();
+  start->add_option("--model", o->model, "Model id (see `models list`)")->required()->check(CLI::PositiveNumber);
+  start->add_option("--waves", o->waves, "Cumulative percentages of the targets per wave (default 5%,50%,100%)")
+      ->delimiter(',')
+      ->transform(percentage());
   start->add_option("--group", o->group, "Only agents with this label (from their config)");
   start->add_option("--max-kl", o->max_kl, "Healthy: KL vs the agent's previous model at most this (nats/token)")
-      ->capture_default_str();
-  start->add_option("--max-slowdown", o->max_slowdown, "Healthy: previous/new decoding speed at most this")
-      ->capture_default_str();
-  start->add_option("--min-healthy", o->min_healthy, "A wave passes when this share of its reporting agents is healthy")
-      ->capture_default_str();
-  start->add_option("--wave-timeout-ms", o->wave_timeout_ms, "A wave waits at most this long for reports")->capture_default_str();
-  start->add_option("--soak-ms", o->soak_ms, "After a wave's last report, watch it this long (crashes count) before its gate")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 50.0));
+  start->add_option("--max-slowdown", o->max_slowdown, "Healthy: previous/new decoding speed at most this (e.g. 1.5: 50% slower)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1000.0));
+  start->add_option("--min-healthy", o->min_healthy, "A wave passes when this share of its reporting agents is healthy (default 90%)")
+      ->transform(percentage());
+  start->add_option("--wave-timeout,--wave-timeout-ms", o->wave_timeout_ms,
+                    "A wave waits at most this long for reports (default 10min; 30s, 2h, or milliseconds)")
+      ->transform(duration_ms(1000, kWeekMs));
+  start->add_option("--soak,--soak-ms", o->soak_ms,
+                    "After a wave's last report, watch it this long (crashes count) before its gate (default 30s)")
+      ->transform(duration_ms(0, kWeekMs));
   const auto show = [&context](const nlohmann::json& reply) { context.print(reply, format_rollout(reply)); };
   start->callback([&context, o, show] {
-    nlohmann::json wave_list = nlohmann::json::array();
-    std::stringstream stream(o->waves);
-    for (std::string item; std::getline(stream, item, ',');) wave_list.push_back(percent(item, "--waves"));
     show(context.call({{"command", "rollout.start"},
                        {"settings",
                         {{"model_id", o->model},
-                         {"waves", wave_list},
+                         {"waves", o->waves},
                          {"group", o->group},
                          {"max_kl", o->max_kl},
                          {"max_slowdown", o->max_slowdown},
-                         {"min_healthy", percent(o->min_healthy, "--min-healthy")},
+                         {"min_healthy", o->min_healthy},
                          {"wave_timeout_ms", o->wave_timeout_ms},
                          {"soak_ms", o->soak_ms}}}}));
   });

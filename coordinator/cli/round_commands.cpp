@@ -66,24 +66,30 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
   CLI::App* round = app.add_subcommand("round", "Calibration rounds")->require_subcommand(1);
   auto o = std::make_shared<StartOptions>();
   CLI::App* start = round->add_subcommand("start", "Start a calibration round on an imported FP32 model");
-  start->add_option("--model", o->model_id, "Model id (see `models list`)")->required();
+  start->add_option("--model", o->model_id, "Model id (see `models list`)")->required()->check(CLI::PositiveNumber);
   start->add_option("--min-agents", o->min_agents, "Fewer joined agents fail the round; the sum of fewer is never unmasked")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
   start->add_option("--max-agents", o->max_agents, "Stop taking participants at this many (0: all online)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
   start->add_option("--sequences-per-agent", o->sequences, "Calibration sequences (lines of private text) per agent")
-      ->capture_default_str();
-  start->add_option("--seq-len", o->seq_len, "Tokens per sequence at most")->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  start->add_option("--seq-len", o->seq_len, "Tokens per sequence at most")->capture_default_str()->check(CLI::Range(2, 65536));
   start->add_option("--method", o->method, "minmax | percentile:P | entropy | mse")->capture_default_str();
   start->add_flag("--per-channel", o->per_channel, "Per-output-channel INT8 weights");
   start->add_flag("--asymmetric", o->asymmetric, "Asymmetric activations (zero points)");
   start->add_option("--keep-fp32", o->keep_fp32, "Linear layers to keep in FP32 (e.g. classifier, layers.0.w2)");
-  start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)");
-  start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta")->capture_default_str();
-  start->add_option("--neighbours", o->neighbours, "Secure-aggregation graph degree (0: automatic)");
-  start->add_option("--threshold", o->threshold, "Shamir threshold (0: a majority of share holders)");
+  start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)")->check(CLI::Range(0.0, 100.0));
+  start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta, in (0, 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  start->add_option("--neighbours", o->neighbours, "Secure-aggregation graph degree (0: automatic)")->check(CLI::Range(0, 254));
+  start->add_option("--threshold", o->threshold, "Shamir threshold (0: a majority of share holders)")->check(CLI::Range(0, 255));
   start->add_option("--lane-bits", o->lane_bits,
-                    "Bits per masked value: 0 (default) = 32 when every sum fits below 2^31, else 64; or 32 / 64");
+                    "Bits per masked value: 0 (default) = 32 when every sum fits below 2^31, else 64; or 32 / 64")
+      ->check(CLI::IsMember({0, 32, 64}));
   start->add_flag("--wait", o->wait, "Wait for the round to finish, then print its report");
   start->add_option(
       "--variant", o->variants,
@@ -124,7 +130,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
   };
   auto status_options = std::make_shared<StatusOptions>();
   CLI::App* status = round->add_subcommand("status", "A round's stage and progress (the latest round by default)");
-  status->add_option("id", status_options->id, "Round id");
+  status->add_option("id", status_options->id, "Round id (default: the latest)")->check(CLI::PositiveNumber);
   status->add_flag("--watch", status_options->watch, "Follow the round live until it ends");
   status->callback([&context, status_options] {
     nlohmann::json request = {{"command", "round.status"}};
@@ -135,7 +141,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
   });
   auto report_id = std::make_shared<int64_t>(0);
   CLI::App* report = round->add_subcommand("report", "The accuracy/speed report of a round's result");
-  report->add_option("id", *report_id, "Round id")->required();
+  report->add_option("id", *report_id, "Round id")->required()->check(CLI::PositiveNumber);
   report->callback([&context, report_id] {
     const auto reply = context.call({{"command", "round.report"}, {"id", *report_id}});
     context.print(reply, format_round(reply));

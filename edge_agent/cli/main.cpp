@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
   CLI::App* generate =
       app.add_subcommand("generate", "Continue a prompt with the device's active model (through the running agent)");
   generate->add_option("--prompt", prompt, "Text to continue")->required();
-  generate->add_option("--max-tokens", max_tokens, "Tokens to generate at most")->capture_default_str();
-  generate->add_option("--temperature", temperature, "0: greedy")->capture_default_str();
+  generate->add_option("--max-tokens", max_tokens, "Tokens to generate at most")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  generate->add_option("--temperature", temperature, "0: greedy")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
   generate->add_flag("--json", json, "Print the reply as JSON");
   generate->callback([&] {
     const AgentConfig config = AgentConfig::load(config_path);

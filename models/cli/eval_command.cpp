@@ -109,8 +109,10 @@ void add_eval_command(CLI::App& app) {
                       "Reference model (same vocabulary) to compare next-token distributions with");
   command->add_option("--reference-tokenizer", options->reference_tokenizer,
                       "Tokenizer of the reference model, checked to tokenize like the model's");
-  command->add_option("--context", options->context, "Window length in tokens (default: the model's context length)");
-  command->add_option("--stride", options->stride, "Tokens each window advances (default: half the window)");
+  command->add_option("--context", options->context, "Window length in tokens (default: the model's context length)")
+      ->check(CLI::Range(2, 1 << 20));
+  command->add_option("--stride", options->stride, "Tokens each window advances (default: half the window)")
+      ->check(CLI::Range(1, 1 << 20));
   command->add_flag("--json", options->json, "Print one JSON object");
   command->callback([options] { run_eval(*options); });
 }

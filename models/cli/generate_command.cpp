@@ -68,7 +68,9 @@ void add_generate_command(CLI::App& app) {
   command->add_option("--temperature", options->temperature, "Sampling temperature; 0 is greedy argmax")
       ->capture_default_str()
       ->check(CLI::Range(0.0f, 100.0f));
-  command->add_option("--top-p", options->top_p, "Nucleus sampling threshold in (0, 1]")->capture_default_str();
+  command->add_option("--top-p", options->top_p, "Nucleus sampling threshold in (0, 1]")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6f, 1.0f));
   command->add_option("--seed", options->seed, "Random seed of the sampler")->capture_default_str();
   command->add_flag("-q,--quiet", options->quiet, "Do not print timing to stderr");
   command->callback([options] { run_generate(*options); });

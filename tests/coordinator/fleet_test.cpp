@@ -926,11 +926,24 @@ TEST_CASE(
   const auto keys = run_command(cli + " keys --json");
   CHECK(keys.exit_code == 0);
   CHECK(nlohmann::json::parse(keys.output, nullptr, false).contains("curve_public_key"));
+  // Values with a unit are checked as they are parsed: a usage error (exit 2) naming the option.
   const auto waves = run_command(cli + " rollout start --model 1 --waves 5%,abc", true);
-  CHECK(waves.exit_code == 1);
+  CHECK(waves.exit_code == 2);
   CHECK(waves.output.find("--waves: 'abc' is not a percentage") != std::string::npos);
-  // A round that needs more agents than are online starts, with a warning.
+  const auto soak = run_command(cli + " rollout start --model 1 --soak 30x", true);
+  CHECK(soak.exit_code == 2);
+  CHECK(soak.output.find("--soak: '30x' is not a duration") != std::string::npos);
   const int64_t model = fleet.import_model();
+  const auto rollout = run_command(cli + " rollout start --json --model " + std::to_string(model) +
+                                   " --waves 50,100% --min-healthy 75% --soak 2min --wave-timeout 1.5h");
+  REQUIRE(rollout.exit_code == 0);
+  const nlohmann::json rollout_settings = nlohmann::json::parse(rollout.output)["settings"];
+  CHECK(rollout_settings["soak_ms"] == 120000);
+  CHECK(rollout_settings["wave_timeout_ms"] == 5400000);
+  CHECK(rollout_settings["min_healthy"] == 75.0);
+  CHECK(rollout_settings["waves"] == nlohmann::json::array({50.0, 100.0}));
+  CHECK(run_command(cli + " rollout abort").exit_code == 0);
+  // A round that needs more agents than are online starts, with a warning.
   const auto start = run_command(cli + " round start --model " + std::to_string(model) + " --min-agents 3", true);
   CHECK(start.exit_code == 0);
   CHECK(start.output.find("warning: 1 agent(s) online, the round needs at least 3") != std::string::npos);
