@@ -1,6 +1,10 @@
 #include "coordinator/cli/report_format.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cstdint>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/text.h"
@@ -94,20 +98,28 @@ std::string format_round(const nlohmann::json& round) {
 
 std::string format_agents(const nlohmann::json& agents) {
   const int64_t now = wall_ms();
-  std::string out = fmt::format("{:>4}  {:<20} {:<8} {:<9} {:>5} {:>6}  {:<12} {:>9}  {:<14} {}\n", "id", "name", "state", "arch",
-                                "cores", "RAM GB", "active", "seen", "labels", "problem");
+  std::string out = fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<14} {:>5} {:>6}  {:<12} {:>9}  {:<14} {}\n", "id", "name", "state",
+                                "arch", "ISA", "cores", "RAM GB", "active", "seen", "labels", "problem");
   for (const auto& agent : agents["agents"]) {
     const auto& profile = agent["profile"];
-    std::string labels;
-    for (const auto& label : profile.value("labels", nlohmann::json::array())) {
-      if (label.is_string()) labels += (labels.empty() ? "" : ",") + label.get<std::string>();
-    }
+    // The last `most` strings of a profile list, joined.
+    const auto joined = [&profile](const char* key, size_t most) {
+      std::vector<std::string> items;
+      for (const auto& item : profile.value(key, nlohmann::json::array())) {
+        if (item.is_string()) items.push_back(item.get<std::string>());
+      }
+      if (items.size() > most) items.erase(items.begin(), items.end() - static_cast<ptrdiff_t>(most));
+      return fmt::format("{}", fmt::join(items, ","));
+    };
+    const std::string labels = joined("labels", SIZE_MAX);
+    const std::string isa = joined("isa_features", 2);  // listed the most capable last: the last two say enough here
     const int64_t seen = agent.value("last_seen_ms", int64_t{0});
     const std::string seen_text = seen <= 0 ? "never" : fmt::format("{}s ago", std::max<int64_t>(0, (now - seen) / 1000));
     const std::string problem = agent.value("problem", std::string());
-    out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:>5} {:>6.1f}  {:<12} {:>9}  {:<14} {}\n", agent["id"].get<int64_t>(),
+    out += fmt::format("{:>4}  {:<20} {:<8} {:<9} {:<14} {:>5} {:>6.1f}  {:<12} {:>9}  {:<14} {}\n", agent["id"].get<int64_t>(),
                        escape_controls(agent["name"].get<std::string>()), agent.value("state", std::string("?")),
-                       escape_controls(profile.value("arch", std::string("-"))), profile.value("cores", 0),
+                       escape_controls(profile.value("arch", std::string("-"))), escape_controls(isa.empty() ? "-" : isa),
+                       profile.value("cores", 0),
                        number(profile, "ram_bytes") / 1e9, agent.value("active_model", std::string()).substr(0, 12), seen_text,
                        escape_controls(labels), escape_controls(problem));
   }

@@ -138,6 +138,7 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
   CHECK(cli.exit_code == 0);
   CHECK(cli.output.find("offline: silent for") != std::string::npos);
   CHECK(cli.output.find("no text") != std::string::npos);
+  CHECK(cli.output.find(" ISA ") != std::string::npos);  // with arch, cores, RAM, active model, last seen and labels
   // What one agent reported, from the coordinator.
   const auto logs = run_command(built_binary("fedcal-coordinator") + " -c " + fleet.path("coordinator.toml") + " logs --agent " +
                                     std::to_string(no_text),
