@@ -45,6 +45,15 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       ->check(CLI::Range(0, 100000));
   command.add_option("--sensitivity-text", options.sensitivity_text, "Text (one context window is used) for --auto-fp32")
       ->check(CLI::ExistingFile);
+  command
+      .add_option("--activations", options.activations,
+                  "static: at the scales of the package or of --stats (calibrated); dynamic: per token at run time, "
+                  "no statistics needed (the calibration-free baseline)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, ActivationQuantization>{{"static", ActivationQuantization::kStatic},
+                                                        {"dynamic", ActivationQuantization::kDynamic}},
+          CLI::ignore_case))
+      ->default_str("static");
 }
 
 LoadedModel load_model_with(const ModelOptions& options) {
@@ -53,6 +62,18 @@ LoadedModel load_model_with(const ModelOptions& options) {
   return load_model(options.model, &key);
 }
 
+namespace {
+
+// What the weights take from `options`: granularity and the layers kept in FP32.
+QuantizeOptions weight_options(const QuantizationOptions& options) {
+  QuantizeOptions quantize;
+  quantize.per_channel = options.per_channel;
+  quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
+  return quantize;
+}
+
+}  // namespace
+
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
                                const XnnRuntime& runtime, PackageProvenance& provenance) {
   const CalibrationStats stats = read_stats(options.stats.value());
@@ -60,11 +81,9 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   if (stats.model_sha256 != provenance.source_model_sha256) {
     fail("{}: statistics were recorded on another model than {}", *options.stats, loaded.path);
   }
-  QuantizeOptions quantize;
+  QuantizeOptions quantize = weight_options(options);
   quantize.method = ScaleMethodSpec::parse(options.method);
-  quantize.per_channel = options.per_channel;
   quantize.asymmetric = options.asymmetric;
-  quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
   if (options.auto_fp32 > 0) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
@@ -85,9 +104,17 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
                                               const QuantizationOptions& options, const Tokenizer* tokenizer,
                                               TransformerOptions transformer_options) {
+  transformer_options.activations = options.activations;
+  const bool dynamic = options.activations == ActivationQuantization::kDynamic;
   if (!loaded.int8.empty()) {
     if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
     return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &loaded.int8);
+  }
+  if (dynamic) {
+    if (options.stats) fail("--activations dynamic needs no statistics: leave out --stats {}", *options.stats);
+    if (options.auto_fp32 > 0) fail("--auto-fp32 ranks layers by their static INT8 error: use --keep-fp32 with --activations dynamic");
+    const QuantizedLinears int8 = quantize_model_weights(loaded.model, weight_options(options));
+    return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &int8);
   }
   if (!options.stats) return std::make_unique<Transformer>(loaded.model, runtime, transformer_options);
   PackageProvenance provenance;

@@ -33,6 +33,7 @@ struct QuantizationOptions {
   std::vector<std::string> keep_fp32;
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
+  ActivationQuantization activations = ActivationQuantization::kStatic;
 };
 void add_quantization_options(CLI::App& command, QuantizationOptions& options);
 
@@ -41,7 +42,9 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options);
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
                                const XnnRuntime& runtime, PackageProvenance& provenance);
 
-// The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32.
+// The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32;
+// with dynamic activations, a package's INT8 weights or an FP32 model's weights quantized now (no
+// statistics), each token's activations quantized at run time.
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
                                               const QuantizationOptions& options, const Tokenizer* tokenizer = nullptr,
                                               TransformerOptions transformer_options = {});

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "models/engine/vector_math.h"
+#include "models/quant/linear_dynamic_int8.h"
 
 namespace fedcal {
 
@@ -21,14 +22,15 @@ namespace {
 
 std::vector<float> padded(size_t floats) { return std::vector<float>(floats + XNN_EXTRA_BYTES / sizeof(float), 0.0f); }
 
-// The INT8 layer if `int8` lists `name`, else the FP32 one.
+// The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one.
 std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, int out, const std::string& name,
-                                    const QuantizedLinears* int8) {
+                                    const QuantizedLinears* int8, ActivationQuantization activations) {
   if (int8 != nullptr) {
     if (auto it = int8->find(name); it != int8->end()) {
       const QuantizedMatrix& q = it->second.weights;
       if (q.rows != out || q.cols != in)
         fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
+      if (activations == ActivationQuantization::kDynamic) return std::make_unique<LinearDynamicInt8>(q, name);
       return std::make_unique<LinearInt8>(it->second, name);
     }
   }
@@ -69,16 +71,16 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
     layer->attn_norm = w.attn_norm;
     layer->ffn_norm = w.ffn_norm;
-    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"), int8);
-    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8);
-    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8);
-    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"), int8);
-    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8);
-    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8);
-    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"), int8);
+    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"), int8, options_.activations);
+    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8, options_.activations);
+    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8, options_.activations);
+    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"), int8, options_.activations);
+    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8, options_.activations);
+    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8, options_.activations);
+    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"), int8, options_.activations);
     layers_.push_back(std::move(layer));
   }
-  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8);
+  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8, options_.activations);
 
   // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size).
   const int half = c.head_size() / 2;

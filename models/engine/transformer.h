@@ -14,8 +14,14 @@
 
 namespace fedcal {
 
+// How the INT8 linears quantize what enters them: at the static scales their package or statistics
+// hold (calibrated), or per token at run time (dynamic: no calibration, the baseline a calibration
+// has to beat; linear_dynamic_int8.h).
+enum class ActivationQuantization { kStatic, kDynamic };
+
 struct TransformerOptions {
   int max_batch = 64;  // tokens per prefill chunk through each linear layer
+  ActivationQuantization activations = ActivationQuantization::kStatic;
 };
 
 class Transformer {

@@ -170,6 +170,37 @@ FEDCAL_KERNEL void dequantize_int8(const int8_t* __restrict q, float* __restrict
   for (size_t i = 0; i < size; ++i) x[i] = static_cast<float>(q[i] - zero_point) * scale;
 }
 
+FEDCAL_KERNEL float max_abs(const float* x, size_t size) {
+  float partial[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= size; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float a = std::fabs(x[i + j]);
+      partial[j] = a > partial[j] ? a : partial[j];
+    }
+  }
+  float max = 0.0f;
+  for (; i < size; ++i) max = std::fabs(x[i]) > max ? std::fabs(x[i]) : max;
+  for (const float p : partial) max = p > max ? p : max;
+  return max;
+}
+
+namespace {
+
+// One row's INT8 dot product: integer sums are exact in any order, so the compiler is free to
+// vectorize the plain loop as a dot-product reduction (pmaddwd on x86, sdot on ARMv8.2).
+FEDCAL_INLINE int32_t dot_int8_inline(const int8_t* __restrict x, const int8_t* __restrict w, int cols) {
+  int32_t sum = 0;
+  for (int c = 0; c < cols; ++c) sum += static_cast<int32_t>(x[c]) * static_cast<int32_t>(w[c]);
+  return sum;
+}
+
+}  // namespace
+
+FEDCAL_KERNEL void dot_int8_rows(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out) {
+  for (int r = 0; r < rows; ++r) out[r] = dot_int8_inline(x, w + static_cast<size_t>(r) * cols, cols);
+}
+
 FEDCAL_KERNEL int argmax(std::span<const float> values) {
   const int size = static_cast<int>(values.size());
   const float max = max_inline(values.data(), size);

@@ -33,6 +33,13 @@ void attention_head(const float* q, const float* keys, const float* values, int 
 void quantize_int8(const float* x, int8_t* q, size_t size, float scale, int zero_point);
 void dequantize_int8(const int8_t* q, float* x, size_t size, float scale, int zero_point);
 
+// The largest |x[i]| (0 for an empty range; NaN is ignored).
+float max_abs(const float* x, size_t size);
+
+// out[r] = sum over c < cols of x[c] * w[r * cols + c], for r < rows: exact INT32 sums (cols at most
+// 2^17, so no sum of INT8 products can overflow).
+void dot_int8_rows(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out);
+
 // Index of the largest value (the first one on ties); values must not be empty.
 int argmax(std::span<const float> values);
 

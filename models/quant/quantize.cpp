@@ -41,22 +41,14 @@ const std::vector<float>& linear_weights(const Model& model, const std::string& 
   fail("no linear layer named '{}'", name);
 }
 
-QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options) {
+QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOptions& options) {
   const ModelConfig& c = model.config;
-  stats.check_fits(c);
   const auto sites = linear_sites(c);
   for (const std::string& name : options.keep_fp32) {
     bool known = name == "token_embedding";
     for (const LinearSite& site : sites) known = known || site.name == name || site.name.rfind(name + ".", 0) == 0;
     if (!known) fail("--keep-fp32: no linear layer or layer named '{}'", name);
   }
-  auto activation = [&](int point) {
-    // The logits keep their full range: clipping the largest logits would change the argmax, which is
-    // the one thing next-token prediction needs exactly. Every other point uses the requested method.
-    const ScaleMethodSpec method = point == logits_point(c) ? ScaleMethodSpec{ScaleMethod::kMinMax} : options.method;
-    return with_context([&] { return "quantization point " + stats.points[point]; },
-                        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
-  };
   QuantizedLinears out;
   for (const LinearSite& site : sites) {
     const std::string layer_prefix = site.name.substr(0, site.name.rfind('.'));
@@ -66,8 +58,6 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
     layer.weights = quantize_weights(weights, rows, cols, options.per_channel);
-    layer.input = activation(site.input_point);
-    layer.output = activation(site.output_point);
     out.emplace(site.name, std::move(layer));
   }
   // A separate token table goes INT8 per row with the model (a tied one is the classifier's).
@@ -75,6 +65,26 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     QuantizedLinear table;
     table.weights = quantize_weights(model.token_embedding, c.vocab_size, c.dim, /*per_channel=*/true);
     out.emplace("token_embedding", std::move(table));
+  }
+  return out;
+}
+
+QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options) {
+  const ModelConfig& c = model.config;
+  stats.check_fits(c);
+  auto activation = [&](int point) {
+    // The logits keep their full range: clipping the largest logits would change the argmax, which is
+    // the one thing next-token prediction needs exactly. Every other point uses the requested method.
+    const ScaleMethodSpec method = point == logits_point(c) ? ScaleMethodSpec{ScaleMethod::kMinMax} : options.method;
+    return with_context([&] { return "quantization point " + stats.points[point]; },
+                        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
+  };
+  QuantizedLinears out = quantize_model_weights(model, options);
+  for (const LinearSite& site : linear_sites(c)) {
+    const auto layer = out.find(site.name);
+    if (layer == out.end()) continue;  // kept in FP32
+    layer->second.input = activation(site.input_point);
+    layer->second.output = activation(site.output_point);
   }
   return out;
 }

@@ -32,6 +32,10 @@ std::vector<LinearSite> linear_sites(const ModelConfig& config);
 // point has no usable values; the message names the point.
 QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options);
 
+// The INT8 weights alone (activation parameters left at their defaults): what dynamic activations
+// need, no statistics. `options.method` and `asymmetric` are not used.
+QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOptions& options);
+
 // What a package records about INT8 layers quantized from `stats` with `options` (one definition, so
 // a package built by `fedcal-model quantize` and one built by a federated round agree byte for byte).
 PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats);

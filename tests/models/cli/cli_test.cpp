@@ -107,5 +107,44 @@ TEST_CASE("fedcal-model reports bad usage and bad files with a message and a non
   CHECK(run_command(fedcal_model() + " synth --preset tiny --seed x -o " + model).exit_code == 2);
 }
 
+TEST_CASE("fedcal-model --activations dynamic: a package's INT8 weights or an FP32 model's, no statistics" * doctest::timeout(120)) {
+  testing::ScratchDir dir;
+  const std::string model = dir.path("tiny.bin");
+  REQUIRE(run_command(fedcal_model() + " synth --preset tiny --seed 3 -o " + model).exit_code == 0);
+  const std::string spm = testing::train_sentencepiece(dir.root(), testing::tinystories_train().substr(0, 100000), 512);
+  testing::llama2c_tokenizer_from_sentencepiece(spm).write(dir.path("tokenizer.bin"));
+  const std::string with_model = " -m " + model + " --tokenizer " + dir.path("tokenizer.bin") + " -t 1";
+  const std::string text = dir.path("text.txt");
+  testing::write_text(text, testing::tinystories_heldout().substr(0, 2000));
+  const auto calibrate = run_command(fedcal_model() + " calibrate -q --seq-len 128 --text " + text + " -o " + dir.path("s.stats") + with_model, true);
+  REQUIRE_MESSAGE(calibrate.exit_code == 0, calibrate.output);
+  REQUIRE(run_command(fedcal_model() + " quantize --per-channel --stats " + dir.path("s.stats") + with_model + " -o " +
+                      dir.path("q.pkg") + " 2>/dev/null")
+              .exit_code == 0);
+  const auto eval = [&](const std::string& options) {
+    const auto result = run_command(fedcal_model() + " eval --json --text " + text + " --reference " + model + options);
+    REQUIRE(result.exit_code == 0);
+    return nlohmann::json::parse(result.output);
+  };
+  // The FP32 model with its weights quantized now, and the static package's weights with dynamic activations:
+  // the same weights (per channel), so the same figures.
+  const nlohmann::json from_fp32 = eval(" --activations dynamic --per-channel" + with_model);
+  const nlohmann::json from_package = eval(" --activations dynamic -m " + dir.path("q.pkg") + " -t 1");
+  const nlohmann::json static_package = eval(" -m " + dir.path("q.pkg") + " -t 1");
+  CHECK(from_fp32["mean_kl"].get<double>() > 0.0);
+  CHECK(from_fp32["mean_kl"].get<double>() == doctest::Approx(from_package["mean_kl"].get<double>()).epsilon(1e-9));
+  CHECK(from_fp32["mean_kl"].get<double>() != doctest::Approx(static_package["mean_kl"].get<double>()).epsilon(1e-3));
+  // Refused by name: statistics with dynamic activations, a package of dynamic activations, an unknown mode.
+  const auto with_stats = run_command(fedcal_model() + " eval --text " + text + " --activations dynamic --stats " +
+                                          dir.path("s.stats") + with_model + " 2>&1",
+                                      true);
+  CHECK(with_stats.exit_code != 0);
+  CHECK(with_stats.output.find("--activations dynamic needs no statistics") != std::string::npos);
+  const auto package = run_command(fedcal_model() + " quantize --activations dynamic" + with_model + " -o " + dir.path("d.pkg") + " 2>&1", true);
+  CHECK(package.exit_code != 0);
+  CHECK(package.output.find("a package holds static activation scales") != std::string::npos);
+  CHECK(run_command(fedcal_model() + " eval --text " + text + " --activations sometimes" + with_model + " 2>&1", true).exit_code == 2);
+}
+
 }  // namespace
 }  // namespace fedcal

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
+#include "models/quant/linear_dynamic_int8.h"
 #include "models/quant/linear_int8.h"
 #include "models/quant/quantize.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
@@ -252,6 +253,74 @@ TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agre
     CHECK(std::sqrt(error / norm) < 0.1);
     CHECK(agree >= static_cast<int>(probe.size() * 0.8));
   }
+}
+
+TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token scales, exact integer sums") {
+  for (const bool per_channel : {false, true}) {
+    for (const int threads : {1, 2}) {
+      CAPTURE(per_channel);
+      CAPTURE(threads);
+      // Odd sizes (not a multiple of any vector width or of the 32-row tasks), tokens of very different
+      // magnitudes, and an all-zero token.
+      const int in = 97, out = 71, batch = 5;
+      std::mt19937 rng(static_cast<unsigned>(per_channel * 2 + threads));
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> weights(static_cast<size_t>(in) * out);
+      for (size_t i = 0; i < weights.size(); ++i) weights[i] = 0.1f * normal(rng) * (1.0f + static_cast<float>(i / in % 7));
+      const QuantizedMatrix matrix = quantize_weights(weights, out, in, per_channel);
+      std::vector<float> input(static_cast<size_t>(batch) * in);
+      for (size_t i = 0; i < input.size(); ++i) input[i] = normal(rng) * (i / in == 1 ? 300.0f : 1.0f);
+      std::fill(input.begin() + 3 * in, input.begin() + 4 * in, 0.0f);
+      XnnRuntime runtime(threads);
+      LinearDynamicInt8 linear(matrix, "test");
+      std::vector<float> output(static_cast<size_t>(batch) * out);
+      linear.run(runtime, batch, input.data(), output.data());
+      const std::vector<float> expected = reference_linear_dynamic_int8(matrix, input, batch);
+      for (size_t i = 0; i < output.size(); ++i) {
+        CHECK(std::fabs(output[i] - expected[i]) <= 1e-6f * std::max(std::fabs(output[i]), std::fabs(expected[i])));
+      }
+      for (int o = 0; o < out; ++o) CHECK(output[static_cast<size_t>(3 * out + o)] == 0.0f);
+      // Each token alone gives what it gave in the batch: nothing depends on its neighbours.
+      std::vector<float> alone(static_cast<size_t>(out));
+      linear.run(runtime, 1, input.data() + in, alone.data());
+      for (int o = 0; o < out; ++o) CHECK(alone[static_cast<size_t>(o)] == output[static_cast<size_t>(out + o)]);
+    }
+  }
+}
+
+TEST_CASE("Dynamic activations: no statistics, logits close to FP32, and prefill equals decode exactly") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 4);
+  XnnRuntime runtime(1);
+  Transformer fp32(model, runtime);
+  std::mt19937 rng(3);
+  std::vector<int> probe{1};
+  for (int i = 0; i < 40; ++i) probe.push_back(static_cast<int>(rng() % config.vocab_size));
+  const auto expected_span = fp32.forward(probe, 0, true);
+  const std::vector<float> expected(expected_span.begin(), expected_span.end());
+  QuantizeOptions options;
+  options.per_channel = true;
+  const QuantizedLinears int8 = quantize_model_weights(model, options);
+  CHECK(int8.size() == 15u);
+  TransformerOptions dynamic;
+  dynamic.activations = ActivationQuantization::kDynamic;
+  Transformer quantized(model, runtime, dynamic, &int8);
+  const auto prefill_span = quantized.forward(probe, 0, true);
+  const std::vector<float> prefill(prefill_span.begin(), prefill_span.end());
+  double error = 0, norm = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    error += (prefill[i] - expected[i]) * (prefill[i] - expected[i]);
+    norm += expected[i] * expected[i];
+  }
+  CHECK(std::sqrt(error / norm) < 0.05);
+  // Token by token: the same logits bit for bit (a token's activation scale is its own).
+  Transformer stepwise(model, runtime, dynamic, &int8);
+  size_t different = 0;
+  for (size_t t = 0; t < probe.size(); ++t) {
+    const auto step = stepwise.forward(std::span(&probe[t], 1), static_cast<int>(t), false);
+    for (int v = 0; v < config.vocab_size; ++v) different += step[static_cast<size_t>(v)] != prefill[t * config.vocab_size + v];
+  }
+  CHECK(different == 0);
 }
 
 }  // namespace
