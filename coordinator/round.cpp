@@ -411,7 +411,10 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       LocalReport local = LocalReport::from_wire(agent_id, report);
       // One check per package the agent was sent, no other: a duplicated or foreign label is refused.
       std::set<std::string> expected;
-      for (const size_t result : results_for(agent_id)) expected.insert(result_labels_[result]);
+      for (const size_t result : results_for(agent_id)) {
+        expected.insert(result_labels_[result]);
+        if (result_labels_[result] != "public") expected.insert(kDynamicCheckLabel);  // the fleet package's weights
+      }
       std::set<std::string> seen;
       for (const PackageCheck& check : local.checks) {
         if (!expected.count(check.label)) fail("localReport: agent {} was not sent a '{}' package", agent_id, check.label);
@@ -784,7 +787,9 @@ nlohmann::json Round::status() const {
   json["models"] = models;
   json["fp32_bytes"] = model_.bytes;
   nlohmann::json checks = nlohmann::json::object();
-  for (const std::string& label : result_labels_) {
+  std::vector<std::string> check_labels = result_labels_;
+  if (!results_.empty()) check_labels.push_back(kDynamicCheckLabel);
+  for (const std::string& label : check_labels) {
     std::vector<const PackageCheck*> per_agent;
     for (const auto& [index, report] : reports_) {
       for (const PackageCheck& check : report.checks) {

@@ -66,7 +66,7 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
 
   XnnRuntime runtime(resolve_threads(options.threads, fp32.model.config.parameter_count()));
   Transformer reference(fp32.model, runtime, {}, fp32.int8.empty() ? nullptr : &fp32.int8);
-  Transformer quantized(int8.model, runtime, {}, int8.int8.empty() ? nullptr : &int8.int8);
+  Transformer quantized(int8.model, runtime, {.activations = options.activations}, int8.int8.empty() ? nullptr : &int8.int8);
   const EvalResult result = evaluate(quantized, &reference, tokens, heldout_text.size());
 
   LocalCheck check;

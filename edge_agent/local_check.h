@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/signing.h"
+#include "models/engine/transformer.h"
 #include "edge_agent/agent_config.h"
 
 namespace fedcal::edge_agent {
@@ -29,6 +30,9 @@ struct LocalCheckOptions {
   int max_tokens = 4096;
   int decode_tokens = 16;  // per run
   int decode_runs = 5;
+  // How the candidate's INT8 linears quantize activations: its static scales, or per token at run
+  // time (the calibration-free baseline a round reports next to its calibrated packages).
+  ActivationQuantization activations = ActivationQuantization::kStatic;
 };
 
 // The options of an agent's config.

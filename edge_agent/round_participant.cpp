@@ -142,10 +142,18 @@ void Agent::advance() {
     const LocalCheckOptions options = local_check_options(config_);
     work.checks = std::async(std::launch::async, [this, fp32, packages, options] {
       const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
+      const std::string& heldout = text.heldout.empty() ? text.calibration : text.heldout;
       std::vector<LocalCheck> checks;
       for (const auto& [label, path] : packages) {
-        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_,
-                                       text.heldout.empty() ? text.calibration : text.heldout, options));
+        checks.push_back(check_package(label, fp32, path, coordinator_signing_key_, heldout, options));
+      }
+      // The calibration-free baseline: the fleet package's INT8 weights with dynamic activations.
+      for (const auto& [label, path] : packages) {
+        if (label != "fleet" && label.rfind("group:", 0) != 0) continue;
+        LocalCheckOptions dynamic = options;
+        dynamic.activations = ActivationQuantization::kDynamic;
+        checks.push_back(check_package(kDynamicCheckLabel, fp32, path, coordinator_signing_key_, heldout, dynamic));
+        break;
       }
       return checks;
     });

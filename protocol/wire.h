@@ -82,6 +82,9 @@ inline constexpr double kMaxReportedNats = 50;
 inline constexpr double kMaxReportedTokensPerSecond = 1e6;
 // A speed's run-to-run spread, (fastest - slowest) / median: a run 100x the median is not a measurement.
 inline constexpr double kMaxReportedSpread = 100;
+// The label of the localReport check that runs the fleet's (or the agent's group's) package with
+// dynamic per-token activations: the calibration-free baseline, next to the packages' own labels.
+inline constexpr const char* kDynamicCheckLabel = "dynamic";
 inline constexpr uint64_t kMaxReportedTokens = uint64_t{1} << 24;
 
 // A measured figure from the network: finite and within [0, max]; throws Error naming `what`.

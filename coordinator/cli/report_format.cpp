@@ -55,7 +55,8 @@ std::string format_round(const nlohmann::json& round) {
   }
   if (round.contains("checks") && round["checks"].is_object() && !round["checks"].empty()) {
     out += "  local checks on the agents' held-out text (accuracy: mean over agents, each counted once; speed: median\n"
-           "  over agents, with the range over agents and the median run-to-run spread on one agent):\n";
+           "  over agents, with the range over agents and the median run-to-run spread on one agent; dynamic: the\n"
+           "  fleet package's INT8 weights with per-token activation scales, the baseline that needs no calibration):\n";
     out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}  {}\n", "model", "agents", "tokens", "ppl FP32",
                        "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup", "speedup range, run spread");
     for (const auto& [label, check] : round["checks"].items()) {

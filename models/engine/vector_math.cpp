@@ -185,22 +185,6 @@ FEDCAL_KERNEL float max_abs(const float* x, size_t size) {
   return max;
 }
 
-namespace {
-
-// One row's INT8 dot product: integer sums are exact in any order, so the compiler is free to
-// vectorize the plain loop as a dot-product reduction (pmaddwd on x86, sdot on ARMv8.2).
-FEDCAL_INLINE int32_t dot_int8_inline(const int8_t* __restrict x, const int8_t* __restrict w, int cols) {
-  int32_t sum = 0;
-  for (int c = 0; c < cols; ++c) sum += static_cast<int32_t>(x[c]) * static_cast<int32_t>(w[c]);
-  return sum;
-}
-
-}  // namespace
-
-FEDCAL_KERNEL void dot_int8_rows(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out) {
-  for (int r = 0; r < rows; ++r) out[r] = dot_int8_inline(x, w + static_cast<size_t>(r) * cols, cols);
-}
-
 FEDCAL_KERNEL int argmax(std::span<const float> values) {
   const int size = static_cast<int>(values.size());
   const float max = max_inline(values.data(), size);

@@ -96,6 +96,10 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   CHECK(report["checks"]["fleet"]["agents"] == 4);
   CHECK(report["checks"]["public"]["agents"] == 4);  // the baseline calibrated on the public text
   CHECK(report["checks"]["fleet"]["top1_agreement"].get<double>() > 0.9);
+  // The calibration-free baseline: the fleet package's weights with dynamic per-token activations.
+  CHECK(report["checks"]["dynamic"]["agents"] == 4);
+  CHECK(report["checks"]["dynamic"]["mean_kl"].get<double>() > 0.0);
+  CHECK(report["checks"]["dynamic"]["top1_agreement"].get<double>() > 0.9);
 
   // Centralized: the same tool chain on the concatenation of the agents' calibration text.
   const std::string fp32 = fp32_package_path(fleet, model);

@@ -156,5 +156,47 @@ TEST_CASE("quantize_int8 rounds half to even and saturates, dequantize_int8 inve
   CHECK(argmax(std::vector<float>{-3.0f, -1.0f, -2.0f}) == 1);
 }
 
+TEST_CASE("dot_int8_rows equals exact integer sums: any row count and length, the extreme values, max_abs") {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> byte(-128, 127), weight(-127, 127);
+  for (const int cols : {1, 31, 32, 33, 64, 95, 192, 512, 1000}) {
+    for (const int rows : {1, 3, 4, 5, 9}) {
+      CAPTURE(cols);
+      CAPTURE(rows);
+      std::vector<int8_t> x(static_cast<size_t>(cols)), w(static_cast<size_t>(rows) * cols);
+      for (int8_t& v : x) v = static_cast<int8_t>(byte(rng));
+      for (int8_t& v : w) v = static_cast<int8_t>(weight(rng));
+      // The extremes the AVX2 kernel's sign trick must get right: -128 (|x| = 128) against +-127, and 0.
+      x[0] = -128;
+      w[0] = 127;
+      if (cols > 2) x[2] = 0;
+      if (rows > 1) w[static_cast<size_t>(cols)] = -127;
+      std::vector<int32_t> out(static_cast<size_t>(rows));
+      dot_int8_rows(x.data(), w.data(), rows, cols, out.data());
+      for (int r = 0; r < rows; ++r) {
+        int64_t expected = 0;
+        for (int c = 0; c < cols; ++c) expected += int64_t{x[static_cast<size_t>(c)]} * w[static_cast<size_t>(r) * cols + c];
+        CHECK(out[static_cast<size_t>(r)] == expected);
+      }
+    }
+  }
+  // All -128 against all 127 or -127: the largest sums a row can have.
+  const int cols = 4096;
+  std::vector<int8_t> x(cols, -128), w(2 * cols, 127);
+  std::fill(w.begin() + cols, w.end(), -127);
+  std::vector<int32_t> out(2);
+  dot_int8_rows(x.data(), w.data(), 2, cols, out.data());
+  CHECK(out[0] == -128 * 127 * cols);
+  CHECK(out[1] == 128 * 127 * cols);
+
+  const std::vector<float> values = {0.5f, -3.0f, 2.0f, std::nanf(""), -0.0f};
+  CHECK(max_abs(values.data(), values.size()) == 3.0f);
+  CHECK(max_abs(values.data(), 0) == 0.0f);
+  const std::vector<float> many = random_values(1000, -7.0f, 5.0f, 9);
+  float expected_max = 0.0f;
+  for (const float v : many) expected_max = std::max(expected_max, std::fabs(v));
+  CHECK(max_abs(many.data(), many.size()) == expected_max);
+}
+
 }  // namespace
 }  // namespace fedcal
