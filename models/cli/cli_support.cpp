@@ -2,6 +2,8 @@
 
 #include "common/error.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -43,7 +45,12 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       .add_option("--auto-fp32", options.auto_fp32,
                   "Keep the K linear layers whose INT8 alone moves the output most (KL vs FP32) in FP32")
       ->check(CLI::Range(0, 100000));
-  command.add_option("--sensitivity-text", options.sensitivity_text, "Text (one context window is used) for --auto-fp32")
+  command
+      .add_option("--target-kl", options.target_kl,
+                  "Keep the fewest linear layers in FP32, most sensitive first, that bring the mean KL vs FP32 on "
+                  "--sensitivity-text to at most this (nats per token, e.g. 0.001)")
+      ->check(CLI::Range(0.0, 10.0));
+  command.add_option("--sensitivity-text", options.sensitivity_text, "Text (one context window is used) for --auto-fp32 and --target-kl")
       ->check(CLI::ExistingFile);
   command
       .add_option("--activations", options.activations,
@@ -84,6 +91,17 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   QuantizeOptions quantize = weight_options(options);
   quantize.method = ScaleMethodSpec::parse(options.method);
   quantize.asymmetric = options.asymmetric;
+  if (options.auto_fp32 > 0 && options.target_kl) fail("--auto-fp32 and --target-kl both choose the FP32 layers: give one");
+  if (options.target_kl) {
+    if (!options.sensitivity_text || tokenizer == nullptr) fail("--target-kl needs --sensitivity-text and a tokenizer");
+    const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+    const MixedPrecision choice = with_context([&] { return *options.stats; }, [&] {
+      return fewest_fp32_layers(loaded.model, stats, quantize, tokens, runtime, *options.target_kl);
+    });
+    std::fprintf(stderr, "[target-kl] %zu layer(s) in FP32 for KL %.3g <= %.3g%s%s\n", choice.fp32_layers.size(), choice.mean_kl,
+                 *options.target_kl, choice.fp32_layers.empty() ? "" : ": ", fmt::format("{}", fmt::join(choice.fp32_layers, ", ")).c_str());
+    quantize.keep_fp32.insert(choice.fp32_layers.begin(), choice.fp32_layers.end());
+  }
   if (options.auto_fp32 > 0) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);

@@ -32,6 +32,7 @@ struct QuantizationOptions {
   bool asymmetric = false;
   std::vector<std::string> keep_fp32;
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
+  std::optional<double> target_kl;              // keep the fewest sensitive linears in FP32 that reach this KL
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
   ActivationQuantization activations = ActivationQuantization::kStatic;
 };

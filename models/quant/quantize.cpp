@@ -89,42 +89,83 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
   return out;
 }
 
+namespace {
+
+// The mean KL divergence from FP32, per token, of candidates run on one window of text: the FP32
+// log-probabilities are computed once.
+class WindowKl {
+ public:
+  WindowKl(const Model& model, const std::vector<int>& tokens, const XnnRuntime& runtime)
+      : config_(model.config),
+        window_(tokens.begin(), tokens.begin() + static_cast<ptrdiff_t>(std::min<size_t>(tokens.size(), model.config.max_seq_len))) {
+    if (window_.size() < 2) fail("measuring KL needs at least 2 tokens of text");
+    Transformer fp32(model, runtime);
+    reference_ = log_softmax(fp32.forward(window_, 0, true));
+  }
+
+  double of(Transformer& candidate) const {
+    const std::vector<double> log = log_softmax(candidate.forward(window_, 0, true));
+    double kl = 0;
+    for (size_t i = 0; i < reference_.size(); ++i) kl += std::exp(reference_[i]) * (reference_[i] - log[i]);
+    return std::max(0.0, kl / static_cast<double>(window_.size()));
+  }
+
+ private:
+  std::vector<double> log_softmax(std::span<const float> logits) const {
+    std::vector<double> out(logits.size());
+    const size_t vocab = static_cast<size_t>(config_.vocab_size);
+    for (size_t t = 0; t < window_.size(); ++t) {
+      auto row = logits.subspan(t * vocab, vocab);
+      const double max = *std::max_element(row.begin(), row.end());
+      double sum = 0;
+      for (const float v : row) sum += std::exp(v - max);
+      const double log_sum = max + std::log(sum);
+      for (size_t v = 0; v < vocab; ++v) out[t * vocab + v] = row[v] - log_sum;
+    }
+    return out;
+  }
+
+  ModelConfig config_;
+  std::vector<int> window_;
+  std::vector<double> reference_;
+};
+
+}  // namespace
+
 std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
                                                   const QuantizeOptions& options, const std::vector<int>& tokens,
                                                   const XnnRuntime& runtime) {
-  const ModelConfig& c = model.config;
-  const std::vector<int> window(tokens.begin(), tokens.begin() + std::min<size_t>(tokens.size(), c.max_seq_len));
-  if (window.size() < 2) fail("sensitivity needs at least 2 tokens of text");
-  Transformer fp32(model, runtime);
-  const auto reference = fp32.forward(window, 0, true);
-  // log-softmax of the FP32 rows, kept for every candidate.
-  std::vector<double> reference_log(reference.size());
-  auto log_softmax = [&](std::span<const float> logits, double* out) {
-    for (size_t t = 0; t < window.size(); ++t) {
-      auto row = logits.subspan(t * c.vocab_size, c.vocab_size);
-      const double max = *std::max_element(row.begin(), row.end());
-      double sum = 0;
-      for (float v : row) sum += std::exp(v - max);
-      const double log_sum = max + std::log(sum);
-      for (int v = 0; v < c.vocab_size; ++v) out[t * c.vocab_size + v] = row[v] - log_sum;
-    }
-  };
-  log_softmax(reference, reference_log.data());
-
+  const WindowKl kl(model, tokens, runtime);
   const QuantizedLinears all = quantize_model(model, stats, options);
-  std::vector<double> candidate_log(reference.size());
   std::vector<LayerSensitivity> result;
   for (const auto& [name, layer] : all) {
     if (name == "token_embedding") continue;
     QuantizedLinears only{{name, layer}};
     Transformer candidate(model, runtime, {}, &only);
-    log_softmax(candidate.forward(window, 0, true), candidate_log.data());
-    double kl = 0;
-    for (size_t i = 0; i < reference_log.size(); ++i) kl += std::exp(reference_log[i]) * (reference_log[i] - candidate_log[i]);
-    result.push_back({name, std::max(0.0, kl / static_cast<double>(window.size()))});
+    result.push_back({name, kl.of(candidate)});
   }
   std::sort(result.begin(), result.end(), [](const auto& a, const auto& b) { return a.mean_kl > b.mean_kl; });
   return result;
+}
+
+MixedPrecision fewest_fp32_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                                  const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl) {
+  const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
+  const WindowKl kl(model, tokens, runtime);
+  MixedPrecision choice;
+  QuantizeOptions candidate_options = options;
+  for (size_t k = 0;; ++k) {
+    const QuantizedLinears int8 = quantize_model(model, stats, candidate_options);
+    Transformer candidate(model, runtime, {}, &int8);
+    choice.mean_kl = kl.of(candidate);
+    choice.tried.push_back(choice.mean_kl);
+    if (choice.mean_kl <= target_kl) return choice;
+    if (k == ranking.size()) break;
+    choice.fp32_layers.push_back(ranking[k].name);
+    candidate_options.keep_fp32.insert(ranking[k].name);
+  }
+  fail("--target-kl {}: not reached; with every linear layer in FP32 the KL is still {:.3g}", target_kl,
+       choice.mean_kl);
 }
 
 PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {

@@ -56,4 +56,16 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
                                                   const QuantizeOptions& options, const std::vector<int>& tokens,
                                                   const XnnRuntime& runtime);
 
+// Mixed precision to a target: the linear layers kept in FP32, most sensitive first, until the mean
+// KL from FP32 on `tokens` (one window) is at most `target_kl`.
+struct MixedPrecision {
+  std::vector<std::string> fp32_layers;  // in the order they were added (sensitivity ranking)
+  double mean_kl = 0;                    // of the chosen model
+  std::vector<double> tried;             // the KL with 0, 1, 2, ... of them in FP32
+};
+// The fewest layers in the sensitivity ranking's order (measure_sensitivity) that reach the target;
+// on top of options.keep_fp32. Throws Error if even every linear in FP32 does not reach it.
+MixedPrecision fewest_fp32_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                                  const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl);
+
 }  // namespace fedcal

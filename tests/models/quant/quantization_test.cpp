@@ -323,5 +323,39 @@ TEST_CASE("Dynamic activations: no statistics, logits close to FP32, and prefill
   CHECK(different == 0);
 }
 
+TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity order, and the target met") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 4);
+  XnnRuntime runtime(1);
+  Transformer fp32(model, runtime);
+  CalibrationStats stats = CalibrationStats::empty_for(config, model_fingerprint(model));
+  StatsRecorder recorder(stats);
+  fp32.set_observer(&recorder);
+  std::mt19937 rng(1);
+  std::vector<int> tokens{1};
+  for (int i = 0; i < 63; ++i) tokens.push_back(static_cast<int>(rng() % config.vocab_size));
+  fp32.forward(tokens, 0, true);
+  fp32.set_observer(nullptr);
+  QuantizeOptions options;
+  options.method = ScaleMethodSpec::parse("minmax");
+  const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
+
+  const MixedPrecision loose = fewest_fp32_layers(model, stats, options, tokens, runtime, 10.0);
+  CHECK(loose.fp32_layers.empty());
+  REQUIRE(loose.tried.size() == 1);
+  const double all_int8 = loose.tried[0];
+  REQUIRE(all_int8 > 0.0);
+  // Halfway to FP32: some layers, each choice in ranking order, the KL met only at the last one added.
+  const MixedPrecision half = fewest_fp32_layers(model, stats, options, tokens, runtime, all_int8 / 2);
+  REQUIRE_FALSE(half.fp32_layers.empty());
+  CHECK(half.mean_kl <= all_int8 / 2);
+  REQUIRE(half.tried.size() == half.fp32_layers.size() + 1);
+  for (size_t k = 0; k + 1 < half.tried.size(); ++k) CHECK(half.tried[k] > all_int8 / 2);
+  for (size_t k = 0; k < half.fp32_layers.size(); ++k) CHECK(half.fp32_layers[k] == ranking[k].name);
+  // Zero: every linear in FP32 (the tied classifier takes the token table with it), exact.
+  const MixedPrecision exact = fewest_fp32_layers(model, stats, options, tokens, runtime, 0.0);
+  CHECK(exact.mean_kl == 0.0);
+}
+
 }  // namespace
 }  // namespace fedcal
