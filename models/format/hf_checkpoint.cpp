@@ -15,36 +15,6 @@ namespace fedcal {
 namespace fs = std::filesystem;
 namespace {
 
-int required_int(const nlohmann::json& json, const char* field) {
-  auto it = json.find(field);
-  if (it == json.end()) fail("missing field '{}'", field);
-  if (!it->is_number_integer()) fail("field '{}' is not an integer", field);
-  int64_t value = it->get<int64_t>();
-  if (value < 1 || value > INT32_MAX) fail("field '{}' = {} is out of range", field, value);
-  return static_cast<int>(value);
-}
-
-std::optional<int> optional_token_id(const nlohmann::json& json, const char* field) {
-  auto it = json.find(field);
-  if (it == json.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX) {
-    fail("field '{}' is not a token id", field);
-  }
-  return static_cast<int>(it->get<int64_t>());
-}
-
-template <typename T>
-T optional_value(const nlohmann::json& json, const char* field, T fallback) {
-  auto it = json.find(field);
-  if (it == json.end() || it->is_null()) return fallback;
-  if constexpr (std::is_same_v<T, bool>) {
-    if (!it->is_boolean()) fail("field '{}' is not a boolean", field);
-  } else {
-    if (!it->is_number()) fail("field '{}' is not a number", field);
-  }
-  return it->get<T>();
-}
-
 // Applies `row_map(head, row_in_head) -> source row in head` to every head of a (n_heads * head_size, cols) matrix.
 template <typename RowMap>
 std::vector<float> permute_rows(const std::vector<float>& weights, int n_heads, int head_size, int cols, RowMap row_map) {
@@ -75,51 +45,6 @@ std::vector<float> interleaved_to_hf_rotary(const std::vector<float>& weights, i
   const int half = head_size / 2;
   // HF row p*half+i holds interleaved row 2i+p.
   return permute_rows(weights, n_heads, head_size, cols, [half](int r) { return 2 * (r % half) + r / half; });
-}
-
-HfConfig parse_hf_config(const std::string& json_text, const std::string& source) {
-  return with_context([&] { return source; },
-                      [&] {
-                        nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-                        if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
-                        auto model_type = json.find("model_type");
-                        if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {
-                          fail("model_type {} is not supported (only \"llama\")", model_type->dump());
-                        }
-                        auto rope_scaling = json.find("rope_scaling");
-                        if (rope_scaling != json.end() && !rope_scaling->is_null())
-                          fail("rope_scaling {} is not supported", rope_scaling->dump());
-                        auto act = json.find("hidden_act");
-                        if (act != json.end() && (!act->is_string() || act->get<std::string>() != "silu")) {
-                          fail("hidden_act {} is not supported (only \"silu\")", act->dump());
-                        }
-                        for (const char* bias : {"attention_bias", "mlp_bias"}) {
-                          if (optional_value(json, bias, false)) fail("{} = true is not supported", bias);
-                        }
-                        HfConfig config;
-                        ModelConfig& m = config.model;
-                        m.dim = required_int(json, "hidden_size");
-                        m.hidden_dim = required_int(json, "intermediate_size");
-                        m.n_layers = required_int(json, "num_hidden_layers");
-                        m.n_heads = required_int(json, "num_attention_heads");
-                        m.n_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
-                                           ? required_int(json, "num_key_value_heads")
-                                           : m.n_heads;
-                        m.vocab_size = required_int(json, "vocab_size");
-                        m.max_seq_len = required_int(json, "max_position_embeddings");
-                        m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
-                        m.rope_theta = optional_value(json, "rope_theta", 10000.0f);
-                        m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
-                        if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
-                            required_int(json, "head_dim") * m.n_heads != m.dim) {
-                          fail("head_dim {} x num_attention_heads {} != hidden_size {} is not supported", json["head_dim"].dump(),
-                               m.n_heads, m.dim);
-                        }
-                        m.validate();
-                        config.bos_token_id = optional_token_id(json, "bos_token_id");
-                        config.eos_token_id = optional_token_id(json, "eos_token_id");
-                        return config;
-                      });
 }
 
 bool is_hf_checkpoint_folder(const std::string& path) {

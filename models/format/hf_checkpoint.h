@@ -5,19 +5,11 @@
 #include <optional>
 #include <string>
 
+#include "models/format/hf_config.h"
 #include "models/format/model.h"
 #include "models/format/safetensors.h"
 
 namespace fedcal {
-
-struct HfConfig {
-  ModelConfig model;
-  std::optional<int> bos_token_id;
-  std::optional<int> eos_token_id;
-};
-
-// Parses config.json text; `source` names it in errors.
-HfConfig parse_hf_config(const std::string& json_text, const std::string& source);
 
 Model read_hf_checkpoint(const std::string& folder);
 bool is_hf_checkpoint_folder(const std::string& path);

@@ -1,0 +1,193 @@
+#include "models/format/hf_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+
+namespace fedcal {
+namespace {
+
+const std::vector<HfConfigKey> kKeys = {
+    // The architecture.
+    {"model_type", HfKeyUse::kChecked, "\"llama\" (other families are refused until implemented)"},
+    {"architectures", HfKeyUse::kChecked, "LlamaForCausalLM: a causal LM head, nothing else"},
+    {"hidden_size", HfKeyUse::kUsed, "the residual width"},
+    {"intermediate_size", HfKeyUse::kUsed, "the SwiGLU width"},
+    {"num_hidden_layers", HfKeyUse::kUsed, "layers"},
+    {"num_attention_heads", HfKeyUse::kUsed, "query heads"},
+    {"num_key_value_heads", HfKeyUse::kUsed, "key/value heads (default: num_attention_heads)"},
+    {"head_dim", HfKeyUse::kChecked, "hidden_size / num_attention_heads"},
+    {"vocab_size", HfKeyUse::kUsed, "the vocabulary"},
+    {"max_position_embeddings", HfKeyUse::kUsed, "the context length"},
+    {"rms_norm_eps", HfKeyUse::kUsed, "the RMSNorm epsilon (default 1e-6)"},
+    {"tie_word_embeddings", HfKeyUse::kUsed, "the classifier is the token table (default false)"},
+    {"hidden_act", HfKeyUse::kChecked, "\"silu\""},
+    {"attention_bias", HfKeyUse::kChecked, "false: no q/k/v/o biases"},
+    {"mlp_bias", HfKeyUse::kChecked, "false: no MLP biases"},
+    // Positions.
+    {"rope_theta", HfKeyUse::kUsed, "the RoPE base (transformers 4; default 10000)"},
+    {"rope_scaling", HfKeyUse::kChecked, "null or the default RoPE type (transformers 4)"},
+    {"rope_parameters", HfKeyUse::kUsed, "rope_theta, with the default RoPE type (transformers 5)"},
+    {"rope_interleaved", HfKeyUse::kChecked, "false: the Hugging Face rotary layout"},
+    {"partial_rotary_factor", HfKeyUse::kChecked, "1: rotary on the whole head"},
+    // Attention span.
+    {"use_sliding_window", HfKeyUse::kChecked, "false: full attention"},
+    {"sliding_window", HfKeyUse::kNoEffect, "not read while use_sliding_window is false; refused without that"},
+    {"max_window_layers", HfKeyUse::kNoEffect, "only read with a sliding window, which is refused"},
+    {"layer_types", HfKeyUse::kChecked, "every layer \"full_attention\""},
+    // Tokens.
+    {"bos_token_id", HfKeyUse::kUsed, "the beginning-of-sequence token"},
+    {"eos_token_id", HfKeyUse::kUsed, "the end-of-sequence token (one id)"},
+    {"pad_token_id", HfKeyUse::kNoEffect, "padding of batches of unequal length; fedcal never pads"},
+    // Neither the forward pass nor the weights.
+    {"torch_dtype", HfKeyUse::kNoEffect, "the stored precision; fedcal reads each tensor's dtype from its safetensors header"},
+    {"dtype", HfKeyUse::kNoEffect, "transformers 5's name for torch_dtype"},
+    {"transformers_version", HfKeyUse::kNoEffect, "bookkeeping"},
+    {"_name_or_path", HfKeyUse::kNoEffect, "bookkeeping"},
+    {"initializer_range", HfKeyUse::kNoEffect, "initialization for training"},
+    {"attention_dropout", HfKeyUse::kNoEffect, "dropout is off at inference"},
+    {"use_cache", HfKeyUse::kNoEffect, "whether transformers keeps a KV cache; the math is the same"},
+    {"pretraining_tp", HfKeyUse::kNoEffect, "splits the same products into slices and sums them: the same function"},
+    {"is_llama_config", HfKeyUse::kNoEffect, "a marker SmolLM writes"},
+};
+
+[[noreturn]] void refuse(const char* key, const nlohmann::json& value, const std::string& why) {
+  fail("config key '{}' = {} is not supported: {}", key, value.dump(), why);
+}
+
+int required_int(const nlohmann::json& json, const char* field) {
+  auto it = json.find(field);
+  if (it == json.end()) fail("missing field '{}'", field);
+  if (!it->is_number_integer()) fail("field '{}' is not an integer", field);
+  int64_t value = it->get<int64_t>();
+  if (value < 1 || value > INT32_MAX) fail("field '{}' = {} is out of range", field, value);
+  return static_cast<int>(value);
+}
+
+std::optional<int> optional_token_id(const nlohmann::json& json, const char* field) {
+  auto it = json.find(field);
+  if (it == json.end() || it->is_null()) return std::nullopt;
+  if (it->is_array()) refuse(field, *it, "one token id is supported, not a list");
+  if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX) {
+    fail("field '{}' is not a token id", field);
+  }
+  return static_cast<int>(it->get<int64_t>());
+}
+
+template <typename T>
+T optional_value(const nlohmann::json& json, const char* field, T fallback) {
+  auto it = json.find(field);
+  if (it == json.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) fail("field '{}' is not a boolean", field);
+  } else {
+    if (!it->is_number()) fail("field '{}' is not a number", field);
+  }
+  return it->get<T>();
+}
+
+// Refuses `key` unless it is absent, null or equal to `expected`.
+void require_value(const nlohmann::json& json, const char* key, const nlohmann::json& expected, const std::string& why) {
+  const auto it = json.find(key);
+  if (it != json.end() && !it->is_null() && *it != expected) refuse(key, *it, why);
+}
+
+// The RoPE base from rope_theta (4.x) and rope_scaling / rope_parameters (5.x; either may hold the
+// type): only the default type, with no parameter left unread.
+float rope_theta_of(const nlohmann::json& json) {
+  std::optional<double> theta;
+  if (json.contains("rope_theta") && !json["rope_theta"].is_null()) theta = optional_value(json, "rope_theta", 10000.0);
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    const auto it = json.find(key);
+    if (it == json.end() || it->is_null()) continue;
+    if (!it->is_object()) refuse(key, *it, "expected an object");
+    const nlohmann::json type = it->contains("rope_type") ? (*it)["rope_type"] : it->value("type", nlohmann::json("default"));
+    if (type != "default") refuse(key, *it, fmt::format("RoPE type {} is not supported yet (only the default)", type.dump()));
+    for (const auto& [name, value] : it->items()) {
+      if (name == "rope_type" || name == "type") continue;
+      if (name == "rope_theta") {
+        if (!value.is_number()) refuse(key, *it, "rope_theta is not a number");
+        if (theta && *theta != value.get<double>()) refuse(key, *it, fmt::format("rope_theta differs from the top-level {}", *theta));
+        theta = value.get<double>();
+      } else if (name == "partial_rotary_factor") {
+        if (!value.is_number() || value.get<double>() != 1.0) refuse(key, *it, "partial rotary embeddings are not supported");
+      } else {
+        refuse(key, *it, fmt::format("'{}' is not a parameter of the default RoPE", name));
+      }
+    }
+  }
+  const double value = theta.value_or(10000.0);
+  if (!(value > 1.0) || !std::isfinite(value)) fail("rope_theta {} must be a finite number above 1", value);
+  return static_cast<float>(value);
+}
+
+}  // namespace
+
+const std::vector<HfConfigKey>& hf_config_keys() { return kKeys; }
+
+HfConfig parse_hf_config(const std::string& json_text, const std::string& source) {
+  return with_context([&] { return source; }, [&] {
+    nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+    if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
+    // No key may go unread: an unknown one may change the computation.
+    for (const auto& [key, value] : json.items()) {
+      const bool known =
+          std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
+      if (!known) refuse(key.c_str(), value, "fedcal does not know this key, and it may change the computation");
+    }
+    const auto model_type = json.find("model_type");
+    if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {
+      refuse("model_type", *model_type, "only \"llama\" (and Llama-shaped models such as SmolLM2 and TinyLlama)");
+    }
+    if (const auto it = json.find("architectures"); it != json.end() && !it->is_null() &&
+                                                    *it != nlohmann::json::array({"LlamaForCausalLM"})) {
+      refuse("architectures", *it, "only [\"LlamaForCausalLM\"]");
+    }
+    require_value(json, "hidden_act", "silu", "only \"silu\"");
+    require_value(json, "attention_bias", false, "Llama has no attention biases");
+    require_value(json, "mlp_bias", false, "Llama has no MLP biases");
+    require_value(json, "rope_interleaved", false, "only the Hugging Face rotary layout");
+    require_value(json, "partial_rotary_factor", 1.0, "partial rotary embeddings are not supported");
+    require_value(json, "use_sliding_window", false, "sliding-window attention is not supported");
+    if (const auto it = json.find("sliding_window");
+        it != json.end() && !it->is_null() && !(json.contains("use_sliding_window") && json["use_sliding_window"] == false)) {
+      refuse("sliding_window", *it, "sliding-window attention is not supported (without use_sliding_window = false)");
+    }
+    if (const auto it = json.find("layer_types"); it != json.end() && !it->is_null()) {
+      if (!it->is_array()) refuse("layer_types", *it, "expected a list");
+      for (const auto& type : *it) {
+        if (type != "full_attention") refuse("layer_types", *it, "every layer must be \"full_attention\"");
+      }
+    }
+    HfConfig config;
+    ModelConfig& m = config.model;
+    m.dim = required_int(json, "hidden_size");
+    m.hidden_dim = required_int(json, "intermediate_size");
+    m.n_layers = required_int(json, "num_hidden_layers");
+    m.n_heads = required_int(json, "num_attention_heads");
+    m.n_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
+                       ? required_int(json, "num_key_value_heads")
+                       : m.n_heads;
+    m.vocab_size = required_int(json, "vocab_size");
+    m.max_seq_len = required_int(json, "max_position_embeddings");
+    m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
+    m.rope_theta = rope_theta_of(json);
+    m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
+    if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
+        required_int(json, "head_dim") * m.n_heads != m.dim) {
+      refuse("head_dim", json["head_dim"],
+             fmt::format("head_dim x num_attention_heads ({}) must equal hidden_size ({})", m.n_heads, m.dim));
+    }
+    if (const auto it = json.find("layer_types"); it != json.end() && it->is_array() && it->size() != static_cast<size_t>(m.n_layers))
+      refuse("layer_types", *it, fmt::format("{} entries for {} layers", it->size(), m.n_layers));
+    m.validate();
+    config.bos_token_id = optional_token_id(json, "bos_token_id");
+    config.eos_token_id = optional_token_id(json, "eos_token_id");
+    return config;
+  });
+}
+
+}  // namespace fedcal

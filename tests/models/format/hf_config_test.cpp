@@ -1,0 +1,163 @@
+// config.json of real models in transformers 4.x and 5.x layouts (tests/models/format/hf_configs):
+// each is read right or refused by name, and no key is ever ignored.
+#include "models/format/hf_config.h"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "common/error.h"
+#include "common/file_util.h"
+
+namespace fedcal {
+namespace {
+
+const std::string kConfigs = FEDCAL_SOURCE_DIR "/tests/models/format/hf_configs/";
+
+nlohmann::json config_file(const std::string& name) { return nlohmann::json::parse(read_text_file(kConfigs + name)); }
+
+// The config, or the error it was refused with.
+struct Outcome {
+  std::optional<HfConfig> config;
+  std::string error;
+};
+Outcome parse(const nlohmann::json& json) {
+  try {
+    return {parse_hf_config(json.dump(), "config.json"), ""};
+  } catch (const Error& error) {
+    return {std::nullopt, error.what()};
+  }
+}
+
+bool same(const HfConfig& a, const HfConfig& b) {
+  const ModelConfig &x = a.model, &y = b.model;
+  return x.dim == y.dim && x.hidden_dim == y.hidden_dim && x.n_layers == y.n_layers && x.n_heads == y.n_heads &&
+         x.n_kv_heads == y.n_kv_heads && x.vocab_size == y.vocab_size && x.max_seq_len == y.max_seq_len &&
+         x.norm_eps == y.norm_eps && x.rope_theta == y.rope_theta && x.shared_classifier == y.shared_classifier &&
+         a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
+}
+
+// A different value of the same kind: numbers doubled (plus one), booleans flipped, strings and lists
+// extended, objects given an unknown member, null made a number.
+nlohmann::json changed(const nlohmann::json& value) {
+  if (value.is_boolean()) return !value.get<bool>();
+  if (value.is_number_integer()) return value.get<int64_t>() * 2 + 1;
+  if (value.is_number()) return value.get<double>() == 0 ? 1.0 : value.get<double>() * 2;
+  if (value.is_string()) return value.get<std::string>() + "x";
+  if (value.is_array()) {
+    nlohmann::json out = value;
+    out.push_back("x");
+    return out;
+  }
+  if (value.is_object()) {
+    nlohmann::json out = value;
+    out["unknown_parameter"] = 1;
+    return out;
+  }
+  return 7;
+}
+
+HfKeyUse use_of(const std::string& key) {
+  for (const HfConfigKey& entry : hf_config_keys()) {
+    if (key == entry.name) return entry.use;
+  }
+  FAIL("not in the catalogue: " << key);
+  return HfKeyUse::kUsed;
+}
+
+TEST_CASE("Hugging Face configs of real models, transformers 4.x and 5.x: read alike, or refused by key") {
+  for (const char* model : {"smollm2-135m", "tinyllama-1.1b"}) {
+    CAPTURE(model);
+    const Outcome v4 = parse(config_file(std::string(model) + ".4.json"));
+    const Outcome v5 = parse(config_file(std::string(model) + ".5.json"));
+    REQUIRE_MESSAGE(v4.config, v4.error);
+    REQUIRE_MESSAGE(v5.config, v5.error);
+    CHECK(same(*v4.config, *v5.config));  // rope_theta found in rope_parameters (was: silently 10000)
+  }
+  const Outcome smollm = parse(config_file("smollm2-135m.5.json"));
+  CHECK(smollm.config->model.rope_theta == 100000.0f);
+  CHECK(smollm.config->model.n_kv_heads == 3);
+  CHECK(smollm.config->model.shared_classifier);
+  // Llama-3 RoPE scaling and the Qwen families: refused, naming what (not run with the wrong math).
+  for (const char* file : {"llama-3.2-1b.4.json", "llama-3.2-1b.5.json"}) {
+    const Outcome llama3 = parse(config_file(file));
+    CHECK_FALSE(llama3.config);
+    CHECK_MESSAGE(llama3.error.find("RoPE type \"llama3\" is not supported") != std::string::npos, llama3.error);
+  }
+  for (const char* file : {"qwen2.5-0.5b.4.json", "qwen2.5-0.5b.5.json", "qwen3-0.6b.4.json", "qwen3-0.6b.5.json"}) {
+    const Outcome qwen = parse(config_file(file));
+    CHECK_FALSE(qwen.config);
+    CHECK_MESSAGE(qwen.error.find("config key 'model_type'") != std::string::npos, qwen.error);
+  }
+}
+
+TEST_CASE("Hugging Face configs: every key of every real config is used or refused, never ignored") {
+  size_t files = 0, keys = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kConfigs)) {
+    if (entry.path().extension() != ".json") continue;
+    ++files;
+    const nlohmann::json original = nlohmann::json::parse(read_text_file(entry.path().string()));
+    const std::string file = entry.path().filename().string();
+    CAPTURE(file);
+    for (const auto& [key, value] : original.items()) use_of(key);  // every key is in the catalogue
+    // Taken as a whole, the Llama-shaped ones are read; each key's value changed must then change
+    // what is read, or be refused, unless the catalogue says it has no effect (and why).
+    // (Qwen configs are refused by model_type first: made Llama-shaped, their other keys are tested too.)
+    nlohmann::json base = original;
+    base["model_type"] = "llama";
+    base["architectures"] = {"LlamaForCausalLM"};
+    if (base.contains("rope_scaling") && base["rope_scaling"].is_object()) base["rope_scaling"] = nullptr;
+    if (base.contains("rope_parameters")) base["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000.0}};
+    if (base.contains("rope_theta")) base["rope_theta"] = 500000.0;
+    if (base.contains("head_dim") && base["head_dim"].get<int>() * base["num_attention_heads"].get<int>() != base["hidden_size"])
+      base.erase("head_dim");  // Qwen3's explicit head_dim (not hidden_size / heads) is refused on its own
+    const Outcome read = parse(base);
+    REQUIRE_MESSAGE(read.config, read.error);
+    for (const auto& [key, value] : base.items()) {
+      CAPTURE(key);
+      ++keys;
+      nlohmann::json variant = base;
+      variant[key] = changed(value);
+      const Outcome outcome = parse(variant);
+      if (!outcome.config) {
+        CHECK_FALSE(outcome.error.empty());  // refused, naming the key or the field it contradicts
+      } else if (same(*outcome.config, *read.config)) {
+        CHECK(use_of(key) == HfKeyUse::kNoEffect);
+      }
+    }
+    // Inside rope_parameters too: its theta is read, an unknown parameter refused.
+    if (base.contains("rope_parameters")) {
+      nlohmann::json variant = base;
+      variant["rope_parameters"]["rope_theta"] = 250000.0;
+      REQUIRE(parse(variant).config);
+      CHECK(parse(variant).config->model.rope_theta == 250000.0f);
+    }
+  }
+  CHECK(files == 10);
+  CHECK(keys > 200);
+  for (const HfConfigKey& entry : hf_config_keys()) CHECK(std::string(entry.why).size() > 3);
+}
+
+TEST_CASE("Hugging Face configs: a key fedcal does not know is refused, naming it") {
+  nlohmann::json config = config_file("tinyllama-1.1b.4.json");
+  config["attn_logit_softcapping"] = 50.0;
+  const Outcome outcome = parse(config);
+  CHECK_FALSE(outcome.config);
+  CHECK(outcome.error.find("config key 'attn_logit_softcapping' = 50.0 is not supported") != std::string::npos);
+  // Qwen3's head_dim that is not hidden_size / heads: refused by name.
+  config = config_file("qwen3-0.6b.4.json");
+  config["model_type"] = "llama";
+  config["architectures"] = {"LlamaForCausalLM"};
+  CHECK(parse(config).error.find("config key 'head_dim' = 128 is not supported") != std::string::npos);
+  config = config_file("tinyllama-1.1b.4.json");
+  config["rope_theta"] = 20000.0;
+  config["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+  CHECK(parse(config).error.find("rope_theta differs") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedcal
