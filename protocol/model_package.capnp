@@ -46,6 +46,11 @@ struct Architecture {
   # Rotary embedding base.
   sharedClassifier @9 :Bool;
   # Output head tied to the token embedding.
+  ropeScalingFactor @10 :Float32;
+  # Llama 3 RoPE frequency scaling (0: none; model_config.h RopeScaling).
+  ropeLowFreqFactor @11 :Float32;
+  ropeHighFreqFactor @12 :Float32;
+  ropeOriginalMaxSeqLen @13 :Int32;
 }
 
 enum TensorType {

@@ -82,13 +82,14 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   }
   classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8, options_.activations);
 
-  // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size).
+  // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size) (with Llama 3's scaling if set).
   const int half = c.head_size() / 2;
+  const std::vector<double> frequencies = c.rope_inverse_frequencies();
   rope_cos_.resize(static_cast<size_t>(c.max_seq_len) * half);
   rope_sin_.resize(rope_cos_.size());
   for (int pos = 0; pos < c.max_seq_len; ++pos) {
     for (int i = 0; i < half; ++i) {
-      const double angle = pos * std::pow(static_cast<double>(c.rope_theta), -2.0 * i / c.head_size());
+      const double angle = pos * frequencies[static_cast<size_t>(i)];
       rope_cos_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(angle));
       rope_sin_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(angle));
     }

@@ -129,6 +129,13 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
                       : dtype == TensorDtype::kF16 ? "float16"
                                                    : "bfloat16"},
   };
+  if (c.rope_scaling.enabled()) {
+    config["rope_scaling"] = {{"rope_type", "llama3"},
+                              {"factor", shortest_double(c.rope_scaling.factor)},
+                              {"low_freq_factor", shortest_double(c.rope_scaling.low_freq_factor)},
+                              {"high_freq_factor", shortest_double(c.rope_scaling.high_freq_factor)},
+                              {"original_max_position_embeddings", c.rope_scaling.original_max_seq_len}};
+  }
   std::string text = config.dump(2) + "\n";
   write_file_atomically((fs::path(folder) / "config.json").string(), std::as_bytes(std::span(text)));
 

@@ -29,8 +29,8 @@ const std::vector<HfConfigKey> kKeys = {
     {"mlp_bias", HfKeyUse::kChecked, "false: no MLP biases"},
     // Positions.
     {"rope_theta", HfKeyUse::kUsed, "the RoPE base (transformers 4; default 10000)"},
-    {"rope_scaling", HfKeyUse::kChecked, "null or the default RoPE type (transformers 4)"},
-    {"rope_parameters", HfKeyUse::kUsed, "rope_theta, with the default RoPE type (transformers 5)"},
+    {"rope_scaling", HfKeyUse::kUsed, "null, the default RoPE type, or Llama 3's scaling (transformers 4)"},
+    {"rope_parameters", HfKeyUse::kUsed, "rope_theta, and the default RoPE type or Llama 3's scaling (transformers 5)"},
     {"rope_interleaved", HfKeyUse::kChecked, "false: the Hugging Face rotary layout"},
     {"partial_rotary_factor", HfKeyUse::kChecked, "1: rotary on the whole head"},
     // Attention span.
@@ -95,9 +95,16 @@ void require_value(const nlohmann::json& json, const char* key, const nlohmann::
   if (it != json.end() && !it->is_null() && *it != expected) refuse(key, *it, why);
 }
 
-// The RoPE base from rope_theta (4.x) and rope_scaling / rope_parameters (5.x; either may hold the
-// type): only the default type, with no parameter left unread.
-float rope_theta_of(const nlohmann::json& json) {
+// A number field of a RoPE parameter object, refused by name if missing or not a number.
+double rope_number(const nlohmann::json& parameters, const char* key, const char* field) {
+  const auto it = parameters.find(field);
+  if (it == parameters.end() || !it->is_number()) refuse(key, parameters, fmt::format("'{}' must be a number", field));
+  return it->get<double>();
+}
+
+// RoPE from rope_theta (4.x) and rope_scaling / rope_parameters (5.x; either may hold the type): the
+// default type, or Llama 3's scaling, with no parameter left unread.
+void read_rope(const nlohmann::json& json, ModelConfig& config) {
   std::optional<double> theta;
   if (json.contains("rope_theta") && !json["rope_theta"].is_null()) theta = optional_value(json, "rope_theta", 10000.0);
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
@@ -105,7 +112,8 @@ float rope_theta_of(const nlohmann::json& json) {
     if (it == json.end() || it->is_null()) continue;
     if (!it->is_object()) refuse(key, *it, "expected an object");
     const nlohmann::json type = it->contains("rope_type") ? (*it)["rope_type"] : it->value("type", nlohmann::json("default"));
-    if (type != "default") refuse(key, *it, fmt::format("RoPE type {} is not supported yet (only the default)", type.dump()));
+    if (type != "default" && type != "llama3")
+      refuse(key, *it, fmt::format("RoPE type {} is not supported yet (the default and \"llama3\" are)", type.dump()));
     for (const auto& [name, value] : it->items()) {
       if (name == "rope_type" || name == "type") continue;
       if (name == "rope_theta") {
@@ -114,14 +122,25 @@ float rope_theta_of(const nlohmann::json& json) {
         theta = value.get<double>();
       } else if (name == "partial_rotary_factor") {
         if (!value.is_number() || value.get<double>() != 1.0) refuse(key, *it, "partial rotary embeddings are not supported");
+      } else if (type == "llama3" && (name == "factor" || name == "low_freq_factor" || name == "high_freq_factor" ||
+                                      name == "original_max_position_embeddings")) {
+        continue;  // read below
       } else {
-        refuse(key, *it, fmt::format("'{}' is not a parameter of the default RoPE", name));
+        refuse(key, *it, fmt::format("'{}' is not a parameter of RoPE type {}", name, type.dump()));
       }
+    }
+    if (type == "llama3") {
+      const double original = rope_number(*it, key, "original_max_position_embeddings");
+      if (!(original >= 1 && original <= INT32_MAX) || original != std::floor(original))
+        refuse(key, *it, "original_max_position_embeddings must be a positive integer");
+      config.rope_scaling = {static_cast<float>(rope_number(*it, key, "factor")),
+                             static_cast<float>(rope_number(*it, key, "low_freq_factor")),
+                             static_cast<float>(rope_number(*it, key, "high_freq_factor")), static_cast<int>(original)};
     }
   }
   const double value = theta.value_or(10000.0);
   if (!(value > 1.0) || !std::isfinite(value)) fail("rope_theta {} must be a finite number above 1", value);
-  return static_cast<float>(value);
+  config.rope_theta = static_cast<float>(value);
 }
 
 }  // namespace
@@ -174,7 +193,7 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     m.vocab_size = required_int(json, "vocab_size");
     m.max_seq_len = required_int(json, "max_position_embeddings");
     m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
-    m.rope_theta = rope_theta_of(json);
+    read_rope(json, m);
     m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
     if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
         required_int(json, "head_dim") * m.n_heads != m.dim) {

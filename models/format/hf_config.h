@@ -4,7 +4,7 @@
 // by name and value) or without effect on a forward pass (with the reason). A key that is in none is
 // refused - it may change the math.
 // transformers 5 moved rope_theta into rope_parameters (which also replaces rope_scaling); both
-// layouts are read, and RoPE types other than the default are refused until implemented.
+// layouts are read. RoPE: the default type and Llama 3's scaling; others are refused until implemented.
 #pragma once
 
 #include <optional>

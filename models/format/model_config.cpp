@@ -41,13 +41,49 @@ void ModelConfig::validate() const {
   if (n_heads % n_kv_heads != 0) fail("n_heads {} is not a multiple of n_kv_heads {}", n_heads, n_kv_heads);
   if (!(norm_eps > 0.0f) || !std::isfinite(norm_eps) || norm_eps > 1.0f) fail("norm_eps {} is not in (0, 1]", norm_eps);
   if (!(rope_theta > 1.0f) || !std::isfinite(rope_theta)) fail("rope_theta {} must be a finite number > 1", rope_theta);
+  if (rope_scaling.enabled()) {
+    const RopeScaling& s = rope_scaling;
+    if (!(s.factor >= 1.0f && s.factor <= 1024.0f)) fail("rope scaling factor {} is not in [1, 1024]", s.factor);
+    if (!(s.low_freq_factor > 0.0f && s.low_freq_factor < s.high_freq_factor && s.high_freq_factor <= 1024.0f))
+      fail("rope scaling low_freq_factor {} and high_freq_factor {}: need 0 < low < high <= 1024", s.low_freq_factor,
+           s.high_freq_factor);
+    check_range("rope scaling original_max_position_embeddings", s.original_max_seq_len, kMaxSeqLen);
+  }
+}
+
+std::vector<double> ModelConfig::rope_inverse_frequencies() const {
+  const int half = head_size() / 2;
+  std::vector<double> out(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) out[static_cast<size_t>(i)] = std::pow(static_cast<double>(rope_theta), -2.0 * i / head_size());
+  if (!rope_scaling.enabled()) return out;
+  // Llama 3 (Meta's reference, and transformers' _compute_llama3_parameters).
+  const RopeScaling& s = rope_scaling;
+  const double low_freq_wavelen = s.original_max_seq_len / static_cast<double>(s.low_freq_factor);
+  const double high_freq_wavelen = s.original_max_seq_len / static_cast<double>(s.high_freq_factor);
+  for (double& frequency : out) {
+    const double wavelen = 2 * M_PI / frequency;
+    if (wavelen < high_freq_wavelen) continue;
+    if (wavelen > low_freq_wavelen) {
+      frequency /= s.factor;
+      continue;
+    }
+    const double smooth = (s.original_max_seq_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    frequency = (1 - smooth) * frequency / s.factor + smooth * frequency;
+  }
+  return out;
 }
 
 std::string ModelConfig::describe() const {
+  // (Unscaled models describe themselves as before: the description is part of a model's fingerprint.)
+  const std::string scaling =
+      rope_scaling.enabled() ? fmt::format(" (llama3 scaling: factor {}, low {}, high {}, original context {})", rope_scaling.factor,
+                                           rope_scaling.low_freq_factor, rope_scaling.high_freq_factor,
+                                           rope_scaling.original_max_seq_len)
+                             : "";
   return fmt::format(
-      "dim {}, hidden {}, layers {}, heads {} (kv {}, head size {}), vocab {}, context {}, rope theta {}, norm eps {}, {} "
+      "dim {}, hidden {}, layers {}, heads {} (kv {}, head size {}), vocab {}, context {}, rope theta {}{}, norm eps {}, {} "
       "classifier",
-      dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size(), vocab_size, max_seq_len, rope_theta, norm_eps,
+      dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size(), vocab_size, max_seq_len, rope_theta, scaling, norm_eps,
       shared_classifier ? "tied" : "separate");
 }
 

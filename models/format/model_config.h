@@ -3,8 +3,21 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fedcal {
+
+// Llama 3's RoPE frequency scaling (transformers' rope_type "llama3"): wavelengths longer than
+// original_max_seq_len / low_freq_factor are stretched by `factor`, those shorter than
+// original_max_seq_len / high_freq_factor are kept, and the ones between are blended.
+struct RopeScaling {
+  float factor = 0;  // 0: no scaling
+  float low_freq_factor = 1;
+  float high_freq_factor = 4;
+  int original_max_seq_len = 8192;
+  bool enabled() const { return factor != 0; }
+  bool operator==(const RopeScaling&) const = default;
+};
 
 struct ModelConfig {
   int dim = 0;         // residual stream width (hidden_size)
@@ -16,9 +29,12 @@ struct ModelConfig {
   int max_seq_len = 0;  // context length
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
   bool shared_classifier = true;  // output head tied to the token embedding
 
   int head_size() const { return dim / n_heads; }
+  // The rotation rate of each pair i < head_size / 2: theta^(-2i / head_size), then rope_scaling.
+  std::vector<double> rope_inverse_frequencies() const;
   int kv_dim() const { return n_kv_heads * head_size(); }
   // Number of weights, counting a tied classifier once.
   int64_t parameter_count() const;

@@ -105,6 +105,12 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   arch.setNormEps(c.norm_eps);
   arch.setRopeTheta(c.rope_theta);
   arch.setSharedClassifier(c.shared_classifier);
+  if (c.rope_scaling.enabled()) {
+    arch.setRopeScalingFactor(c.rope_scaling.factor);
+    arch.setRopeLowFreqFactor(c.rope_scaling.low_freq_factor);
+    arch.setRopeHighFreqFactor(c.rope_scaling.high_freq_factor);
+    arch.setRopeOriginalMaxSeqLen(c.rope_scaling.original_max_seq_len);
+  }
   auto tensors = root.initTensors(static_cast<unsigned>(blobs.size()));
   size_t offset = 0;
   std::vector<size_t> offsets;
@@ -242,6 +248,10 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
           c.norm_eps = arch.getNormEps();
           c.rope_theta = arch.getRopeTheta();
           c.shared_classifier = arch.getSharedClassifier();
+          if (arch.getRopeScalingFactor() != 0.0f) {
+            c.rope_scaling = {arch.getRopeScalingFactor(), arch.getRopeLowFreqFactor(), arch.getRopeHighFreqFactor(),
+                              arch.getRopeOriginalMaxSeqLen()};
+          }
           c.validate();
           package.model.layers.resize(c.n_layers);
 

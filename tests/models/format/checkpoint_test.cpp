@@ -2,6 +2,7 @@
 // and give identical logits.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "models/engine/transformer.h"
@@ -9,6 +10,7 @@
 #include "models/format/hf_checkpoint.h"
 #include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_loader.h"
+#include "models/format/model_package.h"
 #include "models/format/synth.h"
 #include "tests/test_support.h"
 
@@ -114,6 +116,44 @@ TEST_CASE("A checkpoint split over several safetensors files loads like one file
   write_safetensors(dir.path("split/model-00002-of-00002.safetensors"), second, TensorDtype::kF32);
   LoadedModel loaded = load_model(dir.path("split"));
   check_same_weights(loaded.model, original);
+}
+
+TEST_CASE("Llama 3 RoPE scaling: Meta's frequencies, kept by Hugging Face folders and packages, and it changes the logits") {
+  ModelConfig config = find_synth_preset("tiny").config;
+  config.rope_theta = 500000.0f;
+  const std::vector<double> plain = config.rope_inverse_frequencies();
+  config.rope_scaling = {8.0f, 1.0f, 4.0f, 64};
+  const std::vector<double> scaled = config.rope_inverse_frequencies();
+  REQUIRE(scaled.size() == plain.size());
+  // Wavelengths below 64 / 4 = 16 positions are kept, above 64 / 1 stretched 8x, blended between.
+  for (size_t i = 0; i < plain.size(); ++i) {
+    const double wavelength = 2 * M_PI / plain[i];
+    CAPTURE(wavelength);
+    if (wavelength < 16) CHECK(scaled[i] == plain[i]);
+    if (wavelength > 64) CHECK(scaled[i] == doctest::Approx(plain[i] / 8));
+    if (wavelength >= 16 && wavelength <= 64) {
+      CHECK(scaled[i] < plain[i]);
+      CHECK(scaled[i] > plain[i] / 8);
+    }
+  }
+  testing::ScratchDir dir;
+  Model model = synthesize_model(config, 5);
+  write_hf_checkpoint(model, dir.path("hf"), TensorDtype::kF32);
+  LoadedModel hf = load_model(dir.path("hf"));
+  CHECK(hf.model.config.rope_scaling == config.rope_scaling);
+  write_model_package(dir.path("m.pkg"), model, {}, {}, {});
+  LoadedModel package = load_model(dir.path("m.pkg"));
+  CHECK(package.model.config.rope_scaling == config.rope_scaling);
+  CHECK_THROWS_WITH(write_llama2c_checkpoint(model, dir.path("m.bin"), Llama2cVersion::kVersion1),
+                    doctest::Contains("cannot hold RoPE scaling"));
+  std::vector<int> tokens{1};
+  for (int i = 0; i < 100; ++i) tokens.push_back(3 + i % 200);
+  const auto with_scaling = logits_of(model, tokens);
+  CHECK(logits_of(hf.model, tokens) == with_scaling);
+  CHECK(logits_of(package.model, tokens) == with_scaling);
+  Model unscaled = model;
+  unscaled.config.rope_scaling = {};
+  CHECK(logits_of(unscaled, tokens) != with_scaling);
 }
 
 }  // namespace

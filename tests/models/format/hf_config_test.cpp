@@ -37,7 +37,8 @@ bool same(const HfConfig& a, const HfConfig& b) {
   const ModelConfig &x = a.model, &y = b.model;
   return x.dim == y.dim && x.hidden_dim == y.hidden_dim && x.n_layers == y.n_layers && x.n_heads == y.n_heads &&
          x.n_kv_heads == y.n_kv_heads && x.vocab_size == y.vocab_size && x.max_seq_len == y.max_seq_len &&
-         x.norm_eps == y.norm_eps && x.rope_theta == y.rope_theta && x.shared_classifier == y.shared_classifier &&
+         x.norm_eps == y.norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
+         x.shared_classifier == y.shared_classifier &&
          a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
@@ -82,12 +83,18 @@ TEST_CASE("Hugging Face configs of real models, transformers 4.x and 5.x: read a
   CHECK(smollm.config->model.rope_theta == 100000.0f);
   CHECK(smollm.config->model.n_kv_heads == 3);
   CHECK(smollm.config->model.shared_classifier);
-  // Llama-3 RoPE scaling and the Qwen families: refused, naming what (not run with the wrong math).
-  for (const char* file : {"llama-3.2-1b.4.json", "llama-3.2-1b.5.json"}) {
-    const Outcome llama3 = parse(config_file(file));
-    CHECK_FALSE(llama3.config);
-    CHECK_MESSAGE(llama3.error.find("RoPE type \"llama3\" is not supported") != std::string::npos, llama3.error);
-  }
+  // Llama 3.2: its RoPE scaling read from either layout.
+  const Outcome llama3_v4 = parse(config_file("llama-3.2-1b.4.json"));
+  const Outcome llama3_v5 = parse(config_file("llama-3.2-1b.5.json"));
+  REQUIRE_MESSAGE(llama3_v4.config, llama3_v4.error);
+  REQUIRE_MESSAGE(llama3_v5.config, llama3_v5.error);
+  CHECK(same(*llama3_v4.config, *llama3_v5.config));
+  CHECK(llama3_v4.config->model.rope_theta == 500000.0f);
+  CHECK(llama3_v4.config->model.rope_scaling == RopeScaling{32.0f, 1.0f, 4.0f, 8192});
+  // Another RoPE type and the Qwen families: refused, naming what (not run with the wrong math).
+  nlohmann::json yarn = config_file("llama-3.2-1b.5.json");
+  yarn["rope_parameters"]["rope_type"] = "yarn";
+  CHECK(parse(yarn).error.find("RoPE type \"yarn\" is not supported") != std::string::npos);
   for (const char* file : {"qwen2.5-0.5b.4.json", "qwen2.5-0.5b.5.json", "qwen3-0.6b.4.json", "qwen3-0.6b.5.json"}) {
     const Outcome qwen = parse(config_file(file));
     CHECK_FALSE(qwen.config);
@@ -110,9 +117,7 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
     nlohmann::json base = original;
     base["model_type"] = "llama";
     base["architectures"] = {"LlamaForCausalLM"};
-    if (base.contains("rope_scaling") && base["rope_scaling"].is_object()) base["rope_scaling"] = nullptr;
-    if (base.contains("rope_parameters")) base["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000.0}};
-    if (base.contains("rope_theta")) base["rope_theta"] = 500000.0;
+    if (base.contains("rope_theta") && base.contains("rope_parameters")) base.erase("rope_theta");
     if (base.contains("head_dim") && base["head_dim"].get<int>() * base["num_attention_heads"].get<int>() != base["hidden_size"])
       base.erase("head_dim");  // Qwen3's explicit head_dim (not hidden_size / heads) is refused on its own
     const Outcome read = parse(base);
@@ -129,12 +134,16 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
         CHECK(use_of(key) == HfKeyUse::kNoEffect);
       }
     }
-    // Inside rope_parameters too: its theta is read, an unknown parameter refused.
-    if (base.contains("rope_parameters")) {
-      nlohmann::json variant = base;
-      variant["rope_parameters"]["rope_theta"] = 250000.0;
-      REQUIRE(parse(variant).config);
-      CHECK(parse(variant).config->model.rope_theta == 250000.0f);
+    // Inside the RoPE objects too: every parameter changed changes what is read, or is refused.
+    for (const char* rope : {"rope_parameters", "rope_scaling"}) {
+      if (!base.contains(rope) || !base[rope].is_object()) continue;
+      for (const auto& [name, value] : base[rope].items()) {
+        CAPTURE(name);
+        nlohmann::json variant = base;
+        variant[rope][name] = changed(value);
+        const Outcome outcome = parse(variant);
+        CHECK((!outcome.config || !same(*outcome.config, *read.config)));
+      }
     }
   }
   CHECK(files == 10);
