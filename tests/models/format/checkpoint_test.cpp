@@ -5,7 +5,11 @@
 #include <cmath>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
 #include "models/engine/transformer.h"
+#include "models/engine/vector_math.h"
 #include "models/format/float16.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/format/llama2c_checkpoint.h"
@@ -154,6 +158,59 @@ TEST_CASE("Llama 3 RoPE scaling: Meta's frequencies, kept by Hugging Face folder
   Model unscaled = model;
   unscaled.config.rope_scaling = {};
   CHECK(logits_of(unscaled, tokens) != with_scaling);
+}
+
+// A Llama-3-shaped checkpoint and the logits of an independent PyTorch implementation
+// (tests/reference/llama_reference.py; rebuilt by tests/reference/make_llama3_tiny.sh).
+TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal an independent PyTorch implementation") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/llama3-tiny";
+  const nlohmann::json reference = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
+  const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
+  testing::ScratchDir dir;
+  std::filesystem::create_directories(dir.path("v5"));
+  std::filesystem::copy_file(folder + "/model.safetensors", dir.path("v5/model.safetensors"));
+  std::filesystem::copy_file(folder + "/config.transformers5.json", dir.path("v5/config.json"));
+  for (const std::string& path : {folder, dir.path("v5")}) {
+    CAPTURE(path);
+    const LoadedModel loaded = load_model(path);
+    REQUIRE(loaded.model.config.rope_scaling.enabled());
+    const std::vector<float> logits = logits_of(loaded.model, tokens);
+    const size_t vocab = static_cast<size_t>(loaded.model.config.vocab_size);
+    double worst = 0;
+    for (size_t k = 0; k < reference["positions"].size(); ++k) {
+      const size_t position = reference["positions"][k].get<size_t>();
+      const std::vector<double> expected = reference["logits"][k].get<std::vector<double>>();
+      double largest = 0, difference = 0;
+      for (size_t v = 0; v < vocab; ++v) {
+        largest = std::max(largest, std::fabs(expected[v]));
+        difference = std::max(difference, std::fabs(logits[position * vocab + v] - expected[v]));
+      }
+      worst = std::max(worst, difference / largest);
+    }
+    MESSAGE("largest difference from PyTorch, relative to the largest logit: " << worst);
+    CHECK(worst < 1e-4);
+    // Greedy continuation of the first 8 tokens, token by token as generation runs it.
+    XnnRuntime runtime(1);
+    Transformer transformer(loaded.model, runtime);
+    std::vector<int> sequence(tokens.begin(), tokens.begin() + 8);
+    auto step = transformer.forward(sequence, 0, false);
+    std::vector<int> greedy;
+    for (size_t i = 0; i < reference["greedy"].size(); ++i) {
+      const int next = argmax(step);
+      greedy.push_back(next);
+      step = transformer.forward(std::span(&next, 1), static_cast<int>(sequence.size() + i), false);
+    }
+    CHECK(greedy == reference["greedy"].get<std::vector<int>>());
+  }
+  // Without the scaling the same weights are measurably off: the comparison can fail.
+  LoadedModel unscaled = load_model(folder);
+  unscaled.model.config.rope_scaling = {};
+  const std::vector<float> logits = logits_of(unscaled.model, tokens);
+  const std::vector<double> last = reference["logits"].back().get<std::vector<double>>();
+  const size_t position = reference["positions"].back().get<size_t>(), vocab = last.size();
+  double difference = 0;
+  for (size_t v = 0; v < vocab; ++v) difference = std::max(difference, std::fabs(logits[position * vocab + v] - last[v]));
+  CHECK(difference > 1e-3);
 }
 
 }  // namespace

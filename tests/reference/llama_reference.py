@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""An independent reference for Llama-family checkpoints in the Hugging Face layout.
+
+Written from the published architecture (Llama 2 / Llama 3 papers, transformers' LlamaForCausalLM
+conventions: rotate_half RoPE over the two halves of each head, grouped-query attention, SwiGLU, RMSNorm,
+Llama 3's RoPE frequency scaling), not from fedcal's C++. Computes in float64 with PyTorch.
+
+    /usr/bin/python3 tests/reference/llama_reference.py [--every N] [--greedy PROMPT_LENGTH COUNT] FOLDER TOKENS... > logits.json
+
+Reads FOLDER/config.json (transformers 4.x or 5.x layout) and FOLDER/*.safetensors (F32, F16, BF16;
+parsed here, no safetensors package needed) and prints {"tokens": [...], "positions": [...],
+"logits": [[...], ...]}: the logits of every N-th position (default every one), to 10 significant
+digits; with --greedy, also "greedy": COUNT tokens chosen by argmax after the first PROMPT_LENGTH
+tokens. Needs python3-torch and python3-numpy (deploy/install-deps.sh --train).
+"""
+import glob
+import json
+import math
+import struct
+import sys
+
+import numpy as np
+import torch
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        header_size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_size))
+        data = f.read()
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        raw = data[start:end]
+        if info["dtype"] == "F32":
+            values = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        elif info["dtype"] == "F16":
+            values = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+        elif info["dtype"] == "BF16":
+            values = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            raise SystemExit(f"{path}: {name}: dtype {info['dtype']} not handled")
+        tensors[name] = torch.from_numpy(values.reshape(info["shape"]).copy())
+    return tensors
+
+
+def rope_parameters(config):
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    return theta, rope.get("rope_type", rope.get("type", "default")), rope
+
+
+def inverse_frequencies(config, head_dim):
+    theta, rope_type, rope = rope_parameters(config)
+    frequencies = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    if rope_type == "default":
+        return frequencies
+    if rope_type != "llama3":
+        raise SystemExit(f"rope type {rope_type} not handled")
+    # Llama 3: long wavelengths stretched by `factor`, short ones kept, a linear blend in between.
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    original = rope["original_max_position_embeddings"]
+    out = []
+    for frequency in frequencies.tolist():
+        wavelength = 2 * math.pi / frequency
+        if wavelength < original / high:
+            out.append(frequency)
+        elif wavelength > original / low:
+            out.append(frequency / factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            out.append((1 - smooth) * frequency / factor + smooth * frequency)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def rms_norm(x, weight, eps):
+    return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def forward(config, weights, tokens):
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    eps = config.get("rms_norm_eps", 1e-6)
+    length = len(tokens)
+
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), inverse_frequencies(config, head_dim))
+    cos = torch.cat((angles.cos(), angles.cos()), dim=-1)  # (T, head_dim)
+    sin = torch.cat((angles.sin(), angles.sin()), dim=-1)
+    mask = torch.full((length, length), float("-inf"), dtype=torch.float64).triu(1)
+
+    x = weights["model.embed_tokens.weight"][tokens]  # (T, hidden)
+    for layer in range(config["num_hidden_layers"]):
+        w = lambda name: weights[f"model.layers.{layer}.{name}.weight"]
+        h = rms_norm(x, w("input_layernorm"), eps)
+        q = (h @ w("self_attn.q_proj").T).view(length, heads, head_dim).transpose(0, 1)  # (H, T, D)
+        k = (h @ w("self_attn.k_proj").T).view(length, kv_heads, head_dim).transpose(0, 1)
+        v = (h @ w("self_attn.v_proj").T).view(length, kv_heads, head_dim).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(heads // kv_heads, dim=0)  # each KV head serves a group of query heads
+        v = v.repeat_interleave(heads // kv_heads, dim=0)
+        scores = q @ k.transpose(1, 2) / math.sqrt(head_dim) + mask
+        attention = torch.softmax(scores, dim=-1) @ v  # (H, T, D)
+        x = x + attention.transpose(0, 1).reshape(length, heads * head_dim) @ w("self_attn.o_proj").T
+        h = rms_norm(x, w("post_attention_layernorm"), eps)
+        gate = torch.nn.functional.silu(h @ w("mlp.gate_proj").T)
+        x = x + (gate * (h @ w("mlp.up_proj").T)) @ w("mlp.down_proj").T
+    x = rms_norm(x, weights["model.norm.weight"], eps)
+    head = weights.get("lm_head.weight")
+    if head is None or config.get("tie_word_embeddings", False):
+        head = weights["model.embed_tokens.weight"]
+    return x @ head.T
+
+
+def main():
+    args = sys.argv[1:]
+    every, greedy = 1, None
+    while args[0].startswith("--"):
+        if args[0] == "--every":
+            every, args = int(args[1]), args[2:]
+        elif args[0] == "--greedy":
+            greedy, args = (int(args[1]), int(args[2])), args[3:]
+        else:
+            raise SystemExit(f"unknown option {args[0]}")
+    folder, tokens = args[0], [int(t) for t in args[1:]]
+    with open(f"{folder}/config.json") as f:
+        config = json.load(f)
+    weights = {}
+    for path in sorted(glob.glob(f"{folder}/*.safetensors")):
+        weights.update(read_safetensors(path))
+    logits = forward(config, weights, tokens)
+    positions = list(range(0, len(tokens), every))
+    rows = ",\n".join("[" + ",".join(f"{float(v):.10g}" for v in logits[p]) + "]" for p in positions)
+    chosen = []
+    if greedy:
+        sequence = tokens[: greedy[0]]
+        for _ in range(greedy[1]):
+            sequence.append(int(forward(config, weights, sequence)[-1].argmax()))
+        chosen = sequence[greedy[0]:]
+    print(f'{{"tokens": {json.dumps(tokens)}, "greedy": {json.dumps(chosen)}, "positions": {json.dumps(positions)}, '
+          f'"logits": [\n{rows}]}}')
+
+
+if __name__ == "__main__":
+    main()
