@@ -51,6 +51,8 @@ struct Architecture {
   ropeLowFreqFactor @11 :Float32;
   ropeHighFreqFactor @12 :Float32;
   ropeOriginalMaxSeqLen @13 :Int32;
+  headDim @14 :Int32;
+  # Width of each attention head, when not dim / nHeads (0: dim / nHeads).
 }
 
 enum TensorType {

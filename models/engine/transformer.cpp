@@ -45,7 +45,7 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   config_.validate();
   if (options_.max_batch < 1) fail("max_batch {} must be >= 1", options_.max_batch);
   const ModelConfig& c = config_;
-  const size_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
+  const size_t dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
 
   // The token table: INT8 when the layers include it (or the tied classifier is INT8), else FP32.
   const QuantizedLinear* table = nullptr;
@@ -71,10 +71,10 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
     layer->attn_norm = w.attn_norm;
     layer->ffn_norm = w.ffn_norm;
-    layer->wq = make_linear(w.wq, c.dim, c.dim, name("wq"), int8, options_.activations);
+    layer->wq = make_linear(w.wq, c.dim, c.q_dim(), name("wq"), int8, options_.activations);
     layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8, options_.activations);
     layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8, options_.activations);
-    layer->wo = make_linear(w.wo, c.dim, c.dim, name("wo"), int8, options_.activations);
+    layer->wo = make_linear(w.wo, c.q_dim(), c.dim, name("wo"), int8, options_.activations);
     layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8, options_.activations);
     layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8, options_.activations);
     layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"), int8, options_.activations);
@@ -100,10 +100,10 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   x_ = padded(batch * dim);
   xb_ = padded(batch * dim);
   xb2_ = padded(batch * dim);
-  q_ = padded(batch * dim);
+  q_ = padded(batch * q_dim);
   k_ = padded(batch * kv_dim);
   v_ = padded(batch * kv_dim);
-  att_out_ = padded(batch * dim);
+  att_out_ = padded(batch * q_dim);
   scores_ = padded(batch * c.n_heads * static_cast<size_t>(c.max_seq_len));
   hb_ = padded(batch * hidden);
   hb2_ = padded(batch * hidden);
@@ -156,7 +156,7 @@ std::span<const float> Transformer::forward(std::span<const int> tokens, int pos
 void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits) {
   const ModelConfig& c = config_;
   const int n = static_cast<int>(tokens.size());
-  const int dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim, half = c.head_size() / 2;
+  const int dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hidden = c.hidden_dim, half = c.head_size() / 2;
 
   // x (n, dim) = embedding rows of the tokens
   for (int t = 0; t < n; ++t) {
@@ -175,11 +175,11 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
 
     // Attention block. xb (n, dim) = rmsnorm(x)
     for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.attn_norm.data(), dim, c.norm_eps);
-    layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, dim)
+    layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, q_dim)
     layer.wk->run(runtime_, n, xb_.data(), k_.data());  // k (n, kv_dim)
     layer.wv->run(runtime_, n, xb_.data(), v_.data());  // v (n, kv_dim)
     observe(layer_point(l, LayerPoint::kAttnIn), xb_.data(), n, dim);
-    observe(layer_point(l, LayerPoint::kQOut), q_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kQOut), q_.data(), n, q_dim);
     observe(layer_point(l, LayerPoint::kKOut), k_.data(), n, kv_dim);
     observe(layer_point(l, LayerPoint::kVOut), v_.data(), n, kv_dim);
 
@@ -195,7 +195,7 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
           vec[j + 1] = a * sin[i] + b * cos[i];
         }
       };
-      rotate(&q_[size_t(t) * dim], dim);
+      rotate(&q_[size_t(t) * q_dim], q_dim);
       rotate(&k_[size_t(t) * kv_dim], kv_dim);
     }
 
@@ -209,9 +209,9 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
       }
     }
 
-    attention(l, n, pos);                                      // att_out (n, dim)
+    attention(l, n, pos);                                      // att_out (n, q_dim)
     layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
-    observe(layer_point(l, LayerPoint::kAttnOut), att_out_.data(), n, dim);
+    observe(layer_point(l, LayerPoint::kAttnOut), att_out_.data(), n, q_dim);
     observe(layer_point(l, LayerPoint::kWoOut), xb2_.data(), n, dim);
     add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
 
@@ -249,11 +249,11 @@ namespace {
 
 struct AttentionTask {
   const ModelConfig* config;
-  const float* q;       // (n, dim)
+  const float* q;       // (n, q_dim)
   const float* keys;    // (n_kv_heads, max_seq_len, head_size) of this layer
   const float* values;  // (n_kv_heads, max_seq_len, head_size) of this layer
   float* scores;        // (n * n_heads, max_seq_len)
-  float* out;           // (n, dim)
+  float* out;           // (n, q_dim)
   int pos;
 };
 
@@ -264,7 +264,7 @@ void attend_one(void* context, size_t item) {
   const int head_size = c.head_size();
   const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
   const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * c.max_seq_len * head_size;
-  const size_t q_offset = size_t(t) * c.dim + size_t(h) * head_size;
+  const size_t q_offset = size_t(t) * c.q_dim() + size_t(h) * head_size;
   // keys and values at positions 0 .. pos + t
   attention_head(task.q + q_offset, task.keys + kv_offset, task.values + kv_offset, task.pos + t + 1, head_size,
                  1.0f / std::sqrt(static_cast<float>(head_size)), task.scores + item * c.max_seq_len, task.out + q_offset);

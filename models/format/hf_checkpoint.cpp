@@ -82,17 +82,17 @@ Model read_hf_checkpoint(const std::string& folder) {
   };
 
   Model model = allocate_model(config);
-  const int64_t dim = config.dim, hidden = config.hidden_dim, kv = config.kv_dim(), vocab = config.vocab_size;
+  const int64_t dim = config.dim, q = config.q_dim(), hidden = config.hidden_dim, kv = config.kv_dim(), vocab = config.vocab_size;
   model.token_embedding = read("model.embed_tokens.weight", {vocab, dim});
   for (int l = 0; l < config.n_layers; ++l) {
     LayerWeights& layer = model.layers[l];
     layer.attn_norm = read(layer_name(l, "input_layernorm.weight"), {dim});
-    layer.wq = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_proj.weight"), {dim, dim}), config.n_heads,
+    layer.wq = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_proj.weight"), {q, dim}), config.n_heads,
                                         config.head_size(), config.dim);
     layer.wk = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_proj.weight"), {kv, dim}), config.n_kv_heads,
                                         config.head_size(), config.dim);
     layer.wv = read(layer_name(l, "self_attn.v_proj.weight"), {kv, dim});
-    layer.wo = read(layer_name(l, "self_attn.o_proj.weight"), {dim, dim});
+    layer.wo = read(layer_name(l, "self_attn.o_proj.weight"), {dim, q});
     layer.ffn_norm = read(layer_name(l, "post_attention_layernorm.weight"), {dim});
     layer.w1 = read(layer_name(l, "mlp.gate_proj.weight"), {hidden, dim});
     layer.w2 = read(layer_name(l, "mlp.down_proj.weight"), {dim, hidden});
@@ -129,6 +129,7 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
                       : dtype == TensorDtype::kF16 ? "float16"
                                                    : "bfloat16"},
   };
+  if (c.head_dim != 0) config["head_dim"] = c.head_dim;
   if (c.rope_scaling.enabled()) {
     config["rope_scaling"] = {{"rope_type", "llama3"},
                               {"factor", shortest_double(c.rope_scaling.factor)},
@@ -139,7 +140,7 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
   std::string text = config.dump(2) + "\n";
   write_file_atomically((fs::path(folder) / "config.json").string(), std::as_bytes(std::span(text)));
 
-  const int64_t dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), vocab = c.vocab_size;
+  const int64_t dim = c.dim, q = c.q_dim(), hidden = c.hidden_dim, kv = c.kv_dim(), vocab = c.vocab_size;
   std::vector<std::vector<float>> permuted;  // q/k in HF layout, kept alive until written
   permuted.reserve(2 * c.n_layers);
   std::vector<SafetensorsTensorToWrite> tensors;
@@ -147,12 +148,12 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& layer = model.layers[l];
     permuted.push_back(interleaved_to_hf_rotary(layer.wq, c.n_heads, c.head_size(), c.dim));
-    tensors.push_back({layer_name(l, "self_attn.q_proj.weight"), {dim, dim}, &permuted.back()});
+    tensors.push_back({layer_name(l, "self_attn.q_proj.weight"), {q, dim}, &permuted.back()});
     permuted.push_back(interleaved_to_hf_rotary(layer.wk, c.n_kv_heads, c.head_size(), c.dim));
     tensors.push_back({layer_name(l, "self_attn.k_proj.weight"), {kv, dim}, &permuted.back()});
     tensors.push_back({layer_name(l, "input_layernorm.weight"), {dim}, &layer.attn_norm});
     tensors.push_back({layer_name(l, "self_attn.v_proj.weight"), {kv, dim}, &layer.wv});
-    tensors.push_back({layer_name(l, "self_attn.o_proj.weight"), {dim, dim}, &layer.wo});
+    tensors.push_back({layer_name(l, "self_attn.o_proj.weight"), {dim, q}, &layer.wo});
     tensors.push_back({layer_name(l, "post_attention_layernorm.weight"), {dim}, &layer.ffn_norm});
     tensors.push_back({layer_name(l, "mlp.gate_proj.weight"), {hidden, dim}, &layer.w1});
     tensors.push_back({layer_name(l, "mlp.down_proj.weight"), {dim, hidden}, &layer.w2});

@@ -19,7 +19,7 @@ const std::vector<HfConfigKey> kKeys = {
     {"num_hidden_layers", HfKeyUse::kUsed, "layers"},
     {"num_attention_heads", HfKeyUse::kUsed, "query heads"},
     {"num_key_value_heads", HfKeyUse::kUsed, "key/value heads (default: num_attention_heads)"},
-    {"head_dim", HfKeyUse::kChecked, "hidden_size / num_attention_heads"},
+    {"head_dim", HfKeyUse::kUsed, "the width of each head (default hidden_size / num_attention_heads)"},
     {"vocab_size", HfKeyUse::kUsed, "the vocabulary"},
     {"max_position_embeddings", HfKeyUse::kUsed, "the context length"},
     {"rms_norm_eps", HfKeyUse::kUsed, "the RMSNorm epsilon (default 1e-6)"},
@@ -195,11 +195,9 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
     read_rope(json, m);
     m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
-    if (json.contains("head_dim") && !json["head_dim"].is_null() && m.n_heads > 0 &&
-        required_int(json, "head_dim") * m.n_heads != m.dim) {
-      refuse("head_dim", json["head_dim"],
-             fmt::format("head_dim x num_attention_heads ({}) must equal hidden_size ({})", m.n_heads, m.dim));
-    }
+    // An explicit head_dim that is not hidden_size / heads (Qwen3) widens q and the attention output.
+    if (json.contains("head_dim") && !json["head_dim"].is_null() && required_int(json, "head_dim") * m.n_heads != m.dim)
+      m.head_dim = required_int(json, "head_dim");
     if (const auto it = json.find("layer_types"); it != json.end() && it->is_array() && it->size() != static_cast<size_t>(m.n_layers))
       refuse("layer_types", *it, fmt::format("{} entries for {} layers", it->size(), m.n_layers));
     m.validate();

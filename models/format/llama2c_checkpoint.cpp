@@ -135,6 +135,7 @@ Model read_llama2c_checkpoint(const std::string& path) {
 void write_llama2c_checkpoint(const Model& model, const std::string& path, Llama2cVersion version) {
   const ModelConfig& c = model.config;
   if (c.rope_scaling.enabled()) fail("{}: a llama2.c checkpoint cannot hold RoPE scaling (write a Hugging Face folder)", path);
+  if (c.head_dim != 0) fail("{}: a llama2.c checkpoint cannot hold an explicit head_dim (write a Hugging Face folder)", path);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) fail("{}: cannot create", path);
   auto write = [&](const void* data, size_t size) {

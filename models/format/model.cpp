@@ -6,17 +6,17 @@ namespace fedcal {
 
 Model allocate_model(const ModelConfig& config) {
   config.validate();
-  const size_t dim = config.dim, hidden = config.hidden_dim, kv = config.kv_dim(), vocab = config.vocab_size;
+  const size_t dim = config.dim, q = config.q_dim(), hidden = config.hidden_dim, kv = config.kv_dim(), vocab = config.vocab_size;
   Model model;
   model.config = config;
   model.token_embedding.resize(vocab * dim);
   model.layers.resize(config.n_layers);
   for (LayerWeights& layer : model.layers) {
     layer.attn_norm.resize(dim);
-    layer.wq.resize(dim * dim);
+    layer.wq.resize(q * dim);
     layer.wk.resize(kv * dim);
     layer.wv.resize(kv * dim);
-    layer.wo.resize(dim * dim);
+    layer.wo.resize(dim * q);
     layer.ffn_norm.resize(dim);
     layer.w1.resize(hidden * dim);
     layer.w2.resize(dim * hidden);
@@ -38,10 +38,10 @@ std::vector<Ref> list_tensors_of(ModelT& model) {
     auto& layer = model.layers[l];
     auto name = [l](const char* tensor) { return fmt::format("layers.{}.{}", l, tensor); };
     tensors.push_back({name("attn_norm"), &layer.attn_norm, 1, c.dim});
-    tensors.push_back({name("wq"), &layer.wq, c.dim, c.dim});
+    tensors.push_back({name("wq"), &layer.wq, c.q_dim(), c.dim});
     tensors.push_back({name("wk"), &layer.wk, c.kv_dim(), c.dim});
     tensors.push_back({name("wv"), &layer.wv, c.kv_dim(), c.dim});
-    tensors.push_back({name("wo"), &layer.wo, c.dim, c.dim});
+    tensors.push_back({name("wo"), &layer.wo, c.dim, c.q_dim()});
     tensors.push_back({name("ffn_norm"), &layer.ffn_norm, 1, c.dim});
     tensors.push_back({name("w1"), &layer.w1, c.hidden_dim, c.dim});
     tensors.push_back({name("w2"), &layer.w2, c.dim, c.hidden_dim});

@@ -24,7 +24,8 @@ void check_range(const char* field, int value, int max) {
 
 int64_t ModelConfig::parameter_count() const {
   int64_t d = dim, h = hidden_dim, kv = kv_dim(), v = vocab_size;
-  int64_t per_layer = 2 * d + d * d /*wq*/ + 2 * kv * d /*wk, wv*/ + d * d /*wo*/ + 3 * d * h;
+  int64_t q = q_dim();
+  int64_t per_layer = 2 * d + q * d /*wq*/ + 2 * kv * d /*wk, wv*/ + d * q /*wo*/ + 3 * d * h;
   return v * d + n_layers * per_layer + d + (shared_classifier ? 0 : v * d);
 }
 
@@ -36,7 +37,9 @@ void ModelConfig::validate() const {
   check_range("n_kv_heads", n_kv_heads, kMaxHeads);
   check_range("vocab_size", vocab_size, kMaxVocab);
   check_range("max_seq_len", max_seq_len, kMaxSeqLen);
-  if (dim % n_heads != 0) fail("dim {} is not a multiple of n_heads {}", dim, n_heads);
+  if (head_dim == 0 && dim % n_heads != 0) fail("dim {} is not a multiple of n_heads {}", dim, n_heads);
+  if (head_dim != 0) check_range("head_dim", head_dim, 4096);
+  if (int64_t{n_heads} * head_size() > 4 * int64_t{kMaxDim}) fail("n_heads {} x head_dim {} is too wide", n_heads, head_size());
   if (head_size() % 2 != 0) fail("head size {} is odd; rotary embeddings rotate pairs", head_size());
   if (n_heads % n_kv_heads != 0) fail("n_heads {} is not a multiple of n_kv_heads {}", n_heads, n_kv_heads);
   if (!(norm_eps > 0.0f) || !std::isfinite(norm_eps) || norm_eps > 1.0f) fail("norm_eps {} is not in (0, 1]", norm_eps);

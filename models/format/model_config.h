@@ -23,16 +23,18 @@ struct ModelConfig {
   int dim = 0;         // residual stream width (hidden_size)
   int hidden_dim = 0;  // SwiGLU feed-forward width (intermediate_size)
   int n_layers = 0;
-  int n_heads = 0;     // query heads; head_size = dim / n_heads
+  int n_heads = 0;     // query heads
   int n_kv_heads = 0;  // key/value heads (grouped-query attention when < n_heads)
   int vocab_size = 0;
   int max_seq_len = 0;  // context length
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
+  int head_dim = 0;  // 0: dim / n_heads; else explicit (Qwen3: 128 with dim 1024 and 16 heads)
   bool shared_classifier = true;  // output head tied to the token embedding
 
-  int head_size() const { return dim / n_heads; }
+  int head_size() const { return head_dim != 0 ? head_dim : dim / n_heads; }
+  int q_dim() const { return n_heads * head_size(); }  // width of q and of the attention output
   // The rotation rate of each pair i < head_size / 2: theta^(-2i / head_size), then rope_scaling.
   std::vector<double> rope_inverse_frequencies() const;
   int kv_dim() const { return n_kv_heads * head_size(); }

@@ -105,6 +105,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   arch.setNormEps(c.norm_eps);
   arch.setRopeTheta(c.rope_theta);
   arch.setSharedClassifier(c.shared_classifier);
+  arch.setHeadDim(c.head_dim);
   if (c.rope_scaling.enabled()) {
     arch.setRopeScalingFactor(c.rope_scaling.factor);
     arch.setRopeLowFreqFactor(c.rope_scaling.low_freq_factor);
@@ -248,6 +249,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
           c.norm_eps = arch.getNormEps();
           c.rope_theta = arch.getRopeTheta();
           c.shared_classifier = arch.getSharedClassifier();
+          c.head_dim = arch.getHeadDim();
           if (arch.getRopeScalingFactor() != 0.0f) {
             c.rope_scaling = {arch.getRopeScalingFactor(), arch.getRopeLowFreqFactor(), arch.getRopeHighFreqFactor(),
                               arch.getRopeOriginalMaxSeqLen()};

@@ -39,6 +39,11 @@ class NormalSource {
   std::mt19937_64 rng_;
 };
 
+ModelConfig with_head_dim(ModelConfig config, int head_dim) {
+  config.head_dim = head_dim;
+  return config;
+}
+
 ModelConfig with_llama3_rope(ModelConfig config, RopeScaling scaling) {
   config.rope_scaling = scaling;
   return config;
@@ -52,6 +57,8 @@ const std::vector<SynthPreset>& synth_presets() {
       {"tiny-mha", "2 layers, dim 48, 3 heads, untied head, vocab 300 (tests)", make_config(48, 128, 2, 3, 3, 300, 96, false)},
       {"tiny-llama3", "tiny with Llama 3's RoPE: theta 500000, scaling 8x from a 64-token original context (tests)",
        with_llama3_rope(make_config(64, 176, 2, 4, 2, 512, 128, true, 500000.0f), {8.0f, 1.0f, 4.0f, 64})},
+      {"tiny-head-dim", "tiny with an explicit head_dim of 32 (q and attention output 128 wide, as Qwen3 does) (tests)",
+       with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true), 32)},
       {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},
       {"smollm-135m", "SmolLM-135M shape: 30 layers, dim 576, 9 heads / 3 KV heads, vocab 49152",
        make_config(576, 1536, 30, 9, 3, 49152, 2048, true, 10000.0f)},

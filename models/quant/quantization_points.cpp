@@ -27,13 +27,14 @@ int point_width(const ModelConfig& config, int point) {
     case LayerPoint::kKOut:
     case LayerPoint::kVOut:
       return config.kv_dim();
+    case LayerPoint::kQOut:
+    case LayerPoint::kAttnOut:
+      return config.q_dim();
     case LayerPoint::kW1Out:
     case LayerPoint::kW3Out:
     case LayerPoint::kFfnHidden:
       return config.hidden_dim;
     case LayerPoint::kAttnIn:
-    case LayerPoint::kQOut:
-    case LayerPoint::kAttnOut:
     case LayerPoint::kWoOut:
     case LayerPoint::kFfnIn:
     case LayerPoint::kW2Out:

@@ -16,6 +16,8 @@
 #include "models/format/model_loader.h"
 #include "models/format/model_package.h"
 #include "models/format/synth.h"
+#include "models/quant/calibration.h"
+#include "models/quant/quantize.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
@@ -160,10 +162,9 @@ TEST_CASE("Llama 3 RoPE scaling: Meta's frequencies, kept by Hugging Face folder
   CHECK(logits_of(unscaled, tokens) != with_scaling);
 }
 
-// A Llama-3-shaped checkpoint and the logits of an independent PyTorch implementation
-// (tests/reference/llama_reference.py; rebuilt by tests/reference/make_llama3_tiny.sh).
-TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal an independent PyTorch implementation") {
-  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/llama3-tiny";
+// Checkpoints of the Llama variants and the logits of an independent PyTorch implementation
+// (tests/reference/llama_reference.py; rebuilt by tests/reference/make_references.sh).
+void check_against_pytorch(const std::string& folder, bool rope_scaling) {
   const nlohmann::json reference = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
   const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
   testing::ScratchDir dir;
@@ -173,7 +174,7 @@ TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal 
   for (const std::string& path : {folder, dir.path("v5")}) {
     CAPTURE(path);
     const LoadedModel loaded = load_model(path);
-    REQUIRE(loaded.model.config.rope_scaling.enabled());
+    REQUIRE(loaded.model.config.rope_scaling.enabled() == rope_scaling);
     const std::vector<float> logits = logits_of(loaded.model, tokens);
     const size_t vocab = static_cast<size_t>(loaded.model.config.vocab_size);
     double worst = 0;
@@ -202,6 +203,13 @@ TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal 
     }
     CHECK(greedy == reference["greedy"].get<std::vector<int>>());
   }
+}
+
+TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal an independent PyTorch implementation") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/llama3-tiny";
+  check_against_pytorch(folder, true);
+  const nlohmann::json reference = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
+  const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
   // Without the scaling the same weights are measurably off: the comparison can fail.
   LoadedModel unscaled = load_model(folder);
   unscaled.model.config.rope_scaling = {};
@@ -211,6 +219,41 @@ TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal 
   double difference = 0;
   for (size_t v = 0; v < vocab; ++v) difference = std::max(difference, std::fabs(logits[position * vocab + v] - last[v]));
   CHECK(difference > 1e-3);
+}
+
+TEST_CASE("An explicit head_dim (q wider than the residual stream), transformers 4.x and 5.x configs: logits equal PyTorch's") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/head-dim-tiny";
+  check_against_pytorch(folder, false);
+  const LoadedModel loaded = load_model(folder);
+  CHECK(loaded.model.config.q_dim() == 128);
+  CHECK(loaded.model.config.dim == 64);
+  // Calibrated (the q and attention-output points are 128 wide), quantized, packaged, and run.
+  XnnRuntime runtime(1);
+  Transformer fp32(loaded.model, runtime);
+  CalibrationStats stats = CalibrationStats::empty_for(loaded.model.config, model_fingerprint(loaded.model));
+  StatsRecorder recorder(stats);
+  fp32.set_observer(&recorder);
+  const std::vector<int> tokens{1, 5, 9, 200, 31, 7, 64, 300, 2, 11};
+  const auto expected_span = fp32.forward(tokens, 0, true);
+  const std::vector<float> expected(expected_span.begin(), expected_span.end());
+  fp32.set_observer(nullptr);
+  QuantizeOptions options;
+  options.method = ScaleMethodSpec::parse("minmax");
+  options.per_channel = true;
+  const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
+  CHECK(int8.at("layers.0.wo").weights.cols == 128);
+  testing::ScratchDir dir;
+  write_model_package(dir.path("m.pkg"), loaded.model, int8, {}, {});
+  const LoadedModel package = load_model(dir.path("m.pkg"));
+  CHECK(package.model.config.head_dim == 32);
+  Transformer quantized(package.model, runtime, {}, &package.int8);
+  const auto actual = quantized.forward(tokens, 0, true);
+  double error = 0, norm = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    error += (actual[i] - expected[i]) * (actual[i] - expected[i]);
+    norm += expected[i] * expected[i];
+  }
+  CHECK(std::sqrt(error / norm) < 0.1);
 }
 
 }  // namespace

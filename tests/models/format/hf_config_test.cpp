@@ -38,7 +38,7 @@ bool same(const HfConfig& a, const HfConfig& b) {
   return x.dim == y.dim && x.hidden_dim == y.hidden_dim && x.n_layers == y.n_layers && x.n_heads == y.n_heads &&
          x.n_kv_heads == y.n_kv_heads && x.vocab_size == y.vocab_size && x.max_seq_len == y.max_seq_len &&
          x.norm_eps == y.norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
-         x.shared_classifier == y.shared_classifier &&
+         x.shared_classifier == y.shared_classifier && x.head_dim == y.head_dim &&
          a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
@@ -118,8 +118,6 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
     base["model_type"] = "llama";
     base["architectures"] = {"LlamaForCausalLM"};
     if (base.contains("rope_theta") && base.contains("rope_parameters")) base.erase("rope_theta");
-    if (base.contains("head_dim") && base["head_dim"].get<int>() * base["num_attention_heads"].get<int>() != base["hidden_size"])
-      base.erase("head_dim");  // Qwen3's explicit head_dim (not hidden_size / heads) is refused on its own
     const Outcome read = parse(base);
     REQUIRE_MESSAGE(read.config, read.error);
     for (const auto& [key, value] : base.items()) {
@@ -157,11 +155,13 @@ TEST_CASE("Hugging Face configs: a key fedcal does not know is refused, naming i
   const Outcome outcome = parse(config);
   CHECK_FALSE(outcome.config);
   CHECK(outcome.error.find("config key 'attn_logit_softcapping' = 50.0 is not supported") != std::string::npos);
-  // Qwen3's head_dim that is not hidden_size / heads: refused by name.
+  // Qwen3's head_dim that is not hidden_size / heads: read (q and the attention output are 2048 wide).
   config = config_file("qwen3-0.6b.4.json");
   config["model_type"] = "llama";
   config["architectures"] = {"LlamaForCausalLM"};
-  CHECK(parse(config).error.find("config key 'head_dim' = 128 is not supported") != std::string::npos);
+  REQUIRE(parse(config).config);
+  CHECK(parse(config).config->model.head_size() == 128);
+  CHECK(parse(config).config->model.q_dim() == 2048);
   config = config_file("tinyllama-1.1b.4.json");
   config["rope_theta"] = 20000.0;
   config["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};

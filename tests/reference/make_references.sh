@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Rebuilds the checkpoints in tests/reference/ and the outputs of the independent PyTorch reference
+# (llama_reference.py) that tests/models/format/checkpoint_test.cpp compares the engine with:
+#   llama3-tiny/     synth preset tiny-llama3: Llama 3 RoPE scaling
+#   head-dim-tiny/   synth preset tiny-head-dim: an explicit head_dim (q wider than the residual, as Qwen3)
+# Each is an F16 Hugging Face folder with its config also in the transformers 5.x layout
+# (config.transformers5.json), and reference_logits.json: logits of every 4th of 100 tokens and the
+# greedy continuation of the first 8 over 64 tokens.
+# Needs a build (build/bin/fedcal-model) and python3-torch (deploy/install-deps.sh --train).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tokens="1 $(seq 0 98 | awk '{printf "%d ", ($1 * 37 + 11) % 509 + 3}')"
+for pair in llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim; do
+  out=tests/reference/${pair%%:*}
+  rm -rf "$out"
+  build/bin/fedcal-model synth --preset "${pair##*:}" --seed 11 --format hf --dtype f16 -o "$out" 2>/dev/null
+  /usr/bin/python3 - "$out" <<'PY'
+import json, sys
+folder = sys.argv[1]
+config = json.load(open(f"{folder}/config.json"))
+# transformers 5.x: rope_theta and rope_scaling become rope_parameters, torch_dtype becomes dtype.
+rope = dict(config.pop("rope_scaling", None) or {"rope_type": "default"})
+rope["rope_theta"] = config.pop("rope_theta")
+config["rope_parameters"] = rope
+config["dtype"] = config.pop("torch_dtype")
+config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
+config["transformers_version"] = "5.0.0"
+json.dump(config, open(f"{folder}/config.transformers5.json", "w"), indent=2, sort_keys=True)
+PY
+  # shellcheck disable=SC2086
+  /usr/bin/python3 tests/reference/llama_reference.py --every 4 --greedy 8 64 "$out" $tokens > "$out/reference_logits.json"
+  echo "wrote $out"
+done
