@@ -22,6 +22,7 @@
 #include "secagg/secure_aggregation.h"
 #include "tests/coordinator/forged_report.h"
 #include "tests/coordinator/mini_fleet.h"
+#include "tests/models/tokenizer/tokenizer_fixtures.h"
 #include "transport/curve.h"
 
 namespace fedcal::testing {
@@ -165,6 +166,56 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
     double chi2 = 0;
     for (double count : bins) chi2 += (count - expected) * (count - expected) / expected;
     CHECK(chi2 < 45);  // 15 degrees of freedom; p ~ 1e-4 for a uniform source. True counts are tiny: all in bin 0.
+  }
+}
+
+TEST_CASE("Fleet round and rollout of Llama-3-shaped models (RoPE scaling, an explicit head_dim): federated = centralized" *
+          doctest::timeout(240)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  // The PyTorch-checked checkpoints of tests/reference, with a 512-piece tokenizer trained on public text.
+  fs::create_directories(fleet.path("spm"));
+  const std::string spm = train_sentencepiece(fleet.path("spm"), tinystories_train().substr(0, 100000), 512);
+  for (const std::string name : {"llama3-tiny", "head-dim-tiny"}) {
+    CAPTURE(name);
+    const std::string folder = fleet.path(name);
+    fs::create_directories(folder);
+    for (const char* file : {"config.json", "model.safetensors"})
+      fs::copy_file(std::string(FEDCAL_SOURCE_DIR) + "/tests/reference/" + name + "/" + file, folder + "/" + file);
+    fs::copy_file(spm, folder + "/tokenizer.model");
+    const int64_t model = fleet.import_model(folder);
+    const nlohmann::json report = fleet.run_round(round_settings(model));
+    REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+    CHECK(report["contributors"] == 3);
+    CHECK(report["checks"]["fleet"]["agents"] == 3);
+    CHECK(report["checks"]["dynamic"]["agents"] == 3);
+    // The same statistics as the agents' calibration text run centrally, bit for bit.
+    const std::string fp32 = fp32_package_path(fleet, model);
+    std::string all;
+    for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
+    const std::string central = calibrate_centrally(fleet, fp32, all, kSequences * options.agents, "central-" + name);
+    const std::string round = std::to_string(report["round"].get<int64_t>());
+    CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-" + round + ".stats") == read_bytes(central));
+    // Rolled out to every agent, which runs it (the second replaces an unrelated model: no KL limit).
+    fleet.admin({{"command", "rollout.start"},
+                 {"settings",
+                  {{"model_id", report["models"][0]["model"]},
+                   {"waves", {100.0}},
+                   {"max_kl", 50.0},
+                   {"max_slowdown", 50.0},
+                   {"soak_ms", 0}}}});
+    nlohmann::json rollout;
+    REQUIRE(eventually(
+        [&] {
+          rollout = fleet.admin({{"command", "rollout.status"}});
+          return rollout["stage"] != "running";
+        },
+        std::chrono::seconds(60)));
+    CHECK_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+    CHECK(rollout["counts"]["healthy"] == 3);
   }
 }
 

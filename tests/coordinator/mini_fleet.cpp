@@ -240,8 +240,15 @@ void MiniFleet::wait_online(size_t count, std::chrono::seconds timeout) {
 
 int64_t MiniFleet::import_model() {
   const std::string model = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
-  return admin({{"command", "models.import"}, {"path", model + "/model.bin"}, {"tokenizer", model + "/tokenizer.bin"}})["id"]
-      .get<int64_t>();
+  return import_model(model + "/model.bin", model + "/tokenizer.bin");
+}
+
+int64_t MiniFleet::import_model(const std::string& path, const std::string& tokenizer) {
+  nlohmann::json request = {{"command", "models.import"}, {"path", path}};
+  if (!tokenizer.empty()) request["tokenizer"] = tokenizer;
+  const nlohmann::json reply = admin(request, 30000);
+  if (!reply.contains("id")) throw std::runtime_error("import of " + path + " failed: " + reply.dump());
+  return reply["id"].get<int64_t>();
 }
 
 nlohmann::json MiniFleet::wait_round(int64_t id, std::chrono::seconds timeout) {

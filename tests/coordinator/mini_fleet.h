@@ -74,7 +74,9 @@ class MiniFleet {
   // Waits until `count` agents are online.
   void wait_online(size_t count, std::chrono::seconds timeout = std::chrono::seconds(30));
 
-  int64_t import_model();
+  int64_t import_model();  // the project's model
+  // A model file or folder (its tokenizer inside, or `tokenizer`); returns its id.
+  int64_t import_model(const std::string& path, const std::string& tokenizer = "");
   // Starts a round with `settings` (model_id filled in) and waits for done/failed.
   nlohmann::json run_round(nlohmann::json settings, std::chrono::seconds timeout = std::chrono::seconds(120));
   nlohmann::json wait_round(int64_t id, std::chrono::seconds timeout);
