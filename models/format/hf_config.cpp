@@ -152,10 +152,11 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
     // No key may go unread: an unknown one may change the computation.
-    for (const auto& [key, value] : json.items()) {
+    for (const auto& item : json.items()) {
+      const std::string& key = item.key();
       const bool known =
           std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
-      if (!known) refuse(key.c_str(), value, "fedcal does not know this key, and it may change the computation");
+      if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
     }
     const auto model_type = json.find("model_type");
     if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {

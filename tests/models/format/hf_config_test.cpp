@@ -120,7 +120,9 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
     if (base.contains("rope_theta") && base.contains("rope_parameters")) base.erase("rope_theta");
     const Outcome read = parse(base);
     REQUIRE_MESSAGE(read.config, read.error);
-    for (const auto& [key, value] : base.items()) {
+    for (const auto& item : base.items()) {
+      const std::string key = item.key();
+      const nlohmann::json value = item.value();
       CAPTURE(key);
       ++keys;
       nlohmann::json variant = base;
@@ -135,7 +137,9 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
     // Inside the RoPE objects too: every parameter changed changes what is read, or is refused.
     for (const char* rope : {"rope_parameters", "rope_scaling"}) {
       if (!base.contains(rope) || !base[rope].is_object()) continue;
-      for (const auto& [name, value] : base[rope].items()) {
+      for (const auto& item : base[rope].items()) {
+        const std::string name = item.key();
+        const nlohmann::json value = item.value();
         CAPTURE(name);
         nlohmann::json variant = base;
         variant[rope][name] = changed(value);
