@@ -208,6 +208,23 @@ TEST_CASE(
   check_int8_linear(true, false, 2);
 }
 
+// `length` tokens: <s> (1), then random ones.
+std::vector<int> random_tokens(std::mt19937& rng, int vocab_size, int length) {
+  std::vector<int> tokens{1};
+  for (int i = 1; i < length; ++i) tokens.push_back(static_cast<int>(rng() % static_cast<unsigned>(vocab_size)));
+  return tokens;
+}
+
+// The statistics of `model` run in FP32 on `sequences`.
+CalibrationStats calibrate_on(const Model& model, const XnnRuntime& runtime, const std::vector<std::vector<int>>& sequences) {
+  Transformer fp32(model, runtime);
+  CalibrationStats stats = CalibrationStats::empty_for(model.config, model_fingerprint(model));
+  StatsRecorder recorder(stats);
+  fp32.set_observer(&recorder);
+  for (const std::vector<int>& tokens : sequences) fp32.forward(tokens, 0, true);
+  return stats;
+}
+
 TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agree") {
   testing::ScratchDir dir;
   const ModelConfig config = find_synth_preset("tiny").config;
@@ -215,19 +232,12 @@ TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agre
   XnnRuntime runtime(1);
   Transformer fp32(model, runtime);
   // Calibrate on random token sequences.
-  CalibrationStats stats = CalibrationStats::empty_for(config, model_fingerprint(model));
-  StatsRecorder recorder(stats);
-  fp32.set_observer(&recorder);
   std::mt19937 rng(1);
-  for (int s = 0; s < 16; ++s) {
-    std::vector<int> tokens{1};
-    for (int i = 0; i < 63; ++i) tokens.push_back(static_cast<int>(rng() % config.vocab_size));
-    fp32.forward(tokens, 0, true);
-  }
-  fp32.set_observer(nullptr);
+  std::vector<std::vector<int>> sequences;
+  for (int s = 0; s < 16; ++s) sequences.push_back(random_tokens(rng, config.vocab_size, 64));
+  const CalibrationStats stats = calibrate_on(model, runtime, sequences);
 
-  std::vector<int> probe{1};
-  for (int i = 0; i < 40; ++i) probe.push_back(static_cast<int>(rng() % config.vocab_size));
+  const std::vector<int> probe = random_tokens(rng, config.vocab_size, 41);
   const auto expected_span = fp32.forward(probe, 0, true);
   const std::vector<float> expected(expected_span.begin(), expected_span.end());
   for (bool per_channel : {false, true}) {
@@ -294,8 +304,7 @@ TEST_CASE("Dynamic activations: no statistics, logits close to FP32, and prefill
   XnnRuntime runtime(1);
   Transformer fp32(model, runtime);
   std::mt19937 rng(3);
-  std::vector<int> probe{1};
-  for (int i = 0; i < 40; ++i) probe.push_back(static_cast<int>(rng() % config.vocab_size));
+  const std::vector<int> probe = random_tokens(rng, config.vocab_size, 41);
   const auto expected_span = fp32.forward(probe, 0, true);
   const std::vector<float> expected(expected_span.begin(), expected_span.end());
   QuantizeOptions options;
@@ -327,15 +336,9 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
   const ModelConfig config = find_synth_preset("tiny").config;
   const Model model = synthesize_model(config, 4);
   XnnRuntime runtime(1);
-  Transformer fp32(model, runtime);
-  CalibrationStats stats = CalibrationStats::empty_for(config, model_fingerprint(model));
-  StatsRecorder recorder(stats);
-  fp32.set_observer(&recorder);
   std::mt19937 rng(1);
-  std::vector<int> tokens{1};
-  for (int i = 0; i < 63; ++i) tokens.push_back(static_cast<int>(rng() % config.vocab_size));
-  fp32.forward(tokens, 0, true);
-  fp32.set_observer(nullptr);
+  const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 64);
+  const CalibrationStats stats = calibrate_on(model, runtime, {tokens});
   QuantizeOptions options;
   options.method = ScaleMethodSpec::parse("minmax");
   const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
