@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model_dir=${1:-models/tinystories-1.8m}
 threads=${2:-1}
-bin=build/bin/fedcal-model
+bin=${FEDCAL_MODEL:-build/bin/fedcal-model}
 data=data/tinystories/tinystories-sample.txt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -53,6 +53,8 @@ struct Architecture {
   ropeOriginalMaxSeqLen @13 :Int32;
   headDim @14 :Int32;
   # Width of each attention head, when not dim / nHeads (0: dim / nHeads).
+  qkNorm @15 :Bool;
+  # Each head of q and k RMS-normalized before RoPE (tensors layers.N.q_norm, layers.N.k_norm).
 }
 
 enum TensorType {

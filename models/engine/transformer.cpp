@@ -15,6 +15,7 @@ namespace fedcal {
 struct Transformer::Layer {
   std::vector<float> attn_norm;  // (dim)
   std::vector<float> ffn_norm;   // (dim)
+  std::vector<float> q_norm, k_norm;  // (head_size) with config.qk_norm, else empty
   std::unique_ptr<Linear> wq, wk, wv, wo, w1, w2, w3;
 };
 
@@ -71,6 +72,12 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
     layer->attn_norm = w.attn_norm;
     layer->ffn_norm = w.ffn_norm;
+    if (c.qk_norm) {
+      if (w.q_norm.size() != size_t(c.head_size()) || w.k_norm.size() != size_t(c.head_size()))
+        fail("layers.{}: q_norm / k_norm must hold {} values", l, c.head_size());
+      layer->q_norm = w.q_norm;
+      layer->k_norm = w.k_norm;
+    }
     layer->wq = make_linear(w.wq, c.dim, c.q_dim(), name("wq"), int8, options_.activations);
     layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8, options_.activations);
     layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8, options_.activations);
@@ -182,6 +189,21 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     observe(layer_point(l, LayerPoint::kQOut), q_.data(), n, q_dim);
     observe(layer_point(l, LayerPoint::kKOut), k_.data(), n, kv_dim);
     observe(layer_point(l, LayerPoint::kVOut), v_.data(), n, kv_dim);
+
+    // Qwen3: each head of q and k RMS-normalized (its own weights) before RoPE.
+    if (c.qk_norm) {
+      const int head_size = c.head_size();
+      for (int t = 0; t < n; ++t) {
+        for (int h = 0; h < c.n_heads; ++h) {
+          float* head = &q_[size_t(t) * q_dim + size_t(h) * head_size];
+          rmsnorm(head, head, layer.q_norm.data(), head_size, c.norm_eps);
+        }
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          float* head = &k_[size_t(t) * kv_dim + size_t(h) * head_size];
+          rmsnorm(head, head, layer.k_norm.data(), head_size, c.norm_eps);
+        }
+      }
+    }
 
     // RoPE on q and k: rotate each interleaved pair (2i, 2i+1) of every head by its position's angle.
     for (int t = 0; t < n; ++t) {

@@ -93,6 +93,11 @@ Model read_hf_checkpoint(const std::string& folder) {
                                         config.head_size(), config.dim);
     layer.wv = read(layer_name(l, "self_attn.v_proj.weight"), {kv, dim});
     layer.wo = read(layer_name(l, "self_attn.o_proj.weight"), {dim, q});
+    if (config.qk_norm) {  // one head's weights, in the head's rotary layout like q and k rows
+      const int64_t head = config.head_size();
+      layer.q_norm = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_norm.weight"), {head}), 1, config.head_size(), 1);
+      layer.k_norm = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_norm.weight"), {head}), 1, config.head_size(), 1);
+    }
     layer.ffn_norm = read(layer_name(l, "post_attention_layernorm.weight"), {dim});
     layer.w1 = read(layer_name(l, "mlp.gate_proj.weight"), {hidden, dim});
     layer.w2 = read(layer_name(l, "mlp.down_proj.weight"), {dim, hidden});
@@ -110,8 +115,8 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
   if (ec) fail("{}: cannot create folder: {}", folder, ec.message());
 
   nlohmann::json config = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+      {"architectures", {c.qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", c.qk_norm ? "qwen3" : "llama"},
       {"hidden_act", "silu"},
       {"hidden_size", c.dim},
       {"intermediate_size", c.hidden_dim},
@@ -142,7 +147,7 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
 
   const int64_t dim = c.dim, q = c.q_dim(), hidden = c.hidden_dim, kv = c.kv_dim(), vocab = c.vocab_size;
   std::vector<std::vector<float>> permuted;  // q/k in HF layout, kept alive until written
-  permuted.reserve(2 * c.n_layers);
+  permuted.reserve(4 * c.n_layers);  // q, k and (Qwen3) their norms: pointers into it must stay valid
   std::vector<SafetensorsTensorToWrite> tensors;
   tensors.push_back({"model.embed_tokens.weight", {vocab, dim}, &model.token_embedding});
   for (int l = 0; l < c.n_layers; ++l) {
@@ -154,6 +159,12 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
     tensors.push_back({layer_name(l, "input_layernorm.weight"), {dim}, &layer.attn_norm});
     tensors.push_back({layer_name(l, "self_attn.v_proj.weight"), {kv, dim}, &layer.wv});
     tensors.push_back({layer_name(l, "self_attn.o_proj.weight"), {dim, q}, &layer.wo});
+    if (c.qk_norm) {
+      permuted.push_back(interleaved_to_hf_rotary(layer.q_norm, 1, c.head_size(), 1));
+      tensors.push_back({layer_name(l, "self_attn.q_norm.weight"), {c.head_size()}, &permuted.back()});
+      permuted.push_back(interleaved_to_hf_rotary(layer.k_norm, 1, c.head_size(), 1));
+      tensors.push_back({layer_name(l, "self_attn.k_norm.weight"), {c.head_size()}, &permuted.back()});
+    }
     tensors.push_back({layer_name(l, "post_attention_layernorm.weight"), {dim}, &layer.ffn_norm});
     tensors.push_back({layer_name(l, "mlp.gate_proj.weight"), {hidden, dim}, &layer.w1});
     tensors.push_back({layer_name(l, "mlp.down_proj.weight"), {dim, hidden}, &layer.w2});

@@ -12,8 +12,8 @@ namespace {
 
 const std::vector<HfConfigKey> kKeys = {
     // The architecture.
-    {"model_type", HfKeyUse::kChecked, "\"llama\" (other families are refused until implemented)"},
-    {"architectures", HfKeyUse::kChecked, "LlamaForCausalLM: a causal LM head, nothing else"},
+    {"model_type", HfKeyUse::kUsed, "\"llama\", or \"qwen3\" (q/k norms); other families are refused until implemented"},
+    {"architectures", HfKeyUse::kChecked, "the family's causal LM (LlamaForCausalLM, Qwen3ForCausalLM), nothing else"},
     {"hidden_size", HfKeyUse::kUsed, "the residual width"},
     {"intermediate_size", HfKeyUse::kUsed, "the SwiGLU width"},
     {"num_hidden_layers", HfKeyUse::kUsed, "layers"},
@@ -158,16 +158,17 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
           std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
       if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
     }
-    const auto model_type = json.find("model_type");
-    if (model_type != json.end() && (!model_type->is_string() || model_type->get<std::string>() != "llama")) {
-      refuse("model_type", *model_type, "only \"llama\" (and Llama-shaped models such as SmolLM2 and TinyLlama)");
-    }
-    if (const auto it = json.find("architectures"); it != json.end() && !it->is_null() &&
-                                                    *it != nlohmann::json::array({"LlamaForCausalLM"})) {
-      refuse("architectures", *it, "only [\"LlamaForCausalLM\"]");
-    }
+    // The family: Llama (and Llama-shaped models such as SmolLM2 and TinyLlama), or Qwen3 - Llama with
+    // a per-head RMSNorm of q and k before RoPE.
+    const nlohmann::json model_type = json.value("model_type", nlohmann::json("llama"));
+    if (model_type != "llama" && model_type != "qwen3")
+      refuse("model_type", model_type, "only \"llama\" (with SmolLM2, TinyLlama) and \"qwen3\" so far");
+    const bool qwen3 = model_type == "qwen3";
+    const char* causal_lm = qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+    if (const auto it = json.find("architectures"); it != json.end() && !it->is_null() && *it != nlohmann::json::array({causal_lm}))
+      refuse("architectures", *it, fmt::format("only [\"{}\"] for model_type {}", causal_lm, model_type.dump()));
     require_value(json, "hidden_act", "silu", "only \"silu\"");
-    require_value(json, "attention_bias", false, "Llama has no attention biases");
+    require_value(json, "attention_bias", false, "biases on q/k/v/o are not supported yet");
     require_value(json, "mlp_bias", false, "Llama has no MLP biases");
     require_value(json, "rope_interleaved", false, "only the Hugging Face rotary layout");
     require_value(json, "partial_rotary_factor", 1.0, "partial rotary embeddings are not supported");
@@ -196,6 +197,7 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
     read_rope(json, m);
     m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
+    m.qk_norm = qwen3;
     // An explicit head_dim that is not hidden_size / heads (Qwen3) widens q and the attention output.
     if (json.contains("head_dim") && !json["head_dim"].is_null() && required_int(json, "head_dim") * m.n_heads != m.dim)
       m.head_dim = required_int(json, "head_dim");

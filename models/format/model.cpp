@@ -21,6 +21,10 @@ Model allocate_model(const ModelConfig& config) {
     layer.w1.resize(hidden * dim);
     layer.w2.resize(dim * hidden);
     layer.w3.resize(hidden * dim);
+    if (config.qk_norm) {
+      layer.q_norm.resize(static_cast<size_t>(config.head_size()));
+      layer.k_norm.resize(static_cast<size_t>(config.head_size()));
+    }
   }
   model.final_norm.resize(dim);
   if (!config.shared_classifier) model.classifier.resize(vocab * dim);
@@ -42,6 +46,10 @@ std::vector<Ref> list_tensors_of(ModelT& model) {
     tensors.push_back({name("wk"), &layer.wk, c.kv_dim(), c.dim});
     tensors.push_back({name("wv"), &layer.wv, c.kv_dim(), c.dim});
     tensors.push_back({name("wo"), &layer.wo, c.dim, c.q_dim()});
+    if (c.qk_norm) {
+      tensors.push_back({name("q_norm"), &layer.q_norm, 1, c.head_size()});
+      tensors.push_back({name("k_norm"), &layer.k_norm, 1, c.head_size()});
+    }
     tensors.push_back({name("ffn_norm"), &layer.ffn_norm, 1, c.dim});
     tensors.push_back({name("w1"), &layer.w1, c.hidden_dim, c.dim});
     tensors.push_back({name("w2"), &layer.w2, c.dim, c.hidden_dim});

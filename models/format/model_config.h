@@ -31,6 +31,7 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   int head_dim = 0;  // 0: dim / n_heads; else explicit (Qwen3: 128 with dim 1024 and 16 heads)
+  bool qk_norm = false;  // per-head RMSNorm of q and k before RoPE, weights q_norm / k_norm (Qwen3)
   bool shared_classifier = true;  // output head tied to the token embedding
 
   int head_size() const { return head_dim != 0 ? head_dim : dim / n_heads; }

@@ -106,6 +106,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   arch.setRopeTheta(c.rope_theta);
   arch.setSharedClassifier(c.shared_classifier);
   arch.setHeadDim(c.head_dim);
+  arch.setQkNorm(c.qk_norm);
   if (c.rope_scaling.enabled()) {
     arch.setRopeScalingFactor(c.rope_scaling.factor);
     arch.setRopeLowFreqFactor(c.rope_scaling.low_freq_factor);
@@ -250,6 +251,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
           c.rope_theta = arch.getRopeTheta();
           c.shared_classifier = arch.getSharedClassifier();
           c.head_dim = arch.getHeadDim();
+          c.qk_norm = arch.getQkNorm();
           if (arch.getRopeScalingFactor() != 0.0f) {
             c.rope_scaling = {arch.getRopeScalingFactor(), arch.getRopeLowFreqFactor(), arch.getRopeHighFreqFactor(),
                               arch.getRopeOriginalMaxSeqLen()};

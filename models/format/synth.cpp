@@ -39,6 +39,11 @@ class NormalSource {
   std::mt19937_64 rng_;
 };
 
+ModelConfig with_qk_norm(ModelConfig config) {
+  config.qk_norm = true;
+  return config;
+}
+
 ModelConfig with_head_dim(ModelConfig config, int head_dim) {
   config.head_dim = head_dim;
   return config;
@@ -59,6 +64,8 @@ const std::vector<SynthPreset>& synth_presets() {
        with_llama3_rope(make_config(64, 176, 2, 4, 2, 512, 128, true, 500000.0f), {8.0f, 1.0f, 4.0f, 64})},
       {"tiny-head-dim", "tiny with an explicit head_dim of 32 (q and attention output 128 wide, as Qwen3 does) (tests)",
        with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true), 32)},
+      {"tiny-qwen3", "tiny shaped like Qwen3: head_dim 32, q/k norms, theta 1000000 (tests)",
+       with_qk_norm(with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true, 1000000.0f), 32))},
       {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},
       {"smollm-135m", "SmolLM-135M shape: 30 layers, dim 576, 9 heads / 3 KV heads, vocab 49152",
        make_config(576, 1536, 30, 9, 3, 49152, 2048, true, 10000.0f)},

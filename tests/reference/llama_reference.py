@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """An independent reference for Llama-family checkpoints in the Hugging Face layout.
 
-Written from the published architecture (Llama 2 / Llama 3 papers, transformers' LlamaForCausalLM
+Written from the published architectures (Llama 2 / Llama 3 papers, transformers' LlamaForCausalLM
 conventions: rotate_half RoPE over the two halves of each head, grouped-query attention, SwiGLU, RMSNorm,
-Llama 3's RoPE frequency scaling), not from fedcal's C++. Computes in float64 with PyTorch.
+Llama 3's RoPE frequency scaling, an explicit head_dim; Qwen3's per-head RMSNorm of q and k before
+RoPE), not from fedcal's C++. Computes in float64 with PyTorch.
 
     /usr/bin/python3 tests/reference/llama_reference.py [--every N] [--greedy PROMPT_LENGTH COUNT] FOLDER TOKENS... > logits.json
 
@@ -104,6 +105,9 @@ def forward(config, weights, tokens):
         q = (h @ w("self_attn.q_proj").T).view(length, heads, head_dim).transpose(0, 1)  # (H, T, D)
         k = (h @ w("self_attn.k_proj").T).view(length, kv_heads, head_dim).transpose(0, 1)
         v = (h @ w("self_attn.v_proj").T).view(length, kv_heads, head_dim).transpose(0, 1)
+        if config.get("model_type") == "qwen3":  # Qwen3: each head of q and k RMS-normalized before RoPE
+            q = rms_norm(q, w("self_attn.q_norm"), eps)
+            k = rms_norm(k, w("self_attn.k_norm"), eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(heads // kv_heads, dim=0)  # each KV head serves a group of query heads

@@ -221,6 +221,34 @@ TEST_CASE("Llama 3 RoPE scaling, transformers 4.x and 5.x configs: logits equal 
   CHECK(difference > 1e-3);
 }
 
+TEST_CASE("Qwen3 (per-head q/k RMSNorm, explicit head_dim), transformers 4.x and 5.x configs: logits equal PyTorch's") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/qwen3-tiny";
+  check_against_pytorch(folder, false);
+  LoadedModel loaded = load_model(folder);
+  CHECK(loaded.model.config.qk_norm);
+  CHECK(loaded.model.layers[0].q_norm.size() == 32u);
+  // The norms matter: without them the same weights are measurably off.
+  const nlohmann::json reference = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
+  const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
+  for (LayerWeights& layer : loaded.model.layers) {
+    std::fill(layer.q_norm.begin(), layer.q_norm.end(), 1.0f);
+    std::fill(layer.k_norm.begin(), layer.k_norm.end(), 1.0f);
+  }
+  const std::vector<float> logits = logits_of(loaded.model, tokens);
+  const std::vector<double> last = reference["logits"].back().get<std::vector<double>>();
+  const size_t position = reference["positions"].back().get<size_t>();
+  double difference = 0;
+  for (size_t v = 0; v < last.size(); ++v) difference = std::max(difference, std::fabs(logits[position * last.size() + v] - last[v]));
+  CHECK(difference > 1e-3);
+  // Packages keep the norms.
+  testing::ScratchDir dir;
+  const LoadedModel original = load_model(folder);
+  write_model_package(dir.path("q.pkg"), original.model, {}, {}, {});
+  const LoadedModel package = load_model(dir.path("q.pkg"));
+  CHECK(package.model.config.qk_norm);
+  CHECK(logits_of(package.model, tokens) == logits_of(original.model, tokens));
+}
+
 TEST_CASE("An explicit head_dim (q wider than the residual stream), transformers 4.x and 5.x configs: logits equal PyTorch's") {
   const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/head-dim-tiny";
   check_against_pytorch(folder, false);

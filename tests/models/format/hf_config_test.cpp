@@ -38,7 +38,7 @@ bool same(const HfConfig& a, const HfConfig& b) {
   return x.dim == y.dim && x.hidden_dim == y.hidden_dim && x.n_layers == y.n_layers && x.n_heads == y.n_heads &&
          x.n_kv_heads == y.n_kv_heads && x.vocab_size == y.vocab_size && x.max_seq_len == y.max_seq_len &&
          x.norm_eps == y.norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
-         x.shared_classifier == y.shared_classifier && x.head_dim == y.head_dim &&
+         x.shared_classifier == y.shared_classifier && x.head_dim == y.head_dim && x.qk_norm == y.qk_norm &&
          a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
@@ -95,7 +95,17 @@ TEST_CASE("Hugging Face configs of real models, transformers 4.x and 5.x: read a
   nlohmann::json yarn = config_file("llama-3.2-1b.5.json");
   yarn["rope_parameters"]["rope_type"] = "yarn";
   CHECK(parse(yarn).error.find("RoPE type \"yarn\" is not supported") != std::string::npos);
-  for (const char* file : {"qwen2.5-0.5b.4.json", "qwen2.5-0.5b.5.json", "qwen3-0.6b.4.json", "qwen3-0.6b.5.json"}) {
+  // Qwen3: q/k norms and a head_dim of 128 (q 2048 wide on a 1024 residual), from either layout.
+  const Outcome qwen3_v4 = parse(config_file("qwen3-0.6b.4.json"));
+  const Outcome qwen3_v5 = parse(config_file("qwen3-0.6b.5.json"));
+  REQUIRE_MESSAGE(qwen3_v4.config, qwen3_v4.error);
+  REQUIRE_MESSAGE(qwen3_v5.config, qwen3_v5.error);
+  CHECK(same(*qwen3_v4.config, *qwen3_v5.config));
+  CHECK(qwen3_v4.config->model.qk_norm);
+  CHECK(qwen3_v4.config->model.q_dim() == 2048);
+  CHECK(qwen3_v4.config->model.rope_theta == 1000000.0f);
+  // Qwen2 (q/k/v biases): refused by model_type.
+  for (const char* file : {"qwen2.5-0.5b.4.json", "qwen2.5-0.5b.5.json"}) {
     const Outcome qwen = parse(config_file(file));
     CHECK_FALSE(qwen.config);
     CHECK_MESSAGE(qwen.error.find("config key 'model_type'") != std::string::npos, qwen.error);
@@ -113,10 +123,12 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
     for (const auto& [key, value] : original.items()) use_of(key);  // every key is in the catalogue
     // Taken as a whole, the Llama-shaped ones are read; each key's value changed must then change
     // what is read, or be refused, unless the catalogue says it has no effect (and why).
-    // (Qwen configs are refused by model_type first: made Llama-shaped, their other keys are tested too.)
+    // (Qwen2 configs are refused by model_type first: made Llama-shaped, their other keys are tested too.)
     nlohmann::json base = original;
-    base["model_type"] = "llama";
-    base["architectures"] = {"LlamaForCausalLM"};
+    if (base["model_type"] == "qwen2") {
+      base["model_type"] = "llama";
+      base["architectures"] = {"LlamaForCausalLM"};
+    }
     if (base.contains("rope_theta") && base.contains("rope_parameters")) base.erase("rope_theta");
     const Outcome read = parse(base);
     REQUIRE_MESSAGE(read.config, read.error);
