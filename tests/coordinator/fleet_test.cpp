@@ -200,20 +200,11 @@ TEST_CASE("Fleet round and rollout of Llama 3 and Qwen3 shaped models (RoPE scal
     const std::string round = std::to_string(report["round"].get<int64_t>());
     CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-" + round + ".stats") == read_bytes(central));
     // Rolled out to every agent, which runs it (the second replaces an unrelated model: no KL limit).
-    fleet.admin({{"command", "rollout.start"},
-                 {"settings",
-                  {{"model_id", report["models"][0]["model"]},
-                   {"waves", {100.0}},
-                   {"max_kl", 50.0},
-                   {"max_slowdown", 50.0},
-                   {"soak_ms", 0}}}});
-    nlohmann::json rollout;
-    REQUIRE(eventually(
-        [&] {
-          rollout = fleet.admin({{"command", "rollout.status"}});
-          return rollout["stage"] != "running";
-        },
-        std::chrono::seconds(60)));
+    const nlohmann::json rollout = fleet.run_rollout({{"model_id", report["models"][0]["model"]},
+                                                      {"waves", {100.0}},
+                                                      {"max_kl", 50.0},
+                                                      {"max_slowdown", 50.0},
+                                                      {"soak_ms", 0}});
     CHECK_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
     CHECK(rollout["counts"]["healthy"] == 3);
   }

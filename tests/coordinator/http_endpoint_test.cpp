@@ -105,18 +105,9 @@ size_t occurrences(const std::string& text, const std::string& needle) {
   return n;
 }
 
-// Runs a rollout of `model` to every agent and waits for its end.
-nlohmann::json roll_out(MiniFleet& fleet, int64_t model, std::vector<double> waves, double max_kl) {
-  fleet.admin({{"command", "rollout.start"},
-               {"settings", {{"model_id", model}, {"waves", waves}, {"max_kl", max_kl}, {"max_slowdown", 50.0}, {"soak_ms", 0}}}});
-  nlohmann::json status;
-  REQUIRE(eventually(
-      [&] {
-        status = fleet.admin({{"command", "rollout.status"}});
-        return status["stage"] != "running";
-      },
-      std::chrono::seconds(90)));
-  return status;
+// A rollout of `model` to every agent, to its end.
+nlohmann::json roll_out(MiniFleet& fleet, int64_t model, const std::vector<double>& waves, double max_kl) {
+  return fleet.run_rollout({{"model_id", model}, {"waves", waves}, {"max_kl", max_kl}, {"max_slowdown", 50.0}, {"soak_ms", 0}});
 }
 
 TEST_CASE("Status page: served by the coordinator, loaded in headless Chromium, screenshot saved" * doctest::timeout(240)) {

@@ -269,6 +269,19 @@ nlohmann::json MiniFleet::run_round(nlohmann::json settings, std::chrono::second
   return wait_round(started["round"].get<int64_t>(), timeout);
 }
 
+nlohmann::json MiniFleet::run_rollout(nlohmann::json settings, std::chrono::seconds timeout) {
+  admin({{"command", "rollout.start"}, {"settings", std::move(settings)}});
+  nlohmann::json status;
+  const bool over = eventually(
+      [&] {
+        status = admin({{"command", "rollout.status"}});
+        return status["stage"] != "running";
+      },
+      timeout);
+  if (!over) throw std::runtime_error("rollout did not finish: " + status.dump());
+  return status;
+}
+
 std::string MiniFleet::calibration_text(int i, int sequences) const {
   const auto& shard = shards_.at(static_cast<size_t>(i));
   const auto heldout = static_cast<size_t>(static_cast<double>(shard.size()) * options_.heldout_fraction);

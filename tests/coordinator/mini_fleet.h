@@ -80,6 +80,8 @@ class MiniFleet {
   // Starts a round with `settings` (model_id filled in) and waits for done/failed.
   nlohmann::json run_round(nlohmann::json settings, std::chrono::seconds timeout = std::chrono::seconds(120));
   nlohmann::json wait_round(int64_t id, std::chrono::seconds timeout);
+  // Starts a rollout with `settings` and returns its status once it is no longer running.
+  nlohmann::json run_rollout(nlohmann::json settings, std::chrono::seconds timeout = std::chrono::seconds(90));
 
   // Agent i's private lines (all) and the ones it calibrates on (the first `sequences` of its
   // calibration part).
