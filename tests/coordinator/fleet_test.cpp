@@ -364,11 +364,22 @@ class ProbeClient {
     const int code = body.which() == wire::Envelope::Body::ERROR ? static_cast<int>(body.getError().getCode()) : -1;
     return std::make_pair(body_name(decoded->envelope()), code);
   }
+  // While waiting, say heartbeat every 500 ms, as a running agent does, numbering the messages from
+  // `*sequence`: a client that waits longer than the coordinator's agent timeout in silence is
+  // offline, and a round drops it (which a slow, loaded run made happen).
+  void keep_alive(uint64_t* sequence) { keep_alive_sequence_ = sequence; }
   // Reads messages until one of `kind` arrives (returned) or `timeout` passes (nullopt).
   std::optional<DecodedEnvelope> wait_for_message(const std::string& kind,
                                                   std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto last_heartbeat = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() < deadline) {
+      if (keep_alive_sequence_ != nullptr && std::chrono::steady_clock::now() - last_heartbeat >= std::chrono::milliseconds(500)) {
+        OutgoingMessage heartbeat;
+        heartbeat.body().initHeartbeat();
+        send_raw(heartbeat.encode((*keep_alive_sequence_)++));
+        last_heartbeat = std::chrono::steady_clock::now();
+      }
       std::optional<DecodedEnvelope> message = receive(std::chrono::milliseconds(500));
       if (message && body_name(message->envelope()) == kind) return message;
     }
@@ -381,6 +392,7 @@ class ProbeClient {
  private:
   zmq::context_t context_;
   zmq::socket_t socket_;
+  uint64_t* keep_alive_sequence_ = nullptr;
 };
 
 // A round with a raw client beside the fleet's agents: the client says hello, `online` clients in
@@ -434,6 +446,7 @@ struct RoundBesideRawClient {
     fleet = std::make_unique<MiniFleet>(options);
     fleet->start_coordinator();
     raw = std::make_unique<ProbeClient>(*fleet);
+    raw->keep_alive(&sequence);  // a participant that plays its part by hand, but is not silent meanwhile
     round = start_round_beside(*fleet, *raw, sequence, 4, max_agents);
   }
   // Joins with `keys` (narrow lanes as asked) and returns the round's keys message for the raw client.
