@@ -34,3 +34,10 @@ export DEBIAN_FRONTEND=noninteractive
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then $sudo dpkg --add-architecture arm64; fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
+
+# The tests' independent references from npm (tests/oracles: Hugging Face's GGUF reader). Node.js from
+# Debian when the machine has none.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  $sudo apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+"$(dirname "$0")/../tests/oracles/install.sh"

@@ -12,6 +12,8 @@ jobs=$(nproc)
 if [[ "${FEDCAL_SKIP_DEPS:-0}" != 1 ]]; then
   deploy/install-deps.sh
 fi
+# The npm test oracles (a no-op when installed; also with FEDCAL_SKIP_DEPS, which skips only apt-get).
+tests/oracles/install.sh
 
 echo "== build-aarch64/ (cross build of the agent)"
 deploy/cross/build-aarch64.sh build-aarch64

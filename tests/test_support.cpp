@@ -69,6 +69,25 @@ CommandResult run_command(const std::string& command, bool capture_stderr) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
+namespace {
+std::string oracles_dir() { return std::string(FEDCAL_SOURCE_DIR) + "/tests/oracles"; }
+}  // namespace
+
+std::string oracles_missing() {
+  if (run_command("node --version").exit_code != 0) return "node is not installed (deploy/install-deps.sh installs it)";
+  if (!std::filesystem::exists(oracles_dir() + "/node_modules/.fedcal-installed-lock")) {
+    return "the npm test oracles are not installed: run tests/oracles/install.sh";
+  }
+  return "";
+}
+
+CommandResult run_oracle(const std::string& script, const std::string& arguments) {
+  const std::string command = "node '" + oracles_dir() + "/" + script + "' " + arguments;
+  CommandResult result = run_command(command);
+  if (result.exit_code != 0) result.output = run_command(command, true).output;  // with node's message
+  return result;
+}
+
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;

@@ -39,6 +39,13 @@ struct CommandResult {
 };
 CommandResult run_command(const std::string& command, bool capture_stderr = false);
 
+// The independent implementations from npm that tests compare fedcal with (tests/oracles, installed by
+// tests/oracles/install.sh, which deploy/install-deps.sh and tests/run_all.sh run). Empty when they
+// are installed, else what is missing and the command that installs it.
+std::string oracles_missing();
+// Runs `node tests/oracles/SCRIPT ARGUMENTS`; stdout is the output.
+CommandResult run_oracle(const std::string& script, const std::string& arguments);
+
 void write_text(const std::string& path, const std::string& text);
 
 }  // namespace fedcal::testing

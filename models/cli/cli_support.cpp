@@ -19,7 +19,7 @@ namespace fedcal::cli {
 namespace fs = std::filesystem;
 
 void add_model_options(CLI::App& command, ModelOptions& options, bool with_tokenizer) {
-  command.add_option("-m,--model", options.model, "Model: llama2.c .bin file or Hugging Face folder")->required();
+  command.add_option("-m,--model", options.model, "Model: llama2.c .bin file, Hugging Face folder, GGUF file (F32/F16/BF16/Q8_0) or fedcal package")->required();
   if (with_tokenizer) {
     command.add_option("--tokenizer", options.tokenizer,
                        "Tokenizer file (llama2.c tokenizer.bin, sentencepiece .model or tokenizer.json); "

@@ -14,5 +14,6 @@ void add_bench_command(CLI::App& app);
 void add_calibrate_command(CLI::App& app);
 // quantize and keygen
 void add_package_commands(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 }  // namespace fedcal::cli

@@ -42,6 +42,7 @@ void run_eval(const EvalCommandOptions& options) {
     LoadedModel reference_loaded = load_model_with(reference_options);
     // The reference must tokenize identically; its own tokenizer is checked against the model's.
     if (reference_loaded.format == ModelFormat::kHuggingFace || reference_loaded.format == ModelFormat::kPackage ||
+        reference_loaded.format == ModelFormat::kGguf ||
         options.reference_tokenizer) {
       auto reference_tokenizer = load_tokenizer(reference_loaded, options.reference_tokenizer);
       const std::string probe = text.substr(0, 4096);

@@ -5,7 +5,7 @@
 #include "models/cli/commands.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"fedcal-model: run, evaluate, inspect and benchmark Llama-family models (llama2.c and Hugging Face formats)"};
+  CLI::App app{"fedcal-model: run, evaluate, inspect and benchmark Llama-family models (llama2.c, Hugging Face, GGUF and fedcal packages)"};
   app.require_subcommand(1);
   fedcal::cli::add_generate_command(app);
   fedcal::cli::add_eval_command(app);
@@ -14,5 +14,6 @@ int main(int argc, char** argv) {
   fedcal::cli::add_bench_command(app);
   fedcal::cli::add_calibrate_command(app);
   fedcal::cli::add_package_commands(app);
+  fedcal::cli::add_export_command(app);
   return fedcal::run_command_line<CLI::ParseError>(app, "fedcal-model", argc, argv);
 }

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/mapped_file.h"
+#include "models/format/gguf_model.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/format/llama2c_checkpoint.h"
 #include "models/tokenizer/hf_tokenizer.h"
@@ -24,6 +25,8 @@ const char* format_name(ModelFormat format) {
       return "Hugging Face (safetensors)";
     case ModelFormat::kPackage:
       return "fedcal package";
+    case ModelFormat::kGguf:
+      return "GGUF";
   }
   return "?";
 }
@@ -32,18 +35,24 @@ LoadedModel load_model(const std::string& path, const SigningKey* public_key) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     if (!is_hf_checkpoint_folder(path)) fail("{}: a folder but not a Hugging Face checkpoint (no config.json)", path);
-    return {read_hf_checkpoint(path), ModelFormat::kHuggingFace, path, {}, std::nullopt};
+    return {read_hf_checkpoint(path), ModelFormat::kHuggingFace, path, {}, std::nullopt, std::nullopt};
   }
   MappedFile file(path);
   if (looks_like_model_package(file.bytes())) {
     ModelPackage package = parse_model_package(file.bytes(), path, public_key);
-    LoadedModel loaded{std::move(package.model), ModelFormat::kPackage, path, std::move(package.int8), std::nullopt};
+    LoadedModel loaded{std::move(package.model), ModelFormat::kPackage, path, std::move(package.int8), std::nullopt, std::nullopt};
     loaded.package = std::move(package);
+    return loaded;
+  }
+  if (looks_like_gguf(file.bytes())) {
+    GgufModel gguf = model_from_gguf(parse_gguf(file.bytes(), path));
+    LoadedModel loaded{std::move(gguf.model), ModelFormat::kGguf, path, {}, std::nullopt, std::nullopt};
+    loaded.embedded_tokenizer = std::move(gguf.tokenizer);
     return loaded;
   }
   const ModelFormat format =
       looks_like_llama2c_version1(file.bytes()) ? ModelFormat::kLlama2cVersion1 : ModelFormat::kLlama2cLegacy;
-  return {parse_llama2c_checkpoint(file.bytes(), path), format, path, {}, std::nullopt};
+  return {parse_llama2c_checkpoint(file.bytes(), path), format, path, {}, std::nullopt, std::nullopt};
 }
 
 TokenizerFile find_tokenizer(const LoadedModel& loaded, const std::optional<std::string>& tokenizer_path) {
@@ -56,6 +65,7 @@ TokenizerFile find_tokenizer(const LoadedModel& loaded, const std::optional<std:
   if (loaded.package && !loaded.package->tokenizer.kind.empty()) {
     return {loaded.package->tokenizer, loaded.path + " (packaged " + loaded.package->tokenizer.kind + " tokenizer)"};
   }
+  if (loaded.embedded_tokenizer) return {*loaded.embedded_tokenizer, loaded.path + " (its tokenizer.ggml metadata)"};
   if (loaded.format == ModelFormat::kPackage) fail("{}: the package carries no tokenizer; pass --tokenizer", loaded.path);
   if (loaded.format == ModelFormat::kHuggingFace) {
     for (const char* name : {"tokenizer.json", "tokenizer.model"}) {

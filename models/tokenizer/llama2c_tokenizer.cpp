@@ -2,10 +2,10 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 
 #include "common/byte_reader.h"
 #include "common/error.h"
+#include "common/file_util.h"
 #include "common/mapped_file.h"
 #include "models/tokenizer/bpe.h"
 
@@ -93,19 +93,20 @@ std::string Llama2cTokenizer::decode(int previous, int token) const {
   return std::string(piece);
 }
 
-void Llama2cTokenizer::write(const std::string& path) const {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail("{}: cannot create", path);
-  int32_t max_length = std::max(1, max_token_length_);
-  out.write(reinterpret_cast<const char*>(&max_length), 4);
+std::string Llama2cTokenizer::serialize() const {
+  std::string out;
+  auto put = [&out](const void* data, size_t size) { out.append(static_cast<const char*>(data), size); };
+  const int32_t max_length = std::max(1, max_token_length_);
+  put(&max_length, 4);
   for (const TokenizerPiece& piece : pieces_) {
-    int32_t length = static_cast<int32_t>(piece.text.size());
-    out.write(reinterpret_cast<const char*>(&piece.score), 4);
-    out.write(reinterpret_cast<const char*>(&length), 4);
-    out.write(piece.text.data(), length);
+    const int32_t length = static_cast<int32_t>(piece.text.size());
+    put(&piece.score, 4);
+    put(&length, 4);
+    put(piece.text.data(), piece.text.size());
   }
-  out.flush();
-  if (!out) fail("{}: write failed (disk full?)", path);
+  return out;
 }
+
+void Llama2cTokenizer::write(const std::string& path) const { write_file_atomically(path, serialize()); }
 
 }  // namespace fedcal

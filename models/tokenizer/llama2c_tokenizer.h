@@ -32,6 +32,8 @@ class Llama2cTokenizer : public Tokenizer {
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
 
   const std::vector<TokenizerPiece>& pieces() const { return pieces_; }
+  // The tokenizer.bin bytes of these pieces.
+  std::string serialize() const;
   void write(const std::string& path) const;
 
  private:

@@ -50,4 +50,17 @@ int SentencePieceTokenizer::bos_id() const { return processor_->bos_id(); }
 int SentencePieceTokenizer::eos_id() const { return processor_->eos_id(); }
 int SentencePieceTokenizer::vocab_size() const { return processor_->GetPieceSize(); }
 
+std::vector<SentencePieceTokenizer::Piece> SentencePieceTokenizer::pieces() const {
+  std::vector<Piece> out;
+  for (int id = 0; id < vocab_size(); ++id) {
+    PieceKind kind = PieceKind::kNormal;
+    if (processor_->IsUnknown(id)) kind = PieceKind::kUnknown;
+    else if (processor_->IsControl(id)) kind = PieceKind::kControl;
+    else if (processor_->IsUnused(id)) kind = PieceKind::kUnused;
+    else if (processor_->IsByte(id)) kind = PieceKind::kByte;
+    out.push_back({processor_->IdToPiece(id), processor_->GetScore(id), kind});
+  }
+  return out;
+}
+
 }  // namespace fedcal

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "models/tokenizer/tokenizer.h"
 
@@ -25,6 +26,16 @@ class SentencePieceTokenizer : public Tokenizer {
   int bos_id() const override;
   int eos_id() const override;
   int vocab_size() const override;
+
+  // Every piece as the model stores it ("▁" for spaces), its score and kind: what GGUF's
+  // tokenizer.ggml.tokens / scores / token_type carry.
+  enum class PieceKind { kNormal, kUnknown, kControl, kUnused, kByte };
+  struct Piece {
+    std::string text;
+    float score = 0;
+    PieceKind kind = PieceKind::kNormal;
+  };
+  std::vector<Piece> pieces() const;
 
  private:
   SentencePieceTokenizer();

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "models/format/gguf_model.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_package.h"
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "hf_config", "hf_tokenizer",
+  for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "gguf", "hf_config", "hf_tokenizer",
                              "tokenizer_encode", "stats", "model_package", "message", "coordinator", "agent"}) {
     fs::create_directories(root / target);
   }
@@ -59,6 +60,15 @@ int main(int argc, char** argv) {
     seed << raw.rdbuf();
   }
   fs::remove(root / "llama2c_tokenizer/raw.bin");
+  {
+    // GGUF of the micro model (vocabulary 6) with the tokenizer above, in F32 and with F16 matrices.
+    std::vector<fedcal::TokenizerPiece> pieces = {{"<unk>", 0}, {"\n<s>\n", 0}, {"\n</s>\n", 0}, {" ", -1}, {"a", -2}, {" a", -3}};
+    const fedcal::PackageTokenizer tokenizer{"llama2c", fedcal::Llama2cTokenizer(std::move(pieces)).serialize()};
+    fedcal::write_gguf_model((root / "gguf/f32.gguf").string(), model, tokenizer, {});
+    fedcal::GgufExportOptions f16;
+    f16.weights = fedcal::GgmlType::kF16;
+    fedcal::write_gguf_model((root / "gguf/f16.gguf").string(), model, tokenizer, f16);
+  }
 
   std::string vocab = R"({"<unk>": 0, "<s>": 1, "</s>": 2)";
   for (int b = 0; b < 256; ++b) vocab += fmt::format(R"(, "<0x{:02X}>": {})", b, 3 + b);

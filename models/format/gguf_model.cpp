@@ -1,0 +1,361 @@
+#include "models/format/gguf_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include <fmt/ranges.h>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "common/mapped_file.h"
+#include "models/format/hf_checkpoint.h"
+#include "models/tokenizer/bpe.h"
+#include "models/tokenizer/llama2c_tokenizer.h"
+#include "models/tokenizer/sentencepiece_tokenizer.h"
+
+namespace fedcal {
+namespace {
+
+constexpr const char* kVisibleSpace = "\xE2\x96\x81";  // U+2581, sentencepiece's space
+
+// llama.cpp's token types (llama_token_type).
+enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+
+// general.file_type (llama_ftype) of a model whose matrices are `type`.
+uint32_t file_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+      return 0;
+    case GgmlType::kF16:
+      return 1;
+    case GgmlType::kQ8_0:
+      return 7;
+    case GgmlType::kBF16:
+      return 32;
+  }
+  return 0;
+}
+
+// fedcal tensor name -> GGUF tensor name.
+std::string gguf_name(const std::string& name) {
+  static const std::pair<const char*, const char*> kLayerTensors[] = {
+      {"attn_norm", "attn_norm"}, {"wq", "attn_q"},        {"wk", "attn_k"},         {"wv", "attn_v"},
+      {"wo", "attn_output"},      {"q_norm", "attn_q_norm"}, {"k_norm", "attn_k_norm"}, {"ffn_norm", "ffn_norm"},
+      {"w1", "ffn_gate"},         {"w2", "ffn_down"},      {"w3", "ffn_up"},
+  };
+  if (name == "token_embedding") return "token_embd.weight";
+  if (name == "final_norm") return "output_norm.weight";
+  if (name == "classifier") return "output.weight";
+  const size_t dot = name.find('.', 7);  // "layers.N.tensor"
+  const std::string layer = name.substr(7, dot - 7), tensor = name.substr(dot + 1);
+  for (const auto& [ours, theirs] : kLayerTensors) {
+    if (tensor == ours) return "blk." + layer + "." + theirs + ".weight";
+  }
+  fail("GGUF: no name for tensor '{}'", name);
+}
+
+// The tensors that change between the interleaved rotary layout and the NEOX one.
+bool rotary_rows(const std::string& name) {
+  return name.ends_with(".wq") || name.ends_with(".wk") || name.ends_with(".q_norm") || name.ends_with(".k_norm");
+}
+
+// Heads and columns of a rotary tensor: q (n_heads rows blocks), k (n_kv_heads), or a per-head norm
+// (one head, one column per row).
+std::pair<int, int> rotary_shape(const std::string& name, int cols, const ModelConfig& config) {
+  if (name.ends_with(".wq")) return {config.n_heads, cols};
+  if (name.ends_with(".wk")) return {config.n_kv_heads, cols};
+  return {1, 1};
+}
+
+std::vector<float> to_neox(const ConstTensorRef& tensor, const ModelConfig& config) {
+  const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, config);
+  return interleaved_to_hf_rotary(*tensor.data, heads, config.head_size(), cols);
+}
+
+struct Vocab {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  int bos = 1, eos = 2, unknown = 0;
+};
+
+Vocab vocab_of(const PackageTokenizer& tokenizer, int vocab_size) {
+  Vocab vocab;
+  if (tokenizer.kind == "sentencepiece") {
+    const auto processor = SentencePieceTokenizer::from_serialized(tokenizer.data, "tokenizer.model");
+    using Kind = SentencePieceTokenizer::PieceKind;
+    for (const auto& piece : processor->pieces()) {
+      vocab.tokens.push_back(piece.text);
+      vocab.scores.push_back(piece.score);
+      vocab.types.push_back(piece.kind == Kind::kUnknown  ? kUnknown
+                            : piece.kind == Kind::kControl ? kControl
+                            : piece.kind == Kind::kUnused  ? kUnused
+                            : piece.kind == Kind::kByte    ? kByte
+                                                           : kNormal);
+    }
+    vocab.bos = processor->bos_id();
+    vocab.eos = processor->eos_id();
+  } else if (tokenizer.kind == "llama2c") {
+    const Llama2cTokenizer parsed = Llama2cTokenizer::parse(std::as_bytes(std::span(tokenizer.data)), vocab_size, "tokenizer.bin");
+    // llama2.c's export wrote sentencepiece's pieces with "▁" as " " and <s>, </s> as "\n<s>\n", "\n</s>\n".
+    for (size_t id = 0; id < parsed.pieces().size(); ++id) {
+      const TokenizerPiece& piece = parsed.pieces()[id];
+      int32_t type = kNormal;
+      std::string text = piece.text;
+      if (id == 0) {
+        type = kUnknown;
+      } else if (static_cast<int>(id) == parsed.bos_id() || static_cast<int>(id) == parsed.eos_id()) {
+        type = kControl;
+        text = static_cast<int>(id) == parsed.bos_id() ? "<s>" : "</s>";
+      } else if (parse_byte_piece(text)) {
+        type = kByte;
+      } else {
+        std::string visible;
+        for (char c : text) visible += c == ' ' ? std::string(kVisibleSpace) : std::string(1, c);
+        text = visible;
+      }
+      vocab.tokens.push_back(text);
+      vocab.scores.push_back(piece.score);
+      vocab.types.push_back(type);
+    }
+  } else {
+    fail("GGUF export: a '{}' tokenizer is not supported yet (sentencepiece tokenizer.model and llama2.c tokenizer.bin are)",
+         tokenizer.kind);
+  }
+  if (static_cast<int>(vocab.tokens.size()) > vocab_size) {
+    fail("GGUF export: the tokenizer has {} pieces, the model {} embeddings", vocab.tokens.size(), vocab_size);
+  }
+  // A model with more embeddings than pieces: the rest are unused, as llama.cpp's converter pads them.
+  for (int id = static_cast<int>(vocab.tokens.size()); id < vocab_size; ++id) {
+    vocab.tokens.push_back(fmt::format("[PAD{}]", id));
+    vocab.scores.push_back(0);
+    vocab.types.push_back(kUnused);
+  }
+  return vocab;
+}
+
+// Llama 3's scaling as llama.cpp applies it: the rotation rate of pair i is divided by factor[i].
+std::vector<float> rope_divisors(const ModelConfig& config) {
+  ModelConfig unscaled = config;
+  unscaled.rope_scaling = {};
+  const std::vector<double> plain = unscaled.rope_inverse_frequencies(), scaled = config.rope_inverse_frequencies();
+  std::vector<float> out(plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) out[i] = static_cast<float>(plain[i] / scaled[i]);
+  return out;
+}
+
+}  // namespace
+
+GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer, const GgufExportOptions& options,
+                           GgufExportSummary* summary) {
+  const ModelConfig& c = model.config;
+  const std::string arch = c.qk_norm ? "qwen3" : "llama";
+  GgufWriter out;
+  out.set("general.architecture", GgufValue::string(arch));
+  out.set("general.name", GgufValue::string(options.name.empty() ? "fedcal export" : options.name));
+  out.set("general.file_type", GgufValue::u32(file_type(options.weights)));
+  if (options.weights == GgmlType::kQ8_0) out.set("general.quantization_version", GgufValue::u32(2));
+  out.set(arch + ".vocab_size", GgufValue::u32(static_cast<uint32_t>(c.vocab_size)));
+  out.set(arch + ".context_length", GgufValue::u32(static_cast<uint32_t>(c.max_seq_len)));
+  out.set(arch + ".embedding_length", GgufValue::u32(static_cast<uint32_t>(c.dim)));
+  out.set(arch + ".block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layers)));
+  out.set(arch + ".feed_forward_length", GgufValue::u32(static_cast<uint32_t>(c.hidden_dim)));
+  out.set(arch + ".attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_heads)));
+  out.set(arch + ".attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(c.n_kv_heads)));
+  out.set(arch + ".attention.layer_norm_rms_epsilon", GgufValue::f32(c.norm_eps));
+  out.set(arch + ".rope.freq_base", GgufValue::f32(c.rope_theta));
+  out.set(arch + ".rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(c.head_size())));
+  if (c.head_dim != 0 || c.qk_norm) {
+    out.set(arch + ".attention.key_length", GgufValue::u32(static_cast<uint32_t>(c.head_size())));
+    out.set(arch + ".attention.value_length", GgufValue::u32(static_cast<uint32_t>(c.head_size())));
+  }
+
+  const Vocab vocab = vocab_of(tokenizer, c.vocab_size);
+  out.set("tokenizer.ggml.model", GgufValue::string("llama"));
+  out.set("tokenizer.ggml.tokens", GgufValue::string_array(vocab.tokens));
+  out.set("tokenizer.ggml.scores", GgufValue::f32_array(vocab.scores));
+  out.set("tokenizer.ggml.token_type", GgufValue::i32_array(vocab.types));
+  out.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.bos)));
+  out.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.eos)));
+  out.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.unknown)));
+  out.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(true));
+  out.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
+
+  GgufExportSummary counts;
+  if (c.rope_scaling.enabled()) {
+    const std::vector<float> divisors = rope_divisors(c);
+    out.add_tensor("rope_freqs.weight", {divisors.size()}, GgmlType::kF32, ggml_encode(GgmlType::kF32, divisors));
+  }
+  for (const ConstTensorRef& tensor : list_tensors(model)) {
+    const bool matrix = tensor.rows > 1;
+    std::vector<float> neox;
+    if (arch == "qwen3" && rotary_rows(tensor.name)) neox = to_neox(tensor, c);
+    const std::span<const float> values = neox.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(neox);
+    GgmlType type = matrix ? options.weights : GgmlType::kF32;
+    if (matrix && tensor.cols % ggml_block_values(type) != 0) type = GgmlType::kF16;
+    if (matrix) ++(type == options.weights ? counts.matrices_in_requested_type : counts.matrices_in_f16);
+    std::vector<uint64_t> shape{static_cast<uint64_t>(tensor.cols)};
+    if (matrix) shape.push_back(static_cast<uint64_t>(tensor.rows));
+    out.add_tensor(gguf_name(tensor.name), std::move(shape), type, ggml_encode(type, values));
+  }
+  if (summary) *summary = counts;
+  return out;
+}
+
+GgufExportSummary write_gguf_model(const std::string& path, const Model& model, const PackageTokenizer& tokenizer,
+                                   const GgufExportOptions& options) {
+  GgufExportSummary summary;
+  const std::vector<std::byte> bytes = gguf_from_model(model, tokenizer, options, &summary).serialize();
+  write_file_atomically(path, bytes);
+  summary.bytes = bytes.size();
+  return summary;
+}
+
+namespace {
+
+// The `<arch>.` keys this reader uses; any other key of the architecture is refused.
+const std::set<std::string> kArchitectureKeys = {
+    "vocab_size", "context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+    "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.dimension_count",
+    "attention.key_length", "attention.value_length",
+};
+
+int positive(const GgufFile& file, const std::string& key) {
+  const int64_t value = file.integer(key);
+  if (value <= 0 || value > (int64_t{1} << 24)) fail("{}: metadata '{}' = {} is out of range", file.source, key, value);
+  return static_cast<int>(value);
+}
+
+ModelConfig config_of(const GgufFile& file, const std::string& arch) {
+  for (const auto& [key, value] : file.metadata) {
+    if (!key.starts_with(arch + ".")) continue;
+    const std::string rest = key.substr(arch.size() + 1);
+    if (kArchitectureKeys.count(rest)) continue;
+    // Keys that describe a default: accepted only with that value.
+    if (rest == "rope.scaling.type" && !value.array && value.type == GgufType::kString && value.strings[0] == "none") continue;
+    if ((rest == "expert_count" || rest == "expert_used_count") && file.integer(key) == 0) continue;
+    fail("{}: metadata '{}' changes the computation and is not supported by fedcal", file.source, key);
+  }
+  ModelConfig c;
+  c.dim = positive(file, arch + ".embedding_length");
+  c.hidden_dim = positive(file, arch + ".feed_forward_length");
+  c.n_layers = positive(file, arch + ".block_count");
+  c.n_heads = positive(file, arch + ".attention.head_count");
+  c.n_kv_heads = file.find(arch + ".attention.head_count_kv") ? positive(file, arch + ".attention.head_count_kv") : c.n_heads;
+  c.max_seq_len = positive(file, arch + ".context_length");
+  c.norm_eps = static_cast<float>(file.number(arch + ".attention.layer_norm_rms_epsilon"));
+  c.rope_theta = file.find(arch + ".rope.freq_base") ? static_cast<float>(file.number(arch + ".rope.freq_base")) : 10000.0f;
+  c.qk_norm = arch == "qwen3";
+  if (file.find(arch + ".attention.key_length")) {
+    const int key_length = positive(file, arch + ".attention.key_length");
+    const int value_length = file.find(arch + ".attention.value_length") ? positive(file, arch + ".attention.value_length") : key_length;
+    if (value_length != key_length) fail("{}: key_length {} != value_length {}: not supported", file.source, key_length, value_length);
+    if (key_length != c.dim / c.n_heads || c.dim % c.n_heads != 0) c.head_dim = key_length;
+  }
+  if (file.find(arch + ".rope.dimension_count") && positive(file, arch + ".rope.dimension_count") != c.head_size()) {
+    fail("{}: {}.rope.dimension_count = {} rotates part of a head of {} (partial rotary is not supported)", file.source, arch,
+         file.integer(arch + ".rope.dimension_count"), c.head_size());
+  }
+  const GgufTensorInfo* embedding = file.find_tensor("token_embd.weight");
+  if (!embedding || embedding->shape.size() != 2) fail("{}: tensor 'token_embd.weight' is missing or not a matrix", file.source);
+  c.vocab_size = static_cast<int>(std::min<uint64_t>(embedding->shape[1], INT32_MAX));
+  if (file.find(arch + ".vocab_size") && positive(file, arch + ".vocab_size") != c.vocab_size) {
+    fail("{}: {}.vocab_size = {} but token_embd.weight has {} rows", file.source, arch, file.integer(arch + ".vocab_size"), c.vocab_size);
+  }
+  c.shared_classifier = file.find_tensor("output.weight") == nullptr;
+  try {
+    c.validate();
+  } catch (Error& error) {
+    error.prepend(file.source);
+    throw;
+  }
+  return c;
+}
+
+PackageTokenizer tokenizer_of(const GgufFile& file, int vocab_size) {
+  const std::string model = file.text("tokenizer.ggml.model");
+  if (model != "llama") {
+    fail("{}: tokenizer.ggml.model '{}' is not supported yet (fedcal reads 'llama', sentencepiece-style, GGUF tokenizers)",
+         file.source, model);
+  }
+  const GgufValue* tokens = file.find("tokenizer.ggml.tokens");
+  const GgufValue* scores = file.find("tokenizer.ggml.scores");
+  const GgufValue* types = file.find("tokenizer.ggml.token_type");
+  if (!tokens || !tokens->array || tokens->type != GgufType::kString) fail("{}: tokenizer.ggml.tokens is missing or not strings", file.source);
+  const size_t count = tokens->strings.size();
+  if (!scores || !scores->array || scores->floats.size() != count) fail("{}: tokenizer.ggml.scores must hold one float per token", file.source);
+  if (types && (!types->array || types->ints.size() != count)) fail("{}: tokenizer.ggml.token_type must hold one integer per token", file.source);
+  if (count == 0 || count > static_cast<size_t>(vocab_size)) {
+    fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
+  }
+  // fedcal's sentencepiece-style tokenizer has <s> at 1 and </s> at 2, as every llama-type vocabulary fedcal knows.
+  for (const auto& [key, id] : {std::pair<const char*, int64_t>{"tokenizer.ggml.bos_token_id", 1}, {"tokenizer.ggml.eos_token_id", 2}}) {
+    if (file.find(key) && file.integer(key) != id) fail("{}: {} = {} (fedcal's llama tokenizer needs {})", file.source, key, file.integer(key), id);
+  }
+  std::vector<TokenizerPiece> pieces;
+  for (size_t id = 0; id < count; ++id) {
+    std::string text = tokens->strings[id];
+    if (id == 1 || id == 2) {
+      text = id == 1 ? "\n<s>\n" : "\n</s>\n";  // llama2.c's spelling: never the result of merging text
+    } else if (!types || types->ints[id] != kByte) {
+      text = visible_spaces_to_spaces(text);
+    }
+    pieces.push_back({std::move(text), static_cast<float>(scores->floats[id])});
+  }
+  // A llama2.c tokenizer.bin holds one piece per embedding; the rest never come out of merging text.
+  for (int id = static_cast<int>(count); id < vocab_size; ++id) pieces.push_back({fmt::format("\n[PAD{}]\n", id), -1e9f});
+  return {"llama2c", Llama2cTokenizer(std::move(pieces)).serialize()};
+}
+
+}  // namespace
+
+GgufModel model_from_gguf(const GgufFile& file) {
+  const std::string arch = file.text("general.architecture");
+  if (arch != "llama" && arch != "qwen3") {
+    fail("{}: architecture '{}' is not supported (llama and qwen3 are)", file.source, arch);
+  }
+  GgufModel out;
+  out.architecture = arch;
+  const ModelConfig config = config_of(file, arch);
+  // Every value takes at least a byte in the file (Q8_0: 34 per 32): a config beyond that is a lie,
+  // refused before anything is allocated for it.
+  if (static_cast<uint64_t>(config.parameter_count()) > file.data.size()) {
+    fail("{}: the config needs {} weights, the file holds {} bytes of tensor data", file.source, config.parameter_count(), file.data.size());
+  }
+  out.model = allocate_model(config);
+  const ModelConfig& c = out.model.config;
+  std::set<std::string> used;
+  for (const TensorRef& tensor : list_tensors(out.model)) {
+    const std::string name = gguf_name(tensor.name);
+    const GgufTensorInfo* info = file.find_tensor(name);
+    if (!info) fail("{}: tensor '{}' is missing", file.source, name);
+    std::vector<uint64_t> expected{static_cast<uint64_t>(tensor.cols)};
+    if (tensor.rows > 1) expected.push_back(static_cast<uint64_t>(tensor.rows));
+    if (info->shape != expected) {
+      fail("{}: tensor '{}' has shape [{}], the config needs [{}]", file.source, name, fmt::join(info->shape, ", "), fmt::join(expected, ", "));
+    }
+    ggml_decode(info->type, file.tensor_bytes(*info), *tensor.data);
+    if (arch == "qwen3" && rotary_rows(tensor.name)) {
+      const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, c);
+      *tensor.data = hf_to_interleaved_rotary(*tensor.data, heads, c.head_size(), cols);
+    }
+    used.insert(name);
+  }
+  for (const GgufTensorInfo& tensor : file.tensors) {
+    if (used.count(tensor.name)) continue;
+    if (tensor.name == "rope_freqs.weight") {
+      fail("{}: tensor 'rope_freqs.weight' (RoPE frequency factors, e.g. Llama 3 scaling) is not supported in GGUF import", file.source);
+    }
+    fail("{}: tensor '{}' is not part of a {} model fedcal computes", file.source, tensor.name, arch);
+  }
+  out.tokenizer = tokenizer_of(file, c.vocab_size);
+  return out;
+}
+
+GgufModel read_gguf_model(const std::string& path) {
+  MappedFile mapped(path);
+  return model_from_gguf(parse_gguf(mapped.bytes(), path));
+}
+
+}  // namespace fedcal

@@ -1,0 +1,371 @@
+// GGUF: the GGML types, the container, and models exported to and imported from llama.cpp's layout,
+// checked against Hugging Face's independent reader (@huggingface/gguf from npm, tests/oracles).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "common/mapped_file.h"
+#include "models/engine/evaluation.h"
+#include "models/format/float16.h"
+#include "models/format/gguf_model.h"
+#include "models/format/llama2c_checkpoint.h"
+#include "models/format/model_loader.h"
+#include "models/format/synth.h"
+#include "models/tokenizer/llama2c_tokenizer.h"
+#include "models/tokenizer/sentencepiece_tokenizer.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+using testing::ScratchDir;
+
+const std::string kProjectModel = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin";
+const std::string kProjectTokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model";
+
+PackageTokenizer project_tokenizer() { return {"sentencepiece", read_text_file(kProjectTokenizer)}; }
+
+// A llama2.c vocabulary of the random-weight presets' 512 pieces.
+PackageTokenizer tiny_tokenizer() {
+  std::vector<TokenizerPiece> pieces = {{"<unk>", 0}, {"\n<s>\n", 0}, {"\n</s>\n", 0}};
+  for (int byte = 0; byte < 256; ++byte) pieces.push_back({fmt::format("<0x{:02X}>", byte), 0});
+  for (const char* text : {" ", "a", "b", " a", " b", "ab", " ab"}) pieces.push_back({text, -static_cast<float>(pieces.size())});
+  while (pieces.size() < 512) pieces.push_back({fmt::format("w{}", pieces.size()), -static_cast<float>(pieces.size())});
+  return {"llama2c", Llama2cTokenizer(std::move(pieces)).serialize()};
+}
+
+std::string expect_error(const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  FAIL("no error");
+  return "";
+}
+
+nlohmann::json read_with_oracle(const std::string& path) {
+  const std::string missing = testing::oracles_missing();
+  REQUIRE_MESSAGE(missing.empty(), missing);
+  const testing::CommandResult dump = testing::run_oracle("gguf_dump.mjs", path);
+  REQUIRE_MESSAGE(dump.exit_code == 0, dump.output);
+  return nlohmann::json::parse(dump.output);
+}
+
+// A Q8_0 block decoded by its published definition (ggml-common.h: block_q8_0 { ggml_half d; int8_t
+// qs[32]; }, 34 bytes; y = d * q), written here from the definition, not through ggml_decode.
+std::vector<float> published_q8_0(const std::byte* bytes, size_t values) {
+  std::vector<float> out;
+  for (size_t block = 0; block < values / 32; ++block) {
+    const std::byte* b = bytes + block * 34;
+    uint16_t half;
+    std::memcpy(&half, b, 2);
+    const float d = f16_to_f32(half);
+    for (int i = 0; i < 32; ++i) out.push_back(d * static_cast<float>(static_cast<int8_t>(b[2 + i])));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("GGML types: Q8_0 is blocks of a binary16 scale and 32 int8 values, within half a step of the input") {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<float> values(32 * 40);
+  for (float& v : values) v = normal(rng);
+  values[5] = 3.5f;    // an outlier sets its block's scale
+  for (int i = 64; i < 96; ++i) values[static_cast<size_t>(i)] = 0;  // an all-zero block
+  const std::vector<std::byte> bytes = ggml_encode(GgmlType::kQ8_0, values);
+  REQUIRE(bytes.size() == 40 * 34);
+  CHECK(*ggml_bytes(GgmlType::kQ8_0, 64) == 68);
+  CHECK_FALSE(ggml_bytes(GgmlType::kQ8_0, 33).has_value());
+  const std::vector<float> published = published_q8_0(bytes.data(), values.size());
+  std::vector<float> decoded(values.size());
+  ggml_decode(GgmlType::kQ8_0, bytes, decoded);
+  CHECK(decoded == published);
+  for (size_t block = 0; block < 40; ++block) {
+    float amax = 0;
+    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(values[block * 32 + i]));
+    const float d = amax / 127;
+    uint16_t stored;
+    std::memcpy(&stored, &bytes[block * 34], 2);
+    CHECK(stored == f32_to_f16(d));
+    const float d16 = f16_to_f32(stored);
+    for (size_t i = 0; i < 32; ++i) {
+      const size_t at = block * 32 + i;
+      CHECK(std::fabs(decoded[at] - values[at]) <= d / 2 + 127 * std::fabs(d - d16) + 1e-9f);
+    }
+  }
+  CHECK(decoded[5] == doctest::Approx(3.5f).epsilon(1e-3));
+  for (int i = 64; i < 96; ++i) CHECK(decoded[static_cast<size_t>(i)] == 0);
+  // F16 and BF16 round trip what they can hold.
+  const std::vector<float> exact = {0.5f, -2.0f, 1024.0f, 0.0f};
+  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16}) {
+    std::vector<float> back(exact.size());
+    ggml_decode(type, ggml_encode(type, exact), back);
+    CHECK(back == exact);
+  }
+  CHECK_THROWS_AS(ggml_encode(GgmlType::kQ8_0, std::vector<float>(31)), Error);
+}
+
+TEST_CASE("GGUF container: every value type and tensors round trip, and malformed files are refused with the reason") {
+  GgufWriter writer;
+  writer.set("general.architecture", GgufValue::string("llama"));
+  writer.set("a.u32", GgufValue::u32(4000000000u));
+  writer.set("a.i32", GgufValue::i32(-7));
+  writer.set("a.f32", GgufValue::f32(0.25f));
+  writer.set("a.bool", GgufValue::boolean(true));
+  writer.set("a.strings", GgufValue::string_array({"x", "", "\xE2\x96\x81y"}));
+  writer.set("a.floats", GgufValue::f32_array({1.5f, -2}));
+  writer.set("a.ints", GgufValue::i32_array({3, -4}));
+  const std::vector<float> matrix(64 * 3, 0.5f), vector = {1, 2, 3};
+  writer.add_tensor("m", {64, 3}, GgmlType::kQ8_0, ggml_encode(GgmlType::kQ8_0, matrix));
+  writer.add_tensor("v", {3}, GgmlType::kF32, ggml_encode(GgmlType::kF32, vector));
+  const std::vector<std::byte> bytes = writer.serialize();
+  const GgufFile file = parse_gguf(bytes, "t.gguf");
+  CHECK(file.version == 3);
+  CHECK(file.text("general.architecture") == "llama");
+  CHECK(file.integer("a.u32") == 4000000000LL);
+  CHECK(file.integer("a.i32") == -7);
+  CHECK(file.number("a.f32") == 0.25);
+  CHECK(file.integer("a.bool") == 1);
+  CHECK(file.find("a.strings")->strings == std::vector<std::string>{"x", "", "\xE2\x96\x81y"});
+  CHECK(file.find("a.floats")->floats == std::vector<double>{1.5, -2});
+  CHECK(file.find("a.ints")->ints == std::vector<int64_t>{3, -4});
+  REQUIRE(file.tensors.size() == 2);
+  CHECK(file.tensors[0].shape == std::vector<uint64_t>{64, 3});
+  CHECK(file.tensors[1].offset % 32 == 0);
+  std::vector<float> back(3);
+  ggml_decode(GgmlType::kF32, file.tensor_bytes(file.tensors[1]), back);
+  CHECK(back == vector);
+  CHECK(expect_error([&] { file.text("a.u32"); }).find("'a.u32' is not a string") != std::string::npos);
+
+  // Every truncation is an error, never a read past the end.
+  for (size_t size = 0; size < bytes.size(); size += size < 400 ? 1 : 97) {
+    CHECK_THROWS_AS(parse_gguf(std::span(bytes).first(size), "t.gguf"), Error);
+  }
+  auto patched = [&](size_t at, std::vector<uint8_t> with) {
+    std::vector<std::byte> copy = bytes;
+    for (size_t i = 0; i < with.size(); ++i) copy[at + i] = static_cast<std::byte>(with[i]);
+    return expect_error([&] { parse_gguf(copy, "bad.gguf"); });
+  };
+  CHECK(patched(0, {'G', 'G', 'M', 'L'}).find("not a GGUF file") != std::string::npos);
+  CHECK(patched(4, {1}).find("GGUF version 1 is not supported") != std::string::npos);
+  CHECK(patched(16, {0xff, 0xff, 0xff, 0xff}).find("cannot fit") != std::string::npos);  // metadata count
+  // The tensor type of "m": a K-quant fedcal does not read is refused naming the tensor.
+  GgufWriter k_quant;
+  k_quant.add_tensor("blk.0.attn_q.weight", {256}, GgmlType::kF32, ggml_encode(GgmlType::kF32, std::vector<float>(256)));
+  std::vector<std::byte> k_bytes = k_quant.serialize();
+  const size_t type_at = 4 + 4 + 8 + 8 + 8 + std::strlen("blk.0.attn_q.weight") + 4 + 8;
+  k_bytes[type_at] = std::byte{12};  // Q4_K
+  const std::string k_error = expect_error([&] { parse_gguf(k_bytes, "k.gguf"); });
+  CHECK(k_error.find("'blk.0.attn_q.weight' is type 12") != std::string::npos);
+  k_bytes[type_at] = std::byte{0};
+  k_bytes[type_at + 4] = std::byte{8};  // offset 8: not aligned
+  CHECK(expect_error([&] { parse_gguf(k_bytes, "k.gguf"); }).find("not a multiple of the alignment") != std::string::npos);
+}
+
+TEST_CASE("GGUF export of the project model: read by Hugging Face's GGUF reader as llama.cpp expects a llama model") {
+  ScratchDir dir;
+  const LoadedModel loaded = load_model(kProjectModel);
+  const ModelConfig& c = loaded.model.config;
+  const std::string path = dir.path("model-q8_0.gguf");
+  GgufExportOptions options;
+  options.weights = GgmlType::kQ8_0;
+  const GgufExportSummary summary = write_gguf_model(path, loaded.model, project_tokenizer(), options);
+  CHECK(summary.matrices_in_requested_type == 1 + 7 * c.n_layers);
+  CHECK(summary.matrices_in_f16 == 0);
+
+  const nlohmann::json oracle = read_with_oracle(path);
+  const nlohmann::json& meta = oracle["metadata"];
+  CHECK(meta["version"] == 3);
+  CHECK(meta["general.architecture"] == "llama");
+  CHECK(meta["general.file_type"] == 7);  // LLAMA_FTYPE_MOSTLY_Q8_0
+  CHECK(meta["llama.embedding_length"] == c.dim);
+  CHECK(meta["llama.feed_forward_length"] == c.hidden_dim);
+  CHECK(meta["llama.block_count"] == c.n_layers);
+  CHECK(meta["llama.attention.head_count"] == c.n_heads);
+  CHECK(meta["llama.attention.head_count_kv"] == c.n_kv_heads);
+  CHECK(meta["llama.context_length"] == c.max_seq_len);
+  CHECK(meta["llama.rope.dimension_count"] == c.head_size());
+  CHECK(meta["llama.rope.freq_base"].get<double>() == c.rope_theta);
+  CHECK(meta["llama.attention.layer_norm_rms_epsilon"].get<float>() == c.norm_eps);
+  // The tokenizer: sentencepiece's own pieces, scores and kinds.
+  CHECK(meta["tokenizer.ggml.model"] == "llama");
+  const auto sp = SentencePieceTokenizer::from_serialized(project_tokenizer().data, "tokenizer.model");
+  const auto pieces = sp->pieces();
+  REQUIRE(meta["tokenizer.ggml.tokens"].size() == pieces.size());
+  for (size_t id = 0; id < pieces.size(); ++id) {
+    CHECK(meta["tokenizer.ggml.tokens"][id] == pieces[id].text);
+    CHECK(meta["tokenizer.ggml.scores"][id].get<float>() == pieces[id].score);
+  }
+  CHECK(meta["tokenizer.ggml.token_type"][0] == 2);    // <unk>: UNKNOWN
+  CHECK(meta["tokenizer.ggml.token_type"][1] == 3);    // <s>: CONTROL
+  CHECK(meta["tokenizer.ggml.token_type"][3] == 6);    // <0x00>: BYTE
+  CHECK(meta["tokenizer.ggml.token_type"][300] == 1);  // NORMAL
+  CHECK(meta["tokenizer.ggml.bos_token_id"] == sp->bos_id());
+  CHECK(meta["tokenizer.ggml.eos_token_id"] == sp->eos_id());
+
+  // llama.cpp's tensor names and shapes for a llama model (ne[0] first: a (out, in) matrix is [in, out]).
+  struct Expected {
+    std::string name;
+    std::vector<int> shape;
+  };
+  std::vector<Expected> expected = {{"token_embd.weight", {c.dim, c.vocab_size}}};
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string blk = "blk." + std::to_string(l) + ".";
+    expected.push_back({blk + "attn_norm.weight", {c.dim}});
+    expected.push_back({blk + "attn_q.weight", {c.dim, c.n_heads * c.head_size()}});
+    expected.push_back({blk + "attn_k.weight", {c.dim, c.n_kv_heads * c.head_size()}});
+    expected.push_back({blk + "attn_v.weight", {c.dim, c.n_kv_heads * c.head_size()}});
+    expected.push_back({blk + "attn_output.weight", {c.n_heads * c.head_size(), c.dim}});
+    expected.push_back({blk + "ffn_norm.weight", {c.dim}});
+    expected.push_back({blk + "ffn_gate.weight", {c.dim, c.hidden_dim}});
+    expected.push_back({blk + "ffn_down.weight", {c.hidden_dim, c.dim}});
+    expected.push_back({blk + "ffn_up.weight", {c.dim, c.hidden_dim}});
+  }
+  expected.push_back({"output_norm.weight", {c.dim}});  // tied classifier: no output.weight
+  REQUIRE(oracle["tensors"].size() == expected.size());
+  MappedFile file(path);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const nlohmann::json& tensor = oracle["tensors"][i];
+    CAPTURE(expected[i].name);
+    CHECK(tensor["name"] == expected[i].name);
+    CHECK(tensor["shape"].get<std::vector<int>>() == expected[i].shape);
+    CHECK(tensor["type"] == (expected[i].shape.size() == 2 ? 8 : 0));
+  }
+  // Q8_0 blocks at the offsets the reader found, decoded by the published definition: within half a
+  // quantization step (plus the binary16 rounding of the scale) of the FP32 weights.
+  const nlohmann::json& wq = oracle["tensors"][2];
+  REQUIRE(wq["name"] == "blk.0.attn_q.weight");
+  const std::vector<float> decoded =
+      published_q8_0(file.bytes().data() + wq["file_offset"].get<size_t>(), loaded.model.layers[0].wq.size());
+  double worst = 0;
+  for (size_t i = 0; i < decoded.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(decoded[i]) - loaded.model.layers[0].wq[i]));
+  float amax = 0;
+  for (float w : loaded.model.layers[0].wq) amax = std::max(amax, std::fabs(w));
+  CHECK(worst <= amax / 127 / 2 * 1.01);
+  CHECK(worst > 0);
+}
+
+TEST_CASE("GGUF import: the project model and its tokenizer come back exact from F32 and close from Q8_0") {
+  ScratchDir dir;
+  const LoadedModel original = load_model(kProjectModel);
+  write_gguf_model(dir.path("f32.gguf"), original.model, project_tokenizer(), {});
+  const LoadedModel f32 = load_model(dir.path("f32.gguf"));
+  CHECK(f32.format == ModelFormat::kGguf);
+  CHECK(f32.model.config.describe() == original.model.config.describe());
+  const auto theirs = list_tensors(f32.model);
+  const auto ours = list_tensors(original.model);
+  REQUIRE(theirs.size() == ours.size());
+  for (size_t i = 0; i < ours.size(); ++i) CHECK_MESSAGE(*theirs[i].data == *ours[i].data, ours[i].name);
+  // The tokenizer built from tokenizer.ggml.* encodes and decodes like sentencepiece itself.
+  const auto gguf_tokenizer = load_tokenizer(f32, std::nullopt);
+  const auto sp = SentencePieceTokenizer::from_serialized(project_tokenizer().data, "tokenizer.model");
+  const std::string text = testing::tinystories_heldout().substr(0, 20000);
+  const std::vector<int> tokens = sp->encode(text, true);
+  CHECK(gguf_tokenizer->encode(text, true) == tokens);
+  CHECK(gguf_tokenizer->decode_all(tokens) == sp->decode_all(tokens));
+
+  // Q8_0: next-token distributions within llama.cpp Q8_0's distance of FP32 (KL 0.0002 measured by
+  // llama-perplexity on this model; docs/QUANTIZATION.md).
+  GgufExportOptions q8;
+  q8.weights = GgmlType::kQ8_0;
+  write_gguf_model(dir.path("q8_0.gguf"), original.model, project_tokenizer(), q8);
+  const LoadedModel q8_loaded = load_model(dir.path("q8_0.gguf"));
+  XnnRuntime runtime(1);
+  Transformer reference(original.model, runtime), model(q8_loaded.model, runtime);
+  EvalOptions eval;
+  eval.context = 128;
+  const std::vector<int> window(tokens.begin(), tokens.begin() + 1024);
+  const EvalResult result = evaluate(model, &reference, window, 0, eval);
+  REQUIRE(result.reference);
+  MESSAGE("GGUF Q8_0 weights vs FP32: mean KL " << result.reference->mean_kl << ", top-1 " << result.reference->top1_agreement);
+  CHECK(result.reference->mean_kl < 0.001);
+  CHECK(result.reference->top1_agreement > 0.97);
+}
+
+TEST_CASE("GGUF qwen3: q/k rows in the NEOX layout and per-head norms, read by the reference reader, back exact") {
+  ScratchDir dir;
+  const Model model = synthesize_model(find_synth_preset("tiny-qwen3").config, 3);
+  const std::string path = dir.path("qwen3.gguf");
+  GgufExportOptions options;
+  options.weights = GgmlType::kQ8_0;
+  const GgufExportSummary summary = write_gguf_model(path, model, tiny_tokenizer(), options);
+  // hidden 176 is not whole blocks of 32: ffn_down stays F16, as llama.cpp's quantizer does.
+  CHECK(summary.matrices_in_f16 == model.config.n_layers);
+  const nlohmann::json oracle = read_with_oracle(path);
+  CHECK(oracle["metadata"]["general.architecture"] == "qwen3");
+  CHECK(oracle["metadata"]["qwen3.attention.key_length"] == 32);
+  CHECK(oracle["metadata"]["qwen3.attention.value_length"] == 32);
+  CHECK(oracle["metadata"]["tokenizer.ggml.tokens"][262] == "\xE2\x96\x81" "a");  // " a": sentencepiece's visible space
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& tensor : oracle["tensors"]) by_name[tensor["name"].get<std::string>()] = tensor;
+  CHECK(by_name.at("blk.1.attn_q_norm.weight")["shape"] == nlohmann::json::array({32}));
+  CHECK(by_name.at("blk.1.attn_q.weight")["shape"] == nlohmann::json::array({64, 128}));
+  CHECK(by_name.at("blk.1.ffn_down.weight")["type"] == 1);
+  // NEOX layout: the GGUF's q_norm is the interleaved one with each head's pairs split into halves.
+  const std::vector<float>& q_norm = model.layers[1].q_norm;
+  std::vector<float> stored(32);
+  MappedFile file(path);
+  std::memcpy(stored.data(), file.bytes().data() + by_name.at("blk.1.attn_q_norm.weight")["file_offset"].get<size_t>(), 32 * 4);
+  for (int i = 0; i < 16; ++i) {
+    CHECK(stored[static_cast<size_t>(i)] == q_norm[static_cast<size_t>(2 * i)]);
+    CHECK(stored[static_cast<size_t>(16 + i)] == q_norm[static_cast<size_t>(2 * i + 1)]);
+  }
+  // F32 export -> import: every tensor back exactly.
+  write_gguf_model(dir.path("f32.gguf"), model, tiny_tokenizer(), {});
+  const GgufModel back = read_gguf_model(dir.path("f32.gguf"));
+  CHECK(back.architecture == "qwen3");
+  CHECK(back.model.config.describe() == model.config.describe());
+  const auto theirs = list_tensors(back.model);
+  const auto ours = list_tensors(model);
+  for (size_t i = 0; i < ours.size(); ++i) CHECK_MESSAGE(*theirs[i].data == *ours[i].data, ours[i].name);
+}
+
+TEST_CASE("GGUF import refuses what it would not compute: unknown keys and tensors, other tokenizers and architectures") {
+  const Model model = synthesize_model(find_synth_preset("tiny").config, 1);
+  auto error_with = [&](const std::function<void(GgufWriter&)>& change) {
+    GgufWriter writer = gguf_from_model(model, tiny_tokenizer(), {});
+    change(writer);
+    const std::vector<std::byte> bytes = writer.serialize();
+    return expect_error([&] { model_from_gguf(parse_gguf(bytes, "m.gguf")); });
+  };
+  {
+    const std::vector<std::byte> unchanged = gguf_from_model(model, tiny_tokenizer(), {}).serialize();
+    CHECK_NOTHROW(model_from_gguf(parse_gguf(unchanged, "m.gguf")));
+  }
+  CHECK(error_with([](GgufWriter& w) { w.set("llama.attention.sliding_window", GgufValue::u32(64)); })
+            .find("'llama.attention.sliding_window' changes the computation") != std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.set("llama.rope.scaling.type", GgufValue::string("yarn")); })
+            .find("llama.rope.scaling.type") != std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.set("llama.rope.dimension_count", GgufValue::u32(8)); }).find("partial rotary") !=
+        std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.add_tensor("blk.0.attn_q.bias", {64}, GgmlType::kF32, std::vector<std::byte>(256)); })
+            .find("tensor 'blk.0.attn_q.bias' is not part of a llama model") != std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.set("tokenizer.ggml.model", GgufValue::string("gpt2")); })
+            .find("tokenizer.ggml.model 'gpt2' is not supported yet") != std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.set("general.architecture", GgufValue::string("gemma")); })
+            .find("architecture 'gemma' is not supported") != std::string::npos);
+  // Llama 3 RoPE scaling is exported as llama.cpp's rope_freqs divisors, which the reader does not take back.
+  const Model llama3 = synthesize_model(find_synth_preset("tiny-llama3").config, 1);
+  const std::vector<std::byte> scaled = gguf_from_model(llama3, tiny_tokenizer(), {}).serialize();
+  const GgufFile scaled_file = parse_gguf(scaled, "llama3.gguf");
+  const GgufTensorInfo* divisors = scaled_file.find_tensor("rope_freqs.weight");
+  REQUIRE(divisors != nullptr);
+  std::vector<float> factors(divisors->values());
+  ggml_decode(GgmlType::kF32, scaled_file.tensor_bytes(*divisors), factors);
+  CHECK(factors.front() == doctest::Approx(1.0));  // the fastest rotations are kept
+  CHECK(factors.back() == doctest::Approx(8.0));   // the slowest are stretched by the factor
+  CHECK(expect_error([&] { model_from_gguf(scaled_file); }).find("rope_freqs.weight") != std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.set("llama.block_count", GgufValue::u32(3)); }).find("tensor 'blk.2.attn_norm.weight' is missing") !=
+        std::string::npos);
+}
+
+}  // namespace fedcal
