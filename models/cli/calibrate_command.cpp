@@ -20,6 +20,7 @@ struct CalibrateOptions {
   int seq_len = 256;
   int mantissa_bits = HistogramLayout{}.mantissa_bits;
   std::string output;
+  bool importance = false;
   bool quiet = false;
 };
 
@@ -37,6 +38,7 @@ void run_calibrate(const CalibrateOptions& options) {
   calibration.sequences = options.sequences;
   calibration.seq_len = options.seq_len;
   calibration.layout.mantissa_bits = options.mantissa_bits;
+  calibration.importance = options.importance;
   Progress progress("[calibrate]", options.quiet);
   calibration.progress = [&progress](int done, int total) {
     if (done != total && done % std::max(1, total / 100) != 0) return;
@@ -84,6 +86,8 @@ void add_calibrate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0, 10));
   command->add_option("-o,--output", options->output, "Statistics file to write")->required();
+  command->add_flag("--importance", options->importance,
+                    "Also record per-channel sums of squared activations (llama.cpp's importance matrix: export --format imatrix)");
   command->add_flag("-q,--quiet", options->quiet, "No progress output");
   command->callback([options] { run_calibrate(*options); });
 

@@ -37,8 +37,9 @@ uint32_t file_type(GgmlType type) {
   return 0;
 }
 
-// fedcal tensor name -> GGUF tensor name.
-std::string gguf_name(const std::string& name) {
+}  // namespace
+
+std::string gguf_tensor_name(const std::string& name) {
   static const std::pair<const char*, const char*> kLayerTensors[] = {
       {"attn_norm", "attn_norm"}, {"wq", "attn_q"},        {"wk", "attn_k"},         {"wv", "attn_v"},
       {"wo", "attn_output"},      {"q_norm", "attn_q_norm"}, {"k_norm", "attn_k_norm"}, {"ffn_norm", "ffn_norm"},
@@ -54,6 +55,8 @@ std::string gguf_name(const std::string& name) {
   }
   fail("GGUF: no name for tensor '{}'", name);
 }
+
+namespace {
 
 // The tensors that change between the interleaved rotary layout and the NEOX one.
 bool rotary_rows(const std::string& name) {
@@ -197,7 +200,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
     if (matrix) ++(type == options.weights ? counts.matrices_in_requested_type : counts.matrices_in_f16);
     std::vector<uint64_t> shape{static_cast<uint64_t>(tensor.cols)};
     if (matrix) shape.push_back(static_cast<uint64_t>(tensor.rows));
-    out.add_tensor(gguf_name(tensor.name), std::move(shape), type, ggml_encode(type, values));
+    out.add_tensor(gguf_tensor_name(tensor.name), std::move(shape), type, ggml_encode(type, values));
   }
   if (summary) *summary = counts;
   return out;
@@ -327,7 +330,7 @@ GgufModel model_from_gguf(const GgufFile& file) {
   const ModelConfig& c = out.model.config;
   std::set<std::string> used;
   for (const TensorRef& tensor : list_tensors(out.model)) {
-    const std::string name = gguf_name(tensor.name);
+    const std::string name = gguf_tensor_name(tensor.name);
     const GgufTensorInfo* info = file.find_tensor(name);
     if (!info) fail("{}: tensor '{}' is missing", file.source, name);
     std::vector<uint64_t> expected{static_cast<uint64_t>(tensor.cols)};

@@ -29,6 +29,9 @@
 
 namespace fedcal {
 
+// The GGUF name of a fedcal tensor ("layers.3.wq" -> "blk.3.attn_q.weight").
+std::string gguf_tensor_name(const std::string& name);
+
 struct GgufExportOptions {
   GgmlType weights = GgmlType::kF32;  // of the matrices; vectors (norms) are always F32
   std::string name;                   // general.name

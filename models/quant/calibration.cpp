@@ -22,7 +22,7 @@ CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const
   }
   if (documents.empty()) fail("the calibration text has no non-empty line");
 
-  CalibrationStats stats = CalibrationStats::empty_for(config, model_sha256, options.layout);
+  CalibrationStats stats = CalibrationStats::empty_for(config, model_sha256, options.layout, options.importance);
   StatsRecorder recorder(stats);
   model.set_observer(&recorder);
   try {

@@ -17,6 +17,7 @@ struct CalibrationOptions {
   int sequences = 128;  // at most this many sequences (documents), in text order
   int seq_len = 256;    // tokens per sequence at most (<s> included); longer documents are truncated
   HistogramLayout layout;
+  bool importance = false;  // also record the importance sums (importance.h: llama.cpp's imatrix)
   std::function<void(int done, int total)> progress;
 };
 

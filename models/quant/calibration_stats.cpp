@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/byte_reader.h"
@@ -10,6 +11,7 @@
 #include "common/little_endian.h"
 #include "common/mapped_file.h"
 #include "common/sha256.h"
+#include "models/quant/importance.h"
 
 namespace fedcal {
 namespace {
@@ -21,13 +23,22 @@ constexpr size_t kMaxPoints = 1 << 20;
 }  // namespace
 
 CalibrationStats CalibrationStats::empty_for(const ModelConfig& config, const std::string& model_sha256,
-                                             const HistogramLayout& layout) {
+                                             const HistogramLayout& layout, bool with_importance) {
   layout.validate();
   CalibrationStats stats;
   stats.model_sha256 = model_sha256;
   stats.layout = layout;
   stats.points = quantization_point_names(config);
   stats.counts.assign(stats.points.size() * layout.counts_per_point(), 0);
+  if (with_importance) {
+    size_t total = 0;
+    for (int point : fedcal::importance_points(config)) {
+      stats.importance_points.push_back(stats.points[static_cast<size_t>(point)]);
+      stats.importance_widths.push_back(static_cast<uint32_t>(point_width(config, point)));
+      total += stats.importance_widths.back();
+    }
+    stats.importance.assign(total, 0);
+  }
   return stats;
 }
 
@@ -46,7 +57,13 @@ void CalibrationStats::merge(const CalibrationStats& other) {
   if (!(other.layout == layout)) fail("statistics have different histogram layouts");
   if (other.points != points) fail("statistics have different quantization points");
   if (other.counts.size() != counts.size()) fail("statistics have different lengths");
+  if (other.importance_points != importance_points || other.importance_widths != importance_widths ||
+      other.importance.size() != importance.size()) {
+    fail("statistics differ in their importance sums ({} vs {} points): record both with or both without them",
+         other.importance_points.size(), importance_points.size());
+  }
   for (size_t i = 0; i < counts.size(); ++i) counts[i] += other.counts[i];
+  for (size_t i = 0; i < importance.size(); ++i) importance[i] += other.importance[i];
   sequences += other.sequences;
   tokens += other.tokens;
 }
@@ -64,10 +81,11 @@ std::string CalibrationStats::sha256() const {
   return sha256_hex(bytes);
 }
 
-size_t contribution_length(const CalibrationStats& stats) { return stats.counts.size() + 2; }
+size_t contribution_length(const CalibrationStats& stats) { return stats.counts.size() + stats.importance.size() + 2; }
 
 std::vector<uint64_t> contribution_vector(const CalibrationStats& stats) {
   std::vector<uint64_t> vector = stats.counts;
+  vector.insert(vector.end(), stats.importance.begin(), stats.importance.end());
   vector.push_back(stats.sequences);
   vector.push_back(stats.tokens);
   return vector;
@@ -80,7 +98,9 @@ CalibrationStats stats_from_contribution(const CalibrationStats& layout, std::sp
     fail("a contribution vector of {} values does not fit statistics of {} counts", vector.size(), layout.counts.size());
   }
   CalibrationStats stats = layout;
-  std::copy(vector.begin(), vector.end() - 2, stats.counts.begin());
+  const auto counts_end = vector.begin() + static_cast<std::ptrdiff_t>(stats.counts.size());
+  std::copy(vector.begin(), counts_end, stats.counts.begin());
+  std::copy(counts_end, vector.end() - 2, stats.importance.begin());
   stats.sequences = vector[vector.size() - 2];
   stats.tokens = vector[vector.size() - 1];
   return stats;
@@ -97,9 +117,14 @@ std::vector<std::byte> serialize_stats(const CalibrationStats& stats) {
       {"sequences", stats.sequences},
       {"tokens", stats.tokens},
   };
+  if (stats.has_importance()) {
+    header["importance"] = {{"fraction_bits", kImportanceFractionBits},
+                            {"points", stats.importance_points},
+                            {"widths", stats.importance_widths}};
+  }
   const std::string text = header.dump();
   const uint64_t header_size = text.size();
-  std::vector<std::byte> out(sizeof(kMagic) + 8 + text.size() + stats.counts.size() * 8);
+  std::vector<std::byte> out(sizeof(kMagic) + 8 + text.size() + (stats.counts.size() + stats.importance.size()) * 8);
   std::byte* cursor = out.data();
   auto put = [&](const void* data, size_t size) {
     std::memcpy(cursor, data, size);
@@ -109,6 +134,7 @@ std::vector<std::byte> serialize_stats(const CalibrationStats& stats) {
   put(&header_size, 8);
   put(text.data(), text.size());
   put(stats.counts.data(), stats.counts.size() * 8);
+  put(stats.importance.data(), stats.importance.size() * 8);
   return out;
 }
 
@@ -158,15 +184,38 @@ CalibrationStats parse_stats(std::span<const std::byte> bytes, const std::string
                  }
                  stats.sequences = static_cast<uint64_t>(integer(header, "sequences", 0, INT64_MAX));
                  stats.tokens = static_cast<uint64_t>(integer(header, "tokens", 0, INT64_MAX));
+                 if (auto importance = header.find("importance"); importance != header.end()) {
+                   if (!importance->is_object()) fail("field 'importance' is not an object");
+                   integer(*importance, "fraction_bits", kImportanceFractionBits, kImportanceFractionBits);
+                   const auto& names = field(*importance, "points");
+                   const auto& widths = field(*importance, "widths");
+                   if (!names.is_array() || !widths.is_array() || names.size() != widths.size() || names.empty() ||
+                       names.size() > kMaxPoints) {
+                     fail("field 'importance' needs 'points' and 'widths' of the same non-zero length");
+                   }
+                   for (size_t i = 0; i < names.size(); ++i) {
+                     if (!names[i].is_string()) fail("an importance point name is not a string");
+                     if (!widths[i].is_number_unsigned() || widths[i].get<uint64_t>() == 0 || widths[i].get<uint64_t>() > (1u << 24)) {
+                       fail("importance width {} is not in [1, 2^24]", i);
+                     }
+                     stats.importance_points.push_back(names[i].get<std::string>());
+                     stats.importance_widths.push_back(widths[i].get<uint32_t>());
+                   }
+                 }
                });
   const uint64_t expected = static_cast<uint64_t>(stats.points.size()) * stats.layout.counts_per_point();
-  if (reader.remaining() != expected * 8) {
-    fail("{}: {} points x {} counts need {} bytes of counts, the file has {}", source, stats.points.size(),
-         stats.layout.counts_per_point(), expected * 8, reader.remaining());
+  uint64_t importance = 0;
+  for (uint32_t width : stats.importance_widths) importance += width;
+  if (reader.remaining() != (expected + importance) * 8) {
+    fail("{}: {} points x {} counts and {} importance sums need {} bytes, the file has {}", source, stats.points.size(),
+         stats.layout.counts_per_point(), importance, (expected + importance) * 8, reader.remaining());
   }
   stats.counts.resize(expected);
   auto counts = reader.take(expected * 8, "counts");
   std::memcpy(stats.counts.data(), counts.data(), counts.size());
+  stats.importance.resize(importance);
+  auto sums = reader.take(importance * 8, "importance sums");
+  std::memcpy(stats.importance.data(), sums.data(), sums.size());
   return stats;
 }
 
@@ -177,8 +226,26 @@ CalibrationStats read_stats(const std::string& path) {
 
 void write_stats(const CalibrationStats& stats, const std::string& path) { write_file_atomically(path, serialize_stats(stats)); }
 
+StatsRecorder::StatsRecorder(CalibrationStats& stats)
+    : stats_(stats), importance_offset_(stats.points.size(), -1), importance_width_(stats.points.size(), 0) {
+  int64_t offset = 0;
+  for (size_t i = 0; i < stats.importance_points.size(); ++i) {
+    const auto found = std::find(stats.points.begin(), stats.points.end(), stats.importance_points[i]);
+    if (found == stats.points.end()) fail("importance point '{}' is not a quantization point", stats.importance_points[i]);
+    const size_t index = static_cast<size_t>(found - stats.points.begin());
+    importance_offset_[index] = offset;
+    importance_width_[index] = stats.importance_widths[i];
+    offset += stats.importance_widths[i];
+  }
+}
+
 void StatsRecorder::observe(int point, std::span<const float> values) {
-  accumulate_histogram(stats_.layout, values, stats_.point(static_cast<size_t>(point)));
+  const size_t index = static_cast<size_t>(point);
+  accumulate_histogram(stats_.layout, values, stats_.point(index));
+  if (importance_offset_[index] < 0) return;
+  const size_t width = importance_width_[index];
+  uint64_t* sums = stats_.importance.data() + importance_offset_[index];
+  for (size_t at = 0; at < values.size(); ++at) sums[at % width] += importance_fixed_point(values[at]);
 }
 
 }  // namespace fedcal

@@ -25,9 +25,15 @@ struct CalibrationStats {
   uint64_t sequences = 0;
   uint64_t tokens = 0;
   std::vector<uint64_t> counts;  // points.size() * layout.counts_per_point()
+  // Importance statistics (importance.h), when recorded (else all three are empty): the points' names,
+  // their widths, and the per-channel sums of each point, concatenated in that order.
+  std::vector<std::string> importance_points;
+  std::vector<uint32_t> importance_widths;
+  std::vector<uint64_t> importance;
 
   static CalibrationStats empty_for(const ModelConfig& config, const std::string& model_sha256,
-                                    const HistogramLayout& layout = {});
+                                    const HistogramLayout& layout = {}, bool with_importance = false);
+  bool has_importance() const { return !importance_points.empty(); }
   std::span<const uint64_t> point(size_t index) const;
   std::span<uint64_t> point(size_t index);
   // Adds `other` in place; throws Error if it was recorded on another model or with another layout.
@@ -38,12 +44,12 @@ struct CalibrationStats {
   std::string sha256() const;
 };
 
-// The vector an agent contributes to a round's secure aggregation: every histogram count, then the
-// number of sequences, then the number of tokens. The one definition of that layout, for the agent
+// The vector an agent contributes to a round's secure aggregation: every histogram count, the
+// importance sums (when recorded), then the number of sequences, then the number of tokens. The one definition of that layout, for the agent
 // that builds it, the coordinator that reads the sum back, and the benchmarks and tests.
 size_t contribution_length(const CalibrationStats& stats);
 std::vector<uint64_t> contribution_vector(const CalibrationStats& stats);
-// The counts part of a contribution vector (where distributed-DP noise is added).
+// The counts and importance part of a contribution vector (where distributed-DP noise is added).
 std::span<uint64_t> contribution_counts(std::span<uint64_t> vector);
 // `layout` (model, points, histogram layout) with counts, sequences and tokens read from a (summed)
 // contribution vector; throws Error if its length does not fit.
@@ -59,11 +65,13 @@ void write_stats(const CalibrationStats& stats, const std::string& path);
 class StatsRecorder : public ActivationObserver {
  public:
   // `stats` must outlive the recorder.
-  explicit StatsRecorder(CalibrationStats& stats) : stats_(stats) {}
+  explicit StatsRecorder(CalibrationStats& stats);
   void observe(int point, std::span<const float> values) override;
 
  private:
   CalibrationStats& stats_;
+  std::vector<int64_t> importance_offset_;  // by point index: start of its sums in stats.importance, or -1
+  std::vector<uint32_t> importance_width_;  // by point index
 };
 
 }  // namespace fedcal

@@ -86,6 +86,9 @@ int main(int argc, char** argv) {
   fedcal::CalibrationStats stats = fedcal::CalibrationStats::empty_for(micro, "seed", coarse);
   for (size_t i = 0; i < stats.counts.size(); i += 3) stats.counts[i] = i;
   fedcal::write_stats(stats, (root / "stats/micro.stats").string());
+  fedcal::CalibrationStats with_importance = fedcal::CalibrationStats::empty_for(micro, "seed", coarse, true);
+  for (size_t i = 0; i < with_importance.importance.size(); ++i) with_importance.importance[i] = 3 * i;
+  fedcal::write_stats(with_importance, (root / "stats/importance.stats").string());
 
   // Packages of the micro model: FP32, and INT8 per tensor with a fake but valid set of scales.
   fedcal::write_model_package((root / "model_package/fp32.pkg").string(), model, {}, {"llama2c", "x"}, {});
