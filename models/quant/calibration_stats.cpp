@@ -127,6 +127,7 @@ std::vector<std::byte> serialize_stats(const CalibrationStats& stats) {
   std::vector<std::byte> out(sizeof(kMagic) + 8 + text.size() + (stats.counts.size() + stats.importance.size()) * 8);
   std::byte* cursor = out.data();
   auto put = [&](const void* data, size_t size) {
+    if (size == 0) return;  // (an empty vector's data() may be null, which memcpy must not get)
     std::memcpy(cursor, data, size);
     cursor += size;
   };
@@ -215,7 +216,7 @@ CalibrationStats parse_stats(std::span<const std::byte> bytes, const std::string
   std::memcpy(stats.counts.data(), counts.data(), counts.size());
   stats.importance.resize(importance);
   auto sums = reader.take(importance * 8, "importance sums");
-  std::memcpy(stats.importance.data(), sums.data(), sums.size());
+  if (!sums.empty()) std::memcpy(stats.importance.data(), sums.data(), sums.size());
   return stats;
 }
 
