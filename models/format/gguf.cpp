@@ -15,6 +15,9 @@ constexpr char kMagic[4] = {'G', 'G', 'U', 'F'};
 constexpr uint32_t kDefaultAlignment = 32;
 constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 
+// `offset` rounded up to a multiple of `alignment`.
+uint64_t align_up(uint64_t offset, uint64_t alignment) { return (offset + alignment - 1) / alignment * alignment; }
+
 bool integer_type(GgufType type) {
   switch (type) {
     case GgufType::kUint8:
@@ -175,7 +178,7 @@ class Parser {
     }
     for (uint64_t i = 0; i < tensor_count; ++i) file.tensors.push_back(tensor_info(file));
     const size_t header_end = reader_.offset();
-    const size_t data_start = (header_end + file.alignment - 1) / file.alignment * file.alignment;
+    const size_t data_start = align_up(header_end, file.alignment);
     if (data_start > header_end + reader_.remaining()) fail("{}: truncated before the tensor data", file.source);
     reader_.skip(data_start - header_end, "padding");
     file.data = reader_.take(reader_.remaining(), "tensor data");
@@ -423,13 +426,13 @@ std::vector<std::byte> GgufWriter::serialize() const {
     for (uint64_t extent : tensor.info.shape) put<uint64_t>(out, extent);
     put<uint32_t>(out, static_cast<uint32_t>(tensor.info.type));
     put<uint64_t>(out, offset);
-    offset += (tensor.data.size() + kDefaultAlignment - 1) / kDefaultAlignment * kDefaultAlignment;
+    offset += align_up(tensor.data.size(), kDefaultAlignment);
   }
   for (const Tensor& tensor : tensors_) {
-    out.resize((out.size() + kDefaultAlignment - 1) / kDefaultAlignment * kDefaultAlignment);
+    out.resize(align_up(out.size(), kDefaultAlignment));
     out.insert(out.end(), tensor.data.begin(), tensor.data.end());
   }
-  out.resize((out.size() + kDefaultAlignment - 1) / kDefaultAlignment * kDefaultAlignment);
+  out.resize(align_up(out.size(), kDefaultAlignment));
   return out;
 }
 

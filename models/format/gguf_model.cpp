@@ -17,8 +17,6 @@
 namespace fedcal {
 namespace {
 
-constexpr const char* kVisibleSpace = "\xE2\x96\x81";  // U+2581, sentencepiece's space
-
 // llama.cpp's token types (llama_token_type).
 enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
@@ -114,9 +112,7 @@ Vocab vocab_of(const PackageTokenizer& tokenizer, int vocab_size) {
       } else if (parse_byte_piece(text)) {
         type = kByte;
       } else {
-        std::string visible;
-        for (char c : text) visible += c == ' ' ? std::string(kVisibleSpace) : std::string(1, c);
-        text = visible;
+        text = spaces_to_visible_spaces(text);
       }
       vocab.tokens.push_back(text);
       vocab.scores.push_back(piece.score);

@@ -104,4 +104,16 @@ std::string visible_spaces_to_spaces(std::string_view piece) {
   return text;
 }
 
+std::string spaces_to_visible_spaces(std::string_view text) {
+  std::string piece;
+  for (char c : text) {
+    if (c == ' ') {
+      piece += kVisibleSpace;
+    } else {
+      piece += c;
+    }
+  }
+  return piece;
+}
+
 }  // namespace fedcal

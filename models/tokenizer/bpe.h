@@ -38,5 +38,7 @@ std::optional<unsigned char> parse_byte_piece(std::string_view piece);
 inline constexpr std::string_view kVisibleSpace = "\xe2\x96\x81";
 // Replaces every U+2581 in `piece` by a plain space.
 std::string visible_spaces_to_spaces(std::string_view piece);
+// Replaces every plain space in `text` by U+2581 (the inverse).
+std::string spaces_to_visible_spaces(std::string_view text);
 
 }  // namespace fedcal

@@ -13,6 +13,7 @@
 #include "models/format/synth.h"
 #include "models/tokenizer/hf_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
+#include "tests/error_of.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
@@ -21,17 +22,7 @@ namespace {
 std::string read_bytes(const std::string& path) { return read_text_file(path); }
 void write_bytes(const std::string& path, const std::string& bytes) { testing::write_text(path, bytes); }
 
-// The message of the Error that `body` throws (fails the test if it throws nothing).
-template <typename Body>
-std::string error_of(Body body) {
-  try {
-    body();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  FAIL("expected an Error");
-  return "";
-}
+using testing::error_of;
 
 TEST_CASE("llama2.c checkpoints: truncation, size mismatch and absurd headers are refused by name") {
   testing::ScratchDir dir;

@@ -19,11 +19,13 @@
 #include "models/format/synth.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
+#include "tests/error_of.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
 namespace {
 
+using testing::error_of;
 using testing::ScratchDir;
 
 const std::string kProjectModel = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin";
@@ -38,16 +40,6 @@ PackageTokenizer tiny_tokenizer() {
   for (const char* text : {" ", "a", "b", " a", " b", "ab", " ab"}) pieces.push_back({text, -static_cast<float>(pieces.size())});
   while (pieces.size() < 512) pieces.push_back({fmt::format("w{}", pieces.size()), -static_cast<float>(pieces.size())});
   return {"llama2c", Llama2cTokenizer(std::move(pieces)).serialize()};
-}
-
-std::string expect_error(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  FAIL("no error");
-  return "";
 }
 
 nlohmann::json read_with_oracle(const std::string& path) {
@@ -144,7 +136,7 @@ TEST_CASE("GGUF container: every value type and tensors round trip, and malforme
   std::vector<float> back(3);
   ggml_decode(GgmlType::kF32, file.tensor_bytes(file.tensors[1]), back);
   CHECK(back == vector);
-  CHECK(expect_error([&] { file.text("a.u32"); }).find("'a.u32' is not a string") != std::string::npos);
+  CHECK(error_of([&] { file.text("a.u32"); }).find("'a.u32' is not a string") != std::string::npos);
 
   // Every truncation is an error, never a read past the end.
   for (size_t size = 0; size < bytes.size(); size += size < 400 ? 1 : 97) {
@@ -153,7 +145,7 @@ TEST_CASE("GGUF container: every value type and tensors round trip, and malforme
   auto patched = [&](size_t at, std::vector<uint8_t> with) {
     std::vector<std::byte> copy = bytes;
     for (size_t i = 0; i < with.size(); ++i) copy[at + i] = static_cast<std::byte>(with[i]);
-    return expect_error([&] { parse_gguf(copy, "bad.gguf"); });
+    return error_of([&] { parse_gguf(copy, "bad.gguf"); });
   };
   CHECK(patched(0, {'G', 'G', 'M', 'L'}).find("not a GGUF file") != std::string::npos);
   CHECK(patched(4, {1}).find("GGUF version 1 is not supported") != std::string::npos);
@@ -164,11 +156,11 @@ TEST_CASE("GGUF container: every value type and tensors round trip, and malforme
   std::vector<std::byte> k_bytes = k_quant.serialize();
   const size_t type_at = 4 + 4 + 8 + 8 + 8 + std::strlen("blk.0.attn_q.weight") + 4 + 8;
   k_bytes[type_at] = std::byte{12};  // Q4_K
-  const std::string k_error = expect_error([&] { parse_gguf(k_bytes, "k.gguf"); });
+  const std::string k_error = error_of([&] { parse_gguf(k_bytes, "k.gguf"); });
   CHECK(k_error.find("'blk.0.attn_q.weight' is type 12") != std::string::npos);
   k_bytes[type_at] = std::byte{0};
   k_bytes[type_at + 4] = std::byte{8};  // offset 8: not aligned
-  CHECK(expect_error([&] { parse_gguf(k_bytes, "k.gguf"); }).find("not a multiple of the alignment") != std::string::npos);
+  CHECK(error_of([&] { parse_gguf(k_bytes, "k.gguf"); }).find("not a multiple of the alignment") != std::string::npos);
 }
 
 TEST_CASE("GGUF export of the project model: read by Hugging Face's GGUF reader as llama.cpp expects a llama model") {
@@ -335,7 +327,7 @@ TEST_CASE("GGUF import refuses what it would not compute: unknown keys and tenso
     GgufWriter writer = gguf_from_model(model, tiny_tokenizer(), {});
     change(writer);
     const std::vector<std::byte> bytes = writer.serialize();
-    return expect_error([&] { model_from_gguf(parse_gguf(bytes, "m.gguf")); });
+    return error_of([&] { model_from_gguf(parse_gguf(bytes, "m.gguf")); });
   };
   {
     const std::vector<std::byte> unchanged = gguf_from_model(model, tiny_tokenizer(), {}).serialize();
@@ -363,7 +355,7 @@ TEST_CASE("GGUF import refuses what it would not compute: unknown keys and tenso
   ggml_decode(GgmlType::kF32, scaled_file.tensor_bytes(*divisors), factors);
   CHECK(factors.front() == doctest::Approx(1.0));  // the fastest rotations are kept
   CHECK(factors.back() == doctest::Approx(8.0));   // the slowest are stretched by the factor
-  CHECK(expect_error([&] { model_from_gguf(scaled_file); }).find("rope_freqs.weight") != std::string::npos);
+  CHECK(error_of([&] { model_from_gguf(scaled_file); }).find("rope_freqs.weight") != std::string::npos);
   CHECK(error_with([](GgufWriter& w) { w.set("llama.block_count", GgufValue::u32(3)); }).find("tensor 'blk.2.attn_norm.weight' is missing") !=
         std::string::npos);
 }
