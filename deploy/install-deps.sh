@@ -21,6 +21,7 @@ packages=(
   libfaketime util-linux
   chromium fonts-dejavu-core zlib1g-dev
   crossbuild-essential-arm64 qemu-user-static
+  python3-onnx  # onnx.checker, run by the ONNX export tests
 )
 if [[ "${1:-}" == "--train" ]]; then
   packages+=(python3-torch python3-numpy python3-sentencepiece libopenblas0-pthread sentencepiece)
@@ -35,7 +36,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then $sudo dpkg --add-
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
 
-# The tests' independent references from npm (tests/oracles: Hugging Face's GGUF reader). Node.js from
+# The tests' independent references from npm (tests/oracles: Hugging Face's GGUF reader, ONNX Runtime). Node.js from
 # Debian when the machine has none.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $sudo apt-get install -y -qq --no-install-recommends nodejs npm

@@ -119,6 +119,14 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   return int8;
 }
 
+QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const ModelOptions& model_options,
+                               PackageProvenance& provenance) {
+  std::unique_ptr<Tokenizer> text_tokenizer;
+  if (options.auto_fp32 > 0 || options.target_kl) text_tokenizer = load_tokenizer(loaded, model_options.tokenizer);
+  XnnRuntime runtime(resolve_threads(model_options.threads, loaded.model.config.parameter_count()));
+  return quantize_with(loaded, options, text_tokenizer.get(), runtime, provenance);
+}
+
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
                                               const QuantizationOptions& options, const Tokenizer* tokenizer,
                                               TransformerOptions transformer_options) {

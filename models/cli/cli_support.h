@@ -43,6 +43,10 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options);
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
                                const XnnRuntime& runtime, PackageProvenance& provenance);
 
+// quantize_with on a runtime and (for --auto-fp32 / --target-kl) tokenizer of its own.
+QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const ModelOptions& model_options,
+                               PackageProvenance& provenance);
+
 // The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32;
 // with dynamic activations, a package's INT8 weights or an FP32 model's weights quantized now (no
 // statistics), each token's activations quantized at run time.

@@ -35,11 +35,7 @@ void run_quantize(const QuantizeCommandOptions& options) {
   if (!options.quantization.stats) {
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
   } else {
-    std::unique_ptr<Tokenizer> text_tokenizer;
-    if (options.quantization.auto_fp32 > 0 || options.quantization.target_kl)
-      text_tokenizer = load_tokenizer(loaded, options.model.tokenizer);
-    XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
-    int8 = quantize_with(loaded, options.quantization, text_tokenizer.get(), runtime, provenance);
+    int8 = quantize_with(loaded, options.quantization, options.model, provenance);
   }
   PackageWriteOptions write_options;
   if (key) write_options.signing_key = &*key;

@@ -1,0 +1,439 @@
+#include "models/format/onnx_model.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <algorithm>
+#include <deque>
+#include <variant>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "models/format/protobuf_writer.h"
+#include "models/quant/quantization_points.h"
+#include "models/quant/quantize.h"
+
+namespace fedcal {
+namespace {
+
+// Field numbers and enums of onnx.proto (https://github.com/onnx/onnx/blob/main/onnx/onnx.proto).
+namespace proto {
+enum ModelField { kIrVersion = 1, kProducerName = 2, kProducerVersion = 3, kModelVersion = 5, kGraph = 7, kOpsetImport = 8 };
+enum OpsetField { kOpsetDomain = 1, kOpsetVersion = 2 };
+enum GraphField { kNode = 1, kGraphName = 2, kInitializer = 5, kInput = 11, kOutput = 12 };
+enum NodeField { kNodeInput = 1, kNodeOutput = 2, kNodeName = 3, kOpType = 4, kAttribute = 5 };
+enum AttributeField { kAttrName = 1, kAttrFloat = 2, kAttrInt = 3, kAttrTensor = 5, kAttrInts = 8, kAttrType = 20 };
+enum AttributeType { kTypeFloat = 1, kTypeInt = 2, kTypeTensor = 4, kTypeInts = 7 };
+enum TensorField { kDims = 1, kDataType = 2, kTensorName = 8, kRawData = 9 };
+enum DataType { kFloat = 1, kInt8 = 3, kInt64 = 7 };
+enum ValueInfoField { kValueName = 1, kValueType = 2 };
+enum TypeField { kTensorType = 1 };
+enum TensorTypeField { kElemType = 1, kShape = 2 };
+enum ShapeField { kDim = 1 };
+enum DimensionField { kDimValue = 1, kDimParam = 2 };
+}  // namespace proto
+
+constexpr int kOpset = 17;
+constexpr int kIrVersion = 8;  // the IR version of opset 17 (ONNX 1.12)
+constexpr uint64_t kProtobufLimit = (uint64_t{1} << 31) - 1;
+
+ProtoWriter tensor_proto(const std::string& name, const std::vector<int64_t>& dims, proto::DataType type,
+                         std::span<const std::byte> raw) {
+  ProtoWriter tensor;
+  tensor.add_packed_varints(proto::kDims, dims);
+  tensor.add_varint(proto::kDataType, type);
+  if (!name.empty()) tensor.add_string(proto::kTensorName, name);
+  tensor.add_bytes(proto::kRawData, raw);  // little-endian, as ONNX defines raw_data
+  return tensor;
+}
+
+// A graph input or output: a tensor with fixed (>= 0) or named (symbolic) dimensions.
+using Dimension = std::variant<int64_t, std::string>;
+ProtoWriter value_info(const std::string& name, proto::DataType type, const std::vector<Dimension>& dims) {
+  ProtoWriter shape;
+  for (const Dimension& d : dims) {
+    ProtoWriter dim;
+    if (const auto* value = std::get_if<int64_t>(&d)) {
+      dim.add_varint(proto::kDimValue, *value);
+    } else {
+      dim.add_string(proto::kDimParam, std::get<std::string>(d));
+    }
+    shape.add_message(proto::kDim, dim);
+  }
+  ProtoWriter tensor_type;
+  tensor_type.add_varint(proto::kElemType, type);
+  tensor_type.add_message(proto::kShape, shape);
+  ProtoWriter type_proto;
+  type_proto.add_message(proto::kTensorType, tensor_type);
+  ProtoWriter info;
+  info.add_string(proto::kValueName, name);
+  info.add_message(proto::kValueType, type_proto);
+  return info;
+}
+
+struct Attribute {
+  std::string name;
+  std::variant<int64_t, float, std::vector<int64_t>, ProtoWriter> value;  // ProtoWriter: a TensorProto
+};
+
+// Builds the graph node by node, in topological order, with the initializers it refers to.
+class GraphBuilder {
+ public:
+  // Adds a node; returns its first output's name (`output`, or a fresh one when empty).
+  std::string node(const std::string& op, const std::vector<std::string>& inputs, std::string output = {},
+                   const std::vector<Attribute>& attributes = {}) {
+    const std::string name = op + "_" + std::to_string(nodes_);
+    if (output.empty()) output = name + "_out";
+    ProtoWriter node;
+    for (const std::string& input : inputs) node.add_string(proto::kNodeInput, input);
+    node.add_string(proto::kNodeOutput, output);
+    node.add_string(proto::kNodeName, name);
+    node.add_string(proto::kOpType, op);
+    for (const Attribute& attribute : attributes) node.add_message(proto::kAttribute, attribute_proto(attribute));
+    graph_.add_message(proto::kNode, node);
+    ++nodes_;
+    return output;
+  }
+  // A node with several outputs (Split), named `outputs`.
+  void node_outputs(const std::string& op, const std::vector<std::string>& inputs, const std::vector<std::string>& outputs,
+                    const std::vector<Attribute>& attributes) {
+    ProtoWriter node;
+    for (const std::string& input : inputs) node.add_string(proto::kNodeInput, input);
+    for (const std::string& output : outputs) node.add_string(proto::kNodeOutput, output);
+    node.add_string(proto::kNodeName, op + "_" + std::to_string(nodes_));
+    node.add_string(proto::kOpType, op);
+    for (const Attribute& attribute : attributes) node.add_message(proto::kAttribute, attribute_proto(attribute));
+    graph_.add_message(proto::kNode, node);
+    ++nodes_;
+  }
+
+  const std::string& floats(const std::string& name, const std::vector<int64_t>& dims, std::span<const float> values) {
+    return initializer(name, dims, proto::kFloat, std::as_bytes(values));
+  }
+  const std::string& int8s(const std::string& name, const std::vector<int64_t>& dims, std::span<const int8_t> values) {
+    return initializer(name, dims, proto::kInt8, std::as_bytes(values));
+  }
+  const std::string& int64s(const std::string& name, const std::vector<int64_t>& dims, std::span<const int64_t> values) {
+    return initializer(name, dims, proto::kInt64, std::as_bytes(values));
+  }
+  // Small constants, one initializer per distinct name.
+  std::string scalar(const std::string& name, float value) { return floats(name, {}, std::span(&value, 1)); }
+  std::string int64_vector(const std::string& name, const std::vector<int64_t>& values) {
+    return int64s(name, {static_cast<int64_t>(values.size())}, values);
+  }
+
+  void check_size() const {
+    if (graph_.size() + bytes_ > kProtobufLimit) {
+      fail("the ONNX graph would be {:.2f} GB, over protobuf's 2 GiB limit (external tensor data is not written)",
+           static_cast<double>(graph_.size() + bytes_) / 1e9);
+    }
+  }
+  int nodes() const { return nodes_; }
+  int initializer_count() const { return static_cast<int>(names_.size()); }
+
+  // GraphProto: nodes, name, initializers, inputs, outputs.
+  ProtoWriter finish(const std::string& name, const std::vector<ProtoWriter>& inputs, const std::vector<ProtoWriter>& outputs) {
+    check_size();
+    ProtoWriter graph = std::move(graph_);
+    graph.add_string(proto::kGraphName, name);
+    for (const ProtoWriter& initializer : initializer_list_) graph.add_message(proto::kInitializer, initializer);
+    for (const ProtoWriter& input : inputs) graph.add_message(proto::kInput, input);
+    for (const ProtoWriter& output : outputs) graph.add_message(proto::kOutput, output);
+    return graph;
+  }
+
+ private:
+  const std::string& initializer(const std::string& name, const std::vector<int64_t>& dims, proto::DataType type,
+                                 std::span<const std::byte> raw) {
+    if (auto it = std::find(names_.begin(), names_.end(), name); it != names_.end()) return *it;
+    initializer_list_.push_back(tensor_proto(name, dims, type, raw));
+    bytes_ += raw.size();
+    if (bytes_ > kProtobufLimit) fail("the ONNX graph's tensors exceed protobuf's 2 GiB limit at {} (external data is not written)", name);
+    names_.push_back(name);
+    return names_.back();
+  }
+
+  static ProtoWriter attribute_proto(const Attribute& attribute) {
+    ProtoWriter out;
+    out.add_string(proto::kAttrName, attribute.name);
+    if (const auto* i = std::get_if<int64_t>(&attribute.value)) {
+      out.add_varint(proto::kAttrInt, *i);
+      out.add_varint(proto::kAttrType, proto::kTypeInt);
+    } else if (const auto* f = std::get_if<float>(&attribute.value)) {
+      out.add_float(proto::kAttrFloat, *f);
+      out.add_varint(proto::kAttrType, proto::kTypeFloat);
+    } else if (const auto* ints = std::get_if<std::vector<int64_t>>(&attribute.value)) {
+      for (int64_t v : *ints) out.add_varint(proto::kAttrInts, v);
+      out.add_varint(proto::kAttrType, proto::kTypeInts);
+    } else {
+      out.add_message(proto::kAttrTensor, std::get<ProtoWriter>(attribute.value));
+      out.add_varint(proto::kAttrType, proto::kTypeTensor);
+    }
+    return out;
+  }
+
+  ProtoWriter graph_;         // nodes
+  std::vector<ProtoWriter> initializer_list_;
+  std::deque<std::string> names_;  // stable references
+  uint64_t bytes_ = 0;
+  int nodes_ = 0;
+};
+
+std::vector<float> transposed(std::span<const float> matrix, int rows, int cols) {
+  std::vector<float> out(matrix.size());
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) out[size_t(c) * rows + r] = matrix[size_t(r) * cols + c];
+  }
+  return out;
+}
+std::vector<int8_t> transposed(std::span<const int8_t> matrix, int rows, int cols) {
+  std::vector<int8_t> out(matrix.size());
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) out[size_t(c) * rows + r] = matrix[size_t(r) * cols + c];
+  }
+  return out;
+}
+
+// The forward pass of transformer.cpp, written as ONNX nodes.
+class ModelGraph {
+ public:
+  ModelGraph(const Model& model, const QuantizedLinears& int8) : model_(model), c_(model.config), int8_(int8) {
+    c_.validate();
+    point_names_ = quantization_point_names(c_);
+  }
+
+  ProtoWriter build(OnnxExportSummary& summary) {
+    const int dim = c_.dim, head_size = c_.head_size();
+    const int64_t heads = c_.n_heads, kv_heads = c_.n_kv_heads, group = heads / kv_heads;
+
+    // x (batch, seq, dim) = embedding rows of input_ids
+    std::string x = g_.node("Gather", {token_table(), "input_ids"}, "embedding", {{"axis", int64_t{0}}});
+
+    // seq (1) = the sequence length; cos, sin (seq, 1, half, 1) of positions 0 .. seq-1;
+    // mask (seq, seq) = -1e30 above the diagonal (future positions), 0 elsewhere
+    const std::string shape = g_.node("Shape", {"input_ids"});
+    const std::string seq = g_.node("Slice", {shape, g_.int64_vector("one", {1}), g_.int64_vector("two", {2})}, "sequence_length");
+    const std::string zero = g_.int64_vector("zero", {0});
+    const std::string cos_sin_axes = g_.int64_vector("axes_1_3", {1, 3});
+    const auto [cos_table, sin_table] = rope_tables();
+    const std::string cos = g_.node("Unsqueeze", {g_.node("Slice", {cos_table, zero, seq, zero}), cos_sin_axes}, "rope_cos");
+    const std::string sin = g_.node("Unsqueeze", {g_.node("Slice", {sin_table, zero, seq, zero}), cos_sin_axes}, "rope_sin");
+    const float masked = -1e30f;
+    const std::string square = g_.node("Concat", {seq, seq}, {}, {{"axis", int64_t{0}}});
+    const std::string filled = g_.node("ConstantOfShape", {square}, {},
+                                       {{"value", tensor_proto("", {1}, proto::kFloat, std::as_bytes(std::span(&masked, 1)))}});
+    const std::string k_one = g_.int64s("diagonal_offset", {}, std::vector<int64_t>{1});
+    const std::string mask = g_.node("Trilu", {filled, k_one}, "causal_mask", {{"upper", int64_t{1}}});
+    const std::string attention_scale = g_.scalar("attention_scale", 1.0f / std::sqrt(static_cast<float>(head_size)));
+
+    for (int l = 0; l < c_.n_layers; ++l) {
+      const LayerWeights& w = model_.layers[l];
+      const std::string p = "layers." + std::to_string(l) + ".";
+      // Attention block. xb (batch, seq, dim) = rmsnorm(x)
+      const std::string xb = rmsnorm(x, g_.floats(p + "attn_norm", {dim}, w.attn_norm), point(l, LayerPoint::kAttnIn));
+      std::string q = linear(xb, p + "wq", point(l, LayerPoint::kQOut));  // (batch, seq, q_dim)
+      std::string k = linear(xb, p + "wk", point(l, LayerPoint::kKOut));  // (batch, seq, kv_dim)
+      const std::string v = linear(xb, p + "wv", point(l, LayerPoint::kVOut));
+
+      // q (batch, seq, heads, head_size), k (batch, seq, kv_heads, head_size); Qwen3: each head RMS-normalized
+      q = g_.node("Reshape", {q, g_.int64_vector("shape_heads", {0, 0, heads, head_size})});
+      k = g_.node("Reshape", {k, g_.int64_vector("shape_kv_heads", {0, 0, kv_heads, head_size})});
+      if (c_.qk_norm) {
+        q = rmsnorm(q, g_.floats(p + "q_norm", {head_size}, w.q_norm), {});
+        k = rmsnorm(k, g_.floats(p + "k_norm", {head_size}, w.k_norm), {});
+      }
+      // RoPE: each interleaved pair (2i, 2i+1) rotated by its position's angle
+      q = rope(q, heads, cos, sin);
+      k = rope(k, kv_heads, cos, sin);
+
+      // Grouped-query attention: query head h reads key/value head h / group.
+      // q (batch, kv_heads, group, seq, head_size), k^T (batch, kv_heads, 1, head_size, seq), v (batch, kv_heads, 1, seq, head_size)
+      q = g_.node("Transpose", {g_.node("Reshape", {q, g_.int64_vector("shape_groups", {0, 0, kv_heads, group, head_size})})}, {},
+                  {{"perm", std::vector<int64_t>{0, 2, 3, 1, 4}}});
+      const std::string kv_shape = g_.int64_vector("shape_kv_groups", {0, 0, kv_heads, 1, head_size});
+      const std::string k_t = g_.node("Transpose", {g_.node("Reshape", {k, kv_shape})}, {}, {{"perm", std::vector<int64_t>{0, 2, 3, 4, 1}}});
+      const std::string v_t = g_.node("Transpose", {g_.node("Reshape", {v, kv_shape})}, {}, {{"perm", std::vector<int64_t>{0, 2, 3, 1, 4}}});
+      // scores (batch, kv_heads, group, seq, seq) = softmax(q k^T / sqrt(head_size) + mask)
+      std::string scores = g_.node("Mul", {g_.node("MatMul", {q, k_t}), attention_scale});
+      scores = g_.node("Softmax", {g_.node("Add", {scores, mask})}, {}, {{"axis", int64_t{-1}}});
+      // attn_out (batch, seq, q_dim) = scores v, heads side by side
+      const std::string context = g_.node("Transpose", {g_.node("MatMul", {scores, v_t})}, {}, {{"perm", std::vector<int64_t>{0, 3, 1, 2, 4}}});
+      const std::string attn_out =
+          g_.node("Reshape", {context, g_.int64_vector("shape_q_dim", {0, 0, c_.q_dim()})}, point(l, LayerPoint::kAttnOut));
+      x = g_.node("Add", {x, linear(attn_out, p + "wo", point(l, LayerPoint::kWoOut))}, p + "attention_residual");
+
+      // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
+      const std::string xf = rmsnorm(x, g_.floats(p + "ffn_norm", {dim}, w.ffn_norm), point(l, LayerPoint::kFfnIn));
+      const std::string gate = linear(xf, p + "w1", point(l, LayerPoint::kW1Out));  // (batch, seq, hidden)
+      const std::string up = linear(xf, p + "w3", point(l, LayerPoint::kW3Out));
+      const std::string silu = g_.node("Mul", {gate, g_.node("Sigmoid", {gate})});
+      const std::string hidden = g_.node("Mul", {silu, up}, point(l, LayerPoint::kFfnHidden));
+      x = g_.node("Add", {x, linear(hidden, p + "w2", point(l, LayerPoint::kW2Out))}, p + "ffn_residual");
+    }
+
+    // logits (batch, seq, vocab) = classifier(rmsnorm(x))
+    const std::string final_in = rmsnorm(x, g_.floats("final_norm", {dim}, model_.final_norm), point_names_[final_in_point(c_)]);
+    linear(final_in, "classifier", "logits");
+
+    summary.int8_linears = int8_count_;
+    summary.fp32_linears = fp32_count_;
+    summary.nodes = g_.nodes();
+    summary.initializers = g_.initializer_count();
+    const std::vector<ProtoWriter> inputs = {value_info("input_ids", proto::kInt64, {std::string("batch"), std::string("sequence")})};
+    const std::vector<ProtoWriter> outputs = {
+        value_info("logits", proto::kFloat, {std::string("batch"), std::string("sequence"), int64_t{c_.vocab_size}})};
+    return g_.finish("fedcal", inputs, outputs);
+  }
+
+ private:
+  std::string point(int layer, LayerPoint p) const { return point_names_[static_cast<size_t>(layer_point(layer, p))]; }
+
+  // The (vocab, dim) table the Gather reads: INT8 dequantized per row or tensor when the engine's is.
+  std::string token_table() {
+    const QuantizedLinear* table = nullptr;
+    if (auto it = int8_.find("token_embedding"); it != int8_.end()) {
+      table = &it->second;
+    } else if (auto head = int8_.find("classifier"); c_.shared_classifier && head != int8_.end()) {
+      table = &head->second;
+    }
+    const int64_t vocab = c_.vocab_size, dim = c_.dim;
+    if (table == nullptr) {
+      if (model_.token_embedding.size() != size_t(vocab * dim)) fail("token_embedding: no FP32 values and no INT8 table");
+      return g_.floats("token_embedding", {vocab, dim}, model_.token_embedding);
+    }
+    const QuantizedMatrix& q = table->weights;
+    if (q.rows != vocab || q.cols != dim) fail("token_embedding: the INT8 table is ({}, {}), the model needs ({}, {})", q.rows, q.cols, vocab, dim);
+    const std::string values = g_.int8s("token_embedding_int8", {vocab, dim}, q.values);
+    const std::vector<int8_t> zero_points(q.scales.size(), 0);
+    const std::vector<int64_t> scale_dims = q.per_channel() ? std::vector<int64_t>{vocab} : std::vector<int64_t>{};
+    return g_.node("DequantizeLinear",
+                   {values, g_.floats("token_embedding_scale", scale_dims, q.scales),
+                    g_.int8s("token_embedding_zero_point", scale_dims, zero_points)},
+                   "token_embedding", {{"axis", int64_t{0}}});
+  }
+
+  std::pair<std::string, std::string> rope_tables() {
+    const int half = c_.head_size() / 2;
+    const std::vector<double> frequencies = c_.rope_inverse_frequencies();
+    std::vector<float> cos(size_t(c_.max_seq_len) * half), sin(cos.size());
+    for (int pos = 0; pos < c_.max_seq_len; ++pos) {
+      for (int i = 0; i < half; ++i) {
+        const double angle = pos * frequencies[size_t(i)];
+        cos[size_t(pos) * half + i] = static_cast<float>(std::cos(angle));
+        sin[size_t(pos) * half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+    return {g_.floats("rope_cos_table", {c_.max_seq_len, half}, cos), g_.floats("rope_sin_table", {c_.max_seq_len, half}, sin)};
+  }
+
+  // x * (1 / sqrt(mean(x^2) + eps)) * weight over the last axis
+  std::string rmsnorm(const std::string& x, const std::string& weight, const std::string& output) {
+    const std::string mean_square = g_.node("ReduceMean", {g_.node("Mul", {x, x})}, {}, {{"axes", std::vector<int64_t>{-1}}, {"keepdims", int64_t{1}}});
+    const std::string rms = g_.node("Sqrt", {g_.node("Add", {mean_square, g_.scalar("norm_eps", c_.norm_eps)})});
+    return g_.node("Mul", {g_.node("Div", {x, rms}), weight}, output);
+  }
+
+  // x (batch, seq, heads, head_size) with each pair (a, b) = (x[2i], x[2i+1]) turned into
+  // (a cos - b sin, a sin + b cos); cos, sin (seq, 1, half, 1)
+  std::string rope(const std::string& x, int64_t heads, const std::string& cos, const std::string& sin) {
+    const int64_t half = c_.head_size() / 2;
+    const std::string id = std::to_string(g_.nodes());
+    // pairs (batch, seq, heads, half, 2) -> a, b (batch, seq, heads, half, 1)
+    const std::string pairs = g_.node("Reshape", {x, g_.int64_vector("shape_pairs_" + std::to_string(heads), {0, 0, heads, half, 2})});
+    const std::string a = "rope_a_" + id, b = "rope_b_" + id;
+    g_.node_outputs("Split", {pairs}, {a, b}, {{"axis", int64_t{-1}}});
+    const std::string rotated_a = g_.node("Sub", {g_.node("Mul", {a, cos}), g_.node("Mul", {b, sin})});
+    const std::string rotated_b = g_.node("Add", {g_.node("Mul", {a, sin}), g_.node("Mul", {b, cos})});
+    const std::string rotated = g_.node("Concat", {rotated_a, rotated_b}, {}, {{"axis", int64_t{-1}}});
+    return g_.node("Reshape", {rotated, g_.int64_vector("shape_rotated_" + std::to_string(heads), {0, 0, heads, c_.head_size()})});
+  }
+
+  // One linear layer, y (batch, seq, out) = x W^T: an FP32 MatMul by W^T (in, out), or its QDQ form
+  // when `int8_` has the layer (the activation quantized at its input and output scales as the
+  // engine's LinearInt8 does; the weights' DequantizeLinear on axis 1, the output channels).
+  std::string linear(const std::string& x, const std::string& name, const std::string& output) {
+    const auto it = int8_.find(name);
+    if (it == int8_.end()) {
+      const std::vector<float>& weights = linear_weights(model_, name);
+      const int rows = static_cast<int>(linear_rows(name)), cols = static_cast<int>(linear_cols(name));
+      if (weights.size() != size_t(rows) * cols) fail("{}: no FP32 weights of ({}, {}) and no INT8 layer", name, rows, cols);
+      ++fp32_count_;
+      const std::string w = name + ".weight_t";
+      return g_.node("MatMul", {x, g_.floats(w, {cols, rows}, transposed(weights, rows, cols))}, output);
+    }
+    const QuantizedLinear& layer = it->second;
+    const QuantizedMatrix& q = layer.weights;
+    if (q.rows != linear_rows(name) || q.cols != linear_cols(name))
+      fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, linear_rows(name), linear_cols(name));
+    q.check(name);
+    ++int8_count_;
+    auto quantize_dequantize = [&](const std::string& value, const QuantParams& params, const std::string& what, const std::string& out) {
+      const int8_t zero_point = static_cast<int8_t>(params.zero_point);
+      const std::string scale = g_.scalar(name + "." + what + "_scale", params.scale);
+      const std::string zero = g_.int8s(name + "." + what + "_zero_point", {}, std::span(&zero_point, 1));
+      return g_.node("DequantizeLinear", {g_.node("QuantizeLinear", {value, scale, zero}), scale, zero}, out);
+    };
+    const std::string x_dq = quantize_dequantize(x, layer.input, "input", {});
+    const std::vector<int64_t> scale_dims = q.per_channel() ? std::vector<int64_t>{q.rows} : std::vector<int64_t>{};
+    const std::vector<int8_t> zero_points(q.scales.size(), 0);
+    const std::string w_dq = g_.node("DequantizeLinear",
+                                     {g_.int8s(name + ".weight_t_int8", {q.cols, q.rows}, transposed(q.values, q.rows, q.cols)),
+                                      g_.floats(name + ".weight_scale", scale_dims, q.scales),
+                                      g_.int8s(name + ".weight_zero_point", scale_dims, zero_points)},
+                                     {}, {{"axis", int64_t{1}}});
+    const std::string y = g_.node("MatMul", {x_dq, w_dq}, output + "_fp32");
+    return quantize_dequantize(y, layer.output, "output", output);
+  }
+
+  int64_t linear_rows(const std::string& name) const {
+    if (name == "classifier") return c_.vocab_size;
+    if (name.ends_with(".wq")) return c_.q_dim();
+    if (name.ends_with(".wk") || name.ends_with(".wv")) return c_.kv_dim();
+    if (name.ends_with(".w1") || name.ends_with(".w3")) return c_.hidden_dim;
+    return c_.dim;  // wo, w2
+  }
+  int64_t linear_cols(const std::string& name) const {
+    if (name.ends_with(".w2")) return c_.hidden_dim;
+    if (name.ends_with(".wo")) return c_.q_dim();
+    return c_.dim;
+  }
+
+  const Model& model_;
+  ModelConfig c_;
+  const QuantizedLinears& int8_;
+  std::vector<std::string> point_names_;
+  GraphBuilder g_;
+  int int8_count_ = 0, fp32_count_ = 0;
+};
+
+}  // namespace
+
+std::vector<std::byte> onnx_from_model(const Model& model, const QuantizedLinears& int8, OnnxExportSummary* summary) {
+  OnnxExportSummary counts;
+  ModelGraph graph(model, int8);
+  const ProtoWriter graph_proto = graph.build(counts);
+
+  ProtoWriter opset;
+  opset.add_string(proto::kOpsetDomain, "");
+  opset.add_varint(proto::kOpsetVersion, kOpset);
+  ProtoWriter model_proto;
+  model_proto.add_varint(proto::kIrVersion, kIrVersion);
+  model_proto.add_string(proto::kProducerName, "fedcal");
+  model_proto.add_string(proto::kProducerVersion, "1");
+  model_proto.add_varint(proto::kModelVersion, 1);
+  model_proto.add_message(proto::kGraph, graph_proto);
+  model_proto.add_message(proto::kOpsetImport, opset);
+  if (model_proto.size() > kProtobufLimit) fail("the ONNX model is over protobuf's 2 GiB limit (external data is not written)");
+  counts.bytes = model_proto.size();
+  if (summary != nullptr) *summary = counts;
+  return model_proto.bytes();
+}
+
+OnnxExportSummary write_onnx_model(const std::string& path, const Model& model, const QuantizedLinears& int8) {
+  OnnxExportSummary summary;
+  const std::vector<std::byte> bytes = with_context([&] { return path; }, [&] { return onnx_from_model(model, int8, &summary); });
+  write_file_atomically(path, bytes);
+  return summary;
+}
+
+}  // namespace fedcal
