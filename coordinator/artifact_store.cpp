@@ -11,14 +11,15 @@
 namespace fedcal::coordinator {
 namespace fs = std::filesystem;
 
-StoredArtifact ArtifactStore::add_package(const std::function<void(const std::string& temporary_path)>& write) const {
+StoredArtifact ArtifactStore::add_file(const std::string& extension,
+                                       const std::function<void(const std::string& temporary_path)>& write) const {
   Key32 nonce = random_key();
-  const std::string temporary = dir_ + "/.incoming-" + to_hex(std::as_bytes(std::span(nonce).first(8))) + ".fcpkg";
+  const std::string temporary = dir_ + "/.incoming-" + to_hex(std::as_bytes(std::span(nonce).first(8))) + extension;
   try {
     write(temporary);
     StoredArtifact artifact;
     artifact.sha256 = sha256_file_hex(temporary);
-    artifact.path = dir_ + "/" + artifact.sha256 + ".fcpkg";
+    artifact.path = dir_ + "/" + artifact.sha256 + extension;
     fs::rename(temporary, artifact.path);
     artifact.bytes = static_cast<int64_t>(fs::file_size(artifact.path));
     return artifact;

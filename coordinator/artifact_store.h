@@ -1,4 +1,5 @@
-// The coordinator's content-addressed artifact store: every package lives at DIR/<sha256>.fcpkg and
+// The coordinator's content-addressed artifact store: every package lives at DIR/<sha256>.fcpkg (an
+// export for another runtime at DIR/<sha256>.<its extension>) and
 // a round's aggregate statistics at DIR/round-<id>.stats. A package is written under a temporary
 // name (AtomicFileWriter: synced, renamed), hashed, and renamed to its content address, so a reader
 // never sees a half-written or misnamed artifact. Used by model import and the quantization job.
@@ -25,7 +26,11 @@ class ArtifactStore {
 
   // Calls `write` with a temporary path in the store (unique to this call, so concurrent writers do
   // not collide), then moves what it wrote to its content address.
-  StoredArtifact add_package(const std::function<void(const std::string& temporary_path)>& write) const;
+  StoredArtifact add_package(const std::function<void(const std::string& temporary_path)>& write) const {
+    return add_file(".fcpkg", write);
+  }
+  // The same for any file: stored at DIR/<sha256><extension> (".gguf", ".onnx", ...).
+  StoredArtifact add_file(const std::string& extension, const std::function<void(const std::string& temporary_path)>& write) const;
   // Writes a round's aggregate statistics; returns the path.
   std::string add_round_stats(const CalibrationStats& stats, int64_t round_id) const;
 

@@ -9,6 +9,7 @@
 #include "models/engine/xnn_runtime.h"
 #include "models/format/model_loader.h"
 #include "models/format/model_package.h"
+#include "models/format/runtime_export.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
 
@@ -16,7 +17,8 @@ namespace fedcal::coordinator {
 namespace {
 
 BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
-                           const SigningKey& key, const std::string& artifacts_dir, const std::string& label) {
+                           const SigningKey& key, const std::string& artifacts_dir, const std::string& label,
+                           QuantizedLinears* int8_out = nullptr) {
   QuantizeOptions options;
   options.method = ScaleMethodSpec::parse(settings.method);
   options.per_channel = settings.per_channel;
@@ -42,7 +44,44 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
                   settings.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(settings.keep_fp32, " ")),
                   label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
                   label.rfind("group:", 0) == 0 ? " for " + label : "");
+  if (int8_out != nullptr) *int8_out = int8;
   return built;
+}
+
+std::string export_extension(const std::string& format) {
+  if (format == "gguf") return ".gguf";
+  if (format == "imatrix") return ".imatrix.dat";
+  if (format == "tensorrt-cache") return ".trt-calib.cache";
+  return format == "onnx-qdq" ? ".qdq.onnx" : ".onnx";
+}
+
+// The round's exports: the fleet package's INT8 layers (onnx-qdq, tensorrt-cache), the FP32 model
+// (gguf as Q8_0, onnx), the fleet's statistics (imatrix).
+std::vector<BuiltExport> write_exports(const LoadedModel& loaded, const QuantizedLinears& int8, const QuantizationJobInput& input) {
+  std::vector<BuiltExport> out;
+  for (const std::string& format : input.settings.exports) {
+    BuiltExport built;
+    built.format = format;
+    RuntimeExportInput what;
+    what.model = &loaded.model;
+    what.int8 = &int8;
+    what.tokenizer = &loaded.package->tokenizer;
+    what.stats = &input.stats;
+    what.gguf_type = GgmlType::kQ8_0;
+    what.name = fmt::format("fedcal round {}", input.round_id);
+    try {
+      const StoredArtifact stored = ArtifactStore(input.artifacts_dir).add_file(export_extension(format), [&](const std::string& temporary) {
+        built.description = write_runtime_export(format, temporary, what).text;
+      });
+      built.path = stored.path;
+      built.sha256 = stored.sha256;
+      built.bytes = stored.bytes;
+    } catch (const std::exception& error) {  // an export that cannot be made does not fail the round
+      built.error = error.what();
+    }
+    out.push_back(std::move(built));
+  }
+  return out;
 }
 
 }  // namespace
@@ -52,9 +91,11 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   LoadedModel loaded = load_model(input.fp32_package, &key);
   if (!loaded.package) fail("{}: the round's model is not a package", input.fp32_package);
   QuantizationJobResult result;
-  result.fleet =
-      with_context([] { return std::string("quantizing with the fleet's statistics"); },
-                   [&] { return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet"); });
+  QuantizedLinears fleet_int8;
+  result.fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); }, [&] {
+    return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet", &fleet_int8);
+  });
+  result.exports = write_exports(loaded, fleet_int8, input);
   for (const auto& [group, variant] : input.settings.group_variants) {
     const std::string label = group;  // (clang 14 cannot capture a structured binding)
     RoundSettings settings = input.settings;

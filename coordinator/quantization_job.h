@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "coordinator/round_settings.h"
 #include "models/quant/calibration_stats.h"
@@ -30,8 +31,21 @@ struct BuiltPackage {
   std::string description;
 };
 
+// A file for another runtime (settings.exports), made from the fleet package and statistics. One that
+// cannot be made (e.g. GGUF of a tokenizer it cannot carry) has its error and no file: the round's
+// package does not depend on it.
+struct BuiltExport {
+  std::string format;
+  std::string path;  // artifacts_dir/<sha256>.<extension>; "" on error
+  std::string sha256;
+  int64_t bytes = 0;
+  std::string description;
+  std::string error;
+};
+
 struct QuantizationJobResult {
   BuiltPackage fleet;
+  std::vector<BuiltExport> exports;  // in settings.exports order
   std::optional<BuiltPackage> baseline;
   std::map<std::string, BuiltPackage> groups;  // by label: settings.group_variants
 };

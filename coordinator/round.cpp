@@ -12,6 +12,7 @@
 #include "coordinator/artifact_store.h"
 #include "models/format/model_loader.h"
 #include "models/quant/calibration.h"
+#include "models/quant/importance.h"
 #include "secagg/secagg_wire.h"
 
 namespace fedcal::coordinator {
@@ -160,16 +161,18 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
   const ModelConfig& config = loaded.config;
   const auto widest = static_cast<uint64_t>(widest_point(config));
-  const uint64_t per_agent =
-      static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len) * widest;
+  // An importance sum grows by at most kImportanceTokenCap per token.
+  const uint64_t tokens = static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len);
+  const uint64_t per_token = settings.importance() ? std::max<uint64_t>(widest, kImportanceTokenCap) : widest;
   const uint64_t agents = settings.max_agents > 0 ? static_cast<uint64_t>(settings.max_agents) : host.store().agents().size();
-  if (agents > 0 && per_agent > (uint64_t{1} << 63) / agents) {
-    fail("counts of {} agents x {} sequences x {} tokens could exceed 2^63 and wrap; lower sequences_per_agent or set max_agents",
-         agents, settings.sequences_per_agent, settings.seq_len);
+  if (tokens > (uint64_t{1} << 63) / per_token || (agents > 0 && tokens * per_token > (uint64_t{1} << 63) / agents)) {
+    fail("{} of {} agents x {} sequences x {} tokens could exceed 2^63 and wrap; lower sequences_per_agent or set max_agents",
+         settings.importance() ? "importance sums" : "counts", agents, settings.sequences_per_agent, settings.seq_len);
   }
+  const uint64_t per_agent = tokens * per_token;
   const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
   std::unique_ptr<Round> round(new Round(host, id, settings, model));
-  round->template_stats_ = CalibrationStats::empty_for(loaded.config, loaded.fingerprint, layout);
+  round->template_stats_ = CalibrationStats::empty_for(loaded.config, loaded.fingerprint, layout, settings.importance());
   round->count_bound_per_agent_ = per_agent;
   if (settings.dp_epsilon > 0) {
     round->dp_total_stddev_ = dp_total_stddev(loaded.config, settings);
@@ -248,6 +251,7 @@ void Round::announce(int64_t agent_id) {
   config.setMaxExponent(static_cast<int16_t>(template_stats_.layout.max_exponent));
   config.setDpNoiseStddev(dp_noise_stddev_);
   config.setMinSurvivors(static_cast<uint32_t>(settings_.min_agents));
+  config.setImportance(settings_.importance());
   announced_.insert(agent_id);
   host_.send(agent_id, message);
 }
@@ -598,6 +602,19 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
     return model.id;
   };
   const int64_t fleet = record(result.fleet, "fleet");
+  for (const BuiltExport& built : result.exports) {
+    ExportRecord exported;
+    exported.model_id = fleet;
+    exported.round_id = id_;
+    exported.format = built.format;
+    exported.path = built.path;
+    exported.sha256 = built.sha256;
+    exported.bytes = built.bytes;
+    exported.error = built.error;
+    host_.store().add_export(exported);
+    host_.log(built.error.empty() ? fmt::format("round {}: {} export {} ({})", id_, built.format, built.path, built.description)
+                                  : fmt::format("round {}: no {} export: {}", id_, built.format, built.error));
+  }
   std::optional<int64_t> baseline;
   if (result.baseline) baseline = record(*result.baseline, "public");
   for (const auto& [label, built] : result.groups) record(built, "group:" + label);
@@ -754,6 +771,17 @@ nlohmann::json Round::agents_status() const {
   return list;
 }
 
+nlohmann::json exports_json(const std::vector<ExportRecord>& exports) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const ExportRecord& e : exports) {
+    nlohmann::json entry = {{"format", e.format}, {"bytes", e.bytes}, {"sha256", e.sha256}, {"path", e.path}};
+    if (e.round_id) entry["round"] = *e.round_id;
+    if (!e.error.empty()) entry["error"] = e.error;
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
 nlohmann::json Round::status() const {
   nlohmann::json json = {{"round", id_},
                          {"model", model_.id},
@@ -785,6 +813,11 @@ nlohmann::json Round::status() const {
                       {"description", results_[i].description}});
   }
   json["models"] = models;
+  if (!results_.empty() && !settings_.exports.empty()) {
+    std::vector<ExportRecord> exports = host_.store().exports(results_.front().id);
+    std::erase_if(exports, [this](const ExportRecord& e) { return e.round_id != id_; });
+    json["exports"] = exports_json(exports);
+  }
   json["fp32_bytes"] = model_.bytes;
   nlohmann::json checks = nlohmann::json::object();
   std::vector<std::string> check_labels = result_labels_;

@@ -81,6 +81,9 @@ struct RoundModel {
 };
 RoundModel load_round_model(const ModelRecord& model);
 
+// The exports of a model (`models list`, a round's report): format, file, size, or why it failed.
+nlohmann::json exports_json(const std::vector<ExportRecord>& exports);
+
 class Round {
  public:
   // A new round on `model` (an FP32 package in the artifact store, read by load_round_model):

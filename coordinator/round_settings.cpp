@@ -1,6 +1,11 @@
 #include "coordinator/round_settings.h"
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
 #include "common/error.h"
+#include "models/format/runtime_export.h"
 #include "models/quant/scales.h"
 
 namespace fedcal::coordinator {
@@ -24,7 +29,8 @@ nlohmann::json RoundSettings::to_json() const {
           {"dp_delta", dp_delta},
           {"neighbours", neighbours},
           {"threshold", threshold},
-          {"lane_bits", lane_bits}};
+          {"lane_bits", lane_bits},
+          {"exports", exports}};
 }
 
 RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
@@ -49,6 +55,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.neighbours = json.value("neighbours", settings.neighbours);
     settings.threshold = json.value("threshold", settings.threshold);
     settings.lane_bits = json.value("lane_bits", settings.lane_bits);
+    settings.exports = json.value("exports", settings.exports);
     const nlohmann::json variants = json.value("group_variants", nlohmann::json::object());
     if (!variants.is_object()) fail("group_variants must be an object of label -> settings");
     for (const auto& [label, variant] : variants.items()) {
@@ -81,7 +88,24 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (settings.lane_bits != 0 && settings.lane_bits != 32 && settings.lane_bits != 64)
     fail("lane_bits = {}: must be 0 (automatic), 32 or 64", settings.lane_bits);
   ScaleMethodSpec::parse(settings.method);
+  for (size_t i = 0; i < settings.exports.size(); ++i) {
+    const std::string& format = settings.exports[i];
+    if (std::find(kRuntimeExportFormats.begin(), kRuntimeExportFormats.end(), format) == kRuntimeExportFormats.end())
+      fail("exports: unknown format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
+    if (std::find(settings.exports.begin(), settings.exports.begin() + static_cast<std::ptrdiff_t>(i), format) !=
+        settings.exports.begin() + static_cast<std::ptrdiff_t>(i))
+      fail("exports: '{}' is named twice", format);
+  }
+  if (settings.importance() && settings.dp_epsilon > 0)
+    fail("exports: imatrix with dp_epsilon = {}: the noise is calibrated for the histograms only, not the importance sums",
+         settings.dp_epsilon);
+  if (settings.importance() && settings.lane_bits == 32)
+    fail("exports: imatrix needs 64-bit lanes (one agent's importance sums can exceed 2^31); use lane_bits 0 or 64");
+  const bool tensorrt = std::find(settings.exports.begin(), settings.exports.end(), "tensorrt-cache") != settings.exports.end();
+  if (tensorrt && settings.asymmetric) fail("exports: tensorrt-cache holds symmetric ranges; asymmetric activations have zero points");
   return settings;
 }
+
+bool RoundSettings::importance() const { return std::find(exports.begin(), exports.end(), "imatrix") != exports.end(); }
 
 }  // namespace fedcal::coordinator

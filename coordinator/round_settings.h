@@ -35,6 +35,11 @@ struct RoundSettings {
     std::vector<std::string> keep_fp32;
   };
   std::map<std::string, GroupVariant> group_variants;
+  // Files for other runtimes the round writes beside its package (kRuntimeExportFormats,
+  // models/format/runtime_export.h: gguf is written as Q8_0). "imatrix" makes
+  // every agent also record importance sums (models/quant/importance.h), which need 64-bit lanes.
+  std::vector<std::string> exports;
+  bool importance() const;
 
   nlohmann::json to_json() const;
   // Validates every field; errors name it.

@@ -1,12 +1,15 @@
 // The coordinator's admin commands (the CLI's requests on the local admin socket), one table entry
 // each. Commands that load or write models do that work on a worker thread and finish on the event
 // loop (store writes stay on the loop's thread), so agents keep being served meanwhile.
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <future>
 
 #include "common/clock.h"
 #include "common/error.h"
 #include "coordinator/database_guard.h"
+#include "coordinator/model_export.h"
 #include "coordinator/model_import.h"
 #include "coordinator/server.h"
 
@@ -28,14 +31,15 @@ nlohmann::json agent_json(const AgentRecord& agent, bool online) {
           {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
 }
 
-nlohmann::json model_json(const ModelRecord& model) {
+nlohmann::json model_json(const ModelRecord& model, const std::vector<ExportRecord>& exports) {
   return {{"id", model.id},
           {"sha256", model.sha256},
           {"kind", model.kind},
           {"bytes", model.bytes},
           {"description", model.description},
           {"path", model.path},
-          {"round", model.round_id ? nlohmann::json(*model.round_id) : nlohmann::json(nullptr)}};
+          {"round", model.round_id ? nlohmann::json(*model.round_id) : nlohmann::json(nullptr)},
+          {"exports", exports_json(exports)}};
 }
 
 Server::AdminReply now(nlohmann::json reply) { return {std::move(reply), {}}; }
@@ -203,7 +207,7 @@ void Server::register_admin_commands() {
         ModelRecord model = imported;
         model.id = store_.add_model(model);
         store_.audit("operator", "model imported", fmt::format("model {} from {}", model.id, path));
-        return model_json(*store_.model(model.id));
+        return model_json(*store_.model(model.id), {});
       };
     });
     return reply;
@@ -222,8 +226,38 @@ void Server::register_admin_commands() {
   };
   admin_commands_["models.list"] = [this](const nlohmann::json&) {
     nlohmann::json models = nlohmann::json::array();
-    for (const ModelRecord& model : store_.models()) models.push_back(model_json(model));
+    for (const ModelRecord& model : store_.models()) models.push_back(model_json(model, store_.exports(model.id)));
     return now({{"models", models}});
+  };
+  admin_commands_["models.export"] = [this](const nlohmann::json& request) {
+    const int64_t id = request.at("id").get<int64_t>();
+    const std::string format = request.at("format").get<std::string>();
+    const std::string output = request.at("output").get<std::string>();
+    if (std::find(kRuntimeExportFormats.begin(), kRuntimeExportFormats.end(), format) == kRuntimeExportFormats.end())
+      fail("unknown export format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
+    if (output.empty() || output.front() != '/') fail("output '{}': an absolute path on the coordinator's machine", output);
+    ModelExportSource source;
+    const auto model = store_.model(id);
+    if (!model) fail("no model {} (see `models list`)", id);
+    source.model = *model;
+    if (model->round_id) {
+      if (const auto round = store_.round(*model->round_id)) source.fp32_source = store_.model(round->model_id);
+      source.round_stats = store_.aggregate_path(*model->round_id);
+    }
+    for (const ExportRecord& made : store_.exports(id)) {
+      if (made.format == format && made.error.empty()) source.made = made;
+    }
+    log(fmt::format("exporting model {} as {} to {} (on a worker)", id, format, output));
+    AdminReply reply;
+    reply.later = std::async(std::launch::async, [this, source, format, output]() -> std::function<nlohmann::json()> {
+      const RuntimeExportSummary summary = export_stored_model(source, format, output, signing_key_);
+      return [this, summary, source, format, output] {
+        store_.audit("operator", "model exported", fmt::format("model {} as {} to {}", source.model.id, format, output));
+        return nlohmann::json{{"model", source.model.id}, {"format", format},       {"output", output},
+                              {"bytes", summary.bytes},   {"summary", summary.text}, {"copied", source.made.has_value()}};
+      };
+    });
+    return reply;
   };
   admin_commands_["round.start"] = [this](const nlohmann::json& request) {
     if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), name(round_->stage()));

@@ -88,6 +88,17 @@ CREATE TABLE IF NOT EXISTS rollouts (
   created_at_ms INTEGER NOT NULL,
   updated_at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS exports (
+  id INTEGER PRIMARY KEY,
+  model_id INTEGER NOT NULL REFERENCES models(id),
+  round_id INTEGER REFERENCES rounds(id),
+  format TEXT NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  error TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY,
   at_ms INTEGER NOT NULL,
@@ -103,17 +114,20 @@ CREATE TABLE IF NOT EXISTS audit (
 
 // Runs one statement group of the store; an SQLite failure becomes Error with its kind (a full or
 // failing disk: kIo; a damaged database: kCorruption; anything else: kInternal), naming what failed.
+ErrorKind error_kind(const SQLite::Exception& error) {
+  const int code = error.getErrorCode() & 0xff;
+  return code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorKind::kCorruption
+         : code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_CANTOPEN || code == SQLITE_READONLY
+             ? ErrorKind::kIo
+             : ErrorKind::kInternal;
+}
+
 template <typename Body>
 auto sqlite_call(const char* what, Body&& body) -> decltype(body()) {
   try {
     return body();
   } catch (const SQLite::Exception& error) {
-    const int code = error.getErrorCode() & 0xff;
-    const ErrorKind kind = code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorKind::kCorruption
-                           : code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_CANTOPEN || code == SQLITE_READONLY
-                               ? ErrorKind::kIo
-                               : ErrorKind::kInternal;
-    throw Error(fmt::format("coordinator database: {}: {}", what, error.what()), kind);
+    throw Error(fmt::format("coordinator database: {}: {}", what, error.what()), error_kind(error));
   }
 }
 
@@ -246,6 +260,9 @@ Store::Store(const std::string& path)
     for (const std::string& migration : migrations) db_.exec(migration);
     transaction.commit();
   } catch (const SQLite::Exception& e) {
+    // Damage the quick check did not reach (e.g. in the schema's own pages) is still damage.
+    if (error_kind(e) == ErrorKind::kCorruption)
+      fail_as(ErrorKind::kCorruption, "{}: the database is damaged ({}); restore it from a backup (docs/DURABILITY.md)", path, e.what());
     fail_as(ErrorKind::kIo, "{}: {}", path, e.what());
   }
 }
@@ -411,6 +428,55 @@ std::vector<ModelRecord> Store::models() {
     SQLite::Statement query(db_, std::string(kModelColumns) + " ORDER BY id");
     std::vector<ModelRecord> out;
     while (query.executeStep()) out.push_back(read_model(query));
+    return out;
+  });
+}
+
+int64_t Store::add_export(const ExportRecord& record) {
+  return sqlite_call("add export", [&]() -> int64_t {
+    // A round's job re-run after a restart replaces what it recorded before.
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    SQLite::Statement replace(db_, "DELETE FROM exports WHERE model_id = ? AND round_id IS ? AND format = ?");
+    replace.bind(1, record.model_id);
+    bind_optional(replace, 2, record.round_id);
+    replace.bind(3, record.format);
+    replace.exec();
+    SQLite::Statement insert(
+        db_, "INSERT INTO exports (model_id, round_id, format, path, sha256, bytes, error, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, record.model_id);
+    bind_optional(insert, 2, record.round_id);
+    insert.bind(3, record.format);
+    insert.bind(4, record.path);
+    insert.bind(5, record.sha256);
+    insert.bind(6, record.bytes);
+    insert.bind(7, record.error);
+    insert.bind(8, now_ms());
+    insert.exec();
+    const int64_t id = db_.getLastInsertRowid();
+    transaction.commit();
+    return id;
+  });
+}
+
+std::vector<ExportRecord> Store::exports(int64_t model_id) {
+  return sqlite_call("exports", [&]() -> std::vector<ExportRecord> {
+    SQLite::Statement query(
+        db_, "SELECT id, model_id, round_id, format, path, sha256, bytes, error, created_at_ms FROM exports WHERE model_id = ? ORDER BY id");
+    query.bind(1, model_id);
+    std::vector<ExportRecord> out;
+    while (query.executeStep()) {
+      ExportRecord record;
+      record.id = query.getColumn(0).getInt64();
+      record.model_id = query.getColumn(1).getInt64();
+      if (!query.getColumn(2).isNull()) record.round_id = query.getColumn(2).getInt64();
+      record.format = query.getColumn(3).getString();
+      record.path = query.getColumn(4).getString();
+      record.sha256 = query.getColumn(5).getString();
+      record.bytes = query.getColumn(6).getInt64();
+      record.error = query.getColumn(7).getString();
+      record.created_at_ms = query.getColumn(8).getInt64();
+      out.push_back(std::move(record));
+    }
     return out;
   });
 }

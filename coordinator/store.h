@@ -59,6 +59,21 @@ struct RoundRecord {
   int64_t updated_at_ms = 0;
 };
 
+// A file for another runtime (gguf, imatrix, onnx, onnx-qdq, tensorrt-cache) made from a model: by a
+// round (`round start --export`) or by `models export`. A round's export that could not be made has
+// its error and no file.
+struct ExportRecord {
+  int64_t id = 0;
+  int64_t model_id = 0;  // the model it was made from (a round's: its fleet package)
+  std::optional<int64_t> round_id;
+  std::string format;
+  std::string path;  // in the artifact store; "" when it failed
+  std::string sha256;
+  int64_t bytes = 0;
+  std::string error;
+  int64_t created_at_ms = 0;
+};
+
 class Store {
  public:
   // Opens (creating) the database; throws Error (kCorruption) if quick_check finds damage. A database
@@ -88,6 +103,10 @@ class Store {
   std::optional<ModelRecord> model(int64_t id);
   std::optional<ModelRecord> model_by_sha(const std::string& sha256);
   std::vector<ModelRecord> models();
+
+  // Replaces an earlier record of the same model, round and format.
+  int64_t add_export(const ExportRecord& record);
+  std::vector<ExportRecord> exports(int64_t model_id);
 
   int64_t create_round(int64_t model_id, const std::string& config_json);
   void set_round_stage(int64_t id, RoundStage stage, const std::string& failure = "");

@@ -55,6 +55,7 @@ class Agent {
     int mantissa_bits = 5, min_exponent = -20, max_exponent = 12;
     double dp_noise_stddev = 0;
     uint32_t min_survivors = 3;
+    bool importance = false;  // also the importance sums (llama.cpp's imatrix)
   };
   enum class Phase { kDownloading, kCalibrating, kJoined, kShared, kMasked, kRevealed, kFetchingResults, kChecking, kReported };
   struct RoundWork {

@@ -18,17 +18,13 @@ namespace {
 
 // Calibrates on the private text: the round's contribution vector, DP noise (if any) on its counts.
 std::vector<uint64_t> compute_statistics(const std::string& package, const SigningKey& key, const AgentConfig& config,
-                                         uint32_t sequences, uint32_t seq_len, HistogramLayout layout, double dp_noise_stddev) {
+                                         const CalibrationOptions& options, double dp_noise_stddev) {
   const PrivateText text = read_private_text(config.data_dir, config.heldout_fraction);
   LoadedModel loaded = load_model(package, &key);
   if (!loaded.int8.empty()) fail("{}: the round's model is an INT8 package", package);
   auto tokenizer = load_tokenizer(loaded, std::nullopt);
   XnnRuntime runtime(resolve_threads(config.threads, loaded.model.config.parameter_count()));
   Transformer transformer(loaded.model, runtime);
-  CalibrationOptions options;
-  options.sequences = static_cast<int>(sequences);
-  options.seq_len = static_cast<int>(seq_len);
-  options.layout = layout;
   const CalibrationStats stats = calibrate(transformer, *tokenizer, text.calibration, model_fingerprint(loaded.model), options);
   std::vector<uint64_t> vector = contribution_vector(stats);
   add_skellam_noise(contribution_counts(vector), dp_noise_stddev);
@@ -65,6 +61,7 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
   params.max_exponent = config.getMaxExponent();
   params.dp_noise_stddev = config.getDpNoiseStddev();
   params.min_survivors = config.getMinSurvivors();
+  params.importance = config.getImportance();
   if (params.sequences == 0 || params.sequences > 1000000 || params.seq_len < 2 || params.seq_len > 65536 ||
       params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) ||
       params.min_survivors < 2) {
@@ -88,8 +85,8 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
     leave_round(params.id, wire::RoundLeave::Cause::DISK_FULL, error.what());
     return;
   }
-  log(fmt::format("round {}: {} sequences x {} tokens on model {}", params.id, params.sequences, params.seq_len,
-                  params.model_sha256.substr(0, 16)));
+  log(fmt::format("round {}: {} sequences x {} tokens on model {}{}", params.id, params.sequences, params.seq_len,
+                  params.model_sha256.substr(0, 16), params.importance ? ", with importance sums" : ""));
   chunk_retry_.trigger();
 }
 
@@ -103,10 +100,13 @@ void Agent::advance() {
     }
     const RoundParams params = work.params;
     const std::string package = work.model->path();
-    HistogramLayout layout{params.mantissa_bits, params.min_exponent, params.max_exponent};
-    work.statistics = std::async(std::launch::async, [this, package, params, layout] {
-      return compute_statistics(package, coordinator_signing_key_, config_, params.sequences, params.seq_len, layout,
-                                params.dp_noise_stddev);
+    CalibrationOptions options;
+    options.sequences = static_cast<int>(params.sequences);
+    options.seq_len = static_cast<int>(params.seq_len);
+    options.layout = {params.mantissa_bits, params.min_exponent, params.max_exponent};
+    options.importance = params.importance;
+    work.statistics = std::async(std::launch::async, [this, package, options, noise = params.dp_noise_stddev] {
+      return compute_statistics(package, coordinator_signing_key_, config_, options, noise);
     });
     work.phase = Phase::kCalibrating;
     return;

@@ -142,6 +142,10 @@ struct RoundConfig {
   # Standard deviation of the integer (Skellam) noise each agent adds to every count; 0: no noise.
   minSurvivors @9 :UInt32;
   # The aggregate of fewer agents is never unmasked.
+  importance @10 :Bool;
+  # Also sum squared activations per linear-input channel (models/quant/importance.h), appended to the
+  # contribution vector after the counts. An agent too old to know the field sends a shorter vector,
+  # which the coordinator refuses by its length.
 }
 
 struct RoundAnnounce {

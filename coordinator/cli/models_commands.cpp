@@ -1,4 +1,4 @@
-// fedcal-coordinator models import | list
+// fedcal-coordinator models import | list | export
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -6,6 +6,7 @@
 
 #include "coordinator/cli/commands.h"
 #include "coordinator/cli/report_format.h"
+#include "models/format/runtime_export.h"
 
 namespace fedcal::coordinator {
 
@@ -30,9 +31,31 @@ void add_models_commands(CLI::App& app, const CliContext& context) {
                                      reply["description"].get<std::string>(), reply["bytes"].get<double>() / 1e6,
                                      reply["sha256"].get<std::string>()));
   });
-  models->add_subcommand("list", "Imported models and round results")->callback([&context] {
+  models->add_subcommand("list", "Imported models and round results, with the exports rounds made")->callback([&context] {
     const auto reply = context.call({{"command", "models.list"}});
     context.print(reply, format_models(reply));
+  });
+  struct ExportOptions {
+    int64_t id = 0;
+    std::string format, output;
+  };
+  auto export_options = std::make_shared<ExportOptions>();
+  CLI::App* export_command = models->add_subcommand(
+      "export",
+      "Write a model in another runtime's format (docs/EXPORTS.md): gguf (llama.cpp, Q8_0), imatrix (the round's importance "
+      "matrix), onnx (FP32), onnx-qdq (a round's INT8 package as ONNX QDQ), tensorrt-cache (its scales for trtexec --calib)");
+  export_command->add_option("id", export_options->id, "Model id (see `models list`)")->required()->check(CLI::PositiveNumber);
+  export_command->add_option("--format", export_options->format, "gguf, imatrix, onnx, onnx-qdq or tensorrt-cache")
+      ->required()
+      ->check(CLI::IsMember(kRuntimeExportFormats));
+  export_command->add_option("-o,--output", export_options->output, "File to write (on the coordinator's machine)")->required();
+  export_command->callback([&context, export_options] {
+    const auto reply = context.call({{"command", "models.export"},
+                                     {"id", export_options->id},
+                                     {"format", export_options->format},
+                                     {"output", std::filesystem::absolute(export_options->output).string()}});
+    context.print(reply, fmt::format("model {} -> {}: {} ({:.2f} MB)\n", reply["model"].get<int64_t>(), reply["output"].get<std::string>(),
+                                     reply["summary"].get<std::string>(), reply["bytes"].get<double>() / 1e6));
   });
 }
 

@@ -16,6 +16,16 @@ double number(const nlohmann::json& json, const char* key) {
   return json.contains(key) && json[key].is_number() ? json[key].get<double>() : 0.0;
 }
 
+std::string format_export(const nlohmann::json& exported, const std::string& indent) {
+  const std::string origin = exported.contains("round") ? fmt::format("round {} ", exported["round"].get<int64_t>()) : "";
+  if (exported.contains("error")) {
+    return fmt::format("{}{}export {}: FAILED: {}\n", indent, origin, exported.value("format", std::string()),
+                       escape_controls(exported["error"].get<std::string>()));
+  }
+  return fmt::format("{}{}export {}: {} ({:.2f} MB)\n", indent, origin, exported.value("format", std::string()),
+                     exported.value("path", std::string()), number(exported, "bytes") / 1e6);
+}
+
 }  // namespace
 
 std::string format_round(const nlohmann::json& round) {
@@ -53,6 +63,7 @@ std::string format_round(const nlohmann::json& round) {
                          model.value("sha256", std::string()).substr(0, 16));
     }
   }
+  for (const auto& exported : round.value("exports", nlohmann::json::array())) out += format_export(exported, "  ");
   if (round.contains("checks") && round["checks"].is_object() && !round["checks"].empty()) {
     out += "  local checks on the agents' held-out text (accuracy: mean over agents, each counted once; speed: median\n"
            "  over agents, with the range over agents and the median run-to-run spread on one agent; dynamic: the\n"
@@ -133,6 +144,7 @@ std::string format_models(const nlohmann::json& models) {
     out += fmt::format("{:>4}  {:<5} {:>10.2f}  {:<16}  {}\n", model["id"].get<int64_t>(), model["kind"].get<std::string>(),
                        model["bytes"].get<double>() / 1e6, model["sha256"].get<std::string>().substr(0, 16),
                        model["description"].get<std::string>());
+    for (const auto& exported : model.value("exports", nlohmann::json::array())) out += format_export(exported, "      ");
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/cli/report_format.h"
+#include "models/format/runtime_export.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -17,7 +18,7 @@ struct StartOptions {
   int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
   std::string method = "percentile:99.99";
   bool per_channel = false, asymmetric = false, wait = false;
-  std::vector<std::string> keep_fp32, variants;
+  std::vector<std::string> keep_fp32, variants, exports;
   double dp_epsilon = 0, dp_delta = 1e-5;
 };
 
@@ -90,6 +91,11 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
   start->add_option("--lane-bits", o->lane_bits,
                     "Bits per masked value: 0 (default) = 32 when every sum fits below 2^31, else 64; or 32 / 64")
       ->check(CLI::IsMember({0, 32, 64}));
+  start->add_option("--export", o->exports,
+                    "Also write these for other runtimes, from the round's result: gguf, imatrix (llama.cpp's importance matrix "
+                    "of the fleet; agents then also sum squared activations), onnx, onnx-qdq, tensorrt-cache")
+      ->delimiter(',')
+      ->check(CLI::IsMember(kRuntimeExportFormats));
   start->add_flag("--wait", o->wait, "Wait for the round to finish, then print its report");
   start->add_option(
       "--variant", o->variants,
@@ -109,7 +115,8 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                      {"neighbours", o->neighbours},
                                      {"threshold", o->threshold},
                                      {"lane_bits", o->lane_bits},
-                                     {"group_variants", parse_variants(o->variants)}};
+                                     {"group_variants", parse_variants(o->variants)},
+                                     {"exports", o->exports}};
     const int64_t online = context.call({{"command", "status"}})["online_agents"].get<int64_t>();
     if (online < o->min_agents) {
       std::fprintf(stderr,

@@ -80,7 +80,7 @@ TEST_CASE("Database: a damaged file is refused at open by quick_check, with SQLi
     Store store(path);
     FAIL("a damaged database was opened");
   } catch (const Error& error) {
-    CHECK(error.kind() == ErrorKind::kCorruption);
+    CHECK_MESSAGE(error.kind() == ErrorKind::kCorruption, std::string(error.what()));
     CHECK(std::string(error.what()).find(path) != std::string::npos);
   }
 }

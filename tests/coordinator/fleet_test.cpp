@@ -35,12 +35,12 @@ constexpr int kSeqLen = kRoundSeqLen;
 
 // Centralized calibration of `text` with fedcal-model, as an operator would run it on one machine.
 std::string calibrate_centrally(const MiniFleet& fleet, const std::string& fp32_package, const std::string& text, int sequences,
-                                const std::string& name) {
+                                const std::string& name, const std::string& extra_options = "") {
   write_text(fleet.path(name + ".txt"), text);
   const std::string stats = fleet.path(name + ".stats");
   const auto result = run_command(built_binary("fedcal-model") + " calibrate --quiet --threads 1 --model " + fp32_package +
                                       " --text " + fleet.path(name + ".txt") + " --sequences " + std::to_string(sequences) +
-                                      " --seq-len " + std::to_string(kSeqLen) + " -o " + stats,
+                                      " --seq-len " + std::to_string(kSeqLen) + " " + extra_options + " -o " + stats,
                                   true);
   REQUIRE_MESSAGE(result.exit_code == 0, result.output);
   return stats;
@@ -208,6 +208,75 @@ TEST_CASE("Fleet round and rollout of Llama 3 and Qwen3 shaped models (RoPE scal
     CHECK_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
     CHECK(rollout["counts"]["healthy"] == 3);
   }
+}
+
+TEST_CASE("Fleet round with exports: the importance matrix federated = centralized bit for bit, each export listed and exportable" *
+          doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["exports"] = {"imatrix", "gguf", "onnx-qdq", "tensorrt-cache"};
+  const nlohmann::json report = fleet.run_round(settings);
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  // One agent's importance sums can pass 2^31: the round masks in 64-bit lanes.
+  CHECK(report["secure_aggregation"]["lane_bits"] == 64);
+  REQUIRE(report["exports"].size() == 4);
+  std::map<std::string, std::string> made;
+  for (const auto& exported : report["exports"]) {
+    CHECK_MESSAGE(!exported.contains("error"), exported.dump());
+    made[exported["format"].get<std::string>()] = exported["path"].get<std::string>();
+  }
+
+  // Centralized: the same text through fedcal-model, with importance sums; then the same exports.
+  const std::string fp32 = fp32_package_path(fleet, model);
+  std::string all;
+  for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central = calibrate_centrally(fleet, fp32, all, kSequences * options.agents, "central", "--importance");
+  const std::string round = std::to_string(report["round"].get<int64_t>());
+  CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-" + round + ".stats") == read_bytes(central));
+  const std::string fedcal_model = built_binary("fedcal-model") + " export --threads 1 --model " + fp32;
+  const auto imatrix = run_command(fedcal_model + " --format imatrix --stats " + central + " --name 'fedcal round " + round + "' -o " +
+                                       fleet.path("central.imatrix"),
+                                   true);
+  REQUIRE_MESSAGE(imatrix.exit_code == 0, imatrix.output);
+  CHECK(read_bytes(made["imatrix"]) == read_bytes(fleet.path("central.imatrix")));
+  const auto gguf = run_command(fedcal_model + " --format gguf --type q8_0 --name 'fedcal round " + round + "' -o " + fleet.path("central.gguf"), true);
+  REQUIRE_MESSAGE(gguf.exit_code == 0, gguf.output);
+  CHECK(read_bytes(made["gguf"]) == read_bytes(fleet.path("central.gguf")));
+  // The fleet package's scales, as fedcal-model exports them from the package file.
+  const std::string package = report["models"][0]["sha256"].get<std::string>();
+  const std::string package_path = fleet.coordinator_dir() + "/artifacts/" + package + ".fcpkg";
+  const auto cache = run_command(built_binary("fedcal-model") + " export --model " + package_path + " --format tensorrt-cache -o " +
+                                     fleet.path("central.cache"),
+                                 true);
+  REQUIRE_MESSAGE(cache.exit_code == 0, cache.output);
+  CHECK(read_bytes(made["tensorrt-cache"]) == read_bytes(fleet.path("central.cache")));
+
+  // `models list` shows them under the round's package; `models export` copies one the round made and
+  // makes one it did not (the FP32 ONNX graph, from the model the round calibrated).
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  const int64_t fleet_model = report["models"][0]["model"].get<int64_t>();
+  for (const auto& entry : models["models"]) {
+    if (entry["id"].get<int64_t>() == fleet_model) CHECK(entry["exports"].size() == 4);
+  }
+  const nlohmann::json copied =
+      fleet.admin({{"command", "models.export"}, {"id", fleet_model}, {"format", "imatrix"}, {"output", fleet.path("copy.imatrix")}});
+  CHECK(copied["copied"] == true);
+  CHECK(read_bytes(fleet.path("copy.imatrix")) == read_bytes(made["imatrix"]));
+  const nlohmann::json onnx =
+      fleet.admin({{"command", "models.export"}, {"id", fleet_model}, {"format", "onnx"}, {"output", fleet.path("fp32.onnx")}});
+  CHECK(onnx["copied"] == false);
+  CHECK(read_bytes(fleet.path("fp32.onnx")).size() == onnx["bytes"].get<size_t>());
+  // An FP32 model has no round statistics and no INT8 scales.
+  CHECK_THROWS_WITH(fleet.admin({{"command", "models.export"}, {"id", model}, {"format", "imatrix"}, {"output", fleet.path("none.imatrix")}}),
+                    doctest::Contains("model 1 was not made by a round"));
+  CHECK_THROWS_WITH(fleet.admin({{"command", "models.export"}, {"id", model}, {"format", "onnx-qdq"}, {"output", fleet.path("none.onnx")}}),
+                    doctest::Contains("needs static INT8 layers"));
 }
 
 TEST_CASE("Fleet round: agents dying after their masked input (n - t of them) do not change the sum" * doctest::timeout(180)) {

@@ -18,5 +18,20 @@ TEST_CASE("Round settings: every field is range-checked, unknown ones refused") 
   CHECK(RoundSettings::from_json(settings.to_json()).to_json() == settings.to_json());
 }
 
+TEST_CASE("Round settings: exports are known formats, once each, and only where the round can make them") {
+  const RoundSettings settings = RoundSettings::from_json({{"exports", {"gguf", "imatrix", "tensorrt-cache"}}});
+  CHECK(settings.importance());
+  CHECK(RoundSettings::from_json(settings.to_json()).exports == settings.exports);
+  CHECK_FALSE(RoundSettings::from_json({{"exports", {"onnx"}}}).importance());
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"safetensors"}}}), doctest::Contains("unknown format 'safetensors'"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"gguf", "gguf"}}}), doctest::Contains("'gguf' is named twice"), Error);
+  // Importance sums are neither noised for DP nor bounded below 2^31 per agent.
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"imatrix"}}, {"dp_epsilon", 1.0}}), doctest::Contains("imatrix with dp_epsilon"),
+                       Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"imatrix"}}, {"lane_bits", 32}}), doctest::Contains("64-bit lanes"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"tensorrt-cache"}}, {"asymmetric", true}}), doctest::Contains("symmetric"),
+                       Error);
+}
+
 }  // namespace
 }  // namespace fedcal::coordinator

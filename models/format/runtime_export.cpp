@@ -1,0 +1,76 @@
+#include "models/format/runtime_export.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "models/format/gguf_model.h"
+#include "models/format/onnx_model.h"
+#include "models/format/tensorrt_cache.h"
+#include "models/quant/importance.h"
+
+namespace fedcal {
+
+const std::vector<std::string> kRuntimeExportFormats = {"gguf", "imatrix", "onnx", "onnx-qdq", "tensorrt-cache"};
+
+namespace {
+
+const Model& fp32_model(const RuntimeExportInput& input, const std::string& format) {
+  if (input.model == nullptr) fail("{}: needs the model", format);
+  for (const ConstTensorRef& tensor : list_tensors(*input.model)) {
+    if (tensor.data->size() != size_t(tensor.rows) * tensor.cols && !(tensor.name == "classifier" && input.model->config.shared_classifier))
+      fail("{}: {} has no FP32 values (an INT8 package): export the FP32 model it was quantized from", format, tensor.name);
+  }
+  return *input.model;
+}
+
+const QuantizedLinears& static_int8(const RuntimeExportInput& input, const std::string& format) {
+  if (input.int8 == nullptr || input.int8->empty())
+    fail("{}: needs static INT8 layers (a package quantized with statistics, or --stats)", format);
+  return *input.int8;
+}
+
+RuntimeExportSummary write(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  if (format == "gguf") {
+    if (input.tokenizer == nullptr) fail("gguf: needs the model's tokenizer");
+    GgufExportOptions options;
+    options.weights = input.gguf_type;
+    options.name = input.name;
+    const GgufExportSummary summary = write_gguf_model(path, fp32_model(input, format), *input.tokenizer, options);
+    return {summary.bytes, fmt::format("GGUF, {} matrices {}{}", summary.matrices_in_requested_type, ggml_type_name(options.weights),
+                                       summary.matrices_in_f16 ? fmt::format(" ({} in F16: rows not whole blocks)", summary.matrices_in_f16) : "")};
+  }
+  if (format == "imatrix") {
+    if (input.stats == nullptr || input.model == nullptr) fail("imatrix: needs the model and statistics recorded with importance sums");
+    const Imatrix imatrix = imatrix_from_stats(*input.stats, input.model->config, input.name);
+    const std::vector<std::byte> bytes = serialize_imatrix(imatrix);
+    write_file_atomically(path, bytes);
+    return {bytes.size(), fmt::format("llama.cpp imatrix, {} matrices, {} sequences, {} tokens", imatrix.entries.size(), imatrix.last_call,
+                                      input.stats->tokens)};
+  }
+  if (format == "onnx" || format == "onnx-qdq") {
+    const bool qdq = format == "onnx-qdq";
+    if (input.model == nullptr) fail("{}: needs the model", format);
+    const QuantizedLinears none;
+    const OnnxExportSummary summary =
+        write_onnx_model(path, qdq ? *input.model : fp32_model(input, format), qdq ? static_int8(input, format) : none);
+    return {summary.bytes, fmt::format("ONNX opset 17, {} INT8 (QDQ) and {} FP32 linears, {} nodes", summary.int8_linears,
+                                       summary.fp32_linears, summary.nodes)};
+  }
+  if (format == "tensorrt-cache") {
+    if (input.model == nullptr) fail("tensorrt-cache: needs the model");
+    const std::vector<TensorrtCacheEntry> entries = tensorrt_cache_entries(input.model->config, static_int8(input, format));
+    const std::string text = tensorrt_cache_text(entries, input.tensorrt_version);
+    write_file_atomically(path, text);
+    return {text.size(), fmt::format("TensorRT calibration cache, {} tensors (names of the FP32 ONNX export)", entries.size())};
+  }
+  fail("unknown export format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
+}
+
+}  // namespace
+
+RuntimeExportSummary write_runtime_export(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  return with_context([&] { return format + " export to " + path; }, [&] { return write(format, path, input); });
+}
+
+}  // namespace fedcal
