@@ -148,7 +148,9 @@ TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits matc
   models.emplace_back("tinystories-1.8m", load_model(kProjectModel).model);
   for (const char* preset : {"tiny", "tiny-mha", "tiny-llama3", "tiny-head-dim", "tiny-qwen3"})
     models.emplace_back(preset, synthesize_model(find_synth_preset(preset).config, 5));
-  for (const auto& [name, model] : models) {
+  for (const auto& entry : models) {
+    const std::string& name = entry.first;  // (clang 14 cannot capture a structured binding)
+    const Model& model = entry.second;
     CAPTURE(name);
     const std::string path = dir.path(name + ".onnx");
     const OnnxExportSummary summary = write_onnx_model(path, model, {});
