@@ -82,16 +82,8 @@ class GraphBuilder {
   // Adds a node; returns its first output's name (`output`, or a fresh one when empty).
   std::string node(const std::string& op, const std::vector<std::string>& inputs, std::string output = {},
                    const std::vector<Attribute>& attributes = {}) {
-    const std::string name = op + "_" + std::to_string(nodes_);
-    if (output.empty()) output = name + "_out";
-    ProtoWriter node;
-    for (const std::string& input : inputs) node.add_string(proto::kNodeInput, input);
-    node.add_string(proto::kNodeOutput, output);
-    node.add_string(proto::kNodeName, name);
-    node.add_string(proto::kOpType, op);
-    for (const Attribute& attribute : attributes) node.add_message(proto::kAttribute, attribute_proto(attribute));
-    graph_.add_message(proto::kNode, node);
-    ++nodes_;
+    if (output.empty()) output = op + "_" + std::to_string(nodes_) + "_out";
+    node_outputs(op, inputs, {output}, attributes);
     return output;
   }
   // A node with several outputs (Split), named `outputs`.
@@ -179,15 +171,10 @@ class GraphBuilder {
   int nodes_ = 0;
 };
 
-std::vector<float> transposed(std::span<const float> matrix, int rows, int cols) {
-  std::vector<float> out(matrix.size());
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < cols; ++c) out[size_t(c) * rows + r] = matrix[size_t(r) * cols + c];
-  }
-  return out;
-}
-std::vector<int8_t> transposed(std::span<const int8_t> matrix, int rows, int cols) {
-  std::vector<int8_t> out(matrix.size());
+// (cols, rows) from a row-major (rows, cols) matrix: MatMul's (in, out) from nn.Linear's (out, in).
+template <typename T>
+std::vector<T> transposed(const std::vector<T>& matrix, int rows, int cols) {
+  std::vector<T> out(matrix.size());
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < cols; ++c) out[size_t(c) * rows + r] = matrix[size_t(r) * cols + c];
   }
