@@ -29,6 +29,9 @@ ScratchDir::~ScratchDir() {
   fs::remove_all(root_, ec);
 }
 
+std::string project_model_path() { return std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin"; }
+std::string project_tokenizer_path() { return std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model"; }
+
 std::string tinystories_path() { return std::string(FEDCAL_SOURCE_DIR) + "/data/tinystories/tinystories-sample.txt"; }
 
 namespace {

@@ -26,6 +26,10 @@ std::string tinystories_path();
 std::string tinystories_train();    // lines 1-7003
 std::string tinystories_heldout();  // lines 7004-8659
 
+// The project's trained model (models/tinystories-1.8m): its llama2.c checkpoint and sentencepiece model.
+std::string project_model_path();
+std::string project_tokenizer_path();
+
 // max |a - b| / max |b|: error relative to the scale of the reference row.
 double relative_error(std::span<const float> actual, const std::vector<double>& expected);
 

@@ -614,7 +614,7 @@ TEST_CASE("Importing a large model while a round runs: heartbeats keep being ans
   const int64_t round = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
   const auto started = std::chrono::steady_clock::now();
   auto import = std::async(std::launch::async, [&] {
-    const std::string tokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model";
+    const std::string tokenizer = project_tokenizer_path();
     return fleet.admin({{"command", "models.import"}, {"path", fleet.path("large")}, {"tokenizer", tokenizer}}, 240000)["id"]
         .get<int64_t>();
   });

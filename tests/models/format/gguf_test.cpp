@@ -28,8 +28,8 @@ namespace {
 using testing::error_of;
 using testing::ScratchDir;
 
-const std::string kProjectModel = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin";
-const std::string kProjectTokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model";
+const std::string kProjectModel = testing::project_model_path();
+const std::string kProjectTokenizer = testing::project_tokenizer_path();
 
 PackageTokenizer project_tokenizer() { return {"sentencepiece", read_text_file(kProjectTokenizer)}; }
 

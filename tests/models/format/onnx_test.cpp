@@ -26,8 +26,8 @@ namespace {
 using testing::error_of;
 using testing::ScratchDir;
 
-const std::string kProjectModel = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin";
-const std::string kProjectTokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model";
+const std::string kProjectModel = testing::project_model_path();
+const std::string kProjectTokenizer = testing::project_tokenizer_path();
 
 // onnx.checker.check_model with full_check (shape inference too), from Debian's python3-onnx.
 void check_with_onnx_checker(const std::string& path) {

@@ -16,7 +16,7 @@
 namespace fedcal {
 namespace {
 
-const std::string kProjectModel = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin";
+const std::string kProjectModel = testing::project_model_path();
 const std::string kProjectTokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.bin";
 
 // Sums x^2 per channel of one point in double precision, beside the recorder.
