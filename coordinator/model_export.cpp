@@ -31,11 +31,11 @@ RuntimeExportSummary export_stored_model(const ModelExportSource& source, const 
   input.tokenizer = loaded.package ? &loaded.package->tokenizer : nullptr;
   input.name = fmt::format("fedcal model {}", source.model.id);
   std::optional<CalibrationStats> stats;
-  if (format == "imatrix") {
+  if (format == "imatrix" || format == "imatrix-gguf") {
     if (!source.round_stats) fail("model {} was not made by a round: an importance matrix needs a round's statistics", source.model.id);
     stats = read_stats(*source.round_stats);
     if (!stats->has_importance())
-      fail("round {} did not record importance sums: start a round with --export imatrix", source.model.round_id.value_or(0));
+      fail("round {} did not record importance sums: start a round with --export imatrix (or imatrix-gguf)", source.model.round_id.value_or(0));
     input.stats = &*stats;
   }
   return write_runtime_export(format, output, input);

@@ -51,6 +51,7 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
 std::string export_extension(const std::string& format) {
   if (format == "gguf") return ".gguf";
   if (format == "imatrix") return ".imatrix.dat";
+  if (format == "imatrix-gguf") return ".imatrix.gguf";
   if (format == "tensorrt-cache") return ".trt-calib.cache";
   return format == "onnx-qdq" ? ".qdq.onnx" : ".onnx";
 }

@@ -106,6 +106,8 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   return settings;
 }
 
-bool RoundSettings::importance() const { return std::find(exports.begin(), exports.end(), "imatrix") != exports.end(); }
+bool RoundSettings::importance() const {
+  return std::any_of(exports.begin(), exports.end(), [](const std::string& f) { return f == "imatrix" || f == "imatrix-gguf"; });
+}
 
 }  // namespace fedcal::coordinator

@@ -42,10 +42,10 @@ void add_models_commands(CLI::App& app, const CliContext& context) {
   auto export_options = std::make_shared<ExportOptions>();
   CLI::App* export_command = models->add_subcommand(
       "export",
-      "Write a model in another runtime's format (docs/EXPORTS.md): gguf (llama.cpp, Q8_0), imatrix (the round's importance "
+      "Write a model in another runtime's format (docs/EXPORTS.md): gguf (llama.cpp, Q8_0), imatrix and imatrix-gguf (the round's importance "
       "matrix), onnx (FP32), onnx-qdq (a round's INT8 package as ONNX QDQ), tensorrt-cache (its scales for trtexec --calib)");
   export_command->add_option("id", export_options->id, "Model id (see `models list`)")->required()->check(CLI::PositiveNumber);
-  export_command->add_option("--format", export_options->format, "gguf, imatrix, onnx, onnx-qdq or tensorrt-cache")
+  export_command->add_option("--format", export_options->format, "gguf, imatrix, imatrix-gguf, onnx, onnx-qdq or tensorrt-cache")
       ->required()
       ->check(CLI::IsMember(kRuntimeExportFormats));
   export_command->add_option("-o,--output", export_options->output, "File to write (on the coordinator's machine)")->required();

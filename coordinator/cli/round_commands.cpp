@@ -93,7 +93,8 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
       ->check(CLI::IsMember({0, 32, 64}));
   start->add_option("--export", o->exports,
                     "Also write these for other runtimes, from the round's result: gguf, imatrix (llama.cpp's importance matrix "
-                    "of the fleet; agents then also sum squared activations), onnx, onnx-qdq, tensorrt-cache")
+                    "of the fleet, .dat; agents then also sum squared activations), imatrix-gguf (the same in GGUF), onnx, onnx-qdq, "
+                    "tensorrt-cache")
       ->delimiter(',')
       ->check(CLI::IsMember(kRuntimeExportFormats));
   start->add_flag("--wait", o->wait, "Wait for the round to finish, then print its report");

@@ -56,8 +56,8 @@ void run_export(const ExportOptions& options) {
     input.int8 = &int8;
   }
   std::optional<CalibrationStats> stats;
-  if (options.format == "imatrix") {
-    if (!options.quantization.stats) fail("--format imatrix needs --stats (recorded with calibrate --importance)");
+  if (options.format == "imatrix" || options.format == "imatrix-gguf") {
+    if (!options.quantization.stats) fail("--format {} needs --stats (recorded with calibrate --importance)", options.format);
     stats = read_stats(*options.quantization.stats);
     input.stats = &*stats;
     if (input.name.empty()) input.name = *options.quantization.stats;
@@ -84,6 +84,7 @@ void add_export_command(CLI::App& app) {
   command
       ->add_option("--format", options->format,
                    "gguf: the model for llama.cpp / ollama; imatrix: llama.cpp's importance matrix (.dat) from --stats; "
+                   "imatrix-gguf: the same in llama.cpp's newer GGUF imatrix format; "
                    "onnx: the FP32 model as an ONNX graph; onnx-qdq: static INT8 as QuantizeLinear/DequantizeLinear pairs "
                    "(a package's scales, or --stats); tensorrt-cache: TensorRT's INT8 calibration cache for the onnx export")
       ->capture_default_str()

@@ -11,7 +11,7 @@
 
 namespace fedcal {
 
-const std::vector<std::string> kRuntimeExportFormats = {"gguf", "imatrix", "onnx", "onnx-qdq", "tensorrt-cache"};
+const std::vector<std::string> kRuntimeExportFormats = {"gguf", "imatrix", "imatrix-gguf", "onnx", "onnx-qdq", "tensorrt-cache"};
 
 namespace {
 
@@ -47,6 +47,12 @@ RuntimeExportSummary write(const std::string& format, const std::string& path, c
     write_file_atomically(path, bytes);
     return {bytes.size(), fmt::format("llama.cpp imatrix, {} matrices, {} sequences, {} tokens", imatrix.entries.size(), imatrix.last_call,
                                       input.stats->tokens)};
+  }
+  if (format == "imatrix-gguf") {
+    if (input.stats == nullptr || input.model == nullptr) fail("imatrix-gguf: needs the model and statistics recorded with importance sums");
+    const std::vector<std::byte> bytes = imatrix_gguf(*input.stats, input.model->config, input.name).serialize();
+    write_file_atomically(path, bytes);
+    return {bytes.size(), fmt::format("llama.cpp imatrix (GGUF), {} sequences, {} tokens", input.stats->sequences, input.stats->tokens)};
   }
   if (format == "onnx" || format == "onnx-qdq") {
     const bool qdq = format == "onnx-qdq";

@@ -2,6 +2,7 @@
 // `--export` and `fedcal-coordinator models export` share (docs/EXPORTS.md).
 //   gguf            the FP32 model in llama.cpp's layout, with its tokenizer (gguf_model.h)
 //   imatrix         llama.cpp's importance matrix from statistics with importance sums (importance.h)
+//   imatrix-gguf    the same in llama.cpp's newer GGUF imatrix format
 //   onnx            the FP32 model as an ONNX graph (onnx_model.h)
 //   onnx-qdq        static INT8 layers as an ONNX QDQ graph
 //   tensorrt-cache  their activation scales as TensorRT's calibration cache (tensorrt_cache.h)
@@ -26,7 +27,7 @@ struct RuntimeExportInput {
   const Model* model = nullptr;                 // FP32 tensors (an INT8 layer's may be empty)
   const QuantizedLinears* int8 = nullptr;       // static INT8 layers: onnx-qdq, tensorrt-cache
   const PackageTokenizer* tokenizer = nullptr;  // gguf
-  const CalibrationStats* stats = nullptr;      // imatrix
+  const CalibrationStats* stats = nullptr;      // imatrix, imatrix-gguf
   GgmlType gguf_type = GgmlType::kQ8_0;
   std::string name;  // GGUF general.name, the imatrix's dataset name
   int tensorrt_version = 8602;

@@ -50,15 +50,20 @@ std::vector<std::byte> serialize_imatrix(const Imatrix& imatrix) {
   return out;
 }
 
-Imatrix imatrix_from_stats(const CalibrationStats& stats, const ModelConfig& config, const std::string& dataset) {
+namespace {
+
+// Per linear layer (named as in GGUF, in layer order), the sums of x^2 over tokens of each input channel.
+struct ImportanceSums {
+  std::string name;
+  std::vector<double> sums;
+};
+std::vector<ImportanceSums> importance_sums(const CalibrationStats& stats, const ModelConfig& config) {
   if (!stats.has_importance()) fail("the statistics hold no importance sums: calibrate with --importance (or a round with the imatrix export)");
   stats.check_fits(config);
   const std::vector<int> points = importance_points(config);
   if (stats.importance_points.size() != points.size()) fail("the statistics' importance points do not fit the model");
   if (stats.tokens == 0 || stats.sequences == 0 || stats.sequences > INT32_MAX) fail("the statistics hold no tokens");
-  Imatrix imatrix;
-  imatrix.last_call = static_cast<int32_t>(stats.sequences);
-  imatrix.dataset = dataset;
+  std::vector<ImportanceSums> out;
   size_t offset = 0;
   for (size_t i = 0; i < points.size(); ++i) {
     const int layer = points[i] / kPointsPerLayer;
@@ -69,17 +74,44 @@ Imatrix imatrix_from_stats(const CalibrationStats& stats, const ModelConfig& con
     if (point == LayerPoint::kFfnIn) linears = {"w1", "w3"};
     if (point == LayerPoint::kFfnHidden) linears = {"w2"};
     const uint32_t width = stats.importance_widths[i];
-    std::vector<float> values(width);
-    for (uint32_t c = 0; c < width; ++c) {
-      const double sum = std::ldexp(static_cast<double>(stats.importance[offset + c]), -kImportanceFractionBits);
-      values[c] = static_cast<float>(sum / static_cast<double>(stats.tokens) * static_cast<double>(stats.sequences));
-    }
+    std::vector<double> sums(width);
+    for (uint32_t c = 0; c < width; ++c) sums[c] = std::ldexp(static_cast<double>(stats.importance[offset + c]), -kImportanceFractionBits);
     offset += width;
-    for (const char* linear : linears) {
-      imatrix.entries.push_back({gguf_tensor_name(fmt::format("layers.{}.{}", layer, linear)), imatrix.last_call, values});
-    }
+    for (const char* linear : linears) out.push_back({gguf_tensor_name(fmt::format("layers.{}.{}", layer, linear)), sums});
+  }
+  return out;
+}
+
+}  // namespace
+
+Imatrix imatrix_from_stats(const CalibrationStats& stats, const ModelConfig& config, const std::string& dataset) {
+  const std::vector<ImportanceSums> entries = importance_sums(stats, config);
+  Imatrix imatrix;
+  imatrix.dataset = dataset;
+  imatrix.last_call = static_cast<int32_t>(stats.sequences);
+  for (const ImportanceSums& entry : entries) {
+    std::vector<float> values(entry.sums.size());
+    for (size_t c = 0; c < values.size(); ++c)
+      values[c] = static_cast<float>(entry.sums[c] / static_cast<double>(stats.tokens) * static_cast<double>(stats.sequences));
+    imatrix.entries.push_back({entry.name, imatrix.last_call, std::move(values)});
   }
   return imatrix;
+}
+
+GgufWriter imatrix_gguf(const CalibrationStats& stats, const ModelConfig& config, const std::string& dataset) {
+  const std::vector<ImportanceSums> entries = importance_sums(stats, config);
+  GgufWriter gguf;
+  gguf.set("general.type", GgufValue::string("imatrix"));
+  gguf.set("imatrix.datasets", GgufValue::string_array({dataset}));
+  gguf.set("imatrix.chunk_count", GgufValue::u32(static_cast<uint32_t>(stats.sequences)));
+  gguf.set("imatrix.chunk_size", GgufValue::u32(static_cast<uint32_t>((stats.tokens + stats.sequences - 1) / stats.sequences)));
+  for (const ImportanceSums& entry : entries) {
+    std::vector<float> sums(entry.sums.begin(), entry.sums.end());
+    const std::vector<float> count = {static_cast<float>(stats.tokens)};
+    gguf.add_tensor(entry.name + ".in_sum2", {sums.size(), 1}, GgmlType::kF32, ggml_encode(GgmlType::kF32, sums));
+    gguf.add_tensor(entry.name + ".counts", {1, 1}, GgmlType::kF32, ggml_encode(GgmlType::kF32, count));
+  }
+  return gguf;
 }
 
 }  // namespace fedcal

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "models/format/gguf.h"
 #include "models/format/model_config.h"
 
 namespace fedcal {
@@ -49,5 +50,12 @@ struct CalibrationStats;
 // layer named as in GGUF (gguf_model.h), ncall = the sequences, values = mean x^2 per token * ncall.
 // `dataset` names the calibration text. Throws Error if the statistics hold no importance sums.
 Imatrix imatrix_from_stats(const CalibrationStats& stats, const ModelConfig& config, const std::string& dataset);
+
+// The same sums in llama.cpp's newer GGUF imatrix (what `llama-imatrix --output-format gguf` writes and
+// llama-quantize reads since 2025): general.type "imatrix", imatrix.datasets [dataset],
+// imatrix.chunk_count = the sequences, imatrix.chunk_size = tokens per sequence (the mean, rounded
+// up); per matrix "<GGUF name>.in_sum2" F32 [width, 1] = the sum of x^2 over tokens, and
+// "<GGUF name>.counts" F32 [1, 1] = the tokens.
+GgufWriter imatrix_gguf(const CalibrationStats& stats, const ModelConfig& config, const std::string& dataset);
 
 }  // namespace fedcal

@@ -219,13 +219,13 @@ TEST_CASE("Fleet round with exports: the importance matrix federated = centraliz
   fleet.start_agents();
   const int64_t model = fleet.import_model();
   nlohmann::json settings = round_settings(model);
-  settings["exports"] = {"imatrix", "gguf", "onnx-qdq", "tensorrt-cache"};
+  settings["exports"] = {"imatrix", "imatrix-gguf", "gguf", "onnx-qdq", "tensorrt-cache"};
   const nlohmann::json report = fleet.run_round(settings);
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
   CHECK(report["contributors"] == 3);
   // One agent's importance sums can pass 2^31: the round masks in 64-bit lanes.
   CHECK(report["secure_aggregation"]["lane_bits"] == 64);
-  REQUIRE(report["exports"].size() == 4);
+  REQUIRE(report["exports"].size() == 5);
   std::map<std::string, std::string> made;
   for (const auto& exported : report["exports"]) {
     CHECK_MESSAGE(!exported.contains("error"), exported.dump());
@@ -245,6 +245,11 @@ TEST_CASE("Fleet round with exports: the importance matrix federated = centraliz
                                    true);
   REQUIRE_MESSAGE(imatrix.exit_code == 0, imatrix.output);
   CHECK(read_bytes(made["imatrix"]) == read_bytes(fleet.path("central.imatrix")));
+  const auto imatrix_gguf = run_command(fedcal_model + " --format imatrix-gguf --stats " + central + " --name 'fedcal round " + round +
+                                            "' -o " + fleet.path("central.imatrix.gguf"),
+                                        true);
+  REQUIRE_MESSAGE(imatrix_gguf.exit_code == 0, imatrix_gguf.output);
+  CHECK(read_bytes(made["imatrix-gguf"]) == read_bytes(fleet.path("central.imatrix.gguf")));
   const auto gguf = run_command(fedcal_model + " --format gguf --type q8_0 --name 'fedcal round " + round + "' -o " + fleet.path("central.gguf"), true);
   REQUIRE_MESSAGE(gguf.exit_code == 0, gguf.output);
   CHECK(read_bytes(made["gguf"]) == read_bytes(fleet.path("central.gguf")));
@@ -262,7 +267,7 @@ TEST_CASE("Fleet round with exports: the importance matrix federated = centraliz
   const nlohmann::json models = fleet.admin({{"command", "models.list"}});
   const int64_t fleet_model = report["models"][0]["model"].get<int64_t>();
   for (const auto& entry : models["models"]) {
-    if (entry["id"].get<int64_t>() == fleet_model) CHECK(entry["exports"].size() == 4);
+    if (entry["id"].get<int64_t>() == fleet_model) CHECK(entry["exports"].size() == 5);
   }
   const nlohmann::json copied =
       fleet.admin({{"command", "models.export"}, {"id", fleet_model}, {"format", "imatrix"}, {"output", fleet.path("copy.imatrix")}});

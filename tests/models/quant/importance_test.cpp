@@ -1,6 +1,7 @@
 // Importance sums (llama.cpp's importance matrix): exact fixed point, additive across shards, the values
 // a direct computation gives, and the .dat file as its published format reads.
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstring>
@@ -165,6 +166,45 @@ TEST_CASE("Importance sums: shards add up bit for bit to the whole text, match a
     CHECK(down.values[static_cast<size_t>(c)] == doctest::Approx(expected).epsilon(1e-3).scale(1e-4));
   }
   CHECK_THROWS_WITH_AS(imatrix_from_stats(without, config, "x"), doctest::Contains("no importance sums"), Error);
+
+  // The GGUF imatrix, as Hugging Face's GGUF reader (npm, tests/oracles) sees it: raw sums and counts.
+  testing::ScratchDir dir;
+  imatrix_gguf(whole, config, "train.txt").write(dir.path("imatrix.gguf"));
+  const std::string missing = testing::oracles_missing();
+  REQUIRE_MESSAGE(missing.empty(), missing);
+  const testing::CommandResult dump = testing::run_oracle("gguf_dump.mjs", dir.path("imatrix.gguf"));
+  REQUIRE_MESSAGE(dump.exit_code == 0, dump.output);
+  const nlohmann::json seen = nlohmann::json::parse(dump.output);
+  CHECK(seen["metadata"]["general.type"] == "imatrix");
+  CHECK(seen["metadata"]["imatrix.datasets"] == nlohmann::json::array({"train.txt"}));
+  CHECK(seen["metadata"]["imatrix.chunk_count"] == whole.sequences);
+  CHECK(seen["metadata"]["imatrix.chunk_size"] == (whole.tokens + whole.sequences - 1) / whole.sequences);
+  REQUIRE(seen["tensors"].size() == static_cast<size_t>(2 * 7 * config.n_layers));
+  const std::string file = read_text_file(dir.path("imatrix.gguf"));
+  auto f32_at = [&](size_t at) {
+    float value;
+    std::memcpy(&value, file.data() + at, sizeof(value));
+    return value;
+  };
+  int checked = 0;
+  for (const auto& tensor : seen["tensors"]) {
+    CHECK(tensor["type"] == 0);  // F32
+    const std::string name = tensor["name"].get<std::string>();
+    if (name == "blk.1.ffn_down.weight.counts") {
+      CHECK(tensor["shape"] == nlohmann::json::array({1, 1}));
+      CHECK(f32_at(tensor["file_offset"].get<size_t>()) == static_cast<float>(whole.tokens));
+      ++checked;
+    }
+    if (name == "blk.1.ffn_down.weight.in_sum2") {
+      CHECK(tensor["shape"] == nlohmann::json::array({config.hidden_dim, 1}));
+      for (int c = 0; c < config.hidden_dim; ++c) {
+        const double expected = direct.sums()[static_cast<size_t>(c)];
+        CHECK(f32_at(tensor["file_offset"].get<size_t>() + 4 * static_cast<size_t>(c)) == doctest::Approx(expected).epsilon(1e-3).scale(1e-4));
+      }
+      ++checked;
+    }
+  }
+  CHECK(checked == 2);
 }
 
 }  // namespace fedcal
