@@ -48,14 +48,6 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   return built;
 }
 
-std::string export_extension(const std::string& format) {
-  if (format == "gguf") return ".gguf";
-  if (format == "imatrix") return ".imatrix.dat";
-  if (format == "imatrix-gguf") return ".imatrix.gguf";
-  if (format == "tensorrt-cache") return ".trt-calib.cache";
-  return format == "onnx-qdq" ? ".qdq.onnx" : ".onnx";
-}
-
 // The round's exports: the fleet package's INT8 layers (onnx-qdq, tensorrt-cache), the FP32 model
 // (gguf as Q8_0, onnx), the fleet's statistics (imatrix).
 std::vector<BuiltExport> write_exports(const LoadedModel& loaded, const QuantizedLinears& int8, const QuantizationJobInput& input) {
@@ -71,7 +63,7 @@ std::vector<BuiltExport> write_exports(const LoadedModel& loaded, const Quantize
     what.gguf_type = GgmlType::kQ8_0;
     what.name = fmt::format("fedcal round {}", input.round_id);
     try {
-      const StoredArtifact stored = ArtifactStore(input.artifacts_dir).add_file(export_extension(format), [&](const std::string& temporary) {
+      const StoredArtifact stored = ArtifactStore(input.artifacts_dir).add_file(runtime_export_extension(format), [&](const std::string& temporary) {
         built.description = write_runtime_export(format, temporary, what).text;
       });
       built.path = stored.path;

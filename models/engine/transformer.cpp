@@ -49,14 +49,7 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   const size_t dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
 
   // The token table: INT8 when the layers include it (or the tied classifier is INT8), else FP32.
-  const QuantizedLinear* table = nullptr;
-  if (int8 != nullptr) {
-    if (auto it = int8->find("token_embedding"); it != int8->end()) {
-      table = &it->second;
-    } else if (auto head = int8->find("classifier"); c.shared_classifier && head != int8->end()) {
-      table = &head->second;
-    }
-  }
+  const QuantizedLinear* table = int8 != nullptr ? int8_token_table(*int8, c.shared_classifier) : nullptr;
   if (table != nullptr) {
     if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim)
       fail("token_embedding: INT8 table has the wrong shape");
@@ -90,17 +83,9 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8, options_.activations);
 
   // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size) (with Llama 3's scaling if set).
-  const int half = c.head_size() / 2;
-  const std::vector<double> frequencies = c.rope_inverse_frequencies();
-  rope_cos_.resize(static_cast<size_t>(c.max_seq_len) * half);
-  rope_sin_.resize(rope_cos_.size());
-  for (int pos = 0; pos < c.max_seq_len; ++pos) {
-    for (int i = 0; i < half; ++i) {
-      const double angle = pos * frequencies[static_cast<size_t>(i)];
-      rope_cos_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(angle));
-      rope_sin_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(angle));
-    }
-  }
+  ModelConfig::RopeTables rope = c.rope_tables();
+  rope_cos_ = std::move(rope.cos);
+  rope_sin_ = std::move(rope.sin);
 
   key_cache_.resize(static_cast<size_t>(c.n_layers) * c.max_seq_len * kv_dim);
   value_cache_.resize(key_cache_.size());

@@ -54,6 +54,22 @@ void ModelConfig::validate() const {
   }
 }
 
+ModelConfig::RopeTables ModelConfig::rope_tables() const {
+  const int half = head_size() / 2;
+  const std::vector<double> frequencies = rope_inverse_frequencies();
+  RopeTables tables;
+  tables.cos.resize(static_cast<size_t>(max_seq_len) * half);
+  tables.sin.resize(tables.cos.size());
+  for (int pos = 0; pos < max_seq_len; ++pos) {
+    for (int i = 0; i < half; ++i) {
+      const double angle = pos * frequencies[static_cast<size_t>(i)];
+      tables.cos[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(angle));
+      tables.sin[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+  return tables;
+}
+
 std::vector<double> ModelConfig::rope_inverse_frequencies() const {
   const int half = head_size() / 2;
   std::vector<double> out(static_cast<size_t>(half));

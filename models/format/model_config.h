@@ -38,6 +38,12 @@ struct ModelConfig {
   int q_dim() const { return n_heads * head_size(); }  // width of q and of the attention output
   // The rotation rate of each pair i < head_size / 2: theta^(-2i / head_size), then rope_scaling.
   std::vector<double> rope_inverse_frequencies() const;
+  // cos and sin of pair i's angle pos * frequency_i at every position, (max_seq_len, head_size / 2)
+  // each: what the forward pass (and its ONNX export) rotates q and k by.
+  struct RopeTables {
+    std::vector<float> cos, sin;
+  };
+  RopeTables rope_tables() const;
   int kv_dim() const { return n_kv_heads * head_size(); }
   // Number of weights, counting a tied classifier once.
   int64_t parameter_count() const;

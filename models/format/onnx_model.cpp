@@ -4,7 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <algorithm>
-#include <deque>
+#include <map>
+#include <set>
 #include <variant>
 
 #include "common/error.h"
@@ -114,21 +115,14 @@ class GraphBuilder {
     return int64s(name, {static_cast<int64_t>(values.size())}, values);
   }
 
-  void check_size() const {
-    if (graph_.size() + bytes_ > kProtobufLimit) {
-      fail("the ONNX graph would be {:.2f} GB, over protobuf's 2 GiB limit (external tensor data is not written)",
-           static_cast<double>(graph_.size() + bytes_) / 1e9);
-    }
-  }
   int nodes() const { return nodes_; }
   int initializer_count() const { return static_cast<int>(names_.size()); }
 
-  // GraphProto: nodes, name, initializers, inputs, outputs.
+  // GraphProto: nodes and initializers as they were added (protobuf merges a repeated field's
+  // entries wherever they stand), then name, inputs, outputs.
   ProtoWriter finish(const std::string& name, const std::vector<ProtoWriter>& inputs, const std::vector<ProtoWriter>& outputs) {
-    check_size();
     ProtoWriter graph = std::move(graph_);
     graph.add_string(proto::kGraphName, name);
-    for (const ProtoWriter& initializer : initializer_list_) graph.add_message(proto::kInitializer, initializer);
     for (const ProtoWriter& input : inputs) graph.add_message(proto::kInput, input);
     for (const ProtoWriter& output : outputs) graph.add_message(proto::kOutput, output);
     return graph;
@@ -137,12 +131,12 @@ class GraphBuilder {
  private:
   const std::string& initializer(const std::string& name, const std::vector<int64_t>& dims, proto::DataType type,
                                  std::span<const std::byte> raw) {
-    if (auto it = std::find(names_.begin(), names_.end(), name); it != names_.end()) return *it;
-    initializer_list_.push_back(tensor_proto(name, dims, type, raw));
+    const auto [it, added] = names_.insert(name);
+    if (!added) return *it;
     bytes_ += raw.size();
     if (bytes_ > kProtobufLimit) fail("the ONNX graph's tensors exceed protobuf's 2 GiB limit at {} (external data is not written)", name);
-    names_.push_back(name);
-    return names_.back();
+    graph_.add_message(proto::kInitializer, tensor_proto(name, dims, type, raw));
+    return *it;
   }
 
   static ProtoWriter attribute_proto(const Attribute& attribute) {
@@ -164,10 +158,9 @@ class GraphBuilder {
     return out;
   }
 
-  ProtoWriter graph_;         // nodes
-  std::vector<ProtoWriter> initializer_list_;
-  std::deque<std::string> names_;  // stable references
-  uint64_t bytes_ = 0;
+  ProtoWriter graph_;  // nodes and initializers
+  std::set<std::string> names_;  // of the initializers
+  uint64_t bytes_ = 0;             // of their data
   int nodes_ = 0;
 };
 
@@ -187,6 +180,7 @@ class ModelGraph {
   ModelGraph(const Model& model, const QuantizedLinears& int8) : model_(model), c_(model.config), int8_(int8) {
     c_.validate();
     point_names_ = quantization_point_names(c_);
+    for (LinearSite& site : linear_sites(c_)) sites_.emplace(site.name, std::move(site));
   }
 
   ProtoWriter build(OnnxExportSummary& summary) {
@@ -202,7 +196,9 @@ class ModelGraph {
     const std::string seq = g_.node("Slice", {shape, g_.int64_vector("one", {1}), g_.int64_vector("two", {2})}, "sequence_length");
     const std::string zero = g_.int64_vector("zero", {0});
     const std::string cos_sin_axes = g_.int64_vector("axes_1_3", {1, 3});
-    const auto [cos_table, sin_table] = rope_tables();
+    const ModelConfig::RopeTables tables = c_.rope_tables();
+    const std::string cos_table = g_.floats("rope_cos_table", {c_.max_seq_len, c_.head_size() / 2}, tables.cos);
+    const std::string sin_table = g_.floats("rope_sin_table", {c_.max_seq_len, c_.head_size() / 2}, tables.sin);
     const std::string cos = g_.node("Unsqueeze", {g_.node("Slice", {cos_table, zero, seq, zero}), cos_sin_axes}, "rope_cos");
     const std::string sin = g_.node("Unsqueeze", {g_.node("Slice", {sin_table, zero, seq, zero}), cos_sin_axes}, "rope_sin");
     const float masked = -1e30f;
@@ -218,9 +214,9 @@ class ModelGraph {
       const std::string p = "layers." + std::to_string(l) + ".";
       // Attention block. xb (batch, seq, dim) = rmsnorm(x)
       const std::string xb = rmsnorm(x, g_.floats(p + "attn_norm", {dim}, w.attn_norm), point(l, LayerPoint::kAttnIn));
-      std::string q = linear(xb, p + "wq", point(l, LayerPoint::kQOut));  // (batch, seq, q_dim)
-      std::string k = linear(xb, p + "wk", point(l, LayerPoint::kKOut));  // (batch, seq, kv_dim)
-      const std::string v = linear(xb, p + "wv", point(l, LayerPoint::kVOut));
+      std::string q = linear(xb, p + "wq");  // (batch, seq, q_dim)
+      std::string k = linear(xb, p + "wk");  // (batch, seq, kv_dim)
+      const std::string v = linear(xb, p + "wv");
 
       // q (batch, seq, heads, head_size), k (batch, seq, kv_heads, head_size); Qwen3: each head RMS-normalized
       q = g_.node("Reshape", {q, g_.int64_vector("shape_heads", {0, 0, heads, head_size})});
@@ -247,20 +243,20 @@ class ModelGraph {
       const std::string context = g_.node("Transpose", {g_.node("MatMul", {scores, v_t})}, {}, {{"perm", std::vector<int64_t>{0, 3, 1, 2, 4}}});
       const std::string attn_out =
           g_.node("Reshape", {context, g_.int64_vector("shape_q_dim", {0, 0, c_.q_dim()})}, point(l, LayerPoint::kAttnOut));
-      x = g_.node("Add", {x, linear(attn_out, p + "wo", point(l, LayerPoint::kWoOut))}, p + "attention_residual");
+      x = g_.node("Add", {x, linear(attn_out, p + "wo")}, p + "attention_residual");
 
       // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
       const std::string xf = rmsnorm(x, g_.floats(p + "ffn_norm", {dim}, w.ffn_norm), point(l, LayerPoint::kFfnIn));
-      const std::string gate = linear(xf, p + "w1", point(l, LayerPoint::kW1Out));  // (batch, seq, hidden)
-      const std::string up = linear(xf, p + "w3", point(l, LayerPoint::kW3Out));
+      const std::string gate = linear(xf, p + "w1");  // (batch, seq, hidden)
+      const std::string up = linear(xf, p + "w3");
       const std::string silu = g_.node("Mul", {gate, g_.node("Sigmoid", {gate})});
       const std::string hidden = g_.node("Mul", {silu, up}, point(l, LayerPoint::kFfnHidden));
-      x = g_.node("Add", {x, linear(hidden, p + "w2", point(l, LayerPoint::kW2Out))}, p + "ffn_residual");
+      x = g_.node("Add", {x, linear(hidden, p + "w2")}, p + "ffn_residual");
     }
 
     // logits (batch, seq, vocab) = classifier(rmsnorm(x))
     const std::string final_in = rmsnorm(x, g_.floats("final_norm", {dim}, model_.final_norm), point_names_[final_in_point(c_)]);
-    linear(final_in, "classifier", "logits");
+    linear(final_in, "classifier");
 
     summary.int8_linears = int8_count_;
     summary.fp32_linears = fp32_count_;
@@ -277,12 +273,7 @@ class ModelGraph {
 
   // The (vocab, dim) table the Gather reads: INT8 dequantized per row or tensor when the engine's is.
   std::string token_table() {
-    const QuantizedLinear* table = nullptr;
-    if (auto it = int8_.find("token_embedding"); it != int8_.end()) {
-      table = &it->second;
-    } else if (auto head = int8_.find("classifier"); c_.shared_classifier && head != int8_.end()) {
-      table = &head->second;
-    }
+    const QuantizedLinear* table = int8_token_table(int8_, c_.shared_classifier);
     const int64_t vocab = c_.vocab_size, dim = c_.dim;
     if (table == nullptr) {
       if (model_.token_embedding.size() != size_t(vocab * dim)) fail("token_embedding: no FP32 values and no INT8 table");
@@ -297,20 +288,6 @@ class ModelGraph {
                    {values, g_.floats("token_embedding_scale", scale_dims, q.scales),
                     g_.int8s("token_embedding_zero_point", scale_dims, zero_points)},
                    "token_embedding", {{"axis", int64_t{0}}});
-  }
-
-  std::pair<std::string, std::string> rope_tables() {
-    const int half = c_.head_size() / 2;
-    const std::vector<double> frequencies = c_.rope_inverse_frequencies();
-    std::vector<float> cos(size_t(c_.max_seq_len) * half), sin(cos.size());
-    for (int pos = 0; pos < c_.max_seq_len; ++pos) {
-      for (int i = 0; i < half; ++i) {
-        const double angle = pos * frequencies[size_t(i)];
-        cos[size_t(pos) * half + i] = static_cast<float>(std::cos(angle));
-        sin[size_t(pos) * half + i] = static_cast<float>(std::sin(angle));
-      }
-    }
-    return {g_.floats("rope_cos_table", {c_.max_seq_len, half}, cos), g_.floats("rope_sin_table", {c_.max_seq_len, half}, sin)};
   }
 
   // x * (1 / sqrt(mean(x^2) + eps)) * weight over the last axis
@@ -335,23 +312,24 @@ class ModelGraph {
     return g_.node("Reshape", {rotated, g_.int64_vector("shape_rotated_" + std::to_string(heads), {0, 0, heads, c_.head_size()})});
   }
 
-  // One linear layer, y (batch, seq, out) = x W^T: an FP32 MatMul by W^T (in, out), or its QDQ form
-  // when `int8_` has the layer (the activation quantized at its input and output scales as the
-  // engine's LinearInt8 does; the weights' DequantizeLinear on axis 1, the output channels).
-  std::string linear(const std::string& x, const std::string& name, const std::string& output) {
+  // One linear layer, y (batch, seq, out) = x W^T, named as its output quantization point: an FP32
+  // MatMul by W^T (in, out), or its QDQ form when `int8_` has the layer (the activation quantized at
+  // its input and output scales as the engine's LinearInt8 does; the weights' DequantizeLinear on
+  // axis 1, the output channels).
+  std::string linear(const std::string& x, const std::string& name) {
+    const LinearSite& site = sites_.at(name);
+    const int rows = point_width(c_, site.output_point), cols = point_width(c_, site.input_point);
+    const std::string& output = point_names_[static_cast<size_t>(site.output_point)];
     const auto it = int8_.find(name);
     if (it == int8_.end()) {
       const std::vector<float>& weights = linear_weights(model_, name);
-      const int rows = static_cast<int>(linear_rows(name)), cols = static_cast<int>(linear_cols(name));
       if (weights.size() != size_t(rows) * cols) fail("{}: no FP32 weights of ({}, {}) and no INT8 layer", name, rows, cols);
       ++fp32_count_;
-      const std::string w = name + ".weight_t";
-      return g_.node("MatMul", {x, g_.floats(w, {cols, rows}, transposed(weights, rows, cols))}, output);
+      return g_.node("MatMul", {x, g_.floats(name + ".weight_t", {cols, rows}, transposed(weights, rows, cols))}, output);
     }
     const QuantizedLinear& layer = it->second;
     const QuantizedMatrix& q = layer.weights;
-    if (q.rows != linear_rows(name) || q.cols != linear_cols(name))
-      fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, linear_rows(name), linear_cols(name));
+    if (q.rows != rows || q.cols != cols) fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, rows, cols);
     q.check(name);
     ++int8_count_;
     auto quantize_dequantize = [&](const std::string& value, const QuantParams& params, const std::string& what, const std::string& out) {
@@ -372,23 +350,11 @@ class ModelGraph {
     return quantize_dequantize(y, layer.output, "output", output);
   }
 
-  int64_t linear_rows(const std::string& name) const {
-    if (name == "classifier") return c_.vocab_size;
-    if (name.ends_with(".wq")) return c_.q_dim();
-    if (name.ends_with(".wk") || name.ends_with(".wv")) return c_.kv_dim();
-    if (name.ends_with(".w1") || name.ends_with(".w3")) return c_.hidden_dim;
-    return c_.dim;  // wo, w2
-  }
-  int64_t linear_cols(const std::string& name) const {
-    if (name.ends_with(".w2")) return c_.hidden_dim;
-    if (name.ends_with(".wo")) return c_.q_dim();
-    return c_.dim;
-  }
-
   const Model& model_;
   ModelConfig c_;
   const QuantizedLinears& int8_;
   std::vector<std::string> point_names_;
+  std::map<std::string, LinearSite> sites_;  // by linear name
   GraphBuilder g_;
   int int8_count_ = 0, fp32_count_ = 0;
 };
@@ -413,7 +379,7 @@ std::vector<std::byte> onnx_from_model(const Model& model, const QuantizedLinear
   if (model_proto.size() > kProtobufLimit) fail("the ONNX model is over protobuf's 2 GiB limit (external data is not written)");
   counts.bytes = model_proto.size();
   if (summary != nullptr) *summary = counts;
-  return model_proto.bytes();
+  return std::move(model_proto).take();
 }
 
 OnnxExportSummary write_onnx_model(const std::string& path, const Model& model, const QuantizedLinears& int8) {

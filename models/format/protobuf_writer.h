@@ -24,6 +24,7 @@ class ProtoWriter {
   void add_packed_varints(int field, std::span<const int64_t> values);
 
   const std::vector<std::byte>& bytes() const { return out_; }
+  std::vector<std::byte> take() && { return std::move(out_); }
   size_t size() const { return out_.size(); }
 
  private:

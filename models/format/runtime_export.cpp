@@ -13,6 +13,16 @@ namespace fedcal {
 
 const std::vector<std::string> kRuntimeExportFormats = {"gguf", "imatrix", "imatrix-gguf", "onnx", "onnx-qdq", "tensorrt-cache"};
 
+std::string runtime_export_extension(const std::string& format) {
+  if (format == "gguf") return ".gguf";
+  if (format == "imatrix") return ".imatrix.dat";
+  if (format == "imatrix-gguf") return ".imatrix.gguf";
+  if (format == "onnx") return ".onnx";
+  if (format == "onnx-qdq") return ".qdq.onnx";
+  if (format == "tensorrt-cache") return ".trt-calib.cache";
+  fail("unknown export format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
+}
+
 namespace {
 
 const Model& fp32_model(const RuntimeExportInput& input, const std::string& format) {

@@ -22,6 +22,9 @@ namespace fedcal {
 
 extern const std::vector<std::string> kRuntimeExportFormats;
 
+// The file name ending of `format` (".gguf", ".imatrix.dat", ".qdq.onnx", ...).
+std::string runtime_export_extension(const std::string& format);
+
 // What a format reads; each format names what it misses.
 struct RuntimeExportInput {
   const Model* model = nullptr;                 // FP32 tensors (an INT8 layer's may be empty)

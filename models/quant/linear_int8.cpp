@@ -18,6 +18,12 @@ void check_params(const QuantParams& params, const std::string& what) {
 
 }  // namespace
 
+const QuantizedLinear* int8_token_table(const QuantizedLinears& int8, bool shared_classifier) {
+  if (auto it = int8.find("token_embedding"); it != int8.end()) return &it->second;
+  if (auto head = int8.find("classifier"); shared_classifier && head != int8.end()) return &head->second;
+  return nullptr;
+}
+
 LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
     : name_(std::move(name)),
       in_(layer.weights.cols),

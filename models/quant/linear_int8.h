@@ -24,6 +24,10 @@ struct QuantizedLinear {
 // "token_embedding" may hold an INT8 token table (its activation parameters are unused).
 using QuantizedLinears = std::map<std::string, QuantizedLinear>;
 
+// The INT8 token table among `int8`: "token_embedding", else the classifier's when the two are tied;
+// nullptr: the table is FP32.
+const QuantizedLinear* int8_token_table(const QuantizedLinears& int8, bool shared_classifier);
+
 class LinearInt8 : public Linear {
  public:
   LinearInt8(const QuantizedLinear& layer, std::string name);

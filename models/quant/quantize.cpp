@@ -54,7 +54,7 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     const std::string layer_prefix = site.name.substr(0, site.name.rfind('.'));
     if (options.keep_fp32.count(site.name) || options.keep_fp32.count(layer_prefix)) continue;
     const std::vector<float>& weights = linear_weights(model, site.name);
-    const int cols = site.name.ends_with(".w2") ? c.hidden_dim : site.name.ends_with(".wo") ? c.q_dim() : c.dim;
+    const int cols = point_width(c, site.input_point);
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
     layer.weights = quantize_weights(weights, rows, cols, options.per_channel);

@@ -20,7 +20,8 @@ struct QuantizeOptions {
   std::set<std::string> keep_fp32;  // linear names ("layers.3.w2", "classifier") or "layers.3" for a whole layer
 };
 
-// The linear layers of a model, each with its input and output quantization points.
+// The linear layers of a model, each with its input and output quantization points (their widths,
+// point_width, are the layer's in and out features).
 struct LinearSite {
   std::string name;  // "layers.3.wq", ..., "classifier"
   int input_point;

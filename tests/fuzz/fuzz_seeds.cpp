@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
   fedcal::QuantizedLinears int8;
   for (const auto& site : fedcal::linear_sites(micro)) {
     const auto& weights = fedcal::linear_weights(model, site.name);
-    const int cols = site.name.ends_with("w2") ? micro.hidden_dim : micro.dim;
+    const int cols = fedcal::point_width(micro, site.input_point);
     int8[site.name] = {
         fedcal::quantize_weights(weights, static_cast<int>(weights.size()) / cols, cols, site.name.ends_with("wq")),
         {0.05f, 0},
