@@ -88,9 +88,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& loaded, const std::
   }
   std::unique_ptr<Tokenizer> tokenizer;
   if (file.kind == "hf-json") {
-    tokenizer = std::make_unique<HfTokenizer>(HfTokenizer::parse(file.data, found.name,
-                                                                 hf_config ? hf_config->bos_token_id : std::nullopt,
-                                                                 hf_config ? hf_config->eos_token_id : std::nullopt));
+    tokenizer = parse_hf_tokenizer(file.data, found.name, hf_config ? hf_config->bos_token_id : std::nullopt,
+                                   hf_config ? hf_config->eos_token_id : std::nullopt);
   } else if (file.kind == "sentencepiece") {
     tokenizer = SentencePieceTokenizer::from_serialized(file.data, found.name);
   } else if (file.kind == "llama2c") {

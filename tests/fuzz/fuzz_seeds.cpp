@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include "models/format/gguf_model.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/format/llama2c_checkpoint.h"
@@ -14,6 +16,8 @@
 #include "models/quant/calibration_stats.h"
 #include "models/quant/quantize.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
+#include "models/tokenizer/pretokenizer.h"
+#include "models/tokenizer/unicode.h"
 #include "protocol/wire.h"
 
 namespace fs = std::filesystem;
@@ -77,6 +81,25 @@ int main(int argc, char** argv) {
       << R"({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": )" << vocab
       << R"(, "merges": ["a b", "▁ a", ["▁", "ab"]]}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend",
       "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}, "pre_tokenizer": null})";
+  {
+    // A byte-level one: GPT-2's 256 byte characters, two merges, NFC, the Llama 3 split and an added token.
+    nlohmann::json bytes = nlohmann::json::object();
+    for (int byte = 0, next = 256; byte < 256; ++byte) {
+      const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xa1 && byte <= 0xac) || byte >= 0xae;
+      std::string piece;
+      fedcal::append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
+      bytes[piece] = byte;
+    }
+    bytes["ab"] = 256;
+    bytes["\xc4\xa0" "ab"] = 257;  // "Ġab"
+    std::ofstream(root / "hf_tokenizer/byte_level.json")
+        << R"({"model": {"type": "BPE", "vocab": )" << bytes.dump() << R"(, "merges": ["a b", "Ġ ab"], "ignore_merges": true},
+      "normalizer": {"type": "NFC"}, "added_tokens": [{"id": 258, "content": "<|endoftext|>", "special": true}],
+      "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )"
+        << nlohmann::json(std::string(fedcal::split_pattern_regex(fedcal::SplitPattern::kLlama3))).dump()
+        << R"(}, "behavior": "Isolated", "invert": false}, {"type": "Digits", "individual_digits": true},
+      {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]}, "decoder": {"type": "ByteLevel"}})";
+  }
   std::ofstream(root / "tokenizer_encode/story.txt")
       << "Once upon a time, there was a little \xc3\xa9t\xc3\xa9 \xe2\x80\x9cthe\xe2\x80\x9d.\n";
   fedcal::HistogramLayout coarse;

@@ -1,0 +1,56 @@
+// A byte-level (GPT-2 style) BPE tokenizer.json, as Llama 3, Qwen2/Qwen3 and SmolLM2 use: added and
+// special tokens are cut out first; the rest is NFC-normalized if the file says so, split into words
+// by the pre-tokenizer (Split regex / Digits / ByteLevel, see pretokenizer.h), each word's bytes are
+// mapped to the 256 byte characters and merged by rank. Any byte sequence encodes, invalid UTF-8
+// included, and decoding gives the bytes back.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/tokenizer/bpe_vocabulary.h"
+#include "models/tokenizer/pretokenizer.h"
+#include "models/tokenizer/tokenizer.h"
+
+namespace fedcal {
+
+class ByteLevelBpeTokenizer : public Tokenizer {
+ public:
+  // `root` is a parsed tokenizer.json whose pre_tokenizer has a ByteLevel step. Anything in it that
+  // would change the ids and is not implemented is refused, naming the field.
+  static std::unique_ptr<ByteLevelBpeTokenizer> from_json(const nlohmann::json& root, std::optional<int> bos_id,
+                                                          std::optional<int> eos_id);
+
+  std::vector<int> encode(const std::string& text, bool add_bos) const override;
+  std::string decode(int previous, int token) const override;
+  int bos_id() const override { return bos_id_; }
+  int eos_id() const override { return eos_id_; }
+  int vocab_size() const override { return static_cast<int>(vocab_.pieces.size()); }
+
+ private:
+  ByteLevelBpeTokenizer() = default;
+  void encode_text(std::string_view text, std::vector<int>& out) const;  // no added tokens in `text`
+  void encode_word(std::string_view word, std::vector<int>& out) const;
+
+  struct Step {  // one pre-tokenizer step before the byte mapping
+    enum Kind { kSplit, kDigits } kind;
+    SplitPattern pattern;  // kSplit
+    bool individual;       // kDigits
+  };
+  BpeVocabulary vocab_;
+  std::vector<Step> steps_;
+  bool nfc_ = false;
+  bool ignore_merges_ = false;
+  std::array<int, 256> byte_ids_{};                                      // byte -> id of its byte character
+  std::array<std::string, 256> byte_chars_;                              // byte -> its byte character in UTF-8
+  std::vector<std::string> token_bytes_;                                 // id -> the bytes it decodes to
+  std::array<std::vector<const AddedToken*>, 256> added_by_first_byte_;  // longest first
+  int bos_id_ = -1;
+  int eos_id_ = -1;
+};
+
+}  // namespace fedcal

