@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/mapped_file.h"
+#include "models/format/gguf_tokenizer.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/tokenizer/bpe.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
@@ -16,9 +17,6 @@
 
 namespace fedcal {
 namespace {
-
-// llama.cpp's token types (llama_token_type).
-enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
 // general.file_type (llama_ftype) of a model whose matrices are `type`.
 uint32_t file_type(GgmlType type) {
@@ -74,66 +72,6 @@ std::vector<float> to_neox(const ConstTensorRef& tensor, const ModelConfig& conf
   return interleaved_to_hf_rotary(*tensor.data, heads, config.head_size(), cols);
 }
 
-struct Vocab {
-  std::vector<std::string> tokens;
-  std::vector<float> scores;
-  std::vector<int32_t> types;
-  int bos = 1, eos = 2, unknown = 0;
-};
-
-Vocab vocab_of(const PackageTokenizer& tokenizer, int vocab_size) {
-  Vocab vocab;
-  if (tokenizer.kind == "sentencepiece") {
-    const auto processor = SentencePieceTokenizer::from_serialized(tokenizer.data, "tokenizer.model");
-    using Kind = SentencePieceTokenizer::PieceKind;
-    for (const auto& piece : processor->pieces()) {
-      vocab.tokens.push_back(piece.text);
-      vocab.scores.push_back(piece.score);
-      vocab.types.push_back(piece.kind == Kind::kUnknown  ? kUnknown
-                            : piece.kind == Kind::kControl ? kControl
-                            : piece.kind == Kind::kUnused  ? kUnused
-                            : piece.kind == Kind::kByte    ? kByte
-                                                           : kNormal);
-    }
-    vocab.bos = processor->bos_id();
-    vocab.eos = processor->eos_id();
-  } else if (tokenizer.kind == "llama2c") {
-    const Llama2cTokenizer parsed = Llama2cTokenizer::parse(std::as_bytes(std::span(tokenizer.data)), vocab_size, "tokenizer.bin");
-    // llama2.c's export wrote sentencepiece's pieces with "▁" as " " and <s>, </s> as "\n<s>\n", "\n</s>\n".
-    for (size_t id = 0; id < parsed.pieces().size(); ++id) {
-      const TokenizerPiece& piece = parsed.pieces()[id];
-      int32_t type = kNormal;
-      std::string text = piece.text;
-      if (id == 0) {
-        type = kUnknown;
-      } else if (static_cast<int>(id) == parsed.bos_id() || static_cast<int>(id) == parsed.eos_id()) {
-        type = kControl;
-        text = static_cast<int>(id) == parsed.bos_id() ? "<s>" : "</s>";
-      } else if (parse_byte_piece(text)) {
-        type = kByte;
-      } else {
-        text = spaces_to_visible_spaces(text);
-      }
-      vocab.tokens.push_back(text);
-      vocab.scores.push_back(piece.score);
-      vocab.types.push_back(type);
-    }
-  } else {
-    fail("GGUF export: a '{}' tokenizer is not supported yet (sentencepiece tokenizer.model and llama2.c tokenizer.bin are)",
-         tokenizer.kind);
-  }
-  if (static_cast<int>(vocab.tokens.size()) > vocab_size) {
-    fail("GGUF export: the tokenizer has {} pieces, the model {} embeddings", vocab.tokens.size(), vocab_size);
-  }
-  // A model with more embeddings than pieces: the rest are unused, as llama.cpp's converter pads them.
-  for (int id = static_cast<int>(vocab.tokens.size()); id < vocab_size; ++id) {
-    vocab.tokens.push_back(fmt::format("[PAD{}]", id));
-    vocab.scores.push_back(0);
-    vocab.types.push_back(kUnused);
-  }
-  return vocab;
-}
-
 // Llama 3's scaling as llama.cpp applies it: the rotation rate of pair i is divided by factor[i].
 std::vector<float> rope_divisors(const ModelConfig& config) {
   ModelConfig unscaled = config;
@@ -170,16 +108,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
     out.set(arch + ".attention.value_length", GgufValue::u32(static_cast<uint32_t>(c.head_size())));
   }
 
-  const Vocab vocab = vocab_of(tokenizer, c.vocab_size);
-  out.set("tokenizer.ggml.model", GgufValue::string("llama"));
-  out.set("tokenizer.ggml.tokens", GgufValue::string_array(vocab.tokens));
-  out.set("tokenizer.ggml.scores", GgufValue::f32_array(vocab.scores));
-  out.set("tokenizer.ggml.token_type", GgufValue::i32_array(vocab.types));
-  out.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.bos)));
-  out.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.eos)));
-  out.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.unknown)));
-  out.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(true));
-  out.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
+  set_gguf_tokenizer(out, tokenizer, c.vocab_size);
 
   GgufExportSummary counts;
   if (c.rope_scaling.enabled()) {
@@ -272,41 +201,6 @@ ModelConfig config_of(const GgufFile& file, const std::string& arch) {
   return c;
 }
 
-PackageTokenizer tokenizer_of(const GgufFile& file, int vocab_size) {
-  const std::string model = file.text("tokenizer.ggml.model");
-  if (model != "llama") {
-    fail("{}: tokenizer.ggml.model '{}' is not supported yet (fedcal reads 'llama', sentencepiece-style, GGUF tokenizers)",
-         file.source, model);
-  }
-  const GgufValue* tokens = file.find("tokenizer.ggml.tokens");
-  const GgufValue* scores = file.find("tokenizer.ggml.scores");
-  const GgufValue* types = file.find("tokenizer.ggml.token_type");
-  if (!tokens || !tokens->array || tokens->type != GgufType::kString) fail("{}: tokenizer.ggml.tokens is missing or not strings", file.source);
-  const size_t count = tokens->strings.size();
-  if (!scores || !scores->array || scores->floats.size() != count) fail("{}: tokenizer.ggml.scores must hold one float per token", file.source);
-  if (types && (!types->array || types->ints.size() != count)) fail("{}: tokenizer.ggml.token_type must hold one integer per token", file.source);
-  if (count == 0 || count > static_cast<size_t>(vocab_size)) {
-    fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
-  }
-  // fedcal's sentencepiece-style tokenizer has <s> at 1 and </s> at 2, as every llama-type vocabulary fedcal knows.
-  for (const auto& [key, id] : {std::pair<const char*, int64_t>{"tokenizer.ggml.bos_token_id", 1}, {"tokenizer.ggml.eos_token_id", 2}}) {
-    if (file.find(key) && file.integer(key) != id) fail("{}: {} = {} (fedcal's llama tokenizer needs {})", file.source, key, file.integer(key), id);
-  }
-  std::vector<TokenizerPiece> pieces;
-  for (size_t id = 0; id < count; ++id) {
-    std::string text = tokens->strings[id];
-    if (id == 1 || id == 2) {
-      text = id == 1 ? "\n<s>\n" : "\n</s>\n";  // llama2.c's spelling: never the result of merging text
-    } else if (!types || types->ints[id] != kByte) {
-      text = visible_spaces_to_spaces(text);
-    }
-    pieces.push_back({std::move(text), static_cast<float>(scores->floats[id])});
-  }
-  // A llama2.c tokenizer.bin holds one piece per embedding; the rest never come out of merging text.
-  for (int id = static_cast<int>(count); id < vocab_size; ++id) pieces.push_back({fmt::format("\n[PAD{}]\n", id), -1e9f});
-  return {"llama2c", Llama2cTokenizer(std::move(pieces)).serialize()};
-}
-
 }  // namespace
 
 GgufModel model_from_gguf(const GgufFile& file) {
@@ -348,7 +242,7 @@ GgufModel model_from_gguf(const GgufFile& file) {
     }
     fail("{}: tensor '{}' is not part of a {} model fedcal computes", file.source, tensor.name, arch);
   }
-  out.tokenizer = tokenizer_of(file, c.vocab_size);
+  out.tokenizer = gguf_tokenizer(file, c.vocab_size);
   return out;
 }
 

@@ -135,11 +135,31 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_json(const js
     }
     return -1;
   };
+  const json& ids = root.contains("fedcal") && root["fedcal"].is_object() ? root["fedcal"] : json::object();
+  for (auto [field, configured] : {std::pair{"bos_token_id", &bos_id}, std::pair{"eos_token_id", &eos_id}}) {
+    if (!*configured && ids.contains(field)) {
+      if (!ids[field].is_number_integer()) fail("fedcal.{} is not an integer", field);
+      *configured = ids[field].get<int>();
+    }
+  }
   t->bos_id_ = special(bos_id, {"<|begin_of_text|>", "<s>", "<|endoftext|>"}, "beginning-of-sequence");
   t->eos_id_ = special(eos_id, {"<|end_of_text|>", "<|endoftext|>", "</s>"}, "end-of-sequence");
   if (t->bos_id_ < 0)
     fail("no beginning-of-sequence token (<|begin_of_text|>, <s>, <|endoftext|>) and none given by config.json");
   return t;
+}
+
+std::optional<std::string> ByteLevelBpeTokenizer::gguf_pre() const {
+  auto is = [&](std::initializer_list<Step> expected) {
+    return std::equal(steps_.begin(), steps_.end(), expected.begin(), expected.end(), [](const Step& a, const Step& b) {
+      return a.kind == b.kind && (a.kind == Step::kSplit ? a.pattern == b.pattern : a.individual == b.individual);
+    });
+  };
+  if (!nfc_ && is({{Step::kSplit, SplitPattern::kLlama3, false}})) return "llama-bpe";
+  if (nfc_ && is({{Step::kSplit, SplitPattern::kQwen2, false}})) return "qwen2";
+  if (!nfc_ && is({{Step::kSplit, SplitPattern::kGpt2, false}})) return "gpt2";
+  if (!nfc_ && is({{Step::kDigits, SplitPattern::kGpt2, true}, {Step::kSplit, SplitPattern::kGpt2, false}})) return "smollm";
+  return std::nullopt;
 }
 
 void ByteLevelBpeTokenizer::encode_word(std::string_view word, std::vector<int>& out) const {

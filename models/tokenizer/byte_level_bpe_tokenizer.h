@@ -21,7 +21,9 @@ namespace fedcal {
 class ByteLevelBpeTokenizer : public Tokenizer {
  public:
   // `root` is a parsed tokenizer.json whose pre_tokenizer has a ByteLevel step. Anything in it that
-  // would change the ids and is not implemented is refused, naming the field.
+  // would change the ids and is not implemented is refused, naming the field. Without bos/eos ids
+  // (from config.json), a top-level "fedcal": {"bos_token_id", "eos_token_id"} gives them (written
+  // when a GGUF tokenizer is imported), else the family's usual pieces.
   static std::unique_ptr<ByteLevelBpeTokenizer> from_json(const nlohmann::json& root, std::optional<int> bos_id,
                                                           std::optional<int> eos_id);
 
@@ -30,6 +32,11 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   int bos_id() const override { return bos_id_; }
   int eos_id() const override { return eos_id_; }
   int vocab_size() const override { return static_cast<int>(vocab_.pieces.size()); }
+
+  const BpeVocabulary& vocabulary() const { return vocab_; }
+  // llama.cpp's tokenizer.ggml.pre name for this normalizer and pre-tokenizer ("llama-bpe", "qwen2",
+  // "gpt2", "smollm"), or nullopt when llama.cpp has none that splits the same way.
+  std::optional<std::string> gguf_pre() const;
 
  private:
   ByteLevelBpeTokenizer() = default;

@@ -109,14 +109,6 @@ std::optional<SplitPattern> split_pattern_from_regex(std::string_view regex) {
   return std::nullopt;
 }
 
-std::optional<SplitPattern> split_pattern_from_gguf_pre(std::string_view pre) {
-  // llama.cpp's names (llama-vocab.cpp) for the three patterns.
-  if (pre == "gpt2" || pre == "gpt-2" || pre == "smollm" || pre == "default") return SplitPattern::kGpt2;
-  if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3") return SplitPattern::kLlama3;
-  if (pre == "qwen2") return SplitPattern::kQwen2;
-  return std::nullopt;
-}
-
 std::string_view split_pattern_regex(SplitPattern pattern) {
   switch (pattern) {
     case SplitPattern::kGpt2:

@@ -18,8 +18,6 @@ enum class SplitPattern {
 
 // The pattern a tokenizer.json "Split" regex spells, or nullopt for any other regex.
 std::optional<SplitPattern> split_pattern_from_regex(std::string_view regex);
-// The pattern of a GGUF file's tokenizer.ggml.pre name (as llama.cpp names them), or nullopt.
-std::optional<SplitPattern> split_pattern_from_gguf_pre(std::string_view pre);
 std::string_view split_pattern_regex(SplitPattern pattern);
 
 // The words of `text` under `pattern`, in order; together they are exactly `text`.

