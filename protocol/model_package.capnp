@@ -55,6 +55,8 @@ struct Architecture {
   # Width of each attention head, when not dim / nHeads (0: dim / nHeads).
   qkNorm @15 :Bool;
   # Each head of q and k RMS-normalized before RoPE (tensors layers.N.q_norm, layers.N.k_norm).
+  qkvBias @16 :Bool;
+  # Biases added to q, k and v (FP32 tensors layers.N.bq, layers.N.bk, layers.N.bv; Qwen2).
 }
 
 enum TensorType {

@@ -23,20 +23,23 @@ namespace {
 
 std::vector<float> padded(size_t floats) { return std::vector<float>(floats + XNN_EXTRA_BYTES / sizeof(float), 0.0f); }
 
-// The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one.
+// The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one; with a
+// bias (out values) when `bias` is not empty.
 std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, int out, const std::string& name,
-                                    const QuantizedLinears* int8, ActivationQuantization activations) {
+                                    const QuantizedLinears* int8, ActivationQuantization activations,
+                                    const std::vector<float>& bias = {}) {
+  if (!bias.empty() && bias.size() != static_cast<size_t>(out)) fail("{}: bias has {} values for {} outputs", name, bias.size(), out);
   if (int8 != nullptr) {
     if (auto it = int8->find(name); it != int8->end()) {
       const QuantizedMatrix& q = it->second.weights;
       if (q.rows != out || q.cols != in)
         fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
-      if (activations == ActivationQuantization::kDynamic) return std::make_unique<LinearDynamicInt8>(q, name);
-      return std::make_unique<LinearInt8>(it->second, name);
+      if (activations == ActivationQuantization::kDynamic) return std::make_unique<LinearDynamicInt8>(q, name, bias);
+      return std::make_unique<LinearInt8>(it->second, name, bias);
     }
   }
   if (weights.size() != static_cast<size_t>(in) * out) fail("{}: no FP32 weights and no INT8 layer", name);
-  return std::make_unique<LinearF32>(weights.data(), in, out, name);
+  return std::make_unique<LinearF32>(weights.data(), in, out, name, bias.empty() ? nullptr : bias.data());
 }
 
 }  // namespace
@@ -71,9 +74,12 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
       layer->q_norm = w.q_norm;
       layer->k_norm = w.k_norm;
     }
-    layer->wq = make_linear(w.wq, c.dim, c.q_dim(), name("wq"), int8, options_.activations);
-    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8, options_.activations);
-    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8, options_.activations);
+    if (c.qkv_bias && (w.bq.size() != size_t(c.q_dim()) || w.bk.size() != size_t(c.kv_dim()) || w.bv.size() != size_t(c.kv_dim())))
+      fail("layers.{}: bq / bk / bv must hold {} / {} / {} values", l, c.q_dim(), c.kv_dim(), c.kv_dim());
+    // Qwen2: q, k, v with their biases (empty vectors otherwise).
+    layer->wq = make_linear(w.wq, c.dim, c.q_dim(), name("wq"), int8, options_.activations, w.bq);
+    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8, options_.activations, w.bk);
+    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8, options_.activations, w.bv);
     layer->wo = make_linear(w.wo, c.q_dim(), c.dim, name("wo"), int8, options_.activations);
     layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8, options_.activations);
     layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8, options_.activations);
@@ -167,9 +173,9 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
 
     // Attention block. xb (n, dim) = rmsnorm(x)
     for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.attn_norm.data(), dim, c.norm_eps);
-    layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, q_dim)
-    layer.wk->run(runtime_, n, xb_.data(), k_.data());  // k (n, kv_dim)
-    layer.wv->run(runtime_, n, xb_.data(), v_.data());  // v (n, kv_dim)
+    layer.wq->run(runtime_, n, xb_.data(), q_.data());  // q (n, q_dim) = xb wq^T (+ bq)
+    layer.wk->run(runtime_, n, xb_.data(), k_.data());  // k (n, kv_dim) = xb wk^T (+ bk)
+    layer.wv->run(runtime_, n, xb_.data(), v_.data());  // v (n, kv_dim) = xb wv^T (+ bv)
     observe(layer_point(l, LayerPoint::kAttnIn), xb_.data(), n, dim);
     observe(layer_point(l, LayerPoint::kQOut), q_.data(), n, q_dim);
     observe(layer_point(l, LayerPoint::kKOut), k_.data(), n, kv_dim);

@@ -71,11 +71,11 @@ XnnOperator::~XnnOperator() {
   if (op_ != nullptr) xnn_delete_operator(op_);
 }
 
-LinearF32::LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name)
+LinearF32::LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name, const float* bias)
     : name_(std::move(name)), weight_bytes_(in_features * out_features * sizeof(float)) {
   const float inf = std::numeric_limits<float>::infinity();
   check_xnn(xnn_create_fully_connected_nc_f32(in_features, out_features, in_features, out_features, weights,
-                                              /*bias=*/nullptr, -inf, inf, /*flags=*/0, op_.out()),
+                                              bias, -inf, inf, /*flags=*/0, op_.out()),
             "create_fully_connected_nc_f32", name_);
 }
 

@@ -65,10 +65,10 @@ class XnnOperator {
   xnn_operator_t op_ = nullptr;
 };
 
-// FP32 weights W row-major (out, in); XNNPACK packs W at creation.
+// FP32 weights W row-major (out, in), and a bias (out) when not null; XNNPACK packs both at creation.
 class LinearF32 : public Linear {
  public:
-  LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name);
+  LinearF32(const float* weights, size_t in_features, size_t out_features, std::string name, const float* bias = nullptr);
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
   size_t weight_bytes() const override { return weight_bytes_; }
 

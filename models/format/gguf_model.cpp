@@ -49,6 +49,9 @@ std::string gguf_tensor_name(const std::string& name) {
   for (const auto& [ours, theirs] : kLayerTensors) {
     if (tensor == ours) return "blk." + layer + "." + theirs + ".weight";
   }
+  for (const auto& [ours, theirs] : {std::pair{"bq", "attn_q"}, std::pair{"bk", "attn_k"}, std::pair{"bv", "attn_v"}}) {
+    if (tensor == ours) return "blk." + layer + "." + theirs + ".bias";
+  }
   fail("GGUF: no name for tensor '{}'", name);
 }
 
@@ -56,16 +59,23 @@ namespace {
 
 // The tensors that change between the interleaved rotary layout and the NEOX one.
 bool rotary_rows(const std::string& name) {
-  return name.ends_with(".wq") || name.ends_with(".wk") || name.ends_with(".q_norm") || name.ends_with(".k_norm");
+  return name.ends_with(".wq") || name.ends_with(".wk") || name.ends_with(".q_norm") || name.ends_with(".k_norm") ||
+         name.ends_with(".bq") || name.ends_with(".bk");
 }
 
-// Heads and columns of a rotary tensor: q (n_heads rows blocks), k (n_kv_heads), or a per-head norm
-// (one head, one column per row).
+// Heads and columns of a rotary tensor: q (n_heads rows blocks), k (n_kv_heads), their biases (one
+// column per row), or a per-head norm (one head, one column per row).
 std::pair<int, int> rotary_shape(const std::string& name, int cols, const ModelConfig& config) {
   if (name.ends_with(".wq")) return {config.n_heads, cols};
   if (name.ends_with(".wk")) return {config.n_kv_heads, cols};
+  if (name.ends_with(".bq")) return {config.n_heads, 1};
+  if (name.ends_with(".bk")) return {config.n_kv_heads, 1};
   return {1, 1};
 }
+
+// llama.cpp's architecture name for a config; qwen2 and qwen3 rotate in the NEOX (half-split) layout.
+std::string gguf_architecture(const ModelConfig& c) { return c.qk_norm ? "qwen3" : c.qkv_bias ? "qwen2" : "llama"; }
+bool neox_layout(const std::string& arch) { return arch == "qwen2" || arch == "qwen3"; }
 
 std::vector<float> to_neox(const ConstTensorRef& tensor, const ModelConfig& config) {
   const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, config);
@@ -87,7 +97,8 @@ std::vector<float> rope_divisors(const ModelConfig& config) {
 GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer, const GgufExportOptions& options,
                            GgufExportSummary* summary) {
   const ModelConfig& c = model.config;
-  const std::string arch = c.qk_norm ? "qwen3" : "llama";
+  if (c.qk_norm && c.qkv_bias) fail("GGUF export: llama.cpp has no architecture with both q/k norms and q/k/v biases");
+  const std::string arch = gguf_architecture(c);
   GgufWriter out;
   out.set("general.architecture", GgufValue::string(arch));
   out.set("general.name", GgufValue::string(options.name.empty() ? "fedcal export" : options.name));
@@ -118,7 +129,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
   for (const ConstTensorRef& tensor : list_tensors(model)) {
     const bool matrix = tensor.rows > 1;
     std::vector<float> neox;
-    if (arch == "qwen3" && rotary_rows(tensor.name)) neox = to_neox(tensor, c);
+    if (neox_layout(arch) && rotary_rows(tensor.name)) neox = to_neox(tensor, c);
     const std::span<const float> values = neox.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(neox);
     GgmlType type = matrix ? options.weights : GgmlType::kF32;
     if (matrix && tensor.cols % ggml_block_values(type) != 0) type = GgmlType::kF16;
@@ -175,6 +186,7 @@ ModelConfig config_of(const GgufFile& file, const std::string& arch) {
   c.norm_eps = static_cast<float>(file.number(arch + ".attention.layer_norm_rms_epsilon"));
   c.rope_theta = file.find(arch + ".rope.freq_base") ? static_cast<float>(file.number(arch + ".rope.freq_base")) : 10000.0f;
   c.qk_norm = arch == "qwen3";
+  c.qkv_bias = arch == "qwen2";
   if (file.find(arch + ".attention.key_length")) {
     const int key_length = positive(file, arch + ".attention.key_length");
     const int value_length = file.find(arch + ".attention.value_length") ? positive(file, arch + ".attention.value_length") : key_length;
@@ -205,8 +217,8 @@ ModelConfig config_of(const GgufFile& file, const std::string& arch) {
 
 GgufModel model_from_gguf(const GgufFile& file) {
   const std::string arch = file.text("general.architecture");
-  if (arch != "llama" && arch != "qwen3") {
-    fail("{}: architecture '{}' is not supported (llama and qwen3 are)", file.source, arch);
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3") {
+    fail("{}: architecture '{}' is not supported (llama, qwen2 and qwen3 are)", file.source, arch);
   }
   GgufModel out;
   out.architecture = arch;
@@ -229,7 +241,7 @@ GgufModel model_from_gguf(const GgufFile& file) {
       fail("{}: tensor '{}' has shape [{}], the config needs [{}]", file.source, name, fmt::join(info->shape, ", "), fmt::join(expected, ", "));
     }
     ggml_decode(info->type, file.tensor_bytes(*info), *tensor.data);
-    if (arch == "qwen3" && rotary_rows(tensor.name)) {
+    if (neox_layout(arch) && rotary_rows(tensor.name)) {
       const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, c);
       *tensor.data = hf_to_interleaved_rotary(*tensor.data, heads, c.head_size(), cols);
     }

@@ -1,12 +1,13 @@
 // A Llama-family model as llama.cpp stores it in GGUF: architecture "llama" (Meta's interleaved
-// rotary layout, which is fedcal's own) or "qwen3" (NEOX half-split layout, permuted on the way in
-// and out, per-head q/k norms).
+// rotary layout, which is fedcal's own), "qwen2" (NEOX half-split layout, permuted on the way in and
+// out, q/k/v biases) or "qwen3" (NEOX layout, per-head q/k norms).
 //
 // Tensor names (GGUF name <- fedcal name), shapes ne[0] first:
 //   token_embd.weight        [dim, vocab]        token_embedding
 //   blk.N.attn_norm.weight   [dim]               layers.N.attn_norm
 //   blk.N.attn_q.weight      [dim, q_dim]        layers.N.wq        (attn_k, attn_v: wk, wv)
 //   blk.N.attn_q_norm.weight [head_size]         layers.N.q_norm    (qwen3; attn_k_norm: k_norm)
+//   blk.N.attn_q.bias        [q_dim]             layers.N.bq        (qwen2; attn_k.bias, attn_v.bias: bk, bv)
 //   blk.N.attn_output.weight [q_dim, dim]        layers.N.wo
 //   blk.N.ffn_norm.weight    [dim]               layers.N.ffn_norm
 //   blk.N.ffn_gate.weight    [dim, hidden]       layers.N.w1        (ffn_up: w3)

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 
 #include "common/error.h"
 #include "common/file_util.h"
@@ -75,9 +76,11 @@ Model read_hf_checkpoint(const std::string& folder) {
       if (!inserted) fail("{}: tensor '{}' appears in both {} and {}", folder, name, it->second->path(), path.string());
     }
   }
+  std::set<std::string> used;
   auto read = [&](const std::string& name, std::vector<int64_t> shape) {
     auto it = owner.find(name);
     if (it == owner.end()) fail("{}: missing tensor '{}'", folder, name);
+    used.insert(name);
     return it->second->read_f32(name, shape);
   };
 
@@ -93,6 +96,11 @@ Model read_hf_checkpoint(const std::string& folder) {
                                         config.head_size(), config.dim);
     layer.wv = read(layer_name(l, "self_attn.v_proj.weight"), {kv, dim});
     layer.wo = read(layer_name(l, "self_attn.o_proj.weight"), {dim, q});
+    if (config.qkv_bias) {  // Qwen2: q and k biases follow their rows into the interleaved layout
+      layer.bq = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_proj.bias"), {q}), config.n_heads, config.head_size(), 1);
+      layer.bk = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_proj.bias"), {kv}), config.n_kv_heads, config.head_size(), 1);
+      layer.bv = read(layer_name(l, "self_attn.v_proj.bias"), {kv});
+    }
     if (config.qk_norm) {  // one head's weights, in the head's rotary layout like q and k rows
       const int64_t head = config.head_size();
       layer.q_norm = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_norm.weight"), {head}), 1, config.head_size(), 1);
@@ -105,6 +113,11 @@ Model read_hf_checkpoint(const std::string& folder) {
   }
   model.final_norm = read("model.norm.weight", {dim});
   if (!config.shared_classifier) model.classifier = read("lm_head.weight", {vocab, dim});
+  // A tensor the family does not have (a bias, an extra norm) would change the computation if it were
+  // meant: refused, not ignored.
+  for (const auto& [name, shard] : owner) {
+    if (!used.count(name)) fail("{}: tensor '{}' (in {}) is not part of this model's architecture", folder, name, shard->path());
+  }
   return model;
 }
 
@@ -115,8 +128,8 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
   if (ec) fail("{}: cannot create folder: {}", folder, ec.message());
 
   nlohmann::json config = {
-      {"architectures", {c.qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
-      {"model_type", c.qk_norm ? "qwen3" : "llama"},
+      {"architectures", {c.qk_norm ? "Qwen3ForCausalLM" : c.qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", c.qk_norm ? "qwen3" : c.qkv_bias ? "qwen2" : "llama"},
       {"hidden_act", "silu"},
       {"hidden_size", c.dim},
       {"intermediate_size", c.hidden_dim},
@@ -147,7 +160,7 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
 
   const int64_t dim = c.dim, q = c.q_dim(), hidden = c.hidden_dim, kv = c.kv_dim(), vocab = c.vocab_size;
   std::vector<std::vector<float>> permuted;  // q/k in HF layout, kept alive until written
-  permuted.reserve(4 * c.n_layers);  // q, k and (Qwen3) their norms: pointers into it must stay valid
+  permuted.reserve(6 * c.n_layers);  // q, k, their norms and biases: pointers into it must stay valid
   std::vector<SafetensorsTensorToWrite> tensors;
   tensors.push_back({"model.embed_tokens.weight", {vocab, dim}, &model.token_embedding});
   for (int l = 0; l < c.n_layers; ++l) {
@@ -159,6 +172,13 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
     tensors.push_back({layer_name(l, "input_layernorm.weight"), {dim}, &layer.attn_norm});
     tensors.push_back({layer_name(l, "self_attn.v_proj.weight"), {kv, dim}, &layer.wv});
     tensors.push_back({layer_name(l, "self_attn.o_proj.weight"), {dim, q}, &layer.wo});
+    if (c.qkv_bias) {
+      permuted.push_back(interleaved_to_hf_rotary(layer.bq, c.n_heads, c.head_size(), 1));
+      tensors.push_back({layer_name(l, "self_attn.q_proj.bias"), {q}, &permuted.back()});
+      permuted.push_back(interleaved_to_hf_rotary(layer.bk, c.n_kv_heads, c.head_size(), 1));
+      tensors.push_back({layer_name(l, "self_attn.k_proj.bias"), {kv}, &permuted.back()});
+      tensors.push_back({layer_name(l, "self_attn.v_proj.bias"), {kv}, &layer.bv});
+    }
     if (c.qk_norm) {
       permuted.push_back(interleaved_to_hf_rotary(layer.q_norm, 1, c.head_size(), 1));
       tensors.push_back({layer_name(l, "self_attn.q_norm.weight"), {c.head_size()}, &permuted.back()});

@@ -12,8 +12,9 @@ namespace {
 
 const std::vector<HfConfigKey> kKeys = {
     // The architecture.
-    {"model_type", HfKeyUse::kUsed, "\"llama\", or \"qwen3\" (q/k norms); other families are refused until implemented"},
-    {"architectures", HfKeyUse::kChecked, "the family's causal LM (LlamaForCausalLM, Qwen3ForCausalLM), nothing else"},
+    {"model_type", HfKeyUse::kUsed,
+     "\"llama\", \"qwen2\" (q/k/v biases) or \"qwen3\" (q/k norms); other families are refused until implemented"},
+    {"architectures", HfKeyUse::kChecked, "the family's causal LM (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM), nothing else"},
     {"hidden_size", HfKeyUse::kUsed, "the residual width"},
     {"intermediate_size", HfKeyUse::kUsed, "the SwiGLU width"},
     {"num_hidden_layers", HfKeyUse::kUsed, "layers"},
@@ -25,7 +26,7 @@ const std::vector<HfConfigKey> kKeys = {
     {"rms_norm_eps", HfKeyUse::kUsed, "the RMSNorm epsilon (default 1e-6)"},
     {"tie_word_embeddings", HfKeyUse::kUsed, "the classifier is the token table (default false)"},
     {"hidden_act", HfKeyUse::kChecked, "\"silu\""},
-    {"attention_bias", HfKeyUse::kChecked, "false: no q/k/v/o biases"},
+    {"attention_bias", HfKeyUse::kChecked, "false: no q/k/v/o biases (Llama, Qwen3); Qwen2's q/k/v biases come with its model_type"},
     {"mlp_bias", HfKeyUse::kChecked, "false: no MLP biases"},
     // Positions.
     {"rope_theta", HfKeyUse::kUsed, "the RoPE base (transformers 4; default 10000)"},
@@ -158,17 +159,19 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
           std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
       if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
     }
-    // The family: Llama (and Llama-shaped models such as SmolLM2 and TinyLlama), or Qwen3 - Llama with
-    // a per-head RMSNorm of q and k before RoPE.
+    // The family: Llama (and Llama-shaped models such as SmolLM2 and TinyLlama); Qwen2 / Qwen2.5 - Llama
+    // with biases on q, k and v; or Qwen3 - Llama with a per-head RMSNorm of q and k before RoPE.
     const nlohmann::json model_type = json.value("model_type", nlohmann::json("llama"));
-    if (model_type != "llama" && model_type != "qwen3")
-      refuse("model_type", model_type, "only \"llama\" (with SmolLM2, TinyLlama) and \"qwen3\" so far");
-    const bool qwen3 = model_type == "qwen3";
-    const char* causal_lm = qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+    if (model_type != "llama" && model_type != "qwen2" && model_type != "qwen3")
+      refuse("model_type", model_type, "only \"llama\" (with SmolLM2, TinyLlama), \"qwen2\" and \"qwen3\" so far");
+    const bool qwen2 = model_type == "qwen2", qwen3 = model_type == "qwen3";
+    const char* causal_lm = qwen3 ? "Qwen3ForCausalLM" : qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
     if (const auto it = json.find("architectures"); it != json.end() && !it->is_null() && *it != nlohmann::json::array({causal_lm}))
       refuse("architectures", *it, fmt::format("only [\"{}\"] for model_type {}", causal_lm, model_type.dump()));
     require_value(json, "hidden_act", "silu", "only \"silu\"");
-    require_value(json, "attention_bias", false, "biases on q/k/v/o are not supported yet");
+    if (qwen2 && json.contains("attention_bias"))  // Qwen2's attention always has q/k/v biases and no o bias
+      refuse("attention_bias", json["attention_bias"], "Qwen2 does not read it: its q/k/v biases come with the family");
+    require_value(json, "attention_bias", false, "biases on q/k/v/o are not supported (Qwen2's q/k/v biases are)");
     require_value(json, "mlp_bias", false, "Llama has no MLP biases");
     require_value(json, "rope_interleaved", false, "only the Hugging Face rotary layout");
     require_value(json, "partial_rotary_factor", 1.0, "partial rotary embeddings are not supported");
@@ -198,6 +201,7 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     read_rope(json, m);
     m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
     m.qk_norm = qwen3;
+    m.qkv_bias = qwen2;
     // An explicit head_dim that is not hidden_size / heads (Qwen3) widens q and the attention output.
     if (json.contains("head_dim") && !json["head_dim"].is_null() && required_int(json, "head_dim") * m.n_heads != m.dim)
       m.head_dim = required_int(json, "head_dim");

@@ -137,6 +137,7 @@ void write_llama2c_checkpoint(const Model& model, const std::string& path, Llama
   if (c.rope_scaling.enabled()) fail("{}: a llama2.c checkpoint cannot hold RoPE scaling (write a Hugging Face folder)", path);
   if (c.head_dim != 0) fail("{}: a llama2.c checkpoint cannot hold an explicit head_dim (write a Hugging Face folder)", path);
   if (c.qk_norm) fail("{}: a llama2.c checkpoint cannot hold q/k norms (write a Hugging Face folder)", path);
+  if (c.qkv_bias) fail("{}: a llama2.c checkpoint cannot hold q/k/v biases (write a Hugging Face folder)", path);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) fail("{}: cannot create", path);
   auto write = [&](const void* data, size_t size) {

@@ -25,6 +25,11 @@ Model allocate_model(const ModelConfig& config) {
       layer.q_norm.resize(static_cast<size_t>(config.head_size()));
       layer.k_norm.resize(static_cast<size_t>(config.head_size()));
     }
+    if (config.qkv_bias) {
+      layer.bq.resize(q);
+      layer.bk.resize(kv);
+      layer.bv.resize(kv);
+    }
   }
   model.final_norm.resize(dim);
   if (!config.shared_classifier) model.classifier.resize(vocab * dim);
@@ -49,6 +54,11 @@ std::vector<Ref> list_tensors_of(ModelT& model) {
     if (c.qk_norm) {
       tensors.push_back({name("q_norm"), &layer.q_norm, 1, c.head_size()});
       tensors.push_back({name("k_norm"), &layer.k_norm, 1, c.head_size()});
+    }
+    if (c.qkv_bias) {
+      tensors.push_back({name("bq"), &layer.bq, 1, c.q_dim()});
+      tensors.push_back({name("bk"), &layer.bk, 1, c.kv_dim()});
+      tensors.push_back({name("bv"), &layer.bv, 1, c.kv_dim()});
     }
     tensors.push_back({name("ffn_norm"), &layer.ffn_norm, 1, c.dim});
     tensors.push_back({name("w1"), &layer.w1, c.hidden_dim, c.dim});

@@ -19,6 +19,9 @@ struct LayerWeights {
   std::vector<float> wo;         // (dim, n_heads * head_size)
   std::vector<float> q_norm;     // (head_size), config.qk_norm only: each query head's RMSNorm
   std::vector<float> k_norm;     // (head_size), config.qk_norm only: each key head's RMSNorm
+  std::vector<float> bq;         // (n_heads * head_size), config.qkv_bias only: added to q
+  std::vector<float> bk;         // (n_kv_heads * head_size), config.qkv_bias only (bv alike)
+  std::vector<float> bv;
   std::vector<float> ffn_norm;   // (dim)
   std::vector<float> w1;         // (hidden_dim, dim)  gate
   std::vector<float> w2;         // (dim, hidden_dim)  down

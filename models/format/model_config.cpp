@@ -25,7 +25,8 @@ void check_range(const char* field, int value, int max) {
 int64_t ModelConfig::parameter_count() const {
   int64_t d = dim, h = hidden_dim, kv = kv_dim(), v = vocab_size;
   int64_t q = q_dim();
-  int64_t per_layer = 2 * d + q * d /*wq*/ + 2 * kv * d /*wk, wv*/ + d * q /*wo*/ + 3 * d * h + (qk_norm ? 2 * head_size() : 0);
+  int64_t per_layer = 2 * d + q * d /*wq*/ + 2 * kv * d /*wk, wv*/ + d * q /*wo*/ + 3 * d * h + (qk_norm ? 2 * head_size() : 0) +
+                      (qkv_bias ? q + 2 * kv : 0);
   return v * d + n_layers * per_layer + d + (shared_classifier ? 0 : v * d);
 }
 
@@ -100,9 +101,9 @@ std::string ModelConfig::describe() const {
                                            rope_scaling.original_max_seq_len)
                              : "";
   return fmt::format(
-      "dim {}, hidden {}, layers {}, heads {} (kv {}, head size {}{}), vocab {}, context {}, rope theta {}{}, norm eps {}, {} "
+      "dim {}, hidden {}, layers {}, heads {} (kv {}, head size {}{}{}), vocab {}, context {}, rope theta {}{}, norm eps {}, {} "
       "classifier",
-      dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size(), qk_norm ? ", q/k norm" : "", vocab_size, max_seq_len, rope_theta,
+      dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size(), qk_norm ? ", q/k norm" : "", qkv_bias ? ", q/k/v bias" : "", vocab_size, max_seq_len, rope_theta,
       scaling, norm_eps,
       shared_classifier ? "tied" : "separate");
 }

@@ -32,6 +32,7 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   int head_dim = 0;  // 0: dim / n_heads; else explicit (Qwen3: 128 with dim 1024 and 16 heads)
   bool qk_norm = false;  // per-head RMSNorm of q and k before RoPE, weights q_norm / k_norm (Qwen3)
+  bool qkv_bias = false; // biases on the q, k and v projections, bq / bk / bv (Qwen2, Qwen2.5)
   bool shared_classifier = true;  // output head tied to the token embedding
 
   int head_size() const { return head_dim != 0 ? head_dim : dim / n_heads; }

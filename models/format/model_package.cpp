@@ -107,6 +107,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   arch.setSharedClassifier(c.shared_classifier);
   arch.setHeadDim(c.head_dim);
   arch.setQkNorm(c.qk_norm);
+  arch.setQkvBias(c.qkv_bias);
   if (c.rope_scaling.enabled()) {
     arch.setRopeScalingFactor(c.rope_scaling.factor);
     arch.setRopeLowFreqFactor(c.rope_scaling.low_freq_factor);
@@ -252,6 +253,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
           c.shared_classifier = arch.getSharedClassifier();
           c.head_dim = arch.getHeadDim();
           c.qk_norm = arch.getQkNorm();
+          c.qkv_bias = arch.getQkvBias();
           if (arch.getRopeScalingFactor() != 0.0f) {
             c.rope_scaling = {arch.getRopeScalingFactor(), arch.getRopeLowFreqFactor(), arch.getRopeHighFreqFactor(),
                               arch.getRopeOriginalMaxSeqLen()};

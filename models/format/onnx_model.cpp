@@ -214,9 +214,10 @@ class ModelGraph {
       const std::string p = "layers." + std::to_string(l) + ".";
       // Attention block. xb (batch, seq, dim) = rmsnorm(x)
       const std::string xb = rmsnorm(x, g_.floats(p + "attn_norm", {dim}, w.attn_norm), point(l, LayerPoint::kAttnIn));
-      std::string q = linear(xb, p + "wq");  // (batch, seq, q_dim)
-      std::string k = linear(xb, p + "wk");  // (batch, seq, kv_dim)
-      const std::string v = linear(xb, p + "wv");
+      // Qwen2: q, k, v with their biases
+      std::string q = linear(xb, p + "wq", c_.qkv_bias ? &w.bq : nullptr);  // (batch, seq, q_dim)
+      std::string k = linear(xb, p + "wk", c_.qkv_bias ? &w.bk : nullptr);  // (batch, seq, kv_dim)
+      const std::string v = linear(xb, p + "wv", c_.qkv_bias ? &w.bv : nullptr);
 
       // q (batch, seq, heads, head_size), k (batch, seq, kv_heads, head_size); Qwen3: each head RMS-normalized
       q = g_.node("Reshape", {q, g_.int64_vector("shape_heads", {0, 0, heads, head_size})});
@@ -315,8 +316,9 @@ class ModelGraph {
   // One linear layer, y (batch, seq, out) = x W^T, named as its output quantization point: an FP32
   // MatMul by W^T (in, out), or its QDQ form when `int8_` has the layer (the activation quantized at
   // its input and output scales as the engine's LinearInt8 does; the weights' DequantizeLinear on
-  // axis 1, the output channels).
-  std::string linear(const std::string& x, const std::string& name) {
+  // axis 1, the output channels). A bias (out) is added before the output is quantized, as the engine
+  // folds it into the accumulator.
+  std::string linear(const std::string& x, const std::string& name, const std::vector<float>* bias = nullptr) {
     const LinearSite& site = sites_.at(name);
     const int rows = point_width(c_, site.output_point), cols = point_width(c_, site.input_point);
     const std::string& output = point_names_[static_cast<size_t>(site.output_point)];
@@ -325,7 +327,9 @@ class ModelGraph {
       const std::vector<float>& weights = linear_weights(model_, name);
       if (weights.size() != size_t(rows) * cols) fail("{}: no FP32 weights of ({}, {}) and no INT8 layer", name, rows, cols);
       ++fp32_count_;
-      return g_.node("MatMul", {x, g_.floats(name + ".weight_t", {cols, rows}, transposed(weights, rows, cols))}, output);
+      const std::string product = g_.node("MatMul", {x, g_.floats(name + ".weight_t", {cols, rows}, transposed(weights, rows, cols))},
+                                          bias ? std::string() : output);
+      return bias ? g_.node("Add", {product, g_.floats(name + ".bias", {rows}, *bias)}, output) : product;
     }
     const QuantizedLinear& layer = it->second;
     const QuantizedMatrix& q = layer.weights;
@@ -346,7 +350,8 @@ class ModelGraph {
                                       g_.floats(name + ".weight_scale", scale_dims, q.scales),
                                       g_.int8s(name + ".weight_zero_point", scale_dims, zero_points)},
                                      {}, {{"axis", int64_t{1}}});
-    const std::string y = g_.node("MatMul", {x_dq, w_dq}, output + "_fp32");
+    std::string y = g_.node("MatMul", {x_dq, w_dq}, output + (bias ? "_product" : "_fp32"));
+    if (bias) y = g_.node("Add", {y, g_.floats(name + ".bias", {rows}, *bias)}, output + "_fp32");
     return quantize_dequantize(y, layer.output, "output", output);
   }
 

@@ -44,6 +44,11 @@ ModelConfig with_qk_norm(ModelConfig config) {
   return config;
 }
 
+ModelConfig with_qkv_bias(ModelConfig config) {
+  config.qkv_bias = true;
+  return config;
+}
+
 ModelConfig with_head_dim(ModelConfig config, int head_dim) {
   config.head_dim = head_dim;
   return config;
@@ -66,6 +71,8 @@ const std::vector<SynthPreset>& synth_presets() {
        with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true), 32)},
       {"tiny-qwen3", "tiny shaped like Qwen3: head_dim 32, q/k norms, theta 1000000 (tests)",
        with_qk_norm(with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true, 1000000.0f), 32))},
+      {"tiny-qwen2", "tiny shaped like Qwen2.5: biases on q, k and v, theta 1000000 (tests)",
+       with_qkv_bias(make_config(64, 176, 2, 4, 2, 512, 128, true, 1000000.0f))},
       {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},
       {"smollm-135m", "SmolLM-135M shape: 30 layers, dim 576, 9 heads / 3 KV heads, vocab 49152",
        make_config(576, 1536, 30, 9, 3, 49152, 2048, true, 10000.0f)},
@@ -88,8 +95,10 @@ Model synthesize_model(const ModelConfig& config, uint64_t seed) {
   Model model = allocate_model(config);
   NormalSource normal(seed);
   for (TensorRef& tensor : list_tensors(model)) {
-    const bool is_norm = tensor.rows == 1;
-    const float scale = is_norm ? 0.1f : 1.0f / std::sqrt(static_cast<float>(tensor.cols));
+    // Norms near 1, biases (Qwen2's q/k/v) around 0 with a spread of 0.5, matrices ~ N(0, 1 / in).
+    const bool is_bias = tensor.name.ends_with(".bq") || tensor.name.ends_with(".bk") || tensor.name.ends_with(".bv");
+    const bool is_norm = tensor.rows == 1 && !is_bias;
+    const float scale = is_bias ? 0.5f : is_norm ? 0.1f : 1.0f / std::sqrt(static_cast<float>(tensor.cols));
     for (float& value : *tensor.data) value = (is_norm ? 1.0f : 0.0f) + scale * normal.next();
   }
   return model;

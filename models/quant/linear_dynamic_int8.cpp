@@ -44,8 +44,11 @@ void run_rows(void* context, size_t task_index) {
 
 }  // namespace
 
-LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name) : name_(std::move(name)), weights_(std::move(weights)) {
+LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias)
+    : name_(std::move(name)), weights_(std::move(weights)), bias_(std::move(bias)) {
   weights_.check(name_);
+  if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights_.rows))
+    fail("{}: bias has {} values for {} outputs", name_, bias_.size(), weights_.rows);
   if (static_cast<size_t>(weights_.cols) > kMaxCols) fail("{}: {} input channels (dynamic INT8 takes at most {})", name_, weights_.cols, kMaxCols);
   for (int r = 0; r < weights_.rows; ++r) row_scales_.push_back(weights_.row_scale(r));
 }
@@ -61,6 +64,9 @@ void LinearDynamicInt8::run(const XnnRuntime& runtime, size_t batch, const float
   }
   Task task{&weights_, row_scales_.data(), input_q_.data(), input_scales_.data(), batch, output};
   pthreadpool_parallelize_1d(runtime.threadpool(), run_rows, &task, (rows + kRowsPerTask - 1) / kRowsPerTask, /*flags=*/0);
+  if (!bias_.empty()) {
+    for (size_t t = 0; t < batch; ++t) add_into(output + t * rows, bias_.data(), rows);
+  }
 }
 
 std::vector<float> reference_linear_dynamic_int8(const QuantizedMatrix& w, const std::vector<float>& input, size_t batch) {

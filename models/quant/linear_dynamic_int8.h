@@ -19,7 +19,8 @@ namespace fedcal {
 
 class LinearDynamicInt8 : public Linear {
  public:
-  LinearDynamicInt8(QuantizedMatrix weights, std::string name);
+  // `bias` (FP32, one per output, or empty) is added to the FP32 result.
+  LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias = {});
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
   size_t weight_bytes() const override { return weights_.values.size(); }
 
@@ -27,6 +28,7 @@ class LinearDynamicInt8 : public Linear {
   std::string name_;
   QuantizedMatrix weights_;          // (out, in)
   std::vector<float> row_scales_;    // (out): the weight scale of each output row
+  std::vector<float> bias_;          // (out) or empty
   std::vector<int8_t> input_q_;      // (batch, in) scratch
   std::vector<float> input_scales_;  // (batch) scratch
 };

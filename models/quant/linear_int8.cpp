@@ -24,7 +24,19 @@ const QuantizedLinear* int8_token_table(const QuantizedLinears& int8, bool share
   return nullptr;
 }
 
-LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
+std::vector<int32_t> int8_bias(const QuantizedLinear& layer, std::span<const float> bias, const std::string& name) {
+  const QuantizedMatrix& w = layer.weights;
+  if (bias.size() != static_cast<size_t>(w.rows)) fail("{}: bias has {} values for {} outputs", name, bias.size(), w.rows);
+  std::vector<int32_t> out(bias.size());
+  for (int r = 0; r < w.rows; ++r) {
+    const double value = std::nearbyint(static_cast<double>(bias[r]) / (static_cast<double>(layer.input.scale) * w.row_scale(r)));
+    if (!(std::fabs(value) < 2147483647.0)) fail("{}: bias {} of output {} does not fit the INT32 accumulator at these scales", name, bias[r], r);
+    out[r] = static_cast<int32_t>(value);
+  }
+  return out;
+}
+
+LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name, std::span<const float> bias)
     : name_(std::move(name)),
       in_(layer.weights.cols),
       out_(layer.weights.rows),
@@ -38,15 +50,15 @@ LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name)
   const auto input_zp = static_cast<int8_t>(layer.input.zero_point);
   const auto output_zp = static_cast<int8_t>(layer.output.zero_point);
 
+  const std::vector<int32_t> bias_q = bias.empty() ? std::vector<int32_t>(out_, 0) : int8_bias(layer, bias, name_);
   if (per_channel_) {
-    const std::vector<int32_t> bias(out_, 0);
     check_xnn(xnn_create_convolution2d_nhwc_qc8(0, 0, 0, 0, 1, 1, 1, 1, 1, 1, /*groups=*/1, in_, out_, in_, out_, input_zp,
-                                                layer.input.scale, w.scales.data(), w.values.data(), bias.data(), output_zp,
+                                                layer.input.scale, w.scales.data(), w.values.data(), bias_q.data(), output_zp,
                                                 layer.output.scale, -128, 127, 0, matmul_.out()),
               "create_convolution2d_nhwc_qc8 (1x1, per-channel weights)", name_);
   } else {
     check_xnn(xnn_create_fully_connected_nc_qs8(in_, out_, in_, out_, input_zp, layer.input.scale, w.scales[0], w.values.data(),
-                                                /*bias=*/nullptr, output_zp, layer.output.scale, -128, 127, 0, matmul_.out()),
+                                                bias_q.data(), output_zp, layer.output.scale, -128, 127, 0, matmul_.out()),
               "create_fully_connected_nc_qs8", name_);
   }
 }
@@ -73,12 +85,13 @@ void LinearInt8::run(const XnnRuntime& runtime, size_t batch, const float* input
   dequantize_int8(output_q_.data(), output, batch * out_, output_.scale, output_.zero_point);
 }
 
-std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const std::vector<int8_t>& input, size_t batch) {
+std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const std::vector<int8_t>& input, size_t batch,
+                                          const std::vector<int32_t>& bias) {
   const QuantizedMatrix& w = layer.weights;
   std::vector<int8_t> out(batch * w.rows);
   for (size_t b = 0; b < batch; ++b) {
     for (int r = 0; r < w.rows; ++r) {
-      int32_t acc = 0;
+      int32_t acc = bias.empty() ? 0 : bias[static_cast<size_t>(r)];
       for (int c = 0; c < w.cols; ++c) {
         acc += (static_cast<int32_t>(input[b * w.cols + c]) - layer.input.zero_point) *
                w.values[static_cast<size_t>(r) * w.cols + c];

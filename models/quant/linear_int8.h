@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,14 @@ using QuantizedLinears = std::map<std::string, QuantizedLinear>;
 // nullptr: the table is FP32.
 const QuantizedLinear* int8_token_table(const QuantizedLinears& int8, bool shared_classifier);
 
+// A bias (FP32, one per output) folded into the INT32 accumulator: round(b / (input scale * weight
+// scale of the row)), so the output is requantized with the bias in, as the output scale was
+// calibrated. The rounding is at most half an accumulator step, far below half an output step.
+std::vector<int32_t> int8_bias(const QuantizedLinear& layer, std::span<const float> bias, const std::string& name);
+
 class LinearInt8 : public Linear {
  public:
-  LinearInt8(const QuantizedLinear& layer, std::string name);
+  LinearInt8(const QuantizedLinear& layer, std::string name, std::span<const float> bias = {});
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
   size_t weight_bytes() const override { return in_ * out_; }
   // The INT8 part alone: int8 input (batch, in) -> int8 output (batch, out).
@@ -46,8 +52,10 @@ class LinearInt8 : public Linear {
 };
 
 // The plain integer reference of LinearInt8::run_int8: exact INT32 accumulation of
-// (x - input_zero_point) * w, then requantization by input_scale * weight_scale / output_scale with
-// round-to-nearest-even, plus the output zero point, clamped to [-128, 127].
-std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const std::vector<int8_t>& input, size_t batch);
+// (x - input_zero_point) * w plus the INT32 bias (if any), then requantization by
+// input_scale * weight_scale / output_scale with round-to-nearest-even, plus the output zero point,
+// clamped to [-128, 127].
+std::vector<int8_t> reference_linear_int8(const QuantizedLinear& layer, const std::vector<int8_t>& input, size_t batch,
+                                          const std::vector<int32_t>& bias = {});
 
 }  // namespace fedcal

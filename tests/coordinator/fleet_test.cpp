@@ -169,7 +169,7 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   }
 }
 
-TEST_CASE("Fleet round and rollout of Llama 3 and Qwen3 shaped models (RoPE scaling, head_dim, q/k norms): federated = centralized" *
+TEST_CASE("Fleet round and rollout of Llama 3, Qwen3 and Qwen2 shaped models (RoPE scaling, head_dim, q/k norms, q/k/v biases): federated = centralized" *
           doctest::timeout(240)) {
   FleetOptions options;
   options.agents = 3;
@@ -179,7 +179,7 @@ TEST_CASE("Fleet round and rollout of Llama 3 and Qwen3 shaped models (RoPE scal
   // The PyTorch-checked checkpoints of tests/reference, with a 512-piece tokenizer trained on public text.
   fs::create_directories(fleet.path("spm"));
   const std::string spm = train_sentencepiece(fleet.path("spm"), tinystories_train().substr(0, 100000), 512);
-  for (const std::string name : {"llama3-tiny", "head-dim-tiny", "qwen3-tiny"}) {
+  for (const std::string name : {"llama3-tiny", "head-dim-tiny", "qwen3-tiny", "qwen2-tiny"}) {
     CAPTURE(name);
     const std::string folder = fleet.path(name);
     fs::create_directories(folder);

@@ -3,8 +3,8 @@
 
 Written from the published architectures (Llama 2 / Llama 3 papers, transformers' LlamaForCausalLM
 conventions: rotate_half RoPE over the two halves of each head, grouped-query attention, SwiGLU, RMSNorm,
-Llama 3's RoPE frequency scaling, an explicit head_dim; Qwen3's per-head RMSNorm of q and k before
-RoPE), not from fedcal's C++. Computes in float64 with PyTorch.
+Llama 3's RoPE frequency scaling, an explicit head_dim; Qwen2's biases on the q, k and v projections (and
+none on o); Qwen3's per-head RMSNorm of q and k before RoPE), not from fedcal's C++. Computes in float64 with PyTorch.
 
     /usr/bin/python3 tests/reference/llama_reference.py [--every N] [--greedy PROMPT_LENGTH COUNT] FOLDER TOKENS... > logits.json
 
@@ -102,9 +102,14 @@ def forward(config, weights, tokens):
     for layer in range(config["num_hidden_layers"]):
         w = lambda name: weights[f"model.layers.{layer}.{name}.weight"]
         h = rms_norm(x, w("input_layernorm"), eps)
-        q = (h @ w("self_attn.q_proj").T).view(length, heads, head_dim).transpose(0, 1)  # (H, T, D)
-        k = (h @ w("self_attn.k_proj").T).view(length, kv_heads, head_dim).transpose(0, 1)
-        v = (h @ w("self_attn.v_proj").T).view(length, kv_heads, head_dim).transpose(0, 1)
+        if config.get("model_type") == "qwen2":  # Qwen2: nn.Linear(bias=True) for q, k and v
+            b = lambda name: weights[f"model.layers.{layer}.{name}.bias"]
+            projections = [h @ w(f"self_attn.{p}_proj").T + b(f"self_attn.{p}_proj") for p in "qkv"]
+        else:
+            projections = [h @ w(f"self_attn.{p}_proj").T for p in "qkv"]
+        q = projections[0].view(length, heads, head_dim).transpose(0, 1)  # (H, T, D)
+        k = projections[1].view(length, kv_heads, head_dim).transpose(0, 1)
+        v = projections[2].view(length, kv_heads, head_dim).transpose(0, 1)
         if config.get("model_type") == "qwen3":  # Qwen3: each head of q and k RMS-normalized before RoPE
             q = rms_norm(q, w("self_attn.q_norm"), eps)
             k = rms_norm(k, w("self_attn.k_norm"), eps)

@@ -4,14 +4,17 @@
 #   llama3-tiny/     synth preset tiny-llama3: Llama 3 RoPE scaling
 #   head-dim-tiny/   synth preset tiny-head-dim: an explicit head_dim (q wider than the residual, as Qwen3)
 #   qwen3-tiny/      synth preset tiny-qwen3: Qwen3 (head_dim, per-head q/k RMSNorm)
+#   qwen2-tiny/      synth preset tiny-qwen2: Qwen2.5 (q/k/v biases)
 # Each is an F16 Hugging Face folder with its config also in the transformers 5.x layout
 # (config.transformers5.json), and reference_logits.json: logits of every 4th of 100 tokens and the
 # greedy continuation of the first 8 over 64 tokens.
-# Needs a build (build/bin/fedcal-model) and python3-torch (deploy/install-deps.sh --train).
+# Needs a build (build/bin/fedcal-model) and python3-torch (deploy/install-deps.sh --train). Arguments
+# (e.g. qwen2-tiny:tiny-qwen2) rebuild only those.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens="1 $(seq 0 98 | awk '{printf "%d ", ($1 * 37 + 11) % 509 + 3}')"
-for pair in llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3; do
+pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2}"
+for pair in $pairs; do
   out=tests/reference/${pair%%:*}
   rm -rf "$out"
   build/bin/fedcal-model synth --preset "${pair##*:}" --seed 11 --format hf --dtype f16 -o "$out" 2>/dev/null

@@ -4,13 +4,16 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
 #include "models/engine/transformer.h"
 #include "models/engine/vector_math.h"
 #include "models/format/float16.h"
+#include "models/format/gguf_model.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_loader.h"
@@ -18,10 +21,14 @@
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
+#include "models/tokenizer/llama2c_tokenizer.h"
+#include "tests/error_of.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
 namespace {
+
+using testing::error_of;
 
 void check_same_weights(Model& actual, Model& expected) {
   REQUIRE(actual.config.dim == expected.config.dim);
@@ -249,16 +256,13 @@ TEST_CASE("Qwen3 (per-head q/k RMSNorm, explicit head_dim), transformers 4.x and
   CHECK(logits_of(package.model, tokens) == logits_of(original.model, tokens));
 }
 
-TEST_CASE("An explicit head_dim (q wider than the residual stream), transformers 4.x and 5.x configs: logits equal PyTorch's") {
-  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/head-dim-tiny";
-  check_against_pytorch(folder, false);
-  const LoadedModel loaded = load_model(folder);
-  CHECK(loaded.model.config.q_dim() == 128);
-  CHECK(loaded.model.config.dim == 64);
-  // Calibrated (the q and attention-output points are 128 wide), quantized, packaged, and run.
+// Calibrates `model` on a few tokens, quantizes it (minmax), packages it, and returns the relative RMS
+// error of the package's logits against FP32 with `activations`; `check` sees the package.
+double int8_relative_error(const Model& model, bool per_channel, ActivationQuantization activations,
+                           const std::function<void(const LoadedModel&)>& check = {}) {
   XnnRuntime runtime(1);
-  Transformer fp32(loaded.model, runtime);
-  CalibrationStats stats = CalibrationStats::empty_for(loaded.model.config, model_fingerprint(loaded.model));
+  Transformer fp32(model, runtime);
+  CalibrationStats stats = CalibrationStats::empty_for(model.config, model_fingerprint(model));
   StatsRecorder recorder(stats);
   fp32.set_observer(&recorder);
   const std::vector<int> tokens{1, 5, 9, 200, 31, 7, 64, 300, 2, 11};
@@ -267,21 +271,79 @@ TEST_CASE("An explicit head_dim (q wider than the residual stream), transformers
   fp32.set_observer(nullptr);
   QuantizeOptions options;
   options.method = ScaleMethodSpec::parse("minmax");
-  options.per_channel = true;
-  const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
-  CHECK(int8.at("layers.0.wo").weights.cols == 128);
+  options.per_channel = per_channel;
+  const QuantizedLinears int8 = quantize_model(model, stats, options);
   testing::ScratchDir dir;
-  write_model_package(dir.path("m.pkg"), loaded.model, int8, {}, {});
+  write_model_package(dir.path("m.pkg"), model, int8, {}, {});
   const LoadedModel package = load_model(dir.path("m.pkg"));
-  CHECK(package.model.config.head_dim == 32);
-  Transformer quantized(package.model, runtime, {}, &package.int8);
+  if (check) check(package);
+  TransformerOptions run_options;
+  run_options.activations = activations;
+  Transformer quantized(package.model, runtime, run_options, &package.int8);
   const auto actual = quantized.forward(tokens, 0, true);
   double error = 0, norm = 0;
   for (size_t i = 0; i < expected.size(); ++i) {
     error += (actual[i] - expected[i]) * (actual[i] - expected[i]);
     norm += expected[i] * expected[i];
   }
-  CHECK(std::sqrt(error / norm) < 0.1);
+  return std::sqrt(error / norm);
+}
+
+TEST_CASE("Qwen2 (q/k/v biases), transformers 4.x and 5.x configs: logits equal PyTorch's, INT8 folds the biases") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/qwen2-tiny";
+  check_against_pytorch(folder, false);
+  LoadedModel loaded = load_model(folder);
+  CHECK(loaded.model.config.qkv_bias);
+  CHECK(loaded.model.layers[0].bk.size() == 32u);
+  const nlohmann::json reference = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
+  const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
+  const std::vector<float> with_biases = logits_of(loaded.model, tokens);
+  // Packages and GGUF (llama.cpp's qwen2: NEOX rows, attn_q.bias) keep the biases exactly.
+  testing::ScratchDir dir;
+  write_model_package(dir.path("q.pkg"), loaded.model, {}, {}, {});
+  const LoadedModel package = load_model(dir.path("q.pkg"));
+  CHECK(package.model.config.qkv_bias);
+  CHECK(logits_of(package.model, tokens) == with_biases);
+  std::vector<TokenizerPiece> pieces = {{"<unk>", 0}, {"\n<s>\n", 0}, {"\n</s>\n", 0}};
+  while (pieces.size() < 512) pieces.push_back({fmt::format("<0x{:02X}>", pieces.size() - 3), 0});
+  write_gguf_model(dir.path("q.gguf"), loaded.model, {"llama2c", Llama2cTokenizer(std::move(pieces)).serialize()}, {});
+  const LoadedModel gguf = load_model(dir.path("q.gguf"));
+  CHECK(gguf.model.config.qkv_bias);
+  CHECK(logits_of(gguf.model, tokens) == with_biases);
+  // INT8: static (per tensor and per channel; the biases folded into the INT32 accumulators) and
+  // dynamic activations, each close to FP32.
+  for (bool per_channel : {false, true}) {
+    for (ActivationQuantization activations : {ActivationQuantization::kStatic, ActivationQuantization::kDynamic}) {
+      const double error = int8_relative_error(loaded.model, per_channel, activations);
+      MESSAGE("qwen2-tiny INT8 relative error (per channel " << per_channel << ", dynamic "
+                                                             << (activations == ActivationQuantization::kDynamic) << "): " << error);
+      CHECK(error < 0.1);
+    }
+  }
+  // A llama2.c checkpoint cannot hold them: refused.
+  CHECK(error_of([&] { write_llama2c_checkpoint(loaded.model, dir.path("m.bin"), Llama2cVersion::kVersion1); })
+            .find("cannot hold q/k/v biases") != std::string::npos);
+  // The biases matter: without them the same weights are measurably off.
+  for (LayerWeights& layer : loaded.model.layers) {
+    for (std::vector<float>* bias : {&layer.bq, &layer.bk, &layer.bv}) std::fill(bias->begin(), bias->end(), 0.0f);
+  }
+  const std::vector<float> without = logits_of(loaded.model, tokens);
+  double difference = 0;
+  for (size_t i = 0; i < without.size(); ++i) difference = std::max(difference, double(std::fabs(without[i] - with_biases[i])));
+  CHECK(difference > 1e-2);
+}
+
+TEST_CASE("An explicit head_dim (q wider than the residual stream), transformers 4.x and 5.x configs: logits equal PyTorch's") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/head-dim-tiny";
+  check_against_pytorch(folder, false);
+  const LoadedModel loaded = load_model(folder);
+  CHECK(loaded.model.config.q_dim() == 128);
+  CHECK(loaded.model.config.dim == 64);
+  // Calibrated (the q and attention-output points are 128 wide), quantized, packaged, and run.
+  CHECK(int8_relative_error(loaded.model, true, ActivationQuantization::kStatic, [](const LoadedModel& package) {
+          CHECK(package.model.config.head_dim == 32);
+          CHECK(package.int8.at("layers.0.wo").weights.cols == 128);
+        }) < 0.1);
 }
 
 }  // namespace

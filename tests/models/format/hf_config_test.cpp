@@ -38,7 +38,7 @@ bool same(const HfConfig& a, const HfConfig& b) {
   return x.dim == y.dim && x.hidden_dim == y.hidden_dim && x.n_layers == y.n_layers && x.n_heads == y.n_heads &&
          x.n_kv_heads == y.n_kv_heads && x.vocab_size == y.vocab_size && x.max_seq_len == y.max_seq_len &&
          x.norm_eps == y.norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
-         x.shared_classifier == y.shared_classifier && x.head_dim == y.head_dim && x.qk_norm == y.qk_norm &&
+         x.shared_classifier == y.shared_classifier && x.head_dim == y.head_dim && x.qk_norm == y.qk_norm && x.qkv_bias == y.qkv_bias &&
          a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
@@ -104,12 +104,21 @@ TEST_CASE("Hugging Face configs of real models, transformers 4.x and 5.x: read a
   CHECK(qwen3_v4.config->model.qk_norm);
   CHECK(qwen3_v4.config->model.q_dim() == 2048);
   CHECK(qwen3_v4.config->model.rope_theta == 1000000.0f);
-  // Qwen2 (q/k/v biases): refused by model_type.
-  for (const char* file : {"qwen2.5-0.5b.4.json", "qwen2.5-0.5b.5.json"}) {
-    const Outcome qwen = parse(config_file(file));
-    CHECK_FALSE(qwen.config);
-    CHECK_MESSAGE(qwen.error.find("config key 'model_type'") != std::string::npos, qwen.error);
-  }
+  // Qwen2.5 (q/k/v biases), from either layout.
+  const Outcome qwen2_v4 = parse(config_file("qwen2.5-0.5b.4.json"));
+  const Outcome qwen2_v5 = parse(config_file("qwen2.5-0.5b.5.json"));
+  REQUIRE_MESSAGE(qwen2_v4.config, qwen2_v4.error);
+  REQUIRE_MESSAGE(qwen2_v5.config, qwen2_v5.error);
+  CHECK(same(*qwen2_v4.config, *qwen2_v5.config));
+  CHECK(qwen2_v4.config->model.qkv_bias);
+  CHECK_FALSE(qwen2_v4.config->model.qk_norm);
+  CHECK(qwen2_v4.config->model.head_size() == 64);
+  nlohmann::json qwen2_bias = config_file("qwen2.5-0.5b.5.json");
+  qwen2_bias["attention_bias"] = true;
+  CHECK(parse(qwen2_bias).error.find("config key 'attention_bias'") != std::string::npos);
+  nlohmann::json llama_named_qwen2 = config_file("qwen2.5-0.5b.5.json");
+  llama_named_qwen2["architectures"] = {"LlamaForCausalLM"};
+  CHECK(parse(llama_named_qwen2).error.find("config key 'architectures'") != std::string::npos);
 }
 
 TEST_CASE("Hugging Face configs: every key of every real config is used or refused, never ignored") {
@@ -123,12 +132,7 @@ TEST_CASE("Hugging Face configs: every key of every real config is used or refus
     for (const auto& [key, value] : original.items()) use_of(key);  // every key is in the catalogue
     // Taken as a whole, the Llama-shaped ones are read; each key's value changed must then change
     // what is read, or be refused, unless the catalogue says it has no effect (and why).
-    // (Qwen2 configs are refused by model_type first: made Llama-shaped, their other keys are tested too.)
     nlohmann::json base = original;
-    if (base["model_type"] == "qwen2") {
-      base["model_type"] = "llama";
-      base["architectures"] = {"LlamaForCausalLM"};
-    }
     if (base.contains("rope_theta") && base.contains("rope_parameters")) base.erase("rope_theta");
     const Outcome read = parse(base);
     REQUIRE_MESSAGE(read.config, read.error);

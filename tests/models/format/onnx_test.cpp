@@ -143,10 +143,10 @@ TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits matc
   ScratchDir dir;
   XnnRuntime runtime(1);
   // The project model, and synthetic ones with grouped-query attention, Llama 3 RoPE scaling, an
-  // explicit head_dim, Qwen3's q/k norms and an untied classifier.
+  // explicit head_dim, Qwen3's q/k norms, Qwen2's q/k/v biases and an untied classifier.
   std::vector<std::pair<std::string, Model>> models;
   models.emplace_back("tinystories-1.8m", load_model(kProjectModel).model);
-  for (const char* preset : {"tiny", "tiny-mha", "tiny-llama3", "tiny-head-dim", "tiny-qwen3"})
+  for (const char* preset : {"tiny", "tiny-mha", "tiny-llama3", "tiny-head-dim", "tiny-qwen3", "tiny-qwen2"})
     models.emplace_back(preset, synthesize_model(find_synth_preset(preset).config, 5));
   for (const auto& entry : models) {
     const std::string& name = entry.first;  // (clang 14 cannot capture a structured binding)

@@ -169,9 +169,10 @@ TEST_CASE(
   CHECK_THROWS_WITH_AS(activation_params(layout, empty, ScaleMethodSpec{}, false), doctest::Contains("no values"), Error);
 }
 
-void check_int8_linear(bool per_channel, bool asymmetric, int threads) {
+void check_int8_linear(bool per_channel, bool asymmetric, int threads, bool with_bias = false) {
   CAPTURE(per_channel);
   CAPTURE(asymmetric);
+  CAPTURE(with_bias);
   std::mt19937 rng(per_channel * 2 + asymmetric);
   const int in = 96, out = 70, batch = 5;
   std::normal_distribution<float> normal(0.0f, 0.1f);
@@ -185,11 +186,22 @@ void check_int8_linear(bool per_channel, bool asymmetric, int threads) {
   std::uniform_int_distribution<int> byte(-128, 127);
   for (auto& v : input) v = static_cast<int8_t>(byte(rng));
 
+  // A bias (Qwen2's q/k/v) of a few output steps: folded into the INT32 accumulator.
+  std::vector<float> bias;
+  for (int o = 0; with_bias && o < out; ++o) bias.push_back(0.05f * static_cast<float>(o % 9 - 4) * 3.3f);
+  const std::vector<int32_t> bias_q = with_bias ? int8_bias(layer, bias, "test") : std::vector<int32_t>{};
+  if (with_bias) CHECK(bias_q[0] == static_cast<int32_t>(std::nearbyint(bias[0] / (0.02 * layer.weights.row_scale(0)))));
+
   XnnRuntime runtime(threads);
-  LinearInt8 linear(layer, "test");
+  LinearInt8 linear(layer, "test", bias);
   std::vector<int8_t> output(static_cast<size_t>(batch) * out);
   linear.run_int8(runtime, batch, input.data(), output.data());
-  const std::vector<int8_t> expected = reference_linear_int8(layer, input, batch);
+  const std::vector<int8_t> expected = reference_linear_int8(layer, input, batch, bias_q);
+  if (with_bias) {
+    // The bias moved the outputs by about bias / output scale steps: it was not dropped.
+    const std::vector<int8_t> unbiased = reference_linear_int8(layer, input, batch);
+    CHECK(std::abs(int{expected[0]} - int{unbiased[0]}) >= 8);
+  }
   int max_diff = 0, exact = 0;
   for (size_t i = 0; i < output.size(); ++i) {
     max_diff = std::max(max_diff, std::abs(int{output[i]} - int{expected[i]}));
@@ -206,6 +218,13 @@ TEST_CASE(
     for (bool asymmetric : {false, true}) check_int8_linear(per_channel, asymmetric, 1);
   }
   check_int8_linear(true, false, 2);
+  for (bool per_channel : {false, true}) check_int8_linear(per_channel, true, 1, /*with_bias=*/true);
+  // A bias that cannot be an INT32 accumulator value at these scales is refused, naming the layer.
+  QuantizedLinear tiny;
+  tiny.weights = quantize_weights(std::vector<float>(4, 1e-6f), 2, 2, false);
+  tiny.input = {1e-6f, 0};
+  tiny.output = {1.0f, 0};
+  CHECK_THROWS_WITH_AS(int8_bias(tiny, std::vector<float>{1e9f, 0.0f}, "layers.0.wq"), doctest::Contains("layers.0.wq: bias"), Error);
 }
 
 // `length` tokens: <s> (1), then random ones.
