@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "common/error.h"
@@ -36,6 +37,15 @@ MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
     }
   }
   ::close(fd);
+}
+
+void MappedFile::release(std::span<const std::byte> range) const {
+  const auto begin = reinterpret_cast<uintptr_t>(range.data()), end = begin + range.size();
+  const auto base = reinterpret_cast<uintptr_t>(data_);
+  if (range.empty() || begin < base || end > base + size_) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages only
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

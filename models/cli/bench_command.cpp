@@ -35,9 +35,8 @@ void run_bench(const BenchOptions& options) {
   const int threads = resolve_threads(options.model.threads, loaded.model.config.parameter_count());
   XnnRuntime runtime(threads);
   std::unique_ptr<Transformer> model =
-      make_transformer(loaded, runtime, options.quantization, nullptr, {.max_batch = std::max(1, options.prompt_tokens)});
+      make_transformer(std::move(loaded), runtime, options.quantization, nullptr, {.max_batch = std::max(1, options.prompt_tokens)});
   Transformer& transformer = *model;
-  loaded.model = Model{};
   const ModelConfig& c = transformer.config();
   if (options.prompt_tokens + options.decode_tokens > c.max_seq_len) {
     fail("--prompt-tokens + --decode-tokens = {} exceeds the context length {}", options.prompt_tokens + options.decode_tokens,
@@ -71,6 +70,7 @@ void run_bench(const BenchOptions& options) {
   const double decode_tps = decode_speed.median;
   const double weight_gbps = static_cast<double>(transformer.decode_weight_bytes()) * decode_tps / 1e9;
   const size_t peak_rss = peak_resident_bytes();
+  const size_t resident_weights = transformer.resident_weight_bytes();
   const size_t file_bytes = model_file_bytes(options.model.model);
 
   if (options.json) {
@@ -87,7 +87,9 @@ void run_bench(const BenchOptions& options) {
                           {"decode_tokens_per_s_range", {decode_speed.low, decode_speed.high}},
                           {"decode_weight_bytes_per_token", transformer.decode_weight_bytes()},
                           {"decode_weight_gb_per_s", weight_gbps},
-                          {"peak_rss_bytes", peak_rss}};
+                          {"resident_weight_bytes", resident_weights},
+                          {"peak_rss_bytes", peak_rss},
+                          {"peak_rss_vs_weights", static_cast<double>(peak_rss) / static_cast<double>(resident_weights)}};
     std::printf("%s\n", out.dump(2).c_str());
     return;
   }
@@ -99,7 +101,8 @@ void run_bench(const BenchOptions& options) {
   std::printf("decode:         %.2f tokens/s (%d tokens, median of %d runs: %.2f-%.2f)\n", decode_tps, options.decode_tokens,
               options.repeats, decode_speed.low, decode_speed.high);
   std::printf("decode weights: %.2f GB/s read (%.1f MB per token)\n", weight_gbps, transformer.decode_weight_bytes() / 1e6);
-  std::printf("peak RSS:       %.1f MB\n", peak_rss / 1e6);
+  std::printf("peak RSS:       %.1f MB, %.3fx the %.1f MB of weights the engine holds (packed matrices, token table, norms)\n",
+              peak_rss / 1e6, static_cast<double>(peak_rss) / static_cast<double>(resident_weights), resident_weights / 1e6);
 }
 
 }  // namespace

@@ -127,25 +127,46 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   return quantize_with(loaded, options, text_tokenizer.get(), runtime, provenance);
 }
 
+namespace {
+
+// make_transformer's two forms: with `consume` (the same object as `loaded`), the weights move into the
+// Transformer as it packs them.
+std::unique_ptr<Transformer> build_transformer(const LoadedModel& loaded, LoadedModel* consume, const XnnRuntime& runtime,
+                                               const QuantizationOptions& options, const Tokenizer* tokenizer,
+                                               TransformerOptions transformer_options) {
+  transformer_options.activations = options.activations;
+  const bool dynamic = options.activations == ActivationQuantization::kDynamic;
+  QuantizedLinears computed;
+  const bool packaged = !loaded.int8.empty();
+  if (packaged) {
+    if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
+  } else if (dynamic) {
+    if (options.stats) fail("--activations dynamic needs no statistics: leave out --stats {}", *options.stats);
+    if (options.auto_fp32 > 0) fail("--auto-fp32 ranks layers by their static INT8 error: use --keep-fp32 with --activations dynamic");
+    computed = quantize_model_weights(loaded.model, weight_options(options));
+  } else if (options.stats) {
+    PackageProvenance provenance;
+    computed = quantize_with(loaded, options, tokenizer, runtime, provenance);
+  }
+  if (consume != nullptr) {
+    return Transformer::consume(std::move(consume->model), runtime, transformer_options,
+                                std::move(packaged ? consume->int8 : computed));
+  }
+  const QuantizedLinears& int8 = packaged ? loaded.int8 : computed;
+  return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, int8.empty() ? nullptr : &int8);
+}
+
+}  // namespace
+
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
                                               const QuantizationOptions& options, const Tokenizer* tokenizer,
                                               TransformerOptions transformer_options) {
-  transformer_options.activations = options.activations;
-  const bool dynamic = options.activations == ActivationQuantization::kDynamic;
-  if (!loaded.int8.empty()) {
-    if (options.stats) fail("{}: the package is already quantized; --stats applies to FP32 models", loaded.path);
-    return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &loaded.int8);
-  }
-  if (dynamic) {
-    if (options.stats) fail("--activations dynamic needs no statistics: leave out --stats {}", *options.stats);
-    if (options.auto_fp32 > 0) fail("--auto-fp32 ranks layers by their static INT8 error: use --keep-fp32 with --activations dynamic");
-    const QuantizedLinears int8 = quantize_model_weights(loaded.model, weight_options(options));
-    return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &int8);
-  }
-  if (!options.stats) return std::make_unique<Transformer>(loaded.model, runtime, transformer_options);
-  PackageProvenance provenance;
-  const QuantizedLinears int8 = quantize_with(loaded, options, tokenizer, runtime, provenance);
-  return std::make_unique<Transformer>(loaded.model, runtime, transformer_options, &int8);
+  return build_transformer(loaded, nullptr, runtime, options, tokenizer, transformer_options);
+}
+
+std::unique_ptr<Transformer> make_transformer(LoadedModel&& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
+                                              const Tokenizer* tokenizer, TransformerOptions transformer_options) {
+  return build_transformer(loaded, &loaded, runtime, options, tokenizer, transformer_options);
 }
 
 size_t peak_resident_bytes() {

@@ -53,6 +53,10 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
 std::unique_ptr<Transformer> make_transformer(const LoadedModel& loaded, const XnnRuntime& runtime,
                                               const QuantizationOptions& options, const Tokenizer* tokenizer = nullptr,
                                               TransformerOptions transformer_options = {});
+// The same for a model not needed afterwards: its weights are freed as they are packed, so loading
+// peaks at about one copy of the weights (Transformer::consume); `loaded` is left without weights.
+std::unique_ptr<Transformer> make_transformer(LoadedModel&& loaded, const XnnRuntime& runtime, const QuantizationOptions& options,
+                                              const Tokenizer* tokenizer = nullptr, TransformerOptions transformer_options = {});
 
 // Adds --model (required), --tokenizer and --threads to `command`.
 void add_model_options(CLI::App& command, ModelOptions& options, bool with_tokenizer = true);

@@ -31,8 +31,7 @@ void run_eval(const EvalCommandOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
-  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization, tokenizer.get());
-  loaded.model = Model{};
+  std::unique_ptr<Transformer> model = make_transformer(std::move(loaded), runtime, options.quantization, tokenizer.get());
 
   std::unique_ptr<Transformer> reference;
   if (options.reference) {
@@ -51,7 +50,7 @@ void run_eval(const EvalCommandOptions& options) {
              options.model.model);
       }
     }
-    reference = make_transformer(reference_loaded, runtime, QuantizationOptions{});
+    reference = make_transformer(std::move(reference_loaded), runtime, QuantizationOptions{});
   }
 
   const std::vector<int> tokens = tokenizer->encode(text, /*add_bos=*/true);

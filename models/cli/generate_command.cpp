@@ -27,9 +27,8 @@ void run_generate(const GenerateOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
-  std::unique_ptr<Transformer> model = make_transformer(loaded, runtime, options.quantization, tokenizer.get());
+  std::unique_ptr<Transformer> model = make_transformer(std::move(loaded), runtime, options.quantization, tokenizer.get());
   Transformer& transformer = *model;
-  loaded.model = Model{};  // the transformer holds what it needs
 
   const std::vector<int> prompt = tokenizer->encode(options.prompt, /*add_bos=*/true);
   GenerationOptions generation_options;

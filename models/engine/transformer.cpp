@@ -23,43 +23,69 @@ namespace {
 
 std::vector<float> padded(size_t floats) { return std::vector<float>(floats + XNN_EXTRA_BYTES / sizeof(float), 0.0f); }
 
-// The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one; with a
-// bias (out values) when `bias` is not empty.
-std::unique_ptr<Linear> make_linear(const std::vector<float>& weights, int in, int out, const std::string& name,
-                                    const QuantizedLinears* int8, ActivationQuantization activations,
-                                    const std::vector<float>& bias = {}) {
-  if (!bias.empty() && bias.size() != static_cast<size_t>(out)) fail("{}: bias has {} values for {} outputs", name, bias.size(), out);
-  if (int8 != nullptr) {
-    if (auto it = int8->find(name); it != int8->end()) {
-      const QuantizedMatrix& q = it->second.weights;
-      if (q.rows != out || q.cols != in)
-        fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
-      if (activations == ActivationQuantization::kDynamic) return std::make_unique<LinearDynamicInt8>(q, name, bias);
-      return std::make_unique<LinearInt8>(it->second, name, bias);
-    }
-  }
-  if (weights.size() != static_cast<size_t>(in) * out) fail("{}: no FP32 weights and no INT8 layer", name);
-  return std::make_unique<LinearF32>(weights.data(), in, out, name, bias.empty() ? nullptr : bias.data());
+// Frees a vector's memory now (clear() would keep its capacity).
+template <typename T>
+void release_vector(std::vector<T>& values) {
+  std::vector<T>().swap(values);
 }
 
 }  // namespace
 
 Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options, const QuantizedLinears* int8)
+    : Transformer(model, runtime, options, int8, nullptr, nullptr) {}
+
+std::unique_ptr<Transformer> Transformer::consume(Model&& model, const XnnRuntime& runtime, TransformerOptions options,
+                                                  QuantizedLinears&& int8) {
+  return std::unique_ptr<Transformer>(new Transformer(model, runtime, options, int8.empty() ? nullptr : &int8, &model, &int8));
+}
+
+Transformer::Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options, const QuantizedLinears* int8,
+                         Model* release, QuantizedLinears* release_int8)
     : config_(model.config), runtime_(runtime), options_(options) {
   config_.validate();
   if (options_.max_batch < 1) fail("max_batch {} must be >= 1", options_.max_batch);
   const ModelConfig& c = config_;
   const size_t dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hidden = c.hidden_dim, batch = options_.max_batch;
 
+  // The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one; with a
+  // bias (out values) when `bias` is not empty. When releasing, the source weights go as soon as the
+  // layer holds its own (packed) copy.
+  auto make_linear = [&](const std::vector<float>& weights, int in, int out, const std::string& name,
+                         const std::vector<float>& bias = {}) -> std::unique_ptr<Linear> {
+    if (!bias.empty() && bias.size() != static_cast<size_t>(out)) fail("{}: bias has {} values for {} outputs", name, bias.size(), out);
+    std::unique_ptr<Linear> linear;
+    if (auto it = int8 != nullptr ? int8->find(name) : QuantizedLinears::const_iterator{}; int8 != nullptr && it != int8->end()) {
+      const QuantizedMatrix& q = it->second.weights;
+      if (q.rows != out || q.cols != in)
+        fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
+      if (options_.activations == ActivationQuantization::kDynamic) {
+        // The dynamic layer keeps the INT8 matrix itself: moved in when it is ours to take.
+        QuantizedMatrix matrix = release_int8 != nullptr ? std::move(release_int8->at(name).weights) : q;
+        linear = std::make_unique<LinearDynamicInt8>(std::move(matrix), name, bias);
+      } else {
+        linear = std::make_unique<LinearInt8>(it->second, name, bias);
+      }
+      if (release_int8 != nullptr) release_int8->erase(name);
+    } else {
+      if (weights.size() != static_cast<size_t>(in) * out) fail("{}: no FP32 weights and no INT8 layer", name);
+      linear = std::make_unique<LinearF32>(weights.data(), in, out, name, bias.empty() ? nullptr : bias.data());
+    }
+    // (A tied FP32 classifier is packed from the Transformer's own table, which stays.)
+    if (release != nullptr && &weights != &token_embedding_) release_vector(const_cast<std::vector<float>&>(weights));
+    return linear;
+  };
+
   // The token table: INT8 when the layers include it (or the tied classifier is INT8), else FP32.
   const QuantizedLinear* table = int8 != nullptr ? int8_token_table(*int8, c.shared_classifier) : nullptr;
   if (table != nullptr) {
     if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim)
       fail("token_embedding: INT8 table has the wrong shape");
-    token_embedding_int8_ = table->weights;
+    // A tied INT8 classifier is also the table: copied, as its layer still needs it.
+    const bool own_table = release_int8 != nullptr && int8->count("token_embedding");
+    token_embedding_int8_ = own_table ? std::move(release_int8->at("token_embedding").weights) : table->weights;
   } else {
     if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
-    token_embedding_ = model.token_embedding;
+    token_embedding_ = release != nullptr ? std::move(release->token_embedding) : model.token_embedding;
   }
   final_norm_ = model.final_norm;
   for (int l = 0; l < c.n_layers; ++l) {
@@ -77,16 +103,21 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     if (c.qkv_bias && (w.bq.size() != size_t(c.q_dim()) || w.bk.size() != size_t(c.kv_dim()) || w.bv.size() != size_t(c.kv_dim())))
       fail("layers.{}: bq / bk / bv must hold {} / {} / {} values", l, c.q_dim(), c.kv_dim(), c.kv_dim());
     // Qwen2: q, k, v with their biases (empty vectors otherwise).
-    layer->wq = make_linear(w.wq, c.dim, c.q_dim(), name("wq"), int8, options_.activations, w.bq);
-    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), int8, options_.activations, w.bk);
-    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), int8, options_.activations, w.bv);
-    layer->wo = make_linear(w.wo, c.q_dim(), c.dim, name("wo"), int8, options_.activations);
-    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"), int8, options_.activations);
-    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"), int8, options_.activations);
-    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"), int8, options_.activations);
+    layer->wq = make_linear(w.wq, c.dim, c.q_dim(), name("wq"), w.bq);
+    layer->wk = make_linear(w.wk, c.dim, c.kv_dim(), name("wk"), w.bk);
+    layer->wv = make_linear(w.wv, c.dim, c.kv_dim(), name("wv"), w.bv);
+    layer->wo = make_linear(w.wo, c.q_dim(), c.dim, name("wo"));
+    layer->w1 = make_linear(w.w1, c.dim, c.hidden_dim, name("w1"));
+    layer->w2 = make_linear(w.w2, c.hidden_dim, c.dim, name("w2"));
+    layer->w3 = make_linear(w.w3, c.dim, c.hidden_dim, name("w3"));
     layers_.push_back(std::move(layer));
+    if (release != nullptr) release->layers[l] = LayerWeights{};  // norms and biases: copied or packed above
   }
-  classifier_ = make_linear(model.output_weights(), c.dim, c.vocab_size, "classifier", int8, options_.activations);
+  // A tied FP32 classifier is packed from the table (the Transformer's own copy: the model's may be gone).
+  const std::vector<float>& head = !c.shared_classifier ? model.classifier : token_embedding_.empty() ? model.token_embedding : token_embedding_;
+  classifier_ = make_linear(head, c.dim, c.vocab_size, "classifier");
+  if (release_int8 != nullptr) release_int8->clear();
+  if (release != nullptr) *release = Model{};
 
   // RoPE: pair i of every head rotates by pos * theta^(-2i / head_size) (with Llama 3's scaling if set).
   ModelConfig::RopeTables rope = c.rope_tables();
@@ -121,6 +152,15 @@ size_t Transformer::decode_weight_bytes() const {
   const size_t embedding_row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
   const size_t norms = (2 * size_t(c.n_layers) + 1) * c.dim * sizeof(float);
   return bytes + embedding_row + norms;
+}
+
+size_t Transformer::resident_weight_bytes() const {
+  const ModelConfig& c = config_;
+  const size_t row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
+  const size_t table = token_embedding_int8_ ? token_embedding_int8_->values.size() + token_embedding_int8_->scales.size() * sizeof(float)
+                                             : token_embedding_.size() * sizeof(float);
+  // decode_weight_bytes counts one row of the table; the whole table is held.
+  return decode_weight_bytes() - row + table;
 }
 
 std::span<const float> Transformer::forward(std::span<const int> tokens, int pos, bool all_logits) {

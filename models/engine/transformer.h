@@ -31,6 +31,11 @@ class Transformer {
   // read and may be empty), the others in FP32. `runtime` must outlive the Transformer.
   Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options = {},
               const QuantizedLinears* int8 = nullptr);
+  // The same, but each of `model`'s tensors and `int8`'s layers is freed (or moved in) as soon as it
+  // is packed, so building peaks at one copy of the weights plus one layer, not two copies of the
+  // model: how a 1B-class model fits a small board. Both are left empty.
+  static std::unique_ptr<Transformer> consume(Model&& model, const XnnRuntime& runtime, TransformerOptions options = {},
+                                              QuantizedLinears&& int8 = {});
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }
@@ -46,9 +51,15 @@ class Transformer {
 
   // Bytes of weights that one decoding step reads (all matrices, norms, one embedding row).
   size_t decode_weight_bytes() const;
+  // Bytes of weights the Transformer holds: all matrices as packed, the whole token table, the norms
+  // and biases. What memory a model needs at the least, against which peak RSS is measured.
+  size_t resident_weight_bytes() const;
 
  private:
   struct Layer;
+  // `release` / `release_int8` (may be null): the same objects as `model` / `int8`, emptied as packed.
+  Transformer(const Model& model, const XnnRuntime& runtime, TransformerOptions options, const QuantizedLinears* int8,
+              Model* release, QuantizedLinears* release_int8);
   void forward_chunk(std::span<const int> tokens, int pos, float* logits_out, bool all_logits);
   void attention(int layer, int n, int pos);
 

@@ -39,7 +39,7 @@ LoadedModel load_model(const std::string& path, const SigningKey* public_key) {
   }
   MappedFile file(path);
   if (looks_like_model_package(file.bytes())) {
-    ModelPackage package = parse_model_package(file.bytes(), path, public_key);
+    ModelPackage package = parse_model_package(file.bytes(), path, public_key, &file);
     LoadedModel loaded{std::move(package.model), ModelFormat::kPackage, path, std::move(package.int8), std::nullopt, std::nullopt};
     loaded.package = std::move(package);
     return loaded;

@@ -193,7 +193,11 @@ bool looks_like_model_package(std::span<const std::byte> bytes) {
   return bytes.size() >= sizeof(kMagic) && std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0;
 }
 
-ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::string& source, const SigningKey* public_key) {
+ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::string& source, const SigningKey* public_key,
+                                 const MappedFile* mapping) {
+  auto release = [&](std::span<const std::byte> range) {
+    if (mapping != nullptr) mapping->release(range);
+  };
   if (!looks_like_model_package(bytes)) fail("{}: not a fedcal model package (bad magic)", source);
   if (bytes.size() < 16 + kTrailerBytes) fail("{}: truncated package ({} bytes)", source, bytes.size());
   const size_t content_size = bytes.size() - kTrailerBytes;
@@ -203,7 +207,12 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
     fail("{}: package trailer missing: the file is truncated or not a package", source);
   }
   Sha256 sha;
-  sha.update(bytes.data(), content_size);
+  for (size_t done = 0; done < content_size;) {  // in pieces, each released once hashed
+    const size_t piece = std::min<size_t>(content_size - done, size_t{64} << 20);
+    sha.update(bytes.data() + done, piece);
+    release(bytes.subspan(done, piece));
+    done += piece;
+  }
   if (sha.digest() != trailer.digest) fail("{}: SHA-256 mismatch: the package is corrupted or was altered", source);
   if (public_key != nullptr) {
     if (trailer.signed_flag != 1) fail("{}: the package is not signed, and a public key is configured", source);
@@ -296,6 +305,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              if (destination == destinations.end()) fail("cannot be FP32 here");
                              destination->second.data->resize(count);
                              std::memcpy(destination->second.data->data(), data, tensor.getSize());
+                             release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              return;
                            }
                            if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8)
@@ -308,6 +318,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                                per_channel ? WeightGranularity::kPerChannel : WeightGranularity::kPerTensor;
                            layer.weights.values.resize(count);
                            std::memcpy(layer.weights.values.data(), data, count);
+                           release(bytes.subspan(data_start + tensor.getOffset(), count));
                            for (int8_t v : layer.weights.values) {
                              if (v == -128) fail("weight value -128 is outside the symmetric range [-127, 127]");
                            }
@@ -360,7 +371,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
 
 ModelPackage read_model_package(const std::string& path, const SigningKey* public_key) {
   MappedFile file(path);
-  return parse_model_package(file.bytes(), path, public_key);
+  return parse_model_package(file.bytes(), path, public_key, &file);
 }
 
 }  // namespace fedcal

@@ -15,6 +15,8 @@
 
 #include <optional>
 #include <span>
+
+#include "common/mapped_file.h"
 #include <string>
 
 #include "common/signing.h"
@@ -59,7 +61,10 @@ void write_model_package(const std::string& path, const Model& model, const Quan
 
 bool looks_like_model_package(std::span<const std::byte> bytes);
 // Parses and verifies a package; `public_key` set: the signature must be present and valid.
-ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::string& source, const SigningKey* public_key);
+// With `mapping` (the file `bytes` maps), pages are released as soon as they are copied out, so parsing
+// adds about one copy of the package to the resident set, not two.
+ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::string& source, const SigningKey* public_key,
+                                 const MappedFile* mapping = nullptr);
 ModelPackage read_model_package(const std::string& path, const SigningKey* public_key);
 
 }  // namespace fedcal

@@ -163,6 +163,8 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name, const std:
     case TensorDtype::kOther:
       fail("{}: tensor '{}' has dtype {}; only F32, F16 and BF16 are supported", path(), name, entry.dtype_name);
   }
+  // Copied out: the file's pages of it leave the resident set (a BF16 checkpoint is not held twice).
+  file_->release({data, static_cast<size_t>(entry.end - entry.begin)});
   return out;
 }
 

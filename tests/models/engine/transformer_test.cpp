@@ -7,6 +7,7 @@
 
 #include "models/engine/transformer.h"
 #include "models/format/synth.h"
+#include "models/quant/quantize.h"
 #include "tests/models/engine/reference_transformer.h"
 #include "tests/test_support.h"
 
@@ -139,6 +140,52 @@ TEST_CASE("Default threads: one for small models, one per 16M parameters up to t
   CHECK(default_threads(2 * kParametersPerThread) == std::min(2, cores));
   CHECK(resolve_threads(3, 1'800'000) == 3);  // what the user asks for wins
   CHECK(resolve_threads(0, 1'800'000) == 1);
+}
+
+}  // namespace
+}  // namespace fedcal
+
+namespace fedcal {
+namespace {
+
+std::vector<float> all_logits(Transformer& transformer, const std::vector<int>& tokens) {
+  const std::span<const float> logits = transformer.forward(tokens, 0, true);
+  return {logits.begin(), logits.end()};
+}
+
+TEST_CASE("Transformer::consume frees the weights as it packs them and computes what the copying constructor does") {
+  XnnRuntime runtime(1);
+  const std::vector<int> tokens{1, 17, 299, 5, 42, 9};
+  for (const char* preset : {"tiny", "tiny-mha", "tiny-qwen2"}) {  // tied and untied classifiers, biases
+    CAPTURE(preset);
+    const Model model = synthesize_model(find_synth_preset(preset).config, 3);
+    QuantizeOptions per_channel;
+    per_channel.per_channel = true;
+    const QuantizedLinears int8 = quantize_model_weights(model, per_channel);  // every linear, the classifier too
+    QuantizedLinears some = int8;
+    some.erase("layers.1.w2");
+    some.erase("classifier");
+    for (const QuantizedLinears* layers : std::initializer_list<const QuantizedLinears*>{nullptr, &int8, &some}) {
+      for (ActivationQuantization activations : {ActivationQuantization::kStatic, ActivationQuantization::kDynamic}) {
+        if (layers == nullptr && activations == ActivationQuantization::kDynamic) continue;
+        TransformerOptions options;
+        options.activations = activations;
+        // Static INT8 layers need activation scales: any valid ones do for an equality check.
+        QuantizedLinears with_scales = layers ? *layers : QuantizedLinears{};
+        for (auto& entry : with_scales) entry.second.input = entry.second.output = {0.05f, 0};
+        Transformer copying(model, runtime, options, layers ? &with_scales : nullptr);
+        Model moved = model;
+        QuantizedLinears moved_int8 = with_scales;
+        const std::unique_ptr<Transformer> consumed = Transformer::consume(std::move(moved), runtime, options, std::move(moved_int8));
+        CHECK(all_logits(*consumed, tokens) == all_logits(copying, tokens));
+        CHECK(consumed->resident_weight_bytes() == copying.resident_weight_bytes());
+        // Nothing left behind in the sources.
+        CHECK(moved.layers.empty());
+        CHECK(moved.token_embedding.empty());
+        CHECK(moved_int8.empty());
+      }
+    }
+  }
 }
 
 }  // namespace
