@@ -71,6 +71,8 @@ const std::vector<SynthPreset>& synth_presets() {
        with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true), 32)},
       {"tiny-qwen3", "tiny shaped like Qwen3: head_dim 32, q/k norms, theta 1000000 (tests)",
        with_qk_norm(with_head_dim(make_config(64, 176, 2, 4, 2, 512, 128, true, 1000000.0f), 32))},
+      {"tiny-smollm2", "tiny shaped like SmolLM2: 9 heads / 3 KV heads of 8, theta 100000, eps 1e-5, tied (tests)",
+       make_config(72, 192, 2, 9, 3, 512, 128, true, 100000.0f)},
       {"tiny-qwen2", "tiny shaped like Qwen2.5: biases on q, k and v, theta 1000000 (tests)",
        with_qkv_bias(make_config(64, 176, 2, 4, 2, 512, 128, true, 1000000.0f))},
       {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},

@@ -5,6 +5,7 @@
 #   head-dim-tiny/   synth preset tiny-head-dim: an explicit head_dim (q wider than the residual, as Qwen3)
 #   qwen3-tiny/      synth preset tiny-qwen3: Qwen3 (head_dim, per-head q/k RMSNorm)
 #   qwen2-tiny/      synth preset tiny-qwen2: Qwen2.5 (q/k/v biases)
+#   smollm2-tiny/    synth preset tiny-smollm2: plain Llama as SmolLM2 shapes it (9 / 3 heads, theta 100000)
 # Each is an F16 Hugging Face folder with its config also in the transformers 5.x layout
 # (config.transformers5.json), and reference_logits.json: logits of every 4th of 100 tokens and the
 # greedy continuation of the first 8 over 64 tokens.
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens="1 $(seq 0 98 | awk '{printf "%d ", ($1 * 37 + 11) % 509 + 3}')"
-pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2}"
+pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2 smollm2-tiny:tiny-smollm2}"
 for pair in $pairs; do
   out=tests/reference/${pair%%:*}
   rm -rf "$out"

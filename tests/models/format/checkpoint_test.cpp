@@ -256,6 +256,16 @@ TEST_CASE("Qwen3 (per-head q/k RMSNorm, explicit head_dim), transformers 4.x and
   CHECK(logits_of(package.model, tokens) == logits_of(original.model, tokens));
 }
 
+TEST_CASE("SmolLM2-shaped Llama (9 query / 3 key-value heads, theta 100000, tied), transformers 4.x and 5.x: logits equal PyTorch's") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/smollm2-tiny";
+  check_against_pytorch(folder, false);
+  const LoadedModel loaded = load_model(folder);
+  CHECK(loaded.model.config.n_heads == 9);
+  CHECK(loaded.model.config.n_kv_heads == 3);
+  CHECK(loaded.model.config.head_dim == 0);  // hidden_size / heads
+  CHECK(loaded.model.config.rope_theta == 100000.0f);
+}
+
 // Calibrates `model` on a few tokens, quantizes it (minmax), packages it, and returns the relative RMS
 // error of the package's logits against FP32 with `activations`; `check` sees the package.
 double int8_relative_error(const Model& model, bool per_channel, ActivationQuantization activations,
