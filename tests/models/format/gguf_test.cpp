@@ -248,7 +248,7 @@ TEST_CASE("GGUF export of the project model: read by Hugging Face's GGUF reader 
   CHECK(worst > 0);
 }
 
-TEST_CASE("GGUF import: the project model and its tokenizer come back exact from F32 and close from Q8_0") {
+TEST_CASE("GGUF import: the project model and its tokenizer come back exact from F32, as rounded from F16, close from Q8_0") {
   ScratchDir dir;
   const LoadedModel original = load_model(kProjectModel);
   write_gguf_model(dir.path("f32.gguf"), original.model, project_tokenizer(), {});
@@ -266,6 +266,27 @@ TEST_CASE("GGUF import: the project model and its tokenizer come back exact from
   const std::vector<int> tokens = sp->encode(text, true);
   CHECK(gguf_tokenizer->encode(text, true) == tokens);
   CHECK(gguf_tokenizer->decode_all(tokens) == sp->decode_all(tokens));
+
+  // F16: matrices stored as binary16 (norms stay F32) read back as exactly the source's values rounded
+  // to F16, so the logits equal those of the source with its matrices rounded, bit for bit.
+  GgufExportOptions f16;
+  f16.weights = GgmlType::kF16;
+  write_gguf_model(dir.path("f16.gguf"), original.model, project_tokenizer(), f16);
+  const LoadedModel f16_loaded = load_model(dir.path("f16.gguf"));
+  Model rounded = original.model;
+  for (TensorRef& tensor : list_tensors(rounded)) {
+    if (tensor.rows == 1) continue;
+    for (float& value : *tensor.data) value = f16_to_f32(f32_to_f16(value));
+  }
+  {
+    XnnRuntime runtime(1);
+    Transformer from_gguf(f16_loaded.model, runtime), from_source(rounded, runtime);
+    const std::vector<int> window(tokens.begin(), tokens.begin() + 64);
+    const auto a = from_gguf.forward(window, 0, true);
+    const std::vector<float> gguf_logits(a.begin(), a.end());
+    const auto b = from_source.forward(window, 0, true);
+    CHECK(gguf_logits == std::vector<float>(b.begin(), b.end()));
+  }
 
   // Q8_0: next-token distributions within llama.cpp Q8_0's distance of FP32 (KL 0.0002 measured by
   // llama-perplexity on this model; docs/QUANTIZATION.md).
