@@ -71,8 +71,9 @@ nlohmann::json LocalServer::answer(const nlohmann::json& request) {
     next->model = load_model(path, &key_);
     next->tokenizer = load_tokenizer(next->model, std::nullopt);
     next->runtime = std::make_unique<XnnRuntime>(resolve_threads(threads_, next->model.model.config.parameter_count()));
-    next->transformer = std::make_unique<Transformer>(next->model.model, *next->runtime, TransformerOptions{},
-                                                      next->model.int8.empty() ? nullptr : &next->model.int8);
+    // The weights move into the Transformer as it packs them: one copy in memory, not two.
+    next->transformer =
+        Transformer::consume(std::move(next->model.model), *next->runtime, TransformerOptions{}, std::move(next->model.int8));
     loaded_ = std::move(next);
   }
   Loaded& loaded = *loaded_;

@@ -24,8 +24,10 @@ std::vector<uint64_t> compute_statistics(const std::string& package, const Signi
   if (!loaded.int8.empty()) fail("{}: the round's model is an INT8 package", package);
   auto tokenizer = load_tokenizer(loaded, std::nullopt);
   XnnRuntime runtime(resolve_threads(config.threads, loaded.model.config.parameter_count()));
-  Transformer transformer(loaded.model, runtime);
-  const CalibrationStats stats = calibrate(transformer, *tokenizer, text.calibration, model_fingerprint(loaded.model), options);
+  const std::string fingerprint = model_fingerprint(loaded.model);
+  // One copy of the weights in memory (a 1B-class model on a small board), not the loaded one and the packed one.
+  const std::unique_ptr<Transformer> transformer = Transformer::consume(std::move(loaded.model), runtime);
+  const CalibrationStats stats = calibrate(*transformer, *tokenizer, text.calibration, fingerprint, options);
   std::vector<uint64_t> vector = contribution_vector(stats);
   add_skellam_noise(contribution_counts(vector), dp_noise_stddev);
   return vector;

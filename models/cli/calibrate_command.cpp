@@ -31,8 +31,8 @@ void run_calibrate(const CalibrateOptions& options) {
   auto tokenizer = load_tokenizer(loaded, options.model.tokenizer);
   const std::string fingerprint = model_fingerprint(loaded.model);
   XnnRuntime runtime(resolve_threads(options.model.threads, loaded.model.config.parameter_count()));
-  Transformer transformer(loaded.model, runtime);
-  loaded.model = Model{};
+  const std::unique_ptr<Transformer> model = Transformer::consume(std::move(loaded.model), runtime);  // one copy of the weights
+  Transformer& transformer = *model;
 
   CalibrationOptions calibration;
   calibration.sequences = options.sequences;
