@@ -182,9 +182,9 @@ class Parser {
     if (data_start > header_end + reader_.remaining()) fail("{}: truncated before the tensor data", file.source);
     reader_.skip(data_start - header_end, "padding");
     file.data = reader_.take(reader_.remaining(), "tensor data");
-    std::map<std::string, int> seen;
-    for (const GgufTensorInfo& tensor : file.tensors) {
-      if (++seen[tensor.name] > 1) fail("{}: tensor '{}' appears twice", file.source, tensor.name);
+    for (size_t i = 0; i < file.tensors.size(); ++i) {
+      const GgufTensorInfo& tensor = file.tensors[i];
+      if (!file.tensor_index.emplace(tensor.name, i).second) fail("{}: tensor '{}' appears twice", file.source, tensor.name);
       if (tensor.offset % file.alignment != 0) {
         fail("{}: tensor '{}': offset {} is not a multiple of the alignment {}", file.source, tensor.name, tensor.offset, file.alignment);
       }
@@ -371,10 +371,8 @@ const std::string& GgufFile::text(const std::string& key) const {
 }
 
 const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
-  for (const GgufTensorInfo& tensor : tensors) {
-    if (tensor.name == name) return &tensor;
-  }
-  return nullptr;
+  const auto it = tensor_index.find(name);
+  return it == tensor_index.end() ? nullptr : &tensors[it->second];
 }
 
 std::span<const std::byte> GgufFile::tensor_bytes(const GgufTensorInfo& tensor) const {

@@ -70,8 +70,9 @@ struct GgufFile {
   uint32_t version = 3;
   uint32_t alignment = 32;
   std::map<std::string, GgufValue> metadata;
-  std::vector<GgufTensorInfo> tensors;  // in file order
-  std::span<const std::byte> data;      // the data region (points into the parsed bytes)
+  std::vector<GgufTensorInfo> tensors;         // in file order
+  std::map<std::string, size_t> tensor_index;  // name -> position in `tensors`
+  std::span<const std::byte> data;             // the data region (points into the parsed bytes)
   std::string source;
 
   const GgufValue* find(const std::string& key) const;
