@@ -55,10 +55,12 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command
       .add_option("--activations", options.activations,
                   "static: at the scales of the package or of --stats (calibrated); dynamic: per token at run time, "
-                  "no statistics needed (the calibration-free baseline)")
+                  "no statistics needed (the calibration-free baseline); dynamic-blocks: per block of 32 channels of "
+                  "each token at run time (llama.cpp Q8_0's activations: the fine-grained mode)")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, ActivationQuantization>{{"static", ActivationQuantization::kStatic},
-                                                        {"dynamic", ActivationQuantization::kDynamic}},
+                                                        {"dynamic", ActivationQuantization::kDynamic},
+                                                        {"dynamic-blocks", ActivationQuantization::kDynamicBlocks}},
           CLI::ignore_case))
       ->default_str("static");
 }
@@ -135,7 +137,7 @@ std::unique_ptr<Transformer> build_transformer(const LoadedModel& loaded, Loaded
                                                const QuantizationOptions& options, const Tokenizer* tokenizer,
                                                TransformerOptions transformer_options) {
   transformer_options.activations = options.activations;
-  const bool dynamic = options.activations == ActivationQuantization::kDynamic;
+  const bool dynamic = is_dynamic(options.activations);
   QuantizedLinears computed;
   const bool packaged = !loaded.int8.empty();
   if (packaged) {

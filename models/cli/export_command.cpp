@@ -26,7 +26,7 @@ struct ExportOptions {
 
 // The static INT8 layers an export carries: a package's own, or quantized now from --stats.
 QuantizedLinears static_int8_layers(const LoadedModel& loaded, const ExportOptions& options) {
-  if (options.quantization.activations == ActivationQuantization::kDynamic)
+  if (is_dynamic(options.quantization.activations))
     fail("--format {} carries static activation scales; --activations dynamic has none to export", options.format);
   if (!loaded.int8.empty()) {
     if (options.quantization.stats) fail("{}: an INT8 package already has its scales; --stats is for an FP32 model", loaded.path);

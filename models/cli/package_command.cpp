@@ -24,7 +24,7 @@ struct QuantizeCommandOptions {
 void run_quantize(const QuantizeCommandOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
   if (!loaded.int8.empty()) fail("{}: already an INT8 package", loaded.path);
-  if (options.quantization.activations == ActivationQuantization::kDynamic)
+  if (is_dynamic(options.quantization.activations))
     fail("a package holds static activation scales; --activations dynamic is chosen where a model runs (eval, bench, generate)");
   const PackageTokenizer tokenizer = find_tokenizer(loaded, options.model.tokenizer).file;
   std::optional<SigningKey> key;

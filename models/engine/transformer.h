@@ -15,9 +15,11 @@
 namespace fedcal {
 
 // How the INT8 linears quantize what enters them: at the static scales their package or statistics
-// hold (calibrated), or per token at run time (dynamic: no calibration, the baseline a calibration
-// has to beat; linear_dynamic_int8.h).
-enum class ActivationQuantization { kStatic, kDynamic };
+// hold (calibrated), per token at run time (dynamic: no calibration, the baseline a calibration has
+// to beat), or per block of 32 channels of each token at run time (dynamic-blocks: llama.cpp Q8_0's
+// activation side, the fine-grained mode; linear_dynamic_int8.h).
+enum class ActivationQuantization { kStatic, kDynamic, kDynamicBlocks };
+inline bool is_dynamic(ActivationQuantization activations) { return activations != ActivationQuantization::kStatic; }
 
 struct TransformerOptions {
   int max_batch = 64;  // tokens per prefill chunk through each linear layer

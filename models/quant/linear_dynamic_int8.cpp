@@ -20,11 +20,14 @@ constexpr size_t kMaxCols = size_t{1} << 17;  // dot_int8_rows' bound for exact 
 // quantizes to zeros under any scale.
 float token_scale(float max_abs) { return max_abs > 0.0f && std::isfinite(max_abs) ? max_abs / 127.0f : 1.0f; }
 
+size_t blocks_of(size_t cols) { return (cols + kActivationBlock - 1) / kActivationBlock; }
+
 struct Task {
   const QuantizedMatrix* weights;
   const float* row_scales;
   const int8_t* input_q;
-  const float* input_scales;
+  const float* input_scales;  // one per token, or one per block of each token
+  bool per_block;
   size_t batch;
   float* output;
 };
@@ -34,18 +37,26 @@ void run_rows(void* context, size_t task_index) {
   const QuantizedMatrix& w = *task.weights;
   const size_t rows = static_cast<size_t>(w.rows), cols = static_cast<size_t>(w.cols);
   const size_t first = task_index * kRowsPerTask, count = std::min(kRowsPerTask, rows - first);
-  int32_t sums[kRowsPerTask];
+  const int8_t* weights = w.values.data() + first * cols;
   for (size_t t = 0; t < task.batch; ++t) {
-    dot_int8_rows(task.input_q + t * cols, w.values.data() + first * cols, static_cast<int>(count), static_cast<int>(cols), sums);
     float* out = task.output + t * rows + first;
-    for (size_t r = 0; r < count; ++r) out[r] = static_cast<float>(sums[r]) * (task.input_scales[t] * task.row_scales[first + r]);
+    if (task.per_block) {
+      float sums[kRowsPerTask];
+      dot_int8_blocks(task.input_q + t * cols, task.input_scales + t * blocks_of(cols), weights, static_cast<int>(count),
+                      static_cast<int>(cols), sums);
+      for (size_t r = 0; r < count; ++r) out[r] = sums[r] * task.row_scales[first + r];
+    } else {
+      int32_t sums[kRowsPerTask];
+      dot_int8_rows(task.input_q + t * cols, weights, static_cast<int>(count), static_cast<int>(cols), sums);
+      for (size_t r = 0; r < count; ++r) out[r] = static_cast<float>(sums[r]) * (task.input_scales[t] * task.row_scales[first + r]);
+    }
   }
 }
 
 }  // namespace
 
-LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias)
-    : name_(std::move(name)), weights_(std::move(weights)), bias_(std::move(bias)) {
+LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias, ActivationScales scales)
+    : name_(std::move(name)), weights_(std::move(weights)), bias_(std::move(bias)), scales_(scales) {
   weights_.check(name_);
   if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights_.rows))
     fail("{}: bias has {} values for {} outputs", name_, bias_.size(), weights_.rows);
@@ -55,36 +66,51 @@ LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, 
 
 void LinearDynamicInt8::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
   const size_t cols = static_cast<size_t>(weights_.cols), rows = static_cast<size_t>(weights_.rows);
+  const bool per_block = scales_ == ActivationScales::kPerBlock;
+  // Each scaled piece of a token: the whole row, or each block of kActivationBlock channels.
+  const size_t piece = per_block ? static_cast<size_t>(kActivationBlock) : cols, pieces = per_block ? blocks_of(cols) : 1;
   if (input_q_.size() < batch * cols) input_q_.resize(batch * cols);
-  if (input_scales_.size() < batch) input_scales_.resize(batch);
-  // Per token: its scale, and its INT8 row (on the calling thread: a row is one pass over dim floats).
+  if (input_scales_.size() < batch * pieces) input_scales_.resize(batch * pieces);
+  // Per piece: its scale, and its INT8 values (on the calling thread: one pass over the row).
   for (size_t t = 0; t < batch; ++t) {
-    input_scales_[t] = token_scale(max_abs(input + t * cols, cols));
-    quantize_int8(input + t * cols, input_q_.data() + t * cols, cols, input_scales_[t], 0);
+    for (size_t p = 0; p < pieces; ++p) {
+      const size_t begin = t * cols + p * piece, length = std::min(piece, cols - p * piece);
+      const float scale = token_scale(max_abs(input + begin, length));
+      input_scales_[t * pieces + p] = scale;
+      quantize_int8(input + begin, input_q_.data() + begin, length, scale, 0);
+    }
   }
-  Task task{&weights_, row_scales_.data(), input_q_.data(), input_scales_.data(), batch, output};
+  Task task{&weights_, row_scales_.data(), input_q_.data(), input_scales_.data(), per_block, batch, output};
   pthreadpool_parallelize_1d(runtime.threadpool(), run_rows, &task, (rows + kRowsPerTask - 1) / kRowsPerTask, /*flags=*/0);
   if (!bias_.empty()) {
     for (size_t t = 0; t < batch; ++t) add_into(output + t * rows, bias_.data(), rows);
   }
 }
 
-std::vector<float> reference_linear_dynamic_int8(const QuantizedMatrix& w, const std::vector<float>& input, size_t batch) {
+std::vector<float> reference_linear_dynamic_int8(const QuantizedMatrix& w, const std::vector<float>& input, size_t batch,
+                                                 ActivationScales scales) {
   const size_t cols = static_cast<size_t>(w.cols), rows = static_cast<size_t>(w.rows);
+  const size_t piece = scales == ActivationScales::kPerBlock ? static_cast<size_t>(kActivationBlock) : cols;
   std::vector<float> out(batch * rows);
   for (size_t t = 0; t < batch; ++t) {
-    float max = 0.0f;
-    for (size_t c = 0; c < cols; ++c) max = std::max(max, std::fabs(input[t * cols + c]));
-    const float scale = token_scale(max);
-    // x times the reciprocal of the scale, rounded half to even: the arithmetic of quantize_int8.
-    const float inverse = 1.0f / scale;
-    std::vector<int64_t> q(cols);
-    for (size_t c = 0; c < cols; ++c) q[c] = static_cast<int64_t>(std::clamp(std::nearbyint(input[t * cols + c] * inverse), -128.0f, 127.0f));
-    for (size_t r = 0; r < rows; ++r) {
-      int64_t sum = 0;
-      for (size_t c = 0; c < cols; ++c) sum += q[c] * w.values[r * cols + c];
-      out[t * rows + r] = static_cast<float>(static_cast<double>(sum) * scale * w.row_scale(static_cast<int>(r)));
+    std::vector<double> sums(rows, 0.0);
+    for (size_t begin = 0; begin < cols; begin += piece) {
+      const size_t end = std::min(cols, begin + piece);
+      float max = 0.0f;
+      for (size_t c = begin; c < end; ++c) max = std::max(max, std::fabs(input[t * cols + c]));
+      const float scale = token_scale(max);
+      // x times the reciprocal of the scale, rounded half to even: the arithmetic of quantize_int8.
+      const float inverse = 1.0f / scale;
+      std::vector<int64_t> q(end - begin);
+      for (size_t c = begin; c < end; ++c)
+        q[c - begin] = static_cast<int64_t>(std::clamp(std::nearbyint(input[t * cols + c] * inverse), -128.0f, 127.0f));
+      for (size_t r = 0; r < rows; ++r) {
+        int64_t sum = 0;
+        for (size_t c = begin; c < end; ++c) sum += q[c - begin] * w.values[r * cols + c];
+        sums[r] += static_cast<double>(sum) * scale;
+      }
     }
+    for (size_t r = 0; r < rows; ++r) out[t * rows + r] = static_cast<float>(sums[r] * w.row_scale(static_cast<int>(r)));
   }
   return out;
 }

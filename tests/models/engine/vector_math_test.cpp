@@ -156,6 +156,44 @@ TEST_CASE("quantize_int8 rounds half to even and saturates, dequantize_int8 inve
   CHECK(argmax(std::vector<float>{-3.0f, -1.0f, -2.0f}) == 1);
 }
 
+TEST_CASE("dot_int8_blocks equals the blocks' exact integer sums times their scales: any row count and length") {
+  std::mt19937 rng(6);
+  std::uniform_int_distribution<int> byte(-128, 127), weight(-127, 127);
+  std::uniform_real_distribution<float> scale(0.01f, 4.0f);
+  for (const int cols : {1, 31, 32, 33, 64, 95, 192, 512, 1000}) {
+    for (const int rows : {1, 3, 4, 5, 9}) {
+      CAPTURE(cols);
+      CAPTURE(rows);
+      std::vector<int8_t> x(static_cast<size_t>(cols)), w(static_cast<size_t>(rows) * cols);
+      for (int8_t& v : x) v = static_cast<int8_t>(byte(rng));
+      for (int8_t& v : w) v = static_cast<int8_t>(weight(rng));
+      x[0] = -128;  // the sign trick's extreme
+      w[0] = 127;
+      const int blocks = (cols + kActivationBlock - 1) / kActivationBlock;
+      std::vector<float> scales(static_cast<size_t>(blocks));
+      for (float& v : scales) v = scale(rng);
+      std::vector<float> out(static_cast<size_t>(rows));
+      dot_int8_blocks(x.data(), scales.data(), w.data(), rows, cols, out.data());
+      for (int r = 0; r < rows; ++r) {
+        double expected = 0, magnitude = 0;
+        for (int b = 0; b < blocks; ++b) {
+          int64_t sum = 0, absolute = 0;
+          for (int c = b * kActivationBlock; c < std::min(cols, (b + 1) * kActivationBlock); ++c) {
+            const int64_t product = int64_t{x[static_cast<size_t>(c)]} * w[static_cast<size_t>(r) * cols + c];
+            sum += product;
+            absolute += product < 0 ? -product : product;
+          }
+          expected += static_cast<double>(sum) * scales[static_cast<size_t>(b)];
+          magnitude += static_cast<double>(absolute) * scales[static_cast<size_t>(b)];
+        }
+        // Float sums (of partial sums within and across blocks): within float rounding of the products'
+        // total magnitude.
+        CHECK(std::fabs(out[static_cast<size_t>(r)] - expected) <= 1e-6 * magnitude + 1e-6);
+      }
+    }
+  }
+}
+
 TEST_CASE("dot_int8_rows equals exact integer sums: any row count and length, the extreme values, max_abs") {
   std::mt19937 rng(5);
   std::uniform_int_distribution<int> byte(-128, 127), weight(-127, 127);

@@ -284,9 +284,12 @@ TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agre
   }
 }
 
-TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token scales, exact integer sums") {
+TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and per-block scales, exact integer sums") {
+  for (const ActivationScales scales : {ActivationScales::kPerToken, ActivationScales::kPerBlock})
   for (const bool per_channel : {false, true}) {
     for (const int threads : {1, 2}) {
+      const bool per_block = scales == ActivationScales::kPerBlock;
+      CAPTURE(per_block);
       CAPTURE(per_channel);
       CAPTURE(threads);
       // Odd sizes (not a multiple of any vector width or of the 32-row tasks), tokens of very different
@@ -300,13 +303,17 @@ TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token sca
       std::vector<float> input(static_cast<size_t>(batch) * in);
       for (size_t i = 0; i < input.size(); ++i) input[i] = normal(rng) * (i / in == 1 ? 300.0f : 1.0f);
       std::fill(input.begin() + 3 * in, input.begin() + 4 * in, 0.0f);
+      input[2 * in + 40] = 500.0f;  // an outlier channel: per-block scales confine it to its block
       XnnRuntime runtime(threads);
-      LinearDynamicInt8 linear(matrix, "test");
+      LinearDynamicInt8 linear(matrix, "test", {}, scales);
       std::vector<float> output(static_cast<size_t>(batch) * out);
       linear.run(runtime, batch, input.data(), output.data());
-      const std::vector<float> expected = reference_linear_dynamic_int8(matrix, input, batch);
+      const std::vector<float> expected = reference_linear_dynamic_int8(matrix, input, batch, scales);
+      // Per block, the kernel adds the blocks' scaled sums in float: the double-precision reference to
+      // float rounding (with an absolute floor for sums that cancel).
       for (size_t i = 0; i < output.size(); ++i) {
-        CHECK(std::fabs(output[i] - expected[i]) <= 1e-6f * std::max(std::fabs(output[i]), std::fabs(expected[i])));
+        const float bound = per_block ? 1e-5f * (std::fabs(expected[i]) + 1.0f) : 1e-6f * std::max(std::fabs(output[i]), std::fabs(expected[i]));
+        CHECK(std::fabs(output[i] - expected[i]) <= bound);
       }
       for (int o = 0; o < out; ++o) CHECK(output[static_cast<size_t>(3 * out + o)] == 0.0f);
       // Each token alone gives what it gave in the batch: nothing depends on its neighbours.
