@@ -120,20 +120,30 @@ void set_gpt2_tokenizer(GgufWriter& out, const std::string& tokenizer_json, int 
   out.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
 }
 
-PackageTokenizer llama_tokenizer_of(const GgufFile& file, int vocab_size) {
+// tokenizer.ggml.tokens (strings, at least one, at most one per embedding) and token_type (absent, or
+// one integer per token), checked.
+struct GgufTokens {
+  const GgufValue* tokens;
+  const GgufValue* types;  // may be null
+};
+GgufTokens gguf_tokens(const GgufFile& file, int vocab_size) {
   const GgufValue* tokens = file.find("tokenizer.ggml.tokens");
-  const GgufValue* scores = file.find("tokenizer.ggml.scores");
   const GgufValue* types = file.find("tokenizer.ggml.token_type");
   if (!tokens || !tokens->array || tokens->type != GgufType::kString)
     fail("{}: tokenizer.ggml.tokens is missing or not strings", file.source);
   const size_t count = tokens->strings.size();
-  if (!scores || !scores->array || scores->floats.size() != count)
-    fail("{}: tokenizer.ggml.scores must hold one float per token", file.source);
+  if (count == 0 || count > static_cast<size_t>(vocab_size)) fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
   if (types && (!types->array || types->ints.size() != count))
     fail("{}: tokenizer.ggml.token_type must hold one integer per token", file.source);
-  if (count == 0 || count > static_cast<size_t>(vocab_size)) {
-    fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
-  }
+  return {tokens, types};
+}
+
+PackageTokenizer llama_tokenizer_of(const GgufFile& file, int vocab_size) {
+  const auto [tokens, types] = gguf_tokens(file, vocab_size);
+  const size_t count = tokens->strings.size();
+  const GgufValue* scores = file.find("tokenizer.ggml.scores");
+  if (!scores || !scores->array || scores->floats.size() != count)
+    fail("{}: tokenizer.ggml.scores must hold one float per token", file.source);
   // fedcal's sentencepiece-style tokenizer has <s> at 1 and </s> at 2, as every llama-type vocabulary fedcal knows.
   for (const auto& [key, id] :
        {std::pair<const char*, int64_t>{"tokenizer.ggml.bos_token_id", 1}, {"tokenizer.ggml.eos_token_id", 2}}) {
@@ -157,16 +167,9 @@ PackageTokenizer llama_tokenizer_of(const GgufFile& file, int vocab_size) {
 
 // tokenizer.ggml.model "gpt2" as the tokenizer.json it stands for.
 PackageTokenizer gpt2_tokenizer_of(const GgufFile& file, int vocab_size) {
-  const GgufValue* tokens = file.find("tokenizer.ggml.tokens");
-  const GgufValue* types = file.find("tokenizer.ggml.token_type");
-  const GgufValue* merges = file.find("tokenizer.ggml.merges");
-  if (!tokens || !tokens->array || tokens->type != GgufType::kString)
-    fail("{}: tokenizer.ggml.tokens is missing or not strings", file.source);
+  const auto [tokens, types] = gguf_tokens(file, vocab_size);
   const size_t count = tokens->strings.size();
-  if (count == 0 || count > static_cast<size_t>(vocab_size))
-    fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
-  if (types && (!types->array || types->ints.size() != count))
-    fail("{}: tokenizer.ggml.token_type must hold one integer per token", file.source);
+  const GgufValue* merges = file.find("tokenizer.ggml.merges");
   if (!merges || !merges->array || merges->type != GgufType::kString)
     fail("{}: tokenizer.ggml.merges is missing or not strings", file.source);
   const std::string pre = file.find("tokenizer.ggml.pre") ? file.text("tokenizer.ggml.pre") : "default";
