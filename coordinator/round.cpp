@@ -252,6 +252,7 @@ void Round::announce(int64_t agent_id) {
   config.setDpNoiseStddev(dp_noise_stddev_);
   config.setMinSurvivors(static_cast<uint32_t>(settings_.min_agents));
   config.setImportance(settings_.importance());
+  config.setBlockChecks(true);
   announced_.insert(agent_id);
   host_.send(agent_id, message);
 }
@@ -417,7 +418,10 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       std::set<std::string> expected;
       for (const size_t result : results_for(agent_id)) {
         expected.insert(result_labels_[result]);
-        if (result_labels_[result] != "public") expected.insert(kDynamicCheckLabel);  // the fleet package's weights
+        if (result_labels_[result] != "public") {  // the fleet package's weights, calibration-free
+          expected.insert(kDynamicCheckLabel);
+          expected.insert(kDynamicBlocksCheckLabel);
+        }
       }
       std::set<std::string> seen;
       for (const PackageCheck& check : local.checks) {
@@ -821,7 +825,10 @@ nlohmann::json Round::status() const {
   json["fp32_bytes"] = model_.bytes;
   nlohmann::json checks = nlohmann::json::object();
   std::vector<std::string> check_labels = result_labels_;
-  if (!results_.empty()) check_labels.push_back(kDynamicCheckLabel);
+  if (!results_.empty()) {
+    check_labels.push_back(kDynamicCheckLabel);
+    check_labels.push_back(kDynamicBlocksCheckLabel);
+  }
   for (const std::string& label : check_labels) {
     std::vector<const PackageCheck*> per_agent;
     for (const auto& [index, report] : reports_) {

@@ -55,7 +55,8 @@ class Agent {
     int mantissa_bits = 5, min_exponent = -20, max_exponent = 12;
     double dp_noise_stddev = 0;
     uint32_t min_survivors = 3;
-    bool importance = false;  // also the importance sums (llama.cpp's imatrix)
+    bool importance = false;    // also the importance sums (llama.cpp's imatrix)
+    bool block_checks = false;  // also check the fine-grained mode (activations per block of 32)
   };
   enum class Phase { kDownloading, kCalibrating, kJoined, kShared, kMasked, kRevealed, kFetchingResults, kChecking, kReported };
   struct RoundWork {

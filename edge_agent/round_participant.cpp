@@ -64,6 +64,7 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
   params.dp_noise_stddev = config.getDpNoiseStddev();
   params.min_survivors = config.getMinSurvivors();
   params.importance = config.getImportance();
+  params.block_checks = config.getBlockChecks();
   if (params.sequences == 0 || params.sequences > 1000000 || params.seq_len < 2 || params.seq_len > 65536 ||
       params.model_bytes == 0 || params.model_bytes > (uint64_t{1} << 40) || !(params.dp_noise_stddev >= 0) ||
       params.min_survivors < 2) {
@@ -142,19 +143,25 @@ void Agent::advance() {
     std::vector<std::pair<std::string, std::string>> packages;
     for (auto& [label, download] : work.results) packages.emplace_back(label, download->path());
     const LocalCheckOptions options = local_check_options(config_);
-    work.checks = std::async(std::launch::async, [this, fp32, packages, options] {
+    const bool block_checks = work.params.block_checks;
+    work.checks = std::async(std::launch::async, [this, fp32, packages, options, block_checks] {
       const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
       const std::string& heldout = text.heldout.empty() ? text.calibration : text.heldout;
       std::vector<LocalCheck> checks;
       for (const auto& [label, path] : packages) {
         checks.push_back(check_package(label, fp32, path, coordinator_signing_key_, heldout, options));
       }
-      // The calibration-free baseline: the fleet package's INT8 weights with dynamic activations.
+      // The calibration-free baselines: the fleet package's INT8 weights with activations quantized at
+      // run time, per token and (if asked) per block of 32 channels of each token.
       for (const auto& [label, path] : packages) {
         if (label != "fleet" && label.rfind("group:", 0) != 0) continue;
         LocalCheckOptions dynamic = options;
         dynamic.activations = ActivationQuantization::kDynamic;
         checks.push_back(check_package(kDynamicCheckLabel, fp32, path, coordinator_signing_key_, heldout, dynamic));
+        if (block_checks) {
+          dynamic.activations = ActivationQuantization::kDynamicBlocks;
+          checks.push_back(check_package(kDynamicBlocksCheckLabel, fp32, path, coordinator_signing_key_, heldout, dynamic));
+        }
         break;
       }
       return checks;

@@ -146,6 +146,10 @@ struct RoundConfig {
   # Also sum squared activations per linear-input channel (models/quant/importance.h), appended to the
   # contribution vector after the counts. An agent too old to know the field sends a shorter vector,
   # which the coordinator refuses by its length.
+  blockChecks @11 :Bool;
+  # Also run the fleet package's weights with activations quantized per block of 32 channels of each
+  # token (the fine-grained mode) in the local check, reported as "dynamic-blocks". An agent too old to
+  # know the field leaves the check out.
 }
 
 struct RoundAnnounce {

@@ -85,6 +85,9 @@ inline constexpr double kMaxReportedSpread = 100;
 // The label of the localReport check that runs the fleet's (or the agent's group's) package with
 // dynamic per-token activations: the calibration-free baseline, next to the packages' own labels.
 inline constexpr const char* kDynamicCheckLabel = "dynamic";
+// The same weights with activations quantized per block of 32 channels of each token (the fine-grained
+// mode, llama.cpp Q8_0's activations), when the round asks for it (RoundConfig.blockChecks).
+inline constexpr const char* kDynamicBlocksCheckLabel = "dynamic-blocks";
 inline constexpr uint64_t kMaxReportedTokens = uint64_t{1} << 24;
 
 // A measured figure from the network: finite and within [0, max]; throws Error naming `what`.

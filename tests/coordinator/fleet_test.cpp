@@ -101,6 +101,10 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   CHECK(report["checks"]["dynamic"]["agents"] == 4);
   CHECK(report["checks"]["dynamic"]["mean_kl"].get<double>() > 0.0);
   CHECK(report["checks"]["dynamic"]["top1_agreement"].get<double>() > 0.9);
+  // And the fine-grained mode: activations per block of 32 channels, closer to FP32 than per token.
+  CHECK(report["checks"]["dynamic-blocks"]["agents"] == 4);
+  CHECK(report["checks"]["dynamic-blocks"]["mean_kl"].get<double>() > 0.0);
+  CHECK(report["checks"]["dynamic-blocks"]["mean_kl"].get<double>() < report["checks"]["dynamic"]["mean_kl"].get<double>());
 
   // Centralized: the same tool chain on the concatenation of the agents' calibration text.
   const std::string fp32 = fp32_package_path(fleet, model);
