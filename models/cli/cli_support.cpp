@@ -36,6 +36,9 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command.add_option("--stats", options.stats, "Run the model in static INT8 (W8A8) with scales from this statistics file");
   command.add_option("--method", options.method, "Scale method: minmax, percentile:P, entropy, mse")->capture_default_str();
   command.add_flag("--per-channel", options.per_channel, "INT8 weights with one scale per output channel (default: per tensor)");
+  command.add_flag("--weight-groups", options.weight_groups,
+                   "INT8 weights with one scale per 32 input channels of each row (llama.cpp Q8_0's blocks); with "
+                   "--activations dynamic or dynamic-blocks on an FP32 model (not in packages yet)");
   command.add_flag("--asymmetric", options.asymmetric, "Activations with a zero point (default: symmetric)");
   command
       .add_option("--keep-fp32", options.keep_fp32,
@@ -77,6 +80,7 @@ namespace {
 QuantizeOptions weight_options(const QuantizationOptions& options) {
   QuantizeOptions quantize;
   quantize.per_channel = options.per_channel;
+  quantize.per_group = options.weight_groups;
   quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
   return quantize;
 }

@@ -29,6 +29,7 @@ struct QuantizationOptions {
   std::optional<std::string> stats;
   std::string method = "percentile:99.99";
   bool per_channel = false;
+  bool weight_groups = false;  // INT8 weights with a scale per 32 input channels (dynamic activations only)
   bool asymmetric = false;
   std::vector<std::string> keep_fp32;
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32

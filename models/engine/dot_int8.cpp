@@ -22,10 +22,12 @@ namespace fedcal {
 // The versions; only calls from this file go through GCC's dispatcher (one that sees every version),
 // so the public function below is a plain call into it.
 void dot_int8_rows_version(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out);
-void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, int rows, int cols, float* out);
+void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales, int rows, int cols,
+                             float* out);
 
-FEDCAL_DEFAULT_TARGET void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, int rows, int cols,
-                                                   float* out) {
+FEDCAL_DEFAULT_TARGET void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales,
+                                                   int rows, int cols, float* out) {
+  const int blocks = (cols + kActivationBlock - 1) / kActivationBlock;
   for (int r = 0; r < rows; ++r) {
     const int8_t* row = w + static_cast<size_t>(r) * cols;
     float sum = 0.0f;
@@ -33,7 +35,9 @@ FEDCAL_DEFAULT_TARGET void dot_int8_blocks_version(const int8_t* x, const float*
       const int end = begin + kActivationBlock < cols ? begin + kActivationBlock : cols;
       int32_t block = 0;
       for (int c = begin; c < end; ++c) block += static_cast<int32_t>(x[c]) * static_cast<int32_t>(row[c]);
-      sum += x_scales[begin / kActivationBlock] * static_cast<float>(block);
+      const int b = begin / kActivationBlock;
+      const float scale = w_scales ? x_scales[b] * w_scales[static_cast<size_t>(r) * blocks + b] : x_scales[b];
+      sum += scale * static_cast<float>(block);
     }
     out[r] = sum;
   }
@@ -113,34 +117,37 @@ __attribute__((target("avx2,fma"), always_inline)) inline float sum_float_lanes(
 
 // Four weight rows per pass over the activation blocks: each block's products summed exactly to
 // eight INT32 lanes per row (as in dot_int8_rows), converted to float and accumulated times the
-// block's scale with one FMA; lanes summed once per row at the end.
-__attribute__((target("avx2,fma"))) void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, int rows,
-                                                               int cols, float* out) {
+// block's scale (times the row's block scale, with weight groups) with one FMA; lanes summed once per
+// row at the end.
+__attribute__((target("avx2,fma"))) void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w,
+                                                               const float* w_scales, int rows, int cols, float* out) {
   static_assert(kActivationBlock == 32, "one AVX2 register per block");
-  const int full = cols / kActivationBlock * kActivationBlock;
+  const int full = cols / kActivationBlock * kActivationBlock, blocks = (cols + kActivationBlock - 1) / kActivationBlock;
   const size_t stride = static_cast<size_t>(cols);
-  auto tail = [&](const int8_t* row) {  // the short last block, if any
+  // The scale of block b of row r.
+  auto scale = [&](int r, int b) { return w_scales ? x_scales[b] * w_scales[static_cast<size_t>(r) * blocks + b] : x_scales[b]; };
+  auto tail = [&](const int8_t* row, int r) {  // the short last block, if any
     int32_t block = 0;
     for (int c = full; c < cols; ++c) block += static_cast<int32_t>(x[c]) * row[c];
-    return full < cols ? x_scales[full / kActivationBlock] * static_cast<float>(block) : 0.0f;
+    return full < cols ? scale(r, blocks - 1) * static_cast<float>(block) : 0.0f;
   };
   int r = 0;
   for (; r + 4 <= rows; r += 4) {
     const int8_t* w0 = w + static_cast<size_t>(r) * stride;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int c = 0; c < full; c += kActivationBlock) {
+      const int b = c / kActivationBlock;
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c));
       const __m256i abs_x = _mm256_sign_epi8(xv, xv);
-      const __m256 scale = _mm256_set1_ps(x_scales[c / kActivationBlock]);
-      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + c)), scale, acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + stride + c)), scale, acc1);
-      acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + 2 * stride + c)), scale, acc2);
-      acc3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + 3 * stride + c)), scale, acc3);
+      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + c)), _mm256_set1_ps(scale(r, b)), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + stride + c)), _mm256_set1_ps(scale(r + 1, b)), acc1);
+      acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + 2 * stride + c)), _mm256_set1_ps(scale(r + 2, b)), acc2);
+      acc3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + 3 * stride + c)), _mm256_set1_ps(scale(r + 3, b)), acc3);
     }
-    out[r] = sum_float_lanes(acc0) + tail(w0);
-    out[r + 1] = sum_float_lanes(acc1) + tail(w0 + stride);
-    out[r + 2] = sum_float_lanes(acc2) + tail(w0 + 2 * stride);
-    out[r + 3] = sum_float_lanes(acc3) + tail(w0 + 3 * stride);
+    out[r] = sum_float_lanes(acc0) + tail(w0, r);
+    out[r + 1] = sum_float_lanes(acc1) + tail(w0 + stride, r + 1);
+    out[r + 2] = sum_float_lanes(acc2) + tail(w0 + 2 * stride, r + 2);
+    out[r + 3] = sum_float_lanes(acc3) + tail(w0 + 3 * stride, r + 3);
   }
   for (; r < rows; ++r) {
     const int8_t* row = w + static_cast<size_t>(r) * stride;
@@ -148,9 +155,9 @@ __attribute__((target("avx2,fma"))) void dot_int8_blocks_version(const int8_t* x
     for (int c = 0; c < full; c += kActivationBlock) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c));
       acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, _mm256_sign_epi8(xv, xv), row + c)),
-                            _mm256_set1_ps(x_scales[c / kActivationBlock]), acc);
+                            _mm256_set1_ps(scale(r, c / kActivationBlock)), acc);
     }
-    out[r] = sum_float_lanes(acc) + tail(row);
+    out[r] = sum_float_lanes(acc) + tail(row, r);
   }
 }
 
@@ -160,8 +167,8 @@ void dot_int8_rows(const int8_t* x, const int8_t* w, int rows, int cols, int32_t
   dot_int8_rows_version(x, w, rows, cols, out);
 }
 
-void dot_int8_blocks(const int8_t* x, const float* x_scales, const int8_t* w, int rows, int cols, float* out) {
-  dot_int8_blocks_version(x, x_scales, w, rows, cols, out);
+void dot_int8_blocks(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales, int rows, int cols, float* out) {
+  dot_int8_blocks_version(x, x_scales, w, w_scales, rows, cols, out);
 }
 
 }  // namespace fedcal

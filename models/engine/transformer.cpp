@@ -203,8 +203,14 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     float* row = &x_[size_t(t) * dim];
     if (token_embedding_int8_) {
       const QuantizedMatrix& table = *token_embedding_int8_;
-      const float scale = table.row_scale(tokens[t]);
-      dequantize_int8(&table.values[size_t(tokens[t]) * dim], row, dim, scale, 0);
+      const int8_t* values = &table.values[size_t(tokens[t]) * dim];
+      if (table.per_group()) {  // one scale per group of the row
+        for (int begin = 0; begin < dim; begin += kWeightGroup) {
+          dequantize_int8(values + begin, row + begin, std::min(kWeightGroup, dim - begin), table.scale_at(tokens[t], begin), 0);
+        }
+      } else {
+        dequantize_int8(values, row, dim, table.row_scale(tokens[t]), 0);
+      }
     } else {
       std::memcpy(row, &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
     }

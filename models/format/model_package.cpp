@@ -72,6 +72,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   };
   std::vector<Blob> blobs;
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
+    if (q.weights.per_group()) fail("{}: '{}' has weights in groups, which packages do not hold yet", path, name);
     const auto type = q.weights.per_channel() ? schema::TensorType::QCINT8 : schema::TensorType::QINT8;
     blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
                      q.weights.values.data(), q.weights.values.size(), &q});

@@ -282,6 +282,7 @@ class ModelGraph {
     }
     const QuantizedMatrix& q = table->weights;
     if (q.rows != vocab || q.cols != dim) fail("token_embedding: the INT8 table is ({}, {}), the model needs ({}, {})", q.rows, q.cols, vocab, dim);
+    if (q.per_group()) fail("token_embedding: a table in weight groups has no ONNX form here");
     const std::string values = g_.int8s("token_embedding_int8", {vocab, dim}, q.values);
     const std::vector<int8_t> zero_points(q.scales.size(), 0);
     const std::vector<int64_t> scale_dims = q.per_channel() ? std::vector<int64_t>{vocab} : std::vector<int64_t>{};
@@ -333,6 +334,7 @@ class ModelGraph {
     }
     const QuantizedLinear& layer = it->second;
     const QuantizedMatrix& q = layer.weights;
+    if (q.per_group()) fail("{}: weights in groups have no ONNX QDQ form here (DequantizeLinear blocks need opset 21)", name);
     if (q.rows != rows || q.cols != cols) fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, rows, cols);
     q.check(name);
     ++int8_count_;

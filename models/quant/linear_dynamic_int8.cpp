@@ -22,9 +22,12 @@ float token_scale(float max_abs) { return max_abs > 0.0f && std::isfinite(max_ab
 
 size_t blocks_of(size_t cols) { return (cols + kActivationBlock - 1) / kActivationBlock; }
 
+static_assert(kWeightGroup == kActivationBlock, "weight groups and activation blocks line up");
+
 struct Task {
   const QuantizedMatrix* weights;
-  const float* row_scales;
+  const float* row_scales;  // per tensor / per channel weights
+  const float* w_scales;    // per group weights: (rows, blocks), else null
   const int8_t* input_q;
   const float* input_scales;  // one per token, or one per block of each token
   bool per_block;
@@ -42,9 +45,10 @@ void run_rows(void* context, size_t task_index) {
     float* out = task.output + t * rows + first;
     if (task.per_block) {
       float sums[kRowsPerTask];
-      dot_int8_blocks(task.input_q + t * cols, task.input_scales + t * blocks_of(cols), weights, static_cast<int>(count),
-                      static_cast<int>(cols), sums);
-      for (size_t r = 0; r < count; ++r) out[r] = sums[r] * task.row_scales[first + r];
+      dot_int8_blocks(task.input_q + t * cols, task.input_scales + t * blocks_of(cols), weights,
+                      task.w_scales ? task.w_scales + first * blocks_of(cols) : nullptr, static_cast<int>(count), static_cast<int>(cols),
+                      sums);
+      for (size_t r = 0; r < count; ++r) out[r] = task.w_scales ? sums[r] : sums[r] * task.row_scales[first + r];
     } else {
       int32_t sums[kRowsPerTask];
       dot_int8_rows(task.input_q + t * cols, weights, static_cast<int>(count), static_cast<int>(cols), sums);
@@ -61,26 +65,41 @@ LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, 
   if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights_.rows))
     fail("{}: bias has {} values for {} outputs", name_, bias_.size(), weights_.rows);
   if (static_cast<size_t>(weights_.cols) > kMaxCols) fail("{}: {} input channels (dynamic INT8 takes at most {})", name_, weights_.cols, kMaxCols);
-  for (int r = 0; r < weights_.rows; ++r) row_scales_.push_back(weights_.row_scale(r));
+  if (!weights_.per_group()) {
+    for (int r = 0; r < weights_.rows; ++r) row_scales_.push_back(weights_.row_scale(r));
+  }
 }
 
 void LinearDynamicInt8::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
   const size_t cols = static_cast<size_t>(weights_.cols), rows = static_cast<size_t>(weights_.rows);
   const bool per_block = scales_ == ActivationScales::kPerBlock;
-  // Each scaled piece of a token: the whole row, or each block of kActivationBlock channels.
-  const size_t piece = per_block ? static_cast<size_t>(kActivationBlock) : cols, pieces = per_block ? blocks_of(cols) : 1;
+  // Grouped weights run on the block kernel whatever the activations: a per-token scale is then
+  // repeated for each of the token's blocks.
+  const bool block_kernel = per_block || weights_.per_group();
+  const size_t blocks = blocks_of(cols);
   if (input_q_.size() < batch * cols) input_q_.resize(batch * cols);
-  if (input_scales_.size() < batch * pieces) input_scales_.resize(batch * pieces);
-  // Per piece: its scale, and its INT8 values (on the calling thread: one pass over the row).
+  if (input_scales_.size() < batch * blocks) input_scales_.resize(batch * blocks);
+  // Per token: its scale(s), and its INT8 values (on the calling thread: one pass over the row).
   for (size_t t = 0; t < batch; ++t) {
-    for (size_t p = 0; p < pieces; ++p) {
-      const size_t begin = t * cols + p * piece, length = std::min(piece, cols - p * piece);
-      const float scale = token_scale(max_abs(input + begin, length));
-      input_scales_[t * pieces + p] = scale;
-      quantize_int8(input + begin, input_q_.data() + begin, length, scale, 0);
+    if (per_block) {
+      for (size_t b = 0; b < blocks; ++b) {
+        const size_t begin = t * cols + b * kActivationBlock, length = std::min<size_t>(kActivationBlock, cols - b * kActivationBlock);
+        const float scale = token_scale(max_abs(input + begin, length));
+        input_scales_[t * blocks + b] = scale;
+        quantize_int8(input + begin, input_q_.data() + begin, length, scale, 0);
+      }
+    } else {
+      const float scale = token_scale(max_abs(input + t * cols, cols));
+      quantize_int8(input + t * cols, input_q_.data() + t * cols, cols, scale, 0);
+      if (block_kernel) {
+        std::fill_n(input_scales_.begin() + static_cast<std::ptrdiff_t>(t * blocks), blocks, scale);
+      } else {
+        input_scales_[t] = scale;
+      }
     }
   }
-  Task task{&weights_, row_scales_.data(), input_q_.data(), input_scales_.data(), per_block, batch, output};
+  Task task{&weights_,    row_scales_.data(), weights_.per_group() ? weights_.scales.data() : nullptr, input_q_.data(),
+            input_scales_.data(), block_kernel, batch, output};
   pthreadpool_parallelize_1d(runtime.threadpool(), run_rows, &task, (rows + kRowsPerTask - 1) / kRowsPerTask, /*flags=*/0);
   if (!bias_.empty()) {
     for (size_t t = 0; t < batch; ++t) add_into(output + t * rows, bias_.data(), rows);
@@ -93,24 +112,32 @@ std::vector<float> reference_linear_dynamic_int8(const QuantizedMatrix& w, const
   const size_t piece = scales == ActivationScales::kPerBlock ? static_cast<size_t>(kActivationBlock) : cols;
   std::vector<float> out(batch * rows);
   for (size_t t = 0; t < batch; ++t) {
-    std::vector<double> sums(rows, 0.0);
+    // Each activation piece's scale and INT8 values: x times the reciprocal of the scale, rounded half
+    // to even (the arithmetic of quantize_int8).
+    std::vector<int64_t> q(cols);
+    std::vector<double> x_scale(cols);
     for (size_t begin = 0; begin < cols; begin += piece) {
       const size_t end = std::min(cols, begin + piece);
       float max = 0.0f;
       for (size_t c = begin; c < end; ++c) max = std::max(max, std::fabs(input[t * cols + c]));
       const float scale = token_scale(max);
-      // x times the reciprocal of the scale, rounded half to even: the arithmetic of quantize_int8.
       const float inverse = 1.0f / scale;
-      std::vector<int64_t> q(end - begin);
-      for (size_t c = begin; c < end; ++c)
-        q[c - begin] = static_cast<int64_t>(std::clamp(std::nearbyint(input[t * cols + c] * inverse), -128.0f, 127.0f));
-      for (size_t r = 0; r < rows; ++r) {
-        int64_t sum = 0;
-        for (size_t c = begin; c < end; ++c) sum += q[c - begin] * w.values[r * cols + c];
-        sums[r] += static_cast<double>(sum) * scale;
+      for (size_t c = begin; c < end; ++c) {
+        q[c] = static_cast<int64_t>(std::clamp(std::nearbyint(input[t * cols + c] * inverse), -128.0f, 127.0f));
+        x_scale[c] = scale;
       }
     }
-    for (size_t r = 0; r < rows; ++r) out[t * rows + r] = static_cast<float>(sums[r] * w.row_scale(static_cast<int>(r)));
+    // Exact integer sums over each block of 32 channels (within which both scales are constant).
+    for (size_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (size_t begin = 0; begin < cols; begin += kActivationBlock) {
+        const size_t end = std::min<size_t>(cols, begin + kActivationBlock);
+        int64_t block = 0;
+        for (size_t c = begin; c < end; ++c) block += q[c] * w.values[r * cols + c];
+        sum += static_cast<double>(block) * x_scale[begin] * w.scale_at(static_cast<int>(r), static_cast<int>(begin));
+      }
+      out[t * rows + r] = static_cast<float>(sum);
+    }
   }
   return out;
 }

@@ -44,6 +44,7 @@ LinearInt8::LinearInt8(const QuantizedLinear& layer, std::string name, std::span
       input_(layer.input),
       output_(layer.output) {
   const QuantizedMatrix& w = layer.weights;
+  if (w.per_group()) fail("{}: weights in groups of {} need activations quantized at run time (--activations dynamic-blocks)", name_, kWeightGroup);
   check_params(layer.input, name_ + " input");
   check_params(layer.output, name_ + " output");
   w.check(name_);

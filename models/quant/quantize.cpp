@@ -57,7 +57,10 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     const int cols = point_width(c, site.input_point);
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
-    layer.weights = quantize_weights(weights, rows, cols, options.per_channel);
+    layer.weights = quantize_weights(weights, rows, cols,
+                                     options.per_group     ? WeightGranularity::kPerGroup
+                                     : options.per_channel ? WeightGranularity::kPerChannel
+                                                           : WeightGranularity::kPerTensor);
     out.emplace(site.name, std::move(layer));
   }
   // A separate token table goes INT8 per row with the model (a tied one is the classifier's).
@@ -79,6 +82,7 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     return with_context([&] { return "quantization point " + stats.points[point]; },
                         [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
   };
+  if (options.per_group) fail("weights in groups of {} run with activations quantized at run time, not static scales", kWeightGroup);
   QuantizedLinears out = quantize_model_weights(model, options);
   for (const LinearSite& site : linear_sites(c)) {
     const auto layer = out.find(site.name);

@@ -16,6 +16,7 @@ namespace fedcal {
 struct QuantizeOptions {
   ScaleMethodSpec method;
   bool per_channel = false;         // weights: one scale per output channel (else per tensor)
+  bool per_group = false;           // weights: one per 32 input channels of each row (dynamic activations only)
   bool asymmetric = false;          // activations: zero point (else symmetric)
   std::set<std::string> keep_fp32;  // linear names ("layers.3.w2", "classifier") or "layers.3" for a whole layer
 };

@@ -227,36 +227,43 @@ QuantParams activation_params(const HistogramLayout& layout, std::span<const uin
   return params;
 }
 
-QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, bool per_channel) {
+QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity) {
   QuantizedMatrix out;
   out.rows = rows;
   out.cols = cols;
-  out.granularity = per_channel ? WeightGranularity::kPerChannel : WeightGranularity::kPerTensor;
+  out.granularity = granularity;
   out.values.resize(static_cast<size_t>(rows) * cols);
   auto scale_of = [](std::span<const float> values) {
     float max = 0;
     for (float v : values) max = std::max(max, std::abs(v));
     return max > 0 ? max / 127.0f : 1.0f;
   };
-  if (!per_channel) out.scales.push_back(scale_of(weights));
+  // Each scaled piece of a row: the whole row, or each group of kWeightGroup input channels.
+  const int piece = granularity == WeightGranularity::kPerGroup ? kWeightGroup : cols;
+  if (granularity == WeightGranularity::kPerTensor) out.scales.push_back(scale_of(weights));
   for (int r = 0; r < rows; ++r) {
-    auto row = weights.subspan(static_cast<size_t>(r) * cols, cols);
-    if (per_channel) out.scales.push_back(scale_of(row));
-    const float scale = out.scales.back();
-    for (int c = 0; c < cols; ++c) {
-      out.values[static_cast<size_t>(r) * cols + c] =
-          static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
+    for (int begin = 0; begin < cols; begin += piece) {
+      const int length = std::min(piece, cols - begin);
+      auto part = weights.subspan(static_cast<size_t>(r) * cols + begin, length);
+      if (granularity != WeightGranularity::kPerTensor) out.scales.push_back(scale_of(part));
+      const float scale = out.scales.back();
+      for (int c = 0; c < length; ++c) {
+        out.values[static_cast<size_t>(r) * cols + begin + c] =
+            static_cast<int8_t>(std::clamp(std::nearbyint(part[c] / scale), -127.0f, 127.0f));
+      }
     }
   }
   return out;
 }
 
 void QuantizedMatrix::check(const std::string& what) const {
-  const size_t expected_scales = per_channel() ? static_cast<size_t>(rows) : 1;
+  const size_t expected_scales = per_group() ? static_cast<size_t>(rows) * static_cast<size_t>(std::max(groups(), 0))
+                                 : per_channel() ? static_cast<size_t>(rows)
+                                                 : 1;
   if (rows <= 0 || cols <= 0 || values.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols) ||
       scales.size() != expected_scales) {
     fail("{}: {} quantized weights and {} scales do not fit ({}, {}) {}", what, values.size(), scales.size(), rows, cols,
-         per_channel() ? "per channel" : "per tensor");
+         per_group() ? "per group" : per_channel() ? "per channel" : "per tensor");
   }
   for (float scale : scales) {
     if (!(scale > 0) || !std::isfinite(scale)) fail("{}: weight scale {} is not positive and finite", what, scale);

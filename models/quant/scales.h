@@ -42,21 +42,34 @@ double clip_magnitude(const HistogramLayout& layout, std::span<const double> mag
 
 // Symmetric INT8 weights of a (rows, cols) matrix: one scale per tensor, or one per row (output channel).
 // How the rows of a QuantizedMatrix share scales: the package's QINT8 and QCINT8 tensor types.
-enum class WeightGranularity { kPerTensor, kPerChannel };
+// kPerGroup: one scale per kWeightGroup input channels of each row (llama.cpp Q8_0's weight blocks),
+// run only with activations quantized at run time (LinearDynamicInt8): no XNNPACK operator takes it.
+enum class WeightGranularity { kPerTensor, kPerChannel, kPerGroup };
+inline constexpr int kWeightGroup = 32;
 
 struct QuantizedMatrix {
   int rows = 0, cols = 0;
   WeightGranularity granularity = WeightGranularity::kPerTensor;
   std::vector<int8_t> values;  // (rows, cols), in [-127, 127]
-  std::vector<float> scales;   // 1 (per tensor) or rows (per channel)
+  std::vector<float> scales;   // 1 (per tensor), rows (per channel) or (rows, groups()) (per group)
 
   bool per_channel() const { return granularity == WeightGranularity::kPerChannel; }
+  bool per_group() const { return granularity == WeightGranularity::kPerGroup; }
+  int groups() const { return (cols + kWeightGroup - 1) / kWeightGroup; }  // the last may be shorter
+  // The scale of a whole row: per tensor or per channel only (a grouped matrix has none).
   float row_scale(int row) const { return per_channel() ? scales[static_cast<size_t>(row)] : scales[0]; }
+  // The scale of the weight at (row, col), whatever the granularity.
+  float scale_at(int row, int col) const {
+    return per_group() ? scales[static_cast<size_t>(row) * groups() + static_cast<size_t>(col / kWeightGroup)] : row_scale(row);
+  }
   // Throws Error unless the values and scales fit (rows, cols) and the granularity, and every scale is
   // positive and finite; `what` names the matrix.
   void check(const std::string& what) const;
 };
-QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, bool per_channel);
+QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity);
+inline QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, bool per_channel) {
+  return quantize_weights(weights, rows, cols, per_channel ? WeightGranularity::kPerChannel : WeightGranularity::kPerTensor);
+}
 
 // Round-to-nearest-even INT8 quantization of one value with clamping (the reference for conversions).
 int8_t quantize_value(float value, const QuantParams& params);

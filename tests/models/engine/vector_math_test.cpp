@@ -160,8 +160,10 @@ TEST_CASE("dot_int8_blocks equals the blocks' exact integer sums times their sca
   std::mt19937 rng(6);
   std::uniform_int_distribution<int> byte(-128, 127), weight(-127, 127);
   std::uniform_real_distribution<float> scale(0.01f, 4.0f);
+  for (const bool weight_groups : {false, true})
   for (const int cols : {1, 31, 32, 33, 64, 95, 192, 512, 1000}) {
     for (const int rows : {1, 3, 4, 5, 9}) {
+      CAPTURE(weight_groups);
       CAPTURE(cols);
       CAPTURE(rows);
       std::vector<int8_t> x(static_cast<size_t>(cols)), w(static_cast<size_t>(rows) * cols);
@@ -170,10 +172,13 @@ TEST_CASE("dot_int8_blocks equals the blocks' exact integer sums times their sca
       x[0] = -128;  // the sign trick's extreme
       w[0] = 127;
       const int blocks = (cols + kActivationBlock - 1) / kActivationBlock;
-      std::vector<float> scales(static_cast<size_t>(blocks));
+      std::vector<float> scales(static_cast<size_t>(blocks)), w_scales(static_cast<size_t>(rows) * blocks, 1.0f);
       for (float& v : scales) v = scale(rng);
+      if (weight_groups) {
+        for (float& v : w_scales) v = scale(rng);
+      }
       std::vector<float> out(static_cast<size_t>(rows));
-      dot_int8_blocks(x.data(), scales.data(), w.data(), rows, cols, out.data());
+      dot_int8_blocks(x.data(), scales.data(), w.data(), weight_groups ? w_scales.data() : nullptr, rows, cols, out.data());
       for (int r = 0; r < rows; ++r) {
         double expected = 0, magnitude = 0;
         for (int b = 0; b < blocks; ++b) {
@@ -183,8 +188,9 @@ TEST_CASE("dot_int8_blocks equals the blocks' exact integer sums times their sca
             sum += product;
             absolute += product < 0 ? -product : product;
           }
-          expected += static_cast<double>(sum) * scales[static_cast<size_t>(b)];
-          magnitude += static_cast<double>(absolute) * scales[static_cast<size_t>(b)];
+          const double block_scale = double{scales[static_cast<size_t>(b)]} * w_scales[static_cast<size_t>(r) * blocks + b];
+          expected += static_cast<double>(sum) * block_scale;
+          magnitude += static_cast<double>(absolute) * block_scale;
         }
         // Float sums (of partial sums within and across blocks): within float rounding of the products'
         // total magnitude.

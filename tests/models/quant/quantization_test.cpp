@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "models/format/model_package.h"
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "models/quant/linear_dynamic_int8.h"
@@ -286,11 +287,13 @@ TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agre
 
 TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and per-block scales, exact integer sums") {
   for (const ActivationScales scales : {ActivationScales::kPerToken, ActivationScales::kPerBlock})
-  for (const bool per_channel : {false, true}) {
+  for (const WeightGranularity granularity : {WeightGranularity::kPerTensor, WeightGranularity::kPerChannel, WeightGranularity::kPerGroup}) {
     for (const int threads : {1, 2}) {
-      const bool per_block = scales == ActivationScales::kPerBlock;
+      const bool per_block = scales == ActivationScales::kPerBlock, per_channel = granularity == WeightGranularity::kPerChannel;
+      const bool per_group = granularity == WeightGranularity::kPerGroup;
       CAPTURE(per_block);
       CAPTURE(per_channel);
+      CAPTURE(per_group);
       CAPTURE(threads);
       // Odd sizes (not a multiple of any vector width or of the 32-row tasks), tokens of very different
       // magnitudes, and an all-zero token.
@@ -299,7 +302,8 @@ TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and
       std::normal_distribution<float> normal(0.0f, 1.0f);
       std::vector<float> weights(static_cast<size_t>(in) * out);
       for (size_t i = 0; i < weights.size(); ++i) weights[i] = 0.1f * normal(rng) * (1.0f + static_cast<float>(i / in % 7));
-      const QuantizedMatrix matrix = quantize_weights(weights, out, in, per_channel);
+      const QuantizedMatrix matrix = quantize_weights(weights, out, in, granularity);
+      if (per_group) CHECK(matrix.scales.size() == static_cast<size_t>(out) * 4);  // 97 inputs: groups of 32, 32, 32, 1
       std::vector<float> input(static_cast<size_t>(batch) * in);
       for (size_t i = 0; i < input.size(); ++i) input[i] = normal(rng) * (i / in == 1 ? 300.0f : 1.0f);
       std::fill(input.begin() + 3 * in, input.begin() + 4 * in, 0.0f);
@@ -309,10 +313,17 @@ TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and
       std::vector<float> output(static_cast<size_t>(batch) * out);
       linear.run(runtime, batch, input.data(), output.data());
       const std::vector<float> expected = reference_linear_dynamic_int8(matrix, input, batch, scales);
-      // Per block, the kernel adds the blocks' scaled sums in float: the double-precision reference to
-      // float rounding (with an absolute floor for sums that cancel).
+      // The block kernel adds the blocks' scaled sums in float: the double-precision reference to float
+      // rounding of the products' total magnitude (the same sums over |x| and |w|); per token and per
+      // row it is one INT32 sum scaled once.
+      QuantizedMatrix absolute = matrix;
+      for (int8_t& v : absolute.values) v = static_cast<int8_t>(std::abs(v));
+      std::vector<float> absolute_input(input);
+      for (float& v : absolute_input) v = std::fabs(v);
+      const std::vector<float> magnitude = reference_linear_dynamic_int8(absolute, absolute_input, batch, scales);
       for (size_t i = 0; i < output.size(); ++i) {
-        const float bound = per_block ? 1e-5f * (std::fabs(expected[i]) + 1.0f) : 1e-6f * std::max(std::fabs(output[i]), std::fabs(expected[i]));
+        const float bound = per_block || per_group ? 1e-6f * magnitude[i] + 1e-6f
+                                                   : 1e-6f * std::max(std::fabs(output[i]), std::fabs(expected[i]));
         CHECK(std::fabs(output[i] - expected[i]) <= bound);
       }
       for (int o = 0; o < out; ++o) CHECK(output[static_cast<size_t>(3 * out + o)] == 0.0f);
@@ -321,6 +332,40 @@ TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and
       linear.run(runtime, 1, input.data() + in, alone.data());
       for (int o = 0; o < out; ++o) CHECK(alone[static_cast<size_t>(o)] == output[static_cast<size_t>(out + o)]);
     }
+  }
+}
+
+TEST_CASE("Weights in groups of 32 run only with activations quantized at run time: the static paths refuse them by name") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 4);
+  QuantizeOptions grouped;
+  grouped.per_group = true;
+  QuantizedLinears int8 = quantize_model_weights(model, grouped);
+  REQUIRE(int8.at("layers.0.wq").weights.per_group());
+  CHECK(int8.at("layers.0.wq").weights.scales.size() == 64u * 2);  // 64 rows, dim 64: two groups each
+  XnnRuntime runtime(1);
+  for (auto& entry : int8) entry.second.input = entry.second.output = {0.05f, 0};
+  CHECK_THROWS_WITH_AS(Transformer(model, runtime, {}, &int8), doctest::Contains("need activations quantized at run time"), Error);
+  std::mt19937 rng(2);
+  const CalibrationStats stats = calibrate_on(model, runtime, {random_tokens(rng, config.vocab_size, 16)});
+  CHECK_THROWS_WITH_AS(quantize_model(model, stats, grouped), doctest::Contains("not static scales"), Error);
+  testing::ScratchDir dir;
+  CHECK_THROWS_WITH_AS(write_model_package(dir.path("g.pkg"), model, int8, {}, {}), doctest::Contains("weights in groups"), Error);
+  // Dynamic activations, per token and per block, run them; the tied INT8 table is looked up by group.
+  for (ActivationQuantization activations : {ActivationQuantization::kDynamic, ActivationQuantization::kDynamicBlocks}) {
+    TransformerOptions options;
+    options.activations = activations;
+    Transformer fp32(model, runtime), quantized(model, runtime, options, &int8);
+    const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 24);
+    const auto a = fp32.forward(tokens, 0, true);
+    const std::vector<float> expected(a.begin(), a.end());
+    const auto b = quantized.forward(tokens, 0, true);
+    double error = 0, norm = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      error += (b[i] - expected[i]) * (b[i] - expected[i]);
+      norm += expected[i] * expected[i];
+    }
+    CHECK(std::sqrt(error / norm) < 0.05);
   }
 }
 
