@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # INT8 vs FP32 speed of the same model, measured in one run: the smollm-135m synth shape (random
-# weights), calibrated on TinyStories text, per-tensor and per-channel INT8 packages, at 1 and 2 threads.
+# weights), calibrated on TinyStories text, per-tensor and per-channel INT8 packages, the same weights with
+# activations quantized at run time (per token, per block of 32) and the fine-grained mode, at 1 and 2 threads.
 #   bench/int8_vs_fp32.sh [PRESET] [REPEATS]      (default smollm-135m, 3)
 # Prints a markdown table; the machine should be otherwise idle.
 set -euo pipefail
@@ -27,12 +28,22 @@ for threads in 1 2; do
   # bandwidth drifts over minutes, so a figure from another run would not compare).
   bandwidth=$(build/bin/fedcal-membw --mb 1024 --threads "$threads" --passes 3 | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p')
   fp32=$($bin bench -m "$work/fp32.bin" -t "$threads" --repeats "$repeats" --json)
-  for variant in fp32 pt pc; do
-    if [[ $variant == fp32 ]]; then result=$fp32; else result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json); fi
+  # The INT8 packages (XNNPACK, static scales), then the same per-channel weights with activations
+  # quantized at run time per token and per block of 32 channels, and the fine-grained mode (weights
+  # in groups of 32 too, quantized from the FP32 model at load).
+  for variant in fp32 pt pc dynamic blocks fine; do
+    case $variant in
+      fp32) result=$fp32 ;;
+      pt | pc) result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json) ;;
+      dynamic) result=$($bin bench -m "$work/pc.pkg" -t "$threads" --repeats "$repeats" --activations dynamic --json) ;;
+      blocks) result=$($bin bench -m "$work/pc.pkg" -t "$threads" --repeats "$repeats" --activations dynamic-blocks --json) ;;
+      fine) result=$($bin bench -m "$work/fp32.bin" -t "$threads" --repeats "$repeats" --activations dynamic-blocks --weight-groups --json) ;;
+    esac
     python3 - "$threads" "$variant" "$result" "$fp32" "$bandwidth" <<'PY'
 import json, sys
 threads, variant, r, f, bandwidth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), float(sys.argv[5])
-name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel"}[variant]
+name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel", "dynamic": "INT8 per-channel, dynamic per token",
+        "blocks": "INT8 per-channel, dynamic per block of 32", "fine": "fine-grained: weight groups + activation blocks of 32"}[variant]
 print(f"| {threads} | {name} | {r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} "
       f"| {r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x | {r['prefill_tokens_per_s'] / f['prefill_tokens_per_s']:.2f}x "
       f"| {r['decode_weight_bytes_per_token'] / 1e6:.1f} MB | {r['decode_weight_gb_per_s']:.1f} "

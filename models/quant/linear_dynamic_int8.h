@@ -28,7 +28,10 @@ class LinearDynamicInt8 : public Linear {
   LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias = {},
                     ActivationScales scales = ActivationScales::kPerToken);
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
-  size_t weight_bytes() const override { return weights_.values.size(); }
+  // The INT8 values, and the scales when there is one per group (4 bytes per 32 values).
+  size_t weight_bytes() const override {
+    return weights_.values.size() + (weights_.per_group() ? weights_.scales.size() * sizeof(float) : 0);
+  }
 
  private:
   std::string name_;
