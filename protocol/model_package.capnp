@@ -66,6 +66,10 @@ enum TensorType {
   # INT8 weights with one scale for the tensor (symmetric, zero point 0).
   qcint8 @2;
   # INT8 weights with one scale per row (output channel).
+  qgint8 @3;
+  # INT8 weights with one scale per 32 input channels of each row (row-major (rows, ceil(cols / 32))
+  # scales; llama.cpp Q8_0's blocks). Such a layer runs with activations quantized at run time per
+  # block of 32 channels (the fine-grained mode): its input and output scales are not used.
 }
 
 struct Tensor {

@@ -74,9 +74,6 @@ LoadedModel load_model_with(const ModelOptions& options) {
   return load_model(options.model, &key);
 }
 
-namespace {
-
-// What the weights take from `options`: granularity and the layers kept in FP32.
 QuantizeOptions weight_options(const QuantizationOptions& options) {
   QuantizeOptions quantize;
   quantize.per_channel = options.per_channel;
@@ -84,8 +81,6 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
   return quantize;
 }
-
-}  // namespace
 
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
                                const XnnRuntime& runtime, PackageProvenance& provenance) {

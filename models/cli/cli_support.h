@@ -10,6 +10,7 @@
 
 #include "models/engine/transformer.h"
 #include "models/format/model_loader.h"
+#include "models/quant/quantize.h"
 
 namespace fedcal::cli {
 
@@ -47,6 +48,10 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
 // quantize_with on a runtime and (for --auto-fp32 / --target-kl) tokenizer of its own.
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const ModelOptions& model_options,
                                PackageProvenance& provenance);
+
+// What the weights take from `options`: granularity (per tensor, per channel, in groups) and the
+// layers kept in FP32.
+QuantizeOptions weight_options(const QuantizationOptions& options);
 
 // The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32;
 // with dynamic activations, a package's INT8 weights or an FP32 model's weights quantized now (no

@@ -32,7 +32,14 @@ void run_quantize(const QuantizeCommandOptions& options) {
 
   PackageProvenance provenance;
   QuantizedLinears int8;
-  if (!options.quantization.stats) {
+  if (options.quantization.weight_groups) {
+    // The fine-grained package: weights in groups of 32, no activation scales (they are computed per
+    // block at run time, wherever the package runs).
+    if (options.quantization.stats) fail("--weight-groups takes no --stats: its activations are quantized at run time");
+    int8 = quantize_model_weights(loaded.model, weight_options(options.quantization));
+    provenance.method = "weight groups of 32, activations per block at run time";
+    provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  } else if (!options.quantization.stats) {
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
   } else {
     int8 = quantize_with(loaded, options.quantization, options.model, provenance);
@@ -70,7 +77,8 @@ void add_package_commands(CLI::App& app) {
   auto options = std::make_shared<QuantizeCommandOptions>();
   CLI::App* command = app.add_subcommand(
       "quantize",
-      "Write a fedcal package: static INT8 (W8A8) with scales from --stats, or FP32 without --stats; optionally signed");
+      "Write a fedcal package: static INT8 (W8A8) with scales from --stats, the fine-grained INT8 mode with "
+      "--weight-groups, or FP32 without either; optionally signed");
   add_model_options(*command, options->model);
   add_quantization_options(*command, options->quantization);
   command->add_option("--sign", options->sign, "Ed25519 private key (PEM, from keygen) to sign the package with");

@@ -58,11 +58,13 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
       const QuantizedMatrix& q = it->second.weights;
       if (q.rows != out || q.cols != in)
         fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
-      if (is_dynamic(options_.activations)) {
+      // Weights in groups always run with activations quantized at run time: per block of 32, unless
+      // per token is asked for (a package of them carries no static activation scales).
+      if (is_dynamic(options_.activations) || q.per_group()) {
         // The dynamic layer keeps the INT8 matrix itself: moved in when it is ours to take.
         QuantizedMatrix matrix = release_int8 != nullptr ? std::move(release_int8->at(name).weights) : q;
         const ActivationScales scales =
-            options_.activations == ActivationQuantization::kDynamicBlocks ? ActivationScales::kPerBlock : ActivationScales::kPerToken;
+            options_.activations == ActivationQuantization::kDynamic ? ActivationScales::kPerToken : ActivationScales::kPerBlock;
         linear = std::make_unique<LinearDynamicInt8>(std::move(matrix), name, bias, scales);
       } else {
         linear = std::make_unique<LinearInt8>(it->second, name, bias);

@@ -72,8 +72,9 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   };
   std::vector<Blob> blobs;
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
-    if (q.weights.per_group()) fail("{}: '{}' has weights in groups, which packages do not hold yet", path, name);
-    const auto type = q.weights.per_channel() ? schema::TensorType::QCINT8 : schema::TensorType::QINT8;
+    const auto type = q.weights.per_group()     ? schema::TensorType::QGINT8
+                      : q.weights.per_channel() ? schema::TensorType::QCINT8
+                                                : schema::TensorType::QINT8;
     blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
                      q.weights.values.data(), q.weights.values.size(), &q});
   };
@@ -309,14 +310,17 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              return;
                            }
-                           if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8)
+                           if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8 &&
+                               tensor.getType() != schema::TensorType::QGINT8)
                              fail("unknown tensor type");
                            const bool per_channel = tensor.getType() == schema::TensorType::QCINT8;
+                           const bool per_group = tensor.getType() == schema::TensorType::QGINT8;
                            QuantizedLinear layer;
                            layer.weights.rows = static_cast<int>(tensor.getRows());
                            layer.weights.cols = static_cast<int>(tensor.getCols());
-                           layer.weights.granularity =
-                               per_channel ? WeightGranularity::kPerChannel : WeightGranularity::kPerTensor;
+                           layer.weights.granularity = per_group     ? WeightGranularity::kPerGroup
+                                                       : per_channel ? WeightGranularity::kPerChannel
+                                                                     : WeightGranularity::kPerTensor;
                            layer.weights.values.resize(count);
                            std::memcpy(layer.weights.values.data(), data, count);
                            release(bytes.subspan(data_start + tensor.getOffset(), count));
@@ -324,8 +328,10 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              if (v == -128) fail("weight value -128 is outside the symmetric range [-127, 127]");
                            }
                            const auto scales = tensor.getWeightScales();
-                           if (scales.size() != (per_channel ? tensor.getRows() : 1u))
-                             fail("has {} weight scales", scales.size());
+                           const uint64_t expected_scales = per_group     ? uint64_t{tensor.getRows()} * layer.weights.groups()
+                                                            : per_channel ? tensor.getRows()
+                                                                          : 1u;
+                           if (scales.size() != expected_scales) fail("has {} weight scales, not {}", scales.size(), expected_scales);
                            for (float scale : scales) {
                              check_params({scale, 0}, "weight");
                              layer.weights.scales.push_back(scale);

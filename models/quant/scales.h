@@ -41,7 +41,7 @@ QuantParams activation_params(const HistogramLayout& layout, std::span<const uin
 double clip_magnitude(const HistogramLayout& layout, std::span<const double> magnitude_counts, const ScaleMethodSpec& method);
 
 // Symmetric INT8 weights of a (rows, cols) matrix: one scale per tensor, or one per row (output channel).
-// How the rows of a QuantizedMatrix share scales: the package's QINT8 and QCINT8 tensor types.
+// How the rows of a QuantizedMatrix share scales: the package's QINT8, QCINT8 and QGINT8 tensor types.
 // kPerGroup: one scale per kWeightGroup input channels of each row (llama.cpp Q8_0's weight blocks),
 // run only with activations quantized at run time (LinearDynamicInt8): no XNNPACK operator takes it.
 enum class WeightGranularity { kPerTensor, kPerChannel, kPerGroup };

@@ -126,6 +126,11 @@ int main(int argc, char** argv) {
   }
   fedcal::write_model_package((root / "model_package/int8.pkg").string(), model, int8, {},
                               {"minmax", false, false, 1, 2, "s", {}, "m"});
+  // And the fine-grained one: weights in groups of 32 (qgint8).
+  fedcal::QuantizeOptions grouped;
+  grouped.per_group = true;
+  fedcal::write_model_package((root / "model_package/grouped.pkg").string(), model, fedcal::quantize_model_weights(model, grouped), {},
+                              {});
 
   // Protocol messages: a hello, a join, a masked input and encrypted shares.
   // Agent messages also seed the coordinator's handlers, as [sender][flags][message] (see

@@ -335,38 +335,48 @@ TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and
   }
 }
 
-TEST_CASE("Weights in groups of 32 run only with activations quantized at run time: the static paths refuse them by name") {
+TEST_CASE("Weights in groups of 32: activations per block at run time wherever they run, packaged as qgint8") {
   const ModelConfig config = find_synth_preset("tiny").config;
   const Model model = synthesize_model(config, 4);
   QuantizeOptions grouped;
   grouped.per_group = true;
-  QuantizedLinears int8 = quantize_model_weights(model, grouped);
+  const QuantizedLinears int8 = quantize_model_weights(model, grouped);
   REQUIRE(int8.at("layers.0.wq").weights.per_group());
   CHECK(int8.at("layers.0.wq").weights.scales.size() == 64u * 2);  // 64 rows, dim 64: two groups each
+  // No static scales for them: an XNNPACK layer and statistics-based quantization refuse, by name.
+  CHECK_THROWS_WITH_AS(LinearInt8(int8.at("layers.0.wq"), "layers.0.wq"), doctest::Contains("layers.0.wq: weights in groups"), Error);
   XnnRuntime runtime(1);
-  for (auto& entry : int8) entry.second.input = entry.second.output = {0.05f, 0};
-  CHECK_THROWS_WITH_AS(Transformer(model, runtime, {}, &int8), doctest::Contains("need activations quantized at run time"), Error);
   std::mt19937 rng(2);
   const CalibrationStats stats = calibrate_on(model, runtime, {random_tokens(rng, config.vocab_size, 16)});
   CHECK_THROWS_WITH_AS(quantize_model(model, stats, grouped), doctest::Contains("not static scales"), Error);
-  testing::ScratchDir dir;
-  CHECK_THROWS_WITH_AS(write_model_package(dir.path("g.pkg"), model, int8, {}, {}), doctest::Contains("weights in groups"), Error);
-  // Dynamic activations, per token and per block, run them; the tied INT8 table is looked up by group.
-  for (ActivationQuantization activations : {ActivationQuantization::kDynamic, ActivationQuantization::kDynamicBlocks}) {
-    TransformerOptions options;
-    options.activations = activations;
-    Transformer fp32(model, runtime), quantized(model, runtime, options, &int8);
-    const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 24);
-    const auto a = fp32.forward(tokens, 0, true);
-    const std::vector<float> expected(a.begin(), a.end());
-    const auto b = quantized.forward(tokens, 0, true);
-    double error = 0, norm = 0;
-    for (size_t i = 0; i < expected.size(); ++i) {
-      error += (b[i] - expected[i]) * (b[i] - expected[i]);
-      norm += expected[i] * expected[i];
-    }
-    CHECK(std::sqrt(error / norm) < 0.05);
+
+  const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 24);
+  Transformer fp32(model, runtime);
+  const auto a = fp32.forward(tokens, 0, true);
+  const std::vector<float> expected(a.begin(), a.end());
+  auto logits = [&](const QuantizedLinears& layers, TransformerOptions options) {
+    Transformer quantized(model, runtime, options, &layers);
+    const auto span = quantized.forward(tokens, 0, true);
+    return std::vector<float>(span.begin(), span.end());
+  };
+  TransformerOptions blocks;
+  blocks.activations = ActivationQuantization::kDynamicBlocks;
+  const std::vector<float> fine = logits(int8, blocks);
+  double error = 0, norm = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    error += (fine[i] - expected[i]) * (fine[i] - expected[i]);
+    norm += expected[i] * expected[i];
   }
+  CHECK(std::sqrt(error / norm) < 0.05);
+  // Asked to run with static activations, grouped layers still quantize theirs per block at run time.
+  CHECK(logits(int8, {}) == fine);
+  // A package holds them (qgint8) and runs them the same, bit for bit.
+  testing::ScratchDir dir;
+  write_model_package(dir.path("g.pkg"), model, int8, {}, {});
+  const ModelPackage package = read_model_package(dir.path("g.pkg"), nullptr);
+  REQUIRE(package.int8.at("layers.1.w2").weights.per_group());
+  CHECK(package.int8.at("layers.1.w2").weights.scales == int8.at("layers.1.w2").weights.scales);
+  CHECK(logits(package.int8, {}) == fine);
 }
 
 TEST_CASE("Dynamic activations: no statistics, logits close to FP32, and prefill equals decode exactly") {
