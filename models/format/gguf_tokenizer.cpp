@@ -132,7 +132,8 @@ GgufTokens gguf_tokens(const GgufFile& file, int vocab_size) {
   if (!tokens || !tokens->array || tokens->type != GgufType::kString)
     fail("{}: tokenizer.ggml.tokens is missing or not strings", file.source);
   const size_t count = tokens->strings.size();
-  if (count == 0 || count > static_cast<size_t>(vocab_size)) fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
+  if (count == 0 || count > static_cast<size_t>(vocab_size))
+    fail("{}: {} tokens for {} embeddings", file.source, count, vocab_size);
   if (types && (!types->array || types->ints.size() != count))
     fail("{}: tokenizer.ggml.token_type must hold one integer per token", file.source);
   return {tokens, types};

