@@ -65,6 +65,10 @@ BpeVocabulary parse_bpe_vocabulary(const json& root) {
     if (content.empty()) fail("added_tokens has an entry with empty content");
     const int id = add_piece(content, added.contains("id") ? added["id"] : json());
     const bool special = added.contains("special") && added["special"] == true;
+    // Whitespace stripping around an added token and whole-word matching change the ids: refused.
+    for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
+      if (added.contains(flag) && added[flag] == true) fail("added token '{}' has {} true, which fedcal does not implement", content, flag);
+    }
     v.added.push_back({content, id, special});
   }
   for (size_t id = 0; id < v.pieces.size(); ++id) {

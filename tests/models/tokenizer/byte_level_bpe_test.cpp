@@ -246,6 +246,8 @@ TEST_CASE("Byte-level tokenizer.json: what would change the ids and is not imple
           root["decoder"] = {{"type", "Metaspace"}};
         }).find("decoder 'Metaspace'") != std::string::npos);
   CHECK(error_with([](nlohmann::json& root) { root["model"]["dropout"] = 0.1; }).find("dropout") != std::string::npos);
+  CHECK(error_with([](nlohmann::json& root) { root["added_tokens"][0]["lstrip"] = true; }).find("'<s>' has lstrip true") !=
+        std::string::npos);
 }
 
 }  // namespace
