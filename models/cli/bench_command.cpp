@@ -72,10 +72,12 @@ void run_bench(const BenchOptions& options) {
   const size_t peak_rss = peak_resident_bytes();
   const size_t resident_weights = transformer.resident_weight_bytes();
   const size_t file_bytes = model_file_bytes(options.model.model);
+  const std::string int8_kernel(int8_kernel_name(options.quantization.int8_kernel.value_or(int8_kernels_supported().front())));
 
   if (options.json) {
     nlohmann::json out = {{"model", options.model.model},
                           {"threads", threads},
+                          {"int8_kernel", int8_kernel},
                           {"parameters", c.parameter_count()},
                           {"model_bytes", file_bytes},
                           {"prompt_tokens", options.prompt_tokens},
@@ -96,6 +98,7 @@ void run_bench(const BenchOptions& options) {
   std::printf("model:          %s (%.1f M parameters, %.1f MB on disk)\n", options.model.model.c_str(), c.parameter_count() / 1e6,
               file_bytes / 1e6);
   std::printf("threads:        %d\n", threads);
+  std::printf("INT8 kernel:    %s (layers with activations quantized at run time)\n", int8_kernel.c_str());
   std::printf("prefill:        %.1f tokens/s (%d-token prompt, median of %d runs: %.1f-%.1f)\n", prefill_tps,
               options.prompt_tokens, options.repeats, prefill_speed.low, prefill_speed.high);
   std::printf("decode:         %.2f tokens/s (%d tokens, median of %d runs: %.2f-%.2f)\n", decode_tps, options.decode_tokens,

@@ -66,6 +66,17 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                                                         {"dynamic-blocks", ActivationQuantization::kDynamicBlocks}},
           CLI::ignore_case))
       ->default_str("static");
+  std::map<std::string, Int8Kernel> kernels;
+  std::string names;
+  for (const Int8Kernel kernel : int8_kernels_supported()) {
+    kernels.emplace(int8_kernel_name(kernel), kernel);
+    names += (names.empty() ? "" : ", ") + std::string(int8_kernel_name(kernel));
+  }
+  command
+      .add_option("--int8-kernel", options.int8_kernel,
+                  "Kernel of the layers with activations quantized at run time (dynamic, dynamic-blocks, weight groups); "
+                  "default: the fastest this CPU runs. Here: " + names)
+      ->transform(CLI::CheckedTransformer(kernels));
 }
 
 LoadedModel load_model_with(const ModelOptions& options) {
@@ -136,6 +147,7 @@ std::unique_ptr<Transformer> build_transformer(const LoadedModel& loaded, Loaded
                                                const QuantizationOptions& options, const Tokenizer* tokenizer,
                                                TransformerOptions transformer_options) {
   transformer_options.activations = options.activations;
+  transformer_options.int8_kernel = options.int8_kernel;
   const bool dynamic = is_dynamic(options.activations);
   QuantizedLinears computed;
   const bool packaged = !loaded.int8.empty();

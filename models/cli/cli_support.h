@@ -37,6 +37,7 @@ struct QuantizationOptions {
   std::optional<double> target_kl;              // keep the fewest sensitive linears in FP32 that reach this KL
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
   ActivationQuantization activations = ActivationQuantization::kStatic;
+  std::optional<Int8Kernel> int8_kernel = std::nullopt;  // of the dynamic / fine-grained linears; default: the fastest
 };
 void add_quantization_options(CLI::App& command, QuantizationOptions& options);
 

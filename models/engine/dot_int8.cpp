@@ -1,174 +1,258 @@
-// dot_int8_rows (vector_math.h): INT8 dot products of one activation row with rows of a weight
-// matrix, exact in INT32. Chosen once at load time by the CPU (GCC/Clang function multiversioning):
-//   avx2     32 products per instruction pair: |x| (unsigned) times w with x's sign, pairs summed to
-//            int16 by vpmaddubsw (no saturation: |x| <= 128, |w| <= 127), then to int32 by vpmaddwd;
-//            four weight rows per pass, so each activation load serves four rows
-//   default  the plain loop, which the compiler vectorizes as it can (and NEON on ARM)
-// FEDCAL_BASELINE_KERNELS builds the default alone, so tests can run it on an AVX2 machine.
-#include <cstddef>
-#include <cstdint>
+// The packed INT8 kernels (dot_int8.h). Each kernel reads the layout its own pack_int8 wrote, so a
+// matrix always runs on the kernel it was packed for.
+#include "models/engine/dot_int8.h"
 
-#include "models/engine/vector_math.h"
+#include <cstring>
+
+#include "common/error.h"
 
 #if defined(__x86_64__) && !defined(FEDCAL_BASELINE_KERNELS)
 #include <immintrin.h>
-#define FEDCAL_INT8_MULTIVERSION 1
-#define FEDCAL_DEFAULT_TARGET __attribute__((target("default")))
-#else
-#define FEDCAL_DEFAULT_TARGET
+#define FEDCAL_INT8_X86 1
 #endif
 
 namespace fedcal {
-// The versions; only calls from this file go through GCC's dispatcher (one that sees every version),
-// so the public function below is a plain call into it.
-void dot_int8_rows_version(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out);
-void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales, int rows, int cols,
-                             float* out);
-
-FEDCAL_DEFAULT_TARGET void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales,
-                                                   int rows, int cols, float* out) {
-  const int blocks = (cols + kActivationBlock - 1) / kActivationBlock;
-  for (int r = 0; r < rows; ++r) {
-    const int8_t* row = w + static_cast<size_t>(r) * cols;
-    float sum = 0.0f;
-    for (int begin = 0; begin < cols; begin += kActivationBlock) {
-      const int end = begin + kActivationBlock < cols ? begin + kActivationBlock : cols;
-      int32_t block = 0;
-      for (int c = begin; c < end; ++c) block += static_cast<int32_t>(x[c]) * static_cast<int32_t>(row[c]);
-      const int b = begin / kActivationBlock;
-      const float scale = w_scales ? x_scales[b] * w_scales[static_cast<size_t>(r) * blocks + b] : x_scales[b];
-      sum += scale * static_cast<float>(block);
-    }
-    out[r] = sum;
-  }
-}
-
-FEDCAL_DEFAULT_TARGET void dot_int8_rows_version(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out) {
-  for (int r = 0; r < rows; ++r) {
-    const int8_t* row = w + static_cast<size_t>(r) * cols;
-    int32_t sum = 0;  // integer sums are exact in any order: the compiler may vectorize freely
-    for (int c = 0; c < cols; ++c) sum += static_cast<int32_t>(x[c]) * static_cast<int32_t>(row[c]);
-    out[r] = sum;
-  }
-}
-
-#ifdef FEDCAL_INT8_MULTIVERSION
-
 namespace {
 
-__attribute__((target("avx2"), always_inline)) inline __m256i products(__m256i x, __m256i abs_x, const int8_t* w) {
-  const __m256i signed_w = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), x);
+constexpr int kChunk = 4;                                        // columns per row in one packed piece
+constexpr int kChunks = kActivationBlock / kChunk;               // pieces per block
+constexpr size_t kChunkBytes = size_t{kPackedRows} * kChunk;     // 64: one piece of 16 rows
+constexpr size_t kBlockBytes = kChunkBytes * kChunks;            // 512: one block of one row group
+constexpr size_t kMaxCols = size_t{1} << 17;
+
+// The weights' offset in the kernel's layout: vpdpbusd multiplies unsigned bytes.
+int weight_offset(Int8Kernel kernel) { return kernel == Int8Kernel::kAvx512Vnni ? 128 : 0; }
+
+// --- portable ---------------------------------------------------------------------------------------
+
+// One group's exact INT32 sums of one block: each row's 32 values are contiguous in this layout, a
+// plain dot product the compiler vectorizes.
+void block_portable(const uint8_t* p, const int8_t* x, int32_t* sums) {
+  for (int i = 0; i < kPackedRows; ++i, p += kActivationBlock) {
+    int32_t sum = 0;
+    for (int c = 0; c < kActivationBlock; ++c) sum += static_cast<int8_t>(p[c]) * x[c];
+    sums[i] += sum;
+  }
+}
+
+void rows_portable(const uint8_t* w, int blocks, const int8_t* x, int groups, int32_t* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    int32_t sums[kPackedRows] = {};
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_portable(w, x + b * kActivationBlock, sums);
+    std::memcpy(out, sums, sizeof sums);
+  }
+}
+
+void blocks_portable(const uint8_t* w, const float* w_scales, int blocks, const int8_t* x, const float* x_scales, int groups, float* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    float acc[kPackedRows] = {};
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+      int32_t sums[kPackedRows] = {};
+      block_portable(w, x + b * kActivationBlock, sums);
+      for (int i = 0; i < kPackedRows; ++i) {
+        const float scale = w_scales != nullptr ? x_scales[b] * w_scales[i] : x_scales[b];
+        acc[i] += scale * static_cast<float>(sums[i]);
+      }
+      if (w_scales != nullptr) w_scales += kPackedRows;
+    }
+    std::memcpy(out, acc, sizeof acc);
+  }
+}
+
+#ifdef FEDCAL_INT8_X86
+
+int32_t load4(const int8_t* x) {
+  int32_t value;
+  std::memcpy(&value, x, sizeof value);
+  return value;
+}
+
+// --- avx2 -------------------------------------------------------------------------------------------
+
+// 8 rows' products of 4 columns with the broadcast activations xv (|x| in abs_x), added pairwise into
+// INT32 lanes.
+__attribute__((target("avx2"), always_inline)) inline __m256i products8(__m256i xv, __m256i abs_x, const uint8_t* p) {
+  const __m256i signed_w = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), xv);
   return _mm256_madd_epi16(_mm256_maddubs_epi16(abs_x, signed_w), _mm256_set1_epi16(1));
 }
 
-__attribute__((target("avx2"), always_inline)) inline int32_t sum_lanes(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
-
-}  // namespace
-
-__attribute__((target("avx2"))) void dot_int8_rows_version(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out) {
-  const int vectorized = cols & ~31;
-  const size_t stride = static_cast<size_t>(cols);
-  int r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const int8_t* w0 = w + static_cast<size_t>(r) * stride;
-    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int c = 0; c < vectorized; c += 32) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c));
-      const __m256i abs_x = _mm256_sign_epi8(xv, xv);
-      acc0 = _mm256_add_epi32(acc0, products(xv, abs_x, w0 + c));
-      acc1 = _mm256_add_epi32(acc1, products(xv, abs_x, w0 + stride + c));
-      acc2 = _mm256_add_epi32(acc2, products(xv, abs_x, w0 + 2 * stride + c));
-      acc3 = _mm256_add_epi32(acc3, products(xv, abs_x, w0 + 3 * stride + c));
-    }
-    int32_t sums[4] = {sum_lanes(acc0), sum_lanes(acc1), sum_lanes(acc2), sum_lanes(acc3)};
-    for (int k = 0; k < 4; ++k) {
-      for (int c = vectorized; c < cols; ++c) sums[k] += static_cast<int32_t>(x[c]) * w0[static_cast<size_t>(k) * stride + c];
-      out[r + k] = sums[k];
-    }
-  }
-  for (; r < rows; ++r) {
-    const int8_t* row = w + static_cast<size_t>(r) * stride;
-    __m256i acc = _mm256_setzero_si256();
-    for (int c = 0; c < vectorized; c += 32) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c));
-      acc = _mm256_add_epi32(acc, products(xv, _mm256_sign_epi8(xv, xv), row + c));
-    }
-    int32_t sum = sum_lanes(acc);
-    for (int c = vectorized; c < cols; ++c) sum += static_cast<int32_t>(x[c]) * row[c];
-    out[r] = sum;
+// One group's block: INT32 sums of rows 0-7 into lo, 8-15 into hi.
+__attribute__((target("avx2"), always_inline)) inline void block_avx2(const uint8_t* p, const int8_t* x, __m256i& lo, __m256i& hi) {
+  for (int k = 0; k < kChunks; ++k, p += kChunkBytes) {
+    const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
+    const __m256i abs_x = _mm256_sign_epi8(xv, xv);  // -128 stays 0x80: 128 as unsigned
+    lo = _mm256_add_epi32(lo, products8(xv, abs_x, p));
+    hi = _mm256_add_epi32(hi, products8(xv, abs_x, p + 32));
   }
 }
 
-namespace {
-
-__attribute__((target("avx2,fma"), always_inline)) inline float sum_float_lanes(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+__attribute__((target("avx2"))) void rows_avx2(const uint8_t* w, int blocks, const int8_t* x, int groups, int32_t* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    __m256i lo = _mm256_setzero_si256(), hi = lo;
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_avx2(w, x + b * kActivationBlock, lo, hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), hi);
+  }
 }
 
-}  // namespace
-
-// Four weight rows per pass over the activation blocks: each block's products summed exactly to
-// eight INT32 lanes per row (as in dot_int8_rows), converted to float and accumulated times the
-// block's scale (times the row's block scale, with weight groups) with one FMA; lanes summed once per
-// row at the end.
-__attribute__((target("avx2,fma"))) void dot_int8_blocks_version(const int8_t* x, const float* x_scales, const int8_t* w,
-                                                               const float* w_scales, int rows, int cols, float* out) {
-  static_assert(kActivationBlock == 32, "one AVX2 register per block");
-  const int full = cols / kActivationBlock * kActivationBlock, blocks = (cols + kActivationBlock - 1) / kActivationBlock;
-  const size_t stride = static_cast<size_t>(cols);
-  // The scale of block b of row r.
-  auto scale = [&](int r, int b) { return w_scales ? x_scales[b] * w_scales[static_cast<size_t>(r) * blocks + b] : x_scales[b]; };
-  auto tail = [&](const int8_t* row, int r) {  // the short last block, if any
-    int32_t block = 0;
-    for (int c = full; c < cols; ++c) block += static_cast<int32_t>(x[c]) * row[c];
-    return full < cols ? scale(r, blocks - 1) * static_cast<float>(block) : 0.0f;
-  };
-  int r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const int8_t* w0 = w + static_cast<size_t>(r) * stride;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int c = 0; c < full; c += kActivationBlock) {
-      const int b = c / kActivationBlock;
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c));
-      const __m256i abs_x = _mm256_sign_epi8(xv, xv);
-      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + c)), _mm256_set1_ps(scale(r, b)), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + stride + c)), _mm256_set1_ps(scale(r + 1, b)), acc1);
-      acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + 2 * stride + c)), _mm256_set1_ps(scale(r + 2, b)), acc2);
-      acc3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, abs_x, w0 + 3 * stride + c)), _mm256_set1_ps(scale(r + 3, b)), acc3);
+__attribute__((target("avx2,fma"))) void blocks_avx2(const uint8_t* w, const float* w_scales, int blocks, const int8_t* x,
+                                                     const float* x_scales, int groups, float* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+      __m256i lo = _mm256_setzero_si256(), hi = lo;
+      block_avx2(w, x + b * kActivationBlock, lo, hi);
+      __m256 scale_lo = _mm256_set1_ps(x_scales[b]), scale_hi = scale_lo;
+      if (w_scales != nullptr) {
+        scale_lo = _mm256_mul_ps(scale_lo, _mm256_loadu_ps(w_scales));
+        scale_hi = _mm256_mul_ps(scale_hi, _mm256_loadu_ps(w_scales + 8));
+        w_scales += kPackedRows;
+      }
+      acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale_lo, acc_lo);
+      acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale_hi, acc_hi);
     }
-    out[r] = sum_float_lanes(acc0) + tail(w0, r);
-    out[r + 1] = sum_float_lanes(acc1) + tail(w0 + stride, r + 1);
-    out[r + 2] = sum_float_lanes(acc2) + tail(w0 + 2 * stride, r + 2);
-    out[r + 3] = sum_float_lanes(acc3) + tail(w0 + 3 * stride, r + 3);
+    _mm256_storeu_ps(out, acc_lo);
+    _mm256_storeu_ps(out + 8, acc_hi);
   }
-  for (; r < rows; ++r) {
-    const int8_t* row = w + static_cast<size_t>(r) * stride;
-    __m256 acc = _mm256_setzero_ps();
-    for (int c = 0; c < full; c += kActivationBlock) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c));
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products(xv, _mm256_sign_epi8(xv, xv), row + c)),
-                            _mm256_set1_ps(scale(r, c / kActivationBlock)), acc);
+}
+
+// --- avx512-vnni ------------------------------------------------------------------------------------
+
+#define FEDCAL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+// One group's block, (w + 128) . x for 16 rows, added into two independent chains of four vpdpbusd.
+FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline void block_vnni(const uint8_t* p, const int8_t* x, __m512i& a, __m512i& b) {
+  for (int k = 0; k < kChunks; k += 2) {
+    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p + k * kChunkBytes), _mm512_set1_epi32(load4(x + k * kChunk)));
+    b = _mm512_dpbusd_epi32(b, _mm512_loadu_si512(p + (k + 1) * kChunkBytes), _mm512_set1_epi32(load4(x + (k + 1) * kChunk)));
+  }
+}
+
+FEDCAL_VNNI_TARGET void rows_vnni(const uint8_t* w, int blocks, const int8_t* x, const int32_t* block_sums, int groups, int32_t* out) {
+  // Sum over the row of (w + 128) x, less 128 times the sum of x: exact modulo 2^32, and the true sum
+  // fits INT32 (cols <= 2^17), so wrapping on the way changes nothing.
+  int64_t x_sum = 0;
+  for (int b = 0; b < blocks; ++b) x_sum += block_sums[b];
+  const __m512i correction = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_sum * 128)));
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    __m512i a = _mm512_setzero_si512(), b = a;
+    for (int k = 0; k < blocks; ++k, w += kBlockBytes) block_vnni(w, x + k * kActivationBlock, a, b);
+    _mm512_storeu_si512(out, _mm512_sub_epi32(_mm512_add_epi32(a, b), correction));
+  }
+}
+
+FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const float* w_scales, int blocks, const int8_t* x, const int32_t* block_sums,
+                                    const float* x_scales, int groups, float* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+      __m512i sums = _mm512_set1_epi32(-128 * block_sums[b]), more = _mm512_setzero_si512();
+      block_vnni(w, x + b * kActivationBlock, sums, more);
+      __m512 scale = _mm512_set1_ps(x_scales[b]);
+      if (w_scales != nullptr) {
+        scale = _mm512_mul_ps(scale, _mm512_loadu_ps(w_scales));
+        w_scales += kPackedRows;
+      }
+      // (The zero-masked conversion: GCC 12 warns that plain _mm512_cvtepi32_ps reads an undefined register.)
+      acc = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, _mm512_add_epi32(sums, more)), scale, acc);
     }
-    out[r] = sum_float_lanes(acc) + tail(row, r);
+    _mm512_storeu_ps(out, acc);
   }
 }
 
 #endif
 
-void dot_int8_rows(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out) {
-  dot_int8_rows_version(x, w, rows, cols, out);
+}  // namespace
+
+std::string_view int8_kernel_name(Int8Kernel kernel) {
+  switch (kernel) {
+    case Int8Kernel::kAvx512Vnni: return "avx512-vnni";
+    case Int8Kernel::kAvx2: return "avx2";
+    case Int8Kernel::kPortable: break;
+  }
+  return "portable";
 }
 
-void dot_int8_blocks(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales, int rows, int cols, float* out) {
-  dot_int8_blocks_version(x, x_scales, w, w_scales, rows, cols, out);
+std::vector<Int8Kernel> int8_kernels_supported() {
+  std::vector<Int8Kernel> kernels;
+#ifdef FEDCAL_INT8_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) kernels.push_back(Int8Kernel::kAvx512Vnni);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back(Int8Kernel::kAvx2);
+#endif
+  kernels.push_back(Int8Kernel::kPortable);
+  return kernels;
+}
+
+PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel) {
+  if (rows < 1 || cols < 1 || static_cast<size_t>(cols) > kMaxCols) fail("INT8 matrix ({}, {}): want 1 to {} columns", rows, cols, kMaxCols);
+  bool supported = false;
+  for (Int8Kernel k : int8_kernels_supported()) supported = supported || k == kernel;
+  if (!supported) fail("the {} INT8 kernel does not run on this CPU", int8_kernel_name(kernel));
+  PackedInt8 packed;
+  packed.rows = rows;
+  packed.cols = cols;
+  packed.kernel = kernel;
+  const int groups = packed.groups(), blocks = packed.blocks();
+  const int offset = weight_offset(kernel);
+  // Padding holds the value that means 0.
+  packed.values.assign(static_cast<size_t>(groups) * blocks * kBlockBytes, static_cast<uint8_t>(offset));
+  for (int r = 0; r < rows; ++r) {
+    const int g = r / kPackedRows, i = r % kPackedRows;
+    const int8_t* row = w + static_cast<size_t>(r) * cols;
+    for (int c = 0; c < cols; ++c) {
+      const int b = c / kActivationBlock, k = c % kActivationBlock / kChunk, j = c % kChunk;
+      const size_t within = kernel == Int8Kernel::kPortable ? static_cast<size_t>(i) * kActivationBlock + c % kActivationBlock
+                                                            : static_cast<size_t>(k) * kChunkBytes + i * kChunk + j;
+      const size_t at = (static_cast<size_t>(g) * blocks + b) * kBlockBytes + within;
+      packed.values[at] = static_cast<uint8_t>(row[c] + offset);
+    }
+  }
+  if (group_scales != nullptr) {
+    packed.group_scales.assign(static_cast<size_t>(groups) * blocks * kPackedRows, 0.0f);
+    for (int r = 0; r < rows; ++r) {
+      for (int b = 0; b < blocks; ++b) {
+        packed.group_scales[(static_cast<size_t>(r / kPackedRows) * blocks + b) * kPackedRows + r % kPackedRows] =
+            group_scales[static_cast<size_t>(r) * blocks + b];
+      }
+    }
+  }
+  return packed;
+}
+
+void int8_block_sums(const int8_t* x, int blocks, int32_t* block_sums) {
+  for (int b = 0; b < blocks; ++b) {
+    int32_t sum = 0;
+    for (int c = 0; c < kActivationBlock; ++c) sum += x[b * kActivationBlock + c];
+    block_sums[b] = sum;
+  }
+}
+
+void dot_int8_packed(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, int first_group, int groups, int32_t* out) {
+  const int blocks = w.blocks();
+  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockBytes;
+  switch (w.kernel) {
+#ifdef FEDCAL_INT8_X86
+    case Int8Kernel::kAvx512Vnni: return rows_vnni(values, blocks, x, block_sums, groups, out);
+    case Int8Kernel::kAvx2: return rows_avx2(values, blocks, x, groups, out);
+#endif
+    default: return rows_portable(values, blocks, x, groups, out);
+  }
+}
+
+void dot_int8_packed_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, const float* x_scales, int first_group,
+                            int groups, float* out) {
+  const int blocks = w.blocks();
+  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockBytes;
+  const float* w_scales =
+      w.group_scales.empty() ? nullptr : w.group_scales.data() + static_cast<size_t>(first_group) * blocks * kPackedRows;
+  switch (w.kernel) {
+#ifdef FEDCAL_INT8_X86
+    case Int8Kernel::kAvx512Vnni: return blocks_vnni(values, w_scales, blocks, x, block_sums, x_scales, groups, out);
+    case Int8Kernel::kAvx2: return blocks_avx2(values, w_scales, blocks, x, x_scales, groups, out);
+#endif
+    default: return blocks_portable(values, w_scales, blocks, x, x_scales, groups, out);
+  }
 }
 
 }  // namespace fedcal

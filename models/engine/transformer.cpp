@@ -65,7 +65,7 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
         QuantizedMatrix matrix = release_int8 != nullptr ? std::move(release_int8->at(name).weights) : q;
         const ActivationScales scales =
             options_.activations == ActivationQuantization::kDynamic ? ActivationScales::kPerToken : ActivationScales::kPerBlock;
-        linear = std::make_unique<LinearDynamicInt8>(std::move(matrix), name, bias, scales);
+        linear = std::make_unique<LinearDynamicInt8>(std::move(matrix), name, bias, scales, options_.int8_kernel);
       } else {
         linear = std::make_unique<LinearInt8>(it->second, name, bias);
       }

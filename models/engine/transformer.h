@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "models/engine/dot_int8.h"
 #include "models/engine/xnn_runtime.h"
 #include "models/format/model.h"
 #include "models/quant/linear_int8.h"
@@ -24,6 +25,8 @@ inline bool is_dynamic(ActivationQuantization activations) { return activations 
 struct TransformerOptions {
   int max_batch = 64;  // tokens per prefill chunk through each linear layer
   ActivationQuantization activations = ActivationQuantization::kStatic;
+  // The kernel of the dynamic and fine-grained INT8 linears (default: the fastest this CPU runs).
+  std::optional<Int8Kernel> int8_kernel = std::nullopt;
 };
 
 class Transformer {

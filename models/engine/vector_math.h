@@ -36,17 +36,7 @@ void dequantize_int8(const int8_t* q, float* x, size_t size, float scale, int ze
 // The largest |x[i]| (0 for an empty range; NaN is ignored).
 float max_abs(const float* x, size_t size);
 
-// out[r] = sum over c < cols of x[c] * w[r * cols + c], for r < rows: exact INT32 sums (cols at most
-// 2^17, so no sum of INT8 products can overflow).
-void dot_int8_rows(const int8_t* x, const int8_t* w, int rows, int cols, int32_t* out);
-
-// Activations quantized in blocks of kActivationBlock input channels, each with its own scale, and
-// optionally weights too (w_scales: (rows, blocks) row-major, or null for none):
-// out[r] = sum over blocks b of x_scales[b] * w_scales[r][b] * (exact INT32 sum over c in b of
-// x[c] * w[r * cols + c]). The last block may be shorter when cols is not a multiple of the block.
-// Float sums, so the result matches a double-precision reference to float rounding.
-inline constexpr int kActivationBlock = 32;
-void dot_int8_blocks(const int8_t* x, const float* x_scales, const int8_t* w, const float* w_scales, int rows, int cols, float* out);
+// The INT8 dot products of the dynamic linears: dot_int8.h.
 
 // Index of the largest value (the first one on ties); values must not be empty.
 int argmax(std::span<const float> values);

@@ -11,95 +11,106 @@
 namespace fedcal {
 namespace {
 
-// Output rows per task: small enough to spread a 576-row projection over a few threads, large
-// enough that a task's bookkeeping is noise next to its products.
-constexpr size_t kRowsPerTask = 32;
-constexpr size_t kMaxCols = size_t{1} << 17;  // dot_int8_rows' bound for exact INT32 sums
+// Output rows per task (two packed groups): small enough to spread a 576-row projection over a few
+// threads, large enough that a task's bookkeeping is noise next to its products.
+constexpr int kGroupsPerTask = 2;
+constexpr size_t kRowsPerTask = size_t{kGroupsPerTask} * kPackedRows;
 
 // The symmetric per-token scale of a row whose largest magnitude is `max_abs`; an all-zero row
 // quantizes to zeros under any scale.
 float token_scale(float max_abs) { return max_abs > 0.0f && std::isfinite(max_abs) ? max_abs / 127.0f : 1.0f; }
 
-size_t blocks_of(size_t cols) { return (cols + kActivationBlock - 1) / kActivationBlock; }
-
 static_assert(kWeightGroup == kActivationBlock, "weight groups and activation blocks line up");
 
 struct Task {
-  const QuantizedMatrix* weights;
-  const float* row_scales;  // per tensor / per channel weights
-  const float* w_scales;    // per group weights: (rows, blocks), else null
-  const int8_t* input_q;
-  const float* input_scales;  // one per token, or one per block of each token
-  bool per_block;
+  const PackedInt8* weights;
+  const float* row_scales;  // per tensor / per channel weights, else null
+  const int8_t* input_q;    // (batch, padded cols)
+  const int32_t* block_sums;  // (batch, blocks)
+  const float* input_scales;  // (batch) or (batch, blocks)
+  bool block_kernel;
   size_t batch;
   float* output;
 };
 
 void run_rows(void* context, size_t task_index) {
   const Task& task = *static_cast<const Task*>(context);
-  const QuantizedMatrix& w = *task.weights;
-  const size_t rows = static_cast<size_t>(w.rows), cols = static_cast<size_t>(w.cols);
+  const PackedInt8& w = *task.weights;
+  const size_t rows = static_cast<size_t>(w.rows), cols = static_cast<size_t>(w.padded_cols()), blocks = static_cast<size_t>(w.blocks());
   const size_t first = task_index * kRowsPerTask, count = std::min(kRowsPerTask, rows - first);
-  const int8_t* weights = w.values.data() + first * cols;
+  const int first_group = static_cast<int>(task_index) * kGroupsPerTask;
+  const int groups = static_cast<int>((count + kPackedRows - 1) / kPackedRows);
   for (size_t t = 0; t < task.batch; ++t) {
     float* out = task.output + t * rows + first;
-    if (task.per_block) {
-      float sums[kRowsPerTask];
-      dot_int8_blocks(task.input_q + t * cols, task.input_scales + t * blocks_of(cols), weights,
-                      task.w_scales ? task.w_scales + first * blocks_of(cols) : nullptr, static_cast<int>(count), static_cast<int>(cols),
-                      sums);
-      for (size_t r = 0; r < count; ++r) out[r] = task.w_scales ? sums[r] : sums[r] * task.row_scales[first + r];
+    const int8_t* x = task.input_q + t * cols;
+    const int32_t* sums = task.block_sums + t * blocks;
+    if (task.block_kernel) {
+      float results[kRowsPerTask];
+      dot_int8_packed_blocks(w, x, sums, task.input_scales + t * blocks, first_group, groups, results);
+      for (size_t r = 0; r < count; ++r) out[r] = task.row_scales != nullptr ? results[r] * task.row_scales[first + r] : results[r];
     } else {
-      int32_t sums[kRowsPerTask];
-      dot_int8_rows(task.input_q + t * cols, weights, static_cast<int>(count), static_cast<int>(cols), sums);
-      for (size_t r = 0; r < count; ++r) out[r] = static_cast<float>(sums[r]) * (task.input_scales[t] * task.row_scales[first + r]);
+      int32_t results[kRowsPerTask];
+      dot_int8_packed(w, x, sums, first_group, groups, results);
+      for (size_t r = 0; r < count; ++r) out[r] = static_cast<float>(results[r]) * (task.input_scales[t] * task.row_scales[first + r]);
     }
   }
 }
 
 }  // namespace
 
-LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias, ActivationScales scales)
-    : name_(std::move(name)), weights_(std::move(weights)), bias_(std::move(bias)), scales_(scales) {
-  weights_.check(name_);
-  if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights_.rows))
-    fail("{}: bias has {} values for {} outputs", name_, bias_.size(), weights_.rows);
-  if (static_cast<size_t>(weights_.cols) > kMaxCols) fail("{}: {} input channels (dynamic INT8 takes at most {})", name_, weights_.cols, kMaxCols);
-  if (!weights_.per_group()) {
-    for (int r = 0; r < weights_.rows; ++r) row_scales_.push_back(weights_.row_scale(r));
+LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias, ActivationScales scales,
+                                     std::optional<Int8Kernel> kernel)
+    : name_(std::move(name)), bias_(std::move(bias)), scales_(scales) {
+  weights.check(name_);
+  if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights.rows))
+    fail("{}: bias has {} values for {} outputs", name_, bias_.size(), weights.rows);
+  if (!weights.per_group()) {
+    for (int r = 0; r < weights.rows; ++r) row_scales_.push_back(weights.row_scale(r));
+  }
+  try {
+    weights_ = pack_int8(weights.values.data(), weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
+                         kernel.value_or(int8_kernels_supported().front()));
+  } catch (const Error& e) {
+    fail("{}: {}", name_, e.what());
   }
 }
 
 void LinearDynamicInt8::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
   const size_t cols = static_cast<size_t>(weights_.cols), rows = static_cast<size_t>(weights_.rows);
+  const size_t padded = static_cast<size_t>(weights_.padded_cols()), blocks = static_cast<size_t>(weights_.blocks());
   const bool per_block = scales_ == ActivationScales::kPerBlock;
   // Grouped weights run on the block kernel whatever the activations: a per-token scale is then
   // repeated for each of the token's blocks.
-  const bool block_kernel = per_block || weights_.per_group();
-  const size_t blocks = blocks_of(cols);
-  if (input_q_.size() < batch * cols) input_q_.resize(batch * cols);
+  const bool block_kernel = per_block || !weights_.group_scales.empty();
+  if (input_q_.size() < batch * padded) input_q_.resize(batch * padded);
   if (input_scales_.size() < batch * blocks) input_scales_.resize(batch * blocks);
-  // Per token: its scale(s), and its INT8 values (on the calling thread: one pass over the row).
+  if (block_sums_.size() < batch * blocks) block_sums_.resize(batch * blocks);
+  // Per token: its scale(s), its INT8 values padded with zeros to whole blocks, and each block's sum
+  // (on the calling thread: one pass over the row).
   for (size_t t = 0; t < batch; ++t) {
+    const float* x = input + t * cols;
+    int8_t* q = input_q_.data() + t * padded;
     if (per_block) {
       for (size_t b = 0; b < blocks; ++b) {
-        const size_t begin = t * cols + b * kActivationBlock, length = std::min<size_t>(kActivationBlock, cols - b * kActivationBlock);
-        const float scale = token_scale(max_abs(input + begin, length));
+        const size_t begin = b * kActivationBlock, length = std::min<size_t>(kActivationBlock, cols - begin);
+        const float scale = token_scale(max_abs(x + begin, length));
         input_scales_[t * blocks + b] = scale;
-        quantize_int8(input + begin, input_q_.data() + begin, length, scale, 0);
+        quantize_int8(x + begin, q + begin, length, scale, 0);
       }
     } else {
-      const float scale = token_scale(max_abs(input + t * cols, cols));
-      quantize_int8(input + t * cols, input_q_.data() + t * cols, cols, scale, 0);
+      const float scale = token_scale(max_abs(x, cols));
+      quantize_int8(x, q, cols, scale, 0);
       if (block_kernel) {
         std::fill_n(input_scales_.begin() + static_cast<std::ptrdiff_t>(t * blocks), blocks, scale);
       } else {
         input_scales_[t] = scale;
       }
     }
+    std::fill(q + cols, q + padded, int8_t{0});
+    int8_block_sums(q, static_cast<int>(blocks), block_sums_.data() + t * blocks);
   }
-  Task task{&weights_,    row_scales_.data(), weights_.per_group() ? weights_.scales.data() : nullptr, input_q_.data(),
-            input_scales_.data(), block_kernel, batch, output};
+  Task task{&weights_, row_scales_.empty() ? nullptr : row_scales_.data(), input_q_.data(), block_sums_.data(), input_scales_.data(),
+            block_kernel, batch, output};
   pthreadpool_parallelize_1d(runtime.threadpool(), run_rows, &task, (rows + kRowsPerTask - 1) / kRowsPerTask, /*flags=*/0);
   if (!bias_.empty()) {
     for (size_t t = 0; t < batch; ++t) add_into(output + t * rows, bias_.data(), rows);

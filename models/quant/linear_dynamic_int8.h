@@ -8,13 +8,15 @@
 // The weights are the same QuantizedMatrix a static package holds (per tensor or per channel). A
 // token's result does not depend on the other tokens of its batch, so prefill and decode agree
 // exactly. XNNPACK 2022 has no dynamically quantized operator, so the products run on our own kernels
-// (dot_int8_rows, dot_int8_blocks: vector_math.h), spread over the runtime's threads by blocks of
-// output rows.
+// (engine/dot_int8.h: the weights are packed for the fastest one this CPU runs, or the one asked for),
+// spread over the runtime's threads by 32 output rows at a time.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "models/engine/dot_int8.h"
 #include "models/engine/xnn_runtime.h"
 #include "models/quant/scales.h"
 
@@ -24,23 +26,25 @@ enum class ActivationScales { kPerToken, kPerBlock };
 
 class LinearDynamicInt8 : public Linear {
  public:
-  // `bias` (FP32, one per output, or empty) is added to the FP32 result.
+  // `bias` (FP32, one per output, or empty) is added to the FP32 result. The weights are packed for
+  // `kernel` (default: the fastest this CPU runs); the matrix itself is not kept.
   LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias = {},
-                    ActivationScales scales = ActivationScales::kPerToken);
+                    ActivationScales scales = ActivationScales::kPerToken, std::optional<Int8Kernel> kernel = std::nullopt);
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
-  // The INT8 values, and the scales when there is one per group (4 bytes per 32 values).
-  size_t weight_bytes() const override {
-    return weights_.values.size() + (weights_.per_group() ? weights_.scales.size() * sizeof(float) : 0);
-  }
+  // The packed INT8 values (rows padded to 16, columns to 32), and the scales when there is one per
+  // group (4 bytes per 32 values).
+  size_t weight_bytes() const override { return weights_.bytes(); }
+  Int8Kernel kernel() const { return weights_.kernel; }
 
  private:
   std::string name_;
-  QuantizedMatrix weights_;          // (out, in)
-  std::vector<float> row_scales_;    // (out): the weight scale of each output row
+  PackedInt8 weights_;               // (out, in), with the group scales if any
+  std::vector<float> row_scales_;    // (out): the weight scale of each output row, without groups
   std::vector<float> bias_;          // (out) or empty
   ActivationScales scales_;
-  std::vector<int8_t> input_q_;      // (batch, in) scratch
+  std::vector<int8_t> input_q_;      // (batch, in padded to blocks) scratch
   std::vector<float> input_scales_;  // (batch) or (batch, blocks) scratch
+  std::vector<int32_t> block_sums_;  // (batch, blocks) scratch
 };
 
 // The plain reference of LinearDynamicInt8::run: the same quantization (x times the reciprocal of its

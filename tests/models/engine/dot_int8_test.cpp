@@ -1,0 +1,137 @@
+#include "models/engine/dot_int8.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace fedcal {
+namespace {
+
+// A random (rows, cols) case with the extremes every kernel must get right: x = -128 (|x| = 128 in
+// the sign trick, the largest correction in the offset one) against w = +-127, and zeros.
+struct Case {
+  int rows, cols, blocks;
+  std::vector<int8_t> x, w;  // x padded to whole blocks with zeros
+  std::vector<int32_t> block_sums;
+  std::vector<float> x_scales, w_scales;  // (blocks), (rows, blocks)
+};
+
+Case random_case(int rows, int cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(-128, 127), weight(-127, 127);
+  std::uniform_real_distribution<float> scale(0.01f, 4.0f);
+  Case c{rows, cols, (cols + kActivationBlock - 1) / kActivationBlock, {}, {}, {}, {}, {}};
+  c.x.assign(static_cast<size_t>(c.blocks) * kActivationBlock, 0);
+  c.w.resize(static_cast<size_t>(rows) * cols);
+  for (int i = 0; i < cols; ++i) c.x[static_cast<size_t>(i)] = static_cast<int8_t>(byte(rng));
+  for (int8_t& v : c.w) v = static_cast<int8_t>(weight(rng));
+  c.x[0] = -128;
+  c.w[0] = 127;
+  if (cols > 2) c.x[2] = 0;
+  if (rows > 1) c.w[static_cast<size_t>(cols)] = -127;
+  c.block_sums.resize(static_cast<size_t>(c.blocks));
+  int8_block_sums(c.x.data(), c.blocks, c.block_sums.data());
+  c.x_scales.resize(static_cast<size_t>(c.blocks));
+  for (float& v : c.x_scales) v = scale(rng);
+  c.w_scales.resize(static_cast<size_t>(rows) * c.blocks);
+  for (float& v : c.w_scales) v = scale(rng);
+  return c;
+}
+
+TEST_CASE("int8_kernels_supported: the portable kernel always, last") {
+  const std::vector<Int8Kernel> kernels = int8_kernels_supported();
+  REQUIRE(!kernels.empty());
+  CHECK(kernels.back() == Int8Kernel::kPortable);
+  for (const Int8Kernel kernel : kernels) MESSAGE("INT8 kernel on this CPU: " << std::string(int8_kernel_name(kernel)));
+}
+
+TEST_CASE("dot_int8_packed equals exact integer sums on every kernel this CPU runs: any row count and length, the extremes") {
+  for (const Int8Kernel kernel : int8_kernels_supported()) {
+    for (const int cols : {1, 4, 31, 32, 33, 64, 95, 192, 1000}) {
+      for (const int rows : {1, 3, 15, 16, 17, 33}) {
+        CAPTURE(std::string(int8_kernel_name(kernel)));
+        CAPTURE(cols);
+        CAPTURE(rows);
+        const Case c = random_case(rows, cols, static_cast<unsigned>(rows * 1000 + cols));
+        const PackedInt8 packed = pack_int8(c.w.data(), rows, cols, nullptr, kernel);
+        CHECK(packed.kernel == kernel);
+        std::vector<int32_t> out(static_cast<size_t>(packed.groups()) * kPackedRows, -1);
+        // All groups at once, then each group alone from its own offset.
+        dot_int8_packed(packed, c.x.data(), c.block_sums.data(), 0, packed.groups(), out.data());
+        std::vector<int32_t> one(kPackedRows);
+        for (int g = 0; g < packed.groups(); ++g) {
+          dot_int8_packed(packed, c.x.data(), c.block_sums.data(), g, 1, one.data());
+          for (int i = 0; i < kPackedRows; ++i) REQUIRE(one[static_cast<size_t>(i)] == out[static_cast<size_t>(g * kPackedRows + i)]);
+        }
+        for (int r = 0; r < packed.groups() * kPackedRows; ++r) {
+          int64_t expected = 0;
+          for (int i = 0; r < rows && i < cols; ++i) expected += int64_t{c.x[static_cast<size_t>(i)]} * c.w[static_cast<size_t>(r) * cols + i];
+          CHECK(out[static_cast<size_t>(r)] == expected);  // padded rows: 0
+        }
+      }
+    }
+    // All -128 against all 127 or -127 over 2^17 columns: the largest sums a row can have, whose
+    // unsigned-offset partial sums leave INT32 on the way.
+    const int cols = 1 << 17;
+    std::vector<int8_t> x(cols, -128), w(2 * static_cast<size_t>(cols), 127);
+    std::fill(w.begin() + cols, w.end(), -127);
+    std::vector<int32_t> sums(static_cast<size_t>(cols) / kActivationBlock), out(kPackedRows);
+    int8_block_sums(x.data(), static_cast<int>(sums.size()), sums.data());
+    const PackedInt8 packed = pack_int8(w.data(), 2, cols, nullptr, kernel);
+    dot_int8_packed(packed, x.data(), sums.data(), 0, 1, out.data());
+    CHECK(out[0] == -128 * 127 * cols);
+    CHECK(out[1] == 128 * 127 * cols);
+  }
+}
+
+TEST_CASE("dot_int8_packed_blocks equals the blocks' exact integer sums times their scales on every kernel: with and without weight groups") {
+  for (const Int8Kernel kernel : int8_kernels_supported()) {
+    for (const bool weight_groups : {false, true}) {
+      for (const int cols : {1, 31, 32, 33, 64, 95, 192, 512, 1000}) {
+        for (const int rows : {1, 5, 16, 17, 40}) {
+          CAPTURE(std::string(int8_kernel_name(kernel)));
+          CAPTURE(weight_groups);
+          CAPTURE(cols);
+          CAPTURE(rows);
+          const Case c = random_case(rows, cols, static_cast<unsigned>(rows * 1000 + cols + weight_groups));
+          const PackedInt8 packed = pack_int8(c.w.data(), rows, cols, weight_groups ? c.w_scales.data() : nullptr, kernel);
+          const size_t padded_rows = static_cast<size_t>(packed.groups()) * kPackedRows;
+          CHECK(packed.bytes() == padded_rows * packed.padded_cols() + (weight_groups ? padded_rows * c.blocks * sizeof(float) : 0));
+          std::vector<float> out(static_cast<size_t>(packed.groups()) * kPackedRows);
+          dot_int8_packed_blocks(packed, c.x.data(), c.block_sums.data(), c.x_scales.data(), 0, packed.groups(), out.data());
+          for (int r = 0; r < rows; ++r) {
+            double expected = 0, magnitude = 0;
+            for (int b = 0; b < c.blocks; ++b) {
+              int64_t sum = 0, absolute = 0;
+              for (int i = b * kActivationBlock; i < std::min(cols, (b + 1) * kActivationBlock); ++i) {
+                const int64_t product = int64_t{c.x[static_cast<size_t>(i)]} * c.w[static_cast<size_t>(r) * cols + i];
+                sum += product;
+                absolute += product < 0 ? -product : product;
+              }
+              const double block_scale =
+                  double{c.x_scales[static_cast<size_t>(b)]} * (weight_groups ? c.w_scales[static_cast<size_t>(r) * c.blocks + b] : 1.0f);
+              expected += static_cast<double>(sum) * block_scale;
+              magnitude += static_cast<double>(absolute) * block_scale;
+            }
+            // Float sums of the blocks' scaled sums: within float rounding of the products' total magnitude.
+            CHECK(std::fabs(out[static_cast<size_t>(r)] - expected) <= 1e-6 * magnitude + 1e-6);
+          }
+          for (size_t r = static_cast<size_t>(rows); r < out.size(); ++r) CHECK(out[r] == 0.0f);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("pack_int8 refuses what no kernel can sum exactly, by size") {
+  const std::vector<int8_t> w(4, 1);
+  CHECK_THROWS_WITH(pack_int8(w.data(), 0, 4, nullptr, Int8Kernel::kPortable), doctest::Contains("want 1 to 131072 columns"));
+  CHECK_THROWS_WITH(pack_int8(w.data(), 1, (1 << 17) + 1, nullptr, Int8Kernel::kPortable), doctest::Contains("(1, 131073)"));
+}
+
+}  // namespace
+}  // namespace fedcal
