@@ -32,19 +32,28 @@ for threads in 1 2; do
   # The INT8 packages (XNNPACK, static scales), then the same per-channel weights with activations
   # quantized at run time per token and per block of 32 channels, and the fine-grained mode (weights
   # in groups of 32 too: its own package, no statistics).
-  for variant in fp32 pt pc dynamic blocks fine; do
+  # The kernel of the layers quantized at run time (the fastest this CPU runs), and the AVX2 kernel
+  # next to it where a faster one exists (what an x86 box without VNNI runs).
+  kernel=$($bin bench -m "$work/fine.pkg" -t 1 --repeats 1 --prompt-tokens 1 --decode-tokens 1 --json | sed -n 's/.*"int8_kernel": "\(.*\)".*/\1/p')
+  variants="fp32 pt pc dynamic blocks fine"
+  if [ "$kernel" != avx2 ] && $bin bench --help | grep -q "Here: .*avx2"; then variants="$variants fine-avx2"; fi
+  for variant in $variants; do
     case $variant in
       fp32) result=$fp32 ;;
       pt | pc) result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json) ;;
       dynamic) result=$($bin bench -m "$work/pc.pkg" -t "$threads" --repeats "$repeats" --activations dynamic --json) ;;
       blocks) result=$($bin bench -m "$work/pc.pkg" -t "$threads" --repeats "$repeats" --activations dynamic-blocks --json) ;;
       fine) result=$($bin bench -m "$work/fine.pkg" -t "$threads" --repeats "$repeats" --json) ;;
+      fine-avx2) result=$($bin bench -m "$work/fine.pkg" -t "$threads" --repeats "$repeats" --int8-kernel avx2 --json) ;;
     esac
     python3 - "$threads" "$variant" "$result" "$fp32" "$bandwidth" <<'PY'
 import json, sys
 threads, variant, r, f, bandwidth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), float(sys.argv[5])
 name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel", "dynamic": "INT8 per-channel, dynamic per token",
-        "blocks": "INT8 per-channel, dynamic per block of 32", "fine": "fine-grained: weight groups + activation blocks of 32"}[variant]
+        "blocks": "INT8 per-channel, dynamic per block of 32", "fine": "fine-grained: weight groups + activation blocks of 32",
+        "fine-avx2": "fine-grained, AVX2 kernel"}[variant]
+if variant in ("dynamic", "blocks", "fine"):
+    name += f" ({r['int8_kernel']} kernel)"
 print(f"| {threads} | {name} | {r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} "
       f"| {r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x | {r['prefill_tokens_per_s'] / f['prefill_tokens_per_s']:.2f}x "
       f"| {r['decode_weight_bytes_per_token'] / 1e6:.1f} MB | {r['decode_weight_gb_per_s']:.1f} "

@@ -45,6 +45,19 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                   "Linear layers (layers.3.w2, classifier) or layers (layers.3) to keep in FP32")
       ->delimiter(',');
   command
+      .add_option("--fine-grained", options.fine_grained,
+                  "Linear layers or layers to run in the fine-grained mode (weights in groups of 32, activations per "
+                  "block of 32 at run time) next to the static INT8 ones")
+      ->delimiter(',');
+  command
+      .add_option("--fallback", options.fallback,
+                  "Where --auto-fp32 and --target-kl move the layers they take out of static INT8: fp32, or "
+                  "fine-grained (about a quarter of FP32's bytes)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, LayerFallback>{{"fp32", LayerFallback::kFp32}, {"fine-grained", LayerFallback::kFineGrained}},
+          CLI::ignore_case))
+      ->default_str("fp32");
+  command
       .add_option("--auto-fp32", options.auto_fp32,
                   "Keep the K linear layers whose INT8 alone moves the output most (KL vs FP32) in FP32")
       ->check(CLI::Range(0, 100000));
@@ -90,6 +103,7 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.per_channel = options.per_channel;
   quantize.per_group = options.weight_groups;
   quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
+  quantize.fine_grained = std::set<std::string>(options.fine_grained.begin(), options.fine_grained.end());
   return quantize;
 }
 
@@ -108,11 +122,12 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--target-kl needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
     const MixedPrecision choice = with_context([&] { return *options.stats; }, [&] {
-      return fewest_fp32_layers(loaded.model, stats, quantize, tokens, runtime, *options.target_kl);
+      return fewest_fallback_layers(loaded.model, stats, quantize, tokens, runtime, *options.target_kl, options.fallback);
     });
-    std::fprintf(stderr, "[target-kl] %zu layer(s) in FP32 for KL %.3g <= %.3g%s%s\n", choice.fp32_layers.size(), choice.mean_kl,
-                 *options.target_kl, choice.fp32_layers.empty() ? "" : ": ", fmt::format("{}", fmt::join(choice.fp32_layers, ", ")).c_str());
-    quantize.keep_fp32.insert(choice.fp32_layers.begin(), choice.fp32_layers.end());
+    std::fprintf(stderr, "[target-kl] %zu layer(s) in %s for KL %.3g <= %.3g%s%s\n", choice.layers.size(),
+                 options.fallback == LayerFallback::kFp32 ? "FP32" : "the fine-grained mode", choice.mean_kl, *options.target_kl,
+                 choice.layers.empty() ? "" : ": ", fmt::format("{}", fmt::join(choice.layers, ", ")).c_str());
+    (options.fallback == LayerFallback::kFp32 ? quantize.keep_fp32 : quantize.fine_grained).insert(choice.layers.begin(), choice.layers.end());
   }
   if (options.auto_fp32 > 0) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
@@ -120,9 +135,9 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
     const auto ranking = with_context([&] { return *options.stats; },
                                       [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
     for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {
-      std::fprintf(stderr, "[auto-fp32] keeping %s in FP32 (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(),
-                   ranking[i].mean_kl);
-      quantize.keep_fp32.insert(ranking[i].name);
+      std::fprintf(stderr, "[auto-fp32] %s in %s (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(),
+                   options.fallback == LayerFallback::kFp32 ? "FP32" : "the fine-grained mode", ranking[i].mean_kl);
+      (options.fallback == LayerFallback::kFp32 ? quantize.keep_fp32 : quantize.fine_grained).insert(ranking[i].name);
     }
   }
   QuantizedLinears int8 =

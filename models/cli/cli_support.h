@@ -33,6 +33,8 @@ struct QuantizationOptions {
   bool weight_groups = false;  // INT8 weights with a scale per 32 input channels (dynamic activations only)
   bool asymmetric = false;
   std::vector<std::string> keep_fp32;
+  std::vector<std::string> fine_grained;                 // layers in the fine-grained mode
+  LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
   std::optional<double> target_kl;              // keep the fewest sensitive linears in FP32 that reach this KL
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on

@@ -41,26 +41,39 @@ const std::vector<float>& linear_weights(const Model& model, const std::string& 
   fail("no linear layer named '{}'", name);
 }
 
+namespace {
+
+// Whether `names` ("layers.3.w2", or "layers.3" for all of a layer) lists the linear `site`.
+bool lists(const std::set<std::string>& names, const std::string& site) {
+  return names.count(site) > 0 || names.count(site.substr(0, site.rfind('.'))) > 0;
+}
+
+void check_names(const std::set<std::string>& names, const std::vector<LinearSite>& sites, const char* option) {
+  for (const std::string& name : names) {
+    bool known = name == "token_embedding";
+    for (const LinearSite& site : sites) known = known || site.name == name || site.name.rfind(name + ".", 0) == 0;
+    if (!known) fail("{}: no linear layer or layer named '{}'", option, name);
+  }
+}
+
+}  // namespace
+
 QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOptions& options) {
   const ModelConfig& c = model.config;
   const auto sites = linear_sites(c);
-  for (const std::string& name : options.keep_fp32) {
-    bool known = name == "token_embedding";
-    for (const LinearSite& site : sites) known = known || site.name == name || site.name.rfind(name + ".", 0) == 0;
-    if (!known) fail("--keep-fp32: no linear layer or layer named '{}'", name);
-  }
+  check_names(options.keep_fp32, sites, "--keep-fp32");
+  check_names(options.fine_grained, sites, "--fine-grained");
   QuantizedLinears out;
   for (const LinearSite& site : sites) {
-    const std::string layer_prefix = site.name.substr(0, site.name.rfind('.'));
-    if (options.keep_fp32.count(site.name) || options.keep_fp32.count(layer_prefix)) continue;
+    if (lists(options.keep_fp32, site.name)) continue;
     const std::vector<float>& weights = linear_weights(model, site.name);
     const int cols = point_width(c, site.input_point);
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
     layer.weights = quantize_weights(weights, rows, cols,
-                                     options.per_group     ? WeightGranularity::kPerGroup
-                                     : options.per_channel ? WeightGranularity::kPerChannel
-                                                           : WeightGranularity::kPerTensor);
+                                     options.per_group || lists(options.fine_grained, site.name) ? WeightGranularity::kPerGroup
+                                     : options.per_channel                                      ? WeightGranularity::kPerChannel
+                                                                                                : WeightGranularity::kPerTensor);
     out.emplace(site.name, std::move(layer));
   }
   // A separate token table goes INT8 per row with the model (a tied one is the classifier's).
@@ -86,7 +99,7 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
   QuantizedLinears out = quantize_model_weights(model, options);
   for (const LinearSite& site : linear_sites(c)) {
     const auto layer = out.find(site.name);
-    if (layer == out.end()) continue;  // kept in FP32
+    if (layer == out.end() || layer->second.weights.per_group()) continue;  // kept in FP32, or fine-grained
     layer->second.input = activation(site.input_point);
     layer->second.output = activation(site.output_point);
   }
@@ -152,8 +165,9 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
   return result;
 }
 
-MixedPrecision fewest_fp32_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
-                                  const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl) {
+MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                                      const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
+                                      LayerFallback fallback) {
   const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
   const WindowKl kl(model, tokens, runtime);
   MixedPrecision choice;
@@ -165,11 +179,11 @@ MixedPrecision fewest_fp32_layers(const Model& model, const CalibrationStats& st
     choice.tried.push_back(choice.mean_kl);
     if (choice.mean_kl <= target_kl) return choice;
     if (k == ranking.size()) break;
-    choice.fp32_layers.push_back(ranking[k].name);
-    candidate_options.keep_fp32.insert(ranking[k].name);
+    choice.layers.push_back(ranking[k].name);
+    (fallback == LayerFallback::kFp32 ? candidate_options.keep_fp32 : candidate_options.fine_grained).insert(ranking[k].name);
   }
-  fail("--target-kl {}: not reached; with every linear layer in FP32 the KL is still {:.3g}", target_kl,
-       choice.mean_kl);
+  fail("--target-kl {}: not reached; with every linear layer in {} the KL is still {:.3g}", target_kl,
+       fallback == LayerFallback::kFp32 ? "FP32" : "the fine-grained mode", choice.mean_kl);
 }
 
 PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {

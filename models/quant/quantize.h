@@ -19,6 +19,9 @@ struct QuantizeOptions {
   bool per_group = false;           // weights: one per 32 input channels of each row (dynamic activations only)
   bool asymmetric = false;          // activations: zero point (else symmetric)
   std::set<std::string> keep_fp32;  // linear names ("layers.3.w2", "classifier") or "layers.3" for a whole layer
+  // Linears (named alike) in the fine-grained mode: weights in groups of 32, activations per block of
+  // 32 at run time (no static scales), next to the static layers of the same package.
+  std::set<std::string> fine_grained;
 };
 
 // The linear layers of a model, each with its input and output quantization points (their widths,
@@ -58,16 +61,19 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
                                                   const QuantizeOptions& options, const std::vector<int>& tokens,
                                                   const XnnRuntime& runtime);
 
-// Mixed precision to a target: the linear layers kept in FP32, most sensitive first, until the mean
-// KL from FP32 on `tokens` (one window) is at most `target_kl`.
+// Mixed precision to a target: the linear layers taken out of static INT8, most sensitive first, until
+// the mean KL from FP32 on `tokens` (one window) is at most `target_kl`. They go to FP32, or to the
+// fine-grained INT8 mode (about a quarter of FP32's bytes).
+enum class LayerFallback { kFp32, kFineGrained };
 struct MixedPrecision {
-  std::vector<std::string> fp32_layers;  // in the order they were added (sensitivity ranking)
-  double mean_kl = 0;                    // of the chosen model
-  std::vector<double> tried;             // the KL with 0, 1, 2, ... of them in FP32
+  std::vector<std::string> layers;  // in the order they were added (sensitivity ranking)
+  double mean_kl = 0;               // of the chosen model
+  std::vector<double> tried;        // the KL with 0, 1, 2, ... of them taken out
 };
 // The fewest layers in the sensitivity ranking's order (measure_sensitivity) that reach the target;
-// on top of options.keep_fp32. Throws Error if even every linear in FP32 does not reach it.
-MixedPrecision fewest_fp32_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
-                                  const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl);
+// on top of options.keep_fp32 / fine_grained. Throws Error if even every linear taken out does not reach it.
+MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                                      const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
+                                      LayerFallback fallback = LayerFallback::kFp32);
 
 }  // namespace fedcal

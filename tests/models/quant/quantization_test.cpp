@@ -424,21 +424,56 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
   options.method = ScaleMethodSpec::parse("minmax");
   const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
 
-  const MixedPrecision loose = fewest_fp32_layers(model, stats, options, tokens, runtime, 10.0);
-  CHECK(loose.fp32_layers.empty());
+  const MixedPrecision loose = fewest_fallback_layers(model, stats, options, tokens, runtime, 10.0);
+  CHECK(loose.layers.empty());
   REQUIRE(loose.tried.size() == 1);
   const double all_int8 = loose.tried[0];
   REQUIRE(all_int8 > 0.0);
   // Halfway to FP32: some layers, each choice in ranking order, the KL met only at the last one added.
-  const MixedPrecision half = fewest_fp32_layers(model, stats, options, tokens, runtime, all_int8 / 2);
-  REQUIRE_FALSE(half.fp32_layers.empty());
+  const MixedPrecision half = fewest_fallback_layers(model, stats, options, tokens, runtime, all_int8 / 2);
+  REQUIRE_FALSE(half.layers.empty());
   CHECK(half.mean_kl <= all_int8 / 2);
-  REQUIRE(half.tried.size() == half.fp32_layers.size() + 1);
+  REQUIRE(half.tried.size() == half.layers.size() + 1);
   for (size_t k = 0; k + 1 < half.tried.size(); ++k) CHECK(half.tried[k] > all_int8 / 2);
-  for (size_t k = 0; k < half.fp32_layers.size(); ++k) CHECK(half.fp32_layers[k] == ranking[k].name);
+  for (size_t k = 0; k < half.layers.size(); ++k) CHECK(half.layers[k] == ranking[k].name);
   // Zero: every linear in FP32 (the tied classifier takes the token table with it), exact.
-  const MixedPrecision exact = fewest_fp32_layers(model, stats, options, tokens, runtime, 0.0);
+  const MixedPrecision exact = fewest_fallback_layers(model, stats, options, tokens, runtime, 0.0);
   CHECK(exact.mean_kl == 0.0);
+
+  // The same target with the fine-grained mode as the fallback: the layers taken out are quantized in
+  // groups of 32 with no static scales, the rest stay static, and the model that runs is the one measured.
+  const MixedPrecision fine = fewest_fallback_layers(model, stats, options, tokens, runtime, all_int8 / 2, LayerFallback::kFineGrained);
+  REQUIRE_FALSE(fine.layers.empty());
+  CHECK(fine.mean_kl <= all_int8 / 2);
+  for (size_t k = 0; k < fine.layers.size(); ++k) CHECK(fine.layers[k] == ranking[k].name);
+  QuantizeOptions mixed = options;
+  mixed.fine_grained.insert(fine.layers.begin(), fine.layers.end());
+  const QuantizedLinears int8 = quantize_model(model, stats, mixed);
+  for (const auto& [name, layer] : int8) {
+    CAPTURE(name);
+    const bool chosen = std::find(fine.layers.begin(), fine.layers.end(), name) != fine.layers.end();
+    CHECK(layer.weights.per_group() == chosen);
+  }
+  Transformer fp32(model, runtime), candidate(model, runtime, {}, &int8);
+  const std::vector<float> reference(fp32.forward(tokens, 0, true).begin(), fp32.forward(tokens, 0, true).end());
+  const auto logits = candidate.forward(tokens, 0, true);
+  double kl = 0;
+  const size_t vocab = static_cast<size_t>(config.vocab_size);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    auto log_softmax = [&](const float* row, size_t v) {
+      double max = *std::max_element(row, row + vocab), sum = 0;
+      for (size_t i = 0; i < vocab; ++i) sum += std::exp(row[i] - max);
+      return row[v] - max - std::log(sum);
+    };
+    for (size_t v = 0; v < vocab; ++v) {
+      const double p = log_softmax(reference.data() + t * vocab, v), q = log_softmax(logits.data() + t * vocab, v);
+      kl += std::exp(p) * (p - q);
+    }
+  }
+  CHECK(kl / static_cast<double>(tokens.size()) == doctest::Approx(fine.mean_kl).epsilon(1e-6));
+  // Every layer fine-grained still differs from FP32: a target of 0 is refused, naming the mode.
+  CHECK_THROWS_WITH(fewest_fallback_layers(model, stats, options, tokens, runtime, 0.0, LayerFallback::kFineGrained),
+                    doctest::Contains("every linear layer in the fine-grained mode"));
 }
 
 }  // namespace
