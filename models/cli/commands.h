@@ -12,6 +12,7 @@ void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 // calibrate and merge-stats
 void add_calibrate_command(CLI::App& app);
+void add_smooth_command(CLI::App& app);
 // quantize and keygen
 void add_package_commands(CLI::App& app);
 void add_export_command(CLI::App& app);

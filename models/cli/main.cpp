@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   fedcal::cli::add_inspect_command(app);
   fedcal::cli::add_bench_command(app);
   fedcal::cli::add_calibrate_command(app);
+  fedcal::cli::add_smooth_command(app);
   fedcal::cli::add_package_commands(app);
   fedcal::cli::add_export_command(app);
   return fedcal::run_command_line<CLI::ParseError>(app, "fedcal-model", argc, argv);

@@ -1,0 +1,256 @@
+#include "models/quant/smoothing.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "common/error.h"
+#include "models/engine/transformer.h"
+#include "models/quant/importance.h"
+#include "models/quant/quantization_points.h"
+#include "models/quant/scales.h"
+
+namespace fedcal {
+namespace {
+
+LayerPoint point_of(SmoothingSite site) {
+  switch (site) {
+    case SmoothingSite::kAttnIn: return LayerPoint::kAttnIn;
+    case SmoothingSite::kAttnOut: return LayerPoint::kAttnOut;
+    case SmoothingSite::kFfnIn: return LayerPoint::kFfnIn;
+    case SmoothingSite::kFfnHidden: break;
+  }
+  return LayerPoint::kFfnHidden;
+}
+
+constexpr SmoothingSite kSites[] = {SmoothingSite::kAttnIn, SmoothingSite::kAttnOut, SmoothingSite::kFfnIn, SmoothingSite::kFfnHidden};
+
+// The linears reading the site's activation: their weights (rows, cols = the site's width).
+using Matrix = std::vector<float> LayerWeights::*;
+std::vector<Matrix> site_linears(SmoothingSite site) {
+  switch (site) {
+    case SmoothingSite::kAttnIn: return {&LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv};
+    case SmoothingSite::kAttnOut: return {&LayerWeights::wo};
+    case SmoothingSite::kFfnIn: return {&LayerWeights::w1, &LayerWeights::w3};
+    case SmoothingSite::kFfnHidden: break;
+  }
+  return {&LayerWeights::w2};
+}
+
+// The KV channel that query channel q (of n_heads * head_size) reads.
+int kv_channel(const ModelConfig& c, int q) {
+  const int head_size = c.head_size(), group = c.n_heads / c.n_kv_heads;
+  return q / head_size / group * head_size + q % head_size;
+}
+
+float factor(float activation, float weight, double alpha) {
+  if (!(activation > 0.0f) || !(weight > 0.0f) || !std::isfinite(activation) || !std::isfinite(weight)) return 1.0f;
+  const double s = std::pow(static_cast<double>(activation), alpha) / std::pow(static_cast<double>(weight), 1.0 - alpha);
+  return std::isfinite(s) && s > 0 ? static_cast<float>(s) : 1.0f;
+}
+
+// The factor of each of the site's channels (for attn_out: each query channel, from its KV channel's).
+std::vector<float> per_channel(const ModelConfig& c, SmoothingSite site, const std::vector<float>& factors) {
+  if (site != SmoothingSite::kAttnOut) return factors;
+  std::vector<float> out(static_cast<size_t>(c.q_dim()));
+  for (int q = 0; q < c.q_dim(); ++q) out[static_cast<size_t>(q)] = factors[static_cast<size_t>(kv_channel(c, q))];
+  return out;
+}
+
+// Captures the activations at the smoothing sites of one forward pass.
+class SiteCapture : public ActivationObserver {
+ public:
+  void observe(int point, std::span<const float> values) override {
+    const auto kind = static_cast<LayerPoint>(point % kPointsPerLayer);
+    if (kind == LayerPoint::kAttnIn || kind == LayerPoint::kAttnOut || kind == LayerPoint::kFfnIn || kind == LayerPoint::kFfnHidden)
+      values_[point].assign(values.begin(), values.end());
+  }
+  const std::vector<float>& at(int point) const { return values_.at(point); }
+
+ private:
+  std::map<int, std::vector<float>> values_;
+};
+
+// y (rows_x, rows_w) = x (rows_x, cols) . w (rows_w, cols)^T
+std::vector<float> matmul_t(const std::vector<float>& x, const std::vector<float>& w, size_t cols) {
+  const size_t n = x.size() / cols, m = w.size() / cols;
+  std::vector<float> y(n * m);
+  for (size_t t = 0; t < n; ++t) {
+    for (size_t r = 0; r < m; ++r) {
+      float sum = 0.0f;
+      for (size_t j = 0; j < cols; ++j) sum += x[t * cols + j] * w[r * cols + j];
+      y[t * m + r] = sum;
+    }
+  }
+  return y;
+}
+
+double relative_error(const std::vector<float>& y, const std::vector<float>& reference) {
+  double error = 0, norm = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    error += (static_cast<double>(y[i]) - reference[i]) * (static_cast<double>(y[i]) - reference[i]);
+    norm += static_cast<double>(reference[i]) * reference[i];
+  }
+  return norm > 0 ? error / norm : error;
+}
+
+// The static INT8 error of the site's linears with the activations divided by `s` and the weights'
+// columns multiplied by it: the sum over the linears of the relative squared output error, at the best
+// of a few clipping ranges of the per-tensor activation scale.
+double site_error(const std::vector<float>& x, const std::vector<const std::vector<float>*>& linears,
+                  const std::vector<std::vector<float>>& reference, const std::vector<float>& s, bool per_channel) {
+  const size_t cols = s.size();
+  std::vector<float> smoothed(x.size());
+  float max = 0.0f;
+  for (size_t i = 0; i < x.size(); ++i) {
+    smoothed[i] = x[i] / s[i % cols];
+    max = std::max(max, std::fabs(smoothed[i]));
+  }
+  std::vector<std::vector<float>> weights;
+  for (const std::vector<float>* linear : linears) {
+    std::vector<float> w = *linear;
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= s[i % cols];
+    const QuantizedMatrix q = quantize_weights(w, static_cast<int>(w.size() / cols), static_cast<int>(cols), per_channel);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(q.values[i]) * q.row_scale(static_cast<int>(i / cols));
+    weights.push_back(std::move(w));
+  }
+  double best = INFINITY;
+  for (const double clip : {1.0, 0.7, 0.5, 0.35}) {
+    const float scale = max > 0.0f ? static_cast<float>(clip) * max / 127.0f : 1.0f;
+    std::vector<float> q(smoothed.size());
+    for (size_t i = 0; i < q.size(); ++i) q[i] = std::clamp(std::nearbyint(smoothed[i] / scale), -128.0f, 127.0f) * scale;
+    double error = 0;
+    for (size_t k = 0; k < linears.size(); ++k) error += relative_error(matmul_t(q, weights[k], cols), reference[k]);
+    best = std::min(best, error);
+  }
+  return best;
+}
+
+}  // namespace
+
+std::string smoothing_site_name(int layer, SmoothingSite site) {
+  static constexpr const char* kNames[] = {"attn_in", "attn_out", "ffn_in", "ffn_hidden"};
+  return "layers." + std::to_string(layer) + "." + kNames[static_cast<int>(site)];
+}
+
+std::vector<float> channel_rms(const CalibrationStats& stats, const ModelConfig& config, int layer, SmoothingSite site) {
+  if (!stats.has_importance()) fail("the statistics hold no importance sums: calibrate with --importance");
+  if (stats.tokens == 0) fail("the statistics cover no tokens");
+  const std::string& name = stats.points.at(static_cast<size_t>(layer_point(layer, point_of(site))));
+  size_t offset = 0;
+  for (size_t i = 0; i < stats.importance_points.size(); ++i) {
+    if (stats.importance_points[i] == name) {
+      if (static_cast<int>(stats.importance_widths[i]) != point_width(config, layer_point(layer, point_of(site))))
+        fail("importance sums of {}: {} channels, the model has {}", name, stats.importance_widths[i],
+             point_width(config, layer_point(layer, point_of(site))));
+      std::vector<float> rms(stats.importance_widths[i]);
+      for (size_t j = 0; j < rms.size(); ++j) {
+        const double mean = std::ldexp(static_cast<double>(stats.importance[offset + j]), -kImportanceFractionBits) / static_cast<double>(stats.tokens);
+        rms[j] = static_cast<float>(std::sqrt(mean));
+      }
+      return rms;
+    }
+    offset += stats.importance_widths[i];
+  }
+  fail("the statistics hold no importance sums for {}", name);
+}
+
+std::vector<float> smoothing_factors(const Model& model, int layer, SmoothingSite site, const std::vector<float>& activation, double alpha) {
+  const ModelConfig& c = model.config;
+  const int width = point_width(c, layer_point(layer, point_of(site)));
+  if (static_cast<int>(activation.size()) != width) fail("{}: {} activation magnitudes for {} channels", smoothing_site_name(layer, site), activation.size(), width);
+  if (!(alpha >= 0.0 && alpha <= 1.0)) fail("smoothing alpha {} is not in [0, 1]", alpha);
+  std::vector<float> weight(static_cast<size_t>(width), 0.0f);
+  for (const Matrix matrix : site_linears(site)) {
+    const std::vector<float>& w = model.layers.at(static_cast<size_t>(layer)).*matrix;
+    for (size_t i = 0; i < w.size(); ++i) weight[i % static_cast<size_t>(width)] = std::max(weight[i % static_cast<size_t>(width)], std::fabs(w[i]));
+  }
+  std::vector<float> a = activation;
+  if (site == SmoothingSite::kAttnOut) {  // one factor per KV channel: the largest magnitudes of its query heads
+    std::vector<float> kv_a(static_cast<size_t>(c.kv_dim()), 0.0f), kv_w(static_cast<size_t>(c.kv_dim()), 0.0f);
+    for (int q = 0; q < width; ++q) {
+      const size_t k = static_cast<size_t>(kv_channel(c, q));
+      kv_a[k] = std::max(kv_a[k], a[static_cast<size_t>(q)]);
+      kv_w[k] = std::max(kv_w[k], weight[static_cast<size_t>(q)]);
+    }
+    a = std::move(kv_a);
+    weight = std::move(kv_w);
+  }
+  std::vector<float> factors(a.size());
+  for (size_t j = 0; j < a.size(); ++j) factors[j] = factor(a[j], weight[j], alpha);
+  return factors;
+}
+
+void fold_smoothing(Model& model, int layer, SmoothingSite site, const std::vector<float>& factors) {
+  const ModelConfig& c = model.config;
+  LayerWeights& w = model.layers.at(static_cast<size_t>(layer));
+  const size_t expected = static_cast<size_t>(site == SmoothingSite::kAttnOut ? c.kv_dim() : point_width(c, layer_point(layer, point_of(site))));
+  if (factors.size() != expected) fail("{}: {} smoothing factors for {} channels", smoothing_site_name(layer, site), factors.size(), expected);
+  // The producer of the activation: divided.
+  auto divide_rows = [&](std::vector<float>& m, size_t cols) {
+    for (size_t i = 0; i < m.size(); ++i) m[i] /= factors[i / cols];
+  };
+  switch (site) {
+    case SmoothingSite::kAttnIn:
+      for (size_t j = 0; j < factors.size(); ++j) w.attn_norm[j] /= factors[j];
+      break;
+    case SmoothingSite::kAttnOut:
+      divide_rows(w.wv, static_cast<size_t>(c.dim));
+      for (size_t k = 0; k < w.bv.size(); ++k) w.bv[k] /= factors[k];
+      break;
+    case SmoothingSite::kFfnIn:
+      for (size_t j = 0; j < factors.size(); ++j) w.ffn_norm[j] /= factors[j];
+      break;
+    case SmoothingSite::kFfnHidden:
+      divide_rows(w.w3, static_cast<size_t>(c.dim));
+      break;
+  }
+  // Its readers: columns multiplied.
+  const std::vector<float> s = per_channel(c, site, factors);
+  for (const Matrix matrix : site_linears(site)) {
+    std::vector<float>& m = w.*matrix;
+    for (size_t i = 0; i < m.size(); ++i) m[i] *= s[i % s.size()];
+  }
+}
+
+std::vector<SiteSmoothing> smooth_model(Model& model, const CalibrationStats& stats, const std::vector<int>& tokens,
+                                        const XnnRuntime& runtime, const SmoothingOptions& options) {
+  const ModelConfig& c = model.config;
+  if (tokens.empty()) fail("smoothing needs text to measure the error on");
+  SiteCapture capture;
+  {
+    Transformer fp32(model, runtime);
+    fp32.set_observer(&capture);
+    const std::vector<int> window(tokens.begin(), tokens.begin() + static_cast<ptrdiff_t>(std::min<size_t>(tokens.size(), c.max_seq_len)));
+    fp32.forward(window, 0, true);
+  }
+  std::vector<SiteSmoothing> result;
+  for (int layer = 0; layer < c.n_layers; ++layer) {
+    for (const SmoothingSite site : kSites) {
+      const std::vector<float>& x = capture.at(layer_point(layer, point_of(site)));
+      std::vector<const std::vector<float>*> linears;
+      for (const Matrix matrix : site_linears(site)) linears.push_back(&(model.layers[static_cast<size_t>(layer)].*matrix));
+      const size_t cols = static_cast<size_t>(point_width(c, layer_point(layer, point_of(site))));
+      std::vector<std::vector<float>> reference;
+      for (const std::vector<float>* linear : linears) reference.push_back(matmul_t(x, *linear, cols));
+      const std::vector<float> rms = channel_rms(stats, c, layer, site);
+      SiteSmoothing choice{layer, site, std::nullopt, 0, 0};
+      choice.error_without = choice.error_with = site_error(x, linears, reference, std::vector<float>(cols, 1.0f), options.per_channel_weights);
+      std::vector<float> best;
+      for (const double alpha : options.alphas) {
+        std::vector<float> factors = smoothing_factors(model, layer, site, rms, alpha);
+        const double error = site_error(x, linears, reference, per_channel(c, site, factors), options.per_channel_weights);
+        if (error < choice.error_with) {
+          choice.alpha = alpha;
+          choice.error_with = error;
+          best = std::move(factors);
+        }
+      }
+      if (choice.alpha) fold_smoothing(model, layer, site, best);
+      result.push_back(choice);
+    }
+  }
+  return result;
+}
+
+}  // namespace fedcal
