@@ -29,7 +29,9 @@
 #include "common/file_util.h"
 #include "coordinator/admin_client.h"
 #include "models/engine/xnn_runtime.h"
+#include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_loader.h"
+#include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "protocol/wire.h"
 #include "secagg/secagg_wire.h"
@@ -469,6 +471,12 @@ int main(int argc, char** argv) {
   app.add_option("--lane-bits", requested_lane_bits, "Bits per masked value: 0 = the round's automatic choice, or 32 / 64")
       ->capture_default_str()
       ->check(CLI::IsMember({0, 32, 64}));
+  std::string preset;
+  app.add_option("--preset", preset,
+                 "Run the rounds on this synth shape (random weights, e.g. smollm-135m) instead of the project's model: "
+                 "the statistics vector, and so the upload, grows with the model");
+  bool importance = false;
+  app.add_flag("--importance", importance, "Agents also upload importance sums (a round exporting imatrix; 64-bit lanes)");
   app.add_flag("--json", json, "One JSON object on stdout");
   CLI11_PARSE(app, argc, argv);
 
@@ -479,9 +487,14 @@ int main(int argc, char** argv) {
   try {
     fleet = start_coordinator(root);
     const std::string model_dir = fs::path(program_path()).parent_path().parent_path().parent_path() / "models/tinystories-1.8m";
+    std::string model_path = model_dir + "/model.bin", tokenizer_path = model_dir + "/tokenizer.bin";
+    if (!preset.empty()) {  // any tokenizer whose ids fit the vocabulary serves random weights (a llama2.c one must match it)
+      model_path = root + "/" + preset + ".bin";
+      tokenizer_path = model_dir + "/tokenizer.model";
+      write_llama2c_checkpoint(synthesize_model(find_synth_preset(preset).config, 1), model_path, Llama2cVersion::kVersion1);
+    }
     const auto imported = coordinator::admin_request(
-        fleet.admin,
-        {{"command", "models.import"}, {"path", model_dir + "/model.bin"}, {"tokenizer", model_dir + "/tokenizer.bin"}});
+        fleet.admin, {{"command", "models.import"}, {"path", model_path}, {"tokenizer", tokenizer_path}});
     const int64_t model_id = imported["id"].get<int64_t>();
 
     // A real statistics vector: the model calibrated on 16 training lines.
@@ -502,10 +515,13 @@ int main(int argc, char** argv) {
       CalibrationOptions options;
       options.sequences = 16;
       options.seq_len = 128;
+      options.importance = importance;
       const CalibrationStats stats = calibrate(transformer, *tokenizer, lines, model_fingerprint(loaded.model), options);
       vector = contribution_vector(stats);
     }
-    std::fprintf(stderr, "[bench] statistics vector: %zu uint64 values (%.1f KB)\n", vector.size(), vector.size() * 8 / 1e3);
+    std::fprintf(stderr, "[bench] statistics vector: %zu values (%.1f KB in 32-bit lanes, %.1f KB in 64-bit lanes)\n", vector.size(),
+                 vector.size() * 4 / 1e3, vector.size() * 8 / 1e3);
+    results["statistics_values"] = vector.size();
 
     zmq::context_t context(4);
     context.set(zmq::ctxopt::max_sockets, 8192);
@@ -530,7 +546,9 @@ int main(int argc, char** argv) {
                                                                       {"sequences_per_agent", 16},
                                                                       {"seq_len", 128},
                                                                       {"method", "percentile:99.99"},
-                                                                      {"lane_bits", requested_lane_bits}}}});
+                                                                      {"lane_bits", requested_lane_bits},
+                                                                      {"exports", importance ? nlohmann::json::array({"imatrix"})
+                                                                                             : nlohmann::json::array()}}}});
       nlohmann::json status;
       while (true) {
         status = coordinator::admin_request(fleet.admin, {{"command", "round.status"}, {"id", started["round"]}});

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # INT8 vs FP32 speed of the same model, measured in one run: the smollm-135m synth shape (random
 # weights), calibrated on TinyStories text, per-tensor and per-channel INT8 packages, the same weights with
-# activations quantized at run time (per token, per block of 32) and the fine-grained mode, at 1 and 2 threads.
+# activations quantized at run time (per token, per block of 32), the fine-grained mode and the per-channel package
+# of the smoothed model (SmoothQuant: the same graph), at 1 and 2 threads.
 #   bench/int8_vs_fp32.sh [PRESET] [REPEATS]      (default smollm-135m, 3)
 # Prints a markdown table; the machine should be otherwise idle.
 set -euo pipefail
@@ -17,10 +18,17 @@ sed -n '1,7003p' "$data" > "$work/train.txt"
 $bin synth --preset "$preset" --seed 1 -o "$work/fp32.bin" 2>/dev/null
 # Any tokenizer whose ids fit the vocabulary serves for calibrating random weights.
 tokenizer=models/tinystories-1.8m/tokenizer.model
-$bin calibrate -m "$work/fp32.bin" --tokenizer "$tokenizer" --text "$work/train.txt" --sequences 32 --seq-len 64 -o "$work/s.stats" -q
+$bin calibrate -m "$work/fp32.bin" --tokenizer "$tokenizer" --text "$work/train.txt" --sequences 32 --seq-len 64 --importance -o "$work/s.stats" -q
 $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax -o "$work/pt.pkg" 2>/dev/null
 $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax --per-channel -o "$work/pc.pkg" 2>/dev/null
 $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --weight-groups -o "$work/fine.pkg" 2>/dev/null
+# The same model smoothed (SmoothQuant folded into its weights; the error measured on ~100 tokens, which
+# keeps this step near a minute), recalibrated and quantized per channel: the same graph, whose speed
+# must match the unsmoothed package's.
+head -c 400 "$work/train.txt" > "$work/smooth.txt"
+$bin smooth -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --text "$work/smooth.txt" -o "$work/smoothed.pkg" > /dev/null 2>&1
+$bin calibrate -m "$work/smoothed.pkg" --text "$work/train.txt" --sequences 32 --seq-len 64 -o "$work/smoothed.stats" -q
+$bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method minmax --per-channel -o "$work/pcs.pkg" 2>/dev/null
 
 echo "| threads | model | prefill tok/s | decode tok/s | decode vs FP32 | prefill vs FP32 | weight bytes/token | weight GB/s | % of read bandwidth | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -35,12 +43,12 @@ for threads in 1 2; do
   # The kernel of the layers quantized at run time (the fastest this CPU runs), and the AVX2 kernel
   # next to it where a faster one exists (what an x86 box without VNNI runs).
   kernel=$($bin bench -m "$work/fine.pkg" -t 1 --repeats 1 --prompt-tokens 1 --decode-tokens 1 --json | sed -n 's/.*"int8_kernel": "\(.*\)".*/\1/p')
-  variants="fp32 pt pc dynamic blocks fine"
+  variants="fp32 pt pc pcs dynamic blocks fine"
   if [ "$kernel" != avx2 ] && $bin bench --help | grep -q "Here: .*avx2"; then variants="$variants fine-avx2"; fi
   for variant in $variants; do
     case $variant in
       fp32) result=$fp32 ;;
-      pt | pc) result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json) ;;
+      pt | pc | pcs) result=$($bin bench -m "$work/$variant.pkg" -t "$threads" --repeats "$repeats" --json) ;;
       dynamic) result=$($bin bench -m "$work/pc.pkg" -t "$threads" --repeats "$repeats" --activations dynamic --json) ;;
       blocks) result=$($bin bench -m "$work/pc.pkg" -t "$threads" --repeats "$repeats" --activations dynamic-blocks --json) ;;
       fine) result=$($bin bench -m "$work/fine.pkg" -t "$threads" --repeats "$repeats" --json) ;;
@@ -49,7 +57,7 @@ for threads in 1 2; do
     python3 - "$threads" "$variant" "$result" "$fp32" "$bandwidth" <<'PY'
 import json, sys
 threads, variant, r, f, bandwidth = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), float(sys.argv[5])
-name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel", "dynamic": "INT8 per-channel, dynamic per token",
+name = {"fp32": "FP32", "pt": "INT8 per-tensor", "pc": "INT8 per-channel", "pcs": "INT8 per-channel, smoothed (SmoothQuant)", "dynamic": "INT8 per-channel, dynamic per token",
         "blocks": "INT8 per-channel, dynamic per block of 32", "fine": "fine-grained: weight groups + activation blocks of 32",
         "fine-avx2": "fine-grained, AVX2 kernel"}[variant]
 if variant in ("dynamic", "blocks", "fine"):
