@@ -42,6 +42,13 @@ std::vector<json> sequence_steps(const json& node, const char* list_field) {
 
 }  // namespace
 
+std::array<std::string, 256> byte_level_pieces() {
+  const std::array<char32_t, 256> characters = byte_characters();
+  std::array<std::string, 256> pieces;
+  for (size_t byte = 0; byte < 256; ++byte) append_utf8(pieces[byte], characters[byte]);
+  return pieces;
+}
+
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_json(const json& root, std::optional<int> bos_id,
                                                                         std::optional<int> eos_id) {
   std::unique_ptr<ByteLevelBpeTokenizer> t(new ByteLevelBpeTokenizer());

@@ -18,6 +18,10 @@
 
 namespace fedcal {
 
+// GPT-2's byte characters in UTF-8: the piece that stands for each byte in a byte-level vocabulary
+// (printable Latin-1 bytes for themselves, the other 68 for U+0100 onwards in byte order).
+std::array<std::string, 256> byte_level_pieces();
+
 class ByteLevelBpeTokenizer : public Tokenizer {
  public:
   // `root` is a parsed tokenizer.json whose pre_tokenizer has a ByteLevel step. Anything in it that

@@ -15,9 +15,9 @@
 #include "models/format/synth.h"
 #include "models/quant/calibration_stats.h"
 #include "models/quant/quantize.h"
+#include "models/tokenizer/byte_level_bpe_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/pretokenizer.h"
-#include "models/tokenizer/unicode.h"
 #include "protocol/wire.h"
 
 namespace fs = std::filesystem;
@@ -84,12 +84,8 @@ int main(int argc, char** argv) {
   {
     // A byte-level one: GPT-2's 256 byte characters, two merges, NFC, the Llama 3 split and an added token.
     nlohmann::json bytes = nlohmann::json::object();
-    for (int byte = 0, next = 256; byte < 256; ++byte) {
-      const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xa1 && byte <= 0xac) || byte >= 0xae;
-      std::string piece;
-      fedcal::append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
-      bytes[piece] = byte;
-    }
+    const std::array<std::string, 256> pieces = fedcal::byte_level_pieces();
+    for (int byte = 0; byte < 256; ++byte) bytes[pieces[static_cast<size_t>(byte)]] = byte;
     bytes["ab"] = 256;
     bytes["\xc4\xa0" "ab"] = 257;  // "Ġab"
     std::ofstream(root / "hf_tokenizer/byte_level.json")

@@ -18,8 +18,8 @@
 #include "models/format/model_loader.h"
 #include "models/format/synth.h"
 #include "models/tokenizer/hf_tokenizer.h"
+#include "models/tokenizer/byte_level_bpe_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
-#include "models/tokenizer/unicode.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
 #include "tests/error_of.h"
 #include "tests/test_support.h"
@@ -388,12 +388,9 @@ TEST_CASE("GGUF gpt2 tokenizers: Llama 3 and Qwen3 tokenizer.json -> tokenizer.g
   // A GGUF pre-tokenizer llama.cpp names but fedcal does not implement is refused by name.
   const Model tiny = synthesize_model(find_synth_preset("tiny").config, 1);
   std::string small = R"({"model": {"type": "BPE", "vocab": {)";
-  for (int byte = 0, next = 256; byte < 256; ++byte) {
-    const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xa1 && byte <= 0xac) || byte >= 0xae;
-    std::string piece;
-    append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
-    small += (byte ? ", " : "") + nlohmann::json(piece).dump() + ": " + std::to_string(byte);
-  }
+  const std::array<std::string, 256> pieces = byte_level_pieces();
+  for (int byte = 0; byte < 256; ++byte)
+    small += (byte ? ", " : "") + nlohmann::json(pieces[static_cast<size_t>(byte)]).dump() + ": " + std::to_string(byte);
   small += R"(}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}, "added_tokens": [{"id": 256, "content": "<s>", "special": true}]})";
   GgufWriter writer = gguf_from_model(tiny, {"hf-json", small}, {});
   CHECK(writer.serialize().size() > 0);

@@ -12,6 +12,7 @@
 #include "common/error.h"
 
 #include "common/file_util.h"
+#include "models/tokenizer/byte_level_bpe_tokenizer.h"
 #include "models/tokenizer/hf_tokenizer.h"
 #include "models/tokenizer/pretokenizer.h"
 #include "models/tokenizer/unicode.h"
@@ -164,14 +165,7 @@ TEST_CASE("Byte-level BPE: Llama 3 and Qwen3 tokenizer.json give transformers.js
 nlohmann::json small_byte_level_json() {
   nlohmann::json vocab = nlohmann::json::object();
   int id = 0;
-  int next = 256;
-  for (int byte = 0; byte < 256; ++byte) {
-    // GPT-2's byte characters: printable Latin-1 stands for itself, the rest count up from U+0100.
-    const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xa1 && byte <= 0xac) || byte >= 0xae;
-    std::string piece;
-    append_utf8(piece, static_cast<char32_t>(printable ? byte : next++));
-    vocab[piece] = id++;
-  }
+  for (const std::string& piece : byte_level_pieces()) vocab[piece] = id++;
   vocab["ab"] = id++;  // 256
   vocab
       ["\xc4\xa0"
