@@ -47,5 +47,26 @@ TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logit
   CHECK(hf_tokenizer->encode(probe, true) == tokens);
 }
 
+TEST_CASE("Second model (models/tinystories-mha-0.7m): the llama2.c checkpoint's logits equal PyTorch's, its tokenizer the reference's") {
+  const std::string dir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-mha-0.7m";
+  const nlohmann::json reference = nlohmann::json::parse(read_text_file(dir + "/reference_logits.json"));
+  const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
+  const int vocab = reference["vocab_size"].get<int>();
+  LoadedModel loaded = load_model(dir + "/model.bin");
+  REQUIRE(loaded.model.config.vocab_size == vocab);
+  CHECK(loaded.model.config.n_kv_heads == loaded.model.config.n_heads);  // multi-head: the other attention shape
+  XnnRuntime runtime(1);
+  Transformer transformer(loaded.model, runtime);
+  const auto logits = transformer.forward(tokens, 0, true);
+  const auto& rows = reference["logits"];
+  REQUIRE(rows.size() == tokens.size());
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    CAPTURE(t);
+    CHECK(testing::relative_error(logits.subspan(t * vocab, vocab), rows[t].get<std::vector<double>>()) <= 1e-4);
+  }
+  auto tokenizer = load_tokenizer(loaded, dir + "/tokenizer.bin");
+  CHECK(tokenizer->encode("Once upon a time, there was a little girl named Lily. She loved to play", true) == tokens);
+}
+
 }  // namespace
 }  // namespace fedcal
