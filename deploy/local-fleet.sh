@@ -4,14 +4,18 @@
 # calibration round and prints its report.
 #
 #   deploy/local-fleet.sh [--agents N] [--sequences S] [--seq-len L] [--method M] [--per-tensor]
-#                         [--dp-epsilon E] [--keep DIR] [--json]
+#                         [--dp-epsilon E] [--private-text FILE] [--heldout-fraction F] [--keep DIR] [--json]
+#
+# --private-text deals FILE's lines (one sequence each) to the agents instead of the TinyStories
+# training lines; the public reference text stays TinyStories (bench/domain_shift.sh uses it).
+# --heldout-fraction: the last part of each agent's text kept for its local checks (default 0.1).
 #
 # Everything lives in a scratch folder (--keep DIR keeps it in DIR), processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-agents=8 sequences=48 seq_len=128 method=mse per_channel=--per-channel dp="" keep="" json=""
+agents=8 sequences=48 seq_len=128 method=mse per_channel=--per-channel dp="" keep="" json="" private="" heldout=0.1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --agents) agents=$2; shift 2 ;;
@@ -21,8 +25,10 @@ while [[ $# -gt 0 ]]; do
     --per-tensor) per_channel=""; shift ;;
     --dp-epsilon) dp="--dp-epsilon $2"; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
+    --private-text) private=$(realpath "$2"); shift 2 ;;
+    --heldout-fraction) heldout=$2; shift 2 ;;
     --json) json=--json; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,11 +69,13 @@ pids+=($!)
 for _ in $(seq 100); do coordinator keys >/dev/null 2>&1 && coordinator --json agents list >/dev/null 2>&1 && break; sleep 0.1; done
 key=$(coordinator --json keys | sed -n 's/.*"curve_public_key": "\(.*\)".*/\1/p')
 
-shard_lines=$((6000 / agents))
+# The agents' private text: TinyStories training lines 1-6000, or --private-text's lines.
+if [[ -n $private ]]; then cp "$private" "$root/private-all.txt"; else head -n 6000 "$text" > "$root/private-all.txt"; fi
+shard_lines=$(($(wc -l < "$root/private-all.txt") / agents))
 for i in $(seq 0 $((agents - 1))); do
   dir=$root/agent-$i
   mkdir -p "$dir/text"
-  head -n $(((i + 1) * shard_lines)) "$text" | tail -n "$shard_lines" > "$dir/text/private.txt"
+  head -n $(((i + 1) * shard_lines)) "$root/private-all.txt" | tail -n "$shard_lines" > "$dir/text/private.txt"
   token=$(coordinator --json token create | sed -n 's/.*"token": "\(.*\)".*/\1/p')
   cat > "$dir/agent.toml" <<TOML
 coordinator = "tcp://127.0.0.1:$port"
@@ -78,6 +86,7 @@ name = "local-$i"
 labels = ["x86", "local"]
 threads = 1
 eval_max_tokens = 2048
+heldout_fraction = $heldout
 enroll_token = "$token"
 TOML
   "$bin/fedcal-agent" --config "$dir/agent.toml" run 2> "$dir/agent.log" &
