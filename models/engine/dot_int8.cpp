@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "models/format/float16.h"
 
 #if defined(__x86_64__) && !defined(FEDCAL_BASELINE_KERNELS)
 #include <immintrin.h>
@@ -43,14 +44,15 @@ void rows_portable(const uint8_t* w, int blocks, const int8_t* x, int groups, in
   }
 }
 
-void blocks_portable(const uint8_t* w, const float* w_scales, int blocks, const int8_t* x, const float* x_scales, int groups, float* out) {
+void blocks_portable(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x, const float* x_scales, int groups,
+                     float* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     float acc[kPackedRows] = {};
     for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
       int32_t sums[kPackedRows] = {};
       block_portable(w, x + b * kActivationBlock, sums);
       for (int i = 0; i < kPackedRows; ++i) {
-        const float scale = w_scales != nullptr ? x_scales[b] * w_scales[i] : x_scales[b];
+        const float scale = w_scales != nullptr ? x_scales[b] * f16_to_f32(w_scales[i]) : x_scales[b];
         acc[i] += scale * static_cast<float>(sums[i]);
       }
       if (w_scales != nullptr) w_scales += kPackedRows;
@@ -95,8 +97,8 @@ __attribute__((target("avx2"))) void rows_avx2(const uint8_t* w, int blocks, con
   }
 }
 
-__attribute__((target("avx2,fma"))) void blocks_avx2(const uint8_t* w, const float* w_scales, int blocks, const int8_t* x,
-                                                     const float* x_scales, int groups, float* out) {
+__attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x,
+                                                          const float* x_scales, int groups, float* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
     for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
@@ -104,8 +106,8 @@ __attribute__((target("avx2,fma"))) void blocks_avx2(const uint8_t* w, const flo
       block_avx2(w, x + b * kActivationBlock, lo, hi);
       __m256 scale_lo = _mm256_set1_ps(x_scales[b]), scale_hi = scale_lo;
       if (w_scales != nullptr) {
-        scale_lo = _mm256_mul_ps(scale_lo, _mm256_loadu_ps(w_scales));
-        scale_hi = _mm256_mul_ps(scale_hi, _mm256_loadu_ps(w_scales + 8));
+        scale_lo = _mm256_mul_ps(scale_lo, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales))));
+        scale_hi = _mm256_mul_ps(scale_hi, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + 8))));
         w_scales += kPackedRows;
       }
       acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale_lo, acc_lo);
@@ -141,7 +143,7 @@ FEDCAL_VNNI_TARGET void rows_vnni(const uint8_t* w, int blocks, const int8_t* x,
   }
 }
 
-FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const float* w_scales, int blocks, const int8_t* x, const int32_t* block_sums,
+FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x, const int32_t* block_sums,
                                     const float* x_scales, int groups, float* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m512 acc = _mm512_setzero_ps();
@@ -150,10 +152,10 @@ FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const float* w_scales, int
       block_vnni(w, x + b * kActivationBlock, sums, more);
       __m512 scale = _mm512_set1_ps(x_scales[b]);
       if (w_scales != nullptr) {
-        scale = _mm512_mul_ps(scale, _mm512_loadu_ps(w_scales));
+        scale = _mm512_mul_ps(scale, _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_scales))));
         w_scales += kPackedRows;
       }
-      // (The zero-masked conversion: GCC 12 warns that plain _mm512_cvtepi32_ps reads an undefined register.)
+      // (The zero-masked conversions: GCC 12 warns that the plain ones read an undefined register.)
       acc = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, _mm512_add_epi32(sums, more)), scale, acc);
     }
     _mm512_storeu_ps(out, acc);
@@ -178,7 +180,8 @@ std::vector<Int8Kernel> int8_kernels_supported() {
 #ifdef FEDCAL_INT8_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) kernels.push_back(Int8Kernel::kAvx512Vnni);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back(Int8Kernel::kAvx2);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    kernels.push_back(Int8Kernel::kAvx2);
 #endif
   kernels.push_back(Int8Kernel::kPortable);
   return kernels;
@@ -209,11 +212,13 @@ PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_sca
     }
   }
   if (group_scales != nullptr) {
-    packed.group_scales.assign(static_cast<size_t>(groups) * blocks * kPackedRows, 0.0f);
+    packed.group_scales.assign(static_cast<size_t>(groups) * blocks * kPackedRows, 0);
     for (int r = 0; r < rows; ++r) {
       for (int b = 0; b < blocks; ++b) {
-        packed.group_scales[(static_cast<size_t>(r / kPackedRows) * blocks + b) * kPackedRows + r % kPackedRows] =
-            group_scales[static_cast<size_t>(r) * blocks + b];
+        const float scale = group_scales[static_cast<size_t>(r) * blocks + b];
+        const uint16_t half = f32_to_f16(scale);
+        if (f16_to_f32(half) != scale) fail("group scale {} (row {}, block {}) is not a binary16 value", scale, r, b);
+        packed.group_scales[(static_cast<size_t>(r / kPackedRows) * blocks + b) * kPackedRows + r % kPackedRows] = half;
       }
     }
   }
@@ -244,7 +249,7 @@ void dot_int8_packed_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused
                             int groups, float* out) {
   const int blocks = w.blocks();
   const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockBytes;
-  const float* w_scales =
+  const uint16_t* w_scales =
       w.group_scales.empty() ? nullptr : w.group_scales.data() + static_cast<size_t>(first_group) * blocks * kPackedRows;
   switch (w.kernel) {
 #ifdef FEDCAL_INT8_X86

@@ -12,7 +12,8 @@
 //                bytes, so the weights are stored as w + 128 and each block's sum of activations times
 //                128 is subtracted once per block (or once per row).
 //   avx2         |x| (unsigned) times w with x's sign: vpmaddubsw then vpmaddwd, 32 products per pair
-//                (no saturation: |x| <= 128, |w| <= 127); 16 rows as two 8-row halves.
+//                (no saturation: |x| <= 128, |w| <= 127); 16 rows as two 8-row halves (and F16C for
+//                the binary16 group scales).
 //   portable     the plain loops (the compiler vectorizes them as it can; NEON on ARM).
 // All three produce the same exact INT32 sums; the float results of the block kernels differ from one
 // another only by float rounding. FEDCAL_BASELINE_KERNELS builds the portable kernel alone.
@@ -43,17 +44,19 @@ struct PackedInt8 {
   // (groups, blocks, 8 chunks, 16 rows, 4 columns): the INT8 values, or w + 128 for avx512-vnni;
   // (groups, blocks, 16 rows, 32 columns) for the portable kernel.
   std::vector<uint8_t> values;
-  // Per-group weight scales, when the matrix has them: (groups, blocks, 16 rows), 0 for padded rows.
-  std::vector<float> group_scales;
+  // Per-group weight scales, when the matrix has them, in binary16: (groups, blocks, 16 rows), 0 for
+  // padded rows.
+  std::vector<uint16_t> group_scales;
 
   int groups() const { return (rows + kPackedRows - 1) / kPackedRows; }
   int blocks() const { return (cols + kActivationBlock - 1) / kActivationBlock; }
   int padded_cols() const { return blocks() * kActivationBlock; }
-  size_t bytes() const { return values.size() + group_scales.size() * sizeof(float); }
+  size_t bytes() const { return values.size() + group_scales.size() * sizeof(uint16_t); }
 };
 
 // Packs the row-major (rows, cols) INT8 values `w` (cols at most 2^17, so that no row's sum of INT8
-// products can leave INT32), with their (rows, blocks) group scales if `group_scales` is not null.
+// products can leave INT32), with their (rows, blocks) group scales if `group_scales` is not null
+// (binary16 values, held as float: anything else is refused).
 PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel);
 
 // One activation row for the kernels: `x` holds padded_cols() INT8 values (zeros after cols), and

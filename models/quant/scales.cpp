@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "common/error.h"
+#include "models/format/float16.h"
 
 namespace fedcal {
 namespace {
@@ -238,6 +239,13 @@ QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int c
     for (float v : values) max = std::max(max, std::abs(v));
     return max > 0 ? max / 127.0f : 1.0f;
   };
+  // Group scales are binary16 values (as llama.cpp's Q8_0 stores them): the kernels read them as such.
+  // A scale rounded down can put a weight a fraction past 127: the clamp keeps it in range.
+  auto group_scale_of = [&](std::span<const float> values) {
+    const float scale = f16_to_f32(f32_to_f16(scale_of(values)));
+    if (!std::isfinite(scale)) fail("weights of magnitude {} do not fit binary16 group scales", scale * 127.0f);
+    return scale > 0.0f ? scale : 0x1p-24f;  // the smallest binary16 above 0 for weights below its range
+  };
   // Each scaled piece of a row: the whole row, or each group of kWeightGroup input channels.
   const int piece = granularity == WeightGranularity::kPerGroup ? kWeightGroup : cols;
   if (granularity == WeightGranularity::kPerTensor) out.scales.push_back(scale_of(weights));
@@ -245,7 +253,8 @@ QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int c
     for (int begin = 0; begin < cols; begin += piece) {
       const int length = std::min(piece, cols - begin);
       auto part = weights.subspan(static_cast<size_t>(r) * cols + begin, length);
-      if (granularity != WeightGranularity::kPerTensor) out.scales.push_back(scale_of(part));
+      if (granularity == WeightGranularity::kPerChannel) out.scales.push_back(scale_of(part));
+      if (granularity == WeightGranularity::kPerGroup) out.scales.push_back(group_scale_of(part));
       const float scale = out.scales.back();
       for (int c = 0; c < length; ++c) {
         out.values[static_cast<size_t>(r) * cols + begin + c] =
@@ -267,6 +276,8 @@ void QuantizedMatrix::check(const std::string& what) const {
   }
   for (float scale : scales) {
     if (!(scale > 0) || !std::isfinite(scale)) fail("{}: weight scale {} is not positive and finite", what, scale);
+    if (per_group() && f16_to_f32(f32_to_f16(scale)) != scale)
+      fail("{}: group scale {} is not a binary16 value (weights in groups keep binary16 scales, as Q8_0 does)", what, scale);
   }
 }
 

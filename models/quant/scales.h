@@ -43,7 +43,8 @@ double clip_magnitude(const HistogramLayout& layout, std::span<const double> mag
 // Symmetric INT8 weights of a (rows, cols) matrix: one scale per tensor, or one per row (output channel).
 // How the rows of a QuantizedMatrix share scales: the package's QINT8, QCINT8 and QGINT8 tensor types.
 // kPerGroup: one scale per kWeightGroup input channels of each row (llama.cpp Q8_0's weight blocks),
-// run only with activations quantized at run time (LinearDynamicInt8): no XNNPACK operator takes it.
+// each a binary16 value (held as float), run only with activations quantized at run time
+// (LinearDynamicInt8): no XNNPACK operator takes it.
 enum class WeightGranularity { kPerTensor, kPerChannel, kPerGroup };
 inline constexpr int kWeightGroup = 32;
 
@@ -63,7 +64,7 @@ struct QuantizedMatrix {
     return per_group() ? scales[static_cast<size_t>(row) * groups() + static_cast<size_t>(col / kWeightGroup)] : row_scale(row);
   }
   // Throws Error unless the values and scales fit (rows, cols) and the granularity, and every scale is
-  // positive and finite; `what` names the matrix.
+  // positive and finite (and a binary16 value, per group); `what` names the matrix.
   void check(const std::string& what) const;
 };
 QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity);

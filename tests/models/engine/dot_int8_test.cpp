@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "models/format/float16.h"
+
 namespace fedcal {
 namespace {
 
@@ -38,7 +40,7 @@ Case random_case(int rows, int cols, unsigned seed) {
   c.x_scales.resize(static_cast<size_t>(c.blocks));
   for (float& v : c.x_scales) v = scale(rng);
   c.w_scales.resize(static_cast<size_t>(rows) * c.blocks);
-  for (float& v : c.w_scales) v = scale(rng);
+  for (float& v : c.w_scales) v = f16_to_f32(f32_to_f16(scale(rng)));  // group scales are binary16 values
   return c;
 }
 
@@ -100,7 +102,7 @@ TEST_CASE("dot_int8_packed_blocks equals the blocks' exact integer sums times th
           const Case c = random_case(rows, cols, static_cast<unsigned>(rows * 1000 + cols + weight_groups));
           const PackedInt8 packed = pack_int8(c.w.data(), rows, cols, weight_groups ? c.w_scales.data() : nullptr, kernel);
           const size_t padded_rows = static_cast<size_t>(packed.groups()) * kPackedRows;
-          CHECK(packed.bytes() == padded_rows * packed.padded_cols() + (weight_groups ? padded_rows * c.blocks * sizeof(float) : 0));
+          CHECK(packed.bytes() == padded_rows * packed.padded_cols() + (weight_groups ? padded_rows * c.blocks * sizeof(uint16_t) : 0));
           std::vector<float> out(static_cast<size_t>(packed.groups()) * kPackedRows);
           dot_int8_packed_blocks(packed, c.x.data(), c.block_sums.data(), c.x_scales.data(), 0, packed.groups(), out.data());
           for (int r = 0; r < rows; ++r) {
@@ -127,8 +129,12 @@ TEST_CASE("dot_int8_packed_blocks equals the blocks' exact integer sums times th
   }
 }
 
-TEST_CASE("pack_int8 refuses what no kernel can sum exactly, by size") {
+TEST_CASE("pack_int8 refuses what no kernel can sum exactly, by size, and group scales that are not binary16") {
   const std::vector<int8_t> w(4, 1);
+  const float not_half = 0.1f, half = f16_to_f32(f32_to_f16(0.1f));
+  CHECK(pack_int8(w.data(), 1, 4, &half, Int8Kernel::kPortable).group_scales.size() == kPackedRows);
+  CHECK_THROWS_WITH(pack_int8(w.data(), 1, 4, &not_half, Int8Kernel::kPortable),
+                    doctest::Contains("group scale 0.1 (row 0, block 0) is not a binary16 value"));
   CHECK_THROWS_WITH(pack_int8(w.data(), 0, 4, nullptr, Int8Kernel::kPortable), doctest::Contains("want 1 to 131072 columns"));
   CHECK_THROWS_WITH(pack_int8(w.data(), 1, (1 << 17) + 1, nullptr, Int8Kernel::kPortable), doctest::Contains("(1, 131073)"));
 }
