@@ -24,6 +24,7 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   options.per_channel = settings.per_channel;
   options.asymmetric = settings.asymmetric;
   options.keep_fp32 = {settings.keep_fp32.begin(), settings.keep_fp32.end()};
+  options.fine_grained = {settings.fine_grained.begin(), settings.fine_grained.end()};
   if (stats.model_sha256 != model_fingerprint(loaded.model))
     fail("the statistics were recorded on another model than {}", loaded.path);
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
@@ -39,9 +40,10 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   built.path = stored.path;
   built.bytes = stored.bytes;
   built.description =
-      fmt::format("INT8 {} {}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
+      fmt::format("INT8 {} {}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
                   options.per_channel ? "per-channel" : "per-tensor",
                   settings.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(settings.keep_fp32, " ")),
+                  settings.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(settings.fine_grained, " ")),
                   label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
                   label.rfind("group:", 0) == 0 ? " for " + label : "");
   if (int8_out != nullptr) *int8_out = int8;

@@ -24,6 +24,7 @@ nlohmann::json RoundSettings::to_json() const {
           {"per_channel", per_channel},
           {"asymmetric", asymmetric},
           {"keep_fp32", keep_fp32},
+          {"fine_grained", fine_grained},
           {"mantissa_bits", mantissa_bits},
           {"dp_epsilon", dp_epsilon},
           {"dp_delta", dp_delta},
@@ -49,6 +50,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.per_channel = json.value("per_channel", settings.per_channel);
     settings.asymmetric = json.value("asymmetric", settings.asymmetric);
     settings.keep_fp32 = json.value("keep_fp32", settings.keep_fp32);
+    settings.fine_grained = json.value("fine_grained", settings.fine_grained);
     settings.mantissa_bits = json.value("mantissa_bits", settings.mantissa_bits);
     settings.dp_epsilon = json.value("dp_epsilon", settings.dp_epsilon);
     settings.dp_delta = json.value("dp_delta", settings.dp_delta);
@@ -102,6 +104,10 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (settings.importance() && settings.lane_bits == 32)
     fail("exports: imatrix needs 64-bit lanes (one agent's importance sums can exceed 2^31); use lane_bits 0 or 64");
   const bool tensorrt = std::find(settings.exports.begin(), settings.exports.end(), "tensorrt-cache") != settings.exports.end();
+  for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
+    if (!settings.fine_grained.empty() && std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
+      fail("exports: {} holds static scales; fine_grained layers have none (leave out one or the other)", format);
+  }
   if (tensorrt && settings.asymmetric) fail("exports: tensorrt-cache holds symmetric ranges; asymmetric activations have zero points");
   return settings;
 }

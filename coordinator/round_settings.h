@@ -21,6 +21,10 @@ struct RoundSettings {
   bool per_channel = false;
   bool asymmetric = false;
   std::vector<std::string> keep_fp32;
+  // Linears (or whole layers) in the fine-grained mode: weights in groups of 32, activations per block
+  // of 32 at run time (qgint8), next to the static layers; e.g. the layers `fedcal-model quantize
+  // --target-kl T --fallback fine-grained` picks.
+  std::vector<std::string> fine_grained;
   int mantissa_bits = 5;  // histogram resolution
   double dp_epsilon = 0;  // > 0: distributed differential privacy (Skellam noise) with (epsilon, dp_delta)
   double dp_delta = 1e-5;

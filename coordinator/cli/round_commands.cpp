@@ -18,7 +18,7 @@ struct StartOptions {
   int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
   std::string method = "percentile:99.99";
   bool per_channel = false, asymmetric = false, wait = false;
-  std::vector<std::string> keep_fp32, variants, exports;
+  std::vector<std::string> keep_fp32, fine_grained, variants, exports;
   double dp_epsilon = 0, dp_delta = 1e-5;
 };
 
@@ -82,6 +82,10 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
   start->add_flag("--per-channel", o->per_channel, "Per-output-channel INT8 weights");
   start->add_flag("--asymmetric", o->asymmetric, "Asymmetric activations (zero points)");
   start->add_option("--keep-fp32", o->keep_fp32, "Linear layers to keep in FP32 (e.g. classifier, layers.0.w2)");
+  start->add_option("--fine-grained", o->fine_grained,
+                    "Linear layers (or layers) in the fine-grained mode: weights in groups of 32, activations per block of 32 at "
+                    "run time (e.g. the ones `fedcal-model quantize --target-kl T --fallback fine-grained` picks)")
+      ->delimiter(',');
   start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)")->check(CLI::Range(0.0, 100.0));
   start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta, in (0, 1)")
       ->capture_default_str()
@@ -111,6 +115,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                      {"per_channel", o->per_channel},
                                      {"asymmetric", o->asymmetric},
                                      {"keep_fp32", o->keep_fp32},
+                                     {"fine_grained", o->fine_grained},
                                      {"dp_epsilon", o->dp_epsilon},
                                      {"dp_delta", o->dp_delta},
                                      {"neighbours", o->neighbours},

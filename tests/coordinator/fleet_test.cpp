@@ -1264,5 +1264,32 @@ TEST_CASE("Fleet round with a device group: its agents get and check their own v
   CHECK(models["group:lowram"]["bytes"].get<int64_t>() > models["fleet"]["bytes"].get<int64_t>());
 }
 
+TEST_CASE("Fleet round with fine-grained layers: the package mixes static and fine-grained layers, and the agents' check is closer to FP32" *
+          doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  for (int i = 0; i < 3; ++i) fleet.start_agent(i);
+  fleet.wait_online(3);
+  const int64_t model = fleet.import_model();
+  const nlohmann::json plain = fleet.run_round(round_settings(model));
+  REQUIRE_MESSAGE(plain["stage"] == "done", plain.dump(2));
+  // The layers that lose the most in static INT8 (docs/QUANTIZATION.md): every down projection and the classifier.
+  nlohmann::json settings = round_settings(model);
+  settings["fine_grained"] = {"layers.0.w2", "layers.1.w2", "layers.2.w2", "layers.3.w2", "classifier"};
+  const nlohmann::json mixed = fleet.run_round(settings);
+  REQUIRE_MESSAGE(mixed["stage"] == "done", mixed.dump(2));
+  std::string description;
+  for (const auto& entry : mixed["models"]) {
+    if (entry["label"] == "fleet") description = entry["description"].get<std::string>();
+  }
+  CHECK(description.find("fine-grained: layers.0.w2 layers.1.w2 layers.2.w2 layers.3.w2 classifier") != std::string::npos);
+  const double plain_kl = plain["checks"]["fleet"]["mean_kl"].get<double>(), mixed_kl = mixed["checks"]["fleet"]["mean_kl"].get<double>();
+  MESSAGE("agents' check, fleet package: KL " << plain_kl << " static, " << mixed_kl << " with 5 layers fine-grained");
+  CHECK(mixed["checks"]["fleet"]["agents"] == 3);
+  CHECK(mixed_kl < 0.6 * plain_kl);
+}
+
 }  // namespace
 }  // namespace fedcal::testing

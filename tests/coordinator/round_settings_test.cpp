@@ -14,8 +14,14 @@ TEST_CASE("Round settings: every field is range-checked, unknown ones refused") 
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"sequence", 3}}), doctest::Contains("unknown round setting 'sequence'"), Error);
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"dp_epsilon", -1.0}}), doctest::Contains("dp_epsilon"), Error);
   CHECK_THROWS_AS(RoundSettings::from_json({{"seq_len", "long"}}), Error);
-  const RoundSettings settings = RoundSettings::from_json({{"per_channel", true}, {"keep_fp32", {"classifier"}}});
+  const RoundSettings settings =
+      RoundSettings::from_json({{"per_channel", true}, {"keep_fp32", {"classifier"}}, {"fine_grained", {"layers.0.w2", "layers.1"}}});
+  CHECK(settings.fine_grained == std::vector<std::string>{"layers.0.w2", "layers.1"});
   CHECK(RoundSettings::from_json(settings.to_json()).to_json() == settings.to_json());
+  // Exports of static scales cannot carry fine-grained layers.
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"fine_grained", {"layers.0.w2"}}, {"exports", {"onnx-qdq"}}}),
+                       doctest::Contains("onnx-qdq holds static scales"), Error);
+  CHECK_NOTHROW(RoundSettings::from_json({{"fine_grained", {"layers.0.w2"}}, {"exports", {"gguf", "imatrix"}}}));
 }
 
 TEST_CASE("Round settings: exports are known formats, once each, and only where the round can make them") {
