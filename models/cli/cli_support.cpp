@@ -66,7 +66,11 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                   "Keep the fewest linear layers in FP32, most sensitive first, that bring the mean KL vs FP32 on "
                   "--sensitivity-text to at most this (nats per token, e.g. 0.001)")
       ->check(CLI::Range(0.0, 10.0));
-  command.add_option("--sensitivity-text", options.sensitivity_text, "Text (one context window is used) for --auto-fp32 and --target-kl")
+  command.add_flag("--clip-search", options.clip_search,
+                   "Choose each quantization point's scale method (--method, minmax, percentile:99.9/99.99/99.999, mse, "
+                   "entropy) by the KL vs FP32 on --sensitivity-text, point by point, before --auto-fp32 / --target-kl");
+  command.add_option("--sensitivity-text", options.sensitivity_text,
+                     "Text (one context window is used) for --auto-fp32, --target-kl and --clip-search")
       ->check(CLI::ExistingFile);
   command
       .add_option("--activations", options.activations,
@@ -118,6 +122,22 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   quantize.method = ScaleMethodSpec::parse(options.method);
   quantize.asymmetric = options.asymmetric;
   if (options.auto_fp32 > 0 && options.target_kl) fail("--auto-fp32 and --target-kl both choose the FP32 layers: give one");
+  if (options.clip_search) {
+    if (!options.sensitivity_text || tokenizer == nullptr) fail("--clip-search needs --sensitivity-text and a tokenizer");
+    const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+    std::vector<ScaleMethodSpec> candidates;
+    for (const char* method : {"minmax", "percentile:99.9", "percentile:99.99", "percentile:99.999", "mse", "entropy"})
+      candidates.push_back(ScaleMethodSpec::parse(method));
+    const ClippingChoice choice = with_context([&] { return *options.stats; }, [&] {
+      return choose_clipping(loaded.model, stats, quantize, tokens, runtime, candidates);
+    });
+    std::string changed;
+    for (const auto& [point, method] : choice.point_methods)
+      changed += fmt::format("{}{} {}", changed.empty() ? "" : ", ", stats.points.at(static_cast<size_t>(point)), method.to_string());
+    std::fprintf(stderr, "[clip-search] KL %.3g -> %.3g on the window: %zu point(s) off %s%s%s\n", choice.kl_before, choice.kl_after,
+                 choice.point_methods.size(), quantize.method.to_string().c_str(), changed.empty() ? "" : ": ", changed.c_str());
+    quantize.point_methods = choice.point_methods;
+  }
   if (options.target_kl) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--target-kl needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
@@ -149,7 +169,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const ModelOptions& model_options,
                                PackageProvenance& provenance) {
   std::unique_ptr<Tokenizer> text_tokenizer;
-  if (options.auto_fp32 > 0 || options.target_kl) text_tokenizer = load_tokenizer(loaded, model_options.tokenizer);
+  if (options.auto_fp32 > 0 || options.target_kl || options.clip_search) text_tokenizer = load_tokenizer(loaded, model_options.tokenizer);
   XnnRuntime runtime(resolve_threads(model_options.threads, loaded.model.config.parameter_count()));
   return quantize_with(loaded, options, text_tokenizer.get(), runtime, provenance);
 }

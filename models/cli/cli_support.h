@@ -37,6 +37,7 @@ struct QuantizationOptions {
   LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
   std::optional<double> target_kl;              // keep the fewest sensitive linears in FP32 that reach this KL
+  bool clip_search = false;                     // choose each point's scale method by measured KL
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
   ActivationQuantization activations = ActivationQuantization::kStatic;
   std::optional<Int8Kernel> int8_kernel = std::nullopt;  // of the dynamic / fine-grained linears; default: the fastest

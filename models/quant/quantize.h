@@ -1,6 +1,7 @@
 // Static W8A8 quantization of a model: calibration statistics + a scale method -> the INT8 layers.
 #pragma once
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@ struct QuantizeOptions {
   // Linears (named alike) in the fine-grained mode: weights in groups of 32, activations per block of
   // 32 at run time (no static scales), next to the static layers of the same package.
   std::set<std::string> fine_grained;
+  // Scale methods for single quantization points (by index), instead of `method` (clip_search).
+  std::map<int, ScaleMethodSpec> point_methods;
 };
 
 // The linear layers of a model, each with its input and output quantization points (their widths,
@@ -75,5 +78,16 @@ struct MixedPrecision {
 MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
                                       const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
                                       LayerFallback fallback = LayerFallback::kFp32);
+
+// Per-point clipping by measured error: for each quantization point in the model's order, each
+// candidate method is tried at that point alone (the others as chosen so far), and the one giving the
+// smallest mean KL from FP32 on `tokens` (one window) is kept. Starts from options.method everywhere;
+// returns the points whose method changed, with the KL before and after.
+struct ClippingChoice {
+  std::map<int, ScaleMethodSpec> point_methods;  // the points that differ from options.method
+  double kl_before = 0, kl_after = 0;
+};
+ClippingChoice choose_clipping(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
+                               const std::vector<int>& tokens, const XnnRuntime& runtime, const std::vector<ScaleMethodSpec>& candidates);
 
 }  // namespace fedcal

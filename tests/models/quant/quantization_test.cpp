@@ -476,5 +476,33 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
                     doctest::Contains("every linear layer in the fine-grained mode"));
 }
 
+TEST_CASE("Per-point clipping search: never worse on its windows, and the choice it reports is the model it measured") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 4);
+  XnnRuntime runtime(1);
+  std::mt19937 rng(2);
+  const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 64);
+  const CalibrationStats stats = calibrate_on(model, runtime, {tokens, random_tokens(rng, config.vocab_size, 64)});
+  QuantizeOptions options;
+  options.method = ScaleMethodSpec::parse("percentile:99.9");
+  options.per_channel = true;
+  const std::vector<ScaleMethodSpec> candidates = {ScaleMethodSpec::parse("minmax"), ScaleMethodSpec::parse("mse")};
+  const ClippingChoice choice = choose_clipping(model, stats, options, tokens, runtime, candidates);
+  CHECK(choice.kl_after <= choice.kl_before);
+  for (const auto& [point, method] : choice.point_methods) {
+    CAPTURE(point);
+    CHECK(method.to_string() != options.method.to_string());
+  }
+  // The reported KL is the one of the package quantized with the chosen methods.
+  QuantizeOptions chosen = options;
+  chosen.point_methods = choice.point_methods;
+  const MixedPrecision measured = fewest_fallback_layers(model, stats, chosen, tokens, runtime, 10.0);  // 10: no layer taken out
+  CHECK(measured.mean_kl == doctest::Approx(choice.kl_after).epsilon(1e-9));
+  // A point's method does change its scale: minmax at the first attention input against percentile:99.9.
+  QuantizeOptions one = options;
+  one.point_methods[layer_point(0, LayerPoint::kAttnIn)] = ScaleMethodSpec::parse("minmax");
+  CHECK(quantize_model(model, stats, one).at("layers.0.wq").input.scale > quantize_model(model, stats, options).at("layers.0.wq").input.scale);
+}
+
 }  // namespace
 }  // namespace fedcal
