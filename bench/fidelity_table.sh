@@ -12,17 +12,7 @@
 # MODEL_DIR holds model.bin and tokenizer.bin. Prints a markdown table; a few minutes for a small model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model_dir=${1:-models/tinystories-1.8m}
-threads=${2:-1}
-bin=${FEDCAL_MODEL:-build/bin/fedcal-model}
-data=data/tinystories/tinystories-sample.txt
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-sed -n '1,7003p' "$data" > "$work/train.txt"
-sed -n '7004,8659p' "$data" > "$work/heldout.txt"
-head -c 4000 "$work/train.txt" > "$work/sensitivity.txt"
-model=(-m "$model_dir/model.bin" --tokenizer "$model_dir/tokenizer.bin")
+source bench/tinystories_split.sh "$@"
 quiet() { "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; "$@"; }; }
 
 quiet $bin calibrate "${model[@]}" --text "$work/train.txt" --sequences 100000 --seq-len 256 --importance -o "$work/train.stats" -q -t "$threads"

@@ -7,17 +7,7 @@
 # Prints a markdown table; takes a few minutes for the project's model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model_dir=${1:-models/tinystories-1.8m}
-threads=${2:-1}
-bin=${FEDCAL_MODEL:-build/bin/fedcal-model}
-data=data/tinystories/tinystories-sample.txt
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-sed -n '1,7003p' "$data" > "$work/train.txt"
-sed -n '7004,8659p' "$data" > "$work/heldout.txt"
-head -c 4000 "$work/train.txt" > "$work/sensitivity.txt"
-model=(-m "$model_dir/model.bin" --tokenizer "$model_dir/tokenizer.bin")
+source bench/tinystories_split.sh "$@"
 
 $bin calibrate "${model[@]}" --text "$work/train.txt" --sequences 100000 --seq-len 256 -o "$work/train.stats" -q -t "$threads"
 $bin quantize "${model[@]}" -o "$work/fp32.pkg" 2>/dev/null

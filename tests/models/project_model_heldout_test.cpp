@@ -40,7 +40,7 @@ TEST_CASE("Project model: held-out perplexity in the C++ engine equals the model
 // every linear and the token table INT8) against FP32 on the whole held-out split, next to the
 // per-token dynamic baseline. Measured with per-channel weights: 0.000238 mean KL and 0.98998 top-1
 // agreement against 0.000619 and 0.98465 per token; with weights in groups of 32 too (llama.cpp Q8_0's
-// layout): 0.000193 and 0.99079 (docs/QUANTIZATION.md).
+// layout, binary16 group scales): 0.000193 and 0.99145 (docs/QUANTIZATION.md).
 TEST_CASE("Project model: the fine-grained mode reaches llama.cpp Q8_0's fidelity (KL <= 0.0003, top-1 >= 0.99)" *
           doctest::timeout(600)) {
   LoadedModel loaded = load_model(kModelDir + "/model.bin");

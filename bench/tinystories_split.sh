@@ -1,0 +1,16 @@
+# Sourced by the accuracy benchmarks (quantization_table.sh, fidelity_table.sh) after `cd` to the
+# repository root: arguments MODEL_DIR (default models/tinystories-1.8m) and THREADS (default 1), a
+# scratch folder $work removed on exit, and in it the TinyStories split as data/tinystories/README
+# fixes it: train.txt (lines 1-7003), heldout.txt (lines 7004-8659) and sensitivity.txt (the first
+# 4,000 bytes of train.txt, for the searches that measure KL on one window).
+model_dir=${1:-models/tinystories-1.8m}
+threads=${2:-1}
+bin=${FEDCAL_MODEL:-build/bin/fedcal-model}
+data=data/tinystories/tinystories-sample.txt
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+sed -n '1,7003p' "$data" > "$work/train.txt"
+sed -n '7004,8659p' "$data" > "$work/heldout.txt"
+head -c 4000 "$work/train.txt" > "$work/sensitivity.txt"
+model=(-m "$model_dir/model.bin" --tokenizer "$model_dir/tokenizer.bin")
