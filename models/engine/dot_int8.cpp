@@ -8,6 +8,7 @@
 #include "models/format/float16.h"
 
 #if defined(__x86_64__) && !defined(FEDCAL_BASELINE_KERNELS)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FEDCAL_INT8_X86 1
 #endif
@@ -179,9 +180,14 @@ std::vector<Int8Kernel> int8_kernels_supported() {
   std::vector<Int8Kernel> kernels;
 #ifdef FEDCAL_INT8_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) kernels.push_back(Int8Kernel::kAvx512Vnni);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    kernels.push_back(Int8Kernel::kAvx2);
+  // AVX512-F/BW, AVX2 and FMA as the compiler's runtime reports them (which includes the OS saving the
+  // vector state); VNNI (CPUID leaf 7, ECX bit 11) and F16C (leaf 1, ECX bit 29) from CPUID directly:
+  // clang 14 has no feature names for them.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool vnni = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 11)) != 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+  if (vnni && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) kernels.push_back(Int8Kernel::kAvx512Vnni);
+  if (f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back(Int8Kernel::kAvx2);
 #endif
   kernels.push_back(Int8Kernel::kPortable);
   return kernels;

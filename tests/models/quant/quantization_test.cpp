@@ -449,10 +449,11 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
   QuantizeOptions mixed = options;
   mixed.fine_grained.insert(fine.layers.begin(), fine.layers.end());
   const QuantizedLinears int8 = quantize_model(model, stats, mixed);
-  for (const auto& [name, layer] : int8) {
+  for (const auto& entry : int8) {
+    const std::string& name = entry.first;  // (a named variable: clang 14 cannot capture structured bindings)
     CAPTURE(name);
     const bool chosen = std::find(fine.layers.begin(), fine.layers.end(), name) != fine.layers.end();
-    CHECK(layer.weights.per_group() == chosen);
+    CHECK(entry.second.weights.per_group() == chosen);
   }
   Transformer fp32(model, runtime), candidate(model, runtime, {}, &int8);
   const std::vector<float> reference(fp32.forward(tokens, 0, true).begin(), fp32.forward(tokens, 0, true).end());
@@ -489,9 +490,10 @@ TEST_CASE("Per-point clipping search: never worse on its windows, and the choice
   const std::vector<ScaleMethodSpec> candidates = {ScaleMethodSpec::parse("minmax"), ScaleMethodSpec::parse("mse")};
   const ClippingChoice choice = choose_clipping(model, stats, options, tokens, runtime, candidates);
   CHECK(choice.kl_after <= choice.kl_before);
-  for (const auto& [point, method] : choice.point_methods) {
+  for (const auto& entry : choice.point_methods) {
+    const int point = entry.first;
     CAPTURE(point);
-    CHECK(method.to_string() != options.method.to_string());
+    CHECK(entry.second.to_string() != options.method.to_string());
   }
   // The reported KL is the one of the package quantized with the chosen methods.
   QuantizeOptions chosen = options;
