@@ -127,7 +127,7 @@ StaticVsDynamic static_vs_dynamic(const std::string& model_dir) {
   result.dynamic = *evaluate(dynamic, &fp32, heldout_tokens, heldout.size()).reference;
   const EvalResult mixed_eval = evaluate(mixed, &fp32, heldout_tokens, heldout.size());
   result.mixed = *mixed_eval.reference;
-  result.perplexity_change = mixed_eval.perplexity / evaluate(fp32, nullptr, heldout_tokens, heldout.size()).perplexity - 1;
+  result.perplexity_change = mixed_eval.perplexity / result.mixed.reference_perplexity - 1;
   testing::ScratchDir dir;
   write_model_package(dir.path("fp32.pkg"), loaded.model, {}, package_tokenizer, {});
   write_model_package(dir.path("mixed.pkg"), smoothed, mixed_layers, package_tokenizer, quantization_provenance(options, stats));
@@ -140,8 +140,10 @@ StaticVsDynamic static_vs_dynamic(const std::string& model_dir) {
   return result;
 }
 
+// Two calibrations over the training split and four model passes over the held-out split: 50 s alone,
+// 390 s in CI beside the other slow tests on 2 cores.
 TEST_CASE("Project model: smoothed static INT8 with its sensitive layers fine-grained beats the dynamic baseline at <= 30% of the bytes" *
-          doctest::timeout(600)) {
+          doctest::timeout(1500)) {
   const StaticVsDynamic r = static_vs_dynamic(kModelDir);
   CHECK(r.smoothed_sites > 0);
   CHECK(r.mixed.mean_kl <= 1.1 * r.dynamic.mean_kl);
@@ -152,7 +154,7 @@ TEST_CASE("Project model: smoothed static INT8 with its sensitive layers fine-gr
 }
 
 TEST_CASE("Second model (trained apart, not tuned on): the same flow is at least as faithful as the dynamic baseline" *
-          doctest::timeout(600)) {
+          doctest::timeout(1500)) {
   const StaticVsDynamic r = static_vs_dynamic(std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-mha-0.7m");
   CHECK(r.mixed.mean_kl <= 1.1 * r.dynamic.mean_kl);
   CHECK(r.package_share <= 0.30);
