@@ -28,11 +28,11 @@ quiet $bin calibrate -m "$work/smoothed.pkg" --text "$work/train.txt" --sequence
 quiet $bin quantize "${model[@]}" --stats "$work/train.stats" --method mse --per-channel -o "$work/static.pkg"
 quiet $bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel -o "$work/smoothed-static.pkg"
 quiet $bin quantize "${model[@]}" --weight-groups -o "$work/fine.pkg"
-# The target of the mixed model: the dynamic baseline's KL on the sensitivity text.
-target=$($bin eval -m "$work/static.pkg" --activations dynamic --text "$work/sensitivity.txt" --reference "$work/fp32.pkg" --json -t "$threads" 2>/dev/null |
-         python3 -c 'import json, sys; print(json.load(sys.stdin)["mean_kl"])')
-mixed_layers=$($bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel --target-kl "$target" \
-                 --fallback fine-grained --sensitivity-text "$work/sensitivity.txt" -o "$work/mixed.pkg" 2>&1 | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')
+# The mixed model's target: the dynamic baseline's KL on the sensitivity text (--target-kl dynamic).
+target_line=$($bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel --target-kl dynamic \
+                --fallback fine-grained --sensitivity-text "$work/sensitivity.txt" -o "$work/mixed.pkg" 2>&1 | grep '\[target-kl\]')
+mixed_layers=$(echo "$target_line" | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')
+target=$(echo "$target_line" | sed -n 's/.* <= \([0-9.e+-]*\).*/\1/p')
 
 echo "| model | setting | ppl change | mean KL | KL vs dynamic | top-1 | package bytes | decode tok/s | prefill tok/s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"

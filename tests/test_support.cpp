@@ -58,6 +58,30 @@ double relative_error(std::span<const float> actual, const std::vector<double>& 
   return max_diff / std::max(max_ref, 1e-30);
 }
 
+double mean_kl(std::span<const float> reference, std::span<const float> logits, int vocab) {
+  const size_t width = static_cast<size_t>(vocab), rows = reference.size() / width;
+  auto log_softmax = [width](const float* row, std::vector<double>& out) {
+    const double max = *std::max_element(row, row + width);
+    double sum = 0;
+    for (size_t v = 0; v < width; ++v) sum += std::exp(row[v] - max);
+    for (size_t v = 0; v < width; ++v) out[v] = row[v] - max - std::log(sum);
+  };
+  std::vector<double> p(width), q(width);
+  double total = 0;
+  for (size_t t = 0; t < rows; ++t) {
+    log_softmax(reference.data() + t * width, p);
+    log_softmax(logits.data() + t * width, q);
+    for (size_t v = 0; v < width; ++v) total += std::exp(p[v]) * (p[v] - q[v]);
+  }
+  return total / static_cast<double>(rows);
+}
+
+std::vector<int> random_tokens(std::mt19937& rng, int vocab_size, int length) {
+  std::vector<int> tokens{1};
+  for (int i = 1; i < length; ++i) tokens.push_back(static_cast<int>(rng() % static_cast<unsigned>(vocab_size)));
+  return tokens;
+}
+
 std::string built_binary(const std::string& name) { return std::string(FEDCAL_BIN_DIR) + "/" + name; }
 
 CommandResult run_command(const std::string& command, bool capture_stderr) {

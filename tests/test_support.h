@@ -1,6 +1,7 @@
 // Helpers shared by the tests: scratch folders, the shared TinyStories split, logits comparison.
 #pragma once
 
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,6 +33,12 @@ std::string project_tokenizer_path();
 
 // max |a - b| / max |b|: error relative to the scale of the reference row.
 double relative_error(std::span<const float> actual, const std::vector<double>& expected);
+
+// The mean KL divergence KL(softmax(reference) || softmax(logits)) per row of `vocab` logits, in nats.
+double mean_kl(std::span<const float> reference, std::span<const float> logits, int vocab);
+
+// `length` tokens: <s> (1), then random ones below `vocab_size`.
+std::vector<int> random_tokens(std::mt19937& rng, int vocab_size, int length);
 
 // Path of a binary built into build/bin.
 std::string built_binary(const std::string& name);

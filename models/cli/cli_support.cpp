@@ -63,9 +63,17 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       ->check(CLI::Range(0, 100000));
   command
       .add_option("--target-kl", options.target_kl,
-                  "Keep the fewest linear layers in FP32, most sensitive first, that bring the mean KL vs FP32 on "
-                  "--sensitivity-text to at most this (nats per token, e.g. 0.001)")
-      ->check(CLI::Range(0.0, 10.0));
+                  "Take the fewest linear layers out of static INT8 (to --fallback), most sensitive first, that bring the "
+                  "mean KL vs FP32 on --sensitivity-text to at most this: nats per token (e.g. 0.001), or 'dynamic' for "
+                  "the calibration-free dynamic baseline's KL on the same text")
+      ->check([](const std::string& text) {
+        try {
+          KlTarget::parse(text);
+          return std::string();
+        } catch (const Error& error) {
+          return std::string(error.what());
+        }
+      });
   command.add_flag("--clip-search", options.clip_search,
                    "Choose each quantization point's scale method (--method, minmax, percentile:99.9/99.99/99.999, mse, "
                    "entropy) by the KL vs FP32 on --sensitivity-text, point by point, before --auto-fp32 / --target-kl");
@@ -141,13 +149,13 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   if (options.target_kl) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--target-kl needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
-    const MixedPrecision choice = with_context([&] { return *options.stats; }, [&] {
-      return fewest_fallback_layers(loaded.model, stats, quantize, tokens, runtime, *options.target_kl, options.fallback);
+    const MixedPrecisionChoice choice = with_context([&] { return *options.stats; }, [&] {
+      return choose_mixed_precision(loaded.model, stats, quantize, tokens, runtime, KlTarget::parse(*options.target_kl), options.fallback);
     });
-    std::fprintf(stderr, "[target-kl] %zu layer(s) in %s for KL %.3g <= %.3g%s%s\n", choice.layers.size(),
-                 options.fallback == LayerFallback::kFp32 ? "FP32" : "the fine-grained mode", choice.mean_kl, *options.target_kl,
-                 choice.layers.empty() ? "" : ": ", fmt::format("{}", fmt::join(choice.layers, ", ")).c_str());
-    (options.fallback == LayerFallback::kFp32 ? quantize.keep_fp32 : quantize.fine_grained).insert(choice.layers.begin(), choice.layers.end());
+    std::fprintf(stderr, "[target-kl] %zu layer(s) %s for KL %.3g <= %.3g%s%s%s\n", choice.mixed.layers.size(),
+                 options.fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", choice.mixed.mean_kl, choice.target_kl,
+                 *options.target_kl == "dynamic" ? " (the dynamic baseline's)" : "", choice.mixed.layers.empty() ? "" : ": ",
+                 fmt::format("{}", fmt::join(choice.mixed.layers, ", ")).c_str());
   }
   if (options.auto_fp32 > 0) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
@@ -155,9 +163,9 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
     const auto ranking = with_context([&] { return *options.stats; },
                                       [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
     for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {
-      std::fprintf(stderr, "[auto-fp32] %s in %s (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(),
-                   options.fallback == LayerFallback::kFp32 ? "FP32" : "the fine-grained mode", ranking[i].mean_kl);
-      (options.fallback == LayerFallback::kFp32 ? quantize.keep_fp32 : quantize.fine_grained).insert(ranking[i].name);
+      std::fprintf(stderr, "[auto-fp32] %s %s (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(),
+                   options.fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", ranking[i].mean_kl);
+      fallback_layers(quantize, options.fallback).insert(ranking[i].name);
     }
   }
   QuantizedLinears int8 =

@@ -36,7 +36,7 @@ struct QuantizationOptions {
   std::vector<std::string> fine_grained;                 // layers in the fine-grained mode
   LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
-  std::optional<double> target_kl;              // keep the fewest sensitive linears in FP32 that reach this KL
+  std::optional<std::string> target_kl;         // the fewest sensitive linears out of static INT8 that reach it (KlTarget)
   bool clip_search = false;                     // choose each point's scale method by measured KL
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
   ActivationQuantization activations = ActivationQuantization::kStatic;

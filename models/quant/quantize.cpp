@@ -1,7 +1,10 @@
 #include "models/quant/quantize.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "common/error.h"
 #include "models/engine/transformer.h"
@@ -192,10 +195,55 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
     if (choice.mean_kl <= target_kl) return choice;
     if (k == ranking.size()) break;
     choice.layers.push_back(ranking[k].name);
-    (fallback == LayerFallback::kFp32 ? candidate_options.keep_fp32 : candidate_options.fine_grained).insert(ranking[k].name);
+    fallback_layers(candidate_options, fallback).insert(ranking[k].name);
   }
-  fail("--target-kl {}: not reached; with every linear layer in {} the KL is still {:.3g}", target_kl,
-       fallback == LayerFallback::kFp32 ? "FP32" : "the fine-grained mode", choice.mean_kl);
+  fail("target KL {:.3g}: not reached; with every linear layer {} the KL is still {:.3g}", target_kl,
+       fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", choice.mean_kl);
+}
+
+const char* fallback_name(LayerFallback fallback) { return fallback == LayerFallback::kFp32 ? "fp32" : "fine-grained"; }
+
+LayerFallback parse_fallback(const std::string& name) {
+  if (name == "fp32") return LayerFallback::kFp32;
+  if (name == "fine-grained") return LayerFallback::kFineGrained;
+  fail("fallback '{}': must be fp32 or fine-grained", name);
+}
+
+std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback fallback) {
+  return fallback == LayerFallback::kFp32 ? options.keep_fp32 : options.fine_grained;
+}
+
+double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
+                           const XnnRuntime& runtime) {
+  const WindowKl kl(model, tokens, runtime);
+  QuantizeOptions weights = options;
+  weights.fine_grained.clear();  // the baseline is per-token INT8 on every layer not kept in FP32
+  const QuantizedLinears int8 = quantize_model_weights(model, weights);
+  TransformerOptions transformer_options;
+  transformer_options.activations = ActivationQuantization::kDynamic;
+  Transformer baseline(model, runtime, transformer_options, &int8);
+  return kl.of(baseline);
+}
+
+KlTarget KlTarget::parse(const std::string& text) {
+  if (text == "dynamic") return {};
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(value) || value <= 0 || value > 10)
+    fail("target KL '{}': must be a number in (0, 10] (nats per token) or 'dynamic'", text);
+  return {value};
+}
+
+std::string KlTarget::to_string() const { return kl ? fmt::format("{}", *kl) : "dynamic"; }
+
+MixedPrecisionChoice choose_mixed_precision(const Model& model, const CalibrationStats& stats, QuantizeOptions& options,
+                                            const std::vector<int>& tokens, const XnnRuntime& runtime, const KlTarget& target,
+                                            LayerFallback fallback) {
+  MixedPrecisionChoice choice;
+  choice.target_kl = target.kl ? *target.kl : dynamic_baseline_kl(model, options, tokens, runtime);
+  choice.mixed = fewest_fallback_layers(model, stats, options, tokens, runtime, choice.target_kl, fallback);
+  fallback_layers(options, fallback).insert(choice.mixed.layers.begin(), choice.mixed.layers.end());
+  return choice;
 }
 
 // Clipping is chosen per point, dozens of choices: on one window they fit its text (measured on the

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -78,6 +79,33 @@ struct MixedPrecision {
 MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
                                       const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
                                       LayerFallback fallback = LayerFallback::kFp32);
+
+// "fp32" / "fine-grained", and the set of `options` a fallback adds its layers to.
+const char* fallback_name(LayerFallback fallback);
+LayerFallback parse_fallback(const std::string& name);  // throws Error naming it
+std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback fallback);
+
+// The mean KL from FP32 on `tokens` (one window) of the calibration-free baseline: the weights of
+// `options` (per channel or per tensor), activations quantized per token at run time.
+double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
+                           const XnnRuntime& runtime);
+
+// A mixed-precision target: a mean KL in nats per token, or "dynamic": the dynamic baseline's KL on the
+// same window, i.e. a static model at least as faithful as one that needs no calibration.
+struct KlTarget {
+  std::optional<double> kl;  // none: the dynamic baseline's
+  static KlTarget parse(const std::string& text);  // "0.001" or "dynamic"; throws Error naming it
+  std::string to_string() const;
+};
+
+// fewest_fallback_layers to `target`, its layers added to `options` (fallback_layers).
+struct MixedPrecisionChoice {
+  MixedPrecision mixed;
+  double target_kl = 0;  // the number reached (for "dynamic": the baseline's KL on the window)
+};
+MixedPrecisionChoice choose_mixed_precision(const Model& model, const CalibrationStats& stats, QuantizeOptions& options,
+                                            const std::vector<int>& tokens, const XnnRuntime& runtime, const KlTarget& target,
+                                            LayerFallback fallback);
 
 // Per-point clipping by measured error: for each quantization point in the model's order, each
 // candidate method is tried at that point alone (the others as chosen so far), and the one giving the

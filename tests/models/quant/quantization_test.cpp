@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "models/engine/transformer.h"
 #include "models/format/model_package.h"
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
@@ -228,13 +229,6 @@ TEST_CASE(
   CHECK_THROWS_WITH_AS(int8_bias(tiny, std::vector<float>{1e9f, 0.0f}, "layers.0.wq"), doctest::Contains("layers.0.wq: bias"), Error);
 }
 
-// `length` tokens: <s> (1), then random ones.
-std::vector<int> random_tokens(std::mt19937& rng, int vocab_size, int length) {
-  std::vector<int> tokens{1};
-  for (int i = 1; i < length; ++i) tokens.push_back(static_cast<int>(rng() % static_cast<unsigned>(vocab_size)));
-  return tokens;
-}
-
 // The statistics of `model` run in FP32 on `sequences`.
 CalibrationStats calibrate_on(const Model& model, const XnnRuntime& runtime, const std::vector<std::vector<int>>& sequences) {
   Transformer fp32(model, runtime);
@@ -254,10 +248,10 @@ TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agre
   // Calibrate on random token sequences.
   std::mt19937 rng(1);
   std::vector<std::vector<int>> sequences;
-  for (int s = 0; s < 16; ++s) sequences.push_back(random_tokens(rng, config.vocab_size, 64));
+  for (int s = 0; s < 16; ++s) sequences.push_back(testing::random_tokens(rng, config.vocab_size, 64));
   const CalibrationStats stats = calibrate_on(model, runtime, sequences);
 
-  const std::vector<int> probe = random_tokens(rng, config.vocab_size, 41);
+  const std::vector<int> probe = testing::random_tokens(rng, config.vocab_size, 41);
   const auto expected_span = fp32.forward(probe, 0, true);
   const std::vector<float> expected(expected_span.begin(), expected_span.end());
   for (bool per_channel : {false, true}) {
@@ -347,10 +341,10 @@ TEST_CASE("Weights in groups of 32: activations per block at run time wherever t
   CHECK_THROWS_WITH_AS(LinearInt8(int8.at("layers.0.wq"), "layers.0.wq"), doctest::Contains("layers.0.wq: weights in groups"), Error);
   XnnRuntime runtime(1);
   std::mt19937 rng(2);
-  const CalibrationStats stats = calibrate_on(model, runtime, {random_tokens(rng, config.vocab_size, 16)});
+  const CalibrationStats stats = calibrate_on(model, runtime, {testing::random_tokens(rng, config.vocab_size, 16)});
   CHECK_THROWS_WITH_AS(quantize_model(model, stats, grouped), doctest::Contains("not static scales"), Error);
 
-  const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 24);
+  const std::vector<int> tokens = testing::random_tokens(rng, config.vocab_size, 24);
   Transformer fp32(model, runtime);
   const auto a = fp32.forward(tokens, 0, true);
   const std::vector<float> expected(a.begin(), a.end());
@@ -385,7 +379,7 @@ TEST_CASE("Dynamic activations: no statistics, logits close to FP32, and prefill
   XnnRuntime runtime(1);
   Transformer fp32(model, runtime);
   std::mt19937 rng(3);
-  const std::vector<int> probe = random_tokens(rng, config.vocab_size, 41);
+  const std::vector<int> probe = testing::random_tokens(rng, config.vocab_size, 41);
   const auto expected_span = fp32.forward(probe, 0, true);
   const std::vector<float> expected(expected_span.begin(), expected_span.end());
   QuantizeOptions options;
@@ -418,7 +412,7 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
   const Model model = synthesize_model(config, 4);
   XnnRuntime runtime(1);
   std::mt19937 rng(1);
-  const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 64);
+  const std::vector<int> tokens = testing::random_tokens(rng, config.vocab_size, 64);
   const CalibrationStats stats = calibrate_on(model, runtime, {tokens});
   QuantizeOptions options;
   options.method = ScaleMethodSpec::parse("minmax");
@@ -456,25 +450,55 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
     CHECK(entry.second.weights.per_group() == chosen);
   }
   Transformer fp32(model, runtime), candidate(model, runtime, {}, &int8);
-  const std::vector<float> reference(fp32.forward(tokens, 0, true).begin(), fp32.forward(tokens, 0, true).end());
-  const auto logits = candidate.forward(tokens, 0, true);
-  double kl = 0;
-  const size_t vocab = static_cast<size_t>(config.vocab_size);
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    auto log_softmax = [&](const float* row, size_t v) {
-      double max = *std::max_element(row, row + vocab), sum = 0;
-      for (size_t i = 0; i < vocab; ++i) sum += std::exp(row[i] - max);
-      return row[v] - max - std::log(sum);
-    };
-    for (size_t v = 0; v < vocab; ++v) {
-      const double p = log_softmax(reference.data() + t * vocab, v), q = log_softmax(logits.data() + t * vocab, v);
-      kl += std::exp(p) * (p - q);
-    }
-  }
-  CHECK(kl / static_cast<double>(tokens.size()) == doctest::Approx(fine.mean_kl).epsilon(1e-6));
+  const auto reference = fp32.forward(tokens, 0, true);
+  const std::vector<float> reference_logits(reference.begin(), reference.end());
+  const double kl = testing::mean_kl(reference_logits, candidate.forward(tokens, 0, true), config.vocab_size);
+  CHECK(kl == doctest::Approx(fine.mean_kl).epsilon(1e-6));
   // Every layer fine-grained still differs from FP32: a target of 0 is refused, naming the mode.
   CHECK_THROWS_WITH(fewest_fallback_layers(model, stats, options, tokens, runtime, 0.0, LayerFallback::kFineGrained),
-                    doctest::Contains("every linear layer in the fine-grained mode"));
+                    doctest::Contains("every linear layer fine-grained"));
+}
+
+TEST_CASE("Target KL 'dynamic': the calibration-free baseline's KL on the window, measured independently, and met") {
+  CHECK_FALSE(KlTarget::parse("dynamic").kl.has_value());
+  CHECK(KlTarget::parse("0.001").kl.value() == 0.001);
+  CHECK(KlTarget::parse("dynamic").to_string() == "dynamic");
+  for (const char* bad : {"", "fast", "0", "-0.1", "1e9", "nan", "0.001x"}) {
+    CAPTURE(bad);
+    const std::string quoted = std::string("'") + bad + "'";
+    CHECK_THROWS_WITH_AS(KlTarget::parse(bad), doctest::Contains(quoted.c_str()), Error);
+  }
+  CHECK(parse_fallback("fine-grained") == LayerFallback::kFineGrained);
+  CHECK_THROWS_WITH_AS(parse_fallback("int4"), doctest::Contains("'int4'"), Error);
+
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 4);
+  XnnRuntime runtime(1);
+  std::mt19937 rng(3);
+  const std::vector<int> tokens = testing::random_tokens(rng, config.vocab_size, 64);
+  const CalibrationStats stats = calibrate_on(model, runtime, {tokens});
+  QuantizeOptions options;
+  options.method = ScaleMethodSpec::parse("minmax");
+  options.per_channel = true;
+  // The baseline by hand: per-channel weights, per-token activations, against FP32 on the same tokens.
+  const QuantizedLinears weights = quantize_model_weights(model, options);
+  Transformer fp32(model, runtime), dynamic(model, runtime, {.activations = ActivationQuantization::kDynamic}, &weights);
+  const auto reference = fp32.forward(tokens, 0, true);
+  const std::vector<float> reference_logits(reference.begin(), reference.end());
+  const double by_hand = testing::mean_kl(reference_logits, dynamic.forward(tokens, 0, true), config.vocab_size);
+  REQUIRE(by_hand > 0.0);
+  CHECK(dynamic_baseline_kl(model, options, tokens, runtime) == doctest::Approx(by_hand).epsilon(1e-6));
+
+  // Static minmax is worse than dynamic on this model, so reaching the baseline takes layers out, and
+  // the options come back holding them.
+  QuantizeOptions mixed = options;
+  const MixedPrecisionChoice choice =
+      choose_mixed_precision(model, stats, mixed, tokens, runtime, KlTarget::parse("dynamic"), LayerFallback::kFineGrained);
+  CHECK(choice.target_kl == doctest::Approx(by_hand).epsilon(1e-6));
+  REQUIRE(choice.mixed.tried.front() > by_hand);
+  CHECK(choice.mixed.mean_kl <= choice.target_kl);
+  CHECK(mixed.fine_grained == std::set<std::string>(choice.mixed.layers.begin(), choice.mixed.layers.end()));
+  CHECK(mixed.keep_fp32.empty());
 }
 
 TEST_CASE("Per-point clipping search: never worse on its windows, and the choice it reports is the model it measured") {
@@ -482,8 +506,8 @@ TEST_CASE("Per-point clipping search: never worse on its windows, and the choice
   const Model model = synthesize_model(config, 4);
   XnnRuntime runtime(1);
   std::mt19937 rng(2);
-  const std::vector<int> tokens = random_tokens(rng, config.vocab_size, 64);
-  const CalibrationStats stats = calibrate_on(model, runtime, {tokens, random_tokens(rng, config.vocab_size, 64)});
+  const std::vector<int> tokens = testing::random_tokens(rng, config.vocab_size, 64);
+  const CalibrationStats stats = calibrate_on(model, runtime, {tokens, testing::random_tokens(rng, config.vocab_size, 64)});
   QuantizeOptions options;
   options.method = ScaleMethodSpec::parse("percentile:99.9");
   options.per_channel = true;

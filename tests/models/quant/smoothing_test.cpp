@@ -11,17 +11,12 @@
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
+#include "tests/test_support.h"
 
 namespace fedcal {
 namespace {
 
 constexpr SmoothingSite kAllSites[] = {SmoothingSite::kAttnIn, SmoothingSite::kAttnOut, SmoothingSite::kFfnIn, SmoothingSite::kFfnHidden};
-
-std::vector<int> random_tokens(std::mt19937& rng, int vocab_size, int length) {
-  std::vector<int> tokens{1};
-  for (int i = 1; i < length; ++i) tokens.push_back(static_cast<int>(rng() % static_cast<unsigned>(vocab_size)));
-  return tokens;
-}
 
 std::vector<float> logits_of(const Model& model, const XnnRuntime& runtime, const std::vector<int>& tokens,
                              const QuantizedLinears* int8 = nullptr) {
@@ -53,25 +48,6 @@ double max_relative_difference(const std::vector<float>& a, const std::vector<fl
   return worst / scale;
 }
 
-double mean_kl(const std::vector<float>& reference, const std::vector<float>& logits, int vocab) {
-  const size_t rows = reference.size() / static_cast<size_t>(vocab);
-  double total = 0;
-  for (size_t t = 0; t < rows; ++t) {
-    auto log_softmax = [&](const std::vector<float>& all, std::vector<double>& out) {
-      const float* row = all.data() + t * static_cast<size_t>(vocab);
-      double max = row[0], sum = 0;
-      for (int v = 0; v < vocab; ++v) max = std::max(max, static_cast<double>(row[v]));
-      for (int v = 0; v < vocab; ++v) sum += std::exp(row[v] - max);
-      for (int v = 0; v < vocab; ++v) out[static_cast<size_t>(v)] = row[v] - max - std::log(sum);
-    };
-    std::vector<double> p(static_cast<size_t>(vocab)), q(static_cast<size_t>(vocab));
-    log_softmax(reference, p);
-    log_softmax(logits, q);
-    for (size_t v = 0; v < p.size(); ++v) total += std::exp(p[v]) * (p[v] - q[v]);
-  }
-  return total / static_cast<double>(rows);
-}
-
 TEST_CASE("Folded smoothing factors leave the FP32 model's outputs unchanged: shared KV heads, q/k/v biases, q/k norms, untied head") {
   for (const char* preset : {"tiny", "tiny-mha", "tiny-qwen2", "tiny-qwen3", "tiny-smollm2"}) {
     const std::string name = preset;
@@ -79,7 +55,7 @@ TEST_CASE("Folded smoothing factors leave the FP32 model's outputs unchanged: sh
     const Model model = synthesize_model(find_synth_preset(preset).config, 5);
     XnnRuntime runtime(1);
     std::mt19937 rng(3);
-    const std::vector<int> tokens = random_tokens(rng, model.config.vocab_size, 40);
+    const std::vector<int> tokens = testing::random_tokens(rng, model.config.vocab_size, 40);
     const std::vector<float> before = logits_of(model, runtime, tokens);
     Model smoothed = model;
     std::uniform_real_distribution<float> log_factor(std::log(0.1f), std::log(10.0f));
@@ -121,9 +97,9 @@ TEST_CASE("smooth_model migrates a planted outlier channel: smaller static INT8 
   XnnRuntime runtime(1);
   std::mt19937 rng(4);
   std::vector<std::vector<int>> sequences;
-  for (int i = 0; i < 6; ++i) sequences.push_back(random_tokens(rng, config.vocab_size, 48));
+  for (int i = 0; i < 6; ++i) sequences.push_back(testing::random_tokens(rng, config.vocab_size, 48));
   const CalibrationStats stats = calibrate_with_importance(model, runtime, sequences);
-  const std::vector<int> probe = random_tokens(rng, config.vocab_size, 64);
+  const std::vector<int> probe = testing::random_tokens(rng, config.vocab_size, 64);
   const std::vector<float> reference = logits_of(model, runtime, probe);
 
   Model smoothed = model;
@@ -146,8 +122,8 @@ TEST_CASE("smooth_model migrates a planted outlier channel: smaller static INT8 
   options.per_channel = true;
   const QuantizedLinears plain = quantize_model(model, calibrate_with_importance(model, runtime, sequences), options);
   const QuantizedLinears migrated = quantize_model(smoothed, calibrate_with_importance(smoothed, runtime, sequences), options);
-  const double kl_plain = mean_kl(reference, logits_of(model, runtime, probe, &plain), config.vocab_size);
-  const double kl_smoothed = mean_kl(reference, logits_of(smoothed, runtime, probe, &migrated), config.vocab_size);
+  const double kl_plain = testing::mean_kl(reference, logits_of(model, runtime, probe, &plain), config.vocab_size);
+  const double kl_smoothed = testing::mean_kl(reference, logits_of(smoothed, runtime, probe, &migrated), config.vocab_size);
   MESSAGE("static INT8 KL, planted outliers: " << kl_plain << " plain, " << kl_smoothed << " smoothed");
   CHECK(kl_smoothed < kl_plain / 2);
 }
