@@ -33,8 +33,8 @@ struct CoordinatorConfig {
   std::string metrics_listen;              // optional: HOST:PORT of the Prometheus endpoint (GET /metrics)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
-  // "kill-entering:quantizing" / "kill-entering:evaluating" SIGKILL the daemon as a round enters that
-  // stage, "kill-soaking" as a rollout's wave starts its soak (crash tests). Empty: off.
+  // "kill-entering:quantizing" / "kill-entering:evaluating" / "kill-entering:done" SIGKILL the daemon as
+  // a round enters that stage, "kill-soaking" as a rollout's wave starts its soak (crash tests). Empty: off.
   std::string fault_injection;
   // Not in the file: `serve --new-database` (start an empty registry beside keys of an earlier start).
   bool allow_new_database = false;

@@ -12,13 +12,20 @@
 #include "models/format/runtime_export.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
+#include "models/quant/smoothing.h"
 
 namespace fedcal::coordinator {
 namespace {
 
+// The coordinator's reference text, tokenized: what smoothing and the target-KL search measure on.
+struct ReferenceWindow {
+  std::vector<int> tokens;
+  const XnnRuntime* runtime = nullptr;
+};
+
 BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
                            const SigningKey& key, const std::string& artifacts_dir, const std::string& label,
-                           QuantizedLinears* int8_out = nullptr) {
+                           const ReferenceWindow& reference, QuantizedLinears* int8_out = nullptr) {
   QuantizeOptions options;
   options.method = ScaleMethodSpec::parse(settings.method);
   options.per_channel = settings.per_channel;
@@ -27,6 +34,16 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   options.fine_grained = {settings.fine_grained.begin(), settings.fine_grained.end()};
   if (stats.model_sha256 != model_fingerprint(loaded.model))
     fail("the statistics were recorded on another model than {}", loaded.path);
+  std::string mixed;
+  if (!settings.target_kl.empty()) {
+    if (reference.runtime == nullptr) fail("target_kl {} needs the coordinator's reference_text", settings.target_kl);
+    const LayerFallback fallback = parse_fallback(settings.fallback);
+    const MixedPrecisionChoice choice = choose_mixed_precision(loaded.model, stats, options, reference.tokens, *reference.runtime,
+                                                               KlTarget::parse(settings.target_kl), fallback);
+    mixed = fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
+                        settings.target_kl == "dynamic" ? " (the dynamic baseline's)" : "", choice.mixed.layers.size(),
+                        fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
+  }
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
   const PackageProvenance provenance = quantization_provenance(options, stats);
 
@@ -40,11 +57,11 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   built.path = stored.path;
   built.bytes = stored.bytes;
   built.description =
-      fmt::format("INT8 {} {}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
+      fmt::format("INT8 {} {}{}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
                   options.per_channel ? "per-channel" : "per-tensor",
-                  settings.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(settings.keep_fp32, " ")),
-                  settings.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(settings.fine_grained, " ")),
-                  label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
+                  options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
+                  options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
+                  mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
                   label.rfind("group:", 0) == 0 ? " for " + label : "");
   if (int8_out != nullptr) *int8_out = int8;
   return built;
@@ -79,6 +96,39 @@ std::vector<BuiltExport> write_exports(const LoadedModel& loaded, const Quantize
   return out;
 }
 
+// Folds SmoothQuant from the fleet's importance sums into the round's FP32 model: alpha per site by the
+// static INT8 error on the reference text, with the round's weight granularity.
+BuiltSmoothing write_smoothed(LoadedModel& loaded, const QuantizationJobInput& input, const SigningKey& key,
+                              const ReferenceWindow& reference) {
+  if (reference.runtime == nullptr) fail("smoothing needs the coordinator's reference_text (alpha is chosen by the error on it)");
+  if (input.stats.model_sha256 != model_fingerprint(loaded.model))
+    fail("the statistics were recorded on another model than {}", loaded.path);
+  SmoothingOptions options;
+  options.per_channel_weights = input.settings.per_channel;
+  const std::vector<SiteSmoothing> sites = smooth_model(loaded.model, input.stats, reference.tokens, *reference.runtime, options);
+  BuiltSmoothing built;
+  built.sites = nlohmann::json::array();
+  for (const SiteSmoothing& site : sites) {
+    built.smoothed_sites += site.alpha.has_value();
+    built.sites.push_back({{"site", smoothing_site_name(site.layer, site.site)},
+                           {"alpha", site.alpha ? nlohmann::json(*site.alpha) : nlohmann::json(nullptr)},
+                           {"error_without", site.error_without},
+                           {"error_with", site.error_with}});
+  }
+  PackageProvenance provenance;
+  provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  PackageWriteOptions write_options;
+  write_options.signing_key = &key;
+  const StoredArtifact stored = ArtifactStore(input.artifacts_dir).add_package([&](const std::string& temporary) {
+    write_model_package(temporary, loaded.model, {}, loaded.package->tokenizer, provenance, write_options);
+  });
+  built.package = {stored.path, stored.sha256, stored.bytes,
+                   fmt::format("FP32 {}, SmoothQuant at {} of {} sites from round {}'s importance sums ({} sequences, {} tokens)",
+                               loaded.model.config.describe(), built.smoothed_sites, sites.size(), input.round_id,
+                               input.stats.sequences, input.stats.tokens)};
+  return built;
+}
+
 }  // namespace
 
 QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
@@ -86,9 +136,21 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   LoadedModel loaded = load_model(input.fp32_package, &key);
   if (!loaded.package) fail("{}: the round's model is not a package", input.fp32_package);
   QuantizationJobResult result;
+  std::unique_ptr<XnnRuntime> reference_runtime;
+  ReferenceWindow reference;
+  if (!input.reference_text.empty() && (input.settings.smooth || !input.settings.target_kl.empty())) {
+    reference_runtime = std::make_unique<XnnRuntime>(input.threads);
+    reference.runtime = reference_runtime.get();
+    reference.tokens = load_tokenizer(loaded, std::nullopt)->encode(read_utf8_text_file(input.reference_text), true);
+  }
+  if (input.settings.smooth) {
+    result.smoothed = with_context([] { return std::string("smoothing with the fleet's importance sums"); },
+                                   [&] { return write_smoothed(loaded, input, key, reference); });
+    return result;
+  }
   QuantizedLinears fleet_int8;
   result.fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); }, [&] {
-    return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet", &fleet_int8);
+    return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet", reference, &fleet_int8);
   });
   result.exports = write_exports(loaded, fleet_int8, input);
   for (const auto& [group, variant] : input.settings.group_variants) {
@@ -98,7 +160,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     settings.keep_fp32 = variant.keep_fp32;
     result.groups[label] =
         with_context([&] { return "quantizing for group " + label; },
-                     [&] { return write_package(loaded, input.stats, settings, key, input.artifacts_dir, "group:" + label); });
+                     [&] { return write_package(loaded, input.stats, settings, key, input.artifacts_dir, "group:" + label, reference); });
   }
   if (!input.reference_text.empty()) {
     result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; },
@@ -113,7 +175,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
                                      options.layout = input.stats.layout;
                                      const CalibrationStats stats =
                                          calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
-                                     return write_package(loaded, stats, input.settings, key, input.artifacts_dir, "public");
+                                     return write_package(loaded, stats, input.settings, key, input.artifacts_dir, "public", reference);
                                    });
   }
   return result;

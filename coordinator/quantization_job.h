@@ -1,7 +1,11 @@
 // The quantization job at the end of a round: global statistics -> scales -> the signed INT8 package,
 // and, where the operator configured public reference text, the same recipe calibrated only on that
-// text (the baseline the report compares against). Runs on a worker thread; touches no shared state.
+// text (the baseline the report compares against). A smoothing round's job (settings.smooth) instead
+// folds SmoothQuant from the fleet's importance sums into the FP32 model. Runs on a worker thread;
+// touches no shared state.
 #pragma once
+
+#include <nlohmann/json.hpp>
 
 #include <map>
 #include <optional>
@@ -43,7 +47,15 @@ struct BuiltExport {
   std::string error;
 };
 
+// A smoothing round's result (settings.smooth): the FP32 model with SmoothQuant folded in.
+struct BuiltSmoothing {
+  BuiltPackage package;
+  nlohmann::json sites;  // per site: name, alpha (null: left as it was), static INT8 error without and with
+  int smoothed_sites = 0;
+};
+
 struct QuantizationJobResult {
+  std::optional<BuiltSmoothing> smoothed;  // a smoothing round's only result: the others are empty
   BuiltPackage fleet;
   std::vector<BuiltExport> exports;  // in settings.exports order
   std::optional<BuiltPackage> baseline;

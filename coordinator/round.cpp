@@ -155,6 +155,9 @@ RoundModel load_round_model(const ModelRecord& model) {
 std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settings, const ModelRecord& model,
                                     const RoundModel& loaded) {
   if (model.kind != "fp32") fail("model {} is an INT8 package; rounds calibrate an FP32 model", model.id);
+  if ((settings.smooth || !settings.target_kl.empty()) && host.config().reference_text.empty())
+    fail("{} measures on public reference text: set reference_text in the coordinator's configuration",
+         settings.smooth ? "smooth" : "target_kl");
   HistogramLayout layout;
   layout.mantissa_bits = settings.mantissa_bits;
   // Bit-width budget: one agent adds at most sequences x seq_len x (widest point) to any count, so
@@ -591,7 +594,41 @@ void Round::begin_quantizing(CalibrationStats stats) {
   job_ = std::async(std::launch::async, [input = std::move(input)] { return run_quantization_job(input); });
 }
 
+void Round::finish_smoothing(const BuiltSmoothing& smoothed) {
+  ModelRecord model;
+  model.sha256 = smoothed.package.sha256;
+  model.kind = "fp32";
+  model.path = smoothed.package.path;
+  model.bytes = smoothed.package.bytes;
+  model.description = smoothed.package.description;
+  model.round_id = id_;
+  model.id = host_.store().add_model(model);
+  results_.push_back(model);
+  result_labels_.push_back("smoothed");
+  smoothing_ = {{"model", model.id}, {"smoothed_sites", smoothed.smoothed_sites}, {"sites", smoothed.sites}};
+  host_.store().set_round_models(id_, model.id, std::nullopt);
+  host_.log(fmt::format("round {}: {} (model {}); its follow-up round calibrates it", id_, model.description, model.id));
+  finish();
+}
+
+std::optional<Round::FollowUp> Round::follow_up(Store& store, const RoundRecord& record) {
+  if (record.stage != RoundStage::kDone || !record.result_model_id) return std::nullopt;
+  FollowUp next{RoundSettings::from_json(nlohmann::json::parse(record.config_json)), {}};
+  if (!next.settings.smooth) return std::nullopt;
+  const auto model = store.model(*record.result_model_id);
+  if (!model) fail("round {}: its smoothed model {} is missing", record.id, *record.result_model_id);
+  next.model = *model;
+  next.settings.smooth = false;
+  next.settings.smoothing_round = record.id;
+  next.settings.model_id = model->id;
+  return next;
+}
+
 void Round::begin_evaluating(const QuantizationJobResult& result) {
+  if (result.smoothed) {
+    finish_smoothing(*result.smoothed);
+    return;
+  }
   auto record = [&](const BuiltPackage& built, const std::string& label) {
     ModelRecord model;
     model.sha256 = built.sha256;
@@ -823,6 +860,7 @@ nlohmann::json Round::status() const {
     json["exports"] = exports_json(exports);
   }
   json["fp32_bytes"] = model_.bytes;
+  if (!smoothing_.is_null()) json["smoothing"] = smoothing_;
   nlohmann::json checks = nlohmann::json::object();
   std::vector<std::string> check_labels = result_labels_;
   if (!results_.empty()) {

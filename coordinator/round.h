@@ -7,6 +7,8 @@
 //   quantizing  the aggregate is persisted; scales and the signed INT8 package(s) are built
 //   evaluating  participants check the package(s) on their held-out text and report
 //   done | failed
+// A smoothing round (settings.smooth) ends after `quantizing` with a smoothed FP32 model instead of a
+// package; the coordinator then starts its follow-up round on that model (follow_up).
 // A stage ends when every participant still online has answered, or at its deadline; agents that
 // went silent are dropped. Secure-aggregation secrets are never written to disk, so a coordinator
 // restarted before `quantizing` fails the round with that reason; from `quantizing` on it resumes.
@@ -116,6 +118,14 @@ class Round {
 
   nlohmann::json status() const;
 
+  // A smoothing round (settings.smooth) done: the round to start next, on its smoothed FP32 model
+  // (what `record` stores as the round's result). None for any other round.
+  struct FollowUp {
+    RoundSettings settings;
+    ModelRecord model;
+  };
+  static std::optional<FollowUp> follow_up(Store& store, const RoundRecord& record);
+
  private:
   Round(RoundHost& host, int64_t id, RoundSettings settings, ModelRecord model);
   void enter(RoundStage stage, int64_t timeout_ms);
@@ -127,6 +137,7 @@ class Round {
   void finish_aggregation();
   void begin_quantizing(CalibrationStats stats);
   void begin_evaluating(const QuantizationJobResult& result);
+  void finish_smoothing(const BuiltSmoothing& smoothed);
   std::vector<size_t> results_for(int64_t agent_id);  // indices into results_ the agent checks
   void send_result(int64_t agent_id);
   void finish();
@@ -172,6 +183,7 @@ class Round {
   std::map<int64_t, Departure> left_;    // by agent id: who left (or declined) and why
   int64_t reconnect_grace_until_ms_ = 0;  // after a restart
   std::string failure_;
+  nlohmann::json smoothing_;  // a smoothing round's choices, per site
 };
 
 }  // namespace fedcal::coordinator

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "models/format/runtime_export.h"
+#include "models/quant/quantize.h"
 #include "models/quant/scales.h"
 
 namespace fedcal::coordinator {
@@ -25,6 +26,10 @@ nlohmann::json RoundSettings::to_json() const {
           {"asymmetric", asymmetric},
           {"keep_fp32", keep_fp32},
           {"fine_grained", fine_grained},
+          {"smooth", smooth},
+          {"smoothing_round", smoothing_round},
+          {"target_kl", target_kl},
+          {"fallback", fallback},
           {"mantissa_bits", mantissa_bits},
           {"dp_epsilon", dp_epsilon},
           {"dp_delta", dp_delta},
@@ -51,6 +56,10 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.asymmetric = json.value("asymmetric", settings.asymmetric);
     settings.keep_fp32 = json.value("keep_fp32", settings.keep_fp32);
     settings.fine_grained = json.value("fine_grained", settings.fine_grained);
+    settings.smooth = json.value("smooth", settings.smooth);
+    settings.smoothing_round = json.value("smoothing_round", settings.smoothing_round);
+    settings.target_kl = json.value("target_kl", settings.target_kl);
+    settings.fallback = json.value("fallback", settings.fallback);
     settings.mantissa_bits = json.value("mantissa_bits", settings.mantissa_bits);
     settings.dp_epsilon = json.value("dp_epsilon", settings.dp_epsilon);
     settings.dp_delta = json.value("dp_delta", settings.dp_delta);
@@ -98,22 +107,31 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
         settings.exports.begin() + static_cast<std::ptrdiff_t>(i))
       fail("exports: '{}' is named twice", format);
   }
+  const char* importance_for = settings.smooth ? "smooth" : "exports: imatrix";
   if (settings.importance() && settings.dp_epsilon > 0)
-    fail("exports: imatrix with dp_epsilon = {}: the noise is calibrated for the histograms only, not the importance sums",
+    fail("{} with dp_epsilon = {}: the noise is calibrated for the histograms only, not the importance sums", importance_for,
          settings.dp_epsilon);
   if (settings.importance() && settings.lane_bits == 32)
-    fail("exports: imatrix needs 64-bit lanes (one agent's importance sums can exceed 2^31); use lane_bits 0 or 64");
+    fail("{} needs 64-bit lanes (one agent's importance sums can exceed 2^31); use lane_bits 0 or 64", importance_for);
+  if (settings.smooth && settings.smoothing_round != 0)
+    fail("smooth with smoothing_round = {}: a follow-up round's model is smoothed already", settings.smoothing_round);
+  if (settings.smoothing_round < 0) fail("smoothing_round = {}: must be a round id", settings.smoothing_round);
+  if (!settings.target_kl.empty()) with_context([] { return std::string("target_kl"); }, [&] { KlTarget::parse(settings.target_kl); });
+  const LayerFallback fallback = with_context([] { return std::string("fallback"); }, [&] { return parse_fallback(settings.fallback); });
+  const bool fine_grained = !settings.fine_grained.empty() || (!settings.target_kl.empty() && fallback == LayerFallback::kFineGrained);
   const bool tensorrt = std::find(settings.exports.begin(), settings.exports.end(), "tensorrt-cache") != settings.exports.end();
   for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
-    if (!settings.fine_grained.empty() && std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
-      fail("exports: {} holds static scales; fine_grained layers have none (leave out one or the other)", format);
+    if (fine_grained && std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
+      fail("exports: {} holds static scales; fine-grained layers (fine_grained, or target_kl with fallback fine-grained) have "
+           "none (leave out one or the other)",
+           format);
   }
   if (tensorrt && settings.asymmetric) fail("exports: tensorrt-cache holds symmetric ranges; asymmetric activations have zero points");
   return settings;
 }
 
 bool RoundSettings::importance() const {
-  return std::any_of(exports.begin(), exports.end(), [](const std::string& f) { return f == "imatrix" || f == "imatrix-gguf"; });
+  return smooth || std::any_of(exports.begin(), exports.end(), [](const std::string& f) { return f == "imatrix" || f == "imatrix-gguf"; });
 }
 
 }  // namespace fedcal::coordinator

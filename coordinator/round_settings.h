@@ -25,6 +25,18 @@ struct RoundSettings {
   // of 32 at run time (qgint8), next to the static layers; e.g. the layers `fedcal-model quantize
   // --target-kl T --fallback fine-grained` picks.
   std::vector<std::string> fine_grained;
+  // Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: in this one the agents
+  // record importance sums; its job folds the smoothing into the FP32 model (alpha per site by the
+  // static INT8 error measured on the coordinator's reference text) and stores the smoothed FP32
+  // model, and the coordinator then starts a follow-up round on it with these settings (smooth off,
+  // smoothing_round set), whose package is the result. Needs the coordinator's reference_text.
+  bool smooth = false;
+  int64_t smoothing_round = 0;  // a follow-up's: the round whose importance sums smoothed its model
+  // Mixed precision to a target, searched by the job on the coordinator's reference text (one window):
+  // the fewest linears out of static INT8, most sensitive first, that bring the KL vs FP32 to
+  // target_kl - nats per token, or "dynamic" (the calibration-free baseline's KL; KlTarget). "": none.
+  std::string target_kl;
+  std::string fallback = "fp32";  // where target_kl moves layers: "fp32" or "fine-grained"
   int mantissa_bits = 5;  // histogram resolution
   double dp_epsilon = 0;  // > 0: distributed differential privacy (Skellam noise) with (epsilon, dp_delta)
   double dp_delta = 1e-5;
@@ -43,7 +55,7 @@ struct RoundSettings {
   // models/format/runtime_export.h: gguf is written as Q8_0). "imatrix" or "imatrix-gguf" makes
   // every agent also record importance sums (models/quant/importance.h), which need 64-bit lanes.
   std::vector<std::string> exports;
-  bool importance() const;
+  bool importance() const;  // smooth, or an imatrix export
 
   nlohmann::json to_json() const;
   // Validates every field; errors name it.

@@ -109,11 +109,14 @@ Server::Server(CoordinatorConfig config)
     capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
     if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
   }
-  for (const RoundRecord& record : store_.rounds()) {
+  const std::vector<RoundRecord> rounds = store_.rounds();
+  for (const RoundRecord& record : rounds) {
     if (is_final(record.stage)) continue;
     if (round_ && !round_->finished()) round_->fail_round("superseded by a later unfinished round");
     round_ = Round::recover(*this, record);
   }
+  // Stopped between a smoothing round and its follow-up: the follow-up starts now.
+  if (!rounds.empty() && rounds.back().stage == RoundStage::kDone) follow_up_of_ = rounds.back().id;
   for (const auto& record : store_.rollouts()) {
     if (!is_final(record.stage)) rollout_ = Rollout::recover(*this, record);
   }
@@ -293,6 +296,38 @@ void Server::tick() {
         round_->fail_round(std::string("internal error: ") + error.what());
       }
     });
+  }
+  guarded("starting a follow-up round", [&] { advance_follow_up(); });
+}
+
+void Server::advance_follow_up() {
+  if (round_ && !round_->finished()) running_round_ = round_->id();
+  if (round_ && round_->finished() && running_round_ == round_->id()) {
+    running_round_ = 0;
+    follow_up_of_ = round_->id();
+  }
+  if (follow_up_of_) {
+    const int64_t id = *follow_up_of_;
+    follow_up_of_.reset();
+    const auto record = store_.round(id);
+    std::optional<Round::FollowUp> next = record ? Round::follow_up(store_, *record) : std::nullopt;
+    if (next) {
+      log(fmt::format("round {}: starting its follow-up round on the smoothed model {}", id, next->model.id));
+      const ModelRecord model = next->model;
+      follow_up_.emplace(PendingFollowUp{std::move(*next), std::async(std::launch::async, [model] { return load_round_model(model); })});
+    }
+  }
+  if (!follow_up_ || follow_up_->loaded.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  PendingFollowUp pending = std::move(*follow_up_);
+  follow_up_.reset();
+  const int64_t smoothing_round = pending.next.settings.smoothing_round;
+  try {
+    if (round_ && !round_->finished()) fail("round {} was started meanwhile", round_->id());
+    round_ = Round::start(*this, pending.next.settings, pending.next.model, pending.loaded.get());
+    store_.audit("coordinator", "follow-up round started", fmt::format("round {} after smoothing round {}", round_->id(), smoothing_round));
+  } catch (const std::exception& error) {
+    log(fmt::format("round {}: its follow-up round was not started: {}", smoothing_round, error.what()));
+    store_.audit("coordinator", "follow-up round not started", fmt::format("after round {}: {}", smoothing_round, error.what()));
   }
 }
 

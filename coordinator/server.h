@@ -140,6 +140,8 @@ class Server : public RoundHost {
   void flush_last_seen();
   // Every backup_interval_hours: a consistent copy of the database on a worker (database_guard.h).
   void backup_on_schedule();
+  // Starts the follow-up of a smoothing round once it is done (also after a restart between the two).
+  void advance_follow_up();
 
   CoordinatorConfig config_;
   Store store_;
@@ -169,6 +171,15 @@ class Server : public RoundHost {
   bool shutdown_requested_ = false;
   std::map<std::string, std::function<AdminReply(const nlohmann::json& request)>> admin_commands_;
   std::future<std::string> backup_job_;  // the backup's path (its worker uses no member)
+  // A smoothing round's follow-up (Round::follow_up): the done round not yet looked at, and the next
+  // round's model loading on a worker (which uses no member).
+  int64_t running_round_ = 0;
+  std::optional<int64_t> follow_up_of_;
+  struct PendingFollowUp {
+    Round::FollowUp next;
+    std::future<RoundModel> loaded;
+  };
+  std::optional<PendingFollowUp> follow_up_;
   std::future<std::function<nlohmann::json()>> pending_admin_;  // last member: its worker uses the ones above
   int64_t last_seen_flush_monotonic_ms_ = 0;
   int64_t last_backup_wall_ms_ = 0;

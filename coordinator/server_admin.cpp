@@ -242,7 +242,8 @@ void Server::register_admin_commands() {
     source.model = *model;
     if (model->round_id) {
       if (const auto round = store_.round(*model->round_id)) source.fp32_source = store_.model(round->model_id);
-      source.round_stats = store_.aggregate_path(*model->round_id);
+      // (A smoothing round's FP32 model differs from the one its statistics were recorded on.)
+      if (model->kind == "int8") source.round_stats = store_.aggregate_path(*model->round_id);
     }
     for (const ExportRecord& made : store_.exports(id)) {
       if (made.format == format && made.error.empty()) source.made = made;

@@ -36,6 +36,12 @@ std::string format_round(const nlohmann::json& round) {
     out += fmt::format("  model {} | {} sequences x {} tokens per agent | {}{} | at least {} agents\n", s.value("model_id", 0),
                        s.value("sequences_per_agent", 0), s.value("seq_len", 0), s.value("method", std::string()),
                        s.value("per_channel", false) ? " per-channel" : " per-tensor", s.value("min_agents", 0));
+    if (s.value("smooth", false)) out += "  smoothing round: importance sums -> a smoothed FP32 model, then a follow-up round on it\n";
+    if (s.value("smoothing_round", 0) != 0)
+      out += fmt::format("  follow-up of smoothing round {} (its smoothed model)\n", s.value("smoothing_round", 0));
+    if (!s.value("target_kl", std::string()).empty())
+      out += fmt::format("  mixed precision: target KL {} on the reference text, layers to {}\n", s.value("target_kl", std::string()),
+                         s.value("fallback", std::string("fp32")));
   }
   out += fmt::format("  agents: {} announced, {} joined, {} contributed\n", round.value("announced", 0), round.value("joined", 0),
                      round.value("contributors", 0));
@@ -62,6 +68,16 @@ std::string format_round(const nlohmann::json& round) {
                          100.0 * number(model, "bytes") / std::max(1.0, number(round, "fp32_bytes")),
                          model.value("sha256", std::string()).substr(0, 16));
     }
+  }
+  if (round.contains("smoothing") && round["smoothing"].is_object()) {
+    const auto& smoothing = round["smoothing"];
+    out += fmt::format("  smoothing: {} of {} sites (alpha per site by the static INT8 error on the reference text):",
+                       smoothing.value("smoothed_sites", 0), smoothing.value("sites", nlohmann::json::array()).size());
+    for (const auto& site : smoothing.value("sites", nlohmann::json::array())) {
+      if (site.contains("alpha") && site["alpha"].is_number())
+        out += fmt::format(" {} {:.2f}", site.value("site", std::string()), site["alpha"].get<double>());
+    }
+    out += "\n";
   }
   for (const auto& exported : round.value("exports", nlohmann::json::array())) out += format_export(exported, "  ");
   if (round.contains("checks") && round["checks"].is_object() && !round["checks"].empty()) {

@@ -17,8 +17,9 @@ struct StartOptions {
   int64_t model_id = 0;
   int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
   std::string method = "percentile:99.99";
-  bool per_channel = false, asymmetric = false, wait = false;
+  bool per_channel = false, asymmetric = false, smooth = false, wait = false;
   std::vector<std::string> keep_fp32, fine_grained, variants, exports;
+  std::string target_kl, fallback = "fp32";
   double dp_epsilon = 0, dp_delta = 1e-5;
 };
 
@@ -61,6 +62,17 @@ nlohmann::json wait_for_round(const CliContext& context, int64_t id, bool live) 
   }
 }
 
+// The follow-up of smoothing round `id` (the coordinator starts it within moments).
+int64_t wait_for_follow_up(const CliContext& context, int64_t id) {
+  for (int attempt = 0; attempt < 600; ++attempt) {
+    const auto latest = context.call({{"command", "round.status"}});
+    if (latest.value("round", int64_t{0}) > id && latest["settings"].value("smoothing_round", int64_t{0}) == id)
+      return latest["round"].get<int64_t>();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  fail("round {} smoothed the model, but no follow-up round started within a minute (see the coordinator's log)", id);
+}
+
 }  // namespace
 
 void add_round_commands(CLI::App& app, const CliContext& context) {
@@ -86,6 +98,18 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                     "Linear layers (or layers) in the fine-grained mode: weights in groups of 32, activations per block of 32 at "
                     "run time (e.g. the ones `fedcal-model quantize --target-kl T --fallback fine-grained` picks)")
       ->delimiter(',');
+  start->add_flag("--smooth", o->smooth,
+                  "Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: this one sums squared "
+                  "activations per channel, folds the smoothing into the model (strength per site by the error on the "
+                  "coordinator's reference_text) and stores the smoothed FP32 model; a follow-up round with these settings "
+                  "then calibrates and quantizes it");
+  start->add_option("--target-kl", o->target_kl,
+                    "Mixed precision to a target, searched on the coordinator's reference_text: the fewest layers out of static "
+                    "INT8 (to --fallback) that bring the KL vs FP32 to this (nats per token), or 'dynamic' (the calibration-free "
+                    "baseline's KL)");
+  start->add_option("--fallback", o->fallback, "Where --target-kl moves layers: fp32 or fine-grained")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fine-grained"}));
   start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)")->check(CLI::Range(0.0, 100.0));
   start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta, in (0, 1)")
       ->capture_default_str()
@@ -101,7 +125,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                     "tensorrt-cache")
       ->delimiter(',')
       ->check(CLI::IsMember(kRuntimeExportFormats));
-  start->add_flag("--wait", o->wait, "Wait for the round to finish, then print its report");
+  start->add_flag("--wait", o->wait, "Wait for the round (with --smooth: and its follow-up) to finish, then print its report");
   start->add_option(
       "--variant", o->variants,
       "A package for one device group: LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] (agents with the label get it)");
@@ -116,6 +140,9 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                      {"asymmetric", o->asymmetric},
                                      {"keep_fp32", o->keep_fp32},
                                      {"fine_grained", o->fine_grained},
+                                     {"smooth", o->smooth},
+                                     {"target_kl", o->target_kl},
+                                     {"fallback", o->fallback},
                                      {"dp_epsilon", o->dp_epsilon},
                                      {"dp_delta", o->dp_delta},
                                      {"neighbours", o->neighbours},
@@ -132,6 +159,11 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
     }
     auto reply = context.call({{"command", "round.start"}, {"settings", settings}});
     if (o->wait) reply = wait_for_round(context, reply["round"].get<int64_t>(), true);
+    if (o->wait && o->smooth && reply.value("stage", std::string()) == "done") {
+      const int64_t next = wait_for_follow_up(context, reply["round"].get<int64_t>());
+      if (!context.json) std::fprintf(stderr, "%s\n", format_round(reply).c_str());
+      reply = wait_for_round(context, next, true);
+    }
     context.print(reply, format_round(reply));
     if (o->wait && reply.value("stage", std::string()) == "failed")
       fail("round failed: {}", reply.value("failure", std::string()));

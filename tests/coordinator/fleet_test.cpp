@@ -1291,5 +1291,87 @@ TEST_CASE("Fleet round with fine-grained layers: the package mixes static and fi
   CHECK(mixed_kl < 0.6 * plain_kl);
 }
 
+// The follow-up round the coordinator starts after smoothing round `smoothing` (polled on round.status).
+nlohmann::json follow_up_of(MiniFleet& fleet, int64_t smoothing) {
+  int64_t next = 0;
+  REQUIRE(eventually(
+      [&] {
+        const nlohmann::json latest = fleet.admin({{"command", "round.status"}});
+        if (latest["round"].get<int64_t>() > smoothing && latest["settings"]["smoothing_round"] == smoothing) next = latest["round"].get<int64_t>();
+        return next != 0;
+      },
+      std::chrono::seconds(60)));
+  return fleet.wait_round(next, std::chrono::seconds(180));
+}
+
+TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, a smoothed FP32 model, a follow-up round on it "
+          "whose mixed package is at least as faithful as the dynamic baseline on the agents' held-out text" *
+          doctest::timeout(400)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.reference_text = true;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  for (int i = 0; i < 3; ++i) fleet.start_agent(i);
+  fleet.wait_online(3);
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["smooth"] = true;
+  settings["target_kl"] = "dynamic";
+  settings["fallback"] = "fine-grained";
+  const nlohmann::json smoothing = fleet.run_round(settings);
+  REQUIRE_MESSAGE(smoothing["stage"] == "done", smoothing.dump(2));
+  // Its result is an FP32 model: every site of the 4 layers measured, the choices in the report.
+  REQUIRE(smoothing["models"].size() == 1);
+  CHECK(smoothing["models"][0]["label"] == "smoothed");
+  const int64_t smoothed_model = smoothing["models"][0]["model"].get<int64_t>();
+  CHECK(smoothing["smoothing"]["model"] == smoothed_model);
+  CHECK(smoothing["smoothing"]["sites"].size() == 16);
+  CHECK(smoothing["reports"] == 0);  // nothing to check: the package comes from the follow-up
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  bool listed = false;
+  for (const auto& entry : models["models"]) {
+    if (entry["id"] == smoothed_model) listed = entry["kind"] == "fp32";
+  }
+  CHECK(listed);
+
+  const nlohmann::json follow_up = follow_up_of(fleet, smoothing["round"].get<int64_t>());
+  REQUIRE_MESSAGE(follow_up["stage"] == "done", follow_up.dump(2));
+  CHECK(follow_up["model"] == smoothed_model);
+  CHECK_FALSE(follow_up["settings"]["smooth"].get<bool>());
+  std::string description;
+  for (const auto& entry : follow_up["models"]) {
+    if (entry["label"] == "fleet") description = entry["description"].get<std::string>();
+  }
+  CHECK(description.find("(the dynamic baseline's) on the reference text") != std::string::npos);
+  const auto& checks = follow_up["checks"];
+  const double mixed_kl = checks["fleet"]["mean_kl"].get<double>(), dynamic_kl = checks["dynamic"]["mean_kl"].get<double>();
+  MESSAGE(description << "; agents' held-out KL " << mixed_kl << " (dynamic " << dynamic_kl << ", public "
+                      << checks["public"]["mean_kl"].get<double>() << ")");
+  CHECK(checks["fleet"]["agents"] == 3);
+  CHECK(mixed_kl <= 1.1 * dynamic_kl);
+}
+
+TEST_CASE("Crash between a smoothing round and its follow-up: the restarted coordinator starts the follow-up" *
+          doctest::timeout(400)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.reference_text = true;
+  options.coordinator_fault_injection = "kill-entering:done";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["smooth"] = true;
+  const auto started = fleet.admin({{"command", "round.start"}, {"settings", settings}});
+  REQUIRE(fleet.coordinator().wait_exit(std::chrono::seconds(120)) == 128 + SIGKILL);
+  fleet.set_coordinator_fault_injection("");
+  fleet.start_coordinator();
+  const nlohmann::json follow_up = follow_up_of(fleet, started["round"].get<int64_t>());
+  CHECK_MESSAGE(follow_up["stage"] == "done", follow_up.dump(2));
+  CHECK(follow_up["checks"]["fleet"]["agents"] == 3);
+}
+
 }  // namespace
 }  // namespace fedcal::testing

@@ -39,5 +39,27 @@ TEST_CASE("Round settings: exports are known formats, once each, and only where 
                        Error);
 }
 
+TEST_CASE("Round settings: smoothing and a target KL are checked up front, naming the setting") {
+  const RoundSettings settings =
+      RoundSettings::from_json({{"smooth", true}, {"target_kl", "dynamic"}, {"fallback", "fine-grained"}});
+  CHECK(settings.importance());  // a smoothing round's agents sum squared activations
+  const RoundSettings again = RoundSettings::from_json(settings.to_json());
+  CHECK(again.smooth);
+  CHECK(again.target_kl == "dynamic");
+  CHECK(again.fallback == "fine-grained");
+  CHECK(RoundSettings::from_json({{"target_kl", "0.001"}}).target_kl == "0.001");
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"target_kl", "low"}}), doctest::Contains("target_kl: target KL 'low'"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"fallback", "fp16"}}), doctest::Contains("fallback: fallback 'fp16'"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"smooth", true}, {"smoothing_round", 4}}), doctest::Contains("smoothed already"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"smooth", true}, {"dp_epsilon", 1.0}}), doctest::Contains("smooth with dp_epsilon"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"smooth", true}, {"lane_bits", 32}}), doctest::Contains("smooth needs 64-bit lanes"),
+                       Error);
+  // Layers the search moves to the fine-grained mode have no static scales to export.
+  CHECK_THROWS_WITH_AS(
+      RoundSettings::from_json({{"target_kl", "dynamic"}, {"fallback", "fine-grained"}, {"exports", {"onnx-qdq"}}}),
+      doctest::Contains("onnx-qdq holds static scales"), Error);
+  CHECK(RoundSettings::from_json({{"target_kl", "dynamic"}, {"exports", {"onnx-qdq"}}}).fallback == "fp32");
+}
+
 }  // namespace
 }  // namespace fedcal::coordinator

@@ -54,6 +54,17 @@ TEST_CASE("Round in process: every stage in order, done with every agent's repor
   }
 }
 
+TEST_CASE("Round in process: smoothing or a target KL without the coordinator's reference text is refused at start") {
+  RoundFixture f(3);
+  REQUIRE(f.host.config().reference_text.empty());
+  f.settings.smooth = true;
+  CHECK_THROWS_WITH_AS(f.start(), doctest::Contains("smooth measures on public reference text: set reference_text"), Error);
+  f.settings.smooth = false;
+  f.settings.target_kl = "dynamic";
+  CHECK_THROWS_WITH_AS(f.start(), doctest::Contains("target_kl measures on public reference text"), Error);
+  CHECK(f.host.store().rounds().empty());  // nothing persisted, nothing announced
+}
+
 TEST_CASE("Round in process: max_agents reached starts sharing at once, without waiting for the others") {
   RoundFixture f(5);
   f.settings.max_agents = 3;
