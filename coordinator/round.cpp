@@ -164,7 +164,8 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
   // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
   const ModelConfig& config = loaded.config;
   const auto widest = static_cast<uint64_t>(widest_point(config));
-  // An importance sum grows by at most kImportanceTokenCap per token.
+  // An importance sum grows by at most kImportanceTokenCap per token; it travels in limbs
+  // (contribution_vector), each of which one agent fills to at most importance_limb_bound.
   const uint64_t tokens = static_cast<uint64_t>(settings.sequences_per_agent) * static_cast<uint64_t>(settings.seq_len);
   const uint64_t per_token = settings.importance() ? std::max<uint64_t>(widest, kImportanceTokenCap) : widest;
   const uint64_t agents = settings.max_agents > 0 ? static_cast<uint64_t>(settings.max_agents) : host.store().agents().size();
@@ -172,7 +173,7 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
     fail("{} of {} agents x {} sequences x {} tokens could exceed 2^63 and wrap; lower sequences_per_agent or set max_agents",
          settings.importance() ? "importance sums" : "counts", agents, settings.sequences_per_agent, settings.seq_len);
   }
-  const uint64_t per_agent = tokens * per_token;
+  const uint64_t per_agent = settings.importance() ? std::max(tokens * widest, importance_limb_bound(tokens)) : tokens * widest;
   const int64_t id = host.store().create_round(model.id, settings.to_json().dump());
   std::unique_ptr<Round> round(new Round(host, id, settings, model));
   round->template_stats_ = CalibrationStats::empty_for(loaded.config, loaded.fingerprint, layout, settings.importance());

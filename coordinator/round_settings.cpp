@@ -111,8 +111,6 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (settings.importance() && settings.dp_epsilon > 0)
     fail("{} with dp_epsilon = {}: the noise is calibrated for the histograms only, not the importance sums", importance_for,
          settings.dp_epsilon);
-  if (settings.importance() && settings.lane_bits == 32)
-    fail("{} needs 64-bit lanes (one agent's importance sums can exceed 2^31); use lane_bits 0 or 64", importance_for);
   if (settings.smooth && settings.smoothing_round != 0)
     fail("smooth with smoothing_round = {}: a follow-up round's model is smoothed already", settings.smoothing_round);
   if (settings.smoothing_round < 0) fail("smoothing_round = {}: must be a round id", settings.smoothing_round);

@@ -53,7 +53,7 @@ struct RoundSettings {
   std::map<std::string, GroupVariant> group_variants;
   // Files for other runtimes the round writes beside its package (kRuntimeExportFormats,
   // models/format/runtime_export.h: gguf is written as Q8_0). "imatrix" or "imatrix-gguf" makes
-  // every agent also record importance sums (models/quant/importance.h), which need 64-bit lanes.
+  // every agent also record importance sums (models/quant/importance.h).
   std::vector<std::string> exports;
   bool importance() const;  // smooth, or an imatrix export
 

@@ -5,7 +5,10 @@
 #
 #   deploy/local-fleet.sh [--agents N] [--sequences S] [--seq-len L] [--method M] [--per-tensor]
 #                         [--dp-epsilon E] [--private-text FILE] [--heldout-fraction F] [--keep DIR] [--json]
+#                         [--model DIR] [--smooth] [--target-kl T] [--fallback fp32|fine-grained]
 #
+# --model: a folder with model.bin and tokenizer.bin (default models/tinystories-1.8m). --smooth,
+# --target-kl and --fallback go to `round start` (with --smooth the report is the follow-up round's).
 # --private-text deals FILE's lines (one sequence each) to the agents instead of the TinyStories
 # training lines; the public reference text stays TinyStories (bench/domain_shift.sh uses it).
 # --heldout-fraction: the last part of each agent's text kept for its local checks (default 0.1).
@@ -16,6 +19,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 agents=8 sequences=48 seq_len=128 method=mse per_channel=--per-channel dp="" keep="" json="" private="" heldout=0.1
+model=$repo/models/tinystories-1.8m round_extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --agents) agents=$2; shift 2 ;;
@@ -28,7 +32,11 @@ while [[ $# -gt 0 ]]; do
     --private-text) private=$(realpath "$2"); shift 2 ;;
     --heldout-fraction) heldout=$2; shift 2 ;;
     --json) json=--json; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --model) model=$(realpath "$2"); shift 2 ;;
+    --smooth) round_extra+=(--smooth); shift ;;
+    --target-kl) round_extra+=(--target-kl "$2"); shift 2 ;;
+    --fallback) round_extra+=(--fallback "$2"); shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -93,7 +101,6 @@ TOML
   pids+=($!)
 done
 
-model=$repo/models/tinystories-1.8m
 model_id=$(coordinator --json models import "$model/model.bin" --tokenizer "$model/tokenizer.bin" | sed -n 's/^  "id": \([0-9]*\),*/\1/p')
 echo "[fleet] coordinator on 127.0.0.1:$port, $agents agents, model $model_id; state in $root" >&2
 for _ in $(seq 300); do
@@ -104,4 +111,4 @@ done
 echo "[fleet] $online agents online; starting the round" >&2
 # shellcheck disable=SC2086
 coordinator $json round start --model "$model_id" --min-agents 3 --sequences-per-agent "$sequences" --seq-len "$seq_len" \
-  --method "$method" $per_channel $dp --wait
+  --method "$method" $per_channel $dp "${round_extra[@]}" --wait

@@ -81,11 +81,27 @@ std::string CalibrationStats::sha256() const {
   return sha256_hex(bytes);
 }
 
-size_t contribution_length(const CalibrationStats& stats) { return stats.counts.size() + stats.importance.size() + 2; }
+size_t contribution_length(const CalibrationStats& stats) {
+  return stats.counts.size() + kImportanceLimbs * stats.importance.size() + 2;
+}
+
+uint64_t importance_limb_bound(uint64_t tokens_per_agent) {
+  // The top limb holds bits 42..62 of a sum of at most tokens x 2^36 (kImportanceTokenCap).
+  constexpr int top_shift = (kImportanceLimbs - 1) * kImportanceLimbBits;
+  static_assert(kImportanceLimbs * kImportanceLimbBits >= 63 && top_shift >= 36);
+  const uint64_t top = (tokens_per_agent >> (top_shift - 36)) + 1;
+  return std::max(uint64_t{1} << kImportanceLimbBits, top);
+}
 
 std::vector<uint64_t> contribution_vector(const CalibrationStats& stats) {
   std::vector<uint64_t> vector = stats.counts;
-  vector.insert(vector.end(), stats.importance.begin(), stats.importance.end());
+  constexpr uint64_t limb_mask = (uint64_t{1} << kImportanceLimbBits) - 1;
+  for (const uint64_t sum : stats.importance) {
+    for (int limb = 0; limb < kImportanceLimbs; ++limb) {
+      const uint64_t value = sum >> (limb * kImportanceLimbBits);
+      vector.push_back(limb + 1 < kImportanceLimbs ? value & limb_mask : value);
+    }
+  }
   vector.push_back(stats.sequences);
   vector.push_back(stats.tokens);
   return vector;
@@ -100,7 +116,12 @@ CalibrationStats stats_from_contribution(const CalibrationStats& layout, std::sp
   CalibrationStats stats = layout;
   const auto counts_end = vector.begin() + static_cast<std::ptrdiff_t>(stats.counts.size());
   std::copy(vector.begin(), counts_end, stats.counts.begin());
-  std::copy(counts_end, vector.end() - 2, stats.importance.begin());
+  for (size_t i = 0; i < stats.importance.size(); ++i) {
+    uint64_t sum = 0;  // the limbs' sums recombined (modulo 2^64: the round's budget keeps the total below 2^63)
+    for (int limb = 0; limb < kImportanceLimbs; ++limb)
+      sum += counts_end[static_cast<std::ptrdiff_t>(i * kImportanceLimbs) + limb] << (limb * kImportanceLimbBits);
+    stats.importance[i] = sum;
+  }
   stats.sequences = vector[vector.size() - 2];
   stats.tokens = vector[vector.size() - 1];
   return stats;

@@ -47,6 +47,15 @@ struct CalibrationStats {
 // The vector an agent contributes to a round's secure aggregation: every histogram count, the
 // importance sums (when recorded), then the number of sequences, then the number of tokens. The one definition of that layout, for the agent
 // that builds it, the coordinator that reads the sum back, and the benchmarks and tests.
+//
+// An importance sum of one agent can reach 2^49 and more, so it travels as kImportanceLimbs limbs of
+// kImportanceLimbBits bits, lowest first: each of an agent's limbs is below 2^21 (the top one below
+// its tokens / 64), so the limbs summed over up to 1024 agents still fit 32-bit lanes, and the sum
+// read back (limbs recombined) is exact.
+inline constexpr int kImportanceLimbs = 3;
+inline constexpr int kImportanceLimbBits = 21;
+// The most one agent adds to any value of its vector other than its counts: an importance limb's bound.
+uint64_t importance_limb_bound(uint64_t tokens_per_agent);
 size_t contribution_length(const CalibrationStats& stats);
 std::vector<uint64_t> contribution_vector(const CalibrationStats& stats);
 // The counts and importance part of a contribution vector (where distributed-DP noise is added).

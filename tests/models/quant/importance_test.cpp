@@ -126,6 +126,26 @@ TEST_CASE("Importance sums: shards add up bit for bit to the whole text, match a
   const CalibrationStats aggregated = stats_from_contribution(CalibrationStats::empty_for(config, "m", options.layout, true), sum);
   CHECK(aggregated.importance == whole.importance);
   CHECK(aggregated.tokens == whole.tokens);
+  // In 32-bit lanes (sums modulo 2^32), 1024 agents with sums far past 2^32: each limb's sum stays
+  // below 2^31, and the recombined sum is exact.
+  {
+    CalibrationStats big = CalibrationStats::empty_for(config, "m", options.layout, true);
+    const uint64_t tokens = 64 * 128;
+    big.importance.assign(big.importance.size(), 0);
+    big.importance[0] = tokens * kImportanceTokenCap;  // every token at the cap: 2^49
+    big.importance[1] = (uint64_t{1} << 42) + 12345;
+    big.importance[2] = (uint64_t{1} << 21) - 1;
+    std::vector<uint64_t> lanes = contribution_vector(big);
+    size_t over = 0;
+    for (uint64_t& lane : lanes) {
+      over += lane > importance_limb_bound(tokens);
+      lane = (lane * 1024) % (uint64_t{1} << 32);
+      over += lane >= (uint64_t{1} << 31);
+    }
+    CHECK(over == 0);
+    const CalibrationStats summed = stats_from_contribution(CalibrationStats::empty_for(config, "m", options.layout, true), lanes);
+    for (size_t i = 0; i < 3; ++i) CHECK(summed.importance[i] == big.importance[i] * 1024);
+  }
   // A shard without importance sums does not merge into one with them.
   CalibrationOptions plain = options;
   plain.importance = false;
