@@ -88,9 +88,10 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
   return out;
 }
 
-QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options) {
-  const ModelConfig& c = model.config;
-  stats.check_fits(c);
+namespace {
+
+// The static activation parameters of every static layer of `layers` (weights quantized already).
+void set_activation_params(QuantizedLinears& layers, const ModelConfig& c, const CalibrationStats& stats, const QuantizeOptions& options) {
   auto activation = [&](int point) {
     // The logits keep their full range: clipping the largest logits would change the argmax, which is
     // the one thing next-token prediction needs exactly. Every other point uses the requested method.
@@ -101,14 +102,21 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
     return with_context([&] { return "quantization point " + stats.points[point]; },
                         [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
   };
-  if (options.per_group) fail("weights in groups of {} run with activations quantized at run time, not static scales", kWeightGroup);
-  QuantizedLinears out = quantize_model_weights(model, options);
   for (const LinearSite& site : linear_sites(c)) {
-    const auto layer = out.find(site.name);
-    if (layer == out.end() || layer->second.weights.per_group()) continue;  // kept in FP32, or fine-grained
+    const auto layer = layers.find(site.name);
+    if (layer == layers.end() || layer->second.weights.per_group()) continue;  // kept in FP32, or fine-grained
     layer->second.input = activation(site.input_point);
     layer->second.output = activation(site.output_point);
   }
+}
+
+}  // namespace
+
+QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options) {
+  stats.check_fits(model.config);
+  if (options.per_group) fail("weights in groups of {} run with activations quantized at run time, not static scales", kWeightGroup);
+  QuantizedLinears out = quantize_model_weights(model, options);
+  set_activation_params(out, model.config, stats, options);
   return out;
 }
 
@@ -253,8 +261,11 @@ constexpr size_t kClippingWindows = 8;
 ClippingChoice choose_clipping(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
                                const std::vector<int>& tokens, const XnnRuntime& runtime, const std::vector<ScaleMethodSpec>& candidates) {
   const WindowKl kl(model, tokens, runtime, kClippingWindows);
+  // Candidates differ in activation parameters only: the weights are quantized once.
+  const QuantizedLinears weights = quantize_model(model, stats, options);
   auto measure = [&](const QuantizeOptions& candidate) {
-    const QuantizedLinears int8 = quantize_model(model, stats, candidate);
+    QuantizedLinears int8 = weights;
+    set_activation_params(int8, model.config, stats, candidate);
     Transformer transformer(model, runtime, {}, &int8);
     return kl.of(transformer);
   };
