@@ -239,6 +239,22 @@ CalibrationStats calibrate_on(const Model& model, const XnnRuntime& runtime, con
   return stats;
 }
 
+// The searches' setting: the tiny synth model, one window of 64 random tokens from `seed`, its
+// statistics on that window, minmax scales.
+struct TinyWindow {
+  explicit TinyWindow(unsigned seed) : rng(seed), tokens(testing::random_tokens(rng, config.vocab_size, 64)) {
+    stats = calibrate_on(model, runtime, {tokens});
+    options.method = ScaleMethodSpec::parse("minmax");
+  }
+  ModelConfig config = find_synth_preset("tiny").config;
+  Model model = synthesize_model(config, 4);
+  XnnRuntime runtime{1};
+  std::mt19937 rng;
+  std::vector<int> tokens;
+  CalibrationStats stats;
+  QuantizeOptions options;
+};
+
 TEST_CASE("The W8A8 model's logits track FP32 and its greedy choices mostly agree") {
   testing::ScratchDir dir;
   const ModelConfig config = find_synth_preset("tiny").config;
@@ -408,14 +424,8 @@ TEST_CASE("Dynamic activations: no statistics, logits close to FP32, and prefill
 }
 
 TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity order, and the target met") {
-  const ModelConfig config = find_synth_preset("tiny").config;
-  const Model model = synthesize_model(config, 4);
-  XnnRuntime runtime(1);
-  std::mt19937 rng(1);
-  const std::vector<int> tokens = testing::random_tokens(rng, config.vocab_size, 64);
-  const CalibrationStats stats = calibrate_on(model, runtime, {tokens});
-  QuantizeOptions options;
-  options.method = ScaleMethodSpec::parse("minmax");
+  const TinyWindow tiny(1);
+  const auto& [config, model, runtime, rng, tokens, stats, options] = tiny;
   const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
 
   const MixedPrecision loose = fewest_fallback_layers(model, stats, options, tokens, runtime, 10.0);
@@ -471,15 +481,9 @@ TEST_CASE("Target KL 'dynamic': the calibration-free baseline's KL on the window
   CHECK(parse_fallback("fine-grained") == LayerFallback::kFineGrained);
   CHECK_THROWS_WITH_AS(parse_fallback("int4"), doctest::Contains("'int4'"), Error);
 
-  const ModelConfig config = find_synth_preset("tiny").config;
-  const Model model = synthesize_model(config, 4);
-  XnnRuntime runtime(1);
-  std::mt19937 rng(3);
-  const std::vector<int> tokens = testing::random_tokens(rng, config.vocab_size, 64);
-  const CalibrationStats stats = calibrate_on(model, runtime, {tokens});
-  QuantizeOptions options;
-  options.method = ScaleMethodSpec::parse("minmax");
-  options.per_channel = true;
+  TinyWindow tiny(3);
+  tiny.options.per_channel = true;
+  const auto& [config, model, runtime, rng, tokens, stats, options] = tiny;
   // The baseline by hand: per-channel weights, per-token activations, against FP32 on the same tokens.
   const QuantizedLinears weights = quantize_model_weights(model, options);
   Transformer fp32(model, runtime), dynamic(model, runtime, {.activations = ActivationQuantization::kDynamic}, &weights);
