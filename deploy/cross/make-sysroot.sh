@@ -14,7 +14,7 @@ packages_arm64=(
   libxnnpack-dev libxnnpack0 libpthreadpool-dev libpthreadpool0 libcpuinfo-dev libcpuinfo0
   libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libfmt-dev libfmt9
 )
-packages_all=(cppzmq-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev)
+packages_all=(cppzmq-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev doctest-dev)
 stamp=$sysroot/.packages
 wanted="${packages_arm64[*]} ${packages_all[*]}"
 if [[ -f $stamp && $(cat "$stamp") == "$wanted" ]]; then

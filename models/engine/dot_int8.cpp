@@ -12,6 +12,11 @@
 #include <immintrin.h>
 #define FEDCAL_INT8_X86 1
 #endif
+#if defined(__aarch64__) && !defined(FEDCAL_BASELINE_KERNELS)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#define FEDCAL_INT8_NEON 1
+#endif
 
 namespace fedcal {
 namespace {
@@ -62,13 +67,67 @@ void blocks_portable(const uint8_t* w, const uint16_t* w_scales, int blocks, con
   }
 }
 
-#ifdef FEDCAL_INT8_X86
+#if defined(FEDCAL_INT8_X86) || defined(FEDCAL_INT8_NEON)
 
 int32_t load4(const int8_t* x) {
   int32_t value;
   std::memcpy(&value, x, sizeof value);
   return value;
 }
+
+#endif
+
+#ifdef FEDCAL_INT8_NEON
+
+// --- neon-dotprod -----------------------------------------------------------------------------------
+// sdot (ARMv8.2 dot product, Cortex-A55/A76 and later: Raspberry Pi 5, Jetson Orin): signed x signed
+// bytes, 4 products into each INT32 lane, 16 products per instruction. Same layout as avx2: one chunk
+// is 4 vectors of 4 rows x 4 columns.
+
+#ifdef __clang__
+#define FEDCAL_DOTPROD_TARGET __attribute__((target("dotprod")))
+#else
+#define FEDCAL_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+// One group's block: INT32 sums of rows 4q..4q+3 into sums[q].
+FEDCAL_DOTPROD_TARGET __attribute__((always_inline)) inline void block_neon(const uint8_t* p, const int8_t* x, int32x4_t sums[4]) {
+  for (int k = 0; k < kChunks; ++k, p += kChunkBytes) {
+    const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(load4(x + k * kChunk)));
+    const int8_t* w = reinterpret_cast<const int8_t*>(p);
+    for (int q = 0; q < 4; ++q) sums[q] = vdotq_s32(sums[q], vld1q_s8(w + 16 * q), xv);
+  }
+}
+
+FEDCAL_DOTPROD_TARGET void rows_neon(const uint8_t* w, int blocks, const int8_t* x, int groups, int32_t* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_neon(w, x + b * kActivationBlock, sums);
+    for (int q = 0; q < 4; ++q) vst1q_s32(out + 4 * q, sums[q]);
+  }
+}
+
+FEDCAL_DOTPROD_TARGET void blocks_neon(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x, const float* x_scales,
+                                       int groups, float* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+      int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+      block_neon(w, x + b * kActivationBlock, sums);
+      for (int q = 0; q < 4; ++q) {
+        float32x4_t scale = vdupq_n_f32(x_scales[b]);
+        if (w_scales != nullptr) scale = vmulq_f32(scale, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w_scales + 4 * q))));
+        acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(sums[q]), scale);
+      }
+      if (w_scales != nullptr) w_scales += kPackedRows;
+    }
+    for (int q = 0; q < 4; ++q) vst1q_f32(out + 4 * q, acc[q]);
+  }
+}
+
+#endif
+
+#ifdef FEDCAL_INT8_X86
 
 // --- avx2 -------------------------------------------------------------------------------------------
 
@@ -171,6 +230,7 @@ std::string_view int8_kernel_name(Int8Kernel kernel) {
   switch (kernel) {
     case Int8Kernel::kAvx512Vnni: return "avx512-vnni";
     case Int8Kernel::kAvx2: return "avx2";
+    case Int8Kernel::kNeonDot: return "neon-dotprod";
     case Int8Kernel::kPortable: break;
   }
   return "portable";
@@ -188,6 +248,9 @@ std::vector<Int8Kernel> int8_kernels_supported() {
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
   if (vnni && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) kernels.push_back(Int8Kernel::kAvx512Vnni);
   if (f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back(Int8Kernel::kAvx2);
+#endif
+#ifdef FEDCAL_INT8_NEON
+  if ((getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0) kernels.push_back(Int8Kernel::kNeonDot);
 #endif
   kernels.push_back(Int8Kernel::kPortable);
   return kernels;
@@ -247,6 +310,9 @@ void dot_int8_packed(const PackedInt8& w, const int8_t* x, [[maybe_unused]] cons
     case Int8Kernel::kAvx512Vnni: return rows_vnni(values, blocks, x, block_sums, groups, out);
     case Int8Kernel::kAvx2: return rows_avx2(values, blocks, x, groups, out);
 #endif
+#ifdef FEDCAL_INT8_NEON
+    case Int8Kernel::kNeonDot: return rows_neon(values, blocks, x, groups, out);
+#endif
     default: return rows_portable(values, blocks, x, groups, out);
   }
 }
@@ -261,6 +327,9 @@ void dot_int8_packed_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused
 #ifdef FEDCAL_INT8_X86
     case Int8Kernel::kAvx512Vnni: return blocks_vnni(values, w_scales, blocks, x, block_sums, x_scales, groups, out);
     case Int8Kernel::kAvx2: return blocks_avx2(values, w_scales, blocks, x, x_scales, groups, out);
+#endif
+#ifdef FEDCAL_INT8_NEON
+    case Int8Kernel::kNeonDot: return blocks_neon(values, w_scales, blocks, x, x_scales, groups, out);
 #endif
     default: return blocks_portable(values, w_scales, blocks, x, x_scales, groups, out);
   }

@@ -14,8 +14,11 @@
 //   avx2         |x| (unsigned) times w with x's sign: vpmaddubsw then vpmaddwd, 32 products per pair
 //                (no saturation: |x| <= 128, |w| <= 127); 16 rows as two 8-row halves (and F16C for
 //                the binary16 group scales).
-//   portable     the plain loops (the compiler vectorizes them as it can; NEON on ARM).
-// All three produce the same exact INT32 sums; the float results of the block kernels differ from one
+//   neon-dotprod sdot (ARMv8.2 dot product: Raspberry Pi 5, Jetson Orin) on 128 bits, signed x signed,
+//                16 products per instruction, four 4-row vectors per chunk; chosen by HWCAP_ASIMDDP.
+//   portable     the plain loops (the compiler vectorizes them as it can; plain NEON on older ARM
+//                cores such as the Raspberry Pi 4's Cortex-A72).
+// All of them produce the same exact INT32 sums; the float results of the block kernels differ from one
 // another only by float rounding. FEDCAL_BASELINE_KERNELS builds the portable kernel alone.
 #pragma once
 
@@ -31,7 +34,7 @@ inline constexpr int kActivationBlock = 32;
 // Output rows per packed group.
 inline constexpr int kPackedRows = 16;
 
-enum class Int8Kernel { kPortable, kAvx2, kAvx512Vnni };
+enum class Int8Kernel { kPortable, kAvx2, kAvx512Vnni, kNeonDot };
 std::string_view int8_kernel_name(Int8Kernel kernel);
 // The kernels this CPU runs, fastest first (portable always last).
 std::vector<Int8Kernel> int8_kernels_supported();
