@@ -28,7 +28,7 @@ constexpr size_t kBlockBytes = kChunkBytes * kChunks;            // 512: one blo
 constexpr size_t kMaxCols = size_t{1} << 17;
 
 // The weights' offset in the kernel's layout: vpdpbusd multiplies unsigned bytes.
-int weight_offset(Int8Kernel kernel) { return kernel == Int8Kernel::kAvx512Vnni ? 128 : 0; }
+int weight_offset(Int8Kernel kernel) { return kernel == Int8Kernel::kAvx512Vnni || kernel == Int8Kernel::kAvxVnni ? 128 : 0; }
 
 // --- portable ---------------------------------------------------------------------------------------
 
@@ -178,6 +178,55 @@ __attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, cons
   }
 }
 
+// --- avx-vnni ---------------------------------------------------------------------------------------
+// The VEX form of vpdpbusd on 256 bits (client cores without AVX-512: Alder Lake and later, the N100
+// class of edge boxes): the avx512-vnni layout and offset, 16 rows as two 8-row halves as in avx2.
+
+#define FEDCAL_AVXVNNI_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+// One group's block, (w + 128) . x for rows 0-7 into lo and 8-15 into hi.
+FEDCAL_AVXVNNI_TARGET __attribute__((always_inline)) inline void block_avxvnni(const uint8_t* p, const int8_t* x, __m256i& lo, __m256i& hi) {
+  for (int k = 0; k < kChunks; ++k, p += kChunkBytes) {
+    const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
+    lo = _mm256_dpbusd_avx_epi32(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), xv);
+    hi = _mm256_dpbusd_avx_epi32(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), xv);
+  }
+}
+
+FEDCAL_AVXVNNI_TARGET void rows_avxvnni(const uint8_t* w, int blocks, const int8_t* x, const int32_t* block_sums, int groups, int32_t* out) {
+  // As rows_vnni: less 128 times the row's sum of x, exact modulo 2^32.
+  int64_t x_sum = 0;
+  for (int b = 0; b < blocks; ++b) x_sum += block_sums[b];
+  const __m256i correction = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_sum * 128)));
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    __m256i lo = _mm256_setzero_si256(), hi = lo;
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_avxvnni(w, x + b * kActivationBlock, lo, hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_sub_epi32(lo, correction));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_sub_epi32(hi, correction));
+  }
+}
+
+FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x,
+                                          const int32_t* block_sums, const float* x_scales, int groups, float* out) {
+  for (int g = 0; g < groups; ++g, out += kPackedRows) {
+    __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
+    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+      __m256i lo = _mm256_set1_epi32(-128 * block_sums[b]), hi = lo;
+      block_avxvnni(w, x + b * kActivationBlock, lo, hi);
+      __m256 scale_lo = _mm256_set1_ps(x_scales[b]), scale_hi = scale_lo;
+      if (w_scales != nullptr) {
+        scale_lo = _mm256_mul_ps(scale_lo, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales))));
+        scale_hi = _mm256_mul_ps(scale_hi, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + 8))));
+        w_scales += kPackedRows;
+      }
+      acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale_lo, acc_lo);
+      acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale_hi, acc_hi);
+    }
+    _mm256_storeu_ps(out, acc_lo);
+    _mm256_storeu_ps(out + 8, acc_hi);
+  }
+}
+
 // --- avx512-vnni ------------------------------------------------------------------------------------
 
 #define FEDCAL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
@@ -231,6 +280,7 @@ std::string_view int8_kernel_name(Int8Kernel kernel) {
     case Int8Kernel::kAvx512Vnni: return "avx512-vnni";
     case Int8Kernel::kAvx2: return "avx2";
     case Int8Kernel::kNeonDot: return "neon-dotprod";
+    case Int8Kernel::kAvxVnni: return "avx-vnni";
     case Int8Kernel::kPortable: break;
   }
   return "portable";
@@ -245,9 +295,13 @@ std::vector<Int8Kernel> int8_kernels_supported() {
   // clang 14 has no feature names for them.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool vnni = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 11)) != 0;
+  // AVX-VNNI: leaf 7 sub-leaf 1, EAX bit 4.
+  const bool avx_vnni = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+  const bool avx2 = f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (vnni && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) kernels.push_back(Int8Kernel::kAvx512Vnni);
-  if (f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back(Int8Kernel::kAvx2);
+  if (avx_vnni && avx2) kernels.push_back(Int8Kernel::kAvxVnni);
+  if (avx2) kernels.push_back(Int8Kernel::kAvx2);
 #endif
 #ifdef FEDCAL_INT8_NEON
   if ((getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0) kernels.push_back(Int8Kernel::kNeonDot);
@@ -309,6 +363,7 @@ void dot_int8_packed(const PackedInt8& w, const int8_t* x, [[maybe_unused]] cons
 #ifdef FEDCAL_INT8_X86
     case Int8Kernel::kAvx512Vnni: return rows_vnni(values, blocks, x, block_sums, groups, out);
     case Int8Kernel::kAvx2: return rows_avx2(values, blocks, x, groups, out);
+    case Int8Kernel::kAvxVnni: return rows_avxvnni(values, blocks, x, block_sums, groups, out);
 #endif
 #ifdef FEDCAL_INT8_NEON
     case Int8Kernel::kNeonDot: return rows_neon(values, blocks, x, groups, out);
@@ -327,6 +382,7 @@ void dot_int8_packed_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused
 #ifdef FEDCAL_INT8_X86
     case Int8Kernel::kAvx512Vnni: return blocks_vnni(values, w_scales, blocks, x, block_sums, x_scales, groups, out);
     case Int8Kernel::kAvx2: return blocks_avx2(values, w_scales, blocks, x, x_scales, groups, out);
+    case Int8Kernel::kAvxVnni: return blocks_avxvnni(values, w_scales, blocks, x, block_sums, x_scales, groups, out);
 #endif
 #ifdef FEDCAL_INT8_NEON
     case Int8Kernel::kNeonDot: return blocks_neon(values, w_scales, blocks, x, x_scales, groups, out);

@@ -11,6 +11,8 @@
 //   avx512-vnni  vpdpbusd on 512 bits: 64 products per instruction. It multiplies unsigned by signed
 //                bytes, so the weights are stored as w + 128 and each block's sum of activations times
 //                128 is subtracted once per block (or once per row).
+//   avx-vnni     the same on 256 bits (VEX vpdpbusd: client cores without AVX-512, e.g. Alder Lake,
+//                the N100 class of edge boxes), 16 rows as two 8-row halves.
 //   avx2         |x| (unsigned) times w with x's sign: vpmaddubsw then vpmaddwd, 32 products per pair
 //                (no saturation: |x| <= 128, |w| <= 127); 16 rows as two 8-row halves (and F16C for
 //                the binary16 group scales).
@@ -34,7 +36,7 @@ inline constexpr int kActivationBlock = 32;
 // Output rows per packed group.
 inline constexpr int kPackedRows = 16;
 
-enum class Int8Kernel { kPortable, kAvx2, kAvx512Vnni, kNeonDot };
+enum class Int8Kernel { kPortable, kAvx2, kAvx512Vnni, kNeonDot, kAvxVnni };
 std::string_view int8_kernel_name(Int8Kernel kernel);
 // The kernels this CPU runs, fastest first (portable always last).
 std::vector<Int8Kernel> int8_kernels_supported();
