@@ -863,8 +863,9 @@ nlohmann::json Round::status() const {
   json["fp32_bytes"] = model_.bytes;
   if (!smoothing_.is_null()) json["smoothing"] = smoothing_;
   nlohmann::json checks = nlohmann::json::object();
-  std::vector<std::string> check_labels = result_labels_;
-  if (!results_.empty()) {
+  // (A smoothing round's result is an FP32 model that no agent checks.)
+  std::vector<std::string> check_labels = smoothing_.is_null() ? result_labels_ : std::vector<std::string>();
+  if (!results_.empty() && smoothing_.is_null()) {
     check_labels.push_back(kDynamicCheckLabel);
     check_labels.push_back(kDynamicBlocksCheckLabel);
   }

@@ -1329,6 +1329,7 @@ TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, 
   CHECK(smoothing["smoothing"]["model"] == smoothed_model);
   CHECK(smoothing["smoothing"]["sites"].size() == 16);
   CHECK(smoothing["reports"] == 0);  // nothing to check: the package comes from the follow-up
+  CHECK(smoothing["checks"].empty());
   const nlohmann::json models = fleet.admin({{"command", "models.list"}});
   bool listed = false;
   for (const auto& entry : models["models"]) {
