@@ -68,8 +68,9 @@ enum TensorType {
   # INT8 weights with one scale per row (output channel).
   qgint8 @3;
   # INT8 weights with one scale per 32 input channels of each row (row-major (rows, ceil(cols / 32))
-  # scales; llama.cpp Q8_0's blocks). Such a layer runs with activations quantized at run time per
-  # block of 32 channels (the fine-grained mode): its input and output scales are not used.
+  # scales in binary16, Tensor.groupScales; llama.cpp Q8_0's blocks). Such a layer runs with
+  # activations quantized at run time per block of 32 channels (the fine-grained mode): its input
+  # and output scales are not used.
 }
 
 struct Tensor {
@@ -95,6 +96,9 @@ struct Tensor {
   # INT8 linear layers: scale of the INT8 output.
   outputZeroPoint @10 :Int32;
   # INT8 linear layers: zero point of the INT8 output.
+  groupScales @11 :List(UInt16);
+  # qgint8: the scales as IEEE binary16 bit patterns (weightScales is then empty; packages written
+  # before 2026-12-01 hold them as Float32 in weightScales, which is still read).
 }
 
 struct Calibration {

@@ -16,6 +16,7 @@
 #include "common/little_endian.h"
 #include "common/mapped_file.h"
 #include "common/sha256.h"
+#include "models/format/float16.h"
 #include "protocol/model_package.capnp.h"
 
 namespace fedcal {
@@ -132,8 +133,13 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     offset = align_up(offset + blob.size);
     if (blob.quantized != nullptr) {
       const QuantizedLinear& q = *blob.quantized;
-      auto scales = t.initWeightScales(static_cast<unsigned>(q.weights.scales.size()));
-      for (size_t s = 0; s < q.weights.scales.size(); ++s) scales.set(static_cast<unsigned>(s), q.weights.scales[s]);
+      if (q.weights.per_group()) {  // binary16 values (QuantizedMatrix::check): stored in 2 bytes, exactly
+        auto scales = t.initGroupScales(static_cast<unsigned>(q.weights.scales.size()));
+        for (size_t s = 0; s < q.weights.scales.size(); ++s) scales.set(static_cast<unsigned>(s), f32_to_f16(q.weights.scales[s]));
+      } else {
+        auto scales = t.initWeightScales(static_cast<unsigned>(q.weights.scales.size()));
+        for (size_t s = 0; s < q.weights.scales.size(); ++s) scales.set(static_cast<unsigned>(s), q.weights.scales[s]);
+      }
       t.setInputScale(q.input.scale);
       t.setInputZeroPoint(q.input.zero_point);
       t.setOutputScale(q.output.scale);
@@ -328,14 +334,17 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              if (v == -128) fail("weight value -128 is outside the symmetric range [-127, 127]");
                            }
                            const auto scales = tensor.getWeightScales();
+                           const auto half_scales = tensor.getGroupScales();
                            const uint64_t expected_scales = per_group     ? uint64_t{tensor.getRows()} * layer.weights.groups()
                                                             : per_channel ? tensor.getRows()
                                                                           : 1u;
-                           if (scales.size() != expected_scales) fail("has {} weight scales, not {}", scales.size(), expected_scales);
-                           for (float scale : scales) {
-                             check_params({scale, 0}, "weight");
-                             layer.weights.scales.push_back(scale);
-                           }
+                           if (half_scales.size() > 0 && (!per_group || scales.size() > 0))
+                             fail("has binary16 group scales {}", per_group ? "beside Float32 ones" : "but is not qgint8");
+                           const uint64_t stored = half_scales.size() > 0 ? half_scales.size() : scales.size();
+                           if (stored != expected_scales) fail("has {} weight scales, not {}", stored, expected_scales);
+                           for (const uint16_t half : half_scales) layer.weights.scales.push_back(f16_to_f32(half));
+                           for (const float scale : scales) layer.weights.scales.push_back(scale);
+                           for (const float scale : layer.weights.scales) check_params({scale, 0}, "weight");
                            if (name != "token_embedding") {
                              layer.input = {tensor.getInputScale(), tensor.getInputZeroPoint()};
                              layer.output = {tensor.getOutputScale(), tensor.getOutputZeroPoint()};

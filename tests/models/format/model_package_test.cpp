@@ -1,16 +1,23 @@
 // The model package: round trips, verification, and refusal of altered, unsigned or broken packages.
 #include <doctest/doctest.h>
 
+#include <capnp/serialize.h>
+
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "common/error.h"
 #include "common/file_util.h"
 #include "models/format/model_loader.h"
+#include "models/format/float16.h"
 #include "models/format/model_package.h"
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
+#include "protocol/model_package.capnp.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
@@ -128,6 +135,36 @@ TEST_CASE("A package whose scale is zero, NaN or infinite is refused, naming the
     CHECK(message.find("tensor 'layers.0.wk'") != std::string::npos);
     CHECK(message.find("input scale") != std::string::npos);
   }
+}
+
+TEST_CASE("qgint8 group scales are stored as binary16, two bytes each, and read back exactly") {
+  Fixture f;
+  QuantizeOptions grouped;
+  grouped.per_group = true;
+  f.int8 = quantize_model_weights(f.model, grouped);
+  const std::string path = f.write("grouped.pkg", false);
+  // The manifest as written: FCPKG001, its uint64 length, the Cap'n Proto message.
+  std::ifstream file(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  uint64_t manifest_bytes = 0;
+  std::memcpy(&manifest_bytes, bytes.data() + 8, 8);
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(manifest_bytes / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data() + 16, manifest_bytes);
+  capnp::FlatArrayMessageReader reader(words);
+  size_t grouped_tensors = 0;
+  for (const auto tensor : reader.getRoot<schema::ModelPackage>().getTensors()) {
+    if (tensor.getType() != schema::TensorType::QGINT8) continue;
+    ++grouped_tensors;
+    const QuantizedMatrix& weights = f.int8.at(tensor.getName().cStr()).weights;
+    CHECK(tensor.getWeightScales().size() == 0);
+    REQUIRE(tensor.getGroupScales().size() == weights.scales.size());
+    for (unsigned s = 0; s < weights.scales.size(); ++s) CHECK(tensor.getGroupScales()[s] == f32_to_f16(weights.scales[s]));
+  }
+  const auto grouped_layers = std::count_if(f.int8.begin(), f.int8.end(), [](const auto& entry) { return entry.second.weights.per_group(); });
+  CHECK(grouped_layers > 0);
+  CHECK(grouped_tensors == static_cast<size_t>(grouped_layers));  // (an untied token table stays qcint8)
+  const ModelPackage package = read_model_package(path, nullptr);
+  for (const auto& [name, layer] : f.int8) CHECK(package.int8.at(name).weights.scales == layer.weights.scales);
 }
 
 TEST_CASE("load_model opens packages, and a statistics file from another model is refused") {
