@@ -21,6 +21,7 @@ namespace {
 struct ReferenceWindow {
   std::vector<int> tokens;
   const XnnRuntime* runtime = nullptr;
+  const Model* baseline = nullptr;  // where target_kl "dynamic" measures (null: the round's model)
 };
 
 BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
@@ -39,7 +40,7 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
     if (reference.runtime == nullptr) fail("target_kl {} needs the coordinator's reference_text", settings.target_kl);
     const LayerFallback fallback = parse_fallback(settings.fallback);
     const MixedPrecisionChoice choice = choose_mixed_precision(loaded.model, stats, options, reference.tokens, *reference.runtime,
-                                                               KlTarget::parse(settings.target_kl), fallback);
+                                                               KlTarget::parse(settings.target_kl), fallback, reference.baseline);
     mixed = fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
                         settings.target_kl == "dynamic" ? " (the dynamic baseline's)" : "", choice.mixed.layers.size(),
                         fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
@@ -142,6 +143,11 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     reference_runtime = std::make_unique<XnnRuntime>(input.threads);
     reference.runtime = reference_runtime.get();
     reference.tokens = load_tokenizer(loaded, std::nullopt)->encode(read_utf8_text_file(input.reference_text), true);
+  }
+  std::optional<LoadedModel> unsmoothed;
+  if (!input.unsmoothed_package.empty() && input.settings.target_kl == "dynamic") {
+    unsmoothed = load_model(input.unsmoothed_package, &key);
+    reference.baseline = &unsmoothed->model;
   }
   if (input.settings.smooth) {
     result.smoothed = with_context([] { return std::string("smoothing with the fleet's importance sums"); },

@@ -20,6 +20,8 @@ namespace fedcal::coordinator {
 struct QuantizationJobInput {
   int64_t round_id = 0;
   std::string fp32_package;  // the round's model
+  // A smoothing round's follow-up: the model before smoothing, where target_kl "dynamic" measures.
+  std::string unsmoothed_package;
   CalibrationStats stats;    // the aggregate
   RoundSettings settings;
   std::string signing_key_path;

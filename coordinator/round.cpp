@@ -586,6 +586,16 @@ void Round::begin_quantizing(CalibrationStats stats) {
   QuantizationJobInput input;
   input.round_id = id_;
   input.fp32_package = model_.path;
+  if (settings_.smoothing_round != 0) {
+    const auto smoothing = host_.store().round(settings_.smoothing_round);
+    const auto original = smoothing ? host_.store().model(smoothing->model_id) : std::nullopt;
+    if (original) {
+      input.unsmoothed_package = original->path;
+    } else {
+      host_.log(fmt::format("round {}: the model smoothing round {} started from is gone; target_kl 'dynamic' is measured on the "
+                            "smoothed model", id_, settings_.smoothing_round));
+    }
+  }
   input.stats = std::move(stats);
   input.settings = settings_;
   input.signing_key_path = host_.config().signing_key_path();

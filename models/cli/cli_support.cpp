@@ -77,6 +77,10 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command.add_flag("--clip-search", options.clip_search,
                    "Choose each quantization point's scale method (--method, minmax, percentile:99.9/99.99/99.999, mse, "
                    "entropy) by the KL vs FP32 on --sensitivity-text, point by point, before --auto-fp32 / --target-kl");
+  command.add_option("--baseline-model", options.baseline_model,
+                     "The model whose dynamic INT8 --target-kl dynamic measures (default: the model being quantized); for a "
+                     "smoothed model, the original it was smoothed from")
+      ->check(CLI::ExistingPath);
   command.add_option("--sensitivity-text", options.sensitivity_text,
                      "Text (one context window is used) for --auto-fp32, --target-kl and --clip-search")
       ->check(CLI::ExistingFile);
@@ -149,8 +153,14 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   if (options.target_kl) {
     if (!options.sensitivity_text || tokenizer == nullptr) fail("--target-kl needs --sensitivity-text and a tokenizer");
     const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+    std::optional<LoadedModel> baseline;
+    if (options.baseline_model) {
+      baseline = load_model(*options.baseline_model);
+      if (!baseline->int8.empty()) fail("--baseline-model {}: an FP32 model is needed", *options.baseline_model);
+    }
     const MixedPrecisionChoice choice = with_context([&] { return *options.stats; }, [&] {
-      return choose_mixed_precision(loaded.model, stats, quantize, tokens, runtime, KlTarget::parse(*options.target_kl), options.fallback);
+      return choose_mixed_precision(loaded.model, stats, quantize, tokens, runtime, KlTarget::parse(*options.target_kl), options.fallback,
+                                    baseline ? &baseline->model : nullptr);
     });
     std::fprintf(stderr, "[target-kl] %zu layer(s) %s for KL %.3g <= %.3g%s%s%s\n", choice.mixed.layers.size(),
                  options.fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", choice.mixed.mean_kl, choice.target_kl,

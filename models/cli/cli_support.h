@@ -39,6 +39,7 @@ struct QuantizationOptions {
   std::optional<std::string> target_kl;         // the fewest sensitive linears out of static INT8 that reach it (KlTarget)
   bool clip_search = false;                     // choose each point's scale method by measured KL
   std::optional<std::string> sensitivity_text;  // text the sensitivity is measured on
+  std::optional<std::string> baseline_model;    // where --target-kl dynamic measures (default: the model)
   ActivationQuantization activations = ActivationQuantization::kStatic;
   std::optional<Int8Kernel> int8_kernel = std::nullopt;  // of the dynamic / fine-grained linears; default: the fastest
 };

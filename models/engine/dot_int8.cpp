@@ -157,6 +157,20 @@ __attribute__((target("avx2"))) void rows_avx2(const uint8_t* w, int blocks, con
   }
 }
 
+// acc += one block's INT32 sums of rows 0-7 (lo) and 8-15 (hi) times the block's activation scale and,
+// if the matrix has them, each row's binary16 group scale.
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void add_scaled_block(__m256i lo, __m256i hi, float x_scale,
+                                                                                    const uint16_t* w_scales, __m256& acc_lo,
+                                                                                    __m256& acc_hi) {
+  __m256 scale_lo = _mm256_set1_ps(x_scale), scale_hi = scale_lo;
+  if (w_scales != nullptr) {
+    scale_lo = _mm256_mul_ps(scale_lo, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales))));
+    scale_hi = _mm256_mul_ps(scale_hi, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + 8))));
+  }
+  acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale_lo, acc_lo);
+  acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale_hi, acc_hi);
+}
+
 __attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x,
                                                           const float* x_scales, int groups, float* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
@@ -164,14 +178,8 @@ __attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, cons
     for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
       __m256i lo = _mm256_setzero_si256(), hi = lo;
       block_avx2(w, x + b * kActivationBlock, lo, hi);
-      __m256 scale_lo = _mm256_set1_ps(x_scales[b]), scale_hi = scale_lo;
-      if (w_scales != nullptr) {
-        scale_lo = _mm256_mul_ps(scale_lo, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales))));
-        scale_hi = _mm256_mul_ps(scale_hi, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + 8))));
-        w_scales += kPackedRows;
-      }
-      acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale_lo, acc_lo);
-      acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale_hi, acc_hi);
+      add_scaled_block(lo, hi, x_scales[b], w_scales, acc_lo, acc_hi);
+      if (w_scales != nullptr) w_scales += kPackedRows;
     }
     _mm256_storeu_ps(out, acc_lo);
     _mm256_storeu_ps(out + 8, acc_hi);
@@ -213,14 +221,8 @@ FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint16_t* w_sc
     for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
       __m256i lo = _mm256_set1_epi32(-128 * block_sums[b]), hi = lo;
       block_avxvnni(w, x + b * kActivationBlock, lo, hi);
-      __m256 scale_lo = _mm256_set1_ps(x_scales[b]), scale_hi = scale_lo;
-      if (w_scales != nullptr) {
-        scale_lo = _mm256_mul_ps(scale_lo, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales))));
-        scale_hi = _mm256_mul_ps(scale_hi, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + 8))));
-        w_scales += kPackedRows;
-      }
-      acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale_lo, acc_lo);
-      acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale_hi, acc_hi);
+      add_scaled_block(lo, hi, x_scales[b], w_scales, acc_lo, acc_hi);
+      if (w_scales != nullptr) w_scales += kPackedRows;
     }
     _mm256_storeu_ps(out, acc_lo);
     _mm256_storeu_ps(out + 8, acc_hi);

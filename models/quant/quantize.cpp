@@ -246,9 +246,9 @@ std::string KlTarget::to_string() const { return kl ? fmt::format("{}", *kl) : "
 
 MixedPrecisionChoice choose_mixed_precision(const Model& model, const CalibrationStats& stats, QuantizeOptions& options,
                                             const std::vector<int>& tokens, const XnnRuntime& runtime, const KlTarget& target,
-                                            LayerFallback fallback) {
+                                            LayerFallback fallback, const Model* baseline) {
   MixedPrecisionChoice choice;
-  choice.target_kl = target.kl ? *target.kl : dynamic_baseline_kl(model, options, tokens, runtime);
+  choice.target_kl = target.kl ? *target.kl : dynamic_baseline_kl(baseline != nullptr ? *baseline : model, options, tokens, runtime);
   choice.mixed = fewest_fallback_layers(model, stats, options, tokens, runtime, choice.target_kl, fallback);
   fallback_layers(options, fallback).insert(choice.mixed.layers.begin(), choice.mixed.layers.end());
   return choice;

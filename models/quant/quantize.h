@@ -98,14 +98,17 @@ struct KlTarget {
   std::string to_string() const;
 };
 
-// fewest_fallback_layers to `target`, its layers added to `options` (fallback_layers).
+// fewest_fallback_layers to `target`, its layers added to `options` (fallback_layers). "dynamic" is
+// measured on `baseline` (nullptr: `model`): for a smoothed model, the original it was smoothed from.
+// Both compute the same FP32 function, but smoothing moves range into the weights, which makes the
+// smoothed model's own dynamic INT8 worse: the baseline a user compares with is the original's.
 struct MixedPrecisionChoice {
   MixedPrecision mixed;
   double target_kl = 0;  // the number reached (for "dynamic": the baseline's KL on the window)
 };
 MixedPrecisionChoice choose_mixed_precision(const Model& model, const CalibrationStats& stats, QuantizeOptions& options,
                                             const std::vector<int>& tokens, const XnnRuntime& runtime, const KlTarget& target,
-                                            LayerFallback fallback);
+                                            LayerFallback fallback, const Model* baseline = nullptr);
 
 // Per-point clipping by measured error: for each quantization point in the model's order, each
 // candidate method is tried at that point alone (the others as chosen so far), and the one giving the

@@ -503,6 +503,13 @@ TEST_CASE("Target KL 'dynamic': the calibration-free baseline's KL on the window
   CHECK(choice.mixed.mean_kl <= choice.target_kl);
   CHECK(mixed.fine_grained == std::set<std::string>(choice.mixed.layers.begin(), choice.mixed.layers.end()));
   CHECK(mixed.keep_fp32.empty());
+  // With a baseline model (a smoothed model's original), "dynamic" is that model's dynamic KL.
+  const Model other = synthesize_model(config, 5);
+  QuantizeOptions against_other = options;
+  const double other_kl = dynamic_baseline_kl(other, options, tokens, runtime);
+  REQUIRE(other_kl != doctest::Approx(by_hand));
+  CHECK(choose_mixed_precision(model, stats, against_other, tokens, runtime, KlTarget::parse("dynamic"), LayerFallback::kFineGrained, &other)
+            .target_kl == other_kl);
 }
 
 TEST_CASE("Per-point clipping search: never worse on its windows, and the choice it reports is the model it measured") {
