@@ -8,6 +8,7 @@
 #include "models/engine/evaluation.h"
 #include "models/engine/xnn_runtime.h"
 #include "models/format/model_loader.h"
+#include "models/quant/quantize.h"
 
 namespace fedcal::edge_agent {
 namespace {
@@ -64,6 +65,17 @@ LocalCheck check_package(const std::string& label, const std::string& fp32_packa
   if (tokens.size() > static_cast<size_t>(options.max_tokens)) tokens.resize(static_cast<size_t>(options.max_tokens));
   if (tokens.size() < 2) fail("the held-out text has fewer than 2 tokens");
 
+  if (options.weights_from_fp32) {
+    QuantizeOptions weights;
+    weights.per_channel = int8.package && int8.package->provenance.per_channel;
+    for (const auto& [name, layer] : int8.int8) {
+      if (name != "token_embedding" && (layer.weights.per_channel() || layer.weights.per_group())) weights.per_channel = true;
+    }
+    weights.keep_fp32 = int8.package ? std::set<std::string>(int8.package->provenance.keep_fp32.begin(), int8.package->provenance.keep_fp32.end())
+                                     : std::set<std::string>();
+    int8.int8 = quantize_model_weights(fp32.model, weights);
+    int8.model = fp32.model;
+  }
   XnnRuntime runtime(resolve_threads(options.threads, fp32.model.config.parameter_count()));
   Transformer reference(fp32.model, runtime, {}, fp32.int8.empty() ? nullptr : &fp32.int8);
   Transformer quantized(int8.model, runtime, {.activations = options.activations}, int8.int8.empty() ? nullptr : &int8.int8);

@@ -33,6 +33,10 @@ struct LocalCheckOptions {
   // How the candidate's INT8 linears quantize activations: its static scales, or per token at run
   // time (the calibration-free baseline a round reports next to its calibrated packages).
   ActivationQuantization activations = ActivationQuantization::kStatic;
+  // The calibration-free baseline: INT8 weights quantized from the FP32 model at the package's weight
+  // granularity, every linear the package has in INT8, none of them fine-grained (a mixed package's
+  // fine-grained layers would make the baseline partly fine-grained), instead of the package's own.
+  bool weights_from_fp32 = false;
 };
 
 // The options of an agent's config.

@@ -151,12 +151,14 @@ void Agent::advance() {
       for (const auto& [label, path] : packages) {
         checks.push_back(check_package(label, fp32, path, coordinator_signing_key_, heldout, options));
       }
-      // The calibration-free baselines: the fleet package's INT8 weights with activations quantized at
-      // run time, per token and (if asked) per block of 32 channels of each token.
+      // The calibration-free baselines: the round model's weights in INT8 at the fleet package's
+      // granularity (its FP32 layers kept, none fine-grained), activations quantized at run time per
+      // token and (if asked) per block of 32 channels of each token.
       for (const auto& [label, path] : packages) {
         if (label != "fleet" && label.rfind("group:", 0) != 0) continue;
         LocalCheckOptions dynamic = options;
         dynamic.activations = ActivationQuantization::kDynamic;
+        dynamic.weights_from_fp32 = true;
         checks.push_back(check_package(kDynamicCheckLabel, fp32, path, coordinator_signing_key_, heldout, dynamic));
         if (block_checks) {
           dynamic.activations = ActivationQuantization::kDynamicBlocks;

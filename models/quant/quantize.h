@@ -65,8 +65,9 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
                                                   const QuantizeOptions& options, const std::vector<int>& tokens,
                                                   const XnnRuntime& runtime);
 
-// Mixed precision to a target: the linear layers taken out of static INT8, most sensitive first, until
-// the mean KL from FP32 on `tokens` (one window) is at most `target_kl`. They go to FP32, or to the
+// Mixed precision to a target: the linear layers taken out of static INT8, most sensitive first (ranked
+// on the first window), until the mean KL from FP32 on `tokens` (its first 4 context windows) is at
+// most `target_kl`. They go to FP32, or to the
 // fine-grained INT8 mode (about a quarter of FP32's bytes).
 enum class LayerFallback { kFp32, kFineGrained };
 struct MixedPrecision {
@@ -81,11 +82,10 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
                                       LayerFallback fallback = LayerFallback::kFp32);
 
 // "fp32" / "fine-grained", and the set of `options` a fallback adds its layers to.
-const char* fallback_name(LayerFallback fallback);
 LayerFallback parse_fallback(const std::string& name);  // throws Error naming it
 std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback fallback);
 
-// The mean KL from FP32 on `tokens` (one window) of the calibration-free baseline: the weights of
+// The mean KL from FP32 on `tokens` (the same 4 windows as fewest_fallback_layers) of the calibration-free baseline: the weights of
 // `options` (per channel or per tensor), activations quantized per token at run time.
 double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
                            const XnnRuntime& runtime);
