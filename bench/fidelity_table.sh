@@ -28,9 +28,9 @@ quiet $bin calibrate -m "$work/smoothed.pkg" --text "$work/train.txt" --sequence
 quiet $bin quantize "${model[@]}" --stats "$work/train.stats" --method mse --per-channel -o "$work/static.pkg"
 quiet $bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel -o "$work/smoothed-static.pkg"
 quiet $bin quantize "${model[@]}" --weight-groups -o "$work/fine.pkg"
-# The mixed model's target: the dynamic baseline's KL (the original model's, --baseline-model) on one
-# window of the sensitivity text (--target-kl dynamic).
-target_line=$($bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel --target-kl dynamic \
+# The mixed model's target: the dynamic baseline's KL (the original model's, --baseline-model) on the
+# sensitivity text's first 4 windows, with a margin (--target-kl "dynamic*0.8").
+target_line=$($bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel --target-kl "dynamic*0.8" \
                 --baseline-model "$work/fp32.pkg" --fallback fine-grained --sensitivity-text "$work/sensitivity.txt" -o "$work/mixed.pkg" 2>&1 |
               grep '\[target-kl\]')
 mixed_layers=$(echo "$target_line" | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')

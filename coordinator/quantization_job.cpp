@@ -42,7 +42,8 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
     const MixedPrecisionChoice choice = choose_mixed_precision(loaded.model, stats, options, reference.tokens, *reference.runtime,
                                                                KlTarget::parse(settings.target_kl), fallback, reference.baseline);
     mixed = fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
-                        settings.target_kl == "dynamic" ? " (the dynamic baseline's)" : "", choice.mixed.layers.size(),
+                        settings.target_kl.rfind("dynamic", 0) == 0 ? " (" + settings.target_kl + ": the dynamic baseline's)" : "",
+                        choice.mixed.layers.size(),
                         fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
   }
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
@@ -145,7 +146,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     reference.tokens = load_tokenizer(loaded, std::nullopt)->encode(read_utf8_text_file(input.reference_text), true);
   }
   std::optional<LoadedModel> unsmoothed;
-  if (!input.unsmoothed_package.empty() && input.settings.target_kl == "dynamic") {
+  if (!input.unsmoothed_package.empty() && input.settings.target_kl.rfind("dynamic", 0) == 0) {
     unsmoothed = load_model(input.unsmoothed_package, &key);
     reference.baseline = &unsmoothed->model;
   }

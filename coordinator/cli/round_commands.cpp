@@ -105,8 +105,8 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                   "then calibrates and quantizes it");
   start->add_option("--target-kl", o->target_kl,
                     "Mixed precision to a target, searched on the coordinator's reference_text: the fewest layers out of static "
-                    "INT8 (to --fallback) that bring the KL vs FP32 to this (nats per token), or 'dynamic' (the calibration-free "
-                    "baseline's KL)");
+                    "INT8 (to --fallback) that bring the KL vs FP32 to this (nats per token), 'dynamic' (the calibration-free "
+                    "baseline's KL) or 'dynamic*F' (F times it, a margin: e.g. dynamic*0.8)");
   start->add_option("--fallback", o->fallback, "Where --target-kl moves layers: fp32 or fine-grained")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fine-grained"}));

@@ -64,8 +64,8 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command
       .add_option("--target-kl", options.target_kl,
                   "Take the fewest linear layers out of static INT8 (to --fallback), most sensitive first, that bring the "
-                  "mean KL vs FP32 on --sensitivity-text to at most this: nats per token (e.g. 0.001), or 'dynamic' for "
-                  "the calibration-free dynamic baseline's KL on the same text")
+                  "mean KL vs FP32 on --sensitivity-text to at most this: nats per token (e.g. 0.001), 'dynamic' for "
+                  "the calibration-free dynamic baseline's KL on the same text, or 'dynamic*F' for F times it (a margin, e.g. 0.8)")
       ->check([](const std::string& text) {
         try {
           KlTarget::parse(text);
@@ -164,7 +164,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
     });
     std::fprintf(stderr, "[target-kl] %zu layer(s) %s for KL %.3g <= %.3g%s%s%s\n", choice.mixed.layers.size(),
                  options.fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", choice.mixed.mean_kl, choice.target_kl,
-                 *options.target_kl == "dynamic" ? " (the dynamic baseline's)" : "", choice.mixed.layers.empty() ? "" : ": ",
+                 options.target_kl->rfind("dynamic", 0) == 0 ? " (the dynamic baseline's)" : "", choice.mixed.layers.empty() ? "" : ": ",
                  fmt::format("{}", fmt::join(choice.mixed.layers, ", ")).c_str());
   }
   if (options.auto_fp32 > 0) {

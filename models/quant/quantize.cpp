@@ -236,21 +236,29 @@ double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, c
 }
 
 KlTarget KlTarget::parse(const std::string& text) {
+  auto number = [&](const std::string& digits, double low, double high) {
+    char* end = nullptr;
+    const double value = std::strtod(digits.c_str(), &end);
+    if (digits.empty() || end != digits.c_str() + digits.size() || !std::isfinite(value) || value <= low || value > high)
+      fail("target KL '{}': must be a number in (0, 10] (nats per token), 'dynamic', or 'dynamic*F' with F in (0, 1]", text);
+    return value;
+  };
   if (text == "dynamic") return {};
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(value) || value <= 0 || value > 10)
-    fail("target KL '{}': must be a number in (0, 10] (nats per token) or 'dynamic'", text);
-  return {value};
+  if (text.rfind("dynamic*", 0) == 0) return {std::nullopt, number(text.substr(8), 0, 1)};
+  return {number(text, 0, 10), 1};
 }
 
-std::string KlTarget::to_string() const { return kl ? fmt::format("{}", *kl) : "dynamic"; }
+std::string KlTarget::to_string() const {
+  if (kl) return fmt::format("{}", *kl);
+  return factor == 1 ? "dynamic" : fmt::format("dynamic*{}", factor);
+}
 
 MixedPrecisionChoice choose_mixed_precision(const Model& model, const CalibrationStats& stats, QuantizeOptions& options,
                                             const std::vector<int>& tokens, const XnnRuntime& runtime, const KlTarget& target,
                                             LayerFallback fallback, const Model* baseline) {
   MixedPrecisionChoice choice;
-  choice.target_kl = target.kl ? *target.kl : dynamic_baseline_kl(baseline != nullptr ? *baseline : model, options, tokens, runtime);
+  choice.target_kl =
+      target.kl ? *target.kl : target.factor * dynamic_baseline_kl(baseline != nullptr ? *baseline : model, options, tokens, runtime);
   choice.mixed = fewest_fallback_layers(model, stats, options, tokens, runtime, choice.target_kl, fallback);
   fallback_layers(options, fallback).insert(choice.mixed.layers.begin(), choice.mixed.layers.end());
   return choice;

@@ -116,11 +116,11 @@ StaticVsDynamic static_vs_dynamic(const std::string& model_dir) {
   options.per_channel = true;
   const QuantizedLinears weights = quantize_model_weights(loaded.model, options);
   Transformer dynamic(loaded.model, runtime, {.activations = ActivationQuantization::kDynamic}, &weights);
-  const double target = evaluate(dynamic, &fp32, sensitivity, sensitivity_text.size()).reference->mean_kl;
-  const MixedPrecision choice =
-      fewest_fallback_layers(smoothed, stats, options, sensitivity, runtime, target, LayerFallback::kFineGrained);
-  result.fine_grained_layers = choice.layers.size();
-  options.fine_grained.insert(choice.layers.begin(), choice.layers.end());
+  // The target: 0.8x the original model's dynamic KL on the sensitivity text (--target-kl dynamic*0.8
+  // --baseline-model): met there exactly, it lands at about 1.05x on the held-out text.
+  const MixedPrecisionChoice choice = choose_mixed_precision(smoothed, stats, options, sensitivity, runtime, KlTarget::parse("dynamic*0.8"),
+                                                             LayerFallback::kFineGrained, &loaded.model);
+  result.fine_grained_layers = choice.mixed.layers.size();
   const QuantizedLinears mixed_layers = quantize_model(smoothed, stats, options);
   Transformer mixed(smoothed, runtime, {}, &mixed_layers);
 
@@ -149,6 +149,7 @@ TEST_CASE("Project model: smoothed static INT8 with its sensitive layers fine-gr
   CHECK(r.mixed.mean_kl <= 1.1 * r.dynamic.mean_kl);
   CHECK(r.mixed.mean_kl <= 0.001);
   CHECK(r.mixed.top1_agreement >= 0.985);
+  CHECK(r.mixed.top1_agreement >= r.dynamic.top1_agreement);  // (the dynamic baseline's own is 0.9847, below 0.985)
   CHECK(r.perplexity_change <= 0.002);
   CHECK(r.package_share <= 0.30);
 }

@@ -473,7 +473,9 @@ TEST_CASE("Target KL 'dynamic': the calibration-free baseline's KL on the window
   CHECK_FALSE(KlTarget::parse("dynamic").kl.has_value());
   CHECK(KlTarget::parse("0.001").kl.value() == 0.001);
   CHECK(KlTarget::parse("dynamic").to_string() == "dynamic");
-  for (const char* bad : {"", "fast", "0", "-0.1", "1e9", "nan", "0.001x"}) {
+  CHECK(KlTarget::parse("dynamic*0.8").factor == 0.8);
+  CHECK(KlTarget::parse("dynamic*0.8").to_string() == "dynamic*0.8");
+  for (const char* bad : {"", "fast", "0", "-0.1", "1e9", "nan", "0.001x", "dynamic*", "dynamic*2", "dynamic*0", "dynamic*x"}) {
     CAPTURE(bad);
     const std::string quoted = std::string("'") + bad + "'";
     CHECK_THROWS_WITH_AS(KlTarget::parse(bad), doctest::Contains(quoted.c_str()), Error);
@@ -510,6 +512,9 @@ TEST_CASE("Target KL 'dynamic': the calibration-free baseline's KL on the window
   REQUIRE(other_kl != doctest::Approx(by_hand));
   CHECK(choose_mixed_precision(model, stats, against_other, tokens, runtime, KlTarget::parse("dynamic"), LayerFallback::kFineGrained, &other)
             .target_kl == other_kl);
+  QuantizeOptions with_margin = options;
+  CHECK(choose_mixed_precision(model, stats, with_margin, tokens, runtime, KlTarget::parse("dynamic*0.9"), LayerFallback::kFineGrained)
+            .target_kl == doctest::Approx(0.9 * by_hand).epsilon(1e-6));
 }
 
 TEST_CASE("Per-point clipping search: never worse on its windows, and the choice it reports is the model it measured") {
