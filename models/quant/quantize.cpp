@@ -189,7 +189,8 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
 }
 
 // A target is met on several windows: on one, the search fits that window's text (on the project's
-// model, one window of 256 tokens put the dynamic baseline's KL at 0.00061, four at 0.00045).
+// model, the dynamic baseline's KL is 0.00061 on the first window of 256 tokens of the 4,000 sensitivity
+// bytes, 0.00045 over all of them).
 constexpr size_t kTargetWindows = 4;
 
 MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
