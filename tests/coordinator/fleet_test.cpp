@@ -1345,7 +1345,7 @@ TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, 
   for (const auto& entry : follow_up["models"]) {
     if (entry["label"] == "fleet") description = entry["description"].get<std::string>();
   }
-  CHECK(description.find("(the dynamic baseline's) on the reference text") != std::string::npos);
+  CHECK(description.find("(dynamic: the dynamic baseline's) on the reference text") != std::string::npos);
   const auto& checks = follow_up["checks"];
   const double mixed_kl = checks["fleet"]["mean_kl"].get<double>(), dynamic_kl = checks["dynamic"]["mean_kl"].get<double>();
   MESSAGE(description << "; agents' held-out KL " << mixed_kl << " (dynamic " << dynamic_kl << ", public "
