@@ -67,8 +67,7 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
 
 // Mixed precision to a target: the linear layers taken out of static INT8, most sensitive first (ranked
 // on the first window), until the mean KL from FP32 on `tokens` (its first 4 context windows) is at
-// most `target_kl`. They go to FP32, or to the
-// fine-grained INT8 mode (about a quarter of FP32's bytes).
+// most `target_kl`. They go to FP32, or to the fine-grained INT8 mode (about a quarter of FP32's bytes).
 enum class LayerFallback { kFp32, kFineGrained };
 struct MixedPrecision {
   std::vector<std::string> layers;  // in the order they were added (sensitivity ranking)
@@ -85,8 +84,9 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
 LayerFallback parse_fallback(const std::string& name);  // throws Error naming it
 std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback fallback);
 
-// The mean KL from FP32 on `tokens` (the same 4 windows as fewest_fallback_layers) of the calibration-free baseline: the weights of
-// `options` (per channel or per tensor), activations quantized per token at run time.
+// The mean KL from FP32 on `tokens` (the same 4 windows as fewest_fallback_layers) of the
+// calibration-free baseline: the weights of `options` (per channel or per tensor), activations
+// quantized per token at run time.
 double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
                            const XnnRuntime& runtime);
 
@@ -104,8 +104,9 @@ struct KlTarget {
 
 // fewest_fallback_layers to `target`, its layers added to `options` (fallback_layers). "dynamic" is
 // measured on `baseline` (nullptr: `model`): for a smoothed model, the original it was smoothed from.
-// Both compute the same FP32 function, but smoothing moves range into the weights, which makes the
-// smoothed model's own dynamic INT8 worse: the baseline a user compares with is the original's.
+// Both compute the same FP32 function, but their dynamic INT8 differs (smoothing changes the ranges
+// per-token scales see), and the baseline a user compares with is what they get without calibrating:
+// the original's.
 struct MixedPrecisionChoice {
   MixedPrecision mixed;
   double target_kl = 0;  // the number reached (for "dynamic": the baseline's KL on the window)
