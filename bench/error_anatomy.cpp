@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "common/file_util.h"
+#include "models/engine/evaluation.h"
 #include "models/engine/transformer.h"
 #include "models/format/model_loader.h"
 #include "models/quant/calibration.h"
@@ -98,12 +99,10 @@ void run(const Options& options) {
   Inputs inputs;
   fp32.set_observer(&inputs);
   const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(options.text), true);
-  const size_t window = static_cast<size_t>(loaded.model.config.max_seq_len);
-  int run_windows = 0;
-  for (size_t begin = 0; begin + 2 <= tokens.size() && run_windows < options.windows; begin += window, ++run_windows) {
-    const size_t end = std::min(tokens.size(), begin + window);
-    fp32.forward(std::vector<int>(tokens.begin() + static_cast<std::ptrdiff_t>(begin), tokens.begin() + static_cast<std::ptrdiff_t>(end)), 0, true);
-  }
+  const std::vector<std::vector<int>> windows =
+      context_windows(tokens, static_cast<size_t>(loaded.model.config.max_seq_len), static_cast<size_t>(options.windows));
+  for (const std::vector<int>& window : windows) fp32.forward(window, 0, true);
+  const int run_windows = static_cast<int>(windows.size());
   fp32.set_observer(nullptr);
   if (run_windows == 0) fail("{}: no text", options.text);
 

@@ -24,6 +24,17 @@ struct ReferenceWindow {
   const Model* baseline = nullptr;  // where target_kl "dynamic" measures (null: the round's model)
 };
 
+// Writes a signed package of the model (with `int8` layers; none: FP32) into the artifact store.
+BuiltPackage store_package(const LoadedModel& loaded, const QuantizedLinears& int8, const PackageProvenance& provenance,
+                           const SigningKey& key, const std::string& artifacts_dir, std::string description) {
+  PackageWriteOptions write_options;
+  write_options.signing_key = &key;
+  const StoredArtifact stored = ArtifactStore(artifacts_dir).add_package([&](const std::string& temporary) {
+    write_model_package(temporary, loaded.model, int8, loaded.package->tokenizer, provenance, write_options);
+  });
+  return {stored.path, stored.sha256, stored.bytes, std::move(description)};
+}
+
 BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
                            const SigningKey& key, const std::string& artifacts_dir, const std::string& label,
                            const ReferenceWindow& reference, QuantizedLinears* int8_out = nullptr) {
@@ -49,22 +60,14 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
   const PackageProvenance provenance = quantization_provenance(options, stats);
 
-  PackageWriteOptions write_options;
-  write_options.signing_key = &key;
-  const StoredArtifact stored = ArtifactStore(artifacts_dir).add_package([&](const std::string& temporary) {
-    write_model_package(temporary, loaded.model, int8, loaded.package->tokenizer, provenance, write_options);
-  });
-  BuiltPackage built;
-  built.sha256 = stored.sha256;
-  built.path = stored.path;
-  built.bytes = stored.bytes;
-  built.description =
+  BuiltPackage built = store_package(
+      loaded, int8, provenance, key, artifacts_dir,
       fmt::format("INT8 {} {}{}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
                   options.per_channel ? "per-channel" : "per-tensor",
                   options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
                   options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
                   mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
-                  label.rfind("group:", 0) == 0 ? " for " + label : "");
+                  label.rfind("group:", 0) == 0 ? " for " + label : ""));
   if (int8_out != nullptr) *int8_out = int8;
   return built;
 }
@@ -109,25 +112,14 @@ BuiltSmoothing write_smoothed(LoadedModel& loaded, const QuantizationJobInput& i
   options.per_channel_weights = input.settings.per_channel;
   const std::vector<SiteSmoothing> sites = smooth_model(loaded.model, input.stats, reference.tokens, *reference.runtime, options);
   BuiltSmoothing built;
-  built.sites = nlohmann::json::array();
-  for (const SiteSmoothing& site : sites) {
-    built.smoothed_sites += site.alpha.has_value();
-    built.sites.push_back({{"site", smoothing_site_name(site.layer, site.site)},
-                           {"alpha", site.alpha ? nlohmann::json(*site.alpha) : nlohmann::json(nullptr)},
-                           {"error_without", site.error_without},
-                           {"error_with", site.error_with}});
-  }
+  built.sites = smoothing_sites_json(sites);
+  for (const SiteSmoothing& site : sites) built.smoothed_sites += site.alpha.has_value();
   PackageProvenance provenance;
   provenance.source_model_sha256 = model_fingerprint(loaded.model);
-  PackageWriteOptions write_options;
-  write_options.signing_key = &key;
-  const StoredArtifact stored = ArtifactStore(input.artifacts_dir).add_package([&](const std::string& temporary) {
-    write_model_package(temporary, loaded.model, {}, loaded.package->tokenizer, provenance, write_options);
-  });
-  built.package = {stored.path, stored.sha256, stored.bytes,
-                   fmt::format("FP32 {}, SmoothQuant at {} of {} sites from round {}'s importance sums ({} sequences, {} tokens)",
-                               loaded.model.config.describe(), built.smoothed_sites, sites.size(), input.round_id,
-                               input.stats.sequences, input.stats.tokens)};
+  built.package = store_package(loaded, {}, provenance, key, input.artifacts_dir,
+                                fmt::format("FP32 {}, SmoothQuant at {} of {} sites from round {}'s importance sums ({} sequences, {} tokens)",
+                                            loaded.model.config.describe(), built.smoothed_sites, sites.size(), input.round_id,
+                                            input.stats.sequences, input.stats.tokens));
   return built;
 }
 

@@ -605,20 +605,25 @@ void Round::begin_quantizing(CalibrationStats stats) {
   job_ = std::async(std::launch::async, [input = std::move(input)] { return run_quantization_job(input); });
 }
 
-void Round::finish_smoothing(const BuiltSmoothing& smoothed) {
+int64_t Round::record_result(const BuiltPackage& built, const std::string& kind, const std::string& label) {
   ModelRecord model;
-  model.sha256 = smoothed.package.sha256;
-  model.kind = "fp32";
-  model.path = smoothed.package.path;
-  model.bytes = smoothed.package.bytes;
-  model.description = smoothed.package.description;
+  model.sha256 = built.sha256;
+  model.kind = kind;
+  model.path = built.path;
+  model.bytes = built.bytes;
+  model.description = built.description;
   model.round_id = id_;
   model.id = host_.store().add_model(model);
   results_.push_back(model);
-  result_labels_.push_back("smoothed");
-  smoothing_ = {{"model", model.id}, {"smoothed_sites", smoothed.smoothed_sites}, {"sites", smoothed.sites}};
-  host_.store().set_round_models(id_, model.id, std::nullopt);
-  host_.log(fmt::format("round {}: {} (model {}); its follow-up round calibrates it", id_, model.description, model.id));
+  result_labels_.push_back(label);
+  return model.id;
+}
+
+void Round::finish_smoothing(const BuiltSmoothing& smoothed) {
+  const int64_t model = record_result(smoothed.package, "fp32", "smoothed");
+  smoothing_ = {{"model", model}, {"smoothed_sites", smoothed.smoothed_sites}, {"sites", smoothed.sites}};
+  host_.store().set_round_models(id_, model, std::nullopt);
+  host_.log(fmt::format("round {}: {} (model {}); its follow-up round calibrates it", id_, smoothed.package.description, model));
   finish();
 }
 
@@ -640,20 +645,7 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
     finish_smoothing(*result.smoothed);
     return;
   }
-  auto record = [&](const BuiltPackage& built, const std::string& label) {
-    ModelRecord model;
-    model.sha256 = built.sha256;
-    model.kind = "int8";
-    model.path = built.path;
-    model.bytes = built.bytes;
-    model.description = built.description;
-    model.round_id = id_;
-    model.id = host_.store().add_model(model);
-    results_.push_back(model);
-    result_labels_.push_back(label);
-    return model.id;
-  };
-  const int64_t fleet = record(result.fleet, "fleet");
+  const int64_t fleet = record_result(result.fleet, "int8", "fleet");
   for (const BuiltExport& built : result.exports) {
     ExportRecord exported;
     exported.model_id = fleet;
@@ -668,8 +660,8 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
                                   : fmt::format("round {}: no {} export: {}", id_, built.format, built.error));
   }
   std::optional<int64_t> baseline;
-  if (result.baseline) baseline = record(*result.baseline, "public");
-  for (const auto& [label, built] : result.groups) record(built, "group:" + label);
+  if (result.baseline) baseline = record_result(*result.baseline, "int8", "public");
+  for (const auto& [label, built] : result.groups) record_result(built, "int8", "group:" + label);
   host_.store().set_round_models(id_, fleet, baseline);
   enter(RoundStage::kEvaluating, host_.config().report_timeout_ms);
   for (const uint32_t index : evaluators_) send_result(participants_[index]);

@@ -138,6 +138,9 @@ class Round {
   void begin_quantizing(CalibrationStats stats);
   void begin_evaluating(const QuantizationJobResult& result);
   void finish_smoothing(const BuiltSmoothing& smoothed);
+  // Stores a package the job built as a model of this round (kind "int8" or "fp32") and lists it in
+  // results_ under `label` ("fleet", "public", "group:<label>", "smoothed"); returns its model id.
+  int64_t record_result(const BuiltPackage& built, const std::string& kind, const std::string& label);
   std::vector<size_t> results_for(int64_t agent_id);  // indices into results_ the agent checks
   void send_result(int64_t agent_id);
   void finish();

@@ -1,5 +1,6 @@
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -44,17 +45,9 @@ void run_smooth(const SmoothOptions& options) {
   provenance.source_model_sha256 = model_fingerprint(loaded.model);
   write_model_package(options.output, loaded.model, {}, package_tokenizer, provenance, {});
 
-  int smoothed = 0;
-  nlohmann::json list = nlohmann::json::array();
-  for (const SiteSmoothing& site : sites) {
-    smoothed += site.alpha.has_value();
-    list.push_back({{"site", smoothing_site_name(site.layer, site.site)},
-                    {"alpha", site.alpha ? nlohmann::json(*site.alpha) : nlohmann::json(nullptr)},
-                    {"error_without", site.error_without},
-                    {"error_with", site.error_with}});
-  }
+  const int smoothed = static_cast<int>(std::count_if(sites.begin(), sites.end(), [](const SiteSmoothing& site) { return site.alpha.has_value(); }));
   if (options.json) {
-    std::printf("%s\n", nlohmann::json{{"output", options.output}, {"sites", list}, {"smoothed", smoothed}}.dump(2).c_str());
+    std::printf("%s\n", nlohmann::json{{"output", options.output}, {"sites", smoothing_sites_json(sites)}, {"smoothed", smoothed}}.dump(2).c_str());
     return;
   }
   std::printf("%-22s %-6s %-14s %s\n", "site", "alpha", "INT8 error", "with smoothing");

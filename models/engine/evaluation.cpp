@@ -92,4 +92,13 @@ EvalResult evaluate(Transformer& model, Transformer* reference, const std::vecto
   return result;
 }
 
+std::vector<std::vector<int>> context_windows(const std::vector<int>& tokens, size_t length, size_t max_windows) {
+  std::vector<std::vector<int>> windows;
+  for (size_t begin = 0; begin < tokens.size() && windows.size() < max_windows; begin += length) {
+    const size_t end = std::min(tokens.size(), begin + length);
+    if (end - begin >= 2) windows.emplace_back(tokens.begin() + static_cast<std::ptrdiff_t>(begin), tokens.begin() + static_cast<std::ptrdiff_t>(end));
+  }
+  return windows;
+}
+
 }  // namespace fedcal

@@ -39,4 +39,8 @@ struct EvalResult {
 EvalResult evaluate(Transformer& model, Transformer* reference, const std::vector<int>& tokens, size_t text_bytes,
                     const EvalOptions& options = {});
 
+// The first `max_windows` consecutive windows of `length` tokens (the last may be shorter; one of
+// fewer than 2 tokens is left out), each meant to run from position 0.
+std::vector<std::vector<int>> context_windows(const std::vector<int>& tokens, size_t length, size_t max_windows);
+
 }  // namespace fedcal

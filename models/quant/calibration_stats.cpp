@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "common/byte_reader.h"
@@ -86,10 +87,12 @@ size_t contribution_length(const CalibrationStats& stats) {
 }
 
 uint64_t importance_limb_bound(uint64_t tokens_per_agent) {
-  // The top limb holds bits 42..62 of a sum of at most tokens x 2^36 (kImportanceTokenCap).
+  // The top limb holds bits 42..62 of a sum of at most tokens x kImportanceTokenCap (2^36).
+  constexpr int cap_bits = std::countr_zero(kImportanceTokenCap);
+  static_assert(kImportanceTokenCap == uint64_t{1} << cap_bits, "the cap is a power of two");
   constexpr int top_shift = (kImportanceLimbs - 1) * kImportanceLimbBits;
-  static_assert(kImportanceLimbs * kImportanceLimbBits >= 63 && top_shift >= 36);
-  const uint64_t top = (tokens_per_agent >> (top_shift - 36)) + 1;
+  static_assert(kImportanceLimbs * kImportanceLimbBits >= 63 && top_shift >= cap_bits);
+  const uint64_t top = (tokens_per_agent >> (top_shift - cap_bits)) + 1;
   return std::max(uint64_t{1} << kImportanceLimbBits, top);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "common/error.h"
+#include "models/engine/evaluation.h"
 #include "models/engine/transformer.h"
 
 namespace fedcal {
@@ -128,11 +129,7 @@ class WindowKl {
  public:
   // The first `max_windows` windows of the context length in `tokens` (each run from position 0).
   WindowKl(const Model& model, const std::vector<int>& tokens, const XnnRuntime& runtime, size_t max_windows = 1) : config_(model.config) {
-    const size_t length = static_cast<size_t>(model.config.max_seq_len);
-    for (size_t begin = 0; begin < tokens.size() && windows_.size() < max_windows; begin += length) {
-      const size_t end = std::min(tokens.size(), begin + length);
-      if (end - begin >= 2) windows_.emplace_back(tokens.begin() + static_cast<ptrdiff_t>(begin), tokens.begin() + static_cast<ptrdiff_t>(end));
-    }
+    windows_ = context_windows(tokens, static_cast<size_t>(model.config.max_seq_len), max_windows);
     if (windows_.empty()) fail("measuring KL needs at least 2 tokens of text");
     Transformer fp32(model, runtime);
     for (const std::vector<int>& window : windows_) references_.push_back(log_softmax(fp32.forward(window, 0, true), window.size()));

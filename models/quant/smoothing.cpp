@@ -4,6 +4,8 @@
 #include <cmath>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "models/engine/transformer.h"
 #include "models/quant/importance.h"
@@ -251,6 +253,17 @@ std::vector<SiteSmoothing> smooth_model(Model& model, const CalibrationStats& st
     }
   }
   return result;
+}
+
+nlohmann::json smoothing_sites_json(const std::vector<SiteSmoothing>& sites) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const SiteSmoothing& site : sites) {
+    list.push_back({{"site", smoothing_site_name(site.layer, site.site)},
+                    {"alpha", site.alpha ? nlohmann::json(*site.alpha) : nlohmann::json(nullptr)},
+                    {"error_without", site.error_without},
+                    {"error_with", site.error_with}});
+  }
+  return list;
 }
 
 }  // namespace fedcal

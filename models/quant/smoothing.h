@@ -20,6 +20,8 @@
 // a window of text (smooth_model).
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,5 +68,9 @@ struct SmoothingOptions {
 // ranges), folded into `model`. `stats` must hold importance sums recorded on `model`.
 std::vector<SiteSmoothing> smooth_model(Model& model, const CalibrationStats& stats, const std::vector<int>& tokens,
                                         const XnnRuntime& runtime, const SmoothingOptions& options = {});
+
+// The choices as reports show them: one object per site with "site" (its name), "alpha" (null: left as
+// it was), "error_without" and "error_with".
+nlohmann::json smoothing_sites_json(const std::vector<SiteSmoothing>& sites);
 
 }  // namespace fedcal

@@ -171,7 +171,7 @@ TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits matc
   }
 }
 
-TEST_CASE("ONNX QDQ export: ONNX Runtime runs the package's INT8 model as fedcal's engine does, no further from FP32") {
+TEST_CASE("ONNX QDQ export: ONNX Runtime runs the package's INT8 model as fedcal's engine does, as close to FP32 (within 2%)") {
   ScratchDir dir;
   XnnRuntime runtime(1);
   const Model model = load_model(kProjectModel).model;
@@ -206,7 +206,10 @@ TEST_CASE("ONNX QDQ export: ONNX Runtime runs the package's INT8 model as fedcal
   MESSAGE("vs FP32: fedcal INT8 KL " << engine_vs_fp32.mean_kl << " top-1 " << engine_vs_fp32.top1 << "; ONNX Runtime QDQ KL "
                                      << onnx_vs_fp32.mean_kl << " top-1 " << onnx_vs_fp32.top1);
   CHECK(onnx_vs_engine.top1 >= 0.99);
-  CHECK(onnx_vs_fp32.mean_kl <= engine_vs_fp32.mean_kl);
+  // The two differ in float rounding outside the integer MatMuls (ONNX Runtime's QuantizeLinear,
+  // Softmax and fused DequantizeLinear -> MatMul of the w1 layers): measured 0.9976x on an AVX512-VNNI
+  // CPU, 1.0025x on an AVX2-only one.
+  CHECK(onnx_vs_fp32.mean_kl <= 1.02 * engine_vs_fp32.mean_kl);
 }
 
 TEST_CASE("TensorRT cache: every activation an INT8 MatMul of the FP32 ONNX graph reads or writes, at the package's scale") {
