@@ -5,29 +5,70 @@
 #  2. build-asan/  clang with AddressSanitizer + UndefinedBehaviorSanitizer: the same tests again, plus
 #                  every libFuzzer target for FEDCAL_FUZZ_SECONDS each (default 15).
 # Set FEDCAL_SKIP_DEPS=1 to skip the apt-get step, FEDCAL_SKIP_ASAN=1 to run the first build only.
+# Prints a timing line per phase as it ends, and at the end the table of phases, where each build's
+# compile time went (tests/ninja_times.sh) and the slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
+logs=$(mktemp -d)
+
+suite_start=$SECONDS
+phases=()
+# phase NAME COMMAND...: runs COMMAND, prints and records how long it took.
+phase() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "== $name"
+  "$@"
+  local took=$((SECONDS - start))
+  phases+=("$(printf '%-34s %5d s' "$name" "$took")")
+  echo "== $name: ${took} s (suite so far $((SECONDS - suite_start)) s)"
+}
+# run_ctest BUILD ARGS...: ctest with its output kept for the slowest-tests table.
+run_ctest() {
+  local build=$1
+  shift
+  ctest --test-dir "$build" -j"$jobs" --output-on-failure "$@" 2>&1 | tee -a "$logs/ctest-$build.log"
+}
+summary() {
+  echo
+  echo "== timings ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+  printf '   %s\n' "${phases[@]}"
+  printf '   %-34s %5d s\n' "total" $((SECONDS - suite_start))
+  for build in build-aarch64 build build-asan; do
+    [[ -f $build/.ninja_log ]] && tests/ninja_times.sh "$build" 6
+  done
+  for log in "$logs"/ctest-*.log; do
+    [[ -f $log ]] || continue
+    local build=${log##*/ctest-}
+    echo "   slowest tests in ${build%.log}/:"
+    # "  12/215 Test  #37: NAME ....   Passed   12.34 sec"
+    sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: (.*[^ .]) \.+[ *]*([A-Za-z*]+[A-Za-z ]*) +([0-9.]+) sec$/\3\t\2\t\1/p' "$log" |
+      sort -t$'\t' -k1 -rn | head -10 | awk -F'\t' '{ printf "     %7.1f s  %-8s %s\n", $1, $2, substr($3, 1, 110) }'
+  done
+}
+
+# The table also when a phase fails (the exit status stays the failing phase's).
+trap 'status=$?; summary; rm -rf "$logs"; exit $status' EXIT
 
 if [[ "${FEDCAL_SKIP_DEPS:-0}" != 1 ]]; then
-  deploy/install-deps.sh
+  phase "deps (apt-get)" deploy/install-deps.sh
 fi
 # The npm test oracles (a no-op when installed; also with FEDCAL_SKIP_DEPS, which skips only apt-get).
-tests/oracles/install.sh
+phase "deps (npm oracles)" tests/oracles/install.sh
 
-echo "== build-aarch64/ (cross build of the agent)"
-deploy/cross/build-aarch64.sh build-aarch64
+phase "build-aarch64/ (cross build)" deploy/cross/build-aarch64.sh build-aarch64
 
-echo "== build/ (g++, warnings as errors)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON -DFEDCAL_AARCH64_BUILD="$PWD/build-aarch64"
-cmake --build build -j"$jobs"
-ctest --test-dir build -j"$jobs" --output-on-failure
+phase "build/ configure" cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
+  -DFEDCAL_AARCH64_BUILD="$PWD/build-aarch64"
+phase "build/ build (g++)" cmake --build build -j"$jobs"
+phase "build/ tests" run_ctest build
 
 if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
-  echo "== build-asan/ (clang, ASan + UBSan, libFuzzer targets)"
-  CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
+  phase "build-asan/ configure" env CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
     -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-15}" -DFEDCAL_BUILD_BENCH=OFF
-  cmake --build build-asan -j"$jobs"
+  phase "build-asan/ build (clang, ASan)" cmake --build build-asan -j"$jobs"
   # Tests labelled "slow" (the full held-out evaluation) run in build/ only: minutes under the sanitizers.
-  ctest --test-dir build-asan -j"$jobs" --output-on-failure -LE slow
+  phase "build-asan/ tests" run_ctest build-asan -LE slow
 fi
