@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 preset=${1:-smollm-135m}
 repeats=${2:-3}
 bin=build/bin/fedcal-model
+if [[ ! -x build/bin/fedcal-membw ]]; then
+  echo "int8_vs_fp32.sh: build/bin/fedcal-membw is not built (the test suite's build leaves the benchmarks out):" \
+       "cmake -S . -B build -DFEDCAL_BUILD_BENCH=ON && cmake --build build" >&2
+  exit 1
+fi
 data=data/tinystories/tinystories-sample.txt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite from a clean clone: install dependencies, then three builds and their tests.
-#  0. build-aarch64/  the edge agent cross-built for aarch64 (run under qemu by a fleet test in build/).
-#  1. build/       g++, -Werror: the unit and integration tests (doctest via CTest), packaging.
-#  2. build-asan/  clang with AddressSanitizer + UndefinedBehaviorSanitizer: the same tests again, plus
-#                  every libFuzzer target for FEDCAL_FUZZ_SECONDS each (default 15).
+#  0. build-aarch64/  the edge agent cross-built for aarch64 (run under qemu by tests in build/).
+#  1. build/       g++, -Werror: every test (CTest labels unit, fleet, robustness, oracle, slow, packaging).
+#  2. build-asan/  clang with AddressSanitizer + UndefinedBehaviorSanitizer: the tests where memory and
+#                  undefined-behaviour errors hide - unit (in-process) and robustness (untrusted input,
+#                  crashes, the threat model, with real processes) - and every libFuzzer target for
+#                  FEDCAL_FUZZ_SECONDS each (default 15). Fleet tests that re-check arithmetic that the
+#                  g++ build checks bit for bit, the oracle and the slow tests run once, in build/.
+# The builds are cold builds: unity batches (FEDCAL_UNITY), line tables only (-g1), lld, no benchmarks.
 # Set FEDCAL_SKIP_DEPS=1 to skip the apt-get step, FEDCAL_SKIP_ASAN=1 to run the first build only.
 # Prints a timing line per phase as it ends, and at the end the table of phases, where each build's
 # compile time went (tests/ninja_times.sh) and the slowest tests.
@@ -57,18 +61,23 @@ fi
 # The npm test oracles (a no-op when installed; also with FEDCAL_SKIP_DEPS, which skips only apt-get).
 phase "deps (npm oracles)" tests/oracles/install.sh
 
-phase "build-aarch64/ (cross build)" deploy/cross/build-aarch64.sh build-aarch64
+# What every build of the suite shares: warnings are errors, unity batches, line tables (enough for
+# sanitizer reports and debuggers' backtraces), lld where installed.
+common=(-G Ninja -DFEDCAL_WERROR=ON -DFEDCAL_UNITY=ON)
+line_tables=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
+             "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
 
-phase "build/ configure" cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
+phase "build-aarch64/ (cross build)" deploy/cross/build-aarch64.sh build-aarch64 -DFEDCAL_UNITY=ON
+
+phase "build/ configure" cmake -S . -B build "${common[@]}" "${line_tables[@]}" -DFEDCAL_BUILD_BENCH=OFF \
   -DFEDCAL_AARCH64_BUILD="$PWD/build-aarch64"
 phase "build/ build (g++)" cmake --build build -j"$jobs"
 phase "build/ tests" run_ctest build
 
 if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
-  phase "build-asan/ configure" env CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDCAL_WERROR=ON \
-    -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-15}" -DFEDCAL_BUILD_BENCH=OFF
+  phase "build-asan/ configure" env CC=clang CXX=clang++ cmake -S . -B build-asan "${common[@]}" "${line_tables[@]}" \
+    -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-15}" -DFEDCAL_BUILD_BENCH=OFF \
+    -DFEDCAL_SLOW_TESTS=OFF
   phase "build-asan/ build (clang, ASan)" cmake --build build-asan -j"$jobs"
-  # Tests labelled "slow" (the full held-out evaluation) run in build/ only: minutes under the sanitizers.
-  phase "build-asan/ tests" run_ctest build-asan -LE slow
+  phase "build-asan/ tests" run_ctest build-asan -L "unit|robustness|fuzz"
 fi

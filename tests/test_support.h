@@ -30,6 +30,9 @@ std::string tinystories_heldout();  // lines 7004-8659
 // The project's trained model (models/tinystories-1.8m): its llama2.c checkpoint and sentencepiece model.
 std::string project_model_path();
 std::string project_tokenizer_path();
+// The same paths as constants, for the tests that name them often.
+inline const std::string kProjectModel = project_model_path();
+inline const std::string kProjectTokenizer = project_tokenizer_path();
 
 // max |a - b| / max |b|: error relative to the scale of the reference row.
 double relative_error(std::span<const float> actual, const std::vector<double>& expected);

@@ -15,7 +15,7 @@
 namespace fedcal::coordinator {
 namespace {
 
-struct StartOptions {
+struct RolloutStartOptions {
   int64_t model = 0;
   std::vector<double> waves = {5, 50, 100};
   std::string group;
@@ -29,7 +29,7 @@ constexpr int64_t kWeekMs = int64_t{7} * 86400 * 1000;
 
 void add_rollout_commands(CLI::App& app, const CliContext& context) {
   CLI::App* rollout = app.add_subcommand("rollout", "Staged rollouts of a model to the fleet")->require_subcommand(1);
-  auto o = std::make_shared<StartOptions>();
+  auto o = std::make_shared<RolloutStartOptions>();
   CLI::App* start = rollout->add_subcommand("start", "Roll a model out in waves with health gates and automatic rollback");
   start->add_option("--model", o->model, "Model id (see `models list`)")->required()->check(CLI::PositiveNumber);
   start->add_option("--waves", o->waves, "Cumulative percentages of the targets per wave (default 5%,50%,100%)")

@@ -13,7 +13,7 @@
 namespace fedcal::coordinator {
 namespace {
 
-struct StartOptions {
+struct RoundStartOptions {
   int64_t model_id = 0;
   int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
   std::string method = "percentile:99.99";
@@ -77,7 +77,7 @@ int64_t wait_for_follow_up(const CliContext& context, int64_t id) {
 
 void add_round_commands(CLI::App& app, const CliContext& context) {
   CLI::App* round = app.add_subcommand("round", "Calibration rounds")->require_subcommand(1);
-  auto o = std::make_shared<StartOptions>();
+  auto o = std::make_shared<RoundStartOptions>();
   CLI::App* start = round->add_subcommand("start", "Start a calibration round on an imported FP32 model");
   start->add_option("--model", o->model_id, "Model id (see `models list`)")->required()->check(CLI::PositiveNumber);
   start->add_option("--min-agents", o->min_agents, "Fewer joined agents fail the round; the sum of fewer is never unmasked")

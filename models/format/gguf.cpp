@@ -11,7 +11,7 @@
 namespace fedcal {
 namespace {
 
-constexpr char kMagic[4] = {'G', 'G', 'U', 'F'};
+constexpr char kGgufMagic[4] = {'G', 'G', 'U', 'F'};
 constexpr uint32_t kDefaultAlignment = 32;
 constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 
@@ -152,7 +152,7 @@ class Parser {
     GgufFile file;
     file.source = reader_.source();
     const auto magic = reader_.take(4, "magic");
-    if (std::memcmp(magic.data(), kMagic, 4) != 0) fail("{}: not a GGUF file (no 'GGUF' magic)", file.source);
+    if (std::memcmp(magic.data(), kGgufMagic, 4) != 0) fail("{}: not a GGUF file (no 'GGUF' magic)", file.source);
     file.version = reader_.read<uint32_t>("version");
     if (file.version != 2 && file.version != 3) {
       fail("{}: GGUF version {} is not supported (2 and 3 are; version 1 used 32-bit counts)", file.source, file.version);
@@ -379,7 +379,7 @@ std::span<const std::byte> GgufFile::tensor_bytes(const GgufTensorInfo& tensor) 
   return data.subspan(tensor.offset, *ggml_bytes(tensor.type, tensor.values()));
 }
 
-bool looks_like_gguf(std::span<const std::byte> bytes) { return bytes.size() >= 4 && std::memcmp(bytes.data(), kMagic, 4) == 0; }
+bool looks_like_gguf(std::span<const std::byte> bytes) { return bytes.size() >= 4 && std::memcmp(bytes.data(), kGgufMagic, 4) == 0; }
 
 GgufFile parse_gguf(std::span<const std::byte> bytes, const std::string& source) { return Parser(bytes, source).parse(); }
 
@@ -402,7 +402,7 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<uint64_t> shape
 
 std::vector<std::byte> GgufWriter::serialize() const {
   std::vector<std::byte> out;
-  put_bytes(out, kMagic, 4);
+  put_bytes(out, kGgufMagic, 4);
   put<uint32_t>(out, 3);
   put<uint64_t>(out, tensors_.size());
   put<uint64_t>(out, metadata_.size());

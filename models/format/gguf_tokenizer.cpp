@@ -13,8 +13,6 @@
 namespace fedcal {
 namespace {
 
-using nlohmann::json;
-
 // llama.cpp's token types (llama_token_type).
 enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
@@ -87,7 +85,7 @@ Vocab vocab_of(const PackageTokenizer& tokenizer, int vocab_size) {
 
 // A byte-level tokenizer.json as tokenizer.ggml.model "gpt2".
 void set_gpt2_tokenizer(GgufWriter& out, const std::string& tokenizer_json, int vocab_size) {
-  const json root = json::parse(tokenizer_json, nullptr, false);
+  const nlohmann::json root = nlohmann::json::parse(tokenizer_json, nullptr, false);
   if (root.is_discarded()) fail("GGUF export: the packaged tokenizer.json is not JSON");
   const auto tokenizer = ByteLevelBpeTokenizer::from_json(root, std::nullopt, std::nullopt);
   const std::optional<std::string> pre = tokenizer->gguf_pre();
@@ -177,14 +175,14 @@ PackageTokenizer gpt2_tokenizer_of(const GgufFile& file, int vocab_size) {
 
   // The pre-tokenizer llama.cpp runs for each name, as tokenizer.json spells it.
   auto split = [](SplitPattern pattern) {
-    return json{{"type", "Split"},
+    return nlohmann::json{{"type", "Split"},
                 {"pattern", {{"Regex", std::string(split_pattern_regex(pattern))}}},
                 {"behavior", "Isolated"},
                 {"invert", false}};
   };
-  const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
-  const json byte_level_gpt2 = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
-  json steps, normalizer;
+  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  const nlohmann::json byte_level_gpt2 = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  nlohmann::json steps, normalizer;
   bool ignore_merges = false;
   if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
     steps = {split(SplitPattern::kLlama3), byte_level};
@@ -203,8 +201,8 @@ PackageTokenizer gpt2_tokenizer_of(const GgufFile& file, int vocab_size) {
   // is the model's, not the tokenizer's.
   size_t used = count;
   while (used > 1 && types && types->ints[used - 1] == kUnused) --used;
-  json vocab = json::object();
-  json added = json::array();
+  nlohmann::json vocab = nlohmann::json::object();
+  nlohmann::json added = nlohmann::json::array();
   for (size_t id = 0; id < used; ++id) {
     const int64_t type = types ? types->ints[id] : int64_t{kNormal};
     const std::string& text = tokens->strings[id];
@@ -218,13 +216,13 @@ PackageTokenizer gpt2_tokenizer_of(const GgufFile& file, int vocab_size) {
       fail("{}: token {} has type {}, which a gpt2 vocabulary does not use", file.source, id, type);
     }
   }
-  json root = {
+  nlohmann::json root = {
       {"model", {{"type", "BPE"}, {"vocab", std::move(vocab)}, {"merges", merges->strings}, {"ignore_merges", ignore_merges}}},
       {"added_tokens", std::move(added)},
       {"normalizer", normalizer},
       {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", steps}}},
       {"decoder", {{"type", "ByteLevel"}}}};
-  json ids = json::object();
+  nlohmann::json ids = nlohmann::json::object();
   if (file.find("tokenizer.ggml.bos_token_id")) ids["bos_token_id"] = file.integer("tokenizer.ggml.bos_token_id");
   if (file.find("tokenizer.ggml.eos_token_id")) ids["eos_token_id"] = file.integer("tokenizer.ggml.eos_token_id");
   root["fedcal"] = ids;

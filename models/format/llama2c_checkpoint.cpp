@@ -13,7 +13,7 @@
 namespace fedcal {
 namespace {
 
-constexpr uint32_t kMagic = 0x616b3432;  // "ak42"
+constexpr uint32_t kLlama2cMagic = 0x616b3432;  // "ak42"
 constexpr size_t kVersion1HeaderBytes = 256;
 
 struct Header {
@@ -84,7 +84,7 @@ bool looks_like_llama2c_version1(std::span<const std::byte> bytes) {
   uint32_t magic = 0;
   if (bytes.size() < sizeof(magic)) return false;
   std::memcpy(&magic, bytes.data(), sizeof(magic));
-  return magic == kMagic;
+  return magic == kLlama2cMagic;
 }
 
 Model parse_llama2c_checkpoint(std::span<const std::byte> bytes, const std::string& source) {
@@ -147,7 +147,7 @@ void write_llama2c_checkpoint(const Model& model, const std::string& path, Llama
 
   Header header{c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.max_seq_len};
   if (version == Llama2cVersion::kVersion1) {
-    write(&kMagic, 4);
+    write(&kLlama2cMagic, 4);
     int32_t file_version = 1;
     write(&file_version, 4);
     write(&header, sizeof(header));

@@ -22,7 +22,7 @@
 namespace fedcal {
 namespace {
 
-constexpr char kMagic[8] = {'F', 'C', 'P', 'K', 'G', '0', '0', '1'};
+constexpr char kPackageMagic[8] = {'F', 'C', 'P', 'K', 'G', '0', '0', '1'};
 constexpr char kTrailerMagic[8] = {'F', 'C', 'S', 'I', 'G', '0', '0', '1'};
 constexpr size_t kTrailerBytes = 128;
 constexpr size_t kAlignment = 64;
@@ -176,7 +176,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     static const char zeros[kAlignment] = {};
     while (written < position) write(zeros, std::min(kAlignment, position - written));
   };
-  write(kMagic, sizeof(kMagic));
+  write(kPackageMagic, sizeof(kPackageMagic));
   write(&manifest_bytes, 8);
   write(manifest.asBytes().begin(), manifest_bytes);
   pad_to(data_start);
@@ -198,7 +198,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
 }
 
 bool looks_like_model_package(std::span<const std::byte> bytes) {
-  return bytes.size() >= sizeof(kMagic) && std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0;
+  return bytes.size() >= sizeof(kPackageMagic) && std::memcmp(bytes.data(), kPackageMagic, sizeof(kPackageMagic)) == 0;
 }
 
 ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::string& source, const SigningKey* public_key,

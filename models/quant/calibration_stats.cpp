@@ -17,7 +17,7 @@
 namespace fedcal {
 namespace {
 
-constexpr char kMagic[8] = {'F', 'C', 'S', 'T', 'A', 'T', 'S', '1'};
+constexpr char kStatsMagic[8] = {'F', 'C', 'S', 'T', 'A', 'T', 'S', '1'};
 constexpr uint64_t kMaxHeaderBytes = 16u << 20;
 constexpr size_t kMaxPoints = 1 << 20;
 
@@ -148,14 +148,14 @@ std::vector<std::byte> serialize_stats(const CalibrationStats& stats) {
   }
   const std::string text = header.dump();
   const uint64_t header_size = text.size();
-  std::vector<std::byte> out(sizeof(kMagic) + 8 + text.size() + (stats.counts.size() + stats.importance.size()) * 8);
+  std::vector<std::byte> out(sizeof(kStatsMagic) + 8 + text.size() + (stats.counts.size() + stats.importance.size()) * 8);
   std::byte* cursor = out.data();
   auto put = [&](const void* data, size_t size) {
     if (size == 0) return;  // (an empty vector's data() may be null, which memcpy must not get)
     std::memcpy(cursor, data, size);
     cursor += size;
   };
-  put(kMagic, sizeof(kMagic));
+  put(kStatsMagic, sizeof(kStatsMagic));
   put(&header_size, 8);
   put(text.data(), text.size());
   put(stats.counts.data(), stats.counts.size() * 8);
@@ -165,8 +165,8 @@ std::vector<std::byte> serialize_stats(const CalibrationStats& stats) {
 
 CalibrationStats parse_stats(std::span<const std::byte> bytes, const std::string& source) {
   ByteReader reader(bytes, source);
-  auto magic = reader.take(sizeof(kMagic), "magic");
-  if (std::memcmp(magic.data(), kMagic, sizeof(kMagic)) != 0) fail("{}: not a fedcal statistics file (bad magic)", source);
+  auto magic = reader.take(sizeof(kStatsMagic), "magic");
+  if (std::memcmp(magic.data(), kStatsMagic, sizeof(kStatsMagic)) != 0) fail("{}: not a fedcal statistics file (bad magic)", source);
   const uint64_t header_size = reader.read<uint64_t>("header length");
   if (header_size > kMaxHeaderBytes || header_size > reader.remaining())
     fail("{}: header length {} is invalid", source, header_size);

@@ -54,9 +54,10 @@ nlohmann::json round_entry(const nlohmann::json& status, int64_t agent) {
   return nullptr;
 }
 
-TEST_CASE("Operations: agents with no text, a full disk or a stopped process are named with their reason, and the round "
-          "does not wait for them" *
-          doctest::timeout(180)) {
+TEST_CASE(
+    "Operations: agents with no text, a full disk or a stopped process are named with their reason, and the round "
+    "does not wait for them" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 6;
   MiniFleet fleet(options);
@@ -157,9 +158,8 @@ TEST_CASE("Operations: agents with no text, a full disk or a stopped process are
   }
 }
 
-
 TEST_CASE("Clock steps: a wall clock stepped back or forward neither keeps a silent agent online nor ends or stretches a stage" *
-          doctest::timeout(180)) {
+          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   const std::string libfaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 #if defined(__SANITIZE_ADDRESS__) || defined(__has_feature)
 #if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
@@ -229,10 +229,10 @@ TEST_CASE("Clock steps: a wall clock stepped back or forward neither keeps a sil
   fleet.agent(3).signal(SIGKILL);
 }
 
-
-TEST_CASE("Disk full: the coordinator keeps serving with its state folder full, refuses what needs the disk with the reason, "
-          "and recovers when space returns" *
-          doctest::timeout(180)) {
+TEST_CASE(
+    "Disk full: the coordinator keeps serving with its state folder full, refuses what needs the disk with the reason, "
+    "and recovers when space returns" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet full(options);
@@ -273,9 +273,8 @@ TEST_CASE("Disk full: the coordinator keeps serving with its state folder full, 
   CHECK_MESSAGE(report["stage"] == "done", report.dump(2));
 }
 
-
 TEST_CASE("Coordinator killed while agents calibrate: the round fails with the reason and the next one completes at once" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 5;
   MiniFleet fleet(options);
@@ -299,9 +298,8 @@ TEST_CASE("Coordinator killed while agents calibrate: the round fails with the r
   CHECK(report["stage_ms"]["collecting"].get<int64_t>() < 40000);
 }
 
-
 TEST_CASE("Crash: the coordinator SIGKILLed entering evaluating resumes the evaluation and waits for every report" *
-          doctest::timeout(180)) {
+          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   options.coordinator_fault_injection = "kill-entering:evaluating";

@@ -289,7 +289,8 @@ TEST_CASE("Fleet round with exports: the importance matrix federated = centraliz
                     doctest::Contains("needs static INT8 layers"));
 }
 
-TEST_CASE("Fleet round: agents dying after their masked input (n - t of them) do not change the sum" * doctest::timeout(180)) {
+TEST_CASE("Fleet round: agents dying after their masked input (n - t of them) do not change the sum" * doctest::timeout(180) *
+          doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 6;  // complete graph: 6 holders per secret, t = 4, so 2 may drop
   MiniFleet fleet(options);
@@ -312,7 +313,8 @@ TEST_CASE("Fleet round: agents dying after their masked input (n - t of them) do
   CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-1.stats") == read_bytes(central));
 }
 
-TEST_CASE("Fleet round: more than n - t agents dying fails the round cleanly, with the reason" * doctest::timeout(180)) {
+TEST_CASE("Fleet round: more than n - t agents dying fails the round cleanly, with the reason" * doctest::timeout(180) *
+          doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 6;
   MiniFleet fleet(options);
@@ -329,7 +331,7 @@ TEST_CASE("Fleet round: more than n - t agents dying fails the round cleanly, wi
 }
 
 TEST_CASE("Coordinator killed mid-round: the round fails cleanly on restart, the state is intact, the next round works" *
-          doctest::timeout(180)) {
+          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   options.lines_per_agent = 40;
@@ -355,7 +357,7 @@ TEST_CASE("Coordinator killed mid-round: the round fails cleanly on restart, the
 }
 
 TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a revoked agent is cut off at once" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -555,7 +557,7 @@ struct RoundBesideRawClient {
 };
 
 TEST_CASE("Malformed, replayed and misdirected messages are refused, answered and logged, and the coordinator carries on" *
-          doctest::timeout(60)) {
+          doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 0;
   options.max_message_bytes = 4 << 20;
@@ -651,7 +653,7 @@ TEST_CASE("Importing a large model while a round runs: heartbeats keep being ans
 }
 
 TEST_CASE("Text that is not UTF-8, too long or full of control characters neither stops nor fools the coordinator" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -708,7 +710,7 @@ TEST_CASE("Text that is not UTF-8, too long or full of control characters neithe
 }
 
 TEST_CASE("A participant that joins with low-order X25519 keys is refused, and the round completes without it" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   RoundBesideRawClient attack(3);  // the attacker never counts
   // All zero: every agreement would fail.
   attack.raw->send_raw(join_bytes(attack.round, Key32{}, Key32{}, true, attack.sequence++));
@@ -721,7 +723,7 @@ TEST_CASE("A participant that joins with low-order X25519 keys is refused, and t
 }
 
 TEST_CASE("A participant whose shares do not decrypt is named by its neighbours and excluded, and the round completes" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   RoundBesideRawClient attack(4);
   // Valid keys at join; then garbage where the encrypted shares belong.
   const DecodedEnvelope keys = attack.join(X25519KeyPair::generate().public_key(), X25519KeyPair::generate().public_key());
@@ -739,7 +741,7 @@ TEST_CASE("A participant whose shares do not decrypt is named by its neighbours 
 }
 
 TEST_CASE("A participant that reveals wrong unmasking shares is outvoted and named, and the round completes" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   RoundBesideRawClient attack(4);
   ProbeClient& raw = *attack.raw;
   // An honest participant up to unmasking (the secure-aggregation library, not the agent), contributing zeros.
@@ -781,7 +783,7 @@ TEST_CASE("A participant that reveals wrong unmasking shares is outvoted and nam
 }
 
 TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is answered and the daemon carries on" *
-          doctest::timeout(60)) {
+          doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 1;
   MiniFleet fleet(options);
@@ -816,7 +818,8 @@ TEST_CASE("A malformed admin request (two frames, not JSON, unknown command) is 
   CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 1);
 }
 
-TEST_CASE("Replay protection survives a coordinator restart and cannot lock an honest agent out" * doctest::timeout(120)) {
+TEST_CASE("Replay protection survives a coordinator restart and cannot lock an honest agent out" * doctest::timeout(120) *
+          doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -893,7 +896,7 @@ std::string read_log(MiniFleet& fleet) {
 }
 
 TEST_CASE("A flood of idle TCP connections from many addresses cannot take the coordinator's file descriptors or stop it" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 2;
   options.coordinator_file_limit = 128;  // agent connections: at most 64 (the rest is the reserve)
@@ -943,7 +946,7 @@ std::pair<double, double> logged_check(MiniFleet& fleet, int i) {
 }
 
 TEST_CASE("A participant's forged local report is refused or counted as one agent's bounded share, and the round completes" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -986,7 +989,7 @@ TEST_CASE("A participant's forged local report is refused or counted as one agen
 }
 
 TEST_CASE("A flood of refused messages is answered and recorded within a budget per key and address, then summed up" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 2;
   options.coordinator_extra = "refusals_per_window = 5\nrate_window_ms = 5000\n";
@@ -1095,7 +1098,8 @@ TEST_CASE(
   CHECK(listing.output.find("nothing listens on tcp://127.0.0.1:") != std::string::npos);
 }
 
-TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60)) {
+TEST_CASE("A handler that throws something other than fedcal::Error does not stop the coordinator" * doctest::timeout(60) *
+          doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 0;
   options.coordinator_fault_injection = "throw-on-agent-error";  // that handler throws std::logic_error

@@ -78,7 +78,7 @@ std::string build_int8_package(MiniFleet& fleet, const std::string& text, const 
 
 TEST_CASE(
     "Rollout: waves with health gates, automatic rollback of a bad model, tampered packages refused, offline agents catch up" *
-    doctest::timeout(300)) {
+    doctest::timeout(300) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 10;
   options.lines_per_agent = 12;
@@ -190,7 +190,7 @@ TEST_CASE(
 }
 
 TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealthy, and the rollout rolls back" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -220,7 +220,7 @@ TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealt
 }
 
 TEST_CASE("Rollout: an agent killed in the middle of a download resumes where it stopped and verifies the package" *
-          doctest::timeout(120)) {
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   options.chunk_bytes = 4096;  // ~1,700 round trips for the 7 MB FP32 package: slow enough to interrupt
@@ -254,7 +254,7 @@ namespace fedcal::testing {
 namespace {
 
 TEST_CASE("Crash: the coordinator SIGKILLed as a wave starts its soak resumes the soak and judges the gate after the restart" *
-          doctest::timeout(180)) {
+          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 4;
   options.coordinator_fault_injection = "kill-soaking";

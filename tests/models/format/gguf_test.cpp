@@ -30,8 +30,8 @@ namespace {
 using testing::error_of;
 using testing::ScratchDir;
 
-const std::string kProjectModel = testing::project_model_path();
-const std::string kProjectTokenizer = testing::project_tokenizer_path();
+using testing::kProjectModel;
+using testing::kProjectTokenizer;
 
 PackageTokenizer project_tokenizer() { return {"sentencepiece", read_text_file(kProjectTokenizer)}; }
 
@@ -165,7 +165,8 @@ TEST_CASE("GGUF container: every value type and tensors round trip, and malforme
   CHECK(error_of([&] { parse_gguf(k_bytes, "k.gguf"); }).find("not a multiple of the alignment") != std::string::npos);
 }
 
-TEST_CASE("GGUF export of the project model: read by Hugging Face's GGUF reader as llama.cpp expects a llama model") {
+TEST_CASE("GGUF export of the project model: read by Hugging Face's GGUF reader as llama.cpp expects a llama model" *
+          doctest::test_suite("oracle")) {
   ScratchDir dir;
   const LoadedModel loaded = load_model(kProjectModel);
   const ModelConfig& c = loaded.model.config;
@@ -306,7 +307,8 @@ TEST_CASE("GGUF import: the project model and its tokenizer come back exact from
   CHECK(result.reference->top1_agreement > 0.97);
 }
 
-TEST_CASE("GGUF qwen3: q/k rows in the NEOX layout and per-head norms, read by the reference reader, back exact") {
+TEST_CASE("GGUF qwen3: q/k rows in the NEOX layout and per-head norms, read by the reference reader, back exact" *
+          doctest::test_suite("oracle")) {
   ScratchDir dir;
   const Model model = synthesize_model(find_synth_preset("tiny-qwen3").config, 3);
   const std::string path = dir.path("qwen3.gguf");
@@ -344,7 +346,8 @@ TEST_CASE("GGUF qwen3: q/k rows in the NEOX layout and per-head norms, read by t
   for (size_t i = 0; i < ours.size(); ++i) CHECK_MESSAGE(*theirs[i].data == *ours[i].data, ours[i].name);
 }
 
-TEST_CASE("GGUF gpt2 tokenizers: Llama 3 and Qwen3 tokenizer.json -> tokenizer.ggml.* -> the same ids" * doctest::timeout(300)) {
+TEST_CASE("GGUF gpt2 tokenizers: Llama 3 and Qwen3 tokenizer.json -> tokenizer.ggml.* -> the same ids" * doctest::timeout(300) *
+          doctest::test_suite("oracle")) {
   const std::string missing = testing::oracles_missing();
   REQUIRE_MESSAGE(missing.empty(), missing);
   ScratchDir dir;

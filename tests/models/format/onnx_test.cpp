@@ -26,8 +26,8 @@ namespace {
 using testing::error_of;
 using testing::ScratchDir;
 
-const std::string kProjectModel = testing::project_model_path();
-const std::string kProjectTokenizer = testing::project_tokenizer_path();
+using testing::kProjectModel;
+using testing::kProjectTokenizer;
 
 // onnx.checker.check_model with full_check (shape inference too), from Debian's python3-onnx.
 void check_with_onnx_checker(const std::string& path) {
@@ -139,7 +139,8 @@ std::map<std::string, float> parse_tensorrt_cache(const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits match fedcal FP32 within 1e-4 relative") {
+TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits match fedcal FP32 within 1e-4 relative" *
+          doctest::test_suite("oracle")) {
   ScratchDir dir;
   XnnRuntime runtime(1);
   // The project model, and synthetic ones with grouped-query attention, Llama 3 RoPE scaling, an
@@ -171,7 +172,8 @@ TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits matc
   }
 }
 
-TEST_CASE("ONNX QDQ export: ONNX Runtime runs the package's INT8 model as fedcal's engine does, as close to FP32 (within 2%)") {
+TEST_CASE("ONNX QDQ export: ONNX Runtime runs the package's INT8 model as fedcal's engine does, as close to FP32 (within 2%)" *
+          doctest::test_suite("oracle")) {
   ScratchDir dir;
   XnnRuntime runtime(1);
   const Model model = load_model(kProjectModel).model;

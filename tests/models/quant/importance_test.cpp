@@ -17,8 +17,8 @@
 namespace fedcal {
 namespace {
 
-const std::string kProjectModel = testing::project_model_path();
-const std::string kProjectTokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.bin";
+using testing::kProjectModel;
+const std::string kProjectLlama2cTokenizer = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.bin";
 
 // Sums x^2 per channel of one point in double precision, beside the recorder.
 class SquareSums : public ActivationObserver {
@@ -74,9 +74,10 @@ TEST_CASE("Importance fixed point: x^2 at 2^-16 resolution, capped, NaN at the c
   CHECK(importance_fixed_point(std::nanf("")) == kImportanceTokenCap);
 }
 
-TEST_CASE("Importance sums: shards add up bit for bit to the whole text, match a direct sum, and export as llama.cpp's imatrix") {
+TEST_CASE("Importance sums: shards add up bit for bit to the whole text, match a direct sum, and export as llama.cpp's imatrix" *
+          doctest::test_suite("oracle")) {
   const LoadedModel loaded = load_model(kProjectModel);
-  const auto tokenizer = load_tokenizer(loaded, kProjectTokenizer);
+  const auto tokenizer = load_tokenizer(loaded, kProjectLlama2cTokenizer);
   XnnRuntime runtime(1);
   Transformer transformer(loaded.model, runtime);
   const ModelConfig& config = loaded.model.config;

@@ -118,7 +118,7 @@ std::string decode_every(const Tokenizer& tokenizer, const std::vector<int>& ids
 }
 
 TEST_CASE("Byte-level BPE: Llama 3 and Qwen3 tokenizer.json give transformers.js's ids on TinyStories and hard text" *
-          doctest::timeout(300)) {
+          doctest::timeout(300) * doctest::test_suite("oracle")) {
   const std::string missing = testing::oracles_missing();
   REQUIRE_MESSAGE(missing.empty(), missing);
   testing::ScratchDir dir;
