@@ -48,7 +48,7 @@ summary() {
     echo "   slowest tests in ${build%.log}/:"
     # "  12/215 Test  #37: NAME ....   Passed   12.34 sec"
     sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: (.*[^ .]) \.+[ *]*([A-Za-z*]+[A-Za-z ]*) +([0-9.]+) sec$/\3\t\2\t\1/p' "$log" |
-      sort -t$'\t' -k1 -rn | head -10 | awk -F'\t' '{ printf "     %7.1f s  %-8s %s\n", $1, $2, substr($3, 1, 110) }'
+      sort -t$'\t' -k1 -rn | head -10 | awk -F'\t' '{ sub(/ +$/, "", $2); printf "     %7.1f s  %-8s %s\n", $1, $2, substr($3, 1, 110) }'
   done
 }
 
