@@ -16,7 +16,7 @@ packages=(
   libsqlitecpp-dev libsqlite3-dev
   doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev
-  clang libclang-rt-14-dev lld
+  clang libclang-rt-14-dev
   dpkg-dev file
   libfaketime util-linux
   chromium fonts-dejavu-core zlib1g-dev

@@ -54,7 +54,7 @@ void reduce_to_lanes(std::span<uint64_t> values, uint32_t lane_bits);
 // A lane of an unmasked sum read as signed (DP noise can push a count below zero).
 int64_t lane_to_signed(uint64_t value, uint32_t lane_bits);
 
-// The graph degree SecAgg+ needs for n agents: the complete graph up to 32 agents, else
+// The graph degree SecAgg+ needs for n agents: the complete graph up to 33 agents, else
 // 2 * ceil(1.5 * log2 n) (so an agent's work grows with log n); always at most 254.
 uint32_t default_neighbours(uint32_t participants);
 // A majority of the holders: floor((k + 1) / 2) + 1, at least 2.

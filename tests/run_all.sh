@@ -7,7 +7,7 @@
 #                  crashes, the threat model, with real processes) - and every libFuzzer target for
 #                  FEDCAL_FUZZ_SECONDS each (default 15). Fleet tests that re-check arithmetic that the
 #                  g++ build checks bit for bit, the oracle and the slow tests run once, in build/.
-# The builds are cold builds: unity batches (FEDCAL_UNITY), line tables only (-g1), lld, no benchmarks.
+# The builds are cold builds: unity batches (FEDCAL_UNITY), line tables only (-g1), no benchmarks.
 # Set FEDCAL_SKIP_DEPS=1 to skip the apt-get step, FEDCAL_SKIP_ASAN=1 to run the first build only.
 # Prints a timing line per phase as it ends, and at the end the table of phases, where each build's
 # compile time went (tests/ninja_times.sh) and the slowest tests.
@@ -62,7 +62,7 @@ fi
 phase "deps (npm oracles)" tests/oracles/install.sh
 
 # What every build of the suite shares: warnings are errors, unity batches, line tables (enough for
-# sanitizer reports and debuggers' backtraces), lld where installed.
+# sanitizer reports and debuggers' backtraces).
 common=(-G Ninja -DFEDCAL_WERROR=ON -DFEDCAL_UNITY=ON)
 line_tables=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
              "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")

@@ -3,7 +3,7 @@
 # `apt-get download` + `dpkg -x` - never installing them (Debian's libxnnpack-dev, libpthreadpool-dev
 # and libcpuinfo-dev cannot be installed for amd64 and arm64 at once; installing one silently removes
 # the other and breaks the native build). Needs `dpkg --add-architecture arm64` and an apt update
-# (deploy/install-deps.sh --cross does both).
+# (deploy/install-deps.sh does both).
 #   deploy/cross/make-sysroot.sh SYSROOT
 set -euo pipefail
 sysroot=$(realpath -m "${1:?usage: make-sysroot.sh SYSROOT}")
