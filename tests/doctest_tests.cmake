@@ -5,9 +5,10 @@
 #   unit        in-process, seconds                     robustness  untrusted input, crashes, the threat model
 #   fleet       real coordinator and agent processes    oracle      needs the npm oracles (tests/oracles)
 #   slow        minutes, held-out evaluations           packaging   the .deb packages
-# Labels bring properties: `slow` runs alone (RUN_SERIAL: it uses both cores); `fleet` reserves
-# FEDCAL_FLEET_PROCESSORS cores (PROCESSORS), so that `ctest -j2` on 2 cores never runs two fleets
-# side by side.
+# Labels bring properties: `slow` runs alone (RUN_SERIAL: it uses both cores); `fleet` holds the
+# "fleet" lock (RESOURCE_LOCK), so `ctest -j` never runs two multi-process fleets side by side, and
+# reserves FEDCAL_FLEET_PROCESSORS cores (PROCESSORS, default 1: a unit test or a fuzzer may run
+# beside it, which kept the suite's sanitizer phase at ~210 s instead of ~300 s on 2 cores).
 #
 # Used twice: tests/CMakeLists.txt includes it for fedcal_doctest_tests(), which writes a small file
 # that CTest includes when it starts; that file includes this one again and calls
@@ -76,7 +77,7 @@ function(fedcal_add_listed_tests executable default_label working_dir fleet_proc
     if(slow_at GREATER -1)
       list(APPEND properties RUN_SERIAL TRUE)
     elseif(fleet_at GREATER -1)
-      list(APPEND properties PROCESSORS ${fleet_processors})
+      list(APPEND properties RESOURCE_LOCK fleet PROCESSORS ${fleet_processors})
     endif()
     # doctest's --test-case takes a comma-separated list of filters: a comma in a name is escaped.
     string(REPLACE "," "\\," filter "${name}")

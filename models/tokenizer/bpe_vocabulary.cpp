@@ -8,7 +8,7 @@ namespace fedcal {
 namespace {
 
 using nlohmann::json;
-constexpr int64_t kMaxVocab = 1 << 22;
+constexpr int64_t kMaxTokenizerVocab = 1 << 22;
 
 uint64_t pair_key(int left, int right) { return (static_cast<uint64_t>(left) << 32) | static_cast<uint32_t>(right); }
 
@@ -46,7 +46,7 @@ BpeVocabulary parse_bpe_vocabulary(const json& root) {
   // Ids must be contiguous, so none can exceed the number of entries: this bounds memory on hostile input.
   const json& added_tokens = root.contains("added_tokens") ? root["added_tokens"] : json::array();
   if (!added_tokens.is_array()) fail("added_tokens is not an array");
-  const int64_t max_id = std::min<int64_t>(kMaxVocab, static_cast<int64_t>(vocab.size() + added_tokens.size()));
+  const int64_t max_id = std::min<int64_t>(kMaxTokenizerVocab, static_cast<int64_t>(vocab.size() + added_tokens.size()));
   auto add_piece = [&](const std::string& piece, const json& id_node) {
     if (!id_node.is_number_integer() || id_node.get<int64_t>() < 0 || id_node.get<int64_t>() >= max_id) {
       fail("piece '{}' has an invalid id {} (ids must be contiguous from 0 to {})", piece, id_node.dump(), max_id - 1);
