@@ -8,7 +8,7 @@
 # Labels bring properties: `slow` runs alone (RUN_SERIAL: it uses both cores); `fleet` holds the
 # "fleet" lock (RESOURCE_LOCK), so `ctest -j` never runs two multi-process fleets side by side, and
 # reserves FEDCAL_FLEET_PROCESSORS cores (PROCESSORS, default 1: a unit test or a fuzzer may run
-# beside it, which kept the suite's sanitizer phase at ~210 s instead of ~300 s on 2 cores).
+# beside it: the suite's sanitizer tests took 258 s, 300 s with fleets reserving both cores).
 #
 # Used twice: tests/CMakeLists.txt includes it for fedcal_doctest_tests(), which writes a small file
 # that CTest includes when it starts; that file includes this one again and calls

@@ -1361,7 +1361,7 @@ TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, 
 }
 
 TEST_CASE("Crash between a smoothing round and its follow-up: the restarted coordinator starts the follow-up" *
-          doctest::timeout(400)) {
+          doctest::timeout(400) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   options.reference_text = true;
