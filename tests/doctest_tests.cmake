@@ -1,7 +1,7 @@
 # CTest tests from a doctest binary's test cases, labelled by tier.
 #
 # A test case's labels are the words of its doctest test suite (`* doctest::test_suite("fleet robustness")`),
-# or the binary's default label when it names none. The tiers (README.md, "Tests"):
+# or the binary's default label when it names none. The tiers (README.md, "The two commands"):
 #   unit        in-process, seconds                     robustness  untrusted input, crashes, the threat model
 #   fleet       real coordinator and agent processes    oracle      needs the npm oracles (tests/oracles)
 #   slow        minutes, held-out evaluations           packaging   the .deb packages

@@ -50,6 +50,15 @@ summary() {
     sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: (.*[^ .]) \.+[ *]*([A-Za-z*]+[A-Za-z ]*) +([0-9.]+) sec$/\3\t\2\t\1/p' "$log" |
       sort -t$'\t' -k1 -rn | head -10 | awk -F'\t' '{ sub(/ +$/, "", $2); printf "     %7.1f s  %-8s %s\n", $1, $2, substr($3, 1, 110) }'
   done
+  # Last, both builds' tests in one line ("100% tests passed, 0 tests failed out of 216" from each ctest).
+  local total=0 failed=0 counts
+  for log in "$logs"/ctest-*.log; do
+    [[ -f $log ]] || continue
+    counts=$(sed -nE 's/.* tests passed, ([0-9]+) tests? failed out of ([0-9]+)$/\1 \2/p' "$log" | tail -1)
+    [[ -n $counts ]] || continue
+    failed=$((failed + ${counts% *})) total=$((total + ${counts#* }))
+  done
+  echo "ctest: $((total - failed)) passed, $failed failed"
 }
 
 # The table also when a phase fails (the exit status stays the failing phase's).
