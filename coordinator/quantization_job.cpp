@@ -6,6 +6,7 @@
 
 #include "common/signing.h"
 #include "coordinator/artifact_store.h"
+#include "coordinator/plausibility_check.h"
 #include "models/engine/xnn_runtime.h"
 #include "models/format/model_loader.h"
 #include "models/format/model_package.h"
@@ -35,10 +36,18 @@ BuiltPackage store_package(const LoadedModel& loaded, const QuantizedLinears& in
   return {stored.path, stored.sha256, stored.bytes, std::move(description)};
 }
 
-BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
-                           const SigningKey& key, const std::string& artifacts_dir, const std::string& label,
-                           const ReferenceWindow& reference, QuantizedLinears* int8_out = nullptr) {
+// A recipe applied: the options quantize_model ran with (a target_kl search's layers added), its
+// layers, and the search's description.
+struct Quantized {
   QuantizeOptions options;
+  QuantizedLinears int8;
+  std::string mixed;
+};
+
+Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
+                        const ReferenceWindow& reference) {
+  Quantized out;
+  QuantizeOptions& options = out.options;
   options.method = ScaleMethodSpec::parse(settings.method);
   options.per_channel = settings.per_channel;
   options.asymmetric = settings.asymmetric;
@@ -46,31 +55,58 @@ BuiltPackage write_package(const LoadedModel& loaded, const CalibrationStats& st
   options.fine_grained = {settings.fine_grained.begin(), settings.fine_grained.end()};
   if (stats.model_sha256 != model_fingerprint(loaded.model))
     fail("the statistics were recorded on another model than {}", loaded.path);
-  std::string mixed;
   if (!settings.target_kl.empty()) {
     if (reference.runtime == nullptr) fail("target_kl {} needs the coordinator's reference_text", settings.target_kl);
     const LayerFallback fallback = parse_fallback(settings.fallback);
     const MixedPrecisionChoice choice = choose_mixed_precision(loaded.model, stats, options, reference.tokens, *reference.runtime,
                                                                KlTarget::parse(settings.target_kl), fallback, reference.baseline);
-    mixed = fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
-                        settings.target_kl.rfind("dynamic", 0) == 0 ? " (" + settings.target_kl + ": the dynamic baseline's)" : "",
-                        choice.mixed.layers.size(),
-                        fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
+    out.mixed = fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
+                            settings.target_kl.rfind("dynamic", 0) == 0 ? " (" + settings.target_kl + ": the dynamic baseline's)" : "",
+                            choice.mixed.layers.size(), fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
   }
-  const QuantizedLinears int8 = quantize_model(loaded.model, stats, options);
-  const PackageProvenance provenance = quantization_provenance(options, stats);
+  out.int8 = quantize_model(loaded.model, stats, options);
+  return out;
+}
 
-  BuiltPackage built = store_package(
-      loaded, int8, provenance, key, artifacts_dir,
+BuiltPackage store_quantized(const LoadedModel& loaded, const Quantized& quantized, const CalibrationStats& stats,
+                             const SigningKey& key, const std::string& artifacts_dir, const std::string& label) {
+  const QuantizeOptions& options = quantized.options;
+  const PackageProvenance provenance = quantization_provenance(options, stats);
+  return store_package(
+      loaded, quantized.int8, provenance, key, artifacts_dir,
       fmt::format("INT8 {} {}{}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
                   options.per_channel ? "per-channel" : "per-tensor",
                   options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
                   options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
-                  mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
+                  quantized.mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
                   label.rfind("group:", 0) == 0 ? " for " + label : ""));
-  if (int8_out != nullptr) *int8_out = int8;
-  return built;
 }
+
+// The coordinator's check of a package before it is stored (plausibility_check.h); throws with the
+// figures when it fails. The check text is made on first use.
+class PublishGate {
+ public:
+  PublishGate(const LoadedModel& loaded, const QuantizationJobInput& input) : loaded_(loaded), input_(input) {}
+
+  std::optional<PlausibilityCheck> check(const std::string& label, const Quantized& quantized) {
+    if (input_.settings.max_kl_ratio == 0) return std::nullopt;
+    if (!runtime_) {
+      runtime_ = std::make_unique<XnnRuntime>(input_.threads);
+      text_ = make_check_text(loaded_.model, *load_tokenizer(loaded_, std::nullopt), input_.reference_text, input_.settings.seq_len,
+                              *runtime_);
+    }
+    PlausibilityCheck check = check_plausible(label, loaded_.model, quantized.int8, quantized.options, input_.stats, text_, *runtime_,
+                                              input_.settings.max_kl_ratio);
+    if (!check.passed()) fail("{}", check.failure());
+    return check;
+  }
+
+ private:
+  const LoadedModel& loaded_;
+  const QuantizationJobInput& input_;
+  std::unique_ptr<XnnRuntime> runtime_;
+  CheckText text_;
+};
 
 // The round's exports: the fleet package's INT8 layers (onnx-qdq, tensorrt-cache), the FP32 model
 // (gguf as Q8_0, onnx), the fleet's statistics (imatrix).
@@ -147,20 +183,25 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
                                    [&] { return write_smoothed(loaded, input, key, reference); });
     return result;
   }
-  QuantizedLinears fleet_int8;
-  result.fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); }, [&] {
-    return write_package(loaded, input.stats, input.settings, key, input.artifacts_dir, "fleet", reference, &fleet_int8);
-  });
-  result.exports = write_exports(loaded, fleet_int8, input);
+  // Every package is checked before any is stored: a round that fails its check writes none.
+  PublishGate gate(loaded, input);
+  const Quantized fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); },
+                                       [&] { return quantize_with(loaded, input.stats, input.settings, reference); });
+  if (auto check = gate.check("fleet", fleet)) result.checks.push_back(std::move(*check));
+  std::map<std::string, Quantized> groups;
   for (const auto& [group, variant] : input.settings.group_variants) {
-    const std::string label = group;  // (clang 14 cannot capture a structured binding)
+    const std::string label = "group:" + group;  // (clang 14 cannot capture a structured binding)
     RoundSettings settings = input.settings;
     settings.per_channel = variant.per_channel;
     settings.keep_fp32 = variant.keep_fp32;
-    result.groups[label] =
-        with_context([&] { return "quantizing for group " + label; },
-                     [&] { return write_package(loaded, input.stats, settings, key, input.artifacts_dir, "group:" + label, reference); });
+    groups[group] = with_context([&] { return "quantizing for " + label; },
+                                 [&] { return quantize_with(loaded, input.stats, settings, reference); });
+    if (auto check = gate.check(label, groups[group])) result.checks.push_back(std::move(*check));
   }
+  result.fleet = store_quantized(loaded, fleet, input.stats, key, input.artifacts_dir, "fleet");
+  result.exports = write_exports(loaded, fleet.int8, input);
+  for (const auto& [group, quantized] : groups)
+    result.groups[group] = store_quantized(loaded, quantized, input.stats, key, input.artifacts_dir, "group:" + group);
   if (!input.reference_text.empty()) {
     result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; },
                                    [&] {
@@ -174,7 +215,8 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
                                      options.layout = input.stats.layout;
                                      const CalibrationStats stats =
                                          calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
-                                     return write_package(loaded, stats, input.settings, key, input.artifacts_dir, "public", reference);
+                                     return store_quantized(loaded, quantize_with(loaded, stats, input.settings, reference), stats, key,
+                                                            input.artifacts_dir, "public");
                                    });
   }
   return result;

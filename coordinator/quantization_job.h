@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/plausibility_check.h"
 #include "coordinator/round_settings.h"
 #include "models/quant/calibration_stats.h"
 
@@ -62,9 +63,11 @@ struct QuantizationJobResult {
   std::vector<BuiltExport> exports;  // in settings.exports order
   std::optional<BuiltPackage> baseline;
   std::map<std::string, BuiltPackage> groups;  // by label: settings.group_variants
+  std::vector<PlausibilityCheck> checks;        // the coordinator's, of the fleet package and each group's (passed)
 };
 
-// Throws Error with the reason (e.g. a quantization point the fleet never saw values at).
+// Throws Error with the reason (e.g. a quantization point the fleet never saw values at, or a package
+// that fails the coordinator's plausibility check: then nothing of the round is stored).
 QuantizationJobResult run_quantization_job(const QuantizationJobInput& input);
 
 }  // namespace fedcal::coordinator

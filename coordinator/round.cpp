@@ -160,6 +160,7 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
          settings.smooth ? "smooth" : "target_kl");
   HistogramLayout layout;
   layout.mantissa_bits = settings.mantissa_bits;
+  layout.max_exponent = settings.max_exponent;
   // Bit-width budget: one agent adds at most sequences x seq_len x (widest point) to any count, so
   // the sum over every agent that could join must stay below 2^63 (signed, for DP noise) - no wrap.
   const ModelConfig& config = loaded.config;
@@ -646,6 +647,13 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
     return;
   }
   const int64_t fleet = record_result(result.fleet, "int8", "fleet");
+  for (const PlausibilityCheck& check : result.checks) {
+    coordinator_checks_.push_back(check.to_json());
+    host_.log(fmt::format("round {}: the {} package's KL from FP32 on {}: {:.4g} (at most {:.4g}: {} x max(its recipe there {:.4g}, "
+                          "dynamic {:.4g}))",
+                          id_, check.label, check.text, check.kl, check.bound, check.max_ratio, check.same_recipe_kl,
+                          check.dynamic_kl));
+  }
   for (const BuiltExport& built : result.exports) {
     ExportRecord exported;
     exported.model_id = fleet;
@@ -864,6 +872,7 @@ nlohmann::json Round::status() const {
   }
   json["fp32_bytes"] = model_.bytes;
   if (!smoothing_.is_null()) json["smoothing"] = smoothing_;
+  if (!coordinator_checks_.empty()) json["coordinator_checks"] = coordinator_checks_;
   nlohmann::json checks = nlohmann::json::object();
   // (A smoothing round's result is an FP32 model that no agent checks.)
   std::vector<std::string> check_labels = smoothing_.is_null() ? result_labels_ : std::vector<std::string>();

@@ -187,6 +187,7 @@ class Round {
   int64_t reconnect_grace_until_ms_ = 0;  // after a restart
   std::string failure_;
   nlohmann::json smoothing_;  // a smoothing round's choices, per site
+  nlohmann::json coordinator_checks_ = nlohmann::json::array();  // PlausibilityCheck of each package, before publishing
 };
 
 }  // namespace fedcal::coordinator

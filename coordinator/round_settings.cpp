@@ -31,6 +31,8 @@ nlohmann::json RoundSettings::to_json() const {
           {"target_kl", target_kl},
           {"fallback", fallback},
           {"mantissa_bits", mantissa_bits},
+          {"max_exponent", max_exponent},
+          {"max_kl_ratio", max_kl_ratio},
           {"dp_epsilon", dp_epsilon},
           {"dp_delta", dp_delta},
           {"neighbours", neighbours},
@@ -61,6 +63,8 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.target_kl = json.value("target_kl", settings.target_kl);
     settings.fallback = json.value("fallback", settings.fallback);
     settings.mantissa_bits = json.value("mantissa_bits", settings.mantissa_bits);
+    settings.max_exponent = json.value("max_exponent", settings.max_exponent);
+    settings.max_kl_ratio = json.value("max_kl_ratio", settings.max_kl_ratio);
     settings.dp_epsilon = json.value("dp_epsilon", settings.dp_epsilon);
     settings.dp_delta = json.value("dp_delta", settings.dp_delta);
     settings.neighbours = json.value("neighbours", settings.neighbours);
@@ -88,6 +92,10 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (settings.seq_len < 2 || settings.seq_len > 65536) fail("seq_len = {}: must be 2..65536", settings.seq_len);
   if (settings.mantissa_bits < 0 || settings.mantissa_bits > 10)
     fail("mantissa_bits = {}: must be 0..10", settings.mantissa_bits);
+  if (settings.max_exponent < 1 || settings.max_exponent > 40)
+    fail("max_exponent = {}: must be 1..40 (the histogram's top is 2^max_exponent)", settings.max_exponent);
+  if (!(settings.max_kl_ratio == 0 || (settings.max_kl_ratio >= 1 && settings.max_kl_ratio <= 1e6)))
+    fail("max_kl_ratio = {}: must be 0 (no check) or in [1, 1e6]", settings.max_kl_ratio);
   if (settings.dp_epsilon < 0 || settings.dp_epsilon > 100)
     fail("dp_epsilon = {}: must be 0 (off) or in (0, 100]", settings.dp_epsilon);
   if (!(settings.dp_delta > 0 && settings.dp_delta < 1)) fail("dp_delta = {}: must be in (0, 1)", settings.dp_delta);

@@ -38,6 +38,12 @@ struct RoundSettings {
   std::string target_kl;
   std::string fallback = "fp32";  // where target_kl moves layers: "fp32" or "fine-grained"
   int mantissa_bits = 5;  // histogram resolution
+  // The histogram's top: magnitudes at or above 2^max_exponent (and non-finite values) count there.
+  int max_exponent = 12;
+  // The coordinator's check before publishing (plausibility_check.h): a package whose KL from FP32 on
+  // the check text is above max_kl_ratio x max(its recipe calibrated on that text, the dynamic
+  // baseline) fails the round. 0: no check.
+  double max_kl_ratio = 4;
   double dp_epsilon = 0;  // > 0: distributed differential privacy (Skellam noise) with (epsilon, dp_delta)
   double dp_delta = 1e-5;
   int neighbours = 0;  // secure-aggregation graph degree; 0: automatic (complete up to 33 agents)

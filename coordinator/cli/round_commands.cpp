@@ -21,6 +21,8 @@ struct RoundStartOptions {
   std::vector<std::string> keep_fp32, fine_grained, variants, exports;
   std::string target_kl, fallback = "fp32";
   double dp_epsilon = 0, dp_delta = 1e-5;
+  double max_kl_ratio = 4;
+  int max_exponent = 12;
 };
 
 // --variant LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] -> {"LABEL": {"per_channel", "keep_fp32"}}
@@ -125,6 +127,16 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                     "tensorrt-cache")
       ->delimiter(',')
       ->check(CLI::IsMember(kRuntimeExportFormats));
+  start->add_option("--max-kl-ratio", o->max_kl_ratio,
+                    "Before publishing, the coordinator measures each package's KL from FP32 on its reference text (or, without "
+                    "one, text the FP32 model samples): above this many times the larger of the same recipe calibrated on that "
+                    "text and the calibration-free baseline, the round fails instead (falsified statistics). 0: no check")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  start->add_option("--max-exponent", o->max_exponent,
+                    "Histogram range: activations of magnitude 2^N and above (and non-finite ones) are counted at 2^N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 40));
   start->add_flag("--wait", o->wait, "Wait for the round (with --smooth: and its follow-up) to finish, then print its report");
   start->add_option(
       "--variant", o->variants,
@@ -148,6 +160,8 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                      {"neighbours", o->neighbours},
                                      {"threshold", o->threshold},
                                      {"lane_bits", o->lane_bits},
+                                     {"max_kl_ratio", o->max_kl_ratio},
+                                     {"max_exponent", o->max_exponent},
                                      {"group_variants", parse_variants(o->variants)},
                                      {"exports", o->exports}};
     const int64_t online = context.call({{"command", "status"}})["online_agents"].get<int64_t>();

@@ -10,11 +10,7 @@ namespace fedcal {
 
 CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text,
                            const std::string& model_sha256, const CalibrationOptions& options) {
-  const ModelConfig& config = model.config();
   if (options.sequences < 1) fail("--sequences {} must be >= 1", options.sequences);
-  if (options.seq_len < 2 || options.seq_len > config.max_seq_len) {
-    fail("--seq-len {} must be in [2, {}] (the model's context length)", options.seq_len, config.max_seq_len);
-  }
   std::vector<std::string> documents;
   std::istringstream lines(text);
   for (std::string line; std::getline(lines, line) && static_cast<int>(documents.size()) < options.sequences;) {
@@ -22,13 +18,24 @@ CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const
   }
   if (documents.empty()) fail("the calibration text has no non-empty line");
 
+  std::vector<std::vector<int>> tokenized;
+  for (const std::string& document : documents) tokenized.push_back(tokenizer.encode(document, /*add_bos=*/true));
+  return calibrate_documents(model, tokenized, model_sha256, options);
+}
+
+CalibrationStats calibrate_documents(Transformer& model, const std::vector<std::vector<int>>& documents,
+                                     const std::string& model_sha256, const CalibrationOptions& options) {
+  const ModelConfig& config = model.config();
+  if (options.seq_len < 2 || options.seq_len > config.max_seq_len) {
+    fail("--seq-len {} must be in [2, {}] (the model's context length)", options.seq_len, config.max_seq_len);
+  }
   CalibrationStats stats = CalibrationStats::empty_for(config, model_sha256, options.layout, options.importance);
   StatsRecorder recorder(stats);
   model.set_observer(&recorder);
   try {
     for (size_t i = 0; i < documents.size(); ++i) {
-      std::vector<int> tokens = tokenizer.encode(documents[i], /*add_bos=*/true);
-      if (static_cast<int>(tokens.size()) > options.seq_len) tokens.resize(options.seq_len);
+      const std::span<const int> tokens(documents[i].data(), std::min(documents[i].size(), static_cast<size_t>(options.seq_len)));
+      if (tokens.empty()) continue;
       model.forward(tokens, 0, /*all_logits=*/true);
       stats.sequences += 1;
       stats.tokens += tokens.size();

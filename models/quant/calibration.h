@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "models/engine/transformer.h"
 #include "models/format/model.h"
@@ -26,6 +27,10 @@ struct CalibrationOptions {
 // merging equals calibrating on their concatenation.
 CalibrationStats calibrate(Transformer& model, const Tokenizer& tokenizer, const std::string& text,
                            const std::string& model_sha256, const CalibrationOptions& options);
+// The same on documents already tokenized (each <s> + tokens; cut at seq_len; options.sequences is
+// ignored: every document counts).
+CalibrationStats calibrate_documents(Transformer& model, const std::vector<std::vector<int>>& documents,
+                                     const std::string& model_sha256, const CalibrationOptions& options);
 
 // SHA-256 over the architecture and every weight of a model: the same weights give the same value
 // whatever file format they were loaded from.

@@ -121,53 +121,50 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
   return out;
 }
 
-namespace {
+WindowKl::WindowKl(const Model& model, const std::vector<int>& tokens, const XnnRuntime& runtime, size_t max_windows)
+    : WindowKl(model, context_windows(tokens, static_cast<size_t>(model.config.max_seq_len), max_windows), runtime) {}
 
-// The mean KL divergence from FP32, per token, of candidates run on one window of text: the FP32
-// log-probabilities are computed once.
-class WindowKl {
- public:
-  // The first `max_windows` windows of the context length in `tokens` (each run from position 0).
-  WindowKl(const Model& model, const std::vector<int>& tokens, const XnnRuntime& runtime, size_t max_windows = 1) : config_(model.config) {
-    windows_ = context_windows(tokens, static_cast<size_t>(model.config.max_seq_len), max_windows);
-    if (windows_.empty()) fail("measuring KL needs at least 2 tokens of text");
-    Transformer fp32(model, runtime);
-    for (const std::vector<int>& window : windows_) references_.push_back(log_softmax(fp32.forward(window, 0, true), window.size()));
+WindowKl::WindowKl(const Model& model, std::vector<std::vector<int>> windows, const XnnRuntime& runtime)
+    : config_(model.config), windows_(std::move(windows)) {
+  std::erase_if(windows_, [](const std::vector<int>& window) { return window.size() < 2; });
+  if (windows_.empty()) fail("measuring KL needs at least 2 tokens of text");
+  Transformer fp32(model, runtime);
+  for (const std::vector<int>& window : windows_) {
+    if (window.size() > static_cast<size_t>(config_.max_seq_len))
+      fail("a window of {} tokens is longer than the context ({})", window.size(), config_.max_seq_len);
+    references_.push_back(log_softmax(fp32.forward(window, 0, true), window.size()));
   }
+}
 
-  double of(Transformer& candidate) const {
-    double kl = 0;
-    size_t scored = 0;
-    for (size_t w = 0; w < windows_.size(); ++w) {
-      const std::vector<double> log = log_softmax(candidate.forward(windows_[w], 0, true), windows_[w].size());
-      const std::vector<double>& reference = references_[w];
-      for (size_t i = 0; i < reference.size(); ++i) kl += std::exp(reference[i]) * (reference[i] - log[i]);
-      scored += windows_[w].size();
-    }
-    return std::max(0.0, kl / static_cast<double>(scored));
+double WindowKl::of(Transformer& candidate) const {
+  double kl = 0;
+  for (size_t w = 0; w < windows_.size(); ++w) {
+    const std::vector<double> log = log_softmax(candidate.forward(windows_[w], 0, true), windows_[w].size());
+    const std::vector<double>& reference = references_[w];
+    for (size_t i = 0; i < reference.size(); ++i) kl += std::exp(reference[i]) * (reference[i] - log[i]);
   }
+  return std::max(0.0, kl / static_cast<double>(tokens()));
+}
 
- private:
-  std::vector<double> log_softmax(std::span<const float> logits, size_t rows) const {
-    std::vector<double> out(logits.size());
-    const size_t vocab = static_cast<size_t>(config_.vocab_size);
-    for (size_t t = 0; t < rows; ++t) {
-      auto row = logits.subspan(t * vocab, vocab);
-      const double max = *std::max_element(row.begin(), row.end());
-      double sum = 0;
-      for (const float v : row) sum += std::exp(v - max);
-      const double log_sum = max + std::log(sum);
-      for (size_t v = 0; v < vocab; ++v) out[t * vocab + v] = row[v] - log_sum;
-    }
-    return out;
+int64_t WindowKl::tokens() const {
+  int64_t scored = 0;
+  for (const std::vector<int>& window : windows_) scored += static_cast<int64_t>(window.size());
+  return scored;
+}
+
+std::vector<double> WindowKl::log_softmax(std::span<const float> logits, size_t rows) const {
+  std::vector<double> out(logits.size());
+  const size_t vocab = static_cast<size_t>(config_.vocab_size);
+  for (size_t t = 0; t < rows; ++t) {
+    auto row = logits.subspan(t * vocab, vocab);
+    const double max = *std::max_element(row.begin(), row.end());
+    double sum = 0;
+    for (const float v : row) sum += std::exp(v - max);
+    const double log_sum = max + std::log(sum);
+    for (size_t v = 0; v < vocab; ++v) out[t * vocab + v] = row[v] - log_sum;
   }
-
-  ModelConfig config_;
-  std::vector<std::vector<int>> windows_;
-  std::vector<std::vector<double>> references_;
-};
-
-}  // namespace
+  return out;
+}
 
 std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
                                                   const QuantizeOptions& options, const std::vector<int>& tokens,
@@ -223,7 +220,10 @@ std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback f
 
 double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
                            const XnnRuntime& runtime) {
-  const WindowKl kl(model, tokens, runtime, kTargetWindows);
+  return dynamic_baseline_kl(model, options, WindowKl(model, tokens, runtime, kTargetWindows), runtime);
+}
+
+double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const WindowKl& kl, const XnnRuntime& runtime) {
   QuantizeOptions weights = options;
   weights.fine_grained.clear();  // the baseline is per-token INT8 on every layer not kept in FP32
   const QuantizedLinears int8 = quantize_model_weights(model, weights);

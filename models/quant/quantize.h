@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,27 @@ const std::vector<float>& linear_weights(const Model& model, const std::string& 
 
 class XnnRuntime;
 
+class Transformer;
+
+// The mean KL divergence from FP32, per token, of candidate models run on windows of text (each from
+// position 0); the FP32 log-probabilities are computed once.
+class WindowKl {
+ public:
+  // The first `max_windows` windows of the context length in `tokens`.
+  WindowKl(const Model& model, const std::vector<int>& tokens, const XnnRuntime& runtime, size_t max_windows = 1);
+  // These windows (each at most the context length; those of fewer than 2 tokens are left out).
+  WindowKl(const Model& model, std::vector<std::vector<int>> windows, const XnnRuntime& runtime);
+  double of(Transformer& candidate) const;
+  int64_t tokens() const;  // scored per candidate
+
+ private:
+  std::vector<double> log_softmax(std::span<const float> logits, size_t rows) const;
+
+  ModelConfig config_;
+  std::vector<std::vector<int>> windows_;
+  std::vector<std::vector<double>> references_;
+};
+
 struct LayerSensitivity {
   std::string name;  // linear layer
   double mean_kl;    // KL(FP32 || model with only this layer in INT8), nats per token
@@ -89,6 +111,8 @@ std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback f
 // quantized per token at run time.
 double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
                            const XnnRuntime& runtime);
+// The same on the windows of `kl`.
+double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const WindowKl& kl, const XnnRuntime& runtime);
 
 // A mixed-precision target: a mean KL in nats per token, or "dynamic": the dynamic baseline's KL on the
 // same windows, i.e. a static model at least as faithful as one that needs no calibration there.

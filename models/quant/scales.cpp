@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "common/error.h"
 #include "models/format/float16.h"
@@ -194,13 +195,17 @@ QuantParams activation_params(const HistogramLayout& layout, std::span<const uin
   const size_t slots = static_cast<size_t>(layout.buckets()) + 2;
   const HistogramSummary summary = summarize_histogram(layout, counts);
   if (summary.total == 0) fail("no values were observed");
-  if (summary.overflow > 0) {
-    fail("{} values had magnitude >= 2^{} or were not finite; raise the histogram range", summary.overflow, layout.max_exponent);
-  }
+  // Values at or above 2^max_exponent (and non-finite ones) saturate: they count in the highest
+  // non-empty bucket of their sign inside the range (at its top if there is none). One of them no
+  // longer fails every round, anonymously, under secure aggregation, nor stretches a minmax or mse
+  // clip to 2^max_exponent; the coordinator reports them, and the range is a round setting.
   auto sign_counts = [&](bool negative) {
     std::vector<double> out(slots);
     const size_t block = HistogramSlots::sign_block(layout, negative);
     for (size_t s = 0; s < slots; ++s) out[s] = static_cast<double>(counts[block + s]);
+    for (size_t s = slots - 2; s >= 1 && out[slots - 1] > 0; --s) {
+      if (out[s] > 0) out[s] += std::exchange(out[slots - 1], 0.0);
+    }
     return out;
   };
   const double zeros = static_cast<double>(counts[HistogramSlots::kZeros]);

@@ -22,6 +22,14 @@ TEST_CASE("Round settings: every field is range-checked, unknown ones refused") 
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"fine_grained", {"layers.0.w2"}}, {"exports", {"onnx-qdq"}}}),
                        doctest::Contains("onnx-qdq holds static scales"), Error);
   CHECK_NOTHROW(RoundSettings::from_json({{"fine_grained", {"layers.0.w2"}}, {"exports", {"gguf", "imatrix"}}}));
+  // The coordinator's check before publishing is on by default; 0 turns it off; between 0 and 1 it
+  // would refuse honest packages.
+  CHECK(RoundSettings::from_json(nlohmann::json::object()).max_kl_ratio == 4);
+  CHECK(RoundSettings::from_json({{"max_kl_ratio", 0}}).max_kl_ratio == 0);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"max_kl_ratio", 0.5}}), doctest::Contains("max_kl_ratio = 0.5"), Error);
+  CHECK(RoundSettings::from_json({{"max_exponent", 16}}).max_exponent == 16);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"max_exponent", 41}}), doctest::Contains("max_exponent = 41"), Error);
+  CHECK(RoundSettings::from_json({{"max_kl_ratio", 8.0}, {"max_exponent", 20}}).to_json()["max_exponent"] == 20);
 }
 
 TEST_CASE("Round settings: exports are known formats, once each, and only where the round can make them") {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "common/error.h"
@@ -169,6 +170,20 @@ TEST_CASE(
   CHECK_THROWS_AS(ScaleMethodSpec::parse("magic"), Error);
   std::vector<uint64_t> empty(layout.counts_per_point(), 0);
   CHECK_THROWS_WITH_AS(activation_params(layout, empty, ScaleMethodSpec{}, false), doctest::Contains("no values"), Error);
+
+  // Values beyond the range (and non-finite ones) fail nothing: they saturate at the largest value
+  // in range, and move no clip further than that.
+  std::vector<uint64_t> beyond = counts;
+  const float outside[] = {1e9f, std::numeric_limits<float>::quiet_NaN()};
+  accumulate_histogram(layout, outside, beyond);
+  CHECK(activation_params(layout, beyond, ScaleMethodSpec::parse("percentile:99.9"), false).scale == p999.scale);
+  CHECK(activation_params(layout, beyond, ScaleMethodSpec::parse("minmax"), false).scale == minmax.scale);
+  CHECK(activation_params(layout, beyond, ScaleMethodSpec::parse("mse"), false).scale <= minmax.scale);
+  // Only values beyond it: the range's top.
+  std::vector<uint64_t> only_beyond(layout.counts_per_point(), 0);
+  accumulate_histogram(layout, outside, only_beyond);
+  CHECK(activation_params(layout, only_beyond, ScaleMethodSpec::parse("minmax"), false).scale * 127 ==
+        doctest::Approx(std::ldexp(1.0, layout.max_exponent)));
 }
 
 void check_int8_linear(bool per_channel, bool asymmetric, int threads, bool with_bias = false) {

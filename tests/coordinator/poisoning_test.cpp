@@ -1,0 +1,100 @@
+// A participant that plays the secure-aggregation protocol correctly but contributes falsified
+// statistics: secure aggregation hides whose they are, so the coordinator judges what they do to the
+// package (coordinator/plausibility_check.h) before it publishes one.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "models/quant/activation_histogram.h"
+#include "tests/coordinator/raw_client.h"
+
+namespace fedcal::testing {
+namespace {
+
+// An honest participant's statistics (the raw client's share of the fleet's text), rewritten point by
+// point by `rewrite`, as the contribution vector of the round beside which the raw client runs.
+std::vector<uint64_t> falsified_contribution(RoundBesideRawClient& attack,
+                                             const std::function<void(const HistogramLayout&, std::span<uint64_t>)>& rewrite) {
+  MiniFleet& fleet = *attack.fleet;
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  const int64_t model = models["models"].back()["id"].get<int64_t>();
+  CalibrationStats stats = read_stats(
+      calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, kSequences), kSequences, "honest"));
+  for (size_t point = 0; point < stats.points.size(); ++point) rewrite(stats.layout, stats.point(point));
+  std::vector<uint64_t> vector = contribution_vector(stats);
+  REQUIRE(vector.size() == attack.round.vector_length);
+  return vector;
+}
+
+// The slot of one point's counts a magnitude falls in.
+size_t slot_of(const HistogramLayout& layout, float magnitude) {
+  std::vector<uint64_t> one(layout.counts_per_point(), 0);
+  const float value[] = {magnitude};
+  accumulate_histogram(layout, value, one);
+  return static_cast<size_t>(std::find(one.begin(), one.end(), 1u) - one.begin());
+}
+
+// Every value of a point moved to the slot of `magnitude` (its total count kept).
+void move_all(std::span<uint64_t> counts, size_t slot) {
+  uint64_t total = 0;
+  for (uint64_t& count : counts) total += std::exchange(count, 0);
+  counts[slot] = total;
+}
+
+bool round_models_listed(MiniFleet& fleet, int64_t round) {
+  for (const auto& model : fleet.admin({{"command", "models.list"}})["models"]) {
+    if (model["round"].is_number() && model["round"].get<int64_t>() == round) return true;
+  }
+  return false;
+}
+
+TEST_CASE("A participant whose statistics put each point's whole count in the top bucket: the round fails with the "
+          "coordinator's figures and publishes nothing" *
+          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  RoundBesideRawClient attack(6, 5);  // 1 of 6
+  attack.participate(falsified_contribution(attack, [](const HistogramLayout& layout, std::span<uint64_t> counts) {
+    move_all(counts, HistogramSlots::sign_block(layout, false) + static_cast<size_t>(layout.buckets()));
+  }));
+  const nlohmann::json status = attack.fleet->wait_round(attack.round.id, std::chrono::seconds(120));
+  REQUIRE_MESSAGE(status["stage"] == "failed", status.dump(2));
+  const std::string failure = status["failure"].get<std::string>();
+  CHECK_MESSAGE(failure.find("the fleet package is implausible, not published") != std::string::npos, failure);
+  CHECK_MESSAGE(failure.find("x the calibration-free baseline") != std::string::npos, failure);
+  CHECK(status["models"].empty());
+  CHECK_FALSE(round_models_listed(*attack.fleet, attack.round.id));
+  CHECK(attack.audited("implausible"));
+}
+
+TEST_CASE("A participant whose statistics put each point's whole count at twice its largest value: the round fails, "
+          "not published" *
+          doctest::timeout(180) * doctest::test_suite("fleet")) {
+  RoundBesideRawClient attack(4);
+  attack.participate(falsified_contribution(attack, [](const HistogramLayout& layout, std::span<uint64_t> counts) {
+    const double largest = summarize_histogram(layout, counts).max_abs;
+    move_all(counts, slot_of(layout, static_cast<float>(2 * largest)));
+  }));
+  const nlohmann::json status = attack.fleet->wait_round(attack.round.id, std::chrono::seconds(120));
+  MESSAGE(status.value("failure", std::string("(done)")));
+  REQUIRE_MESSAGE(status["stage"] == "failed", status.dump(2));
+  CHECK(status["failure"].get<std::string>().find("implausible") != std::string::npos);
+}
+
+TEST_CASE("One value beyond the histogram's range is counted at its top: the round completes and its report names the point" *
+          doctest::timeout(180) * doctest::test_suite("fleet")) {
+  RoundBesideRawClient attack(4);
+  attack.participate(falsified_contribution(attack, [](const HistogramLayout& layout, std::span<uint64_t> counts) {
+    counts[HistogramSlots::sign_block(layout, false) + static_cast<size_t>(layout.buckets()) + 1] += 1;  // overflow
+  }));
+  const nlohmann::json status = attack.report();
+  CHECK(status["contributors"] == 4);
+  REQUIRE(status.contains("coordinator_checks"));
+  const nlohmann::json& check = status["coordinator_checks"][0];
+  CHECK(check["label"] == "fleet");
+  CHECK(check["passed"] == true);
+  CHECK(check["overflow"].size() > 0);
+  for (const auto& [point, count] : check["overflow"].items()) CHECK(count == 1);
+}
+
+}  // namespace
+}  // namespace fedcal::testing
