@@ -1,5 +1,7 @@
 #include "coordinator/rollout.h"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -14,6 +16,7 @@ nlohmann::json RolloutSettings::to_json() const {
           {"max_kl", max_kl},
           {"max_slowdown", max_slowdown},
           {"min_healthy", min_healthy},
+          {"min_failing", min_failing},
           {"wave_timeout_ms", wave_timeout_ms},
           {"soak_ms", soak_ms}};
 }
@@ -30,6 +33,7 @@ RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
     settings.max_kl = json.value("max_kl", settings.max_kl);
     settings.max_slowdown = json.value("max_slowdown", settings.max_slowdown);
     settings.min_healthy = json.value("min_healthy", settings.min_healthy);
+    settings.min_failing = json.value("min_failing", settings.min_failing);
     settings.wave_timeout_ms = json.value("wave_timeout_ms", settings.wave_timeout_ms);
     settings.soak_ms = json.value("soak_ms", settings.soak_ms);
   } catch (const nlohmann::json::exception& error) {
@@ -45,6 +49,7 @@ RolloutSettings RolloutSettings::from_json(const nlohmann::json& json) {
   if (!(settings.max_kl >= 0)) fail("max_kl must be >= 0");
   if (!(settings.max_slowdown >= 1)) fail("max_slowdown must be >= 1");
   if (!(settings.min_healthy >= 0 && settings.min_healthy <= 100)) fail("min_healthy must be a percentage");
+  if (settings.min_failing < 1 || settings.min_failing > 100000) fail("min_failing must be in [1, 100000]");
   if (settings.wave_timeout_ms < 1000) fail("wave_timeout_ms must be >= 1000");
   if (settings.soak_ms < 0 || settings.soak_ms >= settings.wave_timeout_ms) fail("soak_ms must be in [0, wave_timeout_ms)");
   return settings;
@@ -174,11 +179,14 @@ void Rollout::send_rollback(int64_t agent_id) {
   agents_[agent_id].status = TargetStatus::kRollingBack;
 }
 
-bool Rollout::healthy(const ActivationOutcome& report) const {
-  if (!report.activated || report.crashes > 0) return false;
-  if (report.mean_kl > settings_.max_kl) return false;
+std::string Rollout::unhealthy_reason(const ActivationOutcome& report) const {
+  if (!report.activated) return report.error.empty() ? "not activated" : "not activated: " + report.error;
+  if (report.crashes > 0) return fmt::format("{} crash(es)", report.crashes);
+  if (report.mean_kl > settings_.max_kl) return fmt::format("KL {:.4g} > {}", report.mean_kl, settings_.max_kl);
   const double now = report.tokens_per_second, before = report.previous_tokens_per_second;
-  return before <= 0 || (now > 0 && before / now <= settings_.max_slowdown);
+  if (before > 0 && now <= 0) return "no speed measured";
+  if (before > 0 && before / now > settings_.max_slowdown) return fmt::format("{:.2f}x slower > {}x", before / now, settings_.max_slowdown);
+  return "";
 }
 
 void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsigned crashes) {
@@ -227,7 +235,7 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
   } else if (!outcome.activated) {
     state.status = TargetStatus::kFailed;
   } else {
-    state.status = healthy(outcome) ? TargetStatus::kHealthy : TargetStatus::kUnhealthy;
+    state.status = unhealthy_reason(outcome).empty() ? TargetStatus::kHealthy : TargetStatus::kUnhealthy;
   }
   save();
 }
@@ -260,18 +268,41 @@ void Rollout::tick() {
     if (expired) rollback(fmt::format("no agent of wave {} reported within {} ms", wave_ + 1, settings_.wave_timeout_ms));
     return;
   }
+  // The agents whose reports fail the gate, named; fewer than min_failing of them (or all targets,
+  // if fewer) never fail it, so one agent's report cannot veto a rollout for the whole fleet.
+  std::vector<std::string> failing;
+  for (const auto& [agent, state] : agents_) {
+    if (state.wave > wave_ || (state.status != TargetStatus::kUnhealthy && state.status != TargetStatus::kFailed)) continue;
+    failing.push_back(fmt::format("agent {} ({})", agent, state.report ? unhealthy_reason(*state.report) : "no report"));
+  }
+  const auto named = [&failing] {
+    const size_t shown = std::min<size_t>(failing.size(), 10);
+    return fmt::format("{}{}", fmt::join(failing.begin(), failing.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                       failing.size() > shown ? fmt::format(" and {} more", failing.size() - shown) : "");
+  };
+  const int needed = std::min<int>(settings_.min_failing, static_cast<int>(agents_.size()));
   const double healthy_percent = 100.0 * healthy_count / reported;
-  if (healthy_percent < settings_.min_healthy) {
+  if (healthy_percent < settings_.min_healthy && static_cast<int>(failing.size()) >= needed) {
     rollback(fmt::format(
-        "wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max slowdown {})",
-        wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl, settings_.max_slowdown));
+        "wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max slowdown {}); failing: {}",
+        wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl, settings_.max_slowdown, named()));
     return;
+  }
+  if (!failing.empty()) {
+    host_.log(fmt::format("rollout {}: wave {} passes its gate with {} failing agent(s) (fewer than min_failing {}): {}", id_,
+                          wave_ + 1, failing.size(), needed, named()));
   }
   if (wave_ + 1 < static_cast<int>(settings_.waves.size())) {
     start_wave(wave_ + 1);
   } else {
     stage_ = RolloutStage::kDone;
-    host_.store().audit("coordinator", "rollout done", fmt::format("rollout {}", id_));
+    // The fleet contradicted every report that failed: counted against the agent that sent it.
+    for (const auto& [agent, state] : agents_) {
+      if (state.status == TargetStatus::kUnhealthy && state.report && state.report->crashes == 0)
+        host_.store().note_contradiction(agent, fmt::format("rollout {}: {}", id_, unhealthy_reason(*state.report)));
+    }
+    host_.store().audit("coordinator", "rollout done",
+                        failing.empty() ? fmt::format("rollout {}", id_) : fmt::format("rollout {}; failing: {}", id_, named()));
     save();
   }
 }

@@ -3,7 +3,9 @@
 // downloads, verifies, self-tests and switches, then reports its local check: KL and top-1 against
 // its previous model on its held-out text, and decoding speed of both. A wave's gate holds when the
 // healthy fraction of its reporting agents reaches min_healthy (healthy: activated, KL <= max_kl,
-// slowdown <= max_slowdown); then the next wave starts. A failing gate halts the rollout and orders
+// slowdown <= max_slowdown), or fewer than min_failing of them fail (one agent's report cannot veto
+// the fleet's rollout; an agent whose failing reports the fleet contradicts is counted, and shows in
+// `agents list --failing` from the second time); then the next wave starts. A failing gate halts the rollout and orders
 // every agent updated so far back to its previous slot. Agents offline during their wave catch up
 // when they return (or are rolled back, if the rollout was).
 #pragma once
@@ -29,6 +31,7 @@ struct RolloutSettings {
   double max_kl = 0.05;                      // nats per token, vs the agent's previous model
   double max_slowdown = 1.5;                 // previous tokens/s over new tokens/s
   double min_healthy = 90;                   // percent of a wave's reporting agents
+  int min_failing = 2;                       // and at least this many failing (or every target, if fewer)
   int wave_timeout_ms = 600000;              // a wave waits at most this long for reports
   int soak_ms = 30000;                       // and watches its agents this long after the last report (crashes)
 
@@ -90,7 +93,7 @@ class Rollout {
   void start_wave(int wave);
   void send_activate(int64_t agent_id);
   void send_rollback(int64_t agent_id);
-  bool healthy(const ActivationOutcome& report) const;
+  std::string unhealthy_reason(const ActivationOutcome& report) const;  // "" when healthy
   void save(const std::string& reason = "");
 
   RoundHost& host_;

@@ -28,6 +28,8 @@ nlohmann::json agent_json(const AgentRecord& agent, bool online) {
           {"active_model", agent.active_model_sha},
           {"last_error", agent.last_error},
           {"last_error_ms", agent.last_error_ms},
+          {"contradicting_reports", agent.contradicting_reports},
+          {"last_contradiction", agent.last_contradiction},
           {"profile", profile.is_discarded() ? nlohmann::json::object() : profile}};
 }
 
@@ -56,6 +58,10 @@ Server::AgentView Server::agent_view(const AgentRecord& agent, int64_t wall_now)
   if (agent.revoked_at_ms) return view;
   if (!agent.last_error.empty()) view.problems.push_back(agent.last_error);
   if (view.crashes > 0) view.problems.push_back(fmt::format("{} crash(es) since its model was activated", view.crashes));
+  if (agent.contradicting_reports >= 2) {
+    view.problems.push_back(fmt::format("its rollout health reports contradicted the fleet {} times (last: {})",
+                                        agent.contradicting_reports, agent.last_contradiction));
+  }
   if (!view.online) {
     view.problems.push_back(view.last_seen_ms > 0 ? fmt::format("offline: silent for {} s",
                                                                 std::max<int64_t>(0, wall_now - view.last_seen_ms) / 1000)

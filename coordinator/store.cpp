@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS agents (
   active_model_sha TEXT NOT NULL DEFAULT '',
   last_sequence INTEGER NOT NULL DEFAULT 0,
   last_error TEXT NOT NULL DEFAULT '',
-  last_error_ms INTEGER NOT NULL DEFAULT 0
+  last_error_ms INTEGER NOT NULL DEFAULT 0,
+  contradicting_reports INTEGER NOT NULL DEFAULT 0,
+  last_contradiction TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS tokens (
   token_sha256 TEXT PRIMARY KEY,
@@ -146,11 +148,13 @@ AgentRecord read_agent(SQLite::Statement& query) {
   agent.last_sequence = static_cast<uint64_t>(query.getColumn(8).getInt64());
   agent.last_error = query.getColumn(9).getString();
   agent.last_error_ms = query.getColumn(10).getInt64();
+  agent.contradicting_reports = query.getColumn(11).getInt();
+  agent.last_contradiction = query.getColumn(12).getString();
   return agent;
 }
 constexpr const char* kAgentColumns =
     "SELECT id, public_key, name, enrolled_at_ms, revoked_at_ms, last_seen_ms, profile_json, active_model_sha, last_sequence, "
-    "last_error, last_error_ms FROM agents";
+    "last_error, last_error_ms, contradicting_reports, last_contradiction FROM agents";
 
 ModelRecord read_model(SQLite::Statement& query) {
   ModelRecord model;
@@ -235,6 +239,8 @@ Store::Store(const std::string& path)
         {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},
         {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
         {"agents", "last_error_ms INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "contradicting_reports INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "last_contradiction TEXT NOT NULL DEFAULT ''"},
         {"participants", "reason TEXT NOT NULL DEFAULT ''"},
         {"participants", "report_json TEXT NOT NULL DEFAULT ''"},
     };
@@ -596,6 +602,16 @@ void Store::set_agent_problem(int64_t agent_id, int64_t at_ms, const std::string
     update.bind(1, problem);
     update.bind(2, at_ms);
     update.bind(3, agent_id);
+    update.exec();
+  });
+}
+
+void Store::note_contradiction(int64_t agent_id, const std::string& what) {
+  return sqlite_call("note contradiction", [&]() -> void {
+    SQLite::Statement update(
+        db_, "UPDATE agents SET contradicting_reports = contradicting_reports + 1, last_contradiction = ? WHERE id = ?");
+    update.bind(1, what);
+    update.bind(2, agent_id);
     update.exec();
   });
 }

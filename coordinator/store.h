@@ -30,6 +30,9 @@ struct AgentRecord {
   uint64_t last_sequence = 0;    // the highest message sequence number accepted from its key
   std::string last_error;        // the last problem it reported ("" once it says it can work again)
   int64_t last_error_ms = 0;     // when (wall clock)
+  // Rollout health reports of its that the fleet contradicted (unhealthy where its wave's gate held).
+  int contradicting_reports = 0;
+  std::string last_contradiction;
 };
 
 // The labels an agent's last hello listed (device groups); empty if its profile has none.
@@ -135,6 +138,8 @@ class Store {
 
   // The last problem an agent reported (no private text, disk full, ...); "" clears it.
   void set_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem);
+  // One more health report of the agent's that the fleet contradicted; `what` says which.
+  void note_contradiction(int64_t agent_id, const std::string& what);
 
   // The package in an agent's active slot, as it last reported.
   void set_active_model(int64_t agent_id, const std::string& sha256);

@@ -20,7 +20,7 @@ struct RolloutStartOptions {
   std::vector<double> waves = {5, 50, 100};
   std::string group;
   double max_kl = 0.05, max_slowdown = 1.5, min_healthy = 90;
-  int wave_timeout_ms = 600000, soak_ms = 30000;
+  int wave_timeout_ms = 600000, soak_ms = 30000, min_failing = 2;
 };
 
 constexpr int64_t kWeekMs = int64_t{7} * 86400 * 1000;
@@ -44,6 +44,11 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
       ->check(CLI::Range(1.0, 1000.0));
   start->add_option("--min-healthy", o->min_healthy, "A wave passes when this share of its reporting agents is healthy (default 90%)")
       ->transform(percentage());
+  start->add_option("--min-failing", o->min_failing,
+                    "...and fails only when at least this many agents fail (or all targets, if fewer): one agent's report "
+                    "cannot veto a rollout")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   start->add_option("--wave-timeout,--wave-timeout-ms", o->wave_timeout_ms,
                     "A wave waits at most this long for reports (default 10min; 30s, 2h, or milliseconds)")
       ->transform(duration_ms(1000, kWeekMs));
@@ -60,6 +65,7 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
                          {"max_kl", o->max_kl},
                          {"max_slowdown", o->max_slowdown},
                          {"min_healthy", o->min_healthy},
+                         {"min_failing", o->min_failing},
                          {"wave_timeout_ms", o->wave_timeout_ms},
                          {"soak_ms", o->soak_ms}}}}));
   });

@@ -14,6 +14,7 @@ RolloutFixture::RolloutFixture(int count) {
   settings.waves = {20, 60, 100};
   settings.wave_timeout_ms = 10000;
   settings.soak_ms = 2000;
+  settings.min_failing = 1;  // strict: one failing agent fails its wave (the veto test sets 2)
 }
 
 std::vector<int64_t> RolloutFixture::told(const std::string& kind) {

@@ -2,6 +2,9 @@
 // outgoing messages): waves, soak, health gates, wave deadlines, rollback, offline agents catching
 // up, crashes, pause/resume/abort and recovery from the stored snapshot.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <algorithm>
 
 #include "coordinator/rollout.h"
 #include "tests/coordinator/fake_host.h"
@@ -108,6 +111,45 @@ TEST_CASE("Rollout in process: agents offline at the start of their wave are act
   f.host.now_ms += f.settings.soak_ms;
   rollout->tick();
   CHECK(rollout->status()["wave"] == 1);
+}
+
+TEST_CASE("Rollout in process: one agent's failing report cannot veto the rollout (min_failing 2): it is named and counted, "
+          "two failing agents roll back") {
+  RolloutFixture f(5);
+  f.settings.min_failing = 2;
+  f.settings.waves = {40, 100};
+  auto rollout = f.start();
+  f.report(*rollout, f.ids[0], true, /*kl=*/1.0);  // a hostile agent's report, or a device the fleet disagrees with
+  SUBCASE("one failing") {
+    f.report(*rollout, f.ids[1], true);
+    f.host.now_ms += f.settings.soak_ms;
+    rollout->tick();
+    REQUIRE(rollout->stage() == RolloutStage::kRunning);
+    CHECK(rollout->status()["wave"] == 1);
+    const bool named = std::any_of(f.host.logs.begin(), f.host.logs.end(), [&](const std::string& line) {
+      return line.find(fmt::format("1 failing agent(s) (fewer than min_failing 2): agent {} (KL 1 > 0.05)", f.ids[0])) !=
+             std::string::npos;
+    });
+    CHECK(named);
+    for (int i = 2; i < 5; ++i) f.report(*rollout, f.ids[i], true);
+    f.host.now_ms += f.settings.soak_ms;
+    rollout->tick();
+    CHECK(rollout->stage() == RolloutStage::kDone);
+    CHECK(f.told("modelRollback").empty());
+    // The fleet contradicted its report: counted against it, once per rollout.
+    CHECK(f.host.store().agent(f.ids[0])->contradicting_reports == 1);
+    CHECK(f.host.store().agent(f.ids[0])->last_contradiction.find("KL 1 > 0.05") != std::string::npos);
+    CHECK(f.host.store().agent(f.ids[1])->contradicting_reports == 0);
+  }
+  SUBCASE("two failing") {
+    f.report(*rollout, f.ids[1], true, 0.001, /*speed=*/10, /*before=*/100);
+    f.host.now_ms += f.settings.soak_ms;
+    rollout->tick();
+    CHECK(rollout->stage() == RolloutStage::kRolledBack);
+    const std::string reason = rollout->status()["reason"].get<std::string>();
+    CHECK(reason.find(fmt::format("failing: agent {} (KL 1 > 0.05), agent {} (10.00x slower > 1.5x)", f.ids[0], f.ids[1])) !=
+          std::string::npos);
+  }
 }
 
 TEST_CASE("Rollout in process: an agent that crashed since activating makes its wave unhealthy") {

@@ -13,6 +13,7 @@
 #include "edge_agent/local_server.h"
 #include "models/format/model_package.h"
 #include "tests/coordinator/mini_fleet.h"
+#include "tests/coordinator/raw_client.h"
 
 namespace fedcal::testing {
 namespace {
@@ -40,6 +41,7 @@ nlohmann::json start_rollout(MiniFleet& fleet, int64_t model, std::vector<double
                  {"max_kl", 0.05},
                  {"max_slowdown", 50.0},
                  {"min_healthy", 100.0},
+                 {"min_failing", 1},
                  {"wave_timeout_ms", 30000},
                  {"soak_ms", soak_ms}}}});
   return wait_rollout(fleet);
@@ -189,6 +191,89 @@ TEST_CASE(
   REQUIRE(eventually([&] { return active_models(fleet)[away] == good_sha; }, std::chrono::seconds(60)));
 }
 
+// A hostile enrolled agent beside real ones: online (hello, heartbeats), it answers every activation
+// order with a failing report (KL 1.0 against its previous model) without downloading anything.
+class LyingAgent {
+ public:
+  explicit LyingAgent(MiniFleet& fleet) : probe_(fleet, "liar") {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~LyingAgent() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    uint64_t sequence = uint64_t{1} << 62;  // above what enrollment used
+    OutgoingMessage hello;
+    hello.body().initHello().setName("liar");
+    probe_.send_raw(hello.encode(sequence++));
+    auto last_heartbeat = std::chrono::steady_clock::now();
+    while (!stop_) {
+      if (std::chrono::steady_clock::now() - last_heartbeat >= std::chrono::milliseconds(500)) {
+        OutgoingMessage heartbeat;
+        heartbeat.body().initHeartbeat();
+        probe_.send_raw(heartbeat.encode(sequence++));
+        last_heartbeat = std::chrono::steady_clock::now();
+      }
+      const std::optional<DecodedEnvelope> message = probe_.receive(std::chrono::milliseconds(200));
+      if (!message || body_name(message->envelope()) != "modelActivate") continue;
+      const auto activate = message->envelope().getBody().getModelActivate();
+      OutgoingMessage report;
+      auto body = report.body().initActivationReport();
+      body.setRolloutId(activate.getRolloutId());
+      body.setSha256(activate.getSha256());
+      body.setActivated(true);
+      body.setMeanKl(1.0);
+      body.setTop1Agreement(0.1);
+      body.setTokensPerSecond(100);
+      body.setPreviousTokensPerSecond(100);
+      probe_.send_raw(report.encode(sequence++));
+    }
+  }
+
+  ProbeClient probe_;
+  std::atomic<bool> stop_ = false;
+  std::thread thread_;
+};
+
+TEST_CASE("Rollout: one agent's failing reports cannot veto it; the gate names the agent, and the second time it is listed as "
+          "failing" *
+          doctest::timeout(240) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  LyingAgent liar(fleet);
+  fleet.start_agents();
+  fleet.wait_online(4);
+  const int64_t liar_id = fleet.admin({{"command", "agents.list"}})["agents"].front()["id"].get<int64_t>();  // enrolled first
+  // The defaults (90% healthy, at least 2 failing) in one wave: 3 of 4 healthy.
+  const int64_t fp32 = fleet.import_model();
+  nlohmann::json status = fleet.run_rollout({{"model_id", fp32}, {"waves", {100.0}}, {"max_slowdown", 50.0}, {"soak_ms", 0}});
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  CHECK(status["counts"]["healthy"] == 3);
+  CHECK(status["counts"]["unhealthy"] == 1);
+  const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 20}}).dump();
+  CHECK(audit.find(fmt::format("failing: agent {} (KL 1 > 0.05)", liar_id)) != std::string::npos);
+  // Once: not yet a pattern.
+  CHECK(fleet.admin({{"command", "agents.list"}, {"failing", true}})["agents"].empty());
+
+  const std::string package = build_int8_package(fleet, fleet.calibration_text(0, 100), "--method mse --per-channel", "int8");
+  const int64_t int8 = fleet.admin({{"command", "models.import"}, {"path", package}})["id"].get<int64_t>();
+  status = fleet.run_rollout({{"model_id", int8}, {"waves", {50.0, 100.0}}, {"max_slowdown", 50.0}, {"soak_ms", 0}});
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  for (const auto& [agent, sha] : active_models(fleet)) {
+    if (agent != liar_id) CHECK(sha == model_sha(fleet, int8));
+  }
+  const nlohmann::json failing = fleet.admin({{"command", "agents.list"}, {"failing", true}})["agents"];
+  REQUIRE(failing.size() == 1);
+  CHECK(failing[0]["id"] == liar_id);
+  CHECK(failing[0]["problem"].get<std::string>().find("its rollout health reports contradicted the fleet 2 times") !=
+        std::string::npos);
+}
+
 TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealthy, and the rollout rolls back" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
@@ -208,7 +293,7 @@ TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealt
   fleet.wait_online(3);
   fleet.admin(
       {{"command", "rollout.start"},
-       {"settings", {{"model_id", int8}, {"waves", {100}}, {"max_slowdown", 50.0}, {"min_healthy", 100.0}, {"soak_ms", 8000}}}});
+       {"settings", {{"model_id", int8}, {"waves", {100}}, {"max_slowdown", 50.0}, {"min_healthy", 100.0}, {"min_failing", 1}, {"soak_ms", 8000}}}});
   REQUIRE(fleet.agent(0).wait_exit(std::chrono::seconds(30)) == 128 + SIGKILL);
   fleet.start_agent(0);  // back, without the fault: its hello carries the crash
   const nlohmann::json status = wait_rollout(fleet);
@@ -270,6 +355,7 @@ TEST_CASE("Crash: the coordinator SIGKILLed as a wave starts its soak resumes th
                  {"max_kl", 0.05},
                  {"max_slowdown", 50.0},
                  {"min_healthy", 100.0},
+                 {"min_failing", 1},
                  {"wave_timeout_ms", 30000},
                  {"soak_ms", soak_ms}}}});
   // Both agents of wave 1 report; the soak starts; the coordinator dies.
