@@ -74,6 +74,10 @@ Server::Server(CoordinatorConfig config)
   limits.heartbeat_timeout_ms = config_.agent_timeout_ms;
   limits.handshake_timeout_ms = config_.handshake_timeout_ms;
   configure_curve_server(agents_, curve_keys_, kZapDomain, limits);
+  // Messages queued for one connection at most: an agent that asks for chunks and never reads them
+  // holds kSendQueueMessages x chunk_bytes of the daemon's memory (16 MiB by default), not libzmq's
+  // default 1,000 (1 GiB); replies beyond it are dropped and counted. Honest agents read as they go.
+  agents_.set(zmq::sockopt::sndhwm, kSendQueueMessages);
   // Agent connections may take all file descriptors but a reserve (the database, artifacts being
   // sent, the admin socket's connections): beyond it, and beyond the per-address limit, the guard
   // cuts new connections.
@@ -612,7 +616,12 @@ void Server::send_to_route(const std::string& routing_id, OutgoingMessage& messa
     agents_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& error) {
     // EHOSTUNREACH (ROUTER_MANDATORY): the peer is gone; it will be marked offline by its silence.
-    log(fmt::format("cannot deliver a message: {}", error.what()));
+    // EAGAIN: its queue is full (kSendQueueMessages): it does not read. Logged once per 10 s.
+    ++counters_.dropped;
+    if (monotonic_ms() - last_drop_log_ms_ >= 10000) {
+      log(fmt::format("cannot deliver a message: {} ({} dropped so far)", error.what(), counters_.dropped));
+      last_drop_log_ms_ = monotonic_ms();
+    }
   }
 }
 

@@ -156,7 +156,10 @@ class Server : public RoundHost {
   std::unique_ptr<HttpEndpoint> http_;  // /metrics and the status page; null unless metrics_listen is set
   struct Counters {
     uint64_t messages_received = 0, bytes_received = 0, messages_sent = 0, bytes_sent = 0, refused = 0;
+    uint64_t dropped = 0;  // not delivered: the peer was gone or its queue full
   } counters_;
+  int64_t last_drop_log_ms_ = -1000000;
+  static constexpr int kSendQueueMessages = 16;
   RateLimiter refusals_by_key_;
   RateLimiter refusals_by_address_;
   std::map<int64_t, Session> sessions_;

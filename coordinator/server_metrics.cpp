@@ -79,6 +79,9 @@ std::string Server::metrics_text() {
   out += fmt::format("fedcal_agent_bytes_received_total {}\n", counters_.bytes_received);
   family(out, "fedcal_agent_messages_sent_total", "counter", "Messages sent to agents since the start.");
   out += fmt::format("fedcal_agent_messages_sent_total {}\n", counters_.messages_sent);
+  family(out, "fedcal_agent_messages_dropped_total", "counter",
+         "Messages to agents not delivered since the start: the agent was gone, or its send queue full (it does not read).");
+  out += fmt::format("fedcal_agent_messages_dropped_total {}\n", counters_.dropped);
   family(out, "fedcal_agent_bytes_sent_total", "counter", "Bytes sent to agents since the start.");
   out += fmt::format("fedcal_agent_bytes_sent_total {}\n", counters_.bytes_sent);
   family(out, "fedcal_refused_total", "counter", "Refused messages, connections and enrollments since the start.");

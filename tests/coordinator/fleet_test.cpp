@@ -780,6 +780,51 @@ TEST_CASE("A participant's forged local report is refused or counted as one agen
   CHECK(fleet.admin({{"command", "audit"}, {"limit", 100}}).dump().find("checked twice") != std::string::npos);
 }
 
+// Resident memory of a process, in bytes (/proc/PID/status VmRSS).
+int64_t resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  FAIL("no VmRSS for process " << pid);
+  return 0;
+}
+
+TEST_CASE("An enrolled agent that requests chunks and never reads them holds a bounded share of the coordinator's memory" *
+          doctest::timeout(120) * doctest::test_suite("fleet")) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  const int64_t model = fleet.import_model();
+  const std::string sha = fleet.admin({{"command", "models.list"}})["models"][0]["sha256"].get<std::string>();
+  REQUIRE(fleet.admin({{"command", "models.list"}})["models"][0]["id"] == model);
+  ProbeClient hoarder(fleet, "hoarder", /*receive_queue=*/1);
+  uint64_t sequence = uint64_t{1} << 62;
+  OutgoingMessage hello;
+  hello.body().initHello().setName("hoarder");
+  hoarder.send_raw(hello.encode(sequence++));
+  REQUIRE(hoarder.wait_for("welcome"));
+  const int64_t before = resident_bytes(fleet.coordinator().pid());
+  // 1,000 requests of 1 MiB each (the coordinator's chunk size), none of the replies read.
+  const int requests = 1000;
+  for (int i = 0; i < requests; ++i) {
+    OutgoingMessage request;
+    auto body = request.body().initChunkRequest();
+    body.setSha256(sha);
+    body.setOffset(0);
+    body.setLength(1 << 20);
+    hoarder.send_raw(request.encode(sequence++));
+  }
+  // Every request handled: the coordinator answers the admin socket from the same loop, after them.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  REQUIRE(fleet.admin({{"command", "status"}}).contains("online_agents"));  // it still answers
+  const int64_t grown = resident_bytes(fleet.coordinator().pid()) - before;
+  MESSAGE("coordinator memory grew by " << grown / (1 << 20) << " MiB for " << requests << " unread 1 MiB chunk replies");
+  CHECK(grown < int64_t{128} << 20);  // 16 queued replies of 1 MiB, and the allocator's slack (was ~1 GiB)
+  CHECK(read_log(fleet).find("cannot deliver a message") != std::string::npos);
+}
+
 TEST_CASE("A flood of refused messages is answered and recorded within a budget per key and address, then summed up" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;

@@ -28,6 +28,7 @@ class Process {
   // The exit code (or 128 + signal) once the process has ended, waiting up to `timeout`.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   bool running();
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;

@@ -50,8 +50,14 @@ inline std::string fp32_package_path(MiniFleet& fleet, int64_t model) {
 // A hand-driven enrolled client, to send what a real agent never would.
 class ProbeClient {
  public:
-  explicit ProbeClient(MiniFleet& fleet, const std::string& name = "probe")
+  // `receive_queue` > 0: at most that many messages wait in this client's queue (and a small kernel
+  // buffer): a client that does not read then leaves the rest queued at the coordinator.
+  explicit ProbeClient(MiniFleet& fleet, const std::string& name = "probe", int receive_queue = 0)
       : context_(1), socket_(context_, zmq::socket_type::dealer) {
+    if (receive_queue > 0) {
+      socket_.set(zmq::sockopt::rcvhwm, receive_queue);
+      socket_.set(zmq::sockopt::rcvbuf, 64 * 1024);
+    }
     const auto status = fleet.admin({{"command", "status"}});
     const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
     edge_agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, name);

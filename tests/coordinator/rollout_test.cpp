@@ -238,7 +238,7 @@ class LyingAgent {
   std::thread thread_;
 };
 
-TEST_CASE("Rollout: one agent's failing reports cannot veto it; the gate names the agent, and the second time it is listed as "
+TEST_CASE("Rollout: one agent's failing reports cannot veto it, the gate names the agent, and the second time it is listed as "
           "failing" *
           doctest::timeout(240) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
