@@ -40,7 +40,8 @@ CheckText make_check_text(const Model& model, const Tokenizer& tokenizer, const 
     // The last lines are scored; the ones before them (or, in a text too short for both, the same)
     // calibrate the comparison recipe.
     const size_t scored = std::min(kScoredDocuments, (lines.size() + 1) / 2);
-    for (size_t i = lines.size() - scored; i < lines.size(); ++i) text.evaluation.push_back(cut(tokenizer.encode(lines[i], true), seq_len));
+    for (size_t i = lines.size() - scored; i < lines.size(); ++i)
+      text.evaluation.push_back(cut(tokenizer.encode(lines[i], true), seq_len));
     const size_t calibrating = std::min(kReferenceCalibrationLines, lines.size() - scored);
     for (size_t i = 0; i < calibrating; ++i) text.calibration.push_back(cut(tokenizer.encode(lines[i], true), seq_len));
     if (text.calibration.empty()) text.calibration = text.evaluation;
@@ -81,9 +82,17 @@ std::string PlausibilityCheck::failure() const {
 }
 
 nlohmann::json PlausibilityCheck::to_json() const {
-  return {{"label", label},         {"text", text},           {"tokens", tokens}, {"mean_kl", kl},
-          {"same_recipe_kl", same_recipe_kl}, {"dynamic_kl", dynamic_kl}, {"max_ratio", max_ratio}, {"bound", bound},
-          {"passed", passed()},     {"overflow", overflow},   {"max_exponent", max_exponent}};
+  return {{"label", label},
+          {"text", text},
+          {"tokens", tokens},
+          {"mean_kl", kl},
+          {"same_recipe_kl", same_recipe_kl},
+          {"dynamic_kl", dynamic_kl},
+          {"max_ratio", max_ratio},
+          {"bound", bound},
+          {"passed", passed()},
+          {"overflow", overflow},
+          {"max_exponent", max_exponent}};
 }
 
 PlausibilityCheck check_plausible(const std::string& label, const Model& model, const QuantizedLinears& int8,

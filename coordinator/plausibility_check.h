@@ -33,9 +33,9 @@ CheckText make_check_text(const Model& model, const Tokenizer& tokenizer, const 
                           const XnnRuntime& runtime);
 
 struct PlausibilityCheck {
-  std::string label;  // "fleet", "group:<label>"
-  std::string text;   // CheckText::source
-  int64_t tokens = 0;  // scored
+  std::string label;          // "fleet", "group:<label>"
+  std::string text;           // CheckText::source
+  int64_t tokens = 0;         // scored
   double kl = 0;              // the package's, nats per token
   double same_recipe_kl = 0;  // its options, calibrated on the check text
   double dynamic_kl = 0;      // its weights, activations quantized per token at run time
@@ -46,7 +46,7 @@ struct PlausibilityCheck {
   int max_exponent = 0;
 
   bool passed() const { return kl <= bound; }  // (false for a NaN KL)
-  std::string failure() const;  // why it did not pass, with the figures
+  std::string failure() const;                 // why it did not pass, with the figures
   nlohmann::json to_json() const;
 };
 

@@ -60,9 +60,10 @@ Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats
     const LayerFallback fallback = parse_fallback(settings.fallback);
     const MixedPrecisionChoice choice = choose_mixed_precision(loaded.model, stats, options, reference.tokens, *reference.runtime,
                                                                KlTarget::parse(settings.target_kl), fallback, reference.baseline);
-    out.mixed = fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
-                            settings.target_kl.rfind("dynamic", 0) == 0 ? " (" + settings.target_kl + ": the dynamic baseline's)" : "",
-                            choice.mixed.layers.size(), fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
+    out.mixed =
+        fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
+                    settings.target_kl.rfind("dynamic", 0) == 0 ? " (" + settings.target_kl + ": the dynamic baseline's)" : "",
+                    choice.mixed.layers.size(), fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
   }
   out.int8 = quantize_model(loaded.model, stats, options);
   return out;
@@ -74,12 +75,13 @@ BuiltPackage store_quantized(const LoadedModel& loaded, const Quantized& quantiz
   const PackageProvenance provenance = quantization_provenance(options, stats);
   return store_package(
       loaded, quantized.int8, provenance, key, artifacts_dir,
-      fmt::format("INT8 {} {}{}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
-                  options.per_channel ? "per-channel" : "per-tensor",
-                  options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
-                  options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
-                  quantized.mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
-                  label.rfind("group:", 0) == 0 ? " for " + label : ""));
+      fmt::format(
+          "INT8 {} {}{}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
+          options.per_channel ? "per-channel" : "per-tensor",
+          options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
+          options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
+          quantized.mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
+          label.rfind("group:", 0) == 0 ? " for " + label : ""));
 }
 
 // The coordinator's check of a package before it is stored (plausibility_check.h); throws with the
@@ -92,11 +94,11 @@ class PublishGate {
     if (input_.settings.max_kl_ratio == 0) return std::nullopt;
     if (!runtime_) {
       runtime_ = std::make_unique<XnnRuntime>(input_.threads);
-      text_ = make_check_text(loaded_.model, *load_tokenizer(loaded_, std::nullopt), input_.reference_text, input_.settings.seq_len,
-                              *runtime_);
+      text_ = make_check_text(loaded_.model, *load_tokenizer(loaded_, std::nullopt), input_.reference_text,
+                              input_.settings.seq_len, *runtime_);
     }
-    PlausibilityCheck check = check_plausible(label, loaded_.model, quantized.int8, quantized.options, input_.stats, text_, *runtime_,
-                                              input_.settings.max_kl_ratio);
+    PlausibilityCheck check = check_plausible(label, loaded_.model, quantized.int8, quantized.options, input_.stats, text_,
+                                              *runtime_, input_.settings.max_kl_ratio);
     if (!check.passed()) fail("{}", check.failure());
     return check;
   }
@@ -215,8 +217,8 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
                                      options.layout = input.stats.layout;
                                      const CalibrationStats stats =
                                          calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
-                                     return store_quantized(loaded, quantize_with(loaded, stats, input.settings, reference), stats, key,
-                                                            input.artifacts_dir, "public");
+                                     return store_quantized(loaded, quantize_with(loaded, stats, input.settings, reference),
+                                                            stats, key, input.artifacts_dir, "public");
                                    });
   }
   return result;

@@ -63,7 +63,7 @@ struct QuantizationJobResult {
   std::vector<BuiltExport> exports;  // in settings.exports order
   std::optional<BuiltPackage> baseline;
   std::map<std::string, BuiltPackage> groups;  // by label: settings.group_variants
-  std::vector<PlausibilityCheck> checks;        // the coordinator's, of the fleet package and each group's (passed)
+  std::vector<PlausibilityCheck> checks;       // the coordinator's, of the fleet package and each group's (passed)
 };
 
 // Throws Error with the reason (e.g. a quantization point the fleet never saw values at, or a package

@@ -185,7 +185,8 @@ std::string Rollout::unhealthy_reason(const ActivationOutcome& report) const {
   if (report.mean_kl > settings_.max_kl) return fmt::format("KL {:.4g} > {}", report.mean_kl, settings_.max_kl);
   const double now = report.tokens_per_second, before = report.previous_tokens_per_second;
   if (before > 0 && now <= 0) return "no speed measured";
-  if (before > 0 && before / now > settings_.max_slowdown) return fmt::format("{:.2f}x slower > {}x", before / now, settings_.max_slowdown);
+  if (before > 0 && before / now > settings_.max_slowdown)
+    return fmt::format("{:.2f}x slower > {}x", before / now, settings_.max_slowdown);
   return "";
 }
 
@@ -283,9 +284,11 @@ void Rollout::tick() {
   const int needed = std::min<int>(settings_.min_failing, static_cast<int>(agents_.size()));
   const double healthy_percent = 100.0 * healthy_count / reported;
   if (healthy_percent < settings_.min_healthy && static_cast<int>(failing.size()) >= needed) {
-    rollback(fmt::format(
-        "wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max slowdown {}); failing: {}",
-        wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl, settings_.max_slowdown, named()));
+    rollback(
+        fmt::format("wave {} failed its health gate: {} of {} reporting agents healthy ({:.0f}% < {:.0f}%; max KL {}, max "
+                    "slowdown {}); failing: {}",
+                    wave_ + 1, healthy_count, reported, healthy_percent, settings_.min_healthy, settings_.max_kl,
+                    settings_.max_slowdown, named()));
     return;
   }
   if (!failing.empty()) {

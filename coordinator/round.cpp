@@ -649,10 +649,10 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   const int64_t fleet = record_result(result.fleet, "int8", "fleet");
   for (const PlausibilityCheck& check : result.checks) {
     coordinator_checks_.push_back(check.to_json());
-    host_.log(fmt::format("round {}: the {} package's KL from FP32 on {}: {:.4g} (at most {:.4g}: {} x max(its recipe there {:.4g}, "
-                          "dynamic {:.4g}))",
-                          id_, check.label, check.text, check.kl, check.bound, check.max_ratio, check.same_recipe_kl,
-                          check.dynamic_kl));
+    host_.log(fmt::format(
+        "round {}: the {} package's KL from FP32 on {}: {:.4g} (at most {:.4g}: {} x max(its recipe there {:.4g}, "
+        "dynamic {:.4g}))",
+        id_, check.label, check.text, check.kl, check.bound, check.max_ratio, check.same_recipe_kl, check.dynamic_kl));
   }
   for (const BuiltExport& built : result.exports) {
     ExportRecord exported;

@@ -236,12 +236,9 @@ Store::Store(const std::string& path)
     // Columns added after the first release (a database of an older version gets them here, after
     // a backup of it as it was).
     const std::pair<const char*, const char*> added[] = {
-        {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},
-        {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
-        {"agents", "last_error_ms INTEGER NOT NULL DEFAULT 0"},
-        {"agents", "contradicting_reports INTEGER NOT NULL DEFAULT 0"},
-        {"agents", "last_contradiction TEXT NOT NULL DEFAULT ''"},
-        {"participants", "reason TEXT NOT NULL DEFAULT ''"},
+        {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},    {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
+        {"agents", "last_error_ms INTEGER NOT NULL DEFAULT 0"},    {"agents", "contradicting_reports INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "last_contradiction TEXT NOT NULL DEFAULT ''"}, {"participants", "reason TEXT NOT NULL DEFAULT ''"},
         {"participants", "report_json TEXT NOT NULL DEFAULT ''"},
     };
     std::vector<std::string> migrations;

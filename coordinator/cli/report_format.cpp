@@ -80,11 +80,12 @@ std::string format_round(const nlohmann::json& round) {
     out += "\n";
   }
   for (const auto& check : round.value("coordinator_checks", nlohmann::json::array())) {
-    out += fmt::format("  coordinator's check of the {} package on {} ({:.0f} tokens): KL {:.5f}, at most {:.5f} = {} x max(its "
-                       "recipe calibrated there {:.5f}, dynamic {:.5f})\n",
-                       check.value("label", std::string()), escape_controls(check.value("text", std::string())), number(check, "tokens"),
-                       number(check, "mean_kl"), number(check, "bound"), number(check, "max_ratio"), number(check, "same_recipe_kl"),
-                       number(check, "dynamic_kl"));
+    out += fmt::format(
+        "  coordinator's check of the {} package on {} ({:.0f} tokens): KL {:.5f}, at most {:.5f} = {} x max(its "
+        "recipe calibrated there {:.5f}, dynamic {:.5f})\n",
+        check.value("label", std::string()), escape_controls(check.value("text", std::string())), number(check, "tokens"),
+        number(check, "mean_kl"), number(check, "bound"), number(check, "max_ratio"), number(check, "same_recipe_kl"),
+        number(check, "dynamic_kl"));
     for (const auto& [point, count] : check.value("overflow", nlohmann::json::object()).items())
       out += fmt::format("    {} value(s) at {} reached the histogram's top 2^{} and were counted there\n", count.dump(), point,
                          check.value("max_exponent", 0));

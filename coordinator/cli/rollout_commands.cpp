@@ -44,9 +44,10 @@ void add_rollout_commands(CLI::App& app, const CliContext& context) {
       ->check(CLI::Range(1.0, 1000.0));
   start->add_option("--min-healthy", o->min_healthy, "A wave passes when this share of its reporting agents is healthy (default 90%)")
       ->transform(percentage());
-  start->add_option("--min-failing", o->min_failing,
-                    "...and fails only when at least this many agents fail (or all targets, if fewer): one agent's report "
-                    "cannot veto a rollout")
+  start
+      ->add_option("--min-failing", o->min_failing,
+                   "...and fails only when at least this many agents fail (or all targets, if fewer): one agent's report "
+                   "cannot veto a rollout")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   start->add_option("--wave-timeout,--wave-timeout-ms", o->wave_timeout_ms,

@@ -127,14 +127,16 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                     "tensorrt-cache")
       ->delimiter(',')
       ->check(CLI::IsMember(kRuntimeExportFormats));
-  start->add_option("--max-kl-ratio", o->max_kl_ratio,
-                    "Before publishing, the coordinator measures each package's KL from FP32 on its reference text (or, without "
-                    "one, text the FP32 model samples): above this many times the larger of the same recipe calibrated on that "
-                    "text and the calibration-free baseline, the round fails instead (falsified statistics). 0: no check")
+  start
+      ->add_option("--max-kl-ratio", o->max_kl_ratio,
+                   "Before publishing, the coordinator measures each package's KL from FP32 on its reference text (or, without "
+                   "one, text the FP32 model samples): above this many times the larger of the same recipe calibrated on that "
+                   "text and the calibration-free baseline, the round fails instead (falsified statistics). 0: no check")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
-  start->add_option("--max-exponent", o->max_exponent,
-                    "Histogram range: activations of magnitude 2^N and above (and non-finite ones) are counted at 2^N")
+  start
+      ->add_option("--max-exponent", o->max_exponent,
+                   "Histogram range: activations of magnitude 2^N and above (and non-finite ones) are counted at 2^N")
       ->capture_default_str()
       ->check(CLI::Range(1, 40));
   start->add_flag("--wait", o->wait, "Wait for the round (with --smooth: and its follow-up) to finish, then print its report");

@@ -49,9 +49,10 @@ bool round_models_listed(MiniFleet& fleet, int64_t round) {
   return false;
 }
 
-TEST_CASE("A participant whose statistics put each point's whole count in the top bucket: the round fails with the "
-          "coordinator's figures and publishes nothing" *
-          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+TEST_CASE(
+    "A participant whose statistics put each point's whole count in the top bucket: the round fails with the "
+    "coordinator's figures and publishes nothing" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   RoundBesideRawClient attack(6, 5);  // 1 of 6
   attack.participate(falsified_contribution(attack, [](const HistogramLayout& layout, std::span<uint64_t> counts) {
     move_all(counts, HistogramSlots::sign_block(layout, false) + static_cast<size_t>(layout.buckets()));
@@ -66,9 +67,10 @@ TEST_CASE("A participant whose statistics put each point's whole count in the to
   CHECK(attack.audited("implausible"));
 }
 
-TEST_CASE("A participant whose statistics put each point's whole count at twice its largest value: the round fails, "
-          "not published" *
-          doctest::timeout(180) * doctest::test_suite("fleet")) {
+TEST_CASE(
+    "A participant whose statistics put each point's whole count at twice its largest value: the round fails, "
+    "not published" *
+    doctest::timeout(180) * doctest::test_suite("fleet")) {
   RoundBesideRawClient attack(4);
   attack.participate(falsified_contribution(attack, [](const HistogramLayout& layout, std::span<uint64_t> counts) {
     const double largest = summarize_histogram(layout, counts).max_abs;

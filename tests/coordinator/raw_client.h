@@ -26,8 +26,8 @@ inline constexpr int kSequences = kRoundSequences;
 inline constexpr int kSeqLen = kRoundSeqLen;
 
 // Centralized calibration of `text` with fedcal-model, as an operator would run it on one machine.
-inline std::string calibrate_centrally(const MiniFleet& fleet, const std::string& fp32_package, const std::string& text, int sequences,
-                                const std::string& name, const std::string& extra_options = "") {
+inline std::string calibrate_centrally(const MiniFleet& fleet, const std::string& fp32_package, const std::string& text,
+                                       int sequences, const std::string& name, const std::string& extra_options = "") {
   write_text(fleet.path(name + ".txt"), text);
   const std::string stats = fleet.path(name + ".stats");
   const auto result = run_command(built_binary("fedcal-model") + " calibrate --quiet --threads 1 --model " + fp32_package +
@@ -103,7 +103,8 @@ class ProbeClient {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto last_heartbeat = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() < deadline) {
-      if (keep_alive_sequence_ != nullptr && std::chrono::steady_clock::now() - last_heartbeat >= std::chrono::milliseconds(500)) {
+      if (keep_alive_sequence_ != nullptr &&
+          std::chrono::steady_clock::now() - last_heartbeat >= std::chrono::milliseconds(500)) {
         OutgoingMessage heartbeat;
         heartbeat.body().initHeartbeat();
         send_raw(heartbeat.encode((*keep_alive_sequence_)++));
@@ -150,7 +151,7 @@ inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uin
 
 // The raw client's join of `round` with the given keys.
 inline std::vector<std::byte> join_bytes(const RawClientRound& round, const Key32& cipher, const Key32& mask, bool narrow_lanes,
-                                  uint64_t sequence) {
+                                         uint64_t sequence) {
   OutgoingMessage join;
   auto body = join.body().initJoin();
   body.setRoundId(static_cast<uint64_t>(round.id));
@@ -202,7 +203,8 @@ struct RoundBesideRawClient {
     const auto round_keys = keys.envelope().getBody().getRoundKeys();
     const SecAggConfig config = read_round_keys_config(round_keys, 3);
     REQUIRE(input.size() == config.vector_length);
-    const std::vector<EncryptedShare> mine = client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
+    const std::vector<EncryptedShare> mine =
+        client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
     share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
     {
       const std::optional<DecodedEnvelope> delivery = raw->wait_for_message("sharesForYou", std::chrono::seconds(30));

@@ -113,8 +113,9 @@ TEST_CASE("Rollout in process: agents offline at the start of their wave are act
   CHECK(rollout->status()["wave"] == 1);
 }
 
-TEST_CASE("Rollout in process: one agent's failing report cannot veto the rollout (min_failing 2): it is named and counted, "
-          "two failing agents roll back") {
+TEST_CASE(
+    "Rollout in process: one agent's failing report cannot veto the rollout (min_failing 2): it is named and counted, "
+    "two failing agents roll back") {
   RolloutFixture f(5);
   f.settings.min_failing = 2;
   f.settings.waves = {40, 100};

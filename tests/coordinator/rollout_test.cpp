@@ -238,9 +238,10 @@ class LyingAgent {
   std::thread thread_;
 };
 
-TEST_CASE("Rollout: one agent's failing reports cannot veto it, the gate names the agent, and the second time it is listed as "
-          "failing" *
-          doctest::timeout(240) * doctest::test_suite("fleet robustness")) {
+TEST_CASE(
+    "Rollout: one agent's failing reports cannot veto it, the gate names the agent, and the second time it is listed as "
+    "failing" *
+    doctest::timeout(240) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -291,9 +292,14 @@ TEST_CASE("Rollout: an agent that crashes after switching makes its wave unhealt
   fleet.agent(0).wait_exit(std::chrono::seconds(10));
   fleet.start_agent(0, "fault_injection = \"exit-after-activation\"");
   fleet.wait_online(3);
-  fleet.admin(
-      {{"command", "rollout.start"},
-       {"settings", {{"model_id", int8}, {"waves", {100}}, {"max_slowdown", 50.0}, {"min_healthy", 100.0}, {"min_failing", 1}, {"soak_ms", 8000}}}});
+  fleet.admin({{"command", "rollout.start"},
+               {"settings",
+                {{"model_id", int8},
+                 {"waves", {100}},
+                 {"max_slowdown", 50.0},
+                 {"min_healthy", 100.0},
+                 {"min_failing", 1},
+                 {"soak_ms", 8000}}}});
   REQUIRE(fleet.agent(0).wait_exit(std::chrono::seconds(30)) == 128 + SIGKILL);
   fleet.start_agent(0);  // back, without the fault: its hello carries the crash
   const nlohmann::json status = wait_rollout(fleet);

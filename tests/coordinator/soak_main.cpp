@@ -72,8 +72,9 @@ class Soak {
       return;
     }
     const int64_t package = result["models"][0]["model"].get<int64_t>();
-    const nlohmann::json settings = {{"model_id", package}, {"waves", {40.0, 100.0}}, {"max_kl", 0.05},  {"max_slowdown", 50.0},
-                                     {"min_healthy", 100.0}, {"min_failing", 1}, {"wave_timeout_ms", 20000}, {"soak_ms", 1000}};
+    const nlohmann::json settings = {{"model_id", package},      {"waves", {40.0, 100.0}}, {"max_kl", 0.05},
+                                     {"max_slowdown", 50.0},     {"min_healthy", 100.0},   {"min_failing", 1},
+                                     {"wave_timeout_ms", 20000}, {"soak_ms", 1000}};
     bool started = false;
     admin_retrying([&] {
       fleet_->admin({{"command", "rollout.start"}, {"settings", settings}});
