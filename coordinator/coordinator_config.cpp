@@ -107,6 +107,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
          config.heartbeat_interval_ms);
   }
   if (config.chunk_bytes > config.max_message_bytes / 2) fail("{}: chunk_bytes must be at most half of max_message_bytes", path);
+  if (config.audit_max_entries < 100) fail("{}: audit_max_entries ({}) must be at least 100", path, config.audit_max_entries);
   return config;
 }
 

@@ -66,6 +66,9 @@ nlohmann::json ActivationOutcome::to_json() const {
           {"previous_tokens_per_second", previous_tokens_per_second},
           {"tokens_per_second_spread", tokens_per_second_spread},
           {"previous_tokens_per_second_spread", previous_tokens_per_second_spread},
+          {"reference_checked", reference_checked},
+          {"reference_kl", reference_kl},
+          {"reference_top1_agreement", reference_top1_agreement},
           {"crashes", crashes}};
 }
 
@@ -82,6 +85,9 @@ ActivationOutcome ActivationOutcome::from_json(const nlohmann::json& json) {
   outcome.previous_tokens_per_second = json.value("previous_tokens_per_second", 0.0);
   outcome.tokens_per_second_spread = json.value("tokens_per_second_spread", 0.0);
   outcome.previous_tokens_per_second_spread = json.value("previous_tokens_per_second_spread", 0.0);
+  outcome.reference_checked = json.value("reference_checked", false);
+  outcome.reference_kl = json.value("reference_kl", 0.0);
+  outcome.reference_top1_agreement = json.value("reference_top1_agreement", 0.0);
   outcome.crashes = json.value("crashes", 0u);
   return outcome;
 }
@@ -102,12 +108,22 @@ ActivationOutcome ActivationOutcome::from_wire(wire::ActivationReport::Reader re
       read_figure(report.getTokensPerSecondSpread(), kMaxReportedSpread, "activationReport.tokensPerSecondSpread");
   outcome.previous_tokens_per_second_spread = read_figure(report.getPreviousTokensPerSecondSpread(), kMaxReportedSpread,
                                                           "activationReport.previousTokensPerSecondSpread");
+  outcome.reference_checked = report.getReferenceChecked();
+  outcome.reference_kl = read_figure(report.getReferenceKl(), kMaxReportedNats, "activationReport.referenceKl");
+  outcome.reference_top1_agreement = read_figure(report.getReferenceTop1Agreement(), 1, "activationReport.referenceTop1Agreement");
   outcome.crashes = report.getCrashes();
   return outcome;
 }
 
 Rollout::Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model)
-    : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {}
+    : host_(host), id_(id), settings_(std::move(settings)), model_(std::move(model)) {
+  // The FP32 package a round's INT8 result was quantized from: agents check against it.
+  if (model_.kind != "fp32" && model_.round_id) {
+    const auto round = host_.store().round(*model_.round_id);
+    const auto source = round ? host_.store().model(round->model_id) : std::nullopt;
+    if (source && source->kind == "fp32") reference_ = *source;
+  }
+}
 
 std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model,
                                         std::vector<int64_t> targets) {
@@ -168,6 +184,10 @@ void Rollout::send_activate(int64_t agent_id) {
   activate.setRolloutId(static_cast<uint64_t>(id_));
   activate.setSha256(model_.sha256);
   activate.setBytes(static_cast<uint64_t>(model_.bytes));
+  if (reference_) {
+    activate.setReferenceSha256(reference_->sha256);
+    activate.setReferenceBytes(static_cast<uint64_t>(reference_->bytes));
+  }
   host_.send(agent_id, message);
   agents_[agent_id].status = TargetStatus::kSent;
 }
@@ -182,7 +202,13 @@ void Rollout::send_rollback(int64_t agent_id) {
 std::string Rollout::unhealthy_reason(const ActivationOutcome& report) const {
   if (!report.activated) return report.error.empty() ? "not activated" : "not activated: " + report.error;
   if (report.crashes > 0) return fmt::format("{} crash(es)", report.crashes);
-  if (report.mean_kl > settings_.max_kl) return fmt::format("KL {:.4g} > {}", report.mean_kl, settings_.max_kl);
+  // Against the FP32 original where the agent checked it (a first rollout has no previous model, and a
+  // repair's previous model is the broken one); else against the previous model.
+  if (report.reference_checked) {
+    if (report.reference_kl > settings_.max_kl) return fmt::format("KL vs FP32 {:.4g} > {}", report.reference_kl, settings_.max_kl);
+  } else if (report.mean_kl > settings_.max_kl) {
+    return fmt::format("KL {:.4g} > {}", report.mean_kl, settings_.max_kl);
+  }
   const double now = report.tokens_per_second, before = report.previous_tokens_per_second;
   if (before > 0 && now <= 0) return "no speed measured";
   if (before > 0 && before / now > settings_.max_slowdown)
@@ -359,9 +385,17 @@ nlohmann::json Rollout::status() const {
                       {"report", state.report ? state.report->to_json() : nlohmann::json(nullptr)}});
     counts[std::string(name(state.status))] += 1;
   }
-  return {{"rollout", id_},    {"model", model_.id}, {"sha256", model_.sha256},  {"stage", name(stage_)},
-          {"reason", reason_}, {"wave", wave_},      {"waves", settings_.waves}, {"settings", settings_.to_json()},
-          {"counts", counts},  {"agents", agents}};
+  return {{"rollout", id_},
+          {"model", model_.id},
+          {"sha256", model_.sha256},
+          {"reference_model", reference_ ? nlohmann::json(reference_->id) : nlohmann::json(nullptr)},
+          {"stage", name(stage_)},
+          {"reason", reason_},
+          {"wave", wave_},
+          {"waves", settings_.waves},
+          {"settings", settings_.to_json()},
+          {"counts", counts},
+          {"agents", agents}};
 }
 
 }  // namespace fedcal::coordinator

@@ -1,7 +1,9 @@
 // A staged rollout of a signed model package to (a group of) the fleet, persisted as a JSON snapshot.
 // Targets are split into waves by cumulative percentage (e.g. 5%, 50%, 100%). Each updated agent
 // downloads, verifies, self-tests and switches, then reports its local check: KL and top-1 against
-// its previous model on its held-out text, and decoding speed of both. A wave's gate holds when the
+// its previous model on its held-out text, and decoding speed of both; for a round's INT8 result also
+// KL and top-1 against the FP32 package it was quantized from, which the gate then judges instead of
+// the KL against the previous model (a first rollout is gated; a repair over a broken model passes). A wave's gate holds when the
 // healthy fraction of its reporting agents reaches min_healthy (healthy: activated, KL <= max_kl,
 // slowdown <= max_slowdown), or fewer than min_failing of them fail (one agent's report cannot veto
 // the fleet's rollout; an agent whose failing reports the fleet contradicts is counted, and shows in
@@ -52,6 +54,9 @@ struct ActivationOutcome {
   double previous_tokens_per_second = 0;  // median of the agent's timed runs
   double tokens_per_second_spread = 0;    // (fastest - slowest) / median of those runs
   double previous_tokens_per_second_spread = 0;
+  bool reference_checked = false;  // against the FP32 package the new one was quantized from
+  double reference_kl = 0;
+  double reference_top1_agreement = 0;
   unsigned crashes = 0;
 
   nlohmann::json to_json() const;
@@ -100,6 +105,7 @@ class Rollout {
   int64_t id_;
   RolloutSettings settings_;
   ModelRecord model_;
+  std::optional<ModelRecord> reference_;  // the FP32 package model_ was quantized from, when a round made it
   RolloutStage stage_ = RolloutStage::kRunning;
   std::string reason_;
   int wave_ = 0;

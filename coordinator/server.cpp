@@ -64,6 +64,7 @@ Server::Server(CoordinatorConfig config)
       admin_(context_, zmq::socket_type::rep),
       refusals_by_key_(static_cast<uint32_t>(config_.refusals_per_window), config_.rate_window_ms),
       refusals_by_address_(static_cast<uint32_t>(config_.refusals_per_window), config_.rate_window_ms),
+      error_reports_by_key_(static_cast<uint32_t>(config_.refusals_per_window), config_.rate_window_ms),
       next_sequence_(static_cast<uint64_t>(now_ms()) * 1000) {
   register_admin_commands();
   ::chmod(config_.state_dir.c_str(), 0700);
@@ -157,7 +158,7 @@ bool Server::refused(const std::string& key, const std::string& address, const s
   const bool address_allowed = address.empty() || refusals_by_address_.allow(address, now);
   if (!key_allowed || !address_allowed) return false;
   log_problem(LogLevel::kWarning, "refused " + peer + (address.empty() ? "" : " (" + address + ")") + ": " + why);
-  audit_quietly(peer, "refused", why);
+  audit_quietly(peer, "refused", why, /*volume=*/true);
   return true;
 }
 
@@ -189,14 +190,22 @@ void Server::report_refusals(bool now) {
           "{} more refusals of {} in the last {:.3g} min, past its budget of {} (not answered, not recorded one by one)",
           over[i].dropped, source, minutes, config_.refusals_per_window);
       log(detail);
-      audit_quietly(source, "refusals over budget", detail);
+      audit_quietly(source, "refusals over budget", detail, true);
     }
     if (rest > 0) {
       const std::string detail = fmt::format("{} more refusals from {} other {}s over budget in the last {:.3g} min", rest,
                                              over.size() - 20, kind, minutes);
       log(detail);
-      audit_quietly("coordinator", "refusals over budget", detail);
+      audit_quietly("coordinator", "refusals over budget", detail, true);
     }
+  }
+  for (const RateLimiter::Overflow& over : error_reports_by_key_.take_overflow(at, now)) {
+    const std::string detail = fmt::format(
+        "{} more error messages of {} in the last {:.3g} min, past its budget of {} (not logged or recorded one by one)",
+        over.dropped, over.source, minutes, config_.refusals_per_window);
+    log(detail);
+    audit_quietly(over.source == RateLimiter::kOtherSources ? "coordinator" : over.source, "error messages over budget", detail,
+                  true);
   }
 }
 
@@ -224,13 +233,17 @@ void Server::report_connections(bool now) {
                     connections.accept_failures ? fmt::format(" (last: {})", std::strerror(connections.last_accept_errno)) : "",
                     connections.open, connection_guard_->limits().total, connection_guard_->limits().per_address);
     log(detail);
-    audit_quietly("coordinator", "connections over limits", detail);
+    audit_quietly("coordinator", "connections over limits", detail, true);
   }
 }
 
-void Server::audit_quietly(const std::string& actor, const std::string& event, const std::string& detail) {
+void Server::audit_quietly(const std::string& actor, const std::string& event, const std::string& detail, bool volume) {
   try {
-    store_.audit(actor, event, detail);
+    if (volume) {
+      store_.audit_volume(actor, event, detail);
+    } else {
+      store_.audit(actor, event, detail);
+    }
   } catch (const std::exception& error) {
     log_problem(LogLevel::kError, fmt::format("cannot write the audit entry '{}' of {}: {}", event, actor, error.what()));
   }
@@ -415,7 +428,7 @@ void Server::receive(const Sender& sender, std::span<const std::byte> raw) {
       refuse(sender, "key " + key, reply_code(kind), error.what());
     } else {
       log_problem(LogLevel::kError, fmt::format("{} while handling a message of key {}: {}", error_kind_name(kind), key, error.what()));
-      audit_quietly("key " + key, error_kind_name(kind), error.what());
+      audit_quietly("key " + key, error_kind_name(kind), error.what(), true);
       reply_error(sender.routing_id, reply_code(kind), "the coordinator could not handle this message");
     }
   }
@@ -556,9 +569,12 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     }
     case Body::ERROR: {
       if (config_.fault_injection == "throw-on-agent-error") throw std::logic_error("fault injection: throw-on-agent-error");
+      // Within a budget per agent and window, logged and audited one by one; past it counted, and
+      // summed up once per window (report_refusals).
+      if (!error_reports_by_key_.allow(peer, monotonic_ms())) return;
       const std::string text = read_text(body.getError().getMessage(), 1000);
       log_problem(LogLevel::kWarning, fmt::format("{} reports an error: {}", peer, text));
-      store_.audit(peer, "agent error", text);
+      audit_quietly(peer, "agent error", text, /*volume=*/true);
       return;
     }
     case Body::ROUND_LEAVE: {

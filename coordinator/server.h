@@ -112,8 +112,9 @@ class Server : public RoundHost {
   void report_floods(bool now);
   void report_refusals(bool now);
   void report_connections(bool now);
-  // An audit entry that cannot fail the caller (a database error is logged instead).
-  void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail);
+  // An audit entry that cannot fail the caller (a database error is logged instead); `volume`: one a
+  // peer can cause at will (Store::audit_volume).
+  void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail, bool volume = false);
   // An agent as its registry entry and its session show it now.
   struct AgentView {
     bool online = false;
@@ -162,6 +163,7 @@ class Server : public RoundHost {
   static constexpr int kSendQueueMessages = 16;
   RateLimiter refusals_by_key_;
   RateLimiter refusals_by_address_;
+  RateLimiter error_reports_by_key_;  // an agent's error messages: logged and audited within this budget
   std::map<int64_t, Session> sessions_;
   // Replay protection: the highest accepted sequence number by CURVE key, loaded from the store on a
   // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).

@@ -145,7 +145,13 @@ std::vector<TargetFigure> target_figures(const nlohmann::json& rollout) {
     figure.status = text_of(agent, "status");
     figure.detail = fmt::format("agent {}: {}", figure.agent, figure.status);
     const nlohmann::json report = agent.value("report", nlohmann::json());
-    if (report.is_object() && report.value("activated", false)) {
+    if (report.is_object() && report.value("activated", false) && report.value("reference_checked", false)) {
+      // Judged against the FP32 original (the gate's KL then).
+      figure.has_kl = true;
+      figure.kl = number_of(report, "reference_kl");
+      figure.detail += fmt::format(", KL vs FP32 {:.5f}, top-1 {:.1f}%, {:.0f} tok/s", figure.kl,
+                                   100 * number_of(report, "reference_top1_agreement"), number_of(report, "tokens_per_second"));
+    } else if (report.is_object() && report.value("activated", false)) {
       if (number_of(report, "previous_tokens_per_second") > 0) {
         figure.has_kl = true;
         figure.kl = number_of(report, "mean_kl");

@@ -106,7 +106,8 @@ CREATE TABLE IF NOT EXISTS audit (
   at_ms INTEGER NOT NULL,
   actor TEXT NOT NULL,
   event TEXT NOT NULL,
-  detail TEXT NOT NULL
+  detail TEXT NOT NULL,
+  volume INTEGER NOT NULL DEFAULT 0
 );
 )sql",
                      fmt::arg("round_stages", sql_names<RoundStage>()),
@@ -235,12 +236,18 @@ Store::Store(const std::string& path)
     }
     // Columns added after the first release (a database of an older version gets them here, after
     // a backup of it as it was).
+    // clang-format off
     const std::pair<const char*, const char*> added[] = {
-        {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},    {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
-        {"agents", "last_error_ms INTEGER NOT NULL DEFAULT 0"},    {"agents", "contradicting_reports INTEGER NOT NULL DEFAULT 0"},
-        {"agents", "last_contradiction TEXT NOT NULL DEFAULT ''"}, {"participants", "reason TEXT NOT NULL DEFAULT ''"},
+        {"agents", "last_sequence INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "last_error TEXT NOT NULL DEFAULT ''"},
+        {"agents", "last_error_ms INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "contradicting_reports INTEGER NOT NULL DEFAULT 0"},
+        {"agents", "last_contradiction TEXT NOT NULL DEFAULT ''"},
+        {"audit", "volume INTEGER NOT NULL DEFAULT 0"},
+        {"participants", "reason TEXT NOT NULL DEFAULT ''"},
         {"participants", "report_json TEXT NOT NULL DEFAULT ''"},
     };
+    // clang-format on
     std::vector<std::string> migrations;
     for (const auto& [table, column] : added) {
       const std::string column_name = std::string(column).substr(0, std::string(column).find(' '));
@@ -261,6 +268,7 @@ Store::Store(const std::string& path)
     SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
     db_.exec(schema());
     for (const std::string& migration : migrations) db_.exec(migration);
+    db_.exec("CREATE INDEX IF NOT EXISTS audit_by_volume ON audit (volume, id)");
     transaction.commit();
   } catch (const SQLite::Exception& e) {
     // Damage the quick check did not reach (e.g. in the schema's own pages) is still damage.
@@ -696,14 +704,22 @@ std::vector<Store::RolloutRecord> Store::rollouts() {
 }
 
 void Store::audit(const std::string& actor, const std::string& event, const std::string& detail) {
+  insert_audit(actor, event, detail, false);
+}
+
+void Store::audit_volume(const std::string& actor, const std::string& event, const std::string& detail) {
+  insert_audit(actor, event, detail, true);
+}
+
+void Store::insert_audit(const std::string& actor, const std::string& event, const std::string& detail, bool volume) {
   return sqlite_call("audit", [&]() -> void {
-    SQLite::Statement insert(db_, "INSERT INTO audit (at_ms, actor, event, detail) VALUES (?, ?, ?, ?)");
+    SQLite::Statement insert(db_, "INSERT INTO audit (at_ms, actor, event, detail, volume) VALUES (?, ?, ?, ?, ?)");
     insert.bind(1, now_ms());
     insert.bind(2, actor);
     insert.bind(3, event);
     insert.bind(4, detail);
+    insert.bind(5, volume ? 1 : 0);
     insert.exec();
-    // The table keeps the newest `audit_max_entries_` rows; trimming is a range delete on the key.
     if (++audits_since_trim_ >= kAuditTrimEvery) trim_audit();
   });
 }
@@ -715,9 +731,16 @@ void Store::set_audit_max_entries(int64_t max_entries) {
 
 void Store::trim_audit() {
   audits_since_trim_ = 0;
-  SQLite::Statement trim(db_, "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?");
-  trim.bind(1, audit_max_entries_);
-  trim.exec();
+  // Each class keeps its newest `audit_max_entries_` rows: a flood of volume entries never pushes out
+  // the others (enrollments, exclusions, operator actions).
+  for (const int volume : {0, 1}) {
+    SQLite::Statement trim(db_,
+                           "DELETE FROM audit WHERE volume = ?1 AND id < (SELECT id FROM audit WHERE volume = ?1 ORDER BY id DESC "
+                           "LIMIT 1 OFFSET ?2)");
+    trim.bind(1, volume);
+    trim.bind(2, audit_max_entries_ - 1);
+    trim.exec();
+  }
 }
 
 int64_t Store::audit_entries() {

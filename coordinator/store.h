@@ -156,8 +156,11 @@ class Store {
   void save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json);
   std::vector<RolloutRecord> rollouts();
 
-  // The audit log keeps its newest `max_entries` rows (default 200,000); older ones are deleted.
+  // The audit log keeps its newest `max_entries` rows (default 200,000) of each class; older ones
+  // are deleted. Volume entries are the ones any agent or peer can cause at will (refusals, its error
+  // reports); the others (enrollments, exclusions, rounds, rollouts, operator actions) are kept apart.
   void audit(const std::string& actor, const std::string& event, const std::string& detail);
+  void audit_volume(const std::string& actor, const std::string& event, const std::string& detail);
   void set_audit_max_entries(int64_t max_entries);
   int64_t audit_entries();
   struct AuditEntry {
@@ -169,6 +172,7 @@ class Store {
 
  private:
   static constexpr int kAuditTrimEvery = 256;  // inserts between trims
+  void insert_audit(const std::string& actor, const std::string& event, const std::string& detail, bool volume);
   void trim_audit();
 
   SQLite::Database db_;

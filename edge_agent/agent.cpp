@@ -112,6 +112,7 @@ void Agent::leave_round(uint64_t round_id, wire::RoundLeave::Cause cause, const 
 void Agent::make_room_for(const Download& download) {
   if (download.complete()) return;
   std::set<std::string> keep = {slots_.active(), slots_.previous(), download.sha256()};
+  if (activation_ && activation_->reference) keep.insert(activation_->reference->sha256());
   if (round_) {
     keep.insert(round_->params.model_sha256);
     for (const auto& [label, result] : round_->results) keep.insert(result->sha256());
@@ -306,13 +307,14 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
   const auto data = chunk.getData();
   std::vector<Download*> downloads;
   if (activation_ && activation_->download) downloads.push_back(activation_->download.get());
+  if (activation_ && activation_->reference) downloads.push_back(activation_->reference.get());
   if (round_) {
     downloads.push_back(round_->model.get());
     for (auto& [label, download] : round_->results) downloads.push_back(download.get());
   }
   for (Download* download : downloads) {
     if (download->sha256() != sha || download->complete()) continue;
-    if (activation_ && download == activation_->download.get()) {
+    if (activation_ && (download == activation_->download.get() || download == activation_->reference.get())) {
       try {
         download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
       } catch (const Error& error) {

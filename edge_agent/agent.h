@@ -91,7 +91,7 @@ class Agent {
   void on_rollback(wire::ModelRollback::Reader rollback);
   void advance_activation();
   void send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
-                              const LocalCheck* check);
+                              const LocalCheck* check, const LocalCheck* against_fp32 = nullptr);
   // Room on disk (and within disk_budget_mb) for what `download` still needs; throws Error ("disk
   // full: ...") before a byte is fetched if there is none.
   void make_room_for(const Download& download);
@@ -114,10 +114,17 @@ class Agent {
   int exit_code_ = -1;
   ModelSlots slots_;
   // A rollout's activation: download, verify + self-test (worker), switch slots, report.
+  // What an activation's worker measured: against the previous model (or a self-test without one),
+  // and against the FP32 package the new one was quantized from, when the coordinator named it.
+  struct ActivationCheck {
+    LocalCheck check;
+    std::optional<LocalCheck> against_fp32;
+  };
   struct Activation {
     uint64_t rollout = 0;
     std::unique_ptr<Download> download;
-    std::future<LocalCheck> check;
+    std::unique_ptr<Download> reference;  // the FP32 original (modelActivate.referenceSha256), or null
+    std::future<ActivationCheck> check;
     Interval chunk_retry{kChunkRetryMs};
   };
   std::unique_ptr<Activation> activation_;

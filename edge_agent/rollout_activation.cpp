@@ -28,7 +28,13 @@ void Agent::on_activate(wire::ModelActivate::Reader activate) {
   activation_ = std::make_unique<Activation>();
   activation_->rollout = activate.getRolloutId();
   activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
+  const std::string reference = read_text(activate.getReferenceSha256(), 128);
   try {
+    if (!reference.empty() && reference != sha) {
+      activation_->reference =
+          std::make_unique<Download>(reference, activate.getReferenceBytes(), config_.downloads_dir(), config_.models_dir());
+      make_room_for(*activation_->reference);
+    }
     make_room_for(*activation_->download);
   } catch (const Error& error) {
     // Said in the report at once: nothing switches, the gate counts it as failed.
@@ -49,33 +55,51 @@ void Agent::advance_activation() {
   if (!activation_) return;
   Activation& activation = *activation_;
   if (!activation.check.valid()) {
-    if (!activation.download->complete()) {
-      request_chunk(*activation.download, activation.chunk_retry);
-      return;
+    for (Download* download : {activation.reference.get(), activation.download.get()}) {
+      if (download != nullptr && !download->complete()) {
+        request_chunk(*download, activation.chunk_retry);
+        return;
+      }
     }
     // Verify the signature and self-test before switching: against the active model on our
-    // held-out text if there is one, else load and decode.
+    // held-out text if there is one, else load and decode; and against the FP32 original it was
+    // quantized from, if the coordinator named it (the gate judges that KL then).
     const std::string candidate = activation.download->path();
     const std::string previous = slots_.active().empty() ? "" : slots_.path(slots_.active());
+    const std::string reference = activation.reference ? activation.reference->path() : "";
     const LocalCheckOptions options = local_check_options(config_);
-    activation.check = std::async(std::launch::async, [this, candidate, previous, options] {
-      if (previous.empty()) return self_test(candidate, coordinator_signing_key_, options);
-      const PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
-      return check_package("rollout", previous, candidate, coordinator_signing_key_,
-                           text.heldout.empty() ? text.calibration : text.heldout, options, false);
+    activation.check = std::async(std::launch::async, [this, candidate, previous, reference, options] {
+      ActivationCheck result;
+      std::string heldout;
+      if (!previous.empty() || !reference.empty()) {
+        PrivateText text = read_private_text(config_.data_dir, config_.heldout_fraction);
+        heldout = std::move(text.heldout.empty() ? text.calibration : text.heldout);
+      }
+      result.check = previous.empty()
+                         ? self_test(candidate, coordinator_signing_key_, options)
+                         : check_package("rollout", previous, candidate, coordinator_signing_key_, heldout, options, false);
+      if (!reference.empty()) {
+        LocalCheckOptions accuracy_only = options;
+        accuracy_only.decode_runs = 0;
+        result.against_fp32 = check_package("fp32", reference, candidate, coordinator_signing_key_, heldout, accuracy_only, false);
+      }
+      return result;
     });
     return;
   }
   if (activation.check.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
-  const LocalCheck check = activation.check.get();  // throws: reported as a failed activation by run()
+  const ActivationCheck checked = activation.check.get();  // throws: reported as a failed activation by run()
+  const LocalCheck& check = checked.check;
   slots_.activate(activation.download->sha256());
   {
     std::lock_guard lock(active_path_mutex_);
     active_path_ = slots_.path(slots_.active());
   }
-  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}, {:.1f} tokens/s)", activation.rollout,
-                  slots_.active().substr(0, 16), check.mean_kl, check.decode_tokens_per_second));
-  send_activation_report(activation.rollout, true, false, "", &check);
+  log(fmt::format("rollout {}: {} active (KL vs previous {:.5f}{}, {:.1f} tokens/s)", activation.rollout,
+                  slots_.active().substr(0, 16), check.mean_kl,
+                  checked.against_fp32 ? fmt::format(", vs its FP32 original {:.5f}", checked.against_fp32->mean_kl) : "",
+                  check.decode_tokens_per_second));
+  send_activation_report(activation.rollout, true, false, "", &check, checked.against_fp32 ? &*checked.against_fp32 : nullptr);
   activation_.reset();
   inject_fault("exit-after-activation");
 }
@@ -98,7 +122,7 @@ void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
 }
 
 void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled_back, const std::string& error,
-                                   const LocalCheck* check) {
+                                   const LocalCheck* check, const LocalCheck* against_fp32) {
   OutgoingMessage message;
   auto report = message.body().initActivationReport();
   report.setRolloutId(rollout);
@@ -114,6 +138,11 @@ void Agent::send_activation_report(uint64_t rollout, bool activated, bool rolled
     report.setPreviousTokensPerSecond(check->reference_decode_tokens_per_second);
     report.setTokensPerSecondSpread(check->decode_spread);
     report.setPreviousTokensPerSecondSpread(check->reference_decode_spread);
+  }
+  if (against_fp32) {
+    report.setReferenceChecked(true);
+    report.setReferenceKl(against_fp32->mean_kl);
+    report.setReferenceTop1Agreement(against_fp32->top1_agreement);
   }
   send(message);
 }

@@ -368,6 +368,11 @@ struct ModelActivate {
   # The signed package to download, verify, self-test and switch to.
   bytes @2 :UInt64;
   # Its size.
+  referenceSha256 @3 :Text;
+  # The FP32 package it was quantized from ("" if the coordinator does not know it): the agent checks
+  # the new package against it, so a first rollout is gated and one over a broken model can repair it.
+  referenceBytes @4 :UInt64;
+  # Its size.
 }
 
 struct ModelRollback {
@@ -401,4 +406,10 @@ struct ActivationReport {
   # model's runs (0 from agents that predate it).
   previousTokensPerSecondSpread @11 :Float64;
   # The same for the previous model's runs.
+  referenceChecked @12 :Bool;
+  # The new package was checked against the FP32 package it was quantized from (modelActivate's reference).
+  referenceKl @13 :Float64;
+  # Mean KL(FP32 original || new model) on the agent's held-out text.
+  referenceTop1Agreement @14 :Float64;
+  # Top-1 agreement with the FP32 original.
 }

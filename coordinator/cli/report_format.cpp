@@ -202,6 +202,9 @@ std::string format_rollout(const nlohmann::json& reply) {
         text += fmt::format("  KL n/a  top-1 n/a  {:.0f} tok/s (no previous model to compare with)",
                             check.value("tokens_per_second", 0.0));
       }
+      if (check.value("reference_checked", false))
+        text += fmt::format("  vs FP32: KL {:.5f}  top-1 {:.1f}%", check.value("reference_kl", 0.0),
+                            100 * check.value("reference_top1_agreement", 0.0));
       if (check.value("crashes", 0) > 0) text += fmt::format("  crashes {}", check["crashes"].get<int>());
       if (check.value("rolled_back", false)) text += "  (rolled back)";
       if (!check.value("error", std::string()).empty()) text += "  error: " + escape_controls(check["error"].get<std::string>());

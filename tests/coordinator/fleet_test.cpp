@@ -825,6 +825,44 @@ TEST_CASE("An enrolled agent that requests chunks and never reads them holds a b
   CHECK(read_log(fleet).find("cannot deliver a message") != std::string::npos);
 }
 
+TEST_CASE("An agent's flood of error messages is recorded within its budget and cannot push enrollments or exclusions out of "
+          "the audit log" *
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 2;
+  options.coordinator_extra = "refusals_per_window = 5\nrate_window_ms = 3000\naudit_max_entries = 100\n";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(2);
+  const auto audit = [&fleet] { return fleet.admin({{"command", "audit"}, {"limit", 1000}}); };
+  const auto count = [](const nlohmann::json& entries, const std::string& event) {
+    return std::count_if(entries["audit"].begin(), entries["audit"].end(),
+                         [&](const nlohmann::json& entry) { return entry["event"] == event; });
+  };
+  REQUIRE(count(audit(), "enrolled") == 2);
+
+  // 2,000 error messages from one enrolled agent, well within what its connection may send.
+  ProbeClient flooder(fleet, "flooder");
+  uint64_t sequence = uint64_t{1} << 62;
+  OutgoingMessage hello;
+  hello.body().initHello().setName("flooder");
+  flooder.send_raw(hello.encode(sequence++));
+  REQUIRE(flooder.wait_for("welcome"));
+  for (int i = 0; i < 2000; ++i) {
+    OutgoingMessage error;
+    error.body().initError().setMessage("disk full " + std::to_string(i));
+    flooder.send_raw(error.encode(sequence++));
+  }
+  // Once its window ends, one entry sums up the rest.
+  CHECK(eventually([&] { return count(audit(), "error messages over budget") == 1; }, std::chrono::seconds(15)));
+  const nlohmann::json entries = audit();
+  CHECK(count(entries, "agent error") == 5);
+  CHECK(count(entries, "enrolled") == 3);  // the two agents and the flooder, still there
+  CHECK(entries.dump().find("1995 more error messages of agent") != std::string::npos);
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] >= 2);
+}
+
 TEST_CASE("A flood of refused messages is answered and recorded within a budget per key and address, then summed up" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;

@@ -25,7 +25,8 @@ std::vector<int64_t> RolloutFixture::told(const std::string& kind) {
   return out;
 }
 
-void RolloutFixture::report(Rollout& rollout, int64_t agent, bool activated, double kl, double speed, double before) {
+void RolloutFixture::report(Rollout& rollout, int64_t agent, bool activated, double kl, double speed, double before,
+                            std::optional<double> fp32_kl) {
   OutgoingMessage message;
   auto report = message.body().initActivationReport();
   report.setRolloutId(static_cast<uint64_t>(rollout.id()));
@@ -35,6 +36,11 @@ void RolloutFixture::report(Rollout& rollout, int64_t agent, bool activated, dou
   report.setTop1Agreement(0.99);
   report.setTokensPerSecond(speed);
   report.setPreviousTokensPerSecond(before);
+  if (fp32_kl) {
+    report.setReferenceChecked(true);
+    report.setReferenceKl(*fp32_kl);
+    report.setReferenceTop1Agreement(0.98);
+  }
   const DecodedEnvelope envelope = testing::decoded(message);
   rollout.handle(agent, envelope.envelope().getBody().getActivationReport());
 }

@@ -2,6 +2,8 @@
 // record, and agents' activation reports (shared by the rollout state tests and the crash matrix).
 #pragma once
 
+#include <optional>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,7 +26,9 @@ struct RolloutFixture {
   std::unique_ptr<Rollout> start() { return Rollout::start(host, settings, model, ids); }
   // The agents that were sent `kind` since the last look.
   std::vector<int64_t> told(const std::string& kind);
-  void report(Rollout& rollout, int64_t agent, bool activated, double kl = 0.001, double speed = 100, double before = 100);
+  // `fp32_kl`: the agent also checked the package against its FP32 original.
+  void report(Rollout& rollout, int64_t agent, bool activated, double kl = 0.001, double speed = 100, double before = 100,
+              std::optional<double> fp32_kl = std::nullopt);
   // An agent's answer to a rollback order.
   void report_rolled_back(Rollout& rollout, int64_t agent);
   std::string status_of(const Rollout& rollout, int64_t agent) const;

@@ -153,6 +153,27 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("Rollout in process: a report checked against the FP32 original is judged on that KL, not on the previous model's") {
+  RolloutFixture f(2);
+  f.settings.waves = {100};
+  auto rollout = f.start();
+  f.report(*rollout, f.ids[0], true, /*kl=*/7.0, 100, 100, /*fp32_kl=*/0.002);  // a repair: far from the broken previous model
+  SUBCASE("both close to FP32") {
+    f.report(*rollout, f.ids[1], true, 7.0, 100, 100, 0.003);
+    f.host.now_ms += f.settings.soak_ms;
+    rollout->tick();
+    CHECK(rollout->stage() == RolloutStage::kDone);
+  }
+  SUBCASE("one far from FP32, with no previous model to compare with") {
+    f.report(*rollout, f.ids[1], true, 0, 100, /*before=*/0, /*fp32_kl=*/5.0);
+    f.host.now_ms += f.settings.soak_ms;
+    rollout->tick();
+    CHECK(rollout->stage() == RolloutStage::kRolledBack);
+    CHECK(rollout->status()["reason"].get<std::string>().find(fmt::format("agent {} (KL vs FP32 5 > 0.05)", f.ids[1])) !=
+          std::string::npos);
+  }
+}
+
 TEST_CASE("Rollout in process: an agent that crashed since activating makes its wave unhealthy") {
   RolloutFixture f(5);
   f.settings.waves = {40, 100};

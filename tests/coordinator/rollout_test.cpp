@@ -191,6 +191,57 @@ TEST_CASE(
   REQUIRE(eventually([&] { return active_models(fleet)[away] == good_sha; }, std::chrono::seconds(60)));
 }
 
+TEST_CASE("Rollout of a round's package: agents judge it against its FP32 original, so a broken first rollout never passes "
+          "wave 1 and a repair over a broken model goes through" *
+          doctest::timeout(300) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t fp32 = fleet.import_model();
+  // A useless package from a round: every activation clipped at 2 (the histogram's top, 2^1), and the
+  // coordinator's own check before publishing turned off.
+  nlohmann::json settings = round_settings(fp32);
+  settings["max_exponent"] = 1;
+  settings["max_kl_ratio"] = 0;
+  nlohmann::json report = fleet.run_round(settings);
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  const int64_t broken = report["models"][0]["model"].get<int64_t>();
+  const nlohmann::json gate = {{"waves", {100.0}}, {"max_slowdown", 50.0}, {"soak_ms", 0}};
+  const auto rollout = [&](int64_t model, double max_kl) {
+    nlohmann::json rollout_settings = gate;
+    rollout_settings["model_id"] = model;
+    rollout_settings["max_kl"] = max_kl;
+    return fleet.run_rollout(rollout_settings);
+  };
+
+  // Its first rollout, to agents without a model: nothing to compare with but its FP32 original.
+  nlohmann::json status = rollout(broken, 0.05);
+  CHECK(status["reference_model"] == fp32);
+  REQUIRE_MESSAGE(status["stage"] == "rolled_back", status.dump(2));
+  CHECK(status["reason"].get<std::string>().find("KL vs FP32") != std::string::npos);
+  for (const auto& agent : status["agents"]) {
+    CHECK(agent["report"]["reference_checked"] == true);
+    CHECK(agent["report"]["reference_kl"].get<double>() > 0.05);
+  }
+
+  // The fleet on the broken package anyway (an operator's --max-kl 50), then a good round's package.
+  REQUIRE(rollout(broken, 50)["stage"] == "done");
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == model_sha(fleet, broken));
+  report = fleet.run_round(round_settings(fp32));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  const int64_t good = report["models"][0]["model"].get<int64_t>();
+  // Against the broken previous model its KL is large; against FP32 small: the repair goes through.
+  status = rollout(good, 0.05);
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  for (const auto& agent : status["agents"]) {
+    CHECK(agent["report"]["mean_kl"].get<double>() > 0.05);  // vs the broken model
+    CHECK(agent["report"]["reference_kl"].get<double>() < 0.05);
+  }
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == model_sha(fleet, good));
+}
+
 // A hostile enrolled agent beside real ones: online (hello, heartbeats), it answers every activation
 // order with a failing report (KL 1.0 against its previous model) without downloading anything.
 class LyingAgent {

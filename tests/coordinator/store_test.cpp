@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "tests/test_support.h"
 
@@ -63,6 +65,23 @@ TEST_CASE("Store: the audit log keeps its newest entries up to the cap") {
   CHECK(store.audit_entries() <= 100 + 256);  // and every 256 inserts after
   CHECK(store.audit_entries() >= 100);
   CHECK(store.audit_log(1).front().detail == "1999");
+}
+
+TEST_CASE("Store: a flood of volume entries never pushes the others out of the audit log") {
+  testing::ScratchDir dir;
+  Store store(dir.path("c.db"));
+  store.set_audit_max_entries(100);
+  for (int i = 0; i < 3; ++i) store.audit("agent " + std::to_string(i), "enrolled", "board");
+  for (int i = 0; i < 5000; ++i) store.audit_volume("key K", "refused", std::to_string(i));
+  store.set_audit_max_entries(100);  // trim now
+  const std::vector<Store::AuditEntry> entries = store.audit_log(1000);
+  CHECK(entries.size() == 103);
+  CHECK(std::count_if(entries.begin(), entries.end(), [](const auto& entry) { return entry.event == "enrolled"; }) == 3);
+  CHECK(entries.front().detail == "4999");
+  // The others have their own cap.
+  for (int i = 0; i < 300; ++i) store.audit("operator", "token created", std::to_string(i));
+  store.set_audit_max_entries(100);
+  CHECK(store.audit_entries() == 200);
 }
 
 }  // namespace
