@@ -86,7 +86,8 @@ std::string format_round(const nlohmann::json& round) {
         check.value("label", std::string()), escape_controls(check.value("text", std::string())), number(check, "tokens"),
         number(check, "mean_kl"), number(check, "bound"), number(check, "max_ratio"), number(check, "same_recipe_kl"),
         number(check, "dynamic_kl"));
-    for (const auto& [point, count] : check.value("overflow", nlohmann::json::object()).items())
+    const nlohmann::json overflow = check.value("overflow", nlohmann::json::object());
+    for (const auto& [point, count] : overflow.items())
       out += fmt::format("    {} value(s) at {} reached the histogram's top 2^{} and were counted there\n", count.dump(), point,
                          check.value("max_exponent", 0));
   }

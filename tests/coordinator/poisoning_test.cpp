@@ -43,7 +43,8 @@ void move_all(std::span<uint64_t> counts, size_t slot) {
 }
 
 bool round_models_listed(MiniFleet& fleet, int64_t round) {
-  for (const auto& model : fleet.admin({{"command", "models.list"}})["models"]) {
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  for (const auto& model : models["models"]) {
     if (model["round"].is_number() && model["round"].get<int64_t>() == round) return true;
   }
   return false;
