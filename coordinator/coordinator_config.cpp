@@ -46,6 +46,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "agent_timeout_ms",
                                               "stage_timeout_ms",
                                               "join_timeout_ms",
+                                              "join_grace_ms",
                                               "report_timeout_ms",
                                               "max_message_bytes",
                                               "chunk_bytes",
@@ -72,6 +73,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "agent_timeout_ms", config.agent_timeout_ms, path);
   read_key(table, "stage_timeout_ms", config.stage_timeout_ms, path);
   read_key(table, "join_timeout_ms", config.join_timeout_ms, path);
+  read_key(table, "join_grace_ms", config.join_grace_ms, path);
   read_key(table, "report_timeout_ms", config.report_timeout_ms, path);
   read_key(table, "max_message_bytes", config.max_message_bytes, path);
   read_key(table, "chunk_bytes", config.chunk_bytes, path);
@@ -107,6 +109,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
          config.heartbeat_interval_ms);
   }
   if (config.chunk_bytes > config.max_message_bytes / 2) fail("{}: chunk_bytes must be at most half of max_message_bytes", path);
+  if (config.join_grace_ms < 0) fail("{}: join_grace_ms ({}) must be >= 0", path, config.join_grace_ms);
   if (config.audit_max_entries < 100) fail("{}: audit_max_entries ({}) must be at least 100", path, config.audit_max_entries);
   return config;
 }

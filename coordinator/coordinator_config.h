@@ -13,6 +13,8 @@ struct CoordinatorConfig {
   int agent_timeout_ms = 10000;                 // silent this long: offline (dropped from a round stage)
   int stage_timeout_ms = 60000;                 // a secure-aggregation stage waits at most this long
   int join_timeout_ms = 600000;                 // agents have this long to download, calibrate and join
+  // Once min_agents have joined, the others get as long again as that took, and at least this long.
+  int join_grace_ms = 10000;
   int report_timeout_ms = 600000;               // and this long to check the result and report
   int64_t max_message_bytes = int64_t{64} << 20;
   int chunk_bytes = 1 << 20;   // model download chunk size

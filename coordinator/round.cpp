@@ -347,6 +347,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
       u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
       host_.store().add_participant(id_, agent_id, static_cast<int>(participants_.size() - 1));
+      if (static_cast<int>(participants_.size()) == settings_.min_agents) quorum_at_ms_ = host_.monotonic_ms();
       if (settings_.max_agents > 0 && static_cast<int>(participants_.size()) >= settings_.max_agents) begin_sharing();
       return;
     }
@@ -717,7 +718,18 @@ void Round::tick() {
     for (const int64_t agent : announced_) {
       if (index_of(agent) < 0 && expected(agent)) pending = true;
     }
-    if ((!pending && static_cast<int>(participants_.size()) >= settings_.min_agents) || expired) begin_sharing();
+    // With min_agents joined, the rest get as long again as the quorum took (at least join_grace_ms):
+    // an announced agent that heartbeats but never joins does not hold the round to its join timeout.
+    const bool quorum = static_cast<int>(participants_.size()) >= settings_.min_agents;
+    const int64_t grace = std::max<int64_t>(host_.config().join_grace_ms, quorum_at_ms_ - stage_started_ms_);
+    const bool graced = quorum && host_.monotonic_ms() - quorum_at_ms_ >= grace;
+    if ((!pending && quorum) || graced || expired) {
+      if (pending && graced && !expired) {
+        host_.log(fmt::format("round {}: starting with the {} joined agents; the others did not join within {} ms of the quorum", id_,
+                              participants_.size(), grace));
+      }
+      begin_sharing();
+    }
   } else if (stage_ == RoundStage::kSharing) {
     if (expired || !waiting_for(u1_, secagg_->shared())) begin_masking();
   } else if (stage_ == RoundStage::kMasking) {

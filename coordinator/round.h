@@ -165,6 +165,7 @@ class Round {
   RoundStage stage_ = RoundStage::kCollecting;
   bool entered_ = false;  // stage_ has been entered (a recovered round has not)
   int64_t stage_started_ms_ = 0;
+  int64_t quorum_at_ms_ = 0;  // monotonic: when min_agents had joined
   int64_t stage_deadline_ms_ = 0;
   std::map<std::string, int64_t> stage_ms_;  // how long each stage took, by stage name
 

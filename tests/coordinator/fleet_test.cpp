@@ -31,6 +31,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The coordinator's log so far.
+std::string read_log(MiniFleet& fleet) {
+  std::ifstream log(fleet.path("coordinator.log"));
+  return {std::istreambuf_iterator<char>(log), {}};
+}
+
 // The file's bytes; a missing or empty file fails the test (two missing files must not compare equal).
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -534,6 +540,40 @@ TEST_CASE("Text that is not UTF-8, too long or full of control characters neithe
   CHECK(log_text.find('\x1B') == std::string::npos);
 }
 
+TEST_CASE("An announced agent that heartbeats but never joins does not hold the round: it starts with the joined agents after "
+          "the grace" *
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.join_grace_ms = 2000;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  ProbeClient idler(fleet, "idler");
+  uint64_t sequence = uint64_t{1} << 62;
+  idler.keep_alive(&sequence);
+  OutgoingMessage hello;
+  hello.body().initHello().setName("idler");
+  idler.send_raw(hello.encode(sequence++));
+  REQUIRE(idler.wait_for("welcome"));
+  fleet.start_agents();
+  fleet.wait_online(4);
+  const int64_t model = fleet.import_model();
+  const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", round_settings(model)}})["round"].get<int64_t>();
+  REQUIRE(idler.wait_for("roundAnnounce"));
+  // The idler stays online (heartbeats) and never joins; the join timeout is 60 s.
+  const auto started = std::chrono::steady_clock::now();
+  nlohmann::json status;
+  while (std::chrono::steady_clock::now() - started < std::chrono::seconds(40)) {
+    idler.wait_for("nothing", std::chrono::milliseconds(1500));  // heartbeats every 500 ms meanwhile
+    status = fleet.admin({{"command", "round.status"}, {"id", id}});
+    if (status["stage"] == "done" || status["stage"] == "failed") break;
+  }
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  CHECK(status["contributors"] == 3);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(30));
+  CHECK(read_log(fleet).find("the others did not join within") != std::string::npos);
+}
+
 TEST_CASE("A participant that joins with low-order X25519 keys is refused, and the round completes without it" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   RoundBesideRawClient attack(3);  // the attacker never counts
@@ -681,11 +721,6 @@ class IdleConnections {
  private:
   std::vector<int> fds_;
 };
-
-std::string read_log(MiniFleet& fleet) {
-  std::ifstream log(fleet.path("coordinator.log"));
-  return {std::istreambuf_iterator<char>(log), {}};
-}
 
 TEST_CASE("A flood of idle TCP connections from many addresses cannot take the coordinator's file descriptors or stop it" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {

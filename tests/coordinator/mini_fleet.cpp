@@ -106,7 +106,8 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
          << "heartbeat_interval_ms = 300\n"
          << "agent_timeout_ms = " << options_.agent_timeout_ms << "\n"
          << "stage_timeout_ms = " << options_.stage_timeout_ms << "\n"
-         << "join_timeout_ms = 60000\nreport_timeout_ms = 60000\n";
+         << "join_timeout_ms = 60000\nreport_timeout_ms = 60000\n"
+         << "join_grace_ms = " << options_.join_grace_ms << "\n";
   if (options_.capture) config << "capture_file = \"capture.bin\"\n";
   if (options_.max_message_bytes > 0) config << "max_message_bytes = " << options_.max_message_bytes << "\n";
   if (options_.chunk_bytes > 0) config << "chunk_bytes = " << options_.chunk_bytes << "\n";

@@ -43,6 +43,9 @@ struct FleetOptions {
   bool capture = false;         // record every aggregation message the coordinator receives
   int agent_timeout_ms = 1500;
   int stage_timeout_ms = 20000;
+  // Tests drive slow participants by hand (raw clients, qemu): all announced agents are waited for
+  // up to the join timeout unless a test asks for less.
+  int join_grace_ms = 60000;
   int64_t max_message_bytes = 0;            // 0: the coordinator's default
   int chunk_bytes = 0;                      // 0: the coordinator's default
   std::string coordinator_fault_injection;  // the coordinator's fault_injection setting
