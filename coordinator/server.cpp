@@ -438,12 +438,15 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   const std::string& curve_key = sender.key;
   const std::string& routing_id = sender.routing_id;
   const auto body = envelope.getBody();
+  // Replay protection per enrolled key. An unknown key may only enroll, with a one-time token, so
+  // nothing is kept for it: a flood of fresh keys holds no memory (it used to hold ~365 bytes each).
   auto known = last_sequence_.find(curve_key);
   if (known == last_sequence_.end()) {
     const auto agent = store_.agent_by_key(curve_key);
-    known = last_sequence_.emplace(curve_key, agent ? agent->last_sequence : 0).first;
+    if (agent) known = last_sequence_.emplace(curve_key, agent->last_sequence).first;
   }
-  uint64_t& last = known->second;
+  uint64_t unknown_key_last = 0;
+  uint64_t& last = known != last_sequence_.end() ? known->second : unknown_key_last;
   // Numbers from 2^63 up are refused, so the next acceptable one always exists (and fits the store).
   if (envelope.getSequence() >= uint64_t{1} << 63)
     fail("sequence number {} is out of range (below 2^63)", envelope.getSequence());
@@ -455,7 +458,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     return;
   }
   last = envelope.getSequence();
-  unsaved_sequences_.insert(curve_key);
+  if (known != last_sequence_.end()) unsaved_sequences_.insert(curve_key);
 
   if (body.which() == Body::ENROLL) {
     const auto enroll = body.getEnroll();
@@ -467,6 +470,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       return;
     }
     store_.audit("agent " + std::to_string(*id), "enrolled", name);
+    last_sequence_[curve_key] = envelope.getSequence();  // enrolled now: its next message continues above
+    unsaved_sequences_.insert(curve_key);
     OutgoingMessage reply;
     auto enrolled = reply.body().initEnrolled();
     enrolled.setAgentId(static_cast<uint64_t>(*id));

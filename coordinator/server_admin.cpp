@@ -181,6 +181,7 @@ void Server::register_admin_commands() {
                 {"online_agents", online_agents().size()},
                 {"agent_connections", connection_guard_->open()},
                 {"audit_entries", store_.audit_entries()},
+                {"replay_state_keys", last_sequence_.size()},
                 {"metrics", http_ ? "http://" + http_->address() + "/metrics" : ""},
                 {"status_page", http_ ? "http://" + http_->address() + "/" : ""},
                 {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}});

@@ -934,6 +934,8 @@ TEST_CASE("A flood of refused messages is answered and recorded within a budget 
   int enroll_answers = 0;
   for (auto& stranger : strangers) enroll_answers += stranger->reply(std::chrono::milliseconds(300)).has_value();
   CHECK(enroll_answers <= 5);
+  // Nothing is kept for the unknown keys: replay state is held for the 3 enrolled keys only.
+  CHECK(fleet.admin({{"command", "status"}})["replay_state_keys"] == 3);
 
   // The honest agents were served throughout, and the daemon answers.
   CHECK(fleet.admin({{"command", "status"}})["online_agents"] >= 2);
