@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -15,7 +16,7 @@ namespace fedcal::coordinator {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 4096;
-constexpr int64_t kConnectionTimeoutMs = 2000;
+constexpr int64_t kConnectionTimeoutMs = 2000;  // to send the request
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL, 0) | O_NONBLOCK); }
 
@@ -79,15 +80,34 @@ HttpEndpoint::~HttpEndpoint() {
 }
 
 void HttpEndpoint::add_poll_items(std::vector<zmq::pollitem_t>& items) const {
-  if (connections_.size() < kMaxConnections) items.push_back({nullptr, listener_, ZMQ_POLLIN, 0});
+  items.push_back({nullptr, listener_, ZMQ_POLLIN, 0});
   for (const Connection& connection : connections_) items.push_back({nullptr, connection.fd, ZMQ_POLLIN, 0});
 }
 
+void HttpEndpoint::evict_oldest(const std::function<bool(const Connection&)>& which) {
+  // Connections are kept in the order they were accepted.
+  const auto oldest = std::find_if(connections_.begin(), connections_.end(), which);
+  if (oldest == connections_.end()) return;
+  ::close(oldest->fd);
+  connections_.erase(oldest);
+  ++evicted_;
+}
+
 void HttpEndpoint::handle(int64_t monotonic_ms) {
-  while (connections_.size() < kMaxConnections) {
-    const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  // A new connection is always accepted: at the limits (in all, or from its address) the oldest
+  // unanswered one goes instead. An honest request is complete moments after its connect, so
+  // connections that trickle their headers (slowloris) are the ones evicted, not the scraper.
+  for (int accepted = 0; accepted < 64; ++accepted) {
+    sockaddr_in peer{};
+    socklen_t length = sizeof(peer);
+    const int fd = ::accept4(listener_, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) break;
-    connections_.push_back({fd, monotonic_ms, {}});
+    const uint32_t address = peer.sin_addr.s_addr;
+    const auto from_address = [address](const Connection& c) { return c.address == address; };
+    if (static_cast<size_t>(std::count_if(connections_.begin(), connections_.end(), from_address)) >= kMaxPerAddress)
+      evict_oldest(from_address);
+    if (connections_.size() >= kMaxConnections) evict_oldest([](const Connection&) { return true; });
+    connections_.push_back({fd, monotonic_ms, {}, address});
   }
   for (auto it = connections_.begin(); it != connections_.end();) {
     bool done = false;

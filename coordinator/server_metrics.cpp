@@ -86,6 +86,11 @@ std::string Server::metrics_text() {
   out += fmt::format("fedcal_agent_bytes_sent_total {}\n", counters_.bytes_sent);
   family(out, "fedcal_refused_total", "counter", "Refused messages, connections and enrollments since the start.");
   out += fmt::format("fedcal_refused_total {}\n", counters_.refused);
+  if (http_) {
+    family(out, "fedcal_http_connections_evicted_total", "counter",
+           "HTTP connections closed unanswered to make room for new ones (at the limits in all or per address).");
+    out += fmt::format("fedcal_http_connections_evicted_total {}\n", http_->evicted());
+  }
 
   family(out, "fedcal_rollout_agents", "gauge", "Agents of the current (or last) rollout by wave and status.");
   family(out, "fedcal_rollout_stage", "gauge", "The current (or last) rollout and its stage (1).");
