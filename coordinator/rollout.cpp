@@ -375,6 +375,10 @@ void Rollout::save(const std::string& reason) {
   host_.store().save_rollout(id_, stage_, reason_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
+bool Rollout::assigned(int64_t agent_id, const std::string& sha256) const {
+  return agents_.count(agent_id) > 0 && (sha256 == model_.sha256 || (reference_ && sha256 == reference_->sha256));
+}
+
 nlohmann::json Rollout::status() const {
   nlohmann::json agents = nlohmann::json::array();
   std::map<std::string, int> counts;

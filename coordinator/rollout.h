@@ -86,6 +86,9 @@ class Rollout {
   void abort();
   void rollback(const std::string& reason);
   nlohmann::json status() const;
+  // Whether `agent_id` may download the artifact `sha256` for this rollout: a target's package and
+  // the FP32 original it is checked against.
+  bool assigned(int64_t agent_id, const std::string& sha256) const;
 
  private:
   struct AgentState {

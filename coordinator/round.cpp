@@ -696,6 +696,15 @@ std::vector<size_t> Round::results_for(int64_t agent_id) {
   return chosen;
 }
 
+bool Round::assigned(int64_t agent_id, const std::string& sha256) {
+  if (sha256 == model_.sha256) return announced_.count(agent_id) > 0 || index_of(agent_id) >= 0;
+  if (index_of(agent_id) < 0) return false;
+  for (const size_t i : results_for(agent_id)) {
+    if (results_[i].sha256 == sha256) return true;
+  }
+  return false;
+}
+
 void Round::send_result(int64_t agent_id) {
   const std::vector<size_t> chosen = results_for(agent_id);
   OutgoingMessage message;

@@ -117,6 +117,9 @@ class Round {
   void fail_round(const std::string& reason);
 
   nlohmann::json status() const;
+  // Whether `agent_id` may download the artifact `sha256` for this round: its model once announced
+  // to the agent, the packages it checks once a participant.
+  bool assigned(int64_t agent_id, const std::string& sha256);
 
   // A smoothing round (settings.smooth) done: the round to start next, on its smoothed FP32 model
   // (what `record` stores as the round's result). None for any other round.

@@ -551,8 +551,16 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       const auto request = body.getChunkRequest();
       const std::string sha = read_text(request.getSha256(), 128);
       const auto model = store_.model_by_sha(sha);
+      // Only what this agent was assigned (by the round or the rollout); anything else, whether it
+      // exists or not, is answered alike.
+      const bool assigned = (round_ && round_->assigned(agent->id, sha)) || (rollout_ && rollout_->assigned(agent->id, sha));
       if (!model) {
         reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", sha));
+        return;
+      }
+      if (!assigned) {
+        refuse(sender, peer, wire::ErrorReply::Code::NOT_FOUND,
+               fmt::format("chunk of artifact {}: not assigned to it", sha.substr(0, 16)), fmt::format("no artifact {}", sha));
         return;
       }
       const uint64_t total = static_cast<uint64_t>(model->bytes);

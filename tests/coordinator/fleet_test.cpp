@@ -825,7 +825,8 @@ int64_t resident_bytes(pid_t pid) {
   return 0;
 }
 
-TEST_CASE("An enrolled agent that requests chunks and never reads them holds a bounded share of the coordinator's memory" *
+TEST_CASE("An enrolled agent gets chunks only of what it was assigned, and requesting them without reading holds a bounded share "
+          "of the coordinator's memory" *
           doctest::timeout(120) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 0;
@@ -840,17 +841,26 @@ TEST_CASE("An enrolled agent that requests chunks and never reads them holds a b
   hello.body().initHello().setName("hoarder");
   hoarder.send_raw(hello.encode(sequence++));
   REQUIRE(hoarder.wait_for("welcome"));
-  const int64_t before = resident_bytes(fleet.coordinator().pid());
-  // 1,000 requests of 1 MiB each (the coordinator's chunk size), none of the replies read.
-  const int requests = 1000;
-  for (int i = 0; i < requests; ++i) {
+  const auto request_chunk = [&] {
     OutgoingMessage request;
     auto body = request.body().initChunkRequest();
     body.setSha256(sha);
     body.setOffset(0);
     body.setLength(1 << 20);
     hoarder.send_raw(request.encode(sequence++));
-  }
+  };
+  // An agent gets only what it was assigned: nothing yet.
+  request_chunk();
+  CHECK(hoarder.reply() == std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::NOT_FOUND)));
+  // A round announced to it assigns it the round's model.
+  fleet.admin({{"command", "round.start"}, {"settings", round_settings(model, 2)}});
+  REQUIRE(hoarder.wait_for("roundAnnounce"));
+  request_chunk();
+  CHECK(hoarder.reply() == std::make_pair(std::string("chunk"), -1));
+  const int64_t before = resident_bytes(fleet.coordinator().pid());
+  // 1,000 requests of 1 MiB each (the coordinator's chunk size), none of the replies read.
+  const int requests = 1000;
+  for (int i = 0; i < requests; ++i) request_chunk();
   // Every request handled: the coordinator answers the admin socket from the same loop, after them.
   std::this_thread::sleep_for(std::chrono::seconds(2));
   REQUIRE(fleet.admin({{"command", "status"}}).contains("online_agents"));  // it still answers
