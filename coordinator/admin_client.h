@@ -1,9 +1,6 @@
-// How the CLI reaches the running daemon: its admin socket is a REP socket on a loopback TCP port
-// with CURVE, and the only client key ZAP lets in is in STATE_DIR/admin.json (mode 0600, written
-// at every start with a fresh key pair and port), so only the coordinator's user can send commands.
-// (Not an ipc:// socket: libzmq 4.3.4 aborts when accepting an ipc connection fails with EMFILE,
-// and a flood of agent connections must never stop the daemon; a TCP accept fails gracefully.)
-// Requests and replies are JSON objects.
+// How the CLI reaches the running daemon: its admin socket is a local access socket
+// (transport/local_access.h: loopback TCP, CURVE, one client key) described by STATE_DIR/admin.json,
+// so only the coordinator's user can send commands. Requests and replies are JSON objects.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -11,24 +8,21 @@
 
 #include <string>
 
-#include "transport/curve.h"
+#include "transport/local_access.h"
 
 namespace fedcal::coordinator {
 
 inline constexpr const char* kAdminZapDomain = "fedcal-admin";
 
-struct AdminAccess {
-  std::string endpoint;           // tcp://127.0.0.1:PORT
-  std::string server_public_key;  // the admin socket's CURVE key
-  CurveKeyPair client;            // the one key pair the admin socket accepts
-
+// The admin socket's access file (transport/local_access.h), STATE_DIR/admin.json.
+struct AdminAccess : LocalAccess {
   static std::string path(const std::string& state_dir) { return state_dir + "/admin.json"; }
   // Throws Error naming the file (missing: the daemon never started with this state folder;
   // unreadable: not the coordinator's user).
-  static AdminAccess read(const std::string& state_dir);
-  void write(const std::string& state_dir) const;
-  // CURVE client settings for a socket that will connect to `endpoint`.
-  void configure_client(zmq::socket_t& socket) const;
+  static AdminAccess read(const std::string& state_dir) {
+    return {LocalAccess::read(path(state_dir), "`fedcal-coordinator serve`")};
+  }
+  void write(const std::string& state_dir) const { LocalAccess::write(path(state_dir)); }
 };
 
 // Sends `request` to the daemon of `state_dir` and returns the reply's payload; throws Error with the

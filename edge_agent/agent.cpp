@@ -70,7 +70,9 @@ Agent::Agent(AgentConfig config)
     log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
   }
   active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
-  local_server_ = std::make_unique<LocalServer>(config_.serve_endpoint(), coordinator_signing_key_, config_.threads, [this] {
+  raise_file_limit();  // local connections beyond the serving socket's limit are cut, not fatal
+  local_server_ = std::make_unique<LocalServer>(config_.serve_access_path(), config_.serve_port, coordinator_signing_key_,
+                                                config_.threads, [this] {
                                                   std::lock_guard lock(active_path_mutex_);
                                                   return active_path_;
                                                 });

@@ -42,6 +42,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
                                               "coordinator_timeout_ms",
                                               "partial_download_max_age_hours",
                                               "disk_budget_mb",
+                                              "serve_port",
                                               "enroll_token",
                                               "fault_injection"};
   for (const auto& [key, value] : table) {
@@ -93,6 +94,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   integer("coordinator_timeout_ms", config.coordinator_timeout_ms, 1000, 3600000);
   integer("partial_download_max_age_hours", config.partial_download_max_age_hours, 1, 24 * 365);
   integer("disk_budget_mb", config.disk_budget_mb, 0, 1 << 24);
+  integer("serve_port", config.serve_port, 0, 65535);
   if (const toml::node* node = table.get("heldout_fraction")) {
     const auto value = node->value<double>();
     if (!value || *value < 0 || *value >= 1) fail("{}: 'heldout_fraction' must be a number in [0, 1)", path);

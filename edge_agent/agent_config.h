@@ -23,6 +23,7 @@ struct AgentConfig {
   int partial_download_max_age_hours = 24;  // older *.part downloads are removed at start
   int disk_budget_mb = 0;  // models + downloads at most this much (least recently used packages go first); 0: the disk
   std::string enroll_token;            // `run` enrolls with it first if not enrolled yet
+  int serve_port = 0;  // the local serving socket's port on 127.0.0.1; 0: a free one (serve.json says which)
   // Testing only: "exit-after-join", "exit-after-shares" or "exit-after-masked-input" makes the
   // agent die (_exit, no goodbye) right after sending that message, as a crashed device would;
   // "exit-after-checks" makes it die after checking a round's packages, before reporting;
@@ -34,7 +35,8 @@ struct AgentConfig {
   std::string enrollment_path() const { return state_dir + "/enrollment.json"; }
   std::string models_dir() const { return state_dir + "/models"; }
   std::string downloads_dir() const { return state_dir + "/downloads"; }
-  std::string serve_endpoint() const { return "ipc://" + state_dir + "/serve.sock"; }
+  // The local serving socket's access file (edge_agent/local_server.h).
+  std::string serve_access_path() const { return state_dir + "/serve.json"; }
 };
 
 }  // namespace fedcal::edge_agent

@@ -1,7 +1,5 @@
 #include "edge_agent/local_server.h"
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <filesystem>
 
@@ -23,17 +21,27 @@ struct LocalServer::Loaded {
   std::unique_ptr<Transformer> transformer;
 };
 
-LocalServer::LocalServer(const std::string& endpoint, const SigningKey& key, int threads,
+LocalServer::LocalServer(const std::string& access_path, int port, const SigningKey& key, int threads,
                          std::function<std::string()> active_package)
     : key_(key),
       threads_(threads),
       active_package_(std::move(active_package)),
       context_(1),
+      zap_(context_, zmq::socket_type::rep),
       socket_(context_, zmq::socket_type::rep) {
+  zap_.set(zmq::sockopt::linger, 0);
+  zap_.bind("inproc://zeromq.zap.01");  // before the socket it guards, so no handshake runs without it
+  const CurveKeyPair server = CurveKeyPair::generate();
+  SocketLimits limits;
+  limits.max_message_bytes = int64_t{16} << 20;
+  configure_curve_server(socket_, server, kServeZapDomain, limits);
   socket_.set(zmq::sockopt::linger, 0);
-  socket_.set(zmq::sockopt::maxmsgsize, int64_t{16} << 20);
-  socket_.bind(endpoint);
-  if (endpoint.rfind("ipc://", 0) == 0) ::chmod(endpoint.substr(6).c_str(), 0660);
+  guard_ = std::make_unique<ConnectionGuard>(context_, socket_, "serve", ConnectionGuard::Limits{kMaxConnections, kMaxConnections});
+  socket_.bind(fmt::format("tcp://127.0.0.1:{}", port));
+  access_.endpoint = socket_.get(zmq::sockopt::last_endpoint);
+  access_.server_public_key = server.public_key;
+  access_.client = CurveKeyPair::generate();
+  access_.write(access_path);
   thread_ = std::thread([this] { serve(); });
 }
 
@@ -44,8 +52,13 @@ LocalServer::~LocalServer() {
 
 void LocalServer::serve() {
   while (!stop_) {
-    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    if (!poll_interruptible(&item, 1, std::chrono::milliseconds(100)) || !(item.revents & ZMQ_POLLIN)) continue;
+    zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                               {zap_.handle(), 0, ZMQ_POLLIN, 0},
+                               {guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
+    if (!poll_interruptible(items, 3, std::chrono::milliseconds(100))) continue;
+    if (items[2].revents & ZMQ_POLLIN) guard_->handle_events();
+    if (items[1].revents & ZMQ_POLLIN) answer_local_zap(zap_, kServeZapDomain, access_);
+    if (!(items[0].revents & ZMQ_POLLIN)) continue;
     zmq::message_t request;
     if (!socket_.recv(request, zmq::recv_flags::dontwait)) continue;
     nlohmann::json reply;
@@ -100,8 +113,10 @@ nlohmann::json LocalServer::answer(const nlohmann::json& request) {
   fail("unknown command '{}' (generate, score)", command);
 }
 
-nlohmann::json local_request(const std::string& endpoint, const nlohmann::json& request, int timeout_ms) {
-  return json_request(endpoint, request, timeout_ms, "fedcal-agent run");
+nlohmann::json local_request(const std::string& access_path, const nlohmann::json& request, int timeout_ms) {
+  const LocalAccess access = LocalAccess::read(access_path, "`fedcal-agent run`");
+  return json_request(access.endpoint, request, timeout_ms, "fedcal-agent run",
+                      [&](zmq::socket_t& socket) { access.configure_client(socket); });
 }
 
 }  // namespace fedcal::edge_agent

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   generate->callback([&] {
     const AgentConfig config = AgentConfig::load(config_path);
     const auto reply =
-        local_request(config.serve_endpoint(),
+        local_request(config.serve_access_path(),
                       {{"command", "generate"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", temperature}});
     if (json)
       std::printf("%s\n", reply.dump(2).c_str());
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
   score->add_flag("--json", json, "Print the reply as JSON");
   score->callback([&] {
     const AgentConfig config = AgentConfig::load(config_path);
-    const auto reply = local_request(config.serve_endpoint(), {{"command", "score"}, {"text", read_utf8_text_file(score_file)}});
+    const auto reply = local_request(config.serve_access_path(), {{"command", "score"}, {"text", read_utf8_text_file(score_file)}});
     if (json)
       std::printf("%s\n", reply.dump(2).c_str());
     else

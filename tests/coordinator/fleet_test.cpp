@@ -15,6 +15,7 @@
 #include "common/sha256.h"
 #include "coordinator/admin_client.h"
 #include "edge_agent/enrollment.h"
+#include "edge_agent/local_server.h"
 #include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
 #include "secagg/crypto.h"
@@ -24,7 +25,10 @@
 #include "tests/coordinator/mini_fleet.h"
 #include "tests/coordinator/raw_client.h"
 #include "tests/models/tokenizer/tokenizer_fixtures.h"
+#include "transport/connection_guard.h"
 #include "transport/curve.h"
+#include "transport/json_request.h"
+#include "transport/local_access.h"
 
 namespace fedcal::testing {
 namespace {
@@ -721,6 +725,50 @@ class IdleConnections {
  private:
   std::vector<int> fds_;
 };
+
+TEST_CASE("The agent's serving socket: only the key of serve.json gets answers, and 1,100 local connections neither stop the "
+          "agent nor keep it from answering afterwards" *
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 1;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(1);
+  const std::string access_path = fleet.path("agent-0/state/serve.json");
+  REQUIRE(eventually([&] { return fs::exists(access_path); }, std::chrono::seconds(10)));
+  CHECK((fs::status(access_path).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+  const char* no_model = "no active model yet";
+  CHECK_THROWS_WITH_AS(edge_agent::local_request(access_path, {{"command", "score"}, {"text", "Once upon a time"}}),
+                       doctest::Contains(no_model), Error);
+  // Another key (another local user who learned the port and the server's key) gets nothing.
+  LocalAccess stranger = LocalAccess::read(access_path, "fedcal-agent run");
+  stranger.client = CurveKeyPair::generate();
+  CHECK_THROWS_AS(json_request(stranger.endpoint, {{"command", "score"}, {"text", "x"}}, 1000, "fedcal-agent run",
+                               [&](zmq::socket_t& socket) { stranger.configure_client(socket); }),
+                  Error);
+
+  // A flood of plain TCP connections, more than the agent's default soft file limit of 1,024.
+  raise_file_limit();
+  const int port = std::stoi(stranger.endpoint.substr(stranger.endpoint.rfind(':') + 1));
+  std::vector<int> flood;
+  for (int i = 0; i < 1100; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) flood.push_back(fd);
+    else ::close(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  CHECK(fleet.agent(0).running());
+  for (const int fd : flood) ::close(fd);
+  CHECK(fleet.agent(0).running());
+  CHECK_THROWS_WITH_AS(edge_agent::local_request(access_path, {{"command", "score"}, {"text", "Once upon a time"}}),
+                       doctest::Contains(no_model), Error);
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 1);
+}
 
 TEST_CASE("A flood of idle TCP connections from many addresses cannot take the coordinator's file descriptors or stop it" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {

@@ -158,7 +158,7 @@ TEST_CASE(
   std::set<std::string> served_by;
   int served = 0, failed = 0;
   std::thread client([&] {
-    const std::string endpoint = "ipc://" + fleet.path("agent-0/state/serve.sock");
+    const std::string endpoint = fleet.path("agent-0/state/serve.json");
     while (!stop_client) {
       try {
         served_by.insert(edge_agent::local_request(
