@@ -194,7 +194,9 @@ void Rollout::send_activate(int64_t agent_id) {
 
 void Rollout::send_rollback(int64_t agent_id) {
   OutgoingMessage message;
-  message.body().initModelRollback().setRolloutId(static_cast<uint64_t>(id_));
+  auto order = message.body().initModelRollback();
+  order.setRolloutId(static_cast<uint64_t>(id_));
+  order.setSha256(model_.sha256);
   host_.send(agent_id, message);
   agents_[agent_id].status = TargetStatus::kRollingBack;
 }
@@ -297,10 +299,18 @@ void Rollout::tick() {
   }
   // The agents whose reports fail the gate, named; fewer than min_failing of them (or all targets,
   // if fewer) never fail it, so one agent's report cannot veto a rollout for the whole fleet.
+  // A healthy report from an agent that is offline when the gate is judged does not count: it hung
+  // or died during the soak.
   std::vector<std::string> failing;
+  const bool grace = now < reconnect_grace_until_ms_;
   for (const auto& [agent, state] : agents_) {
-    if (state.wave > wave_ || (state.status != TargetStatus::kUnhealthy && state.status != TargetStatus::kFailed)) continue;
-    failing.push_back(fmt::format("agent {} ({})", agent, state.report ? unhealthy_reason(*state.report) : "no report"));
+    if (state.wave > wave_) continue;
+    if (state.status == TargetStatus::kHealthy && !grace && !host_.is_online(agent)) {
+      --healthy_count;
+      failing.push_back(fmt::format("agent {} (offline at the end of its soak)", agent));
+    } else if (state.status == TargetStatus::kUnhealthy || state.status == TargetStatus::kFailed) {
+      failing.push_back(fmt::format("agent {} ({})", agent, state.report ? unhealthy_reason(*state.report) : "no report"));
+    }
   }
   const auto named = [&failing] {
     const size_t shown = std::min<size_t>(failing.size(), 10);

@@ -105,19 +105,28 @@ void Agent::advance_activation() {
 }
 
 void Agent::on_rollback(wire::ModelRollback::Reader rollback) {
-  if (activation_) {
+  // Only a switch to the rollout's package is undone: an agent still downloading or self-testing it
+  // stops, one that never switched stays where it is (it used to swap its slots anyway and end on
+  // the model before its current one). An empty sha256 (an older coordinator) undoes regardless.
+  const std::string sha = read_text(rollback.getSha256(), 128);
+  if (activation_ && (sha.empty() || !activation_->download || activation_->download->sha256() == sha)) {
     if (activation_->check.valid()) activation_->check.wait();
     activation_.reset();
   }
-  // A switch back while running: nothing crashed, so the crash count starts again at 0 (the running
-  // marker of this process stays; it is not a start).
-  const bool switched = slots_.rollback();
+  std::string outcome;
+  if (sha.empty() || slots_.active() == sha) {
+    // A switch back while running: nothing crashed, so the crash count starts again at 0 (the
+    // running marker of this process stays; it is not a start).
+    outcome = slots_.rollback() ? "" : " (no previous model: nothing to switch)";
+  } else {
+    outcome = fmt::format(" (never switched to {}: {} stays active)", sha.substr(0, 16),
+                          slots_.active().empty() ? "no model" : slots_.active().substr(0, 16));
+  }
   {
     std::lock_guard lock(active_path_mutex_);
     active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
   }
-  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(),
-                  switched ? "" : " (no previous model: nothing to switch)"));
+  log(fmt::format("rollout {}: rolled back{}", rollback.getRolloutId(), outcome));
   send_activation_report(rollback.getRolloutId(), false, true, "", nullptr);
 }
 

@@ -377,7 +377,11 @@ struct ModelActivate {
 
 struct ModelRollback {
   rolloutId @0 :UInt64;
-  # The rollout being rolled back: the agent switches back to its previous slot.
+  # The rollout being rolled back: the agent switches back to its previous slot ...
+  sha256 @1 :Text;
+  # ... only if this package (the rollout's) is the active one: an agent that never switched to it
+  # stays where it is, and one still downloading or self-testing it stops. ("" from older
+  # coordinators: switch back regardless.)
 }
 
 struct ActivationReport {

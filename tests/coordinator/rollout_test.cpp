@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "common/file_util.h"
 #include "common/sha256.h"
 #include "edge_agent/local_server.h"
 #include "models/format/model_package.h"
@@ -240,6 +241,84 @@ TEST_CASE("Rollout of a round's package: agents judge it against its FP32 origin
     CHECK(agent["report"]["reference_kl"].get<double>() < 0.05);
   }
   for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == model_sha(fleet, good));
+}
+
+TEST_CASE("A rollback that reaches agents still downloading or self-testing leaves them on their current model, never the one "
+          "before it" *
+          doctest::timeout(300) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.chunk_bytes = 4096;  // downloads of many chunks: the rollback arrives before anyone switched
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const nlohmann::json gate = {{"waves", {100.0}}, {"max_slowdown", 50.0}, {"max_kl", 50.0}, {"soak_ms", 0}};
+  const auto settings_for = [&](int64_t model) {
+    nlohmann::json settings = gate;
+    settings["model_id"] = model;
+    return settings;
+  };
+  // Every agent on A, with the FP32 model P before it.
+  const int64_t p = fleet.import_model();
+  REQUIRE(fleet.run_rollout(settings_for(p))["stage"] == "done");
+  const std::string text = fleet.calibration_text(0, 100);
+  const int64_t a = fleet.admin({{"command", "models.import"},
+                                 {"path", build_int8_package(fleet, text, "--method mse --per-channel", "a")}})["id"].get<int64_t>();
+  REQUIRE(fleet.run_rollout(settings_for(a))["stage"] == "done");
+  for (const auto& [agent, sha] : active_models(fleet)) REQUIRE(sha == model_sha(fleet, a));
+  // B's rollout, rolled back by the operator at once.
+  const int64_t b = fleet.admin({{"command", "models.import"},
+                                 {"path", build_int8_package(fleet, text, "--method percentile:99.9", "b")}})["id"].get<int64_t>();
+  fleet.admin({{"command", "rollout.start"}, {"settings", settings_for(b)}});
+  fleet.admin({{"command", "rollout.rollback"}});
+  REQUIRE(eventually(
+      [&] {
+        const nlohmann::json status = fleet.admin({{"command", "rollout.status"}});
+        return status["stage"] == "rolled_back" && status["counts"].value("rolling_back", 0) == 0 &&
+               status["counts"].value("sent", 0) == 0;
+      },
+      std::chrono::seconds(60)));
+  // Whether each had switched to B or not, every agent is on A again, and the registry says so.
+  for (const auto& [agent, sha] : active_models(fleet)) CHECK(sha == model_sha(fleet, a));
+  for (int i = 0; i < 3; ++i) {
+    const nlohmann::json slots =
+        nlohmann::json::parse(read_text_file(fleet.path("agent-" + std::to_string(i) + "/state/slots.json")));
+    CHECK(slots["active"] == model_sha(fleet, a));  // what the device serves
+  }
+}
+
+TEST_CASE("An agent that stops (SIGSTOP) after reporting healthy and is offline when its soak ends fails the gate" *
+          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  fleet.admin({{"command", "rollout.start"},
+               {"settings",
+                {{"model_id", model},
+                 {"waves", {100.0}},
+                 {"max_slowdown", 50.0},
+                 {"min_failing", 1},
+                 {"min_healthy", 100.0},
+                 {"soak_ms", 6000}}}});
+  const int64_t stopped = fleet.agent_id(0);
+  REQUIRE(eventually(
+      [&] {
+        const nlohmann::json rollout = fleet.admin({{"command", "rollout.status"}});
+        for (const auto& agent : rollout["agents"]) {
+          if (agent["agent"] == stopped) return agent["status"] == "healthy";
+        }
+        return false;
+      },
+      std::chrono::seconds(60)));
+  fleet.agent(0).signal(SIGSTOP);  // hung: no heartbeats, no crash
+  const nlohmann::json status = wait_rollout(fleet);
+  fleet.agent(0).signal(SIGCONT);
+  CHECK(status["stage"] == "rolled_back");
+  CHECK(status["reason"].get<std::string>().find(fmt::format("agent {} (offline at the end of its soak)", stopped)) !=
+        std::string::npos);
 }
 
 // A hostile enrolled agent beside real ones: online (hello, heartbeats), it answers every activation
