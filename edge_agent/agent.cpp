@@ -65,6 +65,7 @@ Agent::Agent(AgentConfig config)
   std::filesystem::create_directories(config_.state_dir);
   if (const int removed = remove_stale_partial_downloads(config_.downloads_dir(), config_.partial_download_max_age_hours))
     log(fmt::format("removed {} partial download(s) older than {} h", removed, config_.partial_download_max_age_hours));
+  if (!slots_.recovery().empty()) write_log(LogLevel::kWarning, "agent " + config_.name, slots_.recovery());
   slots_.record_start();
   if (slots_.crashes_since_activation() > 0) {
     log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));

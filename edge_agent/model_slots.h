@@ -9,7 +9,9 @@ namespace fedcal::edge_agent {
 
 class ModelSlots {
  public:
+  // A damaged slots.json is set aside and the slots start empty; recovery() then says why.
   explicit ModelSlots(std::string state_dir);
+  const std::string& recovery() const { return recovery_; }
   const std::string& active() const { return active_; }
   const std::string& previous() const { return previous_; }
   std::string path(const std::string& sha256) const { return state_dir_ + "/models/" + sha256 + ".fcpkg"; }
@@ -30,6 +32,7 @@ class ModelSlots {
   std::string active_;
   std::string previous_;
   unsigned crashes_ = 0;
+  std::string recovery_;
 };
 
 }  // namespace fedcal::edge_agent

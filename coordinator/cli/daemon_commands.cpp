@@ -1,4 +1,4 @@
-// fedcal-coordinator serve | db backup | db restore | keys | shutdown
+// fedcal-coordinator serve | db backup | db restore | keys | status | shutdown
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -80,6 +80,20 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
     context.print({{"curve_public_key", curve.public_key}, {"signing_public_key", signing.public_key_hex()}},
                   fmt::format("CURVE public key:   {}\nsigning public key: {}\n", curve.public_key, signing.public_key_hex()));
   });
+
+  app.add_subcommand("status", "The running daemon: its address and keys, agents online, the round, the metrics and status page")
+      ->callback([&context] {
+        const nlohmann::json status = context.call({{"command", "status"}});
+        const auto text = [&status](const char* key) { return status.value(key, std::string()); };
+        std::string out = fmt::format("listening on {} ({} agent connections, {} agents online)\n", text("listen"),
+                                      status.value("agent_connections", 0), status.value("online_agents", 0));
+        out += fmt::format("CURVE public key:   {}\nsigning public key: {}\n", text("curve_public_key"), text("signing_public_key"));
+        out += status["round"].is_number() ? fmt::format("round {} running\n", status["round"].get<int64_t>()) : "no round running\n";
+        out += text("metrics").empty() ? "metrics and status page: off (metrics_listen)\n"
+                                       : fmt::format("metrics: {}\nstatus page: {}\n", text("metrics"), text("status_page"));
+        out += fmt::format("audit entries: {}\n", status.value("audit_entries", 0));
+        context.print(status, out);
+      });
 
   app.add_subcommand("shutdown", "Stop the running daemon")->callback([&context] {
     context.print(context.call({{"command", "shutdown"}}), "stopping\n");

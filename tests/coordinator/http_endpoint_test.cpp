@@ -134,6 +134,11 @@ TEST_CASE("Metrics: the Prometheus endpoint is scraped and its series follow the
   const std::string url = fleet.admin({{"command", "status"}})["metrics"].get<std::string>();
   REQUIRE(url.rfind("http://127.0.0.1:", 0) == 0);
   const int port = std::stoi(url.substr(17));
+  // The CLI's status prints both addresses.
+  const auto status = run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " status");
+  CHECK(status.exit_code == 0);
+  CHECK(status.output.find("metrics: " + url) != std::string::npos);
+  CHECK(status.output.find("listening on tcp://") != std::string::npos);
   fleet.start_agents();
   const int64_t model = fleet.import_model();
   const nlohmann::json report = fleet.run_round(round_settings(model));
