@@ -30,6 +30,18 @@ StoredArtifact ArtifactStore::add_file(const std::string& extension,
   }
 }
 
+std::vector<std::string> ArtifactStore::remove_incoming() const {
+  std::vector<std::string> removed;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir_, error)) {
+    const std::string name = entry.path().filename().string();
+    std::error_code ignored;
+    if (name.rfind(".incoming-", 0) == 0 && entry.is_regular_file(ignored) && fs::remove(entry.path(), ignored))
+      removed.push_back(entry.path().string());
+  }
+  return removed;
+}
+
 std::string ArtifactStore::add_round_stats(const CalibrationStats& stats, int64_t round_id) const {
   const std::string path = fmt::format("{}/round-{}.stats", dir_, round_id);
   write_stats(stats, path);

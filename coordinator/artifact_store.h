@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "models/quant/calibration_stats.h"
 
@@ -31,6 +32,9 @@ class ArtifactStore {
   }
   // The same for any file: stored at DIR/<sha256><extension> (".gguf", ".onnx", ...).
   StoredArtifact add_file(const std::string& extension, const std::function<void(const std::string& temporary_path)>& write) const;
+  // Removes what writes that never finished left (a kill during add_file): the files named
+  // .incoming-*. Call at start, before any write; returns their paths.
+  std::vector<std::string> remove_incoming() const;
   // Writes a round's aggregate statistics; returns the path.
   std::string add_round_stats(const CalibrationStats& stats, int64_t round_id) const;
 

@@ -15,6 +15,7 @@
 #include "common/log_line.h"
 #include "common/systemd_notify.h"
 #include "common/text.h"
+#include "coordinator/artifact_store.h"
 #include "coordinator/database_guard.h"
 
 namespace fedcal::coordinator {
@@ -114,6 +115,9 @@ Server::Server(CoordinatorConfig config)
     capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
     if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
   }
+  // Before a recovered round's job writes again: what a kill left half-written goes.
+  for (const std::string& removed : ArtifactStore(config_.artifacts_dir()).remove_incoming())
+    log("removed " + removed + ", an artifact write that never finished");
   const std::vector<RoundRecord> rounds = store_.rounds();
   for (const RoundRecord& record : rounds) {
     if (is_final(record.stage)) continue;

@@ -273,6 +273,22 @@ TEST_CASE(
   CHECK_MESSAGE(report["stage"] == "done", report.dump(2));
 }
 
+TEST_CASE("An artifact write cut by a kill leaves no file behind: the restarted coordinator removes .incoming-* and says so" *
+          doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.kill_coordinator();
+  const std::string cut = fleet.coordinator_dir() + "/artifacts/.incoming-0123456789abcdef.fcpkg";
+  write_text(cut, "half a package");
+  fleet.start_coordinator();
+  CHECK_FALSE(fs::exists(cut));
+  std::ifstream log(fleet.path("coordinator.log"));
+  const std::string text{std::istreambuf_iterator<char>(log), {}};
+  CHECK(text.find("removed " + cut + ", an artifact write that never finished") != std::string::npos);
+}
+
 TEST_CASE("Coordinator killed while agents calibrate: the round fails with the reason and the next one completes at once" *
           doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
