@@ -48,6 +48,7 @@ nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
 
 Server::Server(CoordinatorConfig config)
     : config_(std::move(config)),
+      state_lock_(config_.state_dir, "fedcal-coordinator serve"),
       store_((check_database_before_open(config_, config_.allow_new_database), fs::create_directories(config_.artifacts_dir()),
               config_.database_path())),
       curve_keys_(CurveKeyPair::read_or_create(config_.curve_key_path())),

@@ -24,6 +24,7 @@
 #include "coordinator/rate_limiter.h"
 #include "coordinator/rollout.h"
 #include "coordinator/round.h"
+#include "coordinator/state_lock.h"
 #include "coordinator/store.h"
 #include "transport/connection_guard.h"
 #include "transport/curve.h"
@@ -145,6 +146,7 @@ class Server : public RoundHost {
   void advance_follow_up();
 
   CoordinatorConfig config_;
+  StateLock state_lock_;  // before anything in the state folder is opened
   Store store_;
   CurveKeyPair curve_keys_;
   SigningKey signing_key_;

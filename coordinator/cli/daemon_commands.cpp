@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/database_guard.h"
+#include "coordinator/state_lock.h"
 #include "coordinator/server.h"
 #include "transport/curve.h"
 
@@ -58,14 +59,8 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
   restore->add_option("backup", *restore_from, "A backup file (STATE/backups/coordinator-*.db)")->required()->check(CLI::ExistingFile);
   restore->callback([&context, restore_from] {
     const CoordinatorConfig config = context.load();
-    bool running = false;
-    try {
-      context.call({{"command", "status"}});
-      running = true;
-    } catch (const std::exception&) {
-      // nothing answers: stopped
-    }
-    if (running) fail("the coordinator is running on {}: stop it first (`fedcal-coordinator shutdown`)", config.state_dir);
+    // A daemon holds the state folder's lock for its life, also while stopped (SIGSTOP) and silent.
+    const StateLock lock(config.state_dir, "fedcal-coordinator db restore");
     const std::string replaced = restore_database(config, *restore_from);
     context.print({{"restored", *restore_from}, {"replaced", replaced}},
                   fmt::format("restored {} into {}{}\n", *restore_from, config.database_path(),

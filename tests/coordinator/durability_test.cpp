@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/file_util.h"
 #include "tests/coordinator/mini_fleet.h"
 
 namespace fedcal::testing {
@@ -287,6 +288,36 @@ TEST_CASE("An artifact write cut by a kill leaves no file behind: the restarted 
   std::ifstream log(fleet.path("coordinator.log"));
   const std::string text{std::istreambuf_iterator<char>(log), {}};
   CHECK(text.find("removed " + cut + ", an artifact write that never finished") != std::string::npos);
+}
+
+TEST_CASE("The state folder is locked for the daemon's life: a second daemon on it is refused, and so is a restore while the "
+          "daemon is stopped (SIGSTOP)" *
+          doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  const std::string backup = fleet.admin({{"command", "db.backup"}})["backup"].get<std::string>();
+  // The same configuration on another port: refused before it touches anything.
+  std::string second = read_text_file(fleet.path("coordinator.toml"));
+  const size_t listen = second.find("listen = ");
+  second.replace(listen, second.find('\n', listen) - listen, "listen = \"tcp://127.0.0.1:*\"");
+  write_text(fleet.path("second.toml"), second);
+  const auto refused = run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("second.toml") + " serve", true);
+  CHECK(refused.exit_code != 0);
+  CHECK_MESSAGE(refused.output.find("is in use by " + std::to_string(fleet.coordinator().pid()) + " (fedcal-coordinator serve)") !=
+                    std::string::npos,
+                refused.output);
+  // Stopped, the daemon answers nothing but still holds the folder: the restore is refused at once.
+  fleet.coordinator().signal(SIGSTOP);
+  const auto started = std::chrono::steady_clock::now();
+  const auto restore =
+      run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " db restore " + backup, true);
+  fleet.coordinator().signal(SIGCONT);
+  CHECK(restore.exit_code != 0);
+  CHECK_MESSAGE(restore.output.find("stop it first") != std::string::npos, restore.output);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(20));  // was: 120 s, then replaced the database
+  CHECK(fleet.admin({{"command", "status"}}).contains("online_agents"));
 }
 
 TEST_CASE("Coordinator killed while agents calibrate: the round fails with the reason and the next one completes at once" *
