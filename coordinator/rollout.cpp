@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "common/error.h"
 
@@ -128,6 +129,7 @@ Rollout::Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRec
 std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model,
                                         std::vector<int64_t> targets) {
   if (targets.empty()) fail("no agents{} to roll out to", settings.group.empty() ? "" : " with label '" + settings.group + "'");
+  if (!std::filesystem::exists(model.path)) fail("model {}: its file {} is missing from the artifact store", model.id, model.path);
   const int64_t id = host.store().create_rollout(model.id, settings.to_json().dump());
   std::unique_ptr<Rollout> rollout(new Rollout(host, id, settings, model));
   const size_t n = targets.size();

@@ -73,6 +73,7 @@ class Rollout {
   static std::unique_ptr<Rollout> recover(RoundHost& host, const Store::RolloutRecord& record);
 
   int64_t id() const { return id_; }
+  int64_t model_id() const { return model_.id; }
   RolloutStage stage() const { return stage_; }
   bool finished() const { return is_final(stage_); }
 

@@ -98,6 +98,7 @@ class Round {
   static std::unique_ptr<Round> recover(RoundHost& host, const RoundRecord& record);
 
   int64_t id() const { return id_; }
+  int64_t model_id() const { return model_.id; }
   RoundStage stage() const { return stage_; }
   bool finished() const { return is_final(stage_); }
 

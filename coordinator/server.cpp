@@ -568,6 +568,13 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
                fmt::format("chunk of artifact {}: not assigned to it", sha.substr(0, 16)), fmt::format("no artifact {}", sha));
         return;
       }
+      if (!fs::exists(model->path)) {
+        // Gone from the artifact store (deleted by hand, a lost disk): not the agent's fault. What
+        // needs it ends at once with the reason, instead of agents asking for it forever.
+        artifact_missing(*model);
+        reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("artifact {} is missing on the coordinator", sha));
+        return;
+      }
       const uint64_t total = static_cast<uint64_t>(model->bytes);
       if (request.getOffset() > total) fail("chunkRequest.offset {} is past the end ({} bytes)", request.getOffset(), total);
       const uint64_t length =
@@ -667,6 +674,15 @@ void Server::reply_error(const std::string& routing_id, wire::ErrorReply::Code c
   error.setNextSequence(next_sequence);
   error.setMessage(text.substr(0, 1000));
   send_to_route(routing_id, reply);
+}
+
+void Server::artifact_missing(const ModelRecord& model) {
+  const std::string reason = fmt::format("model {} ({}) is missing from the artifact store", model.id, model.path);
+  log_problem(LogLevel::kError, reason);
+  if (rollout_ && !rollout_->finished() && rollout_->model_id() == model.id) {
+    rollout_->rollback(reason);
+  }
+  if (round_ && !round_->finished() && round_->model_id() == model.id) round_->fail_round(reason);
 }
 
 void Server::send(int64_t agent_id, OutgoingMessage& message) {

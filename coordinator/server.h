@@ -113,6 +113,8 @@ class Server : public RoundHost {
   void report_floods(bool now);
   void report_refusals(bool now);
   void report_connections(bool now);
+  // A model whose file is gone from the artifact store: the rollout or round that needs it ends.
+  void artifact_missing(const ModelRecord& model);
   // An audit entry that cannot fail the caller (a database error is logged instead); `volume`: one a
   // peer can cause at will (Store::audit_volume).
   void audit_quietly(const std::string& actor, const std::string& event, const std::string& detail, bool volume = false);

@@ -7,6 +7,7 @@ RolloutFixture::RolloutFixture(int count) {
   model.sha256 = kRolloutSha;
   model.kind = "int8";
   model.path = dir.path("m.fcpkg");
+  testing::write_text(model.path, std::string(1000, 'p'));  // a rollout needs its package in the store
   model.bytes = 1000;
   model.description = "a package";
   model.id = host.store().add_model(model);

@@ -321,6 +321,36 @@ TEST_CASE("An agent that stops (SIGSTOP) after reporting healthy and is offline 
         std::string::npos);
 }
 
+TEST_CASE("A package deleted from the artifact store mid-rollout ends the rollout at once with the reason, no agent blamed" *
+          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.chunk_bytes = 4096;  // many chunks: the file goes while they download
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const std::string package = build_int8_package(fleet, fleet.calibration_text(0, 100), "--method mse", "int8");
+  const nlohmann::json imported = fleet.admin({{"command", "models.import"}, {"path", package}});
+  const int64_t model = imported["id"].get<int64_t>();
+  std::string stored;
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  for (const auto& entry : models["models"]) {
+    if (entry["id"] == model) stored = entry["path"].get<std::string>();
+  }
+  REQUIRE(fs::exists(stored));
+  fleet.admin({{"command", "rollout.start"},
+               {"settings", {{"model_id", model}, {"waves", {100.0}}, {"max_slowdown", 50.0}, {"max_kl", 50.0}, {"soak_ms", 0}}}});
+  fs::remove(stored);
+  const nlohmann::json status = wait_rollout(fleet, std::chrono::seconds(30));
+  CHECK(status["stage"] == "rolled_back");
+  CHECK(status["reason"].get<std::string>().find("is missing from the artifact store") != std::string::npos);
+  const std::string audit = fleet.admin({{"command", "audit"}, {"limit", 200}}).dump();
+  CHECK(audit.find("\"refused\"") == std::string::npos);  // no agent was blamed for asking
+  // A rollout of a model whose file is gone is refused up front.
+  CHECK_THROWS_WITH_AS(fleet.admin({{"command", "rollout.start"}, {"settings", {{"model_id", model}, {"waves", {100.0}}}}}),
+                       doctest::Contains("is missing from the artifact store"), Error);
+}
+
 // A hostile enrolled agent beside real ones: online (hello, heartbeats), it answers every activation
 // order with a failing report (KL 1.0 against its previous model) without downloading anything.
 class LyingAgent {
