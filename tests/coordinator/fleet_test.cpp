@@ -546,7 +546,7 @@ TEST_CASE("Text that is not UTF-8, too long or full of control characters neithe
 
 TEST_CASE("An announced agent that heartbeats but never joins does not hold the round: it starts with the joined agents after "
           "the grace" *
-          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+          doctest::timeout(120) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   options.join_grace_ms = 2000;

@@ -101,7 +101,7 @@ class TricklingClients {
 };
 
 TEST_CASE("HTTP endpoint: 100 connections trickling their headers (slowloris) cannot keep a scraper out" * doctest::timeout(60) *
-          doctest::test_suite("fleet robustness")) {
+          doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 0;
   options.coordinator_extra = "metrics_listen = \"127.0.0.1:0\"\n";

@@ -12,15 +12,11 @@
 namespace fedcal::testing {
 namespace {
 
-// An honest participant's statistics (the raw client's share of the fleet's text), rewritten point by
-// point by `rewrite`, as the contribution vector of the round beside which the raw client runs.
+// An honest participant's statistics (attack.round.honest), rewritten point by point by `rewrite`, as
+// the contribution vector of the round beside which the raw client runs.
 std::vector<uint64_t> falsified_contribution(RoundBesideRawClient& attack,
                                              const std::function<void(const HistogramLayout&, std::span<uint64_t>)>& rewrite) {
-  MiniFleet& fleet = *attack.fleet;
-  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
-  const int64_t model = models["models"].back()["id"].get<int64_t>();
-  CalibrationStats stats = read_stats(
-      calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, kSequences), kSequences, "honest"));
+  CalibrationStats stats = attack.round.honest;
   for (size_t point = 0; point < stats.points.size(); ++point) rewrite(stats.layout, stats.point(point));
   std::vector<uint64_t> vector = contribution_vector(stats);
   REQUIRE(vector.size() == attack.round.vector_length);

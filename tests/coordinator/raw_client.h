@@ -131,6 +131,9 @@ class ProbeClient {
 struct RawClientRound {
   int64_t id;
   uint64_t vector_length;  // of the round's contribution vector
+  // What an honest participant would contribute: agent 0's calibration text, calibrated centrally
+  // before the round starts (afterwards the raw client, silent meanwhile, would be dropped as offline).
+  CalibrationStats honest;
 };
 inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uint64_t& sequence, size_t online, int max_agents) {
   OutgoingMessage hello;
@@ -140,13 +143,14 @@ inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uin
   fleet.start_agents();
   fleet.wait_online(online);
   const int64_t model = fleet.import_model();
-  const CalibrationStats layout =
-      read_stats(calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, 1), 1, "layout"));
+  CalibrationStats honest = read_stats(
+      calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, kSequences), kSequences, "honest"));
   nlohmann::json settings = round_settings(model);
   settings["max_agents"] = max_agents;
   const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
   REQUIRE(raw.wait_for("roundAnnounce"));
-  return {id, contribution_length(layout)};
+  const uint64_t length = contribution_length(honest);
+  return {id, length, std::move(honest)};
 }
 
 // The raw client's join of `round` with the given keys.

@@ -194,7 +194,7 @@ TEST_CASE(
 
 TEST_CASE("Rollout of a round's package: agents judge it against its FP32 original, so a broken first rollout never passes "
           "wave 1 and a repair over a broken model goes through" *
-          doctest::timeout(300) * doctest::test_suite("fleet robustness")) {
+          doctest::timeout(300) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -245,7 +245,7 @@ TEST_CASE("Rollout of a round's package: agents judge it against its FP32 origin
 
 TEST_CASE("A rollback that reaches agents still downloading or self-testing leaves them on their current model, never the one "
           "before it" *
-          doctest::timeout(300) * doctest::test_suite("fleet robustness")) {
+          doctest::timeout(300) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   options.chunk_bytes = 4096;  // downloads of many chunks: the rollback arrives before anyone switched
@@ -288,7 +288,7 @@ TEST_CASE("A rollback that reaches agents still downloading or self-testing leav
 }
 
 TEST_CASE("An agent that stops (SIGSTOP) after reporting healthy and is offline when its soak ends fails the gate" *
-          doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+          doctest::timeout(180) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
@@ -302,7 +302,7 @@ TEST_CASE("An agent that stops (SIGSTOP) after reporting healthy and is offline 
                  {"max_slowdown", 50.0},
                  {"min_failing", 1},
                  {"min_healthy", 100.0},
-                 {"soak_ms", 6000}}}});
+                 {"soak_ms", 4000}}}});
   const int64_t stopped = fleet.agent_id(0);
   REQUIRE(eventually(
       [&] {
@@ -322,7 +322,7 @@ TEST_CASE("An agent that stops (SIGSTOP) after reporting healthy and is offline 
 }
 
 TEST_CASE("A package deleted from the artifact store mid-rollout ends the rollout at once with the reason, no agent blamed" *
-          doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+          doctest::timeout(120) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   options.chunk_bytes = 4096;  // many chunks: the file goes while they download
@@ -401,7 +401,7 @@ class LyingAgent {
 TEST_CASE(
     "Rollout: one agent's failing reports cannot veto it, the gate names the agent, and the second time it is listed as "
     "failing" *
-    doctest::timeout(240) * doctest::test_suite("fleet robustness")) {
+    doctest::timeout(240) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   MiniFleet fleet(options);
