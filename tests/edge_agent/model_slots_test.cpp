@@ -63,7 +63,9 @@ TEST_CASE("Model slots: a damaged slots.json (truncated, wrong types, a missing 
       {"{\"active\": \"../../etc/passwd\"}", "'active' is not a SHA-256"},
       {"{\"active\": \"" + std::string(64, 'c') + "\"}", "names a package that is not in models/"},
       {"{\"crashes_since_activation\": -1}", "'crashes_since_activation' is not a count"}};
-  for (const auto& [text, why] : damaged) {
+  for (const auto& entry : damaged) {
+    const std::string& text = entry.first;
+    const std::string& why = entry.second;
     CAPTURE(text);
     TwoPackages packages;
     write_text(packages.dir.path("slots.json"), text);
