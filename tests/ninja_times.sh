@@ -17,7 +17,7 @@ awk -v n="$n" -v build="$build" '
       sum[t] += last[out]; total += last[out]
     }
     printf "   %s: %.0f s of compile and link steps (summed over both cores), largest:\n", build, total
-    cmd = "sort -t\"\t\" -k2 -rn | head -" n
+    cmd = "sort -t\"\t\" -k2 -rn | awk \"NR <= " n "\""
     for (t in sum) printf "%s\t%.1f\n", t, sum[t] | cmd
     close(cmd)
   }' "$log" | awk -F'\t' 'NF == 2 { printf "     %7.1f s  %s\n", $2, $1; next } { print }'
