@@ -32,4 +32,4 @@ print("\n".join(entries))
 PY
 echo "[domain-shift] $(wc -l < "$work/fortunes.txt") fortunes over $agents agents, a quarter of each agent's held out" >&2
 method=${2:-mse}
-deploy/local-fleet.sh --agents "$agents" --sequences 1000 --seq-len 128 --method "$method" --private-text "$work/fortunes.txt" --heldout-fraction 0.25 --json
+deploy/local-fleet.sh --agents "$agents" --sequences 1000 --seq-len 128 --recipe plain --per-channel --method "$method" --private-text "$work/fortunes.txt" --heldout-fraction 0.25 --json

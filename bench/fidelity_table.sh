@@ -3,11 +3,14 @@
 # "Static INT8 against the dynamic baseline"). Calibrates on the TinyStories training split with
 # importance sums, then measures against FP32 on the held-out split:
 #   dynamic     per-channel INT8 weights, activations per token at run time (no calibration)
-#   static      mse scales, per-channel weights (a fleet round's default)
+#   static      mse scales, per-channel weights
 #   smoothed    the same after `fedcal-model smooth` (SmoothQuant from the importance sums)
 #   mixed       smoothed static, with the fewest sensitive layers in the fine-grained mode that bring
 #               the KL on the sensitivity text down to the dynamic baseline's KL on that text
 #   fine        every linear fine-grained (weights in groups of 32, activations per block of 32)
+#   plain       `quantize --recipe plain` (percentile:99.99 per-tensor: the defaults before recipes)
+#   default     `quantize --stats S` with no other option (the engine's recipe without smoothing, its
+#               target measured on text the FP32 model samples)
 #   bench/fidelity_table.sh [MODEL_DIR] [THREADS]   (default models/tinystories-1.8m, 1 thread)
 # MODEL_DIR holds model.bin and tokenizer.bin. Prints a markdown table; a few minutes for a small model.
 set -euo pipefail
@@ -25,9 +28,11 @@ $bin smooth "${model[@]}" --stats "$work/train.stats" --text "$work/sensitivity.
 smoothed_sites=$(python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["smoothed"], "of", len(r["sites"]))' < "$work/smooth.json")
 quiet $bin calibrate -m "$work/smoothed.pkg" --text "$work/train.txt" --sequences 100000 --seq-len 256 -o "$work/smoothed.stats" -q -t "$threads"
 
-quiet $bin quantize "${model[@]}" --stats "$work/train.stats" --method mse --per-channel -o "$work/static.pkg"
-quiet $bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel -o "$work/smoothed-static.pkg"
+quiet $bin quantize "${model[@]}" --stats "$work/train.stats" --recipe plain --method mse --per-channel -o "$work/static.pkg"
+quiet $bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --recipe plain --method mse --per-channel -o "$work/smoothed-static.pkg"
 quiet $bin quantize "${model[@]}" --weight-groups -o "$work/fine.pkg"
+quiet $bin quantize "${model[@]}" --stats "$work/train.stats" --recipe plain -o "$work/plain.pkg"
+default_layers=$($bin quantize "${model[@]}" --stats "$work/train.stats" -o "$work/default.pkg" 2>&1 | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')
 # The mixed model's target: the dynamic baseline's KL (the original model's, --baseline-model) on the
 # sensitivity text's first 4 windows, with a margin (--target-kl "dynamic*0.8").
 target_line=$($bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method mse --per-channel --target-kl "dynamic*0.8" \
@@ -39,7 +44,7 @@ target=$(echo "$target_line" | sed -n 's/.* <= \([0-9.e+-]*\).*/\1/p')
 echo "| model | setting | ppl change | mean KL | KL vs dynamic | top-1 | package bytes | decode tok/s | prefill tok/s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 dynamic_kl=""
-for variant in dynamic static smoothed mixed fine; do
+for variant in dynamic plain static smoothed mixed fine default; do
   activations=()
   case $variant in
     dynamic) package=$work/static.pkg; activations=(--activations dynamic); label="dynamic per token, per-channel weights (no calibration)" ;;
@@ -47,6 +52,8 @@ for variant in dynamic static smoothed mixed fine; do
     smoothed) package=$work/smoothed-static.pkg; label="static mse, per-channel, smoothed ($smoothed_sites sites)" ;;
     mixed) package=$work/mixed.pkg; label="static mse, per-channel, smoothed, $mixed_layers sensitive layers fine-grained (target KL $(printf %.2g "$target"))" ;;
     fine) package=$work/fine.pkg; label="fine-grained, every linear" ;;
+    plain) package=$work/plain.pkg; label="static percentile:99.99, per-tensor (\`quantize --recipe plain\`)" ;;
+    default) package=$work/default.pkg; label="\`quantize --stats S\`, no option: mse, per-channel, $default_layers layers fine-grained (target dynamic*0.8 on sampled text)" ;;
   esac
   eval=$($bin eval -m "$package" "${activations[@]}" --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads" 2>/dev/null)
   bench=$($bin bench -m "$package" "${activations[@]}" -t "$threads" --json)

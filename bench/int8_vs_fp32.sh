@@ -24,8 +24,8 @@ $bin synth --preset "$preset" --seed 1 -o "$work/fp32.bin" 2>/dev/null
 # Any tokenizer whose ids fit the vocabulary serves for calibrating random weights.
 tokenizer=models/tinystories-1.8m/tokenizer.model
 $bin calibrate -m "$work/fp32.bin" --tokenizer "$tokenizer" --text "$work/train.txt" --sequences 32 --seq-len 64 --importance -o "$work/s.stats" -q
-$bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax -o "$work/pt.pkg" 2>/dev/null
-$bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --method minmax --per-channel -o "$work/pc.pkg" 2>/dev/null
+$bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --recipe plain --method minmax -o "$work/pt.pkg" 2>/dev/null
+$bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --recipe plain --method minmax --per-channel -o "$work/pc.pkg" 2>/dev/null
 $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --weight-groups -o "$work/fine.pkg" 2>/dev/null
 # The same model smoothed (SmoothQuant folded into its weights; the error measured on ~100 tokens, which
 # keeps this step near a minute), recalibrated and quantized per channel: the same graph, whose speed
@@ -33,7 +33,7 @@ $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --weight-groups -o "$
 head -c 400 "$work/train.txt" > "$work/smooth.txt"
 $bin smooth -m "$work/fp32.bin" --tokenizer "$tokenizer" --stats "$work/s.stats" --text "$work/smooth.txt" -o "$work/smoothed.pkg" > /dev/null 2>&1
 $bin calibrate -m "$work/smoothed.pkg" --text "$work/train.txt" --sequences 32 --seq-len 64 -o "$work/smoothed.stats" -q
-$bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --method minmax --per-channel -o "$work/pcs.pkg" 2>/dev/null
+$bin quantize -m "$work/smoothed.pkg" --stats "$work/smoothed.stats" --recipe plain --method minmax --per-channel -o "$work/pcs.pkg" 2>/dev/null
 
 echo "| threads | model | prefill tok/s | decode tok/s | decode vs FP32 | prefill vs FP32 | weight bytes/token | weight GB/s | % of read bandwidth | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

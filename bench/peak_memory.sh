@@ -21,7 +21,7 @@ if [[ ! -f "$work/tinyllama-int8.pkg" ]]; then
   "$fedcal" calibrate -m "$work/tinyllama-bf16" --tokenizer models/tinystories-1.8m/tokenizer.model \
     --text "$work/calibration.txt" --sequences 8 --seq-len 32 -o "$work/tinyllama.stats" -q
   "$fedcal" quantize -m "$work/tinyllama-bf16" --tokenizer models/tinystories-1.8m/tokenizer.model \
-    --stats "$work/tinyllama.stats" --per-channel --method minmax -o "$work/tinyllama-int8.pkg" >/dev/null
+    --stats "$work/tinyllama.stats" --recipe plain --per-channel --method minmax -o "$work/tinyllama-int8.pkg" >/dev/null
 fi
 for model in "$work/tinyllama-bf16" "$work/tinyllama-int8.pkg"; do
   echo "== $model"

@@ -18,7 +18,7 @@ fp32_eval=$($bin eval -m "$work/fp32.pkg" --text "$work/heldout.txt" --json -t "
 row() {  # label, then quantize options
   local label=$1
   shift
-  $bin quantize "${model[@]}" --stats "$work/train.stats" "$@" -o "$work/q.pkg" 2>/dev/null
+  $bin quantize "${model[@]}" --stats "$work/train.stats" --recipe plain "$@" -o "$work/q.pkg" 2>/dev/null
   local eval bench
   eval=$($bin eval -m "$work/q.pkg" --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads")
   bench=$($bin bench -m "$work/q.pkg" -t "$threads" --json)
@@ -40,7 +40,7 @@ PY
 row_dynamic() {  # label, then weight options
   local label=$1
   shift
-  $bin quantize "${model[@]}" --stats "$work/train.stats" "$@" -o "$work/q.pkg" 2>/dev/null
+  $bin quantize "${model[@]}" --stats "$work/train.stats" --recipe plain "$@" -o "$work/q.pkg" 2>/dev/null
   local eval bench
   eval=$($bin eval -m "$work/q.pkg" --activations dynamic --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads")
   bench=$($bin bench -m "$work/q.pkg" --activations dynamic -t "$threads" --json)

@@ -49,17 +49,7 @@ CheckText make_check_text(const Model& model, const Tokenizer& tokenizer, const 
     return text;
   }
   Transformer fp32(model, runtime);
-  GenerationOptions options;
-  options.max_tokens = seq_len - 1;
-  options.sampler.temperature = 1.0f;
-  for (size_t i = 0; i < kScoredDocuments; ++i) {
-    options.sampler.seed = i + 1;
-    const std::vector<int> prompt = {tokenizer.bos_id()};
-    std::vector<int> document = prompt;
-    const Generation generated = generate(fp32, tokenizer, prompt, options);
-    document.insert(document.end(), generated.tokens.begin(), generated.tokens.end());
-    text.evaluation.push_back(std::move(document));
-  }
+  text.evaluation = sample_documents(fp32, tokenizer, static_cast<int>(kScoredDocuments), seq_len);
   text.calibration = text.evaluation;
   text.source = fmt::format("{} documents the FP32 model sampled (no reference_text is configured)", kScoredDocuments);
   return text;

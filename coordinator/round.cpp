@@ -1,4 +1,5 @@
 #include "coordinator/round.h"
+#include "coordinator/speed_figure.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -72,7 +73,8 @@ nlohmann::json check_summary(const std::vector<const PackageCheck*>& checks) {
           {"decode_tokens_per_second_fp32_range", {fp32.low, fp32.high}},
           {"decode_speedup", ratio.median},
           {"decode_speedup_range", {ratio.low, ratio.high}},
-          {"decode_run_spread", spread_of(run_spread).median}};
+          {"decode_run_spread", spread_of(run_spread).median},
+          {"decode_speedup_noisy", is_noisy(spread_of(run_spread).median)}};
 }
 
 }  // namespace

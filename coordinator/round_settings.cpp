@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "models/format/runtime_export.h"
 #include "models/quant/quantize.h"
+#include "models/quant/recipe.h"
 #include "models/quant/scales.h"
 
 namespace fedcal::coordinator {
@@ -21,6 +22,9 @@ nlohmann::json RoundSettings::to_json() const {
           {"max_agents", max_agents},
           {"sequences_per_agent", sequences_per_agent},
           {"seq_len", seq_len},
+          {"runtime", runtime},
+          {"recipe", recipe},
+          {"recipe_notes", recipe_notes},
           {"method", method},
           {"per_channel", per_channel},
           {"asymmetric", asymmetric},
@@ -41,7 +45,48 @@ nlohmann::json RoundSettings::to_json() const {
           {"exports", exports}};
 }
 
-RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
+namespace {
+
+// The recipe's choice for each recipe field `json` does not name, with a note per choice.
+void apply_recipe(const nlohmann::json& json, bool has_reference_text, RoundSettings& settings) {
+  const TargetRuntime runtime =
+      with_context([] { return std::string("runtime"); }, [&] { return parse_target_runtime(settings.runtime); });
+  const Recipe recipe =
+      with_context([] { return std::string("recipe"); }, [&] { return named_recipe(settings.recipe, runtime); });
+  // Settings read back from a round's record were resolved when it started (they carry their notes).
+  if (settings.recipe != "recommended" || json.contains("recipe_notes")) return;
+  std::vector<std::string> chosen;
+  const auto choose = [&](const char* key, auto& field, const auto& value) {
+    if (json.contains(key)) return;
+    field = value;
+    chosen.push_back(fmt::format("{} = {}", key, nlohmann::json(value).dump()));
+  };
+  choose("method", settings.method, recipe.method);
+  choose("per_channel", settings.per_channel, recipe.per_channel);
+  const bool static_exports = std::any_of(settings.exports.begin(), settings.exports.end(),
+                                          [](const std::string& f) { return f == "onnx-qdq" || f == "tensorrt-cache"; });
+  const bool measures = has_reference_text && settings.smoothing_round == 0;
+  if (measures) choose("smooth", settings.smooth, recipe.smooth && settings.dp_epsilon == 0);
+  if (has_reference_text) choose("target_kl", settings.target_kl, recipe.target_kl);
+  choose("fallback", settings.fallback, static_exports ? std::string("fp32") : recipe.fallback);
+  settings.recipe_notes.push_back(
+      fmt::format("recipe recommended for runtime {}: {}; chosen: {}", settings.runtime, recipe.summary,
+                  chosen.empty() ? "nothing (every field given)" : fmt::format("{}", fmt::join(chosen, ", "))));
+  if (!has_reference_text && (recipe.smooth || !recipe.target_kl.empty()) &&
+      (!json.contains("smooth") || !json.contains("target_kl")))
+    settings.recipe_notes.push_back(
+        "without smoothing and without a KL target: both measure on public text, and the coordinator has no reference_text "
+        "(set it in the coordinator's configuration: measured 0.75-0.89x the calibration-free baseline's KL with it, "
+        "5.5-8x without)");
+  if (recipe.smooth && !json.contains("smooth") && settings.dp_epsilon > 0)
+    settings.recipe_notes.push_back("without smoothing: its importance sums carry no differential-privacy noise");
+  if (static_exports && !json.contains("fallback") && recipe.fallback != "fp32")
+    settings.recipe_notes.push_back("fallback fp32: the onnx-qdq and tensorrt-cache exports hold static scales only");
+}
+
+}  // namespace
+
+RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_reference_text) {
   RoundSettings settings;
   try {
     if (!json.is_object()) fail("round settings must be a JSON object");
@@ -53,6 +98,9 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
     settings.max_agents = json.value("max_agents", settings.max_agents);
     settings.sequences_per_agent = json.value("sequences_per_agent", settings.sequences_per_agent);
     settings.seq_len = json.value("seq_len", settings.seq_len);
+    settings.runtime = json.value("runtime", settings.runtime);
+    settings.recipe = json.value("recipe", settings.recipe);
+    settings.recipe_notes = json.value("recipe_notes", settings.recipe_notes);
     settings.method = json.value("method", settings.method);
     settings.per_channel = json.value("per_channel", settings.per_channel);
     settings.asymmetric = json.value("asymmetric", settings.asymmetric);
@@ -81,6 +129,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
       settings.group_variants[label] = {variant.value("per_channel", false),
                                         variant.value("keep_fp32", std::vector<std::string>{})};
     }
+    apply_recipe(json, has_reference_text, settings);
   } catch (const nlohmann::json::exception& error) {
     fail("round settings: {}", error.what());
   }
@@ -125,6 +174,11 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json) {
   if (!settings.target_kl.empty()) with_context([] { return std::string("target_kl"); }, [&] { KlTarget::parse(settings.target_kl); });
   const LayerFallback fallback = with_context([] { return std::string("fallback"); }, [&] { return parse_fallback(settings.fallback); });
   const bool fine_grained = !settings.fine_grained.empty() || (!settings.target_kl.empty() && fallback == LayerFallback::kFineGrained);
+  if (fine_grained && !runs_fine_grained(parse_target_runtime(settings.runtime)))
+    fail(
+        "runtime {} runs static INT8 scales only: fine-grained layers (fine_grained, or target_kl with fallback fine-grained) "
+        "need fedcal's engine",
+        settings.runtime);
   const bool tensorrt = std::find(settings.exports.begin(), settings.exports.end(), "tensorrt-cache") != settings.exports.end();
   for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
     if (fine_grained && std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())

@@ -17,6 +17,13 @@ struct RoundSettings {
   int max_agents = 0;            // 0: every online agent may join
   int sequences_per_agent = 64;  // calibration sequences (lines) per agent, at most
   int seq_len = 128;             // tokens per sequence, at most
+  // The runtime the package is for (models/quant/recipe.h) and the recipe that fills every recipe field
+  // (method, per_channel, smooth, target_kl, fallback) the settings do not name: "recommended" (the
+  // recipe measured best for the runtime; what `round start` sends) or "plain" (these defaults, what a
+  // settings object without "recipe" gets). recipe_notes says what the recipe chose and what it could not.
+  std::string runtime = "engine";
+  std::string recipe = "plain";
+  std::vector<std::string> recipe_notes;
   std::string method = "percentile:99.99";
   bool per_channel = false;
   bool asymmetric = false;
@@ -64,8 +71,10 @@ struct RoundSettings {
   bool importance() const;  // smooth, or an imatrix export
 
   nlohmann::json to_json() const;
-  // Validates every field; errors name it.
-  static RoundSettings from_json(const nlohmann::json& json);
+  // Validates every field; errors name it. With recipe "recommended", the fields `json` does not name
+  // take the runtime's recipe; smoothing and a KL target need the coordinator's reference text
+  // (`has_reference_text`), without it they stay off and recipe_notes says so.
+  static RoundSettings from_json(const nlohmann::json& json, bool has_reference_text = true);
 };
 
 }  // namespace fedcal::coordinator

@@ -269,7 +269,7 @@ void Server::register_admin_commands() {
   };
   admin_commands_["round.start"] = [this](const nlohmann::json& request) {
     if (round_ && !round_->finished()) fail("round {} is still running (stage '{}')", round_->id(), name(round_->stage()));
-    const RoundSettings settings = RoundSettings::from_json(request.at("settings"));
+    const RoundSettings settings = RoundSettings::from_json(request.at("settings"), !config().reference_text.empty());
     const auto model = store_.model(settings.model_id);
     if (!model) fail("no model {} (see `models list`)", settings.model_id);
     AdminReply reply;

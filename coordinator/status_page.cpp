@@ -1,4 +1,5 @@
 #include "coordinator/status_page.h"
+#include "coordinator/speed_figure.h"
 
 #include <fmt/format.h>
 
@@ -155,10 +156,11 @@ std::vector<TargetFigure> target_figures(const nlohmann::json& rollout) {
       if (number_of(report, "previous_tokens_per_second") > 0) {
         figure.has_kl = true;
         figure.kl = number_of(report, "mean_kl");
-        figure.detail += fmt::format(", KL {:.5f}, top-1 {:.1f}%, {:.0f} (+-{:.0f}%) vs {:.0f} (+-{:.0f}%) tok/s", figure.kl,
-                                     100 * number_of(report, "top1_agreement"), number_of(report, "tokens_per_second"),
-                                     50 * number_of(report, "tokens_per_second_spread"), number_of(report, "previous_tokens_per_second"),
-                                     50 * number_of(report, "previous_tokens_per_second_spread"));
+        figure.detail +=
+            fmt::format(", KL {:.5f}, top-1 {:.1f}%, {} vs {} tok/s", figure.kl, 100 * number_of(report, "top1_agreement"),
+                        speed_figure(number_of(report, "tokens_per_second"), number_of(report, "tokens_per_second_spread")),
+                        speed_figure(number_of(report, "previous_tokens_per_second"),
+                                     number_of(report, "previous_tokens_per_second_spread")));
       } else {
         figure.detail += ", KL n/a (no previous model to compare with)";
       }

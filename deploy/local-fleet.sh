@@ -3,12 +3,15 @@
 # of the TinyStories training split as private text; imports the project's model, runs one federated
 # calibration round and prints its report.
 #
-#   deploy/local-fleet.sh [--agents N] [--sequences S] [--seq-len L] [--method M] [--per-tensor]
-#                         [--dp-epsilon E] [--private-text FILE] [--heldout-fraction F] [--keep DIR] [--json]
-#                         [--model DIR] [--smooth] [--target-kl T] [--fallback fp32|fine-grained]
+#   deploy/local-fleet.sh [--agents N] [--sequences S] [--seq-len L] [--runtime R] [--recipe recommended|plain]
+#                         [--method M] [--per-channel|--per-tensor] [--smooth|--no-smooth] [--target-kl T|none]
+#                         [--fallback fp32|fine-grained] [--dp-epsilon E] [--private-text FILE]
+#                         [--heldout-fraction F] [--keep DIR] [--json] [--model DIR]
 #
-# --model: a folder with model.bin and tokenizer.bin (default models/tinystories-1.8m). --smooth,
-# --target-kl and --fallback go to `round start` (with --smooth the report is the follow-up round's).
+# --model: a folder with model.bin and tokenizer.bin (default models/tinystories-1.8m). The recipe
+# options go to `round start`: with none, the round uses the recipe measured best for --runtime
+# (default engine: smoothing, mse per-channel, sensitive layers fine-grained; docs/QUANTIZATION.md),
+# and the report is the smoothing round's follow-up's.
 # --private-text deals FILE's lines (one sequence each) to the agents instead of the TinyStories
 # training lines; the public reference text stays TinyStories (bench/domain_shift.sh uses it).
 # --heldout-fraction: the last part of each agent's text kept for its local checks (default 0.1).
@@ -18,25 +21,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-agents=8 sequences=48 seq_len=128 method=mse per_channel=--per-channel dp="" keep="" json="" private="" heldout=0.1
+agents=8 sequences=48 seq_len=128 dp="" keep="" json="" private="" heldout=0.1
 model=$repo/models/tinystories-1.8m round_extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --agents) agents=$2; shift 2 ;;
     --sequences) sequences=$2; shift 2 ;;
     --seq-len) seq_len=$2; shift 2 ;;
-    --method) method=$2; shift 2 ;;
-    --per-tensor) per_channel=""; shift ;;
+    --runtime|--recipe|--method|--target-kl|--fallback) round_extra+=("$1" "$2"); shift 2 ;;
+    --per-channel|--per-tensor|--smooth|--no-smooth) round_extra+=("$1"); shift ;;
     --dp-epsilon) dp="--dp-epsilon $2"; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     --private-text) private=$(realpath "$2"); shift 2 ;;
     --heldout-fraction) heldout=$2; shift 2 ;;
     --json) json=--json; shift ;;
     --model) model=$(realpath "$2"); shift 2 ;;
-    --smooth) round_extra+=(--smooth); shift ;;
-    --target-kl) round_extra+=(--target-kl "$2"); shift 2 ;;
-    --fallback) round_extra+=(--fallback "$2"); shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -111,4 +111,4 @@ done
 echo "[fleet] $online agents online; starting the round" >&2
 # shellcheck disable=SC2086
 coordinator $json round start --model "$model_id" --min-agents 3 --sequences-per-agent "$sequences" --seq-len "$seq_len" \
-  --method "$method" $per_channel $dp "${round_extra[@]}" --wait
+  $dp "${round_extra[@]}" --wait

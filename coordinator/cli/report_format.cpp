@@ -1,8 +1,10 @@
 #include "coordinator/cli/report_format.h"
+#include "coordinator/speed_figure.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -33,9 +35,12 @@ std::string format_round(const nlohmann::json& round) {
   if (round.contains("failure")) out += fmt::format("  failed: {}\n", escape_controls(round["failure"].get<std::string>()));
   if (round.contains("settings")) {
     const auto& s = round["settings"];
-    out += fmt::format("  model {} | {} sequences x {} tokens per agent | {}{} | at least {} agents\n", s.value("model_id", 0),
-                       s.value("sequences_per_agent", 0), s.value("seq_len", 0), s.value("method", std::string()),
-                       s.value("per_channel", false) ? " per-channel" : " per-tensor", s.value("min_agents", 0));
+    out += fmt::format("  model {} | {} sequences x {} tokens per agent | {}{} | at least {} agents | for runtime {}\n",
+                       s.value("model_id", 0), s.value("sequences_per_agent", 0), s.value("seq_len", 0),
+                       s.value("method", std::string()), s.value("per_channel", false) ? " per-channel" : " per-tensor",
+                       s.value("min_agents", 0), s.value("runtime", std::string("engine")));
+    for (const auto& note : s.value("recipe_notes", nlohmann::json::array()))
+      if (note.is_string()) out += fmt::format("  {}\n", escape_controls(note.get<std::string>()));
     if (s.value("smooth", false)) out += "  smoothing round: importance sums -> a smoothed FP32 model, then a follow-up round on it\n";
     if (s.value("smoothing_round", 0) != 0)
       out += fmt::format("  follow-up of smoothing round {} (its smoothed model)\n", s.value("smoothing_round", 0));
@@ -96,22 +101,31 @@ std::string format_round(const nlohmann::json& round) {
     out += "  local checks on the agents' held-out text (accuracy: mean over agents, each counted once; speed: median\n"
            "  over agents, with the range over agents and the median run-to-run spread on one agent; dynamic: the\n"
            "  fleet package's INT8 weights with per-token activation scales, the baseline that needs no calibration):\n";
-    out += fmt::format("    {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}  {}\n", "model", "agents", "tokens", "ppl FP32",
-                       "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup", "speedup range, run spread");
+    // The label column fits the longest label ("dynamic-blocks", "group:<label>").
+    size_t width = 8;
+    for (const auto& [label, check] : round["checks"].items()) width = std::max(width, label.size());
+    out += fmt::format("    {:<{}} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8}  {}\n", "model", width, "agents", "tokens",
+                       "ppl FP32", "ppl INT8", "KL", "top-1", "tok/s INT8", "speedup", "speedup range, run spread");
     for (const auto& [label, check] : round["checks"].items()) {
       if (number(check, "tokens") == 0) {
-        out += fmt::format("    {:<8} {:>6} (no reports)\n", label, check.value("agents", 0));
+        out += fmt::format("    {:<{}} {:>6} (no reports)\n", label, width, check.value("agents", 0));
         continue;
       }
       const nlohmann::json range = check.value("decode_speedup_range", nlohmann::json::array());
       const std::string speedup_range = range.size() == 2 && range[0].is_number() && range[1].is_number()
                                             ? fmt::format("{:.2f}-{:.2f}x", range[0].get<double>(), range[1].get<double>())
                                             : std::string("-");
-      out += fmt::format("    {:<8} {:>6} {:>9.0f} {:>9.3f} {:>9.3f} {:>9.5f} {:>10.2f}% {:>11.1f} {:>7.2f}x  {}, +-{:.0f}%\n", label,
-                         check.value("agents", 0), number(check, "tokens"), number(check, "perplexity_fp32"),
-                         number(check, "perplexity_int8"), number(check, "mean_kl"), 100 * number(check, "top1_agreement"),
-                         number(check, "decode_tokens_per_second_int8"), number(check, "decode_speedup"), speedup_range,
-                         50 * number(check, "decode_run_spread"));
+      // A speed whose run-to-run spread is above the bound is no measurement (speed_figure.h).
+      const double spread = number(check, "decode_run_spread");
+      const bool noisy = is_noisy(spread);
+      out += fmt::format(
+          "    {:<{}} {:>6} {:>9.0f} {:>9.3f} {:>9.3f} {:>9.5f} {:>10.2f}% {:>11} {:>8}  {}\n", label, width,
+          check.value("agents", 0), number(check, "tokens"), number(check, "perplexity_fp32"), number(check, "perplexity_int8"),
+          number(check, "mean_kl"), 100 * number(check, "top1_agreement"),
+          noisy ? std::string("noisy") : fmt::format("{:.1f}", number(check, "decode_tokens_per_second_int8")),
+          noisy ? std::string("noisy") : fmt::format("{:.2f}x", number(check, "decode_speedup")),
+          noisy ? fmt::format("run-to-run +-{:.0f}% (above +-{:.0f}%: not a measurement)", 50 * spread, 50 * kNoisySpread)
+                : fmt::format("{}, +-{:.0f}%", speedup_range, 50 * spread));
     }
   }
   if (round.contains("agents") && round["agents"].is_array()) {
@@ -195,10 +209,10 @@ std::string format_rollout(const nlohmann::json& reply) {
       if (!check.value("activated", false)) {
         // a failed activation: no figures
       } else if (previous > 0) {
-        text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {:.0f} (+-{:.0f}%) vs {:.0f} (+-{:.0f}%) tok/s", check.value("mean_kl", 0.0),
-                            100 * check.value("top1_agreement", 0.0), check.value("tokens_per_second", 0.0),
-                            50 * check.value("tokens_per_second_spread", 0.0), previous,
-                            50 * check.value("previous_tokens_per_second_spread", 0.0));
+        text += fmt::format("  KL {:.5f}  top-1 {:.1f}%  {} vs {} tok/s", check.value("mean_kl", 0.0),
+                            100 * check.value("top1_agreement", 0.0),
+                            speed_figure(check.value("tokens_per_second", 0.0), check.value("tokens_per_second_spread", 0.0)),
+                            speed_figure(previous, check.value("previous_tokens_per_second_spread", 0.0)));
       } else {
         text += fmt::format("  KL n/a  top-1 n/a  {:.0f} tok/s (no previous model to compare with)",
                             check.value("tokens_per_second", 0.0));

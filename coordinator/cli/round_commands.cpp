@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -9,6 +10,7 @@
 #include "coordinator/cli/commands.h"
 #include "coordinator/cli/report_format.h"
 #include "models/format/runtime_export.h"
+#include "models/quant/recipe.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -16,10 +18,14 @@ namespace {
 struct RoundStartOptions {
   int64_t model_id = 0;
   int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0;
-  std::string method = "percentile:99.99";
-  bool per_channel = false, asymmetric = false, smooth = false, wait = false;
+  std::string runtime = "engine", recipe = "recommended";
+  // The recipe's fields: sent only when given, so the coordinator fills the others from the recipe.
+  std::optional<std::string> method, target_kl, fallback;
+  bool per_channel = false, smooth = false;
+  CLI::Option* per_channel_option = nullptr;  // given or not
+  CLI::Option* smooth_option = nullptr;
+  bool asymmetric = false, wait = false;
   std::vector<std::string> keep_fp32, fine_grained, variants, exports;
-  std::string target_kl, fallback = "fp32";
   double dp_epsilon = 0, dp_delta = 1e-5;
   double max_kl_ratio = 4;
   int max_exponent = 12;
@@ -92,25 +98,40 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
   start->add_option("--seq-len", o->seq_len, "Tokens per sequence at most")->capture_default_str()->check(CLI::Range(2, 65536));
-  start->add_option("--method", o->method, "minmax | percentile:P | entropy | mse")->capture_default_str();
-  start->add_flag("--per-channel", o->per_channel, "Per-output-channel INT8 weights");
+  start
+      ->add_option("--runtime", o->runtime,
+                   "What the package will run on: engine (fedcal's, every package type), or a static-scale runtime: onnx, "
+                   "openvino (QDQ graphs), tensorrt, xnnpack (boards without an INT8 dot product). Picks the recipe's defaults")
+      ->capture_default_str()
+      ->check(CLI::IsMember(target_runtime_names()));
+  start
+      ->add_option("--recipe", o->recipe,
+                   "recommended: every recipe option not given (--method, --per-channel/--per-tensor, --smooth/--no-smooth, "
+                   "--target-kl, --fallback) is the one measured best for --runtime (docs/QUANTIZATION.md); plain: static "
+                   "per-tensor percentile:99.99 without smoothing or target (the defaults before recipes)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"recommended", "plain"}));
+  start->add_option("--method", o->method, "minmax | percentile:P | entropy | mse (default: the recipe's)");
+  o->per_channel_option = start->add_flag("--per-channel,!--per-tensor", o->per_channel,
+                                          "Per-output-channel INT8 weights, or one scale per tensor (default: the recipe's)");
   start->add_flag("--asymmetric", o->asymmetric, "Asymmetric activations (zero points)");
   start->add_option("--keep-fp32", o->keep_fp32, "Linear layers to keep in FP32 (e.g. classifier, layers.0.w2)");
   start->add_option("--fine-grained", o->fine_grained,
                     "Linear layers (or layers) in the fine-grained mode: weights in groups of 32, activations per block of 32 at "
                     "run time (e.g. the ones `fedcal-model quantize --target-kl T --fallback fine-grained` picks)")
       ->delimiter(',');
-  start->add_flag("--smooth", o->smooth,
-                  "Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: this one sums squared "
-                  "activations per channel, folds the smoothing into the model (strength per site by the error on the "
-                  "coordinator's reference_text) and stores the smoothed FP32 model; a follow-up round with these settings "
-                  "then calibrates and quantizes it");
-  start->add_option("--target-kl", o->target_kl,
-                    "Mixed precision to a target, searched on the coordinator's reference_text: the fewest layers out of static "
-                    "INT8 (to --fallback) that bring the KL vs FP32 to this (nats per token), 'dynamic' (the calibration-free "
-                    "baseline's KL) or 'dynamic*F' (F times it, a margin: e.g. dynamic*0.8)");
-  start->add_option("--fallback", o->fallback, "Where --target-kl moves layers: fp32 or fine-grained")
-      ->capture_default_str()
+  o->smooth_option = start->add_flag(
+      "--smooth,!--no-smooth", o->smooth,
+      "(default: the recipe's) Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: this one sums squared "
+      "activations per channel, folds the smoothing into the model (strength per site by the error on the "
+      "coordinator's reference_text) and stores the smoothed FP32 model; a follow-up round with these settings "
+      "then calibrates and quantizes it");
+  start->add_option(
+      "--target-kl", o->target_kl,
+      "Mixed precision to a target, searched on the coordinator's reference_text: the fewest layers out of static "
+      "INT8 (to --fallback) that bring the KL vs FP32 to this (nats per token), 'dynamic' (the calibration-free "
+      "baseline's KL) or 'dynamic*F' (F times it, a margin: e.g. dynamic*0.8); none: no target (default: the recipe's)");
+  start->add_option("--fallback", o->fallback, "Where --target-kl moves layers: fp32 or fine-grained (default: the recipe's)")
       ->check(CLI::IsMember({"fp32", "fine-grained"}));
   start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)")->check(CLI::Range(0.0, 100.0));
   start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta, in (0, 1)")
@@ -144,28 +165,30 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
       "--variant", o->variants,
       "A package for one device group: LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] (agents with the label get it)");
   start->callback([&context, o] {
-    const nlohmann::json settings = {{"model_id", o->model_id},
-                                     {"min_agents", o->min_agents},
-                                     {"max_agents", o->max_agents},
-                                     {"sequences_per_agent", o->sequences},
-                                     {"seq_len", o->seq_len},
-                                     {"method", o->method},
-                                     {"per_channel", o->per_channel},
-                                     {"asymmetric", o->asymmetric},
-                                     {"keep_fp32", o->keep_fp32},
-                                     {"fine_grained", o->fine_grained},
-                                     {"smooth", o->smooth},
-                                     {"target_kl", o->target_kl},
-                                     {"fallback", o->fallback},
-                                     {"dp_epsilon", o->dp_epsilon},
-                                     {"dp_delta", o->dp_delta},
-                                     {"neighbours", o->neighbours},
-                                     {"threshold", o->threshold},
-                                     {"lane_bits", o->lane_bits},
-                                     {"max_kl_ratio", o->max_kl_ratio},
-                                     {"max_exponent", o->max_exponent},
-                                     {"group_variants", parse_variants(o->variants)},
-                                     {"exports", o->exports}};
+    nlohmann::json settings = {{"model_id", o->model_id},
+                               {"min_agents", o->min_agents},
+                               {"max_agents", o->max_agents},
+                               {"sequences_per_agent", o->sequences},
+                               {"seq_len", o->seq_len},
+                               {"runtime", o->runtime},
+                               {"recipe", o->recipe},
+                               {"asymmetric", o->asymmetric},
+                               {"keep_fp32", o->keep_fp32},
+                               {"fine_grained", o->fine_grained},
+                               {"dp_epsilon", o->dp_epsilon},
+                               {"dp_delta", o->dp_delta},
+                               {"neighbours", o->neighbours},
+                               {"threshold", o->threshold},
+                               {"lane_bits", o->lane_bits},
+                               {"max_kl_ratio", o->max_kl_ratio},
+                               {"max_exponent", o->max_exponent},
+                               {"group_variants", parse_variants(o->variants)},
+                               {"exports", o->exports}};
+    if (o->method) settings["method"] = *o->method;
+    if (o->per_channel_option->count() > 0) settings["per_channel"] = o->per_channel;
+    if (o->smooth_option->count() > 0) settings["smooth"] = o->smooth;
+    if (o->target_kl) settings["target_kl"] = *o->target_kl == "none" ? std::string() : *o->target_kl;
+    if (o->fallback) settings["fallback"] = *o->fallback;
     const int64_t online = context.call({{"command", "status"}})["online_agents"].get<int64_t>();
     if (online < o->min_agents) {
       std::fprintf(stderr,
@@ -174,8 +197,14 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                    static_cast<long long>(online), o->min_agents);
     }
     auto reply = context.call({{"command", "round.start"}, {"settings", settings}});
+    // What the recipe chose, and why (also in the reply's settings.recipe_notes).
+    if (!context.json) {
+      for (const auto& note : reply["settings"].value("recipe_notes", nlohmann::json::array()))
+        std::fprintf(stderr, "[recipe] %s\n", note.get<std::string>().c_str());
+    }
+    const bool smoothing = reply["settings"].value("smooth", false);
     if (o->wait) reply = wait_for_round(context, reply["round"].get<int64_t>(), true);
-    if (o->wait && o->smooth && reply.value("stage", std::string()) == "done") {
+    if (o->wait && smoothing && reply.value("stage", std::string()) == "done") {
       const int64_t next = wait_for_follow_up(context, reply["round"].get<int64_t>());
       if (!context.json) std::fprintf(stderr, "%s\n", format_round(reply).c_str());
       reply = wait_for_round(context, next, true);

@@ -6,12 +6,14 @@
 #include <fmt/ranges.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <set>
 #include <thread>
 
 #include "common/file_util.h"
+#include "models/engine/generation.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
 
@@ -35,7 +37,8 @@ void add_model_options(CLI::App& command, ModelOptions& options, bool with_token
 void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
   command.add_option("--stats", options.stats, "Run the model in static INT8 (W8A8) with scales from this statistics file");
   command.add_option("--method", options.method, "Scale method: minmax, percentile:P, entropy, mse")->capture_default_str();
-  command.add_flag("--per-channel", options.per_channel, "INT8 weights with one scale per output channel (default: per tensor)");
+  command.add_flag("--per-channel,!--per-tensor", options.per_channel,
+                   "INT8 weights with one scale per output channel, or per tensor (the default, but quantize's recipe's)");
   command.add_flag("--weight-groups", options.weight_groups,
                    "INT8 weights with one scale per 32 input channels of each row (llama.cpp Q8_0's blocks); with "
                    "--activations dynamic or dynamic-blocks on an FP32 model (not in packages yet)");
@@ -81,8 +84,10 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                      "The model whose dynamic INT8 --target-kl dynamic measures (default: the model being quantized); for a "
                      "smoothed model, the original it was smoothed from")
       ->check(CLI::ExistingPath);
-  command.add_option("--sensitivity-text", options.sensitivity_text,
-                     "Text (one context window is used) for --auto-fp32, --target-kl and --clip-search")
+  command
+      .add_option("--sensitivity-text", options.sensitivity_text,
+                  "Text (one context window is used) for --auto-fp32, --target-kl and --clip-search (default: 8 documents "
+                  "the FP32 model samples itself)")
       ->check(CLI::ExistingFile);
   command
       .add_option("--activations", options.activations,
@@ -123,6 +128,29 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   return quantize;
 }
 
+namespace {
+
+constexpr int kSampledDocuments = 8;
+constexpr int kSampledTokens = 256;  // per document, at most
+
+// What --auto-fp32, --target-kl and --clip-search measure on: --sensitivity-text, or without it text
+// the FP32 model samples itself (deterministic).
+std::vector<int> sensitivity_tokens(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
+                                    const XnnRuntime& runtime, const char* option) {
+  if (tokenizer == nullptr) fail("{} needs a tokenizer (--tokenizer)", option);
+  if (options.sensitivity_text) return tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+  Transformer fp32(loaded.model, runtime);
+  std::vector<int> tokens;
+  for (const std::vector<int>& document :
+       sample_documents(fp32, *tokenizer, kSampledDocuments, std::min(kSampledTokens, loaded.model.config.max_seq_len)))
+    tokens.insert(tokens.end(), document.begin(), document.end());
+  std::fprintf(stderr, "[sensitivity] no --sensitivity-text: %s measures on %zu tokens the FP32 model sampled (%d documents)\n",
+               option, tokens.size(), kSampledDocuments);
+  return tokens;
+}
+
+}  // namespace
+
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const Tokenizer* tokenizer,
                                const XnnRuntime& runtime, PackageProvenance& provenance) {
   const CalibrationStats stats = read_stats(options.stats.value());
@@ -135,8 +163,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   quantize.asymmetric = options.asymmetric;
   if (options.auto_fp32 > 0 && options.target_kl) fail("--auto-fp32 and --target-kl both choose the FP32 layers: give one");
   if (options.clip_search) {
-    if (!options.sensitivity_text || tokenizer == nullptr) fail("--clip-search needs --sensitivity-text and a tokenizer");
-    const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+    const std::vector<int> tokens = sensitivity_tokens(loaded, options, tokenizer, runtime, "--clip-search");
     std::vector<ScaleMethodSpec> candidates;
     for (const char* method : {"minmax", "percentile:99.9", "percentile:99.99", "percentile:99.999", "mse", "entropy"})
       candidates.push_back(ScaleMethodSpec::parse(method));
@@ -151,8 +178,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
     quantize.point_methods = choice.point_methods;
   }
   if (options.target_kl) {
-    if (!options.sensitivity_text || tokenizer == nullptr) fail("--target-kl needs --sensitivity-text and a tokenizer");
-    const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+    const std::vector<int> tokens = sensitivity_tokens(loaded, options, tokenizer, runtime, "--target-kl");
     std::optional<LoadedModel> baseline;
     if (options.baseline_model) {
       baseline = load_model(*options.baseline_model);
@@ -168,8 +194,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
                  fmt::format("{}", fmt::join(choice.mixed.layers, ", ")).c_str());
   }
   if (options.auto_fp32 > 0) {
-    if (!options.sensitivity_text || tokenizer == nullptr) fail("--auto-fp32 needs --sensitivity-text and a tokenizer");
-    const std::vector<int> tokens = tokenizer->encode(read_utf8_text_file(*options.sensitivity_text), true);
+    const std::vector<int> tokens = sensitivity_tokens(loaded, options, tokenizer, runtime, "--auto-fp32");
     const auto ranking = with_context([&] { return *options.stats; },
                                       [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
     for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {

@@ -1,5 +1,9 @@
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 
 #include "common/error.h"
@@ -9,6 +13,7 @@
 #include "models/cli/commands.h"
 #include "models/format/model_package.h"
 #include "models/quant/calibration.h"
+#include "models/quant/recipe.h"
 
 namespace fedcal::cli {
 namespace {
@@ -17,9 +22,49 @@ namespace fs = std::filesystem;
 struct QuantizeCommandOptions {
   ModelOptions model;
   QuantizationOptions quantization;
+  std::string runtime = "engine", recipe = "recommended";
   std::optional<std::string> sign;
   std::string output;
 };
+
+// With --stats, every recipe option not given (`given` says which were) takes the recipe's value for
+// the runtime; prints what it chose. Smoothing needs a second calibration, so quantize cannot apply
+// it: it says how.
+void apply_recipe(QuantizeCommandOptions& options, const std::function<bool(const char*)>& given) {
+  const TargetRuntime runtime = parse_target_runtime(options.runtime);
+  QuantizationOptions& q = options.quantization;
+  if (!runs_fine_grained(runtime) && (q.weight_groups || !q.fine_grained.empty() || q.fallback == LayerFallback::kFineGrained))
+    fail(
+        "--runtime {} runs static INT8 scales only: the fine-grained mode (--weight-groups, --fine-grained, --fallback "
+        "fine-grained) needs fedcal's engine",
+        options.runtime);
+  const Recipe recipe = named_recipe(options.recipe, runtime);
+  if (options.recipe != "recommended" || !q.stats || q.weight_groups) return;
+  std::vector<std::string> chosen;
+  if (!given("--method")) {
+    q.method = recipe.method;
+    chosen.push_back("--method " + recipe.method);
+  }
+  if (!given("--per-channel")) {
+    q.per_channel = recipe.per_channel;
+    chosen.emplace_back(recipe.per_channel ? "--per-channel" : "--per-tensor");
+  }
+  if (!given("--target-kl") && !given("--auto-fp32") && !recipe.target_kl.empty()) {
+    q.target_kl = recipe.target_kl;
+    chosen.push_back("--target-kl " + recipe.target_kl);
+  }
+  if (!given("--fallback")) {
+    q.fallback = parse_fallback(recipe.fallback);
+    chosen.push_back("--fallback " + recipe.fallback);
+  }
+  std::fprintf(stderr, "[recipe] recommended for --runtime %s: %s; chosen: %s (--recipe plain for the plain defaults)\n",
+               options.runtime.c_str(), recipe.summary.c_str(),
+               chosen.empty() ? "nothing (every option given)" : fmt::format("{}", fmt::join(chosen, " ")).c_str());
+  if (recipe.smooth)
+    std::fprintf(stderr,
+                 "[recipe] not smoothed: smoothing needs importance sums and a second calibration (`fedcal-model smooth`, "
+                 "then calibrate and quantize the smoothed model; a round with --smooth does both)\n");
+}
 
 void run_quantize(const QuantizeCommandOptions& options) {
   LoadedModel loaded = load_model_with(options.model);
@@ -81,9 +126,25 @@ void add_package_commands(CLI::App& app) {
       "--weight-groups, or FP32 without either; optionally signed");
   add_model_options(*command, options->model);
   add_quantization_options(*command, options->quantization);
+  command
+      ->add_option("--runtime", options->runtime,
+                   "What the package will run on: engine (fedcal's), or a static-scale runtime: onnx, openvino, tensorrt, "
+                   "xnnpack. With --stats, picks the recipe's defaults")
+      ->capture_default_str()
+      ->check(CLI::IsMember(target_runtime_names()));
+  command
+      ->add_option("--recipe", options->recipe,
+                   "recommended: with --stats, every recipe option not given (--method, --per-channel/--per-tensor, "
+                   "--target-kl, --fallback) is the one measured best for --runtime (docs/QUANTIZATION.md); plain: static "
+                   "per-tensor percentile:99.99, no target")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"recommended", "plain"}));
   command->add_option("--sign", options->sign, "Ed25519 private key (PEM, from keygen) to sign the package with");
   command->add_option("-o,--output", options->output, "Package file to write")->required();
-  command->callback([options] { run_quantize(*options); });
+  command->callback([options, command] {
+    apply_recipe(*options, [command](const char* name) { return command->get_option(name)->count() > 0; });
+    run_quantize(*options);
+  });
 
   auto keygen = std::make_shared<KeygenOptions>();
   CLI::App* keygen_command = app.add_subcommand("keygen", "Create an Ed25519 signing key pair: KEY (private) and KEY.pub");

@@ -52,4 +52,20 @@ Generation generate(Transformer& transformer, const Tokenizer& tokenizer, std::s
   return result;
 }
 
+std::vector<std::vector<int>> sample_documents(Transformer& transformer, const Tokenizer& tokenizer, int documents,
+                                               int max_tokens) {
+  GenerationOptions options;
+  options.max_tokens = max_tokens - 1;
+  options.sampler.temperature = 1.0f;
+  std::vector<std::vector<int>> out;
+  for (int i = 0; i < documents; ++i) {
+    options.sampler.seed = static_cast<uint64_t>(i) + 1;
+    std::vector<int> document = {tokenizer.bos_id()};
+    const Generation generated = generate(transformer, tokenizer, document, options);
+    document.insert(document.end(), generated.tokens.begin(), generated.tokens.end());
+    out.push_back(std::move(document));
+  }
+  return out;
+}
+
 }  // namespace fedcal

@@ -34,4 +34,10 @@ struct Generation {
 Generation generate(Transformer& transformer, const Tokenizer& tokenizer, std::span<const int> prompt,
                     const GenerationOptions& options, const std::function<void(int previous, int token)>& on_token = {});
 
+// Text the model writes itself, for measuring a quantized copy where no text is given: `documents`
+// samples at temperature 1 (seeds 1, 2, ...), each <s> + at most `max_tokens` - 1 generated tokens.
+// Deterministic for a model.
+std::vector<std::vector<int>> sample_documents(Transformer& transformer, const Tokenizer& tokenizer, int documents,
+                                               int max_tokens);
+
 }  // namespace fedcal

@@ -101,8 +101,8 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   CHECK(read_bytes(fleet_stats) == read_bytes(central_stats));
 
   const std::string central_package = fleet.path("central.fcpkg");
-  const auto quantize = run_command(built_binary("fedcal-model") + " quantize --threads 1 --model " + fp32 + " --stats " +
-                                        central_stats + " --method percentile:99.99 --per-channel --sign " +
+  const auto quantize = run_command(built_binary("fedcal-model") + " quantize --recipe plain --threads 1 --model " + fp32 +
+                                        " --stats " + central_stats + " --method percentile:99.99 --per-channel --sign " +
                                         fleet.coordinator_dir() + "/signing.key -o " + central_package,
                                     true);
   REQUIRE_MESSAGE(quantize.exit_code == 0, quantize.output);
@@ -1058,6 +1058,12 @@ TEST_CASE(
   const auto start = run_command(cli + " round start --model " + std::to_string(model) + " --min-agents 3", true);
   CHECK(start.exit_code == 0);
   CHECK(start.output.find("warning: 1 agent(s) online, the round needs at least 3") != std::string::npos);
+  // With no recipe option, the engine's recipe, printed; without reference_text no smoothing or target.
+  CHECK(start.output.find("[recipe] recipe recommended for runtime engine") != std::string::npos);
+  CHECK_MESSAGE(
+      start.output.find("chosen: method = \"mse\", per_channel = true, fallback = \"fine-grained\"") != std::string::npos,
+      start.output);
+  CHECK(start.output.find("without smoothing and without a KL target") != std::string::npos);
 
   fleet.kill_coordinator();  // admin.json stays behind, naming a port nobody listens on
   const auto started = std::chrono::steady_clock::now();
@@ -1281,9 +1287,11 @@ nlohmann::json follow_up_of(MiniFleet& fleet, int64_t smoothing) {
   return fleet.wait_round(next, std::chrono::seconds(480));
 }
 
-TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, a smoothed FP32 model, a follow-up round on it "
-          "whose mixed package is at least as faithful as the dynamic baseline on the agents' held-out text" *
-          doctest::timeout(700)) {
+TEST_CASE(
+    "Fleet round with the engine's recommended recipe (no recipe option given: smoothing, mse per-channel, target KL "
+    "'dynamic*0.8', fine-grained fallback): importance sums, a smoothed FP32 model, a follow-up round on it whose mixed "
+    "package is at least as faithful as the dynamic baseline on the agents' held-out text" *
+    doctest::timeout(700)) {
   FleetOptions options;
   options.agents = 3;
   options.reference_text = true;
@@ -1292,12 +1300,22 @@ TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, 
   for (int i = 0; i < 3; ++i) fleet.start_agent(i);
   fleet.wait_online(3);
   const int64_t model = fleet.import_model();
+  // What `round start` sends with no recipe option: the runtime (engine) and recipe "recommended".
   nlohmann::json settings = round_settings(model);
-  settings["smooth"] = true;
-  settings["target_kl"] = "dynamic";
-  settings["fallback"] = "fine-grained";
+  settings.erase("method");
+  settings.erase("per_channel");
+  settings["recipe"] = "recommended";
   const nlohmann::json smoothing = fleet.run_round(settings);
   REQUIRE_MESSAGE(smoothing["stage"] == "done", smoothing.dump(2));
+  const nlohmann::json& chosen = smoothing["settings"];
+  CHECK(chosen["runtime"] == "engine");
+  CHECK(chosen["method"] == "mse");
+  CHECK(chosen["per_channel"] == true);
+  CHECK(chosen["smooth"] == true);
+  CHECK(chosen["target_kl"] == "dynamic*0.8");
+  CHECK(chosen["fallback"] == "fine-grained");
+  REQUIRE(chosen["recipe_notes"].size() == 1);
+  CHECK(chosen["recipe_notes"][0].get<std::string>().find("recipe recommended for runtime engine") != std::string::npos);
   // Its result is an FP32 model: every site of the 4 layers measured, the choices in the report.
   REQUIRE(smoothing["models"].size() == 1);
   CHECK(smoothing["models"][0]["label"] == "smoothed");
@@ -1321,7 +1339,7 @@ TEST_CASE("Fleet round with smoothing and target KL 'dynamic': importance sums, 
   for (const auto& entry : follow_up["models"]) {
     if (entry["label"] == "fleet") description = entry["description"].get<std::string>();
   }
-  CHECK(description.find("(dynamic: the dynamic baseline's) on the reference text") != std::string::npos);
+  CHECK(description.find("(dynamic*0.8: the dynamic baseline's) on the reference text") != std::string::npos);
   const auto& checks = follow_up["checks"];
   const double mixed_kl = checks["fleet"]["mean_kl"].get<double>(), dynamic_kl = checks["dynamic"]["mean_kl"].get<double>();
   MESSAGE(description << "; agents' held-out KL " << mixed_kl << " (dynamic " << dynamic_kl << ", public "

@@ -73,8 +73,8 @@ std::string build_int8_package(MiniFleet& fleet, const std::string& text, const 
   REQUIRE(run_command(built_binary("fedcal-model") + " calibrate -q" + common + "--text " + fleet.path(name + ".txt") +
                       " --seq-len 64 -o " + fleet.path(name + ".stats"))
               .exit_code == 0);
-  REQUIRE(run_command(built_binary("fedcal-model") + " quantize" + common + "--stats " + fleet.path(name + ".stats") + " " +
-                      quantize_options + " -o " + fleet.path(name + ".fcpkg"))
+  REQUIRE(run_command(built_binary("fedcal-model") + " quantize --recipe plain" + common + "--stats " +
+                      fleet.path(name + ".stats") + " " + quantize_options + " -o " + fleet.path(name + ".fcpkg"))
               .exit_code == 0);
   return fleet.path(name + ".fcpkg");
 }

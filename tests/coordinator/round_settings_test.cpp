@@ -32,6 +32,62 @@ TEST_CASE("Round settings: every field is range-checked, unknown ones refused") 
   CHECK(RoundSettings::from_json({{"max_kl_ratio", 8.0}, {"max_exponent", 20}}).to_json()["max_exponent"] == 20);
 }
 
+TEST_CASE("Round settings: the recommended recipe fills what the settings do not name, for the runtime they are for") {
+  // Without "recipe": the plain defaults (what scripts sending partial settings always got).
+  const RoundSettings plain = RoundSettings::from_json({{"model_id", 1}});
+  CHECK(plain.method == "percentile:99.99");
+  CHECK_FALSE(plain.per_channel);
+  CHECK_FALSE(plain.smooth);
+  CHECK(plain.target_kl.empty());
+  CHECK(plain.recipe_notes.empty());
+  // The engine's recipe: every recipe field, with a note saying what it chose.
+  const RoundSettings engine = RoundSettings::from_json({{"recipe", "recommended"}});
+  CHECK(engine.runtime == "engine");
+  CHECK(engine.method == "mse");
+  CHECK(engine.per_channel);
+  CHECK(engine.smooth);
+  CHECK(engine.target_kl == "dynamic*0.8");
+  CHECK(engine.fallback == "fine-grained");
+  REQUIRE(engine.recipe_notes.size() == 1);
+  CHECK(engine.recipe_notes[0].find("method = \"mse\", per_channel = true, smooth = true") != std::string::npos);
+  // Stored and read back (a restart, a follow-up round): the same settings, no second note.
+  CHECK(RoundSettings::from_json(engine.to_json()).to_json() == engine.to_json());
+  // What is given stays; the rest comes from the recipe.
+  const RoundSettings given =
+      RoundSettings::from_json({{"recipe", "recommended"}, {"method", "minmax"}, {"smooth", false}, {"target_kl", ""}});
+  CHECK(given.method == "minmax");
+  CHECK_FALSE(given.smooth);
+  CHECK(given.target_kl.empty());
+  CHECK(given.per_channel);
+  // Without the coordinator's reference text: no smoothing, no target, and the note says why.
+  const RoundSettings no_text = RoundSettings::from_json({{"recipe", "recommended"}}, false);
+  CHECK_FALSE(no_text.smooth);
+  CHECK(no_text.target_kl.empty());
+  REQUIRE(no_text.recipe_notes.size() == 2);
+  CHECK(no_text.recipe_notes[1].find("no reference_text") != std::string::npos);
+  // A static-scale runtime: the sensitive layers go to FP32; fine-grained layers are refused.
+  const RoundSettings onnx = RoundSettings::from_json({{"recipe", "recommended"}, {"runtime", "onnx"}});
+  CHECK(onnx.fallback == "fp32");
+  CHECK(onnx.target_kl == "dynamic");
+  CHECK(onnx.smooth);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"runtime", "xnnpack"}, {"fine_grained", {"layers.0"}}}),
+                       doctest::Contains("runtime xnnpack runs static INT8 scales only"), Error);
+  CHECK_THROWS_WITH_AS(
+      RoundSettings::from_json({{"recipe", "recommended"}, {"runtime", "tensorrt"}, {"fallback", "fine-grained"}}),
+      doctest::Contains("runtime tensorrt"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"runtime", "tflite"}}),
+                       doctest::Contains("runtime 'tflite': one of engine, onnx"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"recipe", "best"}}), doctest::Contains("recipe 'best'"), Error);
+  // Static exports from the engine's recipe: fallback FP32, said; DP: no smoothing (importance sums
+  // carry no noise), said.
+  const RoundSettings exports = RoundSettings::from_json({{"recipe", "recommended"}, {"exports", {"onnx-qdq"}}});
+  CHECK(exports.fallback == "fp32");
+  CHECK(exports.recipe_notes.back().find("static scales only") != std::string::npos);
+  const RoundSettings dp = RoundSettings::from_json({{"recipe", "recommended"}, {"dp_epsilon", 4.0}});
+  CHECK_FALSE(dp.smooth);
+  CHECK(dp.recipe_notes.back().find("differential-privacy") != std::string::npos);
+}
+
 TEST_CASE("Round settings: exports are known formats, once each, and only where the round can make them") {
   const RoundSettings settings = RoundSettings::from_json({{"exports", {"gguf", "imatrix", "tensorrt-cache"}}});
   CHECK(settings.importance());

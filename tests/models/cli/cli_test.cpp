@@ -118,8 +118,8 @@ TEST_CASE("fedcal-model --activations dynamic: a package's INT8 weights or an FP
   testing::write_text(text, testing::tinystories_heldout().substr(0, 2000));
   const auto calibrate = run_command(fedcal_model() + " calibrate -q --seq-len 128 --text " + text + " -o " + dir.path("s.stats") + with_model, true);
   REQUIRE_MESSAGE(calibrate.exit_code == 0, calibrate.output);
-  REQUIRE(run_command(fedcal_model() + " quantize --per-channel --stats " + dir.path("s.stats") + with_model + " -o " +
-                      dir.path("q.pkg") + " 2>/dev/null")
+  REQUIRE(run_command(fedcal_model() + " quantize --recipe plain --per-channel --stats " + dir.path("s.stats") + with_model +
+                      " -o " + dir.path("q.pkg") + " 2>/dev/null")
               .exit_code == 0);
   const auto eval = [&](const std::string& options) {
     const auto result = run_command(fedcal_model() + " eval --json --text " + text + " --reference " + model + options);
