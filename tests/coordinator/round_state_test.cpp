@@ -227,6 +227,20 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     CHECK(fleet["decode_tokens_per_second_int8"].get<double>() == doctest::Approx(200));
     CHECK(fleet["decode_tokens_per_second_fp32"].get<double>() == doctest::Approx(100));
     CHECK(fleet["decode_run_spread"].get<double>() == doctest::Approx(0.0));  // the median agent's runs did not swing
+    CHECK(fleet["decode_speedup_noisy"] == false);
+  }
+  SUBCASE("a speed-up whose median run-to-run spread is above +-25% is flagged noisy") {
+    // Agent 0 reported steady runs (the fixture); agents 1 and 2 swing, so the median agent swings.
+    for (const size_t agent : {size_t{1}, size_t{2}}) {
+      OutgoingMessage swinging;
+      testing::forged_local_report(swinging, round->id(), {"fleet"}, 100, 0.01, 0.9, {3, 1, 4.18});
+      f.agents[agent].deliver(*round, swinging);
+    }
+    round->tick();
+    REQUIRE(round->stage() == RoundStage::kDone);
+    const nlohmann::json fleet = round->status()["checks"]["fleet"];
+    CHECK(fleet["decode_run_spread"].get<double>() == doctest::Approx(4.18));
+    CHECK(fleet["decode_speedup_noisy"] == true);
   }
   SUBCASE("a second report and a report from a stranger are refused") {
     OutgoingMessage again;

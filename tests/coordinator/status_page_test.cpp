@@ -2,6 +2,10 @@
 // a real coordinator and loaded in a browser is in http_endpoint_test.cpp.
 #include "coordinator/status_page.h"
 
+#include <cmath>
+
+#include "coordinator/speed_figure.h"
+
 #include <doctest/doctest.h>
 
 namespace fedcal::coordinator {
@@ -94,6 +98,22 @@ TEST_CASE("Status page: a first rollout has no KL to show, and says so") {
   CHECK(page.find("KL n/a (no previous model to compare with)") != std::string::npos);
   CHECK(page.find("No KL to show yet") != std::string::npos);
   CHECK(occurrences(page, "fill=\"#bdbdbd\"><title>") == 2);
+}
+
+TEST_CASE("Speed figures: a spread above +-25% is shown as noisy, not as a number (status page and reports)") {
+  CHECK(speed_figure(412.4, 0.08) == "412 (+-4%)");
+  CHECK(speed_figure(14.666, 0.5, 2, "x") == "14.67x (+-25%)");  // at the bound: still a measurement
+  CHECK(speed_figure(14.666, 4.18, 2, "x") == "noisy (+-209%)");
+  CHECK(speed_figure(1, std::nan("")) == "noisy (+-nan%)");
+  CHECK_FALSE(is_noisy(kNoisySpread));
+  CHECK(is_noisy(kNoisySpread * 1.01));
+  StatusPageInput input = fleet();
+  nlohmann::json swinging = report(0.004, 800);
+  swinging["tokens_per_second_spread"] = 4.18;
+  input.rollout["agents"] = {target(1, 0, "healthy", swinging)};
+  const std::string page = render_status_page(input);
+  CHECK(page.find("agent 1: healthy, KL 0.00400, top-1 97.0%, noisy (+-209%) vs 800 (+-0%) tok/s") != std::string::npos);
+  CHECK(page.find("900 (+-209%)") == std::string::npos);
 }
 
 TEST_CASE("Status page: no rounds, no rollout, and a fleet larger than a table") {
