@@ -200,10 +200,25 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
                                  [&] { return quantize_with(loaded, input.stats, settings, reference); });
     if (auto check = gate.check(label, groups[group])) result.checks.push_back(std::move(*check));
   }
+  // Devices without an INT8 dot product run the fine-grained kernels slowly: their package keeps
+  // those layers in FP32 (the static runtimes' recipe: layers the target moves go to FP32).
+  std::optional<Quantized> static_class;
+  if (input.static_class && !fleet.options.fine_grained.empty()) {
+    RoundSettings settings = input.settings;
+    settings.runtime = "xnnpack";
+    settings.keep_fp32.insert(settings.keep_fp32.end(), settings.fine_grained.begin(), settings.fine_grained.end());
+    settings.fine_grained.clear();
+    settings.fallback = "fp32";
+    static_class = with_context([] { return std::string("quantizing for devices without an INT8 dot product"); },
+                                [&] { return quantize_with(loaded, input.stats, settings, reference); });
+    if (auto check = gate.check(kStaticClassLabel, *static_class)) result.checks.push_back(std::move(*check));
+  }
   result.fleet = store_quantized(loaded, fleet, input.stats, key, input.artifacts_dir, "fleet");
   result.exports = write_exports(loaded, fleet.int8, input);
   for (const auto& [group, quantized] : groups)
     result.groups[group] = store_quantized(loaded, quantized, input.stats, key, input.artifacts_dir, "group:" + group);
+  if (static_class)
+    result.static_class = store_quantized(loaded, *static_class, input.stats, key, input.artifacts_dir, kStaticClassLabel);
   if (!input.reference_text.empty()) {
     result.baseline = with_context([&] { return "calibrating on the public reference text " + input.reference_text; },
                                    [&] {

@@ -29,6 +29,9 @@ struct QuantizationJobInput {
   std::string artifacts_dir;
   std::string reference_text;  // empty: no baseline
   int threads = 1;
+  // Some participant has no INT8 dot product (has_int8_dot_product): when the fleet package has
+  // fine-grained layers, a static package (those layers in FP32) is built for that device class too.
+  bool static_class = false;
 };
 
 struct BuiltPackage {
@@ -63,6 +66,7 @@ struct QuantizationJobResult {
   std::vector<BuiltExport> exports;  // in settings.exports order
   std::optional<BuiltPackage> baseline;
   std::map<std::string, BuiltPackage> groups;  // by label: settings.group_variants
+  std::optional<BuiltPackage> static_class;    // for devices without an INT8 dot product (kStaticClassLabel)
   std::vector<PlausibilityCheck> checks;       // the coordinator's, of the fleet package and each group's (passed)
 };
 

@@ -123,7 +123,24 @@ Rollout::Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRec
     const auto round = host_.store().round(*model_.round_id);
     const auto source = round ? host_.store().model(round->model_id) : std::nullopt;
     if (source && source->kind == "fp32") reference_ = *source;
+    // The round's package for devices without an INT8 dot product, beside its fleet package.
+    const nlohmann::json report = round ? nlohmann::json::parse(round->report_json, nullptr, false) : nlohmann::json();
+    const nlohmann::json models = report.is_object() ? report.value("models", nlohmann::json::array()) : nlohmann::json::array();
+    const auto labelled = [&models](const char* label) -> std::optional<int64_t> {
+      for (const auto& entry : models) {
+        if (entry.is_object() && entry.value("label", std::string()) == label &&
+            entry.value("model", nlohmann::json()).is_number_integer())
+          return entry["model"].get<int64_t>();
+      }
+      return std::nullopt;
+    };
+    const std::optional<int64_t> fleet = labelled("fleet"), static_class = labelled(kStaticClassLabel);
+    if (fleet == model_.id && static_class) static_package_ = host_.store().model(*static_class);
   }
+}
+
+const ModelRecord& Rollout::package_for(const AgentState& state) const {
+  return state.static_class && static_package_ ? *static_package_ : model_;
 }
 
 std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model,
@@ -132,11 +149,20 @@ std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& 
   if (!std::filesystem::exists(model.path)) fail("model {}: its file {} is missing from the artifact store", model.id, model.path);
   const int64_t id = host.store().create_rollout(model.id, settings.to_json().dump());
   std::unique_ptr<Rollout> rollout(new Rollout(host, id, settings, model));
+  if (rollout->static_package_ && !std::filesystem::exists(rollout->static_package_->path))
+    fail("model {}: the static package for devices without an INT8 dot product (model {}) is missing from the artifact store",
+         model.id, rollout->static_package_->id);
   const size_t n = targets.size();
   size_t index = 0;
   for (size_t wave = 0; wave < settings.waves.size(); ++wave) {
     const auto end = static_cast<size_t>(std::ceil(settings.waves[wave] / 100 * static_cast<double>(n)));
     for (; index < std::min(end, n); ++index) rollout->agents_[targets[index]].wave = static_cast<int>(wave);
+  }
+  if (rollout->static_package_) {
+    for (auto& [agent, state] : rollout->agents_) {
+      const auto record = host.store().agent(agent);
+      state.static_class = record && !has_int8_dot_product(*record);
+    }
   }
   host.store().audit("operator", "rollout started",
                      fmt::format("rollout {} of model {}: {}", id, model.id, settings.to_json().dump()));
@@ -157,6 +183,7 @@ std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutR
     AgentState& entry = rollout->agents_[agent["agent"].get<int64_t>()];
     entry.wave = agent["wave"].get<int>();
     entry.status = parse_target_status(agent["status"].get<std::string>());
+    entry.static_class = agent.value("package", std::string()) == kStaticClassLabel;
     if (agent.contains("report") && agent["report"].is_object()) entry.report = ActivationOutcome::from_json(agent["report"]);
   }
   // Deadlines are monotonic and not stored: after a restart the wave gets its whole timeout again,
@@ -184,8 +211,9 @@ void Rollout::send_activate(int64_t agent_id) {
   OutgoingMessage message;
   auto activate = message.body().initModelActivate();
   activate.setRolloutId(static_cast<uint64_t>(id_));
-  activate.setSha256(model_.sha256);
-  activate.setBytes(static_cast<uint64_t>(model_.bytes));
+  const ModelRecord& package = package_for(agents_[agent_id]);
+  activate.setSha256(package.sha256);
+  activate.setBytes(static_cast<uint64_t>(package.bytes));
   if (reference_) {
     activate.setReferenceSha256(reference_->sha256);
     activate.setReferenceBytes(static_cast<uint64_t>(reference_->bytes));
@@ -198,7 +226,7 @@ void Rollout::send_rollback(int64_t agent_id) {
   OutgoingMessage message;
   auto order = message.body().initModelRollback();
   order.setRolloutId(static_cast<uint64_t>(id_));
-  order.setSha256(model_.sha256);
+  order.setSha256(package_for(agents_[agent_id]).sha256);
   host_.send(agent_id, message);
   agents_[agent_id].status = TargetStatus::kRollingBack;
 }
@@ -224,7 +252,8 @@ void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsi
   const auto it = agents_.find(agent_id);
   if (it == agents_.end()) return;
   AgentState& state = it->second;
-  if (crashes > 0 && active_sha == model_.sha256 &&
+  const std::string& package_sha = package_for(state).sha256;
+  if (crashes > 0 && active_sha == package_sha &&
       (state.status == TargetStatus::kHealthy || state.status == TargetStatus::kSent)) {
     if (!state.report) state.report = ActivationOutcome{};
     state.report->crashes = crashes;
@@ -232,7 +261,7 @@ void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsi
     host_.log(fmt::format("rollout {}: agent {} crashed {} time(s) since activating the model", id_, agent_id, crashes));
   }
   const bool updated = state.status != TargetStatus::kPending && state.status != TargetStatus::kRolledBack;
-  if ((stage_ == RolloutStage::kRolledBack || stage_ == RolloutStage::kHalted) && updated && active_sha == model_.sha256) {
+  if ((stage_ == RolloutStage::kRolledBack || stage_ == RolloutStage::kHalted) && updated && active_sha == package_sha) {
     send_rollback(agent_id);  // it was offline when the rollout was rolled back
   } else if ((stage_ == RolloutStage::kRunning || stage_ == RolloutStage::kDone) && state.wave <= wave_ &&
              (state.status == TargetStatus::kPending || state.status == TargetStatus::kSent)) {
@@ -388,7 +417,8 @@ void Rollout::save(const std::string& reason) {
 }
 
 bool Rollout::assigned(int64_t agent_id, const std::string& sha256) const {
-  return agents_.count(agent_id) > 0 && (sha256 == model_.sha256 || (reference_ && sha256 == reference_->sha256));
+  const auto it = agents_.find(agent_id);
+  return it != agents_.end() && (sha256 == package_for(it->second).sha256 || (reference_ && sha256 == reference_->sha256));
 }
 
 nlohmann::json Rollout::status() const {
@@ -398,6 +428,7 @@ nlohmann::json Rollout::status() const {
     agents.push_back({{"agent", agent},
                       {"wave", state.wave},
                       {"status", name(state.status)},
+                      {"package", state.static_class && static_package_ ? kStaticClassLabel : "fleet"},
                       {"report", state.report ? state.report->to_json() : nlohmann::json(nullptr)}});
     counts[std::string(name(state.status))] += 1;
   }
@@ -405,6 +436,7 @@ nlohmann::json Rollout::status() const {
           {"model", model_.id},
           {"sha256", model_.sha256},
           {"reference_model", reference_ ? nlohmann::json(reference_->id) : nlohmann::json(nullptr)},
+          {"static_model", static_package_ ? nlohmann::json(static_package_->id) : nlohmann::json(nullptr)},
           {"stage", name(stage_)},
           {"reason", reason_},
           {"wave", wave_},

@@ -9,7 +9,8 @@
 // the fleet's rollout; an agent whose failing reports the fleet contradicts is counted, and shows in
 // `agents list --failing` from the second time); then the next wave starts. A failing gate halts the rollout and orders
 // every agent updated so far back to its previous slot. Agents offline during their wave catch up
-// when they return (or are rolled back, if the rollout was).
+// when they return (or are rolled back, if the rollout was). Devices without an INT8 dot product get
+// the round's static package where it built one (round_settings.h, device_classes).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -74,6 +75,7 @@ class Rollout {
 
   int64_t id() const { return id_; }
   int64_t model_id() const { return model_.id; }
+  bool uses_model(int64_t id) const { return id == model_.id || (static_package_ && id == static_package_->id); }
   RolloutStage stage() const { return stage_; }
   bool finished() const { return is_final(stage_); }
 
@@ -97,6 +99,7 @@ class Rollout {
     TargetStatus status = TargetStatus::kPending;
     std::optional<ActivationOutcome> report;
     int64_t reported_at_ms = 0;  // monotonic
+    bool static_class = false;   // no INT8 dot product: gets static_package_ (where there is one)
   };
   Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model);
   void start_wave(int wave);
@@ -104,12 +107,16 @@ class Rollout {
   void send_rollback(int64_t agent_id);
   std::string unhealthy_reason(const ActivationOutcome& report) const;  // "" when healthy
   void save(const std::string& reason = "");
+  const ModelRecord& package_for(const AgentState& state) const;  // model_, or static_package_ for its class
 
   RoundHost& host_;
   int64_t id_;
   RolloutSettings settings_;
   ModelRecord model_;
   std::optional<ModelRecord> reference_;  // the FP32 package model_ was quantized from, when a round made it
+  // The same round's package for devices without an INT8 dot product (kStaticClassLabel), when
+  // model_ is a round's fleet package with fine-grained layers and the round built one.
+  std::optional<ModelRecord> static_package_;
   RolloutStage stage_ = RolloutStage::kRunning;
   std::string reason_;
   int wave_ = 0;

@@ -1,5 +1,4 @@
 #include "coordinator/round.h"
-#include "coordinator/speed_figure.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -8,12 +7,14 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "common/spread.h"
 #include "common/hex.h"
+#include "common/spread.h"
 #include "coordinator/artifact_store.h"
+#include "coordinator/speed_figure.h"
 #include "models/format/model_loader.h"
 #include "models/quant/calibration.h"
 #include "models/quant/importance.h"
+#include "models/quant/recipe.h"
 #include "secagg/secagg_wire.h"
 
 namespace fedcal::coordinator {
@@ -606,6 +607,12 @@ void Round::begin_quantizing(CalibrationStats stats) {
   input.artifacts_dir = host_.config().artifacts_dir();
   input.reference_text = host_.config().reference_text;
   input.threads = host_.config().threads;
+  if (settings_.device_classes && runs_fine_grained(parse_target_runtime(settings_.runtime))) {
+    input.static_class = std::any_of(participants_.begin(), participants_.end(), [this](int64_t agent) {
+      const auto record = host_.store().agent(agent);
+      return record && !has_int8_dot_product(*record);
+    });
+  }
   job_ = std::async(std::launch::async, [input = std::move(input)] { return run_quantization_job(input); });
 }
 
@@ -673,13 +680,15 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   std::optional<int64_t> baseline;
   if (result.baseline) baseline = record_result(*result.baseline, "int8", "public");
   for (const auto& [label, built] : result.groups) record_result(built, "int8", "group:" + label);
+  if (result.static_class) record_result(*result.static_class, "int8", kStaticClassLabel);
   host_.store().set_round_models(id_, fleet, baseline);
   enter(RoundStage::kEvaluating, host_.config().report_timeout_ms);
   for (const uint32_t index : evaluators_) send_result(participants_[index]);
 }
 
 std::vector<size_t> Round::results_for(int64_t agent_id) {
-  // An agent in a group with its own variant checks that package instead of the default one.
+  // An agent in a group with its own variant checks that package instead of the default one; else
+  // a device without an INT8 dot product checks the static package, where the round built one.
   const auto agent = host_.store().agent(agent_id);
   const std::set<std::string> labels = agent ? agent_labels(*agent) : std::set<std::string>();
   std::vector<size_t> chosen;
@@ -687,6 +696,12 @@ std::vector<size_t> Round::results_for(int64_t agent_id) {
   for (size_t i = 0; i < results_.size(); ++i) {
     const std::string& label = result_labels_[i];
     if (label.rfind("group:", 0) == 0 && labels.count(label.substr(6)) && !grouped) {
+      chosen.push_back(i);
+      grouped = true;
+    }
+  }
+  for (size_t i = 0; i < results_.size() && !grouped && agent && !has_int8_dot_product(*agent); ++i) {
+    if (result_labels_[i] == kStaticClassLabel) {
       chosen.push_back(i);
       grouped = true;
     }

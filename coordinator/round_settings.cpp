@@ -42,7 +42,8 @@ nlohmann::json RoundSettings::to_json() const {
           {"neighbours", neighbours},
           {"threshold", threshold},
           {"lane_bits", lane_bits},
-          {"exports", exports}};
+          {"exports", exports},
+          {"device_classes", device_classes}};
 }
 
 namespace {
@@ -119,6 +120,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
     settings.threshold = json.value("threshold", settings.threshold);
     settings.lane_bits = json.value("lane_bits", settings.lane_bits);
     settings.exports = json.value("exports", settings.exports);
+    settings.device_classes = json.value("device_classes", settings.device_classes);
     const nlohmann::json variants = json.value("group_variants", nlohmann::json::object());
     if (!variants.is_object()) fail("group_variants must be an object of label -> settings");
     for (const auto& [label, variant] : variants.items()) {

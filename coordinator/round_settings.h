@@ -11,6 +11,9 @@
 
 namespace fedcal::coordinator {
 
+// The label of a round's package for devices without an INT8 dot product (RoundSettings::device_classes).
+inline constexpr const char* kStaticClassLabel = "class:static";
+
 struct RoundSettings {
   int64_t model_id = 0;          // the FP32 model to calibrate
   int min_agents = 3;            // fewer joined agents: the round fails; the aggregate of fewer is never unmasked
@@ -64,6 +67,10 @@ struct RoundSettings {
     std::vector<std::string> keep_fp32;
   };
   std::map<std::string, GroupVariant> group_variants;
+  // Where the fleet package has fine-grained layers and some participant's CPU has no INT8 dot product
+  // (store.h, has_int8_dot_product), the round also builds a static package for those devices (the
+  // fine-grained layers in FP32), which they check and rollouts of the fleet package hand them.
+  bool device_classes = true;
   // Files for other runtimes the round writes beside its package (kRuntimeExportFormats,
   // models/format/runtime_export.h: gguf is written as Q8_0). "imatrix" or "imatrix-gguf" makes
   // every agent also record importance sums (models/quant/importance.h).

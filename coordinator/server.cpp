@@ -679,7 +679,7 @@ void Server::reply_error(const std::string& routing_id, wire::ErrorReply::Code c
 void Server::artifact_missing(const ModelRecord& model) {
   const std::string reason = fmt::format("model {} ({}) is missing from the artifact store", model.id, model.path);
   log_problem(LogLevel::kError, reason);
-  if (rollout_ && !rollout_->finished() && rollout_->model_id() == model.id) {
+  if (rollout_ && !rollout_->finished() && rollout_->uses_model(model.id)) {
     rollout_->rollback(reason);
   }
   if (round_ && !round_->finished() && round_->model_id() == model.id) round_->fail_round(reason);

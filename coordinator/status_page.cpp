@@ -1,5 +1,4 @@
 #include "coordinator/status_page.h"
-#include "coordinator/speed_figure.h"
 
 #include <fmt/format.h>
 
@@ -9,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/text.h"
+#include "coordinator/speed_figure.h"
 
 namespace fedcal::coordinator {
 namespace {

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -210,6 +211,21 @@ std::set<std::string> agent_labels(const AgentRecord& agent) {
     if (label.is_string()) labels.insert(label.get<std::string>());
   }
   return labels;
+}
+
+bool has_int8_dot_product(const AgentRecord& agent) {
+  const nlohmann::json profile = nlohmann::json::parse(agent.profile_json, nullptr, false);
+  if (!profile.is_object()) return true;  // nothing known: the default package
+  const std::string arch = profile.value("arch", std::string());
+  const auto features = profile.find("isa_features");
+  const auto has = [&](const char* feature) {
+    if (features == profile.end() || !features->is_array()) return false;
+    return std::any_of(features->begin(), features->end(),
+                       [&](const nlohmann::json& f) { return f.is_string() && f == feature; });
+  };
+  if (arch == "x86_64" || arch == "amd64") return has("avx2");
+  if (arch == "aarch64" || arch == "arm64" || arch.rfind("armv", 0) == 0) return has("dotprod");
+  return true;  // another architecture: the portable kernels either way
 }
 
 int64_t now_ms() { return wall_ms(); }

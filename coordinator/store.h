@@ -38,6 +38,11 @@ struct AgentRecord {
 // The labels an agent's last hello listed (device groups); empty if its profile has none.
 std::set<std::string> agent_labels(const AgentRecord& agent);
 
+// Whether the agent's CPU has an INT8 dot product the fine-grained kernels need to be fast (x86-64:
+// AVX2 or later; aarch64: the dot-product extension), from its last hello's ISA features. Devices
+// without one (a Raspberry Pi 4's Cortex-A72) get a round's static package instead (kStaticClassLabel).
+bool has_int8_dot_product(const AgentRecord& agent);
+
 struct ModelRecord {
   int64_t id = 0;
   std::string sha256;  // of the package file

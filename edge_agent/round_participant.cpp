@@ -155,7 +155,7 @@ void Agent::advance() {
       // granularity (its FP32 layers kept, none fine-grained), activations quantized at run time per
       // token and (if asked) per block of 32 channels of each token.
       for (const auto& [label, path] : packages) {
-        if (label != "fleet" && label.rfind("group:", 0) != 0) continue;
+        if (label != "fleet" && label.rfind("group:", 0) != 0 && label.rfind("class:", 0) != 0) continue;
         LocalCheckOptions dynamic = options;
         dynamic.activations = ActivationQuantization::kDynamic;
         dynamic.weights_from_fp32 = true;

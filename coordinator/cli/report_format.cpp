@@ -1,5 +1,4 @@
 #include "coordinator/cli/report_format.h"
-#include "coordinator/speed_figure.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -10,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/text.h"
+#include "coordinator/speed_figure.h"
 
 namespace fedcal::coordinator {
 namespace {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -1129,11 +1130,16 @@ TEST_CASE(
 #ifdef FEDCAL_AARCH64_BUILD
 
 // The aarch64 cross build (deploy/cross/build-aarch64.sh) run under qemu-aarch64-static.
-std::vector<std::string> aarch64_launcher(const std::string& binary) {
+// `binary` of the aarch64 build under qemu; `cpu` (e.g. cortex-a72, a Raspberry Pi 4's core: no dot
+// product) or qemu's default, which has every extension.
+std::vector<std::string> aarch64_launcher(const std::string& binary, const std::string& cpu = "") {
   const std::string build = FEDCAL_AARCH64_BUILD;
   const std::string libraries = build + "/sysroot/usr/lib/aarch64-linux-gnu:" + build + "/sysroot/lib/aarch64-linux-gnu";
-  return {"/usr/bin/env", "QEMU_LD_PREFIX=/usr/aarch64-linux-gnu", "LD_LIBRARY_PATH=" + libraries, "qemu-aarch64-static",
-          build + "/bin/" + binary};
+  std::vector<std::string> argv = {"/usr/bin/env", "QEMU_LD_PREFIX=/usr/aarch64-linux-gnu", "LD_LIBRARY_PATH=" + libraries,
+                                   "qemu-aarch64-static"};
+  if (!cpu.empty()) argv.insert(argv.end(), {"-cpu", cpu});
+  argv.push_back(build + "/bin/" + binary);
+  return argv;
 }
 
 std::string join_command(const std::vector<std::string>& argv) {
@@ -1166,25 +1172,68 @@ TEST_CASE("Fleet round: an agent too old to mask in 32-bit lanes makes the round
   CHECK(report["contributors"] == 3);
 }
 
-TEST_CASE("Heterogeneous fleet: an aarch64 agent under qemu joins a round next to x86-64 agents, and the aggregate is exact" *
-          doctest::timeout(300)) {
+TEST_CASE(
+    "Heterogeneous fleet: an aarch64 agent under qemu (a Cortex-A72: no INT8 dot product) joins a round next to x86-64 "
+    "agents, the aggregate is exact, and one round makes a package per device class that the rollout hands out" *
+    doctest::timeout(400)) {
   FleetOptions options;
   options.agents = 4;
   options.agent_timeout_ms = 5000;  // emulated, the aarch64 agent is ~100x slower
   MiniFleet fleet(options);
   fleet.start_coordinator();
   for (int i = 0; i < 3; ++i) fleet.start_agent(i);
-  fleet.start_agent(3, "", aarch64_launcher("fedcal-agent"));
+  fleet.start_agent(3, "", aarch64_launcher("fedcal-agent", "cortex-a72"));
   fleet.wait_online(4, std::chrono::seconds(60));
   const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
   std::set<std::string> arches;
-  for (const auto& agent : agents["agents"]) arches.insert(agent["profile"]["arch"].get<std::string>());
+  int64_t arm_agent = 0;
+  for (const auto& agent : agents["agents"]) {
+    arches.insert(agent["profile"]["arch"].get<std::string>());
+    if (agent["profile"]["arch"] == "aarch64") {
+      arm_agent = agent["id"].get<int64_t>();
+      const auto& isa = agent["profile"]["isa_features"];
+      CHECK(std::find(isa.begin(), isa.end(), "neon") != isa.end());
+      CHECK(std::find(isa.begin(), isa.end(), "dotprod") == isa.end());  // a Cortex-A72 has none
+    }
+  }
   CHECK(arches == std::set<std::string>{"aarch64", "x86_64"});
 
+  // A package with fine-grained layers (the engine recipe's fallback): the round also builds a static
+  // one for the device without a dot product, and that device checks it.
   const int64_t model = fleet.import_model();
-  const nlohmann::json report = fleet.run_round(round_settings(model), std::chrono::seconds(240));
+  nlohmann::json settings = round_settings(model);
+  settings["fine_grained"] = {"layers.0.w2", "classifier"};
+  const nlohmann::json report = fleet.run_round(settings, std::chrono::seconds(300));
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
   CHECK(report["contributors"] == 4);
+  int64_t fleet_package = 0, static_package = 0;
+  std::string fleet_sha, static_sha;
+  for (const auto& entry : report["models"]) {
+    if (entry["label"] == "fleet") fleet_package = entry["model"].get<int64_t>(), fleet_sha = entry["sha256"].get<std::string>();
+    if (entry["label"] == "class:static")
+      static_package = entry["model"].get<int64_t>(), static_sha = entry["sha256"].get<std::string>();
+  }
+  REQUIRE(fleet_package != 0);
+  REQUIRE(static_package != 0);
+  CHECK(report["checks"]["fleet"]["agents"] == 3);
+  CHECK(report["checks"]["class:static"]["agents"] == 1);
+  CHECK(report["checks"]["class:static"]["mean_kl"].get<double>() < 0.05);
+  // The rollout of the fleet package hands each device class its package.
+  const nlohmann::json rollout = fleet.run_rollout({{"model_id", fleet_package},
+                                                    {"waves", {100.0}},
+                                                    {"max_kl", 0.05},
+                                                    {"max_slowdown", 50.0},
+                                                    {"min_healthy", 100.0},
+                                                    {"wave_timeout_ms", 240000},
+                                                    {"soak_ms", 0}},
+                                                   std::chrono::seconds(300));
+  REQUIRE_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+  CHECK(rollout["static_model"] == static_package);
+  for (const auto& target : rollout["agents"]) {
+    const bool arm = target["agent"] == arm_agent;
+    CHECK(target["package"] == (arm ? "class:static" : "fleet"));
+    CHECK(target["report"]["active_sha256"] == (arm ? static_sha : fleet_sha));
+  }
 
   // Each device's statistics, computed by that device's own build: x86 natively, aarch64 under qemu.
   const std::string fp32 = fp32_package_path(fleet, model);
