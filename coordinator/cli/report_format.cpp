@@ -196,6 +196,9 @@ std::string format_rollout(const nlohmann::json& reply) {
       fmt::format("rollout {}: {} (model {}, wave {} of {})\n", reply.value("rollout", 0), reply.value("stage", std::string()),
                   reply.value("model", 0), reply.value("wave", 0) + 1, reply["waves"].size());
   if (!reply.value("reason", std::string()).empty()) text += "  reason: " + reply["reason"].get<std::string>() + "\n";
+  if (reply.value("static_model", nlohmann::json()).is_number_integer())
+    text += fmt::format("  devices without an INT8 dot product get the same round's static package, model {}\n",
+                        reply["static_model"].get<int64_t>());
   text += "  agents:";
   for (const auto& [state, count] : reply["counts"].items()) text += fmt::format(" {} {}", count.get<int>(), state);
   text += "\n";
@@ -203,6 +206,8 @@ std::string format_rollout(const nlohmann::json& reply) {
     const auto& check = agent["report"];
     text += fmt::format("    agent {:>4}  wave {}  {:<12}", agent["agent"].get<int64_t>(), agent["wave"].get<int>() + 1,
                         agent["status"].get<std::string>());
+    if (agent.value("package", std::string("fleet")) != "fleet")
+      text += fmt::format("  ({} package)", escape_controls(agent["package"].get<std::string>()));
     if (check.is_object()) {
       // The figures its gate judged (kept after a rollback); n/a where there was nothing to compare with.
       const double previous = check.value("previous_tokens_per_second", 0.0);

@@ -24,7 +24,7 @@ struct RoundStartOptions {
   bool per_channel = false, smooth = false;
   CLI::Option* per_channel_option = nullptr;  // given or not
   CLI::Option* smooth_option = nullptr;
-  bool asymmetric = false, wait = false;
+  bool asymmetric = false, wait = false, device_classes = true;
   std::vector<std::string> keep_fp32, fine_grained, variants, exports;
   double dp_epsilon = 0, dp_delta = 1e-5;
   double max_kl_ratio = 4;
@@ -161,6 +161,10 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
       ->capture_default_str()
       ->check(CLI::Range(1, 40));
   start->add_flag("--wait", o->wait, "Wait for the round (with --smooth: and its follow-up) to finish, then print its report");
+  start->add_flag("!--no-device-classes", o->device_classes,
+                  "Build no static package for devices without an INT8 dot product (by default, where the fleet package has "
+                  "fine-grained layers and such a device takes part, the round builds one, they check it and rollouts hand it "
+                  "to them)");
   start->add_option(
       "--variant", o->variants,
       "A package for one device group: LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] (agents with the label get it)");
@@ -183,7 +187,8 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                {"max_kl_ratio", o->max_kl_ratio},
                                {"max_exponent", o->max_exponent},
                                {"group_variants", parse_variants(o->variants)},
-                               {"exports", o->exports}};
+                               {"exports", o->exports},
+                               {"device_classes", o->device_classes}};
     if (o->method) settings["method"] = *o->method;
     if (o->per_channel_option->count() > 0) settings["per_channel"] = o->per_channel;
     if (o->smooth_option->count() > 0) settings["smooth"] = o->smooth;
