@@ -20,6 +20,8 @@ StoredArtifact ArtifactStore::add_file(const std::string& extension,
     StoredArtifact artifact;
     artifact.sha256 = sha256_file_hex(temporary);
     artifact.path = dir_ + "/" + artifact.sha256 + extension;
+    std::error_code ignored;
+    artifact.created = !fs::exists(artifact.path, ignored);
     fs::rename(temporary, artifact.path);
     artifact.bytes = static_cast<int64_t>(fs::file_size(artifact.path));
     return artifact;

@@ -18,6 +18,7 @@ struct StoredArtifact {
   std::string sha256;  // of the file, = its name
   std::string path;
   int64_t bytes = 0;
+  bool created = false;  // no file had this content before: the writer's to remove if its work is dropped
 };
 
 class ArtifactStore {

@@ -93,12 +93,14 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   if (config.backup_interval_hours < 0 || config.backup_interval_hours > 24 * 365)
     fail("{}: backup_interval_hours = {}: 0 (never) to 8760", path, config.backup_interval_hours);
   if (config.backup_keep < 1 || config.backup_keep > 1000) fail("{}: backup_keep = {}: 1 to 1000", path, config.backup_keep);
-  static const std::set<std::string> faults = {"throw-on-agent-error", "kill-entering:evaluating", "kill-entering:quantizing",
-                                                "kill-entering:done", "kill-soaking"};
+  static const std::set<std::string> faults = {
+      "throw-on-agent-error", "kill-entering:evaluating", "kill-entering:quantizing", "kill-entering:done",
+      "kill-soaking",         "stall-quantizing"};
   if (!config.fault_injection.empty() && !faults.count(config.fault_injection)) {
-    fail("{}: fault_injection '{}' is not one of throw-on-agent-error, kill-entering:quantizing, kill-entering:evaluating, "
-         "kill-entering:done, kill-soaking (tests only)",
-         path, config.fault_injection);
+    fail(
+        "{}: fault_injection '{}' is not one of throw-on-agent-error, kill-entering:quantizing, kill-entering:evaluating, "
+        "kill-entering:done, kill-soaking, stall-quantizing (tests only)",
+        path, config.fault_injection);
   }
   const fs::path base = fs::absolute(path).parent_path();
   config.state_dir = resolve(config.state_dir, base);

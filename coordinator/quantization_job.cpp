@@ -1,5 +1,8 @@
 #include "coordinator/quantization_job.h"
 
+#include <chrono>
+#include <thread>
+
 #include <fmt/ranges.h>
 #include "common/error.h"
 #include "common/file_util.h"
@@ -33,7 +36,7 @@ BuiltPackage store_package(const LoadedModel& loaded, const QuantizedLinears& in
   const StoredArtifact stored = ArtifactStore(artifacts_dir).add_package([&](const std::string& temporary) {
     write_model_package(temporary, loaded.model, int8, loaded.package->tokenizer, provenance, write_options);
   });
-  return {stored.path, stored.sha256, stored.bytes, std::move(description)};
+  return {stored.path, stored.sha256, stored.bytes, std::move(description), stored.created};
 }
 
 // A recipe applied: the options quantize_model ran with (a target_kl search's layers added), its
@@ -131,6 +134,7 @@ std::vector<BuiltExport> write_exports(const LoadedModel& loaded, const Quantize
       built.path = stored.path;
       built.sha256 = stored.sha256;
       built.bytes = stored.bytes;
+      built.created = stored.created;
     } catch (const std::exception& error) {  // an export that cannot be made does not fail the round
       built.error = error.what();
     }
@@ -163,7 +167,24 @@ BuiltSmoothing write_smoothed(LoadedModel& loaded, const QuantizationJobInput& i
 
 }  // namespace
 
+std::vector<std::string> QuantizationJobResult::created_files() const {
+  std::vector<std::string> files;
+  const auto add = [&files](const BuiltPackage& built) {
+    if (built.created && !built.path.empty()) files.push_back(built.path);
+  };
+  if (smoothed) add(smoothed->package);
+  add(fleet);
+  if (baseline) add(*baseline);
+  if (static_class) add(*static_class);
+  for (const auto& [label, built] : groups) add(built);
+  for (const BuiltExport& built : exports) {
+    if (built.created && !built.path.empty()) files.push_back(built.path);
+  }
+  return files;
+}
+
 QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
+  if (input.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(input.stall_ms));
   const SigningKey key = SigningKey::read_private_key(input.signing_key_path);
   LoadedModel loaded = load_model(input.fp32_package, &key);
   if (!loaded.package) fail("{}: the round's model is not a package", input.fp32_package);

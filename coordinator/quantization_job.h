@@ -32,6 +32,7 @@ struct QuantizationJobInput {
   // Some participant has no INT8 dot product (has_int8_dot_product): when the fleet package has
   // fine-grained layers, a static package (those layers in FP32) is built for that device class too.
   bool static_class = false;
+  int stall_ms = 0;  // tests (fault_injection stall-quantizing): the job waits this long before it starts
 };
 
 struct BuiltPackage {
@@ -39,6 +40,7 @@ struct BuiltPackage {
   std::string sha256;
   int64_t bytes = 0;
   std::string description;
+  bool created = false;  // StoredArtifact::created
 };
 
 // A file for another runtime (settings.exports), made from the fleet package and statistics. One that
@@ -51,6 +53,7 @@ struct BuiltExport {
   int64_t bytes = 0;
   std::string description;
   std::string error;
+  bool created = false;
 };
 
 // A smoothing round's result (settings.smooth): the FP32 model with SmoothQuant folded in.
@@ -68,6 +71,10 @@ struct QuantizationJobResult {
   std::map<std::string, BuiltPackage> groups;  // by label: settings.group_variants
   std::optional<BuiltPackage> static_class;    // for devices without an INT8 dot product (kStaticClassLabel)
   std::vector<PlausibilityCheck> checks;       // the coordinator's, of the fleet package and each group's (passed)
+
+  // The artifacts this job wrote that no file had before it (what to remove when its round is aborted
+  // and its result dropped).
+  std::vector<std::string> created_files() const;
 };
 
 // Throws Error with the reason (e.g. a quantization point the fleet never saw values at, or a package

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "common/error.h"
 #include "common/hex.h"
@@ -28,6 +29,23 @@ void RoundHost::fault_point(const std::string& point) {
   if (config().fault_injection != point) return;
   log("fault injection: SIGKILL at " + point);
   ::kill(::getpid(), SIGKILL);
+}
+
+void remove_abandoned_job_files(std::future<QuantizationJobResult>& job, const std::function<void(const std::string&)>& log) {
+  try {
+    for (const std::string& path : job.get().created_files()) {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+      log(fmt::format("removed {}: its round was aborted while it was being made", path));
+    }
+  } catch (const std::exception& error) {
+    log(fmt::format("an aborted round's quantization job ended with: {}", error.what()));
+  }
+}
+
+void RoundHost::abandon(std::future<QuantizationJobResult> job) {
+  job.wait();
+  remove_abandoned_job_files(job, [this](const std::string& line) { log(line); });
 }
 
 // L2 norm of one calibration sequence's contribution to the statistics vector: at most seq_len
@@ -607,6 +625,7 @@ void Round::begin_quantizing(CalibrationStats stats) {
   input.artifacts_dir = host_.config().artifacts_dir();
   input.reference_text = host_.config().reference_text;
   input.threads = host_.config().threads;
+  if (host_.config().fault_injection == "stall-quantizing") input.stall_ms = 5000;
   if (settings_.device_classes && runs_fine_grained(parse_target_runtime(settings_.runtime))) {
     input.static_class = std::any_of(participants_.begin(), participants_.end(), [this](int64_t agent) {
       const auto record = host_.store().agent(agent);
@@ -806,7 +825,9 @@ void Round::finish() {
 void Round::fail_round(const std::string& reason) {
   if (finished()) return;
   failure_ = reason;
-  if (job_.valid()) job_.wait();
+  // A running quantization job is not waited for here (it can take minutes on the event loop's
+  // thread): the host lets it finish and removes what it wrote.
+  if (job_.valid()) host_.abandon(std::move(job_));
   std::set<int64_t> told(announced_.begin(), announced_.end());
   told.insert(participants_.begin(), participants_.end());
   for (const int64_t agent : told) {

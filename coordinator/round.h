@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -34,6 +35,9 @@
 namespace fedcal::coordinator {
 
 // What a round needs from the server around it.
+// Waits for an abandoned job and removes the artifacts it created, logging each (RoundHost::abandon).
+void remove_abandoned_job_files(std::future<QuantizationJobResult>& job, const std::function<void(const std::string&)>& log);
+
 class RoundHost {
  public:
   virtual ~RoundHost() = default;
@@ -48,6 +52,9 @@ class RoundHost {
   virtual int64_t monotonic_ms() const = 0;
   // Crash tests: SIGKILLs this process when config().fault_injection names `point`.
   void fault_point(const std::string& point);
+  // A quantization job whose round was aborted: the host lets it finish off the event loop, then
+  // removes the artifacts it created (nothing refers to them). This default waits for it.
+  virtual void abandon(std::future<QuantizationJobResult> job);
 };
 
 // What one participant reported about one result package (a localReport's check), and its report.

@@ -143,7 +143,14 @@ Server::Server(CoordinatorConfig config)
                   connection_guard_->limits().total, connection_guard_->limits().per_address));
 }
 
-Server::~Server() = default;
+Server::~Server() {
+  // An aborted round's job still running: it ends before the daemon does, and what it wrote goes.
+  for (std::future<QuantizationJobResult>& job : abandoned_jobs_) {
+    if (job.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+      log("waiting for an aborted round's quantization job to end before stopping");
+    remove_abandoned_job_files(job, [this](const std::string& line) { log(line); });
+  }
+}
 
 void Server::log(const std::string& line) {
   // One line per event, whatever a peer's text in it holds (newlines, terminal escapes).
@@ -320,7 +327,16 @@ void Server::tick() {
     });
   }
   guarded("starting a follow-up round", [&] { advance_follow_up(); });
+  guarded("removing what aborted rounds' jobs wrote", [&] {
+    std::erase_if(abandoned_jobs_, [this](std::future<QuantizationJobResult>& job) {
+      if (job.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+      remove_abandoned_job_files(job, [this](const std::string& line) { log(line); });
+      return true;
+    });
+  });
 }
+
+void Server::abandon(std::future<QuantizationJobResult> job) { abandoned_jobs_.push_back(std::move(job)); }
 
 void Server::advance_follow_up() {
   if (round_ && !round_->finished()) running_round_ = round_->id();

@@ -39,6 +39,7 @@ class Server : public RoundHost {
   // recovers an unfinished round.
   explicit Server(CoordinatorConfig config);
   ~Server() override;
+  void abandon(std::future<QuantizationJobResult> job) override;
 
   // Serves until `stop` becomes true (signal handler) or an admin "shutdown" request.
   void run(const std::atomic<bool>& stop);
@@ -189,6 +190,8 @@ class Server : public RoundHost {
     std::future<RoundModel> loaded;
   };
   std::optional<PendingFollowUp> follow_up_;
+  // Quantization jobs of aborted rounds, running to their end off the loop (RoundHost::abandon).
+  std::vector<std::future<QuantizationJobResult>> abandoned_jobs_;
   std::future<std::function<nlohmann::json()>> pending_admin_;  // last member: its worker uses the ones above
   int64_t last_seen_flush_monotonic_ms_ = 0;
   int64_t last_backup_wall_ms_ = 0;

@@ -2,6 +2,8 @@
 // real faults - agents without text, full disks (tmpfs mounts), stopped processes, a stepped wall
 // clock (libfaketime), and coordinators killed with SIGKILL at chosen points.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <signal.h>
 #include <sys/socket.h>
@@ -10,12 +12,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "common/clock.h"
 #include "common/file_util.h"
@@ -426,6 +430,62 @@ TEST_CASE("Daemon conventions: READY=1, WATCHDOG=1 and STOPPING=1 on systemd's n
     CHECK_MESSAGE((line.rfind("<6>[agent", 0) == 0 || line.rfind("<4>[agent", 0) == 0 || line.rfind("<3>[agent", 0) == 0), line);
   }
   CHECK(agent_lines > 1);
+}
+
+// The files in the artifact store a model of the registry names, and the ones none names.
+std::pair<std::set<std::string>, std::set<std::string>> artifact_files(MiniFleet& fleet) {
+  std::set<std::string> named, unnamed;
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  for (const auto& model : models["models"]) named.insert(model["path"].get<std::string>());
+  for (const auto& entry : fs::directory_iterator(fleet.coordinator_dir() + "/artifacts")) {
+    const std::string path = entry.path().string();
+    if (entry.path().extension() == ".fcpkg" && !named.count(path)) unnamed.insert(path);
+  }
+  return {named, unnamed};
+}
+
+TEST_CASE(
+    "Abort during quantizing: answered at once (the job is not waited for on the event loop), and the packages the "
+    "aborted job wrote are removed when it ends" *
+    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.coordinator_fault_injection = "stall-quantizing";  // the job waits 5 s before it starts
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  fleet.admin({{"command", "round.start"}, {"settings", round_settings(model)}});
+  REQUIRE(eventually(
+      [&] {
+        return fleet.admin({{"command", "round.status"}})["stage"] == "quantizing";
+      },
+      std::chrono::seconds(60)));
+  const auto asked = std::chrono::steady_clock::now();
+  const nlohmann::json aborted = fleet.admin({{"command", "round.abort"}});
+  const auto answered_in = std::chrono::steady_clock::now() - asked;
+  CHECK(aborted["stage"] == "failed");
+  CHECK(answered_in < std::chrono::seconds(2));  // was: the whole job (5 s here; minutes for a large model)
+  // The daemon keeps answering while the job runs on; when it ends, its packages go (no model names them).
+  CHECK(fleet.admin({{"command", "status"}})["online_agents"] == 3);
+  const bool cleaned = eventually(
+      [&] {
+        const std::string log = read_text_file(fleet.path("coordinator.log"));
+        return log.find("removed ") != std::string::npos &&
+               log.find("its round was aborted while it was being made") != std::string::npos;
+      },
+      std::chrono::seconds(60));
+  CHECK(cleaned);
+  const auto files = artifact_files(fleet);
+  CHECK_MESSAGE(files.second.empty(),
+                fmt::format("unnamed: {}; named: {}", fmt::join(files.second, ", "), fmt::join(files.first, ", ")));
+  // The next round runs as usual.
+  fleet.set_coordinator_fault_injection("");
+  fleet.kill_coordinator();
+  fleet.start_coordinator();
+  fleet.wait_online(3);
+  const nlohmann::json next = fleet.run_round(round_settings(model));
+  CHECK_MESSAGE(next["stage"] == "done", next.dump(2));
 }
 
 }  // namespace
