@@ -235,11 +235,24 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
     round->begin_quantizing(read_stats(*aggregate));
   } else if (record.stage == RoundStage::kEvaluating && record.result_model_id) {
     host.log(fmt::format("round {}: resuming evaluation after a restart", record.id));
-    round->results_.push_back(*host.store().model(*record.result_model_id));
-    round->result_labels_.push_back("fleet");
-    if (record.baseline_model_id) {
-      round->results_.push_back(*host.store().model(*record.baseline_model_id));
-      round->result_labels_.push_back("public");
+    // The results as the report saved them when evaluation began (labels included); a round
+    // recorded before reports held them has its fleet and public packages.
+    const nlohmann::json report = nlohmann::json::parse(record.report_json, nullptr, false);
+    const nlohmann::json saved = report.is_object() ? report.value("models", nlohmann::json::array()) : nlohmann::json::array();
+    for (const auto& entry : saved) {
+      if (!entry.is_object() || !entry.value("model", nlohmann::json()).is_number_integer()) continue;
+      const auto result = host.store().model(entry["model"].get<int64_t>());
+      if (!result) fail("round {}: its result model {} is missing", record.id, entry["model"].get<int64_t>());
+      round->results_.push_back(*result);
+      round->result_labels_.push_back(entry.value("label", std::string("fleet")));
+    }
+    if (round->results_.empty()) {
+      round->results_.push_back(*host.store().model(*record.result_model_id));
+      round->result_labels_.push_back("fleet");
+      if (record.baseline_model_id) {
+        round->results_.push_back(*host.store().model(*record.baseline_model_id));
+        round->result_labels_.push_back("public");
+      }
     }
     round->enter(RoundStage::kEvaluating, host.config().report_timeout_ms);
     for (const uint32_t index : round->evaluators_) round->send_result(round->participants_[index]);
@@ -701,6 +714,9 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   for (const auto& [label, built] : result.groups) record_result(built, "int8", "group:" + label);
   if (result.static_class) record_result(*result.static_class, "int8", kStaticClassLabel);
   host_.store().set_round_models(id_, fleet, baseline);
+  // Every result with its label (the report's "models"), so a restart in evaluating recovers the
+  // group and device-class packages too, not only the fleet's and the public one.
+  host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   enter(RoundStage::kEvaluating, host_.config().report_timeout_ms);
   for (const uint32_t index : evaluators_) send_result(participants_[index]);
 }

@@ -370,6 +370,38 @@ TEST_CASE("Crash: the coordinator SIGKILLed entering evaluating resumes the eval
   CHECK(report["checks"]["fleet"]["agents"] == 3);
 }
 
+TEST_CASE(
+    "Crash: the coordinator SIGKILLed entering evaluating recovers every result with its label: a group's agent checks "
+    "its variant after the restart" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.coordinator_fault_injection = "kill-entering:evaluating";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agent(0);
+  fleet.start_agent(1);
+  fleet.start_agent(2, "labels = [\"lowram\"]");
+  fleet.wait_online(3);
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["group_variants"] = {{"lowram", {{"per_channel", false}, {"keep_fp32", {"classifier"}}}}};
+  const auto started = fleet.admin({{"command", "round.start"}, {"settings", settings}});
+  REQUIRE(fleet.coordinator().wait_exit(std::chrono::seconds(60)) == 128 + SIGKILL);
+  fleet.set_coordinator_fault_injection("");
+  fleet.start_coordinator();
+  // Was: done with the variant never evaluated (only the fleet and public packages were recovered),
+  // the labelled agent checking the fleet package instead.
+  const nlohmann::json report = fleet.wait_round(started["round"].get<int64_t>(), std::chrono::seconds(60));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  std::set<std::string> labels;
+  for (const auto& entry : report["models"]) labels.insert(entry["label"].get<std::string>());
+  CHECK(labels == std::set<std::string>{"fleet", "group:lowram"});
+  CHECK(report["reports"] == 3);
+  CHECK(report["checks"]["fleet"]["agents"] == 2);
+  CHECK(report["checks"]["group:lowram"]["agents"] == 1);
+}
+
 TEST_CASE("Daemon conventions: READY=1, WATCHDOG=1 and STOPPING=1 on systemd's notify socket, log lines with time and "
           "level or journald priorities" *
           doctest::timeout(60)) {
