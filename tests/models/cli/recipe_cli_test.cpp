@@ -15,7 +15,7 @@ std::string fedcal_model() { return testing::built_binary("fedcal-model"); }
 
 TEST_CASE(
     "fedcal-model quantize --stats S with no other option: the engine's recommended recipe, printed, at least as faithful "
-    "as the dynamic baseline; --recipe plain and static runtimes one option away" *
+    "as the dynamic baseline, with --recipe plain and static runtimes one option away" *
     doctest::timeout(300)) {
   testing::ScratchDir dir;
   const std::string with_model = " -m " + testing::kProjectModel + " --tokenizer " + testing::kProjectTokenizer + " -t 1";
