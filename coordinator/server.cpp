@@ -574,7 +574,9 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       const auto model = store_.model_by_sha(sha);
       // Only what this agent was assigned (by the round or the rollout); anything else, whether it
       // exists or not, is answered alike.
-      const bool assigned = (round_ && round_->assigned(agent->id, sha)) || (rollout_ && rollout_->assigned(agent->id, sha));
+      // Or the package the registry says is active on it: a damaged copy is fetched again (repair).
+      const bool assigned = (round_ && round_->assigned(agent->id, sha)) || (rollout_ && rollout_->assigned(agent->id, sha)) ||
+                            (!sha.empty() && store_.active_model(agent->id) == sha);
       if (!model) {
         reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", sha));
         return;
@@ -615,6 +617,9 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       if (!error_reports_by_key_.allow(peer, monotonic_ms())) return;
       const std::string text = read_text(body.getError().getMessage(), 1000);
       log_problem(LogLevel::kWarning, fmt::format("{} reports an error: {}", peer, text));
+      // A package that failed its hash check on the device: the agent's problem until its next hello.
+      if (body.getError().getCode() == wire::ErrorReply::Code::DAMAGED)
+        store_.set_agent_problem(agent->id, session.last_seen_ms, "damaged package: " + text);
       audit_quietly(peer, "agent error", text, /*volume=*/true);
       return;
     }

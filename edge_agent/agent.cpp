@@ -71,6 +71,7 @@ Agent::Agent(AgentConfig config)
     log(fmt::format("{} unclean exits since the active model was activated", slots_.crashes_since_activation()));
   }
   active_path_ = slots_.active().empty() ? "" : slots_.path(slots_.active());
+  check_active_package();
   raise_file_limit();  // local connections beyond the serving socket's limit are cut, not fatal
   local_server_ = std::make_unique<LocalServer>(config_.serve_access_path(), config_.serve_port, coordinator_signing_key_,
                                                 config_.threads, [this] {
@@ -199,6 +200,12 @@ int Agent::run(const std::atomic<bool>& stop) {
       send(message);
       heartbeat_.done(now);
     }
+    if (welcomed_ && !damage_to_report_.empty()) {
+      std::vector<std::string> found;
+      found.swap(damage_to_report_);
+      for (const std::string& what : found) report_damaged(what);
+    }
+    advance_repair();
     try {
       advance_activation();
     } catch (const std::exception& error) {
@@ -311,13 +318,27 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
   std::vector<Download*> downloads;
   if (activation_ && activation_->download) downloads.push_back(activation_->download.get());
   if (activation_ && activation_->reference) downloads.push_back(activation_->reference.get());
+  if (repair_) downloads.push_back(repair_.get());
   if (round_) {
     downloads.push_back(round_->model.get());
     for (auto& [label, download] : round_->results) downloads.push_back(download.get());
   }
   for (Download* download : downloads) {
     if (download->sha256() != sha || download->complete()) continue;
-    if (activation_ && (download == activation_->download.get() || download == activation_->reference.get())) {
+    if (download == repair_.get()) {
+      // Its size was taken from the damaged copy (a torn write shortens it): the coordinator's counts.
+      if (chunk.getTotalBytes() != repair_->total()) {
+        repair_ = std::make_unique<Download>(sha, chunk.getTotalBytes(), config_.downloads_dir(), config_.models_dir());
+        if (chunk.getOffset() != 0) return;  // the next request starts at 0
+      }
+      try {
+        repair_->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+      } catch (const Error& error) {
+        report_damaged(fmt::format("the active package {} could not be repaired: {}", sha.substr(0, 16), error.what()));
+        repair_.reset();
+      }
+      return;
+    } else if (activation_ && (download == activation_->download.get() || download == activation_->reference.get())) {
       try {
         download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
       } catch (const Error& error) {
@@ -344,6 +365,51 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
     if (download->complete()) log(fmt::format("downloaded and verified {} ({} bytes)", sha.substr(0, 16), download->total()));
     return;
   }
+}
+
+std::unique_ptr<Download> Agent::open_download(const std::string& sha256, uint64_t bytes) {
+  auto download = std::make_unique<Download>(sha256, bytes, config_.downloads_dir(), config_.models_dir());
+  if (!download->damaged().empty()) report_damaged(download->damaged());
+  return download;
+}
+
+void Agent::report_damaged(const std::string& what) {
+  write_log(LogLevel::kWarning, "agent " + config_.name, what);
+  if (!welcomed_) {
+    damage_to_report_.push_back(what);  // said once the coordinator answers
+    return;
+  }
+  OutgoingMessage message;
+  auto reply = message.body().initError();
+  reply.setCode(wire::ErrorReply::Code::DAMAGED);
+  reply.setMessage(what.substr(0, 1000));
+  send(message);
+}
+
+void Agent::check_active_package() {
+  const std::string active = slots_.active();
+  if (active.empty()) return;
+  std::error_code error;
+  const auto bytes = std::filesystem::file_size(slots_.path(active), error);
+  if (error) {
+    report_damaged(
+        fmt::format("the active package {} is missing from this device ({}); serving is unavailable until a "
+                    "rollout brings a model",
+                    active.substr(0, 16), slots_.path(active)));
+    return;
+  }
+  auto check = open_download(active, bytes);
+  if (!check->complete()) repair_ = std::move(check);  // damaged: fetched again from the coordinator
+}
+
+void Agent::advance_repair() {
+  if (!repair_ || !welcomed_) return;
+  if (repair_->complete()) {
+    log(fmt::format("repaired the active package {}: downloaded again and verified", repair_->sha256().substr(0, 16)));
+    repair_.reset();
+    return;
+  }
+  request_chunk(*repair_, repair_retry_);
 }
 
 void Agent::request_chunk(Download& download, Interval& retry) {

@@ -99,6 +99,13 @@ class Agent {
   void request_chunk(Download& download, Interval& retry);
   void advance();  // starts work whose inputs are ready, sends what finished
   void log(const std::string& line) const;
+  // A download of `sha256`; a damaged copy found in its place is reported to the coordinator (an
+  // error with code `damaged`: the agent's problem in `agents list --failing`) and fetched again.
+  std::unique_ptr<Download> open_download(const std::string& sha256, uint64_t bytes);
+  void report_damaged(const std::string& what);
+  // The active package, checked by its hash at start: a damaged one is downloaded again (repair_).
+  void check_active_package();
+  void advance_repair();
 
   AgentConfig config_;
   Enrollment enrollment_;
@@ -134,6 +141,9 @@ class Agent {
   std::unique_ptr<RoundWork> round_;
   std::vector<std::unique_ptr<RoundWork>> retired_;
   Interval chunk_retry_{kChunkRetryMs};  // the round's downloads
+  std::unique_ptr<Download> repair_;     // the active package again, when its copy here was damaged
+  Interval repair_retry_{kChunkRetryMs};
+  std::vector<std::string> damage_to_report_;  // found before the coordinator welcomed us
   bool busy_ = false;
 };
 

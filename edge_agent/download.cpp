@@ -25,10 +25,18 @@ Download::Download(std::string sha256, uint64_t total_bytes, const std::string& 
   fs::create_directories(models_dir);
   part_path_ = downloads_dir + "/" + sha256_ + ".part";
   final_path_ = models_dir + "/" + sha256_ + ".fcpkg";
+  // A package already here is verified again, by its hash: a file of the right size is not enough
+  // (one flipped bit made an agent decline every later round).
   if (fs::exists(final_path_) && fs::file_size(final_path_) == total_) {
-    have_ = total_;
-    verified_ = true;
-    return;
+    const std::string actual = sha256_file_hex(final_path_);
+    if (actual == sha256_) {
+      have_ = total_;
+      verified_ = true;
+      return;
+    }
+    damaged_ = fmt::format("the package {} on this device hashes to {}: damaged, removed, downloading it again",
+                           sha256_.substr(0, 16), actual.substr(0, 16));
+    fs::remove(final_path_);
   }
   if (fs::exists(part_path_)) {
     have_ = fs::file_size(part_path_);

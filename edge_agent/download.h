@@ -28,6 +28,9 @@ class Download {
   Download(std::string sha256, uint64_t total_bytes, const std::string& downloads_dir, const std::string& models_dir);
 
   bool complete() const { return have_ == total_ && verified_; }
+  // A file was already at its place but did not hash to its name (a flipped bit, a torn write): it
+  // was removed and the download starts over. The caller tells the coordinator.
+  const std::string& damaged() const { return damaged_; }
   const std::string& path() const { return final_path_; }
   const std::string& sha256() const { return sha256_; }
   uint64_t have() const { return have_; }
@@ -46,6 +49,7 @@ class Download {
   std::string final_path_;
   uint64_t have_ = 0;
   bool verified_ = false;
+  std::string damaged_;  // what was wrong with the file found in place ("" : nothing)
 };
 
 }  // namespace fedcal::edge_agent

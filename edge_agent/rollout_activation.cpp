@@ -27,12 +27,11 @@ void Agent::on_activate(wire::ModelActivate::Reader activate) {
   if (activation_ && activation_->check.valid()) activation_->check.wait();
   activation_ = std::make_unique<Activation>();
   activation_->rollout = activate.getRolloutId();
-  activation_->download = std::make_unique<Download>(sha, activate.getBytes(), config_.downloads_dir(), config_.models_dir());
+  activation_->download = open_download(sha, activate.getBytes());
   const std::string reference = read_text(activate.getReferenceSha256(), 128);
   try {
     if (!reference.empty() && reference != sha) {
-      activation_->reference =
-          std::make_unique<Download>(reference, activate.getReferenceBytes(), config_.downloads_dir(), config_.models_dir());
+      activation_->reference = open_download(reference, activate.getReferenceBytes());
       make_room_for(*activation_->reference);
     }
     make_room_for(*activation_->download);

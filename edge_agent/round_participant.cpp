@@ -78,8 +78,7 @@ void Agent::on_announce(wire::RoundConfig::Reader config) {
   }
   auto work = std::make_unique<RoundWork>();
   work->params = params;
-  work->model =
-      std::make_unique<Download>(params.model_sha256, params.model_bytes, config_.downloads_dir(), config_.models_dir());
+  work->model = open_download(params.model_sha256, params.model_bytes);
   round_ = std::move(work);
   busy_ = true;
   try {
@@ -277,9 +276,7 @@ void Agent::on_result(wire::RoundResult::Reader result) {
   if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
   round_->results.clear();
   for (const auto model : result.getModels()) {
-    round_->results.emplace_back(
-        model.getLabel().cStr(),
-        std::make_unique<Download>(model.getSha256().cStr(), model.getBytes(), config_.downloads_dir(), config_.models_dir()));
+    round_->results.emplace_back(model.getLabel().cStr(), open_download(model.getSha256().cStr(), model.getBytes()));
   }
   for (const auto& [label, download] : round_->results) {
     try {

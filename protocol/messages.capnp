@@ -60,6 +60,7 @@ struct ErrorReply {
     replayed @5;        # a sequence number seen before
     internal @6;
     notFound @7;        # e.g. a model chunk of an unknown artifact
+    damaged @8;         # from an agent: a package on the device failed its hash check (it fetches it again)
   }
 }
 

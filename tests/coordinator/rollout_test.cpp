@@ -545,5 +545,66 @@ TEST_CASE("Crash: the coordinator SIGKILLed as a wave starts its soak resumes th
   CHECK(status["counts"]["healthy"] == 4);  // every agent reported and was judged; none left "sent"
 }
 
+// Flips one bit in the middle of `path`.
+void flip_bit(const std::string& path) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
+  file.seekg(middle);
+  char byte = 0;
+  file.read(&byte, 1);
+  byte = static_cast<char>(byte ^ 0x10);
+  file.seekp(middle);
+  file.write(&byte, 1);
+}
+
+TEST_CASE(
+    "A damaged package on an agent is found by its hash, reported (agents list --failing) and downloaded again: the "
+    "active one at start, a cached round model when a round needs it" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const std::string sha = model_sha(fleet, model);
+  REQUIRE(start_rollout(fleet, model, {100})["stage"] == "done");  // the model is active on every agent
+
+  // The active package, one bit flipped while the agent was stopped.
+  fleet.agent(0).signal(SIGKILL);
+  fleet.agent(0).wait_exit(std::chrono::seconds(5));
+  const std::string active = fleet.path("agent-0/state/models/" + sha + ".fcpkg");
+  flip_bit(active);
+  REQUIRE(sha256_file_hex(active) != sha);
+  fleet.start_agent(0);
+  const int64_t damaged_agent = fleet.agent_id(0);
+  // Was: the agent served nothing (SHA-256 mismatch) while the coordinator showed it healthy.
+  REQUIRE(eventually(
+      [&] {
+        const nlohmann::json list = fleet.admin({{"command", "agents.list"}});
+        for (const auto& agent : list["agents"]) {
+          if (agent["id"] == damaged_agent)
+            return agent.value("problem", std::string()).find("damaged package") != std::string::npos;
+        }
+        return false;
+      },
+      std::chrono::seconds(30)));
+  REQUIRE(eventually(
+      [&] { return read_text_file(fleet.path("agent-0/agent.log")).find("repaired the active package") != std::string::npos; },
+      std::chrono::seconds(60)));
+  CHECK(sha256_file_hex(active) == sha);
+
+  // A cached round model (the same file on agent 1, also its active package), flipped while it runs:
+  // the next round's download finds it by its hash and fetches it again. Was: a file of the right size
+  // counted as verified, the agent failed to load it and declined every later round.
+  const std::string cached = fleet.path("agent-1/state/models/" + sha + ".fcpkg");
+  flip_bit(cached);
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  CHECK_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  CHECK(sha256_file_hex(cached) == sha);
+  CHECK(read_text_file(fleet.path("agent-1/agent.log")).find("damaged, removed, downloading it again") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace fedcal::testing
