@@ -1,5 +1,7 @@
 #include "common/error.h"
 
+#include <filesystem>
+
 namespace fedcal {
 
 const char* error_kind_name(ErrorKind kind) {
@@ -19,8 +21,11 @@ const char* error_kind_name(ErrorKind kind) {
 }
 
 ErrorKind kind_of(const std::exception& error) {
-  const auto* ours = dynamic_cast<const Error*>(&error);
-  return ours != nullptr ? ours->kind() : ErrorKind::kInternal;
+  if (const auto* ours = dynamic_cast<const Error*>(&error)) return ours->kind();
+  // The file system refused (read-only, full, permissions, a path that is not a folder): the disk or
+  // the system failed, not fedcal.
+  if (dynamic_cast<const std::filesystem::filesystem_error*>(&error) != nullptr) return ErrorKind::kIo;
+  return ErrorKind::kInternal;
 }
 
 int process_exit_code(ErrorKind kind) {

@@ -25,6 +25,10 @@ StoredArtifact ArtifactStore::add_file(const std::string& extension,
     fs::rename(temporary, artifact.path);
     artifact.bytes = static_cast<int64_t>(fs::file_size(artifact.path));
     return artifact;
+  } catch (const fs::filesystem_error& error) {
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    fail_as(ErrorKind::kIo, "artifact store {}: {}", dir_, error.what());  // e.g. a read-only folder
   } catch (...) {
     std::error_code ignored;
     fs::remove(temporary, ignored);

@@ -801,8 +801,13 @@ void Round::tick() {
     if (job_.valid() && job_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       try {
         begin_evaluating(job_.get());
-      } catch (const Error& error) {
-        std::string reason = std::string("quantization failed: ") + error.what();
+      } catch (const std::exception& error) {
+        // Named by kind where it is not a plain input problem (a read-only artifact store: I/O).
+        const ErrorKind kind = kind_of(error);
+        std::string reason =
+            std::string("quantization failed: ") +
+            (kind == ErrorKind::kIo || kind == ErrorKind::kInternal ? std::string(error_kind_name(kind)) + ": " : "") +
+            error.what();
         if (dp_noise_stddev_ > 0) {
           reason += fmt::format(
               "; with differential privacy ({}, {}) every count carries noise of stddev {:.0f} and counts below {:.0f} are "
