@@ -48,6 +48,24 @@ std::vector<std::string> ArtifactStore::remove_incoming() const {
   return removed;
 }
 
+std::vector<std::string> ArtifactStore::remove_unnamed(const std::set<std::string>& named) const {
+  // By file name: content-addressed names are unique, and a state folder that moved (rows naming
+  // another folder) must not lose its artifacts.
+  std::set<std::string> names;
+  for (const std::string& path : named) names.insert(fs::path(path).filename().string());
+  std::vector<std::string> removed;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir_, error)) {
+    const std::string name = entry.path().filename().string();
+    const bool content_addressed = name.size() > 65 && name[64] == '.' && name.find_first_not_of("0123456789abcdef") == 64;
+    std::error_code ignored;
+    if (!content_addressed || !entry.is_regular_file(ignored)) continue;
+    if (names.count(name)) continue;
+    if (fs::remove(entry.path(), ignored)) removed.push_back(dir_ + "/" + name);
+  }
+  return removed;
+}
+
 std::string ArtifactStore::add_round_stats(const CalibrationStats& stats, int64_t round_id) const {
   const std::string path = fmt::format("{}/round-{}.stats", dir_, round_id);
   write_stats(stats, path);

@@ -117,8 +117,11 @@ Server::Server(CoordinatorConfig config)
     if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
   }
   // Before a recovered round's job writes again: what a kill left half-written goes.
-  for (const std::string& removed : ArtifactStore(config_.artifacts_dir()).remove_incoming())
+  const ArtifactStore artifacts(config_.artifacts_dir());
+  for (const std::string& removed : artifacts.remove_incoming())
     log("removed " + removed + ", an artifact write that never finished");
+  for (const std::string& removed : artifacts.remove_unnamed(store_.artifact_paths()))
+    log("removed " + removed + ": no model, export or round names it (a stop between writing and recording it)");
   const std::vector<RoundRecord> rounds = store_.rounds();
   for (const RoundRecord& record : rounds) {
     if (is_final(record.stage)) continue;

@@ -663,6 +663,16 @@ std::optional<std::string> Store::aggregate_path(int64_t round_id) {
   });
 }
 
+std::set<std::string> Store::artifact_paths() {
+  return sqlite_call("artifact paths", [&] {
+    std::set<std::string> paths;
+    SQLite::Statement query(db_,
+                            "SELECT path FROM models UNION SELECT path FROM exports UNION SELECT stats_path FROM aggregates");
+    while (query.executeStep()) paths.insert(query.getColumn(0).getString());
+    return paths;
+  });
+}
+
 void Store::set_active_model(int64_t agent_id, const std::string& sha256) {
   return sqlite_call("set active model", [&]() -> void {
     SQLite::Statement update(db_, "UPDATE agents SET active_model_sha = ? WHERE id = ?");

@@ -140,6 +140,8 @@ class Store {
   void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
                       int64_t sequences, int64_t tokens);
   std::optional<std::string> aggregate_path(int64_t round_id);
+  // Every file of the artifact store a row names: models, exports, round aggregates.
+  std::set<std::string> artifact_paths();
 
   // The last problem an agent reported (no private text, disk full, ...); "" clears it.
   void set_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem);

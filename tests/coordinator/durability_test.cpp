@@ -520,5 +520,32 @@ TEST_CASE(
   CHECK_MESSAGE(next["stage"] == "done", next.dump(2));
 }
 
+TEST_CASE(
+    "At start the coordinator removes artifacts no row names (a stop between writing and recording one), and nothing "
+    "else" *
+    doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 0;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.import_model();
+  fleet.kill_coordinator();
+  // What an import stopped by SIGTERM after its write and before its row leaves: a package at its
+  // content address that no model names. Beside it, files that are not the store's to judge.
+  const std::string artifacts = fleet.coordinator_dir() + "/artifacts";
+  const std::string orphan = artifacts + "/" + std::string(64, 'a') + ".fcpkg";
+  const std::string orphan_export = artifacts + "/" + std::string(64, 'b') + ".gguf";
+  const std::string operators_note = artifacts + "/README.txt";
+  for (const std::string& path : {orphan, orphan_export, operators_note}) write_text(path, "x");
+  fleet.start_coordinator();
+  CHECK_FALSE(fs::exists(orphan));
+  CHECK_FALSE(fs::exists(orphan_export));
+  CHECK(fs::exists(operators_note));
+  const auto [named, unnamed] = artifact_files(fleet);
+  CHECK(named.size() == 1);
+  for (const std::string& path : named) CHECK(fs::exists(path));  // the imported model's package stays
+  CHECK(read_text_file(fleet.path("coordinator.log")).find("no model, export or round names it") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace fedcal::testing
