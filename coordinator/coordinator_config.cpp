@@ -62,6 +62,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "audit_max_entries",
                                               "backup_interval_hours",
                                               "backup_keep",
+                                              "round_stats_keep",
                                               "metrics_listen"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
@@ -89,10 +90,13 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "audit_max_entries", config.audit_max_entries, path);
   read_key(table, "backup_interval_hours", config.backup_interval_hours, path);
   read_key(table, "backup_keep", config.backup_keep, path);
+  read_key(table, "round_stats_keep", config.round_stats_keep, path);
   read_key(table, "metrics_listen", config.metrics_listen, path);
   if (config.backup_interval_hours < 0 || config.backup_interval_hours > 24 * 365)
     fail("{}: backup_interval_hours = {}: 0 (never) to 8760", path, config.backup_interval_hours);
   if (config.backup_keep < 1 || config.backup_keep > 1000) fail("{}: backup_keep = {}: 1 to 1000", path, config.backup_keep);
+  if (config.round_stats_keep < 0 || config.round_stats_keep > 1000000)
+    fail("{}: round_stats_keep = {}: 0 (keep all) to 1000000", path, config.round_stats_keep);
   static const std::set<std::string> faults = {
       "throw-on-agent-error", "kill-entering:evaluating", "kill-entering:quantizing", "kill-entering:done",
       "kill-soaking",         "stall-quantizing"};

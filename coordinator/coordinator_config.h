@@ -31,6 +31,7 @@ struct CoordinatorConfig {
   int audit_max_entries = 200000;          // older audit entries are deleted beyond this
   int backup_interval_hours = 24;          // a consistent copy of the database in STATE/backups this often (0: never)
   int backup_keep = 7;                     // scheduled backups kept (older ones are deleted)
+  int round_stats_keep = 50;               // rounds whose aggregate statistics stay (older ones are deleted); 0: all
   std::string capture_file;                // optional: record every aggregation message received (audits, tests)
   std::string metrics_listen;              // optional: HOST:PORT of the Prometheus endpoint (GET /metrics)
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a

@@ -32,6 +32,11 @@ RuntimeExportSummary export_stored_model(const ModelExportSource& source, const 
   input.name = fmt::format("fedcal model {}", source.model.id);
   std::optional<CalibrationStats> stats;
   if (format == "imatrix" || format == "imatrix-gguf") {
+    if (!source.round_stats && source.model.round_id)
+      fail(
+          "model {}: the statistics of round {} were removed (round_stats_keep keeps the newest rounds' only); an importance "
+          "matrix needs them",
+          source.model.id, *source.model.round_id);
     if (!source.round_stats) fail("model {} was not made by a round: an importance matrix needs a round's statistics", source.model.id);
     stats = read_stats(*source.round_stats);
     if (!stats->has_importance())

@@ -43,6 +43,22 @@ void remove_abandoned_job_files(std::future<QuantizationJobResult>& job, const s
   }
 }
 
+namespace {
+
+// Deletes the aggregate statistics of all but the newest round_stats_keep rounds.
+void prune_round_stats(RoundHost& host) {
+  const int keep = host.config().round_stats_keep;
+  if (keep <= 0) return;
+  for (const auto& [round, path] : host.store().aggregates_beyond(keep)) {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+    host.store().forget_aggregate(round);
+    host.log(fmt::format("removed the statistics of round {} ({}): round_stats_keep = {}", round, path, keep));
+  }
+}
+
+}  // namespace
+
 void RoundHost::abandon(std::future<QuantizationJobResult> job) {
   job.wait();
   remove_abandoned_job_files(job, [this](const std::string& line) { log(line); });
@@ -840,6 +856,7 @@ void Round::finish() {
   host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   enter(RoundStage::kDone, 0);
   host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  prune_round_stats(host_);
   host_.store().audit("coordinator", "round done", fmt::format("round {}", id_));
 }
 

@@ -663,6 +663,25 @@ std::optional<std::string> Store::aggregate_path(int64_t round_id) {
   });
 }
 
+std::vector<std::pair<int64_t, std::string>> Store::aggregates_beyond(int keep) {
+  return sqlite_call("old aggregates", [&] {
+    std::vector<std::pair<int64_t, std::string>> out;
+    SQLite::Statement query(db_, "SELECT round_id, stats_path FROM aggregates ORDER BY round_id DESC LIMIT -1 OFFSET ?");
+    query.bind(1, keep);
+    while (query.executeStep()) out.emplace_back(query.getColumn(0).getInt64(), query.getColumn(1).getString());
+    std::reverse(out.begin(), out.end());
+    return out;
+  });
+}
+
+void Store::forget_aggregate(int64_t round_id) {
+  sqlite_call("forget aggregate", [&] {
+    SQLite::Statement statement(db_, "DELETE FROM aggregates WHERE round_id = ?");
+    statement.bind(1, round_id);
+    statement.exec();
+  });
+}
+
 std::set<std::string> Store::artifact_paths() {
   return sqlite_call("artifact paths", [&] {
     std::set<std::string> paths;

@@ -140,6 +140,10 @@ class Store {
   void save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
                       int64_t sequences, int64_t tokens);
   std::optional<std::string> aggregate_path(int64_t round_id);
+  // The rounds whose aggregate rows go beyond the newest `keep` of them (oldest first), with their
+  // statistics files; forget_aggregate drops the row (the file is the caller's to delete).
+  std::vector<std::pair<int64_t, std::string>> aggregates_beyond(int keep);
+  void forget_aggregate(int64_t round_id);
   // Every file of the artifact store a row names: models, exports, round aggregates.
   std::set<std::string> artifact_paths();
 

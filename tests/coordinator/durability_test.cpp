@@ -547,5 +547,38 @@ TEST_CASE(
   CHECK(read_text_file(fleet.path("coordinator.log")).find("no model, export or round names it") != std::string::npos);
 }
 
+TEST_CASE(
+    "round_stats_keep: a round that ends deletes the statistics of older rounds beyond it, and an export that needs "
+    "them says so" *
+    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.coordinator_extra = "round_stats_keep = 1";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const nlohmann::json first = fleet.run_round(round_settings(model));
+  REQUIRE(first["stage"] == "done");
+  const std::string first_stats =
+      fleet.coordinator_dir() + "/artifacts/round-" + std::to_string(first["round"].get<int64_t>()) + ".stats";
+  CHECK(fs::exists(first_stats));
+  const nlohmann::json second = fleet.run_round(round_settings(model));
+  REQUIRE(second["stage"] == "done");
+  // Was: every round's statistics kept forever.
+  CHECK_FALSE(fs::exists(first_stats));
+  CHECK(fs::exists(fleet.coordinator_dir() + "/artifacts/round-" + std::to_string(second["round"].get<int64_t>()) + ".stats"));
+  int64_t first_package = 0;
+  for (const auto& entry : first["models"]) {
+    if (entry["label"] == "fleet") first_package = entry["model"].get<int64_t>();
+  }
+  const std::string removed = "the statistics of round " + std::to_string(first["round"].get<int64_t>()) + " were removed";
+  CHECK_THROWS_WITH(fleet.admin({{"command", "models.export"},
+                                 {"id", first_package},
+                                 {"format", "imatrix"},
+                                 {"output", fleet.path("old.imatrix.dat")}}),
+                    doctest::Contains(removed.c_str()));
+}
+
 }  // namespace
 }  // namespace fedcal::testing
