@@ -110,7 +110,7 @@ TEST_CASE("Speed figures: a spread above +-25% is shown as noisy, not as a numbe
   StatusPageInput input = fleet();
   nlohmann::json swinging = report(0.004, 800);
   swinging["tokens_per_second_spread"] = 4.18;
-  input.rollout["agents"] = {target(1, 0, "healthy", swinging)};
+  input.rollout["agents"] = nlohmann::json::array({target(1, 0, "healthy", swinging)});
   const std::string page = render_status_page(input);
   CHECK(page.find("agent 1: healthy, KL 0.00400, top-1 97.0%, noisy (+-209%) vs 800 (+-0%) tok/s") != std::string::npos);
   CHECK(page.find("900 (+-209%)") == std::string::npos);
