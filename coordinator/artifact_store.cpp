@@ -48,7 +48,7 @@ std::vector<std::string> ArtifactStore::remove_incoming() const {
   return removed;
 }
 
-std::vector<std::string> ArtifactStore::remove_unnamed(const std::set<std::string>& named) const {
+std::vector<std::string> ArtifactStore::set_aside_unnamed(const std::set<std::string>& named) const {
   // By file name: content-addressed names are unique, and a state folder that moved (rows naming
   // another folder) must not lose its artifacts.
   std::set<std::string> names;
@@ -61,7 +61,10 @@ std::vector<std::string> ArtifactStore::remove_unnamed(const std::set<std::strin
     std::error_code ignored;
     if (!content_addressed || !entry.is_regular_file(ignored)) continue;
     if (names.count(name)) continue;
-    if (fs::remove(entry.path(), ignored)) removed.push_back(dir_ + "/" + name);
+    const std::string aside = dir_ + "/orphaned/" + name;
+    fs::create_directories(dir_ + "/orphaned", ignored);
+    fs::rename(entry.path(), aside, ignored);
+    if (!ignored) removed.push_back(aside);
   }
   return removed;
 }

@@ -37,11 +37,12 @@ class ArtifactStore {
   // Removes what writes that never finished left (a kill during add_file): the files named
   // .incoming-*. Call at start, before any write; returns their paths.
   std::vector<std::string> remove_incoming() const;
-  // Removes the content-addressed files (<64 hex digits>.<extension>) whose name no path in `named`
-  // ends in (compared by file name, so a moved state folder keeps its artifacts): what a
-  // daemon stopped between writing an artifact and recording it left (an import cut short by
-  // SIGTERM). Call at start, before any write; returns their paths. Other files are left alone.
-  std::vector<std::string> remove_unnamed(const std::set<std::string>& named) const;
+  // Moves the content-addressed files (<64 hex digits>.<extension>) whose name no path in `named`
+  // ends in into DIR/orphaned/: what a daemon stopped between writing an artifact and recording it
+  // left (an import cut short by SIGTERM), or what a database restored from an older backup no longer
+  // names. Compared by file name (a moved state folder keeps its artifacts); nothing is deleted, other
+  // files stay. Call at start, before any write; returns the new paths.
+  std::vector<std::string> set_aside_unnamed(const std::set<std::string>& named) const;
   // Writes a round's aggregate statistics; returns the path.
   std::string add_round_stats(const CalibrationStats& stats, int64_t round_id) const;
 

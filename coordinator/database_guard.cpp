@@ -233,6 +233,8 @@ std::string restore_database(const CoordinatorConfig& config, const std::string&
     if (fs::exists(path + suffix, error)) fs::rename(path + suffix, path + ".replaced-" + stamp + suffix);
   }
   fs::rename(incoming, path);
+  // The next start ends what the backup says was running (server.cpp) instead of resuming it.
+  write_file_atomically(path + ".restored", backup, 0600);
   return replaced;
 }
 

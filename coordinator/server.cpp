@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/file_util.h"
 #include "common/log_line.h"
 #include "common/systemd_notify.h"
 #include "common/text.h"
@@ -120,18 +121,50 @@ Server::Server(CoordinatorConfig config)
   const ArtifactStore artifacts(config_.artifacts_dir());
   for (const std::string& removed : artifacts.remove_incoming())
     log("removed " + removed + ", an artifact write that never finished");
-  for (const std::string& removed : artifacts.remove_unnamed(store_.artifact_paths()))
-    log("removed " + removed + ": no model, export or round names it (a stop between writing and recording it)");
+  for (const std::string& moved : artifacts.set_aside_unnamed(store_.artifact_paths()))
+    log("moved an artifact no model, export or round names to " + moved +
+        " (a stop between writing and recording it, or a restored older database); delete it when not needed");
+  // A database restored from a backup (`db restore` leaves DATABASE.restored): what was running when
+  // the backup was taken is not resumed - the fleet has moved on since. The registry follows what
+  // agents report in their hellos; revocations and ids come back from the ledger (store.h).
+  const std::string restored_marker = config_.database_path() + ".restored";
+  std::string restored_from;
+  if (std::filesystem::exists(restored_marker)) restored_from = read_text_file(restored_marker);
+  for (const std::string& note : store_.ledger_notes()) log(note);
   const std::vector<RoundRecord> rounds = store_.rounds();
   for (const RoundRecord& record : rounds) {
     if (is_final(record.stage)) continue;
+    if (!restored_from.empty()) {
+      const std::string reason =
+          fmt::format("not resumed: the database was restored from {} (taken while this round ran)", restored_from);
+      store_.set_round_stage(record.id, RoundStage::kFailed, reason);
+      store_.audit("coordinator", "round failed", fmt::format("round {}: {}", record.id, reason));
+      continue;
+    }
     if (round_ && !round_->finished()) round_->fail_round("superseded by a later unfinished round");
     round_ = Round::recover(*this, record);
   }
-  // Stopped between a smoothing round and its follow-up: the follow-up starts now.
-  if (!rounds.empty() && rounds.back().stage == RoundStage::kDone) follow_up_of_ = rounds.back().id;
+  // Stopped between a smoothing round and its follow-up: the follow-up starts now (not after a restore).
+  if (restored_from.empty() && !rounds.empty() && rounds.back().stage == RoundStage::kDone) follow_up_of_ = rounds.back().id;
   for (const auto& record : store_.rollouts()) {
-    if (!is_final(record.stage)) rollout_ = Rollout::recover(*this, record);
+    if (is_final(record.stage)) continue;
+    if (!restored_from.empty()) {
+      const std::string reason = fmt::format(
+          "not resumed: the database was restored from {} (taken while this rollout ran); agents keep the model they run, "
+          "the registry follows their reports",
+          restored_from);
+      nlohmann::json state = nlohmann::json::parse(record.state_json, nullptr, false);
+      if (state.is_object()) state["stage"] = name(RolloutStage::kAborted), state["reason"] = reason;
+      store_.save_rollout(record.id, RolloutStage::kAborted, reason, state.is_object() ? state.dump() : record.state_json);
+      store_.audit("coordinator", "rollout aborted", fmt::format("rollout {}: {}", record.id, reason));
+      continue;
+    }
+    rollout_ = Rollout::recover(*this, record);
+  }
+  if (!restored_from.empty()) {
+    log("started on a database restored from " + restored_from + ": unfinished rounds and rollouts of the backup were ended");
+    std::error_code ignored;
+    std::filesystem::remove(restored_marker, ignored);
   }
   store_.set_audit_max_entries(config_.audit_max_entries);
   if (!store_.migration_backup().empty()) {

@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/file_util.h"
 #include "common/hex.h"
 #include "common/random.h"
 #include "common/sha256.h"
@@ -286,6 +287,25 @@ Store::Store(const std::string& path)
     for (const std::string& migration : migrations) db_.exec(migration);
     db_.exec("CREATE INDEX IF NOT EXISTS audit_by_volume ON audit (volume, id)");
     transaction.commit();
+    // The ledger: ids and revocations from after the backup this database may have been restored from.
+    ledger_path_ = path + ".ledger";
+    if (std::filesystem::exists(ledger_path_)) {
+      const nlohmann::json ledger = nlohmann::json::parse(read_text_file(ledger_path_), nullptr, false);
+      if (!ledger.is_object())
+        fail_as(ErrorKind::kCorruption, "{}: not a JSON object (the ledger of ids and revocations; its last good copy is gone)",
+                ledger_path_);
+      next_round_id_ = ledger.value("next_round_id", int64_t{1});
+      next_rollout_id_ = ledger.value("next_rollout_id", int64_t{1});
+      revoked_keys_ = ledger.value("revoked_keys", std::set<std::string>{});
+    }
+    for (const std::string& key : revoked_keys_) {
+      SQLite::Statement update(db_, "UPDATE agents SET revoked_at_ms = ? WHERE public_key = ? AND revoked_at_ms IS NULL");
+      update.bind(1, now_ms());
+      update.bind(2, key);
+      if (update.exec() == 1)
+        ledger_notes_.push_back(
+            fmt::format("agent key {}... was revoked after this database's backup was taken: revoked again", key.substr(0, 8)));
+    }
   } catch (const SQLite::Exception& e) {
     // Damage the quick check did not reach (e.g. in the schema's own pages) is still damage.
     if (error_kind(e) == ErrorKind::kCorruption)
@@ -313,6 +333,7 @@ std::optional<int64_t> Store::redeem_token(const std::string& token, const std::
     SQLite::Statement find(db_, "SELECT expires_at_ms, used_by FROM tokens WHERE token_sha256 = ?");
     find.bind(1, token_hash(token));
     if (!find.executeStep() || !find.getColumn(1).isNull() || find.getColumn(0).getInt64() < now_ms()) return std::nullopt;
+    if (revoked_keys_.count(public_key)) return std::nullopt;  // revoked, also when the database forgot it (a restore)
     int64_t id;
     if (auto existing = agent_by_key(public_key)) {
       if (existing->revoked_at_ms) return std::nullopt;
@@ -362,12 +383,18 @@ std::vector<AgentRecord> Store::agents() {
 }
 
 bool Store::revoke_agent(int64_t id) {
-  return sqlite_call("revoke agent", [&]() -> bool {
+  const bool revoked = sqlite_call("revoke agent", [&]() -> bool {
     SQLite::Statement update(db_, "UPDATE agents SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL");
     update.bind(1, now_ms());
     update.bind(2, id);
     return update.exec() == 1;
   });
+  // Kept in the ledger too: a restore of an older backup does not bring the key back.
+  if (const auto agent = revoked ? this->agent(id) : std::nullopt) {
+    revoked_keys_.insert(agent->public_key);
+    save_ledger();
+  }
+  return revoked;
 }
 
 void Store::agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json) {
@@ -508,17 +535,30 @@ std::vector<ExportRecord> Store::exports(int64_t model_id) {
   });
 }
 
+void Store::save_ledger() {
+  const nlohmann::json ledger = {
+      {"next_round_id", next_round_id_}, {"next_rollout_id", next_rollout_id_}, {"revoked_keys", revoked_keys_}};
+  with_context([&] { return "writing " + ledger_path_; },
+               [&] { write_file_atomically(ledger_path_, ledger.dump(1) + "\n", 0600); });
+}
+
 int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
-  return sqlite_call("create round", [&]() -> int64_t {
-    SQLite::Statement insert(
-        db_, "INSERT INTO rounds (model_id, config_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'collecting', ?, ?)");
-    insert.bind(1, model_id);
-    insert.bind(2, config_json);
-    insert.bind(3, now_ms());
+  const int64_t id = sqlite_call("create round", [&]() -> int64_t {
+    // Never an id used before, also after a restore of an older backup (the ledger remembers).
+    SQLite::Statement insert(db_,
+                             "INSERT INTO rounds (id, model_id, config_json, stage, created_at_ms, updated_at_ms) "
+                             "VALUES (MAX(?, (SELECT IFNULL(MAX(id), 0) + 1 FROM rounds)), ?, ?, 'collecting', ?, ?)");
+    insert.bind(1, next_round_id_);
+    insert.bind(2, model_id);
+    insert.bind(3, config_json);
     insert.bind(4, now_ms());
+    insert.bind(5, now_ms());
     insert.exec();
     return db_.getLastInsertRowid();
   });
+  next_round_id_ = id + 1;
+  save_ledger();
+  return id;
 }
 
 void Store::set_round_stage(int64_t id, RoundStage stage, const std::string& failure) {
@@ -710,17 +750,21 @@ std::string Store::active_model(int64_t agent_id) {
 }
 
 int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json) {
-  return sqlite_call("create rollout", [&]() -> int64_t {
-    SQLite::Statement insert(
-        db_,
-        "INSERT INTO rollouts (model_id, settings_json, stage, created_at_ms, updated_at_ms) VALUES (?, ?, 'running', ?, ?)");
-    insert.bind(1, model_id);
-    insert.bind(2, settings_json);
-    insert.bind(3, now_ms());
+  const int64_t id = sqlite_call("create rollout", [&]() -> int64_t {
+    SQLite::Statement insert(db_,
+                             "INSERT INTO rollouts (id, model_id, settings_json, stage, created_at_ms, updated_at_ms) "
+                             "VALUES (MAX(?, (SELECT IFNULL(MAX(id), 0) + 1 FROM rollouts)), ?, ?, 'running', ?, ?)");
+    insert.bind(1, next_rollout_id_);
+    insert.bind(2, model_id);
+    insert.bind(3, settings_json);
     insert.bind(4, now_ms());
+    insert.bind(5, now_ms());
     insert.exec();
     return db_.getLastInsertRowid();
   });
+  next_rollout_id_ = id + 1;
+  save_ledger();
+  return id;
 }
 
 void Store::save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json) {

@@ -89,6 +89,9 @@ class Store {
   explicit Store(const std::string& path);
   // The backup taken before a migration at open ("" if none was needed).
   const std::string& migration_backup() const { return migration_backup_; }
+  // What the ledger beside the database re-applied at open (revocations the database did not hold:
+  // it was restored from an older backup), one line each.
+  const std::vector<std::string>& ledger_notes() const { return ledger_notes_; }
 
   // Enrollment. The token is returned once; only its SHA-256 is stored.
   std::string create_token(int64_t valid_for_ms);
@@ -188,6 +191,14 @@ class Store {
 
   SQLite::Database db_;
   std::string migration_backup_;
+  // The ledger (DATABASE.ledger, JSON): what a restore of an older backup must not undo - the next
+  // round and rollout ids (never reused: agents and artifacts know them) and every revoked key.
+  // Written atomically at every change, read at open.
+  std::string ledger_path_;
+  int64_t next_round_id_ = 1, next_rollout_id_ = 1;
+  std::set<std::string> revoked_keys_;
+  std::vector<std::string> ledger_notes_;
+  void save_ledger();
   int64_t audit_max_entries_ = 200000;
   int audits_since_trim_ = 0;
 };

@@ -521,7 +521,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "At start the coordinator removes artifacts no row names (a stop between writing and recording one), and nothing "
+    "At start the coordinator sets aside artifacts no row names (a stop between writing and recording one), and nothing "
     "else" *
     doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
   FleetOptions options;
@@ -540,11 +540,14 @@ TEST_CASE(
   fleet.start_coordinator();
   CHECK_FALSE(fs::exists(orphan));
   CHECK_FALSE(fs::exists(orphan_export));
+  CHECK(fs::exists(artifacts + "/orphaned/" + std::string(64, 'a') + ".fcpkg"));  // moved, not deleted
+  CHECK(fs::exists(artifacts + "/orphaned/" + std::string(64, 'b') + ".gguf"));
   CHECK(fs::exists(operators_note));
   const auto [named, unnamed] = artifact_files(fleet);
   CHECK(named.size() == 1);
   for (const std::string& path : named) CHECK(fs::exists(path));  // the imported model's package stays
-  CHECK(read_text_file(fleet.path("coordinator.log")).find("no model, export or round names it") != std::string::npos);
+  CHECK(read_text_file(fleet.path("coordinator.log")).find("moved an artifact no model, export or round names") !=
+        std::string::npos);
 }
 
 TEST_CASE(
@@ -578,6 +581,58 @@ TEST_CASE(
                                  {"format", "imatrix"},
                                  {"output", fleet.path("old.imatrix.dat")}}),
                     doctest::Contains(removed.c_str()));
+}
+
+TEST_CASE(
+    "db restore of a backup taken mid-rollout: the rollout is not resumed, a revocation made after the backup holds, "
+    "and no round id is used twice" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const nlohmann::json first = fleet.run_round(round_settings(model));
+  REQUIRE(first["stage"] == "done");
+  int64_t package = 0;
+  for (const auto& entry : first["models"]) {
+    if (entry["label"] == "fleet") package = entry["model"].get<int64_t>();
+  }
+  // A rollout soaking for a minute: the backup is taken while it runs.
+  const nlohmann::json rollout = fleet.admin(
+      {{"command", "rollout.start"},
+       {"settings",
+        {{"model_id", package}, {"waves", {100}}, {"max_slowdown", 50.0}, {"wave_timeout_ms", 120000}, {"soak_ms", 60000}}}});
+  const std::string backup = fleet.admin({{"command", "db.backup"}})["backup"].get<std::string>();
+  fleet.admin({{"command", "rollout.abort"}});
+  // After the backup: an agent revoked, another round (id 2).
+  const int64_t revoked = fleet.agent_id(2);
+  fleet.admin({{"command", "agents.revoke"}, {"id", revoked}});
+  const nlohmann::json second = fleet.run_round(round_settings(model, 2));
+  REQUIRE(second["stage"] == "done");
+  CHECK(second["round"] == first["round"].get<int64_t>() + 1);
+
+  fleet.kill_coordinator();
+  const auto restore = run_command(
+      built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " db restore " + backup, true);
+  REQUIRE_MESSAGE(restore.exit_code == 0, restore.output);
+  fleet.start_coordinator();
+  // Was: the stale rollout resumed and passed its gate, the revoked agent was accepted again, and the
+  // next round reused id 2 (agents holding "round 2" ignored it; round-2.stats was overwritten).
+  const nlohmann::json status = fleet.admin({{"command", "rollout.status"}});
+  CHECK(status["rollout"] == rollout["rollout"]);
+  CHECK(status["stage"] == "aborted");
+  CHECK(status["reason"].get<std::string>().find("not resumed: the database was restored from") != std::string::npos);
+  const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
+  for (const auto& agent : agents["agents"]) {
+    if (agent["id"] == revoked) CHECK(agent["revoked"] == true);
+  }
+  REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(30)));
+  const nlohmann::json third = fleet.run_round(round_settings(model, 2));
+  CHECK_MESSAGE(third["stage"] == "done", third.dump(2));
+  CHECK(third["round"] == second["round"].get<int64_t>() + 1);
+  CHECK(third["contributors"] == 2);
 }
 
 }  // namespace
