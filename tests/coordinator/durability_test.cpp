@@ -479,7 +479,7 @@ std::pair<std::set<std::string>, std::set<std::string>> artifact_files(MiniFleet
 TEST_CASE(
     "Abort during quantizing: answered at once (the job is not waited for on the event loop), and the packages the "
     "aborted job wrote are removed when it ends" *
-    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+    doctest::timeout(120) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   options.coordinator_fault_injection = "stall-quantizing";  // the job waits 5 s before it starts
@@ -523,7 +523,7 @@ TEST_CASE(
 TEST_CASE(
     "At start the coordinator sets aside artifacts no row names (a stop between writing and recording one), and nothing "
     "else" *
-    doctest::timeout(60) * doctest::test_suite("fleet robustness")) {
+    doctest::timeout(60) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 0;
   MiniFleet fleet(options);
@@ -553,7 +553,7 @@ TEST_CASE(
 TEST_CASE(
     "round_stats_keep: a round that ends deletes the statistics of older rounds beyond it, and an export that needs "
     "them says so" *
-    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+    doctest::timeout(120) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   options.coordinator_extra = "round_stats_keep = 1";
