@@ -124,17 +124,11 @@ Rollout::Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRec
     const auto source = round ? host_.store().model(round->model_id) : std::nullopt;
     if (source && source->kind == "fp32") reference_ = *source;
     // The round's package for devices without an INT8 dot product, beside its fleet package.
-    const nlohmann::json report = round ? nlohmann::json::parse(round->report_json, nullptr, false) : nlohmann::json();
-    const nlohmann::json models = report.is_object() ? report.value("models", nlohmann::json::array()) : nlohmann::json::array();
-    const auto labelled = [&models](const char* label) -> std::optional<int64_t> {
-      for (const auto& entry : models) {
-        if (entry.is_object() && entry.value("label", std::string()) == label &&
-            entry.value("model", nlohmann::json()).is_number_integer())
-          return entry["model"].get<int64_t>();
-      }
-      return std::nullopt;
-    };
-    const std::optional<int64_t> fleet = labelled("fleet"), static_class = labelled(kStaticClassLabel);
+    std::optional<int64_t> fleet, static_class;
+    for (const auto& [label, model_id] : round ? recorded_results(*round) : std::vector<std::pair<std::string, int64_t>>()) {
+      if (label == "fleet" && !fleet) fleet = model_id;
+      if (label == kStaticClassLabel && !static_class) static_class = model_id;
+    }
     if (fleet == model_.id && static_class) static_package_ = host_.store().model(*static_class);
   }
 }

@@ -59,6 +59,17 @@ void prune_round_stats(RoundHost& host) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, int64_t>> recorded_results(const RoundRecord& record) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  const nlohmann::json report = nlohmann::json::parse(record.report_json, nullptr, false);
+  if (!report.is_object()) return out;
+  for (const auto& entry : report.value("models", nlohmann::json::array())) {
+    if (entry.is_object() && entry.value("model", nlohmann::json()).is_number_integer())
+      out.emplace_back(entry.value("label", std::string("fleet")), entry["model"].get<int64_t>());
+  }
+  return out;
+}
+
 void RoundHost::abandon(std::future<QuantizationJobResult> job) {
   job.wait();
   remove_abandoned_job_files(job, [this](const std::string& line) { log(line); });
@@ -253,14 +264,11 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
     host.log(fmt::format("round {}: resuming evaluation after a restart", record.id));
     // The results as the report saved them when evaluation began (labels included); a round
     // recorded before reports held them has its fleet and public packages.
-    const nlohmann::json report = nlohmann::json::parse(record.report_json, nullptr, false);
-    const nlohmann::json saved = report.is_object() ? report.value("models", nlohmann::json::array()) : nlohmann::json::array();
-    for (const auto& entry : saved) {
-      if (!entry.is_object() || !entry.value("model", nlohmann::json()).is_number_integer()) continue;
-      const auto result = host.store().model(entry["model"].get<int64_t>());
-      if (!result) fail("round {}: its result model {} is missing", record.id, entry["model"].get<int64_t>());
+    for (const auto& [label, id] : recorded_results(record)) {
+      const auto result = host.store().model(id);
+      if (!result) fail("round {}: its result model {} is missing", record.id, id);
       round->results_.push_back(*result);
-      round->result_labels_.push_back(entry.value("label", std::string("fleet")));
+      round->result_labels_.push_back(label);
     }
     if (round->results_.empty()) {
       round->results_.push_back(*host.store().model(*record.result_model_id));

@@ -22,6 +22,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "coordinator/coordinator_config.h"
@@ -35,6 +36,10 @@
 namespace fedcal::coordinator {
 
 // What a round needs from the server around it.
+// A round's result models as its stored report lists them (label, model id), in order; empty for a
+// round recorded before reports held them.
+std::vector<std::pair<std::string, int64_t>> recorded_results(const RoundRecord& record);
+
 // Waits for an abandoned job and removes the artifacts it created, logging each (RoundHost::abandon).
 void remove_abandoned_job_files(std::future<QuantizationJobResult>& job, const std::function<void(const std::string&)>& log);
 

@@ -542,23 +542,28 @@ void Store::save_ledger() {
                [&] { write_file_atomically(ledger_path_, ledger.dump(1) + "\n", 0600); });
 }
 
-int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
-  const int64_t id = sqlite_call("create round", [&]() -> int64_t {
+int64_t Store::insert_with_next_id(const char* what, const char* table, const char* json_column, const char* stage,
+                                   int64_t model_id, const std::string& json, int64_t& next_id) {
+  const int64_t id = sqlite_call(what, [&]() -> int64_t {
     // Never an id used before, also after a restore of an older backup (the ledger remembers).
-    SQLite::Statement insert(db_,
-                             "INSERT INTO rounds (id, model_id, config_json, stage, created_at_ms, updated_at_ms) "
-                             "VALUES (MAX(?, (SELECT IFNULL(MAX(id), 0) + 1 FROM rounds)), ?, ?, 'collecting', ?, ?)");
-    insert.bind(1, next_round_id_);
+    SQLite::Statement insert(db_, fmt::format("INSERT INTO {0} (id, model_id, {1}, stage, created_at_ms, updated_at_ms) "
+                                              "VALUES (MAX(?, (SELECT IFNULL(MAX(id), 0) + 1 FROM {0})), ?, ?, '{2}', ?, ?)",
+                                              table, json_column, stage));
+    insert.bind(1, next_id);
     insert.bind(2, model_id);
-    insert.bind(3, config_json);
+    insert.bind(3, json);
     insert.bind(4, now_ms());
     insert.bind(5, now_ms());
     insert.exec();
     return db_.getLastInsertRowid();
   });
-  next_round_id_ = id + 1;
+  next_id = id + 1;
   save_ledger();
   return id;
+}
+
+int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
+  return insert_with_next_id("create round", "rounds", "config_json", "collecting", model_id, config_json, next_round_id_);
 }
 
 void Store::set_round_stage(int64_t id, RoundStage stage, const std::string& failure) {
@@ -750,21 +755,7 @@ std::string Store::active_model(int64_t agent_id) {
 }
 
 int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json) {
-  const int64_t id = sqlite_call("create rollout", [&]() -> int64_t {
-    SQLite::Statement insert(db_,
-                             "INSERT INTO rollouts (id, model_id, settings_json, stage, created_at_ms, updated_at_ms) "
-                             "VALUES (MAX(?, (SELECT IFNULL(MAX(id), 0) + 1 FROM rollouts)), ?, ?, 'running', ?, ?)");
-    insert.bind(1, next_rollout_id_);
-    insert.bind(2, model_id);
-    insert.bind(3, settings_json);
-    insert.bind(4, now_ms());
-    insert.bind(5, now_ms());
-    insert.exec();
-    return db_.getLastInsertRowid();
-  });
-  next_rollout_id_ = id + 1;
-  save_ledger();
-  return id;
+  return insert_with_next_id("create rollout", "rollouts", "settings_json", "running", model_id, settings_json, next_rollout_id_);
 }
 
 void Store::save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json) {

@@ -199,6 +199,9 @@ class Store {
   std::set<std::string> revoked_keys_;
   std::vector<std::string> ledger_notes_;
   void save_ledger();
+  // INSERT of a round or rollout row with the next id (at least `next_id`, which it advances).
+  int64_t insert_with_next_id(const char* what, const char* table, const char* json_column, const char* stage, int64_t model_id,
+                              const std::string& json, int64_t& next_id);
   int64_t audit_max_entries_ = 200000;
   int audits_since_trim_ = 0;
 };

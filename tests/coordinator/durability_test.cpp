@@ -571,10 +571,7 @@ TEST_CASE(
   // Was: every round's statistics kept forever.
   CHECK_FALSE(fs::exists(first_stats));
   CHECK(fs::exists(fleet.coordinator_dir() + "/artifacts/round-" + std::to_string(second["round"].get<int64_t>()) + ".stats"));
-  int64_t first_package = 0;
-  for (const auto& entry : first["models"]) {
-    if (entry["label"] == "fleet") first_package = entry["model"].get<int64_t>();
-  }
+  const int64_t first_package = result_model(first, "fleet")["model"].get<int64_t>();
   const std::string removed = "the statistics of round " + std::to_string(first["round"].get<int64_t>()) + " were removed";
   CHECK_THROWS_WITH(fleet.admin({{"command", "models.export"},
                                  {"id", first_package},
@@ -595,10 +592,7 @@ TEST_CASE(
   const int64_t model = fleet.import_model();
   const nlohmann::json first = fleet.run_round(round_settings(model));
   REQUIRE(first["stage"] == "done");
-  int64_t package = 0;
-  for (const auto& entry : first["models"]) {
-    if (entry["label"] == "fleet") package = entry["model"].get<int64_t>();
-  }
+  const int64_t package = result_model(first, "fleet")["model"].get<int64_t>();
   // A rollout soaking for a minute: the backup is taken while it runs.
   const nlohmann::json rollout = fleet.admin(
       {{"command", "rollout.start"},

@@ -1206,15 +1206,9 @@ TEST_CASE(
   const nlohmann::json report = fleet.run_round(settings, std::chrono::seconds(300));
   REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
   CHECK(report["contributors"] == 4);
-  int64_t fleet_package = 0, static_package = 0;
-  std::string fleet_sha, static_sha;
-  for (const auto& entry : report["models"]) {
-    if (entry["label"] == "fleet") fleet_package = entry["model"].get<int64_t>(), fleet_sha = entry["sha256"].get<std::string>();
-    if (entry["label"] == "class:static")
-      static_package = entry["model"].get<int64_t>(), static_sha = entry["sha256"].get<std::string>();
-  }
-  REQUIRE(fleet_package != 0);
-  REQUIRE(static_package != 0);
+  const nlohmann::json fleet_result = result_model(report, "fleet"), static_result = result_model(report, "class:static");
+  const int64_t fleet_package = fleet_result["model"].get<int64_t>(), static_package = static_result["model"].get<int64_t>();
+  const std::string fleet_sha = fleet_result["sha256"].get<std::string>(), static_sha = static_result["sha256"].get<std::string>();
   CHECK(report["checks"]["fleet"]["agents"] == 3);
   CHECK(report["checks"]["class:static"]["agents"] == 1);
   CHECK(report["checks"]["class:static"]["mean_kl"].get<double>() < 0.05);

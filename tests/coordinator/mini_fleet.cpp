@@ -75,6 +75,13 @@ nlohmann::json round_settings(int64_t model, int min_agents) {
           {"seq_len", kRoundSeqLen}, {"method", "percentile:99.99"}, {"per_channel", true}};
 }
 
+nlohmann::json result_model(const nlohmann::json& report, const std::string& label) {
+  for (const auto& entry : report.value("models", nlohmann::json::array())) {
+    if (entry.value("label", std::string()) == label) return entry;
+  }
+  throw std::runtime_error("the round made no '" + label + "' package: " + report.dump());
+}
+
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {

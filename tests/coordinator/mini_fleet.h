@@ -115,6 +115,9 @@ class MiniFleet {
 inline constexpr int kRoundSequences = 10;
 inline constexpr int kRoundSeqLen = 64;
 nlohmann::json round_settings(int64_t model, int min_agents = 3);
+// The entry of a round report's "models" with `label` ("fleet", "group:lowram", "class:static");
+// throws if the round made none.
+nlohmann::json result_model(const nlohmann::json& report, const std::string& label);
 
 // Polls `predicate` every 50 ms until it holds or `timeout` passes; returns whether it held.
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout);
