@@ -98,12 +98,14 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   if (config.round_stats_keep < 0 || config.round_stats_keep > 1000000)
     fail("{}: round_stats_keep = {}: 0 (keep all) to 1000000", path, config.round_stats_keep);
   static const std::set<std::string> faults = {
-      "throw-on-agent-error", "kill-entering:evaluating", "kill-entering:quantizing", "kill-entering:done",
-      "kill-soaking",         "stall-quantizing"};
+      "throw-on-agent-error", "kill-entering:evaluating", "kill-entering:quantizing", "kill-entering:done", "kill-soaking",
+      "stall-quantizing",     "pause-sent:any",           "pause-sent:collecting",    "pause-sent:sharing", "pause-sent:masking",
+      "pause-sent:unmasking", "pause-sent:quantizing",    "pause-sent:evaluating"};
   if (!config.fault_injection.empty() && !faults.count(config.fault_injection)) {
     fail(
         "{}: fault_injection '{}' is not one of throw-on-agent-error, kill-entering:quantizing, kill-entering:evaluating, "
-        "kill-entering:done, kill-soaking, stall-quantizing (tests only)",
+        "kill-entering:done, kill-soaking, stall-quantizing, pause-sent:STAGE (collecting, sharing, masking, unmasking, "
+        "quantizing, evaluating) or pause-sent:any (tests only)",
         path, config.fault_injection);
   }
   const fs::path base = fs::absolute(path).parent_path();

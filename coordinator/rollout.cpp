@@ -294,6 +294,11 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
   save();
 }
 
+void Rollout::postpone(int64_t ms) {
+  wave_deadline_ms_ += ms;
+  if (reconnect_grace_until_ms_ > 0) reconnect_grace_until_ms_ += ms;
+}
+
 void Rollout::tick() {
   if (stage_ != RolloutStage::kRunning) return;
   // The gate of the current wave: every online agent of waves <= current has reported, or the deadline passed.

@@ -84,6 +84,8 @@ class Rollout {
   void agent_online(int64_t agent_id, const std::string& active_sha, unsigned crashes = 0);
   void handle(int64_t agent_id, wire::ActivationReport::Reader report);
   void tick();
+  // The coordinator did not run for `ms` (paused, or its loop blocked): the wave's deadline moves by as much.
+  void postpone(int64_t ms);
   void pause();
   void resume();
   void abort();

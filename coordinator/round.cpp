@@ -26,7 +26,15 @@ using Body = wire::Envelope::Body;
 }  // namespace
 
 void RoundHost::fault_point(const std::string& point) {
-  if (config().fault_injection != point) return;
+  const std::string& fault = config().fault_injection;
+  if (point.rfind("pause-sent:", 0) == 0) {
+    // The whole process stops (every thread), as a SIGSTOP from outside does; the test sends SIGCONT.
+    if (fault != point && fault != "pause-sent:any") return;
+    log("fault injection: SIGSTOP at " + point);
+    ::kill(::getpid(), SIGSTOP);
+    return;
+  }
+  if (fault != point) return;
   log("fault injection: SIGKILL at " + point);
   ::kill(::getpid(), SIGKILL);
 }
@@ -235,6 +243,7 @@ std::unique_ptr<Round> Round::start(RoundHost& host, const RoundSettings& settin
                      fmt::format("round {} on model {}: {}", id, model.id, settings.to_json().dump()));
   round->enter(RoundStage::kCollecting, host.config().join_timeout_ms);
   for (const int64_t agent : host.online_agents()) round->announce(agent);
+  host.fault_point("pause-sent:collecting");
   return round;
 }
 
@@ -330,10 +339,24 @@ void Round::agent_online(int64_t agent_id, std::optional<uint64_t> held_round) {
     leave(agent_id, "notInRound", fmt::format("its hello holds no part in round {} (it restarted)", id_));
     return;
   }
-  if (stage_ == RoundStage::kEvaluating && index >= 0 && evaluators_.count(static_cast<uint32_t>(index)) &&
-      !reports_.count(static_cast<uint32_t>(index)) && !left_.count(agent_id)) {
-    send_result(agent_id);
+  if (index < 0 || left_.count(agent_id)) return;
+  // Back after a silence, or on a new connection: what it was sent last may be lost with the old one,
+  // so the request of the current stage goes again if it has not answered (its answer, if it did
+  // answer meanwhile, comes again as a copy and is dropped).
+  const auto u = static_cast<uint32_t>(index);
+  if (secagg_ && stage_ == RoundStage::kSharing && u1_.count(u) && !secagg_->shared().count(u)) send_round_keys(u);
+  if (secagg_ && stage_ == RoundStage::kMasking && secagg_->shared().count(u) && !secagg_->survivors().count(u) &&
+      !secagg_->excluded().count(u)) {
+    send_shares(u);
   }
+  if (secagg_ && stage_ == RoundStage::kUnmasking && secagg_->survivors().count(u) && !secagg_->revealed().count(u))
+    send_unmask_request(u);
+  if (stage_ == RoundStage::kEvaluating && evaluators_.count(u) && !reports_.count(u)) send_result(agent_id);
+}
+
+void Round::postpone(int64_t ms) {
+  stage_deadline_ms_ += ms;
+  if (quorum_at_ms_ > 0) quorum_at_ms_ += ms;
 }
 
 int Round::index_of(int64_t agent_id) const {
@@ -383,18 +406,48 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
     if (stage_ != stage) fail("'{}' is not expected in stage '{}' of round {}", body_name(envelope), name(stage_), id_);
     if (index < 0) fail("agent {} is not a participant of round {}", agent_id, id_);
   };
+  // Every round message is idempotent: agents re-send until acknowledged, and after a reconnect or
+  // a pause copies and late arrivals are normal. A copy of what is in, or a message for a stage that
+  // has ended, is logged and dropped, not blamed on the agent. Only its own stage's message is
+  // expected before that stage.
+  auto late_or_copy = [&](RoundStage stage, bool have_it) {
+    if (index < 0) fail("agent {} is not a participant of round {}", agent_id, id_);
+    if (stage_ == stage && !have_it) return false;
+    if (static_cast<int>(stage_) < static_cast<int>(stage))
+      fail("'{}' is not expected in stage '{}' of round {}", body_name(envelope), name(stage_), id_);
+    host_.log(fmt::format("round {}: agent {}: {} '{}' dropped", id_, agent_id,
+                          stage_ == stage ? "a copy of its" : fmt::format("a late (stage '{}')", name(stage_)),
+                          body_name(envelope)));
+    // Late to share or to mask: the round went on without it (a dropout), and it is told so.
+    const bool dropped = !have_it && (stage == RoundStage::kSharing || stage == RoundStage::kMasking);
+    if (dropped)
+      tell_left_behind(agent_id, fmt::format("its '{}' came after stage '{}' ended", body_name(envelope), name(stage)));
+    return true;
+  };
   switch (body.which()) {
     case Body::JOIN: {
       const auto join = body.getJoin();
       expect_round(join.getRoundId());
-      if (stage_ != RoundStage::kCollecting) fail("round {} no longer takes participants (stage '{}')", id_, name(stage_));
-      if (index >= 0) fail("agent {} already joined round {}", agent_id, id_);
       const uint64_t expected = contribution_length(template_stats_);
       if (join.getVectorLength() != expected) {
         fail("join: statistics vector of {} values, round {} expects {}", join.getVectorLength(), id_, expected);
       }
       AdvertisedKeys keys{read_key32(join.getCipherPublic(), "join.cipherPublic"),
                           read_key32(join.getMaskPublic(), "join.maskPublic")};
+      if (index >= 0) {
+        // A copy (re-sent); other keys from the same agent are a different join, which is refused.
+        const AdvertisedKeys& joined = keys_[static_cast<size_t>(index)];
+        if (joined.cipher_public != keys.cipher_public || joined.mask_public != keys.mask_public)
+          fail("agent {} already joined round {} with other keys", agent_id, id_);
+        host_.log(fmt::format("round {}: agent {}: a copy of its 'join' dropped", id_, agent_id));
+        return;
+      }
+      if (stage_ != RoundStage::kCollecting) {
+        // Too late: the round went on without it. It is told, so it drops its part.
+        host_.log(fmt::format("round {}: agent {} joined in stage '{}', too late", id_, agent_id, name(stage_)));
+        tell_left_behind(agent_id, "it joined after stage 'collecting' ended");
+        return;
+      }
       // A low-order key would make every honest neighbour's key agreement fail: refused here, so
       // the round goes on without the agent that sent it.
       check_x25519_public_key(keys.cipher_public, "join.cipherPublic");
@@ -403,6 +456,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       participants_.push_back(agent_id);
       keys_.push_back(keys);
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
+      all_support_ephemeral_share_keys_ = all_support_ephemeral_share_keys_ && join.getEphemeralShareKeys();
       u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
       host_.store().add_participant(id_, agent_id, static_cast<int>(participants_.size() - 1));
       if (static_cast<int>(participants_.size()) == settings_.min_agents) quorum_at_ms_ = host_.monotonic_ms();
@@ -412,7 +466,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
     case Body::SHARE_KEYS: {
       const auto share_keys = body.getShareKeys();
       expect_round(share_keys.getRoundId());
-      expect_stage(RoundStage::kSharing);
+      if (late_or_copy(RoundStage::kSharing, secagg_ && secagg_->shared().count(static_cast<uint32_t>(index)))) return;
       std::vector<EncryptedShare> shares = read_encrypted_shares(share_keys.getShares(), "shareKeys");
       std::optional<Key32> commitment;
       if (share_keys.hasSelfMaskCommitment())
@@ -424,25 +478,17 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
     case Body::MASKED_INPUT: {
       const auto masked = body.getMaskedInput();
       expect_round(masked.getRoundId());
-      expect_stage(RoundStage::kMasking);
+      if (late_or_copy(RoundStage::kMasking, secagg_ && secagg_->survivors().count(static_cast<uint32_t>(index)))) return;
       const auto me = static_cast<uint32_t>(index);
+      if (false_complainers_.count(me)) {
+        tell_left_behind(agent_id, "its complaint was false");
+        return;
+      }
       if (masked.getBadShares().size() > 0) {
-        // A complaint: shares that do not decrypt. Their senders are excluded (as if they had never
-        // shared), and everyone they sent a share to masks again without them. A false complaint
-        // costs an honest agent its place in this round, in the open: the audit names both.
         if (masked.getBadShares().size() > participants_.size()) fail("maskedInput: {} bad shares", masked.getBadShares().size());
         std::vector<uint32_t> senders;
         for (const uint32_t sender : masked.getBadShares()) senders.push_back(sender);
-        const std::vector<uint32_t> again = secagg_->exclude(me, senders);
-        for (const uint32_t sender : senders) {
-          const std::string what =
-              fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt: agent {} is excluded", id_,
-                          agent_id, participants_[sender], participants_[sender]);
-          host_.log(what);
-          host_.store().audit("agent " + std::to_string(participants_[sender]), "excluded from round", what);
-          host_.store().set_participant_status(id_, participants_[sender], ParticipantStatus::kDropped);
-        }
-        for (const uint32_t v : again) send_shares(v);
+        complain(me, senders);
         return;
       }
       // The values must carry the masks of exactly the senders of the latest sharesForYou (an input
@@ -454,18 +500,43 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       for (const uint32_t sender : masked.getMaskedWith()) masked_with.push_back(sender);
       std::sort(masked_with.begin(), masked_with.end());
       if (masked_with != senders && !(masked_with.empty() && secagg_->excluded().empty())) {
-        fail("maskedInput: masked with {} participants' masks, the shares it was sent last are from {}", masked_with.size(),
-             senders.size());
+        // Masked before an exclusion (it crossed the sharesForYou it was sent again): dropped, and the
+        // input masked with the new shares is waited for.
+        host_.log(
+            fmt::format("round {}: agent {}: a masked input with {} participants' masks dropped (stale: the shares it was "
+                        "sent last are from {})",
+                        id_, agent_id, masked_with.size(), senders.size()));
+        return;
       }
       secagg_->add_masked_input(me, read_lane_vector(masked.getValues(), secagg_->config().vector_length,
                                                      secagg_->config().lane_bits, "maskedInput.values"));
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kMasked);
       return;
     }
+    case Body::SHARE_OPENING: {
+      const auto opening = body.getShareOpening();
+      expect_round(opening.getRoundId());
+      if (index < 0) fail("agent {} is not a participant of round {}", agent_id, id_);
+      const auto accused = static_cast<uint32_t>(index);
+      const uint32_t complainer = opening.getHolder();
+      const bool asked = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& open) {
+        return open.accused == accused && open.complainer == complainer && open.asked_at_ms > 0;
+      });
+      if (!asked || stage_ != RoundStage::kMasking) {
+        host_.log(fmt::format("round {}: agent {}: a 'shareOpening' no open complaint asks for dropped (late or a copy)", id_,
+                              agent_id));
+        return;
+      }
+      const Key32 secret = read_key32(opening.getEphemeralSecret(), "shareOpening.ephemeralSecret");
+      const EncryptedShare* share = secagg_->share(accused, complainer);
+      settle_opening(accused, complainer,
+                     share && share_opens(secagg_->config(), *share, keys_[complainer].cipher_public, secret));
+      return;
+    }
     case Body::UNMASK_SHARES: {
       const auto unmask = body.getUnmaskShares();
       expect_round(unmask.getRoundId());
-      expect_stage(RoundStage::kUnmasking);
+      if (late_or_copy(RoundStage::kUnmasking, secagg_ && secagg_->revealed().count(static_cast<uint32_t>(index)))) return;
       const std::vector<RevealedShare> shares = read_revealed_shares(unmask.getShares(), "unmaskShares");
       secagg_->add_revealed(static_cast<uint32_t>(index), shares);
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kRevealed);
@@ -476,7 +547,10 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       expect_round(report.getRoundId());
       expect_stage(RoundStage::kEvaluating);
       if (!evaluators_.count(static_cast<uint32_t>(index))) fail("agent {} did not contribute to round {}", agent_id, id_);
-      if (reports_.count(static_cast<uint32_t>(index))) fail("agent {} already reported on round {}", agent_id, id_);
+      if (reports_.count(static_cast<uint32_t>(index))) {
+        host_.log(fmt::format("round {}: agent {}: a copy of its 'localReport' dropped", id_, agent_id));
+        return;
+      }
       LocalReport local = LocalReport::from_wire(agent_id, report);
       // One check per package the agent was sent, no other: a duplicated or foreign label is refused.
       std::set<std::string> expected;
@@ -499,6 +573,138 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
     default:
       fail("'{}' is not a round message", body_name(envelope));
   }
+}
+
+void Round::complain(uint32_t complainer, const std::vector<uint32_t>& senders) {
+  // A complaint: shares to `complainer` that do not decrypt. With ephemeral share keys each named
+  // sender is asked to open its share, one at a time (a complainer found false costs no further
+  // openings), and each sender at most once per round (a second complaint against one whose share
+  // was opened excludes it unopened); whoever's word is false is left out. Without them (an older
+  // agent in the round) the senders are excluded on the complaint alone.
+  std::vector<uint32_t> now;
+  bool added = false;
+  for (const uint32_t sender : senders) {
+    if (sender >= participants_.size() || !secagg_->share(sender, complainer))
+      fail("maskedInput: a complaint about participant {}, which sent this agent no share", sender);
+    const bool disputed = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& dispute) {
+      return dispute.complainer == complainer && dispute.accused == sender;
+    });
+    if (secagg_->excluded().count(sender) || disputed) continue;  // a copy of an earlier complaint
+    if (!secagg_->config().ephemeral_share_keys) {
+      now.push_back(sender);
+      continue;
+    }
+    disputes_.push_back({complainer, sender, 0});
+    added = true;
+    host_.store().audit("agent " + std::to_string(participants_[complainer]), "complaint",
+                        fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt", id_,
+                                    participants_[complainer], participants_[sender]));
+  }
+  if (!now.empty()) exclude_senders(complainer, now, "complaints cannot be checked in this round (an older agent joined)");
+  if (!added && now.empty()) {
+    host_.log(fmt::format("round {}: agent {}: a copy of its complaint dropped", id_, participants_[complainer]));
+  }
+  ask_next_opening(complainer);
+}
+
+void Round::ask_next_opening(uint32_t complainer) {
+  while (true) {
+    const auto next = std::find_if(disputes_.begin(), disputes_.end(),
+                                   [&](const Dispute& dispute) { return dispute.complainer == complainer; });
+    if (next == disputes_.end() || next->asked_at_ms > 0) return;  // none, or one is being checked
+    const uint32_t accused = next->accused;
+    if (secagg_->excluded().count(accused)) {
+      disputes_.erase(next);
+      continue;
+    }
+    if (opened_.count(accused)) {
+      disputes_.erase(next);
+      exclude_senders(complainer, {accused}, "a second complaint against it (its one opening is spent)");
+      continue;
+    }
+    opened_.insert(accused);
+    next->asked_at_ms = host_.monotonic_ms();
+    host_.log(fmt::format("round {}: agent {} is asked to open its share to agent {}, which complains it does not decrypt", id_,
+                          participants_[accused], participants_[complainer]));
+    OutgoingMessage message;
+    auto request = message.body().initShareOpenRequest();
+    request.setRoundId(static_cast<uint64_t>(id_));
+    request.setHolder(complainer);
+    host_.send(participants_[accused], message);
+    return;
+  }
+}
+
+void Round::exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why) {
+  // Excluded as if they had never shared, and everyone they sent a share to masks again without them.
+  const std::vector<uint32_t> again = secagg_->exclude(complainer, senders);
+  for (const uint32_t sender : senders) {
+    const std::string what =
+        fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt: agent {} is excluded ({})", id_,
+                    participants_[complainer], participants_[sender], participants_[sender], why);
+    host_.log(what);
+    host_.store().audit("agent " + std::to_string(participants_[sender]), "excluded from round", what);
+    host_.store().set_participant_status(id_, participants_[sender], ParticipantStatus::kDropped);
+    complaints_.push_back({{"complainer", participants_[complainer]},
+                           {"accused", participants_[sender]},
+                           {"excluded", participants_[sender]},
+                           {"why", why}});
+  }
+  for (const uint32_t v : again) send_shares(v);
+}
+
+void Round::settle_opening(uint32_t accused, uint32_t complainer, bool opens) {
+  std::erase_if(disputes_,
+                [&](const Dispute& dispute) { return dispute.complainer == complainer && dispute.accused == accused; });
+  if (!opens) {
+    if (!secagg_->excluded().count(accused))
+      exclude_senders(complainer, {accused}, "its share does not open with the key it revealed");
+    ask_next_opening(complainer);
+    return;
+  }
+  // The share opens and is well formed: the complaint was false. The complainer is left out of the
+  // round (a dropout: its masked input is never taken, its pairwise masks are removed in unmasking),
+  // and its other complaints are dropped unchecked (no more shares are opened for it).
+  std::erase_if(disputes_, [&](const Dispute& dispute) { return dispute.complainer == complainer; });
+  false_complainers_.insert(complainer);
+  const int64_t agent = participants_[complainer];
+  const std::string what = fmt::format(
+      "round {}: agent {} complained that the share of agent {} does not decrypt, but it opens and is well formed: agent {} is "
+      "left out of the round (a false complaint)",
+      id_, agent, participants_[accused], agent);
+  host_.log(what);
+  host_.store().audit("agent " + std::to_string(agent), "false complaint", what);
+  complaints_.push_back(
+      {{"complainer", agent}, {"accused", participants_[accused]}, {"excluded", agent}, {"why", "a false complaint"}});
+  leave(agent, "falseComplaint",
+        fmt::format("the share of agent {} it complained about opens and is well formed", participants_[accused]));
+  tell_left_behind(agent, "its complaint was false");
+}
+
+void Round::settle_stale_disputes() {
+  // An accused that does not open its share within agent_timeout_ms is taken to be at fault.
+  const int64_t now = host_.monotonic_ms();
+  std::vector<Dispute> stale;
+  for (const Dispute& dispute : disputes_) {
+    if (dispute.asked_at_ms > 0 && now - dispute.asked_at_ms >= host_.config().agent_timeout_ms) stale.push_back(dispute);
+  }
+  for (const Dispute& dispute : stale) {
+    std::erase_if(disputes_,
+                  [&](const Dispute& open) { return open.complainer == dispute.complainer && open.accused == dispute.accused; });
+    if (!secagg_->excluded().count(dispute.accused)) {
+      exclude_senders(dispute.complainer, {dispute.accused},
+                      fmt::format("it did not open its share within {} ms", host_.config().agent_timeout_ms));
+    }
+    ask_next_opening(dispute.complainer);
+  }
+}
+
+void Round::tell_left_behind(int64_t agent_id, const std::string& why) {
+  OutgoingMessage message;
+  auto abort = message.body().initRoundAbort();
+  abort.setRoundId(static_cast<uint64_t>(id_));
+  abort.setReason(fmt::format("round {} went on without this agent: {}", id_, why));
+  host_.send(agent_id, message);
 }
 
 void Round::begin_sharing() {
@@ -527,6 +733,7 @@ void Round::begin_sharing() {
     return;
   }
   config.lane_bits = settings_.lane_bits == 64 || !all_support_narrow_lanes_ ? 64 : narrowest;
+  config.ephemeral_share_keys = all_support_ephemeral_share_keys_;
   try {
     secagg_ = std::make_unique<SecAggServer>(config, keys_);
   } catch (const Error& error) {
@@ -534,26 +741,31 @@ void Round::begin_sharing() {
     return;
   }
   enter(RoundStage::kSharing, host_.config().stage_timeout_ms);
-  for (uint32_t u = 0; u < n; ++u) {
-    OutgoingMessage message;
-    auto keys = message.body().initRoundKeys();
-    keys.setRoundId(config.round_id);
-    keys.setIndex(u);
-    keys.setParticipants(n);
-    keys.setNeighbours(config.neighbours);
-    keys.setThreshold(config.threshold);
-    keys.setGraphSeed(as_data(config.graph_seed));
-    keys.setVectorLength(config.vector_length);
-    keys.setLaneBits(static_cast<uint8_t>(config.lane_bits));
-    const std::vector<uint32_t> neighbours = graph_neighbours(config, u);
-    auto list = keys.initKeys(static_cast<unsigned>(neighbours.size()));
-    for (size_t i = 0; i < neighbours.size(); ++i) {
-      list[static_cast<unsigned>(i)].setIndex(neighbours[i]);
-      list[static_cast<unsigned>(i)].setCipherPublic(as_data(keys_[neighbours[i]].cipher_public));
-      list[static_cast<unsigned>(i)].setMaskPublic(as_data(keys_[neighbours[i]].mask_public));
-    }
-    host_.send(participants_[u], message);
+  for (uint32_t u = 0; u < n; ++u) send_round_keys(u);
+  host_.fault_point("pause-sent:sharing");
+}
+
+void Round::send_round_keys(uint32_t u) {
+  const SecAggConfig& config = secagg_->config();
+  OutgoingMessage message;
+  auto keys = message.body().initRoundKeys();
+  keys.setRoundId(config.round_id);
+  keys.setIndex(u);
+  keys.setParticipants(config.participants);
+  keys.setNeighbours(config.neighbours);
+  keys.setThreshold(config.threshold);
+  keys.setGraphSeed(as_data(config.graph_seed));
+  keys.setVectorLength(config.vector_length);
+  keys.setLaneBits(static_cast<uint8_t>(config.lane_bits));
+  keys.setEphemeralShareKeys(config.ephemeral_share_keys);
+  const std::vector<uint32_t> neighbours = graph_neighbours(config, u);
+  auto list = keys.initKeys(static_cast<unsigned>(neighbours.size()));
+  for (size_t i = 0; i < neighbours.size(); ++i) {
+    list[static_cast<unsigned>(i)].setIndex(neighbours[i]);
+    list[static_cast<unsigned>(i)].setCipherPublic(as_data(keys_[neighbours[i]].cipher_public));
+    list[static_cast<unsigned>(i)].setMaskPublic(as_data(keys_[neighbours[i]].mask_public));
   }
+  host_.send(participants_[u], message);
 }
 
 void Round::begin_masking() {
@@ -564,6 +776,7 @@ void Round::begin_masking() {
   }
   enter(RoundStage::kMasking, host_.config().stage_timeout_ms);
   for (const uint32_t u : secagg_->shared()) send_shares(u);
+  host_.fault_point("pause-sent:masking");
 }
 
 void Round::send_shares(uint32_t index) {
@@ -586,15 +799,19 @@ void Round::begin_unmasking() {
     if (!survivors.count(u)) host_.store().set_participant_status(id_, participants_[u], ParticipantStatus::kDropped);
   }
   enter(RoundStage::kUnmasking, host_.config().stage_timeout_ms);
-  for (const uint32_t u : survivors) {
-    OutgoingMessage message;
-    auto request = message.body().initUnmaskRequest();
-    request.setRoundId(static_cast<uint64_t>(id_));
-    auto list = request.initSurvivors(static_cast<unsigned>(survivors.size()));
-    unsigned i = 0;
-    for (const uint32_t v : survivors) list.set(i++, v);
-    host_.send(participants_[u], message);
-  }
+  for (const uint32_t u : survivors) send_unmask_request(u);
+  host_.fault_point("pause-sent:unmasking");
+}
+
+void Round::send_unmask_request(uint32_t u) {
+  const auto& survivors = secagg_->survivors();
+  OutgoingMessage message;
+  auto request = message.body().initUnmaskRequest();
+  request.setRoundId(static_cast<uint64_t>(id_));
+  auto list = request.initSurvivors(static_cast<unsigned>(survivors.size()));
+  unsigned i = 0;
+  for (const uint32_t v : survivors) list.set(i++, v);
+  host_.send(participants_[u], message);
 }
 
 void Round::finish_aggregation() {
@@ -670,6 +887,7 @@ void Round::begin_quantizing(CalibrationStats stats) {
     });
   }
   job_ = std::async(std::launch::async, [input = std::move(input)] { return run_quantization_job(input); });
+  host_.fault_point("pause-sent:quantizing");
 }
 
 int64_t Round::record_result(const BuiltPackage& built, const std::string& kind, const std::string& label) {
@@ -743,6 +961,7 @@ void Round::begin_evaluating(const QuantizationJobResult& result) {
   host_.store().set_round_report(id_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   enter(RoundStage::kEvaluating, host_.config().report_timeout_ms);
   for (const uint32_t index : evaluators_) send_result(participants_[index]);
+  host_.fault_point("pause-sent:evaluating");
 }
 
 std::vector<size_t> Round::results_for(int64_t agent_id) {
@@ -818,6 +1037,7 @@ void Round::tick() {
   } else if (stage_ == RoundStage::kSharing) {
     if (expired || !waiting_for(u1_, secagg_->shared())) begin_masking();
   } else if (stage_ == RoundStage::kMasking) {
+    settle_stale_disputes();
     if (expired || !waiting_for(secagg_->shared(), secagg_->survivors())) begin_unmasking();
   } else if (stage_ == RoundStage::kUnmasking) {
     if (expired || !waiting_for(secagg_->survivors(), secagg_->revealed())) finish_aggregation();
@@ -893,9 +1113,15 @@ void Round::fail_round(const std::string& reason) {
 
 nlohmann::json Round::secagg_summary() const {
   const auto& config = secagg_->config();
-  return {{"participants", config.participants},   {"neighbours", config.neighbours},    {"threshold", config.threshold},
-          {"lane_bits", config.lane_bits},         {"shared", secagg_->shared().size()}, {"masked", secagg_->survivors().size()},
-          {"revealed", secagg_->revealed().size()}};
+  return {{"participants", config.participants},
+          {"neighbours", config.neighbours},
+          {"threshold", config.threshold},
+          {"lane_bits", config.lane_bits},
+          {"shared", secagg_->shared().size()},
+          {"masked", secagg_->survivors().size()},
+          {"revealed", secagg_->revealed().size()},
+          {"checkable_complaints", config.ephemeral_share_keys},
+          {"complaints", complaints_}};
 }
 
 nlohmann::json Round::agents_status() const {

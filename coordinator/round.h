@@ -126,6 +126,9 @@ class Round {
   void leave(int64_t agent_id, const std::string& cause, const std::string& reason);
   // Deadlines, dropped agents, the quantization job.
   void tick();
+  // The coordinator did not run for `ms` (paused, or its loop blocked): the stage's deadline and the
+  // join grace move by as much, so a pause costs time, not the round.
+  void postpone(int64_t ms);
   // Fails the round (operator abort or shutdown).
   void fail_round(const std::string& reason);
 
@@ -148,7 +151,19 @@ class Round {
   void announce(int64_t agent_id);
   void begin_sharing();
   void begin_masking();
-  void send_shares(uint32_t index);  // sharesForYou: what U2 sent participant `index`
+  void send_round_keys(uint32_t index);      // roundKeys: participant `index`'s neighbours and their keys
+  void send_shares(uint32_t index);          // sharesForYou: what U2 sent participant `index`
+  void send_unmask_request(uint32_t index);  // unmaskRequest: the survivors
+  // Complaints (maskedInput.badShares) and their checks: the accused opens the disputed share.
+  void complain(uint32_t complainer, const std::vector<uint32_t>& senders);
+  void exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why);
+  void ask_next_opening(uint32_t complainer);
+  // The accused's opening checked: `opens` false excludes the accused, true leaves out the complainer.
+  void settle_opening(uint32_t accused, uint32_t complainer, bool opens);
+  void settle_stale_disputes();
+  // roundAbort to one agent whose message came too late: the round goes on without it, so it drops
+  // its part (and stops re-sending).
+  void tell_left_behind(int64_t agent_id, const std::string& why);
   void begin_unmasking();
   void finish_aggregation();
   void begin_quantizing(CalibrationStats stats);
@@ -176,6 +191,7 @@ class Round {
   double dp_noise_stddev_ = 0;            // per agent
   uint64_t count_bound_per_agent_ = 0;    // the most one agent adds to any count (the bit-width budget)
   bool all_support_narrow_lanes_ = true;  // every participant said it can mask in 32-bit lanes
+  bool all_support_ephemeral_share_keys_ = true;  // and seal shares under ephemeral keys (checkable complaints)
   double dp_total_stddev_ = 0;            // of the aggregate, if min_agents join
 
   RoundStage stage_ = RoundStage::kCollecting;
@@ -190,6 +206,14 @@ class Round {
   std::vector<AdvertisedKeys> keys_;
   std::unique_ptr<SecAggServer> secagg_;
   std::set<uint32_t> u1_;
+  struct Dispute {
+    uint32_t complainer = 0, accused = 0;
+    int64_t asked_at_ms = 0;  // when the accused was asked to open its share (0: not yet, one at a time)
+  };
+  std::vector<Dispute> disputes_;                        // open complaints
+  std::set<uint32_t> opened_;                            // accused asked to open a share (once per round each)
+  std::set<uint32_t> false_complainers_;                 // left out: their complaint was false
+  nlohmann::json complaints_ = nlohmann::json::array();  // each settled complaint, for the report
   nlohmann::json secagg_summary_;  // kept after the secrets are dropped
 
   std::future<QuantizationJobResult> job_;

@@ -319,8 +319,12 @@ void Server::run(const std::atomic<bool>& stop) {
                                         {connection_guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
   SystemdNotifier systemd;
   systemd.ready();  // sockets bound, state recovered (the constructor)
+  int64_t last_turn_ms = monotonic_ms();
   while (!stop && !shutdown_requested_) {
     systemd.keep_alive(monotonic_ms());
+    const int64_t turn_ms = monotonic_ms();
+    if (turn_ms - last_turn_ms > kStallMs) resume_after_stall(turn_ms - last_turn_ms);
+    last_turn_ms = turn_ms;
     items.resize(4);
     if (http_) http_->add_poll_items(items);
     if (!poll_interruptible(items.data(), items.size(), std::chrono::milliseconds(50))) continue;
@@ -346,6 +350,19 @@ void Server::run(const std::atomic<bool>& stop) {
   flush_last_seen();
   report_floods(true);
   store_.audit("coordinator", "stopped", "");
+}
+
+void Server::resume_after_stall(int64_t gap_ms) {
+  // Nothing was read meanwhile, so no agent's silence during the gap is known: each is judged from
+  // now as it was when the gap began, and deadlines move by the gap.
+  log_problem(LogLevel::kWarning,
+              fmt::format("the coordinator did not run for {} ms (paused or blocked): deadlines and agents' silence are "
+                          "counted from now",
+                          gap_ms));
+  const int64_t now = monotonic_ms();
+  for (auto& [id, session] : sessions_) session.last_heard_monotonic_ms = std::min(now, session.last_heard_monotonic_ms + gap_ms);
+  if (round_ && !round_->finished()) round_->postpone(gap_ms);
+  if (rollout_) rollout_->postpone(gap_ms);
 }
 
 void Server::tick() {
@@ -444,7 +461,7 @@ void Server::flush_last_seen() {
   }
   store_.agents_seen(seen);
   std::vector<std::pair<std::string, uint64_t>> sequences;
-  for (const std::string& key : unsaved_sequences_) sequences.emplace_back(key, last_sequence_[key]);
+  for (const std::string& key : unsaved_sequences_) sequences.emplace_back(key, last_sequence_.at(key).last());
   store_.save_sequences(sequences);
   unsaved_sequences_.clear();
 }
@@ -500,21 +517,20 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   auto known = last_sequence_.find(curve_key);
   if (known == last_sequence_.end()) {
     const auto agent = store_.agent_by_key(curve_key);
-    if (agent) known = last_sequence_.emplace(curve_key, agent->last_sequence).first;
+    if (agent) known = last_sequence_.emplace(curve_key, ReplayWindow(agent->last_sequence)).first;
   }
-  uint64_t unknown_key_last = 0;
-  uint64_t& last = known != last_sequence_.end() ? known->second : unknown_key_last;
+  ReplayWindow unknown_key;
+  ReplayWindow& window = known != last_sequence_.end() ? known->second : unknown_key;
   // Numbers from 2^63 up are refused, so the next acceptable one always exists (and fits the store).
   if (envelope.getSequence() >= uint64_t{1} << 63)
     fail("sequence number {} is out of range (below 2^63)", envelope.getSequence());
-  if (envelope.getSequence() <= last) {
+  if (!window.accept(envelope.getSequence())) {
     // The reply says where to continue: an honest agent whose counter fell behind is not locked out.
     refuse(sender, "key " + curve_key, wire::ErrorReply::Code::REPLAYED,
-           fmt::format("replayed '{}' (sequence {} after {})", body_name(envelope), envelope.getSequence(), last),
-           "sequence number already seen", last + 1);
+           fmt::format("replayed '{}' (sequence {}, highest {})", body_name(envelope), envelope.getSequence(), window.last()),
+           "sequence number already seen", window.last() + 1);
     return;
   }
-  last = envelope.getSequence();
   if (known != last_sequence_.end()) unsaved_sequences_.insert(curve_key);
 
   if (body.which() == Body::ENROLL) {
@@ -527,7 +543,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       return;
     }
     store_.audit("agent " + std::to_string(*id), "enrolled", name);
-    last_sequence_[curve_key] = envelope.getSequence();  // enrolled now: its next message continues above
+    last_sequence_.insert_or_assign(curve_key,
+                                    ReplayWindow(envelope.getSequence()));  // enrolled now: its next message continues above
     unsaved_sequences_.insert(curve_key);
     OutgoingMessage reply;
     auto enrolled = reply.body().initEnrolled();
@@ -546,6 +563,10 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   }
   Session& session = sessions_[agent->id];
   const bool was_online = is_online(agent->id);
+  // A message on another connection than the last: the old one was dropped (a network outage, or a
+  // pause of either side longer than the transport's heartbeat timeout), and what was in flight on
+  // it may be lost. The round and the rollout send it again, as to an agent coming back.
+  const bool reconnected = was_online && !session.routing_id.empty() && session.routing_id != routing_id;
   session.routing_id = routing_id;
   session.last_seen_ms = now_ms();
   session.last_heard_monotonic_ms = monotonic_ms();
@@ -553,7 +574,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   // The first message after a silence or a coordinator restart brings the agent back, whatever it is
   // (a heartbeat, or a join it computed while we were down): the round and the rollout send it what it
   // missed. A hello does that itself, with what it says.
-  if (!was_online && body.which() != Body::HELLO) {
+  if ((!was_online || reconnected) && body.which() != Body::HELLO) {
     if (round_ && !round_->finished() && session.unavailable.empty()) round_->agent_online(agent->id);
     if (rollout_) rollout_->agent_online(agent->id, store_.active_model(agent->id));
   }
@@ -570,7 +591,9 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       welcome.setAgentId(static_cast<uint64_t>(agent->id));
       welcome.setHeartbeatIntervalMs(static_cast<uint32_t>(config_.heartbeat_interval_ms));
       welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
+      welcome.setAcksRoundMessages(true);
       send_to_route(routing_id, reply);
+      session.resends_round_messages = body.getHello().getResendsRoundMessages();
       const std::string active = read_text(body.getHello().getActiveModel(), 128);
       session.crashes_since_activation = body.getHello().getCrashesSinceActivation();
       session.unavailable = read_text(body.getHello().getUnavailable(), 1000);
@@ -677,6 +700,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     case Body::SHARE_KEYS:
     case Body::MASKED_INPUT:
     case Body::UNMASK_SHARES:
+    case Body::SHARE_OPENING:
     case Body::LOCAL_REPORT: {
       if (capture_) {
         const uint64_t header[2] = {static_cast<uint64_t>(agent->id), raw.size()};
@@ -684,11 +708,14 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
         capture_.write(reinterpret_cast<const char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
         capture_.flush();
       }
-      if (!round_ || round_->finished()) {
-        reply_error(routing_id, wire::ErrorReply::Code::UNEXPECTED, "no round is running");
+      const uint64_t round_id = round_message_id(body);
+      if (!round_ || round_->id() != static_cast<int64_t>(round_id) || round_->finished()) {
+        answer_stale_round_message(session, routing_id, peer, round_id, body);
         return;
       }
       with_context([&] { return peer; }, [&] { round_->handle(agent->id, envelope); });
+      // Handled (a duplicate or a late copy too, without blame): the agent stops re-sending it.
+      if (session.resends_round_messages) acknowledge(routing_id, round_id, body_name(envelope));
       if (body.which() == Body::LOCAL_REPORT) {
         // A check that ran clears the agent's last problem; one that could not run is its problem now.
         const std::string error = read_text(body.getLocalReport().getError(), 1000);
@@ -702,6 +729,33 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       refuse(sender, peer, wire::ErrorReply::Code::BAD_MESSAGE,
              fmt::format("'{}' is not a message agents send", body_name(envelope)));
   }
+}
+
+void Server::acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received) {
+  OutgoingMessage ack;
+  ack.body().initRoundAck().setRoundId(round_id);
+  ack.body().getRoundAck().setReceived(received);
+  send_to_route(routing_id, ack);
+}
+
+void Server::answer_stale_round_message(const Session& session, const std::string& routing_id, const std::string& peer,
+                                        uint64_t round_id, wire::Envelope::Body::Reader body) {
+  // A report on a round that ended done is simply late (or a copy): acknowledged. Anything else
+  // for a round that is not running tells the agent the round is over for it, so it drops its part
+  // and stops re-sending; not the agent's fault (it may have been paused, or the coordinator was).
+  const auto record = store_.round(static_cast<int64_t>(round_id));
+  if (record && record->stage == RoundStage::kDone && body.which() == Body::LOCAL_REPORT) {
+    if (session.resends_round_messages) acknowledge(routing_id, round_id, "localReport");
+    return;
+  }
+  std::string reason = fmt::format("round {} is not running", round_id);
+  if (record && record->stage == RoundStage::kFailed) reason = fmt::format("round {} failed: {}", round_id, record->failure);
+  if (record && record->stage == RoundStage::kDone) reason = fmt::format("round {} has ended", round_id);
+  log(fmt::format("{}: a round message for a round that is not running ({}); told so", peer, reason));
+  OutgoingMessage abort;
+  abort.body().initRoundAbort().setRoundId(round_id);
+  abort.body().getRoundAbort().setReason(reason.substr(0, 1000));
+  send_to_route(routing_id, abort);
 }
 
 void Server::send_to_route(const std::string& routing_id, OutgoingMessage& message) {

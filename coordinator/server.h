@@ -22,6 +22,7 @@
 #include "coordinator/coordinator_config.h"
 #include "coordinator/http_endpoint.h"
 #include "coordinator/rate_limiter.h"
+#include "coordinator/replay_window.h"
 #include "coordinator/rollout.h"
 #include "coordinator/round.h"
 #include "coordinator/state_lock.h"
@@ -32,6 +33,8 @@
 namespace fedcal::coordinator {
 
 inline constexpr const char* kZapDomain = "fedcal";
+// The event loop turns every 50 ms at most; a turn this much later means the daemon did not run.
+inline constexpr int64_t kStallMs = 2000;
 
 class Server : public RoundHost {
  public:
@@ -76,6 +79,7 @@ class Server : public RoundHost {
     int64_t last_persisted_ms = 0;
     unsigned crashes_since_activation = 0;  // from its last hello
     std::string unavailable;                // its last hello: why it cannot take part in rounds ("" if it can)
+    bool resends_round_messages = false;    // its last hello: it understands roundAck and re-sends until then
   };
 
   void handle_zap();
@@ -84,6 +88,13 @@ class Server : public RoundHost {
   void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message,
                    uint64_t next_sequence = 0);
   void send_to_route(const std::string& routing_id, OutgoingMessage& message);
+  // The event loop did not turn for `gap_ms` (> kStallMs): a SIGSTOP, a suspended VM, a blocked handler.
+  void resume_after_stall(int64_t gap_ms);
+  // roundAck: the round message of kind `received` was handled (or was a copy of one that was).
+  void acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received);
+  // A round message for a round that is not the running one (ended, failed, or unknown).
+  void answer_stale_round_message(const Session& session, const std::string& routing_id, const std::string& peer,
+                                  uint64_t round_id, wire::Envelope::Body::Reader body);
   // Admin commands (server_admin.cpp): one table entry each. An answer is ready now, or `later`
   // yields, from a worker thread, the step the event loop runs to finish it (store writes stay on the
   // loop). While one is pending the admin socket waits (REP) and agents keep being served.
@@ -172,7 +183,7 @@ class Server : public RoundHost {
   std::map<int64_t, Session> sessions_;
   // Replay protection: the highest accepted sequence number by CURVE key, loaded from the store on a
   // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).
-  std::map<std::string, uint64_t> last_sequence_;
+  std::map<std::string, ReplayWindow> last_sequence_;
   std::set<std::string> unsaved_sequences_;
   uint64_t next_sequence_;
   std::unique_ptr<Round> round_;

@@ -296,6 +296,7 @@ Store::Store(const std::string& path)
                 ledger_path_);
       next_round_id_ = ledger.value("next_round_id", int64_t{1});
       next_rollout_id_ = ledger.value("next_rollout_id", int64_t{1});
+      next_model_id_ = ledger.value("next_model_id", int64_t{1});
       revoked_keys_ = ledger.value("revoked_keys", std::set<std::string>{});
     }
     for (const std::string& key : revoked_keys_) {
@@ -445,17 +446,23 @@ void Store::save_sequences(const std::vector<std::pair<std::string, uint64_t>>& 
 int64_t Store::add_model(const ModelRecord& model) {
   return sqlite_call("add model", [&]() -> int64_t {
     if (auto existing = model_by_sha(model.sha256)) return existing->id;
-    SQLite::Statement insert(
-        db_, "INSERT INTO models (sha256, kind, path, bytes, description, round_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
-    insert.bind(1, model.sha256);
-    insert.bind(2, model.kind);
-    insert.bind(3, model.path);
-    insert.bind(4, model.bytes);
-    insert.bind(5, model.description);
-    bind_optional(insert, 6, model.round_id);
-    insert.bind(7, now_ms());
+    // Never an id used before, also after a restore of an older backup (the ledger remembers).
+    SQLite::Statement insert(db_,
+                             "INSERT INTO models (id, sha256, kind, path, bytes, description, round_id, created_at_ms) "
+                             "VALUES (MAX(?, (SELECT IFNULL(MAX(id), 0) + 1 FROM models)), ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, next_model_id_);
+    insert.bind(2, model.sha256);
+    insert.bind(3, model.kind);
+    insert.bind(4, model.path);
+    insert.bind(5, model.bytes);
+    insert.bind(6, model.description);
+    bind_optional(insert, 7, model.round_id);
+    insert.bind(8, now_ms());
     insert.exec();
-    return db_.getLastInsertRowid();
+    const int64_t id = db_.getLastInsertRowid();
+    next_model_id_ = id + 1;
+    save_ledger();
+    return id;
   });
 }
 
@@ -536,8 +543,10 @@ std::vector<ExportRecord> Store::exports(int64_t model_id) {
 }
 
 void Store::save_ledger() {
-  const nlohmann::json ledger = {
-      {"next_round_id", next_round_id_}, {"next_rollout_id", next_rollout_id_}, {"revoked_keys", revoked_keys_}};
+  const nlohmann::json ledger = {{"next_round_id", next_round_id_},
+                                 {"next_rollout_id", next_rollout_id_},
+                                 {"next_model_id", next_model_id_},
+                                 {"revoked_keys", revoked_keys_}};
   with_context([&] { return "writing " + ledger_path_; },
                [&] { write_file_atomically(ledger_path_, ledger.dump(1) + "\n", 0600); });
 }

@@ -195,7 +195,7 @@ class Store {
   // round and rollout ids (never reused: agents and artifacts know them) and every revoked key.
   // Written atomically at every change, read at open.
   std::string ledger_path_;
-  int64_t next_round_id_ = 1, next_rollout_id_ = 1;
+  int64_t next_round_id_ = 1, next_rollout_id_ = 1, next_model_id_ = 1;
   std::set<std::string> revoked_keys_;
   std::vector<std::string> ledger_notes_;
   void save_ledger();

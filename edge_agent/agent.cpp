@@ -136,6 +136,26 @@ void Agent::send(OutgoingMessage& message) {
   socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
 }
 
+void Agent::send_answer(std::unique_ptr<OutgoingMessage> message, const char* kind) {
+  send(*message);
+  round_->answer = std::move(message);
+  round_->answer_kind = kind;
+  round_->answer_acked = false;
+  round_->answer_retry.done(steady_ms());
+}
+
+void Agent::resend_answer(const std::string& why) {
+  if (!round_ || !round_->answer) return;
+  log(fmt::format("round {}: sending '{}' again ({})", round_->params.id, round_->answer_kind, why));
+  send(*round_->answer);  // a fresh sequence number: not a replay
+  round_->answer_retry.done(steady_ms());
+}
+
+void Agent::resend_unacknowledged(int64_t now_ms) {
+  if (!coordinator_acks_ || !round_ || !round_->answer || round_->answer_acked || !round_->answer_retry.due(now_ms)) return;
+  resend_answer(fmt::format("not acknowledged within {} ms", kRoundResendMs));
+}
+
 void Agent::inject_fault(const char* point) {
   if (config_.fault_injection != point) return;
   log(fmt::format("fault injection: exiting after {}", point + 11));
@@ -157,6 +177,7 @@ void Agent::send_hello() {
   if (!problem.empty()) log("cannot take part in rounds: " + problem);
   hello.setUnavailable(problem);
   hello.setRoundId(round_ ? round_->params.id : 0);
+  hello.setResendsRoundMessages(true);
   profile.setArch(hardware.arch);
   auto features = profile.initIsaFeatures(static_cast<unsigned>(hardware.isa_features.size()));
   for (size_t i = 0; i < hardware.isa_features.size(); ++i) features.set(static_cast<unsigned>(i), hardware.isa_features[i]);
@@ -206,6 +227,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       for (const std::string& what : found) report_damaged(what);
     }
     advance_repair();
+    if (welcomed_) resend_unacknowledged(now);
     try {
       advance_activation();
     } catch (const std::exception& error) {
@@ -252,12 +274,24 @@ void Agent::handle(wire::Envelope::Reader envelope) {
       const int64_t period = std::clamp<uint32_t>(welcome.getHeartbeatIntervalMs(), 100, 600000);
       heartbeat_.set_period(period);
       hello_retry_.set_period(std::max<int64_t>(1000, period));
-      if (!welcomed_) log(fmt::format("connected as agent {}", welcome.getAgentId()));
+      if (!welcomed_) {
+        log(fmt::format("connected as agent {}", welcome.getAgentId()));
+        // A new connection: what was in flight on the old one may be lost. The round's answer goes
+        // again now (the coordinator treats a copy it has as a duplicate).
+        if (round_ && round_->answer && !round_->answer_acked) round_->answer_retry.trigger();
+      }
+      coordinator_acks_ = welcome.getAcksRoundMessages();
       welcomed_ = true;
       return;
     }
     case Body::HEARTBEAT:
       return;
+    case Body::ROUND_ACK: {
+      const auto ack = body.getRoundAck();
+      if (round_ && round_->params.id == ack.getRoundId() && round_->answer && round_->answer_kind == ack.getReceived().cStr())
+        round_->answer_acked = true;
+      return;
+    }
     case Body::ERROR: {
       const auto error = body.getError();
       log(fmt::format("coordinator error: {}", error.getMessage().cStr()));
@@ -289,6 +323,9 @@ void Agent::handle(wire::Envelope::Reader envelope) {
       return;
     case Body::UNMASK_REQUEST:
       on_unmask(body.getUnmaskRequest());
+      return;
+    case Body::SHARE_OPEN_REQUEST:
+      on_open_share(body.getShareOpenRequest());
       return;
     case Body::ROUND_RESULT:
       on_result(body.getRoundResult());

@@ -30,6 +30,8 @@ namespace fedcal::edge_agent {
 
 // A chunk request unanswered this long is sent again.
 inline constexpr int64_t kChunkRetryMs = 3000;
+// A round message the coordinator has not acknowledged this long is sent again (roundAck).
+inline constexpr int64_t kRoundResendMs = 3000;
 
 // Exit codes of `fedcal-agent run`.
 inline constexpr int kExitRefused = 3;  // not enrolled or revoked
@@ -69,9 +71,23 @@ class Agent {
     std::vector<std::pair<std::string, std::unique_ptr<Download>>> results;  // label, download
     std::future<std::vector<LocalCheck>> checks;
     std::string check_error;
+    // The last round message this agent sent (join, shareKeys, maskedInput, unmaskShares or
+    // localReport), kept until the coordinator acknowledges it: sent again every kRoundResendMs
+    // (a message lost with a dropped connection or during a coordinator pause), and at once when
+    // the coordinator asks again for what it answers. Every one of them is idempotent there.
+    std::unique_ptr<OutgoingMessage> answer;
+    std::string answer_kind;  // its body name, as a roundAck names it
+    bool answer_acked = false;
+    Interval answer_retry{kRoundResendMs};
   };
 
   void send(OutgoingMessage& message);
+  // Sends the round's next answer (`kind`: its body name) and keeps it until acknowledged.
+  void send_answer(std::unique_ptr<OutgoingMessage> message, const char* kind);
+  // The kept answer again: the coordinator asked again for what it answers (`why`, for the log),
+  // or it is unacknowledged and due.
+  void resend_answer(const std::string& why);
+  void resend_unacknowledged(int64_t now_ms);
   void send_hello();
   void inject_fault(const char* point);
   void retire_round();  // drops the current round; its running workers finish in the background
@@ -85,6 +101,7 @@ class Agent {
   void on_round_keys(wire::RoundKeys::Reader keys);
   void on_shares(wire::SharesForYou::Reader shares);
   void on_unmask(wire::UnmaskRequest::Reader request);
+  void on_open_share(wire::ShareOpenRequest::Reader request);
   void on_result(wire::RoundResult::Reader result);
   void on_chunk(wire::Chunk::Reader chunk);
   void on_activate(wire::ModelActivate::Reader activate);
@@ -118,6 +135,7 @@ class Agent {
   Interval hello_retry_{2000};  // until welcomed: hello again at this period (at least 1 s)
   int64_t last_heard_ms_ = 0;   // monotonic
   bool welcomed_ = false;
+  bool coordinator_acks_ = false;  // its welcome says it sends roundAck (older coordinators do not)
   int exit_code_ = -1;
   ModelSlots slots_;
   // A rollout's activation: download, verify + self-test (worker), switch slots, report.

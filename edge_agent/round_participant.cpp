@@ -45,7 +45,11 @@ bool Agent::holds_round(uint64_t round_id, const char* message) {
 }
 
 void Agent::on_announce(wire::RoundConfig::Reader config) {
-  if (round_ && round_->params.id == config.getRoundId()) return;  // announced again (e.g. after a reconnect)
+  if (round_ && round_->params.id == config.getRoundId()) {
+    // Announced again (after a reconnect, or the coordinator lost our join): our answer so far goes again.
+    resend_answer("the round was announced again");
+    return;
+  }
   if (round_ && round_->phase != Phase::kReported) {
     // The coordinator runs one round at a time: a new announcement means ours is over (e.g. the
     // coordinator restarted and failed it). A worker still computing for it finishes in the background.
@@ -117,14 +121,15 @@ void Agent::advance() {
     work.input = work.statistics.get();
     work.secagg = std::make_unique<SecAggClient>();
     const AdvertisedKeys keys = work.secagg->advertise();
-    OutgoingMessage message;
-    auto join = message.body().initJoin();
+    auto message = std::make_unique<OutgoingMessage>();
+    auto join = message->body().initJoin();
     join.setRoundId(work.params.id);
     join.setCipherPublic(as_data(keys.cipher_public));
     join.setMaskPublic(as_data(keys.mask_public));
     join.setVectorLength(work.input.size());
     join.setNarrowLanes(true);
-    send(message);
+    join.setEphemeralShareKeys(true);
+    send_answer(std::move(message), "join");
     inject_fault("exit-after-join");
     work.phase = Phase::kJoined;
     log(fmt::format("round {}: statistics ready ({} sequences, {} tokens); joined", work.params.id,
@@ -172,8 +177,8 @@ void Agent::advance() {
     return;
   }
   if (work.phase == Phase::kChecking && work.checks.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-    OutgoingMessage message;
-    auto report = message.body().initLocalReport();
+    auto message = std::make_unique<OutgoingMessage>();
+    auto report = message->body().initLocalReport();
     report.setRoundId(work.params.id);
     try {
       const std::vector<LocalCheck> checks = work.checks.get();
@@ -200,7 +205,7 @@ void Agent::advance() {
       log(fmt::format("round {}: local check failed: {}", work.params.id, error.what()));
     }
     inject_fault("exit-after-checks");  // the report is never sent
-    send(message);
+    send_answer(std::move(message), "localReport");
     work.phase = Phase::kReported;
     busy_ = false;
   }
@@ -208,17 +213,22 @@ void Agent::advance() {
 
 void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
   if (!holds_round(keys.getRoundId(), "roundKeys")) return;
+  if (round_->phase > Phase::kJoined) {
+    // Asked again (our shareKeys was lost): the same shares go again; new ones would not fit the others'.
+    resend_answer("the coordinator sent roundKeys again");
+    return;
+  }
   if (round_->phase != Phase::kJoined) fail("roundKeys for round {} not expected now", keys.getRoundId());
   const SecAggConfig config = read_round_keys_config(keys, round_->params.min_survivors);
   if (config.vector_length != round_->input.size()) fail("roundKeys: vector length {} differs from ours", config.vector_length);
   const std::map<uint32_t, AdvertisedKeys> neighbours = read_round_keys_neighbours(keys);
   const auto shares = round_->secagg->share_keys(config, keys.getIndex(), neighbours);
-  OutgoingMessage message;
-  auto out = message.body().initShareKeys();
+  auto message = std::make_unique<OutgoingMessage>();
+  auto out = message->body().initShareKeys();
   out.setRoundId(config.round_id);
   write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
   out.setSelfMaskCommitment(as_data(round_->secagg->self_mask_commitment()));
-  send(message);
+  send_answer(std::move(message), "shareKeys");
   inject_fault("exit-after-shares");
   round_->phase = Phase::kShared;
 }
@@ -226,11 +236,15 @@ void Agent::on_round_keys(wire::RoundKeys::Reader keys) {
 void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   // Again after masking when the coordinator excluded a participant: mask without it.
   if (!holds_round(delivery.getRoundId(), "sharesForYou")) return;
+  if (round_->phase > Phase::kMasked) {
+    resend_answer("the coordinator sent sharesForYou after unmasking");
+    return;
+  }
   if (round_->phase != Phase::kShared && round_->phase != Phase::kMasked)
     fail("sharesForYou for round {} not expected now", delivery.getRoundId());
   const std::vector<EncryptedShare> shares = read_encrypted_shares(delivery.getShares(), "sharesForYou");
-  OutgoingMessage message;
-  auto out = message.body().initMaskedInput();
+  auto message = std::make_unique<OutgoingMessage>();
+  auto out = message->body().initMaskedInput();
   out.setRoundId(delivery.getRoundId());
   // A share that does not decrypt: its sender is named to the coordinator, which excludes it and
   // sends the others' shares again; nothing is masked until then.
@@ -240,7 +254,7 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
                     delivery.getRoundId(), fmt::join(bad, ", ")));
     auto list = out.initBadShares(static_cast<unsigned>(bad.size()));
     for (size_t i = 0; i < bad.size(); ++i) list.set(static_cast<unsigned>(i), bad[i]);
-    send(message);
+    send_answer(std::move(message), "maskedInput");
     return;
   }
   const std::vector<uint64_t> masked = round_->secagg->mask_input(round_->input, shares);
@@ -248,23 +262,44 @@ void Agent::on_shares(wire::SharesForYou::Reader delivery) {
   write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
   auto with = out.initMaskedWith(static_cast<unsigned>(shares.size()));
   for (size_t i = 0; i < shares.size(); ++i) with.set(static_cast<unsigned>(i), shares[i].from);
-  send(message);
+  send_answer(std::move(message), "maskedInput");
   inject_fault("exit-after-masked-input");
   round_->phase = Phase::kMasked;  // the plain input is kept until unmasking, in case of an exclusion
 }
 
+void Agent::on_open_share(wire::ShareOpenRequest::Reader request) {
+  // A neighbour says our share to it does not decrypt: the ephemeral secret that sealed it lets the
+  // coordinator check (that one share only; the library answers once per round).
+  if (!holds_round(request.getRoundId(), "shareOpenRequest")) return;
+  if (!round_->secagg) fail("shareOpenRequest for round {} not expected now", request.getRoundId());
+  const Key32 secret = round_->secagg->share_opening(request.getHolder());
+  log(fmt::format("round {}: participant {} complains about our share to it; opening it to the coordinator", request.getRoundId(),
+                  request.getHolder()));
+  OutgoingMessage message;
+  auto out = message.body().initShareOpening();
+  out.setRoundId(request.getRoundId());
+  out.setHolder(request.getHolder());
+  out.setEphemeralSecret(as_data(secret));
+  send(message);
+}
+
 void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
   if (!holds_round(request.getRoundId(), "unmaskRequest")) return;
+  if (round_->phase > Phase::kMasked) {
+    // Our secrets are gone once revealed: the kept answer is the only copy.
+    resend_answer("the coordinator sent unmaskRequest again");
+    return;
+  }
   if (round_->phase != Phase::kMasked) fail("unmaskRequest for round {} not expected now", request.getRoundId());
   if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
   std::vector<uint32_t> survivors;
   for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
   const auto revealed = round_->secagg->unmask(survivors);
-  OutgoingMessage message;
-  auto out = message.body().initUnmaskShares();
+  auto message = std::make_unique<OutgoingMessage>();
+  auto out = message->body().initUnmaskShares();
   out.setRoundId(request.getRoundId());
   write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
-  send(message);
+  send_answer(std::move(message), "unmaskShares");
   round_->input.clear();   // only masked vectors ever left; the plain one is not kept
   round_->secagg.reset();  // nothing more to reveal, ever
   round_->phase = Phase::kRevealed;
@@ -273,6 +308,10 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
 void Agent::on_result(wire::RoundResult::Reader result) {
   if (!holds_round(result.getRoundId(), "roundResult")) return;
   if (round_->phase == Phase::kFetchingResults || round_->phase == Phase::kChecking) return;  // already on it
+  if (round_->phase == Phase::kReported) {
+    resend_answer("the coordinator sent roundResult again");
+    return;
+  }
   if (result.getModels().size() > 8) fail("roundResult: {} models", result.getModels().size());
   round_->results.clear();
   for (const auto model : result.getModels()) {

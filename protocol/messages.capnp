@@ -39,6 +39,9 @@ struct Envelope {
     activationReport @22 :ActivationReport;
     modelRollback @23 :ModelRollback;
     roundLeave @24 :RoundLeave;
+    roundAck @25 :RoundAck;
+    shareOpenRequest @26 :ShareOpenRequest;
+    shareOpening @27 :ShareOpening;
   }
 }
 
@@ -106,6 +109,10 @@ struct Hello {
   # Why the agent cannot take part in rounds now ("" if it can), e.g. no private text.
   roundId @5 :UInt64;
   # The round the agent is taking part in (0: none; e.g. it restarted and lost its part).
+  resendsRoundMessages @6 :Bool;
+  # The agent re-sends each round message until a roundAck says it arrived (and answers a stage
+  # request it already answered by sending its answer again). False from older agents: they get no
+  # roundAck, which they could not decode.
 }
 
 struct Welcome {
@@ -115,6 +122,8 @@ struct Welcome {
   # How often the agent must heartbeat; it is declared offline after a few missed ones.
   signingKey @2 :Data;
   # The coordinator's Ed25519 public key (32 bytes).
+  acksRoundMessages @3 :Bool;
+  # The coordinator answers every round message with a roundAck: the agent re-sends one until then.
 }
 
 struct Heartbeat {
@@ -199,6 +208,10 @@ struct Join {
   narrowLanes @4 :Bool;
   # The agent can mask in 32-bit lanes (roundKeys.laneBits = 32); an older agent leaves it false and
   # the round then uses 64-bit lanes for everyone.
+  ephemeralShareKeys @5 :Bool;
+  # The agent can seal each share under an ephemeral key and open one when a complaint names it
+  # (roundKeys.ephemeralShareKeys); an older agent leaves it false, and the round's complaints then
+  # cannot be checked (the accused is excluded, as before).
 }
 
 struct RoundKeys {
@@ -221,6 +234,9 @@ struct RoundKeys {
   laneBits @8 :UInt8;
   # Bits per value of the masked vectors and of their arithmetic: 64, or 32 when the round's
   # bit-width budget keeps every sum below 2^31 (0, from an older coordinator: 64).
+  ephemeralShareKeys @9 :Bool;
+  # Every share is sealed under an ephemeral X25519 key, its public half before the ciphertext
+  # (every participant said it can): a complaint is checked by opening the disputed share.
 }
 
 struct EncryptedShare {
@@ -229,7 +245,9 @@ struct EncryptedShare {
   to @1 :UInt32;
   # Holder.
   ciphertext @2 :Data;
-  # AES-256-GCM: nonce || shares of the self-mask seed and the mask key || tag.
+  # AES-256-GCM: nonce || shares of the self-mask seed and the mask key || tag; with
+  # roundKeys.ephemeralShareKeys preceded by the 32-byte public key of the ephemeral X25519 key it
+  # was sealed under.
 }
 
 struct ShareKeys {
@@ -353,6 +371,34 @@ struct RoundLeave {
     notInRound @5;        # the agent restarted and no longer holds the round
     shuttingDown @6;      # the agent is stopping
   }
+}
+
+struct ShareOpenRequest {
+  roundId @0 :UInt64;
+  # The round.
+  holder @1 :UInt32;
+  # A complaint says the recipient's share to this holder (participant index) does not decrypt: the
+  # coordinator asks for the ephemeral secret it was sealed under, to check. An agent answers once
+  # per round at most.
+}
+
+struct ShareOpening {
+  roundId @0 :UInt64;
+  # The round.
+  holder @1 :UInt32;
+  # As asked.
+  ephemeralSecret @2 :Data;
+  # The X25519 private key (32 bytes) the share to that holder was sealed under: it opens that one
+  # share. The complaint was false if the share opens and is well formed, else the sender was wrong.
+}
+
+struct RoundAck {
+  roundId @0 :UInt64;
+  # The round.
+  received @1 :Text;
+  # The kind of round message received ("join", "shareKeys", "maskedInput", "unmaskShares",
+  # "localReport"): the agent stops re-sending it. Sent for duplicates and late arrivals too (the
+  # coordinator has what it needs, or no longer needs it).
 }
 
 struct RoundAbort {

@@ -41,7 +41,7 @@ DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_byt
     if (decoded.envelope_.getVersion() != wire::PROTOCOL_VERSION) {
       fail("message: protocol version {}, this build speaks {}", decoded.envelope_.getVersion(), wire::PROTOCOL_VERSION);
     }
-    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::ROUND_LEAVE)
+    if (decoded.envelope_.getBody().which() > wire::Envelope::Body::SHARE_OPENING)
       fail("message: unknown message type {}", static_cast<int>(decoded.envelope_.getBody().which()));
   } catch (const kj::Exception& exception) {
     fail("message: malformed Cap'n Proto: {}", exception.getDescription().cStr());
@@ -96,6 +96,26 @@ std::string cause_name(wire::RoundLeave::Cause cause) {
   }
 }
 
+uint64_t round_message_id(wire::Envelope::Body::Reader body) {
+  using Body = wire::Envelope::Body;
+  switch (body.which()) {
+    case Body::JOIN:
+      return body.getJoin().getRoundId();
+    case Body::SHARE_KEYS:
+      return body.getShareKeys().getRoundId();
+    case Body::MASKED_INPUT:
+      return body.getMaskedInput().getRoundId();
+    case Body::UNMASK_SHARES:
+      return body.getUnmaskShares().getRoundId();
+    case Body::LOCAL_REPORT:
+      return body.getLocalReport().getRoundId();
+    case Body::SHARE_OPENING:
+      return body.getShareOpening().getRoundId();
+    default:
+      fail("message type {} is not a round message", static_cast<int>(body.which()));
+  }
+}
+
 std::string body_name(wire::Envelope::Reader envelope) {
   using Body = wire::Envelope::Body;
   switch (envelope.getBody().which()) {
@@ -137,6 +157,12 @@ std::string body_name(wire::Envelope::Reader envelope) {
       return "roundAbort";
     case Body::ROUND_LEAVE:
       return "roundLeave";
+    case Body::ROUND_ACK:
+      return "roundAck";
+    case Body::SHARE_OPEN_REQUEST:
+      return "shareOpenRequest";
+    case Body::SHARE_OPENING:
+      return "shareOpening";
     case Body::WELCOME:
       return "welcome";
     case Body::MODEL_ACTIVATE:

@@ -98,6 +98,9 @@ wire::ErrorReply::Code reply_code(ErrorKind kind);
 
 // A name for the body kind, for logs ("hello", "maskedInput", ...).
 std::string body_name(wire::Envelope::Reader envelope);
+// The round an agent's round message (join, shareKeys, maskedInput, unmaskShares, localReport,
+// shareOpening) is for; throws Error for any other kind.
+uint64_t round_message_id(wire::Envelope::Body::Reader body);
 // "noPrivateText", "diskFull", ... (the schema's names); "other" for a value this build does not know.
 std::string cause_name(wire::RoundLeave::Cause cause);
 

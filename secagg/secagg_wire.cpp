@@ -57,6 +57,7 @@ SecAggConfig read_round_keys_config(wire::RoundKeys::Reader keys, uint32_t min_s
   config.graph_seed = read_key32(keys.getGraphSeed(), "roundKeys.graphSeed");
   config.vector_length = keys.getVectorLength();
   config.lane_bits = keys.getLaneBits() == 0 ? 64 : keys.getLaneBits();
+  config.ephemeral_share_keys = keys.getEphemeralShareKeys();
   config.validate();
   return config;
 }

@@ -209,16 +209,75 @@ std::vector<EncryptedShare> SecAggClient::share_keys(const SecAggConfig& config,
     neighbour_keys_[holder] = found->second;
     Bytes plaintext = seed_shares[i].value;
     plaintext.insert(plaintext.end(), key_shares[i].value.begin(), key_shares[i].value.end());
-    const Key32 key = share_encryption_key(cipher_keys_.agree(found->second.cipher_public), config.round_id, index, holder);
-    share_keys_[holder] = key;  // the same key decrypts what this neighbour sends us
-    out.push_back({index, holder, aes_gcm_seal(key, plaintext, share_associated_data(config.round_id, index, holder))});
+    const Key32 pair_key = share_encryption_key(cipher_keys_.agree(found->second.cipher_public), config.round_id, index, holder);
+    share_keys_[holder] = pair_key;  // without ephemeral keys, the same key decrypts what this neighbour sends us
+    const Bytes associated = share_associated_data(config.round_id, index, holder);
+    if (!config.ephemeral_share_keys) {
+      out.push_back({index, holder, aes_gcm_seal(pair_key, plaintext, associated)});
+      continue;
+    }
+    const X25519KeyPair ephemeral = X25519KeyPair::generate();
+    ephemeral_secrets_[holder] = ephemeral.private_key();
+    const Key32 key = share_encryption_key(ephemeral.agree(found->second.cipher_public), config.round_id, index, holder);
+    Bytes sealed(ephemeral.public_key().begin(), ephemeral.public_key().end());
+    const Bytes ciphertext = aes_gcm_seal(key, plaintext, associated);
+    sealed.insert(sealed.end(), ciphertext.begin(), ciphertext.end());
+    out.push_back({index, holder, std::move(sealed)});
   }
   return out;
+}
+
+namespace {
+
+// A share sealed under an ephemeral key: the key's public half, then the AES-GCM ciphertext.
+std::optional<Bytes> open_ephemeral_share(const SecAggConfig& config, const EncryptedShare& share, const X25519KeyPair& opener,
+                                          const Key32& other_public) {
+  Bytes plaintext;
+  try {
+    const Key32 key = share_encryption_key(opener.agree(other_public), config.round_id, share.from, share.to);
+    const std::span<const uint8_t> sealed(share.ciphertext.data() + 32, share.ciphertext.size() - 32);
+    if (!aes_gcm_open(key, sealed, share_associated_data(config.round_id, share.from, share.to), plaintext)) return std::nullopt;
+  } catch (const Error&) {
+    return std::nullopt;  // a low-order ephemeral key: no agreement
+  }
+  if (plaintext.size() != 2 * kSecretBytes) return std::nullopt;
+  return plaintext;
+}
+
+Key32 ephemeral_public(const EncryptedShare& share) {
+  Key32 key{};
+  std::copy_n(share.ciphertext.begin(), key.size(), key.begin());
+  return key;
+}
+
+}  // namespace
+
+bool share_opens(const SecAggConfig& config, const EncryptedShare& share, const Key32& holder_cipher_public,
+                 const Key32& ephemeral_secret) {
+  if (!config.ephemeral_share_keys || share.ciphertext.size() < 32) return false;
+  const X25519KeyPair ephemeral = X25519KeyPair::from_private(ephemeral_secret);
+  if (ephemeral.public_key() != ephemeral_public(share)) return false;  // not the key it was sealed under
+  return open_ephemeral_share(config, share, ephemeral, holder_cipher_public).has_value();
+}
+
+Key32 SecAggClient::share_opening(uint32_t holder) {
+  if (!config_.ephemeral_share_keys)
+    fail("secure aggregation: round {}: shares are not sealed under ephemeral keys", config_.round_id);
+  const auto found = ephemeral_secrets_.find(holder);
+  if (found == ephemeral_secrets_.end())
+    fail("secure aggregation: round {}: no share was sent to agent {}", config_.round_id, holder);
+  if (opened_) fail("secure aggregation: round {}: a share was opened already; a second opening is refused", config_.round_id);
+  opened_ = true;
+  return found->second;
 }
 
 std::optional<Bytes> SecAggClient::open_share(const EncryptedShare& share, const std::vector<uint32_t>& neighbours) const {
   if (share.to != index_ || !contains(neighbours, share.from)) {
     fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
+  }
+  if (config_.ephemeral_share_keys) {
+    if (share.ciphertext.size() < 32) return std::nullopt;
+    return open_ephemeral_share(config_, share, cipher_keys_, ephemeral_public(share));
   }
   Bytes plaintext;
   if (!aes_gcm_open(share_keys_.at(share.from), share.ciphertext, share_associated_data(config_.round_id, share.from, index_),
@@ -310,7 +369,7 @@ void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares,
   std::vector<uint32_t> got;
   for (const EncryptedShare& share : shares) {
     if (share.from != from) fail("participant {} sent a share labelled from {}", from, share.from);
-    if (share.ciphertext.size() != 12 + 2 * kSecretBytes + 16)
+    if (share.ciphertext.size() != (config_.ephemeral_share_keys ? 32 : 0) + 12 + 2 * kSecretBytes + 16)
       fail("participant {}: share for {} has {} bytes", from, share.to, share.ciphertext.size());
     got.push_back(share.to);
   }
@@ -330,6 +389,15 @@ std::vector<EncryptedShare> SecAggServer::shares_for(uint32_t to) const {
     }
   }
   return out;
+}
+
+const EncryptedShare* SecAggServer::share(uint32_t from, uint32_t to) const {
+  const auto sender = shares_by_sender_.find(from);
+  if (sender == shares_by_sender_.end()) return nullptr;
+  for (const EncryptedShare& entry : sender->second) {
+    if (entry.to == to) return &entry;
+  }
+  return nullptr;
 }
 
 void SecAggServer::add_masked_input(uint32_t from, std::vector<uint64_t> masked) {

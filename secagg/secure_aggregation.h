@@ -40,6 +40,11 @@ struct SecAggConfig {
   // Arithmetic modulo 2^lane_bits (64, or 32 when the round's budget keeps every sum below 2^31):
   // narrow lanes halve the mask expansion and the bytes of every masked input.
   uint32_t lane_bits = 64;
+  // Each share sealed to its holder under a fresh X25519 key pair of its own (the public half before
+  // the ciphertext), so a disputed share can be opened - its sender reveals that one ephemeral
+  // secret - and a complaint checked (verifiable complaints). False: under the pair's static key, as
+  // older agents do, and a complaint cannot be checked.
+  bool ephemeral_share_keys = false;
 
   // Throws Error naming the field that is out of range.
   void validate() const;
@@ -107,6 +112,11 @@ class SecAggClient {
   std::vector<uint64_t> mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received);
   // Stage 3. Refuses (Error) a second request, fewer than min_survivors survivors, or a list without us.
   std::vector<RevealedShare> unmask(const std::vector<uint32_t>& survivors);
+  // A complaint against this agent's share to `holder`: the ephemeral secret it was sealed under,
+  // which opens that one share (and no other) to whoever checks it (share_opens). Once per round:
+  // a second request, for any holder, is refused (Error), so a coordinator cannot collect shares of
+  // this agent's secrets by asking; also refused without ephemeral_share_keys or for a non-holder.
+  Key32 share_opening(uint32_t holder);
 
  private:
   struct HeldShares {
@@ -121,6 +131,8 @@ class SecAggClient {
   uint32_t index_ = 0;
   std::map<uint32_t, AdvertisedKeys> neighbour_keys_;
   std::map<uint32_t, Key32> share_keys_;  // AES-GCM key shared with each neighbour (symmetric in the pair)
+  std::map<uint32_t, Key32> ephemeral_secrets_;  // with ephemeral_share_keys: what sealed our share to each holder
+  bool opened_ = false;                          // share_opening was answered this round
   std::map<uint32_t, HeldShares> held_;   // by owner: neighbours in U2 and ourselves
   bool masked_ = false;
   bool unmasked_ = false;
@@ -152,6 +164,8 @@ class SecAggServer {
   // and each sender are in U2 and neighbours, and `from` has no masked input in.
   std::vector<uint32_t> exclude(uint32_t from, const std::vector<uint32_t>& senders);
   const std::set<uint32_t>& excluded() const { return excluded_; }
+  // The share `from` sent `to` in stage 1 (as forwarded), or null.
+  const EncryptedShare* share(uint32_t from, uint32_t to) const;
   const std::set<uint32_t>& survivors() const { return u3_; }
 
   // Stage 3. Throws Error if `from` is not a survivor, replies twice, or a share does not fit
@@ -177,6 +191,13 @@ class SecAggServer {
   std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner
   std::map<uint32_t, Key32> self_mask_commitments_;                // by owner, from agents that sent one
 };
+
+// A complaint checked: whether `ephemeral_secret` is the key `share` was sealed under (its public half
+// is the one before the ciphertext) and the share opens with it to a well-formed share for its
+// holder, whose advertised cipher key is `holder_cipher_public`. True: the share was fine, so the
+// complaint was false; false: the sender's share (or its opening) was bad.
+bool share_opens(const SecAggConfig& config, const EncryptedShare& share, const Key32& holder_cipher_public,
+                 const Key32& ephemeral_secret);
 
 // For tests and audits: the mask seeds both sides derive.
 Key32 pairwise_mask_seed(const Key32& shared_secret, uint64_t round_id, uint32_t a, uint32_t b);

@@ -14,6 +14,7 @@
 #include "common/file_util.h"
 #include "tests/coordinator/rollout_fixture.h"
 #include "tests/coordinator/round_fixture.h"
+#include "tests/docs_table.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -24,29 +25,12 @@ struct Row {
   std::string verdict;  // "same as without the kill" or "failed with the reason"
 };
 
-std::string table(const std::vector<Row>& rows) {
-  std::string out = "| killed | outcome after the restart | vs. no kill |\n| --- | --- | --- |\n";
-  for (const Row& row : rows) out += "| " + row.when + " | " + row.outcome + " | " + row.verdict + " |\n";
-  return out;
-}
-
-// The table between `<!-- name -->` and `<!-- /name -->` in docs/DURABILITY.md must be `rows`.
+// The crash matrix's table `name` in docs/DURABILITY.md must be `rows`.
 void check_docs_table(const std::string& name, const std::vector<Row>& rows) {
-  const std::string path = std::string(FEDCAL_SOURCE_DIR) + "/docs/DURABILITY.md";
-  std::string doc = read_text_file(path);
-  const std::string open = "<!-- " + name + " -->\n", close = "<!-- /" + name + " -->";
-  const size_t begin = doc.find(open), end = doc.find(close);
-  REQUIRE_MESSAGE(begin != std::string::npos, path << " has no " << open);
-  REQUIRE(end != std::string::npos);
-  const std::string generated = table(rows);
-  const std::string documented = doc.substr(begin + open.size(), end - begin - open.size());
-  if (documented != generated && std::getenv("FEDCAL_UPDATE_DOCS")) {
-    doc.replace(begin + open.size(), end - begin - open.size(), generated);
-    std::ofstream(path) << doc;
-    return;
-  }
-  CHECK_MESSAGE(documented == generated, "docs/DURABILITY.md is out of date (run this test with FEDCAL_UPDATE_DOCS=1):\n"
-                                             << generated);
+  std::vector<std::vector<std::string>> cells;
+  for (const Row& row : rows) cells.push_back({row.when, row.outcome, row.verdict});
+  fedcal::check_docs_table("docs/DURABILITY.md", name,
+                           markdown_table({"killed", "outcome after the restart", "vs. no kill"}, cells));
 }
 
 // What a round's outcome is judged by: stage, failure, contributors, reports and the fleet figures.

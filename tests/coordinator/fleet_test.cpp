@@ -419,10 +419,10 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
   probe.send_raw(keys.encode((uint64_t{1} << 62) + 1));
   CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::BAD_MESSAGE)));
 
-  OutgoingMessage masked;  // no round is running
+  OutgoingMessage masked;  // no round is running: the agent is told the round is over for it
   write_u64_vector({1, 2, 3}, masked.body().initMaskedInput().initValues(24));
   probe.send_raw(masked.encode((uint64_t{1} << 62) + 2));
-  CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::UNEXPECTED)));
+  CHECK(probe.reply() == std::make_pair(std::string("roundAbort"), -1));
 
   // Over ZMQ_MAXMSGSIZE: libzmq drops the connection before anything reaches fedcal.
   std::vector<std::byte> huge(8 << 20, std::byte{0});
@@ -601,13 +601,49 @@ TEST_CASE("A participant whose shares do not decrypt is named by its neighbours 
   const uint32_t index = round_keys.getIndex();
   std::vector<EncryptedShare> garbage;
   for (const uint32_t holder : graph_neighbours(read_round_keys_config(round_keys, 3), index)) {
-    garbage.push_back({index, holder, std::vector<uint8_t>(12 + 2 * 32 + 16, 0x5a)});
+    garbage.push_back({index, holder, std::vector<uint8_t>(32 + 12 + 2 * 32 + 16, 0x5a)});  // an ephemeral key, then AES-GCM
   }
   attack.share_keys(garbage, std::nullopt);
   CHECK(attack.report()["contributors"] == 3);
   CHECK(attack.audited("does not decrypt: agent"));
   CHECK(attack.audited("excluded from round"));
   CHECK(attack.fleet->admin({{"command", "status"}})["online_agents"] >= 3);  // the honest agents
+}
+
+TEST_CASE(
+    "A false complaint naming every neighbour is checked: their shares open, the complainer is left out, and the round "
+    "completes" *
+    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  RoundBesideRawClient attack(4);
+  // An honest participant up to its shares; then a complaint about every share it was sent.
+  SecAggClient client;
+  const DecodedEnvelope keys = attack.join(client.advertise().cipher_public, client.advertise().mask_public);
+  const auto round_keys = keys.envelope().getBody().getRoundKeys();
+  REQUIRE(round_keys.getEphemeralShareKeys());
+  const SecAggConfig config = read_round_keys_config(round_keys, 3);
+  const std::vector<EncryptedShare> mine =
+      client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
+  attack.share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
+  const std::optional<DecodedEnvelope> delivery = attack.raw->wait_for_message("sharesForYou", std::chrono::seconds(30));
+  REQUIRE(delivery.has_value());
+  const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
+  CHECK(client.undecryptable(shares).empty());  // every one decrypts
+  OutgoingMessage complaint;
+  auto body = complaint.body().initMaskedInput();
+  body.setRoundId(static_cast<uint64_t>(attack.round.id));
+  auto named = body.initBadShares(static_cast<unsigned>(shares.size()));
+  for (size_t i = 0; i < shares.size(); ++i) named.set(static_cast<unsigned>(i), shares[i].from);
+  attack.raw->send_raw(complaint.encode(attack.sequence++));
+  // Was: the 3 honest agents excluded, and the round failed (fewer than 3 left).
+  const nlohmann::json report = attack.report();
+  CHECK(report["contributors"] == 3);
+  CHECK(attack.audited("false complaint"));
+  CHECK_FALSE(attack.audited("excluded from round"));
+  // The first opening settled it: no other share of an honest agent was opened.
+  const nlohmann::json complaints = report["secure_aggregation"]["complaints"];
+  REQUIRE(complaints.size() == 1);
+  CHECK(complaints[0]["excluded"] == complaints[0]["complainer"]);
+  CHECK(complaints[0]["why"] == "a false complaint");
 }
 
 TEST_CASE("A participant that reveals wrong unmasking shares is outvoted and named, and the round completes" *
@@ -845,10 +881,13 @@ TEST_CASE("A participant's forged local report is refused or counted as one agen
   };
   const auto bad_message = std::make_pair(std::string("error"), static_cast<int>(wire::ErrorReply::Code::BAD_MESSAGE));
   report({"fleet", "fleet"}, 100, 0.0, 1.0);  // the same label twice
+  // On a new connection for agent 0's key, the round first sends again what agent 0 still lacks.
+  CHECK(forger.reply() == std::make_pair(std::string("roundResult"), -1));
   CHECK(forger.reply() == bad_message);
   report({"fleet"}, uint64_t{1000000000000000000}, 0.0, 1.0);  // 10^18 tokens
   CHECK(forger.reply() == bad_message);
-  report({"fleet"}, 4096, 0.0, 1.0);  // perfect figures, within bounds: one agent's share
+  report({"fleet"}, 4096, 0.0, 1.0);  // perfect figures, within bounds: one agent's share, acknowledged
+  CHECK(forger.reply() == std::make_pair(std::string("roundAck"), -1));
   CHECK_FALSE(forger.reply(std::chrono::milliseconds(1000)).has_value());
 
   const nlohmann::json status = fleet.wait_round(round, std::chrono::seconds(60));

@@ -204,7 +204,8 @@ void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<s
          << "coordinator_key = \"" << coordinator_key_ << "\"\n"
          << "state_dir = \"state\"\ndata_dir = \"text\"\n"
          << "name = \"test-agent-" << i << "\"\n"
-         << "threads = 1\neval_max_tokens = 256\ndecode_tokens = 8\ncoordinator_timeout_ms = 3000\n"
+         << "threads = 1\neval_max_tokens = 256\ndecode_tokens = 8\n"
+         << "coordinator_timeout_ms = " << options_.agent_coordinator_timeout_ms << "\n"
          << "heldout_fraction = " << options_.heldout_fraction << "\n"
          << "enroll_token = \"" << token << "\"\n"
          << extra << "\n";

@@ -42,6 +42,7 @@ struct FleetOptions {
   bool reference_text = false;  // give the coordinator public text (training lines no agent holds)
   bool capture = false;         // record every aggregation message the coordinator receives
   int agent_timeout_ms = 1500;
+  int agent_coordinator_timeout_ms = 3000;  // the agents' coordinator_timeout_ms (silence before they say hello again)
   int stage_timeout_ms = 20000;
   // Tests drive slow participants by hand (raw clients, qemu): all announced agents are waited for
   // up to the join timeout unless a test asks for less.

@@ -163,6 +163,7 @@ inline std::vector<std::byte> join_bytes(const RawClientRound& round, const Key3
   body.setMaskPublic(as_data(mask));
   body.setVectorLength(round.vector_length);
   body.setNarrowLanes(narrow_lanes);
+  body.setEphemeralShareKeys(true);
   return join.encode(sequence);
 }
 

@@ -37,6 +37,12 @@ struct Round {
     server = std::make_unique<SecAggServer>(config, keys);
   }
 
+  // Shares sealed under ephemeral keys (checkable complaints), on both sides.
+  void use_ephemeral_share_keys() {
+    config.ephemeral_share_keys = true;
+    server = std::make_unique<SecAggServer>(config, server->keys());
+  }
+
   std::map<uint32_t, AdvertisedKeys> keys_map() const {
     std::map<uint32_t, AdvertisedKeys> out;
     for (uint32_t u = 0; u < config.participants; ++u) out[u] = server->keys()[u];
@@ -247,6 +253,45 @@ TEST_CASE("Secure aggregation: a sender whose share does not decrypt is named, e
   const auto sum = round.server->unmasked_sum(&why);
   REQUIRE_MESSAGE(sum.has_value(), why);
   CHECK(*sum == round.expected_sum({2}));
+}
+
+TEST_CASE("Secure aggregation with ephemeral share keys: exact sums, and a disputed share is opened by its sender, once") {
+  Round round(5, 16);
+  round.use_ephemeral_share_keys();
+  std::string why;
+  const auto sum = round.run({}, {3}, &why);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({}));
+
+  Round disputed(4, 8);
+  disputed.use_ephemeral_share_keys();
+  const auto keys = disputed.keys_map();
+  std::vector<std::vector<EncryptedShare>> sent;
+  for (uint32_t u = 0; u < 4; ++u) sent.push_back(disputed.clients[u].share_keys(disputed.config, u, keys));
+  const auto to = [&](uint32_t from, uint32_t holder) {
+    return *std::find_if(sent[from].begin(), sent[from].end(), [&](const EncryptedShare& share) { return share.to == holder; });
+  };
+  // Each share is sealed under a key of its own: the same plaintext size, a different public key first.
+  CHECK(!std::equal(to(0, 1).ciphertext.begin(), to(0, 1).ciphertext.begin() + 32, to(0, 2).ciphertext.begin()));
+  CHECK(disputed.clients[1].undecryptable({to(0, 1), to(2, 1), to(3, 1)}).empty());
+  // A false complaint about 0's share to 1: it opens with 0's ephemeral secret, for holder 1 only.
+  const Key32 secret = disputed.clients[0].share_opening(1);
+  CHECK(share_opens(disputed.config, to(0, 1), keys.at(1).cipher_public, secret));
+  CHECK_FALSE(share_opens(disputed.config, to(0, 2), keys.at(2).cipher_public, secret));  // not this share's key
+  CHECK_FALSE(share_opens(disputed.config, to(0, 1), keys.at(2).cipher_public, secret));  // not its holder
+  // A true complaint: a tampered share does not open, even with the right key.
+  EncryptedShare tampered = to(0, 1);
+  tampered.ciphertext[40] ^= 1;
+  CHECK_FALSE(share_opens(disputed.config, tampered, keys.at(1).cipher_public, secret));
+  CHECK(disputed.clients[1].undecryptable({tampered}) == std::vector<uint32_t>{0});
+  // One opening per round: asking for a second share of 0's secrets is refused.
+  CHECK_THROWS_WITH_AS(disputed.clients[0].share_opening(2), doctest::Contains("a second opening is refused"), Error);
+  CHECK_THROWS_WITH_AS(disputed.clients[2].share_opening(2), doctest::Contains("no share was sent to agent 2"), Error);
+  // Without ephemeral keys there is nothing to open.
+  Round plain(3, 8);
+  const auto plain_keys = plain.keys_map();
+  plain.clients[0].share_keys(plain.config, 0, plain_keys);
+  CHECK_THROWS_WITH_AS(plain.clients[0].share_opening(1), doctest::Contains("not sealed under ephemeral keys"), Error);
 }
 
 TEST_CASE("Secure aggregation: wrong unmasking shares are outvoted by right ones, and their revealers are named") {
