@@ -47,11 +47,27 @@ struct Quantized {
   std::string mixed;
 };
 
+// The share of each point's values a round's trim_agents takes off the top: what k participants
+// could have contributed at most (k x sequences x seq_len tokens) over the tokens the fleet sent.
+double trim_share(const RoundSettings& settings, const CalibrationStats& stats) {
+  if (settings.trim_agents == 0) return 0;
+  const double most = static_cast<double>(settings.trim_agents) * settings.sequences_per_agent * settings.seq_len;
+  const double share = stats.tokens == 0 ? 1 : most / static_cast<double>(stats.tokens);
+  if (share >= 0.5) {
+    fail(
+        "trim_agents = {}: {} participants could have sent up to {:.0f} of the round's {} tokens, so the scales would ignore "
+        "{:.0f}% of every point's values; it takes more participants (or a smaller trim_agents)",
+        settings.trim_agents, settings.trim_agents, most, stats.tokens, 100 * std::min(1.0, share));
+  }
+  return share;
+}
+
 Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
-                        const ReferenceWindow& reference) {
+                        const ReferenceWindow& reference, double trim = 0) {
   Quantized out;
   QuantizeOptions& options = out.options;
   options.method = ScaleMethodSpec::parse(settings.method);
+  options.trim_share = trim;
   options.per_channel = settings.per_channel;
   options.asymmetric = settings.asymmetric;
   options.keep_fp32 = {settings.keep_fp32.begin(), settings.keep_fp32.end()};
@@ -208,8 +224,9 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   }
   // Every package is checked before any is stored: a round that fails its check writes none.
   PublishGate gate(loaded, input);
+  const double trim = trim_share(input.settings, input.stats);  // the fleet's statistics only, not the public text's
   const Quantized fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); },
-                                       [&] { return quantize_with(loaded, input.stats, input.settings, reference); });
+                                       [&] { return quantize_with(loaded, input.stats, input.settings, reference, trim); });
   if (auto check = gate.check("fleet", fleet)) result.checks.push_back(std::move(*check));
   std::map<std::string, Quantized> groups;
   for (const auto& [group, variant] : input.settings.group_variants) {
@@ -218,7 +235,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     settings.per_channel = variant.per_channel;
     settings.keep_fp32 = variant.keep_fp32;
     groups[group] = with_context([&] { return "quantizing for " + label; },
-                                 [&] { return quantize_with(loaded, input.stats, settings, reference); });
+                                 [&] { return quantize_with(loaded, input.stats, settings, reference, trim); });
     if (auto check = gate.check(label, groups[group])) result.checks.push_back(std::move(*check));
   }
   // Devices without an INT8 dot product run the fine-grained kernels slowly: their package keeps
@@ -231,7 +248,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     settings.fine_grained.clear();
     settings.fallback = "fp32";
     static_class = with_context([] { return std::string("quantizing for devices without an INT8 dot product"); },
-                                [&] { return quantize_with(loaded, input.stats, settings, reference); });
+                                [&] { return quantize_with(loaded, input.stats, settings, reference, trim); });
     if (auto check = gate.check(kStaticClassLabel, *static_class)) result.checks.push_back(std::move(*check));
   }
   result.fleet = store_quantized(loaded, fleet, input.stats, key, input.artifacts_dir, "fleet");

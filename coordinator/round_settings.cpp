@@ -36,6 +36,7 @@ nlohmann::json RoundSettings::to_json() const {
           {"fallback", fallback},
           {"mantissa_bits", mantissa_bits},
           {"max_exponent", max_exponent},
+          {"trim_agents", trim_agents},
           {"max_kl_ratio", max_kl_ratio},
           {"dp_epsilon", dp_epsilon},
           {"dp_delta", dp_delta},
@@ -113,6 +114,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
     settings.fallback = json.value("fallback", settings.fallback);
     settings.mantissa_bits = json.value("mantissa_bits", settings.mantissa_bits);
     settings.max_exponent = json.value("max_exponent", settings.max_exponent);
+    settings.trim_agents = json.value("trim_agents", settings.trim_agents);
     settings.max_kl_ratio = json.value("max_kl_ratio", settings.max_kl_ratio);
     settings.dp_epsilon = json.value("dp_epsilon", settings.dp_epsilon);
     settings.dp_delta = json.value("dp_delta", settings.dp_delta);
@@ -145,6 +147,8 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
     fail("mantissa_bits = {}: must be 0..10", settings.mantissa_bits);
   if (settings.max_exponent < 1 || settings.max_exponent > 40)
     fail("max_exponent = {}: must be 1..40 (the histogram's top is 2^max_exponent)", settings.max_exponent);
+  if (settings.trim_agents < 0 || settings.trim_agents > 100000)
+    fail("trim_agents = {}: must be 0 (off) to 100000", settings.trim_agents);
   if (!(settings.max_kl_ratio == 0 || (settings.max_kl_ratio >= 1 && settings.max_kl_ratio <= 1e6)))
     fail("max_kl_ratio = {}: must be 0 (no check) or in [1, 1e6]", settings.max_kl_ratio);
   if (settings.dp_epsilon < 0 || settings.dp_epsilon > 100)

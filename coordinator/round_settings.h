@@ -50,6 +50,12 @@ struct RoundSettings {
   int mantissa_bits = 5;  // histogram resolution
   // The histogram's top: magnitudes at or above 2^max_exponent (and non-finite values) count there.
   int max_exponent = 12;
+  // Bounds any k participants' influence on the activation scales: the most values k of them could
+  // have contributed (k x sequences_per_agent x seq_len tokens' worth) are taken off the top of each
+  // point's histogram before the scale method runs, so no clip rests on mass fewer than k + 1
+  // participants sent. 0: off. It costs fidelity on honest rounds unless the fleet is large
+  // (docs/ARCHITECTURE.md, "Falsified statistics"); the round fails if it would trim half.
+  int trim_agents = 0;
   // The coordinator's check before publishing (plausibility_check.h): a package whose KL from FP32 on
   // the check text is above max_kl_ratio x max(its recipe calibrated on that text, the dynamic
   // baseline) fails the round. 0: no check.

@@ -29,6 +29,7 @@ struct RoundStartOptions {
   double dp_epsilon = 0, dp_delta = 1e-5;
   double max_kl_ratio = 4;
   int max_exponent = 12;
+  int trim_agents = 0;
 };
 
 // --variant LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] -> {"LABEL": {"per_channel", "keep_fp32"}}
@@ -160,6 +161,13 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                    "Histogram range: activations of magnitude 2^N and above (and non-finite ones) are counted at 2^N")
       ->capture_default_str()
       ->check(CLI::Range(1, 40));
+  start
+      ->add_option("--trim-agents", o->trim_agents,
+                   "Bound K participants' influence on the activation scales: the most values K of them could have sent are "
+                   "taken off the top of each point's histogram first, so no scale rests on mass fewer than K + 1 sent. Costs "
+                   "fidelity unless the fleet is large (the round fails if it would trim half). 0: off")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
   start->add_flag("--wait", o->wait, "Wait for the round (with --smooth: and its follow-up) to finish, then print its report");
   start->add_flag("!--no-device-classes", o->device_classes,
                   "Build no static package for devices without an INT8 dot product (by default, where the fleet package has "
@@ -186,6 +194,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                {"lane_bits", o->lane_bits},
                                {"max_kl_ratio", o->max_kl_ratio},
                                {"max_exponent", o->max_exponent},
+                               {"trim_agents", o->trim_agents},
                                {"group_variants", parse_variants(o->variants)},
                                {"exports", o->exports},
                                {"device_classes", o->device_classes}};

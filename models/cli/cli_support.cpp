@@ -44,6 +44,11 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                    "--activations dynamic or dynamic-blocks on an FP32 model (not in packages yet)");
   command.add_flag("--asymmetric", options.asymmetric, "Activations with a zero point (default: symmetric)");
   command
+      .add_option("--trim-share", options.trim_share,
+                  "Take this share of each point's values off the top of its histogram before the scale method runs (what "
+                  "a round's trim_agents K does with K x one agent's most tokens / the round's tokens): to measure its cost")
+      ->check(CLI::Range(0.0, 0.49));
+  command
       .add_option("--keep-fp32", options.keep_fp32,
                   "Linear layers (layers.3.w2, classifier) or layers (layers.3) to keep in FP32")
       ->delimiter(',');
@@ -161,6 +166,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
   QuantizeOptions quantize = weight_options(options);
   quantize.method = ScaleMethodSpec::parse(options.method);
   quantize.asymmetric = options.asymmetric;
+  quantize.trim_share = options.trim_share;
   if (options.auto_fp32 > 0 && options.target_kl) fail("--auto-fp32 and --target-kl both choose the FP32 layers: give one");
   if (options.clip_search) {
     const std::vector<int> tokens = sensitivity_tokens(loaded, options, tokenizer, runtime, "--clip-search");

@@ -32,6 +32,7 @@ struct QuantizationOptions {
   bool per_channel = false;
   bool weight_groups = false;  // INT8 weights with a scale per 32 input channels (dynamic activations only)
   bool asymmetric = false;
+  double trim_share = 0;  // of each point's values, off the top first (what a round's trim_agents does)
   std::vector<std::string> keep_fp32;
   std::vector<std::string> fine_grained;                 // layers in the fine-grained mode
   LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers

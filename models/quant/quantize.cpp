@@ -100,8 +100,9 @@ void set_activation_params(QuantizedLinears& layers, const ModelConfig& c, const
     const ScaleMethodSpec method = point == logits_point(c)            ? ScaleMethodSpec{ScaleMethod::kMinMax}
                                    : chosen != options.point_methods.end() ? chosen->second
                                                                            : options.method;
-    return with_context([&] { return "quantization point " + stats.points[point]; },
-                        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric); });
+    return with_context(
+        [&] { return "quantization point " + stats.points[point]; },
+        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric, options.trim_share); });
   };
   for (const LinearSite& site : linear_sites(c)) {
     const auto layer = layers.find(site.name);
@@ -308,6 +309,9 @@ ClippingChoice choose_clipping(const Model& model, const CalibrationStats& stats
 PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {
   PackageProvenance provenance;
   provenance.method = options.method.to_string();
+  if (options.trim_share > 0)
+    provenance.method += fmt::format(", clips at most {:g}x the largest value once the top {:.4g}% of each point is trimmed",
+                                     kTrimHeadroom, 100 * options.trim_share);
   provenance.per_channel = options.per_channel;
   provenance.asymmetric = options.asymmetric;
   provenance.sequences = stats.sequences;

@@ -27,6 +27,9 @@ struct QuantizeOptions {
   std::set<std::string> fine_grained;
   // Scale methods for single quantization points (by index), instead of `method` (clip_search).
   std::map<int, ScaleMethodSpec> point_methods;
+  // The share of each point's values taken off the top before any method runs (activation_params):
+  // a round's trim_agents k as k x (one participant's most tokens) / (the round's tokens).
+  double trim_share = 0;
 };
 
 // The linear layers of a model, each with its input and output quantization points (their widths,

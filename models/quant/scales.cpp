@@ -138,6 +138,23 @@ double clip_entropy(const HistogramLayout& layout, std::span<const double> count
   return (best_bins + 0.5) * width;
 }
 
+// The method's clip, at most kTrimHeadroom x the largest value left once `trimmed` counts are taken
+// off the top: the most that mass could do, if few participants sent it, is stretch the clip by that
+// factor. Honest tails seldom reach past it, so it seldom changes an honest clip (which trimming
+// itself would: cutting a point's largest values, the logits' above all, costs far more).
+double bounded_clip(const HistogramLayout& layout, std::span<const double> counts, const ScaleMethodSpec& method,
+                    double trimmed) {
+  const double clip = clip_magnitude(layout, counts, method);
+  if (trimmed <= 0) return clip;
+  std::vector<double> rest(counts.begin(), counts.end());
+  for (size_t slot = rest.size(); slot-- > 0 && trimmed > 0;) {
+    const double taken = std::min(rest[slot], trimmed);
+    rest[slot] -= taken;
+    trimmed -= taken;
+  }
+  return std::min(clip, kTrimHeadroom * clip_minmax(layout, rest));
+}
+
 }  // namespace
 
 ScaleMethodSpec ScaleMethodSpec::parse(const std::string& text) {
@@ -191,10 +208,12 @@ double clip_magnitude(const HistogramLayout& layout, std::span<const double> mag
 }
 
 QuantParams activation_params(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
-                              bool asymmetric) {
+                              bool asymmetric, double trim_share) {
   const size_t slots = static_cast<size_t>(layout.buckets()) + 2;
   const HistogramSummary summary = summarize_histogram(layout, counts);
   if (summary.total == 0) fail("no values were observed");
+  if (!(trim_share >= 0 && trim_share < 0.5)) fail("trim share {}: must be in [0, 0.5)", trim_share);
+  const double trimmed = trim_share * static_cast<double>(summary.total);
   // Values at or above 2^max_exponent (and non-finite ones) saturate: they count in the highest
   // non-empty bucket of their sign inside the range (at its top if there is none). One of them no
   // longer fails every round, anonymously, under secure aggregation, nor stretches a minmax or mse
@@ -216,7 +235,7 @@ QuantParams activation_params(const HistogramLayout& layout, std::span<const uin
     const std::vector<double> negative = sign_counts(true);
     for (size_t s = 0; s < slots; ++s) magnitudes[s] += negative[s];
     magnitudes[0] += zeros;
-    const double clip = std::max(floor, clip_magnitude(layout, magnitudes, method));
+    const double clip = std::max(floor, bounded_clip(layout, magnitudes, method, trimmed));
     params.scale = static_cast<float>(clip / 127.0);
     params.zero_point = 0;
     return params;
@@ -225,8 +244,9 @@ QuantParams activation_params(const HistogramLayout& layout, std::span<const uin
   std::vector<double> positive = sign_counts(false), negative = sign_counts(true);
   positive[0] += zeros;
   negative[0] += zeros;
-  const double high = summary.positive > 0 ? clip_magnitude(layout, positive, method) : 0.0;
-  const double low = summary.negative > 0 ? clip_magnitude(layout, negative, method) : 0.0;
+  // From each side: the trimmed mass could sit on either sign.
+  const double high = summary.positive > 0 ? bounded_clip(layout, positive, method, trimmed) : 0.0;
+  const double low = summary.negative > 0 ? bounded_clip(layout, negative, method, trimmed) : 0.0;
   const double range = std::max(floor, high + low);
   params.scale = static_cast<float>(range / 255.0);
   params.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-128.0 + low / params.scale), -128.0, 127.0));

@@ -32,9 +32,15 @@ struct QuantParams {
 // Activation quantization parameters of one point from its counts (layout.counts_per_point()).
 // Symmetric: clip c from the |x| histogram of both signs, scale = c / 127, zero point 0.
 // Asymmetric: a clip per sign from that sign's histogram, scale = (c+ + c-) / 255.
+// `trim_share` (0 to < 0.5) bounds what few participants' values can do to the clip: with that
+// share of the point's values taken off the top of each histogram, the clip is at most
+// kTrimHeadroom x the largest value left (a round's trim_agents: k participants' most tokens over
+// the round's tokens). Mass that fewer than k + 1 participants could have sent stretches no clip
+// further than that.
 // Throws Error if the point saw no values or only non-finite ones.
+inline constexpr double kTrimHeadroom = 2.0;
 QuantParams activation_params(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
-                              bool asymmetric);
+                              bool asymmetric, double trim_share = 0);
 
 // The clipping magnitude `method` picks for a histogram of magnitudes: counts[0] underflow (and zeros),
 // counts[1..buckets] the buckets, counts[buckets + 1] overflow. Exposed for tests.

@@ -79,6 +79,32 @@ TEST_CASE(
   CHECK(status["failure"].get<std::string>().find("implausible") != std::string::npos);
 }
 
+TEST_CASE(
+    "trim_agents reaches the round's scales: its package says how its clips were bounded, and a fleet too small for it "
+    "fails with the reason" *
+    doctest::timeout(120) * doctest::test_suite("fleet")) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["trim_agents"] = 2;  // two of three could have sent over half the tokens
+  const nlohmann::json refused = fleet.run_round(settings);
+  REQUIRE(refused["stage"] == "failed");
+  CHECK_MESSAGE(refused["failure"].get<std::string>().find("trim_agents = 2: 2 participants could have sent up to 1280") !=
+                    std::string::npos,
+                refused["failure"]);
+  settings["trim_agents"] = 1;
+  settings["sequences_per_agent"] = 2;  // one participant's most: 128 of the round's ~1,900 tokens
+  settings["max_kl_ratio"] = 0;
+  const nlohmann::json done = fleet.run_round(settings);
+  REQUIRE_MESSAGE(done["stage"] == "done", done.dump(2));
+  const std::string description = result_model(done, "fleet")["description"].get<std::string>();
+  CHECK_MESSAGE(description.find("clips at most 2x the largest value once the top") != std::string::npos, description);
+}
+
 TEST_CASE("One value beyond the histogram's range is counted at its top: the round completes and its report names the point" *
           doctest::timeout(180) * doctest::test_suite("fleet")) {
   RoundBesideRawClient attack(4);

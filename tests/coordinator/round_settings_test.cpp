@@ -30,6 +30,9 @@ TEST_CASE("Round settings: every field is range-checked, unknown ones refused") 
   CHECK(RoundSettings::from_json({{"max_exponent", 16}}).max_exponent == 16);
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"max_exponent", 41}}), doctest::Contains("max_exponent = 41"), Error);
   CHECK(RoundSettings::from_json({{"max_kl_ratio", 8.0}, {"max_exponent", 20}}).to_json()["max_exponent"] == 20);
+  CHECK(RoundSettings::from_json({{"trim_agents", 2}}).to_json()["trim_agents"] == 2);
+  CHECK(RoundSettings::from_json(nlohmann::json::object()).trim_agents == 0);  // off unless asked
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"trim_agents", -1}}), doctest::Contains("trim_agents = -1"), Error);
 }
 
 TEST_CASE("Round settings: the recommended recipe fills what the settings do not name, for the runtime they are for") {

@@ -272,7 +272,9 @@ TEST_CASE("Secure aggregation with ephemeral share keys: exact sums, and a dispu
     return *std::find_if(sent[from].begin(), sent[from].end(), [&](const EncryptedShare& share) { return share.to == holder; });
   };
   // Each share is sealed under a key of its own: the same plaintext size, a different public key first.
-  CHECK(!std::equal(to(0, 1).ciphertext.begin(), to(0, 1).ciphertext.begin() + 32, to(0, 2).ciphertext.begin()));
+  const EncryptedShare to_1 = to(0, 1), to_2 = to(0, 2);
+  CHECK(to_1.ciphertext.size() == to_2.ciphertext.size());
+  CHECK(!std::equal(to_1.ciphertext.begin(), to_1.ciphertext.begin() + 32, to_2.ciphertext.begin()));
   CHECK(disputed.clients[1].undecryptable({to(0, 1), to(2, 1), to(3, 1)}).empty());
   // A false complaint about 0's share to 1: it opens with 0's ephemeral secret, for holder 1 only.
   const Key32 secret = disputed.clients[0].share_opening(1);

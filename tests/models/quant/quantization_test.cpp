@@ -127,6 +127,37 @@ TEST_CASE("Statistics files: bad magic, truncation and inconsistent headers are 
 }
 
 TEST_CASE(
+    "Trimmed scales: one participant's share of the values, all at the top, stretches no method's clip past twice the honest "
+    "values") {
+  const HistogramLayout layout;
+  // Five honest participants' values (|x| < ~4.5) and one participant's as many, all at 2000.
+  std::vector<float> honest, poison(20000, 2000.0f);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int i = 0; i < 5 * 20000; ++i) honest.push_back(normal(rng));
+  std::vector<uint64_t> clean(layout.counts_per_point(), 0), poisoned(layout.counts_per_point(), 0);
+  accumulate_histogram(layout, honest, clean);
+  accumulate_histogram(layout, honest, poisoned);
+  accumulate_histogram(layout, poison, poisoned);
+  const double honest_max = summarize_histogram(layout, clean).max_abs;
+  const double share = 1.0 / 6;  // one participant's most values over all of them
+  for (const char* method : {"minmax", "percentile:99.99", "mse", "entropy"}) {
+    CAPTURE(method);
+    const ScaleMethodSpec spec = ScaleMethodSpec::parse(method);
+    CHECK(activation_params(layout, poisoned, spec, false).scale * 127 > 1000);  // untrimmed: the poison sets the clip
+    CHECK(activation_params(layout, poisoned, spec, false, share).scale * 127 <= kTrimHeadroom * honest_max);
+    CHECK(activation_params(layout, poisoned, spec, true, share).scale * 255 <= 2 * kTrimHeadroom * honest_max);
+  }
+  // On honest values a 1% trim changes nothing here: the largest value is within twice the 99th percentile.
+  for (const char* method : {"minmax", "mse"}) {
+    const ScaleMethodSpec spec = ScaleMethodSpec::parse(method);
+    CHECK(activation_params(layout, clean, spec, false, 0.01) == activation_params(layout, clean, spec, false));
+  }
+  CHECK_THROWS_WITH_AS(activation_params(layout, clean, ScaleMethodSpec::parse("minmax"), false, 0.5),
+                       doctest::Contains("trim share"), Error);
+}
+
+TEST_CASE(
     "Scale methods on a known distribution: min-max is the max, percentile below it, MSE minimizes the error, entropy clips "
     "outliers") {
   const HistogramLayout layout;
