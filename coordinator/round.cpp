@@ -584,12 +584,12 @@ void Round::complain(uint32_t complainer, const std::vector<uint32_t>& senders) 
   std::vector<uint32_t> now;
   bool added = false;
   for (const uint32_t sender : senders) {
-    if (sender >= participants_.size() || !secagg_->share(sender, complainer))
-      fail("maskedInput: a complaint about participant {}, which sent this agent no share", sender);
     const bool disputed = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& dispute) {
       return dispute.complainer == complainer && dispute.accused == sender;
     });
     if (secagg_->excluded().count(sender) || disputed) continue;  // a copy of an earlier complaint
+    if (sender >= participants_.size() || !secagg_->share(sender, complainer))
+      fail("maskedInput: a complaint about participant {}, which sent this agent no share", sender);
     if (!secagg_->config().ephemeral_share_keys) {
       now.push_back(sender);
       continue;

@@ -710,7 +710,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       }
       const uint64_t round_id = round_message_id(body);
       if (!round_ || round_->id() != static_cast<int64_t>(round_id) || round_->finished()) {
-        answer_stale_round_message(session, routing_id, peer, round_id, body);
+        answer_stale_round_message(session, routing_id, peer, round_id, envelope);
         return;
       }
       with_context([&] { return peer; }, [&] { round_->handle(agent->id, envelope); });
@@ -739,11 +739,17 @@ void Server::acknowledge(const std::string& routing_id, uint64_t round_id, const
 }
 
 void Server::answer_stale_round_message(const Session& session, const std::string& routing_id, const std::string& peer,
-                                        uint64_t round_id, wire::Envelope::Body::Reader body) {
+                                        uint64_t round_id, wire::Envelope::Reader envelope) {
+  const auto body = envelope.getBody();
   // A report on a round that ended done is simply late (or a copy): acknowledged. Anything else
   // for a round that is not running tells the agent the round is over for it, so it drops its part
   // and stops re-sending; not the agent's fault (it may have been paused, or the coordinator was).
+  // A round id never issued is no late message: refused (and counted against the sender's budget).
+  if (round_id > static_cast<uint64_t>(INT64_MAX))
+    fail("'{}' for round {}, which was never started", body_name(envelope), round_id);
   const auto record = store_.round(static_cast<int64_t>(round_id));
+  if (!record && !store_.round_id_issued(static_cast<int64_t>(round_id)))
+    fail("'{}' for round {}, which was never started", body_name(envelope), round_id);
   if (record && record->stage == RoundStage::kDone && body.which() == Body::LOCAL_REPORT) {
     if (session.resends_round_messages) acknowledge(routing_id, round_id, "localReport");
     return;
@@ -751,7 +757,8 @@ void Server::answer_stale_round_message(const Session& session, const std::strin
   std::string reason = fmt::format("round {} is not running", round_id);
   if (record && record->stage == RoundStage::kFailed) reason = fmt::format("round {} failed: {}", round_id, record->failure);
   if (record && record->stage == RoundStage::kDone) reason = fmt::format("round {} has ended", round_id);
-  log(fmt::format("{}: a round message for a round that is not running ({}); told so", peer, reason));
+  if (error_reports_by_key_.allow(peer, monotonic_ms()))  // logged within the same budget as agents' error messages
+    log(fmt::format("{}: a round message for a round that is not running ({}); told so", peer, reason));
   OutgoingMessage abort;
   abort.body().initRoundAbort().setRoundId(round_id);
   abort.body().getRoundAbort().setReason(reason.substr(0, 1000));

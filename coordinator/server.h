@@ -94,7 +94,7 @@ class Server : public RoundHost {
   void acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received);
   // A round message for a round that is not the running one (ended, failed, or unknown).
   void answer_stale_round_message(const Session& session, const std::string& routing_id, const std::string& peer,
-                                  uint64_t round_id, wire::Envelope::Body::Reader body);
+                                  uint64_t round_id, wire::Envelope::Reader envelope);
   // Admin commands (server_admin.cpp): one table entry each. An answer is ready now, or `later`
   // yields, from a worker thread, the step the event loop runs to finish it (store writes stay on the
   // loop). While one is pending the admin socket waits (REP) and agents keep being served.

@@ -120,6 +120,8 @@ class Store {
   std::vector<ExportRecord> exports(int64_t model_id);
 
   int64_t create_round(int64_t model_id, const std::string& config_json);
+  // Whether round `id` was ever created here (its row may be gone with a restore of an older backup).
+  bool round_id_issued(int64_t id) const { return id >= 1 && id < next_round_id_; }
   void set_round_stage(int64_t id, RoundStage stage, const std::string& failure = "");
   void set_round_models(int64_t id, std::optional<int64_t> result_model_id, std::optional<int64_t> baseline_model_id);
   void set_round_report(int64_t id, const std::string& report_json);

@@ -419,10 +419,10 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
   probe.send_raw(keys.encode((uint64_t{1} << 62) + 1));
   CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::BAD_MESSAGE)));
 
-  OutgoingMessage masked;  // no round is running: the agent is told the round is over for it
+  OutgoingMessage masked;  // for a round that was never started
   write_u64_vector({1, 2, 3}, masked.body().initMaskedInput().initValues(24));
   probe.send_raw(masked.encode((uint64_t{1} << 62) + 2));
-  CHECK(probe.reply() == std::make_pair(std::string("roundAbort"), -1));
+  CHECK(probe.reply() == std::make_pair(std::string("error"), code(wire::ErrorReply::Code::BAD_MESSAGE)));
 
   // Over ZMQ_MAXMSGSIZE: libzmq drops the connection before anything reaches fedcal.
   std::vector<std::byte> huge(8 << 20, std::byte{0});
@@ -434,6 +434,7 @@ TEST_CASE("Malformed, replayed and misdirected messages are refused, answered an
   CHECK(audit.find("replayed 'hello'") != std::string::npos);
   CHECK(audit.find("malformed Cap'n Proto") != std::string::npos);
   CHECK(audit.find("'roundKeys'") != std::string::npos);
+  CHECK(audit.find("'maskedInput' for round 0, which was never started") != std::string::npos);
 }
 
 TEST_CASE("Importing a large model while a round runs: heartbeats keep being answered, no agent looks dropped" *
