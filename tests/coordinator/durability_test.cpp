@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -721,22 +722,26 @@ TEST_CASE(
     "Pauses: the coordinator stopped after sending each stage's messages, 8 s with the default timeouts' proportions and "
     "longer than every timeout, loses no round and blames no agent" *
     doctest::timeout(600) * doctest::test_suite("fleet")) {
-  std::vector<std::vector<std::string>> rows;
   // As with the defaults: longer than the agents' transport heartbeat (5 s: they reconnect, and what
   // was in flight is lost), shorter than agent_timeout_ms (10 s) and their coordinator_timeout_ms (15 s).
   FleetOptions defaults;
   defaults.agent_timeout_ms = 10000;
   defaults.agent_coordinator_timeout_ms = 15000;
   defaults.stage_timeout_ms = 60000;
-  rows.push_back(round_with_pauses(defaults, std::chrono::milliseconds(8000),
-                                   "transport heartbeat (5 s) < pause < agent_timeout_ms (10 s), as the defaults"));
   // Longer than every timeout below the stage timeout (here agent_timeout_ms 1.5 s, the agents'
   // coordinator_timeout_ms 3 s, the transport heartbeat 5 s; the stage timeout 60 s): as a 45 s pause
   // with the defaults (10 s, 15 s, 5 s; 60 s).
   FleetOptions longer;
   longer.stage_timeout_ms = 60000;
-  rows.push_back(round_with_pauses(longer, std::chrono::milliseconds(7000),
-                                   "every timeout below the stage timeout < pause, as 45 s with the defaults"));
+  // The two fleets side by side (their own folders and ports): the pauses are mostly waiting.
+  auto second = std::async(std::launch::async, [&] {
+    return round_with_pauses(longer, std::chrono::milliseconds(6000),
+                             "every timeout below the stage timeout < pause, as 45 s with the defaults");
+  });
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back(round_with_pauses(defaults, std::chrono::milliseconds(8000),
+                                   "transport heartbeat (5 s) < pause < agent_timeout_ms (10 s), as the defaults"));
+  rows.push_back(second.get());
   check_docs_table("docs/DURABILITY.md", "coordinator-pauses",
                    markdown_table({"pause", "timeouts", "pauses in the round", "outcome", "vs. no pause"}, rows));
 }
