@@ -130,33 +130,62 @@ uint32_t default_neighbours(uint32_t participants) {
 
 uint32_t default_threshold(uint32_t neighbours) { return std::max<uint32_t>(2, (neighbours + 1) / 2 + 1); }
 
-std::vector<uint32_t> graph_neighbours(const SecAggConfig& config, uint32_t u) {
+namespace {
+
+// A seeded Fisher-Yates permutation places the agents on a ring; each is joined to the k/2 nearest
+// on either side (k rounded up to even), so the graph is symmetric and k-regular.
+std::vector<uint32_t> ring_order(const SecAggConfig& config) {
   const uint32_t n = config.participants;
-  if (u >= n) fail("agent index {} out of range ({} participants)", u, n);
-  std::vector<uint32_t> out;
-  if (config.neighbours >= n - 1) {
-    for (uint32_t v = 0; v < n; ++v) {
-      if (v != u) out.push_back(v);
-    }
-    return out;
-  }
-  // A seeded Fisher-Yates permutation places the agents on a ring; each is joined to the k/2 nearest
-  // on either side (k rounded up to even), so the graph is symmetric and k-regular.
   std::vector<uint64_t> words(n, 0);
   apply_prg_mask(hkdf_sha256(config.graph_seed, "fedcal-secagg-v1 graph", pair_info(config.round_id, 0, 0)), 1, words);
   std::vector<uint32_t> order(n);
   std::iota(order.begin(), order.end(), 0u);
   for (uint32_t i = n - 1; i > 0; --i) std::swap(order[i], order[words[i] % (uint64_t{i} + 1)]);
-  std::vector<uint32_t> position(n);
-  for (uint32_t i = 0; i < n; ++i) position[order[i]] = i;
-  const uint32_t half = (config.neighbours + 1) / 2;
-  std::set<uint32_t> set;
-  for (uint32_t j = 1; j <= half; ++j) {
-    set.insert(order[(position[u] + j) % n]);
-    set.insert(order[(position[u] + n - j) % n]);
+  return order;
+}
+
+// The neighbours of the agent at `position` on the ring, sorted.
+std::vector<uint32_t> ring_neighbours(const SecAggConfig& config, const std::vector<uint32_t>& order, uint32_t position) {
+  const auto n = static_cast<uint32_t>(order.size());
+  std::vector<uint32_t> list;
+  for (uint32_t j = 1; j <= (config.neighbours + 1) / 2; ++j) {
+    list.push_back(order[(position + j) % n]);
+    list.push_back(order[(position + n - j) % n]);
   }
-  set.erase(u);
-  return {set.begin(), set.end()};
+  std::sort(list.begin(), list.end());
+  list.erase(std::unique(list.begin(), list.end()), list.end());
+  std::erase(list, order[position]);
+  return list;
+}
+
+std::vector<uint32_t> all_but(uint32_t n, uint32_t u) {
+  std::vector<uint32_t> out;
+  for (uint32_t v = 0; v < n; ++v) {
+    if (v != u) out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<uint32_t>> graph_neighbour_lists(const SecAggConfig& config) {
+  const uint32_t n = config.participants;
+  std::vector<std::vector<uint32_t>> lists(n);
+  if (config.neighbours >= n - 1) {
+    for (uint32_t u = 0; u < n; ++u) lists[u] = all_but(n, u);
+    return lists;
+  }
+  const std::vector<uint32_t> order = ring_order(config);
+  for (uint32_t position = 0; position < n; ++position) lists[order[position]] = ring_neighbours(config, order, position);
+  return lists;
+}
+
+std::vector<uint32_t> graph_neighbours(const SecAggConfig& config, uint32_t u) {
+  const uint32_t n = config.participants;
+  if (u >= n) fail("agent index {} out of range ({} participants)", u, n);
+  if (config.neighbours >= n - 1) return all_but(n, u);
+  const std::vector<uint32_t> order = ring_order(config);
+  return ring_neighbours(config, order, static_cast<uint32_t>(std::find(order.begin(), order.end(), u) - order.begin()));
 }
 
 std::vector<uint32_t> share_holders(const SecAggConfig& config, uint32_t u) {
@@ -360,12 +389,22 @@ SecAggServer::SecAggServer(SecAggConfig config, std::vector<AdvertisedKeys> keys
   config_.validate();
   if (keys_.size() != config_.participants)
     fail("secure aggregation: {} key sets for {} participants", keys_.size(), config_.participants);
+  neighbours_ = graph_neighbour_lists(config_);
+  senders_to_.resize(config_.participants);
+}
+
+uint8_t SecAggServer::holder_x(uint32_t owner, uint32_t holder) const {
+  const std::vector<uint32_t>& neighbours = neighbours_.at(owner);
+  const auto below = static_cast<size_t>(std::lower_bound(neighbours.begin(), neighbours.end(), holder) - neighbours.begin());
+  if (holder != owner && (below == neighbours.size() || neighbours[below] != holder))
+    fail("agent {} holds no share of agent {}", holder, owner);
+  return static_cast<uint8_t>(below + (owner < holder ? 1 : 0) + 1);  // the owner holds a share of its own too
 }
 
 void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares, std::optional<Key32> self_mask_commitment) {
   if (from >= config_.participants) fail("share keys from unknown participant {}", from);
   if (u2_.count(from)) fail("participant {} sent its shares twice", from);
-  std::vector<uint32_t> expected = graph_neighbours(config_, from);
+  const std::vector<uint32_t>& expected = neighbours_.at(from);
   std::vector<uint32_t> got;
   for (const EncryptedShare& share : shares) {
     if (share.from != from) fail("participant {} sent a share labelled from {}", from, share.from);
@@ -376,6 +415,10 @@ void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares,
   std::sort(got.begin(), got.end());
   if (got != expected)
     fail("participant {} sent shares for {} holders, expected its {} neighbours", from, got.size(), expected.size());
+  for (const EncryptedShare& share : shares) {
+    std::vector<uint32_t>& senders = senders_to_.at(share.to);
+    senders.insert(std::lower_bound(senders.begin(), senders.end(), from), from);
+  }
   shares_by_sender_[from] = std::move(shares);
   if (self_mask_commitment) self_mask_commitments_[from] = *self_mask_commitment;
   u2_.insert(from);
@@ -383,10 +426,10 @@ void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares,
 
 std::vector<EncryptedShare> SecAggServer::shares_for(uint32_t to) const {
   std::vector<EncryptedShare> out;
-  for (const uint32_t sender : u2_) {
-    for (const EncryptedShare& share : shares_by_sender_.at(sender)) {
-      if (share.to == to) out.push_back(share);
-    }
+  if (to >= senders_to_.size()) return out;
+  for (const uint32_t sender : senders_to_[to]) {  // ascending, as U2 is
+    if (!u2_.count(sender)) continue;              // excluded since
+    if (const EncryptedShare* found = share(sender, to)) out.push_back(*found);
   }
   return out;
 }
@@ -418,7 +461,7 @@ std::vector<uint32_t> SecAggServer::exclude(uint32_t from, const std::vector<uin
   if (!u2_.count(from)) fail("a complaint from participant {}, which did not share keys", from);
   if (u3_.count(from)) fail("participant {} complains after sending its masked input", from);
   if (senders.empty()) fail("participant {} complains about nobody", from);
-  const std::vector<uint32_t> neighbours = graph_neighbours(config_, from);
+  const std::vector<uint32_t>& neighbours = neighbours_.at(from);
   for (const uint32_t sender : senders) {
     if (!u2_.count(sender) || !contains(neighbours, sender)) {
       fail("participant {} complains about participant {}, which sent it no share", from, sender);
@@ -453,7 +496,7 @@ void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>&
     if (!owners.insert(owner).second) fail("participant {} revealed two shares of {}", from, owner);
     const SecretKind expected = u3_.count(owner) ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey;
     if (revealed.kind != expected) fail("participant {} revealed the wrong secret of {}", from, owner);
-    if (revealed.share.x != holder_x(config_, owner, from) || revealed.share.value.size() != kSecretBytes) {
+    if (revealed.share.x != holder_x(owner, from) || revealed.share.value.size() != kSecretBytes) {
       fail("participant {}: malformed share of {}", from, owner);
     }
   }
@@ -500,7 +543,8 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
                      const std::function<bool(const Bytes&)>& verify) -> std::optional<Key32> {
     const std::optional<Verified> verified = verified_combine(shares, config_.threshold, verify);
     if (!verified) return std::nullopt;
-    const std::vector<uint32_t> holders = share_holders(config_, owner);
+    std::vector<uint32_t> holders = neighbours_.at(owner);
+    holders.insert(std::lower_bound(holders.begin(), holders.end(), owner), owner);
     for (const size_t i : verified->wrong) {
       if (wrong_revealers) wrong_revealers->insert(holders.at(shares[i].x - 1u));
     }
@@ -531,7 +575,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     if (!private_key)
       return missing(fmt::format("no {} of the revealed shares of dropped agent {}'s mask key match its public key", t, u));
     const X25519KeyPair dropped = X25519KeyPair::from_private(*private_key);
-    for (const uint32_t v : graph_neighbours(config_, u)) {
+    for (const uint32_t v : neighbours_.at(u)) {
       if (!u3_.count(v)) continue;
       // v added pair_sign(v, u) * PRG(s_vu) for the dropped u: take it back out.
       removals.push_back(

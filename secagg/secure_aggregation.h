@@ -65,7 +65,10 @@ uint32_t default_neighbours(uint32_t participants);
 // A majority of the holders: floor((k + 1) / 2) + 1, at least 2.
 uint32_t default_threshold(uint32_t neighbours);
 
-// Agent u's graph neighbours (a Harary graph on a seeded permutation; symmetric), sorted.
+// Every agent's graph neighbours (a Harary graph on a seeded permutation; symmetric), sorted: one
+// permutation for all n (the server's, once per round).
+std::vector<std::vector<uint32_t>> graph_neighbour_lists(const SecAggConfig& config);
+// Agent u's (an agent's own: graph_neighbour_lists for one).
 std::vector<uint32_t> graph_neighbours(const SecAggConfig& config, uint32_t u);
 // The holders of u's shares: its neighbours and u itself, sorted; holder i gets x = i + 1.
 std::vector<uint32_t> share_holders(const SecAggConfig& config, uint32_t u);
@@ -182,9 +185,13 @@ class SecAggServer {
                                                     std::set<uint32_t>* wrong_revealers = nullptr) const;
 
  private:
+  // Participant `holder`'s x in the shares of `owner`'s secrets (its rank among the holders, from 1).
+  uint8_t holder_x(uint32_t owner, uint32_t holder) const;
   SecAggConfig config_;
   std::vector<AdvertisedKeys> keys_;
+  std::vector<std::vector<uint32_t>> neighbours_;  // graph_neighbour_lists, made once
   std::map<uint32_t, std::vector<EncryptedShare>> shares_by_sender_;
+  std::vector<std::vector<uint32_t>> senders_to_;  // by recipient: who sent it a share (shares_for)
   std::set<uint32_t> u2_, u3_, u4_, excluded_;
   std::map<uint32_t, std::vector<uint64_t>> masked_;
   std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
