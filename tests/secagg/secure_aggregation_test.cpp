@@ -334,8 +334,10 @@ TEST_CASE("Secure aggregation: the sparse SecAgg+ graph is symmetric, k-regular,
   const uint32_t n = 100;
   Round round(n, 40);
   CHECK(round.config.neighbours < n - 1);
+  const auto lists = graph_neighbour_lists(round.config);  // the server's, all at once: the same graph
   for (uint32_t u = 0; u < n; ++u) {
     const auto neighbours = graph_neighbours(round.config, u);
+    CHECK(neighbours == lists[u]);
     CHECK(neighbours.size() == round.config.neighbours);
     for (uint32_t v : neighbours) {
       const auto back = graph_neighbours(round.config, v);
