@@ -554,7 +554,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     return;
   }
 
-  const auto agent = store_.agent_by_key(curve_key);
+  const std::optional<AgentRecord> agent = registered_agent(curve_key);
   if (!agent || agent->revoked_at_ms) {
     const std::string why = agent ? "the agent is revoked" : "the key is not enrolled";
     refuse(sender, "key " + curve_key, wire::ErrorReply::Code::NOT_ENROLLED, fmt::format("'{}': {}", body_name(envelope), why),
@@ -601,7 +601,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       if (!session.unavailable.empty()) {
         log_problem(LogLevel::kWarning, fmt::format("{} cannot take part in rounds: {}", peer, session.unavailable));
         store_.set_agent_problem(agent->id, session.last_seen_ms, "unavailable: " + session.unavailable);
-      } else if (agent->last_error.rfind("unavailable: ", 0) == 0) {
+      } else if (store_.agent_by_key(curve_key)->last_error.rfind("unavailable: ", 0) == 0) {  // fresh, not the cache's
         store_.set_agent_problem(agent->id, session.last_seen_ms, "");  // it can work again
       }
       if (round_ && !round_->finished()) {
@@ -719,7 +719,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       if (body.which() == Body::LOCAL_REPORT) {
         // A check that ran clears the agent's last problem; one that could not run is its problem now.
         const std::string error = read_text(body.getLocalReport().getError(), 1000);
-        if (!error.empty() || !agent->last_error.empty())
+        if (!error.empty() || !store_.agent_by_key(curve_key)->last_error.empty())
           store_.set_agent_problem(agent->id, session.last_seen_ms,
                                    error.empty() ? "" : fmt::format("round {}: check failed: {}", round_->id(), error));
       }
@@ -729,6 +729,14 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       refuse(sender, peer, wire::ErrorReply::Code::BAD_MESSAGE,
              fmt::format("'{}' is not a message agents send", body_name(envelope)));
   }
+}
+
+std::optional<AgentRecord> Server::registered_agent(const std::string& curve_key) {
+  const auto cached = registry_cache_.find(curve_key);
+  if (cached != registry_cache_.end()) return cached->second;
+  std::optional<AgentRecord> agent = store_.agent_by_key(curve_key);
+  if (agent) registry_cache_.emplace(curve_key, *agent);  // unknown keys are not kept (a flood of fresh keys holds nothing)
+  return agent;
 }
 
 void Server::acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received) {

@@ -90,6 +90,10 @@ class Server : public RoundHost {
   void send_to_route(const std::string& routing_id, OutgoingMessage& message);
   // The event loop did not turn for `gap_ms` (> kStallMs): a SIGSTOP, a suspended VM, a blocked handler.
   void resume_after_stall(int64_t gap_ms);
+  // The registry's record of an enrolled key, from memory after its first message (a heartbeat costs
+  // no SQL). Its id and revocation are what is read from it; anything that changes (last_error) is
+  // read from the store. Every revocation clears the cache.
+  std::optional<AgentRecord> registered_agent(const std::string& curve_key);
   // roundAck: the round message of kind `received` was handled (or was a copy of one that was).
   void acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received);
   // A round message for a round that is not the running one (ended, failed, or unknown).
@@ -184,6 +188,7 @@ class Server : public RoundHost {
   // Replay protection: the highest accepted sequence number by CURVE key, loaded from the store on a
   // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).
   std::map<std::string, ReplayWindow> last_sequence_;
+  std::map<std::string, AgentRecord> registry_cache_;  // by CURVE key (registered_agent)
   std::set<std::string> unsaved_sequences_;
   uint64_t next_sequence_;
   std::unique_ptr<Round> round_;

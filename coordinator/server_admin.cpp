@@ -197,6 +197,7 @@ void Server::register_admin_commands() {
   admin_commands_["agents.revoke"] = [this](const nlohmann::json& request) {
     const int64_t id = request.at("id").get<int64_t>();
     if (!store_.revoke_agent(id)) fail("no enrolled, unrevoked agent {}", id);
+    registry_cache_.clear();  // refused from its next message on
     sessions_.erase(id);
     store_.audit("operator", "agent revoked", std::to_string(id));
     return now({{"revoked", id}});
