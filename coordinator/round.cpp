@@ -699,12 +699,16 @@ void Round::settle_stale_disputes() {
   }
 }
 
-void Round::tell_left_behind(int64_t agent_id, const std::string& why) {
+void Round::send_round_abort(int64_t agent_id, const std::string& reason) {
   OutgoingMessage message;
   auto abort = message.body().initRoundAbort();
   abort.setRoundId(static_cast<uint64_t>(id_));
-  abort.setReason(fmt::format("round {} went on without this agent: {}", id_, why));
+  abort.setReason(reason);
   host_.send(agent_id, message);
+}
+
+void Round::tell_left_behind(int64_t agent_id, const std::string& why) {
+  send_round_abort(agent_id, fmt::format("round {} went on without this agent: {}", id_, why));
 }
 
 void Round::begin_sharing() {
@@ -1097,12 +1101,7 @@ void Round::fail_round(const std::string& reason) {
   std::set<int64_t> told(announced_.begin(), announced_.end());
   told.insert(participants_.begin(), participants_.end());
   for (const int64_t agent : told) {
-    if (!host_.is_online(agent)) continue;
-    OutgoingMessage message;
-    auto abort = message.body().initRoundAbort();
-    abort.setRoundId(static_cast<uint64_t>(id_));
-    abort.setReason(reason);
-    host_.send(agent, message);
+    if (host_.is_online(agent)) send_round_abort(agent, reason);
   }
   host_.store().set_round_stage(id_, RoundStage::kFailed, reason);
   host_.store().audit("coordinator", "round failed", fmt::format("round {}: {}", id_, reason));

@@ -161,6 +161,8 @@ class Round {
   // The accused's opening checked: `opens` false excludes the accused, true leaves out the complainer.
   void settle_opening(uint32_t accused, uint32_t complainer, bool opens);
   void settle_stale_disputes();
+  // roundAbort: the round is over for `agent_id`, with the reason.
+  void send_round_abort(int64_t agent_id, const std::string& reason);
   // roundAbort to one agent whose message came too late: the round goes on without it, so it drops
   // its part (and stops re-sending).
   void tell_left_behind(int64_t agent_id, const std::string& why);

@@ -41,11 +41,13 @@ Bytes share_associated_data(uint64_t round_id, uint32_t from, uint32_t to) {
   return data;
 }
 
-uint8_t holder_x(const SecAggConfig& config, uint32_t owner, uint32_t holder) {
-  const std::vector<uint32_t> holders = share_holders(config, owner);
-  const auto it = std::lower_bound(holders.begin(), holders.end(), holder);
-  if (it == holders.end() || *it != holder) fail("agent {} holds no share of agent {}", holder, owner);
-  return static_cast<uint8_t>(it - holders.begin() + 1);
+// Participant `holder`'s x in the shares of `owner`'s secrets, given `owner`'s sorted neighbours: its
+// rank among the holders (the neighbours and the owner itself, share_holders), from 1.
+uint8_t holder_x(const std::vector<uint32_t>& neighbours, uint32_t owner, uint32_t holder) {
+  const auto below = static_cast<size_t>(std::lower_bound(neighbours.begin(), neighbours.end(), holder) - neighbours.begin());
+  if (holder != owner && (below == neighbours.size() || neighbours[below] != holder))
+    fail("agent {} holds no share of agent {}", holder, owner);
+  return static_cast<uint8_t>(below + (owner < holder ? 1 : 0) + 1);
 }
 
 // A secret from revealed shares of which some may be wrong: the secret of the first t-subset (in
@@ -342,7 +344,7 @@ std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, 
     if (held.count(share.from) || (masked_ && !held_.count(share.from))) {
       fail("secure aggregation: unexpected share from agent {} to agent {}", share.from, share.to);
     }
-    held[share.from] = {holder_x(config_, share.from, index_), Bytes(plaintext->begin(), plaintext->begin() + kSecretBytes),
+    held[share.from] = {holder_x(graph_neighbours(config_, share.from), share.from, index_), Bytes(plaintext->begin(), plaintext->begin() + kSecretBytes),
                         Bytes(plaintext->begin() + kSecretBytes, plaintext->end())};
   }
   if (masked_ && held.size() == held_.size()) fail("secure aggregation: masking again with the same senders");
@@ -391,14 +393,6 @@ SecAggServer::SecAggServer(SecAggConfig config, std::vector<AdvertisedKeys> keys
     fail("secure aggregation: {} key sets for {} participants", keys_.size(), config_.participants);
   neighbours_ = graph_neighbour_lists(config_);
   senders_to_.resize(config_.participants);
-}
-
-uint8_t SecAggServer::holder_x(uint32_t owner, uint32_t holder) const {
-  const std::vector<uint32_t>& neighbours = neighbours_.at(owner);
-  const auto below = static_cast<size_t>(std::lower_bound(neighbours.begin(), neighbours.end(), holder) - neighbours.begin());
-  if (holder != owner && (below == neighbours.size() || neighbours[below] != holder))
-    fail("agent {} holds no share of agent {}", holder, owner);
-  return static_cast<uint8_t>(below + (owner < holder ? 1 : 0) + 1);  // the owner holds a share of its own too
 }
 
 void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares, std::optional<Key32> self_mask_commitment) {
@@ -496,7 +490,7 @@ void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>&
     if (!owners.insert(owner).second) fail("participant {} revealed two shares of {}", from, owner);
     const SecretKind expected = u3_.count(owner) ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey;
     if (revealed.kind != expected) fail("participant {} revealed the wrong secret of {}", from, owner);
-    if (revealed.share.x != holder_x(owner, from) || revealed.share.value.size() != kSecretBytes) {
+    if (revealed.share.x != holder_x(neighbours_.at(owner), owner, from) || revealed.share.value.size() != kSecretBytes) {
       fail("participant {}: malformed share of {}", from, owner);
     }
   }

@@ -185,8 +185,6 @@ class SecAggServer {
                                                     std::set<uint32_t>* wrong_revealers = nullptr) const;
 
  private:
-  // Participant `holder`'s x in the shares of `owner`'s secrets (its rank among the holders, from 1).
-  uint8_t holder_x(uint32_t owner, uint32_t holder) const;
   SecAggConfig config_;
   std::vector<AdvertisedKeys> keys_;
   std::vector<std::vector<uint32_t>> neighbours_;  // graph_neighbour_lists, made once
