@@ -1,4 +1,5 @@
 #include "coordinator/coordinator_config.h"
+#include "coordinator/sql_connection.h"
 
 #include <toml++/toml.h>
 
@@ -63,7 +64,8 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "backup_interval_hours",
                                               "backup_keep",
                                               "round_stats_keep",
-                                              "metrics_listen"};
+                                              "metrics_listen",
+                                              "database_url"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -92,6 +94,13 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "backup_keep", config.backup_keep, path);
   read_key(table, "round_stats_keep", config.round_stats_keep, path);
   read_key(table, "metrics_listen", config.metrics_listen, path);
+  read_key(table, "database_url", config.database_url, path);
+  if (!config.database_url.empty() && !is_postgres_url(config.database_url))
+    fail(
+        "{}: database_url '{}': a PostgreSQL url (postgresql://USER@HOST:PORT/DATABASE, or "
+        "postgresql:///DATABASE?host=/SOCKET/DIR), "
+        "or leave it out for SQLite in state_dir",
+        path, redacted_url(config.database_url));
   if (config.backup_interval_hours < 0 || config.backup_interval_hours > 24 * 365)
     fail("{}: backup_interval_hours = {}: 0 (never) to 8760", path, config.backup_interval_hours);
   if (config.backup_keep < 1 || config.backup_keep > 1000) fail("{}: backup_keep = {}: 1 to 1000", path, config.backup_keep);
@@ -121,5 +130,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   if (config.audit_max_entries < 100) fail("{}: audit_max_entries ({}) must be at least 100", path, config.audit_max_entries);
   return config;
 }
+
+std::string CoordinatorConfig::database_name() const { return uses_postgres() ? redacted_url(database_url) : database_path(); }
 
 }  // namespace fedcal::coordinator

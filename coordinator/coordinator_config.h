@@ -34,6 +34,8 @@ struct CoordinatorConfig {
   int round_stats_keep = 50;               // rounds whose aggregate statistics stay (older ones are deleted); 0: all
   std::string capture_file;                // optional: record every aggregation message received (audits, tests)
   std::string metrics_listen;              // optional: HOST:PORT of the Prometheus endpoint (GET /metrics)
+  // optional: the database in PostgreSQL (postgresql://...) instead of SQLite in state_dir
+  std::string database_url;
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
   // "kill-entering:quantizing" / "kill-entering:evaluating" / "kill-entering:done" SIGKILL the daemon as
@@ -44,7 +46,16 @@ struct CoordinatorConfig {
 
   // Reads `path`; errors name the file and key. Relative paths in the file are relative to it.
   static CoordinatorConfig load(const std::string& path);
+  bool uses_postgres() const { return !database_url.empty(); }
+  // SQLite's file (also where its ledger and restore marker sit beside it).
   std::string database_path() const { return state_dir + "/coordinator.db"; }
+  // What messages call the database: the SQLite file, or the url without its password.
+  std::string database_name() const;
+  // The ledger of ids and revocations (store.h) and the marker `db restore` leaves (server.cpp).
+  std::string ledger_path() const { return uses_postgres() ? state_dir + "/postgresql.ledger" : database_path() + ".ledger"; }
+  std::string restored_marker_path() const {
+    return uses_postgres() ? state_dir + "/postgresql.restored" : database_path() + ".restored";
+  }
   std::string curve_key_path() const { return state_dir + "/curve.key"; }
   std::string signing_key_path() const { return state_dir + "/signing.key"; }
   std::string artifacts_dir() const { return state_dir + "/artifacts"; }

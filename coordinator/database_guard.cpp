@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/file_util.h"
+#include "common/subprocess.h"
 
 namespace fedcal::coordinator {
 namespace fs = std::filesystem;
@@ -128,16 +129,30 @@ void check_database_file(const std::string& path) {
   }
 }
 
+std::unique_ptr<SqlConnection> open_database(const CoordinatorConfig& config) {
+  if (config.uses_postgres()) return open_postgres(config.database_url);
+  return open_sqlite(config.database_path());
+}
+
 void check_database_before_open(const CoordinatorConfig& config, bool allow_new) {
   const std::string path = config.database_path();
   std::error_code error;
   const bool has_keys = fs::exists(config.curve_key_path(), error) || fs::exists(config.signing_key_path(), error);
   const bool has_artifacts = fs::is_directory(config.artifacts_dir(), error) && !fs::is_empty(config.artifacts_dir(), error);
-  const bool present = fs::exists(path, error) && fs::file_size(path, error) > 0;
   const std::string restore = fmt::format(
       "restore it with `fedcal-coordinator db restore BACKUP` from {} (see docs/DURABILITY.md), or start with "
       "`serve --new-database` to begin an empty registry on purpose (every enrolled agent will have to enroll again)",
       backups_dir(config.state_dir));
+  if (config.uses_postgres()) {
+    // Unreachable: an I/O error naming the url. Reachable but empty beside keys: a wrong url, or a
+    // database dropped or recreated.
+    if (!open_postgres(config.database_url)->has_table("agents") && (has_keys || has_artifacts) && !allow_new) {
+      fail_as(ErrorKind::kCorruption, "{} holds no fedcal tables while {} holds {} of an earlier start: {}",
+              config.database_name(), config.state_dir, has_keys ? "the coordinator's keys" : "artifacts", restore);
+    }
+    return;
+  }
+  const bool present = fs::exists(path, error) && fs::file_size(path, error) > 0;
   if (!present && (has_keys || has_artifacts) && !allow_new) {
     fail_as(ErrorKind::kCorruption, "{} is {} while {} holds {} of an earlier start: {}", path,
             fs::exists(path, error) ? "empty" : "missing", config.state_dir, has_keys ? "the coordinator's keys" : "artifacts",
@@ -170,10 +185,42 @@ int64_t backup_database(const std::string& database, const std::string& destinat
   return static_cast<int64_t>(fs::file_size(destination));
 }
 
+namespace {
+
+// Runs a PostgreSQL client tool; its output names what went wrong.
+void run_postgres_tool(const std::vector<std::string>& argv, const std::string& doing) {
+  const ProgramResult result = with_context([&] { return doing; }, [&] { return run_program(argv); });
+  if (result.exit_code != 0)
+    fail_as(ErrorKind::kIo, "{}: {} exited with {}: {}", doing, argv[0], result.exit_code, result.output.substr(0, 2000));
+}
+
+}  // namespace
+
+int64_t backup_database(const CoordinatorConfig& config, const std::string& destination) {
+  if (!config.uses_postgres()) return backup_database(config.database_path(), destination);
+  fs::create_directories(fs::path(destination).parent_path());
+  const std::string partial = destination + ".partial";
+  std::error_code error;
+  fs::remove(partial, error);
+  try {
+    run_postgres_tool({"pg_dump", "--format=custom", "--file=" + partial, "--dbname=" + config.database_url},
+                      fmt::format("backing up {} to {}", config.database_name(), destination));
+  } catch (const Error&) {
+    fs::remove(partial, error);
+    throw;
+  }
+  fs::rename(partial, destination);
+  return static_cast<int64_t>(fs::file_size(destination));
+}
+
 std::string backups_dir(const std::string& state_dir) { return state_dir + "/backups"; }
 
-std::string backup_path(const std::string& state_dir, const std::string& why) {
-  return fmt::format("{}/coordinator-{}-{}.db", backups_dir(state_dir), utc_stamp(), why);
+std::string backup_path(const std::string& state_dir, const std::string& why, const std::string& extension) {
+  return fmt::format("{}/coordinator-{}-{}{}", backups_dir(state_dir), utc_stamp(), why, extension);
+}
+
+std::string backup_path(const CoordinatorConfig& config, const std::string& why) {
+  return backup_path(config.state_dir, why, config.uses_postgres() ? ".pgdump" : ".db");
 }
 
 namespace {
@@ -182,12 +229,13 @@ namespace {
 std::vector<std::string> backups_of(const std::string& state_dir, const std::string& why) {
   std::vector<std::string> kind;
   std::error_code error;
-  const std::string suffix = "-" + why + ".db";
   for (const auto& entry : fs::directory_iterator(backups_dir(state_dir), error)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("coordinator-", 0) == 0 && name.size() > suffix.size() &&
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-      kind.push_back(entry.path().string());
+    for (const std::string suffix : {"-" + why + ".db", "-" + why + ".pgdump"}) {
+      if (name.rfind("coordinator-", 0) == 0 && name.size() > suffix.size() &&
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        kind.push_back(entry.path().string());
+    }
   }
   std::sort(kind.begin(), kind.end());
   return kind;
@@ -217,6 +265,19 @@ std::vector<std::string> prune_backups(const std::string& state_dir, const std::
 
 std::string restore_database(const CoordinatorConfig& config, const std::string& backup) {
   if (!fs::is_regular_file(backup)) fail_as(ErrorKind::kNotFound, "{}: no such backup file", backup);
+  if (config.uses_postgres()) {
+    const ProgramResult list = run_program({"pg_restore", "--list", backup});
+    if (list.exit_code != 0) fail("{}: not a pg_dump archive (pg_restore --list: {})", backup, list.output.substr(0, 500));
+    if (list.output.find(" TABLE public agents ") == std::string::npos)
+      fail("{}: not a fedcal coordinator database (no agents table)", backup);
+    const std::string replaced = backup_path(config, "replaced");
+    backup_database(config, replaced);
+    run_postgres_tool(
+        {"pg_restore", "--clean", "--if-exists", "--single-transaction", "--no-owner", "--dbname=" + config.database_url, backup},
+        fmt::format("restoring {} into {}", backup, config.database_name()));
+    write_file_atomically(config.restored_marker_path(), backup, 0600);
+    return replaced;
+  }
   check_database_file(backup);
   if (!holds_fedcal_tables(backup)) fail("{}: not a fedcal coordinator database (no agents table)", backup);
   const std::string path = config.database_path();

@@ -1,8 +1,9 @@
 // Checks of the coordinator's database before it is opened, and its backups. A database that is
 // missing or empty beside keys and artifacts of an earlier start (deleted, truncated, a wrong
-// state_dir), a damaged file, or a write-ahead log whose committed frames do not check out (SQLite
-// would silently ignore them and run on older state) is refused with the file, what is wrong and
-// how to restore. Backups are consistent online copies (VACUUM INTO) in STATE/backups.
+// state_dir or database_url), a damaged file, or a write-ahead log whose committed frames do not
+// check out (SQLite would silently ignore them and run on older state) is refused with the file, what
+// is wrong and how to restore. Backups are consistent online copies in STATE/backups: VACUUM INTO
+// (SQLite, .db) or pg_dump's custom format (PostgreSQL, .pgdump).
 #pragma once
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -12,8 +13,12 @@
 #include <vector>
 
 #include "coordinator/coordinator_config.h"
+#include "coordinator/sql_connection.h"
 
 namespace fedcal::coordinator {
+
+// The configured database: SQLite in state_dir, or PostgreSQL at database_url.
+std::unique_ptr<SqlConnection> open_database(const CoordinatorConfig& config);
 
 // Throws Error (kCorruption) naming the file if the database must not be opened as it is:
 // missing or empty while the state folder holds keys or artifacts (unless `allow_new`), or its WAL
@@ -37,10 +42,15 @@ void check_database_file(const std::string& path);
 // A consistent copy of the live database at `destination` (VACUUM INTO on a read-only connection
 // of its own: safe beside the daemon's writes); returns its size in bytes.
 int64_t backup_database(const std::string& database, const std::string& destination);
+// The configured database's backup: as above for SQLite; pg_dump --format=custom for PostgreSQL (a
+// snapshot in one transaction, safe beside the daemon's writes).
+int64_t backup_database(const CoordinatorConfig& config, const std::string& destination);
 
 std::string backups_dir(const std::string& state_dir);
-// STATE/backups/coordinator-<UTC time>-<why>.db
-std::string backup_path(const std::string& state_dir, const std::string& why);
+// STATE/backups/coordinator-<UTC time>-<why><extension>
+std::string backup_path(const std::string& state_dir, const std::string& why, const std::string& extension = ".db");
+// The configured database's: .db (SQLite) or .pgdump (PostgreSQL).
+std::string backup_path(const CoordinatorConfig& config, const std::string& why);
 // Deletes all but the newest `keep` backups of the given kind ("scheduled"); returns the deleted.
 std::vector<std::string> prune_backups(const std::string& state_dir, const std::string& why, int keep);
 // Wall-clock time (ms) of the newest backup of that kind; 0 if there is none.
@@ -48,7 +58,9 @@ int64_t newest_backup_ms(const std::string& state_dir, const std::string& why);
 
 // Replaces the database with `backup` (checked first with integrity_check); the replaced files are
 // kept beside it as coordinator.db.replaced-<time> (and -wal, -shm). The daemon must be stopped.
-// Returns the name the replaced database was given ("" if there was none).
+// Returns the name the replaced database was given ("" if there was none). On PostgreSQL: the
+// backup (a .pgdump) is checked with pg_restore --list, a dump of the database as it was is kept in
+// STATE/backups (...-replaced.pgdump, returned), then pg_restore --clean in one transaction.
 std::string restore_database(const CoordinatorConfig& config, const std::string& backup);
 
 }  // namespace fedcal::coordinator

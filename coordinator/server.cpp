@@ -51,7 +51,8 @@ Server::Server(CoordinatorConfig config)
     : config_(std::move(config)),
       state_lock_(config_.state_dir, "fedcal-coordinator serve"),
       store_((check_database_before_open(config_, config_.allow_new_database), fs::create_directories(config_.artifacts_dir()),
-              config_.database_path())),
+              open_database(config_)),
+             config_.ledger_path()),
       curve_keys_(CurveKeyPair::read_or_create(config_.curve_key_path())),
       signing_key_([&] {
         if (!fs::exists(config_.signing_key_path())) {
@@ -127,7 +128,7 @@ Server::Server(CoordinatorConfig config)
   // A database restored from a backup (`db restore` leaves DATABASE.restored): what was running when
   // the backup was taken is not resumed - the fleet has moved on since. The registry follows what
   // agents report in their hellos; revocations and ids come back from the ledger (store.h).
-  const std::string restored_marker = config_.database_path() + ".restored";
+  const std::string restored_marker = config_.restored_marker_path();
   std::string restored_from;
   if (std::filesystem::exists(restored_marker)) restored_from = read_text_file(restored_marker);
   for (const std::string& note : store_.ledger_notes()) log(note);
@@ -443,9 +444,8 @@ void Server::backup_on_schedule() {
   const int64_t now = wall_ms();  // scheduling across restarts, not a deadline: a clock step moves one backup
   if (now - last_backup_wall_ms_ < interval_ms) return;
   last_backup_wall_ms_ = now;
-  backup_job_ = std::async(std::launch::async, [database = config_.database_path(),
-                                                destination = backup_path(config_.state_dir, "scheduled")] {
-    backup_database(database, destination);
+  backup_job_ = std::async(std::launch::async, [config = config_, destination = backup_path(config_, "scheduled")] {
+    backup_database(config, destination);
     return destination;
   });
 }

@@ -222,9 +222,9 @@ void Server::register_admin_commands() {
   };
   admin_commands_["db.backup"] = [this](const nlohmann::json&) {
     AdminReply reply;
-    const std::string destination = backup_path(config_.state_dir, "manual");
+    const std::string destination = backup_path(config_, "manual");
     reply.later = std::async(std::launch::async, [this, destination]() -> std::function<nlohmann::json()> {
-      const int64_t bytes = backup_database(config_.database_path(), destination);
+      const int64_t bytes = backup_database(config_, destination);
       return [this, destination, bytes] {
         store_.audit("operator", "database backed up", destination);
         return nlohmann::json{{"backup", destination}, {"bytes", bytes}};

@@ -1,17 +1,18 @@
-// The coordinator's durable state in one SQLite file (SQLiteCpp): the agent registry, enrollment
-// tokens, models and artifacts, rounds with their stage, participants, aggregates, and an audit log.
-// WAL with synchronous=FULL (a committed stage survives power loss), foreign keys on, a busy timeout,
-// and IMMEDIATE transactions for every write that reads first.
+// The coordinator's durable state: the agent registry, enrollment tokens, models and artifacts,
+// rounds with their stage, participants, aggregates, and an audit log. In one SQLite file by default
+// (WAL with synchronous=FULL: a committed stage survives power loss; foreign keys on, a busy timeout,
+// IMMEDIATE transactions for every write that reads first), or in PostgreSQL (database_url in the
+// config): the same SQL and the same contract (tests/coordinator/store_test.cpp runs on both).
 #pragma once
 
-#include <SQLiteCpp/SQLiteCpp.h>
-
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "coordinator/sql_connection.h"
 #include "coordinator/stages.h"
 
 namespace fedcal::coordinator {
@@ -84,9 +85,17 @@ struct ExportRecord {
 
 class Store {
  public:
-  // Opens (creating) the database; throws Error (kCorruption) if quick_check finds damage. A database
-  // of an older version is backed up (STATE/backups/...-pre-migration.db) before its schema changes.
+  // Opens (creating) the SQLite database at `path` (ledger beside it); throws Error (kCorruption) if
+  // quick_check finds damage. A database of an older version is backed up
+  // (STATE/backups/...-pre-migration.db) before its schema changes.
   explicit Store(const std::string& path);
+  // The store on an open connection (SQLite or PostgreSQL), creating or migrating its tables (on
+  // PostgreSQL in one transaction), with its ledger at `ledger_path`.
+  Store(std::unique_ptr<SqlConnection> database, std::string ledger_path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  SqlConnection& database() { return *db_; }
   // The backup taken before a migration at open ("" if none was needed).
   const std::string& migration_backup() const { return migration_backup_; }
   // What the ledger beside the database re-applied at open (revocations the database did not hold:
@@ -191,7 +200,7 @@ class Store {
   void insert_audit(const std::string& actor, const std::string& event, const std::string& detail, bool volume);
   void trim_audit();
 
-  SQLite::Database db_;
+  std::unique_ptr<SqlConnection> db_;
   std::string migration_backup_;
   // The ledger (DATABASE.ledger, JSON): what a restore of an older backup must not undo - the next
   // round and rollout ids (never reused: agents and artifacts know them) and every revoked key.
@@ -203,7 +212,9 @@ class Store {
   void save_ledger();
   // INSERT of a round or rollout row with the next id (at least `next_id`, which it advances).
   int64_t insert_with_next_id(const char* what, const char* table, const char* json_column, const char* stage, int64_t model_id,
-                              const std::string& json, int64_t& next_id);
+                              const std::string& json, int64_t& next);
+  // The next id of `table`: above its rows and at least `at_least` (inside the caller's transaction).
+  int64_t next_id(const char* table, int64_t at_least);
   int64_t audit_max_entries_ = 200000;
   int audits_since_trim_ = 0;
 };

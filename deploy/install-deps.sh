@@ -14,6 +14,7 @@ packages=(
   capnproto libcapnp-dev
   libssl-dev
   libsqlitecpp-dev libsqlite3-dev
+  libpqxx-dev postgresql  # the coordinator's PostgreSQL backend; its tests start a server of their own
   doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev
   clang libclang-rt-14-dev

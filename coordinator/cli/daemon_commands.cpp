@@ -63,7 +63,7 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
     const StateLock lock(config.state_dir, "fedcal-coordinator db restore");
     const std::string replaced = restore_database(config, *restore_from);
     context.print({{"restored", *restore_from}, {"replaced", replaced}},
-                  fmt::format("restored {} into {}{}\n", *restore_from, config.database_path(),
+                  fmt::format("restored {} into {}{}\n", *restore_from, config.database_name(),
                               replaced.empty() ? "" : "; the replaced database is kept as " + replaced));
   });
 

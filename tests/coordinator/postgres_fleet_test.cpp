@@ -1,0 +1,74 @@
+// The coordinator daemon on PostgreSQL (database_url), with real processes: a server of the test's own
+// (tests/postgres_server.h), a coordinator and agents on loopback.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "common/file_util.h"
+#include "tests/coordinator/mini_fleet.h"
+#include "tests/postgres_server.h"
+
+namespace fedcal::testing {
+namespace {
+
+TEST_CASE(
+    "Coordinator on PostgreSQL: enrollment, a round, db backup and restore (a later revocation holds), and an empty "
+    "database beside the keys refused" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  PostgresServer postgres;
+  const std::string url = postgres.create_database();
+  FleetOptions options;
+  options.agents = 3;
+  options.coordinator_extra = "database_url = \"" + url + "\"\n";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  const nlohmann::json first = fleet.run_round(round_settings(model));
+  REQUIRE_MESSAGE(first["stage"] == "done", first.dump(2));
+  CHECK(first["contributors"] == 3);
+  // Everything is in PostgreSQL: no SQLite file in the state folder.
+  CHECK_FALSE(std::filesystem::exists(fleet.coordinator_dir() + "/coordinator.db"));
+  CHECK(postgres.psql("fedcal_1", "SELECT count(*) FROM agents") == "3\n");
+  CHECK(postgres.psql("fedcal_1", "SELECT stage FROM rounds WHERE id = 1") == "done\n");
+
+  const std::string backup = fleet.admin({{"command", "db.backup"}})["backup"].get<std::string>();
+  CHECK(backup.size() > 7);
+  CHECK(backup.substr(backup.size() - 7) == ".pgdump");
+  // After the backup: an agent revoked and a second round.
+  const int64_t revoked = fleet.agent_id(2);
+  fleet.admin({{"command", "agents.revoke"}, {"id", revoked}});
+  const nlohmann::json second = fleet.run_round(round_settings(model, 2));
+  REQUIRE_MESSAGE(second["stage"] == "done", second.dump(2));
+
+  fleet.kill_coordinator();
+  const auto restore = run_command(
+      built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") + " db restore " + backup, true);
+  REQUIRE_MESSAGE(restore.exit_code == 0, restore.output);
+  CHECK(postgres.psql("fedcal_1", "SELECT count(*) FROM rounds") == "1\n");  // round 2 is gone with the restore ...
+  fleet.start_coordinator();
+  // ... the revocation is not (the ledger), and the next round takes id 3, not 2.
+  for (const auto& agent : fleet.admin({{"command", "agents.list"}})["agents"]) {
+    if (agent["id"] == revoked) CHECK(agent["revoked"] == true);
+  }
+  REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(30)));
+  const nlohmann::json third = fleet.run_round(round_settings(model, 2));
+  CHECK_MESSAGE(third["stage"] == "done", third.dump(2));
+  CHECK(third["round"] == 3);
+  CHECK(third["contributors"] == 2);
+
+  // The same state folder pointed at an empty database: refused, naming it, not started empty.
+  fleet.kill_coordinator();
+  const std::string empty = postgres.create_database();
+  std::string config = read_text_file(fleet.path("coordinator.toml"));
+  config.replace(config.find(url), url.size(), empty);
+  write_text(fleet.path("empty.toml"), config);
+  const auto refused = run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("empty.toml") + " serve", true);
+  CHECK(refused.exit_code != 0);
+  CHECK_MESSAGE(
+      refused.output.find("fedcal_2?host=" + postgres.socket_dir() + "&user=fedcal holds no fedcal tables") != std::string::npos,
+      refused.output);
+}
+
+}  // namespace
+}  // namespace fedcal::testing
