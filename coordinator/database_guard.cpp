@@ -231,7 +231,7 @@ std::vector<std::string> backups_of(const std::string& state_dir, const std::str
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(backups_dir(state_dir), error)) {
     const std::string name = entry.path().filename().string();
-    for (const std::string suffix : {"-" + why + ".db", "-" + why + ".pgdump"}) {
+    for (const std::string& suffix : {"-" + why + ".db", "-" + why + ".pgdump"}) {
       if (name.rfind("coordinator-", 0) == 0 && name.size() > suffix.size() &&
           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
         kind.push_back(entry.path().string());
