@@ -164,7 +164,7 @@ std::unique_ptr<Rollout> Rollout::start(RoundHost& host, const RolloutSettings& 
   return rollout;
 }
 
-std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutRecord& record) {
+std::unique_ptr<Rollout> Rollout::load(RoundHost& host, const Store::RolloutRecord& record) {
   const auto model = host.store().model(record.model_id);
   if (!model) fail("rollout {}: model {} is missing", record.id, record.model_id);
   std::unique_ptr<Rollout> rollout(
@@ -173,13 +173,30 @@ std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutR
   rollout->stage_ = record.stage;
   rollout->reason_ = record.reason;
   rollout->wave_ = state.value("wave", 0);
-  for (const auto& agent : state.value("agents", nlohmann::json::array())) {
-    AgentState& entry = rollout->agents_[agent["agent"].get<int64_t>()];
-    entry.wave = agent["wave"].get<int>();
-    entry.status = parse_target_status(agent["status"].get<std::string>());
-    entry.static_class = agent.value("package", std::string()) == kStaticClassLabel;
-    if (agent.contains("report") && agent["report"].is_object()) entry.report = ActivationOutcome::from_json(agent["report"]);
+  const auto restore = [&](int64_t agent, int wave, const std::string& status, const std::string& package,
+                           const nlohmann::json& report) -> AgentState& {
+    AgentState& entry = rollout->agents_[agent];
+    entry.wave = wave;
+    entry.status = parse_target_status(status);
+    entry.static_class = package == kStaticClassLabel;
+    if (report.is_object()) entry.report = ActivationOutcome::from_json(report);
+    return entry;
+  };
+  for (const Store::RolloutTarget& target : host.store().rollout_targets(record.id)) {
+    const nlohmann::json report = target.report_json.empty() ? nlohmann::json() : nlohmann::json::parse(target.report_json);
+    restore(target.agent_id, target.wave, target.status, target.package, report).dirty = false;
   }
+  // A rollout saved by an older version: its targets in the snapshot (rows from the next save on).
+  for (const auto& agent : state.value("agents", nlohmann::json::array()))
+    restore(agent["agent"].get<int64_t>(), agent["wave"].get<int>(), agent["status"].get<std::string>(),
+            agent.value("package", std::string()), agent.value("report", nlohmann::json()));
+  return rollout;
+}
+
+nlohmann::json Rollout::stored_status(RoundHost& host, const Store::RolloutRecord& record) { return load(host, record)->status(); }
+
+std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutRecord& record) {
+  std::unique_ptr<Rollout> rollout = load(host, record);
   // Deadlines are monotonic and not stored: after a restart the wave gets its whole timeout again,
   // reports count from now (the soak is watched in full again: no gate is judged on a soak that
   // was cut short), and agents get agent_timeout_ms to reconnect before the gate stops waiting.
@@ -214,6 +231,7 @@ void Rollout::send_activate(int64_t agent_id) {
   }
   host_.send(agent_id, message);
   agents_[agent_id].status = TargetStatus::kSent;
+  agents_[agent_id].dirty = true;
 }
 
 void Rollout::send_rollback(int64_t agent_id) {
@@ -223,6 +241,7 @@ void Rollout::send_rollback(int64_t agent_id) {
   order.setSha256(package_for(agents_[agent_id]).sha256);
   host_.send(agent_id, message);
   agents_[agent_id].status = TargetStatus::kRollingBack;
+  agents_[agent_id].dirty = true;
 }
 
 std::string Rollout::unhealthy_reason(const ActivationOutcome& report) const {
@@ -252,6 +271,7 @@ void Rollout::agent_online(int64_t agent_id, const std::string& active_sha, unsi
     if (!state.report) state.report = ActivationOutcome{};
     state.report->crashes = crashes;
     state.status = TargetStatus::kUnhealthy;
+    state.dirty = true;
     host_.log(fmt::format("rollout {}: agent {} crashed {} time(s) since activating the model", id_, agent_id, crashes));
   }
   const bool updated = state.status != TargetStatus::kPending && state.status != TargetStatus::kRolledBack;
@@ -274,6 +294,7 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
   const ActivationOutcome outcome = ActivationOutcome::from_wire(report);
   AgentState& state = it->second;
   state.reported_at_ms = host_.monotonic_ms();
+  state.dirty = true;
   if (outcome.rolled_back && state.report && state.report->activated) {
     // The figures its gate judged stay on record; the report says it is back on its previous model.
     state.report->rolled_back = true;
@@ -412,7 +433,17 @@ void Rollout::rollback(const std::string& reason) {
 
 void Rollout::save(const std::string& reason) {
   if (!reason.empty()) reason_ = reason;
-  host_.store().save_rollout(id_, stage_, reason_, status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  std::vector<Store::RolloutTarget> changed;
+  for (auto& [agent, state] : agents_) {
+    if (!state.dirty) continue;
+    changed.push_back({agent, state.wave, std::string(name(state.status)), state.static_class && static_package_ ? kStaticClassLabel : "fleet",
+                       state.report ? state.report->to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : ""});
+  }
+  const std::string row = nlohmann::json{{"wave", wave_}}.dump() + std::string(name(stage_)) + reason_;
+  if (changed.empty() && row == saved_row_) return;
+  host_.store().save_rollout(id_, stage_, reason_, nlohmann::json{{"wave", wave_}}.dump(), changed);
+  saved_row_ = row;
+  for (auto& [agent, state] : agents_) state.dirty = false;
 }
 
 bool Rollout::assigned(int64_t agent_id, const std::string& sha256) const {

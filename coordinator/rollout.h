@@ -72,6 +72,8 @@ class Rollout {
   static std::unique_ptr<Rollout> start(RoundHost& host, const RolloutSettings& settings, const ModelRecord& model,
                                         std::vector<int64_t> targets);
   static std::unique_ptr<Rollout> recover(RoundHost& host, const Store::RolloutRecord& record);
+  // A stored rollout as status() shows it (a finished one, for listings); nothing is sent or saved.
+  static nlohmann::json stored_status(RoundHost& host, const Store::RolloutRecord& record);
 
   int64_t id() const { return id_; }
   int64_t model_id() const { return model_.id; }
@@ -102,12 +104,17 @@ class Rollout {
     std::optional<ActivationOutcome> report;
     int64_t reported_at_ms = 0;  // monotonic
     bool static_class = false;   // no INT8 dot product: gets static_package_ (where there is one)
+    bool dirty = true;           // changed since its row was last saved
   };
   Rollout(RoundHost& host, int64_t id, RolloutSettings settings, ModelRecord model);
+  // The rollout as stored: settings, stage, reason, wave and targets.
+  static std::unique_ptr<Rollout> load(RoundHost& host, const Store::RolloutRecord& record);
   void start_wave(int wave);
   void send_activate(int64_t agent_id);
   void send_rollback(int64_t agent_id);
   std::string unhealthy_reason(const ActivationOutcome& report) const;  // "" when healthy
+  // Saves what changed: the rollout's row (stage, reason, wave) and the rows of targets that changed
+  // (a hello or report costs one target's row, not a rewrite of all of them).
   void save(const std::string& reason = "");
   const ModelRecord& package_for(const AgentState& state) const;  // model_, or static_package_ for its class
 
@@ -125,6 +132,7 @@ class Rollout {
   int64_t wave_deadline_ms_ = 0;
   int64_t reconnect_grace_until_ms_ = 0;  // after a restart: agents not back yet are still waited for
   std::map<int64_t, AgentState> agents_;
+  std::string saved_row_;  // the rollout row as last saved (stage, reason, state)
 };
 
 }  // namespace fedcal::coordinator

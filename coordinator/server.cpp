@@ -154,9 +154,7 @@ Server::Server(CoordinatorConfig config)
           "not resumed: the database was restored from {} (taken while this rollout ran); agents keep the model they run, "
           "the registry follows their reports",
           restored_from);
-      nlohmann::json state = nlohmann::json::parse(record.state_json, nullptr, false);
-      if (state.is_object()) state["stage"] = name(RolloutStage::kAborted), state["reason"] = reason;
-      store_.save_rollout(record.id, RolloutStage::kAborted, reason, state.is_object() ? state.dump() : record.state_json);
+      store_.save_rollout(record.id, RolloutStage::kAborted, reason, record.state_json, {});
       store_.audit("coordinator", "rollout aborted", fmt::format("rollout {}: {}", record.id, reason));
       continue;
     }

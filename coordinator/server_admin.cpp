@@ -170,7 +170,7 @@ nlohmann::json Server::agents_list(const nlohmann::json& request) {
 nlohmann::json Server::rollout_json() {
   if (rollout_) return rollout_->status();
   const auto records = store_.rollouts();
-  return records.empty() ? nlohmann::json(nullptr) : nlohmann::json::parse(records.back().state_json);
+  return records.empty() ? nlohmann::json(nullptr) : Rollout::stored_status(*this, records.back());
 }
 
 void Server::register_admin_commands() {

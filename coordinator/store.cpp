@@ -107,6 +107,15 @@ CREATE TABLE IF NOT EXISTS rollouts (
   created_at_ms INTEGER NOT NULL,
   updated_at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rollout_targets (
+  rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+  agent_id INTEGER NOT NULL REFERENCES agents(id),
+  wave INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  package TEXT NOT NULL DEFAULT 'fleet',
+  report_json TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (rollout_id, agent_id)
+);
 CREATE TABLE IF NOT EXISTS exports (
   id INTEGER PRIMARY KEY,
   model_id INTEGER NOT NULL REFERENCES models(id),
@@ -658,10 +667,30 @@ int64_t Store::create_rollout(int64_t model_id, const std::string& settings_json
   return insert_with_next_id("create rollout", "rollouts", "settings_json", "running", model_id, settings_json, next_rollout_id_);
 }
 
-void Store::save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json) {
+void Store::save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json,
+                         const std::vector<RolloutTarget>& changed_targets) {
   return store_call("save rollout", [&]() -> void {
+    SqlTransaction transaction(*db_);
     db_->execute("UPDATE rollouts SET stage = ?, reason = ?, state_json = ?, updated_at_ms = ? WHERE id = ?",
                  {std::string(name(stage)), reason, state_json, now_ms(), id});
+    for (const RolloutTarget& target : changed_targets) {
+      db_->execute(
+          "INSERT INTO rollout_targets (rollout_id, agent_id, wave, status, package, report_json) VALUES (?, ?, ?, ?, ?, ?) "
+          "ON CONFLICT (rollout_id, agent_id) DO UPDATE SET wave = excluded.wave, status = excluded.status, "
+          "package = excluded.package, report_json = excluded.report_json",
+          {id, target.agent_id, int64_t{target.wave}, target.status, target.package, target.report_json});
+    }
+    transaction.commit();
+  });
+}
+
+std::vector<Store::RolloutTarget> Store::rollout_targets(int64_t rollout_id) {
+  return store_call("rollout targets", [&]() -> std::vector<Store::RolloutTarget> {
+    std::vector<RolloutTarget> out;
+    for (const SqlRow& row : db_->query(
+             "SELECT agent_id, wave, status, package, report_json FROM rollout_targets WHERE rollout_id = ? ORDER BY agent_id", {rollout_id}))
+      out.push_back({row.int64(0), static_cast<int>(row.int64(1)), row.text(2), row.text(3), row.text(4)});
+    return out;
   });
 }
 

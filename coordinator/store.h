@@ -170,16 +170,26 @@ class Store {
   void set_active_model(int64_t agent_id, const std::string& sha256);
   std::string active_model(int64_t agent_id);
 
-  // Rollouts: settings and a JSON snapshot of their state, saved at every change.
+  // Rollouts: settings, stage and a small JSON state (its wave), and a row per target agent; a
+  // change saves the rollout's row and the rows of the targets that changed, in one transaction.
   struct RolloutRecord {
     int64_t id, model_id;
     std::string settings_json;
     RolloutStage stage;
     std::string reason, state_json;
   };
+  struct RolloutTarget {
+    int64_t agent_id;
+    int wave;
+    std::string status;       // rollout.h's TargetStatus names
+    std::string package;      // "fleet" or its class's label
+    std::string report_json;  // its last activation report; "" before one
+  };
   int64_t create_rollout(int64_t model_id, const std::string& settings_json);
-  void save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json);
+  void save_rollout(int64_t id, RolloutStage stage, const std::string& reason, const std::string& state_json,
+                    const std::vector<RolloutTarget>& changed_targets);
   std::vector<RolloutRecord> rollouts();
+  std::vector<RolloutTarget> rollout_targets(int64_t rollout_id);
 
   // The audit log keeps its newest `max_entries` rows (default 200,000) of each class; older ones
   // are deleted. Volume entries are the ones any agent or peer can cause at will (refusals, its error

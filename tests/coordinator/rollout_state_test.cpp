@@ -221,6 +221,30 @@ TEST_CASE("Rollout in process: recovered from its stored snapshot with stage, wa
   CHECK(f.status_of(*recovered, f.ids[4]) == "pending");
   CHECK(recovered->status()["agents"][0]["report"]["mean_kl"] == 0.002);
   CHECK(recovered->status() == rollout->status());
+  // A finished rollout's listing is built from the same rows.
+  CHECK(Rollout::stored_status(f.host, f.host.store().rollouts().back()) == rollout->status());
+}
+
+TEST_CASE("Rollout in process: a hello or report saves one target's row, and a snapshot of an older version still recovers") {
+  RolloutFixture f(5);
+  auto rollout = f.start();
+  SqlConnection& database = f.host.store().database();
+  const int64_t before = database.statements_run();
+  f.report(*rollout, f.ids[0], true, 0.002);
+  // The report's own writes (the agent's active model) and the save: the rollout row and one target row.
+  CHECK(database.statements_run() - before <= 5);
+  CHECK(f.host.store().rollout_targets(rollout->id())[0].status == "healthy");
+  CHECK(f.host.store().rollouts().back().state_json == R"({"wave":0})");  // not a snapshot of every target
+
+  // A rollout saved before targets had rows: its state JSON held them all.
+  const Store::RolloutRecord stored = f.host.store().rollouts().back();
+  nlohmann::json legacy = rollout->status();
+  database.execute("DELETE FROM rollout_targets");
+  database.execute("UPDATE rollouts SET state_json = ? WHERE id = ?", {legacy.dump(), stored.id});
+  const auto recovered = Rollout::recover(f.host, f.host.store().rollouts().back());
+  CHECK(recovered->status()["agents"] == rollout->status()["agents"]);
+  recovered->pause();  // saves: the targets become rows
+  CHECK(f.host.store().rollout_targets(rollout->id()).size() == 5);
 }
 
 }  // namespace

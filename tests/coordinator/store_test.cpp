@@ -168,10 +168,18 @@ TEST_CASE("Store contract: rounds, participants, aggregates and exports") {
     CHECK(paths.count(std::string("/artifacts/a")) == 1);
 
     const int64_t rollout = store->create_rollout(result, "{}");
-    store->save_rollout(rollout, RolloutStage::kPaused, "operator", R"({"wave":1})");
+    store->save_rollout(rollout, RolloutStage::kRunning, "", R"({"wave":0})",
+                        {{agent, 0, "sent", "fleet", ""}, {other, 1, "pending", "class:static", ""}});
+    store->save_rollout(rollout, RolloutStage::kPaused, "operator", R"({"wave":1})", {{agent, 0, "healthy", "fleet", R"({"kl":0})"}});
     REQUIRE(store->rollouts().size() == 1);
     CHECK(store->rollouts()[0].stage == RolloutStage::kPaused);
     CHECK(store->rollouts()[0].state_json == R"({"wave":1})");
+    const std::vector<Store::RolloutTarget> targets = store->rollout_targets(rollout);
+    REQUIRE(targets.size() == 2);
+    CHECK(targets[0].status == "healthy");  // only the changed row was written again
+    CHECK(targets[0].report_json == R"({"kl":0})");
+    CHECK(targets[1].status == "pending");
+    CHECK(targets[1].package == "class:static");
   }
 }
 
