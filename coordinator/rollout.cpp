@@ -193,7 +193,9 @@ std::unique_ptr<Rollout> Rollout::load(RoundHost& host, const Store::RolloutReco
   return rollout;
 }
 
-nlohmann::json Rollout::stored_status(RoundHost& host, const Store::RolloutRecord& record) { return load(host, record)->status(); }
+nlohmann::json Rollout::stored_status(RoundHost& host, const Store::RolloutRecord& record) {
+  return load(host, record)->status();
+}
 
 std::unique_ptr<Rollout> Rollout::recover(RoundHost& host, const Store::RolloutRecord& record) {
   std::unique_ptr<Rollout> rollout = load(host, record);
@@ -436,8 +438,9 @@ void Rollout::save(const std::string& reason) {
   std::vector<Store::RolloutTarget> changed;
   for (auto& [agent, state] : agents_) {
     if (!state.dirty) continue;
-    changed.push_back({agent, state.wave, std::string(name(state.status)), state.static_class && static_package_ ? kStaticClassLabel : "fleet",
-                       state.report ? state.report->to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : ""});
+    changed.push_back(
+        {agent, state.wave, std::string(name(state.status)), state.static_class && static_package_ ? kStaticClassLabel : "fleet",
+         state.report ? state.report->to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : ""});
   }
   const std::string row = nlohmann::json{{"wave", wave_}}.dump() + std::string(name(stage_)) + reason_;
   if (changed.empty() && row == saved_row_) return;

@@ -688,7 +688,8 @@ std::vector<Store::RolloutTarget> Store::rollout_targets(int64_t rollout_id) {
   return store_call("rollout targets", [&]() -> std::vector<Store::RolloutTarget> {
     std::vector<RolloutTarget> out;
     for (const SqlRow& row : db_->query(
-             "SELECT agent_id, wave, status, package, report_json FROM rollout_targets WHERE rollout_id = ? ORDER BY agent_id", {rollout_id}))
+             "SELECT agent_id, wave, status, package, report_json FROM rollout_targets WHERE rollout_id = ? ORDER BY agent_id",
+             {rollout_id}))
       out.push_back({row.int64(0), static_cast<int>(row.int64(1)), row.text(2), row.text(3), row.text(4)});
     return out;
   });

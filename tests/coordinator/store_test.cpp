@@ -170,7 +170,8 @@ TEST_CASE("Store contract: rounds, participants, aggregates and exports") {
     const int64_t rollout = store->create_rollout(result, "{}");
     store->save_rollout(rollout, RolloutStage::kRunning, "", R"({"wave":0})",
                         {{agent, 0, "sent", "fleet", ""}, {other, 1, "pending", "class:static", ""}});
-    store->save_rollout(rollout, RolloutStage::kPaused, "operator", R"({"wave":1})", {{agent, 0, "healthy", "fleet", R"({"kl":0})"}});
+    store->save_rollout(rollout, RolloutStage::kPaused, "operator", R"({"wave":1})",
+                        {{agent, 0, "healthy", "fleet", R"({"kl":0})"}});
     REQUIRE(store->rollouts().size() == 1);
     CHECK(store->rollouts()[0].stage == RolloutStage::kPaused);
     CHECK(store->rollouts()[0].state_json == R"({"wave":1})");
