@@ -65,7 +65,8 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "backup_keep",
                                               "round_stats_keep",
                                               "metrics_listen",
-                                              "database_url"};
+                                              "database_url",
+                                              "package_url"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -95,6 +96,10 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "round_stats_keep", config.round_stats_keep, path);
   read_key(table, "metrics_listen", config.metrics_listen, path);
   read_key(table, "database_url", config.database_url, path);
+  read_key(table, "package_url", config.package_url, path);
+  if (!config.package_url.empty() && (config.package_url.rfind("http://", 0) != 0 || config.package_url.back() != '/'))
+    fail("{}: package_url '{}': an http:// url ending in / (packages are fetched as <url><sha256>.fcpkg)", path,
+         config.package_url);
   if (!config.database_url.empty() && !is_postgres_url(config.database_url))
     fail(
         "{}: database_url '{}': a PostgreSQL url (postgresql://USER@HOST:PORT/DATABASE, or "

@@ -36,6 +36,9 @@ struct CoordinatorConfig {
   std::string metrics_listen;              // optional: HOST:PORT of the Prometheus endpoint (GET /metrics)
   // optional: the database in PostgreSQL (postgresql://...) instead of SQLite in state_dir
   std::string database_url;
+  // optional: http://HOST:PORT/PATH/ where agents fetch packages by SHA-256 (an nginx origin or cache
+  // in front of the artifact store, deploy/nginx/); told to agents in the welcome
+  std::string package_url;
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
   // "kill-entering:quantizing" / "kill-entering:evaluating" / "kill-entering:done" SIGKILL the daemon as

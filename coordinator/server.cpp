@@ -590,6 +590,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       welcome.setHeartbeatIntervalMs(static_cast<uint32_t>(config_.heartbeat_interval_ms));
       welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
       welcome.setAcksRoundMessages(true);
+      welcome.setPackageUrl(config_.package_url);
       send_to_route(routing_id, reply);
       session.resends_round_messages = body.getHello().getResendsRoundMessages();
       const std::string active = read_text(body.getHello().getActiveModel(), 128);
@@ -665,6 +666,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       in.read(reinterpret_cast<char*>(data.begin()), static_cast<std::streamsize>(length));
       if (!in) fail("artifact {}: read error", model->path);
       send_to_route(routing_id, reply);
+      counters_.package_bytes_sent += length;
       return;
     }
     case Body::ERROR: {

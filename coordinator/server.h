@@ -178,6 +178,7 @@ class Server : public RoundHost {
   struct Counters {
     uint64_t messages_received = 0, bytes_received = 0, messages_sent = 0, bytes_sent = 0, refused = 0;
     uint64_t dropped = 0;  // not delivered: the peer was gone or its queue full
+    uint64_t package_bytes_sent = 0;  // package chunks the coordinator served itself (not over HTTP)
   } counters_;
   int64_t last_drop_log_ms_ = -1000000;
   static constexpr int kSendQueueMessages = 16;

@@ -182,6 +182,10 @@ void Server::register_admin_commands() {
                 {"agent_connections", connection_guard_->open()},
                 {"audit_entries", store_.audit_entries()},
                 {"replay_state_keys", last_sequence_.size()},
+                {"package_url", config_.package_url},
+                {"package_chunk_bytes_sent", counters_.package_bytes_sent},
+                {"database", config_.database_name()},
+                {"database_statements", store_.database().statements_run()},
                 {"metrics", http_ ? "http://" + http_->address() + "/metrics" : ""},
                 {"status_page", http_ ? "http://" + http_->address() + "/" : ""},
                 {"round", round_ ? nlohmann::json(round_->id()) : nlohmann::json(nullptr)}});

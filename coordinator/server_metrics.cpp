@@ -73,6 +73,12 @@ std::string Server::metrics_text() {
     }
   }
 
+  family(out, "fedcal_database_statements_total", "counter",
+         "SQL statements the daemon's store ran since the start (heartbeats cost none; last-seen times are written in batches).");
+  out += fmt::format("fedcal_database_statements_total {}\n", store_.database().statements_run());
+  family(out, "fedcal_package_chunk_bytes_total", "counter",
+         "Package bytes the coordinator sent in chunks itself (agents with a package_url fetch over HTTP instead).");
+  out += fmt::format("fedcal_package_chunk_bytes_total {}\n", counters_.package_bytes_sent);
   family(out, "fedcal_agent_messages_received_total", "counter", "Messages received from agents since the start.");
   out += fmt::format("fedcal_agent_messages_received_total {}\n", counters_.messages_received);
   family(out, "fedcal_agent_bytes_received_total", "counter", "Bytes received from agents since the start.");

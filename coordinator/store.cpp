@@ -383,24 +383,47 @@ void Store::agent_seen(int64_t id, int64_t at_ms, const std::string* profile_jso
   });
 }
 
+void Store::update_agents(const char* column, const char* key_column, const std::vector<std::pair<SqlValue, int64_t>>& values) {
+  if (values.empty()) return;
+  SqlTransaction transaction(*db_);
+  // Many rows per statement (UPDATE ... CASE key WHEN ? THEN ? ... END WHERE key IN (...)), in chunks of
+  // a few fixed sizes, so that a flush of 10,000 agents is about 20 statements and at most four
+  // statement forms are prepared.
+  size_t done = 0;
+  for (const size_t chunk : {size_t{512}, size_t{64}, size_t{8}, size_t{1}}) {
+    while (values.size() - done >= chunk) {
+      std::string cases, keys;
+      std::vector<SqlValue> parameters;
+      parameters.reserve(3 * chunk);
+      for (size_t i = 0; i < chunk; ++i) {
+        cases += " WHEN ? THEN CAST(? AS BIGINT)";
+        keys += i == 0 ? "?" : ", ?";
+        parameters.push_back(values[done + i].first);
+        parameters.push_back(values[done + i].second);
+      }
+      for (size_t i = 0; i < chunk; ++i) parameters.push_back(values[done + i].first);
+      db_->execute(fmt::format("UPDATE agents SET {0} = CASE {1}{2} END WHERE {1} IN ({3})", column, key_column, cases, keys),
+                   parameters);
+      done += chunk;
+    }
+  }
+  transaction.commit();
+}
+
 void Store::agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen) {
   return store_call("agents seen", [&]() -> void {
-    if (seen.empty()) return;
-    SqlTransaction transaction(*db_);
-    for (const auto& [id, at_ms] : seen) db_->execute("UPDATE agents SET last_seen_ms = ? WHERE id = ?", {at_ms, id});
-    transaction.commit();
+    std::vector<std::pair<SqlValue, int64_t>> values;
+    for (const auto& [id, at_ms] : seen) values.emplace_back(id, at_ms);
+    update_agents("last_seen_ms", "id", values);
   });
 }
 
 void Store::save_sequences(const std::vector<std::pair<std::string, uint64_t>>& sequences) {
   return store_call("save sequence numbers", [&]() -> void {
-    if (sequences.empty()) return;
-    SqlTransaction transaction(*db_);
-    for (const auto& [key, sequence] : sequences) {
-      // below 2^63: the server refuses larger ones
-      db_->execute("UPDATE agents SET last_sequence = ? WHERE public_key = ?", {static_cast<int64_t>(sequence), key});
-    }
-    transaction.commit();
+    std::vector<std::pair<SqlValue, int64_t>> values;
+    // below 2^63: the server refuses larger ones
+    for (const auto& [key, sequence] : sequences) values.emplace_back(key, static_cast<int64_t>(sequence));
+    update_agents("last_sequence", "public_key", values);
   });
 }
 

@@ -223,6 +223,8 @@ class Store {
   // INSERT of a round or rollout row with the next id (at least `next_id`, which it advances).
   int64_t insert_with_next_id(const char* what, const char* table, const char* json_column, const char* stage, int64_t model_id,
                               const std::string& json, int64_t& next);
+  // Sets `column` of many agents (keyed by `key_column`: id or public_key) in one transaction.
+  void update_agents(const char* column, const char* key_column, const std::vector<std::pair<SqlValue, int64_t>>& values);
   // The next id of `table`: above its rows and at least `at_least` (inside the caller's transaction).
   int64_t next_id(const char* table, int64_t at_least);
   int64_t audit_max_entries_ = 200000;

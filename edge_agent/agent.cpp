@@ -20,12 +20,23 @@ namespace {
 
 using Body = wire::Envelope::Body;
 
+// The package url a welcome gives: used if it is an http:// url ending in / of sane length.
+std::string read_package_url(const std::string& url) {
+  if (url.empty() || url.size() > 2000 || url.rfind("http://", 0) != 0 || url.back() != '/') return "";
+  for (const char c : url) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return "";
+  }
+  return url;
+}
+
 uint64_t wall_clock_us() {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
 constexpr uint32_t kChunkRequestBytes = 1 << 20;
+constexpr uint64_t kHttpRangeBytes = 4 << 20;  // per HTTP request (a cache serves ranges of its copy)
+constexpr int kHttpTimeoutMs = 60000;          // per step of a request: a cache may be filling from the origin
 
 // What kind of problem made the agent leave a round, from the error it hit.
 wire::RoundLeave::Cause leave_cause(const std::exception& error) {
@@ -187,7 +198,7 @@ void Agent::send_hello() {
   auto labels = profile.initLabels(static_cast<unsigned>(hardware.labels.size()));
   for (size_t i = 0; i < hardware.labels.size(); ++i) labels.set(static_cast<unsigned>(i), hardware.labels[i]);
   send(message);
-  hello_retry_.done(steady_ms());
+  hello_retry_.sent(steady_ms());
 }
 
 int Agent::run(const std::atomic<bool>& stop) {
@@ -213,6 +224,7 @@ int Agent::run(const std::atomic<bool>& stop) {
     if (now - last_heard_ms_ > config_.coordinator_timeout_ms && welcomed_) {
       log("no word from the coordinator: reconnecting");
       welcomed_ = false;
+      hello_retry_.lost(now);
     }
     if (!welcomed_ && hello_retry_.due(now)) send_hello();
     if (welcomed_ && heartbeat_.due(now)) {
@@ -226,6 +238,7 @@ int Agent::run(const std::atomic<bool>& stop) {
       found.swap(damage_to_report_);
       for (const std::string& what : found) report_damaged(what);
     }
+    poll_package_fetch();
     advance_repair();
     if (welcomed_) resend_unacknowledged(now);
     try {
@@ -273,7 +286,8 @@ void Agent::handle(wire::Envelope::Reader envelope) {
       }
       const int64_t period = std::clamp<uint32_t>(welcome.getHeartbeatIntervalMs(), 100, 600000);
       heartbeat_.set_period(period);
-      hello_retry_.set_period(std::max<int64_t>(1000, period));
+      hello_retry_.set_base(std::max<int64_t>(1000, period));
+      hello_retry_.answered();
       if (!welcomed_) {
         log(fmt::format("connected as agent {}", welcome.getAgentId()));
         // A new connection: what was in flight on the old one may be lost. The round's answer goes
@@ -281,6 +295,7 @@ void Agent::handle(wire::Envelope::Reader envelope) {
         if (round_ && round_->answer && !round_->answer_acked) round_->answer_retry.trigger();
       }
       coordinator_acks_ = welcome.getAcksRoundMessages();
+      package_url_ = !config_.package_url.empty() ? config_.package_url : read_package_url(welcome.getPackageUrl().cStr());
       welcomed_ = true;
       return;
     }
@@ -350,8 +365,11 @@ void Agent::handle(wire::Envelope::Reader envelope) {
 }
 
 void Agent::on_chunk(wire::Chunk::Reader chunk) {
-  const std::string sha = chunk.getSha256().cStr();
   const auto data = chunk.getData();
+  accept_chunk(chunk.getSha256().cStr(), chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+}
+
+void Agent::accept_chunk(const std::string& sha, uint64_t offset, std::span<const uint8_t> data, uint64_t total) {
   std::vector<Download*> downloads;
   if (activation_ && activation_->download) downloads.push_back(activation_->download.get());
   if (activation_ && activation_->reference) downloads.push_back(activation_->reference.get());
@@ -364,12 +382,12 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
     if (download->sha256() != sha || download->complete()) continue;
     if (download == repair_.get()) {
       // Its size was taken from the damaged copy (a torn write shortens it): the coordinator's counts.
-      if (chunk.getTotalBytes() != repair_->total()) {
-        repair_ = std::make_unique<Download>(sha, chunk.getTotalBytes(), config_.downloads_dir(), config_.models_dir());
-        if (chunk.getOffset() != 0) return;  // the next request starts at 0
+      if (total != repair_->total()) {
+        repair_ = std::make_unique<Download>(sha, total, config_.downloads_dir(), config_.models_dir());
+        if (offset != 0) return;  // the next request starts at 0
       }
       try {
-        repair_->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+        repair_->accept(offset, data, total);
       } catch (const Error& error) {
         report_damaged(fmt::format("the active package {} could not be repaired: {}", sha.substr(0, 16), error.what()));
         repair_.reset();
@@ -377,7 +395,7 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
       return;
     } else if (activation_ && (download == activation_->download.get() || download == activation_->reference.get())) {
       try {
-        download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+        download->accept(offset, data, total);
       } catch (const Error& error) {
         // A package that does not hash to its name is refused: the rollout hears why; nothing switches.
         log(fmt::format("rollout {}: refused: {}", activation_->rollout, error.what()));
@@ -387,7 +405,7 @@ void Agent::on_chunk(wire::Chunk::Reader chunk) {
       }
     } else {
       try {
-        download->accept(chunk.getOffset(), std::span(data.begin(), data.size()), chunk.getTotalBytes());
+        download->accept(offset, data, total);
       } catch (const std::exception& error) {
         // A round's download that cannot be stored (disk full) or does not verify: the round is told
         // at once and the partial file goes, so the space is free for the next try.
@@ -451,7 +469,9 @@ void Agent::advance_repair() {
 
 void Agent::request_chunk(Download& download, Interval& retry) {
   const int64_t now = steady_ms();
-  if (download.complete() || !retry.due(now)) return;
+  if (download.complete()) return;
+  if (fetch_over_http(download)) return;
+  if (!retry.due(now)) return;
   OutgoingMessage message;
   auto chunk = message.body().initChunkRequest();
   chunk.setSha256(download.sha256());
@@ -459,6 +479,35 @@ void Agent::request_chunk(Download& download, Interval& retry) {
   chunk.setLength(kChunkRequestBytes);
   send(message);
   retry.done(now);
+}
+
+bool Agent::fetch_over_http(Download& download) {
+  if (package_url_.empty() || http_failed_.count(download.sha256())) return false;
+  if (package_fetch_) return true;  // one range at a time; its result comes through poll_package_fetch
+  PackageFetch fetch{download.sha256(), package_url_ + download.sha256() + ".fcpkg", {}};
+  fetch.range = std::async(std::launch::async, [url = fetch.url, offset = download.have()] {
+    return fetch_range(url, offset, kHttpRangeBytes, kHttpTimeoutMs);
+  });
+  package_fetch_ = std::move(fetch);
+  return true;
+}
+
+void Agent::poll_package_fetch() {
+  if (!package_fetch_ || package_fetch_->range.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  PackageFetch fetch = std::move(*package_fetch_);
+  package_fetch_.reset();
+  try {
+    const FetchedRange range = fetch.range.get();
+    accept_chunk(fetch.sha256, range.offset, range.data, range.total);
+  } catch (const Error& error) {
+    // The cache or origin is down, lacks the package or answers nonsense: the coordinator has it.
+    log(fmt::format("package {} over HTTP failed ({}); fetching it from the coordinator", fetch.sha256.substr(0, 16),
+                    error.what()));
+    http_failed_.insert(fetch.sha256);
+  }
+  chunk_retry_.trigger();
+  repair_retry_.trigger();
+  if (activation_) activation_->chunk_retry.trigger();
 }
 
 }  // namespace fedcal::edge_agent

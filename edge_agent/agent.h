@@ -12,12 +12,16 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
+#include <set>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "edge_agent/agent_config.h"
 #include "edge_agent/download.h"
 #include "edge_agent/enrollment.h"
+#include "edge_agent/http_fetch.h"
 #include "edge_agent/interval.h"
 #include "edge_agent/local_check.h"
 #include "edge_agent/local_server.h"
@@ -104,6 +108,13 @@ class Agent {
   void on_open_share(wire::ShareOpenRequest::Reader request);
   void on_result(wire::RoundResult::Reader result);
   void on_chunk(wire::Chunk::Reader chunk);
+  // Bytes of the package `sha` from `offset` (a chunk from the coordinator, or a range over HTTP) into
+  // whichever download wants them.
+  void accept_chunk(const std::string& sha, uint64_t offset, std::span<const uint8_t> data, uint64_t total);
+  // Over HTTP (package_url) where there is one and it has not failed for that package: one range in
+  // flight, on a worker thread; poll_package_fetch takes its result on the event loop.
+  bool fetch_over_http(Download& download);
+  void poll_package_fetch();
   void on_activate(wire::ModelActivate::Reader activate);
   void on_rollback(wire::ModelRollback::Reader rollback);
   void advance_activation();
@@ -132,7 +143,9 @@ class Agent {
   zmq::socket_t socket_;
   uint64_t next_sequence_;
   Interval heartbeat_{2000};    // the period the coordinator's welcome sets
-  Interval hello_retry_{2000};  // until welcomed: hello again at this period (at least 1 s)
+  // Until welcomed: hello again, backing off from the heartbeat period (at least 1 s) up to
+  // reconnect_interval_max_ms, jittered (Backoff).
+  Backoff hello_retry_{2000, config_.reconnect_interval_max_ms, std::random_device{}()};
   int64_t last_heard_ms_ = 0;   // monotonic
   bool welcomed_ = false;
   bool coordinator_acks_ = false;  // its welcome says it sends roundAck (older coordinators do not)
@@ -159,6 +172,13 @@ class Agent {
   std::unique_ptr<RoundWork> round_;
   std::vector<std::unique_ptr<RoundWork>> retired_;
   Interval chunk_retry_{kChunkRetryMs};  // the round's downloads
+  std::string package_url_;              // packages over HTTP: the config's, else the welcome's ("" : none)
+  struct PackageFetch {
+    std::string sha256, url;
+    std::future<FetchedRange> range;
+  };
+  std::optional<PackageFetch> package_fetch_;  // the range in flight
+  std::set<std::string> http_failed_;          // packages fetched from the coordinator after HTTP failed
   std::unique_ptr<Download> repair_;     // the active package again, when its copy here was damaged
   Interval repair_retry_{kChunkRetryMs};
   std::vector<std::string> damage_to_report_;  // found before the coordinator welcomed us

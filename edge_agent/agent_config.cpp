@@ -39,6 +39,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
                                               "decode_tokens",
                                               "decode_runs",
                                               "reconnect_interval_max_ms",
+                                              "package_url",
                                               "coordinator_timeout_ms",
                                               "partial_download_max_age_hours",
                                               "disk_budget_mb",
@@ -69,6 +70,10 @@ AgentConfig AgentConfig::load(const std::string& path) {
   text("data_dir", config.data_dir);
   text("name", config.name);
   text("enroll_token", config.enroll_token);
+  text("package_url", config.package_url);
+  if (!config.package_url.empty() && (config.package_url.rfind("http://", 0) != 0 || config.package_url.back() != '/'))
+    fail("{}: package_url '{}': an http:// url ending in / (packages are fetched as <url><sha256>.fcpkg)", path,
+         config.package_url);
   text("fault_injection", config.fault_injection);
   if (!config.fault_injection.empty() && config.fault_injection != "exit-after-join" &&
       config.fault_injection != "exit-after-shares" && config.fault_injection != "exit-after-masked-input" &&

@@ -19,6 +19,9 @@ struct AgentConfig {
   int decode_tokens = 16;                               // tokens decoded per timed run of decoding speed
   int decode_runs = 5;                                  // timed runs per model; the median is reported
   int reconnect_interval_max_ms = 10000;
+  // http://HOST:PORT/PATH/ of a package cache near this device (deploy/nginx/); "" : the url the
+  // coordinator's welcome gives, if any, else chunks from the coordinator
+  std::string package_url;
   int coordinator_timeout_ms = 15000;  // no word from the coordinator this long: reconnect
   int partial_download_max_age_hours = 24;  // older *.part downloads are removed at start
   int disk_budget_mb = 0;  // models + downloads at most this much (least recently used packages go first); 0: the disk

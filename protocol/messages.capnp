@@ -124,6 +124,10 @@ struct Welcome {
   # The coordinator's Ed25519 public key (32 bytes).
   acksRoundMessages @3 :Bool;
   # The coordinator answers every round message with a roundAck: the agent re-sends one until then.
+  packageUrl @4 :Text;
+  # Where packages are served over HTTP by SHA-256 (PACKAGE_URL<sha256>.fcpkg, range requests: an
+  # origin or a cache, deploy/nginx/); empty: chunks from the coordinator. An agent's own
+  # package_url wins; on any HTTP failure the agent falls back to chunks.
 }
 
 struct Heartbeat {

@@ -170,6 +170,18 @@ TEST_CASE("Metrics: the Prometheus endpoint is scraped and its series follow the
     if (line.empty() || line[0] == '#') continue;
     CHECK_MESSAGE(declared.count(line.substr(0, line.find_first_of("{ "))) == 1, line);
   }
+  // Heartbeats cost no SQL: over 3 s of two agents heartbeating every 300 ms (about 20 messages), the
+  // store runs what the /metrics pages cost plus at most one flush of last-seen times and sequence
+  // numbers (batched: two statements per agent at most). Was: a registry SELECT per message.
+  const auto statements = [&] { return series_value(http_get(port, "/metrics"), "fedcal_database_statements_total"); };
+  const auto messages = [&] { return series_value(http_get(port, "/metrics"), "fedcal_agent_messages_received_total"); };
+  const double first = statements(), page = statements() - first;
+  const double messages_before = messages();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double during = statements() - first - 3 * page;  // three pages read since `first`
+  const double heartbeats = messages() - messages_before;
+  CHECK(heartbeats >= 15);
+  CHECK_MESSAGE(during <= 2 * 2 + 2, "statements " << during << " for " << heartbeats << " messages");
   // Any other path: 404, any other method: 405; the daemon goes on.
   CHECK(http_get(port, "/nope").rfind("HTTP/1.0 404", 0) == 0);
   CHECK(http_get(port, "/metrics", "POST").rfind("HTTP/1.0 405", 0) == 0);

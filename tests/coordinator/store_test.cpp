@@ -209,6 +209,26 @@ TEST_CASE("Store contract: agents' heartbeats, sequences, problems and their act
     CHECK(second.contradicting_reports == 2);
     CHECK(second.last_contradiction == "wave 2");
     CHECK(store->active_model(999).empty());
+
+    // A flush of many agents: 587 = 512 + 64 + 8 + 3 rows, one statement per chunk.
+    std::vector<std::pair<int64_t, int64_t>> seen;
+    std::vector<std::pair<std::string, uint64_t>> sequences;
+    for (int i = 0; i < 587; ++i) {
+      const std::string key = "many-" + std::to_string(i);
+      const int64_t id = *store->redeem_token(store->create_token(60000), key, key);
+      seen.emplace_back(id, 100000 + i);
+      sequences.emplace_back(key, uint64_t{1000} + static_cast<uint64_t>(i));
+    }
+    const int64_t before = store->database().statements_run();
+    store->agents_seen(seen);
+    store->save_sequences(sequences);
+    CHECK(store->database().statements_run() - before == 2 * (1 + 1 + 1 + 3));
+    for (const auto& [id, at_ms] : seen) {
+      const AgentRecord agent = *store->agent(id);
+      CHECK(agent.last_seen_ms == at_ms);
+      CHECK(agent.last_sequence == static_cast<uint64_t>(at_ms - 100000 + 1000));
+    }
+    CHECK(store->agent(a)->last_seen_ms == 2000);  // the others untouched
   }
 }
 

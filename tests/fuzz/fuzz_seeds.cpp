@@ -29,9 +29,13 @@ int main(int argc, char** argv) {
   }
   const fs::path root = argv[1];
   for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "gguf", "hf_config", "hf_tokenizer",
-                             "tokenizer_encode", "stats", "model_package", "message", "coordinator", "agent"}) {
+                             "tokenizer_encode", "stats", "model_package", "message", "coordinator", "agent", "http_head"}) {
     fs::create_directories(root / target);
   }
+  // What a cache answers an agent's range request (fuzz_http_head).
+  std::ofstream(root / "http_head/206.txt") << "HTTP/1.1 206 Partial Content\r\nServer: nginx\r\nContent-Length: 4194304\r\n"
+                                               "Content-Range: bytes 0-4194303/7340032\r\nX-Cache-Status: HIT\r\n";
+  std::ofstream(root / "http_head/404.txt") << "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n";
   fedcal::ModelConfig micro;
   micro.dim = 8;
   micro.hidden_dim = 12;
