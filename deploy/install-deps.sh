@@ -15,6 +15,7 @@ packages=(
   libssl-dev
   libsqlitecpp-dev libsqlite3-dev
   libpqxx-dev postgresql  # the coordinator's PostgreSQL backend; its tests start a server of their own
+  nginx  # the package origin and cache (deploy/nginx/); the tests run the shipped configs in an nginx of their own
   doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev
   clang libclang-rt-14-dev
