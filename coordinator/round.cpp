@@ -536,7 +536,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
     case Body::UNMASK_SHARES: {
       const auto unmask = body.getUnmaskShares();
       expect_round(unmask.getRoundId());
-      if (late_or_copy(RoundStage::kUnmasking, secagg_ && secagg_->revealed().count(static_cast<uint32_t>(index)))) return;
+      // Once the unmasking runs (secagg_ handed to it), a reveal is as late as a copy.
+      if (late_or_copy(RoundStage::kUnmasking, !secagg_ || secagg_->revealed().count(static_cast<uint32_t>(index)))) return;
       const std::vector<RevealedShare> shares = read_revealed_shares(unmask.getShares(), "unmaskShares");
       secagg_->add_revealed(static_cast<uint32_t>(index), shares);
       host_.store().set_participant_status(id_, agent_id, ParticipantStatus::kRevealed);
@@ -819,15 +820,24 @@ void Round::send_unmask_request(uint32_t u) {
 }
 
 void Round::finish_aggregation() {
-  std::string why;
-  std::optional<std::vector<uint64_t>> sum;
-  std::set<uint32_t> wrong_revealers;
-  try {
-    sum = secagg_->unmasked_sum(&why, 0, &wrong_revealers);
-  } catch (const Error& error) {
-    why = error.what();
-  }
-  for (const uint32_t index : wrong_revealers) {
+  secagg_summary_ = secagg_summary();
+  std::shared_ptr<const SecAggServer> server(std::move(secagg_));
+  aggregation_ = std::async(std::launch::async, [server] {
+    Aggregation out;
+    try {
+      out.sum = server->unmasked_sum(&out.why, 0, &out.wrong_revealers);
+    } catch (const Error& error) {
+      out.why = error.what();
+    }
+    out.survivors = server->survivors();
+    out.lane_bits = server->config().lane_bits;
+    return out;
+  });
+}
+
+void Round::complete_aggregation(Aggregation aggregation) {
+  std::optional<std::vector<uint64_t>>& sum = aggregation.sum;
+  for (const uint32_t index : aggregation.wrong_revealers) {
     // Outvoted by the right shares (the sum is exact), but on record.
     const std::string what = fmt::format(
         "round {}: agent {} revealed unmasking shares that do not fit the others; they were left out", id_, participants_[index]);
@@ -835,7 +845,7 @@ void Round::finish_aggregation() {
     host_.store().audit("agent " + std::to_string(participants_[index]), "wrong unmasking shares", what);
   }
   if (!sum) {
-    fail_round("secure aggregation could not be completed: " + why);
+    fail_round("secure aggregation could not be completed: " + aggregation.why);
     return;
   }
   CalibrationStats stats = stats_from_contribution(template_stats_, *sum);
@@ -843,18 +853,16 @@ void Round::finish_aggregation() {
   // the total noise are zeroed (post-processing: the guarantee is unchanged), so buckets that are
   // pure noise do not stretch the ranges.
   // 8 sigma: a pure-noise count survives with probability ~1e-15, so across ~10^5 counts none does.
-  const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(secagg_->survivors().size()));
+  const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(aggregation.survivors.size()));
   if (dp_noise_stddev_ > 0) {
     for (uint64_t& count : stats.counts) {
-      if (static_cast<double>(lane_to_signed(count, secagg_->config().lane_bits)) < noise_floor) count = 0;
+      if (static_cast<double>(lane_to_signed(count, aggregation.lane_bits)) < noise_floor) count = 0;
     }
   }
-  evaluators_ = secagg_->survivors();
+  evaluators_ = aggregation.survivors;
   host_.store().audit(
       "coordinator", "aggregate unmasked",
       fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
-  secagg_summary_ = secagg_summary();
-  secagg_.reset();  // the masked vectors and shares are no longer needed
   const std::string path = ArtifactStore(host_.config().artifacts_dir()).add_round_stats(stats, id_);
   stage_ms_["unmasking"] = host_.monotonic_ms() - stage_started_ms_;
   host_.store().save_aggregate(id_, path, stats.sha256(), static_cast<int>(evaluators_.size()),
@@ -1044,7 +1052,11 @@ void Round::tick() {
     settle_stale_disputes();
     if (expired || !waiting_for(secagg_->shared(), secagg_->survivors())) begin_unmasking();
   } else if (stage_ == RoundStage::kUnmasking) {
-    if (expired || !waiting_for(secagg_->survivors(), secagg_->revealed())) finish_aggregation();
+    if (aggregation_.valid()) {
+      if (aggregation_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) complete_aggregation(aggregation_.get());
+    } else if (expired || !waiting_for(secagg_->survivors(), secagg_->revealed())) {
+      finish_aggregation();
+    }
   } else if (stage_ == RoundStage::kQuantizing) {
     if (job_.valid() && job_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       try {

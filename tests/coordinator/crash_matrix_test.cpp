@@ -57,7 +57,7 @@ void run_round(RoundFixture& f, Round& round, const std::set<int64_t>& silent = 
     }
     if (round.stage() == RoundStage::kQuantizing) f.wait_for_quantization(round);
     f.host.now_ms += 100;
-    round.tick();
+    f.tick(round);
   }
   REQUIRE(round.finished());
 }
@@ -75,9 +75,9 @@ std::string round_with_coordinator_kill(RoundStage stage, const std::function<vo
     round.reset();
     f.host.restart();
     round = Round::recover(f.host, *f.host.store().round(id));
-    round->tick();
+    f.tick(*round);
     f.host.now_ms += 500;
-    round->tick();
+    f.tick(*round);
     for (const int64_t agent : f.ids) {
       f.host.online.insert(agent);
       round->agent_online(agent);
@@ -90,7 +90,7 @@ std::string round_with_coordinator_kill(RoundStage stage, const std::function<vo
       for (const auto& entry : status["agents"]) joined = joined || (entry["agent"] == agent.id && entry["state"] == "joined");
       if (!joined) agent.join(*round, round->id());
     }
-    round->tick();
+    f.tick(*round);
   }
   run_round(f, *round);
   return round_outcome(*round);
@@ -141,12 +141,12 @@ TEST_CASE("Crash matrix: an evaluating round after a restart waits for its agent
   round.reset();
   f.host.restart();
   round = Round::recover(f.host, *f.host.store().round(id));
-  round->tick();
+  f.tick(*round);
   CHECK(round->stage() == RoundStage::kEvaluating);  // was: done within milliseconds with 0 reports
   CHECK(round->status()["reports"] == 1);             // the report received before the kill is kept
   SUBCASE("no agent comes back: after agent_timeout_ms the round ends with the report it has") {
     f.host.now_ms += f.host.config().agent_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kDone);
     CHECK(round->status()["reports"] == 1);
   }
@@ -155,7 +155,7 @@ TEST_CASE("Crash matrix: an evaluating round after a restart waits for its agent
     f.host.store().set_participant_status(id, f.ids[0], ParticipantStatus::kRevealed);  // as if it never reported
     round = Round::recover(f.host, *f.host.store().round(id));
     f.host.now_ms += f.host.config().agent_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kFailed);
     CHECK(f.failure(*round).find("no participant reported its check") == 0);
   }
@@ -174,7 +174,7 @@ std::pair<std::string, int64_t> round_with_agent_kill(RoundStage stage) {
     f.host.online.insert(victim);
     round->agent_online(victim);
     f.agents[3].join(*round, round->id());
-    round->tick();
+    f.tick(*round);
     run_round(f, *round);
     return {round_outcome(*round), 0};
   }
@@ -192,7 +192,7 @@ std::pair<std::string, int64_t> round_with_agent_kill(RoundStage stage) {
     if (round->stage() == RoundStage::kQuantizing) f.wait_for_quantization(*round);
     const RoundStage before = round->stage();
     f.host.now_ms += 100;
-    round->tick();
+    f.tick(*round);
     if (round->stage() != before && waited == 0) waited = f.host.now_ms - left_at;
   }
   REQUIRE(round->finished());

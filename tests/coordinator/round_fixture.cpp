@@ -113,6 +113,14 @@ int RoundFixture::answer(Round& round, const std::string& kind, const std::set<i
   return answered;
 }
 
+void RoundFixture::tick(Round& round) {
+  round.tick();
+  for (int i = 0; i < 5000 && round.aggregating(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    round.tick();
+  }
+}
+
 void RoundFixture::wait_for_quantization(Round& round) {
   for (int i = 0; i < 600 && round.stage() == RoundStage::kQuantizing; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -131,7 +139,7 @@ void RoundFixture::advance_to(Round& round, RoundStage target) {
     if (round.stage() == target) return;
     REQUIRE(round.stage() == step.first);
     answer(round, step.second);
-    round.tick();
+    tick(round);
   }
   if (round.stage() != target) wait_for_quantization(round);
   REQUIRE(round.stage() == target);

@@ -43,6 +43,9 @@ struct RoundFixture {
   std::unique_ptr<Round> start();
   // Every agent in `which` (all if empty) answers `kind`; returns how many did.
   int answer(Round& round, const std::string& kind, const std::set<int64_t>& which = {});
+  // One tick, and more while the unmasking runs on its worker thread (bounded), so a test sees the
+  // stage that follows it.
+  void tick(Round& round);
   // Ticks until the quantization job has finished (a real job on a worker thread; bounded).
   void wait_for_quantization(Round& round);
   // Every agent joins and answers every stage until the round reaches `target`.

@@ -24,16 +24,22 @@ TEST_CASE("Round in process: every stage in order, done with every agent's repor
   auto round = f.start();
   CHECK(round->stage() == RoundStage::kCollecting);
   for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
-  round->tick();  // every announced agent joined
+  f.tick(*round);  // every announced agent joined
   CHECK(round->stage() == RoundStage::kSharing);
   CHECK(f.answer(*round, "roundKeys") == 4);
-  round->tick();
+  f.tick(*round);
   CHECK(round->stage() == RoundStage::kMasking);
   CHECK(f.answer(*round, "sharesForYou") == 4);
-  round->tick();
+  f.tick(*round);
   CHECK(round->stage() == RoundStage::kUnmasking);
   CHECK(f.answer(*round, "unmaskRequest") == 4);
+  // The unmasking runs on a worker thread: the event loop's tick returns at once, the round stays in
+  // its stage (and keeps answering messages), and a later tick takes the sum.
   round->tick();
+  CHECK(round->aggregating());
+  CHECK(round->stage() == RoundStage::kUnmasking);
+  f.tick(*round);
+  CHECK_FALSE(round->aggregating());
   CHECK(round->stage() == RoundStage::kQuantizing);
   // The aggregate is the sum of the four contributions.
   const auto aggregate = f.host.store().aggregate_path(round->id());
@@ -43,7 +49,7 @@ TEST_CASE("Round in process: every stage in order, done with every agent's repor
   f.wait_for_quantization(*round);
   REQUIRE(round->stage() == RoundStage::kEvaluating);
   CHECK(f.answer(*round, "roundResult") == 4);
-  round->tick();
+  f.tick(*round);
   CHECK(round->stage() == RoundStage::kDone);
   CHECK(f.host.store().round(round->id())->stage == RoundStage::kDone);
   const nlohmann::json report = round->status();
@@ -85,10 +91,10 @@ TEST_CASE("Round in process: the join deadline starts sharing with the agents th
     RoundFixture f(4);
     auto round = f.start();
     for (int i = 0; i < 3; ++i) f.agents[i].join(*round, round->id());
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kCollecting);  // the fourth is online and may still join
     f.host.now_ms += f.host.config().join_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kSharing);
     CHECK(f.host.take(f.ids[3], "roundKeys").empty());
   }
@@ -97,10 +103,10 @@ TEST_CASE("Round in process: the join deadline starts sharing with the agents th
     auto round = f.start();
     for (int i = 0; i < 2; ++i) f.agents[i].join(*round, round->id());
     f.host.now_ms += f.host.config().join_timeout_ms - 1;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kCollecting);
     f.host.now_ms += 1;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kFailed);
     CHECK(f.failure(*round) == "only 2 agents joined; the round needs at least 3");
     CHECK(f.host.store().round(round->id())->failure == f.failure(*round));
@@ -112,62 +118,62 @@ TEST_CASE("Round in process: an agent that goes offline is not waited for, at th
   RoundFixture f(5);
   auto round = f.start();
   for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
-  round->tick();
+  f.tick(*round);
   REQUIRE(round->stage() == RoundStage::kSharing);
   SUBCASE("dropped in sharing (offline): the others go on") {
     f.answer(*round, "roundKeys", {f.ids[0], f.ids[1], f.ids[2], f.ids[3]});
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kSharing);  // agent 5 is online and may still answer
     f.host.online.erase(f.ids[4]);
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kMasking);
     CHECK(f.host.take(f.ids[4], "sharesForYou").empty());
   }
   SUBCASE("silent in sharing until the deadline") {
     f.answer(*round, "roundKeys", {f.ids[0], f.ids[1], f.ids[2], f.ids[3]});
     f.host.now_ms += f.host.config().stage_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kMasking);
   }
   SUBCASE("too few shared by the deadline") {
     f.answer(*round, "roundKeys", {f.ids[0], f.ids[1]});
     f.host.now_ms += f.host.config().stage_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kFailed);
     CHECK(f.failure(*round) == "only 2 agents shared their keys; the round needs at least 3");
   }
   SUBCASE("too few masked by the deadline") {
     f.answer(*round, "roundKeys");
-    round->tick();
+    f.tick(*round);
     f.answer(*round, "sharesForYou", {f.ids[0], f.ids[1]});
     f.host.now_ms += f.host.config().stage_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kFailed);
     CHECK(f.failure(*round) == "only 2 agents sent masked statistics; the aggregate of fewer than 3 is never unmasked");
   }
   SUBCASE("one agent drops after masking: unmasking recovers its masks, the sum has the other four") {
     f.answer(*round, "roundKeys");
-    round->tick();
+    f.tick(*round);
     f.answer(*round, "sharesForYou", {f.ids[0], f.ids[1], f.ids[2], f.ids[3]});
     f.host.online.erase(f.ids[4]);
-    round->tick();
+    f.tick(*round);
     REQUIRE(round->stage() == RoundStage::kUnmasking);
     for (const auto& participant : f.host.store().participants(round->id())) {
       CHECK(participant.status == (participant.agent_id == f.ids[4] ? ParticipantStatus::kDropped : ParticipantStatus::kMasked));
     }
     CHECK(f.answer(*round, "unmaskRequest") == 4);
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kQuantizing);
     CHECK(round->status()["contributors"] == 4);
   }
   SUBCASE("too few reveal by the deadline: the aggregate is never unmasked") {
     f.answer(*round, "roundKeys");
-    round->tick();
+    f.tick(*round);
     f.answer(*round, "sharesForYou");
-    round->tick();
+    f.tick(*round);
     f.answer(*round, "unmaskRequest", {f.ids[0]});
     f.host.now_ms += f.host.config().stage_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kFailed);
     CHECK(f.failure(*round).find("secure aggregation could not be completed") == 0);
     CHECK_FALSE(f.host.store().aggregate_path(round->id()));
@@ -181,16 +187,16 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
   f.answer(*round, "roundResult", {f.ids[0]});
   SUBCASE("an offline evaluator is not waited for, and gets the result when it returns") {
     f.host.online.erase(f.ids[2]);
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kEvaluating);  // agent 2 is online and has not reported
     f.answer(*round, "roundResult", {f.ids[1]});
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kDone);
     CHECK(round->status()["reports"] == 2);
   }
   SUBCASE("the report deadline") {
     f.host.now_ms += f.host.config().report_timeout_ms;
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kDone);
     CHECK(round->status()["reports"] == 1);
   }
@@ -208,7 +214,7 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     CHECK_THROWS_WITH(report_with({"fleet"}, 100, 0.0, 1.5), doctest::Contains("out of range"));
     report_with({"fleet"}, kMaxReportedTokens, 0.0, 1.0);  // the most tokens, KL 0, top-1 1.0: within bounds
     f.answer(*round, "roundResult", {f.ids[2]});
-    round->tick();
+    f.tick(*round);
     REQUIRE(round->stage() == RoundStage::kDone);
     const nlohmann::json fleet = round->status()["checks"]["fleet"];
     CHECK(fleet["agents"] == 3);
@@ -224,7 +230,7 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
     testing::forged_local_report(forged, round->id(), {"fleet"}, 100, 0.01, 0.9, {1e6, 1, 0.5});
     f.agents[1].deliver(*round, forged);
     f.answer(*round, "roundResult", {f.ids[2]});
-    round->tick();
+    f.tick(*round);
     REQUIRE(round->stage() == RoundStage::kDone);
     const nlohmann::json fleet = round->status()["checks"]["fleet"];
     CHECK(fleet["decode_speedup"].get<double>() == doctest::Approx(2.0));
@@ -242,7 +248,7 @@ TEST_CASE("Round in process: evaluation ends when every online evaluator reporte
       testing::forged_local_report(swinging, round->id(), {"fleet"}, 100, 0.01, 0.9, {3, 1, 4.18});
       f.agents[agent].deliver(*round, swinging);
     }
-    round->tick();
+    f.tick(*round);
     REQUIRE(round->stage() == RoundStage::kDone);
     const nlohmann::json fleet = round->status()["checks"]["fleet"];
     CHECK(fleet["decode_run_spread"].get<double>() == doctest::Approx(4.18));
@@ -265,7 +271,7 @@ TEST_CASE("Round in process: an agent that cannot take part says so, and no stag
   SUBCASE("no private text: it declines the announcement, and collecting ends when the others joined") {
     round->leave(f.ids[3], "noPrivateText", "/data: no text");
     for (int i = 0; i < 3; ++i) f.agents[static_cast<size_t>(i)].join(*round, round->id());
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kSharing);  // at once, not at the join deadline
     const nlohmann::json status = round->status();
     bool named = false;
@@ -280,7 +286,7 @@ TEST_CASE("Round in process: an agent that cannot take part says so, and no stag
     f.advance_to(*round, RoundStage::kSharing);
     round->agent_online(f.ids[3], /*held_round=*/0);
     f.answer(*round, "roundKeys", {f.ids[0], f.ids[1], f.ids[2]});
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kMasking);
     CHECK(f.host.store().participants(round->id())[3].status == ParticipantStatus::kDropped);
     CHECK(f.host.store().participants(round->id())[3].reason.find("notInRound") == 0);
@@ -288,7 +294,7 @@ TEST_CASE("Round in process: an agent that cannot take part says so, and no stag
   SUBCASE("every evaluator leaves: the round fails with the reason instead of waiting for the report deadline") {
     f.advance_to(*round, RoundStage::kEvaluating);
     for (const int64_t id : f.ids) round->leave(id, "diskFull", "No space left on device");
-    round->tick();
+    f.tick(*round);
     CHECK(round->stage() == RoundStage::kFailed);
     CHECK(f.failure(*round) == "no participant reported its check of the result (4 of 4 left, the others are offline)");
     CHECK(round->status()["contributors"] == 4);
@@ -328,13 +334,13 @@ TEST_CASE("Round in process: the operator's abort fails the round from any stage
   RoundFixture f(3);
   auto round = f.start();
   for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
-  round->tick();
+  f.tick(*round);
   REQUIRE(round->stage() == RoundStage::kSharing);
   round->fail_round("aborted by the operator");
   CHECK(round->stage() == RoundStage::kFailed);
   CHECK(f.host.store().round(round->id())->stage == RoundStage::kFailed);
   for (const int64_t id : f.ids) CHECK(f.host.take(id, "roundAbort").size() == 1);
-  round->tick();  // a finished round does nothing
+  f.tick(*round);  // a finished round does nothing
   CHECK(round->stage() == RoundStage::kFailed);
 }
 
@@ -342,7 +348,7 @@ TEST_CASE("Round in process: after a restart, quantizing and evaluating resume, 
   RoundFixture f(3);
   auto round = f.start();
   for (const FakeAgent& agent : f.agents) agent.join(*round, round->id());
-  round->tick();
+  f.tick(*round);
   SUBCASE("a secure stage") {
     auto recovered = Round::recover(f.host, *f.host.store().round(round->id()));
     CHECK(recovered->stage() == RoundStage::kFailed);
