@@ -398,10 +398,10 @@ void Store::update_agents(const char* column, const char* key_column, const std:
       for (size_t i = 0; i < chunk; ++i) {
         cases += " WHEN ? THEN CAST(? AS BIGINT)";
         keys += i == 0 ? "?" : ", ?";
-        parameters.push_back(values[done + i].first);
-        parameters.push_back(values[done + i].second);
+        parameters.emplace_back(values[done + i].first);
+        parameters.emplace_back(std::in_place_type<int64_t>, values[done + i].second);
       }
-      for (size_t i = 0; i < chunk; ++i) parameters.push_back(values[done + i].first);
+      for (size_t i = 0; i < chunk; ++i) parameters.emplace_back(values[done + i].first);
       db_->execute(fmt::format("UPDATE agents SET {0} = CASE {1}{2} END WHERE {1} IN ({3})", column, key_column, cases, keys),
                    parameters);
       done += chunk;
