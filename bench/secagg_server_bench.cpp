@@ -71,9 +71,9 @@ void run(uint32_t n, uint64_t length, double dropouts) {
     std::fprintf(stderr, "n = %u: the sum is wrong: %s\n", n, why.c_str());
     std::exit(1);
   }
-  std::printf("| %u | %u / %u | %u | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", n, config.neighbours, config.threshold,
-              dropped, sharing, forwarding, masking, revealing, unmasking,
-              sharing + forwarding + masking + revealing + unmasking);
+  std::printf("| %u | %u / %u | %u | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f |\n", n, config.neighbours, config.threshold,
+              dropped, sharing, forwarding, masking, revealing, unmasking, sharing + forwarding + masking + revealing + unmasking,
+              static_cast<double>(server.masked_bytes()) / 1e6);
   std::fflush(stdout);
 }
 
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   std::printf(
       "| agents | k / t | dropouts | add_shares (s) | shares_for (s) | masked inputs (s) | revealed (s) | unmasked_sum, 1 thread "
       "(s) | "
-      "server total (s) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "server total (s) | masked inputs held (MB) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const uint32_t n : agents) run(n, length, dropouts);
   return 0;
 }

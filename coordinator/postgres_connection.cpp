@@ -109,6 +109,7 @@ class PostgresConnection final : public SqlConnection {
       work_->commit();
       work_.reset();
     });
+    ++commits_;
   }
   void rollback() noexcept override {
     try {
@@ -171,6 +172,7 @@ class PostgresConnection final : public SqlConnection {
     }
     ++statements_run_;
     if (work_) return work_->exec_prepared(found->second, pqxx::prepare::make_dynamic_params(parameters));
+    ++commits_;
     pqxx::nontransaction once(*connection_);
     return once.exec_prepared(found->second, pqxx::prepare::make_dynamic_params(parameters));
   }

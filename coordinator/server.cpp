@@ -386,6 +386,8 @@ void Server::tick() {
       return true;
     });
   });
+  // The turn's participant statuses, in one commit (Store::set_participant_status).
+  guarded("saving participants' statuses", [&] { store_.flush_pending(); });
 }
 
 void Server::abandon(std::future<QuantizationJobResult> job) { abandoned_jobs_.push_back(std::move(job)); }

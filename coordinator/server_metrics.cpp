@@ -76,6 +76,10 @@ std::string Server::metrics_text() {
   family(out, "fedcal_database_statements_total", "counter",
          "SQL statements the daemon's store ran since the start (heartbeats cost none; last-seen times are written in batches).");
   out += fmt::format("fedcal_database_statements_total {}\n", store_.database().statements_run());
+  family(
+      out, "fedcal_database_commits_total", "counter",
+      "Commits the daemon's store made since the start (each an fsync on SQLite; a loop turn's participant statuses are one).");
+  out += fmt::format("fedcal_database_commits_total {}\n", store_.database().commits());
   family(out, "fedcal_package_chunk_bytes_total", "counter",
          "Package bytes the coordinator sent in chunks itself (agents with a package_url fetch over HTTP instead).");
   out += fmt::format("fedcal_package_chunk_bytes_total {}\n", counters_.package_bytes_sent);

@@ -57,11 +57,15 @@ class SqlConnection {
   virtual bool has_table(const std::string& table) = 0;
   virtual bool has_column(const std::string& table, const std::string& column) = 0;
 
-  // Statements run on this connection so far (scale benchmarks count them per heartbeat).
+  // Statements run on this connection so far (scale benchmarks count them per heartbeat), and the
+  // commits they made durable (a transaction's, or a statement's own outside one: on SQLite with
+  // synchronous=FULL each is an fsync).
   int64_t statements_run() const { return statements_run_; }
+  int64_t commits() const { return commits_; }
 
  protected:
   int64_t statements_run_ = 0;
+  int64_t commits_ = 0;
 };
 
 // Begins at construction; rolls back unless commit() was called.

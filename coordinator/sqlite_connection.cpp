@@ -80,11 +80,15 @@ class SqliteConnection final : public SqlConnection {
 
   void begin() override {
     call([&] { db_.exec("BEGIN IMMEDIATE"); });
+    in_transaction_ = true;
   }
   void commit() override {
     call([&] { db_.exec("COMMIT"); });
+    in_transaction_ = false;
+    ++commits_;
   }
   void rollback() noexcept override {
+    in_transaction_ = false;
     try {
       db_.exec("ROLLBACK");
     } catch (const SQLite::Exception&) {
@@ -137,10 +141,12 @@ class SqliteConnection final : public SqlConnection {
         statement.bind(index);
     }
     ++statements_run_;
+    if (!in_transaction_) ++commits_;
     return statement;
   }
 
   std::string path_;
+  bool in_transaction_ = false;
   SQLite::Database db_;
   std::map<std::string, std::unique_ptr<SQLite::Statement>> statements_;
 };

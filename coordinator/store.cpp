@@ -304,7 +304,13 @@ Store::Store(std::unique_ptr<SqlConnection> database, std::string ledger_path)
       });
 }
 
-Store::~Store() = default;
+Store::~Store() {
+  try {
+    flush_pending();
+  } catch (const std::exception&) {
+    // A failing disk at exit: the statuses of the last loop turn are lost, the stages are not.
+  }
+}
 
 std::string Store::create_token(int64_t valid_for_ms) {
   return store_call("create token", [&]() -> std::string {
@@ -544,6 +550,7 @@ int64_t Store::create_round(int64_t model_id, const std::string& config_json) {
 }
 
 void Store::set_round_stage(int64_t id, RoundStage stage, const std::string& failure) {
+  flush_pending();
   return store_call("set round stage", [&]() -> void {
     db_->execute("UPDATE rounds SET stage = ?, failure = ?, updated_at_ms = ? WHERE id = ?",
                  {std::string(name(stage)), failure, now_ms(), id});
@@ -580,6 +587,7 @@ std::vector<RoundRecord> Store::rounds() {
 }
 
 void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
+  flush_pending();
   return store_call("add participant", [&]() -> void {
     // A participant added again starts over (its status, reason and report as a new row's).
     db_->execute(
@@ -590,13 +598,24 @@ void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
 }
 
 void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason) {
-  return store_call("set participant status", [&]() -> void {
-    db_->execute("UPDATE participants SET status = ?, reason = ? WHERE round_id = ? AND agent_id = ?",
-                 {std::string(name(status)), reason, round_id, agent_id});
+  pending_statuses_.push_back({round_id, agent_id, status, reason});
+}
+
+void Store::flush_pending() {
+  if (pending_statuses_.empty()) return;
+  store_call("set participant statuses", [&]() -> void {
+    SqlTransaction transaction(*db_);
+    for (const PendingStatus& pending : pending_statuses_) {
+      db_->execute("UPDATE participants SET status = ?, reason = ? WHERE round_id = ? AND agent_id = ?",
+                   {std::string(name(pending.status)), pending.reason, pending.round_id, pending.agent_id});
+    }
+    transaction.commit();
   });
+  pending_statuses_.clear();
 }
 
 void Store::save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json) {
+  flush_pending();
   return store_call("save participant report", [&]() -> void {
     db_->execute("UPDATE participants SET status = 'reported', report_json = ? WHERE round_id = ? AND agent_id = ?",
                  {report_json, round_id, agent_id});
@@ -604,6 +623,7 @@ void Store::save_participant_report(int64_t round_id, int64_t agent_id, const st
 }
 
 std::vector<Store::Participant> Store::participants(int64_t round_id) {
+  flush_pending();
   return store_call("participants", [&]() -> std::vector<Store::Participant> {
     std::vector<Participant> out;
     for (const SqlRow& row : db_->query(
@@ -629,6 +649,7 @@ void Store::note_contradiction(int64_t agent_id, const std::string& what) {
 
 void Store::save_aggregate(int64_t round_id, const std::string& stats_path, const std::string& stats_sha256, int agents,
                            int64_t sequences, int64_t tokens) {
+  flush_pending();  // before its transaction: set_round_stage inside it then finds nothing to flush
   return store_call("save aggregate", [&]() -> void {
     SqlTransaction transaction(*db_);
     db_->execute(

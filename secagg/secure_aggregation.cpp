@@ -442,13 +442,26 @@ void SecAggServer::add_masked_input(uint32_t from, std::vector<uint64_t> masked)
   if (u3_.count(from)) fail("participant {} sent its masked input twice", from);
   if (masked.size() != config_.vector_length)
     fail("participant {}: masked input has {} values, expected {}", from, masked.size(), config_.vector_length);
+  MaskedInput& input = masked_[from];
   if (config_.lane_bits == 32) {
+    input.lanes32.resize(masked.size());
     for (size_t i = 0; i < masked.size(); ++i) {
-      if (masked[i] > UINT32_MAX) fail("participant {}: masked value {} does not fit the round's 32-bit lanes", from, i);
+      if (masked[i] > UINT32_MAX) {
+        masked_.erase(from);
+        fail("participant {}: masked value {} does not fit the round's 32-bit lanes", from, i);
+      }
+      input.lanes32[i] = static_cast<uint32_t>(masked[i]);
     }
+  } else {
+    input.lanes64 = std::move(masked);
   }
-  masked_[from] = std::move(masked);
   u3_.insert(from);
+}
+
+uint64_t SecAggServer::masked_bytes() const {
+  uint64_t bytes = 0;
+  for (const auto& [survivor, input] : masked_) bytes += input.lanes32.size() * 4 + input.lanes64.size() * 8;
+  return bytes;
 }
 
 std::vector<uint32_t> SecAggServer::exclude(uint32_t from, const std::vector<uint32_t>& senders) {
@@ -527,7 +540,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
   // its surviving neighbours added. Seeds first (cheap; a mismatch throws here), then the PRG
   // expansions, which are the work, spread over the cores.
   struct Removal {
-    const std::vector<uint64_t>* masked;  // a survivor's input to add, or nullptr
+    const MaskedInput* masked;  // a survivor's input to add, or nullptr
     Key32 seed;
     int sign;
   };
@@ -581,8 +594,12 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     std::vector<uint64_t> sum(config_.vector_length, 0);
     for (size_t r = first; r < removals.size(); r += stride) {
       if (removals[r].masked != nullptr) {
-        const std::vector<uint64_t>& masked = *removals[r].masked;
-        for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked[i];
+        const MaskedInput& masked = *removals[r].masked;
+        if (!masked.lanes32.empty()) {
+          for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked.lanes32[i];
+        } else {
+          for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked.lanes64[i];
+        }
       }
       apply_prg_mask(removals[r].seed, removals[r].sign, sum, config_.lane_bits);
     }

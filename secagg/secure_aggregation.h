@@ -170,6 +170,8 @@ class SecAggServer {
   // The share `from` sent `to` in stage 1 (as forwarded), or null.
   const EncryptedShare* share(uint32_t from, uint32_t to) const;
   const std::set<uint32_t>& survivors() const { return u3_; }
+  // Bytes of masked inputs held (what the server's memory grows with: survivors x vector length x lane width).
+  uint64_t masked_bytes() const;
 
   // Stage 3. Throws Error if `from` is not a survivor, replies twice, or a share does not fit
   // (wrong owner, kind or x).
@@ -191,7 +193,13 @@ class SecAggServer {
   std::map<uint32_t, std::vector<EncryptedShare>> shares_by_sender_;
   std::vector<std::vector<uint32_t>> senders_to_;  // by recipient: who sent it a share (shares_for)
   std::set<uint32_t> u2_, u3_, u4_, excluded_;
-  std::map<uint32_t, std::vector<uint64_t>> masked_;
+  // Each survivor's masked input as it arrived, held in its lanes' width: 32-bit lanes as 32-bit words
+  // (half the memory of 64-bit ones), 64-bit lanes as they are.
+  struct MaskedInput {
+    std::vector<uint32_t> lanes32;
+    std::vector<uint64_t> lanes64;
+  };
+  std::map<uint32_t, MaskedInput> masked_;
   std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
   std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner
   std::map<uint32_t, Key32> self_mask_commitments_;                // by owner, from agents that sent one

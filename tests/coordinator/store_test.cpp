@@ -114,6 +114,13 @@ TEST_CASE("Store contract: rounds, participants, aggregates and exports") {
     const int64_t other = *store->redeem_token(store->create_token(60000), "key-b", "b");
     store->add_participant(round, agent, 0);
     store->add_participant(round, other, 1);
+    // Statuses are written in one commit per flush (the daemon's loop turn), and read back before it.
+    const int64_t commits = store->database().commits();
+    store->set_participant_status(round, agent, ParticipantStatus::kMasked);
+    store->set_participant_status(round, other, ParticipantStatus::kShared);
+    CHECK(store->database().commits() == commits);
+    store->flush_pending();
+    CHECK(store->database().commits() == commits + 1);
     store->set_participant_status(round, other, ParticipantStatus::kDropped, "offline");
     store->save_participant_report(round, agent, R"({"ok":true})");
     std::vector<Store::Participant> participants = store->participants(round);

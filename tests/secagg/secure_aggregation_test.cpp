@@ -357,6 +357,8 @@ TEST_CASE("Secure aggregation in 32-bit lanes: exact sums modulo 2^32 with dropo
   const auto sum = round.run({7}, {1, 30}, &why);
   REQUIRE_MESSAGE(sum.has_value(), why);
   CHECK(*sum == round.expected_sum({7}));
+  // Held in the lanes' width: 4 bytes per value of each survivor (was 8).
+  CHECK(round.server->masked_bytes() == round.server->survivors().size() * 3000 * 4);
   std::vector<double> bins(16, 0);
   for (const auto& [u, masked] : round.masked) {
     for (uint64_t value : masked) {
@@ -373,6 +375,8 @@ TEST_CASE("Secure aggregation in 32-bit lanes: exact sums modulo 2^32 with dropo
   const auto keys = other.keys_map();
   for (uint32_t u = 0; u < 3; ++u) other.server->add_shares(u, other.clients[u].share_keys(other.config, u, keys));
   CHECK_THROWS_WITH_AS(other.server->add_masked_input(0, {1, 2, uint64_t{1} << 32, 3}), doctest::Contains("32-bit lanes"), Error);
+  CHECK(other.server->survivors().empty());  // refused: nothing kept
+  CHECK(other.server->masked_bytes() == 0);
 }
 
 TEST_CASE("Secure aggregation: the narrowest lanes that cannot wrap, and signed lanes") {
