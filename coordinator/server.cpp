@@ -582,9 +582,10 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   switch (body.which()) {
     case Body::HELLO: {
       const std::string profile = profile_json(body.getHello().getProfile()).dump();
-      store_.agent_seen(agent->id, session.last_seen_ms, &profile);
+      const std::string active = read_text(body.getHello().getActiveModel(), 128);
       // A hello starts every connection: its number is saved at once, so no restart forgets it.
-      store_.save_sequences({{curve_key, envelope.getSequence()}});
+      const std::string last_error =
+          store_.record_hello(agent->id, session.last_seen_ms, profile, envelope.getSequence(), active);
       session.last_persisted_ms = session.last_seen_ms;
       OutgoingMessage reply;
       auto welcome = reply.body().initWelcome();
@@ -595,14 +596,12 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       welcome.setPackageUrl(config_.package_url);
       send_to_route(routing_id, reply);
       session.resends_round_messages = body.getHello().getResendsRoundMessages();
-      const std::string active = read_text(body.getHello().getActiveModel(), 128);
       session.crashes_since_activation = body.getHello().getCrashesSinceActivation();
       session.unavailable = read_text(body.getHello().getUnavailable(), 1000);
-      store_.set_active_model(agent->id, active);
       if (!session.unavailable.empty()) {
         log_problem(LogLevel::kWarning, fmt::format("{} cannot take part in rounds: {}", peer, session.unavailable));
         store_.set_agent_problem(agent->id, session.last_seen_ms, "unavailable: " + session.unavailable);
-      } else if (store_.agent_by_key(curve_key)->last_error.rfind("unavailable: ", 0) == 0) {  // fresh, not the cache's
+      } else if (last_error.rfind("unavailable: ", 0) == 0) {           // as stored, not the cache's
         store_.set_agent_problem(agent->id, session.last_seen_ms, "");  // it can work again
       }
       if (round_ && !round_->finished()) {

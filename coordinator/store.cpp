@@ -416,6 +416,17 @@ void Store::update_agents(const char* column, const char* key_column, const std:
   transaction.commit();
 }
 
+std::string Store::record_hello(int64_t id, int64_t at_ms, const std::string& profile_json, uint64_t sequence,
+                                const std::string& active_model_sha) {
+  return store_call("record hello", [&]() -> std::string {
+    const SqlRows rows = db_->query(
+        "UPDATE agents SET last_seen_ms = ?, profile_json = ?, last_sequence = ?, active_model_sha = ? WHERE id = ? RETURNING "
+        "last_error",
+        {at_ms, profile_json, static_cast<int64_t>(sequence), active_model_sha, id});
+    return rows.empty() ? std::string() : rows[0].text(0);
+  });
+}
+
 void Store::agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen) {
   return store_call("agents seen", [&]() -> void {
     std::vector<std::pair<SqlValue, int64_t>> values;

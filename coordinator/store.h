@@ -113,6 +113,11 @@ class Store {
   std::vector<AgentRecord> agents();
   bool revoke_agent(int64_t id);
   void agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json);
+  // What a hello writes, in one statement (one commit; it was three): the time and hardware profile,
+  // the key's message number (replay protection across restarts) and the package in its active slot.
+  // Returns the agent's last problem as stored.
+  std::string record_hello(int64_t id, int64_t at_ms, const std::string& profile_json, uint64_t sequence,
+                           const std::string& active_model_sha);
   // Many agents' last-seen times in one transaction (heartbeats are flushed in batches).
   void agents_seen(const std::vector<std::pair<int64_t, int64_t>>& seen);
   // The highest accepted sequence number of agents' keys (replay protection across restarts),

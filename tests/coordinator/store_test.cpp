@@ -216,6 +216,15 @@ TEST_CASE("Store contract: agents' heartbeats, sequences, problems and their act
     CHECK(second.contradicting_reports == 2);
     CHECK(second.last_contradiction == "wave 2");
     CHECK(store->active_model(999).empty());
+    // A hello: one statement, one commit; the stored problem comes back.
+    const int64_t commits = store->database().commits();
+    CHECK(store->record_hello(b, 5000, R"({"arch":"x86_64"})", 42, std::string(64, 'e')) == "disk full");
+    CHECK(store->database().commits() == commits + 1);
+    const AgentRecord hello = *store->agent(b);
+    CHECK(hello.last_seen_ms == 5000);
+    CHECK(hello.profile_json == R"({"arch":"x86_64"})");
+    CHECK(hello.last_sequence == 42);
+    CHECK(hello.active_model_sha == std::string(64, 'e'));
 
     // A flush of many agents: 587 = 512 + 64 + 8 + 3 rows, one statement per chunk.
     std::vector<std::pair<int64_t, int64_t>> seen;
