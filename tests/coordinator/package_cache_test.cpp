@@ -13,7 +13,7 @@ namespace {
 
 TEST_CASE(
     "Packages over HTTP: agents fetch a round's packages through the shipped cache, the origin serves one copy and the "
-    "coordinator none; with the cache gone they fall back to chunks from the coordinator" *
+    "coordinator none, and with the cache gone they fall back to chunks from the coordinator" *
     doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   const int origin_port = free_tcp_port(), cache_port = free_tcp_port();
   FleetOptions options;
