@@ -352,14 +352,20 @@ void Server::run(const std::atomic<bool>& stop) {
 }
 
 void Server::resume_after_stall(int64_t gap_ms) {
-  // Nothing was read meanwhile, so no agent's silence during the gap is known: each is judged from
-  // now as it was when the gap began, and deadlines move by the gap.
+  // Nothing was read meanwhile, so no agent's silence during the gap is known: an agent online when
+  // the gap began gets a whole agent_timeout_ms from now (it may be reconnecting: its connection can
+  // have timed out while we did not answer), one already silent then stays as silent, and deadlines
+  // move by the gap. (Was: each judged as when the gap began, so an agent last heard just before it
+  // had a fraction of the timeout to get through, and under load one was dropped.)
   log_problem(LogLevel::kWarning,
               fmt::format("the coordinator did not run for {} ms (paused or blocked): deadlines and agents' silence are "
                           "counted from now",
                           gap_ms));
   const int64_t now = monotonic_ms();
-  for (auto& [id, session] : sessions_) session.last_heard_monotonic_ms = std::min(now, session.last_heard_monotonic_ms + gap_ms);
+  for (auto& [id, session] : sessions_) {
+    const bool online_when_it_began = (now - gap_ms) - session.last_heard_monotonic_ms <= config_.agent_timeout_ms;
+    session.last_heard_monotonic_ms = online_when_it_began ? now : std::min(now, session.last_heard_monotonic_ms + gap_ms);
+  }
   if (round_ && !round_->finished()) round_->postpone(gap_ms);
   if (rollout_) rollout_->postpone(gap_ms);
 }
