@@ -457,6 +457,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       keys_.push_back(keys);
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
       all_support_ephemeral_share_keys_ = all_support_ephemeral_share_keys_ && join.getEphemeralShareKeys();
+      if (join.getNeighbourSurvivors()) neighbour_survivors_.insert(static_cast<uint32_t>(participants_.size() - 1));
       u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
       host_.store().add_participant(id_, agent_id, static_cast<int>(participants_.size() - 1));
       if (static_cast<int>(participants_.size()) == settings_.min_agents) quorum_at_ms_ = host_.monotonic_ms();
@@ -810,12 +811,23 @@ void Round::begin_unmasking() {
 
 void Round::send_unmask_request(uint32_t u) {
   const auto& survivors = secagg_->survivors();
+  // An agent that can unmask from its neighbours' part of the list gets only that (k + 1 entries, not n).
+  std::vector<uint32_t> listed;
+  if (neighbour_survivors_.count(u)) {
+    listed.push_back(u);
+    for (const uint32_t v : secagg_->neighbours(u)) {
+      if (survivors.count(v)) listed.push_back(v);
+    }
+    std::sort(listed.begin(), listed.end());
+  } else {
+    listed.assign(survivors.begin(), survivors.end());
+  }
   OutgoingMessage message;
   auto request = message.body().initUnmaskRequest();
   request.setRoundId(static_cast<uint64_t>(id_));
-  auto list = request.initSurvivors(static_cast<unsigned>(survivors.size()));
-  unsigned i = 0;
-  for (const uint32_t v : survivors) list.set(i++, v);
+  if (neighbour_survivors_.count(u)) request.setSurvivorCount(static_cast<uint32_t>(survivors.size()));
+  auto list = request.initSurvivors(static_cast<unsigned>(listed.size()));
+  for (unsigned i = 0; i < listed.size(); ++i) list.set(i, listed[i]);
   host_.send(participants_[u], message);
 }
 

@@ -205,6 +205,7 @@ class Round {
   double dp_noise_stddev_ = 0;            // per agent
   uint64_t count_bound_per_agent_ = 0;    // the most one agent adds to any count (the bit-width budget)
   bool all_support_narrow_lanes_ = true;  // every participant said it can mask in 32-bit lanes
+  std::set<uint32_t> neighbour_survivors_;        // participants that unmask from their neighbours' survivors
   bool all_support_ephemeral_share_keys_ = true;  // and seal shares under ephemeral keys (checkable complaints)
   double dp_total_stddev_ = 0;            // of the aggregate, if min_agents join
 

@@ -129,6 +129,7 @@ void Agent::advance() {
     join.setVectorLength(work.input.size());
     join.setNarrowLanes(true);
     join.setEphemeralShareKeys(true);
+    join.setNeighbourSurvivors(true);
     send_answer(std::move(message), "join");
     inject_fault("exit-after-join");
     work.phase = Phase::kJoined;
@@ -294,7 +295,9 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
   if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
   std::vector<uint32_t> survivors;
   for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
-  const auto revealed = round_->secagg->unmask(survivors);
+  const std::optional<uint32_t> count =
+      request.getSurvivorCount() > 0 ? std::optional<uint32_t>(request.getSurvivorCount()) : std::nullopt;
+  const auto revealed = round_->secagg->unmask(survivors, count);
   auto message = std::make_unique<OutgoingMessage>();
   auto out = message->body().initUnmaskShares();
   out.setRoundId(request.getRoundId());

@@ -216,6 +216,9 @@ struct Join {
   # The agent can seal each share under an ephemeral key and open one when a complaint names it
   # (roundKeys.ephemeralShareKeys); an older agent leaves it false, and the round's complaints then
   # cannot be checked (the accused is excluded, as before).
+  neighbourSurvivors @6 :Bool;
+  # The agent can unmask from a survivor list of only its neighbours and itself, with the round's
+  # survivor count beside it (unmaskRequest.survivorCount); an older agent gets the whole list.
 }
 
 struct RoundKeys {
@@ -288,7 +291,11 @@ struct UnmaskRequest {
   roundId @0 :UInt64;
   # The round.
   survivors @1 :List(UInt32);
-  # Participants whose masked input arrived.
+  # Participants whose masked input arrived: all of them, or (survivorCount > 0) only the recipient
+  # and those of its neighbours, which is all it needs (each survivor would get O(n) entries).
+  survivorCount @2 :UInt32;
+  # How many survivors the round has in all, when `survivors` lists only the recipient's neighbours;
+  # 0: `survivors` is the whole list.
 }
 
 struct RevealedShare {

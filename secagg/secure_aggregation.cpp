@@ -365,15 +365,22 @@ std::vector<uint64_t> SecAggClient::mask_input(std::span<const uint64_t> input, 
   return masked;
 }
 
-std::vector<RevealedShare> SecAggClient::unmask(const std::vector<uint32_t>& survivors) {
+std::vector<RevealedShare> SecAggClient::unmask(const std::vector<uint32_t>& survivors, std::optional<uint32_t> survivor_count) {
   if (held_.empty()) fail("secure aggregation: unmasking requested before the key-sharing stage");
   if (unmasked_) fail("secure aggregation: round {}: a second unmasking request is refused", config_.round_id);
   std::vector<uint32_t> sorted = survivors;
   std::sort(sorted.begin(), sorted.end());
   if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) fail("secure aggregation: duplicate survivors");
-  if (sorted.size() < config_.min_survivors) {
-    fail("secure aggregation: {} survivors, fewer than the minimum of {}: refusing to unmask", sorted.size(),
-         config_.min_survivors);
+  const size_t count = survivor_count ? *survivor_count : sorted.size();
+  if (count < config_.min_survivors) {
+    fail("secure aggregation: {} survivors, fewer than the minimum of {}: refusing to unmask", count, config_.min_survivors);
+  }
+  if (survivor_count) {
+    if (sorted.size() > count) fail("secure aggregation: {} survivors listed of {} in all", sorted.size(), count);
+    for (const uint32_t survivor : sorted) {
+      if (survivor != index_ && !held_.count(survivor))
+        fail("secure aggregation: survivor {} listed as a neighbour is not one", survivor);
+    }
   }
   if (!contains(sorted, index_)) fail("secure aggregation: the survivor list does not include this agent");
   unmasked_ = true;

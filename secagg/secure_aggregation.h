@@ -114,7 +114,10 @@ class SecAggClient {
   // unmasking, with a strict subset of the senders (after the coordinator excluded some).
   std::vector<uint64_t> mask_input(std::span<const uint64_t> input, const std::vector<EncryptedShare>& received);
   // Stage 3. Refuses (Error) a second request, fewer than min_survivors survivors, or a list without us.
-  std::vector<RevealedShare> unmask(const std::vector<uint32_t>& survivors);
+  // `survivor_count`, when given, is the round's number of survivors and `survivors` lists only this
+  // agent and its surviving neighbours (then a listed agent that is not a neighbour is refused).
+  std::vector<RevealedShare> unmask(const std::vector<uint32_t>& survivors,
+                                    std::optional<uint32_t> survivor_count = std::nullopt);
   // A complaint against this agent's share to `holder`: the ephemeral secret it was sealed under,
   // which opens that one share (and no other) to whoever checks it (share_opens). Once per round:
   // a second request, for any holder, is refused (Error), so a coordinator cannot collect shares of
@@ -170,6 +173,8 @@ class SecAggServer {
   // The share `from` sent `to` in stage 1 (as forwarded), or null.
   const EncryptedShare* share(uint32_t from, uint32_t to) const;
   const std::set<uint32_t>& survivors() const { return u3_; }
+  // Participant u's neighbours on the round's graph (sorted).
+  const std::vector<uint32_t>& neighbours(uint32_t u) const { return neighbours_.at(u); }
   // Bytes of masked inputs held (what the server's memory grows with: survivors x vector length x lane width).
   uint64_t masked_bytes() const;
 

@@ -5,7 +5,9 @@
 #   unit        in-process, seconds                     robustness  untrusted input, crashes, the threat model
 #   fleet       real coordinator and agent processes    oracle      needs the npm oracles (tests/oracles)
 #   slow        minutes, held-out evaluations           packaging   the .deb packages
-# Labels bring properties: `slow` runs alone (RUN_SERIAL: it uses both cores); `fleet` holds the
+#   timing      judged against timeouts too tight to share the machine (a 1.5 s agent timeout)
+# Labels bring properties: `slow` and `timing` run alone (RUN_SERIAL: `slow` uses both cores; a
+# `timing` test beside another one saw its agents starved past their timeout in CI); `fleet` holds the
 # "fleet" lock (RESOURCE_LOCK), so `ctest -j` never runs two multi-process fleets side by side, and
 # reserves FEDCAL_FLEET_PROCESSORS cores (PROCESSORS, default 1: a unit test or a fuzzer may run
 # beside it: the suite's sanitizer tests took 258 s, 300 s with fleets reserving both cores).
@@ -66,15 +68,16 @@ function(fedcal_add_listed_tests executable default_label working_dir fleet_proc
       string(REPLACE " " ";" labels "${suite}")
     endif()
     foreach(label IN LISTS labels)
-      if(NOT label MATCHES "^(unit|fleet|robustness|slow|oracle|packaging)$")
+      if(NOT label MATCHES "^(unit|fleet|robustness|slow|oracle|packaging|timing)$")
         # A misspelt tier would drop the test from every `ctest -L` selection: it fails instead.
         add_test("${name}: unknown label '${label}' (tests/doctest_tests.cmake lists the tiers)" false)
       endif()
     endforeach()
     set(properties WORKING_DIRECTORY "${working_dir}")
     list(FIND labels slow slow_at)  # list(FIND), not IN_LIST: CTest reads this file without policies
+    list(FIND labels timing timing_at)
     list(FIND labels fleet fleet_at)
-    if(slow_at GREATER -1)
+    if(slow_at GREATER -1 OR timing_at GREATER -1)
       list(APPEND properties RUN_SERIAL TRUE)
     elseif(fleet_at GREATER -1)
       list(APPEND properties RESOURCE_LOCK fleet PROCESSORS ${fleet_processors})

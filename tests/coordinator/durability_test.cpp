@@ -721,7 +721,7 @@ std::vector<std::string> round_with_pauses(FleetOptions options, std::chrono::mi
 TEST_CASE(
     "Pauses: the coordinator stopped after sending each stage's messages, 8 s with the default timeouts' proportions and "
     "longer than every timeout, loses no round and blames no agent" *
-    doctest::timeout(600) * doctest::test_suite("fleet")) {
+    doctest::timeout(600) * doctest::test_suite("fleet timing")) {
   // As with the defaults: longer than the agents' transport heartbeat (5 s: they reconnect, and what
   // was in flight is lost), shorter than agent_timeout_ms (10 s) and their coordinator_timeout_ms (15 s).
   FleetOptions defaults;

@@ -31,6 +31,7 @@ void FakeAgent::join(Round& round, int64_t round_id) const {
   join.setMaskPublic(as_data(keys.mask_public));
   join.setVectorLength(input.size());
   join.setNarrowLanes(true);
+  join.setNeighbourSurvivors(true);
   deliver(round, message);
 }
 
@@ -57,7 +58,8 @@ bool FakeAgent::answer(testing::FakeHost& host, Round& round, const std::string&
     const auto request = body.getUnmaskRequest();
     std::vector<uint32_t> survivors;
     for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
-    const auto revealed = client.unmask(survivors);
+    REQUIRE(request.getSurvivorCount() > 0);  // the neighbours' part of the list, with the count
+    const auto revealed = client.unmask(survivors, request.getSurvivorCount());
     auto out = message.body().initUnmaskShares();
     out.setRoundId(request.getRoundId());
     write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));

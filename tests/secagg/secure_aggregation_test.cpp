@@ -50,9 +50,11 @@ struct Round {
   }
 
   // Runs every stage; agents in `drop_after_shares` vanish after stage 1, those in
-  // `drop_after_masked` after stage 2.
+  // `drop_after_masked` after stage 2. `neighbour_lists`: each survivor is told only about itself and
+  // its neighbours, with the survivor count (what the coordinator sends agents that can take it).
   std::optional<std::vector<uint64_t>> run(const std::set<uint32_t>& drop_after_shares,
-                                           const std::set<uint32_t>& drop_after_masked, std::string* why) {
+                                           const std::set<uint32_t>& drop_after_masked, std::string* why,
+                                           bool neighbour_lists = false) {
     const auto keys = keys_map();
     for (uint32_t u = 0; u < config.participants; ++u) {
       std::vector<EncryptedShare> shares = clients[u].share_keys(config, u, keys);
@@ -67,10 +69,20 @@ struct Round {
     if (survivors.size() < config.min_survivors) return server->unmasked_sum(why);
     for (const uint32_t u : survivors) {
       if (drop_after_masked.count(u)) continue;
-      server->add_revealed(u, clients[u].unmask(survivors));
+      if (!neighbour_lists) {
+        server->add_revealed(u, clients[u].unmask(survivors));
+        continue;
+      }
+      std::vector<uint32_t> listed{u};
+      for (const uint32_t v : server->neighbours(u)) {
+        if (server->survivors().count(v)) listed.push_back(v);
+      }
+      listed_entries += listed.size();
+      server->add_revealed(u, clients[u].unmask(listed, static_cast<uint32_t>(survivors.size())));
     }
     return server->unmasked_sum(why);
   }
+  size_t listed_entries = 0;  // survivor entries sent, with neighbour lists
 
   std::vector<uint64_t> expected_sum(const std::set<uint32_t>& excluded) const {
     std::vector<uint64_t> sum(config.vector_length, 0);
@@ -348,6 +360,35 @@ TEST_CASE("Secure aggregation: the sparse SecAgg+ graph is symmetric, k-regular,
   const auto sum = round.run({3, 50}, {10, 77, 99}, &why);
   REQUIRE_MESSAGE(sum.has_value(), why);
   CHECK(*sum == round.expected_sum({3, 50}));
+}
+
+TEST_CASE(
+    "Secure aggregation: survivors told only about their neighbours unmask the same exact sum, and refuse what does not fit") {
+  Round round(60, 16);  // SecAgg+ graph: k < n - 1
+  std::string why;
+  const auto sum = round.run({5}, {2, 40}, &why, /*neighbour_lists=*/true);
+  REQUIRE_MESSAGE(sum.has_value(), why);
+  CHECK(*sum == round.expected_sum({5}));
+  // k + 1 entries per survivor at most, not n.
+  CHECK(round.listed_entries <= round.server->survivors().size() * (round.config.neighbours + 1));
+  CHECK(round.listed_entries < round.server->survivors().size() * round.server->survivors().size() / 2);
+
+  Round other(60, 4);
+  const auto keys = other.keys_map();
+  for (uint32_t u = 0; u < 60; ++u) other.server->add_shares(u, other.clients[u].share_keys(other.config, u, keys));
+  for (uint32_t u = 0; u < 60; ++u)
+    other.server->add_masked_input(u, other.clients[u].mask_input(other.inputs[u], other.server->shares_for(u)));
+  std::vector<uint32_t> listed{0};
+  for (const uint32_t v : other.server->neighbours(0)) listed.push_back(v);
+  // A count below the round's minimum, a listed agent that is not a neighbour, more listed than counted.
+  CHECK_THROWS_WITH(other.clients[0].unmask(listed, 2), doctest::Contains("fewer than the minimum"));
+  uint32_t stranger = 1;
+  while (std::find(listed.begin(), listed.end(), stranger) != listed.end()) ++stranger;
+  std::vector<uint32_t> with_stranger = listed;
+  with_stranger.push_back(stranger);
+  CHECK_THROWS_WITH(other.clients[0].unmask(with_stranger, 60), doctest::Contains("is not one"));
+  CHECK_THROWS_WITH(other.clients[0].unmask(listed, static_cast<uint32_t>(listed.size() - 1)), doctest::Contains("listed of"));
+  CHECK(other.clients[0].unmask(listed, 60).size() == listed.size());  // and the right request is answered
 }
 
 TEST_CASE("Secure aggregation in 32-bit lanes: exact sums modulo 2^32 with dropouts, masked words below 2^32, uniform") {
