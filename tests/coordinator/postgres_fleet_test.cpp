@@ -48,7 +48,8 @@ TEST_CASE(
   CHECK(postgres.psql("fedcal_1", "SELECT count(*) FROM rounds") == "1\n");  // round 2 is gone with the restore ...
   fleet.start_coordinator();
   // ... the revocation is not (the ledger), and the next round takes id 3, not 2.
-  for (const auto& agent : fleet.admin({{"command", "agents.list"}})["agents"]) {
+  const nlohmann::json listed = fleet.admin({{"command", "agents.list"}});  // kept: the loop reads into it
+  for (const auto& agent : listed["agents"]) {
     if (agent["id"] == revoked) CHECK(agent["revoked"] == true);
   }
   REQUIRE(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(30)));
