@@ -499,7 +499,7 @@ void Agent::poll_package_fetch() {
   try {
     const FetchedRange range = fetch.range.get();
     accept_chunk(fetch.sha256, range.offset, range.data, range.total);
-  } catch (const Error& error) {
+  } catch (const std::exception& error) {
     // The cache or origin is down, lacks the package or answers nonsense: the coordinator has it.
     log(fmt::format("package {} over HTTP failed ({}); fetching it from the coordinator", fetch.sha256.substr(0, 16),
                     error.what()));
