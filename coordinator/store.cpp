@@ -380,15 +380,6 @@ bool Store::revoke_agent(int64_t id) {
   return revoked;
 }
 
-void Store::agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json) {
-  return store_call("agent seen", [&]() -> void {
-    if (profile_json)
-      db_->execute("UPDATE agents SET last_seen_ms = ?, profile_json = ? WHERE id = ?", {at_ms, *profile_json, id});
-    else
-      db_->execute("UPDATE agents SET last_seen_ms = ? WHERE id = ?", {at_ms, id});
-  });
-}
-
 void Store::update_agents(const char* column, const char* key_column, const std::vector<std::pair<SqlValue, int64_t>>& values) {
   if (values.empty()) return;
   SqlTransaction transaction(*db_);

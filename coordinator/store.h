@@ -112,7 +112,6 @@ class Store {
   std::optional<AgentRecord> agent(int64_t id);
   std::vector<AgentRecord> agents();
   bool revoke_agent(int64_t id);
-  void agent_seen(int64_t id, int64_t at_ms, const std::string* profile_json);
   // What a hello writes, in one statement (one commit; it was three): the time and hardware profile,
   // the key's message number (replay protection across restarts) and the package in its active slot.
   // Returns the agent's last problem as stored.

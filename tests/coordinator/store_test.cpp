@@ -199,7 +199,7 @@ TEST_CASE("Store contract: agents' heartbeats, sequences, problems and their act
     const int64_t a = *store->redeem_token(store->create_token(60000), "key-a", "a");
     const int64_t b = *store->redeem_token(store->create_token(60000), "key-b", "b");
     const std::string profile = R"({"arch":"aarch64","labels":["pi"]})";
-    store->agent_seen(a, 1000, &profile);
+    store->record_hello(a, 1000, profile, 1, "");
     store->agents_seen({{a, 2000}, {b, 3000}});
     store->save_sequences({{"key-a", uint64_t{1} << 40}, {"key-b", 7}});
     store->set_agent_problem(b, 4000, "disk full");
