@@ -442,10 +442,10 @@ void Rollout::save(const std::string& reason) {
         {agent, state.wave, std::string(name(state.status)), state.static_class && static_package_ ? kStaticClassLabel : "fleet",
          state.report ? state.report->to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : ""});
   }
-  const std::string state = nlohmann::json{{"wave", wave_}}.dump();
-  const std::string row = state + std::string(name(stage_)) + reason_;
+  const std::string state_json = nlohmann::json{{"wave", wave_}}.dump();
+  const std::string row = state_json + std::string(name(stage_)) + reason_;
   if (changed.empty() && row == saved_row_) return;
-  host_.store().save_rollout(id_, stage_, reason_, state, changed);
+  host_.store().save_rollout(id_, stage_, reason_, state_json, changed);
   saved_row_ = row;
   for (auto& [agent, state] : agents_) state.dirty = false;
 }
