@@ -6,9 +6,7 @@
 // The coordinator is the real fedcal-coordinator process; the agents are lightweight threads that
 // speak the real protocol with the real secure-aggregation client, sending a real statistics vector
 // (the project model calibrated on 16 TinyStories lines) instead of calibrating each time.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -25,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/fleet_process.h"
 #include "common/error.h"
 #include "common/file_util.h"
 #include "coordinator/admin_client.h"
@@ -38,8 +37,6 @@
 #include "secagg/secure_aggregation.h"
 #include "transport/curve.h"
 
-extern char** environ;
-
 namespace {
 
 using namespace fedcal;
@@ -49,32 +46,9 @@ namespace fs = std::filesystem;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-double thread_cpu_seconds() {
-  timespec now{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
-}
-
-double process_cpu_seconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string field;
-  double utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stod(field);
-    if (i == 15) stime = std::stod(field);
-  }
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-struct Fleet {
-  std::string root;
-  std::string endpoint;
-  std::string coordinator_key;
-  std::string admin;
-  pid_t pid = -1;
-};
+using Fleet = bench::CoordinatorProcess;
+using bench::process_cpu_seconds;
+using bench::thread_cpu_seconds;
 
 // One lightweight agent: its own CURVE key and DEALER socket.
 class BenchAgent {
@@ -288,41 +262,6 @@ double plain_aggregation_seconds(zmq::context_t& context, int agents, const std:
   return seconds;
 }
 
-std::string program_path() { return fs::read_symlink("/proc/self/exe").string(); }
-
-Fleet start_coordinator(const std::string& root) {
-  Fleet fleet;
-  fleet.root = root;
-  // Below Linux's default ephemeral range (32768-60999): the bench's own thousands of outgoing
-  // connections never hold it.
-  const int port = 20000 + static_cast<int>(getpid() % 12000);
-  fleet.endpoint = "tcp://127.0.0.1:" + std::to_string(port);
-  write_file_atomically(root + "/coordinator.toml",
-                        "listen = \"" + fleet.endpoint +
-                            "\"\nstate_dir = \"state\"\nheartbeat_interval_ms = 1000\nagent_timeout_ms = 10000\n"
-                            "stage_timeout_ms = 300000\njoin_timeout_ms = 300000\n");
-  const std::string binary = (fs::path(program_path()).parent_path() / "fedcal-coordinator").string();
-  const std::string config = root + "/coordinator.toml";
-  const std::string log = root + "/coordinator.log";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const char* argv[] = {binary.c_str(), "--config", config.c_str(), "serve", nullptr};
-  if (posix_spawn(&fleet.pid, binary.c_str(), &actions, nullptr, const_cast<char**>(argv), environ) != 0)
-    fail("cannot start {}", binary);
-  fleet.admin = root + "/state";  // the state folder: the CLI finds the admin socket through it
-  for (int i = 0; i < 200; ++i) {
-    try {
-      fleet.coordinator_key =
-          coordinator::admin_request(fleet.admin, {{"command", "status"}}, 200)["curve_public_key"].get<std::string>();
-      return fleet;
-    } catch (const Error&) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  fail("the coordinator did not start (see {})", log);
-}
-
 // One flooding client: a CURVE connection that sends refused messages as fast as the socket takes
 // them (its kind by `kind % 3`: an enrolled key replaying one message, an unknown key, garbage bytes)
 // and reads whatever comes back.
@@ -485,8 +424,8 @@ int main(int argc, char** argv) {
   nlohmann::json results = {{"rounds", nlohmann::json::array()}};
   Fleet fleet;
   try {
-    fleet = start_coordinator(root);
-    const std::string model_dir = fs::path(program_path()).parent_path().parent_path().parent_path() / "models/tinystories-1.8m";
+    fleet = bench::start_coordinator(root, "heartbeat_interval_ms = 1000\nagent_timeout_ms = 10000\n");
+    const std::string model_dir = fs::path(bench::program_dir()).parent_path().parent_path() / "models/tinystories-1.8m";
     std::string model_path = model_dir + "/model.bin", tokenizer_path = model_dir + "/tokenizer.bin";
     if (!preset.empty()) {  // any tokenizer whose ids fit the vocabulary serves random weights (a llama2.c one must match it)
       model_path = root + "/" + preset + ".bin";
@@ -608,11 +547,10 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "fedcal-bench-fleet: %s\n", error.what());
-    if (fleet.pid > 0) kill(fleet.pid, SIGTERM);
+    bench::stop_coordinator(fleet);
     return 1;
   }
-  kill(fleet.pid, SIGTERM);
-  waitpid(fleet.pid, nullptr, 0);
+  bench::stop_coordinator(fleet);
   fs::remove_all(root);
   if (json) std::printf("%s\n", results.dump(2).c_str());
   return 0;

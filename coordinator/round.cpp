@@ -877,7 +877,8 @@ void Round::complete_aggregation(Aggregation aggregation) {
       fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
   const std::string path = ArtifactStore(host_.config().artifacts_dir()).add_round_stats(stats, id_);
   stage_ms_["unmasking"] = host_.monotonic_ms() - stage_started_ms_;
-  host_.store().save_aggregate(id_, path, stats.sha256(), static_cast<int>(evaluators_.size()),
+  aggregate_sha256_ = stats.sha256();
+  host_.store().save_aggregate(id_, path, aggregate_sha256_, static_cast<int>(evaluators_.size()),
                                static_cast<int64_t>(stats.sequences), static_cast<int64_t>(stats.tokens));
   begin_quantizing(std::move(stats));
 }
@@ -1202,6 +1203,7 @@ nlohmann::json Round::status() const {
     json["secure_aggregation"] = secagg_summary_;
   }
   json["contributors"] = evaluators_.size();
+  if (!aggregate_sha256_.empty()) json["statistics_sha256"] = aggregate_sha256_;
   json["differential_privacy"] = settings_.dp_epsilon > 0
                                      ? nlohmann::json{{"mechanism", "distributed Skellam"},
                                                       {"epsilon", settings_.dp_epsilon},

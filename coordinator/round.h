@@ -231,6 +231,7 @@ class Round {
   std::set<uint32_t> false_complainers_;                 // left out: their complaint was false
   nlohmann::json complaints_ = nlohmann::json::array();  // each settled complaint, for the report
   nlohmann::json secagg_summary_;  // kept after the secrets are dropped
+  std::string aggregate_sha256_;   // of the unmasked statistics (status: statistics_sha256)
 
   std::future<QuantizationJobResult> job_;
   std::vector<ModelRecord> results_;  // fleet, then baseline

@@ -193,9 +193,17 @@ void Server::register_admin_commands() {
   admin_commands_["token.create"] = [this](const nlohmann::json& request) {
     const int hours = request.value("valid_hours", config_.token_valid_hours);
     if (hours < 1 || hours > 24 * 365) fail("valid_hours = {}: must be 1..8760", hours);
-    const std::string token = store_.create_token(int64_t{hours} * 3600 * 1000);
-    store_.audit("operator", "token created", fmt::format("valid {} h", hours));
-    return now({{"token", token}, {"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}});
+    const int count = request.value("count", 1);
+    if (count < 1 || count > 10000) fail("count = {}: must be 1..10000 tokens per request", count);
+    const std::vector<std::string> tokens = store_.create_tokens(count, int64_t{hours} * 3600 * 1000);
+    store_.audit("operator", count == 1 ? "token created" : "tokens created",
+                 count == 1 ? fmt::format("valid {} h", hours) : fmt::format("{} tokens, valid {} h", count, hours));
+    nlohmann::json reply = {{"valid_hours", hours}, {"coordinator_key", curve_keys_.public_key}};
+    if (count == 1)
+      reply["token"] = tokens.front();
+    else
+      reply["tokens"] = tokens;
+    return now(reply);
   };
   admin_commands_["agents.list"] = [this](const nlohmann::json& request) { return now(agents_list(request)); };
   admin_commands_["agents.revoke"] = [this](const nlohmann::json& request) {

@@ -312,13 +312,20 @@ Store::~Store() {
   }
 }
 
-std::string Store::create_token(int64_t valid_for_ms) {
-  return store_call("create token", [&]() -> std::string {
-    Key32 random = random_key();
-    const std::string token = to_hex(std::as_bytes(std::span(random)));
-    db_->execute("INSERT INTO tokens (token_sha256, created_at_ms, expires_at_ms) VALUES (?, ?, ?)",
-                 {token_hash(token), now_ms(), now_ms() + valid_for_ms});
-    return token;
+std::string Store::create_token(int64_t valid_for_ms) { return create_tokens(1, valid_for_ms).front(); }
+
+std::vector<std::string> Store::create_tokens(int count, int64_t valid_for_ms) {
+  return store_call("create tokens", [&]() -> std::vector<std::string> {
+    SqlTransaction transaction(*db_);
+    std::vector<std::string> tokens;
+    for (int i = 0; i < count; ++i) {
+      Key32 random = random_key();
+      tokens.push_back(to_hex(std::as_bytes(std::span(random))));
+      db_->execute("INSERT INTO tokens (token_sha256, created_at_ms, expires_at_ms) VALUES (?, ?, ?)",
+                   {token_hash(tokens.back()), now_ms(), now_ms() + valid_for_ms});
+    }
+    transaction.commit();
+    return tokens;
   });
 }
 

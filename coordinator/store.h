@@ -104,6 +104,8 @@ class Store {
 
   // Enrollment. The token is returned once; only its SHA-256 is stored.
   std::string create_token(int64_t valid_for_ms);
+  // `count` tokens in one transaction (provisioning a fleet).
+  std::vector<std::string> create_tokens(int count, int64_t valid_for_ms);
   // Registers `public_key` if `token` is unused and unexpired (and marks it used), in one IMMEDIATE
   // transaction; returns the agent id, or nullopt. A key enrolled before gets its old id back
   // unless revoked (then nullopt).

@@ -11,14 +11,24 @@ namespace fedcal::coordinator {
 void add_fleet_commands(CLI::App& app, const CliContext& context) {
   CLI::App* token = app.add_subcommand("token", "Enrollment tokens")->require_subcommand(1);
   auto valid_hours = std::make_shared<int>(0);
-  CLI::App* token_create = token->add_subcommand("create", "Create a one-time enrollment token");
+  auto count = std::make_shared<int>(1);
+  CLI::App* token_create = token->add_subcommand("create", "Create one-time enrollment tokens (one per agent)");
   token_create->add_option("--valid-hours", *valid_hours,
                            "Hours the token stays valid (default: token_valid_hours of the config)")
       ->check(CLI::Range(1, 24 * 365));
-  token_create->callback([&context, valid_hours] {
-    nlohmann::json request = {{"command", "token.create"}};
+  token_create->add_option("--count", *count, "Tokens to create, one per line (provisioning a fleet; --json: a list)")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  token_create->callback([&context, valid_hours, count] {
+    nlohmann::json request = {{"command", "token.create"}, {"count", *count}};
     if (*valid_hours > 0) request["valid_hours"] = *valid_hours;
     const auto reply = context.call(request);
+    if (*count > 1) {
+      std::string lines;
+      for (const auto& each : reply["tokens"]) lines += each.get<std::string>() + "\n";
+      context.print(reply, lines);
+      return;
+    }
     context.print(reply, fmt::format("{}\n(one-time, valid {} h) enroll an agent with:\n  fedcal-agent enroll --config "
                                      "AGENT.toml --token {}\nwith coordinator_key = \"{}\" in AGENT.toml\n",
                                      reply["token"].get<std::string>(), reply["valid_hours"].get<int>(),

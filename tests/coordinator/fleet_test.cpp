@@ -364,6 +364,13 @@ TEST_CASE("Enrollment: an unenrolled key gets nothing, a bad token is refused, a
   const auto second = enroll("second");
   CHECK(second.exit_code != 0);
   CHECK(second.output.find("token is unknown, already used or expired") != std::string::npos);
+  // Provisioning: tokens in a batch from the CLI, one per line.
+  const auto batch = run_command(built_binary("fedcal-coordinator") + " --config " + fleet.path("coordinator.toml") +
+                                 " token create --count 3 --json");
+  REQUIRE(batch.exit_code == 0);
+  const auto tokens = nlohmann::json::parse(batch.output)["tokens"];
+  REQUIRE(tokens.size() == 3);
+  CHECK(tokens[0] != tokens[1]);
 
   // An agent whose key was never enrolled (its enrollment file copied from another agent) is refused.
   fs::create_directories(fleet.path("impostor/state"));

@@ -55,6 +55,7 @@ TEST_CASE("Round in process: every stage in order, done with every agent's repor
   const nlohmann::json report = round->status();
   CHECK(report["reports"] == 4);
   CHECK(report["checks"]["fleet"]["agents"] == 4);
+  CHECK(report["statistics_sha256"] == sum.sha256());  // what fedcal-sim-fleet checks its plain sum against
   for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
     CHECK(report["stage_ms"].contains(stage));
   }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <set>
 
 #include "common/error.h"
 #include "tests/postgres_server.h"
@@ -71,6 +72,13 @@ TEST_CASE("Store contract: a token enrolls one key once, and revoked keys cannot
     REQUIRE(second.has_value());
     CHECK(*second > *id);
     CHECK(store->agents().size() == 2);
+    // Tokens made in a batch are distinct and each enrolls one key.
+    const std::vector<std::string> batch = store->create_tokens(3, 60000);
+    REQUIRE(batch.size() == 3);
+    CHECK(std::set<std::string>(batch.begin(), batch.end()).size() == 3);
+    CHECK(store->redeem_token(batch[1], "key-e", "e").has_value());
+    CHECK_FALSE(store->redeem_token(batch[1], "key-f", "f").has_value());
+    CHECK(store->redeem_token(batch[2], "key-f", "f").has_value());
   }
 }
 
