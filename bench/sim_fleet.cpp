@@ -184,15 +184,21 @@ struct Slice {
                                     int per_address, Control& control, const std::string& out) {
   int code = 0;
   try {
-    zmq::context_t context(2);
-    context.set(zmq::ctxopt::max_sockets, static_cast<int>(slice.count) + 1024);
+    // A libzmq context (one I/O thread) per 256 agents: a real agent's context holds one connection,
+    // and libzmq's per-thread timer map costs O(connections) to cancel a timer (transport/curve.h).
+    constexpr size_t kAgentsPerContext = 256;
+    std::vector<std::unique_ptr<zmq::context_t>> contexts;  // outlive the agents' sockets
     std::vector<std::unique_ptr<SimAgent>> agents;
     std::vector<std::string> my_tokens;
     for (size_t i = slice.first; i < slice.first + slice.count; ++i) {
+      if ((i - slice.first) % kAgentsPerContext == 0) {
+        contexts.push_back(std::make_unique<zmq::context_t>(1));
+        contexts.back()->set(zmq::ctxopt::max_sockets, static_cast<int>(kAgentsPerContext) + 16);
+      }
       const size_t address = i / static_cast<size_t>(per_address);
       const std::string source = fmt::format("127.0.{}.{}", 1 + address / 250, 2 + address % 250);
-      agents.push_back(
-          std::make_unique<SimAgent>(context, endpoint, coordinator_key, source, vectors.values[i % vectors.values.size()]));
+      agents.push_back(std::make_unique<SimAgent>(*contexts.back(), endpoint, coordinator_key, source,
+                                                  vectors.values[i % vectors.values.size()]));
       my_tokens.push_back(tokens[i]);
     }
     std::vector<std::thread> threads;
@@ -401,9 +407,21 @@ int main(int argc, char** argv) {
       for (const pid_t child : children) total += process_cpu_seconds(child);
       return total;
     };
+    // An agent process that died (a crash, the OOM killer) stops the run.
+    auto check_children = [&] {
+      if (control.stop) fail("an agent process stopped (see above)");
+      for (size_t k = 0; k < children.size(); ++k) {
+        int status = 0;
+        if (waitpid(children[k], &status, WNOHANG) == children[k]) {
+          children.erase(children.begin() + static_cast<std::ptrdiff_t>(k));
+          fail("agent process {} ended early ({} {})", k, WIFSIGNALED(status) ? "signal" : "exit status",
+               WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        }
+      }
+    };
     auto last_print = SimClock::now();
     while (true) {
-      if (control.stop) fail("an agent process stopped (see above)");
+      check_children();
       const auto [online, failed] = fleet_counts();
       if (online + failed == agents_count) break;
       if (seconds_since(last_print) > 5) {
@@ -473,7 +491,7 @@ int main(int argc, char** argv) {
           last_stage = stage;
         }
         if (stage == "done" || stage == "failed") break;
-        if (control.stop) fail("an agent process stopped (see above)");
+        check_children();
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
       }
       const double wall = seconds_since(phase_start);

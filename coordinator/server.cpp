@@ -75,8 +75,12 @@ Server::Server(CoordinatorConfig config)
   zap_.bind(kZapEndpoint);  // before the ROUTER, so no handshake ever runs without it
   SocketLimits limits;
   limits.max_message_bytes = config_.max_message_bytes;
-  limits.heartbeat_interval_ms = config_.heartbeat_interval_ms;
+  // No ZMTP pings to agents (transport/curve.h: their timers cost O(connections) per message in
+  // libzmq); agents ping the coordinator, and TCP keepalive closes the connections of boards that
+  // vanished (power lost, cable pulled) within about agent_timeout + 15 s.
+  limits.heartbeat_interval_ms = 0;
   limits.heartbeat_timeout_ms = config_.agent_timeout_ms;
+  limits.tcp_keepalive_idle_s = std::max(1, config_.agent_timeout_ms / 1000);
   limits.handshake_timeout_ms = config_.handshake_timeout_ms;
   configure_curve_server(agents_, curve_keys_, kZapDomain, limits);
   // Messages queued for one connection at most: an agent that asks for chunks and never reads them

@@ -70,7 +70,13 @@ void apply_limits(zmq::socket_t& socket, const SocketLimits& limits) {
   socket.set(zmq::sockopt::maxmsgsize, limits.max_message_bytes);
   socket.set(zmq::sockopt::heartbeat_ivl, limits.heartbeat_interval_ms);
   socket.set(zmq::sockopt::heartbeat_timeout, limits.heartbeat_timeout_ms);
-  socket.set(zmq::sockopt::heartbeat_ttl, limits.heartbeat_timeout_ms);
+  socket.set(zmq::sockopt::heartbeat_ttl, 0);  // a TTL would make the peer set (and cancel) a timer per ping
+  if (limits.tcp_keepalive_idle_s > 0) {
+    socket.set(zmq::sockopt::tcp_keepalive, 1);
+    socket.set(zmq::sockopt::tcp_keepalive_idle, limits.tcp_keepalive_idle_s);
+    socket.set(zmq::sockopt::tcp_keepalive_intvl, 5);
+    socket.set(zmq::sockopt::tcp_keepalive_cnt, 3);
+  }
   socket.set(zmq::sockopt::reconnect_ivl, 100);
   socket.set(zmq::sockopt::reconnect_ivl_max, limits.reconnect_interval_max_ms);
   socket.set(zmq::sockopt::linger, 0);
