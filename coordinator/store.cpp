@@ -390,23 +390,24 @@ bool Store::revoke_agent(int64_t id) {
 void Store::update_agents(const char* column, const char* key_column, const std::vector<std::pair<SqlValue, int64_t>>& values) {
   if (values.empty()) return;
   SqlTransaction transaction(*db_);
-  // Many rows per statement (UPDATE ... CASE key WHEN ? THEN ? ... END WHERE key IN (...)), in chunks of
-  // a few fixed sizes, so that a flush of 10,000 agents is about 20 statements and at most four
-  // statement forms are prepared.
+  // Many rows per statement, joined by key (UPDATE ... FROM a VALUES list: an index lookup per row;
+  // SQLite 3.33+ and PostgreSQL), in chunks of a few fixed sizes, so that a flush of 10,000 agents is
+  // about 20 statements and at most four statement forms are prepared. (A CASE key WHEN ... list was
+  // a linear scan per row: ~50 ms of the event loop per 10,000 rows.)
+  const char* key_type = std::string_view(key_column) == "id" ? "BIGINT" : "TEXT";
   size_t done = 0;
   for (const size_t chunk : {size_t{512}, size_t{64}, size_t{8}, size_t{1}}) {
     while (values.size() - done >= chunk) {
-      std::string cases, keys;
+      std::string rows;
       std::vector<SqlValue> parameters;
-      parameters.reserve(3 * chunk);
+      parameters.reserve(2 * chunk);
       for (size_t i = 0; i < chunk; ++i) {
-        cases += " WHEN ? THEN CAST(? AS BIGINT)";
-        keys += i == 0 ? "?" : ", ?";
+        rows += fmt::format("{}(CAST(? AS {}), CAST(? AS BIGINT))", i == 0 ? "" : ", ", key_type);
         parameters.emplace_back(values[done + i].first);
         parameters.emplace_back(std::in_place_type<int64_t>, values[done + i].second);
       }
-      for (size_t i = 0; i < chunk; ++i) parameters.emplace_back(values[done + i].first);
-      db_->execute(fmt::format("UPDATE agents SET {0} = CASE {1}{2} END WHERE {1} IN ({3})", column, key_column, cases, keys),
+      db_->execute(fmt::format("WITH v(k, x) AS (VALUES {2}) UPDATE agents SET {0} = v.x FROM v WHERE agents.{1} = v.k", column,
+                               key_column, rows),
                    parameters);
       done += chunk;
     }
