@@ -259,6 +259,7 @@ int main(int argc, char** argv) {
   int heartbeat_interval_ms = 2000;
   int threads_count = 2;
   int per_address = 500;
+  int agent_timeout_ms = 60000;
   int enroll_window = 200;
   std::string preset = "tiny";
   std::string database_url;
@@ -274,6 +275,11 @@ int main(int argc, char** argv) {
                  "The coordinator's heartbeat_interval_ms (agents heartbeat this often; its default is 2000)")
       ->capture_default_str()
       ->check(CLI::Range(100, 600000));
+  app.add_option("--agent-timeout-ms", agent_timeout_ms,
+                 "The coordinator's agent_timeout_ms (its default is 10000): simulated agents share this machine's cores, "
+                 "so one busy with its secure-aggregation work answers later than a board of its own would")
+      ->capture_default_str()
+      ->check(CLI::Range(1000, 3600000));
   app.add_option("--threads", threads_count, "Threads driving the agents, per agent process")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
@@ -347,7 +353,6 @@ int main(int argc, char** argv) {
     }
 #endif
     result["database"] = database_url.empty() ? "sqlite" : "postgresql";
-    const int agent_timeout_ms = std::max(10000, 5 * heartbeat_interval_ms);
     std::string config =
         fmt::format("heartbeat_interval_ms = {}\nagent_timeout_ms = {}\n", heartbeat_interval_ms, agent_timeout_ms);
     if (!database_url.empty()) config += fmt::format("database_url = \"{}\"\n", database_url);

@@ -6,11 +6,13 @@
 #   fleet       real coordinator and agent processes    oracle      needs the npm oracles (tests/oracles)
 #   slow        minutes, held-out evaluations           packaging   the .deb packages
 #   timing      judged against timeouts too tight to share the machine (a 1.5 s agent timeout)
-# Labels bring properties: `slow` and `timing` run alone (RUN_SERIAL: `slow` uses both cores; a
-# `timing` test beside another one saw its agents starved past their timeout in CI); `fleet` holds the
-# "fleet" lock (RESOURCE_LOCK), so `ctest -j` never runs two multi-process fleets side by side, and
-# reserves FEDCAL_FLEET_PROCESSORS cores (PROCESSORS, default 1: a unit test or a fuzzer may run
-# beside it: the suite's sanitizer tests took 258 s, 300 s with fleets reserving both cores).
+# Labels bring properties: `timing` runs alone (RUN_SERIAL: beside another test its agents were
+# starved past their timeout in CI); `slow` holds the "slow" lock (one at a time, on one core: it runs
+# beside the fleets, as a fuzzer does in the sanitizer build; the g++ tests took 366 s, 483-524 s when
+# each slow test ran alone on both cores); `fleet` holds the "fleet" lock (RESOURCE_LOCK), so `ctest
+# -j` never runs two multi-process fleets side by side, and reserves FEDCAL_FLEET_PROCESSORS cores
+# (PROCESSORS, default 1: a unit test, a slow test or a fuzzer may run beside it: the suite's sanitizer
+# tests took 258 s, 300 s with fleets reserving both cores).
 #
 # Used twice: tests/CMakeLists.txt includes it for fedcal_doctest_tests(), which writes a small file
 # that CTest includes when it starts; that file includes this one again and calls
@@ -77,8 +79,10 @@ function(fedcal_add_listed_tests executable default_label working_dir fleet_proc
     list(FIND labels slow slow_at)  # list(FIND), not IN_LIST: CTest reads this file without policies
     list(FIND labels timing timing_at)
     list(FIND labels fleet fleet_at)
-    if(slow_at GREATER -1 OR timing_at GREATER -1)
+    if(timing_at GREATER -1)
       list(APPEND properties RUN_SERIAL TRUE)
+    elseif(slow_at GREATER -1)
+      list(APPEND properties RESOURCE_LOCK slow)
     elseif(fleet_at GREATER -1)
       list(APPEND properties RESOURCE_LOCK fleet PROCESSORS ${fleet_processors})
     endif()
