@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -350,7 +351,8 @@ void Server::run(const std::atomic<bool>& stop) {
   if (round_ && !round_->finished() && round_->stage() != RoundStage::kQuantizing && round_->stage() != RoundStage::kEvaluating) {
     round_->fail_round("the coordinator was stopped");
   }
-  flush_last_seen();
+  snapshot_progress();
+  save_progress(std::numeric_limits<size_t>::max());
   report_floods(true);
   store_.audit("coordinator", "stopped", "");
 }
@@ -375,7 +377,11 @@ void Server::resume_after_stall(int64_t gap_ms) {
 }
 
 void Server::tick() {
-  if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000) guarded("saving last-seen times", [&] { flush_last_seen(); });
+  // A new snapshot once the last one is written (a slow database stretches the period, never the queue).
+  if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000 && queued_seen_.empty() && queued_sequences_.empty()) {
+    snapshot_progress();
+  }
+  guarded("saving last-seen times", [&] { save_progress(kProgressRowsPerTurn); });
   guarded("backing up the database", [&] { backup_on_schedule(); });
   guarded("summing up floods", [&] { report_floods(false); });
   if (rollout_) guarded("advancing the rollout", [&] { rollout_->tick(); });
@@ -460,20 +466,33 @@ void Server::backup_on_schedule() {
   });
 }
 
-void Server::flush_last_seen() {
-  last_seen_flush_monotonic_ms_ = monotonic_ms();  // first: a failing disk is retried in 5 s, not every loop
-  std::vector<std::pair<int64_t, int64_t>> seen;
+void Server::snapshot_progress() {
+  last_seen_flush_monotonic_ms_ = monotonic_ms();
   for (auto& [id, session] : sessions_) {
     if (session.last_seen_ms > session.last_persisted_ms) {
-      seen.emplace_back(id, session.last_seen_ms);
+      queued_seen_.emplace_back(id, session.last_seen_ms);
       session.last_persisted_ms = session.last_seen_ms;
     }
   }
-  store_.agents_seen(seen);
-  std::vector<std::pair<std::string, uint64_t>> sequences;
-  for (const std::string& key : unsaved_sequences_) sequences.emplace_back(key, last_sequence_.at(key).last());
-  store_.save_sequences(sequences);
+  for (const std::string& key : unsaved_sequences_) queued_sequences_.emplace_back(key, last_sequence_.at(key).last());
   unsaved_sequences_.clear();
+}
+
+void Server::save_progress(size_t max_rows) {
+  // Taken off the queue first: a failing disk loses this chunk's rows (written again once the
+  // agents are heard again), not the loop's turns.
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  while (!queued_seen_.empty() && seen.size() < max_rows) {
+    seen.push_back(queued_seen_.front());
+    queued_seen_.pop_front();
+  }
+  std::vector<std::pair<std::string, uint64_t>> sequences;
+  while (!queued_sequences_.empty() && sequences.size() < max_rows) {
+    sequences.push_back(std::move(queued_sequences_.front()));
+    queued_sequences_.pop_front();
+  }
+  store_.agents_seen(seen);
+  store_.save_sequences(sequences);
 }
 
 void Server::handle_agent_message() {

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -35,6 +36,8 @@ namespace fedcal::coordinator {
 inline constexpr const char* kZapDomain = "fedcal";
 // The event loop turns every 50 ms at most; a turn this much later means the daemon did not run.
 inline constexpr int64_t kStallMs = 2000;
+// Last-seen and sequence rows written per loop turn (Server::save_progress): one statement each.
+inline constexpr size_t kProgressRowsPerTurn = 512;
 
 class Server : public RoundHost {
  public:
@@ -157,7 +160,12 @@ class Server : public RoundHost {
   // Runs one handler of the event loop; anything it throws is logged and audited, never escapes.
   template <typename Body>
   void guarded(const char* what, Body&& body);
-  void flush_last_seen();
+  // Last-seen times and sequence numbers reach the store in the background of the loop: every 5 s
+  // what changed is queued (snapshot_progress), and each loop turn writes at most a chunk of the queue
+  // (save_progress), so 10,000 agents' rows never hold the loop for one long statement (on PostgreSQL
+  // ~0.6 s, a heartbeat reply p99 of 580 ms when written at once).
+  void snapshot_progress();
+  void save_progress(size_t max_rows);
   // Every backup_interval_hours: a consistent copy of the database on a worker (database_guard.h).
   void backup_on_schedule();
   // Starts the follow-up of a smoothing round once it is done (also after a restart between the two).
@@ -191,6 +199,8 @@ class Server : public RoundHost {
   std::map<std::string, ReplayWindow> last_sequence_;
   std::map<std::string, AgentRecord> registry_cache_;  // by CURVE key (registered_agent)
   std::set<std::string> unsaved_sequences_;
+  std::deque<std::pair<int64_t, int64_t>> queued_seen_;               // (agent id, last seen), oldest first
+  std::deque<std::pair<std::string, uint64_t>> queued_sequences_;  // (CURVE key, sequence), oldest first
   uint64_t next_sequence_;
   std::unique_ptr<Round> round_;
   std::unique_ptr<Rollout> rollout_;
