@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -132,6 +133,27 @@ void check_database_file(const std::string& path) {
 std::unique_ptr<SqlConnection> open_database(const CoordinatorConfig& config) {
   if (config.uses_postgres()) return open_postgres(config.database_url);
   return open_sqlite(config.database_path());
+}
+
+std::unique_ptr<SqlConnection> open_database_as_leader(const CoordinatorConfig& config, int poll_ms,
+                                                       const std::function<bool()>& stopping,
+                                                       const std::function<void(const std::string&)>& log,
+                                                       const std::function<void()>& waiting) {
+  std::unique_ptr<SqlConnection> database = open_database(config);
+  bool said = false;
+  while (!database->try_lead(kLeadLock)) {
+    if (!said) {
+      log(fmt::format("standby: another coordinator leads {}; taking over when it stops", database->name()));
+      said = true;
+    }
+    if (waiting) waiting();
+    for (int waited = 0; waited < poll_ms; waited += 100) {
+      if (stopping()) return nullptr;
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100, poll_ms - waited)));
+    }
+  }
+  if (said) log(fmt::format("leading {} now (the coordinator before stopped)", database->name()));
+  return database;
 }
 
 void check_database_before_open(const CoordinatorConfig& config, bool allow_new) {

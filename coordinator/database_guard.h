@@ -9,6 +9,8 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,18 @@ namespace fedcal::coordinator {
 
 // The configured database: SQLite in state_dir, or PostgreSQL at database_url.
 std::unique_ptr<SqlConnection> open_database(const CoordinatorConfig& config);
+
+// Coordinators sharing one PostgreSQL database: one leads (holds the advisory lock kLeadLock on its
+// store's connection), the others wait as standbys and take over when its session ends (the process
+// died, or the server cut it off). Opens the database and returns once this process leads; every
+// `poll_ms` it tries again, saying so through `log` when it starts waiting and when it leads (and
+// `waiting` is called on each try: systemd's watchdog). nullptr if `stopping()` turned true first.
+// SQLite: returns the database at once (one coordinator per state folder).
+inline constexpr int64_t kLeadLock = 0x6665'6463'616c;  // "fedcal" in ASCII
+std::unique_ptr<SqlConnection> open_database_as_leader(const CoordinatorConfig& config, int poll_ms,
+                                                       const std::function<bool()>& stopping,
+                                                       const std::function<void(const std::string&)>& log,
+                                                       const std::function<void()>& waiting);
 
 // Throws Error (kCorruption) naming the file if the database must not be opened as it is:
 // missing or empty while the state folder holds keys or artifacts (unless `allow_new`), or its WAL

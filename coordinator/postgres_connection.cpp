@@ -55,6 +55,13 @@ ErrorKind error_kind(const std::string& sqlstate) {
 class PostgresConnection final : public SqlConnection {
  public:
   explicit PostgresConnection(const std::string& url) : name_(redacted_url(url)), connection_(open(url, name_)) {
+    // libpqxx would reconnect silently after a break: a new session without the lead's lock
+    // (try_lead), from which a deposed leader could go on writing. (Deprecated in libpqxx 6 because
+    // version 7 never reconnects.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    connection_->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
     call([&] {
       pqxx::nontransaction setup(*connection_);
       // Quiet NOTICEs ("relation already exists, skipping") would go to stderr.
@@ -119,6 +126,9 @@ class PostgresConnection final : public SqlConnection {
     }
     work_.reset();
   }
+
+  bool try_lead(int64_t key) override { return query("SELECT pg_try_advisory_lock(?)", {key}).at(0).text(0) == "t"; }
+  bool connected() const override { return connection_->is_open(); }
 
   bool has_table(const std::string& table) override {
     return query("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",

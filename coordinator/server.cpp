@@ -48,11 +48,11 @@ nlohmann::json profile_json(wire::HardwareProfile::Reader profile) {
 
 }  // namespace
 
-Server::Server(CoordinatorConfig config)
+Server::Server(CoordinatorConfig config, std::unique_ptr<SqlConnection> database)
     : config_(std::move(config)),
       state_lock_(config_.state_dir, "fedcal-coordinator serve"),
       store_((check_database_before_open(config_, config_.allow_new_database), fs::create_directories(config_.artifacts_dir()),
-              open_database(config_)),
+              database ? std::move(database) : open_database(config_)),
              config_.ledger_path()),
       curve_keys_(CurveKeyPair::read_or_create(config_.curve_key_path())),
       signing_key_([&] {
@@ -377,6 +377,20 @@ void Server::resume_after_stall(int64_t gap_ms) {
 }
 
 void Server::tick() {
+  // A leader whose database session ended (the server cut it off, the network broke) lost the lead
+  // with it, and a standby may lead now: it stops (systemd restarts it as a standby) instead of
+  // answering agents from memory. The connection is never reopened behind its back.
+  if (store_.database().dialect() == SqlDialect::kPostgres && monotonic_ms() - lead_checked_monotonic_ms_ > 2000) {
+    lead_checked_monotonic_ms_ = monotonic_ms();
+    try {
+      store_.database().query("SELECT 1");
+    } catch (const Error&) {
+    }
+    if (!store_.database().connected()) {
+      fail_as(ErrorKind::kIo, "lost the connection to the database {} and with it the lead of the coordinators on it: stopping",
+              store_.database().name());
+    }
+  }
   // A new snapshot once the last one is written (a slow database stretches the period, never the queue).
   if (monotonic_ms() - last_seen_flush_monotonic_ms_ > 5000 && queued_seen_.empty() && queued_sequences_.empty()) {
     snapshot_progress();

@@ -43,7 +43,9 @@ class Server : public RoundHost {
  public:
   // Opens (creating on first start) the state folder, database and keys, binds the sockets and
   // recovers an unfinished round.
-  explicit Server(CoordinatorConfig config);
+  // `database`: the store's connection when the caller opened it (open_database_as_leader: this
+  // process leads the coordinators on it); else the configured database is opened.
+  explicit Server(CoordinatorConfig config, std::unique_ptr<SqlConnection> database = nullptr);
   ~Server() override;
   void abandon(std::future<QuantizationJobResult> job) override;
 
@@ -221,6 +223,7 @@ class Server : public RoundHost {
   std::vector<std::future<QuantizationJobResult>> abandoned_jobs_;
   std::future<std::function<nlohmann::json()>> pending_admin_;  // last member: its worker uses the ones above
   int64_t last_seen_flush_monotonic_ms_ = 0;
+  int64_t lead_checked_monotonic_ms_ = 0;  // PostgreSQL: the lead's session is checked every 2 s
   int64_t last_backup_wall_ms_ = 0;
   int64_t last_flood_report_ms_ = 0;
   bool connection_flood_logged_ = false;

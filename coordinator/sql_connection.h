@@ -57,6 +57,14 @@ class SqlConnection {
   virtual bool has_table(const std::string& table) = 0;
   virtual bool has_column(const std::string& table, const std::string& column) = 0;
 
+  // The lead among coordinators sharing this database: a session-level lock of this connection
+  // (PostgreSQL's advisory lock `key`), held until the connection ends. True if this connection holds
+  // it now. A SQLite database has one coordinator (the state folder's lock): always true.
+  virtual bool try_lead(int64_t key) = 0;
+  // False once the connection to the server broke. A PostgreSQL connection is never reopened behind
+  // the caller's back: the lead went with the old session, so a deposed leader cannot write.
+  virtual bool connected() const = 0;
+
   // Statements run on this connection so far (scale benchmarks count them per heartbeat), and the
   // commits they made durable (a transaction's, or a statement's own outside one: on SQLite with
   // synchronous=FULL each is an fsync).

@@ -102,6 +102,8 @@ class SqliteConnection final : public SqlConnection {
   bool has_column(const std::string& table, const std::string& column) override {
     return query("SELECT count(*) FROM pragma_table_info(?) WHERE name = ?", {table, column}).at(0).int64(0) > 0;
   }
+  bool try_lead(int64_t) override { return true; }  // one coordinator per file: the state folder's lock
+  bool connected() const override { return true; }
 
  private:
   static SQLite::Database open(const std::string& path) {

@@ -7,12 +7,15 @@
 #include <csignal>
 #include <memory>
 
-#include "common/signing.h"
+#include "common/clock.h"
 #include "common/error.h"
+#include "common/log_line.h"
+#include "common/signing.h"
+#include "common/systemd_notify.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/database_guard.h"
-#include "coordinator/state_lock.h"
 #include "coordinator/server.h"
+#include "coordinator/state_lock.h"
 #include "transport/curve.h"
 
 namespace fedcal::coordinator {
@@ -42,7 +45,18 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
     std::signal(SIGHUP, on_hangup);
     CoordinatorConfig config = context.load();
     config.allow_new_database = *new_database;
-    Server server(config);
+    // On a PostgreSQL database shared by several coordinators, a standby until this one leads.
+    SystemdNotifier systemd;
+    std::unique_ptr<SqlConnection> database = open_database_as_leader(
+        config, 1000, [] { return g_stop.load(); },
+        [&systemd](const std::string& line) {
+          write_log(LogLevel::kInfo, "coordinator", line);
+          systemd.ready();  // a standby is up (systemd would otherwise time its start out)
+          systemd.status(line);
+        },
+        [&systemd] { systemd.keep_alive(steady_ms()); });
+    if (!database) return;  // stopped while a standby
+    Server server(config, std::move(database));
     server.run(g_stop);
   });
 

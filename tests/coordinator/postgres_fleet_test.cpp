@@ -2,7 +2,10 @@
 // (tests/postgres_server.h), a coordinator and agents on loopback.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
+#include <optional>
 
 #include "common/file_util.h"
 #include "tests/coordinator/mini_fleet.h"
@@ -69,6 +72,64 @@ TEST_CASE(
   CHECK_MESSAGE(
       refused.output.find("fedcal_2?host=" + postgres.socket_dir() + "&user=fedcal holds no fedcal tables") != std::string::npos,
       refused.output);
+}
+
+TEST_CASE(
+    "Coordinators sharing PostgreSQL: one leads, a second waits as a standby and takes over the registry when the "
+    "leader dies; a leader cut off from the database stops instead of reconnecting" *
+    doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
+  PostgresServer postgres;
+  const std::string url = postgres.create_database();
+  FleetOptions options;
+  options.agents = 2;
+  options.coordinator_extra = "database_url = \"" + url + "\"\n";
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fleet.wait_online(2);
+
+  // The standby: its own state folder with the leader's keys (agents trust those), the same database.
+  namespace fs = std::filesystem;
+  fs::create_directories(fleet.path("standby"));
+  for (const char* file : {"curve.key", "signing.key", "signing.key.pub"}) {
+    fs::copy_file(fleet.coordinator_dir() + "/" + file, fleet.path(std::string("standby/") + file));
+  }
+  write_text(fleet.path("standby.toml"), "listen = \"tcp://127.0.0.1:" + std::to_string(20000 + (getpid() % 12000)) +
+                                             "\"\nstate_dir = \"standby\"\ndatabase_url = \"" + url + "\"\n");
+  Process standby({built_binary("fedcal-coordinator"), "--config", fleet.path("standby.toml"), "serve"},
+                  fleet.path("standby.log"));
+  REQUIRE(eventually(
+      [&] { return read_text_file(fleet.path("standby.log")).find("standby: another coordinator leads") != std::string::npos; },
+      std::chrono::seconds(20)));
+  const std::string standby_admin = built_binary("fedcal-coordinator") + " --config " + fleet.path("standby.toml") + " --json ";
+  CHECK(run_command(standby_admin + "status", true).exit_code != 0);  // not serving while a standby
+  CHECK(standby.running());
+
+  // The leader dies: the standby leads, with the registry the leader kept.
+  fleet.kill_coordinator();
+  REQUIRE(eventually([&] { return read_text_file(fleet.path("standby.log")).find("leading ") != std::string::npos; },
+                     std::chrono::seconds(20)));
+  nlohmann::json listed;
+  REQUIRE(eventually(
+      [&] {
+        const auto result = run_command(standby_admin + "agents list");
+        if (result.exit_code != 0) return false;
+        listed = nlohmann::json::parse(result.output);
+        return true;
+      },
+      std::chrono::seconds(20)));
+  CHECK(listed["agents"].size() == 2);
+
+  // Its session cut off by the server (as by a network partition): it stops, naming the database,
+  // rather than reconnecting without the lead.
+  postgres.psql("fedcal_1",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'fedcal_1' AND pid <> "
+                "pg_backend_pid()");
+  const std::optional<int> exit_code = standby.wait_exit(std::chrono::seconds(20));
+  REQUIRE(exit_code.has_value());
+  CHECK(*exit_code != 0);
+  CHECK_MESSAGE(read_text_file(fleet.path("standby.log")).find("lost the connection to the database") != std::string::npos,
+                read_text_file(fleet.path("standby.log")));
 }
 
 }  // namespace

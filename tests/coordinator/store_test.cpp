@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "coordinator/database_guard.h"
 #include "tests/postgres_server.h"
 #include "tests/test_support.h"
 
@@ -331,6 +332,28 @@ TEST_CASE("Store on PostgreSQL: an unreachable server is an I/O error naming the
     CHECK(std::string(error.what()).find("postgresql://fedcal:***@/nowhere") != std::string::npos);
     CHECK(std::string(error.what()).find("secret") == std::string::npos);
   }
+}
+
+TEST_CASE("Store on PostgreSQL: one connection leads at a time, and a connection the server cut off is never reopened") {
+  testing::PostgresServer server;
+  const std::string url = server.create_database();
+  auto first = open_postgres(url);
+  auto second = open_postgres(url);
+  CHECK(first->try_lead(kLeadLock));
+  CHECK_FALSE(second->try_lead(kLeadLock));
+  first.reset();  // the session ends: its lead with it
+  CHECK(second->try_lead(kLeadLock));
+  CHECK(second->connected());
+
+  // Cut off (pg_terminate_backend, as a partition would): the next statement fails, and so does every
+  // later one: a silent reconnect would be a session without the lead.
+  server.psql("fedcal_1",
+              "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'fedcal_1' AND pid <> "
+              "pg_backend_pid()");
+  CHECK_THROWS_AS(second->query("SELECT 1"), Error);
+  CHECK_FALSE(second->connected());
+  CHECK_THROWS_AS(second->query("SELECT 1"), Error);
+  CHECK(open_postgres(url)->try_lead(kLeadLock));  // the lead is free for a standby
 }
 
 }  // namespace
