@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "bench/fleet_process.h"
+#include "bench/sim_agent.h"
 #include "common/error.h"
 #include "common/file_util.h"
 #include "coordinator/admin_client.h"
@@ -40,7 +41,6 @@
 namespace {
 
 using namespace fedcal;
-using Body = wire::Envelope::Body;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
@@ -48,160 +48,32 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 using Fleet = bench::CoordinatorProcess;
 using bench::process_cpu_seconds;
-using bench::thread_cpu_seconds;
 
-// One lightweight agent: its own CURVE key and DEALER socket.
+// One agent of the bench: a SimAgent (bench/sim_agent.h: its own key pair and connection, the real
+// protocol and secure-aggregation client) driven synchronously by one thread.
 class BenchAgent {
  public:
   BenchAgent(zmq::context_t& context, const Fleet& fleet, const std::vector<uint64_t>& vector)
-      : keys_(CurveKeyPair::generate()), socket_(context, zmq::socket_type::dealer), vector_(vector) {
-    SocketLimits limits;
-    limits.heartbeat_timeout_ms = 30000;
-    configure_curve_client(socket_, keys_, fleet.coordinator_key, limits);
-    socket_.connect(fleet.endpoint);
-    OutgoingMessage enroll;
-    auto request = enroll.body().initEnroll();
-    request.setToken(coordinator::admin_request(fleet.admin, {{"command", "token.create"}})["token"].get<std::string>());
-    request.setName("bench");
-    send(enroll);
-    if (!wait_for(Body::ENROLLED, std::chrono::seconds(30))) fail("bench agent: enrollment timed out");
-    OutgoingMessage hello;
-    hello.body().initHello().setName("bench");
-    send(hello);
-    if (!wait_for(Body::WELCOME, std::chrono::seconds(30))) fail("bench agent: no welcome");
-  }
-
-  void send(OutgoingMessage& message) {
-    const auto bytes = message.encode(++sequence_);
-    bytes_sent_ += bytes.size();
-    socket_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore);
-    socket_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
-  }
-
-  // Handles what arrives; returns false when nothing did.
-  bool step(int timeout_ms) {
-    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
-    if (!(item.revents & ZMQ_POLLIN)) return false;
-    zmq::message_t tag, payload;
-    (void)socket_.recv(tag);
-    (void)socket_.recv(payload);
-    bytes_received_ += payload.size();
-    DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
-    const auto kind = decoded.envelope().getBody().which();
-    const double cpu_before = thread_cpu_seconds();
-    handle(decoded.envelope());
-    if (kind == Body::ROUND_ANNOUNCE || kind == Body::ROUND_KEYS || kind == Body::SHARES_FOR_YOU ||
-        kind == Body::UNMASK_REQUEST) {
-      secagg_cpu_seconds_ += thread_cpu_seconds() - cpu_before;
+      : agent_(context, fleet.endpoint, fleet.coordinator_key, "127.0.0.1", vector) {
+    agent_.enroll(coordinator::admin_request(fleet.admin, {{"command", "token.create"}})["token"].get<std::string>());
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (agent_.state() != bench::SimAgent::State::kOnline) {
+      if (agent_.state() == bench::SimAgent::State::kFailed) fail("bench agent: {}", agent_.failure());
+      if (Clock::now() > deadline) fail("bench agent: not welcomed within 30 s");
+      step(100);
     }
-    return true;
   }
-
-  void heartbeat() {
-    OutgoingMessage message;
-    message.body().initHeartbeat();
-    heartbeat_sent_ = Clock::now();
-    send(message);
+  // Handles what arrives within `timeout_ms`; returns false when nothing did.
+  bool step(int timeout_ms) {
+    zmq::pollitem_t item{agent_.socket().handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
+    return agent_.drain() > 0;
   }
-
-  uint64_t bytes_sent_ = 0, bytes_received_ = 0;
-  double secagg_cpu_seconds_ = 0;  // this agent's secure-aggregation work (keys, shares, masks, encoding)
-  bool reported_ = false;
-  std::vector<double> heartbeat_latencies_;
+  void heartbeat() { agent_.heartbeat(bench::SimClock::now(), true); }
+  bench::SimAgent& agent() { return agent_; }
 
  private:
-  bool wait_for(Body::Which kind, std::chrono::seconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(100));
-      if (!(item.revents & ZMQ_POLLIN)) continue;
-      zmq::message_t tag, payload;
-      (void)socket_.recv(tag);
-      (void)socket_.recv(payload);
-      DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
-      if (decoded.envelope().getBody().which() == kind) return true;
-    }
-    return false;
-  }
-
-  void handle(wire::Envelope::Reader envelope) {
-    const auto body = envelope.getBody();
-    switch (body.which()) {
-      case Body::HEARTBEAT:
-        heartbeat_latencies_.push_back(seconds_since(heartbeat_sent_));
-        return;
-      case Body::ROUND_ANNOUNCE: {
-        round_ = body.getRoundAnnounce().getConfig().getRoundId();
-        min_survivors_ = body.getRoundAnnounce().getConfig().getMinSurvivors();
-        client_ = std::make_unique<SecAggClient>();
-        OutgoingMessage message;
-        auto join = message.body().initJoin();
-        join.setRoundId(round_);
-        join.setCipherPublic(as_data(client_->advertise().cipher_public));
-        join.setMaskPublic(as_data(client_->advertise().mask_public));
-        join.setVectorLength(vector_.size());
-        join.setNarrowLanes(true);
-        send(message);
-        return;
-      }
-      case Body::ROUND_KEYS: {
-        const auto keys = body.getRoundKeys();
-        const SecAggConfig config = read_round_keys_config(keys, min_survivors_);
-        const auto neighbours = read_round_keys_neighbours(keys);
-        const auto shares = client_->share_keys(config, keys.getIndex(), neighbours);
-        OutgoingMessage message;
-        auto out = message.body().initShareKeys();
-        out.setRoundId(round_);
-        write_encrypted_shares(shares, out.initShares(static_cast<unsigned>(shares.size())));
-        send(message);
-        return;
-      }
-      case Body::SHARES_FOR_YOU: {
-        const auto masked =
-            client_->mask_input(vector_, read_encrypted_shares(body.getSharesForYou().getShares(), "sharesForYou"));
-        OutgoingMessage message;
-        auto out = message.body().initMaskedInput();
-        out.setRoundId(round_);
-        const uint32_t lane_bits = client_->config().lane_bits;
-        write_lane_vector(masked, lane_bits, out.initValues(static_cast<unsigned>(masked.size() * lane_bits / 8)));
-        send(message);
-        return;
-      }
-      case Body::UNMASK_REQUEST: {
-        std::vector<uint32_t> survivors;
-        for (const uint32_t survivor : body.getUnmaskRequest().getSurvivors()) survivors.push_back(survivor);
-        const auto revealed = client_->unmask(survivors);
-        OutgoingMessage message;
-        auto out = message.body().initUnmaskShares();
-        out.setRoundId(round_);
-        write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
-        send(message);
-        return;
-      }
-      case Body::ROUND_RESULT: {
-        OutgoingMessage message;
-        auto report = message.body().initLocalReport();
-        report.setRoundId(round_);
-        report.setError("bench agent: no local check");
-        send(message);
-        reported_ = true;
-        return;
-      }
-      default:
-        return;
-    }
-  }
-
-  CurveKeyPair keys_;
-  zmq::socket_t socket_;
-  const std::vector<uint64_t>& vector_;
-  uint64_t sequence_ = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  uint64_t round_ = 0;
-  uint32_t min_survivors_ = 3;
-  std::unique_ptr<SecAggClient> client_;
-  Clock::time_point heartbeat_sent_;
+  bench::SimAgent agent_;
 };
 
 // The same vectors, uploaded in the clear over the same transport, in the same lanes as the secure
@@ -311,7 +183,7 @@ uint64_t flood(const Fleet& fleet, int kind, const std::atomic<bool>& stop) {
 // refused-message rate and the audit table's growth.
 nlohmann::json measure_heartbeats(const Fleet& fleet, std::vector<std::unique_ptr<BenchAgent>>& agents, int seconds,
                                   int flooders) {
-  for (auto& agent : agents) agent->heartbeat_latencies_.clear();
+  for (auto& agent : agents) agent->agent().heartbeat_latencies_ms.clear();
   const int threads_count = 4;
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
@@ -351,7 +223,7 @@ nlohmann::json measure_heartbeats(const Fleet& fleet, std::vector<std::unique_pt
   const double elapsed = seconds_since(start);
   std::vector<double> latencies;
   for (const auto& agent : agents) {
-    latencies.insert(latencies.end(), agent->heartbeat_latencies_.begin(), agent->heartbeat_latencies_.end());
+    for (const float ms : agent->agent().heartbeat_latencies_ms) latencies.push_back(ms / 1000.0);
   }
   const size_t expected = agents.size() * static_cast<size_t>(seconds);
   const size_t missing = latencies.size() < expected ? expected - latencies.size() : 0;
@@ -472,7 +344,7 @@ int main(int argc, char** argv) {
       std::vector<std::thread> threads;
       for (auto& agent : agents) {
         threads.emplace_back([&stop, agent = agent.get()] {
-          while (!stop && !agent->reported_) agent->step(20);
+          while (!stop && !agent->agent().reported()) agent->step(20);
         });
       }
       const double cpu_before = process_cpu_seconds(fleet.pid);
@@ -506,10 +378,10 @@ int main(int argc, char** argv) {
       uint64_t sent = 0, received = 0;
       double agent_cpu = 0, agent_cpu_max = 0;
       for (const auto& agent : agents) {
-        sent += agent->bytes_sent_;
-        received += agent->bytes_received_;
-        agent_cpu += agent->secagg_cpu_seconds_;
-        agent_cpu_max = std::max(agent_cpu_max, agent->secagg_cpu_seconds_);
+        sent += agent->agent().bytes_sent;
+        received += agent->agent().bytes_received;
+        agent_cpu += agent->agent().secagg_cpu_seconds;
+        agent_cpu_max = std::max(agent_cpu_max, agent->agent().secagg_cpu_seconds);
       }
       nlohmann::json row = {{"agents", n},
                             {"neighbours", status["secure_aggregation"]["neighbours"]},

@@ -24,7 +24,10 @@ SimAgent::SimAgent(zmq::context_t& context, const std::string& endpoint, const s
 int SimAgent::fd() const { return socket_.get(zmq::sockopt::fd); }
 
 void SimAgent::enroll(const std::string& token) {
-  configure_curve_client(socket_, keys_, coordinator_key_, SocketLimits{});  // the real agent's options
+  // The real agent's options, with transport_ttl = false (a fleet of thousands: transport/curve.h).
+  SocketLimits limits;
+  limits.heartbeat_ttl = false;
+  configure_curve_client(socket_, keys_, coordinator_key_, limits);
   // "tcp://SOURCE:0;HOST:PORT": libzmq binds the connection's local end to SOURCE first.
   socket_.connect("tcp://" + source_address_ + ":0;" + endpoint_.substr(endpoint_.find("://") + 3));
   OutgoingMessage message;

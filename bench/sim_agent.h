@@ -41,6 +41,7 @@ class SimAgent {
 
   State state() const { return state_; }
   const std::string& failure() const { return failure_; }  // once its thread stopped
+  zmq::socket_t& socket() { return socket_; }              // for zmq::poll by a caller with one agent
   int fd() const;  // ZMQ_FD: readable when the socket may have messages (edge-like: drain() after)
   SimClock::time_point next_heartbeat() const { return next_heartbeat_; }
   int heartbeat_interval_ms() const { return heartbeat_interval_ms_; }

@@ -354,8 +354,8 @@ int main(int argc, char** argv) {
     }
 #endif
     result["database"] = database_url.empty() ? "sqlite" : "postgresql";
-    std::string config =
-        fmt::format("heartbeat_interval_ms = {}\nagent_timeout_ms = {}\n", heartbeat_interval_ms, agent_timeout_ms);
+    std::string config = fmt::format("heartbeat_interval_ms = {}\nagent_timeout_ms = {}\ntransport_pings = false\n",
+                                     heartbeat_interval_ms, agent_timeout_ms);
     if (!database_url.empty()) config += fmt::format("database_url = \"{}\"\n", database_url);
     coordinator = start_coordinator(root, config);
     std::fprintf(stderr, "[sim] coordinator pid %d on %s, state in %s\n", coordinator.pid, coordinator.endpoint.c_str(),

@@ -19,6 +19,9 @@ void read_key(const toml::table& table, const std::string& key, T& out, const st
   if constexpr (std::is_same_v<T, std::string>) {
     if (!node->is_string()) fail("{}: '{}' must be a string", path, key);
     out = node->value<std::string>().value();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!node->is_boolean()) fail("{}: '{}' must be true or false", path, key);
+    out = node->value<bool>().value();
   } else {
     if (!node->is_integer()) fail("{}: '{}' must be an integer", path, key);
     const int64_t value = node->value<int64_t>().value();
@@ -66,7 +69,8 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "round_stats_keep",
                                               "metrics_listen",
                                               "database_url",
-                                              "package_url"};
+                                              "package_url",
+                                              "transport_pings"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -74,6 +78,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   read_key(table, "listen", config.listen, path);
   read_key(table, "state_dir", config.state_dir, path);
   read_key(table, "heartbeat_interval_ms", config.heartbeat_interval_ms, path);
+  read_key(table, "transport_pings", config.transport_pings, path);
   read_key(table, "agent_timeout_ms", config.agent_timeout_ms, path);
   read_key(table, "stage_timeout_ms", config.stage_timeout_ms, path);
   read_key(table, "join_timeout_ms", config.join_timeout_ms, path);

@@ -10,6 +10,10 @@ struct CoordinatorConfig {
   std::string listen = "tcp://127.0.0.1:7700";  // agents connect here (CURVE)
   std::string state_dir = "/var/lib/fedcal";    // database, keys, artifacts, admin access
   int heartbeat_interval_ms = 2000;             // agents heartbeat this often
+  // ZMTP pings to each agent connection every heartbeat_interval_ms (silent ones closed after
+  // agent_timeout_ms). false for fleets of thousands: libzmq's cost is O(connections) per message
+  // (transport/curve.h); TCP keepalive finds vanished boards instead.
+  bool transport_pings = true;
   int agent_timeout_ms = 10000;                 // silent this long: offline (dropped from a round stage)
   int stage_timeout_ms = 60000;                 // a secure-aggregation stage waits at most this long
   int join_timeout_ms = 600000;                 // agents have this long to download, calibrate and join

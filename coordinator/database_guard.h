@@ -27,7 +27,7 @@ std::unique_ptr<SqlConnection> open_database(const CoordinatorConfig& config);
 // died, or the server cut it off). Opens the database and returns once this process leads; every
 // `poll_ms` it tries again, saying so through `log` when it starts waiting and when it leads (and
 // `waiting` is called on each try: systemd's watchdog). nullptr if `stopping()` turned true first.
-// SQLite: returns the database at once (one coordinator per state folder).
+// (PostgreSQL only: a SQLite database has one coordinator, the state folder's lock holder.)
 inline constexpr int64_t kLeadLock = 0x6665'6463'616c;  // "fedcal" in ASCII
 std::unique_ptr<SqlConnection> open_database_as_leader(const CoordinatorConfig& config, int poll_ms,
                                                        const std::function<bool()>& stopping,

@@ -76,10 +76,10 @@ Server::Server(CoordinatorConfig config, std::unique_ptr<SqlConnection> database
   zap_.bind(kZapEndpoint);  // before the ROUTER, so no handshake ever runs without it
   SocketLimits limits;
   limits.max_message_bytes = config_.max_message_bytes;
-  // No ZMTP pings to agents (transport/curve.h: their timers cost O(connections) per message in
-  // libzmq); agents ping the coordinator, and TCP keepalive closes the connections of boards that
-  // vanished (power lost, cable pulled) within about agent_timeout + 15 s.
-  limits.heartbeat_interval_ms = 0;
+  // ZMTP pings to agents unless transport_pings = false (transport/curve.h: their timers cost
+  // O(connections) per message in libzmq); TCP keepalive closes the connections of boards that
+  // vanished (power lost, cable pulled) within about agent_timeout + 15 s either way.
+  limits.heartbeat_interval_ms = config_.transport_pings ? config_.heartbeat_interval_ms : 0;
   limits.heartbeat_timeout_ms = config_.agent_timeout_ms;
   limits.tcp_keepalive_idle_s = std::max(1, config_.agent_timeout_ms / 1000);
   limits.handshake_timeout_ms = config_.handshake_timeout_ms;

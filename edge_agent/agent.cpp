@@ -70,8 +70,12 @@ Agent::Agent(AgentConfig config)
       slots_(config_.state_dir) {
   SocketLimits limits;
   limits.reconnect_interval_max_ms = config_.reconnect_interval_max_ms;
+  limits.heartbeat_ttl = config_.transport_ttl;
   configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
+  endpoints_.push_back(config_.coordinator);
+  endpoints_.insert(endpoints_.end(), config_.standby_coordinators.begin(), config_.standby_coordinators.end());
   socket_.connect(config_.coordinator);
+  endpoint_since_ms_ = steady_ms();
   log(fmt::format("agent {} ({}) connecting to {}", enrollment_.agent_id, config_.name, config_.coordinator));
   std::filesystem::create_directories(config_.state_dir);
   if (const int removed = remove_stale_partial_downloads(config_.downloads_dir(), config_.partial_download_max_age_hours))
@@ -224,6 +228,17 @@ int Agent::run(const std::atomic<bool>& stop) {
     if (now - last_heard_ms_ > config_.coordinator_timeout_ms && welcomed_) {
       log("no word from the coordinator: reconnecting");
       welcomed_ = false;
+      hello_retry_.lost(now);
+    }
+    // Not welcomed for coordinator_timeout_ms by this endpoint: the next one (a standby leads now).
+    if (!welcomed_ && endpoints_.size() > 1 &&
+        now - std::max(last_heard_ms_, endpoint_since_ms_) > config_.coordinator_timeout_ms) {
+      socket_.disconnect(endpoints_[endpoint_]);
+      const std::string& previous = endpoints_[endpoint_];
+      endpoint_ = (endpoint_ + 1) % endpoints_.size();
+      log(fmt::format("no answer from {}: trying {}", previous, endpoints_[endpoint_]));
+      socket_.connect(endpoints_[endpoint_]);
+      endpoint_since_ms_ = now;
       hello_retry_.lost(now);
     }
     if (!welcomed_ && hello_retry_.due(now)) send_hello();

@@ -147,6 +147,10 @@ class Agent {
   // reconnect_interval_max_ms, jittered (Backoff).
   Backoff hello_retry_{2000, config_.reconnect_interval_max_ms, std::random_device{}()};
   int64_t last_heard_ms_ = 0;   // monotonic
+  // coordinator, then standby_coordinators: the one connected, since when (monotonic).
+  std::vector<std::string> endpoints_;
+  size_t endpoint_ = 0;
+  int64_t endpoint_since_ms_ = 0;
   bool welcomed_ = false;
   bool coordinator_acks_ = false;  // its welcome says it sends roundAck (older coordinators do not)
   int exit_code_ = -1;

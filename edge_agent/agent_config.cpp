@@ -28,6 +28,8 @@ AgentConfig AgentConfig::load(const std::string& path) {
     fail("{}: line {}: {}", path, error.source().begin.line, error.description());
   }
   static const std::set<std::string> known = {"coordinator",
+                                              "standby_coordinators",
+                                              "transport_ttl",
                                               "coordinator_key",
                                               "state_dir",
                                               "data_dir",
@@ -83,13 +85,24 @@ AgentConfig AgentConfig::load(const std::string& path) {
         "exit-after-checks, exit-after-activation",
         path, config.fault_injection);
   }
-  if (const toml::node* node = table.get("labels")) {
-    const toml::array* labels = node->as_array();
-    if (labels == nullptr) fail("{}: 'labels' must be an array of strings", path);
-    for (const auto& label : *labels) {
-      if (!label.is_string()) fail("{}: 'labels' must be an array of strings", path);
-      config.labels.push_back(label.value<std::string>().value());
+  auto strings = [&](const char* key, std::vector<std::string>& out) {
+    if (const toml::node* node = table.get(key)) {
+      const toml::array* list = node->as_array();
+      if (list == nullptr) fail("{}: '{}' must be an array of strings", path, key);
+      for (const auto& item : *list) {
+        if (!item.is_string()) fail("{}: '{}' must be an array of strings", path, key);
+        out.push_back(item.value<std::string>().value());
+      }
     }
+  };
+  if (const toml::node* node = table.get("transport_ttl")) {
+    if (!node->is_boolean()) fail("{}: 'transport_ttl' must be true or false", path);
+    config.transport_ttl = node->value<bool>().value();
+  }
+  strings("labels", config.labels);
+  strings("standby_coordinators", config.standby_coordinators);
+  for (const std::string& endpoint : config.standby_coordinators) {
+    if (endpoint.rfind("tcp://", 0) != 0) fail("{}: standby_coordinators: '{}' is not a tcp:// endpoint", path, endpoint);
   }
   integer("threads", config.threads, 0, 1024);
   integer("eval_max_tokens", config.eval_max_tokens, 16, 1 << 24);

@@ -8,6 +8,13 @@ namespace fedcal::edge_agent {
 
 struct AgentConfig {
   std::string coordinator = "tcp://127.0.0.1:7700";     // the coordinator's endpoint
+  // Standby coordinators on the same database (same keys): after coordinator_timeout_ms without a
+  // word, the agent tries the next endpoint of coordinator + these, in turn.
+  std::vector<std::string> standby_coordinators;
+  // The agent's ZMTP pings ask the coordinator to close the connection after 5 s without traffic
+  // (a TTL). false in fleets of thousands (with the coordinator's transport_pings = false):
+  // transport/curve.h.
+  bool transport_ttl = true;
   std::string coordinator_key;                          // its CURVE public key (Z85, `fedcal-coordinator keys`)
   std::string state_dir = "/var/lib/fedcal-agent";      // keys, enrollment, downloaded models
   std::string data_dir = "/var/lib/fedcal-agent/text";  // private text: every *.txt file, one document per line

@@ -70,7 +70,7 @@ void apply_limits(zmq::socket_t& socket, const SocketLimits& limits) {
   socket.set(zmq::sockopt::maxmsgsize, limits.max_message_bytes);
   socket.set(zmq::sockopt::heartbeat_ivl, limits.heartbeat_interval_ms);
   socket.set(zmq::sockopt::heartbeat_timeout, limits.heartbeat_timeout_ms);
-  socket.set(zmq::sockopt::heartbeat_ttl, 0);  // a TTL would make the peer set (and cancel) a timer per ping
+  socket.set(zmq::sockopt::heartbeat_ttl, limits.heartbeat_ttl ? limits.heartbeat_timeout_ms : 0);
   if (limits.tcp_keepalive_idle_s > 0) {
     socket.set(zmq::sockopt::tcp_keepalive, 1);
     socket.set(zmq::sockopt::tcp_keepalive_idle, limits.tcp_keepalive_idle_s);

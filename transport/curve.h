@@ -31,13 +31,16 @@ void check_curve_key(const std::string& key, const std::string& what);
 struct SocketLimits {
   int64_t max_message_bytes = int64_t{64} << 20;
   // ZMTP heartbeats: this end pings every heartbeat_interval_ms (0: never) and closes a connection
-  // that stays silent heartbeat_timeout_ms after a ping. The pings ask the peer for nothing (no TTL).
-  // libzmq keeps one poller's timers in a map whose cancel is a linear search, and a ping's timeout
+  // that stays silent heartbeat_timeout_ms after a ping; with heartbeat_ttl its pings also ask the
+  // peer to close the connection after heartbeat_timeout_ms without traffic from this end.
+  // libzmq keeps an I/O thread's timers in a map whose cancel is a linear search, and a ping's timeout
   // (or a TTL) is cancelled by the next message: with N connections on one socket that is O(N) per
-  // message, 75% of a coordinator's CPU at 5,000 agents. So a server with many connections pings
-  // none (heartbeat_interval_ms = 0) and finds vanished peers with TCP keepalive instead.
+  // message (at 5,000 agents 75% of a coordinator's CPU, and enrollment stalled). Fleets of thousands
+  // turn both off (the coordinator's transport_pings, the agents' transport_ttl) and rely on TCP
+  // keepalive; the defaults keep them (a coordinator pause test loses an agent for 25 s without them).
   int heartbeat_interval_ms = 1000;
   int heartbeat_timeout_ms = 5000;
+  bool heartbeat_ttl = true;
   // TCP keepalive probes after this many idle seconds, then every 5 s, 3 unanswered: the connection
   // is closed (0: the system default, which is off). Costs the kernel's timers, not libzmq's.
   int tcp_keepalive_idle_s = 0;

@@ -46,16 +46,20 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
     CoordinatorConfig config = context.load();
     config.allow_new_database = *new_database;
     // On a PostgreSQL database shared by several coordinators, a standby until this one leads.
-    SystemdNotifier systemd;
-    std::unique_ptr<SqlConnection> database = open_database_as_leader(
-        config, 1000, [] { return g_stop.load(); },
-        [&systemd](const std::string& line) {
-          write_log(LogLevel::kInfo, "coordinator", line);
-          systemd.ready();  // a standby is up (systemd would otherwise time its start out)
-          systemd.status(line);
-        },
-        [&systemd] { systemd.keep_alive(steady_ms()); });
-    if (!database) return;  // stopped while a standby
+    // (SQLite: one coordinator per state folder, which the server opens after taking its lock.)
+    std::unique_ptr<SqlConnection> database;
+    if (config.uses_postgres()) {
+      SystemdNotifier systemd;
+      database = open_database_as_leader(
+          config, 1000, [] { return g_stop.load(); },
+          [&systemd](const std::string& line) {
+            write_log(LogLevel::kInfo, "coordinator", line);
+            systemd.ready();  // a standby is up (systemd would otherwise time its start out)
+            systemd.status(line);
+          },
+          [&systemd] { systemd.keep_alive(steady_ms()); });
+      if (!database) return;  // stopped while a standby
+    }
     Server server(config, std::move(database));
     server.run(g_stop);
   });

@@ -75,8 +75,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Coordinators sharing PostgreSQL: one leads, a second waits as a standby and takes over the registry when the "
-    "leader dies; a leader cut off from the database stops instead of reconnecting" *
+    "Coordinators sharing PostgreSQL: one leads, a second waits as a standby and takes over the registry and the agents "
+    "when the leader dies, and a leader cut off from the database stops instead of reconnecting" *
     doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   PostgresServer postgres;
   const std::string url = postgres.create_database();
@@ -85,7 +85,9 @@ TEST_CASE(
   options.coordinator_extra = "database_url = \"" + url + "\"\n";
   MiniFleet fleet(options);
   fleet.start_coordinator();
-  fleet.start_agents();
+  // The agents know the standby's address too (standby_coordinators).
+  const std::string standby_endpoint = "tcp://127.0.0.1:" + std::to_string(20000 + (getpid() % 12000));
+  for (int i = 0; i < 2; ++i) fleet.start_agent(i, "standby_coordinators = [\"" + standby_endpoint + "\"]");
   fleet.wait_online(2);
 
   // The standby: its own state folder with the leader's keys (agents trust those), the same database.
@@ -94,8 +96,8 @@ TEST_CASE(
   for (const char* file : {"curve.key", "signing.key", "signing.key.pub"}) {
     fs::copy_file(fleet.coordinator_dir() + "/" + file, fleet.path(std::string("standby/") + file));
   }
-  write_text(fleet.path("standby.toml"), "listen = \"tcp://127.0.0.1:" + std::to_string(20000 + (getpid() % 12000)) +
-                                             "\"\nstate_dir = \"standby\"\ndatabase_url = \"" + url + "\"\n");
+  write_text(fleet.path("standby.toml"), "listen = \"" + standby_endpoint + "\"\nstate_dir = \"standby\"\ndatabase_url = \"" +
+                                             url + "\"\nheartbeat_interval_ms = 300\nagent_timeout_ms = 1500\n");
   Process standby({built_binary("fedcal-coordinator"), "--config", fleet.path("standby.toml"), "serve"},
                   fleet.path("standby.log"));
   REQUIRE(eventually(
@@ -119,6 +121,14 @@ TEST_CASE(
       },
       std::chrono::seconds(20)));
   CHECK(listed["agents"].size() == 2);
+  // The agents find it: no word from the old address for coordinator_timeout_ms, then the next one.
+  CHECK(eventually(
+      [&] {
+        const auto result = run_command(standby_admin + "status");
+        return result.exit_code == 0 && nlohmann::json::parse(result.output)["online_agents"] == 2;
+      },
+      std::chrono::seconds(30)));
+  CHECK(read_text_file(fleet.path("agent-0/agent.log")).find("trying " + standby_endpoint) != std::string::npos);
 
   // Its session cut off by the server (as by a network partition): it stops, naming the database,
   // rather than reconnecting without the lead.
