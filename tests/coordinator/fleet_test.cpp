@@ -1438,8 +1438,10 @@ TEST_CASE(
   CHECK(mixed_kl <= 1.1 * dynamic_kl);
 }
 
+// "fleet" only: the follow-up rule, checked once in build/ (33 s under the sanitizers; the crash
+// matrix and the other SIGKILL tests keep recovery's code paths in the sanitizer tier).
 TEST_CASE("Crash between a smoothing round and its follow-up: the restarted coordinator starts the follow-up" *
-          doctest::timeout(400) * doctest::test_suite("fleet robustness")) {
+          doctest::timeout(400) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 3;
   options.reference_text = true;

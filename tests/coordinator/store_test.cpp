@@ -344,6 +344,7 @@ TEST_CASE("Store on PostgreSQL: one connection leads at a time, and a connection
   first.reset();  // the session ends: its lead with it
   CHECK(second->try_lead(kLeadLock));
   CHECK(second->connected());
+  CHECK(second->query("SELECT 1").at(0).int64(0) == 1);  // prepared while connected, as the daemon's lead check is
 
   // Cut off (pg_terminate_backend, as a partition would): the next statement fails, and so does every
   // later one: a silent reconnect would be a session without the lead.
