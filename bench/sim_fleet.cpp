@@ -13,7 +13,6 @@
 // object; exits 1 if the round failed or the sums differ.
 #include <sys/epoll.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -39,6 +38,7 @@
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "models/quant/calibration_stats.h"
+#include "transport/connection_guard.h"
 
 #ifdef FEDCAL_SIM_POSTGRES
 #include "tests/postgres_server.h"
@@ -52,15 +52,11 @@ namespace fs = std::filesystem;
 
 double seconds_since(SimClock::time_point start) { return std::chrono::duration<double>(SimClock::now() - start).count(); }
 
-// The open-file limit, raised to its hard limit: each agent holds two descriptors (its socket's
-// mailbox and its TCP connection), so one process holds at most about half of it in agents.
+// Agents one process holds: each holds two descriptors (its socket's mailbox and its TCP connection)
+// of the open-file limit, raised to its hard limit (transport's raise_file_limit).
 size_t agents_per_process_limit() {
-  rlimit limit{};
-  getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = limit.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &limit);
-  getrlimit(RLIMIT_NOFILE, &limit);
-  return limit.rlim_cur > 2048 ? (limit.rlim_cur - 1024) / 2 : 512;
+  const size_t files = raise_file_limit();
+  return files > 2048 ? (files - 1024) / 2 : 512;
 }
 
 // Shared by the main process and the agent processes (an anonymous shared mapping made before

@@ -14,16 +14,21 @@
 namespace fedcal::testing {
 namespace {
 
+// A fleet of `agents` whose coordinator keeps its database at `url`.
+FleetOptions on_postgres(const std::string& url, int agents) {
+  FleetOptions options;
+  options.agents = agents;
+  options.coordinator_extra = "database_url = \"" + url + "\"\n";
+  return options;
+}
+
 TEST_CASE(
     "Coordinator on PostgreSQL: enrollment, a round, db backup and restore (a later revocation holds), and an empty "
     "database beside the keys refused" *
     doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   PostgresServer postgres;
   const std::string url = postgres.create_database();
-  FleetOptions options;
-  options.agents = 3;
-  options.coordinator_extra = "database_url = \"" + url + "\"\n";
-  MiniFleet fleet(options);
+  MiniFleet fleet(on_postgres(url, 3));
   fleet.start_coordinator();
   fleet.start_agents();
   const int64_t model = fleet.import_model();
@@ -80,10 +85,7 @@ TEST_CASE(
     doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   PostgresServer postgres;
   const std::string url = postgres.create_database();
-  FleetOptions options;
-  options.agents = 2;
-  options.coordinator_extra = "database_url = \"" + url + "\"\n";
-  MiniFleet fleet(options);
+  MiniFleet fleet(on_postgres(url, 2));
   fleet.start_coordinator();
   // The agents know the standby's address too (standby_coordinators).
   const std::string standby_endpoint = "tcp://127.0.0.1:" + std::to_string(20000 + (getpid() % 12000));
