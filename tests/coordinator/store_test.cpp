@@ -5,8 +5,10 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "common/error.h"
 #include "coordinator/database_guard.h"
@@ -341,8 +343,13 @@ TEST_CASE("Store on PostgreSQL: one connection leads at a time, and a connection
   auto second = open_postgres(url);
   CHECK(first->try_lead(kLeadLock));
   CHECK_FALSE(second->try_lead(kLeadLock));
-  first.reset();  // the session ends: its lead with it
-  CHECK(second->try_lead(kLeadLock));
+  first.reset();  // the session ends: its lead with it (once the server's backend has exited)
+  bool led = false;
+  for (int i = 0; i < 100 && !led; ++i) {
+    led = second->try_lead(kLeadLock);
+    if (!led) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(led);
   CHECK(second->connected());
   CHECK(second->query("SELECT 1").at(0).int64(0) == 1);  // prepared while connected, as the daemon's lead check is
 
