@@ -7,6 +7,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "transport/curve.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -70,7 +71,9 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "metrics_listen",
                                               "database_url",
                                               "package_url",
-                                              "transport_pings"};
+                                              "transport_pings",
+                                              "relays",
+                                              "relay_listen"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -105,6 +108,19 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   if (!config.package_url.empty() && (config.package_url.rfind("http://", 0) != 0 || config.package_url.back() != '/'))
     fail("{}: package_url '{}': an http:// url ending in / (packages are fetched as <url><sha256>.fcpkg)", path,
          config.package_url);
+  if (const toml::node* node = table.get("relays")) {
+    const toml::array* list = node->as_array();
+    if (list == nullptr) fail("{}: 'relays' must be an array of CURVE public keys", path);
+    for (const auto& item : *list) {
+      if (!item.is_string()) fail("{}: 'relays' must be an array of CURVE public keys", path);
+      const std::string key = item.value<std::string>().value();
+      check_curve_key(key, fmt::format("{}: relays", path));
+      config.relays.push_back(key);
+    }
+  }
+  read_key(table, "relay_listen", config.relay_listen, path);
+  if (config.relays.empty() != config.relay_listen.empty())
+    fail("{}: 'relays' and 'relay_listen' go together (the relays' keys, and where they connect)", path);
   if (!config.database_url.empty() && !is_postgres_url(config.database_url))
     fail(
         "{}: database_url '{}': a PostgreSQL url (postgresql://USER@HOST:PORT/DATABASE, or "

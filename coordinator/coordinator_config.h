@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fedcal::coordinator {
 
@@ -43,6 +44,10 @@ struct CoordinatorConfig {
   // optional: http://HOST:PORT/PATH/ where agents fetch packages by SHA-256 (an nginx origin or cache
   // in front of the artifact store, deploy/nginx/); told to agents in the welcome
   std::string package_url;
+  // CURVE public keys of the relays (fedcal-relay) agents may connect through: a relay is trusted to
+  // name the agent behind each message it forwards, and answers the heartbeats of agents welcomed here.
+  std::vector<std::string> relays;
+  std::string relay_listen;  // where the relays connect (CURVE, the coordinator's key); needed with `relays`
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
   // "kill-entering:quantizing" / "kill-entering:evaluating" / "kill-entering:done" SIGKILL the daemon as

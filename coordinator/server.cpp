@@ -19,6 +19,7 @@
 #include "common/text.h"
 #include "coordinator/artifact_store.h"
 #include "coordinator/database_guard.h"
+#include "protocol/relay_frames.h"
 
 namespace fedcal::coordinator {
 namespace {
@@ -100,6 +101,21 @@ Server::Server(CoordinatorConfig config, std::unique_ptr<SqlConnection> database
     agents_.bind(config_.listen);
   } catch (const zmq::error_t& error) {
     fail("cannot listen on {}: {}", config_.listen, error.what());
+  }
+  if (!config_.relay_listen.empty()) {
+    relay_keys_.insert(config_.relays.begin(), config_.relays.end());
+    relays_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+    SocketLimits relay_limits = limits;
+    relay_limits.heartbeat_interval_ms = config_.heartbeat_interval_ms;  // a handful of connections: pings are cheap
+    configure_curve_server(*relays_, curve_keys_, kRelayZapDomain, relay_limits);
+    relays_->set(zmq::sockopt::sndhwm, kRelaySendQueueMessages);
+    relays_->set(zmq::sockopt::rcvhwm, kRelaySendQueueMessages);
+    try {
+      relays_->bind(config_.relay_listen);
+    } catch (const zmq::error_t& error) {
+      fail("cannot listen for relays on {}: {}", config_.relay_listen, error.what());
+    }
+    log(fmt::format("relays ({}) connect on {}", config_.relays.size(), config_.relay_listen));
   }
   // The admin socket: loopback TCP, CURVE, one client key pair fresh at every start (admin_client.h).
   admin_access_.client = CurveKeyPair::generate();
@@ -216,8 +232,7 @@ bool Server::refused(const std::string& key, const std::string& address, const s
 
 void Server::refuse(const Sender& sender, const std::string& peer, wire::ErrorReply::Code code, const std::string& why,
                     const std::string& reply, uint64_t next_sequence) {
-  if (refused(sender.key, sender.address, peer, why))
-    reply_error(sender.routing_id, code, reply.empty() ? why : reply, next_sequence);
+  if (refused(sender.key, sender.address, peer, why)) reply_error(sender.route, code, reply.empty() ? why : reply, next_sequence);
 }
 
 void Server::report_floods(bool now) {
@@ -321,6 +336,8 @@ void Server::run(const std::atomic<bool>& stop) {
                                         {zap_.handle(), 0, ZMQ_POLLIN, 0},
                                         {admin_.handle(), 0, ZMQ_POLLIN, 0},
                                         {connection_guard_->events().handle(), 0, ZMQ_POLLIN, 0}};
+  if (relays_) items.push_back({relays_->handle(), 0, ZMQ_POLLIN, 0});
+  const size_t socket_items = items.size();
   SystemdNotifier systemd;
   systemd.ready();  // sockets bound, state recovered (the constructor)
   int64_t last_turn_ms = monotonic_ms();
@@ -329,7 +346,7 @@ void Server::run(const std::atomic<bool>& stop) {
     const int64_t turn_ms = monotonic_ms();
     if (turn_ms - last_turn_ms > kStallMs) resume_after_stall(turn_ms - last_turn_ms);
     last_turn_ms = turn_ms;
-    items.resize(4);
+    items.resize(socket_items);
     if (http_) http_->add_poll_items(items);
     if (!poll_interruptible(items.data(), items.size(), std::chrono::milliseconds(50))) continue;
     if (http_) guarded("answering an HTTP request", [&] { http_->handle(monotonic_ms()); });
@@ -341,6 +358,9 @@ void Server::run(const std::atomic<bool>& stop) {
     // Bounded batches, so a flood on one socket cannot starve the others.
     for (int i = 0; i < 256 && (agents_.get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) {
       guarded("handling an agent message", [&] { handle_agent_message(); });
+    }
+    for (int i = 0; relays_ && i < 256 && (relays_->get(zmq::sockopt::events) & ZMQ_POLLIN); ++i) {
+      guarded("handling a relay's message", [&] { handle_relay_message(); });
     }
     if (items[2].revents & ZMQ_POLLIN) guarded("handling an admin request", [&] { handle_admin(); });
     if (pending_admin_.valid()) guarded("finishing an admin request", [&] { finish_admin(); });
@@ -518,7 +538,7 @@ void Server::handle_agent_message() {
     const char* value = frames.back().gets(name);
     return std::string(value ? value : "");
   };
-  const Sender sender{frames[0].to_string(), property("User-Id"), property("Peer-Address")};
+  const Sender sender{{frames[0].to_string(), "", ""}, property("User-Id"), property("Peer-Address")};
   const std::string& key = sender.key;
   if (frames.size() != 3 || frames[1].to_string_view() != kFrameTag) {
     refused(key, sender.address, "peer", fmt::format("{} frames without the {} tag", frames.size(), kFrameTag));
@@ -546,14 +566,14 @@ void Server::receive(const Sender& sender, std::span<const std::byte> raw) {
     } else {
       log_problem(LogLevel::kError, fmt::format("{} while handling a message of key {}: {}", error_kind_name(kind), key, error.what()));
       audit_quietly("key " + key, error_kind_name(kind), error.what(), true);
-      reply_error(sender.routing_id, reply_code(kind), "the coordinator could not handle this message");
+      reply_error(sender.route, reply_code(kind), "the coordinator could not handle this message");
     }
   }
 }
 
 void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std::span<const std::byte> raw) {
   const std::string& curve_key = sender.key;
-  const std::string& routing_id = sender.routing_id;
+  const Route& route = sender.route;
   const auto body = envelope.getBody();
   // Replay protection per enrolled key. An unknown key may only enroll, with a one-time token, so
   // nothing is kept for it: a flood of fresh keys holds no memory (it used to hold ~365 bytes each).
@@ -593,7 +613,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     auto enrolled = reply.body().initEnrolled();
     enrolled.setAgentId(static_cast<uint64_t>(*id));
     enrolled.setSigningKey(as_data(signing_key_.public_key_bytes()));
-    send_to_route(routing_id, reply);
+    send_to_route(route, reply);
     return;
   }
 
@@ -604,23 +624,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
            why);
     return;
   }
-  Session& session = sessions_[agent->id];
-  const bool was_online = is_online(agent->id);
-  // A message on another connection than the last: the old one was dropped (a network outage, or a
-  // pause of either side longer than the transport's heartbeat timeout), and what was in flight on
-  // it may be lost. The round and the rollout send it again, as to an agent coming back.
-  const bool reconnected = was_online && !session.routing_id.empty() && session.routing_id != routing_id;
-  session.routing_id = routing_id;
-  session.last_seen_ms = now_ms();
-  session.last_heard_monotonic_ms = monotonic_ms();
+  Session& session = heard_from(*agent, route, body.which() == Body::HELLO);
   const std::string peer = "agent " + std::to_string(agent->id);
-  // The first message after a silence or a coordinator restart brings the agent back, whatever it is
-  // (a heartbeat, or a join it computed while we were down): the round and the rollout send it what it
-  // missed. A hello does that itself, with what it says.
-  if ((!was_online || reconnected) && body.which() != Body::HELLO) {
-    if (round_ && !round_->finished() && session.unavailable.empty()) round_->agent_online(agent->id);
-    if (rollout_) rollout_->agent_online(agent->id, store_.active_model(agent->id));
-  }
 
   switch (body.which()) {
     case Body::HELLO: {
@@ -637,7 +642,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       welcome.setSigningKey(as_data(signing_key_.public_key_bytes()));
       welcome.setAcksRoundMessages(true);
       welcome.setPackageUrl(config_.package_url);
-      send_to_route(routing_id, reply);
+      send_to_route(route, reply);
       session.resends_round_messages = body.getHello().getResendsRoundMessages();
       session.crashes_since_activation = body.getHello().getCrashesSinceActivation();
       session.unavailable = read_text(body.getHello().getUnavailable(), 1000);
@@ -657,14 +662,15 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       return;
     }
     case Body::HEARTBEAT: {
+      ++counters_.heartbeats_answered;
       OutgoingMessage reply;
       reply.body().initHeartbeat();
-      send_to_route(routing_id, reply);
+      send_to_route(route, reply);
       return;
     }
     case Body::ACTIVATION_REPORT: {
       if (!rollout_) {
-        reply_error(routing_id, wire::ErrorReply::Code::UNEXPECTED, "no rollout");
+        reply_error(route, wire::ErrorReply::Code::UNEXPECTED, "no rollout");
         return;
       }
       with_context([&] { return peer; }, [&] { rollout_->handle(agent->id, body.getActivationReport()); });
@@ -680,7 +686,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       const bool assigned = (round_ && round_->assigned(agent->id, sha)) || (rollout_ && rollout_->assigned(agent->id, sha)) ||
                             (!sha.empty() && store_.active_model(agent->id) == sha);
       if (!model) {
-        reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", sha));
+        reply_error(route, wire::ErrorReply::Code::NOT_FOUND, fmt::format("no artifact {}", sha));
         return;
       }
       if (!assigned) {
@@ -692,7 +698,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
         // Gone from the artifact store (deleted by hand, a lost disk): not the agent's fault. What
         // needs it ends at once with the reason, instead of agents asking for it forever.
         artifact_missing(*model);
-        reply_error(routing_id, wire::ErrorReply::Code::NOT_FOUND, fmt::format("artifact {} is missing on the coordinator", sha));
+        reply_error(route, wire::ErrorReply::Code::NOT_FOUND, fmt::format("artifact {} is missing on the coordinator", sha));
         return;
       }
       const uint64_t total = static_cast<uint64_t>(model->bytes);
@@ -709,7 +715,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       auto data = chunk.initData(static_cast<unsigned>(length));
       in.read(reinterpret_cast<char*>(data.begin()), static_cast<std::streamsize>(length));
       if (!in) fail("artifact {}: read error", model->path);
-      send_to_route(routing_id, reply);
+      send_to_route(route, reply);
       counters_.package_bytes_sent += length;
       return;
     }
@@ -754,12 +760,12 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
       }
       const uint64_t round_id = round_message_id(body);
       if (!round_ || round_->id() != static_cast<int64_t>(round_id) || round_->finished()) {
-        answer_stale_round_message(session, routing_id, peer, round_id, envelope);
+        answer_stale_round_message(session, route, peer, round_id, envelope);
         return;
       }
       with_context([&] { return peer; }, [&] { round_->handle(agent->id, envelope); });
       // Handled (a duplicate or a late copy too, without blame): the agent stops re-sending it.
-      if (session.resends_round_messages) acknowledge(routing_id, round_id, body_name(envelope));
+      if (session.resends_round_messages) acknowledge(route, round_id, body_name(envelope));
       if (body.which() == Body::LOCAL_REPORT) {
         // A check that ran clears the agent's last problem; one that could not run is its problem now.
         const std::string error = read_text(body.getLocalReport().getError(), 1000);
@@ -775,6 +781,26 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
   }
 }
 
+Server::Session& Server::heard_from(const AgentRecord& agent, const Route& route, bool hello) {
+  Session& session = sessions_[agent.id];
+  const bool was_online = is_online(agent.id);
+  // A message on another connection than the last: the old one was dropped (a network outage, or a
+  // pause of either side longer than the transport's heartbeat timeout), and what was in flight on
+  // it may be lost. The round and the rollout send it again, as to an agent coming back.
+  const bool reconnected = was_online && !session.route.id.empty() && session.route != route;
+  session.route = route;
+  session.last_seen_ms = now_ms();
+  session.last_heard_monotonic_ms = monotonic_ms();
+  // The first message after a silence or a coordinator restart brings the agent back, whatever it is
+  // (a heartbeat, or a join it computed while we were down): the round and the rollout send it what it
+  // missed. A hello does that itself, with what it says.
+  if ((!was_online || reconnected) && !hello) {
+    if (round_ && !round_->finished() && session.unavailable.empty()) round_->agent_online(agent.id);
+    if (rollout_) rollout_->agent_online(agent.id, store_.active_model(agent.id));
+  }
+  return session;
+}
+
 std::optional<AgentRecord> Server::registered_agent(const std::string& curve_key) {
   const auto cached = registry_cache_.find(curve_key);
   if (cached != registry_cache_.end()) return cached->second;
@@ -783,15 +809,15 @@ std::optional<AgentRecord> Server::registered_agent(const std::string& curve_key
   return agent;
 }
 
-void Server::acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received) {
+void Server::acknowledge(const Route& route, uint64_t round_id, const std::string& received) {
   OutgoingMessage ack;
   ack.body().initRoundAck().setRoundId(round_id);
   ack.body().getRoundAck().setReceived(received);
-  send_to_route(routing_id, ack);
+  send_to_route(route, ack);
 }
 
-void Server::answer_stale_round_message(const Session& session, const std::string& routing_id, const std::string& peer,
-                                        uint64_t round_id, wire::Envelope::Reader envelope) {
+void Server::answer_stale_round_message(const Session& session, const Route& route, const std::string& peer, uint64_t round_id,
+                                        wire::Envelope::Reader envelope) {
   const auto body = envelope.getBody();
   // A report on a round that ended done is simply late (or a copy): acknowledged. Anything else
   // for a round that is not running tells the agent the round is over for it, so it drops its part
@@ -803,7 +829,7 @@ void Server::answer_stale_round_message(const Session& session, const std::strin
   if (!record && !store_.round_id_issued(static_cast<int64_t>(round_id)))
     fail("'{}' for round {}, which was never started", body_name(envelope), round_id);
   if (record && record->stage == RoundStage::kDone && body.which() == Body::LOCAL_REPORT) {
-    if (session.resends_round_messages) acknowledge(routing_id, round_id, "localReport");
+    if (session.resends_round_messages) acknowledge(route, round_id, "localReport");
     return;
   }
   std::string reason = fmt::format("round {} is not running", round_id);
@@ -814,17 +840,25 @@ void Server::answer_stale_round_message(const Session& session, const std::strin
   OutgoingMessage abort;
   abort.body().initRoundAbort().setRoundId(round_id);
   abort.body().getRoundAbort().setReason(reason.substr(0, 1000));
-  send_to_route(routing_id, abort);
+  send_to_route(route, abort);
 }
 
-void Server::send_to_route(const std::string& routing_id, OutgoingMessage& message) {
+void Server::send_to_route(const Route& route, OutgoingMessage& message) {
   const std::vector<std::byte> bytes = message.encode(++next_sequence_);
   ++counters_.messages_sent;
   counters_.bytes_sent += bytes.size();
   try {
-    agents_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    agents_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    agents_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::dontwait);
+    // Directly, or through the agent's relay (protocol/relay_frames.h).
+    zmq::socket_t& socket = route.relayed_id.empty() ? agents_ : *relays_;
+    socket.send(zmq::buffer(route.id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (route.relayed_id.empty()) {
+      socket.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    } else {
+      for (const std::string_view frame :
+           {kRelayFrameTag, kRelayAgentFrame, std::string_view(route.relayed_id), std::string_view(route.relayed_key)})
+        socket.send(zmq::buffer(frame), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    }
+    socket.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& error) {
     // EHOSTUNREACH (ROUTER_MANDATORY): the peer is gone; it will be marked offline by its silence.
     // EAGAIN: its queue is full (kSendQueueMessages): it does not read. Logged once per 10 s.
@@ -836,14 +870,13 @@ void Server::send_to_route(const std::string& routing_id, OutgoingMessage& messa
   }
 }
 
-void Server::reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& text,
-                         uint64_t next_sequence) {
+void Server::reply_error(const Route& route, wire::ErrorReply::Code code, const std::string& text, uint64_t next_sequence) {
   OutgoingMessage reply;
   auto error = reply.body().initError();
   error.setCode(code);
   error.setNextSequence(next_sequence);
   error.setMessage(text.substr(0, 1000));
-  send_to_route(routing_id, reply);
+  send_to_route(route, reply);
 }
 
 void Server::artifact_missing(const ModelRecord& model) {
@@ -858,7 +891,7 @@ void Server::artifact_missing(const ModelRecord& model) {
 void Server::send(int64_t agent_id, OutgoingMessage& message) {
   const auto session = sessions_.find(agent_id);
   if (session == sessions_.end()) return;
-  send_to_route(session->second.routing_id, message);
+  send_to_route(session->second.route, message);
 }
 
 bool Server::is_online(int64_t agent_id) const {

@@ -34,6 +34,9 @@
 namespace fedcal::coordinator {
 
 inline constexpr const char* kZapDomain = "fedcal";
+inline constexpr const char* kRelayZapDomain = "fedcal-relay";
+// Messages queued for one relay connection at most (a round's announcement to all its agents).
+inline constexpr int kRelaySendQueueMessages = 1 << 20;
 // The event loop turns every 50 ms at most; a turn this much later means the daemon did not run.
 inline constexpr int64_t kStallMs = 2000;
 // Last-seen and sequence rows written per loop turn (Server::save_progress): one statement each.
@@ -62,9 +65,19 @@ class Server : public RoundHost {
   void log_problem(LogLevel level, const std::string& line);
   int64_t monotonic_ms() const override;
 
-  // Who sent an agent message: its route, CURVE key (libzmq's User-Id) and IP address.
+  // Where an agent is reached: its connection on the agents' socket, or its connection at a relay
+  // (relay/), through the relay's connection here (protocol/relay_frames.h).
+  struct Route {
+    std::string id;           // the routing id on the agents' socket: the agent's, or its relay's
+    std::string relayed_id;   // through a relay: the agent's routing id at the relay ("": direct)
+    std::string relayed_key;  // through a relay: the agent's CURVE key
+    bool operator==(const Route&) const = default;
+  };
+  // Who sent an agent message: its route, CURVE key (libzmq's User-Id, or as its relay names it) and
+  // IP address.
   struct Sender {
-    std::string routing_id, key, address;
+    Route route;
+    std::string key, address;
   };
   // The boundary every agent message passes once libzmq has authenticated it: decode, dispatch,
   // refusal policy; nothing escapes. Public for the fuzz target, which calls it directly.
@@ -78,7 +91,7 @@ class Server : public RoundHost {
 
  private:
   struct Session {
-    std::string routing_id;
+    Route route;
     int64_t last_seen_ms = 0;             // wall clock, for display and the registry
     int64_t last_heard_monotonic_ms = 0;  // liveness
     int64_t last_persisted_ms = 0;
@@ -90,9 +103,22 @@ class Server : public RoundHost {
   void handle_zap();
   void handle_agent_message();
   void dispatch(const Sender& sender, wire::Envelope::Reader envelope, std::span<const std::byte> raw);
-  void reply_error(const std::string& routing_id, wire::ErrorReply::Code code, const std::string& message,
-                   uint64_t next_sequence = 0);
-  void send_to_route(const std::string& routing_id, OutgoingMessage& message);
+  // A message on the relays' socket (server_relays.cpp): an agent's message a relay forwards
+  // (dispatched as the agent's) or its presence report.
+  void handle_relay_message();
+  // Agents a relay heard from (their heartbeats answered there): online as if they had heartbeated
+  // here; the ones not enrolled or revoked are named back to the relay, which stops answering them.
+  void relay_presence(const std::string& relay_route, const std::string& relay_key, std::string_view entries);
+  // Tells the relay on `route` to stop answering the agent there (revoked, or not enrolled).
+  void cut_at_relay(const Route& route);
+  // [relay_route] [tag] [kind] [payload] on the relays' socket.
+  void send_to_relay(const std::string& relay_route, std::string_view kind, const std::string& payload);
+  // Word from enrolled `agent` over `route` (a message, or its relay's presence report): its session
+  // is online on that route. Unless the word is a hello (which says more), an agent coming back after
+  // a silence, a reconnection or a coordinator restart is brought back into the round and rollout.
+  Session& heard_from(const AgentRecord& agent, const Route& route, bool hello);
+  void reply_error(const Route& route, wire::ErrorReply::Code code, const std::string& message, uint64_t next_sequence = 0);
+  void send_to_route(const Route& route, OutgoingMessage& message);
   // The event loop did not turn for `gap_ms` (> kStallMs): a SIGSTOP, a suspended VM, a blocked handler.
   void resume_after_stall(int64_t gap_ms);
   // The registry's record of an enrolled key, from memory after its first message (a heartbeat costs
@@ -100,10 +126,10 @@ class Server : public RoundHost {
   // read from the store. Every revocation clears the cache.
   std::optional<AgentRecord> registered_agent(const std::string& curve_key);
   // roundAck: the round message of kind `received` was handled (or was a copy of one that was).
-  void acknowledge(const std::string& routing_id, uint64_t round_id, const std::string& received);
+  void acknowledge(const Route& route, uint64_t round_id, const std::string& received);
   // A round message for a round that is not the running one (ended, failed, or unknown).
-  void answer_stale_round_message(const Session& session, const std::string& routing_id, const std::string& peer,
-                                  uint64_t round_id, wire::Envelope::Reader envelope);
+  void answer_stale_round_message(const Session& session, const Route& route, const std::string& peer, uint64_t round_id,
+                                  wire::Envelope::Reader envelope);
   // Admin commands (server_admin.cpp): one table entry each. An answer is ready now, or `later`
   // yields, from a worker thread, the step the event loop runs to finish it (store writes stay on the
   // loop). While one is pending the admin socket waits (REP) and agents keep being served.
@@ -182,6 +208,9 @@ class Server : public RoundHost {
   zmq::socket_t agents_;
   zmq::socket_t zap_;
   zmq::socket_t admin_;
+  // Relays connect here (relay_listen; null without relays): only keys in `relays` (ZAP), and a deep
+  // queue per connection, as each carries thousands of agents' messages.
+  std::unique_ptr<zmq::socket_t> relays_;
   AdminAccess admin_access_;
   std::unique_ptr<ConnectionGuard> connection_guard_;
   std::unique_ptr<HttpEndpoint> http_;  // /metrics and the status page; null unless metrics_listen is set
@@ -189,6 +218,7 @@ class Server : public RoundHost {
     uint64_t messages_received = 0, bytes_received = 0, messages_sent = 0, bytes_sent = 0, refused = 0;
     uint64_t dropped = 0;  // not delivered: the peer was gone or its queue full
     uint64_t package_bytes_sent = 0;  // package chunks the coordinator served itself (not over HTTP)
+    uint64_t heartbeats_answered = 0;  // here (a relay answers its agents' heartbeats itself)
   } counters_;
   int64_t last_drop_log_ms_ = -1000000;
   static constexpr int kSendQueueMessages = 16;
@@ -199,6 +229,8 @@ class Server : public RoundHost {
   // Replay protection: the highest accepted sequence number by CURVE key, loaded from the store on a
   // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).
   std::map<std::string, ReplayWindow> last_sequence_;
+  std::set<std::string> relay_keys_;                   // config_.relays
+  uint64_t relay_presence_entries_ = 0;                // agents' presence reported by relays since the start (metrics)
   std::map<std::string, AgentRecord> registry_cache_;  // by CURVE key (registered_agent)
   std::set<std::string> unsaved_sequences_;
   std::deque<std::pair<int64_t, int64_t>> queued_seen_;               // (agent id, last seen), oldest first

@@ -184,6 +184,8 @@ void Server::register_admin_commands() {
                 {"replay_state_keys", last_sequence_.size()},
                 {"package_url", config_.package_url},
                 {"package_chunk_bytes_sent", counters_.package_bytes_sent},
+                {"heartbeats_answered", counters_.heartbeats_answered},
+                {"relay_presence", relay_presence_entries_},
                 {"database", config_.database_name()},
                 {"database_statements", store_.database().statements_run()},
                 {"metrics", http_ ? "http://" + http_->address() + "/metrics" : ""},
@@ -210,7 +212,11 @@ void Server::register_admin_commands() {
     const int64_t id = request.at("id").get<int64_t>();
     if (!store_.revoke_agent(id)) fail("no enrolled, unrevoked agent {}", id);
     registry_cache_.clear();  // refused from its next message on
-    sessions_.erase(id);
+    const auto session = sessions_.find(id);
+    if (session != sessions_.end()) {
+      cut_at_relay(session->second.route);  // its relay stops answering its heartbeats at once
+      sessions_.erase(session);
+    }
     store_.audit("operator", "agent revoked", std::to_string(id));
     return now({{"revoked", id}});
   };

@@ -85,6 +85,9 @@ std::string Server::metrics_text() {
   out += fmt::format("fedcal_package_chunk_bytes_total {}\n", counters_.package_bytes_sent);
   family(out, "fedcal_agent_messages_received_total", "counter", "Messages received from agents since the start.");
   out += fmt::format("fedcal_agent_messages_received_total {}\n", counters_.messages_received);
+  family(out, "fedcal_relay_presence_total", "counter",
+         "Agents' presence reported by relays since the start (their heartbeats answered at the relay).");
+  out += fmt::format("fedcal_relay_presence_total {}\n", relay_presence_entries_);
   family(out, "fedcal_agent_bytes_received_total", "counter", "Bytes received from agents since the start.");
   out += fmt::format("fedcal_agent_bytes_received_total {}\n", counters_.bytes_received);
   family(out, "fedcal_agent_messages_sent_total", "counter", "Messages sent to agents since the start.");

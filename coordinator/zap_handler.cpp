@@ -1,7 +1,7 @@
 // The ZAP handler (RFC 27): libzmq asks it about every CURVE handshake on the agents' socket.
 // Enrolled keys and unknown keys (which may only enroll) connect; a revoked key is refused here;
 // everything a connection sends is checked against the registry per message (server.cpp). On the
-// admin socket's domain only the key of admin.json connects.
+// admin socket's domain only the key of admin.json connects, on the relays' only the keys in `relays`.
 #include "coordinator/server.h"
 
 namespace fedcal::coordinator {
@@ -23,9 +23,20 @@ void Server::handle_zap() {
   const std::string domain = request[2].to_string();
   const std::string mechanism = request[5].to_string();
   const std::string address = request[3].to_string();
-  if ((domain != kZapDomain && domain != kAdminZapDomain) || mechanism != "CURVE" || request.size() != 7 ||
-      request[6].size() != 32) {
-    text = "only CURVE in domains fedcal and fedcal-admin";
+  if ((domain != kZapDomain && domain != kAdminZapDomain && domain != kRelayZapDomain) || mechanism != "CURVE" ||
+      request.size() != 7 || request[6].size() != 32) {
+    text = "only CURVE in domains fedcal, fedcal-relay and fedcal-admin";
+  } else if (domain == kRelayZapDomain) {
+    // The relays' socket: only the keys in `relays`.
+    const std::string key = z85_key(static_cast<const uint8_t*>(request[6].data()));
+    if (relay_keys_.count(key)) {
+      status = "200";
+      text = "OK";
+      user_id = key;
+    } else {
+      text = "not a relay key";
+      refused(key, address, "relay", "connection refused: the key is not in the configuration's relays");
+    }
   } else if (domain == kAdminZapDomain) {
     // The admin socket: only the client key written to admin.json at this start.
     if (z85_key(static_cast<const uint8_t*>(request[6].data())) == admin_access_.client.public_key) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "coordinator/admin_client.h"
+#include "transport/curve.h"
 
 extern char** environ;
 
@@ -125,14 +126,26 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
     write_text(dir_.path("public.txt"), text);
     config << "reference_text = \"public.txt\"\n";
   }
+  if (options_.relayed_agents > 0) {
+    std::filesystem::create_directories(dir_.path("relay"));
+    const CurveKeyPair relay_keys = CurveKeyPair::generate();
+    relay_keys.write(dir_.path("relay/curve.key"));
+    relay_key_ = relay_keys.public_key;
+    relay_port_ = random_listen_port();
+    relay_upstream_port_ = random_listen_port();
+    config << "relays = [\"" << relay_key_ << "\"]\n"
+           << "relay_listen = \"tcp://127.0.0.1:" << relay_upstream_port_ << "\"\n";
+  }
   coordinator_settings_ = config.str();
 }
 
 MiniFleet::~MiniFleet() {
   for (auto& [i, agent] : agents_) agent->signal(SIGTERM);
   if (coordinator_) coordinator_->signal(SIGTERM);
+  if (relay_) relay_->signal(SIGTERM);
   for (auto& [i, agent] : agents_) agent->wait_exit(std::chrono::seconds(5));
   if (coordinator_) coordinator_->wait_exit(std::chrono::seconds(5));
+  if (relay_) relay_->wait_exit(std::chrono::seconds(5));
 }
 
 void MiniFleet::start_coordinator() {
@@ -142,7 +155,10 @@ void MiniFleet::start_coordinator() {
                                   : "fault_injection = \"" + options_.coordinator_fault_injection + "\"\n";
     write_text(dir_.path("coordinator.toml"),
                "listen = \"tcp://127.0.0.1:" + std::to_string(port_) + "\"\n" + fault + coordinator_settings_);
-    if (try_start_coordinator()) return;
+    if (try_start_coordinator()) {
+      if (options_.relayed_agents > 0 && !relay_) start_relay();
+      return;
+    }
     std::ifstream log(dir_.path("coordinator.log"));
     const std::string text(std::istreambuf_iterator<char>(log), {});
     // Another test's coordinator or an outgoing connection may hold the port: before any agent was
@@ -183,6 +199,16 @@ bool MiniFleet::try_start_coordinator() {
   return up;
 }
 
+void MiniFleet::start_relay() {
+  write_text(dir_.path("relay.toml"), "listen = \"tcp://127.0.0.1:" + std::to_string(relay_port_) + "\"\n" +
+                                          "coordinator = \"tcp://127.0.0.1:" + std::to_string(relay_upstream_port_) + "\"\n" +
+                                          "coordinator_key = \"" + coordinator_key_ + "\"\nstate_dir = \"relay\"\n" +
+                                          "presence_interval_ms = 300\ncoordinator_timeout_ms = 3000\n");
+  relay_ = std::make_unique<Process>(
+      std::vector<std::string>{built_binary("fedcal-relay"), "--config", dir_.path("relay.toml"), "serve"},
+      dir_.path("relay.log"));
+}
+
 void MiniFleet::kill_coordinator() {
   coordinator_->signal(SIGKILL);
   coordinator_->wait_exit(std::chrono::seconds(10));
@@ -200,8 +226,9 @@ void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<s
   write_text(root + "/text/private.txt", text);
   const std::string token = admin({{"command", "token.create"}})["token"].get<std::string>();
   std::ofstream config(root + "/agent.toml");
-  config << "coordinator = \"tcp://127.0.0.1:" << port_ << "\"\n"
-         << "coordinator_key = \"" << coordinator_key_ << "\"\n"
+  const bool relayed = i < options_.relayed_agents;
+  config << "coordinator = \"tcp://127.0.0.1:" << (relayed ? relay_port_ : port_) << "\"\n"
+         << "coordinator_key = \"" << (relayed ? relay_key_ : coordinator_key_) << "\"\n"
          << "state_dir = \"state\"\ndata_dir = \"text\"\n"
          << "name = \"test-agent-" << i << "\"\n"
          << "threads = 1\neval_max_tokens = 256\ndecode_tokens = 8\n"

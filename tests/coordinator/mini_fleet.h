@@ -53,6 +53,8 @@ struct FleetOptions {
   std::string coordinator_extra;            // appended to coordinator.toml
   int coordinator_file_limit = 0;           // RLIMIT_NOFILE of the coordinator process; 0: inherited
   std::vector<std::string> coordinator_launcher;  // prepended to its command line (e.g. env with libfaketime)
+  // Agents 0..relayed_agents-1 connect through one fedcal-relay (relay/), started with the coordinator.
+  int relayed_agents = 0;
 };
 
 class MiniFleet {
@@ -65,6 +67,7 @@ class MiniFleet {
   // The coordinator's fault_injection setting from its next start on ("": none).
   void set_coordinator_fault_injection(std::string fault) { options_.coordinator_fault_injection = std::move(fault); }
   Process& coordinator() { return *coordinator_; }
+  Process& relay() { return *relay_; }
   // One admin request; `timeout_ms` for the reply (an import of a large model takes seconds).
   nlohmann::json admin(const nlohmann::json& request, int timeout_ms = 5000);
 
@@ -100,6 +103,7 @@ class MiniFleet {
  private:
   // One start on port_; false (and the process reaped) if it never answered.
   bool try_start_coordinator();
+  void start_relay();
 
   FleetOptions options_;
   ScratchDir dir_;
@@ -107,6 +111,9 @@ class MiniFleet {
   std::string coordinator_settings_;  // coordinator.toml without its listen line
   std::string coordinator_key_;
   std::unique_ptr<Process> coordinator_;
+  int relay_port_ = 0, relay_upstream_port_ = 0;  // where agents connect to the relay, and it to the coordinator
+  std::string relay_key_;
+  std::unique_ptr<Process> relay_;
   std::map<int, std::unique_ptr<Process>> agents_;
   std::vector<std::vector<std::string>> shards_;
 };

@@ -1,0 +1,85 @@
+// fedcal-relay with real processes: agents enrolled, calibrating, aggregated and rolled out through a
+// relay beside agents connected directly, their heartbeats answered at the relay, a revoked agent cut
+// off there.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "edge_agent/agent.h"
+#include "tests/coordinator/mini_fleet.h"
+#include "tests/coordinator/raw_client.h"
+
+namespace fedcal::testing {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Agents through a relay: enrolled, heartbeats answered at the relay, a round federated = centralized with direct "
+    "agents, a rollout, and a revoked agent cut off" *
+    doctest::timeout(240) * doctest::test_suite("fleet")) {
+  FleetOptions options;
+  options.agents = 3;
+  options.relayed_agents = 2;  // agents 0 and 1 through the relay, agent 2 directly
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  // Their registry entries were made through the relay: enrollment passes through it.
+  for (int i = 0; i < 2; ++i)
+    CHECK(read_file(fleet.path("agent-" + std::to_string(i) + "/agent.log")).find("connected as agent") != std::string::npos);
+
+  // Heartbeats: the relayed agents' are answered at the relay and reported as presence; the
+  // coordinator answers only the direct agent's (one per 300 ms).
+  const nlohmann::json before = fleet.admin({{"command", "status"}});
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const nlohmann::json after = fleet.admin({{"command", "status"}});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double heartbeats = after["heartbeats_answered"].get<double>() - before["heartbeats_answered"].get<double>();
+  const double presence = after["relay_presence"].get<double>() - before["relay_presence"].get<double>();
+  MESSAGE("in ", seconds, " s: ", heartbeats, " heartbeats answered by the coordinator, ", presence,
+          " presence entries from the relay");
+  CHECK(heartbeats <= seconds / 0.3 + 3);      // the direct agent's only (three agents' would be ~30)
+  CHECK(presence >= 2 * (seconds / 0.3) / 2);  // both relayed agents, one entry per 300 ms report (at least half of them)
+  CHECK(after["online_agents"] == 3);
+
+  // A round with relayed and direct agents: the statistics equal the centralized ones bit for bit.
+  const int64_t model = fleet.import_model();
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  CHECK(report["checks"]["fleet"]["agents"] == 3);
+  std::string all;
+  for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central =
+      calibrate_centrally(fleet, fp32_package_path(fleet, model), all, kSequences * options.agents, "central");
+  CHECK(read_file(fleet.coordinator_dir() + "/artifacts/round-1.stats") == read_file(central));
+
+  // A rollout of its package reaches the relayed agents (downloads in chunks through the relay).
+  const int64_t quantized = report["models"][0]["model"].get<int64_t>();
+  nlohmann::json settings = {
+      {"model_id", quantized}, {"waves", {100.0}}, {"max_slowdown", 50.0}, {"max_kl", 50.0}, {"soak_ms", 0}};
+  const nlohmann::json rollout = fleet.run_rollout(settings);
+  REQUIRE_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+  const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
+  const std::string sha = report["models"][0]["sha256"].get<std::string>();
+  for (const auto& agent : agents["agents"]) CHECK(agent["active_model"] == sha);
+
+  // Revoked: the relay is told at once, stops answering its heartbeats, and the coordinator refuses the
+  // next one it forwards: the agent stops (exit status 3, refused).
+  fleet.admin({{"command", "agents.revoke"}, {"id", fleet.agent_id(1)}});
+  const std::optional<int> exit_code = fleet.agent(1).wait_exit(std::chrono::seconds(15));
+  REQUIRE(exit_code.has_value());
+  CHECK(*exit_code == edge_agent::kExitRefused);
+  CHECK(fleet.agent(0).running());
+  CHECK(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(10)));
+}
+
+}  // namespace fedcal::testing
