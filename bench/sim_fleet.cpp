@@ -11,6 +11,7 @@
 // round of --round-agents agents (wall time, coordinator CPU per agent, and the secure sum compared
 // with the plain sum of the vectors of the agents the coordinator asked to unmask). Prints a JSON
 // object; exits 1 if the round failed or the sums differ.
+#include <fmt/ranges.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -168,6 +169,11 @@ nlohmann::json quantiles(std::vector<float> values) {
 
 }  // namespace
 
+// Where agents connect: the coordinator, or (agent i) relay i mod relays.
+struct Server {
+  std::string endpoint, key;
+};
+
 // What one agent process was given.
 struct Slice {
   int process = 0;
@@ -176,7 +182,7 @@ struct Slice {
 
 // One agent process (forked): agents `slice` of the fleet on `threads` threads until control.stop,
 // then their measurements to `out` (JSON). Never returns.
-[[noreturn]] void run_agent_process(const Slice& slice, const std::string& endpoint, const std::string& coordinator_key,
+[[noreturn]] void run_agent_process(const Slice& slice, const std::vector<Server>& servers,
                                     const std::vector<std::string>& tokens, const Vectors& vectors, int threads_count,
                                     int per_address, Control& control, const std::string& out) {
   int code = 0;
@@ -194,7 +200,8 @@ struct Slice {
       }
       const size_t address = i / static_cast<size_t>(per_address);
       const std::string source = fmt::format("127.0.{}.{}", 1 + address / 250, 2 + address % 250);
-      agents.push_back(std::make_unique<SimAgent>(*contexts.back(), endpoint, coordinator_key, source,
+      const Server& server = servers[i % servers.size()];
+      agents.push_back(std::make_unique<SimAgent>(*contexts.back(), server.endpoint, server.key, source,
                                                   vectors.values[i % vectors.values.size()]));
       my_tokens.push_back(tokens[i]);
     }
@@ -260,6 +267,7 @@ int main(int argc, char** argv) {
   int enroll_window = 200;
   std::string preset = "tiny";
   std::string database_url;
+  int relays_count = 0;
   bool postgres = false;
   bool keep = false;
   std::string text_path = std::string(FEDCAL_SOURCE_DIR) + "/data/tinystories/tinystories-sample.txt";
@@ -288,6 +296,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--preset", preset, "Synth model shape the round runs on (random weights)")->capture_default_str();
   app.add_option("--text", text_path, "Text the statistics vectors are calibrated on")->capture_default_str();
+  app.add_option("--relays", relays_count, "Relays (fedcal-relay) the agents connect through, agent i to relay i mod N (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
   app.add_option("--database-url", database_url, "Run the coordinator on this PostgreSQL database (default: SQLite)");
 #ifdef FEDCAL_SIM_POSTGRES
   app.add_flag("--postgres", postgres,
@@ -323,9 +334,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<testing::PostgresServer> server;  // outlives the coordinator
 #endif
   CoordinatorProcess coordinator;
+  std::vector<RelayProcess> relays;
   std::vector<pid_t> children;
   nlohmann::json result = {
-      {"agents", agents_count}, {"relays", 0}, {"agent_processes", processes}, {"threads_per_process", threads_count}};
+      {"agents", agents_count}, {"relays", relays_count}, {"agent_processes", processes}, {"threads_per_process", threads_count}};
   int exit_code = 0;
   // Stops the agent processes and gathers what they measured.
   nlohmann::json parts = nlohmann::json::array();
@@ -353,9 +365,24 @@ int main(int argc, char** argv) {
     std::string config = fmt::format("heartbeat_interval_ms = {}\nagent_timeout_ms = {}\ntransport_pings = false\n",
                                      heartbeat_interval_ms, agent_timeout_ms);
     if (!database_url.empty()) config += fmt::format("database_url = \"{}\"\n", database_url);
+    // Relays: keys first (the coordinator lists them), started once it runs; ports above its own.
+    const int relay_base_port = 20000 + static_cast<int>(getpid() % 12000) + 1;
+    const std::string relay_listen = fmt::format("tcp://127.0.0.1:{}", relay_base_port);
+    if (relays_count > 0) {
+      std::vector<std::string> keys;
+      for (int r = 0; r < relays_count; ++r) keys.push_back(fmt::format("\"{}\"", create_relay_key(root, r)));
+      config += fmt::format("relays = [{}]\nrelay_listen = \"{}\"\n", fmt::join(keys, ", "), relay_listen);
+    }
     coordinator = start_coordinator(root, config);
     std::fprintf(stderr, "[sim] coordinator pid %d on %s, state in %s\n", coordinator.pid, coordinator.endpoint.c_str(),
                  root.c_str());
+    std::vector<Server> servers;
+    for (int r = 0; r < relays_count; ++r) {
+      relays.push_back(start_relay(root, r, relay_base_port + 1 + r, relay_listen, coordinator.coordinator_key));
+      servers.push_back({relays.back().endpoint, relays.back().public_key});
+      std::fprintf(stderr, "[sim] relay %d pid %d on %s\n", r, relays.back().pid, relays.back().endpoint.c_str());
+    }
+    if (servers.empty()) servers.push_back({coordinator.endpoint, coordinator.coordinator_key});
 
     // The model and the statistics vectors.
     const std::string model_dir = (fs::path(program_dir()).parent_path().parent_path() / "models/tinystories-1.8m").string();
@@ -391,8 +418,8 @@ int main(int argc, char** argv) {
       const pid_t pid = fork();
       if (pid < 0) fail("fork: {}", std::strerror(errno));
       if (pid == 0) {
-        run_agent_process(slice, coordinator.endpoint, coordinator.coordinator_key, tokens, vectors, threads_count, per_address,
-                          control, root + "/part-" + std::to_string(k) + ".json");
+        run_agent_process(slice, servers, tokens, vectors, threads_count, per_address, control,
+                          root + "/part-" + std::to_string(k) + ".json");
       }
       children.push_back(pid);
     }
@@ -403,6 +430,11 @@ int main(int argc, char** argv) {
         online_failed.second += control.failed[k];
       }
       return online_failed;
+    };
+    auto relays_cpu_seconds = [&] {
+      double total = 0;
+      for (const RelayProcess& relay : relays) total += process_cpu_seconds(relay.pid);
+      return total;
     };
     auto sim_cpu_seconds = [&] {
       double total = 0;
@@ -452,6 +484,7 @@ int main(int argc, char** argv) {
       const int64_t per_status = statements_before - statements_first;
       const double cpu_before = process_cpu_seconds(coordinator.pid);
       const double sim_cpu_before = sim_cpu_seconds();
+      const double relays_cpu_before = relays_cpu_seconds();
       phase_start = SimClock::now();
       control.record_heartbeats = true;
       std::this_thread::sleep_for(std::chrono::seconds(heartbeat_seconds));
@@ -459,20 +492,26 @@ int main(int argc, char** argv) {
       const double elapsed = seconds_since(phase_start);
       const double cpu = process_cpu_seconds(coordinator.pid) - cpu_before;
       const double sim_cpu = sim_cpu_seconds() - sim_cpu_before;
+      const double relays_cpu = relays_cpu_seconds() - relays_cpu_before;
       const int64_t statements = std::max<int64_t>(0, statements_now() - statements_before - per_status);
       result["heartbeat_seconds"] = elapsed;
       result["heartbeat_interval_ms"] = heartbeat_interval_ms;
       result["sql_statements_during_heartbeats"] = statements;
       result["coordinator_cpu_percent_heartbeats"] = 100 * cpu / elapsed;
       result["sim_cpu_percent_heartbeats"] = 100 * sim_cpu / elapsed;
-      std::fprintf(stderr, "[sim] heartbeats for %.0f s: %lld SQL statements; coordinator CPU %.1f%%, agent processes %.1f%%\n",
-                   elapsed, static_cast<long long>(statements), 100 * cpu / elapsed, 100 * sim_cpu / elapsed);
+      result["relays_cpu_percent_heartbeats"] = 100 * relays_cpu / elapsed;
+      std::fprintf(stderr,
+                   "[sim] heartbeats for %.0f s: %lld SQL statements; coordinator CPU %.1f%%, relays %.1f%%, agent processes "
+                   "%.1f%%\n",
+                   elapsed, static_cast<long long>(statements), 100 * cpu / elapsed, 100 * relays_cpu / elapsed,
+                   100 * sim_cpu / elapsed);
     }
 
     // One round.
     nlohmann::json status;
     if (round_agents > 0) {
       const double cpu_before = process_cpu_seconds(coordinator.pid);
+      const double relays_cpu_before = relays_cpu_seconds();
       phase_start = SimClock::now();
       const auto started = coordinator::admin_request(coordinator.admin, {{"command", "round.start"},
                                                                           {"settings",
@@ -504,6 +543,7 @@ int main(int argc, char** argv) {
       result["round_seconds"] = wall;
       result["round_stage_ms"] = status["stage_ms"];
       result["coordinator_cpu_seconds_round"] = cpu;
+      result["relays_cpu_seconds_round"] = relays_cpu_seconds() - relays_cpu_before;
       result["coordinator_cpu_ms_per_agent"] = 1000 * cpu / round_agents;
       // The same less what the fleet's heartbeats cost meanwhile (their rate measured above): the
       // round's own work.
@@ -576,6 +616,7 @@ int main(int argc, char** argv) {
   }
   control.stop = true;
   for (const pid_t child : children) waitpid(child, nullptr, 0);
+  for (RelayProcess& relay : relays) stop_relay(relay);
   stop_coordinator(coordinator);
   if (!keep && exit_code == 0) {
     fs::remove_all(root);

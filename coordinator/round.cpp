@@ -257,6 +257,7 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
   round->reconnect_grace_until_ms_ = host.monotonic_ms() + host.config().agent_timeout_ms;
   for (const auto& participant : host.store().participants(record.id)) {
     const auto index = static_cast<uint32_t>(participant.index);
+    round->participant_index_[participant.agent_id] = static_cast<uint32_t>(round->participants_.size());
     round->participants_.push_back(participant.agent_id);
     if (participant.status != ParticipantStatus::kDropped) round->evaluators_.insert(index);
     if (!participant.reason.empty()) round->left_[participant.agent_id] = {"", "", participant.reason};
@@ -360,8 +361,8 @@ void Round::postpone(int64_t ms) {
 }
 
 int Round::index_of(int64_t agent_id) const {
-  const auto it = std::find(participants_.begin(), participants_.end(), agent_id);
-  return it == participants_.end() ? -1 : static_cast<int>(it - participants_.begin());
+  const auto it = participant_index_.find(agent_id);
+  return it == participant_index_.end() ? -1 : static_cast<int>(it->second);
 }
 
 bool Round::expected(int64_t agent_id) const {
@@ -453,6 +454,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       check_x25519_public_key(keys.cipher_public, "join.cipherPublic");
       check_x25519_public_key(keys.mask_public, "join.maskPublic");
       left_.erase(agent_id);  // declined before, able now
+      participant_index_[agent_id] = static_cast<uint32_t>(participants_.size());
       participants_.push_back(agent_id);
       keys_.push_back(keys);
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
@@ -1045,6 +1047,7 @@ void Round::tick() {
   if (stage_ == RoundStage::kCollecting) {
     bool pending = false;
     for (const int64_t agent : announced_) {
+      if (pending) break;
       if (index_of(agent) < 0 && expected(agent)) pending = true;
     }
     // With min_agents joined, the rest get as long again as the quorum took (at least join_grace_ms):

@@ -218,6 +218,7 @@ class Round {
 
   std::set<int64_t> announced_;
   std::vector<int64_t> participants_;  // by index
+  std::map<int64_t, uint32_t> participant_index_;  // agent id -> its index in participants_ (index_of)
   std::vector<AdvertisedKeys> keys_;
   std::unique_ptr<SecAggServer> secagg_;  // null once the unmasking runs (aggregation_)
   std::future<Aggregation> aggregation_;

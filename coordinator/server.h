@@ -41,6 +41,8 @@ inline constexpr int kRelaySendQueueMessages = 1 << 20;
 inline constexpr int64_t kStallMs = 2000;
 // Last-seen and sequence rows written per loop turn (Server::save_progress): one statement each.
 inline constexpr size_t kProgressRowsPerTurn = 512;
+// The round and the rollout advance (Round::tick, Rollout::tick) at most this often.
+inline constexpr int64_t kWalkIntervalMs = 50;
 
 class Server : public RoundHost {
  public:
@@ -221,6 +223,7 @@ class Server : public RoundHost {
     uint64_t heartbeats_answered = 0;  // here (a relay answers its agents' heartbeats itself)
   } counters_;
   int64_t last_drop_log_ms_ = -1000000;
+  int64_t last_walk_monotonic_ms_ = INT64_MIN / 2;  // the round's and rollout's last tick
   static constexpr int kSendQueueMessages = 16;
   RateLimiter refusals_by_key_;
   RateLimiter refusals_by_address_;

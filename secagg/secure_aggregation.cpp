@@ -70,8 +70,11 @@ std::optional<Verified> verified_combine(const std::vector<ShamirShare>& shares,
     Bytes secret = shamir_combine(subset, static_cast<int>(t));
     if (verify(secret)) {
       Verified out{std::move(secret), {}};
+      std::vector<uint8_t> xs;
+      for (const ShamirShare& share : shares) xs.push_back(share.x);
+      const std::vector<Bytes> expected = shamir_interpolate(subset, static_cast<int>(t), xs);
       for (size_t i = 0; i < m; ++i) {
-        if (shamir_interpolate(subset, static_cast<int>(t), shares[i].x) != shares[i].value) out.wrong.push_back(i);
+        if (expected[i] != shares[i].value) out.wrong.push_back(i);
       }
       return out;
     }

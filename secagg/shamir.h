@@ -23,5 +23,8 @@ std::vector<uint8_t> shamir_combine(std::span<const ShamirShare> shares, int thr
 // The value at `x` of the polynomial through the first `threshold` shares (x = 0: the secret); what
 // another share at `x` must hold if it was dealt from the same polynomial. Same checks as above.
 std::vector<uint8_t> shamir_interpolate(std::span<const ShamirShare> shares, int threshold, uint8_t x);
+// The same at each of `xs` (the Lagrange weights computed once: O(t) per point instead of O(t^2)).
+std::vector<std::vector<uint8_t>> shamir_interpolate(std::span<const ShamirShare> shares, int threshold,
+                                                     std::span<const uint8_t> xs);
 
 }  // namespace fedcal

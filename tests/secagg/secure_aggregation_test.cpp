@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <random>
 
 #include "common/error.h"
@@ -126,6 +127,54 @@ TEST_CASE("Shamir: any t shares give the secret, the points do not matter") {
   CHECK(shamir_combine(three, 3) != std::vector<uint8_t>(secret.begin(), secret.end()));
   CHECK_THROWS_AS(shamir_split(secret, 2, std::vector<uint8_t>{1, 1}), Error);
   CHECK_THROWS_AS(shamir_split(secret, 2, std::vector<uint8_t>{0, 1}), Error);
+}
+
+// Multiplication in GF(2^8) modulo x^8 + x^4 + x^3 + x + 1 (the AES field), the schoolbook way.
+uint8_t reference_gf_mul(uint8_t a, uint8_t b) {
+  uint8_t product = 0;
+  for (int bit = 0; bit < 8; ++bit) {
+    if (b & (1 << bit)) product ^= a;
+    a = static_cast<uint8_t>((a << 1) ^ ((a & 0x80) ? 0x1b : 0));
+  }
+  return product;
+}
+
+TEST_CASE("Shamir: interpolation matches polynomials evaluated with schoolbook GF(2^8) arithmetic, every secret length") {
+  std::mt19937 random(7);
+  for (size_t length = 1; length <= 40; ++length) {
+    for (const int t : {1, 2, 5, 18}) {
+      // A random polynomial of degree t - 1 per byte, evaluated at t + 3 random distinct points.
+      std::vector<std::vector<uint8_t>> coefficients(length, std::vector<uint8_t>(static_cast<size_t>(t)));
+      for (auto& byte : coefficients)
+        for (uint8_t& c : byte) c = static_cast<uint8_t>(random());
+      const auto evaluate = [&](uint8_t x) {
+        std::vector<uint8_t> value(length);
+        for (size_t byte = 0; byte < length; ++byte) {
+          uint8_t y = 0;
+          for (size_t c = coefficients[byte].size(); c-- > 0;) y = reference_gf_mul(y, x) ^ coefficients[byte][c];
+          value[byte] = y;
+        }
+        return value;
+      };
+      std::vector<uint8_t> xs(255);
+      std::iota(xs.begin(), xs.end(), uint8_t{1});
+      std::shuffle(xs.begin(), xs.end(), random);
+      std::vector<ShamirShare> shares;
+      for (int i = 0; i < t; ++i) shares.push_back({xs[static_cast<size_t>(i)], evaluate(xs[static_cast<size_t>(i)])});
+      std::vector<uint8_t> secret(length);
+      for (size_t byte = 0; byte < length; ++byte) secret[byte] = coefficients[byte][0];
+      REQUIRE(shamir_combine(shares, t) == secret);
+      for (int extra = 0; extra < 3; ++extra) {
+        const uint8_t x = xs[static_cast<size_t>(t + extra)];
+        CHECK(shamir_interpolate(shares, t, x) == evaluate(x));
+      }
+      // At many points at once: the shares' own, others, and 0.
+      const std::vector<uint8_t> points = {xs[0], xs[static_cast<size_t>(t)], 0, xs[static_cast<size_t>(t) - 1]};
+      const std::vector<std::vector<uint8_t>> values = shamir_interpolate(shares, t, points);
+      REQUIRE(values.size() == points.size());
+      for (size_t k = 0; k < points.size(); ++k) CHECK(values[k] == evaluate(points[k]));
+    }
+  }
 }
 
 TEST_CASE("Secure aggregation: the sum is exact modulo 2^64 and the masks cancel") {
