@@ -73,7 +73,8 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
                                               "package_url",
                                               "transport_pings",
                                               "relays",
-                                              "relay_listen"};
+                                              "relay_listen",
+                                              "artifacts_dir"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -119,6 +120,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
     }
   }
   read_key(table, "relay_listen", config.relay_listen, path);
+  read_key(table, "artifacts_dir", config.artifacts, path);
   if (config.relays.empty() != config.relay_listen.empty())
     fail("{}: 'relays' and 'relay_listen' go together (the relays' keys, and where they connect)", path);
   if (!config.database_url.empty() && !is_postgres_url(config.database_url))
@@ -147,6 +149,7 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   config.state_dir = resolve(config.state_dir, base);
   config.reference_text = resolve(config.reference_text, base);
   config.capture_file = resolve(config.capture_file, base);
+  config.artifacts = resolve(config.artifacts, base);
   if (config.agent_timeout_ms <= config.heartbeat_interval_ms) {
     fail("{}: agent_timeout_ms ({}) must exceed heartbeat_interval_ms ({})", path, config.agent_timeout_ms,
          config.heartbeat_interval_ms);

@@ -47,7 +47,10 @@ struct CoordinatorConfig {
   // CURVE public keys of the relays (fedcal-relay) agents may connect through: a relay is trusted to
   // name the agent behind each message it forwards, and answers the heartbeats of agents welcomed here.
   std::vector<std::string> relays;
-  std::string relay_listen;  // where the relays connect (CURVE, the coordinator's key); needed with `relays`
+  std::string relay_listen;
+  // optional: the artifact store elsewhere than STATE/artifacts, e.g. shared storage mounted at the
+  // same path on a leader and its standbys (the database names artifacts by absolute path)
+  std::string artifacts;  // where the relays connect (CURVE, the coordinator's key); needed with `relays`
   // Tests only: "throw-on-agent-error" makes the handler of an agent's `error` message throw a
   // non-fedcal exception (std::logic_error), to prove the daemon's boundary holds;
   // "kill-entering:quantizing" / "kill-entering:evaluating" / "kill-entering:done" SIGKILL the daemon as
@@ -70,7 +73,7 @@ struct CoordinatorConfig {
   }
   std::string curve_key_path() const { return state_dir + "/curve.key"; }
   std::string signing_key_path() const { return state_dir + "/signing.key"; }
-  std::string artifacts_dir() const { return state_dir + "/artifacts"; }
+  std::string artifacts_dir() const { return artifacts.empty() ? state_dir + "/artifacts" : artifacts; }
 };
 
 }  // namespace fedcal::coordinator

@@ -80,8 +80,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Coordinators sharing PostgreSQL: one leads, a second waits as a standby and takes over the registry and the agents "
-    "when the leader dies, and a leader cut off from the database stops instead of reconnecting" *
+    "Coordinators sharing PostgreSQL: one leads, a second waits as a standby and takes over the registry, the agents and "
+    "a rollout in flight when the leader dies, and a leader cut off from the database stops instead of reconnecting" *
     doctest::timeout(180) * doctest::test_suite("fleet robustness")) {
   PostgresServer postgres;
   const std::string url = postgres.create_database();
@@ -98,8 +98,10 @@ TEST_CASE(
   for (const char* file : {"curve.key", "signing.key", "signing.key.pub"}) {
     fs::copy_file(fleet.coordinator_dir() + "/" + file, fleet.path(std::string("standby/") + file));
   }
+  // The leader's artifact store is the standby's too (shared storage, at the same path).
   write_text(fleet.path("standby.toml"), "listen = \"" + standby_endpoint + "\"\nstate_dir = \"standby\"\ndatabase_url = \"" +
-                                             url + "\"\nheartbeat_interval_ms = 300\nagent_timeout_ms = 1500\n");
+                                             url + "\"\nheartbeat_interval_ms = 300\nagent_timeout_ms = 1500\n" +
+                                             "artifacts_dir = \"coordinator/artifacts\"\n");
   Process standby({built_binary("fedcal-coordinator"), "--config", fleet.path("standby.toml"), "serve"},
                   fleet.path("standby.log"));
   REQUIRE(eventually(
@@ -108,6 +110,20 @@ TEST_CASE(
   const std::string standby_admin = built_binary("fedcal-coordinator") + " --config " + fleet.path("standby.toml") + " --json ";
   CHECK(run_command(standby_admin + "status", true).exit_code != 0);  // not serving while a standby
   CHECK(standby.running());
+
+  // A rollout in two waves with a soak between them: the leader dies once the first wave switched.
+  const int64_t model = fleet.import_model();
+  const std::string sha = fleet.admin({{"command", "models.list"}})["models"][0]["sha256"].get<std::string>();
+  fleet.admin({{"command", "rollout.start"},
+               {"settings",
+                {{"model_id", model}, {"waves", {50.0, 100.0}}, {"max_slowdown", 50.0}, {"max_kl", 50.0}, {"soak_ms", 4000}}}});
+  const auto switched = [&](const nlohmann::json& agents) {
+    int count = 0;
+    for (const auto& agent : agents["agents"]) count += agent["active_model"] == sha ? 1 : 0;
+    return count;
+  };
+  REQUIRE(eventually([&] { return switched(fleet.admin({{"command", "agents.list"}})) == 1; }, std::chrono::seconds(60)));
+  REQUIRE(fleet.admin({{"command", "rollout.status"}})["stage"] == "running");
 
   // The leader dies: the standby leads, with the registry the leader kept.
   fleet.kill_coordinator();
@@ -131,6 +147,19 @@ TEST_CASE(
       },
       std::chrono::seconds(30)));
   CHECK(read_text_file(fleet.path("agent-0/agent.log")).find("trying " + standby_endpoint) != std::string::npos);
+  // The rollout goes on where the leader left it (its package read from the shared artifact store):
+  // the second wave switches, and it ends done.
+  nlohmann::json rollout;
+  CHECK(eventually(
+      [&] {
+        const auto result = run_command(standby_admin + "rollout status");
+        if (result.exit_code != 0) return false;
+        rollout = nlohmann::json::parse(result.output);
+        return rollout["stage"] != "running";
+      },
+      std::chrono::seconds(60)));
+  CHECK_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+  CHECK(switched(nlohmann::json::parse(run_command(standby_admin + "agents list").output)) == 2);
 
   // Its session cut off by the server (as by a network partition): it stops, naming the database,
   // rather than reconnecting without the lead.

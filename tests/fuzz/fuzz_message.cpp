@@ -1,11 +1,13 @@
 // Fuzzes the protocol decoder and the field readers every message handler uses: whatever bytes come
 // off the network, decoding either fails with fedcal::Error or yields an envelope whose every field
-// can be read without leaving the message.
+// can be read without leaving the message. The same bytes as a relay's presence report
+// (protocol/relay_frames.h): refused with fedcal::Error or read whole, and encoded back to themselves.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 
 #include "common/error.h"
+#include "protocol/relay_frames.h"
 #include "protocol/wire.h"
 
 namespace {
@@ -80,6 +82,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     DecodedEnvelope decoded = decode_envelope({reinterpret_cast<const std::byte*>(data), size}, 1 << 20);
     reading_message([&] { read_everything(decoded.envelope()); });
+  } catch (const Error&) {
+  }
+  try {
+    const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+    if (encode_presence(decode_presence(bytes)) != bytes) std::abort();  // what decodes is exactly what was sent
   } catch (const Error&) {
   }
   return 0;

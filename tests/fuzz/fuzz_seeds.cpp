@@ -18,6 +18,7 @@
 #include "models/tokenizer/byte_level_bpe_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/pretokenizer.h"
+#include "protocol/relay_frames.h"
 #include "protocol/wire.h"
 
 namespace fs = std::filesystem;
@@ -146,6 +147,9 @@ int main(int argc, char** argv) {
       out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     }
   };
+  // A relay's presence report (the message target reads its input as one too).
+  std::ofstream(root / "message" / "presence.bin", std::ios::binary)
+      << fedcal::encode_presence({{std::string(40, 'k'), std::string("\0\1\2\3\4", 5)}, {std::string(40, 'Z'), "r"}});
   // Coordinator messages seed the agent's handlers.
   auto write_to_agent = [&](const char* name, fedcal::OutgoingMessage& message) {
     const auto bytes = message.encode(sequence++);
