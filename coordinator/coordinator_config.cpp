@@ -7,36 +7,11 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/toml_keys.h"
 #include "transport/curve.h"
 
 namespace fedcal::coordinator {
-namespace {
 namespace fs = std::filesystem;
-
-template <typename T>
-void read_key(const toml::table& table, const std::string& key, T& out, const std::string& path) {
-  const toml::node* node = table.get(key);
-  if (node == nullptr) return;
-  if constexpr (std::is_same_v<T, std::string>) {
-    if (!node->is_string()) fail("{}: '{}' must be a string", path, key);
-    out = node->value<std::string>().value();
-  } else if constexpr (std::is_same_v<T, bool>) {
-    if (!node->is_boolean()) fail("{}: '{}' must be true or false", path, key);
-    out = node->value<bool>().value();
-  } else {
-    if (!node->is_integer()) fail("{}: '{}' must be an integer", path, key);
-    const int64_t value = node->value<int64_t>().value();
-    if (value <= 0 || value > std::numeric_limits<T>::max()) fail("{}: '{}' = {} is out of range", path, key, value);
-    out = static_cast<T>(value);
-  }
-}
-
-std::string resolve(const std::string& value, const fs::path& base) {
-  if (value.empty() || fs::path(value).is_absolute()) return value;
-  return (base / value).lexically_normal().string();
-}
-
-}  // namespace
 
 CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
   toml::table table;
@@ -79,48 +54,40 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
   CoordinatorConfig config;
-  read_key(table, "listen", config.listen, path);
-  read_key(table, "state_dir", config.state_dir, path);
-  read_key(table, "heartbeat_interval_ms", config.heartbeat_interval_ms, path);
-  read_key(table, "transport_pings", config.transport_pings, path);
-  read_key(table, "agent_timeout_ms", config.agent_timeout_ms, path);
-  read_key(table, "stage_timeout_ms", config.stage_timeout_ms, path);
-  read_key(table, "join_timeout_ms", config.join_timeout_ms, path);
-  read_key(table, "join_grace_ms", config.join_grace_ms, path);
-  read_key(table, "report_timeout_ms", config.report_timeout_ms, path);
-  read_key(table, "max_message_bytes", config.max_message_bytes, path);
-  read_key(table, "chunk_bytes", config.chunk_bytes, path);
-  read_key(table, "token_valid_hours", config.token_valid_hours, path);
-  read_key(table, "reference_text", config.reference_text, path);
-  read_key(table, "threads", config.threads, path);
-  read_key(table, "capture_file", config.capture_file, path);
-  read_key(table, "fault_injection", config.fault_injection, path);
-  read_key(table, "refusals_per_window", config.refusals_per_window, path);
-  read_key(table, "rate_window_ms", config.rate_window_ms, path);
-  read_key(table, "max_connections_per_address", config.max_connections_per_address, path);
-  read_key(table, "handshake_timeout_ms", config.handshake_timeout_ms, path);
-  read_key(table, "audit_max_entries", config.audit_max_entries, path);
-  read_key(table, "backup_interval_hours", config.backup_interval_hours, path);
-  read_key(table, "backup_keep", config.backup_keep, path);
-  read_key(table, "round_stats_keep", config.round_stats_keep, path);
-  read_key(table, "metrics_listen", config.metrics_listen, path);
-  read_key(table, "database_url", config.database_url, path);
-  read_key(table, "package_url", config.package_url, path);
+  read_toml_key(table, "listen", config.listen, path);
+  read_toml_key(table, "state_dir", config.state_dir, path);
+  read_toml_key(table, "heartbeat_interval_ms", config.heartbeat_interval_ms, path);
+  read_toml_key(table, "transport_pings", config.transport_pings, path);
+  read_toml_key(table, "agent_timeout_ms", config.agent_timeout_ms, path);
+  read_toml_key(table, "stage_timeout_ms", config.stage_timeout_ms, path);
+  read_toml_key(table, "join_timeout_ms", config.join_timeout_ms, path);
+  read_toml_key(table, "join_grace_ms", config.join_grace_ms, path);
+  read_toml_key(table, "report_timeout_ms", config.report_timeout_ms, path);
+  read_toml_key(table, "max_message_bytes", config.max_message_bytes, path);
+  read_toml_key(table, "chunk_bytes", config.chunk_bytes, path);
+  read_toml_key(table, "token_valid_hours", config.token_valid_hours, path);
+  read_toml_key(table, "reference_text", config.reference_text, path);
+  read_toml_key(table, "threads", config.threads, path);
+  read_toml_key(table, "capture_file", config.capture_file, path);
+  read_toml_key(table, "fault_injection", config.fault_injection, path);
+  read_toml_key(table, "refusals_per_window", config.refusals_per_window, path);
+  read_toml_key(table, "rate_window_ms", config.rate_window_ms, path);
+  read_toml_key(table, "max_connections_per_address", config.max_connections_per_address, path);
+  read_toml_key(table, "handshake_timeout_ms", config.handshake_timeout_ms, path);
+  read_toml_key(table, "audit_max_entries", config.audit_max_entries, path);
+  read_toml_key(table, "backup_interval_hours", config.backup_interval_hours, path);
+  read_toml_key(table, "backup_keep", config.backup_keep, path);
+  read_toml_key(table, "round_stats_keep", config.round_stats_keep, path);
+  read_toml_key(table, "metrics_listen", config.metrics_listen, path);
+  read_toml_key(table, "database_url", config.database_url, path);
+  read_toml_key(table, "package_url", config.package_url, path);
   if (!config.package_url.empty() && (config.package_url.rfind("http://", 0) != 0 || config.package_url.back() != '/'))
     fail("{}: package_url '{}': an http:// url ending in / (packages are fetched as <url><sha256>.fcpkg)", path,
          config.package_url);
-  if (const toml::node* node = table.get("relays")) {
-    const toml::array* list = node->as_array();
-    if (list == nullptr) fail("{}: 'relays' must be an array of CURVE public keys", path);
-    for (const auto& item : *list) {
-      if (!item.is_string()) fail("{}: 'relays' must be an array of CURVE public keys", path);
-      const std::string key = item.value<std::string>().value();
-      check_curve_key(key, fmt::format("{}: relays", path));
-      config.relays.push_back(key);
-    }
-  }
-  read_key(table, "relay_listen", config.relay_listen, path);
-  read_key(table, "artifacts_dir", config.artifacts, path);
+  read_toml_key(table, "relays", config.relays, path);
+  for (const std::string& key : config.relays) check_curve_key(key, fmt::format("{}: relays", path));
+  read_toml_key(table, "relay_listen", config.relay_listen, path);
+  read_toml_key(table, "artifacts_dir", config.artifacts, path);
   if (config.relays.empty() != config.relay_listen.empty())
     fail("{}: 'relays' and 'relay_listen' go together (the relays' keys, and where they connect)", path);
   if (!config.database_url.empty() && !is_postgres_url(config.database_url))
@@ -146,10 +113,10 @@ CoordinatorConfig CoordinatorConfig::load(const std::string& path) {
         path, config.fault_injection);
   }
   const fs::path base = fs::absolute(path).parent_path();
-  config.state_dir = resolve(config.state_dir, base);
-  config.reference_text = resolve(config.reference_text, base);
-  config.capture_file = resolve(config.capture_file, base);
-  config.artifacts = resolve(config.artifacts, base);
+  config.state_dir = resolve_config_path(config.state_dir, base);
+  config.reference_text = resolve_config_path(config.reference_text, base);
+  config.capture_file = resolve_config_path(config.capture_file, base);
+  config.artifacts = resolve_config_path(config.artifacts, base);
   if (config.agent_timeout_ms <= config.heartbeat_interval_ms) {
     fail("{}: agent_timeout_ms ({}) must exceed heartbeat_interval_ms ({})", path, config.agent_timeout_ms,
          config.heartbeat_interval_ms);

@@ -69,10 +69,8 @@ Relay::Relay(RelayConfig config)
   configure_curve_server(agents_, keys_, kRelayAgentsZapDomain, limits);
   agents_.set(zmq::sockopt::sndhwm, 64);
   const size_t file_limit = raise_file_limit();
-  const size_t reserve = std::max<size_t>(std::min<size_t>(64, file_limit / 2), file_limit / 8);
   connection_guard_ = std::make_unique<ConnectionGuard>(
-      context_, agents_, "agents",
-      ConnectionGuard::Limits{file_limit - reserve, static_cast<size_t>(config_.max_connections_per_address)});
+      context_, agents_, "agents", connection_limits(file_limit, static_cast<size_t>(config_.max_connections_per_address)));
   try {
     agents_.bind(config_.listen);
   } catch (const zmq::error_t& error) {

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/error.h"
@@ -98,6 +99,11 @@ size_t raise_file_limit() {
     if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::getrlimit(RLIMIT_NOFILE, &limit);
   }
   return limit.rlim_cur == RLIM_INFINITY ? size_t{1} << 20 : static_cast<size_t>(limit.rlim_cur);
+}
+
+ConnectionGuard::Limits connection_limits(size_t file_limit, size_t per_address) {
+  const size_t reserve = std::max<size_t>(std::min<size_t>(64, file_limit / 2), file_limit / 8);
+  return {file_limit - reserve, per_address};
 }
 
 }  // namespace fedcal

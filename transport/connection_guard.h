@@ -48,5 +48,8 @@ class ConnectionGuard {
 
 // Raises this process's soft RLIMIT_NOFILE to its hard limit; returns the limit now in force.
 size_t raise_file_limit();
+// A daemon's agent connections within `file_limit` descriptors: all but a reserve (its database,
+// files being sent, its other sockets) in all, and `per_address` from one address.
+ConnectionGuard::Limits connection_limits(size_t file_limit, size_t per_address);
 
 }  // namespace fedcal
