@@ -2,6 +2,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fmt/chrono.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -140,18 +143,33 @@ std::unique_ptr<SqlConnection> open_database_as_leader(const CoordinatorConfig& 
                                                        const std::function<void(const std::string&)>& log,
                                                        const std::function<void()>& waiting) {
   std::unique_ptr<SqlConnection> database = open_database(config);
+  const std::string marker = standby_marker_path(config);
   bool said = false;
+  const auto done_waiting = [&] {
+    std::error_code ignored;
+    if (said) fs::remove(marker, ignored);
+  };
   while (!database->try_lead(kLeadLock)) {
     if (!said) {
-      log(fmt::format("standby: another coordinator leads {}; taking over when it stops", database->name()));
+      fs::create_directories(config.state_dir);
+      write_file_atomically(marker, nlohmann::json{{"role", "standby"},
+                                                   {"pid", static_cast<int64_t>(getpid())},
+                                                   {"database", database->name()},
+                                                   {"since_ms", wall_ms()}}
+                                        .dump());
       said = true;
+      log(fmt::format("standby: another coordinator leads {}; taking over when it stops", database->name()));
     }
     if (waiting) waiting();
     for (int waited = 0; waited < poll_ms; waited += 100) {
-      if (stopping()) return nullptr;
+      if (stopping()) {
+        done_waiting();
+        return nullptr;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100, poll_ms - waited)));
     }
   }
+  done_waiting();
   if (said) log(fmt::format("leading {} now (the coordinator before stopped)", database->name()));
   return database;
 }

@@ -27,8 +27,11 @@ std::unique_ptr<SqlConnection> open_database(const CoordinatorConfig& config);
 // died, or the server cut it off). Opens the database and returns once this process leads; every
 // `poll_ms` it tries again, saying so through `log` when it starts waiting and when it leads (and
 // `waiting` is called on each try: systemd's watchdog). nullptr if `stopping()` turned true first.
+// While it waits, STATE/standby.json (standby_marker_path) says so - its pid, the database, since when -
+// for `fedcal-coordinator status`, which finds no admin socket on a standby.
 // (PostgreSQL only: a SQLite database has one coordinator, the state folder's lock holder.)
 inline constexpr int64_t kLeadLock = 0x6665'6463'616c;  // "fedcal" in ASCII
+inline std::string standby_marker_path(const CoordinatorConfig& config) { return config.state_dir + "/standby.json"; }
 std::unique_ptr<SqlConnection> open_database_as_leader(const CoordinatorConfig& config, int poll_ms,
                                                        const std::function<bool()>& stopping,
                                                        const std::function<void(const std::string&)>& log,

@@ -175,7 +175,8 @@ nlohmann::json Server::rollout_json() {
 
 void Server::register_admin_commands() {
   admin_commands_["status"] = [this](const nlohmann::json&) {
-    return now({{"listen", config_.listen},
+    return now({{"role", "leader"},
+                {"listen", config_.listen},
                 {"curve_public_key", curve_keys_.public_key},
                 {"signing_public_key", signing_key_.public_key_hex()},
                 {"online_agents", online_agents().size()},

@@ -1,11 +1,14 @@
 // fedcal-coordinator serve | db backup | db restore | keys | status | shutdown
 #include <fmt/format.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
+#include <fstream>
 #include <memory>
+#include <optional>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -29,6 +32,21 @@ void on_hangup(int) {
   static constexpr char kLine[] =
       "[coordinator] SIGHUP ignored: the configuration is read at start; restart the daemon to apply a change\n";
   [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kLine, sizeof(kLine) - 1);
+}
+
+// The standby marker of a process still running (open_database_as_leader), or nullopt.
+std::optional<nlohmann::json> running_standby(const CoordinatorConfig& config) {
+  std::ifstream in(standby_marker_path(config));
+  if (!in) return std::nullopt;
+  const nlohmann::json marker = nlohmann::json::parse(in, nullptr, false);
+  const auto field = [&marker](const char* key) {
+    return marker.is_object() ? marker.value(key, nlohmann::json()) : nlohmann::json();
+  };
+  if (!field("pid").is_number_integer() || !field("database").is_string() || !field("since_ms").is_number_integer())
+    return std::nullopt;
+  const auto pid = static_cast<pid_t>(marker["pid"].get<int64_t>());
+  if (pid <= 0 || ::kill(pid, 0) != 0) return std::nullopt;  // a marker left by a process that is gone
+  return marker;
 }
 
 }  // namespace
@@ -96,7 +114,18 @@ void add_daemon_commands(CLI::App& app, const CliContext& context) {
 
   app.add_subcommand("status", "The running daemon: its address and keys, agents online, the round, the metrics and status page")
       ->callback([&context] {
-        const nlohmann::json status = context.call({{"command", "status"}});
+        nlohmann::json status;
+        try {
+          status = context.call({{"command", "status"}});
+        } catch (const Error&) {
+          // No admin socket: a standby on a shared PostgreSQL database says so in its state folder.
+          const std::optional<nlohmann::json> standby = running_standby(context.load());
+          if (!standby) throw;
+          context.print(*standby, fmt::format("standby (pid {}): another coordinator leads {}; waiting since {}\n",
+                                              (*standby)["pid"].get<int64_t>(), (*standby)["database"].get<std::string>(),
+                                              format_utc_time((*standby)["since_ms"].get<int64_t>())));
+          return;
+        }
         const auto text = [&status](const char* key) { return status.value(key, std::string()); };
         std::string out = fmt::format("listening on {} ({} agent connections, {} agents online)\n", text("listen"),
                                       status.value("agent_connections", 0), status.value("online_agents", 0));

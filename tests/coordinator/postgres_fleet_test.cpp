@@ -108,7 +108,11 @@ TEST_CASE(
       [&] { return read_text_file(fleet.path("standby.log")).find("standby: another coordinator leads") != std::string::npos; },
       std::chrono::seconds(20)));
   const std::string standby_admin = built_binary("fedcal-coordinator") + " --config " + fleet.path("standby.toml") + " --json ";
-  CHECK(run_command(standby_admin + "status", true).exit_code != 0);  // not serving while a standby
+  // Not serving while a standby, and `status` says so (its state folder's standby.json, its pid alive).
+  const auto waiting = run_command(standby_admin + "status", true);
+  REQUIRE_MESSAGE(waiting.exit_code == 0, waiting.output);
+  CHECK(nlohmann::json::parse(waiting.output)["role"] == "standby");
+  CHECK(nlohmann::json::parse(waiting.output)["pid"] == standby.pid());
   CHECK(standby.running());
 
   // A rollout in two waves with a soak between them: the leader dies once the first wave switched.
@@ -139,6 +143,8 @@ TEST_CASE(
       },
       std::chrono::seconds(20)));
   CHECK(listed["agents"].size() == 2);
+  CHECK(nlohmann::json::parse(run_command(standby_admin + "status").output)["role"] == "leader");
+  CHECK_FALSE(std::filesystem::exists(fleet.path("standby/standby.json")));
   // The agents find it: no word from the old address for coordinator_timeout_ms, then the next one.
   CHECK(eventually(
       [&] {

@@ -68,7 +68,7 @@ struct Harness {
     OutgoingMessage hello;
     hello.body().initHello().setName("agent");
     const auto bytes = hello.encode(sequence++);
-    server->receive({"route-" + std::to_string(agent), keys[agent].public_key, "127.0.0.1"}, bytes);
+    server->receive({{"route-" + std::to_string(agent), "", ""}, keys[agent].public_key, "127.0.0.1"}, bytes);
   }
   void start_round() {
     hello(0);
