@@ -369,7 +369,7 @@ void Server::run(const std::atomic<bool>& stop) {
   if (round_ && !round_->finished() && round_->stage() != RoundStage::kQuantizing && round_->stage() != RoundStage::kEvaluating) {
     round_->fail_round("the coordinator was stopped");
   }
-  snapshot_progress();
+  snapshot_progress(/*everything=*/true);
   save_progress(std::numeric_limits<size_t>::max());
   report_floods(true);
   store_.audit("coordinator", "stopped", "");
@@ -503,10 +503,11 @@ void Server::backup_on_schedule() {
   });
 }
 
-void Server::snapshot_progress() {
+void Server::snapshot_progress(bool everything) {
   last_seen_flush_monotonic_ms_ = monotonic_ms();
   for (auto& [id, session] : sessions_) {
-    if (session.last_seen_ms > session.last_persisted_ms) {
+    if (session.last_seen_ms > session.last_persisted_ms &&
+        (everything || session.last_seen_ms - session.last_persisted_ms >= kLastSeenStepMs || !is_online(id))) {
       queued_seen_.emplace_back(id, session.last_seen_ms);
       session.last_persisted_ms = session.last_seen_ms;
     }
