@@ -115,9 +115,10 @@ RelayProcess start_relay(const std::string& root, int index, int port, const std
   const std::string dir = fmt::format("{}/relay-{}", root, index);
   process.public_key = CurveKeyPair::read(dir + "/curve.key").public_key;
   process.endpoint = "tcp://127.0.0.1:" + std::to_string(port);
-  write_file_atomically(dir + ".toml", fmt::format("listen = \"{}\"\ncoordinator = \"{}\"\ncoordinator_key = \"{}\"\n"
-                                                   "state_dir = \"{}\"\ntransport_pings = false\n",
-                                                   process.endpoint, coordinator_relay_endpoint, coordinator_key, dir));
+  write_file_atomically(dir + ".toml",
+                        fmt::format("listen = \"{}\"\ncoordinator = \"{}\"\ncoordinator_key = \"{}\"\n"
+                                    "state_dir = \"{}\"\ntransport_pings = false\nmax_connections_per_address = 1000000\n",
+                                    process.endpoint, coordinator_relay_endpoint, coordinator_key, dir));
   process.pid = spawn_logged("fedcal-relay", {"--config", dir + ".toml", "serve"}, dir + ".log");
   return process;
 }

@@ -32,8 +32,8 @@ struct RelayProcess {
 // A fresh relay key pair in ROOT/relay-INDEX/curve.key (before the coordinator starts: it lists the key).
 std::string create_relay_key(const std::string& root, int index);
 // Starts fedcal-relay INDEX (its key made by create_relay_key) on `port`, forwarding to
-// `coordinator_relay_endpoint` (the coordinator's relay_listen) with `coordinator_key`; pings off,
-// as for fleets of thousands. Its log is ROOT/relay-INDEX.log.
+// `coordinator_relay_endpoint` (the coordinator's relay_listen) with `coordinator_key`; pings off, as
+// for fleets of thousands, and no limit per address. Its log is ROOT/relay-INDEX.log.
 RelayProcess start_relay(const std::string& root, int index, int port, const std::string& coordinator_relay_endpoint,
                          const std::string& coordinator_key);
 void stop_relay(RelayProcess& process);

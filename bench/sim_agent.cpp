@@ -29,7 +29,9 @@ void SimAgent::enroll(const std::string& token) {
   limits.heartbeat_ttl = false;
   configure_curve_client(socket_, keys_, coordinator_key_, limits);
   // "tcp://SOURCE:0;HOST:PORT": libzmq binds the connection's local end to SOURCE first.
-  socket_.connect("tcp://" + source_address_ + ":0;" + endpoint_.substr(endpoint_.find("://") + 3));
+  // Without one, the kernel picks the source port per destination (no bind to port 0 first).
+  socket_.connect(source_address_.empty() ? endpoint_
+                                          : "tcp://" + source_address_ + ":0;" + endpoint_.substr(endpoint_.find("://") + 3));
   OutgoingMessage message;
   auto request = message.body().initEnroll();
   request.setToken(token);

@@ -26,7 +26,7 @@ class SimAgent {
   enum class State { kNew, kEnrolling, kGreeting, kOnline, kFailed };
 
   // `source_address`: the loopback address its connection comes from (e.g. 127.0.0.7), so that no
-  // per-address connection limit of the coordinator bites; `vector`: what it contributes to rounds
+  // per-address connection limit of the coordinator bites ("": the kernel's choice); `vector`: what it contributes to rounds
   // (outlives the agent).
   SimAgent(zmq::context_t& context, const std::string& endpoint, const std::string& coordinator_key,
            const std::string& source_address, const std::vector<uint64_t>& vector);

@@ -198,8 +198,8 @@ struct Slice {
         contexts.push_back(std::make_unique<zmq::context_t>(1));
         contexts.back()->set(zmq::ctxopt::max_sockets, static_cast<int>(kAgentsPerContext) + 16);
       }
-      const size_t address = i / static_cast<size_t>(per_address);
-      const std::string source = fmt::format("127.0.{}.{}", 1 + address / 250, 2 + address % 250);
+      const size_t address = per_address > 0 ? i / static_cast<size_t>(per_address) : 0;
+      const std::string source = per_address > 0 ? fmt::format("127.0.{}.{}", 1 + address / 250, 2 + address % 250) : "";
       const Server& server = servers[i % servers.size()];
       agents.push_back(std::make_unique<SimAgent>(*contexts.back(), server.endpoint, server.key, source,
                                                   vectors.values[i % vectors.values.size()]));
@@ -288,9 +288,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads_count, "Threads driving the agents, per agent process")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  app.add_option("--per-address", per_address, "Agents per loopback source address (the coordinator allows 1,024)")
+  app.add_option("--per-address", per_address,
+                 "Agents per loopback source address (the coordinator allows 1,024); 0: connect from 127.0.0.1 without "
+                 "binding a source port first (with --relays only: the sim's relays allow any number per address). "
+                 "Binding each connection's source to port 0 first draws on one ephemeral port range")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
+      ->check(CLI::Range(0, 1024));
   app.add_option("--enroll-window", enroll_window, "Enrollments in flight at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
@@ -308,6 +311,11 @@ int main(int argc, char** argv) {
   app.add_flag("--keep", keep, "Keep the scratch folder (the coordinator's log and state)");
   CLI11_PARSE(app, argc, argv);
   if (round_agents < 0) round_agents = agents_count;
+  if (per_address == 0 && relays_count == 0) {
+    std::fprintf(stderr,
+                 "fedcal-sim-fleet: --per-address 0 needs --relays (the coordinator allows 1,024 connections per address)\n");
+    return 2;
+  }
   if (round_agents > agents_count) {
     std::fprintf(stderr, "fedcal-sim-fleet: --round-agents %d exceeds --agents %d\n", round_agents, agents_count);
     return 2;
