@@ -319,7 +319,7 @@ void Rollout::handle(int64_t agent_id, wire::ActivationReport::Reader report) {
 
 void Rollout::postpone(int64_t ms) {
   wave_deadline_ms_ += ms;
-  if (reconnect_grace_until_ms_ > 0) reconnect_grace_until_ms_ += ms;
+  reconnect_grace_until_ms_ = std::max(reconnect_grace_until_ms_ + ms, stall_grace_until(host_, ms));
 }
 
 void Rollout::tick() {

@@ -39,6 +39,10 @@ void RoundHost::fault_point(const std::string& point) {
   ::kill(::getpid(), SIGKILL);
 }
 
+int64_t stall_grace_until(const RoundHost& host, int64_t gap_ms) {
+  return host.monotonic_ms() + std::max<int64_t>(host.config().agent_timeout_ms, gap_ms);
+}
+
 void remove_abandoned_job_files(std::future<QuantizationJobResult>& job, const std::function<void(const std::string&)>& log) {
   try {
     for (const std::string& path : job.get().created_files()) {
@@ -358,6 +362,7 @@ void Round::agent_online(int64_t agent_id, std::optional<uint64_t> held_round) {
 void Round::postpone(int64_t ms) {
   stage_deadline_ms_ += ms;
   if (quorum_at_ms_ > 0) quorum_at_ms_ += ms;
+  reconnect_grace_until_ms_ = std::max(reconnect_grace_until_ms_ + ms, stall_grace_until(host_, ms));
 }
 
 int Round::index_of(int64_t agent_id) const {

@@ -62,6 +62,12 @@ class RoundHost {
   virtual void abandon(std::future<QuantizationJobResult> job);
 };
 
+// After the coordinator did not run for `gap_ms`: until when an agent not heard since still counts as
+// coming back. Agents that noticed the silence retry their hello with backoff (steady waits of ~2 s
+// first), so they are waited for as long again as the gap, at least agent_timeout_ms. (Was: only
+// agent_timeout_ms, and an agent whose next hello came later was counted gone.)
+int64_t stall_grace_until(const RoundHost& host, int64_t gap_ms);
+
 // What one participant reported about one result package (a localReport's check), and its report.
 struct PackageCheck {
   std::string label;  // "fleet", "public", "group:LABEL"

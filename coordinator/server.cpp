@@ -378,8 +378,9 @@ void Server::run(const std::atomic<bool>& stop) {
 void Server::resume_after_stall(int64_t gap_ms) {
   // Nothing was read meanwhile, so no agent's silence during the gap is known: an agent online when
   // the gap began gets a whole agent_timeout_ms from now (it may be reconnecting: its connection can
-  // have timed out while we did not answer), one already silent then stays as silent, and deadlines
-  // move by the gap. (Was: each judged as when the gap began, so an agent last heard just before it
+  // have timed out while we did not answer), one already silent then stays as silent, deadlines
+  // move by the gap, and the round and rollout wait as long again as the gap for agents that are
+  // retrying their hello (stall_grace_until). (Was: each judged as when the gap began, so an agent last heard just before it
   // had a fraction of the timeout to get through, and under load one was dropped.)
   log_problem(LogLevel::kWarning,
               fmt::format("the coordinator did not run for {} ms (paused or blocked): deadlines and agents' silence are "
