@@ -71,6 +71,11 @@ enum TensorType {
   # scales in binary16, Tensor.groupScales; llama.cpp Q8_0's blocks). Such a layer runs with
   # activations quantized at run time per block of 32 channels (the fine-grained mode): its input
   # and output scales are not used.
+  qgint4 @4;
+  # 4-bit weights (models/quant/int4_format.h): per row and group of 32 input channels, 16 bytes of
+  # codes (byte m: channel m in the low nibble, m + 16 in the high one; code c is the level c - 8) and
+  # one binary16 scale of either sign in groupScales, (rows, cols / 32) row-major; cols is a multiple
+  # of 32. Runs as qgint8 does (activations per block of 32 at run time).
 }
 
 struct Tensor {

@@ -15,6 +15,7 @@
 #include "common/file_util.h"
 #include "models/engine/generation.h"
 #include "models/quant/calibration.h"
+#include "models/quant/importance.h"
 #include "models/quant/quantize.h"
 
 namespace fedcal::cli {
@@ -56,6 +57,19 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       .add_option("--fine-grained", options.fine_grained,
                   "Linear layers or layers to run in the fine-grained mode (weights in groups of 32, activations per "
                   "block of 32 at run time) next to the static INT8 ones")
+      ->delimiter(',');
+  command
+      .add_option("--weight-bits", options.weight_bits,
+                  "4: every linear layer in 4-bit weights (groups of 32 with a binary16 scale, llama.cpp Q4_0's grid; "
+                  "activations per block of 32 at run time), rounded to the least importance-weighted error when --stats "
+                  "holds importance sums (calibrate --importance), plainly otherwise; a layer whose width is not a "
+                  "multiple of 32 stays fine-grained INT8 (and is named)")
+      ->check(CLI::IsMember({8, 4}))
+      ->capture_default_str();
+  command
+      .add_option("--four-bit", options.four_bit,
+                  "Linear layers or layers in 4-bit weights (as --weight-bits 4, for these only); one whose width is not a "
+                  "multiple of 32 is refused")
       ->delimiter(',');
   command
       .add_option("--fallback", options.fallback,
@@ -130,7 +144,24 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.per_group = options.weight_groups;
   quantize.keep_fp32 = std::set<std::string>(options.keep_fp32.begin(), options.keep_fp32.end());
   quantize.fine_grained = std::set<std::string>(options.fine_grained.begin(), options.fine_grained.end());
+  quantize.weight_bits = options.weight_bits;
+  quantize.four_bit = std::set<std::string>(options.four_bit.begin(), options.four_bit.end());
   return quantize;
+}
+
+void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, const std::string& stats_path,
+                      const ModelConfig& config) {
+  if (quantize.weight_bits != 4 && quantize.four_bit.empty()) return;
+  if (stats != nullptr && stats->has_importance()) {
+    quantize.importance = with_context([&] { return stats_path; }, [&] { return linear_importance(*stats, config); });
+  } else {
+    std::fprintf(stderr,
+                 "[4-bit] %s: 4-bit weights rounded plainly (importance-weighted rounding needs --stats with importance sums: "
+                 "calibrate --importance)\n",
+                 stats != nullptr ? stats_path.c_str() : "no --stats");
+  }
+  for (const std::string& layer : four_bit_skipped(config, quantize))
+    std::fprintf(stderr, "[4-bit] %s stays fine-grained INT8: its input width is not a multiple of 32\n", layer.c_str());
 }
 
 namespace {
@@ -164,6 +195,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
     fail("{}: statistics were recorded on another model than {}", *options.stats, loaded.path);
   }
   QuantizeOptions quantize = weight_options(options);
+  prepare_four_bit(quantize, &stats, *options.stats, loaded.model.config);
   quantize.method = ScaleMethodSpec::parse(options.method);
   quantize.asymmetric = options.asymmetric;
   quantize.trim_share = options.trim_share;
@@ -240,7 +272,9 @@ std::unique_ptr<Transformer> build_transformer(const LoadedModel& loaded, Loaded
   } else if (dynamic) {
     if (options.stats) fail("--activations dynamic needs no statistics: leave out --stats {}", *options.stats);
     if (options.auto_fp32 > 0) fail("--auto-fp32 ranks layers by their static INT8 error: use --keep-fp32 with --activations dynamic");
-    computed = quantize_model_weights(loaded.model, weight_options(options));
+    QuantizeOptions quantize = weight_options(options);
+    prepare_four_bit(quantize, nullptr, "", loaded.model.config);
+    computed = quantize_model_weights(loaded.model, quantize);
   } else if (options.stats) {
     PackageProvenance provenance;
     computed = quantize_with(loaded, options, tokenizer, runtime, provenance);

@@ -35,6 +35,8 @@ struct QuantizationOptions {
   double trim_share = 0;  // of each point's values, off the top first (what a round's trim_agents does)
   std::vector<std::string> keep_fp32;
   std::vector<std::string> fine_grained;                 // layers in the fine-grained mode
+  int weight_bits = 8;                                   // 4: every linear whose width allows it in 4 bits
+  std::vector<std::string> four_bit;                     // layers in 4 bits
   LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
   std::optional<std::string> target_kl;         // the fewest sensitive linears out of static INT8 that reach it (KlTarget)
@@ -55,9 +57,13 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
 QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOptions& options, const ModelOptions& model_options,
                                PackageProvenance& provenance);
 
-// What the weights take from `options`: granularity (per tensor, per channel, in groups) and the
-// layers kept in FP32.
+// What the weights take from `options`: granularity (per tensor, per channel, in groups), 4-bit layers
+// and the layers kept in FP32.
 QuantizeOptions weight_options(const QuantizationOptions& options);
+// With 4-bit layers in `quantize`: the importance sums of `stats` (when given and recorded) as their
+// rounding weights, else a note that they are rounded plainly; the layers that stay fine-grained INT8.
+void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, const std::string& stats_path,
+                      const ModelConfig& config);
 
 // The transformer for `loaded`: a package's own INT8 layers, W8A8 when options.stats is set, else FP32;
 // with dynamic activations, a package's INT8 weights or an FP32 model's weights quantized now (no

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "common/error.h"
 #include "common/file_util.h"
@@ -33,13 +34,14 @@ struct QuantizeCommandOptions {
 void apply_recipe(QuantizeCommandOptions& options, const std::function<bool(const char*)>& given) {
   const TargetRuntime runtime = parse_target_runtime(options.runtime);
   QuantizationOptions& q = options.quantization;
-  if (!runs_fine_grained(runtime) && (q.weight_groups || !q.fine_grained.empty() || q.fallback == LayerFallback::kFineGrained))
+  if (!runs_fine_grained(runtime) && (q.weight_groups || !q.fine_grained.empty() || q.fallback == LayerFallback::kFineGrained ||
+                                      q.weight_bits == 4 || !q.four_bit.empty()))
     fail(
         "--runtime {} runs static INT8 scales only: the fine-grained mode (--weight-groups, --fine-grained, --fallback "
-        "fine-grained) needs fedcal's engine",
+        "fine-grained) and 4-bit weights (--weight-bits 4, --four-bit) need fedcal's engine",
         options.runtime);
   const Recipe recipe = named_recipe(options.recipe, runtime);
-  if (options.recipe != "recommended" || !q.stats || q.weight_groups) return;
+  if (options.recipe != "recommended" || !q.stats || q.weight_groups || q.weight_bits == 4) return;
   std::vector<std::string> chosen;
   if (!given("--method")) {
     q.method = recipe.method;
@@ -84,6 +86,27 @@ void run_quantize(const QuantizeCommandOptions& options) {
     int8 = quantize_model_weights(loaded.model, weight_options(options.quantization));
     provenance.method = "weight groups of 32, activations per block at run time";
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
+  } else if (options.quantization.weight_bits == 4) {
+    // Every linear in 4 bits (activations per block at run time): --stats, if given, for its importance
+    // sums alone.
+    QuantizeOptions quantize = weight_options(options.quantization);
+    provenance.source_model_sha256 = model_fingerprint(loaded.model);
+    std::optional<CalibrationStats> stats;
+    if (options.quantization.stats) {
+      stats = read_stats(*options.quantization.stats);
+      if (stats->model_sha256 != provenance.source_model_sha256)
+        fail("{}: statistics were recorded on another model than {}", *options.quantization.stats, loaded.path);
+    }
+    prepare_four_bit(quantize, stats ? &*stats : nullptr, options.quantization.stats.value_or(""), loaded.model.config);
+    int8 = quantize_model_weights(loaded.model, quantize);
+    provenance.method = quantize.importance.empty()
+                            ? "4-bit weights in groups of 32, plain rounding, activations per block at run time"
+                            : "4-bit weights in groups of 32, importance-weighted rounding, activations per block at run time";
+    if (stats) {
+      provenance.stats_sha256 = stats->sha256();
+      provenance.sequences = stats->sequences;
+      provenance.tokens = stats->tokens;
+    }
   } else if (!options.quantization.stats) {
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
   } else {

@@ -26,37 +26,54 @@ constexpr int kChunks = kActivationBlock / kChunk;               // pieces per b
 constexpr size_t kChunkBytes = size_t{kPackedRows} * kChunk;     // 64: one piece of 16 rows
 constexpr size_t kBlockBytes = kChunkBytes * kChunks;            // 512: one block of one row group
 constexpr size_t kMaxCols = size_t{1} << 17;
+// Packed bytes of one chunk and one block: half as many with 4-bit codes.
+template <bool kFour>
+constexpr size_t kChunkStride = kFour ? kChunkBytes / 2 : kChunkBytes;
+template <bool kFour>
+constexpr size_t kBlockStride = kFour ? kBlockBytes / 2 : kBlockBytes;
+constexpr int kHalfBlock = kActivationBlock / 2;
 
 // The weights' offset in the kernel's layout: vpdpbusd multiplies unsigned bytes.
 int weight_offset(Int8Kernel kernel) { return kernel == Int8Kernel::kAvx512Vnni || kernel == Int8Kernel::kAvxVnni ? 128 : 0; }
 
 // --- portable ---------------------------------------------------------------------------------------
 
-// One group's exact INT32 sums of one block: each row's 32 values are contiguous in this layout, a
-// plain dot product the compiler vectorizes.
-void block_portable(const uint8_t* p, const int8_t* x, int32_t* sums) {
-  for (int i = 0; i < kPackedRows; ++i, p += kActivationBlock) {
+// One group's exact INT32 sums of one block: each row's 32 values (or 16 bytes of codes) are contiguous
+// in this layout, a plain dot product the compiler vectorizes.
+template <bool kFour>
+void block_portable(const uint8_t* p, const uint8_t* lookup, const int8_t* x, int32_t* sums) {
+  for (int i = 0; i < kPackedRows; ++i) {
     int32_t sum = 0;
-    for (int c = 0; c < kActivationBlock; ++c) sum += static_cast<int8_t>(p[c]) * x[c];
+    if constexpr (kFour) {
+      for (int m = 0; m < kHalfBlock; ++m) {
+        sum += static_cast<int8_t>(lookup[p[m] & 0x0f]) * x[m] + static_cast<int8_t>(lookup[p[m] >> 4]) * x[m + kHalfBlock];
+      }
+      p += kHalfBlock;
+    } else {
+      for (int c = 0; c < kActivationBlock; ++c) sum += static_cast<int8_t>(p[c]) * x[c];
+      p += kActivationBlock;
+    }
     sums[i] += sum;
   }
 }
 
-void rows_portable(const uint8_t* w, int blocks, const int8_t* x, int groups, int32_t* out) {
+template <bool kFour>
+void rows_portable(const uint8_t* w, const uint8_t* lookup, int blocks, const int8_t* x, int groups, int32_t* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     int32_t sums[kPackedRows] = {};
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_portable(w, x + b * kActivationBlock, sums);
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_portable<kFour>(w, lookup, x + b * kActivationBlock, sums);
     std::memcpy(out, sums, sizeof sums);
   }
 }
 
-void blocks_portable(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x, const float* x_scales, int groups,
-                     float* out) {
+template <bool kFour>
+void blocks_portable(const uint8_t* w, const uint8_t* lookup, const uint16_t* w_scales, int blocks, const int8_t* x,
+                     const float* x_scales, int groups, float* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     float acc[kPackedRows] = {};
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
       int32_t sums[kPackedRows] = {};
-      block_portable(w, x + b * kActivationBlock, sums);
+      block_portable<kFour>(w, lookup, x + b * kActivationBlock, sums);
       for (int i = 0; i < kPackedRows; ++i) {
         const float scale = w_scales != nullptr ? x_scales[b] * f16_to_f32(w_scales[i]) : x_scales[b];
         acc[i] += scale * static_cast<float>(sums[i]);
@@ -90,30 +107,47 @@ int32_t load4(const int8_t* x) {
 #define FEDCAL_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif
 
-// One group's block: INT32 sums of rows 4q..4q+3 into sums[q].
-FEDCAL_DOTPROD_TARGET __attribute__((always_inline)) inline void block_neon(const uint8_t* p, const int8_t* x, int32x4_t sums[4]) {
-  for (int k = 0; k < kChunks; ++k, p += kChunkBytes) {
+// One group's block: INT32 sums of rows 4q..4q+3 into sums[q]. With 4-bit codes, a chunk's two 16-byte
+// halves a and b hold values 0-15 (a's low nibbles), 16-31 (b's), 32-47 (a's high), 48-63 (b's high).
+template <bool kFour>
+FEDCAL_DOTPROD_TARGET __attribute__((always_inline)) inline void block_neon(const uint8_t* p, int8x16_t lookup, const int8_t* x,
+                                                                            int32x4_t sums[4]) {
+  for (int k = 0; k < kChunks; ++k, p += kChunkStride<kFour>) {
     const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(load4(x + k * kChunk)));
-    const int8_t* w = reinterpret_cast<const int8_t*>(p);
-    for (int q = 0; q < 4; ++q) sums[q] = vdotq_s32(sums[q], vld1q_s8(w + 16 * q), xv);
+    int8x16_t w[4];
+    if constexpr (kFour) {
+      const uint8x16_t a = vld1q_u8(p), b = vld1q_u8(p + 16), nibble = vdupq_n_u8(0x0f);
+      w[0] = vqtbl1q_s8(lookup, vandq_u8(a, nibble));
+      w[1] = vqtbl1q_s8(lookup, vandq_u8(b, nibble));
+      w[2] = vqtbl1q_s8(lookup, vshrq_n_u8(a, 4));
+      w[3] = vqtbl1q_s8(lookup, vshrq_n_u8(b, 4));
+    } else {
+      for (int q = 0; q < 4; ++q) w[q] = vld1q_s8(reinterpret_cast<const int8_t*>(p) + 16 * q);
+    }
+    for (int q = 0; q < 4; ++q) sums[q] = vdotq_s32(sums[q], w[q], xv);
   }
 }
 
-FEDCAL_DOTPROD_TARGET void rows_neon(const uint8_t* w, int blocks, const int8_t* x, int groups, int32_t* out) {
+template <bool kFour>
+FEDCAL_DOTPROD_TARGET void rows_neon(const uint8_t* w, const uint8_t* lookup, int blocks, const int8_t* x, int groups,
+                                     int32_t* out) {
+  const int8x16_t table = vreinterpretq_s8_u8(vld1q_u8(lookup));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_neon(w, x + b * kActivationBlock, sums);
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_neon<kFour>(w, table, x + b * kActivationBlock, sums);
     for (int q = 0; q < 4; ++q) vst1q_s32(out + 4 * q, sums[q]);
   }
 }
 
-FEDCAL_DOTPROD_TARGET void blocks_neon(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x, const float* x_scales,
-                                       int groups, float* out) {
+template <bool kFour>
+FEDCAL_DOTPROD_TARGET void blocks_neon(const uint8_t* w, const uint8_t* lookup, const uint16_t* w_scales, int blocks,
+                                       const int8_t* x, const float* x_scales, int groups, float* out) {
+  const int8x16_t table = vreinterpretq_s8_u8(vld1q_u8(lookup));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
       int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-      block_neon(w, x + b * kActivationBlock, sums);
+      block_neon<kFour>(w, table, x + b * kActivationBlock, sums);
       for (int q = 0; q < 4; ++q) {
         float32x4_t scale = vdupq_n_f32(x_scales[b]);
         if (w_scales != nullptr) scale = vmulq_f32(scale, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w_scales + 4 * q))));
@@ -133,25 +167,50 @@ FEDCAL_DOTPROD_TARGET void blocks_neon(const uint8_t* w, const uint16_t* w_scale
 
 // 8 rows' products of 4 columns with the broadcast activations xv (|x| in abs_x), added pairwise into
 // INT32 lanes.
-__attribute__((target("avx2"), always_inline)) inline __m256i products8(__m256i xv, __m256i abs_x, const uint8_t* p) {
-  const __m256i signed_w = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), xv);
+__attribute__((target("avx2"), always_inline)) inline __m256i products8(__m256i xv, __m256i abs_x, __m256i w) {
+  const __m256i signed_w = _mm256_sign_epi8(w, xv);
   return _mm256_madd_epi16(_mm256_maddubs_epi16(abs_x, signed_w), _mm256_set1_epi16(1));
 }
 
-// One group's block: INT32 sums of rows 0-7 into lo, 8-15 into hi.
-__attribute__((target("avx2"), always_inline)) inline void block_avx2(const uint8_t* p, const int8_t* x, __m256i& lo, __m256i& hi) {
-  for (int k = 0; k < kChunks; ++k, p += kChunkBytes) {
-    const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
-    const __m256i abs_x = _mm256_sign_epi8(xv, xv);  // -128 stays 0x80: 128 as unsigned
-    lo = _mm256_add_epi32(lo, products8(xv, abs_x, p));
-    hi = _mm256_add_epi32(hi, products8(xv, abs_x, p + 32));
+// A chunk's 64 weight bytes as rows 0-7 (lo) and 8-15 (hi): loaded, or looked up from 32 bytes of
+// 4-bit codes (low nibbles: values 0-31, high nibbles: 32-63) in `table` (the 16 bytes in both lanes).
+template <bool kFour>
+__attribute__((target("avx2"), always_inline)) inline void chunk_avx2(const uint8_t* p, __m256i table, __m256i& lo, __m256i& hi) {
+  if constexpr (kFour) {
+    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), nibble = _mm256_set1_epi8(0x0f);
+    lo = _mm256_shuffle_epi8(table, _mm256_and_si256(codes, nibble));
+    hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble));
+  } else {
+    lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
   }
 }
 
-__attribute__((target("avx2"))) void rows_avx2(const uint8_t* w, int blocks, const int8_t* x, int groups, int32_t* out) {
+__attribute__((target("avx2"), always_inline)) inline __m256i table_avx2(const uint8_t* lookup) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lookup)));
+}
+
+// One group's block: INT32 sums of rows 0-7 into lo, 8-15 into hi.
+template <bool kFour>
+__attribute__((target("avx2"), always_inline)) inline void block_avx2(const uint8_t* p, __m256i table, const int8_t* x,
+                                                                      __m256i& lo, __m256i& hi) {
+  for (int k = 0; k < kChunks; ++k, p += kChunkStride<kFour>) {
+    const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
+    const __m256i abs_x = _mm256_sign_epi8(xv, xv);  // -128 stays 0x80: 128 as unsigned
+    __m256i w_lo, w_hi;
+    chunk_avx2<kFour>(p, table, w_lo, w_hi);
+    lo = _mm256_add_epi32(lo, products8(xv, abs_x, w_lo));
+    hi = _mm256_add_epi32(hi, products8(xv, abs_x, w_hi));
+  }
+}
+
+template <bool kFour>
+__attribute__((target("avx2"))) void rows_avx2(const uint8_t* w, const uint8_t* lookup, int blocks, const int8_t* x, int groups,
+                                               int32_t* out) {
+  const __m256i table = table_avx2(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256i lo = _mm256_setzero_si256(), hi = lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_avx2(w, x + b * kActivationBlock, lo, hi);
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_avx2<kFour>(w, table, x + b * kActivationBlock, lo, hi);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), lo);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), hi);
   }
@@ -171,13 +230,16 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void add_scaled_b
   acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale_hi, acc_hi);
 }
 
-__attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x,
-                                                          const float* x_scales, int groups, float* out) {
+template <bool kFour>
+__attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, const uint8_t* lookup, const uint16_t* w_scales,
+                                                          int blocks, const int8_t* x, const float* x_scales, int groups,
+                                                          float* out) {
+  const __m256i table = table_avx2(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
       __m256i lo = _mm256_setzero_si256(), hi = lo;
-      block_avx2(w, x + b * kActivationBlock, lo, hi);
+      block_avx2<kFour>(w, table, x + b * kActivationBlock, lo, hi);
       add_scaled_block(lo, hi, x_scales[b], w_scales, acc_lo, acc_hi);
       if (w_scales != nullptr) w_scales += kPackedRows;
     }
@@ -193,34 +255,44 @@ __attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, cons
 #define FEDCAL_AVXVNNI_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
 
 // One group's block, (w + 128) . x for rows 0-7 into lo and 8-15 into hi.
-FEDCAL_AVXVNNI_TARGET __attribute__((always_inline)) inline void block_avxvnni(const uint8_t* p, const int8_t* x, __m256i& lo, __m256i& hi) {
-  for (int k = 0; k < kChunks; ++k, p += kChunkBytes) {
+template <bool kFour>
+FEDCAL_AVXVNNI_TARGET __attribute__((always_inline)) inline void block_avxvnni(const uint8_t* p, __m256i table, const int8_t* x,
+                                                                               __m256i& lo, __m256i& hi) {
+  for (int k = 0; k < kChunks; ++k, p += kChunkStride<kFour>) {
     const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
-    lo = _mm256_dpbusd_avx_epi32(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), xv);
-    hi = _mm256_dpbusd_avx_epi32(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), xv);
+    __m256i w_lo, w_hi;
+    chunk_avx2<kFour>(p, table, w_lo, w_hi);
+    lo = _mm256_dpbusd_avx_epi32(lo, w_lo, xv);
+    hi = _mm256_dpbusd_avx_epi32(hi, w_hi, xv);
   }
 }
 
-FEDCAL_AVXVNNI_TARGET void rows_avxvnni(const uint8_t* w, int blocks, const int8_t* x, const int32_t* block_sums, int groups, int32_t* out) {
+template <bool kFour>
+FEDCAL_AVXVNNI_TARGET void rows_avxvnni(const uint8_t* w, const uint8_t* lookup, int blocks, const int8_t* x,
+                                        const int32_t* block_sums, int groups, int32_t* out) {
+  const __m256i table = table_avx2(lookup);
   // As rows_vnni: less 128 times the row's sum of x, exact modulo 2^32.
   int64_t x_sum = 0;
   for (int b = 0; b < blocks; ++b) x_sum += block_sums[b];
   const __m256i correction = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_sum * 128)));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256i lo = _mm256_setzero_si256(), hi = lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) block_avxvnni(w, x + b * kActivationBlock, lo, hi);
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_avxvnni<kFour>(w, table, x + b * kActivationBlock, lo, hi);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_sub_epi32(lo, correction));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_sub_epi32(hi, correction));
   }
 }
 
-FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x,
-                                          const int32_t* block_sums, const float* x_scales, int groups, float* out) {
+template <bool kFour>
+FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint8_t* lookup, const uint16_t* w_scales, int blocks,
+                                          const int8_t* x, const int32_t* block_sums, const float* x_scales, int groups,
+                                          float* out) {
+  const __m256i table = table_avx2(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
       __m256i lo = _mm256_set1_epi32(-128 * block_sums[b]), hi = lo;
-      block_avxvnni(w, x + b * kActivationBlock, lo, hi);
+      block_avxvnni<kFour>(w, table, x + b * kActivationBlock, lo, hi);
       add_scaled_block(lo, hi, x_scales[b], w_scales, acc_lo, acc_hi);
       if (w_scales != nullptr) w_scales += kPackedRows;
     }
@@ -233,15 +305,40 @@ FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint16_t* w_sc
 
 #define FEDCAL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-// One group's block, (w + 128) . x for 16 rows, added into two independent chains of four vpdpbusd.
-FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline void block_vnni(const uint8_t* p, const int8_t* x, __m512i& a, __m512i& b) {
-  for (int k = 0; k < kChunks; k += 2) {
-    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p + k * kChunkBytes), _mm512_set1_epi32(load4(x + k * kChunk)));
-    b = _mm512_dpbusd_epi32(b, _mm512_loadu_si512(p + (k + 1) * kChunkBytes), _mm512_set1_epi32(load4(x + (k + 1) * kChunk)));
+// Chunk k's 64 weight bytes: loaded, or looked up from 32 bytes of 4-bit codes (low nibbles: values
+// 0-31, high nibbles: 32-63) in `table` (the 16 bytes in every 128-bit lane).
+template <bool kFour>
+FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline __m512i chunk_vnni(const uint8_t* p, int k, __m512i table) {
+  if constexpr (kFour) {
+    // The 32 bytes in both halves, the upper half shifted down by a nibble. (Zero-masked forms: GCC 12
+    // warns that the plain ones read an undefined register.)
+    const __m512i codes =
+        _mm512_maskz_broadcast_i64x4(0xff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * kChunkStride<true>)));
+    const __m512i index = _mm512_and_si512(_mm512_mask_srli_epi16(codes, 0xffff0000u, codes, 4), _mm512_set1_epi8(0x0f));
+    return _mm512_shuffle_epi8(table, index);
+  } else {
+    return _mm512_loadu_si512(p + k * kChunkBytes);
   }
 }
 
-FEDCAL_VNNI_TARGET void rows_vnni(const uint8_t* w, int blocks, const int8_t* x, const int32_t* block_sums, int groups, int32_t* out) {
+// One group's block, (w + 128) . x for 16 rows, added into two independent chains of four vpdpbusd.
+template <bool kFour>
+FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline void block_vnni(const uint8_t* p, __m512i table, const int8_t* x,
+                                                                         __m512i& a, __m512i& b) {
+  for (int k = 0; k < kChunks; k += 2) {
+    a = _mm512_dpbusd_epi32(a, chunk_vnni<kFour>(p, k, table), _mm512_set1_epi32(load4(x + k * kChunk)));
+    b = _mm512_dpbusd_epi32(b, chunk_vnni<kFour>(p, k + 1, table), _mm512_set1_epi32(load4(x + (k + 1) * kChunk)));
+  }
+}
+
+FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline __m512i table_vnni(const uint8_t* lookup) {
+  return _mm512_maskz_broadcast_i32x4(0xffff, _mm_loadu_si128(reinterpret_cast<const __m128i*>(lookup)));
+}
+
+template <bool kFour>
+FEDCAL_VNNI_TARGET void rows_vnni(const uint8_t* w, const uint8_t* lookup, int blocks, const int8_t* x, const int32_t* block_sums,
+                                  int groups, int32_t* out) {
+  const __m512i table = table_vnni(lookup);
   // Sum over the row of (w + 128) x, less 128 times the sum of x: exact modulo 2^32, and the true sum
   // fits INT32 (cols <= 2^17), so wrapping on the way changes nothing.
   int64_t x_sum = 0;
@@ -249,18 +346,20 @@ FEDCAL_VNNI_TARGET void rows_vnni(const uint8_t* w, int blocks, const int8_t* x,
   const __m512i correction = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_sum * 128)));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m512i a = _mm512_setzero_si512(), b = a;
-    for (int k = 0; k < blocks; ++k, w += kBlockBytes) block_vnni(w, x + k * kActivationBlock, a, b);
+    for (int k = 0; k < blocks; ++k, w += kBlockStride<kFour>) block_vnni<kFour>(w, table, x + k * kActivationBlock, a, b);
     _mm512_storeu_si512(out, _mm512_sub_epi32(_mm512_add_epi32(a, b), correction));
   }
 }
 
-FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const uint16_t* w_scales, int blocks, const int8_t* x, const int32_t* block_sums,
-                                    const float* x_scales, int groups, float* out) {
+template <bool kFour>
+FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const uint8_t* lookup, const uint16_t* w_scales, int blocks,
+                                    const int8_t* x, const int32_t* block_sums, const float* x_scales, int groups, float* out) {
+  const __m512i table = table_vnni(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m512 acc = _mm512_setzero_ps();
-    for (int b = 0; b < blocks; ++b, w += kBlockBytes) {
+    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
       __m512i sums = _mm512_set1_epi32(-128 * block_sums[b]), more = _mm512_setzero_si512();
-      block_vnni(w, x + b * kActivationBlock, sums, more);
+      block_vnni<kFour>(w, table, x + b * kActivationBlock, sums, more);
       __m512 scale = _mm512_set1_ps(x_scales[b]);
       if (w_scales != nullptr) {
         scale = _mm512_mul_ps(scale, _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_scales))));
@@ -312,7 +411,8 @@ std::vector<Int8Kernel> int8_kernels_supported() {
   return kernels;
 }
 
-PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel) {
+PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel,
+                     const std::array<int8_t, 16>* levels) {
   if (rows < 1 || cols < 1 || static_cast<size_t>(cols) > kMaxCols) fail("INT8 matrix ({}, {}): want 1 to {} columns", rows, cols, kMaxCols);
   bool supported = false;
   for (Int8Kernel k : int8_kernels_supported()) supported = supported || k == kernel;
@@ -323,8 +423,25 @@ PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_sca
   packed.kernel = kernel;
   const int groups = packed.groups(), blocks = packed.blocks();
   const int offset = weight_offset(kernel);
+  // With levels: each value's code (-1: not a level), and the byte each code stands for.
+  std::array<int, 256> code_of;
+  code_of.fill(-1);
+  if (levels != nullptr) {
+    packed.bits = 4;
+    for (int code = 0; code < 16; ++code) {
+      const int level = (*levels)[static_cast<size_t>(code)];
+      if (level < -127 || code_of[static_cast<size_t>(level + 128)] >= 0)
+        fail("4-bit levels: {} is out of range or twice", level);
+      code_of[static_cast<size_t>(level + 128)] = code;
+      packed.lookup[static_cast<size_t>(code)] = static_cast<uint8_t>(level + offset);
+    }
+    if (code_of[128] < 0) fail("4-bit levels: 0 is not one of them (padding must add nothing)");
+  }
+  const bool four = packed.bits == 4;
+  const size_t block_bytes = four ? kBlockBytes / 2 : kBlockBytes;
   // Padding holds the value that means 0.
-  packed.values.assign(static_cast<size_t>(groups) * blocks * kBlockBytes, static_cast<uint8_t>(offset));
+  packed.values.assign(static_cast<size_t>(groups) * blocks * block_bytes,
+                       four ? static_cast<uint8_t>(code_of[128] * 0x11) : static_cast<uint8_t>(offset));
   for (int r = 0; r < rows; ++r) {
     const int g = r / kPackedRows, i = r % kPackedRows;
     const int8_t* row = w + static_cast<size_t>(r) * cols;
@@ -332,8 +449,20 @@ PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_sca
       const int b = c / kActivationBlock, k = c % kActivationBlock / kChunk, j = c % kChunk;
       const size_t within = kernel == Int8Kernel::kPortable ? static_cast<size_t>(i) * kActivationBlock + c % kActivationBlock
                                                             : static_cast<size_t>(k) * kChunkBytes + i * kChunk + j;
-      const size_t at = (static_cast<size_t>(g) * blocks + b) * kBlockBytes + within;
-      packed.values[at] = static_cast<uint8_t>(row[c] + offset);
+      const size_t block = (static_cast<size_t>(g) * blocks + b) * block_bytes;
+      if (!four) {
+        packed.values[block + within] = static_cast<uint8_t>(row[c] + offset);
+        continue;
+      }
+      const int code = code_of[static_cast<size_t>(row[c] + 128)];
+      if (code < 0) fail("value {} at ({}, {}) is not one of the 4-bit levels", row[c], r, c);
+      // Two codes per byte: portable, value m and m + 16 of a row's block; else value m and m + 32 of a chunk.
+      const size_t half = kernel == Int8Kernel::kPortable ? kHalfBlock : kChunkBytes / 2;
+      const size_t piece = kernel == Int8Kernel::kPortable ? kActivationBlock : kChunkBytes;
+      const size_t at = block + within / piece * half + within % half;
+      const bool high = within % piece >= half;
+      uint8_t& byte = packed.values[at];
+      byte = high ? static_cast<uint8_t>((byte & 0x0f) | (code << 4)) : static_cast<uint8_t>((byte & 0xf0) | code);
     }
   }
   if (group_scales != nullptr) {
@@ -358,39 +487,69 @@ void int8_block_sums(const int8_t* x, int blocks, int32_t* block_sums) {
   }
 }
 
-void dot_int8_packed(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, int first_group, int groups, int32_t* out) {
+namespace {
+
+template <bool kFour>
+void dot_rows(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, int first_group, int groups,
+              int32_t* out) {
   const int blocks = w.blocks();
-  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockBytes;
+  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockStride<kFour>;
+  const uint8_t* lookup = w.lookup.data();
   switch (w.kernel) {
 #ifdef FEDCAL_INT8_X86
-    case Int8Kernel::kAvx512Vnni: return rows_vnni(values, blocks, x, block_sums, groups, out);
-    case Int8Kernel::kAvx2: return rows_avx2(values, blocks, x, groups, out);
-    case Int8Kernel::kAvxVnni: return rows_avxvnni(values, blocks, x, block_sums, groups, out);
+    case Int8Kernel::kAvx512Vnni:
+      return rows_vnni<kFour>(values, lookup, blocks, x, block_sums, groups, out);
+    case Int8Kernel::kAvx2:
+      return rows_avx2<kFour>(values, lookup, blocks, x, groups, out);
+    case Int8Kernel::kAvxVnni:
+      return rows_avxvnni<kFour>(values, lookup, blocks, x, block_sums, groups, out);
 #endif
 #ifdef FEDCAL_INT8_NEON
-    case Int8Kernel::kNeonDot: return rows_neon(values, blocks, x, groups, out);
+    case Int8Kernel::kNeonDot:
+      return rows_neon<kFour>(values, lookup, blocks, x, groups, out);
 #endif
-    default: return rows_portable(values, blocks, x, groups, out);
+    default:
+      return rows_portable<kFour>(values, lookup, blocks, x, groups, out);
   }
 }
 
-void dot_int8_packed_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, const float* x_scales, int first_group,
-                            int groups, float* out) {
+template <bool kFour>
+void dot_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, const float* x_scales,
+                int first_group, int groups, float* out) {
   const int blocks = w.blocks();
-  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockBytes;
+  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockStride<kFour>;
+  const uint8_t* lookup = w.lookup.data();
   const uint16_t* w_scales =
       w.group_scales.empty() ? nullptr : w.group_scales.data() + static_cast<size_t>(first_group) * blocks * kPackedRows;
   switch (w.kernel) {
 #ifdef FEDCAL_INT8_X86
-    case Int8Kernel::kAvx512Vnni: return blocks_vnni(values, w_scales, blocks, x, block_sums, x_scales, groups, out);
-    case Int8Kernel::kAvx2: return blocks_avx2(values, w_scales, blocks, x, x_scales, groups, out);
-    case Int8Kernel::kAvxVnni: return blocks_avxvnni(values, w_scales, blocks, x, block_sums, x_scales, groups, out);
+    case Int8Kernel::kAvx512Vnni:
+      return blocks_vnni<kFour>(values, lookup, w_scales, blocks, x, block_sums, x_scales, groups, out);
+    case Int8Kernel::kAvx2:
+      return blocks_avx2<kFour>(values, lookup, w_scales, blocks, x, x_scales, groups, out);
+    case Int8Kernel::kAvxVnni:
+      return blocks_avxvnni<kFour>(values, lookup, w_scales, blocks, x, block_sums, x_scales, groups, out);
 #endif
 #ifdef FEDCAL_INT8_NEON
-    case Int8Kernel::kNeonDot: return blocks_neon(values, w_scales, blocks, x, x_scales, groups, out);
+    case Int8Kernel::kNeonDot:
+      return blocks_neon<kFour>(values, lookup, w_scales, blocks, x, x_scales, groups, out);
 #endif
-    default: return blocks_portable(values, w_scales, blocks, x, x_scales, groups, out);
+    default:
+      return blocks_portable<kFour>(values, lookup, w_scales, blocks, x, x_scales, groups, out);
   }
+}
+
+}  // namespace
+
+void dot_int8_packed(const PackedInt8& w, const int8_t* x, const int32_t* block_sums, int first_group, int groups, int32_t* out) {
+  if (w.bits == 4) return dot_rows<true>(w, x, block_sums, first_group, groups, out);
+  dot_rows<false>(w, x, block_sums, first_group, groups, out);
+}
+
+void dot_int8_packed_blocks(const PackedInt8& w, const int8_t* x, const int32_t* block_sums, const float* x_scales,
+                            int first_group, int groups, float* out) {
+  if (w.bits == 4) return dot_blocks<true>(w, x, block_sums, x_scales, first_group, groups, out);
+  dot_blocks<false>(w, x, block_sums, x_scales, first_group, groups, out);
 }
 
 }  // namespace fedcal

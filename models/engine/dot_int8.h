@@ -22,8 +22,16 @@
 //                cores such as the Raspberry Pi 4's Cortex-A72).
 // All of them produce the same exact INT32 sums; the float results of the block kernels differ from one
 // another only by float rounding. FEDCAL_BASELINE_KERNELS builds the portable kernel alone.
+//
+// 4-bit weights (quant/int4_format.h) are packed in the same layout at half the bytes: each value is a
+// 4-bit code naming one of 16 INT8 levels, two codes per byte, and every kernel turns 32 bytes of codes
+// into the 64 INT8 values of one chunk with a 16-entry table lookup (vpshufb, tbl) before the same
+// products: the sums stay exact, and decode reads half the weight bytes. Within a chunk, byte m holds
+// value m in its low nibble and value m + 32 in its high one (portable: within a row's block of 32,
+// value m and m + 16, llama.cpp Q4_0's order).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -46,6 +54,10 @@ std::vector<Int8Kernel> int8_kernels_supported();
 struct PackedInt8 {
   int rows = 0, cols = 0;
   Int8Kernel kernel = Int8Kernel::kPortable;
+  // 8, or 4: `values` holds 4-bit codes, two per byte, and `lookup` the byte each code stands for in
+  // the kernel's layout (its INT8 level, plus 128 for the vpdpbusd kernels).
+  int bits = 8;
+  std::array<uint8_t, 16> lookup{};
   // (groups, blocks, 8 chunks, 16 rows, 4 columns): the INT8 values, or w + 128 for avx512-vnni;
   // (groups, blocks, 16 rows, 32 columns) for the portable kernel.
   std::vector<uint8_t> values;
@@ -61,8 +73,10 @@ struct PackedInt8 {
 
 // Packs the row-major (rows, cols) INT8 values `w` (cols at most 2^17, so that no row's sum of INT8
 // products can leave INT32), with their (rows, blocks) group scales if `group_scales` is not null
-// (binary16 values, held as float: anything else is refused).
-PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel);
+// (binary16 values, held as float: anything else is refused). With `levels` (16 INT8 values in
+// [-127, 127], distinct), every value must be one of them and is packed as its 4-bit code.
+PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel,
+                     const std::array<int8_t, 16>* levels = nullptr);
 
 // One activation row for the kernels: `x` holds padded_cols() INT8 values (zeros after cols), and
 // `block_sums` each block's sum of them (int8_block_sums).

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <set>
@@ -17,6 +18,7 @@
 #include "common/mapped_file.h"
 #include "common/sha256.h"
 #include "models/format/float16.h"
+#include "models/quant/int4_format.h"
 #include "protocol/model_package.capnp.h"
 
 namespace fedcal {
@@ -72,7 +74,15 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     const QuantizedLinear* quantized;  // nullptr for f32
   };
   std::vector<Blob> blobs;
+  std::deque<std::vector<uint8_t>> codes;  // the 4-bit tensors' stored bytes
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
+    if (q.weights.bits == 4) {
+      with_context([&] { return path + ": tensor '" + name + "'"; }, [&] { q.weights.check("4-bit weights"); });
+      codes.push_back(pack_int4_codes(q.weights));
+      blobs.push_back({name, schema::TensorType::QGINT4, static_cast<uint32_t>(q.weights.rows),
+                       static_cast<uint32_t>(q.weights.cols), codes.back().data(), codes.back().size(), &q});
+      return;
+    }
     const auto type = q.weights.per_group()     ? schema::TensorType::QGINT8
                       : q.weights.per_channel() ? schema::TensorType::QCINT8
                                                 : schema::TensorType::QINT8;
@@ -299,9 +309,12 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                            }
                            const uint64_t count = uint64_t{tensor.getRows()} * tensor.getCols();
                            const bool is_f32 = tensor.getType() == schema::TensorType::F32;
-                           const uint64_t element = is_f32 ? 4 : 1;
-                           if (tensor.getSize() != count * element)
-                             fail("size {} does not match {} elements", tensor.getSize(), count);
+                           const bool four_bit = tensor.getType() == schema::TensorType::QGINT4;
+                           if (four_bit && (tensor.getCols() % kInt4Group != 0 || tensor.getCols() == 0))
+                             fail("4-bit blocks of {} input channels do not fit its {} columns", kInt4Group, tensor.getCols());
+                           const uint64_t expected_size = is_f32 ? count * 4 : four_bit ? count / 2 : count;
+                           if (tensor.getSize() != expected_size)
+                             fail("size {} does not match {} elements{}", tensor.getSize(), count, four_bit ? " of 4 bits" : "");
                            if (tensor.getOffset() % kAlignment != 0 || tensor.getOffset() > data_size ||
                                tensor.getSize() > data_size - tensor.getOffset()) {
                              fail("byte range [{}, +{}) is outside the data region of {} bytes or unaligned", tensor.getOffset(),
@@ -317,8 +330,25 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              return;
                            }
                            if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8 &&
-                               tensor.getType() != schema::TensorType::QGINT8)
-                             fail("unknown tensor type");
+                               tensor.getType() != schema::TensorType::QGINT8 && !four_bit)
+                             fail("unknown tensor type {}", static_cast<int>(tensor.getType()));
+                           if (four_bit) {
+                             QuantizedLinear layer;
+                             layer.weights.rows = static_cast<int>(tensor.getRows());
+                             layer.weights.cols = static_cast<int>(tensor.getCols());
+                             layer.weights.bits = 4;
+                             layer.weights.granularity = WeightGranularity::kPerGroup;
+                             layer.weights.values =
+                                 unpack_int4_codes(std::span(reinterpret_cast<const uint8_t*>(data), tensor.getSize()),
+                                                   layer.weights.rows, layer.weights.cols);
+                             release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
+                             if (tensor.getWeightScales().size() > 0)
+                               fail("4-bit weights keep binary16 group scales (groupScales), not Float32 ones");
+                             for (const uint16_t half : tensor.getGroupScales()) layer.weights.scales.push_back(f16_to_f32(half));
+                             layer.weights.check("4-bit weights");
+                             package.int8.emplace(name, std::move(layer));
+                             return;
+                           }
                            const bool per_channel = tensor.getType() == schema::TensorType::QCINT8;
                            const bool per_group = tensor.getType() == schema::TensorType::QGINT8;
                            QuantizedLinear layer;

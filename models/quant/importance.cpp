@@ -52,7 +52,7 @@ std::vector<std::byte> serialize_imatrix(const Imatrix& imatrix) {
 
 namespace {
 
-// Per linear layer (named as in GGUF, in layer order), the sums of x^2 over tokens of each input channel.
+// Per linear layer (fedcal's name, in layer order), the sums of x^2 over tokens of each input channel.
 struct ImportanceSums {
   std::string name;
   std::vector<double> sums;
@@ -77,12 +77,21 @@ std::vector<ImportanceSums> importance_sums(const CalibrationStats& stats, const
     std::vector<double> sums(width);
     for (uint32_t c = 0; c < width; ++c) sums[c] = std::ldexp(static_cast<double>(stats.importance[offset + c]), -kImportanceFractionBits);
     offset += width;
-    for (const char* linear : linears) out.push_back({gguf_tensor_name(fmt::format("layers.{}.{}", layer, linear)), sums});
+    for (const char* linear : linears) out.push_back({fmt::format("layers.{}.{}", layer, linear), sums});
   }
   return out;
 }
 
 }  // namespace
+
+std::map<std::string, std::vector<double>> linear_importance(const CalibrationStats& stats, const ModelConfig& config) {
+  std::map<std::string, std::vector<double>> out;
+  for (ImportanceSums& entry : importance_sums(stats, config)) {
+    for (double& sum : entry.sums) sum /= static_cast<double>(stats.tokens);
+    out.emplace(entry.name, std::move(entry.sums));
+  }
+  return out;
+}
 
 Imatrix imatrix_from_stats(const CalibrationStats& stats, const ModelConfig& config, const std::string& dataset) {
   const std::vector<ImportanceSums> entries = importance_sums(stats, config);
@@ -93,7 +102,7 @@ Imatrix imatrix_from_stats(const CalibrationStats& stats, const ModelConfig& con
     std::vector<float> values(entry.sums.size());
     for (size_t c = 0; c < values.size(); ++c)
       values[c] = static_cast<float>(entry.sums[c] / static_cast<double>(stats.tokens) * static_cast<double>(stats.sequences));
-    imatrix.entries.push_back({entry.name, imatrix.last_call, std::move(values)});
+    imatrix.entries.push_back({gguf_tensor_name(entry.name), imatrix.last_call, std::move(values)});
   }
   return imatrix;
 }
@@ -108,8 +117,9 @@ GgufWriter imatrix_gguf(const CalibrationStats& stats, const ModelConfig& config
   for (const ImportanceSums& entry : entries) {
     std::vector<float> sums(entry.sums.begin(), entry.sums.end());
     const std::vector<float> count = {static_cast<float>(stats.tokens)};
-    gguf.add_tensor(entry.name + ".in_sum2", {sums.size(), 1}, GgmlType::kF32, ggml_encode(GgmlType::kF32, sums));
-    gguf.add_tensor(entry.name + ".counts", {1, 1}, GgmlType::kF32, ggml_encode(GgmlType::kF32, count));
+    const std::string name = gguf_tensor_name(entry.name);
+    gguf.add_tensor(name + ".in_sum2", {sums.size(), 1}, GgmlType::kF32, ggml_encode(GgmlType::kF32, sums));
+    gguf.add_tensor(name + ".counts", {1, 1}, GgmlType::kF32, ggml_encode(GgmlType::kF32, count));
   }
   return gguf;
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,11 @@ struct Imatrix {
 std::vector<std::byte> serialize_imatrix(const Imatrix& imatrix);
 
 struct CalibrationStats;
+// Per linear layer by fedcal name ("layers.3.wq"), the mean over tokens of each input channel's squared
+// activation: the weights of the 4-bit rounding error (quant/int4_format.h). Throws Error if the
+// statistics hold no importance sums or do not fit `config`.
+std::map<std::string, std::vector<double>> linear_importance(const CalibrationStats& stats, const ModelConfig& config);
+
 // The imatrix of `stats` (recorded with importance sums, on a model of `config`): one entry per linear
 // layer named as in GGUF (gguf_model.h), ncall = the sequences, values = mean x^2 per token * ncall.
 // `dataset` names the calibration text. Throws Error if the statistics hold no importance sums.

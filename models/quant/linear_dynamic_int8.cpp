@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "models/engine/vector_math.h"
+#include "models/quant/int4_format.h"
 
 namespace fedcal {
 namespace {
@@ -69,7 +70,7 @@ LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, 
   }
   try {
     weights_ = pack_int8(weights.values.data(), weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
-                         kernel.value_or(int8_kernels_supported().front()));
+                         kernel.value_or(int8_kernels_supported().front()), weights.bits == 4 ? &kInt4Levels : nullptr);
   } catch (const Error& e) {
     fail("{}: {}", name_, e.what());
   }

@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "models/engine/evaluation.h"
 #include "models/engine/transformer.h"
+#include "models/quant/int4_format.h"
 
 namespace fedcal {
 
@@ -67,6 +68,8 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
   const auto sites = linear_sites(c);
   check_names(options.keep_fp32, sites, "--keep-fp32");
   check_names(options.fine_grained, sites, "--fine-grained");
+  check_names(options.four_bit, sites, "--four-bit");
+  if (options.weight_bits != 8 && options.weight_bits != 4) fail("--weight-bits {}: 8 or 4", options.weight_bits);
   QuantizedLinears out;
   for (const LinearSite& site : sites) {
     if (lists(options.keep_fp32, site.name)) continue;
@@ -74,10 +77,25 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     const int cols = point_width(c, site.input_point);
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
+    const bool named = lists(options.four_bit, site.name);
+    if (named && cols % kInt4Group != 0)
+      fail("--four-bit: {} has {} input channels, not a multiple of the 4-bit group ({})", site.name, cols, kInt4Group);
+    if (named || (options.weight_bits == 4 && !lists(options.fine_grained, site.name) && cols % kInt4Group == 0)) {
+      const auto importance = options.importance.find(site.name);
+      layer.weights = with_context([&] { return site.name; },
+                                   [&] {
+                                     return quantize_int4_weights(
+                                         weights, rows, cols,
+                                         importance == options.importance.end() ? std::span<const double>() : importance->second);
+                                   });
+      out.emplace(site.name, std::move(layer));
+      continue;
+    }
+    const bool grouped = options.per_group || options.weight_bits == 4 || lists(options.fine_grained, site.name);
     layer.weights = quantize_weights(weights, rows, cols,
-                                     options.per_group || lists(options.fine_grained, site.name) ? WeightGranularity::kPerGroup
-                                     : options.per_channel                                      ? WeightGranularity::kPerChannel
-                                                                                                : WeightGranularity::kPerTensor);
+                                     grouped               ? WeightGranularity::kPerGroup
+                                     : options.per_channel ? WeightGranularity::kPerChannel
+                                                           : WeightGranularity::kPerTensor);
     out.emplace(site.name, std::move(layer));
   }
   // A separate token table goes INT8 per row with the model (a tied one is the classifier's).
@@ -85,6 +103,17 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     QuantizedLinear table;
     table.weights = quantize_weights(model.token_embedding, c.vocab_size, c.dim, /*per_channel=*/true);
     out.emplace("token_embedding", std::move(table));
+  }
+  return out;
+}
+
+std::vector<std::string> four_bit_skipped(const ModelConfig& config, const QuantizeOptions& options) {
+  std::vector<std::string> out;
+  if (options.weight_bits != 4) return out;
+  for (const LinearSite& site : linear_sites(config)) {
+    if (!lists(options.keep_fp32, site.name) && !lists(options.fine_grained, site.name) &&
+        point_width(config, site.input_point) % kInt4Group != 0)
+      out.push_back(site.name);
   }
   return out;
 }

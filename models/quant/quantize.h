@@ -25,6 +25,15 @@ struct QuantizeOptions {
   // Linears (named alike) in the fine-grained mode: weights in groups of 32, activations per block of
   // 32 at run time (no static scales), next to the static layers of the same package.
   std::set<std::string> fine_grained;
+  // 4-bit weights (quant/int4_format.h; run as the fine-grained mode): `weight_bits` 4 puts every linear
+  // not kept in FP32 or named fine-grained in 4 bits where its input width is a multiple of 32 (the
+  // others stay fine-grained INT8: four_bit_skipped), `four_bit` names linears (or whole layers) for 4
+  // bits, refused by name where the width does not allow it.
+  int weight_bits = 8;
+  std::set<std::string> four_bit;
+  // Per linear, the mean square of each input channel's activation (linear_importance): the weights of
+  // the 4-bit rounding error. A linear not listed is rounded plainly.
+  std::map<std::string, std::vector<double>> importance;
   // Scale methods for single quantization points (by index), instead of `method` (clip_search).
   std::map<int, ScaleMethodSpec> point_methods;
   // The share of each point's values taken off the top before any method runs (activation_params):
@@ -48,6 +57,10 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
 // The INT8 weights alone (activation parameters left at their defaults): what dynamic activations
 // need, no statistics. `options.method` and `asymmetric` are not used.
 QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOptions& options);
+
+// The linears that `options.weight_bits` 4 leaves in fine-grained INT8 because their input width is
+// not a multiple of 32 (for the quantize report).
+std::vector<std::string> four_bit_skipped(const ModelConfig& config, const QuantizeOptions& options);
 
 // What a package records about INT8 layers quantized from `stats` with `options` (one definition, so
 // a package built by `fedcal-model quantize` and one built by a federated round agree byte for byte).

@@ -299,8 +299,21 @@ void QuantizedMatrix::check(const std::string& what) const {
     fail("{}: {} quantized weights and {} scales do not fit ({}, {}) {}", what, values.size(), scales.size(), rows, cols,
          per_group() ? "per group" : per_channel() ? "per channel" : "per tensor");
   }
+  if (bits != 8 && bits != 4) fail("{}: {}-bit weights (8 or 4)", what, bits);
+  if (bits == 4) {
+    if (!per_group() || cols % kWeightGroup != 0)
+      fail("{}: 4-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, kWeightGroup, rows,
+           cols);
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (values[i] < -8 || values[i] > 7)
+        fail("{}: 4-bit weight level {} at ({}, {}) is outside [-8, 7]", what, values[i], i / static_cast<size_t>(cols),
+             i % static_cast<size_t>(cols));
+    }
+  }
   for (float scale : scales) {
-    if (!(scale > 0) || !std::isfinite(scale)) fail("{}: weight scale {} is not positive and finite", what, scale);
+    const bool nonzero = bits == 4 ? scale != 0 : scale > 0;
+    if (!nonzero || !std::isfinite(scale))
+      fail("{}: weight scale {} is not {} and finite", what, scale, bits == 4 ? "nonzero" : "positive");
     if (per_group() && f16_to_f32(f32_to_f16(scale)) != scale)
       fail("{}: group scale {} is not a binary16 value (weights in groups keep binary16 scales, as Q8_0 does)", what, scale);
   }

@@ -57,8 +57,10 @@ inline constexpr int kWeightGroup = 32;
 struct QuantizedMatrix {
   int rows = 0, cols = 0;
   WeightGranularity granularity = WeightGranularity::kPerTensor;
-  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]
+  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]; with bits 4, the levels of quant/int4_format.h
   std::vector<float> scales;   // 1 (per tensor), rows (per channel) or (rows, groups()) (per group)
+  // 8, or 4 (per group only, cols a multiple of 32, values in [-8, 7], scales of either sign).
+  int bits = 8;
 
   bool per_channel() const { return granularity == WeightGranularity::kPerChannel; }
   bool per_group() const { return granularity == WeightGranularity::kPerGroup; }
@@ -70,7 +72,7 @@ struct QuantizedMatrix {
     return per_group() ? scales[static_cast<size_t>(row) * groups() + static_cast<size_t>(col / kWeightGroup)] : row_scale(row);
   }
   // Throws Error unless the values and scales fit (rows, cols) and the granularity, and every scale is
-  // positive and finite (and a binary16 value, per group); `what` names the matrix.
+  // positive and finite (and a binary16 value, per group; nonzero with 4 bits); `what` names the matrix.
   void check(const std::string& what) const;
 };
 QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity);

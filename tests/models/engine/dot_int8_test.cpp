@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -130,6 +131,74 @@ TEST_CASE("dot_int8_packed_blocks equals the blocks' exact integer sums times th
       }
     }
   }
+}
+
+// 4-bit codes: the same sums with the values drawn from 16 levels, Q4_0's grid and an uneven one with
+// the INT8 extremes (the lookup holds any levels the kernels can multiply).
+constexpr std::array<int8_t, 16> kQ4Grid = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+constexpr std::array<int8_t, 16> kUnevenGrid = {-127, -90, -61, -38, -22, -11, -4, 0, 3, 9, 18, 31, 48, 70, 98, 127};
+
+TEST_CASE(
+    "4-bit codes: dot_int8_packed and dot_int8_packed_blocks equal the exact sums of their levels on every kernel, at half the "
+    "bytes") {
+  for (const Int8Kernel kernel : int8_kernels_supported()) {
+    for (const auto* grid : {&kQ4Grid, &kUnevenGrid}) {
+      for (const int cols : {1, 31, 32, 33, 64, 95, 192, 1000}) {
+        for (const int rows : {1, 15, 16, 17, 40}) {
+          CAPTURE(std::string(int8_kernel_name(kernel)));
+          CAPTURE((*grid)[0]);
+          CAPTURE(cols);
+          CAPTURE(rows);
+          Case c = random_case(rows, cols, static_cast<unsigned>(rows * 1000 + cols + 7));
+          std::mt19937 rng(static_cast<unsigned>(rows + cols));
+          std::uniform_int_distribution<int> code(0, 15);
+          for (int8_t& v : c.w) v = (*grid)[static_cast<size_t>(code(rng))];
+          c.w[0] = (*grid)[0];  // the extremes against x = -128
+          if (rows > 1) c.w[static_cast<size_t>(cols)] = (*grid)[15];
+          const PackedInt8 packed = pack_int8(c.w.data(), rows, cols, c.w_scales.data(), kernel, grid);
+          CHECK(packed.bits == 4);
+          const size_t padded_rows = static_cast<size_t>(packed.groups()) * kPackedRows;
+          CHECK(packed.values.size() == padded_rows * packed.padded_cols() / 2);
+          std::vector<int32_t> sums(padded_rows, -1);
+          dot_int8_packed(packed, c.x.data(), c.block_sums.data(), 0, packed.groups(), sums.data());
+          std::vector<float> out(padded_rows);
+          dot_int8_packed_blocks(packed, c.x.data(), c.block_sums.data(), c.x_scales.data(), 0, packed.groups(), out.data());
+          for (int r = 0; r < static_cast<int>(padded_rows); ++r) {
+            int64_t exact = 0;
+            double expected = 0, magnitude = 0;
+            for (int b = 0; r < rows && b < c.blocks; ++b) {
+              int64_t sum = 0, absolute = 0;
+              for (int i = b * kActivationBlock; i < std::min(cols, (b + 1) * kActivationBlock); ++i) {
+                const int64_t product = int64_t{c.x[static_cast<size_t>(i)]} * c.w[static_cast<size_t>(r) * cols + i];
+                sum += product;
+                absolute += product < 0 ? -product : product;
+              }
+              exact += sum;
+              const double scale = double{c.x_scales[static_cast<size_t>(b)]} * c.w_scales[static_cast<size_t>(r) * c.blocks + b];
+              expected += static_cast<double>(sum) * scale;
+              magnitude += static_cast<double>(absolute) * scale;
+            }
+            REQUIRE(sums[static_cast<size_t>(r)] == exact);  // padded rows: 0
+            CHECK(std::fabs(out[static_cast<size_t>(r)] - expected) <= 1e-6 * magnitude + 1e-6);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("pack_int8 with 4-bit levels refuses a value that is not a level, and levels without 0 or with one twice") {
+  const std::vector<int8_t> w = {1, 2, 3, 9};
+  CHECK_THROWS_WITH(pack_int8(w.data(), 1, 4, nullptr, Int8Kernel::kPortable, &kQ4Grid),
+                    doctest::Contains("value 9 at (0, 3) is not one of the 4-bit levels"));
+  std::array<int8_t, 16> no_zero = kQ4Grid;
+  no_zero[8] = 100;
+  CHECK_THROWS_WITH(pack_int8(w.data(), 1, 3, nullptr, Int8Kernel::kPortable, &no_zero),
+                    doctest::Contains("0 is not one of them"));
+  std::array<int8_t, 16> twice = kQ4Grid;
+  twice[1] = -8;
+  CHECK_THROWS_WITH(pack_int8(w.data(), 1, 3, nullptr, Int8Kernel::kPortable, &twice),
+                    doctest::Contains("-8 is out of range or twice"));
 }
 
 TEST_CASE("pack_int8 refuses what no kernel can sum exactly, by size, and group scales that are not binary16") {

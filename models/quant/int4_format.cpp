@@ -1,0 +1,147 @@
+#include "models/quant/int4_format.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "models/format/float16.h"
+
+namespace fedcal {
+namespace {
+
+constexpr int kHalfGroup = kInt4Group / 2;
+
+void check_int4_shape(int rows, int cols) {
+  if (rows < 1 || cols < kInt4Group || cols % kInt4Group != 0)
+    fail("4-bit weights ({}, {}): want at least one row and a multiple of {} columns", rows, cols, kInt4Group);
+}
+
+// The binary16 value nearest `d`, or 0 where it has none (overflow, not finite).
+float to_half(double d) {
+  const float half = f16_to_f32(f32_to_f16(static_cast<float>(d)));
+  return std::isfinite(half) ? half : 0.0f;
+}
+
+// The levels of `w` under scale d and their weighted squared error.
+double round_group(std::span<const float> w, std::span<const double> a, float d, int8_t* levels) {
+  double error = 0;
+  const float inverse = 1.0f / d;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const float q = std::clamp(std::nearbyint(w[i] * inverse), -8.0f, 7.0f);
+    levels[i] = static_cast<int8_t>(q);
+    const double diff = static_cast<double>(w[i]) - static_cast<double>(d) * q;
+    error += a[i] * diff * diff;
+  }
+  return error;
+}
+
+}  // namespace
+
+std::vector<uint8_t> pack_int4_codes(const QuantizedMatrix& matrix) {
+  if (matrix.bits != 4) fail("pack_int4_codes: a {}-bit matrix", matrix.bits);
+  check_int4_shape(matrix.rows, matrix.cols);
+  std::vector<uint8_t> out(int4_code_bytes(matrix.rows, matrix.cols));
+  const size_t count = static_cast<size_t>(matrix.rows) * static_cast<size_t>(matrix.cols);
+  for (size_t begin = 0, at = 0; begin < count; begin += kInt4Group) {
+    for (int m = 0; m < kHalfGroup; ++m, ++at) {
+      const int low = matrix.values[begin + m] + kInt4LevelOffset,
+                high = matrix.values[begin + m + kHalfGroup] + kInt4LevelOffset;
+      out[at] = static_cast<uint8_t>(low | (high << 4));
+    }
+  }
+  return out;
+}
+
+std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, int cols) {
+  check_int4_shape(rows, cols);
+  if (codes.size() != int4_code_bytes(rows, cols))
+    fail("4-bit weights ({}, {}): {} bytes of codes, want {}", rows, cols, codes.size(), int4_code_bytes(rows, cols));
+  std::vector<int8_t> out(static_cast<size_t>(rows) * static_cast<size_t>(cols));
+  for (size_t begin = 0, at = 0; begin < out.size(); begin += kInt4Group) {
+    for (int m = 0; m < kHalfGroup; ++m, ++at) {
+      out[begin + m] = static_cast<int8_t>((codes[at] & 0x0f) - kInt4LevelOffset);
+      out[begin + m + kHalfGroup] = static_cast<int8_t>((codes[at] >> 4) - kInt4LevelOffset);
+    }
+  }
+  return out;
+}
+
+Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a) {
+  if (w.size() > static_cast<size_t>(kInt4Group) || (!a.empty() && a.size() != w.size()))
+    fail("quantize_int4_group: {} weights and {} importance values", w.size(), a.size());
+  // Importance weights with a floor, so that channels the statistics never saw still count a little.
+  std::array<double, kInt4Group> weight{};
+  double total = 0;
+  for (size_t i = 0; i < w.size(); ++i) total += a.empty() ? 1.0 : std::max(a[i], 0.0);
+  const double mean = total / static_cast<double>(std::max<size_t>(w.size(), 1));
+  for (size_t i = 0; i < w.size(); ++i) weight[i] = mean > 0 && !a.empty() ? std::max(a[i], 0.0) + 1e-3 * mean : 1.0;
+  const std::span<const double> weights(weight.data(), w.size());
+
+  float max_abs = 0;
+  for (const float v : w) {
+    if (!std::isfinite(v)) fail("weight {} is not finite", v);
+    max_abs = std::max(max_abs, std::fabs(v));
+  }
+  Int4Group best;
+  best.scale = 0x1p-24f;  // all zeros (or below binary16's range): any scale, levels 0
+  if (max_abs == 0.0f) return best;
+  double best_error = std::numeric_limits<double>::infinity();
+  std::array<int8_t, kInt4Group> levels{};
+  auto consider = [&](double d) {
+    const float half = to_half(d);
+    if (half == 0.0f) return;
+    const double error = round_group(w, weights, half, levels.data());
+    if (error < best_error) {
+      best_error = error;
+      best.scale = half;
+      best.levels = levels;
+    }
+  };
+  // Each sign (the extreme of either sign can take level -8), scales from max/9 to max/6, each then
+  // refined once: the least-squares scale for the levels it rounded to.
+  for (const double sign : {1.0, -1.0}) {
+    for (int step = 0; step <= 24; ++step) {
+      const double divisor = 6.0 + 0.125 * step;
+      const float half = to_half(sign * max_abs / divisor);
+      if (half == 0.0f) continue;
+      round_group(w, weights, half, levels.data());
+      double wq = 0, qq = 0;
+      for (size_t i = 0; i < w.size(); ++i) {
+        wq += weights[i] * w[i] * levels[i];
+        qq += weights[i] * levels[i] * levels[i];
+      }
+      consider(half);
+      if (qq > 0) consider(wq / qq);
+    }
+  }
+  return best;
+}
+
+QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, std::span<const double> importance) {
+  check_int4_shape(rows, cols);
+  if (weights.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols))
+    fail("4-bit weights ({}, {}): {} values", rows, cols, weights.size());
+  if (!importance.empty() && importance.size() != static_cast<size_t>(cols))
+    fail("4-bit weights ({}, {}): importance of {} channels", rows, cols, importance.size());
+  QuantizedMatrix out;
+  out.rows = rows;
+  out.cols = cols;
+  out.bits = 4;
+  out.granularity = WeightGranularity::kPerGroup;
+  out.values.resize(weights.size());
+  out.scales.reserve(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
+  for (int r = 0; r < rows; ++r) {
+    for (int begin = 0; begin < cols; begin += kInt4Group) {
+      const size_t at = static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(begin);
+      const Int4Group group =
+          quantize_int4_group(weights.subspan(at, kInt4Group),
+                              importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group));
+      out.scales.push_back(group.scale);
+      std::copy_n(group.levels.begin(), kInt4Group, out.values.begin() + static_cast<std::ptrdiff_t>(at));
+    }
+  }
+  return out;
+}
+
+}  // namespace fedcal

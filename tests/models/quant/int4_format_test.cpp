@@ -1,0 +1,264 @@
+// 4-bit weights (quant/int4_format.h): the stored layout, the importance-weighted rounding, the layer
+// that runs them, and packages that hold them (or are damaged).
+#include "models/quant/int4_format.h"
+
+#include <doctest/doctest.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+
+#include "common/error.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "models/format/float16.h"
+#include "models/format/model_package.h"
+#include "models/format/synth.h"
+#include "models/quant/calibration.h"
+#include "models/quant/linear_dynamic_int8.h"
+#include "models/quant/quantize.h"
+#include "protocol/model_package.capnp.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+// The weighted squared error of levels under scale d.
+double weighted_error(std::span<const float> w, std::span<const double> a, float d, std::span<const int8_t> levels) {
+  double error = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const double diff = w[i] - static_cast<double>(d) * levels[i];
+    error += (a.empty() ? 1.0 : a[i]) * diff * diff;
+  }
+  return error;
+}
+
+// llama.cpp Q4_0's rounding, from its published description: d = the signed extreme / -8 (binary16),
+// q = round(w / d) clamped to [-8, 7]. The baseline the search must never lose to.
+double q4_0_error(std::span<const float> w, std::span<const double> a) {
+  float extreme = 0;
+  for (const float v : w) extreme = std::fabs(v) > std::fabs(extreme) ? v : extreme;
+  const float d = f16_to_f32(f32_to_f16(extreme / -8.0f));
+  std::vector<int8_t> levels;
+  for (const float v : w) levels.push_back(static_cast<int8_t>(d == 0 ? 0 : std::clamp(std::nearbyint(v / d), -8.0f, 7.0f)));
+  return weighted_error(w, a, d, levels);
+}
+
+TEST_CASE(
+    "4-bit codes are stored as llama.cpp Q4_0 orders them: byte m holds channel m (low nibble) and m + 16, code = level + 8") {
+  QuantizedMatrix m;
+  m.rows = 2;
+  m.cols = 64;
+  m.bits = 4;
+  m.granularity = WeightGranularity::kPerGroup;
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> level(-8, 7);
+  for (int i = 0; i < m.rows * m.cols; ++i) m.values.push_back(static_cast<int8_t>(level(rng)));
+  m.scales = {1.0f, -0.5f, 0.25f, 2.0f};
+  m.check("m");
+  const std::vector<uint8_t> codes = pack_int4_codes(m);
+  REQUIRE(codes.size() == 64);
+  for (int group = 0; group < 4; ++group) {
+    for (int b = 0; b < 16; ++b) {
+      const uint8_t byte = codes[static_cast<size_t>(group * 16 + b)];
+      CHECK((byte & 0x0f) == m.values[static_cast<size_t>(group * 32 + b)] + 8);
+      CHECK((byte >> 4) == m.values[static_cast<size_t>(group * 32 + b + 16)] + 8);
+    }
+  }
+  CHECK(unpack_int4_codes(codes, 2, 64) == m.values);
+  CHECK_THROWS_WITH(unpack_int4_codes(std::span(codes).first(63), 2, 64), doctest::Contains("63 bytes of codes, want 64"));
+  CHECK_THROWS_WITH(unpack_int4_codes(codes, 4, 33), doctest::Contains("a multiple of 32 columns"));
+  // A level outside [-8, 7], or scales of a non-grouped matrix: refused.
+  m.values[5] = 8;
+  CHECK_THROWS_WITH(m.check("layers.0.wq"), doctest::Contains("layers.0.wq: 4-bit weight level 8 at (0, 5) is outside [-8, 7]"));
+}
+
+TEST_CASE(
+    "4-bit rounding: each group's binary16 scale never loses to Q4_0's rounding, and importance moves the error off the channels "
+    "that matter") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> weight(0.0f, 0.05f);
+  std::uniform_real_distribution<double> spread(0.0, 1.0);
+  double plain_total = 0, q4_0_total = 0, weighted_with = 0, weighted_without = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    std::vector<float> w(32);
+    for (float& v : w) v = weight(rng);
+    if (trial % 7 == 0) w[static_cast<size_t>(trial % 32)] *= 6;  // an outlier
+    // Importance over a few orders of magnitude, as activations' mean squares are.
+    std::vector<double> a(32);
+    for (double& v : a) v = std::pow(10.0, 3 * spread(rng));
+    const Int4Group plain = quantize_int4_group(w, {});
+    CHECK(f16_to_f32(f32_to_f16(plain.scale)) == plain.scale);
+    for (int i = 0; i < 32; ++i) CHECK((plain.levels[static_cast<size_t>(i)] >= -8 && plain.levels[static_cast<size_t>(i)] <= 7));
+    const double plain_error = weighted_error(w, {}, plain.scale, plain.levels);
+    CHECK(plain_error <= q4_0_error(w, {}) * (1 + 1e-9));
+    plain_total += plain_error;
+    q4_0_total += q4_0_error(w, {});
+    const Int4Group weighted = quantize_int4_group(w, a);
+    CHECK(weighted_error(w, a, weighted.scale, weighted.levels) <= q4_0_error(w, a) * (1 + 1e-9));
+    weighted_with += weighted_error(w, a, weighted.scale, weighted.levels);
+    weighted_without += weighted_error(w, a, plain.scale, plain.levels);
+  }
+  MESSAGE("squared error vs Q4_0's rounding: " << plain_total / q4_0_total
+                                               << "; importance-weighted error with vs without importance: "
+                                               << weighted_with / weighted_without);
+  CHECK(plain_total < 0.95 * q4_0_total);
+  CHECK(weighted_with < 0.9 * weighted_without);
+  // All zeros: levels 0 under the smallest scale; not finite: refused.
+  const std::vector<float> zeros(32, 0.0f);
+  const Int4Group zero = quantize_int4_group(zeros, {});
+  CHECK(zero.scale > 0);
+  for (const int8_t level : zero.levels) CHECK(level == 0);
+  std::vector<float> bad(32, 0.1f);
+  bad[3] = std::nanf("");
+  CHECK_THROWS_WITH(quantize_int4_group(bad, {}), doctest::Contains("not finite"));
+  CHECK_THROWS_WITH(quantize_int4_weights(std::vector<float>(48, 0.1f), 1, 48), doctest::Contains("a multiple of 32 columns"));
+}
+
+TEST_CASE("A 4-bit layer runs as the reference of its levels and scales computes (activations per block at run time)") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> value(0.0f, 1.0f);
+  const int rows = 40, cols = 96;
+  std::vector<float> weights(static_cast<size_t>(rows * cols)), input(3 * static_cast<size_t>(cols));
+  for (float& v : weights) v = value(rng) * 0.1f;
+  for (float& v : input) v = value(rng);
+  const QuantizedMatrix matrix = quantize_int4_weights(weights, rows, cols);
+  const std::vector<float> expected = reference_linear_dynamic_int8(matrix, input, 3, ActivationScales::kPerBlock);
+  XnnRuntime runtime(1);
+  for (const Int8Kernel kernel : int8_kernels_supported()) {
+    CAPTURE(std::string(int8_kernel_name(kernel)));
+    LinearDynamicInt8 layer(matrix, "four", {}, ActivationScales::kPerBlock, kernel);
+    CHECK(layer.weight_bytes() == 48u * cols / 2 + 48u * (cols / 32) * 2);  // rows padded to 16
+    std::vector<float> out(3 * static_cast<size_t>(rows));
+    layer.run(runtime, 3, input.data(), out.data());
+    for (size_t i = 0; i < out.size(); ++i) CHECK(out[i] == doctest::Approx(expected[i]).epsilon(1e-4).scale(1e-3));
+  }
+}
+
+// Rewrites a package's manifest with `edit` (the data region kept, the SHA-256 trailer recomputed,
+// unsigned): what a damaged or hand-made package looks like to the reader.
+void edit_manifest(const std::string& path, const std::function<void(schema::ModelPackage::Builder)>& edit) {
+  const std::string bytes = read_text_file(path);
+  uint64_t manifest_bytes = 0;
+  std::memcpy(&manifest_bytes, bytes.data() + 8, 8);
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(manifest_bytes / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data() + 16, manifest_bytes);
+  capnp::FlatArrayMessageReader reader(words);
+  capnp::MallocMessageBuilder builder;
+  builder.setRoot(reader.getRoot<schema::ModelPackage>());
+  edit(builder.getRoot<schema::ModelPackage>());
+  const kj::Array<capnp::word> manifest = capnp::messageToFlatArray(builder);
+  const auto align = [](size_t n) { return (n + 63) / 64 * 64; };
+  const size_t trailer_bytes = 128, old_start = align(16 + manifest_bytes);
+  std::string out = bytes.substr(0, 8);
+  const uint64_t length = manifest.asBytes().size();
+  out.append(reinterpret_cast<const char*>(&length), 8);
+  out.append(reinterpret_cast<const char*>(manifest.asBytes().begin()), length);
+  out.resize(align(out.size()), '\0');
+  out += bytes.substr(old_start, bytes.size() - trailer_bytes - old_start);
+  std::string trailer = bytes.substr(bytes.size() - trailer_bytes);
+  Sha256 sha;
+  sha.update(out.data(), out.size());
+  const auto digest = sha.digest();
+  std::memcpy(trailer.data() + 8, digest.data(), digest.size());
+  trailer[40] = 0;  // unsigned
+  testing::write_text(path, out + trailer);
+}
+
+std::string read_error(const std::string& path) {
+  try {
+    read_model_package(path, nullptr);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "no error";
+}
+
+TEST_CASE(
+    "Packages hold 4-bit layers as qgint4 (half a byte per weight) and read them back exactly; damaged ones are refused naming "
+    "the tensor") {
+  testing::ScratchDir dir;
+  const Model model = synthesize_model(find_synth_preset("tiny").config, 4);  // dim 64, hidden 176
+  QuantizeOptions options;
+  options.weight_bits = 4;
+  const QuantizedLinears layers = quantize_model_weights(model, options);
+  // w2's input (176 channels) has no whole groups: it stays fine-grained INT8, and is named.
+  CHECK(four_bit_skipped(model.config, options) == std::vector<std::string>{"layers.0.w2", "layers.1.w2"});
+  CHECK(layers.at("layers.0.w2").weights.bits == 8);
+  CHECK(layers.at("layers.0.w2").weights.per_group());
+  CHECK(layers.at("layers.1.wq").weights.bits == 4);
+  CHECK(layers.at("classifier").weights.bits == 4);
+  // Named explicitly, such a layer is refused by name.
+  QuantizeOptions named;
+  named.four_bit = {"layers.0.w2"};
+  CHECK_THROWS_WITH(quantize_model_weights(model, named),
+                    doctest::Contains("layers.0.w2 has 176 input channels, not a multiple"));
+
+  const std::string path = dir.path("four.fcpkg");
+  write_model_package(path, model, layers, {"llama2c", "tokenizer bytes"}, {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
+  const ModelPackage package = read_model_package(path, nullptr);
+  for (const auto& [name, layer] : layers) {
+    CAPTURE(name);
+    CHECK(package.int8.at(name).weights.bits == layer.weights.bits);
+    CHECK(package.int8.at(name).weights.values == layer.weights.values);
+    CHECK(package.int8.at(name).weights.scales == layer.weights.scales);
+  }
+  const std::string fine = dir.path("fine.fcpkg");
+  QuantizeOptions grouped;
+  grouped.per_group = true;
+  write_model_package(fine, model, quantize_model_weights(model, grouped), {"llama2c", "tokenizer bytes"},
+                      {"groups", false, false, 0, 0, "", {}, "m"}, {});
+  MESSAGE("package bytes, 4-bit vs fine-grained INT8: " << std::filesystem::file_size(path) << " vs "
+                                                        << std::filesystem::file_size(fine));
+  CHECK(std::filesystem::file_size(path) < std::filesystem::file_size(fine) * 0.7);
+
+  auto with_tensor = [&](const char* name, const std::function<void(schema::Tensor::Builder)>& change) {
+    const std::string damaged = dir.path(std::string("damaged-") + name + ".fcpkg");
+    std::filesystem::copy_file(path, damaged, std::filesystem::copy_options::overwrite_existing);
+    edit_manifest(damaged, [&](schema::ModelPackage::Builder root) {
+      for (auto tensor : root.getTensors()) {
+        if (tensor.getName() == name) change(tensor);
+      }
+    });
+    return read_error(damaged);
+  };
+  CHECK(with_tensor("layers.1.wq", [](auto) {}) == "no error");  // the rewrite alone damages nothing
+  // Float32 scales instead of binary16 ones.
+  const std::string float_scales = with_tensor("layers.1.wq", [](schema::Tensor::Builder tensor) {
+    const unsigned n = tensor.getGroupScales().size();
+    auto scales = tensor.initWeightScales(n);
+    for (unsigned i = 0; i < n; ++i) scales.set(i, 0.1f);
+    tensor.disownGroupScales();
+  });
+  CHECK(float_scales.find("tensor 'layers.1.wq'") != std::string::npos);
+  CHECK(float_scales.find("binary16 group scales") != std::string::npos);
+  // Blocks that do not fit: w2 (176 columns) claimed as 4-bit.
+  const std::string misfit =
+      with_tensor("layers.0.w2", [](schema::Tensor::Builder tensor) { tensor.setType(schema::TensorType::QGINT4); });
+  CHECK(misfit.find("tensor 'layers.0.w2'") != std::string::npos);
+  CHECK(misfit.find("4-bit blocks of 32 input channels do not fit its 176 columns") != std::string::npos);
+  // A scale too few, a zero scale, and an unknown type.
+  const std::string short_scales = with_tensor("layers.1.wk", [](schema::Tensor::Builder tensor) {
+    auto old = tensor.getGroupScales();
+    std::vector<uint16_t> kept;
+    for (unsigned i = 0; i + 1 < old.size(); ++i) kept.push_back(old[i]);
+    auto scales = tensor.initGroupScales(static_cast<unsigned>(kept.size()));
+    for (unsigned i = 0; i < kept.size(); ++i) scales.set(i, kept[i]);
+  });
+  CHECK(short_scales.find("tensor 'layers.1.wk'") != std::string::npos);
+  CHECK(short_scales.find("do not fit") != std::string::npos);
+  const std::string zero = with_tensor("layers.1.wv", [](schema::Tensor::Builder tensor) { tensor.getGroupScales().set(2, 0); });
+  CHECK(zero.find("tensor 'layers.1.wv'") != std::string::npos);
+  CHECK(zero.find("weight scale 0 is not nonzero") != std::string::npos);
+  const std::string unknown =
+      with_tensor("layers.0.w2", [](schema::Tensor::Builder tensor) { tensor.setType(static_cast<schema::TensorType>(9)); });
+  CHECK(unknown.find("tensor 'layers.0.w2'") != std::string::npos);
+  CHECK(unknown.find("unknown tensor type 9") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedcal
