@@ -76,6 +76,9 @@ enum TensorType {
   # codes (byte m: channel m in the low nibble, m + 16 in the high one; code c is the level c - 8) and
   # one binary16 scale of either sign in groupScales, (rows, cols / 32) row-major; cols is a multiple
   # of 32. Runs as qgint8 does (activations per block of 32 at run time).
+  qgnl4 @5;
+  # As qgint4, with code c standing for the non-uniform level c of models/quant/int4_format.h
+  # (kInt4NonUniformLevels: -127 ... 112).
 }
 
 struct Tensor {

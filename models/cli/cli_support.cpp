@@ -72,6 +72,14 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                   "multiple of 32 is refused")
       ->delimiter(',');
   command
+      .add_option("--int4-grid", options.int4_grid,
+                  "The 16 levels of 4-bit weights: non-uniform (denser near 0: less error; package type qgnl4) or uniform "
+                  "(llama.cpp Q4_0's grid; qgint4)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Int4Grid>{{"non-uniform", Int4Grid::kNonUniform}, {"uniform", Int4Grid::kUniform}},
+          CLI::ignore_case))
+      ->default_str("non-uniform");
+  command
       .add_option("--fallback", options.fallback,
                   "Where --auto-fp32 and --target-kl move the layers they take out of static INT8: fp32, or "
                   "fine-grained (about a quarter of FP32's bytes)")
@@ -146,6 +154,7 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.fine_grained = std::set<std::string>(options.fine_grained.begin(), options.fine_grained.end());
   quantize.weight_bits = options.weight_bits;
   quantize.four_bit = std::set<std::string>(options.four_bit.begin(), options.four_bit.end());
+  quantize.four_bit_grid = options.int4_grid;
   return quantize;
 }
 

@@ -43,7 +43,9 @@ void run_inspect(const InspectOptions& options) {
   auto dtype_of = [&](const std::string& name) -> std::string {
     auto it = loaded.int8.find(name);
     if (it == loaded.int8.end()) return "f32";
-    return it->second.weights.per_group() ? "qgint8" : it->second.weights.per_channel() ? "qcint8" : "qint8";
+    const QuantizedMatrix& weights = it->second.weights;
+    if (weights.bits == 4) return weights.grid == Int4Grid::kNonUniform ? "qgnl4" : "qgint4";
+    return weights.per_group() ? "qgint8" : weights.per_channel() ? "qcint8" : "qint8";
   };
   for (const TensorRef& tensor : list_tensors(loaded.model)) {
     tensors.push_back({{"name", tensor.name},

@@ -86,27 +86,13 @@ void run_quantize(const QuantizeCommandOptions& options) {
     int8 = quantize_model_weights(loaded.model, weight_options(options.quantization));
     provenance.method = "weight groups of 32, activations per block at run time";
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
-  } else if (options.quantization.weight_bits == 4) {
-    // Every linear in 4 bits (activations per block at run time): --stats, if given, for its importance
-    // sums alone.
+  } else if (options.quantization.weight_bits == 4 && !options.quantization.stats) {
+    // Every linear in 4 bits, rounded plainly (activations per block at run time: no statistics).
     QuantizeOptions quantize = weight_options(options.quantization);
-    provenance.source_model_sha256 = model_fingerprint(loaded.model);
-    std::optional<CalibrationStats> stats;
-    if (options.quantization.stats) {
-      stats = read_stats(*options.quantization.stats);
-      if (stats->model_sha256 != provenance.source_model_sha256)
-        fail("{}: statistics were recorded on another model than {}", *options.quantization.stats, loaded.path);
-    }
-    prepare_four_bit(quantize, stats ? &*stats : nullptr, options.quantization.stats.value_or(""), loaded.model.config);
+    prepare_four_bit(quantize, nullptr, "", loaded.model.config);
     int8 = quantize_model_weights(loaded.model, quantize);
-    provenance.method = quantize.importance.empty()
-                            ? "4-bit weights in groups of 32, plain rounding, activations per block at run time"
-                            : "4-bit weights in groups of 32, importance-weighted rounding, activations per block at run time";
-    if (stats) {
-      provenance.stats_sha256 = stats->sha256();
-      provenance.sequences = stats->sequences;
-      provenance.tokens = stats->tokens;
-    }
+    provenance.method = four_bit_method(quantize);
+    provenance.source_model_sha256 = model_fingerprint(loaded.model);
   } else if (!options.quantization.stats) {
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
   } else {

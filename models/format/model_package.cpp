@@ -79,8 +79,9 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     if (q.weights.bits == 4) {
       with_context([&] { return path + ": tensor '" + name + "'"; }, [&] { q.weights.check("4-bit weights"); });
       codes.push_back(pack_int4_codes(q.weights));
-      blobs.push_back({name, schema::TensorType::QGINT4, static_cast<uint32_t>(q.weights.rows),
-                       static_cast<uint32_t>(q.weights.cols), codes.back().data(), codes.back().size(), &q});
+      const auto type = q.weights.grid == Int4Grid::kNonUniform ? schema::TensorType::QGNL4 : schema::TensorType::QGINT4;
+      blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
+                       codes.back().data(), codes.back().size(), &q});
       return;
     }
     const auto type = q.weights.per_group()     ? schema::TensorType::QGINT8
@@ -309,7 +310,8 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                            }
                            const uint64_t count = uint64_t{tensor.getRows()} * tensor.getCols();
                            const bool is_f32 = tensor.getType() == schema::TensorType::F32;
-                           const bool four_bit = tensor.getType() == schema::TensorType::QGINT4;
+                           const bool four_bit =
+                               tensor.getType() == schema::TensorType::QGINT4 || tensor.getType() == schema::TensorType::QGNL4;
                            if (four_bit && (tensor.getCols() % kInt4Group != 0 || tensor.getCols() == 0))
                              fail("4-bit blocks of {} input channels do not fit its {} columns", kInt4Group, tensor.getCols());
                            const uint64_t expected_size = is_f32 ? count * 4 : four_bit ? count / 2 : count;
@@ -337,10 +339,12 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              layer.weights.rows = static_cast<int>(tensor.getRows());
                              layer.weights.cols = static_cast<int>(tensor.getCols());
                              layer.weights.bits = 4;
+                             layer.weights.grid =
+                                 tensor.getType() == schema::TensorType::QGNL4 ? Int4Grid::kNonUniform : Int4Grid::kUniform;
                              layer.weights.granularity = WeightGranularity::kPerGroup;
                              layer.weights.values =
                                  unpack_int4_codes(std::span(reinterpret_cast<const uint8_t*>(data), tensor.getSize()),
-                                                   layer.weights.rows, layer.weights.cols);
+                                                   layer.weights.rows, layer.weights.cols, layer.weights.grid);
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              if (tensor.getWeightScales().size() > 0)
                                fail("4-bit weights keep binary16 group scales (groupScales), not Float32 ones");

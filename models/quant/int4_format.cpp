@@ -23,20 +23,36 @@ float to_half(double d) {
   return std::isfinite(half) ? half : 0.0f;
 }
 
-// The levels of `w` under scale d and their weighted squared error.
-double round_group(std::span<const float> w, std::span<const double> a, float d, int8_t* levels) {
+// The levels of `w` under scale d (each the nearest level of `grid` to w / d) and their weighted
+// squared error.
+double round_group(std::span<const float> w, std::span<const double> a, float d, const std::array<int8_t, 16>& grid,
+                   int8_t* levels) {
   double error = 0;
   const float inverse = 1.0f / d;
   for (size_t i = 0; i < w.size(); ++i) {
-    const float q = std::clamp(std::nearbyint(w[i] * inverse), -8.0f, 7.0f);
-    levels[i] = static_cast<int8_t>(q);
-    const double diff = static_cast<double>(w[i]) - static_cast<double>(d) * q;
+    const float y = w[i] * inverse;
+    size_t code = 0;  // the first level whose midpoint with the next is not below y (levels ascending)
+    while (code < 15 && y > 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]))) ++code;
+    levels[i] = grid[code];
+    const double diff = static_cast<double>(w[i]) - static_cast<double>(d) * levels[i];
     error += a[i] * diff * diff;
   }
   return error;
 }
 
 }  // namespace
+
+const std::array<int8_t, 16>& int4_levels(Int4Grid grid) {
+  return grid == Int4Grid::kNonUniform ? kInt4NonUniformLevels : kInt4UniformLevels;
+}
+
+int int4_code(Int4Grid grid, int8_t level) {
+  const std::array<int8_t, 16>& levels = int4_levels(grid);
+  const auto found = std::lower_bound(levels.begin(), levels.end(), level);
+  return found != levels.end() && *found == level ? static_cast<int>(found - levels.begin()) : -1;
+}
+
+const char* int4_grid_name(Int4Grid grid) { return grid == Int4Grid::kNonUniform ? "non-uniform" : "uniform"; }
 
 std::vector<uint8_t> pack_int4_codes(const QuantizedMatrix& matrix) {
   if (matrix.bits != 4) fail("pack_int4_codes: a {}-bit matrix", matrix.bits);
@@ -45,31 +61,34 @@ std::vector<uint8_t> pack_int4_codes(const QuantizedMatrix& matrix) {
   const size_t count = static_cast<size_t>(matrix.rows) * static_cast<size_t>(matrix.cols);
   for (size_t begin = 0, at = 0; begin < count; begin += kInt4Group) {
     for (int m = 0; m < kHalfGroup; ++m, ++at) {
-      const int low = matrix.values[begin + m] + kInt4LevelOffset,
-                high = matrix.values[begin + m + kHalfGroup] + kInt4LevelOffset;
+      const int low = int4_code(matrix.grid, matrix.values[begin + m]);
+      const int high = int4_code(matrix.grid, matrix.values[begin + m + kHalfGroup]);
+      if (low < 0 || high < 0) fail("pack_int4_codes: a value that is not a level of the {} grid", int4_grid_name(matrix.grid));
       out[at] = static_cast<uint8_t>(low | (high << 4));
     }
   }
   return out;
 }
 
-std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, int cols) {
+std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, int cols, Int4Grid grid) {
   check_int4_shape(rows, cols);
   if (codes.size() != int4_code_bytes(rows, cols))
     fail("4-bit weights ({}, {}): {} bytes of codes, want {}", rows, cols, codes.size(), int4_code_bytes(rows, cols));
+  const std::array<int8_t, 16>& levels = int4_levels(grid);
   std::vector<int8_t> out(static_cast<size_t>(rows) * static_cast<size_t>(cols));
   for (size_t begin = 0, at = 0; begin < out.size(); begin += kInt4Group) {
     for (int m = 0; m < kHalfGroup; ++m, ++at) {
-      out[begin + m] = static_cast<int8_t>((codes[at] & 0x0f) - kInt4LevelOffset);
-      out[begin + m + kHalfGroup] = static_cast<int8_t>((codes[at] >> 4) - kInt4LevelOffset);
+      out[begin + m] = levels[codes[at] & 0x0f];
+      out[begin + m + kHalfGroup] = levels[codes[at] >> 4];
     }
   }
   return out;
 }
 
-Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a) {
+Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a, Int4Grid grid) {
   if (w.size() > static_cast<size_t>(kInt4Group) || (!a.empty() && a.size() != w.size()))
     fail("quantize_int4_group: {} weights and {} importance values", w.size(), a.size());
+  const std::array<int8_t, 16>& grid_levels = int4_levels(grid);
   // Importance weights with a floor, so that channels the statistics never saw still count a little.
   std::array<double, kInt4Group> weight{};
   double total = 0;
@@ -91,21 +110,22 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
   auto consider = [&](double d) {
     const float half = to_half(d);
     if (half == 0.0f) return;
-    const double error = round_group(w, weights, half, levels.data());
+    const double error = round_group(w, weights, half, grid_levels, levels.data());
     if (error < best_error) {
       best_error = error;
       best.scale = half;
       best.levels = levels;
     }
   };
-  // Each sign (the extreme of either sign can take level -8), scales from max/9 to max/6, each then
-  // refined once: the least-squares scale for the levels it rounded to.
+  // Each sign (the extreme of either sign can take the lowest level), scales that put the extreme at
+  // 3/4 to 9/8 of the lowest level's magnitude (max/6 to max/9 on the uniform grid), each then refined
+  // once: the least-squares scale for the levels it rounded to.
+  const double lowest = -static_cast<double>(grid_levels[0]);
   for (const double sign : {1.0, -1.0}) {
     for (int step = 0; step <= 24; ++step) {
-      const double divisor = 6.0 + 0.125 * step;
-      const float half = to_half(sign * max_abs / divisor);
+      const float half = to_half(sign * max_abs / (lowest * (0.75 + step / 64.0)));
       if (half == 0.0f) continue;
-      round_group(w, weights, half, levels.data());
+      round_group(w, weights, half, grid_levels, levels.data());
       double wq = 0, qq = 0;
       for (size_t i = 0; i < w.size(); ++i) {
         wq += weights[i] * w[i] * levels[i];
@@ -118,7 +138,8 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
   return best;
 }
 
-QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, std::span<const double> importance) {
+QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
+                                      std::span<const double> importance) {
   check_int4_shape(rows, cols);
   if (weights.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols))
     fail("4-bit weights ({}, {}): {} values", rows, cols, weights.size());
@@ -128,6 +149,7 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
   out.rows = rows;
   out.cols = cols;
   out.bits = 4;
+  out.grid = grid;
   out.granularity = WeightGranularity::kPerGroup;
   out.values.resize(weights.size());
   out.scales.reserve(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
@@ -136,7 +158,7 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
       const size_t at = static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(begin);
       const Int4Group group =
           quantize_int4_group(weights.subspan(at, kInt4Group),
-                              importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group));
+                              importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
       out.scales.push_back(group.scale);
       std::copy_n(group.levels.begin(), kInt4Group, out.values.begin() + static_cast<std::ptrdiff_t>(at));
     }

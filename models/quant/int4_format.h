@@ -1,17 +1,24 @@
-// fedcal's 4-bit weights (package tensor type qgint4), defined here once.
+// fedcal's 4-bit weights (package tensor types qgint4 and qgnl4), defined here once.
 //
 // A (rows, cols) matrix whose cols is a multiple of 32 holds, for each row and each group of 32 input
-// channels, one binary16 scale d (nonzero, either sign) and 32 codes of 4 bits; code c stands for the
-// level c - 8, so a weight is d * (c - 8), in [-8 d, 7 d] (llama.cpp Q4_0's grid and order, so such a
-// tensor is a Q4_0 tensor in GGUF). In memory the matrix is a QuantizedMatrix with bits = 4: its INT8
-// values are the levels, its scales the groups'. Stored, each row's group is 16 bytes: byte m holds
-// the code of channel m in its low nibble and of channel m + 16 in its high one.
+// channels, one binary16 scale d (nonzero, either sign) and 32 codes of 4 bits; code c stands for
+// level L[c] of the matrix's grid, and the weight is d * L[c]:
+//   uniform      L[c] = c - 8, in [-8, 7]: llama.cpp Q4_0's grid and order, so such a tensor is a Q4_0
+//                tensor in GGUF (qgint4).
+//   non-uniform  16 INT8 levels from -127 to 112, denser near 0: Lloyd's algorithm (k-means in one
+//                dimension, with -1 and 0 held fixed) on the project model's weights, each group
+//                divided by its extreme, rounded to 1/127 (qgnl4). 11% less squared error than the
+//                uniform grid at the same scale; what weights look like (about normal, heavier tails),
+//                not this model's own.
+// In memory the matrix is a QuantizedMatrix with bits = 4 and its grid: its INT8 values are the
+// levels, its scales the groups'. Stored, each row's group is 16 bytes: byte m holds the code of
+// channel m in its low nibble and of channel m + 16 in its high one.
 //
 // Such a layer runs like the fine-grained INT8 mode: activations quantized per block of 32 at run time,
-// exact INT32 sums per block (engine/dot_int8.h unpacks the codes in its kernels).
+// exact INT32 sums per block (engine/dot_int8.h looks the levels up from the codes in its kernels).
 //
 // Quantization (quantize_int4_weights): per group, the scale that minimises the importance-weighted
-// squared error sum_i a_i (w_i - d q_i)^2, where a_i is the mean square of input channel i's activation
+// squared error sum_i a_i (w_i - d L_i)^2, where a_i is the mean square of input channel i's activation
 // in the fleet's statistics (llama.cpp's imatrix idea; all 1 without statistics): candidate scales
 // around each sign's extreme, each refined by least squares on its rounding.
 #pragma once
@@ -26,23 +33,28 @@
 namespace fedcal {
 
 inline constexpr int kInt4Group = kWeightGroup;
-inline constexpr int kInt4LevelOffset = 8;  // level = code - 8
-// The 16 levels by code.
-inline constexpr std::array<int8_t, 16> kInt4Levels = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+// The levels by code, ascending.
+inline constexpr std::array<int8_t, 16> kInt4UniformLevels = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+inline constexpr std::array<int8_t, 16> kInt4NonUniformLevels = {-127, -103, -83, -66, -51, -38, -25, -12,
+                                                                 0,    13,   26,  40,  55,  71,  89,  112};
+const std::array<int8_t, 16>& int4_levels(Int4Grid grid);
+// The code of `level` in `grid`, or -1 if it is not one of its levels.
+int int4_code(Int4Grid grid, int8_t level);
+const char* int4_grid_name(Int4Grid grid);  // "uniform", "non-uniform"
 
 // Bytes of a (rows, cols) matrix's codes: cols / 2 per row.
 inline size_t int4_code_bytes(int rows, int cols) { return static_cast<size_t>(rows) * static_cast<size_t>(cols) / 2; }
 
 // The stored codes of `matrix` (bits 4), as described above.
 std::vector<uint8_t> pack_int4_codes(const QuantizedMatrix& matrix);
-// The levels of stored codes (rows, cols): the inverse. Throws Error unless cols is a positive multiple
-// of 32 and `codes` holds exactly int4_code_bytes.
-std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, int cols);
+// The levels of stored codes (rows, cols) in `grid`: the inverse. Throws Error unless cols is a
+// positive multiple of 32 and `codes` holds exactly int4_code_bytes.
+std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, int cols, Int4Grid grid);
 
 // The 4-bit matrix of row-major (rows, cols) FP32 `weights`; `importance` holds one weight per input
 // channel (cols values, >= 0) or is empty (plain error). Throws Error unless cols is a multiple of 32
 // and every weight is finite.
-QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols,
+QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
                                       std::span<const double> importance = {});
 
 // One group's choice: `levels` (n of them) and the binary16 scale, for n <= 32 weights `w` with
@@ -51,6 +63,6 @@ struct Int4Group {
   float scale = 0;
   std::array<int8_t, kInt4Group> levels{};
 };
-Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a);
+Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a, Int4Grid grid);
 
 }  // namespace fedcal

@@ -69,8 +69,9 @@ LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, 
     for (int r = 0; r < weights.rows; ++r) row_scales_.push_back(weights.row_scale(r));
   }
   try {
-    weights_ = pack_int8(weights.values.data(), weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
-                         kernel.value_or(int8_kernels_supported().front()), weights.bits == 4 ? &kInt4Levels : nullptr);
+    weights_ =
+        pack_int8(weights.values.data(), weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
+                  kernel.value_or(int8_kernels_supported().front()), weights.bits == 4 ? &int4_levels(weights.grid) : nullptr);
   } catch (const Error& e) {
     fail("{}: {}", name_, e.what());
   }

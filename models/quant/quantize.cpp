@@ -85,7 +85,7 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
       layer.weights = with_context([&] { return site.name; },
                                    [&] {
                                      return quantize_int4_weights(
-                                         weights, rows, cols,
+                                         weights, rows, cols, options.four_bit_grid,
                                          importance == options.importance.end() ? std::span<const double>() : importance->second);
                                    });
       out.emplace(site.name, std::move(layer));
@@ -105,6 +105,11 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     out.emplace("token_embedding", std::move(table));
   }
   return out;
+}
+
+std::string four_bit_method(const QuantizeOptions& options) {
+  return fmt::format("4-bit weights in groups of 32 ({} grid, {} rounding), activations per block at run time",
+                     int4_grid_name(options.four_bit_grid), options.importance.empty() ? "plain" : "importance-weighted");
 }
 
 std::vector<std::string> four_bit_skipped(const ModelConfig& config, const QuantizeOptions& options) {
@@ -220,7 +225,15 @@ constexpr size_t kTargetWindows = 4;
 MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
                                       const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
                                       LayerFallback fallback) {
-  const std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
+  std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
+  if (options.weight_bits == 4) {
+    // From 4 bits, every layer taken out costs bytes in proportion to its weights: the most KL per
+    // weight first (the fewest bytes for the target, as far as one layer's KL tells).
+    auto per_weight = [&](const LayerSensitivity& layer) {
+      return layer.mean_kl / static_cast<double>(linear_weights(model, layer.name).size());
+    };
+    std::stable_sort(ranking.begin(), ranking.end(), [&](const auto& a, const auto& b) { return per_weight(a) > per_weight(b); });
+  }
   const WindowKl kl(model, tokens, runtime, kTargetWindows);
   MixedPrecision choice;
   QuantizeOptions candidate_options = options;
@@ -338,6 +351,8 @@ ClippingChoice choose_clipping(const Model& model, const CalibrationStats& stats
 PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {
   PackageProvenance provenance;
   provenance.method = options.method.to_string();
+  if (options.weight_bits == 4) provenance.method = four_bit_method(options);
+  if (options.weight_bits != 4 && !options.four_bit.empty()) provenance.method += "; " + four_bit_method(options);
   if (options.trim_share > 0)
     provenance.method += fmt::format(", clips at most {:g}x the largest value once the top {:.4g}% of each point is trimmed",
                                      kTrimHeadroom, 100 * options.trim_share);

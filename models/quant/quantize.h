@@ -31,6 +31,7 @@ struct QuantizeOptions {
   // bits, refused by name where the width does not allow it.
   int weight_bits = 8;
   std::set<std::string> four_bit;
+  Int4Grid four_bit_grid = Int4Grid::kNonUniform;  // the levels of the 4-bit layers (quant/int4_format.h)
   // Per linear, the mean square of each input channel's activation (linear_importance): the weights of
   // the 4-bit rounding error. A linear not listed is rounded plainly.
   std::map<std::string, std::vector<double>> importance;
@@ -57,6 +58,9 @@ QuantizedLinears quantize_model(const Model& model, const CalibrationStats& stat
 // The INT8 weights alone (activation parameters left at their defaults): what dynamic activations
 // need, no statistics. `options.method` and `asymmetric` are not used.
 QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOptions& options);
+
+// What a package says of its 4-bit layers (PackageProvenance::method).
+std::string four_bit_method(const QuantizeOptions& options);
 
 // The linears that `options.weight_bits` 4 leaves in fine-grained INT8 because their input width is
 // not a multiple of 32 (for the quantize report).

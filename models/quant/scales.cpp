@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "models/format/float16.h"
+#include "models/quant/int4_format.h"
 
 namespace fedcal {
 namespace {
@@ -305,9 +306,9 @@ void QuantizedMatrix::check(const std::string& what) const {
       fail("{}: 4-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, kWeightGroup, rows,
            cols);
     for (size_t i = 0; i < values.size(); ++i) {
-      if (values[i] < -8 || values[i] > 7)
-        fail("{}: 4-bit weight level {} at ({}, {}) is outside [-8, 7]", what, values[i], i / static_cast<size_t>(cols),
-             i % static_cast<size_t>(cols));
+      if (int4_code(grid, values[i]) < 0)
+        fail("{}: 4-bit weight {} at ({}, {}) is not a level of the {} grid", what, values[i], i / static_cast<size_t>(cols),
+             i % static_cast<size_t>(cols), int4_grid_name(grid));
     }
   }
   for (float scale : scales) {

@@ -52,15 +52,19 @@ double clip_magnitude(const HistogramLayout& layout, std::span<const double> mag
 // each a binary16 value (held as float), run only with activations quantized at run time
 // (LinearDynamicInt8): no XNNPACK operator takes it.
 enum class WeightGranularity { kPerTensor, kPerChannel, kPerGroup };
+// The 16 levels 4-bit weights take (quant/int4_format.h): Q4_0's uniform ones, or non-uniform ones.
+enum class Int4Grid : uint8_t { kUniform, kNonUniform };
 inline constexpr int kWeightGroup = 32;
 
 struct QuantizedMatrix {
   int rows = 0, cols = 0;
   WeightGranularity granularity = WeightGranularity::kPerTensor;
-  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]; with bits 4, the levels of quant/int4_format.h
+  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]; with bits 4, levels of the grid (quant/int4_format.h)
   std::vector<float> scales;   // 1 (per tensor), rows (per channel) or (rows, groups()) (per group)
-  // 8, or 4 (per group only, cols a multiple of 32, values in [-8, 7], scales of either sign).
+  // 8, or 4 (per group only, cols a multiple of 32, values among the grid's 16 levels, scales of
+  // either sign).
   int bits = 8;
+  Int4Grid grid = Int4Grid::kUniform;
 
   bool per_channel() const { return granularity == WeightGranularity::kPerChannel; }
   bool per_group() const { return granularity == WeightGranularity::kPerGroup; }

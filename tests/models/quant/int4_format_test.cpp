@@ -69,12 +69,14 @@ TEST_CASE(
       CHECK((byte >> 4) == m.values[static_cast<size_t>(group * 32 + b + 16)] + 8);
     }
   }
-  CHECK(unpack_int4_codes(codes, 2, 64) == m.values);
-  CHECK_THROWS_WITH(unpack_int4_codes(std::span(codes).first(63), 2, 64), doctest::Contains("63 bytes of codes, want 64"));
-  CHECK_THROWS_WITH(unpack_int4_codes(codes, 4, 33), doctest::Contains("a multiple of 32 columns"));
+  CHECK(unpack_int4_codes(codes, 2, 64, Int4Grid::kUniform) == m.values);
+  CHECK_THROWS_WITH(unpack_int4_codes(std::span(codes).first(63), 2, 64, Int4Grid::kUniform),
+                    doctest::Contains("63 bytes of codes, want 64"));
+  CHECK_THROWS_WITH(unpack_int4_codes(codes, 4, 33, Int4Grid::kUniform), doctest::Contains("a multiple of 32 columns"));
   // A level outside [-8, 7], or scales of a non-grouped matrix: refused.
   m.values[5] = 8;
-  CHECK_THROWS_WITH(m.check("layers.0.wq"), doctest::Contains("layers.0.wq: 4-bit weight level 8 at (0, 5) is outside [-8, 7]"));
+  CHECK_THROWS_WITH(m.check("layers.0.wq"),
+                    doctest::Contains("layers.0.wq: 4-bit weight 8 at (0, 5) is not a level of the uniform grid"));
 }
 
 TEST_CASE(
@@ -83,7 +85,7 @@ TEST_CASE(
   std::mt19937 rng(11);
   std::normal_distribution<float> weight(0.0f, 0.05f);
   std::uniform_real_distribution<double> spread(0.0, 1.0);
-  double plain_total = 0, q4_0_total = 0, weighted_with = 0, weighted_without = 0;
+  double plain_total = 0, q4_0_total = 0, weighted_with = 0, weighted_without = 0, non_uniform_total = 0;
   for (int trial = 0; trial < 400; ++trial) {
     std::vector<float> w(32);
     for (float& v : w) v = weight(rng);
@@ -91,32 +93,37 @@ TEST_CASE(
     // Importance over a few orders of magnitude, as activations' mean squares are.
     std::vector<double> a(32);
     for (double& v : a) v = std::pow(10.0, 3 * spread(rng));
-    const Int4Group plain = quantize_int4_group(w, {});
+    const Int4Group plain = quantize_int4_group(w, {}, Int4Grid::kUniform);
     CHECK(f16_to_f32(f32_to_f16(plain.scale)) == plain.scale);
     for (int i = 0; i < 32; ++i) CHECK((plain.levels[static_cast<size_t>(i)] >= -8 && plain.levels[static_cast<size_t>(i)] <= 7));
     const double plain_error = weighted_error(w, {}, plain.scale, plain.levels);
     CHECK(plain_error <= q4_0_error(w, {}) * (1 + 1e-9));
     plain_total += plain_error;
+    const Int4Group non_uniform = quantize_int4_group(w, {}, Int4Grid::kNonUniform);
+    for (const int8_t level : non_uniform.levels) CHECK(int4_code(Int4Grid::kNonUniform, level) >= 0);
+    non_uniform_total += weighted_error(w, {}, non_uniform.scale, non_uniform.levels);
     q4_0_total += q4_0_error(w, {});
-    const Int4Group weighted = quantize_int4_group(w, a);
+    const Int4Group weighted = quantize_int4_group(w, a, Int4Grid::kUniform);
     CHECK(weighted_error(w, a, weighted.scale, weighted.levels) <= q4_0_error(w, a) * (1 + 1e-9));
     weighted_with += weighted_error(w, a, weighted.scale, weighted.levels);
     weighted_without += weighted_error(w, a, plain.scale, plain.levels);
   }
-  MESSAGE("squared error vs Q4_0's rounding: " << plain_total / q4_0_total
-                                               << "; importance-weighted error with vs without importance: "
-                                               << weighted_with / weighted_without);
+  MESSAGE("squared error vs Q4_0's rounding: "
+          << plain_total / q4_0_total << " (uniform grid), " << non_uniform_total / q4_0_total
+          << " (non-uniform); importance-weighted error with vs without importance: " << weighted_with / weighted_without);
   CHECK(plain_total < 0.95 * q4_0_total);
+  CHECK(non_uniform_total < 0.9 * plain_total);
   CHECK(weighted_with < 0.9 * weighted_without);
   // All zeros: levels 0 under the smallest scale; not finite: refused.
   const std::vector<float> zeros(32, 0.0f);
-  const Int4Group zero = quantize_int4_group(zeros, {});
+  const Int4Group zero = quantize_int4_group(zeros, {}, Int4Grid::kUniform);
   CHECK(zero.scale > 0);
   for (const int8_t level : zero.levels) CHECK(level == 0);
   std::vector<float> bad(32, 0.1f);
   bad[3] = std::nanf("");
-  CHECK_THROWS_WITH(quantize_int4_group(bad, {}), doctest::Contains("not finite"));
-  CHECK_THROWS_WITH(quantize_int4_weights(std::vector<float>(48, 0.1f), 1, 48), doctest::Contains("a multiple of 32 columns"));
+  CHECK_THROWS_WITH(quantize_int4_group(bad, {}, Int4Grid::kUniform), doctest::Contains("not finite"));
+  CHECK_THROWS_WITH(quantize_int4_weights(std::vector<float>(48, 0.1f), 1, 48, Int4Grid::kUniform),
+                    doctest::Contains("a multiple of 32 columns"));
 }
 
 TEST_CASE("A 4-bit layer runs as the reference of its levels and scales computes (activations per block at run time)") {
@@ -126,7 +133,7 @@ TEST_CASE("A 4-bit layer runs as the reference of its levels and scales computes
   std::vector<float> weights(static_cast<size_t>(rows * cols)), input(3 * static_cast<size_t>(cols));
   for (float& v : weights) v = value(rng) * 0.1f;
   for (float& v : input) v = value(rng);
-  const QuantizedMatrix matrix = quantize_int4_weights(weights, rows, cols);
+  const QuantizedMatrix matrix = quantize_int4_weights(weights, rows, cols, Int4Grid::kNonUniform);
   const std::vector<float> expected = reference_linear_dynamic_int8(matrix, input, 3, ActivationScales::kPerBlock);
   XnnRuntime runtime(1);
   for (const Int8Kernel kernel : int8_kernels_supported()) {
@@ -179,12 +186,22 @@ std::string read_error(const std::string& path) {
 }
 
 TEST_CASE(
-    "Packages hold 4-bit layers as qgint4 (half a byte per weight) and read them back exactly; damaged ones are refused naming "
-    "the tensor") {
+    "Packages hold 4-bit layers as qgnl4 or qgint4 (half a byte per weight) and read them back exactly; damaged ones are "
+    "refused naming the tensor") {
   testing::ScratchDir dir;
   const Model model = synthesize_model(find_synth_preset("tiny").config, 4);  // dim 64, hidden 176
   QuantizeOptions options;
   options.weight_bits = 4;
+  // Both grids round-trip, each as its own tensor type.
+  for (const Int4Grid grid : {Int4Grid::kUniform, Int4Grid::kNonUniform}) {
+    options.four_bit_grid = grid;
+    const std::string path = dir.path(std::string("grid-") + int4_grid_name(grid) + ".fcpkg");
+    const QuantizedLinears layers = quantize_model_weights(model, options);
+    write_model_package(path, model, layers, {"llama2c", "tokenizer bytes"}, {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
+    const ModelPackage package = read_model_package(path, nullptr);
+    CHECK(package.int8.at("layers.0.wq").weights.grid == grid);
+    CHECK(package.int8.at("layers.0.wq").weights.values == layers.at("layers.0.wq").weights.values);
+  }
   const QuantizedLinears layers = quantize_model_weights(model, options);
   // w2's input (176 channels) has no whole groups: it stays fine-grained INT8, and is named.
   CHECK(four_bit_skipped(model.config, options) == std::vector<std::string>{"layers.0.w2", "layers.1.w2"});
