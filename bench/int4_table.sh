@@ -3,11 +3,16 @@
 # fine-grained INT8 mode. Calibrates on the TinyStories training split with importance sums, then
 # measures against FP32 on the held-out split:
 #   fine        every linear fine-grained INT8 (groups of 32, activations per block of 32)
-#   plain       every linear 4-bit (`--weight-bits 4`), plain rounding (no statistics)
-#   importance  the same, each group rounded to the least importance-weighted error (`--stats S`)
-#   head8       importance-weighted 4-bit layers, the classifier (the tied token table) fine-grained INT8
+#   u-plain     every linear 4-bit on Q4_0's uniform grid, plain rounding (no statistics)
+#   u-imp       the same, each group rounded to the least importance-weighted error (`--stats S`)
+#   nl-plain    every linear 4-bit on the non-uniform grid (the default), plain rounding
+#   nl-imp      the same, importance-weighted
+#   nl-head8    nl-imp, with the classifier (the tied token table) fine-grained INT8
+#   mixed       nl-imp, with the fewest layers fine-grained INT8 (by KL per weight) that bring the KL on
+#               the training text's first 4 windows to 0.003 (`--target-kl 0.003 --fallback fine-grained`)
 #   bench/int4_table.sh [MODEL_DIR] [THREADS]   (default models/tinystories-1.8m, 1 thread)
 # MODEL_DIR holds model.bin and tokenizer.bin. Prints a markdown table; a few minutes for a small model.
+# (Speed: bench/int4_speed.sh, on a model large enough for decode to read weights rather than wait.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/tinystories_split.sh "$@"
@@ -17,26 +22,33 @@ quiet $bin calibrate "${model[@]}" --text "$work/train.txt" --sequences 100000 -
 quiet $bin quantize "${model[@]}" -o "$work/fp32.pkg"
 fp32_bytes=$(stat -c %s "$work/fp32.pkg")
 quiet $bin quantize "${model[@]}" --weight-groups -o "$work/fine.pkg"
-quiet $bin quantize "${model[@]}" --weight-bits 4 -o "$work/plain.pkg"
-quiet $bin quantize "${model[@]}" --weight-bits 4 --stats "$work/train.stats" -o "$work/importance.pkg"
-quiet $bin quantize "${model[@]}" --weight-bits 4 --fine-grained classifier --stats "$work/train.stats" -o "$work/head8.pkg"
+four=(--weight-bits 4)
+quiet $bin quantize "${model[@]}" "${four[@]}" --int4-grid uniform -o "$work/u-plain.pkg"
+quiet $bin quantize "${model[@]}" "${four[@]}" --int4-grid uniform --stats "$work/train.stats" -o "$work/u-imp.pkg"
+quiet $bin quantize "${model[@]}" "${four[@]}" -o "$work/nl-plain.pkg"
+quiet $bin quantize "${model[@]}" "${four[@]}" --stats "$work/train.stats" -o "$work/nl-imp.pkg"
+quiet $bin quantize "${model[@]}" "${four[@]}" --stats "$work/train.stats" --fine-grained classifier -o "$work/nl-head8.pkg"
+mixed_layers=$($bin quantize "${model[@]}" "${four[@]}" --stats "$work/train.stats" --target-kl 0.003 --fallback fine-grained \
+                 --sensitivity-text "$work/train.txt" -o "$work/mixed.pkg" 2>&1 | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')
 
-echo "| model | setting | ppl change | mean KL | top-1 | package bytes | decode tok/s |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-for variant in fine plain importance head8; do
+echo "| model | setting | ppl change | mean KL | top-1 | package bytes |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for variant in fine u-plain u-imp nl-plain nl-imp nl-head8 mixed; do
   case $variant in
     fine) label="fine-grained INT8, every linear" ;;
-    plain) label="4-bit, every linear, plain rounding" ;;
-    importance) label="4-bit, every linear, importance-weighted rounding (training split's statistics)" ;;
-    head8) label="4-bit layers importance-weighted, classifier (tied table) fine-grained INT8" ;;
+    u-plain) label="4-bit uniform (Q4_0's grid), every linear, plain rounding" ;;
+    u-imp) label="4-bit uniform, every linear, importance-weighted" ;;
+    nl-plain) label="4-bit non-uniform, every linear, plain rounding" ;;
+    nl-imp) label="4-bit non-uniform, every linear, importance-weighted" ;;
+    nl-head8) label="4-bit non-uniform importance-weighted, classifier (tied table) fine-grained INT8" ;;
+    mixed) label="4-bit non-uniform importance-weighted, $mixed_layers layers fine-grained INT8 (target 0.003 on training text)" ;;
   esac
   eval=$($bin eval -m "$work/$variant.pkg" --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads" 2>/dev/null)
-  bench=$($bin bench -m "$work/$variant.pkg" -t "$threads" --json)
-  python3 - "$(basename "$model_dir")" "$label" "$eval" "$bench" "$fp32_bytes" <<'PY'
+  bytes=$(stat -c %s "$work/$variant.pkg")
+  python3 - "$(basename "$model_dir")" "$label" "$eval" "$bytes" "$fp32_bytes" <<'PY'
 import json, sys
-name, label, e, b, fp32_bytes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+name, label, e, size, fp32_bytes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 print(f"| {name} | {label} | {100 * (e['perplexity'] / e['reference_perplexity'] - 1):+.3f}% | {e['mean_kl']:.5f} "
-      f"| {e['top1_agreement']:.4f} | {b['model_bytes'] / 1e6:.3f} MB ({100 * b['model_bytes'] / fp32_bytes:.1f}%) "
-      f"| {b['decode_tokens_per_s']:.0f} |")
+      f"| {e['top1_agreement']:.4f} | {size / 1e6:.3f} MB ({100 * size / fp32_bytes:.1f}%) |")
 PY
 done
