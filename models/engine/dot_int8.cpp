@@ -27,10 +27,8 @@ constexpr size_t kChunkBytes = size_t{kPackedRows} * kChunk;     // 64: one piec
 constexpr size_t kBlockBytes = kChunkBytes * kChunks;            // 512: one block of one row group
 constexpr size_t kMaxCols = size_t{1} << 17;
 // Packed bytes of one chunk and one block: half as many with 4-bit codes.
-template <bool kFour>
-constexpr size_t kChunkStride = kFour ? kChunkBytes / 2 : kChunkBytes;
-template <bool kFour>
-constexpr size_t kBlockStride = kFour ? kBlockBytes / 2 : kBlockBytes;
+[[maybe_unused]] constexpr size_t chunk_stride(bool four) { return four ? kChunkBytes / 2 : kChunkBytes; }
+constexpr size_t block_stride(bool four) { return four ? kBlockBytes / 2 : kBlockBytes; }
 constexpr int kHalfBlock = kActivationBlock / 2;
 
 // The weights' offset in the kernel's layout: vpdpbusd multiplies unsigned bytes.
@@ -61,7 +59,7 @@ template <bool kFour>
 void rows_portable(const uint8_t* w, const uint8_t* lookup, int blocks, const int8_t* x, int groups, int32_t* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     int32_t sums[kPackedRows] = {};
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_portable<kFour>(w, lookup, x + b * kActivationBlock, sums);
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) block_portable<kFour>(w, lookup, x + b * kActivationBlock, sums);
     std::memcpy(out, sums, sizeof sums);
   }
 }
@@ -71,7 +69,7 @@ void blocks_portable(const uint8_t* w, const uint8_t* lookup, const uint16_t* w_
                      const float* x_scales, int groups, float* out) {
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     float acc[kPackedRows] = {};
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) {
       int32_t sums[kPackedRows] = {};
       block_portable<kFour>(w, lookup, x + b * kActivationBlock, sums);
       for (int i = 0; i < kPackedRows; ++i) {
@@ -112,7 +110,7 @@ int32_t load4(const int8_t* x) {
 template <bool kFour>
 FEDCAL_DOTPROD_TARGET __attribute__((always_inline)) inline void block_neon(const uint8_t* p, int8x16_t lookup, const int8_t* x,
                                                                             int32x4_t sums[4]) {
-  for (int k = 0; k < kChunks; ++k, p += kChunkStride<kFour>) {
+  for (int k = 0; k < kChunks; ++k, p += chunk_stride(kFour)) {
     const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(load4(x + k * kChunk)));
     int8x16_t w[4];
     if constexpr (kFour) {
@@ -134,7 +132,7 @@ FEDCAL_DOTPROD_TARGET void rows_neon(const uint8_t* w, const uint8_t* lookup, in
   const int8x16_t table = vreinterpretq_s8_u8(vld1q_u8(lookup));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_neon<kFour>(w, table, x + b * kActivationBlock, sums);
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) block_neon<kFour>(w, table, x + b * kActivationBlock, sums);
     for (int q = 0; q < 4; ++q) vst1q_s32(out + 4 * q, sums[q]);
   }
 }
@@ -145,7 +143,7 @@ FEDCAL_DOTPROD_TARGET void blocks_neon(const uint8_t* w, const uint8_t* lookup, 
   const int8x16_t table = vreinterpretq_s8_u8(vld1q_u8(lookup));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) {
       int32x4_t sums[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
       block_neon<kFour>(w, table, x + b * kActivationBlock, sums);
       for (int q = 0; q < 4; ++q) {
@@ -194,7 +192,7 @@ __attribute__((target("avx2"), always_inline)) inline __m256i table_avx2(const u
 template <bool kFour>
 __attribute__((target("avx2"), always_inline)) inline void block_avx2(const uint8_t* p, __m256i table, const int8_t* x,
                                                                       __m256i& lo, __m256i& hi) {
-  for (int k = 0; k < kChunks; ++k, p += kChunkStride<kFour>) {
+  for (int k = 0; k < kChunks; ++k, p += chunk_stride(kFour)) {
     const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
     const __m256i abs_x = _mm256_sign_epi8(xv, xv);  // -128 stays 0x80: 128 as unsigned
     __m256i w_lo, w_hi;
@@ -210,7 +208,7 @@ __attribute__((target("avx2"))) void rows_avx2(const uint8_t* w, const uint8_t* 
   const __m256i table = table_avx2(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256i lo = _mm256_setzero_si256(), hi = lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_avx2<kFour>(w, table, x + b * kActivationBlock, lo, hi);
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) block_avx2<kFour>(w, table, x + b * kActivationBlock, lo, hi);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), lo);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), hi);
   }
@@ -237,7 +235,7 @@ __attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, cons
   const __m256i table = table_avx2(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) {
       __m256i lo = _mm256_setzero_si256(), hi = lo;
       block_avx2<kFour>(w, table, x + b * kActivationBlock, lo, hi);
       add_scaled_block(lo, hi, x_scales[b], w_scales, acc_lo, acc_hi);
@@ -258,7 +256,7 @@ __attribute__((target("avx2,fma,f16c"))) void blocks_avx2(const uint8_t* w, cons
 template <bool kFour>
 FEDCAL_AVXVNNI_TARGET __attribute__((always_inline)) inline void block_avxvnni(const uint8_t* p, __m256i table, const int8_t* x,
                                                                                __m256i& lo, __m256i& hi) {
-  for (int k = 0; k < kChunks; ++k, p += kChunkStride<kFour>) {
+  for (int k = 0; k < kChunks; ++k, p += chunk_stride(kFour)) {
     const __m256i xv = _mm256_set1_epi32(load4(x + k * kChunk));
     __m256i w_lo, w_hi;
     chunk_avx2<kFour>(p, table, w_lo, w_hi);
@@ -277,7 +275,7 @@ FEDCAL_AVXVNNI_TARGET void rows_avxvnni(const uint8_t* w, const uint8_t* lookup,
   const __m256i correction = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_sum * 128)));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256i lo = _mm256_setzero_si256(), hi = lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) block_avxvnni<kFour>(w, table, x + b * kActivationBlock, lo, hi);
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) block_avxvnni<kFour>(w, table, x + b * kActivationBlock, lo, hi);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_sub_epi32(lo, correction));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_sub_epi32(hi, correction));
   }
@@ -290,7 +288,7 @@ FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint8_t* looku
   const __m256i table = table_avx2(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m256 acc_lo = _mm256_setzero_ps(), acc_hi = acc_lo;
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) {
       __m256i lo = _mm256_set1_epi32(-128 * block_sums[b]), hi = lo;
       block_avxvnni<kFour>(w, table, x + b * kActivationBlock, lo, hi);
       add_scaled_block(lo, hi, x_scales[b], w_scales, acc_lo, acc_hi);
@@ -313,7 +311,7 @@ FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline __m512i chunk_vnni(cons
     // The 32 bytes in both halves, the upper half shifted down by a nibble. (Zero-masked forms: GCC 12
     // warns that the plain ones read an undefined register.)
     const __m512i codes =
-        _mm512_maskz_broadcast_i64x4(0xff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * kChunkStride<true>)));
+        _mm512_maskz_broadcast_i64x4(0xff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * chunk_stride(true))));
     const __m512i index = _mm512_and_si512(_mm512_mask_srli_epi16(codes, 0xffff0000u, codes, 4), _mm512_set1_epi8(0x0f));
     return _mm512_shuffle_epi8(table, index);
   } else {
@@ -346,7 +344,7 @@ FEDCAL_VNNI_TARGET void rows_vnni(const uint8_t* w, const uint8_t* lookup, int b
   const __m512i correction = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_sum * 128)));
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m512i a = _mm512_setzero_si512(), b = a;
-    for (int k = 0; k < blocks; ++k, w += kBlockStride<kFour>) block_vnni<kFour>(w, table, x + k * kActivationBlock, a, b);
+    for (int k = 0; k < blocks; ++k, w += block_stride(kFour)) block_vnni<kFour>(w, table, x + k * kActivationBlock, a, b);
     _mm512_storeu_si512(out, _mm512_sub_epi32(_mm512_add_epi32(a, b), correction));
   }
 }
@@ -357,7 +355,7 @@ FEDCAL_VNNI_TARGET void blocks_vnni(const uint8_t* w, const uint8_t* lookup, con
   const __m512i table = table_vnni(lookup);
   for (int g = 0; g < groups; ++g, out += kPackedRows) {
     __m512 acc = _mm512_setzero_ps();
-    for (int b = 0; b < blocks; ++b, w += kBlockStride<kFour>) {
+    for (int b = 0; b < blocks; ++b, w += block_stride(kFour)) {
       __m512i sums = _mm512_set1_epi32(-128 * block_sums[b]), more = _mm512_setzero_si512();
       block_vnni<kFour>(w, table, x + b * kActivationBlock, sums, more);
       __m512 scale = _mm512_set1_ps(x_scales[b]);
@@ -493,7 +491,7 @@ template <bool kFour>
 void dot_rows(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, int first_group, int groups,
               int32_t* out) {
   const int blocks = w.blocks();
-  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockStride<kFour>;
+  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * block_stride(kFour);
   const uint8_t* lookup = w.lookup.data();
   switch (w.kernel) {
 #ifdef FEDCAL_INT8_X86
@@ -517,7 +515,7 @@ template <bool kFour>
 void dot_blocks(const PackedInt8& w, const int8_t* x, [[maybe_unused]] const int32_t* block_sums, const float* x_scales,
                 int first_group, int groups, float* out) {
   const int blocks = w.blocks();
-  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * kBlockStride<kFour>;
+  const uint8_t* values = w.values.data() + static_cast<size_t>(first_group) * blocks * block_stride(kFour);
   const uint8_t* lookup = w.lookup.data();
   const uint16_t* w_scales =
       w.group_scales.empty() ? nullptr : w.group_scales.data() + static_cast<size_t>(first_group) * blocks * kPackedRows;

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <random>
 
@@ -218,11 +219,12 @@ TEST_CASE(
   const std::string path = dir.path("four.fcpkg");
   write_model_package(path, model, layers, {"llama2c", "tokenizer bytes"}, {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
   const ModelPackage package = read_model_package(path, nullptr);
-  for (const auto& [name, layer] : layers) {
+  for (const auto& entry : layers) {
+    const std::string& name = entry.first;
     CAPTURE(name);
-    CHECK(package.int8.at(name).weights.bits == layer.weights.bits);
-    CHECK(package.int8.at(name).weights.values == layer.weights.values);
-    CHECK(package.int8.at(name).weights.scales == layer.weights.scales);
+    CHECK(package.int8.at(name).weights.bits == entry.second.weights.bits);
+    CHECK(package.int8.at(name).weights.values == entry.second.weights.values);
+    CHECK(package.int8.at(name).weights.scales == entry.second.weights.scales);
   }
   const std::string fine = dir.path("fine.fcpkg");
   QuantizeOptions grouped;
