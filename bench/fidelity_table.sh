@@ -16,11 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/tinystories_split.sh "$@"
-quiet() { "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; "$@"; }; }
-
-quiet $bin calibrate "${model[@]}" --text "$work/train.txt" --sequences 100000 --seq-len 256 --importance -o "$work/train.stats" -q -t "$threads"
-quiet $bin quantize "${model[@]}" -o "$work/fp32.pkg"
-fp32_bytes=$(stat -c %s "$work/fp32.pkg")
+training_stats_and_fp32
 fp32_bench=$($bin bench -m "$work/fp32.pkg" -t "$threads" --json)
 
 # The smoothed FP32 model, and its own statistics (its activations differ from the original's).

@@ -14,3 +14,13 @@ sed -n '1,7003p' "$data" > "$work/train.txt"
 sed -n '7004,8659p' "$data" > "$work/heldout.txt"
 head -c 4000 "$work/train.txt" > "$work/sensitivity.txt"
 model=(-m "$model_dir/model.bin" --tokenizer "$model_dir/tokenizer.bin")
+
+# A step's output only when it fails.
+quiet() { "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; "$@"; }; }
+# The training split's statistics with importance sums ($work/train.stats) and the FP32 package
+# ($work/fp32.pkg, its size in $fp32_bytes): what the fidelity tables measure against.
+training_stats_and_fp32() {
+  quiet $bin calibrate "${model[@]}" --text "$work/train.txt" --sequences 100000 --seq-len 256 --importance -o "$work/train.stats" -q -t "$threads"
+  quiet $bin quantize "${model[@]}" -o "$work/fp32.pkg"
+  fp32_bytes=$(stat -c %s "$work/fp32.pkg")
+}
