@@ -15,6 +15,7 @@
 #include "models/format/model_package.h"
 #include "models/format/runtime_export.h"
 #include "models/quant/calibration.h"
+#include "models/quant/importance.h"
 #include "models/quant/quantize.h"
 #include "models/quant/smoothing.h"
 
@@ -74,6 +75,9 @@ Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats
   options.fine_grained = {settings.fine_grained.begin(), settings.fine_grained.end()};
   if (stats.model_sha256 != model_fingerprint(loaded.model))
     fail("the statistics were recorded on another model than {}", loaded.path);
+  options.weight_bits = settings.weight_bits;
+  options.four_bit_grid = settings.int4_grid == "uniform" ? Int4Grid::kUniform : Int4Grid::kNonUniform;
+  if (options.weight_bits == 4 && stats.has_importance()) options.importance = linear_importance(stats, loaded.model.config);
   if (!settings.target_kl.empty()) {
     if (reference.runtime == nullptr) fail("target_kl {} needs the coordinator's reference_text", settings.target_kl);
     const LayerFallback fallback = parse_fallback(settings.fallback);
@@ -95,8 +99,10 @@ BuiltPackage store_quantized(const LoadedModel& loaded, const Quantized& quantiz
   return store_package(
       loaded, quantized.int8, provenance, key, artifacts_dir,
       fmt::format(
-          "INT8 {} {}{}{}{}, calibrated on {} ({} sequences, {} tokens){}", provenance.method,
-          options.per_channel ? "per-channel" : "per-tensor",
+          "{}{}{}{}, calibrated on {} ({} sequences, {} tokens){}",
+          options.weight_bits == 4
+              ? provenance.method
+              : fmt::format("INT8 {} {}", provenance.method, options.per_channel ? "per-channel" : "per-tensor"),
           options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
           options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
           quantized.mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
@@ -241,9 +247,10 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   // Devices without an INT8 dot product run the fine-grained kernels slowly: their package keeps
   // those layers in FP32 (the static runtimes' recipe: layers the target moves go to FP32).
   std::optional<Quantized> static_class;
-  if (input.static_class && !fleet.options.fine_grained.empty()) {
+  if (input.static_class && (!fleet.options.fine_grained.empty() || fleet.options.weight_bits == 4)) {
     RoundSettings settings = input.settings;
     settings.runtime = "xnnpack";
+    settings.weight_bits = 8;
     settings.keep_fp32.insert(settings.keep_fp32.end(), settings.fine_grained.begin(), settings.fine_grained.end());
     settings.fine_grained.clear();
     settings.fallback = "fp32";

@@ -34,6 +34,8 @@ nlohmann::json RoundSettings::to_json() const {
           {"smoothing_round", smoothing_round},
           {"target_kl", target_kl},
           {"fallback", fallback},
+          {"weight_bits", weight_bits},
+          {"int4_grid", int4_grid},
           {"mantissa_bits", mantissa_bits},
           {"max_exponent", max_exponent},
           {"trim_agents", trim_agents},
@@ -57,6 +59,13 @@ void apply_recipe(const nlohmann::json& json, bool has_reference_text, RoundSett
       with_context([] { return std::string("recipe"); }, [&] { return named_recipe(settings.recipe, runtime); });
   // Settings read back from a round's record were resolved when it started (they carry their notes).
   if (settings.recipe != "recommended" || json.contains("recipe_notes")) return;
+  if (settings.weight_bits == 4) {
+    // The recipe's target and smoothing are measured for INT8: they would move every layer back.
+    settings.recipe_notes.push_back(
+        "weight_bits = 4: the recipe's KL target and smoothing (measured for INT8) are not applied; target_kl with fallback "
+        "fine-grained moves the layers that need it to INT8 groups");
+    return;
+  }
   std::vector<std::string> chosen;
   const auto choose = [&](const char* key, auto& field, const auto& value) {
     if (json.contains(key)) return;
@@ -112,6 +121,8 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
     settings.smoothing_round = json.value("smoothing_round", settings.smoothing_round);
     settings.target_kl = json.value("target_kl", settings.target_kl);
     settings.fallback = json.value("fallback", settings.fallback);
+    settings.weight_bits = json.value("weight_bits", settings.weight_bits);
+    settings.int4_grid = json.value("int4_grid", settings.int4_grid);
     settings.mantissa_bits = json.value("mantissa_bits", settings.mantissa_bits);
     settings.max_exponent = json.value("max_exponent", settings.max_exponent);
     settings.trim_agents = json.value("trim_agents", settings.trim_agents);
@@ -185,6 +196,17 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
         "runtime {} runs static INT8 scales only: fine-grained layers (fine_grained, or target_kl with fallback fine-grained) "
         "need fedcal's engine",
         settings.runtime);
+  if (settings.weight_bits != 8 && settings.weight_bits != 4) fail("weight_bits = {}: must be 8 or 4", settings.weight_bits);
+  if (settings.int4_grid != "non-uniform" && settings.int4_grid != "uniform")
+    fail("int4_grid = '{}': must be non-uniform or uniform", settings.int4_grid);
+  if (settings.weight_bits == 4) {
+    if (!runs_fine_grained(parse_target_runtime(settings.runtime)))
+      fail("runtime {} runs static INT8 scales only: weight_bits = 4 needs fedcal's engine", settings.runtime);
+    for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
+      if (std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
+        fail("exports: {} holds static INT8 scales; weight_bits = 4 has none (leave out one or the other)", format);
+    }
+  }
   const bool tensorrt = std::find(settings.exports.begin(), settings.exports.end(), "tensorrt-cache") != settings.exports.end();
   for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
     if (fine_grained && std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
@@ -197,7 +219,8 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
 }
 
 bool RoundSettings::importance() const {
-  return smooth || std::any_of(exports.begin(), exports.end(), [](const std::string& f) { return f == "imatrix" || f == "imatrix-gguf"; });
+  return smooth || (weight_bits == 4 && dp_epsilon == 0) ||
+         std::any_of(exports.begin(), exports.end(), [](const std::string& f) { return f == "imatrix" || f == "imatrix-gguf"; });
 }
 
 }  // namespace fedcal::coordinator

@@ -47,6 +47,12 @@ struct RoundSettings {
   // target_kl - nats per token, or "dynamic" (the calibration-free baseline's KL; KlTarget). "": none.
   std::string target_kl;
   std::string fallback = "fp32";  // where target_kl moves layers: "fp32" or "fine-grained"
+  // 4: every linear not kept in FP32 or named fine-grained in 4-bit weights (models/quant/int4_format.h)
+  // on `int4_grid` ("non-uniform" or "uniform"), each group rounded to the least error weighted by the
+  // fleet's importance sums, which the agents then record (not with dp_epsilon: plain rounding). The
+  // engine runs them; target_kl with fallback fine-grained moves layers from 4 bits to INT8 groups.
+  int weight_bits = 8;
+  std::string int4_grid = "non-uniform";
   int mantissa_bits = 5;  // histogram resolution
   // The histogram's top: magnitudes at or above 2^max_exponent (and non-finite values) count there.
   int max_exponent = 12;
@@ -81,7 +87,7 @@ struct RoundSettings {
   // models/format/runtime_export.h: gguf is written as Q8_0). "imatrix" or "imatrix-gguf" makes
   // every agent also record importance sums (models/quant/importance.h).
   std::vector<std::string> exports;
-  bool importance() const;  // smooth, or an imatrix export
+  bool importance() const;  // smooth, an imatrix export, or 4-bit weights without dp_epsilon
 
   nlohmann::json to_json() const;
   // Validates every field; errors name it. With recipe "recommended", the fields `json` does not name

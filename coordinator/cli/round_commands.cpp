@@ -30,6 +30,8 @@ struct RoundStartOptions {
   double max_kl_ratio = 4;
   int max_exponent = 12;
   int trim_agents = 0;
+  int weight_bits = 8;
+  std::string int4_grid = "non-uniform";
 };
 
 // --variant LABEL:per-channel|per-tensor[:keep=LAYER,LAYER] -> {"LABEL": {"per_channel", "keep_fp32"}}
@@ -121,6 +123,15 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                     "Linear layers (or layers) in the fine-grained mode: weights in groups of 32, activations per block of 32 at "
                     "run time (e.g. the ones `fedcal-model quantize --target-kl T --fallback fine-grained` picks)")
       ->delimiter(',');
+  start
+      ->add_option("--weight-bits", o->weight_bits,
+                   "4: every linear (but --keep-fp32 and --fine-grained ones) in 4-bit weights, rounded by the fleet's "
+                   "importance sums, which the agents then record (docs/QUANTIZATION.md, \"4-bit weights\"); engine only")
+      ->check(CLI::IsMember({8, 4}))
+      ->capture_default_str();
+  start->add_option("--int4-grid", o->int4_grid, "The levels of 4-bit weights: non-uniform or uniform (llama.cpp Q4_0's)")
+      ->check(CLI::IsMember({"non-uniform", "uniform"}))
+      ->capture_default_str();
   o->smooth_option = start->add_flag(
       "--smooth,!--no-smooth", o->smooth,
       "(default: the recipe's) Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: this one sums squared "
@@ -187,6 +198,8 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                {"asymmetric", o->asymmetric},
                                {"keep_fp32", o->keep_fp32},
                                {"fine_grained", o->fine_grained},
+                               {"weight_bits", o->weight_bits},
+                               {"int4_grid", o->int4_grid},
                                {"dp_epsilon", o->dp_epsilon},
                                {"dp_delta", o->dp_delta},
                                {"neighbours", o->neighbours},

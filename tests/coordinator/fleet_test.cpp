@@ -1362,6 +1362,58 @@ TEST_CASE("Fleet round with fine-grained layers: the package mixes static and fi
   CHECK(mixed_kl < 0.6 * plain_kl);
 }
 
+TEST_CASE(
+    "Fleet round with 4-bit weights: rounded by the fleet's importance sums, the package equals fedcal-model quantize "
+    "--weight-bits 4 on the union of the agents' text bit for bit, the agents check it, and a rollout takes it" *
+    doctest::timeout(180)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["weight_bits"] = 4;
+  settings["fine_grained"] = {"classifier"};
+  const nlohmann::json report = fleet.run_round(settings);
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  const nlohmann::json fleet_model = result_model(report, "fleet");
+  CHECK(fleet_model["description"].get<std::string>().find(
+            "4-bit weights in groups of 32 (non-uniform grid, importance-weighted rounding)") != std::string::npos);
+  // The agents' local checks of the 4-bit package.
+  CHECK(report["checks"]["fleet"]["agents"] == 3);
+  const double kl = report["checks"]["fleet"]["mean_kl"].get<double>();
+  MESSAGE("agents' check of the 4-bit package: mean KL " << kl);
+  CHECK(kl > 0.0);
+  CHECK(report["checks"]["fleet"]["top1_agreement"].get<double>() > 0.8);
+
+  // Centralized: the union of the agents' text with importance sums, then the same quantization.
+  const std::string fp32 = fp32_package_path(fleet, model);
+  std::string all;
+  for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central = calibrate_centrally(fleet, fp32, all, kSequences * options.agents, "central", "--importance");
+  const std::string round = std::to_string(report["round"].get<int64_t>());
+  CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-" + round + ".stats") == read_bytes(central));
+  const std::string central_package = fleet.path("central.fcpkg");
+  const auto quantize = run_command(built_binary("fedcal-model") + " quantize --threads 1 --model " + fp32 + " --stats " +
+                                        central + " --weight-bits 4 --fine-grained classifier --per-channel --sign " +
+                                        fleet.coordinator_dir() + "/signing.key -o " + central_package,
+                                    true);
+  REQUIRE_MESSAGE(quantize.exit_code == 0, quantize.output);
+  CHECK(sha256_file_hex(central_package) == fleet_model["sha256"].get<std::string>());
+  const auto inspect = run_command(built_binary("fedcal-model") + " inspect --tensors --model " + central_package, true);
+  CHECK(inspect.output.find("qgnl4") != std::string::npos);
+
+  // A rollout of it.
+  nlohmann::json rollout_settings = {
+      {"model_id", fleet_model["model"]}, {"waves", {100.0}}, {"max_slowdown", 50.0}, {"max_kl", 50.0}, {"soak_ms", 0}};
+  const nlohmann::json rollout = fleet.run_rollout(rollout_settings);
+  REQUIRE_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+  for (const auto& agent : fleet.admin({{"command", "agents.list"}})["agents"])
+    CHECK(agent["active_model"] == fleet_model["sha256"]);
+}
+
 // The follow-up round the coordinator starts after smoothing round `smoothing` (polled on round.status).
 // Its quantizing stage with target_kl runs ~150 forward passes of the reference windows: seconds in the
 // optimized build, 156 s alone and over 180 s beside other tests under ASan on an AVX2-only VM.

@@ -107,6 +107,32 @@ TEST_CASE("Round settings: exports are known formats, once each, and only where 
                        Error);
 }
 
+TEST_CASE(
+    "Round settings: 4-bit weights run on the engine only, ask the agents for importance sums (not with DP), and skip the INT8 "
+    "recipe") {
+  const RoundSettings four = RoundSettings::from_json({{"weight_bits", 4}});
+  CHECK(four.importance());
+  CHECK(four.int4_grid == "non-uniform");
+  CHECK(RoundSettings::from_json(four.to_json()).to_json() == four.to_json());
+  CHECK_FALSE(RoundSettings::from_json(nlohmann::json::object()).importance());
+  // With DP the importance sums carry no noise: not recorded, the rounding is plain.
+  CHECK_FALSE(RoundSettings::from_json({{"weight_bits", 4}, {"dp_epsilon", 1.0}}).importance());
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 6}}), doctest::Contains("weight_bits = 6: must be 8 or 4"),
+                       Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 4}, {"int4_grid", "nf4"}}),
+                       doctest::Contains("int4_grid = 'nf4'"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 4}, {"runtime", "onnx"}}),
+                       doctest::Contains("runtime onnx runs static INT8 scales only: weight_bits = 4"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 4}, {"exports", {"tensorrt-cache"}}}),
+                       doctest::Contains("tensorrt-cache holds static INT8 scales; weight_bits = 4"), Error);
+  // The recommended recipe's target and smoothing are INT8's: not applied to a 4-bit round.
+  const RoundSettings recommended = RoundSettings::from_json({{"weight_bits", 4}, {"recipe", "recommended"}});
+  CHECK(recommended.target_kl.empty());
+  CHECK_FALSE(recommended.smooth);
+  REQUIRE(recommended.recipe_notes.size() == 1);
+  CHECK(recommended.recipe_notes[0].find("weight_bits = 4") != std::string::npos);
+}
+
 TEST_CASE("Round settings: smoothing and a target KL are checked up front, naming the setting") {
   const RoundSettings settings =
       RoundSettings::from_json({{"smooth", true}, {"target_kl", "dynamic"}, {"fallback", "fine-grained"}});
