@@ -55,6 +55,8 @@ void run_export(const ExportOptions& options) {
     int8 = static_int8_layers(loaded, options);
     input.int8 = &int8;
   }
+  // A package to GGUF: its 4-bit (uniform grid) and fine-grained layers as their own Q4_0 and Q8_0 blocks.
+  if (options.format == "gguf" && !loaded.int8.empty()) input.int8 = &loaded.int8;
   std::optional<CalibrationStats> stats;
   if (options.format == "imatrix" || options.format == "imatrix-gguf") {
     if (!options.quantization.stats) fail("--format {} needs --stats (recorded with calibrate --importance)", options.format);
@@ -93,7 +95,10 @@ void add_export_command(CLI::App& app) {
   command->add_option("--tensorrt-version", options->tensorrt_version,
                       "TensorRT version in the cache header, as NV_TENSORRT_VERSION (8602: TensorRT 8.6.2, JetPack 6)")
       ->capture_default_str();
-  command->add_option("--type", options->type, "GGUF matrix type: f32, f16, bf16 or q8_0 (norms stay F32)")
+  command
+      ->add_option("--type", options->type,
+                   "GGUF matrix type: f32, f16, bf16 or q8_0 (norms stay F32); a package's 4-bit (uniform grid) and "
+                   "fine-grained layers keep their own blocks (Q4_0, Q8_0), its FP32 matrices take this type")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   command->add_option("--name", options->name, "general.name of the GGUF file; the dataset name of an imatrix");

@@ -215,8 +215,10 @@ class Parser {
     const uint32_t type_number = reader_.read<uint32_t>("tensor type");
     const std::optional<GgmlType> type = ggml_type_from_number(type_number);
     if (!type) {
-      fail("{}: tensor '{}' is {}: fedcal reads F32, F16, BF16 and Q8_0 tensors (convert the file with llama-quantize or from its source)",
-           file.source, tensor.name, ggml_type_name(type_number));
+      fail(
+          "{}: tensor '{}' is {}: fedcal reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K tensors (convert the file "
+          "with llama-quantize or from its source)",
+          file.source, tensor.name, ggml_type_name(type_number));
     }
     tensor.type = *type;
     if (tensor.shape[0] % static_cast<uint64_t>(ggml_block_values(tensor.type)) != 0) {
@@ -397,6 +399,12 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<uint64_t> shape
   GgufTensorInfo info{name, std::move(shape), type, 0};
   const std::optional<uint64_t> size = ggml_bytes(type, info.values());
   if (!size || *size != data.size()) fail("GGUF writer: tensor '{}' has {} bytes, its shape needs {}", name, data.size(), size.value_or(0));
+  for (Tensor& tensor : tensors_) {
+    if (tensor.info.name == name) {
+      tensor = {std::move(info), std::move(data)};
+      return;
+    }
+  }
   tensors_.push_back({std::move(info), std::move(data)});
 }
 

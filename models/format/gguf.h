@@ -93,7 +93,8 @@ bool looks_like_gguf(std::span<const std::byte> bytes);
 class GgufWriter {
  public:
   void set(const std::string& key, GgufValue value);
-  // `shape` with ne[0] first; `data` is ggml_bytes(type, product of shape) bytes.
+  // `shape` with ne[0] first; `data` is ggml_bytes(type, product of shape) bytes. A tensor of the same
+  // name is replaced, in its place.
   void add_tensor(const std::string& name, std::vector<uint64_t> shape, GgmlType type, std::vector<std::byte> data);
   std::vector<std::byte> serialize() const;
   void write(const std::string& path) const;

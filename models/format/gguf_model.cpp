@@ -9,8 +9,10 @@
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/mapped_file.h"
+#include "models/format/float16.h"
 #include "models/format/gguf_tokenizer.h"
 #include "models/format/hf_checkpoint.h"
+#include "models/quant/int4_format.h"
 #include "models/tokenizer/bpe.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
@@ -29,8 +31,9 @@ uint32_t file_type(GgmlType type) {
       return 7;
     case GgmlType::kBF16:
       return 32;
+    default:  // types fedcal reads but does not write
+      return 0;
   }
-  return 0;
 }
 
 }  // namespace
@@ -76,6 +79,35 @@ std::pair<int, int> rotary_shape(const std::string& name, int cols, const ModelC
 // llama.cpp's architecture name for a config; qwen2 and qwen3 rotate in the NEOX (half-split) layout.
 std::string gguf_architecture(const ModelConfig& c) { return c.qk_norm ? "qwen3" : c.qkv_bias ? "qwen2" : "llama"; }
 bool neox_layout(const std::string& arch) { return arch == "qwen2" || arch == "qwen3"; }
+
+// A quantized layer's own blocks, where GGUF has its layout: 4-bit uniform codes as Q4_0 (binary16 d,
+// 16 bytes of codes in the same order: code = level + 8), INT8 groups of 32 as Q8_0 (binary16 d, 32
+// int8). `type` says which. Anything else is refused naming the tensor.
+std::vector<std::byte> quantized_blocks(const std::string& name, const QuantizedMatrix& m, GgmlType& type) {
+  const bool q4_0 = m.bits == 4 && m.grid == Int4Grid::kUniform;
+  const bool q8_0 = m.bits == 8 && m.per_group() && m.cols % kQ8_0BlockValues == 0;
+  if (!q4_0 && !q8_0) {
+    fail("GGUF export: {} is {}: GGUF has no type with its layout (export the FP32 model it was quantized from{})", name,
+         m.bits == 4     ? "4-bit on the non-uniform grid"
+         : m.per_group() ? "INT8 in groups that do not fill its rows"
+                         : "static INT8",
+         m.bits == 4 ? ", or quantize with --int4-grid uniform: Q4_0" : "");
+  }
+  type = q4_0 ? GgmlType::kQ4_0 : GgmlType::kQ8_0;
+  const std::vector<uint8_t> codes = q4_0 ? pack_int4_codes(m) : std::vector<uint8_t>();
+  const size_t groups = m.scales.size(), group_bytes = q4_0 ? 16 : 32;
+  std::vector<std::byte> out;
+  out.reserve(groups * (2 + group_bytes));
+  for (size_t g = 0; g < groups; ++g) {
+    const uint16_t d = f32_to_f16(m.scales[g]);
+    out.push_back(static_cast<std::byte>(d & 0xff));
+    out.push_back(static_cast<std::byte>(d >> 8));
+    for (size_t i = 0; i < group_bytes; ++i)
+      out.push_back(q4_0 ? static_cast<std::byte>(codes[g * group_bytes + i])
+                         : static_cast<std::byte>(m.values[g * group_bytes + i]));
+  }
+  return out;
+}
 
 std::vector<float> to_neox(const ConstTensorRef& tensor, const ModelConfig& config) {
   const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, config);
@@ -126,11 +158,32 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
     const std::vector<float> divisors = rope_divisors(c);
     out.add_tensor("rope_freqs.weight", {divisors.size()}, GgmlType::kF32, ggml_encode(GgmlType::kF32, divisors));
   }
+  // A tied table's quantized form is the classifier's.
+  const QuantizedLinear* table =
+      options.quantized != nullptr ? int8_token_table(*options.quantized, c.shared_classifier) : nullptr;
   for (const ConstTensorRef& tensor : list_tensors(model)) {
     const bool matrix = tensor.rows > 1;
+    const QuantizedLinear* quantized = tensor.name == "token_embedding" ? table : nullptr;
+    if (options.quantized != nullptr && quantized == nullptr) {
+      const auto found = options.quantized->find(tensor.name);
+      if (found != options.quantized->end()) quantized = &found->second;
+    }
+    if (quantized != nullptr) {
+      if (neox_layout(arch) && rotary_rows(tensor.name))
+        fail("GGUF export: {} of a {} model: quantized rows in the NEOX layout are not written yet (export the FP32 model)",
+             tensor.name, arch);
+      GgmlType type = GgmlType::kQ8_0;
+      std::vector<std::byte> blocks = quantized_blocks(tensor.name, quantized->weights, type);
+      ++(type == GgmlType::kQ4_0 ? counts.package_q4_0 : counts.package_q8_0);
+      out.add_tensor(gguf_tensor_name(tensor.name), {static_cast<uint64_t>(tensor.cols), static_cast<uint64_t>(tensor.rows)},
+                     type, std::move(blocks));
+      continue;
+    }
     std::vector<float> neox;
     if (neox_layout(arch) && rotary_rows(tensor.name)) neox = to_neox(tensor, c);
     const std::span<const float> values = neox.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(neox);
+    if (tensor.data->size() != static_cast<size_t>(tensor.rows) * static_cast<size_t>(tensor.cols))
+      fail("GGUF export: {} has neither FP32 values nor a quantized form", tensor.name);
     GgmlType type = matrix ? options.weights : GgmlType::kF32;
     if (matrix && tensor.cols % ggml_block_values(type) != 0) type = GgmlType::kF16;
     if (matrix) ++(type == options.weights ? counts.matrices_in_requested_type : counts.matrices_in_f16);

@@ -36,6 +36,11 @@ std::string gguf_tensor_name(const std::string& name);
 struct GgufExportOptions {
   GgmlType weights = GgmlType::kF32;  // of the matrices; vectors (norms) are always F32
   std::string name;                   // general.name
+  // A package's quantized layers, written as their own blocks where GGUF has the same layout: 4-bit
+  // on the uniform grid as Q4_0, INT8 in groups of 32 (fine-grained) as Q8_0, bit for bit; the other
+  // matrices in `weights`. Any other quantized layer (non-uniform 4-bit, static INT8) is refused by
+  // name: GGUF has no type for it.
+  const QuantizedLinears* quantized = nullptr;
 };
 
 // How many matrices were written in each type (a Q8_0 export keeps a matrix whose rows are not whole
@@ -43,6 +48,7 @@ struct GgufExportOptions {
 struct GgufExportSummary {
   int matrices_in_requested_type = 0;
   int matrices_in_f16 = 0;
+  int package_q4_0 = 0, package_q8_0 = 0;  // a package's own blocks
   uint64_t bytes = 0;
 };
 
@@ -53,7 +59,7 @@ GgufExportSummary write_gguf_model(const std::string& path, const Model& model, 
                                    const GgufExportOptions& options);
 
 struct GgufModel {
-  Model model;                 // FP32 (F16, BF16 and Q8_0 tensors dequantized)
+  Model model;                 // FP32 (F16, BF16, Q8_0 and the 4- to 6-bit tensors dequantized)
   PackageTokenizer tokenizer;  // a llama2.c tokenizer.bin built from tokenizer.ggml.*
   std::string architecture;
 };

@@ -25,12 +25,21 @@ std::string runtime_export_extension(const std::string& format) {
 
 namespace {
 
+// The first tensor of `model` without FP32 values (a package's quantized layer), or null.
+const ConstTensorRef* missing_fp32(const Model& model, const std::vector<ConstTensorRef>& tensors) {
+  for (const ConstTensorRef& tensor : tensors) {
+    if (tensor.data->size() != size_t(tensor.rows) * tensor.cols &&
+        !(tensor.name == "classifier" && model.config.shared_classifier))
+      return &tensor;
+  }
+  return nullptr;
+}
+
 const Model& fp32_model(const RuntimeExportInput& input, const std::string& format) {
   if (input.model == nullptr) fail("{}: needs the model", format);
-  for (const ConstTensorRef& tensor : list_tensors(*input.model)) {
-    if (tensor.data->size() != size_t(tensor.rows) * tensor.cols && !(tensor.name == "classifier" && input.model->config.shared_classifier))
-      fail("{}: {} has no FP32 values (an INT8 package): export the FP32 model it was quantized from", format, tensor.name);
-  }
+  const std::vector<ConstTensorRef> tensors = list_tensors(*input.model);
+  if (const ConstTensorRef* missing = missing_fp32(*input.model, tensors))
+    fail("{}: {} has no FP32 values (an INT8 package): export the FP32 model it was quantized from", format, missing->name);
   return *input.model;
 }
 
@@ -46,9 +55,18 @@ RuntimeExportSummary write(const std::string& format, const std::string& path, c
     GgufExportOptions options;
     options.weights = input.gguf_type;
     options.name = input.name;
-    const GgufExportSummary summary = write_gguf_model(path, fp32_model(input, format), *input.tokenizer, options);
-    return {summary.bytes, fmt::format("GGUF, {} matrices {}{}", summary.matrices_in_requested_type, ggml_type_name(options.weights),
-                                       summary.matrices_in_f16 ? fmt::format(" ({} in F16: rows not whole blocks)", summary.matrices_in_f16) : "")};
+    // A package (its quantized layers hold no FP32 values): those layers as their own blocks.
+    if (input.model == nullptr) fail("gguf: needs the model");
+    const bool package = missing_fp32(*input.model, list_tensors(*input.model)) != nullptr;
+    if (package && input.int8 != nullptr) options.quantized = input.int8;
+    const GgufExportSummary summary = write_gguf_model(
+        path, package && input.int8 != nullptr ? *input.model : fp32_model(input, format), *input.tokenizer, options);
+    const std::string own =
+        package ? fmt::format(", the package's own blocks: {} Q4_0 and {} Q8_0", summary.package_q4_0, summary.package_q8_0) : "";
+    return {summary.bytes,
+            fmt::format(
+                "GGUF, {} matrices {}{}{}", summary.matrices_in_requested_type, ggml_type_name(options.weights),
+                summary.matrices_in_f16 ? fmt::format(" ({} in F16: rows not whole blocks)", summary.matrices_in_f16) : "", own)};
   }
   if (format == "imatrix") {
     if (input.stats == nullptr || input.model == nullptr) fail("imatrix: needs the model and statistics recorded with importance sums");

@@ -2,6 +2,7 @@
 // checked against Hugging Face's independent reader (@huggingface/gguf from npm, tests/oracles).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -16,9 +17,12 @@
 #include "models/format/gguf_model.h"
 #include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_loader.h"
+#include "models/format/model_package.h"
+#include "models/format/runtime_export.h"
 #include "models/format/synth.h"
-#include "models/tokenizer/hf_tokenizer.h"
+#include "models/quant/quantize.h"
 #include "models/tokenizer/byte_level_bpe_tokenizer.h"
+#include "models/tokenizer/hf_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
 #include "tests/error_of.h"
@@ -108,6 +112,208 @@ TEST_CASE("GGML types: Q8_0 is blocks of a binary16 scale and 32 int8 values, wi
   CHECK_THROWS_AS(ggml_encode(GgmlType::kQ8_0, std::vector<float>(31)), Error);
 }
 
+// A writer of ggml's published 4- to 6-bit block layouts, independent of the reader under test: it
+// packs integers chosen here into bytes as the layouts describe them, and says what each value is.
+struct PublishedBlocks {
+  std::vector<std::byte> bytes;
+  std::vector<float> values;
+};
+
+void put_half(std::vector<std::byte>& out, float value) {
+  const uint16_t half = f32_to_f16(value);
+  out.push_back(static_cast<std::byte>(half & 0xff));
+  out.push_back(static_cast<std::byte>(half >> 8));
+}
+
+PublishedBlocks published_blocks(GgmlType type, int blocks, std::mt19937& rng) {
+  PublishedBlocks out;
+  std::uniform_int_distribution<int> any(0, 255);
+  auto half_value = [&](float low, float high) {
+    return f16_to_f32(f32_to_f16(std::uniform_real_distribution<float>(low, high)(rng)));
+  };
+  auto byte = [](int value) { return static_cast<std::byte>(value & 0xff); };
+  for (int block = 0; block < blocks; ++block) {
+    if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1) {
+      // d [, m], then byte i holds value i (low nibble) and value i + 16 (high).
+      const float d = half_value(0.001f, 0.1f), m = type == GgmlType::kQ4_1 ? half_value(-0.5f, 0.5f) : 0.0f;
+      put_half(out.bytes, d);
+      if (type == GgmlType::kQ4_1) put_half(out.bytes, m);
+      std::vector<int> codes(32);
+      for (int& c : codes) c = any(rng) & 15;
+      for (int i = 0; i < 16; ++i)
+        out.bytes.push_back(byte(codes[static_cast<size_t>(i)] | (codes[static_cast<size_t>(i) + 16] << 4)));
+      for (const int c : codes)
+        out.values.push_back(type == GgmlType::kQ4_1 ? d * static_cast<float>(c) + m : d * static_cast<float>(c - 8));
+    } else if (type == GgmlType::kQ4_K || type == GgmlType::kQ5_K) {
+      // d, dmin, eight 6-bit scales and mins in 12 bytes, [32 bytes of fifth bits], 128 bytes of nibbles.
+      const float d = half_value(0.0005f, 0.01f), dmin = half_value(0.0005f, 0.01f);
+      put_half(out.bytes, d);
+      put_half(out.bytes, dmin);
+      int sc[8], mn[8];
+      for (int j = 0; j < 8; ++j) {
+        sc[j] = any(rng) & 63;
+        mn[j] = any(rng) & 63;
+      }
+      sc[7] = 63;  // the extremes of the 6-bit fields
+      mn[6] = 63;
+      for (int j = 0; j < 4; ++j) out.bytes.push_back(byte(sc[j] | ((sc[j + 4] >> 4) << 6)));
+      for (int j = 0; j < 4; ++j) out.bytes.push_back(byte(mn[j] | ((mn[j + 4] >> 4) << 6)));
+      for (int j = 0; j < 4; ++j) out.bytes.push_back(byte((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4)));
+      const bool five = type == GgmlType::kQ5_K;
+      std::vector<int> codes(256);
+      for (int& c : codes) c = any(rng) & (five ? 31 : 15);
+      if (five) {
+        for (int l = 0; l < 32; ++l) {
+          int bits = 0;
+          for (int j = 0; j < 4; ++j) {
+            bits |= ((codes[static_cast<size_t>(64 * j + l)] >> 4) & 1) << (2 * j);
+            bits |= ((codes[static_cast<size_t>(64 * j + 32 + l)] >> 4) & 1) << (2 * j + 1);
+          }
+          out.bytes.push_back(byte(bits));
+        }
+      }
+      for (int j = 0; j < 4; ++j) {
+        for (int l = 0; l < 32; ++l)
+          out.bytes.push_back(
+              byte((codes[static_cast<size_t>(64 * j + l)] & 15) | ((codes[static_cast<size_t>(64 * j + 32 + l)] & 15) << 4)));
+      }
+      for (int i = 0; i < 256; ++i) {
+        const int sub = i / 32;  // sub-blocks of 32 values
+        out.values.push_back(d * static_cast<float>(sc[sub]) * static_cast<float>(codes[static_cast<size_t>(i)]) -
+                             dmin * static_cast<float>(mn[sub]));
+      }
+    } else {  // Q6_K: 128 bytes of low nibbles, 64 of 2-bit highs, 16 int8 scales, d
+      std::vector<int> codes(256);
+      for (int& c : codes) c = any(rng) & 63;
+      int8_t scales[16];
+      for (int8_t& v : scales) v = static_cast<int8_t>(any(rng) - 128);
+      const float d = half_value(0.0001f, 0.001f);
+      std::vector<std::byte> ql(128), qh(64);
+      for (int half = 0; half < 2; ++half) {
+        const int base = 128 * half;
+        for (int l = 0; l < 32; ++l) {
+          const auto c = [&](int k) { return codes[static_cast<size_t>(base + 32 * k + l)]; };
+          ql[static_cast<size_t>(64 * half + l)] = byte((c(0) & 15) | ((c(2) & 15) << 4));
+          ql[static_cast<size_t>(64 * half + 32 + l)] = byte((c(1) & 15) | ((c(3) & 15) << 4));
+          qh[static_cast<size_t>(32 * half + l)] =
+              byte((c(0) >> 4) | ((c(1) >> 4) << 2) | ((c(2) >> 4) << 4) | ((c(3) >> 4) << 6));
+        }
+      }
+      out.bytes.insert(out.bytes.end(), ql.begin(), ql.end());
+      out.bytes.insert(out.bytes.end(), qh.begin(), qh.end());
+      for (const int8_t v : scales) out.bytes.push_back(static_cast<std::byte>(v));
+      put_half(out.bytes, d);
+      // Value i of the block: half i / 128, and within it the scale of its 16 values.
+      for (int i = 0; i < 256; ++i) {
+        const int half = i / 128, k = i % 128 / 32, l = i % 32;
+        const int scale = scales[8 * half + l / 16 + 2 * k];
+        out.values.push_back(d * static_cast<float>(scale) * static_cast<float>(codes[static_cast<size_t>(i)] - 32));
+      }
+    }
+  }
+  return out;
+}
+
+TEST_CASE(
+    "GGML 4- to 6-bit types (Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) decode as their published block layouts say, and fedcal does not "
+    "write them") {
+  std::mt19937 rng(17);
+  for (const GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    CAPTURE(ggml_type_name(type));
+    const PublishedBlocks blocks = published_blocks(type, 3, rng);
+    REQUIRE(blocks.bytes.size() == 3 * ggml_block_bytes(type));
+    REQUIRE(*ggml_bytes(type, blocks.values.size()) == blocks.bytes.size());
+    std::vector<float> decoded(blocks.values.size());
+    ggml_decode(type, blocks.bytes, decoded);
+    for (size_t i = 0; i < decoded.size(); ++i) {
+      CAPTURE(i);
+      REQUIRE(decoded[i] == doctest::Approx(blocks.values[i]).epsilon(1e-6));
+    }
+    CHECK_THROWS_WITH(ggml_encode(type, std::vector<float>(256)), doctest::Contains("does not write"));
+  }
+  CHECK(ggml_type_name(static_cast<uint32_t>(20)) == "type 20");  // IQ4_NL: not read, named
+}
+
+TEST_CASE(
+    "GGUF import of 4-bit matrices: a Q4_0 matrix loads as its blocks' values, a type fedcal does not read is refused naming the "
+    "tensor") {
+  const Model model = synthesize_model(find_synth_preset("tiny").config, 3);
+  std::mt19937 rng(5);
+  // The exported file's wv (32 rows of 64) replaced by Q4_0 blocks: read back as their values.
+  GgufWriter writer = gguf_from_model(model, tiny_tokenizer(), {});
+  const PublishedBlocks wv = published_blocks(GgmlType::kQ4_0, 32 * 64 / 32, rng);
+  writer.add_tensor("blk.0.attn_v.weight", {64, 32}, GgmlType::kQ4_0, wv.bytes);
+  const std::vector<std::byte> bytes = writer.serialize();
+  const Model loaded = model_from_gguf(parse_gguf(bytes, "q4.gguf")).model;
+  CHECK(loaded.layers[0].wv == wv.values);
+  // The same tensor's type number made 20 (IQ4_NL, not read): refused with the tensor's name.
+  std::vector<std::byte> other = bytes;
+  const std::string name = "blk.0.attn_v.weight";
+  const auto at = std::search(other.begin(), other.end(), reinterpret_cast<const std::byte*>(name.data()),
+                              reinterpret_cast<const std::byte*>(name.data()) + name.size());
+  REQUIRE(at != other.end());
+  const size_t type_at = static_cast<size_t>(at - other.begin()) + name.size() + 4 + 2 * 8;  // after n_dims and 2 dims
+  const uint32_t iq4_nl = 20;
+  std::memcpy(&other[type_at], &iq4_nl, 4);
+  const std::string refused = error_of([&] { parse_gguf(other, "iq4.gguf"); });
+  CHECK(refused.find("tensor 'blk.0.attn_v.weight' is type 20") != std::string::npos);
+}
+
+TEST_CASE(
+    "GGUF export of a 4-bit package: its uniform 4-bit layers as Q4_0 and fine-grained ones as Q8_0, the same values bit for "
+    "bit, non-uniform ones refused by name") {
+  ScratchDir dir;
+  const Model fp32 = load_model(kProjectModel).model;
+  QuantizeOptions options;
+  options.weight_bits = 4;
+  options.four_bit_grid = Int4Grid::kUniform;
+  options.fine_grained = {"classifier"};
+  const QuantizedLinears layers = quantize_model_weights(fp32, options);
+  const std::string package_path = dir.path("four.fcpkg");
+  write_model_package(package_path, fp32, layers, project_tokenizer(), {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
+  const LoadedModel package = load_model(package_path);
+  RuntimeExportInput input;
+  input.model = &package.model;
+  input.int8 = &package.int8;
+  input.tokenizer = &package.package->tokenizer;
+  const std::string path = dir.path("four.gguf");
+  const RuntimeExportSummary summary = write_runtime_export("gguf", path, input);
+  MESSAGE("4-bit package as GGUF: " << summary.text << ", " << summary.bytes << " bytes");
+  const MappedFile file(path);
+  const GgufFile gguf = parse_gguf(file.bytes(), path);
+  // Every 4-bit layer a Q4_0 tensor, the tied table (the fine-grained classifier) Q8_0; each value
+  // the package's scale times its level.
+  for (const auto& [name, layer] : layers) {
+    const std::string gguf_name = name == "classifier" ? "token_embd.weight" : gguf_tensor_name(name);
+    CAPTURE(gguf_name);
+    const GgufTensorInfo* tensor = gguf.find_tensor(gguf_name);
+    REQUIRE(tensor != nullptr);
+    CHECK(tensor->type == (layer.weights.bits == 4 ? GgmlType::kQ4_0 : GgmlType::kQ8_0));
+    std::vector<float> values(tensor->values());
+    ggml_decode(tensor->type, gguf.tensor_bytes(*tensor), values);
+    const QuantizedMatrix& m = layer.weights;
+    bool same = values.size() == m.values.size();
+    for (size_t i = 0; same && i < values.size(); ++i) {
+      const int row = static_cast<int>(i / static_cast<size_t>(m.cols)), col = static_cast<int>(i % static_cast<size_t>(m.cols));
+      same = values[i] == m.scale_at(row, col) * static_cast<float>(m.values[i]);
+    }
+    CHECK(same);
+  }
+  CHECK(gguf.find_tensor("output.weight") == nullptr);  // tied
+  // The non-uniform grid has no GGUF type.
+  options.four_bit_grid = Int4Grid::kNonUniform;
+  const std::string non_uniform = dir.path("nl.fcpkg");
+  write_model_package(non_uniform, fp32, quantize_model_weights(fp32, options), project_tokenizer(),
+                      {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
+  const LoadedModel nl = load_model(non_uniform);
+  input.model = &nl.model;
+  input.int8 = &nl.int8;
+  input.tokenizer = &nl.package->tokenizer;
+  CHECK(error_of([&] {
+          write_runtime_export("gguf", dir.path("nl.gguf"), input);
+        }).find("layers.0.wq is 4-bit on the non-uniform grid") != std::string::npos);
+}
+
 TEST_CASE("GGUF container: every value type and tensors round trip, and malformed files are refused with the reason") {
   GgufWriter writer;
   writer.set("general.architecture", GgufValue::string("llama"));
@@ -152,14 +358,14 @@ TEST_CASE("GGUF container: every value type and tensors round trip, and malforme
   CHECK(patched(0, {'G', 'G', 'M', 'L'}).find("not a GGUF file") != std::string::npos);
   CHECK(patched(4, {1}).find("GGUF version 1 is not supported") != std::string::npos);
   CHECK(patched(16, {0xff, 0xff, 0xff, 0xff}).find("cannot fit") != std::string::npos);  // metadata count
-  // The tensor type of "m": a K-quant fedcal does not read is refused naming the tensor.
+  // The tensor type of "m": a type fedcal does not read (IQ4_NL) is refused naming the tensor.
   GgufWriter k_quant;
   k_quant.add_tensor("blk.0.attn_q.weight", {256}, GgmlType::kF32, ggml_encode(GgmlType::kF32, std::vector<float>(256)));
   std::vector<std::byte> k_bytes = k_quant.serialize();
   const size_t type_at = 4 + 4 + 8 + 8 + 8 + std::strlen("blk.0.attn_q.weight") + 4 + 8;
-  k_bytes[type_at] = std::byte{12};  // Q4_K
+  k_bytes[type_at] = std::byte{20};  // IQ4_NL
   const std::string k_error = error_of([&] { parse_gguf(k_bytes, "k.gguf"); });
-  CHECK(k_error.find("'blk.0.attn_q.weight' is type 12") != std::string::npos);
+  CHECK(k_error.find("'blk.0.attn_q.weight' is type 20") != std::string::npos);
   k_bytes[type_at] = std::byte{0};
   k_bytes[type_at + 4] = std::byte{8};  // offset 8: not aligned
   CHECK(error_of([&] { parse_gguf(k_bytes, "k.gguf"); }).find("not a multiple of the alignment") != std::string::npos);

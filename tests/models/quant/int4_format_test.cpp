@@ -187,7 +187,7 @@ std::string read_error(const std::string& path) {
 }
 
 TEST_CASE(
-    "Packages hold 4-bit layers as qgnl4 or qgint4 (half a byte per weight) and read them back exactly; damaged ones are "
+    "Packages hold 4-bit layers as qgnl4 or qgint4 (half a byte per weight) and read them back exactly, damaged ones are "
     "refused naming the tensor") {
   testing::ScratchDir dir;
   const Model model = synthesize_model(find_synth_preset("tiny").config, 4);  // dim 64, hidden 176
