@@ -21,6 +21,10 @@ std::optional<GgmlType> ggml_type_from_number(uint32_t number) {
       return GgmlType::kQ4_0;
     case 3:
       return GgmlType::kQ4_1;
+    case 6:
+      return GgmlType::kQ5_0;
+    case 7:
+      return GgmlType::kQ5_1;
     case 8:
       return GgmlType::kQ8_0;
     case 12:
@@ -46,6 +50,10 @@ std::string ggml_type_name(uint32_t number) {
       return "Q4_0";
     case 3:
       return "Q4_1";
+    case 6:
+      return "Q5_0";
+    case 7:
+      return "Q5_1";
     case 8:
       return "Q8_0";
     case 12:
@@ -76,6 +84,8 @@ int ggml_block_values(GgmlType type) {
     case GgmlType::kQ8_0:
     case GgmlType::kQ4_0:
     case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
       return 32;
     case GgmlType::kQ4_K:
     case GgmlType::kQ5_K:
@@ -99,6 +109,10 @@ size_t ggml_block_bytes(GgmlType type) {
       return 18;
     case GgmlType::kQ4_1:
       return 20;
+    case GgmlType::kQ5_0:
+      return 22;
+    case GgmlType::kQ5_1:
+      return 24;
     case GgmlType::kQ4_K:
       return 144;
     case GgmlType::kQ5_K:
@@ -155,14 +169,20 @@ void scale_min_k4(int j, const std::byte* q, int& scale, int& min) {
 
 uint8_t byte_at(const std::byte* p, size_t i) { return std::to_integer<uint8_t>(p[i]); }
 
-void decode_q4_block(const std::byte* in, bool with_min, float* y) {
+// Q4_0, Q4_1 (with_min), Q5_0 and Q5_1 (five).
+void decode_q4_q5_block(const std::byte* in, bool with_min, bool five, float* y) {
   const float d = f16_to_f32(get_u16(in));
   const float m = with_min ? f16_to_f32(get_u16(in + 2)) : 0.0f;
-  const std::byte* qs = in + (with_min ? 4 : 2);
-  const int offset = with_min ? 0 : 8;
+  const std::byte* after = in + (with_min ? 4 : 2);
+  uint32_t high = 0;
+  if (five) std::memcpy(&high, after, 4);  // little-endian, as the file is
+  const std::byte* qs = after + (five ? 4 : 0);
+  const int offset = with_min ? 0 : five ? 16 : 8;
   for (size_t l = 0; l < 16; ++l) {
-    y[l] = d * static_cast<float>((byte_at(qs, l) & 0xF) - offset) + m;
-    y[l + 16] = d * static_cast<float>((byte_at(qs, l) >> 4) - offset) + m;
+    const int high_low = five ? static_cast<int>((high >> l) & 1) << 4 : 0;
+    const int high_high = five ? static_cast<int>((high >> (l + 16)) & 1) << 4 : 0;
+    y[l] = d * static_cast<float>(((byte_at(qs, l) & 0xF) | high_low) - offset) + m;
+    y[l + 16] = d * static_cast<float>(((byte_at(qs, l) >> 4) | high_high) - offset) + m;
   }
 }
 
@@ -262,7 +282,9 @@ void ggml_decode(GgmlType type, std::span<const std::byte> bytes, std::span<floa
       for (size_t block = 0; block * values < out.size(); ++block) {
         const std::byte* in = &bytes[block * block_bytes];
         float* y = &out[block * values];
-        if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1) decode_q4_block(in, type == GgmlType::kQ4_1, y);
+        if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ5_0 || type == GgmlType::kQ5_1)
+          decode_q4_q5_block(in, type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1,
+                             type == GgmlType::kQ5_0 || type == GgmlType::kQ5_1, y);
         if (type == GgmlType::kQ4_K || type == GgmlType::kQ5_K) decode_k_block(in, type == GgmlType::kQ5_K, y);
         if (type == GgmlType::kQ6_K) decode_q6_k_block(in, y);
       }

@@ -7,6 +7,9 @@
 // Read only (dequantized to FP32 on load, so that users' 4-bit files load), as ggml publishes them:
 //   Q4_0  blocks of 32: binary16 d, 16 bytes of nibbles (byte m: value m low, m + 16 high); d (q - 8).
 //   Q4_1  blocks of 32: binary16 d, binary16 m, 16 bytes of nibbles as Q4_0; d q + m.
+//   Q5_0  blocks of 32: binary16 d, 4 bytes of fifth bits (little-endian: bit i for value i), nibbles
+//         as Q4_0; d (q - 16). Q5_1: binary16 d and m, then as Q5_0; d q + m. (llama-quantize's
+//         K-quant mixes fall back to them for rows that are not whole 256-value super-blocks.)
 //   Q4_K  super-blocks of 256: binary16 d, binary16 dmin, 12 bytes of eight 6-bit scales and eight
 //         6-bit mins (scale_min_k4), 128 bytes of nibbles: each 64 values are 32 bytes, low nibbles
 //         then high, with sub-blocks 2j and 2j + 1; value = d sc q - dmin m.
@@ -31,6 +34,8 @@ enum class GgmlType : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,
   kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
   kQ8_0 = 8,
   kQ4_K = 12,
   kQ5_K = 13,
@@ -43,7 +48,8 @@ constexpr size_t kQ8_0BlockBytes = 2 + kQ8_0BlockValues;
 
 // The type with this GGUF number, or nullopt for one fedcal does not read (named by ggml_type_name).
 std::optional<GgmlType> ggml_type_from_number(uint32_t number);
-// "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K", or "type N" for a number fedcal does not know.
+// "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", or "type N" for a number fedcal does not
+// know.
 std::string ggml_type_name(uint32_t number);
 inline std::string ggml_type_name(GgmlType type) { return ggml_type_name(static_cast<uint32_t>(type)); }
 // "f32" / "f16" / "bf16" / "q8_0" (any case) -> the type; nullopt otherwise.

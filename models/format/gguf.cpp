@@ -216,7 +216,8 @@ class Parser {
     const std::optional<GgmlType> type = ggml_type_from_number(type_number);
     if (!type) {
       fail(
-          "{}: tensor '{}' is {}: fedcal reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K tensors (convert the file "
+          "{}: tensor '{}' is {}: fedcal reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K tensors "
+          "(convert the file "
           "with llama-quantize or from its source)",
           file.source, tensor.name, ggml_type_name(type_number));
     }

@@ -133,17 +133,25 @@ PublishedBlocks published_blocks(GgmlType type, int blocks, std::mt19937& rng) {
   };
   auto byte = [](int value) { return static_cast<std::byte>(value & 0xff); };
   for (int block = 0; block < blocks; ++block) {
-    if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1) {
-      // d [, m], then byte i holds value i (low nibble) and value i + 16 (high).
-      const float d = half_value(0.001f, 0.1f), m = type == GgmlType::kQ4_1 ? half_value(-0.5f, 0.5f) : 0.0f;
+    if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ5_0 || type == GgmlType::kQ5_1) {
+      // d [, m], [the fifth bits: bit i of a little-endian uint32 for value i], then byte i holds value
+      // i (low nibble) and value i + 16 (high).
+      const bool with_min = type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1;
+      const bool five = type == GgmlType::kQ5_0 || type == GgmlType::kQ5_1;
+      const float d = half_value(0.001f, 0.1f), m = with_min ? half_value(-0.5f, 0.5f) : 0.0f;
       put_half(out.bytes, d);
-      if (type == GgmlType::kQ4_1) put_half(out.bytes, m);
+      if (with_min) put_half(out.bytes, m);
       std::vector<int> codes(32);
-      for (int& c : codes) c = any(rng) & 15;
+      for (int& c : codes) c = any(rng) & (five ? 31 : 15);
+      if (five) {
+        uint32_t high = 0;
+        for (int i = 0; i < 32; ++i) high |= static_cast<uint32_t>(codes[static_cast<size_t>(i)] >> 4) << i;
+        for (int k = 0; k < 4; ++k) out.bytes.push_back(byte(static_cast<int>(high >> (8 * k))));
+      }
       for (int i = 0; i < 16; ++i)
-        out.bytes.push_back(byte(codes[static_cast<size_t>(i)] | (codes[static_cast<size_t>(i) + 16] << 4)));
-      for (const int c : codes)
-        out.values.push_back(type == GgmlType::kQ4_1 ? d * static_cast<float>(c) + m : d * static_cast<float>(c - 8));
+        out.bytes.push_back(byte((codes[static_cast<size_t>(i)] & 15) | ((codes[static_cast<size_t>(i) + 16] & 15) << 4)));
+      const int offset = with_min ? 0 : five ? 16 : 8;
+      for (const int c : codes) out.values.push_back(d * static_cast<float>(c - offset) + m);
     } else if (type == GgmlType::kQ4_K || type == GgmlType::kQ5_K) {
       // d, dmin, eight 6-bit scales and mins in 12 bytes, [32 bytes of fifth bits], 128 bytes of nibbles.
       const float d = half_value(0.0005f, 0.01f), dmin = half_value(0.0005f, 0.01f);
@@ -218,7 +226,8 @@ TEST_CASE(
     "GGML 4- to 6-bit types (Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) decode as their published block layouts say, and fedcal does not "
     "write them") {
   std::mt19937 rng(17);
-  for (const GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+  for (const GgmlType type :
+       {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     CAPTURE(ggml_type_name(type));
     const PublishedBlocks blocks = published_blocks(type, 3, rng);
     REQUIRE(blocks.bytes.size() == 3 * ggml_block_bytes(type));
