@@ -3,12 +3,15 @@
 # smollm-135m synth shape): every linear 4-bit (`quantize --weight-bits 4`, non-uniform grid) against
 # every linear fine-grained INT8 (`--weight-groups`), at 1 and 2 threads, REPEATS interleaved rounds
 # (the median of each), with each package's peak RSS next to its packed weight bytes.
-#   bench/int4_speed.sh [PRESET] [REPEATS]      (default smollm-135m, 3)
+#   bench/int4_speed.sh [PRESET] [REPEATS] [KERNEL]   (default smollm-135m, 3, the fastest kernel here;
+#                                                      KERNEL e.g. avx2 to measure a box without VNNI)
 # Prints a markdown table; the machine should be otherwise idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-smollm-135m}
 repeats=${2:-3}
+kernel=()
+[[ -n ${3:-} ]] && kernel=(--int8-kernel "$3")
 bin=build/bin/fedcal-model
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -19,13 +22,14 @@ $bin quantize -m "$work/fp32.bin" --tokenizer "$tokenizer" --weight-bits 4 -o "$
 for threads in 1 2; do
   for round in $(seq "$repeats"); do
     for variant in fine four; do
-      $bin bench -m "$work/$variant.pkg" -t "$threads" --json > "$work/$variant-$threads-$round.json"
+      $bin bench -m "$work/$variant.pkg" -t "$threads" "${kernel[@]}" --json > "$work/$variant-$threads-$round.json"
     done
   done
 done
-python3 - "$work" "$repeats" "$preset" <<'PY'
+python3 - "$work" "$repeats" "$preset" "${3:-default}" <<'PY'
 import json, statistics, sys
-work, repeats, preset = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, repeats, preset, kernel = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f"kernel: {kernel}")
 print(f"| threads | {preset}: fine-grained INT8 decode | 4-bit decode | 4-bit vs INT8 (median of {repeats}) | package bytes INT8 / 4-bit | 4-bit peak RSS / its package bytes |")
 print("| --- | --- | --- | --- | --- | --- |")
 for threads in (1, 2):
