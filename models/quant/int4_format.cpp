@@ -46,10 +46,23 @@ const std::array<int8_t, 16>& int4_levels(Int4Grid grid) {
   return grid == Int4Grid::kNonUniform ? kInt4NonUniformLevels : kInt4UniformLevels;
 }
 
+namespace {
+
+// Each INT8 value's code in `levels` (-1: not a level), made at compile time: loading looks up every
+// weight (a search per value made loading a 135M-parameter package take seconds).
+constexpr std::array<int8_t, 256> code_table(const std::array<int8_t, 16>& levels) {
+  std::array<int8_t, 256> table{};
+  for (int8_t& code : table) code = -1;
+  for (size_t code = 0; code < levels.size(); ++code) table[static_cast<size_t>(levels[code] + 128)] = static_cast<int8_t>(code);
+  return table;
+}
+constexpr std::array<int8_t, 256> kUniformCodes = code_table(kInt4UniformLevels);
+constexpr std::array<int8_t, 256> kNonUniformCodes = code_table(kInt4NonUniformLevels);
+
+}  // namespace
+
 int int4_code(Int4Grid grid, int8_t level) {
-  const std::array<int8_t, 16>& levels = int4_levels(grid);
-  const auto found = std::lower_bound(levels.begin(), levels.end(), level);
-  return found != levels.end() && *found == level ? static_cast<int>(found - levels.begin()) : -1;
+  return (grid == Int4Grid::kNonUniform ? kNonUniformCodes : kUniformCodes)[static_cast<size_t>(level + 128)];
 }
 
 const char* int4_grid_name(Int4Grid grid) { return grid == Int4Grid::kNonUniform ? "non-uniform" : "uniform"; }
