@@ -303,29 +303,24 @@ FEDCAL_AVXVNNI_TARGET void blocks_avxvnni(const uint8_t* w, const uint8_t* looku
 
 #define FEDCAL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-// Chunk k's 64 weight bytes: loaded, or looked up from 32 bytes of 4-bit codes (low nibbles: values
-// 0-31, high nibbles: 32-63) in `table` (the 16 bytes in every 128-bit lane).
-template <bool kFour>
-FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline __m512i chunk_vnni(const uint8_t* p, int k, __m512i table) {
-  if constexpr (kFour) {
-    // The 32 bytes in both halves, the upper half shifted down by a nibble. (Zero-masked forms: GCC 12
-    // warns that the plain ones read an undefined register.)
-    const __m512i codes =
-        _mm512_maskz_broadcast_i64x4(0xff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * chunk_stride(true))));
-    const __m512i index = _mm512_and_si512(_mm512_mask_srli_epi16(codes, 0xffff0000u, codes, 4), _mm512_set1_epi8(0x0f));
-    return _mm512_shuffle_epi8(table, index);
-  } else {
-    return _mm512_loadu_si512(p + k * kChunkBytes);
-  }
-}
-
 // One group's block, (w + 128) . x for 16 rows, added into two independent chains of four vpdpbusd.
+// With 4-bit codes, this kernel's layout pairs chunks: 64 bytes hold chunk k in their low nibbles and
+// chunk k + 1 in their high ones, so one load feeds two vpdpbusd.
 template <bool kFour>
 FEDCAL_VNNI_TARGET __attribute__((always_inline)) inline void block_vnni(const uint8_t* p, __m512i table, const int8_t* x,
                                                                          __m512i& a, __m512i& b) {
   for (int k = 0; k < kChunks; k += 2) {
-    a = _mm512_dpbusd_epi32(a, chunk_vnni<kFour>(p, k, table), _mm512_set1_epi32(load4(x + k * kChunk)));
-    b = _mm512_dpbusd_epi32(b, chunk_vnni<kFour>(p, k + 1, table), _mm512_set1_epi32(load4(x + (k + 1) * kChunk)));
+    __m512i first, second;
+    if constexpr (kFour) {
+      const __m512i codes = _mm512_loadu_si512(p + k * chunk_stride(true)), nibble = _mm512_set1_epi8(0x0f);
+      first = _mm512_shuffle_epi8(table, _mm512_and_si512(codes, nibble));
+      second = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble));
+    } else {
+      first = _mm512_loadu_si512(p + k * kChunkBytes);
+      second = _mm512_loadu_si512(p + (k + 1) * kChunkBytes);
+    }
+    a = _mm512_dpbusd_epi32(a, first, _mm512_set1_epi32(load4(x + k * kChunk)));
+    b = _mm512_dpbusd_epi32(b, second, _mm512_set1_epi32(load4(x + (k + 1) * kChunk)));
   }
 }
 
@@ -454,11 +449,19 @@ PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_sca
       }
       const int code = code_of[static_cast<size_t>(row[c] + 128)];
       if (code < 0) fail("value {} at ({}, {}) is not one of the 4-bit levels", row[c], r, c);
-      // Two codes per byte: portable, value m and m + 16 of a row's block; else value m and m + 32 of a chunk.
-      const size_t half = kernel == Int8Kernel::kPortable ? kHalfBlock : kChunkBytes / 2;
-      const size_t piece = kernel == Int8Kernel::kPortable ? kActivationBlock : kChunkBytes;
-      const size_t at = block + within / piece * half + within % half;
-      const bool high = within % piece >= half;
+      // Two codes per byte: portable, value m and m + 16 of a row's block; avx512-vnni, value m of chunks
+      // k and k + 1 (k even); else value m and m + 32 of a chunk.
+      size_t at = 0;
+      bool high = false;
+      if (kernel == Int8Kernel::kAvx512Vnni) {
+        at = block + within / (2 * kChunkBytes) * kChunkBytes + within % kChunkBytes;
+        high = within / kChunkBytes % 2 == 1;
+      } else {
+        const size_t half = kernel == Int8Kernel::kPortable ? kHalfBlock : kChunkBytes / 2;
+        const size_t piece = kernel == Int8Kernel::kPortable ? kActivationBlock : kChunkBytes;
+        at = block + within / piece * half + within % half;
+        high = within % piece >= half;
+      }
       uint8_t& byte = packed.values[at];
       byte = high ? static_cast<uint8_t>((byte & 0x0f) | (code << 4)) : static_cast<uint8_t>((byte & 0xf0) | code);
     }

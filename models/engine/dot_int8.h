@@ -27,8 +27,9 @@
 // 4-bit code naming one of 16 INT8 levels, two codes per byte, and every kernel turns 32 bytes of codes
 // into the 64 INT8 values of one chunk with a 16-entry table lookup (vpshufb, tbl) before the same
 // products: the sums stay exact, and decode reads half the weight bytes. Within a chunk, byte m holds
-// value m in its low nibble and value m + 32 in its high one (portable: within a row's block of 32,
-// value m and m + 16, llama.cpp Q4_0's order).
+// value m in its low nibble and value m + 32 in its high one (avx512-vnni: 64 bytes hold value m of
+// chunks k and k + 1, so one load feeds two vpdpbusd; portable: within a row's block of 32, value m and
+// m + 16, llama.cpp Q4_0's order).
 #pragma once
 
 #include <array>
