@@ -2,6 +2,7 @@
 // matrix always runs on the kernel it was packed for.
 #include "models/engine/dot_int8.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/error.h"
@@ -406,6 +407,14 @@ std::vector<Int8Kernel> int8_kernels_supported() {
 
 PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel,
                      const std::array<int8_t, 16>* levels) {
+  const auto row_values = [w, cols](int r, int8_t* out) {
+    std::copy_n(w + static_cast<size_t>(r) * static_cast<size_t>(cols), cols, out);
+  };
+  return pack_int8(row_values, rows, cols, group_scales, kernel, levels);
+}
+
+PackedInt8 pack_int8(const Int8RowSource& row_values, int rows, int cols, const float* group_scales, Int8Kernel kernel,
+                     const std::array<int8_t, 16>* levels) {
   if (rows < 1 || cols < 1 || static_cast<size_t>(cols) > kMaxCols) fail("INT8 matrix ({}, {}): want 1 to {} columns", rows, cols, kMaxCols);
   bool supported = false;
   for (Int8Kernel k : int8_kernels_supported()) supported = supported || k == kernel;
@@ -435,9 +444,10 @@ PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_sca
   // Padding holds the value that means 0.
   packed.values.assign(static_cast<size_t>(groups) * blocks * block_bytes,
                        four ? static_cast<uint8_t>(code_of[128] * 0x11) : static_cast<uint8_t>(offset));
+  std::vector<int8_t> row(static_cast<size_t>(cols));
   for (int r = 0; r < rows; ++r) {
     const int g = r / kPackedRows, i = r % kPackedRows;
-    const int8_t* row = w + static_cast<size_t>(r) * cols;
+    row_values(r, row.data());
     for (int c = 0; c < cols; ++c) {
       const int b = c / kActivationBlock, k = c % kActivationBlock / kChunk, j = c % kChunk;
       const size_t within = kernel == Int8Kernel::kPortable ? static_cast<size_t>(i) * kActivationBlock + c % kActivationBlock

@@ -35,6 +35,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -77,6 +78,11 @@ struct PackedInt8 {
 // (binary16 values, held as float: anything else is refused). With `levels` (16 INT8 values in
 // [-127, 127], distinct), every value must be one of them and is packed as its 4-bit code.
 PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_scales, Int8Kernel kernel,
+                     const std::array<int8_t, 16>* levels = nullptr);
+// The same from a matrix that is read a row at a time: `row_values(r, out)` writes row r's cols INT8
+// values to `out` (a 4-bit matrix decodes one row of its codes, never the whole matrix).
+using Int8RowSource = std::function<void(int row, int8_t* out)>;
+PackedInt8 pack_int8(const Int8RowSource& row_values, int rows, int cols, const float* group_scales, Int8Kernel kernel,
                      const std::array<int8_t, 16>* levels = nullptr);
 
 // One activation row for the kernels: `x` holds padded_cols() INT8 values (zeros after cols), and

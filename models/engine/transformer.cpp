@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "models/engine/vector_math.h"
+#include "models/quant/int4_format.h"
 #include "models/quant/linear_dynamic_int8.h"
 
 namespace fedcal {
@@ -50,22 +51,24 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   // The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one; with a
   // bias (out values) when `bias` is not empty. When releasing, the source weights go as soon as the
   // layer holds its own (packed) copy.
+  // A tied INT8 classifier on the dynamic kernels is packed from the token table, its matrix moved
+  // there when ours to take (never a third copy of it while loading).
+  bool classifier_in_table = false;
   auto make_linear = [&](const std::vector<float>& weights, int in, int out, const std::string& name,
                          const std::vector<float>& bias = {}) -> std::unique_ptr<Linear> {
     if (!bias.empty() && bias.size() != static_cast<size_t>(out)) fail("{}: bias has {} values for {} outputs", name, bias.size(), out);
     std::unique_ptr<Linear> linear;
     if (auto it = int8 != nullptr ? int8->find(name) : QuantizedLinears::const_iterator{}; int8 != nullptr && it != int8->end()) {
-      const QuantizedMatrix& q = it->second.weights;
+      const QuantizedMatrix& q = name == "classifier" && classifier_in_table ? *token_embedding_int8_ : it->second.weights;
       if (q.rows != out || q.cols != in)
         fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
       // Weights in groups always run with activations quantized at run time: per block of 32, unless
       // per token is asked for (a package of them carries no static activation scales).
       if (is_dynamic(options_.activations) || q.per_group()) {
-        // The dynamic layer keeps the INT8 matrix itself: moved in when it is ours to take.
-        QuantizedMatrix matrix = release_int8 != nullptr ? std::move(release_int8->at(name).weights) : q;
+        // The dynamic layer packs the matrix a row at a time and keeps only its packed copy.
         const ActivationScales scales =
             options_.activations == ActivationQuantization::kDynamic ? ActivationScales::kPerToken : ActivationScales::kPerBlock;
-        linear = std::make_unique<LinearDynamicInt8>(std::move(matrix), name, bias, scales, options_.int8_kernel);
+        linear = std::make_unique<LinearDynamicInt8>(q, name, bias, scales, options_.int8_kernel);
       } else {
         linear = std::make_unique<LinearInt8>(it->second, name, bias);
       }
@@ -84,9 +87,15 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   if (table != nullptr) {
     if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim)
       fail("token_embedding: INT8 table has the wrong shape");
-    // A tied INT8 classifier is also the table: copied, as its layer still needs it.
-    const bool own_table = release_int8 != nullptr && int8->count("token_embedding");
-    token_embedding_int8_ = own_table ? std::move(release_int8->at("token_embedding").weights) : table->weights;
+    // A tied INT8 classifier is also the table: moved there when its layer packs from the table, else
+    // copied (a static layer keeps its own; weights that are not ours are copied).
+    const bool tied = int8->count("token_embedding") == 0;
+    classifier_in_table = tied && release_int8 != nullptr && (is_dynamic(options_.activations) || table->weights.per_group());
+    if (release_int8 != nullptr && (!tied || classifier_in_table)) {
+      token_embedding_int8_ = std::move(release_int8->at(tied ? "classifier" : "token_embedding").weights);
+    } else {
+      token_embedding_int8_ = table->weights;
+    }
   } else {
     if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
     token_embedding_ = release != nullptr ? std::move(release->token_embedding) : model.token_embedding;
@@ -128,8 +137,12 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   rope_cos_ = std::move(rope.cos);
   rope_sin_ = std::move(rope.sin);
 
-  key_cache_.resize(static_cast<size_t>(c.n_layers) * c.max_seq_len * kv_dim);
-  value_cache_.resize(key_cache_.size());
+  // The KV cache is left uninitialised, so its pages stay untouched (not resident) until positions
+  // reach them: a position's keys and values are written before attention reads them.
+  const size_t cache_floats = static_cast<size_t>(c.n_layers) * c.max_seq_len * kv_dim;
+  key_cache_ = std::unique_ptr<float[]>(new float[cache_floats]);
+  value_cache_ = std::unique_ptr<float[]>(new float[cache_floats]);
+  if (token_embedding_int8_) embedding_row_.resize(dim);
   x_ = padded(batch * dim);
   xb_ = padded(batch * dim);
   xb2_ = padded(batch * dim);
@@ -161,7 +174,8 @@ size_t Transformer::decode_weight_bytes() const {
 size_t Transformer::resident_weight_bytes() const {
   const ModelConfig& c = config_;
   const size_t row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
-  const size_t table = token_embedding_int8_ ? token_embedding_int8_->values.size() + token_embedding_int8_->scales.size() * sizeof(float)
+  const size_t table = token_embedding_int8_ ? token_embedding_int8_->values.size() + token_embedding_int8_->codes.size() +
+                                                   token_embedding_int8_->scales.size() * sizeof(float)
                                              : token_embedding_.size() * sizeof(float);
   // decode_weight_bytes counts one row of the table; the whole table is held.
   return decode_weight_bytes() - row + table;
@@ -205,7 +219,8 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     float* row = &x_[size_t(t) * dim];
     if (token_embedding_int8_) {
       const QuantizedMatrix& table = *token_embedding_int8_;
-      const int8_t* values = &table.values[size_t(tokens[t]) * dim];
+      weight_row_values(table, tokens[t], embedding_row_.data());  // (dim): INT8 values, or 4-bit levels
+      const int8_t* values = embedding_row_.data();
       if (table.per_group()) {  // one scale per group of the row
         for (int begin = 0; begin < dim; begin += kWeightGroup) {
           dequantize_int8(values + begin, row + begin, std::min(kWeightGroup, dim - begin), table.scale_at(tokens[t], begin), 0);

@@ -76,6 +76,7 @@ class Transformer {
   TransformerOptions options_;
   std::vector<float> token_embedding_;                   // (vocab, dim), unless the table is INT8:
   std::optional<QuantizedMatrix> token_embedding_int8_;  // (vocab, dim) with one scale per tensor or row
+  std::vector<int8_t> embedding_row_;                    // (dim): one row of the INT8 table, looked up
   std::vector<float> final_norm_;                        // (dim)
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<Linear> classifier_;      // (vocab, dim)
@@ -83,7 +84,7 @@ class Transformer {
 
   // KV cache: (n_layers, n_kv_heads, max_seq_len, head_size) each, so that one head's keys (and
   // values) are contiguous: attention streams them instead of striding across the other heads.
-  std::vector<float> key_cache_, value_cache_;
+  std::unique_ptr<float[]> key_cache_, value_cache_;
   size_t cache_row(int layer, int kv_head, int pos) const {
     return ((size_t(layer) * config_.n_kv_heads + kv_head) * config_.max_seq_len + pos) * config_.head_size();
   }

@@ -94,7 +94,6 @@ std::vector<std::byte> quantized_blocks(const std::string& name, const Quantized
          m.bits == 4 ? ", or quantize with --int4-grid uniform: Q4_0" : "");
   }
   type = q4_0 ? GgmlType::kQ4_0 : GgmlType::kQ8_0;
-  const std::vector<uint8_t> codes = q4_0 ? pack_int4_codes(m) : std::vector<uint8_t>();
   const size_t groups = m.scales.size(), group_bytes = q4_0 ? 16 : 32;
   std::vector<std::byte> out;
   out.reserve(groups * (2 + group_bytes));
@@ -103,7 +102,7 @@ std::vector<std::byte> quantized_blocks(const std::string& name, const Quantized
     out.push_back(static_cast<std::byte>(d & 0xff));
     out.push_back(static_cast<std::byte>(d >> 8));
     for (size_t i = 0; i < group_bytes; ++i)
-      out.push_back(q4_0 ? static_cast<std::byte>(codes[g * group_bytes + i])
+      out.push_back(q4_0 ? static_cast<std::byte>(m.codes[g * group_bytes + i])
                          : static_cast<std::byte>(m.values[g * group_bytes + i]));
   }
   return out;

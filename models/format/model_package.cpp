@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <deque>
 #include <fstream>
 #include <map>
 #include <set>
@@ -74,14 +73,12 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     const QuantizedLinear* quantized;  // nullptr for f32
   };
   std::vector<Blob> blobs;
-  std::deque<std::vector<uint8_t>> codes;  // the 4-bit tensors' stored bytes
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
     if (q.weights.bits == 4) {
       with_context([&] { return path + ": tensor '" + name + "'"; }, [&] { q.weights.check("4-bit weights"); });
-      codes.push_back(pack_int4_codes(q.weights));
       const auto type = q.weights.grid == Int4Grid::kNonUniform ? schema::TensorType::QGNL4 : schema::TensorType::QGINT4;
       blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
-                       codes.back().data(), codes.back().size(), &q});
+                       q.weights.codes.data(), q.weights.codes.size(), &q});
       return;
     }
     const auto type = q.weights.per_group()     ? schema::TensorType::QGINT8
@@ -342,9 +339,8 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              layer.weights.grid =
                                  tensor.getType() == schema::TensorType::QGNL4 ? Int4Grid::kNonUniform : Int4Grid::kUniform;
                              layer.weights.granularity = WeightGranularity::kPerGroup;
-                             layer.weights.values =
-                                 unpack_int4_codes(std::span(reinterpret_cast<const uint8_t*>(data), tensor.getSize()),
-                                                   layer.weights.rows, layer.weights.cols, layer.weights.grid);
+                             const auto* codes = reinterpret_cast<const uint8_t*>(data);
+                             layer.weights.codes.assign(codes, codes + tensor.getSize());  // kept as stored
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              if (tensor.getWeightScales().size() > 0)
                                fail("4-bit weights keep binary16 group scales (groupScales), not Float32 ones");

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <thread>
 
 #include "common/error.h"
 #include "models/format/float16.h"
@@ -23,16 +25,29 @@ float to_half(double d) {
   return std::isfinite(half) ? half : 0.0f;
 }
 
-// The levels of `w` under scale d (each the nearest level of `grid` to w / d) and their weighted
-// squared error.
+// A grid's 15 midpoints between neighbouring levels, ascending, and +infinity after them.
+using Midpoints = std::array<float, 16>;
+Midpoints midpoints_of(const std::array<int8_t, 16>& grid) {
+  Midpoints mid{};
+  for (size_t code = 0; code < 15; ++code)
+    mid[code] = 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]));
+  mid[15] = std::numeric_limits<float>::infinity();
+  return mid;
+}
+
+// The levels of `w` under scale d (each the nearest level of `grid` to w / d, the lower one at a
+// midpoint) and their weighted squared error.
 double round_group(std::span<const float> w, std::span<const double> a, float d, const std::array<int8_t, 16>& grid,
-                   int8_t* levels) {
+                   const Midpoints& mid, int8_t* levels) {
   double error = 0;
   const float inverse = 1.0f / d;
   for (size_t i = 0; i < w.size(); ++i) {
     const float y = w[i] * inverse;
-    size_t code = 0;  // the first level whose midpoint with the next is not below y (levels ascending)
-    while (code < 15 && y > 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]))) ++code;
+    // The code: how many midpoints lie below y (a binary search of the 16 entries).
+    size_t code = y > mid[7] ? 8 : 0;
+    if (y > mid[code + 3]) code += 4;
+    if (y > mid[code + 1]) code += 2;
+    if (y > mid[code]) code += 1;
     levels[i] = grid[code];
     const double diff = static_cast<double>(w[i]) - static_cast<double>(d) * levels[i];
     error += a[i] * diff * diff;
@@ -59,6 +74,16 @@ constexpr std::array<int8_t, 256> code_table(const std::array<int8_t, 16>& level
 constexpr std::array<int8_t, 256> kUniformCodes = code_table(kInt4UniformLevels);
 constexpr std::array<int8_t, 256> kNonUniformCodes = code_table(kInt4NonUniformLevels);
 
+// The `count` levels (a multiple of 32) of stored codes.
+void decode_codes(const uint8_t* codes, size_t count, const std::array<int8_t, 16>& levels, int8_t* out) {
+  for (size_t begin = 0; begin < count; begin += kInt4Group, codes += kHalfGroup) {
+    for (int m = 0; m < kHalfGroup; ++m) {
+      out[begin + m] = levels[codes[m] & 0x0f];
+      out[begin + m + kHalfGroup] = levels[codes[m] >> 4];
+    }
+  }
+}
+
 }  // namespace
 
 int int4_code(Int4Grid grid, int8_t level) {
@@ -67,16 +92,20 @@ int int4_code(Int4Grid grid, int8_t level) {
 
 const char* int4_grid_name(Int4Grid grid) { return grid == Int4Grid::kNonUniform ? "non-uniform" : "uniform"; }
 
-std::vector<uint8_t> pack_int4_codes(const QuantizedMatrix& matrix) {
-  if (matrix.bits != 4) fail("pack_int4_codes: a {}-bit matrix", matrix.bits);
-  check_int4_shape(matrix.rows, matrix.cols);
-  std::vector<uint8_t> out(int4_code_bytes(matrix.rows, matrix.cols));
-  const size_t count = static_cast<size_t>(matrix.rows) * static_cast<size_t>(matrix.cols);
+std::vector<uint8_t> pack_int4_codes(std::span<const int8_t> levels, int rows, int cols, Int4Grid grid) {
+  check_int4_shape(rows, cols);
+  const size_t count = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+  if (levels.size() != count) fail("4-bit weights ({}, {}): {} values", rows, cols, levels.size());
+  std::vector<uint8_t> out(int4_code_bytes(rows, cols));
   for (size_t begin = 0, at = 0; begin < count; begin += kInt4Group) {
     for (int m = 0; m < kHalfGroup; ++m, ++at) {
-      const int low = int4_code(matrix.grid, matrix.values[begin + m]);
-      const int high = int4_code(matrix.grid, matrix.values[begin + m + kHalfGroup]);
-      if (low < 0 || high < 0) fail("pack_int4_codes: a value that is not a level of the {} grid", int4_grid_name(matrix.grid));
+      const int low = int4_code(grid, levels[begin + m]);
+      const int high = int4_code(grid, levels[begin + m + kHalfGroup]);
+      if (low < 0 || high < 0) {
+        const size_t bad = low < 0 ? begin + m : begin + m + kHalfGroup;
+        fail("4-bit weight {} at ({}, {}) is not a level of the {} grid", levels[bad], bad / static_cast<size_t>(cols),
+             bad % static_cast<size_t>(cols), int4_grid_name(grid));
+      }
       out[at] = static_cast<uint8_t>(low | (high << 4));
     }
   }
@@ -87,14 +116,8 @@ std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, 
   check_int4_shape(rows, cols);
   if (codes.size() != int4_code_bytes(rows, cols))
     fail("4-bit weights ({}, {}): {} bytes of codes, want {}", rows, cols, codes.size(), int4_code_bytes(rows, cols));
-  const std::array<int8_t, 16>& levels = int4_levels(grid);
   std::vector<int8_t> out(static_cast<size_t>(rows) * static_cast<size_t>(cols));
-  for (size_t begin = 0, at = 0; begin < out.size(); begin += kInt4Group) {
-    for (int m = 0; m < kHalfGroup; ++m, ++at) {
-      out[begin + m] = levels[codes[at] & 0x0f];
-      out[begin + m + kHalfGroup] = levels[codes[at] >> 4];
-    }
-  }
+  decode_codes(codes.data(), out.size(), int4_levels(grid), out.data());
   return out;
 }
 
@@ -119,16 +142,18 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
   best.scale = 0x1p-24f;  // all zeros (or below binary16's range): any scale, levels 0
   if (max_abs == 0.0f) return best;
   double best_error = std::numeric_limits<double>::infinity();
+  const Midpoints mid = midpoints_of(grid_levels);
   std::array<int8_t, kInt4Group> levels{};
-  auto consider = [&](double d) {
-    const float half = to_half(d);
-    if (half == 0.0f) return;
-    const double error = round_group(w, weights, half, grid_levels, levels.data());
+  auto keep_if_better = [&](float half, double error) {
     if (error < best_error) {
       best_error = error;
       best.scale = half;
       best.levels = levels;
     }
+  };
+  auto consider = [&](double d) {
+    const float half = to_half(d);
+    if (half != 0.0f) keep_if_better(half, round_group(w, weights, half, grid_levels, mid, levels.data()));
   };
   // Each sign (the extreme of either sign can take the lowest level), scales that put the extreme at
   // 3/4 to 9/8 of the lowest level's magnitude (max/6 to max/9 on the uniform grid), each then refined
@@ -138,13 +163,13 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
     for (int step = 0; step <= 24; ++step) {
       const float half = to_half(sign * max_abs / (lowest * (0.75 + step / 64.0)));
       if (half == 0.0f) continue;
-      round_group(w, weights, half, grid_levels, levels.data());
+      const double error = round_group(w, weights, half, grid_levels, mid, levels.data());
       double wq = 0, qq = 0;
       for (size_t i = 0; i < w.size(); ++i) {
         wq += weights[i] * w[i] * levels[i];
         qq += weights[i] * levels[i] * levels[i];
       }
-      consider(half);
+      keep_if_better(half, error);
       if (qq > 0) consider(wq / qq);
     }
   }
@@ -164,19 +189,54 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
   out.bits = 4;
   out.grid = grid;
   out.granularity = WeightGranularity::kPerGroup;
-  out.values.resize(weights.size());
-  out.scales.reserve(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
-  for (int r = 0; r < rows; ++r) {
-    for (int begin = 0; begin < cols; begin += kInt4Group) {
-      const size_t at = static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(begin);
-      const Int4Group group =
-          quantize_int4_group(weights.subspan(at, kInt4Group),
-                              importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
-      out.scales.push_back(group.scale);
-      std::copy_n(group.levels.begin(), kInt4Group, out.values.begin() + static_cast<std::ptrdiff_t>(at));
+  out.codes.resize(int4_code_bytes(rows, cols));
+  out.scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
+  // Rows [first, last): each group on its own, so the rows are split over the CPU's threads (the same
+  // result whatever the split).
+  auto quantize_rows = [&](int first, int last) {
+    for (int r = first; r < last; ++r) {
+      for (int begin = 0; begin < cols; begin += kInt4Group) {
+        const size_t at = static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(begin);
+        const Int4Group group = quantize_int4_group(
+            weights.subspan(at, kInt4Group),
+            importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
+        out.scales[at / kInt4Group] = group.scale;
+        const std::vector<uint8_t> codes = pack_int4_codes(group.levels, 1, kInt4Group, grid);
+        std::copy(codes.begin(), codes.end(), out.codes.begin() + static_cast<std::ptrdiff_t>(at / 2));
+      }
     }
+  };
+  const int threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, std::max(1, rows / 16));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      try {
+        quantize_rows(rows * t / threads, rows * (t + 1) / threads);
+      } catch (...) {
+        errors[static_cast<size_t>(t)] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& worker : workers) worker.join();
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
   }
   return out;
+}
+
+void weight_row_values(const QuantizedMatrix& matrix, int row, int8_t* out) {
+  const size_t cols = static_cast<size_t>(matrix.cols);
+  if (matrix.bits != 4) {
+    std::copy_n(matrix.values.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(row) * cols), cols, out);
+    return;
+  }
+  decode_codes(matrix.codes.data() + static_cast<size_t>(row) * cols / 2, cols, int4_levels(matrix.grid), out);
+}
+
+std::vector<int8_t> weight_values(const QuantizedMatrix& matrix) {
+  if (matrix.bits != 4) return matrix.values;
+  return unpack_int4_codes(matrix.codes, matrix.rows, matrix.cols, matrix.grid);
 }
 
 }  // namespace fedcal

@@ -10,9 +10,10 @@
 //                divided by its extreme, rounded to 1/127 (qgnl4). 11% less squared error than the
 //                uniform grid at the same scale; what weights look like (about normal, heavier tails),
 //                not this model's own.
-// In memory the matrix is a QuantizedMatrix with bits = 4 and its grid: its INT8 values are the
-// levels, its scales the groups'. Stored, each row's group is 16 bytes: byte m holds the code of
-// channel m in its low nibble and of channel m + 16 in its high one.
+// Stored, each row's group is 16 bytes: byte m holds the code of channel m in its low nibble and of
+// channel m + 16 in its high one. In memory the matrix is a QuantizedMatrix with bits = 4, its grid,
+// these codes as stored (never unpacked whole: loading stays at half a byte per weight) and the
+// groups' scales.
 //
 // Such a layer runs like the fine-grained INT8 mode: activations quantized per block of 32 at run time,
 // exact INT32 sums per block (engine/dot_int8.h looks the levels up from the codes in its kernels).
@@ -45,11 +46,18 @@ const char* int4_grid_name(Int4Grid grid);  // "uniform", "non-uniform"
 // Bytes of a (rows, cols) matrix's codes: cols / 2 per row.
 inline size_t int4_code_bytes(int rows, int cols) { return static_cast<size_t>(rows) * static_cast<size_t>(cols) / 2; }
 
-// The stored codes of `matrix` (bits 4), as described above.
-std::vector<uint8_t> pack_int4_codes(const QuantizedMatrix& matrix);
+// The stored codes of row-major (rows, cols) `levels` of `grid`, as described above. Throws Error
+// unless cols is a positive multiple of 32 and every value is one of the grid's levels.
+std::vector<uint8_t> pack_int4_codes(std::span<const int8_t> levels, int rows, int cols, Int4Grid grid);
 // The levels of stored codes (rows, cols) in `grid`: the inverse. Throws Error unless cols is a
 // positive multiple of 32 and `codes` holds exactly int4_code_bytes.
 std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, int cols, Int4Grid grid);
+
+// The INT8 values of row `row` of any checked matrix (cols of them into `out`): its values, or with
+// bits 4 its codes' levels.
+void weight_row_values(const QuantizedMatrix& matrix, int row, int8_t* out);
+// All of them, row-major (rows, cols): for references and tests (a 4-bit matrix is unpacked).
+std::vector<int8_t> weight_values(const QuantizedMatrix& matrix);
 
 // The 4-bit matrix of row-major (rows, cols) FP32 `weights`; `importance` holds one weight per input
 // channel (cols values, >= 0) or is empty (plain error). Throws Error unless cols is a multiple of 32

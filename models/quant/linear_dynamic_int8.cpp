@@ -59,8 +59,8 @@ void run_rows(void* context, size_t task_index) {
 
 }  // namespace
 
-LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias, ActivationScales scales,
-                                     std::optional<Int8Kernel> kernel)
+LinearDynamicInt8::LinearDynamicInt8(const QuantizedMatrix& weights, std::string name, std::vector<float> bias,
+                                     ActivationScales scales, std::optional<Int8Kernel> kernel)
     : name_(std::move(name)), bias_(std::move(bias)), scales_(scales) {
   weights.check(name_);
   if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights.rows))
@@ -69,8 +69,9 @@ LinearDynamicInt8::LinearDynamicInt8(QuantizedMatrix weights, std::string name, 
     for (int r = 0; r < weights.rows; ++r) row_scales_.push_back(weights.row_scale(r));
   }
   try {
+    const auto row_values = [&weights](int row, int8_t* out) { weight_row_values(weights, row, out); };
     weights_ =
-        pack_int8(weights.values.data(), weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
+        pack_int8(row_values, weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
                   kernel.value_or(int8_kernels_supported().front()), weights.bits == 4 ? &int4_levels(weights.grid) : nullptr);
   } catch (const Error& e) {
     fail("{}: {}", name_, e.what());
@@ -124,6 +125,7 @@ std::vector<float> reference_linear_dynamic_int8(const QuantizedMatrix& w, const
   const size_t cols = static_cast<size_t>(w.cols), rows = static_cast<size_t>(w.rows);
   const size_t piece = scales == ActivationScales::kPerBlock ? static_cast<size_t>(kActivationBlock) : cols;
   std::vector<float> out(batch * rows);
+  std::vector<int8_t> row(cols);  // one weight row's INT8 values (or 4-bit levels)
   for (size_t t = 0; t < batch; ++t) {
     // Each activation piece's scale and INT8 values: x times the reciprocal of the scale, rounded half
     // to even (the arithmetic of quantize_int8).
@@ -142,11 +144,12 @@ std::vector<float> reference_linear_dynamic_int8(const QuantizedMatrix& w, const
     }
     // Exact integer sums over each block of 32 channels (within which both scales are constant).
     for (size_t r = 0; r < rows; ++r) {
+      weight_row_values(w, static_cast<int>(r), row.data());
       double sum = 0;
       for (size_t begin = 0; begin < cols; begin += kActivationBlock) {
         const size_t end = std::min<size_t>(cols, begin + kActivationBlock);
         int64_t block = 0;
-        for (size_t c = begin; c < end; ++c) block += q[c] * w.values[r * cols + c];
+        for (size_t c = begin; c < end; ++c) block += q[c] * row[c];
         sum += static_cast<double>(block) * x_scale[begin] * w.scale_at(static_cast<int>(r), static_cast<int>(begin));
       }
       out[t * rows + r] = static_cast<float>(sum);

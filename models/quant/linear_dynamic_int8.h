@@ -27,8 +27,8 @@ enum class ActivationScales { kPerToken, kPerBlock };
 class LinearDynamicInt8 : public Linear {
  public:
   // `bias` (FP32, one per output, or empty) is added to the FP32 result. The weights are packed for
-  // `kernel` (default: the fastest this CPU runs); the matrix itself is not kept.
-  LinearDynamicInt8(QuantizedMatrix weights, std::string name, std::vector<float> bias = {},
+  // `kernel` (default: the fastest this CPU runs) a row at a time; the matrix itself is not kept.
+  LinearDynamicInt8(const QuantizedMatrix& weights, std::string name, std::vector<float> bias = {},
                     ActivationScales scales = ActivationScales::kPerToken, std::optional<Int8Kernel> kernel = std::nullopt);
   void run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) override;
   // The packed INT8 values (rows padded to 16, columns to 32), and the scales when there is one per

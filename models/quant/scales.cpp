@@ -7,7 +7,6 @@
 
 #include "common/error.h"
 #include "models/format/float16.h"
-#include "models/quant/int4_format.h"
 
 namespace fedcal {
 namespace {
@@ -295,21 +294,18 @@ void QuantizedMatrix::check(const std::string& what) const {
   const size_t expected_scales = per_group() ? static_cast<size_t>(rows) * static_cast<size_t>(std::max(groups(), 0))
                                  : per_channel() ? static_cast<size_t>(rows)
                                                  : 1;
-  if (rows <= 0 || cols <= 0 || values.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols) ||
+  const size_t count = static_cast<size_t>(std::max(rows, 0)) * static_cast<size_t>(std::max(cols, 0));
+  const size_t stored = bits == 4 ? codes.size() * 2 : values.size();
+  if (rows <= 0 || cols <= 0 || stored != count || (bits == 4 ? !values.empty() : !codes.empty()) ||
       scales.size() != expected_scales) {
-    fail("{}: {} quantized weights and {} scales do not fit ({}, {}) {}", what, values.size(), scales.size(), rows, cols,
-         per_group() ? "per group" : per_channel() ? "per channel" : "per tensor");
+    fail("{}: {} quantized weights and {} scales do not fit ({}, {}) {}", what, stored, scales.size(), rows, cols,
+         per_group()     ? "per group"
+         : per_channel() ? "per channel"
+                         : "per tensor");
   }
   if (bits != 8 && bits != 4) fail("{}: {}-bit weights (8 or 4)", what, bits);
-  if (bits == 4) {
-    if (!per_group() || cols % kWeightGroup != 0)
-      fail("{}: 4-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, kWeightGroup, rows,
-           cols);
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (int4_code(grid, values[i]) < 0)
-        fail("{}: 4-bit weight {} at ({}, {}) is not a level of the {} grid", what, values[i], i / static_cast<size_t>(cols),
-             i % static_cast<size_t>(cols), int4_grid_name(grid));
-    }
+  if (bits == 4 && (!per_group() || cols % kWeightGroup != 0)) {
+    fail("{}: 4-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, kWeightGroup, rows, cols);
   }
   for (float scale : scales) {
     const bool nonzero = bits == 4 ? scale != 0 : scale > 0;

@@ -59,12 +59,14 @@ inline constexpr int kWeightGroup = 32;
 struct QuantizedMatrix {
   int rows = 0, cols = 0;
   WeightGranularity granularity = WeightGranularity::kPerTensor;
-  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]; with bits 4, levels of the grid (quant/int4_format.h)
+  std::vector<int8_t> values;  // (rows, cols), in [-127, 127]; empty with bits 4
   std::vector<float> scales;   // 1 (per tensor), rows (per channel) or (rows, groups()) (per group)
-  // 8, or 4 (per group only, cols a multiple of 32, values among the grid's 16 levels, scales of
-  // either sign).
+  // 8, or 4 (per group only, cols a multiple of 32, scales of either sign): then `codes` holds the
+  // weights as stored, two 4-bit codes of the grid's levels per byte (quant/int4_format.h), and
+  // `values` nothing: a 4-bit matrix is never unpacked to a byte per weight.
   int bits = 8;
   Int4Grid grid = Int4Grid::kUniform;
+  std::vector<uint8_t> codes;  // (rows, cols / 2) with bits 4, else empty
 
   bool per_channel() const { return granularity == WeightGranularity::kPerChannel; }
   bool per_group() const { return granularity == WeightGranularity::kPerGroup; }
@@ -75,8 +77,9 @@ struct QuantizedMatrix {
   float scale_at(int row, int col) const {
     return per_group() ? scales[static_cast<size_t>(row) * groups() + static_cast<size_t>(col / kWeightGroup)] : row_scale(row);
   }
-  // Throws Error unless the values and scales fit (rows, cols) and the granularity, and every scale is
-  // positive and finite (and a binary16 value, per group; nonzero with 4 bits); `what` names the matrix.
+  // Throws Error unless the values (or codes) and scales fit (rows, cols) and the granularity, and every
+  // scale is positive and finite (and a binary16 value, per group; nonzero with 4 bits); `what` names
+  // the matrix.
   void check(const std::string& what) const;
 };
 QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity);

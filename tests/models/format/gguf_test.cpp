@@ -20,6 +20,7 @@
 #include "models/format/model_package.h"
 #include "models/format/runtime_export.h"
 #include "models/format/synth.h"
+#include "models/quant/int4_format.h"
 #include "models/quant/quantize.h"
 #include "models/tokenizer/byte_level_bpe_tokenizer.h"
 #include "models/tokenizer/hf_tokenizer.h"
@@ -301,10 +302,11 @@ TEST_CASE(
     std::vector<float> values(tensor->values());
     ggml_decode(tensor->type, gguf.tensor_bytes(*tensor), values);
     const QuantizedMatrix& m = layer.weights;
-    bool same = values.size() == m.values.size();
+    const std::vector<int8_t> levels = weight_values(m);
+    bool same = values.size() == levels.size();
     for (size_t i = 0; same && i < values.size(); ++i) {
       const int row = static_cast<int>(i / static_cast<size_t>(m.cols)), col = static_cast<int>(i % static_cast<size_t>(m.cols));
-      same = values[i] == m.scale_at(row, col) * static_cast<float>(m.values[i]);
+      same = values[i] == m.scale_at(row, col) * static_cast<float>(levels[i]);
     }
     CHECK(same);
   }

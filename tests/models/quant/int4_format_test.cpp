@@ -51,33 +51,49 @@ double q4_0_error(std::span<const float> w, std::span<const double> a) {
 
 TEST_CASE(
     "4-bit codes are stored as llama.cpp Q4_0 orders them: byte m holds channel m (low nibble) and m + 16, code = level + 8") {
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> level(-8, 7);
+  std::vector<int8_t> levels(2 * 64);
+  for (int8_t& v : levels) v = static_cast<int8_t>(level(rng));
+  const std::vector<uint8_t> codes = pack_int4_codes(levels, 2, 64, Int4Grid::kUniform);
+  REQUIRE(codes.size() == 64);
+  for (int group = 0; group < 4; ++group) {
+    for (int b = 0; b < 16; ++b) {
+      const uint8_t byte = codes[static_cast<size_t>(group * 16 + b)];
+      CHECK((byte & 0x0f) == levels[static_cast<size_t>(group * 32 + b)] + 8);
+      CHECK((byte >> 4) == levels[static_cast<size_t>(group * 32 + b + 16)] + 8);
+    }
+  }
+  CHECK(unpack_int4_codes(codes, 2, 64, Int4Grid::kUniform) == levels);
+  CHECK_THROWS_WITH(unpack_int4_codes(std::span(codes).first(63), 2, 64, Int4Grid::kUniform),
+                    doctest::Contains("63 bytes of codes, want 64"));
+  CHECK_THROWS_WITH(unpack_int4_codes(codes, 4, 33, Int4Grid::kUniform), doctest::Contains("a multiple of 32 columns"));
+
+  // In memory the matrix keeps the codes as stored; its values are read a row at a time.
   QuantizedMatrix m;
   m.rows = 2;
   m.cols = 64;
   m.bits = 4;
   m.granularity = WeightGranularity::kPerGroup;
-  std::mt19937 rng(3);
-  std::uniform_int_distribution<int> level(-8, 7);
-  for (int i = 0; i < m.rows * m.cols; ++i) m.values.push_back(static_cast<int8_t>(level(rng)));
+  m.codes = codes;
   m.scales = {1.0f, -0.5f, 0.25f, 2.0f};
   m.check("m");
-  const std::vector<uint8_t> codes = pack_int4_codes(m);
-  REQUIRE(codes.size() == 64);
-  for (int group = 0; group < 4; ++group) {
-    for (int b = 0; b < 16; ++b) {
-      const uint8_t byte = codes[static_cast<size_t>(group * 16 + b)];
-      CHECK((byte & 0x0f) == m.values[static_cast<size_t>(group * 32 + b)] + 8);
-      CHECK((byte >> 4) == m.values[static_cast<size_t>(group * 32 + b + 16)] + 8);
-    }
-  }
-  CHECK(unpack_int4_codes(codes, 2, 64, Int4Grid::kUniform) == m.values);
-  CHECK_THROWS_WITH(unpack_int4_codes(std::span(codes).first(63), 2, 64, Int4Grid::kUniform),
-                    doctest::Contains("63 bytes of codes, want 64"));
-  CHECK_THROWS_WITH(unpack_int4_codes(codes, 4, 33, Int4Grid::kUniform), doctest::Contains("a multiple of 32 columns"));
-  // A level outside [-8, 7], or scales of a non-grouped matrix: refused.
-  m.values[5] = 8;
-  CHECK_THROWS_WITH(m.check("layers.0.wq"),
-                    doctest::Contains("layers.0.wq: 4-bit weight 8 at (0, 5) is not a level of the uniform grid"));
+  CHECK(weight_values(m) == levels);
+  std::vector<int8_t> row(64);
+  weight_row_values(m, 1, row.data());
+  CHECK(std::equal(row.begin(), row.end(), levels.begin() + 64));
+
+  // A level outside [-8, 7]; codes that do not fit the shape; values beside codes: refused.
+  levels[5] = 8;
+  CHECK_THROWS_WITH(pack_int4_codes(levels, 2, 64, Int4Grid::kUniform),
+                    doctest::Contains("4-bit weight 8 at (0, 5) is not a level of the uniform grid"));
+  QuantizedMatrix short_codes = m;
+  short_codes.codes.pop_back();
+  CHECK_THROWS_WITH(short_codes.check("layers.0.wq"),
+                    doctest::Contains("layers.0.wq: 126 quantized weights and 4 scales do not fit (2, 64) per group"));
+  QuantizedMatrix both = m;
+  both.values.assign(128, 0);
+  CHECK_THROWS_WITH(both.check("layers.0.wq"), doctest::Contains("layers.0.wq: 128 quantized weights"));
 }
 
 TEST_CASE(
@@ -201,7 +217,8 @@ TEST_CASE(
     write_model_package(path, model, layers, {"llama2c", "tokenizer bytes"}, {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
     const ModelPackage package = read_model_package(path, nullptr);
     CHECK(package.int8.at("layers.0.wq").weights.grid == grid);
-    CHECK(package.int8.at("layers.0.wq").weights.values == layers.at("layers.0.wq").weights.values);
+    CHECK(!package.int8.at("layers.0.wq").weights.codes.empty());
+    CHECK(package.int8.at("layers.0.wq").weights.codes == layers.at("layers.0.wq").weights.codes);
   }
   const QuantizedLinears layers = quantize_model_weights(model, options);
   // w2's input (176 channels) has no whole groups: it stays fine-grained INT8, and is named.
@@ -224,6 +241,7 @@ TEST_CASE(
     CAPTURE(name);
     CHECK(package.int8.at(name).weights.bits == entry.second.weights.bits);
     CHECK(package.int8.at(name).weights.values == entry.second.weights.values);
+    CHECK(package.int8.at(name).weights.codes == entry.second.weights.codes);
     CHECK(package.int8.at(name).weights.scales == entry.second.weights.scales);
   }
   const std::string fine = dir.path("fine.fcpkg");
