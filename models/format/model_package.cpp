@@ -247,6 +247,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
   // Copy the manifest into word-aligned memory: the input span need not be aligned.
   kj::Array<capnp::word> words = kj::heapArray<capnp::word>(manifest_bytes / sizeof(capnp::word));
   std::memcpy(words.begin(), bytes.data() + 16, manifest_bytes);
+  release(bytes.subspan(16, manifest_bytes));  // a 4-bit package's manifest holds ~1/16 of its weight bytes in scales
 
   ModelPackage package;
   package.content_sha256 = to_hex(trailer.digest);
