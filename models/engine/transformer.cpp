@@ -175,7 +175,8 @@ size_t Transformer::resident_weight_bytes() const {
   const ModelConfig& c = config_;
   const size_t row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
   const size_t table = token_embedding_int8_ ? token_embedding_int8_->values.size() + token_embedding_int8_->codes.size() +
-                                                   token_embedding_int8_->scales.size() * sizeof(float)
+                                                   token_embedding_int8_->scales.size() * sizeof(float) +
+                                                   token_embedding_int8_->group_scales.size() * sizeof(uint16_t)
                                              : token_embedding_.size() * sizeof(float);
   // decode_weight_bytes counts one row of the table; the whole table is held.
   return decode_weight_bytes() - row + table;

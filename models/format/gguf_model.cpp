@@ -94,11 +94,11 @@ std::vector<std::byte> quantized_blocks(const std::string& name, const Quantized
          m.bits == 4 ? ", or quantize with --int4-grid uniform: Q4_0" : "");
   }
   type = q4_0 ? GgmlType::kQ4_0 : GgmlType::kQ8_0;
-  const size_t groups = m.scales.size(), group_bytes = q4_0 ? 16 : 32;
+  const size_t groups = m.group_scales.size(), group_bytes = q4_0 ? 16 : 32;
   std::vector<std::byte> out;
   out.reserve(groups * (2 + group_bytes));
   for (size_t g = 0; g < groups; ++g) {
-    const uint16_t d = f32_to_f16(m.scales[g]);
+    const uint16_t d = m.group_scales[g];
     out.push_back(static_cast<std::byte>(d & 0xff));
     out.push_back(static_cast<std::byte>(d >> 8));
     for (size_t i = 0; i < group_bytes; ++i)

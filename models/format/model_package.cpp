@@ -1,5 +1,6 @@
 #include "models/format/model_package.h"
 
+#include <capnp/any.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
@@ -141,9 +142,10 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     offset = align_up(offset + blob.size);
     if (blob.quantized != nullptr) {
       const QuantizedLinear& q = *blob.quantized;
-      if (q.weights.per_group()) {  // binary16 values (QuantizedMatrix::check): stored in 2 bytes, exactly
-        auto scales = t.initGroupScales(static_cast<unsigned>(q.weights.scales.size()));
-        for (size_t s = 0; s < q.weights.scales.size(); ++s) scales.set(static_cast<unsigned>(s), f32_to_f16(q.weights.scales[s]));
+      if (q.weights.per_group()) {  // binary16 values, stored as held
+        auto scales = t.initGroupScales(static_cast<unsigned>(q.weights.group_scales.size()));
+        for (size_t s = 0; s < q.weights.group_scales.size(); ++s)
+          scales.set(static_cast<unsigned>(s), q.weights.group_scales[s]);
       } else {
         auto scales = t.initWeightScales(static_cast<unsigned>(q.weights.scales.size()));
         for (size_t s = 0; s < q.weights.scales.size(); ++s) scales.set(static_cast<unsigned>(s), q.weights.scales[s]);
@@ -244,10 +246,20 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
   const size_t data_start = align_up(16 + manifest_bytes);
   if (data_start > content_size) fail("{}: the data region starts past the end of the file", source);
   const size_t data_size = content_size - data_start;
-  // Copy the manifest into word-aligned memory: the input span need not be aligned.
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(manifest_bytes / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data() + 16, manifest_bytes);
-  release(bytes.subspan(16, manifest_bytes));  // a 4-bit package's manifest holds ~1/16 of its weight bytes in scales
+  // The manifest is read where it lies when that is word-aligned (a mapped file), else from a copy. A
+  // 4-bit package's manifest holds ~1/8 of its weight bytes in group scales: where it lies, each
+  // tensor's scales are released once copied, and the rest of it at the end.
+  const std::span<const std::byte> manifest_range = bytes.subspan(16, manifest_bytes);
+  kj::Array<capnp::word> copy;
+  kj::ArrayPtr<const capnp::word> words;
+  if (reinterpret_cast<uintptr_t>(manifest_range.data()) % alignof(capnp::word) == 0) {
+    words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(manifest_range.data()), manifest_bytes / sizeof(capnp::word));
+  } else {
+    copy = kj::heapArray<capnp::word>(manifest_bytes / sizeof(capnp::word));
+    std::memcpy(copy.begin(), manifest_range.data(), manifest_bytes);
+    release(manifest_range);
+    words = copy;
+  }
 
   ModelPackage package;
   package.content_sha256 = to_hex(trailer.digest);
@@ -345,7 +357,11 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              if (tensor.getWeightScales().size() > 0)
                                fail("4-bit weights keep binary16 group scales (groupScales), not Float32 ones");
-                             for (const uint16_t half : tensor.getGroupScales()) layer.weights.scales.push_back(f16_to_f32(half));
+                             const auto group_scales = tensor.getGroupScales();
+                             layer.weights.group_scales.reserve(group_scales.size());
+                             for (const uint16_t half : group_scales) layer.weights.group_scales.push_back(half);
+                             const kj::ArrayPtr<const kj::byte> stored = capnp::AnyList::Reader(group_scales).getRawBytes();
+                             release(std::as_bytes(std::span(stored.begin(), stored.size())));  // ignored for a copy
                              layer.weights.check("4-bit weights");
                              package.int8.emplace(name, std::move(layer));
                              return;
@@ -373,9 +389,22 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              fail("has binary16 group scales {}", per_group ? "beside Float32 ones" : "but is not qgint8");
                            const uint64_t stored = half_scales.size() > 0 ? half_scales.size() : scales.size();
                            if (stored != expected_scales) fail("has {} weight scales, not {}", stored, expected_scales);
-                           for (const uint16_t half : half_scales) layer.weights.scales.push_back(f16_to_f32(half));
-                           for (const float scale : scales) layer.weights.scales.push_back(scale);
-                           for (const float scale : layer.weights.scales) check_params({scale, 0}, "weight");
+                           for (const uint16_t half : half_scales) {
+                             check_params({f16_to_f32(half), 0}, "weight");
+                             layer.weights.group_scales.push_back(half);
+                           }
+                           for (const float scale : scales) {
+                             check_params({scale, 0}, "weight");
+                             if (!per_group) {
+                               layer.weights.scales.push_back(scale);
+                               continue;
+                             }
+                             // An earlier writer's Float32 group scales: binary16 values, or refused.
+                             const uint16_t half = f32_to_f16(scale);
+                             if (f16_to_f32(half) != scale)
+                               fail("group scale {} is not a binary16 value (grouped weights keep binary16 scales)", scale);
+                             layer.weights.group_scales.push_back(half);
+                           }
                            if (name != "token_embedding") {
                              layer.input = {tensor.getInputScale(), tensor.getInputZeroPoint()};
                              layer.output = {tensor.getOutputScale(), tensor.getOutputZeroPoint()};
@@ -413,6 +442,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
   } catch (const kj::Exception& exception) {
     fail("{}: malformed manifest: {}", source, exception.getDescription().cStr());
   }
+  release(manifest_range);
   return package;
 }
 

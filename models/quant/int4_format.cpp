@@ -190,7 +190,7 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
   out.grid = grid;
   out.granularity = WeightGranularity::kPerGroup;
   out.codes.resize(int4_code_bytes(rows, cols));
-  out.scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
+  out.group_scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
   // Rows [first, last): each group on its own, so the rows are split over the CPU's threads (the same
   // result whatever the split).
   auto quantize_rows = [&](int first, int last) {
@@ -200,7 +200,7 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
         const Int4Group group = quantize_int4_group(
             weights.subspan(at, kInt4Group),
             importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
-        out.scales[at / kInt4Group] = group.scale;
+        out.group_scales[at / kInt4Group] = f32_to_f16(group.scale);  // a binary16 value already
         const std::vector<uint8_t> codes = pack_int4_codes(group.levels, 1, kInt4Group, grid);
         std::copy(codes.begin(), codes.end(), out.codes.begin() + static_cast<std::ptrdiff_t>(at / 2));
       }

@@ -70,8 +70,10 @@ LinearDynamicInt8::LinearDynamicInt8(const QuantizedMatrix& weights, std::string
   }
   try {
     const auto row_values = [&weights](int row, int8_t* out) { weight_row_values(weights, row, out); };
+    std::vector<float> group_scales(weights.group_scales.size());
+    for (size_t i = 0; i < group_scales.size(); ++i) group_scales[i] = f16_to_f32(weights.group_scales[i]);
     weights_ =
-        pack_int8(row_values, weights.rows, weights.cols, weights.per_group() ? weights.scales.data() : nullptr,
+        pack_int8(row_values, weights.rows, weights.cols, weights.per_group() ? group_scales.data() : nullptr,
                   kernel.value_or(int8_kernels_supported().front()), weights.bits == 4 ? &int4_levels(weights.grid) : nullptr);
   } catch (const Error& e) {
     fail("{}: {}", name_, e.what());

@@ -279,8 +279,8 @@ QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int c
       const int length = std::min(piece, cols - begin);
       auto part = weights.subspan(static_cast<size_t>(r) * cols + begin, length);
       if (granularity == WeightGranularity::kPerChannel) out.scales.push_back(scale_of(part));
-      if (granularity == WeightGranularity::kPerGroup) out.scales.push_back(group_scale_of(part));
-      const float scale = out.scales.back();
+      if (granularity == WeightGranularity::kPerGroup) out.group_scales.push_back(f32_to_f16(group_scale_of(part)));
+      const float scale = granularity == WeightGranularity::kPerGroup ? f16_to_f32(out.group_scales.back()) : out.scales.back();
       for (int c = 0; c < length; ++c) {
         out.values[static_cast<size_t>(r) * cols + begin + c] =
             static_cast<int8_t>(std::clamp(std::nearbyint(part[c] / scale), -127.0f, 127.0f));
@@ -291,14 +291,15 @@ QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int c
 }
 
 void QuantizedMatrix::check(const std::string& what) const {
-  const size_t expected_scales = per_group() ? static_cast<size_t>(rows) * static_cast<size_t>(std::max(groups(), 0))
-                                 : per_channel() ? static_cast<size_t>(rows)
-                                                 : 1;
   const size_t count = static_cast<size_t>(std::max(rows, 0)) * static_cast<size_t>(std::max(cols, 0));
   const size_t stored = bits == 4 ? codes.size() * 2 : values.size();
-  if (rows <= 0 || cols <= 0 || stored != count || (bits == 4 ? !values.empty() : !codes.empty()) ||
-      scales.size() != expected_scales) {
-    fail("{}: {} quantized weights and {} scales do not fit ({}, {}) {}", what, stored, scales.size(), rows, cols,
+  const size_t expected_scales = per_group() ? static_cast<size_t>(std::max(rows, 0)) * static_cast<size_t>(std::max(groups(), 0))
+                                 : per_channel() ? static_cast<size_t>(rows)
+                                                 : 1;
+  const size_t held_scales = per_group() ? group_scales.size() : scales.size();
+  const bool stray = (bits == 4 ? !values.empty() : !codes.empty()) || (per_group() ? !scales.empty() : !group_scales.empty());
+  if (rows <= 0 || cols <= 0 || stored != count || stray || held_scales != expected_scales) {
+    fail("{}: {} quantized weights and {} scales do not fit ({}, {}) {}", what, stored, held_scales, rows, cols,
          per_group()     ? "per group"
          : per_channel() ? "per channel"
                          : "per tensor");
@@ -307,13 +308,13 @@ void QuantizedMatrix::check(const std::string& what) const {
   if (bits == 4 && (!per_group() || cols % kWeightGroup != 0)) {
     fail("{}: 4-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, kWeightGroup, rows, cols);
   }
-  for (float scale : scales) {
+  auto check_scale = [&](float scale) {
     const bool nonzero = bits == 4 ? scale != 0 : scale > 0;
     if (!nonzero || !std::isfinite(scale))
       fail("{}: weight scale {} is not {} and finite", what, scale, bits == 4 ? "nonzero" : "positive");
-    if (per_group() && f16_to_f32(f32_to_f16(scale)) != scale)
-      fail("{}: group scale {} is not a binary16 value (weights in groups keep binary16 scales, as Q8_0 does)", what, scale);
-  }
+  };
+  for (const float scale : scales) check_scale(scale);
+  for (const uint16_t half : group_scales) check_scale(f16_to_f32(half));
 }
 
 int8_t quantize_value(float value, const QuantParams& params) {

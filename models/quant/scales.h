@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "models/format/float16.h"
 #include "models/quant/activation_histogram.h"
 
 namespace fedcal {
@@ -60,7 +61,10 @@ struct QuantizedMatrix {
   int rows = 0, cols = 0;
   WeightGranularity granularity = WeightGranularity::kPerTensor;
   std::vector<int8_t> values;  // (rows, cols), in [-127, 127]; empty with bits 4
-  std::vector<float> scales;   // 1 (per tensor), rows (per channel) or (rows, groups()) (per group)
+  std::vector<float> scales;   // 1 (per tensor) or rows (per channel); empty per group
+  // Per group: (rows, groups()) binary16 scales, as packages store them and the kernels read them (a
+  // float each would double them: 138 MB for a 1.1B-parameter 4-bit model while it loads).
+  std::vector<uint16_t> group_scales;
   // 8, or 4 (per group only, cols a multiple of 32, scales of either sign): then `codes` holds the
   // weights as stored, two 4-bit codes of the grid's levels per byte (quant/int4_format.h), and
   // `values` nothing: a 4-bit matrix is never unpacked to a byte per weight.
@@ -75,11 +79,11 @@ struct QuantizedMatrix {
   float row_scale(int row) const { return per_channel() ? scales[static_cast<size_t>(row)] : scales[0]; }
   // The scale of the weight at (row, col), whatever the granularity.
   float scale_at(int row, int col) const {
-    return per_group() ? scales[static_cast<size_t>(row) * groups() + static_cast<size_t>(col / kWeightGroup)] : row_scale(row);
+    return per_group() ? f16_to_f32(group_scales[static_cast<size_t>(row) * groups() + static_cast<size_t>(col / kWeightGroup)])
+                       : row_scale(row);
   }
   // Throws Error unless the values (or codes) and scales fit (rows, cols) and the granularity, and every
-  // scale is positive and finite (and a binary16 value, per group; nonzero with 4 bits); `what` names
-  // the matrix.
+  // scale is positive and finite (nonzero with 4 bits); `what` names the matrix.
   void check(const std::string& what) const;
 };
 QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity);

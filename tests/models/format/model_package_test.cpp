@@ -82,6 +82,7 @@ TEST_CASE("A package round-trips an INT8 model exactly and runs like the in-memo
     const QuantizedLinear& read = package.int8.at(name);
     CHECK(read.weights.values == layer.weights.values);
     CHECK(read.weights.scales == layer.weights.scales);
+    CHECK(read.weights.group_scales == layer.weights.group_scales);
     if (name != "token_embedding") {
       CHECK(read.input == layer.input);
       CHECK(read.output == layer.output);
@@ -157,14 +158,17 @@ TEST_CASE("qgint8 group scales are stored as binary16, two bytes each, and read 
     ++grouped_tensors;
     const QuantizedMatrix& weights = f.int8.at(tensor.getName().cStr()).weights;
     CHECK(tensor.getWeightScales().size() == 0);
-    REQUIRE(tensor.getGroupScales().size() == weights.scales.size());
-    for (unsigned s = 0; s < weights.scales.size(); ++s) CHECK(tensor.getGroupScales()[s] == f32_to_f16(weights.scales[s]));
+    REQUIRE(tensor.getGroupScales().size() == weights.group_scales.size());
+    for (unsigned s = 0; s < weights.group_scales.size(); ++s) CHECK(tensor.getGroupScales()[s] == weights.group_scales[s]);
   }
   const auto grouped_layers = std::count_if(f.int8.begin(), f.int8.end(), [](const auto& entry) { return entry.second.weights.per_group(); });
   CHECK(grouped_layers > 0);
   CHECK(grouped_tensors == static_cast<size_t>(grouped_layers));  // (an untied token table stays qcint8)
   const ModelPackage package = read_model_package(path, nullptr);
-  for (const auto& [name, layer] : f.int8) CHECK(package.int8.at(name).weights.scales == layer.weights.scales);
+  for (const auto& [name, layer] : f.int8) {
+    CHECK(package.int8.at(name).weights.scales == layer.weights.scales);
+    CHECK(package.int8.at(name).weights.group_scales == layer.weights.group_scales);
+  }
 }
 
 TEST_CASE("load_model opens packages, and a statistics file from another model is refused") {

@@ -76,7 +76,7 @@ TEST_CASE(
   m.bits = 4;
   m.granularity = WeightGranularity::kPerGroup;
   m.codes = codes;
-  m.scales = {1.0f, -0.5f, 0.25f, 2.0f};
+  for (const float scale : {1.0f, -0.5f, 0.25f, 2.0f}) m.group_scales.push_back(f32_to_f16(scale));
   m.check("m");
   CHECK(weight_values(m) == levels);
   std::vector<int8_t> row(64);
@@ -242,7 +242,7 @@ TEST_CASE(
     CHECK(package.int8.at(name).weights.bits == entry.second.weights.bits);
     CHECK(package.int8.at(name).weights.values == entry.second.weights.values);
     CHECK(package.int8.at(name).weights.codes == entry.second.weights.codes);
-    CHECK(package.int8.at(name).weights.scales == entry.second.weights.scales);
+    CHECK(package.int8.at(name).weights.group_scales == entry.second.weights.group_scales);
   }
   const std::string fine = dir.path("fine.fcpkg");
   QuantizeOptions grouped;

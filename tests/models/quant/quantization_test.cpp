@@ -359,7 +359,7 @@ TEST_CASE("A dynamic INT8 linear layer equals its plain reference: per-token and
       std::vector<float> weights(static_cast<size_t>(in) * out);
       for (size_t i = 0; i < weights.size(); ++i) weights[i] = 0.1f * normal(rng) * (1.0f + static_cast<float>(i / in % 7));
       const QuantizedMatrix matrix = quantize_weights(weights, out, in, granularity);
-      if (per_group) CHECK(matrix.scales.size() == static_cast<size_t>(out) * 4);  // 97 inputs: groups of 32, 32, 32, 1
+      if (per_group) CHECK(matrix.group_scales.size() == static_cast<size_t>(out) * 4);  // 97 inputs: groups of 32, 32, 32, 1
       std::vector<float> input(static_cast<size_t>(batch) * in);
       for (size_t i = 0; i < input.size(); ++i) input[i] = normal(rng) * (i / in == 1 ? 300.0f : 1.0f);
       std::fill(input.begin() + 3 * in, input.begin() + 4 * in, 0.0f);
@@ -398,7 +398,7 @@ TEST_CASE("Weights in groups of 32: activations per block at run time wherever t
   grouped.per_group = true;
   const QuantizedLinears int8 = quantize_model_weights(model, grouped);
   REQUIRE(int8.at("layers.0.wq").weights.per_group());
-  CHECK(int8.at("layers.0.wq").weights.scales.size() == 64u * 2);  // 64 rows, dim 64: two groups each
+  CHECK(int8.at("layers.0.wq").weights.group_scales.size() == 64u * 2);  // 64 rows, dim 64: two groups each
   // No static scales for them: an XNNPACK layer and statistics-based quantization refuse, by name.
   CHECK_THROWS_WITH_AS(LinearInt8(int8.at("layers.0.wq"), "layers.0.wq"), doctest::Contains("layers.0.wq: weights in groups"), Error);
   XnnRuntime runtime(1);
@@ -431,7 +431,8 @@ TEST_CASE("Weights in groups of 32: activations per block at run time wherever t
   write_model_package(dir.path("g.pkg"), model, int8, {}, {});
   const ModelPackage package = read_model_package(dir.path("g.pkg"), nullptr);
   REQUIRE(package.int8.at("layers.1.w2").weights.per_group());
-  CHECK(package.int8.at("layers.1.w2").weights.scales == int8.at("layers.1.w2").weights.scales);
+  CHECK(!package.int8.at("layers.1.w2").weights.group_scales.empty());
+  CHECK(package.int8.at("layers.1.w2").weights.group_scales == int8.at("layers.1.w2").weights.group_scales);
   CHECK(logits(package.int8, {}) == fine);
 }
 
