@@ -4,132 +4,13 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <string_view>
 
 #include "common/error.h"
 #include "common/little_endian.h"
 #include "models/format/float16.h"
 
 namespace fedcal {
-
-std::optional<GgmlType> ggml_type_from_number(uint32_t number) {
-  switch (number) {
-    case 0:
-      return GgmlType::kF32;
-    case 1:
-      return GgmlType::kF16;
-    case 2:
-      return GgmlType::kQ4_0;
-    case 3:
-      return GgmlType::kQ4_1;
-    case 6:
-      return GgmlType::kQ5_0;
-    case 7:
-      return GgmlType::kQ5_1;
-    case 8:
-      return GgmlType::kQ8_0;
-    case 12:
-      return GgmlType::kQ4_K;
-    case 13:
-      return GgmlType::kQ5_K;
-    case 14:
-      return GgmlType::kQ6_K;
-    case 30:
-      return GgmlType::kBF16;
-    default:
-      return std::nullopt;
-  }
-}
-
-std::string ggml_type_name(uint32_t number) {
-  switch (number) {
-    case 0:
-      return "F32";
-    case 1:
-      return "F16";
-    case 2:
-      return "Q4_0";
-    case 3:
-      return "Q4_1";
-    case 6:
-      return "Q5_0";
-    case 7:
-      return "Q5_1";
-    case 8:
-      return "Q8_0";
-    case 12:
-      return "Q4_K";
-    case 13:
-      return "Q5_K";
-    case 14:
-      return "Q6_K";
-    case 30:
-      return "BF16";
-    default:
-      return "type " + std::to_string(number);
-  }
-}
-
-std::optional<GgmlType> parse_ggml_type(const std::string& name) {
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (lower == "f32") return GgmlType::kF32;
-  if (lower == "f16") return GgmlType::kF16;
-  if (lower == "bf16") return GgmlType::kBF16;
-  if (lower == "q8_0") return GgmlType::kQ8_0;
-  return std::nullopt;
-}
-
-int ggml_block_values(GgmlType type) {
-  switch (type) {
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ4_1:
-    case GgmlType::kQ5_0:
-    case GgmlType::kQ5_1:
-      return 32;
-    case GgmlType::kQ4_K:
-    case GgmlType::kQ5_K:
-    case GgmlType::kQ6_K:
-      return 256;
-    default:
-      return 1;
-  }
-}
-
-size_t ggml_block_bytes(GgmlType type) {
-  switch (type) {
-    case GgmlType::kF32:
-      return 4;
-    case GgmlType::kF16:
-    case GgmlType::kBF16:
-      return 2;
-    case GgmlType::kQ8_0:
-      return kQ8_0BlockBytes;
-    case GgmlType::kQ4_0:
-      return 18;
-    case GgmlType::kQ4_1:
-      return 20;
-    case GgmlType::kQ5_0:
-      return 22;
-    case GgmlType::kQ5_1:
-      return 24;
-    case GgmlType::kQ4_K:
-      return 144;
-    case GgmlType::kQ5_K:
-      return 176;
-    case GgmlType::kQ6_K:
-      return 210;
-  }
-  return 0;
-}
-
-std::optional<uint64_t> ggml_bytes(GgmlType type, uint64_t values) {
-  const uint64_t per_block = static_cast<uint64_t>(ggml_block_values(type));
-  if (values % per_block != 0 || ggml_block_bytes(type) == 0) return std::nullopt;
-  const uint64_t blocks = values / per_block;
-  if (blocks > UINT64_MAX / ggml_block_bytes(type)) return std::nullopt;
-  return blocks * ggml_block_bytes(type);
-}
 
 namespace {
 
@@ -226,70 +107,121 @@ void decode_q6_k_block(const std::byte* in, float* y) {
   }
 }
 
+// Whole-block loops around each type's block function (inlined: F16 and BF16 decode a value at a time).
+template <void (*kBlock)(const std::byte*, float*), int kValues, size_t kBytes>
+void decode_blocks(const std::byte* in, size_t blocks, float* out) {
+  for (size_t b = 0; b < blocks; ++b) kBlock(in + b * kBytes, out + b * kValues);
+}
+template <void (*kBlock)(const float*, std::byte*), int kValues, size_t kBytes>
+void encode_blocks(const float* in, size_t blocks, std::byte* out) {
+  for (size_t b = 0; b < blocks; ++b) kBlock(in + b * kValues, out + b * kBytes);
+}
+
+void decode_f32(const std::byte* in, float* y) { std::memcpy(y, in, 4); }
+void decode_f16(const std::byte* in, float* y) { *y = f16_to_f32(get_u16(in)); }
+void decode_bf16(const std::byte* in, float* y) { *y = bf16_to_f32(get_u16(in)); }
+void decode_q8_0_block(const std::byte* in, float* y) {
+  const float d = f16_to_f32(get_u16(in));
+  for (int i = 0; i < kQ8_0BlockValues; ++i) y[i] = d * static_cast<float>(static_cast<int8_t>(in[2 + i]));
+}
+void decode_q4_0(const std::byte* in, float* y) { decode_q4_q5_block(in, false, false, y); }
+void decode_q4_1(const std::byte* in, float* y) { decode_q4_q5_block(in, true, false, y); }
+void decode_q5_0(const std::byte* in, float* y) { decode_q4_q5_block(in, false, true, y); }
+void decode_q5_1(const std::byte* in, float* y) { decode_q4_q5_block(in, true, true, y); }
+void decode_q4_k(const std::byte* in, float* y) { decode_k_block(in, false, y); }
+void decode_q5_k(const std::byte* in, float* y) { decode_k_block(in, true, y); }
+void encode_f32(const float* x, std::byte* out) { std::memcpy(out, x, 4); }
+void encode_f16(const float* x, std::byte* out) { put_u16(out, f32_to_f16(*x)); }
+void encode_bf16(const float* x, std::byte* out) { put_u16(out, f32_to_bf16(*x)); }
+
+// Every type fedcal reads, defined once: its GGUF number (the enum's value), name, block shape, and how
+// its blocks decode and, for the types fedcal writes, encode.
+struct GgmlTraits {
+  GgmlType type;
+  const char* name;
+  int block_values;
+  size_t block_bytes;
+  void (*decode)(const std::byte* in, size_t blocks, float* out);
+  void (*encode)(const float* in, size_t blocks, std::byte* out);  // nullptr: read only
+};
+constexpr GgmlTraits kGgmlTypes[] = {
+    {GgmlType::kF32, "F32", 1, 4, decode_blocks<decode_f32, 1, 4>, encode_blocks<encode_f32, 1, 4>},
+    {GgmlType::kF16, "F16", 1, 2, decode_blocks<decode_f16, 1, 2>, encode_blocks<encode_f16, 1, 2>},
+    {GgmlType::kBF16, "BF16", 1, 2, decode_blocks<decode_bf16, 1, 2>, encode_blocks<encode_bf16, 1, 2>},
+    {GgmlType::kQ8_0, "Q8_0", kQ8_0BlockValues, kQ8_0BlockBytes,
+     decode_blocks<decode_q8_0_block, kQ8_0BlockValues, kQ8_0BlockBytes>,
+     encode_blocks<encode_q8_0_block, kQ8_0BlockValues, kQ8_0BlockBytes>},
+    {GgmlType::kQ4_0, "Q4_0", 32, 18, decode_blocks<decode_q4_0, 32, 18>, nullptr},
+    {GgmlType::kQ4_1, "Q4_1", 32, 20, decode_blocks<decode_q4_1, 32, 20>, nullptr},
+    {GgmlType::kQ5_0, "Q5_0", 32, 22, decode_blocks<decode_q5_0, 32, 22>, nullptr},
+    {GgmlType::kQ5_1, "Q5_1", 32, 24, decode_blocks<decode_q5_1, 32, 24>, nullptr},
+    {GgmlType::kQ4_K, "Q4_K", 256, 144, decode_blocks<decode_q4_k, 256, 144>, nullptr},
+    {GgmlType::kQ5_K, "Q5_K", 256, 176, decode_blocks<decode_q5_k, 256, 176>, nullptr},
+    {GgmlType::kQ6_K, "Q6_K", 256, 210, decode_blocks<decode_q6_k_block, 256, 210>, nullptr},
+};
+
+const GgmlTraits* find_traits(uint32_t number) {
+  for (const GgmlTraits& traits : kGgmlTypes) {
+    if (static_cast<uint32_t>(traits.type) == number) return &traits;
+  }
+  return nullptr;
+}
+
+const GgmlTraits& traits_of(GgmlType type) {
+  const GgmlTraits* traits = find_traits(static_cast<uint32_t>(type));
+  if (traits == nullptr) fail("GGML type {} is not one fedcal reads", static_cast<uint32_t>(type));
+  return *traits;
+}
+
 }  // namespace
 
-std::vector<std::byte> ggml_encode(GgmlType type, std::span<const float> values) {
-  const std::optional<uint64_t> size = ggml_bytes(type, values.size());
-  if (!size) fail("{} needs whole blocks of {} values; got {}", ggml_type_name(type), ggml_block_values(type), values.size());
-  std::vector<std::byte> out(*size);
-  switch (type) {
-    case GgmlType::kF32:
-      std::memcpy(out.data(), values.data(), out.size());
-      break;
-    case GgmlType::kF16:
-      for (size_t i = 0; i < values.size(); ++i) put_u16(&out[2 * i], f32_to_f16(values[i]));
-      break;
-    case GgmlType::kBF16:
-      for (size_t i = 0; i < values.size(); ++i) put_u16(&out[2 * i], f32_to_bf16(values[i]));
-      break;
-    case GgmlType::kQ8_0:
-      for (size_t block = 0; block * kQ8_0BlockValues < values.size(); ++block) {
-        encode_q8_0_block(&values[block * kQ8_0BlockValues], &out[block * kQ8_0BlockBytes]);
-      }
-      break;
-    default:
-      fail("{}: fedcal reads this type but does not write it", ggml_type_name(type));
+std::optional<GgmlType> ggml_type_from_number(uint32_t number) {
+  const GgmlTraits* traits = find_traits(number);
+  return traits != nullptr ? std::optional(traits->type) : std::nullopt;
+}
+
+std::string ggml_type_name(uint32_t number) {
+  const GgmlTraits* traits = find_traits(number);
+  return traits != nullptr ? traits->name : "type " + std::to_string(number);
+}
+
+std::optional<GgmlType> parse_ggml_type(const std::string& name) {
+  for (const GgmlTraits& traits : kGgmlTypes) {
+    const std::string_view known(traits.name);
+    const bool same = known.size() == name.size() && std::equal(known.begin(), known.end(), name.begin(), [](char a, char b) {
+                        return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+                      });
+    if (same && traits.encode != nullptr) return traits.type;
   }
+  return std::nullopt;
+}
+
+int ggml_block_values(GgmlType type) { return traits_of(type).block_values; }
+size_t ggml_block_bytes(GgmlType type) { return traits_of(type).block_bytes; }
+
+std::optional<uint64_t> ggml_bytes(GgmlType type, uint64_t values) {
+  const uint64_t per_block = static_cast<uint64_t>(ggml_block_values(type));
+  if (values % per_block != 0) return std::nullopt;
+  const uint64_t blocks = values / per_block;
+  if (blocks > UINT64_MAX / ggml_block_bytes(type)) return std::nullopt;
+  return blocks * ggml_block_bytes(type);
+}
+
+std::vector<std::byte> ggml_encode(GgmlType type, std::span<const float> values) {
+  const GgmlTraits& traits = traits_of(type);
+  if (traits.encode == nullptr) fail("{}: fedcal reads this type but does not write it", traits.name);
+  const std::optional<uint64_t> size = ggml_bytes(type, values.size());
+  if (!size) fail("{} needs whole blocks of {} values; got {}", traits.name, traits.block_values, values.size());
+  std::vector<std::byte> out(*size);
+  traits.encode(values.data(), values.size() / static_cast<size_t>(traits.block_values), out.data());
   return out;
 }
 
 void ggml_decode(GgmlType type, std::span<const std::byte> bytes, std::span<float> out) {
+  const GgmlTraits& traits = traits_of(type);
   const std::optional<uint64_t> size = ggml_bytes(type, out.size());
-  if (!size || *size != bytes.size()) {
-    fail("{}: {} bytes do not hold {} values", ggml_type_name(type), bytes.size(), out.size());
-  }
-  switch (type) {
-    case GgmlType::kF32:
-      std::memcpy(out.data(), bytes.data(), bytes.size());
-      break;
-    case GgmlType::kF16:
-      for (size_t i = 0; i < out.size(); ++i) out[i] = f16_to_f32(get_u16(&bytes[2 * i]));
-      break;
-    case GgmlType::kBF16:
-      for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(get_u16(&bytes[2 * i]));
-      break;
-    case GgmlType::kQ8_0:
-      for (size_t block = 0; block * kQ8_0BlockValues < out.size(); ++block) {
-        const std::byte* in = &bytes[block * kQ8_0BlockBytes];
-        const float d = f16_to_f32(get_u16(in));
-        for (int i = 0; i < kQ8_0BlockValues; ++i) {
-          out[block * kQ8_0BlockValues + static_cast<size_t>(i)] = d * static_cast<float>(static_cast<int8_t>(in[2 + i]));
-        }
-      }
-      break;
-    default: {
-      const size_t values = static_cast<size_t>(ggml_block_values(type)), block_bytes = ggml_block_bytes(type);
-      for (size_t block = 0; block * values < out.size(); ++block) {
-        const std::byte* in = &bytes[block * block_bytes];
-        float* y = &out[block * values];
-        if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ5_0 || type == GgmlType::kQ5_1)
-          decode_q4_q5_block(in, type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1,
-                             type == GgmlType::kQ5_0 || type == GgmlType::kQ5_1, y);
-        if (type == GgmlType::kQ4_K || type == GgmlType::kQ5_K) decode_k_block(in, type == GgmlType::kQ5_K, y);
-        if (type == GgmlType::kQ6_K) decode_q6_k_block(in, y);
-      }
-    }
-  }
+  if (!size || *size != bytes.size()) fail("{}: {} bytes do not hold {} values", traits.name, bytes.size(), out.size());
+  traits.decode(bytes.data(), out.size() / static_cast<size_t>(traits.block_values), out.data());
 }
 
 }  // namespace fedcal

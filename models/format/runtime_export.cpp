@@ -11,18 +11,6 @@
 
 namespace fedcal {
 
-const std::vector<std::string> kRuntimeExportFormats = {"gguf", "imatrix", "imatrix-gguf", "onnx", "onnx-qdq", "tensorrt-cache"};
-
-std::string runtime_export_extension(const std::string& format) {
-  if (format == "gguf") return ".gguf";
-  if (format == "imatrix") return ".imatrix.dat";
-  if (format == "imatrix-gguf") return ".imatrix.gguf";
-  if (format == "onnx") return ".onnx";
-  if (format == "onnx-qdq") return ".qdq.onnx";
-  if (format == "tensorrt-cache") return ".trt-calib.cache";
-  fail("unknown export format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
-}
-
 namespace {
 
 // The first tensor of `model` without FP32 values (a package's quantized layer), or null.
@@ -49,62 +37,99 @@ const QuantizedLinears& static_int8(const RuntimeExportInput& input, const std::
   return *input.int8;
 }
 
-RuntimeExportSummary write(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
-  if (format == "gguf") {
-    if (input.tokenizer == nullptr) fail("gguf: needs the model's tokenizer");
-    GgufExportOptions options;
-    options.weights = input.gguf_type;
-    options.name = input.name;
-    // A package (its quantized layers hold no FP32 values): those layers as their own blocks.
-    if (input.model == nullptr) fail("gguf: needs the model");
-    const bool package = missing_fp32(*input.model, list_tensors(*input.model)) != nullptr;
-    if (package && input.int8 != nullptr) options.quantized = input.int8;
-    const GgufExportSummary summary = write_gguf_model(
-        path, package && input.int8 != nullptr ? *input.model : fp32_model(input, format), *input.tokenizer, options);
-    const std::string own =
-        package ? fmt::format(", the package's own blocks: {} Q4_0 and {} Q8_0", summary.package_q4_0, summary.package_q8_0) : "";
-    return {summary.bytes,
-            fmt::format(
-                "GGUF, {} matrices {}{}{}", summary.matrices_in_requested_type, ggml_type_name(options.weights),
-                summary.matrices_in_f16 ? fmt::format(" ({} in F16: rows not whole blocks)", summary.matrices_in_f16) : "", own)};
+RuntimeExportSummary write_gguf(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  if (input.tokenizer == nullptr) fail("gguf: needs the model's tokenizer");
+  GgufExportOptions options;
+  options.weights = input.gguf_type;
+  options.name = input.name;
+  // A package (its quantized layers hold no FP32 values): those layers as their own blocks.
+  if (input.model == nullptr) fail("gguf: needs the model");
+  const bool package = missing_fp32(*input.model, list_tensors(*input.model)) != nullptr;
+  if (package && input.int8 != nullptr) options.quantized = input.int8;
+  const GgufExportSummary summary = write_gguf_model(
+      path, package && input.int8 != nullptr ? *input.model : fp32_model(input, format), *input.tokenizer, options);
+  const std::string own =
+      package ? fmt::format(", the package's own blocks: {} Q4_0 and {} Q8_0", summary.package_q4_0, summary.package_q8_0) : "";
+  return {summary.bytes,
+          fmt::format("GGUF, {} matrices {}{}{}", summary.matrices_in_requested_type, ggml_type_name(options.weights),
+                      summary.matrices_in_f16 ? fmt::format(" ({} in F16: rows not whole blocks)", summary.matrices_in_f16) : "",
+                      own)};
+}
+
+RuntimeExportSummary write_imatrix(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  if (input.stats == nullptr || input.model == nullptr)
+    fail("{}: needs the model and statistics recorded with importance sums", format);
+  const Imatrix imatrix = imatrix_from_stats(*input.stats, input.model->config, input.name);
+  const std::vector<std::byte> bytes = serialize_imatrix(imatrix);
+  write_file_atomically(path, bytes);
+  return {bytes.size(), fmt::format("llama.cpp imatrix, {} matrices, {} sequences, {} tokens", imatrix.entries.size(),
+                                    imatrix.last_call, input.stats->tokens)};
+}
+
+RuntimeExportSummary write_imatrix_gguf(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  if (input.stats == nullptr || input.model == nullptr)
+    fail("{}: needs the model and statistics recorded with importance sums", format);
+  const std::vector<std::byte> bytes = imatrix_gguf(*input.stats, input.model->config, input.name).serialize();
+  write_file_atomically(path, bytes);
+  return {bytes.size(),
+          fmt::format("llama.cpp imatrix (GGUF), {} sequences, {} tokens", input.stats->sequences, input.stats->tokens)};
+}
+
+// "onnx": the FP32 model; "onnx-qdq": with its static INT8 layers as QuantizeLinear/DequantizeLinear.
+RuntimeExportSummary write_onnx(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  const bool qdq = format == "onnx-qdq";
+  if (input.model == nullptr) fail("{}: needs the model", format);
+  const QuantizedLinears none;
+  const OnnxExportSummary summary =
+      write_onnx_model(path, qdq ? *input.model : fp32_model(input, format), qdq ? static_int8(input, format) : none);
+  return {summary.bytes, fmt::format("ONNX opset 17, {} INT8 (QDQ) and {} FP32 linears, {} nodes", summary.int8_linears,
+                                     summary.fp32_linears, summary.nodes)};
+}
+
+RuntimeExportSummary write_tensorrt_cache(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
+  if (input.model == nullptr) fail("{}: needs the model", format);
+  const std::vector<TensorrtCacheEntry> entries = tensorrt_cache_entries(input.model->config, static_int8(input, format));
+  const std::string text = tensorrt_cache_text(entries, input.tensorrt_version);
+  write_file_atomically(path, text);
+  return {text.size(), fmt::format("TensorRT calibration cache, {} tensors (names of the FP32 ONNX export)", entries.size())};
+}
+
+// Every export format, defined once: its name (as the CLIs and round settings take it), the file
+// extension the coordinator's artifact store gives it, and its writer.
+struct RuntimeExportFormat {
+  const char* name;
+  const char* extension;
+  RuntimeExportSummary (*write)(const std::string& format, const std::string& path, const RuntimeExportInput& input);
+};
+constexpr RuntimeExportFormat kFormats[] = {
+    {"gguf", ".gguf", write_gguf},
+    {"imatrix", ".imatrix.dat", write_imatrix},
+    {"imatrix-gguf", ".imatrix.gguf", write_imatrix_gguf},
+    {"onnx", ".onnx", write_onnx},
+    {"onnx-qdq", ".qdq.onnx", write_onnx},
+    {"tensorrt-cache", ".trt-calib.cache", write_tensorrt_cache},
+};
+
+const RuntimeExportFormat& format_named(const std::string& name) {
+  for (const RuntimeExportFormat& format : kFormats) {
+    if (name == format.name) return format;
   }
-  if (format == "imatrix") {
-    if (input.stats == nullptr || input.model == nullptr) fail("imatrix: needs the model and statistics recorded with importance sums");
-    const Imatrix imatrix = imatrix_from_stats(*input.stats, input.model->config, input.name);
-    const std::vector<std::byte> bytes = serialize_imatrix(imatrix);
-    write_file_atomically(path, bytes);
-    return {bytes.size(), fmt::format("llama.cpp imatrix, {} matrices, {} sequences, {} tokens", imatrix.entries.size(), imatrix.last_call,
-                                      input.stats->tokens)};
-  }
-  if (format == "imatrix-gguf") {
-    if (input.stats == nullptr || input.model == nullptr) fail("imatrix-gguf: needs the model and statistics recorded with importance sums");
-    const std::vector<std::byte> bytes = imatrix_gguf(*input.stats, input.model->config, input.name).serialize();
-    write_file_atomically(path, bytes);
-    return {bytes.size(), fmt::format("llama.cpp imatrix (GGUF), {} sequences, {} tokens", input.stats->sequences, input.stats->tokens)};
-  }
-  if (format == "onnx" || format == "onnx-qdq") {
-    const bool qdq = format == "onnx-qdq";
-    if (input.model == nullptr) fail("{}: needs the model", format);
-    const QuantizedLinears none;
-    const OnnxExportSummary summary =
-        write_onnx_model(path, qdq ? *input.model : fp32_model(input, format), qdq ? static_int8(input, format) : none);
-    return {summary.bytes, fmt::format("ONNX opset 17, {} INT8 (QDQ) and {} FP32 linears, {} nodes", summary.int8_linears,
-                                       summary.fp32_linears, summary.nodes)};
-  }
-  if (format == "tensorrt-cache") {
-    if (input.model == nullptr) fail("tensorrt-cache: needs the model");
-    const std::vector<TensorrtCacheEntry> entries = tensorrt_cache_entries(input.model->config, static_int8(input, format));
-    const std::string text = tensorrt_cache_text(entries, input.tensorrt_version);
-    write_file_atomically(path, text);
-    return {text.size(), fmt::format("TensorRT calibration cache, {} tensors (names of the FP32 ONNX export)", entries.size())};
-  }
-  fail("unknown export format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
+  fail("unknown export format '{}' (known: {})", name, fmt::join(kRuntimeExportFormats, ", "));
 }
 
 }  // namespace
 
+const std::vector<std::string> kRuntimeExportFormats = [] {
+  std::vector<std::string> names;
+  for (const RuntimeExportFormat& format : kFormats) names.emplace_back(format.name);
+  return names;
+}();
+
+std::string runtime_export_extension(const std::string& format) { return format_named(format).extension; }
+
 RuntimeExportSummary write_runtime_export(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
-  return with_context([&] { return format + " export to " + path; }, [&] { return write(format, path, input); });
+  return with_context([&] { return format + " export to " + path; },
+                      [&] { return format_named(format).write(format, path, input); });
 }
 
 }  // namespace fedcal
