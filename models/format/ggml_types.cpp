@@ -144,20 +144,27 @@ struct GgmlTraits {
   void (*decode)(const std::byte* in, size_t blocks, float* out);
   void (*encode)(const float* in, size_t blocks, std::byte* out);  // nullptr: read only
 };
+// One row of the table: the block shape stated once, for the fields and the block loops alike.
+using DecodeBlock = void (*)(const std::byte* in, float* out);
+using EncodeBlock = void (*)(const float* in, std::byte* out);
+template <int kValues, size_t kBytes, DecodeBlock kDecode, EncodeBlock kEncode = nullptr>
+constexpr GgmlTraits ggml_row(GgmlType type, const char* name) {
+  GgmlTraits row{type, name, kValues, kBytes, decode_blocks<kDecode, kValues, kBytes>, nullptr};
+  if constexpr (kEncode != nullptr) row.encode = encode_blocks<kEncode, kValues, kBytes>;
+  return row;
+}
 constexpr GgmlTraits kGgmlTypes[] = {
-    {GgmlType::kF32, "F32", 1, 4, decode_blocks<decode_f32, 1, 4>, encode_blocks<encode_f32, 1, 4>},
-    {GgmlType::kF16, "F16", 1, 2, decode_blocks<decode_f16, 1, 2>, encode_blocks<encode_f16, 1, 2>},
-    {GgmlType::kBF16, "BF16", 1, 2, decode_blocks<decode_bf16, 1, 2>, encode_blocks<encode_bf16, 1, 2>},
-    {GgmlType::kQ8_0, "Q8_0", kQ8_0BlockValues, kQ8_0BlockBytes,
-     decode_blocks<decode_q8_0_block, kQ8_0BlockValues, kQ8_0BlockBytes>,
-     encode_blocks<encode_q8_0_block, kQ8_0BlockValues, kQ8_0BlockBytes>},
-    {GgmlType::kQ4_0, "Q4_0", 32, 18, decode_blocks<decode_q4_0, 32, 18>, nullptr},
-    {GgmlType::kQ4_1, "Q4_1", 32, 20, decode_blocks<decode_q4_1, 32, 20>, nullptr},
-    {GgmlType::kQ5_0, "Q5_0", 32, 22, decode_blocks<decode_q5_0, 32, 22>, nullptr},
-    {GgmlType::kQ5_1, "Q5_1", 32, 24, decode_blocks<decode_q5_1, 32, 24>, nullptr},
-    {GgmlType::kQ4_K, "Q4_K", 256, 144, decode_blocks<decode_q4_k, 256, 144>, nullptr},
-    {GgmlType::kQ5_K, "Q5_K", 256, 176, decode_blocks<decode_q5_k, 256, 176>, nullptr},
-    {GgmlType::kQ6_K, "Q6_K", 256, 210, decode_blocks<decode_q6_k_block, 256, 210>, nullptr},
+    ggml_row<1, 4, decode_f32, encode_f32>(GgmlType::kF32, "F32"),
+    ggml_row<1, 2, decode_f16, encode_f16>(GgmlType::kF16, "F16"),
+    ggml_row<1, 2, decode_bf16, encode_bf16>(GgmlType::kBF16, "BF16"),
+    ggml_row<kQ8_0BlockValues, kQ8_0BlockBytes, decode_q8_0_block, encode_q8_0_block>(GgmlType::kQ8_0, "Q8_0"),
+    ggml_row<32, 18, decode_q4_0>(GgmlType::kQ4_0, "Q4_0"),
+    ggml_row<32, 20, decode_q4_1>(GgmlType::kQ4_1, "Q4_1"),
+    ggml_row<32, 22, decode_q5_0>(GgmlType::kQ5_0, "Q5_0"),
+    ggml_row<32, 24, decode_q5_1>(GgmlType::kQ5_1, "Q5_1"),
+    ggml_row<256, 144, decode_q4_k>(GgmlType::kQ4_K, "Q4_K"),
+    ggml_row<256, 176, decode_q5_k>(GgmlType::kQ5_K, "Q5_K"),
+    ggml_row<256, 210, decode_q6_k_block>(GgmlType::kQ6_K, "Q6_K"),
 };
 
 const GgmlTraits* find_traits(uint32_t number) {
