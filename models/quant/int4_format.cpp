@@ -194,16 +194,19 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
   // Rows [first, last): each group on its own, so the rows are split over the CPU's threads (the same
   // result whatever the split).
   auto quantize_rows = [&](int first, int last) {
+    std::vector<int8_t> row_levels(static_cast<size_t>(cols));
     for (int r = first; r < last; ++r) {
+      const size_t row_start = static_cast<size_t>(r) * static_cast<size_t>(cols);
       for (int begin = 0; begin < cols; begin += kInt4Group) {
-        const size_t at = static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(begin);
+        const size_t at = row_start + static_cast<size_t>(begin);
         const Int4Group group = quantize_int4_group(
             weights.subspan(at, kInt4Group),
             importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
         out.group_scales[at / kInt4Group] = f32_to_f16(group.scale);  // a binary16 value already
-        const std::vector<uint8_t> codes = pack_int4_codes(group.levels, 1, kInt4Group, grid);
-        std::copy(codes.begin(), codes.end(), out.codes.begin() + static_cast<std::ptrdiff_t>(at / 2));
+        std::copy(group.levels.begin(), group.levels.end(), row_levels.begin() + begin);
       }
+      const std::vector<uint8_t> codes = pack_int4_codes(row_levels, 1, cols, grid);  // the row's codes, as stored
+      std::copy(codes.begin(), codes.end(), out.codes.begin() + static_cast<std::ptrdiff_t>(row_start / 2));
     }
   };
   const int threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, std::max(1, rows / 16));
