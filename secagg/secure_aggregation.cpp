@@ -8,11 +8,10 @@
 #include <thread>
 
 #include "common/error.h"
+#include "secagg/secret_rebuild.h"
 
 namespace fedcal {
 namespace {
-
-constexpr size_t kSecretBytes = 32;
 
 void put_u32(Bytes& out, uint32_t value) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(value >> (8 * i)));
@@ -39,53 +38,6 @@ Bytes share_associated_data(uint64_t round_id, uint32_t from, uint32_t to) {
   put_u32(data, from);
   put_u32(data, to);
   return data;
-}
-
-// Participant `holder`'s x in the shares of `owner`'s secrets, given `owner`'s sorted neighbours: its
-// rank among the holders (the neighbours and the owner itself, share_holders), from 1.
-uint8_t holder_x(const std::vector<uint32_t>& neighbours, uint32_t owner, uint32_t holder) {
-  const auto below = static_cast<size_t>(std::lower_bound(neighbours.begin(), neighbours.end(), holder) - neighbours.begin());
-  if (holder != owner && (below == neighbours.size() || neighbours[below] != holder))
-    fail("agent {} holds no share of agent {}", holder, owner);
-  return static_cast<uint8_t>(below + (owner < holder ? 1 : 0) + 1);
-}
-
-// A secret from revealed shares of which some may be wrong: the secret of the first t-subset (in
-// lexicographic order, at most kMaxSubsets tried) that passes `verify`, and the shares that are off
-// the polynomial of that subset. nullopt when no subset tried passes.
-struct Verified {
-  Bytes secret;
-  std::vector<size_t> wrong;  // indices into the shares
-};
-constexpr size_t kMaxSubsets = 4096;
-std::optional<Verified> verified_combine(const std::vector<ShamirShare>& shares, size_t t,
-                                         const std::function<bool(const Bytes&)>& verify) {
-  const size_t m = shares.size();
-  if (t == 0 || m < t) return std::nullopt;
-  std::vector<size_t> pick(t);
-  std::iota(pick.begin(), pick.end(), size_t{0});
-  for (size_t tries = 0; tries < kMaxSubsets; ++tries) {
-    std::vector<ShamirShare> subset;
-    for (const size_t i : pick) subset.push_back(shares[i]);
-    Bytes secret = shamir_combine(subset, static_cast<int>(t));
-    if (verify(secret)) {
-      Verified out{std::move(secret), {}};
-      std::vector<uint8_t> xs;
-      for (const ShamirShare& share : shares) xs.push_back(share.x);
-      const std::vector<Bytes> expected = shamir_interpolate(subset, static_cast<int>(t), xs);
-      for (size_t i = 0; i < m; ++i) {
-        if (expected[i] != shares[i].value) out.wrong.push_back(i);
-      }
-      return out;
-    }
-    // The next t-subset of m in lexicographic order.
-    size_t k = t;
-    while (k > 0 && pick[k - 1] == m - t + (k - 1)) --k;
-    if (k == 0) return std::nullopt;
-    ++pick[k - 1];
-    for (size_t j = k; j < t; ++j) pick[j] = pick[j - 1] + 1;
-  }
-  return std::nullopt;
 }
 
 bool contains(const std::vector<uint32_t>& sorted, uint32_t value) {
@@ -419,6 +371,8 @@ void SecAggServer::add_shares(uint32_t from, std::vector<EncryptedShare> shares,
   std::sort(got.begin(), got.end());
   if (got != expected)
     fail("participant {} sent shares for {} holders, expected its {} neighbours", from, got.size(), expected.size());
+  if (config_.self_masks_sealed && !self_mask_commitment)
+    fail("participant {} sent no commitment to its self-mask seed, which the coordinator checks the seed against", from);
   for (const EncryptedShare& share : shares) {
     std::vector<uint32_t>& senders = senders_to_.at(share.to);
     senders.insert(std::lower_bound(senders.begin(), senders.end(), from), from);
@@ -503,9 +457,13 @@ std::vector<uint32_t> SecAggServer::exclude(uint32_t from, const std::vector<uin
   return out;
 }
 
-void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>& shares) {
+void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>& shares, Bytes sealed_self_mask_shares) {
   if (!u3_.count(from)) fail("unmasking shares from participant {}, which is not a survivor", from);
   if (u4_.count(from)) fail("participant {} sent unmasking shares twice", from);
+  if (config_.self_masks_sealed != !sealed_self_mask_shares.empty()) {
+    fail("participant {}: self-mask shares {} where the round {} them sealed to the coordinator", from,
+         sealed_self_mask_shares.empty() ? "not sealed" : "sealed", config_.self_masks_sealed ? "has" : "does not have");
+  }
   std::set<uint32_t> owners;
   for (const RevealedShare& revealed : shares) {
     const uint32_t owner = revealed.owner;
@@ -513,6 +471,8 @@ void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>&
     if (!owners.insert(owner).second) fail("participant {} revealed two shares of {}", from, owner);
     const SecretKind expected = u3_.count(owner) ? SecretKind::kSelfMaskSeed : SecretKind::kMaskKey;
     if (revealed.kind != expected) fail("participant {} revealed the wrong secret of {}", from, owner);
+    if (config_.self_masks_sealed && revealed.kind == SecretKind::kSelfMaskSeed)
+      fail("participant {} revealed a share of {}'s self-mask seed unsealed", from, owner);
     if (revealed.share.x != holder_x(neighbours_.at(owner), owner, from) || revealed.share.value.size() != kSecretBytes) {
       fail("participant {}: malformed share of {}", from, owner);
     }
@@ -521,11 +481,24 @@ void SecAggServer::add_revealed(uint32_t from, const std::vector<RevealedShare>&
     auto& bucket = revealed.kind == SecretKind::kSelfMaskSeed ? self_mask_shares_ : mask_key_shares_;
     bucket[revealed.owner].push_back(revealed.share);
   }
+  if (config_.self_masks_sealed) sealed_[from] = std::move(sealed_self_mask_shares);
   u4_.insert(from);
 }
 
 std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why, size_t workers,
                                                                 std::set<uint32_t>* wrong_revealers) const {
+  if (config_.self_masks_sealed) fail("secure aggregation: the self-mask shares of this group are sealed to the coordinator");
+  return survivors_sum(true, why, workers, wrong_revealers);
+}
+
+std::optional<std::vector<uint64_t>> SecAggServer::self_masked_sum(std::string* why, size_t workers,
+                                                                   std::set<uint32_t>* wrong_revealers) const {
+  if (!config_.self_masks_sealed) fail("secure aggregation: a self-masked sum of a round whose self-mask shares are revealed");
+  return survivors_sum(false, why, workers, wrong_revealers);
+}
+
+std::optional<std::vector<uint64_t>> SecAggServer::survivors_sum(bool remove_self_masks, std::string* why, size_t workers,
+                                                                 std::set<uint32_t>* wrong_revealers) const {
   auto missing = [&](const std::string& reason) -> std::optional<std::vector<uint64_t>> {
     if (why) *why = reason;
     return std::nullopt;
@@ -534,7 +507,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     return missing(fmt::format("{} agents sent masked input, fewer than the minimum of {}", u3_.size(), config_.min_survivors));
   }
   const int t = static_cast<int>(config_.threshold);
-  for (const uint32_t u : u3_) {
+  for (const uint32_t u : remove_self_masks ? u3_ : std::set<uint32_t>{}) {
     const auto found = self_mask_shares_.find(u);
     const size_t have = found == self_mask_shares_.end() ? 0 : found->second.size();
     if (have < config_.threshold) return missing(fmt::format("{} of {} shares of agent {}'s self-mask seed", have, t, u));
@@ -546,37 +519,37 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
     if (have < config_.threshold) return missing(fmt::format("{} of {} shares of dropped agent {}'s mask key", have, t, u));
   }
 
-  // Every mask to take out: each survivor's self-mask and, for each dropped agent, the pairwise masks
-  // its surviving neighbours added. Seeds first (cheap; a mismatch throws here), then the PRG
-  // expansions, which are the work, spread over the cores.
+  // Every mask to take out: each survivor's self-mask (unless the coordinator removes it) and, for
+  // each dropped agent, the pairwise masks its surviving neighbours added. Seeds first (cheap; a mismatch throws here), then the
+  // PRG expansions, which are the work, spread over the cores.
   struct Removal {
     const MaskedInput* masked;  // a survivor's input to add, or nullptr
     Key32 seed;
-    int sign;
+    int sign;  // 0: no mask to remove (a survivor's input whose self-mask stays on)
   };
   std::vector<Removal> removals;
   // Each secret from a t-subset of its shares that checks out; the holders of shares off it lied.
   auto rebuild = [&](uint32_t owner, const std::vector<ShamirShare>& shares,
                      const std::function<bool(const Bytes&)>& verify) -> std::optional<Key32> {
-    const std::optional<Verified> verified = verified_combine(shares, config_.threshold, verify);
+    const std::optional<VerifiedSecret> verified = verified_combine(shares, config_.threshold, verify);
     if (!verified) return std::nullopt;
     std::vector<uint32_t> holders = neighbours_.at(owner);
     holders.insert(std::lower_bound(holders.begin(), holders.end(), owner), owner);
     for (const size_t i : verified->wrong) {
       if (wrong_revealers) wrong_revealers->insert(holders.at(shares[i].x - 1u));
     }
-    Key32 secret;
-    std::copy(verified->secret.begin(), verified->secret.end(), secret.begin());
-    return secret;
+    return key_from_bytes(verified->secret);
   };
   for (const auto& [survivor, masked] : masked_) {
     const uint32_t u = survivor;  // a plain variable: clang 14 cannot capture a structured binding
+    if (!remove_self_masks) {
+      removals.push_back({&masked, Key32{}, 0});
+      continue;
+    }
     const auto commitment = self_mask_commitments_.find(u);
     const std::optional<Key32> seed = rebuild(u, self_mask_shares_.at(u), [&](const Bytes& candidate) {
       if (commitment == self_mask_commitments_.end()) return true;  // an older agent: nothing to check against
-      Key32 key;
-      std::copy(candidate.begin(), candidate.end(), key.begin());
-      return self_mask_commitment(key, config_.round_id, u) == commitment->second;
+      return self_mask_commitment(key_from_bytes(candidate), config_.round_id, u) == commitment->second;
     });
     if (!seed)
       return missing(fmt::format("no {} of the revealed shares of agent {}'s self-mask seed agree with its commitment", t, u));
@@ -585,9 +558,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
   for (const uint32_t u : u2_) {
     if (u3_.count(u)) continue;
     const std::optional<Key32> private_key = rebuild(u, mask_key_shares_.at(u), [&](const Bytes& candidate) {
-      Key32 key;
-      std::copy(candidate.begin(), candidate.end(), key.begin());
-      return X25519KeyPair::from_private(key).public_key() == keys_[u].mask_public;
+      return X25519KeyPair::from_private(key_from_bytes(candidate)).public_key() == keys_[u].mask_public;
     });
     if (!private_key)
       return missing(fmt::format("no {} of the revealed shares of dropped agent {}'s mask key match its public key", t, u));
@@ -611,7 +582,7 @@ std::optional<std::vector<uint64_t>> SecAggServer::unmasked_sum(std::string* why
           for (size_t i = 0; i < sum.size(); ++i) sum[i] += masked.lanes64[i];
         }
       }
-      apply_prg_mask(removals[r].seed, removals[r].sign, sum, config_.lane_bits);
+      if (removals[r].sign != 0) apply_prg_mask(removals[r].seed, removals[r].sign, sum, config_.lane_bits);
     }
     return sum;
   };

@@ -45,6 +45,13 @@ struct SecAggConfig {
   // secret - and a complaint checked (verifiable complaints). False: under the pair's static key, as
   // older agents do, and a complaint cannot be checked.
   bool ephemeral_share_keys = false;
+  // Secure aggregation per group at a relay (group_unmasking.h): the relay runs this protocol's server
+  // for a group of its agents, and survivors seal their revealed self-mask shares to the coordinator
+  // instead of revealing them to the server. The server then removes only pairwise masks
+  // (self_masked_sum), and the coordinator opens the group's sum. `group_id` names the group in what
+  // is sealed, so a share cannot be moved to another group or round.
+  bool self_masks_sealed = false;
+  uint64_t group_id = 0;
 
   // Throws Error naming the field that is out of range.
   void validate() const;
@@ -179,9 +186,14 @@ class SecAggServer {
   uint64_t masked_bytes() const;
 
   // Stage 3. Throws Error if `from` is not a survivor, replies twice, or a share does not fit
-  // (wrong owner, kind or x).
-  void add_revealed(uint32_t from, const std::vector<RevealedShare>& shares);
+  // (wrong owner, kind or x). With self_masks_sealed, `shares` are the mask-key shares of dropped
+  // owners only, and `sealed_self_mask_shares` the rest, sealed to the coordinator (opaque here).
+  void add_revealed(uint32_t from, const std::vector<RevealedShare>& shares, Bytes sealed_self_mask_shares = {});
   const std::set<uint32_t>& revealed() const { return u4_; }
+  // With self_masks_sealed: what each revealer sealed to the coordinator, and each survivor's
+  // commitment to its self-mask seed (what the coordinator checks the seeds it rebuilds against).
+  const std::map<uint32_t, Bytes>& sealed_self_mask_shares() const { return sealed_; }
+  const std::map<uint32_t, Key32>& self_mask_commitments() const { return self_mask_commitments_; }
 
   // The sum of the survivors' inputs, or std::nullopt with `why` set while shares are missing or no
   // t of them agree. Each secret is rebuilt from a t-subset of its revealed shares that checks out
@@ -190,8 +202,16 @@ class SecAggServer {
   // expansions run on `workers` threads (0: up to one per core, as the amount of work warrants).
   std::optional<std::vector<uint64_t>> unmasked_sum(std::string* why, size_t workers = 0,
                                                     std::set<uint32_t>* wrong_revealers = nullptr) const;
+  // With self_masks_sealed (a relay's group): the survivors' sum with the pairwise masks removed and
+  // each survivor's self-mask still on, sum_{u in U3} (x_u + PRG(b_u)); the same conditions as
+  // unmasked_sum for the dropped agents' mask keys. Reveals nothing of the sum without the seeds.
+  std::optional<std::vector<uint64_t>> self_masked_sum(std::string* why, size_t workers = 0,
+                                                       std::set<uint32_t>* wrong_revealers = nullptr) const;
 
  private:
+  std::optional<std::vector<uint64_t>> survivors_sum(bool remove_self_masks, std::string* why, size_t workers,
+                                                     std::set<uint32_t>* wrong_revealers) const;
+
   SecAggConfig config_;
   std::vector<AdvertisedKeys> keys_;
   std::vector<std::vector<uint32_t>> neighbours_;  // graph_neighbour_lists, made once
@@ -208,6 +228,7 @@ class SecAggServer {
   std::map<uint32_t, std::vector<ShamirShare>> self_mask_shares_;  // by owner
   std::map<uint32_t, std::vector<ShamirShare>> mask_key_shares_;   // by owner
   std::map<uint32_t, Key32> self_mask_commitments_;                // by owner, from agents that sent one
+  std::map<uint32_t, Bytes> sealed_;                               // by revealer, with self_masks_sealed
 };
 
 // A complaint checked: whether `ephemeral_secret` is the key `share` was sealed under (its public half
