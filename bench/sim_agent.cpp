@@ -93,6 +93,9 @@ void SimAgent::handle(wire::Envelope::Reader envelope) {
       return;
     }
     case Body::WELCOME: {
+      const auto signing_key = body.getWelcome().getSigningKey();
+      coordinator_signing_key_ = std::make_unique<SigningKey>(
+          SigningKey::from_public_bytes(std::span(reinterpret_cast<const uint8_t*>(signing_key.begin()), signing_key.size())));
       heartbeat_interval_ms_ = static_cast<int>(body.getWelcome().getHeartbeatIntervalMs());
       if (heartbeat_interval_ms_ <= 0) heartbeat_interval_ms_ = 2000;
       // The first heartbeat somewhere within one period: the fleet's heartbeats spread out.
@@ -124,6 +127,7 @@ void SimAgent::handle(wire::Envelope::Reader envelope) {
       join.setNarrowLanes(true);
       join.setEphemeralShareKeys(true);
       join.setNeighbourSurvivors(true);
+      join.setSealsSelfMaskShares(true);
       send(message);
       break;
     }
@@ -155,17 +159,9 @@ void SimAgent::handle(wire::Envelope::Reader envelope) {
       break;
     }
     case Body::UNMASK_REQUEST: {
-      if (!client_) return;
-      const auto request = body.getUnmaskRequest();
-      std::vector<uint32_t> survivors;
-      for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
-      const std::optional<uint32_t> count =
-          request.getSurvivorCount() > 0 ? std::optional<uint32_t>(request.getSurvivorCount()) : std::nullopt;
-      const auto revealed = client_->unmask(survivors, count);
+      if (!client_ || !coordinator_signing_key_) return;
       OutgoingMessage message;
-      auto out = message.body().initUnmaskShares();
-      out.setRoundId(round_);
-      write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
+      answer_unmask_request(*client_, body.getUnmaskRequest(), *coordinator_signing_key_, message.body().initUnmaskShares());
       send(message);
       client_.reset();
       unmasked_ = true;

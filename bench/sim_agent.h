@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/signing.h"
 #include "protocol/wire.h"
 #include "secagg/secure_aggregation.h"
 #include "transport/curve.h"
@@ -75,6 +76,7 @@ class SimAgent {
   bool reported_ = false;
   bool unmasked_ = false;
   std::unique_ptr<SecAggClient> client_;
+  std::unique_ptr<SigningKey> coordinator_signing_key_;  // from the welcome: checks a relay group's round key
 };
 
 }  // namespace fedcal::bench

@@ -16,6 +16,7 @@
 #include "models/quant/calibration.h"
 #include "models/quant/importance.h"
 #include "models/quant/recipe.h"
+#include "protocol/relay_frames.h"
 #include "secagg/secagg_wire.h"
 
 namespace fedcal::coordinator {
@@ -80,6 +81,10 @@ std::vector<std::pair<std::string, int64_t>> recorded_results(const RoundRecord&
       out.emplace_back(entry.value("label", std::string("fleet")), entry["model"].get<int64_t>());
   }
   return out;
+}
+
+Signature RoundHost::sign(std::span<const std::byte> /*message*/) const {
+  fail("this coordinator host cannot sign (relay groups need the coordinator's signing key)");
 }
 
 void RoundHost::abandon(std::future<QuantizationJobResult> job) {
@@ -464,6 +469,7 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       keys_.push_back(keys);
       all_support_narrow_lanes_ = all_support_narrow_lanes_ && join.getNarrowLanes();
       all_support_ephemeral_share_keys_ = all_support_ephemeral_share_keys_ && join.getEphemeralShareKeys();
+      all_seal_self_mask_shares_ = all_seal_self_mask_shares_ && join.getSealsSelfMaskShares();
       if (join.getNeighbourSurvivors()) neighbour_survivors_.insert(static_cast<uint32_t>(participants_.size() - 1));
       u1_.insert(static_cast<uint32_t>(participants_.size() - 1));
       host_.store().add_participant(id_, agent_id, static_cast<int>(participants_.size() - 1));
@@ -747,6 +753,10 @@ void Round::begin_sharing() {
   }
   config.lane_bits = settings_.lane_bits == 64 || !all_support_narrow_lanes_ ? 64 : narrowest;
   config.ephemeral_share_keys = all_support_ephemeral_share_keys_;
+  if (settings_.relay_group_size > 0) {
+    begin_relay_groups(config);
+    return;
+  }
   try {
     secagg_ = std::make_unique<SecAggServer>(config, keys_);
   } catch (const Error& error) {
@@ -759,25 +769,8 @@ void Round::begin_sharing() {
 }
 
 void Round::send_round_keys(uint32_t u) {
-  const SecAggConfig& config = secagg_->config();
   OutgoingMessage message;
-  auto keys = message.body().initRoundKeys();
-  keys.setRoundId(config.round_id);
-  keys.setIndex(u);
-  keys.setParticipants(config.participants);
-  keys.setNeighbours(config.neighbours);
-  keys.setThreshold(config.threshold);
-  keys.setGraphSeed(as_data(config.graph_seed));
-  keys.setVectorLength(config.vector_length);
-  keys.setLaneBits(static_cast<uint8_t>(config.lane_bits));
-  keys.setEphemeralShareKeys(config.ephemeral_share_keys);
-  const std::vector<uint32_t> neighbours = graph_neighbours(config, u);
-  auto list = keys.initKeys(static_cast<unsigned>(neighbours.size()));
-  for (size_t i = 0; i < neighbours.size(); ++i) {
-    list[static_cast<unsigned>(i)].setIndex(neighbours[i]);
-    list[static_cast<unsigned>(i)].setCipherPublic(as_data(keys_[neighbours[i]].cipher_public));
-    list[static_cast<unsigned>(i)].setMaskPublic(as_data(keys_[neighbours[i]].mask_public));
-  }
+  write_round_keys(secagg_->config(), u, secagg_->neighbours(u), keys_, message.body().initRoundKeys());
   host_.send(participants_[u], message);
 }
 
@@ -817,25 +810,196 @@ void Round::begin_unmasking() {
 }
 
 void Round::send_unmask_request(uint32_t u) {
-  const auto& survivors = secagg_->survivors();
-  // An agent that can unmask from its neighbours' part of the list gets only that (k + 1 entries, not n).
-  std::vector<uint32_t> listed;
-  if (neighbour_survivors_.count(u)) {
-    listed.push_back(u);
-    for (const uint32_t v : secagg_->neighbours(u)) {
-      if (survivors.count(v)) listed.push_back(v);
-    }
-    std::sort(listed.begin(), listed.end());
-  } else {
-    listed.assign(survivors.begin(), survivors.end());
-  }
   OutgoingMessage message;
-  auto request = message.body().initUnmaskRequest();
-  request.setRoundId(static_cast<uint64_t>(id_));
-  if (neighbour_survivors_.count(u)) request.setSurvivorCount(static_cast<uint32_t>(survivors.size()));
-  auto list = request.initSurvivors(static_cast<unsigned>(listed.size()));
-  for (unsigned i = 0; i < listed.size(); ++i) list.set(i, listed[i]);
+  write_unmask_request(static_cast<uint64_t>(id_), u, secagg_->survivors(), secagg_->neighbours(u),
+                       neighbour_survivors_.count(u) > 0, message.body().initUnmaskRequest());
   host_.send(participants_[u], message);
+}
+
+void Round::begin_relay_groups(const SecAggConfig& round_config) {
+  if (!all_seal_self_mask_shares_) {
+    fail_round(
+        "relay_group_size is set, but an agent of an older fedcal version joined, which cannot seal its shares to "
+        "the coordinator; use relay_group_size = 0");
+    return;
+  }
+  // Participants by the relay they are connected through, in the order they joined.
+  std::map<std::string, std::vector<uint32_t>> by_relay;
+  std::map<uint32_t, RoundHost::RelayedAgent> where;
+  for (uint32_t u = 0; u < participants_.size(); ++u) {
+    const std::optional<RoundHost::RelayedAgent> relayed = host_.relayed(participants_[u]);
+    if (!relayed) {
+      fail_round(fmt::format("relay_group_size is set, but agent {} is not connected through a relay", participants_[u]));
+      return;
+    }
+    by_relay[relayed->relay].push_back(u);
+    where[u] = *relayed;
+  }
+  // Each relay's participants in as few groups of at most relay_group_size as hold at least
+  // min_agents each, sizes even; a relay with fewer than min_agents participants has none.
+  const auto min_size = static_cast<size_t>(settings_.min_agents);
+  const auto max_size = static_cast<size_t>(settings_.relay_group_size);
+  for (const auto& [relay, members] : by_relay) {
+    const size_t groups = std::min((members.size() + max_size - 1) / max_size, members.size() / min_size);
+    if (groups == 0) {
+      for (const uint32_t u : members) {
+        leave(participants_[u], "relayGroup", fmt::format("fewer than min_agents = {} participants behind its relay", min_size));
+        send_round_abort(participants_[u],
+                         fmt::format("round {}: too few participants behind this agent's relay for a group", id_));
+      }
+      continue;
+    }
+    size_t at = 0;
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t size = members.size() / groups + (g < members.size() % groups ? 1 : 0);
+      RelayGroup group;
+      group.relay = relay;
+      group.members.assign(members.begin() + static_cast<ptrdiff_t>(at), members.begin() + static_cast<ptrdiff_t>(at + size));
+      at += size;
+      relay_groups_.push_back(std::move(group));
+    }
+  }
+  if (relay_groups_.empty()) {
+    fail_round(fmt::format("no relay has min_agents = {} participants behind it for a group", min_size));
+    return;
+  }
+  round_key_ = std::make_shared<const X25519KeyPair>(X25519KeyPair::generate());
+  for (size_t g = 0; g < relay_groups_.size(); ++g) {
+    RelayGroup& group = relay_groups_[g];
+    const auto n = static_cast<uint32_t>(group.members.size());
+    SecAggConfig& config = group.config;
+    config = round_config;
+    config.group_id = g + 1;
+    config.self_masks_sealed = true;
+    config.participants = n;
+    config.neighbours =
+        settings_.neighbours > 0 ? std::min<uint32_t>(static_cast<uint32_t>(settings_.neighbours), n - 1) : default_neighbours(n);
+    config.threshold = settings_.threshold > 0
+                           ? std::min<uint32_t>(static_cast<uint32_t>(settings_.threshold), config.neighbours + 1)
+                           : default_threshold(config.neighbours);
+    config.graph_seed = random_key();
+    RelayGroupStart start;
+    start.config = config;
+    for (const uint32_t u : group.members)
+      start.members.push_back({where[u].key, where[u].route, keys_[u], neighbour_survivors_.count(u) > 0});
+    start.coordinator_key = round_key_->public_key();
+    const Bytes statement = group_key_statement(config.round_id, config.group_id, start.coordinator_key);
+    const Signature signature = host_.sign(std::as_bytes(std::span(statement)));
+    start.coordinator_key_signature.assign(reinterpret_cast<const uint8_t*>(signature.data()),
+                                           reinterpret_cast<const uint8_t*>(signature.data()) + signature.size());
+    start.stage_timeout_ms = static_cast<uint32_t>(host_.config().stage_timeout_ms);
+    const std::vector<std::byte> payload = encode_group_start(start);
+    host_.send_to_relay(group.relay, kRelayGroupFrame,
+                        std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
+  }
+  host_.log(fmt::format("round {}: secure aggregation in {} groups at {} relays", id_, relay_groups_.size(), by_relay.size()));
+  // Three stages at the relays, each up to stage_timeout_ms, and the results' way back.
+  enter(RoundStage::kAggregating, 3 * static_cast<int64_t>(host_.config().stage_timeout_ms) + 10000);
+}
+
+void Round::relay_group_result(const std::string& relay, std::span<const std::byte> payload) {
+  const auto [round, group_id] = peek_group_result_ids(payload, kDefaultMaxMessageBytes);
+  if (round != static_cast<uint64_t>(id_) || stage_ != RoundStage::kAggregating || aggregation_.valid())
+    fail("a result of round {} group {}, not expected now", round, group_id);
+  if (group_id == 0 || group_id > relay_groups_.size()) fail("round {} has no group {}", id_, group_id);
+  RelayGroup& group = relay_groups_[group_id - 1];
+  if (group.relay != relay) fail("round {} group {} is not this relay's", id_, group_id);
+  if (group.result) return;  // a copy
+  group.result = decode_group_result(payload, kDefaultMaxMessageBytes, group.config);
+  const RelayGroupResult& result = *group.result;
+  const std::set<uint32_t> shared(result.shared.begin(), result.shared.end());
+  const std::set<uint32_t> survivors(result.aggregate.survivors.begin(), result.aggregate.survivors.end());
+  for (uint32_t i = 0; i < group.members.size(); ++i) {
+    const ParticipantStatus status = result.aggregate.sealed.count(i) ? ParticipantStatus::kRevealed
+                                     : survivors.count(i)             ? ParticipantStatus::kMasked
+                                                                      : ParticipantStatus::kDropped;
+    host_.store().set_participant_status(id_, participants_[group.members[i]],
+                                         shared.count(i) ? status : ParticipantStatus::kDropped);
+  }
+  host_.log(fmt::format("round {} group {}: {}", id_, group_id,
+                        result.failure.empty()
+                            ? fmt::format("{} of {} members in its sum", survivors.size(), group.members.size())
+                            : "failed: " + result.failure));
+}
+
+void Round::finish_group_aggregation() {
+  secagg_summary_ = relay_groups_summary();
+  // Each group's sum opened with the round key, the sums added (exact modulo 2^lane_bits in any
+  // order); a group that failed or does not open is left out, with its reason.
+  struct Opening {
+    std::vector<uint32_t> members;
+    std::optional<RelayGroupResult> result;
+  };
+  std::vector<Opening> openings;
+  for (const RelayGroup& group : relay_groups_) openings.push_back({group.members, group.result});
+  const uint32_t lane_bits = relay_groups_.front().config.lane_bits;
+  const uint64_t length = relay_groups_.front().config.vector_length;
+  const auto min_agents = static_cast<size_t>(settings_.min_agents);
+  std::shared_ptr<const X25519KeyPair> key = round_key_;
+  aggregation_ = std::async(std::launch::async, [openings = std::move(openings), key, lane_bits, length, min_agents] {
+    Aggregation out;
+    out.lane_bits = lane_bits;
+    std::vector<uint64_t> sum(length, 0);
+    std::vector<std::string> failures;
+    for (size_t g = 0; g < openings.size(); ++g) {
+      const Opening& opening = openings[g];
+      if (!opening.result) {
+        failures.push_back(fmt::format("group {}: no result from its relay", g + 1));
+        continue;
+      }
+      if (!opening.result->failure.empty()) {
+        failures.push_back(fmt::format("group {}: {}", g + 1, opening.result->failure));
+        continue;
+      }
+      std::string why;
+      std::set<uint32_t> wrong;
+      std::optional<std::vector<uint64_t>> group_sum;
+      try {
+        group_sum = open_group_sum(opening.result->aggregate, *key, &why, &wrong);
+      } catch (const Error& error) {
+        why = error.what();
+      }
+      for (const uint32_t i : wrong) out.wrong_revealers.insert(opening.members.at(i));
+      if (!group_sum) {
+        failures.push_back(why);
+        continue;
+      }
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += (*group_sum)[i];
+      for (const uint32_t i : opening.result->aggregate.survivors) out.survivors.insert(opening.members.at(i));
+    }
+    reduce_to_lanes(sum, lane_bits);
+    if (out.survivors.size() < min_agents) {
+      out.why = fmt::format("{} agents in the opened groups' sums, fewer than the minimum of {}{}{}", out.survivors.size(),
+                            min_agents, failures.empty() ? "" : "; ", fmt::join(failures, "; "));
+      out.survivors.clear();
+    } else {
+      out.sum = std::move(sum);
+      out.why = fmt::format("{}", fmt::join(failures, "; "));  // groups left out, if any
+    }
+    return out;
+  });
+}
+
+nlohmann::json Round::relay_groups_summary() const {
+  nlohmann::json groups = nlohmann::json::array();
+  for (size_t g = 0; g < relay_groups_.size(); ++g) {
+    const RelayGroup& group = relay_groups_[g];
+    nlohmann::json entry = {{"group", g + 1},
+                            {"members", group.members.size()},
+                            {"neighbours", group.config.neighbours},
+                            {"threshold", group.config.threshold},
+                            {"lane_bits", group.config.lane_bits}};
+    if (group.result) {
+      entry["shared"] = group.result->shared.size();
+      entry["masked"] = group.result->aggregate.survivors.size();
+      entry["revealed"] = group.result->aggregate.sealed.size();
+      if (!group.result->failure.empty()) entry["failure"] = group.result->failure;
+    } else {
+      entry["state"] = "running at its relay";
+    }
+    groups.push_back(entry);
+  }
+  return groups;
 }
 
 void Round::finish_aggregation() {
@@ -867,6 +1031,7 @@ void Round::complete_aggregation(Aggregation aggregation) {
     fail_round("secure aggregation could not be completed: " + aggregation.why);
     return;
   }
+  if (!aggregation.why.empty()) host_.log(fmt::format("round {}: relay groups left out of the sum: {}", id_, aggregation.why));
   CalibrationStats stats = stats_from_contribution(template_stats_, *sum);
   // With distributed DP the noisy sum is read as signed and counts below 8 standard deviations of
   // the total noise are zeroed (post-processing: the guarantee is unchanged), so buckets that are
@@ -883,7 +1048,7 @@ void Round::complete_aggregation(Aggregation aggregation) {
       "coordinator", "aggregate unmasked",
       fmt::format("round {}: {} agents, {} sequences, {} tokens", id_, evaluators_.size(), stats.sequences, stats.tokens));
   const std::string path = ArtifactStore(host_.config().artifacts_dir()).add_round_stats(stats, id_);
-  stage_ms_["unmasking"] = host_.monotonic_ms() - stage_started_ms_;
+  stage_ms_[std::string(name(stage_))] = host_.monotonic_ms() - stage_started_ms_;
   aggregate_sha256_ = stats.sha256();
   host_.store().save_aggregate(id_, path, aggregate_sha256_, static_cast<int>(evaluators_.size()),
                                static_cast<int64_t>(stats.sequences), static_cast<int64_t>(stats.tokens));
@@ -1078,6 +1243,13 @@ void Round::tick() {
     } else if (expired || !waiting_for(secagg_->survivors(), secagg_->revealed())) {
       finish_aggregation();
     }
+  } else if (stage_ == RoundStage::kAggregating) {
+    if (aggregation_.valid()) {
+      if (aggregation_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) complete_aggregation(aggregation_.get());
+    } else if (expired ||
+               std::all_of(relay_groups_.begin(), relay_groups_.end(), [](const RelayGroup& group) { return group.result; })) {
+      finish_group_aggregation();
+    }
   } else if (stage_ == RoundStage::kQuantizing) {
     if (job_.valid() && job_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       try {
@@ -1210,6 +1382,7 @@ nlohmann::json Round::status() const {
   } else if (!secagg_summary_.is_null()) {
     json["secure_aggregation"] = secagg_summary_;
   }
+  if (!relay_groups_.empty()) json["relay_groups"] = relay_groups_summary();
   json["contributors"] = evaluators_.size();
   if (!aggregate_sha256_.empty()) json["statistics_sha256"] = aggregate_sha256_;
   json["differential_privacy"] = settings_.dp_epsilon > 0

@@ -25,12 +25,14 @@
 #include <utility>
 #include <vector>
 
+#include "common/signing.h"
 #include "coordinator/coordinator_config.h"
 #include "coordinator/quantization_job.h"
 #include "coordinator/round_settings.h"
 #include "coordinator/store.h"
 #include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
+#include "secagg/relay_group_frames.h"
 #include "secagg/secure_aggregation.h"
 
 namespace fedcal::coordinator {
@@ -57,6 +59,16 @@ class RoundHost {
   virtual int64_t monotonic_ms() const = 0;
   // Crash tests: SIGKILLs this process when config().fault_injection names `point`.
   void fault_point(const std::string& point);
+  // Secure aggregation per group at relays (round_settings.h relay_group_size): the relay an agent is
+  // connected through - its route on the relays' socket, the agent's route and CURVE key there - or
+  // nullopt when it is connected directly or not at all; a frame to a relay (protocol/relay_frames.h);
+  // the coordinator's signature (its package signing key) of what agents check.
+  struct RelayedAgent {
+    std::string relay, route, key;
+  };
+  virtual std::optional<RelayedAgent> relayed(int64_t /*agent_id*/) const { return std::nullopt; }
+  virtual void send_to_relay(const std::string& /*relay*/, std::string_view /*kind*/, const std::string& /*payload*/) {}
+  virtual Signature sign(std::span<const std::byte> message) const;
   // A quantization job whose round was aborted: the host lets it finish off the event loop, then
   // removes the artifacts it created (nothing refers to them). This default waits for it.
   virtual void abandon(std::future<QuantizationJobResult> job);
@@ -132,6 +144,9 @@ class Round {
   // unavailable): no stage waits for it any more; `cause` and `reason` go into the status, the
   // participant's record and the report. A participant that leaves is a dropout.
   void leave(int64_t agent_id, const std::string& cause, const std::string& reason);
+  // A relay's result for one of this round's relay groups (secagg/relay_group_frames.h); throws Error
+  // for one that is malformed, not expected now or not from the group's relay.
+  void relay_group_result(const std::string& relay, std::span<const std::byte> payload);
   // Deadlines, dropped agents, the quantization job.
   void tick();
   // The coordinator did not run for `ms` (paused, or its loop blocked): the stage's deadline and the
@@ -175,6 +190,11 @@ class Round {
   // its part (and stops re-sending).
   void tell_left_behind(int64_t agent_id, const std::string& why);
   void begin_unmasking();
+  // Relay groups: the participants split by relay into groups, each sent to its relay; then each
+  // group's sum opened (finish_group_aggregation, on a worker thread as finish_aggregation).
+  void begin_relay_groups(const SecAggConfig& round_config);
+  void finish_group_aggregation();
+  nlohmann::json relay_groups_summary() const;
   // The unmasking (rebuilding every secret from its shares, removing the masks: ~0.5-0.75 ms per agent)
   // runs on a worker thread that owns the SecAggServer from then on, so heartbeats and other messages
   // are answered meanwhile; complete_aggregation takes its result on the event loop (tick).
@@ -226,7 +246,16 @@ class Round {
   std::vector<int64_t> participants_;  // by index
   std::map<int64_t, uint32_t> participant_index_;  // agent id -> its index in participants_ (index_of)
   std::vector<AdvertisedKeys> keys_;
-  std::unique_ptr<SecAggServer> secagg_;  // null once the unmasking runs (aggregation_)
+  std::unique_ptr<SecAggServer> secagg_;   // null once the unmasking runs (aggregation_), and with relay groups
+  bool all_seal_self_mask_shares_ = true;  // every participant can take part in a relay group
+  struct RelayGroup {
+    std::string relay;              // its relay's route
+    std::vector<uint32_t> members;  // participant indices, by index in the group
+    SecAggConfig config;
+    std::optional<RelayGroupResult> result;
+  };
+  std::vector<RelayGroup> relay_groups_;            // group id = position + 1
+  std::shared_ptr<const X25519KeyPair> round_key_;  // what relay groups seal self-mask shares to (in memory only)
   std::future<Aggregation> aggregation_;
   std::set<uint32_t> u1_;
   struct Dispute {

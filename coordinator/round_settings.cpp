@@ -45,6 +45,7 @@ nlohmann::json RoundSettings::to_json() const {
           {"neighbours", neighbours},
           {"threshold", threshold},
           {"lane_bits", lane_bits},
+          {"relay_group_size", relay_group_size},
           {"exports", exports},
           {"device_classes", device_classes}};
 }
@@ -132,6 +133,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
     settings.neighbours = json.value("neighbours", settings.neighbours);
     settings.threshold = json.value("threshold", settings.threshold);
     settings.lane_bits = json.value("lane_bits", settings.lane_bits);
+    settings.relay_group_size = json.value("relay_group_size", settings.relay_group_size);
     settings.exports = json.value("exports", settings.exports);
     settings.device_classes = json.value("device_classes", settings.device_classes);
     const nlohmann::json variants = json.value("group_variants", nlohmann::json::object());
@@ -165,6 +167,11 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
   if (settings.dp_epsilon < 0 || settings.dp_epsilon > 100)
     fail("dp_epsilon = {}: must be 0 (off) or in (0, 100]", settings.dp_epsilon);
   if (!(settings.dp_delta > 0 && settings.dp_delta < 1)) fail("dp_delta = {}: must be in (0, 1)", settings.dp_delta);
+  if (settings.relay_group_size < 0 || settings.relay_group_size > 100000)
+    fail("relay_group_size = {}: must be 0 (no relay groups) or 1..100000", settings.relay_group_size);
+  if (settings.relay_group_size > 0 && settings.relay_group_size < settings.min_agents)
+    fail("relay_group_size = {} is below min_agents = {}: a group's sum must be of min_agents agents or more",
+         settings.relay_group_size, settings.min_agents);
   if (settings.neighbours < 0 || settings.neighbours > 254)
     fail("neighbours = {}: must be 0 (automatic) or 1..254", settings.neighbours);
   if (settings.group_variants.size() > 8) fail("group_variants: {} groups (at most 8)", settings.group_variants.size());

@@ -71,6 +71,11 @@ struct RoundSettings {
   int neighbours = 0;  // secure-aggregation graph degree; 0: automatic (complete up to 33 agents)
   int threshold = 0;   // Shamir threshold; 0: a majority of each agent's share holders
   int lane_bits = 0;   // bits per masked value; 0: 32 when every sum fits below 2^31, else 64
+  // > 0: secure aggregation per group at the relays (secagg/group_unmasking.h), groups of at most this
+  // many of one relay's participants and at least min_agents (so each group's sum is of min_agents
+  // agents or more, as a round's is). Every participant must be behind a relay. 0: one secure
+  // aggregation between every participant and the coordinator.
+  int relay_group_size = 0;
   // Per device group (agent label): a differently quantized package from the same aggregate, e.g.
   // per-tensor weights and the classifier in FP32 for boards with less RAM. Agents with the label
   // check and get that package instead of the default one.

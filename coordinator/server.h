@@ -68,6 +68,9 @@ class Server : public RoundHost {
   void log(const std::string& line) override;  // an INFO line (common/log_line.h)
   void log_problem(LogLevel level, const std::string& line);
   int64_t monotonic_ms() const override;
+  std::optional<RelayedAgent> relayed(int64_t agent_id) const override;
+  void send_to_relay(const std::string& relay_route, std::string_view kind, const std::string& payload) override;
+  Signature sign(std::span<const std::byte> message) const override { return signing_key_.sign(message); }
 
   // Where an agent is reached: its connection on the agents' socket, or its connection at a relay
   // (relay/), through the relay's connection here (protocol/relay_frames.h).
@@ -116,7 +119,6 @@ class Server : public RoundHost {
   // Tells the relay on `route` to stop answering the agent there (revoked, or not enrolled).
   void cut_at_relay(const Route& route);
   // [relay_route] [tag] [kind] [payload] on the relays' socket.
-  void send_to_relay(const std::string& relay_route, std::string_view kind, const std::string& payload);
   // Word from enrolled `agent` over `route` (a message, or its relay's presence report): its session
   // is online on that route. Unless the word is a hello (which says more), an agent coming back after
   // a silence, a reconnection or a coordinator restart is brought back into the round and rollout.

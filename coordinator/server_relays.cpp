@@ -26,6 +26,16 @@ void Server::handle_relay_message() {
     relay_presence(frames[0].to_string(), relay_key, frames[3].to_string_view());
     return;
   }
+  if (kind == kRelayGroupResultFrame && frames.size() == 4) {
+    try {
+      if (!round_) fail("no round is running");
+      round_->relay_group_result(frames[0].to_string(),
+                                 std::span(static_cast<const std::byte*>(frames[3].data()), frames[3].size()));
+    } catch (const std::exception& error) {
+      refused(relay_key, address, peer, fmt::format("a group result: {}", error.what()));
+    }
+    return;
+  }
   if (kind != kRelayAgentFrame || frames.size() != 7) {
     refused(relay_key, address, peer, fmt::format("a '{:.20}' message of {} frames is not one relays send", kind, frames.size()));
     return;
@@ -69,6 +79,13 @@ void Server::relay_presence(const std::string& relay_route, const std::string& r
 void Server::cut_at_relay(const Route& route) {
   if (!route.relayed_id.empty() && relays_)
     send_to_relay(route.id, kRelayCutFrame, encode_presence({{route.relayed_key, route.relayed_id}}));
+}
+
+std::optional<RoundHost::RelayedAgent> Server::relayed(int64_t agent_id) const {
+  const auto session = sessions_.find(agent_id);
+  if (session == sessions_.end() || session->second.route.relayed_id.empty()) return std::nullopt;
+  const Route& route = session->second.route;
+  return RelayedAgent{route.id, route.relayed_id, route.relayed_key};
 }
 
 void Server::send_to_relay(const std::string& relay_route, std::string_view kind, const std::string& payload) {

@@ -13,7 +13,7 @@ struct Names;
 template <>
 struct Names<RoundStage> {
   static constexpr const char* kWhat = "round stage";
-  static constexpr std::array<std::string_view, 8> kNames = {"collecting", "sharing",    "masking", "unmasking",
+  static constexpr std::array<std::string_view, 9> kNames = {"collecting", "sharing",    "masking", "unmasking", "aggregating",
                                                              "quantizing", "evaluating", "done",    "failed"};
 };
 template <>

@@ -8,7 +8,9 @@
 namespace fedcal::coordinator {
 
 // A calibration round (see round.h for what each stage does).
-enum class RoundStage { kCollecting, kSharing, kMasking, kUnmasking, kQuantizing, kEvaluating, kDone, kFailed };
+// kAggregating: a round with relay groups (round_settings.h relay_group_size) while the relays run
+// the secure-aggregation stages of their groups, instead of sharing, masking and unmasking.
+enum class RoundStage { kCollecting, kSharing, kMasking, kUnmasking, kAggregating, kQuantizing, kEvaluating, kDone, kFailed };
 // A participant of a round, by the last stage it answered.
 enum class ParticipantStatus { kJoined, kShared, kMasked, kRevealed, kReported, kDropped };
 // A rollout (see rollout.h).

@@ -268,7 +268,7 @@ void rounds_section(std::string& out, const StatusPageInput& input) {
   for (const auto& round : input.rounds) {
     std::string times;
     const nlohmann::json stage_ms = round.value("stage_ms", nlohmann::json::object());
-    for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
+    for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "aggregating", "quantizing", "evaluating"}) {
       if (stage_ms.is_object() && stage_ms.contains(stage) && stage_ms[stage].is_number())
         times += fmt::format("{} {:.1f}s<br>", stage, stage_ms[stage].get<double>() / 1000);
     }

@@ -130,6 +130,7 @@ void Agent::advance() {
     join.setNarrowLanes(true);
     join.setEphemeralShareKeys(true);
     join.setNeighbourSurvivors(true);
+    join.setSealsSelfMaskShares(true);
     send_answer(std::move(message), "join");
     inject_fault("exit-after-join");
     work.phase = Phase::kJoined;
@@ -292,16 +293,8 @@ void Agent::on_unmask(wire::UnmaskRequest::Reader request) {
     return;
   }
   if (round_->phase != Phase::kMasked) fail("unmaskRequest for round {} not expected now", request.getRoundId());
-  if (request.getSurvivors().size() > 100000) fail("unmaskRequest: {} survivors", request.getSurvivors().size());
-  std::vector<uint32_t> survivors;
-  for (const uint32_t survivor : request.getSurvivors()) survivors.push_back(survivor);
-  const std::optional<uint32_t> count =
-      request.getSurvivorCount() > 0 ? std::optional<uint32_t>(request.getSurvivorCount()) : std::nullopt;
-  const auto revealed = round_->secagg->unmask(survivors, count);
   auto message = std::make_unique<OutgoingMessage>();
-  auto out = message->body().initUnmaskShares();
-  out.setRoundId(request.getRoundId());
-  write_revealed_shares(revealed, out.initShares(static_cast<unsigned>(revealed.size())));
+  answer_unmask_request(*round_->secagg, request, coordinator_signing_key_, message->body().initUnmaskShares());
   send_answer(std::move(message), "unmaskShares");
   round_->input.clear();   // only masked vectors ever left; the plain one is not kept
   round_->secagg.reset();  // nothing more to reveal, ever

@@ -219,6 +219,10 @@ struct Join {
   neighbourSurvivors @6 :Bool;
   # The agent can unmask from a survivor list of only its neighbours and itself, with the round's
   # survivor count beside it (unmaskRequest.survivorCount); an older agent gets the whole list.
+  sealsSelfMaskShares @7 :Bool;
+  # The agent can take part in secure aggregation per group at its relay: it seals its shares of
+  # survivors' self-mask seeds to the coordinator's round key (unmaskRequest.coordinatorKey). A round
+  # with relay groups runs them only when every participant can.
 }
 
 struct RoundKeys {
@@ -244,6 +248,9 @@ struct RoundKeys {
   ephemeralShareKeys @9 :Bool;
   # Every share is sealed under an ephemeral X25519 key, its public half before the ciphertext
   # (every participant said it can): a complaint is checked by opening the disputed share.
+  groupId @10 :UInt64;
+  # Non-zero: this secure aggregation is one group of the round, run by the agent's relay (indices
+  # and the graph are the group's); the agent seals its self-mask shares to the coordinator.
 }
 
 struct EncryptedShare {
@@ -296,6 +303,14 @@ struct UnmaskRequest {
   survivorCount @2 :UInt32;
   # How many survivors the round has in all, when `survivors` lists only the recipient's neighbours;
   # 0: `survivors` is the whole list.
+  coordinatorKey @3 :Data;
+  # In a relay group (roundKeys.groupId): the coordinator's X25519 public key for this round (32
+  # bytes). The agent reveals its shares of survivors' self-mask seeds sealed to it
+  # (unmaskShares.sealedSelfMaskShares), so the relay never holds them.
+  coordinatorKeySignature @4 :Data;
+  # The coordinator's Ed25519 signature (its signing key, from the welcome) of "fedcal-group-key-v1",
+  # the round id, the group id (little-endian 64-bit each) and coordinatorKey: a relay cannot put a
+  # key of its own there.
 }
 
 struct RevealedShare {
@@ -313,7 +328,11 @@ struct UnmaskShares {
   roundId @0 :UInt64;
   # The round.
   shares @1 :List(RevealedShare);
-  # One per owner whose shares the sender holds.
+  # One per owner whose shares the sender holds; in a relay group only the mask-key shares of
+  # dropped owners.
+  sealedSelfMaskShares @2 :Data;
+  # In a relay group: the sender's shares of survivors' self-mask seeds sealed to
+  # unmaskRequest.coordinatorKey (secagg/group_unmasking.h); the relay forwards them unopened.
 }
 
 struct ModelToCheck {
@@ -474,4 +493,67 @@ struct ActivationReport {
   # Mean KL(FP32 original || new model) on the agent's held-out text.
   referenceTop1Agreement @14 :Float64;
   # Top-1 agreement with the FP32 original.
+}
+
+# The frames between a relay and the coordinator for secure aggregation per group
+# (protocol/relay_frames.h, secagg/relay_group_frames.h): not Envelopes, each a message of its own.
+
+struct RelayGroupMember {
+  index @0 :UInt32;
+  # The participant's index in its group.
+  agentKey @1 :Text;
+  # Its CURVE public key (Z85, 40 characters).
+  route @2 :Data;
+  # Its routing id at the relay.
+  cipherPublic @3 :Data;
+  # Its advertised keys (join), 32 bytes each.
+  maskPublic @4 :Data;
+  neighbourSurvivors @5 :Bool;
+  # It can unmask from its neighbours' part of the survivor list.
+}
+
+struct RelayGroupStart {
+  roundId @0 :UInt64;
+  groupId @1 :UInt64;
+  # The group, unique in the round (from 1).
+  neighbours @2 :UInt32;
+  # The group's graph degree k and Shamir threshold t.
+  threshold @3 :UInt32;
+  minSurvivors @4 :UInt32;
+  # The group's sum of fewer agents is never opened.
+  graphSeed @5 :Data;
+  vectorLength @6 :UInt64;
+  laneBits @7 :UInt8;
+  ephemeralShareKeys @8 :Bool;
+  members @9 :List(RelayGroupMember);
+  # By index, from 0.
+  coordinatorKey @10 :Data;
+  # The round's X25519 key the self-mask shares are sealed to, and its signature (unmaskRequest).
+  coordinatorKeySignature @11 :Data;
+  stageTimeoutMs @12 :UInt32;
+  # How long each of the group's stages waits for its members.
+}
+
+struct RelayGroupSealed {
+  index @0 :UInt32;
+  # The revealer (or, in commitments, the owner).
+  data @1 :Data;
+}
+
+struct RelayGroupResult {
+  roundId @0 :UInt64;
+  groupId @1 :UInt64;
+  failure @2 :Text;
+  # Why the group has no sum ("" when it has one).
+  shared @3 :List(UInt32);
+  # U2: the members whose shares went out.
+  survivors @4 :List(UInt32);
+  # U3: whose masked inputs are in the sum.
+  commitments @5 :List(RelayGroupSealed);
+  # Each survivor's commitment to its self-mask seed (32 bytes).
+  sealed @6 :List(RelayGroupSealed);
+  # Each revealer's sealed self-mask shares.
+  selfMaskedSum @7 :Data;
+  # The survivors' sum with pairwise masks removed, little-endian, laneBits / 8 bytes per value.
+  laneBits @8 :UInt8;
 }

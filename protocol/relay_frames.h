@@ -6,6 +6,9 @@
 //                                              [Envelope to it]
 //                          ["fedcal-relay/1"] ["presence"] []                 (acknowledged: the coordinator is alive)
 //                          ["fedcal-relay/1"] ["cut"] [PresenceEntry list]    (not enrolled or revoked: stop answering)
+//                          ["fedcal-relay/1"] ["group"] [RelayGroupStart]     (run secure aggregation for a group)
+//   relay -> coordinator   ["fedcal-relay/1"] ["group-result"] [RelayGroupResult]  (its stages are over)
+// (the group frames: secagg/relay_group_frames.h)
 // The agent's Envelope travels unchanged, so its sequence number is checked by the coordinator as on
 // a direct connection; the relay answers heartbeats of agents the coordinator welcomed and sends, once
 // per presence interval, who it heard from instead (one message for thousands of heartbeats).
@@ -23,6 +26,8 @@ inline constexpr std::string_view kRelayFrameTag = "fedcal-relay/1";
 inline constexpr std::string_view kRelayAgentFrame = "agent";
 inline constexpr std::string_view kRelayPresenceFrame = "presence";
 inline constexpr std::string_view kRelayCutFrame = "cut";
+inline constexpr std::string_view kRelayGroupFrame = "group";
+inline constexpr std::string_view kRelayGroupResultFrame = "group-result";
 // A ROUTER's routing id is at most 255 bytes (libzmq); a CURVE key in Z85 is 40 characters.
 inline constexpr size_t kMaxRouteBytes = 255;
 inline constexpr size_t kCurveKeyChars = 40;

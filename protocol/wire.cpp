@@ -22,20 +22,45 @@ std::vector<std::byte> encode_message(capnp::MessageBuilder& builder) {
   return out;
 }
 
-DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes) {
-  if (bytes.size() > max_bytes) fail("message: {} bytes, more than the limit of {}", bytes.size(), max_bytes);
+namespace {
+
+// The words of a message of at most `max_bytes` and a reader over them with the protocol's limits.
+kj::Array<capnp::word> message_words(std::span<const std::byte> bytes, size_t max_bytes, std::string_view what) {
+  if (bytes.size() > max_bytes) fail("{}: {} bytes, more than the limit of {}", what, bytes.size(), max_bytes);
   if (bytes.size() < 8 || bytes.size() % sizeof(capnp::word) != 0)
-    fail("message: {} bytes is not a Cap'n Proto message", bytes.size());
-  DecodedEnvelope decoded;
-  decoded.words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::memcpy(decoded.words_.begin(), bytes.data(), bytes.size());
+    fail("{}: {} bytes is not a Cap'n Proto message", what, bytes.size());
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  return words;
+}
+
+std::unique_ptr<capnp::FlatArrayMessageReader> limited_reader(const kj::Array<capnp::word>& words) {
   capnp::ReaderOptions options;
-  // Reading the message once (the traversal below) may touch each word about once; amplification
-  // through shared pointers is capped at 4x the size.
-  options.traversalLimitInWords = decoded.words_.size() * 4 + 64;
+  // Reading the message once (the traversal) may touch each word about once; amplification through
+  // shared pointers is capped at 4x the size.
+  options.traversalLimitInWords = words.size() * 4 + 64;
   options.nestingLimit = 16;
+  return std::make_unique<capnp::FlatArrayMessageReader>(words.asPtr(), options);
+}
+
+}  // namespace
+
+DecodedMessage decode_message_words(std::span<const std::byte> bytes, size_t max_bytes, std::string_view what) {
+  DecodedMessage decoded;
+  decoded.words_ = message_words(bytes, max_bytes, what);
   try {
-    decoded.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(decoded.words_.asPtr(), options);
+    decoded.reader_ = limited_reader(decoded.words_);
+  } catch (const kj::Exception& exception) {
+    fail("{}: malformed Cap'n Proto: {}", what, exception.getDescription().cStr());
+  }
+  return decoded;
+}
+
+DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes) {
+  DecodedEnvelope decoded;
+  decoded.words_ = message_words(bytes, max_bytes, "message");
+  try {
+    decoded.reader_ = limited_reader(decoded.words_);
     decoded.envelope_ = decoded.reader_->getRoot<wire::Envelope>();
     decoded.envelope_.totalSize();  // full traversal: bounds, pointers and nesting checked now
     if (decoded.envelope_.getVersion() != wire::PROTOCOL_VERSION) {

@@ -58,6 +58,34 @@ class DecodedEnvelope {
 // well-formed Cap'n Proto message, nested too deeply, or from another protocol version.
 DecodedEnvelope decode_envelope(std::span<const std::byte> bytes, size_t max_bytes = kDefaultMaxMessageBytes);
 
+// A message of another root type than Envelope (the relay's group frames), read with the same limits.
+class DecodedMessage {
+ public:
+  template <typename Root>
+  typename Root::Reader root() const {
+    return reader_->getRoot<Root>();
+  }
+
+ private:
+  friend DecodedMessage decode_message_words(std::span<const std::byte>, size_t, std::string_view);
+  kj::Array<capnp::word> words_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+};
+// The words of one message (size cap, traversal and nesting limits); decode_message checks its root.
+DecodedMessage decode_message_words(std::span<const std::byte> bytes, size_t max_bytes, std::string_view what);
+// Decodes one message with root `Root`, traversed in full now; throws Error ("`what`: ...") as
+// decode_envelope does.
+template <typename Root>
+DecodedMessage decode_message(std::span<const std::byte> bytes, size_t max_bytes, std::string_view what) {
+  DecodedMessage decoded = decode_message_words(bytes, max_bytes, what);
+  try {
+    decoded.root<Root>().totalSize();
+  } catch (const kj::Exception& exception) {
+    fail("{}: malformed Cap'n Proto: {}", what, exception.getDescription().cStr());
+  }
+  return decoded;
+}
+
 // Cap'n Proto checks a field's type only when the field is read, and throws kj::Exception if the
 // sender put something else there. Every handler of network messages runs inside this, which turns
 // that into fedcal::Error ("message: malformed field: ...").

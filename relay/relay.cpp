@@ -106,6 +106,7 @@ void Relay::run(const std::atomic<bool>& stop) {
     const int64_t now = steady_ms();
     systemd.keep_alive(now);
     if (now - last_presence_ms_ >= config_.presence_interval_ms) send_presence(now);
+    tick_groups(now);
     coordinator_silent(now);
     if (now - last_report_ms_ >= 60000) {
       log(fmt::format("{} agent connections, {} welcomed; forwarded {} up, {} down; {} heartbeats answered here, {} dropped",
@@ -152,11 +153,20 @@ void Relay::from_agent() {
   }
   const std::string route = frames[0].to_string();
   const int64_t now = steady_ms();
+  const auto member = members_.find(key);
+  if (member != members_.end()) {
+    const auto group = groups_.find(member->second.group);
+    if (group != groups_.end() && group->second.routes.at(member->second.index) != route) {
+      group->second.routes.at(member->second.index) = route;  // a member on a new connection
+      group->second.round->resend(member->second.index);
+    }
+  }
   if (coordinator_alive(now) && welcomed_.count(key) && peek_body(frames[2]) == Body::HEARTBEAT) {
     answer_heartbeat(route);
     if (heard_keys_.insert(key).second) heard_.push_back({key, route});
     return;
   }
+  if (member != members_.end() && to_group(key, route, frames[2])) return;
   try {
     send_frames(coordinator_, {kRelayFrameTag, kRelayAgentFrame, route, key, address ? address : ""}, &frames[2]);
     ++counters_.forwarded_up;
@@ -184,6 +194,10 @@ void Relay::from_coordinator() {
     return;
   }
   if (kind == kRelayPresenceFrame) return;  // the coordinator is alive
+  if (kind == kRelayGroupFrame && frames.size() == 3) {
+    start_group(frames[2].to_string_view());
+    return;
+  }
   if (kind == kRelayCutFrame && frames.size() == 3) {
     try {
       for (const PresenceEntry& entry : decode_presence(frames[2].to_string_view())) welcomed_.erase(entry.key);
@@ -229,14 +243,106 @@ void Relay::coordinator_silent(int64_t now) {
 void Relay::answer_heartbeat(const std::string& route) {
   OutgoingMessage reply;
   reply.body().initHeartbeat();
-  const std::vector<std::byte> bytes = reply.encode(++next_sequence_);
+  if (send_message(route, reply)) ++counters_.heartbeats_answered;
+}
+
+bool Relay::send_message(const std::string& route, OutgoingMessage& message) {
+  const std::vector<std::byte> bytes = message.encode(++next_sequence_);
   try {
     agents_.send(zmq::buffer(route), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     agents_.send(zmq::buffer(kFrameTag), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     agents_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::dontwait);
-    ++counters_.heartbeats_answered;
+    return true;
   } catch (const zmq::error_t&) {
     ++counters_.dropped;
+    return false;
+  }
+}
+
+void Relay::start_group(std::string_view payload) {
+  RelayGroupStart start;
+  try {
+    start = decode_group_start(std::as_bytes(std::span(payload.data(), payload.size())),
+                               static_cast<size_t>(config_.max_message_bytes));
+  } catch (const std::exception& error) {
+    ++counters_.refused;
+    log(fmt::format("a malformed group from the coordinator: {}", error.what()));
+    return;
+  }
+  const GroupId id{start.config.round_id, start.config.group_id};
+  if (groups_.count(id)) return;  // a copy
+  ActiveGroup& group = groups_[id];
+  for (uint32_t u = 0; u < start.members.size(); ++u) {
+    group.routes.push_back(start.members[u].route);
+    members_[start.members[u].agent_key] = {id, u};  // a member of an older group is in this one now
+  }
+  const size_t members = start.members.size();
+  try {
+    group.round = std::make_unique<GroupRound>(
+        std::move(start),
+        [this, id](uint32_t index, OutgoingMessage& message) { send_message(groups_.at(id).routes.at(index), message); },
+        [this](const std::string& line) { log(line); }, steady_ms());
+  } catch (const std::exception& error) {
+    ++counters_.refused;
+    log(fmt::format("round {} group {} refused: {}", id.first, id.second, error.what()));
+    groups_.erase(id);
+    return;
+  }
+  log(fmt::format("round {} group {}: secure aggregation of {} members here", id.first, id.second, members));
+}
+
+bool Relay::to_group(const std::string& key, const std::string& route, const zmq::message_t& envelope) {
+  const Membership membership = members_.at(key);
+  ActiveGroup* group = nullptr;
+  if (const auto found = groups_.find(membership.group); found != groups_.end() && found->second.round) group = &found->second;
+  if (group == nullptr) return false;
+  try {
+    DecodedEnvelope decoded = decode_envelope(std::span(static_cast<const std::byte*>(envelope.data()), envelope.size()),
+                                              static_cast<size_t>(config_.max_message_bytes));
+    return reading_message([&] {
+      const Body::Reader body = decoded.envelope().getBody();
+      if (body.which() == Body::ROUND_LEAVE) group->round->leave(membership.index);  // and forwarded: the coordinator records it
+      if (body.which() != Body::SHARE_KEYS && body.which() != Body::MASKED_INPUT && body.which() != Body::UNMASK_SHARES)
+        return false;
+      if (round_message_id(body) != membership.group.first) return false;  // another round's: the coordinator judges it
+      const std::string kind = group->round->handle(membership.index, body);
+      OutgoingMessage ack;
+      ack.body().initRoundAck().setRoundId(membership.group.first);
+      ack.body().getRoundAck().setReceived(kind);
+      send_message(route, ack);
+      return true;
+    });
+  } catch (const std::exception& error) {
+    // A malformed or misplaced stage message: the member is out of the group (told so), not the relay.
+    ++counters_.refused;
+    log(fmt::format("round {} group {}: member {} ({}): {}", membership.group.first, membership.group.second, membership.index,
+                    key, error.what()));
+    group->round->leave(membership.index);
+    return true;
+  }
+}
+
+void Relay::tick_groups(int64_t now) {
+  for (auto it = groups_.begin(); it != groups_.end();) {
+    if (!it->second.round->tick(now)) {
+      ++it;
+      continue;
+    }
+    try {
+      const std::vector<std::byte> result = encode_group_result(it->second.round->result());
+      send_frames(
+          coordinator_,
+          {kRelayFrameTag, kRelayGroupResultFrame, std::string_view(reinterpret_cast<const char*>(result.data()), result.size())},
+          nullptr);
+    } catch (const zmq::error_t&) {
+      ++counters_.dropped;
+      log(fmt::format("round {} group {}: its result could not be sent to the coordinator", it->first.first, it->first.second));
+    }
+    for (const RelayGroupMember& member : it->second.round->start().members) {
+      const auto found = members_.find(member.agent_key);
+      if (found != members_.end() && found->second.group == it->first) members_.erase(found);
+    }
+    it = groups_.erase(it);
   }
 }
 

@@ -8,13 +8,15 @@
 // The relay is trusted to name the agents behind its messages (the coordinator accepts only keys in
 // its `relays`), but holds no secret of theirs: the envelopes are the agents' own, packages stay
 // signed by the coordinator, and secure aggregation runs between the agents and the coordinator as
-// on a direct connection (docs/ARCHITECTURE.md, threat model).
+// on a direct connection - or, in a round with relay groups, here per group with the self-mask
+// shares sealed to the coordinator (group_round.h) - (docs/ARCHITECTURE.md, threat model).
 #pragma once
 
 #include <zmq.hpp>
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -22,6 +24,8 @@
 #include <vector>
 
 #include "protocol/relay_frames.h"
+#include "protocol/wire.h"
+#include "relay/group_round.h"
 #include "relay/relay_config.h"
 #include "transport/connection_guard.h"
 #include "transport/curve.h"
@@ -58,6 +62,13 @@ class Relay {
   // coordinator endpoint is tried.
   void coordinator_silent(int64_t now);
   void answer_heartbeat(const std::string& route);
+  // The relay's own message to an agent (a heartbeat answer, a relay group's requests).
+  bool send_message(const std::string& route, OutgoingMessage& message);  // false: not delivered (counted)
+  // Secure aggregation per group (group_round.h): a group the coordinator sent, a member's stage
+  // message (true: taken here), the groups' deadlines and their results up to the coordinator.
+  void start_group(std::string_view payload);
+  bool to_group(const std::string& key, const std::string& route, const zmq::message_t& envelope);
+  void tick_groups(int64_t now);
   void send_to_agent(const std::string& route, const zmq::message_t& envelope);
   void log(const std::string& line);
   bool coordinator_alive(int64_t now) const { return now - last_coordinator_ms_ < config_.coordinator_timeout_ms; }
@@ -82,6 +93,17 @@ class Relay {
   std::vector<PresenceEntry> heard_;            // since the last presence report
   std::unordered_set<std::string> heard_keys_;  // the keys in heard_
   Counters counters_;
+  using GroupId = std::pair<uint64_t, uint64_t>;  // round, group
+  struct ActiveGroup {
+    std::vector<std::string> routes;  // each member's route here, by index (updated as it reconnects)
+    std::unique_ptr<GroupRound> round;
+  };
+  std::map<GroupId, ActiveGroup> groups_;
+  struct Membership {
+    GroupId group;
+    uint32_t index = 0;
+  };
+  std::unordered_map<std::string, Membership> members_;  // by agent key: its group now
 };
 
 }  // namespace fedcal::relay

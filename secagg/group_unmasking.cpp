@@ -35,6 +35,15 @@ Key32 seal_key(const Key32& shared_secret, const Bytes& context) {
 
 }  // namespace
 
+Bytes group_key_statement(uint64_t round_id, uint64_t group_id, const Key32& coordinator_public) {
+  constexpr std::string_view kLabel = "fedcal-group-key-v1";
+  Bytes statement(kLabel.begin(), kLabel.end());
+  put_le(statement, round_id, 8);
+  put_le(statement, group_id, 8);
+  statement.insert(statement.end(), coordinator_public.begin(), coordinator_public.end());
+  return statement;
+}
+
 SealedReveal seal_self_mask_shares(const SecAggConfig& config, uint32_t revealer, const std::vector<RevealedShare>& revealed,
                                    const Key32& coordinator_public) {
   check_x25519_public_key(coordinator_public, "the coordinator's round key");

@@ -43,6 +43,10 @@ SealedReveal seal_self_mask_shares(const SecAggConfig& config, uint32_t revealer
 std::optional<std::vector<RevealedShare>> open_self_mask_shares(const SecAggConfig& config, uint32_t revealer,
                                                                 const Bytes& sealed, const X25519KeyPair& coordinator);
 
+// What the coordinator signs so that agents take `coordinator_public` as its round key (not one a
+// relay made up): "fedcal-group-key-v1", the round and group ids (little-endian 64-bit) and the key.
+Bytes group_key_statement(uint64_t round_id, uint64_t group_id, const Key32& coordinator_public);
+
 // What a relay forwards for one group once its stage 3 is over.
 struct GroupAggregate {
   SecAggConfig config;                    // the group's (self_masks_sealed, group_id)

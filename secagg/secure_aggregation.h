@@ -104,8 +104,9 @@ class SecAggClient {
  public:
   SecAggClient();  // fresh key pairs and self-mask seed
   AdvertisedKeys advertise() const { return {cipher_keys_.public_key(), mask_keys_.public_key()}; }
-  // The round's configuration, once stage 1 has run.
+  // The round's configuration and this agent's index in it, once stage 1 has run.
   const SecAggConfig& config() const { return config_; }
+  uint32_t index() const { return index_; }
 
   // Stage 1. `keys` holds the advertised keys of (at least) every graph neighbour of `index`.
   std::vector<EncryptedShare> share_keys(const SecAggConfig& config, uint32_t index,

@@ -141,7 +141,7 @@ std::string format_round(const nlohmann::json& round) {
   }
   if (round.contains("stage_ms") && !round["stage_ms"].empty()) {
     out += "  stage times:";
-    for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "quantizing", "evaluating"}) {
+    for (const char* stage : {"collecting", "sharing", "masking", "unmasking", "aggregating", "quantizing", "evaluating"}) {
       if (round["stage_ms"].contains(stage))
         out += fmt::format(" {} {:.2f}s", stage, round["stage_ms"][stage].get<double>() / 1000);
     }

@@ -83,3 +83,60 @@ TEST_CASE(
 }
 
 }  // namespace fedcal::testing
+
+namespace fedcal::testing {
+
+TEST_CASE(
+    "Secure aggregation per group at the relay: two groups of three, their opened sums equal the centralized statistics "
+    "bit for bit, and no agent's shares, masked vector or unmasking shares reach the coordinator" *
+    doctest::timeout(240) * doctest::test_suite("fleet")) {
+  FleetOptions options;
+  options.agents = 6;
+  options.relayed_agents = 6;
+  options.capture = true;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["relay_group_size"] = 3;
+  const nlohmann::json report = fleet.run_round(settings);
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 6);
+  CHECK(report["checks"]["fleet"]["agents"] == 6);
+  REQUIRE(report["relay_groups"].size() == 2);
+  for (const auto& group : report["relay_groups"]) {
+    CHECK(group["members"] == 3);
+    CHECK(group["masked"] == 3);
+    CHECK(group["revealed"] == 3);
+  }
+  CHECK(report["stage_ms"].contains("aggregating"));
+
+  std::string all;
+  for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central =
+      calibrate_centrally(fleet, fp32_package_path(fleet, model), all, kSequences * options.agents, "central");
+  CHECK(read_file(fleet.coordinator_dir() + "/artifacts/round-1.stats") == read_file(central));
+
+  // What the coordinator received from agents: their joins and reports, nothing of the secure
+  // aggregation's stages (those ran at the relay; the coordinator got each group's self-masked sum).
+  std::map<wire::Envelope::Body::Which, int> kinds;
+  std::ifstream in(fleet.capture_path(), std::ios::binary);
+  uint64_t header[2];
+  while (in.read(reinterpret_cast<char*>(header), sizeof(header))) {
+    std::vector<std::byte> bytes(header[1]);
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    DecodedEnvelope decoded = decode_envelope(bytes);
+    ++kinds[decoded.envelope().getBody().which()];
+  }
+  CHECK(kinds[wire::Envelope::Body::JOIN] >= 6);
+  CHECK(kinds[wire::Envelope::Body::LOCAL_REPORT] >= 6);
+  CHECK(kinds[wire::Envelope::Body::SHARE_KEYS] == 0);
+  CHECK(kinds[wire::Envelope::Body::MASKED_INPUT] == 0);
+  CHECK(kinds[wire::Envelope::Body::UNMASK_SHARES] == 0);
+  const std::string relay_log = read_file(fleet.path("relay.log"));
+  CHECK(relay_log.find("group 1: secure aggregation of 3 members here") != std::string::npos);
+  CHECK(relay_log.find("group 2: 3 of 3 members in the sum, 3 revealed") != std::string::npos);
+}
+
+}  // namespace fedcal::testing
