@@ -268,6 +268,7 @@ int main(int argc, char** argv) {
   std::string preset = "tiny";
   std::string database_url;
   int relays_count = 0;
+  int relay_group_size = 0;
   bool postgres = false;
   bool keep = false;
   std::string text_path = std::string(FEDCAL_SOURCE_DIR) + "/data/tinystories/tinystories-sample.txt";
@@ -302,6 +303,11 @@ int main(int argc, char** argv) {
   app.add_option("--relays", relays_count, "Relays (fedcal-relay) the agents connect through, agent i to relay i mod N (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
+  app.add_option("--relay-group-size", relay_group_size,
+                 "Secure aggregation per group at the relays, groups of at most N (the round's min_agents: N / 2, so "
+                 "groups hold N / 2..N agents); 0: between each agent and the coordinator")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
   app.add_option("--database-url", database_url, "Run the coordinator on this PostgreSQL database (default: SQLite)");
 #ifdef FEDCAL_SIM_POSTGRES
   app.add_flag("--postgres", postgres,
@@ -318,6 +324,10 @@ int main(int argc, char** argv) {
   }
   if (round_agents > agents_count) {
     std::fprintf(stderr, "fedcal-sim-fleet: --round-agents %d exceeds --agents %d\n", round_agents, agents_count);
+    return 2;
+  }
+  if (relay_group_size > 0 && relays_count == 0) {
+    std::fprintf(stderr, "fedcal-sim-fleet: --relay-group-size needs --relays\n");
     return 2;
   }
   // Agent processes: as many as the open-file limit needs.
@@ -344,8 +354,11 @@ int main(int argc, char** argv) {
   CoordinatorProcess coordinator;
   std::vector<RelayProcess> relays;
   std::vector<pid_t> children;
-  nlohmann::json result = {
-      {"agents", agents_count}, {"relays", relays_count}, {"agent_processes", processes}, {"threads_per_process", threads_count}};
+  nlohmann::json result = {{"agents", agents_count},
+                           {"relays", relays_count},
+                           {"relay_group_size", relay_group_size},
+                           {"agent_processes", processes},
+                           {"threads_per_process", threads_count}};
   int exit_code = 0;
   // Stops the agent processes and gathers what they measured.
   nlohmann::json parts = nlohmann::json::array();
@@ -373,6 +386,8 @@ int main(int argc, char** argv) {
     std::string config = fmt::format("heartbeat_interval_ms = {}\nagent_timeout_ms = {}\ntransport_pings = false\n",
                                      heartbeat_interval_ms, agent_timeout_ms);
     if (!database_url.empty()) config += fmt::format("database_url = \"{}\"\n", database_url);
+    // With relay groups min_agents is a group's minimum: the round waits for all its agents instead.
+    if (relay_group_size > 0) config += "join_grace_ms = 300000\n";
     // Relays: keys first (the coordinator lists them), started once it runs; ports above its own.
     const int relay_base_port = 20000 + static_cast<int>(getpid() % 12000) + 1;
     const std::string relay_listen = fmt::format("tcp://127.0.0.1:{}", relay_base_port);
@@ -517,6 +532,7 @@ int main(int argc, char** argv) {
 
     // One round.
     nlohmann::json status;
+    const int round_min_agents = relay_group_size > 0 ? std::min(round_agents, std::max(3, relay_group_size / 2)) : round_agents;
     if (round_agents > 0) {
       const double cpu_before = process_cpu_seconds(coordinator.pid);
       const double relays_cpu_before = relays_cpu_seconds();
@@ -524,16 +540,24 @@ int main(int argc, char** argv) {
       const auto started = coordinator::admin_request(coordinator.admin, {{"command", "round.start"},
                                                                           {"settings",
                                                                            {{"model_id", imported["id"]},
-                                                                            {"min_agents", round_agents},
+                                                                            {"min_agents", round_min_agents},
                                                                             {"max_agents", round_agents},
+                                                                            {"relay_group_size", relay_group_size},
                                                                             {"sequences_per_agent", 4},
                                                                             {"seq_len", 64},
                                                                             {"mantissa_bits", 0},
                                                                             {"method", "percentile:99.99"}}}});
       std::string last_stage;
+      // The coordinator's CPU by the stage the round was in when it was spent (read at each poll).
+      nlohmann::json cpu_by_stage = nlohmann::json::object();
+      double cpu_at_poll = cpu_before;
       while (true) {
-        status = coordinator::admin_request(coordinator.admin, {{"command", "round.status"}, {"id", started["round"]}}, 60000);
+        status = coordinator::admin_request(coordinator.admin,
+                                            {{"command", "round.status"}, {"id", started["round"]}, {"agents", false}}, 60000);
         const std::string stage = status["stage"].get<std::string>();
+        const double cpu_now = process_cpu_seconds(coordinator.pid);
+        if (!last_stage.empty()) cpu_by_stage[last_stage] = cpu_by_stage.value(last_stage, 0.0) + (cpu_now - cpu_at_poll);
+        cpu_at_poll = cpu_now;
         if (stage != last_stage) {
           std::fprintf(stderr, "[sim] round %lld: %s (%.1f s)\n", static_cast<long long>(started["round"].get<int64_t>()),
                        stage.c_str(), seconds_since(phase_start));
@@ -551,6 +575,7 @@ int main(int argc, char** argv) {
       result["round_seconds"] = wall;
       result["round_stage_ms"] = status["stage_ms"];
       result["coordinator_cpu_seconds_round"] = cpu;
+      result["coordinator_cpu_seconds_by_stage"] = cpu_by_stage;
       result["relays_cpu_seconds_round"] = relays_cpu_seconds() - relays_cpu_before;
       result["coordinator_cpu_ms_per_agent"] = 1000 * cpu / round_agents;
       // The same less what the fleet's heartbeats cost meanwhile (their rate measured above): the

@@ -1369,7 +1369,7 @@ nlohmann::json exports_json(const std::vector<ExportRecord>& exports) {
   return out;
 }
 
-nlohmann::json Round::status() const {
+nlohmann::json Round::status(bool agents) const {
   nlohmann::json json = {{"round", id_},
                          {"model", model_.id},
                          {"stage", name(stage_)},
@@ -1433,7 +1433,7 @@ nlohmann::json Round::status() const {
   }
   json["report_errors"] = errors;
   json["reports"] = reports_.size();
-  json["agents"] = agents_status();
+  if (agents) json["agents"] = agents_status();
   return json;
 }
 

@@ -155,7 +155,8 @@ class Round {
   // Fails the round (operator abort or shutdown).
   void fail_round(const std::string& reason);
 
-  nlohmann::json status() const;
+  // `agents`: with the per-agent list (a database read of every participant).
+  nlohmann::json status(bool agents = true) const;
   // Whether `agent_id` may download the artifact `sha256` for this round: its model once announced
   // to the agent, the packages it checks once a participant.
   bool assigned(int64_t agent_id, const std::string& sha256);

@@ -152,7 +152,7 @@ class Server : public RoundHost {
   void finish_admin();  // sends a pending command's reply once its worker is done
   void send_admin_reply(nlohmann::json reply);
   void send_admin_error(const std::string& message);
-  nlohmann::json round_json(int64_t id);
+  nlohmann::json round_json(int64_t id, bool agents = true);  // `agents`: a running round's per-agent list too
   // A refusal (of `peer`, a label for the log): logged and audited (`why`) while the sender's key and
   // address are within their budgets (config refusals_per_window); past them it is only counted, and
   // report_floods() sums it up. Returns whether it was handled one by one.

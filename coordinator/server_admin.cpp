@@ -121,8 +121,8 @@ void Server::send_admin_error(const std::string& message) {
   admin_.send(zmq::buffer(text), zmq::send_flags::none);
 }
 
-nlohmann::json Server::round_json(int64_t id) {
-  if (round_ && round_->id() == id && !round_->finished()) return round_->status();
+nlohmann::json Server::round_json(int64_t id, bool agents) {
+  if (round_ && round_->id() == id && !round_->finished()) return round_->status(agents);
   const auto record = store_.round(id);
   if (!record) fail("no round {}", id);
   nlohmann::json json = record->report_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(record->report_json);
@@ -310,7 +310,9 @@ void Server::register_admin_commands() {
       if (rounds.empty()) fail("no rounds yet");
       id = rounds.back().id;
     }
-    return now(round_json(id));
+    // "agents": false leaves out the per-agent list of a running round (what a poller of a round of
+    // thousands wants: the list is a database read and a JSON entry per agent).
+    return now(round_json(id, request.value("agents", true)));
   };
   admin_commands_["round.status"] = round_status;
   admin_commands_["round.report"] = round_status;

@@ -21,6 +21,7 @@
 #include "models/tokenizer/pretokenizer.h"
 #include "protocol/relay_frames.h"
 #include "protocol/wire.h"
+#include "secagg/relay_group_frames.h"
 
 namespace fs = std::filesystem;
 
@@ -30,8 +31,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target : {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "gguf", "hf_config", "hf_tokenizer",
-                             "tokenizer_encode", "stats", "model_package", "message", "coordinator", "agent", "http_head"}) {
+  for (const char* target :
+       {"llama2c_checkpoint", "llama2c_tokenizer", "safetensors", "gguf", "hf_config", "hf_tokenizer", "tokenizer_encode",
+        "stats", "model_package", "message", "relay_group", "coordinator", "agent", "http_head"}) {
     fs::create_directories(root / target);
   }
   // What a cache answers an agent's range request (fuzz_http_head).
@@ -160,6 +162,38 @@ int main(int argc, char** argv) {
       out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     }
   };
+  // A relay group's start and result (fuzz_relay_group reads both against its group: round 7, group 2
+  // of 5 members, 16 values in 32-bit lanes).
+  {
+    fedcal::RelayGroupStart start;
+    start.config.round_id = 7;
+    start.config.group_id = 2;
+    start.config.self_masks_sealed = true;
+    start.config.participants = 5;
+    start.config.neighbours = 4;
+    start.config.threshold = 3;
+    start.config.vector_length = 16;
+    start.config.lane_bits = 32;
+    for (int i = 0; i < 5; ++i)
+      start.members.push_back({std::string(40, static_cast<char>('a' + i)), "route" + std::to_string(i), {}, true});
+    start.coordinator_key_signature.assign(64, 1);
+    start.stage_timeout_ms = 1000;
+    fedcal::RelayGroupResult result;
+    result.round_id = 7;
+    result.shared = {0, 1, 2, 3, 4};
+    result.aggregate.config = start.config;
+    result.aggregate.survivors = {0, 1, 3, 4};
+    for (const uint32_t u : result.aggregate.survivors) {
+      result.aggregate.commitments[u] = fedcal::Key32{};
+      result.aggregate.sealed[u] = fedcal::Bytes(100, static_cast<uint8_t>(u));
+    }
+    result.aggregate.self_masked_sum.assign(16, 0xFFFFFFFFu);
+    for (const auto& [name, bytes] : {std::pair{"start.bin", fedcal::encode_group_start(start)},
+                                      std::pair{"result.bin", fedcal::encode_group_result(result)}}) {
+      std::ofstream(root / "relay_group" / name, std::ios::binary)
+          .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    }
+  }
   // A relay's presence report (the message target reads its input as one too).
   std::ofstream(root / "message" / "presence.bin", std::ios::binary)
       << fedcal::encode_presence({{std::string(40, 'k'), std::string("\0\1\2\3\4", 5)}, {std::string(40, 'Z'), "r"}});
