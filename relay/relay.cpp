@@ -88,6 +88,10 @@ Relay::Relay(RelayConfig config)
   endpoints_.insert(endpoints_.end(), config_.standby_coordinators.begin(), config_.standby_coordinators.end());
   coordinator_.connect(endpoints_[0]);
   endpoint_since_ms_ = steady_ms();
+  if (!config_.capture_file.empty()) {
+    capture_.open(config_.capture_file, std::ios::binary | std::ios::app);
+    if (!capture_) fail("{}: cannot open the capture file", config_.capture_file);
+  }
   log(fmt::format("listening on {} (CURVE public key {}), forwarding to {}; file descriptors: {}", config_.listen,
                   keys_.public_key, endpoints_[0], file_limit));
 }
@@ -305,6 +309,13 @@ bool Relay::to_group(const std::string& key, const std::string& route, const zmq
       if (body.which() != Body::SHARE_KEYS && body.which() != Body::MASKED_INPUT && body.which() != Body::UNMASK_SHARES)
         return false;
       if (round_message_id(body) != membership.group.first) return false;  // another round's: the coordinator judges it
+      if (capture_) {
+        const uint64_t size = envelope.size();
+        capture_.write(key.data(), static_cast<std::streamsize>(key.size()));
+        capture_.write(reinterpret_cast<const char*>(&size), sizeof(size));
+        capture_.write(static_cast<const char*>(envelope.data()), static_cast<std::streamsize>(size));
+        capture_.flush();
+      }
       const std::string kind = group->round->handle(membership.index, body);
       OutgoingMessage ack;
       ack.body().initRoundAck().setRoundId(membership.group.first);

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -104,6 +105,7 @@ class Relay {
     uint32_t index = 0;
   };
   std::unordered_map<std::string, Membership> members_;  // by agent key: its group now
+  std::ofstream capture_;                                // config_.capture_file, when set
 };
 
 }  // namespace fedcal::relay

@@ -36,7 +36,8 @@ RelayConfig RelayConfig::load(const std::string& path) {
                                               "max_connections_per_address",
                                               "handshake_timeout_ms",
                                               "max_message_bytes",
-                                              "transport_pings"};
+                                              "transport_pings",
+                                              "capture_file"};
   for (const auto& [key, value] : table) {
     if (!known.count(std::string(key.str()))) fail("{}: unknown key '{}'", path, key.str());
   }
@@ -52,6 +53,7 @@ RelayConfig RelayConfig::load(const std::string& path) {
   read_toml_key(table, "handshake_timeout_ms", config.handshake_timeout_ms, path);
   read_toml_key(table, "max_message_bytes", config.max_message_bytes, path);
   read_toml_key(table, "transport_pings", config.transport_pings, path);
+  read_toml_key(table, "capture_file", config.capture_file, path);
   if (config.coordinator.empty()) fail("{}: 'coordinator' is missing (the coordinator's relay_listen endpoint)", path);
   check_endpoint(config.coordinator, path, "coordinator");
   for (const std::string& endpoint : config.standby_coordinators) check_endpoint(endpoint, path, "standby_coordinators");
@@ -60,6 +62,8 @@ RelayConfig RelayConfig::load(const std::string& path) {
     fail("{}: presence_interval_ms ({}) must be at most half of coordinator_timeout_ms ({})", path, config.presence_interval_ms,
          config.coordinator_timeout_ms);
   config.state_dir = resolve_config_path(config.state_dir, fs::absolute(path).parent_path());
+  if (!config.capture_file.empty())
+    config.capture_file = resolve_config_path(config.capture_file, fs::absolute(path).parent_path());
   return config;
 }
 

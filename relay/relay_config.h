@@ -25,6 +25,8 @@ struct RelayConfig {
   // ZMTP pings on agent connections (transport/curve.h: O(connections) per message in libzmq): off
   // for thousands of agents, TCP keepalive finds vanished boards instead.
   bool transport_pings = true;
+  // Optional (audits, tests): every stage message the relay's groups take, as [key][length u64][bytes].
+  std::string capture_file;
 
   // Reads `path`; errors name the file and key. Relative paths in the file are relative to it.
   static RelayConfig load(const std::string& path);

@@ -203,7 +203,8 @@ void MiniFleet::start_relay() {
   write_text(dir_.path("relay.toml"), "listen = \"tcp://127.0.0.1:" + std::to_string(relay_port_) + "\"\n" +
                                           "coordinator = \"tcp://127.0.0.1:" + std::to_string(relay_upstream_port_) + "\"\n" +
                                           "coordinator_key = \"" + coordinator_key_ + "\"\nstate_dir = \"relay\"\n" +
-                                          "presence_interval_ms = 300\ncoordinator_timeout_ms = 3000\n");
+                                          "presence_interval_ms = 300\ncoordinator_timeout_ms = 3000\n" +
+                                          (options_.capture ? "capture_file = \"relay-capture.bin\"\n" : ""));
   relay_ = std::make_unique<Process>(
       std::vector<std::string>{built_binary("fedcal-relay"), "--config", dir_.path("relay.toml"), "serve"},
       dir_.path("relay.log"));

@@ -40,7 +40,7 @@ struct FleetOptions {
   int lines_per_agent = 16;  // non-empty training lines per agent (private text)
   double heldout_fraction = 0.25;
   bool reference_text = false;  // give the coordinator public text (training lines no agent holds)
-  bool capture = false;         // record every aggregation message the coordinator receives
+  bool capture = false;         // record every aggregation message the coordinator (and the relay) receives
   int agent_timeout_ms = 1500;
   int agent_coordinator_timeout_ms = 3000;  // the agents' coordinator_timeout_ms (silence before they say hello again)
   int stage_timeout_ms = 20000;
@@ -97,6 +97,7 @@ class MiniFleet {
   std::string calibration_text(int i, int sequences) const;
   std::string coordinator_dir() const { return dir_.path("coordinator"); }
   std::string capture_path() const { return dir_.path("capture.bin"); }
+  std::string relay_capture_path() const { return dir_.path("relay-capture.bin"); }
   std::string path(const std::string& name) const { return dir_.path(name); }
   const FleetOptions& options() const { return options_; }
 

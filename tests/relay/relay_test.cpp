@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "edge_agent/agent.h"
+#include "models/quant/calibration_stats.h"
+#include "protocol/wire.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "tests/coordinator/raw_client.h"
 
@@ -85,10 +87,24 @@ TEST_CASE(
 }  // namespace fedcal::testing
 
 namespace fedcal::testing {
+namespace {
+
+// Whether the top 4 bits of `lanes` spread evenly over their 16 values (chi-square, 15 degrees of
+// freedom, p ~ 1e-4 for a uniform source). True counts are tiny: all in the lowest bin.
+bool looks_uniform(const std::vector<uint64_t>& lanes, int lane_bits) {
+  std::vector<double> bins(16, 0);
+  for (const uint64_t value : lanes) bins[value >> (lane_bits - 4)] += 1;
+  const double expected = static_cast<double>(lanes.size()) / 16;
+  double chi2 = 0;
+  for (const double count : bins) chi2 += (count - expected) * (count - expected) / expected;
+  return chi2 < 45;
+}
+
+}  // namespace
 
 TEST_CASE(
     "Secure aggregation per group at the relay: two groups of three, their opened sums equal the centralized statistics "
-    "bit for bit, and no agent's shares, masked vector or unmasking shares reach the coordinator" *
+    "bit for bit; the relay holds only masked vectors and sealed shares, the coordinator only self-masked group sums" *
     doctest::timeout(240) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 6;
@@ -120,20 +136,70 @@ TEST_CASE(
 
   // What the coordinator received from agents: their joins and reports, nothing of the secure
   // aggregation's stages (those ran at the relay; the coordinator got each group's self-masked sum).
+  const int lane_bits = report["relay_groups"][0]["lane_bits"].get<int>();
+  REQUIRE(lane_bits == 32);
   std::map<wire::Envelope::Body::Which, int> kinds;
+  std::vector<std::vector<uint64_t>> group_sums;  // as the coordinator received them: under self-masks
   std::ifstream in(fleet.capture_path(), std::ios::binary);
   uint64_t header[2];
   while (in.read(reinterpret_cast<char*>(header), sizeof(header))) {
     std::vector<std::byte> bytes(header[1]);
     in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (header[0] == UINT64_MAX) {
+      const DecodedMessage result = decode_message<wire::RelayGroupResult>(bytes, bytes.size(), "group result");
+      const auto values = result.root<wire::RelayGroupResult>().getSelfMaskedSum();
+      group_sums.push_back(read_lane_vector(values, values.size() / 4, lane_bits, "selfMaskedSum"));
+      continue;
+    }
     DecodedEnvelope decoded = decode_envelope(bytes);
     ++kinds[decoded.envelope().getBody().which()];
   }
+  CHECK(group_sums.size() == 2);
+  for (const std::vector<uint64_t>& sum : group_sums) CHECK(looks_uniform(sum, lane_bits));
   CHECK(kinds[wire::Envelope::Body::JOIN] >= 6);
   CHECK(kinds[wire::Envelope::Body::LOCAL_REPORT] >= 6);
   CHECK(kinds[wire::Envelope::Body::SHARE_KEYS] == 0);
   CHECK(kinds[wire::Envelope::Body::MASKED_INPUT] == 0);
   CHECK(kinds[wire::Envelope::Body::UNMASK_SHARES] == 0);
+  // What the relay received: each agent's masked vector, independent of its true statistics and
+  // uniform; and every share it was shown in the clear is a mask-key share (none here: nobody dropped).
+  std::map<std::string, int64_t> agent_of_key;
+  const nlohmann::json agents = fleet.admin({{"command", "agents.list"}});
+  for (const auto& agent : agents["agents"]) agent_of_key[agent["public_key"].get<std::string>()] = agent["id"].get<int64_t>();
+  std::map<int64_t, std::vector<uint64_t>> masked;
+  int clear_shares = 0, sealed = 0;
+  std::ifstream relay_in(fleet.relay_capture_path(), std::ios::binary);
+  std::string key(40, '\0');
+  uint64_t size = 0;
+  while (relay_in.read(key.data(), 40) && relay_in.read(reinterpret_cast<char*>(&size), sizeof(size))) {
+    std::vector<std::byte> bytes(size);
+    relay_in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+    DecodedEnvelope decoded = decode_envelope(bytes);
+    const auto body = decoded.envelope().getBody();
+    if (body.which() == wire::Envelope::Body::MASKED_INPUT) {
+      const auto values = body.getMaskedInput().getValues();
+      REQUIRE_MESSAGE(agent_of_key.count(key), key);
+      masked[agent_of_key.at(key)] = read_lane_vector(values, values.size() / 4, lane_bits, "values");
+    }
+    if (body.which() == wire::Envelope::Body::UNMASK_SHARES) {
+      clear_shares += static_cast<int>(body.getUnmaskShares().getShares().size());
+      sealed += body.getUnmaskShares().getSealedSelfMaskShares().size() > 0 ? 1 : 0;
+    }
+  }
+  CHECK(masked.size() == 6);
+  CHECK(clear_shares == 0);
+  CHECK(sealed == 6);
+  const std::string fp32 = fp32_package_path(fleet, model);
+  for (int i = 0; i < options.agents; ++i) {
+    const std::vector<uint64_t> truth = contribution_vector(read_stats(
+        calibrate_centrally(fleet, fp32, fleet.calibration_text(i, kSequences), kSequences, "agent" + std::to_string(i))));
+    const std::vector<uint64_t>& vector = masked.at(fleet.agent_id(i));
+    REQUIRE(vector.size() == truth.size());
+    size_t equal = 0;
+    for (size_t k = 0; k < vector.size(); ++k) equal += vector[k] == truth[k] ? 1 : 0;
+    CHECK(equal < 3);  // a uniform 32-bit value equals the true count with probability 2^-32
+    CHECK(looks_uniform(vector, lane_bits));
+  }
   const std::string relay_log = read_file(fleet.path("relay.log"));
   CHECK(relay_log.find("group 1: secure aggregation of 3 members here") != std::string::npos);
   CHECK(relay_log.find("group 2: 3 of 3 members in the sum, 3 revealed") != std::string::npos);
