@@ -461,8 +461,8 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       }
       // A low-order key would make every honest neighbour's key agreement fail: refused here, so
       // the round goes on without the agent that sent it.
-      check_x25519_public_key(keys.cipher_public, "join.cipherPublic");
-      check_x25519_public_key(keys.mask_public, "join.maskPublic");
+      check_x25519_public_key(keys.cipher_public, "join.cipherPublic", key_checker_);
+      check_x25519_public_key(keys.mask_public, "join.maskPublic", key_checker_);
       left_.erase(agent_id);  // declined before, able now
       participant_index_[agent_id] = static_cast<uint32_t>(participants_.size());
       participants_.push_back(agent_id);

@@ -249,6 +249,7 @@ class Round {
   std::vector<AdvertisedKeys> keys_;
   std::unique_ptr<SecAggServer> secagg_;   // null once the unmasking runs (aggregation_), and with relay groups
   bool all_seal_self_mask_shares_ = true;  // every participant can take part in a relay group
+  X25519KeyPair key_checker_ = X25519KeyPair::generate();  // checks the joins' keys (check_x25519_public_key)
   struct RelayGroup {
     std::string relay;              // its relay's route
     std::vector<uint32_t> members;  // participant indices, by index in the group

@@ -440,8 +440,24 @@ void Server::tick() {
       return true;
     });
   });
-  // The turn's participant statuses, in one commit (Store::set_participant_status).
-  guarded("saving participants' statuses", [&] { store_.flush_pending(); });
+  // The turn's per-agent writes in one commit (Store::flush_pending), then the acknowledgements of the
+  // round messages they record: an agent stops re-sending only what is stored. (When the commit
+  // fails the acknowledgements are dropped: the agents send again, and their copies are acknowledged
+  // once a commit holds them.)
+  bool stored = false;
+  guarded("saving participants", [&] {
+    store_.flush_pending();
+    stored = true;
+  });
+  if (stored) {
+    for (const PendingAck& pending : pending_acks_) {
+      OutgoingMessage ack;
+      ack.body().initRoundAck().setRoundId(pending.round_id);
+      ack.body().getRoundAck().setReceived(pending.received);
+      send_to_route(pending.route, ack);
+    }
+  }
+  pending_acks_.clear();
 }
 
 void Server::abandon(std::future<QuantizationJobResult> job) { abandoned_jobs_.push_back(std::move(job)); }
@@ -815,10 +831,7 @@ std::optional<AgentRecord> Server::registered_agent(const std::string& curve_key
 }
 
 void Server::acknowledge(const Route& route, uint64_t round_id, const std::string& received) {
-  OutgoingMessage ack;
-  ack.body().initRoundAck().setRoundId(round_id);
-  ack.body().getRoundAck().setReceived(received);
-  send_to_route(route, ack);
+  pending_acks_.push_back({route, round_id, received});  // sent by tick(), after the turn's commit
 }
 
 void Server::answer_stale_round_message(const Session& session, const Route& route, const std::string& peer, uint64_t round_id,

@@ -132,7 +132,7 @@ class Server : public RoundHost {
   // read from the store. Every revocation clears the cache.
   std::optional<AgentRecord> registered_agent(const std::string& curve_key);
   // roundAck: the round message of kind `received` was handled (or was a copy of one that was).
-  void acknowledge(const Route& route, uint64_t round_id, const std::string& received);
+  void acknowledge(const Route& route, uint64_t round_id, const std::string& received);  // queued: sent after the turn's commit
   // A round message for a round that is not the running one (ended, failed, or unknown).
   void answer_stale_round_message(const Session& session, const Route& route, const std::string& peer, uint64_t round_id,
                                   wire::Envelope::Reader envelope);
@@ -247,6 +247,12 @@ class Server : public RoundHost {
   std::deque<std::pair<std::string, uint64_t>> queued_sequences_;  // (CURVE key, sequence), oldest first
   uint64_t next_sequence_;
   std::unique_ptr<Round> round_;
+  struct PendingAck {
+    Route route;
+    uint64_t round_id = 0;
+    std::string received;
+  };
+  std::vector<PendingAck> pending_acks_;  // this loop turn's roundAcks, sent once its writes are committed
   std::unique_ptr<Rollout> rollout_;
   std::ofstream capture_;
   bool shutdown_requested_ = false;

@@ -597,39 +597,43 @@ std::vector<RoundRecord> Store::rounds() {
 }
 
 void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
-  flush_pending();
-  return store_call("add participant", [&]() -> void {
-    // A participant added again starts over (its status, reason and report as a new row's).
-    db_->execute(
-        "INSERT INTO participants (round_id, agent_id, idx) VALUES (?, ?, ?) ON CONFLICT (round_id, agent_id) DO UPDATE SET "
-        "idx = excluded.idx, status = 'joined', reason = '', report_json = ''",
-        {round_id, agent_id, int64_t{index}});
-  });
+  pending_writes_.push_back({PendingWrite::Kind::kJoined, round_id, agent_id, index, ParticipantStatus::kJoined, {}});
 }
 
 void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason) {
-  pending_statuses_.push_back({round_id, agent_id, status, reason});
-}
-
-void Store::flush_pending() {
-  if (pending_statuses_.empty()) return;
-  store_call("set participant statuses", [&]() -> void {
-    SqlTransaction transaction(*db_);
-    for (const PendingStatus& pending : pending_statuses_) {
-      db_->execute("UPDATE participants SET status = ?, reason = ? WHERE round_id = ? AND agent_id = ?",
-                   {std::string(name(pending.status)), pending.reason, pending.round_id, pending.agent_id});
-    }
-    transaction.commit();
-  });
-  pending_statuses_.clear();
+  pending_writes_.push_back({PendingWrite::Kind::kStatus, round_id, agent_id, 0, status, reason});
 }
 
 void Store::save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json) {
-  flush_pending();
-  return store_call("save participant report", [&]() -> void {
-    db_->execute("UPDATE participants SET status = 'reported', report_json = ? WHERE round_id = ? AND agent_id = ?",
-                 {report_json, round_id, agent_id});
+  pending_writes_.push_back({PendingWrite::Kind::kReport, round_id, agent_id, 0, ParticipantStatus::kReported, report_json});
+}
+
+void Store::flush_pending() {
+  if (pending_writes_.empty()) return;
+  store_call("save participants", [&]() -> void {
+    SqlTransaction transaction(*db_);
+    for (const PendingWrite& pending : pending_writes_) {
+      switch (pending.kind) {
+        case PendingWrite::Kind::kJoined:
+          // A participant added again starts over (its status, reason and report as a new row's).
+          db_->execute(
+              "INSERT INTO participants (round_id, agent_id, idx) VALUES (?, ?, ?) ON CONFLICT (round_id, agent_id) DO UPDATE "
+              "SET idx = excluded.idx, status = 'joined', reason = '', report_json = ''",
+              {pending.round_id, pending.agent_id, int64_t{pending.index}});
+          break;
+        case PendingWrite::Kind::kStatus:
+          db_->execute("UPDATE participants SET status = ?, reason = ? WHERE round_id = ? AND agent_id = ?",
+                       {std::string(name(pending.status)), pending.text, pending.round_id, pending.agent_id});
+          break;
+        case PendingWrite::Kind::kReport:
+          db_->execute("UPDATE participants SET status = 'reported', report_json = ? WHERE round_id = ? AND agent_id = ?",
+                       {pending.text, pending.round_id, pending.agent_id});
+          break;
+      }
+    }
+    transaction.commit();
   });
+  pending_writes_.clear();
 }
 
 std::vector<Store::Participant> Store::participants(int64_t round_id) {

@@ -143,16 +143,17 @@ class Store {
   std::optional<RoundRecord> round(int64_t id);
   std::vector<RoundRecord> rounds();
 
+  // A round's per-agent writes - a participant joining, its status (`reason`: why it was dropped or
+  // left, "" otherwise), its local report (JSON, so a restarted coordinator does not forget what was
+  // reported) - are kept in memory, in order, and written in one transaction by flush_pending (the
+  // daemon calls it once per loop turn, and acknowledges what agents sent only after it), and before
+  // anything that reads participants or changes a round's stage, so a committed stage always has its
+  // participants' statuses: a round's per-agent writes cost one commit per turn, not one each
+  // (10,000 agents x 4 stages were 40,000 fsyncs; joins and reports were one each more).
   void add_participant(int64_t round_id, int64_t agent_id, int index);
-  // `reason`: why a participant was dropped or left ("" otherwise). Kept in memory and written with
-  // the others in one transaction by flush_pending (the daemon calls it once per loop turn), and
-  // before anything that reads participants or changes a round's stage, so a committed stage always
-  // has its participants' statuses: a round's per-agent, per-stage writes cost one commit per turn,
-  // not one each (10,000 agents x 4 stages were 40,000 fsyncs).
   void set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason = "");
-  void flush_pending();
-  // Its local report (JSON), kept so a restarted coordinator does not forget what was reported.
   void save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json);
+  void flush_pending();
   struct Participant {
     int64_t agent_id;
     int index;
@@ -238,12 +239,14 @@ class Store {
   void update_agents(const char* column, const char* key_column, const std::vector<std::pair<SqlValue, int64_t>>& values);
   // The next id of `table`: above its rows and at least `at_least` (inside the caller's transaction).
   int64_t next_id(const char* table, int64_t at_least);
-  struct PendingStatus {
+  struct PendingWrite {
+    enum class Kind { kJoined, kStatus, kReport } kind;
     int64_t round_id, agent_id;
-    ParticipantStatus status;
-    std::string reason;
+    int index = 0;                                          // kJoined
+    ParticipantStatus status = ParticipantStatus::kJoined;  // kStatus
+    std::string text;                                       // kStatus: the reason; kReport: the report
   };
-  std::vector<PendingStatus> pending_statuses_;
+  std::vector<PendingWrite> pending_writes_;
   int64_t audit_max_entries_ = 200000;
   int audits_since_trim_ = 0;
 };

@@ -41,6 +41,9 @@ class X25519KeyPair {
 // advertises one would make each honest neighbour's agreement fail. Checked by one agreement with a
 // fresh key pair: for every clamped private key, exactly the low-order points give zero.
 void check_x25519_public_key(const Key32& public_key, std::string_view what);
+// The same with `checker`, a key pair of the caller's: the property holds for every private key, so
+// one pair made once serves every check (a coordinator checks two keys per joining agent).
+void check_x25519_public_key(const Key32& public_key, std::string_view what, const X25519KeyPair& checker);
 
 // AES-256-GCM with a random 12-byte nonce: output = nonce || ciphertext || 16-byte tag.
 Bytes aes_gcm_seal(const Key32& key, std::span<const uint8_t> plaintext, std::span<const uint8_t> associated_data);
