@@ -104,7 +104,7 @@ bool looks_uniform(const std::vector<uint64_t>& lanes, int lane_bits) {
 
 TEST_CASE(
     "Secure aggregation per group at the relay: two groups of three, their opened sums equal the centralized statistics "
-    "bit for bit; the relay holds only masked vectors and sealed shares, the coordinator only self-masked group sums" *
+    "bit for bit, the relay holds only masked vectors and sealed shares, the coordinator only self-masked group sums" *
     doctest::timeout(240) * doctest::test_suite("fleet")) {
   FleetOptions options;
   options.agents = 6;
