@@ -324,7 +324,7 @@ bool Relay::to_group(const std::string& key, const std::string& route, const zmq
       return true;
     });
   } catch (const std::exception& error) {
-    // A malformed or misplaced stage message: the member is out of the group (told so), not the relay.
+    // A malformed or misplaced stage message: the member is left out of the group (no stage waits for it).
     ++counters_.refused;
     log(fmt::format("round {} group {}: member {} ({}): {}", membership.group.first, membership.group.second, membership.index,
                     key, error.what()));
