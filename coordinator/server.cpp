@@ -773,12 +773,7 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
     case Body::UNMASK_SHARES:
     case Body::SHARE_OPENING:
     case Body::LOCAL_REPORT: {
-      if (capture_) {
-        const uint64_t header[2] = {static_cast<uint64_t>(agent->id), raw.size()};
-        capture_.write(reinterpret_cast<const char*>(header), sizeof(header));
-        capture_.write(reinterpret_cast<const char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
-        capture_.flush();
-      }
+      capture(static_cast<uint64_t>(agent->id), raw);
       const uint64_t round_id = round_message_id(body);
       if (!round_ || round_->id() != static_cast<int64_t>(round_id) || round_->finished()) {
         answer_stale_round_message(session, route, peer, round_id, envelope);
@@ -828,6 +823,14 @@ std::optional<AgentRecord> Server::registered_agent(const std::string& curve_key
   std::optional<AgentRecord> agent = store_.agent_by_key(curve_key);
   if (agent) registry_cache_.emplace(curve_key, *agent);  // unknown keys are not kept (a flood of fresh keys holds nothing)
   return agent;
+}
+
+void Server::capture(uint64_t id, std::span<const std::byte> bytes) {
+  if (!capture_) return;
+  const uint64_t header[2] = {id, bytes.size()};
+  capture_.write(reinterpret_cast<const char*>(header), sizeof(header));
+  capture_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  capture_.flush();
 }
 
 void Server::acknowledge(const Route& route, uint64_t round_id, const std::string& received) {

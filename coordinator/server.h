@@ -255,6 +255,9 @@ class Server : public RoundHost {
   std::vector<PendingAck> pending_acks_;  // this loop turn's roundAcks, sent once its writes are committed
   std::unique_ptr<Rollout> rollout_;
   std::ofstream capture_;
+  // Appends [id u64][length u64][bytes] to capture_file when one is set (an agent's aggregation
+  // message by its agent id, a relay group's result with id 2^64 - 1).
+  void capture(uint64_t id, std::span<const std::byte> bytes);
   bool shutdown_requested_ = false;
   std::map<std::string, std::function<AdminReply(const nlohmann::json& request)>> admin_commands_;
   std::future<std::string> backup_job_;  // the backup's path (its worker uses no member)

@@ -27,16 +27,11 @@ void Server::handle_relay_message() {
     return;
   }
   if (kind == kRelayGroupResultFrame && frames.size() == 4) {
+    const std::span<const std::byte> payload(static_cast<const std::byte*>(frames[3].data()), frames[3].size());
     try {
-      if (capture_) {
-        const uint64_t header[2] = {UINT64_MAX, frames[3].size()};
-        capture_.write(reinterpret_cast<const char*>(header), sizeof(header));
-        capture_.write(static_cast<const char*>(frames[3].data()), static_cast<std::streamsize>(frames[3].size()));
-        capture_.flush();
-      }
+      capture(UINT64_MAX, payload);  // a group's result: no agent's
       if (!round_) fail("no round is running");
-      round_->relay_group_result(frames[0].to_string(),
-                                 std::span(static_cast<const std::byte*>(frames[3].data()), frames[3].size()));
+      round_->relay_group_result(frames[0].to_string(), payload);
     } catch (const std::exception& error) {
       refused(relay_key, address, peer, fmt::format("a group result: {}", error.what()));
     }
