@@ -39,12 +39,5 @@ for variant in fine u-plain u-imp nl-plain nl-imp nl-head8 mixed; do
     nl-head8) label="4-bit non-uniform importance-weighted, classifier (tied table) fine-grained INT8" ;;
     mixed) label="4-bit non-uniform importance-weighted, $mixed_layers layers fine-grained INT8 (target 0.003 on training text)" ;;
   esac
-  eval=$($bin eval -m "$work/$variant.pkg" --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads" 2>/dev/null)
-  bytes=$(stat -c %s "$work/$variant.pkg")
-  python3 - "$(basename "$model_dir")" "$label" "$eval" "$bytes" "$fp32_bytes" <<'PY'
-import json, sys
-name, label, e, size, fp32_bytes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-print(f"| {name} | {label} | {100 * (e['perplexity'] / e['reference_perplexity'] - 1):+.3f}% | {e['mean_kl']:.5f} "
-      f"| {e['top1_agreement']:.4f} | {size / 1e6:.3f} MB ({100 * size / fp32_bytes:.1f}%) |")
-PY
+  fidelity_row "$label" "$work/$variant.pkg"
 done

@@ -24,3 +24,16 @@ training_stats_and_fp32() {
   quiet $bin quantize "${model[@]}" -o "$work/fp32.pkg"
   fp32_bytes=$(stat -c %s "$work/fp32.pkg")
 }
+# A markdown row of a package's fidelity against $work/fp32.pkg on the held-out split:
+#   fidelity_row LABEL PACKAGE   ->   | model | LABEL | ppl change | mean KL | top-1 | package bytes |
+fidelity_row() {
+  local eval bytes
+  eval=$($bin eval -m "$2" --text "$work/heldout.txt" --reference "$work/fp32.pkg" --json -t "$threads" 2>/dev/null)
+  bytes=$(stat -c %s "$2")
+  python3 - "$(basename "$model_dir")" "$1" "$eval" "$bytes" "$fp32_bytes" <<'PY'
+import json, sys
+name, label, e, size, fp32_bytes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+print(f"| {name} | {label} | {100 * (e['perplexity'] / e['reference_perplexity'] - 1):+.3f}% | {e['mean_kl']:.5f} "
+      f"| {e['top1_agreement']:.4f} | {size / 1e6:.3f} MB ({100 * size / fp32_bytes:.1f}%) |")
+PY
+}

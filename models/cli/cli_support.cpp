@@ -80,6 +80,15 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
           CLI::ignore_case))
       ->default_str("non-uniform");
   command
+      .add_option("--int4-rounding", options.int4_rounding,
+                  "How each group of 32 gets its 4-bit scale: search (the least error, importance-weighted with --stats) or "
+                  "absmax (the extreme on the lowest level, nearest levels: the rule models/train/qat_int4.py trains "
+                  "with, so a QAT checkpoint keeps its trained rounding; takes no importance)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Int4Rounding>{{"search", Int4Rounding::kSearch}, {"absmax", Int4Rounding::kAbsmax}},
+          CLI::ignore_case))
+      ->default_str("search");
+  command
       .add_option("--fallback", options.fallback,
                   "Where --auto-fp32 and --target-kl move the layers they take out of static INT8: fp32, or "
                   "fine-grained (about a quarter of FP32's bytes)")
@@ -155,13 +164,17 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.weight_bits = options.weight_bits;
   quantize.four_bit = std::set<std::string>(options.four_bit.begin(), options.four_bit.end());
   quantize.four_bit_grid = options.int4_grid;
+  quantize.four_bit_rounding = options.int4_rounding;
   return quantize;
 }
 
 void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, const std::string& stats_path,
                       const ModelConfig& config) {
   if (quantize.weight_bits != 4 && quantize.four_bit.empty()) return;
-  if (stats != nullptr && stats->has_importance()) {
+  if (quantize.four_bit_rounding == Int4Rounding::kAbsmax) {
+    if (stats != nullptr && stats->has_importance())
+      std::fprintf(stderr, "[4-bit] %s: importance sums not used: --int4-rounding absmax is a fixed rule\n", stats_path.c_str());
+  } else if (stats != nullptr && stats->has_importance()) {
     quantize.importance = with_context([&] { return stats_path; }, [&] { return linear_importance(*stats, config); });
   } else {
     std::fprintf(stderr,

@@ -38,6 +38,7 @@ struct QuantizationOptions {
   int weight_bits = 8;                                   // 4: every linear whose width allows it in 4 bits
   std::vector<std::string> four_bit;                     // layers in 4 bits
   Int4Grid int4_grid = Int4Grid::kNonUniform;            // their levels
+  Int4Rounding int4_rounding = Int4Rounding::kSearch;    // how their scales are chosen
   LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers
   int auto_fp32 = 0;                            // keep the k most sensitive linears in FP32
   std::optional<std::string> target_kl;         // the fewest sensitive linears out of static INT8 that reach it (KlTarget)

@@ -92,6 +92,8 @@ int int4_code(Int4Grid grid, int8_t level) {
 
 const char* int4_grid_name(Int4Grid grid) { return grid == Int4Grid::kNonUniform ? "non-uniform" : "uniform"; }
 
+const char* int4_rounding_name(Int4Rounding rounding) { return rounding == Int4Rounding::kAbsmax ? "absmax" : "search"; }
+
 std::vector<uint8_t> pack_int4_codes(std::span<const int8_t> levels, int rows, int cols, Int4Grid grid) {
   check_int4_shape(rows, cols);
   const size_t count = static_cast<size_t>(rows) * static_cast<size_t>(cols);
@@ -176,8 +178,30 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
   return best;
 }
 
+Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid) {
+  if (w.size() > static_cast<size_t>(kInt4Group)) fail("quantize_int4_group_absmax: {} weights", w.size());
+  const std::array<int8_t, 16>& grid_levels = int4_levels(grid);
+  float extreme = 0;
+  for (const float v : w) {
+    if (!std::isfinite(v)) fail("weight {} is not finite", v);
+    if (std::fabs(v) > std::fabs(extreme)) extreme = v;
+  }
+  Int4Group out;
+  // In FP32, as PyTorch computes it: the quotient, then its nearest binary16 value.
+  out.scale = f16_to_f32(f32_to_f16(extreme / static_cast<float>(grid_levels[0])));
+  if (out.scale == 0.0f) out.scale = 0x1p-24f;  // all zeros, or below binary16's range: levels 0
+  const std::array<double, kInt4Group> ones = [] {
+    std::array<double, kInt4Group> a{};
+    a.fill(1.0);
+    return a;
+  }();
+  round_group(w, std::span<const double>(ones.data(), w.size()), out.scale, grid_levels, midpoints_of(grid_levels),
+              out.levels.data());
+  return out;
+}
+
 QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
-                                      std::span<const double> importance) {
+                                      std::span<const double> importance, Int4Rounding rounding) {
   check_int4_shape(rows, cols);
   if (weights.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols))
     fail("4-bit weights ({}, {}): {} values", rows, cols, weights.size());
@@ -199,9 +223,12 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
       const size_t row_start = static_cast<size_t>(r) * static_cast<size_t>(cols);
       for (int begin = 0; begin < cols; begin += kInt4Group) {
         const size_t at = row_start + static_cast<size_t>(begin);
-        const Int4Group group = quantize_int4_group(
-            weights.subspan(at, kInt4Group),
-            importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
+        const std::span<const float> w = weights.subspan(at, kInt4Group);
+        const Int4Group group =
+            rounding == Int4Rounding::kAbsmax
+                ? quantize_int4_group_absmax(w, grid)
+                : quantize_int4_group(
+                      w, importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
         out.group_scales[at / kInt4Group] = f32_to_f16(group.scale);  // a binary16 value already
         std::copy(group.levels.begin(), group.levels.end(), row_levels.begin() + begin);
       }

@@ -21,7 +21,11 @@
 // Quantization (quantize_int4_weights): per group, the scale that minimises the importance-weighted
 // squared error sum_i a_i (w_i - d L_i)^2, where a_i is the mean square of input channel i's activation
 // in the fleet's statistics (llama.cpp's imatrix idea; all 1 without statistics): candidate scales
-// around each sign's extreme, each refined by least squares on its rounding.
+// around each sign's extreme, each refined by least squares on its rounding. Or, by request, the absmax
+// rule that quantization-aware training reproduces bit for bit (models/train/qat_int4.py):
+//   e = the group's first weight of largest magnitude, d = binary16(e / L[0]) computed in FP32 (so e
+//   lands on the lowest level; 2^-24 if that is 0), each weight the nearest level to w * (1/d) (FP32),
+//   the lower one at a midpoint.
 #pragma once
 
 #include <array>
@@ -43,6 +47,10 @@ const std::array<int8_t, 16>& int4_levels(Int4Grid grid);
 int int4_code(Int4Grid grid, int8_t level);
 const char* int4_grid_name(Int4Grid grid);  // "uniform", "non-uniform"
 
+// How a group's scale is chosen: the least (importance-weighted) error, or the absmax rule above.
+enum class Int4Rounding : uint8_t { kSearch, kAbsmax };
+const char* int4_rounding_name(Int4Rounding rounding);  // "search", "absmax"
+
 // Bytes of a (rows, cols) matrix's codes: cols / 2 per row.
 inline size_t int4_code_bytes(int rows, int cols) { return static_cast<size_t>(rows) * static_cast<size_t>(cols) / 2; }
 
@@ -60,10 +68,10 @@ void weight_row_values(const QuantizedMatrix& matrix, int row, int8_t* out);
 std::vector<int8_t> weight_values(const QuantizedMatrix& matrix);
 
 // The 4-bit matrix of row-major (rows, cols) FP32 `weights`; `importance` holds one weight per input
-// channel (cols values, >= 0) or is empty (plain error). Throws Error unless cols is a multiple of 32
-// and every weight is finite.
+// channel (cols values, >= 0) or is empty (plain error; the absmax rule takes none). Throws Error unless
+// cols is a multiple of 32 and every weight is finite.
 QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
-                                      std::span<const double> importance = {});
+                                      std::span<const double> importance = {}, Int4Rounding rounding = Int4Rounding::kSearch);
 
 // One group's choice: `levels` (n of them) and the binary16 scale, for n <= 32 weights `w` with
 // importance `a` (n values, or empty). Exposed for tests.
@@ -72,5 +80,7 @@ struct Int4Group {
   std::array<int8_t, kInt4Group> levels{};
 };
 Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a, Int4Grid grid);
+// The same by the absmax rule.
+Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid);
 
 }  // namespace fedcal

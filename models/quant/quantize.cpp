@@ -86,7 +86,8 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
                                    [&] {
                                      return quantize_int4_weights(
                                          weights, rows, cols, options.four_bit_grid,
-                                         importance == options.importance.end() ? std::span<const double>() : importance->second);
+                                         importance == options.importance.end() ? std::span<const double>() : importance->second,
+                                         options.four_bit_rounding);
                                    });
       out.emplace(site.name, std::move(layer));
       continue;
@@ -108,8 +109,11 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
 }
 
 std::string four_bit_method(const QuantizeOptions& options) {
+  const char* rounding = options.four_bit_rounding == Int4Rounding::kAbsmax ? "absmax"
+                         : options.importance.empty()                       ? "plain"
+                                                                            : "importance-weighted";
   return fmt::format("4-bit weights in groups of 32 ({} grid, {} rounding), activations per block at run time",
-                     int4_grid_name(options.four_bit_grid), options.importance.empty() ? "plain" : "importance-weighted");
+                     int4_grid_name(options.four_bit_grid), rounding);
 }
 
 std::vector<std::string> four_bit_skipped(const ModelConfig& config, const QuantizeOptions& options) {

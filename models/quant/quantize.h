@@ -11,6 +11,7 @@
 #include "models/format/model.h"
 #include "models/format/model_package.h"
 #include "models/quant/calibration_stats.h"
+#include "models/quant/int4_format.h"
 #include "models/quant/linear_int8.h"
 #include "models/quant/scales.h"
 
@@ -32,6 +33,7 @@ struct QuantizeOptions {
   int weight_bits = 8;
   std::set<std::string> four_bit;
   Int4Grid four_bit_grid = Int4Grid::kNonUniform;  // the levels of the 4-bit layers (quant/int4_format.h)
+  Int4Rounding four_bit_rounding = Int4Rounding::kSearch;  // how their groups' scales are chosen
   // Per linear, the mean square of each input channel's activation (linear_importance): the weights of
   // the 4-bit rounding error. A linear not listed is rounded plainly.
   std::map<std::string, std::vector<double>> importance;

@@ -143,6 +143,52 @@ TEST_CASE(
                     doctest::Contains("a multiple of 32 columns"));
 }
 
+TEST_CASE(
+    "4-bit absmax rounding (the rule QAT trains with): the signed extreme on the lowest level, a binary16 scale, every weight "
+    "on its nearest level; on the uniform grid it is Q4_0's scale") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> weight(0.0f, 0.05f);
+  int differing_from_q4_0 = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<float> w(32);
+    for (float& v : w) v = weight(rng);
+    if (trial % 5 == 0) w[static_cast<size_t>(trial % 32)] *= -8;  // an outlier of either sign
+    float extreme = 0;
+    for (const float v : w) extreme = std::fabs(v) > std::fabs(extreme) ? v : extreme;
+    for (const Int4Grid grid : {Int4Grid::kUniform, Int4Grid::kNonUniform}) {
+      const std::array<int8_t, 16>& levels = int4_levels(grid);
+      const Int4Group group = quantize_int4_group_absmax(w, grid);
+      CHECK(group.scale == f16_to_f32(f32_to_f16(extreme / static_cast<float>(levels[0]))));
+      for (size_t i = 0; i < 32; ++i) {
+        const double y = static_cast<double>(w[i]) / group.scale;
+        if (w[i] == extreme) CHECK(group.levels[i] == levels[0]);
+        // Nearest: no level of the grid is closer to w / d (an FP32 rounding's worth of slack at a midpoint).
+        for (const int8_t other : levels) CHECK(std::fabs(y - group.levels[i]) <= std::fabs(y - other) + 1e-4);
+      }
+      if (grid == Int4Grid::kUniform) {
+        for (size_t i = 0; i < 32; ++i)
+          differing_from_q4_0 +=
+              group.levels[i] != static_cast<int8_t>(std::clamp(std::nearbyint(w[i] / group.scale), -8.0f, 7.0f));
+      }
+    }
+  }
+  CHECK(differing_from_q4_0 == 0);
+  // The matrix: every group by the same rule (no importance taken).
+  std::vector<float> matrix(4 * 64);
+  for (float& v : matrix) v = weight(rng);
+  const QuantizedMatrix m = quantize_int4_weights(matrix, 4, 64, Int4Grid::kNonUniform, {}, Int4Rounding::kAbsmax);
+  const std::vector<int8_t> values = weight_values(m);
+  for (size_t g = 0; g < 8; ++g) {
+    const Int4Group group = quantize_int4_group_absmax(std::span(matrix).subspan(g * 32, 32), Int4Grid::kNonUniform);
+    CHECK(f16_to_f32(m.group_scales[g]) == group.scale);
+    CHECK(std::equal(group.levels.begin(), group.levels.end(), values.begin() + static_cast<std::ptrdiff_t>(g * 32)));
+  }
+  // All zeros: levels 0 under the smallest binary16 scale.
+  const Int4Group zero = quantize_int4_group_absmax(std::vector<float>(32, 0.0f), Int4Grid::kNonUniform);
+  CHECK(zero.scale == 0x1p-24f);
+  for (const int8_t level : zero.levels) CHECK(level == 0);
+}
+
 TEST_CASE("A 4-bit layer runs as the reference of its levels and scales computes (activations per block at run time)") {
   std::mt19937 rng(5);
   std::normal_distribution<float> value(0.0f, 1.0f);
