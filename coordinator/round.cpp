@@ -854,6 +854,7 @@ void Round::begin_relay_groups(const SecAggConfig& round_config) {
       const size_t size = members.size() / groups + (g < members.size() % groups ? 1 : 0);
       RelayGroup group;
       group.relay = relay;
+      group.relay_key = where[members.front()].relay_key;
       group.members.assign(members.begin() + static_cast<ptrdiff_t>(at), members.begin() + static_cast<ptrdiff_t>(at + size));
       at += size;
       relay_groups_.push_back(std::move(group));
@@ -897,13 +898,13 @@ void Round::begin_relay_groups(const SecAggConfig& round_config) {
   enter(RoundStage::kAggregating, 3 * static_cast<int64_t>(host_.config().stage_timeout_ms) + 10000);
 }
 
-void Round::relay_group_result(const std::string& relay, std::span<const std::byte> payload) {
+void Round::relay_group_result(const std::string& relay_key, std::span<const std::byte> payload) {
   const auto [round, group_id] = peek_group_result_ids(payload, kDefaultMaxMessageBytes);
   if (round != static_cast<uint64_t>(id_) || stage_ != RoundStage::kAggregating || aggregation_.valid())
     fail("a result of round {} group {}, not expected now", round, group_id);
   if (group_id == 0 || group_id > relay_groups_.size()) fail("round {} has no group {}", id_, group_id);
   RelayGroup& group = relay_groups_[group_id - 1];
-  if (group.relay != relay) fail("round {} group {} is not this relay's", id_, group_id);
+  if (group.relay_key != relay_key) fail("round {} group {} is not this relay's", id_, group_id);
   if (group.result) return;  // a copy
   group.result = decode_group_result(payload, kDefaultMaxMessageBytes, group.config);
   const RelayGroupResult& result = *group.result;

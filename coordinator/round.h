@@ -61,10 +61,11 @@ class RoundHost {
   void fault_point(const std::string& point);
   // Secure aggregation per group at relays (round_settings.h relay_group_size): the relay an agent is
   // connected through - its route on the relays' socket, the agent's route and CURVE key there - or
-  // nullopt when it is connected directly or not at all; a frame to a relay (protocol/relay_frames.h);
-  // the coordinator's signature (its package signing key) of what agents check.
+  // nullopt when it is connected directly or not at all (with the relay's own CURVE key, which stays
+  // when the relay reconnects and its route changes); a frame to a relay (protocol/relay_frames.h); the
+  // coordinator's signature (its package signing key) of what agents check.
   struct RelayedAgent {
-    std::string relay, route, key;
+    std::string relay, route, key, relay_key;
   };
   virtual std::optional<RelayedAgent> relayed(int64_t /*agent_id*/) const { return std::nullopt; }
   virtual void send_to_relay(const std::string& /*relay*/, std::string_view /*kind*/, const std::string& /*payload*/) {}
@@ -146,7 +147,7 @@ class Round {
   void leave(int64_t agent_id, const std::string& cause, const std::string& reason);
   // A relay's result for one of this round's relay groups (secagg/relay_group_frames.h); throws Error
   // for one that is malformed, not expected now or not from the group's relay.
-  void relay_group_result(const std::string& relay, std::span<const std::byte> payload);
+  void relay_group_result(const std::string& relay_key, std::span<const std::byte> payload);
   // Deadlines, dropped agents, the quantization job.
   void tick();
   // The coordinator did not run for `ms` (paused, or its loop blocked): the stage's deadline and the
@@ -252,6 +253,7 @@ class Round {
   X25519KeyPair key_checker_ = X25519KeyPair::generate();  // checks the joins' keys (check_x25519_public_key)
   struct RelayGroup {
     std::string relay;              // its relay's route
+    std::string relay_key;          // and CURVE key: the result is taken from that relay on any connection
     std::vector<uint32_t> members;  // participant indices, by index in the group
     SecAggConfig config;
     std::optional<RelayGroupResult> result;

@@ -17,6 +17,7 @@ void Server::handle_relay_message() {
   const std::string relay_key = user_id ? user_id : "";
   const std::string address = peer_address ? peer_address : "";
   const std::string peer = "relay " + relay_key;
+  relay_key_by_route_[frames[0].to_string()] = relay_key;
   if (frames.size() < 3 || frames[1].to_string_view() != kRelayFrameTag) {
     refused(relay_key, address, peer, fmt::format("{} frames without the {} tag", frames.size(), kRelayFrameTag));
     return;
@@ -31,7 +32,7 @@ void Server::handle_relay_message() {
     try {
       capture(UINT64_MAX, payload);  // a group's result: no agent's
       if (!round_) fail("no round is running");
-      round_->relay_group_result(frames[0].to_string(), payload);
+      round_->relay_group_result(relay_key, payload);
     } catch (const std::exception& error) {
       refused(relay_key, address, peer, fmt::format("a group result: {}", error.what()));
     }
@@ -86,7 +87,8 @@ std::optional<RoundHost::RelayedAgent> Server::relayed(int64_t agent_id) const {
   const auto session = sessions_.find(agent_id);
   if (session == sessions_.end() || session->second.route.relayed_id.empty()) return std::nullopt;
   const Route& route = session->second.route;
-  return RelayedAgent{route.id, route.relayed_id, route.relayed_key};
+  const auto relay = relay_key_by_route_.find(route.id);
+  return RelayedAgent{route.id, route.relayed_id, route.relayed_key, relay == relay_key_by_route_.end() ? "" : relay->second};
 }
 
 void Server::send_to_relay(const std::string& relay_route, std::string_view kind, const std::string& payload) {
