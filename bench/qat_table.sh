@@ -25,7 +25,7 @@ quiet $bin quantize "${model[@]}" "${four[@]}" -o "$work/ptq-search.pkg"
 quiet $bin quantize "${model[@]}" "${four[@]}" --stats "$work/train.stats" -o "$work/ptq-imp.pkg"
 quiet $bin quantize -m "$qat_dir/model.bin" --tokenizer "$qat_dir/tokenizer.bin" "${four[@]}" --int4-rounding absmax -o "$work/qat.pkg"
 
-steps=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(f"{m[\"steps_run\"]} steps, {m[\"train_minutes\"]:.0f} min")' \
+steps=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print("%d steps, %.0f min" % (m["steps_run"], m["train_minutes"]))' \
           "$qat_dir/metrics.json")
 echo "| model | setting | ppl change | mean KL | top-1 | package bytes |"
 echo "| --- | --- | --- | --- | --- | --- |"
