@@ -49,6 +49,15 @@ std::string read_lines(int first, int last) {
 std::string tinystories_train() { return read_lines(1, 7003); }
 std::string tinystories_heldout() { return read_lines(7004, 8659); }
 
+bool looks_uniform(const std::vector<uint64_t>& lanes, int lane_bits) {
+  std::vector<double> bins(16, 0);
+  for (const uint64_t value : lanes) bins[value >> (lane_bits - 4)] += 1;
+  const double expected = static_cast<double>(lanes.size()) / 16;
+  double chi2 = 0;
+  for (const double count : bins) chi2 += (count - expected) * (count - expected) / expected;
+  return chi2 < 45;
+}
+
 double relative_error(std::span<const float> actual, const std::vector<double>& expected) {
   double max_diff = 0, max_ref = 0;
   for (size_t i = 0; i < expected.size(); ++i) {

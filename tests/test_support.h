@@ -1,6 +1,7 @@
 // Helpers shared by the tests: scratch folders, the shared TinyStories split, logits comparison.
 #pragma once
 
+#include <cstdint>
 #include <random>
 #include <span>
 #include <string>
@@ -36,6 +37,11 @@ inline const std::string kProjectTokenizer = project_tokenizer_path();
 
 // max |a - b| / max |b|: error relative to the scale of the reference row.
 double relative_error(std::span<const float> actual, const std::vector<double>& expected);
+
+// Whether the top 4 bits of `lanes` (each lane_bits wide) spread evenly over their 16 values:
+// chi-square with 15 degrees of freedom below 45 (p ~ 1e-4 for a uniform source). What a masked vector
+// looks like; true counts are tiny, all in the lowest bin.
+bool looks_uniform(const std::vector<uint64_t>& lanes, int lane_bits);
 
 // The mean KL divergence KL(softmax(reference) || softmax(logits)) per row of `vocab` logits, in nats.
 double mean_kl(std::span<const float> reference, std::span<const float> logits, int vocab);

@@ -84,24 +84,6 @@ TEST_CASE(
   CHECK(eventually([&] { return fleet.admin({{"command", "status"}})["online_agents"] == 2; }, std::chrono::seconds(10)));
 }
 
-}  // namespace fedcal::testing
-
-namespace fedcal::testing {
-namespace {
-
-// Whether the top 4 bits of `lanes` spread evenly over their 16 values (chi-square, 15 degrees of
-// freedom, p ~ 1e-4 for a uniform source). True counts are tiny: all in the lowest bin.
-bool looks_uniform(const std::vector<uint64_t>& lanes, int lane_bits) {
-  std::vector<double> bins(16, 0);
-  for (const uint64_t value : lanes) bins[value >> (lane_bits - 4)] += 1;
-  const double expected = static_cast<double>(lanes.size()) / 16;
-  double chi2 = 0;
-  for (const double count : bins) chi2 += (count - expected) * (count - expected) / expected;
-  return chi2 < 45;
-}
-
-}  // namespace
-
 TEST_CASE(
     "Secure aggregation per group at the relay: two groups of three, their opened sums equal the centralized statistics "
     "bit for bit, the relay holds only masked vectors and sealed shares, the coordinator only self-masked group sums" *
