@@ -31,7 +31,6 @@ the probe text, with no training.
 """
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_tinystories import HELDOUT_LINES, TRAIN_LINES, load_llama2c, export_llama2c, read_split  # noqa: E402
+from train_tinystories import HELDOUT_LINES, TRAIN_LINES, cosine_lr, export_llama2c, load_llama2c, read_split  # noqa: E402
 
 # The grids' levels by code, ascending (models/quant/int4_format.h).
 GRIDS = {
@@ -194,17 +193,11 @@ def main():
     optimizer = torch.optim.AdamW(student.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     generator = torch.Generator().manual_seed(a.seed)
 
-    def lr_at(step):
-        if step < a.warmup_steps:
-            return a.lr * (step + 1) / a.warmup_steps
-        progress = min(1.0, (step - a.warmup_steps) / max(1, a.steps - a.warmup_steps))
-        return a.min_lr + 0.5 * (a.lr - a.min_lr) * (1 + math.cos(math.pi * progress))
-
     start, history, step = time.time(), [], 0
     for step in range(a.steps):
         student.train()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = cosine_lr(step, a.lr, a.min_lr, a.warmup_steps, a.steps)
         starts = torch.randint(0, len(train) - context, (a.batch_size,), generator=generator)
         x = torch.stack([train[s:s + context] for s in starts])  # (batch, context)
         with torch.no_grad():

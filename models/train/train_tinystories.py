@@ -131,6 +131,14 @@ class Transformer(nn.Module):
         return self.output(self.norm(x))
 
 
+def cosine_lr(step, peak, floor, warmup_steps, steps):
+    """The learning rate at `step`: a linear warm-up to `peak`, then a cosine decay to `floor` at `steps`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation with the protocol of fedcal-model eval.
 
@@ -362,10 +370,7 @@ def main():
     generator = torch.Generator().manual_seed(a.seed)
 
     def lr_at(step):
-        if step < a.warmup_steps:
-            return a.lr * (step + 1) / a.warmup_steps
-        progress = min(1.0, (step - a.warmup_steps) / max(1, a.max_steps - a.warmup_steps))
-        return a.min_lr + 0.5 * (a.lr - a.min_lr) * (1 + math.cos(math.pi * progress))
+        return cosine_lr(step, a.lr, a.min_lr, a.warmup_steps, a.max_steps)
 
     best = None
     history = []
