@@ -92,8 +92,6 @@ int int4_code(Int4Grid grid, int8_t level) {
 
 const char* int4_grid_name(Int4Grid grid) { return grid == Int4Grid::kNonUniform ? "non-uniform" : "uniform"; }
 
-const char* int4_rounding_name(Int4Rounding rounding) { return rounding == Int4Rounding::kAbsmax ? "absmax" : "search"; }
-
 std::vector<uint8_t> pack_int4_codes(std::span<const int8_t> levels, int rows, int cols, Int4Grid grid) {
   check_int4_shape(rows, cols);
   const size_t count = static_cast<size_t>(rows) * static_cast<size_t>(cols);

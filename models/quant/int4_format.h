@@ -49,7 +49,6 @@ const char* int4_grid_name(Int4Grid grid);  // "uniform", "non-uniform"
 
 // How a group's scale is chosen: the least (importance-weighted) error, or the absmax rule above.
 enum class Int4Rounding : uint8_t { kSearch, kAbsmax };
-const char* int4_rounding_name(Int4Rounding rounding);  // "search", "absmax"
 
 // Bytes of a (rows, cols) matrix's codes: cols / 2 per row.
 inline size_t int4_code_bytes(int rows, int cols) { return static_cast<size_t>(rows) * static_cast<size_t>(cols) / 2; }

@@ -145,7 +145,7 @@ TEST_CASE(
 
 TEST_CASE(
     "4-bit absmax rounding (the rule QAT trains with): the signed extreme on the lowest level, a binary16 scale, every weight "
-    "on its nearest level; on the uniform grid it is Q4_0's scale") {
+    "on its nearest level, and on the uniform grid Q4_0's scale") {
   std::mt19937 rng(5);
   std::normal_distribution<float> weight(0.0f, 0.05f);
   int differing_from_q4_0 = 0;
