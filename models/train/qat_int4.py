@@ -36,11 +36,13 @@ import shutil
 import sys
 import time
 
+import sentencepiece as spm
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_tinystories import HELDOUT_LINES, TRAIN_LINES, cosine_lr, export_llama2c, load_llama2c, read_split  # noqa: E402
+from train_tinystories import (HELDOUT_LINES, TRAIN_LINES, cosine_lr, export_llama2c, load_llama2c, read_split,  # noqa: E402
+                               write_reference_logits)
 
 # The grids' levels by code, ascending (models/quant/int4_format.h).
 GRIDS = {
@@ -48,7 +50,6 @@ GRIDS = {
     "uniform": list(range(-8, 8)),
 }
 GROUP = 32
-PROBE = "Once upon a time, there was a little girl named Lily. She loved to play"
 
 
 class Int4FakeQuant:
@@ -101,21 +102,6 @@ def fake_quantize(model, quant):
     table = model.tok_embeddings
     table.forward = lambda tokens: F.embedding(tokens, straight_through(table.weight, quant.weights(table.weight)))
     return model
-
-
-def probe_tokens(tokenizer_model):
-    import sentencepiece as spm
-    sp = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    return sp, [sp.bos_id()] + sp.encode(PROBE)
-
-
-@torch.no_grad()
-def write_logits(model, tokens, path):
-    model.eval()
-    logits = model(torch.tensor(tokens)[None])[0]
-    with open(path, "w") as f:
-        json.dump({"tokens": tokens, "vocab_size": model.args.vocab_size,
-                   "logits": [[float(f"{v:.7g}") for v in row] for row in logits.tolist()]}, f)
 
 
 @torch.no_grad()
@@ -172,10 +158,10 @@ def main():
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     quant = Int4FakeQuant(a.grid)
-    sp, probe = probe_tokens(os.path.join(a.model_dir, "tokenizer.model"))
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(a.model_dir, "tokenizer.model"))
     checkpoint = os.path.join(a.model_dir, "model.bin")
     if a.reference_only:
-        write_logits(fake_quantize(load_llama2c(checkpoint), quant), probe, a.reference_only)
+        write_reference_logits(fake_quantize(load_llama2c(checkpoint), quant), sp, a.reference_only)
         print(f"wrote {a.reference_only}: 4-bit ({a.grid} grid, absmax) fake-quantized logits of {checkpoint}")
         return
 
@@ -223,7 +209,7 @@ def main():
     export_llama2c(student, os.path.join(a.out, "model.bin"))
     for name in ("tokenizer.bin", "tokenizer.model"):
         shutil.copyfile(os.path.join(a.model_dir, name), os.path.join(a.out, name))
-    write_logits(student, probe, os.path.join(a.out, "qat_logits.json"))
+    write_reference_logits(student, sp, os.path.join(a.out, "qat_logits.json"))
     metrics = {"grid": a.grid, "rounding": "absmax", "teacher": os.path.abspath(checkpoint),
                "heldout_kl_before": kl_before, "heldout_kl_after": kl_after, "steps_run": step + 1,
                "train_minutes": (time.time() - start) / 60, "train_tokens_seen": (step + 1) * a.batch_size * context,
