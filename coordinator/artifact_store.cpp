@@ -75,4 +75,25 @@ std::string ArtifactStore::add_round_stats(const CalibrationStats& stats, int64_
   return path;
 }
 
+namespace {
+std::string group_stats_path(const std::string& dir, int64_t round_id, size_t group) {
+  return fmt::format("{}/round-{}.group-{}.stats", dir, round_id, group);
+}
+}  // namespace
+
+void ArtifactStore::add_group_stats(std::span<const CalibrationStats> groups, int64_t round_id) const {
+  for (size_t g = 0; g < groups.size(); ++g) write_stats(groups[g], group_stats_path(dir_, round_id, g + 1));
+  for (size_t g = groups.size() + 1; std::filesystem::remove(group_stats_path(dir_, round_id, g)); ++g) {
+  }
+}
+
+std::vector<CalibrationStats> ArtifactStore::group_stats(int64_t round_id) const {
+  std::vector<CalibrationStats> out;
+  for (size_t group = 1;; ++group) {
+    const std::string path = group_stats_path(dir_, round_id, group);
+    if (!std::filesystem::exists(path)) return out;
+    out.push_back(read_stats(path));
+  }
+}
+
 }  // namespace fedcal::coordinator

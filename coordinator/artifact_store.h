@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,11 @@ class ArtifactStore {
   std::vector<std::string> set_aside_unnamed(const std::set<std::string>& named) const;
   // Writes a round's aggregate statistics; returns the path.
   std::string add_round_stats(const CalibrationStats& stats, int64_t round_id) const;
+  // The relay groups' opened sums of the round (group_scales "median"): round-<id>.group-<g>.stats,
+  // g from 1 (a file beyond them, left by a round of the same id in a restored database, is removed).
+  void add_group_stats(std::span<const CalibrationStats> groups, int64_t round_id) const;
+  // Those of `round_id`, in group order (none: empty).
+  std::vector<CalibrationStats> group_stats(int64_t round_id) const;
 
  private:
   std::string dir_;

@@ -109,7 +109,9 @@ PlausibilityCheck check_plausible(const std::string& label, const Model& model, 
     calibration.seq_len = model.config.max_seq_len;  // the documents are cut already
     calibration.layout = stats.layout;
     const CalibrationStats local = calibrate_documents(fp32, text.calibration, stats.model_sha256, calibration);
-    const QuantizedLinears same_recipe = quantize_model(model, local, options);
+    QuantizeOptions local_options = options;
+    local_options.scale_groups.clear();  // the recipe on the check text's own statistics, not the fleet's groups'
+    const QuantizedLinears same_recipe = quantize_model(model, local, local_options);
     Transformer candidate(model, runtime, {}, &same_recipe);
     check.same_recipe_kl = kl.of(candidate);
   }

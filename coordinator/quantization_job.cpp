@@ -1,6 +1,7 @@
 #include "coordinator/quantization_job.h"
 
 #include <chrono>
+#include <span>
 #include <thread>
 
 #include <fmt/ranges.h>
@@ -63,12 +64,15 @@ double trim_share(const RoundSettings& settings, const CalibrationStats& stats) 
   return share;
 }
 
+// With `scale_groups` (the relay groups' statistics, group_scales "median"), each activation scale is
+// the median of the groups'.
 Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats, const RoundSettings& settings,
-                        const ReferenceWindow& reference, double trim = 0) {
+                        const ReferenceWindow& reference, double trim = 0, std::span<const CalibrationStats> scale_groups = {}) {
   Quantized out;
   QuantizeOptions& options = out.options;
   options.method = ScaleMethodSpec::parse(settings.method);
   options.trim_share = trim;
+  for (const CalibrationStats& group : scale_groups) options.scale_groups.push_back(&group);
   options.per_channel = settings.per_channel;
   options.asymmetric = settings.asymmetric;
   options.keep_fp32 = {settings.keep_fp32.begin(), settings.keep_fp32.end()};
@@ -99,13 +103,14 @@ BuiltPackage store_quantized(const LoadedModel& loaded, const Quantized& quantiz
   return store_package(
       loaded, quantized.int8, provenance, key, artifacts_dir,
       fmt::format(
-          "{}{}{}{}, calibrated on {} ({} sequences, {} tokens){}",
+          "{}{}{}{}, calibrated on {} ({} sequences, {} tokens){}{}",
           options.weight_bits == 4
               ? provenance.method
               : fmt::format("INT8 {} {}", provenance.method, options.per_channel ? "per-channel" : "per-tensor"),
           options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
           options.fine_grained.empty() ? "" : ", fine-grained: " + fmt::format("{}", fmt::join(options.fine_grained, " ")),
           quantized.mixed, label == "public" ? "public text" : "the fleet", stats.sequences, stats.tokens,
+          options.scale_groups.empty() ? "" : fmt::format(", scales the median of {} relay groups'", options.scale_groups.size()),
           label.rfind("group:", 0) == 0 ? " for " + label : ""));
 }
 
@@ -231,8 +236,15 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   // Every package is checked before any is stored: a round that fails its check writes none.
   PublishGate gate(loaded, input);
   const double trim = trim_share(input.settings, input.stats);  // the fleet's statistics only, not the public text's
-  const Quantized fleet = with_context([] { return std::string("quantizing with the fleet's statistics"); },
-                                       [&] { return quantize_with(loaded, input.stats, input.settings, reference, trim); });
+  std::span<const CalibrationStats> scale_groups;               // the fleet's packages' scales: group medians, or the aggregate's
+  if (input.settings.group_scales == "median") {
+    if (input.group_stats.size() < 3)
+      fail("group_scales 'median' needs the sums of 3 or more relay groups; this round has {}", input.group_stats.size());
+    scale_groups = input.group_stats;
+  }
+  const Quantized fleet =
+      with_context([] { return std::string("quantizing with the fleet's statistics"); },
+                   [&] { return quantize_with(loaded, input.stats, input.settings, reference, trim, scale_groups); });
   if (auto check = gate.check("fleet", fleet)) result.checks.push_back(std::move(*check));
   std::map<std::string, Quantized> groups;
   for (const auto& [group, variant] : input.settings.group_variants) {
@@ -241,7 +253,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     settings.per_channel = variant.per_channel;
     settings.keep_fp32 = variant.keep_fp32;
     groups[group] = with_context([&] { return "quantizing for " + label; },
-                                 [&] { return quantize_with(loaded, input.stats, settings, reference, trim); });
+                                 [&] { return quantize_with(loaded, input.stats, settings, reference, trim, scale_groups); });
     if (auto check = gate.check(label, groups[group])) result.checks.push_back(std::move(*check));
   }
   // Devices without an INT8 dot product run the fine-grained kernels slowly: their package keeps
@@ -255,7 +267,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
     settings.fine_grained.clear();
     settings.fallback = "fp32";
     static_class = with_context([] { return std::string("quantizing for devices without an INT8 dot product"); },
-                                [&] { return quantize_with(loaded, input.stats, settings, reference, trim); });
+                                [&] { return quantize_with(loaded, input.stats, settings, reference, trim, scale_groups); });
     if (auto check = gate.check(kStaticClassLabel, *static_class)) result.checks.push_back(std::move(*check));
   }
   result.fleet = store_quantized(loaded, fleet, input.stats, key, input.artifacts_dir, "fleet");

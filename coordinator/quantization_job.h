@@ -24,6 +24,8 @@ struct QuantizationJobInput {
   // A smoothing round's follow-up: the model before smoothing, where target_kl "dynamic" measures.
   std::string unsmoothed_package;
   CalibrationStats stats;    // the aggregate
+  // Each opened relay group's sum, in group order: the scales' source with settings.group_scales "median".
+  std::vector<CalibrationStats> group_stats;
   RoundSettings settings;
   std::string signing_key_path;
   std::string artifacts_dir;

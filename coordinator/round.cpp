@@ -278,7 +278,9 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
   const auto aggregate = host.store().aggregate_path(record.id);
   if (record.stage == RoundStage::kQuantizing && aggregate) {
     host.log(fmt::format("round {}: resuming the quantization job after a restart", record.id));
-    round->begin_quantizing(read_stats(*aggregate));
+    round->begin_quantizing(read_stats(*aggregate), round->settings_.group_scales == "median"
+                                                        ? ArtifactStore(host.config().artifacts_dir()).group_stats(record.id)
+                                                        : std::vector<CalibrationStats>{});
   } else if (record.stage == RoundStage::kEvaluating && record.result_model_id) {
     host.log(fmt::format("round {}: resuming evaluation after a restart", record.id));
     // The results as the report saved them when evaluation began (labels included); a round
@@ -864,6 +866,11 @@ void Round::begin_relay_groups(const SecAggConfig& round_config) {
     fail_round(fmt::format("no relay has min_agents = {} participants behind it for a group", min_size));
     return;
   }
+  if (settings_.group_scales == "median" && relay_groups_.size() < 3) {
+    fail_round(fmt::format("group_scales 'median' needs 3 or more relay groups; {} participants make {} (relay_group_size = {})",
+                           participants_.size(), relay_groups_.size(), settings_.relay_group_size));
+    return;
+  }
   round_key_ = std::make_shared<const X25519KeyPair>(X25519KeyPair::generate());
   for (size_t g = 0; g < relay_groups_.size(); ++g) {
     RelayGroup& group = relay_groups_[g];
@@ -967,6 +974,8 @@ void Round::finish_group_aggregation() {
       }
       for (size_t i = 0; i < sum.size(); ++i) sum[i] += (*group_sum)[i];
       for (const uint32_t i : opening.result->aggregate.survivors) out.survivors.insert(opening.members.at(i));
+      out.group_agents.push_back(opening.result->aggregate.survivors.size());
+      out.group_sums.push_back(std::move(*group_sum));
     }
     reduce_to_lanes(sum, lane_bits);
     if (out.survivors.size() < min_agents) {
@@ -1033,16 +1042,31 @@ void Round::complete_aggregation(Aggregation aggregation) {
     return;
   }
   if (!aggregation.why.empty()) host_.log(fmt::format("round {}: relay groups left out of the sum: {}", id_, aggregation.why));
-  CalibrationStats stats = stats_from_contribution(template_stats_, *sum);
   // With distributed DP the noisy sum is read as signed and counts below 8 standard deviations of
   // the total noise are zeroed (post-processing: the guarantee is unchanged), so buckets that are
   // pure noise do not stretch the ranges.
   // 8 sigma: a pure-noise count survives with probability ~1e-15, so across ~10^5 counts none does.
-  const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(aggregation.survivors.size()));
-  if (dp_noise_stddev_ > 0) {
-    for (uint64_t& count : stats.counts) {
-      if (static_cast<double>(lane_to_signed(count, aggregation.lane_bits)) < noise_floor) count = 0;
+  auto stats_of = [&](const std::vector<uint64_t>& lanes, size_t agents) {
+    CalibrationStats out = stats_from_contribution(template_stats_, lanes);
+    const double noise_floor = 8 * dp_noise_stddev_ * std::sqrt(static_cast<double>(agents));
+    if (dp_noise_stddev_ > 0) {
+      for (uint64_t& count : out.counts) {
+        if (static_cast<double>(lane_to_signed(count, aggregation.lane_bits)) < noise_floor) count = 0;
+      }
     }
+    return out;
+  };
+  CalibrationStats stats = stats_of(*sum, aggregation.survivors.size());
+  std::vector<CalibrationStats> groups;
+  if (settings_.group_scales == "median") {
+    for (size_t g = 0; g < aggregation.group_sums.size(); ++g)
+      groups.push_back(stats_of(aggregation.group_sums[g], aggregation.group_agents[g]));
+    if (groups.size() < 3) {
+      fail_round(fmt::format("group_scales 'median' needs 3 or more opened relay groups; {} opened{}", groups.size(),
+                             aggregation.why.empty() ? "" : " (" + aggregation.why + ")"));
+      return;
+    }
+    ArtifactStore(host_.config().artifacts_dir()).add_group_stats(groups, id_);
   }
   evaluators_ = aggregation.survivors;
   host_.store().audit(
@@ -1053,10 +1077,10 @@ void Round::complete_aggregation(Aggregation aggregation) {
   aggregate_sha256_ = stats.sha256();
   host_.store().save_aggregate(id_, path, aggregate_sha256_, static_cast<int>(evaluators_.size()),
                                static_cast<int64_t>(stats.sequences), static_cast<int64_t>(stats.tokens));
-  begin_quantizing(std::move(stats));
+  begin_quantizing(std::move(stats), std::move(groups));
 }
 
-void Round::begin_quantizing(CalibrationStats stats) {
+void Round::begin_quantizing(CalibrationStats stats, std::vector<CalibrationStats> groups) {
   enter(RoundStage::kQuantizing, 0);
   QuantizationJobInput input;
   input.round_id = id_;
@@ -1072,6 +1096,7 @@ void Round::begin_quantizing(CalibrationStats stats) {
     }
   }
   input.stats = std::move(stats);
+  input.group_stats = std::move(groups);
   input.settings = settings_;
   input.signing_key_path = host_.config().signing_key_path();
   input.artifacts_dir = host_.config().artifacts_dir();

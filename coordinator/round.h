@@ -205,10 +205,14 @@ class Round {
     std::string why;  // when there is no sum
     std::set<uint32_t> wrong_revealers, survivors;
     uint32_t lane_bits = 0;
+    // Relay groups: each opened group's sum and its agents, in group order (group_scales "median").
+    std::vector<std::vector<uint64_t>> group_sums;
+    std::vector<size_t> group_agents;
   };
   void finish_aggregation();
   void complete_aggregation(Aggregation aggregation);
-  void begin_quantizing(CalibrationStats stats);
+  // `groups`: the relay groups' statistics, with group_scales "median".
+  void begin_quantizing(CalibrationStats stats, std::vector<CalibrationStats> groups);
   void begin_evaluating(const QuantizationJobResult& result);
   void finish_smoothing(const BuiltSmoothing& smoothed);
   // Stores a package the job built as a model of this round (kind "int8" or "fp32") and lists it in

@@ -46,6 +46,7 @@ nlohmann::json RoundSettings::to_json() const {
           {"threshold", threshold},
           {"lane_bits", lane_bits},
           {"relay_group_size", relay_group_size},
+          {"group_scales", group_scales},
           {"exports", exports},
           {"device_classes", device_classes}};
 }
@@ -134,6 +135,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
     settings.threshold = json.value("threshold", settings.threshold);
     settings.lane_bits = json.value("lane_bits", settings.lane_bits);
     settings.relay_group_size = json.value("relay_group_size", settings.relay_group_size);
+    settings.group_scales = json.value("group_scales", settings.group_scales);
     settings.exports = json.value("exports", settings.exports);
     settings.device_classes = json.value("device_classes", settings.device_classes);
     const nlohmann::json variants = json.value("group_variants", nlohmann::json::object());
@@ -172,6 +174,13 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
   if (settings.relay_group_size > 0 && settings.relay_group_size < settings.min_agents)
     fail("relay_group_size = {} is below min_agents = {}: a group's sum must be of min_agents agents or more",
          settings.relay_group_size, settings.min_agents);
+  if (settings.group_scales != "sum" && settings.group_scales != "median")
+    fail("group_scales = '{}': must be 'sum' or 'median'", settings.group_scales);
+  if (settings.group_scales == "median" && settings.relay_group_size == 0)
+    fail("group_scales = 'median' takes the scales from relay groups: it needs relay_group_size");
+  if (settings.group_scales == "median" && settings.trim_agents != 0)
+    fail("group_scales = 'median' with trim_agents = {}: the median already bounds what a few groups do; use one",
+         settings.trim_agents);
   if (settings.neighbours < 0 || settings.neighbours > 254)
     fail("neighbours = {}: must be 0 (automatic) or 1..254", settings.neighbours);
   if (settings.group_variants.size() > 8) fail("group_variants: {} groups (at most 8)", settings.group_variants.size());

@@ -76,6 +76,12 @@ struct RoundSettings {
   // agents or more, as a round's is). Every participant must be behind a relay. 0: one secure
   // aggregation between every participant and the coordinator.
   int relay_group_size = 0;
+  // With relay groups, how the activation scales come from the groups' opened sums: "sum" (the
+  // aggregate's, as without groups) or "median" (each point's clips the median of the groups'
+  // clips, models/quant/scales.h: one group's falsified statistics move no scale beyond the honest
+  // groups' range while most groups are honest; needs 3 or more opened groups, no trim_agents). The
+  // aggregate is still the sum, and everything else (importance, smoothing, exports) is made from it.
+  std::string group_scales = "sum";
   // Per device group (agent label): a differently quantized package from the same aggregate, e.g.
   // per-tensor weights and the classifier in FP32 for boards with less RAM. Agents with the label
   // check and get that package instead of the default one.

@@ -559,7 +559,7 @@ void Server::handle_agent_message() {
     const char* value = frames.back().gets(name);
     return std::string(value ? value : "");
   };
-  const Sender sender{{frames[0].to_string(), "", ""}, property("User-Id"), property("Peer-Address")};
+  const Sender sender{{frames[0].to_string(), "", "", ""}, property("User-Id"), property("Peer-Address")};
   const std::string& key = sender.key;
   if (frames.size() != 3 || frames[1].to_string_view() != kFrameTag) {
     refused(key, sender.address, "peer", fmt::format("{} frames without the {} tag", frames.size(), kFrameTag));

@@ -78,6 +78,7 @@ class Server : public RoundHost {
     std::string id;           // the routing id on the agents' socket: the agent's, or its relay's
     std::string relayed_id;   // through a relay: the agent's routing id at the relay ("": direct)
     std::string relayed_key;  // through a relay: the agent's CURVE key
+    std::string relay_key;    // through a relay: the relay's CURVE key (a group's result is taken by it)
     bool operator==(const Route&) const = default;
   };
   // Who sent an agent message: its route, CURVE key (libzmq's User-Id, or as its relay names it) and
@@ -240,7 +241,6 @@ class Server : public RoundHost {
   // key's first message after a start and saved with the last-seen times (every 5 s, and at stop).
   std::map<std::string, ReplayWindow> last_sequence_;
   std::set<std::string> relay_keys_;                   // config_.relays
-  std::map<std::string, std::string> relay_key_by_route_;  // each relay connection's CURVE key (a few per relay)
   uint64_t relay_presence_entries_ = 0;                // agents' presence reported by relays since the start (metrics)
   std::map<std::string, AgentRecord> registry_cache_;  // by CURVE key (registered_agent)
   std::set<std::string> unsaved_sequences_;

@@ -17,7 +17,6 @@ void Server::handle_relay_message() {
   const std::string relay_key = user_id ? user_id : "";
   const std::string address = peer_address ? peer_address : "";
   const std::string peer = "relay " + relay_key;
-  relay_key_by_route_[frames[0].to_string()] = relay_key;
   if (frames.size() < 3 || frames[1].to_string_view() != kRelayFrameTag) {
     refused(relay_key, address, peer, fmt::format("{} frames without the {} tag", frames.size(), kRelayFrameTag));
     return;
@@ -49,8 +48,9 @@ void Server::handle_relay_message() {
     refused(relay_key, address, peer, "an agent's message without a route (1..255 bytes) and a 40-character key");
     return;
   }
-  const Sender sender{
-      {frames[0].to_string(), agent_route, agent_key}, agent_key, std::string(frames[5].to_string_view().substr(0, 64))};
+  const Sender sender{{frames[0].to_string(), agent_route, agent_key, relay_key},
+                      agent_key,
+                      std::string(frames[5].to_string_view().substr(0, 64))};
   receive(sender, std::span(static_cast<const std::byte*>(frames[6].data()), frames[6].size()));
 }
 
@@ -70,7 +70,7 @@ void Server::relay_presence(const std::string& relay_route, const std::string& r
       cut.push_back(entry);
       continue;
     }
-    heard_from(*agent, Route{relay_route, entry.route, entry.key}, /*hello=*/false);
+    heard_from(*agent, Route{relay_route, entry.route, entry.key, relay_key}, /*hello=*/false);
   }
   // The answer says the coordinator is alive (the relay answers heartbeats only while it hears from
   // us); then the agents it must stop answering for, if any.
@@ -87,8 +87,7 @@ std::optional<RoundHost::RelayedAgent> Server::relayed(int64_t agent_id) const {
   const auto session = sessions_.find(agent_id);
   if (session == sessions_.end() || session->second.route.relayed_id.empty()) return std::nullopt;
   const Route& route = session->second.route;
-  const auto relay = relay_key_by_route_.find(route.id);
-  return RelayedAgent{route.id, route.relayed_id, route.relayed_key, relay == relay_key_by_route_.end() ? "" : relay->second};
+  return RelayedAgent{route.id, route.relayed_id, route.relayed_key, route.relay_key};
 }
 
 void Server::send_to_relay(const std::string& relay_route, std::string_view kind, const std::string& payload) {

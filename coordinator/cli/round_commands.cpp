@@ -19,7 +19,7 @@ struct RoundStartOptions {
   int64_t model_id = 0;
   int min_agents = 3, max_agents = 0, sequences = 64, seq_len = 128, neighbours = 0, threshold = 0, lane_bits = 0,
       relay_group_size = 0;
-  std::string runtime = "engine", recipe = "recommended";
+  std::string runtime = "engine", recipe = "recommended", group_scales = "sum";
   // The recipe's fields: sent only when given, so the coordinator fills the others from the recipe.
   std::optional<std::string> method, target_kl, fallback;
   bool per_channel = false, smooth = false;
@@ -156,6 +156,12 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                    "Secure aggregation per group at the relays, groups of at most N of one relay's agents (and at least "
                    "--min-agents); every participant must be behind a relay (0, default: between each agent and the coordinator)")
       ->check(CLI::Range(0, 100000));
+  start
+      ->add_option("--group-scales", o->group_scales,
+                   "With --relay-group-size: the activation scales from the sum of the groups (sum, default) or each the "
+                   "median of the groups' own (median: one group's falsified statistics cannot move a scale beyond the "
+                   "honest groups'; needs 3 or more groups)")
+      ->check(CLI::IsMember({"sum", "median"}));
   start->add_option("--threshold", o->threshold, "Shamir threshold (0: a majority of share holders)")->check(CLI::Range(0, 255));
   start->add_option("--lane-bits", o->lane_bits,
                     "Bits per masked value: 0 (default) = 32 when every sum fits below 2^31, else 64; or 32 / 64")
@@ -212,6 +218,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
                                {"threshold", o->threshold},
                                {"lane_bits", o->lane_bits},
                                {"relay_group_size", o->relay_group_size},
+                               {"group_scales", o->group_scales},
                                {"max_kl_ratio", o->max_kl_ratio},
                                {"max_exponent", o->max_exponent},
                                {"trim_agents", o->trim_agents},

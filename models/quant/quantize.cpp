@@ -131,6 +131,11 @@ namespace {
 
 // The static activation parameters of every static layer of `layers` (weights quantized already).
 void set_activation_params(QuantizedLinears& layers, const ModelConfig& c, const CalibrationStats& stats, const QuantizeOptions& options) {
+  if (!options.scale_groups.empty() && options.trim_share != 0) fail("scales from group medians take no trim share");
+  for (const CalibrationStats* group : options.scale_groups) {
+    if (group->layout != stats.layout || group->points != stats.points)
+      fail("a group's statistics are not laid out as the aggregate's");
+  }
   auto activation = [&](int point) {
     // The logits keep their full range: clipping the largest logits would change the argmax, which is
     // the one thing next-token prediction needs exactly. Every other point uses the requested method.
@@ -138,9 +143,15 @@ void set_activation_params(QuantizedLinears& layers, const ModelConfig& c, const
     const ScaleMethodSpec method = point == logits_point(c)            ? ScaleMethodSpec{ScaleMethod::kMinMax}
                                    : chosen != options.point_methods.end() ? chosen->second
                                                                            : options.method;
-    return with_context(
-        [&] { return "quantization point " + stats.points[point]; },
-        [&] { return activation_params(stats.layout, stats.point(point), method, options.asymmetric, options.trim_share); });
+    return with_context([&] { return "quantization point " + stats.points[point]; },
+                        [&] {
+                          if (options.scale_groups.empty())
+                            return activation_params(stats.layout, stats.point(point), method, options.asymmetric,
+                                                     options.trim_share);
+                          std::vector<std::span<const uint64_t>> groups;
+                          for (const CalibrationStats* group : options.scale_groups) groups.push_back(group->point(point));
+                          return median_activation_params(stats.layout, groups, method, options.asymmetric);
+                        });
   };
   for (const LinearSite& site : linear_sites(c)) {
     const auto layer = layers.find(site.name);

@@ -42,6 +42,10 @@ struct QuantizeOptions {
   // The share of each point's values taken off the top before any method runs (activation_params):
   // a round's trim_agents k as k x (one participant's most tokens) / (the round's tokens).
   double trim_share = 0;
+  // Statistics of groups of the same fleet (a round's relay groups; each fits the model as the
+  // aggregate does): when given, each point's parameters are the median of the groups'
+  // (median_activation_params), not the aggregate's, and trim_share must be 0. Not owned.
+  std::vector<const CalibrationStats*> scale_groups;
 };
 
 // The linear layers of a model, each with its input and output quantization points (their widths,

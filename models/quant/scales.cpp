@@ -207,8 +207,16 @@ double clip_magnitude(const HistogramLayout& layout, std::span<const double> mag
   return 0.0;
 }
 
-QuantParams activation_params(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
-                              bool asymmetric, double trim_share) {
+namespace {
+
+// One point's clips: the magnitude clip of both signs (symmetric), or one per sign (asymmetric).
+struct ActivationClips {
+  double high = 0;  // symmetric: the magnitude clip; asymmetric: the positive side's
+  double low = 0;   // asymmetric: the negative side's magnitude
+};
+
+ActivationClips activation_clips(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
+                                 bool asymmetric, double trim_share) {
   const size_t slots = static_cast<size_t>(layout.buckets()) + 2;
   const HistogramSummary summary = summarize_histogram(layout, counts);
   if (summary.total == 0) fail("no values were observed");
@@ -228,29 +236,59 @@ QuantParams activation_params(const HistogramLayout& layout, std::span<const uin
     return out;
   };
   const double zeros = static_cast<double>(counts[HistogramSlots::kZeros]);
-  const double floor = std::ldexp(1.0, layout.min_exponent);
-  QuantParams params;
   if (!asymmetric) {
     std::vector<double> magnitudes = sign_counts(false);
     const std::vector<double> negative = sign_counts(true);
     for (size_t s = 0; s < slots; ++s) magnitudes[s] += negative[s];
     magnitudes[0] += zeros;
-    const double clip = std::max(floor, bounded_clip(layout, magnitudes, method, trimmed));
-    params.scale = static_cast<float>(clip / 127.0);
-    params.zero_point = 0;
-    return params;
+    return {bounded_clip(layout, magnitudes, method, trimmed), 0};
   }
   // Asymmetric: zeros count on both sides, so each side's percentile covers the whole distribution share.
   std::vector<double> positive = sign_counts(false), negative = sign_counts(true);
   positive[0] += zeros;
   negative[0] += zeros;
   // From each side: the trimmed mass could sit on either sign.
-  const double high = summary.positive > 0 ? bounded_clip(layout, positive, method, trimmed) : 0.0;
-  const double low = summary.negative > 0 ? bounded_clip(layout, negative, method, trimmed) : 0.0;
-  const double range = std::max(floor, high + low);
+  return {summary.positive > 0 ? bounded_clip(layout, positive, method, trimmed) : 0.0,
+          summary.negative > 0 ? bounded_clip(layout, negative, method, trimmed) : 0.0};
+}
+
+QuantParams params_of(const HistogramLayout& layout, const ActivationClips& clips, bool asymmetric) {
+  const double floor = std::ldexp(1.0, layout.min_exponent);
+  QuantParams params;
+  if (!asymmetric) {
+    params.scale = static_cast<float>(std::max(floor, clips.high) / 127.0);
+    return params;
+  }
+  const double range = std::max(floor, clips.high + clips.low);
   params.scale = static_cast<float>(range / 255.0);
-  params.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-128.0 + low / params.scale), -128.0, 127.0));
+  params.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-128.0 + clips.low / params.scale), -128.0, 127.0));
   return params;
+}
+
+}  // namespace
+
+QuantParams activation_params(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
+                              bool asymmetric, double trim_share) {
+  return params_of(layout, activation_clips(layout, counts, method, asymmetric, trim_share), asymmetric);
+}
+
+QuantParams median_activation_params(const HistogramLayout& layout, std::span<const std::span<const uint64_t>> groups,
+                                     const ScaleMethodSpec& method, bool asymmetric) {
+  if (groups.empty()) fail("no group statistics");
+  std::vector<double> high, low;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const ActivationClips clips = with_context([&] { return fmt::format("group {}", g + 1); },
+                                               [&] { return activation_clips(layout, groups[g], method, asymmetric, 0); });
+    high.push_back(clips.high);
+    low.push_back(clips.low);
+  }
+  // The lower middle one: with an even count, a group on either side moves it only within the others.
+  auto median = [](std::vector<double>& values) {
+    const auto middle = values.begin() + static_cast<ptrdiff_t>((values.size() - 1) / 2);
+    std::nth_element(values.begin(), middle, values.end());
+    return *middle;
+  };
+  return params_of(layout, {median(high), median(low)}, asymmetric);
 }
 
 QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity) {

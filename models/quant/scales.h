@@ -42,6 +42,11 @@ struct QuantParams {
 inline constexpr double kTrimHeadroom = 2.0;
 QuantParams activation_params(const HistogramLayout& layout, std::span<const uint64_t> counts, const ScaleMethodSpec& method,
                               bool asymmetric, double trim_share = 0);
+// The same from several groups' counts of the point (a round's relay groups): each clip the median of
+// the groups' clips (the lower middle one for an even count), so a group whose statistics are falsified
+// moves no clip beyond the honest groups' range while most groups are honest. No trim.
+QuantParams median_activation_params(const HistogramLayout& layout, std::span<const std::span<const uint64_t>> groups,
+                                     const ScaleMethodSpec& method, bool asymmetric);
 
 // The clipping magnitude `method` picks for a histogram of magnitudes: counts[0] underflow (and zeros),
 // counts[1..buckets] the buckets, counts[buckets + 1] overflow. Exposed for tests.

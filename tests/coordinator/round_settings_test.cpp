@@ -33,6 +33,15 @@ TEST_CASE("Round settings: every field is range-checked, unknown ones refused") 
   CHECK(RoundSettings::from_json({{"trim_agents", 2}}).to_json()["trim_agents"] == 2);
   CHECK(RoundSettings::from_json(nlohmann::json::object()).trim_agents == 0);  // off unless asked
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"trim_agents", -1}}), doctest::Contains("trim_agents = -1"), Error);
+  // Scales from the median of relay groups: only with relay groups, and instead of a trim.
+  CHECK(RoundSettings::from_json(nlohmann::json::object()).group_scales == "sum");
+  CHECK(RoundSettings::from_json({{"relay_group_size", 10}, {"group_scales", "median"}}).group_scales == "median");
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"group_scales", "median"}}), doctest::Contains("it needs relay_group_size"),
+                       Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"relay_group_size", 10}, {"group_scales", "mean"}}),
+                       doctest::Contains("group_scales = 'mean': must be 'sum' or 'median'"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"relay_group_size", 10}, {"group_scales", "median"}, {"trim_agents", 1}}),
+                       doctest::Contains("with trim_agents = 1"), Error);
 }
 
 TEST_CASE("Round settings: the recommended recipe fills what the settings do not name, for the runtime they are for") {

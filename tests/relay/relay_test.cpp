@@ -8,7 +8,10 @@
 #include <thread>
 
 #include "edge_agent/agent.h"
+#include "models/format/model_loader.h"
 #include "models/quant/calibration_stats.h"
+#include "models/quant/quantization_points.h"
+#include "models/quant/quantize.h"
 #include "protocol/wire.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "tests/coordinator/raw_client.h"
@@ -185,6 +188,67 @@ TEST_CASE(
   const std::string relay_log = read_file(fleet.path("relay.log"));
   CHECK(relay_log.find("group 1: secure aggregation of 3 members here") != std::string::npos);
   CHECK(relay_log.find("group 2: 3 of 3 members in the sum, 3 revealed") != std::string::npos);
+}
+
+TEST_CASE(
+    "Scales as the median of relay groups' (group_scales median): three groups' opened sums stored, adding up to the "
+    "aggregate, and every static scale of the package the median of the three groups', not the aggregate's" *
+    doctest::timeout(240) * doctest::test_suite("fleet")) {
+  FleetOptions options;
+  options.agents = 6;
+  options.relayed_agents = 6;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model, 2);
+  settings["relay_group_size"] = 2;
+  settings["group_scales"] = "median";
+  const nlohmann::json report = fleet.run_round(settings);
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  REQUIRE(report["relay_groups"].size() == 3);
+  const nlohmann::json fleet_model = result_model(report, "fleet");
+  CHECK(fleet_model["description"].get<std::string>().find("scales the median of 3 relay groups'") != std::string::npos);
+
+  // The groups' statistics as stored: they add up to the aggregate, count for count.
+  const std::string artifacts = fleet.coordinator_dir() + "/artifacts";
+  const CalibrationStats aggregate = read_stats(artifacts + "/round-1.stats");
+  std::vector<CalibrationStats> groups;
+  for (int g = 1; g <= 3; ++g) groups.push_back(read_stats(artifacts + "/round-1.group-" + std::to_string(g) + ".stats"));
+  CHECK_FALSE(std::filesystem::exists(artifacts + "/round-1.group-4.stats"));
+  for (size_t i = 0; i < aggregate.counts.size(); ++i) {
+    if (groups[0].counts[i] + groups[1].counts[i] + groups[2].counts[i] != aggregate.counts[i]) FAIL("count " << i << " differs");
+  }
+
+  // Each static layer's input and output parameters: the median of the groups' (recomputed here
+  // from the stored files), and at some point not the aggregate's.
+  const nlohmann::json models = fleet.admin({{"command", "models.list"}});
+  LoadedModel package;
+  for (const auto& entry : models["models"]) {
+    if (entry["id"].get<int64_t>() == fleet_model["model"].get<int64_t>()) package = load_model(entry["path"].get<std::string>());
+  }
+  REQUIRE_MESSAGE(!package.int8.empty(), models.dump());
+  const ScaleMethodSpec method = ScaleMethodSpec::parse(report["settings"]["method"].get<std::string>());
+  const bool asymmetric = report["settings"]["asymmetric"].get<bool>();
+  auto median_of = [&](int point) {
+    std::vector<std::span<const uint64_t>> counts;
+    for (const CalibrationStats& group : groups) counts.push_back(group.point(point));
+    const ScaleMethodSpec chosen = point == logits_point(package.model.config) ? ScaleMethodSpec{ScaleMethod::kMinMax} : method;
+    return median_activation_params(aggregate.layout, counts, chosen, asymmetric);
+  };
+  int checked = 0, unlike_aggregate = 0;
+  for (const LinearSite& site : linear_sites(package.model.config)) {
+    const auto layer = package.int8.find(site.name);
+    if (layer == package.int8.end() || layer->second.weights.per_group()) continue;
+    CAPTURE(site.name);
+    CHECK(layer->second.input == median_of(site.input_point));
+    CHECK(layer->second.output == median_of(site.output_point));
+    unlike_aggregate +=
+        layer->second.input == activation_params(aggregate.layout, aggregate.point(site.input_point), method, asymmetric) ? 0 : 1;
+    ++checked;
+  }
+  CHECK(checked >= 10);
+  CHECK(unlike_aggregate > 0);
 }
 
 }  // namespace fedcal::testing

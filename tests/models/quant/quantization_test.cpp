@@ -158,6 +158,54 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "Median of groups' scales: one group of three whose values sit at 2000 (or at 1e-3) moves no clip out of the honest "
+    "groups' range, while it sets the aggregate's") {
+  const HistogramLayout layout;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto honest_group = [&](float spread) {
+    std::vector<float> values;
+    for (int i = 0; i < 20000; ++i) values.push_back(spread * normal(rng));
+    values.push_back(-3 * spread);  // a negative tail for the asymmetric case
+    std::vector<uint64_t> counts(layout.counts_per_point(), 0);
+    accumulate_histogram(layout, values, counts);
+    return counts;
+  };
+  const std::vector<uint64_t> a = honest_group(1.0f), b = honest_group(1.5f);
+  for (const float poison_value : {2000.0f, 1e-3f}) {
+    CAPTURE(poison_value);
+    std::vector<uint64_t> poisoned(layout.counts_per_point(), 0), sum(layout.counts_per_point(), 0);
+    accumulate_histogram(layout, std::vector<float>(20000, poison_value), poisoned);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] = a[i] + b[i] + poisoned[i];
+    const std::vector<std::span<const uint64_t>> groups = {a, poisoned, b};
+    for (const char* method : {"minmax", "percentile:99.99", "mse", "entropy"}) {
+      CAPTURE(method);
+      const ScaleMethodSpec spec = ScaleMethodSpec::parse(method);
+      for (const bool asymmetric : {false, true}) {
+        CAPTURE(asymmetric);
+        const float low =
+            std::min(activation_params(layout, a, spec, asymmetric).scale, activation_params(layout, b, spec, asymmetric).scale);
+        const float high =
+            std::max(activation_params(layout, a, spec, asymmetric).scale, activation_params(layout, b, spec, asymmetric).scale);
+        const QuantParams median = median_activation_params(layout, groups, spec, asymmetric);
+        CHECK(median.scale >= low);
+        CHECK(median.scale <= high);
+        if (poison_value > 1) CHECK(activation_params(layout, sum, spec, asymmetric).scale > 2 * high);  // the aggregate's
+      }
+    }
+  }
+  // One group: its own parameters; the groups' order does not matter.
+  const ScaleMethodSpec mse = ScaleMethodSpec::parse("mse");
+  CHECK(median_activation_params(layout, std::vector<std::span<const uint64_t>>{a}, mse, true) ==
+        activation_params(layout, a, mse, true));
+  CHECK(median_activation_params(layout, std::vector<std::span<const uint64_t>>{a, b}, mse, false) ==
+        median_activation_params(layout, std::vector<std::span<const uint64_t>>{b, a}, mse, false));
+  CHECK_THROWS_WITH_AS(
+      median_activation_params(layout, std::vector<std::span<const uint64_t>>{a, std::vector<uint64_t>(a.size(), 0)}, mse, false),
+      doctest::Contains("group 2: no values were observed"), Error);
+}
+
+TEST_CASE(
     "Scale methods on a known distribution: min-max is the max, percentile below it, MSE minimizes the error, entropy clips "
     "outliers") {
   const HistogramLayout layout;
