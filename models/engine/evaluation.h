@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "models/engine/transformer.h"
@@ -38,6 +39,10 @@ struct EvalResult {
 // window sees at least context - stride tokens of context. `text_bytes` is the byte length of the text.
 EvalResult evaluate(Transformer& model, Transformer* reference, const std::vector<int>& tokens, size_t text_bytes,
                     const EvalOptions& options = {});
+// The same for several models (one vocabulary) in one pass, the reference run once for all of them;
+// results in `models` order. The context is the shortest model's (or options.context).
+std::vector<EvalResult> evaluate(std::span<Transformer* const> models, Transformer* reference, const std::vector<int>& tokens,
+                                 size_t text_bytes, const EvalOptions& options = {});
 
 // The first `max_windows` consecutive windows of `length` tokens (the last may be shorter; one of
 // fewer than 2 tokens is left out), each meant to run from position 0.

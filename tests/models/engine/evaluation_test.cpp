@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "common/error.h"
 #include "models/engine/evaluation.h"
 #include "models/format/synth.h"
 #include "tests/models/engine/reference_transformer.h"
@@ -74,6 +75,38 @@ TEST_CASE("KL divergence and top-1 agreement: zero and one against itself, posit
   CHECK(versus.reference->max_kl >= versus.reference->mean_kl);
   CHECK(versus.reference->top1_agreement <= 1.0);
   CHECK(versus.reference->reference_perplexity != doctest::Approx(versus.perplexity).epsilon(1e-9));
+}
+
+TEST_CASE("Several models in one pass against one reference: each result equals its own pass, bit for bit") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  const Model model = synthesize_model(config, 21);
+  Model perturbed = model;
+  std::mt19937 rng(13);
+  std::normal_distribution<float> noise(0.0f, 0.05f);
+  for (float& w : perturbed.layers[0].wq) w += noise(rng);
+  std::vector<int> tokens{1};
+  for (int i = 0; i < 90; ++i) tokens.push_back(static_cast<int>(rng() % config.vocab_size));
+  XnnRuntime runtime(1);
+  Transformer reference(model, runtime), a(perturbed, runtime), b(model, runtime);
+  EvalOptions options;
+  options.context = 32;
+  options.stride = 8;
+  Transformer* const both[] = {&a, &b};
+  const std::vector<EvalResult> together = evaluate(both, &reference, tokens, 300, options);
+  REQUIRE(together.size() == 2);
+  for (size_t m = 0; m < 2; ++m) {
+    const EvalResult alone = evaluate(*both[m], &reference, tokens, 300, options);
+    CHECK(together[m].tokens == alone.tokens);
+    CHECK(together[m].mean_nll == alone.mean_nll);
+    CHECK(together[m].bits_per_byte == alone.bits_per_byte);
+    CHECK(together[m].reference->mean_kl == alone.reference->mean_kl);
+    CHECK(together[m].reference->max_kl == alone.reference->max_kl);
+    CHECK(together[m].reference->top1_agreement == alone.reference->top1_agreement);
+    CHECK(together[m].reference->reference_perplexity == alone.reference->reference_perplexity);
+  }
+  CHECK(together[0].reference->mean_kl > 1e-6);  // the perturbed one differs, the copy does not
+  CHECK(together[1].reference->mean_kl == 0.0);
+  CHECK_THROWS_WITH_AS(evaluate(std::span<Transformer* const>(), &reference, tokens, 300), doctest::Contains("no model"), Error);
 }
 
 }  // namespace
