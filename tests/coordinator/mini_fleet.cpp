@@ -201,7 +201,8 @@ bool MiniFleet::try_start_coordinator() {
 
 void MiniFleet::start_relay() {
   write_text(dir_.path("relay.toml"), "listen = \"tcp://127.0.0.1:" + std::to_string(relay_port_) + "\"\n" +
-                                          "coordinator = \"tcp://127.0.0.1:" + std::to_string(relay_upstream_port_) + "\"\n" +
+                                          "coordinator = \"tcp://127.0.0.1:" +
+                                          std::to_string(relay_via_port_ != 0 ? relay_via_port_ : relay_upstream_port_) + "\"\n" +
                                           "coordinator_key = \"" + coordinator_key_ + "\"\nstate_dir = \"relay\"\n" +
                                           "presence_interval_ms = 300\ncoordinator_timeout_ms = 3000\n" +
                                           (options_.capture ? "capture_file = \"relay-capture.bin\"\n" : ""));
@@ -228,7 +229,8 @@ void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<s
   const std::string token = admin({{"command", "token.create"}})["token"].get<std::string>();
   std::ofstream config(root + "/agent.toml");
   const bool relayed = i < options_.relayed_agents;
-  config << "coordinator = \"tcp://127.0.0.1:" << (relayed ? relay_port_ : port_) << "\"\n"
+  config << "coordinator = \"tcp://127.0.0.1:"
+         << (relayed ? (relayed_agents_via_port_ != 0 ? relayed_agents_via_port_ : relay_port_) : port_) << "\"\n"
          << "coordinator_key = \"" << (relayed ? relay_key_ : coordinator_key_) << "\"\n"
          << "state_dir = \"state\"\ndata_dir = \"text\"\n"
          << "name = \"test-agent-" << i << "\"\n"

@@ -98,6 +98,14 @@ class MiniFleet {
   std::string coordinator_dir() const { return dir_.path("coordinator"); }
   std::string capture_path() const { return dir_.path("capture.bin"); }
   std::string relay_capture_path() const { return dir_.path("relay-capture.bin"); }
+  int relay_upstream_port() const { return relay_upstream_port_; }  // the coordinator's relay_listen
+  // Before the relay starts: it connects to the coordinator at `port` instead (e.g. a TcpForwarder's
+  // in front of relay_upstream_port()).
+  void route_relay_via(int port) { relay_via_port_ = port; }
+  int relay_port() const { return relay_port_; }  // where relayed agents connect
+  // Before the agents start: the relayed agents connect at `port` instead (e.g. a TcpForwarder's in
+  // front of relay_port()).
+  void route_relayed_agents_via(int port) { relayed_agents_via_port_ = port; }
   std::string path(const std::string& name) const { return dir_.path(name); }
   const FleetOptions& options() const { return options_; }
 
@@ -113,6 +121,7 @@ class MiniFleet {
   std::string coordinator_key_;
   std::unique_ptr<Process> coordinator_;
   int relay_port_ = 0, relay_upstream_port_ = 0;  // where agents connect to the relay, and it to the coordinator
+  int relay_via_port_ = 0, relayed_agents_via_port_ = 0;  // route_relay_via, route_relayed_agents_via
   std::string relay_key_;
   std::unique_ptr<Process> relay_;
   std::map<int, std::unique_ptr<Process>> agents_;

@@ -15,6 +15,7 @@
 #include "protocol/wire.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "tests/coordinator/raw_client.h"
+#include "tests/tcp_forwarder.h"
 
 namespace fedcal::testing {
 namespace {
@@ -249,6 +250,65 @@ TEST_CASE(
   }
   CHECK(checked >= 10);
   CHECK(unlike_aggregate > 0);
+}
+
+TEST_CASE(
+    "A relay's link to the coordinator drops and comes back while its groups run: their results arrive on the new "
+    "connection and are taken by the relay's key" *
+    doctest::timeout(240) * doctest::test_suite("fleet")) {
+  FleetOptions options;
+  options.agents = 6;
+  options.relayed_agents = 6;
+  options.lines_per_agent = 64;
+  options.agent_coordinator_timeout_ms = 20000;  // their heartbeats go unanswered while the relay's answers are held
+  MiniFleet fleet(options);
+  // The relay reaches the coordinator through `upstream`, which the test cuts; the agents reach the
+  // relay through `downstream`, which holds what the relay sends them, so the groups wait meanwhile.
+  TcpForwarder upstream(fleet.relay_upstream_port()), downstream(fleet.relay_port());
+  fleet.route_relay_via(upstream.port());
+  fleet.route_relayed_agents_via(downstream.port());
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["relay_group_size"] = 3;
+  settings["sequences_per_agent"] = 64;
+  settings["seq_len"] = 128;
+  // A first round: the agents download the model (through the relay, which a hold would stop).
+  REQUIRE(fleet.run_round(settings)["stage"] == "done");
+
+  const int64_t round = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
+  // Once every agent has the announcement (and calibrates, a second or so), hold the relay's messages
+  // to them: the groups' first requests wait there.
+  const std::string announced = "round " + std::to_string(round) + ": 64 sequences";
+  auto logged = [&](const std::string& file, const std::string& text) {
+    return read_file(fleet.path(file)).find(text) != std::string::npos;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (int i = 0; i < options.agents; ++i) {
+    while (!logged("agent-" + std::to_string(i) + "/agent.log", announced) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  downstream.hold(true);
+  // Both groups started at the relay (over the first connection), none finished: cut it.
+  REQUIRE(eventually([&] { return logged("relay.log", "round " + std::to_string(round) + " group 2: secure aggregation of 3"); },
+                     std::chrono::seconds(60)));
+  CHECK_FALSE(logged("relay.log", "round " + std::to_string(round) + " group 1: 3 of 3"));
+  const int64_t connections = upstream.accepted();
+  upstream.cut();
+  REQUIRE(eventually([&] { return upstream.accepted() > connections; }, std::chrono::seconds(10)));  // the relay reconnected
+  downstream.hold(false);
+
+  const nlohmann::json report = fleet.wait_round(round, std::chrono::seconds(120));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 6);
+  for (const auto& group : report["relay_groups"]) CHECK(group["revealed"] == 3);
+  // Both results came over the new connection: more than their self-masked sums' bytes since the cut.
+  const uint64_t lanes =
+      contribution_length(read_stats(fleet.coordinator_dir() + "/artifacts/round-" + std::to_string(round) + ".stats"));
+  MESSAGE(upstream.bytes_to_target_since_cut(), " bytes to the coordinator since the cut; two sums of ", lanes, " 32-bit lanes");
+  CHECK(upstream.bytes_to_target_since_cut() > static_cast<int64_t>(2 * lanes * 4));
+  CHECK(read_file(fleet.path("coordinator.log")).find("is not this relay's") == std::string::npos);
 }
 
 }  // namespace fedcal::testing
