@@ -6,6 +6,7 @@
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "models/format/model_loader.h"
+#include "models/format/runtime_export.h"
 
 namespace fedcal::coordinator {
 
@@ -31,7 +32,7 @@ RuntimeExportSummary export_stored_model(const ModelExportSource& source, const 
   input.tokenizer = loaded.package ? &loaded.package->tokenizer : nullptr;
   input.name = fmt::format("fedcal model {}", source.model.id);
   std::optional<CalibrationStats> stats;
-  if (format == "imatrix" || format == "imatrix-gguf") {
+  if (runtime_export_needs(format).importance) {
     if (!source.round_stats && source.model.round_id)
       fail(
           "model {}: the statistics of round {} were removed (round_stats_keep keeps the newest rounds' only); an importance "

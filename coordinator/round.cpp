@@ -944,7 +944,9 @@ void Round::finish_group_aggregation() {
   const uint64_t length = relay_groups_.front().config.vector_length;
   const auto min_agents = static_cast<size_t>(settings_.min_agents);
   std::shared_ptr<const X25519KeyPair> key = round_key_;
-  aggregation_ = std::async(std::launch::async, [openings = std::move(openings), key, lane_bits, length, min_agents] {
+  const bool keep_groups = settings_.group_scales == "median";  // each group's sum, for the scales' medians
+  aggregation_ = std::async(std::launch::async, [openings = std::move(openings), key, lane_bits, length, min_agents,
+                                                 keep_groups] {
     Aggregation out;
     out.lane_bits = lane_bits;
     std::vector<uint64_t> sum(length, 0);
@@ -974,8 +976,10 @@ void Round::finish_group_aggregation() {
       }
       for (size_t i = 0; i < sum.size(); ++i) sum[i] += (*group_sum)[i];
       for (const uint32_t i : opening.result->aggregate.survivors) out.survivors.insert(opening.members.at(i));
-      out.group_agents.push_back(opening.result->aggregate.survivors.size());
-      out.group_sums.push_back(std::move(*group_sum));
+      if (keep_groups) {
+        out.group_agents.push_back(opening.result->aggregate.survivors.size());
+        out.group_sums.push_back(std::move(*group_sum));
+      }
     }
     reduce_to_lanes(sum, lane_bits);
     if (out.survivors.size() < min_agents) {

@@ -76,8 +76,7 @@ void apply_recipe(const nlohmann::json& json, bool has_reference_text, RoundSett
   };
   choose("method", settings.method, recipe.method);
   choose("per_channel", settings.per_channel, recipe.per_channel);
-  const bool static_exports = std::any_of(settings.exports.begin(), settings.exports.end(),
-                                          [](const std::string& f) { return f == "onnx-qdq" || f == "tensorrt-cache"; });
+  const bool static_exports = any_export_needs(settings.exports, &RuntimeExportNeeds::static_int8);
   const bool measures = has_reference_text && settings.smoothing_round == 0;
   if (measures) choose("smooth", settings.smooth, recipe.smooth && settings.dp_epsilon == 0);
   if (has_reference_text) choose("target_kl", settings.target_kl, recipe.target_kl);
@@ -148,6 +147,15 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
       settings.group_variants[label] = {variant.value("per_channel", false),
                                         variant.value("keep_fp32", std::vector<std::string>{})};
     }
+    // Known formats before the recipe reads what they need.
+    for (size_t i = 0; i < settings.exports.size(); ++i) {
+      const std::string& format = settings.exports[i];
+      if (std::find(kRuntimeExportFormats.begin(), kRuntimeExportFormats.end(), format) == kRuntimeExportFormats.end())
+        fail("exports: unknown format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
+      if (std::find(settings.exports.begin(), settings.exports.begin() + static_cast<std::ptrdiff_t>(i), format) !=
+          settings.exports.begin() + static_cast<std::ptrdiff_t>(i))
+        fail("exports: '{}' is named twice", format);
+    }
     apply_recipe(json, has_reference_text, settings);
   } catch (const nlohmann::json::exception& error) {
     fail("round settings: {}", error.what());
@@ -189,14 +197,6 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
   if (settings.lane_bits != 0 && settings.lane_bits != 32 && settings.lane_bits != 64)
     fail("lane_bits = {}: must be 0 (automatic), 32 or 64", settings.lane_bits);
   ScaleMethodSpec::parse(settings.method);
-  for (size_t i = 0; i < settings.exports.size(); ++i) {
-    const std::string& format = settings.exports[i];
-    if (std::find(kRuntimeExportFormats.begin(), kRuntimeExportFormats.end(), format) == kRuntimeExportFormats.end())
-      fail("exports: unknown format '{}' (known: {})", format, fmt::join(kRuntimeExportFormats, ", "));
-    if (std::find(settings.exports.begin(), settings.exports.begin() + static_cast<std::ptrdiff_t>(i), format) !=
-        settings.exports.begin() + static_cast<std::ptrdiff_t>(i))
-      fail("exports: '{}' is named twice", format);
-  }
   const char* importance_for = settings.smooth ? "smooth" : "exports: imatrix";
   if (settings.importance() && settings.dp_epsilon > 0)
     fail("{} with dp_epsilon = {}: the noise is calibrated for the histograms only, not the importance sums", importance_for,
@@ -218,25 +218,25 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
   if (settings.weight_bits == 4) {
     if (!runs_fine_grained(parse_target_runtime(settings.runtime)))
       fail("runtime {} runs static INT8 scales only: weight_bits = 4 needs fedcal's engine", settings.runtime);
-    for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
-      if (std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
+    for (const std::string& format : settings.exports) {
+      if (runtime_export_needs(format).static_int8)
         fail("exports: {} holds static INT8 scales; weight_bits = 4 has none (leave out one or the other)", format);
     }
   }
-  const bool tensorrt = std::find(settings.exports.begin(), settings.exports.end(), "tensorrt-cache") != settings.exports.end();
-  for (const char* format : {"onnx-qdq", "tensorrt-cache"}) {
-    if (fine_grained && std::find(settings.exports.begin(), settings.exports.end(), format) != settings.exports.end())
+  for (const std::string& format : settings.exports) {
+    const RuntimeExportNeeds needs = runtime_export_needs(format);
+    if (fine_grained && needs.static_int8)
       fail("exports: {} holds static scales; fine-grained layers (fine_grained, or target_kl with fallback fine-grained) have "
            "none (leave out one or the other)",
            format);
+    if (needs.symmetric && settings.asymmetric)
+      fail("exports: {} holds symmetric ranges; asymmetric activations have zero points", format);
   }
-  if (tensorrt && settings.asymmetric) fail("exports: tensorrt-cache holds symmetric ranges; asymmetric activations have zero points");
   return settings;
 }
 
 bool RoundSettings::importance() const {
-  return smooth || (weight_bits == 4 && dp_epsilon == 0) ||
-         std::any_of(exports.begin(), exports.end(), [](const std::string& f) { return f == "imatrix" || f == "imatrix-gguf"; });
+  return smooth || (weight_bits == 4 && dp_epsilon == 0) || any_export_needs(exports, &RuntimeExportNeeds::importance);
 }
 
 }  // namespace fedcal::coordinator

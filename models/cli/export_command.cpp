@@ -46,19 +46,20 @@ void run_export(const ExportOptions& options) {
   input.name = options.name;
   input.tensorrt_version = options.tensorrt_version;
   std::optional<TokenizerFile> tokenizer;
-  if (options.format == "gguf") {
+  const RuntimeExportNeeds needs = runtime_export_needs(options.format);
+  if (needs.tokenizer) {
     tokenizer = find_tokenizer(loaded, options.model.tokenizer);
     input.tokenizer = &tokenizer->file;
   }
   QuantizedLinears int8;
-  if (options.format == "onnx-qdq" || options.format == "tensorrt-cache") {
+  if (needs.static_int8) {
     int8 = static_int8_layers(loaded, options);
     input.int8 = &int8;
   }
   // A package to GGUF: its 4-bit (uniform grid) and fine-grained layers as their own Q4_0 and Q8_0 blocks.
   if (options.format == "gguf" && !loaded.int8.empty()) input.int8 = &loaded.int8;
   std::optional<CalibrationStats> stats;
-  if (options.format == "imatrix" || options.format == "imatrix-gguf") {
+  if (needs.importance) {
     if (!options.quantization.stats) fail("--format {} needs --stats (recorded with calibrate --importance)", options.format);
     stats = read_stats(*options.quantization.stats);
     input.stats = &*stats;

@@ -95,19 +95,21 @@ RuntimeExportSummary write_tensorrt_cache(const std::string& format, const std::
 }
 
 // Every export format, defined once: its name (as the CLIs and round settings take it), the file
-// extension the coordinator's artifact store gives it, and its writer.
+// extension the coordinator's artifact store gives it, what it reads (RuntimeExportNeeds) and its writer.
 struct RuntimeExportFormat {
   const char* name;
   const char* extension;
+  RuntimeExportNeeds needs;
   RuntimeExportSummary (*write)(const std::string& format, const std::string& path, const RuntimeExportInput& input);
 };
+//                                      needs: static INT8, symmetric, importance, tokenizer
 constexpr RuntimeExportFormat kFormats[] = {
-    {"gguf", ".gguf", write_gguf},
-    {"imatrix", ".imatrix.dat", write_imatrix},
-    {"imatrix-gguf", ".imatrix.gguf", write_imatrix_gguf},
-    {"onnx", ".onnx", write_onnx},
-    {"onnx-qdq", ".qdq.onnx", write_onnx},
-    {"tensorrt-cache", ".trt-calib.cache", write_tensorrt_cache},
+    {"gguf", ".gguf", {false, false, false, true}, write_gguf},
+    {"imatrix", ".imatrix.dat", {false, false, true, false}, write_imatrix},
+    {"imatrix-gguf", ".imatrix.gguf", {false, false, true, false}, write_imatrix_gguf},
+    {"onnx", ".onnx", {false, false, false, false}, write_onnx},
+    {"onnx-qdq", ".qdq.onnx", {true, false, false, false}, write_onnx},
+    {"tensorrt-cache", ".trt-calib.cache", {true, true, false, false}, write_tensorrt_cache},
 };
 
 const RuntimeExportFormat& format_named(const std::string& name) {
@@ -126,6 +128,13 @@ const std::vector<std::string> kRuntimeExportFormats = [] {
 }();
 
 std::string runtime_export_extension(const std::string& format) { return format_named(format).extension; }
+
+RuntimeExportNeeds runtime_export_needs(const std::string& format) { return format_named(format).needs; }
+
+bool any_export_needs(const std::vector<std::string>& formats, bool RuntimeExportNeeds::*need) {
+  return std::any_of(formats.begin(), formats.end(),
+                     [&](const std::string& format) { return runtime_export_needs(format).*need; });
+}
 
 RuntimeExportSummary write_runtime_export(const std::string& format, const std::string& path, const RuntimeExportInput& input) {
   return with_context([&] { return format + " export to " + path; },

@@ -25,6 +25,18 @@ extern const std::vector<std::string> kRuntimeExportFormats;
 // The file name ending of `format` (".gguf", ".imatrix.dat", ".qdq.onnx", ...).
 std::string runtime_export_extension(const std::string& format);
 
+// What a format reads beyond the model, from its one definition: a check of settings or options asks
+// this, never the formats' names.
+struct RuntimeExportNeeds {
+  bool static_int8 = false;  // static INT8 layers with activation scales (no fine-grained or 4-bit layers)
+  bool symmetric = false;    // those scales symmetric (no zero points)
+  bool importance = false;   // statistics recorded with importance sums
+  bool tokenizer = false;    // the model's tokenizer
+};
+RuntimeExportNeeds runtime_export_needs(const std::string& format);  // throws Error on an unknown format
+// Whether any of `formats` has `need` (e.g. &RuntimeExportNeeds::importance).
+bool any_export_needs(const std::vector<std::string>& formats, bool RuntimeExportNeeds::*need);
+
 // What a format reads; each format names what it misses.
 struct RuntimeExportInput {
   const Model* model = nullptr;                 // FP32 tensors (an INT8 layer's may be empty)

@@ -107,6 +107,11 @@ TEST_CASE("Round settings: exports are known formats, once each, and only where 
   CHECK_FALSE(RoundSettings::from_json({{"exports", {"onnx"}}}).importance());
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"safetensors"}}}), doctest::Contains("unknown format 'safetensors'"), Error);
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"gguf", "gguf"}}}), doctest::Contains("'gguf' is named twice"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"recipe", "recommended"}, {"exports", {"safetensors"}}}),
+                       doctest::Contains("unknown format 'safetensors'"), Error);  // before the recipe reads what exports need
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"tensorrt-cache"}}, {"asymmetric", true}}),
+                       doctest::Contains("tensorrt-cache holds symmetric ranges"), Error);
+  CHECK_NOTHROW(RoundSettings::from_json({{"exports", {"onnx-qdq"}}, {"asymmetric", true}}));  // QDQ carries zero points
   // Importance sums are not noised for DP.
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"exports", {"imatrix"}}, {"dp_epsilon", 1.0}}), doctest::Contains("imatrix with dp_epsilon"),
                        Error);

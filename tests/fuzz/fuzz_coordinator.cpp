@@ -68,7 +68,7 @@ struct Harness {
     OutgoingMessage hello;
     hello.body().initHello().setName("agent");
     const auto bytes = hello.encode(sequence++);
-    server->receive({{"route-" + std::to_string(agent), "", ""}, keys[agent].public_key, "127.0.0.1"}, bytes);
+    server->receive({{"route-" + std::to_string(agent), "", "", ""}, keys[agent].public_key, "127.0.0.1"}, bytes);
   }
   void start_round() {
     hello(0);
@@ -110,7 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t sender = data[0] % 3;
   const uint8_t flags = data[1];
   const Server::Sender from{
-      {"route-" + std::to_string(sender), "", ""}, harness.keys[sender].public_key, flags & 1 ? "127.0.0.1" : "10.0.0.7"};
+      {"route-" + std::to_string(sender), "", "", ""}, harness.keys[sender].public_key, flags & 1 ? "127.0.0.1" : "10.0.0.7"};
   std::span<const std::byte> message(reinterpret_cast<const std::byte*>(data + 2), size - 2);
   std::vector<std::byte> fresh;
   if (flags & 2) fresh = harness.resequenced(message, flags & 4);
