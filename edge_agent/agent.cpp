@@ -66,12 +66,17 @@ Agent::Agent(AgentConfig config)
       keys_(CurveKeyPair::read(config_.curve_key_path())),
       context_(1),
       socket_(context_, zmq::socket_type::dealer),
+      monitor_(context_, zmq::socket_type::pair),
       next_sequence_(wall_clock_us()),
       slots_(config_.state_dir) {
   SocketLimits limits;
   limits.reconnect_interval_max_ms = config_.reconnect_interval_max_ms;
   limits.heartbeat_ttl = config_.transport_ttl;
   configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
+  if (zmq_socket_monitor(socket_.handle(), "inproc://fedcal-agent-monitor", ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
+    fail("cannot monitor the coordinator connection: {}", zmq_strerror(zmq_errno()));
+  monitor_.set(zmq::sockopt::linger, 0);
+  monitor_.connect("inproc://fedcal-agent-monitor");
   endpoints_.push_back(config_.coordinator);
   endpoints_.insert(endpoints_.end(), config_.standby_coordinators.begin(), config_.standby_coordinators.end());
   socket_.connect(config_.coordinator);
@@ -224,6 +229,16 @@ int Agent::run(const std::atomic<bool>& stop) {
       last_heard_ms_ = steady_ms();
       receive(std::span(static_cast<const std::byte*>(payload.data()), payload.size()));
     }
+    bool connected = false;
+    for (zmq::message_t event; monitor_.recv(event, zmq::recv_flags::dontwait);) {
+      zmq::message_t address;
+      if (event.more()) (void)monitor_.recv(address);
+      connected = true;  // the only event asked for: a handshake completed
+    }
+    // A new connection while a hello waits for its welcome: the welcome may have gone to the old one
+    // (the coordinator paused past the transport's heartbeat: measured, an agent's backed-off retries
+    // then came after the round's grace and its report was missing).
+    if (connected && !welcomed_) hello_retry_.trigger();
     const int64_t now = steady_ms();
     if (now - last_heard_ms_ > config_.coordinator_timeout_ms && welcomed_) {
       log("no word from the coordinator: reconnecting");

@@ -141,6 +141,9 @@ class Agent {
   CurveKeyPair keys_;
   zmq::context_t context_;
   zmq::socket_t socket_;
+  // socket_'s completed handshakes (a new connection): a hello not yet answered goes again at once, as
+  // the answer to one sent before may have been lost with the old connection.
+  zmq::socket_t monitor_;
   uint64_t next_sequence_;
   Interval heartbeat_{2000};    // the period the coordinator's welcome sets
   // Until welcomed: hello again, backing off from the heartbeat period (at least 1 s) up to
