@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/mapped_file.h"
+#include "models/family/family.h"
 #include "models/format/float16.h"
 #include "models/format/gguf_tokenizer.h"
 #include "models/format/hf_checkpoint.h"
@@ -39,46 +40,21 @@ uint32_t file_type(GgmlType type) {
 }  // namespace
 
 std::string gguf_tensor_name(const std::string& name) {
-  static const std::pair<const char*, const char*> kLayerTensors[] = {
-      {"attn_norm", "attn_norm"}, {"wq", "attn_q"},        {"wk", "attn_k"},         {"wv", "attn_v"},
-      {"wo", "attn_output"},      {"q_norm", "attn_q_norm"}, {"k_norm", "attn_k_norm"}, {"ffn_norm", "ffn_norm"},
-      {"w1", "ffn_gate"},         {"w2", "ffn_down"},      {"w3", "ffn_up"},
-  };
   if (name == "token_embedding") return "token_embd.weight";
   if (name == "final_norm") return "output_norm.weight";
   if (name == "classifier") return "output.weight";
-  const size_t dot = name.find('.', 7);  // "layers.N.tensor"
-  const std::string layer = name.substr(7, dot - 7), tensor = name.substr(dot + 1);
-  for (const auto& [ours, theirs] : kLayerTensors) {
-    if (tensor == ours) return "blk." + layer + "." + theirs + ".weight";
-  }
-  for (const auto& [ours, theirs] : {std::pair{"bq", "attn_q"}, std::pair{"bk", "attn_k"}, std::pair{"bv", "attn_v"}}) {
-    if (tensor == ours) return "blk." + layer + "." + theirs + ".bias";
-  }
-  fail("GGUF: no name for tensor '{}'", name);
+  const std::optional<LayerTensorName> found = find_layer_tensor(name);
+  if (!found) fail("GGUF: no name for tensor '{}'", name);
+  return fmt::format("blk.{}.{}", found->layer, found->tensor->gguf);
 }
 
 namespace {
 
-// The tensors that change between the interleaved rotary layout and the NEOX one.
-bool rotary_rows(const std::string& name) {
-  return name.ends_with(".wq") || name.ends_with(".wk") || name.ends_with(".q_norm") || name.ends_with(".k_norm") ||
-         name.ends_with(".bq") || name.ends_with(".bk");
+// The layer tensor whose rows change between the interleaved rotary layout and the NEOX one, or nullptr.
+const LayerTensor* rotary_tensor(const std::string& name) {
+  const std::optional<LayerTensorName> found = find_layer_tensor(name);
+  return found && found->tensor->rotary != RotaryHeads::kNone ? found->tensor : nullptr;
 }
-
-// Heads and columns of a rotary tensor: q (n_heads rows blocks), k (n_kv_heads), their biases (one
-// column per row), or a per-head norm (one head, one column per row).
-std::pair<int, int> rotary_shape(const std::string& name, int cols, const ModelConfig& config) {
-  if (name.ends_with(".wq")) return {config.n_heads, cols};
-  if (name.ends_with(".wk")) return {config.n_kv_heads, cols};
-  if (name.ends_with(".bq")) return {config.n_heads, 1};
-  if (name.ends_with(".bk")) return {config.n_kv_heads, 1};
-  return {1, 1};
-}
-
-// llama.cpp's architecture name for a config; qwen2 and qwen3 rotate in the NEOX (half-split) layout.
-std::string gguf_architecture(const ModelConfig& c) { return c.qk_norm ? "qwen3" : c.qkv_bias ? "qwen2" : "llama"; }
-bool neox_layout(const std::string& arch) { return arch == "qwen2" || arch == "qwen3"; }
 
 // A quantized layer's own blocks, where GGUF has its layout: 4-bit uniform codes as Q4_0 (binary16 d,
 // 16 bytes of codes in the same order: code = level + 8), INT8 groups of 32 as Q8_0 (binary16 d, 32
@@ -108,8 +84,8 @@ std::vector<std::byte> quantized_blocks(const std::string& name, const Quantized
   return out;
 }
 
-std::vector<float> to_neox(const ConstTensorRef& tensor, const ModelConfig& config) {
-  const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, config);
+std::vector<float> to_neox(const LayerTensor& rotary, const ConstTensorRef& tensor, const ModelConfig& config) {
+  const auto [heads, cols] = rotary.rotary_shape(config);
   return interleaved_to_hf_rotary(*tensor.data, heads, config.head_size(), cols);
 }
 
@@ -128,8 +104,8 @@ std::vector<float> rope_divisors(const ModelConfig& config) {
 GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer, const GgufExportOptions& options,
                            GgufExportSummary* summary) {
   const ModelConfig& c = model.config;
-  if (c.qk_norm && c.qkv_bias) fail("GGUF export: llama.cpp has no architecture with both q/k norms and q/k/v biases");
-  const std::string arch = gguf_architecture(c);
+  const ModelFamily& family = family_of(c);
+  const std::string arch = family.gguf_architecture;
   GgufWriter out;
   out.set("general.architecture", GgufValue::string(arch));
   out.set("general.name", GgufValue::string(options.name.empty() ? "fedcal export" : options.name));
@@ -168,7 +144,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
       if (found != options.quantized->end()) quantized = &found->second;
     }
     if (quantized != nullptr) {
-      if (neox_layout(arch) && rotary_rows(tensor.name))
+      if (family.gguf_neox_rotary && rotary_tensor(tensor.name) != nullptr)
         fail("GGUF export: {} of a {} model: quantized rows in the NEOX layout are not written yet (export the FP32 model)",
              tensor.name, arch);
       GgmlType type = GgmlType::kQ8_0;
@@ -179,7 +155,8 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
       continue;
     }
     std::vector<float> neox;
-    if (neox_layout(arch) && rotary_rows(tensor.name)) neox = to_neox(tensor, c);
+    if (const LayerTensor* rotary = rotary_tensor(tensor.name); family.gguf_neox_rotary && rotary != nullptr)
+      neox = to_neox(*rotary, tensor, c);
     const std::span<const float> values = neox.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(neox);
     if (tensor.data->size() != static_cast<size_t>(tensor.rows) * static_cast<size_t>(tensor.cols))
       fail("GGUF export: {} has neither FP32 values nor a quantized form", tensor.name);
@@ -218,7 +195,8 @@ int positive(const GgufFile& file, const std::string& key) {
   return static_cast<int>(value);
 }
 
-ModelConfig config_of(const GgufFile& file, const std::string& arch) {
+ModelConfig config_of(const GgufFile& file, const ModelFamily& family) {
+  const std::string arch = family.gguf_architecture;
   for (const auto& [key, value] : file.metadata) {
     if (!key.starts_with(arch + ".")) continue;
     const std::string rest = key.substr(arch.size() + 1);
@@ -237,8 +215,7 @@ ModelConfig config_of(const GgufFile& file, const std::string& arch) {
   c.max_seq_len = positive(file, arch + ".context_length");
   c.norm_eps = static_cast<float>(file.number(arch + ".attention.layer_norm_rms_epsilon"));
   c.rope_theta = file.find(arch + ".rope.freq_base") ? static_cast<float>(file.number(arch + ".rope.freq_base")) : 10000.0f;
-  c.qk_norm = arch == "qwen3";
-  c.qkv_bias = arch == "qwen2";
+  c.set_features(family.features);
   if (file.find(arch + ".attention.key_length")) {
     const int key_length = positive(file, arch + ".attention.key_length");
     const int value_length = file.find(arch + ".attention.value_length") ? positive(file, arch + ".attention.value_length") : key_length;
@@ -269,12 +246,12 @@ ModelConfig config_of(const GgufFile& file, const std::string& arch) {
 
 GgufModel model_from_gguf(const GgufFile& file) {
   const std::string arch = file.text("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3") {
-    fail("{}: architecture '{}' is not supported (llama, qwen2 and qwen3 are)", file.source, arch);
-  }
+  const ModelFamily* family = find_family_by_gguf_architecture(arch);
+  if (family == nullptr)
+    fail("{}: architecture '{}' is not supported (the families so far: {})", file.source, arch, model_family_names());
   GgufModel out;
   out.architecture = arch;
-  const ModelConfig config = config_of(file, arch);
+  const ModelConfig config = config_of(file, *family);
   // Every value takes at least half a byte in the file (Q4_K: 144 per 256, the fewest fedcal reads): a
   // config beyond that is a lie, refused before anything is allocated for it.
   if (static_cast<uint64_t>(config.parameter_count()) > 2 * static_cast<uint64_t>(file.data.size())) {
@@ -293,8 +270,8 @@ GgufModel model_from_gguf(const GgufFile& file) {
       fail("{}: tensor '{}' has shape [{}], the config needs [{}]", file.source, name, fmt::join(info->shape, ", "), fmt::join(expected, ", "));
     }
     ggml_decode(info->type, file.tensor_bytes(*info), *tensor.data);
-    if (neox_layout(arch) && rotary_rows(tensor.name)) {
-      const auto [heads, cols] = rotary_shape(tensor.name, tensor.cols, c);
+    if (const LayerTensor* rotary = rotary_tensor(tensor.name); family->gguf_neox_rotary && rotary != nullptr) {
+      const auto [heads, cols] = rotary->rotary_shape(c);
       *tensor.data = hf_to_interleaved_rotary(*tensor.data, heads, c.head_size(), cols);
     }
     used.insert(name);

@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/file_util.h"
+#include "models/family/family.h"
 
 namespace fedcal {
 namespace fs = std::filesystem;
@@ -32,7 +33,11 @@ std::vector<float> permute_rows(const std::vector<float>& weights, int n_heads, 
 // The double that prints like the float does (1e-05, not 9.99999974e-06), for config.json.
 double shortest_double(float value) { return std::stod(fmt::format("{}", value)); }
 
-std::string layer_name(int layer, const char* suffix) { return "model.layers." + std::to_string(layer) + "." + suffix; }
+// A layer tensor's safetensors shape: [cols] for a vector, [rows, cols] for a matrix.
+std::vector<int64_t> hf_shape(const LayerTensor& tensor, const ModelConfig& config) {
+  const int64_t rows = tensor.row_count(config), cols = tensor.col_count(config);
+  return tensor.rows == Extent::kOne ? std::vector<int64_t>{cols} : std::vector<int64_t>{rows, cols};
+}
 
 }  // namespace
 
@@ -85,31 +90,19 @@ Model read_hf_checkpoint(const std::string& folder) {
   };
 
   Model model = allocate_model(config);
-  const int64_t dim = config.dim, q = config.q_dim(), hidden = config.hidden_dim, kv = config.kv_dim(), vocab = config.vocab_size;
+  const ModelFamily& family = family_of(config);
+  const int64_t dim = config.dim, vocab = config.vocab_size;
   model.token_embedding = read("model.embed_tokens.weight", {vocab, dim});
   for (int l = 0; l < config.n_layers; ++l) {
-    LayerWeights& layer = model.layers[l];
-    layer.attn_norm = read(layer_name(l, "input_layernorm.weight"), {dim});
-    layer.wq = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_proj.weight"), {q, dim}), config.n_heads,
-                                        config.head_size(), config.dim);
-    layer.wk = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_proj.weight"), {kv, dim}), config.n_kv_heads,
-                                        config.head_size(), config.dim);
-    layer.wv = read(layer_name(l, "self_attn.v_proj.weight"), {kv, dim});
-    layer.wo = read(layer_name(l, "self_attn.o_proj.weight"), {dim, q});
-    if (config.qkv_bias) {  // Qwen2: q and k biases follow their rows into the interleaved layout
-      layer.bq = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_proj.bias"), {q}), config.n_heads, config.head_size(), 1);
-      layer.bk = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_proj.bias"), {kv}), config.n_kv_heads, config.head_size(), 1);
-      layer.bv = read(layer_name(l, "self_attn.v_proj.bias"), {kv});
+    for (const LayerTensor* tensor : layer_tensors(config)) {
+      std::vector<float> values = read(family.hf_tensor_name(*tensor, l), hf_shape(*tensor, config));
+      // q and k rows (their biases, a head's norm weights) go from the half-split layout to interleaved
+      if (tensor->rotary != RotaryHeads::kNone) {
+        const auto [heads, columns] = tensor->rotary_shape(config);
+        values = hf_to_interleaved_rotary(values, heads, config.head_size(), columns);
+      }
+      model.layers[l].*tensor->member = std::move(values);
     }
-    if (config.qk_norm) {  // one head's weights, in the head's rotary layout like q and k rows
-      const int64_t head = config.head_size();
-      layer.q_norm = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.q_norm.weight"), {head}), 1, config.head_size(), 1);
-      layer.k_norm = hf_to_interleaved_rotary(read(layer_name(l, "self_attn.k_norm.weight"), {head}), 1, config.head_size(), 1);
-    }
-    layer.ffn_norm = read(layer_name(l, "post_attention_layernorm.weight"), {dim});
-    layer.w1 = read(layer_name(l, "mlp.gate_proj.weight"), {hidden, dim});
-    layer.w2 = read(layer_name(l, "mlp.down_proj.weight"), {dim, hidden});
-    layer.w3 = read(layer_name(l, "mlp.up_proj.weight"), {hidden, dim});
   }
   model.final_norm = read("model.norm.weight", {dim});
   if (!config.shared_classifier) model.classifier = read("lm_head.weight", {vocab, dim});
@@ -127,9 +120,10 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
   fs::create_directories(folder, ec);
   if (ec) fail("{}: cannot create folder: {}", folder, ec.message());
 
+  const ModelFamily& family = family_of(c);
   nlohmann::json config = {
-      {"architectures", {c.qk_norm ? "Qwen3ForCausalLM" : c.qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
-      {"model_type", c.qk_norm ? "qwen3" : c.qkv_bias ? "qwen2" : "llama"},
+      {"architectures", {family.hf_architecture}},
+      {"model_type", family.hf_model_type},
       {"hidden_act", "silu"},
       {"hidden_size", c.dim},
       {"intermediate_size", c.hidden_dim},
@@ -158,37 +152,22 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
   std::string text = config.dump(2) + "\n";
   write_file_atomically((fs::path(folder) / "config.json").string(), std::as_bytes(std::span(text)));
 
-  const int64_t dim = c.dim, q = c.q_dim(), hidden = c.hidden_dim, kv = c.kv_dim(), vocab = c.vocab_size;
-  std::vector<std::vector<float>> permuted;  // q/k in HF layout, kept alive until written
-  permuted.reserve(6 * c.n_layers);  // q, k, their norms and biases: pointers into it must stay valid
+  const int64_t dim = c.dim, vocab = c.vocab_size;
+  const std::vector<const LayerTensor*> layer_tensors_of_c = layer_tensors(c);
+  std::vector<std::vector<float>> permuted;                  // rotary tensors in HF layout, kept alive until written
+  permuted.reserve(c.n_layers * layer_tensors_of_c.size());  // pointers into it must stay valid
   std::vector<SafetensorsTensorToWrite> tensors;
   tensors.push_back({"model.embed_tokens.weight", {vocab, dim}, &model.token_embedding});
   for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& layer = model.layers[l];
-    permuted.push_back(interleaved_to_hf_rotary(layer.wq, c.n_heads, c.head_size(), c.dim));
-    tensors.push_back({layer_name(l, "self_attn.q_proj.weight"), {q, dim}, &permuted.back()});
-    permuted.push_back(interleaved_to_hf_rotary(layer.wk, c.n_kv_heads, c.head_size(), c.dim));
-    tensors.push_back({layer_name(l, "self_attn.k_proj.weight"), {kv, dim}, &permuted.back()});
-    tensors.push_back({layer_name(l, "input_layernorm.weight"), {dim}, &layer.attn_norm});
-    tensors.push_back({layer_name(l, "self_attn.v_proj.weight"), {kv, dim}, &layer.wv});
-    tensors.push_back({layer_name(l, "self_attn.o_proj.weight"), {dim, q}, &layer.wo});
-    if (c.qkv_bias) {
-      permuted.push_back(interleaved_to_hf_rotary(layer.bq, c.n_heads, c.head_size(), 1));
-      tensors.push_back({layer_name(l, "self_attn.q_proj.bias"), {q}, &permuted.back()});
-      permuted.push_back(interleaved_to_hf_rotary(layer.bk, c.n_kv_heads, c.head_size(), 1));
-      tensors.push_back({layer_name(l, "self_attn.k_proj.bias"), {kv}, &permuted.back()});
-      tensors.push_back({layer_name(l, "self_attn.v_proj.bias"), {kv}, &layer.bv});
+    for (const LayerTensor* tensor : layer_tensors_of_c) {
+      const std::vector<float>* values = &(model.layers[l].*tensor->member);
+      if (tensor->rotary != RotaryHeads::kNone) {
+        const auto [heads, columns] = tensor->rotary_shape(c);
+        permuted.push_back(interleaved_to_hf_rotary(*values, heads, c.head_size(), columns));
+        values = &permuted.back();
+      }
+      tensors.push_back({family.hf_tensor_name(*tensor, l), hf_shape(*tensor, c), values});
     }
-    if (c.qk_norm) {
-      permuted.push_back(interleaved_to_hf_rotary(layer.q_norm, 1, c.head_size(), 1));
-      tensors.push_back({layer_name(l, "self_attn.q_norm.weight"), {c.head_size()}, &permuted.back()});
-      permuted.push_back(interleaved_to_hf_rotary(layer.k_norm, 1, c.head_size(), 1));
-      tensors.push_back({layer_name(l, "self_attn.k_norm.weight"), {c.head_size()}, &permuted.back()});
-    }
-    tensors.push_back({layer_name(l, "post_attention_layernorm.weight"), {dim}, &layer.ffn_norm});
-    tensors.push_back({layer_name(l, "mlp.gate_proj.weight"), {hidden, dim}, &layer.w1});
-    tensors.push_back({layer_name(l, "mlp.down_proj.weight"), {dim, hidden}, &layer.w2});
-    tensors.push_back({layer_name(l, "mlp.up_proj.weight"), {hidden, dim}, &layer.w3});
   }
   tensors.push_back({"model.norm.weight", {dim}, &model.final_norm});
   if (!c.shared_classifier) tensors.push_back({"lm_head.weight", {vocab, dim}, &model.classifier});

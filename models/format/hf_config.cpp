@@ -6,15 +6,15 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "models/family/family.h"
 
 namespace fedcal {
 namespace {
 
 const std::vector<HfConfigKey> kKeys = {
     // The architecture.
-    {"model_type", HfKeyUse::kUsed,
-     "\"llama\", \"qwen2\" (q/k/v biases) or \"qwen3\" (q/k norms); other families are refused until implemented"},
-    {"architectures", HfKeyUse::kChecked, "the family's causal LM (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM), nothing else"},
+    {"model_type", HfKeyUse::kUsed, "the family (models/family/: llama, qwen2, qwen3); others are refused until implemented"},
+    {"architectures", HfKeyUse::kChecked, "the family's causal LM (e.g. LlamaForCausalLM), nothing else"},
     {"hidden_size", HfKeyUse::kUsed, "the residual width"},
     {"intermediate_size", HfKeyUse::kUsed, "the SwiGLU width"},
     {"num_hidden_layers", HfKeyUse::kUsed, "layers"},
@@ -26,7 +26,8 @@ const std::vector<HfConfigKey> kKeys = {
     {"rms_norm_eps", HfKeyUse::kUsed, "the RMSNorm epsilon (default 1e-6)"},
     {"tie_word_embeddings", HfKeyUse::kUsed, "the classifier is the token table (default false)"},
     {"hidden_act", HfKeyUse::kChecked, "\"silu\""},
-    {"attention_bias", HfKeyUse::kChecked, "false: no q/k/v/o biases (Llama, Qwen3); Qwen2's q/k/v biases come with its model_type"},
+    {"attention_bias", HfKeyUse::kChecked,
+     "false: no q/k/v/o biases (Llama, Qwen3); Qwen2's q/k/v biases come with its model_type"},
     {"mlp_bias", HfKeyUse::kChecked, "false: no MLP biases"},
     // Positions.
     {"rope_theta", HfKeyUse::kUsed, "the RoPE base (transformers 4; default 10000)"},
@@ -55,9 +56,7 @@ const std::vector<HfConfigKey> kKeys = {
     {"is_llama_config", HfKeyUse::kNoEffect, "a marker SmolLM writes"},
 };
 
-[[noreturn]] void refuse(const char* key, const nlohmann::json& value, const std::string& why) {
-  fail("config key '{}' = {} is not supported: {}", key, value.dump(), why);
-}
+void refuse(const char* key, const nlohmann::json& value, const std::string& why) { refuse_hf_key(key, value, why); }
 
 int required_int(const nlohmann::json& json, const char* field) {
   auto it = json.find(field);
@@ -146,6 +145,10 @@ void read_rope(const nlohmann::json& json, ModelConfig& config) {
 
 }  // namespace
 
+void refuse_hf_key(const char* key, const nlohmann::json& value, const std::string& why) {
+  fail("config key '{}' = {} is not supported: {}", key, value.dump(), why);
+}
+
 const std::vector<HfConfigKey>& hf_config_keys() { return kKeys; }
 
 HfConfig parse_hf_config(const std::string& json_text, const std::string& source) {
@@ -159,18 +162,14 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
           std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
       if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
     }
-    // The family: Llama (and Llama-shaped models such as SmolLM2 and TinyLlama); Qwen2 / Qwen2.5 - Llama
-    // with biases on q, k and v; or Qwen3 - Llama with a per-head RMSNorm of q and k before RoPE.
+    // The family (models/family/), named by model_type; Llama when there is none.
     const nlohmann::json model_type = json.value("model_type", nlohmann::json("llama"));
-    if (model_type != "llama" && model_type != "qwen2" && model_type != "qwen3")
-      refuse("model_type", model_type, "only \"llama\" (with SmolLM2, TinyLlama), \"qwen2\" and \"qwen3\" so far");
-    const bool qwen2 = model_type == "qwen2", qwen3 = model_type == "qwen3";
-    const char* causal_lm = qwen3 ? "Qwen3ForCausalLM" : qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
-    if (const auto it = json.find("architectures"); it != json.end() && !it->is_null() && *it != nlohmann::json::array({causal_lm}))
-      refuse("architectures", *it, fmt::format("only [\"{}\"] for model_type {}", causal_lm, model_type.dump()));
+    const ModelFamily* family = model_type.is_string() ? find_family_by_hf_model_type(model_type.get<std::string>()) : nullptr;
+    if (family == nullptr) refuse("model_type", model_type, fmt::format("the families so far are {}", model_family_names()));
+    if (const auto it = json.find("architectures");
+        it != json.end() && !it->is_null() && *it != nlohmann::json::array({family->hf_architecture}))
+      refuse("architectures", *it, fmt::format("only [\"{}\"] for model_type {}", family->hf_architecture, model_type.dump()));
     require_value(json, "hidden_act", "silu", "only \"silu\"");
-    if (qwen2 && json.contains("attention_bias"))  // Qwen2's attention always has q/k/v biases and no o bias
-      refuse("attention_bias", json["attention_bias"], "Qwen2 does not read it: its q/k/v biases come with the family");
     require_value(json, "attention_bias", false, "biases on q/k/v/o are not supported (Qwen2's q/k/v biases are)");
     require_value(json, "mlp_bias", false, "Llama has no MLP biases");
     require_value(json, "rope_interleaved", false, "only the Hugging Face rotary layout");
@@ -200,13 +199,13 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
     read_rope(json, m);
     m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
-    m.qk_norm = qwen3;
-    m.qkv_bias = qwen2;
+    m.set_features(family->features);
     // An explicit head_dim that is not hidden_size / heads (Qwen3) widens q and the attention output.
     if (json.contains("head_dim") && !json["head_dim"].is_null() && required_int(json, "head_dim") * m.n_heads != m.dim)
       m.head_dim = required_int(json, "head_dim");
     if (const auto it = json.find("layer_types"); it != json.end() && it->is_array() && it->size() != static_cast<size_t>(m.n_layers))
       refuse("layer_types", *it, fmt::format("{} entries for {} layers", it->size(), m.n_layers));
+    if (family->check_hf_config != nullptr) family->check_hf_config(json, m);
     m.validate();
     config.bos_token_id = optional_token_id(json, "bos_token_id");
     config.eos_token_id = optional_token_id(json, "eos_token_id");

@@ -7,6 +7,8 @@
 // layouts are read. RoPE: the default type and Llama 3's scaling; others are refused until implemented.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,5 +37,8 @@ struct HfConfigKey {
   const char* why;  // for kNoEffect: why not; else what is read or required
 };
 const std::vector<HfConfigKey>& hf_config_keys();
+
+// Throws Error: config key `key` = `value` is not supported, and `why`.
+[[noreturn]] void refuse_hf_key(const char* key, const nlohmann::json& value, const std::string& why);
 
 }  // namespace fedcal

@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/little_endian.h"
 #include "common/mapped_file.h"
+#include "models/family/family.h"
 
 namespace fedcal {
 namespace {
@@ -136,8 +137,8 @@ void write_llama2c_checkpoint(const Model& model, const std::string& path, Llama
   const ModelConfig& c = model.config;
   if (c.rope_scaling.enabled()) fail("{}: a llama2.c checkpoint cannot hold RoPE scaling (write a Hugging Face folder)", path);
   if (c.head_dim != 0) fail("{}: a llama2.c checkpoint cannot hold an explicit head_dim (write a Hugging Face folder)", path);
-  if (c.qk_norm) fail("{}: a llama2.c checkpoint cannot hold q/k norms (write a Hugging Face folder)", path);
-  if (c.qkv_bias) fail("{}: a llama2.c checkpoint cannot hold q/k/v biases (write a Hugging Face folder)", path);
+  if (c.features() != llama_family().features)  // llama2.c's layout has the Llama family's tensors only
+    fail("{}: a llama2.c checkpoint cannot hold {} (write a Hugging Face folder)", path, c.describe_features());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) fail("{}: cannot create", path);
   auto write = [&](const void* data, size_t size) {

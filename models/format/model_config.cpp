@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "models/family/layer_tensors.h"
 
 namespace fedcal {
 namespace {
@@ -23,11 +24,18 @@ void check_range(const char* field, int value, int max) {
 }  // namespace
 
 int64_t ModelConfig::parameter_count() const {
-  int64_t d = dim, h = hidden_dim, kv = kv_dim(), v = vocab_size;
-  int64_t q = q_dim();
-  int64_t per_layer = 2 * d + q * d /*wq*/ + 2 * kv * d /*wk, wv*/ + d * q /*wo*/ + 3 * d * h + (qk_norm ? 2 * head_size() : 0) +
-                      (qkv_bias ? q + 2 * kv : 0);
+  int64_t per_layer = 0;
+  for (const LayerTensor* tensor : layer_tensors(*this))
+    per_layer += int64_t{tensor->row_count(*this)} * tensor->col_count(*this);
+  const int64_t d = dim, v = vocab_size;
   return v * d + n_layers * per_layer + d + (shared_classifier ? 0 : v * d);
+}
+
+std::string ModelConfig::describe_features() const {
+  std::string out;
+  if (qk_norm) out += "q/k norms";
+  if (qkv_bias) out += std::string(out.empty() ? "" : ", ") + "q/k/v biases";
+  return out.empty() ? "none" : out;
 }
 
 void ModelConfig::validate() const {

@@ -35,6 +35,20 @@ struct ModelConfig {
   bool qkv_bias = false; // biases on the q, k and v projections, bq / bk / bv (Qwen2, Qwen2.5)
   bool shared_classifier = true;  // output head tied to the token embedding
 
+  // The forward-pass variations a model family selects (models/family/): the flags above that are
+  // not sizes. A config's family follows from them (family_of).
+  struct Features {
+    bool qk_norm = false;
+    bool qkv_bias = false;
+    bool operator==(const Features&) const = default;
+  };
+  Features features() const { return {qk_norm, qkv_bias}; }
+  void set_features(const Features& features) {
+    qk_norm = features.qk_norm;
+    qkv_bias = features.qkv_bias;
+  }
+  std::string describe_features() const;  // "q/k norms", "none"
+
   int head_size() const { return head_dim != 0 ? head_dim : dim / n_heads; }
   int q_dim() const { return n_heads * head_size(); }  // width of q and of the attention output
   // The rotation rate of each pair i < head_size / 2: theta^(-2i / head_size), then rope_scaling.

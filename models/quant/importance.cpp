@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/little_endian.h"
+#include "models/family/layer_tensors.h"
 #include "models/format/gguf_model.h"
 #include "models/quant/calibration_stats.h"
 #include "models/quant/quantization_points.h"
@@ -68,16 +69,13 @@ std::vector<ImportanceSums> importance_sums(const CalibrationStats& stats, const
   for (size_t i = 0; i < points.size(); ++i) {
     const int layer = points[i] / kPointsPerLayer;
     const auto point = static_cast<LayerPoint>(points[i] % kPointsPerLayer);
-    std::vector<const char*> linears;
-    if (point == LayerPoint::kAttnIn) linears = {"wq", "wk", "wv"};
-    if (point == LayerPoint::kAttnOut) linears = {"wo"};
-    if (point == LayerPoint::kFfnIn) linears = {"w1", "w3"};
-    if (point == LayerPoint::kFfnHidden) linears = {"w2"};
     const uint32_t width = stats.importance_widths[i];
     std::vector<double> sums(width);
     for (uint32_t c = 0; c < width; ++c) sums[c] = std::ldexp(static_cast<double>(stats.importance[offset + c]), -kImportanceFractionBits);
     offset += width;
-    for (const char* linear : linears) out.push_back({fmt::format("layers.{}.{}", layer, linear), sums});
+    for (const LayerTensor* linear : layer_tensors(config)) {  // the linears that read this point
+      if (linear->input == point) out.push_back({fmt::format("layers.{}.{}", layer, linear->name), sums});
+    }
   }
   return out;
 }

@@ -9,22 +9,24 @@
 #include "common/error.h"
 #include "models/engine/evaluation.h"
 #include "models/engine/transformer.h"
+#include "models/family/layer_tensors.h"
 #include "models/quant/int4_format.h"
 
 namespace fedcal {
 
 std::vector<LinearSite> linear_sites(const ModelConfig& config) {
+  // Each layer's linears in the order their inputs are computed (attention, then w1 and w3 before w2).
+  std::vector<const LayerTensor*> linears;
+  for (const LayerTensor* tensor : layer_tensors(config)) {
+    if (tensor->linear()) linears.push_back(tensor);
+  }
+  std::stable_sort(linears.begin(), linears.end(),
+                   [](const LayerTensor* a, const LayerTensor* b) { return *a->input < *b->input; });
   std::vector<LinearSite> sites;
   for (int l = 0; l < config.n_layers; ++l) {
-    const std::string prefix = "layers." + std::to_string(l) + ".";
-    auto point = [l](LayerPoint p) { return layer_point(l, p); };
-    sites.push_back({prefix + "wq", point(LayerPoint::kAttnIn), point(LayerPoint::kQOut)});
-    sites.push_back({prefix + "wk", point(LayerPoint::kAttnIn), point(LayerPoint::kKOut)});
-    sites.push_back({prefix + "wv", point(LayerPoint::kAttnIn), point(LayerPoint::kVOut)});
-    sites.push_back({prefix + "wo", point(LayerPoint::kAttnOut), point(LayerPoint::kWoOut)});
-    sites.push_back({prefix + "w1", point(LayerPoint::kFfnIn), point(LayerPoint::kW1Out)});
-    sites.push_back({prefix + "w3", point(LayerPoint::kFfnIn), point(LayerPoint::kW3Out)});
-    sites.push_back({prefix + "w2", point(LayerPoint::kFfnHidden), point(LayerPoint::kW2Out)});
+    for (const LayerTensor* linear : linears)
+      sites.push_back(
+          {fmt::format("layers.{}.{}", l, linear->name), layer_point(l, *linear->input), layer_point(l, *linear->output)});
   }
   sites.push_back({"classifier", final_in_point(config), logits_point(config)});
   return sites;
@@ -32,18 +34,10 @@ std::vector<LinearSite> linear_sites(const ModelConfig& config) {
 
 const std::vector<float>& linear_weights(const Model& model, const std::string& name) {
   if (name == "classifier") return model.output_weights();
-  const size_t dot = name.rfind('.');
-  const int layer = std::stoi(name.substr(7, dot - 7));
-  const std::string kind = name.substr(dot + 1);
-  const LayerWeights& w = model.layers.at(layer);
-  if (kind == "wq") return w.wq;
-  if (kind == "wk") return w.wk;
-  if (kind == "wv") return w.wv;
-  if (kind == "wo") return w.wo;
-  if (kind == "w1") return w.w1;
-  if (kind == "w2") return w.w2;
-  if (kind == "w3") return w.w3;
-  fail("no linear layer named '{}'", name);
+  const std::optional<LayerTensorName> found = find_layer_tensor(name);
+  if (!found || !found->tensor->linear() || found->layer >= static_cast<int>(model.layers.size()))
+    fail("no linear layer named '{}'", name);
+  return model.layers[found->layer].*found->tensor->member;
 }
 
 namespace {

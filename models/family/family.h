@@ -1,0 +1,58 @@
+// A model family: everything about one architecture that sets it apart, in one file each (llama.cpp,
+// qwen2.cpp, qwen3.cpp): its names in Hugging Face configs and checkpoints and in GGUF, and the
+// forward-pass features it selects. Readers, writers and `inspect` take family-specific facts only
+// from here; the layer tensors a feature brings are in layer_tensors.h.
+//
+// Adding a family: a file defining `<name>_family()`, its declaration below, one line in families.cpp.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "models/family/layer_tensors.h"
+#include "models/format/model_config.h"
+
+namespace fedcal {
+
+struct ModelFamily {
+  const char* name;                // fedcal's: "qwen3"
+  const char* summary;             // for errors and `inspect`: "Llama with a per-head RMSNorm of q and k"
+  ModelConfig::Features features;  // what it selects; a config's family follows from its features
+
+  // Hugging Face: config.json's model_type and architectures, and the tensor names under
+  // "model.layers.N." by fedcal layer-tensor name (every tensor its features bring).
+  const char* hf_model_type;
+  const char* hf_architecture;  // "Qwen3ForCausalLM"
+  std::vector<std::pair<std::string_view, std::string_view>> hf_layer_tensors;
+  // Checks of config.json this family makes beyond the shared catalogue (nullptr: none), after the
+  // shared keys are read into `config`.
+  void (*check_hf_config)(const nlohmann::json& json, ModelConfig& config) = nullptr;
+
+  // GGUF: llama.cpp's general.architecture, and whether it rotates q and k half-split (NEOX) rather
+  // than interleaved.
+  const char* gguf_architecture;
+  bool gguf_neox_rotary;
+
+  // The Hugging Face name of `tensor` in layer `layer`: "model.layers.3.self_attn.q_proj.weight".
+  std::string hf_tensor_name(const LayerTensor& tensor, int layer) const;
+};
+
+const ModelFamily& llama_family();
+const ModelFamily& qwen2_family();
+const ModelFamily& qwen3_family();
+
+// Every family fedcal computes, in the order `inspect` and errors list them.
+const std::vector<const ModelFamily*>& model_families();
+// "llama, qwen2, qwen3": for errors that say what is supported.
+std::string model_family_names();
+// The family whose features `config` has; throws Error if none has them.
+const ModelFamily& family_of(const ModelConfig& config);
+// By config.json's model_type or GGUF's general.architecture; nullptr if none.
+const ModelFamily* find_family_by_hf_model_type(std::string_view model_type);
+const ModelFamily* find_family_by_gguf_architecture(std::string_view architecture);
+
+}  // namespace fedcal
