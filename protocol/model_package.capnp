@@ -57,6 +57,24 @@ struct Architecture {
   # Each head of q and k RMS-normalized before RoPE (tensors layers.N.q_norm, layers.N.k_norm).
   qkvBias @16 :Bool;
   # Biases added to q, k and v (FP32 tensors layers.N.bq, layers.N.bk, layers.N.bv; Qwen2).
+  postNorms @17 :Bool;
+  # Each block's output RMS-normalized before its residual add (layers.N.post_attn_norm,
+  # layers.N.post_ffn_norm; Gemma 3).
+  normPlusOne @18 :Bool;
+  # Every RMSNorm scales by (1 + weight) (Gemma).
+  embeddingScale @19 :Bool;
+  # Token embeddings multiplied by sqrt(dim) (Gemma).
+  geluTanh @20 :Bool;
+  # GeGLU with tanh-approximated GELU in place of SwiGLU (Gemma).
+  queryScaleDim @21 :Float32;
+  # Attention scores are q.k / sqrt(queryScaleDim) (0: the head size; Gemma's query_pre_attn_scalar).
+  slidingWindow @22 :Int32;
+  # Positions a local layer attends to, itself included (0 without local layers).
+  localLayers @23 :List(Bool);
+  # One per layer, true where the layer is local (sliding-window attention, ropeLocalTheta); empty:
+  # every layer global.
+  ropeLocalTheta @24 :Float32;
+  # Local layers' rotary embedding base (unscaled).
 }
 
 enum TensorType {

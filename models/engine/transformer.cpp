@@ -14,9 +14,11 @@
 namespace fedcal {
 
 struct Transformer::Layer {
+  // Norm weights as the forward pass multiplies by them: (1 + w) for a config.norm_plus_one model.
   std::vector<float> attn_norm;  // (dim)
   std::vector<float> ffn_norm;   // (dim)
   std::vector<float> q_norm, k_norm;  // (head_size) with config.qk_norm, else empty
+  std::vector<float> post_attn_norm, post_ffn_norm;  // (dim) with config.post_norms, else empty
   std::unique_ptr<Linear> wq, wk, wv, wo, w1, w2, w3;
 };
 
@@ -100,18 +102,32 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
     token_embedding_ = release != nullptr ? std::move(release->token_embedding) : model.token_embedding;
   }
-  final_norm_ = model.final_norm;
+  // Gemma's norms scale by (1 + w): the offset is added once here.
+  auto norm = [&c](const std::vector<float>& weights) {
+    std::vector<float> out = weights;
+    if (c.norm_plus_one) {
+      for (float& w : out) w += 1.0f;
+    }
+    return out;
+  };
+  final_norm_ = norm(model.final_norm);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = model.layers[l];
     auto layer = std::make_unique<Layer>();
     auto name = [l](const char* tensor) { return "layers." + std::to_string(l) + "." + tensor; };
-    layer->attn_norm = w.attn_norm;
-    layer->ffn_norm = w.ffn_norm;
+    layer->attn_norm = norm(w.attn_norm);
+    layer->ffn_norm = norm(w.ffn_norm);
     if (c.qk_norm) {
       if (w.q_norm.size() != size_t(c.head_size()) || w.k_norm.size() != size_t(c.head_size()))
         fail("layers.{}: q_norm / k_norm must hold {} values", l, c.head_size());
-      layer->q_norm = w.q_norm;
-      layer->k_norm = w.k_norm;
+      layer->q_norm = norm(w.q_norm);
+      layer->k_norm = norm(w.k_norm);
+    }
+    if (c.post_norms) {
+      if (w.post_attn_norm.size() != size_t(c.dim) || w.post_ffn_norm.size() != size_t(c.dim))
+        fail("layers.{}: post_attn_norm / post_ffn_norm must hold {} values", l, c.dim);
+      layer->post_attn_norm = norm(w.post_attn_norm);
+      layer->post_ffn_norm = norm(w.post_ffn_norm);
     }
     if (c.qkv_bias && (w.bq.size() != size_t(c.q_dim()) || w.bk.size() != size_t(c.kv_dim()) || w.bv.size() != size_t(c.kv_dim())))
       fail("layers.{}: bq / bk / bv must hold {} / {} / {} values", l, c.q_dim(), c.kv_dim(), c.kv_dim());
@@ -136,6 +152,11 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   ModelConfig::RopeTables rope = c.rope_tables();
   rope_cos_ = std::move(rope.cos);
   rope_sin_ = std::move(rope.sin);
+  if (!c.local_layers.empty()) {  // local layers rotate at their own base
+    ModelConfig::RopeTables local = c.local_rope_tables();
+    local_rope_cos_ = std::move(local.cos);
+    local_rope_sin_ = std::move(local.sin);
+  }
 
   // The KV cache is left uninitialised, so its pages stay untouched (not resident) until positions
   // reach them: a position's keys and values are written before attention reads them.
@@ -167,7 +188,7 @@ size_t Transformer::decode_weight_bytes() const {
     }
   }
   const size_t embedding_row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
-  const size_t norms = (2 * size_t(c.n_layers) + 1) * c.dim * sizeof(float);
+  const size_t norms = ((c.post_norms ? 4 : 2) * size_t(c.n_layers) + 1) * c.dim * sizeof(float);
   return bytes + embedding_row + norms;
 }
 
@@ -232,6 +253,10 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     } else {
       std::memcpy(row, &token_embedding_[size_t(tokens[t]) * dim], dim * sizeof(float));
     }
+    if (c.embedding_scale) {  // Gemma: x *= sqrt(dim)
+      const float scale = std::sqrt(static_cast<float>(dim));
+      for (int i = 0; i < dim; ++i) row[i] *= scale;
+    }
   }
 
   for (int l = 0; l < c.n_layers; ++l) {
@@ -247,7 +272,7 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     observe(layer_point(l, LayerPoint::kKOut), k_.data(), n, kv_dim);
     observe(layer_point(l, LayerPoint::kVOut), v_.data(), n, kv_dim);
 
-    // Qwen3: each head of q and k RMS-normalized (its own weights) before RoPE.
+    // Qwen3, Gemma 3: each head of q and k RMS-normalized (its own weights) before RoPE.
     if (c.qk_norm) {
       const int head_size = c.head_size();
       for (int t = 0; t < n; ++t) {
@@ -262,10 +287,12 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
       }
     }
 
-    // RoPE on q and k: rotate each interleaved pair (2i, 2i+1) of every head by its position's angle.
+    // RoPE on q and k: rotate each interleaved pair (2i, 2i+1) of every head by its position's angle
+    // (a local layer's angles from its own base).
+    const bool local = c.local_layer(l);
     for (int t = 0; t < n; ++t) {
-      const float* cos = &rope_cos_[size_t(pos + t) * half];
-      const float* sin = &rope_sin_[size_t(pos + t) * half];
+      const float* cos = &(local ? local_rope_cos_ : rope_cos_)[size_t(pos + t) * half];
+      const float* sin = &(local ? local_rope_sin_ : rope_sin_)[size_t(pos + t) * half];
       auto rotate = [&](float* vec, int size) {
         for (int j = 0; j < size; j += 2) {
           const int i = (j % c.head_size()) / 2;
@@ -292,19 +319,25 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
     layer.wo->run(runtime_, n, att_out_.data(), xb2_.data());  // xb2 (n, dim)
     observe(layer_point(l, LayerPoint::kAttnOut), att_out_.data(), n, q_dim);
     observe(layer_point(l, LayerPoint::kWoOut), xb2_.data(), n, dim);
+    if (c.post_norms) post_norm(xb2_.data(), n, layer.post_attn_norm);  // Gemma: xb2 = rmsnorm(xb2)
     add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
 
-    // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
+    // Feed-forward block: x += w2(act(w1(xb)) * w3(xb)), xb = rmsnorm(x); act SiLU (SwiGLU) or GELU (GeGLU)
     for (int t = 0; t < n; ++t) rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], layer.ffn_norm.data(), dim, c.norm_eps);
     layer.w1->run(runtime_, n, xb_.data(), hb_.data());   // hb (n, hidden)
     layer.w3->run(runtime_, n, xb_.data(), hb2_.data());  // hb2 (n, hidden)
     observe(layer_point(l, LayerPoint::kFfnIn), xb_.data(), n, dim);
     observe(layer_point(l, LayerPoint::kW1Out), hb_.data(), n, hidden);
     observe(layer_point(l, LayerPoint::kW3Out), hb2_.data(), n, hidden);
-    silu_mul(hb_.data(), hb2_.data(), size_t(n) * hidden);  // hb = silu(hb) * hb2
-    layer.w2->run(runtime_, n, hb_.data(), xb2_.data());    // xb2 (n, dim)
+    if (c.gelu_tanh) {
+      gelu_tanh_mul(hb_.data(), hb2_.data(), size_t(n) * hidden);  // hb = gelu(hb) * hb2
+    } else {
+      silu_mul(hb_.data(), hb2_.data(), size_t(n) * hidden);  // hb = silu(hb) * hb2
+    }
+    layer.w2->run(runtime_, n, hb_.data(), xb2_.data());  // xb2 (n, dim)
     observe(layer_point(l, LayerPoint::kFfnHidden), hb_.data(), n, hidden);
     observe(layer_point(l, LayerPoint::kW2Out), xb2_.data(), n, dim);
+    if (c.post_norms) post_norm(xb2_.data(), n, layer.post_ffn_norm);  // Gemma: xb2 = rmsnorm(xb2)
     add_into(x_.data(), xb2_.data(), size_t(n) * dim);  // x += xb2
   }
 
@@ -318,6 +351,13 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
   classifier_->run(runtime_, rows, xb_.data(), logits_out);  // logits (rows, vocab)
   observe(final_in_point(c), xb_.data(), rows, dim);
   observe(logits_point(c), logits_out, rows, c.vocab_size);
+}
+
+void Transformer::post_norm(float* rows, int n, const std::vector<float>& weights) const {
+  for (int t = 0; t < n; ++t) {
+    float* row = rows + size_t(t) * config_.dim;
+    rmsnorm(row, row, weights.data(), config_.dim, config_.norm_eps);
+  }
 }
 
 void Transformer::observe(int point, const float* tensor, int rows, int width) const {
@@ -334,6 +374,7 @@ struct AttentionTask {
   float* scores;        // (n * n_heads, max_seq_len)
   float* out;           // (n, q_dim)
   int pos;
+  int window;  // positions a query sees, itself included: max_seq_len, or a local layer's window
 };
 
 // Causal attention of one (token t, head h) pair: item = t * n_heads + h.
@@ -344,9 +385,11 @@ void attend_one(void* context, size_t item) {
   const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
   const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * c.max_seq_len * head_size;
   const size_t q_offset = size_t(t) * c.q_dim() + size_t(h) * head_size;
-  // keys and values at positions 0 .. pos + t
-  attention_head(task.q + q_offset, task.keys + kv_offset, task.values + kv_offset, task.pos + t + 1, head_size,
-                 1.0f / std::sqrt(static_cast<float>(head_size)), task.scores + item * c.max_seq_len, task.out + q_offset);
+  // keys and values at positions first .. pos + t: all of them, or a local layer's last `window`
+  const int end = task.pos + t + 1, first = std::max(0, end - task.window);
+  const size_t skip = size_t(first) * head_size;
+  attention_head(task.q + q_offset, task.keys + kv_offset + skip, task.values + kv_offset + skip, end - first, head_size,
+                 c.attention_scale(), task.scores + item * c.max_seq_len, task.out + q_offset);
 }
 
 }  // namespace
@@ -354,7 +397,9 @@ void attend_one(void* context, size_t item) {
 void Transformer::attention(int layer, int n, int pos) {
   const ModelConfig& c = config_;
   const size_t layer_offset = cache_row(layer, 0, 0);
-  AttentionTask task{&c, q_.data(), &key_cache_[layer_offset], &value_cache_[layer_offset], scores_.data(), att_out_.data(), pos};
+  const int window = c.local_layer(layer) ? c.sliding_window : c.max_seq_len;
+  AttentionTask task{&c,  q_.data(), &key_cache_[layer_offset], &value_cache_[layer_offset], scores_.data(), att_out_.data(),
+                     pos, window};
   pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
 }
 

@@ -69,6 +69,8 @@ class Transformer {
   void attention(int layer, int n, int pos);
 
   void observe(int point, const float* tensor, int rows, int width) const;
+  // rows (n, dim) = rmsnorm(rows) with `weights`, in place.
+  void post_norm(float* rows, int n, const std::vector<float>& weights) const;
 
   ModelConfig config_;
   const XnnRuntime& runtime_;
@@ -81,6 +83,7 @@ class Transformer {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<Linear> classifier_;      // (vocab, dim)
   std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
+  std::vector<float> local_rope_cos_, local_rope_sin_;  // the same for local layers; empty without them
 
   // KV cache: (n_layers, n_kv_heads, max_seq_len, head_size) each, so that one head's keys (and
   // values) are contiguous: attention streams them instead of striding across the other heads.

@@ -140,6 +140,14 @@ FEDCAL_KERNEL void silu_mul(float* __restrict gate, const float* __restrict up, 
   for (size_t i = 0; i < size; ++i) gate[i] = gate[i] / (1.0f + exp_inline(-gate[i])) * up[i];
 }
 
+FEDCAL_KERNEL void gelu_tanh_mul(float* __restrict gate, const float* __restrict up, size_t size) {
+  constexpr float k = 2.0f * 0.7978845608028654f;  // 2 sqrt(2 / pi)
+  for (size_t i = 0; i < size; ++i) {
+    const float x = gate[i];
+    gate[i] = x / (1.0f + exp_inline(-k * (x + 0.044715f * x * x * x))) * up[i];
+  }
+}
+
 FEDCAL_KERNEL void add_into(float* __restrict x, const float* __restrict y, size_t size) {
   for (size_t i = 0; i < size; ++i) x[i] += y[i];
 }

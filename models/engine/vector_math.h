@@ -20,6 +20,9 @@ void softmax(float* x, int size);
 void exp_inplace(float* x, size_t size);
 // SwiGLU: gate[i] = silu(gate[i]) * up[i].
 void silu_mul(float* gate, const float* up, size_t size);
+// GeGLU (Gemma): gate[i] = gelu(gate[i]) * up[i], GELU in its tanh approximation:
+// 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) = x / (1 + exp(-2 sqrt(2 / pi) (x + 0.044715 x^3))).
+void gelu_tanh_mul(float* gate, const float* up, size_t size);
 // x[i] += y[i].
 void add_into(float* x, const float* y, size_t size);
 

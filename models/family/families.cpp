@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/error.h"
 
 namespace fedcal {
@@ -33,9 +35,13 @@ const ModelFamily* find_family_by_hf_model_type(std::string_view model_type) {
 
 const ModelFamily* find_family_by_gguf_architecture(std::string_view architecture) {
   for (const ModelFamily* family : model_families()) {
-    if (architecture == family->gguf_architecture) return family;
+    if (family->gguf_architecture != nullptr && architecture == family->gguf_architecture) return family;
   }
   return nullptr;
+}
+
+bool ModelFamily::reads_hf_key(std::string_view key) const {
+  return std::any_of(hf_keys.begin(), hf_keys.end(), [key](const HfConfigKey& entry) { return key == entry.name; });
 }
 
 std::string ModelFamily::hf_tensor_name(const LayerTensor& tensor, int layer) const {

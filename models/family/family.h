@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "models/family/layer_tensors.h"
+#include "models/format/hf_config.h"
 #include "models/format/model_config.h"
 
 namespace fedcal {
@@ -28,15 +29,21 @@ struct ModelFamily {
   const char* hf_model_type;
   const char* hf_architecture;  // "Qwen3ForCausalLM"
   std::vector<std::pair<std::string_view, std::string_view>> hf_layer_tensors;
-  // Checks of config.json this family makes beyond the shared catalogue (nullptr: none), after the
-  // shared keys are read into `config`.
-  void (*check_hf_config)(const nlohmann::json& json, ModelConfig& config) = nullptr;
+  // config.json keys this family reads itself, in the catalogue's terms: a key listed here is read (or
+  // refused) only by `read_hf_config`, never by the shared checks of a key of the same name.
+  std::vector<HfConfigKey> hf_keys;
+  // Reads the family's own keys and checks what it must beyond the shared catalogue (nullptr: none),
+  // after the shared keys are read into `config`.
+  void (*read_hf_config)(const nlohmann::json& json, ModelConfig& config);
+  // Writes what the family adds to (or takes from) the shared config.json fields (nullptr: nothing).
+  void (*write_hf_config)(const ModelConfig& config, nlohmann::json& json);
 
-  // GGUF: llama.cpp's general.architecture, and whether it rotates q and k half-split (NEOX) rather
-  // than interleaved.
+  // GGUF: llama.cpp's general.architecture (nullptr: fedcal neither writes nor reads the family as
+  // GGUF yet), and whether it rotates q and k half-split (NEOX) rather than interleaved.
   const char* gguf_architecture;
   bool gguf_neox_rotary;
 
+  bool reads_hf_key(std::string_view key) const;
   // The Hugging Face name of `tensor` in layer `layer`: "model.layers.3.self_attn.q_proj.weight".
   std::string hf_tensor_name(const LayerTensor& tensor, int layer) const;
 };

@@ -23,6 +23,8 @@ const ModelFamily& llama_family() {
           {"w2", "mlp.down_proj.weight"},
           {"w3", "mlp.up_proj.weight"},
       },
+      {},
+      nullptr,
       nullptr,
       "llama",
       false,

@@ -22,11 +22,13 @@ const ModelFamily& qwen2_family() {
         "qwen2",
         "Qwen2ForCausalLM",
         std::move(tensors),
+        {},
         [](const nlohmann::json& json, ModelConfig&) {
           if (json.contains("attention_bias"))
             refuse_hf_key("attention_bias", json["attention_bias"],
                           "Qwen2 does not read it: its q/k/v biases come with the family");
         },
+        nullptr,
         "qwen2",
         true,
     };

@@ -17,6 +17,8 @@ const ModelFamily& qwen3_family() {
         "qwen3",
         "Qwen3ForCausalLM",
         std::move(tensors),
+        {},
+        nullptr,
         nullptr,
         "qwen3",
         true,

@@ -105,6 +105,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
                            GgufExportSummary* summary) {
   const ModelConfig& c = model.config;
   const ModelFamily& family = family_of(c);
+  if (family.gguf_architecture == nullptr) fail("GGUF export: the {} family is not written as GGUF yet", family.name);
   const std::string arch = family.gguf_architecture;
   GgufWriter out;
   out.set("general.architecture", GgufValue::string(arch));

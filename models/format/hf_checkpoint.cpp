@@ -142,6 +142,7 @@ void write_hf_checkpoint(const Model& model, const std::string& folder, TensorDt
                                                    : "bfloat16"},
   };
   if (c.head_dim != 0) config["head_dim"] = c.head_dim;
+  if (family.write_hf_config != nullptr) family.write_hf_config(c, config);
   if (c.rope_scaling.enabled()) {
     config["rope_scaling"] = {{"rope_type", "llama3"},
                               {"factor", shortest_double(c.rope_scaling.factor)},

@@ -149,37 +149,52 @@ void refuse_hf_key(const char* key, const nlohmann::json& value, const std::stri
   fail("config key '{}' = {} is not supported: {}", key, value.dump(), why);
 }
 
-const std::vector<HfConfigKey>& hf_config_keys() { return kKeys; }
+const std::vector<HfConfigKey>& hf_config_keys() {
+  // The shared keys, then each family's own (a family's key of a shared name is found second: the
+  // catalogue's first entry of a name is the shared one).
+  static const std::vector<HfConfigKey> catalogue = [] {
+    std::vector<HfConfigKey> all = kKeys;
+    for (const ModelFamily* family : model_families()) all.insert(all.end(), family->hf_keys.begin(), family->hf_keys.end());
+    return all;
+  }();
+  return catalogue;
+}
 
 HfConfig parse_hf_config(const std::string& json_text, const std::string& source) {
   return with_context([&] { return source; }, [&] {
     nlohmann::json json = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (json.is_discarded() || !json.is_object()) fail("not a JSON object");
-    // No key may go unread: an unknown one may change the computation.
-    for (const auto& item : json.items()) {
-      const std::string& key = item.key();
-      const bool known =
-          std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
-      if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
-    }
     // The family (models/family/), named by model_type; Llama when there is none.
     const nlohmann::json model_type = json.value("model_type", nlohmann::json("llama"));
     const ModelFamily* family = model_type.is_string() ? find_family_by_hf_model_type(model_type.get<std::string>()) : nullptr;
     if (family == nullptr) refuse("model_type", model_type, fmt::format("the families so far are {}", model_family_names()));
+    // No key may go unread: an unknown one may change the computation. The family reads its own keys;
+    // the shared checks below see only the others.
+    for (const auto& item : json.items()) {
+      const std::string& key = item.key();
+      const bool known = family->reads_hf_key(key) ||
+                         std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
+      if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
+    }
+    const auto shared = [family](const char* key) { return !family->reads_hf_key(key); };
+    const auto require = [&](const char* key, const nlohmann::json& expected, const std::string& why) {
+      if (shared(key)) require_value(json, key, expected, why);
+    };
     if (const auto it = json.find("architectures");
         it != json.end() && !it->is_null() && *it != nlohmann::json::array({family->hf_architecture}))
       refuse("architectures", *it, fmt::format("only [\"{}\"] for model_type {}", family->hf_architecture, model_type.dump()));
-    require_value(json, "hidden_act", "silu", "only \"silu\"");
-    require_value(json, "attention_bias", false, "biases on q/k/v/o are not supported (Qwen2's q/k/v biases are)");
-    require_value(json, "mlp_bias", false, "Llama has no MLP biases");
-    require_value(json, "rope_interleaved", false, "only the Hugging Face rotary layout");
-    require_value(json, "partial_rotary_factor", 1.0, "partial rotary embeddings are not supported");
-    require_value(json, "use_sliding_window", false, "sliding-window attention is not supported");
+    require("hidden_act", "silu", "only \"silu\"");
+    require("attention_bias", false, "biases on q/k/v/o are not supported (Qwen2's q/k/v biases are)");
+    require("mlp_bias", false, "Llama has no MLP biases");
+    require("rope_interleaved", false, "only the Hugging Face rotary layout");
+    require("partial_rotary_factor", 1.0, "partial rotary embeddings are not supported");
+    require("use_sliding_window", false, "sliding-window attention is not supported");
     if (const auto it = json.find("sliding_window");
-        it != json.end() && !it->is_null() && !(json.contains("use_sliding_window") && json["use_sliding_window"] == false)) {
+        shared("sliding_window") && it != json.end() && !it->is_null() &&
+        !(json.contains("use_sliding_window") && json["use_sliding_window"] == false)) {
       refuse("sliding_window", *it, "sliding-window attention is not supported (without use_sliding_window = false)");
     }
-    if (const auto it = json.find("layer_types"); it != json.end() && !it->is_null()) {
+    if (const auto it = json.find("layer_types"); shared("layer_types") && it != json.end() && !it->is_null()) {
       if (!it->is_array()) refuse("layer_types", *it, "expected a list");
       for (const auto& type : *it) {
         if (type != "full_attention") refuse("layer_types", *it, "every layer must be \"full_attention\"");
@@ -197,15 +212,16 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     m.vocab_size = required_int(json, "vocab_size");
     m.max_seq_len = required_int(json, "max_position_embeddings");
     m.norm_eps = optional_value(json, "rms_norm_eps", 1e-6f);
-    read_rope(json, m);
+    if (shared("rope_parameters")) read_rope(json, m);
     m.shared_classifier = optional_value(json, "tie_word_embeddings", false);
     m.set_features(family->features);
     // An explicit head_dim that is not hidden_size / heads (Qwen3) widens q and the attention output.
     if (json.contains("head_dim") && !json["head_dim"].is_null() && required_int(json, "head_dim") * m.n_heads != m.dim)
       m.head_dim = required_int(json, "head_dim");
-    if (const auto it = json.find("layer_types"); it != json.end() && it->is_array() && it->size() != static_cast<size_t>(m.n_layers))
+    if (const auto it = json.find("layer_types");
+        shared("layer_types") && it != json.end() && it->is_array() && it->size() != static_cast<size_t>(m.n_layers))
       refuse("layer_types", *it, fmt::format("{} entries for {} layers", it->size(), m.n_layers));
-    if (family->check_hf_config != nullptr) family->check_hf_config(json, m);
+    if (family->read_hf_config != nullptr) family->read_hf_config(json, m);
     m.validate();
     config.bos_token_id = optional_token_id(json, "bos_token_id");
     config.eos_token_id = optional_token_id(json, "eos_token_id");

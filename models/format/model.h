@@ -22,10 +22,12 @@ struct LayerWeights {
   std::vector<float> bq;         // (n_heads * head_size), config.qkv_bias only: added to q
   std::vector<float> bk;         // (n_kv_heads * head_size), config.qkv_bias only (bv alike)
   std::vector<float> bv;
+  std::vector<float> post_attn_norm;  // (dim), config.post_norms only: the attention output's RMSNorm
   std::vector<float> ffn_norm;   // (dim)
   std::vector<float> w1;         // (hidden_dim, dim)  gate
   std::vector<float> w2;         // (dim, hidden_dim)  down
   std::vector<float> w3;         // (hidden_dim, dim)  up
+  std::vector<float> post_ffn_norm;  // (dim), config.post_norms only: the feed-forward output's RMSNorm
 };
 
 struct Model {

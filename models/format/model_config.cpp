@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <span>
 
 #include "common/error.h"
 #include "models/family/layer_tensors.h"
@@ -31,10 +32,16 @@ int64_t ModelConfig::parameter_count() const {
   return v * d + n_layers * per_layer + d + (shared_classifier ? 0 : v * d);
 }
 
+std::vector<std::pair<bool, const char*>> ModelConfig::named_features() const {
+  return {{qk_norm, "q/k norms"},           {qkv_bias, "q/k/v biases"},           {post_norms, "post-norms"},
+          {norm_plus_one, "(1 + w) norms"}, {embedding_scale, "embedding scale"}, {gelu_tanh, "GeGLU"}};
+}
+
 std::string ModelConfig::describe_features() const {
   std::string out;
-  if (qk_norm) out += "q/k norms";
-  if (qkv_bias) out += std::string(out.empty() ? "" : ", ") + "q/k/v biases";
+  for (const auto& [on, name] : named_features()) {
+    if (on) out += std::string(out.empty() ? "" : ", ") + name;
+  }
   return out.empty() ? "none" : out;
 }
 
@@ -61,6 +68,27 @@ void ModelConfig::validate() const {
            s.high_freq_factor);
     check_range("rope scaling original_max_position_embeddings", s.original_max_seq_len, kMaxSeqLen);
   }
+  if (query_scale_dim != 0 && !(query_scale_dim >= 1.0f && query_scale_dim <= 65536.0f))
+    fail("query_pre_attn_scalar {} is not in [1, 65536]", query_scale_dim);
+  if (!local_layers.empty()) {
+    if (local_layers.size() != static_cast<size_t>(n_layers)) fail("{} layer types for {} layers", local_layers.size(), n_layers);
+    check_range("sliding_window", sliding_window, kMaxSeqLen);
+    if (!(rope_local_theta > 1.0f) || !std::isfinite(rope_local_theta))
+      fail("local layers' rope theta {} must be a finite number > 1", rope_local_theta);
+  } else if (sliding_window != 0) {
+    fail("sliding_window {} without local layers", sliding_window);
+  }
+}
+
+float ModelConfig::attention_scale() const {
+  return 1.0f / std::sqrt(query_scale_dim != 0 ? query_scale_dim : static_cast<float>(head_size()));
+}
+
+ModelConfig::RopeTables ModelConfig::local_rope_tables() const {
+  ModelConfig local = *this;
+  local.rope_theta = rope_local_theta;
+  local.rope_scaling = {};
+  return local.rope_tables();
 }
 
 ModelConfig::RopeTables ModelConfig::rope_tables() const {
@@ -101,7 +129,7 @@ std::vector<double> ModelConfig::rope_inverse_frequencies() const {
   return out;
 }
 
-std::string ModelConfig::describe() const {
+std::string ModelConfig::describe_llama_shape() const {
   // (Unscaled models describe themselves as before: the description is part of a model's fingerprint.)
   const std::string scaling =
       rope_scaling.enabled() ? fmt::format(" (llama3 scaling: factor {}, low {}, high {}, original context {})", rope_scaling.factor,
@@ -114,6 +142,22 @@ std::string ModelConfig::describe() const {
       dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size(), qk_norm ? ", q/k norm" : "", qkv_bias ? ", q/k/v bias" : "", vocab_size, max_seq_len, rope_theta,
       scaling, norm_eps,
       shared_classifier ? "tied" : "separate");
+}
+
+std::string ModelConfig::describe() const {
+  // Gemma's variations are appended only when present: older models' descriptions are unchanged.
+  std::string out = describe_llama_shape();  // names q/k norms and q/k/v biases
+  const std::vector<std::pair<bool, const char*>> features = named_features();
+  for (const auto& [on, name] : std::span(features).subspan(2)) {
+    if (on) out += fmt::format(", {}", name);
+  }
+  if (query_scale_dim != 0) out += fmt::format(", attention scale 1/sqrt({})", query_scale_dim);
+  if (!local_layers.empty()) {
+    int local = 0;
+    for (uint8_t l : local_layers) local += l;
+    out += fmt::format(", {} of {} layers local (window {}, rope theta {})", local, n_layers, sliding_window, rope_local_theta);
+  }
+  return out;
 }
 
 }  // namespace fedcal

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fedcal {
@@ -34,18 +35,39 @@ struct ModelConfig {
   bool qk_norm = false;  // per-head RMSNorm of q and k before RoPE, weights q_norm / k_norm (Qwen3)
   bool qkv_bias = false; // biases on the q, k and v projections, bq / bk / bv (Qwen2, Qwen2.5)
   bool shared_classifier = true;  // output head tied to the token embedding
+  // Gemma 3's variations:
+  bool post_norms = false;       // each block's output RMS-normalized before its residual add (post_attn_norm, post_ffn_norm)
+  bool norm_plus_one = false;    // every RMSNorm scales by (1 + weight), not weight
+  bool embedding_scale = false;  // token embeddings multiplied by sqrt(dim)
+  bool gelu_tanh = false;        // GeGLU with tanh-approximated GELU in place of SwiGLU's SiLU
+  // Attention values (0 / empty: the Llama default):
+  float query_scale_dim = 0;          // scores are q.k / sqrt(this) (query_pre_attn_scalar); 0: head_size
+  int sliding_window = 0;             // a local layer attends to the last `sliding_window` positions, itself included
+  std::vector<uint8_t> local_layers;  // (n_layers) 1 for a local (sliding-window) layer; empty: every layer global
+  float rope_local_theta = 0;         // local layers' RoPE base (no scaling)
+
+  bool local_layer(int layer) const { return !local_layers.empty() && local_layers[static_cast<size_t>(layer)] != 0; }
+  float attention_scale() const;  // 1 / sqrt(query_scale_dim or head_size)
 
   // The forward-pass variations a model family selects (models/family/): the flags above that are
   // not sizes. A config's family follows from them (family_of).
   struct Features {
     bool qk_norm = false;
     bool qkv_bias = false;
+    bool post_norms = false;
+    bool norm_plus_one = false;
+    bool embedding_scale = false;
+    bool gelu_tanh = false;
     bool operator==(const Features&) const = default;
   };
-  Features features() const { return {qk_norm, qkv_bias}; }
+  Features features() const { return {qk_norm, qkv_bias, post_norms, norm_plus_one, embedding_scale, gelu_tanh}; }
   void set_features(const Features& features) {
     qk_norm = features.qk_norm;
     qkv_bias = features.qkv_bias;
+    post_norms = features.post_norms;
+    norm_plus_one = features.norm_plus_one;
+    embedding_scale = features.embedding_scale;
+    gelu_tanh = features.gelu_tanh;
   }
   std::string describe_features() const;  // "q/k norms", "none"
 
@@ -59,12 +81,17 @@ struct ModelConfig {
     std::vector<float> cos, sin;
   };
   RopeTables rope_tables() const;
+  RopeTables local_rope_tables() const;  // of local layers: rope_local_theta, unscaled
   int kv_dim() const { return n_kv_heads * head_size(); }
   // Number of weights, counting a tied classifier once.
   int64_t parameter_count() const;
   // Throws Error describing the first inconsistent or absurd field (e.g. a corrupt header).
   void validate() const;
   std::string describe() const;
+
+ private:
+  std::string describe_llama_shape() const;
+  std::vector<std::pair<bool, const char*>> named_features() const;  // qk_norm and qkv_bias first
 };
 
 }  // namespace fedcal

@@ -120,6 +120,17 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   arch.setHeadDim(c.head_dim);
   arch.setQkNorm(c.qk_norm);
   arch.setQkvBias(c.qkv_bias);
+  arch.setPostNorms(c.post_norms);
+  arch.setNormPlusOne(c.norm_plus_one);
+  arch.setEmbeddingScale(c.embedding_scale);
+  arch.setGeluTanh(c.gelu_tanh);
+  arch.setQueryScaleDim(c.query_scale_dim);
+  arch.setSlidingWindow(c.sliding_window);
+  arch.setRopeLocalTheta(c.rope_local_theta);
+  if (!c.local_layers.empty()) {
+    auto local = arch.initLocalLayers(static_cast<unsigned>(c.local_layers.size()));
+    for (unsigned l = 0; l < local.size(); ++l) local.set(l, c.local_layers[l] != 0);
+  }
   if (c.rope_scaling.enabled()) {
     arch.setRopeScalingFactor(c.rope_scaling.factor);
     arch.setRopeLowFreqFactor(c.rope_scaling.low_freq_factor);
@@ -292,6 +303,16 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
           c.head_dim = arch.getHeadDim();
           c.qk_norm = arch.getQkNorm();
           c.qkv_bias = arch.getQkvBias();
+          c.post_norms = arch.getPostNorms();
+          c.norm_plus_one = arch.getNormPlusOne();
+          c.embedding_scale = arch.getEmbeddingScale();
+          c.gelu_tanh = arch.getGeluTanh();
+          c.query_scale_dim = arch.getQueryScaleDim();
+          c.sliding_window = arch.getSlidingWindow();
+          c.rope_local_theta = arch.getRopeLocalTheta();
+          if (arch.getLocalLayers().size() != 0 && arch.getLocalLayers().size() != static_cast<unsigned>(std::max(c.n_layers, 0)))
+            fail("architecture: {} local-layer flags for {} layers", arch.getLocalLayers().size(), c.n_layers);
+          for (bool local : arch.getLocalLayers()) c.local_layers.push_back(local ? 1 : 0);
           if (arch.getRopeScalingFactor() != 0.0f) {
             c.rope_scaling = {arch.getRopeScalingFactor(), arch.getRopeLowFreqFactor(), arch.getRopeHighFreqFactor(),
                               arch.getRopeOriginalMaxSeqLen()};

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/file_util.h"
+#include "models/family/family.h"
 #include "models/format/protobuf_writer.h"
 #include "models/quant/quantization_points.h"
 #include "models/quant/quantize.h"
@@ -369,6 +370,9 @@ class ModelGraph {
 }  // namespace
 
 std::vector<std::byte> onnx_from_model(const Model& model, const QuantizedLinears& int8, OnnxExportSummary* summary) {
+  const ModelConfig& c = model.config;
+  if (c.post_norms || c.norm_plus_one || c.embedding_scale || c.gelu_tanh || !c.local_layers.empty() || c.query_scale_dim != 0)
+    fail("ONNX export: the {} family ({}) is not written as ONNX yet", family_of(c).name, c.describe_features());
   OnnxExportSummary counts;
   ModelGraph graph(model, int8);
   const ProtoWriter graph_proto = graph.build(counts);

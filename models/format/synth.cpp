@@ -101,7 +101,8 @@ Model synthesize_model(const ModelConfig& config, uint64_t seed) {
     const bool is_bias = tensor.name.ends_with(".bq") || tensor.name.ends_with(".bk") || tensor.name.ends_with(".bv");
     const bool is_norm = tensor.rows == 1 && !is_bias;
     const float scale = is_bias ? 0.5f : is_norm ? 0.1f : 1.0f / std::sqrt(static_cast<float>(tensor.cols));
-    for (float& value : *tensor.data) value = (is_norm ? 1.0f : 0.0f) + scale * normal.next();
+    const float norm_center = config.norm_plus_one ? 0.0f : 1.0f;  // (1 + w) norms: w near 0
+    for (float& value : *tensor.data) value = (is_norm ? norm_center : 0.0f) + scale * normal.next();
   }
   return model;
 }

@@ -192,16 +192,21 @@ void fold_smoothing(Model& model, int layer, SmoothingSite site, const std::vect
   auto divide_rows = [&](std::vector<float>& m, size_t cols) {
     for (size_t i = 0; i < m.size(); ++i) m[i] /= factors[i / cols];
   };
+  // A norm's effective weight is divided: w, or (1 + w) for Gemma's norms.
+  const float offset = c.norm_plus_one ? 1.0f : 0.0f;
+  auto divide_norm = [&](std::vector<float>& norm) {
+    for (size_t j = 0; j < factors.size(); ++j) norm[j] = (offset + norm[j]) / factors[j] - offset;
+  };
   switch (site) {
     case SmoothingSite::kAttnIn:
-      for (size_t j = 0; j < factors.size(); ++j) w.attn_norm[j] /= factors[j];
+      divide_norm(w.attn_norm);
       break;
     case SmoothingSite::kAttnOut:
       divide_rows(w.wv, static_cast<size_t>(c.dim));
       for (size_t k = 0; k < w.bv.size(); ++k) w.bv[k] /= factors[k];
       break;
     case SmoothingSite::kFfnIn:
-      for (size_t j = 0; j < factors.size(); ++j) w.ffn_norm[j] /= factors[j];
+      divide_norm(w.ffn_norm);
       break;
     case SmoothingSite::kFfnHidden:
       divide_rows(w.w3, static_cast<size_t>(c.dim));
