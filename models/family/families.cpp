@@ -9,7 +9,7 @@
 namespace fedcal {
 
 const std::vector<const ModelFamily*>& model_families() {
-  static const std::vector<const ModelFamily*> kFamilies = {&llama_family(), &qwen2_family(), &qwen3_family()};
+  static const std::vector<const ModelFamily*> kFamilies = {&llama_family(), &qwen2_family(), &qwen3_family(), &gemma3_family()};
   return kFamilies;
 }
 

@@ -51,6 +51,7 @@ struct ModelFamily {
 const ModelFamily& llama_family();
 const ModelFamily& qwen2_family();
 const ModelFamily& qwen3_family();
+const ModelFamily& gemma3_family();
 
 // Every family fedcal computes, in the order `inspect` and errors list them.
 const std::vector<const ModelFamily*>& model_families();

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "models/family/family.h"
 
 namespace fedcal {
 namespace {
@@ -54,6 +55,17 @@ ModelConfig with_head_dim(ModelConfig config, int head_dim) {
   return config;
 }
 
+// Gemma 3's features, with every pattern-th layer global and the others local (sliding window).
+ModelConfig with_gemma3(ModelConfig config, int head_dim, float query_scale_dim, int window, int pattern) {
+  config.set_features(gemma3_family().features);
+  config.head_dim = head_dim;
+  config.query_scale_dim = query_scale_dim;
+  config.sliding_window = window;
+  config.rope_local_theta = 10000.0f;
+  for (int l = 0; l < config.n_layers; ++l) config.local_layers.push_back((l + 1) % pattern != 0);
+  return config;
+}
+
 ModelConfig with_llama3_rope(ModelConfig config, RopeScaling scaling) {
   config.rope_scaling = scaling;
   return config;
@@ -75,9 +87,17 @@ const std::vector<SynthPreset>& synth_presets() {
        make_config(72, 192, 2, 9, 3, 512, 128, true, 100000.0f)},
       {"tiny-qwen2", "tiny shaped like Qwen2.5: biases on q, k and v, theta 1000000 (tests)",
        with_qkv_bias(make_config(64, 176, 2, 4, 2, 512, 128, true, 1000000.0f))},
+      {"tiny-gemma3",
+       "tiny shaped like Gemma 3: 3 layers (2 local with a window of 16, then 1 global), 4 heads / 1 KV head of 32, "
+       "query_pre_attn_scalar 24, theta 1000000 / 10000 (tests)",
+       with_gemma3(make_config(64, 176, 3, 4, 1, 512, 128, true, 1000000.0f, 1e-6f), 32, 24.0f, 16, 3)},
       {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},
       {"smollm-135m", "SmolLM-135M shape: 30 layers, dim 576, 9 heads / 3 KV heads, vocab 49152",
        make_config(576, 1536, 30, 9, 3, 49152, 2048, true, 10000.0f)},
+      {"gemma3-270m",
+       "Gemma 3 270M shape: 18 layers (every 6th global, window 512), dim 640, 4 heads / 1 KV head of 256, "
+       "vocab 262144, context 2048 (of its 32768)",
+       with_gemma3(make_config(640, 2048, 18, 4, 1, 262144, 2048, true, 1000000.0f, 1e-6f), 256, 256.0f, 512, 6)},
       {"tinyllama-1.1b", "TinyLlama-1.1B shape: 22 layers, dim 2048, 32 heads / 4 KV heads, vocab 32000",
        make_config(2048, 5632, 22, 32, 4, 32000, 2048, false, 10000.0f)},
   };

@@ -4,7 +4,11 @@
 Written from the published architectures (Llama 2 / Llama 3 papers, transformers' LlamaForCausalLM
 conventions: rotate_half RoPE over the two halves of each head, grouped-query attention, SwiGLU, RMSNorm,
 Llama 3's RoPE frequency scaling, an explicit head_dim; Qwen2's biases on the q, k and v projections (and
-none on o); Qwen3's per-head RMSNorm of q and k before RoPE), not from fedcal's C++. Computes in float64 with PyTorch.
+none on o); Qwen3's per-head RMSNorm of q and k before RoPE; Gemma 3 from its technical report and
+transformers' Gemma3ForCausalLM: embeddings times sqrt(hidden_size), RMSNorm by (1 + weight), norms
+before and after attention and the MLP, q/k norms, GeGLU with tanh GELU, scores scaled by
+query_pre_attn_scalar^-0.5, sliding-window layers with their own RoPE base), not from fedcal's C++.
+Computes in float64 with PyTorch.
 
     /usr/bin/python3 tests/reference/llama_reference.py [--every N] [--greedy PROMPT_LENGTH COUNT] FOLDER TOKENS... > logits.json
 
@@ -53,7 +57,17 @@ def rope_parameters(config):
     return theta, rope.get("rope_type", rope.get("type", "default")), rope
 
 
-def inverse_frequencies(config, head_dim):
+def gemma3_rope_bases(config):
+    """Gemma 3's (global, local) RoPE bases: transformers 5's rope_parameters per layer type, or 4's keys."""
+    per_type = config.get("rope_parameters")
+    if per_type and "full_attention" in per_type:
+        return per_type["full_attention"]["rope_theta"], per_type["sliding_attention"]["rope_theta"]
+    return config.get("rope_theta", 1000000.0), config.get("rope_local_base_freq", 10000.0)
+
+
+def inverse_frequencies(config, head_dim, theta=None):
+    if theta is not None:  # Gemma 3: the default RoPE type at a given base
+        return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     theta, rope_type, rope = rope_parameters(config)
     frequencies = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     if rope_type == "default":
@@ -86,6 +100,8 @@ def rotate_half(x):
 
 
 def forward(config, weights, tokens):
+    if config.get("model_type") == "gemma3_text":
+        return forward_gemma3(config, weights, tokens)
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
@@ -127,6 +143,59 @@ def forward(config, weights, tokens):
     head = weights.get("lm_head.weight")
     if head is None or config.get("tie_word_embeddings", False):
         head = weights["model.embed_tokens.weight"]
+    return x @ head.T
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def forward_gemma3(config, weights, tokens):
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim", 256)
+    eps = config.get("rms_norm_eps", 1e-6)
+    window = config.get("sliding_window", 4096)
+    length = len(tokens)
+    layer_types = config.get("layer_types") or [
+        "sliding_attention" if (i + 1) % config.get("sliding_window_pattern", 6) else "full_attention"
+        for i in range(config["num_hidden_layers"])]
+    norm = lambda x, weight: rms_norm(x, 1 + weight, eps)  # Gemma's RMSNorm scales by (1 + weight)
+
+    def rotation(theta):
+        angles = torch.outer(torch.arange(length, dtype=torch.float64), inverse_frequencies(config, head_dim, theta))
+        return torch.cat((angles.cos(), angles.cos()), dim=-1), torch.cat((angles.sin(), angles.sin()), dim=-1)
+
+    global_theta, local_theta = gemma3_rope_bases(config)
+    rotations = {"full_attention": rotation(global_theta), "sliding_attention": rotation(local_theta)}
+    query, key = torch.arange(length).view(-1, 1), torch.arange(length).view(1, -1)
+    causal = key <= query
+    masks = {"full_attention": causal, "sliding_attention": causal & (query - key < window)}
+
+    x = weights["model.embed_tokens.weight"][tokens] * math.sqrt(hidden)  # (T, hidden)
+    for layer, layer_type in enumerate(layer_types):
+        w = lambda name: weights[f"model.layers.{layer}.{name}.weight"]
+        h = norm(x, w("input_layernorm"))
+        q, k, v = [h @ w(f"self_attn.{p}_proj").T for p in "qkv"]
+        q = norm(q.view(length, heads, head_dim).transpose(0, 1), w("self_attn.q_norm"))  # (H, T, D)
+        k = norm(k.view(length, kv_heads, head_dim).transpose(0, 1), w("self_attn.k_norm"))
+        v = v.view(length, kv_heads, head_dim).transpose(0, 1)
+        cos, sin = rotations[layer_type]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(heads // kv_heads, dim=0)
+        v = v.repeat_interleave(heads // kv_heads, dim=0)
+        scores = (q @ k.transpose(1, 2)) * config.get("query_pre_attn_scalar", 256) ** -0.5
+        scores = scores.masked_fill(~masks[layer_type], float("-inf"))
+        attention = torch.softmax(scores, dim=-1) @ v  # (H, T, D)
+        out = attention.transpose(0, 1).reshape(length, heads * head_dim) @ w("self_attn.o_proj").T
+        x = x + norm(out, w("post_attention_layernorm"))
+        h = norm(x, w("pre_feedforward_layernorm"))
+        out = (gelu_tanh(h @ w("mlp.gate_proj").T) * (h @ w("mlp.up_proj").T)) @ w("mlp.down_proj").T
+        x = x + norm(out, w("post_feedforward_layernorm"))
+    x = norm(x, weights["model.norm.weight"])
+    head = weights.get("lm_head.weight", weights["model.embed_tokens.weight"])
     return x @ head.T
 
 

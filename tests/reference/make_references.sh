@@ -6,6 +6,8 @@
 #   qwen3-tiny/      synth preset tiny-qwen3: Qwen3 (head_dim, per-head q/k RMSNorm)
 #   qwen2-tiny/      synth preset tiny-qwen2: Qwen2.5 (q/k/v biases)
 #   smollm2-tiny/    synth preset tiny-smollm2: plain Llama as SmolLM2 shapes it (9 / 3 heads, theta 100000)
+#   gemma3-tiny/     synth preset tiny-gemma3: Gemma 3 (2 local layers with a window of 16, 1 global; 100
+#                    tokens and a 72-token greedy context run past the window)
 # Each is an F16 Hugging Face folder with its config also in the transformers 5.x layout
 # (config.transformers5.json), and reference_logits.json: logits of every 4th of 100 tokens and the
 # greedy continuation of the first 8 over 64 tokens.
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens="1 $(seq 0 98 | awk '{printf "%d ", ($1 * 37 + 11) % 509 + 3}')"
-pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2 smollm2-tiny:tiny-smollm2}"
+pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2 smollm2-tiny:tiny-smollm2 gemma3-tiny:tiny-gemma3}"
 for pair in $pairs; do
   out=tests/reference/${pair%%:*}
   rm -rf "$out"
@@ -23,10 +25,17 @@ for pair in $pairs; do
 import json, sys
 folder = sys.argv[1]
 config = json.load(open(f"{folder}/config.json"))
-# transformers 5.x: rope_theta and rope_scaling become rope_parameters, torch_dtype becomes dtype.
-rope = dict(config.pop("rope_scaling", None) or {"rope_type": "default"})
-rope["rope_theta"] = config.pop("rope_theta")
-config["rope_parameters"] = rope
+# transformers 5.x: rope_theta and rope_scaling become rope_parameters (Gemma 3: one per layer type,
+# in place of rope_local_base_freq), torch_dtype becomes dtype.
+if config["model_type"] == "gemma3_text":
+    config.pop("rope_scaling", None)
+    config["rope_parameters"] = {
+        "full_attention": {"rope_type": "default", "rope_theta": config.pop("rope_theta")},
+        "sliding_attention": {"rope_type": "default", "rope_theta": config.pop("rope_local_base_freq")}}
+else:
+    rope = dict(config.pop("rope_scaling", None) or {"rope_type": "default"})
+    rope["rope_theta"] = config.pop("rope_theta")
+    config["rope_parameters"] = rope
 config["dtype"] = config.pop("torch_dtype")
 config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
 config["transformers_version"] = "5.0.0"

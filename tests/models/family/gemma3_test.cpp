@@ -1,0 +1,188 @@
+// Gemma 3 (models/family/gemma3.cpp): a tiny checkpoint in the transformers 4.x and 5.x config
+// layouts against an independent float64 PyTorch implementation (tests/reference/llama_reference.py,
+// tests/reference/gemma3-tiny: 2 local layers with a window of 16 and 1 global; 100 tokens and a
+// 72-token greedy context run past the window), each of its variations shown to matter, and what
+// packages, Hugging Face folders, INT8 and the other formats do with it.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
+#include "models/engine/transformer.h"
+#include "models/engine/vector_math.h"
+#include "models/family/family.h"
+#include "models/format/gguf_model.h"
+#include "models/format/hf_checkpoint.h"
+#include "models/format/llama2c_checkpoint.h"
+#include "models/format/model_loader.h"
+#include "models/format/model_package.h"
+#include "models/format/onnx_model.h"
+#include "models/quant/calibration.h"
+#include "models/quant/quantize.h"
+#include "tests/error_of.h"
+#include "tests/test_support.h"
+
+namespace fedcal {
+namespace {
+
+const std::string kFolder = FEDCAL_SOURCE_DIR "/tests/reference/gemma3-tiny";
+
+struct Reference {
+  std::vector<int> tokens, greedy;
+  std::vector<size_t> positions;
+  std::vector<std::vector<double>> logits;
+};
+
+Reference read_reference() {
+  const nlohmann::json json = nlohmann::json::parse(read_text_file(kFolder + "/reference_logits.json"));
+  return {json["tokens"].get<std::vector<int>>(), json["greedy"].get<std::vector<int>>(),
+          json["positions"].get<std::vector<size_t>>(), json["logits"].get<std::vector<std::vector<double>>>()};
+}
+
+std::vector<float> logits_of(const Model& model, const std::vector<int>& tokens) {
+  XnnRuntime runtime(1);
+  Transformer transformer(model, runtime);
+  const auto logits = transformer.forward(tokens, 0, true);
+  return {logits.begin(), logits.end()};
+}
+
+// The largest difference from the reference's logits at its positions, relative to each position's
+// largest logit.
+double relative_difference(const std::vector<float>& logits, const Reference& reference) {
+  double worst = 0;
+  for (size_t k = 0; k < reference.positions.size(); ++k) {
+    const std::vector<double>& expected = reference.logits[k];
+    const size_t vocab = expected.size(), position = reference.positions[k];
+    double largest = 0, difference = 0;
+    for (size_t v = 0; v < vocab; ++v) {
+      largest = std::max(largest, std::fabs(expected[v]));
+      difference = std::max(difference, std::fabs(logits[position * vocab + v] - expected[v]));
+    }
+    worst = std::max(worst, difference / largest);
+  }
+  return worst;
+}
+
+TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, greedy text identical past the sliding window") {
+  const Reference reference = read_reference();
+  REQUIRE(reference.greedy.size() == 64);
+  testing::ScratchDir dir;
+  std::filesystem::create_directories(dir.path("v5"));
+  std::filesystem::copy_file(kFolder + "/model.safetensors", dir.path("v5/model.safetensors"));
+  std::filesystem::copy_file(kFolder + "/config.transformers5.json", dir.path("v5/config.json"));
+  for (const std::string& path : {kFolder, dir.path("v5")}) {
+    CAPTURE(path);
+    const LoadedModel loaded = load_model(path);
+    const ModelConfig& c = loaded.model.config;
+    CHECK(std::string(family_of(c).name) == "gemma3");
+    CHECK(c.local_layers == std::vector<uint8_t>{1, 1, 0});
+    CHECK(c.sliding_window == 16);
+    CHECK(c.query_scale_dim == 24.0f);
+    CHECK(c.rope_theta == 1000000.0f);
+    CHECK(c.rope_local_theta == 10000.0f);
+    CHECK(c.shared_classifier);
+    const double difference = relative_difference(logits_of(loaded.model, reference.tokens), reference);
+    MESSAGE("largest difference from PyTorch, relative to the largest logit: " << difference);
+    CHECK(difference < 1e-4);
+    // Greedy continuation of the first 8 tokens, one token at a time through the KV cache: 72
+    // positions, 4.5 windows.
+    XnnRuntime runtime(1);
+    Transformer transformer(loaded.model, runtime);
+    std::vector<int> prompt(reference.tokens.begin(), reference.tokens.begin() + 8);
+    auto step = transformer.forward(prompt, 0, false);
+    std::vector<int> greedy;
+    for (size_t i = 0; i < reference.greedy.size(); ++i) {
+      const int next = argmax(step);
+      greedy.push_back(next);
+      step = transformer.forward(std::span(&next, 1), static_cast<int>(prompt.size() + i), false);
+    }
+    CHECK(greedy == reference.greedy);
+  }
+}
+
+TEST_CASE("Gemma 3: without the sliding window, the (1 + w) norms or the embedding scale the logits are measurably off") {
+  const Reference reference = read_reference();
+  const Model model = load_model(kFolder).model;
+  REQUIRE(relative_difference(logits_of(model, reference.tokens), reference) < 1e-4);
+  struct Variant {
+    const char* name;
+    void (*change)(ModelConfig&);
+  };
+  const Variant variants[] = {
+      {"every position seen by the local layers", [](ModelConfig& c) { c.sliding_window = c.max_seq_len; }},
+      {"norms by w, not 1 + w", [](ModelConfig& c) { c.norm_plus_one = false; }},
+      {"embeddings not scaled", [](ModelConfig& c) { c.embedding_scale = false; }},
+      {"SwiGLU for GeGLU", [](ModelConfig& c) { c.gelu_tanh = false; }},
+      {"scores by 1/sqrt(head size)", [](ModelConfig& c) { c.query_scale_dim = 0; }},
+      {"local layers at the global RoPE base", [](ModelConfig& c) { c.rope_local_theta = c.rope_theta; }},
+  };
+  for (const Variant& variant : variants) {
+    const std::string name = variant.name;
+    CAPTURE(name);
+    Model changed = model;
+    variant.change(changed.config);
+    const double difference = relative_difference(logits_of(changed, reference.tokens), reference);
+    MESSAGE(name << ": " << difference);
+    CHECK(difference > 1e-3);
+  }
+}
+
+TEST_CASE("Gemma 3 in packages and Hugging Face folders, static INT8 and fine-grained; formats without it refuse by name") {
+  const Reference reference = read_reference();
+  const Model model = load_model(kFolder).model;
+  const std::vector<float> expected = logits_of(model, reference.tokens);
+  testing::ScratchDir dir;
+  write_model_package(dir.path("g.pkg"), model, {}, {}, {});
+  const LoadedModel package = load_model(dir.path("g.pkg"));
+  CHECK(package.model.config.features() == gemma3_family().features);
+  CHECK(package.model.config.local_layers == model.config.local_layers);
+  CHECK(logits_of(package.model, reference.tokens) == expected);
+  write_hf_checkpoint(model, dir.path("hf"), TensorDtype::kF32);
+  const LoadedModel hf = load_model(dir.path("hf"));
+  CHECK(hf.model.config.describe() == model.config.describe());
+  CHECK(logits_of(hf.model, reference.tokens) == expected);
+
+  // Calibrated on the reference tokens (past the window), then static INT8 per channel, and
+  // fine-grained (groups of 32, activations per block): each close to FP32.
+  XnnRuntime runtime(1);
+  Transformer fp32(model, runtime);
+  CalibrationStats stats = CalibrationStats::empty_for(model.config, model_fingerprint(model));
+  StatsRecorder recorder(stats);
+  fp32.set_observer(&recorder);
+  fp32.forward(reference.tokens, 0, true);
+  for (const bool fine_grained : {false, true}) {
+    CAPTURE(fine_grained);
+    QuantizeOptions options;
+    options.method = ScaleMethodSpec::parse("minmax");
+    options.per_channel = true;
+    if (fine_grained) {
+      for (const LinearSite& site : linear_sites(model.config)) options.fine_grained.insert(site.name);
+    }
+    const QuantizedLinears int8 = quantize_model(model, stats, options);
+    write_model_package(dir.path("q.pkg"), model, int8, {}, {});
+    const LoadedModel quantized_package = load_model(dir.path("q.pkg"));
+    Transformer quantized(quantized_package.model, runtime, {}, &quantized_package.int8);
+    const auto actual = quantized.forward(reference.tokens, 0, true);
+    double error = 0, norm = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      error += (actual[i] - expected[i]) * (actual[i] - expected[i]);
+      norm += double(expected[i]) * expected[i];
+    }
+    MESSAGE("gemma3-tiny INT8 relative error (fine-grained " << fine_grained << "): " << std::sqrt(error / norm));
+    CHECK(std::sqrt(error / norm) < (fine_grained ? 0.05 : 0.1));
+  }
+
+  const PackageTokenizer tokenizer{"llama2c", {}};
+  CHECK(testing::error_of([&] { write_gguf_model(dir.path("g.gguf"), model, tokenizer, {}); }).find("gemma3") !=
+        std::string::npos);
+  CHECK(testing::error_of([&] { write_onnx_model(dir.path("g.onnx"), model, {}); }).find("gemma3") != std::string::npos);
+  CHECK(testing::error_of([&] {
+          write_llama2c_checkpoint(model, dir.path("g.bin"), Llama2cVersion::kVersion1);
+        }).find("cannot hold") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedcal
