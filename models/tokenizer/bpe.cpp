@@ -9,10 +9,11 @@ std::vector<std::string_view> split_utf8(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     const unsigned char lead = static_cast<unsigned char>(text[i]);
+    // The lead byte says how many continuation bytes follow; a stray one after them starts its own.
+    const size_t expected = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
     size_t length = 1;
-    if (lead >= 0xc0) {
-      while (length < 4 && i + length < text.size() && (static_cast<unsigned char>(text[i + length]) & 0xc0) == 0x80) ++length;
-    }
+    while (length < expected && i + length < text.size() && (static_cast<unsigned char>(text[i + length]) & 0xc0) == 0x80)
+      ++length;
     out.push_back(text.substr(i, length));
     i += length;
   }

@@ -22,8 +22,9 @@ using BpePairLookup = std::function<std::optional<BpeMerge>(int left, int right)
 
 std::vector<int> bpe_merge(std::vector<int> symbols, const BpePairLookup& lookup);
 
-// Splits `text` into UTF-8 characters: a lead byte plus up to 3 continuation bytes. Invalid bytes
-// (stray continuation bytes, truncated sequences) come out one by one, so byte fallback covers them.
+// Splits `text` into UTF-8 characters: a lead byte plus the continuation bytes it announces (1 to 3).
+// Invalid bytes (stray continuation bytes, truncated sequences) come out apart from the valid
+// characters around them, so byte fallback covers them alone.
 std::vector<std::string_view> split_utf8(std::string_view text);
 
 // Initial symbols: the piece id of each character via `piece_id`, else its bytes' fallback ids via

@@ -1,5 +1,7 @@
 #include "models/tokenizer/bpe_vocabulary.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -100,6 +102,30 @@ BpeVocabulary parse_bpe_vocabulary(const json& root) {
     v.merges.emplace(pair_key(l->second, r->second), BpeVocabulary::RankedMerge{rank++, m->second});
   }
   return v;
+}
+
+AddedTokenMatcher::AddedTokenMatcher(const std::vector<AddedToken>& added) {
+  for (const AddedToken& token : added) by_first_byte_[static_cast<unsigned char>(token.content[0])].push_back(&token);
+  for (auto& candidates : by_first_byte_) {
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [](const AddedToken* a, const AddedToken* b) { return a->content.size() > b->content.size(); });
+  }
+}
+
+void AddedTokenMatcher::split(std::string_view text, const std::function<void(std::string_view)>& on_text,
+                              const std::function<void(int)>& on_token) const {
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    for (const AddedToken* added : by_first_byte_[static_cast<unsigned char>(text[i])]) {
+      if (text.compare(i, added->content.size(), added->content) != 0) continue;
+      on_text(text.substr(start, i - start));
+      on_token(added->id);
+      i += added->content.size() - 1;
+      start = i + 1;
+      break;
+    }
+  }
+  on_text(text.substr(start));
 }
 
 }  // namespace fedcal

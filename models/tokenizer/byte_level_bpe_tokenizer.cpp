@@ -115,12 +115,8 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_json(const js
   for (const AddedToken& added : t->vocab_.added) {
     is_added[added.id] = true;
     t->token_bytes_[added.id] = added.content;
-    t->added_by_first_byte_[static_cast<unsigned char>(added.content[0])].push_back(&added);
   }
-  for (auto& candidates : t->added_by_first_byte_) {
-    std::stable_sort(candidates.begin(), candidates.end(),
-                     [](const AddedToken* a, const AddedToken* b) { return a->content.size() > b->content.size(); });
-  }
+  t->added_ = AddedTokenMatcher(t->vocab_.added);
   for (size_t id = 0; id < t->vocab_.pieces.size(); ++id) {
     if (is_added[id]) continue;
     std::string& bytes = t->token_bytes_[id];
@@ -205,18 +201,8 @@ std::vector<int> ByteLevelBpeTokenizer::encode(const std::string& text, bool add
   std::vector<int> tokens;
   if (add_bos) tokens.push_back(bos_id_);
   // Added tokens are matched in the raw text first, leftmost and then longest.
-  size_t start = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    for (const AddedToken* added : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
-      if (text.compare(i, added->content.size(), added->content) != 0) continue;
-      encode_text(std::string_view(text).substr(start, i - start), tokens);
-      tokens.push_back(added->id);
-      i += added->content.size() - 1;
-      start = i + 1;
-      break;
-    }
-  }
-  encode_text(std::string_view(text).substr(start), tokens);
+  added_.split(
+      text, [&](std::string_view stretch) { encode_text(stretch, tokens); }, [&](int id) { tokens.push_back(id); });
   return tokens;
 }
 

@@ -59,7 +59,7 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   std::array<int, 256> byte_ids_{};                                      // byte -> id of its byte character
   std::array<std::string, 256> byte_chars_;                              // byte -> its byte character in UTF-8
   std::vector<std::string> token_bytes_;                                 // id -> the bytes it decodes to
-  std::array<std::vector<const AddedToken*>, 256> added_by_first_byte_;  // longest first
+  AddedTokenMatcher added_;                                              // into vocab_.added
   int bos_id_ = -1;
   int eos_id_ = -1;
 };

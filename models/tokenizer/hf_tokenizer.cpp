@@ -63,6 +63,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const json& root, std::optio
   const json& normalizer = root.contains("normalizer") ? root["normalizer"] : json();
   const json& pre_tokenizer = root.contains("pre_tokenizer") ? root["pre_tokenizer"] : json();
   tokenizer.prepend_space_ = false;
+  bool replaces_spaces = false;
   if (!normalizer.is_null()) {
     std::vector<json> steps;
     if (json_type(normalizer) == "Sequence" && normalizer.contains("normalizers") && normalizer["normalizers"].is_array()) {
@@ -81,14 +82,21 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const json& root, std::optio
             json_string(step, "content") != tokenizer.space_symbol_) {
           fail("Replace normalizer {} is not supported (only \" \" -> U+2581)", step.dump());
         }
+        replaces_spaces = true;
       } else {
         fail("normalizer '{}' is not supported", type);
       }
     }
   }
-  if (!pre_tokenizer.is_null()) {
+  if (!pre_tokenizer.is_null() && json_type(pre_tokenizer) == "Split") {
+    // Gemma 3: a split at " " after the normalizer has replaced every space finds none: no effect,
+    // accepted only with that normalizer.
+    const json& pattern = pre_tokenizer.contains("pattern") ? pre_tokenizer["pattern"] : json();
+    if (!replaces_spaces || !pattern.is_object() || !pattern.contains("String") || pattern["String"] != " ")
+      fail("pre_tokenizer {} is not supported (a Split at \" \" after a Replace normalizer of \" \" is)", pre_tokenizer.dump());
+  } else if (!pre_tokenizer.is_null()) {
     const std::string type = json_type(pre_tokenizer);
-    if (type != "Metaspace") fail("pre_tokenizer '{}' is not supported (Metaspace and byte-level are)", type);
+    if (type != "Metaspace") fail("pre_tokenizer '{}' is not supported (Metaspace, Split and byte-level are)", type);
     if (pre_tokenizer.contains("replacement") && json_string(pre_tokenizer, "replacement") != tokenizer.space_symbol_) {
       fail("Metaspace replacement other than U+2581 is not supported");
     }
@@ -108,9 +116,20 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const json& root, std::optio
     }
     return tokenizer.vocab_.id_of(piece).value_or(-1);
   };
-  tokenizer.bos_id_ = find_special(bos_id, "<s>");
-  tokenizer.eos_id_ = find_special(eos_id, "</s>");
-  if (tokenizer.bos_id_ < 0) fail("no beginning-of-sequence token (<s>) and none given by config.json");
+  // Llama's <s> and </s>, or Gemma's <bos> and <eos>: a special added token of either name first (Gemma's
+  // vocabulary also has an ordinary piece "<s>"), else a piece of the Llama name.
+  auto special_added = [&](std::initializer_list<const char*> names) -> std::optional<int> {
+    for (const AddedToken& added : tokenizer.vocab_.added) {
+      for (const char* name : names) {
+        if (added.special && added.content == name) return added.id;
+      }
+    }
+    return std::nullopt;
+  };
+  tokenizer.bos_id_ = find_special(bos_id ? bos_id : special_added({"<s>", "<bos>"}), "<s>");
+  tokenizer.eos_id_ = find_special(eos_id ? eos_id : special_added({"</s>", "<eos>"}), "</s>");
+  if (tokenizer.bos_id_ < 0) fail("no beginning-of-sequence token (<s>, <bos>) and none given by config.json");
+  tokenizer.added_ = AddedTokenMatcher(tokenizer.vocab_.added);
   return owned;
 }
 
@@ -127,7 +146,14 @@ std::vector<int> HfTokenizer::encode_word(std::string_view word) const {
 std::vector<int> HfTokenizer::encode(const std::string& text, bool add_bos) const {
   std::vector<int> tokens;
   if (add_bos) tokens.push_back(bos_id_);
-  if (text.empty()) return tokens;
+  // Added tokens are found in the raw text first; each stretch between them is normalized alone.
+  added_.split(
+      text, [&](std::string_view stretch) { encode_stretch(stretch, tokens); }, [&](int id) { tokens.push_back(id); });
+  return tokens;
+}
+
+void HfTokenizer::encode_stretch(std::string_view text, std::vector<int>& tokens) const {
+  if (text.empty()) return;
   std::string normalized = prepend_space_ ? space_symbol_ : "";
   for (char ch : text) {
     if (ch == ' ') {
@@ -138,7 +164,7 @@ std::vector<int> HfTokenizer::encode(const std::string& text, bool add_bos) cons
   }
   if (!split_on_space_) {
     for (int id : encode_word(normalized)) tokens.push_back(id);
-    return tokens;
+    return;
   }
   // Metaspace split: every word starts at a space symbol.
   size_t start = 0;
@@ -148,7 +174,6 @@ std::vector<int> HfTokenizer::encode(const std::string& text, bool add_bos) cons
     for (int id : encode_word(std::string_view(normalized).substr(start, next - start))) tokens.push_back(id);
     start = next;
   }
-  return tokens;
 }
 
 std::string HfTokenizer::decode(int previous, int token) const {

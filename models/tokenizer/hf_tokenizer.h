@@ -1,7 +1,8 @@
 // Hugging Face tokenizer.json files. parse_hf_tokenizer reads either kind:
 //  - the Llama / sentencepiece kind (HfTokenizer below): a BPE model with vocab, ranked merges and byte
-//    fallback; spaces become U+2581 with one prepended (through a Prepend/Replace normalizer or a
-//    Metaspace pre-tokenizer);
+//    fallback; spaces become U+2581, with one prepended (Llama: a Prepend/Replace normalizer or a
+//    Metaspace pre-tokenizer) or not (Gemma 3: Replace, then a Split at " " that finds none); added
+//    tokens are found in the raw text first;
 //  - byte-level BPE (Llama 3, Qwen, SmolLM2): ByteLevelBpeTokenizer in byte_level_bpe_tokenizer.h.
 #pragma once
 
@@ -34,6 +35,7 @@ class HfTokenizer : public Tokenizer {
  private:
   HfTokenizer() = default;
   std::vector<int> encode_word(std::string_view word) const;
+  void encode_stretch(std::string_view text, std::vector<int>& tokens) const;  // no added tokens in `text`
 
   BpeVocabulary vocab_;
   std::vector<int> byte_ids_;  // byte -> "<0xNN>" id, or -1
@@ -43,6 +45,7 @@ class HfTokenizer : public Tokenizer {
   bool prepend_space_ = true;
   bool split_on_space_ = false;  // Metaspace split=true: BPE per word
   std::string space_symbol_ = "\xe2\x96\x81";
+  AddedTokenMatcher added_;  // into vocab_.added
 };
 
 }  // namespace fedcal

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include "models/tokenizer/bpe.h"
 #include "models/tokenizer/hf_tokenizer.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
@@ -51,6 +52,15 @@ TEST_CASE("llama2.c tokenizer: dummy prefix, merges by score, byte fallback, dec
   CHECK(tokenizer.decode_all(tokenizer.encode("abc c zé\n", true)) == "abc c zé\n");
   CHECK(tokenizer.decode(1, id_of(tokenizer, " ab")) == "ab");  // leading space dropped after <s>
   CHECK(tokenizer.decode(5, id_of(tokenizer, " ab")) == " ab");
+}
+
+TEST_CASE("UTF-8 characters take the continuation bytes their lead announces; stray and truncated bytes stand alone") {
+  using Parts = std::vector<std::string_view>;
+  // U+2581 then a stray continuation byte: the character stays whole (it was four bytes of fallback).
+  CHECK(split_utf8("\xe2\x96\x81\x80"
+                   "a") == Parts{"\xe2\x96\x81", "\x80", "a"});
+  CHECK(split_utf8("\xc3\xa9\xa9\xf0\x9f\x98\x80") == Parts{"\xc3\xa9", "\xa9", "\xf0\x9f\x98\x80"});
+  CHECK(split_utf8("\xe2\x82 c\xff") == Parts{"\xe2\x82", " ", "c", "\xff"});  // truncated, then 0xFF
 }
 
 TEST_CASE("tokenizer.json BPE: ranked merges, Metaspace split, byte fallback") {
