@@ -153,6 +153,36 @@ TEST_CASE("Fleet round: federated = centralized, bit for bit, and the coordinato
   }
 }
 
+// A round on the PyTorch-checked checkpoint tests/reference/`name` (with `spm` as its tokenizer): the
+// statistics equal the agents' text calibrated centrally, bit for bit, and the package rolls out to
+// every agent, which runs it.
+void check_reference_round_and_rollout(MiniFleet& fleet, int agents, const std::string& name, const std::string& spm) {
+  CAPTURE(name);
+  const std::string folder = fleet.path(name);
+  fs::create_directories(folder);
+  for (const char* file : {"config.json", "model.safetensors"})
+    fs::copy_file(std::string(FEDCAL_SOURCE_DIR) + "/tests/reference/" + name + "/" + file, folder + "/" + file);
+  fs::copy_file(spm, folder + "/tokenizer.model");
+  const int64_t model = fleet.import_model(folder);
+  const nlohmann::json report = fleet.run_round(round_settings(model));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == agents);
+  CHECK(report["checks"]["fleet"]["agents"] == agents);
+  CHECK(report["checks"]["dynamic"]["agents"] == agents);
+  // The same statistics as the agents' calibration text run centrally, bit for bit.
+  const std::string fp32 = fp32_package_path(fleet, model);
+  std::string all;
+  for (int i = 0; i < agents; ++i) all += fleet.calibration_text(i, kSequences);
+  const std::string central = calibrate_centrally(fleet, fp32, all, kSequences * agents, "central-" + name);
+  const std::string round = std::to_string(report["round"].get<int64_t>());
+  CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-" + round + ".stats") == read_bytes(central));
+  // Rolled out to every agent, which runs it (the second replaces an unrelated model: no KL limit).
+  const nlohmann::json rollout = fleet.run_rollout(
+      {{"model_id", report["models"][0]["model"]}, {"waves", {100.0}}, {"max_kl", 50.0}, {"max_slowdown", 50.0}, {"soak_ms", 0}});
+  CHECK_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
+  CHECK(rollout["counts"]["healthy"] == agents);
+}
+
 TEST_CASE("Fleet round and rollout of Llama 3, Qwen3 and Qwen2 shaped models (RoPE scaling, head_dim, q/k norms, q/k/v biases): federated = centralized" *
           doctest::timeout(240)) {
   FleetOptions options;
@@ -164,34 +194,21 @@ TEST_CASE("Fleet round and rollout of Llama 3, Qwen3 and Qwen2 shaped models (Ro
   fs::create_directories(fleet.path("spm"));
   const std::string spm = train_sentencepiece(fleet.path("spm"), tinystories_train().substr(0, 100000), 512);
   for (const std::string name : {"llama3-tiny", "head-dim-tiny", "qwen3-tiny", "qwen2-tiny"}) {
-    CAPTURE(name);
-    const std::string folder = fleet.path(name);
-    fs::create_directories(folder);
-    for (const char* file : {"config.json", "model.safetensors"})
-      fs::copy_file(std::string(FEDCAL_SOURCE_DIR) + "/tests/reference/" + name + "/" + file, folder + "/" + file);
-    fs::copy_file(spm, folder + "/tokenizer.model");
-    const int64_t model = fleet.import_model(folder);
-    const nlohmann::json report = fleet.run_round(round_settings(model));
-    REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
-    CHECK(report["contributors"] == 3);
-    CHECK(report["checks"]["fleet"]["agents"] == 3);
-    CHECK(report["checks"]["dynamic"]["agents"] == 3);
-    // The same statistics as the agents' calibration text run centrally, bit for bit.
-    const std::string fp32 = fp32_package_path(fleet, model);
-    std::string all;
-    for (int i = 0; i < options.agents; ++i) all += fleet.calibration_text(i, kSequences);
-    const std::string central = calibrate_centrally(fleet, fp32, all, kSequences * options.agents, "central-" + name);
-    const std::string round = std::to_string(report["round"].get<int64_t>());
-    CHECK(read_bytes(fleet.coordinator_dir() + "/artifacts/round-" + round + ".stats") == read_bytes(central));
-    // Rolled out to every agent, which runs it (the second replaces an unrelated model: no KL limit).
-    const nlohmann::json rollout = fleet.run_rollout({{"model_id", report["models"][0]["model"]},
-                                                      {"waves", {100.0}},
-                                                      {"max_kl", 50.0},
-                                                      {"max_slowdown", 50.0},
-                                                      {"soak_ms", 0}});
-    CHECK_MESSAGE(rollout["stage"] == "done", rollout.dump(2));
-    CHECK(rollout["counts"]["healthy"] == 3);
+    check_reference_round_and_rollout(fleet, options.agents, name, spm);
   }
+}
+
+TEST_CASE(
+    "Fleet round and rollout of a Gemma 3 shaped model (sliding-window layers, post-norms, GeGLU): federated = centralized" *
+    doctest::timeout(120)) {
+  FleetOptions options;
+  options.agents = 3;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  fs::create_directories(fleet.path("spm"));
+  check_reference_round_and_rollout(fleet, options.agents, "gemma3-tiny",
+                                    train_sentencepiece(fleet.path("spm"), tinystories_train().substr(0, 100000), 512));
 }
 
 TEST_CASE("Fleet round with exports: the importance matrix federated = centralized bit for bit, each export listed and exportable" *

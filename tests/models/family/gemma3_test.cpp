@@ -130,7 +130,8 @@ TEST_CASE("Gemma 3: without the sliding window, the (1 + w) norms or the embeddi
   }
 }
 
-TEST_CASE("Gemma 3 in packages and Hugging Face folders, static INT8 and fine-grained; formats without it refuse by name") {
+TEST_CASE(
+    "Gemma 3 in packages and Hugging Face folders, static INT8 and fine-grained, and the formats without it refuse by name") {
   const Reference reference = read_reference();
   const Model model = load_model(kFolder).model;
   const std::vector<float> expected = logits_of(model, reference.tokens);

@@ -54,7 +54,7 @@ TEST_CASE("llama2.c tokenizer: dummy prefix, merges by score, byte fallback, dec
   CHECK(tokenizer.decode(5, id_of(tokenizer, " ab")) == " ab");
 }
 
-TEST_CASE("UTF-8 characters take the continuation bytes their lead announces; stray and truncated bytes stand alone") {
+TEST_CASE("UTF-8 characters take the continuation bytes their lead announces, stray and truncated bytes stand alone") {
   using Parts = std::vector<std::string_view>;
   // U+2581 then a stray continuation byte: the character stays whole (it was four bytes of fallback).
   CHECK(split_utf8("\xe2\x96\x81\x80"
