@@ -160,7 +160,16 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
 
   // The KV cache is left uninitialised, so its pages stay untouched (not resident) until positions
   // reach them: a position's keys and values are written before attention reads them.
-  const size_t cache_floats = static_cast<size_t>(c.n_layers) * c.max_seq_len * kv_dim;
+  size_t cache_floats = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    // A local layer's ring: its window plus a chunk's other positions (a chunk's first token still
+    // needs keys its last one's slot would take in a ring of the window alone).
+    const int64_t ring = c.local_layer(l) ? int64_t{c.sliding_window} + options_.max_batch - 1 : 0;
+    const bool windowed = ring != 0 && 2 * ring < c.max_seq_len;
+    const int rows = windowed ? static_cast<int>(2 * ring) : c.max_seq_len;
+    cache_layers_.push_back({cache_floats, rows, windowed ? static_cast<int>(ring) : 0});
+    cache_floats += static_cast<size_t>(rows) * kv_dim;
+  }
   key_cache_ = std::unique_ptr<float[]>(new float[cache_floats]);
   value_cache_ = std::unique_ptr<float[]>(new float[cache_floats]);
   if (token_embedding_int8_) embedding_row_.resize(dim);
@@ -201,6 +210,12 @@ size_t Transformer::resident_weight_bytes() const {
                                              : token_embedding_.size() * sizeof(float);
   // decode_weight_bytes counts one row of the table; the whole table is held.
   return decode_weight_bytes() - row + table;
+}
+
+size_t Transformer::kv_cache_bytes() const {
+  size_t rows = 0;
+  for (const CacheLayer& cache : cache_layers_) rows += static_cast<size_t>(cache.rows);
+  return 2 * rows * static_cast<size_t>(config_.kv_dim()) * sizeof(float);
 }
 
 std::span<const float> Transformer::forward(std::span<const int> tokens, int pos, bool all_logits) {
@@ -305,13 +320,19 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
       rotate(&k_[size_t(t) * kv_dim], kv_dim);
     }
 
-    // KV cache of this layer, each head's rows [pos, pos + n) = that head's part of k, v
+    // KV cache of this layer, each head's rows for positions [pos, pos + n) = that head's part of k, v
+    // (a local layer's ring: at both of a position's slots).
     const int head_size = c.head_size();
+    const int ring = cache_layers_[size_t(l)].ring;
     for (int h = 0; h < c.n_kv_heads; ++h) {
       for (int t = 0; t < n; ++t) {
-        const size_t row = cache_row(l, h, pos + t), part = size_t(t) * kv_dim + size_t(h) * head_size;
-        std::memcpy(&key_cache_[row], &k_[part], head_size * sizeof(float));
-        std::memcpy(&value_cache_[row], &v_[part], head_size * sizeof(float));
+        const size_t part = size_t(t) * kv_dim + size_t(h) * head_size;
+        const int slot = ring != 0 ? (pos + t) % ring : pos + t;
+        for (const int row : {slot, ring != 0 ? slot + ring : -1}) {
+          if (row < 0) continue;
+          std::memcpy(&key_cache_[cache_row(l, h, row)], &k_[part], head_size * sizeof(float));
+          std::memcpy(&value_cache_[cache_row(l, h, row)], &v_[part], head_size * sizeof(float));
+        }
       }
     }
 
@@ -369,8 +390,10 @@ namespace {
 struct AttentionTask {
   const ModelConfig* config;
   const float* q;       // (n, q_dim)
-  const float* keys;    // (n_kv_heads, max_seq_len, head_size) of this layer
-  const float* values;  // (n_kv_heads, max_seq_len, head_size) of this layer
+  const float* keys;    // (n_kv_heads, rows, head_size) of this layer
+  const float* values;  // (n_kv_heads, rows, head_size) of this layer
+  int rows;             // per head: max_seq_len, or twice a local layer's ring
+  int ring;             // 0: row = position; else position p at rows p % ring and p % ring + ring
   float* scores;        // (n * n_heads, max_seq_len)
   float* out;           // (n, q_dim)
   int pos;
@@ -383,11 +406,11 @@ void attend_one(void* context, size_t item) {
   const ModelConfig& c = *task.config;
   const int head_size = c.head_size();
   const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
-  const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * c.max_seq_len * head_size;
+  const size_t kv_offset = size_t(h / (c.n_heads / c.n_kv_heads)) * task.rows * head_size;
   const size_t q_offset = size_t(t) * c.q_dim() + size_t(h) * head_size;
   // keys and values at positions first .. pos + t: all of them, or a local layer's last `window`
   const int end = task.pos + t + 1, first = std::max(0, end - task.window);
-  const size_t skip = size_t(first) * head_size;
+  const size_t skip = size_t(task.ring != 0 ? first % task.ring : first) * head_size;  // a ring's run starts at first's slot
   attention_head(task.q + q_offset, task.keys + kv_offset + skip, task.values + kv_offset + skip, end - first, head_size,
                  c.attention_scale(), task.scores + item * c.max_seq_len, task.out + q_offset);
 }
@@ -396,10 +419,18 @@ void attend_one(void* context, size_t item) {
 
 void Transformer::attention(int layer, int n, int pos) {
   const ModelConfig& c = config_;
-  const size_t layer_offset = cache_row(layer, 0, 0);
+  const CacheLayer& cache = cache_layers_[size_t(layer)];
   const int window = c.local_layer(layer) ? c.sliding_window : c.max_seq_len;
-  AttentionTask task{&c,  q_.data(), &key_cache_[layer_offset], &value_cache_[layer_offset], scores_.data(), att_out_.data(),
-                     pos, window};
+  AttentionTask task{&c,
+                     q_.data(),
+                     &key_cache_[cache.offset],
+                     &value_cache_[cache.offset],
+                     cache.rows,
+                     cache.ring,
+                     scores_.data(),
+                     att_out_.data(),
+                     pos,
+                     window};
   pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
 }
 

@@ -59,6 +59,8 @@ class Transformer {
   // Bytes of weights the Transformer holds: all matrices as packed, the whole token table, the norms
   // and biases. What memory a model needs at the least, against which peak RSS is measured.
   size_t resident_weight_bytes() const;
+  // Bytes of the KV cache (keys and values, every layer): a local layer's holds only its window.
+  size_t kv_cache_bytes() const;
 
  private:
   struct Layer;
@@ -85,11 +87,21 @@ class Transformer {
   std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_size / 2)
   std::vector<float> local_rope_cos_, local_rope_sin_;  // the same for local layers; empty without them
 
-  // KV cache: (n_layers, n_kv_heads, max_seq_len, head_size) each, so that one head's keys (and
-  // values) are contiguous: attention streams them instead of striding across the other heads.
+  // KV cache, per layer (n_kv_heads, rows, head_size) for keys and values each, so that one head's
+  // keys (and values) are contiguous: attention streams them instead of striding across the other
+  // heads. A global layer's rows are its positions (max_seq_len). A local layer keeps only what its
+  // window can see: a ring of `ring` = sliding_window + max_batch - 1 slots, position p at slot
+  // p % ring and again at p % ring + ring (2 * ring rows), so that any window is one contiguous run.
   std::unique_ptr<float[]> key_cache_, value_cache_;
-  size_t cache_row(int layer, int kv_head, int pos) const {
-    return ((size_t(layer) * config_.n_kv_heads + kv_head) * config_.max_seq_len + pos) * config_.head_size();
+  struct CacheLayer {
+    size_t offset;  // of the layer's first row, in floats
+    int rows;       // per head: max_seq_len, or 2 * ring
+    int ring;       // 0 for a global layer
+  };
+  std::vector<CacheLayer> cache_layers_;
+  size_t cache_row(int layer, int kv_head, int row) const {
+    const CacheLayer& cache = cache_layers_[size_t(layer)];
+    return cache.offset + (size_t(kv_head) * cache.rows + row) * config_.head_size();
   }
   // Activations for one chunk of up to max_batch tokens (B = max_batch); padded for XNNPACK.
   std::vector<float> x_;         // (B, dim) residual stream

@@ -103,6 +103,40 @@ TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, gr
   }
 }
 
+TEST_CASE("Gemma 3's local layers keep only their window in the KV cache: the same logits and greedy text in any chunk size") {
+  const Reference reference = read_reference();
+  const Model model = load_model(kFolder).model;
+  XnnRuntime runtime(1);
+  Transformer whole(model, runtime);  // chunks of 64: a ring of 16 + 63 slots is no smaller than the 128 positions
+  const auto expected_span = whole.forward(reference.tokens, 0, true);
+  const std::vector<float> expected(expected_span.begin(), expected_span.end());
+  for (const int chunk : {1, 3, 7}) {
+    CAPTURE(chunk);
+    TransformerOptions options;
+    options.max_batch = chunk;
+    Transformer windowed(model, runtime, options);
+    // Two local layers in rings of 16 + chunk - 1 slots, twice over, and one global layer of 128.
+    const size_t row_bytes = 2 * size_t(model.config.kv_dim()) * sizeof(float);
+    CHECK(windowed.kv_cache_bytes() == (2 * 2 * size_t(16 + chunk - 1) + 128) * row_bytes);
+    CHECK(windowed.kv_cache_bytes() < whole.kv_cache_bytes());
+    const auto logits = windowed.forward(reference.tokens, 0, true);  // 100 positions, many times round each ring
+    double worst = 0;
+    for (size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, double(std::fabs(logits[i] - expected[i])));
+    MESSAGE("chunks of " << chunk << ": largest logit difference " << worst);
+    CHECK(worst < 1e-4);
+    // Greedy decoding, one position at a time: the reference's 64 tokens.
+    std::vector<int> prompt(reference.tokens.begin(), reference.tokens.begin() + 8);
+    auto step = windowed.forward(prompt, 0, false);
+    std::vector<int> greedy;
+    for (size_t i = 0; i < reference.greedy.size(); ++i) {
+      const int next = argmax(step);
+      greedy.push_back(next);
+      step = windowed.forward(std::span(&next, 1), static_cast<int>(prompt.size() + i), false);
+    }
+    CHECK(greedy == reference.greedy);
+  }
+}
+
 TEST_CASE("Gemma 3: without the sliding window, the (1 + w) norms or the embedding scale the logits are measurably off") {
   const Reference reference = read_reference();
   const Model model = load_model(kFolder).model;
