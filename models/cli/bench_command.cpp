@@ -90,6 +90,7 @@ void run_bench(const BenchOptions& options) {
                           {"decode_weight_bytes_per_token", transformer.decode_weight_bytes()},
                           {"decode_weight_gb_per_s", weight_gbps},
                           {"resident_weight_bytes", resident_weights},
+                          {"kv_cache_bytes", transformer.kv_cache_bytes()},
                           {"peak_rss_bytes", peak_rss},
                           {"peak_rss_vs_weights", static_cast<double>(peak_rss) / static_cast<double>(resident_weights)}};
     std::printf("%s\n", out.dump(2).c_str());
@@ -106,6 +107,8 @@ void run_bench(const BenchOptions& options) {
   std::printf("decode weights: %.2f GB/s read (%.1f MB per token)\n", weight_gbps, transformer.decode_weight_bytes() / 1e6);
   std::printf("peak RSS:       %.1f MB, %.3fx the %.1f MB of weights the engine holds (packed matrices, token table, norms)\n",
               peak_rss / 1e6, static_cast<double>(peak_rss) / static_cast<double>(resident_weights), resident_weights / 1e6);
+  std::printf("KV cache:       %.1f MB for %d positions (a sliding-window layer holds only its window)\n",
+              transformer.kv_cache_bytes() / 1e6, c.max_seq_len);
 }
 
 }  // namespace

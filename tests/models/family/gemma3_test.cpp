@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include "models/family/family.h"
 #include "models/format/gguf_model.h"
 #include "models/format/hf_checkpoint.h"
+#include "models/format/hf_config.h"
 #include "models/format/llama2c_checkpoint.h"
 #include "models/format/model_loader.h"
 #include "models/format/model_package.h"
@@ -217,6 +219,94 @@ TEST_CASE(
   CHECK(testing::error_of([&] {
           write_llama2c_checkpoint(model, dir.path("g.bin"), Llama2cVersion::kVersion1);
         }).find("cannot hold") != std::string::npos);
+}
+
+// A value of the same kind that computes something else, or is malformed.
+nlohmann::json changed(const nlohmann::json& value) {
+  if (value.is_boolean()) return !value.get<bool>();
+  if (value.is_number_integer()) return value.get<int64_t>() * 2 + 1;
+  if (value.is_number()) return value.get<double>() * 2 + 1;
+  if (value.is_string()) return value.get<std::string>() + "x";
+  if (value.is_array()) {
+    nlohmann::json out = value;
+    out.push_back(out.empty() ? nlohmann::json(1) : out.back());
+    return out;
+  }
+  if (value.is_object()) {
+    nlohmann::json out = value;
+    out["unknown_parameter"] = 1;
+    return out;
+  }
+  return 7;
+}
+
+// What a config computes: the model's description and its token ids; nullopt when refused.
+std::optional<std::string> outcome(const nlohmann::json& json) {
+  try {
+    const HfConfig config = parse_hf_config(json.dump(), "config.json");
+    std::string ids;
+    for (size_t l = 0; l < config.model.local_layers.size(); ++l)
+      ids += config.model.local_layer(static_cast<int>(l)) ? 'L' : 'G';
+    return config.model.describe() + " " + ids + " bos " + std::to_string(config.bos_token_id.value_or(-1)) + " eos " +
+           std::to_string(config.eos_token_id.value_or(-1));
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+HfKeyUse use_of(const std::string& key) {
+  for (const HfConfigKey& entry : hf_config_keys()) {
+    if (key == entry.name) return entry.use;
+  }
+  FAIL("not in the catalogue: " << key);
+  return HfKeyUse::kUsed;
+}
+
+TEST_CASE("Gemma 3 270M and 1B config.json, transformers 4.x and 5.x: read alike, and every key used, checked or refused") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/models/family/configs/";
+  size_t keys = 0, refused = 0;
+  for (const char* name : {"gemma-3-270m", "gemma-3-1b"}) {
+    CAPTURE(name);
+    const nlohmann::json v4 = nlohmann::json::parse(read_text_file(folder + name + ".4.json"));
+    const nlohmann::json v5 = nlohmann::json::parse(read_text_file(folder + name + ".5.json"));
+    const std::optional<std::string> read = outcome(v4);
+    REQUIRE(read);
+    CHECK(outcome(v5) == read);
+    const ModelConfig c = parse_hf_config(v4.dump(), name).model;
+    CHECK(std::string(family_of(c).name) == "gemma3");
+    CHECK(c.head_size() == 256);
+    CHECK(c.query_scale_dim == 256.0f);
+    CHECK(c.sliding_window == 512);
+    CHECK(c.vocab_size == 262144);
+    CHECK(c.shared_classifier);  // Gemma 3 ties its embeddings when config.json does not say
+    for (int l = 0; l < c.n_layers; ++l) CHECK(c.local_layer(l) == ((l + 1) % 6 != 0));
+    // Each key changed changes what is read or is refused, unless the catalogue says why it cannot.
+    for (const nlohmann::json& base : {v4, v5}) {
+      for (const auto& item : base.items()) {
+        const std::string key = item.key();
+        CAPTURE(key);
+        nlohmann::json variant = base;
+        variant[key] = changed(item.value());
+        const std::optional<std::string> result = outcome(variant);
+        ++keys;
+        refused += result ? 0 : 1;
+        if (result == outcome(base)) CHECK(use_of(key) == HfKeyUse::kNoEffect);
+      }
+    }
+  }
+  MESSAGE(keys << " keys changed one at a time, " << refused << " refused");
+  CHECK(keys > 100);
+  CHECK(refused > 20);
+  // The 270M shape's weights, as the synth preset and the published model have them (268.1 M).
+  const ModelConfig small = parse_hf_config(read_text_file(folder + "gemma-3-270m.4.json"), "270m").model;
+  CHECK(small.parameter_count() == 268098176);
+  // Soft-capping (Gemma 2's) and RoPE scaling of the global layers are refused by name.
+  nlohmann::json capped = nlohmann::json::parse(read_text_file(folder + "gemma-3-1b.4.json"));
+  capped["final_logit_softcapping"] = 30.0;
+  CHECK(testing::error_of([&] { parse_hf_config(capped.dump(), "c"); }).find("final_logit_softcapping") != std::string::npos);
+  nlohmann::json scaled = nlohmann::json::parse(read_text_file(folder + "gemma-3-1b.4.json"));
+  scaled["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  CHECK(testing::error_of([&] { parse_hf_config(scaled.dump(), "c"); }).find("rope_scaling") != std::string::npos);
 }
 
 }  // namespace
