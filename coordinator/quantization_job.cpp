@@ -237,9 +237,10 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   PublishGate gate(loaded, input);
   const double trim = trim_share(input.settings, input.stats);  // the fleet's statistics only, not the public text's
   std::span<const CalibrationStats> scale_groups;               // the fleet's packages' scales: group medians, or the aggregate's
-  if (input.settings.group_scales == "median") {
-    if (input.group_stats.size() < 3)
-      fail("group_scales 'median' needs the sums of 3 or more relay groups; this round has {}", input.group_stats.size());
+  if (input.settings.median_group_scales()) {
+    if (input.group_stats.size() < kMedianScaleMinGroups)
+      fail("group_scales 'median' needs the sums of {} or more relay groups; this round has {}", kMedianScaleMinGroups,
+           input.group_stats.size());
     scale_groups = input.group_stats;
   }
   const Quantized fleet =

@@ -278,7 +278,7 @@ std::unique_ptr<Round> Round::recover(RoundHost& host, const RoundRecord& record
   const auto aggregate = host.store().aggregate_path(record.id);
   if (record.stage == RoundStage::kQuantizing && aggregate) {
     host.log(fmt::format("round {}: resuming the quantization job after a restart", record.id));
-    round->begin_quantizing(read_stats(*aggregate), round->settings_.group_scales == "median"
+    round->begin_quantizing(read_stats(*aggregate), round->settings_.median_group_scales()
                                                         ? ArtifactStore(host.config().artifacts_dir()).group_stats(record.id)
                                                         : std::vector<CalibrationStats>{});
   } else if (record.stage == RoundStage::kEvaluating && record.result_model_id) {
@@ -866,9 +866,9 @@ void Round::begin_relay_groups(const SecAggConfig& round_config) {
     fail_round(fmt::format("no relay has min_agents = {} participants behind it for a group", min_size));
     return;
   }
-  if (settings_.group_scales == "median" && relay_groups_.size() < 3) {
-    fail_round(fmt::format("group_scales 'median' needs 3 or more relay groups; {} participants make {} (relay_group_size = {})",
-                           participants_.size(), relay_groups_.size(), settings_.relay_group_size));
+  if (settings_.median_group_scales() && relay_groups_.size() < kMedianScaleMinGroups) {
+    fail_round(fmt::format("group_scales 'median' needs {} or more relay groups; {} participants make {} (relay_group_size = {})",
+                           kMedianScaleMinGroups, participants_.size(), relay_groups_.size(), settings_.relay_group_size));
     return;
   }
   round_key_ = std::make_shared<const X25519KeyPair>(X25519KeyPair::generate());
@@ -944,7 +944,7 @@ void Round::finish_group_aggregation() {
   const uint64_t length = relay_groups_.front().config.vector_length;
   const auto min_agents = static_cast<size_t>(settings_.min_agents);
   std::shared_ptr<const X25519KeyPair> key = round_key_;
-  const bool keep_groups = settings_.group_scales == "median";  // each group's sum, for the scales' medians
+  const bool keep_groups = settings_.median_group_scales();  // each group's sum, for the scales' medians
   aggregation_ = std::async(std::launch::async, [openings = std::move(openings), key, lane_bits, length, min_agents,
                                                  keep_groups] {
     Aggregation out;
@@ -1062,12 +1062,12 @@ void Round::complete_aggregation(Aggregation aggregation) {
   };
   CalibrationStats stats = stats_of(*sum, aggregation.survivors.size());
   std::vector<CalibrationStats> groups;
-  if (settings_.group_scales == "median") {
+  if (settings_.median_group_scales()) {
     for (size_t g = 0; g < aggregation.group_sums.size(); ++g)
       groups.push_back(stats_of(aggregation.group_sums[g], aggregation.group_agents[g]));
-    if (groups.size() < 3) {
-      fail_round(fmt::format("group_scales 'median' needs 3 or more opened relay groups; {} opened{}", groups.size(),
-                             aggregation.why.empty() ? "" : " (" + aggregation.why + ")"));
+    if (groups.size() < kMedianScaleMinGroups) {
+      fail_round(fmt::format("group_scales 'median' needs {} or more opened relay groups; {} opened{}", kMedianScaleMinGroups,
+                             groups.size(), aggregation.why.empty() ? "" : " (" + aggregation.why + ")"));
       return;
     }
     ArtifactStore(host_.config().artifacts_dir()).add_group_stats(groups, id_);

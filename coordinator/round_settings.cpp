@@ -184,9 +184,9 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
          settings.relay_group_size, settings.min_agents);
   if (settings.group_scales != "sum" && settings.group_scales != "median")
     fail("group_scales = '{}': must be 'sum' or 'median'", settings.group_scales);
-  if (settings.group_scales == "median" && settings.relay_group_size == 0)
+  if (settings.median_group_scales() && settings.relay_group_size == 0)
     fail("group_scales = 'median' takes the scales from relay groups: it needs relay_group_size");
-  if (settings.group_scales == "median" && settings.trim_agents != 0)
+  if (settings.median_group_scales() && settings.trim_agents != 0)
     fail("group_scales = 'median' with trim_agents = {}: the median already bounds what a few groups do; use one",
          settings.trim_agents);
   if (settings.neighbours < 0 || settings.neighbours > 254)

@@ -14,6 +14,10 @@ namespace fedcal::coordinator {
 // The label of a round's package for devices without an INT8 dot product (RoundSettings::device_classes).
 inline constexpr const char* kStaticClassLabel = "class:static";
 
+// The fewest relay groups whose median of scales a round takes (group_scales "median"): with 3, one
+// group's falsified statistics are outvoted by the two others.
+inline constexpr size_t kMedianScaleMinGroups = 3;
+
 struct RoundSettings {
   int64_t model_id = 0;          // the FP32 model to calibrate
   int min_agents = 3;            // fewer joined agents: the round fails; the aggregate of fewer is never unmasked
@@ -82,6 +86,7 @@ struct RoundSettings {
   // groups' range while most groups are honest; needs 3 or more opened groups, no trim_agents). The
   // aggregate is still the sum, and everything else (importance, smoothing, exports) is made from it.
   std::string group_scales = "sum";
+  bool median_group_scales() const { return group_scales == "median"; }
   // Per device group (agent label): a differently quantized package from the same aggregate, e.g.
   // per-tensor weights and the classifier in FP32 for boards with less RAM. Agents with the label
   // check and get that package instead of the default one.
