@@ -47,39 +47,25 @@ using C = ModelConfig;
 
 // Package order: changing it changes every package's tensor order.
 const std::vector<LayerTensor> kLayerTensors = {
-    // name       member        rows            cols           feature       rotary                  GGUF linear in / out
-    {"attn_norm", &W::attn_norm, Extent::kOne, Extent::kDim, nullptr, RotaryHeads::kNone, "attn_norm.weight", {}, {}},
-    {"wq", &W::wq, Extent::kQ, Extent::kDim, nullptr, RotaryHeads::kQuery, "attn_q.weight", P::kAttnIn, P::kQOut},
-    {"wk", &W::wk, Extent::kKv, Extent::kDim, nullptr, RotaryHeads::kKeyValue, "attn_k.weight", P::kAttnIn, P::kKOut},
-    {"wv", &W::wv, Extent::kKv, Extent::kDim, nullptr, RotaryHeads::kNone, "attn_v.weight", P::kAttnIn, P::kVOut},
-    {"wo", &W::wo, Extent::kDim, Extent::kQ, nullptr, RotaryHeads::kNone, "attn_output.weight", P::kAttnOut, P::kWoOut},
-    {"q_norm", &W::q_norm, Extent::kOne, Extent::kHead, &C::qk_norm, RotaryHeads::kOneHead, "attn_q_norm.weight", {}, {}},
-    {"k_norm", &W::k_norm, Extent::kOne, Extent::kHead, &C::qk_norm, RotaryHeads::kOneHead, "attn_k_norm.weight", {}, {}},
-    {"bq", &W::bq, Extent::kOne, Extent::kQ, &C::qkv_bias, RotaryHeads::kQuery, "attn_q.bias", {}, {}},
-    {"bk", &W::bk, Extent::kOne, Extent::kKv, &C::qkv_bias, RotaryHeads::kKeyValue, "attn_k.bias", {}, {}},
-    {"bv", &W::bv, Extent::kOne, Extent::kKv, &C::qkv_bias, RotaryHeads::kNone, "attn_v.bias", {}, {}},
-    {"post_attn_norm",
-     &W::post_attn_norm,
-     Extent::kOne,
-     Extent::kDim,
-     &C::post_norms,
-     RotaryHeads::kNone,
-     "post_attention_norm.weight",
-     {},
-     {}},
-    {"ffn_norm", &W::ffn_norm, Extent::kOne, Extent::kDim, nullptr, RotaryHeads::kNone, "ffn_norm.weight", {}, {}},
-    {"w1", &W::w1, Extent::kHidden, Extent::kDim, nullptr, RotaryHeads::kNone, "ffn_gate.weight", P::kFfnIn, P::kW1Out},
-    {"w2", &W::w2, Extent::kDim, Extent::kHidden, nullptr, RotaryHeads::kNone, "ffn_down.weight", P::kFfnHidden, P::kW2Out},
-    {"w3", &W::w3, Extent::kHidden, Extent::kDim, nullptr, RotaryHeads::kNone, "ffn_up.weight", P::kFfnIn, P::kW3Out},
-    {"post_ffn_norm",
-     &W::post_ffn_norm,
-     Extent::kOne,
-     Extent::kDim,
-     &C::post_norms,
-     RotaryHeads::kNone,
-     "post_ffw_norm.weight",
-     {},
-     {}},
+    // clang-format off
+    // name             member              rows             cols             feature          rotary layout           role                 GGUF name                      linear: input, output
+    {"attn_norm",       &W::attn_norm,      Extent::kOne,    Extent::kDim,    nullptr,         RotaryHeads::kNone,     TensorRole::kNorm,   "attn_norm.weight",            {}, {}},
+    {"wq",              &W::wq,             Extent::kQ,      Extent::kDim,    nullptr,         RotaryHeads::kQuery,    TensorRole::kMatrix, "attn_q.weight",               P::kAttnIn, P::kQOut},
+    {"wk",              &W::wk,             Extent::kKv,     Extent::kDim,    nullptr,         RotaryHeads::kKeyValue, TensorRole::kMatrix, "attn_k.weight",               P::kAttnIn, P::kKOut},
+    {"wv",              &W::wv,             Extent::kKv,     Extent::kDim,    nullptr,         RotaryHeads::kNone,     TensorRole::kMatrix, "attn_v.weight",               P::kAttnIn, P::kVOut},
+    {"wo",              &W::wo,             Extent::kDim,    Extent::kQ,      nullptr,         RotaryHeads::kNone,     TensorRole::kMatrix, "attn_output.weight",          P::kAttnOut, P::kWoOut},
+    {"q_norm",          &W::q_norm,         Extent::kOne,    Extent::kHead,   &C::qk_norm,     RotaryHeads::kOneHead,  TensorRole::kNorm,   "attn_q_norm.weight",          {}, {}},
+    {"k_norm",          &W::k_norm,         Extent::kOne,    Extent::kHead,   &C::qk_norm,     RotaryHeads::kOneHead,  TensorRole::kNorm,   "attn_k_norm.weight",          {}, {}},
+    {"bq",              &W::bq,             Extent::kOne,    Extent::kQ,      &C::qkv_bias,    RotaryHeads::kQuery,    TensorRole::kBias,   "attn_q.bias",                 {}, {}},
+    {"bk",              &W::bk,             Extent::kOne,    Extent::kKv,     &C::qkv_bias,    RotaryHeads::kKeyValue, TensorRole::kBias,   "attn_k.bias",                 {}, {}},
+    {"bv",              &W::bv,             Extent::kOne,    Extent::kKv,     &C::qkv_bias,    RotaryHeads::kNone,     TensorRole::kBias,   "attn_v.bias",                 {}, {}},
+    {"post_attn_norm",  &W::post_attn_norm, Extent::kOne,    Extent::kDim,    &C::post_norms,  RotaryHeads::kNone,     TensorRole::kNorm,   "post_attention_norm.weight",  {}, {}},
+    {"ffn_norm",        &W::ffn_norm,       Extent::kOne,    Extent::kDim,    nullptr,         RotaryHeads::kNone,     TensorRole::kNorm,   "ffn_norm.weight",             {}, {}},
+    {"w1",              &W::w1,             Extent::kHidden, Extent::kDim,    nullptr,         RotaryHeads::kNone,     TensorRole::kMatrix, "ffn_gate.weight",             P::kFfnIn, P::kW1Out},
+    {"w2",              &W::w2,             Extent::kDim,    Extent::kHidden, nullptr,         RotaryHeads::kNone,     TensorRole::kMatrix, "ffn_down.weight",             P::kFfnHidden, P::kW2Out},
+    {"w3",              &W::w3,             Extent::kHidden, Extent::kDim,    nullptr,         RotaryHeads::kNone,     TensorRole::kMatrix, "ffn_up.weight",               P::kFfnIn, P::kW3Out},
+    {"post_ffn_norm",   &W::post_ffn_norm,  Extent::kOne,    Extent::kDim,    &C::post_norms,  RotaryHeads::kNone,     TensorRole::kNorm,   "post_ffw_norm.weight",        {}, {}},
+    // clang-format on
 };
 
 }  // namespace

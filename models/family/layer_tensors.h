@@ -23,12 +23,16 @@ int extent(Extent extent, const ModelConfig& config);
 // and llama.cpp's NEOX architectures half-split, head by head. kNone: not rotated.
 enum class RotaryHeads { kNone, kQuery, kKeyValue, kOneHead };
 
+// What a tensor does: a linear's weights, a norm's scale or a bias added to a linear's output.
+enum class TensorRole { kMatrix, kNorm, kBias };
+
 struct LayerTensor {
   const char* name;  // fedcal's "layers.N.<name>"
   std::vector<float> LayerWeights::*member;
   Extent rows, cols;           // rows kOne: a vector
   bool ModelConfig::*feature;  // the architecture feature that brings it; nullptr: every layer has it
   RotaryHeads rotary;
+  TensorRole role;
   const char* gguf;  // llama.cpp's "blk.N.<gguf>"
   // A linear layer's quantization points: its input and output (nullopt for norms and biases).
   std::optional<LayerPoint> input, output;

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "models/family/family.h"
+#include "models/family/layer_tensors.h"
 
 namespace fedcal {
 namespace {
@@ -118,7 +119,8 @@ Model synthesize_model(const ModelConfig& config, uint64_t seed) {
   NormalSource normal(seed);
   for (TensorRef& tensor : list_tensors(model)) {
     // Norms near 1, biases (Qwen2's q/k/v) around 0 with a spread of 0.5, matrices ~ N(0, 1 / in).
-    const bool is_bias = tensor.name.ends_with(".bq") || tensor.name.ends_with(".bk") || tensor.name.ends_with(".bv");
+    const std::optional<LayerTensorName> layer_tensor = find_layer_tensor(tensor.name);
+    const bool is_bias = layer_tensor && layer_tensor->tensor->role == TensorRole::kBias;
     const bool is_norm = tensor.rows == 1 && !is_bias;
     const float scale = is_bias ? 0.5f : is_norm ? 0.1f : 1.0f / std::sqrt(static_cast<float>(tensor.cols));
     const float norm_center = config.norm_plus_one ? 0.0f : 1.0f;  // (1 + w) norms: w near 0

@@ -85,6 +85,16 @@ TEST_CASE("the layer-tensor table: allocation, listing and the parameter count a
   CHECK(model.layers[0].wk.size() == size_t{64} * 64);
 }
 
+TEST_CASE("the layer-tensor table's roles agree with its shapes: matrices are the linears, norms and biases are vectors") {
+  for (const LayerTensor& tensor : layer_tensors()) {
+    CAPTURE(tensor.name);
+    CHECK((tensor.role == TensorRole::kMatrix) == (tensor.rows != Extent::kOne));
+    CHECK((tensor.role == TensorRole::kMatrix) == tensor.linear());
+    CHECK(tensor.input.has_value() == tensor.output.has_value());
+    CHECK(std::string(tensor.gguf).ends_with(tensor.role == TensorRole::kBias ? ".bias" : ".weight"));
+  }
+}
+
 TEST_CASE("layer tensor names parse to their table entry and layer, anything else to none") {
   const auto wq = find_layer_tensor("layers.12.wq");
   REQUIRE(wq);
