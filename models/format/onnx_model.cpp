@@ -1,16 +1,16 @@
 #include "models/format/onnx_model.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 #include <variant>
 
 #include "common/error.h"
 #include "common/file_util.h"
-#include "models/family/family.h"
 #include "models/format/protobuf_writer.h"
 #include "models/quant/quantization_points.h"
 #include "models/quant/quantize.h"
@@ -188,8 +188,9 @@ class ModelGraph {
     const int dim = c_.dim, head_size = c_.head_size();
     const int64_t heads = c_.n_heads, kv_heads = c_.n_kv_heads, group = heads / kv_heads;
 
-    // x (batch, seq, dim) = embedding rows of input_ids
+    // x (batch, seq, dim) = embedding rows of input_ids (Gemma: times sqrt(dim))
     std::string x = g_.node("Gather", {token_table(), "input_ids"}, "embedding", {{"axis", int64_t{0}}});
+    if (c_.embedding_scale) x = g_.node("Mul", {x, g_.scalar("embedding_scale", std::sqrt(static_cast<float>(dim)))});
 
     // seq (1) = the sequence length; cos, sin (seq, 1, half, 1) of positions 0 .. seq-1;
     // mask (seq, seq) = -1e30 above the diagonal (future positions), 0 elsewhere
@@ -197,24 +198,38 @@ class ModelGraph {
     const std::string seq = g_.node("Slice", {shape, g_.int64_vector("one", {1}), g_.int64_vector("two", {2})}, "sequence_length");
     const std::string zero = g_.int64_vector("zero", {0});
     const std::string cos_sin_axes = g_.int64_vector("axes_1_3", {1, 3});
-    const ModelConfig::RopeTables tables = c_.rope_tables();
-    const std::string cos_table = g_.floats("rope_cos_table", {c_.max_seq_len, c_.head_size() / 2}, tables.cos);
-    const std::string sin_table = g_.floats("rope_sin_table", {c_.max_seq_len, c_.head_size() / 2}, tables.sin);
-    const std::string cos = g_.node("Unsqueeze", {g_.node("Slice", {cos_table, zero, seq, zero}), cos_sin_axes}, "rope_cos");
-    const std::string sin = g_.node("Unsqueeze", {g_.node("Slice", {sin_table, zero, seq, zero}), cos_sin_axes}, "rope_sin");
+    // (local layers: their own base, "local_rope_cos" / "local_rope_sin")
+    const auto rope_tables = [&](const std::string& prefix, const ModelConfig::RopeTables& tables) {
+      const std::string cos_table = g_.floats(prefix + "rope_cos_table", {c_.max_seq_len, c_.head_size() / 2}, tables.cos);
+      const std::string sin_table = g_.floats(prefix + "rope_sin_table", {c_.max_seq_len, c_.head_size() / 2}, tables.sin);
+      return std::pair{g_.node("Unsqueeze", {g_.node("Slice", {cos_table, zero, seq, zero}), cos_sin_axes}, prefix + "rope_cos"),
+                       g_.node("Unsqueeze", {g_.node("Slice", {sin_table, zero, seq, zero}), cos_sin_axes}, prefix + "rope_sin")};
+    };
+    const auto [cos, sin] = rope_tables("", c_.rope_tables());
+    std::string local_cos, local_sin;
+    if (!c_.local_layers.empty()) std::tie(local_cos, local_sin) = rope_tables("local_", c_.local_rope_tables());
     const float masked = -1e30f;
     const std::string square = g_.node("Concat", {seq, seq}, {}, {{"axis", int64_t{0}}});
     const std::string filled = g_.node("ConstantOfShape", {square}, {},
                                        {{"value", tensor_proto("", {1}, proto::kFloat, std::as_bytes(std::span(&masked, 1)))}});
     const std::string k_one = g_.int64s("diagonal_offset", {}, std::vector<int64_t>{1});
     const std::string mask = g_.node("Trilu", {filled, k_one}, "causal_mask", {{"upper", int64_t{1}}});
-    const std::string attention_scale = g_.scalar("attention_scale", 1.0f / std::sqrt(static_cast<float>(head_size)));
+    // Local layers also mask the positions `sliding_window` or more before the query (on and below
+    // the -window-th diagonal).
+    std::string local_mask;
+    if (!c_.local_layers.empty()) {
+      const std::string band =
+          g_.node("Trilu", {filled, g_.int64s("window_offset", {}, std::vector<int64_t>{-int64_t{c_.sliding_window}})}, {},
+                  {{"upper", int64_t{0}}});
+      local_mask = g_.node("Add", {mask, band}, "sliding_window_mask");
+    }
+    const std::string attention_scale = g_.scalar("attention_scale", c_.attention_scale());
 
     for (int l = 0; l < c_.n_layers; ++l) {
       const LayerWeights& w = model_.layers[l];
       const std::string p = "layers." + std::to_string(l) + ".";
       // Attention block. xb (batch, seq, dim) = rmsnorm(x)
-      const std::string xb = rmsnorm(x, g_.floats(p + "attn_norm", {dim}, w.attn_norm), point(l, LayerPoint::kAttnIn));
+      const std::string xb = rmsnorm(x, norm_weights(p + "attn_norm", w.attn_norm), point(l, LayerPoint::kAttnIn));
       // Qwen2: q, k, v with their biases
       std::string q = linear(xb, p + "wq", c_.qkv_bias ? &w.bq : nullptr);  // (batch, seq, q_dim)
       std::string k = linear(xb, p + "wk", c_.qkv_bias ? &w.bk : nullptr);  // (batch, seq, kv_dim)
@@ -224,12 +239,13 @@ class ModelGraph {
       q = g_.node("Reshape", {q, g_.int64_vector("shape_heads", {0, 0, heads, head_size})});
       k = g_.node("Reshape", {k, g_.int64_vector("shape_kv_heads", {0, 0, kv_heads, head_size})});
       if (c_.qk_norm) {
-        q = rmsnorm(q, g_.floats(p + "q_norm", {head_size}, w.q_norm), {});
-        k = rmsnorm(k, g_.floats(p + "k_norm", {head_size}, w.k_norm), {});
+        q = rmsnorm(q, norm_weights(p + "q_norm", w.q_norm), {});
+        k = rmsnorm(k, norm_weights(p + "k_norm", w.k_norm), {});
       }
-      // RoPE: each interleaved pair (2i, 2i+1) rotated by its position's angle
-      q = rope(q, heads, cos, sin);
-      k = rope(k, kv_heads, cos, sin);
+      // RoPE: each interleaved pair (2i, 2i+1) rotated by its position's angle (a local layer's base)
+      const bool local = c_.local_layer(l);
+      q = rope(q, heads, local ? local_cos : cos, local ? local_sin : sin);
+      k = rope(k, kv_heads, local ? local_cos : cos, local ? local_sin : sin);
 
       // Grouped-query attention: query head h reads key/value head h / group.
       // q (batch, kv_heads, group, seq, head_size), k^T (batch, kv_heads, 1, head_size, seq), v (batch, kv_heads, 1, seq, head_size)
@@ -238,26 +254,39 @@ class ModelGraph {
       const std::string kv_shape = g_.int64_vector("shape_kv_groups", {0, 0, kv_heads, 1, head_size});
       const std::string k_t = g_.node("Transpose", {g_.node("Reshape", {k, kv_shape})}, {}, {{"perm", std::vector<int64_t>{0, 2, 3, 4, 1}}});
       const std::string v_t = g_.node("Transpose", {g_.node("Reshape", {v, kv_shape})}, {}, {{"perm", std::vector<int64_t>{0, 2, 3, 1, 4}}});
-      // scores (batch, kv_heads, group, seq, seq) = softmax(q k^T / sqrt(head_size) + mask)
+      // scores (batch, kv_heads, group, seq, seq) = softmax(q k^T * attention_scale + mask)
       std::string scores = g_.node("Mul", {g_.node("MatMul", {q, k_t}), attention_scale});
-      scores = g_.node("Softmax", {g_.node("Add", {scores, mask})}, {}, {{"axis", int64_t{-1}}});
+      scores = g_.node("Softmax", {g_.node("Add", {scores, local ? local_mask : mask})}, {}, {{"axis", int64_t{-1}}});
       // attn_out (batch, seq, q_dim) = scores v, heads side by side
       const std::string context = g_.node("Transpose", {g_.node("MatMul", {scores, v_t})}, {}, {{"perm", std::vector<int64_t>{0, 3, 1, 2, 4}}});
       const std::string attn_out =
           g_.node("Reshape", {context, g_.int64_vector("shape_q_dim", {0, 0, c_.q_dim()})}, point(l, LayerPoint::kAttnOut));
-      x = g_.node("Add", {x, linear(attn_out, p + "wo")}, p + "attention_residual");
+      std::string attention = linear(attn_out, p + "wo");
+      if (c_.post_norms) attention = rmsnorm(attention, norm_weights(p + "post_attn_norm", w.post_attn_norm), {});  // Gemma
+      x = g_.node("Add", {x, attention}, p + "attention_residual");
 
-      // Feed-forward block: x += w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x)
-      const std::string xf = rmsnorm(x, g_.floats(p + "ffn_norm", {dim}, w.ffn_norm), point(l, LayerPoint::kFfnIn));
+      // Feed-forward block: x += w2(act(w1(xb)) * w3(xb)), xb = rmsnorm(x); act SiLU, or Gemma's tanh GELU
+      // x sigmoid(2 sqrt(2 / pi) (x + 0.044715 x^3))
+      const std::string xf = rmsnorm(x, norm_weights(p + "ffn_norm", w.ffn_norm), point(l, LayerPoint::kFfnIn));
       const std::string gate = linear(xf, p + "w1");  // (batch, seq, hidden)
       const std::string up = linear(xf, p + "w3");
-      const std::string silu = g_.node("Mul", {gate, g_.node("Sigmoid", {gate})});
-      const std::string hidden = g_.node("Mul", {silu, up}, point(l, LayerPoint::kFfnHidden));
-      x = g_.node("Add", {x, linear(hidden, p + "w2")}, p + "ffn_residual");
+      std::string activated;
+      if (c_.gelu_tanh) {
+        const std::string cube = g_.node("Mul", {g_.node("Mul", {gate, gate}), gate});
+        const std::string inner = g_.node("Add", {gate, g_.node("Mul", {cube, g_.scalar("gelu_cubic", 0.044715f)})});
+        activated = g_.node(
+            "Mul", {gate, g_.node("Sigmoid", {g_.node("Mul", {inner, g_.scalar("gelu_scale", 2.0f * 0.7978845608028654f)})})});
+      } else {
+        activated = g_.node("Mul", {gate, g_.node("Sigmoid", {gate})});
+      }
+      const std::string hidden = g_.node("Mul", {activated, up}, point(l, LayerPoint::kFfnHidden));
+      std::string ffn = linear(hidden, p + "w2");
+      if (c_.post_norms) ffn = rmsnorm(ffn, norm_weights(p + "post_ffn_norm", w.post_ffn_norm), {});  // Gemma
+      x = g_.node("Add", {x, ffn}, p + "ffn_residual");
     }
 
     // logits (batch, seq, vocab) = classifier(rmsnorm(x))
-    const std::string final_in = rmsnorm(x, g_.floats("final_norm", {dim}, model_.final_norm), point_names_[final_in_point(c_)]);
+    const std::string final_in = rmsnorm(x, norm_weights("final_norm", model_.final_norm), point_names_[final_in_point(c_)]);
     linear(final_in, "classifier");
 
     summary.int8_linears = int8_count_;
@@ -291,6 +320,15 @@ class ModelGraph {
                    {values, g_.floats("token_embedding_scale", scale_dims, q.scales),
                     g_.int8s("token_embedding_zero_point", scale_dims, zero_points)},
                    "token_embedding", {{"axis", int64_t{0}}});
+  }
+
+  // A norm's weights as the graph multiplies by them: w, or Gemma's (1 + w).
+  std::string norm_weights(const std::string& name, const std::vector<float>& weights) {
+    std::vector<float> scale = weights;
+    if (c_.norm_plus_one) {
+      for (float& value : scale) value += 1.0f;
+    }
+    return g_.floats(name, {static_cast<int64_t>(scale.size())}, scale);
   }
 
   // x * (1 / sqrt(mean(x^2) + eps)) * weight over the last axis
@@ -370,9 +408,6 @@ class ModelGraph {
 }  // namespace
 
 std::vector<std::byte> onnx_from_model(const Model& model, const QuantizedLinears& int8, OnnxExportSummary* summary) {
-  const ModelConfig& c = model.config;
-  if (c.post_norms || c.norm_plus_one || c.embedding_scale || c.gelu_tanh || !c.local_layers.empty() || c.query_scale_dim != 0)
-    fail("ONNX export: the {} family ({}) is not written as ONNX yet", family_of(c).name, c.describe_features());
   OnnxExportSummary counts;
   ModelGraph graph(model, int8);
   const ProtoWriter graph_proto = graph.build(counts);

@@ -172,6 +172,35 @@ TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits matc
   }
 }
 
+TEST_CASE(
+    "ONNX FP32 export of Gemma 3 (sliding-window layers, post-norms, (1 + w) norms, GeGLU, scaled embeddings): ONNX Runtime "
+    "matches fedcal FP32 within 1e-4 relative past the window" *
+    doctest::test_suite("oracle")) {
+  ScratchDir dir;
+  XnnRuntime runtime(1);
+  // The PyTorch-checked tiny checkpoint (2 local layers with a window of 16, then a global one).
+  const Model model = load_model(FEDCAL_SOURCE_DIR "/tests/reference/gemma3-tiny").model;
+  const std::string path = dir.path("gemma3.onnx");
+  const OnnxExportSummary summary = write_onnx_model(path, model, {});
+  CHECK(summary.fp32_linears == 7 * model.config.n_layers + 1);
+  check_with_onnx_checker(path);
+  std::vector<std::vector<int>> sequences(2);
+  for (int i = 0; i < model.config.max_seq_len; ++i) sequences[0].push_back((i * 7919 + 1) % model.config.vocab_size);
+  for (int i = 0; i < 17; ++i) sequences[1].push_back((i * 104729 + 3) % model.config.vocab_size);
+  Transformer fp32(model, runtime);
+  const std::vector<float> expected = fedcal_logits(fp32, sequences);
+  const std::vector<float> onnx = onnx_runtime_logits(dir, path, sequences, model.config.vocab_size);
+  const Agreement a = compare(expected, onnx, model.config.vocab_size);
+  MESSAGE("gemma3-tiny: ONNX Runtime vs fedcal FP32: max relative " << a.max_relative << ", max abs " << a.max_abs);
+  CHECK(a.max_relative <= 1e-4);
+  CHECK(a.top1 == 1.0);
+  // The graph's window is the model's: without it fedcal's logits past position 16 move away.
+  Model unwindowed = model;
+  unwindowed.config.sliding_window = unwindowed.config.max_seq_len;
+  Transformer wide(unwindowed, runtime);
+  CHECK(compare(fedcal_logits(wide, sequences), onnx, model.config.vocab_size).max_relative > 1e-2);
+}
+
 TEST_CASE("ONNX QDQ export: ONNX Runtime runs the package's INT8 model as fedcal's engine does, as close to FP32 (within 2%)" *
           doctest::test_suite("oracle")) {
   ScratchDir dir;
