@@ -8,6 +8,7 @@
 #include "models/cli/cli_support.h"
 #include "models/cli/commands.h"
 #include "models/format/model_loader.h"
+#include "models/format/package_tensor_types.h"
 
 namespace fedcal::cli {
 namespace {
@@ -43,9 +44,7 @@ void run_inspect(const InspectOptions& options) {
   auto dtype_of = [&](const std::string& name) -> std::string {
     auto it = loaded.int8.find(name);
     if (it == loaded.int8.end()) return "f32";
-    const QuantizedMatrix& weights = it->second.weights;
-    if (weights.bits == 4) return weights.grid == Int4Grid::kNonUniform ? "qgnl4" : "qgint4";
-    return weights.per_group() ? "qgint8" : weights.per_channel() ? "qcint8" : "qint8";
+    return package_tensor_type_of(it->second.weights).name;
   };
   for (const TensorRef& tensor : list_tensors(loaded.model)) {
     tensors.push_back({{"name", tensor.name},

@@ -18,6 +18,7 @@
 #include "common/mapped_file.h"
 #include "common/sha256.h"
 #include "models/format/float16.h"
+#include "models/format/package_tensor_types.h"
 #include "models/quant/int4_format.h"
 #include "protocol/model_package.capnp.h"
 
@@ -75,17 +76,14 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   };
   std::vector<Blob> blobs;
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
-    if (q.weights.bits == 4) {
+    const PackageTensorType& type = package_tensor_type_of(q.weights);
+    if (type.four_bit()) {
       with_context([&] { return path + ": tensor '" + name + "'"; }, [&] { q.weights.check("4-bit weights"); });
-      const auto type = q.weights.grid == Int4Grid::kNonUniform ? schema::TensorType::QGNL4 : schema::TensorType::QGINT4;
-      blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
+      blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
                        q.weights.codes.data(), q.weights.codes.size(), &q});
       return;
     }
-    const auto type = q.weights.per_group()     ? schema::TensorType::QGINT8
-                      : q.weights.per_channel() ? schema::TensorType::QCINT8
-                                                : schema::TensorType::QINT8;
-    blobs.push_back({name, type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
+    blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
                      q.weights.values.data(), q.weights.values.size(), &q});
   };
   const bool tied_int8_head = c.shared_classifier && int8.count("classifier");
@@ -97,7 +95,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     } else {
       if (tensor.data->size() != static_cast<size_t>(tensor.rows) * tensor.cols)
         fail("{}: tensor '{}' has no FP32 values", path, tensor.name);
-      blobs.push_back({tensor.name, schema::TensorType::F32, static_cast<uint32_t>(tensor.rows),
+      blobs.push_back({tensor.name, f32_package_tensor_type().type, static_cast<uint32_t>(tensor.rows),
                        static_cast<uint32_t>(tensor.cols), tensor.data->data(), tensor.data->size() * sizeof(float), nullptr});
     }
   }
@@ -340,12 +338,13 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                                   shape->second.rows, shape->second.cols);
                            }
                            const uint64_t count = uint64_t{tensor.getRows()} * tensor.getCols();
-                           const bool is_f32 = tensor.getType() == schema::TensorType::F32;
-                           const bool four_bit =
-                               tensor.getType() == schema::TensorType::QGINT4 || tensor.getType() == schema::TensorType::QGNL4;
+                           const PackageTensorType* type = find_package_tensor_type(tensor.getType());
+                           if (type == nullptr) fail("unknown tensor type {}", static_cast<int>(tensor.getType()));
+                           const bool is_f32 = type->f32();
+                           const bool four_bit = type->four_bit();
                            if (four_bit && (tensor.getCols() % kInt4Group != 0 || tensor.getCols() == 0))
                              fail("4-bit blocks of {} input channels do not fit its {} columns", kInt4Group, tensor.getCols());
-                           const uint64_t expected_size = is_f32 ? count * 4 : four_bit ? count / 2 : count;
+                           const uint64_t expected_size = type->bytes(count);
                            if (tensor.getSize() != expected_size)
                              fail("size {} does not match {} elements{}", tensor.getSize(), count, four_bit ? " of 4 bits" : "");
                            if (tensor.getOffset() % kAlignment != 0 || tensor.getOffset() > data_size ||
@@ -362,17 +361,13 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              return;
                            }
-                           if (tensor.getType() != schema::TensorType::QINT8 && tensor.getType() != schema::TensorType::QCINT8 &&
-                               tensor.getType() != schema::TensorType::QGINT8 && !four_bit)
-                             fail("unknown tensor type {}", static_cast<int>(tensor.getType()));
                            if (four_bit) {
                              QuantizedLinear layer;
                              layer.weights.rows = static_cast<int>(tensor.getRows());
                              layer.weights.cols = static_cast<int>(tensor.getCols());
                              layer.weights.bits = 4;
-                             layer.weights.grid =
-                                 tensor.getType() == schema::TensorType::QGNL4 ? Int4Grid::kNonUniform : Int4Grid::kUniform;
-                             layer.weights.granularity = WeightGranularity::kPerGroup;
+                             layer.weights.grid = type->grid;
+                             layer.weights.granularity = type->granularity;
                              const auto* codes = reinterpret_cast<const uint8_t*>(data);
                              layer.weights.codes.assign(codes, codes + tensor.getSize());  // kept as stored
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
@@ -387,14 +382,12 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              package.int8.emplace(name, std::move(layer));
                              return;
                            }
-                           const bool per_channel = tensor.getType() == schema::TensorType::QCINT8;
-                           const bool per_group = tensor.getType() == schema::TensorType::QGINT8;
+                           const bool per_channel = type->granularity == WeightGranularity::kPerChannel;
+                           const bool per_group = type->granularity == WeightGranularity::kPerGroup;
                            QuantizedLinear layer;
                            layer.weights.rows = static_cast<int>(tensor.getRows());
                            layer.weights.cols = static_cast<int>(tensor.getCols());
-                           layer.weights.granularity = per_group     ? WeightGranularity::kPerGroup
-                                                       : per_channel ? WeightGranularity::kPerChannel
-                                                                     : WeightGranularity::kPerTensor;
+                           layer.weights.granularity = type->granularity;
                            layer.weights.values.resize(count);
                            std::memcpy(layer.weights.values.data(), data, count);
                            release(bytes.subspan(data_start + tensor.getOffset(), count));

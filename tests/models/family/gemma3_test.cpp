@@ -297,6 +297,8 @@ TEST_CASE("Gemma 3 270M and 1B config.json, transformers 4.x and 5.x: read alike
   // The 270M shape's weights, as the synth preset and the published model have them (268.1 M).
   const ModelConfig small = parse_hf_config(read_text_file(folder + "gemma-3-270m.4.json"), "270m").model;
   CHECK(small.parameter_count() == 268098176);
+  // The 1B config's: 999,885,952, the 999.89M that ollama lists for gemma3:1b (from its GGUF's tensors).
+  CHECK(parse_hf_config(read_text_file(folder + "gemma-3-1b.5.json"), "1b").model.parameter_count() == 999885952);
   // Soft-capping (Gemma 2's) and RoPE scaling of the global layers are refused by name.
   nlohmann::json capped = nlohmann::json::parse(read_text_file(folder + "gemma-3-1b.4.json"));
   capped["final_logit_softcapping"] = 30.0;

@@ -1,6 +1,7 @@
 // The model package: round trips, verification, and refusal of altered, unsigned or broken packages.
 #include <doctest/doctest.h>
 
+#include <capnp/schema.h>
 #include <capnp/serialize.h>
 
 #include <algorithm>
@@ -11,9 +12,10 @@
 
 #include "common/error.h"
 #include "common/file_util.h"
-#include "models/format/model_loader.h"
 #include "models/format/float16.h"
+#include "models/format/model_loader.h"
 #include "models/format/model_package.h"
+#include "models/format/package_tensor_types.h"
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
@@ -169,6 +171,25 @@ TEST_CASE("qgint8 group scales are stored as binary16, two bytes each, and read 
     CHECK(package.int8.at(name).weights.scales == layer.weights.scales);
     CHECK(package.int8.at(name).weights.group_scales == layer.weights.group_scales);
   }
+}
+
+TEST_CASE("Package tensor types: one table row for each type of the schema, and each quantized layout finds its own") {
+  const auto enumerants = capnp::Schema::from<schema::TensorType>().getEnumerants();
+  CHECK(package_tensor_types().size() == enumerants.size());
+  for (const auto enumerant : enumerants) {
+    const auto type = static_cast<schema::TensorType>(enumerant.getOrdinal());
+    const PackageTensorType* entry = find_package_tensor_type(type);
+    REQUIRE(entry != nullptr);
+    CHECK(std::string(entry->name) == std::string(enumerant.getProto().getName().cStr()));  // the schema's own name
+    if (entry->f32()) continue;
+    QuantizedMatrix weights;
+    weights.bits = entry->bits;
+    weights.granularity = entry->granularity;
+    weights.grid = entry->grid;
+    CHECK(package_tensor_type_of(weights).type == type);
+  }
+  CHECK(find_package_tensor_type(static_cast<schema::TensorType>(99)) == nullptr);
+  CHECK(f32_package_tensor_type().bytes(10) == 40);
 }
 
 TEST_CASE("load_model opens packages, and a statistics file from another model is refused") {
