@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "models/engine/transformer.h"
+#include "models/family/layer_tensors.h"
 #include "models/quant/importance.h"
 #include "models/quant/quantization_points.h"
 #include "models/quant/scales.h"
@@ -27,16 +28,15 @@ LayerPoint point_of(SmoothingSite site) {
 
 constexpr SmoothingSite kSites[] = {SmoothingSite::kAttnIn, SmoothingSite::kAttnOut, SmoothingSite::kFfnIn, SmoothingSite::kFfnHidden};
 
-// The linears reading the site's activation: their weights (rows, cols = the site's width).
+// The linears reading the site's activation (the layer table's linears with it as input): their
+// weights (rows, cols = the site's width).
 using Matrix = std::vector<float> LayerWeights::*;
 std::vector<Matrix> site_linears(SmoothingSite site) {
-  switch (site) {
-    case SmoothingSite::kAttnIn: return {&LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv};
-    case SmoothingSite::kAttnOut: return {&LayerWeights::wo};
-    case SmoothingSite::kFfnIn: return {&LayerWeights::w1, &LayerWeights::w3};
-    case SmoothingSite::kFfnHidden: break;
+  std::vector<Matrix> out;
+  for (const LayerTensor& tensor : layer_tensors()) {
+    if (tensor.input == point_of(site)) out.push_back(tensor.member);
   }
-  return {&LayerWeights::w2};
+  return out;
 }
 
 // The KV channel that query channel q (of n_heads * head_size) reads.

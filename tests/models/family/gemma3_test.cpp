@@ -23,6 +23,7 @@
 #include "models/format/model_package.h"
 #include "models/quant/calibration.h"
 #include "models/quant/quantize.h"
+#include "models/quant/smoothing.h"
 #include "tests/error_of.h"
 #include "tests/test_support.h"
 
@@ -216,6 +217,44 @@ TEST_CASE("Gemma 3 in packages and Hugging Face folders, static INT8 and fine-gr
   CHECK(testing::error_of([&] {
           write_llama2c_checkpoint(model, dir.path("g.bin"), Llama2cVersion::kVersion1);
         }).find("cannot hold") != std::string::npos);
+}
+
+TEST_CASE("Gemma 3: smoothing factors folded at every site leave the FP32 function unchanged (into (1 + w) norms)") {
+  const Reference reference = read_reference();
+  const Model model = load_model(kFolder).model;
+  const std::vector<float> expected = logits_of(model, reference.tokens);
+  Model smoothed = model;
+  const ModelConfig& c = model.config;
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (const SmoothingSite site :
+         {SmoothingSite::kAttnIn, SmoothingSite::kAttnOut, SmoothingSite::kFfnIn, SmoothingSite::kFfnHidden}) {
+      const size_t channels = site == SmoothingSite::kAttnOut     ? size_t(c.kv_dim())
+                              : site == SmoothingSite::kFfnHidden ? size_t(c.hidden_dim)
+                                                                  : size_t(c.dim);
+      std::vector<float> factors(channels);
+      for (size_t i = 0; i < channels; ++i) factors[i] = 0.5f + static_cast<float>((i * 37 + static_cast<size_t>(l)) % 16) / 8.0f;
+      fold_smoothing(smoothed, l, site, factors);
+    }
+  }
+  CHECK(smoothed.layers[0].attn_norm != model.layers[0].attn_norm);
+  const std::vector<float> logits = logits_of(smoothed, reference.tokens);
+  double worst = 0, largest = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    worst = std::max(worst, double(std::fabs(logits[i] - expected[i])));
+    largest = std::max(largest, double(std::fabs(expected[i])));
+  }
+  MESSAGE("smoothed vs plain: largest logit difference " << worst << " of " << largest);
+  CHECK(worst < 1e-4 * largest);
+  // Folded as if the norms scaled by w (the (1 + w) offset ignored), the function would change.
+  Model wrong = model;
+  wrong.config.norm_plus_one = false;
+  std::vector<float> factors(static_cast<size_t>(c.dim), 2.0f);
+  fold_smoothing(wrong, 0, SmoothingSite::kAttnIn, factors);
+  wrong.config.norm_plus_one = true;
+  const std::vector<float> off = logits_of(wrong, reference.tokens);
+  double moved = 0;
+  for (size_t i = 0; i < expected.size(); ++i) moved = std::max(moved, double(std::fabs(off[i] - expected[i])));
+  CHECK(moved > 1e-2 * largest);
 }
 
 // A value of the same kind that computes something else, or is malformed.
