@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "models/family/layer_tensors.h"
+#include "models/format/gguf.h"
 #include "models/format/hf_config.h"
 #include "models/format/model_config.h"
 
@@ -42,6 +43,12 @@ struct ModelFamily {
   // GGUF yet), and whether it rotates q and k half-split (NEOX) rather than interleaved.
   const char* gguf_architecture;
   bool gguf_neox_rotary;
+  // The `<arch>.` keys the family writes and reads beyond the shared ones (say "attention.sliding_window"),
+  // with the hooks that do: the writer refuses, by name, a config llama.cpp's architecture cannot
+  // hold; the reader sets what llama.cpp's architecture fixes. Empty / nullptr: none.
+  std::vector<std::string> gguf_keys;
+  void (*write_gguf)(const ModelConfig& config, GgufWriter& out, const std::string& arch);
+  void (*read_gguf)(const GgufFile& file, const std::string& arch, ModelConfig& config);
 
   bool reads_hf_key(std::string_view key) const;
   // The Hugging Face name of `tensor` in layer `layer`: "model.layers.3.self_attn.q_proj.weight".

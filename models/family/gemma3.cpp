@@ -130,6 +130,44 @@ void write_gemma3(const ModelConfig& c, nlohmann::json& json) {
   json["attn_logit_softcapping"] = nullptr;
 }
 
+// llama.cpp's gemma3 (src/llama-hparams.cpp, its graph builder) fixes what config.json says: every 6th
+// layer global, the local layers' RoPE base 10000, scores by 1/sqrt(head size) (the 27B's by
+// 1/sqrt(dim / heads)). Only the sliding window is a key.
+constexpr int kGgufPattern = 6;
+constexpr float kGgufLocalTheta = 10000.0f;
+
+bool gguf_local_layer(int layer) { return (layer + 1) % kGgufPattern != 0; }
+
+float gguf_query_scale_dim(const ModelConfig& c) {
+  return c.n_layers == 62 ? static_cast<float>(c.dim / c.n_heads) : static_cast<float>(c.head_size());
+}
+
+void write_gemma3_gguf(const ModelConfig& c, GgufWriter& out, const std::string& arch) {
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (c.local_layer(l) != gguf_local_layer(l))
+      fail("GGUF export: layer {} is {}, but llama.cpp's gemma3 makes every {}th layer global and the others local", l,
+           c.local_layer(l) ? "local" : "global", kGgufPattern);
+  }
+  if (c.rope_local_theta != kGgufLocalTheta)
+    fail("GGUF export: the local layers' RoPE base {} is not llama.cpp's fixed {}", c.rope_local_theta, kGgufLocalTheta);
+  const float scale_dim = c.query_scale_dim != 0 ? c.query_scale_dim : static_cast<float>(c.head_size());
+  if (scale_dim != gguf_query_scale_dim(c))
+    fail("GGUF export: query_pre_attn_scalar {} is not the {} llama.cpp's gemma3 scales by for this shape", scale_dim,
+         gguf_query_scale_dim(c));
+  out.set(arch + ".attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(c.sliding_window)));
+}
+
+void read_gemma3_gguf(const GgufFile& file, const std::string& arch, ModelConfig& c) {
+  const std::string key = arch + ".attention.sliding_window";
+  const int64_t window = file.integer(key);
+  if (window < 1 || window > (int64_t{1} << 24)) fail("{}: metadata '{}' = {} is out of range", file.source, key, window);
+  c.sliding_window = static_cast<int>(window);
+  c.local_layers.clear();
+  for (int l = 0; l < c.n_layers; ++l) c.local_layers.push_back(gguf_local_layer(l) ? 1 : 0);
+  c.rope_local_theta = kGgufLocalTheta;
+  c.query_scale_dim = gguf_query_scale_dim(c);
+}
+
 }  // namespace
 
 const ModelFamily& gemma3_family() {
@@ -177,8 +215,11 @@ const ModelFamily& gemma3_family() {
         },
         read_gemma3,
         write_gemma3,
-        nullptr,  // GGUF gemma3: not written or read yet
-        false,
+        "gemma3",
+        true,  // llama.cpp rotates Gemma's q and k half-split
+        {"attention.sliding_window"},
+        write_gemma3_gguf,
+        read_gemma3_gguf,
     };
   }();
   return kFamily;

@@ -28,6 +28,9 @@ const ModelFamily& llama_family() {
       nullptr,
       "llama",
       false,
+      {},
+      nullptr,
+      nullptr,
   };
   return kFamily;
 }

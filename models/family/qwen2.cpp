@@ -31,6 +31,9 @@ const ModelFamily& qwen2_family() {
         nullptr,
         "qwen2",
         true,
+        {},
+        nullptr,
+        nullptr,
     };
   }();
   return kFamily;

@@ -22,6 +22,9 @@ const ModelFamily& qwen3_family() {
         nullptr,
         "qwen3",
         true,
+        {},
+        nullptr,
+        nullptr,
     };
   }();
   return kFamily;

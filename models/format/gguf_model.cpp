@@ -84,6 +84,20 @@ std::vector<std::byte> quantized_blocks(const std::string& name, const Quantized
   return out;
 }
 
+// A norm's weights: llama.cpp multiplies by them as stored, so a (1 + w) norm (Gemma) is stored as
+// 1 + w (what its converter writes) and read back as w.
+bool is_norm(const std::string& name) {
+  if (name == "final_norm") return true;
+  const std::optional<LayerTensorName> found = find_layer_tensor(name);
+  return found && found->tensor->role == TensorRole::kNorm;
+}
+
+std::vector<float> offset(std::span<const float> values, float by) {
+  std::vector<float> out(values.begin(), values.end());
+  for (float& value : out) value += by;
+  return out;
+}
+
 std::vector<float> to_neox(const LayerTensor& rotary, const ConstTensorRef& tensor, const ModelConfig& config) {
   const auto [heads, cols] = rotary.rotary_shape(config);
   return interleaved_to_hf_rotary(*tensor.data, heads, config.head_size(), cols);
@@ -127,6 +141,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
     out.set(arch + ".attention.value_length", GgufValue::u32(static_cast<uint32_t>(c.head_size())));
   }
 
+  if (family.write_gguf != nullptr) family.write_gguf(c, out, arch);
   set_gguf_tokenizer(out, tokenizer, c.vocab_size);
 
   GgufExportSummary counts;
@@ -155,10 +170,12 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
                      type, std::move(blocks));
       continue;
     }
-    std::vector<float> neox;
+    std::vector<float> changed;  // NEOX rows, or a (1 + w) norm's 1 + w
     if (const LayerTensor* rotary = rotary_tensor(tensor.name); family.gguf_neox_rotary && rotary != nullptr)
-      neox = to_neox(*rotary, tensor, c);
-    const std::span<const float> values = neox.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(neox);
+      changed = to_neox(*rotary, tensor, c);
+    if (c.norm_plus_one && is_norm(tensor.name)) changed = offset(changed.empty() ? *tensor.data : changed, 1.0f);
+    const std::span<const float> values =
+        changed.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(changed);
     if (tensor.data->size() != static_cast<size_t>(tensor.rows) * static_cast<size_t>(tensor.cols))
       fail("GGUF export: {} has neither FP32 values nor a quantized form", tensor.name);
     GgmlType type = matrix ? options.weights : GgmlType::kF32;
@@ -201,7 +218,9 @@ ModelConfig config_of(const GgufFile& file, const ModelFamily& family) {
   for (const auto& [key, value] : file.metadata) {
     if (!key.starts_with(arch + ".")) continue;
     const std::string rest = key.substr(arch.size() + 1);
-    if (kArchitectureKeys.count(rest)) continue;
+    if (kArchitectureKeys.count(rest) ||
+        std::find(family.gguf_keys.begin(), family.gguf_keys.end(), rest) != family.gguf_keys.end())
+      continue;
     // Keys that describe a default: accepted only with that value.
     if (rest == "rope.scaling.type" && !value.array && value.type == GgufType::kString && value.strings[0] == "none") continue;
     if ((rest == "expert_count" || rest == "expert_used_count") && file.integer(key) == 0) continue;
@@ -234,6 +253,7 @@ ModelConfig config_of(const GgufFile& file, const ModelFamily& family) {
     fail("{}: {}.vocab_size = {} but token_embd.weight has {} rows", file.source, arch, file.integer(arch + ".vocab_size"), c.vocab_size);
   }
   c.shared_classifier = file.find_tensor("output.weight") == nullptr;
+  if (family.read_gguf != nullptr) family.read_gguf(file, arch, c);
   try {
     c.validate();
   } catch (Error& error) {
@@ -275,6 +295,7 @@ GgufModel model_from_gguf(const GgufFile& file) {
       const auto [heads, cols] = rotary->rotary_shape(c);
       *tensor.data = hf_to_interleaved_rotary(*tensor.data, heads, c.head_size(), cols);
     }
+    if (c.norm_plus_one && is_norm(tensor.name)) *tensor.data = offset(*tensor.data, -1.0f);
     used.insert(name);
   }
   for (const GgufTensorInfo& tensor : file.tensors) {

@@ -92,6 +92,10 @@ const std::vector<SynthPreset>& synth_presets() {
        "tiny shaped like Gemma 3: 3 layers (2 local with a window of 16, then 1 global), 4 heads / 1 KV head of 32, "
        "query_pre_attn_scalar 24, theta 1000000 / 10000 (tests)",
        with_gemma3(make_config(64, 176, 3, 4, 1, 512, 128, true, 1000000.0f, 1e-6f), 32, 24.0f, 16, 3)},
+      {"tiny-gemma3-gguf",
+       "tiny Gemma 3 in llama.cpp's gemma3 layout: 6 layers (every 6th global, window 16), 4 heads / 1 KV head of 32, "
+       "query_pre_attn_scalar 32 (tests)",
+       with_gemma3(make_config(64, 176, 6, 4, 1, 512, 128, true, 1000000.0f, 1e-6f), 32, 32.0f, 16, 6)},
       {"small", "4 layers, dim 256, 8 heads / 4 KV heads, vocab 2048", make_config(256, 688, 4, 8, 4, 2048, 256, true)},
       {"smollm-135m", "SmolLM-135M shape: 30 layers, dim 576, 9 heads / 3 KV heads, vocab 49152",
        make_config(576, 1536, 30, 9, 3, 49152, 2048, true, 10000.0f)},
