@@ -31,6 +31,7 @@
 #include "models/quant/smoothing.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "tests/error_of.h"
+#include "tests/models/format/hf_config_variants.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
@@ -74,6 +75,20 @@ double relative_difference(const std::vector<float>& logits, const Reference& re
   return worst;
 }
 
+// The reference's greedy continuation of its first `prompt` tokens, one token at a time through the
+// KV cache as generation runs it.
+std::vector<int> greedy_continuation(Transformer& transformer, const Reference& reference, size_t prompt) {
+  const std::vector<int> start(reference.tokens.begin(), reference.tokens.begin() + static_cast<std::ptrdiff_t>(prompt));
+  auto step = transformer.forward(start, 0, false);
+  std::vector<int> greedy;
+  for (size_t i = 0; i < reference.greedy.size(); ++i) {
+    const int next = argmax(step);
+    greedy.push_back(next);
+    step = transformer.forward(std::span(&next, 1), static_cast<int>(prompt + i), false);
+  }
+  return greedy;
+}
+
 TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, greedy text identical past the sliding window") {
   const Reference reference = read_reference();
   REQUIRE(reference.greedy.size() == 64);
@@ -99,15 +114,7 @@ TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, gr
     // positions, 4.5 windows.
     XnnRuntime runtime(1);
     Transformer transformer(loaded.model, runtime);
-    std::vector<int> prompt(reference.tokens.begin(), reference.tokens.begin() + 8);
-    auto step = transformer.forward(prompt, 0, false);
-    std::vector<int> greedy;
-    for (size_t i = 0; i < reference.greedy.size(); ++i) {
-      const int next = argmax(step);
-      greedy.push_back(next);
-      step = transformer.forward(std::span(&next, 1), static_cast<int>(prompt.size() + i), false);
-    }
-    CHECK(greedy == reference.greedy);
+    CHECK(greedy_continuation(transformer, reference, 8) == reference.greedy);
   }
 }
 
@@ -133,15 +140,7 @@ TEST_CASE("Gemma 3's local layers keep only their window in the KV cache: the sa
     MESSAGE("chunks of " << chunk << ": largest logit difference " << worst);
     CHECK(worst < 1e-4);
     // Greedy decoding, one position at a time: the reference's 64 tokens.
-    std::vector<int> prompt(reference.tokens.begin(), reference.tokens.begin() + 8);
-    auto step = windowed.forward(prompt, 0, false);
-    std::vector<int> greedy;
-    for (size_t i = 0; i < reference.greedy.size(); ++i) {
-      const int next = argmax(step);
-      greedy.push_back(next);
-      step = windowed.forward(std::span(&next, 1), static_cast<int>(prompt.size() + i), false);
-    }
-    CHECK(greedy == reference.greedy);
+    CHECK(greedy_continuation(windowed, reference, 8) == reference.greedy);
   }
 }
 
@@ -304,25 +303,6 @@ TEST_CASE("Gemma 3 as GGUF (llama.cpp's gemma3): written and read back to the sa
         std::string::npos);
 }
 
-// A value of the same kind that computes something else, or is malformed.
-nlohmann::json changed(const nlohmann::json& value) {
-  if (value.is_boolean()) return !value.get<bool>();
-  if (value.is_number_integer()) return value.get<int64_t>() * 2 + 1;
-  if (value.is_number()) return value.get<double>() * 2 + 1;
-  if (value.is_string()) return value.get<std::string>() + "x";
-  if (value.is_array()) {
-    nlohmann::json out = value;
-    out.push_back(out.empty() ? nlohmann::json(1) : out.back());
-    return out;
-  }
-  if (value.is_object()) {
-    nlohmann::json out = value;
-    out["unknown_parameter"] = 1;
-    return out;
-  }
-  return 7;
-}
-
 // What a config computes: the model's description and its token ids; nullopt when refused.
 std::optional<std::string> outcome(const nlohmann::json& json) {
   try {
@@ -335,14 +315,6 @@ std::optional<std::string> outcome(const nlohmann::json& json) {
   } catch (const Error&) {
     return std::nullopt;
   }
-}
-
-HfKeyUse use_of(const std::string& key) {
-  for (const HfConfigKey& entry : hf_config_keys()) {
-    if (key == entry.name) return entry.use;
-  }
-  FAIL("not in the catalogue: " << key);
-  return HfKeyUse::kUsed;
 }
 
 TEST_CASE("Gemma 3 270M and 1B config.json, transformers 4.x and 5.x: read alike, and every key used, checked or refused") {
@@ -369,11 +341,11 @@ TEST_CASE("Gemma 3 270M and 1B config.json, transformers 4.x and 5.x: read alike
         const std::string key = item.key();
         CAPTURE(key);
         nlohmann::json variant = base;
-        variant[key] = changed(item.value());
+        variant[key] = testing::changed(item.value());
         const std::optional<std::string> result = outcome(variant);
         ++keys;
         refused += result ? 0 : 1;
-        if (result == outcome(base)) CHECK(use_of(key) == HfKeyUse::kNoEffect);
+        if (result == outcome(base)) CHECK(testing::use_of(key) == HfKeyUse::kNoEffect);
       }
     }
   }

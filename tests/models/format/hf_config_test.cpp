@@ -1,6 +1,7 @@
 // config.json of real models in transformers 4.x and 5.x layouts (tests/models/format/hf_configs):
 // each is read right or refused by name, and no key is ever ignored.
 #include "models/format/hf_config.h"
+#include "tests/models/format/hf_config_variants.h"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -42,33 +43,8 @@ bool same(const HfConfig& a, const HfConfig& b) {
          a.bos_token_id == b.bos_token_id && a.eos_token_id == b.eos_token_id;
 }
 
-// A different value of the same kind: numbers doubled (plus one), booleans flipped, strings and lists
-// extended, objects given an unknown member, null made a number.
-nlohmann::json changed(const nlohmann::json& value) {
-  if (value.is_boolean()) return !value.get<bool>();
-  if (value.is_number_integer()) return value.get<int64_t>() * 2 + 1;
-  if (value.is_number()) return value.get<double>() == 0 ? 1.0 : value.get<double>() * 2;
-  if (value.is_string()) return value.get<std::string>() + "x";
-  if (value.is_array()) {
-    nlohmann::json out = value;
-    out.push_back("x");
-    return out;
-  }
-  if (value.is_object()) {
-    nlohmann::json out = value;
-    out["unknown_parameter"] = 1;
-    return out;
-  }
-  return 7;
-}
-
-HfKeyUse use_of(const std::string& key) {
-  for (const HfConfigKey& entry : hf_config_keys()) {
-    if (key == entry.name) return entry.use;
-  }
-  FAIL("not in the catalogue: " << key);
-  return HfKeyUse::kUsed;
-}
+using testing::changed;
+using testing::use_of;
 
 TEST_CASE("Hugging Face configs of real models, transformers 4.x and 5.x: read alike, or refused by key") {
   for (const char* model : {"smollm2-135m", "tinyllama-1.1b"}) {

@@ -59,6 +59,15 @@ std::vector<float> onnx_runtime_logits(const ScratchDir& dir, const std::string&
   return logits;
 }
 
+// Two sequences of different lengths (the graph's sequence axis is dynamic), the longer one the
+// whole context.
+std::vector<std::vector<int>> two_sequences(const ModelConfig& config) {
+  std::vector<std::vector<int>> sequences(2);
+  for (int i = 0; i < config.max_seq_len; ++i) sequences[0].push_back((i * 7919 + 1) % config.vocab_size);
+  for (int i = 0; i < 17; ++i) sequences[1].push_back((i * 104729 + 3) % config.vocab_size);
+  return sequences;
+}
+
 // fedcal's logits of the same sequences, each run from position 0.
 std::vector<float> fedcal_logits(Transformer& model, const std::vector<std::vector<int>>& sequences) {
   std::vector<float> out;
@@ -158,11 +167,7 @@ TEST_CASE("ONNX FP32 export: passes onnx.checker, and ONNX Runtime's logits matc
     CHECK(summary.int8_linears == 0);
     CHECK(summary.fp32_linears == 7 * model.config.n_layers + 1);
     check_with_onnx_checker(path);
-    // Two sequences of different lengths (the graph's sequence axis is dynamic), the longer one the
-    // whole context.
-    std::vector<std::vector<int>> sequences(2);
-    for (int i = 0; i < model.config.max_seq_len; ++i) sequences[0].push_back((i * 7919 + 1) % model.config.vocab_size);
-    for (int i = 0; i < 17; ++i) sequences[1].push_back((i * 104729 + 3) % model.config.vocab_size);
+    const std::vector<std::vector<int>> sequences = two_sequences(model.config);
     Transformer fp32(model, runtime);
     const Agreement a = compare(fedcal_logits(fp32, sequences), onnx_runtime_logits(dir, path, sequences, model.config.vocab_size),
                                 model.config.vocab_size);
@@ -184,9 +189,7 @@ TEST_CASE(
   const OnnxExportSummary summary = write_onnx_model(path, model, {});
   CHECK(summary.fp32_linears == 7 * model.config.n_layers + 1);
   check_with_onnx_checker(path);
-  std::vector<std::vector<int>> sequences(2);
-  for (int i = 0; i < model.config.max_seq_len; ++i) sequences[0].push_back((i * 7919 + 1) % model.config.vocab_size);
-  for (int i = 0; i < 17; ++i) sequences[1].push_back((i * 104729 + 3) % model.config.vocab_size);
+  const std::vector<std::vector<int>> sequences = two_sequences(model.config);
   Transformer fp32(model, runtime);
   const std::vector<float> expected = fedcal_logits(fp32, sequences);
   const std::vector<float> onnx = onnx_runtime_logits(dir, path, sequences, model.config.vocab_size);

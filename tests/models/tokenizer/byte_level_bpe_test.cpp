@@ -101,21 +101,10 @@ TEST_CASE("Byte-level BPE: Llama 3 and Qwen3 tokenizer.json give transformers.js
       const std::string& name = label;
       CAPTURE(name);
       const std::string valid = with_replacement_characters(text);
-      testing::write_text(dir.path(name + ".txt"), valid);
-      const testing::CommandResult run =
-          testing::run_oracle("tokenize.mjs", models + "tokenizer.json " + models + "tokenizer_config.json " +
-                                                  dir.path(name + ".txt") + " " + dir.path("ids.txt"));
-      REQUIRE_MESSAGE(run.exit_code == 0, run.output);
-      std::vector<int> expected;
-      std::istringstream lines(read_text_file(dir.path("ids.txt")));
-      for (int id = 0; lines >> id;) expected.push_back(id);
+      const std::vector<int> expected = testing::transformers_js_ids(dir.path(name), models, valid);
       const std::vector<int> ids = tokenizer->encode(valid, false);
       CHECK(ids.size() == expected.size());
-      size_t first_difference = 0;
-      while (first_difference < std::min(ids.size(), expected.size()) && ids[first_difference] == expected[first_difference]) {
-        ++first_difference;
-      }
-      CHECK_MESSAGE(ids == expected, "first difference at token " << first_difference);
+      CHECK_MESSAGE(ids == expected, "first difference at token " << testing::first_difference(ids, expected));
       CHECK(ids.size() > valid.size() / 8);  // a real merge table, not bytes
       // Lossless on the raw text, invalid bytes included (Qwen3 normalizes to NFC first, by its file).
       const std::string normalized = reference.nfc ? nfc(text) : text;

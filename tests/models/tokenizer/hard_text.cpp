@@ -1,6 +1,12 @@
 #include "tests/models/tokenizer/hard_text.h"
 
+#include <doctest/doctest.h>
+
+#include <sstream>
+
+#include "common/file_util.h"
 #include "models/tokenizer/unicode.h"
+#include "tests/test_support.h"
 
 namespace fedcal::testing {
 
@@ -14,6 +20,24 @@ std::string with_replacement_characters(const std::string& text) {
     }
   }
   return out;
+}
+
+std::vector<int> transformers_js_ids(const std::string& scratch, const std::string& models, const std::string& text) {
+  const std::string text_path = scratch + ".txt", ids_path = scratch + ".ids";
+  write_text(text_path, text);
+  const CommandResult run =
+      run_oracle("tokenize.mjs", models + "tokenizer.json " + models + "tokenizer_config.json " + text_path + " " + ids_path);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.output);
+  std::vector<int> ids;
+  std::istringstream lines(read_text_file(ids_path));
+  for (int id = 0; lines >> id;) ids.push_back(id);
+  return ids;
+}
+
+size_t first_difference(const std::vector<int>& a, const std::vector<int>& b) {
+  size_t i = 0;
+  while (i < std::min(a.size(), b.size()) && a[i] == b[i]) ++i;
+  return i;
 }
 
 std::string hard_text() {
