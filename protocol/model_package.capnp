@@ -75,6 +75,9 @@ struct Architecture {
   # every layer global.
   ropeLocalTheta @24 :Float32;
   # Local layers' rotary embedding base (unscaled).
+  ropeLinearFactor @25 :Float32;
+  # Linear RoPE scaling (Gemma 3 4B and up): every rotation rate of the global layers divided by it
+  # (0: none).
 }
 
 enum TensorType {

@@ -1,8 +1,8 @@
 // Gemma 3 text models (model_type gemma3_text: 270M, 1B): embeddings scaled by sqrt(hidden_size);
 // RMSNorm by (1 + weight); RMSNorm before and after both attention and the MLP; per-head q/k RMSNorm
 // before RoPE; GeGLU with tanh-approximated GELU; scores scaled by 1/sqrt(query_pre_attn_scalar);
-// sliding-window attention on the layers layer_types names, with their own RoPE base; tied
-// embeddings. config.json in the transformers 4.x layout (rope_theta, rope_local_base_freq,
+// sliding-window attention on the layers layer_types names, with their own RoPE base, and the
+// global layers' RoPE linearly scaled when the config says so (4B and up); tied embeddings. config.json in the transformers 4.x layout (rope_theta, rope_local_base_freq,
 // sliding_window_pattern in older files) and 5.x (rope_parameters per layer type) are both read.
 #include <nlohmann/json.hpp>
 
@@ -62,19 +62,34 @@ std::vector<uint8_t> local_layers(const nlohmann::json& json, int n_layers) {
   return listed;
 }
 
-// One layer type's RoPE in transformers 5's rope_parameters: the default type and its base only.
-double rope_base(const nlohmann::json& parameters, const char* type) {
-  const auto it = parameters.find(type);
-  if (it == parameters.end() || !it->is_object())
-    refuse_hf_key("rope_parameters", parameters, fmt::format("expected an object for \"{}\"", type));
-  for (const auto& [name, value] : it->items()) {
-    if (name == "rope_type" && value == "default") continue;
-    if (name == "rope_theta" && value.is_number() && value.get<double>() > 1 && std::isfinite(value.get<double>())) continue;
-    refuse_hf_key("rope_parameters", parameters,
-                  fmt::format("{}: only the default RoPE type and its rope_theta (not '{}' = {})", type, name, value.dump()));
+// A RoPE parameter object (4.x rope_scaling, or one layer type's in 5.x rope_parameters): the default
+// type, or "linear" with its factor where `linear_allowed` (the global layers); its rope_theta if any.
+struct Rope {
+  double theta = 0;   // 0: not given
+  double linear = 0;  // 0: no scaling
+};
+Rope rope_object(const char* key, const nlohmann::json& whole, const nlohmann::json& object, bool linear_allowed) {
+  if (!object.is_object()) refuse_hf_key(key, whole, "expected an object");
+  const nlohmann::json type =
+      object.contains("rope_type") ? object["rope_type"] : object.value("type", nlohmann::json("default"));
+  if (type != "default" && !(linear_allowed && type == "linear"))
+    refuse_hf_key(key, whole,
+                  fmt::format("RoPE type {} is not supported ({})", type.dump(),
+                              linear_allowed ? "the default and \"linear\" are" : "local layers rotate by the default type"));
+  Rope rope;
+  for (const auto& [name, value] : object.items()) {
+    if (name == "rope_type" || name == "type") continue;
+    const bool finite = value.is_number() && std::isfinite(value.get<double>());
+    if (name == "rope_theta" && finite && value.get<double>() > 1) {
+      rope.theta = value.get<double>();
+    } else if (name == "factor" && type == "linear" && finite && value.get<double>() >= 1 && value.get<double>() <= 1024) {
+      rope.linear = value.get<double>();
+    } else {
+      refuse_hf_key(key, whole, fmt::format("'{}' = {} is not a parameter of RoPE type {}", name, value.dump(), type.dump()));
+    }
   }
-  if (!it->contains("rope_theta")) refuse_hf_key("rope_parameters", parameters, fmt::format("{}: no rope_theta", type));
-  return (*it)["rope_theta"].get<double>();
+  if (type == "linear" && rope.linear == 0) refuse_hf_key(key, whole, "linear RoPE scaling needs its factor");
+  return rope;
 }
 
 void read_gemma3(const nlohmann::json& json, ModelConfig& c) {
@@ -94,24 +109,37 @@ void read_gemma3(const nlohmann::json& json, ModelConfig& c) {
   c.sliding_window = integer(json, "sliding_window", 4096, 1 << 24);
   c.local_layers = local_layers(json, c.n_layers);
 
-  // RoPE: global layers' base, local layers' base; no scaling yet (refused by name).
-  if (json.contains("rope_scaling") && !json["rope_scaling"].is_null())
-    refuse_hf_key("rope_scaling", json["rope_scaling"], "RoPE scaling of Gemma 3's global layers is not supported yet");
+  // RoPE: the global layers' base and scaling, the local layers' base (4.x: top-level keys and
+  // rope_scaling; 5.x: rope_parameters per layer type; both given, they must agree).
   double global = number(json, "rope_theta", 1000000.0, 1.0000001, 1e12);
   double local = number(json, "rope_local_base_freq", 10000.0, 1.0000001, 1e12);
+  double linear = 0;
+  if (const auto it = json.find("rope_scaling"); it != json.end() && !it->is_null()) {
+    const Rope scaling = rope_object("rope_scaling", *it, *it, true);
+    if (scaling.theta != 0) refuse_hf_key("rope_scaling", *it, "rope_theta belongs at the top level");
+    linear = scaling.linear;
+  }
   if (const auto it = json.find("rope_parameters"); it != json.end() && !it->is_null()) {
     if (!it->is_object()) refuse_hf_key("rope_parameters", *it, "expected an object");
     for (const auto& [name, value] : it->items()) {
       if (name != "full_attention" && name != "sliding_attention")
         refuse_hf_key("rope_parameters", *it, fmt::format("'{}' is not a Gemma 3 layer type", name));
     }
-    const double listed_global = rope_base(*it, "full_attention"), listed_local = rope_base(*it, "sliding_attention");
-    if ((json.contains("rope_theta") && global != listed_global) ||
-        (json.contains("rope_local_base_freq") && local != listed_local))
-      refuse_hf_key("rope_parameters", *it, "its rope_theta values differ from the top-level ones");
-    global = listed_global;
-    local = listed_local;
+    for (const char* type : {"full_attention", "sliding_attention"}) {
+      if (!it->contains(type)) refuse_hf_key("rope_parameters", *it, fmt::format("expected an object for \"{}\"", type));
+    }
+    const Rope full = rope_object("rope_parameters", *it, (*it)["full_attention"], true);
+    const Rope sliding = rope_object("rope_parameters", *it, (*it)["sliding_attention"], false);
+    if (full.theta == 0 || sliding.theta == 0) refuse_hf_key("rope_parameters", *it, "each layer type needs its rope_theta");
+    if ((json.contains("rope_theta") && global != full.theta) ||
+        (json.contains("rope_local_base_freq") && local != sliding.theta) ||
+        (json.contains("rope_scaling") && !json["rope_scaling"].is_null() && linear != full.linear))
+      refuse_hf_key("rope_parameters", *it, "it differs from the top-level rope_theta, rope_local_base_freq or rope_scaling");
+    global = full.theta;
+    local = sliding.theta;
+    linear = full.linear;
   }
+  c.rope_linear_factor = static_cast<float>(linear);
   c.rope_theta = static_cast<float>(global);
   c.rope_local_theta = static_cast<float>(local);
 }
@@ -123,6 +151,7 @@ void write_gemma3(const ModelConfig& c, nlohmann::json& json) {
   json["query_pre_attn_scalar"] = c.query_scale_dim != 0 ? c.query_scale_dim : static_cast<float>(c.head_size());
   json["sliding_window"] = c.sliding_window;
   json["rope_local_base_freq"] = c.rope_local_theta;
+  if (c.rope_linear_factor != 0) json["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_linear_factor}};
   nlohmann::json types = nlohmann::json::array();
   for (int l = 0; l < c.n_layers; ++l) types.push_back(c.local_layer(l) ? "sliding_attention" : "full_attention");
   json["layer_types"] = types;
@@ -155,6 +184,10 @@ void write_gemma3_gguf(const ModelConfig& c, GgufWriter& out, const std::string&
     fail("GGUF export: query_pre_attn_scalar {} is not the {} llama.cpp's gemma3 scales by for this shape", scale_dim,
          gguf_query_scale_dim(c));
   out.set(arch + ".attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(c.sliding_window)));
+  if (c.rope_linear_factor != 0) {  // llama.cpp scales the global layers' rotation only, as transformers does
+    out.set(arch + ".rope.scaling.type", GgufValue::string("linear"));
+    out.set(arch + ".rope.scaling.factor", GgufValue::f32(c.rope_linear_factor));
+  }
 }
 
 void read_gemma3_gguf(const GgufFile& file, const std::string& arch, ModelConfig& c) {
@@ -166,6 +199,13 @@ void read_gemma3_gguf(const GgufFile& file, const std::string& arch, ModelConfig
   for (int l = 0; l < c.n_layers; ++l) c.local_layers.push_back(gguf_local_layer(l) ? 1 : 0);
   c.rope_local_theta = kGgufLocalTheta;
   c.query_scale_dim = gguf_query_scale_dim(c);
+  if (const GgufValue* type = file.find(arch + ".rope.scaling.type");
+      type != nullptr && file.text(arch + ".rope.scaling.type") != "none") {
+    if (file.text(arch + ".rope.scaling.type") != "linear")
+      fail("{}: metadata '{}.rope.scaling.type' = '{}' is not supported (linear is)", file.source, arch,
+           file.text(arch + ".rope.scaling.type"));
+    c.rope_linear_factor = static_cast<float>(file.number(arch + ".rope.scaling.factor"));
+  }
 }
 
 }  // namespace
@@ -205,9 +245,10 @@ const ModelFamily& gemma3_family() {
             {"_sliding_window_pattern", HfKeyUse::kChecked, "as sliding_window_pattern; must agree with layer_types"},
             {"rope_theta", HfKeyUse::kUsed, "the global layers' RoPE base (transformers 4; default 1000000)"},
             {"rope_local_base_freq", HfKeyUse::kUsed, "the local layers' RoPE base (transformers 4; default 10000)"},
-            {"rope_parameters", HfKeyUse::kUsed, "per layer type, the default RoPE type and its rope_theta (transformers 5)"},
-            {"rope_scaling", HfKeyUse::kChecked,
-             "null: global layers' RoPE scaling (larger Gemma 3 models) is not supported yet"},
+            {"rope_parameters", HfKeyUse::kUsed,
+             "per layer type, the RoPE type (the global layers' may be \"linear\") and its rope_theta (transformers 5)"},
+            {"rope_scaling", HfKeyUse::kUsed,
+             "null, or \"linear\" scaling of the global layers' RoPE by its factor (transformers 4)"},
             {"final_logit_softcapping", HfKeyUse::kChecked, "null: no soft-capping of the logits"},
             {"attn_logit_softcapping", HfKeyUse::kChecked, "null: no soft-capping of the attention scores"},
             {"use_bidirectional_attention", HfKeyUse::kChecked, "false: causal attention"},
@@ -217,7 +258,7 @@ const ModelFamily& gemma3_family() {
         write_gemma3,
         "gemma3",
         true,  // llama.cpp rotates Gemma's q and k half-split
-        {"attention.sliding_window"},
+        {"attention.sliding_window", "rope.scaling.type", "rope.scaling.factor"},
         write_gemma3_gguf,
         read_gemma3_gguf,
     };

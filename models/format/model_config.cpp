@@ -68,6 +68,9 @@ void ModelConfig::validate() const {
            s.high_freq_factor);
     check_range("rope scaling original_max_position_embeddings", s.original_max_seq_len, kMaxSeqLen);
   }
+  if (rope_linear_factor != 0 && !(rope_linear_factor >= 1.0f && rope_linear_factor <= 1024.0f))
+    fail("linear rope scaling factor {} is not in [1, 1024]", rope_linear_factor);
+  if (rope_linear_factor != 0 && rope_scaling.enabled()) fail("linear and Llama 3 rope scaling together");
   if (query_scale_dim != 0 && !(query_scale_dim >= 1.0f && query_scale_dim <= 65536.0f))
     fail("query_pre_attn_scalar {} is not in [1, 65536]", query_scale_dim);
   if (!local_layers.empty()) {
@@ -88,6 +91,7 @@ ModelConfig::RopeTables ModelConfig::local_rope_tables() const {
   ModelConfig local = *this;
   local.rope_theta = rope_local_theta;
   local.rope_scaling = {};
+  local.rope_linear_factor = 0;
   return local.rope_tables();
 }
 
@@ -111,6 +115,9 @@ std::vector<double> ModelConfig::rope_inverse_frequencies() const {
   const int half = head_size() / 2;
   std::vector<double> out(static_cast<size_t>(half));
   for (int i = 0; i < half; ++i) out[static_cast<size_t>(i)] = std::pow(static_cast<double>(rope_theta), -2.0 * i / head_size());
+  if (rope_linear_factor != 0) {
+    for (double& frequency : out) frequency /= rope_linear_factor;
+  }
   if (!rope_scaling.enabled()) return out;
   // Llama 3 (Meta's reference, and transformers' _compute_llama3_parameters).
   const RopeScaling& s = rope_scaling;
@@ -152,6 +159,7 @@ std::string ModelConfig::describe() const {
     if (on) out += fmt::format(", {}", name);
   }
   if (query_scale_dim != 0) out += fmt::format(", attention scale 1/sqrt({})", query_scale_dim);
+  if (rope_linear_factor != 0) out += fmt::format(", linear rope scaling {}", rope_linear_factor);
   if (!local_layers.empty()) {
     int local = 0;
     for (uint8_t l : local_layers) local += l;

@@ -45,6 +45,8 @@ struct ModelConfig {
   int sliding_window = 0;             // a local layer attends to the last `sliding_window` positions, itself included
   std::vector<uint8_t> local_layers;  // (n_layers) 1 for a local (sliding-window) layer; empty: every layer global
   float rope_local_theta = 0;         // local layers' RoPE base (no scaling)
+  float rope_linear_factor = 0;       // transformers' "linear" RoPE scaling (Gemma 3 4B and up): every
+                                      // rotation rate divided by it, local layers' excepted; 0: none
 
   bool local_layer(int layer) const { return !local_layers.empty() && local_layers[static_cast<size_t>(layer)] != 0; }
   float attention_scale() const;  // 1 / sqrt(query_scale_dim or head_size)

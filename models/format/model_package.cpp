@@ -125,6 +125,7 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   arch.setQueryScaleDim(c.query_scale_dim);
   arch.setSlidingWindow(c.sliding_window);
   arch.setRopeLocalTheta(c.rope_local_theta);
+  arch.setRopeLinearFactor(c.rope_linear_factor);
   if (!c.local_layers.empty()) {
     auto local = arch.initLocalLayers(static_cast<unsigned>(c.local_layers.size()));
     for (unsigned l = 0; l < local.size(); ++l) local.set(l, c.local_layers[l] != 0);
@@ -308,6 +309,7 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
           c.query_scale_dim = arch.getQueryScaleDim();
           c.sliding_window = arch.getSlidingWindow();
           c.rope_local_theta = arch.getRopeLocalTheta();
+          c.rope_linear_factor = arch.getRopeLinearFactor();
           if (arch.getLocalLayers().size() != 0 && arch.getLocalLayers().size() != static_cast<unsigned>(std::max(c.n_layers, 0)))
             fail("architecture: {} local-layer flags for {} layers", arch.getLocalLayers().size(), c.n_layers);
           for (bool local : arch.getLocalLayers()) c.local_layers.push_back(local ? 1 : 0);

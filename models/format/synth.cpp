@@ -67,6 +67,11 @@ ModelConfig with_gemma3(ModelConfig config, int head_dim, float query_scale_dim,
   return config;
 }
 
+ModelConfig with_linear_rope(ModelConfig config, float factor) {
+  config.rope_linear_factor = factor;
+  return config;
+}
+
 ModelConfig with_llama3_rope(ModelConfig config, RopeScaling scaling) {
   config.rope_scaling = scaling;
   return config;
@@ -92,6 +97,9 @@ const std::vector<SynthPreset>& synth_presets() {
        "tiny shaped like Gemma 3: 3 layers (2 local with a window of 16, then 1 global), 4 heads / 1 KV head of 32, "
        "query_pre_attn_scalar 24, theta 1000000 / 10000 (tests)",
        with_gemma3(make_config(64, 176, 3, 4, 1, 512, 128, true, 1000000.0f, 1e-6f), 32, 24.0f, 16, 3)},
+      {"tiny-gemma3-linear",
+       "tiny-gemma3 with linear RoPE scaling x4 of its global layer, as Gemma 3 4B and up scale by 8 (tests)",
+       with_linear_rope(with_gemma3(make_config(64, 176, 3, 4, 1, 512, 128, true, 1000000.0f, 1e-6f), 32, 24.0f, 16, 3), 4.0f)},
       {"tiny-gemma3-gguf",
        "tiny Gemma 3 in llama.cpp's gemma3 layout: 6 layers (every 6th global, window 16), 4 heads / 1 KV head of 32, "
        "query_pre_attn_scalar 32 (tests)",

@@ -58,11 +58,16 @@ def rope_parameters(config):
 
 
 def gemma3_rope_bases(config):
-    """Gemma 3's (global, local) RoPE bases: transformers 5's rope_parameters per layer type, or 4's keys."""
+    """Gemma 3's (global, local) RoPE bases and the global layers' linear scaling factor (1: none):
+    transformers 5's rope_parameters per layer type, or 4's keys and rope_scaling."""
     per_type = config.get("rope_parameters")
     if per_type and "full_attention" in per_type:
-        return per_type["full_attention"]["rope_theta"], per_type["sliding_attention"]["rope_theta"]
-    return config.get("rope_theta", 1000000.0), config.get("rope_local_base_freq", 10000.0)
+        full = per_type["full_attention"]
+        factor = full.get("factor", 1.0) if full.get("rope_type") == "linear" else 1.0
+        return full["rope_theta"], per_type["sliding_attention"]["rope_theta"], factor
+    scaling = config.get("rope_scaling") or {}
+    factor = scaling.get("factor", 1.0) if scaling.get("rope_type", scaling.get("type")) == "linear" else 1.0
+    return config.get("rope_theta", 1000000.0), config.get("rope_local_base_freq", 10000.0), factor
 
 
 def inverse_frequencies(config, head_dim, theta=None):
@@ -163,12 +168,12 @@ def forward_gemma3(config, weights, tokens):
         for i in range(config["num_hidden_layers"])]
     norm = lambda x, weight: rms_norm(x, 1 + weight, eps)  # Gemma's RMSNorm scales by (1 + weight)
 
-    def rotation(theta):
-        angles = torch.outer(torch.arange(length, dtype=torch.float64), inverse_frequencies(config, head_dim, theta))
+    def rotation(theta, factor=1.0):  # linear scaling: positions divided by the factor
+        angles = torch.outer(torch.arange(length, dtype=torch.float64) / factor, inverse_frequencies(config, head_dim, theta))
         return torch.cat((angles.cos(), angles.cos()), dim=-1), torch.cat((angles.sin(), angles.sin()), dim=-1)
 
-    global_theta, local_theta = gemma3_rope_bases(config)
-    rotations = {"full_attention": rotation(global_theta), "sliding_attention": rotation(local_theta)}
+    global_theta, local_theta, factor = gemma3_rope_bases(config)
+    rotations = {"full_attention": rotation(global_theta, factor), "sliding_attention": rotation(local_theta)}
     query, key = torch.arange(length).view(-1, 1), torch.arange(length).view(1, -1)
     causal = key <= query
     masks = {"full_attention": causal, "sliding_attention": causal & (query - key < window)}

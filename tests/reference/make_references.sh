@@ -8,6 +8,8 @@
 #   smollm2-tiny/    synth preset tiny-smollm2: plain Llama as SmolLM2 shapes it (9 / 3 heads, theta 100000)
 #   gemma3-tiny/     synth preset tiny-gemma3: Gemma 3 (2 local layers with a window of 16, 1 global; 100
 #                    tokens and a 72-token greedy context run past the window)
+#   gemma3-linear-tiny/  synth preset tiny-gemma3-linear: the same shape with linear RoPE scaling x4 of
+#                    its global layer
 # Each is an F16 Hugging Face folder with its config also in the transformers 5.x layout
 # (config.transformers5.json), and reference_logits.json: logits of every 4th of 100 tokens and the
 # greedy continuation of the first 8 over 64 tokens.
@@ -16,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens="1 $(seq 0 98 | awk '{printf "%d ", ($1 * 37 + 11) % 509 + 3}')"
-pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2 smollm2-tiny:tiny-smollm2 gemma3-tiny:tiny-gemma3}"
+pairs="${*:-llama3-tiny:tiny-llama3 head-dim-tiny:tiny-head-dim qwen3-tiny:tiny-qwen3 qwen2-tiny:tiny-qwen2 smollm2-tiny:tiny-smollm2 gemma3-tiny:tiny-gemma3 gemma3-linear-tiny:tiny-gemma3-linear}"
 for pair in $pairs; do
   out=tests/reference/${pair%%:*}
   rm -rf "$out"
@@ -28,9 +30,10 @@ config = json.load(open(f"{folder}/config.json"))
 # transformers 5.x: rope_theta and rope_scaling become rope_parameters (Gemma 3: one per layer type,
 # in place of rope_local_base_freq), torch_dtype becomes dtype.
 if config["model_type"] == "gemma3_text":
-    config.pop("rope_scaling", None)
+    full = {"rope_type": "default", "rope_theta": config.pop("rope_theta")}
+    full.update(config.pop("rope_scaling", None) or {})  # linear scaling, of the global layers only
     config["rope_parameters"] = {
-        "full_attention": {"rope_type": "default", "rope_theta": config.pop("rope_theta")},
+        "full_attention": full,
         "sliding_attention": {"rope_type": "default", "rope_theta": config.pop("rope_local_base_freq")}}
 else:
     rope = dict(config.pop("rope_scaling", None) or {"rope_type": "default"})

@@ -39,19 +39,19 @@ namespace {
 
 const std::string kFolder = FEDCAL_SOURCE_DIR "/tests/reference/gemma3-tiny";
 
-struct Reference {
+struct GemmaReference {
   std::vector<int> tokens, greedy;
   std::vector<size_t> positions;
   std::vector<std::vector<double>> logits;
 };
 
-Reference read_reference() {
-  const nlohmann::json json = nlohmann::json::parse(read_text_file(kFolder + "/reference_logits.json"));
+GemmaReference read_gemma_reference(const std::string& folder = kFolder) {
+  const nlohmann::json json = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
   return {json["tokens"].get<std::vector<int>>(), json["greedy"].get<std::vector<int>>(),
           json["positions"].get<std::vector<size_t>>(), json["logits"].get<std::vector<std::vector<double>>>()};
 }
 
-std::vector<float> logits_of(const Model& model, const std::vector<int>& tokens) {
+std::vector<float> gemma_logits(const Model& model, const std::vector<int>& tokens) {
   XnnRuntime runtime(1);
   Transformer transformer(model, runtime);
   const auto logits = transformer.forward(tokens, 0, true);
@@ -60,7 +60,7 @@ std::vector<float> logits_of(const Model& model, const std::vector<int>& tokens)
 
 // The largest difference from the reference's logits at its positions, relative to each position's
 // largest logit.
-double relative_difference(const std::vector<float>& logits, const Reference& reference) {
+double relative_difference(const std::vector<float>& logits, const GemmaReference& reference) {
   double worst = 0;
   for (size_t k = 0; k < reference.positions.size(); ++k) {
     const std::vector<double>& expected = reference.logits[k];
@@ -77,7 +77,7 @@ double relative_difference(const std::vector<float>& logits, const Reference& re
 
 // The reference's greedy continuation of its first `prompt` tokens, one token at a time through the
 // KV cache as generation runs it.
-std::vector<int> greedy_continuation(Transformer& transformer, const Reference& reference, size_t prompt) {
+std::vector<int> greedy_continuation(Transformer& transformer, const GemmaReference& reference, size_t prompt) {
   const std::vector<int> start(reference.tokens.begin(), reference.tokens.begin() + static_cast<std::ptrdiff_t>(prompt));
   auto step = transformer.forward(start, 0, false);
   std::vector<int> greedy;
@@ -90,7 +90,7 @@ std::vector<int> greedy_continuation(Transformer& transformer, const Reference& 
 }
 
 TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, greedy text identical past the sliding window") {
-  const Reference reference = read_reference();
+  const GemmaReference reference = read_gemma_reference();
   REQUIRE(reference.greedy.size() == 64);
   testing::ScratchDir dir;
   std::filesystem::create_directories(dir.path("v5"));
@@ -107,7 +107,7 @@ TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, gr
     CHECK(c.rope_theta == 1000000.0f);
     CHECK(c.rope_local_theta == 10000.0f);
     CHECK(c.shared_classifier);
-    const double difference = relative_difference(logits_of(loaded.model, reference.tokens), reference);
+    const double difference = relative_difference(gemma_logits(loaded.model, reference.tokens), reference);
     MESSAGE("largest difference from PyTorch, relative to the largest logit: " << difference);
     CHECK(difference < 1e-4);
     // Greedy continuation of the first 8 tokens, one token at a time through the KV cache: 72
@@ -118,8 +118,35 @@ TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, gr
   }
 }
 
+TEST_CASE("Gemma 3 with linear RoPE scaling of its global layers (as 4B and up), 4.x and 5.x configs: logits equal PyTorch's") {
+  const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/gemma3-linear-tiny";
+  const GemmaReference reference = read_gemma_reference(folder);
+  testing::ScratchDir dir;
+  std::filesystem::create_directories(dir.path("v5"));
+  std::filesystem::copy_file(folder + "/model.safetensors", dir.path("v5/model.safetensors"));
+  std::filesystem::copy_file(folder + "/config.transformers5.json", dir.path("v5/config.json"));
+  for (const std::string& path : {folder, dir.path("v5")}) {
+    CAPTURE(path);
+    const Model model = load_model(path).model;
+    CHECK(model.config.rope_linear_factor == 4.0f);
+    const double difference = relative_difference(gemma_logits(model, reference.tokens), reference);
+    MESSAGE("linear RoPE scaling: largest difference from PyTorch, relative to the largest logit: " << difference);
+    CHECK(difference < 1e-4);
+  }
+  // The scaling matters, it survives a package, and the local layers are not scaled.
+  const Model model = load_model(folder).model;
+  Model unscaled = model;
+  unscaled.config.rope_linear_factor = 0;
+  CHECK(relative_difference(gemma_logits(unscaled, reference.tokens), reference) > 1e-3);
+  write_model_package(dir.path("g.pkg"), model, {}, {}, {});
+  const Model package = load_model(dir.path("g.pkg")).model;
+  CHECK(package.config.rope_linear_factor == 4.0f);
+  CHECK(gemma_logits(package, reference.tokens) == gemma_logits(model, reference.tokens));
+  CHECK(model.config.local_rope_tables().cos == unscaled.config.local_rope_tables().cos);
+}
+
 TEST_CASE("Gemma 3's local layers keep only their window in the KV cache: the same logits and greedy text in any chunk size") {
-  const Reference reference = read_reference();
+  const GemmaReference reference = read_gemma_reference();
   const Model model = load_model(kFolder).model;
   XnnRuntime runtime(1);
   Transformer whole(model, runtime);  // chunks of 64: a ring of 16 + 63 slots is no smaller than the 128 positions
@@ -145,9 +172,9 @@ TEST_CASE("Gemma 3's local layers keep only their window in the KV cache: the sa
 }
 
 TEST_CASE("Gemma 3: without the sliding window, the (1 + w) norms or the embedding scale the logits are measurably off") {
-  const Reference reference = read_reference();
+  const GemmaReference reference = read_gemma_reference();
   const Model model = load_model(kFolder).model;
-  REQUIRE(relative_difference(logits_of(model, reference.tokens), reference) < 1e-4);
+  REQUIRE(relative_difference(gemma_logits(model, reference.tokens), reference) < 1e-4);
   struct Variant {
     const char* name;
     void (*change)(ModelConfig&);
@@ -165,7 +192,7 @@ TEST_CASE("Gemma 3: without the sliding window, the (1 + w) norms or the embeddi
     CAPTURE(name);
     Model changed = model;
     variant.change(changed.config);
-    const double difference = relative_difference(logits_of(changed, reference.tokens), reference);
+    const double difference = relative_difference(gemma_logits(changed, reference.tokens), reference);
     MESSAGE(name << ": " << difference);
     CHECK(difference > 1e-3);
   }
@@ -174,19 +201,19 @@ TEST_CASE("Gemma 3: without the sliding window, the (1 + w) norms or the embeddi
 TEST_CASE(
     "Gemma 3 in packages and Hugging Face folders, static INT8 and fine-grained, and llama2.c and a GGUF of another layer "
     "pattern refuse it by name") {
-  const Reference reference = read_reference();
+  const GemmaReference reference = read_gemma_reference();
   const Model model = load_model(kFolder).model;
-  const std::vector<float> expected = logits_of(model, reference.tokens);
+  const std::vector<float> expected = gemma_logits(model, reference.tokens);
   testing::ScratchDir dir;
   write_model_package(dir.path("g.pkg"), model, {}, {}, {});
   const LoadedModel package = load_model(dir.path("g.pkg"));
   CHECK(package.model.config.features() == gemma3_family().features);
   CHECK(package.model.config.local_layers == model.config.local_layers);
-  CHECK(logits_of(package.model, reference.tokens) == expected);
+  CHECK(gemma_logits(package.model, reference.tokens) == expected);
   write_hf_checkpoint(model, dir.path("hf"), TensorDtype::kF32);
   const LoadedModel hf = load_model(dir.path("hf"));
   CHECK(hf.model.config.describe() == model.config.describe());
-  CHECK(logits_of(hf.model, reference.tokens) == expected);
+  CHECK(gemma_logits(hf.model, reference.tokens) == expected);
 
   // Calibrated on the reference tokens (past the window), then static INT8 per channel, and
   // fine-grained (groups of 32, activations per block): each close to FP32.
@@ -228,9 +255,9 @@ TEST_CASE(
 }
 
 TEST_CASE("Gemma 3: smoothing factors folded at every site leave the FP32 function unchanged (into (1 + w) norms)") {
-  const Reference reference = read_reference();
+  const GemmaReference reference = read_gemma_reference();
   const Model model = load_model(kFolder).model;
-  const std::vector<float> expected = logits_of(model, reference.tokens);
+  const std::vector<float> expected = gemma_logits(model, reference.tokens);
   Model smoothed = model;
   const ModelConfig& c = model.config;
   for (int l = 0; l < c.n_layers; ++l) {
@@ -245,7 +272,7 @@ TEST_CASE("Gemma 3: smoothing factors folded at every site leave the FP32 functi
     }
   }
   CHECK(smoothed.layers[0].attn_norm != model.layers[0].attn_norm);
-  const std::vector<float> logits = logits_of(smoothed, reference.tokens);
+  const std::vector<float> logits = gemma_logits(smoothed, reference.tokens);
   double worst = 0, largest = 0;
   for (size_t i = 0; i < expected.size(); ++i) {
     worst = std::max(worst, double(std::fabs(logits[i] - expected[i])));
@@ -259,7 +286,7 @@ TEST_CASE("Gemma 3: smoothing factors folded at every site leave the FP32 functi
   std::vector<float> factors(static_cast<size_t>(c.dim), 2.0f);
   fold_smoothing(wrong, 0, SmoothingSite::kAttnIn, factors);
   wrong.config.norm_plus_one = true;
-  const std::vector<float> off = logits_of(wrong, reference.tokens);
+  const std::vector<float> off = gemma_logits(wrong, reference.tokens);
   double moved = 0;
   for (size_t i = 0; i < expected.size(); ++i) moved = std::max(moved, double(std::fabs(off[i] - expected[i])));
   CHECK(moved > 1e-2 * largest);
@@ -294,7 +321,14 @@ TEST_CASE("Gemma 3 as GGUF (llama.cpp's gemma3): written and read back to the sa
     for (int i = 0; i < 60; ++i) out.push_back((i * 37 + 5) % 512);  // past the window of 16
     return out;
   }();
-  CHECK(logits_of(read.model, tokens) == logits_of(model, tokens));  // bit for bit
+  CHECK(gemma_logits(read.model, tokens) == gemma_logits(model, tokens));  // bit for bit
+  // Linear RoPE scaling (Gemma 3 4B and up) as llama.cpp's rope.scaling keys.
+  Model scaled = model;
+  scaled.config.rope_linear_factor = 8.0f;
+  write_gguf_model(dir.path("scaled.gguf"), scaled, tokenizer, {});
+  const GgufModel scaled_read = read_gguf_model(dir.path("scaled.gguf"));
+  CHECK(scaled_read.model.config.rope_linear_factor == 8.0f);
+  CHECK(gemma_logits(scaled_read.model, tokens) == gemma_logits(scaled, tokens));
   // A key llama.cpp's gemma3 does not have is refused, as for every architecture.
   GgufWriter extra = gguf_from_model(model, tokenizer, {});
   extra.set("gemma3.attention.layer_types", GgufValue::u32(1));
@@ -362,8 +396,11 @@ TEST_CASE("Gemma 3 270M and 1B config.json, transformers 4.x and 5.x: read alike
   capped["final_logit_softcapping"] = 30.0;
   CHECK(testing::error_of([&] { parse_hf_config(capped.dump(), "c"); }).find("final_logit_softcapping") != std::string::npos);
   nlohmann::json scaled = nlohmann::json::parse(read_text_file(folder + "gemma-3-1b.4.json"));
-  scaled["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
-  CHECK(testing::error_of([&] { parse_hf_config(scaled.dump(), "c"); }).find("rope_scaling") != std::string::npos);
+  scaled["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};  // as Gemma 3 4B and up have it
+  CHECK(parse_hf_config(scaled.dump(), "c").model.rope_linear_factor == 8.0f);
+  scaled["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 8.0}};
+  CHECK(testing::error_of([&] { parse_hf_config(scaled.dump(), "c"); }).find("RoPE type \"yarn\" is not supported") !=
+        std::string::npos);
 }
 
 }  // namespace
