@@ -32,6 +32,14 @@ ScratchDir::~ScratchDir() {
 std::string project_model_path() { return std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/model.bin"; }
 std::string project_tokenizer_path() { return std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m/tokenizer.model"; }
 
+std::string transformers5_copy(const ScratchDir& dir, const std::string& folder) {
+  const std::string copy = dir.path("v5");
+  std::filesystem::create_directories(copy);
+  std::filesystem::copy_file(folder + "/model.safetensors", copy + "/model.safetensors");
+  std::filesystem::copy_file(folder + "/config.transformers5.json", copy + "/config.json");
+  return copy;
+}
+
 std::string tinystories_path() { return std::string(FEDCAL_SOURCE_DIR) + "/data/tinystories/tinystories-sample.txt"; }
 
 namespace {

@@ -23,6 +23,10 @@ class ScratchDir {
   std::string root_;
 };
 
+// A reference checkpoint of tests/reference/ (`folder`) with its transformers 5.x config
+// (config.transformers5.json) as the config.json of a copy in dir/v5; returns that folder.
+std::string transformers5_copy(const ScratchDir& dir, const std::string& folder);
+
 // data/tinystories/tinystories-sample.txt split as its README fixes it.
 std::string tinystories_path();
 std::string tinystories_train();    // lines 1-7003

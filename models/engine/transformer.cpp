@@ -103,13 +103,7 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
     token_embedding_ = release != nullptr ? std::move(release->token_embedding) : model.token_embedding;
   }
   // Gemma's norms scale by (1 + w): the offset is added once here.
-  auto norm = [&c](const std::vector<float>& weights) {
-    std::vector<float> out = weights;
-    if (c.norm_plus_one) {
-      for (float& w : out) w += 1.0f;
-    }
-    return out;
-  };
+  auto norm = [&c](const std::vector<float>& weights) { return c.norm_multipliers(weights); };
   final_norm_ = norm(model.final_norm);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = model.layers[l];
@@ -398,6 +392,7 @@ struct AttentionTask {
   float* out;           // (n, q_dim)
   int pos;
   int window;  // positions a query sees, itself included: max_seq_len, or a local layer's window
+  float scale;  // of the scores, config->attention_scale()
 };
 
 // Causal attention of one (token t, head h) pair: item = t * n_heads + h.
@@ -412,7 +407,7 @@ void attend_one(void* context, size_t item) {
   const int end = task.pos + t + 1, first = std::max(0, end - task.window);
   const size_t skip = size_t(task.ring != 0 ? first % task.ring : first) * head_size;  // a ring's run starts at first's slot
   attention_head(task.q + q_offset, task.keys + kv_offset + skip, task.values + kv_offset + skip, end - first, head_size,
-                 c.attention_scale(), task.scores + item * c.max_seq_len, task.out + q_offset);
+                 task.scale, task.scores + item * c.max_seq_len, task.out + q_offset);
 }
 
 }  // namespace
@@ -430,7 +425,8 @@ void Transformer::attention(int layer, int n, int pos) {
                      scores_.data(),
                      att_out_.data(),
                      pos,
-                     window};
+                     window,
+                     c.attention_scale()};
   pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
 }
 

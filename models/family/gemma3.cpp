@@ -2,8 +2,9 @@
 // RMSNorm by (1 + weight); RMSNorm before and after both attention and the MLP; per-head q/k RMSNorm
 // before RoPE; GeGLU with tanh-approximated GELU; scores scaled by 1/sqrt(query_pre_attn_scalar);
 // sliding-window attention on the layers layer_types names, with their own RoPE base, and the
-// global layers' RoPE linearly scaled when the config says so (4B and up); tied embeddings. config.json in the transformers 4.x layout (rope_theta, rope_local_base_freq,
-// sliding_window_pattern in older files) and 5.x (rope_parameters per layer type) are both read.
+// global layers' RoPE linearly scaled when the config says so (4B and up); tied embeddings.
+// config.json in the transformers 4.x layout (rope_theta, rope_local_base_freq, sliding_window_pattern
+// in older files) and 5.x (rope_parameters per layer type) are both read.
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -32,31 +33,27 @@ int integer(const nlohmann::json& json, const char* key, int fallback, int high)
   return static_cast<int>(value);
 }
 
-// Which layers are local: layer_types, or (older files) every layer but each pattern-th.
+// Which layers are local: layer_types, or (older files) every layer but each pattern-th (6 when
+// neither says). A pattern given beside layer_types must agree with it.
 std::vector<uint8_t> local_layers(const nlohmann::json& json, int n_layers) {
-  std::vector<uint8_t> local(static_cast<size_t>(n_layers));
-  for (const char* key : {"sliding_window_pattern", "_sliding_window_pattern"}) {
-    if (!json.contains(key) || json[key].is_null()) continue;
-    const int pattern = integer(json, key, 6, 1 << 20);
-    for (int l = 0; l < n_layers; ++l) local[static_cast<size_t>(l)] = (l + 1) % pattern != 0;
-    if (json.contains("layer_types")) break;  // checked against layer_types below
-  }
-  if (!json.contains("sliding_window_pattern") && !json.contains("_sliding_window_pattern") && !json.contains("layer_types")) {
-    for (int l = 0; l < n_layers; ++l) local[static_cast<size_t>(l)] = (l + 1) % 6 != 0;  // transformers' default
-  }
+  constexpr const char* kPatternKeys[] = {"sliding_window_pattern", "_sliding_window_pattern"};
   const auto it = json.find("layer_types");
-  if (it == json.end() || it->is_null()) return local;
+  if (it == json.end() || it->is_null()) {
+    int pattern = 6;  // transformers' default
+    for (const char* key : kPatternKeys) pattern = integer(json, key, pattern, 1 << 20);
+    return local_layer_pattern(n_layers, pattern);
+  }
   if (!it->is_array() || it->size() != static_cast<size_t>(n_layers))
     refuse_hf_key("layer_types", *it, fmt::format("expected a list of {} layer types", n_layers));
-  std::vector<uint8_t> listed(local.size());
+  std::vector<uint8_t> listed(static_cast<size_t>(n_layers));
   for (size_t l = 0; l < listed.size(); ++l) {
     const nlohmann::json& type = (*it)[l];
     if (type != "sliding_attention" && type != "full_attention")
       refuse_hf_key("layer_types", *it, "each layer is \"sliding_attention\" or \"full_attention\"");
     listed[l] = type == "sliding_attention";
   }
-  for (const char* key : {"sliding_window_pattern", "_sliding_window_pattern"}) {
-    if (json.contains(key) && !json[key].is_null() && local != listed)
+  for (const char* key : kPatternKeys) {
+    if (json.contains(key) && !json[key].is_null() && local_layer_pattern(n_layers, integer(json, key, 6, 1 << 20)) != listed)
       refuse_hf_key(key, json.at(key), "it contradicts layer_types");
   }
   return listed;
@@ -148,7 +145,7 @@ void write_gemma3(const ModelConfig& c, nlohmann::json& json) {
   json.erase("hidden_act");
   json["hidden_activation"] = kActivation;
   json["head_dim"] = c.head_size();
-  json["query_pre_attn_scalar"] = c.query_scale_dim != 0 ? c.query_scale_dim : static_cast<float>(c.head_size());
+  json["query_pre_attn_scalar"] = c.attention_scale_dim();
   json["sliding_window"] = c.sliding_window;
   json["rope_local_base_freq"] = c.rope_local_theta;
   if (c.rope_linear_factor != 0) json["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_linear_factor}};
@@ -165,24 +162,22 @@ void write_gemma3(const ModelConfig& c, nlohmann::json& json) {
 constexpr int kGgufPattern = 6;
 constexpr float kGgufLocalTheta = 10000.0f;
 
-bool gguf_local_layer(int layer) { return (layer + 1) % kGgufPattern != 0; }
-
 float gguf_query_scale_dim(const ModelConfig& c) {
   return c.n_layers == 62 ? static_cast<float>(c.dim / c.n_heads) : static_cast<float>(c.head_size());
 }
 
 void write_gemma3_gguf(const ModelConfig& c, GgufWriter& out, const std::string& arch) {
+  const std::vector<uint8_t> gguf_layers = local_layer_pattern(c.n_layers, kGgufPattern);
   for (int l = 0; l < c.n_layers; ++l) {
-    if (c.local_layer(l) != gguf_local_layer(l))
+    if (c.local_layer(l) != (gguf_layers[static_cast<size_t>(l)] != 0))
       fail("GGUF export: layer {} is {}, but llama.cpp's gemma3 makes every {}th layer global and the others local", l,
            c.local_layer(l) ? "local" : "global", kGgufPattern);
   }
   if (c.rope_local_theta != kGgufLocalTheta)
     fail("GGUF export: the local layers' RoPE base {} is not llama.cpp's fixed {}", c.rope_local_theta, kGgufLocalTheta);
-  const float scale_dim = c.query_scale_dim != 0 ? c.query_scale_dim : static_cast<float>(c.head_size());
-  if (scale_dim != gguf_query_scale_dim(c))
-    fail("GGUF export: query_pre_attn_scalar {} is not the {} llama.cpp's gemma3 scales by for this shape", scale_dim,
-         gguf_query_scale_dim(c));
+  if (c.attention_scale_dim() != gguf_query_scale_dim(c))
+    fail("GGUF export: query_pre_attn_scalar {} is not the {} llama.cpp's gemma3 scales by for this shape",
+         c.attention_scale_dim(), gguf_query_scale_dim(c));
   out.set(arch + ".attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(c.sliding_window)));
   if (c.rope_linear_factor != 0) {  // llama.cpp scales the global layers' rotation only, as transformers does
     out.set(arch + ".rope.scaling.type", GgufValue::string("linear"));
@@ -195,8 +190,7 @@ void read_gemma3_gguf(const GgufFile& file, const std::string& arch, ModelConfig
   const int64_t window = file.integer(key);
   if (window < 1 || window > (int64_t{1} << 24)) fail("{}: metadata '{}' = {} is out of range", file.source, key, window);
   c.sliding_window = static_cast<int>(window);
-  c.local_layers.clear();
-  for (int l = 0; l < c.n_layers; ++l) c.local_layers.push_back(gguf_local_layer(l) ? 1 : 0);
+  c.local_layers = local_layer_pattern(c.n_layers, kGgufPattern);
   c.rope_local_theta = kGgufLocalTheta;
   c.query_scale_dim = gguf_query_scale_dim(c);
   if (const GgufValue* type = file.find(arch + ".rope.scaling.type");

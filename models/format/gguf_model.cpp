@@ -92,12 +92,6 @@ bool is_norm(const std::string& name) {
   return found && found->tensor->role == TensorRole::kNorm;
 }
 
-std::vector<float> offset(std::span<const float> values, float by) {
-  std::vector<float> out(values.begin(), values.end());
-  for (float& value : out) value += by;
-  return out;
-}
-
 std::vector<float> to_neox(const LayerTensor& rotary, const ConstTensorRef& tensor, const ModelConfig& config) {
   const auto [heads, cols] = rotary.rotary_shape(config);
   return interleaved_to_hf_rotary(*tensor.data, heads, config.head_size(), cols);
@@ -173,7 +167,7 @@ GgufWriter gguf_from_model(const Model& model, const PackageTokenizer& tokenizer
     std::vector<float> changed;  // NEOX rows, or a (1 + w) norm's 1 + w
     if (const LayerTensor* rotary = rotary_tensor(tensor.name); family.gguf_neox_rotary && rotary != nullptr)
       changed = to_neox(*rotary, tensor, c);
-    if (c.norm_plus_one && is_norm(tensor.name)) changed = offset(changed.empty() ? *tensor.data : changed, 1.0f);
+    if (c.norm_plus_one && is_norm(tensor.name)) changed = c.norm_multipliers(changed.empty() ? *tensor.data : changed);
     const std::span<const float> values =
         changed.empty() ? std::span<const float>(*tensor.data) : std::span<const float>(changed);
     if (tensor.data->size() != static_cast<size_t>(tensor.rows) * static_cast<size_t>(tensor.cols))
@@ -295,7 +289,7 @@ GgufModel model_from_gguf(const GgufFile& file) {
       const auto [heads, cols] = rotary->rotary_shape(c);
       *tensor.data = hf_to_interleaved_rotary(*tensor.data, heads, c.head_size(), cols);
     }
-    if (c.norm_plus_one && is_norm(tensor.name)) *tensor.data = offset(*tensor.data, -1.0f);
+    if (c.norm_plus_one && is_norm(tensor.name)) *tensor.data = c.norm_weights(*tensor.data);
     used.insert(name);
   }
   for (const GgufTensorInfo& tensor : file.tensors) {

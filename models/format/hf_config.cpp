@@ -13,7 +13,7 @@ namespace {
 
 const std::vector<HfConfigKey> kKeys = {
     // The architecture.
-    {"model_type", HfKeyUse::kUsed, "the family (models/family/: llama, qwen2, qwen3); others are refused until implemented"},
+    {"model_type", HfKeyUse::kUsed, "the family (one of models/family/'s); others are refused until implemented"},
     {"architectures", HfKeyUse::kChecked, "the family's causal LM (e.g. LlamaForCausalLM), nothing else"},
     {"hidden_size", HfKeyUse::kUsed, "the residual width"},
     {"intermediate_size", HfKeyUse::kUsed, "the SwiGLU width"},
@@ -56,8 +56,6 @@ const std::vector<HfConfigKey> kKeys = {
     {"is_llama_config", HfKeyUse::kNoEffect, "a marker SmolLM writes"},
 };
 
-void refuse(const char* key, const nlohmann::json& value, const std::string& why) { refuse_hf_key(key, value, why); }
-
 int required_int(const nlohmann::json& json, const char* field) {
   auto it = json.find(field);
   if (it == json.end()) fail("missing field '{}'", field);
@@ -70,7 +68,7 @@ int required_int(const nlohmann::json& json, const char* field) {
 std::optional<int> optional_token_id(const nlohmann::json& json, const char* field) {
   auto it = json.find(field);
   if (it == json.end() || it->is_null()) return std::nullopt;
-  if (it->is_array()) refuse(field, *it, "one token id is supported, not a list");
+  if (it->is_array()) refuse_hf_key(field, *it, "one token id is supported, not a list");
   if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX) {
     fail("field '{}' is not a token id", field);
   }
@@ -92,13 +90,13 @@ T optional_value(const nlohmann::json& json, const char* field, T fallback) {
 // Refuses `key` unless it is absent, null or equal to `expected`.
 void require_value(const nlohmann::json& json, const char* key, const nlohmann::json& expected, const std::string& why) {
   const auto it = json.find(key);
-  if (it != json.end() && !it->is_null() && *it != expected) refuse(key, *it, why);
+  if (it != json.end() && !it->is_null() && *it != expected) refuse_hf_key(key, *it, why);
 }
 
 // A number field of a RoPE parameter object, refused by name if missing or not a number.
 double rope_number(const nlohmann::json& parameters, const char* key, const char* field) {
   const auto it = parameters.find(field);
-  if (it == parameters.end() || !it->is_number()) refuse(key, parameters, fmt::format("'{}' must be a number", field));
+  if (it == parameters.end() || !it->is_number()) refuse_hf_key(key, parameters, fmt::format("'{}' must be a number", field));
   return it->get<double>();
 }
 
@@ -110,29 +108,31 @@ void read_rope(const nlohmann::json& json, ModelConfig& config) {
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     const auto it = json.find(key);
     if (it == json.end() || it->is_null()) continue;
-    if (!it->is_object()) refuse(key, *it, "expected an object");
+    if (!it->is_object()) refuse_hf_key(key, *it, "expected an object");
     const nlohmann::json type = it->contains("rope_type") ? (*it)["rope_type"] : it->value("type", nlohmann::json("default"));
     if (type != "default" && type != "llama3")
-      refuse(key, *it, fmt::format("RoPE type {} is not supported yet (the default and \"llama3\" are)", type.dump()));
+      refuse_hf_key(key, *it, fmt::format("RoPE type {} is not supported yet (the default and \"llama3\" are)", type.dump()));
     for (const auto& [name, value] : it->items()) {
       if (name == "rope_type" || name == "type") continue;
       if (name == "rope_theta") {
-        if (!value.is_number()) refuse(key, *it, "rope_theta is not a number");
-        if (theta && *theta != value.get<double>()) refuse(key, *it, fmt::format("rope_theta differs from the top-level {}", *theta));
+        if (!value.is_number()) refuse_hf_key(key, *it, "rope_theta is not a number");
+        if (theta && *theta != value.get<double>())
+          refuse_hf_key(key, *it, fmt::format("rope_theta differs from the top-level {}", *theta));
         theta = value.get<double>();
       } else if (name == "partial_rotary_factor") {
-        if (!value.is_number() || value.get<double>() != 1.0) refuse(key, *it, "partial rotary embeddings are not supported");
+        if (!value.is_number() || value.get<double>() != 1.0)
+          refuse_hf_key(key, *it, "partial rotary embeddings are not supported");
       } else if (type == "llama3" && (name == "factor" || name == "low_freq_factor" || name == "high_freq_factor" ||
                                       name == "original_max_position_embeddings")) {
         continue;  // read below
       } else {
-        refuse(key, *it, fmt::format("'{}' is not a parameter of RoPE type {}", name, type.dump()));
+        refuse_hf_key(key, *it, fmt::format("'{}' is not a parameter of RoPE type {}", name, type.dump()));
       }
     }
     if (type == "llama3") {
       const double original = rope_number(*it, key, "original_max_position_embeddings");
       if (!(original >= 1 && original <= INT32_MAX) || original != std::floor(original))
-        refuse(key, *it, "original_max_position_embeddings must be a positive integer");
+        refuse_hf_key(key, *it, "original_max_position_embeddings must be a positive integer");
       config.rope_scaling = {static_cast<float>(rope_number(*it, key, "factor")),
                              static_cast<float>(rope_number(*it, key, "low_freq_factor")),
                              static_cast<float>(rope_number(*it, key, "high_freq_factor")), static_cast<int>(original)};
@@ -167,14 +167,15 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     // The family (models/family/), named by model_type; Llama when there is none.
     const nlohmann::json model_type = json.value("model_type", nlohmann::json("llama"));
     const ModelFamily* family = model_type.is_string() ? find_family_by_hf_model_type(model_type.get<std::string>()) : nullptr;
-    if (family == nullptr) refuse("model_type", model_type, fmt::format("the families so far are {}", model_family_names()));
+    if (family == nullptr)
+      refuse_hf_key("model_type", model_type, fmt::format("the families so far are {}", model_family_names()));
     // No key may go unread: an unknown one may change the computation. The family reads its own keys;
     // the shared checks below see only the others.
     for (const auto& item : json.items()) {
       const std::string& key = item.key();
       const bool known = family->reads_hf_key(key) ||
                          std::any_of(kKeys.begin(), kKeys.end(), [&key](const HfConfigKey& entry) { return key == entry.name; });
-      if (!known) refuse(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
+      if (!known) refuse_hf_key(key.c_str(), item.value(), "fedcal does not know this key, and it may change the computation");
     }
     const auto shared = [family](const char* key) { return !family->reads_hf_key(key); };
     const auto require = [&](const char* key, const nlohmann::json& expected, const std::string& why) {
@@ -182,7 +183,8 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     };
     if (const auto it = json.find("architectures");
         it != json.end() && !it->is_null() && *it != nlohmann::json::array({family->hf_architecture}))
-      refuse("architectures", *it, fmt::format("only [\"{}\"] for model_type {}", family->hf_architecture, model_type.dump()));
+      refuse_hf_key("architectures", *it,
+                    fmt::format("only [\"{}\"] for model_type {}", family->hf_architecture, model_type.dump()));
     require("hidden_act", "silu", "only \"silu\"");
     require("attention_bias", false, "biases on q/k/v/o are not supported (Qwen2's q/k/v biases are)");
     require("mlp_bias", false, "Llama has no MLP biases");
@@ -192,12 +194,12 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
     if (const auto it = json.find("sliding_window");
         shared("sliding_window") && it != json.end() && !it->is_null() &&
         !(json.contains("use_sliding_window") && json["use_sliding_window"] == false)) {
-      refuse("sliding_window", *it, "sliding-window attention is not supported (without use_sliding_window = false)");
+      refuse_hf_key("sliding_window", *it, "sliding-window attention is not supported (without use_sliding_window = false)");
     }
     if (const auto it = json.find("layer_types"); shared("layer_types") && it != json.end() && !it->is_null()) {
-      if (!it->is_array()) refuse("layer_types", *it, "expected a list");
+      if (!it->is_array()) refuse_hf_key("layer_types", *it, "expected a list");
       for (const auto& type : *it) {
-        if (type != "full_attention") refuse("layer_types", *it, "every layer must be \"full_attention\"");
+        if (type != "full_attention") refuse_hf_key("layer_types", *it, "every layer must be \"full_attention\"");
       }
     }
     HfConfig config;
@@ -220,7 +222,7 @@ HfConfig parse_hf_config(const std::string& json_text, const std::string& source
       m.head_dim = required_int(json, "head_dim");
     if (const auto it = json.find("layer_types");
         shared("layer_types") && it != json.end() && it->is_array() && it->size() != static_cast<size_t>(m.n_layers))
-      refuse("layer_types", *it, fmt::format("{} entries for {} layers", it->size(), m.n_layers));
+      refuse_hf_key("layer_types", *it, fmt::format("{} entries for {} layers", it->size(), m.n_layers));
     if (family->read_hf_config != nullptr) family->read_hf_config(json, m);
     m.validate();
     config.bos_token_id = optional_token_id(json, "bos_token_id");

@@ -83,8 +83,28 @@ void ModelConfig::validate() const {
   }
 }
 
-float ModelConfig::attention_scale() const {
-  return 1.0f / std::sqrt(query_scale_dim != 0 ? query_scale_dim : static_cast<float>(head_size()));
+float ModelConfig::attention_scale() const { return 1.0f / std::sqrt(attention_scale_dim()); }
+
+std::vector<float> ModelConfig::norm_multipliers(const std::vector<float>& weights) const {
+  std::vector<float> out = weights;
+  if (norm_plus_one) {
+    for (float& value : out) value += 1.0f;
+  }
+  return out;
+}
+
+std::vector<float> ModelConfig::norm_weights(const std::vector<float>& multipliers) const {
+  std::vector<float> out = multipliers;
+  if (norm_plus_one) {
+    for (float& value : out) value -= 1.0f;
+  }
+  return out;
+}
+
+std::vector<uint8_t> local_layer_pattern(int n_layers, int global_every) {
+  std::vector<uint8_t> local;
+  for (int l = 0; l < n_layers; ++l) local.push_back((l + 1) % global_every != 0 ? 1 : 0);
+  return local;
 }
 
 ModelConfig::RopeTables ModelConfig::local_rope_tables() const {

@@ -20,6 +20,10 @@ struct RopeScaling {
   bool operator==(const RopeScaling&) const = default;
 };
 
+// Every `global_every`-th layer global and the others local (sliding window), as Gemma 3 (6) lays
+// them out: ModelConfig::local_layers for `n_layers` layers.
+std::vector<uint8_t> local_layer_pattern(int n_layers, int global_every);
+
 struct ModelConfig {
   int dim = 0;         // residual stream width (hidden_size)
   int hidden_dim = 0;  // SwiGLU feed-forward width (intermediate_size)
@@ -49,7 +53,12 @@ struct ModelConfig {
                                       // rotation rate divided by it, local layers' excepted; 0: none
 
   bool local_layer(int layer) const { return !local_layers.empty() && local_layers[static_cast<size_t>(layer)] != 0; }
-  float attention_scale() const;  // 1 / sqrt(query_scale_dim or head_size)
+  float attention_scale_dim() const { return query_scale_dim != 0 ? query_scale_dim : static_cast<float>(head_size()); }
+  float attention_scale() const;  // 1 / sqrt(attention_scale_dim())
+  // A norm's weights as the forward pass multiplies by them (w, or 1 + w with norm_plus_one; what
+  // llama.cpp stores), and back.
+  std::vector<float> norm_multipliers(const std::vector<float>& weights) const;
+  std::vector<float> norm_weights(const std::vector<float>& multipliers) const;
 
   // The forward-pass variations a model family selects (models/family/): the flags above that are
   // not sizes. A config's family follows from them (family_of).

@@ -324,10 +324,7 @@ class ModelGraph {
 
   // A norm's weights as the graph multiplies by them: w, or Gemma's (1 + w).
   std::string norm_weights(const std::string& name, const std::vector<float>& weights) {
-    std::vector<float> scale = weights;
-    if (c_.norm_plus_one) {
-      for (float& value : scale) value += 1.0f;
-    }
+    const std::vector<float> scale = c_.norm_multipliers(weights);
     return g_.floats(name, {static_cast<int64_t>(scale.size())}, scale);
   }
 

@@ -63,7 +63,7 @@ ModelConfig with_gemma3(ModelConfig config, int head_dim, float query_scale_dim,
   config.query_scale_dim = query_scale_dim;
   config.sliding_window = window;
   config.rope_local_theta = 10000.0f;
-  for (int l = 0; l < config.n_layers; ++l) config.local_layers.push_back((l + 1) % pattern != 0);
+  config.local_layers = local_layer_pattern(config.n_layers, pattern);
   return config;
 }
 

@@ -192,10 +192,11 @@ void fold_smoothing(Model& model, int layer, SmoothingSite site, const std::vect
   auto divide_rows = [&](std::vector<float>& m, size_t cols) {
     for (size_t i = 0; i < m.size(); ++i) m[i] /= factors[i / cols];
   };
-  // A norm's effective weight is divided: w, or (1 + w) for Gemma's norms.
-  const float offset = c.norm_plus_one ? 1.0f : 0.0f;
+  // A norm's multipliers are divided: w, or (1 + w) for Gemma's norms.
   auto divide_norm = [&](std::vector<float>& norm) {
-    for (size_t j = 0; j < factors.size(); ++j) norm[j] = (offset + norm[j]) / factors[j] - offset;
+    std::vector<float> multipliers = c.norm_multipliers(norm);
+    for (size_t j = 0; j < factors.size(); ++j) multipliers[j] /= factors[j];
+    norm = c.norm_weights(multipliers);
   };
   switch (site) {
     case SmoothingSite::kAttnIn:

@@ -93,10 +93,7 @@ TEST_CASE("Gemma 3, transformers 4.x and 5.x configs: logits equal PyTorch's, gr
   const GemmaReference reference = read_gemma_reference();
   REQUIRE(reference.greedy.size() == 64);
   testing::ScratchDir dir;
-  std::filesystem::create_directories(dir.path("v5"));
-  std::filesystem::copy_file(kFolder + "/model.safetensors", dir.path("v5/model.safetensors"));
-  std::filesystem::copy_file(kFolder + "/config.transformers5.json", dir.path("v5/config.json"));
-  for (const std::string& path : {kFolder, dir.path("v5")}) {
+  for (const std::string& path : {kFolder, testing::transformers5_copy(dir, kFolder)}) {
     CAPTURE(path);
     const LoadedModel loaded = load_model(path);
     const ModelConfig& c = loaded.model.config;
@@ -122,10 +119,7 @@ TEST_CASE("Gemma 3 with linear RoPE scaling of its global layers (as 4B and up),
   const std::string folder = FEDCAL_SOURCE_DIR "/tests/reference/gemma3-linear-tiny";
   const GemmaReference reference = read_gemma_reference(folder);
   testing::ScratchDir dir;
-  std::filesystem::create_directories(dir.path("v5"));
-  std::filesystem::copy_file(folder + "/model.safetensors", dir.path("v5/model.safetensors"));
-  std::filesystem::copy_file(folder + "/config.transformers5.json", dir.path("v5/config.json"));
-  for (const std::string& path : {folder, dir.path("v5")}) {
+  for (const std::string& path : {folder, testing::transformers5_copy(dir, folder)}) {
     CAPTURE(path);
     const Model model = load_model(path).model;
     CHECK(model.config.rope_linear_factor == 4.0f);

@@ -175,10 +175,7 @@ void check_against_pytorch(const std::string& folder, bool rope_scaling) {
   const nlohmann::json reference = nlohmann::json::parse(read_text_file(folder + "/reference_logits.json"));
   const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
   testing::ScratchDir dir;
-  std::filesystem::create_directories(dir.path("v5"));
-  std::filesystem::copy_file(folder + "/model.safetensors", dir.path("v5/model.safetensors"));
-  std::filesystem::copy_file(folder + "/config.transformers5.json", dir.path("v5/config.json"));
-  for (const std::string& path : {folder, dir.path("v5")}) {
+  for (const std::string& path : {folder, testing::transformers5_copy(dir, folder)}) {
     CAPTURE(path);
     const LoadedModel loaded = load_model(path);
     REQUIRE(loaded.model.config.rope_scaling.enabled() == rope_scaling);
