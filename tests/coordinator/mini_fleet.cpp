@@ -234,7 +234,9 @@ void MiniFleet::start_agent(int i, const std::string& extra, const std::vector<s
          << "coordinator_key = \"" << (relayed ? relay_key_ : coordinator_key_) << "\"\n"
          << "state_dir = \"state\"\ndata_dir = \"text\"\n"
          << "name = \"test-agent-" << i << "\"\n"
-         << "threads = 1\neval_max_tokens = 256\ndecode_tokens = 8\n"
+         << "threads = 1\n"
+         << (extra.find("eval_max_tokens") == std::string::npos ? "eval_max_tokens = 256\n" : "")  // unless `extra` sets it
+         << "decode_tokens = 8\n"
          << "coordinator_timeout_ms = " << options_.agent_coordinator_timeout_ms << "\n"
          << "heldout_fraction = " << options_.heldout_fraction << "\n"
          << "enroll_token = \"" << token << "\"\n"

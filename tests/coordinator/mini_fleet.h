@@ -73,6 +73,7 @@ class MiniFleet {
 
   // Writes agent i's config and private text and enrolls it through `run` with a fresh token.
   // `extra` is appended to its TOML config.
+  // `extra`: lines appended to its agent.toml (eval_max_tokens there replaces the default 256).
   // `launcher` runs the agent binary (e.g. under qemu); empty: build/bin/fedcal-agent.
   void start_agent(int i, const std::string& extra = "", const std::vector<std::string>& launcher = {});
   Process& agent(int i) { return *agents_.at(i); }
