@@ -8,6 +8,9 @@
 #                  FEDCAL_FUZZ_SECONDS each (default 6). Fleet tests that re-check arithmetic that the
 #                  g++ build checks bit for bit, the oracle and the slow tests run once, in build/.
 # The builds are cold builds: unity batches (FEDCAL_UNITY), line tables only (-g1), no benchmarks.
+# The sanitizer build starts when the g++ build ends and compiles while build/'s tests run, at the
+# idle scheduling class (SCHED_IDLE, `chrt --idle`): it takes only the CPU the tests leave unused (the
+# fleets mostly wait on each other's lock), and any test process that wakes takes its core back.
 # Set FEDCAL_SKIP_DEPS=1 to skip the apt-get step, FEDCAL_SKIP_ASAN=1 to run the first build only.
 # Prints a timing line per phase as it ends, and at the end the table of phases, where each build's
 # compile time went (tests/ninja_times.sh) and the slowest tests.
@@ -64,7 +67,9 @@ summary() {
 # The table also when a phase fails (the exit status stays the failing phase's; the table never
 # changes it). Its pipelines read their whole input: `head` closing early makes sort die of SIGPIPE
 # (exit 141 under pipefail), which once turned a green suite red.
-trap 'status=$?; summary || echo "run_all: the timings table failed ($?)" >&2; rm -rf "$logs"; exit $status' EXIT
+background_build=""
+trap 'status=$?; [[ -z $background_build ]] || kill -- "-$background_build" 2>/dev/null || true
+      summary || echo "run_all: the timings table failed ($?)" >&2; rm -rf "$logs"; exit $status' EXIT
 
 if [[ "${FEDCAL_SKIP_DEPS:-0}" != 1 ]]; then
   phase "deps (apt-get)" deploy/install-deps.sh
@@ -83,13 +88,30 @@ phase "build-aarch64/ (cross build)" deploy/cross/build-aarch64.sh build-aarch64
 phase "build/ configure" cmake -S . -B build "${common[@]}" "${line_tables[@]}" -DFEDCAL_BUILD_BENCH=OFF \
   -DFEDCAL_AARCH64_BUILD="$PWD/build-aarch64"
 phase "build/ build (g++)" cmake --build build -j"$jobs"
-phase "build/ tests" run_ctest build
 
+# wait_background_build: waits for the sanitizer build started beside build/'s tests; prints its output.
+wait_background_build() {
+  local status=0
+  wait "$background_build" || status=$?
+  background_build=""
+  cat "$logs/build-asan.log"
+  echo "   (started $((tests_end - background_start)) s before build/'s tests ended)"
+  return $status
+}
 if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
   phase "build-asan/ configure" env CC=clang CXX=clang++ cmake -S . -B build-asan "${common[@]}" "${line_tables[@]}" \
     -DFEDCAL_SANITIZE=ON -DFEDCAL_FUZZ=ON -DFEDCAL_FUZZ_SECONDS="${FEDCAL_FUZZ_SECONDS:-6}" -DFEDCAL_BUILD_BENCH=OFF \
     -DFEDCAL_SLOW_TESTS=OFF
-  phase "build-asan/ build (clang, ASan)" cmake --build build-asan -j"$jobs"
+  echo "== build-asan/ build (clang, ASan): started at the idle scheduling class beside build/'s tests"
+  background_start=$SECONDS
+  setsid chrt --idle 0 cmake --build build-asan -j"$jobs" > "$logs/build-asan.log" 2>&1 &  # its own group: killed whole
+  background_build=$!
+fi
+phase "build/ tests" run_ctest build
+tests_end=$SECONDS
+
+if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
+  phase "build-asan/ build, the rest (clang, ASan)" wait_background_build
   # Leaks inside Debian libraries on paths fedcal cannot avoid, each named with its test there.
   export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizer/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
   phase "build-asan/ tests" run_ctest build-asan -L "unit|robustness|fuzz"
