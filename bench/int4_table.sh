@@ -10,6 +10,9 @@
 #   nl-head8    nl-imp, with the classifier (the tied token table) fine-grained INT8
 #   mixed       nl-imp, with the fewest layers fine-grained INT8 (by KL per weight) that bring the KL on
 #               the training text's first 4 windows to 0.003 (`--target-kl 0.003 --fallback fine-grained`)
+#   awq-*       nl-imp, nl-head8 and mixed of the model with AWQ's input-channel scaling folded in first
+#               (`smooth --weight-bits 4` from the training statistics, the error measured on the
+#               training text's first 4 windows), calibrated again on the training split
 #   bench/int4_table.sh [MODEL_DIR] [THREADS]   (default models/tinystories-1.8m, 1 thread)
 # MODEL_DIR holds model.bin and tokenizer.bin. Prints a markdown table; a few minutes for a small model.
 # (Speed: bench/int4_speed.sh, on a model large enough for decode to read weights rather than wait.)
@@ -27,9 +30,17 @@ quiet $bin quantize "${model[@]}" "${four[@]}" --stats "$work/train.stats" --fin
 mixed_layers=$($bin quantize "${model[@]}" "${four[@]}" --stats "$work/train.stats" --target-kl 0.003 --fallback fine-grained \
                  --sensitivity-text "$work/train.txt" -o "$work/mixed.pkg" 2>&1 | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')
 
+quiet $bin smooth "${model[@]}" --weight-bits 4 --stats "$work/train.stats" --text "$work/train.txt" --windows 4 -o "$work/awq-fp32.pkg"
+awq=(-m "$work/awq-fp32.pkg" "${four[@]}" --stats "$work/awq.stats")
+quiet $bin calibrate -m "$work/awq-fp32.pkg" --text "$work/train.txt" --sequences 100000 --seq-len 256 --importance -o "$work/awq.stats" -q -t "$threads"
+quiet $bin quantize "${awq[@]}" -o "$work/awq-imp.pkg"
+quiet $bin quantize "${awq[@]}" --fine-grained classifier -o "$work/awq-head8.pkg"
+awq_mixed_layers=$($bin quantize "${awq[@]}" --target-kl 0.003 --fallback fine-grained --sensitivity-text "$work/train.txt" \
+                     -o "$work/awq-mixed.pkg" 2>&1 | sed -n 's/.*\[target-kl\] \([0-9]*\) layer.*/\1/p')
+
 echo "| model | setting | ppl change | mean KL | top-1 | package bytes |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for variant in fine u-plain u-imp nl-plain nl-imp nl-head8 mixed; do
+for variant in fine u-plain u-imp nl-plain nl-imp nl-head8 mixed awq-imp awq-head8 awq-mixed; do
   case $variant in
     fine) label="fine-grained INT8, every linear" ;;
     u-plain) label="4-bit uniform (Q4_0's grid), every linear, plain rounding" ;;
@@ -38,6 +49,9 @@ for variant in fine u-plain u-imp nl-plain nl-imp nl-head8 mixed; do
     nl-imp) label="4-bit non-uniform, every linear, importance-weighted" ;;
     nl-head8) label="4-bit non-uniform importance-weighted, classifier (tied table) fine-grained INT8" ;;
     mixed) label="4-bit non-uniform importance-weighted, $mixed_layers layers fine-grained INT8 (target 0.003 on training text)" ;;
+    awq-imp) label="AWQ-scaled, 4-bit non-uniform, every linear, importance-weighted" ;;
+    awq-head8) label="AWQ-scaled, 4-bit non-uniform importance-weighted, classifier fine-grained INT8" ;;
+    awq-mixed) label="AWQ-scaled, 4-bit non-uniform importance-weighted, $awq_mixed_layers layers fine-grained INT8 (target 0.003 on training text)" ;;
   esac
   fidelity_row "$label" "$work/$variant.pkg"
 done

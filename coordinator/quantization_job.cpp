@@ -80,7 +80,7 @@ Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats
   if (stats.model_sha256 != model_fingerprint(loaded.model))
     fail("the statistics were recorded on another model than {}", loaded.path);
   options.weight_bits = settings.weight_bits;
-  options.four_bit_grid = settings.int4_grid == "uniform" ? Int4Grid::kUniform : Int4Grid::kNonUniform;
+  options.four_bit_grid = settings.four_bit_grid();
   if (options.weight_bits == 4 && stats.has_importance()) options.importance = linear_importance(stats, loaded.model.config);
   if (!settings.target_kl.empty()) {
     if (reference.runtime == nullptr) fail("target_kl {} needs the coordinator's reference_text", settings.target_kl);
@@ -171,7 +171,8 @@ std::vector<BuiltExport> write_exports(const LoadedModel& loaded, const Quantize
 }
 
 // Folds SmoothQuant from the fleet's importance sums into the round's FP32 model: alpha per site by the
-// static INT8 error on the reference text, with the round's weight granularity.
+// static INT8 error on the reference text, with the round's weight granularity; for a 4-bit round,
+// AWQ's input-channel scaling, by the 4-bit error on the round's grid (models/quant/smoothing.h).
 BuiltSmoothing write_smoothed(LoadedModel& loaded, const QuantizationJobInput& input, const SigningKey& key,
                               const ReferenceWindow& reference) {
   if (reference.runtime == nullptr) fail("smoothing needs the coordinator's reference_text (alpha is chosen by the error on it)");
@@ -179,16 +180,19 @@ BuiltSmoothing write_smoothed(LoadedModel& loaded, const QuantizationJobInput& i
     fail("the statistics were recorded on another model than {}", loaded.path);
   SmoothingOptions options;
   options.per_channel_weights = input.settings.per_channel;
+  options.weight_bits = input.settings.weight_bits;
+  options.grid = input.settings.four_bit_grid();
   const std::vector<SiteSmoothing> sites = smooth_model(loaded.model, input.stats, reference.tokens, *reference.runtime, options);
   BuiltSmoothing built;
   built.sites = smoothing_sites_json(sites);
   for (const SiteSmoothing& site : sites) built.smoothed_sites += site.alpha.has_value();
   PackageProvenance provenance;
   provenance.source_model_sha256 = model_fingerprint(loaded.model);
-  built.package = store_package(loaded, {}, provenance, key, input.artifacts_dir,
-                                fmt::format("FP32 {}, SmoothQuant at {} of {} sites from round {}'s importance sums ({} sequences, {} tokens)",
-                                            loaded.model.config.describe(), built.smoothed_sites, sites.size(), input.round_id,
-                                            input.stats.sequences, input.stats.tokens));
+  built.package = store_package(
+      loaded, {}, provenance, key, input.artifacts_dir,
+      fmt::format("FP32 {}, {} at {} of {} sites from round {}'s importance sums ({} sequences, {} tokens)",
+                  loaded.model.config.describe(), options.weight_bits == 4 ? "AWQ scaling for 4-bit weights" : "SmoothQuant",
+                  built.smoothed_sites, sites.size(), input.round_id, input.stats.sequences, input.stats.tokens));
   return built;
 }
 

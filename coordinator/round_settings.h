@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "models/quant/scales.h"
+
 namespace fedcal::coordinator {
 
 // The label of a round's package for devices without an INT8 dot product (RoundSettings::device_classes).
@@ -41,9 +43,10 @@ struct RoundSettings {
   std::vector<std::string> fine_grained;
   // Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: in this one the agents
   // record importance sums; its job folds the smoothing into the FP32 model (alpha per site by the
-  // static INT8 error measured on the coordinator's reference text) and stores the smoothed FP32
-  // model, and the coordinator then starts a follow-up round on it with these settings (smooth off,
-  // smoothing_round set), whose package is the result. Needs the coordinator's reference_text.
+  // static INT8 error measured on the coordinator's reference text; with weight_bits 4, AWQ's
+  // input-channel scaling by the 4-bit error) and stores the smoothed FP32 model, and the coordinator
+  // then starts a follow-up round on it with these settings (smooth off, smoothing_round set), whose
+  // package is the result. Needs the coordinator's reference_text.
   bool smooth = false;
   int64_t smoothing_round = 0;  // a follow-up's: the round whose importance sums smoothed its model
   // Mixed precision to a target, searched by the job on the coordinator's reference text (one window):
@@ -87,6 +90,7 @@ struct RoundSettings {
   // aggregate is still the sum, and everything else (importance, smoothing, exports) is made from it.
   std::string group_scales = "sum";
   bool median_group_scales() const { return group_scales == "median"; }
+  Int4Grid four_bit_grid() const { return int4_grid == "uniform" ? Int4Grid::kUniform : Int4Grid::kNonUniform; }
   // Per device group (agent label): a differently quantized package from the same aggregate, e.g.
   // per-tensor weights and the classifier in FP32 for boards with less RAM. Agents with the label
   // check and get that package instead of the default one.

@@ -111,7 +111,7 @@ phase "build/ tests" run_ctest build
 tests_end=$SECONDS
 
 if [[ "${FEDCAL_SKIP_ASAN:-0}" != 1 ]]; then
-  phase "build-asan/ build, the rest (clang, ASan)" wait_background_build
+  phase "build-asan/ build (rest, ASan)" wait_background_build
   # Leaks inside Debian libraries on paths fedcal cannot avoid, each named with its test there.
   export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizer/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
   phase "build-asan/ tests" run_ctest build-asan -L "unit|robustness|fuzz"

@@ -10,6 +10,7 @@
 #include "models/engine/transformer.h"
 #include "models/family/layer_tensors.h"
 #include "models/quant/importance.h"
+#include "models/quant/int4_format.h"
 #include "models/quant/quantization_points.h"
 #include "models/quant/scales.h"
 
@@ -59,13 +60,14 @@ std::vector<float> per_channel(const ModelConfig& c, SmoothingSite site, const s
   return out;
 }
 
-// Captures the activations at the smoothing sites of one forward pass.
+// Captures the activations at the smoothing sites of forward passes (one after the other: their rows
+// appended).
 class SiteCapture : public ActivationObserver {
  public:
   void observe(int point, std::span<const float> values) override {
     const auto kind = static_cast<LayerPoint>(point % kPointsPerLayer);
     if (kind == LayerPoint::kAttnIn || kind == LayerPoint::kAttnOut || kind == LayerPoint::kFfnIn || kind == LayerPoint::kFfnHidden)
-      values_[point].assign(values.begin(), values.end());
+      values_[point].insert(values_[point].end(), values.begin(), values.end());
   }
   const std::vector<float>& at(int point) const { return values_.at(point); }
 
@@ -128,6 +130,60 @@ double site_error(const std::vector<float>& x, const std::vector<const std::vect
   return best;
 }
 
+// x (rows, cols) with each row's blocks of 32 quantized to INT8 by their largest magnitude and back,
+// as the engine quantizes a fine-grained or 4-bit layer's input at run time.
+std::vector<float> block_quantized(const std::vector<float>& x, size_t cols) {
+  std::vector<float> q(x.size());
+  for (size_t row = 0; row < x.size(); row += cols) {
+    for (size_t start = 0; start < cols; start += kWeightGroup) {
+      const size_t end = std::min(cols, start + kWeightGroup);
+      float max = 0.0f;
+      for (size_t j = start; j < end; ++j) max = std::max(max, std::fabs(x[row + j]));
+      const float scale = max > 0.0f ? max / 127.0f : 1.0f;
+      for (size_t j = start; j < end; ++j) q[row + j] = std::nearbyint(x[row + j] / scale) * scale;
+    }
+  }
+  return q;
+}
+
+// The 4-bit error of the site's linears with the activations divided by `s` and the weights' columns
+// multiplied by it: the sum over the linears of the relative squared output error, each linear's
+// groups rounded with the importance the scaled channels have (mean_square_j / s_j^2), its inputs
+// quantized per block of 32.
+double site_error_4bit(const std::vector<float>& x, const std::vector<const std::vector<float>*>& linears,
+                       const std::vector<std::vector<float>>& reference, const std::vector<float>& s,
+                       const std::vector<float>& mean_square, Int4Grid grid) {
+  const size_t cols = s.size();
+  std::vector<float> smoothed(x.size());
+  for (size_t i = 0; i < x.size(); ++i) smoothed[i] = x[i] / s[i % cols];
+  const std::vector<float> q = block_quantized(smoothed, cols);
+  std::vector<double> importance(cols);
+  for (size_t j = 0; j < cols; ++j) importance[j] = static_cast<double>(mean_square[j]) / (static_cast<double>(s[j]) * s[j]);
+  double error = 0;
+  for (size_t k = 0; k < linears.size(); ++k) {
+    std::vector<float> w = *linears[k];
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= s[i % cols];
+    const int rows = static_cast<int>(w.size() / cols);
+    const QuantizedMatrix matrix = quantize_int4_weights(w, rows, static_cast<int>(cols), grid, importance);
+    const std::vector<int8_t> levels = weight_values(matrix);
+    for (size_t i = 0; i < w.size(); ++i)
+      w[i] = static_cast<float>(levels[i]) * matrix.scale_at(static_cast<int>(i / cols), static_cast<int>(i % cols));
+    error += relative_error(matmul_t(q, w, cols), reference[k]);
+  }
+  return error;
+}
+
+// Per KV channel for attn_out (the largest of its query channels' values), else `values` as they are.
+std::vector<float> per_factor(const ModelConfig& c, SmoothingSite site, const std::vector<float>& values) {
+  if (site != SmoothingSite::kAttnOut) return values;
+  std::vector<float> out(static_cast<size_t>(c.kv_dim()), 0.0f);
+  for (int q = 0; q < c.q_dim(); ++q) {
+    const size_t k = static_cast<size_t>(kv_channel(c, q));
+    out[k] = std::max(out[k], values[static_cast<size_t>(q)]);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string smoothing_site_name(int layer, SmoothingSite site) {
@@ -167,19 +223,32 @@ std::vector<float> smoothing_factors(const Model& model, int layer, SmoothingSit
     const std::vector<float>& w = model.layers.at(static_cast<size_t>(layer)).*matrix;
     for (size_t i = 0; i < w.size(); ++i) weight[i % static_cast<size_t>(width)] = std::max(weight[i % static_cast<size_t>(width)], std::fabs(w[i]));
   }
-  std::vector<float> a = activation;
-  if (site == SmoothingSite::kAttnOut) {  // one factor per KV channel: the largest magnitudes of its query heads
-    std::vector<float> kv_a(static_cast<size_t>(c.kv_dim()), 0.0f), kv_w(static_cast<size_t>(c.kv_dim()), 0.0f);
-    for (int q = 0; q < width; ++q) {
-      const size_t k = static_cast<size_t>(kv_channel(c, q));
-      kv_a[k] = std::max(kv_a[k], a[static_cast<size_t>(q)]);
-      kv_w[k] = std::max(kv_w[k], weight[static_cast<size_t>(q)]);
-    }
-    a = std::move(kv_a);
-    weight = std::move(kv_w);
-  }
+  // attn_out: one factor per KV channel, from the largest magnitudes of its query heads
+  const std::vector<float> a = per_factor(c, site, activation);
+  weight = per_factor(c, site, weight);
   std::vector<float> factors(a.size());
   for (size_t j = 0; j < a.size(); ++j) factors[j] = factor(a[j], weight[j], alpha);
+  return factors;
+}
+
+std::vector<float> awq_factors(const ModelConfig& c, int layer, SmoothingSite site, const std::vector<float>& activation,
+                               double alpha) {
+  const int width = point_width(c, layer_point(layer, point_of(site)));
+  if (static_cast<int>(activation.size()) != width)
+    fail("{}: {} activation magnitudes for {} channels", smoothing_site_name(layer, site), activation.size(), width);
+  if (!(alpha >= 0.0 && alpha <= 1.0)) fail("AWQ alpha {} is not in [0, 1]", alpha);
+  const std::vector<float> a = per_factor(c, site, activation);
+  std::vector<float> factors(a.size());
+  float low = INFINITY, high = 0.0f;
+  for (size_t j = 0; j < a.size(); ++j) {
+    factors[j] = factor(a[j], 1.0f, alpha);
+    low = std::min(low, factors[j]);
+    high = std::max(high, factors[j]);
+  }
+  const float middle = std::sqrt(low * high);
+  if (std::isfinite(middle) && middle > 0.0f) {
+    for (float& f : factors) f /= middle;
+  }
   return factors;
 }
 
@@ -225,12 +294,17 @@ std::vector<SiteSmoothing> smooth_model(Model& model, const CalibrationStats& st
                                         const XnnRuntime& runtime, const SmoothingOptions& options) {
   const ModelConfig& c = model.config;
   if (tokens.empty()) fail("smoothing needs text to measure the error on");
+  if (options.weight_bits != 8 && options.weight_bits != 4) fail("smoothing for {}-bit weights: 8 or 4", options.weight_bits);
   SiteCapture capture;
   {
     Transformer fp32(model, runtime);
     fp32.set_observer(&capture);
-    const std::vector<int> window(tokens.begin(), tokens.begin() + static_cast<ptrdiff_t>(std::min<size_t>(tokens.size(), c.max_seq_len)));
-    fp32.forward(window, 0, true);
+    const size_t window = static_cast<size_t>(c.max_seq_len);
+    for (size_t start = 0; start < tokens.size() && start / window < std::max<size_t>(options.windows, 1); start += window) {
+      const std::vector<int> part(tokens.begin() + static_cast<ptrdiff_t>(start),
+                                  tokens.begin() + static_cast<ptrdiff_t>(std::min(tokens.size(), start + window)));
+      fp32.forward(part, 0, true);
+    }
   }
   std::vector<SiteSmoothing> result;
   for (int layer = 0; layer < c.n_layers; ++layer) {
@@ -242,12 +316,24 @@ std::vector<SiteSmoothing> smooth_model(Model& model, const CalibrationStats& st
       std::vector<std::vector<float>> reference;
       for (const std::vector<float>* linear : linears) reference.push_back(matmul_t(x, *linear, cols));
       const std::vector<float> rms = channel_rms(stats, c, layer, site);
+      std::vector<float> mean_square(rms.size());
+      for (size_t j = 0; j < rms.size(); ++j) mean_square[j] = rms[j] * rms[j];
+      const bool four_bit = options.weight_bits == 4;
+      auto error_of = [&](const std::vector<float>& s) {
+        return four_bit ? site_error_4bit(x, linears, reference, s, mean_square, options.grid)
+                        : site_error(x, linears, reference, s, options.per_channel_weights);
+      };
       SiteSmoothing choice{layer, site, std::nullopt, 0, 0};
-      choice.error_without = choice.error_with = site_error(x, linears, reference, std::vector<float>(cols, 1.0f), options.per_channel_weights);
+      if (four_bit && cols % kInt4Group != 0) {  // its linears stay fine-grained INT8 (four_bit_skipped): left as it is
+        result.push_back(choice);
+        continue;
+      }
+      choice.error_without = choice.error_with = error_of(std::vector<float>(cols, 1.0f));
       std::vector<float> best;
       for (const double alpha : options.alphas) {
-        std::vector<float> factors = smoothing_factors(model, layer, site, rms, alpha);
-        const double error = site_error(x, linears, reference, per_channel(c, site, factors), options.per_channel_weights);
+        std::vector<float> factors =
+            four_bit ? awq_factors(c, layer, site, rms, alpha) : smoothing_factors(model, layer, site, rms, alpha);
+        const double error = error_of(per_channel(c, site, factors));
         if (error < choice.error_with) {
           choice.alpha = alpha;
           choice.error_with = error;

@@ -18,6 +18,13 @@
 // the channel, an additive summary that a fleet round aggregates securely (a per-channel maximum is not
 // additive). alpha is chosen per site by measured error: each candidate's static INT8 output error on
 // a window of text (smooth_model).
+//
+// For 4-bit weights (SmoothingOptions::weight_bits 4) the same folding is AWQ's input-channel scaling
+// (Lin et al. 2024): the weights' columns of busy channels are scaled up before rounding, so their
+// share of each group's levels grows. There s_j = a_j^alpha (normalised: the largest times the
+// smallest factor is 1; the weights' magnitudes play no part), and the error measured is that of
+// 4-bit weights (importance-weighted rounding, with the mean squares the scaled channels have,
+// a_j^2 / s_j^2) on activations quantized per block of 32, as the engine runs such a layer.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -28,6 +35,7 @@
 
 #include "models/format/model.h"
 #include "models/quant/calibration_stats.h"
+#include "models/quant/scales.h"
 
 namespace fedcal {
 
@@ -44,6 +52,10 @@ std::vector<float> channel_rms(const CalibrationStats& stats, const ModelConfig&
 // `activation` (one per channel of the site); 1 where a_j or w_j is 0. For attn_out, one factor per
 // KV channel (n_kv_heads * head_size).
 std::vector<float> smoothing_factors(const Model& model, int layer, SmoothingSite site, const std::vector<float>& activation, double alpha);
+// AWQ's factors for 4-bit weights: s_j = a_j^alpha, normalised (see above); one per KV channel for
+// attn_out, as smoothing_factors.
+std::vector<float> awq_factors(const ModelConfig& config, int layer, SmoothingSite site, const std::vector<float>& activation,
+                               double alpha);
 
 // Folds factors (as smoothing_factors returns them) into the model: the FP32 function is unchanged to
 // float rounding.
@@ -60,12 +72,17 @@ struct SiteSmoothing {
 struct SmoothingOptions {
   std::vector<double> alphas = {0.25, 0.5, 0.75};  // the candidates at each site (none is always one)
   bool per_channel_weights = true;                 // the weight granularity the error is measured with
+  // 8: SmoothQuant for static INT8; 4: AWQ for 4-bit weights on `grid` (see above).
+  int weight_bits = 8;
+  Int4Grid grid = Int4Grid::kNonUniform;
+  size_t windows = 1;  // context windows of the text whose activations the error is measured on
 };
 
 // For every site of every layer: the candidate (no smoothing, or one of the alphas) with the smallest
-// static INT8 error of the site's linears on the activations of `tokens` (one window: FP32 outputs
-// against per-channel INT8 weights times per-tensor INT8 activations at the best of a few clipping
-// ranges), folded into `model`. `stats` must hold importance sums recorded on `model`.
+// error of the site's linears on the activations of `tokens` (the first options.windows windows; FP32
+// outputs against, for INT8, per-channel INT8 weights times per-tensor INT8 activations at the best of
+// a few clipping ranges; for 4 bits, as described above), folded into `model`. `stats` must hold
+// importance sums recorded on `model`.
 std::vector<SiteSmoothing> smooth_model(Model& model, const CalibrationStats& stats, const std::vector<int>& tokens,
                                         const XnnRuntime& runtime, const SmoothingOptions& options = {});
 

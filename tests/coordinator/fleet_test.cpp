@@ -1501,6 +1501,56 @@ TEST_CASE(
   CHECK(mixed_kl <= 1.1 * dynamic_kl);
 }
 
+TEST_CASE(
+    "Fleet round with 4-bit weights and smooth: AWQ's input-channel scaling from the fleet's importance sums, chosen as "
+    "fedcal-model smooth --weight-bits 4 chooses it on the reference text, then a follow-up round whose 4-bit package "
+    "the agents check" *
+    doctest::timeout(400)) {
+  FleetOptions options;
+  options.agents = 3;
+  options.reference_text = true;
+  MiniFleet fleet(options);
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["weight_bits"] = 4;
+  settings["fine_grained"] = {"classifier"};
+  settings["smooth"] = true;
+  const nlohmann::json scaling = fleet.run_round(settings);
+  REQUIRE_MESSAGE(scaling["stage"] == "done", scaling.dump(2));
+  REQUIRE(scaling["models"].size() == 1);
+  CHECK(scaling["models"][0]["description"].get<std::string>().find("AWQ scaling for 4-bit weights") != std::string::npos);
+  const nlohmann::json& sites = scaling["smoothing"]["sites"];
+  CHECK(sites.size() == 16);
+
+  // The same choice from the round's aggregate and the coordinator's reference text, by the CLI.
+  const std::string round = std::to_string(scaling["round"].get<int64_t>());
+  const auto smooth =
+      run_command(built_binary("fedcal-model") + " smooth --threads 1 --json --weight-bits 4 --model " +
+                      fp32_package_path(fleet, model) + " --stats " + fleet.coordinator_dir() + "/artifacts/round-" + round +
+                      ".stats --text " + fleet.path("public.txt") + " -o " + fleet.path("awq.fcpkg"),
+                  false);
+  REQUIRE_MESSAGE(smooth.exit_code == 0, smooth.output);
+  const nlohmann::json central = nlohmann::json::parse(smooth.output);
+  CHECK(central["sites"] == sites);
+  int scaled = 0;
+  for (const auto& site : sites) {
+    scaled += !site["alpha"].is_null();
+    CHECK(site["error_with"].get<double>() <= site["error_without"].get<double>());
+  }
+  MESSAGE(scaled << " of 16 sites scaled");
+  CHECK(central["smoothed"] == scaled);
+
+  const nlohmann::json follow_up = follow_up_of(fleet, scaling["round"].get<int64_t>());
+  REQUIRE_MESSAGE(follow_up["stage"] == "done", follow_up.dump(2));
+  CHECK(follow_up["settings"]["weight_bits"] == 4);
+  const nlohmann::json fleet_model = result_model(follow_up, "fleet");
+  CHECK(fleet_model["description"].get<std::string>().find("importance-weighted rounding") != std::string::npos);
+  CHECK(follow_up["checks"]["fleet"]["agents"] == 3);
+  CHECK(follow_up["checks"]["fleet"]["top1_agreement"].get<double>() > 0.8);
+}
+
 // "fleet" only: the follow-up rule, checked once in build/ (33 s under the sanitizers; the crash
 // matrix and the other SIGKILL tests keep recovery's code paths in the sanitizer tier).
 TEST_CASE("Crash between a smoothing round and its follow-up: the restarted coordinator starts the follow-up" *

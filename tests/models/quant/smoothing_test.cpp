@@ -10,6 +10,7 @@
 #include "models/engine/transformer.h"
 #include "models/format/synth.h"
 #include "models/quant/calibration.h"
+#include "models/quant/importance.h"
 #include "models/quant/quantize.h"
 #include "tests/test_support.h"
 
@@ -128,6 +129,69 @@ TEST_CASE("smooth_model migrates a planted outlier channel: smaller static INT8 
   CHECK(kl_smoothed < kl_plain / 2);
 }
 
+// The 4-bit package of `model` (every linear, non-uniform grid), rounded by the importance sums of `stats`.
+QuantizedLinears four_bit(const Model& model, const CalibrationStats& stats) {
+  QuantizeOptions options;
+  options.weight_bits = 4;
+  options.importance = linear_importance(stats, model.config);
+  return quantize_model_weights(model, options);
+}
+
+TEST_CASE(
+    "AWQ (smooth_model for 4-bit weights) scales busy input channels up: smaller 4-bit error per site and KL, the same FP32 "
+    "model") {
+  const ModelConfig config = find_synth_preset("tiny").config;
+  Model model = synthesize_model(config, 7);
+  // Four channels of layer 0's attention input and four of layer 1's FFN input 12x busier, their weight
+  // columns 12x smaller, the function unchanged: within each group of 32 such a column's weights take
+  // few of the levels while its activations carry much of the output.
+  const size_t dim = static_cast<size_t>(config.dim);
+  for (const size_t channel : {3, 17, 40, 58}) {
+    model.layers[0].attn_norm[channel] *= 12.0f;
+    for (auto* m : {&model.layers[0].wq, &model.layers[0].wk, &model.layers[0].wv}) {
+      for (size_t r = 0; r < m->size() / dim; ++r) (*m)[r * dim + channel] /= 12.0f;
+    }
+    model.layers[1].ffn_norm[channel] *= 12.0f;
+    for (auto* m : {&model.layers[1].w1, &model.layers[1].w3}) {
+      for (size_t r = 0; r < m->size() / dim; ++r) (*m)[r * dim + channel] /= 12.0f;
+    }
+  }
+  XnnRuntime runtime(1);
+  std::mt19937 rng(8);
+  std::vector<std::vector<int>> sequences;
+  for (int i = 0; i < 6; ++i) sequences.push_back(testing::random_tokens(rng, config.vocab_size, 48));
+  const CalibrationStats stats = calibrate_with_importance(model, runtime, sequences);
+  const std::vector<int> probe = testing::random_tokens(rng, config.vocab_size, 64);
+  const std::vector<float> reference = logits_of(model, runtime, probe);
+
+  Model scaled = model;
+  SmoothingOptions awq;
+  awq.weight_bits = 4;
+  awq.alphas = {0.25, 0.5, 0.75};
+  std::vector<int> text;
+  for (const std::vector<int>& sequence : sequences) text.insert(text.end(), sequence.begin(), sequence.end());
+  const std::vector<SiteSmoothing> sites = smooth_model(scaled, stats, text, runtime, awq);
+  REQUIRE(sites.size() == 8);
+  for (const SiteSmoothing& site : sites) {
+    CAPTURE(smoothing_site_name(site.layer, site.site));
+    CHECK(site.error_with <= site.error_without);
+    CHECK(site.alpha.has_value() == (site.error_with < site.error_without));
+  }
+  CHECK(sites[0].alpha.has_value());  // layers.0.attn_in
+  CHECK(sites[0].error_with < sites[0].error_without * 0.8);
+  CHECK(sites[6].alpha.has_value());  // layers.1.ffn_in
+  CHECK(sites[6].error_with < sites[6].error_without * 0.8);
+  CHECK(max_relative_difference(logits_of(scaled, runtime, probe), reference) < 1e-4);
+
+  // 4-bit packages of each, rounded by the importance sums recorded on it: the scaled one is closer.
+  const QuantizedLinears plain = four_bit(model, stats);
+  const QuantizedLinears awq_scaled = four_bit(scaled, calibrate_with_importance(scaled, runtime, sequences));
+  const double kl_plain = testing::mean_kl(reference, logits_of(model, runtime, probe, &plain), config.vocab_size);
+  const double kl_awq = testing::mean_kl(reference, logits_of(scaled, runtime, probe, &awq_scaled), config.vocab_size);
+  MESSAGE("4-bit KL, busy channels: " << kl_plain << " importance-weighted, " << kl_awq << " AWQ-scaled first");
+  CHECK(kl_awq < kl_plain * 0.8);
+}
+
 TEST_CASE("Smoothing refuses statistics without importance sums and strengths outside [0, 1]") {
   const Model model = synthesize_model(find_synth_preset("tiny").config, 5);
   CalibrationStats stats = CalibrationStats::empty_for(model.config, model_fingerprint(model));
@@ -137,6 +201,12 @@ TEST_CASE("Smoothing refuses statistics without importance sums and strengths ou
                     doctest::Contains("alpha 1.5 is not in [0, 1]"));
   CHECK_THROWS_WITH(smoothing_factors(model, 0, SmoothingSite::kFfnIn, std::vector<float>(63, 1.0f), 0.5),
                     doctest::Contains("layers.0.ffn_in: 63 activation magnitudes for 64 channels"));
+  CHECK_THROWS_WITH(awq_factors(model.config, 0, SmoothingSite::kFfnIn, std::vector<float>(64, 1.0f), -0.5),
+                    doctest::Contains("AWQ alpha -0.5 is not in [0, 1]"));
+  SmoothingOptions six_bits;
+  six_bits.weight_bits = 6;
+  Model copy = model;
+  CHECK_THROWS_WITH(smooth_model(copy, stats, {1, 2, 3}, XnnRuntime(1), six_bits), doctest::Contains("6-bit weights: 8 or 4"));
 }
 
 }  // namespace
