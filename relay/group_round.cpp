@@ -66,14 +66,7 @@ std::string GroupRound::handle(uint32_t index, Body::Reader body) {
           fail("maskedInput: {} bad shares", masked.getBadShares().size());
         std::vector<uint32_t> senders;
         for (const uint32_t sender : masked.getBadShares()) senders.push_back(sender);
-        const std::vector<uint32_t> again = server_->exclude(index, senders);
-        for (const uint32_t sender : senders) {
-          left_.insert(sender);
-          abort_member(sender, fmt::format("member {} says its share does not decrypt", index));
-        }
-        log_(fmt::format("round {} group {}: member {} complained about {}; excluded", round_id(), group_id(), index,
-                         fmt::join(senders, ", ")));
-        for (const uint32_t v : again) send_shares(v);
+        complain(index, senders);
         return "maskedInput";
       }
       // Masked with exactly the senders of the latest sharesForYou, else stale (crossed a resend).
@@ -85,6 +78,23 @@ std::string GroupRound::handle(uint32_t index, Body::Reader body) {
       server_->add_masked_input(index, read_lane_vector(masked.getValues(), start_.config.vector_length, start_.config.lane_bits,
                                                         "maskedInput.values"));
       return "maskedInput";
+    }
+    case Body::SHARE_OPENING: {
+      const auto opening = body.getShareOpening();
+      const uint32_t complainer = opening.getHolder();
+      const bool asked = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& open) {
+        return open.accused == index && open.complainer == complainer && open.asked_at_ms > 0;
+      });
+      if (!asked || stage_ != Stage::kMasking) {
+        log_(fmt::format("round {} group {}: member {}: a 'shareOpening' no open complaint asks for dropped (late or a copy)",
+                         round_id(), group_id(), index));
+        return "shareOpening";
+      }
+      const Key32 secret = read_key32(opening.getEphemeralSecret(), "shareOpening.ephemeralSecret");
+      const EncryptedShare* share = server_->share(index, complainer);
+      settle_opening(index, complainer, share && share_opens(start_.config, *share, keys_[complainer].cipher_public, secret),
+                     now_ms_);
+      return "shareOpening";
     }
     case Body::UNMASK_SHARES: {
       const auto unmask = body.getUnmaskShares();
@@ -109,10 +119,12 @@ bool GroupRound::waiting_for(const std::set<uint32_t>& pool, const std::set<uint
 
 bool GroupRound::tick(int64_t now_ms) {
   if (stage_ == Stage::kDone) return true;
+  now_ms_ = now_ms;
   const bool expired = now_ms >= deadline_ms_;
-  if (!changed_ && !expired) return false;
+  if (!changed_ && !expired && disputes_.empty()) return false;
   changed_ = false;
   try {
+    settle_stale_disputes(now_ms);
     if (stage_ == Stage::kSharing && (expired || !waiting_for(all_, server_->shared()))) {
       begin_masking(now_ms);
     } else if (stage_ == Stage::kMasking && (expired || !waiting_for(server_->shared(), server_->survivors()))) {
@@ -185,6 +197,103 @@ void GroupRound::fail_group(const std::string& why) {
   failure_ = why;
   stage_ = Stage::kDone;
   log_(fmt::format("round {} group {} failed: {}", round_id(), group_id(), why));
+}
+
+void GroupRound::complain(uint32_t complainer, const std::vector<uint32_t>& senders) {
+  std::vector<uint32_t> now;
+  for (const uint32_t sender : senders) {
+    const bool disputed = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& dispute) {
+      return dispute.complainer == complainer && dispute.accused == sender;
+    });
+    if (server_->excluded().count(sender) || disputed) continue;  // a copy of an earlier complaint
+    if (sender >= start_.config.participants || !server_->share(sender, complainer))
+      fail("maskedInput: a complaint about member {}, which sent this member no share", sender);
+    if (!start_.config.ephemeral_share_keys) {
+      now.push_back(sender);
+      continue;
+    }
+    disputes_.push_back({complainer, sender, 0});
+    log_(fmt::format("round {} group {}: member {} reports that the share of member {} does not decrypt", round_id(), group_id(),
+                     complainer, sender));
+  }
+  if (!now.empty()) exclude_senders(complainer, now, "complaints cannot be checked in this group (an older agent joined)");
+  ask_next_opening(complainer, now_ms_);
+}
+
+void GroupRound::ask_next_opening(uint32_t complainer, int64_t now_ms) {
+  while (true) {
+    const auto next = std::find_if(disputes_.begin(), disputes_.end(),
+                                   [&](const Dispute& dispute) { return dispute.complainer == complainer; });
+    if (next == disputes_.end() || next->asked_at_ms > 0) return;  // none, or one is being checked
+    const uint32_t accused = next->accused;
+    if (server_->excluded().count(accused)) {
+      disputes_.erase(next);
+      continue;
+    }
+    if (opened_.count(accused)) {
+      disputes_.erase(next);
+      exclude_senders(complainer, {accused}, "a second complaint against it, its one opening spent");
+      continue;
+    }
+    opened_.insert(accused);
+    next->asked_at_ms = std::max<int64_t>(now_ms, 1);
+    log_(fmt::format("round {} group {}: member {} is asked to open its share to member {}", round_id(), group_id(), accused,
+                     complainer));
+    OutgoingMessage message;
+    auto request = message.body().initShareOpenRequest();
+    request.setRoundId(round_id());
+    request.setHolder(complainer);
+    send_(accused, message);
+    return;
+  }
+}
+
+void GroupRound::exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why) {
+  // Excluded as if they had never shared; whoever they sent a share to masks again without them.
+  const std::vector<uint32_t> again = server_->exclude(complainer, senders);
+  for (const uint32_t sender : senders) {
+    log_(
+        fmt::format("round {} group {}: member {} reports that the share of member {} does not decrypt: member {} is excluded "
+                    "({})",
+                    round_id(), group_id(), complainer, sender, sender, why));
+    abort_member(sender, fmt::format("member {} says its share does not decrypt ({})", complainer, why));
+  }
+  for (const uint32_t v : again) send_shares(v);
+}
+
+void GroupRound::settle_opening(uint32_t accused, uint32_t complainer, bool opens, int64_t now_ms) {
+  std::erase_if(disputes_,
+                [&](const Dispute& dispute) { return dispute.complainer == complainer && dispute.accused == accused; });
+  if (!opens) {
+    if (!server_->excluded().count(accused))
+      exclude_senders(complainer, {accused}, "its share does not open with the key it revealed");
+    ask_next_opening(complainer, now_ms);
+    return;
+  }
+  // The share opens: the complaint was false. The complainer is left out (a dropout: its masked input
+  // is never taken) and its other complaints are dropped unchecked.
+  std::erase_if(disputes_, [&](const Dispute& dispute) { return dispute.complainer == complainer; });
+  log_(
+      fmt::format("round {} group {}: member {} complained that the share of member {} does not decrypt, but it opens: member {} "
+                  "is left out (a false complaint)",
+                  round_id(), group_id(), complainer, accused, complainer));
+  abort_member(complainer, fmt::format("the share of member {} it complained about opens and is well formed", accused));
+}
+
+void GroupRound::settle_stale_disputes(int64_t now_ms) {
+  // An accused that does not open its share within a third of the stage timeout is taken to be at fault.
+  const int64_t timeout = std::max<int64_t>(start_.stage_timeout_ms / 3, 1);
+  std::vector<Dispute> stale;
+  for (const Dispute& dispute : disputes_) {
+    if (dispute.asked_at_ms > 0 && now_ms - dispute.asked_at_ms >= timeout) stale.push_back(dispute);
+  }
+  for (const Dispute& dispute : stale) {
+    std::erase_if(disputes_,
+                  [&](const Dispute& open) { return open.complainer == dispute.complainer && open.accused == dispute.accused; });
+    if (!server_->excluded().count(dispute.accused))
+      exclude_senders(dispute.complainer, {dispute.accused}, fmt::format("it did not open its share within {} ms", timeout));
+    ask_next_opening(dispute.complainer, now_ms);
+  }
 }
 
 void GroupRound::abort_member(uint32_t index, const std::string& why) {

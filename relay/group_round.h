@@ -7,8 +7,13 @@
 // self-mask shares the members sealed to the coordinator. It never holds a member's vector, nor the
 // group's sum.
 // A stage ends when every member still in the group has answered, or at the group's stage timeout.
-// A complaint (a share that does not decrypt) excludes the senders it names, unchecked; the
-// coordinator-run protocol checks complaints by opening the share (issue 31: not at relays yet).
+// A complaint (a share that does not decrypt) is checked as the coordinator checks one: each named
+// sender is asked to open its share (the ephemeral secret that sealed it), one at a time and at most
+// once per round (a second complaint against a member already asked excludes it unopened); a share
+// that opens makes the complaint false and the complainer is left out, one that does not (or no
+// opening within a third of the stage timeout) excludes the sender. In a group
+// whose members seal shares under static keys (older agents) a complaint cannot be checked: the
+// senders it names are excluded on it alone.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +41,7 @@ class GroupRound {
   uint64_t group_id() const { return start_.config.group_id; }
   const RelayGroupStart& start() const { return start_; }
 
-  // A stage message (shareKeys, maskedInput, unmaskShares) of this round from member `index`: taken,
+  // A stage message (shareKeys, maskedInput, shareOpening, unmaskShares) of this round from member `index`: taken,
   // or dropped as a copy or late. Returns the kind to acknowledge. Throws Error for a malformed or
   // misplaced message (the member is then left out, with the reason logged).
   std::string handle(uint32_t index, wire::Envelope::Body::Reader body);
@@ -60,6 +65,11 @@ class GroupRound {
   void send_shares(uint32_t index);
   void send_unmask_request(uint32_t index);
   void abort_member(uint32_t index, const std::string& why);  // roundAbort: the group goes on without it
+  void complain(uint32_t complainer, const std::vector<uint32_t>& senders);
+  void ask_next_opening(uint32_t complainer, int64_t now_ms);
+  void settle_opening(uint32_t accused, uint32_t complainer, bool opens, int64_t now_ms);
+  void settle_stale_disputes(int64_t now_ms);
+  void exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why);
   bool waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const;
 
   RelayGroupStart start_;
@@ -72,6 +82,13 @@ class GroupRound {
   std::set<uint32_t> all_;
   std::vector<AdvertisedKeys> keys_;  // the members', by index
   bool changed_ = true;               // something arrived since the last tick looked
+  struct Dispute {
+    uint32_t complainer = 0, accused = 0;
+    int64_t asked_at_ms = 0;  // 0: not asked yet (one opening per complainer at a time)
+  };
+  std::vector<Dispute> disputes_;
+  std::set<uint32_t> opened_;  // members asked to open a share: once per round
+  int64_t now_ms_ = 0;         // of the last tick: when a complaint that arrives between ticks asks
   std::string failure_;
   std::vector<uint64_t> self_masked_sum_;
 };

@@ -306,7 +306,8 @@ bool Relay::to_group(const std::string& key, const std::string& route, const zmq
     return reading_message([&] {
       const Body::Reader body = decoded.envelope().getBody();
       if (body.which() == Body::ROUND_LEAVE) group->round->leave(membership.index);  // and forwarded: the coordinator records it
-      if (body.which() != Body::SHARE_KEYS && body.which() != Body::MASKED_INPUT && body.which() != Body::UNMASK_SHARES)
+      if (body.which() != Body::SHARE_KEYS && body.which() != Body::MASKED_INPUT && body.which() != Body::SHARE_OPENING &&
+          body.which() != Body::UNMASK_SHARES)
         return false;
       if (round_message_id(body) != membership.group.first) return false;  // another round's: the coordinator judges it
       if (capture_) {

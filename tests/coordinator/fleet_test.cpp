@@ -633,25 +633,7 @@ TEST_CASE(
     "completes" *
     doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
   RoundBesideRawClient attack(4);
-  // An honest participant up to its shares; then a complaint about every share it was sent.
-  SecAggClient client;
-  const DecodedEnvelope keys = attack.join(client.advertise().cipher_public, client.advertise().mask_public);
-  const auto round_keys = keys.envelope().getBody().getRoundKeys();
-  REQUIRE(round_keys.getEphemeralShareKeys());
-  const SecAggConfig config = read_round_keys_config(round_keys, 3);
-  const std::vector<EncryptedShare> mine =
-      client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
-  attack.share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
-  const std::optional<DecodedEnvelope> delivery = attack.raw->wait_for_message("sharesForYou", std::chrono::seconds(30));
-  REQUIRE(delivery.has_value());
-  const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
-  CHECK(client.undecryptable(shares).empty());  // every one decrypts
-  OutgoingMessage complaint;
-  auto body = complaint.body().initMaskedInput();
-  body.setRoundId(static_cast<uint64_t>(attack.round.id));
-  auto named = body.initBadShares(static_cast<unsigned>(shares.size()));
-  for (size_t i = 0; i < shares.size(); ++i) named.set(static_cast<unsigned>(i), shares[i].from);
-  attack.raw->send_raw(complaint.encode(attack.sequence++));
+  attack.complain_falsely_about_every_share();
   // Was: the 3 honest agents excluded, and the round failed (fewer than 3 left).
   const nlohmann::json report = attack.report();
   CHECK(report["contributors"] == 3);

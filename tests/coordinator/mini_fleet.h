@@ -104,6 +104,7 @@ class MiniFleet {
   // in front of relay_upstream_port()).
   void route_relay_via(int port) { relay_via_port_ = port; }
   int relay_port() const { return relay_port_; }  // where relayed agents connect
+  const std::string& relay_key() const { return relay_key_; }  // its CURVE public key (Z85)
   // Before the agents start: the relayed agents connect at `port` instead (e.g. a TcpForwarder's in
   // front of relay_port()).
   void route_relayed_agents_via(int port) { relayed_agents_via_port_ = port; }

@@ -52,7 +52,8 @@ class ProbeClient {
  public:
   // `receive_queue` > 0: at most that many messages wait in this client's queue (and a small kernel
   // buffer): a client that does not read then leaves the rest queued at the coordinator.
-  explicit ProbeClient(MiniFleet& fleet, const std::string& name = "probe", int receive_queue = 0)
+  // `through_relay`: enrolled and connected through the fleet's relay (FleetOptions::relayed_agents).
+  explicit ProbeClient(MiniFleet& fleet, const std::string& name = "probe", int receive_queue = 0, bool through_relay = false)
       : context_(1), socket_(context_, zmq::socket_type::dealer) {
     if (receive_queue > 0) {
       socket_.set(zmq::sockopt::rcvhwm, receive_queue);
@@ -60,10 +61,12 @@ class ProbeClient {
     }
     const auto status = fleet.admin({{"command", "status"}});
     const std::string token = fleet.admin({{"command", "token.create"}})["token"].get<std::string>();
-    edge_agent::enroll(fleet.path("probe"), status["listen"], status["curve_public_key"], token, name);
-    configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), status["curve_public_key"],
-                           SocketLimits{});
-    socket_.connect(status["listen"].get<std::string>());
+    const std::string endpoint =
+        through_relay ? "tcp://127.0.0.1:" + std::to_string(fleet.relay_port()) : status["listen"].get<std::string>();
+    const std::string server_key = through_relay ? fleet.relay_key() : status["curve_public_key"].get<std::string>();
+    edge_agent::enroll(fleet.path("probe"), endpoint, server_key, token, name);
+    configure_curve_client(socket_, CurveKeyPair::read(fleet.path("probe/curve.key")), server_key, SocketLimits{});
+    socket_.connect(endpoint);
   }
   // A client with an existing key pair (an enrolled agent's), enrolling nothing.
   ProbeClient(MiniFleet& fleet, const CurveKeyPair& keys) : context_(1), socket_(context_, zmq::socket_type::dealer) {
@@ -135,7 +138,9 @@ struct RawClientRound {
   // before the round starts (afterwards the raw client, silent meanwhile, would be dropped as offline).
   CalibrationStats honest;
 };
-inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uint64_t& sequence, size_t online, int max_agents) {
+// `extra`: settings added to the round's.
+inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uint64_t& sequence, size_t online, int max_agents,
+                                         const nlohmann::json& extra = nlohmann::json::object()) {
   OutgoingMessage hello;
   hello.body().initHello().setName("raw-client");
   raw.send_raw(hello.encode(sequence++));
@@ -147,6 +152,7 @@ inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uin
       calibrate_centrally(fleet, fp32_package_path(fleet, model), fleet.calibration_text(0, kSequences), kSequences, "honest"));
   nlohmann::json settings = round_settings(model);
   settings["max_agents"] = max_agents;
+  settings.update(extra);
   const int64_t id = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
   REQUIRE(raw.wait_for("roundAnnounce"));
   const uint64_t length = contribution_length(honest);
@@ -154,8 +160,9 @@ inline RawClientRound start_round_beside(MiniFleet& fleet, ProbeClient& raw, uin
 }
 
 // The raw client's join of `round` with the given keys.
+// `seals`: it says it can seal self-mask shares to the coordinator (what a relay group needs).
 inline std::vector<std::byte> join_bytes(const RawClientRound& round, const Key32& cipher, const Key32& mask, bool narrow_lanes,
-                                         uint64_t sequence) {
+                                         uint64_t sequence, bool seals = false) {
   OutgoingMessage join;
   auto body = join.body().initJoin();
   body.setRoundId(static_cast<uint64_t>(round.id));
@@ -164,6 +171,7 @@ inline std::vector<std::byte> join_bytes(const RawClientRound& round, const Key3
   body.setVectorLength(round.vector_length);
   body.setNarrowLanes(narrow_lanes);
   body.setEphemeralShareKeys(true);
+  body.setSealsSelfMaskShares(seals);
   return join.encode(sequence);
 }
 
@@ -174,19 +182,26 @@ struct RoundBesideRawClient {
   std::unique_ptr<ProbeClient> raw;
   uint64_t sequence = uint64_t{1} << 62;
   RawClientRound round{};
+  bool relay_group = false;
 
-  explicit RoundBesideRawClient(int max_agents, int honest_agents = 3) {
+  // `relay_group`: every agent and the raw client connect through the fleet's relay, and the round's
+  // secure aggregation runs there, in one group of them all (relay_group_size = max_agents).
+  explicit RoundBesideRawClient(int max_agents, int honest_agents = 3, bool in_relay_group = false)
+      : relay_group(in_relay_group) {
     FleetOptions options;
     options.agents = honest_agents;
+    if (relay_group) options.relayed_agents = honest_agents;
     fleet = std::make_unique<MiniFleet>(options);
     fleet->start_coordinator();
-    raw = std::make_unique<ProbeClient>(*fleet);
+    raw = std::make_unique<ProbeClient>(*fleet, "probe", 0, relay_group);
     raw->keep_alive(&sequence);  // a participant that plays its part by hand, but is not silent meanwhile
-    round = start_round_beside(*fleet, *raw, sequence, static_cast<size_t>(honest_agents) + 1, max_agents);
+    nlohmann::json extra = nlohmann::json::object();
+    if (relay_group) extra["relay_group_size"] = max_agents;
+    round = start_round_beside(*fleet, *raw, sequence, static_cast<size_t>(honest_agents) + 1, max_agents, extra);
   }
   // Joins with `keys` (narrow lanes as asked) and returns the round's keys message for the raw client.
   DecodedEnvelope join(const Key32& cipher, const Key32& mask, bool narrow_lanes = true) {
-    raw->send_raw(join_bytes(round, cipher, mask, narrow_lanes, sequence++));
+    raw->send_raw(join_bytes(round, cipher, mask, narrow_lanes, sequence++, relay_group));
     std::optional<DecodedEnvelope> keys = raw->wait_for_message("roundKeys", std::chrono::seconds(60));
     REQUIRE(keys.has_value());
     return std::move(*keys);
@@ -237,6 +252,28 @@ struct RoundBesideRawClient {
     body.setRoundId(static_cast<uint64_t>(round.id));
     write_revealed_shares(revealed, body.initShares(static_cast<unsigned>(revealed.size())));
     raw->send_raw(message.encode(sequence++));
+  }
+  // Plays an honest participant up to its shares, then complains about every share it was sent (each
+  // of which decrypts): a false complaint naming every neighbour.
+  void complain_falsely_about_every_share() {
+    SecAggClient client;
+    const DecodedEnvelope keys = join(client.advertise().cipher_public, client.advertise().mask_public);
+    const auto round_keys = keys.envelope().getBody().getRoundKeys();
+    REQUIRE(round_keys.getEphemeralShareKeys());
+    const SecAggConfig config = read_round_keys_config(round_keys, 3);
+    const std::vector<EncryptedShare> mine =
+        client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
+    share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
+    const std::optional<DecodedEnvelope> delivery = raw->wait_for_message("sharesForYou", std::chrono::seconds(30));
+    REQUIRE(delivery.has_value());
+    const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
+    CHECK(client.undecryptable(shares).empty());  // every one decrypts
+    OutgoingMessage complaint;
+    auto body = complaint.body().initMaskedInput();
+    body.setRoundId(static_cast<uint64_t>(round.id));
+    auto named = body.initBadShares(static_cast<unsigned>(shares.size()));
+    for (size_t i = 0; i < shares.size(); ++i) named.set(static_cast<unsigned>(i), shares[i].from);
+    raw->send_raw(complaint.encode(sequence++));
   }
   // The round's report once it is done (a failed round fails the test).
   nlohmann::json report() {

@@ -13,6 +13,9 @@
 #include "models/quant/quantization_points.h"
 #include "models/quant/quantize.h"
 #include "protocol/wire.h"
+#include "secagg/crypto.h"
+#include "secagg/secagg_wire.h"
+#include "secagg/secure_aggregation.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "tests/coordinator/raw_client.h"
 #include "tests/tcp_forwarder.h"
@@ -189,6 +192,54 @@ TEST_CASE(
   const std::string relay_log = read_file(fleet.path("relay.log"));
   CHECK(relay_log.find("group 1: secure aggregation of 3 members here") != std::string::npos);
   CHECK(relay_log.find("group 2: 3 of 3 members in the sum, 3 revealed") != std::string::npos);
+}
+
+TEST_CASE(
+    "At the relay, a false complaint naming every neighbour is checked: their shares open, the complainer is left out, "
+    "and the group's sum is the three honest members'" *
+    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  RoundBesideRawClient attack(4, 3, /*relay_group=*/true);
+  attack.complain_falsely_about_every_share();
+  // Was: every neighbour excluded on the complaint alone, and the group failed (fewer than its
+  // threshold left).
+  const nlohmann::json report = attack.report();
+  CHECK(report["contributors"] == 3);
+  REQUIRE(report["relay_groups"].size() == 1);
+  CHECK(report["relay_groups"][0]["masked"] == 3);
+  const std::string relay_log = read_file(attack.fleet->path("relay.log"));
+  CHECK_MESSAGE(relay_log.find("(a false complaint)") != std::string::npos, relay_log);
+  CHECK(relay_log.find("is excluded") == std::string::npos);
+  // The first opening settled it: one share opened, no other.
+  size_t asked = 0;
+  for (size_t at = relay_log.find("is asked to open its share"); at != std::string::npos;
+       at = relay_log.find("is asked to open its share", at + 1))
+    ++asked;
+  CHECK(asked == 1);
+}
+
+TEST_CASE(
+    "At the relay, a member whose shares do not decrypt is named by its neighbours, does not open them when asked, and is "
+    "excluded: the group's sum is the three honest members'" *
+    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  RoundBesideRawClient attack(4, 3, /*relay_group=*/true);
+  // Valid keys at join; then garbage where the encrypted shares belong, and no answer to the relay's
+  // request to open one.
+  const DecodedEnvelope keys = attack.join(X25519KeyPair::generate().public_key(), X25519KeyPair::generate().public_key());
+  const auto round_keys = keys.envelope().getBody().getRoundKeys();
+  const uint32_t index = round_keys.getIndex();
+  std::vector<EncryptedShare> garbage;
+  for (const uint32_t holder : graph_neighbours(read_round_keys_config(round_keys, 3), index))
+    garbage.push_back({index, holder, std::vector<uint8_t>(32 + 12 + 2 * 32 + 16, 0x5a)});  // an ephemeral key, then AES-GCM
+  Key32 commitment;
+  commitment.fill(0x11);  // a group member must send one (checked by the coordinator only if it were a survivor)
+  attack.share_keys(garbage, commitment);
+  const nlohmann::json report = attack.report();
+  CHECK(report["contributors"] == 3);
+  const std::string relay_log = read_file(attack.fleet->path("relay.log"));
+  CHECK_MESSAGE(relay_log.find("is asked to open its share") != std::string::npos, relay_log);
+  // Excluded by the first complaint whose check ends (no opening within the timeout, or a second
+  // complaint against a member whose one opening is spent), whichever comes first.
+  CHECK_MESSAGE(relay_log.find("member " + std::to_string(index) + " is excluded") != std::string::npos, relay_log);
 }
 
 TEST_CASE(
