@@ -65,6 +65,29 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "The same participant behind a relay, in one of three groups, with group_scales median: its group is outvoted, and "
+    "the round publishes a package the agents find faithful" *
+    doctest::timeout(180) * doctest::test_suite("fleet")) {
+  // With group_scales sum instead, this round fails as the one above (measured: KL 4.9 on the sampled
+  // documents, 1,233x its recipe's).
+  RoundBesideRawClient attack(6, 5, {{"relay_group_size", 2}, {"min_agents", 2}, {"group_scales", "median"}});  // 1 of 6
+  attack.participate(falsified_contribution(attack, [](const HistogramLayout& layout, std::span<uint64_t> counts) {
+    move_all(counts, HistogramSlots::sign_block(layout, false) + static_cast<size_t>(layout.buckets()));
+  }));
+  const nlohmann::json status = attack.fleet->wait_round(attack.round.id, std::chrono::seconds(120));
+  REQUIRE_MESSAGE(status["stage"] == "done", status.dump(2));
+  CHECK(status["contributors"] == 6);
+  CHECK(status["relay_groups"].size() == 3);
+  CHECK(round_models_listed(*attack.fleet, attack.round.id));
+  // The honest agents' checks of the package on their held-out text (the raw client sends none).
+  CHECK(status["checks"]["fleet"]["agents"] == 5);
+  const double kl = status["checks"]["fleet"]["mean_kl"].get<double>(),
+               dynamic = status["checks"]["dynamic"]["mean_kl"].get<double>();
+  MESSAGE("agents' check: fleet package KL " << kl << ", dynamic baseline " << dynamic);
+  CHECK(kl < 10 * dynamic);
+}
+
+TEST_CASE(
     "A participant whose statistics put each point's whole count at twice its largest value: the round fails, "
     "not published" *
     doctest::timeout(180) * doctest::test_suite("fleet")) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/signing.h"
 #include "edge_agent/enrollment.h"
 #include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
@@ -183,11 +184,12 @@ struct RoundBesideRawClient {
   uint64_t sequence = uint64_t{1} << 62;
   RawClientRound round{};
   bool relay_group = false;
+  uint32_t min_survivors = 3;  // the round's min_agents, as the announcement tells a real agent
 
-  // `relay_group`: every agent and the raw client connect through the fleet's relay, and the round's
-  // secure aggregation runs there, in one group of them all (relay_group_size = max_agents).
-  explicit RoundBesideRawClient(int max_agents, int honest_agents = 3, bool in_relay_group = false)
-      : relay_group(in_relay_group) {
+  // `extra`: settings added to the round's. With relay_group_size among them, every agent and the raw
+  // client connect through the fleet's relay, and the round's secure aggregation runs there in groups.
+  explicit RoundBesideRawClient(int max_agents, int honest_agents = 3, const nlohmann::json& extra = nlohmann::json::object())
+      : relay_group(extra.contains("relay_group_size")), min_survivors(extra.value("min_agents", 3u)) {
     FleetOptions options;
     options.agents = honest_agents;
     if (relay_group) options.relayed_agents = honest_agents;
@@ -195,8 +197,6 @@ struct RoundBesideRawClient {
     fleet->start_coordinator();
     raw = std::make_unique<ProbeClient>(*fleet, "probe", 0, relay_group);
     raw->keep_alive(&sequence);  // a participant that plays its part by hand, but is not silent meanwhile
-    nlohmann::json extra = nlohmann::json::object();
-    if (relay_group) extra["relay_group_size"] = max_agents;
     round = start_round_beside(*fleet, *raw, sequence, static_cast<size_t>(honest_agents) + 1, max_agents, extra);
   }
   // Joins with `keys` (narrow lanes as asked) and returns the round's keys message for the raw client.
@@ -216,12 +216,12 @@ struct RoundBesideRawClient {
   }
   // Plays a participant's part with the secure-aggregation library (not the agent): joins, shares
   // keys, masks `input` as its contribution and reveals its shares for unmasking (each one wrong, with
-  // `wrong_reveals`).
+  // `wrong_reveals`; not in a relay group).
   void participate(const std::vector<uint64_t>& input, bool wrong_reveals = false) {
     SecAggClient client;
     const DecodedEnvelope keys = join(client.advertise().cipher_public, client.advertise().mask_public);
     const auto round_keys = keys.envelope().getBody().getRoundKeys();
-    const SecAggConfig config = read_round_keys_config(round_keys, 3);
+    const SecAggConfig config = read_round_keys_config(round_keys, min_survivors);
     REQUIRE(input.size() == config.vector_length);
     const std::vector<EncryptedShare> mine =
         client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
@@ -241,6 +241,14 @@ struct RoundBesideRawClient {
     }
     const std::optional<DecodedEnvelope> request = raw->wait_for_message("unmaskRequest", std::chrono::seconds(30));
     REQUIRE(request.has_value());
+    if (relay_group) {  // the self-mask shares sealed to the coordinator's round key, as an agent seals them
+      OutgoingMessage message;
+      answer_unmask_request(client, request->envelope().getBody().getUnmaskRequest(),
+                            SigningKey::read_public_key(fleet->coordinator_dir() + "/signing.key.pub"),
+                            message.body().initUnmaskShares());
+      raw->send_raw(message.encode(sequence++));
+      return;
+    }
     std::vector<uint32_t> survivors;
     for (const uint32_t survivor : request->envelope().getBody().getUnmaskRequest().getSurvivors()) survivors.push_back(survivor);
     std::vector<RevealedShare> revealed = client.unmask(survivors);
@@ -260,7 +268,7 @@ struct RoundBesideRawClient {
     const DecodedEnvelope keys = join(client.advertise().cipher_public, client.advertise().mask_public);
     const auto round_keys = keys.envelope().getBody().getRoundKeys();
     REQUIRE(round_keys.getEphemeralShareKeys());
-    const SecAggConfig config = read_round_keys_config(round_keys, 3);
+    const SecAggConfig config = read_round_keys_config(round_keys, min_survivors);
     const std::vector<EncryptedShare> mine =
         client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
     share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round

@@ -198,7 +198,7 @@ TEST_CASE(
     "At the relay, a false complaint naming every neighbour is checked: their shares open, the complainer is left out, "
     "and the group's sum is the three honest members'" *
     doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
-  RoundBesideRawClient attack(4, 3, /*relay_group=*/true);
+  RoundBesideRawClient attack(4, 3, {{"relay_group_size", 4}});
   attack.complain_falsely_about_every_share();
   // Was: every neighbour excluded on the complaint alone, and the group failed (fewer than its
   // threshold left).
@@ -221,7 +221,7 @@ TEST_CASE(
     "At the relay, a member whose shares do not decrypt is named by its neighbours, does not open them when asked, and is "
     "excluded: the group's sum is the three honest members'" *
     doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
-  RoundBesideRawClient attack(4, 3, /*relay_group=*/true);
+  RoundBesideRawClient attack(4, 3, {{"relay_group_size", 4}});
   // Valid keys at join; then garbage where the encrypted shares belong, and no answer to the relay's
   // request to open one.
   const DecodedEnvelope keys = attack.join(X25519KeyPair::generate().public_key(), X25519KeyPair::generate().public_key());
