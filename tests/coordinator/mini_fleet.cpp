@@ -133,7 +133,8 @@ MiniFleet::MiniFleet(FleetOptions options) : options_(options) {
     relay_key_ = relay_keys.public_key;
     relay_port_ = random_listen_port();
     relay_upstream_port_ = random_listen_port();
-    config << "relays = [\"" << relay_key_ << "\"]\n"
+    config << "relays = [\"" << relay_key_ << "\""
+           << (options_.other_relay_key.empty() ? "" : ", \"" + options_.other_relay_key + "\"") << "]\n"
            << "relay_listen = \"tcp://127.0.0.1:" << relay_upstream_port_ << "\"\n";
   }
   coordinator_settings_ = config.str();

@@ -55,6 +55,7 @@ struct FleetOptions {
   std::vector<std::string> coordinator_launcher;  // prepended to its command line (e.g. env with libfaketime)
   // Agents 0..relayed_agents-1 connect through one fedcal-relay (relay/), started with the coordinator.
   int relayed_agents = 0;
+  std::string other_relay_key;  // with relayed_agents: a second relay key the coordinator accepts (none runs)
 };
 
 class MiniFleet {

@@ -12,13 +12,16 @@
 #include "models/quant/calibration_stats.h"
 #include "models/quant/quantization_points.h"
 #include "models/quant/quantize.h"
+#include "protocol/relay_frames.h"
 #include "protocol/wire.h"
 #include "secagg/crypto.h"
+#include "secagg/relay_group_frames.h"
 #include "secagg/secagg_wire.h"
 #include "secagg/secure_aggregation.h"
 #include "tests/coordinator/mini_fleet.h"
 #include "tests/coordinator/raw_client.h"
 #include "tests/tcp_forwarder.h"
+#include "transport/curve.h"
 
 namespace fedcal::testing {
 namespace {
@@ -360,6 +363,73 @@ TEST_CASE(
   MESSAGE(upstream.bytes_to_target_since_cut(), " bytes to the coordinator since the cut; two sums of ", lanes, " 32-bit lanes");
   CHECK(upstream.bytes_to_target_since_cut() > static_cast<int64_t>(2 * lanes * 4));
   CHECK(read_file(fleet.path("coordinator.log")).find("is not this relay's") == std::string::npos);
+}
+
+TEST_CASE(
+    "A group's result sent by another configured relay is refused and logged, and the group's own relay's result is "
+    "taken" *
+    doctest::timeout(120) * doctest::test_suite("fleet robustness")) {
+  const CurveKeyPair other = CurveKeyPair::generate();
+  FleetOptions options;
+  options.agents = 3;
+  options.relayed_agents = 3;
+  options.other_relay_key = other.public_key;
+  MiniFleet fleet(options);
+  // The agents reach the relay through `downstream`, which holds what the relay sends them: the group
+  // then waits at its first stage, and the coordinator for its result.
+  TcpForwarder downstream(fleet.relay_port());
+  fleet.route_relayed_agents_via(downstream.port());
+  fleet.start_coordinator();
+  fleet.start_agents();
+  const int64_t model = fleet.import_model();
+  nlohmann::json settings = round_settings(model);
+  settings["relay_group_size"] = 3;
+  REQUIRE(fleet.run_round(settings)["stage"] == "done");  // the agents download the model (a hold would stop it)
+  const int64_t round = fleet.admin({{"command", "round.start"}, {"settings", settings}})["round"].get<int64_t>();
+  const std::string announced = "round " + std::to_string(round) + ": ";
+  for (int i = 0; i < options.agents; ++i) {
+    REQUIRE(eventually(
+        [&] { return read_file(fleet.path("agent-" + std::to_string(i) + "/agent.log")).find(announced) != std::string::npos; },
+        std::chrono::seconds(60)));
+  }
+  downstream.hold(true);
+  REQUIRE(eventually(
+      [&] {
+        return read_file(fleet.path("relay.log")).find("round " + std::to_string(round) + " group 1: secure aggregation of 3") !=
+               std::string::npos;
+      },
+      std::chrono::seconds(60)));
+  // The other relay (a key in `relays`, its own connection) sends a result for that group.
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::linger, 0);
+  configure_curve_client(socket, other, fleet.admin({{"command", "status"}})["curve_public_key"].get<std::string>(),
+                         SocketLimits{});
+  socket.connect("tcp://127.0.0.1:" + std::to_string(fleet.relay_upstream_port()));
+  RelayGroupResult forged;
+  forged.round_id = static_cast<uint64_t>(round);
+  forged.aggregate.config.round_id = static_cast<uint64_t>(round);
+  forged.aggregate.config.group_id = 1;
+  forged.failure = "forged";
+  const std::vector<std::byte> payload = encode_group_result(forged);
+  socket.send(zmq::buffer(kRelayFrameTag), zmq::send_flags::sndmore);
+  socket.send(zmq::buffer(kRelayGroupResultFrame), zmq::send_flags::sndmore);
+  socket.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+  // "refused relay KEY (ADDRESS): a group result: round R group 1 is not this relay's"
+  const std::string refusal = "a group result: round " + std::to_string(round) + " group 1 is not this relay's";
+  const bool refused = eventually(
+      [&] {
+        const std::string log = read_file(fleet.path("coordinator.log"));
+        const size_t at = log.find(refusal);
+        return at != std::string::npos && log.rfind("refused relay " + other.public_key + " (", at) != std::string::npos;
+      },
+      std::chrono::seconds(10));
+  downstream.hold(false);
+  CHECK_MESSAGE(refused, read_file(fleet.path("coordinator.log")));
+  const nlohmann::json report = fleet.wait_round(round, std::chrono::seconds(60));
+  REQUIRE_MESSAGE(report["stage"] == "done", report.dump(2));
+  CHECK(report["contributors"] == 3);
+  CHECK(report["relay_groups"][0]["revealed"] == 3);
 }
 
 }  // namespace fedcal::testing
