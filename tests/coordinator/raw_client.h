@@ -214,22 +214,28 @@ struct RoundBesideRawClient {
     if (commitment) body.setSelfMaskCommitment(as_data(*commitment));
     raw->send_raw(message.encode(sequence++));
   }
+  // Joins as `client`, shares its keys and returns the shares the round then sends it (sharesForYou);
+  // the round's configuration goes to `config`.
+  std::vector<EncryptedShare> share_and_receive(SecAggClient& client, SecAggConfig& config) {
+    const DecodedEnvelope keys = join(client.advertise().cipher_public, client.advertise().mask_public);
+    const auto round_keys = keys.envelope().getBody().getRoundKeys();
+    config = read_round_keys_config(round_keys, min_survivors);
+    const std::vector<EncryptedShare> mine =
+        client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
+    share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
+    const std::optional<DecodedEnvelope> delivery = raw->wait_for_message("sharesForYou", std::chrono::seconds(30));
+    REQUIRE(delivery.has_value());
+    return read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
+  }
   // Plays a participant's part with the secure-aggregation library (not the agent): joins, shares
   // keys, masks `input` as its contribution and reveals its shares for unmasking (each one wrong, with
   // `wrong_reveals`; not in a relay group).
   void participate(const std::vector<uint64_t>& input, bool wrong_reveals = false) {
     SecAggClient client;
-    const DecodedEnvelope keys = join(client.advertise().cipher_public, client.advertise().mask_public);
-    const auto round_keys = keys.envelope().getBody().getRoundKeys();
-    const SecAggConfig config = read_round_keys_config(round_keys, min_survivors);
-    REQUIRE(input.size() == config.vector_length);
-    const std::vector<EncryptedShare> mine =
-        client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
-    share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
+    SecAggConfig config;
     {
-      const std::optional<DecodedEnvelope> delivery = raw->wait_for_message("sharesForYou", std::chrono::seconds(30));
-      REQUIRE(delivery.has_value());
-      const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
+      const std::vector<EncryptedShare> shares = share_and_receive(client, config);
+      REQUIRE(input.size() == config.vector_length);
       const std::vector<uint64_t> masked = client.mask_input(input, shares);
       OutgoingMessage message;
       auto body = message.body().initMaskedInput();
@@ -265,16 +271,9 @@ struct RoundBesideRawClient {
   // of which decrypts): a false complaint naming every neighbour.
   void complain_falsely_about_every_share() {
     SecAggClient client;
-    const DecodedEnvelope keys = join(client.advertise().cipher_public, client.advertise().mask_public);
-    const auto round_keys = keys.envelope().getBody().getRoundKeys();
-    REQUIRE(round_keys.getEphemeralShareKeys());
-    const SecAggConfig config = read_round_keys_config(round_keys, min_survivors);
-    const std::vector<EncryptedShare> mine =
-        client.share_keys(config, round_keys.getIndex(), read_round_keys_neighbours(round_keys));
-    share_keys(mine, client.self_mask_commitment());  // after share_keys: the commitment needs the round
-    const std::optional<DecodedEnvelope> delivery = raw->wait_for_message("sharesForYou", std::chrono::seconds(30));
-    REQUIRE(delivery.has_value());
-    const auto shares = read_encrypted_shares(delivery->envelope().getBody().getSharesForYou().getShares(), "sharesForYou");
+    SecAggConfig config;
+    const std::vector<EncryptedShare> shares = share_and_receive(client, config);
+    REQUIRE(config.ephemeral_share_keys);
     CHECK(client.undecryptable(shares).empty());  // every one decrypts
     OutgoingMessage complaint;
     auto body = complaint.body().initMaskedInput();
