@@ -138,7 +138,7 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
       "(default: the recipe's) Outlier migration (SmoothQuant) from the fleet's statistics, in two rounds: this one sums squared "
       "activations per channel, folds the smoothing into the model (strength per site by the error on the "
       "coordinator's reference_text) and stores the smoothed FP32 model; a follow-up round with these settings "
-      "then calibrates and quantizes it");
+      "then calibrates and quantizes it (with --weight-bits 4: AWQ's input-channel scaling, by the 4-bit error)");
   start->add_option(
       "--target-kl", o->target_kl,
       "Mixed precision to a target, searched on the coordinator's reference_text: the fewest layers out of static "
