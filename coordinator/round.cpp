@@ -535,18 +535,16 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
       if (index < 0) fail("agent {} is not a participant of round {}", agent_id, id_);
       const auto accused = static_cast<uint32_t>(index);
       const uint32_t complainer = opening.getHolder();
-      const bool asked = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& open) {
-        return open.accused == accused && open.complainer == complainer && open.asked_at_ms > 0;
-      });
-      if (!asked || stage_ != RoundStage::kMasking) {
+      if (!complaint_checks_.asked(accused, complainer) || stage_ != RoundStage::kMasking) {
         host_.log(fmt::format("round {}: agent {}: a 'shareOpening' no open complaint asks for dropped (late or a copy)", id_,
                               agent_id));
         return;
       }
       const Key32 secret = read_key32(opening.getEphemeralSecret(), "shareOpening.ephemeralSecret");
       const EncryptedShare* share = secagg_->share(accused, complainer);
-      settle_opening(accused, complainer,
-                     share && share_opens(secagg_->config(), *share, keys_[complainer].cipher_public, secret));
+      complaint_checks_.settle(accused, complainer,
+                               share && share_opens(secagg_->config(), *share, keys_[complainer].cipher_public, secret),
+                               host_.monotonic_ms());
       return;
     }
     case Body::UNMASK_SHARES: {
@@ -593,25 +591,20 @@ void Round::handle(int64_t agent_id, wire::Envelope::Reader envelope) {
 }
 
 void Round::complain(uint32_t complainer, const std::vector<uint32_t>& senders) {
-  // A complaint: shares to `complainer` that do not decrypt. With ephemeral share keys each named
-  // sender is asked to open its share, one at a time (a complainer found false costs no further
-  // openings), and each sender at most once per round (a second complaint against one whose share
-  // was opened excludes it unopened); whoever's word is false is left out. Without them (an older
-  // agent in the round) the senders are excluded on the complaint alone.
+  // A complaint: shares to `complainer` that do not decrypt, checked by the rules of
+  // secagg/complaint_checks.h. Without ephemeral share keys (an older agent in the round) the senders
+  // are excluded on the complaint alone.
   std::vector<uint32_t> now;
   bool added = false;
   for (const uint32_t sender : senders) {
-    const bool disputed = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& dispute) {
-      return dispute.complainer == complainer && dispute.accused == sender;
-    });
-    if (secagg_->excluded().count(sender) || disputed) continue;  // a copy of an earlier complaint
+    if (secagg_->excluded().count(sender) || complaint_checks_.open(complainer, sender)) continue;  // a copy
     if (sender >= participants_.size() || !secagg_->share(sender, complainer))
       fail("maskedInput: a complaint about participant {}, which sent this agent no share", sender);
     if (!secagg_->config().ephemeral_share_keys) {
       now.push_back(sender);
       continue;
     }
-    disputes_.push_back({complainer, sender, 0});
+    complaint_checks_.add(complainer, sender);
     added = true;
     host_.store().audit("agent " + std::to_string(participants_[complainer]), "complaint",
                         fmt::format("round {}: agent {} reports that the share of agent {} does not decrypt", id_,
@@ -621,35 +614,17 @@ void Round::complain(uint32_t complainer, const std::vector<uint32_t>& senders) 
   if (!added && now.empty()) {
     host_.log(fmt::format("round {}: agent {}: a copy of its complaint dropped", id_, participants_[complainer]));
   }
-  ask_next_opening(complainer);
+  complaint_checks_.ask_next(complainer, host_.monotonic_ms());
 }
 
-void Round::ask_next_opening(uint32_t complainer) {
-  while (true) {
-    const auto next = std::find_if(disputes_.begin(), disputes_.end(),
-                                   [&](const Dispute& dispute) { return dispute.complainer == complainer; });
-    if (next == disputes_.end() || next->asked_at_ms > 0) return;  // none, or one is being checked
-    const uint32_t accused = next->accused;
-    if (secagg_->excluded().count(accused)) {
-      disputes_.erase(next);
-      continue;
-    }
-    if (opened_.count(accused)) {
-      disputes_.erase(next);
-      exclude_senders(complainer, {accused}, "a second complaint against it (its one opening is spent)");
-      continue;
-    }
-    opened_.insert(accused);
-    next->asked_at_ms = host_.monotonic_ms();
-    host_.log(fmt::format("round {}: agent {} is asked to open its share to agent {}, which complains it does not decrypt", id_,
-                          participants_[accused], participants_[complainer]));
-    OutgoingMessage message;
-    auto request = message.body().initShareOpenRequest();
-    request.setRoundId(static_cast<uint64_t>(id_));
-    request.setHolder(complainer);
-    host_.send(participants_[accused], message);
-    return;
-  }
+void Round::ask_opening(uint32_t accused, uint32_t complainer) {
+  host_.log(fmt::format("round {}: agent {} is asked to open its share to agent {}, which complains it does not decrypt", id_,
+                        participants_[accused], participants_[complainer]));
+  OutgoingMessage message;
+  auto request = message.body().initShareOpenRequest();
+  request.setRoundId(static_cast<uint64_t>(id_));
+  request.setHolder(complainer);
+  host_.send(participants_[accused], message);
 }
 
 void Round::exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why) {
@@ -670,19 +645,9 @@ void Round::exclude_senders(uint32_t complainer, const std::vector<uint32_t>& se
   for (const uint32_t v : again) send_shares(v);
 }
 
-void Round::settle_opening(uint32_t accused, uint32_t complainer, bool opens) {
-  std::erase_if(disputes_,
-                [&](const Dispute& dispute) { return dispute.complainer == complainer && dispute.accused == accused; });
-  if (!opens) {
-    if (!secagg_->excluded().count(accused))
-      exclude_senders(complainer, {accused}, "its share does not open with the key it revealed");
-    ask_next_opening(complainer);
-    return;
-  }
-  // The share opens and is well formed: the complaint was false. The complainer is left out of the
-  // round (a dropout: its masked input is never taken, its pairwise masks are removed in unmasking),
-  // and its other complaints are dropped unchecked (no more shares are opened for it).
-  std::erase_if(disputes_, [&](const Dispute& dispute) { return dispute.complainer == complainer; });
+void Round::complaint_false(uint32_t complainer, uint32_t accused) {
+  // The share opens and is well formed: the complainer is left out of the round (a dropout: its
+  // masked input is never taken, its pairwise masks are removed in unmasking).
   false_complainers_.insert(complainer);
   const int64_t agent = participants_[complainer];
   const std::string what = fmt::format(
@@ -696,24 +661,6 @@ void Round::settle_opening(uint32_t accused, uint32_t complainer, bool opens) {
   leave(agent, "falseComplaint",
         fmt::format("the share of agent {} it complained about opens and is well formed", participants_[accused]));
   tell_left_behind(agent, "its complaint was false");
-}
-
-void Round::settle_stale_disputes() {
-  // An accused that does not open its share within agent_timeout_ms is taken to be at fault.
-  const int64_t now = host_.monotonic_ms();
-  std::vector<Dispute> stale;
-  for (const Dispute& dispute : disputes_) {
-    if (dispute.asked_at_ms > 0 && now - dispute.asked_at_ms >= host_.config().agent_timeout_ms) stale.push_back(dispute);
-  }
-  for (const Dispute& dispute : stale) {
-    std::erase_if(disputes_,
-                  [&](const Dispute& open) { return open.complainer == dispute.complainer && open.accused == dispute.accused; });
-    if (!secagg_->excluded().count(dispute.accused)) {
-      exclude_senders(dispute.complainer, {dispute.accused},
-                      fmt::format("it did not open its share within {} ms", host_.config().agent_timeout_ms));
-    }
-    ask_next_opening(dispute.complainer);
-  }
 }
 
 void Round::send_round_abort(int64_t agent_id, const std::string& reason) {
@@ -1265,7 +1212,7 @@ void Round::tick() {
   } else if (stage_ == RoundStage::kSharing) {
     if (expired || !waiting_for(u1_, secagg_->shared())) begin_masking();
   } else if (stage_ == RoundStage::kMasking) {
-    settle_stale_disputes();
+    complaint_checks_.settle_stale(host_.monotonic_ms(), host_.config().agent_timeout_ms);
     if (expired || !waiting_for(secagg_->shared(), secagg_->survivors())) begin_unmasking();
   } else if (stage_ == RoundStage::kUnmasking) {
     if (aggregation_.valid()) {

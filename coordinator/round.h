@@ -32,6 +32,7 @@
 #include "coordinator/store.h"
 #include "models/quant/calibration_stats.h"
 #include "protocol/wire.h"
+#include "secagg/complaint_checks.h"
 #include "secagg/relay_group_frames.h"
 #include "secagg/secure_aggregation.h"
 
@@ -179,13 +180,12 @@ class Round {
   void send_round_keys(uint32_t index);      // roundKeys: participant `index`'s neighbours and their keys
   void send_shares(uint32_t index);          // sharesForYou: what U2 sent participant `index`
   void send_unmask_request(uint32_t index);  // unmaskRequest: the survivors
-  // Complaints (maskedInput.badShares) and their checks: the accused opens the disputed share.
+  // Complaints (maskedInput.badShares) and their checks (secagg/complaint_checks.h): the accused opens
+  // the disputed share.
   void complain(uint32_t complainer, const std::vector<uint32_t>& senders);
   void exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why);
-  void ask_next_opening(uint32_t complainer);
-  // The accused's opening checked: `opens` false excludes the accused, true leaves out the complainer.
-  void settle_opening(uint32_t accused, uint32_t complainer, bool opens);
-  void settle_stale_disputes();
+  void ask_opening(uint32_t accused, uint32_t complainer);      // shareOpenRequest
+  void complaint_false(uint32_t complainer, uint32_t accused);  // the complainer left out
   // roundAbort: the round is over for `agent_id`, with the reason.
   void send_round_abort(int64_t agent_id, const std::string& reason);
   // roundAbort to one agent whose message came too late: the round goes on without it, so it drops
@@ -266,12 +266,12 @@ class Round {
   std::shared_ptr<const X25519KeyPair> round_key_;  // what relay groups seal self-mask shares to (in memory only)
   std::future<Aggregation> aggregation_;
   std::set<uint32_t> u1_;
-  struct Dispute {
-    uint32_t complainer = 0, accused = 0;
-    int64_t asked_at_ms = 0;  // when the accused was asked to open its share (0: not yet, one at a time)
-  };
-  std::vector<Dispute> disputes_;                        // open complaints
-  std::set<uint32_t> opened_;                            // accused asked to open a share (once per round each)
+  ComplaintChecks complaint_checks_{{
+      [this](uint32_t participant) { return secagg_->excluded().count(participant) > 0; },
+      [this](uint32_t accused, uint32_t complainer) { ask_opening(accused, complainer); },
+      [this](uint32_t complainer, uint32_t accused, const std::string& why) { exclude_senders(complainer, {accused}, why); },
+      [this](uint32_t complainer, uint32_t accused) { complaint_false(complainer, accused); },
+  }};
   std::set<uint32_t> false_complainers_;                 // left out: their complaint was false
   nlohmann::json complaints_ = nlohmann::json::array();  // each settled complaint, for the report
   nlohmann::json secagg_summary_;  // kept after the secrets are dropped

@@ -82,18 +82,15 @@ std::string GroupRound::handle(uint32_t index, Body::Reader body) {
     case Body::SHARE_OPENING: {
       const auto opening = body.getShareOpening();
       const uint32_t complainer = opening.getHolder();
-      const bool asked = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& open) {
-        return open.accused == index && open.complainer == complainer && open.asked_at_ms > 0;
-      });
-      if (!asked || stage_ != Stage::kMasking) {
+      if (!complaint_checks_.asked(index, complainer) || stage_ != Stage::kMasking) {
         log_(fmt::format("round {} group {}: member {}: a 'shareOpening' no open complaint asks for dropped (late or a copy)",
                          round_id(), group_id(), index));
         return "shareOpening";
       }
       const Key32 secret = read_key32(opening.getEphemeralSecret(), "shareOpening.ephemeralSecret");
       const EncryptedShare* share = server_->share(index, complainer);
-      settle_opening(index, complainer, share && share_opens(start_.config, *share, keys_[complainer].cipher_public, secret),
-                     now_ms_);
+      complaint_checks_.settle(index, complainer,
+                               share && share_opens(start_.config, *share, keys_[complainer].cipher_public, secret), now_ms_);
       return "shareOpening";
     }
     case Body::UNMASK_SHARES: {
@@ -121,10 +118,11 @@ bool GroupRound::tick(int64_t now_ms) {
   if (stage_ == Stage::kDone) return true;
   now_ms_ = now_ms;
   const bool expired = now_ms >= deadline_ms_;
-  if (!changed_ && !expired && disputes_.empty()) return false;
+  if (!changed_ && !expired && complaint_checks_.empty()) return false;
   changed_ = false;
   try {
-    settle_stale_disputes(now_ms);
+    // An accused that does not open its share within a third of the stage timeout is taken to be at fault.
+    complaint_checks_.settle_stale(now_ms, std::max<int64_t>(start_.stage_timeout_ms / 3, 1));
     if (stage_ == Stage::kSharing && (expired || !waiting_for(all_, server_->shared()))) {
       begin_masking(now_ms);
     } else if (stage_ == Stage::kMasking && (expired || !waiting_for(server_->shared(), server_->survivors()))) {
@@ -202,50 +200,29 @@ void GroupRound::fail_group(const std::string& why) {
 void GroupRound::complain(uint32_t complainer, const std::vector<uint32_t>& senders) {
   std::vector<uint32_t> now;
   for (const uint32_t sender : senders) {
-    const bool disputed = std::any_of(disputes_.begin(), disputes_.end(), [&](const Dispute& dispute) {
-      return dispute.complainer == complainer && dispute.accused == sender;
-    });
-    if (server_->excluded().count(sender) || disputed) continue;  // a copy of an earlier complaint
+    if (server_->excluded().count(sender) || complaint_checks_.open(complainer, sender)) continue;  // a copy
     if (sender >= start_.config.participants || !server_->share(sender, complainer))
       fail("maskedInput: a complaint about member {}, which sent this member no share", sender);
     if (!start_.config.ephemeral_share_keys) {
       now.push_back(sender);
       continue;
     }
-    disputes_.push_back({complainer, sender, 0});
+    complaint_checks_.add(complainer, sender);
     log_(fmt::format("round {} group {}: member {} reports that the share of member {} does not decrypt", round_id(), group_id(),
                      complainer, sender));
   }
   if (!now.empty()) exclude_senders(complainer, now, "complaints cannot be checked in this group (an older agent joined)");
-  ask_next_opening(complainer, now_ms_);
+  complaint_checks_.ask_next(complainer, now_ms_);
 }
 
-void GroupRound::ask_next_opening(uint32_t complainer, int64_t now_ms) {
-  while (true) {
-    const auto next = std::find_if(disputes_.begin(), disputes_.end(),
-                                   [&](const Dispute& dispute) { return dispute.complainer == complainer; });
-    if (next == disputes_.end() || next->asked_at_ms > 0) return;  // none, or one is being checked
-    const uint32_t accused = next->accused;
-    if (server_->excluded().count(accused)) {
-      disputes_.erase(next);
-      continue;
-    }
-    if (opened_.count(accused)) {
-      disputes_.erase(next);
-      exclude_senders(complainer, {accused}, "a second complaint against it, its one opening spent");
-      continue;
-    }
-    opened_.insert(accused);
-    next->asked_at_ms = std::max<int64_t>(now_ms, 1);
-    log_(fmt::format("round {} group {}: member {} is asked to open its share to member {}", round_id(), group_id(), accused,
-                     complainer));
-    OutgoingMessage message;
-    auto request = message.body().initShareOpenRequest();
-    request.setRoundId(round_id());
-    request.setHolder(complainer);
-    send_(accused, message);
-    return;
-  }
+void GroupRound::ask_opening(uint32_t accused, uint32_t complainer) {
+  log_(fmt::format("round {} group {}: member {} is asked to open its share to member {}", round_id(), group_id(), accused,
+                   complainer));
+  OutgoingMessage message;
+  auto request = message.body().initShareOpenRequest();
+  request.setRoundId(round_id());
+  request.setHolder(complainer);
+  send_(accused, message);
 }
 
 void GroupRound::exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why) {
@@ -261,39 +238,12 @@ void GroupRound::exclude_senders(uint32_t complainer, const std::vector<uint32_t
   for (const uint32_t v : again) send_shares(v);
 }
 
-void GroupRound::settle_opening(uint32_t accused, uint32_t complainer, bool opens, int64_t now_ms) {
-  std::erase_if(disputes_,
-                [&](const Dispute& dispute) { return dispute.complainer == complainer && dispute.accused == accused; });
-  if (!opens) {
-    if (!server_->excluded().count(accused))
-      exclude_senders(complainer, {accused}, "its share does not open with the key it revealed");
-    ask_next_opening(complainer, now_ms);
-    return;
-  }
-  // The share opens: the complaint was false. The complainer is left out (a dropout: its masked input
-  // is never taken) and its other complaints are dropped unchecked.
-  std::erase_if(disputes_, [&](const Dispute& dispute) { return dispute.complainer == complainer; });
+void GroupRound::complaint_false(uint32_t complainer, uint32_t accused) {
   log_(
       fmt::format("round {} group {}: member {} complained that the share of member {} does not decrypt, but it opens: member {} "
                   "is left out (a false complaint)",
                   round_id(), group_id(), complainer, accused, complainer));
   abort_member(complainer, fmt::format("the share of member {} it complained about opens and is well formed", accused));
-}
-
-void GroupRound::settle_stale_disputes(int64_t now_ms) {
-  // An accused that does not open its share within a third of the stage timeout is taken to be at fault.
-  const int64_t timeout = std::max<int64_t>(start_.stage_timeout_ms / 3, 1);
-  std::vector<Dispute> stale;
-  for (const Dispute& dispute : disputes_) {
-    if (dispute.asked_at_ms > 0 && now_ms - dispute.asked_at_ms >= timeout) stale.push_back(dispute);
-  }
-  for (const Dispute& dispute : stale) {
-    std::erase_if(disputes_,
-                  [&](const Dispute& open) { return open.complainer == dispute.complainer && open.accused == dispute.accused; });
-    if (!server_->excluded().count(dispute.accused))
-      exclude_senders(dispute.complainer, {dispute.accused}, fmt::format("it did not open its share within {} ms", timeout));
-    ask_next_opening(dispute.complainer, now_ms);
-  }
 }
 
 void GroupRound::abort_member(uint32_t index, const std::string& why) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "protocol/wire.h"
+#include "secagg/complaint_checks.h"
 #include "secagg/relay_group_frames.h"
 
 namespace fedcal::relay {
@@ -66,9 +67,8 @@ class GroupRound {
   void send_unmask_request(uint32_t index);
   void abort_member(uint32_t index, const std::string& why);  // roundAbort: the group goes on without it
   void complain(uint32_t complainer, const std::vector<uint32_t>& senders);
-  void ask_next_opening(uint32_t complainer, int64_t now_ms);
-  void settle_opening(uint32_t accused, uint32_t complainer, bool opens, int64_t now_ms);
-  void settle_stale_disputes(int64_t now_ms);
+  void ask_opening(uint32_t accused, uint32_t complainer);      // shareOpenRequest
+  void complaint_false(uint32_t complainer, uint32_t accused);  // the complainer left out
   void exclude_senders(uint32_t complainer, const std::vector<uint32_t>& senders, const std::string& why);
   bool waiting_for(const std::set<uint32_t>& pool, const std::set<uint32_t>& answered) const;
 
@@ -82,13 +82,13 @@ class GroupRound {
   std::set<uint32_t> all_;
   std::vector<AdvertisedKeys> keys_;  // the members', by index
   bool changed_ = true;               // something arrived since the last tick looked
-  struct Dispute {
-    uint32_t complainer = 0, accused = 0;
-    int64_t asked_at_ms = 0;  // 0: not asked yet (one opening per complainer at a time)
-  };
-  std::vector<Dispute> disputes_;
-  std::set<uint32_t> opened_;  // members asked to open a share: once per round
-  int64_t now_ms_ = 0;         // of the last tick: when a complaint that arrives between ticks asks
+  ComplaintChecks complaint_checks_{{
+      [this](uint32_t member) { return server_->excluded().count(member) > 0; },
+      [this](uint32_t accused, uint32_t complainer) { ask_opening(accused, complainer); },
+      [this](uint32_t complainer, uint32_t accused, const std::string& why) { exclude_senders(complainer, {accused}, why); },
+      [this](uint32_t complainer, uint32_t accused) { complaint_false(complainer, accused); },
+  }};
+  int64_t now_ms_ = 0;  // of the last tick: when a complaint that arrives between ticks asks
   std::string failure_;
   std::vector<uint64_t> self_masked_sum_;
 };
