@@ -7,13 +7,10 @@
 // self-mask shares the members sealed to the coordinator. It never holds a member's vector, nor the
 // group's sum.
 // A stage ends when every member still in the group has answered, or at the group's stage timeout.
-// A complaint (a share that does not decrypt) is checked as the coordinator checks one: each named
-// sender is asked to open its share (the ephemeral secret that sealed it), one at a time and at most
-// once per round (a second complaint against a member already asked excludes it unopened); a share
-// that opens makes the complaint false and the complainer is left out, one that does not (or no
-// opening within a third of the stage timeout) excludes the sender. In a group
-// whose members seal shares under static keys (older agents) a complaint cannot be checked: the
-// senders it names are excluded on it alone.
+// A complaint (a share that does not decrypt) is checked by the coordinator's rules
+// (secagg/complaint_checks.h), with a third of the stage timeout for an opening. In a group whose
+// members seal shares under static keys (older agents) a complaint cannot be checked: the senders it
+// names are excluded on it alone.
 #pragma once
 
 #include <cstdint>

@@ -75,10 +75,8 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       .add_option("--int4-grid", options.int4_grid,
                   "The 16 levels of 4-bit weights: non-uniform (denser near 0: less error; package type qgnl4) or uniform "
                   "(llama.cpp Q4_0's grid; qgint4)")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, Int4Grid>{{"non-uniform", Int4Grid::kNonUniform}, {"uniform", Int4Grid::kUniform}},
-          CLI::ignore_case))
-      ->default_str("non-uniform");
+      ->transform(CLI::CheckedTransformer(int4_grid_choices(), CLI::ignore_case))
+      ->default_str(int4_grid_name(Int4Grid::kNonUniform));
   command
       .add_option("--int4-rounding", options.int4_rounding,
                   "How each group of 32 gets its 4-bit scale: search (the least error, importance-weighted with --stats) or "
@@ -166,6 +164,12 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.four_bit_grid = options.int4_grid;
   quantize.four_bit_rounding = options.int4_rounding;
   return quantize;
+}
+
+std::map<std::string, Int4Grid> int4_grid_choices() {
+  std::map<std::string, Int4Grid> choices;
+  for (const Int4Grid grid : {Int4Grid::kNonUniform, Int4Grid::kUniform}) choices[int4_grid_name(grid)] = grid;
+  return choices;
 }
 
 void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, const std::string& stats_path,

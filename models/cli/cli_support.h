@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,6 +65,8 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
 QuantizeOptions weight_options(const QuantizationOptions& options);
 // With 4-bit layers in `quantize`: the importance sums of `stats` (when given and recorded) as their
 // rounding weights, else a note that they are rounded plainly; the layers that stay fine-grained INT8.
+// The --int4-grid choices, by their names (int4_grid_name): for CLI11's CheckedTransformer.
+std::map<std::string, Int4Grid> int4_grid_choices();
 void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, const std::string& stats_path,
                       const ModelConfig& config);
 

@@ -100,10 +100,8 @@ void add_smooth_command(CLI::App& app) {
       ->capture_default_str();
   command
       ->add_option("--int4-grid", options->int4_grid, "With --weight-bits 4: the grid the error is measured on (as quantize's)")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, Int4Grid>{{"non-uniform", Int4Grid::kNonUniform}, {"uniform", Int4Grid::kUniform}},
-          CLI::ignore_case))
-      ->default_str("non-uniform");
+      ->transform(CLI::CheckedTransformer(int4_grid_choices(), CLI::ignore_case))
+      ->default_str(int4_grid_name(Int4Grid::kNonUniform));
   command->add_option("--windows", options->windows, "Context windows of --text the error is measured on")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
