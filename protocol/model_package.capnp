@@ -100,6 +100,15 @@ enum TensorType {
   qgnl4 @5;
   # As qgint4, with code c standing for the non-uniform level c of models/quant/int4_format.h
   # (kInt4NonUniformLevels: -127 ... 112).
+  qgint5 @6;
+  # 5-bit weights (models/quant/int5_format.h): per row and group of 32 input channels, 20 bytes of
+  # codes (4 bytes whose bit m of the little-endian word is channel m's fifth bit, then 16 bytes as
+  # qgint4's with the low 4 bits; code c is the level c - 16: llama.cpp Q5_0's block without its
+  # scale) and one binary16 scale of either sign in groupScales; cols is a multiple of 32. Runs as
+  # qgint8 does.
+  qgnl5 @7;
+  # As qgint5, with code c standing for the non-uniform level c of models/quant/int5_format.h
+  # (kInt5NonUniformLevels: -127 ... 120).
 }
 
 struct Tensor {

@@ -63,8 +63,9 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                   "4: every linear layer in 4-bit weights (groups of 32 with a binary16 scale, llama.cpp Q4_0's grid; "
                   "activations per block of 32 at run time), rounded to the least importance-weighted error when --stats "
                   "holds importance sums (calibrate --importance), plainly otherwise; a layer whose width is not a "
-                  "multiple of 32 stays fine-grained INT8 (and is named)")
-      ->check(CLI::IsMember({8, 4}))
+                  "multiple of 32 stays fine-grained INT8 (and is named); 5: the same with 5-bit weights (32 levels, "
+                  "llama.cpp Q5_0's grid with --int4-grid uniform; 5.5 bits per weight in the package, run as INT8)")
+      ->check(CLI::IsMember({8, 5, 4}))
       ->capture_default_str();
   command
       .add_option("--four-bit", options.four_bit,
@@ -72,9 +73,14 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
                   "multiple of 32 is refused")
       ->delimiter(',');
   command
+      .add_option("--five-bit", options.five_bit,
+                  "Linear layers or layers in 5-bit weights (as --weight-bits 5, for these only; before --four-bit), "
+                  "refused alike")
+      ->delimiter(',');
+  command
       .add_option("--int4-grid", options.int4_grid,
-                  "The 16 levels of 4-bit weights: non-uniform (denser near 0: less error; package type qgnl4) or uniform "
-                  "(llama.cpp Q4_0's grid; qgint4)")
+                  "The 16 levels of 4-bit weights (and the 32 of 5-bit ones): non-uniform (denser near 0: less error; package "
+                  "types qgnl4, qgnl5) or uniform (llama.cpp Q4_0's and Q5_0's grids; qgint4, qgint5)")
       ->transform(CLI::CheckedTransformer(int4_grid_choices(), CLI::ignore_case))
       ->default_str(int4_grid_name(Int4Grid::kNonUniform));
   command
@@ -88,10 +94,12 @@ void add_quantization_options(CLI::App& command, QuantizationOptions& options) {
       ->default_str("search");
   command
       .add_option("--fallback", options.fallback,
-                  "Where --auto-fp32 and --target-kl move the layers they take out of static INT8: fp32, or "
-                  "fine-grained (about a quarter of FP32's bytes)")
+                  "Where --auto-fp32 and --target-kl move the layers they take out of static INT8 (or of 4 bits): fp32, "
+                  "fine-grained (about a quarter of FP32's bytes), or 5-bit (from --weight-bits 4: 5.5 bits per weight "
+                  "instead of 4.5)")
       ->transform(CLI::CheckedTransformer(
-          std::map<std::string, LayerFallback>{{"fp32", LayerFallback::kFp32}, {"fine-grained", LayerFallback::kFineGrained}},
+          std::map<std::string, LayerFallback>{
+              {"fp32", LayerFallback::kFp32}, {"fine-grained", LayerFallback::kFineGrained}, {"5-bit", LayerFallback::kFiveBit}},
           CLI::ignore_case))
       ->default_str("fp32");
   command
@@ -161,6 +169,7 @@ QuantizeOptions weight_options(const QuantizationOptions& options) {
   quantize.fine_grained = std::set<std::string>(options.fine_grained.begin(), options.fine_grained.end());
   quantize.weight_bits = options.weight_bits;
   quantize.four_bit = std::set<std::string>(options.four_bit.begin(), options.four_bit.end());
+  quantize.five_bit = std::set<std::string>(options.five_bit.begin(), options.five_bit.end());
   quantize.four_bit_grid = options.int4_grid;
   quantize.four_bit_rounding = options.int4_rounding;
   return quantize;
@@ -174,7 +183,7 @@ std::map<std::string, Int4Grid> int4_grid_choices() {
 
 void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, const std::string& stats_path,
                       const ModelConfig& config) {
-  if (quantize.weight_bits != 4 && quantize.four_bit.empty()) return;
+  if (quantize.weight_bits == 8 && quantize.four_bit.empty() && quantize.five_bit.empty()) return;
   if (quantize.four_bit_rounding == Int4Rounding::kAbsmax) {
     if (stats != nullptr && stats->has_importance())
       std::fprintf(stderr, "[4-bit] %s: importance sums not used: --int4-rounding absmax is a fixed rule\n", stats_path.c_str());
@@ -187,7 +196,8 @@ void prepare_four_bit(QuantizeOptions& quantize, const CalibrationStats* stats, 
                  stats != nullptr ? stats_path.c_str() : "no --stats");
   }
   for (const std::string& layer : four_bit_skipped(config, quantize))
-    std::fprintf(stderr, "[4-bit] %s stays fine-grained INT8: its input width is not a multiple of 32\n", layer.c_str());
+    std::fprintf(stderr, "[%d-bit] %s stays fine-grained INT8: its input width is not a multiple of 32\n", quantize.weight_bits,
+                 layer.c_str());
 }
 
 namespace {
@@ -253,9 +263,12 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
                                     baseline ? &baseline->model : nullptr);
     });
     std::fprintf(stderr, "[target-kl] %zu layer(s) %s for KL %.3g <= %.3g%s%s%s\n", choice.mixed.layers.size(),
-                 options.fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", choice.mixed.mean_kl, choice.target_kl,
-                 options.target_kl->rfind("dynamic", 0) == 0 ? " (the dynamic baseline's)" : "", choice.mixed.layers.empty() ? "" : ": ",
-                 fmt::format("{}", fmt::join(choice.mixed.layers, ", ")).c_str());
+                 fallback_name(options.fallback), choice.mixed.mean_kl, choice.target_kl,
+                 options.target_kl->rfind("dynamic", 0) == 0 ? " (the dynamic baseline's)" : "",
+                 choice.mixed.layers.empty() ? "" : ": ", fmt::format("{}", fmt::join(choice.mixed.layers, ", ")).c_str());
+    if (!choice.mixed.fine_grained_layers.empty())
+      std::fprintf(stderr, "[target-kl] and %zu of them on to fine-grained INT8: %s\n", choice.mixed.fine_grained_layers.size(),
+                   fmt::format("{}", fmt::join(choice.mixed.fine_grained_layers, ", ")).c_str());
   }
   if (options.auto_fp32 > 0) {
     const std::vector<int> tokens = sensitivity_tokens(loaded, options, tokenizer, runtime, "--auto-fp32");
@@ -263,7 +276,7 @@ QuantizedLinears quantize_with(const LoadedModel& loaded, const QuantizationOpti
                                       [&] { return measure_sensitivity(loaded.model, stats, quantize, tokens, runtime); });
     for (int i = 0; i < options.auto_fp32 && i < static_cast<int>(ranking.size()); ++i) {
       std::fprintf(stderr, "[auto-fp32] %s %s (KL %.3g when INT8 alone)\n", ranking[i].name.c_str(),
-                   options.fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", ranking[i].mean_kl);
+                   fallback_name(options.fallback), ranking[i].mean_kl);
       fallback_layers(quantize, options.fallback).insert(ranking[i].name);
     }
   }

@@ -36,8 +36,9 @@ struct QuantizationOptions {
   double trim_share = 0;  // of each point's values, off the top first (what a round's trim_agents does)
   std::vector<std::string> keep_fp32;
   std::vector<std::string> fine_grained;                 // layers in the fine-grained mode
-  int weight_bits = 8;                                   // 4: every linear whose width allows it in 4 bits
+  int weight_bits = 8;                                   // 4 (5): every linear whose width allows it in 4 (5) bits
   std::vector<std::string> four_bit;                     // layers in 4 bits
+  std::vector<std::string> five_bit;                     // layers in 5 bits
   Int4Grid int4_grid = Int4Grid::kNonUniform;            // their levels
   Int4Rounding int4_rounding = Int4Rounding::kSearch;    // how their scales are chosen
   LayerFallback fallback = LayerFallback::kFp32;          // where --auto-fp32 / --target-kl move layers

@@ -34,14 +34,14 @@ struct QuantizeCommandOptions {
 void apply_recipe(QuantizeCommandOptions& options, const std::function<bool(const char*)>& given) {
   const TargetRuntime runtime = parse_target_runtime(options.runtime);
   QuantizationOptions& q = options.quantization;
-  if (!runs_fine_grained(runtime) && (q.weight_groups || !q.fine_grained.empty() || q.fallback == LayerFallback::kFineGrained ||
-                                      q.weight_bits == 4 || !q.four_bit.empty()))
+  if (!runs_fine_grained(runtime) && (q.weight_groups || !q.fine_grained.empty() || q.fallback != LayerFallback::kFp32 ||
+                                      q.weight_bits != 8 || !q.four_bit.empty() || !q.five_bit.empty()))
     fail(
         "--runtime {} runs static INT8 scales only: the fine-grained mode (--weight-groups, --fine-grained, --fallback "
-        "fine-grained) and 4-bit weights (--weight-bits 4, --four-bit) need fedcal's engine",
+        "fine-grained) and 4- or 5-bit weights (--weight-bits, --four-bit, --five-bit) need fedcal's engine",
         options.runtime);
   const Recipe recipe = named_recipe(options.recipe, runtime);
-  if (options.recipe != "recommended" || !q.stats || q.weight_groups || q.weight_bits == 4) return;
+  if (options.recipe != "recommended" || !q.stats || q.weight_groups || q.weight_bits != 8) return;
   std::vector<std::string> chosen;
   if (!given("--method")) {
     q.method = recipe.method;
@@ -86,8 +86,8 @@ void run_quantize(const QuantizeCommandOptions& options) {
     int8 = quantize_model_weights(loaded.model, weight_options(options.quantization));
     provenance.method = "weight groups of 32, activations per block at run time";
     provenance.source_model_sha256 = model_fingerprint(loaded.model);
-  } else if (options.quantization.weight_bits == 4 && !options.quantization.stats) {
-    // Every linear in 4 bits, rounded plainly (activations per block at run time: no statistics).
+  } else if (options.quantization.weight_bits != 8 && !options.quantization.stats) {
+    // Every linear in 4 (5) bits, rounded plainly (activations per block at run time: no statistics).
     QuantizeOptions quantize = weight_options(options.quantization);
     prepare_four_bit(quantize, nullptr, "", loaded.model.config);
     int8 = quantize_model_weights(loaded.model, quantize);

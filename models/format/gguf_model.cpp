@@ -14,6 +14,7 @@
 #include "models/format/gguf_tokenizer.h"
 #include "models/format/hf_checkpoint.h"
 #include "models/quant/int4_format.h"
+#include "models/quant/int5_format.h"
 #include "models/tokenizer/bpe.h"
 #include "models/tokenizer/llama2c_tokenizer.h"
 #include "models/tokenizer/sentencepiece_tokenizer.h"
@@ -57,20 +58,23 @@ const LayerTensor* rotary_tensor(const std::string& name) {
 }
 
 // A quantized layer's own blocks, where GGUF has its layout: 4-bit uniform codes as Q4_0 (binary16 d,
-// 16 bytes of codes in the same order: code = level + 8), INT8 groups of 32 as Q8_0 (binary16 d, 32
-// int8). `type` says which. Anything else is refused naming the tensor.
+// 16 bytes of codes in the same order: code = level + 8), 5-bit uniform ones as Q5_0 (binary16 d, then
+// the 20 stored bytes of quant/int5_format.h: code = level + 16), INT8 groups of 32 as Q8_0 (binary16
+// d, 32 int8). `type` says which. Anything else is refused naming the tensor.
 std::vector<std::byte> quantized_blocks(const std::string& name, const QuantizedMatrix& m, GgmlType& type) {
   const bool q4_0 = m.bits == 4 && m.grid == Int4Grid::kUniform;
+  const bool q5_0 = m.bits == 5 && m.grid == Int4Grid::kUniform;
   const bool q8_0 = m.bits == 8 && m.per_group() && m.cols % kQ8_0BlockValues == 0;
-  if (!q4_0 && !q8_0) {
+  if (!q4_0 && !q5_0 && !q8_0) {
     fail("GGUF export: {} is {}: GGUF has no type with its layout (export the FP32 model it was quantized from{})", name,
-         m.bits == 4     ? "4-bit on the non-uniform grid"
-         : m.per_group() ? "INT8 in groups that do not fill its rows"
-                         : "static INT8",
-         m.bits == 4 ? ", or quantize with --int4-grid uniform: Q4_0" : "");
+         m.bits < 8      ? fmt::format("{}-bit on the non-uniform grid", m.bits)
+         : m.per_group() ? std::string("INT8 in groups that do not fill its rows")
+                         : std::string("static INT8"),
+         m.bits < 8 ? fmt::format(", or quantize with --int4-grid uniform: Q{}_0", m.bits) : "");
   }
-  type = q4_0 ? GgmlType::kQ4_0 : GgmlType::kQ8_0;
-  const size_t groups = m.group_scales.size(), group_bytes = q4_0 ? 16 : 32;
+  type = q4_0 ? GgmlType::kQ4_0 : q5_0 ? GgmlType::kQ5_0 : GgmlType::kQ8_0;
+  const std::vector<uint8_t> five_bit_codes = q5_0 ? pack_int5_codes(m.values, m.rows, m.cols, m.grid) : std::vector<uint8_t>();
+  const size_t groups = m.group_scales.size(), group_bytes = q4_0 ? 16 : q5_0 ? kInt5GroupBytes : 32;
   std::vector<std::byte> out;
   out.reserve(groups * (2 + group_bytes));
   for (size_t g = 0; g < groups; ++g) {
@@ -78,8 +82,9 @@ std::vector<std::byte> quantized_blocks(const std::string& name, const Quantized
     out.push_back(static_cast<std::byte>(d & 0xff));
     out.push_back(static_cast<std::byte>(d >> 8));
     for (size_t i = 0; i < group_bytes; ++i)
-      out.push_back(q4_0 ? static_cast<std::byte>(m.codes[g * group_bytes + i])
-                         : static_cast<std::byte>(m.values[g * group_bytes + i]));
+      out.push_back(q4_0   ? static_cast<std::byte>(m.codes[g * group_bytes + i])
+                    : q5_0 ? static_cast<std::byte>(five_bit_codes[g * group_bytes + i])
+                           : static_cast<std::byte>(m.values[g * group_bytes + i]));
   }
   return out;
 }

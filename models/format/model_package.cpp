@@ -3,10 +3,12 @@
 #include <capnp/any.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <fmt/format.h>
 #include <kj/exception.h>
 
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <set>
@@ -20,6 +22,7 @@
 #include "models/format/float16.h"
 #include "models/format/package_tensor_types.h"
 #include "models/quant/int4_format.h"
+#include "models/quant/int5_format.h"
 #include "protocol/model_package.capnp.h"
 
 namespace fedcal {
@@ -75,8 +78,19 @@ void write_model_package(const std::string& path, const Model& model, const Quan
     const QuantizedLinear* quantized;  // nullptr for f32
   };
   std::vector<Blob> blobs;
+  std::deque<std::vector<uint8_t>> five_bit_codes;  // 5-bit layers' codes, packed here (blobs point into them)
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
     const PackageTensorType& type = package_tensor_type_of(q.weights);
+    if (type.five_bit()) {
+      with_context([&] { return path + ": tensor '" + name + "'"; },
+                   [&] {
+                     q.weights.check("5-bit weights");
+                     five_bit_codes.push_back(pack_int5_codes(q.weights.values, q.weights.rows, q.weights.cols, q.weights.grid));
+                   });
+      blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
+                       five_bit_codes.back().data(), five_bit_codes.back().size(), &q});
+      return;
+    }
     if (type.four_bit()) {
       with_context([&] { return path + ": tensor '" + name + "'"; }, [&] { q.weights.check("4-bit weights"); });
       blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
@@ -343,12 +357,14 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                            const PackageTensorType* type = find_package_tensor_type(tensor.getType());
                            if (type == nullptr) fail("unknown tensor type {}", static_cast<int>(tensor.getType()));
                            const bool is_f32 = type->f32();
-                           const bool four_bit = type->four_bit();
-                           if (four_bit && (tensor.getCols() % kInt4Group != 0 || tensor.getCols() == 0))
-                             fail("4-bit blocks of {} input channels do not fit its {} columns", kInt4Group, tensor.getCols());
+                           const bool four_bit = type->four_bit(), five_bit = type->five_bit();
+                           if ((four_bit || five_bit) && (tensor.getCols() % kWeightGroup != 0 || tensor.getCols() == 0))
+                             fail("{}-bit blocks of {} input channels do not fit its {} columns", type->bits, kWeightGroup,
+                                  tensor.getCols());
                            const uint64_t expected_size = type->bytes(count);
                            if (tensor.getSize() != expected_size)
-                             fail("size {} does not match {} elements{}", tensor.getSize(), count, four_bit ? " of 4 bits" : "");
+                             fail("size {} does not match {} elements{}", tensor.getSize(), count,
+                                  four_bit || five_bit ? fmt::format(" of {} bits", type->bits) : "");
                            if (tensor.getOffset() % kAlignment != 0 || tensor.getOffset() > data_size ||
                                tensor.getSize() > data_size - tensor.getOffset()) {
                              fail("byte range [{}, +{}) is outside the data region of {} bytes or unaligned", tensor.getOffset(),
@@ -363,24 +379,29 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              return;
                            }
-                           if (four_bit) {
+                           if (four_bit || five_bit) {
                              QuantizedLinear layer;
                              layer.weights.rows = static_cast<int>(tensor.getRows());
                              layer.weights.cols = static_cast<int>(tensor.getCols());
-                             layer.weights.bits = 4;
+                             layer.weights.bits = type->bits;
                              layer.weights.grid = type->grid;
                              layer.weights.granularity = type->granularity;
                              const auto* codes = reinterpret_cast<const uint8_t*>(data);
-                             layer.weights.codes.assign(codes, codes + tensor.getSize());  // kept as stored
+                             if (four_bit) {
+                               layer.weights.codes.assign(codes, codes + tensor.getSize());  // kept as stored
+                             } else {
+                               layer.weights.values = unpack_int5_codes(std::span(codes, tensor.getSize()), layer.weights.rows,
+                                                                        layer.weights.cols, type->grid);  // a byte per weight
+                             }
                              release(bytes.subspan(data_start + tensor.getOffset(), tensor.getSize()));
                              if (tensor.getWeightScales().size() > 0)
-                               fail("4-bit weights keep binary16 group scales (groupScales), not Float32 ones");
+                               fail("{}-bit weights keep binary16 group scales (groupScales), not Float32 ones", type->bits);
                              const auto group_scales = tensor.getGroupScales();
                              layer.weights.group_scales.reserve(group_scales.size());
                              for (const uint16_t half : group_scales) layer.weights.group_scales.push_back(half);
                              const kj::ArrayPtr<const kj::byte> stored = capnp::AnyList::Reader(group_scales).getRawBytes();
                              release(std::as_bytes(std::span(stored.begin(), stored.size())));  // ignored for a copy
-                             layer.weights.check("4-bit weights");
+                             layer.weights.check(fmt::format("{}-bit weights", type->bits));
                              package.int8.emplace(name, std::move(layer));
                              return;
                            }

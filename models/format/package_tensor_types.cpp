@@ -10,13 +10,15 @@ using G = WeightGranularity;
 
 const std::vector<PackageTensorType> kTypes = {
     // clang-format off
-    // type       name      bits granularity     grid (4-bit)
+    // type       name      bits granularity     grid (4- and 5-bit)
     {T::F32,    "f32",    32, G::kPerTensor,  Int4Grid::kUniform},
     {T::QINT8,  "qint8",   8, G::kPerTensor,  Int4Grid::kUniform},
     {T::QCINT8, "qcint8",  8, G::kPerChannel, Int4Grid::kUniform},
     {T::QGINT8, "qgint8",  8, G::kPerGroup,   Int4Grid::kUniform},
     {T::QGINT4, "qgint4",  4, G::kPerGroup,   Int4Grid::kUniform},
     {T::QGNL4,  "qgnl4",   4, G::kPerGroup,   Int4Grid::kNonUniform},
+    {T::QGINT5, "qgint5",  5, G::kPerGroup,   Int4Grid::kUniform},
+    {T::QGNL5,  "qgnl5",   5, G::kPerGroup,   Int4Grid::kNonUniform},
     // clang-format on
 };
 
@@ -34,7 +36,7 @@ const PackageTensorType* find_package_tensor_type(schema::TensorType type) {
 const PackageTensorType& package_tensor_type_of(const QuantizedMatrix& weights) {
   for (const PackageTensorType& entry : kTypes) {
     if (entry.f32() || entry.bits != weights.bits || entry.granularity != weights.granularity) continue;
-    if (entry.four_bit() && entry.grid != weights.grid) continue;
+    if (entry.bits < 8 && entry.grid != weights.grid) continue;
     return entry;
   }
   fail("no package tensor type holds {}-bit weights of this granularity", weights.bits);

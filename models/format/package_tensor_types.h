@@ -14,14 +14,15 @@ namespace fedcal {
 struct PackageTensorType {
   schema::TensorType type;
   const char* name;               // "qcint8": as the schema, docs and `inspect` name it
-  int bits;                       // 32 (FP32 values), 8 or 4 (two codes per byte)
+  int bits;                       // 32 (FP32 values), 8, 5 (20 bytes per 32) or 4 (two codes per byte)
   WeightGranularity granularity;  // of a quantized type's weight scales
-  Int4Grid grid;                  // of a 4-bit type's levels
+  Int4Grid grid;                  // of a 4- or 5-bit type's levels
 
   bool f32() const { return bits == 32; }
   bool four_bit() const { return bits == 4; }
-  // Stored bytes of `values` values.
-  uint64_t bytes(uint64_t values) const { return bits == 32 ? values * 4 : bits == 8 ? values : values / 2; }
+  bool five_bit() const { return bits == 5; }
+  // Stored bytes of `values` values (for 4 and 5 bits, a multiple of 32 of them).
+  uint64_t bytes(uint64_t values) const { return bits == 32 ? values * 4 : values * static_cast<uint64_t>(bits) / 8; }
 };
 
 const std::vector<PackageTensorType>& package_tensor_types();

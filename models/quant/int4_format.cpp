@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <thread>
 
@@ -25,29 +26,25 @@ float to_half(double d) {
   return std::isfinite(half) ? half : 0.0f;
 }
 
-// A grid's 15 midpoints between neighbouring levels, ascending, and +infinity after them.
-using Midpoints = std::array<float, 16>;
-Midpoints midpoints_of(const std::array<int8_t, 16>& grid) {
-  Midpoints mid{};
-  for (size_t code = 0; code < 15; ++code)
+// A grid's midpoints between neighbouring levels, ascending (one fewer than the levels).
+using Midpoints = std::vector<float>;
+Midpoints midpoints_of(std::span<const int8_t> grid) {
+  Midpoints mid(grid.size() - 1);
+  for (size_t code = 0; code + 1 < grid.size(); ++code)
     mid[code] = 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]));
-  mid[15] = std::numeric_limits<float>::infinity();
   return mid;
 }
 
 // The levels of `w` under scale d (each the nearest level of `grid` to w / d, the lower one at a
 // midpoint) and their weighted squared error.
-double round_group(std::span<const float> w, std::span<const double> a, float d, const std::array<int8_t, 16>& grid,
+double round_group(std::span<const float> w, std::span<const double> a, float d, std::span<const int8_t> grid,
                    const Midpoints& mid, int8_t* levels) {
   double error = 0;
   const float inverse = 1.0f / d;
   for (size_t i = 0; i < w.size(); ++i) {
     const float y = w[i] * inverse;
-    // The code: how many midpoints lie below y (a binary search of the 16 entries).
-    size_t code = y > mid[7] ? 8 : 0;
-    if (y > mid[code + 3]) code += 4;
-    if (y > mid[code + 1]) code += 2;
-    if (y > mid[code]) code += 1;
+    // The code: how many midpoints lie below y.
+    const size_t code = static_cast<size_t>(std::lower_bound(mid.begin(), mid.end(), y) - mid.begin());
     levels[i] = grid[code];
     const double diff = static_cast<double>(w[i]) - static_cast<double>(d) * levels[i];
     error += a[i] * diff * diff;
@@ -122,9 +119,12 @@ std::vector<int8_t> unpack_int4_codes(std::span<const uint8_t> codes, int rows, 
 }
 
 Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a, Int4Grid grid) {
+  return quantize_group_on(w, a, int4_levels(grid));
+}
+
+Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a, std::span<const int8_t> grid_levels) {
   if (w.size() > static_cast<size_t>(kInt4Group) || (!a.empty() && a.size() != w.size()))
     fail("quantize_int4_group: {} weights and {} importance values", w.size(), a.size());
-  const std::array<int8_t, 16>& grid_levels = int4_levels(grid);
   // Importance weights with a floor, so that channels the statistics never saw still count a little.
   std::array<double, kInt4Group> weight{};
   double total = 0;
@@ -177,8 +177,11 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
 }
 
 Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid) {
+  return quantize_group_absmax_on(w, int4_levels(grid));
+}
+
+Int4Group quantize_group_absmax_on(std::span<const float> w, std::span<const int8_t> grid_levels) {
   if (w.size() > static_cast<size_t>(kInt4Group)) fail("quantize_int4_group_absmax: {} weights", w.size());
-  const std::array<int8_t, 16>& grid_levels = int4_levels(grid);
   float extreme = 0;
   for (const float v : w) {
     if (!std::isfinite(v)) fail("weight {} is not finite", v);
@@ -198,21 +201,15 @@ Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid) {
   return out;
 }
 
-QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
-                                      std::span<const double> importance, Int4Rounding rounding) {
+void quantize_groups(std::span<const float> weights, int rows, int cols, std::span<const int8_t> grid_levels,
+                     std::span<const double> importance, Int4Rounding rounding, std::vector<uint16_t>& group_scales,
+                     const std::function<void(int row, std::span<const int8_t> levels)>& on_row) {
   check_int4_shape(rows, cols);
   if (weights.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols))
-    fail("4-bit weights ({}, {}): {} values", rows, cols, weights.size());
+    fail("low-bit weights ({}, {}): {} values", rows, cols, weights.size());
   if (!importance.empty() && importance.size() != static_cast<size_t>(cols))
-    fail("4-bit weights ({}, {}): importance of {} channels", rows, cols, importance.size());
-  QuantizedMatrix out;
-  out.rows = rows;
-  out.cols = cols;
-  out.bits = 4;
-  out.grid = grid;
-  out.granularity = WeightGranularity::kPerGroup;
-  out.codes.resize(int4_code_bytes(rows, cols));
-  out.group_scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
+    fail("low-bit weights ({}, {}): importance of {} channels", rows, cols, importance.size());
+  group_scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
   // Rows [first, last): each group on its own, so the rows are split over the CPU's threads (the same
   // result whatever the split).
   auto quantize_rows = [&](int first, int last) {
@@ -224,14 +221,14 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
         const std::span<const float> w = weights.subspan(at, kInt4Group);
         const Int4Group group =
             rounding == Int4Rounding::kAbsmax
-                ? quantize_int4_group_absmax(w, grid)
-                : quantize_int4_group(
-                      w, importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group), grid);
-        out.group_scales[at / kInt4Group] = f32_to_f16(group.scale);  // a binary16 value already
+                ? quantize_group_absmax_on(w, grid_levels)
+                : quantize_group_on(w,
+                                    importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group),
+                                    grid_levels);
+        group_scales[at / kInt4Group] = f32_to_f16(group.scale);  // a binary16 value already
         std::copy(group.levels.begin(), group.levels.end(), row_levels.begin() + begin);
       }
-      const std::vector<uint8_t> codes = pack_int4_codes(row_levels, 1, cols, grid);  // the row's codes, as stored
-      std::copy(codes.begin(), codes.end(), out.codes.begin() + static_cast<std::ptrdiff_t>(row_start / 2));
+      on_row(r, row_levels);
     }
   };
   const int threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, std::max(1, rows / 16));
@@ -250,6 +247,24 @@ QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, 
   for (const std::exception_ptr& error : errors) {
     if (error) std::rethrow_exception(error);
   }
+}
+
+QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
+                                      std::span<const double> importance, Int4Rounding rounding) {
+  QuantizedMatrix out;
+  out.rows = rows;
+  out.cols = cols;
+  out.bits = 4;
+  out.grid = grid;
+  out.granularity = WeightGranularity::kPerGroup;
+  out.codes.resize(int4_code_bytes(std::max(rows, 0), std::max(cols, 0)));
+  quantize_groups(
+      weights, rows, cols, int4_levels(grid), importance, rounding, out.group_scales,
+      [&](int row, std::span<const int8_t> levels) {
+        const std::vector<uint8_t> codes = pack_int4_codes(levels, 1, cols, grid);  // the row's codes, as stored
+        std::copy(codes.begin(), codes.end(),
+                  out.codes.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(row) * static_cast<size_t>(cols) / 2));
+      });
   return out;
 }
 

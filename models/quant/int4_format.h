@@ -30,6 +30,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -81,5 +82,17 @@ struct Int4Group {
 Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> a, Int4Grid grid);
 // The same by the absmax rule.
 Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid);
+
+// The two rules on any ascending grid of INT8 levels (the 4-bit grids here, the 5-bit ones of
+// quant/int5_format.h): the search and the absmax rule are defined once for both.
+Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a, std::span<const int8_t> levels);
+Int4Group quantize_group_absmax_on(std::span<const float> w, std::span<const int8_t> levels);
+// Every group of row-major (rows, cols) `weights` by one of the rules on `levels`: the binary16 scales
+// into `group_scales` ((rows, cols / 32)), each row's levels to `on_row` (rows in any order, from
+// several threads, never the same row twice). Throws Error unless cols is a positive multiple of 32,
+// the sizes fit and every weight is finite.
+void quantize_groups(std::span<const float> weights, int rows, int cols, std::span<const int8_t> levels,
+                     std::span<const double> importance, Int4Rounding rounding, std::vector<uint16_t>& group_scales,
+                     const std::function<void(int row, std::span<const int8_t> levels)>& on_row);
 
 }  // namespace fedcal

@@ -11,6 +11,7 @@
 #include "models/engine/transformer.h"
 #include "models/family/layer_tensors.h"
 #include "models/quant/int4_format.h"
+#include "models/quant/int5_format.h"
 
 namespace fedcal {
 
@@ -63,7 +64,9 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
   check_names(options.keep_fp32, sites, "--keep-fp32");
   check_names(options.fine_grained, sites, "--fine-grained");
   check_names(options.four_bit, sites, "--four-bit");
-  if (options.weight_bits != 8 && options.weight_bits != 4) fail("--weight-bits {}: 8 or 4", options.weight_bits);
+  check_names(options.five_bit, sites, "--five-bit");
+  if (options.weight_bits != 8 && options.weight_bits != 5 && options.weight_bits != 4)
+    fail("--weight-bits {}: 8, 5 or 4", options.weight_bits);
   QuantizedLinears out;
   for (const LinearSite& site : sites) {
     if (lists(options.keep_fp32, site.name)) continue;
@@ -71,11 +74,26 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     const int cols = point_width(c, site.input_point);
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
+    const auto importance = options.importance.find(site.name);
+    const bool named_five = lists(options.five_bit, site.name);
+    if (named_five && cols % kWeightGroup != 0)
+      fail("--five-bit: {} has {} input channels, not a multiple of the 5-bit group ({})", site.name, cols, kWeightGroup);
+    const bool fine = lists(options.fine_grained, site.name);
+    if ((named_five && !fine) || (options.weight_bits == 5 && !fine && cols % kWeightGroup == 0)) {
+      layer.weights = with_context([&] { return site.name; },
+                                   [&] {
+                                     return quantize_int5_weights(
+                                         weights, rows, cols, options.four_bit_grid,
+                                         importance == options.importance.end() ? std::span<const double>() : importance->second,
+                                         options.four_bit_rounding);
+                                   });
+      out.emplace(site.name, std::move(layer));
+      continue;
+    }
     const bool named = lists(options.four_bit, site.name);
     if (named && cols % kInt4Group != 0)
       fail("--four-bit: {} has {} input channels, not a multiple of the 4-bit group ({})", site.name, cols, kInt4Group);
-    if (named || (options.weight_bits == 4 && !lists(options.fine_grained, site.name) && cols % kInt4Group == 0)) {
-      const auto importance = options.importance.find(site.name);
+    if (named || (options.weight_bits == 4 && !fine && cols % kInt4Group == 0)) {
       layer.weights = with_context([&] { return site.name; },
                                    [&] {
                                      return quantize_int4_weights(
@@ -86,7 +104,7 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
       out.emplace(site.name, std::move(layer));
       continue;
     }
-    const bool grouped = options.per_group || options.weight_bits == 4 || lists(options.fine_grained, site.name);
+    const bool grouped = options.per_group || options.weight_bits != 8 || fine;
     layer.weights = quantize_weights(weights, rows, cols,
                                      grouped               ? WeightGranularity::kPerGroup
                                      : options.per_channel ? WeightGranularity::kPerChannel
@@ -106,13 +124,18 @@ std::string four_bit_method(const QuantizeOptions& options) {
   const char* rounding = options.four_bit_rounding == Int4Rounding::kAbsmax ? "absmax"
                          : options.importance.empty()                       ? "plain"
                                                                             : "importance-weighted";
-  return fmt::format("4-bit weights in groups of 32 ({} grid, {} rounding), activations per block at run time",
+  const bool four = options.weight_bits == 4 || !options.four_bit.empty();
+  const bool five = options.weight_bits == 5 || !options.five_bit.empty();
+  return fmt::format("{} weights in groups of 32 ({} grid, {} rounding), activations per block at run time",
+                     four && five ? "4- and 5-bit"
+                     : five       ? "5-bit"
+                                  : "4-bit",
                      int4_grid_name(options.four_bit_grid), rounding);
 }
 
 std::vector<std::string> four_bit_skipped(const ModelConfig& config, const QuantizeOptions& options) {
   std::vector<std::string> out;
-  if (options.weight_bits != 4) return out;
+  if (options.weight_bits == 8) return out;
   for (const LinearSite& site : linear_sites(config)) {
     if (!lists(options.keep_fp32, site.name) && !lists(options.fine_grained, site.name) &&
         point_width(config, site.input_point) % kInt4Group != 0)
@@ -235,39 +258,64 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
                                       const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
                                       LayerFallback fallback) {
   std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
-  if (options.weight_bits == 4) {
-    // From 4 bits, every layer taken out costs bytes in proportion to its weights: the most KL per
+  if (options.weight_bits != 8) {
+    // From 4 or 5 bits, every layer taken out costs bytes in proportion to its weights: the most KL per
     // weight first (the fewest bytes for the target, as far as one layer's KL tells).
     auto per_weight = [&](const LayerSensitivity& layer) {
       return layer.mean_kl / static_cast<double>(linear_weights(model, layer.name).size());
     };
     std::stable_sort(ranking.begin(), ranking.end(), [&](const auto& a, const auto& b) { return per_weight(a) > per_weight(b); });
   }
+  if (fallback == LayerFallback::kFiveBit) {
+    // Layers without whole groups of 32 inputs are fine-grained INT8 already: none goes to 5 bits.
+    for (const LinearSite& site : linear_sites(model.config)) {
+      if (point_width(model.config, site.input_point) % kWeightGroup != 0)
+        std::erase_if(ranking, [&](const LayerSensitivity& layer) { return layer.name == site.name; });
+    }
+  }
   const WindowKl kl(model, tokens, runtime, kTargetWindows);
   MixedPrecision choice;
   QuantizeOptions candidate_options = options;
-  for (size_t k = 0;; ++k) {
+  auto reached = [&] {
     const QuantizedLinears int8 = quantize_model(model, stats, candidate_options);
     Transformer candidate(model, runtime, {}, &int8);
     choice.mean_kl = kl.of(candidate);
     choice.tried.push_back(choice.mean_kl);
-    if (choice.mean_kl <= target_kl) return choice;
+    return choice.mean_kl <= target_kl;
+  };
+  for (size_t k = 0;; ++k) {
+    if (reached()) return choice;
     if (k == ranking.size()) break;
     choice.layers.push_back(ranking[k].name);
     fallback_layers(candidate_options, fallback).insert(ranking[k].name);
   }
+  if (fallback == LayerFallback::kFiveBit) {
+    // Every layer in 5 bits is not enough: on to fine-grained INT8, in the same order.
+    for (const LayerSensitivity& layer : ranking) {
+      choice.fine_grained_layers.push_back(layer.name);
+      candidate_options.fine_grained.insert(layer.name);
+      if (reached()) return choice;
+    }
+  }
   fail("target KL {:.3g}: not reached; with every linear layer {} the KL is still {:.3g}", target_kl,
-       fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained", choice.mean_kl);
+       fallback == LayerFallback::kFiveBit ? "in 5 bits, then fine-grained," : fallback_name(fallback), choice.mean_kl);
+}
+
+const char* fallback_name(LayerFallback fallback) {
+  return fallback == LayerFallback::kFp32 ? "in FP32" : fallback == LayerFallback::kFineGrained ? "fine-grained" : "in 5 bits";
 }
 
 LayerFallback parse_fallback(const std::string& name) {
   if (name == "fp32") return LayerFallback::kFp32;
   if (name == "fine-grained") return LayerFallback::kFineGrained;
-  fail("fallback '{}': must be fp32 or fine-grained", name);
+  if (name == "5-bit") return LayerFallback::kFiveBit;
+  fail("fallback '{}': must be fp32, fine-grained or 5-bit", name);
 }
 
 std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback fallback) {
-  return fallback == LayerFallback::kFp32 ? options.keep_fp32 : options.fine_grained;
+  return fallback == LayerFallback::kFp32          ? options.keep_fp32
+         : fallback == LayerFallback::kFineGrained ? options.fine_grained
+                                                   : options.five_bit;
 }
 
 double dynamic_baseline_kl(const Model& model, const QuantizeOptions& options, const std::vector<int>& tokens,
@@ -311,6 +359,7 @@ MixedPrecisionChoice choose_mixed_precision(const Model& model, const Calibratio
       target.kl ? *target.kl : target.factor * dynamic_baseline_kl(baseline != nullptr ? *baseline : model, options, tokens, runtime);
   choice.mixed = fewest_fallback_layers(model, stats, options, tokens, runtime, choice.target_kl, fallback);
   fallback_layers(options, fallback).insert(choice.mixed.layers.begin(), choice.mixed.layers.end());
+  options.fine_grained.insert(choice.mixed.fine_grained_layers.begin(), choice.mixed.fine_grained_layers.end());
   return choice;
 }
 
@@ -360,8 +409,9 @@ ClippingChoice choose_clipping(const Model& model, const CalibrationStats& stats
 PackageProvenance quantization_provenance(const QuantizeOptions& options, const CalibrationStats& stats) {
   PackageProvenance provenance;
   provenance.method = options.method.to_string();
-  if (options.weight_bits == 4) provenance.method = four_bit_method(options);
-  if (options.weight_bits != 4 && !options.four_bit.empty()) provenance.method += "; " + four_bit_method(options);
+  if (options.weight_bits != 8) provenance.method = four_bit_method(options);
+  if (options.weight_bits == 8 && (!options.four_bit.empty() || !options.five_bit.empty()))
+    provenance.method += "; " + four_bit_method(options);
   if (options.trim_share > 0)
     provenance.method += fmt::format(", clips at most {:g}x the largest value once the top {:.4g}% of each point is trimmed",
                                      kTrimHeadroom, 100 * options.trim_share);

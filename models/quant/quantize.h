@@ -30,9 +30,12 @@ struct QuantizeOptions {
   // not kept in FP32 or named fine-grained in 4 bits where its input width is a multiple of 32 (the
   // others stay fine-grained INT8: four_bit_skipped), `four_bit` names linears (or whole layers) for 4
   // bits, refused by name where the width does not allow it.
+  // `weight_bits` 5 and `five_bit` do the same with 5-bit weights (quant/int5_format.h): the step
+  // between 4 bits and fine-grained INT8; `five_bit` wins over `four_bit` for a linear both list.
   int weight_bits = 8;
   std::set<std::string> four_bit;
-  Int4Grid four_bit_grid = Int4Grid::kNonUniform;  // the levels of the 4-bit layers (quant/int4_format.h)
+  std::set<std::string> five_bit;
+  Int4Grid four_bit_grid = Int4Grid::kNonUniform;          // the levels of the 4- and 5-bit layers
   Int4Rounding four_bit_rounding = Int4Rounding::kSearch;  // how their groups' scales are chosen
   // Per linear, the mean square of each input channel's activation (linear_importance): the weights of
   // the 4-bit rounding error. A linear not listed is rounded plainly.
@@ -115,10 +118,13 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
 
 // Mixed precision to a target: the linear layers taken out of static INT8, most sensitive first (ranked
 // on the first window), until the mean KL from FP32 on `tokens` (its first 4 context windows) is at
-// most `target_kl`. They go to FP32, or to the fine-grained INT8 mode (about a quarter of FP32's bytes).
-enum class LayerFallback { kFp32, kFineGrained };
+// most `target_kl`. They go to FP32, or to the fine-grained INT8 mode (about a quarter of FP32's bytes),
+// or from 4 bits to 5 bits (quant/int5_format.h), and where that is not enough on to fine-grained INT8.
+enum class LayerFallback { kFp32, kFineGrained, kFiveBit };
 struct MixedPrecision {
   std::vector<std::string> layers;  // in the order they were added (sensitivity ranking)
+  // With the 5-bit fallback, where every layer in 5 bits is not enough: those then fine-grained INT8.
+  std::vector<std::string> fine_grained_layers;
   double mean_kl = 0;               // of the chosen model
   std::vector<double> tried;        // the KL with 0, 1, 2, ... of them taken out
 };
@@ -130,6 +136,7 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
 
 // "fp32" / "fine-grained", and the set of `options` a fallback adds its layers to.
 LayerFallback parse_fallback(const std::string& name);  // throws Error naming it
+const char* fallback_name(LayerFallback fallback);      // where its layers go: "in FP32", "fine-grained", "in 5 bits"
 std::set<std::string>& fallback_layers(QuantizeOptions& options, LayerFallback fallback);
 
 // The mean KL from FP32 on `tokens` (the same 4 windows as fewest_fallback_layers) of the

@@ -342,14 +342,15 @@ void QuantizedMatrix::check(const std::string& what) const {
          : per_channel() ? "per channel"
                          : "per tensor");
   }
-  if (bits != 8 && bits != 4) fail("{}: {}-bit weights (8 or 4)", what, bits);
-  if (bits == 4 && (!per_group() || cols % kWeightGroup != 0)) {
-    fail("{}: 4-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, kWeightGroup, rows, cols);
+  if (bits != 8 && bits != 5 && bits != 4) fail("{}: {}-bit weights (8, 5 or 4)", what, bits);
+  if (bits < 8 && (!per_group() || cols % kWeightGroup != 0)) {
+    fail("{}: {}-bit weights need groups of {} input channels, and ({}, {}) has no whole groups", what, bits, kWeightGroup, rows,
+         cols);
   }
   auto check_scale = [&](float scale) {
-    const bool nonzero = bits == 4 ? scale != 0 : scale > 0;
+    const bool nonzero = bits < 8 ? scale != 0 : scale > 0;
     if (!nonzero || !std::isfinite(scale))
-      fail("{}: weight scale {} is not {} and finite", what, scale, bits == 4 ? "nonzero" : "positive");
+      fail("{}: weight scale {} is not {} and finite", what, scale, bits < 8 ? "nonzero" : "positive");
   };
   for (const float scale : scales) check_scale(scale);
   for (const uint16_t half : group_scales) check_scale(f16_to_f32(half));

@@ -58,7 +58,8 @@ double clip_magnitude(const HistogramLayout& layout, std::span<const double> mag
 // each a binary16 value (held as float), run only with activations quantized at run time
 // (LinearDynamicInt8): no XNNPACK operator takes it.
 enum class WeightGranularity { kPerTensor, kPerChannel, kPerGroup };
-// The 16 levels 4-bit weights take (quant/int4_format.h): Q4_0's uniform ones, or non-uniform ones.
+// The 16 levels 4-bit weights take (quant/int4_format.h): Q4_0's uniform ones, or non-uniform ones;
+// and the 32 of 5-bit weights (quant/int5_format.h): Q5_0's, or non-uniform ones.
 enum class Int4Grid : uint8_t { kUniform, kNonUniform };
 inline constexpr int kWeightGroup = 32;
 
@@ -72,7 +73,9 @@ struct QuantizedMatrix {
   std::vector<uint16_t> group_scales;
   // 8, or 4 (per group only, cols a multiple of 32, scales of either sign): then `codes` holds the
   // weights as stored, two 4-bit codes of the grid's levels per byte (quant/int4_format.h), and
-  // `values` nothing: a 4-bit matrix is never unpacked to a byte per weight.
+  // `values` nothing: a 4-bit matrix is never unpacked to a byte per weight. Or 5 (per group, cols a
+  // multiple of 32, scales of either sign): `values` holds the levels of the grid's 32
+  // (quant/int5_format.h), packed to 5 bits only in a package.
   int bits = 8;
   Int4Grid grid = Int4Grid::kUniform;
   std::vector<uint8_t> codes;  // (rows, cols / 2) with bits 4, else empty
@@ -88,7 +91,7 @@ struct QuantizedMatrix {
                        : row_scale(row);
   }
   // Throws Error unless the values (or codes) and scales fit (rows, cols) and the granularity, and every
-  // scale is positive and finite (nonzero with 4 bits); `what` names the matrix.
+  // scale is positive and finite (nonzero with 4 or 5 bits); `what` names the matrix.
   void check(const std::string& what) const;
 };
 QuantizedMatrix quantize_weights(std::span<const float> weights, int rows, int cols, WeightGranularity granularity);

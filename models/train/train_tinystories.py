@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Trains fedcal's own small Llama-architecture model on the TinyStories training split.
+"""Trains fedcal's own small Llama-architecture model on the TinyStories training split (or on
+several domains' training lines: --corpus, once per text file).
 
 Reproducible: fixed seeds, deterministic data order, single-process CPU training. Needs Debian's
 python3-torch, python3-sentencepiece and python3-numpy (deploy/install-deps.sh --train), run with
@@ -29,6 +30,13 @@ import torch.nn.functional as F
 
 TRAIN_LINES = (1, 7003)
 HELDOUT_LINES = (7004, 8659)
+
+
+def parse_corpus(spec):
+    """PATH:FIRST-LAST:FIRST-LAST -> (path, training lines, held-out lines)."""
+    path, train, heldout = spec.rsplit(":", 2)
+    lines = lambda r: tuple(int(n) for n in r.split("-"))
+    return path, lines(train), lines(heldout)
 
 
 def read_split(path, first, last):
@@ -293,6 +301,9 @@ def export_llama2c_tokenizer(sp, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "../../data/tinystories/tinystories-sample.txt"))
+    p.add_argument("--corpus", action="append", default=None, metavar="PATH:FIRST-LAST:FIRST-LAST",
+                   help="a text file with its training and held-out line ranges; repeat for several domains "
+                        "(default: --data with lines 1-7003 for training, 7004-8659 held out)")
     p.add_argument("--out", required=True)
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--dim", type=int, default=192)
@@ -319,11 +330,14 @@ def main():
                    help="only rewrite OUT/reference_logits.json from OUT/model.bin and OUT/tokenizer.model")
     a = p.parse_args()
 
+    corpora = [parse_corpus(c) for c in a.corpus] if a.corpus else [(a.data, TRAIN_LINES, HELDOUT_LINES)]
+    heldout_parts = [read_split(path, *heldout) for path, _, heldout in corpora]
+
     if a.reference_only:
         model = load_llama2c(os.path.join(a.out, "model.bin"))
         sp = spm.SentencePieceProcessor(model_file=os.path.join(a.out, "tokenizer.model"))
         write_reference_logits(model, sp, os.path.join(a.out, "reference_logits.json"))
-        nll, scored = heldout_nll(model, [sp.bos_id()] + sp.encode(read_split(a.data, *HELDOUT_LINES)), model.args.max_seq_len)
+        nll, scored = heldout_nll(model, [sp.bos_id()] + sp.encode("".join(heldout_parts)), model.args.max_seq_len)
         print(f"wrote {a.out}/reference_logits.json; held-out perplexity of model.bin in PyTorch: {math.exp(nll / scored):.6f}")
         return
 
@@ -334,8 +348,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     start = time.time()
 
-    train_text = read_split(a.data, *TRAIN_LINES)
-    heldout_text = read_split(a.data, *HELDOUT_LINES)
+    train_text = "".join(read_split(path, *train) for path, train, _ in corpora)
+    heldout_text = "".join(heldout_parts)
     print(f"train {len(train_text.encode('utf-8', 'surrogateescape'))} bytes, held-out {len(heldout_text.encode('utf-8', 'surrogateescape'))} bytes", flush=True)
 
     # Tokenizer: the options the C++ tokenizers reproduce exactly (tests/models/tokenizer_test.cpp).
@@ -419,6 +433,16 @@ def main():
 
     write_reference_logits(model, sp, os.path.join(a.out, "reference_logits.json"))
 
+    # Each domain's held-out text scored on its own (as `fedcal-model eval` would), when there are several.
+    per_corpus = []
+    if len(corpora) > 1:
+        for (path, _, lines), text in zip(corpora, heldout_parts):
+            c_nll, c_scored = heldout_nll(model, [sp.bos_id()] + sp.encode(text), a.max_seq_len)
+            per_corpus.append({"corpus": os.path.basename(path), "heldout_lines": list(lines),
+                               "heldout_perplexity": math.exp(c_nll / c_scored), "tokens_scored": c_scored})
+            print(f"held-out {os.path.basename(path)} lines {lines[0]}-{lines[1]}: perplexity "
+                  f"{math.exp(c_nll / c_scored):.3f}", flush=True)
+
     metrics = {
         "parameters": n_params, "vocab_size": a.vocab_size, "train_tokens": len(train_tokens),
         "heldout_tokens_scored": scored, "heldout_bytes": heldout_bytes,
@@ -426,7 +450,9 @@ def main():
         "heldout_bits_per_byte": nll / math.log(2) / heldout_bytes,
         "best_step": best["step"], "steps_run": step + 1, "train_minutes": train_minutes,
         "settings": {k: v for k, v in vars(a).items() if k not in ("data", "out")},
-        "history": history, "torch": torch.__version__,
+        "corpora": [{"corpus": os.path.basename(path), "training_lines": list(train), "heldout_lines": list(heldout)}
+                    for path, train, heldout in corpora],
+        "heldout_by_corpus": per_corpus, "history": history, "torch": torch.__version__,
     }
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

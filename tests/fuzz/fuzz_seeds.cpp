@@ -135,17 +135,21 @@ int main(int argc, char** argv) {
   grouped.per_group = true;
   fedcal::write_model_package((root / "model_package/grouped.pkg").string(), model, fedcal::quantize_model_weights(model, grouped), {},
                               {});
-  // And 4-bit ones (qgint4, qgnl4): a model 32 wide, one group per row.
+  // And 4- and 5-bit ones (qgint4, qgnl4, qgint5, qgnl5): a model 32 wide, one group per row.
   fedcal::ModelConfig narrow = micro;
   narrow.dim = 32;
   narrow.hidden_dim = 32;
   const fedcal::Model four_bit_model = fedcal::synthesize_model(narrow, 2);
-  for (const fedcal::Int4Grid grid : {fedcal::Int4Grid::kUniform, fedcal::Int4Grid::kNonUniform}) {
-    fedcal::QuantizeOptions four;
-    four.weight_bits = 4;
-    four.four_bit_grid = grid;
-    fedcal::write_model_package((root / (std::string("model_package/four-") + fedcal::int4_grid_name(grid) + ".pkg")).string(),
-                                four_bit_model, fedcal::quantize_model_weights(four_bit_model, four), {}, {});
+  for (const int bits : {4, 5}) {
+    for (const fedcal::Int4Grid grid : {fedcal::Int4Grid::kUniform, fedcal::Int4Grid::kNonUniform}) {
+      fedcal::QuantizeOptions low;
+      low.weight_bits = bits;
+      low.four_bit_grid = grid;
+      fedcal::write_model_package((root / (std::string(bits == 4 ? "model_package/four-" : "model_package/five-") +
+                                           fedcal::int4_grid_name(grid) + ".pkg"))
+                                      .string(),
+                                  four_bit_model, fedcal::quantize_model_weights(four_bit_model, low), {}, {});
+    }
   }
 
   // Protocol messages: a hello, a join, a masked input and encrypted shares.

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -270,59 +271,67 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "GGUF export of a 4-bit package: its uniform 4-bit layers as Q4_0 and fine-grained ones as Q8_0, the same values bit for "
-    "bit, non-uniform ones refused by name") {
+    "GGUF export of 4- and 5-bit packages: uniform 4-bit layers as Q4_0, 5-bit as Q5_0, fine-grained ones as Q8_0, the same "
+    "values "
+    "bit for bit, non-uniform ones refused by name") {
   ScratchDir dir;
   const Model fp32 = load_model(kProjectModel).model;
-  QuantizeOptions options;
-  options.weight_bits = 4;
-  options.four_bit_grid = Int4Grid::kUniform;
-  options.fine_grained = {"classifier"};
-  const QuantizedLinears layers = quantize_model_weights(fp32, options);
-  const std::string package_path = dir.path("four.fcpkg");
-  write_model_package(package_path, fp32, layers, project_tokenizer(), {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
-  const LoadedModel package = load_model(package_path);
-  RuntimeExportInput input;
-  input.model = &package.model;
-  input.int8 = &package.int8;
-  input.tokenizer = &package.package->tokenizer;
-  const std::string path = dir.path("four.gguf");
-  const RuntimeExportSummary summary = write_runtime_export("gguf", path, input);
-  MESSAGE("4-bit package as GGUF: " << summary.text << ", " << summary.bytes << " bytes");
-  const MappedFile file(path);
-  const GgufFile gguf = parse_gguf(file.bytes(), path);
-  // Every 4-bit layer a Q4_0 tensor, the tied table (the fine-grained classifier) Q8_0; each value
-  // the package's scale times its level.
-  for (const auto& [name, layer] : layers) {
-    const std::string gguf_name = name == "classifier" ? "token_embd.weight" : gguf_tensor_name(name);
-    CAPTURE(gguf_name);
-    const GgufTensorInfo* tensor = gguf.find_tensor(gguf_name);
-    REQUIRE(tensor != nullptr);
-    CHECK(tensor->type == (layer.weights.bits == 4 ? GgmlType::kQ4_0 : GgmlType::kQ8_0));
-    std::vector<float> values(tensor->values());
-    ggml_decode(tensor->type, gguf.tensor_bytes(*tensor), values);
-    const QuantizedMatrix& m = layer.weights;
-    const std::vector<int8_t> levels = weight_values(m);
-    bool same = values.size() == levels.size();
-    for (size_t i = 0; same && i < values.size(); ++i) {
-      const int row = static_cast<int>(i / static_cast<size_t>(m.cols)), col = static_cast<int>(i % static_cast<size_t>(m.cols));
-      same = values[i] == m.scale_at(row, col) * static_cast<float>(levels[i]);
+  for (const int bits : {4, 5}) {
+    CAPTURE(bits);
+    QuantizeOptions options;
+    options.weight_bits = bits;
+    options.four_bit_grid = Int4Grid::kUniform;
+    options.fine_grained = {"classifier"};
+    const QuantizedLinears layers = quantize_model_weights(fp32, options);
+    const std::string package_path = dir.path(fmt::format("bits{}.fcpkg", bits));
+    write_model_package(package_path, fp32, layers, project_tokenizer(), {"low-bit", false, false, 0, 0, "", {}, "m"}, {});
+    const LoadedModel package = load_model(package_path);
+    RuntimeExportInput input;
+    input.model = &package.model;
+    input.int8 = &package.int8;
+    input.tokenizer = &package.package->tokenizer;
+    const std::string path = dir.path(fmt::format("bits{}.gguf", bits));
+    const RuntimeExportSummary summary = write_runtime_export("gguf", path, input);
+    MESSAGE(bits << "-bit package as GGUF: " << summary.text << ", " << summary.bytes << " bytes");
+    const MappedFile file(path);
+    const GgufFile gguf = parse_gguf(file.bytes(), path);
+    // Every low-bit layer a Q4_0 (Q5_0) tensor, the tied table (the fine-grained classifier) Q8_0;
+    // each value, decoded by the block layouts this file's reference reader checks, the package's
+    // scale times its level.
+    for (const auto& [name, layer] : layers) {
+      const std::string gguf_name = name == "classifier" ? "token_embd.weight" : gguf_tensor_name(name);
+      CAPTURE(gguf_name);
+      const GgufTensorInfo* tensor = gguf.find_tensor(gguf_name);
+      REQUIRE(tensor != nullptr);
+      CHECK(tensor->type == (layer.weights.bits == 4   ? GgmlType::kQ4_0
+                             : layer.weights.bits == 5 ? GgmlType::kQ5_0
+                                                       : GgmlType::kQ8_0));
+      std::vector<float> values(tensor->values());
+      ggml_decode(tensor->type, gguf.tensor_bytes(*tensor), values);
+      const QuantizedMatrix& m = layer.weights;
+      const std::vector<int8_t> levels = weight_values(m);
+      bool same = values.size() == levels.size();
+      for (size_t i = 0; same && i < values.size(); ++i) {
+        const int row = static_cast<int>(i / static_cast<size_t>(m.cols)),
+                  col = static_cast<int>(i % static_cast<size_t>(m.cols));
+        same = values[i] == m.scale_at(row, col) * static_cast<float>(levels[i]);
+      }
+      CHECK(same);
     }
-    CHECK(same);
+    CHECK(gguf.find_tensor("output.weight") == nullptr);  // tied
+    // The non-uniform grids have no GGUF type.
+    options.four_bit_grid = Int4Grid::kNonUniform;
+    const std::string non_uniform = dir.path(fmt::format("nl{}.fcpkg", bits));
+    write_model_package(non_uniform, fp32, quantize_model_weights(fp32, options), project_tokenizer(),
+                        {"low-bit", false, false, 0, 0, "", {}, "m"}, {});
+    const LoadedModel nl = load_model(non_uniform);
+    input.model = &nl.model;
+    input.int8 = &nl.int8;
+    input.tokenizer = &nl.package->tokenizer;
+    CHECK(error_of([&] {
+            write_runtime_export("gguf", dir.path("nl.gguf"), input);
+          }).find(fmt::format("layers.0.wq is {}-bit on the non-uniform grid", bits)) != std::string::npos);
   }
-  CHECK(gguf.find_tensor("output.weight") == nullptr);  // tied
-  // The non-uniform grid has no GGUF type.
-  options.four_bit_grid = Int4Grid::kNonUniform;
-  const std::string non_uniform = dir.path("nl.fcpkg");
-  write_model_package(non_uniform, fp32, quantize_model_weights(fp32, options), project_tokenizer(),
-                      {"4-bit", false, false, 0, 0, "", {}, "m"}, {});
-  const LoadedModel nl = load_model(non_uniform);
-  input.model = &nl.model;
-  input.int8 = &nl.int8;
-  input.tokenizer = &nl.package->tokenizer;
-  CHECK(error_of([&] {
-          write_runtime_export("gguf", dir.path("nl.gguf"), input);
-        }).find("layers.0.wq is 4-bit on the non-uniform grid") != std::string::npos);
 }
 
 TEST_CASE("GGUF container: every value type and tensors round trip, and malformed files are refused with the reason") {

@@ -23,10 +23,14 @@
 #include "models/quant/linear_dynamic_int8.h"
 #include "models/quant/quantize.h"
 #include "protocol/model_package.capnp.h"
+#include "tests/models/format/package_edit.h"
 #include "tests/test_support.h"
 
 namespace fedcal {
 namespace {
+
+using testing::edit_manifest;
+using testing::read_error;
 
 // The weighted squared error of levels under scale d.
 double weighted_error(std::span<const float> w, std::span<const double> a, float d, std::span<const int8_t> levels) {
@@ -207,45 +211,6 @@ TEST_CASE("A 4-bit layer runs as the reference of its levels and scales computes
     layer.run(runtime, 3, input.data(), out.data());
     for (size_t i = 0; i < out.size(); ++i) CHECK(out[i] == doctest::Approx(expected[i]).epsilon(1e-4).scale(1e-3));
   }
-}
-
-// Rewrites a package's manifest with `edit` (the data region kept, the SHA-256 trailer recomputed,
-// unsigned): what a damaged or hand-made package looks like to the reader.
-void edit_manifest(const std::string& path, const std::function<void(schema::ModelPackage::Builder)>& edit) {
-  const std::string bytes = read_text_file(path);
-  uint64_t manifest_bytes = 0;
-  std::memcpy(&manifest_bytes, bytes.data() + 8, 8);
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(manifest_bytes / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data() + 16, manifest_bytes);
-  capnp::FlatArrayMessageReader reader(words);
-  capnp::MallocMessageBuilder builder;
-  builder.setRoot(reader.getRoot<schema::ModelPackage>());
-  edit(builder.getRoot<schema::ModelPackage>());
-  const kj::Array<capnp::word> manifest = capnp::messageToFlatArray(builder);
-  const auto align = [](size_t n) { return (n + 63) / 64 * 64; };
-  const size_t trailer_bytes = 128, old_start = align(16 + manifest_bytes);
-  std::string out = bytes.substr(0, 8);
-  const uint64_t length = manifest.asBytes().size();
-  out.append(reinterpret_cast<const char*>(&length), 8);
-  out.append(reinterpret_cast<const char*>(manifest.asBytes().begin()), length);
-  out.resize(align(out.size()), '\0');
-  out += bytes.substr(old_start, bytes.size() - trailer_bytes - old_start);
-  std::string trailer = bytes.substr(bytes.size() - trailer_bytes);
-  Sha256 sha;
-  sha.update(out.data(), out.size());
-  const auto digest = sha.digest();
-  std::memcpy(trailer.data() + 8, digest.data(), digest.size());
-  trailer[40] = 0;  // unsigned
-  testing::write_text(path, out + trailer);
-}
-
-std::string read_error(const std::string& path) {
-  try {
-    read_model_package(path, nullptr);
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "no error";
 }
 
 TEST_CASE(

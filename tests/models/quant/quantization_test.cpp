@@ -564,6 +564,65 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
                     doctest::Contains("every linear layer fine-grained"));
 }
 
+TEST_CASE("Mixed 4/5/8 bits to a target KL: from 4 bits layers go to 5 bits in order, then on to fine-grained INT8") {
+  TinyWindow tiny(2);
+  tiny.options.weight_bits = 4;
+  const auto& [config, model, runtime, rng, tokens, stats, options] = tiny;
+  // Every layer in 4 bits, in 5 bits, fine-grained INT8: measured here without the search.
+  const WindowKl window(model, tokens, runtime, 4);
+  auto kl_of = [&](const QuantizeOptions& o) {
+    const QuantizedLinears layers = quantize_model(model, stats, o);
+    Transformer candidate(model, runtime, {}, &layers);
+    return window.of(candidate);
+  };
+  QuantizeOptions five = options, fine = options;
+  five.weight_bits = 5;
+  for (const LinearSite& site : linear_sites(config)) fine.fine_grained.insert(site.name);
+  const double all_four = kl_of(options), all_five = kl_of(five), all_fine = kl_of(fine);
+  MESSAGE("KL with every linear in 4 bits " << all_four << ", 5 bits " << all_five << ", fine-grained INT8 " << all_fine);
+  REQUIRE(all_five < all_four);
+  REQUIRE(all_fine < all_five * 0.7);
+  const std::vector<LayerSensitivity> ranking = [&] {
+    std::vector<LayerSensitivity> r = measure_sensitivity(model, stats, options, tokens, runtime);
+    std::erase_if(r, [](const LayerSensitivity& layer) { return layer.name.ends_with(".w2"); });  // 176 wide: INT8 already
+    std::stable_sort(r.begin(), r.end(), [&](const auto& a, const auto& b) {
+      return a.mean_kl / static_cast<double>(linear_weights(model, a.name).size()) >
+             b.mean_kl / static_cast<double>(linear_weights(model, b.name).size());
+    });
+    return r;
+  }();
+
+  // Between 4 and 5 bits: layers in 5 bits in ranking order (KL per weight), none INT8.
+  const double between = (all_four + all_five) / 2;
+  const MixedPrecision some = fewest_fallback_layers(model, stats, options, tokens, runtime, between, LayerFallback::kFiveBit);
+  REQUIRE_FALSE(some.layers.empty());
+  CHECK(some.fine_grained_layers.empty());
+  CHECK(some.mean_kl <= between);
+  for (size_t k = 0; k < some.layers.size(); ++k) CHECK(some.layers[k] == ranking[k].name);
+  QuantizeOptions chosen = options;
+  chosen.five_bit.insert(some.layers.begin(), some.layers.end());
+  CHECK(kl_of(chosen) == doctest::Approx(some.mean_kl).epsilon(1e-9));
+  for (const auto& entry : quantize_model(model, stats, chosen)) {
+    const bool five_bit = std::find(some.layers.begin(), some.layers.end(), entry.first) != some.layers.end();
+    if (entry.first != "layers.0.w2" && entry.first != "layers.1.w2") CHECK(entry.second.weights.bits == (five_bit ? 5 : 4));
+  }
+  // Below every layer in 5 bits: all of them in 5 bits, then fine-grained INT8 in the same order.
+  const double below = all_five * 0.7;
+  const MixedPrecision deep = fewest_fallback_layers(model, stats, options, tokens, runtime, below, LayerFallback::kFiveBit);
+  CHECK(deep.layers.size() == ranking.size());
+  REQUIRE_FALSE(deep.fine_grained_layers.empty());
+  CHECK(deep.mean_kl <= below);
+  for (size_t k = 0; k < deep.fine_grained_layers.size(); ++k) CHECK(deep.fine_grained_layers[k] == ranking[k].name);
+  QuantizeOptions applied = options;
+  choose_mixed_precision(model, stats, applied, tokens, runtime, KlTarget{below, 1}, LayerFallback::kFiveBit);
+  CHECK(applied.fine_grained.size() == deep.fine_grained_layers.size());
+  CHECK(kl_of(applied) == doctest::Approx(deep.mean_kl).epsilon(1e-9));
+  // Not even every layer fine-grained reaches 0: refused, naming both steps.
+  CHECK_THROWS_WITH(fewest_fallback_layers(model, stats, options, tokens, runtime, 0.0, LayerFallback::kFiveBit),
+                    doctest::Contains("every linear layer in 5 bits, then fine-grained"));
+  CHECK(parse_fallback("5-bit") == LayerFallback::kFiveBit);
+}
+
 TEST_CASE("Target KL 'dynamic': the calibration-free baseline's KL on the window, measured independently, and met") {
   CHECK_FALSE(KlTarget::parse("dynamic").kl.has_value());
   CHECK(KlTarget::parse("0.001").kl.value() == 0.001);
