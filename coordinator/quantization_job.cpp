@@ -81,7 +81,7 @@ Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats
     fail("the statistics were recorded on another model than {}", loaded.path);
   options.weight_bits = settings.weight_bits;
   options.four_bit_grid = settings.four_bit_grid();
-  if (options.weight_bits == 4 && stats.has_importance()) options.importance = linear_importance(stats, loaded.model.config);
+  if (options.weight_bits != 8 && stats.has_importance()) options.importance = linear_importance(stats, loaded.model.config);
   if (!settings.target_kl.empty()) {
     if (reference.runtime == nullptr) fail("target_kl {} needs the coordinator's reference_text", settings.target_kl);
     const LayerFallback fallback = parse_fallback(settings.fallback);
@@ -90,7 +90,10 @@ Quantized quantize_with(const LoadedModel& loaded, const CalibrationStats& stats
     out.mixed =
         fmt::format(", target KL {:.3g}{} on the reference text: {} layer(s) {}", choice.target_kl,
                     settings.target_kl.rfind("dynamic", 0) == 0 ? " (" + settings.target_kl + ": the dynamic baseline's)" : "",
-                    choice.mixed.layers.size(), fallback == LayerFallback::kFp32 ? "in FP32" : "fine-grained");
+                    choice.mixed.layers.size(), fallback_name(fallback)) +
+        (choice.mixed.fine_grained_layers.empty()
+             ? ""
+             : fmt::format(" ({} of them then fine-grained)", choice.mixed.fine_grained_layers.size()));
   }
   out.int8 = quantize_model(loaded.model, stats, options);
   return out;
@@ -104,7 +107,7 @@ BuiltPackage store_quantized(const LoadedModel& loaded, const Quantized& quantiz
       loaded, quantized.int8, provenance, key, artifacts_dir,
       fmt::format(
           "{}{}{}{}, calibrated on {} ({} sequences, {} tokens){}{}",
-          options.weight_bits == 4
+          options.weight_bits != 8
               ? provenance.method
               : fmt::format("INT8 {} {}", provenance.method, options.per_channel ? "per-channel" : "per-tensor"),
           options.keep_fp32.empty() ? "" : ", FP32: " + fmt::format("{}", fmt::join(options.keep_fp32, " ")),
@@ -264,7 +267,7 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
   // Devices without an INT8 dot product run the fine-grained kernels slowly: their package keeps
   // those layers in FP32 (the static runtimes' recipe: layers the target moves go to FP32).
   std::optional<Quantized> static_class;
-  if (input.static_class && (!fleet.options.fine_grained.empty() || fleet.options.weight_bits == 4)) {
+  if (input.static_class && (!fleet.options.fine_grained.empty() || fleet.options.weight_bits != 8)) {
     RoundSettings settings = input.settings;
     settings.runtime = "xnnpack";
     settings.weight_bits = 8;

@@ -61,11 +61,12 @@ void apply_recipe(const nlohmann::json& json, bool has_reference_text, RoundSett
       with_context([] { return std::string("recipe"); }, [&] { return named_recipe(settings.recipe, runtime); });
   // Settings read back from a round's record were resolved when it started (they carry their notes).
   if (settings.recipe != "recommended" || json.contains("recipe_notes")) return;
-  if (settings.weight_bits == 4) {
+  if (settings.weight_bits != 8) {
     // The recipe's target and smoothing are measured for INT8: they would move every layer back.
     settings.recipe_notes.push_back(
-        "weight_bits = 4: the recipe's KL target and smoothing (measured for INT8) are not applied; target_kl with fallback "
-        "fine-grained moves the layers that need it to INT8 groups");
+        fmt::format("weight_bits = {}: the recipe's KL target and smoothing (measured for INT8) are not applied; target_kl with "
+                    "fallback fine-grained (or 5-bit) moves the layers that need it to INT8 groups (or 5 bits)",
+                    settings.weight_bits));
     return;
   }
   std::vector<std::string> chosen;
@@ -212,15 +213,22 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
         "runtime {} runs static INT8 scales only: fine-grained layers (fine_grained, or target_kl with fallback fine-grained) "
         "need fedcal's engine",
         settings.runtime);
-  if (settings.weight_bits != 8 && settings.weight_bits != 4) fail("weight_bits = {}: must be 8 or 4", settings.weight_bits);
+  if (settings.weight_bits != 8 && settings.weight_bits != 5 && settings.weight_bits != 4)
+    fail("weight_bits = {}: must be 8, 5 or 4", settings.weight_bits);
+  if (settings.weight_bits == 5 && settings.smooth)
+    fail("weight_bits = 5 with smooth: AWQ's scaling is chosen by the 4-bit error (weight_bits = 4) and SmoothQuant's by INT8's");
+  if (settings.fallback == "5-bit" && settings.weight_bits != 4)
+    fail("fallback = 5-bit moves layers from 4 bits: it needs weight_bits = 4");
   if (settings.int4_grid != "non-uniform" && settings.int4_grid != "uniform")
     fail("int4_grid = '{}': must be non-uniform or uniform", settings.int4_grid);
-  if (settings.weight_bits == 4) {
+  if (settings.weight_bits != 8) {
     if (!runs_fine_grained(parse_target_runtime(settings.runtime)))
-      fail("runtime {} runs static INT8 scales only: weight_bits = 4 needs fedcal's engine", settings.runtime);
+      fail("runtime {} runs static INT8 scales only: weight_bits = {} needs fedcal's engine", settings.runtime,
+           settings.weight_bits);
     for (const std::string& format : settings.exports) {
       if (runtime_export_needs(format).static_int8)
-        fail("exports: {} holds static INT8 scales; weight_bits = 4 has none (leave out one or the other)", format);
+        fail("exports: {} holds static INT8 scales; weight_bits = {} has none (leave out one or the other)", format,
+             settings.weight_bits);
     }
   }
   for (const std::string& format : settings.exports) {
@@ -236,7 +244,7 @@ RoundSettings RoundSettings::from_json(const nlohmann::json& json, bool has_refe
 }
 
 bool RoundSettings::importance() const {
-  return smooth || (weight_bits == 4 && dp_epsilon == 0) || any_export_needs(exports, &RuntimeExportNeeds::importance);
+  return smooth || (weight_bits != 8 && dp_epsilon == 0) || any_export_needs(exports, &RuntimeExportNeeds::importance);
 }
 
 }  // namespace fedcal::coordinator

@@ -5,7 +5,7 @@
 #
 #   deploy/local-fleet.sh [--agents N] [--sequences S] [--seq-len L] [--runtime R] [--recipe recommended|plain]
 #                         [--method M] [--per-channel|--per-tensor] [--smooth|--no-smooth] [--target-kl T|none]
-#                         [--fallback fp32|fine-grained] [--dp-epsilon E] [--private-text FILE]
+#                         [--fallback fp32|fine-grained|5-bit] [--weight-bits 8|5|4] [--dp-epsilon E] [--private-text FILE]
 #                         [--heldout-fraction F] [--keep DIR] [--json] [--model DIR]
 #
 # --model: a folder with model.bin and tokenizer.bin (default models/tinystories-1.8m). The recipe
@@ -28,7 +28,7 @@ while [[ $# -gt 0 ]]; do
     --agents) agents=$2; shift 2 ;;
     --sequences) sequences=$2; shift 2 ;;
     --seq-len) seq_len=$2; shift 2 ;;
-    --runtime|--recipe|--method|--target-kl|--fallback) round_extra+=("$1" "$2"); shift 2 ;;
+    --runtime|--recipe|--method|--target-kl|--fallback|--weight-bits) round_extra+=("$1" "$2"); shift 2 ;;
     --per-channel|--per-tensor|--smooth|--no-smooth) round_extra+=("$1"); shift ;;
     --dp-epsilon) dp="--dp-epsilon $2"; shift 2 ;;
     --keep) keep=$2; shift 2 ;;

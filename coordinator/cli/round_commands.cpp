@@ -127,10 +127,13 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
   start
       ->add_option("--weight-bits", o->weight_bits,
                    "4: every linear (but --keep-fp32 and --fine-grained ones) in 4-bit weights, rounded by the fleet's "
-                   "importance sums, which the agents then record (docs/QUANTIZATION.md, \"4-bit weights\"); engine only")
-      ->check(CLI::IsMember({8, 4}))
+                   "importance sums, which the agents then record (docs/QUANTIZATION.md, \"4-bit weights\"); 5: the same "
+                   "in 5 bits (5.5 bits per weight in the package; without --smooth); engine only")
+      ->check(CLI::IsMember({8, 5, 4}))
       ->capture_default_str();
-  start->add_option("--int4-grid", o->int4_grid, "The levels of 4-bit weights: non-uniform or uniform (llama.cpp Q4_0's)")
+  start
+      ->add_option("--int4-grid", o->int4_grid,
+                   "The levels of 4- and 5-bit weights: non-uniform or uniform (llama.cpp Q4_0's and Q5_0's)")
       ->check(CLI::IsMember({"non-uniform", "uniform"}))
       ->capture_default_str();
   o->smooth_option = start->add_flag(
@@ -144,8 +147,11 @@ void add_round_commands(CLI::App& app, const CliContext& context) {
       "Mixed precision to a target, searched on the coordinator's reference_text: the fewest layers out of static "
       "INT8 (to --fallback) that bring the KL vs FP32 to this (nats per token), 'dynamic' (the calibration-free "
       "baseline's KL) or 'dynamic*F' (F times it, a margin: e.g. dynamic*0.8); none: no target (default: the recipe's)");
-  start->add_option("--fallback", o->fallback, "Where --target-kl moves layers: fp32 or fine-grained (default: the recipe's)")
-      ->check(CLI::IsMember({"fp32", "fine-grained"}));
+  start
+      ->add_option("--fallback", o->fallback,
+                   "Where --target-kl moves layers: fp32, fine-grained, or 5-bit (from --weight-bits 4: to 5 bits, then on to "
+                   "fine-grained) (default: the recipe's)")
+      ->check(CLI::IsMember({"fp32", "fine-grained", "5-bit"}));
   start->add_option("--dp-epsilon", o->dp_epsilon, "Distributed differential privacy: epsilon (0: off)")->check(CLI::Range(0.0, 100.0));
   start->add_option("--dp-delta", o->dp_delta, "Distributed differential privacy: delta, in (0, 1)")
       ->capture_default_str()

@@ -131,7 +131,7 @@ TEST_CASE(
   CHECK_FALSE(RoundSettings::from_json(nlohmann::json::object()).importance());
   // With DP the importance sums carry no noise: not recorded, the rounding is plain.
   CHECK_FALSE(RoundSettings::from_json({{"weight_bits", 4}, {"dp_epsilon", 1.0}}).importance());
-  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 6}}), doctest::Contains("weight_bits = 6: must be 8 or 4"),
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 6}}), doctest::Contains("weight_bits = 6: must be 8, 5 or 4"),
                        Error);
   CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 4}, {"int4_grid", "nf4"}}),
                        doctest::Contains("int4_grid = 'nf4'"), Error);
@@ -145,6 +145,17 @@ TEST_CASE(
   CHECK_FALSE(recommended.smooth);
   REQUIRE(recommended.recipe_notes.size() == 1);
   CHECK(recommended.recipe_notes[0].find("weight_bits = 4") != std::string::npos);
+  // 5 bits: the same rules, no smoothing (AWQ is chosen by the 4-bit error); the 5-bit fallback starts from 4 bits.
+  const RoundSettings five = RoundSettings::from_json({{"weight_bits", 5}});
+  CHECK(five.importance());
+  CHECK(RoundSettings::from_json(five.to_json()).to_json() == five.to_json());
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 5}, {"runtime", "xnnpack"}}),
+                       doctest::Contains("runtime xnnpack runs static INT8 scales only: weight_bits = 5"), Error);
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"weight_bits", 5}, {"smooth", true}}),
+                       doctest::Contains("weight_bits = 5 with smooth"), Error);
+  CHECK(RoundSettings::from_json({{"weight_bits", 4}, {"target_kl", "0.003"}, {"fallback", "5-bit"}}).fallback == "5-bit");
+  CHECK_THROWS_WITH_AS(RoundSettings::from_json({{"target_kl", "0.003"}, {"fallback", "5-bit"}}),
+                       doctest::Contains("fallback = 5-bit moves layers from 4 bits"), Error);
 }
 
 TEST_CASE("Round settings: smoothing and a target KL are checked up front, naming the setting") {
