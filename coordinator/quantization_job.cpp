@@ -295,6 +295,9 @@ QuantizationJobResult run_quantization_job(const QuantizationJobInput& input) {
                                      options.sequences = static_cast<int>(std::max<uint64_t>(1, input.stats.sequences));
                                      options.seq_len = input.settings.seq_len;
                                      options.layout = input.stats.layout;
+                                     // The same sums as the fleet's: a 4-bit baseline rounds by the public
+                                     // text's importance as the fleet's package does by the fleet's.
+                                     options.importance = input.stats.has_importance();
                                      const CalibrationStats stats =
                                          calibrate(transformer, *tokenizer, text, input.stats.model_sha256, options);
                                      return store_quantized(loaded, quantize_with(loaded, stats, input.settings, reference),

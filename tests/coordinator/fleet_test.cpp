@@ -1361,6 +1361,7 @@ TEST_CASE(
     doctest::timeout(180)) {
   FleetOptions options;
   options.agents = 3;
+  options.reference_text = true;  // and the baseline on public text
   MiniFleet fleet(options);
   fleet.start_coordinator();
   fleet.start_agents();
@@ -1374,6 +1375,10 @@ TEST_CASE(
   const nlohmann::json fleet_model = result_model(report, "fleet");
   CHECK(fleet_model["description"].get<std::string>().find(
             "4-bit weights in groups of 32 (non-uniform grid, importance-weighted rounding)") != std::string::npos);
+  // The baseline on the public text rounds by that text's importance sums (it was rounded plainly, so
+  // the report compared the fleet's statistics with no statistics).
+  CHECK(result_model(report, "public")["description"].get<std::string>().find("importance-weighted rounding") !=
+        std::string::npos);
   // The agents' local checks of the 4-bit package.
   CHECK(report["checks"]["fleet"]["agents"] == 3);
   const double kl = report["checks"]["fleet"]["mean_kl"].get<double>();

@@ -15,6 +15,7 @@ namespace fedcal {
 namespace {
 
 const std::string kModelDir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
+const std::string kTwoDomainModelDir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-kjv-1.8m";
 
 TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logits, equal to PyTorch's") {
   const nlohmann::json reference = nlohmann::json::parse(read_text_file(kModelDir + "/reference_logits.json"));
@@ -47,14 +48,13 @@ TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logit
   CHECK(hf_tokenizer->encode(probe, true) == tokens);
 }
 
-TEST_CASE("Second model (models/tinystories-mha-0.7m): the llama2.c checkpoint's logits equal PyTorch's, its tokenizer the reference's") {
-  const std::string dir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-mha-0.7m";
+// A committed model's llama2.c checkpoint against the PyTorch logits its training run stored.
+void check_against_pytorch(const std::string& dir) {
   const nlohmann::json reference = nlohmann::json::parse(read_text_file(dir + "/reference_logits.json"));
   const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
   const int vocab = reference["vocab_size"].get<int>();
   LoadedModel loaded = load_model(dir + "/model.bin");
   REQUIRE(loaded.model.config.vocab_size == vocab);
-  CHECK(loaded.model.config.n_kv_heads == loaded.model.config.n_heads);  // multi-head: the other attention shape
   XnnRuntime runtime(1);
   Transformer transformer(loaded.model, runtime);
   const auto logits = transformer.forward(tokens, 0, true);
@@ -66,6 +66,20 @@ TEST_CASE("Second model (models/tinystories-mha-0.7m): the llama2.c checkpoint's
   }
   auto tokenizer = load_tokenizer(loaded, dir + "/tokenizer.bin");
   CHECK(tokenizer->encode("Once upon a time, there was a little girl named Lily. She loved to play", true) == tokens);
+}
+
+TEST_CASE(
+    "Second model (models/tinystories-mha-0.7m): the llama2.c checkpoint's logits equal PyTorch's, its tokenizer the "
+    "reference's") {
+  const std::string dir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-mha-0.7m";
+  CHECK(load_model(dir + "/model.bin").model.config.n_kv_heads == 4);  // multi-head: the other attention shape
+  check_against_pytorch(dir);
+}
+
+TEST_CASE(
+    "Two-domain model (models/tinystories-kjv-1.8m): the llama2.c checkpoint's logits equal PyTorch's, its tokenizer the "
+    "reference's") {
+  check_against_pytorch(kTwoDomainModelDir);
 }
 
 }  // namespace
