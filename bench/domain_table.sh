@@ -5,7 +5,7 @@
 # gives it); the fleet's text is the KJV sample's training lines 1-159 (data/kjv/README.md). Each
 # recipe is calibrated on either text alone and measured against FP32 on the KJV held-out lines
 # 160-199 (text neither calibration saw), and on the TinyStories held-out lines 7004-8659:
-#   int8        static INT8, mse scales, per-channel weights
+#   int8        static INT8, mse scales, per-channel weights (--recipe plain: no layer moved to INT8 groups)
 #   4-bit       4-bit non-uniform, importance-weighted by the text's importance sums, classifier
 #               fine-grained INT8
 #   smooth      SmoothQuant factors from the text's importance sums (strength per site by the INT8 error
@@ -30,11 +30,11 @@ calibrate() {  # MODEL_ARGS... -> $work/$name.stats from $work/$source.txt
 }
 for source in public fleet; do
   name=$source calibrate "${model[@]}"
-  quiet $bin quantize "${model[@]}" --stats "$work/$source.stats" --method mse --per-channel -o "$work/int8-$source.pkg"
+  quiet $bin quantize "${model[@]}" --stats "$work/$source.stats" --recipe plain --method mse --per-channel -o "$work/int8-$source.pkg"
   quiet $bin quantize "${model[@]}" --stats "$work/$source.stats" --weight-bits 4 --fine-grained classifier -o "$work/4-bit-$source.pkg"
   quiet $bin smooth "${model[@]}" --stats "$work/$source.stats" --text "$work/$source.txt" --windows 4 -o "$work/sq-$source-fp32.pkg"
   name=sq-$source calibrate -m "$work/sq-$source-fp32.pkg"
-  quiet $bin quantize -m "$work/sq-$source-fp32.pkg" --stats "$work/sq-$source.stats" --method mse --per-channel -o "$work/smooth-$source.pkg"
+  quiet $bin quantize -m "$work/sq-$source-fp32.pkg" --stats "$work/sq-$source.stats" --recipe plain --method mse --per-channel -o "$work/smooth-$source.pkg"
   quiet $bin smooth "${model[@]}" --weight-bits 4 --stats "$work/$source.stats" --text "$work/$source.txt" --windows 4 \
     -o "$work/awq-$source-fp32.pkg"
   name=awq-$source calibrate -m "$work/awq-$source-fp32.pkg"

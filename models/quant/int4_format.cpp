@@ -1,6 +1,7 @@
 #include "models/quant/int4_format.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <exception>
 #include <functional>
@@ -15,10 +16,7 @@ namespace {
 
 constexpr int kHalfGroup = kInt4Group / 2;
 
-void check_int4_shape(int rows, int cols) {
-  if (rows < 1 || cols < kInt4Group || cols % kInt4Group != 0)
-    fail("4-bit weights ({}, {}): want at least one row and a multiple of {} columns", rows, cols, kInt4Group);
-}
+void check_int4_shape(int rows, int cols) { check_low_bit_shape(4, rows, cols); }
 
 // The binary16 value nearest `d`, or 0 where it has none (overflow, not finite).
 float to_half(double d) {
@@ -60,16 +58,8 @@ const std::array<int8_t, 16>& int4_levels(Int4Grid grid) {
 
 namespace {
 
-// Each INT8 value's code in `levels` (-1: not a level), made at compile time: loading looks up every
-// weight (a search per value made loading a 135M-parameter package take seconds).
-constexpr std::array<int8_t, 256> code_table(const std::array<int8_t, 16>& levels) {
-  std::array<int8_t, 256> table{};
-  for (int8_t& code : table) code = -1;
-  for (size_t code = 0; code < levels.size(); ++code) table[static_cast<size_t>(levels[code] + 128)] = static_cast<int8_t>(code);
-  return table;
-}
-constexpr std::array<int8_t, 256> kUniformCodes = code_table(kInt4UniformLevels);
-constexpr std::array<int8_t, 256> kNonUniformCodes = code_table(kInt4NonUniformLevels);
+constexpr std::array<int8_t, 256> kUniformCodes = level_code_table(kInt4UniformLevels);
+constexpr std::array<int8_t, 256> kNonUniformCodes = level_code_table(kInt4NonUniformLevels);
 
 // The `count` levels (a multiple of 32) of stored codes.
 void decode_codes(const uint8_t* codes, size_t count, const std::array<int8_t, 16>& levels, int8_t* out) {
@@ -85,6 +75,21 @@ void decode_codes(const uint8_t* codes, size_t count, const std::array<int8_t, 1
 
 int int4_code(Int4Grid grid, int8_t level) {
   return (grid == Int4Grid::kNonUniform ? kNonUniformCodes : kUniformCodes)[static_cast<size_t>(level + 128)];
+}
+
+void check_low_bit_shape(int bits, int rows, int cols) {
+  if (rows < 1 || cols < kWeightGroup || cols % kWeightGroup != 0)
+    fail("{}-bit weights ({}, {}): want at least one row and a multiple of {} columns", bits, rows, cols, kWeightGroup);
+}
+
+QuantizedMatrix low_bit_matrix(int bits, int rows, int cols, Int4Grid grid) {
+  QuantizedMatrix out;
+  out.rows = rows;
+  out.cols = cols;
+  out.bits = bits;
+  out.grid = grid;
+  out.granularity = WeightGranularity::kPerGroup;
+  return out;
 }
 
 const char* int4_grid_name(Int4Grid grid) { return grid == Int4Grid::kNonUniform ? "non-uniform" : "uniform"; }
@@ -204,11 +209,12 @@ Int4Group quantize_group_absmax_on(std::span<const float> w, std::span<const int
 void quantize_groups(std::span<const float> weights, int rows, int cols, std::span<const int8_t> grid_levels,
                      std::span<const double> importance, Int4Rounding rounding, std::vector<uint16_t>& group_scales,
                      const std::function<void(int row, std::span<const int8_t> levels)>& on_row) {
-  check_int4_shape(rows, cols);
+  const int bits = std::bit_width(grid_levels.size()) - 1;  // 16 levels: 4 bits, 32: 5
+  check_low_bit_shape(bits, rows, cols);
   if (weights.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols))
-    fail("low-bit weights ({}, {}): {} values", rows, cols, weights.size());
+    fail("{}-bit weights ({}, {}): {} values", bits, rows, cols, weights.size());
   if (!importance.empty() && importance.size() != static_cast<size_t>(cols))
-    fail("low-bit weights ({}, {}): importance of {} channels", rows, cols, importance.size());
+    fail("{}-bit weights ({}, {}): importance of {} channels", bits, rows, cols, importance.size());
   group_scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / kInt4Group));
   // Rows [first, last): each group on its own, so the rows are split over the CPU's threads (the same
   // result whatever the split).
@@ -251,12 +257,7 @@ void quantize_groups(std::span<const float> weights, int rows, int cols, std::sp
 
 QuantizedMatrix quantize_int4_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
                                       std::span<const double> importance, Int4Rounding rounding) {
-  QuantizedMatrix out;
-  out.rows = rows;
-  out.cols = cols;
-  out.bits = 4;
-  out.grid = grid;
-  out.granularity = WeightGranularity::kPerGroup;
+  QuantizedMatrix out = low_bit_matrix(4, rows, cols, grid);
   out.codes.resize(int4_code_bytes(std::max(rows, 0), std::max(cols, 0)));
   quantize_groups(
       weights, rows, cols, int4_levels(grid), importance, rounding, out.group_scales,

@@ -39,6 +39,22 @@
 namespace fedcal {
 
 inline constexpr int kInt4Group = kWeightGroup;
+// Each INT8 value's code in `levels` (-1: not a level), made at compile time: loading looks up every
+// weight (a search per value made loading a 135M-parameter package take seconds). For 4- and 5-bit grids.
+template <size_t N>
+constexpr std::array<int8_t, 256> level_code_table(const std::array<int8_t, N>& levels) {
+  std::array<int8_t, 256> table{};
+  for (int8_t& code : table) code = -1;
+  for (size_t code = 0; code < N; ++code) table[static_cast<size_t>(levels[code] + 128)] = static_cast<int8_t>(code);
+  return table;
+}
+// Throws Error unless a (rows, cols) matrix of `bits`-bit weights has whole groups of 32: at least one
+// row and a positive multiple of 32 columns.
+void check_low_bit_shape(int bits, int rows, int cols);
+// An empty (rows, cols) matrix of `bits`-bit weights on `grid` in groups of 32: values, codes and
+// scales for the caller to fill.
+QuantizedMatrix low_bit_matrix(int bits, int rows, int cols, Int4Grid grid);
+
 // The levels by code, ascending.
 inline constexpr std::array<int8_t, 16> kInt4UniformLevels = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
 inline constexpr std::array<int8_t, 16> kInt4NonUniformLevels = {-127, -103, -83, -66, -51, -38, -25, -12,

@@ -7,19 +7,10 @@ namespace {
 
 constexpr int kHalfGroup = kWeightGroup / 2;
 
-void check_int5_shape(int rows, int cols) {
-  if (rows < 1 || cols < kWeightGroup || cols % kWeightGroup != 0)
-    fail("5-bit weights ({}, {}): want at least one row and a multiple of {} columns", rows, cols, kWeightGroup);
-}
+void check_int5_shape(int rows, int cols) { check_low_bit_shape(5, rows, cols); }
 
-constexpr std::array<int8_t, 256> code_table(const std::array<int8_t, 32>& levels) {
-  std::array<int8_t, 256> table{};
-  for (int8_t& code : table) code = -1;
-  for (size_t code = 0; code < levels.size(); ++code) table[static_cast<size_t>(levels[code] + 128)] = static_cast<int8_t>(code);
-  return table;
-}
-constexpr std::array<int8_t, 256> kUniformCodes = code_table(kInt5UniformLevels);
-constexpr std::array<int8_t, 256> kNonUniformCodes = code_table(kInt5NonUniformLevels);
+constexpr std::array<int8_t, 256> kUniformCodes = level_code_table(kInt5UniformLevels);
+constexpr std::array<int8_t, 256> kNonUniformCodes = level_code_table(kInt5NonUniformLevels);
 
 }  // namespace
 
@@ -77,12 +68,7 @@ std::vector<int8_t> unpack_int5_codes(std::span<const uint8_t> codes, int rows, 
 
 QuantizedMatrix quantize_int5_weights(std::span<const float> weights, int rows, int cols, Int4Grid grid,
                                       std::span<const double> importance, Int4Rounding rounding) {
-  QuantizedMatrix out;
-  out.rows = rows;
-  out.cols = cols;
-  out.bits = 5;
-  out.grid = grid;
-  out.granularity = WeightGranularity::kPerGroup;
+  QuantizedMatrix out = low_bit_matrix(5, rows, cols, grid);
   out.values.resize(static_cast<size_t>(std::max(rows, 0)) * static_cast<size_t>(std::max(cols, 0)));
   quantize_groups(weights, rows, cols, int5_levels(grid), importance, rounding, out.group_scales,
                   [&](int row, std::span<const int8_t> levels) {
