@@ -5,12 +5,12 @@
 namespace fedcal {
 namespace {
 
-constexpr int kHalfGroup = kWeightGroup / 2;
+constexpr int kInt5HalfGroup = kWeightGroup / 2;
 
 void check_int5_shape(int rows, int cols) { check_low_bit_shape(5, rows, cols); }
 
-constexpr std::array<int8_t, 256> kUniformCodes = level_code_table(kInt5UniformLevels);
-constexpr std::array<int8_t, 256> kNonUniformCodes = level_code_table(kInt5NonUniformLevels);
+constexpr std::array<int8_t, 256> kInt5UniformCodes = level_code_table(kInt5UniformLevels);
+constexpr std::array<int8_t, 256> kInt5NonUniformCodes = level_code_table(kInt5NonUniformLevels);
 
 }  // namespace
 
@@ -19,7 +19,7 @@ const std::array<int8_t, 32>& int5_levels(Int4Grid grid) {
 }
 
 int int5_code(Int4Grid grid, int8_t level) {
-  return (grid == Int4Grid::kNonUniform ? kNonUniformCodes : kUniformCodes)[static_cast<size_t>(level + 128)];
+  return (grid == Int4Grid::kNonUniform ? kInt5NonUniformCodes : kInt5UniformCodes)[static_cast<size_t>(level + 128)];
 }
 
 std::vector<uint8_t> pack_int5_codes(std::span<const int8_t> levels, int rows, int cols, Int4Grid grid) {
@@ -41,9 +41,9 @@ std::vector<uint8_t> pack_int5_codes(std::span<const int8_t> levels, int rows, i
       high |= static_cast<uint32_t>(codes[static_cast<size_t>(m)] >> 4) << m;
     }
     for (int byte = 0; byte < 4; ++byte) group[byte] = static_cast<uint8_t>(high >> (8 * byte));
-    for (int m = 0; m < kHalfGroup; ++m)
+    for (int m = 0; m < kInt5HalfGroup; ++m)
       group[4 + m] = static_cast<uint8_t>((codes[static_cast<size_t>(m)] & 0x0f) |
-                                          ((codes[static_cast<size_t>(m + kHalfGroup)] & 0x0f) << 4));
+                                          ((codes[static_cast<size_t>(m + kInt5HalfGroup)] & 0x0f) << 4));
   }
   return out;
 }
@@ -57,10 +57,10 @@ std::vector<int8_t> unpack_int5_codes(std::span<const uint8_t> codes, int rows, 
   const uint8_t* group = codes.data();
   for (size_t begin = 0; begin < out.size(); begin += kWeightGroup, group += kInt5GroupBytes) {
     const uint32_t high = uint32_t{group[0]} | uint32_t{group[1]} << 8 | uint32_t{group[2]} << 16 | uint32_t{group[3]} << 24;
-    for (int m = 0; m < kHalfGroup; ++m) {
+    for (int m = 0; m < kInt5HalfGroup; ++m) {
       const uint8_t low = group[4 + m];
       out[begin + static_cast<size_t>(m)] = levels[(low & 0x0f) | ((high >> m & 1u) << 4)];
-      out[begin + static_cast<size_t>(m + kHalfGroup)] = levels[(low >> 4) | ((high >> (m + kHalfGroup) & 1u) << 4)];
+      out[begin + static_cast<size_t>(m + kInt5HalfGroup)] = levels[(low >> 4) | ((high >> (m + kInt5HalfGroup) & 1u) << 4)];
     }
   }
   return out;

@@ -31,7 +31,8 @@ struct QuantizeOptions {
   // others stay fine-grained INT8: four_bit_skipped), `four_bit` names linears (or whole layers) for 4
   // bits, refused by name where the width does not allow it.
   // `weight_bits` 5 and `five_bit` do the same with 5-bit weights (quant/int5_format.h): the step
-  // between 4 bits and fine-grained INT8; `five_bit` wins over `four_bit` for a linear both list.
+  // between 4 bits and fine-grained INT8; `five_bit` wins over `four_bit` for a linear both list, and
+  // `fine_grained` over `five_bit` (the 5-bit search's last step moves 5-bit layers on to INT8).
   int weight_bits = 8;
   std::set<std::string> four_bit;
   std::set<std::string> five_bit;

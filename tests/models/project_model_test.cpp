@@ -15,6 +15,7 @@ namespace fedcal {
 namespace {
 
 const std::string kModelDir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-1.8m";
+const std::string kMhaModelDir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-mha-0.7m";
 const std::string kTwoDomainModelDir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-kjv-1.8m";
 
 TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logits, equal to PyTorch's") {
@@ -48,8 +49,8 @@ TEST_CASE("Project model: llama2.c and Hugging Face exports give identical logit
   CHECK(hf_tokenizer->encode(probe, true) == tokens);
 }
 
-// A committed model's llama2.c checkpoint against the PyTorch logits its training run stored.
-void check_against_pytorch(const std::string& dir) {
+// A committed model's llama2.c checkpoint against the PyTorch logits its training run stored; its shape.
+ModelConfig check_against_pytorch(const std::string& dir) {
   const nlohmann::json reference = nlohmann::json::parse(read_text_file(dir + "/reference_logits.json"));
   const std::vector<int> tokens = reference["tokens"].get<std::vector<int>>();
   const int vocab = reference["vocab_size"].get<int>();
@@ -66,14 +67,14 @@ void check_against_pytorch(const std::string& dir) {
   }
   auto tokenizer = load_tokenizer(loaded, dir + "/tokenizer.bin");
   CHECK(tokenizer->encode("Once upon a time, there was a little girl named Lily. She loved to play", true) == tokens);
+  return loaded.model.config;
 }
 
 TEST_CASE(
     "Second model (models/tinystories-mha-0.7m): the llama2.c checkpoint's logits equal PyTorch's, its tokenizer the "
     "reference's") {
-  const std::string dir = std::string(FEDCAL_SOURCE_DIR) + "/models/tinystories-mha-0.7m";
-  CHECK(load_model(dir + "/model.bin").model.config.n_kv_heads == 4);  // multi-head: the other attention shape
-  check_against_pytorch(dir);
+  const ModelConfig config = check_against_pytorch(kMhaModelDir);
+  CHECK(config.n_kv_heads == config.n_heads);  // multi-head: the other attention shape
 }
 
 TEST_CASE(
