@@ -123,7 +123,9 @@ TEST_CASE(
     CHECK(layers.at("layers.0.w2").weights.bits == 8);
     write_model_package(path, model, layers, {"llama2c", "tokenizer bytes"}, {"5-bit", false, false, 0, 0, "", {}, "m"}, {});
     const ModelPackage package = read_model_package(path, nullptr);
-    for (const auto& [name, layer] : layers) {
+    for (const auto& entry : layers) {
+      const std::string& name = entry.first;  // (a named variable: clang 14 cannot capture structured bindings)
+      const QuantizedLinear& layer = entry.second;
       CAPTURE(name);
       const QuantizedMatrix& read = package.int8.at(name).weights;
       CHECK(read.bits == layer.weights.bits);

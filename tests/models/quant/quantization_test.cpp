@@ -567,7 +567,13 @@ TEST_CASE("Mixed precision to a target KL: the fewest layers in sensitivity orde
 TEST_CASE("Mixed 4/5/8 bits to a target KL: from 4 bits layers go to 5 bits in order, then on to fine-grained INT8") {
   TinyWindow tiny(2);
   tiny.options.weight_bits = 4;
-  const auto& [config, model, runtime, rng, tokens, stats, options] = tiny;
+  // Named references, not a structured binding: clang 14 cannot capture those in the lambdas below.
+  const ModelConfig& config = tiny.config;
+  const Model& model = tiny.model;
+  const XnnRuntime& runtime = tiny.runtime;
+  const std::vector<int>& tokens = tiny.tokens;
+  const CalibrationStats& stats = tiny.stats;
+  const QuantizeOptions& options = tiny.options;
   // Every layer in 4 bits, in 5 bits, fine-grained INT8: measured here without the search.
   const WindowKl window(model, tokens, runtime, 4);
   auto kl_of = [&](const QuantizeOptions& o) {
