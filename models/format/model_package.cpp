@@ -81,20 +81,18 @@ void write_model_package(const std::string& path, const Model& model, const Quan
   std::deque<std::vector<uint8_t>> five_bit_codes;  // 5-bit layers' codes, packed here (blobs point into them)
   auto add_quantized = [&](const std::string& name, const QuantizedLinear& q) {
     const PackageTensorType& type = package_tensor_type_of(q.weights);
-    if (type.five_bit()) {
+    if (type.four_bit() || type.five_bit()) {
+      // 4-bit codes are held as stored; 5-bit levels are packed here.
+      const std::vector<uint8_t>* codes = &q.weights.codes;
       with_context([&] { return path + ": tensor '" + name + "'"; },
                    [&] {
-                     q.weights.check("5-bit weights");
-                     five_bit_codes.push_back(pack_int5_codes(q.weights.values, q.weights.rows, q.weights.cols, q.weights.grid));
+                     q.weights.check(fmt::format("{}-bit weights", type.bits));
+                     if (type.five_bit())
+                       codes = &five_bit_codes.emplace_back(
+                           pack_int5_codes(q.weights.values, q.weights.rows, q.weights.cols, q.weights.grid));
                    });
       blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
-                       five_bit_codes.back().data(), five_bit_codes.back().size(), &q});
-      return;
-    }
-    if (type.four_bit()) {
-      with_context([&] { return path + ": tensor '" + name + "'"; }, [&] { q.weights.check("4-bit weights"); });
-      blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
-                       q.weights.codes.data(), q.weights.codes.size(), &q});
+                       codes->data(), codes->size(), &q});
       return;
     }
     blobs.push_back({name, type.type, static_cast<uint32_t>(q.weights.rows), static_cast<uint32_t>(q.weights.cols),
@@ -381,11 +379,8 @@ ModelPackage parse_model_package(std::span<const std::byte> bytes, const std::st
                            }
                            if (four_bit || five_bit) {
                              QuantizedLinear layer;
-                             layer.weights.rows = static_cast<int>(tensor.getRows());
-                             layer.weights.cols = static_cast<int>(tensor.getCols());
-                             layer.weights.bits = type->bits;
-                             layer.weights.grid = type->grid;
-                             layer.weights.granularity = type->granularity;
+                             layer.weights = low_bit_matrix(type->bits, static_cast<int>(tensor.getRows()),
+                                                            static_cast<int>(tensor.getCols()), type->grid);
                              const auto* codes = reinterpret_cast<const uint8_t*>(data);
                              if (four_bit) {
                                layer.weights.codes.assign(codes, codes + tensor.getSize());  // kept as stored

@@ -24,12 +24,20 @@ float to_half(double d) {
   return std::isfinite(half) ? half : 0.0f;
 }
 
-// A grid's midpoints between neighbouring levels, ascending (one fewer than the levels).
-using Midpoints = std::vector<float>;
+// A grid's midpoints between neighbouring levels, ascending: one fewer than the levels (at most 31,
+// a 5-bit grid's), held in place - they are made for every group of 32 weights.
+struct Midpoints {
+  std::array<float, 31> values{};
+  size_t count = 0;
+  const float* begin() const { return values.data(); }
+  const float* end() const { return values.data() + count; }
+};
 Midpoints midpoints_of(std::span<const int8_t> grid) {
-  Midpoints mid(grid.size() - 1);
-  for (size_t code = 0; code + 1 < grid.size(); ++code)
-    mid[code] = 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]));
+  if (grid.size() < 2 || grid.size() > 32) fail("a grid of {} levels (2 to 32)", grid.size());
+  Midpoints mid;
+  mid.count = grid.size() - 1;
+  for (size_t code = 0; code < mid.count; ++code)
+    mid.values[code] = 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]));
   return mid;
 }
 

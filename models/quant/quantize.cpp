@@ -74,29 +74,24 @@ QuantizedLinears quantize_model_weights(const Model& model, const QuantizeOption
     const int cols = point_width(c, site.input_point);
     const int rows = static_cast<int>(weights.size() / cols);
     QuantizedLinear layer;
-    const auto importance = options.importance.find(site.name);
+    // 5 bits, 4 bits (named, or by weight_bits where the width has whole groups), or INT8.
+    const bool fine = lists(options.fine_grained, site.name), whole_groups = cols % kWeightGroup == 0;
     const bool named_five = lists(options.five_bit, site.name);
-    if (named_five && cols % kWeightGroup != 0)
+    if (named_five && !whole_groups)
       fail("--five-bit: {} has {} input channels, not a multiple of the 5-bit group ({})", site.name, cols, kWeightGroup);
-    const bool fine = lists(options.fine_grained, site.name);
-    if ((named_five && !fine) || (options.weight_bits == 5 && !fine && cols % kWeightGroup == 0)) {
-      layer.weights = with_context([&] { return site.name; },
-                                   [&] {
-                                     return quantize_int5_weights(
-                                         weights, rows, cols, options.four_bit_grid,
-                                         importance == options.importance.end() ? std::span<const double>() : importance->second,
-                                         options.four_bit_rounding);
-                                   });
-      out.emplace(site.name, std::move(layer));
-      continue;
+    int low_bits = (named_five && !fine) || (options.weight_bits == 5 && !fine && whole_groups) ? 5 : 0;
+    if (low_bits == 0) {
+      const bool named_four = lists(options.four_bit, site.name);
+      if (named_four && !whole_groups)
+        fail("--four-bit: {} has {} input channels, not a multiple of the 4-bit group ({})", site.name, cols, kInt4Group);
+      if (named_four || (options.weight_bits == 4 && !fine && whole_groups)) low_bits = 4;
     }
-    const bool named = lists(options.four_bit, site.name);
-    if (named && cols % kInt4Group != 0)
-      fail("--four-bit: {} has {} input channels, not a multiple of the 4-bit group ({})", site.name, cols, kInt4Group);
-    if (named || (options.weight_bits == 4 && !fine && cols % kInt4Group == 0)) {
+    if (low_bits != 0) {
+      const auto importance = options.importance.find(site.name);
+      const auto quantize_low_bit = low_bits == 5 ? &quantize_int5_weights : &quantize_int4_weights;
       layer.weights = with_context([&] { return site.name; },
                                    [&] {
-                                     return quantize_int4_weights(
+                                     return quantize_low_bit(
                                          weights, rows, cols, options.four_bit_grid,
                                          importance == options.importance.end() ? std::span<const double>() : importance->second,
                                          options.four_bit_rounding);

@@ -4,6 +4,7 @@
 #include <capnp/serialize.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "common/error.h"
 #include "common/file_util.h"
@@ -48,6 +49,17 @@ std::string read_error(const std::string& path) {
     return error.what();
   }
   return "no error";
+}
+
+std::string read_error_with_tensor(const std::string& package, const std::string& copy, const std::string& tensor,
+                                   const std::function<void(schema::Tensor::Builder)>& change) {
+  std::filesystem::copy_file(package, copy, std::filesystem::copy_options::overwrite_existing);
+  edit_manifest(copy, [&](schema::ModelPackage::Builder root) {
+    for (auto entry : root.getTensors()) {
+      if (entry.getName() == tensor.c_str()) change(entry);
+    }
+  });
+  return read_error(copy);
 }
 
 }  // namespace fedcal::testing

@@ -13,5 +13,8 @@ namespace fedcal::testing {
 void edit_manifest(const std::string& path, const std::function<void(schema::ModelPackage::Builder)>& edit);
 // read_model_package's error on `path` (unsigned), or "no error".
 std::string read_error(const std::string& path);
+// read_error of `copy`: `package` copied there with `change` made to its tensor named `tensor`.
+std::string read_error_with_tensor(const std::string& package, const std::string& copy, const std::string& tensor,
+                                   const std::function<void(schema::Tensor::Builder)>& change);
 
 }  // namespace fedcal::testing

@@ -4,18 +4,12 @@
 
 #include <doctest/doctest.h>
 
-#include <capnp/message.h>
-#include <capnp/serialize.h>
-
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
 
 #include "common/error.h"
-#include "common/file_util.h"
-#include "common/sha256.h"
 #include "models/format/float16.h"
 #include "models/format/model_package.h"
 #include "models/format/synth.h"
@@ -28,9 +22,6 @@
 
 namespace fedcal {
 namespace {
-
-using testing::edit_manifest;
-using testing::read_error;
 
 // The weighted squared error of levels under scale d.
 double weighted_error(std::span<const float> w, std::span<const double> a, float d, std::span<const int8_t> levels) {
@@ -265,14 +256,7 @@ TEST_CASE(
   CHECK(std::filesystem::file_size(path) < std::filesystem::file_size(fine) * 0.7);
 
   auto with_tensor = [&](const char* name, const std::function<void(schema::Tensor::Builder)>& change) {
-    const std::string damaged = dir.path(std::string("damaged-") + name + ".fcpkg");
-    std::filesystem::copy_file(path, damaged, std::filesystem::copy_options::overwrite_existing);
-    edit_manifest(damaged, [&](schema::ModelPackage::Builder root) {
-      for (auto tensor : root.getTensors()) {
-        if (tensor.getName() == name) change(tensor);
-      }
-    });
-    return read_error(damaged);
+    return testing::read_error_with_tensor(path, dir.path(std::string("damaged-") + name + ".fcpkg"), name, change);
   };
   CHECK(with_tensor("layers.1.wq", [](auto) {}) == "no error");  // the rewrite alone damages nothing
   // Float32 scales instead of binary16 ones.

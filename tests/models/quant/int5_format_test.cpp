@@ -161,14 +161,7 @@ TEST_CASE(
   CHECK(bytes(path) < bytes(fine_path));
 
   auto with_tensor = [&](const char* name, const std::function<void(schema::Tensor::Builder)>& change) {
-    const std::string damaged = dir.path(std::string("damaged-") + name + ".fcpkg");
-    std::filesystem::copy_file(path, damaged, std::filesystem::copy_options::overwrite_existing);
-    testing::edit_manifest(damaged, [&](schema::ModelPackage::Builder root) {
-      for (auto tensor : root.getTensors()) {
-        if (tensor.getName() == name) change(tensor);
-      }
-    });
-    return testing::read_error(damaged);
+    return testing::read_error_with_tensor(path, dir.path(std::string("damaged-") + name + ".fcpkg"), name, change);
   };
   CHECK(with_tensor("layers.1.wq", [](auto) {}) == "no error");
   const std::string misfit =
