@@ -24,39 +24,50 @@ float to_half(double d) {
   return std::isfinite(half) ? half : 0.0f;
 }
 
-// A grid's midpoints between neighbouring levels, ascending: one fewer than the levels (at most 31,
-// a 5-bit grid's), held in place - they are made for every group of 32 weights.
-struct Midpoints {
-  std::array<float, 31> values{};
+// A grid's midpoints between neighbouring levels, ascending (one fewer than the levels: at most 31, a
+// 5-bit grid's), and where to start counting them for a value: below[k + 128] is how many midpoints lie
+// below the integer k. Levels are integers, so midpoints are multiples of 1/2 and at most two lie in
+// [k, k + 1): a value's code takes one table read and at most two comparisons (a binary search took five
+// unpredictable branches, ~90% of a 4-bit quantize). Made once per grid and thread, not per group.
+struct LevelSearch {
+  explicit LevelSearch(std::span<const int8_t> levels) : grid(levels) {
+    if (grid.size() < 2 || grid.size() > 32) fail("a grid of {} levels (2 to 32)", grid.size());
+    count = grid.size() - 1;
+    for (size_t code = 0; code < count; ++code)
+      mid[code] = 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]));
+    for (int k = -128; k <= 127; ++k)
+      below[static_cast<size_t>(k + 128)] =
+          static_cast<uint8_t>(std::lower_bound(mid.begin(), mid.begin() + count, static_cast<float>(k)) - mid.begin());
+  }
+  // The code of y: how many midpoints lie below it (the lower level at a midpoint).
+  size_t code(float y) const {
+    const int k = static_cast<int>(std::floor(std::clamp(y, -128.0f, 127.0f)));
+    size_t c = below[static_cast<size_t>(k + 128)];
+    while (c < count && mid[c] < y) ++c;
+    return c;
+  }
+  std::span<const int8_t> grid;
+  std::array<float, 31> mid{};
   size_t count = 0;
-  const float* begin() const { return values.data(); }
-  const float* end() const { return values.data() + count; }
+  std::array<uint8_t, 256> below{};
 };
-Midpoints midpoints_of(std::span<const int8_t> grid) {
-  if (grid.size() < 2 || grid.size() > 32) fail("a grid of {} levels (2 to 32)", grid.size());
-  Midpoints mid;
-  mid.count = grid.size() - 1;
-  for (size_t code = 0; code < mid.count; ++code)
-    mid.values[code] = 0.5f * (static_cast<float>(grid[code]) + static_cast<float>(grid[code + 1]));
-  return mid;
-}
 
-// The levels of `w` under scale d (each the nearest level of `grid` to w / d, the lower one at a
+// The levels of `w` under scale d (each the nearest level of the grid to w / d, the lower one at a
 // midpoint) and their weighted squared error.
-double round_group(std::span<const float> w, std::span<const double> a, float d, std::span<const int8_t> grid,
-                   const Midpoints& mid, int8_t* levels) {
+double round_group(std::span<const float> w, std::span<const double> a, float d, const LevelSearch& search, int8_t* levels) {
   double error = 0;
   const float inverse = 1.0f / d;
   for (size_t i = 0; i < w.size(); ++i) {
-    const float y = w[i] * inverse;
-    // The code: how many midpoints lie below y.
-    const size_t code = static_cast<size_t>(std::lower_bound(mid.begin(), mid.end(), y) - mid.begin());
-    levels[i] = grid[code];
+    levels[i] = search.grid[search.code(w[i] * inverse)];
     const double diff = static_cast<double>(w[i]) - static_cast<double>(d) * levels[i];
     error += a[i] * diff * diff;
   }
   return error;
 }
+
+// quantize_group_on and quantize_group_absmax_on with the grid's search made already.
+Int4Group search_group(std::span<const float> w, std::span<const double> a, const LevelSearch& search);
+Int4Group absmax_group(std::span<const float> w, const LevelSearch& search);
 
 }  // namespace
 
@@ -136,8 +147,14 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
 }
 
 Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a, std::span<const int8_t> grid_levels) {
+  return search_group(w, a, LevelSearch(grid_levels));
+}
+
+namespace {
+
+Int4Group search_group(std::span<const float> w, std::span<const double> a, const LevelSearch& search) {
   if (w.size() > static_cast<size_t>(kInt4Group) || (!a.empty() && a.size() != w.size()))
-    fail("quantize_int4_group: {} weights and {} importance values", w.size(), a.size());
+    fail("a group of {} weights (at most {}) with {} importance values", w.size(), kInt4Group, a.size());
   // Importance weights with a floor, so that channels the statistics never saw still count a little.
   std::array<double, kInt4Group> weight{};
   double total = 0;
@@ -155,7 +172,6 @@ Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a,
   best.scale = 0x1p-24f;  // all zeros (or below binary16's range): any scale, levels 0
   if (max_abs == 0.0f) return best;
   double best_error = std::numeric_limits<double>::infinity();
-  const Midpoints mid = midpoints_of(grid_levels);
   std::array<int8_t, kInt4Group> levels{};
   auto keep_if_better = [&](float half, double error) {
     if (error < best_error) {
@@ -166,17 +182,17 @@ Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a,
   };
   auto consider = [&](double d) {
     const float half = to_half(d);
-    if (half != 0.0f) keep_if_better(half, round_group(w, weights, half, grid_levels, mid, levels.data()));
+    if (half != 0.0f) keep_if_better(half, round_group(w, weights, half, search, levels.data()));
   };
   // Each sign (the extreme of either sign can take the lowest level), scales that put the extreme at
   // 3/4 to 9/8 of the lowest level's magnitude (max/6 to max/9 on the uniform grid), each then refined
   // once: the least-squares scale for the levels it rounded to.
-  const double lowest = -static_cast<double>(grid_levels[0]);
+  const double lowest = -static_cast<double>(search.grid[0]);
   for (const double sign : {1.0, -1.0}) {
     for (int step = 0; step <= 24; ++step) {
       const float half = to_half(sign * max_abs / (lowest * (0.75 + step / 64.0)));
       if (half == 0.0f) continue;
-      const double error = round_group(w, weights, half, grid_levels, mid, levels.data());
+      const double error = round_group(w, weights, half, search, levels.data());
       double wq = 0, qq = 0;
       for (size_t i = 0; i < w.size(); ++i) {
         wq += weights[i] * w[i] * levels[i];
@@ -189,12 +205,8 @@ Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a,
   return best;
 }
 
-Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid) {
-  return quantize_group_absmax_on(w, int4_levels(grid));
-}
-
-Int4Group quantize_group_absmax_on(std::span<const float> w, std::span<const int8_t> grid_levels) {
-  if (w.size() > static_cast<size_t>(kInt4Group)) fail("quantize_int4_group_absmax: {} weights", w.size());
+Int4Group absmax_group(std::span<const float> w, const LevelSearch& search) {
+  if (w.size() > static_cast<size_t>(kInt4Group)) fail("a group of {} weights (at most {})", w.size(), kInt4Group);
   float extreme = 0;
   for (const float v : w) {
     if (!std::isfinite(v)) fail("weight {} is not finite", v);
@@ -202,16 +214,25 @@ Int4Group quantize_group_absmax_on(std::span<const float> w, std::span<const int
   }
   Int4Group out;
   // In FP32, as PyTorch computes it: the quotient, then its nearest binary16 value.
-  out.scale = f16_to_f32(f32_to_f16(extreme / static_cast<float>(grid_levels[0])));
+  out.scale = f16_to_f32(f32_to_f16(extreme / static_cast<float>(search.grid[0])));
   if (out.scale == 0.0f) out.scale = 0x1p-24f;  // all zeros, or below binary16's range: levels 0
   const std::array<double, kInt4Group> ones = [] {
     std::array<double, kInt4Group> a{};
     a.fill(1.0);
     return a;
   }();
-  round_group(w, std::span<const double>(ones.data(), w.size()), out.scale, grid_levels, midpoints_of(grid_levels),
-              out.levels.data());
+  round_group(w, std::span<const double>(ones.data(), w.size()), out.scale, search, out.levels.data());
   return out;
+}
+
+}  // namespace
+
+Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid) {
+  return quantize_group_absmax_on(w, int4_levels(grid));
+}
+
+Int4Group quantize_group_absmax_on(std::span<const float> w, std::span<const int8_t> grid_levels) {
+  return absmax_group(w, LevelSearch(grid_levels));
 }
 
 void quantize_groups(std::span<const float> weights, int rows, int cols, std::span<const int8_t> grid_levels,
@@ -228,6 +249,7 @@ void quantize_groups(std::span<const float> weights, int rows, int cols, std::sp
   // result whatever the split).
   auto quantize_rows = [&](int first, int last) {
     std::vector<int8_t> row_levels(static_cast<size_t>(cols));
+    const LevelSearch search(grid_levels);
     for (int r = first; r < last; ++r) {
       const size_t row_start = static_cast<size_t>(r) * static_cast<size_t>(cols);
       for (int begin = 0; begin < cols; begin += kInt4Group) {
@@ -235,10 +257,9 @@ void quantize_groups(std::span<const float> weights, int rows, int cols, std::sp
         const std::span<const float> w = weights.subspan(at, kInt4Group);
         const Int4Group group =
             rounding == Int4Rounding::kAbsmax
-                ? quantize_group_absmax_on(w, grid_levels)
-                : quantize_group_on(w,
-                                    importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group),
-                                    grid_levels);
+                ? absmax_group(w, search)
+                : search_group(w, importance.empty() ? importance : importance.subspan(static_cast<size_t>(begin), kInt4Group),
+                               search);
         group_scales[at / kInt4Group] = f32_to_f16(group.scale);  // a binary16 value already
         std::copy(group.levels.begin(), group.levels.end(), row_levels.begin() + begin);
       }

@@ -228,11 +228,12 @@ std::vector<double> WindowKl::log_softmax(std::span<const float> logits, size_t 
   return out;
 }
 
-std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
-                                                  const QuantizeOptions& options, const std::vector<int>& tokens,
-                                                  const XnnRuntime& runtime) {
+namespace {
+
+// Each layer of `all` alone quantized (the others FP32): its mean KL from FP32 on `tokens`, largest first.
+std::vector<LayerSensitivity> sensitivity_of(const Model& model, const QuantizedLinears& all, const std::vector<int>& tokens,
+                                             const XnnRuntime& runtime) {
   const WindowKl kl(model, tokens, runtime);
-  const QuantizedLinears all = quantize_model(model, stats, options);
   std::vector<LayerSensitivity> result;
   for (const auto& [name, layer] : all) {
     if (name == "token_embedding") continue;
@@ -244,6 +245,14 @@ std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const Cali
   return result;
 }
 
+}  // namespace
+
+std::vector<LayerSensitivity> measure_sensitivity(const Model& model, const CalibrationStats& stats,
+                                                  const QuantizeOptions& options, const std::vector<int>& tokens,
+                                                  const XnnRuntime& runtime) {
+  return sensitivity_of(model, quantize_model(model, stats, options), tokens, runtime);
+}
+
 // A target is met on several windows: on one, the search fits that window's text (on the project's
 // model, the dynamic baseline's KL is 0.00061 on the first window of 256 tokens of the 4,000 sensitivity
 // bytes, 0.00045 over all of them).
@@ -252,7 +261,8 @@ constexpr size_t kTargetWindows = 4;
 MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
                                       const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
                                       LayerFallback fallback) {
-  std::vector<LayerSensitivity> ranking = measure_sensitivity(model, stats, options, tokens, runtime);
+  const QuantizedLinears base = quantize_model(model, stats, options);
+  std::vector<LayerSensitivity> ranking = sensitivity_of(model, base, tokens, runtime);
   if (options.weight_bits != 8) {
     // From 4 or 5 bits, every layer taken out costs bytes in proportion to its weights: the most KL per
     // weight first (the fewest bytes for the target, as far as one layer's KL tells).
@@ -268,11 +278,35 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
         std::erase_if(ranking, [&](const LayerSensitivity& layer) { return layer.name == site.name; });
     }
   }
+  // Every layer is quantized once per form it can take (a layer's form does not depend on the others'),
+  // and each candidate put together from those: quantizing the whole model for every candidate made a
+  // search over a 4-bit model's 200 layers take 200 of its 4-bit searches.
+  auto with_every_ranked_layer_in = [&](auto layers_of) {
+    QuantizeOptions moved = options;
+    for (const LayerSensitivity& layer : ranking) layers_of(moved).insert(layer.name);
+    return quantize_model(model, stats, moved);
+  };
+  const QuantizedLinears moved =
+      with_every_ranked_layer_in([&](QuantizeOptions& o) -> std::set<std::string>& { return fallback_layers(o, fallback); });
+  const QuantizedLinears fine =
+      fallback == LayerFallback::kFiveBit
+          ? with_every_ranked_layer_in([](QuantizeOptions& o) -> std::set<std::string>& { return o.fine_grained; })
+          : QuantizedLinears{};
   const WindowKl kl(model, tokens, runtime, kTargetWindows);
   MixedPrecision choice;
-  QuantizeOptions candidate_options = options;
   auto reached = [&] {
-    const QuantizedLinears int8 = quantize_model(model, stats, candidate_options);
+    QuantizedLinears int8 = base;
+    auto take = [&](const std::vector<std::string>& names, const QuantizedLinears& from) {
+      for (const std::string& name : names) {
+        const auto layer = from.find(name);
+        if (layer == from.end())
+          int8.erase(name);  // in FP32
+        else
+          int8.insert_or_assign(name, layer->second);
+      }
+    };
+    take(choice.layers, moved);
+    take(choice.fine_grained_layers, fine);
     Transformer candidate(model, runtime, {}, &int8);
     choice.mean_kl = kl.of(candidate);
     choice.tried.push_back(choice.mean_kl);
@@ -282,13 +316,11 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
     if (reached()) return choice;
     if (k == ranking.size()) break;
     choice.layers.push_back(ranking[k].name);
-    fallback_layers(candidate_options, fallback).insert(ranking[k].name);
   }
   if (fallback == LayerFallback::kFiveBit) {
     // Every layer in 5 bits is not enough: on to fine-grained INT8, in the same order.
     for (const LayerSensitivity& layer : ranking) {
       choice.fine_grained_layers.push_back(layer.name);
-      candidate_options.fine_grained.insert(layer.name);
       if (reached()) return choice;
     }
   }
