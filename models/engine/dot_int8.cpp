@@ -413,6 +413,37 @@ PackedInt8 pack_int8(const int8_t* w, int rows, int cols, const float* group_sca
   return pack_int8(row_values, rows, cols, group_scales, kernel, levels);
 }
 
+namespace {
+
+// Where value (r, c) of a packed matrix lies: its byte, and for 4-bit codes which half of it.
+struct PackedPosition {
+  size_t at = 0;
+  bool high = false;
+};
+PackedPosition packed_position(const PackedInt8& packed, int r, int c) {
+  const bool four = packed.bits == 4;
+  const size_t block_bytes = four ? kBlockBytes / 2 : kBlockBytes;
+  const int g = r / kPackedRows, i = r % kPackedRows;
+  const int b = c / kActivationBlock, k = c % kActivationBlock / kChunk, j = c % kChunk;
+  const size_t within = packed.kernel == Int8Kernel::kPortable ? static_cast<size_t>(i) * kActivationBlock + c % kActivationBlock
+                                                               : static_cast<size_t>(k) * kChunkBytes + i * kChunk + j;
+  const size_t block = (static_cast<size_t>(g) * packed.blocks() + b) * block_bytes;
+  if (!four) return {block + within, false};
+  // Two codes per byte: portable, value m and m + 16 of a row's block; avx512-vnni, value m of chunks
+  // k and k + 1 (k even); else value m and m + 32 of a chunk.
+  if (packed.kernel == Int8Kernel::kAvx512Vnni)
+    return {block + within / (2 * kChunkBytes) * kChunkBytes + within % kChunkBytes, within / kChunkBytes % 2 == 1};
+  const size_t half = packed.kernel == Int8Kernel::kPortable ? kHalfBlock : kChunkBytes / 2;
+  const size_t piece = packed.kernel == Int8Kernel::kPortable ? kActivationBlock : kChunkBytes;
+  return {block + within / piece * half + within % half, within % piece >= half};
+}
+
+size_t packed_scale_index(const PackedInt8& packed, int r, int b) {
+  return (static_cast<size_t>(r / kPackedRows) * packed.blocks() + b) * kPackedRows + r % kPackedRows;
+}
+
+}  // namespace
+
 PackedInt8 pack_int8(const Int8RowSource& row_values, int rows, int cols, const float* group_scales, Int8Kernel kernel,
                      const std::array<int8_t, 16>* levels) {
   if (rows < 1 || cols < 1 || static_cast<size_t>(cols) > kMaxCols) fail("INT8 matrix ({}, {}): want 1 to {} columns", rows, cols, kMaxCols);
@@ -446,34 +477,17 @@ PackedInt8 pack_int8(const Int8RowSource& row_values, int rows, int cols, const 
                        four ? static_cast<uint8_t>(code_of[128] * 0x11) : static_cast<uint8_t>(offset));
   std::vector<int8_t> row(static_cast<size_t>(cols));
   for (int r = 0; r < rows; ++r) {
-    const int g = r / kPackedRows, i = r % kPackedRows;
     row_values(r, row.data());
     for (int c = 0; c < cols; ++c) {
-      const int b = c / kActivationBlock, k = c % kActivationBlock / kChunk, j = c % kChunk;
-      const size_t within = kernel == Int8Kernel::kPortable ? static_cast<size_t>(i) * kActivationBlock + c % kActivationBlock
-                                                            : static_cast<size_t>(k) * kChunkBytes + i * kChunk + j;
-      const size_t block = (static_cast<size_t>(g) * blocks + b) * block_bytes;
+      const PackedPosition position = packed_position(packed, r, c);
       if (!four) {
-        packed.values[block + within] = static_cast<uint8_t>(row[c] + offset);
+        packed.values[position.at] = static_cast<uint8_t>(row[c] + offset);
         continue;
       }
       const int code = code_of[static_cast<size_t>(row[c] + 128)];
       if (code < 0) fail("value {} at ({}, {}) is not one of the 4-bit levels", row[c], r, c);
-      // Two codes per byte: portable, value m and m + 16 of a row's block; avx512-vnni, value m of chunks
-      // k and k + 1 (k even); else value m and m + 32 of a chunk.
-      size_t at = 0;
-      bool high = false;
-      if (kernel == Int8Kernel::kAvx512Vnni) {
-        at = block + within / (2 * kChunkBytes) * kChunkBytes + within % kChunkBytes;
-        high = within / kChunkBytes % 2 == 1;
-      } else {
-        const size_t half = kernel == Int8Kernel::kPortable ? kHalfBlock : kChunkBytes / 2;
-        const size_t piece = kernel == Int8Kernel::kPortable ? kActivationBlock : kChunkBytes;
-        at = block + within / piece * half + within % half;
-        high = within % piece >= half;
-      }
-      uint8_t& byte = packed.values[at];
-      byte = high ? static_cast<uint8_t>((byte & 0x0f) | (code << 4)) : static_cast<uint8_t>((byte & 0xf0) | code);
+      uint8_t& byte = packed.values[position.at];
+      byte = position.high ? static_cast<uint8_t>((byte & 0x0f) | (code << 4)) : static_cast<uint8_t>((byte & 0xf0) | code);
     }
   }
   if (group_scales != nullptr) {
@@ -483,11 +497,29 @@ PackedInt8 pack_int8(const Int8RowSource& row_values, int rows, int cols, const 
         const float scale = group_scales[static_cast<size_t>(r) * blocks + b];
         const uint16_t half = f32_to_f16(scale);
         if (f16_to_f32(half) != scale) fail("group scale {} (row {}, block {}) is not a binary16 value", scale, r, b);
-        packed.group_scales[(static_cast<size_t>(r / kPackedRows) * blocks + b) * kPackedRows + r % kPackedRows] = half;
+        packed.group_scales[packed_scale_index(packed, r, b)] = half;
       }
     }
   }
   return packed;
+}
+
+void packed_row_values(const PackedInt8& packed, int row, int8_t* out) {
+  if (row < 0 || row >= packed.rows) fail("row {} of a packed ({}, {}) matrix", row, packed.rows, packed.cols);
+  const int offset = weight_offset(packed.kernel);
+  for (int c = 0; c < packed.cols; ++c) {
+    const PackedPosition position = packed_position(packed, row, c);
+    const uint8_t byte = packed.values[position.at];
+    const int stored = packed.bits == 4 ? packed.lookup[position.high ? byte >> 4 : byte & 0x0f] : byte;
+    out[c] = static_cast<int8_t>(stored - offset);
+  }
+}
+
+float packed_group_scale(const PackedInt8& packed, int row, int block) {
+  if (packed.group_scales.empty() || row < 0 || row >= packed.rows || block < 0 || block >= packed.blocks())
+    fail("group scale ({}, {}) of a packed ({}, {}) matrix{}", row, block, packed.rows, packed.cols,
+         packed.group_scales.empty() ? " without group scales" : "");
+  return f16_to_f32(packed.group_scales[packed_scale_index(packed, row, block)]);
 }
 
 void int8_block_sums(const int8_t* x, int blocks, int32_t* block_sums) {

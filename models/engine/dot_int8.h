@@ -85,6 +85,12 @@ using Int8RowSource = std::function<void(int row, int8_t* out)>;
 PackedInt8 pack_int8(const Int8RowSource& row_values, int rows, int cols, const float* group_scales, Int8Kernel kernel,
                      const std::array<int8_t, 16>* levels = nullptr);
 
+// Row `row`'s INT8 values (4-bit levels as their INT8 values) read back from the packed layout, and the
+// weight scale of its block `block` (only where the matrix has group scales): a tied token table is
+// looked up in its classifier's packed copy, not held twice.
+void packed_row_values(const PackedInt8& packed, int row, int8_t* out);
+float packed_group_scale(const PackedInt8& packed, int row, int block);
+
 // One activation row for the kernels: `x` holds padded_cols() INT8 values (zeros after cols), and
 // `block_sums` each block's sum of them (int8_block_sums).
 void int8_block_sums(const int8_t* x, int blocks, int32_t* block_sums);

@@ -53,15 +53,17 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   // The INT8 layer if `int8` lists `name` (static or dynamic activations), else the FP32 one; with a
   // bias (out values) when `bias` is not empty. When releasing, the source weights go as soon as the
   // layer holds its own (packed) copy.
-  // A tied INT8 classifier on the dynamic kernels is packed from the token table, its matrix moved
-  // there when ours to take (never a third copy of it while loading).
-  bool classifier_in_table = false;
+  // A tied INT8 classifier on the dynamic kernels is the token table too: tokens are looked up in its
+  // packed copy (the table is not held twice).
+  bool embedding_in_classifier = false;
+  // The layers run one at a time: their INT8 activations share one scratch.
+  const auto dynamic_scratch = std::make_shared<DynamicInt8Scratch>();
   auto make_linear = [&](const std::vector<float>& weights, int in, int out, const std::string& name,
                          const std::vector<float>& bias = {}) -> std::unique_ptr<Linear> {
     if (!bias.empty() && bias.size() != static_cast<size_t>(out)) fail("{}: bias has {} values for {} outputs", name, bias.size(), out);
     std::unique_ptr<Linear> linear;
     if (auto it = int8 != nullptr ? int8->find(name) : QuantizedLinears::const_iterator{}; int8 != nullptr && it != int8->end()) {
-      const QuantizedMatrix& q = name == "classifier" && classifier_in_table ? *token_embedding_int8_ : it->second.weights;
+      const QuantizedMatrix& q = it->second.weights;
       if (q.rows != out || q.cols != in)
         fail("{}: INT8 weights are ({}, {}), the model needs ({}, {})", name, q.rows, q.cols, out, in);
       // Weights in groups always run with activations quantized at run time: per block of 32, unless
@@ -70,7 +72,7 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
         // The dynamic layer packs the matrix a row at a time and keeps only its packed copy.
         const ActivationScales scales =
             options_.activations == ActivationQuantization::kDynamic ? ActivationScales::kPerToken : ActivationScales::kPerBlock;
-        linear = std::make_unique<LinearDynamicInt8>(q, name, bias, scales, options_.int8_kernel);
+        linear = std::make_unique<LinearDynamicInt8>(q, name, bias, scales, options_.int8_kernel, dynamic_scratch);
       } else {
         linear = std::make_unique<LinearInt8>(it->second, name, bias);
       }
@@ -89,14 +91,17 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   if (table != nullptr) {
     if (table->weights.rows != c.vocab_size || table->weights.cols != c.dim)
       fail("token_embedding: INT8 table has the wrong shape");
-    // A tied INT8 classifier is also the table: moved there when its layer packs from the table, else
-    // copied (a static layer keeps its own; weights that are not ours are copied).
+    // A tied INT8 classifier is also the table: looked up in the classifier's packed copy when that
+    // is on the dynamic kernels, else copied (a static layer keeps its own); a separate table is moved
+    // here when ours to take.
     const bool tied = int8->count("token_embedding") == 0;
-    classifier_in_table = tied && release_int8 != nullptr && (is_dynamic(options_.activations) || table->weights.per_group());
-    if (release_int8 != nullptr && (!tied || classifier_in_table)) {
-      token_embedding_int8_ = std::move(release_int8->at(tied ? "classifier" : "token_embedding").weights);
-    } else {
-      token_embedding_int8_ = table->weights;
+    embedding_in_classifier = tied && (is_dynamic(options_.activations) || table->weights.per_group());
+    if (!embedding_in_classifier) {
+      if (release_int8 != nullptr && !tied) {
+        token_embedding_int8_ = std::move(release_int8->at("token_embedding").weights);
+      } else {
+        token_embedding_int8_ = table->weights;
+      }
     }
   } else {
     if (model.token_embedding.size() != size_t(c.vocab_size) * c.dim) fail("token_embedding: no FP32 values and no INT8 table");
@@ -139,6 +144,10 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   // A tied FP32 classifier is packed from the table (the Transformer's own copy: the model's may be gone).
   const std::vector<float>& head = !c.shared_classifier ? model.classifier : token_embedding_.empty() ? model.token_embedding : token_embedding_;
   classifier_ = make_linear(head, c.dim, c.vocab_size, "classifier");
+  if (embedding_in_classifier) {
+    embedding_classifier_ = dynamic_cast<const LinearDynamicInt8*>(classifier_.get());
+    if (embedding_classifier_ == nullptr) fail("classifier: a tied INT8 table on the dynamic kernels, but not packed there");
+  }
   if (release_int8 != nullptr) release_int8->clear();
   if (release != nullptr) *release = Model{};
 
@@ -166,7 +175,7 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   }
   key_cache_ = std::unique_ptr<float[]>(new float[cache_floats]);
   value_cache_ = std::unique_ptr<float[]>(new float[cache_floats]);
-  if (token_embedding_int8_) embedding_row_.resize(dim);
+  if (token_embedding_int8_ || embedding_classifier_ != nullptr) embedding_row_.resize(dim);
   x_ = padded(batch * dim);
   xb_ = padded(batch * dim);
   xb2_ = padded(batch * dim);
@@ -174,7 +183,10 @@ Transformer::Transformer(const Model& model, const XnnRuntime& runtime, Transfor
   k_ = padded(batch * kv_dim);
   v_ = padded(batch * kv_dim);
   att_out_ = padded(batch * q_dim);
-  scores_ = padded(batch * c.n_heads * static_cast<size_t>(c.max_seq_len));
+  // Scores: a row per slice of a chunk's (token, head) pairs, 4 slices per thread (the pairs differ in
+  // length: the pool balances them), not one per pair (4.7 MB at smollm-135m's 2,048 positions).
+  attention_slices_ = std::min(batch * c.n_heads, 4 * std::max<size_t>(1, pthreadpool_get_threads_count(runtime_.threadpool())));
+  scores_ = padded(attention_slices_ * static_cast<size_t>(c.max_seq_len));
   hb_ = padded(batch * hidden);
   hb2_ = padded(batch * hidden);
 }
@@ -190,13 +202,16 @@ size_t Transformer::decode_weight_bytes() const {
       bytes += linear->weight_bytes();
     }
   }
-  const size_t embedding_row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
+  const size_t embedding_row =
+      token_embedding_int8_ || embedding_classifier_ != nullptr ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
   const size_t norms = ((c.post_norms ? 4 : 2) * size_t(c.n_layers) + 1) * c.dim * sizeof(float);
   return bytes + embedding_row + norms;
 }
 
 size_t Transformer::resident_weight_bytes() const {
   const ModelConfig& c = config_;
+  // A table looked up in the classifier is held once, as the classifier (decode counts a row of it too).
+  if (embedding_classifier_ != nullptr) return decode_weight_bytes() - size_t(c.dim);
   const size_t row = token_embedding_int8_ ? size_t(c.dim) : size_t(c.dim) * sizeof(float);
   const size_t table = token_embedding_int8_ ? token_embedding_int8_->values.size() + token_embedding_int8_->codes.size() +
                                                    token_embedding_int8_->scales.size() * sizeof(float) +
@@ -248,7 +263,9 @@ void Transformer::forward_chunk(std::span<const int> tokens, int pos, float* log
   // x (n, dim) = embedding rows of the tokens
   for (int t = 0; t < n; ++t) {
     float* row = &x_[size_t(t) * dim];
-    if (token_embedding_int8_) {
+    if (embedding_classifier_ != nullptr) {
+      embedding_classifier_->dequantize_row(tokens[t], embedding_row_.data(), row);
+    } else if (token_embedding_int8_) {
       const QuantizedMatrix& table = *token_embedding_int8_;
       weight_row_values(table, tokens[t], embedding_row_.data());  // (dim): INT8 values, or 4-bit levels
       const int8_t* values = embedding_row_.data();
@@ -388,16 +405,17 @@ struct AttentionTask {
   const float* values;  // (n_kv_heads, rows, head_size) of this layer
   int rows;             // per head: max_seq_len, or twice a local layer's ring
   int ring;             // 0: row = position; else position p at rows p % ring and p % ring + ring
-  float* scores;        // (n * n_heads, max_seq_len)
+  float* scores;        // (slices, max_seq_len): one row per slice of the items, reused item by item
   float* out;           // (n, q_dim)
+  size_t items;         // n * n_heads
+  size_t slices;
   int pos;
   int window;  // positions a query sees, itself included: max_seq_len, or a local layer's window
   float scale;  // of the scores, config->attention_scale()
 };
 
-// Causal attention of one (token t, head h) pair: item = t * n_heads + h.
-void attend_one(void* context, size_t item) {
-  const AttentionTask& task = *static_cast<const AttentionTask*>(context);
+// Causal attention of one (token t, head h) pair: item = t * n_heads + h, its scores in `scores`.
+void attend_item(const AttentionTask& task, size_t item, float* scores) {
   const ModelConfig& c = *task.config;
   const int head_size = c.head_size();
   const int t = static_cast<int>(item) / c.n_heads, h = static_cast<int>(item) % c.n_heads;
@@ -407,7 +425,15 @@ void attend_one(void* context, size_t item) {
   const int end = task.pos + t + 1, first = std::max(0, end - task.window);
   const size_t skip = size_t(task.ring != 0 ? first % task.ring : first) * head_size;  // a ring's run starts at first's slot
   attention_head(task.q + q_offset, task.keys + kv_offset + skip, task.values + kv_offset + skip, end - first, head_size,
-                 task.scale, task.scores + item * c.max_seq_len, task.out + q_offset);
+                 task.scale, scores, task.out + q_offset);
+}
+
+// The items of one slice, one after another on one scores row.
+void attend_slice(void* context, size_t slice) {
+  const AttentionTask& task = *static_cast<const AttentionTask*>(context);
+  float* scores = task.scores + slice * static_cast<size_t>(task.config->max_seq_len);
+  for (size_t item = task.items * slice / task.slices; item < task.items * (slice + 1) / task.slices; ++item)
+    attend_item(task, item, scores);
 }
 
 }  // namespace
@@ -416,18 +442,11 @@ void Transformer::attention(int layer, int n, int pos) {
   const ModelConfig& c = config_;
   const CacheLayer& cache = cache_layers_[size_t(layer)];
   const int window = c.local_layer(layer) ? c.sliding_window : c.max_seq_len;
-  AttentionTask task{&c,
-                     q_.data(),
-                     &key_cache_[cache.offset],
-                     &value_cache_[cache.offset],
-                     cache.rows,
-                     cache.ring,
-                     scores_.data(),
-                     att_out_.data(),
-                     pos,
-                     window,
-                     c.attention_scale()};
-  pthreadpool_parallelize_1d(runtime_.threadpool(), attend_one, &task, size_t(n) * c.n_heads, /*flags=*/0);
+  AttentionTask task{&c,         q_.data(),      &key_cache_[cache.offset], &value_cache_[cache.offset], cache.rows,
+                     cache.ring, scores_.data(), att_out_.data(),           size_t(n) * c.n_heads,       0,
+                     pos,        window,         c.attention_scale()};
+  task.slices = std::min(task.items, attention_slices_);
+  pthreadpool_parallelize_1d(runtime_.threadpool(), attend_slice, &task, task.slices, /*flags=*/0);
 }
 
 }  // namespace fedcal

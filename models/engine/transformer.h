@@ -15,6 +15,8 @@
 
 namespace fedcal {
 
+class LinearDynamicInt8;
+
 // How the INT8 linears quantize what enters them: at the static scales their package or statistics
 // hold (calibrated), per token at run time (dynamic: no calibration, the baseline a calibration has
 // to beat), or per block of 32 channels of each token at run time (dynamic-blocks: llama.cpp Q8_0's
@@ -80,6 +82,7 @@ class Transformer {
   TransformerOptions options_;
   std::vector<float> token_embedding_;                   // (vocab, dim), unless the table is INT8:
   std::optional<QuantizedMatrix> token_embedding_int8_;  // (vocab, dim) with one scale per tensor or row
+  const LinearDynamicInt8* embedding_classifier_ = nullptr;  // or the tied classifier (classifier_) holds the table
   std::vector<int8_t> embedding_row_;                    // (dim): one row of the INT8 table, looked up
   std::vector<float> final_norm_;                        // (dim)
   std::vector<std::unique_ptr<Layer>> layers_;
@@ -110,7 +113,8 @@ class Transformer {
   std::vector<float> q_;         // (B, dim)
   std::vector<float> k_, v_;     // (B, kv_dim)
   std::vector<float> att_out_;   // (B, dim)
-  std::vector<float> scores_;    // (B * n_heads, max_seq_len)
+  size_t attention_slices_ = 1;  // scores rows: the (token, head) pairs of a chunk are split into these
+  std::vector<float> scores_;    // (attention_slices_, max_seq_len)
   std::vector<float> hb_, hb2_;  // (B, hidden_dim)
   std::vector<float> logits_;    // (n, vocab)
 };

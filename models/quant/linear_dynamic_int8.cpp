@@ -60,8 +60,12 @@ void run_rows(void* context, size_t task_index) {
 }  // namespace
 
 LinearDynamicInt8::LinearDynamicInt8(const QuantizedMatrix& weights, std::string name, std::vector<float> bias,
-                                     ActivationScales scales, std::optional<Int8Kernel> kernel)
-    : name_(std::move(name)), bias_(std::move(bias)), scales_(scales) {
+                                     ActivationScales scales, std::optional<Int8Kernel> kernel,
+                                     std::shared_ptr<DynamicInt8Scratch> scratch)
+    : name_(std::move(name)),
+      bias_(std::move(bias)),
+      scales_(scales),
+      scratch_(scratch != nullptr ? std::move(scratch) : std::make_shared<DynamicInt8Scratch>()) {
   weights.check(name_);
   if (!bias_.empty() && bias_.size() != static_cast<size_t>(weights.rows))
     fail("{}: bias has {} values for {} outputs", name_, bias_.size(), weights.rows);
@@ -80,6 +84,18 @@ LinearDynamicInt8::LinearDynamicInt8(const QuantizedMatrix& weights, std::string
   }
 }
 
+void LinearDynamicInt8::dequantize_row(int row, int8_t* values, float* out) const {
+  packed_row_values(weights_, row, values);
+  const int cols = weights_.cols;
+  if (row_scales_.empty()) {  // one scale per group of the row
+    for (int begin = 0, block = 0; begin < cols; begin += kActivationBlock, ++block)
+      dequantize_int8(values + begin, out + begin, std::min(kActivationBlock, cols - begin),
+                      packed_group_scale(weights_, row, block), 0);
+  } else {
+    dequantize_int8(values, out, static_cast<size_t>(cols), row_scales_[static_cast<size_t>(row)], 0);
+  }
+}
+
 void LinearDynamicInt8::run(const XnnRuntime& runtime, size_t batch, const float* input, float* output) {
   const size_t cols = static_cast<size_t>(weights_.cols), rows = static_cast<size_t>(weights_.rows);
   const size_t padded = static_cast<size_t>(weights_.padded_cols()), blocks = static_cast<size_t>(weights_.blocks());
@@ -87,35 +103,44 @@ void LinearDynamicInt8::run(const XnnRuntime& runtime, size_t batch, const float
   // Grouped weights run on the block kernel whatever the activations: a per-token scale is then
   // repeated for each of the token's blocks.
   const bool block_kernel = per_block || !weights_.group_scales.empty();
-  if (input_q_.size() < batch * padded) input_q_.resize(batch * padded);
-  if (input_scales_.size() < batch * blocks) input_scales_.resize(batch * blocks);
-  if (block_sums_.size() < batch * blocks) block_sums_.resize(batch * blocks);
+  std::vector<int8_t>& input_q = scratch_->input_q;
+  std::vector<float>& input_scales = scratch_->input_scales;
+  std::vector<int32_t>& block_sums = scratch_->block_sums;
+  if (input_q.size() < batch * padded) input_q.resize(batch * padded);
+  if (input_scales.size() < batch * blocks) input_scales.resize(batch * blocks);
+  if (block_sums.size() < batch * blocks) block_sums.resize(batch * blocks);
   // Per token: its scale(s), its INT8 values padded with zeros to whole blocks, and each block's sum
   // (on the calling thread: one pass over the row).
   for (size_t t = 0; t < batch; ++t) {
     const float* x = input + t * cols;
-    int8_t* q = input_q_.data() + t * padded;
+    int8_t* q = input_q.data() + t * padded;
     if (per_block) {
       for (size_t b = 0; b < blocks; ++b) {
         const size_t begin = b * kActivationBlock, length = std::min<size_t>(kActivationBlock, cols - begin);
         const float scale = token_scale(max_abs(x + begin, length));
-        input_scales_[t * blocks + b] = scale;
+        input_scales[t * blocks + b] = scale;
         quantize_int8(x + begin, q + begin, length, scale, 0);
       }
     } else {
       const float scale = token_scale(max_abs(x, cols));
       quantize_int8(x, q, cols, scale, 0);
       if (block_kernel) {
-        std::fill_n(input_scales_.begin() + static_cast<std::ptrdiff_t>(t * blocks), blocks, scale);
+        std::fill_n(input_scales.begin() + static_cast<std::ptrdiff_t>(t * blocks), blocks, scale);
       } else {
-        input_scales_[t] = scale;
+        input_scales[t] = scale;
       }
     }
     std::fill(q + cols, q + padded, int8_t{0});
-    int8_block_sums(q, static_cast<int>(blocks), block_sums_.data() + t * blocks);
+    int8_block_sums(q, static_cast<int>(blocks), block_sums.data() + t * blocks);
   }
-  Task task{&weights_, row_scales_.empty() ? nullptr : row_scales_.data(), input_q_.data(), block_sums_.data(), input_scales_.data(),
-            block_kernel, batch, output};
+  Task task{&weights_,
+            row_scales_.empty() ? nullptr : row_scales_.data(),
+            input_q.data(),
+            block_sums.data(),
+            input_scales.data(),
+            block_kernel,
+            batch,
+            output};
   pthreadpool_parallelize_1d(runtime.threadpool(), run_rows, &task, (rows + kRowsPerTask - 1) / kRowsPerTask, /*flags=*/0);
   if (!bias_.empty()) {
     for (size_t t = 0; t < batch; ++t) add_into(output + t * rows, bias_.data(), rows);

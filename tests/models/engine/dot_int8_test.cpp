@@ -187,6 +187,39 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("packed_row_values and packed_group_scale read every row and scale back from each kernel's layout, 8- and 4-bit") {
+  for (const Int8Kernel kernel : int8_kernels_supported()) {
+    for (const bool four : {false, true}) {
+      for (const int cols : {1, 33, 64, 200}) {
+        const int rows = 37;  // groups of 16 rows and a partial one
+        CAPTURE(std::string(int8_kernel_name(kernel)));
+        CAPTURE(four);
+        CAPTURE(cols);
+        Case c = random_case(rows, cols, static_cast<unsigned>(cols + (four ? 50 : 0)));
+        if (four) {
+          std::mt19937 rng(static_cast<unsigned>(cols));
+          std::uniform_int_distribution<int> code(0, 15);
+          for (int8_t& v : c.w) v = kUnevenGrid[static_cast<size_t>(code(rng))];
+        }
+        const PackedInt8 packed = pack_int8(c.w.data(), rows, cols, c.w_scales.data(), kernel, four ? &kUnevenGrid : nullptr);
+        std::vector<int8_t> row(static_cast<size_t>(cols));
+        bool same = true;
+        for (int r = 0; r < rows; ++r) {
+          packed_row_values(packed, r, row.data());
+          same = same && std::equal(row.begin(), row.end(), c.w.begin() + static_cast<std::ptrdiff_t>(r) * cols);
+          for (int b = 0; b < c.blocks; ++b)
+            same = same && packed_group_scale(packed, r, b) == c.w_scales[static_cast<size_t>(r) * c.blocks + b];
+        }
+        CHECK(same);
+        CHECK_THROWS_WITH(packed_row_values(packed, rows, row.data()), doctest::Contains("row 37"));
+      }
+    }
+  }
+  const std::vector<int8_t> w(64, 1);
+  CHECK_THROWS_WITH(packed_group_scale(pack_int8(w.data(), 2, 32, nullptr, Int8Kernel::kPortable), 0, 0),
+                    doctest::Contains("without group scales"));
+}
+
 TEST_CASE("pack_int8 with 4-bit levels refuses a value that is not a level, and levels without 0 or with one twice") {
   const std::vector<int8_t> w = {1, 2, 3, 9};
   CHECK_THROWS_WITH(pack_int8(w.data(), 1, 4, nullptr, Int8Kernel::kPortable, &kQ4Grid),

@@ -188,5 +188,31 @@ TEST_CASE("Transformer::consume frees the weights as it packs them and computes 
   }
 }
 
+TEST_CASE(
+    "A tied classifier on the dynamic kernels is also the token table: looked up in its packed copy, held once, the same "
+    "logits") {
+  XnnRuntime runtime(1);
+  const std::vector<int> tokens{1, 17, 299, 5, 42, 9};
+  const Model model = synthesize_model(find_synth_preset("tiny").config, 3);  // tied
+  for (const int bits : {8, 4}) {
+    CAPTURE(bits);
+    QuantizeOptions quantize;
+    quantize.per_channel = true;
+    quantize.weight_bits = bits;
+    const QuantizedLinears layers = quantize_model_weights(model, quantize);
+    // The same values as a separate table: held beside the classifier, as an untied model's is.
+    QuantizedLinears with_table = layers;
+    with_table.emplace("token_embedding", layers.at("classifier"));
+    TransformerOptions options;
+    options.activations = ActivationQuantization::kDynamic;
+    Transformer once(model, runtime, options, &layers), twice(model, runtime, options, &with_table);
+    CHECK(all_logits(once, tokens) == all_logits(twice, tokens));
+    const QuantizedMatrix& table = layers.at("classifier").weights;
+    const size_t table_bytes = table.values.size() + table.codes.size() + table.scales.size() * sizeof(float) +
+                               table.group_scales.size() * sizeof(uint16_t);
+    CHECK(twice.resident_weight_bytes() - once.resident_weight_bytes() == table_bytes);
+  }
+}
+
 }  // namespace
 }  // namespace fedcal
