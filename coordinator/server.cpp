@@ -440,15 +440,21 @@ void Server::tick() {
       return true;
     });
   });
-  // The turn's per-agent writes in one commit (Store::flush_pending), then the acknowledgements of the
-  // round messages they record: an agent stops re-sending only what is stored. (When the commit
-  // fails the acknowledgements are dropped: the agents send again, and their copies are acknowledged
-  // once a commit holds them.)
-  bool stored = false;
-  guarded("saving participants", [&] {
-    store_.flush_pending();
-    stored = true;
-  });
+  // The per-agent writes in one commit (Store::flush_pending) at most every kCommitIntervalMs (or once
+  // kCommitBatch wait), then the acknowledgements of the round messages they record: an agent stops
+  // re-sending only what is stored. (A commit per loop turn was still ~one per agent: messages spread
+  // over a stage make turns of one or two.) When the commit fails the acknowledgements are dropped: the
+  // agents send again, and their copies are acknowledged once a commit holds them.
+  const int64_t now = monotonic_ms();
+  bool stored = !store_.has_pending_writes();  // (another write's flush may have taken them)
+  if (!stored && (now - last_commit_monotonic_ms_ >= kCommitIntervalMs || store_.pending_write_count() >= kCommitBatch)) {
+    last_commit_monotonic_ms_ = now;
+    guarded("saving participants", [&] {
+      store_.flush_pending();
+      stored = true;
+    });
+    if (!stored) pending_acks_.clear();
+  }
   if (stored) {
     for (const PendingAck& pending : pending_acks_) {
       OutgoingMessage ack;
@@ -456,8 +462,8 @@ void Server::tick() {
       ack.body().getRoundAck().setReceived(pending.received);
       send_to_route(pending.route, ack);
     }
+    pending_acks_.clear();
   }
-  pending_acks_.clear();
 }
 
 void Server::abandon(std::future<QuantizationJobResult> job) { abandoned_jobs_.push_back(std::move(job)); }
@@ -786,8 +792,8 @@ void Server::dispatch(const Sender& sender, wire::Envelope::Reader envelope, std
         // A check that ran clears the agent's last problem; one that could not run is its problem now.
         const std::string error = read_text(body.getLocalReport().getError(), 1000);
         if (!error.empty() || !store_.agent_by_key(curve_key)->last_error.empty())
-          store_.set_agent_problem(agent->id, session.last_seen_ms,
-                                   error.empty() ? "" : fmt::format("round {}: check failed: {}", round_->id(), error));
+          store_.queue_agent_problem(agent->id, session.last_seen_ms,
+                                     error.empty() ? "" : fmt::format("round {}: check failed: {}", round_->id(), error));
       }
       return;
     }

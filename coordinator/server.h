@@ -45,6 +45,9 @@ inline constexpr size_t kProgressRowsPerTurn = 512;
 inline constexpr int64_t kLastSeenStepMs = 60000;
 // The round and the rollout advance (Round::tick, Rollout::tick) at most this often.
 inline constexpr int64_t kWalkIntervalMs = 50;
+// A round's per-agent writes are committed together at most this often, or once this many wait.
+inline constexpr int64_t kCommitIntervalMs = 25;
+inline constexpr size_t kCommitBatch = 2048;
 
 class Server : public RoundHost {
  public:
@@ -253,7 +256,8 @@ class Server : public RoundHost {
     uint64_t round_id = 0;
     std::string received;
   };
-  std::vector<PendingAck> pending_acks_;  // this loop turn's roundAcks, sent once its writes are committed
+  std::vector<PendingAck> pending_acks_;  // roundAcks, sent once the writes they acknowledge are committed
+  int64_t last_commit_monotonic_ms_ = INT64_MIN / 2;
   std::unique_ptr<Rollout> rollout_;
   std::ofstream capture_;
   // Appends [id u64][length u64][bytes] to capture_file when one is set (an agent's aggregation

@@ -18,6 +18,8 @@
 namespace fedcal::coordinator {
 namespace {
 
+constexpr const char* kSetAgentProblem = "UPDATE agents SET last_error = ?, last_error_ms = ? WHERE id = ?";
+
 // The SQL of both engines from SQLite's: PostgreSQL's INTEGER is 32 bits (BIGINT is SQLite's INTEGER)
 // and its generated ids are identity columns (SQLite's INTEGER PRIMARY KEY).
 std::string in_dialect(SqlDialect dialect, std::string sql) {
@@ -597,15 +599,19 @@ std::vector<RoundRecord> Store::rounds() {
 }
 
 void Store::add_participant(int64_t round_id, int64_t agent_id, int index) {
-  pending_writes_.push_back({PendingWrite::Kind::kJoined, round_id, agent_id, index, ParticipantStatus::kJoined, {}});
+  pending_writes_.push_back({PendingWrite::Kind::kJoined, round_id, agent_id, index, ParticipantStatus::kJoined, {}, 0});
 }
 
 void Store::set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason) {
-  pending_writes_.push_back({PendingWrite::Kind::kStatus, round_id, agent_id, 0, status, reason});
+  pending_writes_.push_back({PendingWrite::Kind::kStatus, round_id, agent_id, 0, status, reason, 0});
 }
 
 void Store::save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json) {
-  pending_writes_.push_back({PendingWrite::Kind::kReport, round_id, agent_id, 0, ParticipantStatus::kReported, report_json});
+  pending_writes_.push_back({PendingWrite::Kind::kReport, round_id, agent_id, 0, ParticipantStatus::kReported, report_json, 0});
+}
+
+void Store::queue_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem) {
+  pending_writes_.push_back({PendingWrite::Kind::kProblem, 0, agent_id, 0, ParticipantStatus::kJoined, problem, at_ms});
 }
 
 void Store::flush_pending() {
@@ -629,6 +635,9 @@ void Store::flush_pending() {
           db_->execute("UPDATE participants SET status = 'reported', report_json = ? WHERE round_id = ? AND agent_id = ?",
                        {pending.text, pending.round_id, pending.agent_id});
           break;
+        case PendingWrite::Kind::kProblem:
+          db_->execute(kSetAgentProblem, {pending.text, pending.at_ms, pending.agent_id});
+          break;
       }
     }
     transaction.commit();
@@ -649,9 +658,7 @@ std::vector<Store::Participant> Store::participants(int64_t round_id) {
 }
 
 void Store::set_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem) {
-  return store_call("set agent problem", [&]() -> void {
-    db_->execute("UPDATE agents SET last_error = ?, last_error_ms = ? WHERE id = ?", {problem, at_ms, agent_id});
-  });
+  return store_call("set agent problem", [&]() -> void { db_->execute(kSetAgentProblem, {problem, at_ms, agent_id}); });
 }
 
 void Store::note_contradiction(int64_t agent_id, const std::string& what) {

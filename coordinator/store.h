@@ -146,14 +146,19 @@ class Store {
   // A round's per-agent writes - a participant joining, its status (`reason`: why it was dropped or
   // left, "" otherwise), its local report (JSON, so a restarted coordinator does not forget what was
   // reported) - are kept in memory, in order, and written in one transaction by flush_pending (the
-  // daemon calls it once per loop turn, and acknowledges what agents sent only after it), and before
-  // anything that reads participants or changes a round's stage, so a committed stage always has its
-  // participants' statuses: a round's per-agent writes cost one commit per turn, not one each
+  // daemon calls it at most every kCommitIntervalMs, and acknowledges what agents sent only after it),
+  // and before anything that reads participants or changes a round's stage, so a committed stage always
+  // has its participants' statuses: a round's per-agent writes cost a commit per interval, not one each
   // (10,000 agents x 4 stages were 40,000 fsyncs; joins and reports were one each more).
   void add_participant(int64_t round_id, int64_t agent_id, int index);
   void set_participant_status(int64_t round_id, int64_t agent_id, ParticipantStatus status, const std::string& reason = "");
   void save_participant_report(int64_t round_id, int64_t agent_id, const std::string& report_json);
+  // set_agent_problem, written with them (a local report's problem: one commit per report was a
+  // 2,000-agent round's 2,000 fsyncs where each check failed).
+  void queue_agent_problem(int64_t agent_id, int64_t at_ms, const std::string& problem);
   void flush_pending();
+  bool has_pending_writes() const { return !pending_writes_.empty(); }
+  size_t pending_write_count() const { return pending_writes_.size(); }
   struct Participant {
     int64_t agent_id;
     int index;
@@ -240,11 +245,12 @@ class Store {
   // The next id of `table`: above its rows and at least `at_least` (inside the caller's transaction).
   int64_t next_id(const char* table, int64_t at_least);
   struct PendingWrite {
-    enum class Kind { kJoined, kStatus, kReport } kind;
-    int64_t round_id, agent_id;
+    enum class Kind { kJoined, kStatus, kReport, kProblem } kind;
+    int64_t round_id, agent_id;                             // kProblem: round_id 0
     int index = 0;                                          // kJoined
     ParticipantStatus status = ParticipantStatus::kJoined;  // kStatus
-    std::string text;                                       // kStatus: the reason; kReport: the report
+    std::string text;                                       // kStatus: the reason; kReport: the report; kProblem: the problem
+    int64_t at_ms = 0;                                      // kProblem: when the agent had it
   };
   std::vector<PendingWrite> pending_writes_;
   int64_t audit_max_entries_ = 200000;
