@@ -11,8 +11,9 @@ namespace fedcal::bench {
 using Body = wire::Envelope::Body;
 
 SimAgent::SimAgent(zmq::context_t& context, const std::string& endpoint, const std::string& coordinator_key,
-                   const std::string& source_address, const std::vector<uint64_t>& vector)
-    : keys_(CurveKeyPair::generate()),
+                   const std::string& source_address, const std::vector<uint64_t>& vector, int transport_ping_ms)
+    : transport_ping_ms_(transport_ping_ms),
+      keys_(CurveKeyPair::generate()),
       socket_(context, zmq::socket_type::dealer),
       endpoint_(endpoint),
       coordinator_key_(coordinator_key),
@@ -24,9 +25,12 @@ SimAgent::SimAgent(zmq::context_t& context, const std::string& endpoint, const s
 int SimAgent::fd() const { return socket_.get(zmq::sockopt::fd); }
 
 void SimAgent::enroll(const std::string& token) {
-  // The real agent's options, with transport_ttl = false (a fleet of thousands: transport/curve.h).
+  // The real agent's options, with transport_ttl = false (a fleet of thousands: transport/curve.h) and
+  // its transport_ping_ms.
   SocketLimits limits;
   limits.heartbeat_ttl = false;
+  limits.heartbeat_interval_ms = transport_ping_ms_;
+  limits.heartbeat_timeout_ms = transport_ping_ms_ > 0 ? transport_timeout_for(transport_ping_ms_) : 0;
   configure_curve_client(socket_, keys_, coordinator_key_, limits);
   // "tcp://SOURCE:0;HOST:PORT": libzmq binds the connection's local end to SOURCE first.
   // Without one, the kernel picks the source port per destination (no bind to port 0 first).

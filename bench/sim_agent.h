@@ -30,7 +30,7 @@ class SimAgent {
   // per-address connection limit of the coordinator bites ("": the kernel's choice); `vector`: what it contributes to rounds
   // (outlives the agent).
   SimAgent(zmq::context_t& context, const std::string& endpoint, const std::string& coordinator_key,
-           const std::string& source_address, const std::vector<uint64_t>& vector);
+           const std::string& source_address, const std::vector<uint64_t>& vector, int transport_ping_ms = 1000);
 
   // Connects and sends the enrollment (then the hello when it is enrolled).
   void enroll(const std::string& token);
@@ -60,6 +60,7 @@ class SimAgent {
   void send(OutgoingMessage& message);
   void handle(wire::Envelope::Reader envelope);
 
+  int transport_ping_ms_;
   CurveKeyPair keys_;
   zmq::socket_t socket_;
   std::string endpoint_, coordinator_key_, source_address_;

@@ -184,7 +184,7 @@ struct Slice {
 // then their measurements to `out` (JSON). Never returns.
 [[noreturn]] void run_agent_process(const Slice& slice, const std::vector<Server>& servers,
                                     const std::vector<std::string>& tokens, const Vectors& vectors, int threads_count,
-                                    int per_address, Control& control, const std::string& out) {
+                                    int per_address, int transport_ping_ms, Control& control, const std::string& out) {
   int code = 0;
   try {
     // A libzmq context (one I/O thread) per 256 agents: a real agent's context holds one connection,
@@ -202,7 +202,7 @@ struct Slice {
       const std::string source = per_address > 0 ? fmt::format("127.0.{}.{}", 1 + address / 250, 2 + address % 250) : "";
       const Server& server = servers[i % servers.size()];
       agents.push_back(std::make_unique<SimAgent>(*contexts.back(), server.endpoint, server.key, source,
-                                                  vectors.values[i % vectors.values.size()]));
+                                                  vectors.values[i % vectors.values.size()], transport_ping_ms));
       my_tokens.push_back(tokens[i]);
     }
     std::vector<std::thread> threads;
@@ -263,6 +263,7 @@ int main(int argc, char** argv) {
   int heartbeat_interval_ms = 2000;
   int threads_count = 2;
   int per_address = 500;
+  int transport_ping_ms = 1000;
   int agent_timeout_ms = 60000;
   int enroll_window = 200;
   std::string preset = "tiny";
@@ -295,6 +296,12 @@ int main(int argc, char** argv) {
                  "Binding each connection's source to port 0 first draws on one ephemeral port range")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  app.add_option("--agent-ping-ms", transport_ping_ms,
+                 "The agents' transport_ping_ms (ZMTP pings, a CURVE message each way; the agent's default is 1000): at "
+                 "tens of thousands of agents the pings are most of the relays' and the simulated agents' work; 0: no "
+                 "pings (the sim only: libzmq's per-context timers then cost the simulated agents nothing)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 600000));
   app.add_option("--enroll-window", enroll_window, "Enrollments in flight at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
@@ -358,7 +365,8 @@ int main(int argc, char** argv) {
                            {"relays", relays_count},
                            {"relay_group_size", relay_group_size},
                            {"agent_processes", processes},
-                           {"threads_per_process", threads_count}};
+                           {"threads_per_process", threads_count},
+                           {"agent_ping_ms", transport_ping_ms}};
   int exit_code = 0;
   // Stops the agent processes and gathers what they measured.
   nlohmann::json parts = nlohmann::json::array();
@@ -441,7 +449,7 @@ int main(int argc, char** argv) {
       const pid_t pid = fork();
       if (pid < 0) fail("fork: {}", std::strerror(errno));
       if (pid == 0) {
-        run_agent_process(slice, servers, tokens, vectors, threads_count, per_address, control,
+        run_agent_process(slice, servers, tokens, vectors, threads_count, per_address, transport_ping_ms, control,
                           root + "/part-" + std::to_string(k) + ".json");
       }
       children.push_back(pid);

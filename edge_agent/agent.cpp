@@ -72,6 +72,8 @@ Agent::Agent(AgentConfig config)
   SocketLimits limits;
   limits.reconnect_interval_max_ms = config_.reconnect_interval_max_ms;
   limits.heartbeat_ttl = config_.transport_ttl;
+  limits.heartbeat_interval_ms = config_.transport_ping_ms;
+  limits.heartbeat_timeout_ms = config_.transport_timeout_ms();
   configure_curve_client(socket_, keys_, config_.coordinator_key, limits);
   if (zmq_socket_monitor(socket_.handle(), "inproc://fedcal-agent-monitor", ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
     fail("cannot monitor the coordinator connection: {}", zmq_strerror(zmq_errno()));

@@ -30,6 +30,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   static const std::set<std::string> known = {"coordinator",
                                               "standby_coordinators",
                                               "transport_ttl",
+                                              "transport_ping_ms",
                                               "coordinator_key",
                                               "state_dir",
                                               "data_dir",
@@ -109,6 +110,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
   integer("decode_tokens", config.decode_tokens, 1, 4096);
   integer("decode_runs", config.decode_runs, 1, 100);
   integer("reconnect_interval_max_ms", config.reconnect_interval_max_ms, 100, 3600000);
+  integer("transport_ping_ms", config.transport_ping_ms, 100, 600000);
   integer("coordinator_timeout_ms", config.coordinator_timeout_ms, 1000, 3600000);
   integer("partial_download_max_age_hours", config.partial_download_max_age_hours, 1, 24 * 365);
   integer("disk_budget_mb", config.disk_budget_mb, 0, 1 << 24);

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "transport/curve.h"
+
 namespace fedcal::edge_agent {
 
 struct AgentConfig {
@@ -15,6 +17,13 @@ struct AgentConfig {
   // (a TTL). false in fleets of thousands (with the coordinator's transport_pings = false):
   // transport/curve.h.
   bool transport_ttl = true;
+  // How often the agent's transport pings its coordinator or relay (ZMTP PING, answered by a PONG: a
+  // CURVE message each way). 1 s finds a vanished coordinator fast; at tens of thousands of agents per
+  // relay the pings are most of the relay's work (a 100,000-agent simulation on 2 cores saturated at
+  // ~21,000 online, pinging each second), so large fleets ping every 10 s or more. The ping timeout
+  // (and TTL) is at least twice this (transport_timeout_ms).
+  int transport_ping_ms = 1000;
+  int transport_timeout_ms() const { return transport_timeout_for(transport_ping_ms); }
   std::string coordinator_key;                          // its CURVE public key (Z85, `fedcal-coordinator keys`)
   std::string state_dir = "/var/lib/fedcal-agent";      // keys, enrollment, downloaded models
   std::string data_dir = "/var/lib/fedcal-agent/text";  // private text: every *.txt file, one document per line

@@ -50,6 +50,10 @@ struct SocketLimits {
   int handshake_timeout_ms = 10000;
 };
 
+// The timeout (and TTL) of transport pings sent every `ping_ms`: at least twice the period (a TTL
+// shorter than the period would close an idle connection between pings), at least 5 s.
+inline int transport_timeout_for(int ping_ms) { return ping_ms > 2500 ? 2 * ping_ms : 5000; }
+
 void configure_curve_server(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& zap_domain,
                             const SocketLimits& limits);
 void configure_curve_client(zmq::socket_t& socket, const CurveKeyPair& keys, const std::string& server_public_key,
