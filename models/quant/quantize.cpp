@@ -261,8 +261,8 @@ constexpr size_t kTargetWindows = 4;
 MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats& stats, const QuantizeOptions& options,
                                       const std::vector<int>& tokens, const XnnRuntime& runtime, double target_kl,
                                       LayerFallback fallback) {
-  const QuantizedLinears base = quantize_model(model, stats, options);
-  std::vector<LayerSensitivity> ranking = sensitivity_of(model, base, tokens, runtime);
+  QuantizedLinears current = quantize_model(model, stats, options);
+  std::vector<LayerSensitivity> ranking = sensitivity_of(model, current, tokens, runtime);
   if (options.weight_bits != 8) {
     // From 4 or 5 bits, every layer taken out costs bytes in proportion to its weights: the most KL per
     // weight first (the fewest bytes for the target, as far as one layer's KL tells).
@@ -278,36 +278,29 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
         std::erase_if(ranking, [&](const LayerSensitivity& layer) { return layer.name == site.name; });
     }
   }
-  // Every layer is quantized once per form it can take (a layer's form does not depend on the others'),
-  // and each candidate put together from those: quantizing the whole model for every candidate made a
-  // search over a 4-bit model's 200 layers take 200 of its 4-bit searches.
-  auto with_every_ranked_layer_in = [&](auto layers_of) {
-    QuantizeOptions moved = options;
-    for (const LayerSensitivity& layer : ranking) layers_of(moved).insert(layer.name);
-    return quantize_model(model, stats, moved);
+  // A layer taken out is quantized alone in its new form (every other layer, the token table too, left
+  // out of that call: a layer's form does not depend on the others') and swapped into the candidate.
+  // Quantizing the whole model for every candidate made a search over a 4-bit model's 200 layers take
+  // 200 model-wide 4-bit searches; holding every layer in every form would hold the model three times.
+  auto move_to = [&](const std::string& name, LayerFallback form) {
+    QuantizeOptions alone = options;
+    alone.keep_fp32.insert("token_embedding");
+    for (const LinearSite& site : linear_sites(model.config)) {
+      if (site.name != name) alone.keep_fp32.insert(site.name);
+    }
+    fallback_layers(alone, form).insert(name);
+    QuantizedLinears quantized = quantize_model(model, stats, alone);
+    const auto layer = quantized.find(name);
+    if (layer == quantized.end()) {
+      current.erase(name);  // in FP32
+    } else {
+      current.insert_or_assign(name, std::move(layer->second));
+    }
   };
-  const QuantizedLinears moved =
-      with_every_ranked_layer_in([&](QuantizeOptions& o) -> std::set<std::string>& { return fallback_layers(o, fallback); });
-  const QuantizedLinears fine =
-      fallback == LayerFallback::kFiveBit
-          ? with_every_ranked_layer_in([](QuantizeOptions& o) -> std::set<std::string>& { return o.fine_grained; })
-          : QuantizedLinears{};
   const WindowKl kl(model, tokens, runtime, kTargetWindows);
   MixedPrecision choice;
   auto reached = [&] {
-    QuantizedLinears int8 = base;
-    auto take = [&](const std::vector<std::string>& names, const QuantizedLinears& from) {
-      for (const std::string& name : names) {
-        const auto layer = from.find(name);
-        if (layer == from.end())
-          int8.erase(name);  // in FP32
-        else
-          int8.insert_or_assign(name, layer->second);
-      }
-    };
-    take(choice.layers, moved);
-    take(choice.fine_grained_layers, fine);
-    Transformer candidate(model, runtime, {}, &int8);
+    Transformer candidate(model, runtime, {}, &current);
     choice.mean_kl = kl.of(candidate);
     choice.tried.push_back(choice.mean_kl);
     return choice.mean_kl <= target_kl;
@@ -316,11 +309,13 @@ MixedPrecision fewest_fallback_layers(const Model& model, const CalibrationStats
     if (reached()) return choice;
     if (k == ranking.size()) break;
     choice.layers.push_back(ranking[k].name);
+    move_to(ranking[k].name, fallback);
   }
   if (fallback == LayerFallback::kFiveBit) {
     // Every layer in 5 bits is not enough: on to fine-grained INT8, in the same order.
     for (const LayerSensitivity& layer : ranking) {
       choice.fine_grained_layers.push_back(layer.name);
+      move_to(layer.name, LayerFallback::kFineGrained);
       if (reached()) return choice;
     }
   }

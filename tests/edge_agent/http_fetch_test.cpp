@@ -4,8 +4,10 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <chrono>
 #include <future>
 #include <random>
+#include <thread>
 
 #include "common/error.h"
 #include "common/sha256.h"
@@ -78,7 +80,12 @@ TEST_CASE(
   CHECK(kind_of([&] { fetch_range(origin.url("/fedcal/round-1.stats"), 0, kRange, 10000); }) == ErrorKind::kNotFound);
   CHECK(kind_of([&] { fetch_range(origin.url("/fedcal/" + std::string(64, 'a') + ".fcpkg"), 0, kRange, 10000); }) ==
         ErrorKind::kNotFound);
+  // nginx logs a request after answering it: wait for the five above to be in the log (else the
+  // last 404 can be counted with the cache's requests below).
+  for (int waited = 0; origin.served().size() < 5 && waited < 500; ++waited)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const size_t origin_requests_before = origin.served().size();
+  REQUIRE(origin_requests_before == 5);
 
   const int cache_port = testing::free_tcp_port();
   testing::ScratchDir cache_dir;
@@ -90,7 +97,11 @@ TEST_CASE(
   std::vector<std::future<std::vector<uint8_t>>> boards;
   for (int i = 0; i < 8; ++i) boards.push_back(std::async(std::launch::async, fetch_all, cache.url("/fedcal/" + sha + ".fcpkg")));
   for (auto& board : boards) CHECK(board.get() == bytes);
-  // The origin saw each 4 MiB slice once: one copy of the package, whatever the number of boards.
+  // The origin saw each 4 MiB slice once: one copy of the package, whatever the number of boards
+  // (once the last answers are logged; waiting longer would only let a fourth show).
+  for (int waited = 0; (origin.served().size() < origin_requests_before + 3 || cache.served().size() < 8 * 3) && waited < 500;
+       ++waited)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const std::vector<NginxServer::Served> served = origin.served();
   uint64_t origin_bytes = 0;
   for (size_t i = origin_requests_before; i < served.size(); ++i) {
