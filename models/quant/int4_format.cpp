@@ -65,9 +65,79 @@ double round_group(std::span<const float> w, std::span<const double> a, float d,
   return error;
 }
 
-// quantize_group_on and quantize_group_absmax_on with the grid's search made already.
-Int4Group search_group(std::span<const float> w, std::span<const double> a, const LevelSearch& search);
-Int4Group absmax_group(std::span<const float> w, const LevelSearch& search);
+// The search of quantize_group_on and the rounding of quantize_group_absmax_on, on a grid's search made already.
+Int4Group search_group(std::span<const float> w, std::span<const double> a, const LevelSearch& search) {
+  if (w.size() > static_cast<size_t>(kInt4Group) || (!a.empty() && a.size() != w.size()))
+    fail("a group of {} weights (at most {}) with {} importance values", w.size(), kInt4Group, a.size());
+  // Importance weights with a floor, so that channels the statistics never saw still count a little.
+  std::array<double, kInt4Group> weight{};
+  double total = 0;
+  for (size_t i = 0; i < w.size(); ++i) total += a.empty() ? 1.0 : std::max(a[i], 0.0);
+  const double mean = total / static_cast<double>(std::max<size_t>(w.size(), 1));
+  for (size_t i = 0; i < w.size(); ++i) weight[i] = mean > 0 && !a.empty() ? std::max(a[i], 0.0) + 1e-3 * mean : 1.0;
+  const std::span<const double> weights(weight.data(), w.size());
+
+  float max_abs = 0;
+  for (const float v : w) {
+    if (!std::isfinite(v)) fail("weight {} is not finite", v);
+    max_abs = std::max(max_abs, std::fabs(v));
+  }
+  Int4Group best;
+  best.scale = 0x1p-24f;  // all zeros (or below binary16's range): any scale, levels 0
+  if (max_abs == 0.0f) return best;
+  double best_error = std::numeric_limits<double>::infinity();
+  std::array<int8_t, kInt4Group> levels{};
+  auto keep_if_better = [&](float half, double error) {
+    if (error < best_error) {
+      best_error = error;
+      best.scale = half;
+      best.levels = levels;
+    }
+  };
+  auto consider = [&](double d) {
+    const float half = to_half(d);
+    if (half != 0.0f) keep_if_better(half, round_group(w, weights, half, search, levels.data()));
+  };
+  // Each sign (the extreme of either sign can take the lowest level), scales that put the extreme at
+  // 3/4 to 9/8 of the lowest level's magnitude (max/6 to max/9 on the uniform grid), each then refined
+  // once: the least-squares scale for the levels it rounded to.
+  const double lowest = -static_cast<double>(search.grid[0]);
+  for (const double sign : {1.0, -1.0}) {
+    for (int step = 0; step <= 24; ++step) {
+      const float half = to_half(sign * max_abs / (lowest * (0.75 + step / 64.0)));
+      if (half == 0.0f) continue;
+      const double error = round_group(w, weights, half, search, levels.data());
+      double wq = 0, qq = 0;
+      for (size_t i = 0; i < w.size(); ++i) {
+        wq += weights[i] * w[i] * levels[i];
+        qq += weights[i] * levels[i] * levels[i];
+      }
+      keep_if_better(half, error);
+      if (qq > 0) consider(wq / qq);
+    }
+  }
+  return best;
+}
+
+Int4Group absmax_group(std::span<const float> w, const LevelSearch& search) {
+  if (w.size() > static_cast<size_t>(kInt4Group)) fail("a group of {} weights (at most {})", w.size(), kInt4Group);
+  float extreme = 0;
+  for (const float v : w) {
+    if (!std::isfinite(v)) fail("weight {} is not finite", v);
+    if (std::fabs(v) > std::fabs(extreme)) extreme = v;
+  }
+  Int4Group out;
+  // In FP32, as PyTorch computes it: the quotient, then its nearest binary16 value.
+  out.scale = f16_to_f32(f32_to_f16(extreme / static_cast<float>(search.grid[0])));
+  if (out.scale == 0.0f) out.scale = 0x1p-24f;  // all zeros, or below binary16's range: levels 0
+  const std::array<double, kInt4Group> ones = [] {
+    std::array<double, kInt4Group> a{};
+    a.fill(1.0);
+    return a;
+  }();
+  round_group(w, std::span<const double>(ones.data(), w.size()), out.scale, search, out.levels.data());
+  return out;
+}
 
 }  // namespace
 
@@ -149,83 +219,6 @@ Int4Group quantize_int4_group(std::span<const float> w, std::span<const double> 
 Int4Group quantize_group_on(std::span<const float> w, std::span<const double> a, std::span<const int8_t> grid_levels) {
   return search_group(w, a, LevelSearch(grid_levels));
 }
-
-namespace {
-
-Int4Group search_group(std::span<const float> w, std::span<const double> a, const LevelSearch& search) {
-  if (w.size() > static_cast<size_t>(kInt4Group) || (!a.empty() && a.size() != w.size()))
-    fail("a group of {} weights (at most {}) with {} importance values", w.size(), kInt4Group, a.size());
-  // Importance weights with a floor, so that channels the statistics never saw still count a little.
-  std::array<double, kInt4Group> weight{};
-  double total = 0;
-  for (size_t i = 0; i < w.size(); ++i) total += a.empty() ? 1.0 : std::max(a[i], 0.0);
-  const double mean = total / static_cast<double>(std::max<size_t>(w.size(), 1));
-  for (size_t i = 0; i < w.size(); ++i) weight[i] = mean > 0 && !a.empty() ? std::max(a[i], 0.0) + 1e-3 * mean : 1.0;
-  const std::span<const double> weights(weight.data(), w.size());
-
-  float max_abs = 0;
-  for (const float v : w) {
-    if (!std::isfinite(v)) fail("weight {} is not finite", v);
-    max_abs = std::max(max_abs, std::fabs(v));
-  }
-  Int4Group best;
-  best.scale = 0x1p-24f;  // all zeros (or below binary16's range): any scale, levels 0
-  if (max_abs == 0.0f) return best;
-  double best_error = std::numeric_limits<double>::infinity();
-  std::array<int8_t, kInt4Group> levels{};
-  auto keep_if_better = [&](float half, double error) {
-    if (error < best_error) {
-      best_error = error;
-      best.scale = half;
-      best.levels = levels;
-    }
-  };
-  auto consider = [&](double d) {
-    const float half = to_half(d);
-    if (half != 0.0f) keep_if_better(half, round_group(w, weights, half, search, levels.data()));
-  };
-  // Each sign (the extreme of either sign can take the lowest level), scales that put the extreme at
-  // 3/4 to 9/8 of the lowest level's magnitude (max/6 to max/9 on the uniform grid), each then refined
-  // once: the least-squares scale for the levels it rounded to.
-  const double lowest = -static_cast<double>(search.grid[0]);
-  for (const double sign : {1.0, -1.0}) {
-    for (int step = 0; step <= 24; ++step) {
-      const float half = to_half(sign * max_abs / (lowest * (0.75 + step / 64.0)));
-      if (half == 0.0f) continue;
-      const double error = round_group(w, weights, half, search, levels.data());
-      double wq = 0, qq = 0;
-      for (size_t i = 0; i < w.size(); ++i) {
-        wq += weights[i] * w[i] * levels[i];
-        qq += weights[i] * levels[i] * levels[i];
-      }
-      keep_if_better(half, error);
-      if (qq > 0) consider(wq / qq);
-    }
-  }
-  return best;
-}
-
-Int4Group absmax_group(std::span<const float> w, const LevelSearch& search) {
-  if (w.size() > static_cast<size_t>(kInt4Group)) fail("a group of {} weights (at most {})", w.size(), kInt4Group);
-  float extreme = 0;
-  for (const float v : w) {
-    if (!std::isfinite(v)) fail("weight {} is not finite", v);
-    if (std::fabs(v) > std::fabs(extreme)) extreme = v;
-  }
-  Int4Group out;
-  // In FP32, as PyTorch computes it: the quotient, then its nearest binary16 value.
-  out.scale = f16_to_f32(f32_to_f16(extreme / static_cast<float>(search.grid[0])));
-  if (out.scale == 0.0f) out.scale = 0x1p-24f;  // all zeros, or below binary16's range: levels 0
-  const std::array<double, kInt4Group> ones = [] {
-    std::array<double, kInt4Group> a{};
-    a.fill(1.0);
-    return a;
-  }();
-  round_group(w, std::span<const double>(ones.data(), w.size()), out.scale, search, out.levels.data());
-  return out;
-}
-
-}  // namespace
 
 Int4Group quantize_int4_group_absmax(std::span<const float> w, Int4Grid grid) {
   return quantize_group_absmax_on(w, int4_levels(grid));
